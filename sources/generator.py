@@ -1,0 +1,319 @@
+"""A seeded generator of realistic product and service traffic, the embedded source.
+
+Each topic partition is an independent, deterministic stream (seed, topic, partition):
+- ``event`` topics: users' sessions walking pages (home, pricing, docs) and a five-step
+  signup form; some abandon mid-form (step 3 most), some take too long; clicks,
+  scrolls, and client errors whose messages and stack traces carry e-mail addresses,
+  tokens and card numbers that scrubbing must remove;
+- ``log`` topics: service logs (checkout, signup, search, auth, frontend) with levels,
+  trace and span ids, request and user ids, attributes, and the same kinds of PII.
+
+About ``bad_fraction`` of records (1% by default) are malformed, cycling through every
+kind a real pipeline meets; :func:`partition_stream` labels each with the reason code the
+pipeline must give it, so tests can check the dead-letter table exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+from transforms.batch import RawBatch
+
+USER_AGENTS = [
+    ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"),
+    ("web", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15"),
+    ("web", "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"),
+    ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36 Edg/129.0.0.0"),
+    ("ios", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"),
+    ("ios", "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1"),
+    ("android", "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.6723.58 Mobile Safari/537.36"),
+    ("android", "Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.6668.100 Mobile Safari/537.36"),
+]
+LOCATIONS = ["Berlin, DE", "Paris, FR", "London, GB", "New York, US", "Sao Paulo, BR", "Tokyo, JP", "Bangalore, IN", None]
+PAGES = ["/", "/pricing", "/docs", "/blog/launch", "/features", "/about"]
+FORM_STEPS = 5
+# chance to abandon the signup form at each step (step 3 is the long one)
+ABANDON = {1: 0.08, 2: 0.10, 3: 0.30, 4: 0.08, 5: 0.05}
+SERVICES = ["checkout", "signup", "search", "auth", "frontend"]
+LEVELS = [("DEBUG", 0.25), ("INFO", 0.60), ("WARN", 0.10), ("ERROR", 0.05)]
+
+EVENT_BAD_KINDS = [
+    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("not_utf8", "format_violation"),
+    ("empty", "format_violation"), ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"),
+    ("unknown_event_type", "schema_violation"), ("bad_timestamp", "schema_violation"), ("oversized", "size_violation"),
+    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"), ("bad_ip", "enrichment_failure"),
+]
+LOG_BAD_KINDS = [
+    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("not_utf8", "format_violation"),
+    ("empty", "format_violation"), ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"),
+    ("unknown_level", "schema_violation"), ("bad_trace_id", "schema_violation"), ("oversized", "size_violation"),
+    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"),
+]
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _hex(rng: random.Random, n: int) -> str:
+    return "%0*x" % (n, rng.getrandbits(4 * n))
+
+
+def _public_ip(rng: random.Random) -> str:
+    while True:
+        a = rng.randint(1, 223)
+        if a in (10, 127, 100, 169, 172, 192, 198, 203):
+            continue
+        return f"{a}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+
+
+def _stack(rng: random.Random, email: str) -> str:
+    fn = rng.choice(["submitForm", "validateStep", "renderPrice", "loadProfile"])
+    return (f"TypeError: Cannot read properties of undefined (reading 'value') for {email}\n"
+            f"    at {fn} (https://app.example.com/static/js/main.{_hex(rng, 8)}.js:{rng.randint(10, 999)}:{rng.randint(1, 80)})\n"
+            f"    at HTMLButtonElement.onClick (https://app.example.com/static/js/vendor.js:{rng.randint(10, 999)}:12)\n"
+            f"    at invokeGuardedCallback (react-dom.production.min.js:52:10)")
+
+
+@dataclass
+class Generated:
+    value: bytes | None
+    timestamp_ms: int
+    label: str | None  # expected dead-letter reason, None for a good record
+    kind: str | None = None
+
+
+class _Clock:
+    def __init__(self, start_ms: int, rate_per_s: float, rng: random.Random):
+        self.now = start_ms
+        self.gap = 1000.0 / rate_per_s
+        self.rng = rng
+
+    def tick(self) -> int:
+        self.now += max(1, int(self.rng.expovariate(1.0 / self.gap)))
+        return self.now
+
+
+def _event_envelopes(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict]:
+    """Endless good product-event envelopes: one session after another (interleaved)."""
+    active: list[Iterator[dict]] = []
+    user_seq = 0
+    while True:
+        while len(active) < 20:
+            user_seq += 1
+            active.append(_session(rng, clock, partition, user_seq))
+        k = rng.randrange(len(active))
+        try:
+            yield next(active[k])
+        except StopIteration:
+            active.pop(k)
+
+
+def _session(rng: random.Random, clock: _Clock, partition: int, seq: int) -> Iterator[dict]:
+    platform, ua = rng.choice(USER_AGENTS)
+    user = f"user-{partition}-{rng.randint(1, 50_000)}" if rng.random() < 0.7 else None
+    base = {
+        "session_id": f"s-{partition}-{seq}-{_hex(rng, 8)}",
+        "user": user, "location": rng.choice(LOCATIONS), "platform": platform,
+        "user_agent": ua, "client_ip": _public_ip(rng),
+    }
+
+    def envelope(page: str, events: list[dict]) -> dict:
+        arrival = clock.tick()
+        ts = arrival - rng.randint(0, 1500)
+        return {"event_id": _hex(rng, 32), "timestamp": _iso(ts), "page": page, **base, "events": events, "_arrival": arrival}
+
+    for _ in range(rng.randint(1, 3)):
+        page = rng.choice(PAGES)
+        yield envelope(page, [{"type": "page_view"}])
+        if rng.random() < 0.6:
+            yield envelope(page, [{"type": "scroll", "depth": round(rng.random(), 2)}])
+        if rng.random() < 0.5:
+            yield envelope(page, [{"type": "click", "target": rng.choice(["#cta", "#nav-pricing", "a.signup", "#buy"])}])
+        if rng.random() < 0.03:
+            email = f"{rng.choice(['ana', 'li', 'sam'])}.{rng.randint(1, 99)}@example.org"
+            yield envelope(page, [{"type": "error", "message": f"Failed to load profile of {email}", "stackTrace": _stack(rng, email)}])
+    if rng.random() < 0.5:
+        return
+    yield envelope("/signup", [{"type": "page_view"}, {"type": "form_start", "form": "signup"}])
+    for step in range(1, FORM_STEPS + 1):
+        slow = rng.random() < 0.1
+        duration = int(rng.lognormvariate(9.5 if step == 3 else 8.5, 0.5) * (6 if slow else 1))
+        events = [{"type": "form_step", "form": "signup", "step": step, "duration_ms": duration}]
+        if step == 4 and rng.random() < 0.05:
+            card = "4111 1111 1111 1111"
+            events.append({"type": "error", "message": f"card {card} declined",
+                           "stackTrace": f"PaymentError: declined card={card} token=Bearer {_hex(rng, 24)}\n    at pay (main.js:1:1)"})
+        yield envelope(f"/signup/step-{step}", events)
+        if rng.random() < ABANDON[step]:
+            return
+    yield envelope("/signup", [{"type": "form_submit", "form": "signup", "duration_ms": rng.randint(200, 3000)}])
+    yield envelope("/welcome", [{"type": "signup_complete", "form": "signup"}])
+
+
+def _logs(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict]:
+    while True:
+        arrival = clock.tick()
+        ts = arrival - rng.randint(0, 800)
+        r = rng.random()
+        acc = 0.0
+        level = "INFO"
+        for lv, p in LEVELS:
+            acc += p
+            if r < acc:
+                level = lv
+                break
+        service = rng.choice(SERVICES)
+        user = f"user-{partition}-{rng.randint(1, 50_000)}"
+        msg = rng.choice([
+            f"request handled in {rng.randint(2, 900)} ms",
+            f"cache miss for key product:{rng.randint(1, 9999)}",
+            f"login succeeded for {user}@example.com",
+            f"retrying payment with Authorization: Bearer {_hex(rng, 32)}",
+            f"upstream call failed: api_key={_hex(rng, 20)} status=503",
+            f"charged card 5555 5555 5555 4444 amount={rng.randint(1, 500)}.00",
+            "connection pool exhausted, waiting",
+        ])
+        rec = {
+            "timestamp": _iso(ts), "level": level if rng.random() > 0.1 else level.lower(), "service": service, "message": msg,
+            "trace_id": _hex(rng, 32) if rng.random() < 0.8 else None, "span_id": _hex(rng, 16),
+            "request_id": f"req-{_hex(rng, 12)}", "user_id": user if rng.random() < 0.5 else None,
+            "host": f"{service}-{rng.randint(1, 4)}", "env": "prod",
+            "attributes": {"http.status_code": rng.choice([200, 200, 200, 404, 500]), "region": rng.choice(["eu-west-1", "us-east-1"])},
+            "_arrival": arrival,
+        }
+        yield rec
+
+
+def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: int) -> bytes:
+    rec = dict(rec)
+    rec.pop("_arrival", None)
+    body = json.dumps(rec).encode()
+    if kind == "invalid_json":
+        return body.replace(b'":', b'" ', 1)
+    if kind == "truncated":
+        return body[: len(body) // 2]
+    if kind == "not_utf8":
+        return body.replace(b'"prod"', b'"pr\xff\xfed"').replace(b'"/', b'"/\xc3\x28', 1)
+    if kind == "empty":
+        return b""
+    if kind == "wrong_type":
+        key = "page" if "page" in rec else "message"
+        rec[key] = 12345
+        return json.dumps(rec).encode()
+    if kind == "missing_field":
+        rec.pop("session_id" if "session_id" in rec else "service")
+        return json.dumps(rec).encode()
+    if kind == "unknown_event_type":
+        rec["events"] = rec["events"] + [{"type": "teleport"}]
+        return json.dumps(rec).encode()
+    if kind == "unknown_level":
+        rec["level"] = "LOUD"
+        return json.dumps(rec).encode()
+    if kind == "bad_trace_id":
+        rec["trace_id"] = "not-a-trace-id"
+        return json.dumps(rec).encode()
+    if kind == "bad_timestamp":
+        rec["timestamp"] = "yesterday at noon"
+        return json.dumps(rec).encode()
+    if kind == "oversized":
+        rec["padding"] = "x" * (max_bytes + 10)
+        return json.dumps(rec).encode()
+    if kind == "far_future":
+        rec["timestamp"] = _iso(arrival + 2 * 86400_000)
+        return json.dumps(rec).encode()
+    if kind == "ancient":
+        rec["timestamp"] = _iso(arrival - 400 * 86400_000)
+        return json.dumps(rec).encode()
+    if kind == "bad_ip":
+        rec["client_ip"] = "999.12.1"
+        return json.dumps(rec).encode()
+    raise ValueError(kind)
+
+
+def partition_stream(signal: str, topic: str, partition: int, count: int, *, seed: int = 42, start_ms: int,
+                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = 65536) -> Iterator[Generated]:
+    """The first ``count`` records of one partition's deterministic stream."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}/{topic}/{partition}".encode()).digest()[:8], "big")
+    rng = random.Random(h)
+    bad_rng = random.Random(h ^ 0x5EED)
+    clock = _Clock(start_ms, rate_per_s, rng)
+    if signal == "event":
+        good, kinds = _event_envelopes(rng, clock, partition), EVENT_BAD_KINDS
+    elif signal == "log":
+        good, kinds = _logs(rng, clock, partition), LOG_BAD_KINDS
+    else:
+        raise ValueError(f"the embedded generator has no {signal!r} traffic")
+    next_kind = bad_rng.randrange(len(kinds))
+    for _ in range(count):
+        rec = next(good)
+        arrival = rec.pop("_arrival")
+        if bad_rng.random() < bad_fraction:
+            kind, reason = kinds[next_kind % len(kinds)]
+            next_kind += 1
+            yield Generated(_malform(kind, rec, bad_rng, arrival, max_bytes), arrival, reason, kind)
+        else:
+            yield Generated(json.dumps(rec, separators=(",", ":")).encode(), arrival, None)
+
+
+@dataclass(frozen=True)
+class EmbeddedPartition:
+    """One partition of the embedded source: what a runner reads from."""
+
+    source: str
+    signal: str
+    topic: str
+    partition: int
+    count: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass
+class EmbeddedSource:
+    """All partitions of the spec's sources, with ``count`` records per source split
+    evenly over its partitions."""
+
+    sources: list  # list[pipelines.spec.SourceSpec]
+    count: int
+    seed: int = 42
+    start_ms: int = 0
+    rate_per_s: float = 1000.0
+    bad_fraction: float = 0.01
+    batch_size: int = 5000
+    max_bytes: int = 65536
+
+    def partitions(self) -> list[EmbeddedPartition]:
+        out = []
+        for s in self.sources:
+            base, extra = divmod(self.count, s.partitions)
+            for p in range(s.partitions):
+                out.append(EmbeddedPartition(s.name, s.signal, s.topic, p, base + (1 if p < extra else 0)))
+        return out
+
+    def stream(self, part: EmbeddedPartition) -> Iterator[Generated]:
+        return partition_stream(part.signal, part.topic, part.partition, part.count, seed=self.seed, start_ms=self.start_ms,
+                                rate_per_s=self.rate_per_s / max(1, len(self.partitions())), bad_fraction=self.bad_fraction,
+                                max_bytes=self.max_bytes)
+
+    def batches(self, part: EmbeddedPartition, start_offset: int = 0) -> Iterator[RawBatch]:
+        """Raw batches of one partition from ``start_offset`` on (offsets are 0-based
+        positions in the partition stream, as in Kafka)."""
+        values, offsets, stamps = [], [], []
+        for off, g in enumerate(self.stream(part)):
+            if off < start_offset:
+                continue
+            values.append(g.value)
+            offsets.append(off)
+            stamps.append(g.timestamp_ms)
+            if len(values) >= self.batch_size:
+                yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps)
+                values, offsets, stamps = [], [], []
+        if values:
+            yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps)

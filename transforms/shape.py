@@ -1,0 +1,98 @@
+"""Shape: map a signal's wire columns onto its table's columns, and finish rows for the
+sink.
+
+``to_rows`` runs after validation: product-event envelopes are exploded into one row per
+interaction (all rows of an envelope keep its ``_i``), and wire names become table names
+(``timestamp`` → ``ts``, ``stackTrace`` → ``error_stack`` ...). ``finish`` runs last: it
+adds the ingest time and source coordinates and casts to the table's exact Arrow schema,
+dropping in-flight columns such as the raw ``client_ip`` and ``user_id``, which are never
+stored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.tables import TableDef
+from transforms.batch import INDEX, Batch
+
+_EVENT_TOP = {"event_id": "event_id", "timestamp": "ts", "page": "page", "session_id": "session_id", "user": "user_id",
+              "location": "reported_location", "platform": "platform", "user_agent": "user_agent", "client_ip": "client_ip"}
+_EVENT_INNER = {"type": "event_type", "target": "target", "depth": "scroll_depth", "form": "form", "step": "form_step",
+                "duration_ms": "duration_ms", "message": "error_message", "stackTrace": "error_stack"}
+_LOG = {"timestamp": "ts", "user_id": "user_id"}
+
+
+def to_rows(signal: str, batch: Batch) -> Batch:
+    """Wire columns → table-named columns (exploding event envelopes)."""
+    t = batch.table
+    if signal == "event":
+        events = t.column("events").combine_chunks()
+        parents = pc.list_parent_indices(events)
+        flat = pc.list_flatten(events)
+        cols, names = [], []
+        for wire, name in _EVENT_TOP.items():
+            cols.append(t.column(wire).take(parents))
+            names.append(name)
+        for k, f in enumerate(flat.type):
+            if f.name in _EVENT_INNER:
+                cols.append(pc.struct_field(flat, [k]))
+                names.append(_EVENT_INNER[f.name])
+        # position of each interaction inside its envelope
+        offsets = events.offsets.to_numpy()
+        p = parents.to_numpy()
+        pos = np.arange(len(p), dtype=np.int32) - offsets[p].astype(np.int32) if len(p) else np.zeros(0, np.int32)
+        cols.append(pa.array(pos, pa.int32()))
+        names.append("event_index")
+        cols.append(t.column(INDEX).take(parents))
+        names.append(INDEX)
+        batch.table = pa.Table.from_arrays(cols, names=names)
+    else:
+        batch.table = t.rename_columns([_LOG.get(n, n) for n in t.column_names])
+    return batch
+
+
+def finish(batch: Batch, table: TableDef, extra: dict | None = None) -> pa.Table:
+    """The rows of ``batch`` in ``table``'s exact Arrow schema, with source coordinates.
+
+    ``extra`` supplies constant columns (e.g. ``sample_rate``) when the batch lacks them.
+    """
+    t = batch.table
+    raw = batch.raw
+    idx = t.column(INDEX).to_numpy()
+    n = t.num_rows
+    offsets = np.asarray(raw.offsets, dtype=np.int64)[idx]
+    ingest = np.asarray(raw.timestamps_ms, dtype=np.int64)[idx]
+    computed = {
+        "source_topic": pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string()),
+        "source_partition": pa.array(np.full(n, raw.partition, dtype=np.int32)),
+        "source_offset": pa.array(offsets),
+        "ingested_at": pa.array(ingest * 1000, pa.timestamp("us", tz="UTC")),
+    }
+    extra = extra or {}
+    schema = table.arrow_schema()
+    cols = []
+    for f in schema:
+        if f.name in t.column_names:
+            col = t.column(f.name)
+        elif f.name in computed:
+            col = computed[f.name]
+        elif f.name in extra:
+            col = pa.array([extra[f.name]] * n, f.type)
+        else:
+            col = pa.nulls(n, f.type)
+        if col.type != f.type:
+            col = _map_as(col, f.type) if pa.types.is_map(f.type) else pc.cast(col, f.type)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _map_as(col, typ: pa.MapType) -> pa.Array:
+    """Rebuild a map column with the target map type (field names and nullability as the
+    table declares them); Arrow's cast between map types is not reliable."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), typ)
+    mask = col.is_null() if col.null_count else None
+    return pa.MapArray.from_arrays(col.offsets, col.keys, col.items, type=typ, mask=mask)

@@ -1,0 +1,132 @@
+"""Validation: reject decoded records that break the contract the codec cannot see.
+
+Consumes a decoded :class:`Batch` of wire columns; emits the batch without the rejected
+rows. Rejects with ``schema_violation`` (required field missing, unknown event type or
+log level, malformed trace/span id, an envelope without interactions) and
+``timestamp_out_of_range`` (event time more than ``max_future`` after, or ``max_past``
+before, the time the record entered the source — not the wall clock, so a replay of an
+old topic is judged as it was when it arrived)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.spec import ValidateStep
+from schemas.wire import arrow_schema
+from transforms.batch import INDEX, Batch
+
+LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR", "INFORMATION": "INFO"}
+
+
+def _fmt_delta(seconds: float) -> str:
+    s = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.1f}{unit}"
+    return f"{s:.1f}s"
+
+
+class Validator:
+    """Validate one signal's decoded rows against ``ValidateStep`` settings."""
+
+    def __init__(self, signal: str, step: ValidateStep):
+        self.signal = signal
+        self.step = step
+        self.required = [f.name for f in arrow_schema(signal) if not f.nullable]
+        self.ts_field = "timestamp"
+        self.event_types = pa.array(sorted(set(step.event_types)))
+        self.levels = pa.array(sorted(set(step.levels)))
+        self.max_future_ms = int(step.max_future.total_seconds() * 1000)
+        self.max_past_ms = int(step.max_past.total_seconds() * 1000)
+
+    def __call__(self, batch: Batch) -> Batch:
+        self._required(batch)
+        self._time_range(batch)
+        if self.signal == "event":
+            self._event_types(batch)
+        elif self.signal == "log":
+            self._levels(batch)
+            self._hex_id(batch, "trace_id", 32)
+            self._hex_id(batch, "span_id", 16)
+        return batch
+
+    def _required(self, batch: Batch) -> None:
+        for name in self.required:
+            col = batch.table.column(name)
+            if col.null_count:
+                batch.reject_mask(pc.is_null(col), "schema_violation", f"{name}: required field is missing or null")
+
+    def _time_range(self, batch: Batch) -> None:
+        t = batch.table
+        if t.num_rows == 0:
+            return
+        ts_ms = pc.cast(t.column(self.ts_field), pa.int64()).to_numpy()
+        if t.column(self.ts_field).type.unit == "us":
+            ts_ms = ts_ms // 1000
+        idx = t.column(INDEX).to_numpy()
+        ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
+        delta = ts_ms - ingest
+        bad = (delta > self.max_future_ms) | (delta < -self.max_past_ms)
+        if bad.any():
+            details = np.empty(len(delta), dtype=object)
+            for k in np.flatnonzero(bad):
+                d = delta[k] / 1000.0
+                when = "after" if d > 0 else "before"
+                limit = self.step.max_future if d > 0 else self.step.max_past
+                details[k] = f"{self.ts_field} is {_fmt_delta(d)} {when} ingest time (limit {_fmt_delta(limit.total_seconds())})"
+            batch.reject_mask(bad, "timestamp_out_of_range", details)
+
+    def _event_types(self, batch: Batch) -> None:
+        events = batch.table.column("events").combine_chunks()
+        lengths = pc.list_value_length(events).fill_null(0).to_numpy(zero_copy_only=False)
+        empty = lengths == 0
+        if empty.any():
+            batch.reject_mask(empty, "schema_violation", "events: an envelope needs at least one interaction")
+            events = batch.table.column("events").combine_chunks()
+        if len(events) == 0:
+            return
+        flat = pc.list_flatten(events)
+        types = pc.struct_field(flat, [0])
+        if types.null_count:
+            bad_flat = pc.is_null(types).to_numpy(zero_copy_only=False)
+            msg = "events[].type: required field is missing or null"
+        else:
+            bad_flat = pc.invert(pc.is_in(types, value_set=self.event_types)).to_numpy(zero_copy_only=False)
+            msg = None
+        if not bad_flat.any():
+            return
+        parents = pc.list_parent_indices(events).to_numpy()
+        bad = np.zeros(len(events), dtype=bool)
+        bad[parents[bad_flat]] = True
+        details = np.empty(len(events), dtype=object)
+        if msg is None:
+            tl = types.to_pylist()
+            for k in np.flatnonzero(bad_flat):
+                if details[parents[k]] is None:
+                    details[parents[k]] = f"events[].type: unknown event type {tl[k]!r}; expected one of {self.event_types.to_pylist()}"
+        else:
+            details[:] = msg
+        batch.reject_mask(bad, "schema_violation", details)
+
+    def _levels(self, batch: Batch) -> None:
+        col = pc.utf8_upper(batch.table.column("level"))
+        for alias, canon in LEVEL_ALIASES.items():
+            col = pc.if_else(pc.equal(col, alias), canon, col)
+        i = batch.table.column_names.index("level")
+        batch.table = batch.table.set_column(i, "level", col)
+        bad = pc.invert(pc.is_in(col, value_set=self.levels))
+        if pc.any(bad).as_py():
+            batch.reject_mask(bad, "schema_violation", pc.binary_join_element_wise("level: unknown log level ", pc.utf8_slice_codeunits(batch.table.column("level"), 0, 40), ""))
+
+    def _hex_id(self, batch: Batch, name: str, length: int) -> None:
+        col = batch.table.column(name)
+        if col.null_count == len(col):
+            return
+        col = pc.utf8_lower(col)
+        i = batch.table.column_names.index(name)
+        batch.table = batch.table.set_column(i, name, col)
+        bad = pc.invert(pc.match_substring_regex(col, f"^[0-9a-f]{{{length}}}$"))
+        if pc.any(bad).as_py():
+            batch.reject_mask(bad, "schema_violation", f"{name}: expected {length} hexadecimal characters")
