@@ -109,7 +109,19 @@ class PipelineGraph:
 
     def tables_for_topic(self) -> dict[str, list[str]]:
         """Tables each source topic feeds (its sink table and the dead letters)."""
-        return {f.source.topic: f.tables for f in self.flows.values()}
+        return self.tables_by_topic(self.spec)
+
+    @staticmethod
+    def tables_by_topic(spec: PipelineSpec) -> dict[str, list[str]]:
+        """Like :meth:`tables_for_topic`, without building the transforms."""
+        out: dict[str, list[str]] = {}
+        for f in spec.flows:
+            topic = spec.source(f.source).topic
+            out.setdefault(topic, [])
+            for t in (f.sink.table, spec.dead_letters.table):
+                if t not in out[topic]:
+                    out[topic].append(t)
+        return out
 
     def process(self, raw: RawBatch) -> FlowOutput:
         return self.flows[raw.source].process(raw)

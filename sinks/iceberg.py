@@ -22,6 +22,7 @@ from pyiceberg.table import Table
 
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
+from schemas.tables import table_def
 from sinks.catalog import load_tables, open_catalog
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,7 @@ class IcebergSink:
     def _commit(self, name: str) -> None:
         p = self.pending[name]
         table = self.tables[name]
-        data = pa.concat_tables(p.parts) if p.parts else table.schema().as_arrow().empty_table()
-        if data.schema != table.schema().as_arrow() and p.parts:
-            data = data.cast(table.schema().as_arrow())
+        data = pa.concat_tables(p.parts) if p.parts else table_def(name).arrow_schema().empty_table()
         started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             merged = dict(snapshot_offsets(table))

@@ -249,7 +249,9 @@ def partition_stream(signal: str, topic: str, partition: int, count: int, *, see
     else:
         raise ValueError(f"the embedded generator has no {signal!r} traffic")
     next_kind = bad_rng.randrange(len(kinds))
-    for _ in range(count):
+    n = 0
+    while count < 0 or n < count:
+        n += 1
         rec = next(good)
         arrival = rec.pop("_arrival")
         if bad_rng.random() < bad_fraction:
@@ -288,10 +290,14 @@ class EmbeddedSource:
     bad_fraction: float = 0.01
     batch_size: int = 5000
     max_bytes: int = 65536
+    deadline: float | None = None  # time.monotonic() after which unbounded streams stop
 
     def partitions(self) -> list[EmbeddedPartition]:
         out = []
         for s in self.sources:
+            if self.count < 0:
+                out.extend(EmbeddedPartition(s.name, s.signal, s.topic, p, -1) for p in range(s.partitions))
+                continue
             base, extra = divmod(self.count, s.partitions)
             for p in range(s.partitions):
                 out.append(EmbeddedPartition(s.name, s.signal, s.topic, p, base + (1 if p < extra else 0)))
@@ -305,10 +311,14 @@ class EmbeddedSource:
     def batches(self, part: EmbeddedPartition, start_offset: int = 0) -> Iterator[RawBatch]:
         """Raw batches of one partition from ``start_offset`` on (offsets are 0-based
         positions in the partition stream, as in Kafka)."""
+        import time
+
         values, offsets, stamps = [], [], []
         for off, g in enumerate(self.stream(part)):
             if off < start_offset:
                 continue
+            if self.deadline is not None and len(values) == 0 and time.monotonic() >= self.deadline:
+                return
             values.append(g.value)
             offsets.append(off)
             stamps.append(g.timestamp_ms)

@@ -1,0 +1,70 @@
+"""What every runner shares: the run request, the source it reads, where it resumes, and
+the summary it prints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pipelines.graph import PipelineGraph
+from pipelines.spec import PipelineSpec, ValidateStep
+from sinks.iceberg import IcebergSink
+from sources.generator import EmbeddedSource
+
+
+@dataclass
+class RunRequest:
+    """One run of a spec on an engine.
+
+    ``count`` bounds each embedded source (records per source); ``duration_s`` bounds
+    the run by wall time instead (the embedded streams are then unbounded).
+    """
+
+    spec: PipelineSpec
+    runner: str = "bytewax"
+    source: str = "embedded"
+    count: int | None = 100_000
+    duration_s: float | None = None
+    seed: int = 42
+    start_ms: int | None = None
+    rate_per_s: float = 2000.0
+    bad_fraction: float = 0.01
+    batch_size: int = 5000
+
+
+@dataclass
+class RunResult:
+    runner: str
+    seconds: float
+    records_in: int
+    records_accepted: int
+    records_dead: int
+    records_dropped: int
+    dead_by_reason: dict[str, int]
+    rows_by_table: dict[str, int]
+    resumed_from: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.records_in / self.seconds if self.seconds else 0.0
+
+
+def embedded_source(req: RunRequest) -> EmbeddedSource:
+    spec = req.spec
+    max_bytes = 65536
+    for f in spec.flows:
+        for s in f.steps:
+            if isinstance(s, ValidateStep):
+                max_bytes = s.max_bytes
+    start = req.start_ms if req.start_ms is not None else (int(time.time() * 1000) // 60_000) * 60_000
+    return EmbeddedSource(spec.sources, count=req.count if req.count is not None else -1, seed=req.seed, start_ms=start,
+                          rate_per_s=req.rate_per_s, bad_fraction=req.bad_fraction, batch_size=req.batch_size,
+                          max_bytes=max_bytes, deadline=(time.monotonic() + req.duration_s) if req.duration_s else None)
+
+
+def resume_positions(spec: PipelineSpec) -> dict[str, int]:
+    """Where each ``topic:partition`` resumes, read from the tables' latest snapshots."""
+    graph_tables = PipelineGraph.tables_by_topic(spec)
+    names = sorted({t for ts in graph_tables.values() for t in ts})
+    sink = IcebergSink(spec, names)
+    return sink.resume_offsets(graph_tables)
