@@ -1,0 +1,104 @@
+"""The JSON codec: good records decode to exact wire columns; every malformed kind is
+rejected alone, with the right reason and a detail that names the problem, and its good
+neighbours survive."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from schemas.codecs import codec_for
+from transforms.batch import RawBatch
+
+EVENT = {"event_id": "e1", "timestamp": "2026-11-21T10:00:00.250Z", "page": "/signup/step-3", "session_id": "s1",
+         "user": "u1", "user_agent": "ua", "client_ip": "81.2.69.160",
+         "events": [{"type": "form_step", "form": "signup", "step": 3, "duration_ms": 1200}, {"type": "click", "target": "#next"}]}
+LOG = {"timestamp": "2026-11-21T10:00:00+01:00", "level": "INFO", "service": "checkout", "message": "ok",
+       "attributes": {"http.status_code": 200, "ok": True, "nested": {"a": [1]}, "s": "x"}}
+
+
+def raw(values, source="events"):
+    return RawBatch(source, source, 0, values, list(range(100, 100 + len(values))), [0] * len(values))
+
+
+def enc(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def decode(signal, values, max_bytes=4096):
+    b = codec_for("json", signal, max_bytes).decode(raw(values))
+    rejected = {i: (r, d) for i, r, d in zip(b.rejects.indices, b.rejects.reasons, b.rejects.details)}
+    return b, rejected
+
+
+def test_good_event_decodes_to_exact_wire_columns():
+    b, rejected = decode("event", [enc(EVENT)])
+    assert rejected == {}
+    row = b.table.to_pylist()[0]
+    assert row["timestamp"] == datetime(2026, 11, 21, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    assert row["page"] == "/signup/step-3" and row["user"] == "u1" and row["location"] is None
+    assert row["events"][0] == {"type": "form_step", "target": None, "depth": None, "form": "signup", "step": 3,
+                                "duration_ms": 1200, "message": None, "stackTrace": None}
+    assert row["_i"] == 0
+
+
+def test_log_attributes_become_a_string_map_and_offsets_in_zone_are_utc():
+    b, rejected = decode("log", [enc(LOG), enc({**LOG, "attributes": None}), enc({k: v for k, v in LOG.items() if k != "attributes"})])
+    assert rejected == {}
+    rows = b.table.to_pylist()
+    assert rows[0]["timestamp"] == datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+    assert dict(rows[0]["attributes"]) == {"http.status_code": "200", "ok": "true", "nested": '{"a":[1]}', "s": "x"}
+    assert rows[1]["attributes"] is None and rows[2]["attributes"] is None
+
+
+BAD_EVENTS = [
+    (b"", "format_violation", "empty payload"),
+    (None, "format_violation", "tombstone (null value)"),
+    (b"   ", "format_violation", "empty payload"),
+    (enc(EVENT)[:40], "format_violation", "invalid JSON: Input data was truncated"),
+    (enc(EVENT).replace(b'":', b'" ', 1), "format_violation", "invalid JSON: JSON is malformed: expected ':'"),
+    (enc(EVENT).replace(b"/signup", b"/sign\xffup"), "format_violation", "payload is not UTF-8: invalid byte 0xff"),
+    (enc(EVENT) + enc(EVENT), "format_violation", "invalid JSON: JSON is malformed: trailing characters"),
+    (b"[1, 2]", "schema_violation", "expected a JSON object, got array"),
+    (enc({**EVENT, "page": 5}), "schema_violation", "page: expected a string, got number 5"),
+    (enc({**EVENT, "events": [{"type": "click", "step": "three"}]}), "schema_violation", 'events[0].step: expected an integer, got string "three"'),
+    (enc({**EVENT, "timestamp": 1763719200000}), "schema_violation", "timestamp: expected an ISO-8601 timestamp string with a zone, got number"),
+    (enc({**EVENT, "timestamp": "2026-11-21 10:00:00"}), "schema_violation", "timestamp: not an ISO-8601 timestamp with a zone: 2026-11-21 10:00:00"),
+    (enc({**EVENT, "timestamp": "2026-02-30T10:00:00Z"}), "schema_violation", "timestamp: invalid date or time '2026-02-30T10:00:00Z'"),
+    (enc({**EVENT, "pad": "x" * 5000}), "size_violation", "exceeds the limit of 4096 bytes"),
+]
+
+
+@pytest.mark.parametrize("payload,reason,detail", BAD_EVENTS, ids=[d[:30] for _, _, d in BAD_EVENTS])
+def test_each_malformed_kind_is_rejected_alone_with_reason(payload, reason, detail):
+    good = enc(EVENT)
+    b, rejected = decode("event", [good, payload, good])
+    assert list(rejected) == [1]
+    assert rejected[1][0] == reason
+    assert detail in rejected[1][1]
+    assert b.table.column("_i").to_pylist() == [0, 2]
+
+
+def test_many_bad_records_in_one_batch_keep_every_good_one():
+    good = enc(EVENT)
+    values, bad_at = [], set()
+    for i in range(3000):
+        if i % 37 == 5:
+            values.append(BAD_EVENTS[i % len(BAD_EVENTS)][0])
+            bad_at.add(i)
+        else:
+            values.append(good)
+    b, rejected = decode("event", values)
+    assert set(rejected) == bad_at
+    assert b.table.column("_i").to_pylist() == [i for i in range(3000) if i not in bad_at]
+
+
+def test_pretty_printed_json_with_newlines_is_accepted():
+    b, rejected = decode("event", [json.dumps(EVENT, indent=2).encode()])
+    assert rejected == {} and b.table.num_rows == 1
+
+
+def test_unknown_fields_are_ignored_and_log_map_type_errors_are_schema_violations():
+    b, rejected = decode("log", [enc({**LOG, "extra": {"deep": 1}}), enc({**LOG, "attributes": "not-a-map"})])
+    assert b.table.column("_i").to_pylist() == [0]
+    assert rejected[1][0] == "schema_violation" and "attributes" in rejected[1][1]
