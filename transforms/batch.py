@@ -81,19 +81,27 @@ class Batch:
     table: pa.Table
     rejects: Rejects = field(default_factory=Rejects)
 
-    def reject_mask(self, mask: pa.Array | np.ndarray, reason: str, details) -> None:
+    def reject_mask(self, mask, reason: str, details) -> None:
         """Reject the rows where ``mask`` is true and drop them from the table.
 
-        ``details`` is a string, or an array/list aligned with the table's rows
-        (only the masked entries are used). Null mask entries count as false.
+        ``mask`` is a boolean Arrow array or numpy array (nulls count as false);
+        ``details`` is a string, or an Arrow array / sequence aligned with the table's
+        rows (only the masked entries are read).
         """
-        mask_np = np.asarray(pa.array(mask).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool) if not isinstance(mask, np.ndarray) else mask
-        if not mask_np.any():
-            return
-        idx = self.table.column(INDEX).to_numpy()[mask_np]
-        if isinstance(details, str):
-            self.rejects.add_many(idx.tolist(), reason, details)
+        if isinstance(mask, np.ndarray):
+            mask_np = mask.astype(bool, copy=False)
         else:
-            det = np.asarray(details.to_pylist() if isinstance(details, (pa.Array, pa.ChunkedArray)) else details, dtype=object)[mask_np]
-            self.rejects.add_many(idx.tolist(), reason, det.tolist())
+            if isinstance(mask, pa.ChunkedArray):
+                mask = mask.combine_chunks()
+            mask_np = mask.fill_null(False).to_numpy(zero_copy_only=False)
+        hits = np.flatnonzero(mask_np)
+        if len(hits) == 0:
+            return
+        idx = self.table.column(INDEX).to_numpy()[hits].tolist()
+        if isinstance(details, str):
+            self.rejects.add_many(idx, reason, details)
+        elif isinstance(details, (pa.Array, pa.ChunkedArray)):
+            self.rejects.add_many(idx, reason, details.take(pa.array(hits)).to_pylist())
+        else:
+            self.rejects.add_many(idx, reason, [details[k] for k in hits])
         self.table = self.table.filter(pa.array(~mask_np))

@@ -13,6 +13,34 @@ import os
 from dataclasses import dataclass
 
 
+_V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 blocks
+    ("0.0.0.0", 8), ("10.0.0.0", 8), ("100.64.0.0", 10), ("127.0.0.0", 8), ("169.254.0.0", 16), ("172.16.0.0", 12),
+    ("192.0.0.0", 24), ("192.0.2.0", 24), ("192.168.0.0", 16), ("198.18.0.0", 15), ("198.51.100.0", 24),
+    ("203.0.113.0", 24), ("224.0.0.0", 4), ("240.0.0.0", 4),
+]
+_V4_BLOCKS = [(int(ipaddress.IPv4Address(n)) >> (32 - p), 32 - p) for n, p in _V4_NON_GLOBAL]
+
+
+def _v4_int(text: str) -> int | None:
+    """The 32-bit value of a dotted-quad IPv4 address, or None if it is not one."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for p in parts:
+        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
+            return None
+        o = int(p)
+        if o > 255:
+            return None
+        value = (value << 8) | o
+    return value
+
+
+def _v4_global(value: int) -> bool:
+    return not any(value >> shift == net for net, shift in _V4_BLOCKS)
+
+
 class BoundedCache(dict):
     """A dict that empties itself when it reaches ``limit`` entries (bounded memory,
     no per-hit bookkeeping on the hot path)."""
@@ -47,17 +75,23 @@ class GeoLookup:
         self._cache = BoundedCache(cache_size)
 
     def lookup(self, ip: str | None) -> Geo:
+        """Geo of one address; ``valid`` is false when ``ip`` is not an IP address."""
         if ip is None:
             return Geo(True, None, None)
         hit = self._cache.get(ip)
         if hit is not None:
             return hit
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return self._cache.put(ip, Geo(False, None, None))
-        if not addr.is_global:
-            return self._cache.put(ip, Geo(True, None, None))
+        v4 = _v4_int(ip)
+        if v4 is not None:
+            if not _v4_global(v4):
+                return self._cache.put(ip, Geo(True, None, None))
+        else:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return self._cache.put(ip, Geo(False, None, None))
+            if not addr.is_global:
+                return self._cache.put(ip, Geo(True, None, None))
         r = self._country.lookup(ip)
         country = r.country_code or None
         city = None

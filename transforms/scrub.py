@@ -29,6 +29,9 @@ BEARER = r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*"
 API_KEY_ASSIGN = r"(?i)\b(api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret|auth[_-]?token|x-api-key|password|passwd|token)(\s*[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-./+=]{6,}"
 API_KEY_KNOWN = r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bxox[abprs]-[A-Za-z0-9\-]{10,}\b|\bAIza[0-9A-Za-z\-_]{35}\b"
 CARD_CANDIDATE = r"\b(?:\d[ \-]?){12,18}\d\b"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
+API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
 IPV4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
 
 TEXT_COLUMNS = {"event": ("page", "target", "error_message", "error_stack"), "log": ("message",)}
@@ -36,6 +39,20 @@ TEXT_COLUMNS = {"event": ("page", "target", "error_message", "error_stack"), "lo
 
 class MissingKeyError(RuntimeError):
     """No pseudonymization key configured."""
+
+
+def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:
+    """Apply ``fn`` to the rows where ``candidates`` is true; keep the others as they are."""
+    candidates = candidates.fill_null(False)
+    n = pc.sum(candidates).as_py() or 0
+    if n == 0:
+        return col
+    if n == len(col):
+        return fn(col)
+    return pc.replace_with_mask(col, candidates, fn(col.filter(candidates)))
+
+
+_CARD_RE = None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -52,13 +69,17 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _mask_cards(text: str) -> str:
-    import re
+    global _CARD_RE
+    if _CARD_RE is None:
+        import re
+
+        _CARD_RE = re.compile(r"\b\d(?:[ \-]?\d){12,18}\b")
 
     def repl(m):
-        digits = "".join(c for c in m.group(0) if c.isdigit())
-        return "[CARD]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group(0)
+        digits = m.group(0).replace(" ", "").replace("-", "")
+        return "[CARD]" if luhn_ok(digits) else m.group(0)
 
-    return re.sub(r"\b(?:\d[ \-]?){12,18}\d\b", repl, text)
+    return _CARD_RE.sub(repl, text)
 
 
 def pseudonym_key(privacy: PrivacySpec) -> bytes:
@@ -86,24 +107,23 @@ class Scrubber:
         self.text_columns = TEXT_COLUMNS.get(signal, ())
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
 
-    def scrub_text(self, col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-        """Replace personal data in one string column."""
+    def scrub_text(self, col):
+        """Replace personal data in one string column.
+
+        Each pattern first finds its candidate rows with a cheap literal or simple-regex
+        test, and the full regex rewrites only those rows (most text holds no PII)."""
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         s = self.step
         if s.emails:
-            col = pc.replace_substring_regex(col, EMAIL, "[EMAIL]")
+            col = _rewrite(col, pc.match_substring(col, "@"), lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"))
         if s.bearer_tokens:
-            col = pc.replace_substring_regex(col, BEARER, "Bearer [TOKEN]")
+            col = _rewrite(col, pc.match_substring(col, "earer", ignore_case=True), lambda c: pc.replace_substring_regex(c, BEARER, "Bearer [TOKEN]"))
         if s.api_keys:
-            col = pc.replace_substring_regex(col, API_KEY_KNOWN, "[API_KEY]")
-            col = pc.replace_substring_regex(col, API_KEY_ASSIGN, r"\1\2[API_KEY]")
+            col = _rewrite(col, pc.match_substring_regex(col, API_KEY_HINT), lambda c: pc.replace_substring_regex(
+                pc.replace_substring_regex(c, API_KEY_KNOWN, "[API_KEY]"), API_KEY_ASSIGN, r"\1\2[API_KEY]"))
         if s.card_numbers:
-            cand = pc.match_substring_regex(col, CARD_CANDIDATE)
-            if pc.any(cand).as_py():
-                vals = col.to_pylist()
-                hits = np.flatnonzero(cand.to_numpy(zero_copy_only=False) if isinstance(cand, pa.Array) else cand.combine_chunks().fill_null(False).to_numpy(zero_copy_only=False))
-                for k in hits:
-                    vals[k] = _mask_cards(vals[k])
-                col = pa.array(vals, pa.string())
+            col = _rewrite(col, pc.match_substring_regex(col, CARD_CANDIDATE),
+                           lambda c: pa.array([None if v is None else _mask_cards(v) for v in c.to_pylist()], pa.string()))
         return col
 
     def pseudonymize(self, col) -> pa.Array:
@@ -115,19 +135,22 @@ class Scrubber:
         return pa.array(uniq, pa.string()).take(enc.indices)
 
     def anonymize_ip(self, col) -> pa.Array:
-        """Network address of each IP; IPv4 columnar, IPv6 once per distinct value.
-        Values that are not IPs become null (enrichment decides whether that rejects)."""
+        """Network address of each IP: IPv4 columnar (for a /24), everything else once per
+        distinct value with ``ipaddress``. Values that are not IPs become null
+        (enrichment decides whether that rejects the record)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        is_v4 = pc.match_substring_regex(col, IPV4)
         if self.privacy.ipv4_prefix == 24:
-            v4 = pc.replace_substring_regex(col, IPV4, r"\1.\2.\3.0")
-        else:
-            v4 = None
-        out = []
-        needs_py = pc.invert(is_v4).fill_null(False) if v4 is not None else pc.is_valid(col)
-        if not pc.any(needs_py).as_py():
-            return pc.if_else(is_v4, v4, pa.scalar(None, pa.string()))
+            is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
+            fast = pc.if_else(is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string()))
+            rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
+            if not pc.any(rest).as_py():
+                return fast
+            return pc.replace_with_mask(fast, rest, self._anonymize_each(col.filter(rest)))
+        return self._anonymize_each(col)
+
+    def _anonymize_each(self, col: pa.Array) -> pa.Array:
         enc = pc.dictionary_encode(col)
+        out = []
         for u in enc.dictionary.to_pylist():
             try:
                 ip = ipaddress.ip_address(u)

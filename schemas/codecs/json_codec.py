@@ -139,6 +139,8 @@ class JsonCodec:
         read = pa.schema([pa.field(f.name, _lenient(f.type)) for f in self.wire if not pa.types.is_map(f.type)])
         self.read_schema = read
         self.parse_options = pj.ParseOptions(explicit_schema=read, unexpected_field_behavior="ignore")
+        self._read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
+        self._syntax = msgspec.json.Decoder(type=msgspec.Raw)
         if self.map_fields:
             holder = msgspec.defstruct("MapFields", [(m, typing.Optional[dict[str, typing.Any]], None) for m in self.map_fields])
             self._map_decoder = msgspec.json.Decoder(type=holder)
@@ -191,43 +193,66 @@ class JsonCodec:
     # -- internals ----------------------------------------------------------------------
 
     def _parse(self, payloads: list[bytes], idx: np.ndarray, out: list[pa.Table], rejects: Rejects) -> None:
-        """Stream-parse the joined payloads block by block. When a block fails at row r,
-        everything before it is kept, record r is explained and rejected, and parsing
-        resumes right after it — each good record is parsed about once."""
-        data = pa.py_buffer(b"\n".join(payloads))
-        starts = np.zeros(len(payloads) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter((len(p) + 1 for p in payloads), dtype=np.int64, count=len(payloads)), out=starts[1:])
-        n = len(payloads)
-        pos = 0
-        read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
-        while pos < n:
-            got = 0
-            err = None
+        """Parse the batch in one pass when it is clean. Otherwise check each record's
+        JSON syntax first (msgspec, without building objects), explain and reject the bad
+        ones, and stream-parse the rest: once every record is exactly one JSON object,
+        ``pyarrow.json``'s "in row N" is the record's position, so a type error rejects
+        that record and parsing resumes right after it."""
+        first = len(out)
+        got, err = self._stream(payloads, idx, 0, out)
+        if err is None and got == len(payloads):
+            return
+        del out[first:]
+        keep = []
+        decoder = self._syntax
+        for k, p in enumerate(payloads):
             try:
-                # open_json parses the first block eagerly, so it too may raise
-                reader = pj.open_json(pa.BufferReader(data.slice(int(starts[pos]))), read_options=read_opts, parse_options=self.parse_options)
-                for rb in reader:
-                    if rb.num_rows:
-                        out.append(self._chunk(rb, idx[pos + got: pos + got + rb.num_rows]))
-                        got += rb.num_rows
-            except Exception as e:  # ArrowInvalid, and others on odd input
-                err = e
+                decoder.decode(p)
+            except msgspec.DecodeError as e:
+                rejects.add(int(idx[k]), "format_violation", f"invalid JSON: {e}")
+                continue
+            if p.lstrip()[:1] != b"{":
+                reason, detail = self.explain(p, None)
+                rejects.add(int(idx[k]), reason, detail)
+                continue
+            keep.append(k)
+        payloads = [payloads[k] for k in keep]
+        idx = idx[keep]
+        pos, n = 0, len(payloads)
+        while pos < n:
+            got, err = self._stream(payloads, idx, pos, out)
             if err is None:
-                if pos + got != n:
-                    # a record held several JSON values: indexes are off; redo this stretch record by record
-                    del out[len(out) - (1 if got else 0):]
-                    self._split(payloads, idx, pos, n, out, rejects)
+                if pos + got != n:  # cannot happen for one-object records; never guess
+                    raise RuntimeError(f"pyarrow.json returned {got} rows for {n - pos} records")
                 return
             m = _ROW_RE.search(str(err))
             bad = pos + got + int(m.group(1)) if m else -1
             if pos + got <= bad < n:
-                self._split(payloads, idx, pos + got, bad, out, rejects)  # rows of the failed block before r
+                self._split(payloads, idx, pos + got, bad, out, rejects)  # rows of the failed block before the bad one
                 reason, detail = self.explain(payloads[bad], err)
                 rejects.add(int(idx[bad]), reason, detail)
                 pos = bad + 1
             else:
                 self._split(payloads, idx, pos + got, n, out, rejects)
                 return
+
+    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table]) -> tuple[int, Exception | None]:
+        """Stream-parse ``payloads[pos:]`` block by block into ``out``; return the rows
+        parsed and the error that stopped it, if any."""
+        data = pa.py_buffer(b"\n".join(payloads[pos:]))
+        got = 0
+        try:
+            # open_json parses the first block eagerly, so it too may raise
+            reader = pj.open_json(pa.BufferReader(data), read_options=self._read_opts, parse_options=self.parse_options)
+            for rb in reader:
+                if rb.num_rows:
+                    if pos + got + rb.num_rows > len(idx):
+                        return got + rb.num_rows, None  # more rows than records: caller handles
+                    out.append(self._chunk(rb, idx[pos + got: pos + got + rb.num_rows]))
+                    got += rb.num_rows
+        except Exception as e:  # ArrowInvalid, and others on odd input
+            return got, e
+        return got, None
 
     def _read(self, payloads: list[bytes]) -> pa.Table:
         data = b"\n".join(payloads)
@@ -297,7 +322,7 @@ class JsonCodec:
         if bad.any():
             batch.reject_mask(bad, "schema_violation", details)
 
-    def explain(self, payload: bytes, err: Exception) -> tuple[str, str]:
+    def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
         try:
             value = orjson.loads(payload)
