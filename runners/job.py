@@ -30,6 +30,7 @@ class RunRequest:
     rate_per_s: float = 2000.0
     bad_fraction: float = 0.01
     batch_size: int = 5000
+    source_override: object | None = None  # a prepared source (benchmarks, tests)
 
 
 @dataclass
@@ -50,6 +51,8 @@ class RunResult:
 
 
 def embedded_source(req: RunRequest) -> EmbeddedSource:
+    if req.source_override is not None:
+        return req.source_override
     spec = req.spec
     max_bytes = 65536
     for f in spec.flows:

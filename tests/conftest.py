@@ -7,4 +7,6 @@ os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "obsflow-test-key-0123456789")
 
 pytest_plugins = [
     "tests.fixtures.storage",
+    "tests.fixtures.kafka",
+    "tests.fixtures.trino",
 ]

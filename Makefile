@@ -1,0 +1,39 @@
+# obsflow: the two set-up commands of the README, and a few helpers.
+#   make demo   runs the main job on the embedded default (no servers) and queries what landed
+#   make test   installs everything, fetches the real services and runs the whole test suite
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install services bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/obsflow run --runner bytewax --count 100000 --dev-key
+	$(VENV)/bin/obsflow query "SELECT event_type, count(*) AS events, count(DISTINCT session_id) AS sessions FROM obs.events GROUP BY 1 ORDER BY 2 DESC"
+	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
+
+# Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
+services: $(STAMP)
+	$(PY) -m infra.postgres install
+	$(PY) -m infra.kafka fetch
+	$(PY) -m infra.s3 fetch
+	$(PY) -m infra.trino fetch
+
+test: services
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/pipeline_throughput.py
+
+clean:
+	rm -rf .obsflow
