@@ -1,18 +1,41 @@
 """Codecs turn a :class:`transforms.batch.RawBatch` of payload bytes into a
 :class:`transforms.batch.Batch` of wire-schema columns, rejecting what cannot be decoded
-with ``format_violation``, ``schema_violation`` or ``size_violation``."""
+with ``format_violation``, ``schema_violation`` or ``size_violation``.
+
+Registered codecs: ``json`` (one JSON object per record), ``avro`` (Confluent-framed
+Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
+export requests as the Collector's Kafka exporter writes them; signals ``span`` and
+``log``)."""
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any, Callable
+
+from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec
+from .otlp_codec import OtlpCodec, to_otlp_json
 
-CODECS = {"json": JsonCodec}
+#: codec name → factory taking ``signal=``, ``max_bytes=`` and codec options
+CODECS: dict[str, Callable[..., Any]] = {
+    "json": JsonCodec,
+    "avro": AvroCodec,
+    "otlp_proto": partial(OtlpCodec, encoding="otlp_proto"),
+    "otlp_json": partial(OtlpCodec, encoding="otlp_json"),
+}
+
+__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
 
 
-def codec_for(name: str, signal: str, max_bytes: int):
-    """The codec registered as ``name`` for ``signal``; ``KeyError`` lists the known ones."""
+def codec_for(name: str, signal: str, max_bytes: int, options: dict | None = None):
+    """The codec registered as ``name`` for ``signal``; ``KeyError`` lists the known ones.
+
+    ``options`` are passed to the codec as keyword arguments (e.g.
+    ``{"schema_registry_url": "http://registry:8081"}`` for ``avro``); a codec that
+    does not take an option raises ``TypeError`` naming it.
+    """
     try:
-        cls = CODECS[name]
+        factory = CODECS[name]
     except KeyError:
         raise KeyError(f"unknown codec {name!r}; known codecs: {', '.join(sorted(CODECS))}") from None
-    return cls(signal=signal, max_bytes=max_bytes)
+    return factory(signal=signal, max_bytes=max_bytes, **(options or {}))
