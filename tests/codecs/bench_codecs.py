@@ -51,7 +51,7 @@ def json_of(rec: dict) -> bytes:
     return orjson.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in rec.items()})
 
 
-def rate(codec, values: list[bytes], repeat: int = 3) -> tuple[float, float]:
+def rate(codec, values: list[bytes], repeat: int = 7) -> tuple[float, float]:
     raw = RawBatch("bench", "t", 0, values, list(range(len(values))), [0] * len(values))
     codec.decode(raw)  # warm up (schema resolution, caches)
     best = float("inf")
@@ -92,7 +92,7 @@ def otlp_messages(n_spans: int, per_msg: int):
 
 
 def main(n: int = 5000) -> None:
-    print(f"decode rates, {n} records (best of 3, one thread)")
+    print(f"decode rates, {n} records (best of 7, one thread)")
     print(f"{'case':44} {'records/s':>12} {'rows/s':>12}")
 
     def show(name, r):
