@@ -333,10 +333,25 @@ class MaterializedSource:
     """An :class:`EmbeddedSource` generated up front and replayed from memory, so that a
     benchmark times the pipeline, not the generator. Same partitions, same batches."""
 
+    _REGISTRY: dict[int, dict] = {}
+
     def __init__(self, source: EmbeddedSource):
         self.source = source
         self._parts = source.partitions()
         self._batches = {p.key: list(source.batches(p)) for p in self._parts}
+        self._key = id(self)
+        MaterializedSource._REGISTRY[self._key] = self._batches
+
+    def __getstate__(self):
+        # engines pickle their operators; the records stay in this process's memory
+        return {"source": self.source, "_parts": self._parts, "_key": self._key}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        try:
+            self._batches = MaterializedSource._REGISTRY[self._key]
+        except KeyError:
+            raise RuntimeError("a MaterializedSource replays from memory and only runs in the process that built it") from None
 
     def partitions(self) -> list[EmbeddedPartition]:
         return self._parts

@@ -27,7 +27,16 @@ from transforms.batch import INDEX, Batch, RawBatch, Rejects
 #: ISO-8601 with a zone, as the wire schemas require for timestamps in JSON
 ISO_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 _ROW_RE = re.compile(r"in row (\d+)")
-BLOCK_BYTES = 1 << 16
+BLOCK_BYTES = 1 << 16        # after a failure: small blocks, so a bad record costs little re-parsing
+CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _as_text(v) -> str | None:
@@ -140,6 +149,7 @@ class JsonCodec:
         self.read_schema = read
         self.parse_options = pj.ParseOptions(explicit_schema=read, unexpected_field_behavior="ignore")
         self._read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
+        self._read_opts_clean = pj.ReadOptions(use_threads=False, block_size=CLEAN_BLOCK_BYTES)
         self._syntax = msgspec.json.Decoder(type=msgspec.Raw)
         if self.map_fields:
             holder = msgspec.defstruct("MapFields", [(m, typing.Optional[dict[str, typing.Any]], None) for m in self.map_fields])
@@ -150,10 +160,40 @@ class JsonCodec:
 
     def decode(self, raw: RawBatch) -> Batch:
         rejects = Rejects()
+        payloads, good_idx = self._screen(raw.values, rejects)
+        idx = np.asarray(good_idx, dtype=np.int64)
+        tables: list[pa.Table] = []
+        if payloads:
+            self._parse(payloads, idx, tables, rejects)
+        if tables:
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        else:
+            table = self.read_schema.empty_table().append_column(INDEX, pa.array([], pa.int64()))
+        batch = Batch(raw=raw, table=table, rejects=rejects)
+        if self.map_fields:
+            self._add_maps(batch, payloads, idx)
+        self._convert_timestamps(batch)
+        cols = [batch.table.column(n) for n in self.out_names] + [batch.table.column(INDEX)]
+        batch.table = pa.Table.from_arrays(cols, names=self.out_names + [INDEX])
+        return batch
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _screen(self, values: list, rejects: Rejects) -> tuple[list[bytes], list[int] | range]:
+        """Reject what is not worth parsing (tombstones, empty, oversized, not UTF-8) and
+        make every record one line. A clean batch is checked with a few C-level passes
+        over the whole batch; only a batch that fails them is screened record by record."""
+        n = len(values)
+        if n and None not in values:
+            lens = list(map(len, values))
+            if min(lens) > 0 and max(lens) <= self.max_bytes:
+                joined = b"\n".join(values)
+                if joined.count(b"\n") == n - 1 and joined.count(b"\r") == 0 and (joined.isascii() or _utf8(joined)):
+                    return values, range(n)
         good_idx: list[int] = []
         payloads: list[bytes] = []
         limit = self.max_bytes
-        for i, v in enumerate(raw.values):
+        for i, v in enumerate(values):
             if not v or v.isspace():
                 rejects.add(i, "format_violation", "tombstone (null value)" if v is None else "empty payload")
                 continue
@@ -174,23 +214,7 @@ class JsonCodec:
                     continue
             payloads.append(v)
             good_idx.append(i)
-        idx = np.asarray(good_idx, dtype=np.int64)
-        tables: list[pa.Table] = []
-        if payloads:
-            self._parse(payloads, idx, tables, rejects)
-        if tables:
-            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        else:
-            table = self.read_schema.empty_table().append_column(INDEX, pa.array([], pa.int64()))
-        batch = Batch(raw=raw, table=table, rejects=rejects)
-        if self.map_fields:
-            self._add_maps(batch, payloads, idx)
-        self._convert_timestamps(batch)
-        cols = [batch.table.column(n) for n in self.out_names] + [batch.table.column(INDEX)]
-        batch.table = pa.Table.from_arrays(cols, names=self.out_names + [INDEX])
-        return batch
-
-    # -- internals ----------------------------------------------------------------------
+        return payloads, good_idx
 
     def _parse(self, payloads: list[bytes], idx: np.ndarray, out: list[pa.Table], rejects: Rejects) -> None:
         """Parse the batch in one pass when it is clean. Otherwise check each record's
@@ -199,13 +223,16 @@ class JsonCodec:
         ``pyarrow.json``'s "in row N" is the record's position, so a type error rejects
         that record and parsing resumes right after it."""
         first = len(out)
-        got, err = self._stream(payloads, idx, 0, out)
+        got, err = self._stream(payloads, idx, 0, out, self._read_opts_clean)
         if err is None and got == len(payloads):
             return
         del out[first:]
         keep = []
         decoder = self._syntax
         for k, p in enumerate(payloads):
+            if p.isspace():
+                rejects.add(int(idx[k]), "format_violation", "empty payload")
+                continue
             try:
                 decoder.decode(p)
             except msgspec.DecodeError as e:
@@ -236,14 +263,14 @@ class JsonCodec:
                 self._split(payloads, idx, pos + got, n, out, rejects)
                 return
 
-    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table]) -> tuple[int, Exception | None]:
+    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table], opts=None) -> tuple[int, Exception | None]:
         """Stream-parse ``payloads[pos:]`` block by block into ``out``; return the rows
         parsed and the error that stopped it, if any."""
         data = pa.py_buffer(b"\n".join(payloads[pos:]))
         got = 0
         try:
             # open_json parses the first block eagerly, so it too may raise
-            reader = pj.open_json(pa.BufferReader(data), read_options=self._read_opts, parse_options=self.parse_options)
+            reader = pj.open_json(pa.BufferReader(data), read_options=opts or self._read_opts, parse_options=self.parse_options)
             for rb in reader:
                 if rb.num_rows:
                     if pos + got + rb.num_rows > len(idx):
