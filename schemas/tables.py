@@ -16,7 +16,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
-    BinaryType, BooleanType, DoubleType, IntegerType, LongType, MapType, NestedField,
+    BinaryType, BooleanType, DoubleType, IntegerType, ListType, LongType, MapType, NestedField,
     StringType, TimestamptzType,
 )
 
@@ -81,6 +81,11 @@ def _schema(*cols: tuple) -> Schema:
     for col in cols:
         name, typ, required = col[:3]
         doc = col[3] if len(col) > 3 else None
+        if typ == "list<string>":
+            typ = ListType(element_id=next_id + 1, element_type=StringType(), element_required=False)
+            fields.append(NestedField(next_id, name, typ, required=required, doc=doc))
+            next_id += 2
+            continue
         if typ == "map<string,string>":
             typ = MapType(key_id=next_id + 1, key_type=StringType(), value_id=next_id + 2, value_type=StringType(), value_required=False)
             fields.append(NestedField(next_id, name, typ, required=required, doc=doc))
@@ -182,7 +187,134 @@ DEAD_LETTERS = TableDef(
     retention=timedelta(days=30),
 )
 
-TABLES: dict[str, TableDef] = {t.name: t for t in (EVENTS, LOGS, DEAD_LETTERS)}
+SPANS = TableDef(
+    name="spans",
+    doc="One row per kept span, with the sampling policy that kept its trace and the adjusted count for extrapolation.",
+    schema=_schema(
+        ("trace_id", StringType(), True),
+        ("span_id", StringType(), True),
+        ("parent_span_id", StringType(), False),
+        ("service", StringType(), True),
+        ("name", StringType(), True),
+        ("kind", StringType(), True, "UNSPECIFIED INTERNAL SERVER CLIENT PRODUCER CONSUMER"),
+        ("start", TimestamptzType(), True),
+        ("end", TimestamptzType(), True),
+        ("duration_ms", DoubleType(), True, "span duration (end - start)"),
+        ("status_code", StringType(), True, "UNSET OK ERROR"),
+        ("status_message", StringType(), False),
+        ("attributes", "map<string,string>", False),
+        ("resource", "map<string,string>", False),
+        ("sampling_policy", StringType(), True, "name of the policy that decided to keep the trace"),
+        ("adjusted_count", DoubleType(), True, "how many spans this one stands for (1/sampling probability)"),
+        ("ingested_at", TimestamptzType(), True),
+        *SOURCE_COLUMNS,
+    ),
+    partition=(("start", "day"), ("service", "identity")),
+    sort=("start",),
+    time_column="start",
+    retention=timedelta(days=14),
+)
+
+TRACES = TableDef(
+    name="traces",
+    doc="One row per kept trace: root service and name, start, trace duration (earliest span start to latest span end), counts.",
+    schema=_schema(
+        ("trace_id", StringType(), True),
+        ("root_service", StringType(), False, "null when the root span never arrived"),
+        ("root_name", StringType(), False),
+        ("start", TimestamptzType(), True),
+        ("end", TimestamptzType(), True),
+        ("trace_duration_ms", DoubleType(), True, "earliest span start to latest span end, not a span's duration"),
+        ("span_count", IntegerType(), True),
+        ("error_count", IntegerType(), True),
+        ("services", "list<string>", True),
+        ("sampling_policy", StringType(), True),
+        ("adjusted_count", DoubleType(), True),
+        ("decided_at", TimestamptzType(), True),
+    ),
+    partition=(("start", "day"),),
+    sort=("start",),
+    time_column="start",
+    retention=timedelta(days=14),
+)
+
+METRICS = TableDef(
+    name="metrics",
+    doc="One row per rollup point: a series (name + labels) over one window at one resolution.",
+    schema=_schema(
+        ("window_start", TimestamptzType(), True),
+        ("window_end", TimestamptzType(), True),
+        ("resolution", StringType(), True, "e.g. 1m, 1h"),
+        ("name", StringType(), True),
+        ("kind", StringType(), True, "counter gauge histogram summary"),
+        ("labels", "map<string,string>", False),
+        ("count", LongType(), False),
+        ("sum", DoubleType(), False),
+        ("min", DoubleType(), False),
+        ("max", DoubleType(), False),
+        ("last", DoubleType(), False),
+        ("increase", DoubleType(), False, "counters: increase over the window, resets handled"),
+        ("rate", DoubleType(), False, "counters: increase per second"),
+        ("p50", DoubleType(), False),
+        ("p90", DoubleType(), False),
+        ("p95", DoubleType(), False),
+        ("p99", DoubleType(), False),
+        ("exemplar_trace_ids", "list<string>", False),
+        ("late_samples", LongType(), False, "samples that arrived after the watermark but within the allowed lateness"),
+    ),
+    partition=(("window_start", "day"), ("resolution", "identity")),
+    sort=("window_start",),
+    time_column="window_start",
+    retention=timedelta(days=30),
+)
+
+SESSIONS = TableDef(
+    name="sessions",
+    doc="One row per user session: pages, funnel steps reached, abandonment and durations.",
+    schema=_schema(
+        ("session_id", StringType(), True),
+        ("user_pseudonym", StringType(), False),
+        ("start", TimestamptzType(), True),
+        ("end", TimestamptzType(), True),
+        ("duration_ms", LongType(), True),
+        ("events", IntegerType(), True),
+        ("pages", "list<string>", True),
+        ("funnel", StringType(), False),
+        ("funnel_steps_reached", IntegerType(), False),
+        ("funnel_last_step", StringType(), False),
+        ("abandoned", BooleanType(), False, "started the funnel's form, not submitted within the session"),
+        ("errors", IntegerType(), True),
+        ("geo_country", StringType(), False),
+        ("device", StringType(), False),
+    ),
+    partition=(("start", "day"),),
+    sort=("start",),
+    time_column="start",
+    retention=timedelta(days=90),
+)
+
+ALERTS = TableDef(
+    name="alerts",
+    doc="One row per alert state change (firing / resolved).",
+    schema=_schema(
+        ("ts", TimestamptzType(), True),
+        ("fingerprint", StringType(), True),
+        ("status", StringType(), True, "firing or resolved"),
+        ("rule", StringType(), True),
+        ("severity", StringType(), True),
+        ("labels", "map<string,string>", False),
+        ("annotations", "map<string,string>", False),
+        ("value", DoubleType(), False),
+        ("starts_at", TimestamptzType(), True),
+        ("ends_at", TimestamptzType(), False),
+    ),
+    partition=(("ts", "day"),),
+    sort=("ts",),
+    time_column="ts",
+    retention=timedelta(days=400),
+)
+
+TABLES: dict[str, TableDef] = {t.name: t for t in (EVENTS, LOGS, SPANS, TRACES, METRICS, SESSIONS, ALERTS, DEAD_LETTERS)}
 
 REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure")
 

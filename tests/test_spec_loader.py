@@ -72,7 +72,7 @@ def test_references_to_missing_sources_and_tables():
     assert problems(d) == [("flows[1].source", "expected one of the source names ['events', 'logs'], got 'metrics'")]
     d = default_data()
     d["flows"][0]["sink"]["table"] = "clicks"
-    assert problems(d) == [("flows[0].sink.table", "expected one of the tables ['dead_letters', 'events', 'logs'], got 'clicks'")]
+    assert problems(d) == [("flows[0].sink.table", "expected one of the tables ['alerts', 'dead_letters', 'events', 'logs', 'metrics', 'sessions', 'spans', 'traces'], got 'clicks'")]
 
 
 def test_codec_and_signal_literals():
