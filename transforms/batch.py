@@ -21,6 +21,8 @@ class RawBatch:
 
     ``offsets`` are the records' source offsets (ascending, not necessarily contiguous);
     ``timestamps_ms`` the time each record entered the source (Kafka record timestamp).
+    ``keys`` and ``headers`` (Kafka record keys and ``[(name, bytes)]`` headers, aligned
+    with ``values``) are carried when the source has them, else ``None``.
     """
 
     source: str
@@ -29,6 +31,8 @@ class RawBatch:
     values: list[bytes | None]
     offsets: list[int]
     timestamps_ms: list[int]
+    keys: list[bytes | None] | None = None
+    headers: list[list[tuple[str, bytes | None]] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -43,7 +47,9 @@ class RawBatch:
         k = int(np.searchsorted(np.asarray(self.offsets, dtype=np.int64), start_offset))
         if k == 0:
             return self
-        return RawBatch(self.source, self.topic, self.partition, self.values[k:], self.offsets[k:], self.timestamps_ms[k:])
+        return RawBatch(self.source, self.topic, self.partition, self.values[k:], self.offsets[k:], self.timestamps_ms[k:],
+                        self.keys[k:] if self.keys is not None else None,
+                        self.headers[k:] if self.headers is not None else None)
 
 
 @dataclass
@@ -80,6 +86,19 @@ class Batch:
     raw: RawBatch
     table: pa.Table
     rejects: Rejects = field(default_factory=Rejects)
+    _deferred: np.ndarray | None = None
+
+    def defer_drops(self) -> None:
+        """From now on, rejected rows are recorded but stay in the table (so several
+        checks can run over one table) until :meth:`drop_rejected` filters them once.
+        A row is rejected at most once: the first reason wins."""
+        self._deferred = np.zeros(self.table.num_rows, dtype=bool)
+
+    def drop_rejected(self) -> None:
+        if self._deferred is not None:
+            if self._deferred.any():
+                self.table = self.table.filter(pa.array(~self._deferred))
+            self._deferred = None
 
     def reject_mask(self, mask, reason: str, details) -> None:
         """Reject the rows where ``mask`` is true and drop them from the table.
@@ -94,6 +113,8 @@ class Batch:
             if isinstance(mask, pa.ChunkedArray):
                 mask = mask.combine_chunks()
             mask_np = mask.fill_null(False).to_numpy(zero_copy_only=False)
+        if self._deferred is not None:
+            mask_np = mask_np & ~self._deferred
         hits = np.flatnonzero(mask_np)
         if len(hits) == 0:
             return
@@ -104,4 +125,7 @@ class Batch:
             self.rejects.add_many(idx, reason, details.take(pa.array(hits)).to_pylist())
         else:
             self.rejects.add_many(idx, reason, [details[k] for k in hits])
-        self.table = self.table.filter(pa.array(~mask_np))
+        if self._deferred is not None:
+            self._deferred |= mask_np
+        else:
+            self.table = self.table.filter(pa.array(~mask_np))

@@ -42,6 +42,7 @@ class Validator:
         self.max_past_ms = int(step.max_past.total_seconds() * 1000)
 
     def __call__(self, batch: Batch) -> Batch:
+        batch.defer_drops()
         self._required(batch)
         self._time_range(batch)
         if self.signal == "event":
@@ -50,6 +51,7 @@ class Validator:
             self._levels(batch)
             self._hex_id(batch, "trace_id", 32)
             self._hex_id(batch, "span_id", 16)
+        batch.drop_rejected()
         return batch
 
     def _required(self, batch: Batch) -> None:
@@ -62,7 +64,7 @@ class Validator:
         t = batch.table
         if t.num_rows == 0:
             return
-        ts_ms = pc.cast(t.column(self.ts_field), pa.int64()).to_numpy()
+        ts_ms = pc.cast(t.column(self.ts_field), pa.int64()).fill_null(0).to_numpy()
         if t.column(self.ts_field).type.unit == "us":
             ts_ms = ts_ms // 1000
         idx = t.column(INDEX).to_numpy()
@@ -84,8 +86,7 @@ class Validator:
         empty = lengths == 0
         if empty.any():
             batch.reject_mask(empty, "schema_violation", "events: an envelope needs at least one interaction")
-            events = batch.table.column("events").combine_chunks()
-        if len(events) == 0:
+        if len(events) == 0 or pc.list_flatten(events).null_count == len(pc.list_flatten(events)) == 0:
             return
         flat = pc.list_flatten(events)
         types = pc.struct_field(flat, [0])
