@@ -53,7 +53,9 @@ class CompiledFlow:
         self.dead_table = spec.dead_letters.table
         validate = next((s for s in flow.steps if isinstance(s, ValidateStep)), None)
         max_bytes = validate.max_bytes if validate else 1 << 20
-        self.codec = codec_for(self.source.codec, signal, max_bytes)
+        options = {"schema_registry_url": spec.kafka.schema_registry_url} \
+            if self.source.codec == "avro" and spec.kafka.schema_registry_url else None
+        self.codec = codec_for(self.source.codec, signal, max_bytes, options)
         self.pre: list = []   # on wire columns
         self.post: list = []  # on table columns
         for step in flow.steps:
@@ -116,7 +118,7 @@ class PipelineGraph:
         """Like :meth:`tables_for_topic`, without building the transforms."""
         out: dict[str, list[str]] = {}
         for f in spec.flows:
-            topic = spec.source(f.source).topic
+            topic = spec.source(f.source).topic_name  # a pattern source's topics are known only to the Kafka source
             out.setdefault(topic, [])
             for t in (f.sink.table, spec.dead_letters.table):
                 if t not in out[topic]:

@@ -6,6 +6,7 @@ service metadata used for enrichment."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from typing import Annotated, Literal, Union
@@ -89,13 +90,53 @@ class ServiceMeta(Model):
 
 Signal = Literal["event", "log"]
 
+#: environment variable that, when set, overrides ``kafka.bootstrap_servers``
+KAFKA_BOOTSTRAP_ENV = "OBSFLOW_KAFKA_BOOTSTRAP"
+
+
+class KafkaSpec(Model):
+    """How the job reaches Kafka (``obsflow run --source kafka``).
+
+    Source positions come from the Iceberg tables' snapshot summaries, never from the
+    consumer group: ``group_id`` is used only to commit the positions the job has read,
+    so that ordinary tools (``kafka-consumer-groups.sh``) show the job's lag."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description=f"host:port[,host:port]; ${KAFKA_BOOTSTRAP_ENV} overrides it")
+    group_id: str = Field("obsflow", description="consumer group, for lag reporting only")
+    config: dict[str, str] = Field(default_factory=dict, description="extra librdkafka consumer properties")
+    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry for the avro codec; default: schemas/ by id")
+    poll_batch_size: int = Field(5000, gt=0, description="records per raw batch at most")
+    poll_timeout: Duration = Field(timedelta(milliseconds=500), description="longest wait for a batch to fill")
+    commit_group_offsets: bool = Field(True, description="commit read positions to group_id (lag reporting)")
+    connect_retries: int = Field(5, ge=0, description="metadata attempts after the first when the broker does not answer at start")
+    connect_backoff: Duration = Field(timedelta(seconds=1), description="first wait between attempts; doubles up to connect_backoff_max")
+    connect_backoff_max: Duration = timedelta(seconds=10)
+    connect_timeout: Duration = Field(timedelta(seconds=5), description="one metadata attempt's timeout")
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers in effect: ``$OBSFLOW_KAFKA_BOOTSTRAP`` or ``bootstrap_servers``."""
+        return os.environ.get(KAFKA_BOOTSTRAP_ENV) or self.bootstrap_servers
+
 
 class SourceSpec(Model):
+    """One input. With Kafka, exactly one of ``topic`` and ``topic_pattern`` (a regular
+    expression matched against whole topic names) names what is read; the embedded
+    source generates ``topic`` (or, for a pattern source, a topic named like the source)."""
+
     name: str
-    topic: str
+    topic: str | None = None
+    topic_pattern: str | None = None
     signal: Signal
-    codec: Literal["json"] = "json"
+    codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = "json"
+    starting_position: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a partition starts when no table records a position for it yet")
     partitions: int = Field(4, gt=0, description="partitions of the embedded source (Kafka uses the topic's)")
+
+    @property
+    def topic_name(self) -> str:
+        """The fixed topic, or for a pattern source the name the embedded source uses."""
+        return self.topic if self.topic is not None else self.name
 
 
 # -- steps -----------------------------------------------------------------------------
@@ -163,12 +204,25 @@ class PipelineSpec(Model):
     sources: list[SourceSpec]
     flows: list[FlowSpec]
     dead_letters: DeadLetterSpec = DeadLetterSpec()
+    kafka: KafkaSpec = KafkaSpec()
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineSpec":
         from schemas.tables import TABLES
 
         names = [s.name for s in self.sources]
+        for i, src in enumerate(self.sources):
+            if (src.topic is None) == (src.topic_pattern is None):
+                raise SpecReferenceError(f"sources[{i}]", "exactly one of 'topic' and 'topic_pattern'",
+                                         "both" if src.topic is not None else "neither")
+            if src.topic_pattern is not None:
+                try:
+                    re.compile(src.topic_pattern)
+                except re.error as e:
+                    raise SpecReferenceError(f"sources[{i}].topic_pattern", f"a regular expression ({e})",
+                                             src.topic_pattern) from None
+            if names.count(src.name) > 1:
+                raise SpecReferenceError(f"sources[{i}].name", "a name no other source uses", src.name)
         for i, flow in enumerate(self.flows):
             if flow.source not in names:
                 raise SpecReferenceError(f"flows[{i}].source", f"one of the source names {names}", flow.source)

@@ -1,11 +1,13 @@
 """The ``obsflow`` command.
 
     obsflow run     [--runner bytewax|beam] [--spec PATH] [--count N | --duration S] ...
+    obsflow run     --source kafka [--bounded] [--duration S] [--max-records N] ...
     obsflow tables  [--spec PATH]
     obsflow query   "SQL" [--spec PATH] [--format table|csv|json]
 
-Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path),
-3 a service that is not reachable (the message says what to start)."""
+Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path) or a
+Kafka topic the spec names that does not exist, 3 a service that is not reachable (the
+message says what to start)."""
 
 from __future__ import annotations
 
@@ -54,8 +56,13 @@ def cmd_run(args) -> int:
         if args.dev_key:
             os.environ[spec.privacy.pseudonym_key_env] = "obsflow-development-key-not-for-production"
             print(f"note: {spec.privacy.pseudonym_key_env} not set; using a development pseudonym key (--dev-key)", file=sys.stderr)
-    req = RunRequest(spec=spec, runner=args.runner, count=None if args.duration else args.count, duration_s=args.duration,
-                     seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction, batch_size=args.batch_size)
+    kafka = args.source == "kafka"
+    if not kafka and (args.bounded or args.max_records is not None):
+        print("obsflow run: --bounded and --max-records apply to --source kafka", file=sys.stderr)
+        return 2
+    req = RunRequest(spec=spec, runner=args.runner, source=args.source, count=None if args.duration else args.count,
+                     duration_s=args.duration, seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction,
+                     batch_size=args.batch_size, bounded=args.bounded, max_records=args.max_records)
     if args.runner == "bytewax":
         from runners.bytewax.run import run
     elif args.runner == "beam":
@@ -70,8 +77,15 @@ def cmd_run(args) -> int:
     th = threading.Thread(target=_progress, args=(stop, started, sys.stderr), daemon=True) if show else None
     if th:
         th.start()
-    print(f"obsflow: running {spec.name} on {args.runner} from the embedded source "
-          f"({'%s records per source' % _fmt(args.count) if not args.duration else '%ss' % args.duration}, seed {args.seed})")
+    if kafka:
+        bounds = [b for b in ("up to the high watermarks at start" if args.bounded else "",
+                              f"for {args.duration}s" if args.duration else "",
+                              f"about {_fmt(args.max_records)} records" if args.max_records is not None else "") if b]
+        print(f"obsflow: running {spec.name} on {args.runner} from Kafka at {spec.kafka.bootstrap} "
+              f"({', '.join(bounds) or 'until stopped'})", flush=True)
+    else:
+        print(f"obsflow: running {spec.name} on {args.runner} from the embedded source "
+              f"({'%s records per source' % _fmt(args.count) if not args.duration else '%ss' % args.duration}, seed {args.seed})")
     try:
         resumed = run(req)
     finally:
@@ -163,9 +177,13 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline")
     common(r)
     r.add_argument("--runner", default="bytewax", choices=["bytewax", "beam"])
-    r.add_argument("--source", default="embedded", choices=["embedded"], help="where records come from")
+    r.add_argument("--source", default="embedded", choices=["embedded", "kafka"],
+                   help="where records come from: the embedded generator, or the spec's Kafka topics (kafka: section)")
+    r.add_argument("--bounded", action="store_true",
+                   help="kafka: read every partition up to its high watermark at start, then stop")
+    r.add_argument("--max-records", type=int, help="kafka: stop after about this many records (whole batches)")
     r.add_argument("--count", type=int, default=100_000, help="records per source (default %(default)s)")
-    r.add_argument("--duration", type=float, help="run for this many seconds instead of --count")
+    r.add_argument("--duration", type=float, help="run for this many seconds instead of --count (kafka: unbounded read for S seconds)")
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--rate", type=float, default=2000.0, help="simulated arrival rate of the embedded source, records/s")
     r.add_argument("--bad-fraction", type=float, default=0.01, help="share of malformed records the generator injects")
@@ -197,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as e:
         print(f"obsflow: {e}", file=sys.stderr)
         return 3
+    except LookupError as e:
+        from sources.kafka import MissingTopicError
+
+        if isinstance(e, MissingTopicError):
+            print(f"obsflow: {e}", file=sys.stderr)
+            return 2
+        raise
     except Exception as e:
         from transforms.scrub import MissingKeyError
 

@@ -10,19 +10,40 @@ Transforms (each consumes → emits):
   :class:`sinks.iceberg.IcebergSink` per DoFn instance, committing by rows and seconds
   and at the end of every bundle (so a bundle's output is durable before Beam considers
   it done).
+
+Kafka (:func:`build_kafka_pipeline`; Beam's own ``ReadFromKafka`` is a Java
+cross-language transform that needs Docker, so the read is Python on confluent-kafka,
+:mod:`sources.kafka`):
+- bounded (DirectRunner, tests, ``obsflow run --bounded``): ``Create`` of
+  :class:`sources.kafka.PartitionRange` ``(topic, partition, start, end)`` →
+  :class:`ReadKafkaRange` reading exactly that offset range;
+- unbounded (streaming, portable runners such as Flink): the same ``Create`` →
+  :class:`ReadKafkaPartition`, a splittable DoFn whose restriction is the partition's
+  offset range ``[start, ∞)``. Each call reads for about a second, claims the last
+  offset of every batch it emits and then checkpoints (``defer_remainder``), so the
+  runner finishes the bundle — which commits the Iceberg sink — and resumes the
+  residual ``[last + 1, ∞)``. It ends when the run's deadline or record budget is
+  reached. On Flink submit with ``--runner=FlinkRunner --streaming`` (plus
+  ``--flink_master`` / ``--flink_job_server_jar``) through
+  ``RunRequest.beam_options``. On a job restart the start offsets come again from the
+  Iceberg tables; a runner's own SDF checkpoint only matters within one job.
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import Duration
 
 from pipelines.graph import PipelineGraph
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink
 from sources.generator import EmbeddedSource
+from sources.kafka import KafkaSource, PartitionRange
 
 
 class ReadEmbedded(beam.DoFn):
@@ -33,6 +54,91 @@ class ReadEmbedded(beam.DoFn):
     def process(self, key: str):
         part = next(p for p in self.source.partitions() if p.key == key)
         yield from self.source.batches(part, self.resume.get(key, 0))
+
+
+class ReadKafkaRange(beam.DoFn):
+    """A :class:`PartitionRange` with an end → the raw batches of exactly that range."""
+
+    def __init__(self, source: KafkaSource):
+        self.source = source
+
+    def process(self, rng: PartitionRange):
+        yield from self.source.batches(rng.part, rng.start, bounded=True, end_offset=rng.end)
+
+
+UNBOUNDED_STOP = 2 ** 63 - 1
+
+
+class _PartitionTracker(OffsetRestrictionTracker):
+    def is_bounded(self):
+        return self.current_restriction().stop != UNBOUNDED_STOP
+
+
+class _PartitionRestrictions(RestrictionProvider):
+    """A partition's restriction: its offset range, ``[start, ∞)`` when unbounded."""
+
+    def initial_restriction(self, rng: PartitionRange):
+        return OffsetRange(rng.start, rng.end if rng.end is not None else UNBOUNDED_STOP)
+
+    def create_tracker(self, restriction):
+        return _PartitionTracker(restriction)
+
+    def split(self, rng, restriction):
+        yield restriction  # one reader per partition; the runner splits by checkpoints
+
+    def restriction_size(self, rng, restriction):
+        return min(restriction.size(), 1 << 30)
+
+    def truncate(self, rng, restriction):
+        return None if restriction.stop == UNBOUNDED_STOP else restriction  # drain: stop reading
+
+
+class ReadKafkaPartition(beam.DoFn):
+    """Splittable read of one partition (see the module docstring): reads for about
+    ``slice_s`` seconds per call, then checkpoints."""
+
+    def __init__(self, source: KafkaSource, slice_s: float = 1.0, idle_resume_s: float = 0.2):
+        self.source = source
+        self.slice_s = slice_s
+        self.idle_resume_s = idle_resume_s
+
+    def setup(self):
+        self.readers = {}
+
+    def process(self, rng: PartitionRange, tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions())):
+        import time
+
+        r = tracker.current_restriction()
+        key = rng.part.key
+        reader = self.readers.get(key)
+        if reader is None or reader.position != r.start:
+            if reader is not None:
+                reader.close()
+            end = None if r.stop == UNBOUNDED_STOP else r.stop
+            reader = self.readers[key] = self.source.reader(PartitionRange(rng.part, r.start, end))
+        until = time.monotonic() + self.slice_s
+        emitted = False
+        while True:
+            b = reader.poll(min(0.2, self.source.kspec.poll_timeout.total_seconds()))
+            if b is not None:
+                if not tracker.try_claim(b.offsets[-1]):
+                    reader.close()  # the runner split the range before this batch: the residual re-reads it
+                    self.readers.pop(key, None)
+                    return
+                emitted = True
+                yield b
+            if reader.done:
+                tracker.try_claim(r.stop)  # nothing more of this range in this run
+                reader.close()
+                self.readers.pop(key, None)
+                return
+            if time.monotonic() >= until:
+                tracker.defer_remainder(Duration.of(0 if emitted else self.idle_resume_s))
+                return
+
+    def teardown(self):
+        for reader in getattr(self, "readers", {}).values():
+            reader.close()
 
 
 class ProcessBatches(beam.DoFn):
@@ -84,6 +190,21 @@ def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource,
         p
         | "Partitions" >> beam.Create(keys)
         | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
+        | "Process" >> beam.ParDo(ProcessBatches(spec))
+        | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
+    )
+
+
+def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
+                         bounded: bool):
+    """Kafka → the flows → Iceberg. ``ranges`` come from :meth:`KafkaSource.plan`
+    (start offsets from the tables; ends when ``bounded``)."""
+    names = PipelineGraph(spec).table_names
+    read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
+    return (
+        p
+        | "Partitions" >> beam.Create(ranges, reshuffle=False)
+        | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
         | "Process" >> beam.ParDo(ProcessBatches(spec))
         | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
     )

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from runners.beam.pipeline import build_pipeline, direct_options
-from runners.job import RunRequest, embedded_source, resume_positions
+from runners.beam.pipeline import build_kafka_pipeline, build_pipeline, direct_options
+from runners.job import RunRequest, embedded_source, kafka_plan, resume_positions
 
 
 def run(req: RunRequest) -> dict[str, int]:
+    """Run on the DirectRunner (or the runner ``req.beam_options`` name); return the
+    positions the run resumed from."""
+    if req.source == "kafka":
+        source, ranges, resume = kafka_plan(req)
+        with beam.Pipeline(options=direct_options(req.beam_options)) as p:
+            build_kafka_pipeline(p, req.spec, source, ranges, bounded=req.bounded)
+        return resume
     resume = resume_positions(req.spec)
     with beam.Pipeline(options=direct_options()) as p:
         build_pipeline(p, req.spec, embedded_source(req), resume)
