@@ -1,0 +1,450 @@
+"""Event-time tumbling rollups of metric samples into rows of the ``obs.metrics`` table.
+
+Consumes Arrow tables of metric samples (the ``metric_sample`` wire columns: ``name``,
+``kind``, ``timestamp``, ``labels``, ``value``, ``bucket_bounds``, ``bucket_counts``,
+``count``, ``sum``; optional ``trace_id`` for exemplars). Emits, whenever a window closes,
+rows in exactly the METRICS table's columns, plus the input rows it could not use (too late,
+or invalid), each with a ``reason`` column — nothing is dropped silently.
+
+Event time, exactly:
+
+* ``watermark = max(max event time seen - watermark_delay, every value passed to
+  advance_watermark)``; it never goes back. It moves after a whole batch is taken in, so a
+  batch is judged against the watermark as it stood when the batch arrived.
+* Windows are ``[k*r, (k+1)*r)`` in epoch milliseconds for each resolution ``r``. A window
+  *closes* (its rows are emitted, once) when ``watermark >= window_end + allowed_lateness``.
+* A sample whose finest window is still open is taken; if its time is below the
+  watermark it is *late* and counted in its rows' ``late_samples``. A sample whose finest
+  window has closed goes to ``late`` (reason ``too_late``).
+* Coarser resolutions are built from the closed finest windows (they are multiples of the
+  finest), so lateness is judged once, at the finest resolution.
+
+Per kind: counters → ``increase`` (sum of increases between consecutive samples in time
+order, the previous sample possibly in an earlier window; a drop is a reset and counts the
+post-reset value; a series' first sample ever contributes 0) and ``rate`` = increase / window
+seconds, with min/max/last of the cumulative value; gauges → count, sum, min, max, last
+(avg = sum/count) and p50/p90/p95/p99 from a DDSketch; histograms (delta temporality:
+each sample's buckets are observations since the previous sample) → count, sum, quantiles
+from the merged buckets; summaries (delta count and sum) → count, sum."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.tables import METRICS
+from transforms.rollup.config import RollupConfig, format_duration
+from transforms.rollup.series import KINDS, SeriesRegistry, canonical_keys
+from transforms.rollup.sketch import ColumnarSketch, histogram_quantile
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_COUNTER, _GAUGE, _HIST, _SUMMARY = 0, 1, 2, 3
+_STAT = ("oid", "count", "sum", "min", "max", "last_ts", "last_v", "late", "inc", "ex_v")
+_HSHIFT = 16
+
+
+@dataclass
+class RollupOutput:
+    """What one call produced: closed-window rows (METRICS columns), input rows that came
+    after their window closed (``late``) and rows that cannot be rolled up (``invalid``);
+    both of the latter carry the input columns plus ``reason``."""
+
+    metrics: pa.Table
+    late: pa.Table | None = None
+    invalid: pa.Table | None = None
+
+    @staticmethod
+    def concat(outs: list["RollupOutput"]) -> "RollupOutput":
+        def cat(ts):
+            ts = [t for t in ts if t is not None and t.num_rows]
+            return pa.concat_tables(ts) if ts else None
+        m = [o.metrics for o in outs if o.metrics.num_rows]
+        return RollupOutput(pa.concat_tables(m) if m else METRICS.arrow_schema().empty_table(),
+                            cat([o.late for o in outs]), cat([o.invalid for o in outs]))
+
+
+@dataclass
+class _Window:
+    start: int
+    end: int
+    stats: list = field(default_factory=list)   # dicts of _STAT arrays (+ "ex_id")
+    sketch: list = field(default_factory=list)  # (oid, code, count)
+    hist: list = field(default_factory=list)    # (oid, pos, count)
+    ctr: list = field(default_factory=list)     # (sid, oid, ts, value)
+    pending: int = 0
+
+
+def _merge_stats(chunks: list[dict], exemplars: bool) -> dict:
+    if len(chunks) == 1 and chunks[0].get("_merged"):
+        return chunks[0]
+    c = {k: np.concatenate([ch[k] for ch in chunks]) for k in _STAT}
+    order = np.lexsort((c["last_ts"], c["oid"]))
+    c = {k: v[order] for k, v in c.items()}
+    oid = c["oid"]
+    starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]]) if len(oid) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(oid)] - 1 if len(oid) else starts
+    out = {"_merged": True, "oid": oid[starts]}
+    if len(oid) == 0:
+        out.update({k: c[k] for k in _STAT if k != "oid"})
+        out["ex_id"] = np.zeros(0, object)
+        return out
+    for k in ("count", "sum", "late", "inc"):
+        out[k] = np.add.reduceat(c[k], starts)
+    out["min"] = np.fmin.reduceat(c["min"], starts)
+    out["max"] = np.fmax.reduceat(c["max"], starts)
+    out["last_ts"] = c["last_ts"][ends]
+    out["last_v"] = c["last_v"][ends]
+    ex_ids = np.concatenate([ch["ex_id"] for ch in chunks])[order] if exemplars else None
+    if exemplars and any(x is not None for x in ex_ids):
+        o2 = np.lexsort((c["ex_v"], oid))
+        out["ex_v"] = c["ex_v"][o2][ends]
+        out["ex_id"] = ex_ids[o2][ends]
+    else:
+        out["ex_v"] = np.fmax.reduceat(c["ex_v"], starts)
+        out["ex_id"] = np.full(len(starts), None, object)
+    return out
+
+
+def _merge_pairs(chunks: list[tuple], shift: int):
+    """Sum counts of equal (oid, sub) over chunks; sub is a non-negative int < 2**shift."""
+    oid = np.concatenate([c[0] for c in chunks])
+    sub = np.concatenate([c[1] for c in chunks])
+    cnt = np.concatenate([c[2] for c in chunks])
+    comp = (oid.astype(np.int64) << shift) | sub.astype(np.int64)
+    order = np.argsort(comp, kind="stable")
+    sc = comp[order]
+    if len(sc) == 0:
+        return oid, sub, cnt
+    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+    u = sc[starts]
+    return u >> shift, u & ((1 << shift) - 1), np.add.reduceat(cnt[order], starts)
+
+
+class MetricRollup:
+    """Tumbling event-time rollups at every configured resolution.
+
+    ``process(table)`` takes a batch of samples, ``advance_watermark(ms)`` moves event time
+    on (e.g. for an idle source), ``flush()`` closes every open window (end of a bounded
+    input). Each returns a :class:`RollupOutput`. ``snapshot()``/``restore()`` carry the
+    whole state as bytes; a restored rollup continues with identical output."""
+
+    def __init__(self, config: RollupConfig | dict | None = None):
+        self.config = config if isinstance(config, RollupConfig) else RollupConfig(**(config or {}))
+        self.res = self.config.resolutions_ms
+        self.fine = self.res[0]
+        self.delay = self.config.delay_ms
+        self.lateness = self.config.lateness_ms
+        self.sk = ColumnarSketch(self.config.relative_accuracy)
+        self._sketch_kinds = {_GAUGE if k == "gauge" else _SUMMARY for k in self.config.sketch_kinds}
+        self._init_state()
+
+    def _init_state(self):
+        self.registry = SeriesRegistry(self.config.max_series_per_metric)
+        self.windows: dict[int, dict[int, _Window]] = {r: {} for r in self.res}
+        self.watermark: int | None = None
+        self.max_seen: int | None = None
+        self.carry_v = np.zeros(0, np.float64)   # last counter value per sid
+        self.carry_has = np.zeros(0, bool)
+        self.hist_bounds: dict[int, tuple[str, np.ndarray]] = {}
+        self.stats = {"samples_in": 0, "samples_accepted": 0, "late_accepted": 0, "too_late": 0, "invalid": 0,
+                      "windows_closed": 0, "rows_out": 0}
+
+    # ----------------------------------------------------------------- state
+    def snapshot(self) -> bytes:
+        """The whole state (config included) as bytes."""
+        state = {k: getattr(self, k) for k in ("registry", "windows", "watermark", "max_seen", "carry_v", "carry_has",
+                                               "hist_bounds", "stats")}
+        return pickle.dumps({"version": 1, "config": self.config.model_dump(), "state": state}, protocol=5)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace this rollup's state by a snapshot's (its config must match)."""
+        doc = pickle.loads(blob)
+        if doc["config"] != self.config.model_dump():
+            raise ValueError("snapshot was taken with a different rollup config")
+        for k, v in doc["state"].items():
+            setattr(self, k, v)
+
+    @classmethod
+    def from_snapshot(cls, blob: bytes) -> "MetricRollup":
+        r = cls(RollupConfig(**pickle.loads(blob)["config"]))
+        r.restore(blob)
+        return r
+
+    # ----------------------------------------------------------------- input
+    @staticmethod
+    def _col(t: pa.Table, name: str, typ):
+        if name in t.column_names:
+            c = t.column(name)
+            return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+        return pa.nulls(t.num_rows, typ)
+
+    def process(self, table: pa.Table | pa.RecordBatch) -> RollupOutput:
+        """Roll up one batch of samples; returns the rows of windows it closed."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        n = table.num_rows
+        self.stats["samples_in"] += n
+        if n == 0:
+            return RollupOutput(METRICS.arrow_schema().empty_table())
+        ts_col = self._col(table, "timestamp", pa.int64())
+        if pa.types.is_timestamp(ts_col.type):
+            ts_col = pc.cast(ts_col.cast(pa.timestamp("ms", tz=ts_col.type.tz)), pa.int64())
+        kind_s = pc.utf8_lower(self._col(table, "kind", pa.string()).cast(pa.string()))
+        kcode = pc.fill_null(pc.index_in(kind_s, value_set=pa.array(KINDS)), -1).to_numpy()
+        value = pc.fill_null(self._col(table, "value", pa.float64()).cast(pa.float64()), np.nan).to_numpy()
+        ts = pc.fill_null(ts_col, np.iinfo(np.int64).min).to_numpy()
+        bad = (kcode < 0) | (ts == np.iinfo(np.int64).min)
+        bad |= np.isin(kcode, (_COUNTER, _GAUGE)) & ~np.isfinite(value)
+        reasons = {}
+        if bad.any():
+            reasons["invalid"] = bad
+        wm0 = self.watermark
+        w = ts // self.fine
+        if wm0 is not None:
+            too_late = ~bad & ((w + 1) * self.fine + self.lateness <= wm0)
+            if too_late.any():
+                reasons["too_late"] = too_late
+        late_out = inv_out = None
+        keep = np.ones(n, bool)
+        if "too_late" in reasons:
+            keep &= ~reasons["too_late"]
+            late_out = table.filter(pa.array(reasons["too_late"])).append_column("reason", pa.array(["too_late"] * int(reasons["too_late"].sum()), pa.string()))
+            self.stats["too_late"] += late_out.num_rows
+        if "invalid" in reasons:
+            keep &= ~bad
+            sub = table.filter(pa.array(bad))
+            why = np.where(kcode[bad] < 0, "unknown_kind", np.where(ts[bad] == np.iinfo(np.int64).min, "missing_timestamp", "missing_value"))
+            inv_out = sub.append_column("reason", pa.array(why.tolist(), pa.string()))
+            self.stats["invalid"] += inv_out.num_rows
+        if not keep.all():
+            table = table.filter(pa.array(keep))
+            ts, w, kcode, value = ts[keep], w[keep], kcode[keep], value[keep]
+        if table.num_rows:
+            self._take(table, ts, w, kcode, value, wm0)
+            mx = int(ts.max())
+            self.max_seen = mx if self.max_seen is None else max(self.max_seen, mx)
+            cand = self.max_seen - self.delay
+            if self.watermark is None or cand > self.watermark:
+                self.watermark = cand
+        out = self._close(self.watermark)
+        out.late, out.invalid = late_out, inv_out
+        return out
+
+    def _take(self, table, ts, w, kcode, value, wm0):
+        n = table.num_rows
+        keys = canonical_keys(pa.array(np.asarray(KINDS, object)[kcode], pa.string()),
+                              self._col(table, "name", pa.string()), self._col(table, "labels", pa.map_(pa.string(), pa.string())))
+        sid, oid = self.registry.ids(keys)
+        ns = self.registry.n_series
+        if len(self.carry_v) < ns:
+            grow = max(ns, 2 * len(self.carry_v))
+            self.carry_v = np.concatenate([self.carry_v, np.full(grow - len(self.carry_v), np.nan)])
+            self.carry_has = np.concatenate([self.carry_has, np.zeros(grow - len(self.carry_has), bool)])
+        late = (ts < wm0).astype(np.int64) if wm0 is not None else np.zeros(n, np.int64)
+        self.stats["samples_accepted"] += n
+        self.stats["late_accepted"] += int(late.sum())
+        cnt_col = pc.fill_null(self._col(table, "count", pa.int64()).cast(pa.float64()), np.nan).to_numpy()
+        sum_col = pc.fill_null(self._col(table, "sum", pa.float64()).cast(pa.float64()), np.nan).to_numpy()
+        is_c, is_g, is_h, is_s = (kcode == _COUNTER), (kcode == _GAUGE), (kcode == _HIST), (kcode == _SUMMARY)
+        count = np.ones(n, np.float64)
+        ssum = np.where(is_g, value, 0.0)
+        if is_s.any() or is_h.any():
+            count = np.where(is_s | is_h, np.where(np.isnan(cnt_col), np.where(is_s, 1.0, np.nan), cnt_col), count)
+            ssum = np.where(is_s | is_h, np.where(np.isnan(sum_col), np.where(np.isfinite(value), value, 0.0), sum_col), ssum)
+        hist = None
+        if is_h.any():
+            hist = self._hist_rows(table, is_h, oid, ts)
+            # histogram count defaults to the sum of its buckets
+            if np.isnan(count).any():
+                count = np.where(np.isnan(count), hist[3], count)
+        vv = np.where(is_h, np.nan, value)
+        ex_id = None
+        if self.config.exemplars and "trace_id" in table.column_names:
+            ex_id = np.asarray(self._col(table, "trace_id", pa.string()).to_pylist(), object)
+        skm = np.isin(kcode, list(self._sketch_kinds)) & np.isfinite(value)
+        uw = np.unique(w)
+        for wk in uw:
+            m = (w == wk) if len(uw) > 1 else slice(None)
+            win = self._window(self.fine, int(wk))
+            chunk = {"oid": oid[m], "count": count[m], "sum": ssum[m], "min": vv[m], "max": vv[m], "last_ts": ts[m],
+                     "last_v": vv[m], "late": late[m], "inc": np.zeros(len(oid[m])), "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
+                     "ex_id": ex_id[m] if ex_id is not None else np.full(len(oid[m]), None, object)}
+            win.stats.append(_merge_stats([chunk], self.config.exemplars and ex_id is not None))
+            cm = is_c[m]
+            if cm.any():
+                win.ctr.append((sid[m][cm], oid[m][cm], ts[m][cm], value[m][cm]))
+            sm = skm[m]
+            if sm.any():
+                s, c, k = ColumnarSketch.aggregate(oid[m][sm], self.sk.codes(value[m][sm]))
+                win.sketch.append((s, c, k))
+            if hist is not None:
+                hm = (hist[4] == wk) if len(uw) > 1 else slice(None)
+                win.hist.append(_merge_pairs([(hist[0][hm], hist[1][hm], hist[2][hm])], _HSHIFT))
+            win.pending += len(chunk["oid"])
+            if win.pending > self.config.compact_rows:
+                self._compact(win)
+
+    def _hist_rows(self, table, is_h, oid, ts):
+        """Flattened (oid, bucket position, count, per-row bucket total, window) of histogram rows."""
+        n = table.num_rows
+        counts = self._col(table, "bucket_counts", pa.list_(pa.int64()))
+        bounds = self._col(table, "bucket_bounds", pa.list_(pa.float64()))
+        rows = np.flatnonzero(is_h)
+        bc = counts.take(pa.array(rows))
+        bb = bounds.take(pa.array(rows))
+        bkey = pc.fill_null(pc.binary_join(pc.cast(bb, pa.list_(pa.string())), ","), "").to_pylist()
+        ro = oid[rows]
+        for o, k, r in zip(ro.tolist(), bkey, range(len(rows))):
+            reg = self.hist_bounds.get(o)
+            if reg is None:
+                self.hist_bounds[o] = (k, np.asarray(bb[r].as_py() or [], np.float64))
+        # rows whose bounds differ from the series' are counted, not merged into wrong buckets
+        ok = np.asarray([self.hist_bounds[o][0] == k for o, k in zip(ro.tolist(), bkey)], bool)
+        self.stats["histogram_bounds_mismatch"] = self.stats.get("histogram_bounds_mismatch", 0) + int((~ok).sum())
+        flat = pc.list_flatten(bc).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        parent = pc.list_parent_indices(bc).to_numpy()
+        offs = bc.offsets.to_numpy()
+        pos = np.arange(len(parent)) - (offs[parent] - offs[0]) if len(parent) else np.zeros(0, np.int64)
+        keepf = ok[parent] if len(parent) else np.zeros(0, bool)
+        totals = np.zeros(n)
+        totals[rows] = np.bincount(parent, weights=flat, minlength=len(rows)) if len(parent) else 0.0
+        wrow = ts[rows] // self.fine
+        return (ro[parent][keepf], pos[keepf].astype(np.int64), flat[keepf], totals, wrow[parent][keepf])
+
+    def _window(self, res: int, k: int) -> _Window:
+        ws = self.windows[res]
+        win = ws.get(k)
+        if win is None:
+            win = ws[k] = _Window(k * res, (k + 1) * res)
+        return win
+
+    def _compact(self, win: _Window) -> None:
+        ex = self.config.exemplars
+        if len(win.stats) > 1:
+            win.stats = [_merge_stats(win.stats, ex)]
+        if len(win.sketch) > 1:
+            win.sketch = [ColumnarSketch.aggregate(*[np.concatenate(x) for x in zip(*win.sketch)])]
+        if len(win.hist) > 1:
+            win.hist = [_merge_pairs(win.hist, _HSHIFT)]
+        win.pending = len(win.stats[0]["oid"]) if win.stats else 0
+
+    # ----------------------------------------------------------------- closing
+    def advance_watermark(self, ts_ms: int) -> RollupOutput:
+        """Move the watermark to ``ts_ms`` (if later) and close the windows it passes."""
+        if self.watermark is None or ts_ms > self.watermark:
+            self.watermark = int(ts_ms)
+        return self._close(self.watermark)
+
+    def flush(self) -> RollupOutput:
+        """Close every open window (end of a bounded input); the watermark is unchanged."""
+        return self._close(None, everything=True)
+
+    def _close(self, wm: int | None, everything: bool = False) -> RollupOutput:
+        parts = []
+        if wm is None and not everything:
+            return RollupOutput(METRICS.arrow_schema().empty_table())
+        for res in self.res:
+            ws = self.windows[res]
+            for k in sorted(ws):
+                win = ws[k]
+                if not everything and win.end + self.lateness > wm:
+                    break
+                del ws[k]
+                parts.append(self._finish(res, win))
+        parts = [p for p in parts if p is not None and p.num_rows]
+        self.stats["windows_closed"] += len(parts)
+        if not parts:
+            return RollupOutput(METRICS.arrow_schema().empty_table())
+        t = pa.concat_tables(parts)
+        self.stats["rows_out"] += t.num_rows
+        return RollupOutput(t)
+
+    def _finish(self, res: int, win: _Window) -> pa.Table | None:
+        if not win.stats:
+            return None
+        self._compact(win)
+        st = win.stats[0]
+        if win.ctr and res == self.fine:
+            sid, oid, ts, v = (np.concatenate(x) for x in zip(*win.ctr))
+            order = np.lexsort((ts, sid))
+            sid, oid, v = sid[order], oid[order], v[order]
+            first = np.r_[True, sid[1:] != sid[:-1]]
+            prev = np.r_[np.nan, v[:-1]]
+            prev = np.where(first, np.where(self.carry_has[sid], self.carry_v[sid], np.nan), prev)
+            delta = np.where(np.isnan(prev), 0.0, np.where(v >= prev, v - prev, v))
+            inc = np.bincount(oid, weights=delta, minlength=int(st["oid"].max()) + 1 if len(st["oid"]) else 0)
+            st = dict(st)
+            st["inc"] = st["inc"] + inc[st["oid"]]
+            last = np.r_[first[1:], True]
+            self.carry_v[sid[last]] = v[last]
+            self.carry_has[sid[last]] = True
+        sk = win.sketch[0] if win.sketch else None
+        hs = win.hist[0] if win.hist else None
+        for coarse in self.res[1:]:
+            if res == self.fine:
+                cw = self._window(coarse, win.start // coarse)
+                st_c = dict(st)
+                st_c["_merged"] = False
+                cw.stats.append(st_c)
+                if sk is not None:
+                    cw.sketch.append(sk)
+                if hs is not None:
+                    cw.hist.append(hs)
+                cw.pending += len(st["oid"])
+        return self._rows(res, win, st, sk, hs)
+
+    def _rows(self, res, win, st, sk, hs) -> pa.Table:
+        reg = self.registry
+        oid = st["oid"]
+        m = len(oid)
+        kinds = np.asarray(reg.out_kind, object)[oid]
+        is_c = kinds == "counter"
+        is_g = kinds == "gauge"
+        is_h = kinds == "histogram"
+        qv = np.full((m, len(QUANTILES)), np.nan)
+        pos_of = {o: i for i, o in enumerate(oid.tolist())} if (sk is not None or hs is not None) else {}
+        if sk is not None and len(sk[0]):
+            so, qs = self.sk.quantiles(sk[0], sk[1], sk[2], QUANTILES)
+            idx = np.asarray([pos_of[o] for o in so.tolist()], np.int64)
+            qv[idx] = qs
+        if hs is not None and len(hs[0]):
+            ho, hp, hc = hs
+            starts = np.flatnonzero(np.r_[True, ho[1:] != ho[:-1]])
+            ends = np.r_[starts[1:], len(ho)]
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                o = int(ho[a])
+                bounds = self.hist_bounds[o][1]
+                dense = np.zeros(int(hp[a:b].max()) + 1)
+                dense[hp[a:b]] = hc[a:b]
+                qv[pos_of[o]] = [np.nan if (x := histogram_quantile(q, bounds, dense)) is None else x for q in QUANTILES]
+        secs = res / 1000.0
+        f = lambda a, mask=None: pa.array(a, pa.float64(), mask=np.isnan(a) if mask is None else (mask | np.isnan(a)))
+        keys = np.asarray(reg.out_key, object)[oid]
+        order = np.argsort(keys, kind="stable")
+        sch = METRICS.arrow_schema()
+        tst = sch.field("window_start").type
+        cols = {
+            "window_start": pa.array(np.full(m, win.start * 1000, np.int64), tst),
+            "window_end": pa.array(np.full(m, win.end * 1000, np.int64), tst),
+            "resolution": pa.array([format_duration(res)] * m, pa.string()),
+            "name": pa.array(np.asarray(reg.out_name, object)[oid].tolist(), pa.string()),
+            "kind": pa.array(kinds.tolist(), pa.string()),
+            "labels": pa.array([list(reg.out_labels[o]) for o in oid.tolist()], sch.field("labels").type),
+            "count": pa.array(np.nan_to_num(st["count"]).astype(np.int64)),
+            "sum": f(st["sum"], is_c),
+            "min": f(st["min"], is_h),
+            "max": f(st["max"], is_h),
+            "last": f(st["last_v"], is_h),
+            "increase": f(st["inc"], ~is_c),
+            "rate": f(st["inc"] / secs, ~is_c),
+            "p50": f(qv[:, 0]), "p90": f(qv[:, 1]), "p95": f(qv[:, 2]), "p99": f(qv[:, 3]),
+            "exemplar_trace_ids": pa.array([[x] if x is not None else [] for x in st["ex_id"].tolist()], pa.list_(pa.string())),
+            "late_samples": pa.array(st["late"].astype(np.int64)),
+        }
+        del is_g
+        t = pa.table([cols[f.name] for f in sch], schema=sch)
+        return t.take(pa.array(order))
