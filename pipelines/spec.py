@@ -56,8 +56,27 @@ class CommitSpec(Model):
     max_seconds: float = Field(5.0, gt=0)
 
 
+class ArchiveOptions(Model):
+    """Before expired rows are deleted, copy them to ``<table>_archive`` under a cheaper
+    storage prefix, with its own (longer) retention."""
+
+    retention: Duration = timedelta(days=365)
+    location: str | None = Field(None, description="table location; default <warehouse>/archive/<namespace>/<table>_archive")
+
+
 class TableOptions(Model):
-    retention: Duration | None = None
+    retention: Duration | None = Field(None, description="default: the table contract's retention (schemas/tables.py)")
+    archive: ArchiveOptions | None = None
+
+
+class MaintenanceSpec(Model):
+    """What ``obsflow maintain`` does besides retention."""
+
+    snapshot_max_age: Duration = Field(timedelta(days=1), description="expire snapshots older than this (the current one is kept)")
+    orphan_min_age: Duration = Field(timedelta(hours=1), description="only files older than this can be orphans (protects in-flight writes)")
+    target_file_mb: int = Field(128, gt=0, description="compaction target file size")
+    min_files_to_compact: int = Field(4, ge=2, description="a partition with at least this many small files is compacted")
+    small_file_mb: int = Field(32, gt=0, description="files below this size count as small")
 
 
 class StorageSpec(Model):
@@ -65,6 +84,7 @@ class StorageSpec(Model):
     namespace: str = "obs"
     commit: CommitSpec = CommitSpec()
     tables: dict[str, TableOptions] = Field(default_factory=dict)
+    maintenance: MaintenanceSpec = MaintenanceSpec()
 
 
 # -- privacy and services ---------------------------------------------------------------

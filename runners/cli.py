@@ -4,6 +4,7 @@
     obsflow run     --source kafka [--bounded] [--duration S] [--max-records N] ...
     obsflow tables  [--spec PATH]
     obsflow query   "SQL" [--spec PATH] [--format table|csv|json]
+    obsflow maintain [--spec PATH] [--table T] [--steps retention,compact,expire,orphans]
 
 Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path) or a
 Kafka topic the spec names that does not exist, 3 a service that is not reachable (the
@@ -134,6 +135,24 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_maintain(args) -> int:
+    from sinks.maintenance import maintain
+
+    spec = _spec(args)
+    steps = tuple(args.steps.split(",")) if args.steps else ("retention", "compact", "expire", "orphans")
+    reports = maintain(spec, tables=args.table or None, steps=steps)
+    if not reports:
+        print(f"no tables in namespace {spec.storage.namespace!r}")
+        return 0
+    rows = [("table", "expired rows", "archived rows", "compacted partitions", "files before", "files after",
+             "expired snapshots", "orphan files", "orphan bytes", "retries", "seconds")]
+    for r in reports:
+        rows.append((r.table, _fmt(r.expired_rows), _fmt(r.archived_rows), str(r.compacted_partitions), str(r.files_before),
+                     str(r.files_after), str(r.expired_snapshots), str(r.orphan_files), _fmt(r.orphan_bytes), str(r.retries), f"{r.seconds:.1f}"))
+    _print_table(rows)
+    return 0
+
+
 def _print_table(rows) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for k, r in enumerate(rows):
@@ -195,6 +214,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tables", help="list tables, row counts and latest snapshots")
     common(t)
     t.set_defaults(func=cmd_tables)
+
+    m = sub.add_parser("maintain", help="retention (and archiving), compaction, snapshot expiry, orphan-file removal")
+    common(m)
+    m.add_argument("--table", action="append", help="only this table (repeatable)")
+    m.add_argument("--steps", help="comma-separated subset of retention,compact,expire,orphans")
+    m.set_defaults(func=cmd_maintain)
 
     q = sub.add_parser("query", help="run SQL over the tables with DuckDB (tables as obs.<table>)")
     q.add_argument("sql")

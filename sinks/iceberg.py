@@ -31,12 +31,15 @@ OFFSETS_KEY = "obsflow.offsets"
 
 
 def snapshot_offsets(table: Table) -> dict[str, int]:
-    """``{"topic:partition": next_offset}`` recorded by the table's current snapshot."""
+    """``{"topic:partition": next_offset}`` recorded by the newest snapshot that carries
+    positions (walking back over snapshots of other writers, e.g. maintenance, that do not)."""
     snap = table.current_snapshot()
-    if snap is None or snap.summary is None:
-        return {}
-    raw = snap.summary.additional_properties.get(OFFSETS_KEY)
-    return json.loads(raw) if raw else {}
+    while snap is not None:
+        raw = snap.summary.additional_properties.get(OFFSETS_KEY) if snap.summary else None
+        if raw:
+            return json.loads(raw)
+        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    return {}
 
 
 def tp_key(topic: str, partition: int) -> str:
