@@ -1,0 +1,334 @@
+"""Typed configuration of the tail sampler, with the OpenTelemetry Collector
+``tail_sampling`` processor's key names (see README.md in this package for every key and
+its default).
+
+``load_config(dict)`` validates a mapping and raises :class:`ConfigError` whose message
+names the key path, e.g. ``policies[1].latency.threshold_ms: Input should be a valid
+integer``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(v) -> timedelta:
+    """A duration as the collector writes it (Go syntax: ``"30s"``, ``"500ms"``,
+    ``"1m30s"``; ``"d"`` accepted too) or a number of seconds."""
+    if isinstance(v, timedelta):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v < 0:
+            raise ValueError(f"expected a non-negative duration, got {v!r}")
+        return timedelta(seconds=v)
+    if isinstance(v, str):
+        s = v.strip()
+        if s == "0":
+            return timedelta(0)
+        pos, total = 0, 0.0
+        for m in _GO_DURATION.finditer(s):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNITS_S[m.group(2)]
+            pos = m.end()
+        else:
+            if pos == len(s) and pos > 0:
+                return timedelta(seconds=total)
+    raise ValueError(f'expected a duration like "30s", "500ms", "1m30s", got {v!r}')
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- policy bodies ------------------------------------------------------------------------
+
+class LatencyCfg(Model):
+    threshold_ms: int = Field(ge=0)
+    upper_threshold_ms: int = Field(0, ge=0, description="0 = no upper bound")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.upper_threshold_ms and self.upper_threshold_ms < self.threshold_ms:
+            raise ValueError("upper_threshold_ms must be 0 (no bound) or >= threshold_ms")
+        return self
+
+
+StatusName = Literal["OK", "ERROR", "UNSET"]
+
+
+class StatusCodeCfg(Model):
+    status_codes: list[StatusName] = Field(min_length=1)
+
+
+class ProbabilisticCfg(Model):
+    hash_salt: str = ""
+    sampling_percentage: float = Field(ge=0, le=100)
+
+
+class RateLimitingCfg(Model):
+    spans_per_second: int = Field(gt=0)
+    burst_capacity: int = Field(0, ge=0, description="token bucket size; 0 = 2 x spans_per_second")
+
+
+class BytesLimitingCfg(Model):
+    bytes_per_second: int = Field(gt=0)
+    burst_capacity: int = Field(0, ge=0, description="token bucket size; 0 = 2 x bytes_per_second")
+
+
+class StringAttributeCfg(Model):
+    key: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+    enabled_regex_matching: bool = False
+    cache_max_size: int = Field(0, ge=0, description="accepted for compatibility; regexes run vectorized, no cache")
+    invert_match: bool = False
+
+    @model_validator(mode="after")
+    def _regexes(self):
+        if self.enabled_regex_matching:
+            for v in self.values:
+                try:
+                    re.compile(v)
+                except re.error as e:
+                    raise ValueError(f"values: {v!r} is not a regular expression: {e}") from None
+        return self
+
+
+class NumericAttributeCfg(Model):
+    key: str = Field(min_length=1)
+    min_value: Optional[float] = Field(None, description="inclusive; unset or 0 = no lower bound (as the collector)")
+    max_value: Optional[float] = Field(None, description="inclusive; unset or 0 = no upper bound (as the collector)")
+    invert_match: bool = False
+
+
+class BooleanAttributeCfg(Model):
+    key: str = Field(min_length=1)
+    value: bool
+    invert_match: bool = False
+
+
+class SpanCountCfg(Model):
+    min_spans: int = Field(ge=0)
+    max_spans: int = Field(0, ge=0, description="0 = no upper bound")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_spans and self.max_spans < self.min_spans:
+            raise ValueError("max_spans must be 0 (no bound) or >= min_spans")
+        return self
+
+
+# -- policies -----------------------------------------------------------------------------
+
+class _Policy(Model):
+    name: str = Field(min_length=1)
+
+
+class AlwaysSamplePolicy(_Policy):
+    type: Literal["always_sample"]
+
+
+class LatencyPolicy(_Policy):
+    type: Literal["latency"]
+    latency: LatencyCfg
+
+
+class StatusCodePolicy(_Policy):
+    type: Literal["status_code"]
+    status_code: StatusCodeCfg
+
+
+class ProbabilisticPolicy(_Policy):
+    type: Literal["probabilistic"]
+    probabilistic: ProbabilisticCfg
+
+
+class RateLimitingPolicy(_Policy):
+    type: Literal["rate_limiting"]
+    rate_limiting: RateLimitingCfg
+
+
+class BytesLimitingPolicy(_Policy):
+    type: Literal["bytes_limiting"]
+    bytes_limiting: BytesLimitingCfg
+
+
+class StringAttributePolicy(_Policy):
+    type: Literal["string_attribute"]
+    string_attribute: StringAttributeCfg
+
+
+class NumericAttributePolicy(_Policy):
+    type: Literal["numeric_attribute"]
+    numeric_attribute: NumericAttributeCfg
+
+
+class BooleanAttributePolicy(_Policy):
+    type: Literal["boolean_attribute"]
+    boolean_attribute: BooleanAttributeCfg
+
+
+class SpanCountPolicy(_Policy):
+    type: Literal["span_count"]
+    span_count: SpanCountCfg
+
+
+class AndCfg(Model):
+    and_sub_policy: list["SubPolicy"] = Field(min_length=1)
+
+
+class AndPolicy(_Policy):
+    type: Literal["and"]
+    and_: AndCfg = Field(alias="and")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class NotCfg(Model):
+    not_sub_policy: "SubPolicy"
+
+
+class NotPolicy(_Policy):
+    type: Literal["not"]
+    not_: NotCfg = Field(alias="not")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DropCfg(Model):
+    drop_sub_policy: list["SubPolicy"] = Field(min_length=1)
+
+
+class DropPolicy(_Policy):
+    type: Literal["drop"]
+    drop: DropCfg
+
+
+class RateAllocation(Model):
+    policy: str
+    percent: float = Field(ge=0, le=100)
+
+
+class CompositeCfg(Model):
+    max_total_spans_per_second: int = Field(gt=0)
+    policy_order: list[str] = Field(default_factory=list, description="evaluation order; empty = composite_sub_policy order")
+    composite_sub_policy: list["SubPolicy"] = Field(min_length=1)
+    rate_allocation: list[RateAllocation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self):
+        names = [p.name for p in self.composite_sub_policy]
+        if len(set(names)) != len(names):
+            raise ValueError("composite_sub_policy names must be unique")
+        for n in self.policy_order:
+            if n not in names:
+                raise ValueError(f"policy_order names {n!r}, which is not a composite_sub_policy")
+        for a in self.rate_allocation:
+            if a.policy not in names:
+                raise ValueError(f"rate_allocation names {a.policy!r}, which is not a composite_sub_policy")
+        if sum(a.percent for a in self.rate_allocation) > 100 + 1e-9:
+            raise ValueError("rate_allocation percentages add up to more than 100")
+        return self
+
+
+class CompositePolicy(_Policy):
+    type: Literal["composite"]
+    composite: CompositeCfg
+
+
+_LEAVES = Union[AlwaysSamplePolicy, LatencyPolicy, StatusCodePolicy, ProbabilisticPolicy, RateLimitingPolicy,
+                BytesLimitingPolicy, StringAttributePolicy, NumericAttributePolicy, BooleanAttributePolicy, SpanCountPolicy]
+
+#: what and / not / drop / composite may hold (no drop or composite inside another policy)
+SubPolicy = Annotated[Union[_LEAVES, AndPolicy, NotPolicy], Field(discriminator="type")]
+#: a top-level policy
+PolicyCfg = Annotated[Union[_LEAVES, AndPolicy, NotPolicy, DropPolicy, CompositePolicy], Field(discriminator="type")]
+
+for _m in (AndCfg, NotCfg, DropCfg, CompositeCfg, AndPolicy, NotPolicy, DropPolicy, CompositePolicy):
+    _m.model_rebuild()
+
+
+# -- the processor ------------------------------------------------------------------------
+
+class DecisionCacheCfg(Model):
+    sampled_cache_size: int = Field(100_000, ge=0)
+    non_sampled_cache_size: int = Field(100_000, ge=0)
+
+
+class TailSamplingConfig(Model):
+    decision_wait: Duration = timedelta(seconds=30)
+    decision_wait_after_root_received: Duration = Field(timedelta(0), description="0 = off")
+    num_traces: int = Field(50_000, gt=0)
+    expected_new_traces_per_sec: int = Field(0, ge=0)
+    max_trace_size: int = Field(10_000, ge=0, description="0 = unbounded")
+    num_traces_overflow: Literal["decide_early", "drop_oldest"] = "decide_early"
+    sample_on_first_match: bool = False
+    decision_cache: DecisionCacheCfg = DecisionCacheCfg()
+    policies: list[PolicyCfg] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [p.name for p in self.policies]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate policy name(s): {', '.join(dup)}")
+        return self
+
+    @property
+    def decision_wait_ms(self) -> int:
+        return round(self.decision_wait.total_seconds() * 1000)
+
+    @property
+    def decision_wait_after_root_ms(self) -> int:
+        return round(self.decision_wait_after_root_received.total_seconds() * 1000)
+
+
+class ConfigError(ValueError):
+    """A wrong tail sampling configuration; the message names the key path."""
+
+
+_TAGS = {"always_sample", "latency", "status_code", "probabilistic", "rate_limiting", "bytes_limiting", "string_attribute",
+         "numeric_attribute", "boolean_attribute", "span_count", "and", "not", "drop", "composite"}
+
+
+def load_config(data: Any, where: str = "") -> TailSamplingConfig:
+    """Validate a mapping (e.g. a spec's ``tail_sampling`` block) into a config."""
+    if isinstance(data, TailSamplingConfig):
+        return data
+    try:
+        return TailSamplingConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = list(err["loc"])
+            # keep the policy-type key that holds the body (policies[0].latency.threshold_ms)
+            p = _loc_path(loc)
+            msgs.append(f"{where}{'.' if where and p else ''}{p}: {err['msg']}")
+        raise ConfigError("; ".join(msgs)) from None
+
+
+def _loc_path(loc: list) -> str:
+    # pydantic puts the discriminator tag before the model's own field: policies.0.latency.latency.threshold_ms
+    out: list = []
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if isinstance(part, str) and part in _TAGS and i + 1 < len(loc) and loc[i + 1] in (part, f"{part}_"):
+            i += 1
+            continue
+        if isinstance(part, str) and part in _TAGS and (i + 1 == len(loc) or loc[i + 1] in ("name", "type")):
+            i += 1
+            continue
+        out.append(part)
+        i += 1
+    s = ""
+    for part in out:
+        s += f"[{part}]" if isinstance(part, int) else ("." if s else "") + str(part)
+    return s or "<root>"

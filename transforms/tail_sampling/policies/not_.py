@@ -1,0 +1,28 @@
+"""``not``: the opposite of ``not_sub_policy`` as the collector defines it — Sampled
+becomes NotSampled and NotSampled becomes Sampled; every other decision (InvertSampled,
+InvertNotSampled, Dropped, ...) passes through unchanged."""
+
+import numpy as np
+
+from ..decision import NS, S
+from .base import Policy
+
+
+class Not(Policy):
+    kind = "not"
+
+    def __init__(self, name: str, sub: Policy):
+        super().__init__(name)
+        self.sub = sub
+        self.stateful = sub.stateful
+        self.needs_bytes = sub.needs_bytes
+
+    def children(self):
+        return [self.sub]
+
+    def evaluate(self, view, idx):
+        d = self.sub.evaluate(view, idx)
+        out = d.copy()
+        out[d == S] = NS
+        out[d == NS] = S
+        return out
