@@ -1,0 +1,123 @@
+"""Log sampling that follows the trace decision.
+
+Rules, per log line (``level`` upper-case as the validator normalizes it):
+
+1. ``always_keep_levels`` (default WARN, ERROR, FATAL) are always kept, ``sample_rate`` 1.
+2. Other levels (INFO, DEBUG, TRACE, ...) with a ``trace_id`` follow their trace:
+
+   - **tail mode** — ``decide_logs(batch, kept_trace_ids=...)``: the line is kept exactly
+     when its trace was kept by the tail sampler, so a kept trace keeps all its logs and a
+     dropped trace keeps only its warnings and errors. ``kept_trace_ids`` is a mapping
+     ``trace_id -> adjusted_count`` (the line's ``sample_rate`` is its trace's adjusted
+     count) or any collection of ids (``sample_rate`` 1). Logs arrive before their trace
+     is decided, so the caller holds them until the trace's decision (``decision_wait``)
+     or uses head mode;
+   - **head mode** — no ``kept_trace_ids``: kept when the trace id's sampling hash (the
+     same FNV-1a 64 with ``hash_salt`` as the tail sampler's ``probabilistic`` policy and
+     the head sampler) is within the level's percentage, so at the same percentage and
+     salt a line is kept exactly when its trace is kept by head sampling / the
+     probabilistic policy. ``sample_rate`` = 100 / percentage.
+3. Other levels without a trace id are kept when the FNV-1a 64 hash (same salt) of a
+   stable key is within the level's percentage: the first present of ``key_columns``
+   (default ``request_id``), else ``service|timestamp|message`` (first 256 bytes).
+   ``sample_rate`` = 100 / percentage.
+
+Percentages: ``level_percentages[level]`` when given, else ``sampling_percentage``. Lower
+percentages keep subsets of higher ones (same hash), so DEBUG at 1% and INFO at 10% keep
+the DEBUG lines of a subset of the traces whose INFO lines are kept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from .hashing import hash_strings, hash_trace_ids, threshold
+
+
+class LogSamplingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sampling_percentage: float = Field(10.0, ge=0, le=100, description="for levels not always kept")
+    level_percentages: dict[str, float] = Field(default_factory=dict, description="per-level override, e.g. {DEBUG: 1}")
+    always_keep_levels: list[str] = Field(default_factory=lambda: ["WARN", "ERROR", "FATAL"])
+    hash_salt: str = ""
+    key_columns: list[str] = Field(default_factory=lambda: ["request_id"])
+
+
+class LogSampler:
+    def __init__(self, config: LogSamplingConfig | dict | None = None):
+        self.config = config if isinstance(config, LogSamplingConfig) else LogSamplingConfig.model_validate(config or {})
+        for lvl, p in self.config.level_percentages.items():
+            if not 0 <= p <= 100:
+                raise ValueError(f"level_percentages.{lvl}: expected a percentage within [0, 100], got {p!r}")
+        self.kept_lines = 0
+        self.dropped_lines = 0
+
+    def _pct(self, levels: np.ndarray) -> np.ndarray:
+        pct = np.full(len(levels), self.config.sampling_percentage, dtype=np.float64)
+        for lvl, p in self.config.level_percentages.items():
+            pct[levels == lvl.upper()] = p
+        return pct
+
+    def decide_logs(self, batch: pa.Table, kept_trace_ids=None) -> pa.Table:
+        """The kept rows of ``batch`` with a ``sample_rate`` column (see the module doc)."""
+        n = batch.num_rows
+        if n == 0:
+            return batch.append_column("sample_rate", pa.array([], pa.float64()))
+        levels = np.asarray(pc.fill_null(pc.utf8_upper(batch.column("level").cast(pa.string())), "").to_numpy(
+            zero_copy_only=False), dtype=object)
+        always = np.isin(levels, [lv.upper() for lv in self.config.always_keep_levels])
+        pct = self._pct(levels)
+        thr = np.array([threshold(p) for p in pct.tolist()], dtype=np.uint64) if n < 64 else _thresholds(pct)
+        keep = always.copy()
+        rate = np.ones(n, dtype=np.float64)
+        tid = batch.column("trace_id") if "trace_id" in batch.column_names else pa.nulls(n, pa.string())
+        tid = tid.combine_chunks() if isinstance(tid, pa.ChunkedArray) else tid
+        has_tid = np.asarray(pc.fill_null(pc.not_equal(tid.cast(pa.string()), ""), False).to_numpy(zero_copy_only=False),
+                             dtype=bool)
+        traced = ~always & has_tid
+        untraced = ~always & ~has_tid
+        with np.errstate(divide="ignore"):
+            inv = np.where(pct > 0, 100.0 / pct, 0.0)
+        if traced.any():
+            rows = np.flatnonzero(traced)
+            ids = tid.take(pa.array(rows))
+            if kept_trace_ids is not None:
+                id_list = ids.to_pylist()
+                if isinstance(kept_trace_ids, Mapping):
+                    got = [kept_trace_ids.get(t) for t in id_list]
+                    keep[rows] = [g is not None for g in got]
+                    rate[rows] = [g if g is not None else 1.0 for g in got]
+                else:
+                    s = kept_trace_ids if isinstance(kept_trace_ids, (set, frozenset)) else set(kept_trace_ids)
+                    keep[rows] = [t in s for t in id_list]
+            else:
+                keep[rows] = hash_trace_ids(ids, self.config.hash_salt) <= thr[rows]
+                rate[rows] = inv[rows]
+        if untraced.any():
+            rows = np.flatnonzero(untraced)
+            sub = batch.take(pa.array(rows))
+            key = None
+            for c in self.config.key_columns:
+                if c in sub.column_names:
+                    col = sub.column(c).cast(pa.string())
+                    key = col if key is None else pc.coalesce(key, col)
+            fallback = pc.binary_join_element_wise(
+                *(pc.fill_null(sub.column(c).cast(pa.string()), "") if c in sub.column_names else pa.array([""] * len(rows))
+                  for c in ("service", "timestamp", "message")), "|")
+            key = fallback if key is None else pc.coalesce(pc.if_else(pc.equal(key, ""), None, key), fallback)
+            keep[rows] = hash_strings(key, self.config.hash_salt) <= thr[rows]
+            rate[rows] = inv[rows]
+        out = batch.filter(pa.array(keep)).append_column("sample_rate", pa.array(rate[keep], pa.float64()))
+        self.kept_lines += out.num_rows
+        self.dropped_lines += n - out.num_rows
+        return out
+
+
+def _thresholds(pct: np.ndarray) -> np.ndarray:
+    u, inv = np.unique(pct, return_inverse=True)
+    return np.array([threshold(p) for p in u.tolist()], dtype=np.uint64)[inv]
