@@ -79,33 +79,43 @@ class _Window:
 
 
 def _merge_stats(chunks: list[dict], exemplars: bool) -> dict:
+    """Merge partial statistics of one window: one row per output series, sorted by oid."""
     if len(chunks) == 1 and chunks[0].get("_merged"):
         return chunks[0]
-    c = {k: np.concatenate([ch[k] for ch in chunks]) for k in _STAT}
-    order = np.lexsort((c["last_ts"], c["oid"]))
-    c = {k: v[order] for k, v in c.items()}
-    oid = c["oid"]
-    starts = np.flatnonzero(np.r_[True, oid[1:] != oid[:-1]]) if len(oid) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(oid)] - 1 if len(oid) else starts
-    out = {"_merged": True, "oid": oid[starts]}
+    with_ex = exemplars and any(ch.get("ex_id") is not None for ch in chunks)
+    c = {k: np.concatenate([ch[k] for ch in chunks]) if len(chunks) > 1 else chunks[0][k] for k in _STAT}
+    oid, lts = c["oid"], c["last_ts"]
     if len(oid) == 0:
-        out.update({k: c[k] for k in _STAT if k != "oid"})
-        out["ex_id"] = np.zeros(0, object)
+        out = {k: c[k] for k in _STAT}
+        out.update({"_merged": True, "ex_id": None})
         return out
-    for k in ("count", "sum", "late", "inc"):
-        out[k] = np.add.reduceat(c[k], starts)
-    out["min"] = np.fmin.reduceat(c["min"], starts)
-    out["max"] = np.fmax.reduceat(c["max"], starts)
-    out["last_ts"] = c["last_ts"][ends]
-    out["last_v"] = c["last_v"][ends]
-    ex_ids = np.concatenate([ch["ex_id"] for ch in chunks])[order] if exemplars else None
-    if exemplars and any(x is not None for x in ex_ids):
-        o2 = np.lexsort((c["ex_v"], oid))
-        out["ex_v"] = c["ex_v"][o2][ends]
-        out["ex_id"] = ex_ids[o2][ends]
+    t0 = lts.min()
+    span = int(lts.max() - t0) + 1
+    if span < (1 << 31) and int(oid.max()) < (1 << 31):
+        order = np.argsort((oid << 32) | (lts - t0), kind="stable")
     else:
-        out["ex_v"] = np.fmax.reduceat(c["ex_v"], starts)
-        out["ex_id"] = np.full(len(starts), None, object)
+        order = np.lexsort((lts, oid))
+    so = oid[order]
+    brk = np.flatnonzero(so[1:] != so[:-1]) + 1
+    starts = np.r_[0, brk]
+    ends = np.r_[brk - 1, len(so) - 1]
+    out = {"_merged": True, "oid": so[starts]}
+    for k in ("count", "sum", "late", "inc"):
+        out[k] = np.add.reduceat(c[k][order], starts)
+    out["min"] = np.fmin.reduceat(c["min"][order], starts)
+    out["max"] = np.fmax.reduceat(c["max"][order], starts)
+    last = order[ends]
+    out["last_ts"] = lts[last]
+    out["last_v"] = c["last_v"][last]
+    if with_ex:
+        ex_ids = np.concatenate([ch["ex_id"] if ch.get("ex_id") is not None else np.full(len(ch["oid"]), None, object) for ch in chunks])
+        o2 = np.lexsort((c["ex_v"], oid))
+        top = o2[np.r_[np.flatnonzero(oid[o2][1:] != oid[o2][:-1]), len(oid) - 1]]
+        out["ex_v"] = c["ex_v"][top]
+        out["ex_id"] = ex_ids[top]
+    else:
+        out["ex_v"] = np.fmax.reduceat(c["ex_v"][order], starts)
+        out["ex_id"] = None
     return out
 
 
@@ -272,7 +282,7 @@ class MetricRollup:
             win = self._window(self.fine, int(wk))
             chunk = {"oid": oid[m], "count": count[m], "sum": ssum[m], "min": vv[m], "max": vv[m], "last_ts": ts[m],
                      "last_v": vv[m], "late": late[m], "inc": np.zeros(len(oid[m])), "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
-                     "ex_id": ex_id[m] if ex_id is not None else np.full(len(oid[m]), None, object)}
+                     "ex_id": ex_id[m] if ex_id is not None else None}
             win.stats.append(_merge_stats([chunk], self.config.exemplars and ex_id is not None))
             cm = is_c[m]
             if cm.any():
@@ -399,18 +409,12 @@ class MetricRollup:
 
     def _rows(self, res, win, st, sk, hs) -> pa.Table:
         reg = self.registry
-        oid = st["oid"]
+        oid = st["oid"]  # sorted, distinct
         m = len(oid)
-        kinds = np.asarray(reg.out_kind, object)[oid]
-        is_c = kinds == "counter"
-        is_g = kinds == "gauge"
-        is_h = kinds == "histogram"
         qv = np.full((m, len(QUANTILES)), np.nan)
-        pos_of = {o: i for i, o in enumerate(oid.tolist())} if (sk is not None or hs is not None) else {}
         if sk is not None and len(sk[0]):
             so, qs = self.sk.quantiles(sk[0], sk[1], sk[2], QUANTILES)
-            idx = np.asarray([pos_of[o] for o in so.tolist()], np.int64)
-            qv[idx] = qs
+            qv[np.searchsorted(oid, so)] = qs
         if hs is not None and len(hs[0]):
             ho, hp, hc = hs
             starts = np.flatnonzero(np.r_[True, ho[1:] != ho[:-1]])
@@ -420,20 +424,36 @@ class MetricRollup:
                 bounds = self.hist_bounds[o][1]
                 dense = np.zeros(int(hp[a:b].max()) + 1)
                 dense[hp[a:b]] = hc[a:b]
-                qv[pos_of[o]] = [np.nan if (x := histogram_quantile(q, bounds, dense)) is None else x for q in QUANTILES]
+                qv[int(np.searchsorted(oid, o))] = [np.nan if (x := histogram_quantile(q, bounds, dense)) is None else x for q in QUANTILES]
+        # rows in canonical key order (deterministic whatever the arrival order)
+        order = pc.sort_indices(reg.out_key.take(pa.array(oid))).to_numpy()
+        oid = oid[order]
+        qv = qv[order]
+        st = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+        take = pa.array(oid)
+        kinds_a = reg.out_kind.take(take)
+        is_c = pc.equal(kinds_a, "counter").to_numpy(zero_copy_only=False)
+        is_h = pc.equal(kinds_a, "histogram").to_numpy(zero_copy_only=False)
+        ex = st["ex_id"]
+        has_ex = np.fromiter((x is not None for x in ex), bool, len(ex)) if ex is not None else np.zeros(m, bool)
+        ex_off = np.zeros(m + 1, np.int32)
+        np.cumsum(has_ex, out=ex_off[1:])
+        exemplars = pa.ListArray.from_arrays(pa.array(ex_off), pa.array(ex[has_ex].tolist() if ex is not None else [], pa.string()))
         secs = res / 1000.0
-        f = lambda a, mask=None: pa.array(a, pa.float64(), mask=np.isnan(a) if mask is None else (mask | np.isnan(a)))
-        keys = np.asarray(reg.out_key, object)[oid]
-        order = np.argsort(keys, kind="stable")
+
+        def f(a, mask=None):
+            nan = np.isnan(a)
+            return pa.array(a, pa.float64(), mask=nan if mask is None else (mask | nan))
+
         sch = METRICS.arrow_schema()
         tst = sch.field("window_start").type
         cols = {
             "window_start": pa.array(np.full(m, win.start * 1000, np.int64), tst),
             "window_end": pa.array(np.full(m, win.end * 1000, np.int64), tst),
-            "resolution": pa.array([format_duration(res)] * m, pa.string()),
-            "name": pa.array(np.asarray(reg.out_name, object)[oid].tolist(), pa.string()),
-            "kind": pa.array(kinds.tolist(), pa.string()),
-            "labels": pa.array([list(reg.out_labels[o]) for o in oid.tolist()], sch.field("labels").type),
+            "resolution": pa.array(np.full(m, format_duration(res), object), pa.string()),
+            "name": reg.out_name.take(take),
+            "kind": kinds_a,
+            "labels": reg.out_labels.take(take),
             "count": pa.array(np.nan_to_num(st["count"]).astype(np.int64)),
             "sum": f(st["sum"], is_c),
             "min": f(st["min"], is_h),
@@ -442,9 +462,7 @@ class MetricRollup:
             "increase": f(st["inc"], ~is_c),
             "rate": f(st["inc"] / secs, ~is_c),
             "p50": f(qv[:, 0]), "p90": f(qv[:, 1]), "p95": f(qv[:, 2]), "p99": f(qv[:, 3]),
-            "exemplar_trace_ids": pa.array([[x] if x is not None else [] for x in st["ex_id"].tolist()], pa.list_(pa.string())),
+            "exemplar_trace_ids": exemplars,
             "late_samples": pa.array(st["late"].astype(np.int64)),
         }
-        del is_g
-        t = pa.table([cols[f.name] for f in sch], schema=sch)
-        return t.take(pa.array(order))
+        return pa.table([cols[f.name] for f in sch], schema=sch)

@@ -43,77 +43,81 @@ def canonical_keys(kind: pa.Array, name: pa.Array, labels: pa.Array) -> pa.Array
     return pc.binary_join_element_wise(kind, name, labstr, "\x00")
 
 
-def parse_key(key: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-    kind, name, lab = key.split("\x00", 2)
-    labels = tuple(tuple(p.split("\x1f", 1)) for p in lab.split("\x1e")) if lab else ()
+def parse_keys(keys: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Kind, name and labels (map, sorted by key) of canonical keys, columnar."""
+    parts = pc.split_pattern(keys, "\x00", max_splits=2)
+    kind, name, lab = (pc.list_element(parts, i) for i in range(3))
+    pairs = pc.split_pattern(lab, "\x1e")
+    lengths = np.where(pc.equal(lab, "").to_numpy(zero_copy_only=False), 0, pc.list_value_length(pairs).to_numpy(zero_copy_only=False))
+    offsets = np.zeros(len(keys) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pc.list_flatten(pairs)
+    flat = flat.filter(pc.not_equal(flat, ""))
+    kv = pc.split_pattern(flat, "\x1f", max_splits=1)
+    labels = pa.MapArray.from_arrays(pa.array(offsets), pc.list_element(kv, 0), pc.list_element(kv, 1))
     return kind, name, labels
 
 
 class SeriesRegistry:
-    """Maps canonical keys to series ids and folds series beyond the per-metric limit."""
+    """Maps canonical keys to series ids and folds series beyond the per-metric limit.
+
+    Output series' keys, kinds, names and labels are kept as Arrow arrays (``out_*``), so
+    rows are built with ``take`` rather than per-row Python."""
 
     def __init__(self, max_series_per_metric: int):
         self.limit = max_series_per_metric
-        self.sid_of: dict[str, int] = {}
-        self.oid_of_sid: list[int] = []
-        # output series: key, kind, name, labels
-        self.out_key: list[str] = []
-        self.out_kind: list[str] = []
-        self.out_name: list[str] = []
-        self.out_labels: list[tuple] = []
-        self.per_metric: dict[tuple[str, str], int] = {}
-        self.overflow_oid: dict[tuple[str, str], int] = {}
-        self.overflowed: dict[str, int] = {}  # metric name -> series folded into overflow
-        self._oid_arr = np.zeros(0, np.int64)
+        self.oid_of_sid = np.zeros(0, np.int64)
+        self.known: pa.Array = pa.array([], pa.string())     # canonical key per sid
+        self.out_key: pa.Array = pa.array([], pa.string())   # canonical key per oid
+        self.out_kind: pa.Array = pa.array([], pa.string())
+        self.out_name: pa.Array = pa.array([], pa.string())
+        self.out_labels: pa.Array = pa.array([], pa.map_(pa.string(), pa.string()))
+        self.per_metric: dict[str, int] = {}
+        self.overflow_oid: dict[str, int] = {}
+        self.overflowed: dict[str, int] = {}  # metric name -> series folded into its overflow series
 
-    def _new_out(self, key, kind, name, labels) -> int:
-        self.out_key.append(key)
-        self.out_kind.append(kind)
-        self.out_name.append(name)
-        self.out_labels.append(labels)
-        return len(self.out_key) - 1
-
-    def _register(self, key: str) -> int:
-        kind, name, labels = parse_key(key)
-        metric = (kind, name)
-        n = self.per_metric.get(metric, 0)
-        if n < self.limit:
-            self.per_metric[metric] = n + 1
-            oid = self._new_out(key, kind, name, labels)
-        else:
-            oid = self.overflow_oid.get(metric)
-            if oid is None:
-                okey = f"{kind}\x00{name}\x00__overflow__\x1ftrue"
-                oid = self.overflow_oid[metric] = self._new_out(okey, kind, name, OVERFLOW_LABELS)
-            self.overflowed[name] = self.overflowed.get(name, 0) + 1
-        sid = len(self.oid_of_sid)
-        self.oid_of_sid.append(oid)
-        self.sid_of[key] = sid
-        return sid
+    def _register(self, new_keys: list[str]) -> None:
+        n_out = len(self.out_key)
+        oids, out_new = [], []
+        limit, per_metric = self.limit, self.per_metric
+        for key in new_keys:
+            metric = key[:key.index("\x00", key.index("\x00") + 1)]
+            n = per_metric.get(metric, 0)
+            if n < limit:
+                per_metric[metric] = n + 1
+                oids.append(n_out + len(out_new))
+                out_new.append(key)
+            else:
+                oid = self.overflow_oid.get(metric)
+                if oid is None:
+                    oid = self.overflow_oid[metric] = n_out + len(out_new)
+                    out_new.append(metric + "\x00__overflow__\x1ftrue")
+                oids.append(oid)
+                name = metric.split("\x00", 1)[1]
+                self.overflowed[name] = self.overflowed.get(name, 0) + 1
+        self.oid_of_sid = np.concatenate([self.oid_of_sid, np.asarray(oids, np.int64)])
+        self.known = pa.concat_arrays([self.known, pa.array(new_keys, pa.string())])
+        if out_new:
+            keys = pa.array(out_new, pa.string())
+            kind, name, labels = parse_keys(keys)
+            self.out_key = pa.concat_arrays([self.out_key, keys])
+            self.out_kind = pa.concat_arrays([self.out_kind, kind])
+            self.out_name = pa.concat_arrays([self.out_name, name])
+            self.out_labels = pa.concat_arrays([self.out_labels, labels])
 
     def ids(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """``(sid, oid)`` arrays for a column of canonical keys."""
-        enc = pc.dictionary_encode(keys)
-        if isinstance(enc, pa.ChunkedArray):
-            enc = enc.combine_chunks()
-        get = self.sid_of.get
-        uniq = enc.dictionary.to_pylist()
-        sids = [get(k) for k in uniq]
-        if None in sids:
-            sids = [s if s is not None else self._register(k) for s, k in zip(sids, uniq)]
-            self._oid_arr = np.asarray(self.oid_of_sid, np.int64)
-        sid = np.asarray(sids, np.int64)[enc.indices.to_numpy()]
-        return sid, self._oid_arr[sid]
+        idx = pc.index_in(keys, value_set=self.known)
+        if idx.null_count:
+            miss = pc.is_null(idx)
+            new = pc.unique(keys.filter(miss))
+            base = len(self.known)
+            self._register(new.to_pylist())
+            sub = pc.add(pc.index_in(keys.filter(miss), value_set=new), base)
+            idx = pc.replace_with_mask(idx, miss, sub.cast(idx.type))
+        sid = idx.to_numpy(zero_copy_only=False).astype(np.int64)
+        return sid, self.oid_of_sid[sid]
 
     @property
     def n_series(self) -> int:
         return len(self.oid_of_sid)
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop("_oid_arr")
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self._oid_arr = np.asarray(self.oid_of_sid, np.int64)
