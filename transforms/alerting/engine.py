@@ -1,0 +1,62 @@
+"""Rules and notification together: the object an engine hosts for alerting.
+
+``process(rows)`` takes closed-window rollup rows and returns the alert events (→ the
+Kafka alerts topic, ``obs.alerts``, Alertmanager) and the notifications due by the latest
+window end; ``advance(t)`` moves the notification clock on without rows."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from transforms.alerting.config import AlertingConfig
+from transforms.alerting.dispatch import Dispatcher, Notification
+from transforms.alerting.events import AlertEvent, alert_rows
+from transforms.alerting.rules import RuleEvaluator
+
+
+@dataclass
+class AlertOutput:
+    events: list[AlertEvent] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+    def rows(self) -> pa.Table:
+        return alert_rows(self.events)
+
+
+class AlertEngine:
+    def __init__(self, config: AlertingConfig | dict | None = None):
+        self.config = config if isinstance(config, AlertingConfig) else AlertingConfig(**(config or {}))
+        self.rules = RuleEvaluator(self.config.rules)
+        self.dispatcher = Dispatcher(self.config)
+
+    def process(self, rows: pa.Table) -> AlertOutput:
+        events = self.rules.evaluate(rows)
+        notes = self.dispatcher.add(events)
+        if rows.num_rows:
+            import pyarrow.compute as pc
+            t = pc.max(rows.column("window_end")).cast(pa.timestamp("ms", tz="UTC")).value
+            notes += self.dispatcher.advance(t)
+        return AlertOutput(events, notes)
+
+    def tick(self, resolution_ms: int, t: int) -> AlertOutput:
+        """A window of ``resolution_ms`` closed at ``t`` with no rows (absence rules need it)."""
+        events = self.rules.tick(resolution_ms, t)
+        notes = self.dispatcher.add(events) + self.dispatcher.advance(t)
+        return AlertOutput(events, notes)
+
+    def advance(self, t: int) -> AlertOutput:
+        return AlertOutput([], self.dispatcher.advance(t))
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps({"config": self.config.model_dump(by_alias=True), "rules": self.rules.snapshot(),
+                             "dispatch": self.dispatcher.snapshot()}, protocol=5)
+
+    def restore(self, blob: bytes) -> None:
+        doc = pickle.loads(blob)
+        if doc["config"] != self.config.model_dump(by_alias=True):
+            raise ValueError("snapshot was taken with a different alerting config")
+        self.rules.restore(doc["rules"])
+        self.dispatcher.restore(doc["dispatch"])
