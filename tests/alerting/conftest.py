@@ -1,0 +1,1 @@
+from tests.fixtures.alertmanager import alertmanager_server  # noqa: F401  (fixture)
