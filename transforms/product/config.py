@@ -28,6 +28,8 @@ class FunnelConfig(BaseModel):
     name: str
     steps: list[FunnelStep] = Field(min_length=1)
     form: str | None = None
+    ordered: bool = Field(False, description="steps must occur in event-time order; off: a step counts when it occurs at all "
+                                             "(robust to client clock jitter), reached = longest prefix of steps that occur")
 
     @model_validator(mode="after")
     def _names(self):

@@ -66,7 +66,7 @@ class ErrorGrouper:
         stack = pc.coalesce(t.column("error_stack"), t.column("error_message"), pa.scalar(""))
         norm = normalize_stacks(stack.combine_chunks() if isinstance(stack, pa.ChunkedArray) else stack)
         ts = pc.cast(t.column("ts").cast(pa.timestamp("ms", tz="UTC")), pa.int64())
-        g = pa.table({"n": norm, "ts": ts, "msg": t.column("error_message")}).group_by("n", use_threads=False).aggregate(
+        g = pa.table({"n": norm, "ts": ts, "msg": t.column("error_message")}).sort_by("ts").group_by("n", use_threads=False).aggregate(
             [("ts", "min"), ("ts", "max"), ("ts", "count"), ("msg", "first")])
         for n, lo, hi, c, msg in zip(*(g.column(k).to_pylist() for k in ("n", "ts_min", "ts_max", "ts_count", "msg_first"))):
             fp = fingerprint(n)

@@ -1,8 +1,10 @@
 """Funnel matching per session and the aggregate funnel report.
 
-A session walks a funnel strictly in order: an event advances the session from step ``k``
-to ``k+1`` only if it matches step ``k+1`` (earlier steps repeated, or later steps skipped
-ahead, do not count). Per session this gives the steps reached, the last step, the time
+With ``ordered: true`` a session walks a funnel strictly in event-time order: an event
+advances it from step ``k`` to ``k+1`` only if it matches step ``k+1``. By default (``ordered:
+false``) step ``k`` is reached when steps ``1..k`` each occur in the session, whatever their
+order (client clocks jitter by seconds, so a form step can carry an earlier time than the
+one before it); a step's time is its first occurrence. Per session this gives the steps reached, the last step, the time
 of each step (time between steps), and form abandonment (a ``form_start`` of the funnel's
 form without a ``form_submit`` of it in the session).
 

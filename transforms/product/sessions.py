@@ -117,10 +117,19 @@ class ProductAnalytics:
         for m in self.matchers:
             k, times, started, submitted = 0, [], False, False
             form = m.funnel.form
-            for e in evs:
-                if k < m.n and m.matches(k, e[2], e[3], e[4], e[5]):
+            if m.funnel.ordered:
+                for e in evs:
+                    if k < m.n and m.matches(k, e[2], e[3], e[4], e[5]):
+                        k += 1
+                        times.append(e[0])
+            else:
+                for j in range(m.n):
+                    hit = next((e[0] for e in evs if m.matches(j, e[2], e[3], e[4], e[5])), None)
+                    if hit is None:
+                        break
                     k += 1
-                    times.append(e[0])
+                    times.append(hit)
+            for e in evs:
                 if form is not None and e[4] == form:
                     started |= e[2] == "form_start"
                     submitted |= e[2] == "form_submit"
