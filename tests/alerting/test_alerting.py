@@ -1,0 +1,152 @@
+"""Alert rules and Alertmanager semantics: an exact timeline, anomaly and absence rules,
+snapshot/restore, and a real Alertmanager reading back what we post."""
+
+import json
+import time
+
+import pyarrow as pa
+import pytest
+
+from schemas.tables import METRICS
+from schemas.wire import raw_avro_schema
+from transforms.alerting import AlertEngine, AlertingConfig, AlertmanagerClient, alert_rows
+
+pytestmark = pytest.mark.alerts
+MIN = 60_000
+
+
+def window_rows(m, series):
+    """METRICS rows of the 1m window ending at minute m: series = [(name, labels, {field: value})]."""
+    base = {c: None for c in METRICS.arrow_schema().names}
+    rows = []
+    for name, labels, vals in series:
+        rows.append({**base, "window_start": (m - 1) * MIN * 1000, "window_end": m * MIN * 1000, "resolution": "1m",
+                     "name": name, "kind": "summary", "labels": sorted(labels.items()), "exemplar_trace_ids": [],
+                     "late_samples": 0, **vals})
+    t = pa.Table.from_pylist(rows, schema=METRICS.arrow_schema().set(0, pa.field("window_start", pa.int64()))
+                             .set(1, pa.field("window_end", pa.int64())))
+    return t.set_column(0, "window_start", t.column(0).cast(pa.timestamp("us", tz="UTC"))).set_column(
+        1, "window_end", t.column(1).cast(pa.timestamp("us", tz="UTC")))
+
+
+CONFIG = {
+    "rules": [
+        {"name": "HighErrorRate", "select": {"metric": "http.errors", "value": "count"},
+         "ratio_of": {"metric": "http.calls", "value": "count"}, "on": ["service"], "op": ">", "threshold": 0.1,
+         "for": "2m", "keep_firing_for": "90s", "severity": "P2",
+         "annotations": {"summary": "{{ $labels.service }} error rate {{ $value }}", "runbook_url": "https://runbooks/errors"}},
+        {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
+         "annotations": {"runbook_url": "https://runbooks/down"}},
+    ],
+    "route": {"group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m"},
+    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
+}
+
+
+def minute(m):
+    rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
+    rate_b = 0.0 if m <= 3 else 0.5
+    up_b = 1.0 if m <= 4 else 0.0
+    return window_rows(m, [("http.calls", {"service": "a"}, {"count": 100}), ("http.errors", {"service": "a"}, {"count": int(100 * rate_a)}),
+                           ("http.calls", {"service": "b"}, {"count": 100}), ("http.errors", {"service": "b"}, {"count": int(100 * rate_b)}),
+                           ("up", {"service": "b"}, {"last": up_b})])
+
+
+def run(engine, minutes, restart_at=None):
+    events, notes = [], []
+    for m in minutes:
+        if m == restart_at:
+            fresh = AlertEngine(CONFIG)
+            fresh.restore(engine.snapshot())
+            engine = fresh
+        out = engine.process(minute(m))
+        events += out.events
+        notes += out.notifications
+    return engine, events, notes
+
+
+def test_alert_timeline_exact():
+    engine, events, notes = run(AlertEngine(CONFIG), range(1, 13))
+    ev = [(e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000) for e in events]
+    assert ev == [(240, "HighErrorRate", "a", "firing", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
+                  (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    got = [(n.at // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat) for n in notes]
+    assert got == [
+        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),    # group_wait after 4m
+        (330, "pager", "firing", [("ServiceDown", "b", "firing")], False),
+        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),     # repeat_interval (b is inhibited)
+        (510, "pager", "firing", [("ServiceDown", "b", "firing")], True),
+        (630, "ticket", "resolved", [("HighErrorRate", "a", "resolved")], False),
+        (690, "pager", "firing", [("ServiceDown", "b", "firing")], True),
+    ]
+    b_fp = events[2].fingerprint
+    assert [t // 1000 for t, fp in engine.dispatcher.inhibited if fp == b_fp] == [390, 450, 510, 570, 630, 690]
+    # pending is visible in the rule state: b's rate crossed at 4m, fired at 6m
+    e2 = AlertEngine(CONFIG)
+    run(e2, range(1, 5))
+    assert sorted(e2.rules.state().values()) == ["firing", "pending"]
+    assert events[0].annotations == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
+
+
+def test_snapshot_restore_mid_timeline():
+    _, ev1, n1 = run(AlertEngine(CONFIG), range(1, 13))
+    _, ev2, n2 = run(AlertEngine(CONFIG), range(1, 13), restart_at=7)
+    assert [e.to_kafka() for e in ev1] == [e.to_kafka() for e in ev2]
+    assert [(n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n1] == \
+           [(n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n2]
+
+
+def test_anomaly_and_absence_rules():
+    cfg = {"rules": [
+        {"name": "LatencyAnomaly", "type": "anomaly", "select": {"metric": "lat", "value": "p99"}, "k": 3, "baseline_windows": 5,
+         "severity": "P1"},
+        {"name": "NoHeartbeat", "type": "absence", "select": {"metric": "hb", "value": "count"}, "absent_for": "3m", "severity": "P1"}]}
+    e = AlertEngine(cfg)
+    seq = [100, 102, 98, 101, 99, 100, 180, 100]
+    events = []
+    for m, v in enumerate(seq, start=1):
+        series = [("lat", {"s": "x"}, {"p99": float(v)})] + ([("hb", {"h": "1"}, {"count": 1})] if m <= 2 else [])
+        events += e.process(window_rows(m, series)).events
+    got = [(x.at // MIN, x.rule, x.status) for x in events]
+    # 180 deviates > 3 sd from the previous five; heartbeat last seen at 2m, absent for 3m at 5m
+    assert got == [(5, "NoHeartbeat", "firing"), (7, "LatencyAnomaly", "firing"), (8, "LatencyAnomaly", "resolved")]
+
+
+def test_alert_rows_and_kafka_payload():
+    _, events, _ = run(AlertEngine(CONFIG), range(1, 11))
+    rows = alert_rows(events)
+    assert rows.schema.equals(alert_rows([]).schema) and rows.num_rows == 4
+    assert rows.column("status").to_pylist() == ["firing", "firing", "firing", "resolved"]
+    doc = json.loads(events[-1].to_kafka())
+    assert set(doc) == {f["name"] for f in raw_avro_schema("alert_event")["fields"]}
+    assert doc["endsAt"] == 600_000 and doc["annotations"]["runbook_url"] == "https://runbooks/errors"
+
+
+def test_real_alertmanager_reads_back_alerts(alertmanager_server):
+    client = AlertmanagerClient(alertmanager_server.url)
+    now = int(time.time() * 1000)
+    _, events, _ = run(AlertEngine(CONFIG), range(1, 8))
+    for e in events:  # alertmanager rejects alerts that ended long ago: move the timeline to now
+        e.starts_at = now - 600_000 + e.starts_at
+    client.post_alerts(events)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        got = {a["fingerprint"]: a for a in client.get_alerts()}
+        if len(got) == 3 and any(a["status"]["inhibitedBy"] for a in got.values()):
+            break
+        time.sleep(0.3)
+    assert set(got) == {e.fingerprint for e in events}          # our fingerprint is Alertmanager's
+    by_name = {(a["labels"]["alertname"], a["labels"]["service"]): a for a in got.values()}
+    her_b = by_name[("HighErrorRate", "b")]
+    assert her_b["status"]["state"] == "suppressed"
+    assert her_b["status"]["inhibitedBy"] == [by_name[("ServiceDown", "b")]["fingerprint"]]
+    assert by_name[("HighErrorRate", "a")]["receivers"][0]["name"] == "ticket"
+    assert by_name[("ServiceDown", "b")]["annotations"]["runbook_url"] == "https://runbooks/down"
+    # resolve a: it leaves the active alerts
+    a = next(e for e in events if e.labels["service"] == "a")
+    a.status, a.ends_at = "resolved", now - 1000
+    client.post_alerts([a])
+    deadline = time.time() + 15
+    while time.time() < deadline and a.fingerprint in {x["fingerprint"] for x in client.get_alerts()}:
+        time.sleep(0.3)
+    assert a.fingerprint not in {x["fingerprint"] for x in client.get_alerts()}
