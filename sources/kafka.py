@@ -235,13 +235,27 @@ class KafkaSource:
         """``{"topic:partition": (low, high)}`` for every partition, read now."""
         c = Consumer(self.consumer_config())
         try:
-            out = {}
-            for part in self.partitions():
-                out[part.key] = c.get_watermark_offsets(TopicPartition(part.topic, part.partition),
-                                                        timeout=self.kspec.connect_timeout.total_seconds() * 2, cached=False)
-            return out
+            return {part.key: self._watermark(c, part) for part in self.partitions()}
         finally:
             c.close()
+
+    def _watermark(self, c: Consumer, part: KafkaPartition) -> tuple[int, int]:
+        """One partition's (low, high), retried like the metadata (a broker may be restarting)."""
+        k = self.kspec
+        delay = k.connect_backoff.total_seconds()
+        for attempt in range(k.connect_retries + 1):
+            try:
+                return c.get_watermark_offsets(TopicPartition(part.topic, part.partition),
+                                               timeout=k.connect_timeout.total_seconds() * 2, cached=False)
+            except KafkaException as e:
+                if attempt == k.connect_retries:
+                    raise KafkaUnavailableError(
+                        f"Kafka at {self.bootstrap} did not give the offsets of {part.key} ({e}); is the broker up? "
+                        f"(`python -m infra.kafka start`, or kafka.bootstrap_servers)") from None
+                log.warning("offsets of %s not available (%s); retrying in %.1fs", part.key, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, k.connect_backoff_max.total_seconds())
+        raise AssertionError("unreachable")
 
     def plan(self, resume: dict[str, int], bounded: bool) -> list[PartitionRange]:
         """Where each partition starts (``resume``, else the source's starting position)
@@ -270,8 +284,7 @@ class KafkaSource:
         if bounded and end_offset is None:
             c = Consumer(self.consumer_config())
             try:
-                end_offset = c.get_watermark_offsets(TopicPartition(part.topic, part.partition),
-                                                     timeout=self.kspec.connect_timeout.total_seconds() * 2, cached=False)[1]
+                end_offset = self._watermark(c, part)[1]
             finally:
                 c.close()
         reader = self.reader(PartitionRange(part, start_offset, end_offset if bounded else None))
