@@ -54,6 +54,7 @@ class CommitSpec(Model):
 
     max_rows: int = Field(200_000, gt=0)
     max_seconds: float = Field(5.0, gt=0)
+    retry_seconds: float = Field(120.0, gt=0, description="keep retrying a commit through storage or catalog outages this long")
 
 
 class ArchiveOptions(Model):

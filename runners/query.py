@@ -12,7 +12,7 @@ import os
 import duckdb
 
 from pipelines.spec import PipelineSpec
-from sinks.catalog import open_catalog
+from sinks.catalog import catalog_properties, open_catalog
 
 
 def _extension(module) -> str:
@@ -31,6 +31,12 @@ def connect(spec: PipelineSpec) -> duckdb.DuckDBPyConnection:
     con.execute("SET autoinstall_known_extensions=false")
     con.execute("SET autoload_known_extensions=false")
     con.execute(f"LOAD '{_extension(duckdb_extension_avro)}'")
+    props = catalog_properties(spec.storage)
+    if props["warehouse"].startswith(("s3://", "s3a://")):
+        import duckdb_extension_httpfs
+
+        con.execute(f"LOAD '{_extension(duckdb_extension_httpfs)}'")
+        _s3_secret(con, props)
     con.execute(f"LOAD '{_extension(duckdb_extension_iceberg)}'")
     ns = spec.storage.namespace
     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
@@ -47,6 +53,25 @@ def connect(spec: PipelineSpec) -> duckdb.DuckDBPyConnection:
         else:
             con.execute(f"""CREATE VIEW "{ns}"."{name}" AS SELECT * FROM iceberg_scan('{location}')""")
     return con
+
+
+def _s3_secret(con, props: dict[str, str]) -> None:
+    """Give DuckDB the catalog's S3 settings (endpoint, path-style access, credentials)."""
+    from urllib.parse import urlparse
+
+    endpoint = props.get("s3.endpoint")
+    parts = ["TYPE s3"]
+    if props.get("s3.access-key-id"):
+        parts.append(f"KEY_ID '{props['s3.access-key-id']}'")
+        parts.append(f"SECRET '{props.get('s3.secret-access-key', '')}'")
+    parts.append(f"REGION '{props.get('s3.region', 'us-east-1')}'")
+    if endpoint:
+        u = urlparse(endpoint)
+        parts.append(f"ENDPOINT '{u.netloc}'")
+        parts.append(f"USE_SSL {'true' if u.scheme == 'https' else 'false'}")
+    if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
+        parts.append("URL_STYLE 'path'")
+    con.execute(f"CREATE OR REPLACE SECRET obsflow_s3 ({', '.join(parts)})")
 
 
 def query(spec: PipelineSpec, sql: str):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import time
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog
@@ -16,19 +19,35 @@ from schemas.tables import TableDef, table_def
 log = logging.getLogger(__name__)
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, key_path: str) -> str:
+    """Replace ``${VAR}`` with the environment's value, so credentials live in the
+    environment, not in the spec. A missing variable is an error naming the key path."""
+    def sub(m):
+        name = m.group(1)
+        if name not in os.environ:
+            raise ValueError(f"{key_path}: refers to ${{{name}}}, but the environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(sub, value)
+
+
 def catalog_properties(storage: StorageSpec) -> dict[str, str]:
-    """pyiceberg properties for the spec's catalog. A local warehouse path becomes an
-    absolute ``file://`` URL with a SQLite catalog inside it unless ``uri`` is given."""
+    """pyiceberg properties for the spec's catalog, with ``${VAR}`` references expanded.
+    A local warehouse path becomes an absolute ``file://`` URL with a SQLite catalog
+    inside it unless ``uri`` is given."""
     cat = storage.catalog
-    wh = cat.warehouse
-    props = dict(cat.properties)
+    wh = expand_env(cat.warehouse, "storage.catalog.warehouse")
+    props = {k: expand_env(v, f"storage.catalog.properties.{k}") for k, v in cat.properties.items()}
     if "://" not in wh:
         path = Path(wh).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         wh = path.as_uri()
-        uri = cat.uri or f"sqlite:///{path / 'catalog.db'}"
+        uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else f"sqlite:///{path / 'catalog.db'}"
     else:
-        uri = cat.uri
+        uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else None
         if uri is None:
             raise ValueError("storage.catalog.uri: expected a SQLAlchemy URL when the warehouse is not a local path")
     props.update({"uri": uri, "warehouse": wh})
@@ -39,9 +58,36 @@ def open_catalog(storage: StorageSpec) -> Catalog:
     """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout)."""
     props = catalog_properties(storage)
     try:
-        return SqlCatalog(storage.catalog.name, **props)
-    except Exception as e:  # connection problems: say what to start
-        raise ConnectionError(f"cannot open the Iceberg catalog {storage.catalog.name!r} at {_redact(props['uri'])}: {e}") from e
+        for attempt in range(5):
+            try:
+                catalog = SqlCatalog(storage.catalog.name, **props)
+                break
+            except Exception as e:
+                # writers starting together race on CREATE TABLE IF NOT EXISTS of the catalog tables
+                if "already exists" not in str(e) and "unique constraint" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if not props["uri"].startswith("sqlite"):
+            with catalog.engine.connect():
+                pass
+        return catalog
+    except Exception as e:  # connection problems: say what to start, never the credentials
+        detail = _redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+        for secret in _secrets(props):
+            detail = detail.replace(secret, "***")
+        raise ConnectionError(
+            f"cannot open the Iceberg catalog {storage.catalog.name!r} at {_redact(props['uri'])}: {detail}. "
+            f"Is the catalog database running? (local: python -m infra.postgres start)") from None
+
+
+def _secrets(props: dict[str, str]) -> list[str]:
+    out = [v for k, v in props.items() if any(w in k for w in ("secret", "password", "key-id", "token")) and v]
+    uri = props.get("uri", "")
+    if "://" in uri and "@" in uri:
+        userinfo = uri.split("://", 1)[1].split("@", 1)[0]
+        if ":" in userinfo:
+            out.append(userinfo.split(":", 1)[1])
+    return [s for s in out if len(s) >= 4]
 
 
 def _redact(uri: str) -> str:
@@ -62,6 +108,9 @@ def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ove
     retention = retention_override or tdef.retention
     props = {
         "write.parquet.compression-codec": "zstd",
+        # keep the metadata log short: a streaming writer commits every few seconds
+        "write.metadata.delete-after-commit.enabled": "true",
+        "write.metadata.previous-versions-max": "20",
         "obsflow.retention-seconds": str(int(retention.total_seconds())),
         "obsflow.time-column": tdef.time_column,
         "comment": tdef.doc,

@@ -30,6 +30,24 @@ log = logging.getLogger(__name__)
 OFFSETS_KEY = "obsflow.offsets"
 
 
+class StorageUnavailable(RuntimeError):
+    """Object storage or the catalog stayed unreachable for ``commit.retry_seconds``."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        errors += [OperationalError, DBAPIError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_TRANSIENT = _transient_errors()
+
+
 def snapshot_offsets(table: Table) -> dict[str, int]:
     """``{"topic:partition": next_offset}`` recorded by the newest snapshot that carries
     positions (walking back over snapshots of other writers, e.g. maintenance, that do not)."""
@@ -81,6 +99,7 @@ class IcebergSink:
         self.max_rows = spec.storage.commit.max_rows
         self.max_seconds = spec.storage.commit.max_seconds
         self.max_retries = max_retries
+        self.retry_seconds = spec.storage.commit.retry_seconds
         self.stats = CommitStats()
         self._first_pending_at: dict[str, float] = {}
 
@@ -131,23 +150,40 @@ class IcebergSink:
         self.flush(include_empty=True)
 
     def _commit(self, name: str) -> None:
+        """Append the table's buffer with its positions, retrying commit conflicts and,
+        for up to ``commit.retry_seconds``, storage or catalog outages. After an outage
+        the table is re-read first: if the positions are already recorded, the earlier
+        attempt did land and is not repeated (no duplicates)."""
         p = self.pending[name]
         table = self.tables[name]
         data = pa.concat_tables(p.parts) if p.parts else table_def(name).arrow_schema().empty_table()
         started = time.monotonic()
-        for attempt in range(self.max_retries + 1):
+        deadline = started + self.retry_seconds
+        conflicts = outages = 0
+        while True:
             merged = dict(snapshot_offsets(table))
+            if outages and p.positions and all(merged.get(k, 0) >= v for k, v in p.positions.items()):
+                break  # the attempt that failed on the way back had landed
             for k, v in p.positions.items():
                 merged[k] = max(merged.get(k, 0), v)
             try:
                 table.append(data, snapshot_properties={OFFSETS_KEY: json.dumps(merged, sort_keys=True)})
                 break
             except CommitFailedException:
-                if attempt == self.max_retries:
+                conflicts += 1
+                if conflicts > self.max_retries:
                     raise
                 self.stats.retries += 1
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-                table = self.tables[name] = self.catalog.load_table(table.name())
+                time.sleep(min(0.05 * 2 ** conflicts, 2.0))
+            except _TRANSIENT as e:
+                outages += 1
+                self.stats.retries += 1
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable(f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "
+                                             f"unavailable for {self.retry_seconds:.0f}s ({type(e).__name__}: {str(e)[:200]})") from None
+                log.warning("commit to %s failed (%s), retrying", name, type(e).__name__)
+                time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
+            table = self._reload(name, table)
         self.committed[name] = merged
         self.stats.commits += 1
         self.stats.rows += data.num_rows
@@ -156,3 +192,10 @@ class IcebergSink:
         self.pending[name] = _Pending()
         self._first_pending_at.pop(name, None)
         log.debug("committed %d rows to %s", data.num_rows, name)
+
+    def _reload(self, name: str, table: Table) -> Table:
+        try:
+            table = self.tables[name] = self.catalog.load_table(table.name())
+        except _TRANSIENT:
+            pass  # still down: the next attempt fails fast and waits again
+        return table

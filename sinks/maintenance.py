@@ -225,7 +225,7 @@ def referenced_files(table: Table) -> set[str]:
         refs.add(snap.manifest_list)
         for manifest in snap.manifests(io):
             refs.add(manifest.manifest_path)
-            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
                 refs.add(entry.data_file.file_path)
     for stats in table.metadata.statistics:
         refs.add(stats.statistics_path)
