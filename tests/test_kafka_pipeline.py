@@ -255,6 +255,35 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(runner, kafka_broke
     check_exact(parse_spec(data), expected)
 
 
+# -- unbounded: records arriving while the job runs are committed on time ---------------
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_unbounded_run_commits_new_records_while_running(runner, kafka_broker, topics, tmp_path):
+    expected = Expected()
+    wh = tmp_path / "wh"
+    data = spec_data(wh, kafka_broker.bootstrap, topics, max_seconds=1, batch=500)
+    path = write_spec(tmp_path / "spec.yaml", data)
+    proc = subprocess.Popen(cli(path, runner, "--duration", "18"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while len(catalog_state(wh)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        base = catalog_state(wh)
+        produce(kafka_broker.bootstrap, topics, 40, expected)
+        produced_at = time.monotonic()
+        assert wait_for_commit(wh, proc, base), "the job ended before committing what arrived"
+        assert time.monotonic() - produced_at < 7  # by time, with no more data arriving (the run lasts 18s)
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    check_exact(parse_spec(data), expected)
+
+
 # -- broker restart mid-run ---------------------------------------------------------------
 
 @pytest.mark.kafka

@@ -19,8 +19,9 @@ cross-language transform that needs Docker, so the read is Python on confluent-k
   :class:`ReadKafkaRange` reading exactly that offset range;
 - unbounded (streaming, portable runners such as Flink): the same ``Create`` →
   :class:`ReadKafkaPartition`, a splittable DoFn whose restriction is the partition's
-  offset range ``[start, ∞)``. Each call reads for about a second, claims the last
-  offset of every batch it emits and then checkpoints (``defer_remainder``), so the
+  offset range ``[start, ∞)``. Each call reads while batches come (at most about a
+  second), claims the last offset of every batch it emits and then checkpoints
+  (``defer_remainder``; after a short pause when it found nothing), so the
   runner finishes the bundle — which commits the Iceberg sink — and resumes the
   residual ``[last + 1, ∞)``. It ends when the run's deadline or record budget is
   reached. On Flink submit with ``--runner=FlinkRunner --streaming`` (plus
@@ -132,7 +133,7 @@ class ReadKafkaPartition(beam.DoFn):
                 reader.close()
                 self.readers.pop(key, None)
                 return
-            if time.monotonic() >= until:
+            if b is None or time.monotonic() >= until:  # idle (or slice used up): let the bundle finish and commit
                 tracker.defer_remainder(Duration.of(0 if emitted else self.idle_resume_s))
                 return
 
