@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipelines.spec import EnrichStep, FlowSpec, PipelineSpec, ScrubStep, ValidateStep
+from pipelines.spec import EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ScrubStep, TailSampleStep, ValidateStep
+from pipelines.stages import TRACE, StageInput, split_by_shard, trace_shards
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
@@ -38,6 +39,14 @@ class FlowOutput:
     records_dead: int
     records_dropped: int = 0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
+    stage_inputs: list = field(default_factory=list)  # list[StageInput], one per shard of the flow's stage
+
+
+def stage_plan(spec: PipelineSpec):
+    """The trace stage step and the log sampling config, if the spec has them."""
+    trace_step = next((s for f in spec.flows for s in f.steps if isinstance(s, TailSampleStep)), None)
+    log_step = next((s for f in spec.flows for s in f.steps if isinstance(s, LogSampleStep)), None)
+    return trace_step, (log_step.config if log_step else None)
 
 
 class CompiledFlow:
@@ -66,9 +75,19 @@ class CompiledFlow:
             elif isinstance(step, EnrichStep):
                 self.post.append(Enricher(signal, step, spec.services))
         self.extra = {"sample_rate": 1.0} if signal == "log" else {}
+        self.trace_step, self.log_config = stage_plan(spec)
+        # spans always go through the trace stage; logs do when the spec samples them
+        self.staged = self.trace_step is not None and (signal == "span" or (signal == "log" and self.log_config is not None))
+        self.head_logs = None
+        if signal == "log" and self.log_config is not None and self.trace_step is None:
+            from transforms.tail_sampling import LogSampler
+
+            self.head_logs = LogSampler(self.log_config)  # no trace stage: follow the trace by hash (head sampling)
 
     @property
     def tables(self) -> list[str]:
+        if self.signal == "span":
+            return ["spans", "traces", "metrics", self.dead_table]
         return [self.table.name, self.dead_table]
 
     def process(self, raw: RawBatch) -> FlowOutput:
@@ -78,19 +97,43 @@ class CompiledFlow:
         batch = shape.to_rows(self.signal, batch)
         for step in self.post:
             batch = step(batch)
-        rows = shape.finish(batch, self.table, self.extra)
-        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes)
         accepted = len(set(batch.table.column(INDEX).to_pylist())) if batch.table.num_rows else 0
+        dropped = 0
+        stage_inputs = []
+        table_rows = {}
+        if self.staged:
+            rows = shape.annotate(batch)
+            stage_inputs = self._stage_inputs(raw, rows)
+        elif self.head_logs is not None:
+            rows = shape.annotate(batch)
+            kept = self.head_logs.decide_logs(rows)
+            dropped_rows = rows.num_rows - kept.num_rows
+            table_rows[self.table.name] = shape.conform(kept, self.table)
+            dropped = len(set(batch.table.column(INDEX).to_pylist())) - len(set(kept.column("source_offset").to_pylist())) if dropped_rows else 0
+            accepted -= dropped
+        else:
+            table_rows[self.table.name] = shape.finish(batch, self.table, self.extra)
+        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes)
         by_reason: dict[str, int] = {}
         for r in dead.column("reason").to_pylist():
             by_reason[r] = by_reason.get(r, 0) + 1
         return FlowOutput(
             source=raw.source, topic=raw.topic, partition=raw.partition,
             first_offset=raw.offsets[0] if raw.offsets else -1, next_offset=raw.next_offset,
-            rows={self.table.name: rows, self.dead_table: dead},
-            records_in=len(raw), records_accepted=accepted, records_dead=dead.num_rows,
-            dead_by_reason=by_reason,
+            rows={**table_rows, self.dead_table: dead},
+            records_in=len(raw), records_accepted=accepted, records_dead=dead.num_rows, records_dropped=dropped,
+            dead_by_reason=by_reason, stage_inputs=stage_inputs,
         )
+
+    def _stage_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:
+        """One input per shard (empty ones too, so every shard hears of the position)."""
+        n = self.trace_step.shards
+        shard_of = trace_shards(rows.column("trace_id"), n, raw.partition)
+        parts = split_by_shard(rows, shard_of, n)
+        now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
+        kind = "spans" if self.signal == "span" else "logs"
+        first = raw.offsets[0] if raw.offsets else -1
+        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now) for k in range(n)]
 
 
 class PipelineGraph:
@@ -120,7 +163,8 @@ class PipelineGraph:
         for f in spec.flows:
             topic = spec.source(f.source).topic_name  # a pattern source's topics are known only to the Kafka source
             out.setdefault(topic, [])
-            for t in (f.sink.table, spec.dead_letters.table):
+            tables = ["spans", "traces", "metrics"] if spec.source(f.source).signal == "span" else [f.sink.table]
+            for t in (*tables, spec.dead_letters.table):
                 if t not in out[topic]:
                     out[topic].append(t)
         return out

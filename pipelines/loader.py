@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from .spec import PipelineSpec, SpecReferenceError
 
-_STEP_KINDS = {"validate", "scrub", "enrich"}
+_STEP_KINDS = {"validate", "scrub", "enrich", "tail_sample", "log_sample"}
 
 _EXPECTED = {
     "float_parsing": "a number", "float_type": "a number", "int_parsing": "an integer", "int_type": "an integer",

@@ -13,6 +13,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
+from transforms.tail_sampling.config import TailSamplingConfig
+from transforms.tail_sampling.log_sampling import LogSamplingConfig
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -109,7 +112,7 @@ class ServiceMeta(Model):
 
 # -- sources ---------------------------------------------------------------------------
 
-Signal = Literal["event", "log"]
+Signal = Literal["event", "log", "span"]
 
 #: environment variable that, when set, overrides ``kafka.bootstrap_servers``
 KAFKA_BOOTSTRAP_ENV = "OBSFLOW_KAFKA_BOOTSTRAP"
@@ -197,7 +200,37 @@ class EnrichStep(Model):
     require_valid_ip: bool = Field(True, description="a client_ip that is not an IP address is an enrichment_failure")
 
 
-Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep], Field(discriminator="kind")]
+class RedSpec(Model):
+    """RED metrics (rate, errors, duration) from every span, before sampling."""
+
+    window: Duration = timedelta(minutes=1)
+    relative_accuracy: float = Field(0.01, gt=0, lt=1, description="DDSketch relative accuracy of the quantiles")
+    allowed_lateness: Duration = timedelta(minutes=5)
+    max_exemplars: int = Field(3, ge=0)
+
+
+class TailSampleStep(Model):
+    """Tail-based trace sampling (OpenTelemetry Collector tail_sampling names) plus RED
+    metrics, in a stateful stage keyed by trace id. Emits obs.spans, obs.traces and the
+    RED rows of obs.metrics; log lines with a trace id follow their trace's decision."""
+
+    kind: Literal["tail_sample"]
+    shards: int = Field(4, gt=0, description="state shards (trace id hash); the unit of parallelism")
+    sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig)
+    red: RedSpec | None = RedSpec()
+    log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
+
+
+class LogSampleStep(Model):
+    """Log sampling: every WARN/ERROR/FATAL line is kept; others by sampling_percentage,
+    following the trace decision when a tail_sample step exists (else the same hash as
+    head sampling)."""
+
+    kind: Literal["log_sample"]
+    config: LogSamplingConfig = Field(default_factory=LogSamplingConfig)
+
+
+Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep, TailSampleStep, LogSampleStep], Field(discriminator="kind")]
 
 
 class SinkSpec(Model):

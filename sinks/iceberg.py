@@ -91,6 +91,24 @@ class IcebergSink:
     """
 
     def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8):
+        from pipelines.graph import PipelineGraph, stage_plan
+
+        trace_step, log_config = stage_plan(spec)
+        self.stage_shards = trace_step.shards if trace_step else 0
+        staged = set()
+        if trace_step:
+            for f in spec.flows:
+                sig = spec.source(f.source).signal
+                if sig == "span":
+                    staged.update(("spans", "traces", "metrics"))
+                elif sig == "log" and log_config is not None:
+                    staged.add(f.sink.table)
+        self.stage_tables = [t for t in table_names if t in staged]
+        self._topics_of: dict[str, set[str]] = {}
+        for topic, names in PipelineGraph.tables_by_topic(spec).items():
+            for n in names:
+                self._topics_of.setdefault(n, set()).add(topic)
+        self._shard_reports: dict[str, dict[int, dict[str, int]]] = {}
         self.spec = spec
         self.catalog = open_catalog(spec.storage)
         self.tables = load_tables(self.catalog, spec.storage, table_names)
@@ -130,6 +148,38 @@ class IcebergSink:
                 p.rows += rows.num_rows
                 self._first_pending_at.setdefault(name, time.monotonic())
             p.positions[key] = max(p.positions.get(key, 0), out.next_offset)
+        self.tick()
+
+    def write_stage(self, out) -> None:
+        """Buffer a stateful stage's output (:class:`pipelines.stages.StageOutput`).
+
+        Positions: each shard reports what it has fully emitted; a table records, per
+        partition, the smallest report over all ``out.shards`` shards, and nothing for a
+        partition until every shard has reported it. Rows below a table's recorded
+        position (re-emitted after a restart) are dropped when they carry offsets."""
+        for name, rows in out.rows.items():
+            if name not in self.pending:
+                continue
+            done = self.committed[name]
+            if rows.num_rows and done and "source_offset" in rows.column_names:
+                keys = pc.binary_join_element_wise(rows.column("source_topic"), pc.cast(rows.column("source_partition"), pa.string()), ":")
+                floor = pa.array([done.get(k, 0) for k in keys.to_pylist()], pa.int64())
+                rows = rows.filter(pc.greater_equal(rows.column("source_offset"), floor))
+            if rows.num_rows:
+                p = self.pending[name]
+                p.parts.append(rows)
+                p.rows += rows.num_rows
+                self._first_pending_at.setdefault(name, time.monotonic())
+        for name in self.stage_tables:
+            reports = self._shard_reports.setdefault(name, {})
+            reports[out.shard] = dict(out.positions)
+            p = self.pending[name]
+            topics = self._topics_of.get(name, set())
+            for tp in out.positions:
+                if tp.rsplit(":", 1)[0] not in topics:
+                    continue
+                if all(tp in reports.get(k, {}) for k in range(self.stage_shards)):
+                    p.positions[tp] = max(p.positions.get(tp, 0), min(reports[k][tp] for k in range(self.stage_shards)))
         self.tick()
 
     def tick(self) -> None:

@@ -155,10 +155,13 @@ def _session(rng: random.Random, clock: _Clock, partition: int, seq: int) -> Ite
     yield envelope("/welcome", [{"type": "signup_complete", "form": "signup"}])
 
 
-def _logs(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict]:
+def _logs(rng: random.Random, clock: _Clock, partition: int, seed: int = 42) -> Iterator[dict]:
+    n = 0
     while True:
         arrival = clock.tick()
         ts = arrival - rng.randint(0, 800)
+        trace_ref = trace_id_for(seed, int(n * LOG_TRACE_RATIO))
+        n += 1
         r = rng.random()
         acc = 0.0
         level = "INFO"
@@ -180,13 +183,85 @@ def _logs(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict]:
         ])
         rec = {
             "timestamp": _iso(ts), "level": level if rng.random() > 0.1 else level.lower(), "service": service, "message": msg,
-            "trace_id": _hex(rng, 32) if rng.random() < 0.8 else None, "span_id": _hex(rng, 16),
+            "trace_id": trace_ref if rng.random() < 0.8 else None, "span_id": _hex(rng, 16),
             "request_id": f"req-{_hex(rng, 12)}", "user_id": user if rng.random() < 0.5 else None,
             "host": f"{service}-{rng.randint(1, 4)}", "env": "prod",
             "attributes": {"http.status_code": rng.choice([200, 200, 200, 404, 500]), "region": rng.choice(["eu-west-1", "us-east-1"])},
             "_arrival": arrival,
         }
         yield rec
+
+
+SPAN_BAD_KINDS = [
+    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("empty", "format_violation"),
+    ("missing_field", "schema_violation"), ("bad_span_id", "schema_violation"), ("far_future", "timestamp_out_of_range"),
+]
+#: log lines per trace index: log n of a partition refers to trace int(n * LOG_TRACE_RATIO)
+LOG_TRACE_RATIO = 0.7
+
+
+def trace_id_for(seed: int, k: int) -> str:
+    """The id of the k-th generated trace (shared by the span and the log streams)."""
+    return hashlib.sha256(f"{seed}/trace/{k}".encode()).hexdigest()[:32]
+
+
+def _iso_us(us: int) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+
+
+def make_trace(seed: int, k: int, start_ms: int) -> list[dict]:
+    """The spans of trace ``k``: a request through frontend → checkout or search → auth,
+    payment, db; about 2% end in an error, about 3% have a slow database call."""
+    rng = random.Random(int.from_bytes(hashlib.sha256(f"{seed}/spans/{k}".encode()).digest()[:8], "big"))
+    tid = trace_id_for(seed, k)
+    t0 = start_ms * 1000 + rng.randint(0, 999)
+    error = rng.random() < 0.02
+    slow = rng.random() < 0.03
+    spans: list[dict] = []
+
+    def span(service, name, kind, start_us, dur_us, parent, status="UNSET", msg=None, **attrs):
+        sid = _hex(rng, 16)
+        spans.append({"trace_id": tid, "span_id": sid, "parent_span_id": parent, "service": service, "name": name, "kind": kind,
+                      "start_time": _iso_us(start_us), "end_time": _iso_us(start_us + dur_us), "status_code": status,
+                      "status_message": msg, "attributes": {k2: str(v) for k2, v in attrs.items()},
+                      "resource": {"service.name": service, "deployment.environment": "prod"},
+                      "_end_ms": (start_us + dur_us) // 1000})
+        return sid
+
+    if rng.random() < 0.6:
+        db = int(rng.lognormvariate(8.5, 0.4)) + (2_000_000 if slow else 0)
+        auth = int(rng.lognormvariate(8.0, 0.3))
+        pay = int(rng.lognormvariate(10.5, 0.4))
+        inner = auth + pay + db + 2000
+        root = span("frontend", "GET /checkout", "SERVER", t0, inner + 3000, None, "ERROR" if error else "UNSET",
+                    "upstream payment failed" if error else None, **{"http.route": "/checkout", "http.status_code": 500 if error else 200})
+        co = span("checkout", "POST /orders", "SERVER", t0 + 1000, inner, root, "ERROR" if error else "UNSET", **{"order.items": rng.randint(1, 5)})
+        span("auth", "Authenticate", "SERVER", t0 + 1200, auth, co)
+        span("payment", "Charge", "CLIENT", t0 + 1500 + auth, pay, co, "ERROR" if error else "OK",
+             "card declined for jane@example.org" if error else None, **{"payment.provider": rng.choice(["stripe", "adyen"])})
+        span("checkout", "INSERT orders", "CLIENT", t0 + 1800 + auth + pay, db, co, **{"db.system": "postgresql"})
+    else:
+        db = int(rng.lognormvariate(8.0, 0.5)) + (2_000_000 if slow else 0)
+        root = span("frontend", "GET /search", "SERVER", t0, db + 4000, None, **{"http.route": "/search", "http.status_code": 200})
+        se = span("search", "Query", "SERVER", t0 + 800, db + 2500, root, **{"search.terms": rng.randint(1, 4)})
+        span("search", "SELECT products", "CLIENT", t0 + 1200, db, se, **{"db.system": "postgresql"})
+    return spans
+
+
+def _spans(seed: int, partition: int, partitions: int, start_ms: int, rate_per_s: float) -> Iterator[tuple[dict, int]]:
+    """The spans partition ``partition`` carries: span i of trace k goes to partition
+    (k + i) % partitions, so every trace is spread over several partitions, as when each
+    service exports on its own. Yields (span, arrival_ms)."""
+    gap_ms = 1000.0 / (rate_per_s * LOG_TRACE_RATIO)
+    k = 0
+    while True:
+        t_k = start_ms + int(k * gap_ms)
+        for i, sp in enumerate(make_trace(seed, k, t_k)):
+            if (k + i) % partitions == partition:
+                end_ms = sp.pop("_end_ms")
+                yield sp, end_ms + 5 + i
+        k += 1
 
 
 def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: int) -> bytes:
@@ -206,7 +281,7 @@ def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: 
         rec[key] = 12345
         return json.dumps(rec).encode()
     if kind == "missing_field":
-        rec.pop("session_id" if "session_id" in rec else "service")
+        rec.pop("session_id" if "session_id" in rec else "trace_id" if "start_time" in rec else "service")
         return json.dumps(rec).encode()
     if kind == "unknown_event_type":
         rec["events"] = rec["events"] + [{"type": "teleport"}]
@@ -223,11 +298,18 @@ def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: 
     if kind == "oversized":
         rec["padding"] = "x" * (max_bytes + 10)
         return json.dumps(rec).encode()
+    if kind == "far_future" and "start_time" in rec:
+        rec["start_time"] = _iso_us((arrival + 2 * 86400_000) * 1000)
+        rec["end_time"] = _iso_us((arrival + 2 * 86400_000 + 5) * 1000)
+        return json.dumps(rec).encode()
     if kind == "far_future":
         rec["timestamp"] = _iso(arrival + 2 * 86400_000)
         return json.dumps(rec).encode()
     if kind == "ancient":
         rec["timestamp"] = _iso(arrival - 400 * 86400_000)
+        return json.dumps(rec).encode()
+    if kind == "bad_span_id":
+        rec["span_id"] = "zz" + rec["span_id"][2:]
         return json.dumps(rec).encode()
     if kind == "bad_ip":
         rec["client_ip"] = "999.12.1"
@@ -235,8 +317,14 @@ def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: 
     raise ValueError(kind)
 
 
+def _span_records(seed, partition, partitions, start_ms, rate_per_s) -> Iterator[dict]:
+    for sp, arrival in _spans(seed, partition, partitions, start_ms, rate_per_s):
+        yield {**sp, "_arrival": arrival}
+
+
 def partition_stream(signal: str, topic: str, partition: int, count: int, *, seed: int = 42, start_ms: int,
-                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = 65536) -> Iterator[Generated]:
+                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = 65536,
+                     partitions: int = 4) -> Iterator[Generated]:
     """The first ``count`` records of one partition's deterministic stream."""
     h = int.from_bytes(hashlib.sha256(f"{seed}/{topic}/{partition}".encode()).digest()[:8], "big")
     rng = random.Random(h)
@@ -245,7 +333,9 @@ def partition_stream(signal: str, topic: str, partition: int, count: int, *, see
     if signal == "event":
         good, kinds = _event_envelopes(rng, clock, partition), EVENT_BAD_KINDS
     elif signal == "log":
-        good, kinds = _logs(rng, clock, partition), LOG_BAD_KINDS
+        good, kinds = _logs(rng, clock, partition, seed), LOG_BAD_KINDS
+    elif signal == "span":
+        good, kinds = _span_records(seed, partition, partitions, start_ms, rate_per_s), SPAN_BAD_KINDS
     else:
         raise ValueError(f"the embedded generator has no {signal!r} traffic")
     next_kind = bad_rng.randrange(len(kinds))
@@ -304,9 +394,10 @@ class EmbeddedSource:
         return out
 
     def stream(self, part: EmbeddedPartition) -> Iterator[Generated]:
+        n_parts = next((s.partitions for s in self.sources if s.name == part.source), 1)
         return partition_stream(part.signal, part.topic, part.partition, part.count, seed=self.seed, start_ms=self.start_ms,
                                 rate_per_s=self.rate_per_s / max(1, len(self.partitions())), bad_fraction=self.bad_fraction,
-                                max_bytes=self.max_bytes)
+                                max_bytes=self.max_bytes, partitions=n_parts)
 
     def batches(self, part: EmbeddedPartition, start_offset: int = 0) -> Iterator[RawBatch]:
         """Raw batches of one partition from ``start_offset`` on (offsets are 0-based

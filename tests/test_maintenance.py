@@ -18,14 +18,14 @@ from sinks.catalog import open_catalog
 from sinks.iceberg import IcebergSink, snapshot_offsets
 from sinks.maintenance import maintain, referenced_files
 from sources.generator import EmbeddedSource
-from tests.helpers import read_table, sorted_rows
+from tests.helpers import strip_traces, read_table, sorted_rows
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 DAY = 86400_000
 
 
 def spec_for(warehouse, **storage):
-    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
     d["storage"]["catalog"]["warehouse"] = str(warehouse)
     d["storage"].update(storage)
     return parse_spec(d)

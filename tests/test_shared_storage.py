@@ -17,7 +17,7 @@ from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
 from sinks.iceberg import IcebergSink
 from sinks.maintenance import maintain, referenced_files
-from tests.helpers import embedded, ground_truth, read_table, sorted_rows
+from tests.helpers import strip_traces, embedded, ground_truth, read_table, sorted_rows
 
 pytestmark = pytest.mark.storage
 
@@ -35,7 +35,7 @@ def shared_spec(s3_server, postgres_server, monkeypatch):
     monkeypatch.setenv("TEST_CATALOG_URI", postgres_server.sqlalchemy_url_for(db))
     monkeypatch.setenv("TEST_S3_KEY", s3_server.access_key)
     monkeypatch.setenv("TEST_S3_SECRET", s3_server.secret_key)
-    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
     d["storage"]["catalog"] = {
         "name": "obsflow", "uri": "${TEST_CATALOG_URI}", "warehouse": f"s3://{bucket}/warehouse",
         "properties": {"s3.endpoint": s3_server.endpoint, "s3.access-key-id": "${TEST_S3_KEY}",
@@ -73,7 +73,7 @@ def write(spec, count, seed=42, topic_suffix="", max_rows=None, batch_size=500):
 def test_pipeline_on_postgres_and_s3_writes_exact_rows(shared_spec, s3_server):
     from runners.bytewax.run import run
     from runners.job import RunRequest
-    from tests.helpers import START_MS
+    from tests.helpers import strip_traces, START_MS
 
     run(RunRequest(spec=shared_spec, runner="bytewax", count=1200, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
     truth = ground_truth(embedded(shared_spec, 1200))

@@ -34,7 +34,7 @@ IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
 IPV4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
 
-TEXT_COLUMNS = {"event": ("page", "target", "error_message", "error_stack"), "log": ("message",)}
+TEXT_COLUMNS = {"event": ("page", "target", "error_message", "error_stack"), "log": ("message",), "span": ("status_message",)}
 
 
 class MissingKeyError(RuntimeError):

@@ -53,31 +53,41 @@ def to_rows(signal: str, batch: Batch) -> Batch:
     return batch
 
 
-def finish(batch: Batch, table: TableDef, extra: dict | None = None) -> pa.Table:
-    """The rows of ``batch`` in ``table``'s exact Arrow schema, with source coordinates.
-
-    ``extra`` supplies constant columns (e.g. ``sample_rate``) when the batch lacks them.
-    """
+def annotate(batch: Batch) -> pa.Table:
+    """The batch's rows with their source coordinates and ingest time, without ``_i``
+    (for rows that go on to a stateful stage, which no longer sees the raw batch)."""
     t = batch.table
     raw = batch.raw
     idx = t.column(INDEX).to_numpy()
     n = t.num_rows
-    offsets = np.asarray(raw.offsets, dtype=np.int64)[idx]
-    ingest = np.asarray(raw.timestamps_ms, dtype=np.int64)[idx]
-    computed = {
-        "source_topic": pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string()),
-        "source_partition": pa.array(np.full(n, raw.partition, dtype=np.int32)),
-        "source_offset": pa.array(offsets),
-        "ingested_at": pa.array(ingest * 1000, pa.timestamp("us", tz="UTC")),
-    }
+    t = t.drop_columns([INDEX])
+    t = t.append_column("source_topic", pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string()))
+    t = t.append_column("source_partition", pa.array(np.full(n, raw.partition, dtype=np.int32)))
+    t = t.append_column("source_offset", pa.array(np.asarray(raw.offsets, dtype=np.int64)[idx]))
+    t = t.append_column("ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC")))
+    return t
+
+
+#: wire names kept through stateful stages, renamed when rows are written
+RENAMES = {"spans": {"start_time": "start", "end_time": "end"}}
+
+
+def conform(t: pa.Table, table: TableDef, extra: dict | None = None) -> pa.Table:
+    """``t`` in ``table``'s exact Arrow schema: missing columns null (or from ``extra``),
+    others cast, unknown ones dropped."""
+    renames = RENAMES.get(table.name)
+    if renames:
+        t = t.rename_columns([renames.get(c, c) for c in t.column_names])
+        if "duration_ms" not in t.column_names and "start" in t.column_names:
+            us = pc.subtract(pc.cast(t.column("end"), pa.int64()), pc.cast(t.column("start"), pa.int64()))
+            t = t.append_column("duration_ms", pc.divide(pc.cast(us, pa.float64()), 1000.0))
+    n = t.num_rows
     extra = extra or {}
     schema = table.arrow_schema()
     cols = []
     for f in schema:
         if f.name in t.column_names:
             col = t.column(f.name)
-        elif f.name in computed:
-            col = computed[f.name]
         elif f.name in extra:
             col = pa.array([extra[f.name]] * n, f.type)
         else:
@@ -86,6 +96,11 @@ def finish(batch: Batch, table: TableDef, extra: dict | None = None) -> pa.Table
             col = _map_as(col, f.type) if pa.types.is_map(f.type) else pc.cast(col, f.type)
         cols.append(col)
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def finish(batch: Batch, table: TableDef, extra: dict | None = None) -> pa.Table:
+    """The rows of ``batch`` in ``table``'s exact Arrow schema, with source coordinates."""
+    return conform(annotate(batch), table, extra)
 
 
 def _map_as(col, typ: pa.MapType) -> pa.Array:

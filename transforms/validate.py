@@ -35,7 +35,7 @@ class Validator:
         self.signal = signal
         self.step = step
         self.required = [f.name for f in arrow_schema(signal) if not f.nullable]
-        self.ts_field = "timestamp"
+        self.ts_field = "start_time" if signal == "span" else "timestamp"
         self.event_types = pa.array(sorted(set(step.event_types)))
         self.levels = pa.array(sorted(set(step.levels)))
         self.max_future_ms = int(step.max_future.total_seconds() * 1000)
@@ -51,6 +51,14 @@ class Validator:
             self._levels(batch)
             self._hex_id(batch, "trace_id", 32)
             self._hex_id(batch, "span_id", 16)
+        elif self.signal == "span":
+            self._hex_id(batch, "trace_id", 32)
+            self._hex_id(batch, "span_id", 16)
+            self._hex_id(batch, "parent_span_id", 16)
+            t = batch.table
+            if t.num_rows:
+                backwards = pc.less(t.column("end_time"), t.column("start_time"))
+                batch.reject_mask(backwards, "schema_violation", "end_time: before start_time")
         batch.drop_rejected()
         return batch
 

@@ -39,7 +39,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 
-from pipelines.graph import PipelineGraph
+from apache_beam.coders import BytesCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
+
+from pipelines.graph import PipelineGraph, stage_plan
+from pipelines.stages import StageOutput, TraceStage
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink
@@ -170,7 +176,10 @@ class WriteIceberg(beam.DoFn):
         self.sink = IcebergSink(self.spec, self.tables)
 
     def process(self, out):
-        self.sink.write(out)
+        if isinstance(out, StageOutput):
+            self.sink.write_stage(out)
+        else:
+            self.sink.write(out)
 
     def finish_bundle(self):
         before = self.sink.stats.commits
@@ -183,17 +192,62 @@ class WriteIceberg(beam.DoFn):
         self.sink.close()
 
 
+class TraceStageDoFn(beam.DoFn):
+    """Hosts one shard's :class:`pipelines.stages.TraceStage` in Beam keyed state.
+
+    Consumes (shard key, StageInput); emits StageOutput. The stage lives in a
+    ReadModifyWrite state cell (its snapshot), and an event-time timer at the end of the
+    global window flushes it when the input ends."""
+
+    STATE = ReadModifyWriteStateSpec("stage", BytesCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, spec: PipelineSpec):
+        self.spec = spec
+
+    def setup(self):
+        self.step, self.log_config = stage_plan(self.spec)
+
+    def _stage(self, blob, shard):
+        return TraceStage.restore(self.step, self.log_config, shard, blob) if blob else TraceStage(self.step, self.log_config, shard)
+
+    def process(self, element, state=beam.DoFn.StateParam(STATE), flush=beam.DoFn.TimerParam(FLUSH)):
+        key, item = element
+        stage = self._stage(state.read(), item.shard)
+        out = stage.process(item)
+        state.write(stage.snapshot())
+        flush.set(GlobalWindow().max_timestamp())
+        yield out
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
+        blob = state.read()
+        if blob:
+            shard = int(key.rsplit(":", 1)[1])
+            yield self._stage(blob, shard).flush()
+        state.clear()
+
+
+def process_and_write(pcoll, spec: PipelineSpec, names: list[str]):
+    """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares."""
+    outs = pcoll | "Process" >> beam.ParDo(ProcessBatches(spec))
+    trace_step, _ = stage_plan(spec)
+    if trace_step is not None:
+        staged = (
+            outs
+            | "StageInputs" >> beam.FlatMap(lambda o: [(si.key, si) for si in o.stage_inputs])
+            | "TraceStage" >> beam.ParDo(TraceStageDoFn(spec))
+        )
+        outs = (outs, staged) | "Merge" >> beam.Flatten()
+    return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
+
+
 def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int]):
     tables = PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in tables.values() for t in ts})
     keys = [part.key for part in source.partitions()]
-    return (
-        p
-        | "Partitions" >> beam.Create(keys)
-        | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
-        | "Process" >> beam.ParDo(ProcessBatches(spec))
-        | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
-    )
+    raw = p | "Partitions" >> beam.Create(keys) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
+    return process_and_write(raw, spec, names)
 
 
 def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
@@ -202,13 +256,8 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     (start offsets from the tables; ends when ``bounded``)."""
     names = PipelineGraph(spec).table_names
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
-    return (
-        p
-        | "Partitions" >> beam.Create(ranges, reshuffle=False)
-        | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
-        | "Process" >> beam.ParDo(ProcessBatches(spec))
-        | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
-    )
+    raw = p | "Partitions" >> beam.Create(ranges, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
+    return process_and_write(raw, spec, names)
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:

@@ -23,7 +23,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from pipelines.graph import PipelineGraph
+from bytewax.operators import StatefulLogic
+
+from pipelines.graph import PipelineGraph, stage_plan
+from pipelines.stages import StageOutput, TraceStage
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink
@@ -144,6 +147,8 @@ class _IcebergPartition(StatelessSinkPartition):
         for out in items:
             if out is TICK or isinstance(out, Tick):
                 self.sink.tick()
+            elif isinstance(out, StageOutput):
+                self.sink.write_stage(out)
             else:
                 self.sink.write(out)
 
@@ -175,5 +180,39 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow") -> Dataflow:
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
     outs = op.map("process", raw, process)
+    trace_step, log_config = stage_plan(spec)
+    if trace_step is not None:
+        keyed = op.flat_map("stage_inputs", outs, lambda o: [] if isinstance(o, Tick) else [(si.key, si) for si in o.stage_inputs])
+        staged = op.stateful("trace_stage", keyed, lambda resume: TraceLogic(trace_step, log_config, resume))
+        outs = op.merge("merge", outs, op.map("unkey", staged, lambda kv: kv[1]))
     op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
     return flow
+
+
+class TraceLogic(StatefulLogic):
+    """Hosts one shard's :class:`pipelines.stages.TraceStage` in Bytewax keyed state.
+
+    Consumes StageInput items of its shard; emits StageOutput items, and the stage's final
+    output at the end of input. Its snapshot is the stage's own (for Bytewax recovery)."""
+
+    def __init__(self, step, log_config, resume: bytes | None):
+        self.step, self.log_config = step, log_config
+        self._resume = resume
+        self.stage: TraceStage | None = None
+
+    def _get(self, shard: int) -> TraceStage:
+        if self.stage is None:
+            self.stage = TraceStage.restore(self.step, self.log_config, shard, self._resume) if self._resume \
+                else TraceStage(self.step, self.log_config, shard)
+        return self.stage
+
+    def on_item(self, value):
+        return [self._get(value.shard).process(value)], StatefulLogic.RETAIN
+
+    def on_eof(self):
+        if self.stage is None:
+            return [], StatefulLogic.DISCARD
+        return [self.stage.flush()], StatefulLogic.DISCARD
+
+    def snapshot(self):
+        return self.stage.snapshot() if self.stage is not None else self._resume
