@@ -133,7 +133,8 @@ class CompiledFlow:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
         kind = "spans" if self.signal == "span" else "logs"
         first = raw.offsets[0] if raw.offsets else -1
-        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now) for k in range(n)]
+        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions)
+                for k in range(n)]
 
 
 class PipelineGraph:

@@ -1,6 +1,18 @@
 """Stateful stages: engine-agnostic objects that a runner hosts in its keyed state
 (a Bytewax ``stateful`` operator, a Beam stateful ``DoFn``), one instance per shard.
 
+Every stage has the same shape (:class:`Stage`): ``process(item) -> StageOutput``,
+``flush() -> StageOutput`` (end of a bounded input), ``snapshot() -> bytes``; a stage is
+built or restored by name with :func:`make_stage` from a :class:`StageDef` (what
+:func:`pipelines.graph.plan_stages` derives from the spec). The engines host any stage
+kind by name: items are keyed ``"<stage>:<shard>"``.
+
+Stages: :class:`TraceStage` (``trace``), :class:`MetricsStage` (``metrics``, rollups),
+:class:`ProductStage` (``product``, sessions and funnels) — all fed by the flows'
+:class:`StageInput` s — and :class:`GlobalStage` (``global``, one shard), fed by the
+metrics and product stages' outputs: it evaluates alert rules over the rollup rows and
+merges the product shards' funnel tallies into report rows.
+
 :class:`TraceStage` (shard = hash of the trace id) consumes every span and the log lines
 of the spec's log flows, and emits
 - ``spans`` / ``traces``: what the tail sampler keeps (``transforms.tail_sampling``);
@@ -37,6 +49,9 @@ from transforms.shape import conform
 from transforms.tail_sampling import LogSampler, RedMetrics, TailSampler
 
 TRACE = "trace"
+METRICS = "metrics"
+PRODUCT = "product"
+GLOBAL = "global"
 
 
 @dataclass
@@ -53,6 +68,7 @@ class StageInput:
     first_offset: int
     next_offset: int
     now_ms: int
+    topic_partitions: int | None = None
 
     @property
     def key(self) -> str:
@@ -69,6 +85,14 @@ class StageOutput:
     positions: dict[str, int]
     shards: int = 1
     dropped: dict[str, int] = field(default_factory=dict)
+    watermark: int | None = None          # event-time horizon this shard has closed through
+    extra: dict = field(default_factory=dict)  # stage-specific payload for a downstream stage (funnel tallies)
+    alerts: list = field(default_factory=list)         # AlertEvents (→ Kafka alerts topic, Alertmanager)
+    notifications: list = field(default_factory=list)  # Alertmanager-style notifications, for the record
+
+    @property
+    def key(self) -> str:
+        return f"{GLOBAL}:0"
 
 
 def trace_shards(trace_ids: pa.Array, shards: int, fallback: int) -> np.ndarray:
@@ -94,6 +118,49 @@ def split_by_shard(table: pa.Table, shard_of: np.ndarray, shards: int) -> list[p
     return out
 
 
+class PartitionClock:
+    """The stage's clock: an event-time watermark over source partitions.
+
+    Each partition's progress is the largest ingest time seen from it; the watermark is
+    the smallest progress over every partition of the topics seen (all of a topic's
+    partitions when the source says how many there are), so a partition that has not
+    been read yet holds time back. A partition from which no batch came while
+    ``idle_batches`` batches came from others is idle and stops holding time back (a
+    partition read to its end, or one without traffic)."""
+
+    def __init__(self, idle_batches: int = 16):
+        self.progress: dict[str, int] = {}
+        self.last_seen: dict[str, int] = {}
+        self.expected: dict[str, int] = {}
+        self.batches = 0
+        self.idle_batches = idle_batches
+
+    def observe(self, topic: str, partition: int, ingest_ms: int, topic_partitions: int | None) -> int:
+        self.batches += 1
+        tp = f"{topic}:{partition}"
+        self.progress[tp] = max(self.progress.get(tp, 0), ingest_ms)
+        self.last_seen[tp] = self.batches
+        if topic_partitions:
+            self.expected[topic] = max(self.expected.get(topic, 0), topic_partitions)
+        return self.watermark()
+
+    def watermark(self) -> int:
+        wm = None
+        keys = set(self.progress)
+        for topic, n in self.expected.items():
+            keys.update(f"{topic}:{p}" for p in range(n))
+        for tp in keys:
+            seen = self.last_seen.get(tp)
+            if seen is not None and self.batches - seen > self.idle_batches:
+                continue  # idle
+            if tp not in self.progress:
+                if self.batches > self.idle_batches * max(1, len(keys)):
+                    continue  # never showed up while all others kept coming: treat as idle
+                return 0  # not read yet: hold time
+            wm = self.progress[tp] if wm is None else min(wm, self.progress[tp])
+        return wm if wm is not None else max(self.progress.values(), default=0)
+
+
 class TraceStage:
     """Tail sampling, RED metrics and trace-consistent log sampling for one shard."""
 
@@ -109,6 +176,7 @@ class TraceStage:
         self.log_wait_ms = int(step.log_wait.total_seconds() * 1000)
         self.hold_ms = int(step.sampler.decision_wait_ms) + self.log_wait_ms
         self.now = 0
+        self._clock = PartitionClock()
         self._pending_logs: list[tuple[int, pa.Table]] = []  # (arrival now, rows waiting for their trace)
         self._kept: dict[str, float] = {}     # decided and kept trace id -> adjusted count (bounded)
         self._batches: dict[str, deque] = {}  # tp -> (first_offset, next_offset, arrival now)
@@ -117,8 +185,8 @@ class TraceStage:
     # -- processing -----------------------------------------------------------------
 
     def process(self, item: StageInput) -> StageOutput:
-        self.now = max(self.now, item.now_ms)
         tp = f"{item.topic}:{item.partition}"
+        self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions))
         self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, self.now))
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
@@ -128,7 +196,7 @@ class TraceStage:
                     self.red.add(item.table)
                 self.sampler.add(item.table, self.now)
             elif item.kind == "logs":
-                self._add_logs(item.table, rows)
+                self._add_logs(item.table, rows, item.now_ms)
         self._decide(self.sampler.advance(self.now), rows, final=False)
         return self._output(rows, final=False)
 
@@ -138,7 +206,7 @@ class TraceStage:
         self._decide(self.sampler.flush_all(self.now), rows, final=True)
         return self._output(rows, final=True)
 
-    def _add_logs(self, table: pa.Table, rows) -> None:
+    def _add_logs(self, table: pa.Table, rows, ingest_ms: int) -> None:
         if self.logs is None:
             rows["logs"].append(table.append_column("sample_rate", pa.array(np.ones(table.num_rows), pa.float64())))
             return
@@ -149,7 +217,7 @@ class TraceStage:
             rows["logs"].append(self.logs.decide_logs(untraced))
         traced = table.filter(has)
         if traced.num_rows:
-            self._pending_logs.append((self.now, traced))
+            self._pending_logs.append((ingest_ms, traced))  # waits log_wait of watermark time past its ingest
 
     def _decide(self, d, rows, final: bool) -> None:
         if d.spans.num_rows:
@@ -224,7 +292,7 @@ class TraceStage:
 
     def snapshot(self) -> bytes:
         state = {"sampler": self.sampler.snapshot(), "red": self.red.snapshot() if self.red else None, "now": self.now,
-                 "pending_logs": self._pending_logs, "kept": self._kept, "batches": self._batches, "latest": self._latest,
+                 "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
                  "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None}
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
@@ -238,6 +306,7 @@ class TraceStage:
         self.now = st["now"]
         self._pending_logs = st["pending_logs"]
         self._kept = st["kept"]
+        self._clock = st["clock"]
         self._batches = st["batches"]
         self._latest = st["latest"]
         if self.logs is not None and st["log_counts"]:

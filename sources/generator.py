@@ -404,6 +404,7 @@ class EmbeddedSource:
         positions in the partition stream, as in Kafka)."""
         import time
 
+        n_parts = next((s.partitions for s in self.sources if s.name == part.source), None)
         values, offsets, stamps = [], [], []
         for off, g in enumerate(self.stream(part)):
             if off < start_offset:
@@ -414,10 +415,10 @@ class EmbeddedSource:
             offsets.append(off)
             stamps.append(g.timestamp_ms)
             if len(values) >= self.batch_size:
-                yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps)
+                yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps, topic_partitions=n_parts)
                 values, offsets, stamps = [], [], []
         if values:
-            yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps)
+            yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps, topic_partitions=n_parts)
 
 
 class MaterializedSource:

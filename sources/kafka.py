@@ -46,6 +46,7 @@ from typing import Iterator
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipelines.spec import KafkaSpec, PipelineSpec, SourceSpec
+from runners.stats import STATS
 from transforms.batch import RawBatch
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class KafkaPartition:
     signal: str
     topic: str
     partition: int
+    topic_partitions: int = 0  # how many partitions the topic has (for event-time watermarks)
 
     @property
     def key(self) -> str:
@@ -216,7 +218,7 @@ class KafkaSource:
                         f"Create one (`kafka-topics.sh --create --topic ...`) or fix the pattern.")
             for t in topics:
                 for p in sorted(existing[t].partitions):
-                    out.append(KafkaPartition(src.name, src.signal, t, p))
+                    out.append(KafkaPartition(src.name, src.signal, t, p, len(existing[t].partitions)))
         self._parts = out
         return out
 
@@ -373,6 +375,7 @@ class PartitionReader:
             self._buf.append(m)
         if self.end is not None and (eof or (self._buf and self._buf[-1].offset() + 1 >= self.end)):
             self.done = True
+        self._report_progress(c)
         if self._buf and (self.done or len(self._buf) >= self.source.batch_size
                           or time.monotonic() - self._buf_since >= self.source.kspec.poll_timeout.total_seconds()):
             return self._flush()
@@ -393,11 +396,28 @@ class PartitionReader:
             keys.append(m.key())
             headers.append(m.headers())
         self.position = offsets[-1] + 1
+        if self._consumer is not None:
+            self._report_progress(self._consumer, force=True)
         if not _take(self.source.budget_id, len(values)) and self.end is None:
             self.done = True
         self._maybe_commit_group()
         p = self.part
-        return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers)
+        return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers, p.topic_partitions or None)
+
+    PROGRESS_EVERY_S = 0.5
+
+    def _report_progress(self, c: Consumer, force: bool = False) -> None:
+        """Position and high watermark (librdkafka's cached value from its fetches) for the
+        consumer-lag metric (``runners.stats.STATS.partitions``)."""
+        now = time.monotonic()
+        if not force and now - getattr(self, "_progress_at", 0.0) < self.PROGRESS_EVERY_S:
+            return
+        self._progress_at = now
+        try:
+            high = c.get_watermark_offsets(TopicPartition(self.part.topic, self.part.partition), cached=True)[1]
+        except KafkaException:
+            high = None
+        STATS.set_partition(self.part.topic, self.part.partition, self.position, high)
 
     def _maybe_commit_group(self, force: bool = False) -> None:
         """Tell the consumer group what was read (lag reporting only; never read back)."""

@@ -33,6 +33,7 @@ class RawBatch:
     timestamps_ms: list[int]
     keys: list[bytes | None] | None = None
     headers: list[list[tuple[str, bytes | None]] | None] | None = None
+    topic_partitions: int | None = None  # partitions of the topic, when the source knows
 
     def __len__(self) -> int:
         return len(self.values)
@@ -49,7 +50,7 @@ class RawBatch:
             return self
         return RawBatch(self.source, self.topic, self.partition, self.values[k:], self.offsets[k:], self.timestamps_ms[k:],
                         self.keys[k:] if self.keys is not None else None,
-                        self.headers[k:] if self.headers is not None else None)
+                        self.headers[k:] if self.headers is not None else None, self.topic_partitions)
 
 
 @dataclass

@@ -58,9 +58,25 @@ class ReadEmbedded(beam.DoFn):
         self.source = source
         self.resume = resume
 
-    def process(self, key: str):
-        part = next(p for p in self.source.partitions() if p.key == key)
-        yield from self.source.batches(part, self.resume.get(key, 0))
+    def process(self, keys):
+        """One partition key, or a list of keys read round-robin (so a bounded run on the
+        DirectRunner sees partitions interleaved, as a real consumer group would)."""
+        keys = [keys] if isinstance(keys, str) else keys
+        parts = {p.key: p for p in self.source.partitions()}
+        yield from _round_robin([self.source.batches(parts[k], self.resume.get(k, 0)) for k in keys])
+
+
+def _round_robin(iterators):
+    live = list(iterators)
+    while live:
+        nxt = []
+        for it in live:
+            try:
+                yield next(it)
+                nxt.append(it)
+            except StopIteration:
+                pass
+        live = nxt
 
 
 class ReadKafkaRange(beam.DoFn):
@@ -69,8 +85,10 @@ class ReadKafkaRange(beam.DoFn):
     def __init__(self, source: KafkaSource):
         self.source = source
 
-    def process(self, rng: PartitionRange):
-        yield from self.source.batches(rng.part, rng.start, bounded=True, end_offset=rng.end)
+    def process(self, rng):
+        """One range, or a list of ranges read round-robin (partitions interleaved)."""
+        rngs = rng if isinstance(rng, (list, tuple)) else [rng]
+        yield from _round_robin([self.source.batches(r.part, r.start, bounded=True, end_offset=r.end) for r in rngs])
 
 
 UNBOUNDED_STOP = 2 ** 63 - 1
@@ -246,7 +264,7 @@ def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource,
     tables = PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in tables.values() for t in ts})
     keys = [part.key for part in source.partitions()]
-    raw = p | "Partitions" >> beam.Create(keys) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
+    raw = p | "Partitions" >> beam.Create([keys]) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
     return process_and_write(raw, spec, names)
 
 
@@ -256,7 +274,9 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     (start offsets from the tables; ends when ``bounded``)."""
     names = PipelineGraph(spec).table_names
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
-    raw = p | "Partitions" >> beam.Create(ranges, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
+    # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
+    elements = [list(ranges)] if bounded else ranges
+    raw = p | "Partitions" >> beam.Create(elements, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
     return process_and_write(raw, spec, names)
 
 
