@@ -165,8 +165,16 @@ def cmd_query(args) -> int:
     from runners.query import query
 
     spec = _spec(args)
+    sql = args.sql
+    if args.saved:
+        from runners.query import saved_query
+
+        sql = saved_query(args.saved)
+    elif not sql:
+        print("obsflow query: give SQL or --saved NAME", file=sys.stderr)
+        return 2
     try:
-        cols, rows = query(spec, args.sql)
+        cols, rows = query(spec, sql)
     except Exception as e:  # duckdb errors: show them plainly
         print(f"obsflow query: {e}", file=sys.stderr)
         return 2
@@ -222,7 +230,8 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_maintain)
 
     q = sub.add_parser("query", help="run SQL over the tables with DuckDB (tables as obs.<table>)")
-    q.add_argument("sql")
+    q.add_argument("sql", nargs="?")
+    q.add_argument("--saved", help="a saved query from pipelines/queries/ (funnel_dropoff, error_rate_by_service, p99_latency_by_service)")
     common(q)
     q.add_argument("--format", default="table", choices=["table", "csv", "json"])
     q.set_defaults(func=cmd_query)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from pathlib import Path
 
 import duckdb
 
@@ -72,6 +73,18 @@ def _s3_secret(con, props: dict[str, str]) -> None:
     if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
         parts.append("URL_STYLE 'path'")
     con.execute(f"CREATE OR REPLACE SECRET obsflow_s3 ({', '.join(parts)})")
+
+
+QUERIES = Path(__file__).resolve().parent.parent / "pipelines" / "queries"
+
+
+def saved_query(name: str) -> str:
+    """The SQL of a saved query (``pipelines/queries/<name>.sql``); runs in Trino and DuckDB."""
+    path = QUERIES / f"{name}.sql"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in QUERIES.glob("*.sql")))
+        raise KeyError(f"no saved query {name!r}; saved queries: {known}")
+    return path.read_text()
 
 
 def query(spec: PipelineSpec, sql: str):
