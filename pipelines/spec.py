@@ -249,6 +249,20 @@ class DeadLetterSpec(Model):
     max_raw_bytes: int = Field(16384, ge=0, description="raw payload bytes kept per dead letter")
 
 
+class OutputsSpec(Model):
+    """What the job pushes to Kafka besides the tables (``sinks/kafka.py``), through an
+    idempotent producer (``enable.idempotence``, ``acks=all``) on the ``kafka:`` section's
+    brokers. Alerts are keyed by fingerprint and dead letters by ``source topic:partition``,
+    so each key's messages stay in order. A topic set to ``null`` is not written."""
+
+    alerts_topic: str | None = Field("alerts", description="alert state changes (schemas/avro/alert_event.avsc); null: none")
+    dead_letters_topic: str | None = Field(None, description="rejected records (schemas/avro/dead_letter.avsc), besides the table; null: none")
+    codec: Literal["json", "avro"] = Field("json", description="json: the .avsc fields as JSON (raw bytes base64); avro: Confluent wire format")
+    producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
+    delivery_timeout: Duration = Field(timedelta(seconds=60), description="librdkafka retries a message this long (message.timeout.ms), then it is a delivery failure")
+    flush_timeout: Duration = Field(timedelta(seconds=60), description="longest wait for outstanding messages at a commit or on close")
+
+
 class PipelineSpec(Model):
     version: Literal[1] = 1
     name: str
@@ -259,6 +273,7 @@ class PipelineSpec(Model):
     flows: list[FlowSpec]
     dead_letters: DeadLetterSpec = DeadLetterSpec()
     kafka: KafkaSpec = KafkaSpec()
+    outputs: OutputsSpec = OutputsSpec()
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineSpec":

@@ -8,7 +8,7 @@
 
 Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path) or a
 Kafka topic the spec names that does not exist, 3 a service that is not reachable (the
-message says what to start)."""
+message says what to start) or Kafka output that could not be delivered."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def cmd_run(args) -> int:
         print(f"obsflow run: --runner: expected bytewax or beam, got {args.runner!r}", file=sys.stderr)
         return 2
     STATS.reset()
+    metrics = None
+    if args.metrics_port is not None:
+        from runners.metrics import serve
+
+        metrics = serve(args.metrics_port, args.metrics_host)
+        print(f"obsflow: metrics on {metrics.url}", flush=True)
     started = time.monotonic()
     stop = threading.Event()
     show = args.progress or (args.progress is None and sys.stderr.isatty())
@@ -89,10 +95,15 @@ def cmd_run(args) -> int:
               f"({'%s records per source' % _fmt(args.count) if not args.duration else '%ss' % args.duration}, seed {args.seed})")
     try:
         resumed = run(req)
+        from sinks.kafka import flush_all
+
+        flush_all()  # alerts still in flight
     finally:
         stop.set()
         if th:
             th.join()
+        if metrics is not None:
+            metrics.stop()
     secs = time.monotonic() - started
     print(f"\nrun finished in {secs:.1f}s: {_fmt(STATS.records_in)} records in ({_fmt(STATS.records_in / secs if secs else 0)}/s), "
           f"{_fmt(STATS.records_accepted)} accepted, {_fmt(STATS.records_dead)} dead-lettered, {_fmt(STATS.records_dropped)} dropped")
@@ -217,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=5000)
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress line (default: when stderr is a terminal)")
     r.add_argument("--dev-key", action="store_true", help="use a development pseudonym key when none is configured")
+    r.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port during the run (0: a free port, printed)")
+    r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics server binds (default %(default)s)")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tables", help="list tables, row counts and latest snapshots")
@@ -257,7 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except Exception as e:
+        from sinks.kafka import DeliveryError
         from transforms.scrub import MissingKeyError
+
+        cause = e
+        while cause is not None and not isinstance(cause, DeliveryError):
+            cause = cause.__cause__ or cause.__context__  # engines wrap what an operator raised
+        if cause is not None:
+            print(f"obsflow: Kafka output failed: {cause}", file=sys.stderr)
+            return 3
 
         if isinstance(e, MissingKeyError):
             print(f"obsflow: {e} (or pass --dev-key for a local trial)", file=sys.stderr)
