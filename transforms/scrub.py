@@ -113,6 +113,15 @@ class Scrubber:
         Each pattern first finds its candidate rows with a cheap literal or simple-regex
         test, and the full regex rewrites only those rows (most text holds no PII)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if col.null_count == len(col):
+            return col
+        # each distinct value once: pages, targets and repeated messages collapse a lot
+        enc = pc.dictionary_encode(col)
+        if len(enc.dictionary) < len(col):
+            return self._scrub_values(enc.dictionary).take(enc.indices)
+        return self._scrub_values(col)
+
+    def _scrub_values(self, col: pa.Array) -> pa.Array:
         s = self.step
         if s.emails:
             col = _rewrite(col, pc.match_substring(col, "@"), lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"))
@@ -139,6 +148,12 @@ class Scrubber:
         distinct value with ``ipaddress``. Values that are not IPs become null
         (enrichment decides whether that rejects the record)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        enc = pc.dictionary_encode(col)
+        if len(enc.dictionary) < len(col):
+            return self._anonymize(enc.dictionary).take(enc.indices)
+        return self._anonymize(col)
+
+    def _anonymize(self, col: pa.Array) -> pa.Array:
         if self.privacy.ipv4_prefix == 24:
             is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
             fast = pc.if_else(is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string()))
