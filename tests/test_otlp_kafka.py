@@ -1,0 +1,142 @@
+"""Real OpenTelemetry data through a real Kafka broker: spans and logs made with the
+OpenTelemetry Python SDK (nested spans, an error, a slow span; logs inside and outside a
+trace), encoded with the OTLP exporter's own encoder exactly as the Collector's Kafka
+exporter writes them (otlp_proto), produced to Kafka, and found in obs.spans, obs.traces,
+obs.logs and the RED rows of obs.metrics — on both runners."""
+
+import time
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.common._internal._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from pipelines import DEFAULT_SPEC
+from pipelines.loader import parse_spec
+from runners.job import RunRequest
+from runners.stats import STATS
+from tests.helpers import read_table
+
+pytestmark = [pytest.mark.kafka, pytest.mark.traces]
+
+
+def make_telemetry():
+    """Two traces from a checkout service: one with a failing payment call and a slow
+    consumer, one quick; plus log records inside the first trace and outside any trace."""
+    now = time.time_ns()
+    resource = Resource.create({"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod"})
+    spans_out = InMemorySpanExporter()
+    tp = TracerProvider(resource=resource)
+    tp.add_span_processor(SimpleSpanProcessor(spans_out))
+    tracer = tp.get_tracer("shop.checkout")
+    logs_out = InMemoryLogRecordExporter()
+    lp = LoggerProvider(resource=resource)
+    lp.add_log_record_processor(SimpleLogRecordProcessor(logs_out))
+    logger = lp.get_logger("shop.checkout")
+
+    root = tracer.start_span("POST /checkout", kind=SpanKind.SERVER, start_time=now - 9_000_000_000)
+    ctx = trace.set_span_in_context(root)
+    pay = tracer.start_span("POST payments", kind=SpanKind.CLIENT, context=ctx, start_time=now - 8_900_000_000)
+    pay.set_status(Status(StatusCode.ERROR, "card declined"))
+    logger.emit(timestamp=now - 8_800_000_000, context=trace.set_span_in_context(pay), severity_number=SeverityNumber.INFO,
+                severity_text="INFO", body="charging card for user jane@example.org")
+    pay.end(end_time=now - 8_700_000_000)
+    slow = tracer.start_span("consume order", kind=SpanKind.CONSUMER, context=ctx, start_time=now - 8_600_000_000)
+    slow.end(end_time=now - 1_100_000_000)  # 7.5 s
+    root.set_status(Status(StatusCode.ERROR, "upstream failed"))
+    root.end(end_time=now - 1_000_000_000)
+    quick = tracer.start_span("GET /health", kind=SpanKind.SERVER, start_time=now - 500_000_000)
+    quick.end(end_time=now - 499_000_000)
+    logger.emit(timestamp=now - 400_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%")
+    tp.shutdown()
+    lp.shutdown()
+    return spans_out.get_finished_spans(), logs_out.get_finished_logs()
+
+
+@pytest.fixture(scope="module")
+def produced(kafka_broker):
+    spans, logs = make_telemetry()
+    topics = {}
+    for name in ("otlp_spans", "otlp_logs"):
+        topics[name] = f"{name}-{time.time_ns() % 10**9}"
+        kafka_broker.create_topic(topics[name], partitions=2)
+    p = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True})
+    # as the Collector's Kafka exporter: one Export*ServiceRequest per message
+    p.produce(topics["otlp_spans"], encode_spans(spans[:2]).SerializeToString(), partition=0)
+    p.produce(topics["otlp_spans"], encode_spans(spans[2:]).SerializeToString(), partition=1)
+    p.produce(topics["otlp_spans"], b"\x0a\xff\x01 not protobuf", partition=1)
+    p.produce(topics["otlp_logs"], encode_logs(logs).SerializeToString(), partition=0)
+    assert p.flush(30) == 0
+    return kafka_broker.bootstrap, topics, spans, logs
+
+
+def spec_for(tmp_path, bootstrap, topics):
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
+    d["kafka"].update({"bootstrap_servers": bootstrap, "group_id": f"otlp-{tmp_path.name}", "poll_timeout": "200ms"})
+    d["sources"] = [
+        {"name": "logs", "topic": topics["otlp_logs"], "signal": "log", "codec": "otlp_proto"},
+        {"name": "spans", "topic": topics["otlp_spans"], "signal": "span", "codec": "otlp_proto"},
+    ]
+    d["flows"] = [f for f in d["flows"] if f["source"] in ("logs", "spans")]
+    d.pop("alerts", None)
+    for f in d["flows"]:
+        for st in f["steps"]:
+            if st["kind"] == "tail_sample":
+                st["sampler"]["policies"] = [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                                             {"name": "slow", "type": "latency", "latency": {"threshold_ms": 5000}}]
+            if st["kind"] == "log_sample":
+                st["config"] = {"sampling_percentage": 0}
+    return parse_spec(d)
+
+
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
+    bootstrap, topics, spans, logs = produced
+    spec = spec_for(tmp_path, bootstrap, topics)
+    STATS.reset()
+    req = RunRequest(spec=spec, runner=runner, source="kafka", bounded=True)
+    if runner == "bytewax":
+        from runners.bytewax.run import run
+    else:
+        from runners.beam.run import run
+    run(req)
+
+    failing = format(spans[0].context.trace_id, "032x")
+    healthy = format(spans[-1].context.trace_id, "032x")
+    got = {r["span_id"]: r for r in read_table(spec, "spans").to_pylist()}
+    # the error trace (3 spans) is kept by the 'errors' policy; the quick health check is not
+    want = {format(s.context.span_id, "016x"): s for s in spans if format(s.context.trace_id, "032x") == failing}
+    assert set(got) == set(want)
+    for sid, s in want.items():
+        r = got[sid]
+        assert r["trace_id"] == failing and r["name"] == s.name and r["service"] == "checkout"
+        assert r["duration_ms"] == pytest.approx((s.end_time - s.start_time) / 1e6, abs=0.001)
+        assert r["sampling_policy"] == "errors"
+        assert r["status_code"] == s.status.status_code.name
+        assert r["kind"] == s.kind.name
+    traces = read_table(spec, "traces").to_pylist()
+    assert [(t["trace_id"], t["root_name"], t["span_count"], t["error_count"]) for t in traces] == [(failing, "POST /checkout", 3, 2)]
+    assert traces[0]["trace_duration_ms"] == pytest.approx(8000.0, abs=0.01)
+
+    logs_rows = {r["message"]: r for r in read_table(spec, "logs").to_pylist()}
+    # the INFO line of the kept trace is kept (and scrubbed); the WARN line outside any trace is always kept
+    assert set(logs_rows) == {"charging card for user [EMAIL]", "pool at 90%"}
+    assert logs_rows["charging card for user [EMAIL]"]["trace_id"] == failing
+    assert logs_rows["pool at 90%"]["level"] == "WARN"
+
+    calls = sum(r["count"] for r in read_table(spec, "metrics").to_pylist() if r["name"] == "span.calls")
+    assert calls == len(spans)  # RED counts every span, kept or not
+    dl = read_table(spec, "dead_letters").to_pylist()
+    assert [(d["source_topic"], d["reason"]) for d in dl] == [(topics["otlp_spans"], "format_violation")]
+    assert healthy not in {t["trace_id"] for t in traces}
