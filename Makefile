@@ -28,6 +28,8 @@ services: $(STAMP)
 	$(PY) -m infra.kafka fetch
 	$(PY) -m infra.s3 fetch
 	$(PY) -m infra.trino fetch
+	$(PY) -m infra.flink fetch
+	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
 
 test: services
 	$(PY) -m pytest -q

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.kafka",
     "tests.fixtures.trino",
+    "tests.fixtures.flink",
 ]
