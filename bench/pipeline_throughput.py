@@ -42,6 +42,8 @@ def _spec(warehouse: str):
     d["storage"]["catalog"]["warehouse"] = warehouse
     d["sources"] = [s for s in d["sources"] if s["name"] == "events"]
     d["flows"] = [f for f in d["flows"] if f["source"] == "events"]
+    for key in ("alerts",):  # only the product-event flow is measured here
+        d.pop(key, None)
     return parse_spec(d)
 
 
