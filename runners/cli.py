@@ -4,6 +4,9 @@
     obsflow run     --source kafka [--bounded] [--duration S] [--max-records N] ...
     obsflow tables  [--spec PATH]
     obsflow query   "SQL" [--spec PATH] [--format table|csv|json]
+    obsflow run     --runner bytewax --processes P --workers-per-process W [--process-id I --addresses A,B]
+    obsflow submit  --runner flink --flink-master HOST:PORT [--parallelism N]   (runners/cli_engines.py)
+    obsflow jobs    --flink-master HOST:PORT;  obsflow cancel JOB_ID --flink-master HOST:PORT
     obsflow maintain [--spec PATH] [--table T] [--steps retention,compact,expire,orphans]
 
 Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path) or a
@@ -52,6 +55,10 @@ def cmd_run(args) -> int:
     from runners.job import RunRequest
     from runners.stats import STATS
 
+    from runners.cli_engines import cmd_run_cluster, wants_cluster
+
+    if wants_cluster(args):
+        return cmd_run_cluster(args)
     spec = _spec(args)
     if os.environ.get(spec.privacy.pseudonym_key_env) is None and spec.privacy.pseudonym_key is None:
         if args.dev_key:
@@ -231,6 +238,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port during the run (0: a free port, printed)")
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics server binds (default %(default)s)")
     r.set_defaults(func=cmd_run)
+    from runners.cli_engines import add_commands, add_run_options
+
+    add_run_options(r)
+    add_commands(sub, common)
 
     t = sub.add_parser("tables", help="list tables, row counts and latest snapshots")
     common(t)

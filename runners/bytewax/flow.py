@@ -166,7 +166,7 @@ class IcebergBytewaxSink(DynamicSink):
         return _IcebergPartition(self.spec, self.tables)
 
 
-def build_flow(spec: PipelineSpec, source, name: str = "obsflow") -> Dataflow:
+def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False) -> Dataflow:
     """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch)."""
     graph = PipelineGraph(spec)
 
@@ -185,7 +185,12 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow") -> Dataflow:
         keyed = op.flat_map("stage_inputs", outs, lambda o: [] if isinstance(o, Tick) else [(si.key, si) for si in o.stage_inputs])
         staged = op.stateful("trace_stage", keyed, lambda resume: TraceLogic(trace_step, log_config, resume))
         outs = op.merge("merge", outs, op.map("unkey", staged, lambda kv: kv[1]))
-    op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
+    if by_table:  # a multi-worker cluster: one sink partition per table keeps recorded positions sound
+        from runners.bytewax.table_sink import output_by_table
+
+        output_by_table("iceberg", outs, spec, graph.table_names)
+    else:
+        op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
     return flow
 
 

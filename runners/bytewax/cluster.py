@@ -1,0 +1,173 @@
+"""Run the dataflow as a Bytewax cluster: P processes × W worker threads each.
+
+Launch the whole cluster on this machine (what ``obsflow run --runner bytewax
+--processes P --workers-per-process W`` does)::
+
+    launch(ClusterRun(spec_path, source="kafka", bounded=True), processes=2, workers=2)
+
+or one process of a cluster spread over machines (every process gets the same
+``addresses`` list, in the same order, and its own index)::
+
+    obsflow run --runner bytewax --source kafka --workers-per-process 2 \\
+        --process-id 0 --addresses host-a:2101,host-b:2101          # on host-a
+    obsflow run ... --process-id 1 --addresses host-a:2101,host-b:2101   # on host-b
+
+which is Bytewax's own ``python -m bytewax.run runners.bytewax.cluster:flow -w 2 -i 0 -a
+"host-a:2101;host-b:2101"`` with the run described by ``$OBSFLOW_BYTEWAX_RUN`` (JSON of
+:class:`ClusterRun`): :func:`flow` is the module-level factory ``bytewax.run`` imports in
+each process.
+
+Each process plans the Kafka partitions itself (from the positions in the Iceberg
+tables, which do not move while the cluster is down) and Bytewax assigns every topic
+partition to exactly one worker of the cluster. Output goes through one sink partition
+per table (:mod:`runners.bytewax.table_sink`), so recorded positions stay sound with any
+number of workers.
+
+Recovery: the Iceberg tables are the checkpoint. Every commit records the positions the
+table has fully received (stage tables: what every shard has fully emitted), and a
+restarted cluster resumes each partition from the smallest position over the tables it
+feeds and drops rows below each table's own position. Bytewax's recovery store
+(``-r DIR``) is not used: it would snapshot operator state at epoch ends that are not
+aligned with the Iceberg commits, so a restore could pair stage state with source
+positions from a different moment (duplicates in the stage's buffers); replaying from the
+tables' positions rebuilds the stage state from the records instead. When one process
+dies (``kill -9``), the others lose their peer and stop (or are stopped); start the whole
+cluster again and it resumes — nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RUN_ENV = "OBSFLOW_BYTEWAX_RUN"
+
+
+@dataclass
+class ClusterRun:
+    """What every process of the cluster runs (serialised into ``$OBSFLOW_BYTEWAX_RUN``)."""
+
+    spec: str
+    warehouse: str | None = None
+    source: str = "kafka"
+    bounded: bool = False
+    duration_s: float | None = None
+    max_records: int | None = None
+    count: int | None = 100_000
+    seed: int = 42
+    start_ms: int | None = None
+    rate_per_s: float = 2000.0
+    bad_fraction: float = 0.01
+    batch_size: int = 5000
+    extra_env: dict = field(default_factory=dict)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> "ClusterRun":
+        raw = os.environ.get(RUN_ENV)
+        if not raw:
+            raise RuntimeError(f"${RUN_ENV} is not set: start processes with `obsflow run --runner bytewax --processes N` "
+                               f"or set it to the JSON of runners.bytewax.cluster.ClusterRun")
+        return cls(**json.loads(raw))
+
+
+def _spec(run: ClusterRun):
+    from pipelines.loader import load_spec
+
+    spec = load_spec(run.spec)
+    if run.warehouse:
+        catalog = spec.storage.catalog.model_copy(update={"warehouse": run.warehouse, "uri": None})
+        spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"catalog": catalog})})
+    return spec
+
+
+def build(run: ClusterRun):
+    """The dataflow of ``run`` (planned in this process)."""
+    from runners.bytewax.flow import EmbeddedBytewaxSource, KafkaBytewaxSource, build_flow
+    from runners.job import RunRequest, embedded_source, kafka_plan, resume_positions
+
+    spec = _spec(run)
+    req = RunRequest(spec=spec, runner="bytewax", source=run.source, count=run.count, duration_s=run.duration_s,
+                     seed=run.seed, start_ms=run.start_ms, rate_per_s=run.rate_per_s, bad_fraction=run.bad_fraction,
+                     batch_size=run.batch_size, bounded=run.bounded, max_records=run.max_records)
+    if run.source == "kafka":
+        source, ranges, _ = kafka_plan(req)
+        tick = max(0.2, min(1.0, spec.storage.commit.max_seconds / 2))
+        return build_flow(spec, KafkaBytewaxSource(source, ranges, tick_s=tick), by_table=True)
+    return build_flow(spec, EmbeddedBytewaxSource(embedded_source(req), resume_positions(spec)), by_table=True)
+
+
+def flow():
+    """Module-level factory for ``python -m bytewax.run runners.bytewax.cluster:flow``."""
+    return build(ClusterRun.from_env())
+
+
+def run_process(run: ClusterRun, process_id: int, addresses: list[str], workers: int) -> None:
+    """Run process ``process_id`` of the cluster in this interpreter (blocks until done)."""
+    from bytewax._bytewax import cluster_main
+
+    for k, v in run.extra_env.items():
+        os.environ.setdefault(k, v)
+    cluster_main(build(run), addresses, process_id, worker_count_per_proc=workers)
+
+
+def local_addresses(processes: int) -> list[str]:
+    from infra.service import free_port
+
+    return [f"127.0.0.1:{free_port()}" for _ in range(processes)]
+
+
+def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | None = None,
+          log_dir: Path | None = None, env: dict | None = None) -> list[subprocess.Popen]:
+    """Start the ``processes`` processes of a local cluster (``python -m bytewax.run``);
+    return them (the caller waits). Output goes to ``log_dir/process-<i>.log`` if given."""
+    addresses = addresses or local_addresses(processes)
+    child_env = {**os.environ, **(env or {}), RUN_ENV: run.to_env()}
+    root = str(Path(__file__).resolve().parents[2])
+    child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
+    procs = []
+    for i in range(processes):
+        out = open(log_dir / f"process-{i}.log", "wb") if log_dir else None
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "runners.bytewax.cluster:flow", "-w", str(workers),
+             "-i", str(i), "-a", ";".join(addresses)],
+            env=child_env, stdout=out, stderr=subprocess.STDOUT if out else None, cwd=root))
+        if out:
+            out.close()
+    return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float | None = None, peer_grace_s: float = 30.0) -> list[int]:
+    """Wait for every process; once one fails, give the others ``peer_grace_s`` to stop,
+    then kill them. Returns the exit codes."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failed_at = None
+    while any(p.poll() is None for p in procs):
+        now = time.monotonic()
+        if failed_at is None and any(p.returncode not in (None, 0) for p in procs):
+            failed_at = now
+        if (failed_at is not None and now - failed_at > peer_grace_s) or (deadline is not None and now > deadline):
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.1)
+    return [p.returncode for p in procs]
+
+
+def launch(run: ClusterRun, processes: int, workers: int, log_dir: Path | None = None) -> int:
+    """Run a local cluster to its end; 0 if every process exited cleanly."""
+    procs = spawn(run, processes, workers, log_dir=log_dir)
+    try:
+        codes = wait(procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        codes = wait(procs, timeout=30)
+    return 0 if all(c == 0 for c in codes) else 1

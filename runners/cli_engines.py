@@ -1,0 +1,157 @@
+"""``obsflow`` subcommands for real engines (wired into :mod:`runners.cli`):
+
+    obsflow submit --runner flink --flink-master HOST:PORT [--spec PATH] [--parallelism N]
+                   [--worker-pool HOST:PORT] [--job-server-jar JAR | --job-endpoint HOST:PORT] [--job-name NAME]
+    obsflow jobs   --flink-master HOST:PORT
+    obsflow cancel JOB_ID --flink-master HOST:PORT [--wait S]
+    obsflow run    --runner bytewax --processes P --workers-per-process W [--process-id I --addresses A,B]
+
+``--flink-master`` defaults to ``$OBSFLOW_FLINK_MASTER``; ``--worker-pool`` to
+``$OBSFLOW_BEAM_WORKER_POOL`` (else ``localhost:50000``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+MASTER_ENV = "OBSFLOW_FLINK_MASTER"
+
+
+def _master(args) -> str:
+    m = args.flink_master or os.environ.get(MASTER_ENV)
+    if not m:
+        raise SystemExit(f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required")
+    return m
+
+
+def cmd_submit(args) -> int:
+    from runners.beam.flink import SubmitError, submit
+    from runners.cli import _spec
+
+    if args.runner != "flink":
+        print(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
+              f"for Bytewax use `obsflow run --runner bytewax --processes N`", file=sys.stderr)
+        return 2
+    spec = _spec(args)
+    master = _master(args)
+    print(f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})", file=sys.stderr, flush=True)
+    try:
+        sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
+                     job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)
+    except SubmitError as e:
+        print(f"obsflow submit: {e}", file=sys.stderr)
+        return 1
+    resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
+    print(f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
+          f"(submitted in {sub.seconds:.0f}s)", file=sys.stderr)
+    print(sub.job.jid, flush=True)
+    # the job belongs to the cluster now; leave at once (skip Beam's exit hooks, which only stop our job server client)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def cmd_jobs(args) -> int:
+    from runners.cli import _print_table
+    from runners.flink_rest import FlinkRest
+
+    jobs = FlinkRest(_master(args)).jobs()
+    if args.state:
+        jobs = [j for j in jobs if j.state == args.state.upper()]
+    if args.format == "json":
+        import json
+
+        for j in jobs:
+            print(json.dumps({"id": j.jid, "name": j.name, "state": j.state, "start_time": j.start_time,
+                              "start_time_ms": j.start_time_ms, "duration_ms": j.duration_ms}))
+        return 0
+    rows = [("id", "name", "state", "start time (UTC)", "duration")]
+    rows += [(j.jid, j.name, j.state, j.start_time, f"{j.duration_ms / 1000:.0f}s" if j.duration_ms >= 0 else "-") for j in jobs]
+    _print_table(rows)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from runners.flink_rest import FlinkRest, FlinkRestError
+
+    rest = FlinkRest(_master(args))
+    try:
+        rest.cancel(args.job_id)
+    except FlinkRestError as e:
+        print(f"obsflow cancel: {e}", file=sys.stderr)
+        return 2 if e.status in (400, 404) else 1
+    if args.wait <= 0:
+        print(f"{args.job_id} cancelling")
+        return 0
+    state = rest.wait_for_state(args.job_id, {"CANCELED"}, timeout=args.wait)
+    print(f"{args.job_id} {state}")
+    return 0 if state == "CANCELED" else 1
+
+
+def add_commands(sub, common) -> None:
+    s = sub.add_parser("submit", help="submit the streaming pipeline to a Flink session cluster (Beam FlinkRunner), detached")
+    common(s)
+    s.add_argument("--runner", default="flink", choices=["flink"])
+    s.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
+    s.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (up to the number of Kafka partitions)")
+    s.add_argument("--worker-pool", help="Beam Python worker pool host:port the TaskManagers reach (EXTERNAL environment; "
+                                         "default $OBSFLOW_BEAM_WORKER_POOL or localhost:50000)")
+    s.add_argument("--job-server-jar", help="Beam Flink job server jar (default: fetched by infra.flink, or $OBSFLOW_FLINK_JOB_SERVER_JAR)")
+    s.add_argument("--job-endpoint", help="use a running Beam job server (host:port of its job service) instead of starting one")
+    s.add_argument("--job-name", help="Flink job name (default obsflow-<spec name>-<random>)")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for RUNNING")
+    s.set_defaults(func=cmd_submit)
+
+    j = sub.add_parser("jobs", help="list the Flink cluster's jobs (REST API)")
+    j.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
+    j.add_argument("--state", help="only jobs in this state (RUNNING, CANCELED, ...)")
+    j.add_argument("--format", default="table", choices=["table", "json"])
+    j.set_defaults(func=cmd_jobs)
+
+    c = sub.add_parser("cancel", help="cancel a Flink job (REST API)")
+    c.add_argument("job_id")
+    c.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
+    c.add_argument("--wait", type=float, default=60.0, help="seconds to wait for CANCELED (0: return at once)")
+    c.set_defaults(func=cmd_cancel)
+
+
+def add_run_options(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("Bytewax cluster")
+    g.add_argument("--processes", type=int, default=1, help="bytewax: processes started on this machine (default 1)")
+    g.add_argument("--workers-per-process", type=int, default=1, help="bytewax: worker threads per process")
+    g.add_argument("--process-id", type=int, help="bytewax: run only this process of a cluster spread over machines")
+    g.add_argument("--addresses", help="bytewax: host:port of every process, comma-separated, the same on each")
+
+
+def wants_cluster(args) -> bool:
+    return args.runner == "bytewax" and (args.processes > 1 or args.workers_per_process > 1 or args.process_id is not None)
+
+
+def cmd_run_cluster(args) -> int:
+    """``obsflow run --runner bytewax`` with processes / workers: a Bytewax cluster."""
+    from runners.bytewax.cluster import ClusterRun, launch, run_process
+
+    if args.process_id is not None and not args.addresses:
+        print("obsflow run: --process-id needs --addresses (host:port of every process, comma-separated)", file=sys.stderr)
+        return 2
+    run = ClusterRun(spec=str(Path(args.spec).resolve()), warehouse=args.warehouse, source=args.source, bounded=args.bounded,
+                     duration_s=args.duration, max_records=args.max_records, count=None if args.duration else args.count,
+                     seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction, batch_size=args.batch_size)
+    started = time.monotonic()
+    if args.process_id is not None:
+        addresses = [a.strip() for a in args.addresses.split(",") if a.strip()]
+        print(f"obsflow: process {args.process_id} of {len(addresses)} × {args.workers_per_process} workers", flush=True)
+        run_process(run, args.process_id, addresses, args.workers_per_process)
+        print(f"process {args.process_id} finished in {time.monotonic() - started:.1f}s")
+        return 0
+    print(f"obsflow: running on a Bytewax cluster of {args.processes} processes × {args.workers_per_process} workers "
+          f"from {args.source}", flush=True)
+    rc = launch(run, args.processes, args.workers_per_process)
+    print(f"\ncluster finished in {time.monotonic() - started:.1f}s ({'ok' if rc == 0 else 'a process failed'})\n")
+    from runners.cli import cmd_tables
+
+    cmd_tables(args)
+    return rc
