@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipelines.spec import EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ScrubStep, TailSampleStep, ValidateStep
-from pipelines.stages import TRACE, StageInput, split_by_shard, trace_shards
+from pipelines.spec import (EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ProductStep, RollupStep, ScrubStep, TailSampleStep,
+                            ValidateStep)
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, TRACE, StageDef, StageInput, split_by_shard, trace_shards
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
@@ -49,6 +52,62 @@ def stage_plan(spec: PipelineSpec):
     return trace_step, (log_step.config if log_step else None)
 
 
+def _step(spec: PipelineSpec, cls):
+    return next((s for f in spec.flows for s in f.steps if isinstance(s, cls)), None)
+
+
+def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: bool = False) -> list[StageDef]:
+    """The stateful stages of a spec, in feeding order (``global`` last: it is fed by the
+    ``metrics`` and ``product`` stages). ``partitions`` are the ``topic:partition`` keys the
+    run reads (the event-time watermark of a stage waits for each of them); default: the
+    spec's sources with their ``partitions`` count. ``kafka``: the run reads Kafka, so alert
+    events are also pushed to the alerts topic."""
+    if partitions is None:
+        partitions = [f"{s.topic_name}:{p}" for s in spec.sources for p in range(s.partitions)]
+
+    def topics_of(signals):
+        return tuple(sorted({spec.source(f.source).topic_name for f in spec.flows if spec.source(f.source).signal in signals}))
+
+    def expected(topics):
+        return tuple(k for k in partitions if k.rsplit(":", 1)[0] in topics)
+
+    out: list[StageDef] = []
+    trace_step, log_config = stage_plan(spec)
+    if trace_step is not None:
+        sig = ("span", "log") if log_config is not None else ("span",)
+        tables = ["spans", "traces", "metrics"] + (sorted({f.sink.table for f in spec.flows if spec.source(f.source).signal == "log"})
+                                                  if log_config is not None else [])
+        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics_of(sig), (trace_step, log_config)))
+    rollup = _step(spec, RollupStep)
+    if rollup is not None:
+        sig = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
+        topics = topics_of(sig)
+        out.append(StageDef(METRICS, rollup.shards, ("metrics", spec.dead_letters.table), topics, rollup, expected(topics)))
+    product = _step(spec, ProductStep)
+    if product is not None:
+        topics = topics_of({"event"})
+        out.append(StageDef(PRODUCT, product.shards, ("sessions",), topics, product, expected(topics)))
+    alerts = spec.alerts if spec.alerts is not None and spec.alerts.rules else None
+    if alerts is not None or product is not None:
+        up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT)}
+        tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None else ())
+        topics = tuple(sorted({t for _, ts in up.values() for t in ts}))
+        out.append(StageDef(GLOBAL, 1, tables, topics,
+                            (alerts.engine_config() if alerts is not None else None, product, rollup.config if rollup else None),
+                            upstream=up, options={"spec": spec, "kafka": kafka}))
+    return out
+
+
+def _crc_shards(values: pa.Array, shards: int) -> np.ndarray:
+    """Shard of each value: CRC-32 of its text modulo ``shards`` (nulls: 0), per distinct value."""
+    import zlib
+
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    uniq = pc.unique(values)
+    table = np.asarray([zlib.crc32(v.encode()) % shards if v is not None else 0 for v in uniq.to_pylist()], np.int64)
+    return table[pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False)] if len(values) else np.zeros(0, np.int64)
+
+
 class CompiledFlow:
     """One flow of the spec: codec → validate → shape → scrub → enrich → finish."""
 
@@ -83,25 +142,44 @@ class CompiledFlow:
             from transforms.tail_sampling import LogSampler
 
             self.head_logs = LogSampler(self.log_config)  # no trace stage: follow the trace by hash (head sampling)
+        # the other stateful stages this flow feeds
+        defs = {d.name: d for d in plan_stages(spec)}
+        topic = self.source.topic_name
+        self.metrics_def = defs.get(METRICS) if METRICS in defs and topic in defs[METRICS].topics else None
+        self.deriver = None
+        if self.metrics_def is not None and signal in ("log", "event"):
+            from transforms.rollup import MetricDeriver
+
+            self.deriver = MetricDeriver(self.metrics_def.config.derive, "logs" if signal == "log" else "events")
+            if not self.deriver.rules:
+                self.deriver = None
+        self.product_def = defs.get(PRODUCT) if signal == "event" and any(isinstance(s, ProductStep) for s in flow.steps) else None
 
     @property
     def tables(self) -> list[str]:
         if self.signal == "span":
             return ["spans", "traces", "metrics", self.dead_table]
-        return [self.table.name, self.dead_table]
+        out = [self.table.name, self.dead_table]
+        for d in (self.metrics_def, self.product_def):
+            out += [t for t in (d.tables if d is not None else ()) if t not in out]
+        return out
 
     def process(self, raw: RawBatch) -> FlowOutput:
         batch = self.codec.decode(raw)
         for step in self.pre:
             batch = step(batch)
-        batch = shape.to_rows(self.signal, batch)
+        if self.signal != "metric":
+            batch = shape.to_rows(self.signal, batch)
         for step in self.post:
             batch = step(batch)
         accepted = len(set(batch.table.column(INDEX).to_pylist())) if batch.table.num_rows else 0
         dropped = 0
         stage_inputs = []
         table_rows = {}
-        if self.staged:
+        annotated = shape.annotate(batch) if (self.signal == "metric" or self.deriver or self.product_def) else None
+        if self.signal == "metric":
+            stage_inputs = self._metric_inputs(raw, annotated, "samples", self._max_ms(annotated, "timestamp"))
+        elif self.staged:
             rows = shape.annotate(batch)
             stage_inputs = self._stage_inputs(raw, rows)
         elif self.head_logs is not None:
@@ -112,7 +190,12 @@ class CompiledFlow:
             dropped = len(set(batch.table.column(INDEX).to_pylist())) - len(set(kept.column("source_offset").to_pylist())) if dropped_rows else 0
             accepted -= dropped
         else:
-            table_rows[self.table.name] = shape.finish(batch, self.table, self.extra)
+            table_rows[self.table.name] = shape.conform(annotated, self.table, self.extra) if annotated is not None \
+                else shape.finish(batch, self.table, self.extra)
+        if self.deriver is not None:
+            stage_inputs = stage_inputs + self._metric_inputs(raw, self.deriver(annotated), "derived", self._max_ms(annotated, "ts"))
+        if self.product_def is not None:
+            stage_inputs = stage_inputs + self._product_inputs(raw, annotated)
         dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes)
         by_reason: dict[str, int] = {}
         for r in dead.column("reason").to_pylist():
@@ -137,6 +220,32 @@ class CompiledFlow:
                 for k in range(n)]
 
 
+    @staticmethod
+    def _max_ms(rows: pa.Table, col: str) -> int:
+        if rows is None or rows.num_rows == 0:
+            return -1
+        v = pc.max(rows.column(col))
+        return v.cast(pa.timestamp("ms", tz="UTC")).value if v.is_valid else -1
+
+    def _inputs(self, stage: str, n: int, raw: RawBatch, parts, kind: str, event_ms: int) -> list[StageInput]:
+        now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
+        first = raw.offsets[0] if raw.offsets else -1
+        return [StageInput(stage, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now,
+                           topic_partitions=raw.topic_partitions, event_ms=event_ms, source=raw.source) for k in range(n)]
+
+    def _metric_inputs(self, raw: RawBatch, samples: pa.Table, kind: str, event_ms: int) -> list[StageInput]:
+        """One input per metrics shard (by a hash of the metric name)."""
+        n = self.metrics_def.shards
+        parts = split_by_shard(samples, _crc_shards(samples.column("name"), n), n)
+        return self._inputs(METRICS, n, raw, parts, kind, event_ms)
+
+    def _product_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:
+        """One input per product shard (by a hash of the session id)."""
+        n = self.product_def.shards
+        parts = split_by_shard(rows, _crc_shards(rows.column("session_id"), n), n)
+        return self._inputs(PRODUCT, n, raw, parts, "events", self._max_ms(rows, "ts"))
+
+
 class PipelineGraph:
     """All flows of a spec, by source name."""
 
@@ -151,6 +260,8 @@ class PipelineGraph:
             for t in f.tables:
                 if t not in names:
                     names.append(t)
+        for d in plan_stages(self.spec):
+            names += [t for t in d.tables if t not in names]
         return names
 
     def tables_for_topic(self) -> dict[str, list[str]]:
@@ -164,8 +275,10 @@ class PipelineGraph:
         for f in spec.flows:
             topic = spec.source(f.source).topic_name  # a pattern source's topics are known only to the Kafka source
             out.setdefault(topic, [])
-            tables = ["spans", "traces", "metrics"] if spec.source(f.source).signal == "span" else [f.sink.table]
-            for t in (*tables, spec.dead_letters.table):
+            sig = spec.source(f.source).signal
+            tables = ["spans", "traces", "metrics"] if sig == "span" else [] if sig == "metric" else [f.sink.table]
+            staged = [t for d in plan_stages(spec) if topic in d.topics for t in d.tables]
+            for t in (*tables, spec.dead_letters.table, *staged):
                 if t not in out[topic]:
                     out[topic].append(t)
         return out

@@ -13,6 +13,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
+from transforms.alerting.config import AlertingConfig
+from transforms.product.config import ProductConfig
+from transforms.rollup.config import DeriveRule, RollupConfig, duration_ms
 from transforms.tail_sampling.config import TailSamplingConfig
 from transforms.tail_sampling.log_sampling import LogSamplingConfig
 
@@ -112,7 +115,7 @@ class ServiceMeta(Model):
 
 # -- sources ---------------------------------------------------------------------------
 
-Signal = Literal["event", "log", "span"]
+Signal = Literal["event", "log", "span", "metric"]
 
 #: environment variable that, when set, overrides ``kafka.bootstrap_servers``
 KAFKA_BOOTSTRAP_ENV = "OBSFLOW_KAFKA_BOOTSTRAP"
@@ -230,7 +233,47 @@ class LogSampleStep(Model):
     config: LogSamplingConfig = Field(default_factory=LogSamplingConfig)
 
 
-Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep, TailSampleStep, LogSampleStep], Field(discriminator="kind")]
+class RollupStep(Model):
+    """Event-time metric rollups (``transforms.rollup``) in a stateful stage keyed by a hash
+    of the metric name (so each metric's cardinality limit and overflow series stay exact
+    and a counter's samples meet in one shard). On a ``signal: metric`` flow. Emits
+    ``obs.metrics`` rows; samples later than ``allowed_lateness`` go to the dead letters
+    with reason ``late_data``. ``derive`` rules add metrics computed from the rows of the
+    spec's log and event flows (``source: logs|events``), fed to the same stage."""
+
+    kind: Literal["rollup"]
+    shards: int = Field(4, gt=0, description="state shards (metric name hash)")
+    config: RollupConfig = Field(default_factory=RollupConfig)
+    derive: list[DeriveRule] = Field(default_factory=list, description="metrics derived from log / event rows")
+
+
+class ProductStep(Model):
+    """Sessions, funnels and client-error grouping (``transforms.product``) in a stateful
+    stage keyed by a hash of the session id. On a ``signal: event`` flow, after enrich.
+    Emits ``obs.sessions`` rows and funnel report / error group rows into ``obs.metrics``;
+    the flow's own table (``events``) is still written."""
+
+    kind: Literal["product"]
+    shards: int = Field(4, gt=0, description="state shards (session id hash)")
+    config: ProductConfig = Field(default_factory=ProductConfig)
+    error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window")
+
+
+Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep, TailSampleStep, LogSampleStep, RollupStep, ProductStep],
+                 Field(discriminator="kind")]
+
+
+class AlertsSpec(AlertingConfig):
+    """Alert rules over the rollup output with Alertmanager's routing, grouping, timers and
+    inhibition (``transforms.alerting``), evaluated by a single-shard stage fed by the
+    ``rollup`` stage. Alert events go to ``obs.alerts``, to the Kafka alerts topic and, with
+    ``alertmanager_url``, to a real Alertmanager (v2 API)."""
+
+    alertmanager_url: str | None = Field(None, description="POST alert events to this Alertmanager (http://host:9093)")
+    alertmanager_timeout: float = Field(5.0, gt=0, description="seconds per Alertmanager request")
+
+    def engine_config(self) -> AlertingConfig:
+        return AlertingConfig(rules=self.rules, route=self.route, inhibit_rules=self.inhibit_rules, external_url=self.external_url)
 
 
 class SinkSpec(Model):
@@ -274,6 +317,7 @@ class PipelineSpec(Model):
     dead_letters: DeadLetterSpec = DeadLetterSpec()
     kafka: KafkaSpec = KafkaSpec()
     outputs: OutputsSpec = OutputsSpec()
+    alerts: AlertsSpec | None = None
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineSpec":
@@ -297,12 +341,37 @@ class PipelineSpec(Model):
                 raise SpecReferenceError(f"flows[{i}].source", f"one of the source names {names}", flow.source)
             if flow.sink.table not in TABLES:
                 raise SpecReferenceError(f"flows[{i}].sink.table", f"one of the tables {sorted(TABLES)}", flow.sink.table)
+        self._check_stages()
         if self.dead_letters.table not in TABLES:
             raise SpecReferenceError("dead_letters.table", f"one of the tables {sorted(TABLES)}", self.dead_letters.table)
         for t in self.storage.tables:
             if t not in TABLES:
                 raise SpecReferenceError(f"storage.tables.{t}", f"one of the tables {sorted(TABLES)}", t)
         return self
+
+    def _check_stages(self) -> None:
+        rollups = []
+        for i, flow in enumerate(self.flows):
+            sig = self.source(flow.source).signal
+            for j, st in enumerate(flow.steps):
+                if isinstance(st, RollupStep):
+                    if sig != "metric":
+                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
+                    rollups.append(st)
+                if isinstance(st, ProductStep) and sig != "event":
+                    raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a product step on a flow whose source has signal: event", sig)
+            if sig == "metric" and not any(isinstance(st, RollupStep) for st in flow.steps):
+                raise SpecReferenceError(f"flows[{i}].steps", "a rollup step (metric samples are only written as rollups)", "none")
+        if len(rollups) > 1:
+            raise SpecReferenceError("flows", "at most one rollup step (one metrics stage)", len(rollups))
+        if self.alerts is not None and self.alerts.rules:
+            if not rollups:
+                raise SpecReferenceError("alerts", "a rollup step in some flow (alert rules are evaluated over its output)", "none")
+            res = set(rollups[0].config.resolutions_ms)
+            for i, r in enumerate(self.alerts.rules):
+                if duration_ms(r.resolution) not in res:
+                    raise SpecReferenceError(f"alerts.rules[{i}].resolution", f"one of the rollup resolutions {rollups[0].config.resolutions}",
+                                             r.resolution)
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)

@@ -69,6 +69,8 @@ class StageInput:
     next_offset: int
     now_ms: int
     topic_partitions: int | None = None
+    event_ms: int = -1     # largest event time of the whole raw batch (every shard: the same watermark)
+    source: str = ""       # source name in the spec (dead letters)
 
     @property
     def key(self) -> str:
@@ -312,3 +314,471 @@ class TraceStage:
         if self.logs is not None and st["log_counts"]:
             self.logs.kept_lines, self.logs.dropped_lines = st["log_counts"]
         return self
+
+
+# -- the stage protocol and registry ----------------------------------------------------
+
+_MIN = -(1 << 62)
+_MAX = 1 << 62
+_NEVER = "36500d"  # a watermark delay that keeps a library's own watermark out of the way: the stage drives it
+
+
+class Stage:
+    """What an engine hosts per key ``"<stage>:<shard>"`` (duck-typed; the classes below)."""
+
+    def process(self, item) -> StageOutput: ...
+
+    def flush(self) -> StageOutput: ...
+
+    def snapshot(self) -> bytes: ...
+
+
+@dataclass
+class StageDef:
+    """One stateful stage of a spec (see :func:`pipelines.graph.plan_stages`): its kind and
+    shards, the tables it writes, the topics it consumes, the topic partitions it must
+    hear of before its event-time watermark moves (``expected``), the step/config it
+    runs, and (for ``global``) the stages it is fed by."""
+
+    name: str
+    shards: int
+    tables: tuple
+    topics: tuple
+    config: object = None
+    expected: tuple = ()
+    upstream: dict = field(default_factory=dict)  # stage name -> (shards, topics)
+    options: dict = field(default_factory=dict)
+
+
+def make_stage(defn: StageDef, shard: int, blob: bytes | None = None):
+    """Build (or, with ``blob``, restore) shard ``shard`` of the stage ``defn`` describes."""
+    if defn.name == TRACE:
+        step, log_config = defn.config
+        return TraceStage.restore(step, log_config, shard, blob) if blob else TraceStage(step, log_config, shard)
+    if blob:
+        return pickle.loads(zlib.decompress(blob))
+    kind = STAGE_KINDS[defn.name]
+    return kind(defn, shard)
+
+
+class _Pickled:
+    def snapshot(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=5), 1)
+
+
+class _Tracked(_Pickled):
+    """Event time and positions for stages that hold rows until a horizon passes.
+
+    Each source partition has its own watermark (largest event time it delivered −
+    delay), so whether a record is late does not depend on how an engine interleaves
+    partitions; the stage's watermark (what closes windows and sessions) is the smallest
+    over the partitions it expects, so no partition's on-time data finds its window
+    closed. A batch's first offset is held (positions) until the horizon passes the
+    windows its rows went into."""
+
+    def _init_tracking(self, defn: StageDef, delay_ms: int):
+        self.expected = tuple(defn.expected)
+        self.delay = delay_ms
+        self._batches: dict[str, deque] = {}
+        self._latest: dict[str, int] = {}
+        self.wm: dict[str, int] = {}
+        self.close_wm: int | None = None
+
+    def _own_watermark(self, tp: str) -> int | None:
+        w = max(self.wm.get(tp, _MIN), self.close_wm if self.close_wm is not None else _MIN)
+        return None if w == _MIN else w
+
+    def _track(self, item: StageInput, release_at: int) -> str:
+        tp = f"{item.topic}:{item.partition}"
+        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, release_at))
+        self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
+        if item.event_ms >= 0:
+            self.wm[tp] = max(self.wm.get(tp, _MIN), item.event_ms - self.delay)
+        return tp
+
+    def _horizon(self) -> int | None:
+        """The stage watermark if it moved, else None."""
+        keys = set(self.expected) | set(self.wm)
+        if not keys or any(k not in self.wm for k in keys):
+            return None
+        g = min(self.wm[k] for k in keys)
+        if self.close_wm is None or g > self.close_wm:
+            self.close_wm = g
+            return g
+        return None
+
+    def positions(self, final: bool = False) -> dict[str, int]:
+        out = {}
+        for tp, q in self._batches.items():
+            while q and (final or (self.close_wm is not None and q[0][2] <= self.close_wm)):
+                q.popleft()
+            out[tp] = q[0][0] if q else self._latest[tp]
+        return out
+
+
+def _concat(parts: list, name: str) -> pa.Table | None:
+    parts = [p for p in parts if p is not None and p.num_rows]
+    if not parts:
+        return None
+    tdef = table_def(name)
+    parts = [conform(p, tdef) for p in parts]
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+from transforms.rollup import MetricRollup  # noqa: E402
+
+
+class _StageRollup(MetricRollup):
+    """A :class:`MetricRollup` whose windows close at the stage's watermark (``close_wm``)
+    while each batch is judged late or too late against its own partition's watermark
+    (set on ``watermark`` before each batch)."""
+
+    close_wm: int | None = None
+
+    def _close(self, wm, everything: bool = False):
+        return super()._close(self.close_wm, everything)
+
+
+def _late_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Table:
+    """Dead-letter rows (reason ``late_data``) for metric samples whose window had closed."""
+    import json as _json
+
+    from schemas.tables import DEAD_LETTERS
+
+    rows = []
+    for r in late.to_pylist():
+        ts = r.get("timestamp")
+        doc = {k: r.get(k) for k in ("name", "kind", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")}
+        doc["labels"] = dict(doc["labels"] or [])
+        doc["timestamp"] = ts.isoformat() if ts is not None else None
+        raw = _json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        rows.append({"received_at": r.get("ingested_at"), "reason": "late_data",
+                     "detail": f"timestamp {doc['timestamp']}: its window closed (later than allowed_lateness "
+                               f"{lateness_ms // 1000}s behind the partition's watermark); raw is the decoded sample re-encoded",
+                     "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
+                     "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
+                     "raw": raw, "raw_size": len(raw), "raw_truncated": False})
+    return pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema())
+
+
+class MetricsStage(_Tracked):
+    """Metric rollups for one shard (metric name hash): samples of ``signal: metric``
+    flows (kind ``samples``) and samples derived from log / event rows (kind ``derived``).
+    Emits closed-window ``metrics`` rows; a sample whose window had closed (beyond
+    ``allowed_lateness``) goes to ``dead_letters`` with reason ``late_data`` (a derived
+    one is counted in ``dropped["late_derived"]``: its log line or event is in its table)."""
+
+    def __init__(self, defn: StageDef, shard: int = 0):
+        step = defn.config
+        cfg = step.config
+        self.shard, self.shards = shard, defn.shards
+        self.lateness = cfg.lateness_ms
+        self.coarse = max(cfg.resolutions_ms)
+        self.rollup = _StageRollup(cfg.model_copy(update={"watermark_delay": _NEVER}))
+        self._init_tracking(defn, cfg.delay_ms)
+        self.late = {"late_data": 0, "late_derived": 0, "invalid": 0}
+
+    def process(self, item: StageInput) -> StageOutput:
+        rows: dict[str, list] = {"metrics": [], "dead_letters": []}
+        dropped: dict[str, int] = {}
+        t = item.table
+        release = _MIN
+        tp = f"{item.topic}:{item.partition}"
+        if t is not None and t.num_rows:
+            self.rollup.watermark = self._own_watermark(tp)
+            out = self.rollup.process(t)
+            self._collect(out, rows, item, dropped)
+            mx = pc.max(t.column("timestamp")).cast(pa.timestamp("ms", tz="UTC")).value
+            release = (mx // self.coarse + 1) * self.coarse + self.lateness
+        self._track(item, release)
+        g = self._horizon()
+        if g is not None:
+            self.rollup.close_wm = g
+            self._collect(self.rollup.advance_watermark(g), rows, item, dropped)
+        return self._output(rows, dropped, final=False)
+
+    def _collect(self, out, rows, item=None, dropped=None) -> None:
+        rows["metrics"].append(out.metrics)
+        if out.late is not None and out.late.num_rows:
+            if item is not None and item.kind == "samples":
+                rows["dead_letters"].append(_late_dead_letters(out.late, item.source, self.lateness))
+                self.late["late_data"] += out.late.num_rows
+            else:
+                self.late["late_derived"] += out.late.num_rows
+                dropped["late_derived"] = dropped.get("late_derived", 0) + out.late.num_rows
+        if out.invalid is not None and out.invalid.num_rows:
+            self.late["invalid"] += out.invalid.num_rows
+            dropped["invalid_sample"] = dropped.get("invalid_sample", 0) + out.invalid.num_rows
+
+    def flush(self) -> StageOutput:
+        rows: dict[str, list] = {"metrics": [], "dead_letters": []}
+        self.rollup.close_wm = None
+        self._collect(self.rollup.flush(), rows)
+        self.close_wm = _MAX
+        return self._output(rows, {}, final=True)
+
+    def _output(self, rows, dropped, final: bool) -> StageOutput:
+        out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}
+        return StageOutput(stage=METRICS, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
+                           dropped=dropped, watermark=_MAX if final else self.close_wm)
+
+
+# -- product -------------------------------------------------------------------------------
+
+from transforms.product import ProductAnalytics  # noqa: E402
+from transforms.product.fingerprint import fingerprint as _fingerprint, normalize_stacks  # noqa: E402
+from transforms.product.funnels import FunnelReport  # noqa: E402
+
+
+class _TallyReport(FunnelReport):
+    """Keeps the tallies of closed report windows (merged over shards by the global stage)
+    instead of turning them into rows."""
+
+    def close(self, before_ms):
+        for k in sorted(self.windows):
+            if before_ms is not None and (k + 1) * self.res > before_ms:
+                break
+            self.__dict__.setdefault("closed", {})[k] = self.windows.pop(k)
+        return table_def("metrics").arrow_schema().empty_table()
+
+    def take(self) -> dict:
+        return self.__dict__.pop("closed", {})
+
+
+class ProductStage(_Tracked):
+    """Sessions, funnel tallies and client-error counts for one shard (session id hash).
+    Emits ``sessions`` rows of closed sessions; closed report windows' funnel tallies and
+    error counts travel in ``extra`` to the global stage, which merges the shards."""
+
+    def __init__(self, defn: StageDef, shard: int = 0):
+        step = defn.config
+        cfg = step.config
+        self.shard, self.shards = shard, defn.shards
+        self.gap, self.res = cfg.gap_ms, cfg.report_ms
+        self.analytics = ProductAnalytics(cfg.model_copy(update={"watermark_delay": _NEVER}))
+        self.analytics.report = _TallyReport(cfg.funnels, cfg.report_ms)
+        self.error_groups = step.error_groups
+        self.errors: dict[tuple[int, str], list] = {}   # (window, fingerprint) -> [error type, count]
+        self._init_tracking(defn, cfg.delay_ms)
+
+    def process(self, item: StageInput) -> StageOutput:
+        sessions = []
+        t = item.table
+        release = _MIN
+        if t is not None and t.num_rows:
+            sessions.append(self.analytics.process(t).sessions)
+            if self.error_groups:
+                self._errors(t)
+            mx = pc.max(t.column("ts")).cast(pa.timestamp("ms", tz="UTC")).value
+            release = (mx // self.res + 1) * self.res + self.gap
+        self._track(item, release)
+        g = self._horizon()
+        if g is not None:
+            sessions.append(self.analytics.advance_watermark(g).sessions)
+        return self._output(sessions, final=False)
+
+    def _errors(self, t: pa.Table) -> None:
+        e = t.filter(pc.fill_null(pc.equal(t.column("event_type"), "error"), False))
+        if not e.num_rows:
+            return
+        stack = pc.coalesce(e.column("error_stack"), e.column("error_message"), pa.scalar(""))
+        norm = normalize_stacks(stack.combine_chunks() if isinstance(stack, pa.ChunkedArray) else stack).to_pylist()
+        ts = pc.cast(e.column("ts").cast(pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        for n, x in zip(norm, ts):
+            g = self.errors.setdefault((x // self.res, _fingerprint(n)), [n.split("\n", 1)[0], 0])
+            g[1] += 1
+
+    def flush(self) -> StageOutput:
+        sessions = [self.analytics.flush().sessions]
+        self.close_wm = _MAX
+        return self._output(sessions, final=True)
+
+    def _output(self, sessions, final: bool) -> StageOutput:
+        through = _MAX if final else (self.close_wm - self.gap if self.close_wm is not None else None)
+        errors = {}
+        if through is not None:
+            for key in [k for k in self.errors if final or (k[0] + 1) * self.res <= through]:
+                errors[key] = self.errors.pop(key)
+        extra = {"funnels": self.analytics.report.take(), "errors": errors, "through": through}
+        out = {"sessions": t} if (t := _concat(sessions, "sessions")) is not None else {}
+        return StageOutput(stage=PRODUCT, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
+                           watermark=_MAX if final else self.close_wm, extra=extra)
+
+
+# -- global: alerts over the rollups, funnel reports over the product shards --------------------
+
+class GlobalStage(_Pickled):
+    """One shard, fed by the metrics and product stages' outputs.
+
+    Alerts: rollup rows are buffered per (window end, resolution) and evaluated, in event
+    time order, once every metrics shard's watermark has passed the window's close (so a
+    ratio's numerator and denominator from different shards are seen together); windows
+    without rows are ticks (absence rules). Emits ``alerts`` rows, the alert events and
+    the notifications. Funnels: the product shards' closed-window tallies are merged and
+    a report window is emitted (``metrics`` rows) once every product shard is past it.
+    Positions: per partition, the smallest position the upstream shards reported."""
+
+    def __init__(self, defn: StageDef, shard: int = 0):
+        from transforms.alerting import AlertEngine
+
+        self.upstream = dict(defn.upstream)
+        alerts, product, rollup = defn.config
+        self.engine = AlertEngine(alerts) if alerts is not None and alerts.rules else None
+        self.lateness = rollup.lateness_ms if rollup is not None else 0
+        self.rule_res: list[int] = []
+        self.metric_names: set = set()
+        if self.engine is not None:
+            from transforms.rollup.config import duration_ms
+
+            self.rule_res = sorted({duration_ms(r.resolution) for r in alerts.rules})
+            self.metric_names = {r.select.metric for r in alerts.rules} | {r.ratio_of.metric for r in alerts.rules if r.ratio_of}
+        self.pending: dict[tuple[int, int], list] = {}
+        self.next_end: dict[int, int] = {}
+        self.report = FunnelReport(product.config.funnels, product.config.report_ms) if product is not None else None
+        self.res = product.config.report_ms if product is not None else 0
+        self.errors: dict[tuple[int, str], list] = {}
+        self.marks: dict[tuple[str, int], int] = {}      # (stage, shard) -> watermark / through
+        self.reports: dict[tuple[str, int], dict] = {}   # (stage, shard) -> positions
+        self.horizon = _MIN
+
+    def process(self, out: StageOutput) -> StageOutput:
+        self.reports[(out.stage, out.shard)] = dict(out.positions)
+        rows: dict[str, list] = {"alerts": [], "metrics": []}
+        events, notes = [], []
+        if out.stage == METRICS:
+            if out.watermark is not None:
+                self.marks[(METRICS, out.shard)] = out.watermark
+            m = out.rows.get("metrics")
+            if self.engine is not None and m is not None and m.num_rows:
+                self._buffer(m)
+            self._alerts(self._mark(METRICS), rows, events, notes)
+        elif out.stage == PRODUCT and self.report is not None:
+            x = out.extra
+            for k, funnels in x.get("funnels", {}).items():
+                for name, f in funnels.items():
+                    self._merge_funnel(k, name, f)
+            for key, (etype, n) in x.get("errors", {}).items():
+                g = self.errors.setdefault(key, [etype, 0])
+                g[1] += n
+            if x.get("through") is not None:
+                self.marks[(PRODUCT, out.shard)] = x["through"]
+            self._funnels(self._mark(PRODUCT), rows)
+        return self._output(rows, events, notes)
+
+    def flush(self) -> StageOutput:
+        rows: dict[str, list] = {"alerts": [], "metrics": []}
+        events, notes = [], []
+        self._alerts(_MAX, rows, events, notes)
+        self._funnels(_MAX, rows)
+        return self._output(rows, events, notes)
+
+    def _mark(self, stage: str) -> int | None:
+        shards = self.upstream.get(stage, (0, ()))[0]
+        vals = [self.marks.get((stage, k)) for k in range(shards)]
+        return None if any(v is None for v in vals) or not vals else min(vals)
+
+    def _buffer(self, m: pa.Table) -> None:
+        m = m.filter(pc.is_in(m.column("name"), value_set=pa.array(sorted(self.metric_names), pa.string())))
+        if not m.num_rows:
+            return
+        from transforms.rollup.config import duration_ms
+
+        ends = pc.cast(m.column("window_end").cast(pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        res = [duration_ms(r) for r in m.column("resolution").to_pylist()]
+        idx: dict[tuple[int, int], list] = {}
+        for i, (e, r) in enumerate(zip(ends, res)):
+            if r in self.rule_res:
+                idx.setdefault((e, r), []).append(i)
+        for key, ix in idx.items():
+            self.pending.setdefault(key, []).append(m.take(pa.array(ix)))
+            self.next_end.setdefault(key[1], key[0])
+            self.next_end[key[1]] = min(self.next_end[key[1]], key[0])
+
+    def _alerts(self, mark, rows, events, notes) -> None:
+        if self.engine is None or mark is None:
+            return
+        final = mark >= _MAX
+        last = max((e for e, _ in self.pending), default=None)
+        due = []
+        for r, nxt in self.next_end.items():
+            stop = (last if final else mark - self.lateness)
+            if stop is None:
+                continue
+            e = nxt
+            while e <= stop:
+                due.append((e, r))
+                e += r
+            self.next_end[r] = e
+        for e, r in sorted(due):
+            parts = self.pending.pop((e, r), None)
+            out = self.engine.process(pa.concat_tables(parts)) if parts else self.engine.tick(r, e)
+            events += out.events
+            notes += out.notifications
+        if events:
+            from transforms.alerting import alert_rows
+
+            rows["alerts"].append(alert_rows(events))
+
+    def _merge_funnel(self, k: int, name: str, f: dict) -> None:
+        w = self.report.windows.setdefault(k, {})
+        g = w.get(name)
+        if g is None:
+            w[name] = {"reached": list(f["reached"]), "last": list(f["last"]), "times": [list(x) for x in f["times"]],
+                       "abandoned": f["abandoned"]}
+            return
+        for i in range(len(g["reached"])):
+            g["reached"][i] += f["reached"][i]
+            g["last"][i] += f["last"][i]
+            g["times"][i].extend(f["times"][i])
+        g["abandoned"] += f["abandoned"]
+
+    def _funnels(self, mark, rows) -> None:
+        if self.report is None or mark is None:
+            return
+        for w in self.report.windows.values():
+            for g in w.values():
+                for x in g["times"]:
+                    x.sort()  # merged order must not depend on shard arrival order
+        rows["metrics"].append(self.report.close(None if mark >= _MAX else mark))
+        due = sorted(k for k in self.errors if mark >= _MAX or (k[0] + 1) * self.res <= mark)
+        if due:
+            import datetime as dt
+
+            base = {c: None for c in table_def("metrics").arrow_schema().names}
+            out = []
+            for k in due:
+                etype, n = self.errors.pop(k)
+                out.append({**base, "window_start": dt.datetime.fromtimestamp(k[0] * self.res / 1000, dt.timezone.utc),
+                            "window_end": dt.datetime.fromtimestamp((k[0] + 1) * self.res / 1000, dt.timezone.utc),
+                            "resolution": _fmt(self.res), "name": "product.errors", "kind": "summary",
+                            "labels": [("error_type", etype[:200]), ("fingerprint", k[1])], "count": n, "sum": float(n),
+                            "exemplar_trace_ids": [], "late_samples": 0})
+            rows["metrics"].append(pa.Table.from_pylist(out, schema=table_def("metrics").arrow_schema()))
+
+    def positions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        tps = {tp for rep in self.reports.values() for tp in rep}
+        for tp in tps:
+            topic = tp.rsplit(":", 1)[0]
+            vals = []
+            for stage, (shards, topics) in self.upstream.items():
+                if topic in topics:
+                    vals += [self.reports.get((stage, k), {}).get(tp) for k in range(shards)]
+            if vals and all(v is not None for v in vals):
+                out[tp] = min(vals)
+        return out
+
+    def _output(self, rows, events, notes) -> StageOutput:
+        out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}
+        return StageOutput(stage=GLOBAL, shard=0, rows=out, positions=self.positions(), shards=1, alerts=events, notifications=notes)
+
+
+def _fmt(ms: int) -> str:
+    from transforms.rollup.config import format_duration
+
+    return format_duration(ms)
+
+
+STAGE_KINDS = {METRICS: MetricsStage, PRODUCT: ProductStage, GLOBAL: GlobalStage}

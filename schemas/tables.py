@@ -171,7 +171,7 @@ DEAD_LETTERS = TableDef(
     doc="One row per rejected input record, with the reason and the raw bytes.",
     schema=_schema(
         ("received_at", TimestamptzType(), True),
-        ("reason", StringType(), True, "format_violation, schema_violation, size_violation, timestamp_out_of_range, enrichment_failure"),
+        ("reason", StringType(), True, "format_violation, schema_violation, size_violation, timestamp_out_of_range, enrichment_failure, late_data"),
         ("detail", StringType(), True),
         ("source", StringType(), True, "source name in the spec"),
         ("source_topic", StringType(), True),
@@ -316,7 +316,7 @@ ALERTS = TableDef(
 
 TABLES: dict[str, TableDef] = {t.name: t for t in (EVENTS, LOGS, SPANS, TRACES, METRICS, SESSIONS, ALERTS, DEAD_LETTERS)}
 
-REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure")
+REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure", "late_data")
 
 
 def table_def(name: str) -> TableDef:

@@ -92,24 +92,25 @@ class IcebergSink:
     """
 
     def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8):
-        from pipelines.graph import PipelineGraph, stage_plan
+        from pipelines.graph import PipelineGraph, plan_stages
 
-        trace_step, log_config = stage_plan(spec)
-        self.stage_shards = trace_step.shards if trace_step else 0
-        staged = set()
-        if trace_step:
-            for f in spec.flows:
-                sig = spec.source(f.source).signal
-                if sig == "span":
-                    staged.update(("spans", "traces", "metrics"))
-                elif sig == "log" and log_config is not None:
-                    staged.add(f.sink.table)
-        self.stage_tables = [t for t in table_names if t in staged]
+        # who feeds each table from each topic: stateful stages (each shard reports its
+        # positions) and stateless flow writes (their batch's next offset)
+        self._stage_defs = {d.name: d for d in plan_stages(spec)}
         self._topics_of: dict[str, set[str]] = {}
         for topic, names in PipelineGraph.tables_by_topic(spec).items():
             for n in names:
                 self._topics_of.setdefault(n, set()).add(topic)
-        self._shard_reports: dict[str, dict[int, dict[str, int]]] = {}
+        self._stateless: set[tuple[str, str]] = set()  # (table, topic) written by flows directly
+        staged_logs = any(d.name == "trace" and d.config[1] is not None for d in self._stage_defs.values())
+        for f in spec.flows:
+            src = spec.source(f.source)
+            sig = src.signal
+            self._stateless.add((spec.dead_letters.table, src.topic_name))
+            if sig not in ("span", "metric") and not (sig == "log" and staged_logs and "trace" in self._stage_defs):
+                self._stateless.add((f.sink.table, src.topic_name))
+        self._reports: dict[str, dict[tuple[str, int], dict[str, int]]] = {}  # table -> (stage, shard) -> positions
+        self._flow_pos: dict[str, dict[str, int]] = {}                       # table -> tp -> next offset written
         self.spec = spec
         self.catalog = open_catalog(spec.storage)
         self.tables = load_tables(self.catalog, spec.storage, table_names)
@@ -154,8 +155,26 @@ class IcebergSink:
                 self._first_pending_at.setdefault(name, time.monotonic())
                 if name == self.dead_table and self.spec.outputs.dead_letters_topic:
                     self.kafka_out.publish_dead_letters(rows)
-            p.positions[key] = max(p.positions.get(key, 0), out.next_offset)
+            self._flow_pos.setdefault(name, {})[key] = max(self._flow_pos.get(name, {}).get(key, 0), out.next_offset)
+            self._position(name, key)
         self.tick()
+
+    def _position(self, name: str, tp: str) -> None:
+        """A table's position for ``tp``: the smallest over everything that feeds the table
+        from that topic (flow writes, every shard of every stage); nothing until all have
+        reported it."""
+        topic = tp.rsplit(":", 1)[0]
+        vals = []
+        if (name, topic) in self._stateless:
+            vals.append(self._flow_pos.get(name, {}).get(tp))
+        reports = self._reports.get(name, {})
+        for d in self._stage_defs.values():
+            if name in d.tables and topic in d.topics:
+                vals += [reports.get((d.name, k), {}).get(tp) for k in range(d.shards)]
+        if not vals or any(v is None for v in vals):
+            return
+        p = self.pending[name]
+        p.positions[tp] = max(p.positions.get(tp, 0), min(vals))
 
     @property
     def kafka_out(self):
@@ -186,16 +205,15 @@ class IcebergSink:
                 p.parts.append(rows)
                 p.rows += rows.num_rows
                 self._first_pending_at.setdefault(name, time.monotonic())
-        for name in self.stage_tables:
-            reports = self._shard_reports.setdefault(name, {})
-            reports[out.shard] = dict(out.positions)
-            p = self.pending[name]
+        d = self._stage_defs.get(out.stage)
+        for name in (d.tables if d is not None else ()):
+            if name not in self.pending:
+                continue
+            self._reports.setdefault(name, {})[(out.stage, out.shard)] = dict(out.positions)
             topics = self._topics_of.get(name, set())
             for tp in out.positions:
-                if tp.rsplit(":", 1)[0] not in topics:
-                    continue
-                if all(tp in reports.get(k, {}) for k in range(self.stage_shards)):
-                    p.positions[tp] = max(p.positions.get(tp, 0), min(reports[k][tp] for k in range(self.stage_shards)))
+                if tp.rsplit(":", 1)[0] in topics:
+                    self._position(name, tp)
         self.tick()
 
     def tick(self) -> None:

@@ -6,7 +6,9 @@ Each topic partition is an independent, deterministic stream (seed, topic, parti
   scrolls, and client errors whose messages and stack traces carry e-mail addresses,
   tokens and card numbers that scrubbing must remove;
 - ``log`` topics: service logs (checkout, signup, search, auth, frontend) with levels,
-  trace and span ids, request and user ids, attributes, and the same kinds of PII.
+  trace and span ids, request and user ids, attributes, and the same kinds of PII;
+- ``metric`` topics: counters (with occasional resets), gauges and delta histograms per
+  service / route / host, a few samples minutes late (:func:`_metrics`).
 
 About ``bad_fraction`` of records (1% by default) are malformed, cycling through every
 kind a real pipeline meets; :func:`partition_stream` labels each with the reason code the
@@ -192,6 +194,55 @@ def _logs(rng: random.Random, clock: _Clock, partition: int, seed: int = 42) -> 
         yield rec
 
 
+METRIC_BAD_KINDS = [
+    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("empty", "format_violation"),
+    ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"), ("unknown_kind", "schema_violation"),
+    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"),
+]
+ROUTES = ["/", "/checkout", "/search", "/signup", "/api/items"]
+LATENCY_BOUNDS = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]
+#: fraction of metric samples stamped minutes in the past (late data the rollup must route)
+METRIC_LATE_FRACTION = 0.002
+
+
+def _metrics(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict]:
+    """Metric samples of the services on this partition (each service's series live on one
+    partition, as when each exporter writes its own): cumulative counters
+    ``http.requests`` / ``http.errors`` per service and route (a process restart now and
+    then resets them), a ``process.cpu`` gauge per host, and ``http.latency_ms``
+    histograms (delta buckets) per service and route."""
+    services = [s for i, s in enumerate(SERVICES) if i % 4 == partition % 4] or [SERVICES[partition % len(SERVICES)]]
+    totals: dict[tuple, float] = {}
+    while True:
+        arrival = clock.tick()
+        ts = arrival - rng.randint(0, 2000)
+        if rng.random() < METRIC_LATE_FRACTION:
+            ts = arrival - rng.randint(180_000, 600_000)
+        service = rng.choice(services)
+        route = rng.choice(ROUTES)
+        r = rng.random()
+        labels = {"service": service, "route": route, "env": "prod"}
+        if r < 0.45:
+            name = "http.requests" if rng.random() < 0.8 else "http.errors"
+            key = (name, service, route)
+            if rng.random() < 0.002:
+                totals[key] = 0.0  # the process restarted: the counter starts again
+            totals[key] = totals.get(key, 0.0) + rng.randint(1, 20) * (1 if name == "http.requests" else 0.1)
+            rec = {"name": name, "kind": "COUNTER", "value": round(totals[key], 3)}
+        elif r < 0.65:
+            labels = {"service": service, "host": f"{service}-{rng.randint(1, 4)}", "env": "prod"}
+            rec = {"name": "process.cpu", "kind": "GAUGE", "value": round(rng.betavariate(2, 5), 4)}
+        else:
+            n = rng.randint(1, 30)
+            obs = [rng.lognormvariate(4.0 if service != "checkout" else 5.0, 0.8) for _ in range(n)]
+            counts = [0] * (len(LATENCY_BOUNDS) + 1)
+            for v in obs:
+                counts[next((i for i, b in enumerate(LATENCY_BOUNDS) if v <= b), len(LATENCY_BOUNDS))] += 1
+            rec = {"name": "http.latency_ms", "kind": "HISTOGRAM", "bucket_bounds": LATENCY_BOUNDS, "bucket_counts": counts,
+                   "count": n, "sum": round(sum(obs), 3)}
+        yield {**rec, "timestamp": _iso(ts), "labels": labels, "_arrival": arrival}
+
+
 SPAN_BAD_KINDS = [
     ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("empty", "format_violation"),
     ("missing_field", "schema_violation"), ("bad_span_id", "schema_violation"), ("far_future", "timestamp_out_of_range"),
@@ -276,6 +327,15 @@ def _malform(kind: str, rec: dict, rng: random.Random, arrival: int, max_bytes: 
         return body.replace(b'"prod"', b'"pr\xff\xfed"').replace(b'"/', b'"/\xc3\x28', 1)
     if kind == "empty":
         return b""
+    if kind == "wrong_type" and "kind" in rec:
+        rec["name"] = 12345
+        return json.dumps(rec).encode()
+    if kind == "missing_field" and "kind" in rec:
+        rec.pop("name")
+        return json.dumps(rec).encode()
+    if kind == "unknown_kind":
+        rec["kind"] = "TALLY"
+        return json.dumps(rec).encode()
     if kind == "wrong_type":
         key = "page" if "page" in rec else "message"
         rec[key] = 12345
@@ -336,6 +396,8 @@ def partition_stream(signal: str, topic: str, partition: int, count: int, *, see
         good, kinds = _logs(rng, clock, partition, seed), LOG_BAD_KINDS
     elif signal == "span":
         good, kinds = _span_records(seed, partition, partitions, start_ms, rate_per_s), SPAN_BAD_KINDS
+    elif signal == "metric":
+        good, kinds = _metrics(rng, clock, partition), METRIC_BAD_KINDS
     else:
         raise ValueError(f"the embedded generator has no {signal!r} traffic")
     next_kind = bad_rng.randrange(len(kinds))

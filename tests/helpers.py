@@ -19,23 +19,40 @@ from sources.generator import EmbeddedSource
 START_MS = 1_763_000_000_000  # a fixed simulated start, so runs are comparable
 
 
-def local_spec(warehouse, traces: bool = False, **storage_commit) -> PipelineSpec:
-    """The default spec on a local warehouse. Without ``traces``: only product events and
-    logs, logs unsampled (so every table's rows are exactly predictable)."""
+def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage_commit) -> PipelineSpec:
+    """The default spec on a local warehouse. Without ``traces``: no spans, logs
+    unsampled; without ``metrics``: no metric source, rollups, product stage or alerts
+    (so every table's rows are exactly predictable)."""
     data = yaml.safe_load(DEFAULT_SPEC.read_text())
     data["storage"]["catalog"]["warehouse"] = str(warehouse)
     if not traces:
-        strip_traces(data)
+        strip_traces(data, metrics=metrics)
+    elif not metrics:
+        strip_metrics(data)
     data["storage"]["commit"].update(storage_commit)
     return parse_spec(data)
 
 
-def strip_traces(data: dict) -> dict:
-    """Remove the span source and flow and log sampling from a spec mapping (in place)."""
+def strip_traces(data: dict, metrics: bool = False) -> dict:
+    """Remove the span source and flow and log sampling from a spec mapping (in place);
+    unless ``metrics``, also the metric flow, product step and alerts (:func:`strip_metrics`),
+    so that specs built before those existed stay the same."""
+    if not metrics:
+        strip_metrics(data)
     data["sources"] = [s for s in data["sources"] if s["signal"] != "span"]
     data["flows"] = [f for f in data["flows"] if f["source"] in {s["name"] for s in data["sources"]}]
     for f in data["flows"]:
         f["steps"] = [st for st in f["steps"] if st["kind"] != "log_sample"]
+    return data
+
+
+def strip_metrics(data: dict) -> dict:
+    """Remove the metric source and flow, the product step and the alerts from a spec mapping (in place)."""
+    data["sources"] = [s for s in data["sources"] if s["signal"] != "metric"]
+    data["flows"] = [f for f in data["flows"] if f["source"] in {s["name"] for s in data["sources"]}]
+    for f in data["flows"]:
+        f["steps"] = [st for st in f["steps"] if st["kind"] not in ("product", "rollup")]
+    data.pop("alerts", None)
     return data
 
 

@@ -18,13 +18,14 @@ def test_run_tables_query(tmp_path):
     wh = str(tmp_path / "wh")
     r = obsflow("run", "--count", "2000", "--warehouse", wh, "--runner", "bytewax")
     assert r.returncode == 0, r.stderr
-    assert "6,000 records in" in r.stdout
+    assert "8,000 records in" in r.stdout  # events, logs, spans, metrics
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in r.stdout
     assert "obs.events" in r.stdout and "obs.dead_letters" in r.stdout
     t = obsflow("tables", "--warehouse", wh)
     assert t.returncode == 0
     lines = {l.split()[0]: l.split() for l in t.stdout.splitlines() if l.startswith("obs.")}
-    assert set(lines) == {"obs.events", "obs.logs", "obs.dead_letters", "obs.spans", "obs.traces", "obs.metrics"}
+    assert set(lines) == {"obs.events", "obs.logs", "obs.dead_letters", "obs.spans", "obs.traces", "obs.metrics", "obs.sessions",
+                          "obs.alerts"}
     q = obsflow("query", "SELECT count(*) AS n FROM obs.logs", "--warehouse", wh, "--format", "csv")
     assert q.returncode == 0, q.stderr
     n_logs = int(q.stdout.splitlines()[1])

@@ -8,7 +8,7 @@ import yaml
 
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
-from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration
+from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration, ProductStep
 
 
 def default_data() -> dict:
@@ -23,9 +23,9 @@ def problems(data) -> list[tuple[str, str]]:
 
 def test_default_spec_loads_with_its_flows_and_steps():
     spec = load_spec(DEFAULT_SPEC)
-    assert [f.name for f in spec.flows] == ["product_events", "service_logs", "traces"]
+    assert [f.name for f in spec.flows] == ["product_events", "service_logs", "traces", "metric_rollups"]
     steps = spec.flows[0].steps
-    assert [type(s) for s in steps] == [ValidateStep, ScrubStep, EnrichStep]
+    assert [type(s) for s in steps] == [ValidateStep, ScrubStep, EnrichStep, ProductStep]
     assert steps[0].max_future == timedelta(minutes=5)
     assert steps[0].max_past == timedelta(days=7)
     assert spec.services["checkout"].team == "payments"
@@ -62,14 +62,14 @@ def test_unknown_step_kind_and_bounds():
     d["storage"]["commit"]["max_rows"] = 0
     assert problems(d) == [
         ("storage.commit.max_rows", "expected a number > 0, got 0"),
-        ("flows[0].steps[2]", "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', got 'teleport'"),
+        ("flows[0].steps[2]", "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', 'rollup', 'product', got 'teleport'"),
     ]
 
 
 def test_references_to_missing_sources_and_tables():
     d = default_data()
-    d["flows"][1]["source"] = "metrics"
-    assert problems(d) == [("flows[1].source", "expected one of the source names ['events', 'logs', 'spans'], got 'metrics'")]
+    d["flows"][1]["source"] = "clicks"
+    assert problems(d) == [("flows[1].source", "expected one of the source names ['events', 'logs', 'spans', 'metrics'], got 'clicks'")]
     d = default_data()
     d["flows"][0]["sink"]["table"] = "clicks"
     assert problems(d) == [("flows[0].sink.table", "expected one of the tables ['alerts', 'dead_letters', 'events', 'logs', 'metrics', 'sessions', 'spans', 'traces'], got 'clicks'")]

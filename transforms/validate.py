@@ -59,8 +59,32 @@ class Validator:
             if t.num_rows:
                 backwards = pc.less(t.column("end_time"), t.column("start_time"))
                 batch.reject_mask(backwards, "schema_violation", "end_time: before start_time")
+        elif self.signal == "metric":
+            self._metric(batch)
         batch.drop_rejected()
         return batch
+
+    def _metric(self, batch: Batch) -> None:
+        """Metric samples: a known kind (case-insensitive, written lower case); counters and
+        gauges carry a finite value, histograms their bucket counts."""
+        t = batch.table
+        if t.num_rows == 0:
+            return
+        kind = pc.utf8_lower(t.column("kind"))
+        batch.table = t = t.set_column(t.column_names.index("kind"), "kind", kind)
+        bad = pc.fill_null(pc.invert(pc.is_in(kind, value_set=pa.array(["counter", "gauge", "histogram", "summary"]))), False)
+        if pc.any(bad).as_py():
+            batch.reject_mask(bad, "schema_violation", pc.binary_join_element_wise(
+                "kind: unknown metric kind ", pc.utf8_slice_codeunits(t.column("kind"), 0, 40),
+                "; expected COUNTER, GAUGE, HISTOGRAM or SUMMARY", ""))
+        value = t.column("value")
+        needs = pc.is_in(kind, value_set=pa.array(["counter", "gauge"]))
+        novalue = pc.fill_null(pc.and_(needs, pc.invert(pc.fill_null(pc.is_finite(value), False))), False)
+        if pc.any(novalue).as_py():
+            batch.reject_mask(novalue, "schema_violation", "value: a counter or gauge sample needs a finite value")
+        nobuckets = pc.fill_null(pc.and_(pc.equal(kind, "histogram"), pc.is_null(t.column("bucket_counts"))), False)
+        if pc.any(nobuckets).as_py():
+            batch.reject_mask(nobuckets, "schema_violation", "bucket_counts: a histogram sample needs its bucket counts")
 
     def _required(self, batch: Batch) -> None:
         for name in self.required:

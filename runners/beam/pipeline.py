@@ -44,8 +44,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
-from pipelines.graph import PipelineGraph, stage_plan
-from pipelines.stages import StageOutput, TraceStage
+from pipelines.graph import PipelineGraph, plan_stages
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
+from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink
@@ -210,53 +211,70 @@ class WriteIceberg(beam.DoFn):
         self.sink.close()
 
 
-class TraceStageDoFn(beam.DoFn):
-    """Hosts one shard's :class:`pipelines.stages.TraceStage` in Beam keyed state.
+class StageDoFn(beam.DoFn):
+    """Hosts one shard of any stage (:func:`pipelines.stages.make_stage`) in Beam keyed
+    state: the key ``"<stage>:<shard>"`` names it (``stage`` fixes it, for the ``global``
+    stage fed by other stages' outputs).
 
-    Consumes (shard key, StageInput); emits StageOutput. The stage lives in a
+    Consumes (key, StageInput | StageOutput); emits StageOutput. The stage lives in a
     ReadModifyWrite state cell (its snapshot), and an event-time timer at the end of the
     global window flushes it when the input ends."""
 
     STATE = ReadModifyWriteStateSpec("stage", BytesCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, spec: PipelineSpec):
-        self.spec = spec
+    def __init__(self, defs: dict, stage: str | None = None):
+        self.defs = defs
+        self.stage = stage
 
-    def setup(self):
-        self.step, self.log_config = stage_plan(self.spec)
-
-    def _stage(self, blob, shard):
-        return TraceStage.restore(self.step, self.log_config, shard, blob) if blob else TraceStage(self.step, self.log_config, shard)
+    def _stage(self, key: str, blob):
+        name, shard = key.rsplit(":", 1)
+        return make_stage(self.defs[self.stage or name], int(shard), blob)
 
     def process(self, element, state=beam.DoFn.StateParam(STATE), flush=beam.DoFn.TimerParam(FLUSH)):
         key, item = element
-        stage = self._stage(state.read(), item.shard)
+        stage = self._stage(key, state.read())
         out = stage.process(item)
         state.write(stage.snapshot())
         flush.set(GlobalWindow().max_timestamp())
+        self._publish(out)
         yield out
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         blob = state.read()
         if blob:
-            shard = int(key.rsplit(":", 1)[1])
-            yield self._stage(blob, shard).flush()
+            out = self._stage(key, blob).flush()
+            self._publish(out)
+            yield out
         state.clear()
 
+    def _publish(self, out):
+        d = self.defs[out.stage]
+        publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False))
 
-def process_and_write(pcoll, spec: PipelineSpec, names: list[str]):
-    """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares."""
+
+def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False):
+    """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
+
+    Every stage fed by the flows runs in one stateful DoFn keyed ``"<stage>:<shard>"``; the
+    ``global`` stage (alerts, funnel reports) in a second one, keyed by a constant, fed by
+    the metrics and product stages' outputs."""
     outs = pcoll | "Process" >> beam.ParDo(ProcessBatches(spec))
-    trace_step, _ = stage_plan(spec)
-    if trace_step is not None:
+    defs = {d.name: d for d in plan_stages(spec, partitions, kafka=kafka)}
+    if any(n != GLOBAL for n in defs):
         staged = (
             outs
             | "StageInputs" >> beam.FlatMap(lambda o: [(si.key, si) for si in o.stage_inputs])
-            | "TraceStage" >> beam.ParDo(TraceStageDoFn(spec))
+            | "Stages" >> beam.ParDo(StageDoFn(defs))
         )
         outs = (outs, staged) | "Merge" >> beam.Flatten()
+        if GLOBAL in defs:
+            # fed from the merged collection (a stateful DoFn's output consumed twice loses elements on the DirectRunner)
+            globl = (outs
+                     | "GlobalInputs" >> beam.FlatMap(lambda o: [(o.key, o)] if isinstance(o, StageOutput) and o.stage in (METRICS, PRODUCT) else [])
+                     | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
+            outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
 
 
@@ -265,7 +283,7 @@ def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource,
     names = sorted({t for ts in tables.values() for t in ts})
     keys = [part.key for part in source.partitions()]
     raw = p | "Partitions" >> beam.Create([keys]) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
-    return process_and_write(raw, spec, names)
+    return process_and_write(raw, spec, names, keys)
 
 
 def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
@@ -277,9 +295,13 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
     elements = [list(ranges)] if bounded else ranges
     raw = p | "Partitions" >> beam.Create(elements, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
-    return process_and_write(raw, spec, names)
+    return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True)
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:
     """DirectRunner options that stay offline (no Prism download) and in-process."""
     return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory", *(extra or [])])
+
+
+#: the trace stage's host, by its former name
+TraceStageDoFn = StageDoFn

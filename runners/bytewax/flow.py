@@ -25,8 +25,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from bytewax.operators import StatefulLogic
 
-from pipelines.graph import PipelineGraph, stage_plan
-from pipelines.stages import StageOutput, TraceStage
+from pipelines.graph import PipelineGraph, plan_stages
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
+from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink
@@ -167,7 +168,13 @@ class IcebergBytewaxSink(DynamicSink):
 
 
 def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False) -> Dataflow:
-    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch)."""
+    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch).
+
+    Stateful stages (:mod:`pipelines.stages`): one ``stateful`` operator hosts every
+    stage fed by the flows, keyed ``"<stage>:<shard>"`` (:class:`StageLogic`); the
+    ``global`` stage (alerts, funnel reports) is a second keyed operator chained on the
+    metrics and product stages' outputs."""
+    partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     graph = PipelineGraph(spec)
 
     def process(raw):
@@ -180,11 +187,17 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     flow = Dataflow(name)
     raw = op.input("input", flow, source)
     outs = op.map("process", raw, process)
-    trace_step, log_config = stage_plan(spec)
-    if trace_step is not None:
+    defs = {d.name: d for d in plan_stages(spec, partitions, kafka=isinstance(source, KafkaBytewaxSource))}
+    fed = [d for d in defs.values() if d.name != GLOBAL]
+    if fed:
         keyed = op.flat_map("stage_inputs", outs, lambda o: [] if isinstance(o, Tick) else [(si.key, si) for si in o.stage_inputs])
-        staged = op.stateful("trace_stage", keyed, lambda resume: TraceLogic(trace_step, log_config, resume))
-        outs = op.merge("merge", outs, op.map("unkey", staged, lambda kv: kv[1]))
+        staged = op.map("unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1])
+        outs = op.merge("merge", outs, staged)
+        if GLOBAL in defs:
+            to_global = op.flat_map("global_inputs", staged, lambda o: [(o.key, o)] if o.stage in (METRICS, PRODUCT) else [])
+            globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
+                           lambda kv: kv[1])
+            outs = op.merge("merge_global", outs, globl)
     if by_table:  # a multi-worker cluster: one sink partition per table keeps recorded positions sound
         from runners.bytewax.table_sink import output_by_table
 
@@ -194,30 +207,46 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     return flow
 
 
-class TraceLogic(StatefulLogic):
-    """Hosts one shard's :class:`pipelines.stages.TraceStage` in Bytewax keyed state.
+class StageLogic(StatefulLogic):
+    """Hosts one shard of any stage (:func:`pipelines.stages.make_stage`) in Bytewax keyed
+    state, built on its first item (the key names the stage and the shard).
 
-    Consumes StageInput items of its shard; emits StageOutput items, and the stage's final
-    output at the end of input. Its snapshot is the stage's own (for Bytewax recovery)."""
+    Consumes StageInput items (or, for the ``global`` stage, StageOutput items of the
+    stages feeding it); emits StageOutput items, and the stage's final output at the end
+    of input. Its snapshot is ``(stage, shard, the stage's own snapshot)``."""
 
-    def __init__(self, step, log_config, resume: bytes | None):
-        self.step, self.log_config = step, log_config
+    def __init__(self, defs: dict, resume, stage: str | None = None):
+        self.defs = defs
+        self.name = stage
         self._resume = resume
-        self.stage: TraceStage | None = None
-
-    def _get(self, shard: int) -> TraceStage:
-        if self.stage is None:
-            self.stage = TraceStage.restore(self.step, self.log_config, shard, self._resume) if self._resume \
-                else TraceStage(self.step, self.log_config, shard)
-        return self.stage
+        self.stage = None
+        if resume:
+            self.name, self.shard, blob = resume
+            self.stage = make_stage(defs[self.name], self.shard, blob)
 
     def on_item(self, value):
-        return [self._get(value.shard).process(value)], StatefulLogic.RETAIN
+        if self.stage is None:
+            self.name = self.name or value.stage
+            self.shard = 0 if self.name == GLOBAL else value.shard
+            self.stage = make_stage(self.defs[self.name], self.shard)
+        out = self.stage.process(value)
+        _publish(self.defs[self.name], out)
+        return [out], StatefulLogic.RETAIN
 
     def on_eof(self):
         if self.stage is None:
             return [], StatefulLogic.DISCARD
-        return [self.stage.flush()], StatefulLogic.DISCARD
+        out = self.stage.flush()
+        _publish(self.defs[self.name], out)
+        return [out], StatefulLogic.DISCARD
 
     def snapshot(self):
-        return self.stage.snapshot() if self.stage is not None else self._resume
+        return (self.name, self.shard, self.stage.snapshot()) if self.stage is not None else self._resume
+
+
+def _publish(defn, out) -> None:
+    publish_stage_output(out, defn.options.get("spec"), defn.options.get("kafka", False))
+
+
+#: the trace stage's host, by its former name
+TraceLogic = StageLogic

@@ -1,0 +1,59 @@
+"""Alert rules end to end on both engines: gauge samples through the metrics stage and
+the global stage give exactly the alert timeline (pending → firing, repeat,
+resolved, inhibited) the library gives on the same windows."""
+
+import pytest
+
+from sinks import alerts as delivered
+from tests.helpers import read_table
+from tests.stage_helpers import BASE, MIN, ListSource, metric_spec, run, sample
+
+pytestmark = pytest.mark.alerts
+
+ALERTS = {
+    "rules": [
+        {"name": "HighErrorRate", "select": {"metric": "err_rate", "value": "last"}, "op": ">", "threshold": 0.1,
+         "for": "2m", "keep_firing_for": "90s", "severity": "P2",
+         "annotations": {"summary": "{{ $labels.service }} error rate {{ $value }}", "runbook_url": "https://runbooks/errors"}},
+        {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
+         "annotations": {"runbook_url": "https://runbooks/down"}},
+    ],
+    "route": {"group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m"},
+    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
+}
+
+
+def source():
+    parts = {0: [], 1: []}
+    for m in range(1, 13):
+        ts = BASE + (m - 1) * MIN + 30_000
+        rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
+        rate_b = 0.0 if m <= 3 else 0.5
+        up_b = 1.0 if m <= 4 else 0.0
+        parts[0].append((sample("err_rate", "GAUGE", ts, {"service": "a"}, value=rate_a), ts + 100))
+        parts[1].append((sample("err_rate", "GAUGE", ts, {"service": "b"}, value=rate_b), ts + 100))
+        parts[1].append((sample("up", "GAUGE", ts, {"service": "b"}, value=up_b), ts + 100))
+    return ListSource("metrics", "metrics", "metric", parts)
+
+
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_alert_timeline_end_to_end(runner, tmp_path):
+    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ALERTS)
+    delivered.reset()
+    run(runner, spec, source())
+    rows = read_table(spec, "alerts").sort_by([("ts", "ascending"), ("rule", "ascending")]).to_pylist()
+    t = lambda x: (int(x.timestamp() * 1000) - BASE) // 1000 if x is not None else None  # noqa: E731
+    got = [(t(r["ts"]), r["rule"], dict(r["labels"])["service"], r["status"], t(r["starts_at"]), t(r["ends_at"])) for r in rows]
+    assert got == [(240, "HighErrorRate", "a", "firing", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
+                   (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    assert dict(rows[0]["annotations"]) == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
+    notes = [n for kind, n in delivered.RECORD if kind == "notification"]
+    assert [((n.at - BASE) // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat)
+            for n in notes] == [
+        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),   # group_wait after 4m
+        (330, "pager", "firing", [("ServiceDown", "b", "firing")], False),
+        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),    # repeat_interval; b is inhibited
+        (510, "pager", "firing", [("ServiceDown", "b", "firing")], True),
+        (630, "ticket", "resolved", [("HighErrorRate", "a", "resolved")], False),
+        (690, "pager", "firing", [("ServiceDown", "b", "firing")], True),
+    ]
