@@ -93,3 +93,21 @@ def ground_truth(source: EmbeddedSource) -> Truth:
 
 def embedded(spec: PipelineSpec, count: int, seed: int = 42, batch_size: int = 1000) -> EmbeddedSource:
     return EmbeddedSource(spec.sources, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=batch_size)
+
+
+def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
+    """Run the stateless flows of ``spec`` over ``source`` straight into the Iceberg sink
+    (no engine): for storage tests. Returns the closed sink (its stats)."""
+    from pipelines.graph import PipelineGraph
+    from sinks.iceberg import IcebergSink
+
+    graph = PipelineGraph(spec)
+    sink = IcebergSink(spec, graph.table_names)
+    if max_rows:
+        sink.max_rows = max_rows
+    for part in source.partitions():
+        for raw in source.batches(part):
+            raw.source = part.source
+            sink.write(graph.process(raw))
+    sink.close()
+    return sink

@@ -12,13 +12,12 @@ import pyarrow.compute as pc
 import yaml
 
 from pipelines import DEFAULT_SPEC
-from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
-from sinks.iceberg import IcebergSink, snapshot_offsets
+from sinks.iceberg import snapshot_offsets
 from sinks.maintenance import maintain, referenced_files
 from sources.generator import EmbeddedSource
-from tests.helpers import strip_traces, read_table, sorted_rows
+from tests.helpers import strip_traces, write_through_sink, read_table, sorted_rows
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 DAY = 86400_000
@@ -35,15 +34,7 @@ def load(spec, count, start_ms, topic_suffix="", max_rows=None, batch_size=500):
     """Run the graph into the sink directly (no engine needed for maintenance tests)."""
     sources = [s.model_copy(update={"topic": s.topic + topic_suffix}) for s in spec.sources]
     src = EmbeddedSource(sources, count=count, seed=3, start_ms=start_ms, rate_per_s=50.0, batch_size=batch_size)
-    graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names)
-    if max_rows:
-        sink.max_rows = max_rows
-    for part in src.partitions():
-        for raw in src.batches(part):
-            raw.source = part.source
-            sink.write(graph.process(raw))
-    sink.close()
+    write_through_sink(spec, src, max_rows)
 
 
 def ts_col(spec, table, col):

@@ -12,12 +12,10 @@ import pytest
 import yaml
 
 from pipelines import DEFAULT_SPEC
-from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
-from sinks.iceberg import IcebergSink
 from sinks.maintenance import maintain, referenced_files
-from tests.helpers import strip_traces, embedded, ground_truth, read_table, sorted_rows
+from tests.helpers import strip_traces, write_through_sink, embedded, ground_truth, read_table, sorted_rows
 
 pytestmark = pytest.mark.storage
 
@@ -58,22 +56,13 @@ def source_with_suffix(spec, count, topic_suffix="", seed=42, batch_size=500):
 
 def write(spec, count, seed=42, topic_suffix="", max_rows=None, batch_size=500):
     src = source_with_suffix(spec, count, topic_suffix, seed, batch_size)
-    graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names)
-    if max_rows:
-        sink.max_rows = max_rows
-    for part in src.partitions():
-        for raw in src.batches(part):
-            raw.source = part.source
-            sink.write(graph.process(raw))
-    sink.close()
-    return sink
+    return write_through_sink(spec, src, max_rows)
 
 
 def test_pipeline_on_postgres_and_s3_writes_exact_rows(shared_spec, s3_server):
     from runners.bytewax.run import run
     from runners.job import RunRequest
-    from tests.helpers import strip_traces, START_MS
+    from tests.helpers import strip_traces, write_through_sink, START_MS
 
     run(RunRequest(spec=shared_spec, runner="bytewax", count=1200, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
     truth = ground_truth(embedded(shared_spec, 1200))
