@@ -140,3 +140,54 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
     dl = read_table(spec, "dead_letters").to_pylist()
     assert [(d["source_topic"], d["reason"]) for d in dl] == [(topics["otlp_spans"], "format_violation")]
     assert healthy not in {t["trace_id"] for t in traces}
+
+
+@pytest.mark.metrics
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
+    """OTLP metrics (the SDK's counter and histogram, the exporter's encoder) → Kafka → rollups."""
+    from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(resource=Resource.create({"service.name": "checkout"}), metric_readers=[reader])
+    meter = provider.get_meter("shop")
+    meter.create_counter("http.requests").add(5, {"route": "/checkout"})
+    hist = meter.create_histogram("http.latency_ms")
+    for v in (12.0, 80.0, 250.0, 3000.0):
+        hist.record(v, {"route": "/checkout"})
+    payload = encode_metrics(reader.get_metrics_data()).SerializeToString()
+    provider.shutdown()
+    topic = f"otlp_metrics-{time.time_ns() % 10**9}"
+    kafka_broker.create_topic(topic, partitions=1)
+    p = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    p.produce(topic, payload, partition=0)
+    p.produce(topic, b"garbage", partition=0)
+    assert p.flush(30) == 0
+
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
+    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"otlpm-{tmp_path.name}", "poll_timeout": "200ms"})
+    d["sources"] = [{"name": "metrics", "topic": topic, "signal": "metric", "codec": "otlp_proto"}]
+    d["flows"] = [f for f in d["flows"] if f["source"] == "metrics"]
+    for st in d["flows"][0]["steps"]:
+        st.pop("derive", None)
+    d.pop("alerts", None)
+    spec = parse_spec(d)
+    STATS.reset()
+    if runner == "bytewax":
+        from runners.bytewax.run import run
+    else:
+        from runners.beam.run import run
+    run(RunRequest(spec=spec, runner=runner, source="kafka", bounded=True))
+
+    rows = [r for r in read_table(spec, "metrics").to_pylist() if r["resolution"] == "1m"]
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"http.requests", "http.latency_ms"}
+    assert dict(by_name["http.requests"]["labels"]) == {"route": "/checkout", "service": "checkout"}
+    assert by_name["http.requests"]["last"] == 5.0 and by_name["http.requests"]["kind"].lower() == "counter"
+    h = by_name["http.latency_ms"]
+    assert h["count"] == 4 and h["sum"] == 3342.0
+    dl = read_table(spec, "dead_letters").to_pylist()
+    assert [(r["source_offset"], r["reason"]) for r in dl] == [(1, "format_violation")]

@@ -39,6 +39,7 @@ import pyarrow as pa
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.wire import arrow_schema
@@ -456,6 +457,81 @@ def _json_logs(doc: dict, rows: _LogRows) -> None:
 # -- the codec ------------------------------------------------------------------------------
 
 
+class _MetricRows:
+    """Metric sample rows (tuples in wire column order), one per data point.
+
+    Mapping: a Gauge → GAUGE; a monotonic Sum → COUNTER (its cumulative or delta value as
+    sent); a non-monotonic Sum → GAUGE; a Histogram → HISTOGRAM (explicit bounds, bucket
+    counts, count, sum); a Summary → SUMMARY (count, sum). Labels are the data point's
+    attributes plus ``service`` (the resource's ``service.name``). An exponential
+    histogram is rejected (``schema_violation``): the metrics table has no place for it."""
+
+    columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, where: str, name: str, kind: str, time_ns: int, labels: dict, value=None, bounds=None, counts=None,
+            count=None, total=None) -> None:
+        if not name:
+            raise _Reject("schema_violation", f"{where}: metric without a name")
+        if not time_ns:
+            raise _Reject("schema_violation", f"{where}: data point without time_unix_nano")
+        self.rows.append((name, kind, time_ns // 1_000_000, labels, value, bounds, counts, count, total))
+
+
+def _point_value(dp):
+    which = dp.WhichOneof("value")
+    return float(dp.as_double) if which == "as_double" else float(dp.as_int) if which == "as_int" else None
+
+
+def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
+    for a, rm in enumerate(msg.resource_metrics):
+        res = _attrs(rm.resource.attributes)
+        svc = res.get("service.name") or UNKNOWN_SERVICE
+        for b, sm in enumerate(rm.scope_metrics):
+            for c, m in enumerate(sm.metrics):
+                where = f"resource_metrics[{a}].scope_metrics[{b}].metrics[{c}]"
+                data = m.WhichOneof("data")
+                if data == "gauge" or data == "sum":
+                    body = getattr(m, data)
+                    kind = "COUNTER" if data == "sum" and body.is_monotonic else "GAUGE"
+                    for d, dp in enumerate(body.data_points):
+                        rows.add(f"{where}.{data}.data_points[{d}]", m.name, kind, dp.time_unix_nano,
+                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp))
+                elif data == "histogram":
+                    for d, dp in enumerate(m.histogram.data_points):
+                        rows.add(f"{where}.histogram.data_points[{d}]", m.name, "HISTOGRAM", dp.time_unix_nano,
+                                 {**_attrs(dp.attributes), "service": svc}, bounds=list(dp.explicit_bounds),
+                                 counts=[int(x) for x in dp.bucket_counts], count=int(dp.count),
+                                 total=float(dp.sum) if dp.HasField("sum") else None)
+                elif data == "summary":
+                    for d, dp in enumerate(m.summary.data_points):
+                        rows.add(f"{where}.summary.data_points[{d}]", m.name, "SUMMARY", dp.time_unix_nano,
+                                 {**_attrs(dp.attributes), "service": svc}, count=int(dp.count), total=float(dp.sum))
+                else:
+                    raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+
+
+def _json_metrics(doc: dict, rows: _MetricRows) -> None:
+    """OTLP/JSON metrics through protobuf's JSON mapping (exemplars, whose ids are hex in
+    OTLP/JSON, are dropped first: the metrics table keeps none)."""
+    def strip(o):
+        if isinstance(o, dict):
+            o.pop("exemplars", None)
+            for v in o.values():
+                strip(v)
+        elif isinstance(o, list):
+            for v in o:
+                strip(v)
+    strip(doc)
+    try:
+        msg = json_format.ParseDict(doc, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+    except json_format.ParseError as e:
+        raise _Reject("schema_violation", f"not an OTLP/JSON ExportMetricsServiceRequest: {str(e)[:200]}") from None
+    _proto_metrics(msg, rows)
+
+
 class OtlpCodec:
     """Decode OTLP export requests (one per Kafka message) into span or log rows.
 
@@ -472,8 +548,8 @@ class OtlpCodec:
     """
 
     def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
-        if signal not in ("span", "log"):
-            raise ValueError(f"the OTLP codec decodes signals 'span' and 'log', not {signal!r}")
+        if signal not in ("span", "log", "metric"):
+            raise ValueError(f"the OTLP codec decodes signals 'span', 'log' and 'metric', not {signal!r}")
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown OTLP encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
         self.signal = signal
@@ -481,15 +557,16 @@ class OtlpCodec:
         self.encoding = encoding
         self.wire = arrow_schema(signal)
         self.names = [f.name for f in self.wire]
-        self.message_type = ExportTraceServiceRequest if signal == "span" else ExportLogsServiceRequest
-        self.what = "spans" if signal == "span" else "log records"
-        self._rows = _SpanRows if signal == "span" else _LogRows
+        self.message_type = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest,
+                             "metric": ExportMetricsServiceRequest}[signal]
+        self.what = {"span": "spans", "log": "log records", "metric": "metric data points"}[signal]
+        self._rows = {"span": _SpanRows, "log": _LogRows, "metric": _MetricRows}[signal]
         if set(self._rows.columns) != set(self.names):  # the wire schema changed under us
             raise ValueError(f"OTLP {signal} rows {self._rows.columns} do not match the wire columns {self.names}")
         if encoding == "otlp_proto":
-            self._expand: Callable[[Any, Any], None] = _proto_spans if signal == "span" else _proto_logs
+            self._expand: Callable[[Any, Any], None] = {"span": _proto_spans, "log": _proto_logs, "metric": _proto_metrics}[signal]
         else:
-            self._expand = _json_spans if signal == "span" else _json_logs
+            self._expand = {"span": _json_spans, "log": _json_logs, "metric": _json_metrics}[signal]
 
     # -- public -------------------------------------------------------------------------
 

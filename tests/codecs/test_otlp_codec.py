@@ -348,7 +348,7 @@ def test_registered_and_validated():
     assert CODECS["otlp_proto"](signal="span", max_bytes=10).encoding == "otlp_proto"
     assert codec_for("otlp_proto", "span", 100).encoding == "otlp_proto"
     assert codec_for("otlp_json", "log", 100).encoding == "otlp_json"
-    with pytest.raises(ValueError, match="signals 'span' and 'log'"):
+    with pytest.raises(ValueError, match="signals 'span', 'log' and 'metric'"):
         OtlpCodec("event")
     with pytest.raises(ValueError, match="unknown OTLP encoding"):
         OtlpCodec("span", encoding="otlp_xml")
