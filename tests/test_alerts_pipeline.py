@@ -57,3 +57,30 @@ def test_alert_timeline_end_to_end(runner, tmp_path):
         (630, "ticket", "resolved", [("HighErrorRate", "a", "resolved")], False),
         (690, "pager", "firing", [("ServiceDown", "b", "firing")], True),
     ]
+
+
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_pipeline_alerts_reach_a_real_alertmanager(runner, tmp_path):
+    """The same timeline with ``alerts.alertmanager_url`` set: the still-firing alerts are
+    active in a real Alertmanager (v2 API, a fresh server per engine); the resolved one is not."""
+    import json
+    import urllib.request
+
+    from infra import alertmanager
+
+    server = alertmanager.start()  # needs the Debian package; `make test` installs it
+    try:
+        spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"},
+                           {**ALERTS, "alertmanager_url": server.url})
+        delivered.reset()
+        run(runner, spec, source())
+        with urllib.request.urlopen(f"{server.url}/api/v2/alerts?active=true&silenced=false&inhibited=true") as r:
+            got = json.loads(r.read())
+    finally:
+        server.stop(remove_data=True)
+    active = sorted((a["labels"]["alertname"], a["labels"]["service"]) for a in got if a["status"]["state"] in ("active", "suppressed"))
+    assert ("ServiceDown", "b") in active and ("HighErrorRate", "b") in active
+    assert ("HighErrorRate", "a") not in active  # resolved at 600 s
+    for a in got:
+        if a["labels"]["alertname"] == "HighErrorRate":
+            assert a["annotations"]["runbook_url"] == "https://runbooks/errors"
