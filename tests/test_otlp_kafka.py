@@ -160,7 +160,9 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
     payload = encode_metrics(reader.get_metrics_data()).SerializeToString()
     provider.shutdown()
     topic = f"otlp_metrics-{time.time_ns() % 10**9}"
+    alerts_topic = f"alerts-{time.time_ns() % 10**9}"
     kafka_broker.create_topic(topic, partitions=1)
+    kafka_broker.create_topic(alerts_topic, partitions=1)
     p = Producer({"bootstrap.servers": kafka_broker.bootstrap})
     p.produce(topic, payload, partition=0)
     p.produce(topic, b"garbage", partition=0)
@@ -173,7 +175,10 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
     d["flows"] = [f for f in d["flows"] if f["source"] == "metrics"]
     for st in d["flows"][0]["steps"]:
         st.pop("derive", None)
-    d.pop("alerts", None)
+    d["alerts"] = {"rules": [{"name": "SlowCheckout", "select": {"metric": "http.latency_ms", "value": "p99"}, "op": ">",
+                              "threshold": 1000, "severity": "P2", "annotations": {"runbook_url": "https://runbooks/slow"}}],
+                   "route": {"group_by": ["alertname"], "group_wait": "0s"}}
+    d["outputs"] = {"alerts_topic": alerts_topic}
     spec = parse_spec(d)
     STATS.reset()
     if runner == "bytewax":
@@ -191,3 +196,23 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
     assert h["count"] == 4 and h["sum"] == 3342.0
     dl = read_table(spec, "dead_letters").to_pylist()
     assert [(r["source_offset"], r["reason"]) for r in dl] == [(1, "format_violation")]
+
+    # the p99 of 3000 ms fires the rule: one firing row in obs.alerts and the same event on the alerts topic
+    alerts = read_table(spec, "alerts").to_pylist()
+    assert [(a["rule"], a["status"], dict(a["labels"])["route"]) for a in alerts] == [("SlowCheckout", "firing", "/checkout")]
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"read-{tmp_path.name}", "auto.offset.reset": "earliest"})
+    c.subscribe([alerts_topic])
+    msgs, deadline = [], time.time() + 20
+    while time.time() < deadline and not msgs:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            msgs.append(m)
+    c.close()
+    import json as _json
+
+    assert len(msgs) == 1
+    event = _json.loads(msgs[0].value())
+    assert event["fingerprint"] == alerts[0]["fingerprint"] and msgs[0].key().decode() == alerts[0]["fingerprint"]
+    assert (event["rule"], event["status"], event["annotations"]["runbook_url"]) == ("SlowCheckout", "firing", "https://runbooks/slow")
