@@ -351,11 +351,24 @@ def _flink_config(home: Path, ports: dict[str, int], slots: int, workdir: Path) 
     return "".join(f"{k}: {json.dumps(v) if isinstance(v, str) else v}\n" for k, v in settings.items())
 
 
-def _http(method: str, url: str, timeout: float = 10.0) -> Any:
-    req = urllib.request.Request(url, method=method)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        body = resp.read()
-    return json.loads(body) if body else None
+def _http(method: str, url: str, timeout: float = 10.0, attempts: int = 3) -> Any:
+    """One REST call. A GET is retried (``attempts`` times in all) when the JobManager does
+    not answer in ``timeout`` seconds or drops the connection: on a loaded two-core machine
+    a JobManager busy deploying a job can stall its REST thread for many seconds. Other
+    methods are sent once, since they are not idempotent."""
+    tries = attempts if method == "GET" else 1
+    for attempt in range(1, tries + 1):
+        req = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                body = resp.read()
+            return json.loads(body) if body else None
+        except urllib.error.HTTPError:
+            raise  # the server answered: an answer is not retried
+        except (TimeoutError, ConnectionError, urllib.error.URLError):
+            if attempt == tries:
+                raise
+            time.sleep(min(2.0 * attempt, 5.0))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -97,9 +97,25 @@ def _redact(uri: str) -> str:
     return uri
 
 
-def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
+def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None,
+                 busy_timeout_s: float = 60.0) -> Table:
     """Load ``namespace.name``, creating namespace and table (with partition spec, sort
-    order and retention property) if missing. Safe when several writers race."""
+    order and retention property) if missing. Safe when several writers race: losing a
+    creation race loads the winner's table, and a catalog database that is busy (SQLite's
+    "database is locked" while other processes write) is retried for ``busy_timeout_s``."""
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            return _ensure_table(catalog, namespace, tdef, retention_override)
+        except OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
     try:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:

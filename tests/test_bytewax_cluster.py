@@ -47,7 +47,7 @@ def test_two_processes_two_workers_kill9_one_process_restart_exact(kafka_broker,
             elif base is not None and now != base:
                 break  # the cluster committed something: it is mid-run
             time.sleep(0.05)
-        assert all(p.poll() is None for p in procs), [p.returncode for p in procs]
+        assert all(p.poll() is None for p in procs), _exit_report(procs, logs)
         procs[1].kill()  # SIGKILL one process
         codes = wait(procs, timeout=90, peer_grace_s=15)
     finally:
@@ -67,6 +67,16 @@ def test_two_processes_two_workers_kill9_one_process_restart_exact(kafka_broker,
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "2 processes × 2 workers" in run.stdout
     check_exact(spec, expected)
+
+
+def _exit_report(procs, logs: Path) -> str:
+    """Exit codes and the tail of each process's log, for an assertion message."""
+    parts = [f"exit codes {[p.returncode for p in procs]}"]
+    for i in range(len(procs)):
+        log = logs / f"process-{i}.log"
+        text = log.read_text(errors="replace") if log.exists() else "(no log)"
+        parts.append(f"--- process {i}:\n{text[-3000:]}")
+    return "\n".join(parts)
 
 
 def test_process_id_needs_addresses(capsys):

@@ -118,6 +118,17 @@ def run_process(run: ClusterRun, process_id: int, addresses: list[str], workers:
     cluster_main(build(run), addresses, process_id, worker_count_per_proc=workers)
 
 
+def prepare_tables(run: ClusterRun) -> None:
+    """Create the run's tables once, before the processes start, so that they do not all
+    race to create them in the catalog (and a catalog that cannot be opened fails here,
+    with its own message, rather than in every process)."""
+    from pipelines.graph import PipelineGraph
+    from sinks.catalog import load_tables, open_catalog
+
+    spec = _spec(run)
+    load_tables(open_catalog(spec.storage), spec.storage, PipelineGraph(spec).table_names)
+
+
 def local_addresses(processes: int) -> list[str]:
     from infra.service import free_port
 
@@ -129,6 +140,7 @@ def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | 
     """Start the ``processes`` processes of a local cluster (``python -m bytewax.run``);
     return them (the caller waits). Output goes to ``log_dir/process-<i>.log`` if given."""
     addresses = addresses or local_addresses(processes)
+    prepare_tables(run)
     child_env = {**os.environ, **(env or {}), RUN_ENV: run.to_env()}
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
