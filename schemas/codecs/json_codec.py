@@ -2,11 +2,14 @@
 ``pyarrow.json`` against the signal's wire schema.
 
 The fast path joins the batch's records with newlines and parses them in one call. A
-batch that contains a bad record fails as a whole in ``pyarrow.json``, so the codec then
-splits it (at the row the error names, or in halves) until every bad record stands alone,
-and explains each bad record with a per-record check (``orjson`` plus a type walk over
-the wire schema). Good records are never lost with a bad neighbour, and every bad record
-gets a reason and a precise detail."""
+batch that contains a bad record fails as a whole in ``pyarrow.json``; the codec then
+checks every record of it against the read schema with one ``msgspec`` typed decode
+(C-level, about 1.5 µs a record), rejects the records that are not JSON or carry a value
+of the wrong type, and parses the rest in one call again. Should ``pyarrow.json`` still
+refuse a record, the batch is split at the row its error names (or in halves) until the
+bad record stands alone. Each bad record is explained by a per-record check (``orjson``
+plus a type walk over the wire schema). Good records are never lost with a bad
+neighbour, and every bad record gets a reason and a precise detail."""
 
 from __future__ import annotations
 
@@ -128,6 +131,30 @@ def _type_error(value, t: pa.DataType, path: str) -> str | None:
     return None
 
 
+def _msgspec_type(t: pa.DataType | pa.Schema, name: str = "Record"):
+    """The msgspec type that accepts what ``pyarrow.json`` reads as ``t``: every field
+    optional (missing and null are both null), unknown fields ignored, integers within
+    the column's range, numbers for floats, anything for map-typed fields."""
+    if isinstance(t, pa.Schema) or pa.types.is_struct(t):
+        fields = [(f.name, typing.Optional[_msgspec_type(f.type, f"{name}_{f.name}")], None) for f in t]
+        return msgspec.defstruct(name, fields)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return str
+    if pa.types.is_boolean(t):
+        return bool
+    if pa.types.is_integer(t):
+        bits = t.bit_width
+        if pa.types.is_unsigned_integer(t):
+            return typing.Annotated[int, msgspec.Meta(ge=0, le=min(2 ** bits - 1, 2 ** 63 - 1))] if bits < 64 else \
+                typing.Annotated[int, msgspec.Meta(ge=0)]
+        return typing.Annotated[int, msgspec.Meta(ge=-(2 ** (bits - 1)), le=2 ** (bits - 1) - 1)]
+    if pa.types.is_floating(t):
+        return float
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return list[typing.Optional[_msgspec_type(t.value_type, name + "_item")]]
+    return typing.Any
+
+
 class JsonCodec:
     """Decode JSON records of one signal into its wire columns.
 
@@ -151,6 +178,9 @@ class JsonCodec:
         self._read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
         self._read_opts_clean = pj.ReadOptions(use_threads=False, block_size=CLEAN_BLOCK_BYTES)
         self._syntax = msgspec.json.Decoder(type=msgspec.Raw)
+        # the read schema as msgspec types: one C-level pass over a dirty batch finds every
+        # record that is not JSON or that pyarrow.json would refuse for a type
+        self._typed = msgspec.json.Decoder(type=_msgspec_type(read, "Record"))
         if self.map_fields:
             holder = msgspec.defstruct("MapFields", [(m, typing.Optional[dict[str, typing.Any]], None) for m in self.map_fields])
             self._map_decoder = msgspec.json.Decoder(type=holder)
@@ -228,26 +258,27 @@ class JsonCodec:
             return
         del out[first:]
         keep = []
-        decoder = self._syntax
+        decoder = self._typed
         for k, p in enumerate(payloads):
-            if p.isspace():
-                rejects.add(int(idx[k]), "format_violation", "empty payload")
-                continue
             try:
                 decoder.decode(p)
+            except msgspec.ValidationError as e:
+                problem = self.type_problem(p)
+                if problem is not None:
+                    rejects.add(int(idx[k]), *problem)
+                    continue
+                # msgspec is stricter than the wire types here: let pyarrow.json decide
             except msgspec.DecodeError as e:
-                rejects.add(int(idx[k]), "format_violation", f"invalid JSON: {e}")
-                continue
-            if p.lstrip()[:1] != b"{":
-                reason, detail = self.explain(p, None)
-                rejects.add(int(idx[k]), reason, detail)
+                rejects.add(int(idx[k]), "format_violation", "empty payload" if p.isspace() else f"invalid JSON: {e}")
                 continue
             keep.append(k)
         payloads = [payloads[k] for k in keep]
         idx = idx[keep]
         pos, n = 0, len(payloads)
+        opts = self._read_opts_clean  # the records left are very likely all good: large blocks
         while pos < n:
-            got, err = self._stream(payloads, idx, pos, out)
+            got, err = self._stream(payloads, idx, pos, out, opts)
+            opts = self._read_opts
             if err is None:
                 if pos + got != n:  # cannot happen for one-object records; never guess
                     raise RuntimeError(f"pyarrow.json returned {got} rows for {n - pos} records")
@@ -351,6 +382,11 @@ class JsonCodec:
 
     def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
+        return self.type_problem(payload) or ("format_violation", f"unparseable record: {str(err)[:200]}")
+
+    def type_problem(self, payload: bytes) -> tuple[str, str] | None:
+        """Reason code and detail if ``payload`` is not JSON, not an object, or holds a
+        value of the wrong type for the wire schema; None if it conforms."""
         try:
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
@@ -361,7 +397,7 @@ class JsonCodec:
             problem = _type_error(value.get(f.name), f.type, f.name)
             if problem:
                 return "schema_violation", problem
-        return "format_violation", f"unparseable record: {str(err)[:200]}"
+        return None
 
     def _convert_timestamps(self, batch: Batch) -> None:
         """Turn ISO-8601 strings into timestamps; a bad one rejects its record."""
