@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -87,11 +88,19 @@ class IcebergSink:
 
     A table is committed when its buffer reaches ``storage.commit.max_rows`` rows or its
     oldest buffered row is ``max_seconds`` old (checked on each :meth:`write` and
-    :meth:`tick`), and on :meth:`close`. Commit conflicts (another writer committed
-    first) are retried against the refreshed table with merged positions.
+    :meth:`tick`), and on :meth:`flush` / :meth:`close`. Commit conflicts (another writer
+    committed first) are retried against the refreshed table with merged positions.
+
+    With ``background`` (the default) a commit runs on one committer thread while the
+    caller goes on transforming the next batches: Parquet encoding and the upload release
+    the GIL, so on a machine with a spare core the write costs the pipeline little. Commits
+    stay ordered: a table's next commit waits for its previous one, so at most one commit
+    per table is in flight and the positions a snapshot records never move backwards. A
+    commit that failed raises in the caller at the next :meth:`write`, :meth:`tick` or
+    :meth:`flush`. :meth:`flush` and :meth:`close` return once every commit has landed.
     """
 
-    def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8):
+    def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True):
         from pipelines.graph import PipelineGraph, plan_stages
 
         # who feeds each table from each topic: stateful stages (each shard reports its
@@ -126,6 +135,8 @@ class IcebergSink:
         # as rows are buffered, delivered before the positions covering them are committed
         self.dead_table = spec.dead_letters.table
         self._kafka_out = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iceberg-commit") if background else None
+        self._inflight: dict[str, Future] = {}
 
     def resume_offsets(self, tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
         """Where each ``topic:partition`` resumes: the smallest position over its tables.
@@ -218,6 +229,7 @@ class IcebergSink:
 
     def tick(self) -> None:
         """Commit tables whose row or age bound is reached."""
+        self._raise_failed()
         now = time.monotonic()
         for name, p in self.pending.items():
             if p.rows >= self.max_rows or (p.rows and now - self._first_pending_at.get(name, now) >= self.max_seconds):
@@ -226,21 +238,58 @@ class IcebergSink:
     def flush(self, include_empty: bool = True) -> None:
         """Commit everything buffered. With ``include_empty``, tables that received no
         rows but whose positions advanced commit an empty snapshot recording them."""
+        self.drain()
         for name, p in self.pending.items():
             if p.rows or (include_empty and any(self.committed[name].get(k, 0) < v for k, v in p.positions.items())):
                 self._commit(name)
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait for every commit in flight; raise the first that failed."""
+        inflight, self._inflight = self._inflight, {}
+        errors = []
+        for fut in inflight.values():
+            try:
+                fut.result()
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the others landed
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     def close(self) -> None:
-        self.flush(include_empty=True)
-        if self._kafka_out is not None:
-            self._kafka_out.close()
+        try:
+            self.flush(include_empty=True)
+        finally:
+            if self._committer is not None:
+                self._committer.shutdown(wait=True)
+            if self._kafka_out is not None:
+                self._kafka_out.close()
+
+    def _raise_failed(self) -> None:
+        for name, fut in list(self._inflight.items()):
+            if fut.done() and fut.exception() is not None:
+                del self._inflight[name]
+                raise fut.exception()
 
     def _commit(self, name: str) -> None:
-        """Append the table's buffer with its positions, retrying commit conflicts and,
-        for up to ``commit.retry_seconds``, storage or catalog outages. After an outage
-        the table is re-read first: if the positions are already recorded, the earlier
-        attempt did land and is not repeated (no duplicates)."""
+        """Hand the table's buffer to the committer (or commit it here without one),
+        after the table's previous commit has landed."""
+        prev = self._inflight.pop(name, None)
+        if prev is not None:
+            prev.result()
         p = self.pending[name]
+        self.pending[name] = _Pending()
+        self._first_pending_at.pop(name, None)
+        if self._committer is None:
+            self._commit_now(name, p)
+        else:
+            self._inflight[name] = self._committer.submit(self._commit_now, name, p)
+
+    def _commit_now(self, name: str, p: _Pending) -> None:
+        """Append ``p``'s rows with its positions, retrying commit conflicts and, for up to
+        ``commit.retry_seconds``, storage or catalog outages. After an outage the table
+        is re-read first: if the positions are already recorded, the earlier attempt did
+        land and is not repeated (no duplicates)."""
         if self._kafka_out is not None and name == self.dead_table:
             self._kafka_out.flush()  # delivered before the positions covering them are recorded
         table = self.tables[name]
@@ -278,8 +327,6 @@ class IcebergSink:
         self.stats.seconds += time.monotonic() - started
         self.stats.rows_by_table[name] = self.stats.rows_by_table.get(name, 0) + data.num_rows
         STATS.record_commit(name, data.num_rows, time.monotonic() - started)
-        self.pending[name] = _Pending()
-        self._first_pending_at.pop(name, None)
         log.debug("committed %d rows to %s", data.num_rows, name)
 
     def _reload(self, name: str, table: Table) -> Table:

@@ -21,6 +21,7 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
     sink = IcebergSink(spec, names)
     sink.write(outs[0])
     sink._commit("events")          # events committed up to offset 50 ...
+    sink.drain()
     # ... and the process dies before dead_letters commits
     sink = IcebergSink(spec, names)
     resume = sink.resume_offsets({"events": names})
@@ -44,6 +45,7 @@ def test_commits_when_the_row_bound_is_reached(tmp_path):
     outs = outputs(spec)
     sink = IcebergSink(spec, ["events", "dead_letters"])
     sink.write(outs[0])
+    sink.drain()  # the commit the row bound started (on the committer thread) has landed
     rows0 = outs[0].rows["events"].num_rows
     assert rows0 >= 40
     assert sink.stats.commits == 1 and sink.stats.rows_by_table == {"events": rows0}
