@@ -356,6 +356,11 @@ class PartitionReader:
         want = self.source.batch_size - len(self._buf)
         msgs = c.consume(num_messages=want, timeout=timeout) if want > 0 else []
         eof = False
+        if msgs and not self._buf:
+            self._buf_since = time.monotonic()
+        if msgs and all(m.error() is None for m in msgs) and (self.end is None or msgs[-1].offset() < self.end):
+            self._buf.extend(msgs)  # the common case: all records, none at or past the range's end
+            msgs = ()
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -370,8 +375,6 @@ class PartitionReader:
             if self.end is not None and off >= self.end:
                 self.done = True
                 break
-            if not self._buf:
-                self._buf_since = time.monotonic()
             self._buf.append(m)
         if self.end is not None and (eof or (self._buf and self._buf[-1].offset() + 1 >= self.end)):
             self.done = True
@@ -386,15 +389,12 @@ class PartitionReader:
         if not self._buf:
             return None
         msgs, self._buf = self._buf, []
-        values, offsets, stamps, keys, headers = [], [], [], [], []
         now_ms = int(time.time() * 1000)
-        for m in msgs:
-            values.append(m.value())
-            offsets.append(m.offset())
-            ts_type, ts = m.timestamp()
-            stamps.append(ts if ts_type != 0 and ts >= 0 else now_ms)
-            keys.append(m.key())
-            headers.append(m.headers())
+        values = [m.value() for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        stamps = [ts if ts_type != 0 and ts >= 0 else now_ms for ts_type, ts in (m.timestamp() for m in msgs)]
+        keys = [m.key() for m in msgs]
+        headers = [m.headers() for m in msgs]
         self.position = offsets[-1] + 1
         if self._consumer is not None:
             self._report_progress(self._consumer, force=True)

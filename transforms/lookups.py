@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 
 
@@ -18,27 +19,26 @@ _V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 bl
     ("192.0.0.0", 24), ("192.0.2.0", 24), ("192.168.0.0", 16), ("198.18.0.0", 15), ("198.51.100.0", 24),
     ("203.0.113.0", 24), ("224.0.0.0", 4), ("240.0.0.0", 4),
 ]
-_V4_BLOCKS = [(int(ipaddress.IPv4Address(n)) >> (32 - p), 32 - p) for n, p in _V4_NON_GLOBAL]
+_V4_BLOCKS: dict[int, frozenset[int]] = {}  # shift -> the blocks' network numbers at that prefix length
+for _net, _plen in _V4_NON_GLOBAL:
+    _V4_BLOCKS.setdefault(32 - _plen, set()).add(int(ipaddress.IPv4Address(_net)) >> (32 - _plen))
+_V4_BLOCKS = {shift: frozenset(nets) for shift, nets in _V4_BLOCKS.items()}
 
 
 def _v4_int(text: str) -> int | None:
-    """The 32-bit value of a dotted-quad IPv4 address, or None if it is not one."""
-    parts = text.split(".")
-    if len(parts) != 4:
+    """The 32-bit value of a strict dotted-quad IPv4 address (no leading zeros, no
+    spaces), or None if it is not one."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):
         return None
-    value = 0
-    for p in parts:
-        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
-            return None
-        o = int(p)
-        if o > 255:
-            return None
-        value = (value << 8) | o
-    return value
 
 
 def _v4_global(value: int) -> bool:
-    return not any(value >> shift == net for net, shift in _V4_BLOCKS)
+    for shift, nets in _V4_BLOCKS.items():
+        if value >> shift in nets:
+            return False
+    return True
 
 
 class BoundedCache(dict):
