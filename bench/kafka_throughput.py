@@ -136,6 +136,37 @@ def measure_pipeline(runner: str, bootstrap: str, topic: str, records: int) -> d
             "rows_per_s": rows / secs, "dead": STATS.records_dead, "commits": STATS.commits, "peak_mb": _peak_mb()}
 
 
+def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) -> dict:
+    """The same bounded run on a local Bytewax cluster of ``processes`` processes × 1
+    worker (``obsflow run --processes``), timed from spawning the processes to the last
+    one's exit; counts are read back from the tables (each process keeps its own stats)."""
+    import yaml
+
+    from pipelines.loader import parse_spec
+    from runners.bytewax.cluster import ClusterRun, launch
+    from sinks.catalog import open_catalog
+    from sinks.iceberg import snapshot_offsets
+
+    tmp = Path(tempfile.mkdtemp(prefix="obsflow-kbench-"))
+    data = spec_data(str(tmp / "wh"), bootstrap, topic)
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(data))
+    spec = parse_spec(data)
+    t = time.perf_counter()
+    rc = launch(ClusterRun(str(tmp / "spec.yaml"), source="kafka", bounded=True), processes=processes, workers=1,
+                log_dir=tmp)
+    secs = time.perf_counter() - t
+    assert rc == 0, f"cluster failed; logs in {tmp}"
+    cat = open_catalog(spec.storage)
+    events, dead = cat.load_table("obs.events"), cat.load_table("obs.dead_letters")
+    covered = sum(snapshot_offsets(events).values())
+    assert covered == records and sum(snapshot_offsets(dead).values()) == records, (covered, records)
+    rows = events.scan().count() if hasattr(events.scan(), "count") else events.scan().to_arrow().num_rows
+    n_dead = dead.scan().to_arrow().num_rows
+    return {"records": records, "rows": rows, "seconds": secs, "records_per_s": records / secs, "rows_per_s": rows / secs,
+            "dead": n_dead, "processes": processes,
+            "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, "peak_mb_note": "per process (the largest)"}
+
+
 # -- freshness -----------------------------------------------------------------------------
 
 def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seconds: float) -> dict:
@@ -225,7 +256,8 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--runners", default="bytewax,beam")
+    ap.add_argument("--runners", default="bytewax,bytewax-2p,beam",
+                    help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam")
     ap.add_argument("--fresh-rate", type=float, default=5000.0)
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--commit-seconds", type=float, default=1.0)
@@ -235,8 +267,12 @@ def main() -> int:
     ap.add_argument("--topic", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
-        r = measure_raw(args.bootstrap, args.topic, args.records) if args.part == "raw" else \
-            measure_pipeline(args.part, args.bootstrap, args.topic, args.records)
+        if args.part == "raw":
+            r = measure_raw(args.bootstrap, args.topic, args.records)
+        elif args.part.startswith("bytewax-") and args.part.endswith("p"):
+            r = measure_cluster(int(args.part[len("bytewax-"):-1]), args.bootstrap, args.topic, args.records)
+        else:
+            r = measure_pipeline(args.part, args.bootstrap, args.topic, args.records)
         print(json.dumps(r))
         return 0
 

@@ -10,6 +10,7 @@ duplicates a row."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -335,3 +336,36 @@ class IcebergSink:
         except _TRANSIENT:
             pass  # still down: the next attempt fails fast and waits again
         return table
+
+
+def is_tick(item) -> bool:
+    """An idle source's tick (it carries no rows; sinks commit by age on it)."""
+    return type(item).__name__ == "Tick"
+
+
+def is_stage_output(item) -> bool:
+    return type(item).__name__ == "StageOutput"
+
+
+def split_by_table(tables: list[str]):
+    """``item → [(table, piece)]``, for engines that give each table one writer:
+
+    * a flow output (:class:`pipelines.graph.FlowOutput`) goes, restricted to each
+      table's rows, to the tables among ``tables`` that it has rows (possibly none) for;
+    * a stage output (:class:`pipelines.stages.StageOutput`) goes to every table
+      (restricted to that table's rows, possibly none), so each stage table hears every
+      shard's positions;
+    * a tick goes to every table.
+
+    A stage table may record a position only when one sink has seen every shard's
+    report (:meth:`IcebergSink.write_stage`), hence one writer per table."""
+
+    def split(item):
+        if is_tick(item):
+            return [(t, item) for t in tables]
+        rows = getattr(item, "rows", None) or {}
+        if is_stage_output(item):
+            return [(t, dataclasses.replace(item, rows={k: v for k, v in rows.items() if k == t})) for t in tables]
+        return [(t, dataclasses.replace(item, rows={t: rows[t]})) for t in tables if t in rows]
+
+    return split

@@ -9,7 +9,9 @@ Transforms (each consumes → emits):
 - ``WriteIceberg``: :class:`WriteIceberg` buffering outputs in an
   :class:`sinks.iceberg.IcebergSink` per DoFn instance, committing by rows and seconds
   and at the end of every bundle (so a bundle's output is durable before Beam considers
-  it done).
+  it done) — for the tables only flows write (events, logs, dead letters);
+- ``WriteTables``: the tables a stateful stage writes, keyed by table name
+  (:class:`WriteTables`), so each has one writer at any parallelism.
 
 Kafka (:func:`build_kafka_pipeline`; Beam's own ``ReadFromKafka`` is a Java
 cross-language transform that needs Docker, so the read is Python on confluent-kafka,
@@ -32,6 +34,8 @@ cross-language transform that needs Docker, so the read is Python on confluent-k
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -39,7 +43,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 
-from apache_beam.coders import BytesCoder
+from apache_beam.coders import BytesCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
@@ -49,7 +53,7 @@ from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink
+from sinks.iceberg import IcebergSink, split_by_table
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange
 
@@ -211,6 +215,60 @@ class WriteIceberg(beam.DoFn):
         self.sink.close()
 
 
+class WriteTables(beam.DoFn):
+    """One writer per table for the tables the stateful stages write: consumes
+    ``(table, piece)`` from :func:`sinks.iceberg.split_by_table`; commits like
+    :class:`WriteIceberg`, with one :class:`IcebergSink` per table.
+
+    Keyed state makes the runner send every piece of a table to the one worker that owns
+    its key, whatever the parallelism — so that table's sink sees every shard's position
+    report (and, for dead letters, every flow's) before it records a position. The state
+    cell counts the pieces a table received."""
+
+    PIECES = ReadModifyWriteStateSpec("pieces", VarIntCoder())
+
+    def __init__(self, spec: PipelineSpec):
+        self.spec = spec
+
+    def setup(self):
+        self.sinks: dict[str, IcebergSink] = {}
+
+    def process(self, element, pieces=beam.DoFn.StateParam(PIECES)):
+        table, out = element
+        sink = self.sinks.get(table)
+        if sink is None:
+            sink = self.sinks[table] = IcebergSink(self.spec, [table])
+        if isinstance(out, StageOutput):
+            sink.write_stage(out)
+        else:
+            sink.write(out)
+        pieces.write((pieces.read() or 0) + 1)
+
+    def finish_bundle(self):
+        for sink in self.sinks.values():
+            before = sink.stats.commits
+            sink.flush(include_empty=True)
+            if sink.stats.commits != before:
+                STATS.add_commits(sink.stats)
+                sink.stats = type(sink.stats)()
+
+    def teardown(self):
+        for sink in self.sinks.values():
+            sink.close()
+
+
+def _restrict(tables: set[str]):
+    """A flow output restricted to the rows of ``tables`` (stage outputs: dropped)."""
+
+    def restrict(out):
+        if isinstance(out, StageOutput):
+            return []
+        rows = {t: r for t, r in out.rows.items() if t in tables}
+        return [dataclasses.replace(out, rows=rows)] if rows else []
+
+    return restrict
+
+
 class StageDoFn(beam.DoFn):
     """Hosts one shard of any stage (:func:`pipelines.stages.make_stage`) in Beam keyed
     state: the key ``"<stage>:<shard>"`` names it (``stage`` fixes it, for the ``global``
@@ -275,7 +333,17 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
                      | "GlobalInputs" >> beam.FlatMap(lambda o: [(o.key, o)] if isinstance(o, StageOutput) and o.stage in (METRICS, PRODUCT) else [])
                      | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
-    return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
+    # tables a stage writes need one writer each (positions need every shard's report);
+    # the flows' other tables are written where they were produced
+    single = sorted({t for d in defs.values() for t in d.tables if t in names})
+    if not single:
+        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
+    anywhere = set(names) - set(single)
+    direct = (outs | "FlowTables" >> beam.FlatMap(_restrict(anywhere))
+              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, sorted(anywhere))))
+    keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single))
+             | "WriteTables" >> beam.ParDo(WriteTables(spec)))
+    return direct, keyed
 
 
 def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int]):

@@ -24,36 +24,12 @@ are serial anyway). With one worker nothing travels."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import bytewax.operators as op
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink
-
-
-def _is_tick(item) -> bool:
-    return type(item).__name__ == "Tick"
-
-
-def _is_stage(item) -> bool:
-    return type(item).__name__ == "StageOutput"
-
-
-def split_by_table(tables: list[str]):
-    """``item → [(table, piece)]`` (see the module docstring)."""
-
-    def split(item):
-        if _is_tick(item):
-            return [(t, item) for t in tables]
-        rows = getattr(item, "rows", None) or {}
-        if _is_stage(item):
-            return [(t, dataclasses.replace(item, rows={k: v for k, v in rows.items() if k == t})) for t in tables]
-        return [(t, dataclasses.replace(item, rows={t: rows[t]})) for t in tables if t in rows]
-
-    return split
+from sinks.iceberg import IcebergSink, is_stage_output as _is_stage, is_tick as _is_tick, split_by_table  # noqa: F401
 
 
 class _TablePartition(StatefulSinkPartition):
