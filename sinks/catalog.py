@@ -127,6 +127,11 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
         # keep the metadata log short: a streaming writer commits every few seconds
         "write.metadata.delete-after-commit.enabled": "true",
         "write.metadata.previous-versions-max": "20",
+        # no pyiceberg-internal commit retries: they re-apply the append with the snapshot
+        # properties computed before the conflict, so the recorded positions (obsflow.offsets)
+        # of the writer that won would be overwritten. The sink and maintenance retry
+        # themselves, re-reading and merging the positions.
+        "commit.retry.num-retries": "0",
         "obsflow.retention-seconds": str(int(retention.total_seconds())),
         "obsflow.time-column": tdef.time_column,
         "comment": tdef.doc,
