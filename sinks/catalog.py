@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
 from pipelines.spec import StorageSpec
@@ -97,6 +97,10 @@ def _redact(uri: str) -> str:
     return uri
 
 
+#: pyiceberg's own commit retries, off (see _ensure_table)
+NO_RETRIES = ("commit.retry.num-retries", "0")
+
+
 def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None,
                  busy_timeout_s: float = 60.0) -> Table:
     """Load ``namespace.name``, creating namespace and table (with partition spec, sort
@@ -131,18 +135,31 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
         # properties computed before the conflict, so the recorded positions (obsflow.offsets)
         # of the writer that won would be overwritten. The sink and maintenance retry
         # themselves, re-reading and merging the positions.
-        "commit.retry.num-retries": "0",
+        NO_RETRIES[0]: NO_RETRIES[1],
         "obsflow.retention-seconds": str(int(retention.total_seconds())),
         "obsflow.time-column": tdef.time_column,
         "comment": tdef.doc,
     }
     if catalog.table_exists(ident):
-        return catalog.load_table(ident)
+        return _no_internal_retries(catalog, catalog.load_table(ident))
     try:
         return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(),
                                     sort_order=tdef.sort_order(), properties=props)
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
+
+
+def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
+    """Set ``commit.retry.num-retries = 0`` on a table created before obsflow set it at
+    creation (see :func:`_ensure_table`); another writer setting it first is fine."""
+    if table.properties.get(NO_RETRIES[0]) == NO_RETRIES[1]:
+        return table
+    try:
+        with table.transaction() as tx:
+            tx.set_properties({NO_RETRIES[0]: NO_RETRIES[1]})
+    except CommitFailedException:
+        pass  # a concurrent writer committed first (perhaps this very property): reload
+    return catalog.load_table(table.name())
 
 
 def load_tables(catalog: Catalog, storage: StorageSpec, names: list[str]) -> dict[str, Table]:

@@ -53,3 +53,45 @@ def test_commits_when_the_row_bound_is_reached(tmp_path):
     sink.write(outs[1])
     sink.close()
     assert read_table(spec, "events").num_rows == sum(o.rows["events"].num_rows for o in outs[:2])
+
+
+def _partition_outputs(spec, partition: int, count=400):
+    graph = PipelineGraph(spec)
+    src = embedded(spec, count, batch_size=50)
+    part = next(p for p in src.partitions() if p.topic == "events" and p.partition == partition)
+    return [graph.process(b) for b in src.batches(part)]
+
+
+def test_two_writers_conflicting_keep_both_positions(tmp_path):
+    """Two writers of one table (two Flink subtasks, two Bytewax processes) load the same
+    table version; the second commit conflicts. Its retry must merge the positions the
+    first one recorded — pyiceberg's own retry would re-apply the stale ones and drop them."""
+    spec = local_spec(tmp_path / "wh")
+    names = ["events", "dead_letters"]
+    a, b = IcebergSink(spec, names), IcebergSink(spec, names)  # both hold the same table metadata
+    assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
+    out_a, out_b = _partition_outputs(spec, 0)[0], _partition_outputs(spec, 1)[0]
+    a.write(out_a)
+    b.write(out_b)
+    a._commit("events")
+    a.drain()
+    b._commit("events")  # stale metadata: conflicts, reloads, merges
+    b.drain()
+    assert b.stats.retries >= 1
+    events = open_catalog(spec.storage).load_table("obs.events")
+    assert snapshot_offsets(events) == {"events:0": out_a.next_offset, "events:1": out_b.next_offset}
+    assert read_table(spec, "events").num_rows == out_a.rows["events"].num_rows + out_b.rows["events"].num_rows
+    a.close()
+    b.close()
+
+
+def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
+    spec = local_spec(tmp_path / "wh")
+    IcebergSink(spec, ["events"]).close()
+    cat = open_catalog(spec.storage)
+    with cat.load_table("obs.events").transaction() as tx:  # as an older obsflow created it
+        tx.remove_properties("commit.retry.num-retries")
+    assert "commit.retry.num-retries" not in cat.load_table("obs.events").properties
+    sink = IcebergSink(spec, ["events"])
+    assert sink.tables["events"].properties["commit.retry.num-retries"] == "0"
+    sink.close()
