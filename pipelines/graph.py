@@ -269,6 +269,13 @@ class PipelineGraph:
         return self.tables_by_topic(self.spec)
 
     @staticmethod
+    def tables_of(spec: PipelineSpec) -> list[str]:
+        """Every table the spec writes (the set :attr:`table_names` gives), without
+        building the transforms (no lookup databases loaded)."""
+        names = {t for ts in PipelineGraph.tables_by_topic(spec).values() for t in ts}
+        return sorted(names | {t for d in plan_stages(spec) for t in d.tables})
+
+    @staticmethod
     def tables_by_topic(spec: PipelineSpec) -> dict[str, list[str]]:
         """Like :meth:`tables_for_topic`, without building the transforms."""
         out: dict[str, list[str]] = {}

@@ -92,3 +92,17 @@ def test_file_level_errors(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(SpecError, match="expected a mapping at the top level, got list"):
         load_spec(bad)
+
+
+def test_tables_of_a_spec_without_building_its_transforms():
+    import copy
+
+    from pipelines.graph import PipelineGraph
+    from tests.helpers import strip_metrics, strip_traces
+
+    base = yaml.safe_load(DEFAULT_SPEC.read_text())
+    for data in (copy.deepcopy(base), strip_traces(copy.deepcopy(base)), strip_traces(copy.deepcopy(base), metrics=True),
+                 strip_metrics(copy.deepcopy(base))):
+        spec = parse_spec(data)
+        assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
+    assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]

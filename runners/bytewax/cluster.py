@@ -126,7 +126,7 @@ def prepare_tables(run: ClusterRun) -> None:
     from sinks.catalog import load_tables, open_catalog
 
     spec = _spec(run)
-    load_tables(open_catalog(spec.storage), spec.storage, PipelineGraph(spec).table_names)
+    load_tables(open_catalog(spec.storage), spec.storage, PipelineGraph.tables_of(spec))
 
 
 def local_addresses(processes: int) -> list[str]:

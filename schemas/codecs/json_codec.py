@@ -220,12 +220,17 @@ class JsonCodec:
                 joined = b"\n".join(values)
                 if joined.count(b"\n") == n - 1 and joined.count(b"\r") == 0 and (joined.isascii() or _utf8(joined)):
                     return values, range(n)
+        limit = self.max_bytes
+        # the records that need a closer look; the others pass C-level checks (blank ones are found by _parse)
+        odd = {i for i, v in enumerate(values)
+               if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v}
+        if not odd:
+            return values, range(n)
         good_idx: list[int] = []
         payloads: list[bytes] = []
-        limit = self.max_bytes
         for i, v in enumerate(values):
-            if v and len(v) <= limit and v.isascii() and b"\n" not in v and b"\r" not in v:
-                payloads.append(v)  # the common case, all C-level checks (blank ones are found by _parse)
+            if i not in odd:
+                payloads.append(v)
                 good_idx.append(i)
                 continue
             if not v or v.isspace():
