@@ -146,3 +146,27 @@ def test_service_metadata_for_logs():
     b, rejected = run("log", [log(), log(service="unknown-svc")], steps=("validate", "enrich"), services=services)
     assert b.table.column("service_team").to_pylist() == ["payments", None]
     assert b.table.column("service_tier").to_pylist() == ["1", None]
+
+
+def test_geo_country_fast_path_agrees_with_geoip2fast_lookup():
+    """The direct index search gives, for 5,000 random global IPv4 addresses, the country
+    ``geoip2fast.lookup`` gives — and None where it says ``--`` (reserved or unknown
+    network), never the ``--`` itself."""
+    import random
+
+    from transforms.lookups import GeoLookup, _v4_global, _v4_int
+
+    geo = GeoLookup()
+    rnd = random.Random(11)
+    ips = []
+    while len(ips) < 5000:
+        ip = ".".join(str(rnd.randrange(256)) for _ in range(4))
+        if _v4_global(_v4_int(ip)):
+            ips.append(ip)
+    public = {ip: geo._country.lookup(ip).country_code for ip in ips}
+    assert any(code == "--" for code in public.values())  # the sample reaches unknown networks
+    assert {ip: geo.country_code(ip, _v4_int(ip)) for ip in ips} == \
+        {ip: None if code in ("", "--") else code for ip, code in public.items()}
+    v6 = geo._country.lookup("2001:4860:4860::8888").country_code  # IPv6 takes the public lookup
+    assert geo.country_code("2001:4860:4860::8888") == (None if v6 in ("", "--") else v6)
+    assert all(geo.lookup(ip).country != "--" for ip in ips[:500])

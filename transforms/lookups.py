@@ -92,8 +92,7 @@ class GeoLookup:
                 return self._cache.put(ip, Geo(False, None, None))
             if not addr.is_global:
                 return self._cache.put(ip, Geo(True, None, None))
-        r = self._country.lookup(ip)
-        country = r.country_code or None
+        country = self.country_code(ip, v4)
         city = None
         try:
             rec = self._city.get(ip)
@@ -104,6 +103,29 @@ class GeoLookup:
             if country is None:
                 country = (rec.get("country") or {}).get("iso_code")
         return self._cache.put(ip, Geo(True, country, city))
+
+
+    def country_code(self, ip: str, v4: int | None = None) -> str | None:
+        """ISO country code of a global address from ``geoip2fast``; None when its data
+        has no country for it (``geoip2fast`` says ``--`` for reserved and unknown
+        networks). IPv4 goes straight to the two index searches of ``geoip2fast.lookup``
+        (skipping its timing, CIDR text and result object, which cost more than the
+        search); should that internal API change, the public ``lookup`` answers."""
+        g = self._country
+        if v4 is not None:
+            try:
+                root, chunk, _first, last, _netlen = g._main_index_lookup(v4)
+                if v4 > last:
+                    return None
+                code, _name, private = g._country_lookup(root, chunk)
+                return None if private or code in _NO_COUNTRY else code
+            except (AttributeError, TypeError, ValueError):
+                pass
+        code = g.lookup(ip).country_code
+        return None if code in _NO_COUNTRY else code
+
+
+_NO_COUNTRY = ("", "--")
 
 
 @dataclass(frozen=True)
