@@ -104,6 +104,7 @@ class Scrubber:
         self.step = step
         self.privacy = privacy
         self.key = pseudonym_key(privacy) if step.pseudonymize_users else b""
+        self._keyed_hmac = None
         self.text_columns = TEXT_COLUMNS.get(signal, ())
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
 
@@ -139,8 +140,16 @@ class Scrubber:
         """Keyed pseudonyms, computed once per distinct id in the batch."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         enc = pc.dictionary_encode(col)
-        key = self.key
-        uniq = [None if u is None else hmac.new(key, u.encode(), hashlib.sha256).hexdigest()[:32] for u in enc.dictionary.to_pylist()]
+        keyed = self._keyed_hmac
+        if keyed is None:
+            keyed = self._keyed_hmac = hmac.new(self.key, digestmod=hashlib.sha256)  # keyed once, copied per id
+
+        def pseudonym(u: str) -> str:
+            h = keyed.copy()
+            h.update(u.encode())
+            return h.hexdigest()[:32]
+
+        uniq = [None if u is None else pseudonym(u) for u in enc.dictionary.to_pylist()]
         return pa.array(uniq, pa.string()).take(enc.indices)
 
     def anonymize_ip(self, col) -> pa.Array:
