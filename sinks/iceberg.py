@@ -369,3 +369,29 @@ def split_by_table(tables: list[str]):
         return [(t, dataclasses.replace(item, rows={t: rows[t]})) for t in tables if t in rows]
 
     return split
+
+
+def restrict_to(tables: set[str] | list[str]):
+    """``item → [piece]`` for a writer of ``tables`` that only flows write (any number of
+    such writers is sound: a flow output's positions are its own partition's): a flow
+    output restricted to those tables' rows (dropped when it has none), ticks passed on,
+    stage outputs dropped."""
+    wanted = set(tables)
+
+    def restrict(item):
+        if is_tick(item):
+            return [item]
+        if is_stage_output(item):
+            return []
+        rows = {t: r for t, r in item.rows.items() if t in wanted}
+        return [dataclasses.replace(item, rows=rows)] if rows else []
+
+    return restrict
+
+
+def single_writer_tables(spec: PipelineSpec, names: list[str]) -> list[str]:
+    """The tables among ``names`` that a stateful stage writes: each needs one writer,
+    which must hear every shard's position reports (see :func:`split_by_table`)."""
+    from pipelines.graph import plan_stages
+
+    return sorted({t for d in plan_stages(spec) for t in d.tables} & set(names))

@@ -53,7 +53,7 @@ from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink, split_by_table
+from sinks.iceberg import IcebergSink, restrict_to, single_writer_tables, split_by_table
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange
 
@@ -257,18 +257,6 @@ class WriteTables(beam.DoFn):
             sink.close()
 
 
-def _restrict(tables: set[str]):
-    """A flow output restricted to the rows of ``tables`` (stage outputs: dropped)."""
-
-    def restrict(out):
-        if isinstance(out, StageOutput):
-            return []
-        rows = {t: r for t, r in out.rows.items() if t in tables}
-        return [dataclasses.replace(out, rows=rows)] if rows else []
-
-    return restrict
-
-
 class StageDoFn(beam.DoFn):
     """Hosts one shard of any stage (:func:`pipelines.stages.make_stage`) in Beam keyed
     state: the key ``"<stage>:<shard>"`` names it (``stage`` fixes it, for the ``global``
@@ -335,11 +323,11 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     # tables a stage writes need one writer each (positions need every shard's report);
     # the flows' other tables are written where they were produced
-    single = sorted({t for d in defs.values() for t in d.tables if t in names})
+    single = single_writer_tables(spec, names)
     if not single:
         return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
     anywhere = set(names) - set(single)
-    direct = (outs | "FlowTables" >> beam.FlatMap(_restrict(anywhere))
+    direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
               | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, sorted(anywhere))))
     keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single))
              | "WriteTables" >> beam.ParDo(WriteTables(spec)))
