@@ -198,19 +198,13 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
             globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
                            lambda kv: kv[1])
             outs = op.merge("merge_global", outs, globl)
-    if by_table:
-        # a multi-worker cluster: each table a stage writes gets one sink partition (its
-        # positions need every shard's report); the flows' other tables are written by the
-        # worker that produced the rows (their positions are that worker's partitions')
+    if by_table:  # a multi-worker cluster: one sink partition per table keeps recorded positions sound
+        # (all tables, not only those a stage writes: measured, writing the flow tables on
+        # every worker costs more than the transfer, since concurrent commits to one table
+        # conflict and a retried append encodes its Parquet files again)
         from runners.bytewax.table_sink import output_by_table
-        from sinks.iceberg import restrict_to, single_writer_tables
 
-        single = single_writer_tables(spec, graph.table_names)
-        anywhere = [t for t in graph.table_names if t not in single]
-        if anywhere:
-            op.output("iceberg", op.flat_map("flow_tables", outs, restrict_to(anywhere)), IcebergBytewaxSink(spec, anywhere))
-        if single:
-            output_by_table("iceberg_by_table", outs, spec, single)
+        output_by_table("iceberg", outs, spec, graph.table_names)
     else:
         op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
     return flow

@@ -9,10 +9,10 @@ reported it (:meth:`IcebergSink.write_stage`), which no per-worker sink ever see
 
 So every output is split by table and routed to the one sink partition of that table
 (:class:`IcebergTableSink`, a ``FixedPartitionedSink`` keyed by table name; Bytewax puts
-each partition on exactly one worker of the cluster) — for the tables a stage writes
-(:func:`sinks.iceberg.single_writer_tables`). The tables only flows write (events, logs,
-dead letters without a rollup stage) need no routing: the worker that read a partition
-writes its rows and records its positions (``build_flow``):
+each partition on exactly one worker of the cluster). The tables only flows write
+(events, logs) would not need it, but are routed too: writing them on every worker
+measured slower, as concurrent commits to one table conflict and a retried append
+encodes its Parquet files again:
 
 * a flow output (:class:`pipelines.graph.FlowOutput`) goes, restricted to each table's
   rows, to that table's partition;
