@@ -32,14 +32,18 @@ class Enricher:
             enc = pc.dictionary_encode(t.column("client_ip").combine_chunks())
             uniq = enc.dictionary.to_pylist()
             geos = [self._geo.lookup(u) for u in uniq]
+            indices = enc.indices
             if self.step.require_valid_ip and not all(g.valid for g in geos):
                 bad_codes = pa.array([k for k, g in enumerate(geos) if not g.valid], pa.int32())
-                bad = pc.is_in(enc.indices, value_set=bad_codes)
+                bad = pc.is_in(indices, value_set=bad_codes)
                 details = pc.binary_join_element_wise("client_ip: not an IPv4 or IPv6 address: ", pc.utf8_slice_codeunits(t.column("client_ip"), 0, 60), "")
+                before = batch.table.num_rows
                 batch.reject_mask(bad, "enrichment_failure", details)
-                return self(batch)
-            t = t.append_column("geo_country", pa.array([g.country for g in geos], pa.string()).take(enc.indices))
-            t = t.append_column("geo_city", pa.array([g.city for g in geos], pa.string()).take(enc.indices))
+                t = batch.table
+                if t.num_rows != before:  # the rows kept are the unmasked ones, in order
+                    indices = indices.filter(pc.invert(bad.fill_null(False)))
+            t = t.append_column("geo_country", pa.array([g.country for g in geos], pa.string()).take(indices))
+            t = t.append_column("geo_city", pa.array([g.city for g in geos], pa.string()).take(indices))
         if self._ua is not None and "user_agent" in t.column_names:
             enc = pc.dictionary_encode(t.column("user_agent").combine_chunks())
             devs = [self._ua.lookup(u) for u in enc.dictionary.to_pylist()]
