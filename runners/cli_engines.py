@@ -48,10 +48,52 @@ def cmd_submit(args) -> int:
     print(f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
           f"(submitted in {sub.seconds:.0f}s)", file=sys.stderr)
     print(sub.job.jid, flush=True)
-    # the job belongs to the cluster now; leave at once (skip Beam's exit hooks, which only stop our job server client)
+    # the job belongs to the cluster now: stop the job server this process started (it only
+    # translated and submitted the job; Flink keeps running it) and leave at once, skipping
+    # Beam's exit hooks, which would wait on the job server client
     sys.stdout.flush()
     sys.stderr.flush()
+    _stop_children()
     os._exit(0)
+
+
+def _stop_children(grace_s: float = 10.0) -> list[int]:
+    """Terminate this process's child processes (Beam's job-server JVM), SIGKILL after
+    ``grace_s``; return their pids. Without this, every ``obsflow submit`` would leave an
+    orphaned JVM behind."""
+    import signal
+    from pathlib import Path
+
+    me = str(os.getpid())
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # field 4 of /proc/PID/stat: the parent pid
+            kids.append(int(stat.parent.name))
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    for pid in kids:
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    return kids
 
 
 def cmd_jobs(args) -> int:

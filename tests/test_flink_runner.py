@@ -50,6 +50,20 @@ def wait_exact(spec, expected: Expected, rest: FlinkRest, jid: str, timeout: flo
     raise AssertionError(f"tables not exact after {timeout:.0f}s: {last!r}"[:2000])
 
 
+def orphaned_job_servers() -> set[int]:
+    """Pids of Beam job-server JVMs whose parent has gone (re-parented to init)."""
+    out = set()
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            continue
+        if "job-server" in cmd and "java" in cmd and ppid == "1":
+            out.add(int(d.name))
+    return out
+
+
 def flink_spec_data(tmp_path: Path, bootstrap: str, topics: dict[str, str]) -> dict:
     return strip_traces(spec_data(tmp_path / "wh", bootstrap, topics, max_seconds=1, batch=200))
 
@@ -66,6 +80,7 @@ def test_submit_list_cancel_resubmit_exactly_once(flink_cluster, kafka_broker, k
     rest = FlinkRest(master)
 
     # submit through the CLI: it prints the job id and returns while the job runs on
+    orphans_before = orphaned_job_servers()
     t0 = time.monotonic()
     done = obsflow("submit", "--runner", "flink", "--flink-master", master, "--spec", str(path), "--worker-pool", pool,
                    "--job-name", "obsflow-flink-test-1", "--parallelism", "1")
@@ -74,6 +89,7 @@ def test_submit_list_cancel_resubmit_exactly_once(flink_cluster, kafka_broker, k
     assert len(jid) == 32, done.stdout
     submitted_in = time.monotonic() - t0
     assert rest.state(jid) == "RUNNING"
+    assert orphaned_job_servers() <= orphans_before  # the CLI stopped the job server it started
     listed = [json.loads(line) for line in obsflow("jobs", "--flink-master", master, "--format", "json").stdout.splitlines()]
     mine = [j for j in listed if j["id"] == jid]
     assert mine and mine[0]["state"] == "RUNNING" and mine[0]["name"] == "obsflow-flink-test-1" and mine[0]["start_time_ms"] > 0
