@@ -49,8 +49,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -351,26 +349,6 @@ def _flink_config(home: Path, ports: dict[str, int], slots: int, workdir: Path) 
     return "".join(f"{k}: {json.dumps(v) if isinstance(v, str) else v}\n" for k, v in settings.items())
 
 
-def _http(method: str, url: str, timeout: float = 10.0, attempts: int = 3) -> Any:
-    """One REST call. A GET is retried (``attempts`` times in all) when the JobManager does
-    not answer in ``timeout`` seconds or drops the connection: on a loaded two-core machine
-    a JobManager busy deploying a job can stall its REST thread for many seconds. Other
-    methods are sent once, since they are not idempotent."""
-    tries = attempts if method == "GET" else 1
-    for attempt in range(1, tries + 1):
-        req = urllib.request.Request(url, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                body = resp.read()
-            return json.loads(body) if body else None
-        except urllib.error.HTTPError:
-            raise  # the server answered: an answer is not retried
-        except (TimeoutError, ConnectionError, urllib.error.URLError):
-            if attempt == tries:
-                raise
-            time.sleep(min(2.0 * attempt, 5.0))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -444,10 +422,12 @@ class FlinkCluster:
     def log_dir(self) -> Path:
         return self.workdir / "log"
 
-    # ---- REST
-    def rest(self, path: str, method: str = "GET", timeout: float = 10.0) -> Any:
-        """JSON from the REST API, e.g. ``rest("/overview")``."""
-        return _http(method, self.rest_url + path, timeout)
+    # ---- REST (through runners.flink_rest, the project's one Flink REST client)
+    def rest(self, path: str, method: str = "GET", timeout: float = 10.0, attempts: int = 3) -> Any:
+        """JSON from the REST API, e.g. ``rest("/overview")``; GETs are retried."""
+        from runners.flink_rest import FlinkRest
+
+        return FlinkRest(self.rest_url, timeout=timeout).request(method, path, attempts=attempts)
 
     def overview(self) -> dict:
         return self.rest("/overview")
@@ -465,21 +445,16 @@ class FlinkCluster:
 
     def wait_for_job(self, job_id: str, timeout: float = 120.0,
                      states: tuple[str, ...] = ("FINISHED", "FAILED", "CANCELED")) -> str:
-        """Poll until the job reaches one of ``states``; return that state."""
-        deadline = time.monotonic() + timeout
-        state = "?"
-        while time.monotonic() < deadline:
-            state = self.job(job_id)["state"]
-            if state in states:
-                return state
-            time.sleep(0.5)
-        raise TimeoutError(f"Flink job {job_id} still {state} after {timeout:.0f}s")
+        """Poll until the job reaches one of ``states`` (or another terminal state); return it."""
+        from runners.flink_rest import FlinkRest
+
+        return FlinkRest(self.rest_url).wait_for_state(job_id, states, timeout=timeout)
 
     def ready(self) -> bool:
         """REST answers with one TaskManager and all its slots registered."""
         try:
-            ov = self.overview()
-        except (OSError, urllib.error.URLError, ValueError):
+            ov = self.rest("/overview", attempts=1)  # polled while starting: no retries here
+        except (OSError, ValueError):
             return False
         return ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= self.slots
 

@@ -63,7 +63,21 @@ class FlinkRest:
         self.url = base_url(address)
         self.timeout = timeout
 
-    def request(self, method: str, path: str) -> Any:
+    def request(self, method: str, path: str, attempts: int = 3) -> Any:
+        """JSON of one call. A GET is tried ``attempts`` times when nothing answers in
+        ``timeout`` seconds or the connection drops (a JobManager busy deploying a job on a
+        loaded machine can stall its REST thread for many seconds); other methods are sent
+        once, since they are not idempotent. An HTTP error answer is never retried."""
+        tries = attempts if method == "GET" else 1
+        for attempt in range(1, tries + 1):
+            try:
+                return self._request_once(method, path)
+            except FlinkUnavailable:
+                if attempt == tries:
+                    raise
+                time.sleep(min(2.0 * attempt, 5.0))
+
+    def _request_once(self, method: str, path: str) -> Any:
         req = urllib.request.Request(self.url + path, method=method, headers={"Accept": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

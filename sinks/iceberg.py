@@ -197,6 +197,16 @@ class IcebergSink:
             self._kafka_out = KafkaProducerSink.for_spec(self.spec)
         return self._kafka_out
 
+    def accept(self, item) -> None:
+        """Take whatever an engine hands the sink: a tick (:meth:`tick`), a stage output
+        (:meth:`write_stage`) or a flow output (:meth:`write`)."""
+        if is_tick(item):
+            self.tick()
+        elif is_stage_output(item):
+            self.write_stage(item)
+        else:
+            self.write(item)
+
     def write_stage(self, out) -> None:
         """Buffer a stateful stage's output (:class:`pipelines.stages.StageOutput`).
 

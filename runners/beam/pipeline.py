@@ -190,6 +190,16 @@ class ProcessBatches(beam.DoFn):
         yield out
 
 
+def _flush_bundle(sink: IcebergSink) -> None:
+    """Commit what ``sink`` buffered (a bundle's output is durable before Beam considers
+    the bundle done) and hand its commit figures to the run's stats."""
+    before = sink.stats.commits
+    sink.flush(include_empty=True)
+    if sink.stats.commits != before:
+        STATS.add_commits(sink.stats)
+        sink.stats = type(sink.stats)()
+
+
 class WriteIceberg(beam.DoFn):
     def __init__(self, spec: PipelineSpec, tables: list[str]):
         self.spec = spec
@@ -199,17 +209,10 @@ class WriteIceberg(beam.DoFn):
         self.sink = IcebergSink(self.spec, self.tables)
 
     def process(self, out):
-        if isinstance(out, StageOutput):
-            self.sink.write_stage(out)
-        else:
-            self.sink.write(out)
+        self.sink.accept(out)
 
     def finish_bundle(self):
-        before = self.sink.stats.commits
-        self.sink.flush(include_empty=True)
-        if self.sink.stats.commits != before:
-            STATS.add_commits(self.sink.stats)
-            self.sink.stats = type(self.sink.stats)()
+        _flush_bundle(self.sink)
 
     def teardown(self):
         self.sink.close()
@@ -238,19 +241,12 @@ class WriteTables(beam.DoFn):
         sink = self.sinks.get(table)
         if sink is None:
             sink = self.sinks[table] = IcebergSink(self.spec, [table])
-        if isinstance(out, StageOutput):
-            sink.write_stage(out)
-        else:
-            sink.write(out)
+        sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
     def finish_bundle(self):
         for sink in self.sinks.values():
-            before = sink.stats.commits
-            sink.flush(include_empty=True)
-            if sink.stats.commits != before:
-                STATS.add_commits(sink.stats)
-                sink.stats = type(sink.stats)()
+            _flush_bundle(sink)
 
     def teardown(self):
         for sink in self.sinks.values():

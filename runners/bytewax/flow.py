@@ -26,7 +26,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -146,12 +146,7 @@ class _IcebergPartition(StatelessSinkPartition):
 
     def write_batch(self, items) -> None:
         for out in items:
-            if out is TICK or isinstance(out, Tick):
-                self.sink.tick()
-            elif isinstance(out, StageOutput):
-                self.sink.write_stage(out)
-            else:
-                self.sink.write(out)
+            self.sink.accept(out)
 
     def close(self) -> None:
         self.sink.close()

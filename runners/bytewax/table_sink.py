@@ -32,7 +32,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink, is_stage_output as _is_stage, is_tick as _is_tick, split_by_table  # noqa: F401
+from sinks.iceberg import IcebergSink, split_by_table
 
 
 class _TablePartition(StatefulSinkPartition):
@@ -41,12 +41,7 @@ class _TablePartition(StatefulSinkPartition):
 
     def write_batch(self, items) -> None:
         for out in items:
-            if _is_tick(out):
-                self.sink.tick()
-            elif _is_stage(out):
-                self.sink.write_stage(out)
-            else:
-                self.sink.write(out)
+            self.sink.accept(out)
 
     def snapshot(self) -> None:
         return None  # positions live in the Iceberg snapshot summaries

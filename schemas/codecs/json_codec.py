@@ -177,7 +177,6 @@ class JsonCodec:
         self.parse_options = pj.ParseOptions(explicit_schema=read, unexpected_field_behavior="ignore")
         self._read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
         self._read_opts_clean = pj.ReadOptions(use_threads=False, block_size=CLEAN_BLOCK_BYTES)
-        self._syntax = msgspec.json.Decoder(type=msgspec.Raw)
         # the read schema as msgspec types: one C-level pass over a dirty batch finds every
         # record that is not JSON or that pyarrow.json would refuse for a type
         self._typed = msgspec.json.Decoder(type=_msgspec_type(read, "Record"))
