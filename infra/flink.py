@@ -451,11 +451,18 @@ class FlinkCluster:
         return FlinkRest(self.rest_url).wait_for_state(job_id, states, timeout=timeout)
 
     def ready(self) -> bool:
-        """REST answers with one TaskManager and all its slots registered."""
+        """REST answers with one TaskManager and all its slots registered. While starting,
+        a refused connection and Flink's 503 (leader election not yet done) mean "not yet"."""
+        from runners.flink_rest import FlinkRestError
+
         try:
             ov = self.rest("/overview", attempts=1)  # polled while starting: no retries here
         except (OSError, ValueError):
             return False
+        except FlinkRestError as e:
+            if e.status == 503:
+                return False
+            raise
         return ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= self.slots
 
     def alive(self) -> bool:

@@ -67,7 +67,9 @@ class FlinkRest:
         """JSON of one call. A GET is tried ``attempts`` times when nothing answers in
         ``timeout`` seconds or the connection drops (a JobManager busy deploying a job on a
         loaded machine can stall its REST thread for many seconds); other methods are sent
-        once, since they are not idempotent. An HTTP error answer is never retried."""
+        once, since they are not idempotent. Of the HTTP error answers only 503 (Flink's
+        "temporarily unavailable", e.g. during the JobManager's leader election at start) is
+        retried, and only for a GET; any other error answer is raised at once."""
         tries = attempts if method == "GET" else 1
         for attempt in range(1, tries + 1):
             try:
@@ -75,7 +77,10 @@ class FlinkRest:
             except FlinkUnavailable:
                 if attempt == tries:
                     raise
-                time.sleep(min(2.0 * attempt, 5.0))
+            except FlinkRestError as e:
+                if e.status != 503 or attempt == tries:
+                    raise
+            time.sleep(min(2.0 * attempt, 5.0))
 
     def _request_once(self, method: str, path: str) -> Any:
         req = urllib.request.Request(self.url + path, method=method, headers={"Accept": "application/json"})
