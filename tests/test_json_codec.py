@@ -105,3 +105,20 @@ def test_unknown_fields_are_ignored_and_log_map_type_errors_are_schema_violation
     b, rejected = decode("log", [enc({**LOG, "extra": {"deep": 1}}), enc({**LOG, "attributes": "not-a-map"})])
     assert b.table.column("_i").to_pylist() == [0]
     assert rejected[1][0] == "schema_violation" and "attributes" in rejected[1][1]
+
+
+def test_screen_finds_each_odd_record_by_position_in_a_mixed_batch():
+    """Valid non-ASCII UTF-8, multi-line (LF and CRLF) records and bad ones side by side:
+    each odd record is looked at where it is, the good ones keep their order and content."""
+    good = enc(EVENT)
+    cafe = json.dumps({**EVENT, "page": "/café/ß"}, ensure_ascii=False).encode()
+    pretty = json.dumps({**EVENT, "page": "/pretty"}, indent=2).encode()
+    crlf = json.dumps({**EVENT, "page": "/crlf"}, indent=1).encode().replace(b"\n", b"\r\n")
+    values = [good, cafe, None, pretty, b"", enc(EVENT).replace(b"/signup", b"/sign\xe9up"), crlf,
+              enc({**EVENT, "pad": "y" * 5000}), b"{\n", good]
+    b, rejected = decode("event", values)
+    assert {i: r for i, (r, _) in rejected.items()} == {
+        2: "format_violation", 4: "format_violation", 5: "format_violation", 7: "size_violation", 8: "format_violation"}
+    assert "invalid byte 0xe9" in rejected[5][1] and "invalid JSON" in rejected[8][1]
+    assert b.table.column("_i").to_pylist() == [0, 1, 3, 6, 9]
+    assert b.table.column("page").to_pylist() == ["/signup/step-3", "/café/ß", "/pretty", "/crlf", "/signup/step-3"]
