@@ -118,6 +118,9 @@ def cmd_run(args) -> int:
         print(f"resumed from recorded positions: {', '.join(f'{k}@{v}' for k, v in sorted(resumed.items()))}")
     if STATS.dead_by_reason:
         print("dead letters by reason: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
+    late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.records_dead
+    if late_rows > 0:  # dead-lettered by a stateful stage after the record was accepted
+        print(f"plus {_fmt(late_rows)} accepted samples dead-lettered by the rollups as late_data (their window had closed)")
     print("rows written: " + ", ".join(f"{spec.storage.namespace}.{k} {_fmt(v)}" for k, v in sorted(STATS.rows_by_table.items())))
     balanced = STATS.records_in == STATS.records_accepted + STATS.records_dead + STATS.records_dropped
     print(f"reconciliation: in = accepted + dead-lettered + dropped: {'yes' if balanced else 'NO'}")
