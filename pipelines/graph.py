@@ -52,6 +52,14 @@ def stage_plan(spec: PipelineSpec):
     return trace_step, (log_step.config if log_step else None)
 
 
+def head_plan(spec: PipelineSpec) -> tuple | None:
+    """The trace stage's head sampling settings ``(percentage, salt, policy name)``, if the
+    spec's ``tail_sample`` step has ``head_sampling``."""
+    step = next((s for f in spec.flows for s in f.steps if isinstance(s, TailSampleStep)), None)
+    head = step.head_sampling if step is not None else None
+    return (head.sampling_percentage, head.salt(step.sampler), head.policy_name) if head is not None else None
+
+
 def _step(spec: PipelineSpec, cls):
     return next((s for f in spec.flows for s in f.steps if isinstance(s, cls)), None)
 
@@ -77,7 +85,9 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         sig = ("span", "log") if log_config is not None else ("span",)
         tables = ["spans", "traces", "metrics"] + (sorted({f.sink.table for f in spec.flows if spec.source(f.source).signal == "log"})
                                                   if log_config is not None else [])
-        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics_of(sig), (trace_step, log_config)))
+        head = head_plan(spec)
+        opts = {"head": head} if head is not None else {}
+        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics_of(sig), (trace_step, log_config), options=opts))
     rollup = _step(spec, RollupStep)
     if rollup is not None:
         sig = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
@@ -137,6 +147,9 @@ class CompiledFlow:
         self.trace_step, self.log_config = stage_plan(spec)
         # spans always go through the trace stage; logs do when the spec samples them
         self.staged = self.trace_step is not None and (signal == "span" or (signal == "log" and self.log_config is not None))
+        # spans of a head_sampling source are decided at ingest by the trace stage's head sampler, past the tail sampler
+        self.head_sampled = (signal == "span" and self.trace_step is not None and self.trace_step.head_sampling is not None
+                             and self.source.name in self.trace_step.head_sampling.sources)
         self.head_logs = None
         if signal == "log" and self.log_config is not None and self.trace_step is None:
             from transforms.tail_sampling import LogSampler
@@ -214,7 +227,7 @@ class CompiledFlow:
         shard_of = trace_shards(rows.column("trace_id"), n, raw.partition)
         parts = split_by_shard(rows, shard_of, n)
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
-        kind = "spans" if self.signal == "span" else "logs"
+        kind = ("head_spans" if self.head_sampled else "spans") if self.signal == "span" else "logs"
         first = raw.offsets[0] if raw.offsets else -1
         return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions)
                 for k in range(n)]

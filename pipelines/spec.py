@@ -212,6 +212,32 @@ class RedSpec(Model):
     max_exemplars: int = Field(3, ge=0)
 
 
+class HeadSamplingSpec(Model):
+    """Head-based sampling at ingest for the spans of ``sources``: they are sent past the
+    tail sampler. A trace is kept when the FNV-1a 64 hash of ``hash_salt`` + its trace id
+    is within ``sampling_percentage`` (``transforms.tail_sampling.head.HeadSampler``: the
+    hash and threshold of the tail sampler's ``probabilistic`` policy, so every worker and
+    engine decides alike, and at the same percentage and salt the same traces are kept).
+    Kept spans go to obs.spans at once with ``sampling_policy`` = ``policy_name`` and
+    ``adjusted_count`` = 100 / sampling_percentage; RED metrics still count every span, and
+    log lines of these traces follow the head decision. No obs.traces row is written for a
+    head-sampled trace (its spans are not buffered)."""
+
+    sources: list[str] = Field(min_length=1, description="span sources whose spans are head-sampled instead of tail-sampled")
+    sampling_percentage: float = Field(10.0, ge=0, le=100, description="percent of traces kept")
+    hash_salt: str | None = Field(None, description="null: the salt of the sampler's first probabilistic policy, else the collector's default seed")
+    policy_name: str = Field("head_probabilistic", min_length=1, description="the sampling_policy of kept spans")
+
+    def salt(self, sampler: TailSamplingConfig) -> str:
+        """The hash salt in effect: ``hash_salt``, else the tail sampler's first probabilistic policy's."""
+        if self.hash_salt is not None:
+            return self.hash_salt
+        for p in sampler.policies:
+            if p.type == "probabilistic":
+                return p.probabilistic.hash_salt
+        return ""
+
+
 class TailSampleStep(Model):
     """Tail-based trace sampling (OpenTelemetry Collector tail_sampling names) plus RED
     metrics, in a stateful stage keyed by trace id. Emits obs.spans, obs.traces and the
@@ -222,6 +248,7 @@ class TailSampleStep(Model):
     sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig)
     red: RedSpec | None = RedSpec()
     log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
+    head_sampling: HeadSamplingSpec | None = Field(None, description="span sources decided at ingest by head sampling, past the tail sampler")
 
 
 class LogSampleStep(Model):
@@ -256,7 +283,8 @@ class ProductStep(Model):
     kind: Literal["product"]
     shards: int = Field(4, gt=0, description="state shards (session id hash)")
     config: ProductConfig = Field(default_factory=ProductConfig)
-    error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window")
+    error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window: count, "
+                                                 "first seen (min) and last seen (max), event time in epoch ms")
 
 
 Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep, TailSampleStep, LogSampleStep, RollupStep, ProductStep],
@@ -273,7 +301,8 @@ class AlertsSpec(AlertingConfig):
     alertmanager_timeout: float = Field(5.0, gt=0, description="seconds per Alertmanager request")
 
     def engine_config(self) -> AlertingConfig:
-        return AlertingConfig(rules=self.rules, route=self.route, inhibit_rules=self.inhibit_rules, external_url=self.external_url)
+        return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,
+                              external_url=self.external_url)
 
 
 class SinkSpec(Model):
@@ -360,10 +389,17 @@ class PipelineSpec(Model):
                     rollups.append(st)
                 if isinstance(st, ProductStep) and sig != "event":
                     raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a product step on a flow whose source has signal: event", sig)
+            for j, st in enumerate(flow.steps):
+                if isinstance(st, TailSampleStep) and st.head_sampling is not None:
+                    spans = [s.name for s in self.sources if s.signal == "span"]
+                    for k, name in enumerate(st.head_sampling.sources):
+                        if name not in spans:
+                            raise SpecReferenceError(f"flows[{i}].steps[{j}].head_sampling.sources[{k}]", f"one of the span sources {spans}", name)
             if sig == "metric" and not any(isinstance(st, RollupStep) for st in flow.steps):
                 raise SpecReferenceError(f"flows[{i}].steps", "a rollup step (metric samples are only written as rollups)", "none")
         if len(rollups) > 1:
             raise SpecReferenceError("flows", "at most one rollup step (one metrics stage)", len(rollups))
+
         if self.alerts is not None and self.alerts.rules:
             if not rollups:
                 raise SpecReferenceError("alerts", "a rollup step in some flow (alert rules are evaluated over its output)", "none")

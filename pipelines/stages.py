@@ -20,7 +20,12 @@ of the spec's log flows, and emits
   ids of kept traces;
 - ``logs``: WARN/ERROR/FATAL always; other lines follow their trace's decision (a kept
   trace keeps all its logs), lines without a trace id are sampled by hash at once, and a
-  line whose trace never shows up is sampled by hash after ``log_wait``.
+  line whose trace never shows up is sampled by hash after ``log_wait``; ``sample_rate``
+  is the fraction of such lines kept (1 / the trace's adjusted count for a followed trace);
+- ``spans`` of the ``head_sampling`` sources (input kind ``head_spans``): decided on arrival by
+  the head sampler (same hash and salt as the ``probabilistic`` policy), never buffered,
+  no obs.traces row; RED metrics still count them all;
+- ``counters`` (on every output): the tail sampler's counts since the previous output.
 
 Time is the data's: ``now`` is the largest ingest time a shard has seen, so a run is
 deterministic for a given input order, and a bounded run decides everything on
@@ -46,7 +51,7 @@ import pyarrow.compute as pc
 
 from schemas.tables import table_def
 from transforms.shape import conform
-from transforms.tail_sampling import LogSampler, RedMetrics, TailSampler
+from transforms.tail_sampling import HeadSampler, LogSampler, RedMetrics, TailSampler
 
 TRACE = "trace"
 METRICS = "metrics"
@@ -91,6 +96,8 @@ class StageOutput:
     extra: dict = field(default_factory=dict)  # stage-specific payload for a downstream stage (funnel tallies)
     alerts: list = field(default_factory=list)         # AlertEvents (→ Kafka alerts topic, Alertmanager)
     notifications: list = field(default_factory=list)  # Alertmanager-style notifications, for the record
+    counters: dict = field(default_factory=dict)       # counts since the previous output, for the run stats
+    # (trace stage: TraceStage.counters' layout; recorded by runners.stats.RunStats.record_stage)
 
     @property
     def key(self) -> str:
@@ -163,12 +170,35 @@ class PartitionClock:
         return wm if wm is not None else max(self.progress.values(), default=0)
 
 
-class TraceStage:
-    """Tail sampling, RED metrics and trace-consistent log sampling for one shard."""
+def _new_counts() -> dict:
+    """Zeroed trace-stage counters (the layout of ``StageOutput.counters`` for ``trace``):
+    ``dropped_spans`` / ``dropped_traces`` / ``early_decisions``: reason -> count, as the
+    tail sampler's :class:`~transforms.tail_sampling.sampler.Decisions` (reasons in
+    ``sampler.REASONS``; ``num_traces_overflow`` is the num_traces bound's cost);
+    ``sampled_traces`` / ``not_sampled_traces`` / ``late_spans_kept``: counts."""
+    return {"dropped_spans": {}, "dropped_traces": {}, "early_decisions": {}, "sampled_traces": 0,
+            "not_sampled_traces": 0, "late_spans_kept": 0}
 
-    def __init__(self, step, log_config=None, shard: int = 0):
+
+def _bound(ids: dict, limit: int = 200_000) -> None:
+    """Keep a decided-trace-id dict bounded: past ``limit`` entries, drop the oldest half."""
+    if len(ids) > limit:
+        for t in list(ids)[: len(ids) // 2]:
+            del ids[t]
+
+
+class TraceStage:
+    """Tail sampling, RED metrics and trace-consistent log sampling for one shard.
+
+    Each output's ``counters`` carry what the tail sampler counted since the previous
+    output (:func:`_new_counts`), which the runners add to the run stats."""
+
+    def __init__(self, step, log_config=None, shard: int = 0, head: tuple | None = None):
         self.step = step
         self.shard = shard
+        # head sampling (``head_spans`` inputs): (percentage, salt, policy name) — see pipelines.spec.HeadSamplingSpec
+        self.head = HeadSampler(head[0], head[1], head[2]) if head is not None else None
+        self._head_dropped: dict[str, None] = {}  # trace ids head sampling did not keep (bounded, as _kept)
         self.sampler = TailSampler(step.sampler)
         red = step.red
         self.red = RedMetrics(window_ms=int(red.window.total_seconds() * 1000), relative_accuracy=red.relative_accuracy,
@@ -183,6 +213,7 @@ class TraceStage:
         self._kept: dict[str, float] = {}     # decided and kept trace id -> adjusted count (bounded)
         self._batches: dict[str, deque] = {}  # tp -> (first_offset, next_offset, arrival now)
         self._latest: dict[str, int] = {}
+        self._counts = _new_counts()          # since the last output (StageOutput.counters)
 
     # -- processing -----------------------------------------------------------------
 
@@ -197,6 +228,8 @@ class TraceStage:
                 if self.red is not None:
                     self.red.add(item.table)
                 self.sampler.add(item.table, self.now)
+            elif item.kind == "head_spans":
+                self._head_sample(item.table, rows)
             elif item.kind == "logs":
                 self._add_logs(item.table, rows, item.now_ms)
         self._decide(self.sampler.advance(self.now), rows, final=False)
@@ -221,7 +254,51 @@ class TraceStage:
         if traced.num_rows:
             self._pending_logs.append((ingest_ms, traced))  # waits log_wait of watermark time past its ingest
 
+    def _head_sample(self, table: pa.Table, rows) -> None:
+        """Spans of a ``head_sampling`` source: RED from all of them, the kept ones out at once
+        (``sampling_policy`` / ``adjusted_count`` from the head sampler), the decision
+        remembered per trace id so that the trace's log lines follow it."""
+        if self.head is None:
+            raise ValueError("head_spans input but the trace stage has no head sampling settings")
+        if self.red is not None:
+            self.red.add(table)
+        tid = table.column("trace_id")
+        if tid.null_count:  # as the tail sampler: spans without a trace id are counted, not kept
+            valid = pc.is_valid(tid)
+            c = self._counts["dropped_spans"]
+            c["no_trace_id"] = c.get("no_trace_id", 0) + tid.null_count
+            table = table.filter(valid)
+        keep = self.head.keep_mask(table.column("trace_id"))
+        kept = self.head.sample(table)
+        if kept.num_rows:
+            rows["spans"].append(kept)
+            if self.red is not None:
+                self.red.add_exemplars(kept)
+            adj = 100.0 / self.head.percentage if self.head.percentage else 0.0
+            for t in set(kept.column("trace_id").to_pylist()):
+                self._kept[t] = adj
+            _bound(self._kept)
+        dropped = table.filter(pa.array(~keep))
+        if dropped.num_rows:
+            for t in set(dropped.column("trace_id").to_pylist()):
+                self._head_dropped[t] = None
+            _bound(self._head_dropped)
+            c = self._counts["dropped_spans"]
+            c["head_not_sampled"] = c.get("head_not_sampled", 0) + dropped.num_rows
+
+    def _count(self, d) -> None:
+        """Add what a :class:`~transforms.tail_sampling.sampler.Decisions` counted to the
+        counts of the next output (dropped spans / traces by reason, early decisions)."""
+        c = self._counts
+        for key in ("dropped_spans", "dropped_traces", "early_decisions"):
+            for reason, n in getattr(d, key).items():
+                c[key][reason] = c[key].get(reason, 0) + int(n)
+        c["sampled_traces"] += int(d.sampled_traces)
+        c["not_sampled_traces"] += int(d.not_sampled_traces)
+        c["late_spans_kept"] += int(d.late_spans_kept)
+
     def _decide(self, d, rows, final: bool) -> None:
+        self._count(d)
         if d.spans.num_rows:
             rows["spans"].append(d.spans)
             if self.red is not None:
@@ -230,9 +307,7 @@ class TraceStage:
             rows["traces"].append(d.traces)
             for t, a in zip(d.traces.column("trace_id").to_pylist(), d.traces.column("adjusted_count").to_pylist()):
                 self._kept[t] = a
-            if len(self._kept) > 200_000:  # bounded: keep the newest half
-                for t in list(self._kept)[: len(self._kept) // 2]:
-                    del self._kept[t]
+            _bound(self._kept)
         if self.red is not None:
             m = self.red.flush_all() if final else self.red.flush(self.now - int(self.step.red.allowed_lateness.total_seconds() * 1000))
             if m.num_rows:
@@ -250,13 +325,16 @@ class TraceStage:
             ids = t.column("trace_id").to_pylist()
             kept = np.array([i in self._kept for i in ids])
             waiting = np.array([(i in buffered) and not final for i in ids])
-            dropped = np.array([(i in not_sampled) and not k for i, k in zip(ids, kept)])
+            head_dropped = self._head_dropped
+            dropped = np.array([((i in not_sampled) or (i in head_dropped)) and not k for i, k in zip(ids, kept)])
             expired = final or self.now - arrived >= self.log_wait_ms
             unknown = ~kept & ~waiting & ~dropped
             if kept.any():
+                # the trace was kept: every line is kept; sample_rate (the fraction kept, obs.logs
+                # contract) is 1 for the always-kept levels, else 1 / the trace's adjusted count
                 sub = t.filter(pa.array(kept))
-                rows["logs"].append(sub.append_column("sample_rate", pa.array(
-                    [1.0 / self._kept[i] if self._kept[i] else 1.0 for i in sub.column("trace_id").to_pylist()], pa.float64())))
+                rows["logs"].append(self.logs.decide_logs(
+                    sub, kept_trace_ids={i: self._kept[i] for i in set(sub.column("trace_id").to_pylist())}))
             if dropped.any():
                 # the trace was not kept: only the always-kept levels survive
                 sub = t.filter(pa.array(dropped))
@@ -274,7 +352,9 @@ class TraceStage:
             if parts:
                 tdef = table_def(name)
                 out[name] = pa.concat_tables([conform(t, tdef) for t in parts]) if len(parts) > 1 else conform(parts[0], tdef)
-        return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=self.positions(final), shards=self.step.shards)
+        counts, self._counts = self._counts, _new_counts()
+        return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=self.positions(final), shards=self.step.shards,
+                           counters={k: v for k, v in counts.items() if v})
 
     def positions(self, final: bool = False) -> dict[str, int]:
         """Per partition: everything below this offset has been emitted by this shard."""
@@ -295,13 +375,16 @@ class TraceStage:
     def snapshot(self) -> bytes:
         state = {"sampler": self.sampler.snapshot(), "red": self.red.snapshot() if self.red else None, "now": self.now,
                  "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
-                 "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None}
+                 "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
+                 "counts": self._counts, "head_dropped": self._head_dropped}
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
     @classmethod
-    def restore(cls, step, log_config, shard: int, data: bytes) -> "TraceStage":
+    def restore(cls, step, log_config, shard: int, data: bytes, head: tuple | None = None) -> "TraceStage":
+        """A stage in the state :meth:`snapshot` captured."""
         st = pickle.loads(zlib.decompress(data))
-        self = cls(step, log_config, shard)
+        self = cls(step, log_config, shard, head)
+        self._head_dropped = st.get("head_dropped", {})
         self.sampler = TailSampler.restore(step.sampler, st["sampler"])
         if self.red is not None and st["red"] is not None:
             self.red.restore(st["red"])
@@ -313,6 +396,7 @@ class TraceStage:
         self._latest = st["latest"]
         if self.logs is not None and st["log_counts"]:
             self.logs.kept_lines, self.logs.dropped_lines = st["log_counts"]
+        self._counts = st.get("counts") or _new_counts()
         return self
 
 
@@ -354,7 +438,8 @@ def make_stage(defn: StageDef, shard: int, blob: bytes | None = None):
     """Build (or, with ``blob``, restore) shard ``shard`` of the stage ``defn`` describes."""
     if defn.name == TRACE:
         step, log_config = defn.config
-        return TraceStage.restore(step, log_config, shard, blob) if blob else TraceStage(step, log_config, shard)
+        head = defn.options.get("head")
+        return TraceStage.restore(step, log_config, shard, blob, head) if blob else TraceStage(step, log_config, shard, head)
     if blob:
         return pickle.loads(zlib.decompress(blob))
     kind = STAGE_KINDS[defn.name]
@@ -548,9 +633,13 @@ class _TallyReport(FunnelReport):
 
 
 class ProductStage(_Tracked):
-    """Sessions, funnel tallies and client-error counts for one shard (session id hash).
-    Emits ``sessions`` rows of closed sessions; closed report windows' funnel tallies and
-    error counts travel in ``extra`` to the global stage, which merges the shards."""
+    """Sessions, funnel tallies and client-error groups for one shard (session id hash).
+    Emits ``sessions`` rows of closed sessions; closed report windows' funnel tallies,
+    error groups (count, first and last seen per fingerprint) and counts of events without
+    a session id travel in ``extra`` to the global stage, which merges the shards. Events
+    without a session id (empty: a null one is a dead letter at validation) are in no
+    session: counted per report window (``product.events_without_session`` rows) and in
+    ``dropped["no_session_id"]``."""
 
     def __init__(self, defn: StageDef, shard: int = 0):
         step = defn.config
@@ -560,15 +649,20 @@ class ProductStage(_Tracked):
         self.analytics = ProductAnalytics(cfg.model_copy(update={"watermark_delay": _NEVER}))
         self.analytics.report = _TallyReport(cfg.funnels, cfg.report_ms)
         self.error_groups = step.error_groups
-        self.errors: dict[tuple[int, str], list] = {}   # (window, fingerprint) -> [error type, count]
+        self.errors: dict[tuple[int, str], list] = {}   # (window, fingerprint) -> [error type, count, first ms, last ms]
+        self.sessionless: dict[int, int] = {}            # window -> events without a session id
         self._init_tracking(defn, cfg.delay_ms)
 
     def process(self, item: StageInput) -> StageOutput:
         sessions = []
         t = item.table
         release = _MIN
+        dropped = {}
         if t is not None and t.num_rows:
+            before = self.analytics.stats["no_session_id"]
             sessions.append(self.analytics.process(t).sessions)
+            if self.analytics.stats["no_session_id"] > before:
+                dropped["no_session_id"] = self._sessionless(t)
             if self.error_groups:
                 self._errors(t)
             mx = pc.max(t.column("ts")).cast(pa.timestamp("ms", tz="UTC")).value
@@ -577,7 +671,17 @@ class ProductStage(_Tracked):
         g = self._horizon()
         if g is not None:
             sessions.append(self.analytics.advance_watermark(g).sessions)
-        return self._output(sessions, final=False)
+        return self._output(sessions, final=False, dropped=dropped)
+
+    def _sessionless(self, t: pa.Table) -> int:
+        sid = t.column("session_id")
+        miss = pc.fill_null(pc.or_(pc.is_null(sid), pc.equal(sid, "")), True)
+        ts = pc.cast(t.filter(miss).column("ts").cast(pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        for x in ts:
+            if x is not None:
+                k = x // self.res
+                self.sessionless[k] = self.sessionless.get(k, 0) + 1
+        return len(ts)
 
     def _errors(self, t: pa.Table) -> None:
         e = t.filter(pc.fill_null(pc.equal(t.column("event_type"), "error"), False))
@@ -587,24 +691,28 @@ class ProductStage(_Tracked):
         norm = normalize_stacks(stack.combine_chunks() if isinstance(stack, pa.ChunkedArray) else stack).to_pylist()
         ts = pc.cast(e.column("ts").cast(pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
         for n, x in zip(norm, ts):
-            g = self.errors.setdefault((x // self.res, _fingerprint(n)), [n.split("\n", 1)[0], 0])
+            g = self.errors.setdefault((x // self.res, _fingerprint(n)), [n.split("\n", 1)[0], 0, x, x])
             g[1] += 1
+            g[2], g[3] = min(g[2], x), max(g[3], x)
 
     def flush(self) -> StageOutput:
         sessions = [self.analytics.flush().sessions]
         self.close_wm = _MAX
         return self._output(sessions, final=True)
 
-    def _output(self, sessions, final: bool) -> StageOutput:
+    def _output(self, sessions, final: bool, dropped: dict | None = None) -> StageOutput:
         through = _MAX if final else (self.close_wm - self.gap if self.close_wm is not None else None)
-        errors = {}
+        errors, sessionless = {}, {}
         if through is not None:
             for key in [k for k in self.errors if final or (k[0] + 1) * self.res <= through]:
                 errors[key] = self.errors.pop(key)
-        extra = {"funnels": self.analytics.report.take(), "errors": errors, "through": through}
+            sl = self.__dict__.setdefault("sessionless", {})
+            for k in [k for k in sl if final or (k + 1) * self.res <= through]:
+                sessionless[k] = sl.pop(k)
+        extra = {"funnels": self.analytics.report.take(), "errors": errors, "sessionless": sessionless, "through": through}
         out = {"sessions": t} if (t := _concat(sessions, "sessions")) is not None else {}
         return StageOutput(stage=PRODUCT, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
-                           watermark=_MAX if final else self.close_wm, extra=extra)
+                           watermark=_MAX if final else self.close_wm, extra=extra, dropped=dropped or {})
 
 
 # -- global: alerts over the rollups, funnel reports over the product shards --------------------
@@ -659,9 +767,14 @@ class GlobalStage(_Pickled):
             for k, funnels in x.get("funnels", {}).items():
                 for name, f in funnels.items():
                     self._merge_funnel(k, name, f)
-            for key, (etype, n) in x.get("errors", {}).items():
-                g = self.errors.setdefault(key, [etype, 0])
+            for key, (etype, n, *seen) in x.get("errors", {}).items():
+                g = self.errors.setdefault(key, [etype, 0, *seen])
                 g[1] += n
+                if seen and len(g) == 4:
+                    g[2], g[3] = min(g[2], seen[0]), max(g[3], seen[1])
+            sl = self.__dict__.setdefault("sessionless", {})
+            for k, n in x.get("sessionless", {}).items():
+                sl[k] = sl.get(k, 0) + n
             if x.get("through") is not None:
                 self.marks[(PRODUCT, out.shard)] = x["through"]
             self._funnels(self._mark(PRODUCT), rows)
@@ -711,15 +824,17 @@ class GlobalStage(_Pickled):
                 due.append((e, r))
                 e += r
             self.next_end[r] = e
+        changes = []
         for e, r in sorted(due):
             parts = self.pending.pop((e, r), None)
             out = self.engine.process(pa.concat_tables(parts)) if parts else self.engine.tick(r, e)
-            events += out.events
+            events += out.events          # firing / resolved: Kafka alerts topic, Alertmanager
             notes += out.notifications
-        if events:
+            changes += out.changes        # pending / inactive too: obs.alerts
+        if changes:
             from transforms.alerting import alert_rows
 
-            rows["alerts"].append(alert_rows(events))
+            rows["alerts"].append(alert_rows(changes))
 
     def _merge_funnel(self, k: int, name: str, f: dict) -> None:
         w = self.report.windows.setdefault(k, {})
@@ -743,18 +858,29 @@ class GlobalStage(_Pickled):
                     x.sort()  # merged order must not depend on shard arrival order
         rows["metrics"].append(self.report.close(None if mark >= _MAX else mark))
         due = sorted(k for k in self.errors if mark >= _MAX or (k[0] + 1) * self.res <= mark)
-        if due:
+        sl = self.__dict__.setdefault("sessionless", {})
+        due_sl = sorted(k for k in sl if mark >= _MAX or (k + 1) * self.res <= mark)
+        if due or due_sl:
             import datetime as dt
 
             base = {c: None for c in table_def("metrics").arrow_schema().names}
             out = []
+
+            def window(k):
+                return {"window_start": dt.datetime.fromtimestamp(k * self.res / 1000, dt.timezone.utc),
+                        "window_end": dt.datetime.fromtimestamp((k + 1) * self.res / 1000, dt.timezone.utc),
+                        "resolution": _fmt(self.res), "kind": "summary", "exemplar_trace_ids": [], "late_samples": 0}
             for k in due:
-                etype, n = self.errors.pop(k)
-                out.append({**base, "window_start": dt.datetime.fromtimestamp(k[0] * self.res / 1000, dt.timezone.utc),
-                            "window_end": dt.datetime.fromtimestamp((k[0] + 1) * self.res / 1000, dt.timezone.utc),
-                            "resolution": _fmt(self.res), "name": "product.errors", "kind": "summary",
+                etype, n, *seen = self.errors.pop(k)
+                # min / max: first / last seen (event time, epoch ms) of the fingerprint in the window
+                first, last = (float(seen[0]), float(seen[1])) if seen else (None, None)
+                out.append({**base, **window(k[0]), "name": "product.errors",
                             "labels": [("error_type", etype[:200]), ("fingerprint", k[1])], "count": n, "sum": float(n),
-                            "exemplar_trace_ids": [], "late_samples": 0})
+                            "min": first, "max": last})
+            for k in due_sl:
+                n = sl.pop(k)
+                out.append({**base, **window(k), "name": "product.events_without_session", "labels": [], "count": n,
+                            "sum": float(n)})
             rows["metrics"].append(pa.Table.from_pylist(out, schema=table_def("metrics").arrow_schema()))
 
     def positions(self) -> dict[str, int]:

@@ -23,6 +23,12 @@ consumer_high_watermark                gauge      topic, partition (as last fetc
 consumer_lag                           gauge      topic, partition (high watermark − position)
 kafka_produced_total                   counter    topic (alerts, dead letters delivered)
 kafka_delivery_failures_total          counter    topic (not delivered after retries)
+tail_sampling_dropped_spans_total      counter    reason (not_sampled, policy_drop, num_traces_overflow,
+                                                  max_trace_size, late_after_drop, no_trace_id)
+tail_sampling_dropped_traces_total     counter    reason (as above, traces)
+tail_sampling_early_decisions_total    counter    reason (num_traces_overflow, max_trace_size)
+tail_sampling_traces_total             counter    decision (sampled, not_sampled)
+tail_sampling_late_spans_kept_total    counter    (late spans kept by a cached decision)
 run_started_timestamp_seconds          gauge
 =====================================  =========  ============================================
 
@@ -95,6 +101,19 @@ class StatsCollector:
             for t, n in sorted(s[key].items()):
                 m.add_metric([t], n)
             yield m
+        ts = s.get("tail_sampling", {})
+        for key, name, label, doc in (
+                ("dropped_spans", "tail_sampling_dropped_spans", "reason", "spans the tail sampler did not keep, by reason"),
+                ("dropped_traces", "tail_sampling_dropped_traces", "reason", "traces the tail sampler did not keep, by reason"),
+                ("early_decisions", "tail_sampling_early_decisions", "reason", "traces decided before their wait, by reason"),
+                ("traces", "tail_sampling_traces", "decision", "traces decided by the tail sampler")):
+            m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=[label])
+            for (k, reason), n in sorted(ts.items()):
+                if k == key:
+                    m.add_metric([reason], n)
+            yield m
+        yield CounterMetricFamily(f"{PREFIX}_tail_sampling_late_spans_kept", "late spans kept by a cached decision",
+                                  value=ts.get(("late_spans_kept", ""), 0))
         yield GaugeMetricFamily(f"{PREFIX}_run_started_timestamp_seconds", "when the run started (epoch seconds)",
                                 value=s["started"])
 

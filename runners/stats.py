@@ -12,7 +12,10 @@ Who records what:
   table, commit latency and size);
 - the Kafka partition readers: :meth:`RunStats.set_partition` (position read and high
   watermark → consumer lag);
-- the Kafka producer sink: :meth:`RunStats.record_produced` / :meth:`record_delivery_failure`."""
+- the Kafka producer sink: :meth:`RunStats.record_produced` / :meth:`record_delivery_failure`;
+- the stage hosts (Bytewax ``StageLogic``, Beam ``StageDoFn``): :meth:`RunStats.record_stage`
+  per stage output (the trace stage's tail sampling counts: dropped spans and traces by
+  reason, early decisions by reason — ``num_traces_overflow`` included)."""
 
 from __future__ import annotations
 
@@ -87,6 +90,10 @@ class RunStats:
     partitions: dict = field(default_factory=dict)      # "topic:partition" -> PartitionProgress
     produced: Counter = field(default_factory=Counter)  # topic -> messages delivered
     delivery_failures: Counter = field(default_factory=Counter)  # topic -> messages not delivered
+    # tail sampling, from the trace stage's outputs: (counter, reason) -> n, counter one of
+    # dropped_spans, dropped_traces, early_decisions (reason: sampler.REASONS) or
+    # traces (reason: sampled / not_sampled), late_spans_kept (reason "")
+    tail_sampling: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -137,6 +144,22 @@ class RunStats:
         with self._lock:
             self.delivery_failures[topic] += n
 
+    def record_stage(self, out) -> None:
+        """Add a stage output's ``counters`` (:class:`pipelines.stages.StageOutput`; only the
+        trace stage's are recorded, see :func:`pipelines.stages._new_counts`)."""
+        c = getattr(out, "counters", None)
+        if not c or getattr(out, "stage", None) != "trace":
+            return
+        with self._lock:
+            for key in ("dropped_spans", "dropped_traces", "early_decisions"):
+                for reason, n in c.get(key, {}).items():
+                    self.tail_sampling[(key, reason)] += n
+            for key, reason in (("sampled_traces", "sampled"), ("not_sampled_traces", "not_sampled")):
+                if c.get(key):
+                    self.tail_sampling[("traces", reason)] += c[key]
+            if c.get("late_spans_kept"):
+                self.tail_sampling[("late_spans_kept", "")] += c["late_spans_kept"]
+
     def snapshot(self) -> dict:
         """A consistent copy of everything, for the metrics endpoint."""
         import copy
@@ -151,7 +174,7 @@ class RunStats:
             self.commit_seconds = 0.0
             for c in (self.dead_by_reason, self.rows_by_table, self.by_source, self.dead_by_source_reason,
                       self.commits_by_table, self.commit_latency, self.commit_size, self.partitions, self.produced,
-                      self.delivery_failures):
+                      self.delivery_failures, self.tail_sampling):
                 c.clear()
             self.started = time.time()
 

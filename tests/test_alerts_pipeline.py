@@ -18,7 +18,8 @@ ALERTS = {
         {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
          "annotations": {"runbook_url": "https://runbooks/down"}},
     ],
-    "route": {"group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m"},
+    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m",
+              "routes": [{"matchers": ['severity=~"P0|P1"'], "receiver": "pager"}, {"matchers": ['severity="P2"'], "receiver": "ticket"}]},
     "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
 }
 
@@ -41,12 +42,21 @@ def test_alert_timeline_end_to_end(runner, tmp_path):
     spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ALERTS)
     delivered.reset()
     run(runner, spec, source())
-    rows = read_table(spec, "alerts").sort_by([("ts", "ascending"), ("rule", "ascending")]).to_pylist()
+    rows = read_table(spec, "alerts").sort_by([("ts", "ascending"), ("rule", "ascending"), ("status", "ascending")]).to_pylist()
     t = lambda x: (int(x.timestamp() * 1000) - BASE) // 1000 if x is not None else None  # noqa: E731
     got = [(t(r["ts"]), r["rule"], dict(r["labels"])["service"], r["status"], t(r["starts_at"]), t(r["ends_at"])) for r in rows]
-    assert got == [(240, "HighErrorRate", "a", "firing", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
+    # pending rows when the condition first holds (starts_at = activeAt); ServiceDown (for: 0) fires at once
+    assert got == [(120, "HighErrorRate", "a", "pending", 120, None),
+                   (240, "HighErrorRate", "a", "firing", 240, None), (240, "HighErrorRate", "b", "pending", 240, None),
+                   (300, "ServiceDown", "b", "firing", 300, None),
                    (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
-    assert dict(rows[0]["annotations"]) == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
+    assert [r["value"] for r in rows if r["status"] == "pending"] == [0.2, 0.5]
+    assert dict(rows[1]["annotations"]) == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
+    # only firing / resolved are sent on (Prometheus sends Alertmanager nothing while pending)
+    sent = [e for kind, e in delivered.RECORD if kind == "event"]
+    assert [((e.at - BASE) // 1000, e.rule, e.labels["service"], e.status) for e in sent] == [
+        (240, "HighErrorRate", "a", "firing"), (300, "ServiceDown", "b", "firing"), (360, "HighErrorRate", "b", "firing"),
+        (600, "HighErrorRate", "a", "resolved")]
     notes = [n for kind, n in delivered.RECORD if kind == "notification"]
     assert [((n.at - BASE) // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat)
             for n in notes] == [
@@ -68,7 +78,7 @@ def test_pipeline_alerts_reach_a_real_alertmanager(runner, tmp_path):
 
     from infra import alertmanager
 
-    server = alertmanager.start()  # needs the Debian package; `make test` installs it
+    server = alertmanager.start(alerting=ALERTS)  # config generated from the spec's route tree; needs the Debian package
     try:
         spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"},
                            {**ALERTS, "alertmanager_url": server.url})
@@ -81,6 +91,10 @@ def test_pipeline_alerts_reach_a_real_alertmanager(runner, tmp_path):
     active = sorted((a["labels"]["alertname"], a["labels"]["service"]) for a in got if a["status"]["state"] in ("active", "suppressed"))
     assert ("ServiceDown", "b") in active and ("HighErrorRate", "b") in active
     assert ("HighErrorRate", "a") not in active  # resolved at 600 s
+    # routed by the spec's route tree in the real Alertmanager: P0 → pager, P2 → ticket
+    receivers = {(a["labels"]["alertname"], a["labels"]["service"]): [r["name"] for r in a["receivers"]] for a in got}
+    assert receivers[("ServiceDown", "b")] == ["pager"] and receivers[("HighErrorRate", "b")] == ["ticket"]
+    assert not any(a["labels"].get("alertstate") == "pending" for a in got)
     for a in got:
         if a["labels"]["alertname"] == "HighErrorRate":
             assert a["annotations"]["runbook_url"] == "https://runbooks/errors"

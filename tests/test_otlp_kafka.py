@@ -1,6 +1,6 @@
 """Real OpenTelemetry data through a real Kafka broker: spans and logs made with the
-OpenTelemetry Python SDK (nested spans, an error, a slow span; logs inside and outside a
-trace), encoded with the OTLP exporter's own encoder exactly as the Collector's Kafka
+OpenTelemetry Python SDK (nested spans, an error, a slow trace without errors, a quick
+one; logs inside and outside a trace), encoded with the OTLP exporter's own encoder exactly as the Collector's Kafka
 exporter writes them (otlp_proto), produced to Kafka, and found in obs.spans, obs.traces,
 obs.logs and the RED rows of obs.metrics — on both runners."""
 
@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.traces]
 
 
 def make_telemetry():
-    """Two traces from a checkout service: one with a failing payment call and a slow
-    consumer, one quick; plus log records inside the first trace and outside any trace."""
+    """Three traces from a checkout service: one with a failing payment call and a slow
+    consumer, one slow without errors (6.1 s, nested), one quick; plus log records inside
+    the first trace and outside any trace."""
     now = time.time_ns()
     resource = Resource.create({"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod"})
     spans_out = InMemorySpanExporter()
@@ -55,6 +56,12 @@ def make_telemetry():
     slow.end(end_time=now - 1_100_000_000)  # 7.5 s
     root.set_status(Status(StatusCode.ERROR, "upstream failed"))
     root.end(end_time=now - 1_000_000_000)
+    export = tracer.start_span("GET /export", kind=SpanKind.SERVER, start_time=now - 7_000_000_000)
+    query = tracer.start_span("query warehouse", kind=SpanKind.CLIENT, context=trace.set_span_in_context(export),
+                              start_time=now - 6_900_000_000)
+    query.set_status(Status(StatusCode.OK))
+    query.end(end_time=now - 1_000_000_000)
+    export.end(end_time=now - 900_000_000)  # trace duration 6.1 s, over the 5 s latency threshold, no error
     quick = tracer.start_span("GET /health", kind=SpanKind.SERVER, start_time=now - 500_000_000)
     quick.end(end_time=now - 499_000_000)
     logger.emit(timestamp=now - 400_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%")
@@ -112,22 +119,29 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
         from runners.beam.run import run
     run(req)
 
-    failing = format(spans[0].context.trace_id, "032x")
-    healthy = format(spans[-1].context.trace_id, "032x")
+    tid_of = {s.name: format(s.context.trace_id, "032x") for s in spans}
+    failing, slow, healthy = tid_of["POST /checkout"], tid_of["GET /export"], tid_of["GET /health"]
+    assert len({failing, slow, healthy}) == 3 and len(spans) == 6
     got = {r["span_id"]: r for r in read_table(spec, "spans").to_pylist()}
-    # the error trace (3 spans) is kept by the 'errors' policy; the quick health check is not
-    want = {format(s.context.span_id, "016x"): s for s in spans if format(s.context.trace_id, "032x") == failing}
-    assert set(got) == set(want)
+    # the error trace (3 spans) is kept by the 'errors' policy (listed first, though it is slow
+    # too), the slow trace without errors (2 spans) by the 'slow' latency policy; the quick
+    # health check by neither: dropped
+    policy = {failing: "errors", slow: "slow"}
+    want = {format(s.context.span_id, "016x"): s for s in spans if format(s.context.trace_id, "032x") in policy}
+    assert set(got) == set(want) and len(want) == 5
     for sid, s in want.items():
         r = got[sid]
-        assert r["trace_id"] == failing and r["name"] == s.name and r["service"] == "checkout"
+        tid = format(s.context.trace_id, "032x")
+        assert r["trace_id"] == tid and r["name"] == s.name and r["service"] == "checkout"
         assert r["duration_ms"] == pytest.approx((s.end_time - s.start_time) / 1e6, abs=0.001)
-        assert r["sampling_policy"] == "errors"
+        assert (r["sampling_policy"], r["adjusted_count"]) == (policy[tid], 1.0)
         assert r["status_code"] == s.status.status_code.name
         assert r["kind"] == s.kind.name
-    traces = read_table(spec, "traces").to_pylist()
-    assert [(t["trace_id"], t["root_name"], t["span_count"], t["error_count"]) for t in traces] == [(failing, "POST /checkout", 3, 2)]
-    assert traces[0]["trace_duration_ms"] == pytest.approx(8000.0, abs=0.01)
+    traces = {t["trace_id"]: t for t in read_table(spec, "traces").to_pylist()}
+    assert {k: (t["root_name"], t["span_count"], t["error_count"], t["sampling_policy"]) for k, t in traces.items()} == {
+        failing: ("POST /checkout", 3, 2, "errors"), slow: ("GET /export", 2, 0, "slow")}
+    assert traces[failing]["trace_duration_ms"] == pytest.approx(8000.0, abs=0.01)
+    assert traces[slow]["trace_duration_ms"] == pytest.approx(6100.0, abs=0.01)
 
     logs_rows = {r["message"]: r for r in read_table(spec, "logs").to_pylist()}
     # the INFO line of the kept trace is kept (and scrubbed); the WARN line outside any trace is always kept
@@ -139,7 +153,10 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
     assert calls == len(spans)  # RED counts every span, kept or not
     dl = read_table(spec, "dead_letters").to_pylist()
     assert [(d["source_topic"], d["reason"]) for d in dl] == [(topics["otlp_spans"], "format_violation")]
-    assert healthy not in {t["trace_id"] for t in traces}
+    assert healthy not in traces and healthy not in {r["trace_id"] for r in got.values()}
+    # the quick trace is the one trace (one span) the sampler did not keep, and the run stats say so
+    assert dict(STATS.tail_sampling) == {("dropped_spans", "not_sampled"): 1, ("dropped_traces", "not_sampled"): 1,
+                                         ("traces", "sampled"): 2, ("traces", "not_sampled"): 1}
 
 
 @pytest.mark.metrics

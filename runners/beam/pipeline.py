@@ -292,6 +292,7 @@ class StageDoFn(beam.DoFn):
         state.clear()
 
     def _publish(self, out):
+        STATS.record_stage(out)  # the trace stage's tail sampling counts
         d = self.defs[out.stage]
         publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False))
 

@@ -243,6 +243,7 @@ class StageLogic(StatefulLogic):
 
 
 def _publish(defn, out) -> None:
+    STATS.record_stage(out)  # the trace stage's tail sampling counts
     publish_stage_output(out, defn.options.get("spec"), defn.options.get("kafka", False))
 
 

@@ -457,14 +457,39 @@ def _json_logs(doc: dict, rows: _LogRows) -> None:
 # -- the codec ------------------------------------------------------------------------------
 
 
-class _MetricRows:
-    """Metric sample rows (tuples in wire column order), one per data point.
+#: in-flight columns the metric rows carry besides the wire columns (read by
+#: :class:`transforms.rollup.MetricRollup`; not part of the Avro wire schema)
+METRIC_EXTRA_COLUMNS = (("temporality", pa.string()), ("start_time", pa.timestamp("ms", tz="UTC")))
+_DELTA, _CUMULATIVE = 1, 2
 
-    Mapping: a Gauge → GAUGE; a monotonic Sum → COUNTER (its cumulative or delta value as
-    sent); a non-monotonic Sum → GAUGE; a Histogram → HISTOGRAM (explicit bounds, bucket
-    counts, count, sum); a Summary → SUMMARY (count, sum). Labels are the data point's
-    attributes plus ``service`` (the resource's ``service.name``). An exponential
-    histogram is rejected (``schema_violation``): the metrics table has no place for it."""
+
+def _quantile_label(q: float) -> str:
+    """A quantile as Prometheus writes it in a summary's ``quantile`` label (0.5, 0.99, 0, 1)."""
+    return format(float(q), ".15g")
+
+
+class _MetricRows:
+    """Metric sample rows (tuples in wire column order, then ``temporality`` and
+    ``start_time``), one per data point (and one per summary quantile).
+
+    Mapping (``temporality`` is ``cumulative`` or ``delta`` from the point's
+    ``aggregation_temporality``; UNSPECIFIED is read as cumulative; ``start_time`` is
+    ``start_time_unix_nano`` in ms, null when 0):
+
+    * Gauge → GAUGE (``temporality`` null).
+    * monotonic Sum → COUNTER: cumulative → the running total (the rollup takes increases
+      between exports, resets by a drop or a new start time); delta → the increase itself.
+    * non-monotonic Sum: cumulative → GAUGE (the level); delta → COUNTER with
+      ``temporality`` delta (its increase is the net change, possibly negative).
+    * Histogram → HISTOGRAM (explicit bounds, bucket counts, count, sum) with its
+      temporality: cumulative ones are turned into per-export differences by the rollup.
+    * Summary → SUMMARY (count, sum; cumulative, as OTLP defines summaries), plus one GAUGE
+      row per quantile value: the same name, the point's labels plus ``quantile``
+      (``0.5``, ``0.99``, ``0``, ``1``); a NaN quantile value (no observations) is skipped.
+
+    Labels are the data point's attributes plus ``service`` (the resource's
+    ``service.name``). An exponential histogram is rejected (``schema_violation``): the
+    metrics table has no place for it."""
 
     columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")
 
@@ -472,17 +497,22 @@ class _MetricRows:
         self.rows: list[tuple] = []
 
     def add(self, where: str, name: str, kind: str, time_ns: int, labels: dict, value=None, bounds=None, counts=None,
-            count=None, total=None) -> None:
+            count=None, total=None, temporality: str | None = None, start_ns: int = 0) -> None:
         if not name:
             raise _Reject("schema_violation", f"{where}: metric without a name")
         if not time_ns:
             raise _Reject("schema_violation", f"{where}: data point without time_unix_nano")
-        self.rows.append((name, kind, time_ns // 1_000_000, labels, value, bounds, counts, count, total))
+        self.rows.append((name, kind, time_ns // 1_000_000, labels, value, bounds, counts, count, total, temporality,
+                          start_ns // 1_000_000 if start_ns else None))
 
 
 def _point_value(dp):
     which = dp.WhichOneof("value")
     return float(dp.as_double) if which == "as_double" else float(dp.as_int) if which == "as_int" else None
+
+
+def _temporality(body) -> str:
+    return "delta" if body.aggregation_temporality == _DELTA else "cumulative"
 
 
 def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
@@ -493,22 +523,36 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
             for c, m in enumerate(sm.metrics):
                 where = f"resource_metrics[{a}].scope_metrics[{b}].metrics[{c}]"
                 data = m.WhichOneof("data")
-                if data == "gauge" or data == "sum":
-                    body = getattr(m, data)
-                    kind = "COUNTER" if data == "sum" and body.is_monotonic else "GAUGE"
-                    for d, dp in enumerate(body.data_points):
-                        rows.add(f"{where}.{data}.data_points[{d}]", m.name, kind, dp.time_unix_nano,
-                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp))
+                if data == "gauge":
+                    for d, dp in enumerate(m.gauge.data_points):
+                        rows.add(f"{where}.gauge.data_points[{d}]", m.name, "GAUGE", dp.time_unix_nano,
+                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp), start_ns=dp.start_time_unix_nano)
+                elif data == "sum":
+                    temp = _temporality(m.sum)
+                    level = not m.sum.is_monotonic and temp == "cumulative"
+                    kind, temp = ("GAUGE", None) if level else ("COUNTER", temp)
+                    for d, dp in enumerate(m.sum.data_points):
+                        rows.add(f"{where}.sum.data_points[{d}]", m.name, kind, dp.time_unix_nano,
+                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp), temporality=temp,
+                                 start_ns=dp.start_time_unix_nano)
                 elif data == "histogram":
+                    temp = _temporality(m.histogram)
                     for d, dp in enumerate(m.histogram.data_points):
                         rows.add(f"{where}.histogram.data_points[{d}]", m.name, "HISTOGRAM", dp.time_unix_nano,
                                  {**_attrs(dp.attributes), "service": svc}, bounds=list(dp.explicit_bounds),
                                  counts=[int(x) for x in dp.bucket_counts], count=int(dp.count),
-                                 total=float(dp.sum) if dp.HasField("sum") else None)
+                                 total=float(dp.sum) if dp.HasField("sum") else None, temporality=temp,
+                                 start_ns=dp.start_time_unix_nano)
                 elif data == "summary":
                     for d, dp in enumerate(m.summary.data_points):
-                        rows.add(f"{where}.summary.data_points[{d}]", m.name, "SUMMARY", dp.time_unix_nano,
-                                 {**_attrs(dp.attributes), "service": svc}, count=int(dp.count), total=float(dp.sum))
+                        w = f"{where}.summary.data_points[{d}]"
+                        labels = {**_attrs(dp.attributes), "service": svc}
+                        rows.add(w, m.name, "SUMMARY", dp.time_unix_nano, labels, count=int(dp.count), total=float(dp.sum),
+                                 temporality="cumulative", start_ns=dp.start_time_unix_nano)
+                        for qv in dp.quantile_values:
+                            if qv.value == qv.value:  # NaN: no observations behind this quantile
+                                rows.add(w, m.name, "GAUGE", dp.time_unix_nano, {**labels, "quantile": _quantile_label(qv.quantile)},
+                                         value=float(qv.value), start_ns=dp.start_time_unix_nano)
                 else:
                     raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
 
@@ -545,6 +589,10 @@ class OtlpCodec:
     time, an unknown span kind or status code, a log record without any timestamp,
     malformed ids and JSON values of the wrong type (``schema_violation``, the detail
     names the record's path); payloads over ``max_bytes`` (``size_violation``).
+
+    Signal ``metric`` (``ExportMetricsServiceRequest``): one row per data point (see
+    :class:`_MetricRows`), the wire columns followed by ``temporality`` and
+    ``start_time`` (:data:`METRIC_EXTRA_COLUMNS`), then ``_i``.
     """
 
     def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
@@ -595,11 +643,14 @@ class OtlpCodec:
                 continue
             all_rows.extend(rows.rows)
             index.extend([i] * len(rows.rows))
-        columns = list(zip(*all_rows)) if all_rows else [()] * len(self._rows.columns)
-        by_name = dict(zip(self._rows.columns, columns))
+        extra = METRIC_EXTRA_COLUMNS if self.signal == "metric" else ()
+        names = self._rows.columns + tuple(n for n, _ in extra)
+        columns = list(zip(*all_rows)) if all_rows else [()] * len(names)
+        by_name = dict(zip(names, columns))
         arrays = [pa.array(by_name[f.name], type=f.type) for f in self.wire]
+        arrays += [pa.array(by_name[n], type=t) for n, t in extra]
         arrays.append(pa.array(np.asarray(index, dtype=np.int64), pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=self.names + [INDEX])
+        table = pa.Table.from_arrays(arrays, names=self.names + [n for n, _ in extra] + [INDEX])
         return Batch(raw=raw, table=table, rejects=rejects)
 
     # -- parsing --------------------------------------------------------------------------

@@ -38,7 +38,8 @@ CONFIG = {
         {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
          "annotations": {"runbook_url": "https://runbooks/down"}},
     ],
-    "route": {"group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m"},
+    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m",
+              "routes": [{"matchers": ['severity=~"P0|P1"'], "receiver": "pager"}, {"matchers": ['severity="P2"'], "receiver": "ticket"}]},
     "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
 }
 
@@ -52,7 +53,7 @@ def minute(m):
                            ("up", {"service": "b"}, {"last": up_b})])
 
 
-def run(engine, minutes, restart_at=None):
+def run(engine, minutes, restart_at=None, changes=None):
     events, notes = [], []
     for m in minutes:
         if m == restart_at:
@@ -62,14 +63,24 @@ def run(engine, minutes, restart_at=None):
         out = engine.process(minute(m))
         events += out.events
         notes += out.notifications
+        if changes is not None:
+            changes += out.changes
     return engine, events, notes
 
 
 def test_alert_timeline_exact():
-    engine, events, notes = run(AlertEngine(CONFIG), range(1, 13))
+    changes = []
+    engine, events, notes = run(AlertEngine(CONFIG), range(1, 13), changes=changes)
     ev = [(e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000) for e in events]
     assert ev == [(240, "HighErrorRate", "a", "firing", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
                   (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    # every state change (obs.alerts): pending when the condition first holds (startsAt = activeAt),
+    # none for ServiceDown (for: 0 fires in the same evaluation)
+    ch = [(e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000) for e in changes]
+    assert ch == [(120, "HighErrorRate", "a", "pending", 120, None), (240, "HighErrorRate", "a", "firing", 240, None),
+                  (240, "HighErrorRate", "b", "pending", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
+                  (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    assert [c.value for c in changes if c.status == "pending"] == [0.2, 0.5]
     got = [(n.at // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat) for n in notes]
     assert got == [
         (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),    # group_wait after 4m
@@ -122,7 +133,25 @@ def test_alert_rows_and_kafka_payload():
     assert doc["endsAt"] == 600_000 and doc["annotations"]["runbook_url"] == "https://runbooks/errors"
 
 
-def test_real_alertmanager_reads_back_alerts(alertmanager_server):
+@pytest.fixture(scope="module")
+def config_alertmanager():
+    """A real Alertmanager whose alertmanager.yml is generated from CONFIG's route tree,
+    receivers and inhibit rules."""
+    from infra import alertmanager
+
+    try:
+        alertmanager.binary()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    server = alertmanager.start(alerting=CONFIG)
+    try:
+        yield server
+    finally:
+        server.stop(remove_data=True)
+
+
+def test_real_alertmanager_reads_back_alerts(config_alertmanager):
+    alertmanager_server = config_alertmanager
     client = AlertmanagerClient(alertmanager_server.url)
     now = int(time.time() * 1000)
     _, events, _ = run(AlertEngine(CONFIG), range(1, 8))
@@ -141,6 +170,11 @@ def test_real_alertmanager_reads_back_alerts(alertmanager_server):
     assert her_b["status"]["state"] == "suppressed"
     assert her_b["status"]["inhibitedBy"] == [by_name[("ServiceDown", "b")]["fingerprint"]]
     assert by_name[("HighErrorRate", "a")]["receivers"][0]["name"] == "ticket"
+    # routed by the generated route tree: the P0 alert to pager, P2 ones to ticket, as our dispatcher routes them
+    assert {k: [r["name"] for r in a["receivers"]] for k, a in by_name.items()} == {
+        ("HighErrorRate", "a"): ["ticket"], ("HighErrorRate", "b"): ["ticket"], ("ServiceDown", "b"): ["pager"]}
+    d = AlertEngine(CONFIG).dispatcher
+    assert {k: d.receivers(a["labels"]) for k, a in by_name.items()} == {k: [r["name"] for r in a["receivers"]] for k, a in by_name.items()}
     assert by_name[("ServiceDown", "b")]["annotations"]["runbook_url"] == "https://runbooks/down"
     # resolve a: it leaves the active alerts
     a = next(e for e in events if e.labels["service"] == "a")
@@ -150,3 +184,94 @@ def test_real_alertmanager_reads_back_alerts(alertmanager_server):
     while time.time() < deadline and a.fingerprint in {x["fingerprint"] for x in client.get_alerts()}:
         time.sleep(0.3)
     assert a.fingerprint not in {x["fingerprint"] for x in client.get_alerts()}
+
+
+TREE = {
+    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h",
+              "routes": [
+                  {"matchers": ['severity="P0"'], "receiver": "pager", "continue": True, "group_wait": "0s"},
+                  {"matchers": ['team="payments"'], "receiver": "payments", "group_by": ["alertname", "service"],
+                   "routes": [{"matchers": ['severity=~"P1|P2"', 'service!="legacy"'], "receiver": "payments-ticket",
+                               "repeat_interval": "2h"}]},
+                  {"matchers": ['severity=~"P.*"'], "receiver": "ticket"}]},
+    "receivers": [{"name": n} for n in ("default", "pager", "payments", "payments-ticket", "ticket")],
+}
+TREE_CASES = {  # labels -> receivers, in Alertmanager's order
+    "p0-payments": ({"alertname": "A", "severity": "P0", "team": "payments", "service": "pay"}, ["pager", "payments"]),
+    "p0-other": ({"alertname": "A", "severity": "P0", "team": "web", "service": "fe"}, ["pager", "ticket"]),
+    "p1-payments": ({"alertname": "A", "severity": "P1", "team": "payments", "service": "pay"}, ["payments-ticket"]),
+    "p1-legacy": ({"alertname": "A", "severity": "P1", "team": "payments", "service": "legacy"}, ["payments"]),
+    "p2-web": ({"alertname": "A", "severity": "P2", "team": "web", "service": "fe"}, ["ticket"]),
+    "none": ({"alertname": "A", "team": "web"}, ["default"]),
+}
+
+
+def test_route_tree_matchers_continue_and_inheritance():
+    from transforms.alerting import AlertEvent
+
+    d = AlertEngine(TREE).dispatcher
+    assert {k: d.receivers(lab) for k, (lab, _) in TREE_CASES.items()} == {k: want for k, (_, want) in TREE_CASES.items()}
+    # inherited settings: payments-ticket inherits group_by from payments, group_wait/interval from the root
+    (r, key, glabels), = d.routes(TREE_CASES["p1-payments"][0])
+    assert (r.receiver, r.group_by, r.wait, r.interval, r.repeat) == ("payments-ticket", ["alertname", "service"], 10_000, 60_000, 7_200_000)
+    assert glabels == {"alertname": "A", "service": "pay"}
+    # a P0 alert lands in two groups (continue): pager's group_wait is 0s, payments' the root's 10s
+    e = AlertEvent("firing", "A", "P0", TREE_CASES["p0-payments"][0], {}, 1.0, 1000, None, 1000)
+    notes = d.add([e]) + d.advance(1000) + d.advance(11_000)
+    assert [(n.at, n.receiver) for n in notes] == [(1000, "pager"), (11_000, "payments")]
+
+
+def test_generated_alertmanager_config_and_removed_severity_receivers():
+    from transforms.alerting import AlertingConfig
+
+    assert AlertingConfig(**TREE).alertmanager_config()["route"] == {
+        "receiver": "default", "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h",
+        "routes": [
+            {"receiver": "pager", "group_wait": "0s", "matchers": ['severity="P0"'], "continue": True},
+            {"receiver": "payments", "group_by": ["alertname", "service"], "matchers": ['team="payments"'],
+             "routes": [{"receiver": "payments-ticket", "repeat_interval": "2h", "matchers": ['severity=~"P1|P2"', 'service!="legacy"']}]},
+            {"receiver": "ticket", "matchers": ['severity=~"P.*"']}]}
+    assert [r["name"] for r in AlertingConfig().alertmanager_config()["receivers"]] == ["default", "pager", "ticket"]
+    with pytest.raises(ValueError, match="severity_receivers was removed"):
+        AlertingConfig(route={"severity_receivers": {"P0": "pager"}})
+    with pytest.raises(ValueError, match="undefined receiver"):
+        AlertingConfig(route={"receiver": "x"}, receivers=[{"name": "y"}])
+
+
+def test_real_alertmanager_routes_as_the_tree():
+    """The generated config in a real Alertmanager gives each alert the receivers our
+    dispatcher computes (GET /api/v2/alerts lists them)."""
+    from infra import alertmanager
+
+    try:
+        alertmanager.binary()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    server = alertmanager.start(alerting=TREE)
+    try:
+        client = AlertmanagerClient(server.url)
+        now = int(time.time() * 1000)
+        from transforms.alerting import AlertEvent
+
+        client.post_alerts([AlertEvent("firing", "A", lab.get("severity", ""), {**lab, "case": k}, {}, 1.0, now - 1000, None, now)
+                            for k, (lab, _) in TREE_CASES.items()])
+        deadline = time.time() + 15
+        while time.time() < deadline and len(got := client.get_alerts()) < len(TREE_CASES):
+            time.sleep(0.2)
+    finally:
+        server.stop(remove_data=True)
+    assert {a["labels"]["case"]: [r["name"] for r in a["receivers"]] for a in got} == {k: want for k, (_, want) in TREE_CASES.items()}
+
+
+def test_pending_that_clears_before_for_becomes_inactive():
+    """Condition true at 2m and 3m, false at 4m with for: 3m: pending, then inactive, never
+    firing; only firing / resolved are notifications (events), every change is a row."""
+    cfg = {"rules": [{"name": "Hot", "select": {"metric": "temp", "value": "last"}, "op": ">", "threshold": 50, "for": "3m",
+                      "severity": "P1"}]}
+    e = AlertEngine(cfg)
+    outs = [e.process(window_rows(m, [("temp", {"room": "r1"}, {"last": v})])) for m, v in enumerate([10.0, 60.0, 70.0, 20.0], 1)]
+    changes = [c for o in outs for c in o.changes]
+    assert [(c.at // MIN, c.status, c.starts_at // MIN, c.ends_at and c.ends_at // MIN, c.value) for c in changes] == [
+        (2, "pending", 2, None, 60.0), (4, "inactive", 2, 4, 70.0)]
+    assert [ev for o in outs for ev in o.events] == [] and [n for o in outs for n in o.notifications] == []
+    assert alert_rows(changes).column("status").to_pylist() == ["pending", "inactive"]

@@ -137,3 +137,16 @@ def test_stack_fingerprints():
     rows = g.groups().to_pylist()
     assert [(r["count"], r["error_type"]) for r in rows] == [(2, "TypeError"), (1, "TypeError")]
     assert rows[0]["first_seen"].timestamp() == 1.0 and rows[0]["last_seen"].timestamp() == 5.0 and rows[0]["sample_message"] == "m2"
+
+
+def test_events_without_session_id_are_counted_and_reconcile():
+    rows = walk("a", 0, 2) + [{"session_id": None, "ts": 500, "event_type": "page_view", "page": "/"},
+                             {"session_id": "", "ts": 600, "event_type": "click", "page": "/"},
+                             {"session_id": "b", "ts": None, "event_type": "click", "page": "/"}] + walk("c", 700, 1)
+    p = ProductAnalytics(ProductConfig(watermark_delay="0s"))
+    out = p.process(events(rows))
+    assert out.sessions.num_rows == 0
+    assert (p.stats["events"], p.stats["no_session_id"], p.stats["no_ts"]) == (12, 2, 1) and p.reconcile()
+    closed = p.flush().sessions
+    assert sorted(closed.column("session_id").to_pylist()) == ["a", "c"] and sum(closed.column("events").to_pylist()) == 9
+    assert p.stats["session_events"] == 9 and p.reconcile()

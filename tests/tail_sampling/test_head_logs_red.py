@@ -47,19 +47,21 @@ def test_log_sampling_rules():
     # INFO with a trace id: exactly the traces head sampling keeps at 20% (same hash)
     info = [r["trace_id"] for r in got if r["level"] == "INFO" and r["trace_id"]]
     assert info == [t for t in ids if HeadSampler(20).keep_mask([t])[0]]
-    # DEBUG at 5%: a subset of those traces, rate 20
+    # INFO kept at 20%: sample_rate is the fraction kept, 0.2
+    assert {r["sample_rate"] for r in got if r["level"] == "INFO"} == {0.2}
+    # DEBUG at 5%: a subset of those traces, sample_rate 0.05
     debug = [r for r in got if r["level"] == "DEBUG"]
-    assert {r["trace_id"] for r in debug} <= set(info) and {r["sample_rate"] for r in debug} == {20.0}
+    assert {r["trace_id"] for r in debug} <= set(info) and {r["sample_rate"] for r in debug} == {0.05}
     # untraced lines: by the hash of request_id
     untraced = [r["request_id"] for r in got if r["level"] == "info"]
     assert untraced == [f"r{k}" for k in range(400) if fnv1a64(f"r{k}".encode()) <= threshold(20)]
     assert ls.kept_lines + ls.dropped_lines == batch.num_rows
-    # tail mode: a kept trace keeps all its logs (rate = its adjusted count), a dropped one only warnings and errors
+    # tail mode: a kept trace keeps all its logs (sample_rate = 1 / its adjusted count), a dropped one only warnings and errors
     kept = {ids[0]: 1.0, ids[1]: 4.0}
     tail = LogSampler({"sampling_percentage": 0}).decide_logs(batch.slice(0, 12), kept_trace_ids=kept).to_pylist()
     assert [(r["trace_id"], r["level"], r["sample_rate"]) for r in tail] == [
         (ids[0], "INFO", 1.0), (ids[0], "DEBUG", 1.0), (ids[0], "ERROR", 1.0),
-        (ids[1], "INFO", 4.0), (ids[1], "DEBUG", 4.0), (ids[1], "ERROR", 1.0), (ids[2], "ERROR", 1.0), (ids[3], "ERROR", 1.0)]
+        (ids[1], "INFO", 0.25), (ids[1], "DEBUG", 0.25), (ids[1], "ERROR", 1.0), (ids[2], "ERROR", 1.0), (ids[3], "ERROR", 1.0)]
 
 
 def test_hash_strings_matches_reference():

@@ -6,6 +6,7 @@ import pytest
 from tests.tail_sampling.helpers import decide, kept_numbers, span, table, trace, sampler, tid
 from transforms.tail_sampling.hashing import fnv1a64, threshold
 from transforms.tail_sampling.config import ConfigError, load_config
+from transforms.tail_sampling import TailSampler
 
 pytestmark = pytest.mark.traces
 
@@ -192,3 +193,25 @@ def test_config_errors_name_the_key_path():
             "max_total_spans_per_second": 1, "composite_sub_policy": [ALWAYS], "rate_allocation": [{"policy": "x", "percent": 1}]}}]})
     cfg = load_config({"decision_wait": "1m30s", "policies": [ALWAYS]})
     assert cfg.decision_wait_ms == 90_000 and cfg.num_traces == 50_000
+
+
+def test_rate_limiting_per_second_counter_as_earlier_collector_releases():
+    # the count restarts each whole second of the decision clock; a trace is sampled while
+    # count + its spans stays strictly below spans_per_second
+    pol = {"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 20, "algorithm": "per_second"}}
+    ts = sampler(pol)
+    ts.add(table([r for k in range(1, 5) for r in trace(k, n=6)]), 0)
+    d = ts.advance(10_000)  # 6, 12, 18 < 20 kept; 24 is not
+    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [1, 2, 3]
+    ts.add(table(trace(5, n=1) + trace(6, n=2)), 400)
+    d = ts.advance(10_400)  # same second (10): 18 + 1 = 19 < 20 kept, then 19 + 2 = 21 not
+    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [5]
+    ts.add(table(trace(7, n=19) + trace(8, n=1)), 1000)
+    d = ts.advance(11_000)  # a new second: 19 < 20 kept, 19 + 1 = 20 not (strictly below)
+    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [7]
+    # its state survives a snapshot
+    again = TailSampler.restore(ts.config, ts.snapshot())
+    again.add(table(trace(9, n=1)), 1500)
+    assert again.advance(11_500).traces.num_rows == 0  # still second 11: 19 + 1 = 20
+    assert TailSampler({"policies": [{"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 20}}]}) \
+        .config.policies[0].rate_limiting.algorithm == "token_bucket"  # the default: the current Collector's bucket

@@ -3,12 +3,13 @@ names and semantics)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transforms.rollup.config import duration_ms
+from transforms.rollup.config import duration_ms, format_duration
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 VALUE_FIELDS = ("count", "sum", "min", "max", "last", "avg", "increase", "rate", "p50", "p90", "p95", "p99")
@@ -117,29 +118,132 @@ class InhibitRule(BaseModel):
     _p = field_validator("source_matchers", "target_matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
 
 
-class RouteConfig(BaseModel):
-    """The root route: grouping and timing, and the receiver per severity."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    receiver: str = "default"
-    severity_receivers: dict[str, str] = Field(default_factory=lambda: {"P0": "pager", "P1": "pager", "P2": "ticket"})
-    group_by: list[str] = Field(default_factory=lambda: ["alertname"], description="['...'] groups by all labels")
-    group_wait: str = "30s"
-    group_interval: str = "5m"
-    repeat_interval: str = "4h"
-
-    @field_validator("group_wait", "group_interval", "repeat_interval")
-    @classmethod
-    def _dur(cls, v):
+def _dur_or_none(v):
+    if v is not None:
         duration_ms(v)
         return str(v)
+    return v
+
+
+class RouteConfig(BaseModel):
+    """A node of Alertmanager's routing tree (same keys and semantics as its ``route``).
+
+    An alert enters at the root and descends into the first child whose ``matchers`` all
+    match its labels (recursively); with ``continue: true`` on that child it goes on to
+    try the following siblings too. It is handled by every deepest route it matched, or by
+    the node itself when no child matched. ``receiver``, ``group_by``, ``group_wait``,
+    ``group_interval`` and ``repeat_interval`` unset on a child are inherited from its
+    parent; the root has no matchers and gets the defaults below."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    receiver: str | None = None
+    group_by: list[str] | None = Field(None, description="['...'] groups by all labels")
+    group_wait: str | None = None
+    group_interval: str | None = None
+    repeat_interval: str | None = None
+    matchers: list[Matcher] = Field(default_factory=list)
+    continue_: bool = Field(False, alias="continue")
+    routes: list["RouteConfig"] = Field(default_factory=list)
+
+    _p = field_validator("matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
+    _d = field_validator("group_wait", "group_interval", "repeat_interval")(classmethod(lambda cls, v: _dur_or_none(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, v):
+        if isinstance(v, dict) and "severity_receivers" in v:
+            raise ValueError("severity_receivers was removed: route by severity with child routes, e.g. "
+                             "routes: [{matchers: ['severity=\"P0\"'], receiver: pager}]")
+        return v
+
+    def receiver_names(self) -> list[str]:
+        out = [self.receiver] if self.receiver else []
+        for r in self.routes:
+            out += [n for n in r.receiver_names() if n not in out]
+        return out
+
+
+ROOT_DEFAULTS = {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "5m",
+                 "repeat_interval": "4h"}
+
+
+def default_route() -> RouteConfig:
+    """The default tree: P0 and P1 → ``pager``, P2 → ``ticket``, anything else → ``default``."""
+    return RouteConfig(**ROOT_DEFAULTS, routes=[RouteConfig(matchers=['severity=~"P0|P1"'], receiver="pager"),
+                                                RouteConfig(matchers=['severity="P2"'], receiver="ticket")])
+
+
+class Receiver(BaseModel):
+    """An Alertmanager receiver: ``name``, plus any of its integration keys
+    (``webhook_configs`` ...), passed through as given into the generated Alertmanager config."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
 
 
 class AlertingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[AlertRule] = Field(default_factory=list)
-    route: RouteConfig = Field(default_factory=RouteConfig)
+    route: RouteConfig = Field(default_factory=default_route)
+    receivers: list[Receiver] | None = Field(None, description="Alertmanager receivers; default: the names the route uses")
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     external_url: str = "http://obsflow.local"
+
+    @model_validator(mode="after")
+    def _route(self):
+        r = self.route
+        if r.matchers:
+            raise ValueError("route: the root route must not have matchers (Alertmanager)")
+        missing = {k: v for k, v in ROOT_DEFAULTS.items() if getattr(r, k) is None}
+        if missing:
+            self.route = r.model_copy(update=missing)
+        if self.receivers is not None:
+            names = [x.name for x in self.receivers]
+            if len(set(names)) != len(names):
+                raise ValueError("receivers: names must be distinct")
+            undefined = [n for n in self.route.receiver_names() if n not in names]
+            if undefined:
+                raise ValueError(f"route: undefined receiver(s) {', '.join(undefined)} (not in receivers)")
+        return self
+
+    def receiver_list(self) -> list[Receiver]:
+        return list(self.receivers) if self.receivers is not None else [Receiver(name=n) for n in self.route.receiver_names()]
+
+    def alertmanager_config(self) -> dict:
+        """This routing, receivers and inhibition as a Prometheus Alertmanager configuration
+        (the dict of ``alertmanager.yml``), so a real Alertmanager routes exactly as
+        :class:`transforms.alerting.Dispatcher` does."""
+        def fmt_m(ms):
+            return [f"{m.name}{m.op}{json.dumps(m.value)}" for m in ms]
+
+        def node(r: RouteConfig) -> dict:
+            d = {}
+            if r.receiver is not None:
+                d["receiver"] = r.receiver
+            if r.group_by is not None:
+                d["group_by"] = list(r.group_by)
+            for k in ("group_wait", "group_interval", "repeat_interval"):
+                if getattr(r, k) is not None:
+                    ms = duration_ms(getattr(r, k))
+                    d[k] = format_duration(ms) if ms else "0s"
+            if r.matchers:
+                d["matchers"] = fmt_m(r.matchers)
+            if r.continue_:
+                d["continue"] = True
+            if r.routes:
+                d["routes"] = [node(c) for c in r.routes]
+            return d
+
+        out = {"route": node(self.route), "receivers": [x.model_dump() for x in self.receiver_list()]}
+        if self.inhibit_rules:
+            out["inhibit_rules"] = [{"source_matchers": fmt_m(i.source_matchers), "target_matchers": fmt_m(i.target_matchers),
+                                     "equal": list(i.equal)} for i in self.inhibit_rules]
+        return out
+
+    def alertmanager_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.alertmanager_config(), sort_keys=False)

@@ -1,13 +1,16 @@
-"""Alertmanager's notification pipeline in event time: routing by severity, grouping
+"""Alertmanager's notification pipeline in event time: routing through the route tree
+(``matchers``, ``continue``, inherited ``receiver`` / ``group_by`` / timers), grouping
 (``group_by``), the timers ``group_wait`` / ``group_interval`` / ``repeat_interval``,
 deduplication, and inhibition (``source_matchers``, ``target_matchers``, ``equal``).
 
 Consumes :class:`AlertEvent` s (``add(events)``) and the event-time clock
 (``advance(t)``); emits :class:`Notification` s — what each receiver would be sent, when.
 
-Semantics, as Alertmanager's: an alert goes to the receiver of its ``severity`` (else the
-route's ``receiver``) and into the group of its ``group_by`` label values (``["..."]`` = all
-labels). A new group is flushed ``group_wait`` after its first alert, then every
+Semantics, as Alertmanager's: an alert goes down the route tree (first matching child,
+and the next siblings too while a matched child has ``continue: true``; the node itself
+when no child matches) and, for each route it lands on, into that route's group of its
+``group_by`` label values (``["..."]`` = all labels), notified to the route's receiver. A
+new group is flushed its route's ``group_wait`` after its first alert, then every
 ``group_interval``. A flush notifies when a firing alert was not in the last notification,
 when alerts resolved since, or when ``repeat_interval`` passed since the last notification
 with the same firing alerts. Resolved alerts leave the group once notified; an empty group
@@ -20,7 +23,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 
-from transforms.alerting.config import AlertingConfig
+from transforms.alerting.config import AlertingConfig, RouteConfig
 from transforms.alerting.events import AlertEvent
 from transforms.rollup.config import duration_ms
 
@@ -36,22 +39,68 @@ class Notification:
     repeat: bool = False  # only the repeat_interval elapsed
 
 
+@dataclass
+class _Route:
+    """A route with its inherited settings resolved (timers in ms)."""
+
+    key: str
+    receiver: str
+    group_by: list
+    wait: int
+    interval: int
+    repeat: int
+    matchers: list
+    cont: bool
+    routes: list
+
+    @classmethod
+    def build(cls, r: RouteConfig, parent: "_Route | None" = None, index: int = 0) -> "_Route":
+        def pick(name, ms=False):
+            v = getattr(r, name)
+            if v is None:
+                return getattr(parent, {"group_wait": "wait", "group_interval": "interval", "repeat_interval": "repeat"}.get(name, name))
+            return duration_ms(v) if ms else v
+        ms = ",".join(f"{m.name}{m.op}{m.value!r}" for m in r.matchers)
+        key = "{}" if parent is None else f"{parent.key}/{{{ms}}}/{index}"
+        node = cls(key, pick("receiver"), list(pick("group_by")), pick("group_wait", True), pick("group_interval", True),
+                   pick("repeat_interval", True), list(r.matchers), r.continue_, [])
+        node.routes = [cls.build(c, node, i) for i, c in enumerate(r.routes)]
+        return node
+
+    def match(self, labels: dict) -> list["_Route"]:
+        """Alertmanager's ``Route.Match``: the deepest matching routes, in order."""
+        if not all(m.matches(labels) for m in self.matchers):
+            return []
+        out = []
+        for c in self.routes:
+            hit = c.match(labels)
+            out += hit
+            if hit and not c.cont:
+                break
+        return out or [self]
+
+
 class Dispatcher:
     def __init__(self, config: AlertingConfig):
         self.config = config
-        r = config.route
-        self.wait, self.interval, self.repeat = duration_ms(r.group_wait), duration_ms(r.group_interval), duration_ms(r.repeat_interval)
+        self.root = _Route.build(config.route)
         self.groups: dict[str, dict] = {}
         self.firing: dict[str, AlertEvent] = {}  # every firing alert, by fingerprint (inhibition sources)
         self.inhibited: list[tuple[int, str]] = []  # (flush time, fingerprint) of alerts left out
         self.now: int | None = None
 
-    def _route(self, e: AlertEvent) -> tuple[str, str, dict]:
-        receiver = self.config.route.severity_receivers.get(e.severity, self.config.route.receiver)
-        gb = self.config.route.group_by
-        glabels = dict(e.labels) if gb == ["..."] else {k: e.labels.get(k, "") for k in gb}
-        key = receiver + ":{" + ",".join(f'{k}="{v}"' for k, v in sorted(glabels.items())) + "}"
-        return receiver, key, glabels
+    def routes(self, labels: dict) -> list[tuple[_Route, str, dict]]:
+        """(route, group key, group labels) of every route an alert with ``labels`` lands on."""
+        out = []
+        for r in self.root.match(labels):
+            glabels = dict(labels) if r.group_by == ["..."] else {k: labels.get(k, "") for k in r.group_by}
+            key = r.key + ":{" + ",".join(f'{k}="{v}"' for k, v in sorted(glabels.items())) + "}"
+            out.append((r, key, glabels))
+        return out
+
+    def receivers(self, labels: dict) -> list[str]:
+        """Receivers an alert with ``labels`` is notified to (as Alertmanager lists them)."""
+        return [r.receiver for r, _, _ in self.routes(labels)]
 
     def add(self, events: list[AlertEvent]) -> list[Notification]:
         """Take alert state changes (in event time); flushes due before them run first."""
@@ -62,12 +111,12 @@ class Dispatcher:
                 self.firing[e.fingerprint] = e
             else:
                 self.firing.pop(e.fingerprint, None)
-            receiver, key, glabels = self._route(e)
-            g = self.groups.get(key)
-            if g is None:
-                g = self.groups[key] = {"receiver": receiver, "labels": glabels, "alerts": {}, "next": e.at + self.wait,
-                                        "sent": None}
-            g["alerts"][e.fingerprint] = e
+            for route, key, glabels in self.routes(e.labels):
+                g = self.groups.get(key)
+                if g is None:
+                    g = self.groups[key] = {"receiver": route.receiver, "labels": glabels, "alerts": {}, "next": e.at + route.wait,
+                                            "sent": None, "interval": route.interval, "repeat": route.repeat}
+                g["alerts"][e.fingerprint] = e
         return out
 
     def _inhibited(self, e: AlertEvent) -> bool:
@@ -118,7 +167,7 @@ class Dispatcher:
         elif not resolved <= sent["resolved"]:
             notify = True
         else:
-            notify = bool(firing) and at - sent["at"] >= self.repeat
+            notify = bool(firing) and at - sent["at"] >= g["repeat"]
             repeat = notify
         note = None
         if notify:
@@ -130,7 +179,7 @@ class Dispatcher:
         if not g["alerts"]:
             del self.groups[key]
         else:
-            g["next"] = at + self.interval
+            g["next"] = at + g["interval"]
         return note
 
     def snapshot(self) -> bytes:
@@ -138,3 +187,6 @@ class Dispatcher:
 
     def restore(self, blob: bytes) -> None:
         self.__dict__.update(pickle.loads(blob))
+        for g in self.groups.values():  # snapshots from before per-route timers: the root's
+            g.setdefault("interval", self.root.interval)
+            g.setdefault("repeat", self.root.repeat)

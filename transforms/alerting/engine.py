@@ -1,8 +1,9 @@
 """Rules and notification together: the object an engine hosts for alerting.
 
-``process(rows)`` takes closed-window rollup rows and returns the alert events (→ the
-Kafka alerts topic, ``obs.alerts``, Alertmanager) and the notifications due by the latest
-window end; ``advance(t)`` moves the notification clock on without rows."""
+``process(rows)`` takes closed-window rollup rows and returns every alert state change
+(``changes``: pending, inactive, firing, resolved → ``obs.alerts``), the firing / resolved
+ones (``events`` → the Kafka alerts topic, Alertmanager, the dispatcher; Prometheus sends
+only those) and the notifications due by the latest window end; ``advance(t)`` moves the notification clock on without rows."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ from transforms.alerting.events import AlertEvent, alert_rows
 from transforms.alerting.rules import RuleEvaluator
 
 
+NOTIFIED = ("firing", "resolved")
+
+
 @dataclass
 class AlertOutput:
-    events: list[AlertEvent] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)          # firing / resolved
     notifications: list[Notification] = field(default_factory=list)
+    changes: list[AlertEvent] = field(default_factory=list)         # every state change, pending included
 
     def rows(self) -> pa.Table:
-        return alert_rows(self.events)
+        """``obs.alerts`` rows: every state change."""
+        return alert_rows(self.changes)
 
 
 class AlertEngine:
@@ -33,19 +39,21 @@ class AlertEngine:
         self.dispatcher = Dispatcher(self.config)
 
     def process(self, rows: pa.Table) -> AlertOutput:
-        events = self.rules.evaluate(rows)
+        changes = self.rules.evaluate(rows)
+        events = [e for e in changes if e.status in NOTIFIED]
         notes = self.dispatcher.add(events)
         if rows.num_rows:
             import pyarrow.compute as pc
             t = pc.max(rows.column("window_end")).cast(pa.timestamp("ms", tz="UTC")).value
             notes += self.dispatcher.advance(t)
-        return AlertOutput(events, notes)
+        return AlertOutput(events, notes, changes)
 
     def tick(self, resolution_ms: int, t: int) -> AlertOutput:
         """A window of ``resolution_ms`` closed at ``t`` with no rows (absence rules need it)."""
-        events = self.rules.tick(resolution_ms, t)
+        changes = self.rules.tick(resolution_ms, t)
+        events = [e for e in changes if e.status in NOTIFIED]
         notes = self.dispatcher.add(events) + self.dispatcher.advance(t)
-        return AlertOutput(events, notes)
+        return AlertOutput(events, notes, changes)
 
     def advance(self, t: int) -> AlertOutput:
         return AlertOutput([], self.dispatcher.advance(t))

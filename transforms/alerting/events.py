@@ -40,7 +40,7 @@ def iso(ms: int | None) -> str:
 class AlertEvent:
     """One state change of one alert. ``at`` is the event time of the change."""
 
-    status: str  # firing | resolved
+    status: str  # firing | resolved (notified); pending | inactive (obs.alerts only) (notified); pending | inactive (obs.alerts only)
     rule: str
     severity: str
     labels: dict[str, str]

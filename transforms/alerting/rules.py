@@ -3,9 +3,13 @@
 Consumes METRICS rows (what :class:`transforms.rollup.MetricRollup` emits); rules of a
 resolution are evaluated at each window close of that resolution, at ``t = window_end``.
 Emits :class:`AlertEvent` state changes with Prometheus' lifecycle: the condition holds →
-*pending* (``activeAt = t``); held for ``for`` → *firing* (event, ``startsAt = t``); stops
-holding → pending alerts vanish, firing ones stay firing while ``t - last_true <
-keep_firing_for``, then *resolved* (event, ``endsAt = t``)."""
+*pending* (event ``pending``, ``startsAt = activeAt = t``; none when ``for`` is 0: the
+alert fires in the same evaluation, as in Prometheus); held for ``for`` → *firing* (event,
+``startsAt = t``); stops holding → a pending alert becomes *inactive* (event ``inactive``,
+``startsAt = activeAt``, ``endsAt = t``; Prometheus drops it silently), a firing one stays
+firing while ``t - last_true < keep_firing_for``, then *resolved* (event, ``endsAt = t``).
+Only ``firing`` and ``resolved`` events are notifications (what Prometheus sends to
+Alertmanager); ``pending`` and ``inactive`` are rows of ``obs.alerts`` only."""
 
 from __future__ import annotations
 
@@ -143,8 +147,9 @@ class RuleEvaluator:
 
     def _event(self, rule, st, status, t, ends_at=None) -> AlertEvent:
         ann = {k: _expand(v, st["labels"], st["value"]) for k, v in rule.annotations.items()}
+        starts = st["fired_at"] if status in ("firing", "resolved") else st["active_at"]
         return AlertEvent(status=status, rule=rule.name, severity=rule.severity, labels=dict(st["labels"]), annotations=ann,
-                          value=st["value"], starts_at=st["fired_at"], ends_at=ends_at, at=t)
+                          value=st["value"], starts_at=starts, ends_at=ends_at, at=t)
 
     def _transition(self, rule: AlertRule, t: int, active: dict) -> list[AlertEvent]:
         out = []
@@ -158,10 +163,13 @@ class RuleEvaluator:
             if st["state"] == "pending" and t - st["active_at"] >= for_ms:
                 st["state"], st["fired_at"] = "firing", t
                 out.append(self._event(rule, st, "firing", t))
+            elif st["state"] == "pending" and st["active_at"] == t:
+                out.append(self._event(rule, st, "pending", t))
         for key in sorted(k for k in self.alerts if k[0] == rule.name and k[1] not in active):
             st = self.alerts[key]
             if st["state"] == "pending":
                 del self.alerts[key]
+                out.append(self._event(rule, st, "inactive", t, ends_at=t))
             elif t - st["last_true"] >= keep_ms:
                 del self.alerts[key]
                 out.append(self._event(rule, st, "resolved", t, ends_at=t))

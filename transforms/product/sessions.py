@@ -11,7 +11,10 @@ values)``, moved after each batch. A session (keyed by ``session_id``) closes wh
 ``watermark >= last event + session_gap``; its events are applied in time order, so the
 row does not depend on arrival order while it is open. An event for a session id whose
 session already closed, or more than ``session_gap`` after the session's last event,
-starts a new session with the same id (counted in ``stats["reopened"]``). The funnel report
+starts a new session with the same id (counted in ``stats["reopened"]``). A row without a
+session id (null or empty) or without a time is in no session: counted in
+``stats["no_session_id"]`` / ``stats["no_ts"]`` (``stats["events"]`` = events of closed
+sessions + of open ones + those two; :meth:`reconcile` checks it). The funnel report
 window of a session is the one holding its last event; a report window closes when the
 watermark passes its end + ``session_gap`` (every session ending in it has closed)."""
 
@@ -50,7 +53,7 @@ class ProductAnalytics:
         self.max_seen: int | None = None
         self.seq = 0
         self.report = FunnelReport(self.config.funnels, self.config.report_ms)
-        self.stats = {"events": 0, "sessions_closed": 0, "reopened": 0}
+        self.stats = {"events": 0, "sessions_closed": 0, "reopened": 0, "no_session_id": 0, "no_ts": 0, "session_events": 0}
 
     def process(self, events: pa.Table) -> ProductOutput:
         cols = [events.column(c).to_pylist() if c in events.column_names else [None] * events.num_rows for c in _COLS]
@@ -58,7 +61,11 @@ class ProductAnalytics:
         cols[1] = ts
         closed = []
         for sid, t, et, page, form, step, user, geo, dev in zip(*cols):
-            if sid is None or t is None:
+            if sid is None or sid == "":
+                self.stats["no_session_id"] += 1
+                continue
+            if t is None:
+                self.stats["no_ts"] += 1
                 continue
             self.seq += 1
             last = self.last.get(sid)
@@ -109,6 +116,7 @@ class ProductAnalytics:
         self.last.pop(sid)
         self._closed_ids.add(sid)
         self.stats["sessions_closed"] += 1
+        self.stats["session_events"] = self.stats.get("session_events", 0) + len(evs)
         pages = []
         for e in evs:
             if e[3] is not None and (not pages or pages[-1] != e[3]) and len(pages) < self.config.max_pages:
@@ -146,6 +154,12 @@ class ProductAnalytics:
             row.update(funnel=m.funnel.name, funnel_steps_reached=k, funnel_last_step=m.funnel.steps[k - 1].name, abandoned=abandoned)
             self.report.add(end, m.funnel.name, k, times, abandoned)
         return row
+
+    def reconcile(self) -> bool:
+        """Every event seen is in a closed session, an open one, or counted as sessionless."""
+        st = self.stats
+        open_events = sum(len(v) for v in self.open.values())
+        return st["events"] == st.get("session_events", 0) + open_events + st.get("no_session_id", 0) + st.get("no_ts", 0)
 
     @staticmethod
     def _table(rows: list[dict]) -> pa.Table:

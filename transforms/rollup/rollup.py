@@ -20,12 +20,18 @@ Event time, exactly:
   finest), so lateness is judged once, at the finest resolution.
 
 Per kind: counters → ``increase`` (sum of increases between consecutive samples in time
-order, the previous sample possibly in an earlier window; a drop is a reset and counts the
-post-reset value; a series' first sample ever contributes 0) and ``rate`` = increase / window
-seconds, with min/max/last of the cumulative value; gauges → count, sum, min, max, last
-(avg = sum/count) and p50/p90/p95/p99 from a DDSketch; histograms (delta temporality:
-each sample's buckets are observations since the previous sample) → count, sum, quantiles
-from the merged buckets; summaries (delta count and sum) → count, sum."""
+order, the previous sample possibly in an earlier window; a drop or a changed ``start_time``
+is a reset and counts the post-reset value; a series' first sample ever contributes 0, or its
+whole value when its ``start_time`` is known) and ``rate`` = increase / window seconds, with
+min/max/last of the cumulative value; delta counters (``temporality = delta``) → each value
+added to ``increase`` as it is; gauges → count, sum, min, max, last (avg = sum/count) and
+p50/p90/p95/p99 from a DDSketch; histograms (delta by default: each sample's buckets are
+observations since the previous sample) → count, sum, quantiles from the merged buckets;
+summaries (delta count and sum by default) → count, sum. Cumulative histograms and summaries
+(``temporality = cumulative``, as OTLP sends them) become differences to their series'
+previous export when the window closes (a changed ``start_time`` or a count or bucket going
+down is a reset: the export counts in full). The optional input columns ``temporality``
+(``cumulative`` / ``delta``) and ``start_time`` (ms or timestamp) come from the OTLP codec."""
 
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _COUNTER, _GAUGE, _HIST, _SUMMARY = 0, 1, 2, 3
 _STAT = ("oid", "count", "sum", "min", "max", "last_ts", "last_v", "late", "inc", "ex_v")
 _HSHIFT = 16
+_NOSTART = np.iinfo(np.int64).min  # start_time unknown
 
 
 @dataclass
@@ -74,7 +81,8 @@ class _Window:
     stats: list = field(default_factory=list)   # dicts of _STAT arrays (+ "ex_id")
     sketch: list = field(default_factory=list)  # (oid, code, count)
     hist: list = field(default_factory=list)    # (oid, pos, count)
-    ctr: list = field(default_factory=list)     # (sid, oid, ts, value)
+    ctr: list = field(default_factory=list)     # (sid, oid, ts, value, start)
+    cum: list = field(default_factory=list)     # cumulative histogram / summary rows (dicts, see _take)
     pending: int = 0
 
 
@@ -159,6 +167,8 @@ class MetricRollup:
         self.max_seen: int | None = None
         self.carry_v = np.zeros(0, np.float64)   # last counter value per sid
         self.carry_has = np.zeros(0, bool)
+        self.carry_start = np.zeros(0, np.int64)  # start_time (ms) of the last counter value per sid
+        self.cum_carry: dict[int, tuple] = {}    # sid -> (start, count, sum, buckets) of the last cumulative hist/summary
         self.hist_bounds: dict[int, tuple[str, np.ndarray]] = {}
         self.stats = {"samples_in": 0, "samples_accepted": 0, "late_accepted": 0, "too_late": 0, "invalid": 0,
                       "windows_closed": 0, "rows_out": 0}
@@ -167,7 +177,7 @@ class MetricRollup:
     def snapshot(self) -> bytes:
         """The whole state (config included) as bytes."""
         state = {k: getattr(self, k) for k in ("registry", "windows", "watermark", "max_seen", "carry_v", "carry_has",
-                                               "hist_bounds", "stats")}
+                                               "carry_start", "cum_carry", "hist_bounds", "stats")}
         return pickle.dumps({"version": 1, "config": self.config.model_dump(), "state": state}, protocol=5)
 
     def restore(self, blob: bytes) -> None:
@@ -254,24 +264,46 @@ class MetricRollup:
             grow = max(ns, 2 * len(self.carry_v))
             self.carry_v = np.concatenate([self.carry_v, np.full(grow - len(self.carry_v), np.nan)])
             self.carry_has = np.concatenate([self.carry_has, np.zeros(grow - len(self.carry_has), bool)])
+        if len(self.carry_start) < len(self.carry_v):
+            self.carry_start = np.concatenate([self.carry_start, np.full(len(self.carry_v) - len(self.carry_start), _NOSTART)])
         late = (ts < wm0).astype(np.int64) if wm0 is not None else np.zeros(n, np.int64)
         self.stats["samples_accepted"] += n
         self.stats["late_accepted"] += int(late.sum())
         cnt_col = pc.fill_null(self._col(table, "count", pa.int64()).cast(pa.float64()), np.nan).to_numpy()
         sum_col = pc.fill_null(self._col(table, "sum", pa.float64()).cast(pa.float64()), np.nan).to_numpy()
         is_c, is_g, is_h, is_s = (kcode == _COUNTER), (kcode == _GAUGE), (kcode == _HIST), (kcode == _SUMMARY)
+        # temporality (absent: counters cumulative, histograms and summaries delta) and start time
+        start = np.full(n, _NOSTART, np.int64)
+        dctr = cum = np.zeros(n, bool)
+        if "temporality" in table.column_names:
+            temp = self._col(table, "temporality", pa.string()).cast(pa.string())
+            dctr = is_c & pc.fill_null(pc.equal(temp, "delta"), False).to_numpy(zero_copy_only=False)
+            cum = (is_h | is_s) & pc.fill_null(pc.equal(temp, "cumulative"), False).to_numpy(zero_copy_only=False)
+        if "start_time" in table.column_names:
+            sc = self._col(table, "start_time", pa.int64())
+            if pa.types.is_timestamp(sc.type):
+                sc = pc.cast(sc.cast(pa.timestamp("ms", tz=sc.type.tz)), pa.int64())
+            start = pc.fill_null(sc.cast(pa.int64()), _NOSTART).to_numpy()
         count = np.ones(n, np.float64)
         ssum = np.where(is_g, value, 0.0)
         if is_s.any() or is_h.any():
             count = np.where(is_s | is_h, np.where(np.isnan(cnt_col), np.where(is_s, 1.0, np.nan), cnt_col), count)
             ssum = np.where(is_s | is_h, np.where(np.isnan(sum_col), np.where(np.isfinite(value), value, 0.0), sum_col), ssum)
         hist = None
-        if is_h.any():
-            hist = self._hist_rows(table, is_h, oid, ts)
+        if (is_h & ~cum).any():
+            hist = self._hist_rows(table, is_h & ~cum, oid, ts)
             # histogram count defaults to the sum of its buckets
             if np.isnan(count).any():
                 count = np.where(np.isnan(count), hist[3], count)
-        vv = np.where(is_h, np.nan, value)
+        cum_rows = None
+        if cum.any():
+            cum_rows = self._cum_rows(table, cum, is_h, sid, oid, ts, start, cnt_col, sum_col)
+            count = np.where(cum, 0.0, count)   # taken at window close, as differences between exports
+            ssum = np.where(cum, 0.0, ssum)
+        # delta counters: the value is the increase itself (no cumulative value for min/max/last)
+        inc = np.where(dctr, value, 0.0)
+        vv = np.where(is_h | dctr, np.nan, value)
+        is_c = is_c & ~dctr
         ex_id = None
         if self.config.exemplars and "trace_id" in table.column_names:
             ex_id = np.asarray(self._col(table, "trace_id", pa.string()).to_pylist(), object)
@@ -281,12 +313,16 @@ class MetricRollup:
             m = (w == wk) if len(uw) > 1 else slice(None)
             win = self._window(self.fine, int(wk))
             chunk = {"oid": oid[m], "count": count[m], "sum": ssum[m], "min": vv[m], "max": vv[m], "last_ts": ts[m],
-                     "last_v": vv[m], "late": late[m], "inc": np.zeros(len(oid[m])), "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
+                     "last_v": vv[m], "late": late[m], "inc": inc[m], "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
                      "ex_id": ex_id[m] if ex_id is not None else None}
             win.stats.append(_merge_stats([chunk], self.config.exemplars and ex_id is not None))
             cm = is_c[m]
             if cm.any():
-                win.ctr.append((sid[m][cm], oid[m][cm], ts[m][cm], value[m][cm]))
+                win.ctr.append((sid[m][cm], oid[m][cm], ts[m][cm], value[m][cm], start[m][cm]))
+            if cum_rows is not None:
+                cw = cum_rows["w"] == wk
+                if cw.any():
+                    win.__dict__.setdefault("cum", []).append({k: v[cw] for k, v in cum_rows.items()})
             sm = skm[m]
             if sm.any():
                 s, c, k = ColumnarSketch.aggregate(oid[m][sm], self.sk.codes(value[m][sm]))
@@ -298,6 +334,36 @@ class MetricRollup:
             if win.pending > self.config.compact_rows:
                 self._compact(win)
 
+    def _bounds_ok(self, bb: pa.Array, ro: np.ndarray) -> np.ndarray:
+        """Register each output series' first bucket bounds; True where a row's bounds are its
+        series' (rows whose bounds differ are counted, not merged into wrong buckets)."""
+        bkey = pc.fill_null(pc.binary_join(pc.cast(bb, pa.list_(pa.string())), ","), "").to_pylist()
+        for o, k, r in zip(ro.tolist(), bkey, range(len(ro))):
+            reg = self.hist_bounds.get(o)
+            if reg is None:
+                self.hist_bounds[o] = (k, np.asarray(bb[r].as_py() or [], np.float64))
+        ok = np.asarray([self.hist_bounds[o][0] == k for o, k in zip(ro.tolist(), bkey)], bool)
+        self.stats["histogram_bounds_mismatch"] = self.stats.get("histogram_bounds_mismatch", 0) + int((~ok).sum())
+        return ok
+
+    def _cum_rows(self, table, cum, is_h, sid, oid, ts, start, cnt_col, sum_col) -> dict:
+        """Cumulative histogram and summary rows, kept per window until it closes (their
+        differences to the series' previous export are taken then, in time order)."""
+        rows = np.flatnonzero(cum)
+        ok = np.ones(len(rows), bool)
+        buckets = np.full(len(rows), None, object)
+        hr = np.flatnonzero(is_h[rows])
+        if len(hr):
+            take = pa.array(rows[hr])
+            ok[hr] = self._bounds_ok(self._col(table, "bucket_bounds", pa.list_(pa.float64())).take(take), oid[rows[hr]])
+            for j, b in zip(hr.tolist(), self._col(table, "bucket_counts", pa.list_(pa.int64())).take(take).to_pylist()):
+                buckets[j] = np.asarray(b or [], np.float64)
+        cnt = cnt_col[rows].copy()
+        for j in np.flatnonzero(np.isnan(cnt)).tolist():  # a histogram's count defaults to its buckets' sum
+            cnt[j] = buckets[j].sum() if buckets[j] is not None else 0.0
+        return {"sid": sid[rows], "oid": oid[rows], "ts": ts[rows], "start": start[rows], "count": cnt, "sum": sum_col[rows],
+                "buckets": buckets, "ok": ok, "w": ts[rows] // self.fine}
+
     def _hist_rows(self, table, is_h, oid, ts):
         """Flattened (oid, bucket position, count, per-row bucket total, window) of histogram rows."""
         n = table.num_rows
@@ -306,15 +372,8 @@ class MetricRollup:
         rows = np.flatnonzero(is_h)
         bc = counts.take(pa.array(rows))
         bb = bounds.take(pa.array(rows))
-        bkey = pc.fill_null(pc.binary_join(pc.cast(bb, pa.list_(pa.string())), ","), "").to_pylist()
         ro = oid[rows]
-        for o, k, r in zip(ro.tolist(), bkey, range(len(rows))):
-            reg = self.hist_bounds.get(o)
-            if reg is None:
-                self.hist_bounds[o] = (k, np.asarray(bb[r].as_py() or [], np.float64))
-        # rows whose bounds differ from the series' are counted, not merged into wrong buckets
-        ok = np.asarray([self.hist_bounds[o][0] == k for o, k in zip(ro.tolist(), bkey)], bool)
-        self.stats["histogram_bounds_mismatch"] = self.stats.get("histogram_bounds_mismatch", 0) + int((~ok).sum())
+        ok = self._bounds_ok(bb, ro)
         flat = pc.list_flatten(bc).cast(pa.float64()).to_numpy(zero_copy_only=False)
         parent = pc.list_parent_indices(bc).to_numpy()
         offs = bc.offsets.to_numpy()
@@ -379,19 +438,28 @@ class MetricRollup:
         self._compact(win)
         st = win.stats[0]
         if win.ctr and res == self.fine:
-            sid, oid, ts, v = (np.concatenate(x) for x in zip(*win.ctr))
+            parts = [c if len(c) == 5 else (*c, np.full(len(c[0]), _NOSTART, np.int64)) for c in win.ctr]
+            sid, oid, ts, v, s0 = (np.concatenate(x) for x in zip(*parts))
             order = np.lexsort((ts, sid))
-            sid, oid, v = sid[order], oid[order], v[order]
+            sid, oid, v, s0 = sid[order], oid[order], v[order], s0[order]
             first = np.r_[True, sid[1:] != sid[:-1]]
             prev = np.r_[np.nan, v[:-1]]
             prev = np.where(first, np.where(self.carry_has[sid], self.carry_v[sid], np.nan), prev)
-            delta = np.where(np.isnan(prev), 0.0, np.where(v >= prev, v - prev, v))
+            prev_s = np.where(first, self.carry_start[sid], np.r_[_NOSTART, s0[:-1]])
+            # a new start time is a restart; a series' first value with a known start time is
+            # all increase since that start (as a delta point from it would be)
+            known = s0 != _NOSTART
+            full = known & (np.isnan(prev) | ((prev_s != _NOSTART) & (prev_s != s0)))
+            delta = np.where(full, v, np.where(np.isnan(prev), 0.0, np.where(v >= prev, v - prev, v)))
             inc = np.bincount(oid, weights=delta, minlength=int(st["oid"].max()) + 1 if len(st["oid"]) else 0)
             st = dict(st)
             st["inc"] = st["inc"] + inc[st["oid"]]
             last = np.r_[first[1:], True]
             self.carry_v[sid[last]] = v[last]
             self.carry_has[sid[last]] = True
+            self.carry_start[sid[last]] = s0[last]
+        if getattr(win, "cum", None) and res == self.fine:
+            st = self._cumulative(win, st)
         sk = win.sketch[0] if win.sketch else None
         hs = win.hist[0] if win.hist else None
         for coarse in self.res[1:]:
@@ -406,6 +474,60 @@ class MetricRollup:
                     cw.hist.append(hs)
                 cw.pending += len(st["oid"])
         return self._rows(res, win, st, sk, hs)
+
+    def _cumulative(self, win: _Window, st: dict) -> dict:
+        """Differences of a closing window's cumulative histogram / summary rows to each
+        series' previous export (time order; the previous one possibly in an earlier window),
+        added to the window's count, sum and buckets. A reset — the start time changed, or
+        the count or a bucket went down — counts the new export in full; so does a series'
+        first export when its start time is known (all of it happened since that start);
+        without a start time the first export only sets the baseline."""
+        c = {k: np.concatenate([ch[k] for ch in win.cum]) for k in win.cum[0]}
+        win.cum = []
+        order = np.lexsort((c["ts"], c["sid"]))
+        add_c: dict[int, float] = {}
+        add_s: dict[int, float] = {}
+        pairs: list[tuple[int, np.ndarray, np.ndarray]] = []
+        carry = self.cum_carry
+        for i in order.tolist():
+            if not c["ok"][i]:
+                continue
+            s, o = int(c["sid"][i]), int(c["oid"][i])
+            start, cnt, tot, b = int(c["start"][i]), float(c["count"][i]), float(c["sum"][i]), c["buckets"][i]
+            prev = carry.get(s)
+            carry[s] = (start, cnt, tot, b)
+            if prev is None:
+                if start == _NOSTART:
+                    continue
+                reset = True
+            else:
+                p_start, p_cnt, p_tot, p_b = prev
+                reset = (start != _NOSTART and p_start != _NOSTART and start != p_start) or cnt < p_cnt or (
+                    b is not None and (p_b is None or len(b) != len(p_b) or bool((b < p_b).any())))
+            if reset:
+                dc, ds, db = cnt, tot, b
+            else:
+                dc, ds, db = cnt - p_cnt, tot - p_tot, (b - p_b if b is not None else None)
+            add_c[o] = add_c.get(o, 0.0) + dc
+            if ds == ds:  # no sum (NaN): nothing to add
+                add_s[o] = add_s.get(o, 0.0) + ds
+            if db is not None:
+                nz = np.flatnonzero(db)
+                if len(nz):
+                    pairs.append((o, nz, db[nz]))
+        st = dict(st)
+        if add_c or add_s:
+            st["count"] = st["count"].copy()
+            st["sum"] = st["sum"].copy()
+            for o, v in add_c.items():
+                st["count"][np.searchsorted(st["oid"], o)] += v
+            for o, v in add_s.items():
+                st["sum"][np.searchsorted(st["oid"], o)] += v
+        if pairs:
+            extra = (np.concatenate([np.full(len(p), o, np.int64) for o, p, _ in pairs]),
+                     np.concatenate([p.astype(np.int64) for _, p, _ in pairs]), np.concatenate([v for _, _, v in pairs]))
+            win.hist = [_merge_pairs(win.hist + [extra], _HSHIFT)]
+        return st
 
     def _rows(self, res, win, st, sk, hs) -> pa.Table:
         reg = self.registry

@@ -76,8 +76,13 @@ class ProbabilisticCfg(Model):
 
 
 class RateLimitingCfg(Model):
+    """``rate_limiting``. The Collector's only key is ``spans_per_second``; ``algorithm`` and
+    ``burst_capacity`` are obsflow extensions (see policies/rate_limiting.py)."""
+
     spans_per_second: int = Field(gt=0)
-    burst_capacity: int = Field(0, ge=0, description="token bucket size; 0 = 2 x spans_per_second")
+    algorithm: Literal["token_bucket", "per_second"] = Field(
+        "token_bucket", description="token_bucket: current Collector (burst 2 x rate); per_second: earlier Collector releases' counter")
+    burst_capacity: int = Field(0, ge=0, description="obsflow extension, token_bucket only: bucket size; 0 = 2 x spans_per_second (the Collector's fixed size)")
 
 
 class BytesLimitingCfg(Model):

@@ -16,6 +16,8 @@ from .hashing import hash_trace_ids, threshold
 
 
 class HeadSampler:
+    """Keeps the traces whose sampling hash is within ``sampling_percentage`` (module doc)."""
+
     def __init__(self, sampling_percentage: float, hash_salt: str = "", policy_name: str = "head_probabilistic"):
         if not 0 <= sampling_percentage <= 100:
             raise ValueError(f"sampling_percentage must be within [0, 100], got {sampling_percentage!r}")

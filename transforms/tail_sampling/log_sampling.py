@@ -1,5 +1,9 @@
 """Log sampling that follows the trace decision.
 
+``sample_rate`` on a kept row is **the fraction of such lines kept** (in (0, 1]), as the
+obs.logs table contract says: ``1 / sample_rate`` is how many lines the row stands for, so
+``sum(1 / sample_rate)`` extrapolates counts (``queries/error_rate_by_service.sql``).
+
 Rules, per log line (``level`` upper-case as the validator normalizes it):
 
 1. ``always_keep_levels`` (default WARN, ERROR, FATAL) are always kept, ``sample_rate`` 1.
@@ -8,19 +12,19 @@ Rules, per log line (``level`` upper-case as the validator normalizes it):
    - **tail mode** — ``decide_logs(batch, kept_trace_ids=...)``: the line is kept exactly
      when its trace was kept by the tail sampler, so a kept trace keeps all its logs and a
      dropped trace keeps only its warnings and errors. ``kept_trace_ids`` is a mapping
-     ``trace_id -> adjusted_count`` (the line's ``sample_rate`` is its trace's adjusted
-     count) or any collection of ids (``sample_rate`` 1). Logs arrive before their trace
-     is decided, so the caller holds them until the trace's decision (``decision_wait``)
-     or uses head mode;
+     ``trace_id -> adjusted_count`` (the line's ``sample_rate`` is ``1 / adjusted_count``,
+     the probability its trace was kept; an adjusted count of 0 or less reads as 1) or any
+     collection of ids (``sample_rate`` 1). Logs arrive before their trace is decided, so
+     the caller holds them until the trace's decision (``decision_wait``) or uses head mode;
    - **head mode** — no ``kept_trace_ids``: kept when the trace id's sampling hash (the
      same FNV-1a 64 with ``hash_salt`` as the tail sampler's ``probabilistic`` policy and
      the head sampler) is within the level's percentage, so at the same percentage and
      salt a line is kept exactly when its trace is kept by head sampling / the
-     probabilistic policy. ``sample_rate`` = 100 / percentage.
+     probabilistic policy. ``sample_rate`` = percentage / 100.
 3. Other levels without a trace id are kept when the FNV-1a 64 hash (same salt) of a
    stable key is within the level's percentage: the first present of ``key_columns``
    (default ``request_id``), else ``service|timestamp|message`` (first 256 bytes).
-   ``sample_rate`` = 100 / percentage.
+   ``sample_rate`` = percentage / 100.
 
 Percentages: ``level_percentages[level]`` when given, else ``sampling_percentage``. Lower
 percentages keep subsets of higher ones (same hash), so DEBUG at 1% and INFO at 10% keep
@@ -39,6 +43,8 @@ from .hashing import hash_strings, hash_trace_ids, threshold
 
 
 class LogSamplingConfig(BaseModel):
+    """The ``log_sample`` step's config (see the module doc for the rules)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sampling_percentage: float = Field(10.0, ge=0, le=100, description="for levels not always kept")
@@ -49,6 +55,8 @@ class LogSamplingConfig(BaseModel):
 
 
 class LogSampler:
+    """Decides which log lines are kept and writes their ``sample_rate`` (fraction kept)."""
+
     def __init__(self, config: LogSamplingConfig | dict | None = None):
         self.config = config if isinstance(config, LogSamplingConfig) else LogSamplingConfig.model_validate(config or {})
         for lvl, p in self.config.level_percentages.items():
@@ -81,8 +89,7 @@ class LogSampler:
                              dtype=bool)
         traced = ~always & has_tid
         untraced = ~always & ~has_tid
-        with np.errstate(divide="ignore"):
-            inv = np.where(pct > 0, 100.0 / pct, 0.0)
+        frac = pct / 100.0  # fraction kept (a row kept at 0% cannot exist)
         if traced.any():
             rows = np.flatnonzero(traced)
             ids = tid.take(pa.array(rows))
@@ -91,13 +98,13 @@ class LogSampler:
                 if isinstance(kept_trace_ids, Mapping):
                     got = [kept_trace_ids.get(t) for t in id_list]
                     keep[rows] = [g is not None for g in got]
-                    rate[rows] = [g if g is not None else 1.0 for g in got]
+                    rate[rows] = [kept_fraction(g) if g is not None else 1.0 for g in got]
                 else:
                     s = kept_trace_ids if isinstance(kept_trace_ids, (set, frozenset)) else set(kept_trace_ids)
                     keep[rows] = [t in s for t in id_list]
             else:
                 keep[rows] = hash_trace_ids(ids, self.config.hash_salt) <= thr[rows]
-                rate[rows] = inv[rows]
+                rate[rows] = frac[rows]
         if untraced.any():
             rows = np.flatnonzero(untraced)
             sub = batch.take(pa.array(rows))
@@ -111,11 +118,19 @@ class LogSampler:
                   for c in ("service", "timestamp", "message")), "|")
             key = fallback if key is None else pc.coalesce(pc.if_else(pc.equal(key, ""), None, key), fallback)
             keep[rows] = hash_strings(key, self.config.hash_salt) <= thr[rows]
-            rate[rows] = inv[rows]
+            rate[rows] = frac[rows]
         out = batch.filter(pa.array(keep)).append_column("sample_rate", pa.array(rate[keep], pa.float64()))
         self.kept_lines += out.num_rows
         self.dropped_lines += n - out.num_rows
         return out
+
+
+def kept_fraction(adjusted_count) -> float:
+    """The ``sample_rate`` of a line that follows a kept trace: ``1 / adjusted_count`` (the
+    probability the trace was kept); 1 when the count is missing, 0 or negative."""
+    if adjusted_count is None or not adjusted_count > 0:
+        return 1.0
+    return 1.0 / float(adjusted_count)
 
 
 def _thresholds(pct: np.ndarray) -> np.ndarray:
