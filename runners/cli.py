@@ -121,6 +121,20 @@ def cmd_run(args) -> int:
     late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.records_dead
     if late_rows > 0:  # dead-lettered by a stateful stage after the record was accepted
         print(f"plus {_fmt(late_rows)} accepted samples dead-lettered by the rollups as late_data (their window had closed)")
+    ts = STATS.tail_sampling
+    if ts:
+        parts = [f"{_fmt(ts[('traces', 'sampled')])} traces kept, {_fmt(ts[('traces', 'not_sampled')])} not sampled "
+                 f"({_fmt(ts[('dropped_spans', 'not_sampled')])} spans)"]
+        for key, what in (("dropped_traces", "traces"), ("dropped_spans", "spans")):
+            lost = {r: n for (k, r), n in ts.items() if k == key and n and r != "not_sampled"}
+            if lost:
+                parts.append(f"{what} dropped otherwise: " + ", ".join(f"{_fmt(n)} ({r})" for r, n in sorted(lost.items())))
+        early = sum(n for (k, _), n in ts.items() if k == "early_decisions")
+        if early:
+            parts.append(f"{_fmt(early)} decided early")
+        if ts[("late_spans_kept", "")]:
+            parts.append(f"{_fmt(ts[('late_spans_kept', '')])} late spans kept by a cached decision")
+        print("tail sampling: " + "; ".join(parts))
     print("rows written: " + ", ".join(f"{spec.storage.namespace}.{k} {_fmt(v)}" for k, v in sorted(STATS.rows_by_table.items())))
     balanced = STATS.records_in == STATS.records_accepted + STATS.records_dead + STATS.records_dropped
     print(f"reconciliation: in = accepted + dead-lettered + dropped: {'yes' if balanced else 'NO'}")

@@ -35,6 +35,7 @@ cross-language transform that needs Docker, so the read is Python on confluent-k
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -297,6 +298,10 @@ class StageDoFn(beam.DoFn):
         publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False))
 
 
+#: elements of a keyed stateful DoFn: string keys get a deterministic coder
+KEYED = typing.Tuple[str, typing.Any]
+
+
 def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False):
     """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
 
@@ -308,7 +313,7 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
     if any(n != GLOBAL for n in defs):
         staged = (
             outs
-            | "StageInputs" >> beam.FlatMap(lambda o: [(si.key, si) for si in o.stage_inputs])
+            | "StageInputs" >> beam.FlatMap(lambda o: [(si.key, si) for si in o.stage_inputs]).with_output_types(KEYED)
             | "Stages" >> beam.ParDo(StageDoFn(defs))
         )
         outs = (outs, staged) | "Merge" >> beam.Flatten()
@@ -316,6 +321,7 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
             # fed from the merged collection (a stateful DoFn's output consumed twice loses elements on the DirectRunner)
             globl = (outs
                      | "GlobalInputs" >> beam.FlatMap(lambda o: [(o.key, o)] if isinstance(o, StageOutput) and o.stage in (METRICS, PRODUCT) else [])
+                     .with_output_types(KEYED)
                      | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     # tables a stage writes need one writer each (positions need every shard's report);
@@ -326,7 +332,7 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
     anywhere = set(names) - set(single)
     direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
               | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, sorted(anywhere))))
-    keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single))
+    keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
              | "WriteTables" >> beam.ParDo(WriteTables(spec)))
     return direct, keyed
 
