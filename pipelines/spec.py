@@ -73,7 +73,8 @@ class ArchiveOptions(Model):
 
 class TableOptions(Model):
     retention: Duration | None = Field(None, description="default: the table contract's retention (schemas/tables.py)")
-    archive: ArchiveOptions | None = None
+    archive: ArchiveOptions | Literal[False] | None = Field(
+        None, description="default: the table contract's (logs: one year in logs_archive); false: delete expired rows outright")
 
 
 class MaintenanceSpec(Model):

@@ -204,7 +204,11 @@ def cmd_query(args) -> int:
     if args.saved:
         from runners.query import saved_query
 
-        sql = saved_query(args.saved)
+        try:
+            sql = saved_query(args.saved)
+        except KeyError as e:
+            print(f"obsflow query: {e.args[0]}", file=sys.stderr)
+            return 2
     elif not sql:
         print("obsflow query: give SQL or --saved NAME", file=sys.stderr)
         return 2

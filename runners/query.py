@@ -60,19 +60,31 @@ def _s3_secret(con, props: dict[str, str]) -> None:
     """Give DuckDB the catalog's S3 settings (endpoint, path-style access, credentials)."""
     from urllib.parse import urlparse
 
+    from sinks.catalog import redact
+
     endpoint = props.get("s3.endpoint")
     parts = ["TYPE s3"]
     if props.get("s3.access-key-id"):
-        parts.append(f"KEY_ID '{props['s3.access-key-id']}'")
-        parts.append(f"SECRET '{props.get('s3.secret-access-key', '')}'")
-    parts.append(f"REGION '{props.get('s3.region', 'us-east-1')}'")
+        parts.append(f"KEY_ID {sql_string(props['s3.access-key-id'])}")
+        parts.append(f"SECRET {sql_string(props.get('s3.secret-access-key', ''))}")
+    parts.append(f"REGION {sql_string(props.get('s3.region', 'us-east-1'))}")
     if endpoint:
         u = urlparse(endpoint)
-        parts.append(f"ENDPOINT '{u.netloc}'")
+        parts.append(f"ENDPOINT {sql_string(u.netloc)}")
         parts.append(f"USE_SSL {'true' if u.scheme == 'https' else 'false'}")
     if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
         parts.append("URL_STYLE 'path'")
-    con.execute(f"CREATE OR REPLACE SECRET obsflow_s3 ({', '.join(parts)})")
+    try:
+        con.execute(f"CREATE OR REPLACE SECRET obsflow_s3 ({', '.join(parts)})")
+    except duckdb.Error as e:  # the statement holds the credentials: never echo it
+        raise RuntimeError(f"cannot give DuckDB the S3 settings: {redact(str(e), props)}") from None
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal: quotes doubled, so any character is safe inside it."""
+    if "\x00" in value:
+        raise ValueError("a NUL character cannot be passed in a SQL string")
+    return "'" + value.replace("'", "''") + "'"
 
 
 QUERIES = Path(__file__).resolve().parent.parent / "pipelines" / "queries"

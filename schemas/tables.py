@@ -37,6 +37,13 @@ class TableDef:
     time_column: str
     retention: timedelta
     properties: dict = field(default_factory=dict)
+    #: retention that depends on a column's value, ``(column, ((value, retention), ...))``;
+    #: rows whose value is not listed keep ``retention`` (metrics: 1h rollups 400 days)
+    retention_by: tuple[str, tuple[tuple[str, timedelta], ...]] | None = None
+    #: when set, expired rows are first moved to ``<name>_archive`` (under the warehouse's
+    #: ``archive/`` prefix) and kept there this long; None: expired rows are deleted outright.
+    #: A spec's ``storage.tables.<name>.archive`` overrides it.
+    archive_retention: timedelta | None = None
 
     def partition_spec(self) -> PartitionSpec:
         fields = []
@@ -164,6 +171,7 @@ LOGS = TableDef(
     sort=("ts",),
     time_column="ts",
     retention=timedelta(days=30),
+    archive_retention=timedelta(days=365),  # 30 days hot, then one year in logs_archive
 )
 
 DEAD_LETTERS = TableDef(
@@ -265,7 +273,8 @@ METRICS = TableDef(
     partition=(("window_start", "day"), ("resolution", "identity")),
     sort=("window_start",),
     time_column="window_start",
-    retention=timedelta(days=30),
+    retention=timedelta(days=30),  # 1m (and any other resolution not listed below)
+    retention_by=("resolution", (("1h", timedelta(days=400)),)),
 )
 
 SESSIONS = TableDef(
@@ -295,11 +304,11 @@ SESSIONS = TableDef(
 
 ALERTS = TableDef(
     name="alerts",
-    doc="One row per alert state change (firing / resolved).",
+    doc="One row per alert state change (pending / firing / resolved / inactive).",
     schema=_schema(
         ("ts", TimestamptzType(), True),
         ("fingerprint", StringType(), True),
-        ("status", StringType(), True, "firing or resolved"),
+        ("status", StringType(), True, "pending, firing, resolved, or inactive (a pending alert that cleared before its for)"),
         ("rule", StringType(), True),
         ("severity", StringType(), True),
         ("labels", "map<string,string>", False),

@@ -7,6 +7,7 @@ import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
@@ -72,9 +73,7 @@ def open_catalog(storage: StorageSpec) -> Catalog:
                 pass
         return catalog
     except Exception as e:  # connection problems: say what to start, never the credentials
-        detail = _redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
-        for secret in _secrets(props):
-            detail = detail.replace(secret, "***")
+        detail = redact(str(e).splitlines()[0], props) if str(e) else type(e).__name__
         raise ConnectionError(
             f"cannot open the Iceberg catalog {storage.catalog.name!r} at {_redact(props['uri'])}: {detail}. "
             f"Is the catalog database running? (local: python -m infra.postgres start)") from None
@@ -84,10 +83,24 @@ def _secrets(props: dict[str, str]) -> list[str]:
     out = [v for k, v in props.items() if any(w in k for w in ("secret", "password", "key-id", "token")) and v]
     uri = props.get("uri", "")
     if "://" in uri and "@" in uri:
-        userinfo = uri.split("://", 1)[1].split("@", 1)[0]
+        userinfo = uri.split("://", 1)[1].rsplit("@", 1)[0]
         if ":" in userinfo:
             out.append(userinfo.split(":", 1)[1])
-    return [s for s in out if len(s) >= 4]
+    out += [unquote(s) for s in out] + [quote(s, safe="") for s in out]
+    # longest first, so a secret containing another is replaced whole
+    return sorted({s for s in out if len(s) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str, props: dict[str, str]) -> str:
+    """``text`` with the catalog's credentials (S3 keys, tokens, the catalog database's
+    password, raw or URL-quoted) replaced by ``***`` and URL user info removed: for
+    messages that quote a driver's or a storage client's error."""
+    for secret in _secrets(props):
+        text = text.replace(secret, "***")
+    return _USERINFO.sub(r"\1***@", text)
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 def _redact(uri: str) -> str:

@@ -26,7 +26,7 @@ from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from schemas.tables import table_def
-from sinks.catalog import load_tables, open_catalog
+from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,9 @@ class IcebergSink:
                 outages += 1
                 self.stats.retries += 1
                 if time.monotonic() > deadline:
+                    detail = redact(str(e), catalog_properties(self.spec.storage))[:200]  # redact first: a cut secret would slip through
                     raise StorageUnavailable(f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "
-                                             f"unavailable for {self.retry_seconds:.0f}s ({type(e).__name__}: {str(e)[:200]})") from None
+                                             f"unavailable for {self.retry_seconds:.0f}s ({type(e).__name__}: {detail})") from None
                 log.warning("commit to %s failed (%s), retrying", name, type(e).__name__)
                 time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
             table = self._reload(name, table)

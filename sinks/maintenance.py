@@ -25,18 +25,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, IsNull, LessThan
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, IsNull, LessThan, NotIn, Or
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
 from pipelines.spec import PipelineSpec
 from schemas.tables import TABLES, TableDef
-from sinks.catalog import catalog_properties, ensure_table, open_catalog
+from sinks.catalog import NO_RETRIES, catalog_properties, open_catalog
 from sinks.iceberg import OFFSETS_KEY
 
 log = logging.getLogger(__name__)
 
 ARCHIVED_THROUGH = "obsflow.archived-through"
+#: archive snapshot summary: sequence number of the hot-table snapshot the archived rows were read from
+ARCHIVED_SEQ = "obsflow.archived-sequence-number"
 
 
 @dataclass
@@ -67,7 +71,7 @@ def _carry(table: Table) -> dict[str, str]:
     if snap is None or snap.summary is None:
         return {}
     props = snap.summary.additional_properties
-    return {k: props[k] for k in (OFFSETS_KEY, ARCHIVED_THROUGH) if props.get(k)}
+    return {k: props[k] for k in (OFFSETS_KEY, ARCHIVED_THROUGH, ARCHIVED_SEQ) if props.get(k)}
 
 
 def _retrying(catalog: Catalog, table: Table, report: TableReport, fn, attempts: int = 10):
@@ -92,8 +96,23 @@ def _data_files(table: Table) -> pa.Table:
 
 # -- retention -----------------------------------------------------------------------
 
+def archive_settings(spec: PipelineSpec, tdef: TableDef) -> tuple[timedelta, str | None] | None:
+    """``(retention, location)`` of the table's archive, or None when expired rows are
+    deleted outright: the spec's ``storage.tables.<name>.archive``, else the table
+    contract's ``archive_retention`` (logs: one year); ``archive: false`` in the spec turns
+    archiving off."""
+    opts = spec.storage.tables.get(tdef.name)
+    if opts and opts.archive is False:
+        return None
+    if opts and opts.archive:
+        return opts.archive.retention, opts.archive.location
+    if tdef.archive_retention is not None:
+        return tdef.archive_retention, None
+    return None
+
+
 def _archive_table(catalog: Catalog, spec: PipelineSpec, tdef: TableDef) -> Table:
-    opts = spec.storage.tables[tdef.name].archive
+    retention, location = archive_settings(spec, tdef)
     ns = spec.storage.namespace
     name = f"{tdef.name}_archive"
     ident = f"{ns}.{name}"
@@ -101,49 +120,122 @@ def _archive_table(catalog: Catalog, spec: PipelineSpec, tdef: TableDef) -> Tabl
         return catalog.load_table(ident)
     except NoSuchTableError:
         pass
-    location = opts.location
     if location is None:
         wh = catalog_properties(spec.storage)["warehouse"].rstrip("/")
         location = f"{wh}/archive/{ns}/{name}"
-    props = {"write.parquet.compression-codec": "zstd", "obsflow.retention-seconds": str(int(opts.retention.total_seconds())),
-             "obsflow.time-column": tdef.time_column, "obsflow.archive-of": tdef.name}
-    return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(), sort_order=tdef.sort_order(),
-                                location=location, properties=props)
+    props = {"write.parquet.compression-codec": "zstd", "obsflow.retention-seconds": str(int(retention.total_seconds())),
+             "obsflow.time-column": tdef.time_column, "obsflow.archive-of": tdef.name, NO_RETRIES[0]: NO_RETRIES[1]}
+    try:
+        return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(), sort_order=tdef.sort_order(),
+                                    location=location, properties=props)
+    except TableAlreadyExistsError:
+        return catalog.load_table(ident)
+
+
+def expired_filter(spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime) -> tuple[BooleanExpression, datetime]:
+    """The rows of ``table`` past their retention at ``now``, and the flat cutoff.
+
+    A retention in the spec (``storage.tables.<name>.retention``) applies to every row;
+    otherwise the table's ``obsflow.retention-seconds`` (the contract's retention, or the
+    spec's at creation) applies, except to rows whose ``retention_by`` column holds a
+    value with its own retention (metrics: 1h rollups 400 days, 1m rollups 30 days)."""
+    opts = spec.storage.tables.get(tdef.name)
+    col = table.properties.get("obsflow.time-column", tdef.time_column)
+    if opts and opts.retention:
+        cutoff = now - opts.retention
+        return LessThan(col, _iso(cutoff)), cutoff
+    cutoff = now - timedelta(seconds=int(table.properties.get("obsflow.retention-seconds", tdef.retention.total_seconds())))
+    if tdef.retention_by is None:
+        return LessThan(col, _iso(cutoff)), cutoff
+    by, rules = tdef.retention_by
+    expr: BooleanExpression = And(NotIn(by, [v for v, _ in rules]), LessThan(col, _iso(cutoff)))
+    for value, retention in rules:
+        expr = Or(expr, And(EqualTo(by, value), LessThan(col, _iso(now - retention))))
+    return expr, cutoff
 
 
 def apply_retention(catalog: Catalog, spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime, report: TableReport) -> Table:
-    """Delete rows whose time column is older than the table's retention, archiving them
-    first when the spec asks. Deletes aligned to day partitions drop whole files."""
-    opts = spec.storage.tables.get(tdef.name)
-    seconds = int(table.properties.get("obsflow.retention-seconds", tdef.retention.total_seconds()))
-    if opts and opts.retention:
-        seconds = int(opts.retention.total_seconds())
-    cutoff = now - timedelta(seconds=seconds)
-    col = table.properties.get("obsflow.time-column", tdef.time_column)
-    expired = LessThan(col, _iso(cutoff))
+    """Delete the rows past their retention (:func:`expired_filter`); deletes aligned to
+    day partitions drop whole files.
+
+    When the table is archived (:func:`archive_settings`), the expired rows are first
+    appended to ``<table>_archive``, and the delete removes only rows already there: it is
+    committed against the very snapshot the archived rows were read from, so a pipeline
+    commit in between (say a late row older than the cutoff) makes it fail, and the retry
+    archives just what is new before deleting again. Nothing is archived twice: the archive
+    records, with the cutoff, the sequence number of the hot snapshot it covers, and a
+    later run reads, from data files up to that sequence number, only rows at or above
+    that cutoff (:func:`_unarchived`)."""
     if table.current_snapshot() is None:
         return table
-    if opts and opts.archive:
-        archive = _archive_table(catalog, spec, tdef)
-        snap = archive.current_snapshot()
-        through = snap.summary.additional_properties.get(ARCHIVED_THROUGH) if snap and snap.summary else None
-        window = expired if through is None else And(GreaterThanOrEqual(col, through), expired)
-        rows = table.scan(row_filter=window).to_arrow()
-        if rows.num_rows or through is None or through < _iso(cutoff):
-            # idempotent: rows below `through` were archived by an earlier run
-            archive.append(rows.cast(tdef.arrow_schema()) if rows.num_rows else tdef.arrow_schema().empty_table(),
-                           snapshot_properties={ARCHIVED_THROUGH: _iso(cutoff)})
-            report.archived_rows += rows.num_rows
+    expired, cutoff = expired_filter(spec, table, tdef, now)
+    archived = archive_settings(spec, tdef) is not None
+    if archived and tdef.retention_by is not None and not (spec.storage.tables.get(tdef.name) and spec.storage.tables[tdef.name].retention):
+        raise ValueError(f"storage.tables.{tdef.name}.archive: archiving needs one retention for the whole table "
+                         f"(set storage.tables.{tdef.name}.retention)")
 
-    def delete(t: Table) -> Table:
-        before = int(t.current_snapshot().summary.additional_properties.get("total-records", 0)) if t.current_snapshot() else 0
-        t.delete(delete_filter=expired, snapshot_properties=_carry(t))
-        t = catalog.load_table(t.name())
-        after = int(t.current_snapshot().summary.additional_properties.get("total-records", 0)) if t.current_snapshot() else 0
-        report.expired_rows += before - after
+    def archive_then_delete(t: Table) -> Table:
+        if archived:
+            _archive_expired(catalog, spec, t, tdef, expired, cutoff, report)
+        return _delete(catalog, t, expired, report)
+
+    return _retrying(catalog, table, report, archive_then_delete)
+
+
+def _delete(catalog: Catalog, t: Table, expired: BooleanExpression, report: TableReport) -> Table:
+    """Delete ``expired`` in one commit based on ``t``'s current snapshot (pyiceberg
+    asserts it is still the table's head, so a concurrent commit makes this fail)."""
+    snap = t.current_snapshot()
+    if snap is None:
         return t
+    before = int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0
+    t.delete(delete_filter=expired, snapshot_properties=_carry(t))
+    after_snap = t.current_snapshot()  # the transaction updated t to what it committed
+    if after_snap is not None and after_snap.snapshot_id != snap.snapshot_id:
+        report.expired_rows += before - int(after_snap.summary.additional_properties.get("total-records", 0))
+    return catalog.load_table(t.name())
 
-    return _retrying(catalog, table, report, delete)
+
+def _archive_expired(catalog: Catalog, spec: PipelineSpec, t: Table, tdef: TableDef, expired: BooleanExpression,
+                     cutoff: datetime, report: TableReport) -> None:
+    archive = _archive_table(catalog, spec, tdef)
+    snap = t.current_snapshot()
+    marker = archive.current_snapshot()
+    props = marker.summary.additional_properties if marker is not None and marker.summary else {}
+    through = props.get(ARCHIVED_THROUGH) or None
+    # archives written before the sequence number was recorded: all current files count as covered
+    seq = int(props[ARCHIVED_SEQ]) if props.get(ARCHIVED_SEQ) else (snap.sequence_number if through else -1)
+    col = t.properties.get("obsflow.time-column", tdef.time_column)
+    rows = _unarchived(t, snap, expired, col, through, seq)
+    if rows.num_rows == 0:
+        return
+    archive.append(rows.cast(tdef.arrow_schema()),
+                   snapshot_properties={ARCHIVED_THROUGH: _iso(cutoff), ARCHIVED_SEQ: str(snap.sequence_number or 0)})
+    report.archived_rows += rows.num_rows
+
+
+def _unarchived(t: Table, snap, expired: BooleanExpression, col: str, through: str | None, seq: int) -> pa.Table:
+    """Rows of snapshot ``snap`` matching ``expired`` that no earlier archive commit took:
+    from data files added after sequence number ``seq`` every expired row; from the files
+    the last archive commit covered, only rows at or above its cutoff ``through``."""
+    seqs: dict[str, int] = {}
+    for manifest in snap.manifests(t.io):
+        if manifest.content != ManifestContent.DATA:
+            continue
+        for entry in manifest.fetch_manifest_entry(t.io, discard_deleted=True):
+            seqs[entry.data_file.file_path] = entry.sequence_number if entry.sequence_number is not None else 0
+    tasks = list(t.scan(row_filter=expired, snapshot_id=snap.snapshot_id).plan_files())
+    old = [x for x in tasks if seqs.get(x.file.file_path, 0) <= seq]
+    new = [x for x in tasks if seqs.get(x.file.file_path, 0) > seq]
+    parts = []
+    if new:
+        parts.append(ArrowScan(t.metadata, t.io, t.schema(), expired).to_table(new))
+    if old and through is not None:
+        parts.append(ArrowScan(t.metadata, t.io, t.schema(), And(GreaterThanOrEqual(col, through), expired)).to_table(old))
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return pa.table({f.name: pa.array([], f.type) for f in schema_to_pyarrow(t.schema())})
+    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
 
 
 # -- compaction ----------------------------------------------------------------------
@@ -283,7 +375,8 @@ def remove_orphans(spec: PipelineSpec, table: Table, min_age: timedelta, report:
 def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] | None = None,
              steps: tuple[str, ...] = ("retention", "compact", "expire", "orphans")) -> list[TableReport]:
     """Run the maintenance ``steps`` on every existing table of the spec's namespace
-    (or on ``tables``), archives included. Returns one report per table."""
+    (or on ``tables``), archives included: an archive the retention step creates is
+    maintained in the same run. Returns one report per table."""
     now = now or datetime.now(timezone.utc)
     catalog = open_catalog(spec.storage)
     ns = spec.storage.namespace
@@ -293,18 +386,27 @@ def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] 
     names = [n for n in existing if tables is None or n in tables]
     reports = []
     m = spec.storage.maintenance
-    for name in names:
-        base = name[: -len("_archive")] if name.endswith("_archive") else name
+    i = 0
+    while i < len(names):
+        name = names[i]
+        i += 1
+        is_archive = name.endswith("_archive")
+        base = name[: -len("_archive")] if is_archive else name
         tdef = TABLES.get(base)
         if tdef is None:
             continue
         started = time.monotonic()
         report = TableReport(table=f"{ns}.{name}")
         table = catalog.load_table(f"{ns}.{name}")
-        if "retention" in steps and not name.endswith("_archive"):
+        if "retention" in steps and not is_archive:
             table = apply_retention(catalog, spec, table, tdef, now, report)
+            arch = f"{name}_archive"
+            if arch not in names and (tables is None or arch in tables) and catalog.table_exists(f"{ns}.{arch}"):
+                names.insert(i, arch)
         elif "retention" in steps:
-            table = _retrying(catalog, table, report, lambda t: _archive_retention(catalog, t, tdef, now, report))
+            settings = archive_settings(spec, tdef)
+            seconds = int(settings[0].total_seconds()) if settings else int(table.properties.get("obsflow.retention-seconds", 365 * 86400))
+            table = _retrying(catalog, table, report, lambda t: _archive_retention(catalog, t, tdef, now - timedelta(seconds=seconds), report))
         if "compact" in steps:
             table = compact(catalog, spec, table, tdef, report)
         if "expire" in steps:
@@ -316,14 +418,9 @@ def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] 
     return reports
 
 
-def _archive_retention(catalog: Catalog, t: Table, tdef: TableDef, now: datetime, report: TableReport) -> Table:
+def _archive_retention(catalog: Catalog, t: Table, tdef: TableDef, cutoff: datetime, report: TableReport) -> Table:
+    """Delete archived rows older than ``cutoff``, keeping the archive's markers."""
     if t.current_snapshot() is None:
         return t
-    seconds = int(t.properties.get("obsflow.retention-seconds", 365 * 86400))
-    expired = LessThan(tdef.time_column, _iso(now - timedelta(seconds=seconds)))
-    keep = {ARCHIVED_THROUGH: t.current_snapshot().summary.additional_properties.get(ARCHIVED_THROUGH, "")}
-    before = int(t.current_snapshot().summary.additional_properties.get("total-records", 0))
-    t.delete(delete_filter=expired, snapshot_properties={k: v for k, v in keep.items() if v})
-    t = catalog.load_table(t.name())
-    report.expired_rows += before - int(t.current_snapshot().summary.additional_properties.get("total-records", 0))
-    return t
+    col = t.properties.get("obsflow.time-column", tdef.time_column)
+    return _delete(catalog, t, LessThan(col, _iso(cutoff)), report)

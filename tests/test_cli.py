@@ -50,3 +50,163 @@ def test_missing_pseudonym_key_is_explained(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2
     assert "set the environment variable OBSFLOW_PSEUDONYM_KEY" in r.stderr and "--dev-key" in r.stderr
+
+
+# -- obsflow maintain ------------------------------------------------------------------------
+
+def _table_rows(stdout: str) -> list[list[str]]:
+    """The rows of a table the CLI printed (header, dashes, rows), columns split on 2+ spaces."""
+    import re
+
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    assert set(lines[1].replace(" ", "")) == {"-"}, stdout
+    return [re.split(r"\s{2,}", l.strip()) for l in [lines[0], *lines[2:]]]
+
+
+def test_maintain_archives_logs_and_expires_the_archive_after_a_year(tmp_path):
+    """`obsflow maintain` on the default spec: logs older than 30 days move to
+    obs.logs_archive, which drops what is older than a year in the same run; events keep
+    90 days; the printed report has the exact counts."""
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow.compute as pc
+
+    from pipelines.loader import parse_spec
+    from sources.generator import EmbeddedSource
+    from tests.helpers import read_table, strip_traces, write_through_sink
+
+    wh = tmp_path / "wh"
+    d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
+    d["storage"]["catalog"]["warehouse"] = str(wh)
+    spec = parse_spec(d)
+    now = datetime.now(timezone.utc)
+    for suffix, age in (("-old", timedelta(days=400)), ("-mid", timedelta(days=45)), ("-new", timedelta(hours=2))):
+        sources = [s.model_copy(update={"topic": s.topic + suffix}) for s in spec.sources]
+        write_through_sink(spec, EmbeddedSource(sources, count=300, seed=5, start_ms=int((now - age).timestamp() * 1000),
+                                                rate_per_s=50.0, batch_size=300))
+    tables = {n: read_table(spec, n) for n in ("events", "logs", "dead_letters")}
+
+    def older(name, col, days):
+        return pc.sum(pc.less(tables[name].column(col), now - timedelta(days=days))).as_py() or 0
+
+    logs_expired, logs_past_a_year = older("logs", "ts", 30), older("logs", "ts", 365)
+    assert logs_expired > logs_past_a_year > 0
+    r = obsflow("maintain", "--warehouse", str(wh), "--steps", "retention")
+    assert r.returncode == 0, r.stderr
+    rows = _table_rows(r.stdout)
+    assert rows[0] == ["table", "expired rows", "archived rows", "compacted partitions", "files before", "files after",
+                       "expired snapshots", "orphan files", "orphan bytes", "retries", "seconds"]
+    f = lambda n: f"{n:,}"  # noqa: E731
+    zeros = ["0"] * 7
+    assert [row[:-1] for row in rows[1:]] == [
+        ["obs.dead_letters", f(older("dead_letters", "received_at", 30)), "0", *zeros],
+        ["obs.events", f(older("events", "ts", 90)), "0", *zeros],
+        ["obs.logs", f(logs_expired), f(logs_expired), *zeros],
+        ["obs.logs_archive", f(logs_past_a_year), "0", *zeros],
+    ]
+    assert all(row[-1].replace(".", "", 1).isdigit() for row in rows[1:])
+    assert read_table(spec, "logs_archive").num_rows == logs_expired - logs_past_a_year
+    assert read_table(spec, "logs").num_rows == tables["logs"].num_rows - logs_expired
+    again = obsflow("maintain", "--warehouse", str(wh), "--steps", "retention", "--table", "logs", "--table", "logs_archive")
+    assert again.returncode == 0, again.stderr
+    assert [row[:-1] for row in _table_rows(again.stdout)[1:]] == [["obs.logs", "0", "0", *zeros], ["obs.logs_archive", "0", "0", *zeros]]
+
+
+def test_maintain_without_tables_says_so(tmp_path):
+    r = obsflow("maintain", "--warehouse", str(tmp_path / "empty"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "no tables in namespace 'obs'\n"
+
+
+# -- obsflow query --saved -------------------------------------------------------------------
+
+def _duck_round(x: float, digits: int) -> float:
+    """DuckDB's round() of a DOUBLE: half away from zero at ``digits`` decimals."""
+    import math
+
+    p = 10.0 ** digits
+    y = x * p
+    return (math.floor(y + 0.5) if y >= 0 else -math.floor(-y + 0.5)) / p
+
+
+def test_query_saved_gives_the_answers_computed_from_the_tables(tmp_path):
+    """The three saved queries through `obsflow query --saved`, their CSV compared with
+    the same figures computed in Python from the tables the run wrote."""
+    import csv
+    import io
+
+    from pipelines.loader import load_spec
+    from tests.helpers import read_table
+
+    wh = str(tmp_path / "wh")
+    r = obsflow("run", "--count", "2000", "--warehouse", wh, "--runner", "bytewax")
+    assert r.returncode == 0, r.stderr
+    spec = load_spec(str(DEFAULT_SPEC))
+    spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={
+        "catalog": spec.storage.catalog.model_copy(update={"warehouse": wh, "uri": None})})})
+
+    def csv_of(header, rows):
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(header)
+        w.writerows(rows)
+        return buf.getvalue().replace("\r\n", "\n")
+
+    # error rate by service, each line weighted by 1/sample_rate
+    logs = read_table(spec, "logs").to_pylist()
+    per: dict[str, list[float]] = {}
+    for row in logs:
+        e = per.setdefault(row["service"], [0.0, 0.0])
+        w = 1.0 / row["sample_rate"]
+        e[0] += w if row["level"] in ("ERROR", "FATAL") else 0.0
+        e[1] += w
+    expected = sorted(((s, _duck_round(e, 1), _duck_round(n, 1), _duck_round(e / n, 4)) for s, (e, n) in per.items()),
+                      key=lambda t: (-t[3], t[0]))
+    assert len(expected) >= 3 and any(t[1] > 0 for t in expected)
+    q = obsflow("query", "--saved", "error_rate_by_service", "--warehouse", wh, "--format", "csv")
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.replace("\r\n", "\n") == csv_of(["service", "errors", "lines", "error_rate"], expected)
+
+    # signup funnel
+    events = read_table(spec, "events").to_pylist()
+    steps: dict[int, set] = {}
+    for row in events:
+        if row["event_type"] == "form_step" and row["form"] == "signup":
+            steps.setdefault(row["form_step"], set()).add(row["session_id"])
+    order = sorted(steps)
+    assert len(order) >= 2
+    first = len(steps[order[0]])
+    expected = [(s, len(steps[s]), len(steps[s]) - (len(steps[order[i + 1]]) if i + 1 < len(order) else 0),
+                 _duck_round(100.0 * len(steps[s]) / first, 1)) for i, s in enumerate(order)]
+    q = obsflow("query", "--saved", "funnel_dropoff", "--warehouse", wh, "--format", "csv")
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.replace("\r\n", "\n") == csv_of(["step", "sessions", "dropped_after_step", "pct_of_step_1"], expected)
+
+    # p99 latency by service, from the 1m RED metrics of server spans
+    metrics = read_table(spec, "metrics").to_pylist()
+    agg: dict[str, list] = {}
+    for row in metrics:
+        labels = dict(row["labels"] or [])
+        if row["name"] == "span.duration_ms" and row["resolution"] == "1m" and labels.get("kind") == "SERVER":
+            a = agg.setdefault(labels.get("service"), [None, None, 0])
+            a[0] = row["p99"] if a[0] is None else max(a[0], row["p99"])
+            a[1] = row["p50"] if a[1] is None else max(a[1], row["p50"])
+            a[2] += row["count"]
+    assert agg
+    expected = sorted(((s, _duck_round(p99, 3), _duck_round(p50, 3), n) for s, (p99, p50, n) in agg.items()),
+                      key=lambda t: (-t[1], t[0]))
+    q = obsflow("query", "--saved", "p99_latency_by_service", "--warehouse", wh, "--format", "csv")
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.replace("\r\n", "\n") == csv_of(["service", "worst_minute_p99_ms", "worst_minute_p50_ms", "calls"], expected)
+
+    # the table format: same figures, a row count at the end
+    t = obsflow("query", "--saved", "p99_latency_by_service", "--warehouse", wh)
+    assert t.returncode == 0, t.stderr
+    assert t.stdout.splitlines()[-1] == f"({len(expected)} row{'s' if len(expected) != 1 else ''})"
+    assert [r[0] for r in _table_rows("\n".join(t.stdout.splitlines()[:-1]))[1:]] == [e[0] for e in expected]
+
+    # an unknown saved query: a clear answer naming the saved ones, exit 2, no traceback
+    u = obsflow("query", "--saved", "no_such_query", "--warehouse", wh)
+    assert u.returncode == 2
+    assert u.stderr.strip() == ("obsflow query: no saved query 'no_such_query'; saved queries: "
+                                "error_rate_by_service, funnel_dropoff, p99_latency_by_service")

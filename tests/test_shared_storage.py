@@ -111,29 +111,191 @@ def test_maintenance_on_s3_leaves_only_referenced_objects(shared_spec, s3_server
     assert sorted_rows(read_table(spec, "events"), keys) == before
 
 
+def _stop_when_metadata_is_written(table, on_manifest):
+    """Make ``table``'s FileIO call ``on_manifest()`` when the first manifest of a commit
+    is about to be written, i.e. after the commit uploaded its data files and before any
+    metadata: the moment an outage leaves a commit half done."""
+    io = table.io
+    base = type(io)
+    fired = []
+
+    class HookedIO(base):
+        def new_output(self, location):
+            if not fired and "/metadata/" in location and location.endswith(".avro"):
+                fired.append(location)
+                on_manifest()
+            return base.new_output(self, location)
+
+    io.__class__ = HookedIO
+
+
+def _catalog_pointer(spec, table):
+    """The metadata location the catalog database (PostgreSQL) holds for ``obs.<table>``:
+    readable while S3 is down."""
+    from sqlalchemy import text
+
+    cat = open_catalog(spec.storage)
+    try:
+        with cat.engine.connect() as c:
+            return c.execute(text("SELECT metadata_location FROM iceberg_tables WHERE table_namespace = 'obs' "
+                                  "AND table_name = :t"), {"t": table}).scalar_one()
+    finally:
+        cat.engine.dispose()
+
+
+def _state(spec, table):
+    t = open_catalog(spec.storage).load_table(f"obs.{table}")
+    snap = t.current_snapshot()
+    return len(t.snapshots()), int(snap.summary.additional_properties.get("total-records", 0)) if snap else 0
+
+
 def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
+    """S3 is stopped by the committer thread itself, between the data files and the
+    manifest of the third commit to obs.events; while it is down the catalog still points
+    at the snapshot before; once it is back, and before the sink retries, the table shows
+    exactly the state before that commit (its uploaded data files are not visible); the
+    retry then lands it, and at the end every row is there once."""
+    from pipelines.graph import PipelineGraph
+    from sinks.iceberg import IcebergSink
+
     spec = shared_spec
-    outage = threading.Event()
+    seen = {}
+    stopped, restarted = threading.Event(), threading.Event()
 
-    def flaky():
-        time.sleep(1.0)
-        s3_server.stop()
-        outage.set()
-        time.sleep(4.0)
+    class OutageSink(IcebergSink):
+        events_commits = 0
+
+        def _commit_now(self, name, p):
+            if name == "events":
+                self.events_commits += 1
+                if self.events_commits == 3:
+                    table = self.tables[name]
+                    snap = table.current_snapshot()
+                    seen["before"] = (len(table.snapshots()), int(snap.summary.additional_properties["total-records"]))
+                    seen["rows"] = p.rows
+                    seen["pointer"] = table.metadata_location
+
+                    def outage():
+                        s3_server.stop()
+                        stopped.set()
+
+                    _stop_when_metadata_is_written(table, outage)
+            return super()._commit_now(name, p)
+
+        def _reload(self, name, table):
+            # the failed commit is retried only after the table was read with S3 back up, so
+            # that read sees exactly what the half-done commit left visible
+            if stopped.is_set() and not restarted.is_set():
+                restarted.wait(300)
+            return super()._reload(name, table)
+
+    def restart():
+        stopped.wait(300)
+        seen["pointer_during"] = _catalog_pointer(spec, "events")
+        seen["sink_retries_during"] = sink.stats.retries
+        time.sleep(3.0)
         s3_server.start()
+        seen["state_after_start"] = _state(spec, "events")
+        restarted.set()
 
-    th = threading.Thread(target=flaky)
+    graph = PipelineGraph(spec)
+    sink = OutageSink(spec, graph.table_names)
+    sink.max_rows = 150
+    th = threading.Thread(target=restart)
     th.start()
-    sink = write(spec, 2400, max_rows=150, batch_size=150)
-    th.join()
-    assert outage.is_set()
+    try:
+        src = source_with_suffix(spec, 2400, batch_size=150)
+        for part in src.partitions():
+            for raw in src.batches(part):
+                raw.source = part.source
+                sink.write(graph.process(raw))
+        sink.close()
+    finally:
+        stopped.set()
+        th.join()
+        if not s3_server.ready():
+            s3_server.start()
+    assert restarted.is_set() and sink.events_commits > 3
     assert sink.stats.retries > 0
+    # while S3 was down the catalog still pointed at the snapshot before the commit
+    assert seen["pointer_during"] == seen["pointer"]
+    before_n, before_rows = seen["before"]
+    assert seen["rows"] > 0
+    assert seen["state_after_start"] == (before_n, before_rows)
+    # the retried commit landed whole, as the snapshot right after the one it was based on
+    snaps = sorted(open_catalog(spec.storage).load_table("obs.events").snapshots(), key=lambda x: x.sequence_number)
+    props = snaps[before_n].summary.additional_properties
+    assert (int(props["added-records"]), int(props["total-records"])) == (seen["rows"], before_rows + seen["rows"])
     truth = ground_truth(embedded(spec, 2400))
+    keys = ["source_topic", "source_partition", "source_offset", "event_index"]
     events = read_table(spec, "events")
     assert events.num_rows == truth.event_rows
-    keys = ["source_topic", "source_partition", "source_offset", "event_index"]
     rows = events.select(keys).to_pylist()
     assert len({tuple(r.values()) for r in rows}) == len(rows)  # nothing twice
+    logs = read_table(spec, "logs")
+    assert logs.num_rows == truth.log_rows
+    assert len(set(zip(*(logs.column(k).to_pylist() for k in keys[:3])))) == truth.log_rows
+    dl = read_table(spec, "dead_letters")
+    assert dl.num_rows == len(truth.dead)
+    assert {(r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()} == truth.dead
+
+
+def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec, s3_server, postgres_server, caplog, capfd):
+    """A run whose S3 server goes away: the commit retries (logged), gives up after
+    commit.retry_seconds with StorageUnavailable; neither the S3 secret (nor its key id)
+    nor the PostgreSQL password is in any log record, the error or the process output."""
+    import logging
+
+    from pipelines.graph import PipelineGraph
+    from sinks.iceberg import IcebergSink, StorageUnavailable
+
+    spec = shared_spec.model_copy(update={"storage": shared_spec.storage.model_copy(update={
+        "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": 4.0})})})
+    caplog.set_level(logging.DEBUG)
+    graph = PipelineGraph(spec)
+    sink = IcebergSink(spec, graph.table_names)
+    src = source_with_suffix(spec, 300, batch_size=300)
+    s3_server.stop()
+    try:
+        with pytest.raises(StorageUnavailable) as err:
+            for part in src.partitions():
+                for raw in src.batches(part):
+                    raw.source = part.source
+                    sink.write(graph.process(raw))
+            sink.close()
+        # and a catalog that cannot be opened (its database missing) says so without the password
+        bad = spec.storage.catalog.model_copy(update={"uri": postgres_server.sqlalchemy_url_for("obs_no_such_db")})
+        with pytest.raises(ConnectionError) as err2:
+            open_catalog(spec.storage.model_copy(update={"catalog": bad}))
+    finally:
+        s3_server.start()
+    assert "storage or catalog unavailable for 4s" in str(err.value)
+    assert sink.stats.retries > 0
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+    out, errout = capfd.readouterr()
+    everything = "\n".join([str(err.value), repr(err.value), str(err2.value), caplog.text, out, errout,
+                             *(r.getMessage() for r in caplog.records)])
+    for secret in (s3_server.secret_key, s3_server.access_key, postgres_server.password):
+        assert secret not in everything
+
+
+def test_s3_secret_reaches_duckdb_verbatim_whatever_it_holds():
+    """runners.query quotes the credentials as SQL string literals: a secret holding quotes,
+    backslashes or SQL is stored as given, not run."""
+    import duckdb
+    import duckdb_extension_httpfs
+
+    from runners.query import _extension, _s3_secret
+
+    con = duckdb.connect(config={"allow_unredacted_secrets": True})
+    con.execute(f"LOAD '{_extension(duckdb_extension_httpfs)}'")
+    secret = "se'cr\\et'); DROP TABLE x; --"
+    _s3_secret(con, {"s3.access-key-id": "AK'ID", "s3.secret-access-key": secret, "s3.endpoint": "http://127.0.0.1:9000",
+                     "s3.path-style-access": "true"})
+    (row,) = con.execute("SELECT secret_string FROM duckdb_secrets(redact=false) WHERE name = 'obsflow_s3'").fetchall()
+    assert f";secret={secret};" in row[0] and ";key_id=AK'ID;" in row[0] and ";url_style=path" in row[0]
+    (red,) = con.execute("SELECT secret_string FROM duckdb_secrets() WHERE name = 'obsflow_s3'").fetchall()
+    assert secret not in red[0]
 
 
 def test_two_writers_on_one_table_both_land(shared_spec):
