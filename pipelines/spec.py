@@ -336,6 +336,31 @@ class OutputsSpec(Model):
     flush_timeout: Duration = Field(timedelta(seconds=60), description="longest wait for outstanding messages at a commit or on close")
 
 
+class StagesSpec(Model):
+    """Settings shared by every stateful stage (trace, metrics, product; the global stage
+    follows the metrics and product stages' watermarks).
+
+    Idle advance: a stage's clock is event time (Kafka ingest time for the trace stage,
+    the data's event time for rollups and sessions), so it stops when input stops. When a
+    stage shard has had no input for ``idle_advance_after`` of wall time, its clock moves
+    on by the wall time elapsed since its last input (event time ≈ wall time while
+    producers are idle; never backwards: it keeps the maximum, and real input resumes at
+    max(clock, partition watermark)). The stage then does what a normal advance does: the
+    tail sampler decides what ``decision_wait`` allows, rollup windows and sessions close,
+    alert rules evaluate (absence included). Only unbounded Kafka runs advance on idle
+    (Bytewax: the Kafka partitions' idle ticks; Beam: a processing-time timer); bounded
+    runs decide everything at the end of input, as before."""
+
+    idle_advance_after: Duration | None = Field(
+        timedelta(seconds=5), description="wall time without input after which a stage's clock follows the wall clock; 0 or null: never")
+
+    @property
+    def idle_advance_ms(self) -> int:
+        """``idle_advance_after`` in ms; 0 when disabled."""
+        d = self.idle_advance_after
+        return max(0, int(d.total_seconds() * 1000)) if d is not None else 0
+
+
 class PipelineSpec(Model):
     version: Literal[1] = 1
     name: str
@@ -348,6 +373,7 @@ class PipelineSpec(Model):
     kafka: KafkaSpec = KafkaSpec()
     outputs: OutputsSpec = OutputsSpec()
     alerts: AlertsSpec | None = None
+    stages: StagesSpec = StagesSpec()
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineSpec":

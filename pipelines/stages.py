@@ -31,6 +31,15 @@ Time is the data's: ``now`` is the largest ingest time a shard has seen, so a ru
 deterministic for a given input order, and a bounded run decides everything on
 :meth:`TraceStage.flush`.
 
+Idle advance (``stages.idle_advance_after``, unbounded runs): a :class:`StageTick` (wall
+time) reaches every shard while input is idle; once a shard has had no input for the
+tick's ``idle_ms``, its clock (trace: ``now``; metrics / product: the stage watermark)
+becomes the clock at its last input plus the wall time elapsed since — never backwards,
+and real input resumes at max(clock, partition watermark) — and the stage does what an
+advance does (decisions, closed windows and sessions, released positions). The global
+stage follows the metrics shards' advanced watermarks, so alert rules (absence
+included) evaluate when all input stopped. A tick that moves nothing returns None.
+
 Positions: a stage reports, per source partition, the offset below which everything it
 received has been emitted (the first offset of the oldest batch it may still hold rows
 of). The sink records the smallest over shards, so a restart after a crash re-reads what
@@ -76,10 +85,43 @@ class StageInput:
     topic_partitions: int | None = None
     event_ms: int = -1     # largest event time of the whole raw batch (every shard: the same watermark)
     source: str = ""       # source name in the spec (dead letters)
+    wall_ms: int = -1      # wall time the shard received it (idle advance); -1: read the clock when processed
 
     @property
     def key(self) -> str:
         return f"{self.stage}:{self.shard}"
+
+
+@dataclass
+class StageTick:
+    """Wall time reaching a stage shard while input may be idle (Bytewax: the Kafka
+    partitions' idle ticks; Beam: a processing-time timer). When the shard has had no
+    input for ``idle_ms`` (``stages.idle_advance_after``; 0: never), its clock advances by
+    the wall time elapsed since its last input and the stage does what a normal advance
+    does; else the tick is a no-op (``process`` returns None)."""
+
+    stage: str
+    shard: int
+    wall_ms: int
+    idle_ms: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}:{self.shard}"
+
+
+def _input_wall(item: StageInput) -> int:
+    import time
+
+    return item.wall_ms if item.wall_ms >= 0 else int(time.time() * 1000)
+
+
+def _idle_elapsed(last_wall: int | None, tick: StageTick) -> int | None:
+    """Wall time since the last input when it is at least the tick's idle period, else None."""
+    if tick.idle_ms <= 0 or last_wall is None:
+        return None
+    elapsed = tick.wall_ms - last_wall
+    return elapsed if elapsed >= tick.idle_ms else None
 
 
 @dataclass
@@ -169,6 +211,13 @@ class PartitionClock:
             wm = self.progress[tp] if wm is None else min(wm, self.progress[tp])
         return wm if wm is not None else max(self.progress.values(), default=0)
 
+    def idle_base(self) -> int:
+        """Where an idle advance starts from: the watermark over the partitions that have
+        delivered (a partition never read does not hold an idle clock at 0; an idle one
+        is skipped as in :meth:`watermark`)."""
+        live = [v for tp, v in self.progress.items() if self.batches - self.last_seen.get(tp, 0) <= self.idle_batches]
+        return min(live) if live else max(self.progress.values(), default=0)
+
 
 def _new_counts() -> dict:
     """Zeroed trace-stage counters (the layout of ``StageOutput.counters`` for ``trace``):
@@ -214,12 +263,19 @@ class TraceStage:
         self._batches: dict[str, deque] = {}  # tp -> (first_offset, next_offset, arrival now)
         self._latest: dict[str, int] = {}
         self._counts = _new_counts()          # since the last output (StageOutput.counters)
+        self._idle_wall: int | None = None    # wall time of the last input (idle advance)
+        self._idle_from = 0                   # the clock an idle advance starts from
+        self._reported: dict | None = None    # positions of the last output
 
     # -- processing -----------------------------------------------------------------
 
-    def process(self, item: StageInput) -> StageOutput:
+    def process(self, item: StageInput | StageTick) -> StageOutput | None:
+        if isinstance(item, StageTick):
+            return self.tick(item)
         tp = f"{item.topic}:{item.partition}"
         self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions))
+        self._idle_wall = _input_wall(item)
+        self._idle_from = max(self.now, self._clock.idle_base())
         self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, self.now))
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
@@ -234,6 +290,28 @@ class TraceStage:
                 self._add_logs(item.table, rows, item.now_ms)
         self._decide(self.sampler.advance(self.now), rows, final=False)
         return self._output(rows, final=False)
+
+    def restart_idle_clock(self, wall_ms: int) -> None:
+        """After a process restart (a stage restored from a recovery snapshot), idle time
+        counts from the restart: the downtime is not idle time of the stream (a backlog
+        may be waiting), so it must not move the clock."""
+        if self._idle_wall is not None:
+            self._idle_wall = wall_ms
+
+    def tick(self, tick: StageTick) -> StageOutput | None:
+        """Idle advance (:class:`StageTick`): after ``tick.idle_ms`` without input, the clock
+        is the one at the last input plus the wall time elapsed since (never backwards);
+        then traces are decided, RED windows closed and logs resolved as on any advance.
+        None when the tick brought nothing new (no rows, counts or positions)."""
+        elapsed = _idle_elapsed(self._idle_wall, tick)
+        if elapsed is None or self._idle_from + elapsed <= self.now:
+            return None
+        self.now = self._idle_from + elapsed
+        rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
+        self._decide(self.sampler.advance(self.now), rows, final=False)
+        before = self._reported
+        out = self._output(rows, final=False)
+        return out if out.rows or out.counters or out.positions != before else None  # nothing new: no output
 
     def flush(self) -> StageOutput:
         """End of input: decide everything still held."""
@@ -353,7 +431,8 @@ class TraceStage:
                 tdef = table_def(name)
                 out[name] = pa.concat_tables([conform(t, tdef) for t in parts]) if len(parts) > 1 else conform(parts[0], tdef)
         counts, self._counts = self._counts, _new_counts()
-        return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=self.positions(final), shards=self.step.shards,
+        self._reported = self.positions(final)  # the last positions reported (an idle tick reports only news)
+        return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=dict(self._reported), shards=self.step.shards,
                            counters={k: v for k, v in counts.items() if v})
 
     def positions(self, final: bool = False) -> dict[str, int]:
@@ -376,7 +455,7 @@ class TraceStage:
         state = {"sampler": self.sampler.snapshot(), "red": self.red.snapshot() if self.red else None, "now": self.now,
                  "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
                  "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
-                 "counts": self._counts, "head_dropped": self._head_dropped}
+                 "counts": self._counts, "head_dropped": self._head_dropped, "idle": (self._idle_wall, self._idle_from, self._reported)}
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
     @classmethod
@@ -397,6 +476,7 @@ class TraceStage:
         if self.logs is not None and st["log_counts"]:
             self.logs.kept_lines, self.logs.dropped_lines = st["log_counts"]
         self._counts = st.get("counts") or _new_counts()
+        self._idle_wall, self._idle_from, self._reported = st.get("idle", (None, self.now, None))
         return self
 
 
@@ -410,7 +490,7 @@ _NEVER = "36500d"  # a watermark delay that keeps a library's own watermark out 
 class Stage:
     """What an engine hosts per key ``"<stage>:<shard>"`` (duck-typed; the classes below)."""
 
-    def process(self, item) -> StageOutput: ...
+    def process(self, item) -> StageOutput | None: ...  # None only for a StageTick that moved nothing
 
     def flush(self) -> StageOutput: ...
 
@@ -468,6 +548,29 @@ class _Tracked(_Pickled):
         self._latest: dict[str, int] = {}
         self.wm: dict[str, int] = {}
         self.close_wm: int | None = None
+        self._idle_wall: int | None = None   # wall time of the last input (idle advance)
+        self._idle_from: int | None = None   # the watermark an idle advance starts from
+
+    def restart_idle_clock(self, wall_ms: int) -> None:
+        """After a process restart, idle time counts from the restart (see
+        :meth:`TraceStage.restart_idle_clock`)."""
+        if getattr(self, "_idle_wall", None) is not None:
+            self._idle_wall = wall_ms
+
+    def _idle_advance(self, tick: StageTick) -> int | None:
+        """Idle advance: after ``tick.idle_ms`` without input, the stage watermark is the one
+        at the last input (over the partitions that delivered: a partition never read does
+        not hold it) plus the wall time elapsed since; it only moves forward. The new
+        ``close_wm`` if it moved, else None."""
+        elapsed = _idle_elapsed(getattr(self, "_idle_wall", None), tick)
+        base = getattr(self, "_idle_from", None)
+        if elapsed is None or base is None:
+            return None
+        g = base + elapsed
+        if self.close_wm is not None and g <= self.close_wm:
+            return None
+        self.close_wm = g
+        return g
 
     def _own_watermark(self, tp: str) -> int | None:
         w = max(self.wm.get(tp, _MIN), self.close_wm if self.close_wm is not None else _MIN)
@@ -479,6 +582,9 @@ class _Tracked(_Pickled):
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         if item.event_ms >= 0:
             self.wm[tp] = max(self.wm.get(tp, _MIN), item.event_ms - self.delay)
+        self._idle_wall = _input_wall(item)
+        if self.wm:  # the watermark once this input is through (_horizon), where an idle advance starts
+            self._idle_from = max(min(self.wm.values()), self.close_wm if self.close_wm is not None else _MIN)
         return tp
 
     def _horizon(self) -> int | None:
@@ -565,9 +671,16 @@ class MetricsStage(_Tracked):
         self._init_tracking(defn, cfg.delay_ms)
         self.late = {"late_data": 0, "late_derived": 0, "invalid": 0}
 
-    def process(self, item: StageInput) -> StageOutput:
+    def process(self, item: StageInput | StageTick) -> StageOutput | None:
         rows: dict[str, list] = {"metrics": [], "dead_letters": []}
         dropped: dict[str, int] = {}
+        if isinstance(item, StageTick):  # idle advance: close what the wall time allows
+            g = self._idle_advance(item)
+            if g is None:
+                return None
+            self.rollup.close_wm = g
+            self._collect(self.rollup.advance_watermark(g), rows, None, dropped)
+            return self._output(rows, dropped, final=False)
         t = item.table
         release = _MIN
         tp = f"{item.topic}:{item.partition}"
@@ -653,8 +766,14 @@ class ProductStage(_Tracked):
         self.sessionless: dict[int, int] = {}            # window -> events without a session id
         self._init_tracking(defn, cfg.delay_ms)
 
-    def process(self, item: StageInput) -> StageOutput:
+    def process(self, item: StageInput | StageTick) -> StageOutput | None:
         sessions = []
+        if isinstance(item, StageTick):  # idle advance: close the sessions and report windows the wall time allows
+            g = self._idle_advance(item)
+            if g is None:
+                return None
+            sessions.append(self.analytics.advance_watermark(g).sessions)
+            return self._output(sessions, final=False)
         t = item.table
         release = _MIN
         dropped = {}
@@ -751,7 +870,9 @@ class GlobalStage(_Pickled):
         self.reports: dict[tuple[str, int], dict] = {}   # (stage, shard) -> positions
         self.horizon = _MIN
 
-    def process(self, out: StageOutput) -> StageOutput:
+    def process(self, out: StageOutput | StageTick) -> StageOutput | None:
+        if isinstance(out, StageTick):
+            return None  # no clock of its own: it follows the metrics and product shards' (idle-advanced) watermarks
         self.reports[(out.stage, out.shard)] = dict(out.positions)
         rows: dict[str, list] = {"alerts": [], "metrics": []}
         events, notes = [], []

@@ -30,6 +30,9 @@ cross-language transform that needs Docker, so the read is Python on confluent-k
   ``--flink_master`` / ``--flink_job_server_jar``) through
   ``RunRequest.beam_options``. On a job restart the start offsets come again from the
   Iceberg tables; a runner's own SDF checkpoint only matters within one job.
+  Streaming, the stateful stages run in :class:`IdleStageDoFn`: a processing-time timer
+  advances a stage's clock when its input has been idle for ``stages.idle_advance_after``
+  (bounded and batch-mode runs keep :class:`StageDoFn`, and their exact outputs).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageOutput, make_stage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -298,23 +301,90 @@ class StageDoFn(beam.DoFn):
         publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False))
 
 
+def _wall_clock() -> float:
+    import time
+
+    return time.time()
+
+
+class IdleStageDoFn(StageDoFn):
+    """:class:`StageDoFn` plus the idle advance (``stages.idle_advance_after``), for
+    unbounded runs: a processing-time timer (``TimeDomain.REAL_TIME``) is armed
+    ``idle_ms`` after each input and re-armed every ``idle_ms`` while the key has state;
+    when it fires, the stage gets a :class:`pipelines.stages.StageTick` with the firing
+    time as the wall time (the stage advances its clock when it has had no input for
+    ``idle_ms``). ``clock`` (seconds since the epoch, default ``time.time``) is the
+    processing-time clock the input's wall time is read from; a test with ``TestStream``
+    passes one that follows its processing time.
+
+    A separate class, not an option of :class:`StageDoFn`: a DoFn with a processing-time
+    timer makes the DirectRunner leave the FnApiRunner for the BundleBasedDirectRunner,
+    so bounded runs keep the plain :class:`StageDoFn` (and their exact outputs)."""
+
+    IDLE = TimerSpec("idle", TimeDomain.REAL_TIME)
+
+    def __init__(self, defs: dict, stage: str | None = None, idle_ms: int = 5000, clock=None):
+        super().__init__(defs, stage)
+        self.idle_ms = idle_ms
+        self.clock = clock or _wall_clock
+
+    def _arm(self, timer, wall_ms: int) -> None:
+        from apache_beam.utils.timestamp import Timestamp
+
+        timer.set(Timestamp(micros=(wall_ms + self.idle_ms) * 1000))
+
+    def process(self, element, state=beam.DoFn.StateParam(StageDoFn.STATE), flush=beam.DoFn.TimerParam(StageDoFn.FLUSH),
+                idle=beam.DoFn.TimerParam(IDLE)):
+        key, item = element
+        wall = int(self.clock() * 1000)
+        if isinstance(item, StageInput) and item.wall_ms < 0:
+            item = dataclasses.replace(item, wall_ms=wall)
+        stage = self._stage(key, state.read())
+        out = stage.process(item)
+        state.write(stage.snapshot())
+        flush.set(GlobalWindow().max_timestamp())
+        self._arm(idle, wall)
+        if out is not None:
+            self._publish(out)
+            yield out
+
+    @on_timer(IDLE)
+    def on_idle(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam, state=beam.DoFn.StateParam(StageDoFn.STATE),
+                idle=beam.DoFn.TimerParam(IDLE)):
+        blob = state.read()
+        if not blob:
+            return  # flushed (end of input): nothing to advance, no re-arm
+        wall = max(int(fired.micros // 1000), int(self.clock() * 1000))
+        name, shard = key.rsplit(":", 1)
+        stage = self._stage(key, blob)
+        out = stage.process(StageTick(self.stage or name, int(shard), wall, self.idle_ms))
+        self._arm(idle, wall)  # re-armed while the key has state
+        state.write(stage.snapshot())  # the clock may have moved even when there is nothing to emit
+        if out is not None:
+            self._publish(out)
+            yield out
+
+
 #: elements of a keyed stateful DoFn: string keys get a deterministic coder
 KEYED = typing.Tuple[str, typing.Any]
 
 
-def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False):
+def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False,
+                      idle_ms: int = 0):
     """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
 
     Every stage fed by the flows runs in one stateful DoFn keyed ``"<stage>:<shard>"``; the
     ``global`` stage (alerts, funnel reports) in a second one, keyed by a constant, fed by
-    the metrics and product stages' outputs."""
+    the metrics and product stages' outputs. ``idle_ms`` > 0 (unbounded runs,
+    ``stages.idle_advance_after``): the stages run in :class:`IdleStageDoFn` (idle advance
+    on a processing-time timer); the global stage follows their watermarks."""
     outs = pcoll | "Process" >> beam.ParDo(ProcessBatches(spec))
     defs = {d.name: d for d in plan_stages(spec, partitions, kafka=kafka)}
     if any(n != GLOBAL for n in defs):
         staged = (
             outs
             | "StageInputs" >> beam.FlatMap(lambda o: [(si.key, si) for si in o.stage_inputs]).with_output_types(KEYED)
-            | "Stages" >> beam.ParDo(StageDoFn(defs))
+            | "Stages" >> beam.ParDo(IdleStageDoFn(defs, idle_ms=idle_ms) if idle_ms > 0 else StageDoFn(defs))
         )
         outs = (outs, staged) | "Merge" >> beam.Flatten()
         if GLOBAL in defs:
@@ -354,7 +424,14 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
     elements = [list(ranges)] if bounded else ranges
     raw = p | "Partitions" >> beam.Create(elements, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
-    return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True)
+    # unbounded and streaming (Flink, --streaming): the stages advance their clocks on idle. A bounded
+    # run decides everything at its end; in a batch-mode run (the DirectRunner without --streaming) a
+    # processing-time timer would move the run off the FnApiRunner, so those keep the plain StageDoFn.
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    streaming = bool(p.options.view_as(StandardOptions).streaming)
+    return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True,
+                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0)
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:

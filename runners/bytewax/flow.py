@@ -3,9 +3,12 @@
 Operators (each consumes → emits):
 - ``input``: :class:`EmbeddedBytewaxSource` or :class:`KafkaBytewaxSource` → one
   :class:`RawBatch` per item, one source partition per topic partition, resumed at the
-  positions the tables record (Kafka partitions also emit :data:`TICK` when idle);
+  positions the tables record (Kafka partitions also emit a :class:`Tick` when idle);
 - ``process``: ``map`` hosting :class:`pipelines.graph.PipelineGraph` → :class:`FlowOutput`
-  (a ``TICK`` passes through);
+  (a ``Tick`` passes through);
+- ``stages``: the stateful stages (:class:`StageLogic`); in an unbounded Kafka run with
+  ``stages.idle_advance_after`` set, every ``Tick`` reaches every stage shard as a
+  :class:`pipelines.stages.StageTick` (idle advance of the stage clocks);
 - ``iceberg``: :class:`IcebergBytewaxSink`, one :class:`sinks.iceberg.IcebergSink` per
   worker, committing by rows and seconds (a ``TICK`` lets it commit on time when no
   data arrives) and on close.
@@ -26,7 +29,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, make_stage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -37,15 +40,21 @@ from transforms.batch import RawBatch
 
 
 class Tick:
-    """Emitted by idle Kafka partitions so the sink can commit by age with no new data."""
+    """Emitted by idle Kafka partitions so the sink can commit by age with no new data and,
+    in unbounded runs, so the stateful stages can advance their clocks on idle
+    (``stages.idle_advance_after``): each tick reaches every stage shard as a
+    :class:`pipelines.stages.StageTick` carrying ``wall_ms`` (when it was emitted)."""
 
-    __slots__ = ()
+    __slots__ = ("wall_ms",)
+
+    def __init__(self, wall_ms: int | None = None):
+        self.wall_ms = int(time.time() * 1000) if wall_ms is None else wall_ms
 
     def __repr__(self) -> str:
-        return "TICK"
+        return f"TICK({self.wall_ms})"
 
 
-TICK = Tick()
+TICK = Tick(0)
 
 
 class _BatchPartition(StatefulSourcePartition[RawBatch, None]):
@@ -76,8 +85,8 @@ class EmbeddedBytewaxSource(FixedPartitionedSource[RawBatch, None]):
 
 class _KafkaPartition(StatefulSourcePartition[object, None]):
     """One topic partition: non-blocking polls of a :class:`PartitionReader` (librdkafka
-    prefetches in the background), ``next_awake`` instead of sleeping, a :data:`TICK`
-    every ``tick_s`` while idle."""
+    prefetches in the background), ``next_awake`` instead of sleeping, a :class:`Tick`
+    (with the wall time) every ``tick_s`` while idle."""
 
     IDLE_WAIT_S = 0.02
 
@@ -103,7 +112,7 @@ class _KafkaPartition(StatefulSourcePartition[object, None]):
         self._awake = datetime.now(timezone.utc) + timedelta(seconds=self.IDLE_WAIT_S)
         if now - self._last_out >= self.tick_s:
             self._last_out = now
-            return [TICK]
+            return [Tick()]
         return []
 
     def next_awake(self) -> datetime | None:
@@ -184,8 +193,20 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     outs = op.map("process", raw, process)
     defs = {d.name: d for d in plan_stages(spec, partitions, kafka=isinstance(source, KafkaBytewaxSource))}
     fed = [d for d in defs.values() if d.name != GLOBAL]
+    idle_ms = idle_advance_ms(spec, source)
+    shard_keys = [(d.name, k) for d in fed for k in range(d.shards)]
+    routed = [0]  # wall time of the last tick routed to the stages (every idle partition ticks: pass a few)
+
+    def stage_inputs(o):
+        if isinstance(o, Tick):  # idle advance: the tick's wall time to every stage shard (unbounded Kafka runs)
+            if not idle_ms or o.wall_ms - routed[0] < min(idle_ms, 1000) // 4:
+                return []
+            routed[0] = o.wall_ms
+            return [(f"{n}:{k}", StageTick(n, k, o.wall_ms, idle_ms)) for n, k in shard_keys]
+        return [(si.key, si) for si in o.stage_inputs]
+
     if fed:
-        keyed = op.flat_map("stage_inputs", outs, lambda o: [] if isinstance(o, Tick) else [(si.key, si) for si in o.stage_inputs])
+        keyed = op.flat_map("stage_inputs", outs, stage_inputs)
         staged = op.map("unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1])
         outs = op.merge("merge", outs, staged)
         if GLOBAL in defs:
@@ -205,12 +226,22 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     return flow
 
 
+def idle_advance_ms(spec: PipelineSpec, source) -> int:
+    """The stages' idle advance period (``stages.idle_advance_after``) for a run reading
+    ``source``: only an unbounded Kafka read advances on idle (a bounded run decides
+    everything at the end of its input, deterministically); 0 when off."""
+    if not isinstance(source, KafkaBytewaxSource) or all(r.end is not None for r in source.ranges.values()):
+        return 0
+    return spec.stages.idle_advance_ms
+
+
 class StageLogic(StatefulLogic):
     """Hosts one shard of any stage (:func:`pipelines.stages.make_stage`) in Bytewax keyed
     state, built on its first item (the key names the stage and the shard).
 
     Consumes StageInput items (or, for the ``global`` stage, StageOutput items of the
-    stages feeding it); emits StageOutput items, and the stage's final output at the end
+    stages feeding it) and StageTick items (idle advance: an output only when the clock
+    moved); emits StageOutput items, and the stage's final output at the end
     of input. Its snapshot is ``(stage, shard, the stage's own snapshot)``."""
 
     def __init__(self, defs: dict, resume, stage: str | None = None):
@@ -221,13 +252,20 @@ class StageLogic(StatefulLogic):
         if resume:
             self.name, self.shard, blob = resume
             self.stage = make_stage(defs[self.name], self.shard, blob)
+            restart = getattr(self.stage, "restart_idle_clock", None)
+            if restart is not None:  # a restart's downtime is not idle time of the stream
+                restart(int(time.time() * 1000))
 
     def on_item(self, value):
         if self.stage is None:
+            if isinstance(value, StageTick):
+                return [], StatefulLogic.DISCARD  # a shard that has had no input has no clock to advance
             self.name = self.name or value.stage
             self.shard = 0 if self.name == GLOBAL else value.shard
             self.stage = make_stage(self.defs[self.name], self.shard)
         out = self.stage.process(value)
+        if out is None:  # a tick that moved nothing
+            return [], StatefulLogic.RETAIN
         _publish(self.defs[self.name], out)
         return [out], StatefulLogic.RETAIN
 
