@@ -132,11 +132,24 @@ def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ove
             time.sleep(0.2)
 
 
-def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create ``namespace`` unless it exists. pyiceberg's SQL catalog checks, then inserts:
+    a writer that loses that race between two processes gets the database's unique-key
+    error (``IntegrityError``), not ``NamespaceAlreadyExistsError``; the namespace the
+    winner created is what we wanted."""
+    from sqlalchemy.exc import IntegrityError
+
     try:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:
         pass
+    except IntegrityError:
+        if not catalog.namespace_exists(namespace):
+            raise
+
+
+def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
+    _ensure_namespace(catalog, namespace)
     ident = f"{namespace}.{tdef.name}"
     retention = retention_override or tdef.retention
     props = {

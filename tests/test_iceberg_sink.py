@@ -95,3 +95,38 @@ def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
     sink = IcebergSink(spec, ["events"])
     assert sink.tables["events"].properties["commit.retry.num-retries"] == "0"
     sink.close()
+
+
+def test_losing_the_namespace_creation_race_loads_the_winners(tmp_path):
+    """pyiceberg's SQL catalog checks that a namespace is missing, then inserts it: when
+    another process inserts in between, the loser gets the database's unique-key error.
+    ensure_table takes that as "created" (CI saw it with two writers on PostgreSQL). The
+    race is made deterministic: the other writer creates the namespace right after this
+    catalog's check, in the same SQLite catalog database."""
+    from sqlalchemy.exc import IntegrityError
+
+    from schemas.tables import EVENTS
+    from sinks.catalog import ensure_table
+
+    spec = local_spec(tmp_path / "wh")
+    other, cat = open_catalog(spec.storage), open_catalog(spec.storage)
+    checked = []
+
+    def exists_then_lose(namespace):
+        answer = type(cat).namespace_exists(cat, namespace)
+        if not checked:  # the first check: not there yet ... then the other writer creates it
+            checked.append(answer)
+            other.create_namespace(namespace)
+        return answer
+
+    cat.namespace_exists = exists_then_lose
+    try:  # what pyiceberg alone does in this race
+        cat.create_namespace("raced")
+        raise AssertionError("the lost race should raise")
+    except IntegrityError:
+        pass
+    checked.clear()
+    other.drop_namespace("raced")
+    table = ensure_table(cat, "obs", EVENTS)
+    assert checked == [False]
+    assert table.name() == ("obs", "events") and other.namespace_exists("obs")
