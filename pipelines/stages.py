@@ -50,6 +50,7 @@ crash (at-least-once for those two tables; exact on clean stops, which flush).""
 from __future__ import annotations
 
 import pickle
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -111,8 +112,6 @@ class StageTick:
 
 
 def _input_wall(item: StageInput) -> int:
-    import time
-
     return item.wall_ms if item.wall_ms >= 0 else int(time.time() * 1000)
 
 

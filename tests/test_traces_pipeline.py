@@ -49,11 +49,11 @@ def run(runner, spec):
     go(req)
 
 
-def expected(spec):
-    """Computed from the generator's records, independently of the sampler."""
+def generated(spec):
+    """The generator's well-formed records: spans by trace id and log lines, each as
+    (partition, offset, record)."""
     src = embedded(spec, COUNT, batch_size=400)
-    spans = defaultdict(list)
-    logs = []
+    spans, logs = defaultdict(list), []
     for part in src.partitions():
         for off, g in enumerate(src.stream(part)):
             if g.label:
@@ -63,6 +63,12 @@ def expected(spec):
                 spans[rec["trace_id"]].append((part.partition, off, rec))
             elif part.signal == "log":
                 logs.append((part.partition, off, rec))
+    return spans, logs
+
+
+def expected(spec):
+    """Computed from the generator's records, independently of the sampler."""
+    spans, logs = generated(spec)
     from datetime import datetime
 
     def us(t):
@@ -207,17 +213,7 @@ def sampling_spec(warehouse, head: bool):
 def sampling_truth(spec, head: bool):
     """(kept trace id -> (policy, adjusted count), kept span coords, kept log coords -> sample_rate),
     from the generator's records."""
-    src = embedded(spec, COUNT, batch_size=400)
-    spans, logs = defaultdict(list), []
-    for part in src.partitions():
-        for off, g in enumerate(src.stream(part)):
-            if g.label:
-                continue
-            rec = json.loads(g.value)
-            if part.signal == "span":
-                spans[rec["trace_id"]].append((part.partition, off, rec))
-            elif part.signal == "log":
-                logs.append((part.partition, off, rec))
+    spans, logs = generated(spec)
     kept = {}
     for tid, ss in spans.items():
         if head:

@@ -1,6 +1,7 @@
 """Alert rules and Alertmanager semantics: an exact timeline, anomaly and absence rules,
 snapshot/restore, and a real Alertmanager reading back what we post."""
 
+import contextlib
 import json
 import time
 
@@ -133,21 +134,29 @@ def test_alert_rows_and_kafka_payload():
     assert doc["endsAt"] == 600_000 and doc["annotations"]["runbook_url"] == "https://runbooks/errors"
 
 
-@pytest.fixture(scope="module")
-def config_alertmanager():
-    """A real Alertmanager whose alertmanager.yml is generated from CONFIG's route tree,
-    receivers and inhibit rules."""
+@contextlib.contextmanager
+def real_alertmanager(alerting):
+    """A real Alertmanager (Debian package) whose alertmanager.yml is generated from
+    ``alerting`` (route tree, receivers, inhibit rules); stopped on exit."""
     from infra import alertmanager
 
     try:
         alertmanager.binary()
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    server = alertmanager.start(alerting=CONFIG)
+    server = alertmanager.start(alerting=alerting)
     try:
         yield server
     finally:
         server.stop(remove_data=True)
+
+
+@pytest.fixture(scope="module")
+def config_alertmanager():
+    """A real Alertmanager whose alertmanager.yml is generated from CONFIG's route tree,
+    receivers and inhibit rules."""
+    with real_alertmanager(CONFIG) as server:
+        yield server
 
 
 def test_real_alertmanager_reads_back_alerts(config_alertmanager):
@@ -241,25 +250,16 @@ def test_generated_alertmanager_config_and_removed_severity_receivers():
 def test_real_alertmanager_routes_as_the_tree():
     """The generated config in a real Alertmanager gives each alert the receivers our
     dispatcher computes (GET /api/v2/alerts lists them)."""
-    from infra import alertmanager
+    from transforms.alerting import AlertEvent
 
-    try:
-        alertmanager.binary()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    server = alertmanager.start(alerting=TREE)
-    try:
+    with real_alertmanager(TREE) as server:
         client = AlertmanagerClient(server.url)
         now = int(time.time() * 1000)
-        from transforms.alerting import AlertEvent
-
         client.post_alerts([AlertEvent("firing", "A", lab.get("severity", ""), {**lab, "case": k}, {}, 1.0, now - 1000, None, now)
                             for k, (lab, _) in TREE_CASES.items()])
         deadline = time.time() + 15
         while time.time() < deadline and len(got := client.get_alerts()) < len(TREE_CASES):
             time.sleep(0.2)
-    finally:
-        server.stop(remove_data=True)
     assert {a["labels"]["case"]: [r["name"] for r in a["receivers"]] for a in got} == {k: want for k, (_, want) in TREE_CASES.items()}
 
 
