@@ -170,3 +170,27 @@ def test_geo_country_fast_path_agrees_with_geoip2fast_lookup():
     v6 = geo._country.lookup("2001:4860:4860::8888").country_code  # IPv6 takes the public lookup
     assert geo.country_code("2001:4860:4860::8888") == (None if v6 in ("", "--") else v6)
     assert all(geo.lookup(ip).country != "--" for ip in ips[:500])
+
+
+def test_geo_network_cache_answers_as_the_databases_do():
+    """Addresses answered from the per-network cache get exactly what a lookup without
+    any cache gives: 30,000 random global IPv4 addresses, many of them falling into
+    networks an earlier address already cached (and some private ones mixed in)."""
+    import random
+
+    from transforms.lookups import GeoLookup, _v4_global, _v4_int
+
+    cached, fresh = GeoLookup(), GeoLookup()
+    rnd = random.Random(23)
+    ips = [".".join(str(rnd.randrange(256)) for _ in range(4)) for _ in range(30_000)]
+    ips += ["10.1.2.3", "192.168.0.9", "8.8.8.8", "8.8.4.4", "1.1.1.1", "999.1.1", "2001:4860:4860::8888"]
+    got = [cached.lookup(ip) for ip in ips]
+    assert cached.network_hits > 3000  # many answers came from the network cache
+    want = []
+    for ip in ips:
+        fresh._cache.clear()
+        for _, d in fresh._nets:
+            d.clear()
+        want.append(fresh.lookup(ip))
+    assert got == want
+    assert sum(1 for ip in ips if _v4_int(ip) is not None and _v4_global(_v4_int(ip))) > 25_000
