@@ -229,8 +229,8 @@ class CompiledFlow:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
         kind = ("head_spans" if self.head_sampled else "spans") if self.signal == "span" else "logs"
         first = raw.offsets[0] if raw.offsets else -1
-        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions)
-                for k in range(n)]
+        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions,
+                           lag=raw.lag) for k in range(n)]
 
 
     @staticmethod
@@ -244,7 +244,8 @@ class CompiledFlow:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
         first = raw.offsets[0] if raw.offsets else -1
         return [StageInput(stage, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now,
-                           topic_partitions=raw.topic_partitions, event_ms=event_ms, source=raw.source) for k in range(n)]
+                           topic_partitions=raw.topic_partitions, event_ms=event_ms, source=raw.source, lag=raw.lag)
+                for k in range(n)]
 
     def _metric_inputs(self, raw: RawBatch, samples: pa.Table, kind: str, event_ms: int) -> list[StageInput]:
         """One input per metrics shard (by a hash of the metric name)."""

@@ -87,6 +87,7 @@ class StageInput:
     event_ms: int = -1     # largest event time of the whole raw batch (every shard: the same watermark)
     source: str = ""       # source name in the spec (dead letters)
     wall_ms: int = -1      # wall time the shard received it (idle advance); -1: read the clock when processed
+    lag: int = -1          # records the source partition still held past this batch when it was read (-1: not known)
 
     @property
     def key(self) -> str:
@@ -115,9 +116,27 @@ def _input_wall(item: StageInput) -> int:
     return item.wall_ms if item.wall_ms >= 0 else int(time.time() * 1000)
 
 
-def _idle_elapsed(last_wall: int | None, tick: StageTick) -> int | None:
-    """Wall time since the last input when it is at least the tick's idle period, else None."""
-    if tick.idle_ms <= 0 or last_wall is None:
+def _note_lag(stage, item: StageInput) -> None:
+    """Remember how far behind its partition's end the shard's latest input from that
+    partition was (:func:`_behind`)."""
+    if item.lag >= 0:
+        lags = getattr(stage, "_lags", None)
+        if lags is None:
+            lags = stage._lags = {}
+        lags[f"{item.topic}:{item.partition}"] = item.lag
+
+
+def _behind(stage) -> bool:
+    """Whether the latest input from some partition left records unread behind it: a
+    backlog waits (a broker restart or a slow fetch in the middle of a replay), so input
+    stopping is not the stream going quiet and must not move event time."""
+    return any(lag > 0 for lag in getattr(stage, "_lags", {}).values())
+
+
+def _idle_elapsed(last_wall: int | None, tick: StageTick, behind: bool = False) -> int | None:
+    """Wall time since the last input when it is at least the tick's idle period, else
+    None (also while a backlog waits: ``behind``)."""
+    if tick.idle_ms <= 0 or last_wall is None or behind:
         return None
     elapsed = tick.wall_ms - last_wall
     return elapsed if elapsed >= tick.idle_ms else None
@@ -275,6 +294,7 @@ class TraceStage:
         self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions))
         self._idle_wall = _input_wall(item)
         self._idle_from = max(self.now, self._clock.idle_base())
+        _note_lag(self, item)
         self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, self.now))
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
@@ -302,7 +322,7 @@ class TraceStage:
         is the one at the last input plus the wall time elapsed since (never backwards);
         then traces are decided, RED windows closed and logs resolved as on any advance.
         None when the tick brought nothing new (no rows, counts or positions)."""
-        elapsed = _idle_elapsed(self._idle_wall, tick)
+        elapsed = _idle_elapsed(self._idle_wall, tick, _behind(self))
         if elapsed is None or self._idle_from + elapsed <= self.now:
             return None
         self.now = self._idle_from + elapsed
@@ -454,7 +474,8 @@ class TraceStage:
         state = {"sampler": self.sampler.snapshot(), "red": self.red.snapshot() if self.red else None, "now": self.now,
                  "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
                  "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
-                 "counts": self._counts, "head_dropped": self._head_dropped, "idle": (self._idle_wall, self._idle_from, self._reported)}
+                 "counts": self._counts, "head_dropped": self._head_dropped, "idle": (self._idle_wall, self._idle_from, self._reported),
+                 "lags": getattr(self, "_lags", {})}
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
     @classmethod
@@ -476,6 +497,7 @@ class TraceStage:
             self.logs.kept_lines, self.logs.dropped_lines = st["log_counts"]
         self._counts = st.get("counts") or _new_counts()
         self._idle_wall, self._idle_from, self._reported = st.get("idle", (None, self.now, None))
+        self._lags = st.get("lags", {})
         return self
 
 
@@ -549,6 +571,7 @@ class _Tracked(_Pickled):
         self.close_wm: int | None = None
         self._idle_wall: int | None = None   # wall time of the last input (idle advance)
         self._idle_from: int | None = None   # the watermark an idle advance starts from
+        self._lags: dict[str, int] = {}      # partition -> records left behind its latest input (_behind)
 
     def restart_idle_clock(self, wall_ms: int) -> None:
         """After a process restart, idle time counts from the restart (see
@@ -561,7 +584,7 @@ class _Tracked(_Pickled):
         at the last input (over the partitions that delivered: a partition never read does
         not hold it) plus the wall time elapsed since; it only moves forward. The new
         ``close_wm`` if it moved, else None."""
-        elapsed = _idle_elapsed(getattr(self, "_idle_wall", None), tick)
+        elapsed = _idle_elapsed(getattr(self, "_idle_wall", None), tick, _behind(self))
         base = getattr(self, "_idle_from", None)
         if elapsed is None or base is None:
             return None
@@ -582,6 +605,7 @@ class _Tracked(_Pickled):
         if item.event_ms >= 0:
             self.wm[tp] = max(self.wm.get(tp, _MIN), item.event_ms - self.delay)
         self._idle_wall = _input_wall(item)
+        _note_lag(self, item)
         if self.wm:  # the watermark once this input is through (_horizon), where an idle advance starts
             self._idle_from = max(min(self.wm.values()), self.close_wm if self.close_wm is not None else _MIN)
         return tp

@@ -396,28 +396,30 @@ class PartitionReader:
         keys = [m.key() for m in msgs]
         headers = [m.headers() for m in msgs]
         self.position = offsets[-1] + 1
-        if self._consumer is not None:
-            self._report_progress(self._consumer, force=True)
+        high = self._report_progress(self._consumer, force=True) if self._consumer is not None else None
         if not _take(self.source.budget_id, len(values)) and self.end is None:
             self.done = True
         self._maybe_commit_group()
         p = self.part
-        return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers, p.topic_partitions or None)
+        return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers, p.topic_partitions or None,
+                        lag=max(0, high - self.position) if high is not None and high >= 0 else -1)
 
     PROGRESS_EVERY_S = 0.5
 
-    def _report_progress(self, c: Consumer, force: bool = False) -> None:
+    def _report_progress(self, c: Consumer, force: bool = False) -> int | None:
         """Position and high watermark (librdkafka's cached value from its fetches) for the
-        consumer-lag metric (``runners.stats.STATS.partitions``)."""
+        consumer-lag metric (``runners.stats.STATS.partitions``); returns the high
+        watermark when it was read now (``force``, or the report was due), else None."""
         now = time.monotonic()
         if not force and now - getattr(self, "_progress_at", 0.0) < self.PROGRESS_EVERY_S:
-            return
+            return None
         self._progress_at = now
         try:
             high = c.get_watermark_offsets(TopicPartition(self.part.topic, self.part.partition), cached=True)[1]
         except KafkaException:
             high = None
         STATS.set_partition(self.part.topic, self.part.partition, self.position, high)
+        return high
 
     def _maybe_commit_group(self, force: bool = False) -> None:
         """Tell the consumer group what was read (lag reporting only; never read back)."""

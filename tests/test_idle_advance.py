@@ -122,6 +122,58 @@ ABSENT = {"rules": [{"name": "UpAbsent", "type": "absence", "select": {"metric":
           "route": {"receiver": "default", "group_wait": "0s"}}
 
 
+@pytest.mark.traces
+def test_no_idle_advance_while_a_partition_has_a_backlog():
+    """Input that stops while its partition still had records behind it (a broker restart
+    or a slow fetch in the middle of a replay) is not the stream going quiet: ticks do not
+    move the clock until a batch arrives that reached the partition's end."""
+    stage = TraceStage(trace_step(), None, 0)
+    stage.process(StageInput(TRACE, 0, "spans", table([span(7, 0, None, 0, 1500)]), "spans", 0, 0, 1, T0, 1, wall_ms=W0,
+                             lag=5000))
+    for k in range(1, 31):
+        assert stage.process(StageTick(TRACE, 0, W0 + k * 1000, 2000)) is None
+    assert stage.now == T0
+    # the snapshot keeps the backlog's mark
+    again = TraceStage.restore(trace_step(), None, 0, stage.snapshot())
+    assert again.process(StageTick(TRACE, 0, W0 + 40_000, 2000)) is None and again.now == T0
+    # the backlog arrives; its last batch reached the end of the partition (lag 0)
+    again.process(StageInput(TRACE, 0, "spans", table([span(7, 1, 0, 100, 1300)]), "spans", 0, 1, 2, T0 + 1000, 1,
+                             wall_ms=W0 + 41_000, lag=0))
+    assert again.process(StageTick(TRACE, 0, W0 + 42_000, 2000)) is None  # not idle yet
+    o = again.process(StageTick(TRACE, 0, W0 + 50_000, 2000))
+    assert again.now == T0 + 10_000 and o.rows["traces"].num_rows == 1
+    # an unknown lag (-1: a source that cannot tell) does not hold the clock
+    other = TraceStage(trace_step(), None, 0)
+    other.process(StageInput(TRACE, 0, "spans", table([span(9, 0, None, 0, 1500)]), "spans", 0, 0, 1, T0, 1, wall_ms=W0))
+    assert other.process(StageTick(TRACE, 0, W0 + 3000, 2000)) is None and other.now == T0 + 3000
+
+
+@pytest.mark.metrics
+def test_no_idle_advance_of_a_rollup_while_another_partition_has_a_backlog(tmp_path):
+    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ABSENT,
+                       partitions=2, shards=1)
+    graph = PipelineGraph(spec)
+    defs = {d.name: d for d in plan_stages(spec)}
+    metrics = make_stage(defs[METRICS], 0)
+    ts = BASE + 30_000
+    for p, lag in ((0, 0), (1, 120)):  # partition 1's batch left 120 records unread
+        fo = graph.process(RawBatch("metrics", "metrics", p, [sample("up", "GAUGE", ts, {"service": "a"}, value=1.0)], [0],
+                                    [ts + 100], topic_partitions=2, lag=lag))
+        for si in fo.stage_inputs:
+            assert si.lag == lag
+            metrics.process(dataclasses.replace(si, wall_ms=W0))
+    wm = metrics.close_wm
+    assert all(metrics.process(StageTick(METRICS, 0, W0 + k * 15_000, 5000)) is None for k in range(1, 9))
+    assert metrics.close_wm == wm
+    # partition 1 catches up: idle advance resumes (from the last input's wall time)
+    fo = graph.process(RawBatch("metrics", "metrics", 1, [sample("up", "GAUGE", ts + 1000, {"service": "a"}, value=1.0)],
+                                [1], [ts + 1100], topic_partitions=2, lag=0))
+    for si in fo.stage_inputs:
+        metrics.process(dataclasses.replace(si, wall_ms=W0 + 130_000))
+    out = metrics.process(StageTick(METRICS, 0, W0 + 145_000, 5000))
+    assert out is not None and out.watermark > ts
+
+
 @pytest.mark.metrics
 @pytest.mark.alerts
 def test_idle_ticks_close_a_rollup_window_and_fire_an_absence_alert(tmp_path):

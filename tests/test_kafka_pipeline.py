@@ -387,3 +387,20 @@ def test_spec_needs_exactly_one_of_topic_and_topic_pattern():
     data["sources"][1]["topic_pattern"] = "logs-.*"
     spec = parse_spec(data)
     assert spec.source("logs").topic is None and spec.kafka.bootstrap_servers == "127.0.0.1:9092"
+
+
+@pytest.mark.kafka
+def test_each_batch_says_how_many_records_its_partition_still_holds(kafka_broker, kafka_topic_factory, tmp_path):
+    """``RawBatch.lag``: what was left after the batch up to the partition's high watermark
+    when it was read (the stages hold their idle advance while it is above 0)."""
+    from sources.kafka import KafkaSource
+
+    topic = kafka_topic_factory(partitions=1, prefix="lag")
+    p = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    for k in range(10):
+        p.produce(topic, value=b'{"k": %d}' % k, partition=0)
+    assert p.flush(30) == 0
+    spec = parse_spec(spec_data(tmp_path / "wh", kafka_broker.bootstrap, {"events": topic}))
+    source = KafkaSource(spec, [spec.sources[0]], batch_size=4)
+    batches = list(source.batches(source.partitions()[0], 0))
+    assert [(b.offsets[0], len(b), b.lag) for b in batches] == [(0, 4, 6), (4, 4, 2), (8, 2, 0)]

@@ -34,6 +34,7 @@ class RawBatch:
     keys: list[bytes | None] | None = None
     headers: list[list[tuple[str, bytes | None]] | None] | None = None
     topic_partitions: int | None = None  # partitions of the topic, when the source knows
+    lag: int = -1  # records after this batch up to the partition's high watermark when it was read (-1: not known)
 
     def __len__(self) -> int:
         return len(self.values)
