@@ -38,7 +38,10 @@ becomes the clock at its last input plus the wall time elapsed since — never b
 and real input resumes at max(clock, partition watermark) — and the stage does what an
 advance does (decisions, closed windows and sessions, released positions). The global
 stage follows the metrics shards' advanced watermarks, so alert rules (absence
-included) evaluate when all input stopped. A tick that moves nothing returns None.
+included) evaluate when all input stopped. A tick that moves nothing returns None. No
+idle advance while a backlog waits: an input's ``lag`` (records its partition still held
+when the batch was read) above 0 holds the shard's clock until a later input from that
+partition reached the end.
 
 Positions: a stage reports, per source partition, the offset below which everything it
 received has been emitted (the first offset of the oldest batch it may still hold rows
