@@ -41,7 +41,7 @@ stage follows the metrics shards' advanced watermarks, so alert rules (absence
 included) evaluate when all input stopped. A tick that moves nothing returns None. No
 idle advance while a backlog waits: an input's ``lag`` (records its partition still held
 when the batch was read) above 0 holds the shard's clock until a later input from that
-partition reached the end.
+partition reached the end, for at most :data:`BACKLOG_HOLD` idle periods.
 
 Positions: a stage reports, per source partition, the offset below which everything it
 received has been emitted (the first offset of the oldest batch it may still hold rows
@@ -136,12 +136,21 @@ def _behind(stage) -> bool:
     return any(lag > 0 for lag in getattr(stage, "_lags", {}).values())
 
 
+#: how long a backlog mark holds the idle advance, in idle periods (``stages.idle_advance_after``)
+BACKLOG_HOLD = 12
+
+
 def _idle_elapsed(last_wall: int | None, tick: StageTick, behind: bool = False) -> int | None:
     """Wall time since the last input when it is at least the tick's idle period, else
-    None (also while a backlog waits: ``behind``)."""
-    if tick.idle_ms <= 0 or last_wall is None or behind:
+    None. While a backlog waits (``behind``) the stream is not idle for
+    :data:`BACKLOG_HOLD` idle periods (a minute at the default 5 s): enough for a broker
+    restart, and bounded, so that a lag that never drains (records the consumer cannot
+    see, such as a transaction still open) delays the idle advance but does not stop it."""
+    if tick.idle_ms <= 0 or last_wall is None:
         return None
     elapsed = tick.wall_ms - last_wall
+    if behind and elapsed < BACKLOG_HOLD * tick.idle_ms:
+        return None
     return elapsed if elapsed >= tick.idle_ms else None
 
 

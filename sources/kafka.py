@@ -402,7 +402,22 @@ class PartitionReader:
         self._maybe_commit_group()
         p = self.part
         return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers, p.topic_partitions or None,
-                        lag=max(0, high - self.position) if high is not None and high >= 0 else -1)
+                        lag=self._lag(high))
+
+    def _lag(self, high: int | None) -> int:
+        """Records between this reader's position and ``high`` (-1: not known). The
+        position is librdkafka's when it is further: it steps over transaction markers,
+        which hold offsets but are never delivered."""
+        if high is None or high < 0:
+            return -1
+        pos = self.position
+        if self._consumer is not None:
+            try:
+                at = self._consumer.position([TopicPartition(self.part.topic, self.part.partition)])[0].offset
+                pos = max(pos, at)
+            except KafkaException:
+                pass
+        return max(0, high - pos)
 
     PROGRESS_EVERY_S = 0.5
 

@@ -126,22 +126,33 @@ ABSENT = {"rules": [{"name": "UpAbsent", "type": "absence", "select": {"metric":
 def test_no_idle_advance_while_a_partition_has_a_backlog():
     """Input that stops while its partition still had records behind it (a broker restart
     or a slow fetch in the middle of a replay) is not the stream going quiet: ticks do not
-    move the clock until a batch arrives that reached the partition's end."""
+    move the clock until a batch arrives that reached the partition's end — or, should
+    the lag never drain, for BACKLOG_HOLD idle periods."""
+    from pipelines.stages import BACKLOG_HOLD
+
+    assert BACKLOG_HOLD == 12
     stage = TraceStage(trace_step(), None, 0)
     stage.process(StageInput(TRACE, 0, "spans", table([span(7, 0, None, 0, 1500)]), "spans", 0, 0, 1, T0, 1, wall_ms=W0,
                              lag=5000))
-    for k in range(1, 31):
+    for k in range(1, 21):  # 20 s of ticks, idle period 2 s: held
         assert stage.process(StageTick(TRACE, 0, W0 + k * 1000, 2000)) is None
     assert stage.now == T0
     # the snapshot keeps the backlog's mark
     again = TraceStage.restore(trace_step(), None, 0, stage.snapshot())
-    assert again.process(StageTick(TRACE, 0, W0 + 40_000, 2000)) is None and again.now == T0
+    assert again.process(StageTick(TRACE, 0, W0 + 21_000, 2000)) is None and again.now == T0
     # the backlog arrives; its last batch reached the end of the partition (lag 0)
     again.process(StageInput(TRACE, 0, "spans", table([span(7, 1, 0, 100, 1300)]), "spans", 0, 1, 2, T0 + 1000, 1,
-                             wall_ms=W0 + 41_000, lag=0))
-    assert again.process(StageTick(TRACE, 0, W0 + 42_000, 2000)) is None  # not idle yet
-    o = again.process(StageTick(TRACE, 0, W0 + 50_000, 2000))
+                             wall_ms=W0 + 22_000, lag=0))
+    assert again.process(StageTick(TRACE, 0, W0 + 23_000, 2000)) is None  # not idle yet
+    o = again.process(StageTick(TRACE, 0, W0 + 31_000, 2000))
     assert again.now == T0 + 10_000 and o.rows["traces"].num_rows == 1
+    # a lag that never drains holds the clock for 12 idle periods (24 s), then the idle advance goes on
+    stuck = TraceStage(trace_step(), None, 0)
+    stuck.process(StageInput(TRACE, 0, "spans", table([span(8, 0, None, 0, 1500)]), "spans", 0, 0, 1, T0, 1, wall_ms=W0,
+                             lag=1))
+    assert stuck.process(StageTick(TRACE, 0, W0 + 23_999, 2000)) is None and stuck.now == T0
+    o = stuck.process(StageTick(TRACE, 0, W0 + 24_000, 2000))
+    assert stuck.now == T0 + 24_000 and o.rows["traces"].num_rows == 1
     # an unknown lag (-1: a source that cannot tell) does not hold the clock
     other = TraceStage(trace_step(), None, 0)
     other.process(StageInput(TRACE, 0, "spans", table([span(9, 0, None, 0, 1500)]), "spans", 0, 0, 1, T0, 1, wall_ms=W0))
@@ -163,7 +174,7 @@ def test_no_idle_advance_of_a_rollup_while_another_partition_has_a_backlog(tmp_p
             assert si.lag == lag
             metrics.process(dataclasses.replace(si, wall_ms=W0))
     wm = metrics.close_wm
-    assert all(metrics.process(StageTick(METRICS, 0, W0 + k * 15_000, 5000)) is None for k in range(1, 9))
+    assert all(metrics.process(StageTick(METRICS, 0, W0 + k * 5_000, 5000)) is None for k in range(1, 12))
     assert metrics.close_wm == wm
     # partition 1 catches up: idle advance resumes (from the last input's wall time)
     fo = graph.process(RawBatch("metrics", "metrics", 1, [sample("up", "GAUGE", ts + 1000, {"service": "a"}, value=1.0)],
