@@ -31,7 +31,7 @@ class Enricher:
         if self._geo is not None and "client_ip" in t.column_names:
             enc = pc.dictionary_encode(t.column("client_ip").combine_chunks())
             uniq = enc.dictionary.to_pylist()
-            geos = [self._geo.lookup(u) for u in uniq]
+            geos = self._geo.lookup_many(uniq)
             indices = enc.indices
             if self.step.require_valid_ip and not all(g.valid for g in geos):
                 bad_codes = pa.array([k for k, g in enumerate(geos) if not g.valid], pa.int32())

@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 
 _V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 blocks
     ("0.0.0.0", 8), ("10.0.0.0", 8), ("100.64.0.0", 10), ("127.0.0.0", 8), ("169.254.0.0", 16), ("172.16.0.0", 12),
@@ -42,6 +44,18 @@ def _v4_global(value: int) -> bool:
     return True
 
 
+_V4_BLOCK_ARRAYS = [(shift, np.array(sorted(nets), dtype=np.int64)) for shift, nets in _V4_BLOCKS.items()]
+
+
+def _v4_special(values: np.ndarray) -> np.ndarray:
+    """Per IPv4 value: whether it is in a special-purpose block (not global); the
+    vectorized :func:`_v4_global`."""
+    out = np.zeros(len(values), dtype=bool)
+    for shift, nets in _V4_BLOCK_ARRAYS:
+        out |= np.isin(values >> shift, nets)
+    return out
+
+
 class BoundedCache(dict):
     """A dict that empties itself when it reaches ``limit`` entries (bounded memory,
     no per-hit bookkeeping on the hot path)."""
@@ -64,20 +78,96 @@ class Geo(NamedTuple):
 
 
 _NO_GEO = Geo(True, None, None)
-#: prefix lengths at which IPv4 answers are cached per network, coarsest first
-_NET_LEVELS = tuple(range(8, 31, 2))
+_V4_LIMIT = 1 << 32
+
+
+class _CityTree:
+    """The search tree of a MaxMind DB file, descended for many IPv4 addresses at once
+    with numpy (the MaxMind DB format: ``node_count`` nodes of two ``record_size``-bit
+    records, a record equal to ``node_count`` meaning "no data", a larger one pointing into
+    the data section; IPv4 addresses under ``::/96`` of an IPv6 tree). It only finds each
+    address's data record; ``maxminddb`` decodes that record, once per record."""
+
+    def __init__(self, path: str, node_count: int, record_size: int, ip_version: int):
+        if record_size not in (24, 28, 32):
+            raise ValueError(f"unsupported MaxMind DB record size {record_size}")
+        self.node_count = node_count
+        self.record_size = record_size
+        self.node_bytes = record_size * 2 // 8
+        # the tree as one row of bytes per node (a plain array over the file's memory map)
+        self.tree = np.memmap(path, dtype=np.uint8, mode="r", shape=(node_count * self.node_bytes,)).view(np.ndarray) \
+            .reshape(node_count, self.node_bytes)
+        node = 0
+        if ip_version == 6:
+            for _ in range(96):
+                if node >= node_count:
+                    break
+                node = int(self._records(np.array([node], dtype=np.int64))[0][0])
+        self.ipv4_start = node
+
+    def _records(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.tree[nodes].astype(np.int64)
+
+        def b(k: int) -> np.ndarray:
+            return rows[:, k]
+
+        if self.record_size == 24:
+            return (b(0) << 16) | (b(1) << 8) | b(2), (b(3) << 16) | (b(4) << 8) | b(5)
+        if self.record_size == 28:
+            mid = b(3)
+            return (((mid & 0xF0) << 20) | (b(0) << 16) | (b(1) << 8) | b(2),
+                    ((mid & 0x0F) << 24) | (b(4) << 16) | (b(5) << 8) | b(6))
+        return ((b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3), (b(4) << 24) | (b(5) << 16) | (b(6) << 8) | b(7))
+
+    def descend(self, v4: np.ndarray) -> np.ndarray:
+        """Per address: the record its descent ends on (``node_count``: no data; larger:
+        a data record, the same value for the same record)."""
+        node = np.full(len(v4), self.ipv4_start, dtype=np.int64)
+        for depth in range(32):
+            idx = np.flatnonzero(node < self.node_count)
+            if len(idx) == 0:
+                break
+            left, right = self._records(node[idx])
+            node[idx] = np.where((v4[idx] >> (31 - depth)) & 1, right, left)
+        return node
+
+
+class _CountryIndex:
+    """``geoip2fast``'s IPv4 networks as sorted numpy arrays (its own index, flattened),
+    so that many addresses are placed with one ``searchsorted``: the same network and
+    country its ``lookup`` finds."""
+
+    def __init__(self, module):
+        starts = [x for chunk in module.mainListFirstIP for x in chunk]
+        netlens = [x for chunk in module.mainListNetlength for x in chunk]
+        ids = [x for chunk in module.mainListIDCountryCodes for x in chunk]
+        names = module.mainListNamesCountry
+        keep = [k for k, x in enumerate(starts) if x < _V4_LIMIT]
+        self.starts = np.array([starts[k] for k in keep], dtype=np.int64)
+        if len(self.starts) and not np.all(np.diff(self.starts) > 0):
+            raise ValueError("geoip2fast's networks are not in order")
+        self.lasts = self.starts + np.array([1 << (32 - netlens[k]) for k in keep], dtype=np.int64) - 1
+        codes = {}
+        for i in set(ids[k] for k in keep):
+            code = names[i].split(":", 1)[0]
+            codes[i] = None if i < 16 or code in _NO_COUNTRY else code  # ids below 16: private and reserved
+        self.codes = np.array([codes[ids[k]] for k in keep], dtype=object)
+
+    def countries(self, v4: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.starts, v4, side="right") - 1
+        ok = (pos >= 0) & (v4 <= self.lasts[np.maximum(pos, 0)])
+        return np.where(ok, self.codes[np.maximum(pos, 0)], None)
 
 
 class GeoLookup:
-    """Country and city of an IP address.
+    """Country and city of IP addresses.
 
-    Answers are cached per address and, for IPv4, per network: both sources say which
-    network (prefix) an answer belongs to, and every address of the smallest block both
-    networks contain has that same answer, so later addresses of that block are answered
-    from the cache without a database read. A block is cached at the coarsest level of
-    :data:`_NET_LEVELS` (every second prefix length from /8 to /30) that it covers; a
-    lookup probes those levels, a dictionary read each. The caches hold at most
-    ``cache_size`` entries each (they empty themselves when full)."""
+    :meth:`lookup_many` answers a batch's distinct addresses together: IPv4 countries
+    with one ``searchsorted`` over ``geoip2fast``'s networks, IPv4 cities with one
+    vectorized descent of the GeoLite2-City search tree, each data record decoded by
+    ``maxminddb`` once and then kept (cities are few, addresses many). IPv6 and anything
+    that is not a dotted quad take :meth:`lookup`'s per-address path. Answers are cached
+    per address (at most ``cache_size``; the cache empties itself when full)."""
 
     def __init__(self, cache_size: int = 100_000):
         from geoip2fast import GeoIP2Fast
@@ -88,81 +178,97 @@ class GeoLookup:
         path = os.path.join(os.path.dirname(_geoip_geolite2.__file__), "GeoLite2-City.mmdb")
         self._city = maxminddb.open_database(path)
         self._cache = BoundedCache(cache_size)
-        self._nets = [(32 - level, {}) for level in _NET_LEVELS]
-        self._nets_size = 0
-        self._nets_limit = cache_size
-        self.network_hits = 0  # addresses answered from the per-network cache
+        meta = self._city.metadata()
+        self._tree = _CityTree(path, meta.node_count, meta.record_size, meta.ip_version)
+        try:
+            import geoip2fast.geoip2fast as g2f
+
+            self._countries: _CountryIndex | None = _CountryIndex(g2f)
+        except (AttributeError, TypeError, ValueError, IndexError):  # its internals changed: per-address lookups
+            self._countries = None
+        self._records: dict[int, tuple[str | None, str | None]] = {}  # city data record -> (city, its country)
+        self._geos: dict[tuple, Geo] = {}  # one Geo per (country, city): answers are shared, not rebuilt
+        self.record_reads = 0  # data records decoded by maxminddb
 
     def lookup(self, ip: str | None) -> Geo:
         """Geo of one address; ``valid`` is false when ``ip`` is not an IP address."""
-        if ip is None:
-            return _NO_GEO
-        hit = self._cache.get(ip)
-        if hit is not None:
-            return hit
-        v4 = _v4_int(ip)
-        if v4 is not None:
-            if not _v4_global(v4):
-                return self._cache.put(ip, _NO_GEO)
-            for shift, nets in self._nets:
-                hit = nets.get(v4 >> shift)
-                if hit is not None:
-                    self.network_hits += 1
-                    return self._cache.put(ip, hit)
-            country, country_plen = self._country_v4(ip, v4)
-            city, city_country, city_plen = self._city_of(ip)
-            geo = Geo(True, country if country is not None else city_country, city)
-            self._remember_network(v4, max(country_plen, city_plen), geo)
-            return self._cache.put(ip, geo)
+        return self.lookup_many([ip])[0]
+
+    def lookup_many(self, ips: list) -> list[Geo]:
+        """Geo of each address (None allowed), in order."""
+        out: list = [None] * len(ips)
+        v4_pos, v4_val = [], []
+        cache = self._cache
+        for k, ip in enumerate(ips):
+            if ip is None:
+                out[k] = _NO_GEO
+                continue
+            hit = cache.get(ip)
+            if hit is not None:
+                out[k] = hit
+                continue
+            v4 = _v4_int(ip)
+            if v4 is None:
+                out[k] = cache.put(ip, self._lookup_other(ip))
+            else:
+                v4_pos.append(k)
+                v4_val.append(v4)
+        if v4_pos:
+            vals = np.array(v4_val, dtype=np.int64)
+            special = _v4_special(vals)
+            if special.any():
+                for k in np.flatnonzero(special).tolist():
+                    out[v4_pos[k]] = cache.put(ips[v4_pos[k]], _NO_GEO)
+                keep = ~special
+                vals = vals[keep]
+                v4_pos = [k for k, ok in zip(v4_pos, keep.tolist()) if ok]
+        if v4_pos:
+            if self._countries is not None:
+                countries = self._countries.countries(vals).tolist()
+            else:
+                countries = [self.country_code(ips[k], v) for k, v in zip(v4_pos, v4_val)]
+            records = self._tree.descend(vals).tolist()
+            none = self._tree.node_count
+            geos = self._geos
+            for k, country, rec in zip(v4_pos, countries, records):
+                if rec == none:
+                    city = city_country = None
+                else:
+                    known = self._records.get(rec) if rec > none else None
+                    if known is None:
+                        known = self._city_of(ips[k])
+                        if rec > none:
+                            self._records[rec] = known
+                    city, city_country = known
+                key = (country if country is not None else city_country, city)
+                g = geos.get(key)
+                if g is None:
+                    g = geos[key] = Geo(True, key[0], key[1])
+                out[k] = cache.put(ips[k], g)
+        return out
+
+    def _lookup_other(self, ip: str) -> Geo:
+        """IPv6 and text that is not a dotted quad, one at a time."""
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
-            return self._cache.put(ip, Geo(False, None, None))
+            return Geo(False, None, None)
         if not addr.is_global:
-            return self._cache.put(ip, _NO_GEO)
+            return _NO_GEO
         country = self.country_code(ip)
-        city, city_country, _ = self._city_of(ip)
-        return self._cache.put(ip, Geo(True, country if country is not None else city_country, city))
+        city, city_country = self._city_of(ip)
+        return Geo(True, country if country is not None else city_country, city)
 
-    def _remember_network(self, v4: int, plen: int, geo: Geo) -> None:
-        """Cache ``geo`` for the block of the coarsest level ≥ ``plen`` holding ``v4``."""
-        for level, (shift, nets) in zip(_NET_LEVELS, self._nets):
-            if level >= plen:
-                if self._nets_size >= self._nets_limit:
-                    for _, d in self._nets:
-                        d.clear()
-                    self._nets_size = 0
-                nets[v4 >> shift] = geo
-                self._nets_size += 1
-                return
-
-    def _city_of(self, ip: str) -> tuple[str | None, str | None, int]:
-        """City name (English), the city database's country and the prefix length of the
-        network that answer holds for (IPv4: 0-32)."""
+    def _city_of(self, ip: str) -> tuple[str | None, str | None]:
+        """City name (English) and the city database's country code, read by ``maxminddb``."""
+        self.record_reads += 1
         try:
-            rec, plen = self._city.get_with_prefix_len(ip)
+            rec = self._city.get(ip)
         except ValueError:
-            return None, None, 32
+            return None, None
         if not rec:
-            return None, None, plen
-        city = (rec.get("city") or {}).get("names", {}).get("en")
-        return city, (rec.get("country") or {}).get("iso_code"), plen
-
-    def _country_v4(self, ip: str, v4: int) -> tuple[str | None, int]:
-        """Country of a global IPv4 address and the prefix length of the ``geoip2fast``
-        network it is in (32 when that is not known: then only this address is cached)."""
-        g = self._country
-        try:
-            root, chunk, first, last, netlen = g._main_index_lookup(v4)
-            if v4 > last:
-                return None, 32  # between networks: the gap's extent is not known
-            code, _name, private = g._country_lookup(root, chunk)
-            code = None if private or code in _NO_COUNTRY else code
-            if not 0 <= netlen <= 32 or first & ((1 << (32 - netlen)) - 1) or last - first != (1 << (32 - netlen)) - 1:
-                return code, 32  # not an aligned block: cache this address only
-            return code, int(netlen)
-        except (AttributeError, TypeError, ValueError):
-            return self.country_code(ip), 32
+            return None, None
+        return (rec.get("city") or {}).get("names", {}).get("en"), (rec.get("country") or {}).get("iso_code")
 
     def country_code(self, ip: str, v4: int | None = None) -> str | None:
         """ISO country code of a global address from ``geoip2fast``; None when its data
