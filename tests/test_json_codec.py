@@ -96,6 +96,26 @@ def test_many_bad_records_in_one_batch_keep_every_good_one():
     assert b.table.column("_i").to_pylist() == [i for i in range(3000) if i not in bad_at]
 
 
+def test_two_objects_on_one_line_and_a_blank_record_in_one_batch_do_not_shift_rows():
+    """``pyarrow.json`` reads two rows from a line holding two objects and skips a blank
+    line: together they would keep the row count equal to the record count with every
+    row between them attributed to the wrong record. Both are rejected, the good records
+    keep their own rows."""
+    good = enc(EVENT)
+    other = enc({**EVENT, "page": "/other"})
+    values = [good, good + b" " + other, other, b"   ", good]
+    for dirty_before in (False, True):
+        codec = codec_for("json", "event", 4096)
+        if dirty_before:
+            codec.decode(RawBatch("events", "events", 0, [b"{"], [0], [0]))
+        b = codec.decode(RawBatch("events", "events", 0, values, list(range(5)), [0] * 5))
+        rejected = dict(zip(b.rejects.indices, zip(b.rejects.reasons, b.rejects.details)))
+        assert {i: r for i, (r, _) in rejected.items()} == {1: "format_violation", 3: "format_violation"}
+        assert "trailing characters" in rejected[1][1] and "empty payload" in rejected[3][1]
+        assert b.table.column("_i").to_pylist() == [0, 2, 4]
+        assert b.table.column("page").to_pylist() == ["/signup/step-3", "/other", "/signup/step-3"]
+
+
 def test_pretty_printed_json_with_newlines_is_accepted():
     b, rejected = decode("event", [json.dumps(EVENT, indent=2).encode()])
     assert rejected == {} and b.table.num_rows == 1

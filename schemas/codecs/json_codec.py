@@ -42,6 +42,16 @@ def _utf8(data: bytes) -> bool:
         return False
 
 
+_BLANK_LINE = re.compile(rb"\n[ \t]*\n")
+
+
+def _has_blank(payloads: list[bytes], joined: bytes) -> bool:
+    """Whether some record is blank or only spaces and tabs (``joined``: the records
+    newline-joined)."""
+    return (not payloads[0].strip(b" \t") or not payloads[-1].strip(b" \t")
+            or _BLANK_LINE.search(joined) is not None)
+
+
 def _as_text(v) -> str | None:
     """A JSON value as map text: strings as they are, other scalars and nested values as JSON."""
     if v is None or isinstance(v, str):
@@ -266,11 +276,16 @@ class JsonCodec:
         ``pyarrow.json``'s "in row N" is the record's position, so a type error rejects
         that record and parsing resumes right after it."""
         if not self._expect_dirty:
-            first = len(out)
-            got, err = self._stream(payloads, idx, 0, out, self._read_opts_clean)
-            if err is None and got == len(payloads):
-                return
-            del out[first:]
+            # pyarrow.json skips blank lines and reads two rows from a line holding two
+            # objects: with no blank record, a row count equal to the record count means
+            # one row per record (else the checked path below sorts the records out)
+            data = b"\n".join(payloads)
+            if not _has_blank(payloads, data):
+                first = len(out)
+                got, err = self._stream(payloads, idx, 0, out, self._read_opts_clean, data)
+                if err is None and got == len(payloads):
+                    return
+                del out[first:]
         bad_before = len(rejects.indices)
         keep = []
         decoder = self._typed
@@ -310,10 +325,12 @@ class JsonCodec:
                 self._split(payloads, idx, pos + got, n, out, rejects)
                 return
 
-    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table], opts=None) -> tuple[int, Exception | None]:
-        """Stream-parse ``payloads[pos:]`` block by block into ``out``; return the rows
-        parsed and the error that stopped it, if any."""
-        data = pa.py_buffer(b"\n".join(payloads[pos:]))
+    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table], opts=None,
+                joined: bytes | None = None) -> tuple[int, Exception | None]:
+        """Stream-parse ``payloads[pos:]`` (``joined``: those already newline-joined)
+        block by block into ``out``; return the rows parsed and the error that stopped
+        it, if any."""
+        data = pa.py_buffer(joined if joined is not None else b"\n".join(payloads[pos:]))
         got = 0
         try:
             # open_json parses the first block eagerly, so it too may raise
