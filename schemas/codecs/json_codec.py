@@ -227,45 +227,61 @@ class JsonCodec:
         make every record one line. A clean batch is checked with a few C-level passes
         over the whole batch; only a batch that fails them is screened record by record."""
         n = len(values)
+        limit = self.max_bytes
         if n and None not in values:
             lens = list(map(len, values))
-            if min(lens) > 0 and max(lens) <= self.max_bytes:
-                joined = b"\n".join(values)
-                if joined.count(b"\n") == n - 1 and joined.count(b"\r") == 0 and (joined.isascii() or _utf8(joined)):
-                    return values, range(n)
-        limit = self.max_bytes
-        # the records that need a closer look; the others pass C-level checks (blank ones are found by _parse)
-        odd = {i for i, v in enumerate(values)
-               if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v}
+            sized = min(lens) > 0 and max(lens) <= limit
+            joined = b"\n".join(values)
+            lines = joined.count(b"\n") == n - 1
+            no_cr = joined.count(b"\r") == 0
+            ascii_ = joined.isascii()
+            if sized and lines and no_cr and (ascii_ or _utf8(joined)):
+                return values, range(n)
+            # the records that need a closer look, one cheap pass per check the batch failed
+            odd: set[int] = set()
+            if not sized:
+                odd.update(i for i, m in enumerate(lens) if m == 0 or m > limit)
+            if not ascii_:
+                odd.update(i for i, v in enumerate(values) if not v.isascii())
+            if not lines:
+                odd.update(i for i, v in enumerate(values) if b"\n" in v)
+            if not no_cr:
+                odd.update(i for i, v in enumerate(values) if b"\r" in v)
+        else:
+            # the records that need a closer look; the others pass C-level checks (blank ones are found by _parse)
+            odd = {i for i, v in enumerate(values)
+                   if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v}
         if not odd:
             return values, range(n)
-        good_idx: list[int] = []
-        payloads: list[bytes] = []
-        for i, v in enumerate(values):
-            if i not in odd:
-                payloads.append(v)
-                good_idx.append(i)
-                continue
+        dropped: set[int] = set()
+        changed: dict[int, bytes] = {}
+        for i in sorted(odd):
+            v = values[i]
             if not v or v.isspace():
                 rejects.add(i, "format_violation", "tombstone (null value)" if v is None else "empty payload")
+                dropped.add(i)
                 continue
             if len(v) > limit:
                 rejects.add(i, "size_violation", f"payload of {len(v)} bytes exceeds the limit of {limit} bytes")
+                dropped.add(i)
                 continue
             try:
                 v.decode("utf-8")
             except UnicodeDecodeError as e:
                 rejects.add(i, "format_violation", f"payload is not UTF-8: invalid byte 0x{v[e.start]:02x} at position {e.start}")
+                dropped.add(i)
                 continue
             if b"\n" in v or b"\r" in v:
                 # newline-delimited parsing needs one line per record: re-serialize compactly
                 try:
-                    v = orjson.dumps(orjson.loads(v))
+                    changed[i] = orjson.dumps(orjson.loads(v))
                 except orjson.JSONDecodeError as e:
                     rejects.add(i, "format_violation", f"invalid JSON: {e}")
-                    continue
-            payloads.append(v)
-            good_idx.append(i)
+                    dropped.add(i)
+        if not dropped and not changed:
+            return values, range(n)
+        good_idx = [i for i in range(n) if i not in dropped] if dropped else list(range(n))
+        payloads = [changed.get(i, values[i]) for i in good_idx] if changed else [values[i] for i in good_idx]
         return payloads, good_idx
 
     def _parse(self, payloads: list[bytes], idx: np.ndarray, out: list[pa.Table], rejects: Rejects) -> None:
