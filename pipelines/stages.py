@@ -679,6 +679,10 @@ def _late_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Tabl
         doc = {k: r.get(k) for k in ("name", "kind", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")}
         doc["labels"] = dict(doc["labels"] or [])
         doc["timestamp"] = ts.isoformat() if ts is not None else None
+        if r.get("temporality") is not None:  # wire schema version 2: how a cumulative sample is meant
+            doc["temporality"] = r["temporality"]
+        if r.get("start_time") is not None:
+            doc["start_time"] = r["start_time"].isoformat()
         raw = _json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
         rows.append({"received_at": r.get("ingested_at"), "reason": "late_data",
                      "detail": f"timestamp {doc['timestamp']}: its window closed (later than allowed_lateness "

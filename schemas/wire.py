@@ -18,7 +18,7 @@ SIGNAL_SCHEMAS = {
     "event": "product_event",
     "log": "log_record",
     "span": "span",
-    "metric": "metric_sample",
+    "metric": "metric_sample_v2",  # v1 ("metric_sample", id 4) lacks temporality and start_time
     "alert": "alert_event",
     "dead_letter": "dead_letter",
 }

@@ -66,7 +66,8 @@ class Validator:
 
     def _metric(self, batch: Batch) -> None:
         """Metric samples: a known kind (case-insensitive, written lower case); counters and
-        gauges carry a finite value, histograms their bucket counts."""
+        gauges carry a finite value, histograms their bucket counts; a temporality, when
+        given, is CUMULATIVE or DELTA (case-insensitive, written lower case)."""
         t = batch.table
         if t.num_rows == 0:
             return
@@ -85,6 +86,14 @@ class Validator:
         nobuckets = pc.fill_null(pc.and_(pc.equal(kind, "histogram"), pc.is_null(t.column("bucket_counts"))), False)
         if pc.any(nobuckets).as_py():
             batch.reject_mask(nobuckets, "schema_violation", "bucket_counts: a histogram sample needs its bucket counts")
+        if "temporality" in t.column_names and t.column("temporality").null_count < t.num_rows:
+            temp = pc.utf8_lower(t.column("temporality"))
+            batch.table = t = t.set_column(t.column_names.index("temporality"), "temporality", temp)
+            unknown = pc.fill_null(pc.invert(pc.is_in(temp, value_set=pa.array(["cumulative", "delta"]))), False)
+            if pc.any(unknown).as_py():
+                batch.reject_mask(unknown, "schema_violation", pc.binary_join_element_wise(
+                    "temporality: unknown temporality ", pc.utf8_slice_codeunits(t.column("temporality"), 0, 40),
+                    "; expected CUMULATIVE or DELTA", ""))
 
     def _required(self, batch: Batch) -> None:
         for name in self.required:

@@ -457,9 +457,6 @@ def _json_logs(doc: dict, rows: _LogRows) -> None:
 # -- the codec ------------------------------------------------------------------------------
 
 
-#: in-flight columns the metric rows carry besides the wire columns (read by
-#: :class:`transforms.rollup.MetricRollup`; not part of the Avro wire schema)
-METRIC_EXTRA_COLUMNS = (("temporality", pa.string()), ("start_time", pa.timestamp("ms", tz="UTC")))
 _DELTA, _CUMULATIVE = 1, 2
 
 
@@ -469,8 +466,8 @@ def _quantile_label(q: float) -> str:
 
 
 class _MetricRows:
-    """Metric sample rows (tuples in wire column order, then ``temporality`` and
-    ``start_time``), one per data point (and one per summary quantile).
+    """Metric sample rows (tuples in wire column order, ``temporality`` and ``start_time``
+    last), one per data point (and one per summary quantile).
 
     Mapping (``temporality`` is ``cumulative`` or ``delta`` from the point's
     ``aggregation_temporality``; UNSPECIFIED is read as cumulative; ``start_time`` is
@@ -491,7 +488,8 @@ class _MetricRows:
     ``service.name``). An exponential histogram is rejected (``schema_violation``): the
     metrics table has no place for it."""
 
-    columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")
+    columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum",
+               "temporality", "start_time")
 
     def __init__(self):
         self.rows: list[tuple] = []
@@ -591,8 +589,8 @@ class OtlpCodec:
     names the record's path); payloads over ``max_bytes`` (``size_violation``).
 
     Signal ``metric`` (``ExportMetricsServiceRequest``): one row per data point (see
-    :class:`_MetricRows`), the wire columns followed by ``temporality`` and
-    ``start_time`` (:data:`METRIC_EXTRA_COLUMNS`), then ``_i``.
+    :class:`_MetricRows`), the wire columns (``temporality`` and ``start_time``
+    included), then ``_i``.
     """
 
     def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
@@ -643,14 +641,12 @@ class OtlpCodec:
                 continue
             all_rows.extend(rows.rows)
             index.extend([i] * len(rows.rows))
-        extra = METRIC_EXTRA_COLUMNS if self.signal == "metric" else ()
-        names = self._rows.columns + tuple(n for n, _ in extra)
+        names = self._rows.columns
         columns = list(zip(*all_rows)) if all_rows else [()] * len(names)
         by_name = dict(zip(names, columns))
         arrays = [pa.array(by_name[f.name], type=f.type) for f in self.wire]
-        arrays += [pa.array(by_name[n], type=t) for n, t in extra]
         arrays.append(pa.array(np.asarray(index, dtype=np.int64), pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=self.names + [n for n, _ in extra] + [INDEX])
+        table = pa.Table.from_arrays(arrays, names=self.names + [INDEX])
         return Batch(raw=raw, table=table, rejects=rejects)
 
     # -- parsing --------------------------------------------------------------------------

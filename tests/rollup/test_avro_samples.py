@@ -1,6 +1,7 @@
 """Avro metric samples end to end at the unit level: records written with fastavro in the
-Confluent wire format (magic byte, 4-byte big-endian schema id, Avro body), decoded by the
-Avro codec into exactly the samples written, then rolled up into exact window rows
+Confluent wire format (magic byte, 4-byte big-endian schema id, Avro body) with the
+version 1 wire schema (registry id 4, no temporality or start time: still read, both
+null), decoded by the Avro codec into exactly the samples written, then rolled up into exact window rows
 (counter increase across a reset, gauge last/min/max/avg, delta histogram merge and
 quantiles, summary count and sum)."""
 
@@ -30,7 +31,7 @@ def dt(ms: int) -> datetime:
 
 def confluent(record: dict, schema_id: int | None = None) -> bytes:
     out = io.BytesIO()
-    out.write(struct.pack(">bI", 0, schema_id_for("metric") if schema_id is None else schema_id))
+    out.write(struct.pack(">bI", 0, schema_id_for("metric_sample") if schema_id is None else schema_id))
     fastavro.schemaless_writer(out, SCHEMA, record)
     return out.getvalue()
 
@@ -68,7 +69,7 @@ def test_confluent_framed_samples_decode_exactly():
     b = decoded()
     assert confluent(SAMPLES[0])[:5] == b"\x00\x00\x00\x00\x04"
     assert sorted(zip(b.rejects.indices, b.rejects.reasons)) == [(12, "format_violation"), (13, "schema_violation")]
-    assert as_rows(b.table.drop_columns(["_i"])) == SAMPLES
+    assert as_rows(b.table.drop_columns(["_i"])) == [dict(s, temporality=None, start_time=None) for s in SAMPLES]
     assert b.table.column("_i").to_pylist() == list(range(12))
 
 
