@@ -91,11 +91,19 @@ def _service_account() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _as_account(account: pwd.struct_passwd | None) -> dict:
+def _as_account(account: pwd.struct_passwd | None, argv: list[str]) -> tuple[list[str], dict]:
+    """The command and ``subprocess`` keywords that run ``argv`` as ``account`` (as they
+    are for None). Through ``setpriv`` (util-linux) when it is there rather than with
+    ``Popen(user=...)``: to change user in the child, CPython forks instead of vforking,
+    and the fork runs the parent's fork handlers in the child — gRPC's (loaded by Beam in a
+    test process) can hang it before it ever execs PostgreSQL."""
     if account is None:
-        return {}
-    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [],
-            "env": {**os.environ, "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name}}
+        return argv, {}
+    env = {**os.environ, "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name}
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", "--", *argv], {"env": env}
+    return argv, {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "env": env}
 
 
 def _chown_tree(path: Path, account: pwd.struct_passwd | None) -> None:
@@ -212,10 +220,11 @@ class PostgresServer:
         argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir)]
         for k, v in settings.items():
             argv += ["-c", f"{k}={v}"]
+        argv, as_account = _as_account(account, argv)
         fh = open(self.log, "ab")
         try:
             popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.data_dir, start_new_session=True, **_as_account(account))
+                                     cwd=self.data_dir, start_new_session=True, **as_account)
         finally:
             fh.close()
         self._process = ManagedProcess("postgres", popen, self.log)
@@ -342,13 +351,12 @@ def _initdb(data_dir: Path, admin_password: str, log: Path) -> None:
         _chown_tree(data_dir, account)
         if account is not None:
             os.chown(pwfile, account.pw_uid, account.pw_gid)
+        argv, as_account = _as_account(account, [
+            str(bin_dir / "initdb"), "-D", str(data_dir), "-U", ADMIN_USER, f"--pwfile={pwfile}",
+            "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
         with open(log, "ab") as fh:
-            rc = subprocess.call(
-                [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", ADMIN_USER, f"--pwfile={pwfile}",
-                 "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir.parent,
-                **_as_account(account),
-            )
+            rc = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir.parent,
+                                 **as_account)
     finally:
         pwfile.unlink(missing_ok=True)
     if rc != 0:

@@ -111,3 +111,31 @@ def test_restart_keeps_data_and_credentials() -> None:
         server.stop(remove_data=True)
     assert not server.alive()
     assert not server.data_dir.exists()
+
+
+def test_starts_from_a_process_whose_fork_handlers_would_kill_a_forked_child() -> None:
+    """A CI run once hung here: after the Flink tests (Beam's gRPC in the test process),
+    PostgreSQL never started; gRPC's fork handlers ran in the child that was to become the
+    server (it logged an epoll error into postgres.log) and stalled it before exec. That
+    child was forked because ``Popen(user=...)`` cannot vfork; the server is now started
+    through ``setpriv``, so no fork handler runs. Checked in a separate process that
+    registers ``abort`` as a fork handler for children: any forked child dies at once."""
+    code = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "libc.__register_atfork.argtypes = [ctypes.c_void_p] * 4\n"  # what pthread_atfork calls (glibc)
+        "assert libc.__register_atfork(None, None, ctypes.cast(libc.abort, ctypes.c_void_p).value, None) == 0\n"
+        "from infra import postgres\n"
+        "server = postgres.start()\n"
+        "server.restart()\n"
+        "server.connect().close()\n"
+        "server.stop(remove_data=True)\n"
+        "print('started')\n"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr[-2000:]
