@@ -22,19 +22,36 @@ from transforms.rollup import MetricRollup, RollupConfig
 MAP = pa.map_(pa.string(), pa.string())
 
 
-def make_batches(series: int, batches: int, size: int, seed: int = 1):
+#: explicit bounds of the histogram samples (the OpenTelemetry SDK's default boundaries)
+BOUNDS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0]
+
+
+def make_batches(series: int, batches: int, size: int, seed: int = 1, kind: str = "mixed"):
+    """``kind`` ``mixed``: half gauges, half counters; ``histogram``: delta histograms with
+    the SDK's 15 default bounds (16 buckets), 1-20 observations a sample."""
     rng = np.random.default_rng(seed)
     names = np.array([f"metric_{i % 50}" for i in range(series)], object)
     labels = pa.array([[("host", f"host-{i}"), ("service", f"svc-{i % 13}")] for i in range(series)], MAP)
     kinds = np.where(np.arange(series) % 2 == 0, "gauge", "counter")
     out = []
     per_batch_ms = 6_000
+    nb = len(BOUNDS) + 1
     for k in range(batches):
         idx = rng.integers(0, series, size)
         ts = k * per_batch_ms + np.sort(rng.integers(0, per_batch_ms, size))
-        out.append(pa.table({"name": pa.array(names[idx].tolist(), pa.string()), "kind": pa.array(kinds[idx].tolist(), pa.string()),
-                             "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC")), "labels": labels.take(pa.array(idx)),
-                             "value": rng.random(size) * 100 + k}))
+        cols = {"name": pa.array(names[idx].tolist(), pa.string()), "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+                "labels": labels.take(pa.array(idx))}
+        if kind == "histogram":
+            counts = rng.integers(0, 3, (size, nb))
+            offsets = pa.array(np.arange(size + 1, dtype=np.int32) * nb)
+            cols.update(kind=pa.array(["histogram"] * size, pa.string()), value=pa.nulls(size, pa.float64()),
+                        bucket_bounds=pa.ListArray.from_arrays(pa.array(np.arange(size + 1, dtype=np.int32) * len(BOUNDS)),
+                                                               pa.array(np.tile(BOUNDS, size))),
+                        bucket_counts=pa.ListArray.from_arrays(offsets, pa.array(counts.ravel())),
+                        count=pa.array(counts.sum(axis=1)), sum=pa.array(rng.random(size) * 1000))
+        else:
+            cols.update(kind=pa.array(kinds[idx].tolist(), pa.string()), value=rng.random(size) * 100 + k)
+        out.append(pa.table(cols))
     return out
 
 
@@ -46,7 +63,8 @@ def baseline(batches) -> float:
         labels = b.column("labels").combine_chunks()
         lab = pc.binary_join(pa.ListArray.from_arrays(labels.offsets, labels.items), ",")
         minute = pc.divide(pc.cast(b.column("timestamp"), pa.int64()), 60_000)
-        pa.table({"n": b.column("name"), "l": lab, "w": minute, "v": b.column("value")}).group_by(["n", "l", "w"]).aggregate(
+        v = b.column("value") if b.column("value").null_count < b.num_rows else b.column("sum")
+        pa.table({"n": b.column("name"), "l": lab, "w": minute, "v": v}).group_by(["n", "l", "w"]).aggregate(
             [("v", "count"), ("v", "sum"), ("v", "min"), ("v", "max")])
     return time.perf_counter() - t0
 
@@ -111,8 +129,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--series", type=int, default=100_000)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=100_000)
+    ap.add_argument("--kind", choices=["mixed", "histogram"], default="mixed",
+                    help="mixed: gauges and counters; histogram: delta histograms with 16 buckets")
     a = ap.parse_args(argv)
-    batches = make_batches(a.series, a.batches, a.batch_size)
+    batches = make_batches(a.series, a.batches, a.batch_size, kind=a.kind)
     n = a.batches * a.batch_size
     mem = memory_run(batches)   # first: the Arrow pool's lifetime peak is then this run's
     # warm-up registers the series (first-sight cost is reported separately)
@@ -131,11 +151,11 @@ def main(argv=None) -> dict:
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
     base = min(baseline(batches) for _ in range(2))
-    res = {"bench": "rollups", "series": a.series, "samples": n, "rows_out": rows,
+    res = {"bench": "rollups", "kind": a.kind, "series": a.series, "samples": n, "rows_out": rows,
            "samples_per_s": round(n / best), "baseline_pyarrow_group_by_samples_per_s": round(n / base),
            "first_batch_with_new_series_s": round(first_batch_s, 3),
            **mem, "arrow_pool_peak_mb_whole_process": round(pa.default_memory_pool().max_memory() / 2**20, 1), **alert_latency()}
-    print(f"rollups: {res['samples_per_s']:,} samples/s ({a.series:,} series, 1m+1h); baseline pyarrow group_by "
+    print(f"rollups ({a.kind}): {res['samples_per_s']:,} samples/s ({a.series:,} series, 1m+1h); baseline pyarrow group_by "
           f"{res['baseline_pyarrow_group_by_samples_per_s']:,} samples/s; peak memory: Python heap "
           f"{res['peak_memory_mb_tracemalloc']} MB + Arrow pool {res['arrow_pool_peak_mb']} MB; "
           f"alert latency p50 {res['alert_latency_ms_p50']} ms")

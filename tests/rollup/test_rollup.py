@@ -159,3 +159,74 @@ def test_snapshot_restore_mid_stream_gives_same_output():
         assert x.metrics.equals(y.metrics)
         assert (x.late is None) == (y.late is None) and (x.late is None or x.late.equals(y.late))
     assert sum(o.metrics.num_rows for o in a) > 0 and any(o.late is not None for o in a)
+
+
+def test_batch_histogram_quantiles_equal_the_scalar_function_bit_for_bit():
+    """``histogram_quantiles`` (all series of a window at once) gives exactly the floats
+    ``histogram_quantile`` gives per series: random sparse histograms with empty buckets,
+    counts in the +Inf bucket, all-zero histograms, negative bounds and large counts."""
+    import numpy as np
+
+    from transforms.rollup import QUANTILES, histogram_quantile, histogram_quantiles
+
+    rng = np.random.default_rng(7)
+    for bounds in (np.array([0.0, 5, 10, 25, 50, 100, 250, 1000]), np.array([-10.0, -1, 0, 1, 10]), np.array([3.0])):
+        nseg = 500
+        seg, pos, cnt = [], [], []
+        dense = []
+        for s in range(nseg):
+            width = int(rng.integers(1, len(bounds) + 2))
+            c = rng.integers(0, 4, width).astype(float) * (10 ** int(rng.integers(0, 7)))
+            if s % 50 == 0:
+                c[:] = 0
+            used = np.flatnonzero(rng.random(width) < 0.8)
+            used = used if len(used) else np.array([0])
+            d = np.zeros(int(used.max()) + 1)
+            d[used] = c[used]
+            dense.append(d)
+            seg += [s] * len(used)
+            pos += used.tolist()
+            cnt += c[used].tolist()
+        order = rng.permutation(len(seg))  # pairs in any order
+        got = histogram_quantiles(QUANTILES, np.array(seg)[order], np.array(pos)[order], np.array(cnt)[order], nseg, bounds)
+        want = np.array([[np.nan if (x := histogram_quantile(q, bounds, d)) is None else x for q in QUANTILES] for d in dense])
+        assert np.array_equal(got, want, equal_nan=True)
+        assert np.isnan(got).any() and (~np.isnan(got)).sum() > 1000
+
+
+def test_bucket_bounds_check_registers_and_counts_as_a_row_by_row_check_does():
+    """``_bounds_ok`` groups rows by their exact bounds before making text keys; its
+    verdicts, registrations and mismatch count equal a plain row-by-row check over two
+    batches of random rows (four bounds variants, null and empty lists, 300 series)."""
+    import numpy as np
+
+    from transforms.rollup import MetricRollup, RollupConfig
+
+    variants = [[0.0, 5.0, 10.0], [0.0, 5.0, 25.0], [1.0], [], None, [0.0, 5.0, 10.0, 20.0]]
+    rng = np.random.default_rng(3)
+
+    def reference(reg, stats, bb, ro):
+        keys = [None if b is None else ",".join(format_bound(x) for x in b) for b in bb]
+        keys = ["" if k is None else k for k in keys]
+        for o, k, b in zip(ro, keys, bb):
+            if o not in reg:
+                reg[o] = (k, list(b or []))
+        ok = [reg[o][0] == k for o, k in zip(ro, keys)]
+        stats["m"] = stats.get("m", 0) + ok.count(False)
+        return ok
+
+    def format_bound(x):
+        return pa.array([x]).cast(pa.string())[0].as_py()
+
+    r = MetricRollup(RollupConfig(resolutions=["1m"]))
+    reg, stats = {}, {}
+    for _ in range(2):
+        ro = rng.integers(0, 300, 4000)
+        # mostly each series' own variant, sometimes another one
+        choice = np.where(rng.random(4000) < 0.9, ro % len(variants), rng.integers(0, len(variants), 4000))
+        bb = [variants[c] for c in choice.tolist()]
+        got = r._bounds_ok(pa.array(bb, pa.list_(pa.float64())), ro)
+        want = reference(reg, stats, bb, ro.tolist())
+        assert got.tolist() == want
+    assert r.stats["histogram_bounds_mismatch"] == stats["m"] > 100
+    assert {o: (k, b.tolist()) for o, (k, b) in r.hist_bounds.items()} == reg

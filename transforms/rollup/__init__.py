@@ -8,7 +8,7 @@ Public API: :class:`MetricRollup` (``process`` / ``advance_watermark`` / ``flush
 from transforms.rollup.config import DeriveRule, RollupConfig, duration_ms
 from transforms.rollup.derive import MetricDeriver
 from transforms.rollup.rollup import QUANTILES, MetricRollup, RollupOutput
-from transforms.rollup.sketch import ColumnarSketch, histogram_quantile
+from transforms.rollup.sketch import ColumnarSketch, histogram_quantile, histogram_quantiles
 
 __all__ = ["MetricRollup", "RollupOutput", "RollupConfig", "DeriveRule", "MetricDeriver", "ColumnarSketch",
-           "histogram_quantile", "QUANTILES", "duration_ms"]
+           "histogram_quantile", "histogram_quantiles", "QUANTILES", "duration_ms"]

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from schemas.tables import METRICS
 from transforms.rollup.config import RollupConfig, format_duration
 from transforms.rollup.series import KINDS, SeriesRegistry, canonical_keys
-from transforms.rollup.sketch import ColumnarSketch, histogram_quantile
+from transforms.rollup.sketch import ColumnarSketch, histogram_quantiles
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _COUNTER, _GAUGE, _HIST, _SUMMARY = 0, 1, 2, 3
@@ -336,13 +336,39 @@ class MetricRollup:
 
     def _bounds_ok(self, bb: pa.Array, ro: np.ndarray) -> np.ndarray:
         """Register each output series' first bucket bounds; True where a row's bounds are its
-        series' (rows whose bounds differ are counted, not merged into wrong buckets)."""
-        bkey = pc.fill_null(pc.binary_join(pc.cast(bb, pa.list_(pa.string())), ","), "").to_pylist()
-        for o, k, r in zip(ro.tolist(), bkey, range(len(ro))):
-            reg = self.hist_bounds.get(o)
-            if reg is None:
-                self.hist_bounds[o] = (k, np.asarray(bb[r].as_py() or [], np.float64))
-        ok = np.asarray([self.hist_bounds[o][0] == k for o, k in zip(ro.tolist(), bkey)], bool)
+        series' (rows whose bounds differ are counted, not merged into wrong buckets).
+
+        Rows are grouped by their exact bounds (the float64 values' bits, per list length)
+        first, so the text key of a bounds list is made once per distinct list, not per row."""
+        n = len(ro)
+        if isinstance(bb, pa.ChunkedArray):
+            bb = bb.combine_chunks()
+        lens = pc.fill_null(pc.list_value_length(bb), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(bb).to_numpy(zero_copy_only=False).astype(np.float64).view(np.uint64)
+        offs = np.r_[0, np.cumsum(np.maximum(lens, 0))]
+        group = np.empty(n, np.int64)      # distinct bounds list of each row
+        first_row: list[int] = []          # a row holding each distinct list
+        for length in np.unique(lens).tolist():
+            rows = np.flatnonzero(lens == length)
+            if length <= 0:
+                uniq_first, inverse = rows[:1], np.zeros(len(rows), np.int64)
+            else:
+                mat = flat[offs[rows][:, None] + np.arange(length)]
+                _, idx, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
+                uniq_first = rows[idx]
+            group[rows] = len(first_row) + inverse.reshape(-1)
+            first_row.extend(uniq_first.tolist())
+        firsts = pa.array(first_row, pa.int64())
+        keys = pc.fill_null(pc.binary_join(pc.cast(bb.take(firsts), pa.list_(pa.string())), ","), "").to_pylist()
+        row_key = [keys[g] for g in group.tolist()]
+        reg = self.hist_bounds
+        ok = np.ones(n, bool)
+        for r, (o, k) in enumerate(zip(ro.tolist(), row_key)):
+            have = reg.get(o)
+            if have is None:
+                reg[o] = (k, np.asarray(bb[r].as_py() or [], np.float64))
+            elif have[0] != k:
+                ok[r] = False
         self.stats["histogram_bounds_mismatch"] = self.stats.get("histogram_bounds_mismatch", 0) + int((~ok).sum())
         return ok
 
@@ -529,6 +555,31 @@ class MetricRollup:
             win.hist = [_merge_pairs(win.hist + [extra], _HSHIFT)]
         return st
 
+    def _hist_quantiles(self, ho: np.ndarray, hp: np.ndarray, hc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantiles of each series' merged histogram (pairs sorted by series), computed
+        together for the series that share bucket bounds."""
+        starts = np.flatnonzero(np.r_[True, ho[1:] != ho[:-1]])
+        seg_oid = ho[starts]
+        nseg = len(starts)
+        seg_of_pair = np.repeat(np.arange(nseg), np.diff(np.r_[starts, len(ho)]))
+        codes: dict[str, int] = {}
+        gid = np.fromiter((codes.setdefault(self.hist_bounds[o][0], len(codes)) for o in seg_oid.tolist()), np.int64, nseg)
+        out = np.full((nseg, len(QUANTILES)), np.nan)
+        seg_order = np.argsort(gid, kind="stable")      # segments grouped by bounds
+        seg_local = np.empty(nseg, np.int64)            # a segment's index within its group
+        g_start = np.searchsorted(gid[seg_order], np.arange(len(codes) + 1))
+        for g in range(len(codes)):
+            seg_local[seg_order[g_start[g]:g_start[g + 1]]] = np.arange(g_start[g + 1] - g_start[g])
+        pair_gid = gid[seg_of_pair]
+        pair_order = np.argsort(pair_gid, kind="stable")
+        p_start = np.searchsorted(pair_gid[pair_order], np.arange(len(codes) + 1))
+        for g in range(len(codes)):
+            segs = seg_order[g_start[g]:g_start[g + 1]]
+            pairs = pair_order[p_start[g]:p_start[g + 1]]
+            bounds = self.hist_bounds[int(seg_oid[segs[0]])][1]
+            out[segs] = histogram_quantiles(QUANTILES, seg_local[seg_of_pair[pairs]], hp[pairs], hc[pairs], len(segs), bounds)
+        return seg_oid, out
+
     def _rows(self, res, win, st, sk, hs) -> pa.Table:
         reg = self.registry
         oid = st["oid"]  # sorted, distinct
@@ -538,15 +589,8 @@ class MetricRollup:
             so, qs = self.sk.quantiles(sk[0], sk[1], sk[2], QUANTILES)
             qv[np.searchsorted(oid, so)] = qs
         if hs is not None and len(hs[0]):
-            ho, hp, hc = hs
-            starts = np.flatnonzero(np.r_[True, ho[1:] != ho[:-1]])
-            ends = np.r_[starts[1:], len(ho)]
-            for a, b in zip(starts.tolist(), ends.tolist()):
-                o = int(ho[a])
-                bounds = self.hist_bounds[o][1]
-                dense = np.zeros(int(hp[a:b].max()) + 1)
-                dense[hp[a:b]] = hc[a:b]
-                qv[int(np.searchsorted(oid, o))] = [np.nan if (x := histogram_quantile(q, bounds, dense)) is None else x for q in QUANTILES]
+            so, qs = self._hist_quantiles(*hs)
+            qv[np.searchsorted(oid, so)] = qs
         # rows in canonical key order (deterministic whatever the arrival order)
         order = pc.sort_indices(reg.out_key.take(pa.array(oid))).to_numpy()
         oid = oid[order]

@@ -82,6 +82,38 @@ class ColumnarSketch:
         return series[starts], out
 
 
+def histogram_quantiles(qs, seg: np.ndarray, pos: np.ndarray, counts: np.ndarray, nseg: int,
+                        bounds: np.ndarray) -> np.ndarray:
+    """:func:`histogram_quantile` for ``nseg`` histograms with the same ``bounds`` at once:
+    bucket ``pos[i]`` of histogram ``seg[i]`` holds ``counts[i]`` (pairs in any order, at
+    most one per bucket). Returns ``[nseg, len(qs)]``, NaN where there is no answer. The
+    same arithmetic as the scalar function on each histogram's dense counts, so the same
+    floats."""
+    out = np.full((nseg, len(qs)), np.nan)
+    nb = len(bounds)
+    if nseg == 0 or nb == 0 or len(seg) == 0:
+        return out
+    width = int(pos.max()) + 1
+    dense = np.zeros((nseg, width))
+    dense[seg, pos] = counts
+    cum = np.cumsum(dense, axis=1)
+    total = dense.sum(axis=1)
+    ok = total > 0
+    rows = np.arange(nseg)
+    for j, q in enumerate(qs):
+        rank = q * total
+        b = np.argmax(cum >= rank[:, None], axis=1)  # the first bucket whose cumulative count reaches the rank
+        upper = bounds[np.minimum(b, nb - 1)]
+        lower = np.where(b > 0, bounds[np.clip(b - 1, 0, nb - 1)], np.where(upper > 0, 0.0, upper))
+        below = np.where(b > 0, cum[rows, np.maximum(b - 1, 0)], 0.0)
+        inb = dense[rows, b]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            val = np.where(inb > 0, lower + (upper - lower) * (rank - below) / inb, upper)
+        val = np.where(b >= nb, bounds[-1], val)
+        out[:, j] = np.where(ok, val, np.nan)
+    return out
+
+
 def histogram_quantile(q: float, bounds: np.ndarray, counts: np.ndarray) -> float | None:
     """Prometheus ``histogram_quantile``: linear interpolation inside the bucket where the
     cumulative count reaches ``q * total``. ``counts[i]`` is the count of bucket ``i``
