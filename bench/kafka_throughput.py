@@ -19,6 +19,9 @@ measured in the same run.
 ``--rounds N`` repeats step 2 N times, interleaved (raw, runners, raw, runners, ...), takes
 each runner's share against the raw rate of its own round, and reports the medians and in
 how many rounds the targets were met: on a shared machine one round is not a verdict.
+Each measurement also reports the CPU time it used per record (user + system, all threads;
+the cluster: all its processes, start-up included), which moves less than the rates do
+when other work shares the machine.
 
 Prints the figures and ends with one JSON line. Not run in CI; ``--records 50000
 --fresh-seconds 10`` makes a quick check."""
@@ -47,6 +50,12 @@ PARTITIONS = 4
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s(who=resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (all its threads) or of its waited-for children."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 
 
 def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float = 5.0, batch: int = 5000) -> dict:
@@ -110,6 +119,7 @@ def measure_raw(bootstrap: str, topic: str, records: int) -> dict:
                   "enable.partition.eof": False})
     c.assign([TopicPartition(topic, k, 0) for k in range(PARTITIONS)])
     n = nbytes = 0
+    cpu = _cpu_s()
     t = time.perf_counter()
     while n < records:
         for m in c.consume(5000, 1.0):
@@ -117,8 +127,10 @@ def measure_raw(bootstrap: str, topic: str, records: int) -> dict:
                 nbytes += len(m.value())
                 n += 1
     secs = time.perf_counter() - t
+    cpu = _cpu_s() - cpu
     c.close()
-    return {"records": n, "seconds": secs, "records_per_s": n / secs, "mb_per_s": nbytes / secs / 1e6, "peak_mb": _peak_mb()}
+    return {"records": n, "seconds": secs, "records_per_s": n / secs, "mb_per_s": nbytes / secs / 1e6, "peak_mb": _peak_mb(),
+            "cpu_us_per_record": cpu / n * 1e6}
 
 
 def measure_pipeline(runner: str, bootstrap: str, topic: str, records: int) -> dict:
@@ -132,13 +144,16 @@ def measure_pipeline(runner: str, bootstrap: str, topic: str, records: int) -> d
     else:
         from runners.beam.run import run
     STATS.reset()
+    cpu = _cpu_s()
     t = time.perf_counter()
     run(RunRequest(spec=spec, runner=runner, source="kafka", bounded=True))
     secs = time.perf_counter() - t
+    cpu = _cpu_s() - cpu
     assert STATS.records_in == records, (STATS.records_in, records)
     rows = STATS.rows_by_table.get("events", 0)
     return {"records": STATS.records_in, "rows": rows, "seconds": secs, "records_per_s": STATS.records_in / secs,
-            "rows_per_s": rows / secs, "dead": STATS.records_dead, "commits": STATS.commits, "peak_mb": _peak_mb()}
+            "rows_per_s": rows / secs, "dead": STATS.records_dead, "commits": STATS.commits, "peak_mb": _peak_mb(),
+            "cpu_us_per_record": cpu / STATS.records_in * 1e6}
 
 
 def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) -> dict:
@@ -156,10 +171,12 @@ def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) ->
     data = spec_data(str(tmp / "wh"), bootstrap, topic)
     (tmp / "spec.yaml").write_text(yaml.safe_dump(data))
     spec = parse_spec(data)
+    cpu = _cpu_s(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     rc = launch(ClusterRun(str(tmp / "spec.yaml"), source="kafka", bounded=True), processes=processes, workers=1,
                 log_dir=tmp)
     secs = time.perf_counter() - t
+    cpu = _cpu_s(resource.RUSAGE_CHILDREN) - cpu
     assert rc == 0, f"cluster failed; logs in {tmp}"
     cat = open_catalog(spec.storage)
     events, dead = cat.load_table("obs.events"), cat.load_table("obs.dead_letters")
@@ -169,7 +186,8 @@ def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) ->
     n_dead = dead.scan().to_arrow().num_rows
     return {"records": records, "rows": rows, "seconds": secs, "records_per_s": records / secs, "rows_per_s": rows / secs,
             "dead": n_dead, "processes": processes,
-            "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, "peak_mb_note": "per process (the largest)"}
+            "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, "peak_mb_note": "per process (the largest)",
+            "cpu_us_per_record": cpu / records * 1e6, "cpu_note": "all processes, start-up included"}
 
 
 # -- freshness -----------------------------------------------------------------------------
@@ -324,7 +342,8 @@ def main() -> int:
                     r["share_of_raw"] = r["records_per_s"] / this["raw"]["records_per_s"]
                     r["meets_targets"] = r["share_of_raw"] >= 0.30 and r["records_per_s"] >= 50_000
                     extra = f"  {r['share_of_raw']:.0%} of raw consume  (targets ≥30% and ≥50,000/s: {'met' if r['meets_targets'] else 'NOT met'})"
-                print(f"{part:10s}{r['records_per_s']:>12,.0f} events/s  {r['seconds']:7.1f}s  peak {r['peak_mb']:,.0f} MB{extra}", flush=True)
+                print(f"{part:10s}{r['records_per_s']:>12,.0f} events/s  {r['seconds']:7.1f}s  {r.get('cpu_us_per_record', float('nan')):5.1f} µs CPU/record"
+                      f"  peak {r['peak_mb']:,.0f} MB{extra}", flush=True)
         results.update(rounds[-1])
         if args.rounds > 1:
             results["rounds"] = rounds
@@ -334,8 +353,9 @@ def main() -> int:
                 if not ok:
                     continue
                 med = statistics.median(r["records_per_s"] for r in ok)
-                line = f"{part:10s}{med:>12,.0f} events/s"
-                summary = {"records_per_s": med, "rounds": len(ok)}
+                cpu = statistics.median(r.get("cpu_us_per_record", float("nan")) for r in ok)
+                line = f"{part:10s}{med:>12,.0f} events/s  {cpu:5.1f} µs CPU/record"
+                summary = {"records_per_s": med, "rounds": len(ok), "cpu_us_per_record": cpu}
                 if part != "raw" and all("share_of_raw" in r for r in ok):
                     share = statistics.median(r["share_of_raw"] for r in ok)
                     met = sum(1 for r in ok if r["meets_targets"])
