@@ -21,7 +21,9 @@ Python API
     s3_region=...)`` returns a :class:`TrinoServer` with ``host``, ``port``, ``url``,
     ``connect(schema=None)`` (a ``trino.dbapi`` connection, user ``obsflow``, catalog
     ``iceberg``), ``query(sql)`` (a list of rows) and ``stop()``. ``start`` returns once
-    ``GET /v1/info`` reports ``"starting": false`` and ``SELECT 1`` succeeds.
+    ``GET /v1/info`` reports ``"starting": false``, ``SELECT 1`` succeeds and the node
+    is active in ``system.runtime.nodes``; ``query`` retries a query refused with
+    ``NO_NODES_AVAILABLE`` for up to 30 s.
 
 Command line
     ``python -m infra.trino fetch`` downloads and unpacks Trino.
@@ -247,15 +249,29 @@ class TrinoServer:
             http_scheme="http", request_timeout=120,
         )
 
+    #: how long :meth:`query` retries a query Trino refuses with NO_NODES_AVAILABLE
+    NO_NODES_RETRY_S = 30.0
+
     def query(self, sql: str, schema: str | None = None) -> list[list[Any]]:
-        """Run one statement and return all its rows."""
-        conn = self.connect(schema)
-        try:
-            cur = conn.cursor()
-            cur.execute(sql)
-            return cur.fetchall()
-        finally:
-            conn.close()
+        """Run one statement and return all its rows. A query refused with
+        ``NO_NODES_AVAILABLE`` (the node has not announced itself to the coordinator yet,
+        which can outlast ``"starting": false`` on a loaded machine) is retried for up to
+        :attr:`NO_NODES_RETRY_S` seconds."""
+        from trino.exceptions import TrinoQueryError
+
+        deadline = time.monotonic() + self.NO_NODES_RETRY_S
+        while True:
+            conn = self.connect(schema)
+            try:
+                cur = conn.cursor()
+                cur.execute(sql)
+                return cur.fetchall()
+            except TrinoQueryError as e:
+                if e.error_name != "NO_NODES_AVAILABLE" or time.monotonic() >= deadline:
+                    raise
+            finally:
+                conn.close()
+            time.sleep(0.5)
 
     def alive(self) -> bool:
         if self.process is not None:
@@ -485,6 +501,9 @@ def start(
 
         _wait(started, timeout, "Trino server", log, proc)
         _wait(lambda: server.query("SELECT 1") == [[1]], 60, "Trino query", log, proc)
+        # the node takes part in queries once the coordinator has seen its announcement
+        _wait(lambda: server.query("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'")[0][0] >= 1, 60,
+              "Trino node announcement", log, proc)
     except BaseException:
         proc.stop()
         raise
