@@ -159,12 +159,17 @@ def test_no_idle_advance_while_a_partition_has_a_backlog():
     assert other.process(StageTick(TRACE, 0, W0 + 3000, 2000)) is None and other.now == T0 + 3000
 
 
+def rollup_spec_stages(tmp_path, partitions: int):
+    """A one-shard metrics spec (1m windows, no delay or lateness, the absence rule), its
+    graph and its stage definitions by name."""
+    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ABSENT,
+                       partitions=partitions, shards=1)
+    return PipelineGraph(spec), {d.name: d for d in plan_stages(spec)}
+
+
 @pytest.mark.metrics
 def test_no_idle_advance_of_a_rollup_while_another_partition_has_a_backlog(tmp_path):
-    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ABSENT,
-                       partitions=2, shards=1)
-    graph = PipelineGraph(spec)
-    defs = {d.name: d for d in plan_stages(spec)}
+    graph, defs = rollup_spec_stages(tmp_path, 2)
     metrics = make_stage(defs[METRICS], 0)
     ts = BASE + 30_000
     for p, lag in ((0, 0), (1, 120)):  # partition 1's batch left 120 records unread
@@ -188,10 +193,7 @@ def test_no_idle_advance_of_a_rollup_while_another_partition_has_a_backlog(tmp_p
 @pytest.mark.metrics
 @pytest.mark.alerts
 def test_idle_ticks_close_a_rollup_window_and_fire_an_absence_alert(tmp_path):
-    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ABSENT,
-                       partitions=1, shards=1)
-    graph = PipelineGraph(spec)
-    defs = {d.name: d for d in plan_stages(spec)}
+    graph, defs = rollup_spec_stages(tmp_path, 1)
     metrics, globl = make_stage(defs[METRICS], 0), make_stage(defs[GLOBAL], 0)
     windows, alerts, marks, positions = [], [], [], []
 
