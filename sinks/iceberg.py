@@ -14,13 +14,17 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TableProperties
+from pyiceberg.utils.config import Config
+from pyiceberg.utils.properties import property_as_bool
 
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
@@ -81,7 +85,45 @@ class CommitStats:
     rows: int = 0
     seconds: float = 0.0
     retries: int = 0
+    files_written: int = 0
     rows_by_table: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _WrittenFiles:
+    """Parquet data files written for one commit, and the table layout they were written
+    for. The two halves of pyiceberg's ``Transaction.append``, kept apart so that a retried
+    commit reuses the files (pyiceberg's docstring advises this two-stage pattern for
+    retries; it writes and checks exactly as ``append`` does)."""
+
+    data_files: list
+    schema_id: int
+    spec_id: int
+
+    @classmethod
+    def write(cls, table: Table, data: pa.Table) -> "_WrittenFiles":
+        meta = table.metadata
+        _check_pyarrow_schema_compatible(meta.schema(), provided_schema=data.schema, format_version=meta.format_version,
+                                         downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False)
+        files = list(_dataframe_to_data_files(table_metadata=meta, write_uuid=uuid.uuid4(), df=data, io=table.io)) \
+            if data.num_rows else []
+        return cls(files, meta.current_schema_id, meta.default_spec_id)
+
+    def valid_for(self, table: Table) -> bool:
+        """Whether the files still fit the table (same schema and partition spec)."""
+        return (table.metadata.current_schema_id, table.metadata.default_spec_id) == (self.schema_id, self.spec_id)
+
+    def commit(self, table: Table, properties: dict[str, str]) -> None:
+        """One snapshot adding the files, with ``properties`` in its summary (a snapshot
+        also when there are no files: it records positions). Raises pyiceberg's
+        ``CommitFailedException`` when another writer committed first."""
+        merge = property_as_bool(table.metadata.properties, TableProperties.MANIFEST_MERGE_ENABLED,
+                                 TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+        with table.transaction() as txn:
+            update = txn.update_snapshot(snapshot_properties=properties)
+            with (update.merge_append() if merge else update.fast_append()) as append:
+                for f in self.data_files:
+                    append.append_data_file(f)
 
 
 class IcebergSink:
@@ -298,9 +340,12 @@ class IcebergSink:
 
     def _commit_now(self, name: str, p: _Pending) -> None:
         """Append ``p``'s rows with its positions, retrying commit conflicts and, for up to
-        ``commit.retry_seconds``, storage or catalog outages. After an outage the table
-        is re-read first: if the positions are already recorded, the earlier attempt did
-        land and is not repeated (no duplicates)."""
+        ``commit.retry_seconds``, storage or catalog outages. The Parquet files are written
+        once: a retry commits the same files again (a conflict costs one metadata commit,
+        not a re-encode, and leaves no orphan files), unless the outage struck while they
+        were being written or the table's schema or partition spec changed meanwhile.
+        After an outage the table is re-read first: if the positions are already recorded,
+        the earlier attempt did land and is not repeated (no duplicates)."""
         if self._kafka_out is not None and name == self.dead_table:
             self._kafka_out.flush()  # delivered before the positions covering them are recorded
         table = self.tables[name]
@@ -308,6 +353,7 @@ class IcebergSink:
         started = time.monotonic()
         deadline = started + self.retry_seconds
         conflicts = outages = 0
+        files: _WrittenFiles | None = None
         while True:
             merged = dict(snapshot_offsets(table))
             if outages and p.positions and all(merged.get(k, 0) >= v for k, v in p.positions.items()):
@@ -315,7 +361,10 @@ class IcebergSink:
             for k, v in p.positions.items():
                 merged[k] = max(merged.get(k, 0), v)
             try:
-                table.append(data, snapshot_properties={OFFSETS_KEY: json.dumps(merged, sort_keys=True)})
+                if files is None or not files.valid_for(table):
+                    files = _WrittenFiles.write(table, data)
+                    self.stats.files_written += len(files.data_files)
+                files.commit(table, {OFFSETS_KEY: json.dumps(merged, sort_keys=True)})
                 break
             except CommitFailedException:
                 conflicts += 1

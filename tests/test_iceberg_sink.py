@@ -81,9 +81,41 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     events = open_catalog(spec.storage).load_table("obs.events")
     assert snapshot_offsets(events) == {"events:0": out_a.next_offset, "events:1": out_b.next_offset}
     assert read_table(spec, "events").num_rows == out_a.rows["events"].num_rows + out_b.rows["events"].num_rows
+    # the retry committed the Parquet files it had written, not a second encoding of them:
+    # every data file on disk is referenced by the table (no orphan left by the conflict)
+    referenced = {t.file.file_path for t in events.scan().plan_files()}
+    on_disk = {"file://" + str(f) for f in (tmp_path / "wh").rglob("*.parquet") if "/events/" in str(f)}
+    assert a.stats.files_written + b.stats.files_written == len(referenced) > 0
+    assert on_disk == referenced
     a.close()
     b.close()
 
+
+
+def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
+    """Files written for one schema are not committed under another: when the table's
+    schema changed while a commit was being retried, the retry re-encodes its rows."""
+    from pyiceberg.types import StringType
+
+    spec = local_spec(tmp_path / "wh")
+    names = ["events", "dead_letters"]
+    other, sink = IcebergSink(spec, names), IcebergSink(spec, names)
+    other.write(_partition_outputs(spec, 1)[0])
+    out = _partition_outputs(spec, 0)[0]
+    sink.write(out)
+    other.close()  # another writer commits first, then evolves the schema
+    with open_catalog(spec.storage).load_table("obs.events").update_schema() as up:
+        up.add_column("added_later", StringType())
+    sink._commit("events")  # stale metadata: conflicts; the reloaded table has a new schema
+    sink.drain()
+    assert sink.stats.retries == 1 and sink.stats.commits == 1
+    events = open_catalog(spec.storage).load_table("obs.events")
+    mine = [t.file.file_path for t in events.scan().plan_files() if t.file.file_path not in
+            {f.file.file_path for f in events.scan(snapshot_id=events.current_snapshot().parent_snapshot_id).plan_files()}]
+    assert sink.stats.files_written == 2 * len(mine) > 0  # once per schema
+    assert events.current_snapshot().schema_id == events.metadata.current_schema_id
+    assert sum(t.file.record_count for t in events.scan().plan_files() if t.file.file_path in mine) == out.rows["events"].num_rows
+    sink.close()
 
 def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
     spec = local_spec(tmp_path / "wh")
