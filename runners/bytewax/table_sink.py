@@ -7,12 +7,13 @@ own worker produced: flow outputs stay on the worker that read their Kafka parti
 owns the shard — and a stage table may record a position only when *every* shard has
 reported it (:meth:`IcebergSink.write_stage`), which no per-worker sink ever sees.
 
-So every output is split by table and routed to the one sink partition of that table
-(:class:`IcebergTableSink`, a ``FixedPartitionedSink`` keyed by table name; Bytewax puts
-each partition on exactly one worker of the cluster). The tables only flows write
-(events, logs) would not need it, but are routed too: writing them on every worker
-measured slower, as concurrent commits to one table conflict and a retried append
-encodes its Parquet files again:
+So every output is split by stage table and routed to the one sink partition of that
+table (:class:`IcebergTableSink`, a ``FixedPartitionedSink`` keyed by table name; Bytewax
+puts each partition on exactly one worker of the cluster). The tables only flows write
+(events, logs, dead letters) do not need it: each worker commits their rows itself
+(:func:`runners.bytewax.flow.build_flow`), as a flow output's positions are its own
+partition's; concurrent commits to one table conflict, and the retry commits the same
+Parquet files again with merged positions. Routed to a stage table's partition:
 
 * a flow output (:class:`pipelines.graph.FlowOutput`) goes, restricted to each table's
   rows, to that table's partition;
@@ -22,8 +23,8 @@ encodes its Parquet files again:
 * a tick (idle source) goes to every partition, so commits by age happen with no data.
 
 Decoding, validation, scrubbing and enrichment stay spread over all workers; only the
-Arrow rows of a table travel to the worker that commits it (commits to one Iceberg table
-are serial anyway). With one worker nothing travels."""
+Arrow rows of a stage table travel to the worker that commits it. With one worker
+nothing travels."""
 
 from __future__ import annotations
 
