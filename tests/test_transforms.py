@@ -213,3 +213,8 @@ def test_geo_batch_lookup_answers_as_the_databases_do():
     assert [geo.lookup(ip) for ip in ips[:2000]] == got[:2000]
     fresh = GeoLookup()
     assert [fresh.lookup(ip) for ip in ips[:2000]] == got[:2000]
+    # a small cache bounds the decoded records and the shared answers too, with the same answers
+    small = GeoLookup(cache_size=500)
+    assert [g for k in range(0, len(ips), 1000) for g in small.lookup_many(ips[k:k + 1000])] == got
+    assert len(small._records) <= 500 and len(small._geos) <= 500 and len(small._cache) <= 500
+    assert small.record_reads > reads  # records evicted were decoded again

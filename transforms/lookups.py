@@ -167,7 +167,8 @@ class GeoLookup:
     vectorized descent of the GeoLite2-City search tree, each data record decoded by
     ``maxminddb`` once and then kept (cities are few, addresses many). IPv6 and anything
     that is not a dotted quad take :meth:`lookup`'s per-address path. Answers are cached
-    per address (at most ``cache_size``; the cache empties itself when full)."""
+    per address, decoded city records per record (at most ``cache_size`` each; a cache
+    empties itself when full)."""
 
     def __init__(self, cache_size: int = 100_000):
         from geoip2fast import GeoIP2Fast
@@ -186,8 +187,11 @@ class GeoLookup:
             self._countries: _CountryIndex | None = _CountryIndex(g2f)
         except (AttributeError, TypeError, ValueError, IndexError):  # its internals changed: per-address lookups
             self._countries = None
-        self._records: dict[int, tuple[str | None, str | None]] = {}  # city data record -> (city, its country)
-        self._geos: dict[tuple, Geo] = {}  # one Geo per (country, city): answers are shared, not rebuilt
+        # city data record -> (city, its country); one Geo per (country, city): answers are
+        # shared, not rebuilt. Both bounded like the address cache (each also by the file's
+        # own count of records, so the bound only matters for a small cache_size)
+        self._records: BoundedCache = BoundedCache(cache_size)
+        self._geos: BoundedCache = BoundedCache(cache_size)
         self.record_reads = 0  # data records decoded by maxminddb
 
     def lookup(self, ip: str | None) -> Geo:
@@ -238,12 +242,12 @@ class GeoLookup:
                     if known is None:
                         known = self._city_of(ips[k])
                         if rec > none:
-                            self._records[rec] = known
+                            self._records.put(rec, known)
                     city, city_country = known
                 key = (country if country is not None else city_country, city)
                 g = geos.get(key)
                 if g is None:
-                    g = geos[key] = Geo(True, key[0], key[1])
+                    g = geos.put(key, Geo(True, key[0], key[1]))
                 out[k] = cache.put(ips[k], g)
         return out
 
