@@ -161,3 +161,61 @@ def test_metric_rollups_and_alert_timeline_on_flink(flink_cluster, kafka_broker,
     finally:
         rest.cancel(sub.job.jid)
         assert rest.wait_for_state(sub.job.jid, {"CANCELED"}, timeout=60) == "CANCELED"
+
+
+@pytest.mark.traces
+def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(flink_cluster, kafka_broker,  # noqa: F811
+                                                                         kafka_topic_factory, tmp_path):
+    """The streaming job on Flink, input stopped: a slow trace is decided by the idle
+    advance (processing-time timers of ``IdleStageDoFn``), ``decision_wait`` (4 s) of
+    wall time after its spans arrived and not before; after a further 20 s of idle
+    (twenty idle periods of 1 s, the timers re-armed on each) a second slow trace is
+    decided the same way, and neither is written twice."""
+    from confluent_kafka import Producer
+
+    from runners.beam.flink import submit
+    from tests.test_idle_advance import _idle_spec, _slow_trace_otlp
+
+    topic = kafka_topic_factory(partitions=1, prefix="idle-spans-flink")
+    spec = parse_spec(_idle_spec(tmp_path, kafka_broker.bootstrap, topic))
+    pool = f"127.0.0.1:{flink_cluster.ensure_worker_pool()}"
+    rest = FlinkRest(flink_cluster.master)
+    sub = submit(spec, flink_cluster.master, worker_pool=pool, parallelism=1, job_name=f"obsflow-idle-{uuid.uuid4().hex[:6]}")
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True})
+
+    def traces() -> list[dict]:
+        try:
+            return read_table(spec, "traces").to_pylist()
+        except Exception:  # noqa: BLE001 - the job has not created the table yet
+            return []
+
+    def decide_one(already: int) -> tuple[str, float, list[dict]]:
+        payload, trace_id = _slow_trace_otlp()
+        producer.produce(topic, payload, partition=0)  # the trace's spans; then nothing more
+        assert producer.flush(30) == 0
+        produced_at = time.monotonic()
+        got: list[dict] = []
+        while time.monotonic() - produced_at < 90 and not got:
+            assert rest.state(sub.job.jid) == "RUNNING"
+            got = [r for r in traces() if r["trace_id"] == trace_id]
+            time.sleep(0.5)
+        took = time.monotonic() - produced_at
+        assert got, f"trace {already + 1} was not decided while no more input arrived"
+        return trace_id, took, got
+
+    try:
+        assert sub.job.state == "RUNNING"
+        first, took, rows = decide_one(0)
+        assert took >= 4.0  # decision_wait of wall time
+        assert [(r["sampling_policy"], r["span_count"], r["root_name"]) for r in rows] == [("slow", 2, "POST /checkout")]
+        time.sleep(20.0)  # idle, the stage's timers firing and re-arming
+        second, took, rows = decide_one(1)
+        assert took >= 4.0
+        assert [(r["sampling_policy"], r["span_count"]) for r in rows] == [("slow", 2)]
+        time.sleep(3.0)  # anything more would be a duplicate
+        assert sorted(r["trace_id"] for r in traces()) == sorted([first, second])
+        spans = sorted((r["trace_id"] == first, r["name"]) for r in read_table(spec, "spans").to_pylist())
+        assert spans == [(False, "POST /checkout"), (False, "charge"), (True, "POST /checkout"), (True, "charge")]
+    finally:
+        rest.cancel(sub.job.jid)
+        assert rest.wait_for_state(sub.job.jid, {"CANCELED"}, timeout=60) == "CANCELED"
