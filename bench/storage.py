@@ -15,7 +15,9 @@ Starts real MinIO, PostgreSQL and Trino (``infra``), then measures:
 2. ``maintenance``: ``obsflow maintain`` (compaction, snapshot expiry, orphan removal) on
    an S3 table after 1,000 small commits, with the file count before and after.
 3. ``queries``: the three saved queries (``pipelines/queries``) timed in Trino and in
-   DuckDB over the same S3 tables (best of three after a warm-up run).
+   DuckDB (best of three after a warm-up run) over the same S3 tables, filled first by a
+   Bytewax run of the whole default spec (every flow and stage, ``--records`` per source),
+   so ``p99_latency_by_service`` has the trace stage's RED metrics to read.
 
 Run: ``python bench/storage.py [--records 100000] [--kafka-records 200000] [--only write,kafka,maintenance,queries]``;
 ends with one JSON line. Not run in CI."""
@@ -37,14 +39,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "benchmark-key-0123456789")
 
 
-def spec_with(catalog: dict):
+def spec_with(catalog: dict, full: bool = False):
+    """The default spec on ``catalog``: its stateless flows only, or (``full``) every
+    flow and stage (the trace stage fills ``obs.metrics`` with RED metrics)."""
     import yaml
 
     from pipelines import DEFAULT_SPEC
     from pipelines.loader import parse_spec
     from tests.helpers import strip_traces
 
-    d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    if not full:
+        d = strip_traces(d)
     d["storage"]["catalog"] = catalog
     return parse_spec(d)
 
@@ -127,8 +133,6 @@ def main() -> int:
     if args.part == "kafka":
         return _kafka_part(args)
     only = set(args.only.split(","))
-    if "queries" in only:
-        only.add("write")  # the queries read the tables the write step fills
     from infra import postgres, s3, trino
     from runners.query import query, saved_query
     from sinks.maintenance import maintain
@@ -203,27 +207,40 @@ def main() -> int:
             print(f"maintenance    {secs:.1f}s for {files_before} data files -> {rep.files_after} "
                   f"({rep.expired_snapshots} snapshots expired, {rep.orphan_files} orphan files removed)", flush=True)
 
-        # 3. saved queries in Trino and DuckDB over the S3 tables of step 1
+        # 3. saved queries in Trino and DuckDB over S3 tables filled by a whole-spec run
+        # (every flow and stage, on Bytewax: RED metrics in obs.metrics for the p99 query)
         if "queries" in only:
             from pyiceberg.catalog.sql import SqlCatalog
 
-            SqlCatalog("obsflow", uri=s3_catalog["uri"], warehouse=s3_catalog["warehouse"], **s3_catalog["properties"]).engine.dispose()
-            trino_srv = trino.start(jdbc_url=pg.jdbc_url_for(s3_catalog["uri"].rsplit("/", 1)[1]), jdbc_user=pg.user,
-                                    jdbc_password=pg.password, catalog_id="obsflow", warehouse=s3_catalog["warehouse"],
+            from runners.bytewax.run import run as run_bytewax
+            from runners.job import RunRequest
+            from runners.stats import STATS
+
+            q_catalog = shared("queries")
+            q_spec = spec_with(q_catalog, full=True)
+            STATS.reset()
+            t = time.perf_counter()
+            run_bytewax(RunRequest(spec=q_spec, runner="bytewax", count=args.records,
+                                   start_ms=int(time.time() * 1000) - 3_600_000, rate_per_s=5000.0))
+            rows = dict(sorted(STATS.rows_by_table.items()))
+            out["queries_data"] = {"records_per_source": args.records, "rows": rows, "seconds": time.perf_counter() - t}
+            print(f"queries' data: {args.records:,} records per source through every flow and stage in "
+                  f"{out['queries_data']['seconds']:.1f}s: {rows}", flush=True)
+            SqlCatalog("obsflow", uri=q_catalog["uri"], warehouse=q_catalog["warehouse"], **q_catalog["properties"]).engine.dispose()
+            trino_srv = trino.start(jdbc_url=pg.jdbc_url_for(q_catalog["uri"].rsplit("/", 1)[1]), jdbc_user=pg.user,
+                                    jdbc_password=pg.password, catalog_id="obsflow", warehouse=q_catalog["warehouse"],
                                     s3_endpoint=s3srv.endpoint, s3_access_key=s3srv.access_key, s3_secret_key=s3srv.secret_key,
                                     s3_region=s3srv.region, quick_jit=False)
             out["queries"] = {}
             for name in ("funnel_dropoff", "error_rate_by_service", "p99_latency_by_service"):
                 sql = saved_query(name)
-                try:
-                    t_trino = best_of(lambda: trino_srv.query(sql, schema="obs"))
-                    t_duck = best_of(lambda: query(s3_spec, sql))
-                except Exception as e:  # p99 needs obs.metrics, which the stateless write path does not fill
-                    out["queries"][name] = {"error": str(e).splitlines()[0][:200]}
-                    print(f"{name:24s} not timed: {out['queries'][name]['error']}", flush=True)
-                    continue
-                out["queries"][name] = {"trino_s": t_trino, "duckdb_s": t_duck}
-                print(f"{name:24s} trino {t_trino * 1000:8.0f} ms   duckdb {t_duck * 1000:8.0f} ms", flush=True)
+                n_trino = len(trino_srv.query(sql, schema="obs"))
+                n_duck = len(query(q_spec, sql)[1])
+                t_trino = best_of(lambda: trino_srv.query(sql, schema="obs"))
+                t_duck = best_of(lambda: query(q_spec, sql))
+                out["queries"][name] = {"trino_s": t_trino, "duckdb_s": t_duck, "rows": n_duck, "rows_trino": n_trino}
+                print(f"{name:24s} trino {t_trino * 1000:8.0f} ms   duckdb {t_duck * 1000:8.0f} ms   ({n_duck} rows; Trino {n_trino})",
+                      flush=True)
     finally:
         if trino_srv is not None:
             trino_srv.stop(remove_data=True)
