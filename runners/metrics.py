@@ -18,6 +18,8 @@ rows_written_total                     counter    table (rows committed to Icebe
 commits_total                          counter    table
 commit_duration_seconds                histogram  table (one observation per Iceberg commit)
 commit_rows                            histogram  table (commit size, rows)
+commit_retries_total                   counter    table, cause (conflict: another writer committed
+                                                  first; outage: storage or catalog unreachable)
 consumer_position                      gauge      topic, partition (next offset the job reads)
 consumer_high_watermark                gauge      topic, partition (as last fetched)
 consumer_lag                           gauge      topic, partition (high watermark − position)
@@ -76,6 +78,11 @@ class StatsCollector:
         m = CounterMetricFamily(f"{PREFIX}_commits", "Iceberg commits", labels=["table"])
         for t, n in sorted(s["commits_by_table"].items()):
             m.add_metric([t], n)
+        yield m
+        m = CounterMetricFamily(f"{PREFIX}_commit_retries", "Iceberg commit attempts retried, by cause",
+                                labels=["table", "cause"])
+        for (t, cause), n in sorted(s["commit_retries"].items()):
+            m.add_metric([t, cause], n)
         yield m
         for key, name, doc in (("commit_latency", "commit_duration_seconds", "Iceberg commit latency (retries included)"),
                                ("commit_size", "commit_rows", "rows per Iceberg commit")):

@@ -87,6 +87,7 @@ class RunStats:
     commits_by_table: Counter = field(default_factory=Counter)
     commit_latency: dict = field(default_factory=dict)  # table -> Histogram (seconds)
     commit_size: dict = field(default_factory=dict)     # table -> Histogram (rows)
+    commit_retries: Counter = field(default_factory=Counter)  # (table, cause) -> retried attempts
     partitions: dict = field(default_factory=dict)      # "topic:partition" -> PartitionProgress
     produced: Counter = field(default_factory=Counter)  # topic -> messages delivered
     delivery_failures: Counter = field(default_factory=Counter)  # topic -> messages not delivered
@@ -121,6 +122,12 @@ class RunStats:
             self.commits_by_table[table] += 1
             self.commit_latency.setdefault(table, Histogram(COMMIT_SECONDS_BUCKETS)).observe(seconds)
             self.commit_size.setdefault(table, Histogram(COMMIT_ROWS_BUCKETS)).observe(rows)
+
+    def record_commit_retry(self, table: str, cause: str) -> None:
+        """A commit attempt that failed and is retried: ``cause`` is ``conflict`` (another
+        writer committed first) or ``outage`` (storage or catalog unreachable)."""
+        with self._lock:
+            self.commit_retries[(table, cause)] += 1
 
     def add_commits(self, sink_stats) -> None:
         """Kept for callers of the earlier API: commits are now recorded as they land
@@ -173,7 +180,7 @@ class RunStats:
             self.commits = 0
             self.commit_seconds = 0.0
             for c in (self.dead_by_reason, self.rows_by_table, self.by_source, self.dead_by_source_reason,
-                      self.commits_by_table, self.commit_latency, self.commit_size, self.partitions, self.produced,
+                      self.commits_by_table, self.commit_latency, self.commit_size, self.commit_retries, self.partitions, self.produced,
                       self.delivery_failures, self.tail_sampling):
                 c.clear()
             self.started = time.time()

@@ -371,10 +371,12 @@ class IcebergSink:
                 if conflicts > self.max_retries:
                     raise
                 self.stats.retries += 1
+                STATS.record_commit_retry(name, "conflict")
                 time.sleep(min(0.05 * 2 ** conflicts, 2.0))
             except _TRANSIENT as e:
                 outages += 1
                 self.stats.retries += 1
+                STATS.record_commit_retry(name, "outage")
                 if time.monotonic() > deadline:
                     detail = redact(str(e), catalog_properties(self.spec.storage))[:200]  # redact first: a cut secret would slip through
                     raise StorageUnavailable(f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "

@@ -66,8 +66,14 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     """Two writers of one table (two Flink subtasks, two Bytewax processes) load the same
     table version; the second commit conflicts. Its retry must merge the positions the
     first one recorded — pyiceberg's own retry would re-apply the stale ones and drop them."""
+    from prometheus_client import generate_latest
+
+    from runners.metrics import registry
+    from runners.stats import STATS
+
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
+    STATS.reset()
     a, b = IcebergSink(spec, names), IcebergSink(spec, names)  # both hold the same table metadata
     assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
     out_a, out_b = _partition_outputs(spec, 0)[0], _partition_outputs(spec, 1)[0]
@@ -77,7 +83,10 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     a.drain()
     b._commit("events")  # stale metadata: conflicts, reloads, merges
     b.drain()
-    assert b.stats.retries >= 1
+    assert b.stats.retries == 1
+    # the conflict is counted for /metrics, by table and cause
+    assert dict(STATS.commit_retries) == {("events", "conflict"): 1}
+    assert 'obsflow_commit_retries_total{cause="conflict",table="events"} 1.0' in generate_latest(registry()).decode()
     events = open_catalog(spec.storage).load_table("obs.events")
     assert snapshot_offsets(events) == {"events:0": out_a.next_offset, "events:1": out_b.next_offset}
     assert read_table(spec, "events").num_rows == out_a.rows["events"].num_rows + out_b.rows["events"].num_rows
