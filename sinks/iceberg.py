@@ -102,6 +102,7 @@ def _part_writers() -> ThreadPoolExecutor:
         _PART_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iceberg-partition")
     return _PART_WRITERS
 
+
 def _partition_runs(meta, data: pa.Table) -> list[pa.Table]:
     """``data`` cut into one zero-copy slice per partition of the table's spec (sorted by
     partition once), for pyiceberg's writer. It splits a table by filtering the whole
@@ -111,10 +112,10 @@ def _partition_runs(meta, data: pa.Table) -> list[pa.Table]:
     if data.num_rows == 0:
         return []
     spec, schema = meta.spec(), meta.schema()
-    if spec.is_unpartitioned() or len(spec.fields) == 0:
+    if spec.is_unpartitioned():
         return [data]
     keys = []
-    for k, pf in enumerate(spec.fields):
+    for pf in spec.fields:
         name = schema.find_column_name(pf.source_id)
         if name is None or "." in name:  # a nested source column: let pyiceberg split
             return [data]
@@ -512,3 +513,11 @@ def single_writer_tables(spec: PipelineSpec, names: list[str]) -> list[str]:
     from pipelines.graph import plan_stages
 
     return sorted({t for d in plan_stages(spec) for t in d.tables} & set(names))
+
+
+def table_writers(spec: PipelineSpec, names: list[str]) -> tuple[list[str], list[str]]:
+    """``(anywhere, single)``: the tables among ``names`` that only flows write (any number
+    of writers, each committing the rows it produced: see :func:`restrict_to`) and those
+    a stage writes (one writer each: see :func:`single_writer_tables`), both sorted."""
+    single = single_writer_tables(spec, names)
+    return sorted(set(names) - set(single)), single

@@ -7,10 +7,11 @@ from sinks.iceberg import IcebergSink, snapshot_offsets
 from tests.helpers import embedded, local_spec, read_table
 
 
-def outputs(spec, count=400):
+def outputs(spec, count=400, partition: int = 0, topic: str = "events"):
+    """The flow outputs of one generated partition, in batches of 50."""
     graph = PipelineGraph(spec)
     src = embedded(spec, count, batch_size=50)
-    part = next(p for p in src.partitions() if p.topic == "events" and p.partition == 0)
+    part = next(p for p in src.partitions() if p.topic == topic and p.partition == partition)
     return [graph.process(b) for b in src.batches(part)]
 
 
@@ -55,13 +56,6 @@ def test_commits_when_the_row_bound_is_reached(tmp_path):
     assert read_table(spec, "events").num_rows == sum(o.rows["events"].num_rows for o in outs[:2])
 
 
-def _partition_outputs(spec, partition: int, count=400):
-    graph = PipelineGraph(spec)
-    src = embedded(spec, count, batch_size=50)
-    part = next(p for p in src.partitions() if p.topic == "events" and p.partition == partition)
-    return [graph.process(b) for b in src.batches(part)]
-
-
 def test_two_writers_conflicting_keep_both_positions(tmp_path):
     """Two writers of one table (two Flink subtasks, two Bytewax processes) load the same
     table version; the second commit conflicts. Its retry must merge the positions the
@@ -76,7 +70,7 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     STATS.reset()
     a, b = IcebergSink(spec, names), IcebergSink(spec, names)  # both hold the same table metadata
     assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
-    out_a, out_b = _partition_outputs(spec, 0)[0], _partition_outputs(spec, 1)[0]
+    out_a, out_b = outputs(spec, partition=0)[0], outputs(spec, partition=1)[0]
     a.write(out_a)
     b.write(out_b)
     a._commit("events")
@@ -100,7 +94,6 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     b.close()
 
 
-
 def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
     """Files written for one schema are not committed under another: when the table's
     schema changed while a commit was being retried, the retry re-encodes its rows."""
@@ -109,8 +102,8 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
     other, sink = IcebergSink(spec, names), IcebergSink(spec, names)
-    other.write(_partition_outputs(spec, 1)[0])
-    out = _partition_outputs(spec, 0)[0]
+    other.write(outputs(spec, partition=1)[0])
+    out = outputs(spec, partition=0)[0]
     sink.write(out)
     other.close()  # another writer commits first, then evolves the schema
     with open_catalog(spec.storage).load_table("obs.events").update_schema() as up:
@@ -125,6 +118,7 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
     assert events.current_snapshot().schema_id == events.metadata.current_schema_id
     assert sum(t.file.record_count for t in events.scan().plan_files() if t.file.file_path in mine) == out.rows["events"].num_rows
     sink.close()
+
 
 def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
     spec = local_spec(tmp_path / "wh")
@@ -187,7 +181,7 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     spec = local_spec(tmp_path / "wh")
     sink = IcebergSink(spec, ["logs"])
     table = sink.tables["logs"]
-    rows = pa.concat_tables([o.rows["logs"] for o in _logs_outputs(spec)])
+    rows = pa.concat_tables([o.rows["logs"] for o in outputs(spec, topic="logs")])
     # a second day, so both partition fields vary
     ts = rows.schema.get_field_index("ts")
     later = pc.add(rows.column("ts"), pa.scalar(datetime.timedelta(days=1), pa.duration("us"))).cast(rows.schema.field("ts").type)
@@ -207,8 +201,3 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     assert len(files) == len(want)  # one file per partition (all far below the target file size)
     sink.close()
 
-
-def _logs_outputs(spec, count=2000):
-    graph = PipelineGraph(spec)
-    src = embedded(spec, count, batch_size=500)
-    return [graph.process(b) for p in src.partitions() if p.topic == "logs" for b in src.batches(p)]

@@ -57,7 +57,7 @@ from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, 
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink, restrict_to, single_writer_tables, split_by_table
+from sinks.iceberg import IcebergSink, restrict_to, split_by_table, table_writers
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange
 
@@ -396,12 +396,11 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     # tables a stage writes need one writer each (positions need every shard's report);
     # the flows' other tables are written where they were produced
-    single = single_writer_tables(spec, names)
+    anywhere, single = table_writers(spec, names)
     if not single:
         return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
-    anywhere = set(names) - set(single)
     direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
-              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, sorted(anywhere))))
+              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere)))
     keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
              | "WriteTables" >> beam.ParDo(WriteTables(spec)))
     return direct, keyed

@@ -33,7 +33,7 @@ from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink, restrict_to, single_writer_tables
+from sinks.iceberg import IcebergSink, restrict_to, table_writers
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange, PartitionReader
 from transforms.batch import RawBatch
@@ -220,8 +220,7 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
         # between workers costs a metadata commit and not a second Parquet encoding)
         from runners.bytewax.table_sink import output_by_table
 
-        single = single_writer_tables(spec, graph.table_names)
-        anywhere = sorted(set(graph.table_names) - set(single))
+        anywhere, single = table_writers(spec, graph.table_names)
         if anywhere:  # tables only flows write: committed on the worker that produced the rows
             direct = op.flat_map("flow_tables", outs, restrict_to(anywhere))
             op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere))
