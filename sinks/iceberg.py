@@ -23,10 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
-from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TableProperties
+from pyiceberg.io.pyarrow import (_check_pyarrow_schema_compatible, _dataframe_to_data_files, bin_pack_arrow_table,
+                                 pyarrow_to_schema, write_file)
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TableProperties, WriteTask
 from pyiceberg.utils.config import Config
-from pyiceberg.utils.properties import property_as_bool
+from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
@@ -91,51 +93,57 @@ class CommitStats:
     rows_by_table: dict[str, int] = field(default_factory=dict)
 
 
-_PART_WRITERS: ThreadPoolExecutor | None = None
+def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter) -> list[WriteTask] | None:
+    """pyiceberg write tasks for ``data``: one zero-copy slice per partition of the table's
+    spec (rows ordered by partition with one stable sort and one ``take``), each bin-packed
+    to the target file size and carrying its partition key, exactly as pyiceberg's
+    ``_dataframe_to_data_files`` builds them. That function instead filters the whole table
+    once per partition, then transforms, groups and filters each partition again; here the
+    partition keys are dictionary-encoded into one integer code per row, so the split is
+    one pass to encode, an integer sort and one copy of the rows. ``None`` when a partition
+    source is a nested column (the caller lets pyiceberg split those)."""
+    spec, schema = meta.spec(), meta.schema()
+    target = property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    task_schema = pyarrow_to_schema(data.schema, name_mapping=schema.name_mapping, format_version=meta.format_version,
+                                    downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False)
 
+    def tasks(part: pa.Table, key: PartitionKey | None) -> list[WriteTask]:
+        return [WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
+                          schema=task_schema) for batches in bin_pack_arrow_table(part, target)]
 
-def _part_writers() -> ThreadPoolExecutor:
-    """Threads that encode one commit's partitions side by side (Parquet encoding and the
-    upload release the GIL). Not pyiceberg's own pool: each task uses that one inside."""
-    global _PART_WRITERS
-    if _PART_WRITERS is None:
-        _PART_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iceberg-partition")
-    return _PART_WRITERS
-
-
-def _partition_runs(meta, data: pa.Table) -> list[pa.Table]:
-    """``data`` cut into one zero-copy slice per partition of the table's spec (sorted by
-    partition once), for pyiceberg's writer. It splits a table by filtering the whole
-    table once per partition: on a slice that holds one partition, that filter is one
-    pass over the slice, so the split costs two passes over the rows instead of one per
-    partition. Unpartitioned tables and empty data pass through whole (empty: none)."""
     if data.num_rows == 0:
         return []
-    spec, schema = meta.spec(), meta.schema()
     if spec.is_unpartitioned():
-        return [data]
-    keys = []
+        return tasks(data, None)
+    n = data.num_rows
+    code = np.zeros(n, dtype=np.int64)
+    keys = []  # (partition field, its distinct values), in spec order
     for pf in spec.fields:
         name = schema.find_column_name(pf.source_id)
-        if name is None or "." in name:  # a nested source column: let pyiceberg split
-            return [data]
-        keys.append(pf.transform.pyarrow_transform(schema.find_field(pf.source_id).field_type)(data.column(name)))
-    key_names = [f"k{k}" for k in range(len(keys))]
-    key_table = pa.Table.from_arrays(keys, names=key_names)
-    order = pc.sort_indices(key_table, sort_keys=[(n, "ascending") for n in key_names])
-    # a run ends where any key differs from the next row's (null and a value differ too)
-    n = data.num_rows
-    change = np.zeros(n - 1, dtype=bool)
-    for name in key_names:
-        col = key_table.column(name).take(order)
-        a, b = col.slice(1), col.slice(0, n - 1)
-        differ = pc.or_(pc.not_equal(a, b).fill_null(False), pc.not_equal(pc.is_null(a), pc.is_null(b)))
-        change |= differ.to_numpy(zero_copy_only=False)
-    if not change.any():
-        return [data]
-    bounds = [0, *(np.flatnonzero(change) + 1).tolist(), n]
-    ordered = data.take(order)
-    return [ordered.slice(lo, hi - lo) for lo, hi in zip(bounds, bounds[1:])]
+        if name is None or "." in name:
+            return None
+        column = pf.transform.pyarrow_transform(schema.find_field(pf.source_id).field_type)(data.column(name))
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = pc.dictionary_encode(column, null_encoding="encode")  # a null key is a value of its own
+        if len(encoded.dictionary) and int(code.max(initial=0) + 1) * len(encoded.dictionary) >= 2 ** 62:
+            return None  # codes would overflow (no table here comes close): let pyiceberg split
+        code = code * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
+        keys.append((pf, encoded.dictionary))
+    order = np.argsort(code, kind="stable")
+    ordered_code = code[order]
+    bounds = [0, *(np.flatnonzero(ordered_code[1:] != ordered_code[:-1]) + 1).tolist(), n]
+    ordered = data if len(bounds) == 2 else data.take(pa.array(order))
+    out = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        c, values = int(ordered_code[lo]), []
+        for pf, distinct in reversed(keys):
+            values.append(PartitionFieldValue(field=pf, value=distinct[c % len(distinct)].as_py()))
+            c //= len(distinct)
+        key = PartitionKey(field_values=values[::-1], partition_spec=spec, schema=schema)
+        out.extend(tasks(ordered.slice(lo, hi - lo), key))
+    return out
 
 
 @dataclass
@@ -155,15 +163,12 @@ class _WrittenFiles:
         _check_pyarrow_schema_compatible(meta.schema(), provided_schema=data.schema, format_version=meta.format_version,
                                          downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False)
         write_uuid, counter = uuid.uuid4(), itertools.count(0)
-
-        def write_part(part: pa.Table) -> list:
-            return list(_dataframe_to_data_files(table_metadata=meta, write_uuid=write_uuid, counter=counter, df=part,
-                                                 io=table.io))
-
-        parts = _partition_runs(meta, data)
-        # the partitions' files are encoded side by side, as pyiceberg does for one table
-        written = list(_part_writers().map(write_part, parts)) if len(parts) > 1 else [write_part(p) for p in parts]
-        return cls([f for files in written for f in files], meta.current_schema_id, meta.default_spec_id)
+        tasks = _partition_tasks(meta, data, write_uuid, counter)
+        if tasks is None:
+            written = _dataframe_to_data_files(table_metadata=meta, write_uuid=write_uuid, counter=counter, df=data, io=table.io)
+        else:  # pyiceberg encodes the tasks' files side by side on its own pool
+            written = write_file(table.io, meta, iter(tasks))
+        return cls(list(written), meta.current_schema_id, meta.default_spec_id)
 
     def valid_for(self, table: Table) -> bool:
         """Whether the files still fit the table (same schema and partition spec)."""

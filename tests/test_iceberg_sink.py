@@ -176,7 +176,9 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from sinks.iceberg import _partition_runs, _WrittenFiles
+    import pyarrow.parquet as pq
+
+    from sinks.iceberg import _WrittenFiles
 
     spec = local_spec(tmp_path / "wh")
     sink = IcebergSink(spec, ["logs"])
@@ -191,13 +193,47 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     for d, s in zip(days, data.column("service").to_pylist()):
         want[(d, s)] = want.get((d, s), 0) + 1
     assert len({d for d, _ in want}) == 2 and len(want) > 4
-    assert sum(p.num_rows for p in _partition_runs(table.metadata, data)) == data.num_rows
     files = _WrittenFiles.write(table, data).data_files
     got: dict = {}
     for f in files:
         key = (f.partition[0], f.partition[1])
         got[key] = got.get(key, 0) + f.record_count
+        # and each file holds only its own partition's rows
+        part = pq.read_table(f.file_path.removeprefix("file://"), columns=["ts", "service"])
+        file_days = pc.cast(pc.cast(part.column("ts"), pa.timestamp("us")), pa.date32()).cast(pa.int32())
+        assert set(zip(file_days.to_pylist(), part.column("service").to_pylist())) == {key}
     assert got == want
     assert len(files) == len(want)  # one file per partition (all far below the target file size)
     sink.close()
 
+
+
+def test_partition_tasks_keep_null_keys_apart_and_rows_in_order():
+    """A null partition value is a partition of its own (as pyiceberg writes it), every row
+    lands in exactly one task, and rows keep their order within a partition."""
+    import itertools
+    import uuid
+
+    import pyarrow as pa
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.table.metadata import new_table_metadata
+    from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    from sinks.iceberg import _partition_tasks
+
+    schema = Schema(NestedField(1, "n", LongType(), required=True), NestedField(2, "k", StringType(), required=False))
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="k"))
+    meta = new_table_metadata(schema, spec, UNSORTED_SORT_ORDER, "file:///nowhere", properties={})
+    keys = ["b", None, "a", "b", None, "a", "c", "b"]
+    data = pa.table({"n": pa.array(range(len(keys)), pa.int64()), "k": pa.array(keys, pa.string())})
+    tasks = _partition_tasks(meta, data, uuid.uuid4(), itertools.count(0))
+    got = {}
+    for t in tasks:
+        rows = pa.Table.from_batches(t.record_batches)
+        got.setdefault(t.partition_key.partition[0], []).extend(rows.column("n").to_pylist())
+        assert set(rows.column("k").to_pylist()) == {t.partition_key.partition[0]}
+    assert got == {"a": [2, 5], "b": [0, 3, 7], "c": [6], None: [1, 4]}
+    assert [t.task_id for t in tasks] == list(range(len(tasks)))
