@@ -131,6 +131,8 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter) -> li
             return None  # codes would overflow (no table here comes close): let pyiceberg split
         code = code * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
         keys.append((pf, encoded.dictionary))
+    if code.max(initial=0) < 1 << 16:
+        code = code.astype(np.uint16)  # numpy's stable sort is a radix sort for 16 bits: O(n)
     order = np.argsort(code, kind="stable")
     ordered_code = code[order]
     bounds = [0, *(np.flatnonzero(ordered_code[1:] != ordered_code[:-1]) + 1).tolist(), n]
