@@ -5,6 +5,10 @@ Launch the whole cluster on this machine (what ``obsflow run --runner bytewax
 
     launch(ClusterRun(spec_path, source="kafka", bounded=True), processes=2, workers=2)
 
+(the processes are forked from the launcher after it has imported what they run, so
+each starts without paying those imports again; :func:`spawn` without ``fork`` starts
+``python -m bytewax.run`` processes instead)
+
 or one process of a cluster spread over machines (every process gets the same
 ``addresses`` list, in the same order, and its own index)::
 
@@ -39,9 +43,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,7 +132,13 @@ def prepare_tables(run: ClusterRun) -> None:
     from sinks.catalog import load_tables, open_catalog
 
     spec = _spec(run)
-    load_tables(open_catalog(spec.storage), spec.storage, PipelineGraph.tables_of(spec))
+    catalog = open_catalog(spec.storage)
+    try:
+        load_tables(catalog, spec.storage, PipelineGraph.tables_of(spec))
+    finally:
+        engine = getattr(catalog, "engine", None)  # SQL catalogs: no pooled connection left for forked processes
+        if engine is not None:
+            engine.dispose()
 
 
 def local_addresses(processes: int) -> list[str]:
@@ -135,12 +147,115 @@ def local_addresses(processes: int) -> list[str]:
     return [f"127.0.0.1:{free_port()}" for _ in range(processes)]
 
 
+class ForkedProcess:
+    """A cluster process forked from the launcher, with the part of ``subprocess.Popen``'s
+    interface :func:`wait` and callers use (``pid``, ``returncode``, ``poll``, ``wait``,
+    ``kill``, ``terminate``, ``send_signal``; a negative code is the signal that ended it)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"cluster process {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def _forked_child(run: ClusterRun, process_id: int, addresses: list[str], workers: int, log: Path | None,
+                  env: dict) -> None:
+    """The body of a forked cluster process: never returns (``os._exit``), so nothing of
+    the launcher's (its atexit handlers, its open catalog) runs twice."""
+    code = 1
+    try:
+        if log is not None:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ.update(env)
+        from datetime import timedelta
+
+        from bytewax._bytewax import cli_main
+
+        # exactly what `python -m bytewax.run ... -w W -i I -a A` runs (no recovery store)
+        cli_main(build(run), workers_per_process=workers, process_id=process_id, addresses=addresses,
+                 epoch_interval=timedelta(seconds=10), recovery_config=None)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _fork(run: ClusterRun, processes: int, workers: int, addresses: list[str], log_dir: Path | None,
+          env: dict) -> list[ForkedProcess]:
+    """Fork the cluster's processes from this one, after importing what every process
+    imports: each starts without the ~1.5-3 s of CPU its imports cost (two processes
+    importing at once also compete for the cores the run needs)."""
+    import gc
+
+    import bytewax._bytewax  # noqa: F401  (imported once, here, for every child)
+    import runners.bytewax.flow  # noqa: F401
+    import runners.job  # noqa: F401
+
+    gc.collect()  # a child must not be the one to finalize the launcher's objects
+    sys.stdout.flush()
+    sys.stderr.flush()
+    procs = []
+    for i in range(processes):
+        log = log_dir / f"process-{i}.log" if log_dir else None
+        pid = os.fork()
+        if pid == 0:
+            _forked_child(run, i, addresses, workers, log, env)
+        procs.append(ForkedProcess(pid))
+    return procs
+
+
 def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | None = None,
-          log_dir: Path | None = None, env: dict | None = None) -> list[subprocess.Popen]:
-    """Start the ``processes`` processes of a local cluster (``python -m bytewax.run``);
-    return them (the caller waits). Output goes to ``log_dir/process-<i>.log`` if given."""
+          log_dir: Path | None = None, env: dict | None = None, fork: bool = False) -> list:
+    """Start the ``processes`` processes of a local cluster; return them (the caller
+    waits). Output goes to ``log_dir/process-<i>.log`` if given.
+
+    ``fork``: fork them from this process (:class:`ForkedProcess`), sharing the imports
+    it has already paid for; for a launcher that holds no clients or threads of its own
+    (``obsflow run --processes``). Otherwise each is a new ``python -m bytewax.run``
+    (``subprocess.Popen``), which is safe from any process (a test runner holding Kafka
+    clients, for instance)."""
     addresses = addresses or local_addresses(processes)
     prepare_tables(run)
+    if fork and hasattr(os, "fork"):
+        return _fork(run, processes, workers, addresses, log_dir, {**(env or {}), RUN_ENV: run.to_env()})
     child_env = {**os.environ, **(env or {}), RUN_ENV: run.to_env()}
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
@@ -156,7 +271,7 @@ def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | 
     return procs
 
 
-def wait(procs: list[subprocess.Popen], timeout: float | None = None, peer_grace_s: float = 30.0) -> list[int]:
+def wait(procs: list, timeout: float | None = None, peer_grace_s: float = 30.0) -> list[int]:
     """Wait for every process; once one fails, give the others ``peer_grace_s`` to stop,
     then kill them. Returns the exit codes."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -173,9 +288,10 @@ def wait(procs: list[subprocess.Popen], timeout: float | None = None, peer_grace
     return [p.returncode for p in procs]
 
 
-def launch(run: ClusterRun, processes: int, workers: int, log_dir: Path | None = None) -> int:
-    """Run a local cluster to its end; 0 if every process exited cleanly."""
-    procs = spawn(run, processes, workers, log_dir=log_dir)
+def launch(run: ClusterRun, processes: int, workers: int, log_dir: Path | None = None, fork: bool = True) -> int:
+    """Run a local cluster to its end; 0 if every process exited cleanly. The processes
+    are forked from this one (see :func:`spawn`) unless ``fork`` is false."""
+    procs = spawn(run, processes, workers, log_dir=log_dir, fork=fork)
     try:
         codes = wait(procs)
     except KeyboardInterrupt:
