@@ -3,9 +3,12 @@ S3-compatible server (MinIO), credentials from the environment; DuckDB reading S
 maintenance checked by listing the bucket; an S3 outage mid-commit; two writers on one
 table."""
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
@@ -21,9 +24,9 @@ pytestmark = pytest.mark.storage
 
 
 @pytest.fixture
-def shared_spec(s3_server, postgres_server, monkeypatch):
-    """A spec whose catalog is PostgreSQL and whose warehouse is a fresh S3 bucket; the
-    credentials are ${VAR} references resolved from the environment."""
+def shared_spec_data(s3_server, postgres_server, monkeypatch) -> dict:
+    """A spec (as data) whose catalog is PostgreSQL and whose warehouse is a fresh S3
+    bucket; the credentials are ${VAR} references resolved from the environment."""
     if not s3_server.ready():
         s3_server.restart()
     suffix = uuid.uuid4().hex[:10]
@@ -41,7 +44,12 @@ def shared_spec(s3_server, postgres_server, monkeypatch):
                        "s3.path-style-access": "true"},
     }
     d["storage"]["commit"]["retry_seconds"] = 60
-    return parse_spec(d)
+    return d
+
+
+@pytest.fixture
+def shared_spec(shared_spec_data):
+    return parse_spec(shared_spec_data)
 
 
 def bucket_of(spec) -> str:
@@ -57,6 +65,26 @@ def source_with_suffix(spec, count, topic_suffix="", seed=42, batch_size=500):
 def write(spec, count, seed=42, topic_suffix="", max_rows=None, batch_size=500):
     src = source_with_suffix(spec, count, topic_suffix, seed, batch_size)
     return write_through_sink(spec, src, max_rows)
+
+
+def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_server, tmp_path):
+    """`obsflow run --processes 2` on a PostgreSQL catalog and an S3 warehouse: the launcher
+    opens both (it creates the tables) and then forks its processes, which write to S3 and
+    commit to PostgreSQL themselves; the tables hold exactly the generated records."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(shared_spec_data))  # credentials stay ${VAR} references
+    run = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2",
+                          "--spec", str(path), "--count", "1200", "--batch-size", "500", "--no-progress"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "cluster finished" in run.stdout and "(ok)" in run.stdout
+    spec = parse_spec(shared_spec_data)
+    truth = ground_truth(embedded(spec, 1200))
+    assert read_table(spec, "events").num_rows == truth.event_rows
+    assert read_table(spec, "logs").num_rows == truth.log_rows
+    dl = read_table(spec, "dead_letters")
+    assert {(r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()} == truth.dead
+    assert any(k.startswith("warehouse/obs/events/data/") for k in s3_server.list_objects(bucket_of(spec)))
 
 
 def test_pipeline_on_postgres_and_s3_writes_exact_rows(shared_spec, s3_server):
