@@ -93,7 +93,7 @@ class CommitStats:
     rows_by_table: dict[str, int] = field(default_factory=dict)
 
 
-def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter) -> list[WriteTask] | None:
+def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter, downcast_ns: bool) -> list[WriteTask] | None:
     """pyiceberg write tasks for ``data``: one zero-copy slice per partition of the table's
     spec (rows ordered by partition with one stable sort and one ``take``), each bin-packed
     to the target file size and carrying its partition key, exactly as pyiceberg's
@@ -101,12 +101,13 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter) -> li
     once per partition, then transforms, groups and filters each partition again; here the
     partition keys are dictionary-encoded into one integer code per row, so the split is
     one pass to encode, an integer sort and one copy of the rows. ``None`` when a partition
-    source is a nested column (the caller lets pyiceberg split those)."""
+    source is a nested column or the codes would not fit 62 bits (the caller lets pyiceberg
+    split those). ``downcast_ns``: pyiceberg's ``downcast-ns-timestamp-to-us-on-write``."""
     spec, schema = meta.spec(), meta.schema()
     target = property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
                              TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
     task_schema = pyarrow_to_schema(data.schema, name_mapping=schema.name_mapping, format_version=meta.format_version,
-                                    downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False)
+                                    downcast_ns_timestamp_to_us=downcast_ns)
 
     def tasks(part: pa.Table, key: PartitionKey | None) -> list[WriteTask]:
         return [WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
@@ -162,10 +163,11 @@ class _WrittenFiles:
     @classmethod
     def write(cls, table: Table, data: pa.Table) -> "_WrittenFiles":
         meta = table.metadata
+        downcast_ns = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
         _check_pyarrow_schema_compatible(meta.schema(), provided_schema=data.schema, format_version=meta.format_version,
-                                         downcast_ns_timestamp_to_us=Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False)
+                                         downcast_ns_timestamp_to_us=downcast_ns)
         write_uuid, counter = uuid.uuid4(), itertools.count(0)
-        tasks = _partition_tasks(meta, data, write_uuid, counter)
+        tasks = _partition_tasks(meta, data, write_uuid, counter, downcast_ns)
         if tasks is None:
             written = _dataframe_to_data_files(table_metadata=meta, write_uuid=write_uuid, counter=counter, df=data, io=table.io)
         else:  # pyiceberg encodes the tasks' files side by side on its own pool
@@ -514,17 +516,12 @@ def restrict_to(tables: set[str] | list[str]):
     return restrict
 
 
-def single_writer_tables(spec: PipelineSpec, names: list[str]) -> list[str]:
-    """The tables among ``names`` that a stateful stage writes: each needs one writer,
-    which must hear every shard's position reports (see :func:`split_by_table`)."""
-    from pipelines.graph import plan_stages
-
-    return sorted({t for d in plan_stages(spec) for t in d.tables} & set(names))
-
-
 def table_writers(spec: PipelineSpec, names: list[str]) -> tuple[list[str], list[str]]:
     """``(anywhere, single)``: the tables among ``names`` that only flows write (any number
     of writers, each committing the rows it produced: see :func:`restrict_to`) and those
-    a stage writes (one writer each: see :func:`single_writer_tables`), both sorted."""
-    single = single_writer_tables(spec, names)
-    return sorted(set(names) - set(single)), single
+    a stateful stage writes (one writer each, which must hear every shard's position
+    reports: see :func:`split_by_table`), both sorted."""
+    from pipelines.graph import plan_stages
+
+    staged = {t for d in plan_stages(spec) for t in d.tables}
+    return sorted(set(names) - staged), sorted(staged & set(names))

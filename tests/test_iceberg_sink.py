@@ -175,7 +175,6 @@ def test_files_are_split_by_partition_exactly(tmp_path):
 
     import pyarrow as pa
     import pyarrow.compute as pc
-
     import pyarrow.parquet as pq
 
     from sinks.iceberg import _WrittenFiles
@@ -207,7 +206,6 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     sink.close()
 
 
-
 def test_partition_tasks_keep_null_keys_apart_and_rows_in_order():
     """A null partition value is a partition of its own (as pyiceberg writes it), every row
     lands in exactly one task, and rows keep their order within a partition."""
@@ -229,7 +227,7 @@ def test_partition_tasks_keep_null_keys_apart_and_rows_in_order():
     meta = new_table_metadata(schema, spec, UNSORTED_SORT_ORDER, "file:///nowhere", properties={})
     keys = ["b", None, "a", "b", None, "a", "c", "b"]
     data = pa.table({"n": pa.array(range(len(keys)), pa.int64()), "k": pa.array(keys, pa.string())})
-    tasks = _partition_tasks(meta, data, uuid.uuid4(), itertools.count(0))
+    tasks = _partition_tasks(meta, data, uuid.uuid4(), itertools.count(0), downcast_ns=False)
     got = {}
     for t in tasks:
         rows = pa.Table.from_batches(t.record_batches)

@@ -254,9 +254,10 @@ def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | 
     clients, for instance)."""
     addresses = addresses or local_addresses(processes)
     prepare_tables(run)
+    extra_env = {**(env or {}), RUN_ENV: run.to_env()}
     if fork and hasattr(os, "fork"):
-        return _fork(run, processes, workers, addresses, log_dir, {**(env or {}), RUN_ENV: run.to_env()})
-    child_env = {**os.environ, **(env or {}), RUN_ENV: run.to_env()}
+        return _fork(run, processes, workers, addresses, log_dir, extra_env)
+    child_env = {**os.environ, **extra_env}
     root = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = root + (os.pathsep + child_env["PYTHONPATH"] if child_env.get("PYTHONPATH") else "")
     procs = []
