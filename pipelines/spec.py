@@ -303,7 +303,7 @@ class AlertsSpec(AlertingConfig):
 
     def engine_config(self) -> AlertingConfig:
         return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,
-                              external_url=self.external_url)
+                              external_url=self.external_url, resend_delay=self.resend_delay)
 
 
 class SinkSpec(Model):

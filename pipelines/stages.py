@@ -168,6 +168,7 @@ class StageOutput:
     extra: dict = field(default_factory=dict)  # stage-specific payload for a downstream stage (funnel tallies)
     alerts: list = field(default_factory=list)         # AlertEvents (→ Kafka alerts topic, Alertmanager)
     notifications: list = field(default_factory=list)  # Alertmanager-style notifications, for the record
+    resends: list = field(default_factory=list)        # still-firing AlertEvents re-sent (→ Alertmanager only)
     counters: dict = field(default_factory=dict)       # counts since the previous output, for the run stats
     # (trace stage: TraceStage.counters' layout; recorded by runners.stats.RunStats.record_stage)
 
@@ -988,7 +989,7 @@ class GlobalStage(_Pickled):
         for e, r in sorted(due):
             parts = self.pending.pop((e, r), None)
             out = self.engine.process(pa.concat_tables(parts)) if parts else self.engine.tick(r, e)
-            events += out.events          # firing / resolved: Kafka alerts topic, Alertmanager
+            events += out.events + out.resends  # firing / resolved: Kafka alerts topic, Alertmanager; re-sends: Alertmanager
             notes += out.notifications
             changes += out.changes        # pending / inactive too: obs.alerts
         if changes:
@@ -1058,7 +1059,8 @@ class GlobalStage(_Pickled):
 
     def _output(self, rows, events, notes) -> StageOutput:
         out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}
-        return StageOutput(stage=GLOBAL, shard=0, rows=out, positions=self.positions(), shards=1, alerts=events, notifications=notes)
+        return StageOutput(stage=GLOBAL, shard=0, rows=out, positions=self.positions(), shards=1, notifications=notes,
+                           alerts=[e for e in events if not e.resend], resends=[e for e in events if e.resend])
 
 
 def _fmt(ms: int) -> str:

@@ -4,7 +4,10 @@ Alert events (state changes, already rows of ``obs.alerts`` through the Iceberg 
 - to the Kafka alerts topic (``outputs.alerts_topic``) through ``sinks.kafka.publish_alerts``
   when the run reads from Kafka (an embedded run has no broker to push to);
 - to a real Prometheus Alertmanager (v2 API) when ``alerts.alertmanager_url`` is set
-  (Alertmanager then does its own grouping, repeat and inhibition);
+  (Alertmanager then does its own grouping, repeat and inhibition), together with the
+  stage's re-sends of still-firing alerts (``out.resends``, every ``alerts.resend_delay``):
+  each firing alert is posted with ``endsAt`` its validity ahead of the wall clock, so
+  Alertmanager keeps it active while obsflow holds it firing;
 - to :data:`RECORD`, a process-local log of events and of the notifications our own
   dispatcher computed (Alertmanager's grouping/repeat/inhibition semantics in event time),
   read by the run summary and the tests when the engine runs in this process.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,16 @@ def publish_stage_output(out, spec=None, kafka: bool = False) -> None:
     """Deliver the alert events of a stage output (a no-op for outputs without any)."""
     events = getattr(out, "alerts", None)
     notes = getattr(out, "notifications", None)
-    if not events and not notes:
+    resends = getattr(out, "resends", None) or []
+    if not events and not notes and not resends:
         return
     with _LOCK:
         RECORD.extend(("event", e) for e in events or [])
+        RECORD.extend(("resend", e) for e in resends)
         RECORD.extend(("notification", n) for n in notes or [])
-    if not events or spec is None:
+    if (not events and not resends) or spec is None:
         return
-    publish = _kafka_publisher(spec) if kafka else None
+    publish = _kafka_publisher(spec) if kafka and events else None
     if publish is not None:
         publish(events, spec)
     alerts = getattr(spec, "alerts", None)
@@ -56,10 +62,11 @@ def publish_stage_output(out, spec=None, kafka: bool = False) -> None:
         key = alerts.alertmanager_url
         client = _CLIENTS.get(key) or _CLIENTS.setdefault(key, AlertmanagerClient(key, alerts.alertmanager_timeout,
                                                                                   alerts.external_url))
+        sent = list(events or []) + list(resends)
         try:
-            client.post_alerts(events)
-        except OSError as e:  # Alertmanager down: the events are in obs.alerts and on the topic
-            log.warning("alertmanager at %s: %s (%d events not delivered)", key, e, len(events))
+            client.post_alerts(sent, now=int(time.time() * 1000))
+        except OSError as e:  # Alertmanager down: the events are in obs.alerts and on the topic; the next re-send retries
+            log.warning("alertmanager at %s: %s (%d events not delivered)", key, e, len(sent))
 
 
 def reset() -> None:

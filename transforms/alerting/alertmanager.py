@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 import urllib.request
 
@@ -25,10 +26,13 @@ class AlertmanagerClient:
             raw = r.read()
             return json.loads(raw) if raw else None
 
-    def post_alerts(self, events: list[AlertEvent]) -> None:
-        """POST the events (firing ones without endsAt; resolved ones with it)."""
+    def post_alerts(self, events: list[AlertEvent], now: int | None = None) -> None:
+        """POST the events: resolved ones with their ``endsAt``, firing ones with
+        ``endsAt = valid_until`` with the validity counted from ``now`` (wall-clock ms;
+        default: the current time), see :meth:`AlertEvent.to_alertmanager`."""
         if events:
-            self._req("POST", "/api/v2/alerts", [e.to_alertmanager(self.generator_url) for e in events])
+            now = int(time.time() * 1000) if now is None else now
+            self._req("POST", "/api/v2/alerts", [e.to_alertmanager(self.generator_url, now) for e in events])
 
     def get_alerts(self, active: bool = True, silenced: bool = True, inhibited: bool = True, filters: list[str] | None = None) -> list[dict]:
         q = [("active", str(active).lower()), ("silenced", str(silenced).lower()), ("inhibited", str(inhibited).lower())]

@@ -191,6 +191,26 @@ class AlertingConfig(BaseModel):
     receivers: list[Receiver] | None = Field(None, description="Alertmanager receivers; default: the names the route uses")
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     external_url: str = "http://obsflow.local"
+    resend_delay: str = Field("1m", description="re-send still-firing alerts to Alertmanager this often (Prometheus' "
+                                                "--rules.alert.resend-delay); each send's endsAt is 4 x max(resend_delay, "
+                                                "the rule's resolution) ahead")
+
+    @field_validator("resend_delay")
+    @classmethod
+    def _resend(cls, v):
+        if duration_ms(v) <= 0:
+            raise ValueError(f"expected a duration above 0, got {v!r}")
+        return str(v)
+
+    def validity_ms(self, rule: AlertRule) -> int:
+        """How far ahead of each send a firing alert's ``endsAt`` is (Prometheus' ValidUntil):
+        4 x max(``resend_delay``, the rule's evaluation interval = its ``resolution``)."""
+        return 4 * max(duration_ms(self.resend_delay), duration_ms(rule.resolution))
+
+    def resolve_timeout_ms(self) -> int:
+        """The generated Alertmanager's ``resolve_timeout``: the longest validity of any rule
+        (only used for alerts posted without ``endsAt``, which obsflow never sends)."""
+        return max([self.validity_ms(r) for r in self.rules] or [4 * duration_ms(self.resend_delay)])
 
     @model_validator(mode="after")
     def _route(self):
@@ -215,7 +235,9 @@ class AlertingConfig(BaseModel):
     def alertmanager_config(self) -> dict:
         """This routing, receivers and inhibition as a Prometheus Alertmanager configuration
         (the dict of ``alertmanager.yml``), so a real Alertmanager routes exactly as
-        :class:`transforms.alerting.Dispatcher` does."""
+        :class:`transforms.alerting.Dispatcher` does. ``global.resolve_timeout`` is the
+        alerts' validity (:meth:`resolve_timeout_ms`): firing alerts are re-sent every
+        ``resend_delay`` with an ``endsAt`` that far ahead."""
         def fmt_m(ms):
             return [f"{m.name}{m.op}{json.dumps(m.value)}" for m in ms]
 
@@ -237,7 +259,8 @@ class AlertingConfig(BaseModel):
                 d["routes"] = [node(c) for c in r.routes]
             return d
 
-        out = {"route": node(self.route), "receivers": [x.model_dump() for x in self.receiver_list()]}
+        out = {"global": {"resolve_timeout": format_duration(self.resolve_timeout_ms())},
+               "route": node(self.route), "receivers": [x.model_dump() for x in self.receiver_list()]}
         if self.inhibit_rules:
             out["inhibit_rules"] = [{"source_matchers": fmt_m(i.source_matchers), "target_matchers": fmt_m(i.target_matchers),
                                      "equal": list(i.equal)} for i in self.inhibit_rules]

@@ -13,10 +13,19 @@ when no child matches) and, for each route it lands on, into that route's group 
 new group is flushed its route's ``group_wait`` after its first alert, then every
 ``group_interval``. A flush notifies when a firing alert was not in the last notification,
 when alerts resolved since, or when ``repeat_interval`` passed since the last notification
-with the same firing alerts. Resolved alerts leave the group once notified; an empty group
-is removed. An alert is *inhibited* (left out of the notification, counted) while a firing
-alert matching ``source_matchers`` and not itself matching ``target_matchers`` has the same
-values of the ``equal`` labels; inhibition is decided at flush time."""
+with the same firing alerts. Resolved alerts leave the group once flushed; an empty group
+is removed.
+
+Inhibition (Alertmanager's ``Inhibitor.Mutes``), decided at flush time: an alert matching
+an inhibit rule's ``target_matchers`` is muted — left out of the notification, firing or
+resolved, and recorded in ``inhibited`` — while another firing alert matches its
+``source_matchers`` with the same values of the ``equal`` labels; when the target alert
+itself also matches ``source_matchers``, sources that also match ``target_matchers`` do
+not count (so a source matching both sides still mutes target-only alerts). Muting comes
+before deduplication, as in Alertmanager's notification pipeline: when every alert of a
+flush is muted nothing is sent and the group's notification log is left as it was (no
+empty notification; no second notification of the same firing alert when the inhibition
+ends)."""
 
 from __future__ import annotations
 
@@ -120,14 +129,18 @@ class Dispatcher:
         return out
 
     def _inhibited(self, e: AlertEvent) -> bool:
+        """Alertmanager's ``Inhibitor.Mutes``: ``e`` matches a rule's target side and a firing
+        source with equal ``equal`` labels exists; when ``e`` matches the source side too,
+        sources matching both sides are skipped (``excludeTwoSidedMatch``)."""
         for rule in self.config.inhibit_rules:
             if not all(m.matches(e.labels) for m in rule.target_matchers):
                 continue
+            two_sided = all(m.matches(e.labels) for m in rule.source_matchers)
             for src in self.firing.values():
                 if src.fingerprint == e.fingerprint or not all(m.matches(src.labels) for m in rule.source_matchers):
                     continue
-                if all(m.matches(src.labels) for m in rule.target_matchers):
-                    continue  # an alert matching both sides cannot inhibit (Alertmanager)
+                if two_sided and all(m.matches(src.labels) for m in rule.target_matchers):
+                    continue
                 if all(src.labels.get(k, "") == e.labels.get(k, "") for k in rule.equal):
                     return True
         return False
@@ -150,7 +163,7 @@ class Dispatcher:
         alerts = [e for _, e in sorted(g["alerts"].items())]
         send = []
         for e in alerts:
-            if e.status == "firing" and self._inhibited(e):
+            if self._inhibited(e):  # firing or resolved: Alertmanager mutes both
                 self.inhibited.append((at, e.fingerprint))
                 continue
             send.append(e)
@@ -158,7 +171,9 @@ class Dispatcher:
         resolved = {e.fingerprint for e in send if e.status == "resolved"}
         sent = g["sent"]
         repeat = False
-        if sent is None:
+        if not send:
+            notify = False  # all muted: the pipeline stops before dedup, the log is unchanged
+        elif sent is None:
             notify = bool(firing)
         elif not firing <= sent["firing"]:
             notify = True

@@ -40,7 +40,7 @@ def iso(ms: int | None) -> str:
 class AlertEvent:
     """One state change of one alert. ``at`` is the event time of the change."""
 
-    status: str  # firing | resolved (notified); pending | inactive (obs.alerts only) (notified); pending | inactive (obs.alerts only)
+    status: str  # firing | resolved (notified); pending | inactive (obs.alerts only)
     rule: str
     severity: str
     labels: dict[str, str]
@@ -50,6 +50,8 @@ class AlertEvent:
     ends_at: int | None
     at: int
     fingerprint: str = field(default="")
+    valid_until: int | None = None  # firing: the endsAt sent to Alertmanager (Prometheus' ValidUntil), event time
+    resend: bool = False  # a re-send of a still-firing alert (Alertmanager only; not a state change)
 
     def __post_init__(self):
         if not self.fingerprint:
@@ -61,11 +63,20 @@ class AlertEvent:
                            "labels": self.labels, "annotations": self.annotations, "value": self.value,
                            "startsAt": self.starts_at, "endsAt": self.ends_at}, sort_keys=True, separators=(",", ":")).encode()
 
-    def to_alertmanager(self, generator_url: str = "") -> dict:
-        """One element of the ``POST /api/v2/alerts`` body."""
+    def to_alertmanager(self, generator_url: str = "", now: int | None = None) -> dict:
+        """One element of the ``POST /api/v2/alerts`` body. A resolved alert carries its
+        ``endsAt``; a firing one ``endsAt = valid_until`` (as Prometheus sends it), so
+        Alertmanager keeps it active until then and never applies its ``resolve_timeout``.
+        With ``now`` (wall-clock ms), a firing alert's validity is counted from ``now``
+        rather than from its event time: ``endsAt = max(valid_until, now + valid_until - at)``,
+        so a pipeline running behind the wall clock (or a replay) does not send an ``endsAt``
+        that has already passed."""
         d = {"labels": self.labels, "annotations": self.annotations, "startsAt": iso(self.starts_at), "generatorURL": generator_url}
-        if self.ends_at is not None:
-            d["endsAt"] = iso(self.ends_at)
+        ends = self.ends_at
+        if self.status == "firing" and self.valid_until is not None:
+            ends = self.valid_until if now is None else max(self.valid_until, now + self.valid_until - self.at)
+        if ends is not None:
+            d["endsAt"] = iso(ends)
         return d
 
 
@@ -85,5 +96,5 @@ def alert_rows(events: list[AlertEvent]) -> pa.Table:
     }, schema=sch)
 
 
-def alertmanager_payload(events: list[AlertEvent], generator_url: str = "") -> list[dict]:
-    return [e.to_alertmanager(generator_url) for e in events]
+def alertmanager_payload(events: list[AlertEvent], generator_url: str = "", now: int | None = None) -> list[dict]:
+    return [e.to_alertmanager(generator_url, now) for e in events]

@@ -9,7 +9,13 @@ alert fires in the same evaluation, as in Prometheus); held for ``for`` → *fir
 ``startsAt = activeAt``, ``endsAt = t``; Prometheus drops it silently), a firing one stays
 firing while ``t - last_true < keep_firing_for``, then *resolved* (event, ``endsAt = t``).
 Only ``firing`` and ``resolved`` events are notifications (what Prometheus sends to
-Alertmanager); ``pending`` and ``inactive`` are rows of ``obs.alerts`` only."""
+Alertmanager); ``pending`` and ``inactive`` are rows of ``obs.alerts`` only.
+
+Re-sending (Prometheus' ``sendAlerts``): a firing event carries ``valid_until = t + 4 x
+max(resend_delay, resolution)``; at each later evaluation ``t`` of its rule where the last
+send is more than ``resend_delay`` ago (strictly, as Prometheus' ``needsSending``), a
+still-firing alert is emitted again as a ``resend`` event (status ``firing``,
+``resend=True``, a fresh ``valid_until``): for Alertmanager only, not a state change."""
 
 from __future__ import annotations
 
@@ -45,8 +51,9 @@ class RuleEvaluator:
     """State of every rule's alerts; ``evaluate(rows)`` for closed windows, ``tick`` for a
     window close without rows (so absence rules see time pass)."""
 
-    def __init__(self, rules: list[AlertRule]):
+    def __init__(self, rules: list[AlertRule], resend_delay_ms: int = 60_000):
         self.rules = rules
+        self.resend_ms = resend_delay_ms
         self.by_res: dict[int, list[AlertRule]] = {}
         for r in rules:
             self.by_res.setdefault(duration_ms(r.resolution), []).append(r)
@@ -86,6 +93,22 @@ class RuleEvaluator:
         for rule in self.by_res.get(res, []):
             active = self._active(rule, t, rows)
             out.extend(self._transition(rule, t, active))
+            out.extend(self._resend(rule, t))
+        return out
+
+    def _validity(self, rule: AlertRule) -> int:
+        return 4 * max(self.resend_ms, duration_ms(rule.resolution))
+
+    def _resend(self, rule: AlertRule, t: int) -> list[AlertEvent]:
+        """``resend`` events of the rule's firing alerts last sent more than ``resend_delay`` before ``t``."""
+        out = []
+        for key in sorted(k for k in self.alerts if k[0] == rule.name):
+            st = self.alerts[key]
+            if st["state"] == "firing" and st.get("last_sent", st["fired_at"]) + self.resend_ms < t:
+                st["last_sent"] = t
+                e = self._event(rule, st, "firing", t)
+                e.valid_until, e.resend = t + self._validity(rule), True
+                out.append(e)
         return out
 
     def _select(self, sel: Selector, rows: list[dict]):
@@ -161,8 +184,10 @@ class RuleEvaluator:
                 st = self.alerts[(rule.name, fp)] = {"state": "pending", "active_at": t, "fired_at": None, "labels": labels}
             st["last_true"], st["value"] = t, v
             if st["state"] == "pending" and t - st["active_at"] >= for_ms:
-                st["state"], st["fired_at"] = "firing", t
-                out.append(self._event(rule, st, "firing", t))
+                st["state"], st["fired_at"], st["last_sent"] = "firing", t, t
+                e = self._event(rule, st, "firing", t)
+                e.valid_until = t + self._validity(rule)
+                out.append(e)
             elif st["state"] == "pending" and st["active_at"] == t:
                 out.append(self._event(rule, st, "pending", t))
         for key in sorted(k for k in self.alerts if k[0] == rule.name and k[1] not in active):
