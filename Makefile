@@ -30,6 +30,7 @@ services: $(STAMP)
 	$(PY) -m infra.trino fetch
 	$(PY) -m infra.flink fetch
 	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
+	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 
 test: services
 	$(PY) -m pytest -q

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow as pa
 import pytest
 
-from tests.alerting.test_alertmanager_semantics import INHIBIT, firing, resolved
 from tests.alerting.test_alerting import real_alertmanager
+from tests.alerting.test_alertmanager_semantics import INHIBIT, firing, resolved
 from transforms.alerting import AlertEngine, AlertingConfig, AlertmanagerClient
 from transforms.alerting.dispatch import Dispatcher
 
@@ -30,7 +30,7 @@ def webhook():
     got: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             got.append(json.loads(body))
             self.send_response(200)
@@ -108,7 +108,7 @@ def test_dispatcher_matches_real_alertmanager_on_inhibition_timeline():
         with real_alertmanager(cfg) as server:
             _replay(AlertmanagerClient(server.url), timeline, end)
         theirs = _theirs(bodies)
-    g = lambda name, svc: ("hook", (("alertname", name), ("service", svc)))  # noqa: E731
+    g = lambda name, svc: ("hook", (("alertname", name), ("service", svc)))
     assert ours == {
         g("TA", "a"): [("firing", [("TA", "firing")])],
         g("SA", "a"): [("firing", [("SA", "firing")]), ("resolved", [("SA", "resolved")])],
