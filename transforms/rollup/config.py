@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,6 +45,19 @@ class RollupConfig(BaseModel):
     sketch_kinds: list[str] = Field(default_factory=lambda: ["gauge"], description="kinds whose values feed the quantile sketch")
     exemplars: bool = Field(True, description="keep the trace id of each window's largest sample (input column trace_id)")
     compact_rows: int = Field(2_000_000, ge=1000, description="pending partial rows per window before they are merged")
+    histogram_buckets: Literal["per_bucket", "cumulative"] = Field(
+        "per_bucket", description="layout of histogram bucket_counts: per_bucket (OTLP: observations in each bucket) or "
+                                  "cumulative (Prometheus le buckets: observations <= each bound, the last one +Inf)")
+    counter_gap: str | None = Field(None, description="spread a counter's increase linearly over a gap between two samples "
+                                                      "longer than this: only the share inside the window is counted; "
+                                                      "null: the whole increase counts in the window of the later sample")
+
+    @field_validator("counter_gap")
+    @classmethod
+    def _gap(cls, v):
+        if v is not None and duration_ms(v) <= 0:
+            raise ValueError(f"expected a duration above 0 or null, got {v!r}")
+        return None if v is None else str(v)
 
     @field_validator("watermark_delay", "allowed_lateness")
     @classmethod
@@ -85,6 +99,10 @@ class RollupConfig(BaseModel):
     @property
     def lateness_ms(self) -> int:
         return duration_ms(self.allowed_lateness)
+
+    @property
+    def counter_gap_ms(self) -> int | None:
+        return None if self.counter_gap is None else duration_ms(self.counter_gap)
 
 
 class DeriveRule(BaseModel):

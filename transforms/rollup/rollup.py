@@ -52,6 +52,7 @@ _COUNTER, _GAUGE, _HIST, _SUMMARY = 0, 1, 2, 3
 _STAT = ("oid", "count", "sum", "min", "max", "last_ts", "last_v", "late", "inc", "ex_v")
 _HSHIFT = 16
 _NOSTART = np.iinfo(np.int64).min  # start_time unknown
+_ADDED_KEYS = {"histogram_buckets": "per_bucket", "counter_gap": None}
 
 
 @dataclass
@@ -168,6 +169,7 @@ class MetricRollup:
         self.carry_v = np.zeros(0, np.float64)   # last counter value per sid
         self.carry_has = np.zeros(0, bool)
         self.carry_start = np.zeros(0, np.int64)  # start_time (ms) of the last counter value per sid
+        self.carry_ts = np.zeros(0, np.int64)     # time (ms) of the last counter value per sid (counter_gap)
         self.cum_carry: dict[int, tuple] = {}    # sid -> (start, count, sum, buckets) of the last cumulative hist/summary
         self.hist_bounds: dict[int, tuple[str, np.ndarray]] = {}
         self.stats = {"samples_in": 0, "samples_accepted": 0, "late_accepted": 0, "too_late": 0, "invalid": 0,
@@ -177,12 +179,14 @@ class MetricRollup:
     def snapshot(self) -> bytes:
         """The whole state (config included) as bytes."""
         state = {k: getattr(self, k) for k in ("registry", "windows", "watermark", "max_seen", "carry_v", "carry_has",
-                                               "carry_start", "cum_carry", "hist_bounds", "stats")}
+                                               "carry_start", "carry_ts", "cum_carry", "hist_bounds", "stats")}
         return pickle.dumps({"version": 1, "config": self.config.model_dump(), "state": state}, protocol=5)
 
     def restore(self, blob: bytes) -> None:
         """Replace this rollup's state by a snapshot's (its config must match)."""
         doc = pickle.loads(blob)
+        for k, v in _ADDED_KEYS.items():  # snapshots from before these keys had their defaults
+            doc["config"].setdefault(k, v)
         if doc["config"] != self.config.model_dump():
             raise ValueError("snapshot was taken with a different rollup config")
         for k, v in doc["state"].items():
@@ -219,6 +223,9 @@ class MetricRollup:
         ts = pc.fill_null(ts_col, np.iinfo(np.int64).min).to_numpy()
         bad = (kcode < 0) | (ts == np.iinfo(np.int64).min)
         bad |= np.isin(kcode, (_COUNTER, _GAUGE)) & ~np.isfinite(value)
+        converted, layout_why = self._bucket_layout(table, kcode)  # late / invalid rows keep the raw counts
+        if layout_why is not None:
+            bad |= layout_why.astype(bool)  # None: fine; a reason: invalid
         reasons = {}
         if bad.any():
             reasons["invalid"] = bad
@@ -238,8 +245,11 @@ class MetricRollup:
             keep &= ~bad
             sub = table.filter(pa.array(bad))
             why = np.where(kcode[bad] < 0, "unknown_kind", np.where(ts[bad] == np.iinfo(np.int64).min, "missing_timestamp", "missing_value"))
+            if layout_why is not None:
+                why = np.where(layout_why[bad].astype(bool), layout_why[bad], why)
             inv_out = sub.append_column("reason", pa.array(why.tolist(), pa.string()))
             self.stats["invalid"] += inv_out.num_rows
+        table = converted
         if not keep.all():
             table = table.filter(pa.array(keep))
             ts, w, kcode, value = ts[keep], w[keep], kcode[keep], value[keep]
@@ -253,6 +263,57 @@ class MetricRollup:
         out = self._close(self.watermark)
         out.late, out.invalid = late_out, inv_out
         return out
+
+    def _bucket_layout(self, table: pa.Table, kcode: np.ndarray) -> tuple[pa.Table, np.ndarray | None]:
+        """Check (and with ``histogram_buckets: cumulative``, convert) histogram ``bucket_counts``.
+
+        ``per_bucket``: a histogram whose ``count`` is given must have buckets summing to it;
+        when they do not, the row is invalid: ``cumulative_buckets`` when the counts never go
+        down and the last one equals ``count`` (Prometheus' cumulative ``le`` layout: set
+        ``histogram_buckets: cumulative``), ``bucket_count_mismatch`` otherwise.
+        ``cumulative``: each row's counts become per-bucket differences; a count going down is
+        invalid (``non_monotonic_buckets``), and so is a last (``+Inf``) count other than a
+        given ``count`` (``bucket_count_mismatch``). Returns the table (bucket_counts replaced
+        when converted) and a reason per row (``None`` where fine), or ``None`` when no row is
+        a histogram with buckets."""
+        is_h = kcode == _HIST
+        if not is_h.any() or "bucket_counts" not in table.column_names:
+            return table, None
+        bc = self._col(table, "bucket_counts", pa.list_(pa.int64()))
+        if bc.null_count == len(bc):
+            return table, None
+        bc = bc.cast(pa.list_(pa.int64()))
+        n = table.num_rows
+        lens = pc.fill_null(pc.list_value_length(bc), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        offs = bc.offsets.to_numpy().astype(np.int64) - int(bc.offsets[0].as_py())
+        flat = pc.fill_null(pc.list_flatten(bc), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        parent = np.repeat(np.arange(n), lens)
+        total = np.bincount(parent, weights=flat, minlength=n) if len(flat) else np.zeros(n)
+        has = is_h & (lens > 0)
+        last = np.where(has, flat[np.maximum(offs[:n] + lens - 1, 0)] if len(flat) else 0, 0)
+        step = np.diff(flat)
+        down = np.zeros(n, bool)
+        if len(step):
+            inner = parent[1:] == parent[:-1]
+            down[parent[1:][inner & (step < 0)]] = True
+        cnt = pc.fill_null(self._col(table, "count", pa.int64()).cast(pa.float64()), np.nan).to_numpy()
+        known = has & ~np.isnan(cnt)
+        why = np.full(n, None, object)
+        if self.config.histogram_buckets == "per_bucket":
+            off = known & (total != cnt)
+            why[off & ~down & (last == cnt)] = "cumulative_buckets"
+            why[off & (down | (last != cnt))] = "bucket_count_mismatch"
+        else:
+            why[has & down] = "non_monotonic_buckets"
+            why[known & ~down & (last != cnt)] = "bucket_count_mismatch"
+            first = np.zeros(len(flat), bool)
+            first[offs[:n][lens > 0]] = True
+            per = flat - np.where(first, 0, np.r_[0, flat[:-1]])
+            conv = np.where(np.repeat(has & ~why.astype(bool), lens), per, flat)
+            arr = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(lens)], pa.int32()), pa.array(conv, pa.int64()),
+                                           mask=pc.is_null(bc))
+            table = table.set_column(table.column_names.index("bucket_counts"), "bucket_counts", arr)
+        return table, why if why.astype(bool).any() else None
 
     def _take(self, table, ts, w, kcode, value, wm0):
         n = table.num_rows
@@ -467,7 +528,7 @@ class MetricRollup:
             parts = [c if len(c) == 5 else (*c, np.full(len(c[0]), _NOSTART, np.int64)) for c in win.ctr]
             sid, oid, ts, v, s0 = (np.concatenate(x) for x in zip(*parts))
             order = np.lexsort((ts, sid))
-            sid, oid, v, s0 = sid[order], oid[order], v[order], s0[order]
+            sid, oid, v, s0, ts = sid[order], oid[order], v[order], s0[order], ts[order]
             first = np.r_[True, sid[1:] != sid[:-1]]
             prev = np.r_[np.nan, v[:-1]]
             prev = np.where(first, np.where(self.carry_has[sid], self.carry_v[sid], np.nan), prev)
@@ -477,6 +538,8 @@ class MetricRollup:
             known = s0 != _NOSTART
             full = known & (np.isnan(prev) | ((prev_s != _NOSTART) & (prev_s != s0)))
             delta = np.where(full, v, np.where(np.isnan(prev), 0.0, np.where(v >= prev, v - prev, v)))
+            if self.config.counter_gap_ms is not None:
+                delta = self._spread_gaps(win, sid, ts, first, prev, delta)
             inc = np.bincount(oid, weights=delta, minlength=int(st["oid"].max()) + 1 if len(st["oid"]) else 0)
             st = dict(st)
             st["inc"] = st["inc"] + inc[st["oid"]]
@@ -484,6 +547,9 @@ class MetricRollup:
             self.carry_v[sid[last]] = v[last]
             self.carry_has[sid[last]] = True
             self.carry_start[sid[last]] = s0[last]
+            if len(self.carry_ts) < len(self.carry_v):
+                self.carry_ts = np.concatenate([self.carry_ts, np.full(len(self.carry_v) - len(self.carry_ts), _NOSTART)])
+            self.carry_ts[sid[last]] = ts[last]
         if getattr(win, "cum", None) and res == self.fine:
             st = self._cumulative(win, st)
         sk = win.sketch[0] if win.sketch else None
@@ -500,6 +566,27 @@ class MetricRollup:
                     cw.hist.append(hs)
                 cw.pending += len(st["oid"])
         return self._rows(res, win, st, sk, hs)
+
+    def _spread_gaps(self, win: _Window, sid, ts, first, prev, delta) -> np.ndarray:
+        """``counter_gap``: an increase between two samples more than ``counter_gap`` apart
+        counts only with the share of the gap inside this window, ``(ts - max(prev_ts,
+        window_start)) / (ts - prev_ts)`` (a constant rate over the gap); the rest, the
+        increase no window in the gap can hold (they have no samples and closed before it was
+        known), is counted in ``stats["counter_gap_increase_spread_out"]``. Pairs whose
+        previous time is unknown (snapshots from before ``counter_gap``) count in full."""
+        if len(self.carry_ts) < len(self.carry_v):
+            self.carry_ts = np.concatenate([self.carry_ts, np.full(len(self.carry_v) - len(self.carry_ts), _NOSTART)])
+        prev_ts = np.where(first, self.carry_ts[sid], np.r_[_NOSTART, ts[:-1]])
+        gap = (prev_ts != _NOSTART) & ~np.isnan(prev) & (ts - prev_ts > self.config.counter_gap_ms)
+        if not gap.any():
+            return delta
+        share = np.ones(len(ts))
+        span = (ts - prev_ts)[gap].astype(np.float64)
+        share[gap] = (ts[gap] - np.maximum(prev_ts[gap], win.start)) / span
+        out = delta * share
+        self.stats["counter_gap_increase_spread_out"] = self.stats.get("counter_gap_increase_spread_out", 0.0) + float(
+            (delta - out).sum())
+        return out
 
     def _cumulative(self, win: _Window, st: dict) -> dict:
         """Differences of a closing window's cumulative histogram / summary rows to each
