@@ -98,3 +98,20 @@ def test_pipeline_alerts_reach_a_real_alertmanager(runner, tmp_path):
     for a in got:
         if a["labels"]["alertname"] == "HighErrorRate":
             assert a["annotations"]["runbook_url"] == "https://runbooks/errors"
+
+
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_still_firing_alerts_are_resent_from_the_global_stage(runner, tmp_path):
+    """The global stage's re-sends (resend_delay 1m, the default: every other 1m evaluation,
+    as Prometheus) reach the sink as ``resend`` records with ``endsAt`` 4m ahead; they are
+    not state changes (not in obs.alerts, not ``event`` records)."""
+    spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ALERTS)
+    delivered.reset()
+    run(runner, spec, source())
+    resent = [e for kind, e in delivered.RECORD if kind == "resend"]
+    assert [((e.at - BASE) // 1000, e.rule, e.labels["service"], (e.valid_until - e.at) // 1000) for e in resent] == [
+        (360, "HighErrorRate", "a", 240), (420, "ServiceDown", "b", 240), (480, "HighErrorRate", "a", 240),
+        (480, "HighErrorRate", "b", 240), (540, "ServiceDown", "b", 240), (600, "HighErrorRate", "b", 240),
+        (660, "ServiceDown", "b", 240), (720, "HighErrorRate", "b", 240)]
+    assert all(e.status == "firing" and e.resend for e in resent)
+    assert read_table(spec, "alerts").num_rows == 6 and len([k for k, _ in delivered.RECORD if k == "event"]) == 4
