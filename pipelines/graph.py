@@ -139,7 +139,7 @@ class CompiledFlow:
         self.scrubber: Scrubber | None = None
         for step in flow.steps:
             if isinstance(step, ValidateStep):
-                self.pre.append(Validator(signal, step))
+                self.pre.append(Validator(signal, step, json_hints=self.source.codec == "json"))
             elif isinstance(step, ScrubStep):
                 self.scrubber = Scrubber(signal, step, spec.privacy)
                 self.post.append(self.scrubber)
