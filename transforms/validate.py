@@ -180,7 +180,8 @@ class Validator:
         idx = t.column(INDEX).to_numpy()
         ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
         delta = ts_ms - ingest
-        bad = ((delta > self.max_future_ms) | (delta < -self.max_past_ms)) & t.column(self.ts_field).is_valid().to_numpy(zero_copy_only=False)
+        present = t.column(self.ts_field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
+        bad = ((delta > self.max_future_ms) | (delta < -self.max_past_ms)) & present
         if bad.any():
             details = np.empty(len(delta), dtype=object)
             for k in np.flatnonzero(bad):
