@@ -136,13 +136,19 @@ class CompiledFlow:
         self.codec = codec_for(self.source.codec, signal, max_bytes, options)
         self.pre: list = []   # on wire columns
         self.post: list = []  # on table columns
+        self.scrubber: Scrubber | None = None
         for step in flow.steps:
             if isinstance(step, ValidateStep):
-                self.pre.append(Validator(signal, step))
+                self.pre.append(Validator(signal, step, json_hints=self.source.codec == "json"))
             elif isinstance(step, ScrubStep):
-                self.post.append(Scrubber(signal, step, spec.privacy))
+                self.scrubber = Scrubber(signal, step, spec.privacy)
+                self.post.append(self.scrubber)
             elif isinstance(step, EnrichStep):
                 self.post.append(Enricher(signal, step, spec.services))
+        if self.scrubber is None:  # no personal data is stored, scrub step or not: text, ids, maps, dead letters
+            self.scrubber = Scrubber(signal, ScrubStep(kind="scrub", pseudonymize_users=False, anonymize_ip=False),
+                                     spec.privacy, implicit=True)
+            self.post.insert(0, self.scrubber)
         self.extra = {"sample_rate": 1.0} if signal == "log" else {}
         self.trace_step, self.log_config = stage_plan(spec)
         # spans always go through the trace stage; logs do when the spec samples them
@@ -209,7 +215,7 @@ class CompiledFlow:
             stage_inputs = stage_inputs + self._metric_inputs(raw, self.deriver(annotated), "derived", self._max_ms(annotated, "ts"))
         if self.product_def is not None:
             stage_inputs = stage_inputs + self._product_inputs(raw, annotated)
-        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes)
+        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes, self.scrubber)
         by_reason: dict[str, int] = {}
         for r in dead.column("reason").to_pylist():
             by_reason[r] = by_reason.get(r, 0) + 1

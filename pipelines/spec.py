@@ -181,6 +181,14 @@ class ValidateStep(Model):
     levels: list[str] = Field(default_factory=lambda: ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])
 
 
+#: attribute keys whose values are redacted whole (``ScrubStep.sensitive_keys``): a word of the
+#: key, so ``http.request.header.authorization`` and ``x-auth-token`` match, ``input_tokens`` does not
+DEFAULT_SENSITIVE_KEYS = (
+    r"authorization", r"cookie", r"password", r"passwd", r"secret", r"credential",
+    r"(?:^|[^a-z])token(?:$|[^a-z])", r"api[-_. ]?key", r"private[-_. ]?key", r"session[-_.]?key",
+)
+
+
 class ScrubStep(Model):
     """Remove personal data from free text and identifiers."""
 
@@ -191,6 +199,9 @@ class ScrubStep(Model):
     api_keys: bool = True
     anonymize_ip: bool = True
     pseudonymize_users: bool = True
+    sensitive_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_KEYS), description=(
+        "regexes (RE2, case-insensitive, searched in the key): the value of a matching attribute / label / "
+        "JSON key is replaced whole by [REDACTED]"))
 
 
 class EnrichStep(Model):

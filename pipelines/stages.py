@@ -1002,20 +1002,21 @@ class GlobalStage(_Pickled):
         g = w.get(name)
         if g is None:
             w[name] = {"reached": list(f["reached"]), "last": list(f["last"]), "times": [list(x) for x in f["times"]],
-                       "abandoned": f["abandoned"]}
+                       "abandoned": f["abandoned"], "convert": list(f.get("convert", []))}
             return
         for i in range(len(g["reached"])):
             g["reached"][i] += f["reached"][i]
             g["last"][i] += f["last"][i]
             g["times"][i].extend(f["times"][i])
         g["abandoned"] += f["abandoned"]
+        g.setdefault("convert", []).extend(f.get("convert", []))
 
     def _funnels(self, mark, rows) -> None:
         if self.report is None or mark is None:
             return
         for w in self.report.windows.values():
             for g in w.values():
-                for x in g["times"]:
+                for x in (*g["times"], g.setdefault("convert", [])):
                     x.sort()  # merged order must not depend on shard arrival order
         rows["metrics"].append(self.report.close(None if mark >= _MAX else mark))
         due = sorted(k for k in self.errors if mark >= _MAX or (k[0] + 1) * self.res <= mark)

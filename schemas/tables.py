@@ -185,9 +185,11 @@ DEAD_LETTERS = TableDef(
         ("source_topic", StringType(), True),
         ("source_partition", IntegerType(), True),
         ("source_offset", LongType(), True),
-        ("raw", BinaryType(), False, "payload, cut to the configured bound"),
+        ("raw", BinaryType(), False, "payload, personal data scrubbed (see raw_text), cut to the configured bound"),
         ("raw_size", LongType(), True, "size of the whole payload in bytes"),
         ("raw_truncated", BooleanType(), True),
+        ("raw_text", BooleanType(), False, "true: raw was UTF-8 text, scrubbed with placeholders; false: binary, "
+                                           "personal data masked byte for byte with '*'; null: not scrubbed"),
     ),
     partition=(("received_at", "day"), ("reason", "identity")),
     sort=("received_at",),

@@ -10,9 +10,12 @@ from schemas.tables import DEAD_LETTERS
 from transforms.batch import RawBatch, Rejects
 
 
-def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int) -> pa.Table:
+def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int, scrubber=None) -> pa.Table:
     """Rows for ``obs.dead_letters``. A record rejected twice (e.g. one row per
-    interaction of an envelope) yields one row, with the first reason."""
+    interaction of an envelope) yields one row, with the first reason. With a
+    ``scrubber`` (a ``transforms.scrub.Scrubber``), ``raw`` is scrubbed before it is cut
+    (``raw_text`` says whether it was text or masked as binary; ``raw_size`` stays the
+    received size) and ``detail`` is scrubbed as free text."""
     schema = DEAD_LETTERS.arrow_schema()
     seen: dict[int, int] = {}
     for k, i in enumerate(rejects.indices):
@@ -20,10 +23,15 @@ def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int) -> pa.
     order = sorted(seen)
     values = [raw.values[i] for i in order]
     sizes = [len(v) if v is not None else 0 for v in values]
+    details = pa.array([rejects.details[seen[i]] for i in order], pa.string())
+    is_text = [None] * len(order)
+    if scrubber is not None and order:
+        values, is_text = scrubber.scrub_raw(values)
+        details = scrubber.scrub_text(details)
     cols = {
         "received_at": pa.array(np.asarray([raw.timestamps_ms[i] for i in order], dtype=np.int64) * 1000, pa.timestamp("us", tz="UTC")),
         "reason": pa.array([rejects.reasons[seen[i]] for i in order], pa.string()),
-        "detail": pa.array([rejects.details[seen[i]] for i in order], pa.string()),
+        "detail": details,
         "source": pa.array([raw.source] * len(order), pa.string()),
         "source_topic": pa.array([raw.topic] * len(order), pa.string()),
         "source_partition": pa.array([raw.partition] * len(order), pa.int32()),
@@ -31,5 +39,6 @@ def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int) -> pa.
         "raw": pa.array([None if v is None else v[:max_raw_bytes] for v in values], pa.binary()),
         "raw_size": pa.array(sizes, pa.int64()),
         "raw_truncated": pa.array([s > max_raw_bytes for s in sizes], pa.bool_()),
+        "raw_text": pa.array(is_text, pa.bool_()),
     }
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)

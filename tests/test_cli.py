@@ -130,7 +130,7 @@ def _duck_round(x: float, digits: int) -> float:
 
 
 def test_query_saved_gives_the_answers_computed_from_the_tables(tmp_path):
-    """The three saved queries through `obsflow query --saved`, their CSV compared with
+    """The saved funnel, error-rate and latency queries through `obsflow query --saved`, their CSV compared with
     the same figures computed in Python from the tables the run wrote."""
     import csv
     import io
@@ -167,20 +167,30 @@ def test_query_saved_gives_the_answers_computed_from_the_tables(tmp_path):
     assert q.returncode == 0, q.stderr
     assert q.stdout.replace("\r\n", "\n") == csv_of(["service", "errors", "lines", "error_rate"], expected)
 
-    # signup funnel
+    # signup funnel: per step of the default funnel (written out here), sessions that reached
+    # it (the longest prefix of steps that each occur in the session) and sessions whose last
+    # step it was; those that reached the final step converted and dropped nowhere
+    from tests.product.test_funnel_queries import STEPS
+
     events = read_table(spec, "events").to_pylist()
-    steps: dict[int, set] = {}
+    per_session: dict[str, list] = {}
     for row in events:
-        if row["event_type"] == "form_step" and row["form"] == "signup":
-            steps.setdefault(row["form_step"], set()).add(row["session_id"])
-    order = sorted(steps)
-    assert len(order) >= 2
-    first = len(steps[order[0]])
-    expected = [(s, len(steps[s]), len(steps[s]) - (len(steps[order[i + 1]]) if i + 1 < len(order) else 0),
-                 _duck_round(100.0 * len(steps[s]) / first, 1)) for i, s in enumerate(order)]
+        per_session.setdefault(row["session_id"], []).append(
+            ({"type": row["event_type"], "form": row["form"], "step": row["form_step"]}, row["page"]))
+    reached_k = []
+    for evs in per_session.values():
+        k = 0
+        while k < len(STEPS) and any(STEPS[k][1](e, p) for e, p in evs):
+            k += 1
+        reached_k.append(k)
+    n = len(STEPS)
+    reached = [sum(1 for k in reached_k if k > i) for i in range(n)]
+    assert reached[0] > reached[-1] > 0
+    expected = [(i, STEPS[i][0], reached[i], sum(1 for k in reached_k if k == i + 1) if i < n - 1 else 0,
+                 _duck_round(100.0 * reached[i] / reached[0], 1)) for i in range(n)]
     q = obsflow("query", "--saved", "funnel_dropoff", "--warehouse", wh, "--format", "csv")
     assert q.returncode == 0, q.stderr
-    assert q.stdout.replace("\r\n", "\n") == csv_of(["step", "sessions", "dropped_after_step", "pct_of_step_1"], expected)
+    assert q.stdout.replace("\r\n", "\n") == csv_of(["step_index", "step", "sessions", "dropped_after_step", "pct_of_first_step"], expected)
 
     # p99 latency by service, from the 1m RED metrics of server spans
     metrics = read_table(spec, "metrics").to_pylist()
@@ -209,4 +219,4 @@ def test_query_saved_gives_the_answers_computed_from_the_tables(tmp_path):
     u = obsflow("query", "--saved", "no_such_query", "--warehouse", wh)
     assert u.returncode == 2
     assert u.stderr.strip() == ("obsflow query: no saved query 'no_such_query'; saved queries: "
-                                "error_rate_by_service, funnel_dropoff, p99_latency_by_service")
+                                "error_rate_by_service, funnel_dropoff, p99_latency_by_service, time_to_convert")

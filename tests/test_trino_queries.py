@@ -76,7 +76,7 @@ def test_join_logs_and_spans_by_trace_id(landed):
     assert got == [[want]]
 
 
-@pytest.mark.parametrize("name", ["funnel_dropoff", "error_rate_by_service", "p99_latency_by_service"])
+@pytest.mark.parametrize("name", ["funnel_dropoff", "error_rate_by_service", "p99_latency_by_service", "time_to_convert"])
 def test_saved_queries_agree_in_trino_and_duckdb(landed, name):
     spec, server = landed
     sql = saved_query(name)

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 INDEX = "_i"
+#: problems named in one reject's detail at most (see :meth:`Batch.defer_drops`)
+MAX_PROBLEMS = 10
 
 
 @dataclass
@@ -89,12 +91,20 @@ class Batch:
     table: pa.Table
     rejects: Rejects = field(default_factory=Rejects)
     _deferred: np.ndarray | None = None
+    _problems: dict | None = None
 
     def defer_drops(self) -> None:
         """From now on, rejected rows are recorded but stay in the table (so several
         checks can run over one table) until :meth:`drop_rejected` filters them once.
-        A row is rejected at most once: the first reason wins."""
+        A row is rejected at most once: the first reason wins, and the details of later
+        problems of the same row are appended to its detail (``; `` between them, at most
+        :data:`MAX_PROBLEMS`, then how many more), so a reject names every problem."""
         self._deferred = np.zeros(self.table.num_rows, dtype=bool)
+        self._problems = {}  # row → (position in rejects, problems so far)
+
+    def rejected_rows(self) -> np.ndarray:
+        """Positions (in the table) of the rows rejected so far while drops are deferred."""
+        return np.flatnonzero(self._deferred) if self._deferred is not None else np.zeros(0, np.int64)
 
     def drop_rejected(self) -> None:
         if self._deferred is not None:
@@ -116,6 +126,9 @@ class Batch:
                 mask = mask.combine_chunks()
             mask_np = mask.fill_null(False).to_numpy(zero_copy_only=False)
         if self._deferred is not None:
+            again = np.flatnonzero(mask_np & self._deferred)
+            if len(again):
+                self._add_problems(again, details)
             mask_np = mask_np & ~self._deferred
         hits = np.flatnonzero(mask_np)
         if len(hits) == 0:
@@ -128,6 +141,30 @@ class Batch:
         else:
             self.rejects.add_many(idx, reason, [details[k] for k in hits])
         if self._deferred is not None:
+            first = len(self.rejects) - len(hits)
+            for k, row in enumerate(hits.tolist()):
+                self._problems[row] = [first + k, 1]
             self._deferred |= mask_np
         else:
             self.table = self.table.filter(pa.array(~mask_np))
+
+    def _add_problems(self, rows: np.ndarray, details) -> None:
+        """Append ``details`` (a string or per-row values) to the details of rows already rejected."""
+        for row in rows.tolist():
+            entry = self._problems.get(row)
+            if entry is None:
+                continue
+            if isinstance(details, str):
+                detail = details
+            elif isinstance(details, (pa.Array, pa.ChunkedArray)):
+                detail = details[row].as_py()
+            else:
+                detail = details[row]
+            if detail is None:
+                continue
+            pos, n = entry
+            entry[1] = n + 1
+            if n < MAX_PROBLEMS:
+                self.rejects.details[pos] = f"{self.rejects.details[pos]}; {detail}"
+            elif n == MAX_PROBLEMS:
+                self.rejects.details[pos] += "; … (more problems)"

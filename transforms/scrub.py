@@ -1,15 +1,30 @@
 """Scrub: remove personal data before anything is stored.
 
-Consumes table-named columns; emits the same rows with
-- e-mail addresses, payment card numbers (Luhn-checked), bearer tokens and API keys in
-  free-text columns replaced by ``[EMAIL]``, ``[CARD]``, ``Bearer [TOKEN]``, ``[API_KEY]``;
+Consumes table-named columns; emits the same rows where no string holds an e-mail address,
+a Luhn-valid payment card number, a bearer token or an API key:
+- free-text columns (every string column that is not an identifier or a validated code,
+  e.g. page, target, form, reported_location, error message and stack, log message, span
+  name and status message, metric name, user agent) get placeholders: ``[EMAIL]``
+  (also ``%40``-encoded), ``[CARD]`` (13-19 digits, Luhn-checked, also glued to letters
+  or ``_``: ``card4111111111111111``), ``Bearer [TOKEN]``, ``[TOKEN]`` (a JWT),
+  ``[API_KEY]`` (known key shapes and ``api_key=…``/``token: …`` assignments);
+- identifier columns (``IDENTIFIER_COLUMNS``: event_id, session_id, service, request_id,
+  host, env) that hold any of those are replaced whole by their keyed pseudonym, so joins
+  on them still work (placeholders when no key is configured);
+- map columns (span attributes and resource, log attributes, metric labels): the value of
+  every key matching ``ScrubStep.sensitive_keys`` (authorization, cookie, set-cookie,
+  password, token, secret, api key … as regexes, case-insensitive) is replaced whole by
+  ``[REDACTED]`` (the Collector's redaction processor's ``blocked_key_patterns``); every
+  other key and value is free text;
 - ``client_ip`` kept for enrichment but copied to ``client_ip_anon`` as its network
   address (IPv4 /24, IPv6 /48 by default); the raw IP is never written to a table;
 - ``user_id`` replaced by ``user_pseudonym``: HMAC-SHA256 under a key from the spec or
   the environment (never a default key), hex, 32 characters.
-All regex work is columnar (RE2 via ``pyarrow.compute``); Python only sees the rare
-card-number candidates (for the Luhn check) and each distinct user id and IPv6 address
-once per batch."""
+Validated codes and random ids (trace/span ids, event type, level, kind, status) are left
+as they are. :meth:`Scrubber.scrub_raw` scrubs dead-letter payloads (see there).
+All regex work is columnar (RE2 via ``pyarrow.compute``) and runs once per distinct value;
+Python only sees the rare card-number candidates (for the Luhn check) and each distinct
+pseudonymized value and IPv6 address once per batch."""
 
 from __future__ import annotations
 
@@ -17,24 +32,37 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.spec import PrivacySpec, ScrubStep
 
-EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-BEARER = r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*"
-API_KEY_ASSIGN = r"(?i)\b(api[_-]?key|apikey|access[_-]?key|secret[_-]?key|client[_-]?secret|auth[_-]?token|x-api-key|password|passwd|token)(\s*[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-./+=]{6,}"
-API_KEY_KNOWN = r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{20,}\b|\bxox[abprs]-[A-Za-z0-9\-]{10,}\b|\bAIza[0-9A-Za-z\-_]{35}\b"
-CARD_CANDIDATE = r"\b(?:\d[ \-]?){12,18}\d\b"
+EMAIL = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+BEARER = r"(?i)\bbearer(?:\s|%20|\+)+[A-Za-z0-9\-._~+/]+=*"
+JWT = r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"
+API_KEY_ASSIGN = (r"(?i)(api[_\- ]?key|apikey|access[_\- ]?key|secret[_\- ]?key|client[_\- ]?secret|auth[_\- ]?token|"
+                  r"access[_\- ]?token|refresh[_\- ]?token|x-api-key|password|passwd|token|secret)"
+                  r"(\s*[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-./+=]{6,}")
+API_KEY_KNOWN = (r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
+                 r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z\-_]{35}")
+CARD_CANDIDATE = r"\d(?:[ \-]?\d){12,18}"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
 IPV4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
+REDACTED = "[REDACTED]"
 
-TEXT_COLUMNS = {"event": ("page", "target", "error_message", "error_stack"), "log": ("message",), "span": ("status_message",)}
+#: string columns that identify something: a value holding personal data becomes its pseudonym
+IDENTIFIER_COLUMNS = frozenset({"event_id", "session_id", "service", "request_id", "host", "env"})
+#: string columns never rewritten: validated codes and hex ids (checked before scrubbing),
+#: and the columns pseudonymized or anonymized on their own
+EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type", "level", "kind", "status_code",
+                            "temporality", "user_id", "client_ip", "_i"})
+
+_CARD_RUN = re.compile(r"\d(?:[ \-]?\d)*")
+_SEP = re.compile(r"[ \-]")
 
 
 class MissingKeyError(RuntimeError):
@@ -52,9 +80,6 @@ def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:
     return pc.replace_with_mask(col, candidates, fn(col.filter(candidates)))
 
 
-_CARD_RE = None
-
-
 def luhn_ok(digits: str) -> bool:
     total, alt = 0, False
     for ch in reversed(digits):
@@ -68,18 +93,55 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _mask_cards(text: str) -> str:
-    global _CARD_RE
-    if _CARD_RE is None:
-        import re
+def _card_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every Luhn-valid card number in ``text``: a maximal run of digits
+    (single spaces or dashes between them allowed) with 13-19 digits; in a longer run,
+    any consecutive separator-delimited groups that form one. Letters and ``_`` around a
+    run do not protect it (``card4111111111111111``)."""
+    out = []
+    for m in _CARD_RUN.finditer(text):
+        run = m.group(0)
+        digits = _SEP.sub("", run)
+        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            out.append((m.start(), m.end()))
+            continue
+        if len(digits) < 13 or not _SEP.search(run):
+            continue
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", run)]
+        k = 0
+        while k < len(groups):
+            hit = None
+            for j in range(k, len(groups)):
+                n = sum(e - s for s, e in groups[k:j + 1])
+                if n > 19:
+                    break
+                if n >= 13 and luhn_ok("".join(run[s:e] for s, e in groups[k:j + 1])):
+                    hit = j
+            if hit is None:
+                k += 1
+                continue
+            out.append((m.start() + groups[k][0], m.start() + groups[hit][1]))
+            k = hit + 1
+    return out
 
-        _CARD_RE = re.compile(r"\b\d(?:[ \-]?\d){12,18}\b")
 
-    def repl(m):
-        digits = m.group(0).replace(" ", "").replace("-", "")
-        return "[CARD]" if luhn_ok(digits) else m.group(0)
+def _mask_cards(text: str, same_length: bool = False) -> str:
+    """``text`` with each card number (:func:`_card_spans`) replaced by ``[CARD]`` (or by
+    as many ``*`` as it has characters)."""
+    spans = _card_spans(text)
+    if not spans:
+        return text
+    parts, last = [], 0
+    for s, e in spans:
+        parts += [text[last:s], "*" * (e - s) if same_length else "[CARD]"]
+        last = e
+    parts.append(text[last:])
+    return "".join(parts)
 
-    return _CARD_RE.sub(repl, text)
+
+def sensitive_key_regex(patterns: list[str]) -> str:
+    """One RE2 regex (case-insensitive) matching any key that ``patterns`` match."""
+    return "(?i)" + "|".join(f"(?:{p})" for p in patterns)
 
 
 def pseudonym_key(privacy: PrivacySpec) -> bytes:
@@ -96,25 +158,49 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
     return value.encode()
 
 
-class Scrubber:
-    """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``."""
+#: Python patterns (same meaning as the RE2 ones) for byte-for-byte masking of binary payloads
+_BINARY_PATTERNS = [re.compile(p) for p in (EMAIL, BEARER[4:], JWT, API_KEY_KNOWN)]
+_BINARY_ASSIGN = re.compile(API_KEY_ASSIGN[4:], re.IGNORECASE)
+_BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
+_JSON_STR = r'"((?:[^"\\]|\\.)*)"'
+#: ``"key": "value"`` (group 1: up to the value, group 2: the key)
+_JSON_KEY_VALUE = re.compile(r'(' + _JSON_STR + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
+#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}``
+_OTLP_KEY_VALUE = re.compile(r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
-    def __init__(self, signal: str, step: ScrubStep, privacy: PrivacySpec):
+
+class Scrubber:
+    """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``.
+
+    ``implicit``: the scrubber a flow without a ``scrub`` step gets (text, identifiers,
+    maps and dead letters are scrubbed all the same; user ids and IPs are not stored by
+    such a flow, so no key is required)."""
+
+    def __init__(self, signal: str, step: ScrubStep, privacy: PrivacySpec, implicit: bool = False):
         self.signal = signal
         self.step = step
         self.privacy = privacy
-        self.key = pseudonym_key(privacy) if step.pseudonymize_users else b""
+        if step.pseudonymize_users and not implicit:
+            self.key: bytes | None = pseudonym_key(privacy)
+        else:
+            try:
+                self.key = pseudonym_key(privacy)
+            except MissingKeyError:
+                self.key = None  # identifiers holding personal data get placeholders instead
         self._keyed_hmac = None
-        self.text_columns = TEXT_COLUMNS.get(signal, ())
+        self._sensitive_py: re.Pattern | None = None
+        self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
 
+    # -- free text ---------------------------------------------------------------------
+
     def scrub_text(self, col):
-        """Replace personal data in one string column.
+        """Replace personal data in one string column (placeholders), once per distinct value.
 
         Each pattern first finds its candidate rows with a cheap literal or simple-regex
         test, and the full regex rewrites only those rows (most text holds no PII)."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if col.null_count == len(col):
+        if len(col) == 0 or col.null_count == len(col):
             return col
         # each distinct value once: pages, targets and repeated messages collapse a lot
         enc = pc.dictionary_encode(col)
@@ -125,9 +211,12 @@ class Scrubber:
     def _scrub_values(self, col: pa.Array) -> pa.Array:
         s = self.step
         if s.emails:
-            col = _rewrite(col, pc.match_substring(col, "@"), lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"))
+            col = _rewrite(col, pc.or_(pc.match_substring(col, "@"), pc.match_substring(col, "%40")),
+                           lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"))
         if s.bearer_tokens:
-            col = _rewrite(col, pc.match_substring(col, "earer", ignore_case=True), lambda c: pc.replace_substring_regex(c, BEARER, "Bearer [TOKEN]"))
+            col = _rewrite(col, pc.match_substring(col, "earer", ignore_case=True),
+                           lambda c: pc.replace_substring_regex(c, BEARER, "Bearer [TOKEN]"))
+            col = _rewrite(col, pc.match_substring(col, "eyJ"), lambda c: pc.replace_substring_regex(c, JWT, "[TOKEN]"))
         if s.api_keys:
             col = _rewrite(col, pc.match_substring_regex(col, API_KEY_HINT), lambda c: pc.replace_substring_regex(
                 pc.replace_substring_regex(c, API_KEY_KNOWN, "[API_KEY]"), API_KEY_ASSIGN, r"\1\2[API_KEY]"))
@@ -135,6 +224,45 @@ class Scrubber:
             col = _rewrite(col, pc.match_substring_regex(col, CARD_CANDIDATE),
                            lambda c: pa.array([None if v is None else _mask_cards(v) for v in c.to_pylist()], pa.string()))
         return col
+
+    # -- identifiers and maps ------------------------------------------------------------
+
+    def scrub_identifier(self, col) -> pa.Array:
+        """Values holding personal data replaced whole by their pseudonym (so every row
+        with that value still joins); placeholders when no key is configured."""
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        scrubbed = self.scrub_text(col)
+        if scrubbed is col:
+            return col
+        changed = pc.fill_null(pc.not_equal(scrubbed, col), False)
+        if not pc.any(changed).as_py():
+            return col
+        if self.key is None:
+            return scrubbed
+        return pc.replace_with_mask(col, changed, self.pseudonymize(col.filter(changed)))
+
+    def scrub_map(self, col) -> pa.Array:
+        """A ``map<string, string>`` column: sensitive keys' values redacted whole, every
+        other key and value scrubbed as free text. Nulls and entry order are kept."""
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if len(col) == 0 or col.null_count == len(col):
+            return col
+        offsets = col.offsets
+        first = offsets[0].as_py()
+        n = offsets[-1].as_py() - first
+        keys = col.keys.slice(first, n)
+        items = col.items.slice(first, n)
+        if not pa.types.is_string(items.type) or not pa.types.is_string(keys.type):
+            return col
+        if self.sensitive is not None and n:
+            hide = pc.fill_null(pc.and_(pc.match_substring_regex(keys, self.sensitive), pc.is_valid(items)), False)
+            if pc.any(hide).as_py():
+                items = pc.if_else(hide, pa.scalar(REDACTED), items)
+        new = pa.MapArray.from_arrays(pc.subtract(offsets, first), self.scrub_text(keys), self.scrub_text(items),
+                                      mask=col.is_null() if col.null_count else None)
+        return new.cast(col.type) if new.type != col.type else new
+
+    # -- users and IPs ------------------------------------------------------------------
 
     def pseudonymize(self, col) -> pa.Array:
         """Keyed pseudonyms, computed once per distinct id in the batch."""
@@ -184,12 +312,99 @@ class Scrubber:
                 out.append(None)
         return pa.array(out, pa.string()).take(enc.indices)
 
+    # -- dead letters ---------------------------------------------------------------------
+
+    def scrub_raw(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[bool | None]]:
+        """Dead-letter payloads without personal data, and per payload whether it was text.
+
+        A payload that decodes as UTF-8 is scrubbed as free text (placeholders), and in
+        JSON the string value of a sensitive key (``"authorization": "…"``, OTLP JSON's
+        ``{"key": "…token…", "value": {"stringValue": "…"}}``) is redacted whole. A payload
+        that does not (Avro, protobuf) has every match masked byte for byte with ``*``
+        (lengths kept, so it still decodes); ``None`` stays ``None``."""
+        texts: list[str | None] = []
+        is_text: list[bool | None] = []
+        out: list[bytes | None] = [None] * len(values)
+        binary_at = []
+        for k, v in enumerate(values):
+            if v is None:
+                texts.append(None)
+                is_text.append(None)
+                continue
+            try:
+                texts.append(v.decode("utf-8"))
+                is_text.append(True)
+            except UnicodeDecodeError:
+                texts.append(None)
+                is_text.append(False)
+                binary_at.append(k)
+        if any(t is not None for t in texts):
+            arr = pa.array(texts, pa.string())
+            if self.sensitive is not None:
+                arr = self._redact_json_keys(arr)
+            for k, t in enumerate(self.scrub_text(arr).to_pylist()):
+                if t is not None:
+                    out[k] = t.encode("utf-8")
+        for k in binary_at:
+            out[k] = self._mask_binary(values[k])
+        return out, is_text
+
+    def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
+        """JSON text with the string value of each sensitive key redacted (per record in
+        Python: dead letters are rare)."""
+        sensitive = self._sensitive_py
+        if sensitive is None:
+            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
+
+        def key_value(m: re.Match) -> str:
+            return f'{m.group(1)}"{REDACTED}"' if sensitive.search(m.group(2)) else m.group(0)
+
+        def redact(text: str | None) -> str | None:
+            if text is None:
+                return None
+            return _JSON_KEY_VALUE.sub(key_value, _OTLP_KEY_VALUE.sub(key_value, text))
+
+        hint = pc.match_substring_regex(arr, self.sensitive)
+        return _rewrite(arr, hint, lambda c: pa.array([redact(v) for v in c.to_pylist()], pa.string()))
+
+    def _mask_binary(self, value: bytes) -> bytes:
+        text = value.decode("latin-1")  # one character per byte: positions and lengths are kept
+
+        def stars(m: re.Match) -> str:
+            return "*" * len(m.group(0))
+
+        s = self.step
+        if s.emails:
+            text = _BINARY_PATTERNS[0].sub(stars, text)
+        if s.bearer_tokens:
+            text = _BINARY_BEARER.sub(stars, text)
+            text = _BINARY_PATTERNS[2].sub(stars, text)
+        if s.api_keys:
+            text = _BINARY_PATTERNS[3].sub(stars, text)
+            text = _BINARY_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + "*" * (m.end() - m.end(2)), text)
+        if s.card_numbers:
+            text = _mask_cards(text, same_length=True)
+        return text.encode("latin-1")
+
+    # -- a batch --------------------------------------------------------------------------
+
+    def scrub_table(self, t: pa.Table) -> pa.Table:
+        """Every string and map column of ``t`` scrubbed per its role (see the module doc)."""
+        for i, f in enumerate(t.schema):
+            if f.name in EXEMPT_COLUMNS:
+                continue
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+                fn = self.scrub_identifier if f.name in IDENTIFIER_COLUMNS else self.scrub_text
+            elif pa.types.is_map(f.type):
+                fn = self.scrub_map
+            else:
+                continue
+            t = t.set_column(i, f.name, fn(t.column(i)))
+        return t
+
     def __call__(self, batch):
-        t = batch.table
-        for name in self.text_columns:
-            if name in t.column_names:
-                t = t.set_column(t.column_names.index(name), name, self.scrub_text(t.column(name)))
-        if self.step.pseudonymize_users and "user_id" in t.column_names:
+        t = self.scrub_table(batch.table)
+        if self.step.pseudonymize_users and "user_id" in t.column_names and self.key is not None:
             t = t.append_column("user_pseudonym", self.pseudonymize(t.column("user_id")))
         if self.step.anonymize_ip and "client_ip" in t.column_names:
             t = t.append_column("client_ip_anon", self.anonymize_ip(t.column("client_ip")))

@@ -9,15 +9,55 @@ old topic is judged as it was when it arrived)."""
 
 from __future__ import annotations
 
+import difflib
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.spec import ValidateStep
 from schemas.wire import arrow_schema
-from transforms.batch import INDEX, Batch
+from transforms.batch import INDEX, MAX_PROBLEMS, Batch
 
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR", "INFORMATION": "INFO"}
+
+
+def _suggest(name: str, known: list[str]) -> str | None:
+    """The known name closest to ``name`` (same letters in another case first), or None."""
+    lower = {k.lower().replace("_", ""): k for k in known}
+    hit = lower.get(name.lower().replace("_", "").replace("-", ""))
+    if hit is not None:
+        return hit
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def unknown_field_hints(doc: dict, fields: list[str], inner: list[str], event_types: list[str]) -> list[str]:
+    """``unknown field 'x' (did you mean 'y'?)`` per field of ``doc`` not in ``fields``
+    (and per interaction field not in ``inner``), at most ``MAX_PROBLEMS``."""
+    out = []
+    for key in doc:
+        if key not in fields:
+            close = _suggest(key, fields)
+            out.append(f"unknown field {key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    events = doc.get("events")
+    if inner and isinstance(events, list):
+        for i, e in enumerate(events):
+            if not isinstance(e, dict):
+                continue
+            for key in e:
+                if key in inner:
+                    continue
+                if "type" not in e and key in event_types:
+                    out.append(f"events[{i}]: unknown field {key!r} (an interaction names its kind in 'type': "
+                               f"{{\"type\": \"{key}\", ...}})")
+                else:
+                    close = _suggest(key, inner)
+                    out.append(f"events[{i}]: unknown field {key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    if len(out) > MAX_PROBLEMS:
+        out = out[:MAX_PROBLEMS] + [f"… ({len(out) - MAX_PROBLEMS} more unknown fields)"]
+    return out
 
 
 def _fmt_delta(seconds: float) -> str:
@@ -31,9 +71,13 @@ def _fmt_delta(seconds: float) -> str:
 class Validator:
     """Validate one signal's decoded rows against ``ValidateStep`` settings."""
 
-    def __init__(self, signal: str, step: ValidateStep):
+    def __init__(self, signal: str, step: ValidateStep, json_hints: bool = False):
         self.signal = signal
         self.step = step
+        self.json_hints = json_hints  # records are JSON objects of wire fields: name unknown fields of rejects
+        wire = arrow_schema(signal)
+        self.fields = [f.name for f in wire]
+        self.inner_fields = [f.name for f in wire.field("events").type.value_type] if signal == "event" else []
         self.required = [f.name for f in arrow_schema(signal) if not f.nullable]
         self.ts_field = "start_time" if signal == "span" else "timestamp"
         self.event_types = pa.array(sorted(set(step.event_types)))
@@ -61,8 +105,33 @@ class Validator:
                 batch.reject_mask(backwards, "schema_violation", "end_time: before start_time")
         elif self.signal == "metric":
             self._metric(batch)
+        if self.json_hints:
+            self._unknown_fields(batch)
         batch.drop_rejected()
         return batch
+
+    def _unknown_fields(self, batch: Batch) -> None:
+        """For each rejected JSON record: its unknown field names, with the close wire name
+        (``timeStamp`` → ``timestamp``) or, in an interaction, how to name its type.
+        Records that are not rejected are not judged by their extra fields."""
+        rows = batch.rejected_rows()
+        if len(rows) == 0:
+            return
+        idx = batch.table.column(INDEX).to_numpy()
+        details = np.empty(batch.table.num_rows, dtype=object)
+        for r in rows.tolist():
+            value = batch.raw.values[int(idx[r])]
+            try:
+                doc = json.loads(value)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(doc, dict):
+                hints = unknown_field_hints(doc, self.fields, self.inner_fields, self.event_types.to_pylist())
+                details[r] = "; ".join(hints) if hints else None
+        mask = np.zeros(batch.table.num_rows, dtype=bool)
+        mask[[r for r in rows.tolist() if details[r]]] = True
+        if mask.any():
+            batch.reject_mask(mask, "schema_violation", details)
 
     def _metric(self, batch: Batch) -> None:
         """Metric samples: a known kind (case-insensitive, written lower case); counters and
@@ -111,7 +180,8 @@ class Validator:
         idx = t.column(INDEX).to_numpy()
         ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
         delta = ts_ms - ingest
-        bad = (delta > self.max_future_ms) | (delta < -self.max_past_ms)
+        present = t.column(self.ts_field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
+        bad = ((delta > self.max_future_ms) | (delta < -self.max_past_ms)) & present
         if bad.any():
             details = np.empty(len(delta), dtype=object)
             for k in np.flatnonzero(bad):
@@ -122,34 +192,43 @@ class Validator:
             batch.reject_mask(bad, "timestamp_out_of_range", details)
 
     def _event_types(self, batch: Batch) -> None:
+        """Every interaction of an envelope has a known ``type``: an envelope is rejected
+        when any of its interactions lacks one or names an unknown one (each named, by
+        position, at most ``MAX_PROBLEMS``)."""
         events = batch.table.column("events").combine_chunks()
         lengths = pc.list_value_length(events).fill_null(0).to_numpy(zero_copy_only=False)
         empty = lengths == 0
         if empty.any():
             batch.reject_mask(empty, "schema_violation", "events: an envelope needs at least one interaction")
-        if len(events) == 0 or pc.list_flatten(events).null_count == len(pc.list_flatten(events)) == 0:
+        if len(events) == 0:
             return
         flat = pc.list_flatten(events)
+        if len(flat) == 0:
+            return
         types = pc.struct_field(flat, [0])
-        if types.null_count:
-            bad_flat = pc.is_null(types).to_numpy(zero_copy_only=False)
-            msg = "events[].type: required field is missing or null"
-        else:
-            bad_flat = pc.invert(pc.is_in(types, value_set=self.event_types)).to_numpy(zero_copy_only=False)
-            msg = None
+        missing = pc.is_null(types).to_numpy(zero_copy_only=False) | pc.is_null(flat).to_numpy(zero_copy_only=False)
+        unknown = pc.invert(pc.fill_null(pc.is_in(types, value_set=self.event_types), True)).to_numpy(zero_copy_only=False)
+        bad_flat = missing | unknown
         if not bad_flat.any():
             return
         parents = pc.list_parent_indices(events).to_numpy()
+        starts = events.offsets.to_numpy()[:-1]
+        problems: dict[int, list[str]] = {}
+        tl = types.to_pylist() if unknown.any() else None
+        for k in np.flatnonzero(bad_flat).tolist():
+            p = int(parents[k])
+            where = f"events[{k - int(starts[p])}].type"
+            if missing[k]:
+                msg = f"{where}: required field is missing or null"
+            else:
+                msg = f"{where}: unknown event type {tl[k]!r}; expected one of {self.event_types.to_pylist()}"
+            problems.setdefault(p, []).append(msg)
         bad = np.zeros(len(events), dtype=bool)
-        bad[parents[bad_flat]] = True
         details = np.empty(len(events), dtype=object)
-        if msg is None:
-            tl = types.to_pylist()
-            for k in np.flatnonzero(bad_flat):
-                if details[parents[k]] is None:
-                    details[parents[k]] = f"events[].type: unknown event type {tl[k]!r}; expected one of {self.event_types.to_pylist()}"
-        else:
-            details[:] = msg
+        for p, msgs in problems.items():
+            bad[p] = True
+            more = f"; … ({len(msgs) - MAX_PROBLEMS} more)" if len(msgs) > MAX_PROBLEMS else ""
+            details[p] = "; ".join(msgs[:MAX_PROBLEMS]) + more
         batch.reject_mask(bad, "schema_violation", details)
 
     def _levels(self, batch: Batch) -> None:

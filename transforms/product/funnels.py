@@ -14,9 +14,13 @@ labels ``funnel``, ``step`` and ``step_index`` (zero-padded):
 
 * ``funnel.step.reached``: ``count`` = sessions that reached the step;
 * ``funnel.step.dropoff``: ``count`` = sessions whose last step it was (they did not reach the next);
+  0 for the final step: a session that reached it converted;
 * ``funnel.step.conversion``: ``last`` = reached(step) / reached(previous step) (the first step: 1.0);
 * ``funnel.step.time_ms``: time from the previous step to this one: count, sum, min, max, p50..p99
   (exact order statistics, lower quantile);
+* ``funnel.time_to_convert_ms`` (labels ``funnel``, ``from`` = first step, ``to`` = final step):
+  per session that reached the final step, the time from its first step to its final step
+  (the signup duration): count (= conversions), sum, min, max, p50..p99 as above;
 * ``funnel.form.abandoned`` (labels ``funnel``, ``form``): ``count`` = sessions that started the form and did not submit it.
 """
 
@@ -28,6 +32,12 @@ import pyarrow as pa
 from schemas.tables import METRICS
 from transforms.product.config import FunnelConfig
 from transforms.rollup.config import format_duration
+
+
+def _summary(t: np.ndarray) -> dict:
+    """count, sum, min, max and p50..p99 (exact order statistics, lower quantile) of sorted ``t``."""
+    q = {f"p{int(p * 100)}": float(t[int(np.floor(p * (len(t) - 1)))]) for p in (0.5, 0.9, 0.95, 0.99)}
+    return {"count": len(t), "sum": float(t.sum()), "min": float(t[0]), "max": float(t[-1]), **q}
 
 
 class FunnelMatcher:
@@ -61,8 +71,11 @@ class FunnelReport:
             f["reached"][k] += 1
             if k > 0:
                 f["times"][k].append(step_times[k] - step_times[k - 1])
-        if steps_reached:
+        n = len(f["reached"])
+        if 0 < steps_reached < n:  # reaching the final step is a conversion, not a drop-off
             f["last"][steps_reached - 1] += 1
+        if steps_reached == n:
+            f.setdefault("convert", []).append(step_times[n - 1] - step_times[0])
         f["abandoned"] += int(abandoned)
 
     def close(self, before_ms: int | None) -> pa.Table:
@@ -99,9 +112,11 @@ class FunnelReport:
                         "last": (reached / prev) if prev else None})
             t = np.sort(np.asarray(f["times"][i], dtype=np.float64))
             if len(t):
-                q = {f"p{int(p * 100)}": float(t[int(np.floor(p * (len(t) - 1)))]) for p in (0.5, 0.9, 0.95, 0.99)}
-                out.append({**base, "name": "funnel.step.time_ms", "labels": labels, "count": len(t), "sum": float(t.sum()),
-                            "min": float(t[0]), "max": float(t[-1]), **q})
+                out.append({**base, "name": "funnel.step.time_ms", "labels": labels, **_summary(t)})
+        t = np.sort(np.asarray(f.get("convert", []), dtype=np.float64))
+        if len(t):
+            labels = [("from", funnel.steps[0].name), ("funnel", name), ("to", funnel.steps[-1].name)]
+            out.append({**base, "name": "funnel.time_to_convert_ms", "labels": labels, **_summary(t)})
         if funnel.form:
             out.append({**base, "name": "funnel.form.abandoned", "labels": [("form", funnel.form), ("funnel", name)],
                         "count": f["abandoned"]})

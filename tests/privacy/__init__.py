@@ -1,0 +1,1 @@
+"""Privacy: scrubbing of every stored string, and the scan of every table for planted personal data."""
