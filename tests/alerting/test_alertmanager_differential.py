@@ -2,8 +2,9 @@
 the same alert timeline through our :class:`Dispatcher` (event time) and through a real
 Alertmanager (wall clock) whose webhook receiver is an HTTP server in this test; the
 notifications must be the same (receiver, group, status, alerts, in order per group).
-Timelines keep every event at least 0.5 s away from a flush of the 1 s / 3 s timers, so
-scheduling jitter cannot reorder them; no assertion is on a duration."""
+Timelines are in units of ``UNIT`` ms (group_wait 1 unit, group_interval 3) and keep every
+event at least half a unit away from a flush, so scheduling jitter cannot reorder them; no
+assertion is on a duration."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from transforms.alerting import AlertEngine, AlertingConfig, AlertmanagerClient
 from transforms.alerting.dispatch import Dispatcher
 
 pytestmark = pytest.mark.alerts
+UNIT = 1500  # ms
 
 
 @contextlib.contextmanager
@@ -95,14 +97,16 @@ def test_dispatcher_matches_real_alertmanager_on_inhibition_timeline():
     resolves while muted — its resolution is muted; (c) a source matching both sides of an
     inhibit rule mutes a target-only alert, not a two-sided one. Same notifications from
     our dispatcher and from the real Alertmanager's webhook."""
+    u = UNIT
     ta, tb = firing("TA", 0, service="a", severity="P2"), firing("TB", 0, service="b", severity="P2")
-    sa, sb = firing("SA", 2000, service="a", severity="P0"), firing("SB", 2000, service="b", severity="P0")
+    sa, sb = firing("SA", 2 * u, service="a", severity="P0"), firing("SB", 2 * u, service="b", severity="P0")
     x, z = firing("XA", 0, service="c", kind="both"), firing("ZA", 0, service="c", kind="both")
-    y = firing("YA", 500, service="c", kind="tgt")
-    timeline = [ta, tb, x, z, y, sa, sb, resolved(sa, 5000), resolved(tb, 5000)]
-    end = 11_500
+    y = firing("YA", u // 2, service="c", kind="tgt")
+    timeline = [ta, tb, x, z, y, sa, sb, resolved(sa, 5 * u), resolved(tb, 5 * u)]
+    end = 23 * u // 3  # after the flushes at 7 units, before those at 10
     with webhook() as (url, bodies):
-        cfg = {**INHIBIT, "receivers": [{"name": "hook", "webhook_configs": [{"url": url, "send_resolved": True}]}]}
+        route = {**INHIBIT["route"], "group_wait": f"{u}ms", "group_interval": f"{3 * u}ms"}
+        cfg = {**INHIBIT, "route": route, "receivers": [{"name": "hook", "webhook_configs": [{"url": url, "send_resolved": True}]}]}
         d = Dispatcher(AlertingConfig(**cfg))
         ours = _ours(d.add(timeline) + d.advance(end))
         with real_alertmanager(cfg) as server:
