@@ -62,7 +62,7 @@ IDENTIFIER_COLUMNS = frozenset({"event_id", "session_id", "service", "request_id
 EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type", "level", "kind", "status_code",
                             "temporality", "user_id", "client_ip", "_i"})
 
-_CARD_RUN = re.compile(r"\d(?:[ \-]?\d)*")
+_CARD_RUN = re.compile(r"\d(?:[ \-]?\d){12,}")  # maximal runs of 13 digits or more
 _SEP = re.compile(r"[ \-]")
 _HEX_WORD = re.compile(r"[0-9a-fA-F]+")
 
