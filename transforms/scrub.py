@@ -48,6 +48,7 @@ API_KEY_ASSIGN = (r"(?i)(api[_\- ]?key|apikey|access[_\- ]?key|secret[_\- ]?key|
 API_KEY_KNOWN = (r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
                  r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z\-_]{35}")
 CARD_CANDIDATE = r"\d(?:[ \-]?\d){12,18}"
+CARD_HINT = r"\d(?:[ \-]?\d){12}"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
@@ -61,8 +62,9 @@ IDENTIFIER_COLUMNS = frozenset({"event_id", "session_id", "service", "request_id
 EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type", "level", "kind", "status_code",
                             "temporality", "user_id", "client_ip", "_i"})
 
-_CARD_RUN = re.compile(r"\d(?:[ \-]?\d)*")
+_CARD_RUN = re.compile(r"\d(?:[ \-]?\d){12,}")  # maximal runs of 13 digits or more
 _SEP = re.compile(r"[ \-]")
+_HEX_WORD = re.compile(r"[0-9a-fA-F]+")
 
 
 class MissingKeyError(RuntimeError):
@@ -93,13 +95,30 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _in_hex_id(text: str, start: int, end: int) -> bool:
+    """True when the digits at ``start:end`` sit in a word of 16 or more hexadecimal
+    characters with at least 4 letters (a trace id, a hash, a hex event id): random ids,
+    whose digit runs are not card numbers (a card glued to up to 3 hex letters is still one). ``card4111…``, ``4111…USD`` and
+    ``x_4111…`` are not such words (``r``, ``U``, ``S`` are no hex digits, ``_`` ends a word)."""
+    lo, hi = start, end
+    while lo > 0 and text[lo - 1].isascii() and text[lo - 1].isalnum():
+        lo -= 1
+    while hi < len(text) and text[hi].isascii() and text[hi].isalnum():
+        hi += 1
+    word = text[lo:hi]
+    return len(word) >= 16 and _HEX_WORD.fullmatch(word) is not None and sum(not c.isdigit() for c in word) >= 4
+
+
 def _card_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every Luhn-valid card number in ``text``: a maximal run of digits
     (single spaces or dashes between them allowed) with 13-19 digits; in a longer run,
     any consecutive separator-delimited groups that form one. Letters and ``_`` around a
-    run do not protect it (``card4111111111111111``)."""
+    run do not protect it (``card4111111111111111``); a random hex id does
+    (:func:`_in_hex_id`)."""
     out = []
     for m in _CARD_RUN.finditer(text):
+        if _in_hex_id(text, m.start(), m.end()):
+            continue
         run = m.group(0)
         digits = _SEP.sub("", run)
         if 13 <= len(digits) <= 19 and luhn_ok(digits):
@@ -191,24 +210,30 @@ class Scrubber:
         self._sensitive_py: re.Pattern | None = None
         self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
+        hints = ([r"@|%40"] if step.emails else []) + ([r"(?i:earer)|eyJ"] if step.bearer_tokens else []) \
+            + ([API_KEY_HINT.replace("(?i)", "(?i:") + ")"] if step.api_keys else []) + ([CARD_HINT] if step.card_numbers else [])
+        self._any_hint = "|".join(hints) if hints else None
 
     # -- free text ---------------------------------------------------------------------
 
-    def scrub_text(self, col):
-        """Replace personal data in one string column (placeholders), once per distinct value.
+    def scrub_text(self, col, distinct_first: bool = True):
+        """Replace personal data in one string column (placeholders).
 
-        Each pattern first finds its candidate rows with a cheap literal or simple-regex
-        test, and the full regex rewrites only those rows (most text holds no PII)."""
+        One RE2 pass finds the values that may hold anything (most hold nothing); only
+        those are rewritten, pattern by pattern. With ``distinct_first`` (free text:
+        pages, targets and repeated messages collapse a lot) that pass runs once per
+        distinct value; without (identifiers, nearly all distinct) over the column."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if len(col) == 0 or col.null_count == len(col):
+        if len(col) == 0 or col.null_count == len(col) or self._any_hint is None:
             return col
-        # each distinct value once: pages, targets and repeated messages collapse a lot
-        enc = pc.dictionary_encode(col)
-        if len(enc.dictionary) < len(col):
-            return self._scrub_values(enc.dictionary).take(enc.indices)
-        return self._scrub_values(col)
+        if distinct_first:
+            enc = pc.dictionary_encode(col)
+            if len(enc.dictionary) < len(col):
+                d = enc.dictionary
+                return _rewrite(d, pc.match_substring_regex(d, self._any_hint), self._scrub_candidates).take(enc.indices)
+        return _rewrite(col, pc.match_substring_regex(col, self._any_hint), self._scrub_candidates)
 
-    def _scrub_values(self, col: pa.Array) -> pa.Array:
+    def _scrub_candidates(self, col: pa.Array) -> pa.Array:
         s = self.step
         if s.emails:
             col = _rewrite(col, pc.or_(pc.match_substring(col, "@"), pc.match_substring(col, "%40")),
@@ -231,8 +256,8 @@ class Scrubber:
         """Values holding personal data replaced whole by their pseudonym (so every row
         with that value still joins); placeholders when no key is configured."""
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        scrubbed = self.scrub_text(col)
-        if scrubbed is col:
+        scrubbed = self.scrub_text(col, distinct_first=False)
+        if scrubbed is col:  # nothing to rewrite
             return col
         changed = pc.fill_null(pc.not_equal(scrubbed, col), False)
         if not pc.any(changed).as_py():

@@ -46,6 +46,16 @@ def test_card_spans_need_13_to_19_luhn_digits():
     assert _card_spans("411111111111") == []  # 12 digits
 
 
+def test_random_hex_ids_are_not_card_numbers():
+    # 8378364144282 is a Luhn-valid run inside a random 32-hex id: an id, not a card
+    hex_id = "416c859b8f8378364144282c8142c118"
+    assert _card_spans(f"trace {hex_id} failed") == [] and _card_spans("4111111111111111") == [(0, 16)]
+    s = scrubber()
+    t = s.scrub_table(pa.table({"event_id": [hex_id, "4111111111111111"], "message": [f"id {hex_id}", "c4111111111111111"]}))
+    assert t.column("event_id").to_pylist() == [hex_id, pseudonym("4111111111111111")]
+    assert t.column("message").to_pylist() == [f"id {hex_id}", "c[CARD]"]
+
+
 def test_identifiers_holding_personal_data_become_their_pseudonym():
     s = scrubber()
     host = "jane@example.org-laptop"
