@@ -188,6 +188,8 @@ DEAD_LETTERS = TableDef(
         ("raw", BinaryType(), False, "payload, cut to the configured bound"),
         ("raw_size", LongType(), True, "size of the whole payload in bytes"),
         ("raw_truncated", BooleanType(), True),
+        ("item_index", IntegerType(), False, "index of the span, log record or data point in its OTLP message when that item "
+                                             "was rejected alone (raw then holds the item); null for a whole record"),
     ),
     partition=(("received_at", "day"), ("reason", "identity")),
     sort=("received_at",),
