@@ -16,6 +16,8 @@ import random
 from collections import defaultdict
 from functools import lru_cache
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import yaml
 from hypothesis import given
@@ -44,15 +46,18 @@ def graph_for(codec: str) -> PipelineGraph:
     return PipelineGraph(parse_spec(d))
 
 
-def canon_rows(out, dead_table: str) -> dict[int, list[str]]:
-    """Every row the batch produced for a table or a stage, by source offset (ingest
-    time and offset left out), as sorted reprs."""
+def canon_rows(out, dead_table: str, offsets: list[int]) -> dict[int, list[str]]:
+    """Every row the batch produced for a table or a stage from the records at
+    ``offsets``, by source offset (ingest time and offset left out), as sorted reprs.
+    (Only those rows are read as Python values: a mutant's may hold a timestamp beyond
+    Python's datetime, which is for the stages to handle, issue 19 item 8.)"""
     got: dict[int, list[str]] = defaultdict(list)
     tables = [t for name, t in out.rows.items() if name != dead_table]
     tables += [si.table for si in out.stage_inputs if si.table is not None]
     for t in tables:
         if "source_offset" not in t.column_names:
             continue
+        t = t.filter(pc.is_in(t.column("source_offset"), value_set=pa.array(offsets, pa.int64())))
         for r in t.to_pylist():
             off = r.pop("source_offset")
             r.pop("ingested_at", None)
@@ -76,7 +81,7 @@ class World:
             out = self.process([s.value], [s.arrival_ms], base=0)
             if out.rows[self.dead_table].num_rows == 0:  # good: it decodes and validates alone
                 self.seeds.append(s)
-                self.alone.append(canon_rows(out, self.dead_table).get(0, []))
+                self.alone.append(canon_rows(out, self.dead_table, [0]).get(0, []))
         assert len(self.seeds) >= 8, f"too few good seeds for {signal}/{codec}"
 
     def process(self, values, timestamps, base: int):
@@ -126,7 +131,7 @@ def check_batch(w: World, plan: list[tuple[bool, int, int]], base: int = 1000) -
         else:
             assert out.per_item and d["raw"] is not None and d["item_index"] >= 0, d
     dead_offsets = {d["source_offset"] for d in dead}
-    rows = canon_rows(out, w.dead_table)
+    rows = canon_rows(out, w.dead_table, list(good))
     for off, seed_no in good.items():
         assert off not in dead_offsets, (off, [d for d in dead if d["source_offset"] == off])
         assert rows.get(off, []) == w.alone[seed_no], f"good record at offset {off} changed in a mixed batch"
@@ -158,3 +163,8 @@ def test_all_bad_then_all_good(signal, codec):
         check_batch(w, [(True, k, 0) for k in range(len(w.seeds))], base=5000)
 
     run()
+
+
+def test_found_cases():
+    """Examples the long runs found, kept as fixed cases (each was a failure once)."""
+    check_batch(world("span", "avro"), [(False, 1, 2951)])  # a timestamp beyond datetime in a mutant's row
