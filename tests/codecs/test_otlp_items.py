@@ -189,3 +189,32 @@ def test_histogram_count_beyond_int64_through_the_graph(graph):
     assert (out.records_accepted, out.items_in, out.items_accepted, out.items_dead) == (1, 2, 1, 1)
     assert [(r["item_index"], r["reason"]) for r in dead] == [(1, "schema_violation")]
     assert dead[0]["raw"] == _histogram(2 ** 63, [1, 2]).histogram.data_points[0].SerializeToString()
+
+
+def test_dead_letters_table_of_an_earlier_version_gains_item_index(tmp_path):
+    """A dead_letters table created before item_index existed gets the column (optional,
+    documented) when the job opens it, and item dead letters are then written to it."""
+    from pyiceberg.schema import Schema
+
+    from sinks.catalog import ensure_table, open_catalog
+    from sinks.dead_letters import dead_letter_rows
+    from schemas.tables import DEAD_LETTERS
+    from transforms.batch import Rejects
+
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
+    spec = parse_spec(d)
+    catalog = open_catalog(spec.storage)
+    catalog.create_namespace(spec.storage.namespace)
+    old = Schema(*[f for f in DEAD_LETTERS.schema.fields if f.name != "item_index"])
+    catalog.create_table(f"{spec.storage.namespace}.dead_letters", schema=old, partition_spec=DEAD_LETTERS.partition_spec())
+    table = ensure_table(catalog, spec.storage.namespace, DEAD_LETTERS)
+    field = table.schema().find_field("item_index")
+    assert not field.required and "OTLP message" in field.doc
+    rejects = Rejects()
+    rejects.add(0, "schema_violation", "resource_spans[0].scope_spans[0].spans[3]: no span id", 3)
+    rows = dead_letter_rows(RawBatch("spans", "spans", 0, [b"msg"], [41], [NOW_MS]), rejects, 16384, lambda i, k: b"span3")
+    table.append(rows)
+    got = table.scan().to_arrow().to_pylist()
+    assert [(r["source_offset"], r["item_index"], r["raw"]) for r in got] == [(41, 3, b"span3")]
+    assert ensure_table(catalog, spec.storage.namespace, DEAD_LETTERS).schema() == table.refresh().schema()  # idempotent
