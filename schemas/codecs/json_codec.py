@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import re
 import typing
+from itertools import repeat
 
 import numpy as np
 import msgspec
@@ -92,12 +93,13 @@ def _failure(e: BaseException, what: str) -> tuple[str, str]:
     return "schema_violation", f"{what}: {type(e).__name__}: {text[:160]}"
 
 
-def _as_text(v, where: str = "value") -> str | None:
+def _as_text(v, field: str = "value", key: str | None = None) -> str | None:
     """A JSON value as map text: strings as they are, other scalars and nested values as
-    JSON. Raises :class:`_Bad` for an integer beyond 64 bits or nesting beyond
-    :data:`MAX_NESTING`."""
+    JSON. Raises :class:`_Bad` (naming ``field.key``) for an integer beyond 64 bits or
+    nesting beyond :data:`MAX_NESTING`."""
     if v is None or isinstance(v, str):
         return v
+    where = field if key is None else f"{field}.{key}"
     if isinstance(v, int) and not isinstance(v, bool) and not _I64[0] <= v < 2 ** 64:
         raise _Bad("schema_violation", f"{where}: integer {str(v)[:40]} beyond 64 bits")
     try:
@@ -282,10 +284,8 @@ class JsonCodec:
             lines = joined.count(b"\n") == n - 1
             no_cr = joined.count(b"\r") == 0
             ascii_ = joined.isascii()
-            # every record one JSON object: starts with "{" and ends with "}" (with one
-            # newline between records, counting "\n{" and "}\n" checks every boundary)
-            objects = lines and joined[:1] == b"{" and joined[-1:] == b"}" \
-                and joined.count(b"\n{") == n - 1 and joined.count(b"}\n") == n - 1
+            # every record one JSON object: starts with "{" and ends with "}"
+            objects = all(map(bytes.startswith, values, repeat(b"{"))) and all(map(bytes.endswith, values, repeat(b"}")))
             literals = b"NaN" in joined or b"Infinity" in joined
             if sized and lines and no_cr and objects and not literals and (ascii_ or (_utf8(joined) and BOM not in joined)):
                 return values, range(n)
@@ -509,33 +509,36 @@ class JsonCodec:
         bad = np.zeros(len(rows), dtype=bool)
         details = [None] * len(rows)
         reasons = ["schema_violation"] * len(rows)
+        decode = self._map_decoder.decode
+        fields = [(m, *columns[m]) for m in self.map_fields]
         for r, i in enumerate(rows):
             payload = payloads[pos_of[int(i)]]
-            entries = {}
             try:
-                rec = self._map_decoder.decode(payload)
-                for m in self.map_fields:
+                rec = decode(payload)
+                for m, offsets, keys, vals, nulls in fields:
                     value = getattr(rec, m)
-                    entries[m] = None if value is None else [(k, _as_text(v, f"{m}.{k}")) for k, v in value.items()]
+                    if value is None:
+                        nulls.append(True)
+                    else:
+                        nulls.append(False)
+                        for k, v in value.items():
+                            keys.append(k)
+                            vals.append(v if v is None or v.__class__ is str else _as_text(v, m, k))
+                    offsets.append(len(keys))
+                continue
             except msgspec.ValidationError as e:
-                bad[r] = True
                 details[r] = f"{str(e).split('`$.', 1)[-1].rstrip('`')}: expected an object of string keys" if "$." in str(e) else str(e)
-                entries = {}
             except _Bad as e:
-                bad[r], reasons[r], details[r], entries = True, e.reason, e.detail, {}
+                reasons[r], details[r] = e.reason, e.detail
             except Exception as e:  # DecodeError, RecursionError on absurd nesting: this record only
-                bad[r] = True
                 reasons[r], details[r] = ("format_violation", f"invalid JSON: {e}") if isinstance(e, msgspec.DecodeError) \
                     and not _too_deep(str(e)) else _failure(e, "record")
-                entries = {}
-            for m in self.map_fields:
-                offsets, keys, vals, nulls = columns[m]
-                items = entries.get(m)
-                nulls.append(items is None)
-                for k, v in items or ():
-                    keys.append(k)
-                    vals.append(v)
-                offsets.append(len(keys))
+            bad[r] = True
+            for m, offsets, keys, vals, nulls in fields:  # withdraw what this record added: null maps
+                del offsets[r + 1:], nulls[r:]
+                del keys[offsets[r]:], vals[offsets[r]:]
+                nulls.append(True)
+                offsets.append(offsets[r])
         t = batch.table
         for m, (offsets, keys, vals, nulls) in columns.items():
             arr = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string()), mask=pa.array(nulls, pa.bool_()))
