@@ -1,13 +1,14 @@
 # obsflow: the two set-up commands of the README, and a few helpers.
 #   make demo   runs the main job on the embedded default (no servers) and queries what landed
 #   make test   installs everything, fetches the real services and runs the whole test suite
+#   make fuzz   the long fuzz run (tests/fuzz: random, 3,000 examples per case; OBSFLOW_FUZZ_EXAMPLES=N to change)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install services bench clean
+.PHONY: demo test install services bench clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ services: $(STAMP)
 
 test: services
 	$(PY) -m pytest -q
+
+fuzz: $(STAMP)
+	OBSFLOW_FUZZ=long $(PY) -m pytest -q tests/fuzz
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py

@@ -19,7 +19,7 @@ from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
 from transforms import shape
-from transforms.batch import INDEX, RawBatch
+from transforms.batch import INDEX, ITEM, RawBatch
 from transforms.enrich import Enricher
 from transforms.scrub import Scrubber
 from transforms.validate import Validator
@@ -29,7 +29,14 @@ from transforms.validate import Validator
 class FlowOutput:
     """What one raw batch became: rows per table, and the position it covers.
 
-    Invariant: ``records_in == records_accepted + records_dead + records_dropped``."""
+    Invariant: ``records_in == records_accepted + records_dead + records_dropped``.
+
+    A source whose records hold items (OTLP messages: spans, log records, data points) is
+    accepted per item and counted at both levels: ``items_*`` count items (a message
+    rejected whole counts as one item) with ``items_in == items_accepted + items_dead +
+    items_dropped``; a message counts as accepted when any of its items is, else as dead
+    when any is dead-lettered, else as dropped, so it is never both accepted and dead.
+    ``dead_rows`` is the number of dead-letter rows (items for such a source)."""
 
     source: str
     topic: str
@@ -43,6 +50,16 @@ class FlowOutput:
     records_dropped: int = 0
     dead_by_reason: dict[str, int] = field(default_factory=dict)
     stage_inputs: list = field(default_factory=list)  # list[StageInput], one per shard of the flow's stage
+    per_item: bool = False  # whether the items_* counts are kept (OTLP sources)
+    items_in: int = 0
+    items_accepted: int = 0
+    items_dead: int = 0
+    items_dropped: int = 0
+    dead_rows: int = -1  # dead-letter rows of this batch (-1: records_dead)
+
+    def __post_init__(self):
+        if self.dead_rows < 0:
+            self.dead_rows = self.records_dead
 
 
 def stage_plan(spec: PipelineSpec):
@@ -191,8 +208,21 @@ class CompiledFlow:
             batch = shape.to_rows(self.signal, batch)
         for step in self.post:
             batch = step(batch)
+        per_item = batch.items_in is not None
+        item_rows = 0
+        if per_item and ITEM in batch.table.column_names:
+            keys = list(zip(batch.table.column(INDEX).to_pylist(), batch.table.column(ITEM).to_pylist()))
+            dead_keys = set(batch.rejects.keys())
+            if dead_keys:  # an item one of whose rows was rejected is dead as a whole (a summary's quantile rows)
+                gone = np.asarray([k in dead_keys for k in keys], dtype=bool)
+                if gone.any():
+                    batch.table = batch.table.filter(pa.array(~gone))
+                    keys = [k for k, g in zip(keys, gone) if not g]
+            item_rows = len(set(keys))
+            batch.table = batch.table.drop_columns([ITEM])
         accepted = len(set(batch.table.column(INDEX).to_pylist())) if batch.table.num_rows else 0
         dropped = 0
+        items_dropped = 0
         stage_inputs = []
         table_rows = {}
         annotated = shape.annotate(batch) if (self.signal == "metric" or self.deriver or self.product_def) else None
@@ -208,6 +238,7 @@ class CompiledFlow:
             table_rows[self.table.name] = shape.conform(kept, self.table)
             dropped = len(set(batch.table.column(INDEX).to_pylist())) - len(set(kept.column("source_offset").to_pylist())) if dropped_rows else 0
             accepted -= dropped
+            items_dropped = dropped_rows  # one row per log record
         else:
             table_rows[self.table.name] = shape.conform(annotated, self.table, self.extra) if annotated is not None \
                 else shape.finish(batch, self.table, self.extra)
@@ -215,16 +246,29 @@ class CompiledFlow:
             stage_inputs = stage_inputs + self._metric_inputs(raw, self.deriver(annotated), "derived", self._max_ms(annotated, "ts"))
         if self.product_def is not None:
             stage_inputs = stage_inputs + self._product_inputs(raw, annotated)
-        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes, self.scrubber)
+        dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes, self.scrubber, batch.item_raw)
         by_reason: dict[str, int] = {}
         for r in dead.column("reason").to_pylist():
             by_reason[r] = by_reason.get(r, 0) + 1
+        records_dead = dead.num_rows
+        items = {}
+        if per_item:
+            # messages: accepted if any item is, else dead if any item is dead-lettered, else dropped
+            if table_rows.get(self.table.name) is not None and self.head_logs is not None:
+                at = {o: i for i, o in enumerate(raw.offsets)}
+                kept_idx = {at[o] for o in table_rows[self.table.name].column("source_offset").to_pylist()}
+            else:
+                kept_idx = set(batch.table.column(INDEX).to_pylist())
+            records_dead = len(set(batch.rejects.indices) - kept_idx)
+            dropped = len(raw) - accepted - records_dead
+            items = dict(per_item=True, items_in=sum(batch.items_in), items_accepted=item_rows - items_dropped,
+                         items_dead=dead.num_rows, items_dropped=items_dropped)
         return FlowOutput(
             source=raw.source, topic=raw.topic, partition=raw.partition,
             first_offset=raw.offsets[0] if raw.offsets else -1, next_offset=raw.next_offset,
             rows={**table_rows, self.dead_table: dead},
-            records_in=len(raw), records_accepted=accepted, records_dead=dead.num_rows, records_dropped=dropped,
-            dead_by_reason=by_reason, stage_inputs=stage_inputs,
+            records_in=len(raw), records_accepted=accepted, records_dead=records_dead, records_dropped=dropped,
+            dead_by_reason=by_reason, stage_inputs=stage_inputs, dead_rows=dead.num_rows, **items,
         )
 
     def _stage_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:

@@ -114,11 +114,15 @@ def cmd_run(args) -> int:
     secs = time.monotonic() - started
     print(f"\nrun finished in {secs:.1f}s: {_fmt(STATS.records_in)} records in ({_fmt(STATS.records_in / secs if secs else 0)}/s), "
           f"{_fmt(STATS.records_accepted)} accepted, {_fmt(STATS.records_dead)} dead-lettered, {_fmt(STATS.records_dropped)} dropped")
+    if STATS.items_in:
+        print(f"OTLP items (spans, log records, data points): {_fmt(STATS.items_in)} in, {_fmt(STATS.items_accepted)} accepted, "
+              f"{_fmt(STATS.items_dead)} dead-lettered, {_fmt(STATS.items_dropped)} dropped "
+              "(a message counts as accepted when any of its items is)")
     if resumed:
         print(f"resumed from recorded positions: {', '.join(f'{k}@{v}' for k, v in sorted(resumed.items()))}")
     if STATS.dead_by_reason:
         print("dead letters by reason: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
-    late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.records_dead
+    late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.dead_rows
     if late_rows > 0:  # dead-lettered by a stateful stage after the record was accepted
         print(f"plus {_fmt(late_rows)} accepted samples dead-lettered by the rollups as late_data (their window had closed)")
     ts = STATS.tail_sampling
@@ -136,7 +140,8 @@ def cmd_run(args) -> int:
             parts.append(f"{_fmt(ts[('late_spans_kept', '')])} late spans kept by a cached decision")
         print("tail sampling: " + "; ".join(parts))
     print("rows written: " + ", ".join(f"{spec.storage.namespace}.{k} {_fmt(v)}" for k, v in sorted(STATS.rows_by_table.items())))
-    balanced = STATS.records_in == STATS.records_accepted + STATS.records_dead + STATS.records_dropped
+    balanced = STATS.records_in == STATS.records_accepted + STATS.records_dead + STATS.records_dropped \
+        and STATS.items_in == STATS.items_accepted + STATS.items_dead + STATS.items_dropped
     print(f"reconciliation: in = accepted + dead-lettered + dropped: {'yes' if balanced else 'NO'}")
     print()
     cmd_tables(args)

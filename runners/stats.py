@@ -77,6 +77,13 @@ class RunStats:
     records_accepted: int = 0
     records_dead: int = 0
     records_dropped: int = 0
+    # items of the sources accepted per item (OTLP: spans, log records, data points);
+    # a message rejected whole counts as one item
+    items_in: int = 0
+    items_accepted: int = 0
+    items_dead: int = 0
+    items_dropped: int = 0
+    dead_rows: int = 0  # dead-letter rows the flows wrote (per record, or per item)
     dead_by_reason: Counter = field(default_factory=Counter)
     rows_by_table: Counter = field(default_factory=Counter)
     commits: int = 0
@@ -104,6 +111,12 @@ class RunStats:
             self.records_accepted += out.records_accepted
             self.records_dead += out.records_dead
             self.records_dropped += out.records_dropped
+            self.dead_rows += getattr(out, "dead_rows", out.records_dead)
+            if getattr(out, "per_item", False):
+                self.items_in += out.items_in
+                self.items_accepted += out.items_accepted
+                self.items_dead += out.items_dead
+                self.items_dropped += out.items_dropped
             self.dead_by_reason.update(out.dead_by_reason)
             src = getattr(out, "source", "") or ""
             self.by_source[(src, "in")] += out.records_in
@@ -177,6 +190,7 @@ class RunStats:
     def reset(self) -> None:
         with self._lock:
             self.records_in = self.records_accepted = self.records_dead = self.records_dropped = 0
+            self.items_in = self.items_accepted = self.items_dead = self.items_dropped = self.dead_rows = 0
             self.commits = 0
             self.commit_seconds = 0.0
             for c in (self.dead_by_reason, self.rows_by_table, self.by_source, self.dead_by_source_reason,

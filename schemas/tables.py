@@ -190,6 +190,8 @@ DEAD_LETTERS = TableDef(
         ("raw_truncated", BooleanType(), True),
         ("raw_text", BooleanType(), False, "true: raw was UTF-8 text, scrubbed with placeholders; false: binary, "
                                            "personal data masked byte for byte with '*'; null: not scrubbed"),
+        ("item_index", IntegerType(), False, "index of the span, log record or data point in its OTLP message when that item "
+                                             "was rejected alone (raw then holds the item); null for a whole record"),
     ),
     partition=(("received_at", "day"), ("reason", "identity")),
     sort=("received_at",),

@@ -228,6 +228,7 @@ def dead_letter_messages(rows, codec: str = "json"):
     ms = rows.column("received_at").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
     cols = {c: rows.column(c).to_pylist() for c in ("reason", "detail", "source", "source_topic", "source_partition",
                                                      "source_offset", "raw", "raw_size", "raw_truncated")}
+    items = rows.column("item_index").to_pylist() if "item_index" in rows.column_names else None
     if codec == "avro":
         from schemas.codecs.avro_codec import encode_confluent
     for i in range(rows.num_rows):
@@ -243,6 +244,8 @@ def dead_letter_messages(rows, codec: str = "json"):
         else:
             rec["raw"] = base64.b64encode(raw).decode() if raw is not None else None
             rec["raw_truncated"] = bool(cols["raw_truncated"][i])
+            if items is not None and items[i] is not None:
+                rec["item_index"] = items[i]  # one item of an OTLP message
             value = json.dumps(rec, separators=(",", ":")).encode()
         yield f"{topic}:{part}".encode(), value, reason
 

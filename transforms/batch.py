@@ -3,11 +3,17 @@
 A :class:`RawBatch` is what a source hands over: consecutive records of one topic
 partition. Decoding turns it into a :class:`Batch`, an Arrow table with an ``_i`` column
 (the record's index in the raw batch), so that any later step can reject a row and the
-dead letter still carries the exact raw bytes and source offset."""
+dead letter still carries the exact raw bytes and source offset.
+
+A record that holds several items (an OTLP export request: spans, log records, data
+points) is accepted per item: the table then also has an ``_item`` column (the item's
+index in its record), a reject may name an item, and the batch can give an item's own
+bytes for its dead letter."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +21,8 @@ import pyarrow as pa
 INDEX = "_i"
 #: problems named in one reject's detail at most (see :meth:`Batch.defer_drops`)
 MAX_PROBLEMS = 10
+#: index of an item (span, log record, data point) inside its record, for codecs that accept per item
+ITEM = "_item"
 
 
 @dataclass
@@ -58,19 +66,23 @@ class RawBatch:
 
 @dataclass
 class Rejects:
-    """Records rejected so far in one batch: raw index, reason code, human detail."""
+    """Records rejected so far in one batch: raw index, reason code, human detail, and the
+    item index inside the record (None: the whole record)."""
 
     indices: list[int] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
+    items: list[int | None] = field(default_factory=list)
 
-    def add(self, index: int, reason: str, detail: str) -> None:
+    def add(self, index: int, reason: str, detail: str, item: int | None = None) -> None:
         self.indices.append(index)
         self.reasons.append(reason)
         self.details.append(detail)
+        self.items.append(item)
 
-    def add_many(self, indices, reason: str, details) -> None:
-        """Reject ``indices`` with one reason; ``details`` is a string or one string per index."""
+    def add_many(self, indices, reason: str, details, items=None) -> None:
+        """Reject ``indices`` with one reason; ``details`` is a string or one string per
+        index; ``items`` None (whole records) or one item index per index."""
         indices = list(indices)
         self.indices.extend(indices)
         self.reasons.extend([reason] * len(indices))
@@ -78,6 +90,11 @@ class Rejects:
             self.details.extend([details] * len(indices))
         else:
             self.details.extend(details)
+        self.items.extend([None] * len(indices) if items is None else list(items))
+
+    def keys(self) -> list[tuple[int, int | None]]:
+        """``(index, item)`` of each reject, in order."""
+        return list(zip(self.indices, self.items))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -92,6 +109,10 @@ class Batch:
     rejects: Rejects = field(default_factory=Rejects)
     _deferred: np.ndarray | None = None
     _problems: dict | None = None
+    #: per-item codecs: number of items each record holds (a record rejected whole counts 1)
+    items_in: list[int] | None = None
+    #: per-item codecs: the bytes of item ``item`` of record ``index`` (for its dead letter)
+    item_raw: Callable[[int, int], bytes] | None = None
 
     def defer_drops(self) -> None:
         """From now on, rejected rows are recorded but stay in the table (so several
@@ -134,12 +155,13 @@ class Batch:
         if len(hits) == 0:
             return
         idx = self.table.column(INDEX).to_numpy()[hits].tolist()
+        items = self.table.column(ITEM).to_numpy()[hits].tolist() if ITEM in self.table.column_names else None
         if isinstance(details, str):
-            self.rejects.add_many(idx, reason, details)
+            self.rejects.add_many(idx, reason, details, items)
         elif isinstance(details, (pa.Array, pa.ChunkedArray)):
-            self.rejects.add_many(idx, reason, details.take(pa.array(hits)).to_pylist())
+            self.rejects.add_many(idx, reason, details.take(pa.array(hits)).to_pylist(), items)
         else:
-            self.rejects.add_many(idx, reason, [details[k] for k in hits])
+            self.rejects.add_many(idx, reason, [details[k] for k in hits], items)
         if self._deferred is not None:
             first = len(self.rejects) - len(hits)
             for k, row in enumerate(hits.tolist()):

@@ -158,7 +158,8 @@ class Validator:
         if "temporality" in t.column_names and t.column("temporality").null_count < t.num_rows:
             temp = pc.utf8_lower(t.column("temporality"))
             batch.table = t = t.set_column(t.column_names.index("temporality"), "temporality", temp)
-            unknown = pc.fill_null(pc.invert(pc.is_in(temp, value_set=pa.array(["cumulative", "delta"]))), False)
+            # a sample without temporality is valid (is_in reads null as "not in the set": exclude it)
+            unknown = pc.and_(pc.is_valid(temp), pc.invert(pc.is_in(temp, value_set=pa.array(["cumulative", "delta"]))))
             if pc.any(unknown).as_py():
                 batch.reject_mask(unknown, "schema_violation", pc.binary_join_element_wise(
                     "temporality: unknown temporality ", pc.utf8_slice_codeunits(t.column("temporality"), 0, 40),

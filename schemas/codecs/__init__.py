@@ -4,8 +4,8 @@ with ``format_violation``, ``schema_violation`` or ``size_violation``.
 
 Registered codecs: ``json`` (one JSON object per record), ``avro`` (Confluent-framed
 Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
-export requests as the Collector's Kafka exporter writes them; signals ``span`` and
-``log``)."""
+export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
+and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
 
 from __future__ import annotations
 

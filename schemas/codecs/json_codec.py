@@ -9,13 +9,24 @@ of the wrong type, and parses the rest in one call again. Should ``pyarrow.json`
 refuse a record, the batch is split at the row its error names (or in halves) until the
 bad record stands alone. Each bad record is explained by a per-record check (``orjson``
 plus a type walk over the wire schema). Good records are never lost with a bad
-neighbour, and every bad record gets a reason and a precise detail."""
+neighbour, and every bad record gets a reason and a precise detail.
+
+``pyarrow.json`` only ever sees screened bytes: every record one line that starts with
+``{`` and ends with ``}`` (``pyarrow.json`` 25.0.1 segfaults on a batch whose first line is
+``null``), no byte order mark, no ``NaN`` / ``Infinity`` literal (not JSON; RFC 8259). What
+it returns is validated (``RecordBatch.validate(full=True)``, against the open bugs that
+build invalid list arrays); a block that fails is re-parsed smaller and a record that
+still fails is built from its ``orjson`` parse. Every per-record Python step turns any
+failure into a reject of that record: integers beyond 64 bits in a map field, and JSON
+nested too deep (:data:`MAX_NESTING`) are ``schema_violation`` / ``format_violation``
+dead letters, never exceptions."""
 
 from __future__ import annotations
 
 import io
 import re
 import typing
+from itertools import repeat
 
 import numpy as np
 import msgspec
@@ -32,6 +43,10 @@ ISO_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2
 _ROW_RE = re.compile(r"in row (\d+)")
 BLOCK_BYTES = 1 << 16        # after a failure: small blocks, so a bad record costs little re-parsing
 CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
+BOM = b"\xef\xbb\xbf"
+#: deepest JSON nesting a record may have where the codec reads it (orjson's own bound)
+MAX_NESTING = 255
+_I64 = (-(2 ** 63), 2 ** 63)
 
 
 def _utf8(data: bytes) -> bool:
@@ -52,11 +67,45 @@ def _has_blank(payloads: list[bytes], joined: bytes) -> bool:
             or _BLANK_LINE.search(joined) is not None)
 
 
-def _as_text(v) -> str | None:
-    """A JSON value as map text: strings as they are, other scalars and nested values as JSON."""
+class _Bad(Exception):
+    """One record's reject: reason code and detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _too_deep(message: str) -> bool:
+    """Whether a decoder's error message says the JSON is nested beyond its bound."""
+    return "ecursion" in message or "depth limit" in message
+
+
+def _failure(e: BaseException, what: str) -> tuple[str, str]:
+    """Reason and detail for an exception a per-record step raised on ``what``: nesting
+    beyond the decoders' bounds is ``format_violation``, anything else a value the wire
+    schema cannot hold (``schema_violation``)."""
+    text = str(e)
+    if isinstance(e, RecursionError) or _too_deep(text):
+        return "format_violation", f"{what}: JSON nested too deep (more than {MAX_NESTING} levels)"
+    if "64-bit" in text or isinstance(e, OverflowError):
+        return "schema_violation", f"{what}: integer beyond 64 bits"
+    return "schema_violation", f"{what}: {type(e).__name__}: {text[:160]}"
+
+
+def _as_text(v, field: str = "value", key: str | None = None) -> str | None:
+    """A JSON value as map text: strings as they are, other scalars and nested values as
+    JSON. Raises :class:`_Bad` (naming ``field.key``) for an integer beyond 64 bits or
+    nesting beyond :data:`MAX_NESTING`."""
     if v is None or isinstance(v, str):
         return v
-    return orjson.dumps(v).decode()
+    where = field if key is None else f"{field}.{key}"
+    if isinstance(v, int) and not isinstance(v, bool) and not _I64[0] <= v < 2 ** 64:
+        raise _Bad("schema_violation", f"{where}: integer {str(v)[:40]} beyond 64 bits")
+    try:
+        return orjson.dumps(v).decode()
+    except (TypeError, RecursionError) as e:
+        raise _Bad(*_failure(e, where)) from None
 
 
 def _lenient(t: pa.DataType) -> pa.DataType:
@@ -235,7 +284,10 @@ class JsonCodec:
             lines = joined.count(b"\n") == n - 1
             no_cr = joined.count(b"\r") == 0
             ascii_ = joined.isascii()
-            if sized and lines and no_cr and (ascii_ or _utf8(joined)):
+            # every record one JSON object: starts with "{" and ends with "}"
+            objects = all(map(bytes.startswith, values, repeat(b"{"))) and all(map(bytes.endswith, values, repeat(b"}")))
+            literals = b"NaN" in joined or b"Infinity" in joined
+            if sized and lines and no_cr and objects and not literals and (ascii_ or (_utf8(joined) and BOM not in joined)):
                 return values, range(n)
             # the records that need a closer look, one cheap pass per check the batch failed
             odd: set[int] = set()
@@ -247,10 +299,15 @@ class JsonCodec:
                 odd.update(i for i, v in enumerate(values) if b"\n" in v)
             if not no_cr:
                 odd.update(i for i, v in enumerate(values) if b"\r" in v)
+            if not objects:
+                odd.update(i for i, v in enumerate(values) if v[:1] != b"{" or v[-1:] != b"}")
+            if literals:
+                odd.update(i for i, v in enumerate(values) if b"NaN" in v or b"Infinity" in v)
         else:
-            # the records that need a closer look; the others pass C-level checks (blank ones are found by _parse)
+            # the records that need a closer look; the others pass C-level checks
             odd = {i for i, v in enumerate(values)
-                   if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v}
+                   if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v
+                   or v[:1] != b"{" or v[-1:] != b"}" or b"NaN" in v or b"Infinity" in v}
         if not odd:
             return values, range(n)
         dropped: set[int] = set()
@@ -271,18 +328,46 @@ class JsonCodec:
                 rejects.add(i, "format_violation", f"payload is not UTF-8: invalid byte 0x{v[e.start]:02x} at position {e.start}")
                 dropped.add(i)
                 continue
-            if b"\n" in v or b"\r" in v:
-                # newline-delimited parsing needs one line per record: re-serialize compactly
+            if v.startswith(BOM):
+                rejects.add(i, "format_violation", "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)")
+                dropped.add(i)
+                continue
+            problem = self._not_one_object(v)
+            if problem is not None:
+                rejects.add(i, *problem)
+                dropped.add(i)
+                continue
+            if b"\n" in v or b"\r" in v or v[:1] != b"{" or v[-1:] != b"}":
+                # newline-delimited parsing needs one line per record, each starting with "{"
+                # and ending with "}": re-serialize compactly
                 try:
                     changed[i] = orjson.dumps(orjson.loads(v))
-                except orjson.JSONDecodeError as e:
-                    rejects.add(i, "format_violation", f"invalid JSON: {e}")
+                except Exception as e:  # JSONDecodeError, and huge ints or deep nesting on re-encoding
+                    rejects.add(i, *(("format_violation", f"invalid JSON: {e}") if isinstance(e, orjson.JSONDecodeError)
+                                     else _failure(e, "record")))
                     dropped.add(i)
         if not dropped and not changed:
             return values, range(n)
         good_idx = [i for i in range(n) if i not in dropped] if dropped else list(range(n))
         payloads = [changed.get(i, values[i]) for i in good_idx] if changed else [values[i] for i in good_idx]
         return payloads, good_idx
+
+    def _not_one_object(self, v: bytes) -> tuple[str, str] | None:
+        """Reason and detail when ``v`` (UTF-8, not blank) is not one JSON object:
+        not JSON (including ``NaN`` / ``Infinity`` literals), another JSON value, or JSON
+        nested too deep for the decoders; None when it is one object."""
+        body = v.strip(b" \t\r\n")
+        if body[:1] == b"{" and body[-1:] == b"}" and b"NaN" not in body and b"Infinity" not in body:
+            return None  # the parsers below judge its syntax
+        try:
+            value = msgspec.json.decode(body)
+        except msgspec.DecodeError as e:
+            return "format_violation", f"invalid JSON: {e}"
+        except Exception as e:  # RecursionError, numbers out of range
+            return _failure(e, "record")
+        if not isinstance(value, dict):
+            return "schema_violation", f"expected a JSON object, got {_py_kind(value)}"
+        return None
 
     def _parse(self, payloads: list[bytes], idx: np.ndarray, out: list[pa.Table], rejects: Rejects) -> None:
         """Parse the batch in one pass when it is clean (not attempted when the previous
@@ -316,6 +401,9 @@ class JsonCodec:
                 # msgspec is stricter than the wire types here: let pyarrow.json decide
             except msgspec.DecodeError as e:
                 rejects.add(int(idx[k]), "format_violation", "empty payload" if p.isspace() else f"invalid JSON: {e}")
+                continue
+            except Exception as e:  # RecursionError on absurd nesting: this record only
+                rejects.add(int(idx[k]), *_failure(e, "record"))
                 continue
             keep.append(k)
         payloads = [payloads[k] for k in keep]
@@ -353,6 +441,7 @@ class JsonCodec:
             reader = pj.open_json(pa.BufferReader(data), read_options=opts or self._read_opts, parse_options=self.parse_options)
             for rb in reader:
                 if rb.num_rows:
+                    rb.validate(full=True)  # pyarrow.json has built invalid arrays without an error
                     if pos + got + rb.num_rows > len(idx):
                         return got + rb.num_rows, None  # more rows than records: caller handles
                     out.append(self._chunk(rb, idx[pos + got: pos + got + rb.num_rows]))
@@ -364,7 +453,17 @@ class JsonCodec:
     def _read(self, payloads: list[bytes]) -> pa.Table:
         data = b"\n".join(payloads)
         opts = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 2, 1 << 16))
-        return pj.read_json(io.BytesIO(data), read_options=opts, parse_options=self.parse_options)
+        t = pj.read_json(io.BytesIO(data), read_options=opts, parse_options=self.parse_options)
+        t.validate(full=True)
+        return t
+
+    def _from_python(self, payload: bytes, index: int) -> pa.Table:
+        """One conforming record built from its ``orjson`` parse (the reference path, for a
+        record ``pyarrow.json`` refuses or reads into an invalid array)."""
+        value = orjson.loads(payload)
+        t = pa.Table.from_pylist([{n: value.get(n) for n in self.read_schema.names}], schema=self.read_schema)
+        t.validate(full=True)
+        return t.append_column(INDEX, pa.array([index], pa.int64()))
 
     def _chunk(self, t, idx: np.ndarray) -> pa.Table:
         cols = [t.column(f.name) for f in self.read_schema] + [pa.array(idx, pa.int64())]
@@ -387,7 +486,14 @@ class JsonCodec:
             except Exception as e:
                 err = e
             if b - a == 1:
-                reason, detail = self.explain(payloads[a], err)
+                problem = self.type_problem(payloads[a])
+                if problem is None:
+                    try:
+                        out.append(self._from_python(payloads[a], int(idx[a])))
+                        continue
+                    except Exception as e:
+                        err = e
+                reason, detail = problem or ("format_violation", f"unparseable record: {str(err)[:200]}")
                 rejects.add(int(idx[a]), reason, detail)
                 continue
             mid = (a + b) // 2
@@ -402,32 +508,47 @@ class JsonCodec:
         columns = {m: ([0], [], [], []) for m in self.map_fields}  # offsets, keys, values, null-mask
         bad = np.zeros(len(rows), dtype=bool)
         details = [None] * len(rows)
+        reasons = ["schema_violation"] * len(rows)
+        decode = self._map_decoder.decode
+        fields = [(m, *columns[m]) for m in self.map_fields]
         for r, i in enumerate(rows):
             payload = payloads[pos_of[int(i)]]
             try:
-                rec = self._map_decoder.decode(payload)
+                rec = decode(payload)
+                for m, offsets, keys, vals, nulls in fields:
+                    value = getattr(rec, m)
+                    if value is None:
+                        nulls.append(True)
+                    else:
+                        nulls.append(False)
+                        for k, v in value.items():
+                            keys.append(k)
+                            vals.append(v if v is None or v.__class__ is str else _as_text(v, m, k))
+                    offsets.append(len(keys))
+                continue
             except msgspec.ValidationError as e:
-                bad[r] = True
                 details[r] = f"{str(e).split('`$.', 1)[-1].rstrip('`')}: expected an object of string keys" if "$." in str(e) else str(e)
-                rec = None
-            for m in self.map_fields:
-                offsets, keys, vals, nulls = columns[m]
-                value = getattr(rec, m) if rec is not None else None
-                if value is None:
-                    nulls.append(True)
-                else:
-                    nulls.append(False)
-                    for k, v in value.items():
-                        keys.append(k)
-                        vals.append(_as_text(v))
-                offsets.append(len(keys))
+            except _Bad as e:
+                reasons[r], details[r] = e.reason, e.detail
+            except Exception as e:  # DecodeError, RecursionError on absurd nesting: this record only
+                reasons[r], details[r] = ("format_violation", f"invalid JSON: {e}") if isinstance(e, msgspec.DecodeError) \
+                    and not _too_deep(str(e)) else _failure(e, "record")
+            bad[r] = True
+            for m, offsets, keys, vals, nulls in fields:  # withdraw what this record added: null maps
+                del offsets[r + 1:], nulls[r:]
+                del keys[offsets[r]:], vals[offsets[r]:]
+                nulls.append(True)
+                offsets.append(offsets[r])
         t = batch.table
         for m, (offsets, keys, vals, nulls) in columns.items():
             arr = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string()), mask=pa.array(nulls, pa.bool_()))
             t = t.append_column(m, arr)
         batch.table = t
         if bad.any():
-            batch.reject_mask(bad, "schema_violation", details)
+            batch.defer_drops()  # one reject_mask per reason, all aligned with these rows
+            for reason in sorted(set(reasons[r] for r in np.flatnonzero(bad))):
+                batch.reject_mask(bad & np.asarray([x == reason for x in reasons]), reason, details)
+            batch.drop_rejected()
 
     def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
@@ -439,11 +560,16 @@ class JsonCodec:
         try:
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
+            if _too_deep(str(e)):
+                return "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
             return "format_violation", f"invalid JSON: {e}"
         if not isinstance(value, dict):
             return "schema_violation", f"expected a JSON object, got {_py_kind(value)}"
         for f in self.wire:
-            problem = _type_error(value.get(f.name), f.type, f.name)
+            try:
+                problem = _type_error(value.get(f.name), f.type, f.name)
+            except Exception as e:  # RecursionError, orjson's depth bound on showing the value
+                return _failure(e, f.name)
             if problem:
                 return "schema_violation", problem
         return None

@@ -4,10 +4,18 @@ them — each message one serialized ``ExportTraceServiceRequest`` (signal ``spa
 OTLP/JSON mapping (``otlp_json``: proto3 JSON with lowerCamelCase keys, trace and span
 ids as hex strings, 64-bit integers as strings, enums as integers).
 
-One message expands into many rows, one per span or log record, all carrying the
-message's ``_i``. A message is accepted or rejected as a whole (its dead letter keeps
-the raw bytes); a bad span or log record rejects its message with the record's path in
-the detail, so nothing is half-written and nothing is lost silently.
+One message expands into many rows, one per span, log record or data point (an
+*item*), all carrying the message's ``_i`` and each its item's index in the message
+(``_item``). Items are accepted one by one, as OTLP's ``partial_success`` does: a bad
+item is rejected alone (its dead letter has the message's coordinates, ``item_index``
+and the item's own bytes as ``raw``: the serialized span / log record / data point,
+protobuf or OTLP/JSON as the message was) and the other items of its message go on. A
+message that cannot be read at all (not the protobuf or JSON message, no items, a
+container of the wrong type) is rejected whole. Sizes: ``max_bytes`` (the validate
+step's, default 65,536) bounds each item; a message is bounded only by the Collector's
+Kafka exporter's own default, :data:`MAX_MESSAGE_BYTES` (``producer.max_message_bytes``,
+1,000,000 bytes). Counts are checked too: a histogram ``count`` or bucket count, a
+fixed64 in OTLP, must fit the metrics table's int64.
 
 Span rows (``span.avsc``): ids as lowercase hex, ``parent_span_id`` null for a root,
 ``service`` from the resource's ``service.name`` (``unknown_service`` when absent, as the
@@ -43,7 +51,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.wire import arrow_schema
-from transforms.batch import INDEX, Batch, RawBatch, Rejects
+from transforms.batch import INDEX, ITEM, Batch, RawBatch, Rejects
 
 ENCODINGS = ("otlp_proto", "otlp_json")
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -53,6 +61,9 @@ SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 UNKNOWN_SERVICE = "unknown_service"
 ZERO_TRACE = bytes(16)
 ZERO_SPAN = bytes(8)
+#: the Collector's Kafka exporter's default ``producer.max_message_bytes``: the largest OTLP message accepted
+MAX_MESSAGE_BYTES = 1_000_000
+_I64_MAX = 2 ** 63 - 1
 
 #: OTLP/JSON container keys per signal (lowerCamelCase as written; the proto names are
 #: accepted too, as protobuf JSON parsers do)
@@ -309,14 +320,49 @@ def _level(number: int, text: str) -> str:
     return "INFO"
 
 
-class _SpanRows:
+class _Items:
+    """The rows of one message and the items they came from. :meth:`item` builds one
+    item's rows: an item that fails any check is rejected alone (its rows withdrawn), the
+    others stay. ``sources`` holds each item's protobuf message or JSON object, for its
+    dead letter's bytes."""
+
+    columns: tuple[str, ...] = ()
+
+    def __init__(self, limit: int | None = None, size_of: Callable[[Any], int] | None = None):
+        self.rows: list[tuple] = []
+        self.row_item: list[int] = []
+        self.sources: list[Any] = []
+        self.rejects: list[tuple[int, str, str]] = []
+        self.limit = limit        # item size limit, checked when the message is over it (size_of given)
+        self.size_of = size_of
+
+    def item(self, source: Any, where: str, build: Callable[[], None]) -> None:
+        """Build the rows of the item ``source`` at path ``where`` (``build`` appends them)."""
+        k = len(self.sources)
+        self.sources.append(source)
+        first = len(self.rows)
+        try:
+            if self.size_of is not None:
+                size = self.size_of(source)
+                if size > self.limit:
+                    raise _Reject("size_violation", f"{where}: item of {size} bytes exceeds the limit of {self.limit} bytes")
+            build()
+        except _Reject as e:
+            del self.rows[first:]
+            self.rejects.append((k, e.reason, e.detail))
+            return
+        except Exception as e:  # defensive (RecursionError, OverflowError ...): this item only
+            del self.rows[first:]
+            self.rejects.append((k, "schema_violation", f"{where}: undecodable item: {type(e).__name__}: {str(e)[:160]}"))
+            return
+        self.row_item.extend([k] * (len(self.rows) - first))
+
+
+class _SpanRows(_Items):
     """Span rows (tuples in wire column order); :meth:`add` checks one span and appends it."""
 
     columns = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_time", "end_time", "status_code",
                "status_message", "attributes", "resource")
-
-    def __init__(self):
-        self.rows: list[tuple] = []
 
     def add(self, where: str, service: str, resource: dict | None, trace_id: bytes, span_id: bytes, parent: bytes, name: str,
             kind: int, start: int, end: int, code: int, status_message: str, attributes: dict) -> None:
@@ -335,13 +381,10 @@ class _SpanRows:
                           status_message or None, attributes or None, resource))
 
 
-class _LogRows:
+class _LogRows(_Items):
     """Log rows (tuples in wire column order); :meth:`add` checks one log record and appends it."""
 
     columns = ("timestamp", "level", "service", "message", "trace_id", "span_id", "request_id", "user_id", "host", "env", "attributes")
-
-    def __init__(self):
-        self.rows: list[tuple] = []
 
     @staticmethod
     def resource(res: dict[str, str | None]) -> tuple[str, str | None, str | None, dict]:
@@ -395,9 +438,10 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
         res_map = res or None
         for b, ss in enumerate(rs.scope_spans):
             for c, sp in enumerate(ss.spans):
-                rows.add(f"resource_spans[{a}].scope_spans[{b}].spans[{c}]", svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id,
-                         sp.name, sp.kind, sp.start_time_unix_nano, sp.end_time_unix_nano, sp.status.code, sp.status.message,
-                         _attrs(sp.attributes))
+                w = f"resource_spans[{a}].scope_spans[{b}].spans[{c}]"
+                rows.item(sp, w, lambda: rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind,
+                                                  sp.start_time_unix_nano, sp.end_time_unix_nano, sp.status.code,
+                                                  sp.status.message, _attrs(sp.attributes)))
 
 
 def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
@@ -405,9 +449,10 @@ def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
         res = rows.resource(_attrs(rl.resource.attributes))
         for b, sl in enumerate(rl.scope_logs):
             for c, lr in enumerate(sl.log_records):
-                rows.add(f"resource_logs[{a}].scope_logs[{b}].log_records[{c}]", res, lr.time_unix_nano, lr.observed_time_unix_nano,
-                         lr.trace_id, lr.span_id, lr.severity_number, lr.severity_text, _proto_body(lr.body),
-                         _attrs(lr.attributes), lr.event_name)
+                w = f"resource_logs[{a}].scope_logs[{b}].log_records[{c}]"
+                rows.item(lr, w, lambda: rows.add(w, res, lr.time_unix_nano, lr.observed_time_unix_nano, lr.trace_id, lr.span_id,
+                                                  lr.severity_number, lr.severity_text, _proto_body(lr.body),
+                                                  _attrs(lr.attributes), lr.event_name))
 
 
 def _json_records(doc: dict, signal: str):
@@ -422,8 +467,19 @@ def _json_records(doc: dict, signal: str):
             w2 = f"{w1}.{s1}[{b}]"
             ss = _jobj(ss, w2)
             for c, rec in enumerate(_jlist(ss, r1, r2, w2)):
-                w3 = f"{w2}.{r1}[{c}]"
-                yield res, w3, _jobj(rec, w3)
+                yield res, f"{w2}.{r1}[{c}]", rec
+
+
+def _json_span(rows: _SpanRows, ctx: tuple, w: str, sp) -> None:
+    sp = _jobj(sp, w)
+    status = _jobj(sp.get("status"), f"{w}.status")
+    rows.add(w, ctx[0], ctx[1], _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
+             _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"), _jstr(sp.get("name"), f"{w}.name"),
+             _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"),
+             _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64),
+             _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64),
+             _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"), _jstr(status.get("message"), f"{w}.status.message"),
+             _jattrs(sp, w))
 
 
 def _json_spans(doc: dict, rows: _SpanRows) -> None:
@@ -431,14 +487,17 @@ def _json_spans(doc: dict, rows: _SpanRows) -> None:
     for res, w, sp in _json_records(doc, "span"):
         if res is not last:
             last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None)
-        status = _jobj(sp.get("status"), f"{w}.status")
-        rows.add(w, ctx[0], ctx[1], _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
-                 _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"), _jstr(sp.get("name"), f"{w}.name"),
-                 _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"),
-                 _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64),
-                 _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64),
-                 _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"), _jstr(status.get("message"), f"{w}.status.message"),
-                 _jattrs(sp, w))
+        rows.item(sp, w, lambda: _json_span(rows, ctx, w, sp))
+
+
+def _json_log(rows: _LogRows, res: tuple, w: str, lr) -> None:
+    lr = _jobj(lr, w)
+    rows.add(w, res, _jint(_jget(lr, "timeUnixNano", "time_unix_nano"), f"{w}.timeUnixNano", 0, _U64),
+             _jint(_jget(lr, "observedTimeUnixNano", "observed_time_unix_nano"), f"{w}.observedTimeUnixNano", 0, _U64),
+             _jid(_jget(lr, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(lr, "spanId", "span_id"), f"{w}.spanId"),
+             _jenum(_jget(lr, "severityNumber", "severity_number"), _SEVERITY_NAMES, f"{w}.severityNumber"),
+             _jstr(_jget(lr, "severityText", "severity_text"), f"{w}.severityText"), _json_body(lr.get("body"), f"{w}.body"),
+             _jattrs(lr, w), _jstr(_jget(lr, "eventName", "event_name"), f"{w}.eventName"))
 
 
 def _json_logs(doc: dict, rows: _LogRows) -> None:
@@ -446,12 +505,7 @@ def _json_logs(doc: dict, rows: _LogRows) -> None:
     for r, w, lr in _json_records(doc, "log"):
         if r is not last:
             last, res = r, rows.resource(r)
-        rows.add(w, res, _jint(_jget(lr, "timeUnixNano", "time_unix_nano"), f"{w}.timeUnixNano", 0, _U64),
-                 _jint(_jget(lr, "observedTimeUnixNano", "observed_time_unix_nano"), f"{w}.observedTimeUnixNano", 0, _U64),
-                 _jid(_jget(lr, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(lr, "spanId", "span_id"), f"{w}.spanId"),
-                 _jenum(_jget(lr, "severityNumber", "severity_number"), _SEVERITY_NAMES, f"{w}.severityNumber"),
-                 _jstr(_jget(lr, "severityText", "severity_text"), f"{w}.severityText"), _json_body(lr.get("body"), f"{w}.body"),
-                 _jattrs(lr, w), _jstr(_jget(lr, "eventName", "event_name"), f"{w}.eventName"))
+        rows.item(lr, w, lambda: _json_log(rows, res, w, lr))
 
 
 # -- the codec ------------------------------------------------------------------------------
@@ -465,7 +519,7 @@ def _quantile_label(q: float) -> str:
     return format(float(q), ".15g")
 
 
-class _MetricRows:
+class _MetricRows(_Items):
     """Metric sample rows (tuples in wire column order, ``temporality`` and ``start_time``
     last), one per data point (and one per summary quantile).
 
@@ -491,15 +545,17 @@ class _MetricRows:
     columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum",
                "temporality", "start_time")
 
-    def __init__(self):
-        self.rows: list[tuple] = []
-
     def add(self, where: str, name: str, kind: str, time_ns: int, labels: dict, value=None, bounds=None, counts=None,
             count=None, total=None, temporality: str | None = None, start_ns: int = 0) -> None:
         if not name:
             raise _Reject("schema_violation", f"{where}: metric without a name")
         if not time_ns:
             raise _Reject("schema_violation", f"{where}: data point without time_unix_nano")
+        if count is not None and count > _I64_MAX:
+            raise _Reject("schema_violation", f"{where}: count {count} exceeds the metrics table's int64 range")
+        if counts and max(counts) > _I64_MAX:
+            k = next(k for k, c in enumerate(counts) if c > _I64_MAX)
+            raise _Reject("schema_violation", f"{where}: bucket_counts[{k}] {counts[k]} exceeds the metrics table's int64 range")
         self.rows.append((name, kind, time_ns // 1_000_000, labels, value, bounds, counts, count, total, temporality,
                           start_ns // 1_000_000 if start_ns else None))
 
@@ -513,7 +569,35 @@ def _temporality(body) -> str:
     return "delta" if body.aggregation_temporality == _DELTA else "cumulative"
 
 
+def _gauge_point(rows: _MetricRows, w: str, name: str, svc: str, dp) -> None:
+    rows.add(w, name, "GAUGE", dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp),
+             start_ns=dp.start_time_unix_nano)
+
+
+def _sum_point(rows: _MetricRows, w: str, name: str, svc: str, kind: str, temp: str | None, dp) -> None:
+    rows.add(w, name, kind, dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp),
+             temporality=temp, start_ns=dp.start_time_unix_nano)
+
+
+def _histogram_point(rows: _MetricRows, w: str, name: str, svc: str, temp: str, dp) -> None:
+    rows.add(w, name, "HISTOGRAM", dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, bounds=list(dp.explicit_bounds),
+             counts=[int(x) for x in dp.bucket_counts], count=int(dp.count),
+             total=float(dp.sum) if dp.HasField("sum") else None, temporality=temp, start_ns=dp.start_time_unix_nano)
+
+
+def _summary_point(rows: _MetricRows, w: str, name: str, svc: str, dp) -> None:
+    labels = {**_attrs(dp.attributes), "service": svc}
+    rows.add(w, name, "SUMMARY", dp.time_unix_nano, labels, count=int(dp.count), total=float(dp.sum),
+             temporality="cumulative", start_ns=dp.start_time_unix_nano)
+    for qv in dp.quantile_values:
+        if qv.value == qv.value:  # NaN: no observations behind this quantile
+            rows.add(w, name, "GAUGE", dp.time_unix_nano, {**labels, "quantile": _quantile_label(qv.quantile)},
+                     value=float(qv.value), start_ns=dp.start_time_unix_nano)
+
+
 def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
+    """One item per data point (a summary's quantile rows belong to its point); a metric
+    of an unsupported kind is one rejected item."""
     for a, rm in enumerate(msg.resource_metrics):
         res = _attrs(rm.resource.attributes)
         svc = res.get("service.name") or UNKNOWN_SERVICE
@@ -521,38 +605,31 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
             for c, m in enumerate(sm.metrics):
                 where = f"resource_metrics[{a}].scope_metrics[{b}].metrics[{c}]"
                 data = m.WhichOneof("data")
+                name = m.name
                 if data == "gauge":
                     for d, dp in enumerate(m.gauge.data_points):
-                        rows.add(f"{where}.gauge.data_points[{d}]", m.name, "GAUGE", dp.time_unix_nano,
-                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp), start_ns=dp.start_time_unix_nano)
+                        w = f"{where}.gauge.data_points[{d}]"
+                        rows.item(dp, w, lambda: _gauge_point(rows, w, name, svc, dp))
                 elif data == "sum":
                     temp = _temporality(m.sum)
                     level = not m.sum.is_monotonic and temp == "cumulative"
                     kind, temp = ("GAUGE", None) if level else ("COUNTER", temp)
                     for d, dp in enumerate(m.sum.data_points):
-                        rows.add(f"{where}.sum.data_points[{d}]", m.name, kind, dp.time_unix_nano,
-                                 {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp), temporality=temp,
-                                 start_ns=dp.start_time_unix_nano)
+                        w = f"{where}.sum.data_points[{d}]"
+                        rows.item(dp, w, lambda: _sum_point(rows, w, name, svc, kind, temp, dp))
                 elif data == "histogram":
                     temp = _temporality(m.histogram)
                     for d, dp in enumerate(m.histogram.data_points):
-                        rows.add(f"{where}.histogram.data_points[{d}]", m.name, "HISTOGRAM", dp.time_unix_nano,
-                                 {**_attrs(dp.attributes), "service": svc}, bounds=list(dp.explicit_bounds),
-                                 counts=[int(x) for x in dp.bucket_counts], count=int(dp.count),
-                                 total=float(dp.sum) if dp.HasField("sum") else None, temporality=temp,
-                                 start_ns=dp.start_time_unix_nano)
+                        w = f"{where}.histogram.data_points[{d}]"
+                        rows.item(dp, w, lambda: _histogram_point(rows, w, name, svc, temp, dp))
                 elif data == "summary":
                     for d, dp in enumerate(m.summary.data_points):
                         w = f"{where}.summary.data_points[{d}]"
-                        labels = {**_attrs(dp.attributes), "service": svc}
-                        rows.add(w, m.name, "SUMMARY", dp.time_unix_nano, labels, count=int(dp.count), total=float(dp.sum),
-                                 temporality="cumulative", start_ns=dp.start_time_unix_nano)
-                        for qv in dp.quantile_values:
-                            if qv.value == qv.value:  # NaN: no observations behind this quantile
-                                rows.add(w, m.name, "GAUGE", dp.time_unix_nano, {**labels, "quantile": _quantile_label(qv.quantile)},
-                                         value=float(qv.value), start_ns=dp.start_time_unix_nano)
+                        rows.item(dp, w, lambda: _summary_point(rows, w, name, svc, dp))
                 else:
-                    raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+                    def unsupported():
+                        raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+                    rows.item(m, where, unsupported)
 
 
 def _json_metrics(doc: dict, rows: _MetricRows) -> None:
@@ -575,22 +652,27 @@ def _json_metrics(doc: dict, rows: _MetricRows) -> None:
 
 
 class OtlpCodec:
-    """Decode OTLP export requests (one per Kafka message) into span or log rows.
+    """Decode OTLP export requests (one per Kafka message) into span, log or metric rows,
+    accepting per item.
 
     Consumes a :class:`RawBatch` of serialized ``ExportTraceServiceRequest`` (signal
-    ``span``) or ``ExportLogsServiceRequest`` (signal ``log``) messages, protobuf or
-    OTLP/JSON per ``encoding``; emits a :class:`Batch` whose table has the signal's wire
-    columns plus ``_i`` (one row per span / log record, all rows of a message sharing its
-    ``_i``). Rejects, whole messages: empty payloads and tombstones, bytes that are not
-    the expected protobuf message or not a JSON object (``format_violation``); a message
-    with no spans / log records, a span without a valid trace or span id, start or end
-    time, an unknown span kind or status code, a log record without any timestamp,
-    malformed ids and JSON values of the wrong type (``schema_violation``, the detail
-    names the record's path); payloads over ``max_bytes`` (``size_violation``).
+    ``span``), ``ExportLogsServiceRequest`` (signal ``log``) or
+    ``ExportMetricsServiceRequest`` (signal ``metric``, see :class:`_MetricRows`)
+    messages, protobuf or OTLP/JSON per ``encoding``; emits a :class:`Batch` whose table
+    has the signal's wire columns plus ``_i`` (the message) and ``_item`` (the span, log
+    record or data point in it), with ``items_in`` (items per message; 1 for a message
+    rejected whole) and ``item_raw`` (an item's own bytes).
 
-    Signal ``metric`` (``ExportMetricsServiceRequest``): one row per data point (see
-    :class:`_MetricRows`), the wire columns (``temporality`` and ``start_time``
-    included), then ``_i``.
+    Rejects of one item (``Rejects.items`` set): a span without a valid trace or span id,
+    start or end time, an unknown span kind or status code, a log record without any
+    timestamp, a data point without a time or with a count beyond int64, a metric of an
+    unsupported kind, malformed ids and JSON values of the wrong type
+    (``schema_violation``, the detail names the item's path); an item over ``max_bytes``
+    (``size_violation``). Rejects of a whole message: empty payloads and tombstones,
+    bytes that are not the expected protobuf message or not a JSON object, JSON containers
+    of the wrong type (``format_violation`` / ``schema_violation``); a message with no
+    items (``schema_violation``); a message over :data:`MAX_MESSAGE_BYTES` (or
+    ``max_bytes`` when larger) (``size_violation``).
     """
 
     def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
@@ -600,6 +682,7 @@ class OtlpCodec:
             raise ValueError(f"unknown OTLP encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
         self.signal = signal
         self.max_bytes = max_bytes
+        self.max_message_bytes = max(MAX_MESSAGE_BYTES, max_bytes)
         self.encoding = encoding
         self.wire = arrow_schema(signal)
         self.names = [f.name for f in self.wire]
@@ -620,18 +703,23 @@ class OtlpCodec:
         rejects = Rejects()
         all_rows: list[tuple] = []
         index: list[int] = []
-        limit = self.max_bytes
+        items: list[int] = []
+        items_in: list[int] = []
+        sources: dict[int, list] = {}
+        limit, message_limit = self.max_bytes, self.max_message_bytes
         for i, v in enumerate(raw.values):
+            items_in.append(1)
             if not v:
                 rejects.add(i, "format_violation", "tombstone (null value)" if v is None else "empty payload")
                 continue
-            if len(v) > limit:
-                rejects.add(i, "size_violation", f"payload of {len(v)} bytes exceeds the limit of {limit} bytes")
+            if len(v) > message_limit:
+                rejects.add(i, "size_violation", f"message of {len(v)} bytes exceeds the limit of {message_limit} bytes")
                 continue
-            rows = self._rows()
+            # an item can only be over the limit in a message that is
+            rows = self._rows(limit, self._item_size) if len(v) > limit else self._rows()
             try:
                 self._expand(self._parse(v), rows)
-                if not rows.rows:
+                if not rows.sources:
                     raise _Reject("schema_violation", f"OTLP message holds no {self.what}")
             except _Reject as e:
                 rejects.add(i, e.reason, e.detail)
@@ -639,15 +727,63 @@ class OtlpCodec:
             except Exception as e:  # defensive (e.g. RecursionError on absurd nesting): no input may crash the job
                 rejects.add(i, "format_violation", f"undecodable OTLP message: {type(e).__name__}: {str(e)[:160]}")
                 continue
+            items_in[i] = len(rows.sources)
+            sources[i] = rows.sources
+            for k, reason, detail in rows.rejects:
+                rejects.add(i, reason, detail, k)
             all_rows.extend(rows.rows)
             index.extend([i] * len(rows.rows))
+            items.extend(rows.row_item)
+        table = self._table(all_rows, index, items, rejects)
+        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
+                     item_raw=lambda i, k: self._item_bytes(sources[i][k]))
+
+    def _table(self, all_rows: list[tuple], index: list[int], items: list[int], rejects: Rejects) -> pa.Table:
+        """The rows as the wire schema's table plus ``_i`` and ``_item``. Should a value
+        not fit its column after all, the items whose rows do not convert are rejected
+        alone and the rest is built again."""
+        names = self._rows.columns
+        try:
+            return self._arrays(all_rows, index, items)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass
+        keep = np.ones(len(all_rows), dtype=bool)
+        failed: dict[tuple[int, int], str] = {}
+        for r, row in enumerate(all_rows):
+            for f in self.wire:
+                try:
+                    pa.array([row[names.index(f.name)]], type=f.type)
+                except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
+                    failed.setdefault((index[r], items[r]), f"{f.name}: value does not fit {f.type}: {str(e)[:120]}")
+                    break
+        for r in range(len(all_rows)):
+            keep[r] = (index[r], items[r]) not in failed
+        for (i, k), detail in failed.items():
+            rejects.add(i, "schema_violation", detail, k)
+        return self._arrays([row for row, ok in zip(all_rows, keep) if ok], [i for i, ok in zip(index, keep) if ok],
+                            [k for k, ok in zip(items, keep) if ok])
+
+    def _arrays(self, all_rows: list[tuple], index: list[int], items: list[int]) -> pa.Table:
         names = self._rows.columns
         columns = list(zip(*all_rows)) if all_rows else [()] * len(names)
         by_name = dict(zip(names, columns))
         arrays = [pa.array(by_name[f.name], type=f.type) for f in self.wire]
         arrays.append(pa.array(np.asarray(index, dtype=np.int64), pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=self.names + [INDEX])
-        return Batch(raw=raw, table=table, rejects=rejects)
+        arrays.append(pa.array(np.asarray(items, dtype=np.int32), pa.int32()))
+        return pa.Table.from_arrays(arrays, names=self.names + [INDEX, ITEM])
+
+    def _item_size(self, source) -> int:
+        return source.ByteSize() if self.encoding == "otlp_proto" or not isinstance(source, (dict, list)) \
+            else len(orjson.dumps(source))
+
+    def _item_bytes(self, source) -> bytes:
+        """An item's own bytes for its dead letter: the serialized span / log record / data
+        point, in the message's encoding."""
+        if self.encoding == "otlp_proto":
+            return source.SerializeToString()
+        if hasattr(source, "DESCRIPTOR"):  # OTLP/JSON metrics are read through protobuf
+            return orjson.dumps(json_format.MessageToDict(source))
+        return orjson.dumps(source)
 
     # -- parsing --------------------------------------------------------------------------
 

@@ -98,6 +98,7 @@ def test_spans_from_sdk_decode_exactly():
     assert_wire_schema(batch.table, "span")
     rows = as_rows(batch.table)
     assert len(rows) == 4 and {r.pop("_i") for r in rows} == {0}
+    assert [r.pop("_item") for r in rows] == [0, 1, 2, 3]
     by_name = {r["name"]: r for r in rows}
     for s in spans:
         row = dict(by_name[s.name])
@@ -261,7 +262,12 @@ def test_json_specific_rejects():
     values = [b"{not json", b"[1, 2]", json.dumps(bad_hex).encode(), json.dumps(wrong_type).encode(), b"{}", json.dumps(good).encode()]
     batch = OtlpCodec("span", encoding="otlp_json").decode(raw_batch(values))
     accounted(batch, len(values))
-    assert set(batch.table.column("_i").to_pylist()) == {5}
+    # per item (issue 19 item 3): the bad span is rejected alone, the others of its message go on
+    n = len(good["resourceSpans"][0]["scopeSpans"][0]["spans"])
+    assert sorted(set(zip(batch.table.column("_i").to_pylist(), batch.table.column("_item").to_pylist()))) == \
+        [(2, k) for k in range(n) if k != 1] + [(3, k) for k in range(1, n)] + [(5, k) for k in range(n)]
+    assert batch.rejects.keys() == [(0, None), (1, None), (2, 1), (3, 0), (4, None)]
+    assert json.loads(batch.item_raw(2, 1)) == bad_hex["resourceSpans"][0]["scopeSpans"][0]["spans"][1]
     got = dict(zip(batch.rejects.indices, zip(batch.rejects.reasons, batch.rejects.details)))
     assert got[0][0] == "format_violation" and got[0][1].startswith("not OTLP/JSON: invalid JSON")
     assert got[1] == ("format_violation", "not an OTLP/JSON ExportTraceServiceRequest: expected a JSON object, got array")
@@ -301,6 +307,7 @@ def test_logs_from_sdk_decode_exactly():
     assert_wire_schema(batch.table, "log")
     rows = as_rows(batch.table)
     assert [r.pop("_i") for r in rows] == [1, 1, 1, 1]
+    assert [r.pop("_item") for r in rows] == [0, 1, 2, 3]
     res_rest = {k: v for k, v in RESOURCE_MAP.items() if k not in ("service.name", "host.name", "deployment.environment.name")}
     assert "k8s.pod.name" in res_rest and "service.version" in res_rest
     common = {"service": "checkout", "host": "web-1", "env": "prod"}
@@ -339,9 +346,16 @@ def test_log_rejects():
     assert got[0] == ("schema_violation", "resource_logs[0].scope_logs[0].log_records[2]: neither time_unix_nano nor observed_time_unix_nano is set")
     assert got[1] == ("schema_violation", "OTLP message holds no log records")
     assert got[2][0] == "format_violation" and got[2][1].startswith("not an OTLP ExportLogsServiceRequest (protobuf): ")
-    assert set(batch.table.column("_i").to_pylist()) == {3}
+    # per item (issue 19 item 3): the record without a time is rejected alone, its neighbours go on
+    n = len(msg.resource_logs[0].scope_logs[0].log_records)
+    assert batch.rejects.keys() == [(0, 2), (1, None), (2, None)]
+    assert sorted(zip(batch.table.column("_i").to_pylist(), batch.table.column("_item").to_pylist())) == \
+        [(0, k) for k in range(n) if k != 2] + [(3, k) for k in range(n)]
+    assert batch.item_raw(0, 2) == rec.SerializeToString()
+    # the size limit is per log record
     small = OtlpCodec("log", max_bytes=10).decode(raw_batch([msg.SerializeToString()]))
-    assert small.rejects.reasons == ["size_violation"]
+    assert small.rejects.reasons == ["size_violation"] * n and small.rejects.items == list(range(n))
+    assert small.rejects.details[0].startswith("resource_logs[0].scope_logs[0].log_records[0]: item of ")
 
 
 def test_registered_and_validated():

@@ -98,7 +98,7 @@ def test_temporality_and_start_time_are_carried(encoding, delta):
     assert all(starts[n] > 0 for n in ("http.requests", "http.inflight", "http.duration_ms"))
     payload = msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
     b = codec_for(encoding, "metric", 1 << 20).decode(raw_batch([payload]))
-    assert b.table.column_names[-3:] == ["temporality", "start_time", "_i"]
+    assert b.table.column_names[-4:] == ["temporality", "start_time", "_i", "_item"]
     got = {r["name"]: (r["kind"], r["value"], r["count"], r["temporality"],
                        int(r["start_time"].timestamp() * 1000) if r["start_time"] is not None else None) for r in b.table.to_pylist()}
     t = "delta" if delta else "cumulative"

@@ -35,7 +35,7 @@ def otlp_samples(exports) -> list[list[dict]]:
     for e in exports:
         b = codec.decode(raw_batch([payload(e, "otlp_proto")]))
         assert len(b.rejects) == 0
-        out.append(as_rows(b.table.drop_columns(["_i"])))
+        out.append(as_rows(b.table.drop_columns(["_i", "_item"])))  # wire columns only (the OTLP codec adds the item index)
     return out
 
 
