@@ -65,6 +65,9 @@ EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type
 _CARD_RUN = re.compile(r"\d(?:[ \-]?\d){12,}")  # maximal runs of 13 digits or more
 _SEP = re.compile(r"[ \-]")
 _HEX_WORD = re.compile(r"[0-9a-fA-F]+")
+_HEX_LETTER = re.compile(r"[a-fA-F]")
+_WORD_START = re.compile(r"[A-Za-z0-9]*")
+_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class MissingKeyError(RuntimeError):
@@ -73,11 +76,10 @@ class MissingKeyError(RuntimeError):
 
 def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:
     """Apply ``fn`` to the rows where ``candidates`` is true; keep the others as they are."""
-    candidates = candidates.fill_null(False)
-    n = pc.sum(candidates).as_py() or 0
-    if n == 0:
+    if not pc.any(candidates).as_py():  # the common case: one call, nothing to do
         return col
-    if n == len(col):
+    candidates = candidates.fill_null(False)
+    if pc.all(candidates).as_py():
         return fn(col)
     return pc.replace_with_mask(col, candidates, fn(col.filter(candidates)))
 
@@ -100,13 +102,14 @@ def _in_hex_id(text: str, start: int, end: int) -> bool:
     characters with at least 4 letters (a trace id, a hash, a hex event id): random ids,
     whose digit runs are not card numbers (a card glued to up to 3 hex letters is still one). ``card4111…``, ``4111…USD`` and
     ``x_4111…`` are not such words (``r``, ``U``, ``S`` are no hex digits, ``_`` ends a word)."""
-    lo, hi = start, end
-    while lo > 0 and text[lo - 1].isascii() and text[lo - 1].isalnum():
+    lo = start
+    while lo > 0 and text[lo - 1] in _ALNUM:
         lo -= 1
-    while hi < len(text) and text[hi].isascii() and text[hi].isalnum():
-        hi += 1
+    hi = _WORD_START.match(text, end).end()
+    if hi - lo < 16:
+        return False
     word = text[lo:hi]
-    return len(word) >= 16 and _HEX_WORD.fullmatch(word) is not None and sum(not c.isdigit() for c in word) >= 4
+    return _HEX_WORD.fullmatch(word) is not None and len(_HEX_LETTER.findall(word)) >= 4
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
