@@ -181,7 +181,7 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
 
 
 #: Python patterns (same meaning as the RE2 ones) for byte-for-byte masking of binary payloads
-_BINARY_PATTERNS = [re.compile(p) for p in (EMAIL, BEARER[4:], JWT, API_KEY_KNOWN)]
+_BINARY_EMAIL, _BINARY_JWT, _BINARY_KNOWN = (re.compile(p) for p in (EMAIL, JWT, API_KEY_KNOWN))
 _BINARY_ASSIGN = re.compile(API_KEY_ASSIGN[4:], re.IGNORECASE)
 _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
 _JSON_STR = r'"((?:[^"\\]|\\.)*)"'
@@ -403,12 +403,12 @@ class Scrubber:
 
         s = self.step
         if s.emails:
-            text = _BINARY_PATTERNS[0].sub(stars, text)
+            text = _BINARY_EMAIL.sub(stars, text)
         if s.bearer_tokens:
             text = _BINARY_BEARER.sub(stars, text)
-            text = _BINARY_PATTERNS[2].sub(stars, text)
+            text = _BINARY_JWT.sub(stars, text)
         if s.api_keys:
-            text = _BINARY_PATTERNS[3].sub(stars, text)
+            text = _BINARY_KNOWN.sub(stars, text)
             text = _BINARY_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + "*" * (m.end() - m.end(2)), text)
         if s.card_numbers:
             text = _mask_cards(text, same_length=True)
