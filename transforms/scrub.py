@@ -191,6 +191,28 @@ _JSON_KEY_VALUE = re.compile(r'(' + _JSON_STR + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
 _OTLP_KEY_VALUE = re.compile(r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
+_PRINTABLE_RUN = re.compile(r"[\x20-\x7e]{3,}")
+_KEY = re.compile(r"[A-Za-z0-9._\-:/]+")  # what an attribute key in framed binary looks like
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _mask_value_at(data: bytearray, at: int) -> bool:
+    """Mask the length-prefixed printable value framed at ``at`` (Avro string, or OTLP
+    ``12 len 0a len value``); True when one was found."""
+    n = len(data)
+    if data[at] == 0x12 and at + 3 < n and data[at + 2] == 0x0A:  # protobuf AnyValue{string_value}
+        length, first = data[at + 3], at + 4
+    elif data[at] % 2 == 0:  # Avro: zigzag varint of a non-negative length
+        length, first = data[at] >> 1, at + 1
+    else:
+        return False
+    last = first + length
+    if length == 0 or last > n or not all(0x20 <= c < 0x7F for c in data[first:last]):
+        return False
+    data[first:last] = b"*" * length
+    return True
+
+
 class Scrubber:
     """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``.
 
@@ -345,11 +367,12 @@ class Scrubber:
     def scrub_raw(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[bool | None]]:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
-        A payload that decodes as UTF-8 is scrubbed as free text (placeholders), and in
-        JSON the string value of a sensitive key (``"authorization": "…"``, OTLP JSON's
-        ``{"key": "…token…", "value": {"stringValue": "…"}}``) is redacted whole. A payload
-        that does not (Avro, protobuf) has every match masked byte for byte with ``*``
-        (lengths kept, so it still decodes); ``None`` stays ``None``."""
+        A payload that decodes as UTF-8 without control bytes is scrubbed as free text
+        (placeholders), and in JSON the string value of a sensitive key
+        (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
+        "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
+        the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
+        byte with ``*`` (lengths kept, so it still decodes); ``None`` stays ``None``."""
         texts: list[str | None] = []
         is_text: list[bool | None] = []
         out: list[bytes | None] = [None] * len(values)
@@ -360,6 +383,8 @@ class Scrubber:
                 is_text.append(None)
                 continue
             try:
+                if _CONTROL.search(v):  # framed binary (Avro, protobuf) may be all ASCII
+                    raise UnicodeDecodeError("utf-8", v, 0, 1, "control bytes")
                 texts.append(v.decode("utf-8"))
                 is_text.append(True)
             except UnicodeDecodeError:
@@ -395,8 +420,33 @@ class Scrubber:
         hint = pc.match_substring_regex(arr, self.sensitive)
         return _rewrite(arr, hint, lambda c: pa.array([redact(v) for v in c.to_pylist()], pa.string()))
 
+    def _mask_framed_values(self, data: bytearray) -> None:
+        """Mask (``*``, in place) the value after each sensitive key in length-prefixed
+        binary: an Avro map entry (key, value: zigzag-varint length + bytes) or an OTLP
+        ``KeyValue`` (``0a`` len key ``12`` len ``0a`` len value). One-byte lengths only
+        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes)."""
+        if self.sensitive is None:
+            return
+        sensitive = self._sensitive_py
+        if sensitive is None:
+            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
+        text = data.decode("latin-1")
+        for m in _PRINTABLE_RUN.finditer(text):
+            run_start, run_end = m.span()
+            for k in sensitive.finditer(text, run_start, run_end):
+                for start in range(max(run_start, k.start() - 63, 1), k.start() + 1):
+                    n = data[start - 1]
+                    for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
+                        end = start + length
+                        if end < k.end() or end > run_end + 1 or end >= len(data) or not _KEY.fullmatch(text, start, end):
+                            continue
+                        if _mask_value_at(data, end):
+                            break
+
     def _mask_binary(self, value: bytes) -> bytes:
-        text = value.decode("latin-1")  # one character per byte: positions and lengths are kept
+        data = bytearray(value)
+        self._mask_framed_values(data)
+        text = bytes(data).decode("latin-1")  # one character per byte: positions and lengths are kept
 
         def stars(m: re.Match) -> str:
             return "*" * len(m.group(0))
