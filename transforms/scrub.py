@@ -97,6 +97,17 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_number(digits: str) -> bool:
+    """13-19 digits that pass the Luhn check and start as payment cards do: 2-6 (Visa,
+    Mastercard, Amex, Diners, Discover, JCB, UnionPay, Maestro), or 1 with 15 digits
+    (UATP). Epoch timestamps in ms, µs and ns (13, 16, 19 digits starting with 1) are not."""
+    n = len(digits)
+    if not 13 <= n <= 19:
+        return False
+    first = digits[0]
+    return ("2" <= first <= "6" or (first == "1" and n == 15)) and luhn_ok(digits)
+
+
 def _in_hex_id(text: str, start: int, end: int) -> bool:
     """True when the digits at ``start:end`` sit in a word of 16 or more hexadecimal
     characters with at least 4 letters (a trace id, a hash, a hex event id): random ids,
@@ -124,7 +135,7 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
             continue
         run = m.group(0)
         digits = _SEP.sub("", run)
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        if _card_number(digits):
             out.append((m.start(), m.end()))
             continue
         if len(digits) < 13 or not _SEP.search(run):
@@ -137,7 +148,7 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
                 n = sum(e - s for s, e in groups[k:j + 1])
                 if n > 19:
                     break
-                if n >= 13 and luhn_ok("".join(run[s:e] for s, e in groups[k:j + 1])):
+                if n >= 13 and _card_number("".join(run[s:e] for s, e in groups[k:j + 1])):
                     hit = j
             if hit is None:
                 k += 1

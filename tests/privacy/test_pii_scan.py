@@ -243,7 +243,8 @@ def findings(text: str) -> list[str]:
             for n in range(13, 20):
                 found += [digits[i:i + n] for i in range(len(digits) - n + 1) if luhn_ok(digits[i:i + n])
                           and digits[i:i + n] in ("4111111111111111", "5555555555554444")]
-            if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            # a payment card: 13-19 digits, Luhn-valid, issuer prefix 2-6 (or 1 for 15-digit UATP)
+            if 13 <= len(digits) <= 19 and luhn_ok(digits) and (digits[0] in "23456" or (digits[0] == "1" and len(digits) == 15)):
                 found.append(run)
     return found
 

@@ -32,6 +32,8 @@ def pseudonym(v: str) -> str:
     ("id 4111111111111111_x and 5555-5555-5555-4444!", "id [CARD]_x and [CARD]!"),
     ("ref 1234 4111 1111 1111 1111 end", "ref 1234 [CARD] end"),       # a card inside a longer digit run
     ("41111111111111110", "41111111111111110"),                          # 17 digits, not Luhn: kept
+    ("got number 1763003640002 at 1763003640002001", "got number 1763003640002 at 1763003640002001"),  # epoch ms, µs (Luhn-valid): kept
+    ("uatp 122000000000003", "uatp [CARD]"),
     ("https://psp.example/v1/customers?email=jane%40example.org&x=1", "https://psp.example/v1/customers?email=[EMAIL]&x=1"),
     ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl in a query", "jwt [TOKEN] in a query"),
     ("?access_token=abcdef123456&q=1", "?access_token=[API_KEY]&q=1"),
