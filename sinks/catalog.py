@@ -167,12 +167,29 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
         "comment": tdef.doc,
     }
     if catalog.table_exists(ident):
-        return _no_internal_retries(catalog, catalog.load_table(ident))
+        return _add_missing_columns(catalog, _no_internal_retries(catalog, catalog.load_table(ident)), tdef)
     try:
         return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(),
                                     sort_order=tdef.sort_order(), properties=props)
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
+
+
+def _add_missing_columns(catalog: Catalog, table: Table, tdef: TableDef) -> Table:
+    """A table made by an older obsflow gets the columns added since (e.g.
+    ``dead_letters.raw_text``), as optional columns: its old rows read null. Another
+    writer adding them first is fine."""
+    have = set(table.schema().column_names)
+    missing = [f for f in tdef.schema.fields if f.name not in have]
+    if not missing:
+        return table
+    try:
+        with table.update_schema() as update:
+            for f in missing:
+                update.add_column(f.name, f.field_type, doc=f.doc)
+    except (CommitFailedException, ValueError):
+        pass  # a concurrent writer added them first: reload
+    return catalog.load_table(table.name())
 
 
 def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
