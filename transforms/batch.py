@@ -121,7 +121,7 @@ class Batch:
         problems of the same row are appended to its detail (``; `` between them, at most
         :data:`MAX_PROBLEMS`, then how many more), so a reject names every problem."""
         self._deferred = np.zeros(self.table.num_rows, dtype=bool)
-        self._problems = {}  # row → (position in rejects, problems so far)
+        self._problems = {}  # row → [position in rejects, problems named so far]
 
     def rejected_rows(self) -> np.ndarray:
         """Positions (in the table) of the rows rejected so far while drops are deferred."""

@@ -65,6 +65,9 @@ EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type
 _CARD_RUN = re.compile(r"\d(?:[ \-]?\d){12,}")  # maximal runs of 13 digits or more
 _SEP = re.compile(r"[ \-]")
 _HEX_WORD = re.compile(r"[0-9a-fA-F]+")
+_HEX_LETTER = re.compile(r"[a-fA-F]")
+_WORD_START = re.compile(r"[A-Za-z0-9]*")
+_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class MissingKeyError(RuntimeError):
@@ -73,11 +76,10 @@ class MissingKeyError(RuntimeError):
 
 def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:
     """Apply ``fn`` to the rows where ``candidates`` is true; keep the others as they are."""
-    candidates = candidates.fill_null(False)
-    n = pc.sum(candidates).as_py() or 0
-    if n == 0:
+    if not pc.any(candidates).as_py():  # the common case: one call, nothing to do
         return col
-    if n == len(col):
+    candidates = candidates.fill_null(False)
+    if pc.all(candidates).as_py():
         return fn(col)
     return pc.replace_with_mask(col, candidates, fn(col.filter(candidates)))
 
@@ -95,18 +97,30 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_number(digits: str) -> bool:
+    """13-19 digits that pass the Luhn check and start as payment cards do: 2-6 (Visa,
+    Mastercard, Amex, Diners, Discover, JCB, UnionPay, Maestro), or 1 with 15 digits
+    (UATP). Epoch timestamps in ms, µs and ns (13, 16, 19 digits starting with 1) are not."""
+    n = len(digits)
+    if not 13 <= n <= 19:
+        return False
+    first = digits[0]
+    return ("2" <= first <= "6" or (first == "1" and n == 15)) and luhn_ok(digits)
+
+
 def _in_hex_id(text: str, start: int, end: int) -> bool:
     """True when the digits at ``start:end`` sit in a word of 16 or more hexadecimal
     characters with at least 4 letters (a trace id, a hash, a hex event id): random ids,
     whose digit runs are not card numbers (a card glued to up to 3 hex letters is still one). ``card4111…``, ``4111…USD`` and
     ``x_4111…`` are not such words (``r``, ``U``, ``S`` are no hex digits, ``_`` ends a word)."""
-    lo, hi = start, end
-    while lo > 0 and text[lo - 1].isascii() and text[lo - 1].isalnum():
+    lo = start
+    while lo > 0 and text[lo - 1] in _ALNUM:
         lo -= 1
-    while hi < len(text) and text[hi].isascii() and text[hi].isalnum():
-        hi += 1
+    hi = _WORD_START.match(text, end).end()
+    if hi - lo < 16:
+        return False
     word = text[lo:hi]
-    return len(word) >= 16 and _HEX_WORD.fullmatch(word) is not None and sum(not c.isdigit() for c in word) >= 4
+    return _HEX_WORD.fullmatch(word) is not None and len(_HEX_LETTER.findall(word)) >= 4
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
@@ -121,7 +135,7 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
             continue
         run = m.group(0)
         digits = _SEP.sub("", run)
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        if _card_number(digits):
             out.append((m.start(), m.end()))
             continue
         if len(digits) < 13 or not _SEP.search(run):
@@ -134,7 +148,7 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
                 n = sum(e - s for s, e in groups[k:j + 1])
                 if n > 19:
                     break
-                if n >= 13 and luhn_ok("".join(run[s:e] for s, e in groups[k:j + 1])):
+                if n >= 13 and _card_number("".join(run[s:e] for s, e in groups[k:j + 1])):
                     hit = j
             if hit is None:
                 k += 1
@@ -178,7 +192,7 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
 
 
 #: Python patterns (same meaning as the RE2 ones) for byte-for-byte masking of binary payloads
-_BINARY_PATTERNS = [re.compile(p) for p in (EMAIL, BEARER[4:], JWT, API_KEY_KNOWN)]
+_BINARY_EMAIL, _BINARY_JWT, _BINARY_KNOWN = (re.compile(p) for p in (EMAIL, JWT, API_KEY_KNOWN))
 _BINARY_ASSIGN = re.compile(API_KEY_ASSIGN[4:], re.IGNORECASE)
 _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
 _JSON_STR = r'"((?:[^"\\]|\\.)*)"'
@@ -186,6 +200,28 @@ _JSON_STR = r'"((?:[^"\\]|\\.)*)"'
 _JSON_KEY_VALUE = re.compile(r'(' + _JSON_STR + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
 #: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}``
 _OTLP_KEY_VALUE = re.compile(r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+_PRINTABLE_RUN = re.compile(r"[\x20-\x7e]{3,}")
+_KEY = re.compile(r"[A-Za-z0-9._\-:/]+")  # what an attribute key in framed binary looks like
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _mask_value_at(data: bytearray, at: int) -> bool:
+    """Mask the length-prefixed printable value framed at ``at`` (Avro string, or OTLP
+    ``12 len 0a len value``); True when one was found."""
+    n = len(data)
+    if data[at] == 0x12 and at + 3 < n and data[at + 2] == 0x0A:  # protobuf AnyValue{string_value}
+        length, first = data[at + 3], at + 4
+    elif data[at] % 2 == 0:  # Avro: zigzag varint of a non-negative length
+        length, first = data[at] >> 1, at + 1
+    else:
+        return False
+    last = first + length
+    if length == 0 or last > n or not all(0x20 <= c < 0x7F for c in data[first:last]):
+        return False
+    data[first:last] = b"*" * length
+    return True
 
 
 class Scrubber:
@@ -342,11 +378,12 @@ class Scrubber:
     def scrub_raw(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[bool | None]]:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
-        A payload that decodes as UTF-8 is scrubbed as free text (placeholders), and in
-        JSON the string value of a sensitive key (``"authorization": "…"``, OTLP JSON's
-        ``{"key": "…token…", "value": {"stringValue": "…"}}``) is redacted whole. A payload
-        that does not (Avro, protobuf) has every match masked byte for byte with ``*``
-        (lengths kept, so it still decodes); ``None`` stays ``None``."""
+        A payload that decodes as UTF-8 without control bytes is scrubbed as free text
+        (placeholders), and in JSON the string value of a sensitive key
+        (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
+        "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
+        the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
+        byte with ``*`` (lengths kept, so it still decodes); ``None`` stays ``None``."""
         texts: list[str | None] = []
         is_text: list[bool | None] = []
         out: list[bytes | None] = [None] * len(values)
@@ -357,6 +394,8 @@ class Scrubber:
                 is_text.append(None)
                 continue
             try:
+                if _CONTROL.search(v):  # framed binary (Avro, protobuf) may be all ASCII
+                    raise UnicodeDecodeError("utf-8", v, 0, 1, "control bytes")
                 texts.append(v.decode("utf-8"))
                 is_text.append(True)
             except UnicodeDecodeError:
@@ -392,20 +431,45 @@ class Scrubber:
         hint = pc.match_substring_regex(arr, self.sensitive)
         return _rewrite(arr, hint, lambda c: pa.array([redact(v) for v in c.to_pylist()], pa.string()))
 
+    def _mask_framed_values(self, data: bytearray) -> None:
+        """Mask (``*``, in place) the value after each sensitive key in length-prefixed
+        binary: an Avro map entry (key, value: zigzag-varint length + bytes) or an OTLP
+        ``KeyValue`` (``0a`` len key ``12`` len ``0a`` len value). One-byte lengths only
+        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes)."""
+        if self.sensitive is None:
+            return
+        sensitive = self._sensitive_py
+        if sensitive is None:
+            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
+        text = data.decode("latin-1")
+        for m in _PRINTABLE_RUN.finditer(text):
+            run_start, run_end = m.span()
+            for k in sensitive.finditer(text, run_start, run_end):
+                for start in range(max(run_start, k.start() - 63, 1), k.start() + 1):
+                    n = data[start - 1]
+                    for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
+                        end = start + length
+                        if end < k.end() or end > run_end + 1 or end >= len(data) or not _KEY.fullmatch(text, start, end):
+                            continue
+                        if _mask_value_at(data, end):
+                            break
+
     def _mask_binary(self, value: bytes) -> bytes:
-        text = value.decode("latin-1")  # one character per byte: positions and lengths are kept
+        data = bytearray(value)
+        self._mask_framed_values(data)
+        text = bytes(data).decode("latin-1")  # one character per byte: positions and lengths are kept
 
         def stars(m: re.Match) -> str:
             return "*" * len(m.group(0))
 
         s = self.step
         if s.emails:
-            text = _BINARY_PATTERNS[0].sub(stars, text)
+            text = _BINARY_EMAIL.sub(stars, text)
         if s.bearer_tokens:
             text = _BINARY_BEARER.sub(stars, text)
-            text = _BINARY_PATTERNS[2].sub(stars, text)
+            text = _BINARY_JWT.sub(stars, text)
         if s.api_keys:
-            text = _BINARY_PATTERNS[3].sub(stars, text)
+            text = _BINARY_KNOWN.sub(stars, text)
             text = _BINARY_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + "*" * (m.end() - m.end(2)), text)
         if s.card_numbers:
             text = _mask_cards(text, same_length=True)

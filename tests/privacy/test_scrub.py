@@ -32,6 +32,8 @@ def pseudonym(v: str) -> str:
     ("id 4111111111111111_x and 5555-5555-5555-4444!", "id [CARD]_x and [CARD]!"),
     ("ref 1234 4111 1111 1111 1111 end", "ref 1234 [CARD] end"),       # a card inside a longer digit run
     ("41111111111111110", "41111111111111110"),                          # 17 digits, not Luhn: kept
+    ("got number 1763003640002 at 1763003640002001", "got number 1763003640002 at 1763003640002001"),  # epoch ms, µs (Luhn-valid): kept
+    ("uatp 122000000000003", "uatp [CARD]"),
     ("https://psp.example/v1/customers?email=jane%40example.org&x=1", "https://psp.example/v1/customers?email=[EMAIL]&x=1"),
     ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl in a query", "jwt [TOKEN] in a query"),
     ("?access_token=abcdef123456&q=1", "?access_token=[API_KEY]&q=1"),
@@ -112,3 +114,28 @@ def test_dead_letter_payloads_text_and_binary():
     assert len(out[1]) == len(binary)  # masked byte for byte: a framed payload still decodes
     assert out[1] == b"\x00\xff\x10" + b"*" * 16 + b"\x02card" + b"*" * 16 + b"\x04" + b"*" * 15 + b"\xfe"
     assert out[2] is None
+
+
+def test_binary_payloads_keep_their_framing_and_lose_sensitive_values():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    from schemas.codecs import codec_for, encode_confluent
+    from transforms.batch import RawBatch
+
+    s = scrubber()
+    log = {"timestamp": 1, "level": "INFO", "service": "svc", "message": "to jane@example.org", "trace_id": None, "span_id": None,
+           "request_id": None, "user_id": None, "host": None, "env": None,
+           "attributes": {"http.request.header.authorization": "Basic dXNlcjpwYXNz", "x": "y", "Cookie": "sid=abc"}}
+    span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="n", attributes=[
+        KeyValue(key="http.request.header.authorization", value=AnyValue(string_value="Basic dXNlcjpwYXNz")),
+        KeyValue(key="a", value=AnyValue(string_value="b"))])
+    otlp = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]).SerializeToString()
+    (avro_out, otlp_out), is_text = s.scrub_raw([encode_confluent("log", log), otlp])
+    assert is_text == [False, False]  # all ASCII, but framed binary
+    back = codec_for("avro", "log", 65536).decode(RawBatch("s", "t", 0, [avro_out], [0], [0])).table.to_pylist()[0]
+    assert back["message"] == "to " + "*" * 16
+    assert back["attributes"] == [("http.request.header.authorization", "*" * 18), ("x", "y"), ("Cookie", "*" * 7)]
+    attrs = ExportTraceServiceRequest.FromString(otlp_out).resource_spans[0].scope_spans[0].spans[0].attributes
+    assert [(a.key, a.value.string_value) for a in attrs] == [("http.request.header.authorization", "*" * 18), ("a", "b")]
