@@ -32,7 +32,7 @@ def connect(spec: PipelineSpec) -> duckdb.DuckDBPyConnection:
     con.execute("SET autoinstall_known_extensions=false")
     con.execute("SET autoload_known_extensions=false")
     con.execute(f"LOAD '{_extension(duckdb_extension_avro)}'")
-    props = catalog_properties(spec.storage)
+    props = catalog_properties(spec.storage, create=False)
     if props["warehouse"].startswith(("s3://", "s3a://")):
         import duckdb_extension_httpfs
 
@@ -41,7 +41,7 @@ def connect(spec: PipelineSpec) -> duckdb.DuckDBPyConnection:
     con.execute(f"LOAD '{_extension(duckdb_extension_iceberg)}'")
     ns = spec.storage.namespace
     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
-    catalog = open_catalog(spec.storage)
+    catalog = open_catalog(spec.storage, create=False)
     existing = {ident[-1] for ident in catalog.list_tables(ns)} if ns in {n[0] for n in catalog.list_namespaces()} else set()
     for name in sorted(existing):
         table = catalog.load_table(f"{ns}.{name}")

@@ -35,18 +35,31 @@ def expand_env(value: str, key_path: str) -> str:
     return _ENV_REF.sub(sub, value)
 
 
-def catalog_properties(storage: StorageSpec) -> dict[str, str]:
+class NoWarehouseError(LookupError):
+    """A local warehouse that is not there: a reader (``obsflow query``, ``tables``) was
+    pointed at a directory that does not exist (it is never created for them), or the
+    path is a file."""
+
+
+def catalog_properties(storage: StorageSpec, create: bool = True) -> dict[str, str]:
     """pyiceberg properties for the spec's catalog, with ``${VAR}`` references expanded.
     A local warehouse path becomes an absolute ``file://`` URL with a SQLite catalog
-    inside it unless ``uri`` is given."""
+    inside it unless ``uri`` is given. The directory is created unless ``create`` is
+    false; then a local warehouse (or SQLite catalog file) that does not exist raises
+    :class:`NoWarehouseError`."""
     cat = storage.catalog
     wh = expand_env(cat.warehouse, "storage.catalog.warehouse")
     props = {k: expand_env(v, f"storage.catalog.properties.{k}") for k, v in cat.properties.items()}
     if "://" not in wh:
         path = Path(wh).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        wh = path.as_uri()
         uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else f"sqlite:///{path / 'catalog.db'}"
+        if not create:
+            _must_exist(path, uri)
+        elif path.exists() and not path.is_dir():
+            raise NoWarehouseError(f"storage.catalog.warehouse: {path} is a file, not a directory")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        wh = path.as_uri()
     else:
         uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else None
         if uri is None:
@@ -55,9 +68,22 @@ def catalog_properties(storage: StorageSpec) -> dict[str, str]:
     return props
 
 
-def open_catalog(storage: StorageSpec) -> Catalog:
-    """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout)."""
-    props = catalog_properties(storage)
+def _must_exist(path: Path, uri: str) -> None:
+    """Raise :class:`NoWarehouseError` unless the local warehouse ``path`` and its SQLite
+    catalog (``uri``, when it is a SQLite file) exist."""
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path.is_dir() and (db is None or db.is_file()):
+        return
+    what = f"no warehouse at {path}" if not path.is_dir() else f"no Iceberg catalog at {db} (warehouse {path})"
+    raise NoWarehouseError(f"{what} (storage.catalog.warehouse): nothing has been written there; run `obsflow run` "
+                           f"to create it, or name an existing one with --warehouse or the spec")
+
+
+def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
+    """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout).
+    With ``create`` false, a local warehouse that does not exist raises
+    :class:`NoWarehouseError` instead of being created."""
+    props = catalog_properties(storage, create)
     try:
         for attempt in range(5):
             try:
