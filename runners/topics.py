@@ -97,7 +97,11 @@ def check_topics(spec: PipelineSpec, *, reads_kafka: bool = True, spec_arg: str 
     if not missing:
         return
     fixed = [t for t in missing if not t.pattern]
-    names = ", ".join(f"{t.name!r} ({t.key})" if not t.pattern else f"none matching {t.name!r} ({t.key})" for t in missing)
+    items = [f"{t.name!r} ({t.key})" if not t.pattern else f"a topic matching {t.name!r} ({t.key})" for t in missing]
+    said = f"Kafka topic {items[0]} does not exist on {spec.kafka.bootstrap}"
+    if len(items) > 1:
+        rest = items[1:]
+        said += f", nor {'does' if len(rest) == 1 else 'do'} {', '.join(rest[:-1]) + ' and ' if len(rest) > 1 else ''}{rest[-1]}"
     how = []
     if fixed:
         how.append(f"create {'them' if len(fixed) > 1 else 'it'} with `{create_hint(spec_arg)}` (or Kafka's own tools, e.g. "
@@ -105,9 +109,7 @@ def check_topics(spec: PipelineSpec, *, reads_kafka: bool = True, spec_arg: str 
                    f"--partitions {fixed[0].partitions}`)")
     if len(fixed) < len(missing):
         how.append("create a topic each pattern matches, or fix the pattern")
-    raise MissingTopicError(f"{len(missing)} Kafka topic{'s' if len(missing) > 1 else ''} the spec names "
-                            f"{'do' if len(missing) > 1 else 'does'} not exist on {spec.kafka.bootstrap}: {names}. "
-                            f"{'; '.join(how)}; or point the spec at existing topics.")
+    raise MissingTopicError(f"{said}: {'; '.join(how)}; or point the spec at existing topics.")
 
 
 @dataclass(frozen=True)
