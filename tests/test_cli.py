@@ -285,3 +285,23 @@ def test_query_and_tables_on_a_missing_warehouse_say_so_and_create_nothing(tmp_p
     r = obsflow("tables", "--warehouse", str(wh))
     assert r.returncode == 2 and _one_line(r).startswith(f"obsflow: no Iceberg catalog at {wh / 'catalog.db'}")
     assert list(wh.iterdir()) == []
+
+
+def test_bytewax_failure_ends_with_obsflows_one_line_even_with_rust_backtrace(tmp_path):
+    """An unexpected failure inside a Bytewax operator, with RUST_BACKTRACE set: Rust's
+    backtrace and the Python traceback come first (for a bug report), obsflow's one-line
+    reason is the last thing printed, exit 1 (the old code ended on the Python traceback).
+    The fault is injected into the embedded source by a sitecustomize on PYTHONPATH."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import sources.generator as g\n\n"
+        "def _boom(self, *a, **k):\n"
+        "    raise ZeroDivisionError('injected by the test')\n\n"
+        "g._Clock.__init__ = _boom\n")
+    env = {"RUST_BACKTRACE": "1", "PYTHONPATH": os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")])}
+    r = obsflow("run", "--runner", "bytewax", "--count", "10", "--no-progress", "--warehouse", str(tmp_path / "wh"), env=env)
+    assert r.returncode == 1, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert "stack backtrace:" in r.stderr  # Rust's, as asked for
+    assert lines[-1].startswith("obsflow: failed: ZeroDivisionError: injected by the test (at "), lines[-1]
