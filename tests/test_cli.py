@@ -305,3 +305,23 @@ def test_bytewax_failure_ends_with_obsflows_one_line_even_with_rust_backtrace(tm
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert "stack backtrace:" in r.stderr  # Rust's, as asked for
     assert lines[-1].startswith("obsflow: failed: ZeroDivisionError: injected by the test (at "), lines[-1]
+
+
+def test_query_json_writes_binary_as_base64(tmp_path):
+    """`--format json` used to print binary columns as Python ``b'...'`` reprs."""
+    import base64
+    import json
+
+    from pipelines.loader import load_spec
+    from sinks.catalog import open_catalog
+
+    spec = load_spec(str(DEFAULT_SPEC))
+    open_catalog(spec.storage.model_copy(update={"catalog": spec.storage.catalog.model_copy(
+        update={"warehouse": str(tmp_path / "wh"), "uri": None})}))  # an empty warehouse
+    r = obsflow("query", "SELECT '\\x00\\xFFraw'::BLOB AS raw, NULL::BLOB AS none, 7 AS n", "--format", "json",
+                "--warehouse", str(tmp_path / "wh"))
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row == {"raw": base64.b64encode(b"\x00\xffraw").decode(), "none": None, "n": 7}
+    h = obsflow("query", "--help")
+    assert "base64" in h.stdout
