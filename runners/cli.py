@@ -28,7 +28,6 @@ import time
 from datetime import datetime, timezone
 
 from pipelines import DEFAULT_SPEC
-from pipelines.loader import SpecError, load_spec
 
 
 class UsageError(Exception):
@@ -81,6 +80,8 @@ def _port(text: str) -> int:
 
 
 def _spec(args):
+    from pipelines.loader import load_spec
+
     spec = load_spec(args.spec)
     if getattr(args, "warehouse", None):
         catalog = spec.storage.catalog.model_copy(update={"warehouse": args.warehouse, "uri": None})
@@ -329,9 +330,9 @@ def _json_value(v):
 
 
 def cmd_query(args) -> int:
-    from runners.query import query
+    from runners.query import query, reader_spec
 
-    spec = _spec(args)
+    spec = reader_spec(args.spec, args.warehouse, lambda: _spec(args))
     sql = args.sql
     if args.saved:
         from runners.query import saved_query

@@ -7,15 +7,15 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, TableAlreadyExistsError
-from pyiceberg.table import Table
+if TYPE_CHECKING:  # imported where used: `obsflow query` reads a local catalog without pyiceberg
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
-from pipelines.spec import StorageSpec
-from schemas.tables import TableDef, table_def
+    from pipelines.spec import StorageSpec
+    from schemas.tables import TableDef
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
     """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout).
     With ``create`` false, a local warehouse that does not exist raises
     :class:`NoWarehouseError` instead of being created."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
     props = catalog_properties(storage, create)
     try:
         for attempt in range(5):
@@ -163,6 +165,7 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
     a writer that loses that race between two processes gets the database's unique-key
     error (``IntegrityError``), not ``NamespaceAlreadyExistsError``; the namespace the
     winner created is what we wanted."""
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
     from sqlalchemy.exc import IntegrityError
 
     try:
@@ -175,6 +178,8 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
 
 
 def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
+    from pyiceberg.exceptions import TableAlreadyExistsError
+
     _ensure_namespace(catalog, namespace)
     ident = f"{namespace}.{tdef.name}"
     retention = retention_override or tdef.retention
@@ -204,6 +209,8 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
 def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
     """Set ``commit.retry.num-retries = 0`` on a table created before obsflow set it at
     creation (see :func:`_ensure_table`); another writer setting it first is fine."""
+    from pyiceberg.exceptions import CommitFailedException
+
     if table.properties.get(NO_RETRIES[0]) == NO_RETRIES[1]:
         return table
     try:
@@ -215,6 +222,8 @@ def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
 
 
 def load_tables(catalog: Catalog, storage: StorageSpec, names: list[str]) -> dict[str, Table]:
+    from schemas.tables import table_def
+
     out = {}
     for name in names:
         opts = storage.tables.get(name)

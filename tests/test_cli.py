@@ -325,3 +325,25 @@ def test_query_json_writes_binary_as_base64(tmp_path):
     assert row == {"raw": base64.b64encode(b"\x00\xffraw").decode(), "none": None, "n": 7}
     h = obsflow("query", "--help")
     assert "base64" in h.stdout
+
+
+def test_query_reads_a_local_warehouse_without_loading_the_spec_model_or_pyiceberg(tmp_path):
+    """Where a one-row query's time went (issue 13.8): importing and validating the whole
+    spec model and pyiceberg, and loading every table's metadata. After a first query has
+    validated the spec (cached by its bytes), a query on a local warehouse imports neither
+    and names only the table it reads."""
+    from pipelines.loader import load_spec
+    from sinks.catalog import open_catalog
+
+    spec = load_spec(str(DEFAULT_SPEC))
+    open_catalog(spec.storage.model_copy(update={"catalog": spec.storage.catalog.model_copy(
+        update={"warehouse": str(tmp_path / "wh"), "uri": None})}))
+    env = {**os.environ, "OBSFLOW_CACHE": str(tmp_path / "cache")}
+    code = ("import sys\nfrom runners.cli import main\nrc = main(['query', 'SELECT 41 + 1 AS n', '--warehouse', sys.argv[1]])\n"
+            "print(rc, sorted(m for m in ('pyiceberg', 'pipelines.spec', 'sqlalchemy', 'pyarrow') if m in sys.modules))\n")
+    first = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-1].startswith("0 ")  # validated the spec once
+    again = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == "0 []"
