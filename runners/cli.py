@@ -116,6 +116,7 @@ def preflight(spec, *, reads_kafka: bool, spec_arg: str | None = None) -> None:
     named; an alerts topic would otherwise fail only when the first alert fires)."""
     from pipelines.spec import ScrubStep
     from runners.topics import check_topics, spec_topics
+    from sinks.catalog import check_bucket
 
     if any(isinstance(s, ScrubStep) and s.pseudonymize_users for f in spec.flows for s in f.steps):
         from transforms.scrub import pseudonym_key
@@ -123,6 +124,7 @@ def preflight(spec, *, reads_kafka: bool, spec_arg: str | None = None) -> None:
         pseudonym_key(spec.privacy)  # MissingKeyError says what to set
     if spec_topics(spec, reads_kafka=reads_kafka):
         check_topics(spec, reads_kafka=reads_kafka, spec_arg=spec_arg)
+    check_bucket(spec.storage, spec_arg)  # an S3 warehouse's bucket: named, with how to create it
 
 
 def cmd_run(args) -> int:
@@ -224,6 +226,9 @@ def cmd_tables(args) -> int:
     from sinks.iceberg import snapshot_offsets
 
     spec = _spec(args)
+    from sinks.catalog import check_bucket
+
+    check_bucket(spec.storage, _spec_arg(args))
     catalog = open_catalog(spec.storage, create=False)
     ns = spec.storage.namespace
     if ns not in {n[0] for n in catalog.list_namespaces()}:
@@ -272,6 +277,9 @@ def cmd_maintain(args) -> int:
         raise UsageError(f"obsflow maintain: --steps: expected a comma-separated subset of {','.join(MAINTAIN_STEPS)}, "
                          f"got {args.steps!r}")
     tables = [_table_name(spec, t) for t in args.table] if args.table else None
+    from sinks.catalog import check_bucket
+
+    check_bucket(spec.storage, _spec_arg(args))
     reports = maintain(spec, tables=tables, steps=steps)
     if not reports:
         print(f"no tables in namespace {spec.storage.namespace!r}")
@@ -445,7 +453,7 @@ def failure(e: BaseException) -> tuple[int, str]:
     for anything else (the line then names the innermost exception and where it was
     raised)."""
     from pipelines.loader import SpecError
-    from sinks.catalog import NoWarehouseError
+    from sinks.catalog import MissingEnvError, NoBucketError, NoWarehouseError
     from sinks.kafka import DeliveryError
     from sources.kafka import MissingTopicError
     from transforms.scrub import MissingKeyError
@@ -455,7 +463,7 @@ def failure(e: BaseException) -> tuple[int, str]:
         if isinstance(c, DeliveryError):
             return 3, f"obsflow: Kafka output failed: {c}"
     for c in chain:
-        if isinstance(c, (SpecError, MissingTopicError, NoWarehouseError, UsageError)):
+        if isinstance(c, (SpecError, MissingTopicError, NoWarehouseError, NoBucketError, MissingEnvError, UsageError)):
             return 2, str(c) if isinstance(c, UsageError) else f"obsflow: {c}"
         if isinstance(c, MissingKeyError):
             return 2, f"obsflow: {c} (or pass --dev-key for a local trial)"

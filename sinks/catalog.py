@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+class MissingEnvError(ValueError):
+    """A ``${VAR}`` reference in the spec to an environment variable that is not set."""
+
+
 def expand_env(value: str, key_path: str) -> str:
     """Replace ``${VAR}`` with the environment's value, so credentials live in the
     environment, not in the spec. A missing variable is an error naming the key path."""
     def sub(m):
         name = m.group(1)
         if name not in os.environ:
-            raise ValueError(f"{key_path}: refers to ${{{name}}}, but the environment variable {name} is not set")
+            raise MissingEnvError(f"{key_path}: refers to ${{{name}}}, but the environment variable {name} is not set")
         return os.environ[name]
 
     return _ENV_REF.sub(sub, value)
@@ -77,6 +81,53 @@ def _must_exist(path: Path, uri: str) -> None:
     what = f"no warehouse at {path}" if not path.is_dir() else f"no Iceberg catalog at {db} (warehouse {path})"
     raise NoWarehouseError(f"{what} (storage.catalog.warehouse): nothing has been written there; run `obsflow run` "
                            f"to create it, or name an existing one with --warehouse or the spec")
+
+
+class NoBucketError(LookupError):
+    """The S3 bucket of the spec's warehouse does not exist."""
+
+
+def s3_filesystem(props: dict[str, str], allow_bucket_creation: bool = False):
+    """A ``pyarrow.fs.S3FileSystem`` from pyiceberg-style ``s3.*`` catalog properties."""
+    from urllib.parse import urlparse
+
+    from pyarrow import fs
+
+    kw = {"region": props.get("s3.region", "us-east-1"), "connect_timeout": 5, "request_timeout": 10,
+          "allow_bucket_creation": allow_bucket_creation}
+    if props.get("s3.access-key-id"):
+        kw.update(access_key=props["s3.access-key-id"], secret_key=props.get("s3.secret-access-key", ""))
+    endpoint = props.get("s3.endpoint")
+    if endpoint:
+        u = urlparse(endpoint)
+        kw.update(endpoint_override=u.netloc or u.path, scheme=u.scheme or "https")
+    if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
+        kw["force_virtual_addressing"] = False
+    return fs.S3FileSystem(**kw)
+
+
+def check_bucket(storage: StorageSpec, spec_arg: str | None = None) -> None:
+    """For a warehouse on S3 (``s3://bucket/...``): raise :class:`NoBucketError` naming the
+    bucket and how to create it when it does not exist, ``ConnectionError`` when the S3
+    endpoint does not answer. Nothing for a local warehouse."""
+    from pyarrow import fs
+
+    if not expand_env(storage.catalog.warehouse, "storage.catalog.warehouse").startswith(("s3://", "s3a://")):
+        return
+    props = catalog_properties(storage)
+    wh = props["warehouse"]
+    bucket = wh.split("://", 1)[1].split("/", 1)[0]
+    where = props.get("s3.endpoint") or "AWS S3"
+    try:
+        info = s3_filesystem(props).get_file_info(bucket)
+    except OSError as e:
+        raise ConnectionError(f"S3 at {where} did not answer for bucket {bucket!r} (storage.catalog.warehouse): "
+                              f"{redact(str(e).splitlines()[0], props)}. Is it running? (local: python -m infra.s3 start)") from None
+    if info.type == fs.FileType.NotFound:
+        spec = f" --spec {spec_arg}" if spec_arg else " --spec FILE"
+        raise NoBucketError(f"S3 bucket {bucket!r} of storage.catalog.warehouse ({wh}) does not exist at {where}: "
+                            f"create it, e.g. `python -m infra.s3 create-bucket{spec}` (uses the spec's S3 settings) "
+                            f"or `aws s3 mb s3://{bucket}`")
 
 
 def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
