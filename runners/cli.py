@@ -112,8 +112,9 @@ def _spec_arg(args) -> str | None:
 def preflight(spec, *, reads_kafka: bool, spec_arg: str | None = None) -> None:
     """What must hold before an engine starts, checked here so the answer is one line
     and comes at once: the pseudonymization key (a worker would fail on it, on Beam after
-    logging a traceback), and every Kafka topic the job reads or writes (all missing ones
-    named; an alerts topic would otherwise fail only when the first alert fires)."""
+    logging a traceback), every Kafka topic the job reads or writes (all missing ones
+    named; an alerts topic would otherwise fail only when the first alert fires), and the
+    bucket of an S3 warehouse."""
     from pipelines.spec import ScrubStep
     from runners.topics import check_topics, spec_topics
     from sinks.catalog import check_bucket
@@ -160,7 +161,11 @@ def cmd_run(args) -> int:
     if args.metrics_port is not None:
         from runners.metrics import serve
 
-        metrics = serve(args.metrics_port, args.metrics_host)
+        try:
+            metrics = serve(args.metrics_port, args.metrics_host)
+        except OSError as e:  # a port in use, an address not on this machine
+            raise UsageError(f"obsflow run: --metrics-host/--metrics-port: cannot serve on "
+                             f"{args.metrics_host}:{args.metrics_port}: {e.strerror or e}") from None
         print(f"obsflow: metrics on {metrics.url}", flush=True)
     started = time.monotonic()
     stop = threading.Event()

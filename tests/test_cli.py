@@ -231,6 +231,8 @@ MISUSES = [
     (["run", "--batch-size", "0"], "obsflow run: argument --batch-size: expected a whole number >= 1, got '0'"),
     (["run", "--max-records", "-3", "--source", "kafka"], "obsflow run: argument --max-records: expected a whole number >= 1, got '-3'"),
     (["run", "--metrics-port", "70000"], "obsflow run: argument --metrics-port: expected a TCP port 0..65535, got '70000'"),
+    (["run", "--metrics-host", "10.99.99.99", "--metrics-port", "0", "--count", "10"],
+     "obsflow run: --metrics-host/--metrics-port: cannot serve on 10.99.99.99:0: "),
     (["run", "--processes", "0"], "obsflow run: argument --processes: expected a whole number >= 1, got '0'"),
     (["run", "--workers-per-process", "-1"], "obsflow run: argument --workers-per-process: expected a whole number >= 1, got '-1'"),
     (["run", "--process-id", "2", "--addresses", "a:1,b:2"], "obsflow run: --process-id 2: expected 0..1 (one per address in --addresses)"),
