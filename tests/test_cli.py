@@ -349,3 +349,10 @@ def test_query_reads_a_local_warehouse_without_loading_the_spec_model_or_pyicebe
     again = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1] == "0 []"
+
+
+def test_beam_run_prints_no_apitools_warning(tmp_path):
+    """Beam logs "apitools not found ..." on import (issue 13.9): nothing a user can act on."""
+    r = obsflow("run", "--runner", "beam", "--count", "20", "--no-progress", "--warehouse", str(tmp_path / "wh"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "apitools" not in r.stderr and "reconciliation: in = accepted + dead-lettered + dropped: yes" in r.stdout
