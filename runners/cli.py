@@ -144,6 +144,9 @@ def cmd_run(args) -> int:
         print("obsflow run: --bounded and --max-records apply to --source kafka", file=sys.stderr)
         return 2
     preflight(spec, reads_kafka=kafka, spec_arg=_spec_arg(args))
+    from runners.query import remember_spec
+
+    remember_spec(args.spec, args.warehouse, spec)  # the first `obsflow query` after the run starts fast
     if wants_cluster(args):
         return cmd_run_cluster(args)
     req = RunRequest(spec=spec, runner=args.runner, source=args.source, count=None if args.duration else args.count,

@@ -177,21 +177,41 @@ def reader_spec(spec_path: str, warehouse: str | None, load):
     (a wrong spec fails there, with its key paths) and keeps those settings in the cache
     directory; later calls read them back, so a query does not import and validate the
     whole spec model (about a second) each time."""
-    import hashlib
     from types import SimpleNamespace
 
-    try:
-        data = Path(spec_path).read_bytes()
-    except OSError:
+    cached = _cache_file(spec_path, warehouse)
+    if cached is None:
         return load()  # the loader says what is wrong with the path
-    key = hashlib.sha256(data + b"\0" + (warehouse or "").encode()).hexdigest()
-    cached = _cache_dir() / f"{key}.json"
     try:
         st = json.loads(cached.read_text())
         return SimpleNamespace(storage=SimpleNamespace(catalog=SimpleNamespace(**st["catalog"]), namespace=st["namespace"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     spec = load()
+    remember_spec(spec_path, warehouse, spec)
+    return spec
+
+
+def _cache_file(spec_path: str, warehouse: str | None) -> Path | None:
+    """Where the storage settings of this spec file's exact bytes (and ``warehouse``
+    override) are kept; None when the file cannot be read."""
+    import hashlib
+
+    try:
+        data = Path(spec_path).read_bytes()
+    except OSError:
+        return None
+    key = hashlib.sha256(data + b"\0" + (warehouse or "").encode()).hexdigest()
+    return _cache_dir() / f"{key}.json"
+
+
+def remember_spec(spec_path: str, warehouse: str | None, spec) -> None:
+    """Keep the storage settings of ``spec``, just validated from ``spec_path``, for
+    :func:`reader_spec` (``obsflow run`` calls this, so the first query after a run is
+    fast too). Best effort: without a writable cache directory nothing is kept."""
+    cached = _cache_file(spec_path, warehouse)
+    if cached is None or cached.exists():
+        return
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -201,5 +221,4 @@ def reader_spec(spec_path: str, warehouse: str | None, load):
         os.replace(tmp, cached)
     except OSError:
         pass  # no cache: the next query validates again
-    return spec
 
