@@ -267,8 +267,8 @@ def _table_name(spec, name: str) -> str:
     from schemas.tables import TABLES
 
     ns = spec.storage.namespace
-    bare = name[len(ns) + 1:] if name.startswith(ns + ".") else name
-    base = bare[: -len("_archive")] if bare.endswith("_archive") else bare
+    bare = name.removeprefix(ns + ".")
+    base = bare.removesuffix("_archive")
     if base not in TABLES:
         raise UsageError(f"obsflow maintain: --table: no table {name!r}; tables: {', '.join(sorted(TABLES))} "
                          f"(and <table>_archive)")
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nobsflow: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - every failure ends in one line and an exit code
         rc, line = failure(e)
         if rc == 1:
             import traceback

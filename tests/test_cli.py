@@ -240,10 +240,10 @@ MISUSES = [
     (["submit", "--parallelism", "0"], "obsflow submit: argument --parallelism: expected a whole number >= 1, got '0'"),
     (["cancel", "j1", "--wait", "-1"], "obsflow cancel: argument --wait: expected a number >= 0, got '-1'"),
     (["jobs"], "obsflow jobs: --flink-master HOST:PORT (Flink's REST address) or $OBSFLOW_FLINK_MASTER is required"),
-    (["maintain", "--steps", "explode"], "obsflow maintain: --steps: expected a comma-separated subset of "
-                                         "retention,compact,expire,orphans, got 'explode'"),
-    (["maintain", "--table", "nope"], "obsflow maintain: --table: no table 'nope'; tables: alerts, dead_letters, events, "
-                                      "logs, metrics, sessions, spans, traces (and <table>_archive)"),
+    (["maintain", "--steps", "explode"], ("obsflow maintain: --steps: expected a comma-separated subset of "
+                                          "retention,compact,expire,orphans, got 'explode'")),
+    (["maintain", "--table", "nope"], ("obsflow maintain: --table: no table 'nope'; tables: alerts, dead_letters, events, "
+                                       "logs, metrics, sessions, spans, traces (and <table>_archive)")),
 ]
 
 

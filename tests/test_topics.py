@@ -127,7 +127,9 @@ def test_topics_create_and_list_from_the_spec(kafka_broker, tmp_path):
 
 def _otlp_metrics_payload() -> bytes:
     """One OTLP export whose http.latency_ms p99 (3000 ms) fires the SlowCheckout rule."""
-    from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
+    from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import (
+        encode_metrics,
+    )
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.resources import Resource
