@@ -351,8 +351,13 @@ def test_query_reads_a_local_warehouse_without_loading_the_spec_model_or_pyicebe
     assert again.stdout.splitlines()[-1] == "0 []"
 
 
-def test_beam_run_prints_no_apitools_warning(tmp_path):
-    """Beam logs "apitools not found ..." on import (issue 13.9): nothing a user can act on."""
-    r = obsflow("run", "--runner", "beam", "--count", "20", "--no-progress", "--warehouse", str(tmp_path / "wh"))
+def test_beam_runner_import_prints_no_apitools_warning():
+    """Beam logs "apitools not found ..." when it is imported (issue 13.9): nothing a user
+    can act on. Importing the Beam runner the way `obsflow run --runner beam` does (with
+    the CLI's logging set up) prints nothing; a whole Beam run over Kafka checks the same
+    in tests/test_topics.py."""
+    code = ("import logging\nlogging.basicConfig(level='WARNING')\nimport runners.beam.run\n"
+            "import apache_beam.io.gcp.bigquery\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "apitools" not in r.stderr and "reconciliation: in = accepted + dead-lettered + dropped: yes" in r.stdout
+    assert "apitools" not in r.stderr, r.stderr
