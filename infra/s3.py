@@ -408,10 +408,52 @@ def _write_state(server: S3Server) -> None:
         json.dump(server.to_state(), f, indent=2)
 
 
+def create_bucket_for_spec(spec_path: str, name: str | None = None) -> tuple[str, str, bool]:
+    """Create the S3 bucket of a spec's warehouse (``s3://BUCKET/...``), or ``name``, with
+    the spec's S3 settings (``storage.catalog.properties``, ``${VAR}`` expanded). Returns
+    ``(bucket, endpoint, created)``; ``created`` is False when it already existed."""
+    from pyarrow import fs
+
+    from pipelines.loader import load_spec
+    from sinks.catalog import catalog_properties, s3_filesystem
+
+    spec = load_spec(spec_path)
+    props = catalog_properties(spec.storage)
+    wh = props["warehouse"]
+    if name is None:
+        if not wh.startswith(("s3://", "s3a://")):
+            raise S3SetupError(f"{spec_path}: storage.catalog.warehouse is {wh}, not an s3:// URL: give the bucket name")
+        name = wh.split("://", 1)[1].split("/", 1)[0]
+    filesystem = s3_filesystem(props, allow_bucket_creation=True)
+    if filesystem.get_file_info(name).type != fs.FileType.NotFound:
+        return name, props.get("s3.endpoint", "AWS S3"), False
+    filesystem.create_dir(name)
+    return name, props.get("s3.endpoint", "AWS S3"), True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.s3", description="Local MinIO (S3) server.")
-    parser.add_argument("command", choices=["start", "stop", "status", "fetch"])
+    parser.add_argument("command", choices=["start", "stop", "status", "fetch", "create-bucket"])
+    parser.add_argument("bucket", nargs="?", help="create-bucket: the bucket (default with --spec: its warehouse's)")
+    parser.add_argument("--spec", help="create-bucket: use this pipeline spec's S3 endpoint and credentials "
+                                       "(default: the server `start` runs)")
     args = parser.parse_args(argv)
+    if args.command == "create-bucket":
+        try:
+            if args.spec:
+                bucket, where, created = create_bucket_for_spec(args.spec, args.bucket)
+            else:
+                if not args.bucket:
+                    parser.error("create-bucket needs a bucket name (or --spec FILE)")
+                server = attach()
+                bucket, where = args.bucket, server.endpoint
+                created = server.filesystem().get_file_info(bucket).type.name == "NotFound"
+                server.create_bucket(bucket)
+        except (S3SetupError, OSError, ValueError) as e:
+            print(f"python -m infra.s3 create-bucket: {e}", file=sys.stderr)
+            return 2
+        print(f"bucket {bucket!r} {'created' if created else 'already exists'} at {where}")
+        return 0
     if args.command == "fetch":
         started = time.monotonic()
         path = fetch()

@@ -558,6 +558,39 @@ def _cli_server(state: dict[str, Any]) -> TrinoServer:
                        Path(state["log"]), state["pid"], state["version"])
 
 
+def settings_from_spec(spec_path: str) -> dict[str, str]:
+    """The ``start`` settings (keys named like its flags, ``jdbc_url`` ...) for the tables
+    of a pipeline spec whose catalog is PostgreSQL and whose warehouse is on S3, taken from
+    ``storage.catalog`` with ``${VAR}`` references expanded. Raises ``ValueError`` naming
+    the key when the spec's catalog cannot be shared with Trino (SQLite, a local path)."""
+    from urllib.parse import unquote, urlparse
+
+    from pipelines.loader import load_spec
+    from sinks.catalog import catalog_properties
+
+    spec = load_spec(spec_path)
+    props = catalog_properties(spec.storage)
+    u = urlparse(props["uri"])
+    if not u.scheme.startswith("postgresql"):
+        raise ValueError(f"{spec_path}: storage.catalog.uri is {u.scheme or 'a local SQLite'} catalog; Trino shares a "
+                         f"PostgreSQL one (see pipelines/examples/shared-storage.yaml)")
+    if not props["warehouse"].startswith(("s3://", "s3a://")):
+        raise ValueError(f"{spec_path}: storage.catalog.warehouse is {props['warehouse']}; Trino reads an s3:// warehouse")
+    if not props.get("s3.endpoint"):
+        raise ValueError(f"{spec_path}: storage.catalog.properties.s3.endpoint is not set")
+    return {
+        "jdbc_url": f"jdbc:postgresql://{u.hostname}:{u.port or 5432}{u.path}",
+        "jdbc_user": unquote(u.username or ""),
+        "jdbc_password": unquote(u.password or ""),
+        "catalog_id": spec.storage.catalog.name,
+        "warehouse": props["warehouse"].replace("s3a://", "s3://", 1),
+        "s3_endpoint": props["s3.endpoint"],
+        "s3_access_key": props.get("s3.access-key-id", ""),
+        "s3_secret_key": props.get("s3.secret-access-key", ""),
+        "s3_region": props.get("s3.region", "us-east-1"),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.trino", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -566,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, env, _ in _FLAGS:
         p_start.add_argument(f"--{flag}", default=os.environ.get(env), help=f"default ${env}")
     p_start.add_argument("--catalog-name", default="iceberg")
+    p_start.add_argument("--spec", help="take the catalog and S3 settings from this pipeline spec (PostgreSQL catalog, "
+                                        "s3:// warehouse); flags given as well win")
     sub.add_parser("stop", help="stop the server started by `start`")
     sub.add_parser("status", help="show the server started by `start`")
     args = parser.parse_args(argv)
@@ -604,6 +639,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state is not None and _cli_server(state).alive():
         print(f"trino: already running at http://{state['host']}:{state['port']} (pid {state['pid']})")
         return 0
+    if args.spec:
+        try:
+            from_spec = settings_from_spec(args.spec)
+        except (ValueError, OSError) as e:
+            parser.exit(2, f"python -m infra.trino start: --spec: {' '.join(str(e).split())}\n")
+        for key, value in from_spec.items():
+            if not getattr(args, key, None):
+                setattr(args, key, value)
     missing = [f"--{flag} / ${env}" for flag, env, req in _FLAGS if req and not getattr(args, flag.replace("-", "_"))]
     if missing:
         parser.error("start needs: " + ", ".join(missing))

@@ -8,10 +8,13 @@
     obsflow submit  --runner flink --flink-master HOST:PORT [--parallelism N]   (runners/cli_engines.py)
     obsflow jobs    --flink-master HOST:PORT;  obsflow cancel JOB_ID --flink-master HOST:PORT
     obsflow maintain [--spec PATH] [--table T] [--steps retention,compact,expire,orphans]
+    obsflow topics  list|create [--spec PATH] [--partitions N] [--replication-factor R]
 
-Exit codes: 0 success, 2 a wrong spec or argument (the message names the key path) or a
-Kafka topic the spec names that does not exist, 3 a service that is not reachable (the
-message says what to start) or Kafka output that could not be delivered."""
+Exit codes: 0 success, 1 the run failed otherwise (or did not reconcile), 2 a wrong spec or
+argument (the message names the key path or the flag), a Kafka topic the spec names that
+does not exist (all of them are named), or a warehouse that does not exist, 3 a service that
+is not reachable (the message says what to start) or Kafka output that could not be
+delivered. Whatever fails, the last line printed is obsflow's own one-line reason."""
 
 from __future__ import annotations
 
@@ -25,10 +28,60 @@ import time
 from datetime import datetime, timezone
 
 from pipelines import DEFAULT_SPEC
-from pipelines.loader import SpecError, load_spec
+
+
+class UsageError(Exception):
+    """A command line that cannot work (exit 2, one line)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``obsflow run: argument --count: ...``, exit 2
+    (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def int_at_least(lo: int):
+    """An argparse type: a whole number ``>= lo``."""
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {text!r}")
+        return v
+    return conv
+
+
+def number(lo: float, hi: float | None = None, *, lo_open: bool = False):
+    """An argparse type: a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    import math
+
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {low}{f' and <= {hi:g}' if hi is not None else ''}, got {text!r}")
+        return v
+    return conv
+
+
+def _port(text: str) -> int:
+    v = int_at_least(0)(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text!r}")
+    return v
 
 
 def _spec(args):
+    from pipelines.loader import load_spec
+
     spec = load_spec(args.spec)
     if getattr(args, "warehouse", None):
         catalog = spec.storage.catalog.model_copy(update={"warehouse": args.warehouse, "uri": None})
@@ -51,14 +104,36 @@ def _progress(stop: threading.Event, started: float, out) -> None:
     out.write("\n")
 
 
+def _spec_arg(args) -> str | None:
+    """``--spec`` as the user gave it, None for the default spec (for hints)."""
+    return None if args.spec == str(DEFAULT_SPEC) else args.spec
+
+
+def preflight(spec, *, reads_kafka: bool, spec_arg: str | None = None) -> None:
+    """What must hold before an engine starts, checked here so the answer is one line
+    and comes at once: the pseudonymization key (a worker would fail on it, on Beam after
+    logging a traceback), every Kafka topic the job reads or writes (all missing ones
+    named; an alerts topic would otherwise fail only when the first alert fires), and the
+    bucket of an S3 warehouse."""
+    from pipelines.spec import ScrubStep
+    from runners.topics import check_topics, spec_topics
+    from sinks.catalog import check_bucket
+
+    if any(isinstance(s, ScrubStep) and s.pseudonymize_users for f in spec.flows for s in f.steps):
+        from transforms.scrub import pseudonym_key
+
+        pseudonym_key(spec.privacy)  # MissingKeyError says what to set
+    if spec_topics(spec, reads_kafka=reads_kafka):
+        check_topics(spec, reads_kafka=reads_kafka, spec_arg=spec_arg)
+    check_bucket(spec.storage, spec_arg)  # an S3 warehouse's bucket: named, with how to create it
+
+
 def cmd_run(args) -> int:
     from runners.job import RunRequest
     from runners.stats import STATS
 
     from runners.cli_engines import cmd_run_cluster, wants_cluster
 
-    if wants_cluster(args):
-        return cmd_run_cluster(args)
     spec = _spec(args)
     if os.environ.get(spec.privacy.pseudonym_key_env) is None and spec.privacy.pseudonym_key is None:
         if args.dev_key:
@@ -68,6 +143,12 @@ def cmd_run(args) -> int:
     if not kafka and (args.bounded or args.max_records is not None):
         print("obsflow run: --bounded and --max-records apply to --source kafka", file=sys.stderr)
         return 2
+    preflight(spec, reads_kafka=kafka, spec_arg=_spec_arg(args))
+    from runners.query import remember_spec
+
+    remember_spec(args.spec, args.warehouse, spec)  # the first `obsflow query` after the run starts fast
+    if wants_cluster(args):
+        return cmd_run_cluster(args)
     req = RunRequest(spec=spec, runner=args.runner, source=args.source, count=None if args.duration else args.count,
                      duration_s=args.duration, seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction,
                      batch_size=args.batch_size, bounded=args.bounded, max_records=args.max_records)
@@ -83,7 +164,11 @@ def cmd_run(args) -> int:
     if args.metrics_port is not None:
         from runners.metrics import serve
 
-        metrics = serve(args.metrics_port, args.metrics_host)
+        try:
+            metrics = serve(args.metrics_port, args.metrics_host)
+        except OSError as e:  # a port in use, an address not on this machine
+            raise UsageError(f"obsflow run: --metrics-host/--metrics-port: cannot serve on "
+                             f"{args.metrics_host}:{args.metrics_port}: {e.strerror or e}") from None
         print(f"obsflow: metrics on {metrics.url}", flush=True)
     started = time.monotonic()
     stop = threading.Event()
@@ -154,7 +239,10 @@ def cmd_tables(args) -> int:
     from sinks.iceberg import snapshot_offsets
 
     spec = _spec(args)
-    catalog = open_catalog(spec.storage)
+    from sinks.catalog import check_bucket
+
+    check_bucket(spec.storage, _spec_arg(args))
+    catalog = open_catalog(spec.storage, create=False)
     ns = spec.storage.namespace
     if ns not in {n[0] for n in catalog.list_namespaces()}:
         print(f"no tables yet in namespace {ns!r} (warehouse {spec.storage.catalog.warehouse}); run `obsflow run` first")
@@ -175,12 +263,37 @@ def cmd_tables(args) -> int:
     return 0
 
 
+MAINTAIN_STEPS = ("retention", "compact", "expire", "orphans")
+
+
+def _table_name(spec, name: str) -> str:
+    """A table ``--table`` names (``logs`` or ``obs.logs``; archives too), checked against
+    the tables obsflow writes; :class:`UsageError` naming them otherwise."""
+    from schemas.tables import TABLES
+
+    ns = spec.storage.namespace
+    bare = name.removeprefix(ns + ".")
+    base = bare.removesuffix("_archive")
+    if base not in TABLES:
+        raise UsageError(f"obsflow maintain: --table: no table {name!r}; tables: {', '.join(sorted(TABLES))} "
+                         f"(and <table>_archive)")
+    return bare
+
+
 def cmd_maintain(args) -> int:
     from sinks.maintenance import maintain
 
     spec = _spec(args)
-    steps = tuple(args.steps.split(",")) if args.steps else ("retention", "compact", "expire", "orphans")
-    reports = maintain(spec, tables=args.table or None, steps=steps)
+    steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else MAINTAIN_STEPS
+    unknown = [s for s in steps if s not in MAINTAIN_STEPS]
+    if unknown or not steps:
+        raise UsageError(f"obsflow maintain: --steps: expected a comma-separated subset of {','.join(MAINTAIN_STEPS)}, "
+                         f"got {args.steps!r}")
+    tables = [_table_name(spec, t) for t in args.table] if args.table else None
+    from sinks.catalog import check_bucket
+
+    check_bucket(spec.storage, _spec_arg(args))
+    reports = maintain(spec, tables=tables, steps=steps)
     if not reports:
         print(f"no tables in namespace {spec.storage.namespace!r}")
         return 0
@@ -201,10 +314,46 @@ def _print_table(rows) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def cmd_query(args) -> int:
-    from runners.query import query
+def cmd_topics(args) -> int:
+    """``obsflow topics list|create``: the spec's Kafka topics, as the broker has them."""
+    from runners.topics import create_topics, topic_states
 
     spec = _spec(args)
+    if args.action == "create":
+        results = create_topics(spec, partitions=args.partitions, replication=args.replication_factor or -1)
+        for t, outcome in results:
+            print(f"{t.name}  ({t.key}, {t.role}): {outcome}")
+        created = sum(1 for _, o in results if o == "created")
+        print(f"{created} topic{'s' if created != 1 else ''} created on {spec.kafka.bootstrap}")
+        return 0
+    rows = [("topic", "spec key", "role", "partitions", "replication")]
+    missing = 0
+    for st in topic_states(spec):
+        if not st.found:
+            missing += 1
+            rows.append((st.topic.name, st.topic.key, st.topic.role, "missing", "-"))
+        for name, parts, repl in st.found:
+            rows.append((name, st.topic.key, st.topic.role, str(parts), str(repl)))
+    _print_table(rows)
+    if missing:
+        print(f"{missing} missing: create with `obsflow topics create{'' if _spec_arg(args) is None else ' --spec ' + args.spec}`")
+    return 0
+
+
+def _json_value(v):
+    """JSON for what ``json`` cannot write itself: binary as base64 (standard alphabet,
+    padded), anything else (timestamps, decimals, UUIDs) as its ``str``."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        import base64
+
+        return base64.b64encode(bytes(v)).decode("ascii")
+    return str(v)
+
+
+def cmd_query(args) -> int:
+    from runners.query import query, reader_spec
+
+    spec = reader_spec(args.spec, args.warehouse, lambda: _spec(args))
     sql = args.sql
     if args.saved:
         from runners.query import saved_query
@@ -217,14 +366,16 @@ def cmd_query(args) -> int:
     elif not sql:
         print("obsflow query: give SQL or --saved NAME", file=sys.stderr)
         return 2
+    import duckdb
+
     try:
         cols, rows = query(spec, sql)
-    except Exception as e:  # duckdb errors: show them plainly
-        print(f"obsflow query: {e}", file=sys.stderr)
+    except duckdb.Error as e:  # the SQL's own errors: shown plainly, on one line
+        print(f"obsflow query: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if args.format == "json":
         for r in rows:
-            print(json.dumps(dict(zip(cols, r)), default=str))
+            print(json.dumps(dict(zip(cols, r)), default=_json_value))
     elif args.format == "csv":
         import csv
 
@@ -238,7 +389,7 @@ def cmd_query(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="obsflow", description="Stream processing for product analytics and observability.")
+    p = Parser(prog="obsflow", description="Stream processing for product analytics and observability.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
@@ -252,16 +403,16 @@ def parser() -> argparse.ArgumentParser:
                    help="where records come from: the embedded generator, or the spec's Kafka topics (kafka: section)")
     r.add_argument("--bounded", action="store_true",
                    help="kafka: read every partition up to its high watermark at start, then stop")
-    r.add_argument("--max-records", type=int, help="kafka: stop after about this many records (whole batches)")
-    r.add_argument("--count", type=int, default=100_000, help="records per source (default %(default)s)")
-    r.add_argument("--duration", type=float, help="run for this many seconds instead of --count (kafka: unbounded read for S seconds)")
+    r.add_argument("--max-records", type=int_at_least(1), help="kafka: stop after about this many records (whole batches)")
+    r.add_argument("--count", type=int_at_least(1), default=100_000, help="records per source (default %(default)s)")
+    r.add_argument("--duration", type=number(0, lo_open=True), help="run for this many seconds instead of --count (kafka: unbounded read for S seconds)")
     r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--rate", type=float, default=2000.0, help="simulated arrival rate of the embedded source, records/s")
-    r.add_argument("--bad-fraction", type=float, default=0.01, help="share of malformed records the generator injects")
-    r.add_argument("--batch-size", type=int, default=5000)
+    r.add_argument("--rate", type=number(0, lo_open=True), default=2000.0, help="simulated arrival rate of the embedded source, records/s")
+    r.add_argument("--bad-fraction", type=number(0, 1), default=0.01, help="share of malformed records the generator injects")
+    r.add_argument("--batch-size", type=int_at_least(1), default=5000, help="records per embedded batch (default %(default)s)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress line (default: when stderr is a terminal)")
     r.add_argument("--dev-key", action="store_true", help="use a development pseudonym key when none is configured")
-    r.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port during the run (0: a free port, printed)")
+    r.add_argument("--metrics-port", type=_port, help="serve Prometheus /metrics on this port during the run (0: a free port, printed)")
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics server binds (default %(default)s)")
     r.set_defaults(func=cmd_run)
     from runners.cli_engines import add_commands, add_run_options
@@ -279,49 +430,105 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", help="comma-separated subset of retention,compact,expire,orphans")
     m.set_defaults(func=cmd_maintain)
 
+    k = sub.add_parser("topics", help="list or create the Kafka topics the spec reads and writes (sources and outputs)")
+    k.add_argument("action", choices=["list", "create"])
+    common(k)
+    k.add_argument("--partitions", type=int_at_least(1),
+                   help="create: partitions of each new topic (default: the source's `partitions`; outputs: the largest)")
+    k.add_argument("--replication-factor", type=int_at_least(1),
+                   help="create: replicas of each new topic (default: the broker's default.replication.factor)")
+    k.set_defaults(func=cmd_topics)
+
     q = sub.add_parser("query", help="run SQL over the tables with DuckDB (tables as obs.<table>)")
     q.add_argument("sql", nargs="?")
     q.add_argument("--saved", help="a saved query from pipelines/queries/ (funnel_dropoff, error_rate_by_service, p99_latency_by_service)")
     common(q)
-    q.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    q.add_argument("--format", default="table", choices=["table", "csv", "json"],
+                   help="table (default), csv, or json: one object per row; binary columns (e.g. dead_letters.raw) "
+                        "as base64 strings, timestamps as text")
     q.set_defaults(func=cmd_query)
     return p
 
 
+def _causes(e: BaseException):
+    """``e`` and what it wraps (engines wrap what an operator raised), outermost first."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def failure(e: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line reason for an exception that ended a command:
+    2 for a wrong spec, argument, missing topic or warehouse, or pseudonymization key; 3
+    for a service that is not reachable or Kafka output that could not be delivered; 1
+    for anything else (the line then names the innermost exception and where it was
+    raised)."""
+    from pipelines.loader import SpecError
+    from sinks.catalog import MissingEnvError, NoBucketError, NoWarehouseError
+    from sinks.kafka import DeliveryError
+    from sources.kafka import MissingTopicError
+    from transforms.scrub import MissingKeyError
+
+    chain = list(_causes(e))
+    for c in chain:
+        if isinstance(c, DeliveryError):
+            return 3, f"obsflow: Kafka output failed: {c}"
+    for c in chain:
+        if isinstance(c, (SpecError, MissingTopicError, NoWarehouseError, NoBucketError, MissingEnvError, UsageError)):
+            return 2, str(c) if isinstance(c, UsageError) else f"obsflow: {c}"
+        if isinstance(c, MissingKeyError):
+            return 2, f"obsflow: {c} (or pass --dev-key for a local trial)"
+        if isinstance(c, ConnectionError):
+            return 3, f"obsflow: {c}"
+    root = chain[-1]
+    where = ""
+    tb = root.__traceback__
+    if tb is not None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f" (at {_short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
+    text = " ".join(str(root).split())
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return 1, f"obsflow: failed: {type(root).__name__}: {text}{where}"
+
+
+def _short_path(path: str) -> str:
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; whatever fails, print the one-line reason last and return the
+    documented exit code (tracebacks of unexpected failures come before it, for a bug
+    report; none for a wrong spec, argument or environment)."""
     logging.basicConfig(level=os.environ.get("OBSFLOW_LOG", "WARNING"))
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpecError as e:
-        print(f"obsflow: {e}", file=sys.stderr)
-        return 2
-    except ConnectionError as e:
-        print(f"obsflow: {e}", file=sys.stderr)
-        return 3
-    except LookupError as e:
-        from sources.kafka import MissingTopicError
+    except KeyboardInterrupt:
+        print("\nobsflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure ends in one line and an exit code
+        rc, line = failure(e)
+        if rc == 1:
+            import traceback
 
-        if isinstance(e, MissingTopicError):
-            print(f"obsflow: {e}", file=sys.stderr)
-            return 2
-        raise
-    except Exception as e:
-        from sinks.kafka import DeliveryError
-        from transforms.scrub import MissingKeyError
-
-        cause = e
-        while cause is not None and not isinstance(cause, DeliveryError):
-            cause = cause.__cause__ or cause.__context__  # engines wrap what an operator raised
-        if cause is not None:
-            print(f"obsflow: Kafka output failed: {cause}", file=sys.stderr)
-            return 3
-
-        if isinstance(e, MissingKeyError):
-            print(f"obsflow: {e} (or pass --dev-key for a local trial)", file=sys.stderr)
-            return 2
-        raise
+            traceback.print_exc(file=sys.stderr)
+        sys.stdout.flush()
+        print(line, file=sys.stderr, flush=True)
+        return rc
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the module as `runners.cli`, not `__main__`, so that the other command modules,
+    # which import runners.cli, share its classes (UsageError)
+    from runners.cli import main as _main
+
+    sys.exit(_main())

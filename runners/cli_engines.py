@@ -23,7 +23,9 @@ MASTER_ENV = "OBSFLOW_FLINK_MASTER"
 def _master(args) -> str:
     m = args.flink_master or os.environ.get(MASTER_ENV)
     if not m:
-        raise SystemExit(f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required")
+        from runners.cli import UsageError
+
+        raise UsageError(f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required")
     return m
 
 
@@ -37,6 +39,9 @@ def cmd_submit(args) -> int:
         return 2
     spec = _spec(args)
     master = _master(args)
+    from runners.cli import _spec_arg, preflight
+
+    preflight(spec, reads_kafka=True, spec_arg=_spec_arg(args))
     print(f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})", file=sys.stderr, flush=True)
     try:
         sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
@@ -134,17 +139,19 @@ def cmd_cancel(args) -> int:
 
 
 def add_commands(sub, common) -> None:
+    from runners.cli import int_at_least, number
+
     s = sub.add_parser("submit", help="submit the streaming pipeline to a Flink session cluster (Beam FlinkRunner), detached")
     common(s)
     s.add_argument("--runner", default="flink", choices=["flink"])
     s.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
-    s.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (up to the number of Kafka partitions)")
+    s.add_argument("--parallelism", type=int_at_least(1), default=1, help="Flink parallelism (up to the number of Kafka partitions)")
     s.add_argument("--worker-pool", help="Beam Python worker pool host:port the TaskManagers reach (EXTERNAL environment; "
                                          "default $OBSFLOW_BEAM_WORKER_POOL or localhost:50000)")
     s.add_argument("--job-server-jar", help="Beam Flink job server jar (default: fetched by infra.flink, or $OBSFLOW_FLINK_JOB_SERVER_JAR)")
     s.add_argument("--job-endpoint", help="use a running Beam job server (host:port of its job service) instead of starting one")
     s.add_argument("--job-name", help="Flink job name (default obsflow-<spec name>-<random>)")
-    s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for RUNNING")
+    s.add_argument("--timeout", type=number(0, lo_open=True), default=300.0, help="seconds to wait for RUNNING")
     s.set_defaults(func=cmd_submit)
 
     j = sub.add_parser("jobs", help="list the Flink cluster's jobs (REST API)")
@@ -156,15 +163,17 @@ def add_commands(sub, common) -> None:
     c = sub.add_parser("cancel", help="cancel a Flink job (REST API)")
     c.add_argument("job_id")
     c.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
-    c.add_argument("--wait", type=float, default=60.0, help="seconds to wait for CANCELED (0: return at once)")
+    c.add_argument("--wait", type=number(0), default=60.0, help="seconds to wait for CANCELED (0: return at once)")
     c.set_defaults(func=cmd_cancel)
 
 
 def add_run_options(r: argparse.ArgumentParser) -> None:
+    from runners.cli import int_at_least
+
     g = r.add_argument_group("Bytewax cluster")
-    g.add_argument("--processes", type=int, default=1, help="bytewax: processes started on this machine (default 1)")
-    g.add_argument("--workers-per-process", type=int, default=1, help="bytewax: worker threads per process")
-    g.add_argument("--process-id", type=int, help="bytewax: run only this process of a cluster spread over machines")
+    g.add_argument("--processes", type=int_at_least(1), default=1, help="bytewax: processes started on this machine (default 1)")
+    g.add_argument("--workers-per-process", type=int_at_least(1), default=1, help="bytewax: worker threads per process")
+    g.add_argument("--process-id", type=int_at_least(0), help="bytewax: run only this process of a cluster spread over machines")
     g.add_argument("--addresses", help="bytewax: host:port of every process, comma-separated, the same on each")
 
 
@@ -179,12 +188,16 @@ def cmd_run_cluster(args) -> int:
     if args.process_id is not None and not args.addresses:
         print("obsflow run: --process-id needs --addresses (host:port of every process, comma-separated)", file=sys.stderr)
         return 2
+    addresses = [a.strip() for a in (args.addresses or "").split(",") if a.strip()]
+    if args.process_id is not None and args.process_id >= len(addresses):
+        print(f"obsflow run: --process-id {args.process_id}: expected 0..{len(addresses) - 1} "
+              f"(one per address in --addresses)", file=sys.stderr)
+        return 2
     run = ClusterRun(spec=str(Path(args.spec).resolve()), warehouse=args.warehouse, source=args.source, bounded=args.bounded,
                      duration_s=args.duration, max_records=args.max_records, count=None if args.duration else args.count,
                      seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction, batch_size=args.batch_size)
     started = time.monotonic()
     if args.process_id is not None:
-        addresses = [a.strip() for a in args.addresses.split(",") if a.strip()]
         print(f"obsflow: process {args.process_id} of {len(addresses)} × {args.workers_per_process} workers", flush=True)
         run_process(run, args.process_id, addresses, args.workers_per_process)
         print(f"process {args.process_id} finished in {time.monotonic() - started:.1f}s")

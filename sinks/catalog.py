@@ -7,20 +7,24 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, TableAlreadyExistsError
-from pyiceberg.table import Table
+if TYPE_CHECKING:  # imported where used: `obsflow query` reads a local catalog without pyiceberg
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
-from pipelines.spec import StorageSpec
-from schemas.tables import TableDef, table_def
+    from pipelines.spec import StorageSpec
+    from schemas.tables import TableDef
 
 log = logging.getLogger(__name__)
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class MissingEnvError(ValueError):
+    """A ``${VAR}`` reference in the spec to an environment variable that is not set."""
 
 
 def expand_env(value: str, key_path: str) -> str:
@@ -29,24 +33,37 @@ def expand_env(value: str, key_path: str) -> str:
     def sub(m):
         name = m.group(1)
         if name not in os.environ:
-            raise ValueError(f"{key_path}: refers to ${{{name}}}, but the environment variable {name} is not set")
+            raise MissingEnvError(f"{key_path}: refers to ${{{name}}}, but the environment variable {name} is not set")
         return os.environ[name]
 
     return _ENV_REF.sub(sub, value)
 
 
-def catalog_properties(storage: StorageSpec) -> dict[str, str]:
+class NoWarehouseError(LookupError):
+    """A local warehouse that is not there: a reader (``obsflow query``, ``tables``) was
+    pointed at a directory that does not exist (it is never created for them), or the
+    path is a file."""
+
+
+def catalog_properties(storage: StorageSpec, create: bool = True) -> dict[str, str]:
     """pyiceberg properties for the spec's catalog, with ``${VAR}`` references expanded.
     A local warehouse path becomes an absolute ``file://`` URL with a SQLite catalog
-    inside it unless ``uri`` is given."""
+    inside it unless ``uri`` is given. The directory is created unless ``create`` is
+    false; then a local warehouse (or SQLite catalog file) that does not exist raises
+    :class:`NoWarehouseError`."""
     cat = storage.catalog
     wh = expand_env(cat.warehouse, "storage.catalog.warehouse")
     props = {k: expand_env(v, f"storage.catalog.properties.{k}") for k, v in cat.properties.items()}
     if "://" not in wh:
         path = Path(wh).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        wh = path.as_uri()
         uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else f"sqlite:///{path / 'catalog.db'}"
+        if not create:
+            _must_exist(path, uri)
+        elif path.exists() and not path.is_dir():
+            raise NoWarehouseError(f"storage.catalog.warehouse: {path} is a file, not a directory")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        wh = path.as_uri()
     else:
         uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else None
         if uri is None:
@@ -55,9 +72,71 @@ def catalog_properties(storage: StorageSpec) -> dict[str, str]:
     return props
 
 
-def open_catalog(storage: StorageSpec) -> Catalog:
-    """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout)."""
+def _must_exist(path: Path, uri: str) -> None:
+    """Raise :class:`NoWarehouseError` unless the local warehouse ``path`` and its SQLite
+    catalog (``uri``, when it is a SQLite file) exist."""
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path.is_dir() and (db is None or db.is_file()):
+        return
+    what = f"no warehouse at {path}" if not path.is_dir() else f"no Iceberg catalog at {db} (warehouse {path})"
+    raise NoWarehouseError(f"{what} (storage.catalog.warehouse): nothing has been written there; run `obsflow run` "
+                           f"to create it, or name an existing one with --warehouse or the spec")
+
+
+class NoBucketError(LookupError):
+    """The S3 bucket of the spec's warehouse does not exist."""
+
+
+def s3_filesystem(props: dict[str, str], allow_bucket_creation: bool = False):
+    """A ``pyarrow.fs.S3FileSystem`` from pyiceberg-style ``s3.*`` catalog properties."""
+    from urllib.parse import urlparse
+
+    from pyarrow import fs
+
+    kw = {"region": props.get("s3.region", "us-east-1"), "connect_timeout": 5, "request_timeout": 10,
+          "allow_bucket_creation": allow_bucket_creation}
+    if props.get("s3.access-key-id"):
+        kw.update(access_key=props["s3.access-key-id"], secret_key=props.get("s3.secret-access-key", ""))
+    endpoint = props.get("s3.endpoint")
+    if endpoint:
+        u = urlparse(endpoint)
+        kw.update(endpoint_override=u.netloc or u.path, scheme=u.scheme or "https")
+    if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
+        kw["force_virtual_addressing"] = False
+    return fs.S3FileSystem(**kw)
+
+
+def check_bucket(storage: StorageSpec, spec_arg: str | None = None) -> None:
+    """For a warehouse on S3 (``s3://bucket/...``): raise :class:`NoBucketError` naming the
+    bucket and how to create it when it does not exist, ``ConnectionError`` when the S3
+    endpoint does not answer. Nothing for a local warehouse."""
+    from pyarrow import fs
+
+    if not expand_env(storage.catalog.warehouse, "storage.catalog.warehouse").startswith(("s3://", "s3a://")):
+        return
     props = catalog_properties(storage)
+    wh = props["warehouse"]
+    bucket = wh.split("://", 1)[1].split("/", 1)[0]
+    where = props.get("s3.endpoint") or "AWS S3"
+    try:
+        info = s3_filesystem(props).get_file_info(bucket)
+    except OSError as e:
+        raise ConnectionError(f"S3 at {where} did not answer for bucket {bucket!r} (storage.catalog.warehouse): "
+                              f"{redact(str(e).splitlines()[0], props)}. Is it running? (local: python -m infra.s3 start)") from None
+    if info.type == fs.FileType.NotFound:
+        spec = f" --spec {spec_arg}" if spec_arg else " --spec FILE"
+        raise NoBucketError(f"S3 bucket {bucket!r} of storage.catalog.warehouse ({wh}) does not exist at {where}: "
+                            f"create it, e.g. `python -m infra.s3 create-bucket{spec}` (uses the spec's S3 settings) "
+                            f"or `aws s3 mb s3://{bucket}`")
+
+
+def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
+    """The spec's SQL catalog (SQLite or PostgreSQL; the JDBC catalog's table layout).
+    With ``create`` false, a local warehouse that does not exist raises
+    :class:`NoWarehouseError` instead of being created."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props = catalog_properties(storage, create)
     try:
         for attempt in range(5):
             try:
@@ -137,6 +216,7 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
     a writer that loses that race between two processes gets the database's unique-key
     error (``IntegrityError``), not ``NamespaceAlreadyExistsError``; the namespace the
     winner created is what we wanted."""
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
     from sqlalchemy.exc import IntegrityError
 
     try:
@@ -149,6 +229,8 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
 
 
 def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None) -> Table:
+    from pyiceberg.exceptions import TableAlreadyExistsError
+
     _ensure_namespace(catalog, namespace)
     ident = f"{namespace}.{tdef.name}"
     retention = retention_override or tdef.retention
@@ -194,6 +276,8 @@ def _add_new_columns(catalog: Catalog, table: Table, tdef: TableDef) -> Table:
 def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
     """Set ``commit.retry.num-retries = 0`` on a table created before obsflow set it at
     creation (see :func:`_ensure_table`); another writer setting it first is fine."""
+    from pyiceberg.exceptions import CommitFailedException
+
     if table.properties.get(NO_RETRIES[0]) == NO_RETRIES[1]:
         return table
     try:
@@ -205,6 +289,8 @@ def _no_internal_retries(catalog: Catalog, table: Table) -> Table:
 
 
 def load_tables(catalog: Catalog, storage: StorageSpec, names: list[str]) -> dict[str, Table]:
+    from schemas.tables import table_def
+
     out = {}
     for name in names:
         opts = storage.tables.get(name)

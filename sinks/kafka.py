@@ -126,13 +126,13 @@ class KafkaProducerSink:
         code = err.code()
         if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
             return (f"topic {topic!r} does not exist on {self.bootstrap} (and the broker does not create topics): "
-                    f"create it, e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} --create --topic {topic}` "
-                    f"({err.str()})")
+                    f"create it with `obsflow topics create`, or e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} "
+                    f"--create --topic {topic}` ({err.str()})")
         if code == KafkaError._MSG_TIMED_OUT:
             return (f"not delivered within outputs.delivery_timeout "
                     f"({self.outputs.delivery_timeout.total_seconds():g}s; is the broker at {self.bootstrap} up and "
                     f"does {topic!r} exist?) ({err.str()})")
-        return err.str()
+        return f"topic {topic!r}: {err.str()}"
 
     # -- producing -------------------------------------------------------------------------
 

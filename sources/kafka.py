@@ -203,7 +203,7 @@ class KafkaSource:
                 if src.topic not in existing:
                     raise MissingTopicError(
                         f"Kafka topic {src.topic!r} (sources[{i}] {src.name!r}) does not exist on {self.bootstrap}. "
-                        f"Create it, e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} --create --topic {src.topic} "
+                        f"Create it with `obsflow topics create`, or e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} --create --topic {src.topic} "
                         f"--partitions 4`, or from Python `infra.kafka.KafkaEndpoint({self.bootstrap!r}).create_topic("
                         f"{src.topic!r}, partitions=4)`; or set sources[{i}].topic to an existing topic.")
                 topics = [src.topic]

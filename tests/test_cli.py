@@ -220,3 +220,154 @@ def test_query_saved_gives_the_answers_computed_from_the_tables(tmp_path):
     assert u.returncode == 2
     assert u.stderr.strip() == ("obsflow query: no saved query 'no_such_query'; saved queries: "
                                 "error_rate_by_service, funnel_dropoff, p99_latency_by_service, time_to_convert")
+
+
+# -- misuse: exit 2, one line, no traceback (issue 19 item 13) -------------------------------
+
+def _one_line(r) -> str:
+    """The single line a misuse prints on stderr (and nothing that looks like a traceback)."""
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    return lines[0]
+
+
+MISUSES = [
+    (["run", "--count", "-5"], "obsflow run: argument --count: expected a whole number >= 1, got '-5'"),
+    (["run", "--count", "0"], "obsflow run: argument --count: expected a whole number >= 1, got '0'"),
+    (["run", "--rate", "0"], "obsflow run: argument --rate: expected a number > 0, got '0'"),
+    (["run", "--rate", "inf"], "obsflow run: argument --rate: expected a number > 0, got 'inf'"),
+    (["run", "--duration", "-1"], "obsflow run: argument --duration: expected a number > 0, got '-1'"),
+    (["run", "--bad-fraction", "1.5"], "obsflow run: argument --bad-fraction: expected a number >= 0 and <= 1, got '1.5'"),
+    (["run", "--batch-size", "0"], "obsflow run: argument --batch-size: expected a whole number >= 1, got '0'"),
+    (["run", "--max-records", "-3", "--source", "kafka"], "obsflow run: argument --max-records: expected a whole number >= 1, got '-3'"),
+    (["run", "--metrics-port", "70000"], "obsflow run: argument --metrics-port: expected a TCP port 0..65535, got '70000'"),
+    (["run", "--metrics-host", "10.99.99.99", "--metrics-port", "0", "--count", "10"],
+     "obsflow run: --metrics-host/--metrics-port: cannot serve on 10.99.99.99:0: "),
+    (["run", "--processes", "0"], "obsflow run: argument --processes: expected a whole number >= 1, got '0'"),
+    (["run", "--workers-per-process", "-1"], "obsflow run: argument --workers-per-process: expected a whole number >= 1, got '-1'"),
+    (["run", "--process-id", "2", "--addresses", "a:1,b:2"], "obsflow run: --process-id 2: expected 0..1 (one per address in --addresses)"),
+    (["run", "--runner", "flink"], "obsflow run: argument --runner: invalid choice: 'flink' (choose from 'bytewax', 'beam')"),
+    (["submit", "--parallelism", "0"], "obsflow submit: argument --parallelism: expected a whole number >= 1, got '0'"),
+    (["cancel", "j1", "--wait", "-1"], "obsflow cancel: argument --wait: expected a number >= 0, got '-1'"),
+    (["jobs"], "obsflow jobs: --flink-master HOST:PORT (Flink's REST address) or $OBSFLOW_FLINK_MASTER is required"),
+    (["maintain", "--steps", "explode"], ("obsflow maintain: --steps: expected a comma-separated subset of "
+                                          "retention,compact,expire,orphans, got 'explode'")),
+    (["maintain", "--table", "nope"], ("obsflow maintain: --table: no table 'nope'; tables: alerts, dead_letters, events, "
+                                       "logs, metrics, sessions, spans, traces (and <table>_archive)")),
+]
+
+
+def test_cli_misuse_exits_2_with_one_line(tmp_path):
+    """Every misuse the issue lists (and the same class of flag), each answered with one
+    line and exit 2, without starting a run: ``--count -5`` used to run without end and
+    ``--rate 0`` to end in a ZeroDivisionError traceback; ``maintain --steps explode`` did
+    nothing and exited 0."""
+    env = {k: v for k, v in os.environ.items() if k != "OBSFLOW_FLINK_MASTER"}
+    wh = str(tmp_path / "wh")
+    for argv, expected in MISUSES:
+        extra = ["--warehouse", wh] if argv[0] in ("run", "maintain") else []
+        r = subprocess.run([sys.executable, "-m", "runners.cli", *argv, *extra], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 2, (argv, r.returncode, r.stderr[-2000:])
+        line = _one_line(r)
+        assert line.startswith(expected), (argv, line)
+    assert not (tmp_path / "wh").exists()  # no run started, no warehouse made
+
+
+def test_missing_key_on_beam_is_one_line(tmp_path):
+    """Beam used to log the worker's traceback before the CLI's answer."""
+    env = {k: v for k, v in os.environ.items() if k != "OBSFLOW_PSEUDONYM_KEY"}
+    r = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "beam", "--count", "10", "--no-progress",
+                        "--warehouse", str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert _one_line(r) == ("obsflow: no pseudonymization key: set the environment variable OBSFLOW_PSEUDONYM_KEY (or "
+                            "privacy.pseudonym_key in the spec) to a secret of at least 16 characters (or pass --dev-key "
+                            "for a local trial)")
+
+
+def test_query_and_tables_on_a_missing_warehouse_say_so_and_create_nothing(tmp_path):
+    wh = tmp_path / "no" / "such"
+    for argv in (["query", "SELECT count(*) FROM obs.events"], ["tables"], ["query", "--saved", "funnel_dropoff"]):
+        r = obsflow(*argv, "--warehouse", str(wh))
+        assert r.returncode == 2, r.stderr
+        assert _one_line(r) == (f"obsflow: no warehouse at {wh} (storage.catalog.warehouse): nothing has been written "
+                                f"there; run `obsflow run` to create it, or name an existing one with --warehouse or the spec")
+        assert not (tmp_path / "no").exists()
+    wh.mkdir(parents=True)  # a directory without a catalog is no warehouse either
+    r = obsflow("tables", "--warehouse", str(wh))
+    assert r.returncode == 2 and _one_line(r).startswith(f"obsflow: no Iceberg catalog at {wh / 'catalog.db'}")
+    assert list(wh.iterdir()) == []
+
+
+def test_bytewax_failure_ends_with_obsflows_one_line_even_with_rust_backtrace(tmp_path):
+    """An unexpected failure inside a Bytewax operator, with RUST_BACKTRACE set: Rust's
+    backtrace and the Python traceback come first (for a bug report), obsflow's one-line
+    reason is the last thing printed, exit 1 (the old code ended on the Python traceback).
+    The fault is injected into the embedded source by a sitecustomize on PYTHONPATH."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import sources.generator as g\n\n"
+        "def _boom(self, *a, **k):\n"
+        "    raise ZeroDivisionError('injected by the test')\n\n"
+        "g._Clock.__init__ = _boom\n")
+    env = {"RUST_BACKTRACE": "1", "PYTHONPATH": os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")])}
+    r = obsflow("run", "--runner", "bytewax", "--count", "10", "--no-progress", "--warehouse", str(tmp_path / "wh"), env=env)
+    assert r.returncode == 1, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert "stack backtrace:" in r.stderr  # Rust's, as asked for
+    assert lines[-1].startswith("obsflow: failed: ZeroDivisionError: injected by the test (at "), lines[-1]
+
+
+def test_query_json_writes_binary_as_base64(tmp_path):
+    """`--format json` used to print binary columns as Python ``b'...'`` reprs."""
+    import base64
+    import json
+
+    from pipelines.loader import load_spec
+    from sinks.catalog import open_catalog
+
+    spec = load_spec(str(DEFAULT_SPEC))
+    open_catalog(spec.storage.model_copy(update={"catalog": spec.storage.catalog.model_copy(
+        update={"warehouse": str(tmp_path / "wh"), "uri": None})}))  # an empty warehouse
+    r = obsflow("query", "SELECT '\\x00\\xFFraw'::BLOB AS raw, NULL::BLOB AS none, 7 AS n", "--format", "json",
+                "--warehouse", str(tmp_path / "wh"))
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row == {"raw": base64.b64encode(b"\x00\xffraw").decode(), "none": None, "n": 7}
+    h = obsflow("query", "--help")
+    assert "base64" in h.stdout
+
+
+def test_query_reads_a_local_warehouse_without_loading_the_spec_model_or_pyiceberg(tmp_path):
+    """Where a one-row query's time went (issue 13.8): importing and validating the whole
+    spec model and pyiceberg, and loading every table's metadata. After a first query has
+    validated the spec (cached by its bytes), a query on a local warehouse imports neither
+    and names only the table it reads."""
+    from pipelines.loader import load_spec
+    from sinks.catalog import open_catalog
+
+    spec = load_spec(str(DEFAULT_SPEC))
+    open_catalog(spec.storage.model_copy(update={"catalog": spec.storage.catalog.model_copy(
+        update={"warehouse": str(tmp_path / "wh"), "uri": None})}))
+    env = {**os.environ, "OBSFLOW_CACHE": str(tmp_path / "cache")}
+    code = ("import sys\nfrom runners.cli import main\nrc = main(['query', 'SELECT 41 + 1 AS n', '--warehouse', sys.argv[1]])\n"
+            "print(rc, sorted(m for m in ('pyiceberg', 'pipelines.spec', 'sqlalchemy', 'pyarrow') if m in sys.modules))\n")
+    first = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-1].startswith("0 ")  # validated the spec once
+    again = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wh")], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == "0 []"
+
+
+def test_beam_runner_import_prints_no_apitools_warning():
+    """Beam logs "apitools not found ..." when it is imported (issue 13.9): nothing a user
+    can act on. Importing the Beam runner the way `obsflow run --runner beam` does (with
+    the CLI's logging set up) prints nothing; a whole Beam run over Kafka checks the same
+    in tests/test_topics.py."""
+    code = ("import logging\nlogging.basicConfig(level='WARNING')\nimport runners.beam.run\n"
+            "import apache_beam.io.gcp.bigquery\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "apitools" not in r.stderr, r.stderr

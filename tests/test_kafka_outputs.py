@@ -90,17 +90,18 @@ def test_dead_letters_to_kafka_match_the_table(runner, kafka_broker, kafka_topic
 
 
 @pytest.mark.kafka
-def test_undeliverable_dead_letters_fail_the_run_clearly(kafka_broker, topics, tmp_path, capsys):
-    """A dead-letter topic that does not exist (the broker does not create topics): the
-    run stops with a clear error, and the positions of those dead letters are not
-    committed (a restart re-reads them) — nothing is dropped silently."""
+def test_undeliverable_dead_letters_fail_the_run_clearly(kafka_broker, kafka_topic_factory, topics, tmp_path, capsys):
+    """A dead-letter topic that refuses the messages (``max.message.bytes`` below their
+    size; a missing topic is now caught before the run starts): the run stops with a
+    clear error, and the positions of those dead letters are not committed (a restart
+    re-reads them) — nothing is dropped silently."""
     from runners.cli import main
     from sinks.catalog import open_catalog
     from sinks.iceberg import snapshot_offsets
 
     expected = Expected()
     produce(kafka_broker.bootstrap, topics, 60, expected)
-    missing = f"no-such-dlq-{uuid.uuid4().hex[:6]}"
+    missing = kafka_topic_factory(partitions=PARTITIONS, config={"max.message.bytes": "64"}, prefix="dlq")
     data = two_signal_spec(tmp_path, kafka_broker.bootstrap, topics, dead_letters_topic=missing, delivery_timeout="2s")
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))

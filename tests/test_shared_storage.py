@@ -347,3 +347,65 @@ def test_two_writers_on_one_table_both_land(shared_spec):
     topics = set(events.column("source_topic").to_pylist())
     assert topics == {"events-a", "events-b"}
 
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "shared-storage.yaml"
+
+
+def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres_server, tmp_path):
+    """pipelines/examples/shared-storage.yaml (issue 13.6), loaded and run as a user would:
+    a missing bucket is one line naming it and how to create it; `python -m infra.s3
+    create-bucket --spec` creates it; the run then writes the tables, which `obsflow
+    query` reads; `python -m infra.trino start --spec` takes its nine settings from it."""
+    import os
+
+    from infra.trino import settings_from_spec
+    from pipelines.loader import load_spec
+
+    example = yaml.safe_load(EXAMPLE.read_text())
+    default = yaml.safe_load(DEFAULT_SPEC.read_text())
+    assert {**example, "storage": {**example["storage"], "catalog": None}} == \
+        {**default, "storage": {**default["storage"], "catalog": None}}  # only the catalog differs
+    if not s3_server.ready():
+        s3_server.restart()
+    suffix = uuid.uuid4().hex[:10]
+    db, bucket = f"ex_{suffix}", f"ex-{suffix}"
+    postgres_server.create_database(db)
+    env = {**os.environ, "OBSFLOW_CATALOG_URI": postgres_server.sqlalchemy_url_for(db), "OBSFLOW_S3_BUCKET": bucket,
+           "OBSFLOW_S3_ENDPOINT": s3_server.endpoint, "OBSFLOW_S3_ACCESS_KEY": s3_server.access_key,
+           "OBSFLOW_S3_SECRET_KEY": s3_server.secret_key, "OBSFLOW_CACHE": str(tmp_path / "cache")}
+
+    def sh(*argv):
+        return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env, timeout=600,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    run = ["runners.cli", "run", "--spec", str(EXAMPLE), "--count", "300", "--batch-size", "300", "--no-progress"]
+    r = sh(*run)
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines == [f"obsflow: S3 bucket {bucket!r} of storage.catalog.warehouse (s3://{bucket}/warehouse) does not exist "
+                     f"at {s3_server.endpoint}: create it, e.g. `python -m infra.s3 create-bucket --spec {EXAMPLE}` "
+                     f"(uses the spec's S3 settings) or `aws s3 mb s3://{bucket}`"]
+    c = sh("infra.s3", "create-bucket", "--spec", str(EXAMPLE))
+    assert c.returncode == 0 and c.stdout == f"bucket {bucket!r} created at {s3_server.endpoint}\n", c.stderr
+    assert sh("infra.s3", "create-bucket", "--spec", str(EXAMPLE)).stdout == f"bucket {bucket!r} already exists at {s3_server.endpoint}\n"
+
+    r = sh(*run)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in r.stdout
+    for k in ("OBSFLOW_CATALOG_URI", "OBSFLOW_S3_BUCKET", "OBSFLOW_S3_ENDPOINT", "OBSFLOW_S3_ACCESS_KEY", "OBSFLOW_S3_SECRET_KEY"):
+        os.environ[k] = env[k]
+    try:
+        spec = load_spec(EXAMPLE)
+        n_logs = read_table(spec, "logs").num_rows
+        assert n_logs > 0 and s3_server.list_objects(bucket, "warehouse/obs/logs/data/")
+        q = sh("runners.cli", "query", "SELECT count(*) AS n FROM obs.logs", "--spec", str(EXAMPLE), "--format", "csv")
+        assert q.returncode == 0 and q.stdout.split() == ["n", str(n_logs)], q.stderr
+        assert settings_from_spec(str(EXAMPLE)) == {
+            "jdbc_url": postgres_server.jdbc_url_for(db), "jdbc_user": postgres_server.user,
+            "jdbc_password": postgres_server.password, "catalog_id": "obsflow", "warehouse": f"s3://{bucket}/warehouse",
+            "s3_endpoint": s3_server.endpoint, "s3_access_key": s3_server.access_key,
+            "s3_secret_key": s3_server.secret_key, "s3_region": "us-east-1"}
+    finally:
+        for k in ("OBSFLOW_CATALOG_URI", "OBSFLOW_S3_BUCKET", "OBSFLOW_S3_ENDPOINT", "OBSFLOW_S3_ACCESS_KEY", "OBSFLOW_S3_SECRET_KEY"):
+            os.environ.pop(k, None)
