@@ -167,12 +167,28 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
         "comment": tdef.doc,
     }
     if catalog.table_exists(ident):
-        return _no_internal_retries(catalog, catalog.load_table(ident))
+        return _no_internal_retries(catalog, _add_new_columns(catalog, catalog.load_table(ident), tdef))
     try:
         return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(),
                                     sort_order=tdef.sort_order(), properties=props)
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
+
+
+def _add_new_columns(catalog: Catalog, table: Table, tdef: TableDef) -> Table:
+    """Add the optional columns ``tdef`` declares that a table created by an earlier
+    version lacks (e.g. ``dead_letters.item_index``); another writer adding them first is fine."""
+    have = {f.name for f in table.schema().fields}
+    missing = [f for f in tdef.schema.fields if f.name not in have and not f.required]
+    if not missing:
+        return table
+    try:
+        with table.update_schema() as update:
+            for f in missing:
+                update.add_column(f.name, f.field_type, doc=f.doc)
+    except (CommitFailedException, ValueError):
+        pass  # added concurrently: reload
+    return catalog.load_table(table.name())
 
 
 def _no_internal_retries(catalog: Catalog, table: Table) -> Table:

@@ -14,7 +14,12 @@ Span rows (``span.avsc``): ids as lowercase hex, ``parent_span_id`` null for a r
 OpenTelemetry resource spec prescribes), ``kind`` without the ``SPAN_KIND_`` prefix,
 start/end as ``timestamp[us, UTC]`` (nanoseconds truncated), status, span attributes in
 ``attributes`` and all resource attributes in ``resource``. Span events and links are
-not part of the wire model and are dropped.
+not part of the wire model and are dropped. Besides the wire columns, span rows carry
+(:data:`SPAN_EXTRA`): ``attribute_types`` / ``resource_types``, the OTLP type of every
+attribute value that is not a string (``int``, ``double``, ``bool``, ``bytes``, ``array``,
+``kvlist``; null when all are strings), so the text in the maps reads back as the typed
+value; ``start_unix_nano`` / ``end_unix_nano``, the exact times (null beyond int64);
+``trace_state`` (W3C tracestate, null when empty) and ``flags``.
 
 Log rows (``log_record.avsc``): ``timestamp`` from ``time_unix_nano``, else
 ``observed_time_unix_nano`` (milliseconds, truncated); ``level`` from
@@ -112,6 +117,17 @@ def _text(v) -> str | None:
 
 def _attrs(kvs) -> dict[str, str | None]:
     return {kv.key: _text(kv.value) for kv in kvs}
+
+
+#: OTLP AnyValue kind -> the type name kept in ``attribute_types`` / ``resource_types``
+_TYPE_NAMES = {"bool_value": "bool", "int_value": "int", "double_value": "double", "bytes_value": "bytes",
+               "array_value": "array", "kvlist_value": "kvlist"}
+
+
+def _attr_types(kvs) -> dict[str, str] | None:
+    """The type of each attribute whose value is not a string (None when there is none)."""
+    out = {kv.key: _TYPE_NAMES[k] for kv in kvs if (k := kv.value.WhichOneof("value")) in _TYPE_NAMES}
+    return out or None
 
 
 def _hex_id(b: bytes, size: int, what: str, where: str, required: bool) -> str | None:
@@ -267,6 +283,25 @@ def _jtext(v, where: str) -> str | None:
     return orjson.dumps(p, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+_JTYPE_NAMES = {"boolValue": "bool", "intValue": "int", "doubleValue": "double", "bytesValue": "bytes",
+                "arrayValue": "array", "kvlistValue": "kvlist"}
+
+
+def _jattr_types(holder: dict) -> dict[str, str] | None:
+    """As :func:`_attr_types` for OTLP/JSON attributes (already checked by :func:`_jattrs`)."""
+    out = {}
+    for kv in holder.get("attributes") or ():
+        v = kv.get("value")
+        if not isinstance(v, dict):
+            continue
+        for camel, snake in _ANY_KEYS:
+            if _jget(v, camel, snake) is not None:
+                if camel in _JTYPE_NAMES:
+                    out[kv.get("key")] = _JTYPE_NAMES[camel]
+                break
+    return out or None
+
+
 def _jattrs(holder: dict, where: str) -> dict[str, str | None]:
     out = {}
     for k, kv in enumerate(_jlist(holder, "attributes", "attributes", where)):
@@ -319,7 +354,10 @@ class _SpanRows:
         self.rows: list[tuple] = []
 
     def add(self, where: str, service: str, resource: dict | None, trace_id: bytes, span_id: bytes, parent: bytes, name: str,
-            kind: int, start: int, end: int, code: int, status_message: str, attributes: dict) -> None:
+            kind: int, start: int, end: int, code: int, status_message: str, attributes: dict,
+            extra: tuple = (None,) * 6) -> None:
+        """``extra``: the :data:`SPAN_EXTRA` values (attribute types, resource types, start
+        and end nanoseconds, tracestate, flags), appended after the wire columns."""
         t = trace_id.hex() if len(trace_id) == 16 and trace_id != ZERO_TRACE else _hex_id(trace_id, 16, "trace id", where, True)
         s = span_id.hex() if len(span_id) == 8 and span_id != ZERO_SPAN else _hex_id(span_id, 8, "span id", where, True)
         p = parent.hex() if len(parent) == 8 and parent != ZERO_SPAN else _hex_id(parent, 8, "parent span id", where, False)
@@ -332,7 +370,19 @@ class _SpanRows:
         if not 0 <= code < 3:
             raise _Reject("schema_violation", f"{where}: status code {code} is not an OTLP StatusCode")
         self.rows.append((t, s, p, service, name, SPAN_KINDS[kind], start // 1000, end // 1000, STATUS_CODES[code],
-                          status_message or None, attributes or None, resource))
+                          status_message or None, attributes or None, resource, *extra))
+
+
+#: span columns the OTLP codec adds after the wire columns (see the module docstring)
+SPAN_EXTRA = pa.schema([("attribute_types", pa.map_(pa.string(), pa.string())), ("resource_types", pa.map_(pa.string(), pa.string())),
+                        ("start_unix_nano", pa.int64()), ("end_unix_nano", pa.int64()), ("trace_state", pa.string()),
+                        ("flags", pa.int64())])
+_I64_LIMIT = 2 ** 63
+
+
+def _span_extra(attr_types, res_types, start: int, end: int, trace_state: str, flags: int) -> tuple:
+    return (attr_types, res_types, start if start < _I64_LIMIT else None, end if end < _I64_LIMIT else None,
+            trace_state or None, flags)
 
 
 class _LogRows:
@@ -393,11 +443,13 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
         res = _attrs(rs.resource.attributes)
         svc = res.get("service.name") or UNKNOWN_SERVICE
         res_map = res or None
+        res_types = _attr_types(rs.resource.attributes)
         for b, ss in enumerate(rs.scope_spans):
             for c, sp in enumerate(ss.spans):
                 rows.add(f"resource_spans[{a}].scope_spans[{b}].spans[{c}]", svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id,
                          sp.name, sp.kind, sp.start_time_unix_nano, sp.end_time_unix_nano, sp.status.code, sp.status.message,
-                         _attrs(sp.attributes))
+                         _attrs(sp.attributes), _span_extra(_attr_types(sp.attributes), res_types, sp.start_time_unix_nano,
+                                                            sp.end_time_unix_nano, sp.trace_state, sp.flags))
 
 
 def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
@@ -410,8 +462,9 @@ def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
                          _attrs(lr.attributes), lr.event_name)
 
 
-def _json_records(doc: dict, signal: str):
-    """(resource, path, record) for each span / log record of an OTLP/JSON document."""
+def _json_records(doc: dict, signal: str, raw_resource: bool = False):
+    """(resource, path, record) for each span / log record of an OTLP/JSON document; with
+    ``raw_resource``, (resource, resource JSON object, path, record)."""
     (t1, t2), (s1, s2), (r1, r2) = _JSON_PATHS[signal]
     for a, rs in enumerate(_jlist(doc, t1, t2, "")):
         w1 = f"{t1}[{a}]"
@@ -423,22 +476,25 @@ def _json_records(doc: dict, signal: str):
             ss = _jobj(ss, w2)
             for c, rec in enumerate(_jlist(ss, r1, r2, w2)):
                 w3 = f"{w2}.{r1}[{c}]"
-                yield res, w3, _jobj(rec, w3)
+                yield (res, resource, w3, _jobj(rec, w3)) if raw_resource else (res, w3, _jobj(rec, w3))
 
 
 def _json_spans(doc: dict, rows: _SpanRows) -> None:
     last, ctx = None, None
-    for res, w, sp in _json_records(doc, "span"):
+    for res, resource, w, sp in _json_records(doc, "span", raw_resource=True):
         if res is not last:
-            last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None)
+            last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None, _jattr_types(resource))
         status = _jobj(sp.get("status"), f"{w}.status")
+        start = _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64)
+        end = _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64)
+        attrs = _jattrs(sp, w)
         rows.add(w, ctx[0], ctx[1], _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
                  _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"), _jstr(sp.get("name"), f"{w}.name"),
-                 _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"),
-                 _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64),
-                 _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64),
+                 _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"), start, end,
                  _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"), _jstr(status.get("message"), f"{w}.status.message"),
-                 _jattrs(sp, w))
+                 attrs, _span_extra(_jattr_types(sp), ctx[2], start, end,
+                                    _jstr(_jget(sp, "traceState", "trace_state"), f"{w}.traceState"),
+                                    _jint(sp.get("flags"), f"{w}.flags", 0, 2 ** 32)))
 
 
 def _json_logs(doc: dict, rows: _LogRows) -> None:
@@ -641,12 +697,13 @@ class OtlpCodec:
                 continue
             all_rows.extend(rows.rows)
             index.extend([i] * len(rows.rows))
-        names = self._rows.columns
+        extra = SPAN_EXTRA if self.signal == "span" else pa.schema([])
+        names = self._rows.columns + tuple(extra.names)
         columns = list(zip(*all_rows)) if all_rows else [()] * len(names)
         by_name = dict(zip(names, columns))
-        arrays = [pa.array(by_name[f.name], type=f.type) for f in self.wire]
+        arrays = [pa.array(by_name[f.name], type=f.type) for f in (*self.wire, *extra)]
         arrays.append(pa.array(np.asarray(index, dtype=np.int64), pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=self.names + [INDEX])
+        table = pa.Table.from_arrays(arrays, names=self.names + extra.names + [INDEX])
         return Batch(raw=raw, table=table, rejects=rejects)
 
     # -- parsing --------------------------------------------------------------------------

@@ -23,10 +23,12 @@ def as_rows(table: pa.Table) -> list[dict]:
     return rows
 
 
-def assert_wire_schema(table: pa.Table, signal: str) -> None:
+def assert_wire_schema(table: pa.Table, signal: str, extra: pa.Schema | None = None) -> None:
+    """The wire columns, then ``extra`` (the OTLP codec's span columns), then ``_i``."""
     wire = arrow_schema(signal)
-    assert table.column_names == wire.names + [INDEX]
-    for f in wire:
+    extra = extra if extra is not None else pa.schema([])
+    assert table.column_names == wire.names + extra.names + [INDEX]
+    for f in (*wire, *extra):
         assert table.schema.field(f.name).type == f.type, f.name
     assert table.schema.field(INDEX).type == pa.int64()
 
