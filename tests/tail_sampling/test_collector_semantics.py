@@ -160,3 +160,25 @@ def test_v0161_keys_accepted_and_refusals_say_why():
         load_config({"policies": [{"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "k", "min_value": 0}}]})
     with pytest.raises(ConfigError, match=r"sampling_percentage: Input should be greater than or equal to 0"):
         load_config({"policies": [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": -1}}]})
+
+
+def test_composite_policy_order_is_honoured():
+    # kept on purpose: the Collector v0.161.0 reads policy_order but runs the sub-policies in
+    # composite_sub_policy order; we run them in policy_order (the credit shows it)
+    comp = {"name": "comp", "type": "composite", "composite": {
+        "max_total_spans_per_second": 1000, "policy_order": ["rest", "err"],
+        "composite_sub_policy": [ERR, {"name": "rest", "type": "always_sample"}]}}
+    ts = sampler(comp)
+    ts.add(table(trace(1, status="ERROR") + trace(2)), 0)
+    d = ts.advance(10_000)
+    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [1, 2]
+    assert d.traces.column("sampling_policy").to_pylist() == ["comp", "comp"]
+    # with a budget of 3 spans a second each, "rest" (first) takes trace 1 and leaves no room
+    # for trace 2; an error trace is never tried against "err" once "rest" said Sampled
+    comp["composite"]["max_total_spans_per_second"] = 6
+    ids, _ = decide([comp], [trace(1, status="ERROR"), trace(2)])
+    assert kept_numbers(ids) == [1]
+    # the Collector's order (composite_sub_policy: err, then rest): each fits its own share
+    comp["composite"]["policy_order"] = []
+    ids, _ = decide([comp], [trace(1, status="ERROR"), trace(2)])
+    assert kept_numbers(ids) == [1, 2]
