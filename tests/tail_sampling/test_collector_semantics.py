@@ -4,7 +4,14 @@ Each case is one the issue found differing from the Collector."""
 
 import pytest
 
-from tests.tail_sampling.helpers import decide, kept_numbers, span, table, trace, sampler
+from tests.tail_sampling.helpers import (
+    decide,
+    kept_numbers,
+    sampler,
+    span,
+    table,
+    trace,
+)
 from transforms.tail_sampling.config import ConfigError, load_config
 
 pytestmark = pytest.mark.traces

@@ -330,7 +330,7 @@ class TailSamplingConfig(Model):
     num_shards: int = Field(1, ge=1, le=256, description="accepted; the engine shards the trace stage by trace id")
     maximum_trace_size_bytes: int = Field(0, ge=0, le=MAX_I64, description="0 = off; larger traces are not sampled, at once")
     drop_pending_traces_on_shutdown: bool = Field(False, description="true: flush_all drops undecided traces")
-    tail_storage: Optional[str] = Field(None, description="accepted; spans are held in the engine's state")
+    tail_storage: str | None = Field(None, description="accepted; spans are held in the engine's state")
     # -- ours
     legacy_invert_decisions: bool = Field(
         False, description="true: invert_match policies return InvertSampled / InvertNotSampled (Collector < v0.150.0)")
