@@ -70,7 +70,7 @@ def _attrs(rng: random.Random) -> dict:
     return a
 
 
-def make_traffic(seed: int = 12) -> list[bytes]:
+def make_traffic(seed: int = 12, t0: int = T0) -> list[bytes]:
     """``N_TRACES`` traces over five services as OTLP export requests, split into messages
     the way SDK batch exporters split them: a trace's spans spread over several messages,
     children usually before their root, several traces per message. Durations include
@@ -81,7 +81,7 @@ def make_traffic(seed: int = 12) -> list[bytes]:
     for k in range(N_TRACES):
         tid = rng.getrandbits(128).to_bytes(16, "big")
         res = rng.randrange(len(RESOURCES))
-        start = T0 + k * 1_000_000 + rng.choice([0, 999, 1, 500_000])
+        start = t0 + k * 1_000_000 + rng.choice([0, 999, 1, 500_000])
         dur = rng.choice([1_000_000_000, 999_999_999, 1_000_999_500, 1_000_000_001, 5_000_000, 1_500_000_000,
                           rng.randrange(1, 3_000_000_000)])
         n = rng.choice([1, 1, 2, 3, 4, 5, 6, 8])
@@ -295,3 +295,54 @@ def test_num_traces_overflow(collector):
     assert theirs == set(ids[-100:])
     assert ours(tables, {**cfg, "num_traces_overflow": "drop_oldest"}) == theirs
     assert ours(tables, cfg) == set(ids)
+
+
+PIPELINE_POLICIES = [pol("slow", "latency", {"threshold_ms": 1000}), SAME["string_typed_int"][0] | {"name": "s500"},
+                     SAME["numeric_int64_exact"][0], SAME["boolean_false"][0], SAME["trace_state"][0],
+                     pol("d", "drop", {"drop_sub_policy": [pol("h", "string_attribute", {"key": "http.route", "values": ["/health"]})]})]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("runner", ["bytewax", "beam"])
+def test_pipeline_keeps_what_the_collector_keeps(runner, kafka_broker, collector, tmp_path):
+    """The same OTLP messages through Kafka and the whole span flow (codec, validate,
+    scrub, the sharded trace stage) on each engine: obs.traces holds exactly the traces the
+    Collector keeps."""
+    import time
+
+    import yaml
+    from confluent_kafka import Producer
+
+    from pipelines import DEFAULT_SPEC
+    from pipelines.loader import parse_spec
+    from runners.job import RunRequest
+    from tests.helpers import read_table
+
+    traffic = make_traffic(seed=21, t0=time.time_ns() - 3_600_000_000_000)
+    theirs = collector({"decision_wait": WAIT, "policies": PIPELINE_POLICIES}, traffic)
+    topic = f"otlp_spans_diff-{runner}-{time.time_ns() % 10**9}"
+    kafka_broker.create_topic(topic, partitions=2)
+    p = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True})
+    for i, m in enumerate(traffic):  # one message per export request, as the Collector's Kafka exporter
+        p.produce(topic, m, partition=i % 2)
+    assert p.flush(30) == 0
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
+    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"diff-{tmp_path.name}", "poll_timeout": "200ms"})
+    d["sources"] = [{"name": "spans", "topic": topic, "signal": "span", "codec": "otlp_proto"}]
+    d["flows"] = [f for f in d["flows"] if f["source"] == "spans"]
+    d.pop("alerts", None)
+    for f in d["flows"]:
+        for st in f["steps"]:
+            if st["kind"] == "tail_sample":
+                st["sampler"] = {"decision_wait": WAIT, "policies": PIPELINE_POLICIES}
+    spec = parse_spec(d)
+    if runner == "bytewax":
+        from runners.bytewax.run import run
+    else:
+        from runners.beam.run import run
+    run(RunRequest(spec=spec, runner=runner, source="kafka", bounded=True))
+    mine = {t["trace_id"] for t in read_table(spec, "traces").to_pylist()}
+    assert 300 < len(theirs) < N_TRACES
+    assert mine == theirs, f"{len(mine - theirs)} kept only by us, {len(theirs - mine)} only by the Collector"
+    assert not read_table(spec, "dead_letters").num_rows
