@@ -130,6 +130,22 @@ def _attr_types(kvs) -> dict[str, str] | None:
     return out or None
 
 
+def _typed_attrs(kvs) -> tuple[dict[str, str | None], dict[str, str] | None]:
+    """``(_attrs(kvs), _attr_types(kvs))`` in one pass over the attributes."""
+    text: dict[str, str | None] = {}
+    types: dict[str, str] = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        if kind == "string_value":
+            text[kv.key] = v.string_value
+        else:
+            text[kv.key] = _text(v)
+            if kind in _TYPE_NAMES:
+                types[kv.key] = _TYPE_NAMES[kind]
+    return text, types or None
+
+
 def _hex_id(b: bytes, size: int, what: str, where: str, required: bool) -> str | None:
     """Lowercase hex of an id; None when empty (or all zero, for an optional id)."""
     if not b:
@@ -446,10 +462,11 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
         res_types = _attr_types(rs.resource.attributes)
         for b, ss in enumerate(rs.scope_spans):
             for c, sp in enumerate(ss.spans):
+                attrs, types = _typed_attrs(sp.attributes)
+                start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
                 rows.add(f"resource_spans[{a}].scope_spans[{b}].spans[{c}]", svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id,
-                         sp.name, sp.kind, sp.start_time_unix_nano, sp.end_time_unix_nano, sp.status.code, sp.status.message,
-                         _attrs(sp.attributes), _span_extra(_attr_types(sp.attributes), res_types, sp.start_time_unix_nano,
-                                                            sp.end_time_unix_nano, sp.trace_state, sp.flags))
+                         sp.name, sp.kind, start, end, sp.status.code, sp.status.message, attrs,
+                         _span_extra(types, res_types, start, end, sp.trace_state, sp.flags))
 
 
 def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
