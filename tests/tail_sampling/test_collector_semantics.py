@@ -155,6 +155,17 @@ def test_v0161_keys_accepted_and_refusals_say_why():
         load_config({"policies": [{"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ['name == "x"']}}]})
     with pytest.raises(ConfigError, match=r"policies\[0\]\.and\.and_sub_policy\[1\]\.type: ottl_condition"):
         load_config({"policies": [{"name": "a", "type": "and", "and": {"and_sub_policy": [ALWAYS, {"name": "o", "type": "ottl_condition"}]}}]})
+    # in a pipeline spec too, with the key path
+    import yaml
+
+    from pipelines import DEFAULT_SPEC
+    from pipelines.loader import SpecError, parse_spec
+
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    step = next(st for f in d["flows"] for st in f["steps"] if st["kind"] == "tail_sample")
+    step["sampler"]["policies"].append({"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ["x"]}})
+    with pytest.raises(SpecError, match=r"sampler\.policies\[3\]\.ottl_condition: ottl_condition is not supported: OTTL"):
+        parse_spec(d)
     with pytest.raises(ConfigError, match="sampling_strategy: .*span-ingest is not supported"):
         load_config({"sampling_strategy": "span-ingest", "policies": [ALWAYS]})
     with pytest.raises(ConfigError, match=r"num_shards: Input should be less than or equal to 256"):

@@ -46,6 +46,13 @@ def parse_duration(v) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+#: why ottl_condition is refused (README: "The Collector (v0.161.0) and us")
+OTTL_REFUSED = ("ottl_condition is not supported: OTTL is a language of its own (paths into span, resource, scope and "
+                "events, converters, error modes) and a partial evaluator would decide differently from the Collector "
+                "without saying so; express the condition with string_attribute / numeric_attribute / boolean_attribute / "
+                "status_code / latency / span_count combined with and / not / drop")
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -224,6 +231,17 @@ class TraceFlagsPolicy(_Policy):
     type: Literal["trace_flags"]
 
 
+class OttlConditionPolicy(_Policy):
+    """``ottl_condition``: refused, with the reason (:data:`OTTL_REFUSED`), wherever it appears."""
+
+    type: Literal["ottl_condition"]
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _refuse(self):
+        raise ValueError(OTTL_REFUSED)
+
+
 class AndCfg(Model):
     and_sub_policy: list["SubPolicy"] = Field(min_length=1)
 
@@ -290,7 +308,7 @@ class CompositePolicy(_Policy):
 
 _LEAVES = Union[AlwaysSamplePolicy, LatencyPolicy, StatusCodePolicy, ProbabilisticPolicy, RateLimitingPolicy,
                 BytesLimitingPolicy, StringAttributePolicy, NumericAttributePolicy, BooleanAttributePolicy, SpanCountPolicy,
-                TraceStatePolicy, TraceFlagsPolicy]
+                TraceStatePolicy, TraceFlagsPolicy, OttlConditionPolicy]
 
 #: what and / not / drop / composite may hold (no drop or composite inside another policy)
 SubPolicy = Annotated[Union[_LEAVES, AndPolicy, NotPolicy], Field(discriminator="type")]
@@ -374,13 +392,8 @@ class ConfigError(ValueError):
 
 
 _TAGS = {"always_sample", "latency", "status_code", "probabilistic", "rate_limiting", "bytes_limiting", "string_attribute",
-         "numeric_attribute", "boolean_attribute", "span_count", "trace_state", "trace_flags", "and", "not", "drop", "composite"}
-
-#: why ottl_condition is refused (README: "Collector keys and what they do here")
-OTTL_REFUSED = ("ottl_condition is not supported: OTTL is a language of its own (paths into span, resource, scope and "
-                "events, converters, error modes) and a partial evaluator would decide differently from the Collector "
-                "without saying so; express the condition with string_attribute / numeric_attribute / boolean_attribute / "
-                "status_code / latency / span_count combined with and / not / drop")
+         "numeric_attribute", "boolean_attribute", "span_count", "trace_state", "trace_flags", "ottl_condition", "and", "not",
+         "drop", "composite"}
 
 
 def _refused(data: Any, path: str = "policies") -> str | None:
