@@ -200,3 +200,24 @@ def test_composite_policy_order_is_honoured():
     comp["composite"]["policy_order"] = []
     ids, _ = decide([comp], [trace(1, status="ERROR"), trace(2)])
     assert kept_numbers(ids) == [1, 2]
+
+
+def test_snapshot_of_the_microsecond_release_restores():
+    """Snapshots taken before span times were kept in nanoseconds (version 1: µs) restore
+    with their times converted, so a trace buffered across the upgrade keeps its duration."""
+    import pickle
+
+    import numpy as np
+
+    cfg = {"decision_wait": "10s", "policies": [ALWAYS]}
+    ts = sampler(ALWAYS)
+    ts.add(table(trace(1, dur_ms=1500) + trace(2, dur_ms=20)), 0)
+    st = pickle.loads(ts.snapshot())
+    for k, sentinel in (("_start", np.iinfo(np.int64).max), ("_end", np.iinfo(np.int64).min)):
+        a = st["arrays"][k]
+        st["arrays"][k] = np.where(a == sentinel, a, a // 1000)
+    st["version"] = 1
+    from transforms.tail_sampling import TailSampler
+
+    d = TailSampler.restore(cfg, pickle.dumps(st)).advance(10_000)
+    assert d.traces.column("trace_duration_ms").to_pylist() == [1500.0, 20.0]
