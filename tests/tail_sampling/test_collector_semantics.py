@@ -82,6 +82,11 @@ def test_attribute_policies_match_typed_values_only():
     # int64 compared exactly: 2^53+3 and 2^53+5 are one float64 apart... and equal as float64s
     exact = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "big", "min_value": 2**53 + 5, "max_value": 2**53 + 5}}
     assert kept_numbers(decide([exact], traces)[0]) == [7]
+    # text typed "int" that is no int64 (no codec of ours writes it) reads as 0 instead of failing the stage
+    bogus = span(8, 0, attrs={"big": "x"})
+    bogus["attribute_types"] = {"big": "int"}
+    zero = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "big", "min_value": -1, "max_value": 1}}
+    assert kept_numbers(decide([zero], [[bogus], trace(9, attrs={"big": 1})])[0]) == [8, 9]
 
 
 def test_typed_resource_values_read_as_the_collector_reads_them():

@@ -48,7 +48,11 @@ class Values:
         """``Value.Int()`` as int64 (exact): the integer, 0 for a present value of another type
         (and for absent rows; combine with :attr:`present`)."""
         ints = pc.if_else(pc.equal(self.types, "int"), self.text, pa.scalar(None, pa.string()))
-        return np.asarray(pc.fill_null(pc.cast(ints, pa.int64()), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        try:
+            parsed = pc.cast(ints, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # text that is no int64 (not from our codecs): 0
+            parsed = pa.array([_int64_or_none(v) for v in ints.to_pylist()], pa.int64())
+        return np.asarray(pc.fill_null(parsed, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def as_bool(self) -> np.ndarray:
         """``Value.Bool()``: the boolean, false for a present value of another type."""
@@ -92,6 +96,14 @@ class AttributePolicy(Policy):
                 return np.where(hit, INS, IS).astype(np.int8)
             return np.where(hit, NS, S).astype(np.int8)
         return np.where(hit, S, NS).astype(np.int8)
+
+
+def _int64_or_none(v: str | None) -> int | None:
+    try:
+        n = int(v) if v is not None else None
+    except ValueError:
+        return None
+    return n if n is not None and -(2**63) <= n < 2**63 else None
 
 
 def as_bool(arr) -> np.ndarray:
