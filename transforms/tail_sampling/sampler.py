@@ -9,10 +9,10 @@ the same output on every engine and after a ``snapshot`` / ``restore``.
 How it holds spans (the memory budget is about 1 KiB per buffered span): every batch
 given to :meth:`TailSampler.add` is kept as it came, an Arrow table (a *segment*), with one
 int32 trace slot and one alive flag per row; per-trace aggregates (first arrival, root
-arrival, earliest start, latest end, span / error counts, size) live in numpy arrays
-indexed by slot (span times in nanoseconds). Deciding takes the rows of the decided traces out of the segments;
-segments that are mostly dead are compacted and small ones merged, so each row is copied
-a bounded number of times.
+arrival, earliest start, latest end in nanoseconds, span / error counts, size) live in
+numpy arrays indexed by slot. Deciding takes the rows of the decided traces out of the
+segments; segments that are mostly dead are compacted and small ones merged, so each row
+is copied a bounded number of times.
 
 When a trace is decided (see README.md for the settings):
 
