@@ -30,6 +30,7 @@ services: $(STAMP)
 	$(PY) -m infra.s3 fetch
 	$(PY) -m infra.trino fetch
 	$(PY) -m infra.flink fetch
+	$(PY) -m infra.otelcol build
 	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
 	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 

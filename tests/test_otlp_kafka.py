@@ -35,7 +35,8 @@ def make_telemetry():
     consumer, one slow without errors (6.1 s, nested), one quick; plus log records inside
     the first trace and outside any trace."""
     now = time.time_ns()
-    resource = Resource.create({"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod"})
+    resource = Resource.create({"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod",
+                                "deploy.replicas": 3})
     spans_out = InMemorySpanExporter()
     tp = TracerProvider(resource=resource)
     tp.add_span_processor(SimpleSpanProcessor(spans_out))
@@ -49,6 +50,8 @@ def make_telemetry():
     ctx = trace.set_span_in_context(root)
     pay = tracer.start_span("POST payments", kind=SpanKind.CLIENT, context=ctx, start_time=now - 8_900_000_000)
     pay.set_status(Status(StatusCode.ERROR, "card declined"))
+    pay.set_attributes({"http.response.status_code": 402, "payment.retry": True, "payment.amount": 12.5, "payment.id": "p-17",
+                        "payment.big": 2**53 + 3})
     logger.emit(timestamp=now - 8_800_000_000, context=trace.set_span_in_context(pay), severity_number=SeverityNumber.INFO,
                 severity_text="INFO", body="charging card for user jane@example.org")
     pay.end(end_time=now - 8_700_000_000)
@@ -137,6 +140,16 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
         assert (r["sampling_policy"], r["adjusted_count"]) == (policy[tid], 1.0)
         assert r["status_code"] == s.status.status_code.name
         assert r["kind"] == s.kind.name
+        # attribute types survive into obs.spans: text in `attributes`, the OTLP type of each
+        # non-string value in `attribute_types` (int64 exact)
+        assert dict(r["resource_types"]) == {"deploy.replicas": "int"} and dict(r["resource"])["deploy.replicas"] == "3"
+        if s.name == "POST payments":
+            assert dict(r["attributes"]) == {"http.response.status_code": "402", "payment.retry": "true",
+                                             "payment.amount": "12.5", "payment.id": "p-17", "payment.big": "9007199254740995"}
+            assert dict(r["attribute_types"]) == {"http.response.status_code": "int", "payment.retry": "bool",
+                                                  "payment.amount": "double", "payment.big": "int"}
+        else:
+            assert r["attribute_types"] is None
     traces = {t["trace_id"]: t for t in read_table(spec, "traces").to_pylist()}
     assert {k: (t["root_name"], t["span_count"], t["error_count"], t["sampling_policy"]) for k, t in traces.items()} == {
         failing: ("POST /checkout", 3, 2, "errors"), slow: ("GET /export", 2, 0, "slow")}

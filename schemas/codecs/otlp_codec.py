@@ -22,7 +22,12 @@ Span rows (``span.avsc``): ids as lowercase hex, ``parent_span_id`` null for a r
 OpenTelemetry resource spec prescribes), ``kind`` without the ``SPAN_KIND_`` prefix,
 start/end as ``timestamp[us, UTC]`` (nanoseconds truncated), status, span attributes in
 ``attributes`` and all resource attributes in ``resource``. Span events and links are
-not part of the wire model and are dropped.
+not part of the wire model and are dropped. Besides the wire columns, span rows carry
+(:data:`SPAN_EXTRA`): ``attribute_types`` / ``resource_types``, the OTLP type of every
+attribute value that is not a string (``int``, ``double``, ``bool``, ``bytes``, ``array``,
+``kvlist``; null when all are strings), so the text in the maps reads back as the typed
+value; ``start_unix_nano`` / ``end_unix_nano``, the exact times (null beyond int64);
+``trace_state`` (W3C tracestate, null when empty) and ``flags``.
 
 Log rows (``log_record.avsc``): ``timestamp`` from ``time_unix_nano``, else
 ``observed_time_unix_nano`` (milliseconds, truncated); ``level`` from
@@ -123,6 +128,33 @@ def _text(v) -> str | None:
 
 def _attrs(kvs) -> dict[str, str | None]:
     return {kv.key: _text(kv.value) for kv in kvs}
+
+
+#: OTLP AnyValue kind -> the type name kept in ``attribute_types`` / ``resource_types``
+_TYPE_NAMES = {"bool_value": "bool", "int_value": "int", "double_value": "double", "bytes_value": "bytes",
+               "array_value": "array", "kvlist_value": "kvlist"}
+
+
+def _attr_types(kvs) -> dict[str, str] | None:
+    """The type of each attribute whose value is not a string (None when there is none)."""
+    out = {kv.key: _TYPE_NAMES[k] for kv in kvs if (k := kv.value.WhichOneof("value")) in _TYPE_NAMES}
+    return out or None
+
+
+def _typed_attrs(kvs) -> tuple[dict[str, str | None], dict[str, str] | None]:
+    """``(_attrs(kvs), _attr_types(kvs))`` in one pass over the attributes."""
+    text: dict[str, str | None] = {}
+    types: dict[str, str] = {}
+    for kv in kvs:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        if kind == "string_value":
+            text[kv.key] = v.string_value
+        else:
+            text[kv.key] = _text(v)
+            if kind in _TYPE_NAMES:
+                types[kv.key] = _TYPE_NAMES[kind]
+    return text, types or None
 
 
 def _hex_id(b: bytes, size: int, what: str, where: str, required: bool) -> str | None:
@@ -278,6 +310,25 @@ def _jtext(v, where: str) -> str | None:
     return orjson.dumps(p, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+_JTYPE_NAMES = {"boolValue": "bool", "intValue": "int", "doubleValue": "double", "bytesValue": "bytes",
+                "arrayValue": "array", "kvlistValue": "kvlist"}
+
+
+def _jattr_types(holder: dict) -> dict[str, str] | None:
+    """As :func:`_attr_types` for OTLP/JSON attributes (already checked by :func:`_jattrs`)."""
+    out = {}
+    for kv in holder.get("attributes") or ():
+        v = kv.get("value")
+        if not isinstance(v, dict):
+            continue
+        for camel, snake in _ANY_KEYS:
+            if _jget(v, camel, snake) is not None:
+                if camel in _JTYPE_NAMES:
+                    out[kv.get("key")] = _JTYPE_NAMES[camel]
+                break
+    return out or None
+
+
 def _jattrs(holder: dict, where: str) -> dict[str, str | None]:
     out = {}
     for k, kv in enumerate(_jlist(holder, "attributes", "attributes", where)):
@@ -365,7 +416,10 @@ class _SpanRows(_Items):
                "status_message", "attributes", "resource")
 
     def add(self, where: str, service: str, resource: dict | None, trace_id: bytes, span_id: bytes, parent: bytes, name: str,
-            kind: int, start: int, end: int, code: int, status_message: str, attributes: dict) -> None:
+            kind: int, start: int, end: int, code: int, status_message: str, attributes: dict,
+            extra: tuple = (None,) * 6) -> None:
+        """``extra``: the :data:`SPAN_EXTRA` values (attribute types, resource types, start
+        and end nanoseconds, tracestate, flags), appended after the wire columns."""
         t = trace_id.hex() if len(trace_id) == 16 and trace_id != ZERO_TRACE else _hex_id(trace_id, 16, "trace id", where, True)
         s = span_id.hex() if len(span_id) == 8 and span_id != ZERO_SPAN else _hex_id(span_id, 8, "span id", where, True)
         p = parent.hex() if len(parent) == 8 and parent != ZERO_SPAN else _hex_id(parent, 8, "parent span id", where, False)
@@ -378,7 +432,19 @@ class _SpanRows(_Items):
         if not 0 <= code < 3:
             raise _Reject("schema_violation", f"{where}: status code {code} is not an OTLP StatusCode")
         self.rows.append((t, s, p, service, name, SPAN_KINDS[kind], start // 1000, end // 1000, STATUS_CODES[code],
-                          status_message or None, attributes or None, resource))
+                          status_message or None, attributes or None, resource, *extra))
+
+
+#: span columns the OTLP codec adds after the wire columns (see the module docstring)
+SPAN_EXTRA = pa.schema([("attribute_types", pa.map_(pa.string(), pa.string())), ("resource_types", pa.map_(pa.string(), pa.string())),
+                        ("start_unix_nano", pa.int64()), ("end_unix_nano", pa.int64()), ("trace_state", pa.string()),
+                        ("flags", pa.int64())])
+_I64_LIMIT = 2 ** 63
+
+
+def _span_extra(attr_types, res_types, start: int, end: int, trace_state: str, flags: int) -> tuple:
+    return (attr_types, res_types, start if start < _I64_LIMIT else None, end if end < _I64_LIMIT else None,
+            trace_state or None, flags)
 
 
 class _LogRows(_Items):
@@ -436,12 +502,18 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
         res = _attrs(rs.resource.attributes)
         svc = res.get("service.name") or UNKNOWN_SERVICE
         res_map = res or None
+        res_types = _attr_types(rs.resource.attributes)
         for b, ss in enumerate(rs.scope_spans):
             for c, sp in enumerate(ss.spans):
                 w = f"resource_spans[{a}].scope_spans[{b}].spans[{c}]"
-                rows.item(sp, w, lambda: rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind,
-                                                  sp.start_time_unix_nano, sp.end_time_unix_nano, sp.status.code,
-                                                  sp.status.message, _attrs(sp.attributes)))
+                rows.item(sp, w, lambda: _proto_span(rows, w, svc, res_map, res_types, sp))
+
+
+def _proto_span(rows: _SpanRows, w: str, svc: str, res_map: dict | None, res_types, sp) -> None:
+    attrs, types = _typed_attrs(sp.attributes)
+    start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
+    rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind, start, end, sp.status.code,
+             sp.status.message, attrs, _span_extra(types, res_types, start, end, sp.trace_state, sp.flags))
 
 
 def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
@@ -455,8 +527,9 @@ def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
                                                   _attrs(lr.attributes), lr.event_name))
 
 
-def _json_records(doc: dict, signal: str):
-    """(resource, path, record) for each span / log record of an OTLP/JSON document."""
+def _json_records(doc: dict, signal: str, raw_resource: bool = False):
+    """(resource, path, record) for each span / log record of an OTLP/JSON document; with
+    ``raw_resource``, (resource, resource JSON object, path, record)."""
     (t1, t2), (s1, s2), (r1, r2) = _JSON_PATHS[signal]
     for a, rs in enumerate(_jlist(doc, t1, t2, "")):
         w1 = f"{t1}[{a}]"
@@ -467,27 +540,30 @@ def _json_records(doc: dict, signal: str):
             w2 = f"{w1}.{s1}[{b}]"
             ss = _jobj(ss, w2)
             for c, rec in enumerate(_jlist(ss, r1, r2, w2)):
-                yield res, f"{w2}.{r1}[{c}]", rec
+                w3 = f"{w2}.{r1}[{c}]"
+                yield (res, resource, w3, rec) if raw_resource else (res, w3, rec)
+
+
+def _json_spans(doc: dict, rows: _SpanRows) -> None:
+    last, ctx = None, None
+    for res, resource, w, sp in _json_records(doc, "span", raw_resource=True):
+        if res is not last:
+            last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None, _jattr_types(resource))
+        rows.item(sp, w, lambda: _json_span(rows, ctx, w, sp))
 
 
 def _json_span(rows: _SpanRows, ctx: tuple, w: str, sp) -> None:
     sp = _jobj(sp, w)
     status = _jobj(sp.get("status"), f"{w}.status")
+    start = _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64)
+    end = _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64)
     rows.add(w, ctx[0], ctx[1], _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
              _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"), _jstr(sp.get("name"), f"{w}.name"),
-             _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"),
-             _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64),
-             _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64),
+             _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"), start, end,
              _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"), _jstr(status.get("message"), f"{w}.status.message"),
-             _jattrs(sp, w))
-
-
-def _json_spans(doc: dict, rows: _SpanRows) -> None:
-    last, ctx = None, None
-    for res, w, sp in _json_records(doc, "span"):
-        if res is not last:
-            last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None)
-        rows.item(sp, w, lambda: _json_span(rows, ctx, w, sp))
+             _jattrs(sp, w), _span_extra(_jattr_types(sp), ctx[2], start, end,
+                                         _jstr(_jget(sp, "traceState", "trace_state"), f"{w}.traceState"),
+                                         _jint(sp.get("flags"), f"{w}.flags", 0, 2 ** 32)))
 
 
 def _json_log(rows: _LogRows, res: tuple, w: str, lr) -> None:
@@ -742,7 +818,7 @@ class OtlpCodec:
         """The rows as the wire schema's table plus ``_i`` and ``_item``. Should a value
         not fit its column after all, the items whose rows do not convert are rejected
         alone and the rest is built again."""
-        names = self._rows.columns
+        names = self._rows.columns + tuple(self._extra.names)
         try:
             return self._arrays(all_rows, index, items)
         except (pa.ArrowException, OverflowError, TypeError, ValueError):
@@ -750,7 +826,7 @@ class OtlpCodec:
         keep = np.ones(len(all_rows), dtype=bool)
         failed: dict[tuple[int, int], str] = {}
         for r, row in enumerate(all_rows):
-            for f in self.wire:
+            for f in (*self.wire, *self._extra):
                 try:
                     pa.array([row[names.index(f.name)]], type=f.type)
                 except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
@@ -763,14 +839,20 @@ class OtlpCodec:
         return self._arrays([row for row, ok in zip(all_rows, keep) if ok], [i for i, ok in zip(index, keep) if ok],
                             [k for k, ok in zip(items, keep) if ok])
 
+    @property
+    def _extra(self) -> pa.Schema:
+        """Columns after the wire columns: :data:`SPAN_EXTRA` for spans, none otherwise."""
+        return SPAN_EXTRA if self.signal == "span" else pa.schema([])
+
     def _arrays(self, all_rows: list[tuple], index: list[int], items: list[int]) -> pa.Table:
-        names = self._rows.columns
+        extra = self._extra
+        names = self._rows.columns + tuple(extra.names)
         columns = list(zip(*all_rows)) if all_rows else [()] * len(names)
         by_name = dict(zip(names, columns))
-        arrays = [pa.array(by_name[f.name], type=f.type) for f in self.wire]
+        arrays = [pa.array(by_name[f.name], type=f.type) for f in (*self.wire, *extra)]
         arrays.append(pa.array(np.asarray(index, dtype=np.int64), pa.int64()))
         arrays.append(pa.array(np.asarray(items, dtype=np.int32), pa.int32()))
-        return pa.Table.from_arrays(arrays, names=self.names + [INDEX, ITEM])
+        return pa.Table.from_arrays(arrays, names=self.names + extra.names + [INDEX, ITEM])
 
     def _item_size(self, source) -> int:
         return source.ByteSize() if self.encoding == "otlp_proto" or not isinstance(source, (dict, list)) \

@@ -23,11 +23,13 @@ def as_rows(table: pa.Table) -> list[dict]:
     return rows
 
 
-def assert_wire_schema(table: pa.Table, signal: str) -> None:
+def assert_wire_schema(table: pa.Table, signal: str, extra: pa.Schema | None = None) -> None:
+    """The wire columns, then ``extra`` (the OTLP codec's span columns), then ``_i``."""
     wire = arrow_schema(signal)
+    extra = extra if extra is not None else pa.schema([])
     per_item = ITEM in table.column_names  # OTLP: the item's index in its message, last
-    assert table.column_names == wire.names + [INDEX] + ([ITEM] if per_item else [])
-    for f in wire:
+    assert table.column_names == wire.names + extra.names + [INDEX] + ([ITEM] if per_item else [])
+    for f in (*wire, *extra):
         assert table.schema.field(f.name).type == f.type, f.name
     assert table.schema.field(INDEX).type == pa.int64()
     if per_item:

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from schemas.codecs import CODECS, codec_for
-from schemas.codecs.otlp_codec import OtlpCodec, to_otlp_json
+from schemas.codecs.otlp_codec import SPAN_EXTRA, OtlpCodec, to_otlp_json
 from tests.codecs.helpers import accounted, as_rows, assert_wire_schema, raw_batch
 
 UTC = timezone.utc
@@ -95,7 +95,7 @@ def test_spans_from_sdk_decode_exactly():
     payload = encode_spans(spans).SerializeToString()
     batch = OtlpCodec("span").decode(raw_batch([payload]))
     assert not batch.rejects.indices
-    assert_wire_schema(batch.table, "span")
+    assert_wire_schema(batch.table, "span", extra=SPAN_EXTRA)
     rows = as_rows(batch.table)
     assert len(rows) == 4 and {r.pop("_i") for r in rows} == {0}
     assert [r.pop("_item") for r in rows] == [0, 1, 2, 3]
@@ -104,6 +104,11 @@ def test_spans_from_sdk_decode_exactly():
         row = dict(by_name[s.name])
         assert row.pop("resource") == RESOURCE_MAP
         row.pop("attributes")  # checked below, value by value
+        # the columns the OTLP codec adds: exact times, W3C fields, value types (checked below)
+        assert (row.pop("start_unix_nano"), row.pop("end_unix_nano")) == (s.start_time, s.end_time)
+        assert (row.pop("trace_state"), row.pop("flags")) == (None, 0x100)  # this exporter sets only the has-is-remote bit
+        assert row.pop("resource_types") is None  # the SDK's resource attributes are all strings
+        row.pop("attribute_types")
         assert row == expected_span_row(s)
     root, child, err, slow = (by_name[n] for n in ("POST /checkout", "price cart", "POST payments", "consume order"))
     # the tree
@@ -120,10 +125,12 @@ def test_spans_from_sdk_decode_exactly():
     dur = {n: e - s for n, s, e in zip(t.column("name").to_pylist(), t.column("start_time").cast(pa.int64()).to_pylist(), t.column("end_time").cast(pa.int64()).to_pylist())}
     assert dur == {"POST /checkout": 7_600_000, "price cart": 20_000 - 1_000, "POST payments": 12_345 - 2_000, "consume order": 7_500_000}
     assert t.column("start_time").cast(pa.int64()).to_pylist()[0] % 1000 in (0, 1)
-    # attributes flattened to text
+    # attributes flattened to text, with the type of every value that is not a string
     assert root["attributes"] == {"http.request.method": "POST", "http.route": "/checkout", "http.response.status_code": "502"}
+    assert root["attribute_types"] == {"http.response.status_code": "int"}
     assert child["attributes"] == {"cart.items": "3", "cart.total": "59.9", "cart.gift": "false", "cart.skus": '["a-1","b-2"]'}
-    assert err["attributes"] is None
+    assert child["attribute_types"] == {"cart.items": "int", "cart.total": "double", "cart.gift": "bool", "cart.skus": "array"}
+    assert err["attributes"] is None and err["attribute_types"] is None
 
 
 def test_otlp_json_decodes_to_the_same_rows():

@@ -23,16 +23,49 @@ def sid(k: int) -> str:
     return f"{k:016x}"
 
 
+#: columns the OTLP codec adds to the wire columns (typed attributes, exact times, W3C fields)
+EXTRA = pa.schema([("attribute_types", pa.map_(pa.string(), pa.string())), ("resource_types", pa.map_(pa.string(), pa.string())),
+                   ("start_unix_nano", pa.int64()), ("end_unix_nano", pa.int64()), ("trace_state", pa.string()),
+                   ("flags", pa.int64())])
+
+
+def typed(values: dict | None) -> tuple[dict | None, dict | None]:
+    """Python attribute values as (text map, types map), as the OTLP codec writes them:
+    ints in decimal, floats as ``repr``, booleans ``true`` / ``false``; strings untyped."""
+    if values is None:
+        return None, None
+    text, types = {}, {}
+    for k, v in values.items():
+        if isinstance(v, bool):
+            text[k], types[k] = ("true" if v else "false"), "bool"
+        elif isinstance(v, int):
+            text[k], types[k] = str(v), "int"
+        elif isinstance(v, float):
+            text[k], types[k] = repr(v), "double"
+        else:
+            text[k] = v
+    return text, types or None
+
+
 def span(trace: int, span_no: int, parent: int | None = None, start_ms: int = 0, dur_ms: float = 10, status="UNSET",
-         attrs=None, service="api", name="GET /", kind="SERVER", resource=None) -> dict:
+         attrs=None, service="api", name="GET /", kind="SERVER", resource=None, **extra) -> dict:
+    """A span row; ``attrs`` / ``resource`` values may be str, int, float or bool (typed as
+    the OTLP codec types them); ``extra``: columns of :data:`EXTRA`."""
+    text, types = typed(attrs)
+    rtext, rtypes = typed(resource if resource is not None else {"service.name": service})
     return dict(trace_id=tid(trace), span_id=sid(trace * 1000 + span_no),
                 parent_span_id=None if parent is None else sid(trace * 1000 + parent), service=service, name=name, kind=kind,
                 start_time=int(start_ms * 1000), end_time=int((start_ms + dur_ms) * 1000), status_code=status,
-                status_message=None, attributes=attrs, resource=resource if resource is not None else {"service.name": service})
+                status_message=None, attributes=text, resource=rtext, attribute_types=types, resource_types=rtypes, **extra)
 
 
 def table(rows: list[dict]) -> pa.Table:
-    return pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in SPAN})
+    """The rows in the wire schema, plus the :data:`EXTRA` columns any row sets."""
+    cols = {f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in SPAN}
+    for f in EXTRA:
+        if any(r.get(f.name) is not None for r in rows):
+            cols[f.name] = pa.array([r.get(f.name) for r in rows], f.type)
+    return pa.table(cols)
 
 
 def trace(k: int, n: int = 3, dur_ms: float = 10, status="UNSET", attrs=None, start_ms: int = 0, service="api") -> list[dict]:

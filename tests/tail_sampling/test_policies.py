@@ -27,7 +27,7 @@ def test_latency_uses_trace_duration_and_collector_bounds():
     t5 = [span(5, 0, None, 0, 60), span(5, 1, 0, 100, 60)]
     traces = [trace(1, dur_ms=99.9), trace(2, dur_ms=100), trace(3, dur_ms=200), trace(4, dur_ms=201), t5]
     ids, d = decide([{"name": "slow", "type": "latency", "latency": {"threshold_ms": 100}}], traces)
-    assert kept_numbers(ids) == [2, 3, 4, 5]
+    assert kept_numbers(ids) == [3, 4, 5]  # strictly longer than 100 ms (Collector v0.161.0): trace 2 is exactly 100
     assert d.traces.column("trace_duration_ms").to_pylist()[-1] == 160.0
     ids, _ = decide([{"name": "band", "type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 200}}], traces)
     assert kept_numbers(ids) == [3, 5]  # 100 < d <= 200
@@ -94,7 +94,7 @@ def test_string_attribute_exact_regex_and_invert():
 
 
 def test_numeric_attribute_inclusive_bounds_and_invert():
-    traces = [trace(k, attrs={"http.status_code": v}) for k, v in ((1, "200"), (2, "404"), (3, "500"), (4, "abc"))] + [trace(5)]
+    traces = [trace(k, attrs={"http.status_code": v}) for k, v in ((1, 200), (2, 404), (3, 500), (4, "abc"))] + [trace(5)]
     pol = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 500}}
     assert kept_numbers(decide([pol], traces)[0]) == [2, 3]
     inv = {"name": "n", "type": "numeric_attribute",
@@ -105,7 +105,7 @@ def test_numeric_attribute_inclusive_bounds_and_invert():
 
 
 def test_boolean_attribute():
-    traces = [trace(1, attrs={"debug": "true"}), trace(2, attrs={"debug": "false"}), trace(3)]
+    traces = [trace(1, attrs={"debug": True}), trace(2, attrs={"debug": False}), trace(3)]
     pol = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": True}}
     assert kept_numbers(decide([pol], traces)[0]) == [1]
     inv = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": True, "invert_match": True}}
@@ -142,20 +142,21 @@ def test_final_decision_rules_and_deciding_policy():
     err = {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
     not_free = {"name": "not-free", "type": "string_attribute",
                 "string_attribute": {"key": "tier", "values": ["free"], "invert_match": True}}
+    # the invert decisions of Collector releases before v0.150.0 (legacy_invert_decisions):
     # trace 1: Sampled + InvertNotSampled -> not sampled (InvertNotSampled beats Sampled)
     # trace 2: Sampled + InvertSampled -> sampled, credited to "err"
     # trace 3: NotSampled + InvertSampled -> not sampled (InvertSampled only counts without a NotSampled)
-    ids, d = decide([err, not_free], traces)
+    ids, d = decide([err, not_free], traces, legacy_invert_decisions=True)
     assert kept_numbers(ids) == [2]
     assert d.traces.column("sampling_policy").to_pylist() == ["err"]
     # InvertSampled alone keeps, credited to the inverted policy
-    ids, d = decide([not_free], traces)
+    ids, d = decide([not_free], traces, legacy_invert_decisions=True)
     assert kept_numbers(ids) == [2, 3]
     assert d.traces.column("sampling_policy").to_pylist() == ["not-free", "not-free"]
     # the first policy that returned Sampled gets the credit
     assert decide([err, ALWAYS], traces)[1].traces.column("sampling_policy").to_pylist() == ["err", "err", "all", "all"]
     # sample_on_first_match stops evaluating at the first Sampled (later InvertNotSampled never seen)
-    ids, _ = decide([err, not_free], traces, sample_on_first_match=True)
+    ids, _ = decide([err, not_free], traces, sample_on_first_match=True, legacy_invert_decisions=True)
     assert kept_numbers(ids) == [1, 2]
 
 
@@ -175,10 +176,10 @@ def test_composite_rate_allocation():
     # next second: counters restart
     ts.add(table([r for k in range(17, 20) for r in trace(k, n=2, status="ERROR")]), 1000)
     assert ts.advance(11_000).traces.num_rows == 3
-    # unallocated sub-policies share what is left (README: "fill the remaining capacity")
+    # unallocated_share: remainder (ours): unallocated sub-policies share what is left
     comp2 = {"name": "comp", "type": "composite", "composite": {
         "max_total_spans_per_second": 20, "composite_sub_policy": [err, {"name": "rest", "type": "always_sample"}],
-        "rate_allocation": [{"policy": "errors", "percent": 25}]}}
+        "rate_allocation": [{"policy": "errors", "percent": 25}], "unallocated_share": "remainder"}}
     ids, _ = decide([comp2], traces)
     assert kept_numbers(ids) == [1, 2, 9, 10, 11, 12, 13, 14, 15]  # 5 spans -> 2 error traces; 15 -> 7 others
 

@@ -9,10 +9,10 @@ the same output on every engine and after a ``snapshot`` / ``restore``.
 How it holds spans (the memory budget is about 1 KiB per buffered span): every batch
 given to :meth:`TailSampler.add` is kept as it came, an Arrow table (a *segment*), with one
 int32 trace slot and one alive flag per row; per-trace aggregates (first arrival, root
-arrival, earliest start, latest end, span / error counts, size) live in numpy arrays
-indexed by slot. Deciding takes the rows of the decided traces out of the segments;
-segments that are mostly dead are compacted and small ones merged, so each row is copied
-a bounded number of times.
+arrival, earliest start, latest end in nanoseconds, span / error counts, size) live in
+numpy arrays indexed by slot. Deciding takes the rows of the decided traces out of the
+segments; segments that are mostly dead are compacted and small ones merged, so each row
+is copied a bounded number of times.
 
 When a trace is decided (see README.md for the settings):
 
@@ -55,7 +55,8 @@ from .decision import DROP, S, final
 from .policies import build_policy
 from .view import TraceView
 
-REASONS = ("not_sampled", "policy_drop", "num_traces_overflow", "max_trace_size", "late_after_drop", "no_trace_id")
+REASONS = ("not_sampled", "policy_drop", "num_traces_overflow", "max_trace_size", "maximum_trace_size_bytes", "shutdown",
+           "late_after_drop", "no_trace_id")
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 _MERGE_ROWS = 8192
@@ -118,6 +119,19 @@ def _ts_us(col) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
+def _ts_ns(batch: pa.Table, column: str, nanos: str) -> np.ndarray:
+    """Span start or end as int64 nanoseconds: the exact ``nanos`` column (``start_unix_nano``
+    / ``end_unix_nano``, which the OTLP codec adds) where it is set, else ``column`` (a
+    microsecond timestamp) x 1000."""
+    out = _ts_us(batch.column(column)) * 1000
+    if nanos in batch.column_names:
+        col = batch.column(nanos)
+        if col.null_count < len(col):
+            exact = np.asarray(pc.fill_null(pc.cast(col, pa.int64()), -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            out = np.where(exact >= 0, exact, out)
+    return out
+
+
 def _utf8_len_rows(arr) -> np.ndarray:
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     return np.asarray(pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -162,10 +176,13 @@ class TailSampler:
         self._wait = cfg.decision_wait_ms
         self._wait_root = cfg.decision_wait_after_root_ms
         pols = [build_policy(p) for p in cfg.policies]
+        for q in (q for p in pols for q in p.walk()):
+            if hasattr(q, "legacy_invert"):
+                q.legacy_invert = cfg.legacy_invert_decisions
         self._policies = [p for p in pols if p.kind == "drop"] + [p for p in pols if p.kind != "drop"]
         self._names = pa.array([p.name for p in self._policies], pa.string())
         self._probs = np.array([p.probability for p in self._policies], dtype=np.float64)
-        self._needs_bytes = any(q.needs_bytes for p in self._policies for q in p.walk())
+        self._needs_bytes = bool(cfg.maximum_trace_size_bytes) or any(q.needs_bytes for p in self._policies for q in p.walk())
         cap = 1024
         if cfg.expected_new_traces_per_sec:
             cap = max(cap, min(cfg.num_traces + 1, cfg.expected_new_traces_per_sec * max(1, self._wait // 1000)))
@@ -305,8 +322,8 @@ class TailSampler:
             if not len(rs):
                 return
         # aggregates
-        start = _ts_us(batch.column("start_time"))
-        end = _ts_us(batch.column("end_time"))
+        start = _ts_ns(batch, "start_time", "start_unix_nano")
+        end = _ts_ns(batch, "end_time", "end_unix_nano")
         np.minimum.at(self._start, rs, start)
         np.maximum.at(self._end, rs, end)
         np.add.at(self._count, rs, 1)
@@ -326,6 +343,12 @@ class TailSampler:
         us = slot_u[slot_u >= 0]
         self._append(_Segment(batch, rs.astype(np.int32), us))
         # early decisions
+        limit = self.config.maximum_trace_size_bytes
+        if limit:
+            big = us[self._bytes[us] > limit]
+            if len(big):
+                self._not_sampled_at_once(big[np.argsort(self._seqs[big], kind="stable")], "maximum_trace_size_bytes")
+                us = us[self._active[us]]
         if self.config.max_trace_size:
             over = us[self._count[us] >= self.config.max_trace_size]
             if len(over):
@@ -333,7 +356,7 @@ class TailSampler:
                 self._p_early["max_trace_size"] += len(over)
                 self._decide(over, now_ms, "max_trace_size")
         excess = self._n_active - self.config.num_traces
-        if excess > 0:
+        if excess > 0 and not self.config.block_on_overflow:
             act = np.flatnonzero(self._active[: self._hi])
             oldest = act[np.argsort(self._seqs[act], kind="stable")[:excess]]
             self._p_early["num_traces_overflow"] += len(oldest)
@@ -417,11 +440,28 @@ class TailSampler:
         return self._flush()
 
     def flush_all(self, now_ms: int) -> Decisions:
-        """Decide every buffered trace now (end of input)."""
+        """Decide every buffered trace now (end of input); with
+        ``drop_pending_traces_on_shutdown`` drop them undecided instead (reason ``shutdown``)."""
         act = np.flatnonzero(self._active[: self._hi])
         if len(act):
-            self._decide(act[np.argsort(self._seqs[act], kind="stable")], now_ms, None)
+            order = act[np.argsort(self._seqs[act], kind="stable")]
+            if self.config.drop_pending_traces_on_shutdown:
+                self._drop_undecided(order, "shutdown")
+            else:
+                self._decide(order, now_ms, None)
         return self._flush()
+
+    def _not_sampled_at_once(self, slots: np.ndarray, reason: str) -> None:
+        """Not sampled without evaluating the policies (the Collector's
+        ``maximum_trace_size_bytes``): spans counted under ``reason``, the id goes into the
+        non-sampled cache, so later spans are dropped too."""
+        tids = [self._slot_tid[s] for s in slots.tolist()]
+        self._drop_undecided(slots, reason)
+        self._p_not_sampled += len(slots)
+        if self.config.decision_cache.non_sampled_cache_size:
+            for t in tids:
+                self._nonsampled_cache[t] = reason
+            _trim(self._nonsampled_cache, self.config.decision_cache.non_sampled_cache_size)
 
     def _take_rows(self, slots: np.ndarray) -> tuple[list[pa.Table], list[np.ndarray]]:
         pos = np.full(self._cap, -1, np.int64)
@@ -548,14 +588,15 @@ class TailSampler:
             gt = pa.table({"g": pa.array(g, pa.int64()), "s": kept.column("service")}).group_by("g").aggregate([("s", "distinct")])
             for gi, ss in zip(gt.column("g").to_pylist(), gt.column("s_distinct").to_pylist()):
                 services[gi] = sorted(x for x in ss if x is not None)
-        start, end = view.start_us[k], view.end_us[k]
+        start_ns, end_ns = view.start_ns[k], view.end_ns[k]
+        start, end = start_ns // 1000, end_ns // 1000
         traces = pa.table([
             pa.array([view.trace_ids[i] for i in k.tolist()], pa.string()),
             pa.array([root_service[i] for i in k.tolist()], pa.string()),
             pa.array([root_name[i] for i in k.tolist()], pa.string()),
             pa.array(start, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             pa.array(end, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            pa.array((end - start) / 1000.0, pa.float64()),
+            pa.array((end_ns - start_ns) / 1e6, pa.float64()),
             pa.array(view.span_count[k], pa.int32()),
             pa.array(view.error_count[k], pa.int32()),
             pa.array([services[i] for i in k.tolist()], pa.list_(pa.string())),
@@ -590,7 +631,7 @@ class TailSampler:
             tables.append(s.table.filter(pa.array(s.alive)) if s.n_alive != len(s.slots) else s.table)
             slots.append(s.slots[s.alive])
         state = {
-            "version": 1,
+            "version": 2,
             "policies": [p.name for p in self._policies],
             "hi": self._hi, "seq": self._seq, "n_active": self._n_active, "spans_in": self.spans_in,
             "arrays": {k: getattr(self, k)[: self._hi].copy() for k in _ARRAYS},
@@ -613,8 +654,12 @@ class TailSampler:
     def restore(cls, config: TailSamplingConfig | dict, data: bytes) -> "TailSampler":
         """A sampler in the state :meth:`snapshot` captured (with the same policies)."""
         st = pickle.loads(data)
-        if st.get("version") != 1:
+        if st.get("version") not in (1, 2):
             raise ValueError(f"unknown tail sampler snapshot version {st.get('version')!r}")
+        if st["version"] == 1:  # span start / end were kept in microseconds
+            for k, sentinel in (("_start", _I64_MAX), ("_end", _I64_MIN)):
+                a = st["arrays"][k]
+                st["arrays"][k] = np.where(a == sentinel, a, a * 1000)
         self = cls(config)
         if [p.name for p in self._policies] != st["policies"]:
             raise ValueError(f"snapshot was taken with policies {st['policies']}, config has {[p.name for p in self._policies]}")

@@ -20,6 +20,8 @@ from .rate_limiting import RateLimiting
 from .span_count import SpanCount
 from .status_code import StatusCode
 from .string_attribute import StringAttribute
+from .trace_flags import TraceFlags
+from .trace_state import TraceState
 
 _LEAVES = {
     "always_sample": (AlwaysSample, None),
@@ -32,6 +34,8 @@ _LEAVES = {
     "numeric_attribute": (NumericAttribute, "numeric_attribute"),
     "boolean_attribute": (BooleanAttribute, "boolean_attribute"),
     "span_count": (SpanCount, "span_count"),
+    "trace_state": (TraceState, "trace_state"),
+    "trace_flags": (TraceFlags, None),
 }
 
 
@@ -53,4 +57,5 @@ def build_policy(cfg) -> Policy:
 
 
 __all__ = ["Policy", "build_policy", "AlwaysSample", "And", "BooleanAttribute", "BytesLimiting", "Composite", "Drop", "Latency",
-           "Not", "NumericAttribute", "Probabilistic", "RateLimiting", "SpanCount", "StatusCode", "StringAttribute"]
+           "Not", "NumericAttribute", "Probabilistic", "RateLimiting", "SpanCount", "StatusCode", "StringAttribute", "TraceFlags",
+           "TraceState"]

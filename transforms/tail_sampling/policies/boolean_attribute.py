@@ -1,10 +1,9 @@
-"""``boolean_attribute``: ``key`` whose value is the boolean ``value``. Values are text:
-``true`` / ``false`` (any case); anything else never matches."""
+"""``boolean_attribute``: ``key`` holding the boolean ``value``. As the Collector
+(v0.161.0), values are read with ``Value.Bool()``: a present value that is not a boolean
+(the string ``"true"`` included) reads as ``false``, so it matches ``value: false``.
+``invert_match`` as described in ``_attributes.py``."""
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from ._attributes import AttributePolicy, as_bool
+from ._attributes import AttributePolicy, Values
 
 
 class BooleanAttribute(AttributePolicy):
@@ -12,7 +11,8 @@ class BooleanAttribute(AttributePolicy):
 
     def __init__(self, name: str, cfg):
         super().__init__(name, cfg.key, cfg.invert_match)
-        self.text = "true" if cfg.value else "false"
+        self.value = bool(cfg.value)
 
-    def match(self, values):
-        return as_bool(pc.equal(pc.utf8_lower(values.cast(pa.string())), self.text))
+    def match_span(self, values: Values):
+        b = values.as_bool()
+        return b if self.value else ~b

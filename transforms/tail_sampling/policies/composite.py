@@ -5,11 +5,15 @@ the current second plus the trace's spans stay within its allocation (and within
 ``max_total_spans_per_second``), otherwise NotSampled — later sub-policies are not tried
 (as the collector). Counters restart every second of the decision clock.
 
-Allocation: ``percent`` of the total for each ``rate_allocation`` entry (an entry with
-percent 0 gets ``total / number of sub-policies``, as the collector). Sub-policies with
-no entry share what the entries leave unallocated equally — the collector gives them 0,
-which contradicts its README's advice to put ``always_sample`` last "to fill the
-remaining capacity"; we follow the README."""
+Allocation: ``percent`` of the total for each ``rate_allocation`` entry; a sub-policy
+without an entry, or with percent 0, gets ``total / number of sub-policies`` (the Collector
+v0.161.0's ``getRateAllocationMap``). With ``unallocated_share: remainder`` (ours) a
+sub-policy without an entry gets an equal part of what the entries leave unallocated
+instead (an entry with percent 0 still gets ``total / number of sub-policies``).
+
+Difference kept on purpose: ``policy_order`` is honoured (the Collector v0.161.0 reads the
+key but evaluates sub-policies in ``composite_sub_policy`` order); leave it empty for the
+Collector's order. The per-second counters run on the decision clock, not the wall clock."""
 
 import numpy as np
 
@@ -32,10 +36,12 @@ class Composite(Policy):
         for a in cfg.rate_allocation:
             alloc[a.policy] = (a.percent / 100.0) * total if a.percent > 0 else total / len(self.subs)
         rest = [n for n in order if n not in alloc]
-        if rest:
+        if rest and getattr(cfg, "unallocated_share", "equal") == "remainder":
             left = max(0.0, total - sum(alloc.values()))
             for n in rest:
                 alloc[n] = left / len(rest)
+        for n in rest:
+            alloc.setdefault(n, total / len(self.subs))
         self.allocated = [int(alloc[n]) for n in order]
         self.sampled = [0] * len(self.subs)
         self.second: int | None = None

@@ -1,6 +1,7 @@
 """``not``: the opposite of ``not_sub_policy`` as the collector defines it — Sampled
-becomes NotSampled and NotSampled becomes Sampled; every other decision (InvertSampled,
-InvertNotSampled, Dropped, ...) passes through unchanged."""
+becomes NotSampled and NotSampled becomes Sampled; every other decision passes through
+unchanged (InvertSampled / InvertNotSampled only occur with ``legacy_invert_decisions``;
+since v0.150.0 an inverted sub-policy returns plain decisions, which ``not`` flips)."""
 
 import numpy as np
 

@@ -1,17 +1,15 @@
-"""``numeric_attribute``: ``key`` holding a number within ``[min_value, max_value]``
-(inclusive). As the collector, an unset *or zero* bound means unbounded on that side.
-Values are the attribute text parsed as a decimal number; text that is not a number
-never matches."""
-
-import math
+"""``numeric_attribute``: ``key`` holding a value within ``[min_value, max_value]``
+(inclusive, int64, compared exactly). As the Collector (v0.161.0), an unset *or zero*
+bound means unbounded on that side, and values are read with ``Value.Int()``: an integer
+is itself, and a present value of any other type (a double, a string such as ``"404"``,
+a boolean) reads as **0** — so it matches exactly when 0 is within the bounds.
+``invert_match`` as described in ``_attributes.py``."""
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from ._attributes import AttributePolicy, as_bool
+from ._attributes import AttributePolicy, Values
 
-_NUMBER = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+_I64 = np.iinfo(np.int64)
 
 
 class NumericAttribute(AttributePolicy):
@@ -19,13 +17,9 @@ class NumericAttribute(AttributePolicy):
 
     def __init__(self, name: str, cfg):
         super().__init__(name, cfg.key, cfg.invert_match)
-        self.lo = cfg.min_value if cfg.min_value else -math.inf
-        self.hi = cfg.max_value if cfg.max_value else math.inf
+        self.lo = np.int64(cfg.min_value if cfg.min_value else _I64.min)
+        self.hi = np.int64(cfg.max_value if cfg.max_value else _I64.max)
 
-    def match(self, values):
-        values = values.cast(pa.string())
-        ok = pc.match_substring_regex(values, pattern=_NUMBER)
-        nums = pc.if_else(ok, values, pa.scalar(None, pa.string()))
-        v = pc.utf8_trim_whitespace(nums).cast(pa.float64()).to_numpy(zero_copy_only=False)
-        with np.errstate(invalid="ignore"):
-            return as_bool(ok) & (v >= self.lo) & (v <= self.hi)
+    def match_span(self, values: Values):
+        v = values.as_int()
+        return (v >= self.lo) & (v <= self.hi)

@@ -1,7 +1,9 @@
 """``probabilistic``: Sampled when the trace id's hash is at most the threshold for
 ``sampling_percentage`` (FNV-1a 64 of ``hash_salt`` + the 16 trace-id bytes, see
 ``hashing.py``) — the same on every worker and engine, and the same set the head sampler
-keeps at that percentage. Kept traces carry ``adjusted_count = 100 / sampling_percentage``."""
+keeps at that percentage. Kept traces carry ``adjusted_count = 100 / sampling_percentage``.
+A percentage above 100 keeps every trace (the threshold saturates, as the Collector's),
+with adjusted count 1."""
 
 import numpy as np
 
@@ -21,7 +23,7 @@ class Probabilistic(Policy):
 
     @property
     def probability(self) -> float:
-        return self.percentage / 100.0
+        return min(1.0, self.percentage / 100.0)
 
     def evaluate_all(self, view):
         return from_bool(view.hashes(self.salt) <= self.threshold)
