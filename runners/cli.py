@@ -280,7 +280,21 @@ def parser() -> argparse.ArgumentParser:
     common(q)
     q.add_argument("--format", default="table", choices=["table", "csv", "json"])
     q.set_defaults(func=cmd_query)
+
+    c = sub.add_parser("collect", help="the HTTP / OTLP/HTTP front door: answers 2xx only after Kafka has the data")
+    common(c)
+    c.add_argument("--host", help="override collect.host")
+    c.add_argument("--port", type=int, help="override collect.port (0: a free port, printed)")
+    c.add_argument("--server", choices=["granian", "uvicorn"], help="override collect.server")
+    c.add_argument("--workers", type=int, default=1, help="granian: worker processes (one per core)")
+    c.set_defaults(func=cmd_collect)
     return p
+
+
+def cmd_collect(args) -> int:
+    from collector.server import serve
+
+    return serve(args.spec, args.host, args.port, args.server, args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
