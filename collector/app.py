@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -320,6 +320,8 @@ class Door:
             resp = await handler(request, cors)
         except HttpError as e:
             resp = self._error(request, e, cors)
+        except ClientDisconnect:
+            resp = self._error(request, HttpError(400, "client disconnected before the body ended"), cors)
         except Unavailable as e:
             resp = self._error(request, HttpError(503, f"Kafka did not take the records: {e}", True), cors)
         except Exception as e:

@@ -214,10 +214,11 @@ class EventJudge:
 
     def _public_age(self, batch, ok_idx, received_ms, reasons, details) -> None:
         """A public (browser) key may not send event times older than ``public_max_past``."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         oldest = received_ms - self.public_max_past_ms
-        ts = pc.cast(pc.cast(batch.table.column("timestamp"), "timestamp[ms, tz=UTC]"), "int64").to_pylist()
+        ts = pc.cast(pc.cast(batch.table.column("timestamp"), pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
         for j, t in zip(batch.table.column("_i").to_pylist(), ts):
             i = ok_idx[j]
             if t is not None and t < oldest and reasons[i] is None:

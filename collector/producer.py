@@ -59,11 +59,12 @@ class DoorProducer:
             "queue.buffering.max.kbytes": 262144,
             "client.id": f"obsflow-{name}",
             "error_cb": self._on_error,
+            "logger": logging.getLogger("obsflow.collect.kafka"),
         }
         conf.update(extra or {})
         self.bootstrap = bootstrap
         self.producer = Producer(conf)
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
         self.ready = False
         self.broker_down = False
         self.check_interval_s = check_interval_s
@@ -100,10 +101,14 @@ class DoorProducer:
             self._stop.wait(self.check_interval_s)
 
     def _on_error(self, err: KafkaError) -> None:
+        """Mark Kafka down on transport errors (logged once per outage, not per retry)."""
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if not self.broker_down:
+                log.warning("Kafka producer: %s", err)
             self.broker_down = True
             self.ready = False
-        log.warning("Kafka producer: %s", err)
+        else:
+            log.warning("Kafka producer: %s", err)
 
     # -- sending ----------------------------------------------------------------------
 

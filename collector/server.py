@@ -6,7 +6,9 @@ in flight finish (``collect.drain_timeout``), the producer flushes, the process 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
 
@@ -59,10 +61,37 @@ def serve(spec_path: str, host: str | None = None, port: int | None = None, serv
     bound = sock.getsockname()[1]
     config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None)
-    srv = uvicorn.Server(config)
+    srv = _Server(config)
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
     srv.run(sockets=[sock])
+    print("obsflow collect: drained, exiting", file=sys.stderr, flush=True)
     return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGTERM / SIGINT end it with status 0 after the drain
+        (uvicorn re-raises the signal after its shutdown, so the exit status would say killed)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def on_signal(sig, frame):
+                self.should_exit = True
+
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    return Server
+
+
+def _Server(config):
+    return _server_class()(config)
 
 
 def _free_port(host: str) -> int:

@@ -54,15 +54,16 @@ class Collector:
     """A running ``obsflow collect`` subprocess."""
 
     def __init__(self, spec_path: Path, env: dict | None = None):
+        self.stderr_path = spec_path.with_suffix(".stderr")
         e = dict(os.environ)
         e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
         e.update(env or {})
         self.proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=str(ROOT), text=True)
+                                     stdout=subprocess.PIPE, stderr=self.stderr_path.open("w"), env=e, cwd=str(ROOT), text=True)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
-            raise RuntimeError(f"obsflow collect did not start: {line!r} {self.proc.stderr.read()[-3000:]}")
+            raise RuntimeError(f"obsflow collect did not start: {line!r} {self.stderr_path.read_text()[-3000:]}")
         self.url = line.split("listening on ", 1)[1].strip()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -104,3 +105,6 @@ def start_collector(tmp_path):
     yield start
     for c in started:
         c.stop()
+        err = c.stderr_path.read_text()
+        if err.strip():
+            print(f"--- obsflow collect stderr ---\n{err[-5000:]}")
