@@ -143,6 +143,7 @@ class Door:
                                  self.cfg.public_max_past.total_seconds()) if ev else None
         self.splitters = {s: OtlpSplitter(s, t.codec, t.max_bytes) for s, t in self.targets.items() if s != "event"}
         self.scrubbers: dict[str, Scrubber] = {}
+        self._judge_queue: list = []
         routes = [Route(p, self.otlp, methods=["POST", "OPTIONS"]) for p in SIGNALS]
         routes += [
             Route("/v1/events", self.post_events, methods=["POST", "OPTIONS"]),
@@ -360,6 +361,28 @@ class Door:
         return [Record(self.dead_topic, value, key, [("reason", reason.encode())])
                 for key, value, reason in dead_letter_messages(rows, self.spec.outputs.codec)]
 
+    async def _judge(self, items: list, kw: dict):
+        """Judge one request's envelopes together with those of every request that reached
+        this point in the same turn of the event loop (one codec + validator pass for all)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._judge_queue.append((items, kw, fut))
+        if len(self._judge_queue) == 1:
+            asyncio.get_running_loop().call_soon(self._judge_now)
+        return await fut
+
+    def _judge_now(self) -> None:
+        pending, self._judge_queue = self._judge_queue, []
+        try:
+            results = self.events.judge_many([(items, kw) for items, kw, _ in pending], self.targets["event"].topic)
+        except Exception as e:  # noqa: BLE001 - each waiting request answers for itself
+            for _, _, fut in pending:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, _, fut), res in zip(pending, results):
+            if not fut.done():
+                fut.set_result(res)
+
     # -- routes -------------------------------------------------------------------------------
 
     async def otlp(self, request: Request) -> Response:
@@ -422,9 +445,9 @@ class Door:
             raise HttpError(413, f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})")
         self._rate(key, len(items))
         received = now_ms()
-        judged = self.events.judge(items, key_name=key.name, public=key.kind == "public", client_ip=self.client_ip(request),
-                                   user_agent=request.headers.get("user-agent"), sent_at=sent_at, received_ms=received,
-                                   topic=target.topic)
+        judged = await self._judge(items, {"key_name": key.name, "public": key.kind == "public", "client_ip": self.client_ip(request),
+                                               "user_agent": request.headers.get("user-agent"), "sent_at": sent_at,
+                                               "received_ms": received})
         records, dead, results = [], [], []
         base = [("received_at", str(received).encode())]
         for i, payload in enumerate(judged.payloads):

@@ -33,7 +33,7 @@ import orjson
 
 from pipelines.spec import ValidateStep
 from schemas.codecs import codec_for
-from transforms.batch import RawBatch, Rejects
+from transforms.batch import RawBatch
 from transforms.validate import Validator
 
 INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", "message", "stackTrace")
@@ -169,62 +169,77 @@ class EventJudge:
 
     def judge(self, items: list, *, key_name: str, public: bool, client_ip: str | None,
               user_agent: str | None, sent_at: str | None, received_ms: int, topic: str) -> Judged:
+        """The outcome of one request's envelopes (see :meth:`judge_many`)."""
+        return self.judge_many([(items, {"key_name": key_name, "public": public, "client_ip": client_ip, "user_agent": user_agent,
+                                             "sent_at": sent_at, "received_ms": received_ms})], topic)[0]
+
+    def judge_many(self, requests: list[tuple[list, dict]], topic: str) -> list[Judged]:
+        """Judge several requests' envelopes in one pass of the codec and validator (their
+        fixed cost is paid once); each request's outcome is the same as judged alone."""
+        outs: list[Judged] = []
+        values: list[bytes] = []
+        stamps: list[int] = []
+        owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
+        for r, (items, kw) in enumerate(requests):
+            out = self._prepare(items, kw)
+            outs.append(out)
+            for i, payload in enumerate(out.payloads):
+                if out.reasons[i] is None:
+                    values.append(payload)
+                    stamps.append(kw["received_ms"])
+                    owners.append((r, i, kw["public"]))
+        if not values:
+            return outs
+        raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),
+                       timestamps_ms=stamps)
+        batch = self.validator(self.codec.decode(raw))
+        for j, reason, detail in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
+            r, i, _ = owners[j]
+            if outs[r].reasons[i] is None:
+                outs[r].reasons[i], outs[r].details[i] = reason, detail
+        if batch.table.num_rows and any(pub for _, _, pub in owners):
+            self._public_age(batch, owners, stamps, outs)
+        return outs
+
+    def _prepare(self, items: list, kw: dict) -> Judged:
+        """Normalized payloads, keys and ``sent_at`` of one request; reasons for items that are not objects."""
         out = Judged()
-        pre = Rejects()
+        n = len(items)
+        out.reasons, out.details = [None] * n, [None] * n
         for i, item in enumerate(items):
             if isinstance(item, _Unparsable):
                 out.payloads.append(item.raw)
                 out.keys.append(None)
-                out.sent_at.append(sent_at)
-                pre.add(i, "format_violation", f"invalid JSON: {item.why}")
+                out.sent_at.append(kw["sent_at"])
+                out.reasons[i], out.details[i] = "format_violation", f"invalid JSON: {item.why}"
                 continue
             if not isinstance(item, dict):
-                payload = orjson.dumps(item)
-                out.payloads.append(payload)
+                out.payloads.append(orjson.dumps(item))
                 out.keys.append(None)
-                out.sent_at.append(sent_at)
-                pre.add(i, "schema_violation", f"expected a JSON object, got {type(item).__name__}")
+                out.sent_at.append(kw["sent_at"])
+                out.reasons[i], out.details[i] = "schema_violation", f"expected a JSON object, got {type(item).__name__}"
                 continue
-            env, own_sent = normalize(item, key_name, client_ip, user_agent, trust_client_ip=not public)
+            env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
             payload = orjson.dumps(env)
             out.payloads.append(payload)
             sid = env.get("session_id")
             out.keys.append(sid.encode() if isinstance(sid, str) else None)
-            out.sent_at.append(own_sent or sent_at)
-        n = len(items)
-        raw = RawBatch(source="collect", topic=topic, partition=-1, values=list(out.payloads),
-                       offsets=list(range(n)), timestamps_ms=[received_ms] * n)
-        reasons: list[str | None] = [None] * n
-        details: list[str | None] = [None] * n
-        for i, r, d in zip(pre.indices, pre.reasons, pre.details):
-            reasons[i], details[i] = r, d
-        ok_idx = [i for i in range(n) if reasons[i] is None]
-        if ok_idx:
-            sub = RawBatch(source="collect", topic=topic, partition=-1, values=[raw.values[i] for i in ok_idx],
-                           offsets=ok_idx, timestamps_ms=[received_ms] * len(ok_idx))
-            batch = self.validator(self.codec.decode(sub))
-            for j, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
-                i = ok_idx[j]
-                if reasons[i] is None:
-                    reasons[i], details[i] = r, d
-            if public and batch.table.num_rows:
-                self._public_age(batch, ok_idx, received_ms, reasons, details)
-        out.reasons, out.details = reasons, details
+            out.sent_at.append(own_sent or kw["sent_at"])
         return out
 
-    def _public_age(self, batch, ok_idx, received_ms, reasons, details) -> None:
+    def _public_age(self, batch, owners, stamps, outs) -> None:
         """A public (browser) key may not send event times older than ``public_max_past``."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        oldest = received_ms - self.public_max_past_ms
         ts = pc.cast(pc.cast(batch.table.column("timestamp"), pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
         for j, t in zip(batch.table.column("_i").to_pylist(), ts):
-            i = ok_idx[j]
-            if t is not None and t < oldest and reasons[i] is None:
-                reasons[i] = "timestamp_out_of_range"
-                details[i] = (f"timestamp: {(received_ms - t) / 1000:.0f}s before receipt; a public (browser) key may "
-                              f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)")
+            r, i, public = owners[j]
+            if not public or t is None or t >= stamps[j] - self.public_max_past_ms or outs[r].reasons[i] is not None:
+                continue
+            outs[r].reasons[i] = "timestamp_out_of_range"
+            outs[r].details[i] = (f"timestamp: {(stamps[j] - t) / 1000:.0f}s before receipt; a public (browser) key may "
+                                  f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)")
 
 
 def now_ms() -> int:

@@ -82,7 +82,7 @@ class DoorProducer:
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.05)
+            self.producer.poll(0.5)
 
     def _check_loop(self) -> None:
         while not self._stop.is_set():
