@@ -56,7 +56,8 @@ class CollectSpec(_Model):
 
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 behind a load balancer)")
     port: int = Field(4318, ge=0, le=65535, description="port for every route (4318 is the OTLP/HTTP default); 0: a free port")
-    server: Literal["granian", "uvicorn"] = Field("uvicorn", description="ASGI server: uvicorn in this process (default), or Granian workers; see bench/README.md")
+    server: Literal["granian", "uvicorn"] = Field(
+        "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md")
     topics: dict[Literal["event", "log", "span", "metric"], str] = Field(
         default_factory=dict, description="topic per signal; default: the first source of that signal with a fixed topic")
     dead_letters_topic: str | None = Field(
