@@ -265,3 +265,21 @@ def test_collect_spec_section_is_typed_and_bounded(tmp_path):
         with pytest.raises(SpecError) as e:
             parse_spec(d)
         assert where in str(e.value), str(e.value)
+
+
+def test_not_ready_without_kafka_and_503_at_once(tmp_path, start_collector):
+    """No broker at all: /readyz 503 from the start, data answered 503 + Retry-After without waiting, /healthz 200."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    d = collect_spec_dict(tmp_path, dead, {k: f"t-{k}" for k in ("event", "log", "span", "metric", "dead_letters")},
+                          collect={"retry_after": "7s", "request_timeout": "30s"})
+    c = start_collector(d, ready=False)
+    assert requests.get(c.url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(c.url + "/readyz", timeout=10).status_code == 503
+    r = requests.post(c.url + "/v1/events", json=[envelope("n-1")], timeout=10)  # far below request_timeout
+    assert r.status_code == 503 and r.headers["retry-after"] == "7"
+    r = requests.post(c.url + "/v1/traces", data=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    assert r.status_code == 503 and r.headers["retry-after"] == "7"
+    assert "obsflow_collect_ready 0.0" in requests.get(c.url + "/metrics", timeout=10).text
