@@ -275,16 +275,26 @@ class Door:
             return body
         if enc not in ("gzip", "deflate"):
             raise HttpError(415, f"Content-Encoding {enc!r} is not supported (gzip, deflate, identity)")
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc == "gzip" else zlib.MAX_WBITS)
         limit = cfg.max_decompressed_bytes
-        try:
-            out = d.decompress(body, limit + 1)
-        except zlib.error as e:
-            raise HttpError(400, f"body is not valid {enc}: {e}") from None
-        if len(out) > limit or d.unconsumed_tail:
-            raise HttpError(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})")
-        if not d.eof:
-            raise HttpError(400, f"body is truncated {enc}")
+        parts, total, rest = [], 0, body
+        while True:  # every member of a multi-member gzip stream, within one limit for all
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc == "gzip" else zlib.MAX_WBITS)
+            try:
+                out = d.decompress(rest, limit + 1 - total)
+            except zlib.error as e:
+                raise HttpError(400, f"body is not valid {enc}: {e}") from None
+            total += len(out)
+            if total > limit or d.unconsumed_tail:
+                raise HttpError(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})")
+            if not d.eof:
+                raise HttpError(400, f"body is truncated {enc}")
+            parts.append(out)
+            rest = d.unused_data
+            if not rest or enc != "gzip":
+                break
+        if rest:
+            raise HttpError(400, f"{len(rest)} bytes after the end of the {enc} stream")
+        out = b"".join(parts)
         self._hold(len(out))
         return out
 

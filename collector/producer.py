@@ -101,8 +101,8 @@ class DoorProducer:
             self._stop.wait(self.check_interval_s)
 
     def _on_error(self, err: KafkaError) -> None:
-        """Mark Kafka down on transport errors (logged once per outage, not per retry)."""
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        """Mark Kafka down when every broker is down (logged once per outage, not per retry)."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:  # one lost connection is not an outage: the checker decides
             if not self.broker_down:
                 log.warning("Kafka producer: %s", err)
             self.broker_down = True
