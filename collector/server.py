@@ -1,7 +1,8 @@
 """Run the door: ``obsflow collect`` (uvicorn in this process, or Granian workers).
 
 Prints ``obsflow collect: listening on http://HOST:PORT`` once the socket is bound (port
-0 picks a free one). SIGTERM / SIGINT: the listener closes, /readyz answers 503, requests
+0 picks a free one). SIGTERM / SIGINT: the door turns not-ready (/readyz and new requests on
+open connections answer 503), the listener closes, requests
 in flight finish (``collect.drain_timeout``), the producer flushes, the process exits."""
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def serve(spec_path: str, host: str | None = None, port: int | None = None, serv
     bound = sock.getsockname()[1]
     config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None)
-    srv = _Server(config)
+    srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
     srv.run(sockets=[sock])
     print("obsflow collect: drained, exiting", file=sys.stderr, flush=True)
@@ -72,12 +73,16 @@ def _server_class():
     import uvicorn
 
     class Server(uvicorn.Server):
+        on_stop = None
+
         """uvicorn's server, but SIGTERM / SIGINT end it with status 0 after the drain
         (uvicorn re-raises the signal after its shutdown, so the exit status would say killed)."""
 
         @contextlib.contextmanager
         def capture_signals(self):
             def on_signal(sig, frame):
+                if self.on_stop is not None:
+                    self.on_stop()  # not ready: /readyz and new requests on open connections answer 503
                 self.should_exit = True
 
             old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -90,8 +95,10 @@ def _server_class():
     return Server
 
 
-def _Server(config):
-    return _server_class()(config)
+def _Server(config, on_stop=None):
+    srv = _server_class()(config)
+    srv.on_stop = on_stop
+    return srv
 
 
 def _free_port(host: str) -> int:
