@@ -12,6 +12,8 @@ psutil the CPU time of its process tree. Baselines measured in the same run:
   the same requests: the server's ceiling, in records per CPU-second;
 - ``producer``: a raw confluent-kafka loop (idempotent, acks=all, one message per record
   of the same bytes, keyed), records per CPU-second of this process: the producer's ceiling.
+Then ``open60``: single-event requests on a fixed schedule (open loop, latency from the
+scheduled time) at 60% of the rate the first server's collector took closed-loop: p50/p99.
 
 Starts a broker (``infra.kafka.start``) unless ``$OBSFLOW_KAFKA_BOOTSTRAP`` is set. Prints
 a table and one JSON line. Not run in CI (about 2 minutes with the defaults)."""
@@ -167,6 +169,62 @@ def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path
         proc.wait(30)
 
 
+async def _open_loop(host: str, port: int, request: bytes, rate: float, seconds: float, conns: int = 64) -> dict:
+    """Requests sent on a fixed schedule (``rate`` a second) whatever the answers; each
+    latency counts from its scheduled time (no coordinated omission)."""
+    import asyncio
+
+    idle: asyncio.Queue = asyncio.Queue()
+    for _ in range(conns):
+        idle.put_nowait(await asyncio.open_connection(host, port))
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+
+    async def one(t_sched: float) -> None:
+        reader, writer = await idle.get()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        code = int(head.split(b" ", 2)[1])
+        n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        await reader.readexactly(n)
+        lat.append(time.perf_counter() - t_sched)
+        codes[code] = codes.get(code, 0) + 1
+        idle.put_nowait((reader, writer))
+
+    start = time.perf_counter() + 0.2
+    tasks = []
+    for i in range(int(rate * seconds)):
+        t = start + i / rate
+        delay = t - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(t)))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    lat.sort()
+    return {"rate": round(rate), "requests": len(lat), "codes": codes, "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+            "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1)}
+
+
+def measure_open_loop(server: str, spec_path: Path, body: bytes, rate: float, seconds: int, env: dict) -> dict:
+    """p50/p99 of single-event requests at a fixed ``rate`` (open loop) on a fresh collector."""
+    import asyncio
+
+    port = free_port()
+    proc, url = start([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path), "--server", server,
+                       "--port", str(port)], True, env)
+    try:
+        wait_ok(url, "/readyz")
+        req = (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        asyncio.run(_open_loop("127.0.0.1", port, req, rate, 1))  # warm-up
+        return asyncio.run(_open_loop("127.0.0.1", port, req, rate, seconds))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def measure_noop(server: str, loads: dict, args, tmp: Path, env: dict) -> dict:
     port = free_port()
     if server == "uvicorn":
@@ -266,10 +324,20 @@ def main() -> int:
         for server in args.servers.split(","):
             results[f"noop/{server}"] = measure_noop(server, loads, args, tmp, env)
             results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
+        first = args.servers.split(",")[0]
+        single = results[f"collect/{first}"].get("single")
+        if single and single["wall_per_s"]:
+            # 60% of what this collector took closed-loop in this run
+            results[f"open60/{first}"] = measure_open_loop(first, spec_path, loads["single"], 0.6 * single["wall_per_s"],
+                                                           args.seconds, env)
     if broker is not None:
         broker.stop(remove_data=True)
     print(f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8}")
     for name, r in results.items():
+        if name.startswith("open60"):
+            print(f"{name:<20} single at {r['rate']}/s open loop: {r['requests']} requests {r['codes']}, "
+                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+            continue
         rows = {"-": r} if "per_cpu_s" in r else r
         for load, x in rows.items():
             print(f"{name:<20} {load:<9} {x['records']:>9.0f} {x['cpu_s']:>7} {x['per_cpu_s'] or 0:>10} {x['wall_per_s']:>10} "
