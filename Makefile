@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install services bench clean fuzz
+.PHONY: demo test install services bench clean fuzz tracker
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) tracker
+
+# The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
+TRACKER := collector/tracker
+$(TRACKER)/dist/tracker.js: $(TRACKER)/src/tracker.js $(TRACKER)/package-lock.json $(TRACKER)/scripts/build.mjs
+	cd $(TRACKER) && npm ci --cache "$${OBSFLOW_CACHE:-$$HOME/.cache/obsflow}/npm" --no-audit --no-fund --loglevel=error && npm run build
+
+tracker: $(TRACKER)/dist/tracker.js
 
 demo: $(STAMP)
 	$(VENV)/bin/obsflow run --runner bytewax --count 100000 --dev-key
@@ -24,7 +31,7 @@ demo: $(STAMP)
 	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
 
 # Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
-services: $(STAMP)
+services: $(STAMP) tracker
 	$(PY) -m infra.postgres install
 	$(PY) -m infra.kafka fetch
 	$(PY) -m infra.s3 fetch
@@ -33,6 +40,7 @@ services: $(STAMP)
 	$(PY) -m infra.otelcol build
 	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
 	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: services
 	$(PY) -m pytest -q

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
+from pipelines.collect_spec import CollectSpec
 from transforms.alerting.config import AlertingConfig
 from transforms.product.config import ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig, duration_ms
@@ -385,6 +386,7 @@ class PipelineSpec(Model):
     outputs: OutputsSpec = OutputsSpec()
     alerts: AlertsSpec | None = None
     stages: StagesSpec = StagesSpec()
+    collect: CollectSpec = CollectSpec()
 
     @model_validator(mode="after")
     def _references(self) -> "PipelineSpec":

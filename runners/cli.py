@@ -447,6 +447,14 @@ def parser() -> argparse.ArgumentParser:
                    help="table (default), csv, or json: one object per row; binary columns (e.g. dead_letters.raw) "
                         "as base64 strings, timestamps as text")
     q.set_defaults(func=cmd_query)
+
+    c = sub.add_parser("collect", help="the HTTP / OTLP/HTTP front door: answers 2xx only after Kafka has the data")
+    common(c)
+    c.add_argument("--host", help="override collect.host")
+    c.add_argument("--port", type=_port, help="override collect.port (0: a free port, printed)")
+    c.add_argument("--server", choices=["granian", "uvicorn"], help="override collect.server")
+    c.add_argument("--workers", type=int_at_least(1), default=1, help="granian: worker processes (one per core)")
+    c.set_defaults(func=cmd_collect)
     return p
 
 
@@ -502,6 +510,12 @@ def _short_path(path: str) -> str:
         return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
     except ValueError:
         return path
+
+
+def cmd_collect(args) -> int:
+    from collector.server import serve
+
+    return serve(args.spec, args.host, args.port, args.server, args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:

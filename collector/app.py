@@ -1,0 +1,549 @@
+"""The door's ASGI app (Starlette): routes, limits, keys, CORS, back-pressure, metrics.
+
+Every 2xx is sent after Kafka acknowledged every record of the request (the accepted ones
+on their topics, door rejects on the dead-letter topic). Answers otherwise: 503 +
+Retry-After when Kafka is unreachable or slow, the local queue or the in-flight bounds are
+full (at once, never a hang past ``request_timeout``); 429 + Retry-After over a key's rate
+limit; 400 (not the format), 401 (key), 403 (origin), 413 (too large), 415 (content type
+or encoding) for input that will never be accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import orjson
+import pyarrow as pa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.events import BodyError, EventJudge, now_ms
+from collector.otlp import BadRequest, OtlpSplitter, parse, response
+from collector.producer import DoorProducer, Record, Unavailable
+from pipelines.spec import PipelineSpec, ScrubStep, ValidateStep
+from sinks.dead_letters import dead_letter_rows
+from sinks.kafka import dead_letter_messages
+from transforms.batch import RawBatch, Rejects
+from transforms.scrub import Scrubber
+
+log = logging.getLogger("obsflow.collect")
+
+TRACKER_JS = Path(__file__).parent / "tracker" / "dist" / "tracker.js"
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+SIGNALS = {"/v1/traces": "span", "/v1/logs": "log", "/v1/metrics": "metric"}
+ALLOWED_HEADERS = {"content-type", "content-encoding", "authorization", "x-obsflow-key", "x-obsflow-sent-at"}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, retry_after: bool = False):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one signal goes: topic, the source's codec, the pipeline's limits."""
+
+    signal: str
+    topic: str
+    codec: str
+    max_bytes: int
+    validate: ValidateStep
+
+
+def targets(spec: PipelineSpec) -> dict[str, Target]:
+    """Topic, codec and validate settings per signal, from ``collect.topics`` and the sources."""
+    out = {}
+    for signal in ("event", "log", "span", "metric"):
+        topic = spec.collect.topics.get(signal)
+        src = next((s for s in spec.sources if s.signal == signal and s.topic and (topic is None or s.topic == topic)), None)
+        if topic is None and src is None:
+            continue
+        topic = topic or src.topic
+        codec = src.codec if src else ("json" if signal == "event" else "otlp_proto")
+        flow = next((f for f in spec.flows if src and f.source == src.name), None)
+        step = next((s for s in (flow.steps if flow else []) if isinstance(s, ValidateStep)), None) or ValidateStep(kind="validate")
+        out[signal] = Target(signal, topic, codec, step.max_bytes, step)
+    return out
+
+
+def load_keys(spec: PipelineSpec) -> list[Key]:
+    """Write keys as SHA-256 digests; a key whose variable is unset is an error naming it."""
+    keys = []
+    for k in spec.collect.keys:
+        if k.env is not None:
+            value = os.environ.get(k.env)
+            if not value:
+                raise ValueError(f"collect.keys: write key {k.name!r} reads ${k.env}, which is not set")
+            digest = hashlib.sha256(value.encode()).digest()
+        else:
+            digest = bytes.fromhex(k.sha256)
+        keys.append(Key(k.name, k.kind, digest))
+    return keys
+
+
+class _Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("obsflow_collect_requests_total", "requests by route and status", ["route", "status"], registry=r)
+        self.items = Counter("obsflow_collect_records_total", "records (events, spans, log records, points) by signal, outcome, reason",
+                             ["signal", "outcome", "reason"], registry=r)
+        self.latency = Histogram("obsflow_collect_produce_seconds", "time from produce to Kafka's acknowledgement of a request",
+                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.queue = Gauge("obsflow_collect_queue_depth", "records in the producer's queue", registry=r)
+        self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
+        self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
+        self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
+
+
+class Door:
+    """State of one collector process; :meth:`asgi` is the Starlette app."""
+
+    def __init__(self, spec: PipelineSpec, producer: DoorProducer | None = None):
+        self.spec = spec
+        self.cfg = spec.collect
+        self.targets = targets(spec)
+        self.keys = load_keys(spec)
+        self.dead_topic = self.cfg.dead_letters_topic or spec.outputs.dead_letters_topic
+        timeout = self.cfg.request_timeout.total_seconds()
+        self.timeout = timeout
+        self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
+        self.producer = producer or DoorProducer(spec.kafka.bootstrap, dict(self.cfg.producer), message_timeout_s=timeout,
+                                                 check_interval_s=self.cfg.ready_check_interval.total_seconds())
+        self.metrics = _Metrics()
+        self.inflight_bytes = 0
+        self.inflight_requests = 0
+        self.draining = False
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in self.cfg.trusted_proxies]
+        ev = self.targets.get("event")
+        self.events = EventJudge(ev.validate if ev else ValidateStep(kind="validate"), self.cfg.max_event_bytes,
+                                 self.cfg.public_max_past.total_seconds()) if ev else None
+        self.splitters = {s: OtlpSplitter(s, t.codec, t.max_bytes) for s, t in self.targets.items() if s != "event"}
+        self.scrubbers: dict[str, Scrubber] = {}
+        self._judge_queue: list = []
+        routes = [Route(p, self.otlp, methods=["POST", "OPTIONS"]) for p in SIGNALS]
+        routes += [
+            Route("/v1/events", self.post_events, methods=["POST", "OPTIONS"]),
+            Route("/v1/beacon", self.post_events, methods=["POST", "OPTIONS"]),
+            Route("/v1/pixel.gif", self.pixel, methods=["GET"]),
+            Route("/tracker.js", self.tracker, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.prom, methods=["GET"]),
+        ]
+        self.asgi = Starlette(routes=routes, lifespan=self._lifespan)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        yield
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Not ready, wait for in-flight requests (``drain_timeout``), flush, close."""
+        self.draining = True
+        deadline = time.monotonic() + self.cfg.drain_timeout.total_seconds()
+        while self.inflight_requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = await asyncio.to_thread(self.producer.close, max(0.0, deadline - time.monotonic()) + 1)
+        if left:
+            log.warning("collect: %d records still queued at exit", left)
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if not origin:
+            return {}
+        allowed = self.cfg.cors_origins
+        if origin not in allowed and "*" not in allowed:
+            raise HttpError(403, f"origin {origin[:100]!r} is not in collect.cors_origins")
+        h = {"Access-Control-Allow-Origin": origin if (origin in allowed or self.cfg.cors_credentials) else "*",
+             "Vary": "Origin", "Access-Control-Expose-Headers": "Retry-After"}
+        if self.cfg.cors_credentials:
+            h["Access-Control-Allow-Credentials"] = "true"
+        return h
+
+    def _preflight(self, request: Request) -> Response:
+        try:
+            h = self._cors(request)
+        except HttpError as e:
+            return self._error(request, e, {})
+        asked = {x.strip().lower() for x in request.headers.get("access-control-request-headers", "").split(",") if x.strip()}
+        if asked - ALLOWED_HEADERS:
+            return Response(status_code=403, content=f"headers not allowed: {sorted(asked - ALLOWED_HEADERS)}")
+        h.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
+                  "Access-Control-Allow-Headers": ", ".join(sorted(ALLOWED_HEADERS)), "Access-Control-Max-Age": "600"})
+        return Response(status_code=204, headers=h)
+
+    def _key(self, request: Request) -> Key:
+        """The request's write key (constant-time over every configured key)."""
+        if not self.keys:
+            return Key("anonymous", "secret", b"")
+        given = request.headers.get("x-obsflow-key")
+        auth = request.headers.get("authorization", "")
+        if not given and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        if not given:
+            given = request.query_params.get("key")
+        if not given:
+            raise HttpError(401, "a write key is required (header X-Obsflow-Key or Authorization: Bearer, or ?key=)")
+        digest = hashlib.sha256(given.encode()).digest()
+        found = None
+        for k in self.keys:
+            if hmac.compare_digest(digest, k.digest) and found is None:
+                found = k
+        if found is None:
+            raise HttpError(401, "unknown write key")
+        return found
+
+    def _rate(self, key: Key, n: int) -> None:
+        rate = self.cfg.rate_limit_per_key
+        if rate is None:
+            return
+        burst = self.cfg.rate_limit_burst or rate
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key.name, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < n:
+            self.buckets[key.name] = (tokens, now)
+            raise HttpError(429, f"write key {key.name!r} is over its rate limit of {rate:g} records/s", retry_after=True)
+        self.buckets[key.name] = (tokens - n, now)
+
+    def client_ip(self, request: Request) -> str | None:
+        """The sender's address: the peer, or through trusted proxies the first untrusted
+        X-Forwarded-For hop from the right. Never logged."""
+        peer = request.client.host if request.client else None
+        chain = [peer] if peer else []
+        xff = request.headers.get("x-forwarded-for")
+        if xff and self.proxies:
+            chain = [h.strip() for h in xff.split(",") if h.strip()] + chain
+        for hop in reversed(chain):
+            try:
+                addr = ipaddress.ip_address(hop)
+            except ValueError:
+                return None
+            if not any(addr in net for net in self.proxies):
+                return str(addr)
+        return chain[0] if chain else None
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, decompressed, within the limits; counts toward in-flight bytes."""
+        cfg = self.cfg
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                raise HttpError(400, "Content-Length is not a number") from None
+            if n > cfg.max_request_bytes:
+                raise HttpError(413, f"body of {n} bytes exceeds collect.max_request_bytes ({cfg.max_request_bytes})")
+            self._hold(n)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cfg.max_request_bytes:
+                raise HttpError(413, f"body exceeds collect.max_request_bytes ({cfg.max_request_bytes})")
+            if length is None:
+                self._hold(len(chunk))
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        enc = request.headers.get("content-encoding", "identity").strip().lower()
+        if enc in ("", "identity"):
+            return body
+        if enc not in ("gzip", "deflate"):
+            raise HttpError(415, f"Content-Encoding {enc!r} is not supported (gzip, deflate, identity)")
+        limit = cfg.max_decompressed_bytes
+        parts, total, rest = [], 0, body
+        while True:  # every member of a multi-member gzip stream, within one limit for all
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc == "gzip" else zlib.MAX_WBITS)
+            try:
+                out = d.decompress(rest, limit + 1 - total)
+            except zlib.error as e:
+                raise HttpError(400, f"body is not valid {enc}: {e}") from None
+            total += len(out)
+            if total > limit or d.unconsumed_tail:
+                raise HttpError(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})")
+            if not d.eof:
+                raise HttpError(400, f"body is truncated {enc}")
+            parts.append(out)
+            rest = d.unused_data
+            if not rest or enc != "gzip":
+                break
+        if rest:
+            raise HttpError(400, f"{len(rest)} bytes after the end of the {enc} stream")
+        out = b"".join(parts)
+        self._hold(len(out))
+        return out
+
+    def _hold(self, n: int) -> None:
+        if self.inflight_bytes + n > self.cfg.max_inflight_bytes:
+            raise HttpError(503, "collector is at its in-flight byte bound", retry_after=True)
+        self.inflight_bytes += n
+        request_bytes = _HELD.get()
+        _HELD.set(request_bytes + n)
+
+    def _error(self, request: Request, e: HttpError, cors: dict, json_status: bool = False) -> Response:
+        h = dict(cors)
+        if e.retry_after:
+            h["Retry-After"] = self.retry_after
+        return Response(orjson.dumps({"error": e.message}), status_code=e.status, headers=h, media_type="application/json")
+
+    async def _guarded(self, request: Request, route: str, handler) -> Response:
+        """Bounds, CORS, the handler; in-flight accounting released whatever happens."""
+        if request.method == "OPTIONS":
+            resp = self._preflight(request)
+            self.metrics.requests.labels(route, str(resp.status_code)).inc()
+            return resp
+        _HELD.set(0)
+        cors: dict = {}
+        self.inflight_requests += 1
+        try:
+            cors = self._cors(request)
+            if self.draining:
+                raise HttpError(503, "collector is shutting down", retry_after=True)
+            if self.inflight_requests > self.cfg.max_inflight_requests:
+                raise HttpError(503, "collector is at its in-flight request bound", retry_after=True)
+            if not self.producer.ready or self.producer.broker_down:
+                raise HttpError(503, "Kafka is unreachable", retry_after=True)
+            resp = await handler(request, cors)
+        except HttpError as e:
+            resp = self._error(request, e, cors)
+        except ClientDisconnect:
+            resp = self._error(request, HttpError(400, "client disconnected before the body ended"), cors)
+        except Unavailable as e:
+            resp = self._error(request, HttpError(503, f"Kafka did not take the records: {e}", True), cors)
+        except Exception as e:
+            log.exception("collect: internal error on %s", route)
+            resp = self._error(request, HttpError(500, f"internal error: {type(e).__name__}"), cors)
+        finally:
+            self.inflight_requests -= 1
+            self.inflight_bytes -= _HELD.get()
+        self.metrics.requests.labels(route, str(resp.status_code)).inc()
+        return resp
+
+    async def _produce(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        await self.producer.send(records, self.timeout)
+        self.metrics.latency.observe(time.perf_counter() - started)
+
+    def _dead_letters(self, signal: str, topic: str, items: list[tuple[bytes, str, str]], received_ms: int) -> list[Record]:
+        """Records for the dead-letter topic (the pipeline's format and reason codes; raw scrubbed)."""
+        if not items or not self.dead_topic:
+            return []
+        raw = RawBatch(source="collect", topic=topic, partition=-1, values=[v for v, _, _ in items],
+                       offsets=[-1] * len(items), timestamps_ms=[received_ms] * len(items))
+        rejects = Rejects()
+        for i, (_, r, d) in enumerate(items):
+            rejects.add(i, r, d)
+        scrubber = self.scrubbers.get(signal)
+        if scrubber is None:
+            scrubber = self.scrubbers[signal] = Scrubber(signal, ScrubStep(kind="scrub", pseudonymize_users=False,
+                                                                           anonymize_ip=False), self.spec.privacy, implicit=True)
+        rows = dead_letter_rows(raw, rejects, self.spec.dead_letters.max_raw_bytes, scrubber)
+        # one row per reject even when two share raw bytes
+        if rows.num_rows != len(items):
+            rows = pa.concat_tables([dead_letter_rows(RawBatch("collect", topic, -1, [v], [-1], [received_ms]),
+                                                      _one(r, d), self.spec.dead_letters.max_raw_bytes, scrubber)
+                                     for v, r, d in items])
+        return [Record(self.dead_topic, value, key, [("reason", reason.encode())])
+                for key, value, reason in dead_letter_messages(rows, self.spec.outputs.codec)]
+
+    async def _judge(self, items: list, kw: dict):
+        """Judge one request's envelopes together with those of every request that reached
+        this point in the same turn of the event loop (one codec + validator pass for all)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._judge_queue.append((items, kw, fut))
+        if len(self._judge_queue) == 1:
+            asyncio.get_running_loop().call_soon(self._judge_now)
+        return await fut
+
+    def _judge_now(self) -> None:
+        pending, self._judge_queue = self._judge_queue, []
+        try:
+            results = self.events.judge_many([(items, kw) for items, kw, _ in pending], self.targets["event"].topic)
+        except Exception as e:  # noqa: BLE001 - each waiting request answers for itself
+            for _, _, fut in pending:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, _, fut), res in zip(pending, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    # -- routes -------------------------------------------------------------------------------
+
+    async def otlp(self, request: Request) -> Response:
+        signal = SIGNALS[request.url.path]
+        return await self._guarded(request, request.url.path, lambda r, c: self._otlp(r, c, signal))
+
+    async def _otlp(self, request: Request, cors: dict, signal: str) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/x-protobuf", "application/json", "application/protobuf"):
+            raise HttpError(415, f"Content-Type {ctype!r}: OTLP/HTTP takes application/x-protobuf or application/json")
+        is_json = ctype == "application/json"
+        target = self.targets.get(signal)
+        if target is None:
+            raise HttpError(404, f"no source in the spec reads signal {signal!r}")
+        key = self._key(request)
+        body = await self._body(request)
+        received = now_ms()
+        try:
+            msg = parse(signal, body, is_json)
+        except BadRequest as e:
+            raise HttpError(400, str(e)) from None
+        split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
+        self._rate(key, split.accepted_items + split.rejected_items)
+        headers = [("received_at", str(received).encode())]
+        records = [Record(target.topic, v, k, headers) for k, v in split.messages]
+        records += self._dead_letters(signal, target.topic, [(v, r, d) for v, r, d, _ in split.rejects], received)
+        await self._produce(records)
+        m = self.metrics.items
+        if split.accepted_items:
+            m.labels(signal, "accepted", "").inc(split.accepted_items)
+        for _, r, _, n in split.rejects:
+            m.labels(signal, "rejected", r).inc(n)
+        msg_text = ""
+        if split.rejects:
+            r0 = split.rejects[0]
+            msg_text = f"{split.rejected_items} rejected ({r0[1]}: {r0[2][:200]})"
+        return Response(response(signal, split.rejected_items, msg_text, is_json), status_code=200, headers=cors,
+                        media_type="application/json" if is_json else "application/x-protobuf")
+
+    async def post_events(self, request: Request) -> Response:
+        return await self._guarded(request, request.url.path, self._events)
+
+    async def _events(self, request: Request, cors: dict, items: list | None = None, pixel: bool = False) -> Response:
+        if self.events is None:
+            raise HttpError(404, "no source in the spec reads signal 'event'")
+        target = self.targets["event"]
+        key = self._key(request)
+        sent_at = request.headers.get("x-obsflow-sent-at")
+        if items is None:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype not in ("application/json", "application/x-ndjson", "application/ndjson", "text/plain", ""):
+                raise HttpError(415, f"Content-Type {ctype!r}: events take application/json, application/x-ndjson or text/plain")
+            body = await self._body(request)
+            try:
+                items, body_sent = _parse_events(body, ctype)
+            except BodyError as e:
+                raise HttpError(400, str(e)) from None
+            sent_at = body_sent or sent_at
+        if len(items) > self.cfg.max_events_per_request:
+            raise HttpError(413, f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})")
+        self._rate(key, len(items))
+        received = now_ms()
+        judged = await self._judge(items, {"key_name": key.name, "public": key.kind == "public", "client_ip": self.client_ip(request),
+                                               "user_agent": request.headers.get("user-agent"), "sent_at": sent_at,
+                                               "received_ms": received})
+        records, dead, results = [], [], []
+        base = [("received_at", str(received).encode())]
+        for i, payload in enumerate(judged.payloads):
+            if judged.reasons[i] is None:
+                h = base + ([("sent_at", judged.sent_at[i].encode())] if judged.sent_at[i] else [])
+                records.append(Record(target.topic, payload, judged.keys[i], h))
+                results.append({"index": i, "status": "accepted"})
+            else:
+                dead.append((payload, judged.reasons[i], judged.details[i] or ""))
+                results.append({"index": i, "status": "rejected", "reason": judged.reasons[i], "detail": judged.details[i]})
+        records += self._dead_letters("event", target.topic, dead, received)
+        await self._produce(records)
+        accepted = len(items) - len(dead)
+        m = self.metrics.items
+        if accepted:
+            m.labels("event", "accepted", "").inc(accepted)
+        for _, r, _ in dead:
+            m.labels("event", "rejected", r).inc()
+        if pixel:
+            return Response(GIF, status_code=200 if accepted else 400, media_type="image/gif",
+                            headers={**cors, "Cache-Control": "no-store"})
+        status = 200 if accepted or not items else 400
+        return Response(orjson.dumps({"accepted": accepted, "rejected": len(dead), "results": results}),
+                        status_code=status, headers=cors, media_type="application/json")
+
+    async def pixel(self, request: Request) -> Response:
+        """``GET /v1/pixel.gif?e=<JSON envelope>`` or ``?page=&session_id=&type=&target=&ts=``."""
+        async def handler(req: Request, cors: dict) -> Response:
+            q = parse_qs(req.url.query, keep_blank_values=False)
+            if "e" in q:
+                try:
+                    items = [orjson.loads(q["e"][0])]
+                except orjson.JSONDecodeError as e:
+                    raise HttpError(400, f"e: invalid JSON: {e}") from None
+            else:
+                one = {k: v[0] for k, v in q.items() if k not in ("key",)}
+                inter = {"type": one.pop("type", "page_view")}
+                if "target" in one:
+                    inter["target"] = one.pop("target")
+                env = {k: one[k] for k in ("event_id", "page", "session_id", "user", "location", "platform") if k in one}
+                ts = one.get("ts")
+                env["timestamp"] = int(ts) if ts and ts.isdigit() else ts
+                env["events"] = [inter]
+                items = [env]
+            return await self._events(req, cors, items=items, pixel=True)
+        return await self._guarded(request, "/v1/pixel.gif", handler)
+
+    async def tracker(self, request: Request) -> Response:
+        if not TRACKER_JS.exists():
+            return Response("tracker not built (npm run build in collector/tracker)", status_code=404)
+        return Response(TRACKER_JS.read_bytes(), media_type="application/javascript",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b"ok", media_type="text/plain")
+
+    async def readyz(self, request: Request) -> Response:
+        ok = self.producer.ready and not self.producer.broker_down and not self.draining
+        return Response(b"ready" if ok else b"not ready", status_code=200 if ok else 503, media_type="text/plain")
+
+    async def prom(self, request: Request) -> Response:
+        m = self.metrics
+        m.queue.set(self.producer.queue_depth())
+        m.inflight_bytes.set(self.inflight_bytes)
+        m.inflight_requests.set(self.inflight_requests)
+        m.ready.set(1 if self.producer.ready and not self.draining else 0)
+        return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
+
+
+def _one(reason: str, detail: str) -> Rejects:
+    r = Rejects()
+    r.add(0, reason, detail)
+    return r
+
+
+def _parse_events(body: bytes, ctype: str):
+    from collector.events import parse_body
+
+    return parse_body(body, ctype)
+
+
+import contextvars
+
+_HELD: contextvars.ContextVar[int] = contextvars.ContextVar("held", default=0)
+
+
+def create_app(spec: PipelineSpec) -> Door:
+    """A :class:`Door` for ``spec`` (its ``.asgi`` is the ASGI app)."""
+    return Door(spec)

@@ -1,0 +1,246 @@
+"""Product events at the door: parse a body (JSON array, NDJSON, one object, or
+``{"batch": [...], "sent_at": ...}``), normalize the compact shape to the envelope of
+``schemas/avro/product_event.avsc``, and judge each envelope with the pipeline's own JSON
+codec and validator, so the door rejects exactly what the pipeline would, with its reasons.
+
+Normalization (each envelope):
+
+- ``timeStamp`` → ``timestamp``; a number is epoch milliseconds → ISO-8601 UTC.
+- interactions in the compact shape, one key naming the kind: ``{"click": "#next"}`` →
+  ``{"type": "click", "target": "#next"}``; ``{"scroll": "50%"}`` (or ``0.5``, ``50``) →
+  ``{"type": "scroll", "depth": 0.5}``; ``{"error": {"stackTrace": "…", "message": "…"}}`` →
+  ``{"type": "error", ...}``; ``{"form_step": {"form": "signup", "step": 2}}`` → the kind
+  plus those fields; ``{"page_view": …}`` → ``{"type": "page_view"}``.
+- ``event_id`` missing → ``"d-"`` + the first 32 hex digits of SHA-256 over the write
+  key's name and the envelope's canonical JSON: a client that retries the same envelope
+  gets the same id, so a duplicate left by a 503 after a partial write can be dropped.
+- ``sent_at`` (the client's send time) is taken out of the envelope (or from the body's
+  ``sent_at`` / header ``X-Obsflow-Sent-At``) and carried in the Kafka header
+  ``sent_at``; the server's receive time in header ``received_at`` (epoch ms) and as the
+  Kafka record timestamp, so the pipeline can correct device clock skew.
+- ``client_ip`` from the connection (X-Forwarded-For only through trusted proxies); a
+  server (secret) key may send its own. ``user_agent`` from the request when missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from pipelines.spec import ValidateStep
+from schemas.codecs import codec_for
+from transforms.batch import RawBatch
+from transforms.validate import Validator
+
+INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", "message", "stackTrace")
+
+
+class BodyError(ValueError):
+    """The body is not a batch of events at all (400)."""
+
+
+@dataclass
+class Judged:
+    """Per-envelope outcome, in request order: ``payloads[i]`` the normalized JSON, and
+    ``reasons[i]`` / ``details[i]`` None when accepted."""
+
+    payloads: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    sent_at: list[str | None] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    details: list[str | None] = field(default_factory=list)
+
+
+def parse_body(body: bytes, content_type: str) -> tuple[list, str | None]:
+    """The envelopes of a body and the batch's ``sent_at``; :class:`BodyError` when the
+    body is not JSON / NDJSON of objects."""
+    text = body.strip()
+    if not text:
+        raise BodyError("empty body")
+    sent_at = None
+    if text[:1] in (b"[", b"{"):
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None
+            if text[:1] != b"{":
+                raise BodyError("invalid JSON") from None
+        if doc is not None:
+            if isinstance(doc, dict) and isinstance(doc.get("batch"), list):
+                sent_at = doc.get("sent_at") if isinstance(doc.get("sent_at"), str) else None
+                return doc["batch"], sent_at
+            return (doc if isinstance(doc, list) else [doc]), None
+    items = []
+    for n, line in enumerate(text.split(b"\n")):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            if "json" not in content_type and "ndjson" not in content_type and n == 0:
+                raise BodyError(f"not JSON or NDJSON: {e}") from None
+            items.append(_Unparsable(line, str(e)))
+    if not items:
+        raise BodyError("no events in the body")
+    return items, sent_at
+
+
+class _Unparsable:
+    """An NDJSON line that is not JSON: rejected alone (format_violation)."""
+
+    def __init__(self, raw: bytes, why: str):
+        self.raw, self.why = raw, why
+
+
+def _iso_ms(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _depth(v):
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            return float(s[:-1]) / 100 if s.endswith("%") else float(s)
+        except ValueError:
+            return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 1:
+        return v / 100
+    return v
+
+
+def normalize_interaction(item):
+    """One interaction in the envelope's shape (see the module doc); other values unchanged."""
+    if not isinstance(item, dict) or "type" in item or len(item) != 1:
+        return item
+    kind, value = next(iter(item.items()))
+    out: dict = {"type": kind}
+    if isinstance(value, dict):
+        out.update({k: v for k, v in value.items() if k != "type"})
+    elif kind == "click":
+        out["target"] = value
+    elif kind == "scroll":
+        out["depth"] = _depth(value)
+    elif kind == "error":
+        out["message" if isinstance(value, str) else "stackTrace"] = value
+    elif kind in ("form_start", "form_submit", "form_step") and isinstance(value, str):
+        out["form"] = value
+    if "depth" in out:
+        out["depth"] = _depth(out["depth"])
+    return out
+
+
+def normalize(doc: dict, key_name: str, client_ip: str | None, user_agent: str | None,
+              trust_client_ip: bool) -> tuple[dict, str | None]:
+    """The envelope of ``doc`` (a copy) and its ``sent_at``."""
+    env = dict(doc)
+    if "timeStamp" in env and "timestamp" not in env:
+        env["timestamp"] = env.pop("timeStamp")
+    ts = env.get("timestamp")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 <= ts < 1e14:
+        env["timestamp"] = _iso_ms(ts)
+    sent_at = env.pop("sent_at", None)
+    if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool) and 0 <= sent_at < 1e14:
+        sent_at = _iso_ms(sent_at)
+    if isinstance(env.get("events"), list):
+        env["events"] = [normalize_interaction(e) for e in env["events"]]
+    if not (trust_client_ip and env.get("client_ip")):
+        env["client_ip"] = client_ip
+    if not env.get("user_agent") and user_agent:
+        env["user_agent"] = user_agent
+    if not env.get("event_id"):
+        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
+        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+    return env, sent_at if isinstance(sent_at, str) else None
+
+
+class EventJudge:
+    """Judge envelopes as the pipeline's ``validate`` step of the events flow would."""
+
+    def __init__(self, step: ValidateStep, max_event_bytes: int, public_max_past_s: float):
+        self.codec = codec_for("json", "event", max_event_bytes)
+        self.validator = Validator("event", step, json_hints=True)
+        self.max_event_bytes = max_event_bytes
+        self.public_max_past_ms = int(public_max_past_s * 1000)
+
+    def judge(self, items: list, *, key_name: str, public: bool, client_ip: str | None,
+              user_agent: str | None, sent_at: str | None, received_ms: int, topic: str) -> Judged:
+        """The outcome of one request's envelopes (see :meth:`judge_many`)."""
+        return self.judge_many([(items, {"key_name": key_name, "public": public, "client_ip": client_ip, "user_agent": user_agent,
+                                             "sent_at": sent_at, "received_ms": received_ms})], topic)[0]
+
+    def judge_many(self, requests: list[tuple[list, dict]], topic: str) -> list[Judged]:
+        """Judge several requests' envelopes in one pass of the codec and validator (their
+        fixed cost is paid once); each request's outcome is the same as judged alone."""
+        outs: list[Judged] = []
+        values: list[bytes] = []
+        stamps: list[int] = []
+        owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
+        for r, (items, kw) in enumerate(requests):
+            out = self._prepare(items, kw)
+            outs.append(out)
+            for i, payload in enumerate(out.payloads):
+                if out.reasons[i] is None:
+                    values.append(payload)
+                    stamps.append(kw["received_ms"])
+                    owners.append((r, i, kw["public"]))
+        if not values:
+            return outs
+        raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),
+                       timestamps_ms=stamps)
+        batch = self.validator(self.codec.decode(raw))
+        for j, reason, detail in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
+            r, i, _ = owners[j]
+            if outs[r].reasons[i] is None:
+                outs[r].reasons[i], outs[r].details[i] = reason, detail
+        if batch.table.num_rows and any(pub for _, _, pub in owners):
+            self._public_age(batch, owners, stamps, outs)
+        return outs
+
+    def _prepare(self, items: list, kw: dict) -> Judged:
+        """Normalized payloads, keys and ``sent_at`` of one request; reasons for items that are not objects."""
+        out = Judged()
+        n = len(items)
+        out.reasons, out.details = [None] * n, [None] * n
+        for i, item in enumerate(items):
+            if isinstance(item, _Unparsable):
+                out.payloads.append(item.raw)
+                out.keys.append(None)
+                out.sent_at.append(kw["sent_at"])
+                out.reasons[i], out.details[i] = "format_violation", f"invalid JSON: {item.why}"
+                continue
+            if not isinstance(item, dict):
+                out.payloads.append(orjson.dumps(item))
+                out.keys.append(None)
+                out.sent_at.append(kw["sent_at"])
+                out.reasons[i], out.details[i] = "schema_violation", f"expected a JSON object, got {type(item).__name__}"
+                continue
+            env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
+            payload = orjson.dumps(env)
+            out.payloads.append(payload)
+            sid = env.get("session_id")
+            out.keys.append(sid.encode() if isinstance(sid, str) else None)
+            out.sent_at.append(own_sent or kw["sent_at"])
+        return out
+
+    def _public_age(self, batch, owners, stamps, outs) -> None:
+        """A public (browser) key may not send event times older than ``public_max_past``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ts = pc.cast(pc.cast(batch.table.column("timestamp"), pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        for j, t in zip(batch.table.column("_i").to_pylist(), ts):
+            r, i, public = owners[j]
+            if not public or t is None or t >= stamps[j] - self.public_max_past_ms or outs[r].reasons[i] is not None:
+                continue
+            outs[r].reasons[i] = "timestamp_out_of_range"
+            outs[r].details[i] = (f"timestamp: {(stamps[j] - t) / 1000:.0f}s before receipt; a public (browser) key may "
+                                  f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

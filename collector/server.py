@@ -1,0 +1,111 @@
+"""Run the door: ``obsflow collect`` (uvicorn in this process, or Granian workers).
+
+Prints ``obsflow collect: listening on http://HOST:PORT`` once the socket is bound (port
+0 picks a free one). SIGTERM / SIGINT: the door turns not-ready (/readyz and new requests on
+open connections answer 503), the listener closes, requests
+in flight finish (``collect.drain_timeout``), the producer flushes, the process exits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+
+from pipelines.loader import load_spec
+
+SPEC_ENV = "OBSFLOW_COLLECT_SPEC"
+
+
+def _spec(path: str, host: str | None, port: int | None):
+    spec = load_spec(path)
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if changes:
+        spec = spec.model_copy(update={"collect": spec.collect.model_copy(update=changes)})
+    return spec
+
+
+def granian_app():
+    """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
+    from collector.app import create_app
+
+    return create_app(_spec(os.environ[SPEC_ENV], None, None)).asgi
+
+
+def serve(spec_path: str, host: str | None = None, port: int | None = None, server: str | None = None,
+          workers: int = 1) -> int:
+    spec = _spec(spec_path, host, port)
+    cfg = spec.collect
+    server = server or cfg.server
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        os.environ[SPEC_ENV] = str(spec_path)
+        port_ = cfg.port or _free_port(cfg.host)
+        print(f"obsflow collect: listening on http://{cfg.host}:{port_}", flush=True)
+        Granian("collector.server:granian_app", address=cfg.host, port=port_, interface=Interfaces.ASGI,
+                workers=workers, factory=True, log_enabled=False).serve()
+        return 0
+    import uvicorn
+
+    from collector.app import create_app
+
+    door = create_app(spec)
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.host, cfg.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None)
+    srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
+    print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
+    srv.run(sockets=[sock])
+    print("obsflow collect: drained, exiting", file=sys.stderr, flush=True)
+    return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        on_stop = None
+
+        """uvicorn's server, but SIGTERM / SIGINT end it with status 0 after the drain
+        (uvicorn re-raises the signal after its shutdown, so the exit status would say killed)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def on_signal(sig, frame):
+                if self.on_stop is not None:
+                    self.on_stop()  # not ready: /readyz and new requests on open connections answer 503
+                self.should_exit = True
+
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    return Server
+
+
+def _Server(config, on_stop=None):
+    srv = _server_class()(config)
+    srv.on_stop = on_stop
+    return srv
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))

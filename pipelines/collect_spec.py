@@ -1,0 +1,98 @@
+"""Typed model of the ``collect:`` section of a pipeline spec (``obsflow collect``, the
+HTTP / OTLP/HTTP front door). Every number has bounds; unknown keys are errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(v) -> timedelta:
+    """``"500ms"``, ``"30s"``, ``"5m"`` ... or a number of seconds (as ``pipelines.spec.parse_duration``)."""
+    if isinstance(v, timedelta):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return timedelta(seconds=v)
+    if isinstance(v, str):
+        m = _DURATION.match(v)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    raise ValueError(f'expected a duration like "30s", "5m", "7d", got {v!r}')
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WriteKey(_Model):
+    """One write key. The key itself comes from the environment variable ``env`` or is
+    given as its SHA-256 (``sha256``, lowercase hex), so the spec never holds a secret."""
+
+    name: str = Field(..., min_length=1, max_length=100, description="who the key belongs to (a source, an app)")
+    kind: Literal["public", "secret"] = Field(
+        "public", description="public: a browser/mobile key (visible to anyone), may only send recent timestamps; "
+                              "secret: a server key, may send historical timestamps")
+    env: str | None = Field(None, description="environment variable holding the key")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, lowercase hex")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WriteKey:
+        if (self.env is None) == (self.sha256 is None):
+            raise ValueError("a write key names exactly one of 'env' and 'sha256'")
+        return self
+
+
+class CollectSpec(_Model):
+    """``obsflow collect``: where it listens, what it accepts, how it pushes back."""
+
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 behind a load balancer)")
+    port: int = Field(4318, ge=0, le=65535, description="port for every route (4318 is the OTLP/HTTP default); 0: a free port")
+    server: Literal["granian", "uvicorn"] = Field(
+        "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md")
+    topics: dict[Literal["event", "log", "span", "metric"], str] = Field(
+        default_factory=dict, description="topic per signal; default: the first source of that signal with a fixed topic")
+    dead_letters_topic: str | None = Field(
+        None, description="topic for records rejected at the door; default: outputs.dead_letters_topic; "
+                          "none at all: door rejects are answered but not kept")
+    max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
+    max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
+    max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")
+    max_events_per_request: int = Field(1000, ge=1, le=100_000)
+    max_inflight_bytes: int = Field(256 << 20, ge=1 << 20, le=1 << 34,
+                                    description="bodies held at once (received, not yet acknowledged by Kafka); over it: 503")
+    max_inflight_requests: int = Field(1024, ge=1, le=1_000_000, description="requests held at once; over it: 503")
+    request_timeout: Duration = Field(timedelta(seconds=10), description="longest wait for Kafka's acknowledgement; then 503")
+    retry_after: Duration = Field(timedelta(seconds=2), description="Retry-After sent with 503 and 429")
+    ready_check_interval: Duration = Field(timedelta(seconds=1), description="how often Kafka's reachability is checked")
+    drain_timeout: Duration = Field(timedelta(seconds=15), description="on SIGTERM, longest wait for in-flight requests")
+    rate_limit_per_key: float | None = Field(None, gt=0, le=1e9, description="events (or spans, log records, points) per second per write key; over it: 429")
+    rate_limit_burst: float | None = Field(None, gt=0, le=1e10, description="bucket size for the rate limit; default one second's worth")
+    keys: list[WriteKey] = Field(default_factory=list, description="write keys; empty: no key is asked for")
+    public_max_past: Duration = Field(timedelta(hours=1), description="public keys: oldest event time accepted (older: timestamp_out_of_range)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to POST from a browser (exact, or '*')")
+    cors_credentials: bool = Field(False, description="send Access-Control-Allow-Credentials: true")
+    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed")
+    producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
+
+    @model_validator(mode="after")
+    def _limits(self) -> CollectSpec:
+        if self.max_decompressed_bytes < self.max_request_bytes:
+            raise ValueError("max_decompressed_bytes must be at least max_request_bytes")
+        if not (timedelta(milliseconds=100) <= self.request_timeout <= timedelta(minutes=5)):
+            raise ValueError("request_timeout must be between 100ms and 5m")
+        if not (timedelta(0) <= self.retry_after <= timedelta(hours=1)):
+            raise ValueError("retry_after must be between 0s and 1h")
+        if not (timedelta(milliseconds=50) <= self.ready_check_interval <= timedelta(minutes=1)):
+            raise ValueError("ready_check_interval must be between 50ms and 1m")
+        if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
+            raise ValueError("drain_timeout must be between 0s and 10m")
+        return self
