@@ -20,7 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, make_stage
+from pipelines.isolate import GuardedStage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT
 from schemas.codecs.avro_codec import schema_id_for
 from schemas.wire import raw_avro_schema
 from sinks.dead_letters import dead_letter_rows
@@ -47,26 +48,28 @@ def raw(source: str, values: list[bytes]) -> RawBatch:
 
 
 def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
-    """The flow outputs and every table's rows (dead letters included) the batches make."""
+    """The flow outputs and every table's rows (dead letters included) the batches make,
+    with the stages hosted as the engines host them (:class:`GuardedStage`)."""
     graph = PipelineGraph(spec)
     defs = {d.name: d for d in plan_stages(spec)}
     stages: dict = {}
     rows: dict[str, list] = {}
     flows = []
 
-    def emit(out):
-        for name, t in out.rows.items():
-            rows.setdefault(name, []).append(t)
-        if GLOBAL in defs and getattr(out, "stage", None) in (METRICS, PRODUCT):
-            g = stages.setdefault((GLOBAL, 0), make_stage(defs[GLOBAL], 0))
-            emit(g.process(out))
+    def emit(outs):
+        for out in outs:
+            for name, t in out.rows.items():
+                rows.setdefault(name, []).append(t)
+            if GLOBAL in defs and getattr(out, "stage", None) in (METRICS, PRODUCT):
+                g = stages.setdefault((GLOBAL, 0), GuardedStage(defs[GLOBAL], 0))
+                emit(g.process(out))
 
     for b in batches:
         fo = graph.process(b)
         flows.append(fo)
-        emit(fo)
+        emit([fo])
         for si in fo.stage_inputs:
-            s = stages.setdefault((si.stage, si.shard), make_stage(defs[si.stage], si.shard))
+            s = stages.setdefault((si.stage, si.shard), GuardedStage(defs[si.stage], si.shard))
             emit(s.process(si))
     for key, s in list(stages.items()):
         if key[0] != GLOBAL:

@@ -53,7 +53,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick, make_stage
+from pipelines.isolate import GuardedStage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -275,24 +276,25 @@ class StageDoFn(beam.DoFn):
 
     def _stage(self, key: str, blob):
         name, shard = key.rsplit(":", 1)
-        return make_stage(self.defs[self.stage or name], int(shard), blob)
+        return GuardedStage(self.defs[self.stage or name], int(shard), blob)  # a record that raises is isolated
 
     def process(self, element, state=beam.DoFn.StateParam(STATE), flush=beam.DoFn.TimerParam(FLUSH)):
         key, item = element
         stage = self._stage(key, state.read())
-        out = stage.process(item)
+        outs = stage.process(item)
         state.write(stage.snapshot())
         flush.set(GlobalWindow().max_timestamp())
-        self._publish(out)
-        yield out
+        for out in outs:
+            self._publish(out)
+            yield out
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         blob = state.read()
         if blob:
-            out = self._stage(key, blob).flush()
-            self._publish(out)
-            yield out
+            for out in self._stage(key, blob).flush():
+                self._publish(out)
+                yield out
         state.clear()
 
     def _publish(self, out):
@@ -340,11 +342,11 @@ class IdleStageDoFn(StageDoFn):
         if isinstance(item, StageInput) and item.wall_ms < 0:
             item = dataclasses.replace(item, wall_ms=wall)
         stage = self._stage(key, state.read())
-        out = stage.process(item)
+        outs = stage.process(item)
         state.write(stage.snapshot())
         flush.set(GlobalWindow().max_timestamp())
         self._arm(idle, wall)
-        if out is not None:
+        for out in outs:
             self._publish(out)
             yield out
 
@@ -357,10 +359,10 @@ class IdleStageDoFn(StageDoFn):
         wall = max(int(fired.micros // 1000), int(self.clock() * 1000))
         name, shard = key.rsplit(":", 1)
         stage = self._stage(key, blob)
-        out = stage.process(StageTick(self.stage or name, int(shard), wall, self.idle_ms))
+        outs = stage.process(StageTick(self.stage or name, int(shard), wall, self.idle_ms))
         self._arm(idle, wall)  # re-armed while the key has state
         state.write(stage.snapshot())  # the clock may have moved even when there is nothing to emit
-        if out is not None:
+        for out in outs:
             self._publish(out)
             yield out
 

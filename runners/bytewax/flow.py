@@ -29,7 +29,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick, make_stage
+from pipelines.isolate import GuardedStage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -256,7 +257,7 @@ class StageLogic(StatefulLogic):
         self.stage = None
         if resume:
             self.name, self.shard, blob = resume
-            self.stage = make_stage(defs[self.name], self.shard, blob)
+            self.stage = GuardedStage(defs[self.name], self.shard, blob)
             restart = getattr(self.stage, "restart_idle_clock", None)
             if restart is not None:  # a restart's downtime is not idle time of the stream
                 restart(int(time.time() * 1000))
@@ -267,19 +268,19 @@ class StageLogic(StatefulLogic):
                 return [], StatefulLogic.DISCARD  # a shard that has had no input has no clock to advance
             self.name = self.name or value.stage
             self.shard = 0 if self.name == GLOBAL else value.shard
-            self.stage = make_stage(self.defs[self.name], self.shard)
-        out = self.stage.process(value)
-        if out is None:  # a tick that moved nothing
-            return [], StatefulLogic.RETAIN
-        _publish(self.defs[self.name], out)
-        return [out], StatefulLogic.RETAIN
+            self.stage = GuardedStage(self.defs[self.name], self.shard)
+        outs = self.stage.process(value)  # none for a tick that moved nothing; a record that raises is isolated
+        for out in outs:
+            _publish(self.defs[self.name], out)
+        return outs, StatefulLogic.RETAIN
 
     def on_eof(self):
         if self.stage is None:
             return [], StatefulLogic.DISCARD
-        out = self.stage.flush()
-        _publish(self.defs[self.name], out)
-        return [out], StatefulLogic.DISCARD
+        outs = self.stage.flush()
+        for out in outs:
+            _publish(self.defs[self.name], out)
+        return outs, StatefulLogic.DISCARD
 
     def snapshot(self):
         return (self.name, self.shard, self.stage.snapshot()) if self.stage is not None else self._resume
