@@ -151,29 +151,57 @@ class KafkaBytewaxSource(FixedPartitionedSource[object, None]):
 
 
 class _IcebergPartition(StatelessSinkPartition):
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
-        self.sink = IcebergSink(spec, tables)
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
+        self.sink = IcebergSink(spec, tables, dedupe=dedupe)
 
     def write_batch(self, items) -> None:
         for out in items:
             self.sink.accept(out)
 
     def close(self) -> None:
-        self.sink.close()
-        STATS.add_commits(self.sink.stats)
+        close_sink(self.sink)
+
+
+#: errors the Iceberg sinks raised while closing (their final commits): Bytewax aborts the
+#: process on an exception in a partition's close, so they are kept here and raised by
+#: :func:`run_flow` (or the cluster worker) once the dataflow has ended
+CLOSE_ERRORS: list[BaseException] = []
+
+
+def close_sink(sink: IcebergSink) -> None:
+    """Close ``sink`` (its final commits); an error is kept in :data:`CLOSE_ERRORS`."""
+    try:
+        sink.close()
+    except Exception as e:  # noqa: BLE001 - raised after the dataflow ended (run_flow)
+        CLOSE_ERRORS.append(e)
+    STATS.add_commits(sink.stats)
+
+
+def run_flow(flow: Dataflow) -> None:
+    """``run_main(flow)``, then raise the first error a sink met while closing."""
+    from bytewax.testing import run_main
+
+    CLOSE_ERRORS.clear()
+    run_main(flow)
+    if CLOSE_ERRORS:
+        raise CLOSE_ERRORS[0]
 
 
 class IcebergBytewaxSink(DynamicSink):
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
         self.spec = spec
         self.tables = tables
+        self.dedupe = dedupe
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition:
-        return _IcebergPartition(self.spec, self.tables)
+        return _IcebergPartition(self.spec, self.tables, self.dedupe)
 
 
-def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False) -> Dataflow:
-    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch).
+def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False,
+               tables: list[str] | None = None, dedupe: bool = False) -> Dataflow:
+    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch),
+    writing ``tables`` (default: every table of the spec; a catch-up writes one, with
+    ``dedupe``: see :class:`sinks.iceberg.IcebergSink`).
 
     Stateful stages (:mod:`pipelines.stages`): one ``stateful`` operator hosts every
     stage fed by the flows, keyed ``"<stage>:<shard>"`` (:class:`StageLogic`); the
@@ -221,14 +249,14 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
         # between workers costs a metadata commit and not a second Parquet encoding)
         from runners.bytewax.table_sink import output_by_table
 
-        anywhere, single = table_writers(spec, graph.table_names)
+        anywhere, single = table_writers(spec, tables or graph.table_names)
         if anywhere:  # tables only flows write: committed on the worker that produced the rows
             direct = op.flat_map("flow_tables", outs, restrict_to(anywhere))
-            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere))
+            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere, dedupe))
         if single:
-            output_by_table("iceberg_by_table", outs, spec, single)
+            output_by_table("iceberg_by_table", outs, spec, single, dedupe)
     else:
-        op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
+        op.output("iceberg", outs, IcebergBytewaxSink(spec, tables or graph.table_names, dedupe))
     return flow
 
 
