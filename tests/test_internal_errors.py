@@ -114,6 +114,28 @@ def test_flow_step_raising_on_a_record_isolates_it(tmp_path, monkeypatch):
     assert STATS.records_in == 0  # the graph does not count: the runners do (STATS.add_output)
 
 
+class NullDetailStep:
+    """A test-only flow step that rejects lines holding :data:`POISON` without a detail."""
+
+    def __call__(self, batch):
+        bad = [POISON in (m or "") for m in batch.table.column("message").to_pylist()]
+        batch.reject_mask(pa.array(bad), "schema_violation", [None] * len(bad))
+        return batch
+
+
+def test_a_step_rejecting_without_a_detail_ends_as_an_internal_error(tmp_path):
+    STATS.reset()
+    graph = PipelineGraph(parse_spec(local(tmp_path)))
+    graph.flows["logs"].post.append(NullDetailStep())
+    values = [log_line(k, INGEST - 1000, poison=k == 1) for k in range(3)]
+    out = graph.process(raw("logs", values))
+    assert (out.records_accepted, out.records_dead) == (2, 1)
+    d = out.rows["dead_letters"].to_pylist()
+    assert [(r["source_offset"], r["reason"], r["raw"]) for r in d] == [(1, "internal_error", values[1])]
+    assert d[0]["detail"].startswith("flow 'service_logs' raised ValueError: dead letter without detail: "
+                                     "reason 'schema_violation', detail None, logs:0 offset 1")
+
+
 def test_stage_raising_after_taking_an_input_is_undone_and_the_record_isolated(tmp_path, monkeypatch):
     STATS.reset()
     poison_rollups(monkeypatch)
