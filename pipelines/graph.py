@@ -104,6 +104,7 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
                                                   if log_config is not None else [])
         head = head_plan(spec)
         opts = {"head": head} if head is not None else {}
+        tables.append(spec.dead_letters.table)  # internal_error rows (pipelines.isolate)
         out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics_of(sig), (trace_step, log_config), options=opts))
     rollup = _step(spec, RollupStep)
     if rollup is not None:
@@ -113,7 +114,7 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
     product = _step(spec, ProductStep)
     if product is not None:
         topics = topics_of({"event"})
-        out.append(StageDef(PRODUCT, product.shards, ("sessions",), topics, product, expected(topics)))
+        out.append(StageDef(PRODUCT, product.shards, ("sessions", spec.dead_letters.table), topics, product, expected(topics)))
     alerts = spec.alerts if spec.alerts is not None and spec.alerts.rules else None
     if alerts is not None or product is not None:
         up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT)}
@@ -355,4 +356,8 @@ class PipelineGraph:
         return out
 
     def process(self, raw: RawBatch) -> FlowOutput:
-        return self.flows[raw.source].process(raw)
+        """The batch's output; a record that makes a step raise is isolated and
+        dead-lettered as ``internal_error`` (:func:`pipelines.isolate.process_isolated`)."""
+        from pipelines.isolate import process_isolated
+
+        return process_isolated(self.flows[raw.source], raw)

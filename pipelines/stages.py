@@ -691,7 +691,9 @@ def _late_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Tabl
                      "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
                      "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
                      "raw": raw, "raw_size": len(raw), "raw_truncated": False})
-    return pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema())
+    from sinks.dead_letters import require_reasons
+
+    return require_reasons(pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema()))
 
 
 class MetricsStage(_Tracked):

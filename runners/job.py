@@ -103,3 +103,93 @@ def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | No
     names = sorted({t for ts in graph_tables.values() for t in ts})
     sink = IcebergSink(spec, names)
     return sink.resume_offsets(graph_tables)
+
+
+# -- per-table effectively-once: tables behind the others catch up alone -----------------------------
+
+@dataclass
+class CatchUp:
+    """A table whose recorded positions are behind those of other tables fed by the same
+    topics (its commit failed for good while theirs landed): the run first reads, for
+    that table alone, ``[start, end)`` of each partition where it lags (``end``: the
+    furthest position any table of the topic recorded)."""
+
+    table: str
+    start: dict[str, int]
+    end: dict[str, int]
+
+
+def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None) -> list[CatchUp]:
+    """The :class:`CatchUp` of every lagging table, from the tables' latest snapshots
+    (``graph_tables``: topic -> the tables it feeds, stage tables included; default the
+    spec's fixed topics). Empty when every table of a topic recorded the same positions.
+
+    Why: a restart resumes each topic from the smallest position over its tables and
+    drops rows a table already holds by their source offset; rows without one (traces,
+    rollups, RED metrics, sessions, alerts) cannot be told apart, so a table ahead of the
+    others would get them twice. Catching the lagging table up alone, to where the others
+    are, gives every table the same positions; the run then resumes from there."""
+    graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
+    names = sorted({t for ts in graph_tables.values() for t in ts})
+    committed = IcebergSink(spec, names, background=False).committed
+    out: dict[str, CatchUp] = {}
+    for topic, tables in graph_tables.items():
+        keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
+        for k in sorted(keys):
+            high = max(committed.get(t, {}).get(k, 0) for t in tables)
+            for t in tables:
+                pos = committed.get(t, {}).get(k, 0)
+                if pos < high:
+                    cu = out.setdefault(t, CatchUp(t, {}, {}))
+                    cu.start[k], cu.end[k] = pos, high
+    return [out[t] for t in sorted(out)]
+
+
+def catch_up_spec(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` without side outputs (alerts and dead letters to Kafka, Alertmanager): a
+    catch-up re-derives rows for one table; what it would push was pushed the first time."""
+    update = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
+    if spec.alerts is not None:
+        update["alerts"] = spec.alerts.model_copy(update={"alertmanager_url": None})
+    return spec.model_copy(update=update)
+
+
+class RangeSource:
+    """An embedded source restricted to ``[start, end)`` of the partitions in ``start``."""
+
+    def __init__(self, source, start: dict[str, int], end: dict[str, int]):
+        self.source, self.start, self.end = source, start, end
+
+    def partitions(self):
+        return [p for p in self.source.partitions() if p.key in self.start]
+
+    def batches(self, part, start_offset: int = 0):
+        end = self.end[part.key]
+        for b in self.source.batches(part, max(start_offset, self.start[part.key])):
+            if not b.offsets or b.offsets[0] >= end:
+                return
+            if b.next_offset > end:
+                from pipelines.isolate import sub_batch
+
+                b = sub_batch(b, 0, sum(1 for o in b.offsets if o < end))
+            yield b
+
+
+def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, object]]:
+    """Each lagging table's catch-up and what it reads: for Kafka ``(KafkaSource,
+    [PartitionRange])`` (a source of its own, outside the run's record budget), else a
+    :class:`RangeSource` over the run's embedded source."""
+    if req.source == "kafka":
+        from sources.kafka import KafkaSource, PartitionRange
+
+        source = KafkaSource(req.spec)
+        by_name = PipelineGraph.tables_by_topic(req.spec)  # stage tables too, by the source's topic name
+        graph_tables: dict[str, list[str]] = {}
+        for part in source.partitions():  # a pattern source's topics are known only to the Kafka source
+            graph_tables.setdefault(part.topic, by_name[req.spec.source(part.source).topic_name])
+        plan = catch_up_plan(req.spec, graph_tables)
+        parts = {p.key: p for p in source.partitions()} if plan else {}
+        return [(cu, (source, [PartitionRange(parts[k], s, cu.end[k]) for k, s in sorted(cu.start.items()) if k in parts]))
+                for cu in plan]
+    plan = catch_up_plan(req.spec)
+    return [(cu, RangeSource(embedded_source(req), cu.start, cu.end)) for cu in plan]

@@ -31,6 +31,9 @@ tail_sampling_dropped_traces_total     counter    reason (as above, traces)
 tail_sampling_early_decisions_total    counter    reason (num_traces_overflow, max_trace_size)
 tail_sampling_traces_total             counter    decision (sampled, not_sampled)
 tail_sampling_late_spans_kept_total    counter    (late spans kept by a cached decision)
+internal_errors_total                  counter    where (flow:<source>, stage:<stage>: records a step
+                                                  raised on, dead-lettered as internal_error;
+                                                  stage:<stage>:input / :flush: inputs skipped)
 run_started_timestamp_seconds          gauge
 =====================================  =========  ============================================
 
@@ -121,6 +124,11 @@ class StatsCollector:
             yield m
         yield CounterMetricFamily(f"{PREFIX}_tail_sampling_late_spans_kept", "late spans kept by a cached decision",
                                   value=ts.get(("late_spans_kept", ""), 0))
+        m = CounterMetricFamily(f"{PREFIX}_internal_errors", "records isolated because a step raised on them "
+                                "(dead-lettered as internal_error)", labels=["where"])
+        for where, n in sorted(s.get("internal_errors", {}).items()):
+            m.add_metric([where], n)
+        yield m
         yield GaugeMetricFamily(f"{PREFIX}_run_started_timestamp_seconds", "when the run started (epoch seconds)",
                                 value=s["started"])
 

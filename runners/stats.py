@@ -102,6 +102,10 @@ class RunStats:
     # dropped_spans, dropped_traces, early_decisions (reason: sampler.REASONS) or
     # traces (reason: sampled / not_sampled), late_spans_kept (reason "")
     tail_sampling: Counter = field(default_factory=Counter)
+    # records isolated because a step raised on them (pipelines.isolate): where -> n, where
+    # "flow:<source>" (also in dead_by_reason as internal_error), "stage:<stage>" (accepted
+    # rows a stage dead-lettered), "stage:<stage>:input" / ":flush" (skipped, no record)
+    internal_errors: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -180,6 +184,11 @@ class RunStats:
             if c.get("late_spans_kept"):
                 self.tail_sampling[("late_spans_kept", "")] += c["late_spans_kept"]
 
+    def record_internal_errors(self, where: str, n: int) -> None:
+        """``n`` records (or inputs) isolated at ``where`` because a step raised on them."""
+        with self._lock:
+            self.internal_errors[where] += n
+
     def snapshot(self) -> dict:
         """A consistent copy of everything, for the metrics endpoint."""
         import copy
@@ -195,7 +204,7 @@ class RunStats:
             self.commit_seconds = 0.0
             for c in (self.dead_by_reason, self.rows_by_table, self.by_source, self.dead_by_source_reason,
                       self.commits_by_table, self.commit_latency, self.commit_size, self.commit_retries, self.partitions, self.produced,
-                      self.delivery_failures, self.tail_sampling):
+                      self.delivery_failures, self.tail_sampling, self.internal_errors):
                 c.clear()
             self.started = time.time()
 

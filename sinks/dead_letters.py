@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.tables import DEAD_LETTERS
 from transforms.batch import RawBatch, Rejects
@@ -48,4 +49,19 @@ def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int, scrubb
         "raw_truncated": pa.array([s > max_raw_bytes for s in sizes], pa.bool_()),
         "raw_text": pa.array(is_text, pa.bool_()),
     }
-    return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    return require_reasons(pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema))
+
+
+def require_reasons(dead: pa.Table) -> pa.Table:
+    """``dead`` unchanged if every dead letter has a non-empty ``reason`` and a non-null
+    ``detail``; else ValueError naming the first offender (a bug in the step that
+    rejected it: the run isolates it as ``internal_error``, see ``pipelines.isolate``)."""
+    for col in ("reason", "detail"):
+        c = dead.column(col)
+        bad = pc.or_(pc.is_null(c), pc.equal(pc.fill_null(c, ""), "")) if col == "reason" else pc.is_null(c)
+        if pc.any(bad).as_py():
+            k = pc.index(bad, True).as_py()
+            row = dead.slice(k, 1).to_pylist()[0]
+            raise ValueError(f"dead letter without {col}: reason {row['reason']!r}, detail {row['detail']!r}, "
+                             f"{row['source_topic']}:{row['source_partition']} offset {row['source_offset']}")
+    return dead

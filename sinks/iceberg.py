@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -39,6 +40,10 @@ from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "obsflow.offsets"
+#: per ``topic:partition``, the next offset after the last batch whose flow rows (rows the
+#: flows write directly, in offset order) are in the table; may run ahead of the positions
+#: (a table a stage also writes records a position only when every shard has reported it)
+WRITTEN_KEY = "obsflow.flow_written"
 
 
 class StorageUnavailable(RuntimeError):
@@ -59,12 +64,13 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 _TRANSIENT = _transient_errors()
 
 
-def snapshot_offsets(table: Table) -> dict[str, int]:
+def snapshot_offsets(table: Table, key: str = OFFSETS_KEY) -> dict[str, int]:
     """``{"topic:partition": next_offset}`` recorded by the newest snapshot that carries
-    positions (walking back over snapshots of other writers, e.g. maintenance, that do not)."""
+    positions (walking back over snapshots of other writers, e.g. maintenance, that do not);
+    ``key``: :data:`WRITTEN_KEY` for the flow rows written through."""
     snap = table.current_snapshot()
     while snap is not None:
-        raw = snap.summary.additional_properties.get(OFFSETS_KEY) if snap.summary else None
+        raw = snap.summary.additional_properties.get(key) if snap.summary else None
         if raw:
             return json.loads(raw)
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
@@ -80,6 +86,7 @@ class _Pending:
     parts: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     positions: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)  # flow rows written through (WRITTEN_KEY)
     last_commit: float = field(default_factory=time.monotonic)
 
 
@@ -208,7 +215,8 @@ class IcebergSink:
     :meth:`flush`. :meth:`flush` and :meth:`close` return once every commit has landed.
     """
 
-    def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True):
+    def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True,
+                 dedupe: bool = False):
         from pipelines.graph import PipelineGraph, plan_stages
 
         # who feeds each table from each topic: stateful stages (each shard reports its
@@ -232,6 +240,7 @@ class IcebergSink:
         self.catalog = open_catalog(spec.storage)
         self.tables = load_tables(self.catalog, spec.storage, table_names)
         self.committed: dict[str, dict[str, int]] = {n: snapshot_offsets(t) for n, t in self.tables.items()}
+        self.written: dict[str, dict[str, int]] = {n: snapshot_offsets(t, WRITTEN_KEY) for n, t in self.tables.items()}
         self.pending: dict[str, _Pending] = {n: _Pending() for n in self.tables}
         self.max_rows = spec.storage.commit.max_rows
         self.max_seconds = spec.storage.commit.max_seconds
@@ -245,6 +254,10 @@ class IcebergSink:
         self._kafka_out = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iceberg-commit") if background else None
         self._inflight: dict[str, Future] = {}
+        # a catch-up (runners.job.CatchUp) re-derives rows a table may partly hold already
+        # (committed past its recorded positions): each row is written only if the table
+        # does not hold it yet (compared by content, as a multiset; the table read once)
+        self._existing: dict[str, Counter] = {n: _row_counts(t.scan().to_arrow()) for n, t in self.tables.items()} if dedupe else {}
 
     def resume_offsets(self, tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
         """Where each ``topic:partition`` resumes: the smallest position over its tables.
@@ -262,11 +275,17 @@ class IcebergSink:
         """Buffer one batch's rows; commit tables whose bounds are reached."""
         key = tp_key(out.topic, out.partition)
         for name, rows in out.rows.items():
-            done = self.committed[name].get(key, 0)
+            if name not in self.pending:
+                continue  # not a table of this sink (a catch-up writes one table: runners.job.CatchUp)
+            # flow rows below the table's position, or below what its flow rows were written through
+            done = max(self.committed[name].get(key, 0), self.written[name].get(key, 0))
+            if out.next_offset <= self.committed[name].get(key, 0):
+                continue  # the whole batch is already in this table, and its position recorded
             if out.next_offset <= done:
-                continue  # the whole batch is already in this table
-            if rows.num_rows and out.first_offset < done:
+                rows = rows.slice(0, 0)  # its rows are in the table: only its position is news
+            elif rows.num_rows and out.first_offset < done:
                 rows = rows.filter(pc.greater_equal(rows.column("source_offset"), done))
+            rows = self._new_rows(name, rows)
             p = self.pending[name]
             if rows.num_rows:
                 p.parts.append(rows)
@@ -275,6 +294,7 @@ class IcebergSink:
                 if name == self.dead_table and self.spec.outputs.dead_letters_topic:
                     self.kafka_out.publish_dead_letters(rows)
             self._flow_pos.setdefault(name, {})[key] = max(self._flow_pos.get(name, {}).get(key, 0), out.next_offset)
+            p.written[key] = max(p.written.get(key, 0), out.next_offset)
             self._position(name, key)
         self.tick()
 
@@ -294,6 +314,20 @@ class IcebergSink:
             return
         p = self.pending[name]
         p.positions[tp] = max(p.positions.get(tp, 0), min(vals))
+
+    def _new_rows(self, name: str, rows: pa.Table) -> pa.Table:
+        """``rows`` without those the table already holds (only with ``dedupe``)."""
+        have = self._existing.get(name)
+        if not have or not rows.num_rows:
+            return rows
+        keep = []
+        for k in _row_keys(rows):
+            if have.get(k, 0) > 0:
+                have[k] -= 1
+                keep.append(False)
+            else:
+                keep.append(True)
+        return rows if all(keep) else rows.filter(pa.array(keep))
 
     @property
     def kafka_out(self):
@@ -329,6 +363,7 @@ class IcebergSink:
                 keys = pc.binary_join_element_wise(rows.column("source_topic"), pc.cast(rows.column("source_partition"), pa.string()), ":")
                 floor = pa.array([done.get(k, 0) for k in keys.to_pylist()], pa.int64())
                 rows = rows.filter(pc.greater_equal(rows.column("source_offset"), floor))
+            rows = self._new_rows(name, rows)
             if rows.num_rows:
                 p = self.pending[name]
                 p.parts.append(rows)
@@ -372,11 +407,16 @@ class IcebergSink:
             except BaseException as e:  # noqa: BLE001 - re-raised below, after the others landed
                 errors.append(e)
         if errors:
+            self.failed = errors[0]
             raise errors[0]
 
     def close(self) -> None:
+        """Commit what is buffered and stop. After a commit failed for good (raised
+        already), nothing more is committed: the run stops with that error, and a rerun
+        catches the table up (``runners.job.CatchUp``)."""
         try:
-            self.flush(include_empty=True)
+            if getattr(self, "failed", None) is None:
+                self.flush(include_empty=True)
         finally:
             if self._committer is not None:
                 self._committer.shutdown(wait=True)
@@ -387,7 +427,8 @@ class IcebergSink:
         for name, fut in list(self._inflight.items()):
             if fut.done() and fut.exception() is not None:
                 del self._inflight[name]
-                raise fut.exception()
+                self.failed = fut.exception()
+                raise self.failed
 
     def _commit(self, name: str) -> None:
         """Hand the table's buffer to the committer (or commit it here without one),
@@ -421,15 +462,22 @@ class IcebergSink:
         files: _WrittenFiles | None = None
         while True:
             merged = dict(snapshot_offsets(table))
-            if outages and p.positions and all(merged.get(k, 0) >= v for k, v in p.positions.items()):
+            written = dict(snapshot_offsets(table, WRITTEN_KEY))
+            if outages and (p.positions or p.written) and all(merged.get(k, 0) >= v for k, v in p.positions.items()) \
+                    and all(written.get(k, 0) >= v for k, v in p.written.items()):
                 break  # the attempt that failed on the way back had landed
             for k, v in p.positions.items():
                 merged[k] = max(merged.get(k, 0), v)
+            for k, v in p.written.items():
+                written[k] = max(written.get(k, 0), v)
+            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True)}
+            if written:
+                props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:
                 if files is None or not files.valid_for(table):
                     files = _WrittenFiles.write(table, data)
                     self.stats.files_written += len(files.data_files)
-                files.commit(table, {OFFSETS_KEY: json.dumps(merged, sort_keys=True)})
+                files.commit(table, props)
                 break
             except CommitFailedException:
                 conflicts += 1
@@ -450,6 +498,7 @@ class IcebergSink:
                 time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
             table = self._reload(name, table)
         self.committed[name] = merged
+        self.written[name] = written
         self.stats.commits += 1
         self.stats.rows += data.num_rows
         self.stats.seconds += time.monotonic() - started
@@ -463,6 +512,16 @@ class IcebergSink:
         except _TRANSIENT:
             pass  # still down: the next attempt fails fast and waits again
         return table
+
+
+def _row_keys(t: pa.Table) -> list[tuple]:
+    """Each row's content as a hashable tuple (maps in their stored order)."""
+    cols = sorted(t.column_names)
+    return [tuple(repr(r[c]) for c in cols) for r in t.select(cols).to_pylist()]
+
+
+def _row_counts(t: pa.Table) -> Counter:
+    return Counter(_row_keys(t))
 
 
 def is_tick(item) -> bool:

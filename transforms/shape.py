@@ -79,8 +79,10 @@ def conform(t: pa.Table, table: TableDef, extra: dict | None = None) -> pa.Table
     if renames:
         t = t.rename_columns([renames.get(c, c) for c in t.column_names])
         if "duration_ms" not in t.column_names and "start" in t.column_names:
+            # validation keeps start within bounds and end >= start, so the difference fits
+            # int64; past 2**53 us (an end centuries away) it becomes the nearest float64
             us = pc.subtract(pc.cast(t.column("end"), pa.int64()), pc.cast(t.column("start"), pa.int64()))
-            t = t.append_column("duration_ms", pc.divide(pc.cast(us, pa.float64()), 1000.0))
+            t = t.append_column("duration_ms", pc.divide(pc.cast(us, pa.float64(), safe=False), 1000.0))
     n = t.num_rows
     extra = extra or {}
     schema = table.arrow_schema()

@@ -20,6 +20,9 @@ from pipelines.spec import ValidateStep
 from schemas.wire import arrow_schema
 from transforms.batch import INDEX, MAX_PROBLEMS, Batch
 
+#: counts at or past this are rejected: float64 (the rollups' arithmetic) holds every integer below it
+_EXACT_COUNT = 1 << 53
+
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR", "INFORMATION": "INFO"}
 
 
@@ -99,6 +102,7 @@ class Validator:
             self._hex_id(batch, "trace_id", 32)
             self._hex_id(batch, "span_id", 16)
             self._hex_id(batch, "parent_span_id", 16)
+            self._time_range(batch, "end_time", past=False)  # a span ends before it is exported
             t = batch.table
             if t.num_rows:
                 backwards = pc.less(t.column("end_time"), t.column("start_time"))
@@ -144,9 +148,9 @@ class Validator:
         batch.table = t = t.set_column(t.column_names.index("kind"), "kind", kind)
         bad = pc.fill_null(pc.invert(pc.is_in(kind, value_set=pa.array(["counter", "gauge", "histogram", "summary"]))), False)
         if pc.any(bad).as_py():
-            batch.reject_mask(bad, "schema_violation", pc.binary_join_element_wise(
+            batch.reject_mask(bad, "schema_violation", pc.coalesce(pc.binary_join_element_wise(
                 "kind: unknown metric kind ", pc.utf8_slice_codeunits(t.column("kind"), 0, 40),
-                "; expected COUNTER, GAUGE, HISTOGRAM or SUMMARY", ""))
+                "; expected COUNTER, GAUGE, HISTOGRAM or SUMMARY", ""), "kind: required field is missing or null"))
         value = t.column("value")
         needs = pc.is_in(kind, value_set=pa.array(["counter", "gauge"]))
         novalue = pc.fill_null(pc.and_(needs, pc.invert(pc.fill_null(pc.is_finite(value), False))), False)
@@ -155,6 +159,8 @@ class Validator:
         nobuckets = pc.fill_null(pc.and_(pc.equal(kind, "histogram"), pc.is_null(t.column("bucket_counts"))), False)
         if pc.any(nobuckets).as_py():
             batch.reject_mask(nobuckets, "schema_violation", "bucket_counts: a histogram sample needs its bucket counts")
+        self._exact_counts(batch)
+        t = batch.table
         if "temporality" in t.column_names and t.column("temporality").null_count < t.num_rows:
             temp = pc.utf8_lower(t.column("temporality"))
             batch.table = t = t.set_column(t.column_names.index("temporality"), "temporality", temp)
@@ -165,31 +171,60 @@ class Validator:
                     "temporality: unknown temporality ", pc.utf8_slice_codeunits(t.column("temporality"), 0, 40),
                     "; expected CUMULATIVE or DELTA", ""))
 
+    @staticmethod
+    def _exact_counts(batch: Batch) -> None:
+        """Reject a sample whose ``count`` or a bucket count is at or past 2**53: the
+        rollups add counts in float64, which holds every integer only below that."""
+        t = batch.table
+        if t.num_rows == 0:
+            return
+        limit = pa.scalar(_EXACT_COUNT, pa.int64())
+        if "count" in t.column_names and pa.types.is_integer(t.schema.field("count").type):
+            big = pc.fill_null(pc.greater_equal(t.column("count"), limit), False)
+            if pc.any(big).as_py():
+                batch.reject_mask(big, "schema_violation", pc.binary_join_element_wise(
+                    "count: ", pc.cast(t.column("count"), pa.string()), " is 2**53 or more, beyond what a rollup adds exactly", ""))
+                t = batch.table
+        if "bucket_counts" in t.column_names and t.num_rows:
+            bc = t.column("bucket_counts")
+            bc = bc.combine_chunks() if isinstance(bc, pa.ChunkedArray) else bc
+            if pa.types.is_list(bc.type) and pa.types.is_integer(bc.type.value_type) and len(bc.values):
+                flat = pc.list_flatten(bc)
+                over = pc.fill_null(pc.greater_equal(flat, limit), False).to_numpy(zero_copy_only=False)
+                if over.any():
+                    rows = np.zeros(t.num_rows, bool)
+                    rows[np.unique(pc.list_parent_indices(bc).to_numpy()[over])] = True
+                    batch.reject_mask(rows, "schema_violation",
+                                      "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly")
+
     def _required(self, batch: Batch) -> None:
         for name in self.required:
             col = batch.table.column(name)
             if col.null_count:
                 batch.reject_mask(pc.is_null(col), "schema_violation", f"{name}: required field is missing or null")
 
-    def _time_range(self, batch: Batch) -> None:
+    def _time_range(self, batch: Batch, field: str | None = None, past: bool = True) -> None:
+        """Reject rows whose ``field`` (default: the signal's event time) is more than
+        ``max_future`` after ingest or (with ``past``) more than ``max_past`` before it."""
+        field = field or self.ts_field
         t = batch.table
         if t.num_rows == 0:
             return
-        ts_ms = pc.cast(t.column(self.ts_field), pa.int64()).fill_null(0).to_numpy()
-        if t.column(self.ts_field).type.unit == "us":
+        ts_ms = pc.cast(t.column(field), pa.int64()).fill_null(0).to_numpy()
+        if t.column(field).type.unit == "us":
             ts_ms = ts_ms // 1000
         idx = t.column(INDEX).to_numpy()
         ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
         delta = ts_ms - ingest
-        present = t.column(self.ts_field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
-        bad = ((delta > self.max_future_ms) | (delta < -self.max_past_ms)) & present
+        present = t.column(field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
+        bad = ((delta > self.max_future_ms) | ((delta < -self.max_past_ms) if past else False)) & present
         if bad.any():
             details = np.empty(len(delta), dtype=object)
             for k in np.flatnonzero(bad):
                 d = delta[k] / 1000.0
                 when = "after" if d > 0 else "before"
                 limit = self.step.max_future if d > 0 else self.step.max_past
-                details[k] = f"{self.ts_field} is {_fmt_delta(d)} {when} ingest time (limit {_fmt_delta(limit.total_seconds())})"
+                details[k] = f"{field} is {_fmt_delta(d)} {when} ingest time (limit {_fmt_delta(limit.total_seconds())})"
             batch.reject_mask(bad, "timestamp_out_of_range", details)
 
     def _event_types(self, batch: Batch) -> None:

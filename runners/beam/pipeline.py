@@ -53,7 +53,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick, make_stage
+from pipelines.isolate import GuardedStage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -205,12 +206,13 @@ def _flush_bundle(sink: IcebergSink) -> None:
 
 
 class WriteIceberg(beam.DoFn):
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
         self.spec = spec
         self.tables = tables
+        self.dedupe = dedupe
 
     def setup(self):
-        self.sink = IcebergSink(self.spec, self.tables)
+        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe)
 
     def process(self, out):
         self.sink.accept(out)
@@ -234,8 +236,9 @@ class WriteTables(beam.DoFn):
 
     PIECES = ReadModifyWriteStateSpec("pieces", VarIntCoder())
 
-    def __init__(self, spec: PipelineSpec):
+    def __init__(self, spec: PipelineSpec, dedupe: bool = False):
         self.spec = spec
+        self.dedupe = dedupe
 
     def setup(self):
         self.sinks: dict[str, IcebergSink] = {}
@@ -244,7 +247,7 @@ class WriteTables(beam.DoFn):
         table, out = element
         sink = self.sinks.get(table)
         if sink is None:
-            sink = self.sinks[table] = IcebergSink(self.spec, [table])
+            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe)
         sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
@@ -275,24 +278,25 @@ class StageDoFn(beam.DoFn):
 
     def _stage(self, key: str, blob):
         name, shard = key.rsplit(":", 1)
-        return make_stage(self.defs[self.stage or name], int(shard), blob)
+        return GuardedStage(self.defs[self.stage or name], int(shard), blob)  # a record that raises is isolated
 
     def process(self, element, state=beam.DoFn.StateParam(STATE), flush=beam.DoFn.TimerParam(FLUSH)):
         key, item = element
         stage = self._stage(key, state.read())
-        out = stage.process(item)
+        outs = stage.process(item)
         state.write(stage.snapshot())
         flush.set(GlobalWindow().max_timestamp())
-        self._publish(out)
-        yield out
+        for out in outs:
+            self._publish(out)
+            yield out
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(STATE)):
         blob = state.read()
         if blob:
-            out = self._stage(key, blob).flush()
-            self._publish(out)
-            yield out
+            for out in self._stage(key, blob).flush():
+                self._publish(out)
+                yield out
         state.clear()
 
     def _publish(self, out):
@@ -340,11 +344,11 @@ class IdleStageDoFn(StageDoFn):
         if isinstance(item, StageInput) and item.wall_ms < 0:
             item = dataclasses.replace(item, wall_ms=wall)
         stage = self._stage(key, state.read())
-        out = stage.process(item)
+        outs = stage.process(item)
         state.write(stage.snapshot())
         flush.set(GlobalWindow().max_timestamp())
         self._arm(idle, wall)
-        if out is not None:
+        for out in outs:
             self._publish(out)
             yield out
 
@@ -357,10 +361,10 @@ class IdleStageDoFn(StageDoFn):
         wall = max(int(fired.micros // 1000), int(self.clock() * 1000))
         name, shard = key.rsplit(":", 1)
         stage = self._stage(key, blob)
-        out = stage.process(StageTick(self.stage or name, int(shard), wall, self.idle_ms))
+        outs = stage.process(StageTick(self.stage or name, int(shard), wall, self.idle_ms))
         self._arm(idle, wall)  # re-armed while the key has state
         state.write(stage.snapshot())  # the clock may have moved even when there is nothing to emit
-        if out is not None:
+        for out in outs:
             self._publish(out)
             yield out
 
@@ -370,7 +374,7 @@ KEYED = typing.Tuple[str, typing.Any]
 
 
 def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False,
-                      idle_ms: int = 0):
+                      idle_ms: int = 0, dedupe: bool = False):
     """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
 
     Every stage fed by the flows runs in one stateful DoFn keyed ``"<stage>:<shard>"``; the
@@ -398,27 +402,30 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
     # the flows' other tables are written where they were produced
     anywhere, single = table_writers(spec, names)
     if not single:
-        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names))
+        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, dedupe))
     direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
-              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere)))
+              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, dedupe)))
     keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
-             | "WriteTables" >> beam.ParDo(WriteTables(spec)))
+             | "WriteTables" >> beam.ParDo(WriteTables(spec, dedupe)))
     return direct, keyed
 
 
-def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int]):
-    tables = PipelineGraph.tables_by_topic(spec)
-    names = sorted({t for ts in tables.values() for t in ts})
+def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int],
+                   tables: list[str] | None = None, dedupe: bool = False):
+    """The embedded source → the flows → Iceberg, writing ``tables`` (default: all; a
+    catch-up writes one, with ``dedupe``: see :class:`sinks.iceberg.IcebergSink`)."""
+    names = tables or sorted({t for ts in PipelineGraph.tables_by_topic(spec).values() for t in ts})
     keys = [part.key for part in source.partitions()]
     raw = p | "Partitions" >> beam.Create([keys]) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
-    return process_and_write(raw, spec, names, keys)
+    return process_and_write(raw, spec, names, keys, dedupe=dedupe)
 
 
 def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
-                         bounded: bool):
+                         bounded: bool, tables: list[str] | None = None, dedupe: bool = False):
     """Kafka → the flows → Iceberg. ``ranges`` come from :meth:`KafkaSource.plan`
-    (start offsets from the tables; ends when ``bounded``)."""
-    names = PipelineGraph(spec).table_names
+    (start offsets from the tables; ends when ``bounded``); ``tables``: those written
+    (default: all)."""
+    names = tables or PipelineGraph(spec).table_names
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
     elements = [list(ranges)] if bounded else ranges
@@ -430,7 +437,7 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
 
     streaming = bool(p.options.view_as(StandardOptions).streaming)
     return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True,
-                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0)
+                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0, dedupe=dedupe)
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:

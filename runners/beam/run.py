@@ -5,12 +5,19 @@ from __future__ import annotations
 import apache_beam as beam
 
 from runners.beam.pipeline import build_kafka_pipeline, build_pipeline, direct_options
-from runners.job import RunRequest, embedded_source, kafka_plan, resume_positions
+from runners.job import RunRequest, catch_up_sources, catch_up_spec, embedded_source, kafka_plan, resume_positions
 
 
 def run(req: RunRequest) -> dict[str, int]:
     """Run on the DirectRunner (or the runner ``req.beam_options`` name); return the
-    positions the run resumed from."""
+    positions the run resumed from. Tables behind the others first catch up alone
+    (:class:`runners.job.CatchUp`), in a bounded run of their own."""
+    for cu, src in catch_up_sources(req):
+        with beam.Pipeline(options=direct_options(req.beam_options)) as p:
+            if req.source == "kafka":
+                build_kafka_pipeline(p, catch_up_spec(req.spec), *src, bounded=True, tables=[cu.table], dedupe=True)
+            else:
+                build_pipeline(p, catch_up_spec(req.spec), src, {}, tables=[cu.table], dedupe=True)
     if req.source == "kafka":
         source, ranges, resume = kafka_plan(req)
         with beam.Pipeline(options=direct_options(req.beam_options)) as p:

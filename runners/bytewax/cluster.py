@@ -205,6 +205,10 @@ def _forked_child(run: ClusterRun, process_id: int, addresses: list[str], worker
         # exactly what `python -m bytewax.run ... -w W -i I -a A` runs (no recovery store)
         cli_main(build(run), workers_per_process=workers, process_id=process_id, addresses=addresses,
                  epoch_interval=timedelta(seconds=10), recovery_config=None)
+        from runners.bytewax.flow import CLOSE_ERRORS
+
+        if CLOSE_ERRORS:  # a final commit failed (kept: Bytewax aborts on an error in a sink's close)
+            raise CLOSE_ERRORS[0]
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1

@@ -29,7 +29,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick, make_stage
+from pipelines.isolate import GuardedStage
+from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -150,29 +151,57 @@ class KafkaBytewaxSource(FixedPartitionedSource[object, None]):
 
 
 class _IcebergPartition(StatelessSinkPartition):
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
-        self.sink = IcebergSink(spec, tables)
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
+        self.sink = IcebergSink(spec, tables, dedupe=dedupe)
 
     def write_batch(self, items) -> None:
         for out in items:
             self.sink.accept(out)
 
     def close(self) -> None:
-        self.sink.close()
-        STATS.add_commits(self.sink.stats)
+        close_sink(self.sink)
+
+
+#: errors the Iceberg sinks raised while closing (their final commits): Bytewax aborts the
+#: process on an exception in a partition's close, so they are kept here and raised by
+#: :func:`run_flow` (or the cluster worker) once the dataflow has ended
+CLOSE_ERRORS: list[BaseException] = []
+
+
+def close_sink(sink: IcebergSink) -> None:
+    """Close ``sink`` (its final commits); an error is kept in :data:`CLOSE_ERRORS`."""
+    try:
+        sink.close()
+    except Exception as e:  # noqa: BLE001 - raised after the dataflow ended (run_flow)
+        CLOSE_ERRORS.append(e)
+    STATS.add_commits(sink.stats)
+
+
+def run_flow(flow: Dataflow) -> None:
+    """``run_main(flow)``, then raise the first error a sink met while closing."""
+    from bytewax.testing import run_main
+
+    CLOSE_ERRORS.clear()
+    run_main(flow)
+    if CLOSE_ERRORS:
+        raise CLOSE_ERRORS[0]
 
 
 class IcebergBytewaxSink(DynamicSink):
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
         self.spec = spec
         self.tables = tables
+        self.dedupe = dedupe
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition:
-        return _IcebergPartition(self.spec, self.tables)
+        return _IcebergPartition(self.spec, self.tables, self.dedupe)
 
 
-def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False) -> Dataflow:
-    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch).
+def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False,
+               tables: list[str] | None = None, dedupe: bool = False) -> Dataflow:
+    """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch),
+    writing ``tables`` (default: every table of the spec; a catch-up writes one, with
+    ``dedupe``: see :class:`sinks.iceberg.IcebergSink`).
 
     Stateful stages (:mod:`pipelines.stages`): one ``stateful`` operator hosts every
     stage fed by the flows, keyed ``"<stage>:<shard>"`` (:class:`StageLogic`); the
@@ -220,14 +249,14 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
         # between workers costs a metadata commit and not a second Parquet encoding)
         from runners.bytewax.table_sink import output_by_table
 
-        anywhere, single = table_writers(spec, graph.table_names)
+        anywhere, single = table_writers(spec, tables or graph.table_names)
         if anywhere:  # tables only flows write: committed on the worker that produced the rows
             direct = op.flat_map("flow_tables", outs, restrict_to(anywhere))
-            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere))
+            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere, dedupe))
         if single:
-            output_by_table("iceberg_by_table", outs, spec, single)
+            output_by_table("iceberg_by_table", outs, spec, single, dedupe)
     else:
-        op.output("iceberg", outs, IcebergBytewaxSink(spec, graph.table_names))
+        op.output("iceberg", outs, IcebergBytewaxSink(spec, tables or graph.table_names, dedupe))
     return flow
 
 
@@ -256,7 +285,7 @@ class StageLogic(StatefulLogic):
         self.stage = None
         if resume:
             self.name, self.shard, blob = resume
-            self.stage = make_stage(defs[self.name], self.shard, blob)
+            self.stage = GuardedStage(defs[self.name], self.shard, blob)
             restart = getattr(self.stage, "restart_idle_clock", None)
             if restart is not None:  # a restart's downtime is not idle time of the stream
                 restart(int(time.time() * 1000))
@@ -267,19 +296,19 @@ class StageLogic(StatefulLogic):
                 return [], StatefulLogic.DISCARD  # a shard that has had no input has no clock to advance
             self.name = self.name or value.stage
             self.shard = 0 if self.name == GLOBAL else value.shard
-            self.stage = make_stage(self.defs[self.name], self.shard)
-        out = self.stage.process(value)
-        if out is None:  # a tick that moved nothing
-            return [], StatefulLogic.RETAIN
-        _publish(self.defs[self.name], out)
-        return [out], StatefulLogic.RETAIN
+            self.stage = GuardedStage(self.defs[self.name], self.shard)
+        outs = self.stage.process(value)  # none for a tick that moved nothing; a record that raises is isolated
+        for out in outs:
+            _publish(self.defs[self.name], out)
+        return outs, StatefulLogic.RETAIN
 
     def on_eof(self):
         if self.stage is None:
             return [], StatefulLogic.DISCARD
-        out = self.stage.flush()
-        _publish(self.defs[self.name], out)
-        return [out], StatefulLogic.DISCARD
+        outs = self.stage.flush()
+        for out in outs:
+            _publish(self.defs[self.name], out)
+        return outs, StatefulLogic.DISCARD
 
     def snapshot(self):
         return (self.name, self.shard, self.stage.snapshot()) if self.stage is not None else self._resume

@@ -37,8 +37,8 @@ from sinks.iceberg import IcebergSink, split_by_table
 
 
 class _TablePartition(StatefulSinkPartition):
-    def __init__(self, spec: PipelineSpec, table: str):
-        self.sink = IcebergSink(spec, [table])
+    def __init__(self, spec: PipelineSpec, table: str, dedupe: bool = False):
+        self.sink = IcebergSink(spec, [table], dedupe=dedupe)
 
     def write_batch(self, items) -> None:
         for out in items:
@@ -48,16 +48,18 @@ class _TablePartition(StatefulSinkPartition):
         return None  # positions live in the Iceberg snapshot summaries
 
     def close(self) -> None:
-        self.sink.close()
-        STATS.add_commits(self.sink.stats)
+        from runners.bytewax.flow import close_sink
+
+        close_sink(self.sink)
 
 
 class IcebergTableSink(FixedPartitionedSink):
     """One partition per table; items are ``(table, piece)``."""
 
-    def __init__(self, spec: PipelineSpec, tables: list[str]):
+    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
         self.spec = spec
         self.tables = sorted(tables)
+        self.dedupe = dedupe
 
     def list_parts(self) -> list[str]:
         return list(self.tables)
@@ -66,10 +68,10 @@ class IcebergTableSink(FixedPartitionedSink):
         return self.tables.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _TablePartition:
-        return _TablePartition(self.spec, for_part)
+        return _TablePartition(self.spec, for_part, self.dedupe)
 
 
-def output_by_table(step_id: str, outs, spec: PipelineSpec, tables: list[str]) -> None:
+def output_by_table(step_id: str, outs, spec: PipelineSpec, tables: list[str], dedupe: bool = False) -> None:
     """``op.output`` of every flow / stage output and tick, routed to its table's partition."""
     keyed = op.flat_map(f"{step_id}_by_table", outs, split_by_table(sorted(tables)))
-    op.output(step_id, keyed, IcebergTableSink(spec, tables))
+    op.output(step_id, keyed, IcebergTableSink(spec, tables, dedupe))

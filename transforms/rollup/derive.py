@@ -71,9 +71,16 @@ class MetricDeriver:
         if rule.value is None:
             kind, value, count, ssum = "summary", pa.nulls(n, pa.float64()), pa.array(np.ones(n, np.int64)), pa.array(np.ones(n))
         else:
-            kind, value, count, ssum = "gauge", t.column(rule.value).cast(pa.float64()), pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
+            kind, value, count, ssum = "gauge", _as_float(t.column(rule.value)), pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
         return pa.table({
             "name": pa.array([rule.name] * n, pa.string()), "kind": pa.array([kind] * n, pa.string()), "timestamp": ts,
             "labels": labels, "value": value, "bucket_bounds": pa.nulls(n, pa.list_(pa.float64())),
             "bucket_counts": pa.nulls(n, pa.list_(pa.int64())), "count": count, "sum": ssum,
         }, schema=SAMPLE_SCHEMA)
+
+
+def _as_float(col) -> pa.ChunkedArray | pa.Array:
+    """A derive rule's value column as float64 (a sample's value), never raising: an
+    integer beyond 2**53 (``duration_ms`` 2**60) becomes the nearest float64, as a
+    float gauge holds it."""
+    return pc.cast(col, pa.float64(), safe=False)

@@ -330,7 +330,7 @@ class MetricRollup:
         late = (ts < wm0).astype(np.int64) if wm0 is not None else np.zeros(n, np.int64)
         self.stats["samples_accepted"] += n
         self.stats["late_accepted"] += int(late.sum())
-        cnt_col = pc.fill_null(self._col(table, "count", pa.int64()).cast(pa.float64()), np.nan).to_numpy()
+        cnt_col = pc.fill_null(pc.cast(self._col(table, "count", pa.int64()), pa.float64(), safe=False), np.nan).to_numpy()
         sum_col = pc.fill_null(self._col(table, "sum", pa.float64()).cast(pa.float64()), np.nan).to_numpy()
         is_c, is_g, is_h, is_s = (kcode == _COUNTER), (kcode == _GAUGE), (kcode == _HIST), (kcode == _SUMMARY)
         # temporality (absent: counters cumulative, histograms and summaries delta) and start time
@@ -461,7 +461,7 @@ class MetricRollup:
         bb = bounds.take(pa.array(rows))
         ro = oid[rows]
         ok = self._bounds_ok(bb, ro)
-        flat = pc.list_flatten(bc).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        flat = pc.cast(pc.list_flatten(bc), pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         parent = pc.list_parent_indices(bc).to_numpy()
         offs = bc.offsets.to_numpy()
         pos = np.arange(len(parent)) - (offs[parent] - offs[0]) if len(parent) else np.zeros(0, np.int64)

@@ -31,7 +31,6 @@ from ddsketch import DDSketch
 
 DEFAULT_BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
-_SEP = "\x1f"
 
 METRICS_SCHEMA = pa.schema([
     ("window_start", pa.timestamp("us", tz="UTC")), ("window_end", pa.timestamp("us", tz="UTC")),
@@ -109,19 +108,25 @@ class RedMetrics:
         self.late_dropped = 0
 
     def _keys(self, spans: pa.Table):
+        """``(start us, key code per span, distinct keys)``: a key is ``(window start ms,
+        service, name, kind, status)``. Each column is dictionary-encoded on its own and
+        the codes combined, so no character in a name can split a key (a span name with
+        U+001F is a name like any other)."""
         start = _us(spans.column("start_time"))
         w = (start // 1000) // self.window_ms * self.window_ms
-        parts = [pa.array(w, pa.int64()).cast(pa.string())]
-        for c in ("service", "name", "kind", "status_code"):
-            parts.append(pc.fill_null(spans.column(c).cast(pa.string()), ""))
-        key = pc.binary_join_element_wise(*parts, _SEP)
-        enc = pc.dictionary_encode(key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key)
-        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        uniq = []
-        for s in enc.dictionary.to_pylist():
-            ws, svc, name, kind, status = s.split(_SEP)
-            uniq.append((int(ws), svc, name, kind, status))
-        return start, codes, uniq
+        cols = [pa.array(w, pa.int64())] + [pc.fill_null(spans.column(c).cast(pa.string()), "")
+                                            for c in ("service", "name", "kind", "status_code")]
+        dicts, codes = [], []
+        for col in cols:
+            enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+            dicts.append(enc.dictionary.to_pylist())
+            codes.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        rows, first, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # keys in order of first appearance
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        uniq = [(int(dicts[0][r[0]]), *(dicts[k][r[k]] for k in range(1, 5))) for r in rows[order].tolist()]
+        return start, rank[np.asarray(inverse, np.int64).reshape(-1)], uniq
 
     def add(self, spans: pa.Table) -> None:
         """Count every span (call this before sampling)."""
