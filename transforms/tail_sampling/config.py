@@ -12,49 +12,26 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from core.durations import Duration, parse_duration
 
+__all__ = ["ConfigError", "Duration", "TailSamplingConfig", "load_config", "parse_duration"]
 
-def parse_duration(v) -> timedelta:
-    """A duration as the collector writes it (Go syntax: ``"30s"``, ``"500ms"``,
-    ``"1m30s"``; ``"d"`` accepted too) or a number of seconds."""
-    if isinstance(v, timedelta):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if v < 0:
-            raise ValueError(f"expected a non-negative duration, got {v!r}")
-        return timedelta(seconds=v)
-    if isinstance(v, str):
-        s = v.strip()
-        if s == "0":
-            return timedelta(0)
-        pos, total = 0, 0.0
-        for m in _GO_DURATION.finditer(s):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _UNITS_S[m.group(2)]
-            pos = m.end()
-        else:
-            if pos == len(s) and pos > 0:
-                return timedelta(seconds=total)
-    raise ValueError(f'expected a duration like "30s", "500ms", "1m30s", got {v!r}')
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
+#: the largest count any key accepts
+_MAX_COUNT = 1_000_000_000
+#: the largest millisecond threshold (100 years)
+_MAX_MS = 36500 * 86_400_000
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- policy bodies ------------------------------------------------------------------------
 
 class LatencyCfg(Model):
-    threshold_ms: int = Field(ge=0)
-    upper_threshold_ms: int = Field(0, ge=0, description="0 = no upper bound")
+    threshold_ms: int = Field(ge=0, le=_MAX_MS)
+    upper_threshold_ms: int = Field(0, ge=0, le=_MAX_MS, description="0 = no upper bound")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -79,22 +56,22 @@ class RateLimitingCfg(Model):
     """``rate_limiting``. The Collector's only key is ``spans_per_second``; ``algorithm`` and
     ``burst_capacity`` are obsflow extensions (see policies/rate_limiting.py)."""
 
-    spans_per_second: int = Field(gt=0)
+    spans_per_second: int = Field(gt=0, le=_MAX_COUNT)
     algorithm: Literal["token_bucket", "per_second"] = Field(
         "token_bucket", description="token_bucket: current Collector (burst 2 x rate); per_second: earlier Collector releases' counter")
-    burst_capacity: int = Field(0, ge=0, description="obsflow extension, token_bucket only: bucket size; 0 = 2 x spans_per_second (the Collector's fixed size)")
+    burst_capacity: int = Field(0, ge=0, le=_MAX_COUNT, description="obsflow extension, token_bucket only: bucket size; 0 = 2 x spans_per_second (the Collector's fixed size)")
 
 
 class BytesLimitingCfg(Model):
-    bytes_per_second: int = Field(gt=0)
-    burst_capacity: int = Field(0, ge=0, description="token bucket size; 0 = 2 x bytes_per_second")
+    bytes_per_second: int = Field(gt=0, le=1 << 50)
+    burst_capacity: int = Field(0, ge=0, le=1 << 50, description="token bucket size; 0 = 2 x bytes_per_second")
 
 
 class StringAttributeCfg(Model):
     key: str = Field(min_length=1)
     values: list[str] = Field(min_length=1)
     enabled_regex_matching: bool = False
-    cache_max_size: int = Field(0, ge=0, description="accepted for compatibility; regexes run vectorized, no cache")
+    cache_max_size: int = Field(0, ge=0, le=_MAX_COUNT, description="accepted for compatibility; regexes run vectorized, no cache")
     invert_match: bool = False
 
     @model_validator(mode="after")
@@ -122,8 +99,8 @@ class BooleanAttributeCfg(Model):
 
 
 class SpanCountCfg(Model):
-    min_spans: int = Field(ge=0)
-    max_spans: int = Field(0, ge=0, description="0 = no upper bound")
+    min_spans: int = Field(ge=0, le=_MAX_COUNT)
+    max_spans: int = Field(0, ge=0, le=_MAX_COUNT, description="0 = no upper bound")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -222,7 +199,7 @@ class RateAllocation(Model):
 
 
 class CompositeCfg(Model):
-    max_total_spans_per_second: int = Field(gt=0)
+    max_total_spans_per_second: int = Field(gt=0, le=_MAX_COUNT)
     policy_order: list[str] = Field(default_factory=list, description="evaluation order; empty = composite_sub_policy order")
     composite_sub_policy: list["SubPolicy"] = Field(min_length=1)
     rate_allocation: list[RateAllocation] = Field(default_factory=list)
@@ -263,16 +240,16 @@ for _m in (AndCfg, NotCfg, DropCfg, CompositeCfg, AndPolicy, NotPolicy, DropPoli
 # -- the processor ------------------------------------------------------------------------
 
 class DecisionCacheCfg(Model):
-    sampled_cache_size: int = Field(100_000, ge=0)
-    non_sampled_cache_size: int = Field(100_000, ge=0)
+    sampled_cache_size: int = Field(100_000, ge=0, le=100_000_000)
+    non_sampled_cache_size: int = Field(100_000, ge=0, le=100_000_000)
 
 
 class TailSamplingConfig(Model):
-    decision_wait: Duration = timedelta(seconds=30)
-    decision_wait_after_root_received: Duration = Field(timedelta(0), description="0 = off")
-    num_traces: int = Field(50_000, gt=0)
-    expected_new_traces_per_sec: int = Field(0, ge=0)
-    max_trace_size: int = Field(10_000, ge=0, description="0 = unbounded")
+    decision_wait: Duration = Field(timedelta(seconds=30), description="how long a trace's spans are buffered before its decision")
+    decision_wait_after_root_received: Duration = Field(timedelta(0), description="0s = off")
+    num_traces: int = Field(50_000, gt=0, le=100_000_000)
+    expected_new_traces_per_sec: int = Field(0, ge=0, le=_MAX_COUNT)
+    max_trace_size: int = Field(10_000, ge=0, le=_MAX_COUNT, description="0 = unbounded")
     num_traces_overflow: Literal["decide_early", "drop_oldest"] = "decide_early"
     sample_on_first_match: bool = False
     decision_cache: DecisionCacheCfg = DecisionCacheCfg()
