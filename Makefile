@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install services bench clean
+.PHONY: demo test install services bench clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ services: $(STAMP)
 
 test: services
 	$(PY) -m pytest -q
+
+# Long fuzz campaigns (the CI runs bounded ones as part of make test).
+fuzz: $(STAMP)
+	OBSFLOW_SPEC_FUZZ_LONG=1 OBSFLOW_SPEC_FUZZ_EXAMPLES=$${OBSFLOW_SPEC_FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py

@@ -83,12 +83,14 @@ def _message(err: dict) -> str:
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
         return f"expected a number {word} {bound}, got {shown}"
-    if typ == "too_short":
-        n = err["ctx"]["min_length"]
-        return f"expected at least {n} item{'s' if n != 1 else ''}, got {shown}"
-    if typ == "too_long":
-        n = err["ctx"]["max_length"]
-        return f"expected at most {n} item{'s' if n != 1 else ''}, got {shown}"
+    if typ in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        n = err["ctx"].get("min_length", err["ctx"].get("max_length"))
+        word = "at least" if typ.endswith("too_short") else "at most"
+        if isinstance(got, str):  # text (a secret too): its length only
+            return f"expected text of {word} {n} characters, got {len(got)} characters"
+        return f"expected {word} {n} item{'s' if n != 1 else ''}, got {shown}"
+    if typ == "string_pattern_mismatch":
+        return f"expected text matching {err['ctx']['pattern']}, got {shown}"
     if typ == "finite_number":
         return f"expected a finite number, got {shown}"
     msg = err["msg"]

@@ -90,8 +90,9 @@ class PrivacySpec(Model):
     """Pseudonymization and IP anonymization. The HMAC key comes from ``pseudonym_key``
     or, by default, from the environment variable named by ``pseudonym_key_env``."""
 
-    pseudonym_key_env: str = "OBSFLOW_PSEUDONYM_KEY"
-    pseudonym_key: SecretStr | None = None
+    pseudonym_key_env: str = Field("OBSFLOW_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                                   description="environment variable holding the HMAC key")
+    pseudonym_key: SecretStr | None = Field(None, min_length=16, max_length=4096, description="the HMAC key itself (prefer the environment)")
     ipv4_prefix: int = Field(24, ge=0, le=32)
     ipv6_prefix: int = Field(48, ge=0, le=128)
 

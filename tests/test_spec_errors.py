@@ -267,3 +267,13 @@ def test_the_cli_exits_2_with_the_key_path_and_no_traceback(tmp_path):
             assert '  alerts.route.routes[0].matchers: expected a list of matchers like [severity="P0"], got int 5' in r.stderr
         else:
             assert "expected a YAML file, got a directory" in r.stderr
+
+
+def test_the_pseudonym_key_settings_are_checked_at_load_without_showing_the_key():
+    d = default_data()
+    d["privacy"]["pseudonym_key_env"] = "not a name"
+    d["privacy"]["pseudonym_key"] = "short-secret"
+    assert problems(d) == [
+        ("privacy.pseudonym_key_env", 'expected text matching ^[A-Za-z_][A-Za-z0-9_]{0,254}$, got "not a name"'),
+        ("privacy.pseudonym_key", "expected text of at least 16 characters, got 12 characters"),
+    ]
