@@ -250,23 +250,37 @@ def test_file_level_problems_are_spec_errors(tmp_path):
         load_spec(tmp_path)
 
 
-def test_the_cli_exits_2_with_the_key_path_and_no_traceback(tmp_path):
+def test_the_cli_exits_2_with_the_key_path_and_no_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     d = default_data()
     d["alerts"]["route"]["routes"][0]["matchers"] = 5
     step(d, "product_events", "validate")["max_future"] = float("inf")
     bad.write_text(yaml.safe_dump(d))
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp_path / "huge.yaml").write_text(DEFAULT_SPEC.read_text().replace("shards: 4", "shards: " + "7" * 5000, 1))
+    expected = {bad: ["  flows[0].steps[0].max_future: a duration needs a unit",
+                      '  alerts.route.routes[0].matchers: expected a list of matchers like [severity="P0"], got int 5'],
+                tmp_path: ["expected a YAML file, got a directory"],
+                tmp_path / "latin1.yaml": ["expected UTF-8 text, got byte 0xe9 at offset 9"],
+                tmp_path / "deep.yaml": ["levels of nesting"],
+                tmp_path / "huge.yaml": ["  flows[0].steps[3].shards: expected an integer of at most 30 digits, got one of 5000"]}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    for spec in (bad, tmp_path):
+    for spec, lines in expected.items():
+        if spec.suffix == ".yaml" and spec != bad:  # in process: the same main() the command runs
+            from runners.cli import main
+
+            assert main(["tables", "--spec", str(spec), "--warehouse", str(tmp_path / "wh")]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"obsflow: invalid pipeline spec {spec}:\n") and all(x in err for x in lines), err
+            continue
         r = subprocess.run([sys.executable, "-m", "runners.cli", "tables", "--spec", str(spec), "--warehouse", str(tmp_path / "wh")],
                            capture_output=True, text=True, env=env, timeout=300, cwd=REPO, check=False)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and r.stdout == ""
-        if spec == bad:
-            assert "  flows[0].steps[0].max_future: a duration needs a unit" in r.stderr
-            assert '  alerts.route.routes[0].matchers: expected a list of matchers like [severity="P0"], got int 5' in r.stderr
-        else:
-            assert "expected a YAML file, got a directory" in r.stderr
+        assert r.stderr.startswith(f"obsflow: invalid pipeline spec {spec}:\n")
+        for line in lines:
+            assert line in r.stderr, (spec, r.stderr)
 
 
 def test_the_pseudonym_key_settings_are_checked_at_load_without_showing_the_key():
@@ -277,3 +291,51 @@ def test_the_pseudonym_key_settings_are_checked_at_load_without_showing_the_key(
         ("privacy.pseudonym_key_env", 'expected text matching ^[A-Za-z_][A-Za-z0-9_]{0,254}$, got "not a name"'),
         ("privacy.pseudonym_key", "expected text of at least 16 characters, got 12 characters"),
     ]
+
+
+def _numbers_without_bounds() -> list[str]:
+    """Every int or float field reachable from PipelineSpec without both a lower and an
+    upper bound (Field constraints, also inside Annotated dict/list items)."""
+    import types
+    import typing
+
+    import annotated_types as at
+    from pydantic import BaseModel
+
+    from pipelines.spec import PipelineSpec
+
+    seen, out = set(), []
+
+    def leaves(t, metas):
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            inner, *extra = typing.get_args(t)
+            more = [m for x in extra for m in (getattr(x, "metadata", None) or [x])]
+            return leaves(inner, metas + more)
+        if origin in (typing.Union, types.UnionType, list, dict, tuple):
+            args = typing.get_args(t)[1:] if origin is dict else typing.get_args(t)
+            return [leaf for a in args for leaf in leaves(a, metas)]
+        return [(t, metas)]
+
+    def walk(model):
+        if model in seen:
+            return
+        seen.add(model)
+        for name, f in model.model_fields.items():
+            for t, metas in leaves(f.annotation, list(f.metadata)):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    walk(t)
+                elif t in (int, float):
+                    lo = any(isinstance(m, (at.Ge, at.Gt)) for m in metas)
+                    hi = any(isinstance(m, (at.Le, at.Lt)) for m in metas)
+                    if not (lo and hi):
+                        out.append(f"{model.__name__}.{name}")
+    walk(PipelineSpec)
+    return sorted(set(out))
+
+
+def test_every_number_in_the_spec_models_is_bounded():
+    # values compared with data (thresholds, attribute bounds, derive filter values) are
+    # only required to be finite (allow_inf_nan=False) and, for filters, castable to their column
+    assert _numbers_without_bounds() == ["AlertRule.threshold", "DeriveRule.filter", "NumericAttributeCfg.max_value",
+                                         "NumericAttributeCfg.min_value"]
