@@ -15,10 +15,20 @@ from pydantic import ValidationError
 
 from core.durations import format_duration, parse_duration
 
+from transforms.tail_sampling.config import PolicyCfg
+
 from .spec import PipelineSpec, SpecReferenceError, Step
 
+
+def _tags(union: Any, field: str) -> frozenset[str]:
+    """The discriminator values of an ``Annotated[Union[...], Field(discriminator=field)]``."""
+    return frozenset(get_args(m.model_fields[field].annotation)[0] for m in get_args(get_args(union)[0]))
+
+
 #: every step kind, from the step models' ``kind`` literals
-_STEP_KINDS = frozenset(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Step)[0]))
+_STEP_KINDS = _tags(Step, "kind")
+#: every tag pydantic inserts into an error's location after a list index (step kinds, policy types)
+_TAGS = _STEP_KINDS | _tags(PolicyCfg, "type")
 #: deepest nesting of mappings and lists a spec may have
 MAX_DEPTH = 32
 #: most digits an integer in a spec may have
@@ -49,8 +59,8 @@ def _path(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif prev is not None and isinstance(prev, int) and part in _STEP_KINDS:
-            pass  # the discriminator tag pydantic inserts for a step's kind
+        elif prev is not None and isinstance(prev, int) and part in _TAGS:
+            pass  # the discriminator tag pydantic inserts for a step's kind or a policy's type
         else:
             out += ("." if out else "") + str(part)
         prev = part
@@ -70,9 +80,13 @@ def _message(err: dict) -> str:
     if typ == "literal_error":
         return f"expected {err['ctx']['expected']}, got {shown}"
     if typ == "union_tag_invalid":
-        return f"expected kind to be one of {err['ctx']['expected_tags']}, got {err['ctx']['tag']!r}"
+        key = err["ctx"]["discriminator"].strip("'")
+        return f"expected {key} to be one of {err['ctx']['expected_tags']}, got {err['ctx']['tag']!r}"
     if typ == "union_tag_not_found":
-        return f"a step needs a 'kind' key (one of {sorted(_STEP_KINDS)})"
+        key = err["ctx"]["discriminator"].strip("'")
+        if key == "kind":
+            return f"a step needs a 'kind' key (one of {sorted(_STEP_KINDS)})"
+        return f"a policy needs a '{key}' key (one of {sorted(_TAGS - _STEP_KINDS)})"
     if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bound = next(iter(err["ctx"].values()))
         word = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]

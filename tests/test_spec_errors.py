@@ -339,3 +339,19 @@ def test_every_number_in_the_spec_models_is_bounded():
     # only required to be finite (allow_inf_nan=False) and, for filters, castable to their column
     assert _numbers_without_bounds() == ["AlertRule.threshold", "DeriveRule.filter", "NumericAttributeCfg.max_value",
                                          "NumericAttributeCfg.min_value"]
+
+
+def test_step_kinds_and_policy_types_come_from_the_models_and_leave_the_key_path():
+    d = default_data()
+    step(d, "metric_rollups", "rollup")["shards"] = 0
+    step(d, "product_events", "product")["shards"] = 0
+    step(d, "traces", "tail_sample")["sampler"]["policies"][1]["latency"]["threshold_ms"] = -1
+    del step(d, "traces", "tail_sample")["sampler"]["policies"][0]["type"]
+    assert problems(d) == [
+        ("flows[0].steps[3].shards", "expected a number > 0, got 0"),
+        ("flows[2].steps[2].sampler.policies[0]", "a policy needs a 'type' key (one of ['always_sample', 'and', 'boolean_attribute', "
+         "'bytes_limiting', 'composite', 'drop', 'latency', 'not', 'numeric_attribute', 'probabilistic', 'rate_limiting', "
+         "'span_count', 'status_code', 'string_attribute'])"),
+        ("flows[2].steps[2].sampler.policies[1].latency.threshold_ms", "expected a number >= 0, got -1"),
+        ("flows[3].steps[1].shards", "expected a number > 0, got 0"),
+    ]
