@@ -415,7 +415,7 @@ class PipelineSpec(Model):
                         raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
                     rollups.append(st)
                     for k, rule in enumerate(st.derive):
-                        _check_derive(f"flows[{i}].steps[{j}].derive[{k}]", rule)
+                        _check_derive(f"flows[{i}].steps[{j}].derive[{k}]", rule, self._row_columns(rule.source))
                 if isinstance(st, ProductStep) and sig != "event":
                     raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a product step on a flow whose source has signal: event", sig)
             for j, st in enumerate(flow.steps):
@@ -438,6 +438,24 @@ class PipelineSpec(Model):
                     raise SpecReferenceError(f"alerts.rules[{i}].resolution", f"one of the rollup resolutions {[format_duration(x) for x in rollups[0].config.resolutions]}",
                                              format_duration(r.resolution))
 
+    def _row_columns(self, table: str) -> set[str] | None:
+        """Columns every flow feeding derive rules of ``table`` (logs / events) has in its
+        rows: the table's columns, without those a scrub or enrich option adds when that
+        option is off (or its step absent) in some such flow. None when no flow feeds it."""
+        signal = {"logs": "log", "events": "event"}[table]
+        out = None
+        for flow in self.flows:
+            if self.source(flow.source).signal != signal:
+                continue
+            added = set()
+            for st in flow.steps:
+                for (kind, option), cols in _ADDED_BY.items():
+                    if st.kind == kind and getattr(st, option) and (option != "service_metadata" or self.services):
+                        added |= cols
+            missing = set().union(*_ADDED_BY.values()) - added
+            out = (out if out is not None else _table_columns(table)) - missing
+        return out
+
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)
 
@@ -452,21 +470,39 @@ def _check_codec(path: str, src: SourceSpec) -> None:
         raise SpecReferenceError(f"{path}.codec", f"a codec that decodes signal {src.signal!r} ({e})", src.codec) from None
 
 
-def _check_derive(path: str, rule: DeriveRule) -> None:
-    """Every column ``rule`` names is a column of its source table, of a type the derive
-    step can use: filter values cast to the column's type, labels are scalars, ``value`` is
-    numeric and ``time_column`` a timestamp."""
+#: row columns a scrub or enrich option adds (transforms/scrub.py, transforms/enrich.py);
+#: ``service_metadata`` adds its columns only when the spec has ``services``
+_ADDED_BY = {
+    ("scrub", "pseudonymize_users"): {"user_pseudonym"},
+    ("scrub", "anonymize_ip"): {"client_ip_anon"},
+    ("enrich", "geo"): {"geo_country", "geo_city"},
+    ("enrich", "user_agent"): {"device", "browser", "browser_version", "os", "os_version"},
+    ("enrich", "service_metadata"): {"service_team", "service_tier"},
+}
+
+
+def _table_columns(table: str) -> set[str]:
+    from schemas.tables import TABLES
+
+    return {f.name for f in TABLES[table].arrow_schema() if f.name != "sample_rate"}  # sample_rate: set when rows are written
+
+
+def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> None:
+    """Every column ``rule`` names is in the rows its flows give it (``available``: the
+    source table's columns, less what a scrub/enrich option that is off would have added),
+    of a type the derive step can use: filter values cast to the column's type, labels
+    are scalars, ``value`` is numeric and ``time_column`` a timestamp."""
     import pyarrow as pa
 
     from schemas.tables import TABLES
 
-    schema = TABLES[rule.source].arrow_schema()
-    cols = {f.name: f.type for f in schema if f.name != "sample_rate"}  # sample_rate is set when rows are written
+    types = {f.name: f.type for f in TABLES[rule.source].arrow_schema()}
+    cols = sorted(available if available is not None else _table_columns(rule.source))
 
     def column(key: str, name: str) -> pa.DataType:
         if name not in cols:
-            raise SpecReferenceError(key, f"a column of the {rule.source} table {sorted(cols)}", name)
-        return cols[name]
+            raise SpecReferenceError(key, f"a column the {rule.source} rows have {cols}", name)
+        return types[name]
 
     for col, want in rule.filter.items():
         typ = column(f"{path}.filter.{col}", col)

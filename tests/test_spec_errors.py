@@ -6,6 +6,7 @@ is exit 2 and no traceback. And one duration grammar: every duration key reads `
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -177,9 +178,9 @@ def test_sources_no_flow_reads_fail_at_load():
 
 
 @pytest.mark.parametrize("rule,key,expected", [
-    ({"name": "x", "source": "logs", "filter": {"nope": "a"}}, "filter.nope", "expected a column of the logs table"),
-    ({"name": "x", "source": "logs", "labels": ["nope"]}, "labels[0]", "expected a column of the logs table"),
-    ({"name": "x", "source": "events", "value": "nope"}, "value", "expected a column of the events table"),
+    ({"name": "x", "source": "logs", "filter": {"nope": "a"}}, "filter.nope", "expected a column the logs rows have"),
+    ({"name": "x", "source": "logs", "labels": ["nope"]}, "labels[0]", "expected a column the logs rows have"),
+    ({"name": "x", "source": "events", "value": "nope"}, "value", "expected a column the events rows have"),
     ({"name": "x", "source": "events", "value": "page"}, "value", "expected a numeric column, got 'page (string)'"),
     ({"name": "x", "source": "logs", "time_column": "level"}, "time_column", "expected a timestamp column, got 'level'"),
     ({"name": "x", "source": "logs", "labels": ["attributes"]}, "labels[0]", "expected a column of a scalar type"),
@@ -355,3 +356,25 @@ def test_step_kinds_and_policy_types_come_from_the_models_and_leave_the_key_path
         ("flows[2].steps[2].sampler.policies[1].latency.threshold_ms", "expected a number >= 0, got -1"),
         ("flows[3].steps[1].shards", "expected a number > 0, got 0"),
     ]
+
+
+@pytest.mark.parametrize("label,source,flow_name,change", [
+    ("geo_country", "events", "product_events", ("enrich", "geo", False)),
+    ("device", "events", "product_events", ("enrich", "user_agent", False)),
+    ("service_team", "logs", "service_logs", ("enrich", "service_metadata", False)),
+    ("user_pseudonym", "logs", "service_logs", ("scrub", None, None)),
+    ("client_ip_anon", "events", "product_events", ("scrub", "anonymize_ip", False)),
+])
+def test_derive_rules_naming_a_column_the_flow_does_not_add_fail_at_load(label, source, flow_name, change):
+    d = default_data()
+    rule = {"name": "x", "source": source, "labels": [label]}
+    step(d, "metric_rollups", "rollup")["derive"].append(rule)
+    parse_spec(copy.deepcopy(d))  # with the step and option on, the column is there
+    kind, option, value = change
+    if option is None:
+        flow(d, flow_name)["steps"] = [s for s in flow(d, flow_name)["steps"] if s["kind"] != kind]
+    else:
+        step(d, flow_name, kind)[option] = value
+    (path, msg), = problems(d)
+    assert path == "flows[3].steps[1].derive[2].labels[0]" and msg.startswith(f"expected a column the {source} rows have")
+    assert msg.endswith(f"got {label!r}")
