@@ -407,9 +407,18 @@ class PipelineSpec(Model):
 
     def _check_stages(self) -> None:
         rollups = []
+        once: dict[str, str] = {}  # kind -> key path of the spec's only step of that kind
         for i, flow in enumerate(self.flows):
             sig = self.source(flow.source).signal
+            kinds = [st.kind for st in flow.steps]
             for j, st in enumerate(flow.steps):
+                if kinds.index(st.kind) != j:
+                    raise SpecReferenceError(f"flows[{i}].steps[{j}]", "each step kind at most once in a flow", st.kind)
+                if st.kind in _ONE_PER_SPEC:
+                    if st.kind in once:
+                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"at most one {st.kind} step in the spec "
+                                                 f"({_ONE_PER_SPEC[st.kind]}; the first is {once[st.kind]})", st.kind)
+                    once[st.kind] = f"flows[{i}].steps[{j}]"
                 if isinstance(st, RollupStep):
                     if sig != "metric":
                         raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
@@ -469,6 +478,9 @@ def _check_codec(path: str, src: SourceSpec) -> None:
     except (KeyError, ValueError, TypeError) as e:
         raise SpecReferenceError(f"{path}.codec", f"a codec that decodes signal {src.signal!r} ({e})", src.codec) from None
 
+
+#: step kinds that configure the spec's one stage of their kind (pipelines.graph.plan_stages)
+_ONE_PER_SPEC = {"tail_sample": "one trace stage", "log_sample": "one log sampling config", "product": "one product stage"}
 
 #: row columns a scrub or enrich option adds (transforms/scrub.py, transforms/enrich.py);
 #: ``service_metadata`` adds its columns only when the spec has ``services``

@@ -378,3 +378,18 @@ def test_derive_rules_naming_a_column_the_flow_does_not_add_fail_at_load(label, 
     (path, msg), = problems(d)
     assert path == "flows[3].steps[1].derive[2].labels[0]" and msg.startswith(f"expected a column the {source} rows have")
     assert msg.endswith(f"got {label!r}")
+
+
+@pytest.mark.parametrize("kind,into,expected", [
+    ("scrub", "product_events", ("flows[0].steps[4]", "expected each step kind at most once in a flow, got 'scrub'")),
+    ("enrich", "service_logs", ("flows[1].steps[4]", "expected each step kind at most once in a flow, got 'enrich'")),
+    ("tail_sample", "service_logs", ("flows[2].steps[2]", "expected at most one tail_sample step in the spec (one trace stage; "
+                                                          "the first is flows[1].steps[4]), got 'tail_sample'")),
+    ("product", "service_logs", ("flows[1].steps[4]", "expected at most one product step in the spec (one product stage; "
+                                                      "the first is flows[0].steps[3]), got 'product'")),
+])
+def test_repeated_steps_fail_at_load(kind, into, expected):
+    d = default_data()
+    source_flow = next(f for f in d["flows"] if any(s["kind"] == kind for s in f["steps"]))
+    flow(d, into)["steps"].append(copy.deepcopy(step(d, source_flow["name"], kind)))
+    assert problems(d) == [expected]
