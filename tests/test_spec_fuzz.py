@@ -39,6 +39,7 @@ VALUES: list[Any] = [
     None, True, False, 0, 1, -1, 2**31, 2**63, 2**70, -(2**70), 0.5, -0.5, 1e308, math.inf, -math.inf, math.nan,
     "", "x", "0", "60", "0s", "1ms", "1m30s", "0.0001ms", "36500d", "99999999999d", "-5m", "1e3s", "\x00", "\u001f", "é" * 3,
     "a" * 300, [], [None], [5], ["x"], [[]], {}, {"x": 1}, {"kind": "validate"}, [[[[[[[[[[1]]]]]]]]]],
+    "otlp_proto", "metric", "events",  # names that are valid somewhere else in a spec
 ]
 OPS: list[Any] = [DELETE, EMPTY, SIBLING, DUPLICATE, *VALUES]
 
