@@ -14,7 +14,6 @@ import yaml
 from pydantic import ValidationError
 
 from core.durations import format_duration, parse_duration
-
 from transforms.tail_sampling.config import PolicyCfg
 
 from .spec import PipelineSpec, SpecReferenceError, Step

@@ -350,9 +350,9 @@ def test_step_kinds_and_policy_types_come_from_the_models_and_leave_the_key_path
     del step(d, "traces", "tail_sample")["sampler"]["policies"][0]["type"]
     assert problems(d) == [
         ("flows[0].steps[3].shards", "expected a number > 0, got 0"),
-        ("flows[2].steps[2].sampler.policies[0]", "a policy needs a 'type' key (one of ['always_sample', 'and', 'boolean_attribute', "
-         "'bytes_limiting', 'composite', 'drop', 'latency', 'not', 'numeric_attribute', 'probabilistic', 'rate_limiting', "
-         "'span_count', 'status_code', 'string_attribute'])"),
+        ("flows[2].steps[2].sampler.policies[0]", ("a policy needs a 'type' key (one of ['always_sample', 'and', 'boolean_attribute', "
+                                                   "'bytes_limiting', 'composite', 'drop', 'latency', 'not', 'numeric_attribute', "
+                                                   "'probabilistic', 'rate_limiting', 'span_count', 'status_code', 'string_attribute'])")),
         ("flows[2].steps[2].sampler.policies[1].latency.threshold_ms", "expected a number >= 0, got -1"),
         ("flows[3].steps[1].shards", "expected a number > 0, got 0"),
     ]
@@ -383,10 +383,10 @@ def test_derive_rules_naming_a_column_the_flow_does_not_add_fail_at_load(label, 
 @pytest.mark.parametrize("kind,into,expected", [
     ("scrub", "product_events", ("flows[0].steps[4]", "expected each step kind at most once in a flow, got 'scrub'")),
     ("enrich", "service_logs", ("flows[1].steps[4]", "expected each step kind at most once in a flow, got 'enrich'")),
-    ("tail_sample", "service_logs", ("flows[2].steps[2]", "expected at most one tail_sample step in the spec (one trace stage; "
-                                                          "the first is flows[1].steps[4]), got 'tail_sample'")),
-    ("product", "service_logs", ("flows[1].steps[4]", "expected at most one product step in the spec (one product stage; "
-                                                      "the first is flows[0].steps[3]), got 'product'")),
+    ("tail_sample", "service_logs", ("flows[2].steps[2]", ("expected at most one tail_sample step in the spec (one trace stage; "
+                                                           "the first is flows[1].steps[4]), got 'tail_sample'"))),
+    ("product", "service_logs", ("flows[1].steps[4]", ("expected at most one product step in the spec (one product stage; "
+                                                       "the first is flows[0].steps[3]), got 'product'"))),
 ])
 def test_repeated_steps_fail_at_load(kind, into, expected):
     d = default_data()
