@@ -45,8 +45,10 @@ services: $(STAMP) tracker
 test: services
 	$(PY) -m pytest -q
 
+# Long fuzz campaigns (make test runs bounded ones): the record fuzz suite and the spec fuzzer.
 fuzz: $(STAMP)
 	OBSFLOW_FUZZ=long $(PY) -m pytest -q tests/fuzz
+	OBSFLOW_SPEC_FUZZ_LONG=1 OBSFLOW_SPEC_FUZZ_EXAMPLES=$${OBSFLOW_SPEC_FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py

@@ -11,37 +11,26 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration, parse_duration  # noqa: F401 - re-exported
 from pipelines.collect_spec import CollectSpec
 from transforms.alerting.config import AlertingConfig
 from transforms.product.config import ProductConfig
-from transforms.rollup.config import DeriveRule, RollupConfig, duration_ms
+from transforms.rollup.config import DeriveRule, RollupConfig
 from transforms.tail_sampling.config import TailSamplingConfig
 from transforms.tail_sampling.log_sampling import LogSamplingConfig
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(v) -> timedelta:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"``, ``"1w"`` or a number of seconds."""
-    if isinstance(v, timedelta):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return timedelta(seconds=v)
-    if isinstance(v, str):
-        m = _DURATION.match(v)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f'expected a duration like "30s", "5m", "7d", got {v!r}')
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: bounds of the counts every spec model uses (declared once, here)
+MAX_SHARDS = 256
+MAX_PARTITIONS = 1024
+MAX_BYTES = 64 << 20
+_NONNEG = timedelta(0)
 
 
 # -- storage --------------------------------------------------------------------------
@@ -59,21 +48,21 @@ class CatalogSpec(Model):
 class CommitSpec(Model):
     """When the Iceberg sink commits: whichever bound is hit first."""
 
-    max_rows: int = Field(200_000, gt=0)
-    max_seconds: float = Field(5.0, gt=0)
-    retry_seconds: float = Field(120.0, gt=0, description="keep retrying a commit through storage or catalog outages this long")
+    max_rows: int = Field(200_000, gt=0, le=100_000_000, description="rows buffered per table before a commit")
+    max_seconds: float = Field(5.0, gt=0, le=86_400, description="seconds between commits at most")
+    retry_seconds: float = Field(120.0, gt=0, le=7 * 86_400, description="keep retrying a commit through storage or catalog outages this long")
 
 
 class ArchiveOptions(Model):
     """Before expired rows are deleted, copy them to ``<table>_archive`` under a cheaper
     storage prefix, with its own (longer) retention."""
 
-    retention: Duration = timedelta(days=365)
+    retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="how long archived rows are kept")
     location: str | None = Field(None, description="table location; default <warehouse>/archive/<namespace>/<table>_archive")
 
 
 class TableOptions(Model):
-    retention: Duration | None = Field(None, description="default: the table contract's retention (schemas/tables.py)")
+    retention: Duration | None = Field(None, gt=_NONNEG, description="default: the table contract's retention (schemas/tables.py)")
     archive: ArchiveOptions | Literal[False] | None = Field(
         None, description="default: the table contract's (logs: one year in logs_archive); false: delete expired rows outright")
 
@@ -83,9 +72,9 @@ class MaintenanceSpec(Model):
 
     snapshot_max_age: Duration = Field(timedelta(days=1), description="expire snapshots older than this (the current one is kept)")
     orphan_min_age: Duration = Field(timedelta(hours=1), description="only files older than this can be orphans (protects in-flight writes)")
-    target_file_mb: int = Field(128, gt=0, description="compaction target file size")
-    min_files_to_compact: int = Field(4, ge=2, description="a partition with at least this many small files is compacted")
-    small_file_mb: int = Field(32, gt=0, description="files below this size count as small")
+    target_file_mb: int = Field(128, gt=0, le=1 << 20, description="compaction target file size")
+    min_files_to_compact: int = Field(4, ge=2, le=1_000_000, description="a partition with at least this many small files is compacted")
+    small_file_mb: int = Field(32, gt=0, le=1 << 20, description="files below this size count as small")
 
 
 class StorageSpec(Model):
@@ -102,8 +91,9 @@ class PrivacySpec(Model):
     """Pseudonymization and IP anonymization. The HMAC key comes from ``pseudonym_key``
     or, by default, from the environment variable named by ``pseudonym_key_env``."""
 
-    pseudonym_key_env: str = "OBSFLOW_PSEUDONYM_KEY"
-    pseudonym_key: SecretStr | None = None
+    pseudonym_key_env: str = Field("OBSFLOW_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                                   description="environment variable holding the HMAC key")
+    pseudonym_key: SecretStr | None = Field(None, min_length=16, max_length=4096, description="the HMAC key itself (prefer the environment)")
     ipv4_prefix: int = Field(24, ge=0, le=32)
     ipv6_prefix: int = Field(48, ge=0, le=128)
 
@@ -134,13 +124,13 @@ class KafkaSpec(Model):
     group_id: str = Field("obsflow", description="consumer group, for lag reporting only")
     config: dict[str, str] = Field(default_factory=dict, description="extra librdkafka consumer properties")
     schema_registry_url: str | None = Field(None, description="Confluent Schema Registry for the avro codec; default: schemas/ by id")
-    poll_batch_size: int = Field(5000, gt=0, description="records per raw batch at most")
-    poll_timeout: Duration = Field(timedelta(milliseconds=500), description="longest wait for a batch to fill")
+    poll_batch_size: int = Field(5000, gt=0, le=1_000_000, description="records per raw batch at most")
+    poll_timeout: Duration = Field(timedelta(milliseconds=500), ge=MIN_WINDOW, le=timedelta(hours=1), description="longest wait for a batch to fill")
     commit_group_offsets: bool = Field(True, description="commit read positions to group_id (lag reporting)")
-    connect_retries: int = Field(5, ge=0, description="metadata attempts after the first when the broker does not answer at start")
-    connect_backoff: Duration = Field(timedelta(seconds=1), description="first wait between attempts; doubles up to connect_backoff_max")
-    connect_backoff_max: Duration = timedelta(seconds=10)
-    connect_timeout: Duration = Field(timedelta(seconds=5), description="one metadata attempt's timeout")
+    connect_retries: int = Field(5, ge=0, le=1000, description="metadata attempts after the first when the broker does not answer at start")
+    connect_backoff: Duration = Field(timedelta(seconds=1), le=timedelta(hours=1), description="first wait between attempts; doubles up to connect_backoff_max")
+    connect_backoff_max: Duration = Field(timedelta(seconds=10), le=timedelta(hours=1), description="longest wait between attempts")
+    connect_timeout: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1), description="one metadata attempt's timeout")
 
     @property
     def bootstrap(self) -> str:
@@ -160,7 +150,7 @@ class SourceSpec(Model):
     codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = "json"
     starting_position: Literal["earliest", "latest"] = Field(
         "earliest", description="where a partition starts when no table records a position for it yet")
-    partitions: int = Field(4, gt=0, description="partitions of the embedded source (Kafka uses the topic's)")
+    partitions: int = Field(4, gt=0, le=MAX_PARTITIONS, description="partitions of the embedded source (Kafka uses the topic's)")
 
     @property
     def topic_name(self) -> str:
@@ -174,12 +164,14 @@ class ValidateStep(Model):
     """Reject records that break the wire contract."""
 
     kind: Literal["validate"]
-    max_bytes: int = Field(65536, gt=0)
-    max_future: Duration = timedelta(minutes=5)
-    max_past: Duration = timedelta(days=7)
+    max_bytes: int = Field(65536, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
+    max_future: Duration = Field(timedelta(minutes=5), description="timestamps later than ingest + this are rejected")
+    max_past: Duration = Field(timedelta(days=7), description="timestamps earlier than ingest - this are rejected")
     event_types: list[str] = Field(default_factory=lambda: [
-        "page_view", "click", "scroll", "form_start", "form_step", "form_submit", "signup_complete", "error"])
-    levels: list[str] = Field(default_factory=lambda: ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])
+        "page_view", "click", "scroll", "form_start", "form_step", "form_submit", "signup_complete", "error"],
+        min_length=1, description="accepted event types")
+    levels: list[str] = Field(default_factory=lambda: ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
+                              min_length=1, description="accepted log levels")
 
 
 #: attribute keys whose values are redacted whole (``ScrubStep.sensitive_keys``): a word of the
@@ -212,17 +204,17 @@ class EnrichStep(Model):
     geo: bool = True
     user_agent: bool = True
     service_metadata: bool = True
-    cache_size: int = Field(100_000, gt=0, description="entries in each lookup cache (IPs, user agents)")
+    cache_size: int = Field(100_000, gt=0, le=100_000_000, description="entries in each lookup cache (IPs, user agents)")
     require_valid_ip: bool = Field(True, description="a client_ip that is not an IP address is an enrichment_failure")
 
 
 class RedSpec(Model):
     """RED metrics (rate, errors, duration) from every span, before sampling."""
 
-    window: Duration = timedelta(minutes=1)
+    window: Duration = Field(timedelta(minutes=1), ge=MIN_WINDOW, description="tumbling window of the RED rows")
     relative_accuracy: float = Field(0.01, gt=0, lt=1, description="DDSketch relative accuracy of the quantiles")
-    allowed_lateness: Duration = timedelta(minutes=5)
-    max_exemplars: int = Field(3, ge=0)
+    allowed_lateness: Duration = Field(timedelta(minutes=5), description="a window closes this long after its end")
+    max_exemplars: int = Field(3, ge=0, le=1000, description="trace ids kept per window and series")
 
 
 class HeadSamplingSpec(Model):
@@ -257,7 +249,7 @@ class TailSampleStep(Model):
     RED rows of obs.metrics; log lines with a trace id follow their trace's decision."""
 
     kind: Literal["tail_sample"]
-    shards: int = Field(4, gt=0, description="state shards (trace id hash); the unit of parallelism")
+    shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (trace id hash); the unit of parallelism")
     sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig)
     red: RedSpec | None = RedSpec()
     log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
@@ -282,7 +274,7 @@ class RollupStep(Model):
     spec's log and event flows (``source: logs|events``), fed to the same stage."""
 
     kind: Literal["rollup"]
-    shards: int = Field(4, gt=0, description="state shards (metric name hash)")
+    shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (metric name hash)")
     config: RollupConfig = Field(default_factory=RollupConfig)
     derive: list[DeriveRule] = Field(default_factory=list, description="metrics derived from log / event rows")
 
@@ -294,7 +286,7 @@ class ProductStep(Model):
     the flow's own table (``events``) is still written."""
 
     kind: Literal["product"]
-    shards: int = Field(4, gt=0, description="state shards (session id hash)")
+    shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (session id hash)")
     config: ProductConfig = Field(default_factory=ProductConfig)
     error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window: count, "
                                                  "first seen (min) and last seen (max), event time in epoch ms")
@@ -311,7 +303,7 @@ class AlertsSpec(AlertingConfig):
     ``alertmanager_url``, to a real Alertmanager (v2 API)."""
 
     alertmanager_url: str | None = Field(None, description="POST alert events to this Alertmanager (http://host:9093)")
-    alertmanager_timeout: float = Field(5.0, gt=0, description="seconds per Alertmanager request")
+    alertmanager_timeout: float = Field(5.0, gt=0, le=3600, description="seconds per Alertmanager request")
 
     def engine_config(self) -> AlertingConfig:
         return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,
@@ -331,7 +323,7 @@ class FlowSpec(Model):
 
 class DeadLetterSpec(Model):
     table: str = "dead_letters"
-    max_raw_bytes: int = Field(16384, ge=0, description="raw payload bytes kept per dead letter")
+    max_raw_bytes: int = Field(16384, ge=0, le=MAX_BYTES, description="raw payload bytes kept per dead letter")
 
 
 class OutputsSpec(Model):
@@ -344,8 +336,8 @@ class OutputsSpec(Model):
     dead_letters_topic: str | None = Field(None, description="rejected records (schemas/avro/dead_letter.avsc), besides the table; null: none")
     codec: Literal["json", "avro"] = Field("json", description="json: the .avsc fields as JSON (raw bytes base64); avro: Confluent wire format")
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
-    delivery_timeout: Duration = Field(timedelta(seconds=60), description="librdkafka retries a message this long (message.timeout.ms), then it is a delivery failure")
-    flush_timeout: Duration = Field(timedelta(seconds=60), description="longest wait for outstanding messages at a commit or on close")
+    delivery_timeout: Duration = Field(timedelta(seconds=60), ge=MIN_WINDOW, le=timedelta(days=1), description="librdkafka retries a message this long (message.timeout.ms), then it is a delivery failure")
+    flush_timeout: Duration = Field(timedelta(seconds=60), ge=MIN_WINDOW, le=timedelta(days=1), description="longest wait for outstanding messages at a commit or on close")
 
 
 class StagesSpec(Model):
@@ -364,7 +356,8 @@ class StagesSpec(Model):
     runs decide everything at the end of input, as before."""
 
     idle_advance_after: Duration | None = Field(
-        timedelta(seconds=5), description="wall time without input after which a stage's clock follows the wall clock; 0 or null: never")
+        timedelta(seconds=5), le=timedelta(days=1),
+        description="wall time without input after which a stage's clock follows the wall clock; 0s or null: never")
 
     @property
     def idle_advance_ms(self) -> int:
@@ -393,7 +386,9 @@ class PipelineSpec(Model):
         from schemas.tables import TABLES
 
         names = [s.name for s in self.sources]
+        read = [f.source for f in self.flows]
         for i, src in enumerate(self.sources):
+            _check_codec(f"sources[{i}]", src)
             if (src.topic is None) == (src.topic_pattern is None):
                 raise SpecReferenceError(f"sources[{i}]", "exactly one of 'topic' and 'topic_pattern'",
                                          "both" if src.topic is not None else "neither")
@@ -408,8 +403,13 @@ class PipelineSpec(Model):
         for i, flow in enumerate(self.flows):
             if flow.source not in names:
                 raise SpecReferenceError(f"flows[{i}].source", f"one of the source names {names}", flow.source)
+            if read.index(flow.source) != i:
+                raise SpecReferenceError(f"flows[{i}].source", "a source no other flow reads", flow.source)
             if flow.sink.table not in TABLES:
                 raise SpecReferenceError(f"flows[{i}].sink.table", f"one of the tables {sorted(TABLES)}", flow.sink.table)
+        for i, src in enumerate(self.sources):
+            if src.name not in read:
+                raise SpecReferenceError(f"sources[{i}].name", "a source that some flow reads (flows[*].source)", src.name)
         self._check_stages()
         if self.dead_letters.table not in TABLES:
             raise SpecReferenceError("dead_letters.table", f"one of the tables {sorted(TABLES)}", self.dead_letters.table)
@@ -420,13 +420,24 @@ class PipelineSpec(Model):
 
     def _check_stages(self) -> None:
         rollups = []
+        once: dict[str, str] = {}  # kind -> key path of the spec's only step of that kind
         for i, flow in enumerate(self.flows):
             sig = self.source(flow.source).signal
+            kinds = [st.kind for st in flow.steps]
             for j, st in enumerate(flow.steps):
+                if kinds.index(st.kind) != j:
+                    raise SpecReferenceError(f"flows[{i}].steps[{j}]", "each step kind at most once in a flow", st.kind)
+                if st.kind in _ONE_PER_SPEC:
+                    if st.kind in once:
+                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"at most one {st.kind} step in the spec "
+                                                 f"({_ONE_PER_SPEC[st.kind]}; the first is {once[st.kind]})", st.kind)
+                    once[st.kind] = f"flows[{i}].steps[{j}]"
                 if isinstance(st, RollupStep):
                     if sig != "metric":
                         raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
                     rollups.append(st)
+                    for k, rule in enumerate(st.derive):
+                        _check_derive(f"flows[{i}].steps[{j}].derive[{k}]", rule, self._row_columns(rule.source))
                 if isinstance(st, ProductStep) and sig != "event":
                     raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a product step on a flow whose source has signal: event", sig)
             for j, st in enumerate(flow.steps):
@@ -446,11 +457,97 @@ class PipelineSpec(Model):
             res = set(rollups[0].config.resolutions_ms)
             for i, r in enumerate(self.alerts.rules):
                 if duration_ms(r.resolution) not in res:
-                    raise SpecReferenceError(f"alerts.rules[{i}].resolution", f"one of the rollup resolutions {rollups[0].config.resolutions}",
-                                             r.resolution)
+                    raise SpecReferenceError(f"alerts.rules[{i}].resolution", f"one of the rollup resolutions {[format_duration(x) for x in rollups[0].config.resolutions]}",
+                                             format_duration(r.resolution))
+
+    def _row_columns(self, table: str) -> set[str] | None:
+        """Columns every flow feeding derive rules of ``table`` (logs / events) has in its
+        rows: the table's columns, without those a scrub or enrich option adds when that
+        option is off (or its step absent) in some such flow. None when no flow feeds it."""
+        signal = {"logs": "log", "events": "event"}[table]
+        out = None
+        for flow in self.flows:
+            if self.source(flow.source).signal != signal:
+                continue
+            added = set()
+            for st in flow.steps:
+                for (kind, option), cols in _ADDED_BY.items():
+                    if st.kind == kind and getattr(st, option) and (option != "service_metadata" or self.services):
+                        added |= cols
+            missing = set().union(*_ADDED_BY.values()) - added
+            out = (out if out is not None else _table_columns(table)) - missing
+        return out
 
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)
+
+
+def _check_codec(path: str, src: SourceSpec) -> None:
+    """The source's codec decodes its signal (the codec registry is asked, so it cannot drift)."""
+    from schemas.codecs import codec_for
+
+    try:
+        codec_for(src.codec, src.signal, 65536)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SpecReferenceError(f"{path}.codec", f"a codec that decodes signal {src.signal!r} ({e})", src.codec) from None
+
+
+#: step kinds that configure the spec's one stage of their kind (pipelines.graph.plan_stages)
+_ONE_PER_SPEC = {"tail_sample": "one trace stage", "log_sample": "one log sampling config", "product": "one product stage"}
+
+#: row columns a scrub or enrich option adds (transforms/scrub.py, transforms/enrich.py);
+#: ``service_metadata`` adds its columns only when the spec has ``services``
+_ADDED_BY = {
+    ("scrub", "pseudonymize_users"): {"user_pseudonym"},
+    ("scrub", "anonymize_ip"): {"client_ip_anon"},
+    ("enrich", "geo"): {"geo_country", "geo_city"},
+    ("enrich", "user_agent"): {"device", "browser", "browser_version", "os", "os_version"},
+    ("enrich", "service_metadata"): {"service_team", "service_tier"},
+}
+
+
+def _table_columns(table: str) -> set[str]:
+    from schemas.tables import TABLES
+
+    return {f.name for f in TABLES[table].arrow_schema() if f.name != "sample_rate"}  # sample_rate: set when rows are written
+
+
+def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> None:
+    """Every column ``rule`` names is in the rows its flows give it (``available``: the
+    source table's columns, less what a scrub/enrich option that is off would have added),
+    of a type the derive step can use: filter values cast to the column's type, labels
+    are scalars, ``value`` is numeric and ``time_column`` a timestamp."""
+    import pyarrow as pa
+
+    from schemas.tables import TABLES
+
+    types = {f.name: f.type for f in TABLES[rule.source].arrow_schema()}
+    cols = sorted(available if available is not None else _table_columns(rule.source))
+
+    def column(key: str, name: str) -> pa.DataType:
+        if name not in cols:
+            raise SpecReferenceError(key, f"a column the {rule.source} rows have {cols}", name)
+        return types[name]
+
+    for col, want in rule.filter.items():
+        typ = column(f"{path}.filter.{col}", col)
+        values = want if isinstance(want, list) else [want]
+        if not values:
+            raise SpecReferenceError(f"{path}.filter.{col}", "a value or a non-empty list of values", want)
+        try:
+            pa.array(values).cast(typ)
+        except (pa.ArrowException, OverflowError, ValueError, TypeError):
+            raise SpecReferenceError(f"{path}.filter.{col}", f"values of one type that casts to the column's type {typ}", want) from None
+    for k, name in enumerate(rule.labels):
+        typ = column(f"{path}.labels[{k}]", name)
+        if pa.types.is_nested(typ):
+            raise SpecReferenceError(f"{path}.labels[{k}]", "a column of a scalar type", f"{name} ({typ})")
+    if rule.value is not None:
+        typ = column(f"{path}.value", rule.value)
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            raise SpecReferenceError(f"{path}.value", "a numeric column", f"{rule.value} ({typ})")
+    if not pa.types.is_timestamp(column(f"{path}.time_column", rule.time_column)):
+        raise SpecReferenceError(f"{path}.time_column", "a timestamp column", rule.time_column)
 
 
 class SpecReferenceError(ValueError):

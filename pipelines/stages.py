@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.durations import MAX_DURATION
 from schemas.tables import table_def
 from transforms.shape import conform
 from transforms.tail_sampling import HeadSampler, LogSampler, RedMetrics, TailSampler
@@ -518,7 +519,7 @@ class TraceStage:
 
 _MIN = -(1 << 62)
 _MAX = 1 << 62
-_NEVER = "36500d"  # a watermark delay that keeps a library's own watermark out of the way: the stage drives it
+_NEVER = MAX_DURATION  # a watermark delay that keeps a library's own watermark out of the way: the stage drives it
 
 
 class Stage:

@@ -260,6 +260,8 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
 def _add_new_columns(catalog: Catalog, table: Table, tdef: TableDef) -> Table:
     """Add the optional columns ``tdef`` declares that a table created by an earlier
     version lacks (e.g. ``dead_letters.item_index``); another writer adding them first is fine."""
+    from pyiceberg.exceptions import CommitFailedException
+
     have = {f.name for f in table.schema().fields}
     missing = [f for f in tdef.schema.fields if f.name not in have and not f.required]
     if not missing:

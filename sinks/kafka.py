@@ -31,7 +31,6 @@ import base64
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from typing import Iterable
 

@@ -4,7 +4,6 @@ ground truth (which records are malformed and why, how many rows the good ones m
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa

@@ -12,7 +12,6 @@ runners is covered by the trace tests."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest

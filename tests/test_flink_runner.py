@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from infra import flink
 from pipelines.loader import parse_spec
 from runners.flink_rest import FlinkRest
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture

@@ -90,7 +90,7 @@ def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_
 def test_pipeline_on_postgres_and_s3_writes_exact_rows(shared_spec, s3_server):
     from runners.bytewax.run import run
     from runners.job import RunRequest
-    from tests.helpers import strip_traces, write_through_sink, START_MS
+    from tests.helpers import START_MS
 
     run(RunRequest(spec=shared_spec, runner="bytewax", count=1200, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
     truth = ground_truth(embedded(shared_spec, 1200))

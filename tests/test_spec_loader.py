@@ -32,9 +32,16 @@ def test_default_spec_loads_with_its_flows_and_steps():
     assert spec.storage.namespace == "obs"
 
 
-@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("7d", 604800), ("1w", 604800), (12, 12)])
+@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("7d", 604800), ("1w", 604800),
+                                          ("1m30s", 90), ("1.5h", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("bare", [12, 0, 1.5, "60", "0"])
+def test_a_bare_number_is_not_a_duration(bare):
+    with pytest.raises(ValueError, match="a duration needs a unit"):
+        parse_duration(bare)
 
 
 def test_wrong_types_name_the_key_path_and_the_expectation():

@@ -10,7 +10,6 @@ address (when ``require_valid_ip``). The ingest time is added by ``shape.finish`
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 

@@ -32,7 +32,6 @@ import bytewax.operators as op
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from pipelines.spec import PipelineSpec
-from runners.stats import STATS
 from sinks.iceberg import IcebergSink, split_by_table
 
 

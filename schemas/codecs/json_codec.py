@@ -393,7 +393,7 @@ class JsonCodec:
         for k, p in enumerate(payloads):
             try:
                 decoder.decode(p)
-            except msgspec.ValidationError as e:
+            except msgspec.ValidationError:
                 problem = self.type_problem(p)
                 if problem is not None:
                     rejects.add(int(idx[k]), *problem)

@@ -231,7 +231,6 @@ def test_route_tree_matchers_continue_and_inheritance():
 
 
 def test_generated_alertmanager_config_and_removed_severity_receivers():
-    from transforms.alerting import AlertingConfig
 
     assert AlertingConfig(**TREE).alertmanager_config()["route"] == {
         "receiver": "default", "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h",

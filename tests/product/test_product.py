@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from sources.generator import partition_stream
-from transforms.product import ErrorGrouper, FunnelConfig, ProductAnalytics, ProductConfig, normalize_stack, signup_funnel
+from transforms.product import ErrorGrouper, ProductAnalytics, ProductConfig, normalize_stack
 from transforms.product.fingerprint import fingerprint
 
 pytestmark = pytest.mark.metrics

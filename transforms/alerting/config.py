@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transforms.rollup.config import duration_ms, format_duration
+from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 VALUE_FIELDS = ("count", "sum", "min", "max", "last", "avg", "increase", "rate", "p50", "p90", "p95", "p99")
@@ -41,7 +42,15 @@ class Matcher(BaseModel):
 
 
 def _matchers(v):
-    return [x if isinstance(x, Matcher) else Matcher.parse(x) for x in (v or [])]
+    """A list of matchers from a list of matcher texts; ``ValueError`` for anything else."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f'expected a list of matchers like [severity="P0"], got {type(v).__name__} {v!r:.60}')  # noqa: TRY004 - pydantic reports ValueError
+    for x in v:
+        if not isinstance(x, (str, Matcher)):
+            raise ValueError(f'expected a matcher like severity="P0", got {type(x).__name__} {x!r:.60}')  # noqa: TRY004
+    return [x if isinstance(x, Matcher) else Matcher.parse(x) for x in v]
 
 
 class Selector(BaseModel):
@@ -73,30 +82,24 @@ class AlertRule(BaseModel):
     ``for``: how long the condition must hold (pending) before firing; ``keep_firing_for``:
     how long a firing alert stays firing after the condition stops holding."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     name: str
     type: Literal["threshold", "anomaly", "absence"] = "threshold"
-    resolution: str = "1m"
+    resolution: Duration = Field(timedelta(minutes=1), ge=MIN_WINDOW, description="the rollup resolution evaluated")
     select: Selector
     ratio_of: Selector | None = None
     on: list[str] | None = None
     op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
     threshold: float | None = None
-    k: float = 3.0
-    baseline_windows: int = Field(10, ge=2)
-    absent_for: str = "5m"
-    for_: str = Field("0s", alias="for")
-    keep_firing_for: str = "0s"
+    k: float = Field(3.0, ge=0, le=1e6, description="anomaly: standard deviations from the mean")
+    baseline_windows: int = Field(10, ge=2, le=100_000)
+    absent_for: Duration = Field(timedelta(minutes=5), ge=MIN_WINDOW, description="absence: how long a series may have no row")
+    for_: Duration = Field(timedelta(0), alias="for", description="how long the condition holds before firing")
+    keep_firing_for: Duration = Field(timedelta(0), description="how long a firing alert stays firing after the condition stops")
     severity: Literal["P0", "P1", "P2"] = "P2"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict, description="summary, description, runbook_url; {{ $value }} and {{ $labels.x }} are expanded")
-
-    @field_validator("resolution", "absent_for", "for_", "keep_firing_for")
-    @classmethod
-    def _dur(cls, v):
-        duration_ms(v)
-        return str(v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -118,13 +121,6 @@ class InhibitRule(BaseModel):
     _p = field_validator("source_matchers", "target_matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
 
 
-def _dur_or_none(v):
-    if v is not None:
-        duration_ms(v)
-        return str(v)
-    return v
-
-
 class RouteConfig(BaseModel):
     """A node of Alertmanager's routing tree (same keys and semantics as its ``route``).
 
@@ -139,15 +135,14 @@ class RouteConfig(BaseModel):
 
     receiver: str | None = None
     group_by: list[str] | None = Field(None, description="['...'] groups by all labels")
-    group_wait: str | None = None
-    group_interval: str | None = None
-    repeat_interval: str | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = Field(None, ge=MIN_WINDOW)
+    repeat_interval: Duration | None = Field(None, ge=MIN_WINDOW)
     matchers: list[Matcher] = Field(default_factory=list)
     continue_: bool = Field(False, alias="continue")
     routes: list["RouteConfig"] = Field(default_factory=list)
 
     _p = field_validator("matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
-    _d = field_validator("group_wait", "group_interval", "repeat_interval")(classmethod(lambda cls, v: _dur_or_none(v)))
 
     @model_validator(mode="before")
     @classmethod

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from datetime import timedelta
 
-from transforms.rollup.config import duration_ms
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.durations import MIN_WINDOW, Duration, duration_ms
 
 
 class FunnelStep(BaseModel):
@@ -16,7 +18,7 @@ class FunnelStep(BaseModel):
     event_type: str
     page: str | None = None
     form: str | None = None
-    form_step: int | None = None
+    form_step: int | None = Field(None, ge=-(2**31), lt=2**31, description="the event's form step (a 32-bit integer)")
 
 
 class FunnelConfig(BaseModel):
@@ -50,22 +52,15 @@ def signup_funnel() -> FunnelConfig:
 
 
 class ProductConfig(BaseModel):
-    """Sessions and funnels. Durations are strings like ``"30m"`` (or milliseconds)."""
+    """Sessions and funnels. Durations are :data:`core.durations.Duration` (``"30m"``, ``"10s"``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    session_gap: str = Field("30m", description="a session ends after this much inactivity")
-    watermark_delay: str = Field("10s", description="watermark = max event time seen - watermark_delay")
-    report_resolution: str = Field("1h", description="window of the funnel report rows (by session end)")
+    session_gap: Duration = Field(timedelta(minutes=30), ge=MIN_WINDOW, description="a session ends after this much inactivity")
+    watermark_delay: Duration = Field(timedelta(seconds=10), description="watermark = max event time seen - watermark_delay")
+    report_resolution: Duration = Field(timedelta(hours=1), ge=MIN_WINDOW, description="window of the funnel report rows (by session end)")
     funnels: list[FunnelConfig] = Field(default_factory=lambda: [signup_funnel()])
-    max_pages: int = Field(100, ge=1, description="pages kept per session row")
-
-    @field_validator("session_gap", "watermark_delay", "report_resolution")
-    @classmethod
-    def _dur(cls, v):
-        if duration_ms(v) < 0:
-            raise ValueError("must not be negative")
-        return str(v)
+    max_pages: int = Field(100, ge=1, le=100_000, description="pages kept per session row")
 
     @property
     def gap_ms(self) -> int:

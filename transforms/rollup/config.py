@@ -2,83 +2,50 @@
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from datetime import timedelta
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration
 
+__all__ = ["DeriveRule", "RollupConfig", "duration_ms", "format_duration"]
 
-def duration_ms(value) -> int:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"``, ``"7d"`` or a number of milliseconds → milliseconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like \"30s\", \"5m\", \"1h\", got {value!r}")
-    if isinstance(value, (int, float)):
-        return int(value)
-    m = _DUR.match(str(value))
-    if not m:
-        raise ValueError(f"expected a duration like \"30s\", \"5m\", \"1h\", got {value!r}")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
-
-
-def format_duration(ms: int) -> str:
-    """Inverse of :func:`duration_ms` for whole units (``60000`` → ``"1m"``)."""
-    for unit in ("d", "h", "m", "s"):
-        if ms % _UNIT_MS[unit] == 0:
-            return f"{ms // _UNIT_MS[unit]}{unit}"
-    return f"{ms}ms"
+#: a window size: at least 1ms
+Resolution = Annotated[Duration, Field(ge=MIN_WINDOW)]
 
 
 class RollupConfig(BaseModel):
-    """Metric rollup settings. Durations are strings like ``"1m"`` (or milliseconds)."""
+    """Metric rollup settings. Durations are :data:`core.durations.Duration` (``"1m"``, ``"10s"``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    resolutions: list[str] = Field(default_factory=lambda: ["1m", "1h"],
-                                   description="tumbling window sizes; each must be a multiple of the smallest")
-    watermark_delay: str = Field("10s", description="watermark = max event time seen - watermark_delay")
-    allowed_lateness: str = Field("1m", description="a window closes when the watermark passes its end + allowed_lateness")
-    max_series_per_metric: int = Field(10_000, ge=1, description="series per (kind, name) before folding into the overflow series")
+    resolutions: list[Resolution] = Field(default_factory=lambda: [timedelta(minutes=1), timedelta(hours=1)], min_length=1,
+                                          max_length=16, description="tumbling window sizes; each must be a multiple of the smallest")
+    watermark_delay: Duration = Field(timedelta(seconds=10), description="watermark = max event time seen - watermark_delay")
+    allowed_lateness: Duration = Field(timedelta(minutes=1), description="a window closes when the watermark passes its end + allowed_lateness")
+    max_series_per_metric: int = Field(10_000, ge=1, le=100_000_000, description="series per (kind, name) before folding into the overflow series")
     relative_accuracy: float = Field(0.01, gt=0, lt=1, description="DDSketch relative accuracy of gauge quantiles")
     sketch_kinds: list[str] = Field(default_factory=lambda: ["gauge"], description="kinds whose values feed the quantile sketch")
     exemplars: bool = Field(True, description="keep the trace id of each window's largest sample (input column trace_id)")
-    compact_rows: int = Field(2_000_000, ge=1000, description="pending partial rows per window before they are merged")
+    compact_rows: int = Field(2_000_000, ge=1000, le=1_000_000_000, description="pending partial rows per window before they are merged")
     histogram_buckets: Literal["per_bucket", "cumulative"] = Field(
         "per_bucket", description="layout of histogram bucket_counts: per_bucket (OTLP: observations in each bucket) or "
                                   "cumulative (Prometheus le buckets: observations <= each bound, the last one +Inf)")
-    counter_gap: str | None = Field(None, description="spread a counter's increase linearly over a gap between two samples "
-                                                      "longer than this: only the share inside the window is counted; "
-                                                      "null: the whole increase counts in the window of the later sample")
-
-    @field_validator("counter_gap")
-    @classmethod
-    def _gap(cls, v):
-        if v is not None and duration_ms(v) <= 0:
-            raise ValueError(f"expected a duration above 0 or null, got {v!r}")
-        return None if v is None else str(v)
-
-    @field_validator("watermark_delay", "allowed_lateness")
-    @classmethod
-    def _dur(cls, v):
-        duration_ms(v)
-        return str(v)
+    counter_gap: Annotated[Duration, Field(ge=MIN_WINDOW)] | None = Field(
+        None, description="spread a counter's increase linearly over a gap between two samples longer than this: only the "
+                          "share inside the window is counted; null: the whole increase counts in the window of the later sample")
 
     @field_validator("resolutions")
     @classmethod
     def _res(cls, v):
-        if not v:
-            raise ValueError("at least one resolution is required")
         ms = sorted(duration_ms(x) for x in v)
-        if ms[0] <= 0:
-            raise ValueError("resolutions must be positive")
         bad = [format_duration(x) for x in ms if x % ms[0]]
         if bad:
             raise ValueError(f"every resolution must be a multiple of the smallest ({format_duration(ms[0])}); not: {bad}")
         if len(set(ms)) != len(ms):
             raise ValueError("duplicate resolutions")
-        return [str(x) for x in v]
+        return v
 
     @field_validator("sketch_kinds")
     @classmethod
@@ -114,9 +81,9 @@ class DeriveRule(BaseModel):
     rows (a summary sample with count 1 per row, so the rollup row's ``count`` is the number
     of matching rows per window)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str
+    name: str = Field(min_length=1, description="metric name of the derived samples")
     source: str = Field(description="logs or events")
     filter: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(default_factory=dict)
     labels: list[str] = Field(default_factory=list)

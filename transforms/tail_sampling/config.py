@@ -12,39 +12,16 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from core.durations import Duration, parse_duration
 
+__all__ = ["ConfigError", "Duration", "TailSamplingConfig", "load_config", "parse_duration"]
 
-def parse_duration(v) -> timedelta:
-    """A duration as the collector writes it (Go syntax: ``"30s"``, ``"500ms"``,
-    ``"1m30s"``; ``"d"`` accepted too) or a number of seconds."""
-    if isinstance(v, timedelta):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if v < 0:
-            raise ValueError(f"expected a non-negative duration, got {v!r}")
-        return timedelta(seconds=v)
-    if isinstance(v, str):
-        s = v.strip()
-        if s == "0":
-            return timedelta(0)
-        pos, total = 0, 0.0
-        for m in _GO_DURATION.finditer(s):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _UNITS_S[m.group(2)]
-            pos = m.end()
-        else:
-            if pos == len(s) and pos > 0:
-                return timedelta(seconds=total)
-    raise ValueError(f'expected a duration like "30s", "500ms", "1m30s", got {v!r}')
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
+#: the largest count any key accepts
+_MAX_COUNT = 1_000_000_000
+#: the largest millisecond threshold (100 years)
+_MAX_MS = 36500 * 86_400_000
 
 #: why ottl_condition is refused (README: "The Collector (v0.161.0) and us")
 OTTL_REFUSED = ("ottl_condition is not supported: OTTL is a language of its own (paths into span, resource, scope and "
@@ -54,7 +31,7 @@ OTTL_REFUSED = ("ottl_condition is not supported: OTTL is a language of its own 
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- policy bodies ------------------------------------------------------------------------
@@ -333,8 +310,8 @@ class DecisionCacheCfg(Model):
 
 
 class TailSamplingConfig(Model):
-    decision_wait: Duration = timedelta(seconds=30)
-    decision_wait_after_root_received: Duration = Field(timedelta(0), description="0 = off")
+    decision_wait: Duration = Field(timedelta(seconds=30), description="how long a trace's spans are buffered before its decision")
+    decision_wait_after_root_received: Duration = Field(timedelta(0), description="0s = off")
     num_traces: int = Field(50_000, gt=0, le=MAX_COUNT)
     expected_new_traces_per_sec: int = Field(0, ge=0, le=MAX_COUNT)
     max_trace_size: int = Field(10_000, ge=0, le=2**31 - 1, description="0 = unbounded")
