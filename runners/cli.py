@@ -120,7 +120,8 @@ def cmd_run(args) -> int:
         print("dead letters by reason: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
     late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.records_dead
     if late_rows > 0:  # dead-lettered by a stateful stage after the record was accepted
-        print(f"plus {_fmt(late_rows)} accepted samples dead-lettered by the rollups as late_data (their window had closed)")
+        print(f"of those, {_fmt(late_rows)} accepted records dead-lettered by the stateful stages as late_data (metric samples "
+              f"and spans whose window had closed: not counted in the rollups / RED metrics)")
     ts = STATS.tail_sampling
     if ts:
         parts = [f"{_fmt(ts[('traces', 'sampled')])} traces kept, {_fmt(ts[('traces', 'not_sampled')])} not sampled "

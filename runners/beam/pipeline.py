@@ -53,7 +53,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick, make_stage
+from pipelines.stages import GLOBAL, StageInput, StageOutput, StageTick, global_inputs, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -390,7 +390,7 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
         if GLOBAL in defs:
             # fed from the merged collection (a stateful DoFn's output consumed twice loses elements on the DirectRunner)
             globl = (outs
-                     | "GlobalInputs" >> beam.FlatMap(lambda o: [(o.key, o)] if isinstance(o, StageOutput) and o.stage in (METRICS, PRODUCT) else [])
+                     | "GlobalInputs" >> beam.FlatMap(global_inputs)
                      .with_output_types(KEYED)
                      | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()

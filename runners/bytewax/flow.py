@@ -29,7 +29,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick, make_stage
+from pipelines.stages import GLOBAL, StageTick, global_inputs, make_stage
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -210,7 +210,7 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
         staged = op.map("unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1])
         outs = op.merge("merge", outs, staged)
         if GLOBAL in defs:
-            to_global = op.flat_map("global_inputs", staged, lambda o: [(o.key, o)] if o.stage in (METRICS, PRODUCT) else [])
+            to_global = op.flat_map("global_inputs", staged, global_inputs)
             globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
                            lambda kv: kv[1])
             outs = op.merge("merge_global", outs, globl)
