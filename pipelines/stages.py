@@ -340,7 +340,8 @@ class TraceStage:
         self._idle_wall = _input_wall(item)
         self._idle_from = max(self.now, self._clock.idle_base())
         _note_lag(self, item)
-        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, self.now))
+        # held until its rows can no longer be waiting: spans wait from their batch's ingest time (below)
+        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, max(self.now, item.now_ms)))
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
         if item.table is not None and item.table.num_rows:

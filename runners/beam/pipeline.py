@@ -429,7 +429,8 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     from apache_beam.options.pipeline_options import StandardOptions
 
     streaming = bool(p.options.view_as(StandardOptions).streaming)
-    return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True,
+    # the stages' event time waits for the partitions that had records to read when the run was planned
+    return process_and_write(raw, spec, names, [r.part.key for r in ranges if r.backlog], kafka=True,
                              idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0)
 
 

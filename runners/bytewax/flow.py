@@ -179,6 +179,8 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     ``global`` stage (alerts, funnel reports) is a second keyed operator chained on the
     metrics and product stages' outputs."""
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
+    if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
+        partitions = [k for k in partitions if source.ranges[k].backlog]
     graph = PipelineGraph(spec)
 
     def process(raw):
