@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install services bench clean
+.PHONY: demo test groundtruth install services bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ services: $(STAMP)
 
 test: services
 	$(PY) -m pytest -q
+
+groundtruth: services  # the ground-truth suite on every engine / read order pair (CI runs two)
+	OBSFLOW_GROUNDTRUTH_ALL=1 $(PY) -m pytest -q tests/groundtruth
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py

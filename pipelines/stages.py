@@ -16,8 +16,12 @@ merges the product shards' funnel tallies into report rows.
 :class:`TraceStage` (shard = hash of the trace id) consumes every span and the log lines
 of the spec's log flows, and emits
 - ``spans`` / ``traces``: what the tail sampler keeps (``transforms.tail_sampling``);
-- ``metrics``: RED metrics computed from *all* spans before sampling, with exemplar trace
-  ids of kept traces;
+- RED metrics computed from *all* spans before sampling, with exemplar trace ids of kept
+  traces: a window closes when the span partitions' event time (largest span start per
+  partition, smallest over the partitions) passed its end + ``allowed_lateness``; closed
+  windows leave as partial aggregates (``extra["red"]``, ``extra["red_through"]``) that
+  the global stage merges into one ``metrics`` row per series and window; a span whose
+  window had closed is a ``late_data`` dead letter (``counters["red_late_spans"]``);
 - ``logs``: WARN/ERROR/FATAL always; other lines follow their trace's decision (a kept
   trace keeps all its logs), lines without a trace id are sampled by hash at once, and a
   line whose trace never shows up is sampled by hash after ``log_wait``; ``sample_rate``
@@ -27,9 +31,11 @@ of the spec's log flows, and emits
   no obs.traces row; RED metrics still count them all;
 - ``counters`` (on every output): the tail sampler's counts since the previous output.
 
-Time is the data's: ``now`` is the largest ingest time a shard has seen, so a run is
-deterministic for a given input order, and a bounded run decides everything on
-:meth:`TraceStage.flush`.
+Time is the data's: ``now`` is the ingest-time watermark over the stage's partitions
+(:class:`PartitionClock`: the partitions with records to read are known from the topic
+metadata at start, and one not read yet holds it), so a run's answers do not depend on
+the order topics and partitions are read in, and a bounded run decides everything on
+:meth:`TraceStage.flush`. A trace's ``decision_wait`` starts at its batch's ingest time.
 
 Idle advance (``stages.idle_advance_after``, unbounded runs): a :class:`StageTick` (wall
 time) reaches every shard while input is idle; once a shard has had no input for the

@@ -13,11 +13,15 @@ compared with the model's own:
   estimates their count);
 - every saved query (pipelines/queries/) answers what the model says.
 
-Runtime: one production, four bounded runs of ~1,700 records (about 1 min in all)."""
+Runtime: one production, two bounded runs (Bytewax reading each topic fully, spans last;
+Beam reading every partition in turn) of ~2,100 records in batches of 8 (small batches:
+many of them, as a long replay has); ``OBSFLOW_GROUNDTRUTH_ALL=1`` (``make groundtruth``)
+adds the other two engine / order pairs."""
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -83,7 +87,11 @@ def spec_for(warehouse, bootstrap: str, topics: dict[str, str]):
     return parse_spec(d)
 
 
-RUNS = [("bytewax", "topics"), ("bytewax", "interleaved"), ("beam", "topics"), ("beam", "interleaved")]
+# CI: both engines, both orders between them (about 3 min); OBSFLOW_GROUNDTRUTH_ALL=1 (make
+# groundtruth) adds the other two pairs
+RUNS = [("bytewax", "topics"), ("beam", "interleaved")]
+if os.environ.get("OBSFLOW_GROUNDTRUTH_ALL"):
+    RUNS += [("bytewax", "interleaved"), ("beam", "topics")]
 
 
 @pytest.fixture(scope="module", params=RUNS, ids=[f"{e}-{o}" for e, o in RUNS])
@@ -92,7 +100,7 @@ def landed(request, produced, tmp_path_factory):
     bootstrap, topics, model = produced
     spec = spec_for(tmp_path_factory.mktemp(f"gt-{engine}-{order}") / "wh", bootstrap, topics)
     # each topic fully, spans last (the order that lost spans), or every partition in turn
-    source = OrderedKafkaSource(spec, order, [topics[t] for t in ("logs", "events", "metrics", "spans")], batch_size=20)
+    source = OrderedKafkaSource(spec, order, [topics[t] for t in ("logs", "events", "metrics", "spans")], batch_size=8)
     STATS.reset()
     req = RunRequest(spec=spec, runner=engine, source="kafka", bounded=True, source_override=source)
     if engine == "bytewax":
@@ -131,9 +139,8 @@ def test_red_calls_and_errors_per_service_and_minute(landed):
     assert {k: tuple(v) for k, v in got.items()} == want
     assert sum(c for c, _ in want.values()) == len(model.spans)
     # the spikes are where the model put them
-    svc, minute = traffic.ERROR_SPIKE
-    calls, errors = want[(svc, minute)]
-    assert errors / calls > 0.4 and all(e / c < 0.2 for (s, mi), (c, e) in want.items() if (s, mi) != (svc, minute))
+    rate = {k: e / c for k, (c, e) in want.items()}
+    assert max(rate, key=rate.get) == traffic.ERROR_SPIKE  # the spike is where the model put it
 
 
 def test_red_quantiles_one_row_per_series_and_minute(landed):

@@ -34,13 +34,13 @@ SERVICES = ("checkout", "signup", "search", "auth", "frontend")
 BACKENDS = ("checkout", "signup", "search", "auth")
 ROUTES = {"checkout": "POST /checkout", "signup": "POST /signup", "search": "GET /search", "auth": "POST /login"}
 PARTITIONS = 4
-MINUTES = 6
-TRACES_PER_MINUTE = 40
+MINUTES = 14                      # more than a RED window + allowed_lateness (6 min) twice
+TRACES_PER_MINUTE = 24
 ERROR_SPIKE = ("checkout", 2)     # (service, minute): 60% of its calls fail
 LATENCY_SPIKE = ("search", 4)     # (service, minute): its calls take 1.2 - 3 s
 SLOW_MS = 1000                    # the spec's latency policy threshold
 LOG_PERCENT = 20                  # the spec's log sampling percentage (untraced INFO lines)
-HEARTBEAT_EVERY_S = 2
+HEARTBEAT_EVERY_S = 4
 MIN_MS = 60_000
 
 
@@ -211,8 +211,8 @@ def build(base_ms: int, seed: int = 12) -> Model:
                      "heartbeat ok")
         _sessions(m, rnd, minute)
         for svc in SERVICES:
-            for k in range(6):
-                ts = base_ms + minute * MIN_MS + k * 10_000 + 500
+            for k in range(3):
+                ts = base_ms + minute * MIN_MS + k * 20_000 + 500
                 doc = {"name": "process.cpu", "kind": "GAUGE", "value": round(rnd.random(), 4), "timestamp": _iso(ts),
                        "labels": {"service": svc, "host": f"{svc}-1", "env": "prod"}}
                 m.records.append(Record("metrics", partition_of(svc), json.dumps(doc).encode(), ts))
@@ -239,7 +239,7 @@ def _log(m: Model, tid: str | None, svc: str, ts_ms: int, level: str, message: s
 
 def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
     """Sessions that open the signup form and go through some of its 3 steps."""
-    for k in range(8):
+    for k in range(5):
         sid = f"s-{minute}-{k}"
         last = rnd.choice((1, 1, 2, 2, 3, 3, 3))
         m.sessions[sid] = last
