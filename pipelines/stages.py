@@ -1071,7 +1071,7 @@ class GlobalStage(_Pickled):
 
         aggs = self.__dict__.setdefault("red_aggs", {})
         if out.extra.get("red"):
-            merge_partials(aggs, out.extra["red"], self.red_exemplars)
+            merge_partials(aggs, out.extra["red"], getattr(self, "red_exemplars", 3))
         if out.extra.get("red_through") is not None:
             self.marks[(TRACE, out.shard)] = out.extra["red_through"]
         mark = self._mark(TRACE)
@@ -1082,9 +1082,10 @@ class GlobalStage(_Pickled):
         from transforms.tail_sampling.red import red_rows
 
         aggs = self.__dict__.setdefault("red_aggs", {})
-        due = {k: aggs.pop(k) for k in [k for k in aggs if mark >= _MAX or k[0] + self.red_window <= mark]}
+        window = getattr(self, "red_window", 0) or 60_000  # a global stage restored from before RED merging: the default
+        due = {k: aggs.pop(k) for k in [k for k in aggs if mark >= _MAX or k[0] + window <= mark]}
         if due:
-            rows["metrics"].append(red_rows(due, self.red_window))
+            rows["metrics"].append(red_rows(due, window))
 
     def flush(self) -> StageOutput:
         rows: dict[str, list] = {"alerts": [], "metrics": []}
