@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Trace stage (+ global RED merge) throughput on the event-time model: spans + logs through
+"""Run from the repo root: OBSFLOW_PSEUDONYM_KEY=... PYTHONPATH=. python bench/trace_stage_event_time.py [label]
+
+Trace stage (+ global RED merge) throughput on the event-time model: spans + logs through
 PipelineGraph and the stages (tests/groundtruth/sim.py), interleaved order."""
 import sys, time
 from tests.groundtruth.test_event_time import model, ordered, keys
@@ -13,4 +15,4 @@ for b in batches:
     host.feed(b)
 host.flush()
 dt = time.perf_counter() - t
-print(f"{sys.argv[1]}: {n} records in {dt:.2f}s = {n/dt:,.0f} records/s")
+print(f"{sys.argv[1] if len(sys.argv) > 1 else 'run'}: {n} records in {dt:.2f}s = {n/dt:,.0f} records/s")
