@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install services bench clean fuzz tracker
+.PHONY: demo test groundtruth install services bench clean fuzz tracker
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ test: services
 fuzz: $(STAMP)
 	OBSFLOW_FUZZ=long $(PY) -m pytest -q tests/fuzz
 	OBSFLOW_SPEC_FUZZ_LONG=1 OBSFLOW_SPEC_FUZZ_EXAMPLES=$${OBSFLOW_SPEC_FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py
+
+groundtruth: services  # the ground-truth suite on every engine / read order pair (CI runs two)
+	OBSFLOW_GROUNDTRUTH_ALL=1 $(PY) -m pytest -q tests/groundtruth
 
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py

@@ -104,8 +104,13 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
                                                   if log_config is not None else [])
         head = head_plan(spec)
         opts = {"head": head} if head is not None else {}
-        tables.append(spec.dead_letters.table)  # internal_error rows (pipelines.isolate)
-        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics_of(sig), (trace_step, log_config), options=opts))
+        if trace_step.red is not None:  # RED rows are written by the global stage (shards' windows merged)
+            tables.remove("metrics")
+        tables.append(spec.dead_letters.table)  # internal_error rows (pipelines.isolate), late spans
+        topics = topics_of(sig)
+        # the span topics' event time closes RED windows; late spans are dead letters
+        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics, (trace_step, log_config), expected(topics),
+                            options=opts, red_topics=topics_of(("span",)), dead_letters=spec.dead_letters.table))
     rollup = _step(spec, RollupStep)
     if rollup is not None:
         sig = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
@@ -116,13 +121,15 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         topics = topics_of({"event"})
         out.append(StageDef(PRODUCT, product.shards, ("sessions", spec.dead_letters.table), topics, product, expected(topics)))
     alerts = spec.alerts if spec.alerts is not None and spec.alerts.rules else None
-    if alerts is not None or product is not None:
-        up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT)}
-        tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None else ())
+    red = trace_step.red if trace_step is not None else None
+    if alerts is not None or product is not None or red is not None:
+        up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT) or (d.name == TRACE and red is not None)}
+        tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None or red is not None else ())
         topics = tuple(sorted({t for _, ts in up.values() for t in ts}))
         out.append(StageDef(GLOBAL, 1, tables, topics,
                             (alerts.engine_config() if alerts is not None else None, product, rollup.config if rollup else None),
-                            upstream=up, options={"spec": spec, "kafka": kafka}))
+                            upstream=up, options={"spec": spec, "kafka": kafka,
+                                                  "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None}))
     return out
 
 
@@ -280,8 +287,10 @@ class CompiledFlow:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
         kind = ("head_spans" if self.head_sampled else "spans") if self.signal == "span" else "logs"
         first = raw.offsets[0] if raw.offsets else -1
+        # spans: the batch's largest start time is the partition's event time (RED windows), the same on every shard
+        event_ms = self._max_ms(rows, "start_time") if self.signal == "span" else -1
         return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions,
-                           lag=raw.lag) for k in range(n)]
+                           event_ms=event_ms, source=raw.source, lag=raw.lag) for k in range(n)]
 
 
     @staticmethod
@@ -289,7 +298,11 @@ class CompiledFlow:
         if rows is None or rows.num_rows == 0:
             return -1
         v = pc.max(rows.column(col))
-        return v.cast(pa.timestamp("ms", tz="UTC")).value if v.is_valid else -1
+        if not v.is_valid:
+            return -1
+        if pa.types.is_timestamp(v.type) and v.type.unit in ("us", "ns"):  # to ms, truncating
+            return v.value // (1000 if v.type.unit == "us" else 1_000_000)
+        return v.cast(pa.timestamp("ms", tz="UTC")).value
 
     def _inputs(self, stage: str, n: int, raw: RawBatch, parts, kind: str, event_ms: int) -> list[StageInput]:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0

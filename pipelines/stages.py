@@ -16,8 +16,12 @@ merges the product shards' funnel tallies into report rows.
 :class:`TraceStage` (shard = hash of the trace id) consumes every span and the log lines
 of the spec's log flows, and emits
 - ``spans`` / ``traces``: what the tail sampler keeps (``transforms.tail_sampling``);
-- ``metrics``: RED metrics computed from *all* spans before sampling, with exemplar trace
-  ids of kept traces;
+- RED metrics computed from *all* spans before sampling, with exemplar trace ids of kept
+  traces: a window closes when the span partitions' event time (largest span start per
+  partition, smallest over the partitions) passed its end + ``allowed_lateness``; closed
+  windows leave as partial aggregates (``extra["red"]``, ``extra["red_through"]``) that
+  the global stage merges into one ``metrics`` row per series and window; a span whose
+  window had closed is a ``late_data`` dead letter (``counters["red_late_spans"]``);
 - ``logs``: WARN/ERROR/FATAL always; other lines follow their trace's decision (a kept
   trace keeps all its logs), lines without a trace id are sampled by hash at once, and a
   line whose trace never shows up is sampled by hash after ``log_wait``; ``sample_rate``
@@ -27,9 +31,11 @@ of the spec's log flows, and emits
   no obs.traces row; RED metrics still count them all;
 - ``counters`` (on every output): the tail sampler's counts since the previous output.
 
-Time is the data's: ``now`` is the largest ingest time a shard has seen, so a run is
-deterministic for a given input order, and a bounded run decides everything on
-:meth:`TraceStage.flush`.
+Time is the data's: ``now`` is the ingest-time watermark over the stage's partitions
+(:class:`PartitionClock`: the partitions with records to read are known from the topic
+metadata at start, and one not read yet holds it), so a run's answers do not depend on
+the order topics and partitions are read in, and a bounded run decides everything on
+:meth:`TraceStage.flush`. A trace's ``decision_wait`` starts at its batch's ingest time.
 
 Idle advance (``stages.idle_advance_after``, unbounded runs): a :class:`StageTick` (wall
 time) reaches every shard while input is idle; once a shard has had no input for the
@@ -204,41 +210,60 @@ def split_by_shard(table: pa.Table, shard_of: np.ndarray, shards: int) -> list[p
 class PartitionClock:
     """The stage's clock: an event-time watermark over source partitions.
 
-    Each partition's progress is the largest ingest time seen from it; the watermark is
-    the smallest progress over every partition of the topics seen (all of a topic's
-    partitions when the source says how many there are), so a partition that has not
-    been read yet holds time back. A partition from which no batch came while
-    ``idle_batches`` batches came from others is idle and stops holding time back (a
-    partition read to its end, or one without traffic)."""
+    Each partition's progress is the largest time seen from it; the watermark is the
+    smallest progress over the partitions the stage reads. Which partitions:
 
-    def __init__(self, idle_batches: int = 16):
+    - ``expected`` (``topic:partition`` keys known at start, from the topic metadata: every
+      partition of every topic the stage reads that has records to read): one not read
+      yet holds the watermark, whatever the read order, until it delivers;
+    - partitions of a topic the stage was not told of at start are learnt from the inputs
+      (all of a topic's partitions when the source says how many there are); one of them
+      that never shows up while ``idle_batches`` batches per partition came from others
+      stops holding time (a stage restored from an old snapshot, a source without metadata).
+
+    A partition that delivered and then sent no batch while ``idle_batches`` batches came
+    from others is idle and stops holding time back — unless its latest batch left records
+    behind it (``lag`` > 0: it has a backlog, so its data is still to come)."""
+
+    def __init__(self, idle_batches: int = 16, expected=()):
         self.progress: dict[str, int] = {}
         self.last_seen: dict[str, int] = {}
         self.expected: dict[str, int] = {}
         self.batches = 0
         self.idle_batches = idle_batches
+        self.known: set[str] = set(expected)
+        self.lags: dict[str, int] = {}
 
-    def observe(self, topic: str, partition: int, ingest_ms: int, topic_partitions: int | None) -> int:
+    def observe(self, topic: str, partition: int, ingest_ms: int | None, topic_partitions: int | None,
+                lag: int = -1) -> int:
+        """Note a batch of ``topic:partition`` whose largest time is ``ingest_ms`` (None or
+        negative: the batch had no time, the partition is seen but does not progress)."""
         self.batches += 1
         tp = f"{topic}:{partition}"
-        self.progress[tp] = max(self.progress.get(tp, 0), ingest_ms)
+        if ingest_ms is not None and ingest_ms >= 0:
+            self.progress[tp] = max(self.progress.get(tp, 0), ingest_ms)
         self.last_seen[tp] = self.batches
+        self.__dict__.setdefault("lags", {})[tp] = lag
         if topic_partitions:
             self.expected[topic] = max(self.expected.get(topic, 0), topic_partitions)
         return self.watermark()
 
     def watermark(self) -> int:
         wm = None
-        keys = set(self.progress)
+        known = getattr(self, "known", set())
+        lags = getattr(self, "lags", {})
+        keys = set(self.progress) | known
         for topic, n in self.expected.items():
             keys.update(f"{topic}:{p}" for p in range(n))
         for tp in keys:
             seen = self.last_seen.get(tp)
-            if seen is not None and self.batches - seen > self.idle_batches:
-                continue  # idle
+            if seen is not None and self.batches - seen > self.idle_batches and lags.get(tp, -1) <= 0:
+                continue  # idle: delivered, caught up (or not known to be behind), and silent since
             if tp not in self.progress:
-                if self.batches > self.idle_batches * max(1, len(keys)):
-                    continue  # never showed up while all others kept coming: treat as idle
+                if tp in known:
+                    return 0  # known at start, not read yet: hold time
+                if seen is None and self.batches > self.idle_batches * max(1, len(keys)):
+                    continue  # learnt, never showed up while all others kept coming: treat as idle
                 return 0  # not read yet: hold time
             wm = self.progress[tp] if wm is None else min(wm, self.progress[tp])
         return wm if wm is not None else max(self.progress.values(), default=0)
@@ -274,9 +299,11 @@ class TraceStage:
     Each output's ``counters`` carry what the tail sampler counted since the previous
     output (:func:`_new_counts`), which the runners add to the run stats."""
 
-    def __init__(self, step, log_config=None, shard: int = 0, head: tuple | None = None):
+    def __init__(self, step, log_config=None, shard: int = 0, head: tuple | None = None, expected=(),
+                 red_topics=None, dead_letters: str = "dead_letters"):
         self.step = step
         self.shard = shard
+        self.dead_table = dead_letters
         # head sampling (``head_spans`` inputs): (percentage, salt, policy name) — see pipelines.spec.HeadSamplingSpec
         self.head = HeadSampler(head[0], head[1], head[2]) if head is not None else None
         self._head_dropped: dict[str, None] = {}  # trace ids head sampling did not keep (bounded, as _kept)
@@ -289,7 +316,15 @@ class TraceStage:
         self.log_wait_ms = int(step.log_wait.total_seconds() * 1000)
         self.hold_ms = int(step.sampler.decision_wait_ms) + self.log_wait_ms
         self.now = 0
-        self._clock = PartitionClock()
+        self._clock = PartitionClock(expected=expected)
+        # RED windows close on the spans' event time (start_time), over the span partitions only
+        span_parts = [k for k in expected if red_topics is None or k.rsplit(":", 1)[0] in red_topics]
+        self._red_clock = PartitionClock(expected=span_parts)
+        self._red_now = 0                     # the RED watermark (event time of the span partitions)
+        self._red_idle_from = 0               # where an idle advance of the RED watermark starts
+        self._red_through: int | None = None  # the RED windows closed through (extra["red_through"]), last reported
+        self._red_parts: dict = {}            # closed RED windows' aggregates not yet handed on (extra["red"])
+        self._red_late = 0                    # spans not counted in RED (window closed) since the last output
         self._pending_logs: list[tuple[int, pa.Table]] = []  # (arrival now, rows waiting for their trace)
         self._kept: dict[str, float] = {}     # decided and kept trace id -> adjusted count (bounded)
         self._batches: dict[str, deque] = {}  # tp -> (first_offset, next_offset, arrival now)
@@ -305,19 +340,26 @@ class TraceStage:
         if isinstance(item, StageTick):
             return self.tick(item)
         tp = f"{item.topic}:{item.partition}"
-        self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions))
+        self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions, item.lag))
+        if item.kind in ("spans", "head_spans"):
+            red_wm = self._red_clock.observe(item.topic, item.partition, item.event_ms, item.topic_partitions, item.lag)
+            self._red_now = max(self._red_now, red_wm)
+            self._red_idle_from = max(self._red_now, self._red_clock.idle_base())
         self._idle_wall = _input_wall(item)
         self._idle_from = max(self.now, self._clock.idle_base())
         _note_lag(self, item)
-        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, self.now))
+        # held until its rows can no longer be waiting: spans wait from their batch's ingest time (below)
+        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, max(self.now, item.now_ms)))
         self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
         if item.table is not None and item.table.num_rows:
             if item.kind == "spans":
-                if self.red is not None:
-                    self.red.add(item.table)
-                self.sampler.add(item.table, self.now)
+                self._red_add(item, rows)
+                # a trace's wait starts at its batch's own ingest time: while an unread partition holds the
+                # clock, spans must not count as arrived at the held time (all decided at once when it moves)
+                self.sampler.add(item.table, max(self.now, item.now_ms))
             elif item.kind == "head_spans":
+                self._red_add(item, rows)
                 self._head_sample(item.table, rows)
             elif item.kind == "logs":
                 self._add_logs(item.table, rows, item.now_ms)
@@ -340,17 +382,31 @@ class TraceStage:
         if elapsed is None or self._idle_from + elapsed <= self.now:
             return None
         self.now = self._idle_from + elapsed
+        self._red_now = max(self._red_now, getattr(self, "_red_idle_from", 0) + elapsed)
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
         self._decide(self.sampler.advance(self.now), rows, final=False)
         before = self._reported
         out = self._output(rows, final=False)
-        return out if out.rows or out.counters or out.positions != before else None  # nothing new: no output
+        return out if out.rows or out.counters or out.extra or out.positions != before else None  # nothing new: no output
 
     def flush(self) -> StageOutput:
         """End of input: decide everything still held."""
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
         self._decide(self.sampler.flush_all(self.now), rows, final=True)
         return self._output(rows, final=True)
+
+    def _red_add(self, item: StageInput, rows) -> None:
+        """Count the input's spans in RED; a span whose window was already closed (later
+        than ``allowed_lateness`` behind the span partitions' event time) is not counted:
+        it becomes a ``late_data`` dead letter (the span itself goes on to sampling)."""
+        if self.red is None:
+            return
+        late = self.red.add(item.table)
+        if late.any():
+            rows.setdefault("dead_letters", []).append(
+                _late_span_dead_letters(item.table.filter(pa.array(late)), item.source or item.topic,
+                                        int(self.step.red.allowed_lateness.total_seconds() * 1000)))
+            self._red_late += int(late.sum())
 
     def _add_logs(self, table: pa.Table, rows, ingest_ms: int) -> None:
         if self.logs is None:
@@ -371,8 +427,6 @@ class TraceStage:
         remembered per trace id so that the trace's log lines follow it."""
         if self.head is None:
             raise ValueError("head_spans input but the trace stage has no head sampling settings")
-        if self.red is not None:
-            self.red.add(table)
         tid = table.column("trace_id")
         if tid.null_count:  # as the tail sampler: spans without a trace id are counted, not kept
             valid = pc.is_valid(tid)
@@ -420,9 +474,12 @@ class TraceStage:
                 self._kept[t] = a
             _bound(self._kept)
         if self.red is not None:
-            m = self.red.flush_all() if final else self.red.flush(self.now - int(self.step.red.allowed_lateness.total_seconds() * 1000))
-            if m.num_rows:
-                rows["metrics"].append(m)
+            # closed windows leave as partial aggregates, merged over the shards by the global stage
+            parts = self.red.partials(None if final else getattr(self, "_red_now", 0))
+            if parts:
+                from transforms.tail_sampling.red import merge_partials
+
+                merge_partials(self.__dict__.setdefault("_red_parts", {}), parts, self.red.max_exemplars)
         self._resolve_logs(rows, final)
 
     def _resolve_logs(self, rows, final: bool) -> None:
@@ -459,14 +516,25 @@ class TraceStage:
 
     def _output(self, rows, final: bool) -> StageOutput:
         out = {}
+        if rows.get("dead_letters"):
+            rows[self.dead_table] = rows.pop("dead_letters")
         for name, parts in rows.items():
             if parts:
-                tdef = table_def(name)
+                tdef = table_def("dead_letters" if name == self.dead_table else name)
                 out[name] = pa.concat_tables([conform(t, tdef) for t in parts]) if len(parts) > 1 else conform(parts[0], tdef)
         counts, self._counts = self._counts, _new_counts()
+        if getattr(self, "_red_late", 0):
+            counts["red_late_spans"], self._red_late = self._red_late, 0
         self._reported = self.positions(final)  # the last positions reported (an idle tick reports only news)
+        extra = {}
+        if self.red is not None:
+            through = _MAX if final else self.red.closed_through(getattr(self, "_red_now", 0))
+            if self.__dict__.get("_red_parts"):
+                extra["red"], self._red_parts = self._red_parts, {}
+            if through != getattr(self, "_red_through", None) or extra:
+                extra["red_through"] = self._red_through = through
         return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=dict(self._reported), shards=self.step.shards,
-                           counters={k: v for k, v in counts.items() if v})
+                           counters={k: v for k, v in counts.items() if v}, extra=extra)
 
     def positions(self, final: bool = False) -> dict[str, int]:
         """Per partition: everything below this offset has been emitted by this shard."""
@@ -489,14 +557,17 @@ class TraceStage:
                  "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
                  "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
                  "counts": self._counts, "head_dropped": self._head_dropped, "idle": (self._idle_wall, self._idle_from, self._reported),
-                 "lags": getattr(self, "_lags", {})}
+                 "lags": getattr(self, "_lags", {}),
+                 "red_clock": (self._red_clock, self._red_now, self._red_idle_from, self._red_through, self._red_parts,
+                               self._red_late)}
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
     @classmethod
-    def restore(cls, step, log_config, shard: int, data: bytes, head: tuple | None = None) -> "TraceStage":
+    def restore(cls, step, log_config, shard: int, data: bytes, head: tuple | None = None, expected=(), red_topics=None,
+                dead_letters: str = "dead_letters") -> "TraceStage":
         """A stage in the state :meth:`snapshot` captured."""
         st = pickle.loads(zlib.decompress(data))
-        self = cls(step, log_config, shard, head)
+        self = cls(step, log_config, shard, head, expected, red_topics, dead_letters)
         self._head_dropped = st.get("head_dropped", {})
         self.sampler = TailSampler.restore(step.sampler, st["sampler"])
         if self.red is not None and st["red"] is not None:
@@ -512,7 +583,35 @@ class TraceStage:
         self._counts = st.get("counts") or _new_counts()
         self._idle_wall, self._idle_from, self._reported = st.get("idle", (None, self.now, None))
         self._lags = st.get("lags", {})
+        if "red_clock" in st:
+            (self._red_clock, self._red_now, self._red_idle_from, self._red_through, self._red_parts,
+             self._red_late) = st["red_clock"]
         return self
+
+
+def _late_span_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Table:
+    """Dead-letter rows (reason ``late_data``) for spans that RED metrics did not count
+    because their window had closed; ``raw`` is the span's identity and timing re-encoded
+    (no attributes)."""
+    import json as _json
+
+    from schemas.tables import DEAD_LETTERS
+
+    rows = []
+    for r in late.to_pylist():
+        doc = {k: r.get(k) for k in ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "status_code")}
+        for k in ("start_time", "end_time"):
+            doc[k] = r[k].isoformat() if r.get(k) is not None else None
+        raw = _json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        rows.append({"received_at": r.get("ingested_at"), "reason": "late_data",
+                     "detail": f"span start_time {doc['start_time']}: its RED window had closed (later than allowed_lateness "
+                               f"{lateness_ms // 1000}s behind the span partitions' event time), so span.calls / span.errors / "
+                               f"span.duration_ms do not count it; the span itself went on to tail sampling; raw is the span "
+                               f"re-encoded without attributes",
+                     "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
+                     "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
+                     "raw": raw, "raw_size": len(raw), "raw_truncated": False})
+    return pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema())
 
 
 # -- the stage protocol and registry ----------------------------------------------------
@@ -547,6 +646,8 @@ class StageDef:
     expected: tuple = ()
     upstream: dict = field(default_factory=dict)  # stage name -> (shards, topics)
     options: dict = field(default_factory=dict)
+    red_topics: tuple | None = None  # trace: the topics whose event time closes RED windows (None: every topic)
+    dead_letters: str = "dead_letters"  # the dead-letter table's name (stages that dead-letter late data)
 
 
 def make_stage(defn: StageDef, shard: int, blob: bytes | None = None):
@@ -554,7 +655,8 @@ def make_stage(defn: StageDef, shard: int, blob: bytes | None = None):
     if defn.name == TRACE:
         step, log_config = defn.config
         head = defn.options.get("head")
-        return TraceStage.restore(step, log_config, shard, blob, head) if blob else TraceStage(step, log_config, shard, head)
+        args = (defn.expected, getattr(defn, "red_topics", None), getattr(defn, "dead_letters", "dead_letters"))
+        return TraceStage.restore(step, log_config, shard, blob, head, *args) if blob else TraceStage(step, log_config, shard, head, *args)
     if blob:
         return pickle.loads(zlib.decompress(blob))
     kind = STAGE_KINDS[defn.name]
@@ -879,8 +981,22 @@ class ProductStage(_Tracked):
 
 # -- global: alerts over the rollups, funnel reports over the product shards --------------------
 
+def global_inputs(out) -> list:
+    """What an engine hands the global stage of a fed stage's output: ``[(key, output)]``
+    for the metrics and product stages' outputs and, slimmed to their positions and
+    ``extra`` (RED partial aggregates and the windows closed), the trace stage's; ``[]``
+    for anything else."""
+    if not isinstance(out, StageOutput) or out.stage not in (METRICS, PRODUCT, TRACE):
+        return []
+    if out.stage == TRACE:
+        if not out.extra:
+            return []
+        out = StageOutput(stage=TRACE, shard=out.shard, rows={}, positions=out.positions, shards=out.shards, extra=out.extra)
+    return [(out.key, out)]
+
+
 class GlobalStage(_Pickled):
-    """One shard, fed by the metrics and product stages' outputs.
+    """One shard, fed by the metrics, product and trace stages' outputs.
 
     Alerts: rollup rows are buffered per (window end, resolution) and evaluated, in event
     time order, once every metrics shard's watermark has passed the window's close (so a
@@ -888,7 +1004,11 @@ class GlobalStage(_Pickled):
     without rows are ticks (absence rules). Emits ``alerts`` rows, the alert events and
     the notifications. Funnels: the product shards' closed-window tallies are merged and
     a report window is emitted (``metrics`` rows) once every product shard is past it.
-    Positions: per partition, the smallest position the upstream shards reported."""
+    RED metrics: the trace shards' closed windows arrive as partial aggregates
+    (``extra["red"]``) and are merged (counts add, DDSketches merge) into one row per
+    series and window, written once every trace shard has closed the window
+    (``extra["red_through"]``). Positions: per partition, the smallest position the
+    upstream shards reported."""
 
     def __init__(self, defn: StageDef, shard: int = 0):
         from transforms.alerting import AlertEngine
@@ -909,6 +1029,9 @@ class GlobalStage(_Pickled):
         self.report = FunnelReport(product.config.funnels, product.config.report_ms) if product is not None else None
         self.res = product.config.report_ms if product is not None else 0
         self.errors: dict[tuple[int, str], list] = {}
+        red = defn.options.get("red")                    # (window ms, max exemplars) of the trace stage's RED metrics
+        self.red_window, self.red_exemplars = red if red else (0, 0)
+        self.red_aggs: dict = {}                         # (window start ms, service, operation, kind, status) -> merged aggregate
         self.marks: dict[tuple[str, int], int] = {}      # (stage, shard) -> watermark / through
         self.reports: dict[tuple[str, int], dict] = {}   # (stage, shard) -> positions
         self.horizon = _MIN
@@ -942,13 +1065,39 @@ class GlobalStage(_Pickled):
             if x.get("through") is not None:
                 self.marks[(PRODUCT, out.shard)] = x["through"]
             self._funnels(self._mark(PRODUCT), rows)
+        elif out.stage == TRACE:
+            self._red(out, rows)
         return self._output(rows, events, notes)
+
+    def _red(self, out: StageOutput, rows) -> None:
+        """Merge a trace shard's RED partial aggregates; write the windows every trace shard closed."""
+        from transforms.tail_sampling.red import merge_partials
+
+        aggs = self.__dict__.setdefault("red_aggs", {})
+        if out.extra.get("red"):
+            merge_partials(aggs, out.extra["red"], getattr(self, "red_exemplars", 3))
+        if out.extra.get("red_through") is not None:
+            self.marks[(TRACE, out.shard)] = out.extra["red_through"]
+        mark = self._mark(TRACE)
+        if mark is not None:
+            self._red_rows(mark, rows)
+
+    def _red_rows(self, mark: int, rows) -> None:
+        from transforms.tail_sampling.red import red_rows
+
+        aggs = self.__dict__.setdefault("red_aggs", {})
+        window = getattr(self, "red_window", 0) or 60_000  # a global stage restored from before RED merging: the default
+        due = {k: aggs.pop(k) for k in [k for k in aggs if mark >= _MAX or k[0] + window <= mark]}
+        if due:
+            rows["metrics"].append(red_rows(due, window))
 
     def flush(self) -> StageOutput:
         rows: dict[str, list] = {"alerts": [], "metrics": []}
         events, notes = [], []
         self._alerts(_MAX, rows, events, notes)
         self._funnels(_MAX, rows)
+        if self.__dict__.get("red_aggs"):
+            self._red_rows(_MAX, rows)
         return self._output(rows, events, notes)
 
     def _mark(self, stage: str) -> int | None:

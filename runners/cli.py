@@ -209,8 +209,8 @@ def cmd_run(args) -> int:
         print("dead letters by reason: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
     late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.dead_rows
     if late_rows > 0:  # dead-lettered by a stateful stage after the record was accepted
-        print(f"plus {_fmt(late_rows)} accepted records dead-lettered by the stateful stages "
-              f"(late_data: their window had closed; internal_error: a stage raised on them)")
+        print(f"of those, {_fmt(late_rows)} accepted records dead-lettered by the stateful stages (late_data: metric samples "
+              f"and spans whose window had closed, not counted in the rollups / RED metrics; internal_error: a stage raised on them)")
     if STATS.internal_errors:  # pipelines.isolate: records a step raised on, isolated and dead-lettered
         print("internal errors isolated (dead-lettered as internal_error): "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(STATS.internal_errors.items())))

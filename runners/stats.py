@@ -169,8 +169,17 @@ class RunStats:
             self.delivery_failures[topic] += n
 
     def record_stage(self, out) -> None:
-        """Add a stage output's ``counters`` (:class:`pipelines.stages.StageOutput`; only the
-        trace stage's are recorded, see :func:`pipelines.stages._new_counts`)."""
+        """Add a stage output's dead letters (records a stage dead-lettered after they were
+        accepted: ``late_data`` metric samples and spans) to the dead letters by reason and
+        by source (not to ``records_dead``, which counts records the flows rejected), and
+        its ``counters`` (:class:`pipelines.stages.StageOutput`; only the trace stage's are
+        recorded, see :func:`pipelines.stages._new_counts`)."""
+        for t in getattr(out, "rows", {}).values():
+            if t.num_rows and "reason" in t.column_names and "raw" in t.column_names:
+                with self._lock:
+                    for src, reason in zip(t.column("source").to_pylist(), t.column("reason").to_pylist()):
+                        self.dead_by_reason[reason] += 1
+                        self.dead_by_source_reason[(src, reason)] += 1
         c = getattr(out, "counters", None)
         if not c or getattr(out, "stage", None) != "trace":
             return

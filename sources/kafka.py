@@ -84,11 +84,21 @@ class KafkaPartition:
 
 @dataclass(frozen=True)
 class PartitionRange:
-    """What to read of one partition: ``[start, end)``, ``end=None`` for unbounded."""
+    """What to read of one partition: ``[start, end)``, ``end=None`` for unbounded;
+    ``high``: the high watermark when the run was planned (None: not known)."""
 
     part: KafkaPartition
     start: int
     end: int | None
+    high: int | None = None
+
+    @property
+    def backlog(self) -> bool:
+        """Whether the partition had records to read when the run was planned (True when
+        not known). The stages' event time waits for such a partition before it moves;
+        one without (an empty or caught-up partition) joins when it delivers."""
+        stop = self.end if self.end is not None else self.high
+        return stop is None or self.start < stop
 
 
 # -- run-wide record budget (``max_records``), shared by the readers of one process ----------
@@ -271,7 +281,7 @@ class KafkaSource:
                 start = resume[part.key]
             else:
                 start = low if by_name[part.source].starting_position == "earliest" else high
-            out.append(PartitionRange(part, start, high if bounded else None))
+            out.append(PartitionRange(part, start, high if bounded else None, high))
         return out
 
     # -- reading ----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 -- p99 latency of server spans per service, from the RED metrics (computed from every
--- span before sampling): the worst one-minute p99 and the calls it covers.
+-- span before sampling; one row per series — service, operation, kind, status — and
+-- minute, whose quantiles are the series' own, merged over the trace shards): the worst
+-- series-minute p99 and p50 of the service, and the calls they cover.
 SELECT labels['service'] AS service,
        round(max(p99), 3) AS worst_minute_p99_ms,
        round(max(p50), 3) AS worst_minute_p50_ms,

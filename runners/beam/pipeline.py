@@ -54,7 +54,7 @@ from apache_beam.transforms.window import GlobalWindow
 
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.isolate import GuardedStage
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageInput, StageOutput, StageTick
+from pipelines.stages import GLOBAL, StageInput, StageTick, global_inputs
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -394,7 +394,7 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
         if GLOBAL in defs:
             # fed from the merged collection (a stateful DoFn's output consumed twice loses elements on the DirectRunner)
             globl = (outs
-                     | "GlobalInputs" >> beam.FlatMap(lambda o: [(o.key, o)] if isinstance(o, StageOutput) and o.stage in (METRICS, PRODUCT) else [])
+                     | "GlobalInputs" >> beam.FlatMap(global_inputs)
                      .with_output_types(KEYED)
                      | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
@@ -436,7 +436,8 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     from apache_beam.options.pipeline_options import StandardOptions
 
     streaming = bool(p.options.view_as(StandardOptions).streaming)
-    return process_and_write(raw, spec, names, [r.part.key for r in ranges], kafka=True,
+    # the stages' event time waits for the partitions that had records to read when the run was planned
+    return process_and_write(raw, spec, names, [r.part.key for r in ranges if r.backlog], kafka=True,
                              idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0, dedupe=dedupe)
 
 

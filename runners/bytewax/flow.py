@@ -30,7 +30,7 @@ from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.isolate import GuardedStage
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, StageTick
+from pipelines.stages import GLOBAL, StageTick, global_inputs
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -208,6 +208,8 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     ``global`` stage (alerts, funnel reports) is a second keyed operator chained on the
     metrics and product stages' outputs."""
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
+    if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
+        partitions = [k for k in partitions if source.ranges[k].backlog]
     graph = PipelineGraph(spec)
 
     def process(raw):
@@ -239,7 +241,7 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
         staged = op.map("unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1])
         outs = op.merge("merge", outs, staged)
         if GLOBAL in defs:
-            to_global = op.flat_map("global_inputs", staged, lambda o: [(o.key, o)] if o.stage in (METRICS, PRODUCT) else [])
+            to_global = op.flat_map("global_inputs", staged, global_inputs)
             globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
                            lambda kv: kv[1])
             outs = op.merge("merge_global", outs, globl)

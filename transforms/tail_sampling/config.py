@@ -64,7 +64,7 @@ class ProbabilisticCfg(Model):
     Collector, whose threshold saturates at 2^64-1); the adjusted count is then 1."""
 
     hash_salt: str = ""
-    sampling_percentage: float = Field(ge=0, allow_inf_nan=False)
+    sampling_percentage: float = Field(ge=0, le=1e9, allow_inf_nan=False, description="0..100 (above 100: every trace)")
 
 
 class RateLimitingCfg(Model):

@@ -23,8 +23,10 @@ Rules, per log line (``level`` upper-case as the validator normalizes it):
      probabilistic policy. ``sample_rate`` = percentage / 100.
 3. Other levels without a trace id are kept when the FNV-1a 64 hash (same salt) of a
    stable key is within the level's percentage: the first present of ``key_columns``
-   (default ``request_id``), else ``service|timestamp|message`` (first 256 bytes).
-   ``sample_rate`` = percentage / 100.
+   (default ``request_id``), else the line's own key (:func:`line_keys`: time, source
+   record, service, message; first 256 bytes), so every line has its own fate and
+   identical lines (a heartbeat) are kept at the level's rate. ``sample_rate`` =
+   percentage / 100.
 
 Percentages: ``level_percentages[level]`` when given, else ``sampling_percentage``. Lower
 percentages keep subsets of higher ones (same hash), so DEBUG at 1% and INFO at 10% keep
@@ -111,9 +113,7 @@ class LogSampler:
                 if c in sub.column_names:
                     col = sub.column(c).cast(pa.string())
                     key = col if key is None else pc.coalesce(key, col)
-            fallback = pc.binary_join_element_wise(
-                *(pc.fill_null(sub.column(c).cast(pa.string()), "") if c in sub.column_names else pa.array([""] * len(rows))
-                  for c in ("service", "timestamp", "message")), "|")
+            fallback = line_keys(sub)
             key = fallback if key is None else pc.coalesce(pc.if_else(pc.equal(key, ""), None, key), fallback)
             keep[rows] = hash_strings(key, self.config.hash_salt) <= thr[rows]
             rate[rows] = frac[rows]
@@ -121,6 +121,40 @@ class LogSampler:
         self.kept_lines += out.num_rows
         self.dropped_lines += n - out.num_rows
         return out
+
+
+def line_keys(rows: pa.Table) -> pa.Array:
+    """A key per line that differs between lines: ``ts|topic:partition:offset|k|service|message``
+    (``ts`` in epoch microseconds, or ``timestamp`` on wire-shaped rows; the source
+    coordinates when the rows carry them; ``k`` the line's rank among the lines of the
+    same record in ``rows``, for a record holding several lines). Deterministic for a
+    record, whatever batch it is in. The parts that differ between lines come first: an
+    FNV-1a difference spreads into the high bits (which the threshold compares) only
+    through the bytes that follow it."""
+    n = rows.num_rows
+    names = rows.column_names
+
+    def text(c: str) -> pa.Array:
+        col = rows.column(c)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_timestamp(col.type):
+            col = pc.cast(col.cast(pa.timestamp("us", tz="UTC")), pa.int64())
+        return pc.fill_null(col.cast(pa.string()), "")
+
+    empty = pa.array([""] * n, pa.string())
+    time_col = "ts" if "ts" in names else "timestamp" if "timestamp" in names else None
+    parts = [text(time_col) if time_col else empty]
+    if "source_offset" in names:
+        pos = pc.binary_join_element_wise(*(text(c) if c in names else empty
+                                            for c in ("source_topic", "source_partition", "source_offset")), ":")
+        rank: dict[str, int] = {}
+        ranks = []
+        for p in pos.to_pylist():
+            ranks.append(rank.get(p, 0))
+            rank[p] = ranks[-1] + 1
+        parts += [pos, pa.array([str(r) for r in ranks], pa.string())]
+    parts += [text(c) if c in names else empty for c in ("service", "message")]
+    return pc.binary_join_element_wise(*parts, "|")
 
 
 def kept_fraction(adjusted_count) -> float:

@@ -18,7 +18,14 @@ Rows have the METRICS table's columns (schemas/tables.py). A window is emitted b
 watermark_ms``: ``exemplar_delay_ms`` (set it to the tail sampler's ``decision_wait``)
 gives kept-trace exemplars time to arrive. Spans for a window after its watermark
 passed but before it was emitted are counted in ``late_samples``; spans for a window
-already emitted are counted in ``late_dropped`` (never silently)."""
+already emitted are counted in ``late_dropped`` and :meth:`RedMetrics.add` returns which
+they were (the trace stage dead-letters them as ``late_data``: never silently).
+
+Shards: a shard's closed windows can leave as partial aggregates (:meth:`RedMetrics.partials`;
+the DDSketch is mergeable, the other fields add up) which :func:`merge_partials` merges and
+:func:`red_rows` turns into rows, so that a series and window that several shards saw is
+one row with the series' quantiles (the trace stage's shards hand them to the global
+stage)."""
 
 from __future__ import annotations
 
@@ -128,11 +135,13 @@ class RedMetrics:
         uniq = [(int(dicts[0][r[0]]), *(dicts[k][r[k]] for k in range(1, 5))) for r in rows[order].tolist()]
         return start, rank[np.asarray(inverse, np.int64).reshape(-1)], uniq
 
-    def add(self, spans: pa.Table) -> None:
-        """Count every span (call this before sampling)."""
+    def add(self, spans: pa.Table) -> np.ndarray:
+        """Count every span (call this before sampling). Returns a mask of the rows that
+        were not counted because their window had been emitted (``late_dropped``)."""
         n = spans.num_rows
+        late_mask = np.zeros(n, dtype=bool)
         if n == 0:
-            return
+            return late_mask
         start, codes, uniq = self._keys(spans)
         dur = (_us(spans.column("end_time")) - start) / 1000.0
         err = np.asarray(pc.fill_null(pc.equal(spans.column("status_code").cast(pa.string()), "ERROR"), False)
@@ -146,6 +155,7 @@ class RedMetrics:
             wend = key[0] + self.window_ms
             if self._emitted_until is not None and key[0] < self._emitted_until:
                 self.late_dropped += len(rows)
+                late_mask[rows] = True
                 continue
             a = self._aggs.get(key)
             if a is None:
@@ -160,6 +170,7 @@ class RedMetrics:
             sketch_add_many(a.sketch, d)
             if self._watermark is not None and wend <= self._watermark:
                 a.late += len(rows)
+        return late_mask
 
     def add_exemplars(self, kept_spans: pa.Table) -> None:
         """Record trace ids of kept spans (e.g. ``Decisions.spans``) as exemplars."""
@@ -172,54 +183,41 @@ class RedMetrics:
             if a is not None and len(a.exemplars) < self.max_exemplars and tids[row] not in a.exemplars:
                 a.exemplars.append(tids[row])
 
-    def flush(self, watermark_ms: int) -> pa.Table:
-        """Rows of every window complete at ``watermark_ms`` (see the module doc)."""
+    def _ready(self, watermark_ms: int) -> list:
         self._watermark = watermark_ms if self._watermark is None else max(self._watermark, watermark_ms)
-        limit = watermark_ms - self.lateness - self.delay - self.window_ms  # windows starting at or before limit
+        limit = self.closed_through(watermark_ms) - self.window_ms  # windows starting at or before limit
         ready = sorted(k for k in self._aggs if k[0] <= limit)
         if ready:
             cut = ready[-1][0] + self.window_ms
             self._emitted_until = cut if self._emitted_until is None else max(self._emitted_until, cut)
-        return self._rows(ready)
+        return ready
 
-    def flush_all(self) -> pa.Table:
+    def _ready_all(self) -> list:
         ready = sorted(self._aggs)
         if ready:
-            self._emitted_until = ready[-1][0] + self.window_ms
-        return self._rows(ready)
+            self._emitted_until = max(self._emitted_until or ready[-1][0] + self.window_ms, ready[-1][0] + self.window_ms)
+        return ready
+
+    def closed_through(self, watermark_ms: int) -> int:
+        """Windows ending at or before this time are complete at ``watermark_ms``."""
+        return watermark_ms - self.lateness - self.delay
+
+    def flush(self, watermark_ms: int) -> pa.Table:
+        """Rows of every window complete at ``watermark_ms`` (see the module doc)."""
+        return self._rows(self._ready(watermark_ms))
+
+    def flush_all(self) -> pa.Table:
+        return self._rows(self._ready_all())
+
+    def partials(self, watermark_ms: int | None) -> dict:
+        """The aggregates of every window complete at ``watermark_ms`` (all of them when
+        None), removed from this object: ``{(window start ms, service, operation, kind,
+        status): aggregate}`` for :func:`merge_partials` / :func:`red_rows`."""
+        ready = self._ready_all() if watermark_ms is None else self._ready(watermark_ms)
+        return {k: self._aggs.pop(k) for k in ready}
 
     def _rows(self, keys: list) -> pa.Table:
-        rows = []
-        secs = self.window_ms / 1000.0
-        for key in keys:
-            a = self._aggs.pop(key)
-            ws, svc, name, kind, status = key
-            labels = [("service", svc), ("operation", name), ("kind", kind), ("status", status)]
-            base = {"window_start": ws * 1000, "window_end": (ws + self.window_ms) * 1000, "resolution": self.resolution,
-                    "labels": labels, "last": None, "late_samples": a.late, "exemplar_trace_ids": list(a.exemplars)}
-            q = {n: a.sketch.get_quantile_value(p) for n, p in QUANTILES}
-            none_q = dict.fromkeys(q)
-            for nm, v in (("span.calls", a.calls), ("span.errors", a.errors)):
-                rows.append(base | none_q | {"name": nm, "kind": "counter", "count": v, "sum": float(v), "min": None,
-                                             "max": None, "increase": float(v), "rate": v / secs})
-            rows.append(base | q | {"name": "span.duration_ms", "kind": "histogram", "count": a.calls, "sum": a.sum,
-                                    "min": a.min, "max": a.max, "increase": None, "rate": None})
-            cum = np.cumsum(a.hist).tolist()
-            les = [f"{b:g}" for b in self.bounds.tolist()] + ["+Inf"]
-            for le, c in zip(les, cum):
-                rows.append(base | none_q | {"name": "span.duration_ms.bucket", "kind": "histogram", "labels": labels + [("le", le)],
-                                             "count": c, "sum": None, "min": None, "max": None, "increase": None,
-                                             "rate": None, "exemplar_trace_ids": None})
-        if not rows:
-            return METRICS_SCHEMA.empty_table()
-        cols = {f.name: [r[f.name] for r in rows] for f in METRICS_SCHEMA}
-        arrays = []
-        for f in METRICS_SCHEMA:
-            if pa.types.is_timestamp(f.type):
-                arrays.append(pa.array(cols[f.name], pa.int64()).cast(f.type))
-            else:
-                arrays.append(pa.array(cols[f.name], f.type))
-        return pa.Table.from_arrays(arrays, schema=METRICS_SCHEMA)
+        return red_rows({k: self._aggs.pop(k) for k in keys}, self.window_ms, self.bounds)
 
     def snapshot(self) -> bytes:
         return pickle.dumps({"aggs": self._aggs, "watermark": self._watermark, "emitted": self._emitted_until,
@@ -229,3 +227,63 @@ class RedMetrics:
         st = pickle.loads(data)
         self._aggs, self._watermark, self._emitted_until, self.late_dropped = (st["aggs"], st["watermark"], st["emitted"],
                                                                                st["late_dropped"])
+
+
+def merge_partials(into: dict, parts: dict, max_exemplars: int) -> None:
+    """Add the partial aggregates ``parts`` (:meth:`RedMetrics.partials`) into ``into``:
+    counts, sums and histogram buckets add, min / max combine, the sketches merge (the
+    merged sketch keeps the relative accuracy), exemplars are united up to ``max_exemplars``."""
+    for key, b in parts.items():
+        a = into.get(key)
+        if a is None:
+            into[key] = b
+            continue
+        a.calls += b.calls
+        a.errors += b.errors
+        a.sum += b.sum
+        a.min = min(a.min, b.min)
+        a.max = max(a.max, b.max)
+        a.hist = a.hist + b.hist
+        a.sketch.merge(b.sketch)
+        a.late += b.late
+        for t in b.exemplars:
+            if len(a.exemplars) < max_exemplars and t not in a.exemplars:
+                a.exemplars.append(t)
+
+
+def red_rows(aggs: dict, window_ms: int, bounds=DEFAULT_BOUNDS_MS) -> pa.Table:
+    """Rows (:data:`METRICS_SCHEMA`) of the aggregates ``aggs``, in key order: per series
+    and window, ``span.calls``, ``span.errors``, ``span.duration_ms`` and its buckets."""
+    bounds = np.asarray(sorted(bounds), dtype=np.float64)
+    resolution = _resolution(window_ms)
+    rows = []
+    secs = window_ms / 1000.0
+    for key in sorted(aggs):
+        a = aggs[key]
+        ws, svc, name, kind, status = key
+        labels = [("service", svc), ("operation", name), ("kind", kind), ("status", status)]
+        base = {"window_start": ws * 1000, "window_end": (ws + window_ms) * 1000, "resolution": resolution,
+                "labels": labels, "last": None, "late_samples": a.late, "exemplar_trace_ids": list(a.exemplars)}
+        q = {n: a.sketch.get_quantile_value(p) for n, p in QUANTILES}
+        none_q = dict.fromkeys(q)
+        for nm, v in (("span.calls", a.calls), ("span.errors", a.errors)):
+            rows.append(base | none_q | {"name": nm, "kind": "counter", "count": v, "sum": float(v), "min": None,
+                                         "max": None, "increase": float(v), "rate": v / secs})
+        rows.append(base | q | {"name": "span.duration_ms", "kind": "histogram", "count": a.calls, "sum": a.sum,
+                                "min": a.min, "max": a.max, "increase": None, "rate": None})
+        cum = np.cumsum(a.hist).tolist()
+        les = [f"{b:g}" for b in bounds.tolist()] + ["+Inf"]
+        for le, c in zip(les, cum):
+            rows.append(base | none_q | {"name": "span.duration_ms.bucket", "kind": "histogram", "labels": labels + [("le", le)],
+                                         "count": c, "sum": None, "min": None, "max": None, "increase": None,
+                                         "rate": None, "exemplar_trace_ids": None})
+    if not rows:
+        return METRICS_SCHEMA.empty_table()
+    cols = {f.name: [r[f.name] for r in rows] for f in METRICS_SCHEMA}
+    arrays = []
+    for f in METRICS_SCHEMA:
+        if pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(cols[f.name], pa.int64()).cast(f.type))
+        else:
+            arrays.append(pa.array(cols[f.name], f.type))
+    return pa.Table.from_arrays(arrays, schema=METRICS_SCHEMA)

@@ -1,0 +1,254 @@
+"""A traffic model written from the user's side, with its own answers.
+
+Nothing here uses obsflow's code (not ``sources/generator.py``, not the pipeline's
+transforms): traces are made with the OpenTelemetry SDK (five services, a frontend root
+calling a backend, database calls; an error spike on checkout and a latency spike on
+search at known minutes) and encoded as the Collector's Kafka exporter writes them
+(``otlp_proto``, one trace per message); log lines (JSON) carry those trace ids, plus
+untraced heartbeat lines; product events (JSON) walk sessions through the signup form;
+metric samples (JSON) are CPU gauges. Every record has the Kafka timestamp a live
+producer would give it (a trace when it ends, a line or event when it happens).
+
+The answers are computed here from the model's own records, following the documented
+semantics (README, transforms/*/README.md), never through the pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+SERVICES = ("checkout", "signup", "search", "auth", "frontend")
+BACKENDS = ("checkout", "signup", "search", "auth")
+ROUTES = {"checkout": "POST /checkout", "signup": "POST /signup", "search": "GET /search", "auth": "POST /login"}
+PARTITIONS = 4
+MINUTES = 14                      # more than a RED window + allowed_lateness (6 min) twice
+TRACES_PER_MINUTE = 24
+ERROR_SPIKE = ("checkout", 2)     # (service, minute): 60% of its calls fail
+LATENCY_SPIKE = ("search", 4)     # (service, minute): its calls take 1.2 - 3 s
+SLOW_MS = 1000                    # the spec's latency policy threshold
+LOG_PERCENT = 20                  # the spec's log sampling percentage (untraced INFO lines)
+HEARTBEAT_EVERY_S = 4
+MIN_MS = 60_000
+
+
+def _ms(ns: int) -> int:
+    return ns // 1_000_000
+
+
+def partition_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % PARTITIONS
+
+
+@dataclass
+class Record:
+    topic: str            # logical topic: spans, logs, events, metrics
+    partition: int
+    value: bytes
+    ts_ms: int            # Kafka record timestamp
+
+
+@dataclass
+class Model:
+    base_ms: int
+    records: list[Record] = field(default_factory=list)
+    spans: list = field(default_factory=list)             # ReadableSpan
+    logs: list[dict] = field(default_factory=list)        # the JSON documents
+    sessions: dict[str, int] = field(default_factory=dict)  # session -> last signup step reached
+    samples: int = 0
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def minute(self, ns: int) -> int:
+        return (_ms(ns) - self.base_ms) // MIN_MS
+
+    def red_series(self) -> dict[tuple, list[float]]:
+        """(service, operation, kind, status, minute) -> durations in ms (every span)."""
+        out: dict[tuple, list[float]] = defaultdict(list)
+        for s in self.spans:
+            key = (s.resource.attributes["service.name"], s.name, s.kind.name, s.status.status_code.name, self.minute(s.start_time))
+            out[key].append((s.end_time - s.start_time) / 1e6)
+        return out
+
+    def calls_errors(self) -> dict[tuple, tuple[int, int]]:
+        """(service, minute) -> (spans, spans with status ERROR)."""
+        out: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        for s in self.spans:
+            k = (s.resource.attributes["service.name"], self.minute(s.start_time))
+            out[k][0] += 1
+            out[k][1] += s.status.status_code == StatusCode.ERROR
+        return {k: (a, b) for k, (a, b) in out.items()}
+
+    def traces(self) -> dict[str, list]:
+        out: dict[str, list] = defaultdict(list)
+        for s in self.spans:
+            out[format(s.context.trace_id, "032x")].append(s)
+        return out
+
+    def kept_traces(self) -> dict[str, str]:
+        """Trace id -> the policy that keeps it: ``errors`` (a span with status ERROR,
+        listed first), else ``slow`` (last end - first start above the threshold)."""
+        out = {}
+        for tid, ss in self.traces().items():
+            if any(s.status.status_code == StatusCode.ERROR for s in ss):
+                out[tid] = "errors"
+            elif (max(s.end_time for s in ss) - min(s.start_time for s in ss)) / 1e6 > SLOW_MS:
+                out[tid] = "slow"
+        return out
+
+    def kept_logs(self) -> tuple[Counter, Counter, Counter]:
+        """Per service: lines kept exactly (WARN+ always; a traced line when its trace is
+        kept, weight 1), the heartbeats (untraced INFO, kept by hash: an estimate) and the
+        error lines."""
+        kept = self.kept_traces()
+        exact, heartbeats, errors = Counter(), Counter(), Counter()
+        for d in self.logs:
+            if d["level"] in ("ERROR", "WARN"):
+                exact[d["service"]] += 1
+                errors[d["service"]] += d["level"] == "ERROR"
+            elif d["trace_id"]:
+                exact[d["service"]] += d["trace_id"] in kept
+            else:
+                heartbeats[d["service"]] += 1
+        return exact, heartbeats, errors
+
+    def funnel(self) -> list[tuple]:
+        """funnel_dropoff.sql's answer: (step, sessions, dropped_after_step, pct_of_step_1)."""
+        reached = Counter()
+        for last in self.sessions.values():
+            for step in range(1, last + 1):
+                reached[step] += 1
+        steps = sorted(reached)
+        out = []
+        for i, st in enumerate(steps):
+            nxt = reached[steps[i + 1]] if i + 1 < len(steps) else 0
+            pct = Decimal(100 * reached[st]) / Decimal(reached[steps[0]])  # SQL's round: half away from zero
+            out.append((st, reached[st], reached[st] - nxt, float(pct.quantize(Decimal("0.1"), ROUND_HALF_UP))))
+        return out
+
+    def p99_by_service(self) -> dict[str, tuple[float, float, int]]:
+        """p99_latency_by_service.sql's answer, exactly: service -> (worst series-minute p99,
+        worst series-minute p50, SERVER calls) over the SERVER series."""
+        out: dict[str, list] = {}
+        for (svc, _, kind, _, _), vals in self.red_series().items():
+            if kind != "SERVER":
+                continue
+            p99, p50 = exact_quantile(vals, 0.99), exact_quantile(vals, 0.5)
+            w = out.setdefault(svc, [0.0, 0.0, 0])
+            w[0], w[1], w[2] = max(w[0], p99), max(w[1], p50), w[2] + len(vals)
+        return {k: tuple(v) for k, v in out.items()}
+
+
+def exact_quantile(values: list[float], q: float) -> float:
+    """The value at rank floor(q * (n - 1)) of the sorted values (what a DDSketch estimates
+    within its relative accuracy)."""
+    s = sorted(values)
+    return s[int(math.floor(q * (len(s) - 1)))]
+
+
+def _duration_ms(rnd: random.Random, service: str, minute: int) -> float:
+    """A backend call's duration; never within 10% of the slow threshold (a trace's fate
+    must not hang on a rounding)."""
+    while True:
+        d = rnd.uniform(1200, 3000) if (service, minute) == LATENCY_SPIKE else min(rnd.lognormvariate(3.5, 0.8), 800.0)
+        if not 0.9 * SLOW_MS <= d <= 1.1 * SLOW_MS:
+            return d
+
+
+def build(base_ms: int, seed: int = 12) -> Model:
+    """The model's traffic over MINUTES minutes from ``base_ms`` (a whole minute)."""
+    rnd = random.Random(seed)
+    m = Model(base_ms)
+    exporter = InMemorySpanExporter()
+    providers = {}
+    for svc in SERVICES:
+        tp = TracerProvider(resource=Resource.create({"service.name": svc, "deployment.environment.name": "prod"}))
+        tp.add_span_processor(SimpleSpanProcessor(exporter))
+        providers[svc] = tp
+    tracers = {svc: providers[svc].get_tracer(f"shop.{svc}") for svc in SERVICES}
+    base_ns = base_ms * 1_000_000
+    for minute in range(MINUTES):
+        for i in range(TRACES_PER_MINUTE):
+            svc = BACKENDS[i % len(BACKENDS)]
+            t0 = base_ns + minute * MIN_MS * 1_000_000 + rnd.randrange(0, 50_000) * 1_000_000 + rnd.randrange(0, 1_000_000)
+            dur_ms = _duration_ms(rnd, svc, minute)
+            fail = rnd.random() < (0.6 if (svc, minute) == ERROR_SPIKE else 0.04)
+            root = tracers["frontend"].start_span(ROUTES[svc], kind=SpanKind.SERVER, start_time=t0)
+            ctx = trace.set_span_in_context(root)
+            b0 = t0 + 2_000_000
+            back = tracers[svc].start_span(ROUTES[svc], kind=SpanKind.SERVER, context=ctx, start_time=b0)
+            db = tracers[svc].start_span("db.query", kind=SpanKind.CLIENT, context=trace.set_span_in_context(back),
+                                         start_time=b0 + 1_000_000)
+            db.end(end_time=b0 + 1_000_000 + int(dur_ms * 0.6 * 1e6))
+            if fail:
+                back.set_status(Status(StatusCode.ERROR, "upstream failed"))
+            back.end(end_time=b0 + int(dur_ms * 1e6))
+            root.end(end_time=b0 + int(dur_ms * 1e6) + 3_000_000)
+            tid = format(root.get_span_context().trace_id, "032x")
+            ts = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == tid]
+            exporter.clear()
+            m.spans += ts
+            end_ms = _ms(max(s.end_time for s in ts))
+            m.records.append(Record("spans", partition_of(tid), encode_spans(ts).SerializeToString(), end_ms + 1))
+            _log(m, tid, svc, _ms(b0) + 1, "INFO", f"handled {ROUTES[svc]}")
+            if fail:
+                _log(m, tid, svc, _ms(b0) + 2, "ERROR", "upstream failed: card declined for user jane@example.org")
+        for svc in SERVICES:
+            for k in range(60 // HEARTBEAT_EVERY_S):
+                _log(m, None, svc, base_ms + minute * MIN_MS + k * HEARTBEAT_EVERY_S * 1000 + SERVICES.index(svc), "INFO",
+                     "heartbeat ok")
+        _sessions(m, rnd, minute)
+        for svc in SERVICES:
+            for k in range(3):
+                ts = base_ms + minute * MIN_MS + k * 20_000 + 500
+                doc = {"name": "process.cpu", "kind": "GAUGE", "value": round(rnd.random(), 4), "timestamp": _iso(ts),
+                       "labels": {"service": svc, "host": f"{svc}-1", "env": "prod"}}
+                m.records.append(Record("metrics", partition_of(svc), json.dumps(doc).encode(), ts))
+                m.samples += 1
+    for tp in providers.values():
+        tp.shutdown()
+    m.records.sort(key=lambda r: (r.topic, r.partition, r.ts_ms))  # each partition in time order, as produced live
+    return m
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _log(m: Model, tid: str | None, svc: str, ts_ms: int, level: str, message: str) -> None:
+    doc = {"timestamp": _iso(ts_ms), "level": level, "service": svc, "message": message, "trace_id": tid, "span_id": None,
+           "request_id": None, "user_id": None, "host": f"{svc}-1", "env": "prod", "attributes": {}}
+    m.logs.append(doc)
+    key = tid or f"{svc}-{ts_ms}"
+    m.records.append(Record("logs", partition_of(key), json.dumps(doc).encode(), ts_ms))
+
+
+def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
+    """Sessions that open the signup form and go through some of its 3 steps."""
+    for k in range(5):
+        sid = f"s-{minute}-{k}"
+        last = rnd.choice((1, 1, 2, 2, 3, 3, 3))
+        m.sessions[sid] = last
+        t = m.base_ms + minute * MIN_MS + k * 5000 + 100
+        interactions = [{"type": "page_view"}, {"type": "form_start", "form": "signup"}]
+        interactions += [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, last + 1)]
+        if last == 3:
+            interactions.append({"type": "form_submit", "form": "signup"})
+        doc = {"event_id": f"e-{minute}-{k}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
+               "user": f"user-{minute}-{k}", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
+               "events": interactions}
+        m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
