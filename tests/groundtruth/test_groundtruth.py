@@ -201,7 +201,8 @@ def _saved(spec, name: str):
 def test_every_saved_query_answers_what_the_model_says(landed):
     spec, model, _ = landed
     names = sorted(p.stem for p in QUERIES.glob("*.sql"))
-    checks = {"funnel_dropoff": _check_funnel, "error_rate_by_service": _check_error_rate, "p99_latency_by_service": _check_p99}
+    checks = {"funnel_dropoff": _check_funnel, "error_rate_by_service": _check_error_rate, "p99_latency_by_service": _check_p99,
+              "time_to_convert": _check_time_to_convert}
     assert set(names) <= set(checks), f"saved queries without a model answer: {sorted(set(names) - set(checks))}"
     for name in names:
         cols, rows = _saved(spec, name)
@@ -209,8 +210,17 @@ def test_every_saved_query_answers_what_the_model_says(landed):
 
 
 def _check_funnel(model, cols, rows, spec):
-    assert cols == ["step", "sessions", "dropped_after_step", "pct_of_step_1"]
-    assert [(int(a), int(b), int(c), float(d)) for a, b, c, d in rows] == model.funnel()
+    assert cols == ["step_index", "step", "sessions", "dropped_after_step", "pct_of_first_step"]
+    assert [(int(a), b, int(c), int(d), float(e)) for a, b, c, d, e in rows] == model.funnel()
+
+
+def _check_time_to_convert(model, cols, rows, spec):
+    assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p90_ms", "min_ms", "max_ms"]
+    want = model.time_to_convert()
+    assert len(want) >= 1 and sum(w[1] for w in want) == len(model.conversions)
+    got = [(f, int(ws.timestamp() * 1000), int(n), float(avg), int(p50), int(p90), int(lo), int(hi))
+           for f, ws, n, avg, p50, p90, lo, hi in rows]
+    assert got == [("signup", *w) for w in want]
 
 
 def _check_p99(model, cols, rows, spec):

@@ -32,6 +32,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 SERVICES = ("checkout", "signup", "search", "auth", "frontend")
 BACKENDS = ("checkout", "signup", "search", "auth")
+#: the default spec's signup funnel, as its user reads it (transforms/product/config.py signup_funnel)
+FUNNEL_STEPS = ("view", "form_start", "step_1", "step_2", "step_3", "step_4", "step_5", "submit", "complete")
+HOUR_MS = 3_600_000
 ROUTES = {"checkout": "POST /checkout", "signup": "POST /signup", "search": "GET /search", "auth": "POST /login"}
 PARTITIONS = 4
 MINUTES = 14                      # more than a RED window + allowed_lateness (6 min) twice
@@ -66,7 +69,8 @@ class Model:
     records: list[Record] = field(default_factory=list)
     spans: list = field(default_factory=list)             # ReadableSpan
     logs: list[dict] = field(default_factory=list)        # the JSON documents
-    sessions: dict[str, int] = field(default_factory=dict)  # session -> last signup step reached
+    sessions: dict[str, int] = field(default_factory=dict)  # session -> steps of the signup funnel reached
+    conversions: list[tuple[int, int]] = field(default_factory=list)  # (last event ms, first step to completion ms)
     samples: int = 0
 
     # -- answers -------------------------------------------------------------------------------
@@ -125,17 +129,37 @@ class Model:
         return exact, heartbeats, errors
 
     def funnel(self) -> list[tuple]:
-        """funnel_dropoff.sql's answer: (step, sessions, dropped_after_step, pct_of_step_1)."""
-        reached = Counter()
-        for last in self.sessions.values():
-            for step in range(1, last + 1):
-                reached[step] += 1
-        steps = sorted(reached)
+        """funnel_dropoff.sql's answer over the default signup funnel (view, form_start,
+        step_1..step_5, submit, complete; a step counts when the longest prefix of steps a
+        session has reaches it): (step_index, step, sessions, dropped_after_step,
+        pct_of_first_step). A session drops out after its last step unless that is the final
+        one (a conversion)."""
+        reached = [0] * len(FUNNEL_STEPS)
+        last = [0] * len(FUNNEL_STEPS)
+        for n in self.sessions.values():  # n: steps of the funnel the session reached (a prefix)
+            for i in range(n):
+                reached[i] += 1
+            if 0 < n < len(FUNNEL_STEPS):
+                last[n - 1] += 1
         out = []
-        for i, st in enumerate(steps):
-            nxt = reached[steps[i + 1]] if i + 1 < len(steps) else 0
-            pct = Decimal(100 * reached[st]) / Decimal(reached[steps[0]])  # SQL's round: half away from zero
-            out.append((st, reached[st], reached[st] - nxt, float(pct.quantize(Decimal("0.1"), ROUND_HALF_UP))))
+        for i, name in enumerate(FUNNEL_STEPS):
+            pct = Decimal(100 * reached[i]) / Decimal(reached[0])  # SQL's round: half away from zero
+            out.append((i, name, reached[i], last[i], float(pct.quantize(Decimal("0.1"), ROUND_HALF_UP))))
+        return out
+
+    def time_to_convert(self) -> list[tuple]:
+        """time_to_convert.sql's answer: per report hour of the converting sessions' last
+        event, (window start ms, conversions, avg ms, p50 ms, p90 ms, min ms, max ms), the
+        quantiles as the lower order statistic (the funnel report's definition)."""
+        by_hour: dict[int, list[int]] = defaultdict(list)
+        for end_ms, took in self.conversions:
+            by_hour[end_ms // HOUR_MS * HOUR_MS].append(took)
+        out = []
+        for ws in sorted(by_hour):
+            v = sorted(by_hour[ws])
+            avg = Decimal(sum(v)) / Decimal(len(v))
+            out.append((ws, len(v), float(avg.quantize(Decimal("0.1"), ROUND_HALF_UP)), v[(len(v) - 1) // 2],
+                        v[int(math.floor(0.9 * (len(v) - 1)))], v[0], v[-1]))
         return out
 
     def p99_by_service(self) -> dict[str, tuple[float, float, int]]:
@@ -238,11 +262,13 @@ def _log(m: Model, tid: str | None, svc: str, ts_ms: int, level: str, message: s
 
 
 def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
-    """Sessions that open the signup form and go through some of its 3 steps."""
+    """Sessions that open the signup form and go through some of its first 3 steps, and one
+    that completes signup (all 5 steps, submit and signup_complete in a second envelope,
+    a known time after the first)."""
     for k in range(5):
         sid = f"s-{minute}-{k}"
         last = rnd.choice((1, 1, 2, 2, 3, 3, 3))
-        m.sessions[sid] = last
+        m.sessions[sid] = 2 + last  # view, form_start, step_1..step_<last> (no step_4: submit does not count)
         t = m.base_ms + minute * MIN_MS + k * 5000 + 100
         interactions = [{"type": "page_view"}, {"type": "form_start", "form": "signup"}]
         interactions += [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, last + 1)]
@@ -252,3 +278,15 @@ def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
                "user": f"user-{minute}-{k}", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
                "events": interactions}
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
+    sid, t0 = f"s-{minute}-conv", m.base_ms + minute * MIN_MS + 30_100
+    took = 20_000 + 1000 * minute  # first step (view) to completion
+    first = [{"type": "page_view"}, {"type": "form_start", "form": "signup"}]
+    first += [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, 6)]
+    then = [{"type": "form_submit", "form": "signup"}, {"type": "signup_complete", "form": "signup"}]
+    for n, (t, interactions) in enumerate(((t0, first), (t0 + took, then))):
+        doc = {"event_id": f"e-{minute}-conv-{n}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
+               "user": f"user-{minute}-conv", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
+               "events": interactions}
+        m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
+    m.sessions[sid] = len(FUNNEL_STEPS)
+    m.conversions.append((t0 + took, took))
