@@ -420,7 +420,7 @@ class PipelineSpec(Model):
 
     def _check_stages(self) -> None:
         rollups = []
-        once: dict[str, str] = {}  # kind -> key path of the spec's only step of that kind
+        once: dict[str, tuple[str, object]] = {}  # kind -> (key path, step) of the spec's first step of that kind
         for i, flow in enumerate(self.flows):
             sig = self.source(flow.source).signal
             kinds = [st.kind for st in flow.steps]
@@ -428,18 +428,21 @@ class PipelineSpec(Model):
                 if kinds.index(st.kind) != j:
                     raise SpecReferenceError(f"flows[{i}].steps[{j}]", "each step kind at most once in a flow", st.kind)
                 if st.kind in _ONE_PER_SPEC:
-                    if st.kind in once:
-                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"at most one {st.kind} step in the spec "
-                                                 f"({_ONE_PER_SPEC[st.kind]}; the first is {once[st.kind]})", st.kind)
-                    once[st.kind] = f"flows[{i}].steps[{j}]"
+                    stage, want = _ONE_PER_SPEC[st.kind]
+                    if sig != want:
+                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"a {st.kind} step on a flow whose source has signal: {want}", sig)
+                    if st.kind in once and st != once[st.kind][1]:
+                        # several flows may feed the one stage (e.g. JSON and Avro event topics), with the same step;
+                        # a step that differs would be ignored: the stage is built from the first
+                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"the same {st.kind} step as {once[st.kind][0]} "
+                                                 f"({stage}, built from the first)", "a different one")
+                    once.setdefault(st.kind, (f"flows[{i}].steps[{j}]", st))
                 if isinstance(st, RollupStep):
                     if sig != "metric":
                         raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
                     rollups.append(st)
                     for k, rule in enumerate(st.derive):
                         _check_derive(f"flows[{i}].steps[{j}].derive[{k}]", rule, self._row_columns(rule.source))
-                if isinstance(st, ProductStep) and sig != "event":
-                    raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a product step on a flow whose source has signal: event", sig)
             for j, st in enumerate(flow.steps):
                 if isinstance(st, TailSampleStep) and st.head_sampling is not None:
                     spans = [s.name for s in self.sources if s.signal == "span"]
@@ -493,7 +496,9 @@ def _check_codec(path: str, src: SourceSpec) -> None:
 
 
 #: step kinds that configure the spec's one stage of their kind (pipelines.graph.plan_stages)
-_ONE_PER_SPEC = {"tail_sample": "one trace stage", "log_sample": "one log sampling config", "product": "one product stage"}
+#: step kinds that configure one stage for the whole spec: (what it is, the signal of the flows it may sit on)
+_ONE_PER_SPEC = {"tail_sample": ("one trace stage", "span"), "log_sample": ("one log sampling config", "log"),
+                 "product": ("one product stage", "event")}
 
 #: row columns a scrub or enrich option adds (transforms/scrub.py, transforms/enrich.py);
 #: ``service_metadata`` adds its columns only when the spec has ``services``

@@ -352,7 +352,8 @@ def test_step_kinds_and_policy_types_come_from_the_models_and_leave_the_key_path
         ("flows[0].steps[3].shards", "expected a number > 0, got 0"),
         ("flows[2].steps[2].sampler.policies[0]", ("a policy needs a 'type' key (one of ['always_sample', 'and', 'boolean_attribute', "
                                                    "'bytes_limiting', 'composite', 'drop', 'latency', 'not', 'numeric_attribute', "
-                                                   "'probabilistic', 'rate_limiting', 'span_count', 'status_code', 'string_attribute'])")),
+                                                   "'ottl_condition', 'probabilistic', 'rate_limiting', 'span_count', 'status_code', "
+                                                   "'string_attribute', 'trace_flags', 'trace_state'])")),
         ("flows[2].steps[2].sampler.policies[1].latency.threshold_ms", "expected a number >= 0, got -1"),
         ("flows[3].steps[1].shards", "expected a number > 0, got 0"),
     ]
@@ -383,13 +384,31 @@ def test_derive_rules_naming_a_column_the_flow_does_not_add_fail_at_load(label, 
 @pytest.mark.parametrize("kind,into,expected", [
     ("scrub", "product_events", ("flows[0].steps[4]", "expected each step kind at most once in a flow, got 'scrub'")),
     ("enrich", "service_logs", ("flows[1].steps[4]", "expected each step kind at most once in a flow, got 'enrich'")),
-    ("tail_sample", "service_logs", ("flows[2].steps[2]", ("expected at most one tail_sample step in the spec (one trace stage; "
-                                                           "the first is flows[1].steps[4]), got 'tail_sample'"))),
-    ("product", "service_logs", ("flows[1].steps[4]", ("expected at most one product step in the spec (one product stage; "
-                                                       "the first is flows[0].steps[3]), got 'product'"))),
+    ("tail_sample", "service_logs", ("flows[1].steps[4]", "expected a tail_sample step on a flow whose source has signal: span, got 'log'")),
+    ("product", "service_logs", ("flows[1].steps[4]", "expected a product step on a flow whose source has signal: event, got 'log'")),
 ])
 def test_repeated_steps_fail_at_load(kind, into, expected):
     d = default_data()
     source_flow = next(f for f in d["flows"] if any(s["kind"] == kind for s in f["steps"]))
     flow(d, into)["steps"].append(copy.deepcopy(step(d, source_flow["name"], kind)))
     assert problems(d) == [expected]
+
+
+def test_a_second_event_flow_feeds_the_one_product_stage_with_the_same_step_only():
+    """Two event topics (e.g. JSON and Avro) may both feed the product stage, each flow with
+    the same product step; a product step that differs would be ignored (the stage is built
+    from the first), so it fails at load."""
+    from pipelines.graph import PipelineGraph
+
+    d = default_data()
+    d["sources"].append({"name": "events_avro", "topic": "events_avro", "signal": "event", "codec": "avro", "partitions": 1})
+    second = copy.deepcopy(flow(d, "product_events"))
+    second.update(name="product_events_avro", source="events_avro")
+    d["flows"].append(second)
+    spec = parse_spec(copy.deepcopy(d))
+    graph = PipelineGraph(spec)
+    assert graph.flows["events"].product_def is not None and graph.flows["events_avro"].product_def is not None
+    step(d, "product_events_avro", "product")["shards"] = 2
+    n = len(d["flows"]) - 1
+    assert problems(d) == [(f"flows[{n}].steps[3]", ("expected the same product step as flows[0].steps[3] (one product stage, "
+                                                    "built from the first), got 'a different one'"))]
