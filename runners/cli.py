@@ -132,8 +132,12 @@ def cmd_run(args) -> int:
     from runners.job import RunRequest
     from runners.stats import STATS
 
-    from runners.cli_engines import cmd_run_cluster, wants_cluster
+    from runners.cli_engines import cluster_usage_problem, cmd_run_cluster, wants_cluster
 
+    problem = cluster_usage_problem(args) if wants_cluster(args) else None
+    if problem is not None:  # a wrong flag is named before any service is contacted
+        print(problem, file=sys.stderr)
+        return 2
     spec = _spec(args)
     if os.environ.get(spec.privacy.pseudonym_key_env) is None and spec.privacy.pseudonym_key is None:
         if args.dev_key:

@@ -181,18 +181,28 @@ def wants_cluster(args) -> bool:
     return args.runner == "bytewax" and (args.processes > 1 or args.workers_per_process > 1 or args.process_id is not None)
 
 
+def cluster_usage_problem(args) -> str | None:
+    """The one-line problem of the cluster flags (``--process-id`` / ``--addresses``), or None;
+    checked before any service is contacted."""
+    if args.process_id is None:
+        return None
+    if not args.addresses:
+        return "obsflow run: --process-id needs --addresses (host:port of every process, comma-separated)"
+    addresses = [a.strip() for a in args.addresses.split(",") if a.strip()]
+    if args.process_id >= len(addresses):
+        return f"obsflow run: --process-id {args.process_id}: expected 0..{len(addresses) - 1} (one per address in --addresses)"
+    return None
+
+
 def cmd_run_cluster(args) -> int:
     """``obsflow run --runner bytewax`` with processes / workers: a Bytewax cluster."""
     from runners.bytewax.cluster import ClusterRun, launch, run_process
 
-    if args.process_id is not None and not args.addresses:
-        print("obsflow run: --process-id needs --addresses (host:port of every process, comma-separated)", file=sys.stderr)
+    problem = cluster_usage_problem(args)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
     addresses = [a.strip() for a in (args.addresses or "").split(",") if a.strip()]
-    if args.process_id is not None and args.process_id >= len(addresses):
-        print(f"obsflow run: --process-id {args.process_id}: expected 0..{len(addresses) - 1} "
-              f"(one per address in --addresses)", file=sys.stderr)
-        return 2
     run = ClusterRun(spec=str(Path(args.spec).resolve()), warehouse=args.warehouse, source=args.source, bounded=args.bounded,
                      duration_s=args.duration, max_records=args.max_records, count=None if args.duration else args.count,
                      seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction, batch_size=args.batch_size)
