@@ -254,6 +254,7 @@ class IcebergSink:
         self._kafka_out = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iceberg-commit") if background else None
         self._inflight: dict[str, Future] = {}
+        self._failed_tables: set[str] = set()  # tables whose commit failed for good: not committed again
         # a catch-up (runners.job.CatchUp) re-derives rows a table may partly hold already
         # (committed past its recorded positions): each row is written only if the table
         # does not hold it yet (compared by content, as a multiset; the table read once)
@@ -390,33 +391,55 @@ class IcebergSink:
 
     def flush(self, include_empty: bool = True) -> None:
         """Commit everything buffered. With ``include_empty``, tables that received no
-        rows but whose positions advanced commit an empty snapshot recording them."""
-        self.drain()
+        rows but whose positions advanced commit an empty snapshot recording them. A table
+        whose commit failed for good is not committed again, but the others still are
+        (each records its own positions: a rerun catches the failed one up alone,
+        ``runners.job.CatchUp``); then the first failure is raised."""
+        errors = self._drain_errors()
         for name, p in self.pending.items():
+            if name in self._failed_tables:
+                continue
             if p.rows or (include_empty and any(self.committed[name].get(k, 0) < v for k, v in p.positions.items())):
-                self._commit(name)
-        self.drain()
-
-    def drain(self) -> None:
-        """Wait for every commit in flight; raise the first that failed."""
-        inflight, self._inflight = self._inflight, {}
-        errors = []
-        for fut in inflight.values():
-            try:
-                fut.result()
-            except BaseException as e:  # noqa: BLE001 - re-raised below, after the others landed
-                errors.append(e)
+                try:
+                    self._commit(name)  # without a committer thread, the commit runs (and may fail) here
+                except BaseException as e:  # noqa: BLE001 - raised below, after the others landed
+                    self._failed_tables.add(name)
+                    errors.append(e)
+        errors += self._drain_errors()
         if errors:
             self.failed = errors[0]
             raise errors[0]
 
+    def drain(self) -> None:
+        """Wait for every commit in flight; raise the first that failed."""
+        errors = self._drain_errors()
+        if errors:
+            self.failed = errors[0]
+            raise errors[0]
+
+    def _drain_errors(self) -> list[BaseException]:
+        """Wait for every commit in flight; the failures (their tables marked failed)."""
+        inflight, self._inflight = self._inflight, {}
+        errors = []
+        for name, fut in inflight.items():
+            try:
+                fut.result()
+            except BaseException as e:  # noqa: BLE001 - raised by the caller, after the others landed
+                self._failed_tables.add(name)
+                errors.append(e)
+        return errors
+
     def close(self) -> None:
-        """Commit what is buffered and stop. After a commit failed for good (raised
-        already), nothing more is committed: the run stops with that error, and a rerun
-        catches the table up (``runners.job.CatchUp``)."""
+        """Commit what is buffered and stop. A table whose commit failed for good is not
+        committed again; the other tables' buffers are (see :meth:`flush`). When a failure
+        was raised already, the run stops with that one (later failures are logged)."""
+        failed_before = getattr(self, "failed", None)
         try:
-            if getattr(self, "failed", None) is None:
-                self.flush(include_empty=True)
+            self.flush(include_empty=True)
+        except BaseException as e:  # noqa: BLE001
+            if failed_before is None:
+                raise
+            log.error("another commit failed while the run was stopping on %r: %r", failed_before, e)
         finally:
             if self._committer is not None:
                 self._committer.shutdown(wait=True)
@@ -427,6 +450,7 @@ class IcebergSink:
         for name, fut in list(self._inflight.items()):
             if fut.done() and fut.exception() is not None:
                 del self._inflight[name]
+                self._failed_tables.add(name)
                 self.failed = fut.exception()
                 raise self.failed
 
