@@ -21,7 +21,7 @@ from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
 from pipelines.isolate import GuardedStage
-from pipelines.stages import GLOBAL, METRICS, PRODUCT
+from pipelines.stages import GLOBAL, global_inputs
 from schemas.codecs.avro_codec import schema_id_for
 from schemas.wire import raw_avro_schema
 from sinks.dead_letters import dead_letter_rows
@@ -60,9 +60,9 @@ def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
         for out in outs:
             for name, t in out.rows.items():
                 rows.setdefault(name, []).append(t)
-            if GLOBAL in defs and getattr(out, "stage", None) in (METRICS, PRODUCT):
+            for _, fed in (global_inputs(out) if GLOBAL in defs else []):  # as the engines feed it
                 g = stages.setdefault((GLOBAL, 0), GuardedStage(defs[GLOBAL], 0))
-                emit(g.process(out))
+                emit(g.process(fed))
 
     for b in batches:
         fo = graph.process(b)
@@ -164,6 +164,14 @@ def otlp_span(end_ns: int) -> bytes:
     return req.SerializeToString()
 
 
+def otlp_item(payload: bytes) -> bytes:
+    """The first span of an OTLP message, serialized alone (what its dead letter holds)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    msg = ExportTraceServiceRequest.FromString(payload)
+    return msg.resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+
+
 def avro_span(end_us: int) -> bytes:
     rec = {**span(start_time=T_MS * 1000, end_time=end_us), "status_message": None, "attributes": {}, "resource": {}}
     out = io.BytesIO()
@@ -178,7 +186,9 @@ def test_span_ending_centuries_after_ingest_is_a_dead_letter(tmp_path, codec, pa
     flows, tables = drive(spec(tmp_path, {"spans": codec}), [raw("spans", [payload])])
     assert (flows[0].records_accepted, flows[0].records_dead) == (0, 1)
     d = tables["dead_letters"].to_pylist()
-    assert [(r["reason"], r["source_offset"], r["raw"]) for r in d] == [("timestamp_out_of_range", 0, payload)]
+    # OTLP is accepted per span: the dead letter holds the span alone (item 0); Avro: the record
+    want_raw = otlp_item(payload) if codec == "otlp_proto" else payload
+    assert [(r["reason"], r["source_offset"], r["raw"]) for r in d] == [("timestamp_out_of_range", 0, want_raw)]
     assert d[0]["detail"].startswith("end_time is ") and d[0]["detail"].endswith("d after ingest time (limit 5.0m)")
     assert "spans" not in tables and "traces" not in tables
 
@@ -212,8 +222,9 @@ def test_counts_past_2_53_are_dead_letters_and_below_are_exact(tmp_path):
     assert (flows[0].records_accepted, flows[0].records_dead) == (1, 3)
     d = tables["dead_letters"].sort_by("source_offset")
     assert d.column("source_offset").to_pylist() == [0, 1, 2]
-    assert d.column("detail").to_pylist() == [
-        f"count: {big + 1} is 2**53 or more, beyond what a rollup adds exactly",
+    assert d.column("detail").to_pylist() == [  # every problem of a record (issue 13): the first has two
+        f"count: {big + 1} is 2**53 or more, beyond what a rollup adds exactly; "
+        "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly",
         "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly",
         f"count: {big} is 2**53 or more, beyond what a rollup adds exactly"]
     h = [r for r in tables["metrics"].to_pylist() if r["name"] == "h" and r["resolution"] == "1m"]

@@ -185,6 +185,8 @@ class Batch:
             if detail is None:
                 continue
             pos, n = entry
+            if detail in self.rejects.details[pos].split("; "):
+                continue  # the same problem found by two checks is named once
             entry[1] = n + 1
             if n < MAX_PROBLEMS:
                 self.rejects.details[pos] = f"{self.rejects.details[pos]}; {detail}"
