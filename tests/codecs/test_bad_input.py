@@ -119,7 +119,7 @@ def test_deep_nesting_anywhere_rejects_its_record(signal, depth):
 
 
 @pytest.mark.parametrize("signal", ["event", "log", "span", "metric"])
-@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"Inf", b"-Inf"])
 def test_nan_and_infinity_literals_reject_their_record_after_a_clean_batch(signal, literal):
     """Item 6: a NaN / Infinity literal raised msgspec.DecodeError from _add_maps."""
     codec = codec_for("json", signal, 65536)
@@ -131,7 +131,7 @@ def test_nan_and_infinity_literals_reject_their_record_after_a_clean_batch(signa
     assert rejected[1][1].startswith("invalid JSON: JSON is malformed: invalid character"), rejected
     assert sorted(b.table.column("_i").to_pylist()) == [0, 2]
     # the words themselves inside strings are fine
-    b, rejected = decode(codec, [good, with_field(signal, b'"NaN Infinity"')])
+    b, rejected = decode(codec, [good, with_field(signal, b'"NaN Inf Infinity"')])
     assert rejected == {} and b.table.num_rows == 2
 
 

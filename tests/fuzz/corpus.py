@@ -134,7 +134,7 @@ def seeds(signal: str, codec: str, n: int = 24) -> list[Seed]:
 # -- mutators -------------------------------------------------------------------------------
 
 INSERTS = [b"\x00", b"\xef\xbb\xbf", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\n", b"\r\n", b"null", b"NaN", b"Infinity",
-           b"-Infinity", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"18446744073709551616", b"-9223372036854775809",
+           b"-Infinity", b"Inf", b"-Inf", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"18446744073709551616", b"-9223372036854775809",
            b"1e999", b"1" * 400, b"[" * 300, b"[" * 1100 + b"]" * 1100, b"{\"a\":" * 300, b"\xf0\x9f\x98"]
 WHOLE = [None, b"", b" ", b"\n", b"null", b"[]", b"{}", b"0", b'"x"', b"true", b"NaN", b"[" * 5000, b"\x00" * 8,
          b"\x00\x00\x00\x00\x01", b"\x0a\xff\x01 not protobuf"]
