@@ -46,6 +46,7 @@ CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
 BOM = b"\xef\xbb\xbf"
 #: deepest JSON nesting a record may have where the codec reads it (orjson's own bound)
 MAX_NESTING = 255
+BOM_DETAIL = "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"
 _I64 = (-(2 ** 63), 2 ** 63)
 
 
@@ -330,7 +331,7 @@ class JsonCodec:
                 dropped.add(i)
                 continue
             if v.startswith(BOM):
-                rejects.add(i, "format_violation", "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)")
+                rejects.add(i, "format_violation", BOM_DETAIL)
                 dropped.add(i)
                 continue
             problem = self._not_one_object(v)
