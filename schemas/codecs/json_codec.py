@@ -13,7 +13,7 @@ neighbour, and every bad record gets a reason and a precise detail.
 
 ``pyarrow.json`` only ever sees screened bytes: every record one line that starts with
 ``{`` and ends with ``}`` (``pyarrow.json`` 25.0.1 segfaults on a batch whose first line is
-``null``), no byte order mark, no ``NaN`` / ``Infinity`` literal (not JSON; RFC 8259). What
+``null``), no byte order mark, no ``NaN`` / ``Inf`` / ``Infinity`` literal (not JSON; RFC 8259). What
 it returns is validated (``RecordBatch.validate(full=True)``, against the open bugs that
 build invalid list arrays); a block that fails is re-parsed smaller and a record that
 still fails is built from its ``orjson`` parse. Every per-record Python step turns any
@@ -46,6 +46,7 @@ CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
 BOM = b"\xef\xbb\xbf"
 #: deepest JSON nesting a record may have where the codec reads it (orjson's own bound)
 MAX_NESTING = 255
+BOM_DETAIL = "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"
 _I64 = (-(2 ** 63), 2 ** 63)
 
 
@@ -284,10 +285,11 @@ class JsonCodec:
             lines = joined.count(b"\n") == n - 1
             no_cr = joined.count(b"\r") == 0
             ascii_ = joined.isascii()
-            # every record one JSON object: starts with "{" and ends with "}"
+            # every record one JSON object: starts with "{" and ends with "}" (so no record
+            # starts with a byte order mark either)
             objects = all(map(bytes.startswith, values, repeat(b"{"))) and all(map(bytes.endswith, values, repeat(b"}")))
-            literals = b"NaN" in joined or b"Infinity" in joined
-            if sized and lines and no_cr and objects and not literals and (ascii_ or (_utf8(joined) and BOM not in joined)):
+            literals = b"NaN" in joined or b"Inf" in joined  # pyarrow.json reads NaN, Inf and Infinity
+            if sized and lines and no_cr and objects and not literals and (ascii_ or _utf8(joined)):
                 return values, range(n)
             # the records that need a closer look, one cheap pass per check the batch failed
             odd: set[int] = set()
@@ -302,12 +304,12 @@ class JsonCodec:
             if not objects:
                 odd.update(i for i, v in enumerate(values) if v[:1] != b"{" or v[-1:] != b"}")
             if literals:
-                odd.update(i for i, v in enumerate(values) if b"NaN" in v or b"Infinity" in v)
+                odd.update(i for i, v in enumerate(values) if b"NaN" in v or b"Inf" in v)
         else:
             # the records that need a closer look; the others pass C-level checks
             odd = {i for i, v in enumerate(values)
                    if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v
-                   or v[:1] != b"{" or v[-1:] != b"}" or b"NaN" in v or b"Infinity" in v}
+                   or v[:1] != b"{" or v[-1:] != b"}" or b"NaN" in v or b"Inf" in v}
         if not odd:
             return values, range(n)
         dropped: set[int] = set()
@@ -329,7 +331,7 @@ class JsonCodec:
                 dropped.add(i)
                 continue
             if v.startswith(BOM):
-                rejects.add(i, "format_violation", "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)")
+                rejects.add(i, "format_violation", BOM_DETAIL)
                 dropped.add(i)
                 continue
             problem = self._not_one_object(v)
@@ -354,10 +356,10 @@ class JsonCodec:
 
     def _not_one_object(self, v: bytes) -> tuple[str, str] | None:
         """Reason and detail when ``v`` (UTF-8, not blank) is not one JSON object:
-        not JSON (including ``NaN`` / ``Infinity`` literals), another JSON value, or JSON
+        not JSON (including ``NaN`` / ``Inf`` / ``Infinity`` literals), another JSON value, or JSON
         nested too deep for the decoders; None when it is one object."""
         body = v.strip(b" \t\r\n")
-        if body[:1] == b"{" and body[-1:] == b"}" and b"NaN" not in body and b"Infinity" not in body:
+        if body[:1] == b"{" and body[-1:] == b"}" and b"NaN" not in body and b"Inf" not in body:
             return None  # the parsers below judge its syntax
         try:
             value = msgspec.json.decode(body)

@@ -372,39 +372,46 @@ def _level(number: int, text: str) -> str:
 
 
 class _Items:
-    """The rows of one message and the items they came from. :meth:`item` builds one
-    item's rows: an item that fails any check is rejected alone (its rows withdrawn), the
-    others stay. ``sources`` holds each item's protobuf message or JSON object, for its
-    dead letter's bytes."""
+    """The rows of one message and the items they came from, each item accepted or
+    rejected alone: ``count`` items seen, ``row_item`` the item of each row, ``rejects``
+    ``(item, reason, detail)``. The items themselves are not kept: a dead letter's bytes
+    are found again by walking the message (:func:`_item_sources`)."""
 
     columns: tuple[str, ...] = ()
 
     def __init__(self, limit: int | None = None, size_of: Callable[[Any], int] | None = None):
         self.rows: list[tuple] = []
         self.row_item: list[int] = []
-        self.sources: list[Any] = []
         self.rejects: list[tuple[int, str, str]] = []
+        self.count = 0
         self.limit = limit        # item size limit, checked when the message is over it (size_of given)
         self.size_of = size_of
 
+    def check_size(self, source: Any, where: str) -> None:
+        """Raise :class:`_Reject` when the message is over the item limit and this item too."""
+        size = self.size_of(source)
+        if size > self.limit:
+            raise _Reject("size_violation", f"{where}: item of {size} bytes exceeds the limit of {self.limit} bytes")
+
+    def fail(self, k: int, where: str, e: Exception, first: int) -> None:
+        """Item ``k`` failed with ``e``: withdraw its rows (from ``first``) and reject it alone."""
+        del self.rows[first:]
+        if isinstance(e, _Reject):
+            self.rejects.append((k, e.reason, e.detail))
+        else:  # defensive (RecursionError, OverflowError ...): this item only
+            self.rejects.append((k, "schema_violation", f"{where}: undecodable item: {type(e).__name__}: {str(e)[:160]}"))
+
     def item(self, source: Any, where: str, build: Callable[[], None]) -> None:
         """Build the rows of the item ``source`` at path ``where`` (``build`` appends them)."""
-        k = len(self.sources)
-        self.sources.append(source)
+        k = self.count
+        self.count += 1
         first = len(self.rows)
         try:
             if self.size_of is not None:
-                size = self.size_of(source)
-                if size > self.limit:
-                    raise _Reject("size_violation", f"{where}: item of {size} bytes exceeds the limit of {self.limit} bytes")
+                self.check_size(source, where)
             build()
-        except _Reject as e:
-            del self.rows[first:]
-            self.rejects.append((k, e.reason, e.detail))
-            return
-        except Exception as e:  # defensive (RecursionError, OverflowError ...): this item only
-            del self.rows[first:]
-            self.rejects.append((k, "schema_violation", f"{where}: undecodable item: {type(e).__name__}: {str(e)[:160]}"))
+        except Exception as e:
+            self.fail(k, where, e, first)
             return
         self.row_item.extend([k] * (len(self.rows) - first))
 
@@ -498,6 +505,7 @@ def _json_body(body, where: str) -> str:
 
 
 def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
+    k, sized = rows.count, rows.size_of is not None
     for a, rs in enumerate(msg.resource_spans):
         res = _attrs(rs.resource.attributes)
         svc = res.get("service.name") or UNKNOWN_SERVICE
@@ -506,25 +514,40 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
         for b, ss in enumerate(rs.scope_spans):
             for c, sp in enumerate(ss.spans):
                 w = f"resource_spans[{a}].scope_spans[{b}].spans[{c}]"
-                rows.item(sp, w, lambda: _proto_span(rows, w, svc, res_map, res_types, sp))
-
-
-def _proto_span(rows: _SpanRows, w: str, svc: str, res_map: dict | None, res_types, sp) -> None:
-    attrs, types = _typed_attrs(sp.attributes)
-    start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
-    rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind, start, end, sp.status.code,
-             sp.status.message, attrs, _span_extra(types, res_types, start, end, sp.trace_state, sp.flags))
+                first = len(rows.rows)
+                try:  # one item: a bad span is rejected alone
+                    if sized:
+                        rows.check_size(sp, w)
+                    attrs, types = _typed_attrs(sp.attributes)
+                    start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
+                    rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind, start, end,
+                             sp.status.code, sp.status.message, attrs,
+                             _span_extra(types, res_types, start, end, sp.trace_state, sp.flags))
+                    rows.row_item.append(k)
+                except Exception as e:
+                    rows.fail(k, w, e, first)
+                k += 1
+    rows.count = k
 
 
 def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
+    k, sized = rows.count, rows.size_of is not None
     for a, rl in enumerate(msg.resource_logs):
         res = rows.resource(_attrs(rl.resource.attributes))
         for b, sl in enumerate(rl.scope_logs):
             for c, lr in enumerate(sl.log_records):
                 w = f"resource_logs[{a}].scope_logs[{b}].log_records[{c}]"
-                rows.item(lr, w, lambda: rows.add(w, res, lr.time_unix_nano, lr.observed_time_unix_nano, lr.trace_id, lr.span_id,
-                                                  lr.severity_number, lr.severity_text, _proto_body(lr.body),
-                                                  _attrs(lr.attributes), lr.event_name))
+                first = len(rows.rows)
+                try:  # one item: a bad log record is rejected alone
+                    if sized:
+                        rows.check_size(lr, w)
+                    rows.add(w, res, lr.time_unix_nano, lr.observed_time_unix_nano, lr.trace_id, lr.span_id, lr.severity_number,
+                             lr.severity_text, _proto_body(lr.body), _attrs(lr.attributes), lr.event_name)
+                    rows.row_item.append(k)
+                except Exception as e:
+                    rows.fail(k, w, e, first)
+                k += 1
+    rows.count = k
 
 
 def _json_records(doc: dict, signal: str, raw_resource: bool = False):
@@ -708,9 +731,9 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
                     rows.item(m, where, unsupported)
 
 
-def _json_metrics(doc: dict, rows: _MetricRows) -> None:
-    """OTLP/JSON metrics through protobuf's JSON mapping (exemplars, whose ids are hex in
-    OTLP/JSON, are dropped first: the metrics table keeps none)."""
+def _json_metrics_message(doc: dict) -> ExportMetricsServiceRequest:
+    """An OTLP/JSON metrics document through protobuf's JSON mapping (exemplars, whose ids
+    are hex in OTLP/JSON, are dropped first: the metrics table keeps none)."""
     def strip(o):
         if isinstance(o, dict):
             o.pop("exemplars", None)
@@ -721,10 +744,32 @@ def _json_metrics(doc: dict, rows: _MetricRows) -> None:
                 strip(v)
     strip(doc)
     try:
-        msg = json_format.ParseDict(doc, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(doc, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
     except json_format.ParseError as e:
         raise _Reject("schema_violation", f"not an OTLP/JSON ExportMetricsServiceRequest: {str(e)[:200]}") from None
-    _proto_metrics(msg, rows)
+
+
+def _json_metrics(doc: dict, rows: _MetricRows) -> None:
+    _proto_metrics(_json_metrics_message(doc), rows)
+
+
+def _item_sources(parsed, signal: str, encoding: str) -> list:
+    """The items of a parsed message in the order the rows builders count them: spans, log
+    records, or data points (a metric of an unsupported kind is one item itself)."""
+    if signal == "metric":
+        msg = parsed if encoding == "otlp_proto" else _json_metrics_message(parsed)
+        out = []
+        for rm in msg.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    data = m.WhichOneof("data")
+                    out.extend(getattr(m, data).data_points if data in ("gauge", "sum", "histogram", "summary") else [m])
+        return out
+    if encoding == "otlp_json":
+        return [rec for _, _, rec in _json_records(parsed, signal)]
+    if signal == "span":
+        return [sp for rs in parsed.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    return [lr for rl in parsed.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
 
 
 class OtlpCodec:
@@ -781,7 +826,6 @@ class OtlpCodec:
         index: list[int] = []
         items: list[int] = []
         items_in: list[int] = []
-        sources: dict[int, list] = {}
         limit, message_limit = self.max_bytes, self.max_message_bytes
         for i, v in enumerate(raw.values):
             items_in.append(1)
@@ -795,7 +839,7 @@ class OtlpCodec:
             rows = self._rows(limit, self._item_size) if len(v) > limit else self._rows()
             try:
                 self._expand(self._parse(v), rows)
-                if not rows.sources:
+                if not rows.count:
                     raise _Reject("schema_violation", f"OTLP message holds no {self.what}")
             except _Reject as e:
                 rejects.add(i, e.reason, e.detail)
@@ -803,8 +847,7 @@ class OtlpCodec:
             except Exception as e:  # defensive (e.g. RecursionError on absurd nesting): no input may crash the job
                 rejects.add(i, "format_violation", f"undecodable OTLP message: {type(e).__name__}: {str(e)[:160]}")
                 continue
-            items_in[i] = len(rows.sources)
-            sources[i] = rows.sources
+            items_in[i] = rows.count
             for k, reason, detail in rows.rejects:
                 rejects.add(i, reason, detail, k)
             all_rows.extend(rows.rows)
@@ -812,7 +855,7 @@ class OtlpCodec:
             items.extend(rows.row_item)
         table = self._table(all_rows, index, items, rejects)
         return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=lambda i, k: self._item_bytes(sources[i][k]))
+                     item_raw=lambda i, k: self._item_bytes(_item_sources(self._parse(raw.values[i]), self.signal, self.encoding)[k]))
 
     def _table(self, all_rows: list[tuple], index: list[int], items: list[int], rejects: Rejects) -> pa.Table:
         """The rows as the wire schema's table plus ``_i`` and ``_item``. Should a value

@@ -47,7 +47,8 @@ def test_topic_whose_first_message_is_null(runner, kafka_broker, kafka_topic_fac
     assert dead == {
         (topics["events"], 0): ("schema_violation", "expected a JSON object, got null"),
         (topics["logs"], 0): ("schema_violation", "expected a JSON object, got null"),
-        (topics["logs"], 1): ("format_violation", "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"),
+        (topics["logs"], 1): ("format_violation",
+                              "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"),
         (topics["logs"], 2): ("format_violation", "invalid JSON: JSON is malformed: invalid character (byte 9)"),
         (topics["logs"], 3): ("format_violation", "record: JSON nested too deep (more than 255 levels)"),
     }

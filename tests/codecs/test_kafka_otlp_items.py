@@ -89,7 +89,8 @@ def test_otlp_items_accepted_alone_through_kafka(runner, kafka_broker, kafka_top
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in out, out
 
     spec = parse_spec(d)
-    dead = sorted(read_table(spec, "dead_letters").to_pylist(), key=lambda r: (r["source_topic"], r["source_offset"], r["item_index"] or -1))
+    dead = sorted(read_table(spec, "dead_letters").to_pylist(),
+                  key=lambda r: (r["source_topic"], r["source_offset"], r["item_index"] or -1))
     assert [(r["source_topic"], r["source_offset"], r["item_index"], r["reason"]) for r in dead] == [
         (logs_topic, 0, 2, "schema_violation"),
         (spans_topic, 0, 5, "schema_violation"), (spans_topic, 0, 9, "schema_violation"), (spans_topic, 0, 12, "schema_violation"),

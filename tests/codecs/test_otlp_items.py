@@ -19,8 +19,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-                                                        ResourceMetrics, ScopeMetrics)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -196,9 +203,9 @@ def test_dead_letters_table_of_an_earlier_version_gains_item_index(tmp_path):
     documented) when the job opens it, and item dead letters are then written to it."""
     from pyiceberg.schema import Schema
 
+    from schemas.tables import DEAD_LETTERS
     from sinks.catalog import ensure_table, open_catalog
     from sinks.dead_letters import dead_letter_rows
-    from schemas.tables import DEAD_LETTERS
     from transforms.batch import Rejects
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())

@@ -14,17 +14,25 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-                                                        ResourceMetrics, ScopeMetrics, Sum)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-from google.protobuf import json_format
 
 from schemas.codecs import codec_for
 from schemas.codecs.avro_codec import encode_confluent
@@ -134,7 +142,7 @@ def seeds(signal: str, codec: str, n: int = 24) -> list[Seed]:
 # -- mutators -------------------------------------------------------------------------------
 
 INSERTS = [b"\x00", b"\xef\xbb\xbf", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\n", b"\r\n", b"null", b"NaN", b"Infinity",
-           b"-Infinity", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"18446744073709551616", b"-9223372036854775809",
+           b"-Infinity", b"Inf", b"-Inf", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"18446744073709551616", b"-9223372036854775809",
            b"1e999", b"1" * 400, b"[" * 300, b"[" * 1100 + b"]" * 1100, b"{\"a\":" * 300, b"\xf0\x9f\x98"]
 WHOLE = [None, b"", b" ", b"\n", b"null", b"[]", b"{}", b"0", b'"x"', b"true", b"NaN", b"[" * 5000, b"\x00" * 8,
          b"\x00\x00\x00\x00\x01", b"\x0a\xff\x01 not protobuf"]

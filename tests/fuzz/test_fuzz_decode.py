@@ -12,7 +12,9 @@ derandomized; ``make fuzz`` runs the long one (see conftest.py)."""
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections import defaultdict
 from functools import lru_cache
 
@@ -22,6 +24,8 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
@@ -132,11 +136,30 @@ def check_batch(w: World, plan: list[tuple[bool, int, int]], base: int = 1000) -
             assert d["raw_truncated"] == (v is not None and len(v) > w.max_raw)
         else:
             assert out.per_item and d["raw"] is not None and d["item_index"] >= 0, d
+            assert item_parses(w, d["raw"], v, d["raw_truncated"]), d  # the item's own bytes, in the message's encoding
     dead_offsets = {d["source_offset"] for d in dead}
     rows = canon_rows(out, w.dead_table, list(good))
     for off, seed_no in good.items():
         assert off not in dead_offsets, (off, [d for d in dead if d["source_offset"] == off])
         assert rows.get(off, []) == w.alone[seed_no], f"good record at offset {off} changed in a mixed batch"
+
+
+def item_parses(w: World, raw: bytes, message: bytes, truncated: bool) -> bool:
+    """Whether ``raw`` is one item (span / log record) of ``w``'s encoding: in protobuf cut from
+    ``message``, the message's own bytes at some offset, except where scrubbing masked a byte with ``*``
+    (lengths kept), and, when not truncated, readable as an item (protobuf) or JSON."""
+    if w.codec == "otlp_json":  # the item re-serialized as JSON, scrubbed as text (placeholders)
+        return truncated or isinstance(json.loads(raw), (dict, list, str, int, float, bool, type(None)))
+    pattern = re.compile(b"".join(b"." if c == 0x2A else re.escape(bytes([c])) for c in raw), re.DOTALL)
+    if pattern.search(message) is None:
+        return False
+    if truncated:
+        return True
+    if w.signal == "metric":
+        return True  # a data point of one of four types, or a metric: not told apart here
+    item = Span() if w.signal == "span" else LogRecord()
+    item.ParseFromString(raw)  # a mutated message may encode fields out of canonical order: no re-serialize check
+    return True
 
 
 entries = st.tuples(st.booleans(), st.integers(0, 1000), st.integers(0, 2 ** 32 - 1))
