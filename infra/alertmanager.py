@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from infra.service import ManagedProcess, free_port, run_dir, wait_until
+from infra.service import LocalHttpServer, free_port, run_dir
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -50,27 +48,8 @@ def binary() -> str:
     raise FileNotFoundError("Alertmanager is not installed: apt-get install -y prometheus-alertmanager")
 
 
-@dataclass
-class AlertmanagerServer:
-    process: ManagedProcess
-    port: int
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except Exception:
-            return False
-
-    def stop(self, remove_data: bool = True) -> None:
-        self.process.stop()
-        if remove_data:
-            shutil.rmtree(self.directory, ignore_errors=True)
+class AlertmanagerServer(LocalHttpServer):
+    """Alertmanager on 127.0.0.1 (see the module docstring)."""
 
 
 def start(config: str | None = None, timeout: float = 30.0, alerting=None) -> AlertmanagerServer:
@@ -83,14 +62,7 @@ def start(config: str | None = None, timeout: float = 30.0, alerting=None) -> Al
     port = free_port()
     argv = [binary(), f"--config.file={directory / 'alertmanager.yml'}", f"--storage.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
-    proc = ManagedProcess.spawn("alertmanager", argv, directory / "alertmanager.log")
-    server = AlertmanagerServer(proc, port, directory)
-    try:
-        wait_until(lambda: proc.alive() and server.ready(), timeout, "alertmanager", log=proc.log)
-    except Exception:
-        server.stop(remove_data=False)
-        raise
-    return server
+    return AlertmanagerServer.launch("alertmanager", argv, port, directory, timeout)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,10 +16,9 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from infra.service import ManagedProcess, free_port, run_dir, wait_until
+from infra.service import LocalHttpServer, free_port, run_dir
 
 CONFIG = "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\nscrape_configs: []\n"
 
@@ -32,22 +31,8 @@ def binaries() -> tuple[str, str]:
     return found  # type: ignore[return-value]
 
 
-@dataclass
-class PrometheusServer:
-    process: ManagedProcess
-    port: int
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:  # not listening yet (URLError and HTTPError are OSErrors)
-            return False
+class PrometheusServer(LocalHttpServer):
+    """Prometheus on 127.0.0.1 (see the module docstring)."""
 
     def query(self, expr: str, at_ms: int) -> list[tuple[dict, float]]:
         """Instant query ``expr`` at ``at_ms`` (epoch ms): ``[(labels, value)]`` of the result vector,
@@ -62,11 +47,6 @@ class PrometheusServer:
             raise RuntimeError(f"prometheus query {expr!r}: {doc}")
         out = [(r["metric"], float(r["value"][1])) for r in doc["data"]["result"]]
         return sorted(out, key=lambda x: sorted(x[0].items()))
-
-    def stop(self, remove_data: bool = True) -> None:
-        self.process.stop()
-        if remove_data:
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def create_blocks(openmetrics_text: str, data: Path, directory: Path) -> None:
@@ -92,14 +72,7 @@ def start(openmetrics_text: str, timeout: float = 60.0) -> PrometheusServer:
     argv = [prom, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
             "--storage.tsdb.retention.time=100y", f"--web.listen-address=127.0.0.1:{port}",
             "--query.lookback-delta=5m", "--web.enable-lifecycle"]
-    proc = ManagedProcess.spawn("prometheus", argv, directory / "prometheus.log")
-    server = PrometheusServer(proc, port, directory)
-    try:
-        wait_until(lambda: proc.alive() and server.ready(), timeout, "prometheus", log=proc.log)
-    except Exception:
-        server.stop(remove_data=False)
-        raise
-    return server
+    return PrometheusServer.launch("prometheus", argv, port, directory, timeout)
 
 
 def openmetrics(series: dict[tuple[str, str, tuple], list[tuple[int, float]]]) -> str:

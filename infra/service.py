@@ -103,3 +103,46 @@ class ManagedProcess:
         except ProcessLookupError:
             pass
         self.popen.wait(5)
+
+
+@dataclass
+class LocalHttpServer:
+    """A server process on 127.0.0.1 that answers ``GET /-/ready`` (Prometheus, Alertmanager):
+    its process, port and data directory. :meth:`launch` spawns it and returns only once it is
+    ready (else stops it, keeps its directory for the log, and raises ``TimeoutError``)."""
+
+    process: ManagedProcess
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:  # not listening yet (URLError and HTTPError are OSErrors)
+            return False
+
+    def stop(self, remove_data: bool = True) -> None:
+        self.process.stop()
+        if remove_data:
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    @classmethod
+    def launch(cls, name: str, argv: list[str], port: int, directory: Path, timeout: float):
+        """Spawn ``argv`` (logging to ``directory/<name>.log``) and wait until it is ready."""
+        proc = ManagedProcess.spawn(name, argv, directory / f"{name}.log")
+        server = cls(proc, port, directory)
+        try:
+            wait_until(lambda: proc.alive() and server.ready(), timeout, name, log=proc.log)
+        except Exception:
+            server.stop(remove_data=False)
+            raise
+        return server
