@@ -299,7 +299,12 @@ class KafkaSource:
                 end_offset = self._watermark(c, part)[1]
             finally:
                 c.close()
-        reader = self.reader(PartitionRange(part, start_offset, end_offset if bounded else None))
+        yield from self.range_batches(PartitionRange(part, start_offset, end_offset if bounded else None))
+
+    def range_batches(self, rng: PartitionRange, reader: "PartitionReader | None" = None) -> Iterator[RawBatch]:
+        """Raw batches of one partition range, read by ``reader`` (default: :meth:`reader`)
+        until it is done; the reader is closed when the iteration ends or is abandoned."""
+        reader = reader if reader is not None else self.reader(rng)
         try:
             while not reader.done:
                 b = reader.poll(self.kspec.poll_timeout.total_seconds())

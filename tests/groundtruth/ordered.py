@@ -101,7 +101,7 @@ class OrderedKafkaSource(KafkaSource):
         if self._served:
             return
         self._served = True
-        its = [self._range_batches(r) for r in self._ranges]
+        its = [self.range_batches(r, PartitionReader(self, r)) for r in self._ranges]  # ungated readers
         if self.mode == "topics":
             for it in its:
                 yield from it
@@ -116,12 +116,3 @@ class OrderedKafkaSource(KafkaSource):
                     nxt.append(it)
             live = nxt
 
-    def _range_batches(self, rng: PartitionRange):
-        reader = PartitionReader(self, rng)
-        try:
-            while not reader.done:
-                b = reader.poll(self.kspec.poll_timeout.total_seconds())
-                if b is not None:
-                    yield b
-        finally:
-            reader.close()
