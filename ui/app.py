@@ -1,0 +1,397 @@
+"""The ``obsflow ui`` web app: server-rendered pages (htmx for partial updates, ECharts for
+charts, both served from ui/static/vendor/, never a CDN) and a JSON API under every page:
+``/health`` <-> ``/api/v1/health``, ``/api/v1/health/<panel>`` (``?format=csv`` for CSV).
+Every response carries a Content-Security-Policy of ``'self'``."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ui import panels as P
+from ui.data import Reader, jsonable
+
+STATIC = Path(__file__).resolve().parent / "static"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("product", "Product")]
+MAX_HTML_ROWS = 500
+
+
+class _Headers(BaseHTTPMiddleware):
+    async def dispatch(self, request, call_next):
+        resp = await call_next(request)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
+
+
+def funnel_names(spec) -> list[str]:
+    """The funnels of the spec's product steps, in spec order (names once)."""
+    out: list[str] = []
+    for flow in getattr(spec, "flows", []):
+        for step in flow.steps:
+            if getattr(step, "kind", None) == "product":
+                for f in step.config.funnels:
+                    if f.name not in out:
+                        out.append(f.name)
+    return out
+
+
+# -- panel answers ---------------------------------------------------------------------
+def _preview(raw, is_text) -> str:
+    if raw is None:
+        return ""
+    b = bytes(raw)
+    if is_text:
+        s = b[:400].decode("utf-8", "replace")
+        return s + ("…" if len(b) > 400 else "")
+    return "hex: " + b[:96].hex(" ") + (" …" if len(b) > 96 else "")
+
+
+def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tuple], now: dt.datetime):
+    """Per-panel additions that are not SQL: Iceberg metadata next to the tables' rows, a
+    decoded preview of a dead letter's raw bytes."""
+    if panel.id == "tables" and panel.sql is not None:
+        metas = reader.tables()
+        idx = {r[0]: r for r in rows}
+        cols = ["table_name", "rows_now", "latest_event_time", "seconds_since_latest_event", "last_commit",
+                "seconds_since_last_commit", "rows_in_snapshot", "data_files", "snapshots", "snapshot_id"]
+        out = []
+        for name, m in sorted(metas.items()):
+            r = idx.get(name, (name, 0, None))
+            latest = r[2]
+            commit = dt.datetime.fromtimestamp(m.last_commit_ms / 1000, dt.timezone.utc) if m.last_commit_ms else None
+            out.append((name, r[1], latest, round((now - latest).total_seconds(), 1) if latest else None, commit,
+                        round((now - commit).total_seconds(), 1) if commit else None, m.rows, m.files, m.snapshots,
+                        str(m.snapshot_id) if m.snapshot_id is not None else None))
+        return cols, out
+    if "raw" in cols and "raw_text" in cols:
+        i, t = cols.index("raw"), cols.index("raw_text")
+        cols = cols[:i] + ["raw_preview"] + cols[i + 1:]
+        rows = [r[:i] + (_preview(r[i], r[t]),) + r[i + 1:] for r in rows]
+    return cols, rows
+
+
+def answer(reader: Reader, panel: P.Panel) -> dict:
+    """A panel's JSON: its SQL, columns, rows, and when empty, why."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if panel.sql is None:
+        cols, rows, res = [], [], None
+    else:
+        res = reader.run(panel.sql)
+        cols, rows = _post_process(reader, panel, res.columns, res.rows, now)
+    empty = None
+    if not rows:
+        if res is not None and res.missing:
+            empty = ("Nothing to read yet: " + ", ".join(f"obs.{t}" for t in res.missing)
+                     + " does not exist or has no commit (the job has not written to it). " + panel.empty)
+        else:
+            empty = panel.empty
+    return {"id": panel.id, "title": panel.title, "sql": panel.sql, "note": panel.note or None,
+            "columns": cols, "rows": [[jsonable(v) for v in r] for r in rows], "row_count": len(rows),
+            "empty_reason": empty, "chart": panel.chart, "links": panel.links or None,
+            "snapshots": {k: (str(v) if v is not None else None) for k, v in (res.snapshots if res else {}).items()},
+            "cached": bool(res and res.cached), "query_ms": round(res.ms, 2) if res else 0.0,
+            "backend": reader.backend, "generated_at": now.isoformat()}
+
+
+def _csv(data: dict) -> Response:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(data["columns"])
+    for r in data["rows"]:
+        w.writerow(["" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v for v in r])
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{data["id"]}.csv"'})
+
+
+# -- HTML ------------------------------------------------------------------------------
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _cell(col: str, v, links: dict) -> str:
+    if v is None:
+        return '<td class="null">–</td>'
+    tmpl = links.get(col)
+    if tmpl and isinstance(v, list):
+        return "<td>" + " ".join(f'<a href="{_e(tmpl.format(value=x))}">{_e(x[:12])}…</a>' for x in v if x) + "</td>"
+    if tmpl:
+        return f'<td><a href="{_e(tmpl.format(value=v))}">{_e(v)}</a></td>'
+    if isinstance(v, (list, dict)):
+        v = json.dumps(v)
+    cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+    return f"<td{cls}>{_e(v)}</td>"
+
+
+def _qs(params) -> str:
+    items = [(k, v) for k, v in params if v not in (None, "")]
+    return ("?" + urlencode(items)) if items else ""
+
+
+def panel_html(data: dict, api: str, params) -> str:
+    """A panel: title, toolbar (CSV, JSON, show SQL), a chart when it has one, its table or
+    the empty state that says why."""
+    pid = _e(data["id"])
+    qs = _qs(params)
+    csv_qs = _qs([*params, ("format", "csv")])
+    parts = [f'<section class="panel" id="panel-{pid}" data-panel="{pid}">',
+             f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
+             f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
+             f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>']
+    if data.get("note"):
+        parts.append(f'<p class="note">{_e(data["note"])}</p>')
+    if data.get("sql"):
+        parts.append(f'<details class="sql"><summary>show SQL</summary><pre>{_e(data["sql"])}</pre></details>')
+    if data["empty_reason"]:
+        parts.append(f'<p class="empty">{_e(data["empty_reason"])}</p></section>')
+        return "".join(parts)
+    if data.get("chart"):
+        parts.append(f'<div class="chart" data-src="{_e(api + qs)}" data-chart="{_e(json.dumps(data["chart"]))}"></div>')
+    links = data.get("links") or {}
+    parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
+                 + "</tr></thead><tbody>")
+    for r in data["rows"][:MAX_HTML_ROWS]:
+        parts.append("<tr>" + "".join(_cell(c, v, links) for c, v in zip(data["columns"], r)) + "</tr>")
+    parts.append("</tbody></table></div>")
+    if data["row_count"] > MAX_HTML_ROWS:
+        parts.append(f'<p class="note">Showing {MAX_HTML_ROWS} of {data["row_count"]} rows: the CSV and JSON hold all.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def layout(title: str, active: str, body: str, tr: P.TimeRange | None, request: Request, reader: Reader) -> HTMLResponse:
+    nav = "".join(f'<a href="/{p}{_qs(tr.params if tr else [])}" class="{"on" if p == active else ""}">{_e(t)}</a>'
+                  for p, t in PAGES)
+    rng = ""
+    if tr is not None:
+        keep = "".join(f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">' for k, v in request.query_params.multi_items()
+                       if k not in ("range", "from", "to"))
+        cur = request.query_params.get("range") or ("" if request.query_params.get("from") or request.query_params.get("to")
+                                                    else P.DEFAULT_RANGE)
+        opts = "".join(f'<option value="{r}"{" selected" if r == cur else ""}>last {r}</option>' for r in P.RANGES)
+        opts += f'<option value="all"{" selected" if cur == "all" else ""}>all time</option>'
+        opts = ('<option value=""' + (" selected" if not cur else "") + ">absolute (from / to)</option>") + opts
+        rng = (f'<form class="range" method="get">{keep}<label>Time range <select name="range">{opts}</select></label> '
+               f'<label>from <input name="from" value="{_e(request.query_params.get("from"))}" placeholder="2026-01-31T12:00Z"></label> '
+               f'<label>to <input name="to" value="{_e(request.query_params.get("to"))}" placeholder="now"></label> '
+               f'<button>Apply</button> <span class="zone">{_e(tr.label)}</span></form>')
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · obsflow</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}\'>'
+            '<link rel="icon" href="/static/favicon.svg">'
+            '<link rel="stylesheet" href="/static/ui.css"><script src="/static/vendor/htmx.min.js" defer></script>'
+            '<script src="/static/vendor/echarts.min.js" defer></script><script src="/static/app.js" defer></script></head>'
+            f'<body><header class="top"><span class="brand">obsflow</span><nav>{nav}</nav>'
+            f'<span class="backend">{_e(reader.backend)}</span></header>{rng}<main><h1>{_e(title)}</h1>{body}</main></body></html>')
+    return HTMLResponse(page)
+
+
+def error_page(msg: str, status: int = 400) -> HTMLResponse:
+    return HTMLResponse(f'<!doctype html><html><head><meta charset="utf-8"><title>obsflow: error</title>'
+                        f'<link rel="stylesheet" href="/static/ui.css"></head><body><main><p class="error">{_e(msg)}</p>'
+                        f'<p><a href="/health">Pipeline health</a></p></main></body></html>', status_code=status)
+
+
+# -- the app ---------------------------------------------------------------------------
+def create_app(spec, reader: Reader) -> Starlette:
+    """The app over ``reader`` (its backend's tables); ``spec`` gives the funnels."""
+    funnels = funnel_names(spec)
+
+    def page_panels(page: str, q, tr: P.TimeRange) -> list[P.Panel]:
+        if page == "health":
+            return P.health_panels(sorted(reader.tables()), tr)
+        if page == "services":
+            return P.services_panels(tr)
+        if page == "traces":
+            return [P.trace_search_panel(q, tr)]
+        if page == "product":
+            return P.funnel_panels(funnels, tr)
+        raise KeyError(page)
+
+    def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+
+    def api_page(request: Request) -> Response:
+        page = request.path_params["page"]
+        if page not in dict(PAGES):
+            return JSONResponse({"error": f"no page {page!r}; pages: {', '.join(p for p, _ in PAGES)}"}, status_code=404)
+        try:
+            tr = P.time_range(request.query_params)
+            panels = page_panels(page, request.query_params, tr)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        return JSONResponse({"page": page, "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
+                             "panels": [answer(reader, p) for p in panels]})
+
+    def api_panel(request: Request) -> Response:
+        page, part = request.path_params["page"], request.path_params["panel"]
+        if page == "traces" and part != "search":
+            return api_trace(request, part, None)
+        if page not in dict(PAGES):
+            return JSONResponse({"error": f"no page {page!r}"}, status_code=404)
+        try:
+            tr = P.time_range(request.query_params)
+            found = [p for p in page_panels(page, request.query_params, tr) if p.id == part]
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if not found:
+            return JSONResponse({"error": f"page {page!r} has no panel {part!r}"}, status_code=404)
+        data = answer(reader, found[0])
+        return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+
+    def api_trace(request: Request, trace_id: str, panel: str | None) -> Response:
+        try:
+            tid = P.trace_id_param(trace_id)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        ps = P.trace_panels(tid, request.query_params.get("span_id") or None)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"a trace has no panel {panel!r}; panels: summary, spans, logs"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"trace_id": tid, "panels": [answer(reader, p) for p in ps]})
+
+    def api_trace_panel(request: Request) -> Response:
+        return api_trace(request, request.path_params["trace_id"], request.path_params["panel"])
+
+    def api_index(request: Request) -> Response:
+        return JSONResponse({"pages": [{"page": p, "title": t, "api": f"/api/v1/{p}"} for p, t in PAGES],
+                             "trace": "/api/v1/traces/{trace_id}", "backend": reader.backend})
+
+    def html_page(request: Request) -> Response:
+        page = request.url.path.strip("/")
+        try:
+            tr = P.time_range(request.query_params)
+            panels = page_panels(page, request.query_params, tr)
+        except P.BadParam as e:
+            return error_page(str(e))
+        params = _params(request)
+        body = ""
+        if page == "traces":
+            body = _trace_search_form(request)
+        body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
+        return layout(dict(PAGES)[page], page, body, tr, request, reader)
+
+    def trace_page(request: Request) -> Response:
+        try:
+            tid = P.trace_id_param(request.path_params["trace_id"])
+        except P.BadParam as e:
+            return error_page(str(e), 404)
+        span_id = request.query_params.get("span_id") or None
+        summary, spans, logs = (answer(reader, p) for p in P.trace_panels(tid, span_id))
+        api = f"/api/v1/traces/{tid}"
+        params = _params(request)
+        body = panel_html(summary, api + "/summary", [])
+        body += _waterfall(tid, spans, api + "/spans")
+        body += f'<div id="trace-logs">{panel_html(logs, api + "/logs", params)}</div>'
+        return layout(f"Trace {tid}", "traces", body, None, request, reader)
+
+    def trace_logs_fragment(request: Request) -> Response:
+        try:
+            tid = P.trace_id_param(request.path_params["trace_id"])
+        except P.BadParam as e:
+            return PlainTextResponse(str(e), status_code=404)
+        span_id = request.query_params.get("span_id") or None
+        logs = answer(reader, P.trace_panels(tid, span_id)[2])
+        return HTMLResponse(panel_html(logs, f"/api/v1/traces/{tid}/logs", _params(request)))
+
+    def home(request: Request) -> Response:
+        return RedirectResponse("/health" + (("?" + request.url.query) if request.url.query else ""))
+
+    routes = [
+        Route("/", home),
+        *[Route(f"/{p}", html_page) for p, _ in PAGES],
+        Route("/traces/{trace_id}", trace_page),
+        Route("/traces/{trace_id}/logs", trace_logs_fragment),
+        Route("/api/v1", api_index),
+        Route("/api/v1/{page}", api_page),
+        Route("/api/v1/{page}/{panel}", api_panel),
+        Route("/api/v1/traces/{trace_id}/{panel}", api_trace_panel),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(_Headers)])
+    app.state.reader = reader
+    return app
+
+
+def _trace_search_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
+    return ('<form class="search" method="get" action="/traces">' + keep +
+            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
+            f'<label>operation <input name="operation" value="{_e(q.get("operation"))}"></label> '
+            f'<label>min duration (ms) <input name="min_ms" value="{_e(q.get("min_ms"))}" size="6"></label> '
+            f'<label>attribute <input name="attr" value="{_e(q.get("attr"))}" placeholder="http.route=/checkout"></label> '
+            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
+            '<button>Search</button></form>')
+
+
+def _waterfall(tid: str, data: dict, api: str) -> str:
+    """The spans as a collapsible waterfall: parent before children (start order), a bar
+    per span on the trace's time axis (SVG, so no inline style), a button per span that
+    shows only its logs (htmx; a plain link without JavaScript)."""
+    head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
+                       "empty_reason": data["empty_reason"]}, api, [])
+    if data["empty_reason"]:
+        return head
+    head = head[: -len("</section>")] if head.endswith("</section>") else head
+    # drop the empty table the generic renderer added
+    head = head.split('<div class="scroll">')[0]
+    cols = data["columns"]
+    rows = [dict(zip(cols, r)) for r in data["rows"]]
+    ids = {r["span_id"] for r in rows}
+    children: dict[str | None, list[dict]] = {}
+    for r in rows:
+        parent = r["parent_span_id"] if r["parent_span_id"] in ids and r["parent_span_id"] != r["span_id"] else None
+        children.setdefault(parent, []).append(r)
+    starts = [dt.datetime.fromisoformat(r["start"]) for r in rows if r["start"]]
+    ends = [dt.datetime.fromisoformat(r["end"]) for r in rows if r["end"]]
+    t0 = min(starts) if starts else None
+    total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
+    out = [head, f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+                 '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
+                 '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>']
+    seen: set[str] = set()
+    stack = [(r, 0) for r in reversed(children.get(None, []))]
+    while stack:
+        r, depth = stack.pop()
+        if r["span_id"] in seen:
+            continue
+        seen.add(r["span_id"])
+        kids = children.get(r["span_id"], [])
+        stack.extend((k, depth + 1) for k in reversed(kids))
+        off = ((dt.datetime.fromisoformat(r["start"]) - t0).total_seconds() * 1000) if t0 and r["start"] else 0.0
+        dur = float(r["duration_ms"] or 0.0)
+        x, w = 1000 * off / total, max(1000 * dur / total, 1.0)
+        err = "err" if r["status_code"] == "ERROR" else "ok"
+        toggle = '<button class="fold" type="button" aria-label="fold">▾</button>' if kids else '<span class="leaf"></span>'
+        sid = _e(r["span_id"])
+        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}">'
+                   f'<td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
+                   f'{" <em>" + _e(r["status_message"] or "error") + "</em>" if err == "err" else ""}</td>'
+                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><svg viewBox="0 0 1000 10" preserveAspectRatio="none">'
+                   f'<rect x="{x:.2f}" y="1" width="{w:.2f}" height="8" class="{err}"></rect></svg></td>'
+                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}" hx-get="/traces/{tid}/logs?span_id={sid}" '
+                   f'hx-target="#trace-logs" hx-push-url="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
+    out.append('</tbody></table></div><p><a class="all-logs" href="/traces/' + tid + '" hx-get="/traces/' + tid
+               + '/logs" hx-target="#trace-logs" hx-push-url="/traces/' + tid + '">all logs of this trace</a></p></section>')
+    return "".join(out)

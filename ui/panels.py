@@ -1,0 +1,312 @@
+"""The UI's panels: for each, the SQL it runs (the same text in DuckDB and Trino, every
+value inlined as a literal so "show SQL" shows exactly what ran), its title, and what its
+empty state says. Pages are lists of panels built from the request's parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+from runners.query import sql_string
+
+#: relative ranges a URL may carry (``range=1h``); ``all`` puts no bound on time
+RANGES = {"15m": dt.timedelta(minutes=15), "1h": dt.timedelta(hours=1), "6h": dt.timedelta(hours=6),
+          "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+DEFAULT_RANGE = "7d"
+
+#: the event-time column of each table (the one a time range filters)
+TIME_COLUMN = {"events": "ts", "logs": "ts", "spans": "start", "traces": "start", "metrics": "window_start",
+               "sessions": "start", "alerts": "ts", "dead_letters": "received_at", "pipeline_stats": "ts"}
+
+
+class BadParam(ValueError):
+    """A URL parameter the UI cannot use; the message names it and says what it expects."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """``[start, end)`` in UTC; None on a side means unbounded. ``label`` is what the page shows."""
+
+    start: dt.datetime | None
+    end: dt.datetime | None
+    label: str
+    params: tuple[tuple[str, str], ...]
+
+    def where(self, column: str) -> str:
+        """A SQL condition on ``column`` (TRUE when unbounded); literals in UTC, valid in
+        DuckDB (session zone UTC) and Trino (``TIMESTAMP '... UTC'`` is with time zone)."""
+        parts = []
+        if self.start is not None:
+            parts.append(f"{column} >= {_ts(self.start)}")
+        if self.end is not None:
+            parts.append(f"{column} < {_ts(self.end)}")
+        return " AND ".join(parts) if parts else "TRUE"
+
+
+def _ts(t: dt.datetime) -> str:
+    return f"TIMESTAMP '{t.astimezone(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')} UTC'"
+
+
+def _parse_time(name: str, text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParam(f"{name}: expected an ISO-8601 time such as 2026-01-31T12:00:00Z, got {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def time_range(q, now: dt.datetime | None = None) -> TimeRange:
+    """The request's time range: ``from``/``to`` (ISO-8601; no zone means UTC) win over
+    ``range`` (one of :data:`RANGES` or ``all``; default :data:`DEFAULT_RANGE`), which
+    ends at ``now``. Raises :class:`BadParam` naming the parameter."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    frm, to = q.get("from"), q.get("to")
+    if frm or to:
+        start = _parse_time("from", frm) if frm else None
+        end = _parse_time("to", to) if to else None
+        if start and end and end <= start:
+            raise BadParam(f"to ({to}) must be after from ({frm})")
+        params = tuple((k, v) for k, v in (("from", frm), ("to", to)) if v)
+        label = f"{start.isoformat() if start else 'beginning'} to {end.isoformat() if end else 'now'} (UTC)"
+        return TimeRange(start, end, label, params)
+    rng = q.get("range") or DEFAULT_RANGE
+    if rng == "all":
+        return TimeRange(None, None, "all time (UTC)", (("range", "all"),))
+    if rng not in RANGES:
+        raise BadParam(f"range: expected one of {', '.join([*RANGES, 'all'])}, got {rng!r}")
+    return TimeRange(now - RANGES[rng], None, f"last {rng} (UTC, to now)", (("range", rng),))
+
+
+@dataclass
+class Panel:
+    """One panel: ``id`` (unique in its page, the API path's last part), ``sql`` (None
+    when the panel reads Iceberg metadata only), ``empty`` (why it is empty when no row
+    matches), ``chart`` (how the page draws it: None, or a dict the browser reads)."""
+
+    id: str
+    title: str
+    sql: str | None
+    empty: str
+    chart: dict | None = None
+    note: str = ""
+    links: dict[str, str] = field(default_factory=dict)  # column -> URL template with {value}
+
+
+_HEX = re.compile(r"^[0-9a-fA-F]{1,64}$")
+
+
+def _text_param(q, name: str, max_len: int = 200) -> str | None:
+    v = (q.get(name) or "").strip()
+    if not v:
+        return None
+    if len(v) > max_len:
+        raise BadParam(f"{name}: at most {max_len} characters")
+    return v
+
+
+def _number_param(q, name: str) -> float | None:
+    v = (q.get(name) or "").strip()
+    if not v:
+        return None
+    try:
+        x = float(v)
+    except ValueError:
+        raise BadParam(f"{name}: expected a number, got {v!r}") from None
+    if not (x == x) or x in (float("inf"), float("-inf")) or x < 0:
+        raise BadParam(f"{name}: expected a finite number >= 0, got {v!r}")
+    return x
+
+
+def trace_id_param(text: str) -> str:
+    """A trace id from a URL: hex digits only (what the tables hold), lower-cased."""
+    if not _HEX.match(text or ""):
+        raise BadParam(f"trace id: expected hex digits, got {text!r}")
+    return text.lower()
+
+
+# -- Pipeline health ------------------------------------------------------------------
+def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
+    """Freshness and size per table, dead letters by reason, over time and with examples."""
+    parts = [f"SELECT '{t}' AS table_name, count(*) AS rows_now, max({TIME_COLUMN[t]}) AS latest_event_time FROM obs.{t}"
+             for t in tables if t in TIME_COLUMN]
+    tables_sql = "\nUNION ALL\n".join(parts) + "\nORDER BY table_name" if parts else None
+    dl = tr.where("received_at")
+    return [
+        Panel("tables", "Tables: freshness, rows, files, snapshots", tables_sql,
+              "No table exists yet in this warehouse: run `obsflow run` (or the Kafka job) first.",
+              note="rows_now and latest_event_time come from this SQL (all rows, not only the time range); "
+                   "last commit, files and snapshots from each table's Iceberg metadata (current snapshot's summary)."),
+        Panel("dead_letters_by_reason", "Dead letters by reason",
+              f"SELECT reason, count(*) AS records, min(received_at) AS first_seen, max(received_at) AS last_seen\n"
+              f"FROM obs.dead_letters\nWHERE {dl}\nGROUP BY reason\nORDER BY records DESC, reason",
+              "No dead letters in this time range: every record read was accepted (or none was read)."),
+        Panel("dead_letters_over_time", "Dead letters per minute by reason",
+              f"SELECT date_trunc('minute', received_at) AS minute, reason, count(*) AS records\n"
+              f"FROM obs.dead_letters\nWHERE {dl}\nGROUP BY 1, 2\nORDER BY 1, 2",
+              "No dead letters in this time range.",
+              chart={"type": "line", "x": "minute", "series": "reason", "y": "records"}),
+        Panel("dead_letter_examples", "Dead letter examples (latest 3 per reason)",
+              f"SELECT reason, received_at, detail, source, source_topic, source_partition, source_offset, item_index,\n"
+              f"       raw_size, raw_truncated, raw_text, raw\nFROM (\n"
+              f"    SELECT *, row_number() OVER (PARTITION BY reason ORDER BY received_at DESC, source_offset DESC) AS n\n"
+              f"    FROM obs.dead_letters\n    WHERE {dl}\n) AS d\nWHERE n <= 3\nORDER BY reason, received_at DESC",
+              "No dead letters in this time range, so no examples."),
+    ]
+
+
+# -- Services (RED from obs.metrics, as pipelines/queries/p99_latency_by_service.sql) ----------
+def _red_where(tr: TimeRange) -> str:
+    return (f"name IN ('span.calls', 'span.errors', 'span.duration_ms') AND resolution = '1m' "
+            f"AND labels['kind'] = 'SERVER'\n  AND {tr.where('window_start')}")
+
+
+def services_panels(tr: TimeRange) -> list[Panel]:
+    """Rate, error rate and p50/p95/p99 per service (overall, over time, per operation)."""
+    base = (f"SELECT labels['service'] AS service, {{extra}}window_start,\n"
+            f"       sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END) AS calls,\n"
+            f"       sum(CASE WHEN name = 'span.errors' THEN \"count\" ELSE 0 END) AS errors,\n"
+            f"       max(CASE WHEN name = 'span.duration_ms' THEN p50 END) AS p50,\n"
+            f"       max(CASE WHEN name = 'span.duration_ms' THEN p95 END) AS p95,\n"
+            f"       max(CASE WHEN name = 'span.duration_ms' THEN p99 END) AS p99\n"
+            f"FROM obs.metrics\nWHERE {_red_where(tr)}\nGROUP BY {{group}}")
+    per_service = (
+        "WITH m AS (\n" + base.format(extra="", group="labels['service'], window_start") + "\n)\n"
+        "SELECT service, sum(calls) AS calls, round(sum(calls) / (60.0 * count(*)), 3) AS rate_per_s,\n"
+        "       sum(errors) AS errors, round(1.0 * sum(errors) / nullif(sum(calls), 0), 4) AS error_rate,\n"
+        "       round(max(p50), 3) AS worst_minute_p50_ms, round(max(p95), 3) AS worst_minute_p95_ms,\n"
+        "       round(max(p99), 3) AS worst_minute_p99_ms\n"
+        "FROM m\nGROUP BY service\nORDER BY service")
+    over_time = (
+        "SELECT window_start AS minute, labels['service'] AS service,\n"
+        "       round(sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END) / 60.0, 3) AS rate_per_s,\n"
+        "       round(1.0 * sum(CASE WHEN name = 'span.errors' THEN \"count\" ELSE 0 END)\n"
+        "             / nullif(sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END), 0), 4) AS error_rate,\n"
+        "       round(max(CASE WHEN name = 'span.duration_ms' THEN p99 END), 3) AS p99_ms\n"
+        f"FROM obs.metrics\nWHERE {_red_where(tr)}\nGROUP BY 1, 2\nORDER BY 1, 2")
+    per_op = (
+        "SELECT labels['service'] AS service, labels['operation'] AS operation,\n"
+        "       sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END) AS calls,\n"
+        "       sum(CASE WHEN name = 'span.errors' THEN \"count\" ELSE 0 END) AS errors,\n"
+        "       round(max(CASE WHEN name = 'span.duration_ms' THEN p50 END), 3) AS worst_minute_p50_ms,\n"
+        "       round(max(CASE WHEN name = 'span.duration_ms' THEN p95 END), 3) AS worst_minute_p95_ms,\n"
+        "       round(max(CASE WHEN name = 'span.duration_ms' THEN p99 END), 3) AS worst_minute_p99_ms,\n"
+        "       max_by(CASE WHEN name = 'span.duration_ms' THEN exemplar_trace_ids END,\n"
+        "              CASE WHEN name = 'span.duration_ms' THEN p99 END) AS exemplar_trace_ids\n"
+        f"FROM obs.metrics\nWHERE {_red_where(tr)}\nGROUP BY 1, 2\nORDER BY 1, 2")
+    empty = ("No RED rollups (span.calls / span.errors / span.duration_ms of SERVER spans, 1m) in this time range: "
+             "no spans were read in it, or the trace flow has no `red:` rollup.")
+    return [
+        Panel("per_service", "Per service: rate, error rate, latency", per_service, empty,
+              note="From the RED metrics computed over every span before sampling. Rate = calls per second over the "
+                   "minutes with calls; latency quantiles are the worst series-minute's (as "
+                   "pipelines/queries/p99_latency_by_service.sql)."),
+        Panel("over_time", "Per minute: rate, error rate, p99", over_time, empty,
+              chart={"type": "line", "x": "minute", "series": "service", "y": "p99_ms",
+                     "choices": ["p99_ms", "rate_per_s", "error_rate"]}),
+        Panel("per_operation", "Per operation (exemplars open their trace)", per_op, empty,
+              links={"exemplar_trace_ids": "/traces/{value}"}),
+    ]
+
+
+# -- Traces -----------------------------------------------------------------------------
+def trace_search_panel(q, tr: TimeRange) -> Panel:
+    """Kept traces matching the search (service, operation, min duration, errors only,
+    attribute key=value on any of its spans), newest first, with why each was kept."""
+    where = [tr.where("t.start")]
+    span_conds = []
+    service, operation = _text_param(q, "service"), _text_param(q, "operation")
+    if service:
+        span_conds.append(f"s.service = {sql_string(service)}")
+    if operation:
+        span_conds.append(f"s.name = {sql_string(operation)}")
+    attr = _text_param(q, "attr", 400)
+    if attr:
+        if "=" not in attr:
+            raise BadParam(f"attr: expected key=value, got {attr!r}")
+        k, v = attr.split("=", 1)
+        span_conds.append(f"s.attributes[{sql_string(k.strip())}] = {sql_string(v.strip())}")
+    if span_conds:
+        where.append("t.trace_id IN (SELECT s.trace_id FROM obs.spans AS s WHERE " + " AND ".join(span_conds) + ")")
+    min_ms = _number_param(q, "min_ms")
+    if min_ms is not None:
+        where.append(f"t.trace_duration_ms >= {min_ms!r}")
+    if q.get("errors") in ("1", "true", "on"):
+        where.append("t.error_count > 0")
+    limit = int(_number_param(q, "limit") or 100)
+    limit = max(1, min(limit, 1000))
+    sql = ("SELECT t.trace_id, t.root_service, t.root_name, t.start, round(t.trace_duration_ms, 3) AS duration_ms,\n"
+           "       t.span_count, t.error_count, t.services, t.sampling_policy AS kept_by, t.adjusted_count\n"
+           "FROM obs.traces AS t\nWHERE " + "\n  AND ".join(where) + f"\nORDER BY t.start DESC, t.trace_id\nLIMIT {limit}")
+    return Panel("search", "Kept traces", sql,
+                 "No kept trace matches this search in this time range (a trace the tail sampler dropped is not stored; "
+                 "its spans still count in Services).",
+                 note="kept_by: the tail-sampling policy that kept the trace; adjusted_count: how many traces it stands "
+                      "for (1 / the sampling probability).",
+                 links={"trace_id": "/traces/{value}"})
+
+
+def trace_panels(trace_id: str, span_id: str | None = None) -> list[Panel]:
+    """One trace: its summary row, its spans (the waterfall) and its logs (every service,
+    time order; only one span's with ``span_id``)."""
+    tid = sql_string(trace_id)
+    log_where = f"trace_id = {tid}" + (f" AND span_id = {sql_string(span_id)}" if span_id else "")
+    return [
+        Panel("summary", "Trace", "SELECT trace_id, root_service, root_name, start, \"end\", trace_duration_ms, span_count,\n"
+              "       error_count, services, sampling_policy AS kept_by, adjusted_count, decided_at\n"
+              f"FROM obs.traces\nWHERE trace_id = {tid}",
+              "This trace is not in obs.traces: it was not kept by the tail sampler, has expired, or the id is wrong."),
+        Panel("spans", "Spans", "SELECT span_id, parent_span_id, service, name, kind, start, \"end\", duration_ms, status_code,\n"
+              "       status_message, sampling_policy\n"
+              f"FROM obs.spans\nWHERE trace_id = {tid}\nORDER BY start, span_id",
+              "No span of this trace is stored (not kept, or expired)."),
+        Panel("logs", "Logs of this trace" + (f" (span {span_id})" if span_id else ""),
+              "SELECT ts, service, level, message, span_id, host, sample_rate\n"
+              f"FROM obs.logs\nWHERE {log_where}\nORDER BY ts, service",
+              "No log line of this trace is stored" + (" for this span" if span_id else "")
+              + " (its services logged nothing with its trace id, or the lines were sampled out)."),
+    ]
+
+
+# -- Product ----------------------------------------------------------------------------
+def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
+    """Per funnel of the spec: steps with sessions, % of the first step, step-to-step
+    conversion and drop-off (as pipelines/queries/funnel_dropoff.sql, in the time range);
+    then time to convert."""
+    out = []
+    for f in funnels:
+        sql = ("WITH steps AS (\n"
+               "    SELECT CAST(labels['step_index'] AS INTEGER) AS step_index,\n"
+               "           labels['step'] AS step,\n"
+               "           sum(CASE WHEN name = 'funnel.step.reached' THEN \"count\" ELSE 0 END) AS sessions,\n"
+               "           sum(CASE WHEN name = 'funnel.step.dropoff' THEN \"count\" ELSE 0 END) AS dropped_after_step\n"
+               "    FROM obs.metrics\n"
+               f"    WHERE name IN ('funnel.step.reached', 'funnel.step.dropoff') AND labels['funnel'] = {sql_string(f)}\n"
+               f"      AND {tr.where('window_start')}\n"
+               "    GROUP BY 1, 2\n)\n"
+               "SELECT step_index, step, sessions, dropped_after_step,\n"
+               "       round(100.0 * sessions / nullif(first_value(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_first_step,\n"
+               "       round(100.0 * sessions / nullif(lag(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_previous_step\n"
+               "FROM steps\nORDER BY step_index")
+        out.append(Panel(f"funnel_{f}", f"Funnel {f!r}", sql,
+                         f"No funnel report rows for {f!r} in this time range: report rows are written when a report "
+                         "window closes (sessions end after the session gap), so a short or recent run may have none yet.",
+                         chart={"type": "bar", "x": "step", "y": "sessions"},
+                         note="sessions: sessions that reached the step; dropped_after_step: sessions whose last step it "
+                              "was (a converted session did not drop out)."))
+    out.append(Panel("time_to_convert", "Time to convert (ms, per report window)",
+                     "SELECT labels['funnel'] AS funnel, window_start, \"count\" AS conversions,\n"
+                     "       round(\"sum\" / \"count\", 1) AS avg_ms, p50 AS p50_ms, p90 AS p90_ms, p95 AS p95_ms,\n"
+                     "       \"min\" AS min_ms, \"max\" AS max_ms\n"
+                     f"FROM obs.metrics\nWHERE name = 'funnel.time_to_convert_ms' AND {tr.where('window_start')}\n"
+                     "ORDER BY funnel, window_start",
+                     "No session converted (reached a funnel's last step) in a closed report window of this time range."))
+    out.append(Panel("step_time", "Time between steps (ms, from the previous step)",
+                      "SELECT labels['funnel'] AS funnel, CAST(labels['step_index'] AS INTEGER) AS step_index,\n"
+                      "       labels['step'] AS step, sum(\"count\") AS sessions,\n"
+                      "       round(sum(\"sum\") / nullif(sum(\"count\"), 0), 1) AS avg_ms,\n"
+                      "       round(max(p50), 1) AS worst_window_p50_ms, round(max(p95), 1) AS worst_window_p95_ms\n"
+                      f"FROM obs.metrics\nWHERE name = 'funnel.step.time_ms' AND {tr.where('window_start')}\n"
+                      "GROUP BY 1, 2, 3\nORDER BY 1, 2",
+                      "No step timings in a closed report window of this time range."))
+    return out
