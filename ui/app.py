@@ -57,6 +57,8 @@ def _preview(raw, is_text) -> str:
     if raw is None:
         return ""
     b = bytes(raw)
+    if not b:
+        return "(empty: 0 bytes)"
     if is_text:
         s = b[:400].decode("utf-8", "replace")
         return s + ("…" if len(b) > 400 else "")
