@@ -27,7 +27,8 @@ from ui.data import Reader, jsonable
 STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
-PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("product", "Product")]
+PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("logs", "Logs"),
+         ("alerts", "Alerts"), ("product", "Product")]
 MAX_HTML_ROWS = 500
 
 
@@ -224,6 +225,10 @@ def create_app(spec, reader: Reader) -> Starlette:
             return [P.trace_search_panel(q, tr)]
         if page == "product":
             return P.funnel_panels(funnels, tr)
+        if page == "logs":
+            return P.logs_panels(q, tr)
+        if page == "alerts":
+            return P.alerts_panels(tr)
         raise KeyError(page)
 
     def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
@@ -289,6 +294,8 @@ def create_app(spec, reader: Reader) -> Starlette:
         body = ""
         if page == "traces":
             body = _trace_search_form(request)
+        elif page == "logs":
+            body = _logs_search_form(request)
         body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
         return layout(dict(PAGES)[page], page, body, tr, request, reader)
 
@@ -344,6 +351,17 @@ def _trace_search_form(request: Request) -> str:
             f'<label>min duration (ms) <input name="min_ms" value="{_e(q.get("min_ms"))}" size="6"></label> '
             f'<label>attribute <input name="attr" value="{_e(q.get("attr"))}" placeholder="http.route=/checkout"></label> '
             f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
+            '<button>Search</button></form>')
+
+
+def _logs_search_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    return ('<form class="search" method="get" action="/logs">' + keep +
+            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
+            f'<label>level <input name="level" value="{_e(q.get("level"))}" size="6" placeholder="ERROR"></label> '
+            f'<label>text <input name="text" value="{_e(q.get("text"))}"></label> '
+            f'<label>trace id <input name="trace_id" value="{_e(q.get("trace_id"))}" size="34"></label> '
             '<button>Search</button></form>')
 
 

@@ -310,3 +310,53 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                       "GROUP BY 1, 2, 3\nORDER BY 1, 2",
                       "No step timings in a closed report window of this time range."))
     return out
+
+
+# -- Logs -------------------------------------------------------------------------------
+def logs_panels(q, tr: TimeRange) -> list[Panel]:
+    """Log search (service, level, text, trace id; newest first) and counts per service and
+    level, extrapolated with sum(1 / sample_rate) and labelled as estimates."""
+    where = [tr.where("ts")]
+    service, level, text = _text_param(q, "service"), _text_param(q, "level"), _text_param(q, "text")
+    if service:
+        where.append(f"service = {sql_string(service)}")
+    if level:
+        where.append(f"level = {sql_string(level.upper())}")
+    if text:
+        where.append(f"strpos(lower(message), {sql_string(text.lower())}) > 0")
+    tid = _text_param(q, "trace_id")
+    if tid:
+        where.append(f"trace_id = {sql_string(trace_id_param(tid))}")
+    cond = "\n  AND ".join(where)
+    empty = "No stored log line matches in this time range (lines the log sampler dropped are not stored)."
+    return [
+        Panel("counts", "Lines per service and level (estimated)",
+              "SELECT service, level, count(*) AS lines_stored, round(sum(1.0 / sample_rate), 1) AS lines_estimated\n"
+              f"FROM obs.logs\nWHERE {cond}\nGROUP BY service, level\nORDER BY service, level", empty,
+              note="lines_estimated = sum(1 / sample_rate): an estimate of the lines sent, since sampled-out lines "
+                   "are not stored."),
+        Panel("search", "Log lines (newest 200)",
+              "SELECT ts, service, level, message, trace_id, span_id, host, sample_rate\n"
+              f"FROM obs.logs\nWHERE {cond}\nORDER BY ts DESC, service\nLIMIT 200", empty,
+              links={"trace_id": "/traces/{value}"}),
+    ]
+
+
+# -- Alerts -----------------------------------------------------------------------------
+def alerts_panels(tr: TimeRange) -> list[Panel]:
+    """What fires now (each alert's latest state, whatever the range) and the state changes
+    (pending, firing, resolved, inactive) in the range."""
+    return [
+        Panel("firing_now", "Firing now",
+              "SELECT rule, severity, fingerprint, labels, value, ts AS since\n"
+              "FROM (\n    SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY ts DESC) AS n\n"
+              "    FROM obs.alerts\n) AS a\nWHERE n = 1 AND status = 'firing'\nORDER BY severity, rule, fingerprint",
+              "No alert is firing: every alert's latest state change is pending, resolved or inactive (or no rule ever fired)."),
+        Panel("changes", "State changes",
+              "SELECT ts, rule, status, severity, fingerprint, labels, round(value, 3) AS value, starts_at, ends_at\n"
+              f"FROM obs.alerts\nWHERE {tr.where('ts')}\nORDER BY ts DESC, rule, fingerprint",
+              "No alert changed state in this time range."),
+        Panel("per_rule", "State changes per rule and status",
+              f"SELECT rule, status, count(*) AS changes\nFROM obs.alerts\nWHERE {tr.where('ts')}\nGROUP BY 1, 2\nORDER BY 1, 2",
+              "No alert changed state in this time range.", chart={"type": "bar", "x": "status", "series": None, "y": "changes"}),
+    ]

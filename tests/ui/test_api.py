@@ -158,3 +158,33 @@ def test_cache_by_snapshot_and_csp(ui_server):
         r = ui_server.get(path)
         assert r.status_code == 200
         assert r.headers["content-security-policy"].startswith("default-src 'self'; script-src 'self'; style-src 'self'")
+
+
+def test_logs_estimates_and_search(ui_server, sql):
+    page = ui_server.api("/logs", range="all")
+    counts = {(r["service"], r["level"]): r for r in rows_as_dicts(panel(page, "counts"))}
+    want = {}
+    for svc, level, rate in sql("SELECT service, level, sample_rate FROM obs.logs"):
+        n, est = want.get((svc, level), (0, 0.0))
+        want[(svc, level)] = (n + 1, est + 1.0 / rate)
+    assert sorted(counts) == sorted(want) and want
+    for k, (n, est) in want.items():
+        assert counts[k]["lines_stored"] == n
+        assert counts[k]["lines_estimated"] == pytest.approx(round(est, 1))
+    errors = ui_server.api("/logs/search", range="all", level="error")
+    assert errors["row_count"] == min(200, sql("SELECT count(*) FROM obs.logs WHERE level = 'ERROR'")[0][0])
+    word = sql("SELECT split_part(message, ' ', 1) FROM obs.logs ORDER BY ts LIMIT 1")[0][0]
+    found = ui_server.api("/logs/counts", range="all", text=word.upper())
+    assert sum(r["lines_stored"] for r in rows_as_dicts(found)) == \
+           sql(f"SELECT count(*) FROM obs.logs WHERE strpos(lower(message), lower('{word}')) > 0")[0][0]
+
+
+def test_alerts_now_and_history(ui_server, sql):
+    page = ui_server.api("/alerts", range="all")
+    changes = panel(page, "changes")
+    assert changes["row_count"] == sql("SELECT count(*) FROM obs.alerts")[0][0] > 0
+    latest = {}
+    for fp, status, ts in sql("SELECT fingerprint, status, ts FROM obs.alerts ORDER BY ts"):
+        latest[fp] = status
+    assert sorted(r["fingerprint"] for r in rows_as_dicts(panel(page, "firing_now"))) == \
+           sorted(fp for fp, st in latest.items() if st == "firing")

@@ -53,7 +53,8 @@ def browser_page(ui_server, tmp_path):
 
 def test_pages_render_offline_without_console_errors(ui_server, browser_page, sql):
     page, problems, shots = browser_page
-    for path, title in [("/health", "Pipeline health"), ("/services", "Services"), ("/traces", "Traces"), ("/product", "Product")]:
+    for path, title in [("/health", "Pipeline health"), ("/services", "Services"), ("/traces", "Traces"), ("/logs", "Logs"),
+                        ("/alerts", "Alerts"), ("/product", "Product")]:
         page.goto(f"{ui_server.url}{path}?range=all")
         assert page.locator("main h1").inner_text() == title
         assert page.locator("section.panel").count() >= 1
