@@ -10,6 +10,7 @@ import datetime as dt
 import html
 import io
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -28,7 +29,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("logs", "Logs"),
-         ("alerts", "Alerts"), ("product", "Product")]
+         ("alerts", "Alerts"), ("product", "Product"), ("sessions", "Sessions")]
 MAX_HTML_ROWS = 500
 
 
@@ -41,15 +42,14 @@ class _Headers(BaseHTTPMiddleware):
         return resp
 
 
-def funnel_names(spec) -> list[str]:
-    """The funnels of the spec's product steps, in spec order (names once)."""
-    out: list[str] = []
+def funnel_steps(spec) -> dict[str, int]:
+    """``{funnel: number of steps}`` of the spec's product steps, in spec order."""
+    out: dict[str, int] = {}
     for flow in getattr(spec, "flows", []):
         for step in flow.steps:
             if getattr(step, "kind", None) == "product":
                 for f in step.config.funnels:
-                    if f.name not in out:
-                        out.append(f.name)
+                    out.setdefault(f.name, len(f.steps))
     return out
 
 
@@ -128,14 +128,27 @@ def _e(v) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def _cell(col: str, v, links: dict) -> str:
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+00:00$")
+
+
+def _link(tmpl: str, value, row: dict) -> str:
+    from urllib.parse import quote
+
+    return tmpl.format(value=quote(str(value), safe=""), **{k: quote(str(v), safe="") for k, v in row.items()})
+
+
+def _cell(col: str, v, links: dict, row: dict) -> str:
+    """One table cell: links where the panel has them (a list gives a link per item),
+    UTC timestamps shortened (the full value in the title), numbers right-aligned."""
     if v is None:
         return '<td class="null">–</td>'
     tmpl = links.get(col)
     if tmpl and isinstance(v, list):
-        return "<td>" + " ".join(f'<a href="{_e(tmpl.format(value=x))}">{_e(x[:12])}…</a>' for x in v if x) + "</td>"
+        return "<td>" + " ".join(f'<a href="{_e(_link(tmpl, x, row))}">{_e(str(x)[:12])}…</a>' for x in v if x) + "</td>"
     if tmpl:
-        return f'<td><a href="{_e(tmpl.format(value=v))}">{_e(v)}</a></td>'
+        return f'<td><a href="{_e(_link(tmpl, v, row))}">{_e(v)}</a></td>'
+    if isinstance(v, str) and _ISO.match(v):
+        return f'<td class="ts" title="{_e(v)}">{_e(v[:10] + " " + v[11:23])}</td>'
     if isinstance(v, (list, dict)):
         v = json.dumps(v)
     cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
@@ -170,7 +183,8 @@ def panel_html(data: dict, api: str, params) -> str:
     parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
                  + "</tr></thead><tbody>")
     for r in data["rows"][:MAX_HTML_ROWS]:
-        parts.append("<tr>" + "".join(_cell(c, v, links) for c, v in zip(data["columns"], r)) + "</tr>")
+        row = dict(zip(data["columns"], r))
+        parts.append("<tr>" + "".join(_cell(c, v, links, row) for c, v in row.items()) + "</tr>")
     parts.append("</tbody></table></div>")
     if data["row_count"] > MAX_HTML_ROWS:
         parts.append(f'<p class="note">Showing {MAX_HTML_ROWS} of {data["row_count"]} rows: the CSV and JSON hold all.</p>')
@@ -214,7 +228,7 @@ def error_page(msg: str, status: int = 400) -> HTMLResponse:
 # -- the app ---------------------------------------------------------------------------
 def create_app(spec, reader: Reader) -> Starlette:
     """The app over ``reader`` (its backend's tables); ``spec`` gives the funnels."""
-    funnels = funnel_names(spec)
+    funnels = funnel_steps(spec)
 
     def page_panels(page: str, q, tr: P.TimeRange) -> list[P.Panel]:
         if page == "health":
@@ -224,7 +238,13 @@ def create_app(spec, reader: Reader) -> Starlette:
         if page == "traces":
             return [P.trace_search_panel(q, tr)]
         if page == "product":
-            return P.funnel_panels(funnels, tr)
+            ps = P.funnel_panels(list(funnels), tr)
+            for p in ps:
+                if p.id.startswith("funnel_"):
+                    p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_"):] + "&last_step={step}"}
+            return ps + P.product_extra_panels(funnels, tr)
+        if page == "sessions":
+            return P.sessions_panels(q, tr)
         if page == "logs":
             return P.logs_panels(q, tr)
         if page == "alerts":
@@ -250,6 +270,8 @@ def create_app(spec, reader: Reader) -> Starlette:
         page, part = request.path_params["page"], request.path_params["panel"]
         if page == "traces" and part != "search":
             return api_trace(request, part, None)
+        if page == "sessions" and part != "list":
+            return api_session(request, part, None)
         if page not in dict(PAGES):
             return JSONResponse({"error": f"no page {page!r}"}, status_code=404)
         try:
@@ -276,6 +298,32 @@ def create_app(spec, reader: Reader) -> Starlette:
             return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
         return JSONResponse({"trace_id": tid, "panels": [answer(reader, p) for p in ps]})
 
+    def api_session(request: Request, session_id: str, panel: str | None) -> Response:
+        try:
+            sid = P.session_id_param(session_id)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        ps = P.session_panels(sid)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"a session has no panel {panel!r}; panels: summary, timeline"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"session_id": sid, "panels": [answer(reader, p) for p in ps]})
+
+    def api_session_panel(request: Request) -> Response:
+        return api_session(request, request.path_params["session_id"], request.path_params["panel"])
+
+    def session_page(request: Request) -> Response:
+        try:
+            sid = P.session_id_param(request.path_params["session_id"])
+        except P.BadParam as e:
+            return error_page(str(e), 404)
+        api = f"/api/v1/sessions/{sid}"
+        body = "".join(panel_html(answer(reader, p), f"{api}/{p.id}", []) for p in P.session_panels(sid))
+        return layout(f"Session {sid}", "sessions", body, None, request, reader)
+
     def api_trace_panel(request: Request) -> Response:
         return api_trace(request, request.path_params["trace_id"], request.path_params["panel"])
 
@@ -296,6 +344,8 @@ def create_app(spec, reader: Reader) -> Starlette:
             body = _trace_search_form(request)
         elif page == "logs":
             body = _logs_search_form(request)
+        elif page == "sessions":
+            body = _sessions_form(request)
         body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
         return layout(dict(PAGES)[page], page, body, tr, request, reader)
 
@@ -330,10 +380,12 @@ def create_app(spec, reader: Reader) -> Starlette:
         *[Route(f"/{p}", html_page) for p, _ in PAGES],
         Route("/traces/{trace_id}", trace_page),
         Route("/traces/{trace_id}/logs", trace_logs_fragment),
+        Route("/sessions/{session_id}", session_page),
         Route("/api/v1", api_index),
         Route("/api/v1/{page}", api_page),
         Route("/api/v1/{page}/{panel}", api_panel),
         Route("/api/v1/traces/{trace_id}/{panel}", api_trace_panel),
+        Route("/api/v1/sessions/{session_id}/{panel}", api_session_panel),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_Headers)])
@@ -352,6 +404,19 @@ def _trace_search_form(request: Request) -> str:
             f'<label>attribute <input name="attr" value="{_e(q.get("attr"))}" placeholder="http.route=/checkout"></label> '
             f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
             '<button>Search</button></form>')
+
+
+def _sessions_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
+    return ('<form class="search" method="get" action="/sessions">' + keep +
+            f'<label>funnel <input name="funnel" value="{_e(q.get("funnel"))}" size="10"></label> '
+            f'<label>stopped at step <input name="last_step" value="{_e(q.get("last_step"))}" size="10"></label> '
+            f'<label>country <input name="country" value="{_e(q.get("country"))}" size="4"></label> '
+            f'<label>device <input name="device" value="{_e(q.get("device"))}"></label> '
+            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
+            '<button>Filter</button></form>')
 
 
 def _logs_search_form(request: Request) -> str:

@@ -360,3 +360,74 @@ def alerts_panels(tr: TimeRange) -> list[Panel]:
               f"SELECT rule, status, count(*) AS changes\nFROM obs.alerts\nWHERE {tr.where('ts')}\nGROUP BY 1, 2\nORDER BY 1, 2",
               "No alert changed state in this time range.", chart={"type": "bar", "x": "status", "series": None, "y": "changes"}),
     ]
+
+
+# -- Product: breakdowns, sessions, error groups ----------------------------------------
+BREAKDOWNS = ("geo_country", "device", "browser")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def session_id_param(text: str) -> str:
+    """A session id from a URL: letters, digits and ``_.:-`` only (what the tables hold)."""
+    if not _SESSION_ID.match(text or ""):
+        raise BadParam(f"session id: expected letters, digits, '_', '.', ':' or '-', got {text!r}")
+    return text
+
+
+def product_extra_panels(funnels: dict[str, int], tr: TimeRange) -> list[Panel]:
+    """Per funnel, conversion broken down by country, device and browser (from obs.sessions;
+    a session converted when it reached every step), then error groups from error events."""
+    out = []
+    for f, n_steps in funnels.items():
+        for b in BREAKDOWNS:
+            src = ("obs.sessions AS s" if b != "browser" else
+                   "obs.sessions AS s\nLEFT JOIN (SELECT session_id, min(browser) AS browser FROM obs.events GROUP BY session_id) AS e\n"
+                   "  ON e.session_id = s.session_id")
+            col = f"s.{b}" if b != "browser" else "e.browser"
+            out.append(Panel(
+                f"breakdown_{f}_{b}", f"Funnel {f!r} by {b.replace('geo_', '')}",
+                f"SELECT coalesce({col}, '(unknown)') AS {b}, count(*) AS sessions_entered,\n"
+                f"       sum(CASE WHEN s.funnel_steps_reached >= {n_steps} THEN 1 ELSE 0 END) AS converted,\n"
+                f"       round(100.0 * sum(CASE WHEN s.funnel_steps_reached >= {n_steps} THEN 1 ELSE 0 END) / count(*), 1) AS pct_converted\n"
+                f"FROM {src}\nWHERE s.funnel = {sql_string(f)} AND s.funnel_steps_reached >= 1 AND {tr.where('s.start')}\n"
+                f"GROUP BY 1\nORDER BY sessions_entered DESC, 1",
+                f"No session entered funnel {f!r} in this time range (sessions are written when they end)."))
+    out.append(Panel("error_groups", "Client error groups",
+                     "SELECT error_message, count(*) AS occurrences, count(DISTINCT session_id) AS affected_sessions,\n"
+                     "       min(ts) AS first_seen, max(ts) AS last_seen, min(error_stack) AS sample_stack\n"
+                     f"FROM obs.events\nWHERE event_type = 'error' AND {tr.where('ts')}\n"
+                     "GROUP BY error_message\nORDER BY occurrences DESC, error_message",
+                     "No client error event in this time range."))
+    return out
+
+
+def sessions_panels(q, tr: TimeRange) -> list[Panel]:
+    """Sessions, newest first, filtered by funnel, the funnel step they stopped at
+    (a drop-off), country, device, or having errors."""
+    where = [tr.where("start")]
+    for name, col in (("funnel", "funnel"), ("last_step", "funnel_last_step"), ("country", "geo_country"), ("device", "device")):
+        v = _text_param(q, name)
+        if v:
+            where.append(f"{col} = {sql_string(v)}")
+    if q.get("errors") in ("1", "true", "on"):
+        where.append("errors > 0")
+    return [Panel("list", "Sessions (newest 200)",
+                  "SELECT session_id, start, duration_ms, events, errors, funnel, funnel_steps_reached, funnel_last_step,\n"
+                  "       abandoned, geo_country, device, user_pseudonym\n"
+                  "FROM obs.sessions\nWHERE " + "\n  AND ".join(where) + "\nORDER BY start DESC, session_id\nLIMIT 200",
+                  "No session matches in this time range (a session is written when it ends: after the session gap).",
+                  links={"session_id": "/sessions/{value}"})]
+
+
+def session_panels(session_id: str) -> list[Panel]:
+    """One session: its row and its events in time order (the timeline)."""
+    sid = sql_string(session_id)
+    return [
+        Panel("summary", "Session", f"SELECT *\nFROM obs.sessions\nWHERE session_id = {sid}",
+              "This session is not in obs.sessions (not ended yet, expired, or the id is wrong)."),
+        Panel("timeline", "Timeline",
+              "SELECT ts, event_type, page, target, form, form_step, scroll_depth, duration_ms, error_message,\n"
+              "       browser, device, geo_country\n"
+              f"FROM obs.events\nWHERE session_id = {sid}\nORDER BY ts, event_index",
+              "No event of this session is stored."),
+    ]

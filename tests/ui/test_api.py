@@ -188,3 +188,31 @@ def test_alerts_now_and_history(ui_server, sql):
         latest[fp] = status
     assert sorted(r["fingerprint"] for r in rows_as_dicts(panel(page, "firing_now"))) == \
            sorted(fp for fp, st in latest.items() if st == "firing")
+
+
+def test_breakdowns_sessions_dropoff_and_error_groups(ui_server, sql):
+    page = ui_server.api("/product", range="all")
+    n_steps = len(panel(page, "funnel_signup")["rows"])
+    by_country = {r["geo_country"]: r for r in rows_as_dicts(panel(page, "breakdown_signup_geo_country"))}
+    want: dict[str, list[int]] = {}
+    for country, reached in sql("SELECT geo_country, funnel_steps_reached FROM obs.sessions "
+                                "WHERE funnel = 'signup' AND funnel_steps_reached >= 1"):
+        w = want.setdefault(country or "(unknown)", [0, 0])
+        w[0] += 1
+        w[1] += reached >= n_steps
+    assert {k: [v["sessions_entered"], v["converted"]] for k, v in by_country.items()} == want and want
+    # a drop-off opens the sessions that stopped at that step
+    step = next(r for r in rows_as_dicts(panel(page, "funnel_signup")) if r["dropped_after_step"])
+    dropped = ui_server.api("/sessions/list", range="all", funnel="signup", last_step=step["step"])
+    assert dropped["row_count"] == step["dropped_after_step"]
+    assert {r["funnel_last_step"] for r in rows_as_dicts(dropped)} == {step["step"]}
+    # a session's timeline is its events in time order
+    sid = rows_as_dicts(dropped)[0]["session_id"]
+    timeline = ui_server.api(f"/sessions/{sid}/timeline")
+    assert [r["event_type"] for r in rows_as_dicts(timeline)] == \
+           [r[0] for r in sql(f"SELECT event_type FROM obs.events WHERE session_id = '{sid}' ORDER BY ts, event_index")]
+    groups = {r["error_message"]: r for r in rows_as_dicts(panel(page, "error_groups"))}
+    want_groups = {m: (n, s) for m, n, s in sql("SELECT error_message, count(*), count(DISTINCT session_id) FROM obs.events "
+                                                "WHERE event_type = 'error' GROUP BY 1")}
+    assert {m: (g["occurrences"], g["affected_sessions"]) for m, g in groups.items()} == want_groups
+    assert all(g["sample_stack"] for g in groups.values())

@@ -54,7 +54,7 @@ def browser_page(ui_server, tmp_path):
 def test_pages_render_offline_without_console_errors(ui_server, browser_page, sql):
     page, problems, shots = browser_page
     for path, title in [("/health", "Pipeline health"), ("/services", "Services"), ("/traces", "Traces"), ("/logs", "Logs"),
-                        ("/alerts", "Alerts"), ("/product", "Product")]:
+                        ("/alerts", "Alerts"), ("/product", "Product"), ("/sessions", "Sessions")]:
         page.goto(f"{ui_server.url}{path}?range=all")
         assert page.locator("main h1").inner_text() == title
         assert page.locator("section.panel").count() >= 1
@@ -70,6 +70,13 @@ def test_pages_render_offline_without_console_errors(ui_server, browser_page, sq
     # show SQL opens the panel's SQL
     page.locator("#panel-funnel_signup details.sql summary").click()
     assert "funnel.step.reached" in page.locator("#panel-funnel_signup details.sql pre").inner_text()
+    # a drop-off opens the sessions that stopped at that step
+    step, n = sql("SELECT funnel_last_step, count(*) FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
+                  "AND funnel_last_step <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")[0]
+    page.locator(f'#panel-funnel_signup a[href*="last_step={step}"]').click()
+    page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}")
+    page.goto(page.url + "&range=all")
+    assert page.locator("#panel-list tbody tr").count() == n
     assert problems == []
 
 
