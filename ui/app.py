@@ -90,13 +90,14 @@ def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tu
     return cols, rows
 
 
-def answer(reader: Reader, panel: P.Panel) -> dict:
-    """A panel's JSON: its SQL, columns, rows, and when empty, why."""
+def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
+    """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
+    even when a cached answer for the same snapshots exists)."""
     now = dt.datetime.now(dt.timezone.utc)
     if panel.sql is None:
         cols, rows, res = [], [], None
     else:
-        res = reader.run(panel.sql)
+        res = reader.run(panel.sql, fresh)
         cols, rows = _post_process(reader, panel, res.columns, res.rows, now)
     empty = None
     if not rows:
@@ -281,7 +282,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=400)
         if not found:
             return JSONResponse({"error": f"page {page!r} has no panel {part!r}"}, status_code=404)
-        data = answer(reader, found[0])
+        data = answer(reader, found[0], request.query_params.get("fresh") == "1")
         return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
 
     def api_trace(request: Request, trace_id: str, panel: str | None) -> Response:

@@ -124,8 +124,9 @@ class Reader:
         return out
 
     # -- queries ----------------------------------------------------------------------
-    def run(self, sql: str) -> Result:
-        """``sql``'s answer (from the cache when no table it names has a new snapshot).
+    def run(self, sql: str, fresh: bool = False) -> Result:
+        """``sql``'s answer (from the cache when no table it names has a new snapshot,
+        unless ``fresh``: then it runs again and replaces the cached answer).
         Tables it names that do not exist or have no snapshot yet are listed in
         ``missing`` and the query is not run (empty answer)."""
         with self._lock:
@@ -136,7 +137,7 @@ class Reader:
             if missing:
                 return Result([], [], snaps, missing=missing)
             key = (sql, tuple(sorted(snaps.items())))
-            hit = self._cache.get(key)
+            hit = None if fresh else self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return Result(hit.columns, hit.rows, hit.snapshots, True, 0.0)
