@@ -39,6 +39,7 @@ demo: $(STAMP)
 	$(VENV)/bin/obsflow run --runner bytewax --count 100000 --dev-key
 	$(VENV)/bin/obsflow query "SELECT event_type, count(*) AS events, count(DISTINCT session_id) AS sessions FROM obs.events GROUP BY 1 ORDER BY 2 DESC"
 	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
+	@echo "see it in the browser: make ui-assets && $(VENV)/bin/obsflow ui   (then open http://127.0.0.1:8090/)"
 
 # Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
 services: $(STAMP) tracker ui-assets

@@ -78,7 +78,7 @@ def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tu
         for name, m in sorted(metas.items()):
             r = idx.get(name, (name, 0, None))
             latest = r[2]
-            commit = dt.datetime.fromtimestamp(m.last_commit_ms / 1000, dt.timezone.utc) if m.last_commit_ms else None
+            commit = dt.datetime.fromtimestamp(m.last_commit_ms / 1000, dt.UTC) if m.last_commit_ms else None
             out.append((name, r[1], latest, round((now - latest).total_seconds(), 1) if latest else None, commit,
                         round((now - commit).total_seconds(), 1) if commit else None, m.rows, m.files, m.snapshots,
                         str(m.snapshot_id) if m.snapshot_id is not None else None))
@@ -93,7 +93,7 @@ def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tu
 def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
     """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
     even when a cached answer for the same snapshots exists)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if panel.sql is None:
         cols, rows, res = [], [], None
     else:
@@ -149,7 +149,8 @@ def _cell(col: str, v, links: dict, row: dict) -> str:
     if tmpl:
         return f'<td><a href="{_e(_link(tmpl, v, row))}">{_e(v)}</a></td>'
     if isinstance(v, str) and _ISO.match(v):
-        return f'<td class="ts" title="{_e(v)}">{_e(v[:10] + " " + v[11:23])}</td>'
+        short = v[:10] + " " + v[11:19] + (v[19:23] if v[19] == "." else "")
+        return f'<td class="ts" title="{_e(v)}">{_e(short)}</td>'
     if isinstance(v, (list, dict)):
         v = json.dumps(v)
     cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
@@ -168,9 +169,9 @@ def panel_html(data: dict, api: str, params) -> str:
     qs = _qs(params)
     csv_qs = _qs([*params, ("format", "csv")])
     parts = [f'<section class="panel" id="panel-{pid}" data-panel="{pid}">',
-             f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
-             f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
-             f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>']
+             (f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
+              f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
+              f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>')]
     if data.get("note"):
         parts.append(f'<p class="note">{_e(data["note"])}</p>')
     if data.get("sql"):
@@ -439,7 +440,7 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
                        "empty_reason": data["empty_reason"]}, api, [])
     if data["empty_reason"]:
         return head
-    head = head[: -len("</section>")] if head.endswith("</section>") else head
+    head = head.removesuffix("</section>")
     # drop the empty table the generic renderer added
     head = head.split('<div class="scroll">')[0]
     cols = data["columns"]
@@ -453,9 +454,9 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
     ends = [dt.datetime.fromisoformat(r["end"]) for r in rows if r["end"]]
     t0 = min(starts) if starts else None
     total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
-    out = [head, f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
-                 '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
-                 '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>']
+    out = [head, (f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+                  '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
+                  '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>')]
     seen: set[str] = set()
     stack = [(r, 0) for r in reversed(children.get(None, []))]
     while stack:

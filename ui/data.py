@@ -90,9 +90,8 @@ class Reader:
     def tables(self) -> dict[str, TableMeta]:
         """Every table of the namespace with its current metadata (read fresh each call:
         the catalog row for a local SQLite catalog, pyiceberg's catalog otherwise)."""
-        from sinks.catalog import catalog_properties
-
         from runners.query import _local_tables
+        from sinks.catalog import catalog_properties
 
         props = catalog_properties(self.spec.storage, create=False)
         local = _local_tables(props, self.spec.storage.catalog.name, self.ns)
@@ -162,7 +161,7 @@ class Reader:
         con = self._con
         for name, m in metas.items():
             if self._views.get(name) != m.location:
-                loc = m.location[len("file://"):] if m.location.startswith("file://") else m.location
+                loc = m.location.removeprefix("file://")
                 con.execute(f'CREATE OR REPLACE VIEW "{self.ns}"."{name}" AS SELECT * FROM iceberg_scan({sql_string(loc)})')
                 self._views[name] = m.location
         cur = con.execute(sql)

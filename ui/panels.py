@@ -5,6 +5,7 @@ empty state says. Pages are lists of panels built from the request's parameters.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -45,22 +46,22 @@ class TimeRange:
 
 
 def _ts(t: dt.datetime) -> str:
-    return f"TIMESTAMP '{t.astimezone(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')} UTC'"
+    return f"TIMESTAMP '{t.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S.%f')} UTC'"
 
 
 def _parse_time(name: str, text: str) -> dt.datetime:
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise BadParam(f"{name}: expected an ISO-8601 time such as 2026-01-31T12:00:00Z, got {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def time_range(q, now: dt.datetime | None = None) -> TimeRange:
     """The request's time range: ``from``/``to`` (ISO-8601; no zone means UTC) win over
     ``range`` (one of :data:`RANGES` or ``all``; default :data:`DEFAULT_RANGE`), which
     ends at ``now``. Raises :class:`BadParam` naming the parameter."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     frm, to = q.get("from"), q.get("to")
     if frm or to:
         start = _parse_time("from", frm) if frm else None
@@ -113,7 +114,7 @@ def _number_param(q, name: str) -> float | None:
         x = float(v)
     except ValueError:
         raise BadParam(f"{name}: expected a number, got {v!r}") from None
-    if not (x == x) or x in (float("inf"), float("-inf")) or x < 0:
+    if not math.isfinite(x) or x < 0:
         raise BadParam(f"{name}: expected a finite number >= 0, got {v!r}")
     return x
 

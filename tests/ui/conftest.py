@@ -90,10 +90,9 @@ def ui_server(demo_warehouse):
 def sql(demo_warehouse):
     """The test's own SQL over the demo warehouse: plain DuckDB with the Iceberg extension
     and a view per table (runners.query.connect), independent of the UI's reader and cache."""
+    from pipelines import DEFAULT_SPEC
     from runners.query import connect
     from ui.server import load
-
-    from pipelines import DEFAULT_SPEC
 
     spec = load(str(DEFAULT_SPEC), str(demo_warehouse))
     con = connect(spec)

@@ -45,7 +45,9 @@ def browser_page(ui_server, tmp_path):
             page = ctx.new_page()
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+            # a request cancelled by the next navigation (net::ERR_ABORTED) is not a failure of the page
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
+                    if "ERR_ABORTED" not in (r.failure or "") else None)
             yield page, problems, shots
         finally:
             browser.close()
