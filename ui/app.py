@@ -135,7 +135,7 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+00:00$")
 def _link(tmpl: str, value, row: dict) -> str:
     from urllib.parse import quote
 
-    return tmpl.format(value=quote(str(value), safe=""), **{k: quote(str(v), safe="") for k, v in row.items()})
+    return tmpl.format_map({**{k: quote(str(v), safe="") for k, v in row.items()}, "value": quote(str(value), safe="")})
 
 
 def _cell(col: str, v, links: dict, row: dict) -> str:
@@ -274,6 +274,8 @@ def create_app(spec, reader: Reader) -> Starlette:
             return api_trace(request, part, None)
         if page == "sessions" and part != "list":
             return api_session(request, part, None)
+        if page == "alerts" and part not in ("firing_now", "changes", "per_rule"):
+            return api_alert(request, part, None)
         if page not in dict(PAGES):
             return JSONResponse({"error": f"no page {page!r}"}, status_code=404)
         try:
@@ -299,6 +301,49 @@ def create_app(spec, reader: Reader) -> Starlette:
             data = answer(reader, ps[0])
             return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
         return JSONResponse({"trace_id": tid, "panels": [answer(reader, p) for p in ps]})
+
+    def alert_panels(fingerprint: str, tr: P.TimeRange) -> list[P.Panel]:
+        """The alert's history, then (when its rule is in the spec) its rollup series."""
+        hist = P.alert_history_panel(fingerprint)
+        out = [hist]
+        res = reader.run(hist.sql)
+        if res.rows:
+            last = dict(zip(res.columns, res.rows[-1]))
+            rules = {r.name: r for r in (spec.alerts.rules if getattr(spec, "alerts", None) else [])}
+            rule = rules.get(last["rule"])
+            if rule is not None:
+                skip = {"alertname", "severity", *rule.labels}
+                labels = {k: v for k, v in (last["labels"] or {}).items() if k not in skip}
+                out.append(P.alert_series_panel(rule, labels, tr))
+        return out
+
+    def api_alert(request: Request, fingerprint: str, panel: str | None) -> Response:
+        try:
+            fp = P.fingerprint_param(fingerprint)
+            ps = alert_panels(fp, P.time_range(request.query_params))
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404 if "fingerprint" in str(e) else 400)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"this alert has no panel {panel!r}; panels: history, series"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"fingerprint": fp, "panels": [answer(reader, p) for p in ps]})
+
+    def api_alert_panel(request: Request) -> Response:
+        return api_alert(request, request.path_params["fingerprint"], request.path_params["panel"])
+
+    def alert_page(request: Request) -> Response:
+        try:
+            fp = P.fingerprint_param(request.path_params["fingerprint"])
+            tr = P.time_range(request.query_params)
+            ps = alert_panels(fp, tr)
+        except P.BadParam as e:
+            return error_page(str(e), 404 if "fingerprint" in str(e) else 400)
+        params = _params(request)
+        body = "".join(panel_html(answer(reader, p), f"/api/v1/alerts/{fp}/{p.id}", params) for p in ps)
+        return layout(f"Alert {fp}", "alerts", body, tr, request, reader)
 
     def api_session(request: Request, session_id: str, panel: str | None) -> Response:
         try:
@@ -383,14 +428,24 @@ def create_app(spec, reader: Reader) -> Starlette:
         Route("/traces/{trace_id}", trace_page),
         Route("/traces/{trace_id}/logs", trace_logs_fragment),
         Route("/sessions/{session_id}", session_page),
+        Route("/alerts/{fingerprint}", alert_page),
         Route("/api/v1", api_index),
         Route("/api/v1/{page}", api_page),
         Route("/api/v1/{page}/{panel}", api_panel),
         Route("/api/v1/traces/{trace_id}/{panel}", api_trace_panel),
         Route("/api/v1/sessions/{session_id}/{panel}", api_session_panel),
+        Route("/api/v1/alerts/{fingerprint}/{panel}", api_alert_panel),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(_Headers)])
+    async def failed(request: Request, exc: Exception) -> Response:
+        """An unexpected failure (a query the backend rejected, a table it cannot read):
+        a 500 whose body names the cause in one line, JSON under /api/, HTML elsewhere."""
+        msg = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": msg}, status_code=500)
+        return error_page(msg, 500)
+
+    app = Starlette(routes=routes, middleware=[Middleware(_Headers)], exception_handlers={Exception: failed})
     app.state.reader = reader
     return app
 

@@ -196,12 +196,15 @@ def jsonable(v: Any) -> Any:
     """A cell as JSON: timestamps as ISO-8601 text, bytes as their UTF-8 text (invalid
     bytes replaced), maps as objects, lists as arrays, non-finite floats as null."""
     import datetime as dt
+    import decimal
     import math
 
     if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else None
+    if isinstance(v, decimal.Decimal):
+        return float(v) if v.is_finite() else None
     if isinstance(v, (dt.datetime, dt.date)):
         return v.isoformat()
     if isinstance(v, (bytes, bytearray, memoryview)):

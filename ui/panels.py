@@ -352,11 +352,12 @@ def alerts_panels(tr: TimeRange) -> list[Panel]:
               "SELECT rule, severity, fingerprint, labels, value, ts AS since\n"
               "FROM (\n    SELECT *, row_number() OVER (PARTITION BY fingerprint ORDER BY ts DESC) AS n\n"
               "    FROM obs.alerts\n) AS a\nWHERE n = 1 AND status = 'firing'\nORDER BY severity, rule, fingerprint",
-              "No alert is firing: every alert's latest state change is pending, resolved or inactive (or no rule ever fired)."),
+              "No alert is firing: every alert's latest state change is pending, resolved or inactive (or no rule ever fired).",
+              links={"fingerprint": "/alerts/{value}"}),
         Panel("changes", "State changes",
               "SELECT ts, rule, status, severity, fingerprint, labels, round(value, 3) AS value, starts_at, ends_at\n"
               f"FROM obs.alerts\nWHERE {tr.where('ts')}\nORDER BY ts DESC, rule, fingerprint",
-              "No alert changed state in this time range."),
+              "No alert changed state in this time range.", links={"fingerprint": "/alerts/{value}"}),
         Panel("per_rule", "State changes per rule and status",
               f"SELECT rule, status, count(*) AS changes\nFROM obs.alerts\nWHERE {tr.where('ts')}\nGROUP BY 1, 2\nORDER BY 1, 2",
               "No alert changed state in this time range.", chart={"type": "bar", "x": "status", "series": None, "y": "changes"}),
@@ -432,3 +433,49 @@ def session_panels(session_id: str) -> list[Panel]:
               f"FROM obs.events\nWHERE session_id = {sid}\nORDER BY ts, event_index",
               "No event of this session is stored."),
     ]
+
+
+def fingerprint_param(text: str) -> str:
+    """An alert fingerprint from a URL: hex digits only."""
+    if not _HEX.match(text or ""):
+        raise BadParam(f"alert fingerprint: expected hex digits, got {text!r}")
+    return text.lower()
+
+
+def alert_history_panel(fingerprint: str) -> Panel:
+    """Every state change of one alert (pending, firing, resolved, inactive), in time order."""
+    return Panel("history", "State changes of this alert",
+                 "SELECT ts, status, rule, severity, labels, round(value, 3) AS value, starts_at, ends_at\n"
+                 f"FROM obs.alerts\nWHERE fingerprint = {sql_string(fingerprint)}\nORDER BY ts",
+                 "No state change of this alert is stored (expired, or the fingerprint is wrong).")
+
+
+def _resolution(td: dt.timedelta) -> str:
+    s = int(td.total_seconds())
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % n == 0:
+            return f"{s // n}{unit}"
+    return f"{s}s"
+
+
+def alert_series_panel(rule, series_labels: dict[str, str], tr: TimeRange) -> Panel:
+    """The rollup series an alert rule evaluates for one alert's labels, with the rule's
+    threshold; each window links to its exemplar traces (or the kept traces of the
+    service in that window when the series has no exemplar)."""
+    sel = rule.select
+    conds = [f"name = {sql_string(sel.metric)}", f"resolution = {sql_string(_resolution(rule.resolution))}"]
+    for k, v in sorted({**sel.match, **series_labels}.items()):
+        conds.append(f"labels[{sql_string(k)}] = {sql_string(v)}")
+    conds.append(tr.where("window_start"))
+    threshold = "NULL" if rule.threshold is None else repr(float(rule.threshold))
+    sql = (f"SELECT window_start, window_end, labels['service'] AS service, round({sel.value}, 3) AS value,\n"
+           f"       {threshold} AS threshold, exemplar_trace_ids\nFROM obs.metrics\nWHERE " + "\n  AND ".join(conds)
+           + "\nORDER BY window_start")
+    note = (f"rule {rule.name}: {sel.metric} {sel.value} {rule.op} {rule.threshold}"
+            + (f" (the rule divides by {rule.ratio_of.metric}; the series shown is the numerator)" if rule.ratio_of else "")
+            + "; a window opens its exemplar traces, or the kept traces of the service in that window.")
+    return Panel("series", "Its rollup series and threshold", sql,
+                 "No rollup row of this series in this time range.",
+                 chart={"type": "line", "x": "window_start", "y": "value", "also": ["threshold"]}, note=note,
+                 links={"exemplar_trace_ids": "/traces/{value}",
+                        "window_start": "/traces?service={service}&from={window_start}&to={window_end}"})

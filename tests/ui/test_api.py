@@ -216,3 +216,20 @@ def test_breakdowns_sessions_dropoff_and_error_groups(ui_server, sql):
                                                 "WHERE event_type = 'error' GROUP BY 1")}
     assert {m: (g["occurrences"], g["affected_sessions"]) for m, g in groups.items()} == want_groups
     assert all(g["sample_stack"] for g in groups.values())
+
+
+def test_alert_opens_its_series_with_threshold(ui_server, sql):
+    fp, rule, labels = sql("SELECT fingerprint, rule, labels FROM obs.alerts ORDER BY ts DESC, fingerprint LIMIT 1")[0]
+    page = ui_server.api(f"/alerts/{fp}", range="all")
+    hist = panel(page, "history")
+    assert [r["status"] for r in rows_as_dicts(hist)] == \
+           [r[0] for r in sql(f"SELECT status FROM obs.alerts WHERE fingerprint = '{fp}' ORDER BY ts")]
+    assert rule == "CheckoutLatencyP99"  # the default spec: http.latency_ms p99 > 1000, match service=checkout
+    series = rows_as_dicts(panel(page, "series"))
+    conds = " AND ".join(f"labels['{k}'] = '{v}'" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    want = sql(f"SELECT window_start, p99 FROM obs.metrics WHERE name = 'http.latency_ms' AND resolution = '1m' AND {conds} "
+               "ORDER BY window_start")
+    assert [(r["window_start"], r["value"]) for r in series] == [(w.isoformat(), round(v, 3)) for w, v in want] and want
+    assert {r["threshold"] for r in series} == {1000.0}
+    r = ui_server.get("/api/v1/alerts/not-hex")
+    assert r.status_code == 404 and "fingerprint" in r.json()["error"]

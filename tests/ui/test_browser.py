@@ -113,3 +113,30 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
         parent.locator("button.fold").click()
         assert page.locator("table.waterfall tr.span.hidden").count() >= 1
     assert problems == []
+
+
+def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
+    page, problems, shots = browser_page
+    fp, labels = sql("SELECT fingerprint, labels FROM obs.alerts ORDER BY ts DESC, fingerprint LIMIT 1")[0]
+    conds = " AND ".join(f"m.labels['{k}'] = '{v}'" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    # per window of the series: the kept traces that started in it and have a span of the alert's service
+    windows = sql("SELECT m.window_start, m.window_end, (SELECT count(*) FROM obs.traces t WHERE t.start >= m.window_start "
+                  "AND t.start < m.window_end AND t.trace_id IN (SELECT s.trace_id FROM obs.spans s WHERE s.service = m.labels['service'])) "
+                  f"FROM obs.metrics m WHERE m.name = 'http.latency_ms' AND m.resolution = '1m' AND {conds} ORDER BY 1")
+    page.goto(f"{ui_server.url}/alerts?range=all")
+    page.locator(f'#panel-changes a[href="/alerts/{fp}"]').first.click()
+    page.wait_for_url(f"**/alerts/{fp}")
+    page.goto(page.url + "?range=all")
+    page.locator("#panel-series .chart canvas").first.wait_for(state="attached", timeout=15_000)
+    assert page.locator("#panel-series tbody tr").count() == len(windows)
+    page.screenshot(path=str(shots / "alert.png"), full_page=True)
+    i, (_ws, _we, n) = next((i, w) for i, w in enumerate(windows) if w[2] > 0)  # a window with kept traces of the service
+    page.locator("#panel-series tbody tr").nth(i).locator("td").first.locator("a").click()
+    page.wait_for_url("**/traces?service=*")
+    assert page.locator("#panel-search tbody tr").count() == n
+    first = page.locator("#panel-search tbody tr").first.locator("a").first
+    tid = first.inner_text()
+    first.click()
+    page.wait_for_url(f"**/traces/{tid}")
+    assert page.locator("table.waterfall tr.span").count() == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
+    assert problems == []

@@ -21,10 +21,15 @@ function drawChart(el) {
             by.get(k).push([r[xi], r[yi]]);
           }
           series = [...by.entries()].map(([name, pts]) => ({ name, type: spec.type, data: pts, showSymbol: pts.length < 30 }));
+        } else if (spec.also) {
+          series = [ycol, ...spec.also].map((c) => {
+            const ci = cols.indexOf(c);
+            return { name: c, type: spec.type, data: data.rows.map((r) => [r[xi], r[ci]]), showSymbol: data.rows.length < 30 };
+          });
         } else {
           series = [{ name: ycol, type: spec.type, data: data.rows.map((r) => r[yi]) }];
         }
-        const timeAxis = si >= 0;
+        const timeAxis = si >= 0 || Boolean(spec.also);
         const chart = echarts.getInstanceByDom(el) || echarts.init(el, null, { renderer: "canvas" });
         chart.setOption({
           animation: false,
