@@ -157,6 +157,8 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
 
 
 # -- Services (RED from obs.metrics, as pipelines/queries/p99_latency_by_service.sql) ----------
+# Ratios divide a DOUBLE: in Trino a decimal literal (1.0, 60.0) is DECIMAL and a quotient of
+# decimals keeps the larger operand scale (60.0 -> one digit), so `x / 60.0` differs from DuckDB.
 def _red_where(tr: TimeRange) -> str:
     return (f"name IN ('span.calls', 'span.errors', 'span.duration_ms') AND resolution = '1m' "
             f"AND labels['kind'] = 'SERVER'\n  AND {tr.where('window_start')}")
@@ -173,15 +175,15 @@ def services_panels(tr: TimeRange) -> list[Panel]:
             f"FROM obs.metrics\nWHERE {_red_where(tr)}\nGROUP BY {{group}}")
     per_service = (
         "WITH m AS (\n" + base.format(extra="", group="labels['service'], window_start") + "\n)\n"
-        "SELECT service, sum(calls) AS calls, round(sum(calls) / (60.0 * count(*)), 3) AS rate_per_s,\n"
-        "       sum(errors) AS errors, round(1.0 * sum(errors) / nullif(sum(calls), 0), 4) AS error_rate,\n"
+        "SELECT service, sum(calls) AS calls, round(CAST(sum(calls) AS DOUBLE) / (60 * count(*)), 3) AS rate_per_s,\n"
+        "       sum(errors) AS errors, round(CAST(sum(errors) AS DOUBLE) / nullif(sum(calls), 0), 4) AS error_rate,\n"
         "       round(max(p50), 3) AS worst_minute_p50_ms, round(max(p95), 3) AS worst_minute_p95_ms,\n"
         "       round(max(p99), 3) AS worst_minute_p99_ms\n"
         "FROM m\nGROUP BY service\nORDER BY service")
     over_time = (
         "SELECT window_start AS minute, labels['service'] AS service,\n"
-        "       round(sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END) / 60.0, 3) AS rate_per_s,\n"
-        "       round(1.0 * sum(CASE WHEN name = 'span.errors' THEN \"count\" ELSE 0 END)\n"
+        "       round(CAST(sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END) AS DOUBLE) / 60, 3) AS rate_per_s,\n"
+        "       round(CAST(sum(CASE WHEN name = 'span.errors' THEN \"count\" ELSE 0 END) AS DOUBLE)\n"
         "             / nullif(sum(CASE WHEN name = 'span.calls' THEN \"count\" ELSE 0 END), 0), 4) AS error_rate,\n"
         "       round(max(CASE WHEN name = 'span.duration_ms' THEN p99 END), 3) AS p99_ms\n"
         f"FROM obs.metrics\nWHERE {_red_where(tr)}\nGROUP BY 1, 2\nORDER BY 1, 2")
@@ -286,8 +288,8 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                f"      AND {tr.where('window_start')}\n"
                "    GROUP BY 1, 2\n)\n"
                "SELECT step_index, step, sessions, dropped_after_step,\n"
-               "       round(100.0 * sessions / nullif(first_value(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_first_step,\n"
-               "       round(100.0 * sessions / nullif(lag(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_previous_step\n"
+               "       round(100 * CAST(sessions AS DOUBLE) / nullif(first_value(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_first_step,\n"
+               "       round(100 * CAST(sessions AS DOUBLE) / nullif(lag(sessions) OVER (ORDER BY step_index), 0), 1) AS pct_of_previous_step\n"
                "FROM steps\nORDER BY step_index")
         out.append(Panel(f"funnel_{f}", f"Funnel {f!r}", sql,
                          f"No funnel report rows for {f!r} in this time range: report rows are written when a report "
@@ -390,7 +392,7 @@ def product_extra_panels(funnels: dict[str, int], tr: TimeRange) -> list[Panel]:
                 f"breakdown_{f}_{b}", f"Funnel {f!r} by {b.replace('geo_', '')}",
                 f"SELECT coalesce({col}, '(unknown)') AS {b}, count(*) AS sessions_entered,\n"
                 f"       sum(CASE WHEN s.funnel_steps_reached >= {n_steps} THEN 1 ELSE 0 END) AS converted,\n"
-                f"       round(100.0 * sum(CASE WHEN s.funnel_steps_reached >= {n_steps} THEN 1 ELSE 0 END) / count(*), 1) AS pct_converted\n"
+                f"       round(100 * CAST(sum(CASE WHEN s.funnel_steps_reached >= {n_steps} THEN 1 ELSE 0 END) AS DOUBLE) / count(*), 1) AS pct_converted\n"
                 f"FROM {src}\nWHERE s.funnel = {sql_string(f)} AND s.funnel_steps_reached >= 1 AND {tr.where('s.start')}\n"
                 f"GROUP BY 1\nORDER BY sessions_entered DESC, 1",
                 f"No session entered funnel {f!r} in this time range (sessions are written when they end)."))
@@ -467,7 +469,7 @@ def alert_series_panel(rule, series_labels: dict[str, str], tr: TimeRange) -> Pa
     for k, v in sorted({**sel.match, **series_labels}.items()):
         conds.append(f"labels[{sql_string(k)}] = {sql_string(v)}")
     conds.append(tr.where("window_start"))
-    threshold = "NULL" if rule.threshold is None else repr(float(rule.threshold))
+    threshold = "CAST(NULL AS DOUBLE)" if rule.threshold is None else f"CAST({float(rule.threshold)!r} AS DOUBLE)"
     sql = (f"SELECT window_start, window_end, labels['service'] AS service, round({sel.value}, 3) AS value,\n"
            f"       {threshold} AS threshold, exemplar_trace_ids\nFROM obs.metrics\nWHERE " + "\n  AND ".join(conds)
            + "\nORDER BY window_start")
