@@ -89,17 +89,28 @@ def ui_server(demo_warehouse):
 @pytest.fixture(scope="session")
 def sql(demo_warehouse):
     """The test's own SQL over the demo warehouse: plain DuckDB with the Iceberg extension
-    and a view per table (runners.query.connect), independent of the UI's reader and cache."""
+    and a view per table (runners.query.connect), independent of the UI's reader and cache.
+    Views are pinned to the metadata files at connect time, so it reconnects when a table
+    got a new commit (a test appends to one)."""
     from pipelines import DEFAULT_SPEC
-    from runners.query import connect
+    from runners.query import _local_tables, connect
+    from sinks.catalog import catalog_properties
     from ui.server import load
 
     spec = load(str(DEFAULT_SPEC), str(demo_warehouse))
-    con = connect(spec)
-    con.execute("SET TimeZone = 'UTC'")
+    props = catalog_properties(spec.storage, create=False)
+    state: dict = {"con": None, "tables": None}
 
     def run(q: str) -> list[tuple]:
-        return con.execute(q).fetchall()
+        tables = _local_tables(props, spec.storage.catalog.name, spec.storage.namespace)
+        if tables != state["tables"]:
+            if state["con"] is not None:
+                state["con"].close()
+            state["con"] = connect(spec)
+            state["con"].execute("SET TimeZone = 'UTC'")
+            state["tables"] = tables
+        return state["con"].execute(q).fetchall()
 
     yield run
-    con.close()
+    if state["con"] is not None:
+        state["con"].close()

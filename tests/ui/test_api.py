@@ -233,3 +233,29 @@ def test_alert_opens_its_series_with_threshold(ui_server, sql):
     assert {r["threshold"] for r in series} == {1000.0}
     r = ui_server.get("/api/v1/alerts/not-hex")
     assert r.status_code == 404 and "fingerprint" in r.json()["error"]
+
+
+def test_a_commit_makes_cached_answers_stale(ui_server, sql, demo_warehouse):
+    """Runs last in this module: it appends to obs.dead_letters (one row copied), a new
+    snapshot; the cached answer over that table is recomputed, the others stay cached."""
+    from pipelines import DEFAULT_SPEC
+    from sinks.catalog import open_catalog
+    from ui.server import load
+
+    before = ui_server.api("/health/dead_letters_by_reason", range="all")
+    services = ui_server.api("/services/per_service", range="all")
+    again = ui_server.api("/health/dead_letters_by_reason", range="all")
+    assert again["cached"] is True
+    spec = load(str(DEFAULT_SPEC), str(demo_warehouse))
+    table = open_catalog(spec.storage, create=False).load_table("obs.dead_letters")
+    row = table.scan(limit=1).to_arrow()
+    reason = row.column("reason")[0].as_py()
+    table.append(row)
+    after = ui_server.api("/health/dead_letters_by_reason", range="all")
+    assert after["cached"] is False and after["snapshots"] != before["snapshots"]
+    counts = {r["reason"]: r["records"] for r in rows_as_dicts(after)}
+    assert counts == {**{r["reason"]: r["records"] for r in rows_as_dicts(before)},
+                      reason: {r["reason"]: r["records"] for r in rows_as_dicts(before)}[reason] + 1}
+    assert counts == dict(sql("SELECT reason, count(*) FROM obs.dead_letters GROUP BY 1"))
+    assert ui_server.api("/services/per_service", range="all")["cached"] is True
+    assert services["rows"] == ui_server.api("/services/per_service", range="all")["rows"]
