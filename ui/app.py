@@ -215,7 +215,8 @@ def layout(title: str, active: str, body: str, tr: P.TimeRange | None, request: 
             '<meta name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}\'>'
             '<link rel="icon" href="/static/favicon.svg">'
             '<link rel="stylesheet" href="/static/ui.css"><script src="/static/vendor/htmx.min.js" defer></script>'
-            '<script src="/static/vendor/echarts.min.js" defer></script><script src="/static/app.js" defer></script></head>'
+            + ('<script src="/static/vendor/echarts.min.js" defer></script>' if 'class="chart"' in body else "")
+            + '<script src="/static/app.js" defer></script></head>'
             f'<body><header class="top"><span class="brand">obsflow</span><nav>{nav}</nav>'
             f'<span class="backend">{_e(reader.backend)}</span></header>{rng}<main><h1>{_e(title)}</h1>{body}</main></body></html>')
     return HTMLResponse(page)
@@ -489,8 +490,9 @@ def _logs_search_form(request: Request) -> str:
 
 def _waterfall(tid: str, data: dict, api: str) -> str:
     """The spans as a collapsible waterfall: parent before children (start order), a bar
-    per span on the trace's time axis (SVG, so no inline style), a button per span that
-    shows only its logs (htmx; a plain link without JavaScript)."""
+    per span on the trace's time axis (placed by app.js: no inline style under the CSP), a
+    link per span that shows only its logs (app.js swaps the logs panel with htmx; a plain
+    link without JavaScript)."""
     head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
                        "empty_reason": data["empty_reason"]}, api, [])
     if data["empty_reason"]:
@@ -511,6 +513,7 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
     total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
     out = [head, (f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
                   '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
+                  '<colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs"></colgroup>'
                   '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>')]
     seen: set[str] = set()
     stack = [(r, 0) for r in reversed(children.get(None, []))]
@@ -527,13 +530,12 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
         err = "err" if r["status_code"] == "ERROR" else "ok"
         toggle = '<button class="fold" type="button" aria-label="fold">▾</button>' if kids else '<span class="leaf"></span>'
         sid = _e(r["span_id"])
-        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}">'
-                   f'<td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
+        # compact rows (5,000 spans stay usable): the bar is placed by app.js from data-x / data-w
+        # (percent of the trace), the logs link is handled by one delegated listener, not per element
+        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}" '
+                   f'data-x="{x / 10:.2f}" data-w="{w / 10:.2f}"><td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
                    f'{" <em>" + _e(r["status_message"] or "error") + "</em>" if err == "err" else ""}</td>'
-                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><svg viewBox="0 0 1000 10" preserveAspectRatio="none">'
-                   f'<rect x="{x:.2f}" y="1" width="{w:.2f}" height="8" class="{err}"></rect></svg></td>'
-                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}" hx-get="/traces/{tid}/logs?span_id={sid}" '
-                   f'hx-target="#trace-logs" hx-push-url="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
-    out.append('</tbody></table></div><p><a class="all-logs" href="/traces/' + tid + '" hx-get="/traces/' + tid
-               + '/logs" hx-target="#trace-logs" hx-push-url="/traces/' + tid + '">all logs of this trace</a></p></section>')
+                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><i></i></td>'
+                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
+    out.append(f'</tbody></table></div><p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')
     return "".join(out)

@@ -71,10 +71,30 @@ function descendants(table, id) {
   return out;
 }
 
+function showLogs(href) {
+  // /traces/<id>?span_id=<s> -> the logs fragment /traces/<id>/logs?span_id=<s>, swapped into #trace-logs
+  const u = new URL(href, location.href);
+  const frag = u.pathname + "/logs" + u.search;
+  htmx.ajax("GET", frag, { target: "#trace-logs", swap: "innerHTML" }).then(() => {
+    history.pushState({ obsflowLogs: true }, "", u.pathname + u.search);
+  });
+}
+
 function initWaterfall(table) {
   for (const tr of table.querySelectorAll("tr.span")) {
-    tr.querySelector("td.name").style.paddingLeft = (8 + 14 * Number(tr.dataset.depth || 0)) + "px";
+    tr.cells[0].style.paddingLeft = (8 + 14 * Number(tr.dataset.depth || 0)) + "px";
+    const bar = tr.cells[2].firstElementChild;
+    bar.style.marginLeft = tr.dataset.x + "%";
+    bar.style.width = tr.dataset.w + "%";
   }
+  const section = table.closest("section") || document;
+  section.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a.span-logs, a.all-logs");
+    if (!a || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey) return;
+    ev.preventDefault();
+    showLogs(a.href);
+  });
+  window.addEventListener("popstate", () => location.reload());
   table.addEventListener("click", (ev) => {
     const btn = ev.target.closest("button.fold");
     if (!btn) return;
