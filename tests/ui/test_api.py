@@ -236,7 +236,8 @@ def test_alert_opens_its_series_with_threshold(ui_server, sql):
 
 
 def test_a_commit_makes_cached_answers_stale(ui_server, sql, demo_warehouse):
-    """Runs last in this module: it appends to obs.dead_letters (one row copied), a new
+    """Runs after the other tests of this module that read the demo warehouse: it appends
+    to obs.dead_letters (one row copied), a new
     snapshot; the cached answer over that table is recomputed, the others stay cached."""
     from pipelines import DEFAULT_SPEC
     from sinks.catalog import open_catalog
@@ -259,3 +260,17 @@ def test_a_commit_makes_cached_answers_stale(ui_server, sql, demo_warehouse):
     assert counts == dict(sql("SELECT reason, count(*) FROM obs.dead_letters GROUP BY 1"))
     assert ui_server.api("/services/per_service", range="all")["cached"] is True
     assert services["rows"] == ui_server.api("/services/per_service", range="all")["rows"]
+
+
+def test_ui_on_a_missing_warehouse_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.ui.conftest import ROOT, _env, ensure_ui_assets
+
+    ensure_ui_assets()
+    r = subprocess.run([sys.executable, "-m", "runners.cli", "ui", "--warehouse", str(tmp_path / "nowhere"), "--port", "0"],
+                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("obsflow: ") and "nowhere" in last and "Traceback" not in r.stderr
