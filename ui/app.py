@@ -90,12 +90,44 @@ def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tu
     return cols, rows
 
 
+def commits(reader: Reader) -> tuple[list[str], list[tuple]]:
+    """Every kept snapshot of every table, newest first, from the Iceberg metadata: when it
+    was committed, its operation, the records it added and the total after it, and the
+    records read from each source partition since the table's previous commit (the
+    ``obsflow.offsets`` the job writes in each commit's summary: next offset per
+    ``topic:partition``)."""
+    out = []
+    for name, m in reader.tables().items():
+        prev: dict[str, int] = {}
+        for c in sorted(m.commits, key=lambda c: (c["timestamp-ms"] or 0, str(c["snapshot-id"]))):
+            summ = c["summary"]
+            try:
+                offsets = {k: int(v) for k, v in json.loads(summ.get("obsflow.offsets") or "{}").items()}
+            except (ValueError, TypeError, AttributeError):
+                offsets = {}
+            read = sum(v - prev.get(k, 0) for k, v in offsets.items()) if offsets else None
+            prev = {**prev, **offsets}
+
+            def num(key: str, summ=summ) -> int | None:
+                try:
+                    return int(summ[key])
+                except (KeyError, TypeError, ValueError):
+                    return None
+
+            out.append((dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC), name, summ.get("operation"),
+                        num("added-records"), num("deleted-records"), num("total-records"), read, str(c["snapshot-id"])))
+    out.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return ["committed_at", "table_name", "operation", "added_records", "deleted_records", "total_records",
+            "source_records_since_previous_commit", "snapshot_id"], out[:500]
+
+
 def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
     """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
     even when a cached answer for the same snapshots exists)."""
     now = dt.datetime.now(dt.UTC)
     if panel.sql is None:
-        cols, rows, res = [], [], None
+        res = None
+        cols, rows = commits(reader) if panel.id == "commits" else ([], [])
     else:
         res = reader.run(panel.sql, fresh)
         cols, rows = _post_process(reader, panel, res.columns, res.rows, now)

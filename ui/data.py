@@ -30,6 +30,7 @@ class TableMeta:
     rows: int | None
     files: int | None
     snapshots: int
+    commits: list[dict] = field(default_factory=list)  # every kept snapshot: snapshot-id, timestamp-ms, summary
 
 
 @dataclass
@@ -47,9 +48,11 @@ class Result:
 
 
 def _meta_from_json(name: str, location: str, meta: dict) -> TableMeta:
+    commits = [{"snapshot-id": s.get("snapshot-id"), "timestamp-ms": s.get("timestamp-ms"), "summary": s.get("summary") or {}}
+               for s in meta.get("snapshots") or []]
     snap_id = meta.get("current-snapshot-id")
     if snap_id in (None, -1):
-        return TableMeta(name, location, None, None, 0, 0, len(meta.get("snapshots") or []))
+        return TableMeta(name, location, None, None, 0, 0, len(meta.get("snapshots") or []), commits)
     snap = next((s for s in meta.get("snapshots") or [] if s.get("snapshot-id") == snap_id), {})
     summary = snap.get("summary") or {}
 
@@ -60,7 +63,7 @@ def _meta_from_json(name: str, location: str, meta: dict) -> TableMeta:
             return None
 
     return TableMeta(name, location, snap_id, snap.get("timestamp-ms"), num("total-records"), num("total-data-files"),
-                     len(meta.get("snapshots") or []))
+                     len(meta.get("snapshots") or []), commits)
 
 
 class Reader:

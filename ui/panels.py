@@ -138,6 +138,10 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
               "No table exists yet in this warehouse: run `obsflow run` (or the Kafka job) first.",
               note="rows_now and latest_event_time come from this SQL (all rows, not only the time range); "
                    "last commit, files and snapshots from each table's Iceberg metadata (current snapshot's summary)."),
+        Panel("commits", "Commits (newest 500, every table)", None,
+              "No table has a commit yet: run `obsflow run` (or the Kafka job) first.",
+              note="From each table's Iceberg metadata (snapshot summaries): records added per commit, and the "
+                   "source records read since the table's previous commit (the obsflow.offsets each commit carries)."),
         Panel("dead_letters_by_reason", "Dead letters by reason",
               f"SELECT reason, count(*) AS records, min(received_at) AS first_seen, max(received_at) AS last_seen\n"
               f"FROM obs.dead_letters\nWHERE {dl}\nGROUP BY reason\nORDER BY records DESC, reason",

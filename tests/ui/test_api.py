@@ -274,3 +274,21 @@ def test_ui_on_a_missing_warehouse_says_so(tmp_path):
     assert r.returncode == 2, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("obsflow: ") and "nowhere" in last and "Traceback" not in r.stderr
+
+
+def test_commits_from_snapshot_summaries(ui_server, demo_warehouse):
+    from pipelines import DEFAULT_SPEC
+    from sinks.catalog import open_catalog
+    from tests.ui.conftest import DEMO_COUNT
+    from ui.server import load
+
+    cat = open_catalog(load(str(DEFAULT_SPEC), str(demo_warehouse)).storage, create=False)
+    got = rows_as_dicts(ui_server.api("/health/commits"))
+    for table in TABLES:
+        snaps = cat.load_table(f"obs.{table}").snapshots()
+        mine = [r for r in got if r["table_name"] == table]
+        assert sorted(r["snapshot_id"] for r in mine) == sorted(str(s.snapshot_id) for s in snaps), table
+        by_id = {str(s.snapshot_id): s for s in snaps}
+        assert all(r["added_records"] == int(by_id[r["snapshot_id"]].summary["added-records"]) for r in mine), table
+    first_events = min((r for r in got if r["table_name"] == "events"), key=lambda r: r["committed_at"])
+    assert first_events["source_records_since_previous_commit"] == DEMO_COUNT  # every generated event record was read
