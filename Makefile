@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test groundtruth install services bench clean fuzz tracker
+.PHONY: demo test groundtruth install services bench clean fuzz tracker ui-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP) tracker
+install: $(STAMP) tracker ui-assets
 
 # The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
 TRACKER := collector/tracker
@@ -25,13 +25,24 @@ $(TRACKER)/dist/tracker.js: $(TRACKER)/src/tracker.js $(TRACKER)/package-lock.js
 
 tracker: $(TRACKER)/dist/tracker.js
 
+# The browser libraries `obsflow ui` serves (ECharts, htmx) from npm into the git-ignored ui/static/vendor/.
+UIWEB := ui/web
+ui/static/vendor/.built: $(UIWEB)/package.json $(UIWEB)/package-lock.json
+	cd $(UIWEB) && npm ci --cache "$${OBSFLOW_CACHE:-$$HOME/.cache/obsflow}/npm" --no-audit --no-fund --loglevel=error
+	mkdir -p ui/static/vendor
+	cp $(UIWEB)/node_modules/echarts/dist/echarts.min.js $(UIWEB)/node_modules/htmx.org/dist/htmx.min.js ui/static/vendor/
+	touch $@
+
+ui-assets: ui/static/vendor/.built
+
 demo: $(STAMP)
 	$(VENV)/bin/obsflow run --runner bytewax --count 100000 --dev-key
 	$(VENV)/bin/obsflow query "SELECT event_type, count(*) AS events, count(DISTINCT session_id) AS sessions FROM obs.events GROUP BY 1 ORDER BY 2 DESC"
 	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
+	@echo "see it in the browser: make ui-assets && $(VENV)/bin/obsflow ui   (then open http://127.0.0.1:8090/)"
 
 # Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
-services: $(STAMP) tracker
+services: $(STAMP) tracker ui-assets
 	$(PY) -m infra.postgres install
 	$(PY) -m infra.kafka fetch
 	$(PY) -m infra.s3 fetch

@@ -463,6 +463,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--server", choices=["granian", "uvicorn"], help="override collect.server")
     c.add_argument("--workers", type=int_at_least(1), default=1, help="granian: worker processes (one per core)")
     c.set_defaults(func=cmd_collect)
+
+    u = sub.add_parser("ui", help="the web UI over the tables (DuckDB embedded, or --trino URL): pipeline health, services, traces, product")
+    common(u)
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    u.add_argument("--port", type=_port, default=8090, help="port (default %(default)s; 0: a free port, printed)")
+    u.add_argument("--trino", metavar="URL", help="read through this Trino (http://host:port, catalog iceberg) instead of DuckDB")
+    u.set_defaults(func=cmd_ui)
     return p
 
 
@@ -524,6 +531,12 @@ def cmd_collect(args) -> int:
     from collector.server import serve
 
     return serve(args.spec, args.host, args.port, args.server, args.workers)
+
+
+def cmd_ui(args) -> int:
+    from ui.server import serve
+
+    return serve(args.spec, args.warehouse, args.host, args.port, "trino" if args.trino else "duckdb", args.trino)
 
 
 def main(argv: list[str] | None = None) -> int:

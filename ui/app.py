@@ -1,0 +1,573 @@
+"""The ``obsflow ui`` web app: server-rendered pages (htmx for partial updates, ECharts for
+charts, both served from ui/static/vendor/, never a CDN) and a JSON API under every page:
+``/health`` <-> ``/api/v1/health``, ``/api/v1/health/<panel>`` (``?format=csv`` for CSV).
+Every response carries a Content-Security-Policy of ``'self'``."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ui import panels as P
+from ui.data import Reader, jsonable
+
+STATIC = Path(__file__).resolve().parent / "static"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("logs", "Logs"),
+         ("alerts", "Alerts"), ("product", "Product"), ("sessions", "Sessions")]
+MAX_HTML_ROWS = 500
+
+
+class _Headers(BaseHTTPMiddleware):
+    async def dispatch(self, request, call_next):
+        resp = await call_next(request)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
+
+
+def funnel_steps(spec) -> dict[str, int]:
+    """``{funnel: number of steps}`` of the spec's product steps, in spec order."""
+    out: dict[str, int] = {}
+    for flow in getattr(spec, "flows", []):
+        for step in flow.steps:
+            if getattr(step, "kind", None) == "product":
+                for f in step.config.funnels:
+                    out.setdefault(f.name, len(f.steps))
+    return out
+
+
+# -- panel answers ---------------------------------------------------------------------
+def _preview(raw, is_text) -> str:
+    if raw is None:
+        return ""
+    b = bytes(raw)
+    if not b:
+        return "(empty: 0 bytes)"
+    if is_text:
+        s = b[:400].decode("utf-8", "replace")
+        return s + ("…" if len(b) > 400 else "")
+    return "hex: " + b[:96].hex(" ") + (" …" if len(b) > 96 else "")
+
+
+def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tuple], now: dt.datetime):
+    """Per-panel additions that are not SQL: Iceberg metadata next to the tables' rows, a
+    decoded preview of a dead letter's raw bytes."""
+    if panel.id == "tables" and panel.sql is not None:
+        metas = reader.tables()
+        idx = {r[0]: r for r in rows}
+        cols = ["table_name", "rows_now", "latest_event_time", "seconds_since_latest_event", "last_commit",
+                "seconds_since_last_commit", "rows_in_snapshot", "data_files", "snapshots", "snapshot_id"]
+        out = []
+        for name, m in sorted(metas.items()):
+            r = idx.get(name, (name, 0, None))
+            latest = r[2]
+            commit = dt.datetime.fromtimestamp(m.last_commit_ms / 1000, dt.UTC) if m.last_commit_ms else None
+            out.append((name, r[1], latest, round((now - latest).total_seconds(), 1) if latest else None, commit,
+                        round((now - commit).total_seconds(), 1) if commit else None, m.rows, m.files, m.snapshots,
+                        str(m.snapshot_id) if m.snapshot_id is not None else None))
+        return cols, out
+    if "raw" in cols and "raw_text" in cols:
+        i, t = cols.index("raw"), cols.index("raw_text")
+        cols = cols[:i] + ["raw_preview"] + cols[i + 1:]
+        rows = [r[:i] + (_preview(r[i], r[t]),) + r[i + 1:] for r in rows]
+    return cols, rows
+
+
+def commits(reader: Reader) -> tuple[list[str], list[tuple]]:
+    """Every kept snapshot of every table, newest first, from the Iceberg metadata: when it
+    was committed, its operation, the records it added and the total after it, and the
+    records read from each source partition since the table's previous commit (the
+    ``obsflow.offsets`` the job writes in each commit's summary: next offset per
+    ``topic:partition``)."""
+    out = []
+    for name, m in reader.tables().items():
+        prev: dict[str, int] = {}
+        for c in sorted(m.commits, key=lambda c: (c["timestamp-ms"] or 0, str(c["snapshot-id"]))):
+            summ = c["summary"]
+            try:
+                offsets = {k: int(v) for k, v in json.loads(summ.get("obsflow.offsets") or "{}").items()}
+            except (ValueError, TypeError, AttributeError):
+                offsets = {}
+            read = sum(v - prev.get(k, 0) for k, v in offsets.items()) if offsets else None
+            prev = {**prev, **offsets}
+
+            def num(key: str, summ=summ) -> int | None:
+                try:
+                    return int(summ[key])
+                except (KeyError, TypeError, ValueError):
+                    return None
+
+            out.append((dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC), name, summ.get("operation"),
+                        num("added-records"), num("deleted-records"), num("total-records"), read, str(c["snapshot-id"])))
+    out.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return ["committed_at", "table_name", "operation", "added_records", "deleted_records", "total_records",
+            "source_records_since_previous_commit", "snapshot_id"], out[:500]
+
+
+def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
+    """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
+    even when a cached answer for the same snapshots exists)."""
+    now = dt.datetime.now(dt.UTC)
+    if panel.sql is None:
+        res = None
+        cols, rows = commits(reader) if panel.id == "commits" else ([], [])
+    else:
+        res = reader.run(panel.sql, fresh)
+        cols, rows = _post_process(reader, panel, res.columns, res.rows, now)
+    empty = None
+    if not rows:
+        if res is not None and res.missing:
+            empty = ("Nothing to read yet: " + ", ".join(f"obs.{t}" for t in res.missing)
+                     + " does not exist or has no commit (the job has not written to it). " + panel.empty)
+        else:
+            empty = panel.empty
+    return {"id": panel.id, "title": panel.title, "sql": panel.sql, "note": panel.note or None,
+            "columns": cols, "rows": [[jsonable(v) for v in r] for r in rows], "row_count": len(rows),
+            "empty_reason": empty, "chart": panel.chart, "links": panel.links or None,
+            "snapshots": {k: (str(v) if v is not None else None) for k, v in (res.snapshots if res else {}).items()},
+            "cached": bool(res and res.cached), "query_ms": round(res.ms, 2) if res else 0.0,
+            "backend": reader.backend, "generated_at": now.isoformat()}
+
+
+def _csv(data: dict) -> Response:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(data["columns"])
+    for r in data["rows"]:
+        w.writerow(["" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v for v in r])
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{data["id"]}.csv"'})
+
+
+# -- HTML ------------------------------------------------------------------------------
+def _e(v) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?\+00:00$")
+
+
+def _link(tmpl: str, value, row: dict) -> str:
+    from urllib.parse import quote
+
+    return tmpl.format_map({**{k: quote(str(v), safe="") for k, v in row.items()}, "value": quote(str(value), safe="")})
+
+
+def _cell(col: str, v, links: dict, row: dict) -> str:
+    """One table cell: links where the panel has them (a list gives a link per item),
+    UTC timestamps shortened (the full value in the title), numbers right-aligned."""
+    if v is None:
+        return '<td class="null">–</td>'
+    tmpl = links.get(col)
+    if tmpl and isinstance(v, list):
+        return "<td>" + " ".join(f'<a href="{_e(_link(tmpl, x, row))}">{_e(str(x)[:12])}…</a>' for x in v if x) + "</td>"
+    if tmpl:
+        return f'<td><a href="{_e(_link(tmpl, v, row))}">{_e(v)}</a></td>'
+    if isinstance(v, str) and _ISO.match(v):
+        short = v[:10] + " " + v[11:19] + (v[19:23] if v[19] == "." else "")
+        return f'<td class="ts" title="{_e(v)}">{_e(short)}</td>'
+    if isinstance(v, (list, dict)):
+        v = json.dumps(v)
+    cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+    return f"<td{cls}>{_e(v)}</td>"
+
+
+def _qs(params) -> str:
+    items = [(k, v) for k, v in params if v not in (None, "")]
+    return ("?" + urlencode(items)) if items else ""
+
+
+def panel_html(data: dict, api: str, params) -> str:
+    """A panel: title, toolbar (CSV, JSON, show SQL), a chart when it has one, its table or
+    the empty state that says why."""
+    pid = _e(data["id"])
+    qs = _qs(params)
+    csv_qs = _qs([*params, ("format", "csv")])
+    parts = [f'<section class="panel" id="panel-{pid}" data-panel="{pid}">',
+             (f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
+              f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
+              f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>')]
+    if data.get("note"):
+        parts.append(f'<p class="note">{_e(data["note"])}</p>')
+    if data.get("sql"):
+        parts.append(f'<details class="sql"><summary>show SQL</summary><pre>{_e(data["sql"])}</pre></details>')
+    if data["empty_reason"]:
+        parts.append(f'<p class="empty">{_e(data["empty_reason"])}</p></section>')
+        return "".join(parts)
+    if data.get("chart"):
+        parts.append(f'<div class="chart" data-src="{_e(api + qs)}" data-chart="{_e(json.dumps(data["chart"]))}"></div>')
+    links = data.get("links") or {}
+    parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
+                 + "</tr></thead><tbody>")
+    for r in data["rows"][:MAX_HTML_ROWS]:
+        row = dict(zip(data["columns"], r))
+        parts.append("<tr>" + "".join(_cell(c, v, links, row) for c, v in row.items()) + "</tr>")
+    parts.append("</tbody></table></div>")
+    if data["row_count"] > MAX_HTML_ROWS:
+        parts.append(f'<p class="note">Showing {MAX_HTML_ROWS} of {data["row_count"]} rows: the CSV and JSON hold all.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def layout(title: str, active: str, body: str, tr: P.TimeRange | None, request: Request, reader: Reader) -> HTMLResponse:
+    nav = "".join(f'<a href="/{p}{_qs(tr.params if tr else [])}" class="{"on" if p == active else ""}">{_e(t)}</a>'
+                  for p, t in PAGES)
+    rng = ""
+    if tr is not None:
+        keep = "".join(f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">' for k, v in request.query_params.multi_items()
+                       if k not in ("range", "from", "to"))
+        cur = request.query_params.get("range") or ("" if request.query_params.get("from") or request.query_params.get("to")
+                                                    else P.DEFAULT_RANGE)
+        opts = "".join(f'<option value="{r}"{" selected" if r == cur else ""}>last {r}</option>' for r in P.RANGES)
+        opts += f'<option value="all"{" selected" if cur == "all" else ""}>all time</option>'
+        opts = ('<option value=""' + (" selected" if not cur else "") + ">absolute (from / to)</option>") + opts
+        rng = (f'<form class="range" method="get">{keep}<label>Time range <select name="range">{opts}</select></label> '
+               f'<label>from <input name="from" value="{_e(request.query_params.get("from"))}" placeholder="2026-01-31T12:00Z"></label> '
+               f'<label>to <input name="to" value="{_e(request.query_params.get("to"))}" placeholder="now"></label> '
+               f'<button>Apply</button> <span class="zone">{_e(tr.label)}</span></form>')
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · obsflow</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}\'>'
+            '<link rel="icon" href="/static/favicon.svg">'
+            '<link rel="stylesheet" href="/static/ui.css"><script src="/static/vendor/htmx.min.js" defer></script>'
+            + ('<script src="/static/vendor/echarts.min.js" defer></script>' if 'class="chart"' in body else "")
+            + '<script src="/static/app.js" defer></script></head>'
+            f'<body><header class="top"><span class="brand">obsflow</span><nav>{nav}</nav>'
+            f'<span class="backend">{_e(reader.backend)}</span></header>{rng}<main><h1>{_e(title)}</h1>{body}</main></body></html>')
+    return HTMLResponse(page)
+
+
+def error_page(msg: str, status: int = 400) -> HTMLResponse:
+    return HTMLResponse(f'<!doctype html><html><head><meta charset="utf-8"><title>obsflow: error</title>'
+                        f'<link rel="stylesheet" href="/static/ui.css"></head><body><main><p class="error">{_e(msg)}</p>'
+                        f'<p><a href="/health">Pipeline health</a></p></main></body></html>', status_code=status)
+
+
+# -- the app ---------------------------------------------------------------------------
+def create_app(spec, reader: Reader) -> Starlette:
+    """The app over ``reader`` (its backend's tables); ``spec`` gives the funnels."""
+    funnels = funnel_steps(spec)
+
+    def page_panels(page: str, q, tr: P.TimeRange) -> list[P.Panel]:
+        if page == "health":
+            return P.health_panels(sorted(reader.tables()), tr)
+        if page == "services":
+            return P.services_panels(tr)
+        if page == "traces":
+            return [P.trace_search_panel(q, tr)]
+        if page == "product":
+            ps = P.funnel_panels(list(funnels), tr)
+            for p in ps:
+                if p.id.startswith("funnel_"):
+                    p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_"):] + "&last_step={step}"}
+            return ps + P.product_extra_panels(funnels, tr)
+        if page == "sessions":
+            return P.sessions_panels(q, tr)
+        if page == "logs":
+            return P.logs_panels(q, tr)
+        if page == "alerts":
+            return P.alerts_panels(tr)
+        raise KeyError(page)
+
+    def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+
+    def api_page(request: Request) -> Response:
+        page = request.path_params["page"]
+        if page not in dict(PAGES):
+            return JSONResponse({"error": f"no page {page!r}; pages: {', '.join(p for p, _ in PAGES)}"}, status_code=404)
+        try:
+            tr = P.time_range(request.query_params)
+            panels = page_panels(page, request.query_params, tr)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        return JSONResponse({"page": page, "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
+                             "panels": [answer(reader, p) for p in panels]})
+
+    def api_panel(request: Request) -> Response:
+        page, part = request.path_params["page"], request.path_params["panel"]
+        if page == "traces" and part != "search":
+            return api_trace(request, part, None)
+        if page == "sessions" and part != "list":
+            return api_session(request, part, None)
+        if page == "alerts" and part not in ("firing_now", "changes", "per_rule"):
+            return api_alert(request, part, None)
+        if page not in dict(PAGES):
+            return JSONResponse({"error": f"no page {page!r}"}, status_code=404)
+        try:
+            tr = P.time_range(request.query_params)
+            found = [p for p in page_panels(page, request.query_params, tr) if p.id == part]
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if not found:
+            return JSONResponse({"error": f"page {page!r} has no panel {part!r}"}, status_code=404)
+        data = answer(reader, found[0], request.query_params.get("fresh") == "1")
+        return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+
+    def api_trace(request: Request, trace_id: str, panel: str | None) -> Response:
+        try:
+            tid = P.trace_id_param(trace_id)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        ps = P.trace_panels(tid, request.query_params.get("span_id") or None)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"a trace has no panel {panel!r}; panels: summary, spans, logs"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"trace_id": tid, "panels": [answer(reader, p) for p in ps]})
+
+    def alert_panels(fingerprint: str, tr: P.TimeRange) -> list[P.Panel]:
+        """The alert's history, then (when its rule is in the spec) its rollup series."""
+        hist = P.alert_history_panel(fingerprint)
+        out = [hist]
+        res = reader.run(hist.sql)
+        if res.rows:
+            last = dict(zip(res.columns, res.rows[-1]))
+            rules = {r.name: r for r in (spec.alerts.rules if getattr(spec, "alerts", None) else [])}
+            rule = rules.get(last["rule"])
+            if rule is not None:
+                skip = {"alertname", "severity", *rule.labels}
+                labels = {k: v for k, v in (last["labels"] or {}).items() if k not in skip}
+                out.append(P.alert_series_panel(rule, labels, tr))
+        return out
+
+    def api_alert(request: Request, fingerprint: str, panel: str | None) -> Response:
+        try:
+            fp = P.fingerprint_param(fingerprint)
+            ps = alert_panels(fp, P.time_range(request.query_params))
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404 if "fingerprint" in str(e) else 400)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"this alert has no panel {panel!r}; panels: history, series"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"fingerprint": fp, "panels": [answer(reader, p) for p in ps]})
+
+    def api_alert_panel(request: Request) -> Response:
+        return api_alert(request, request.path_params["fingerprint"], request.path_params["panel"])
+
+    def alert_page(request: Request) -> Response:
+        try:
+            fp = P.fingerprint_param(request.path_params["fingerprint"])
+            tr = P.time_range(request.query_params)
+            ps = alert_panels(fp, tr)
+        except P.BadParam as e:
+            return error_page(str(e), 404 if "fingerprint" in str(e) else 400)
+        params = _params(request)
+        body = "".join(panel_html(answer(reader, p), f"/api/v1/alerts/{fp}/{p.id}", params) for p in ps)
+        return layout(f"Alert {fp}", "alerts", body, tr, request, reader)
+
+    def api_session(request: Request, session_id: str, panel: str | None) -> Response:
+        try:
+            sid = P.session_id_param(session_id)
+        except P.BadParam as e:
+            return JSONResponse({"error": str(e)}, status_code=404)
+        ps = P.session_panels(sid)
+        if panel is not None:
+            ps = [p for p in ps if p.id == panel]
+            if not ps:
+                return JSONResponse({"error": f"a session has no panel {panel!r}; panels: summary, timeline"}, status_code=404)
+            data = answer(reader, ps[0])
+            return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
+        return JSONResponse({"session_id": sid, "panels": [answer(reader, p) for p in ps]})
+
+    def api_session_panel(request: Request) -> Response:
+        return api_session(request, request.path_params["session_id"], request.path_params["panel"])
+
+    def session_page(request: Request) -> Response:
+        try:
+            sid = P.session_id_param(request.path_params["session_id"])
+        except P.BadParam as e:
+            return error_page(str(e), 404)
+        api = f"/api/v1/sessions/{sid}"
+        body = "".join(panel_html(answer(reader, p), f"{api}/{p.id}", []) for p in P.session_panels(sid))
+        return layout(f"Session {sid}", "sessions", body, None, request, reader)
+
+    def api_trace_panel(request: Request) -> Response:
+        return api_trace(request, request.path_params["trace_id"], request.path_params["panel"])
+
+    def api_index(request: Request) -> Response:
+        return JSONResponse({"pages": [{"page": p, "title": t, "api": f"/api/v1/{p}"} for p, t in PAGES],
+                             "trace": "/api/v1/traces/{trace_id}", "backend": reader.backend})
+
+    def html_page(request: Request) -> Response:
+        page = request.url.path.strip("/")
+        try:
+            tr = P.time_range(request.query_params)
+            panels = page_panels(page, request.query_params, tr)
+        except P.BadParam as e:
+            return error_page(str(e))
+        params = _params(request)
+        body = ""
+        if page == "traces":
+            body = _trace_search_form(request)
+        elif page == "logs":
+            body = _logs_search_form(request)
+        elif page == "sessions":
+            body = _sessions_form(request)
+        body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
+        return layout(dict(PAGES)[page], page, body, tr, request, reader)
+
+    def trace_page(request: Request) -> Response:
+        try:
+            tid = P.trace_id_param(request.path_params["trace_id"])
+        except P.BadParam as e:
+            return error_page(str(e), 404)
+        span_id = request.query_params.get("span_id") or None
+        summary, spans, logs = (answer(reader, p) for p in P.trace_panels(tid, span_id))
+        api = f"/api/v1/traces/{tid}"
+        params = _params(request)
+        body = panel_html(summary, api + "/summary", [])
+        body += _waterfall(tid, spans, api + "/spans")
+        body += f'<div id="trace-logs">{panel_html(logs, api + "/logs", params)}</div>'
+        return layout(f"Trace {tid}", "traces", body, None, request, reader)
+
+    def trace_logs_fragment(request: Request) -> Response:
+        try:
+            tid = P.trace_id_param(request.path_params["trace_id"])
+        except P.BadParam as e:
+            return PlainTextResponse(str(e), status_code=404)
+        span_id = request.query_params.get("span_id") or None
+        logs = answer(reader, P.trace_panels(tid, span_id)[2])
+        return HTMLResponse(panel_html(logs, f"/api/v1/traces/{tid}/logs", _params(request)))
+
+    def home(request: Request) -> Response:
+        return RedirectResponse("/health" + (("?" + request.url.query) if request.url.query else ""))
+
+    routes = [
+        Route("/", home),
+        *[Route(f"/{p}", html_page) for p, _ in PAGES],
+        Route("/traces/{trace_id}", trace_page),
+        Route("/traces/{trace_id}/logs", trace_logs_fragment),
+        Route("/sessions/{session_id}", session_page),
+        Route("/alerts/{fingerprint}", alert_page),
+        Route("/api/v1", api_index),
+        Route("/api/v1/{page}", api_page),
+        Route("/api/v1/{page}/{panel}", api_panel),
+        Route("/api/v1/traces/{trace_id}/{panel}", api_trace_panel),
+        Route("/api/v1/sessions/{session_id}/{panel}", api_session_panel),
+        Route("/api/v1/alerts/{fingerprint}/{panel}", api_alert_panel),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    async def failed(request: Request, exc: Exception) -> Response:
+        """An unexpected failure (a query the backend rejected, a table it cannot read):
+        a 500 whose body names the cause in one line, JSON under /api/, HTML elsewhere."""
+        msg = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": msg}, status_code=500)
+        return error_page(msg, 500)
+
+    app = Starlette(routes=routes, middleware=[Middleware(_Headers)], exception_handlers={Exception: failed})
+    app.state.reader = reader
+    return app
+
+
+def _trace_search_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
+    return ('<form class="search" method="get" action="/traces">' + keep +
+            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
+            f'<label>operation <input name="operation" value="{_e(q.get("operation"))}"></label> '
+            f'<label>min duration (ms) <input name="min_ms" value="{_e(q.get("min_ms"))}" size="6"></label> '
+            f'<label>attribute <input name="attr" value="{_e(q.get("attr"))}" placeholder="http.route=/checkout"></label> '
+            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
+            '<button>Search</button></form>')
+
+
+def _sessions_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
+    return ('<form class="search" method="get" action="/sessions">' + keep +
+            f'<label>funnel <input name="funnel" value="{_e(q.get("funnel"))}" size="10"></label> '
+            f'<label>stopped at step <input name="last_step" value="{_e(q.get("last_step"))}" size="10"></label> '
+            f'<label>country <input name="country" value="{_e(q.get("country"))}" size="4"></label> '
+            f'<label>device <input name="device" value="{_e(q.get("device"))}"></label> '
+            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
+            '<button>Filter</button></form>')
+
+
+def _logs_search_form(request: Request) -> str:
+    q = request.query_params
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    return ('<form class="search" method="get" action="/logs">' + keep +
+            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
+            f'<label>level <input name="level" value="{_e(q.get("level"))}" size="6" placeholder="ERROR"></label> '
+            f'<label>text <input name="text" value="{_e(q.get("text"))}"></label> '
+            f'<label>trace id <input name="trace_id" value="{_e(q.get("trace_id"))}" size="34"></label> '
+            '<button>Search</button></form>')
+
+
+def _waterfall(tid: str, data: dict, api: str) -> str:
+    """The spans as a collapsible waterfall: parent before children (start order), a bar
+    per span on the trace's time axis (placed by app.js: no inline style under the CSP), a
+    link per span that shows only its logs (app.js swaps the logs panel with htmx; a plain
+    link without JavaScript)."""
+    head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
+                       "empty_reason": data["empty_reason"]}, api, [])
+    if data["empty_reason"]:
+        return head
+    head = head.removesuffix("</section>")
+    # drop the empty table the generic renderer added
+    head = head.split('<div class="scroll">')[0]
+    cols = data["columns"]
+    rows = [dict(zip(cols, r)) for r in data["rows"]]
+    ids = {r["span_id"] for r in rows}
+    children: dict[str | None, list[dict]] = {}
+    for r in rows:
+        parent = r["parent_span_id"] if r["parent_span_id"] in ids and r["parent_span_id"] != r["span_id"] else None
+        children.setdefault(parent, []).append(r)
+    starts = [dt.datetime.fromisoformat(r["start"]) for r in rows if r["start"]]
+    ends = [dt.datetime.fromisoformat(r["end"]) for r in rows if r["end"]]
+    t0 = min(starts) if starts else None
+    total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
+    out = [head, (f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+                  '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
+                  '<colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs"></colgroup>'
+                  '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>')]
+    seen: set[str] = set()
+    stack = [(r, 0) for r in reversed(children.get(None, []))]
+    while stack:
+        r, depth = stack.pop()
+        if r["span_id"] in seen:
+            continue
+        seen.add(r["span_id"])
+        kids = children.get(r["span_id"], [])
+        stack.extend((k, depth + 1) for k in reversed(kids))
+        off = ((dt.datetime.fromisoformat(r["start"]) - t0).total_seconds() * 1000) if t0 and r["start"] else 0.0
+        dur = float(r["duration_ms"] or 0.0)
+        x, w = 1000 * off / total, max(1000 * dur / total, 1.0)
+        err = "err" if r["status_code"] == "ERROR" else "ok"
+        toggle = '<button class="fold" type="button" aria-label="fold">▾</button>' if kids else '<span class="leaf"></span>'
+        sid = _e(r["span_id"])
+        # compact rows (5,000 spans stay usable): the bar is placed by app.js from data-x / data-w
+        # (percent of the trace), the logs link is handled by one delegated listener, not per element
+        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}" '
+                   f'data-x="{x / 10:.2f}" data-w="{w / 10:.2f}"><td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
+                   f'{" <em>" + _e(r["status_message"] or "error") + "</em>" if err == "err" else ""}</td>'
+                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><i></i></td>'
+                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
+    out.append(f'</tbody></table></div><p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')
+    return "".join(out)
