@@ -5,7 +5,7 @@ parses with, so JSON and Avro topics of one signal decode to the same columns.""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import fastavro
@@ -27,7 +27,7 @@ UTC_MS = pa.timestamp("ms", tz="UTC")
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
-@lru_cache(maxsize=None)
+@cache
 def avro_schema(name: str) -> dict:
     """The parsed Avro schema ``schemas/avro/<name>.avsc`` (fastavro's parsed form)."""
     path = AVRO_DIR / f"{name}.avsc"
@@ -36,7 +36,7 @@ def avro_schema(name: str) -> dict:
     return fastavro.parse_schema(json.loads(path.read_text()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def raw_avro_schema(name: str) -> dict:
     """The ``.avsc`` document as written (not fastavro-parsed)."""
     return json.loads((AVRO_DIR / f"{name}.avsc").read_text())
@@ -77,7 +77,7 @@ def _arrow_field(avro_field: dict) -> pa.Field:
     return pa.field(avro_field["name"], typ, nullable=nullable)
 
 
-@lru_cache(maxsize=None)
+@cache
 def arrow_schema(signal: str) -> pa.Schema:
     """Arrow schema of a signal's wire record (from its ``.avsc``)."""
     doc = raw_avro_schema(SIGNAL_SCHEMAS[signal])

@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -286,7 +286,7 @@ class KafkaSource:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def reader(self, rng: PartitionRange) -> "PartitionReader":
+    def reader(self, rng: PartitionRange) -> PartitionReader:
         return PartitionReader(self, rng)
 
     def batches(self, part: KafkaPartition, start_offset: int, bounded: bool = True,
