@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import fastavro
 import pyarrow as pa
@@ -33,7 +34,7 @@ def avro_schema(name: str) -> dict:
     path = AVRO_DIR / f"{name}.avsc"
     if not path.exists():
         raise FileNotFoundError(f"no wire schema {name!r}: expected {path}")
-    return fastavro.parse_schema(json.loads(path.read_text()))
+    return cast(dict, fastavro.parse_schema(json.loads(path.read_text())))  # a record schema parses to a dict
 
 
 @cache
