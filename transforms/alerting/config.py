@@ -237,7 +237,7 @@ class AlertingConfig(BaseModel):
             return [f"{m.name}{m.op}{json.dumps(m.value)}" for m in ms]
 
         def node(r: RouteConfig) -> dict:
-            d = {}
+            d: dict[str, object] = {}
             if r.receiver is not None:
                 d["receiver"] = r.receiver
             if r.group_by is not None:
