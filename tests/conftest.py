@@ -40,13 +40,6 @@ SERVICE_MODULES: dict[str, str] = {  # module path (from tests/) -> the service 
 SERVICE_MARKERS = ("kafka", "storage", "trino", "flink", "alertmanager", "prometheus", "otel_collector", "browser")
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "services: needs at least one real service (deselected by make test-fast)")
-    config.addinivalue_line("markers", "alertmanager: starts a real Prometheus Alertmanager")
-    config.addinivalue_line("markers", "prometheus: starts a real Prometheus server (differential tests)")
-    config.addinivalue_line("markers", "browser: drives the tracker in a real headless Chromium")
-
-
 def pytest_collection_modifyitems(config, items) -> None:
     """Give every test that needs a service the `services` marker and that service's marker."""
     import pathlib
