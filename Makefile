@@ -2,13 +2,15 @@
 #   make demo   runs the main job on the embedded default (no servers) and queries what landed
 #   make test   installs everything, fetches the real services and runs the whole test suite
 #   make fuzz   the long fuzz run (tests/fuzz: random, 3,000 examples per case; OBSFLOW_FUZZ_EXAMPLES=N to change)
+#   make lint   ruff check + mypy (CI runs it before the tests)
+#   make test-fast  the tests that need no service (-m "not services and not slow"; no Kafka, S3, Trino, ...)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test groundtruth install services bench clean fuzz tracker ui-assets
+.PHONY: demo test test-fast lint groundtruth install services bench clean fuzz tracker ui-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +57,15 @@ services: $(STAMP) tracker ui-assets
 
 test: services
 	$(PY) -m pytest -q
+
+# No servers: the tests marked neither `services` (tests/conftest.py marks them by what they use) nor `slow`.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not services and not slow"
+
+# The gates CI runs: lint (ruff check; formatting is configured but not gated) and types (mypy, pyproject's [tool.mypy]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Long fuzz campaigns (make test runs bounded ones): the record fuzz suite and the spec fuzzer.
 fuzz: $(STAMP)

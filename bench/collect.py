@@ -57,7 +57,7 @@ def spans_body(n_traces: int = 10, per_trace: int = 10) -> bytes:
     kv.key, kv.value.string_value = "service.name", "checkout"
     ss = rs.scope_spans.add()
     now = time.time_ns()
-    for t in range(n_traces):
+    for _t in range(n_traces):
         tid = os.urandom(16)
         for s in range(per_trace):
             sp = ss.spans.add()
@@ -153,7 +153,7 @@ def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path
     try:
         wait_ok(url, "/readyz")
         out = {}
-        for name, (path, ctype, per) in LOADS.items():
+        for name, (path, ctype, _per) in LOADS.items():
             if name not in loads:
                 continue
             wrk(url, path, ctype, loads[name], 1, args.connections, tmp)  # warm-up

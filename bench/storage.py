@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def main() -> int:
                                                               "orphan_min_age": __import__("datetime").timedelta(0)})
             m_spec = m_spec.model_copy(update={"storage": m_spec.storage.model_copy(update={"maintenance": m})})
             t = time.perf_counter()
-            (rep,) = maintain(m_spec, now=datetime.now(timezone.utc), tables=["logs"], steps=("compact", "expire", "orphans"))
+            (rep,) = maintain(m_spec, now=datetime.now(UTC), tables=["logs"], steps=("compact", "expire", "orphans"))
             secs = time.perf_counter() - t
             out["maintenance"] = {"files_before": files_before, "files_after": rep.files_after, "snapshots_expired": rep.expired_snapshots,
                                   "orphans_removed": rep.orphan_files, "seconds": secs}

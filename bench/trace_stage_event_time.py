@@ -3,7 +3,8 @@
 
 Trace stage (+ global RED merge) throughput on the event-time model: spans + logs through
 PipelineGraph and the stages (tests/groundtruth/sim.py), interleaved order."""
-import sys, time
+import sys
+import time
 from tests.groundtruth.test_event_time import model, ordered, keys
 from tests.groundtruth.sim import StageHost, spans_logs_spec
 parts, spans = model(minutes=30, per_minute=200)

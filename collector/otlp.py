@@ -134,7 +134,7 @@ def _groups(signal: str, msg) -> dict[bytes, object]:
             req.resource_metrics.add().CopyFrom(rm)
         return out
     res_list = msg.resource_spans if signal == "span" else msg.resource_logs
-    for ri, rs in enumerate(res_list):
+    for _ri, rs in enumerate(res_list):
         scopes = rs.scope_spans if signal == "span" else rs.scope_logs
         copies: dict[bytes, tuple] = {}
         for si, ss in enumerate(scopes):

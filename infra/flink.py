@@ -53,7 +53,8 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
 
@@ -102,7 +103,7 @@ def _java_major(java: str) -> int:
     return int(m.group(2)) if major == 1 and m.group(2) else major
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def java_home() -> Path:
     """A JDK Flink 1.19 supports (11 or 17): ``$OBSFLOW_FLINK_JAVA_HOME``, ``$JAVA_HOME``,
     ``java`` on PATH, then ``/usr/lib/jvm/*``. Raises ``FlinkSetupError`` if none fits."""
@@ -542,7 +543,7 @@ class FlinkCluster:
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
-    def from_state(cls, path: Path) -> "FlinkCluster":
+    def from_state(cls, path: Path) -> FlinkCluster:
         """Re-attach to a cluster started elsewhere (e.g. by ``python -m infra.flink start``)."""
         s = json.loads(path.read_text())
         return cls(rest_port=s["rest_port"], workdir=Path(s["workdir"]), slots=s["slots"], version=s["version"],

@@ -35,7 +35,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
 
@@ -57,7 +58,7 @@ class KafkaSetupError(RuntimeError):
 # --------------------------------------------------------------------------- fetch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _java_info() -> tuple[str, str]:
     """``(path, version banner)`` of a ``java`` >= 17: ``$JAVA_HOME/bin/java`` first, then ``PATH``.
 
@@ -472,7 +473,7 @@ class KafkaBroker(KafkaEndpoint):
             self.process.kill()
             self._settle_cds(keep=False)
 
-    def restart(self) -> "KafkaBroker":
+    def restart(self) -> KafkaBroker:
         """Stop the broker if running, then start it again on the same ports and data dir.
 
         Returns once it serves again (clients reconnect to the unchanged ``bootstrap``).

@@ -297,7 +297,7 @@ class PostgresServer:
                 "admin_user": self.admin_user, "admin_password": self.admin_password, "durable": self.durable}
 
     @classmethod
-    def from_state(cls, s: dict) -> "PostgresServer":
+    def from_state(cls, s: dict) -> PostgresServer:
         return cls(port=s["port"], user=s["user"], password=s["password"], database=s["database"],
                    data_dir=Path(s["data_dir"]), log=Path(s["log"]), admin_user=s["admin_user"],
                    admin_password=s["admin_password"], durable=s.get("durable", True), _pid=s.get("pid"))

@@ -316,7 +316,7 @@ class S3Server:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> "S3Server":
+    def from_state(cls, state: dict) -> S3Server:
         return cls(
             port=state["port"], access_key=state["access_key"], secret_key=state["secret_key"],
             region=state["region"], data_dir=Path(state["data_dir"]), log=Path(state["log"]),

@@ -56,7 +56,8 @@ def wait_until(check, timeout: float, what: str, log: Path | None = None, interv
         time.sleep(interval)
     tail = ""
     if log is not None and log.exists():
-        tail = "\n--- last lines of %s ---\n%s" % (log, "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        last = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        tail = f"\n--- last lines of {log} ---\n{last}"
     raise TimeoutError(f"{what} did not become ready within {timeout:.0f}s{tail}")
 
 
@@ -70,7 +71,7 @@ class ManagedProcess:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def spawn(cls, name: str, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> "ManagedProcess":
+    def spawn(cls, name: str, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> ManagedProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "ab")
         popen = subprocess.Popen(

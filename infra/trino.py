@@ -71,7 +71,8 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir, wait_until
 

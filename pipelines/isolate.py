@@ -130,9 +130,9 @@ def _cover(raw: RawBatch, inputs: list) -> list:
         first.setdefault(si.key, k)
         last[si.key] = k
     out = list(inputs)
-    for key, k in first.items():
+    for _key, k in first.items():
         out[k] = dataclasses.replace(out[k], first_offset=raw.offsets[0])
-    for key, k in last.items():
+    for _key, k in last.items():
         out[k] = dataclasses.replace(out[k], next_offset=raw.next_offset)
     return out
 

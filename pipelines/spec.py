@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -292,7 +292,7 @@ class ProductStep(Model):
                                                  "first seen (min) and last seen (max), event time in epoch ms")
 
 
-Step = Annotated[Union[ValidateStep, ScrubStep, EnrichStep, TailSampleStep, LogSampleStep, RollupStep, ProductStep],
+Step = Annotated[ValidateStep | ScrubStep | EnrichStep | TailSampleStep | LogSampleStep | RollupStep | ProductStep,
                  Field(discriminator="kind")]
 
 
@@ -382,7 +382,7 @@ class PipelineSpec(Model):
     collect: CollectSpec = CollectSpec()
 
     @model_validator(mode="after")
-    def _references(self) -> "PipelineSpec":
+    def _references(self) -> PipelineSpec:
         from schemas.tables import TABLES
 
         names = [s.name for s in self.sources]

@@ -19,8 +19,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Iterable
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
 
@@ -49,7 +50,7 @@ class JobInfo:
     def start_time(self) -> str:
         if self.start_time_ms <= 0:
             return "-"
-        return datetime.fromtimestamp(self.start_time_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(self.start_time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def base_url(address: str) -> str:

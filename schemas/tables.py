@@ -49,7 +49,7 @@ class TableDef:
         fields = []
         for i, (col, transform) in enumerate(self.partition):
             source = self.schema.find_field(col)
-            tr = DayTransform() if transform == "day" else IdentityTransform()
+            tr: DayTransform | IdentityTransform = DayTransform() if transform == "day" else IdentityTransform()
             suffix = "_day" if transform == "day" else ""
             fields.append(PartitionField(source_id=source.field_id, field_id=1000 + i, transform=tr, name=f"{col}{suffix}"))
         return PartitionSpec(*fields)

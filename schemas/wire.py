@@ -5,8 +5,9 @@ parses with, so JSON and Avro topics of one signal decode to the same columns.""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
+from typing import cast
 
 import fastavro
 import pyarrow as pa
@@ -27,16 +28,16 @@ UTC_MS = pa.timestamp("ms", tz="UTC")
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
-@lru_cache(maxsize=None)
+@cache
 def avro_schema(name: str) -> dict:
     """The parsed Avro schema ``schemas/avro/<name>.avsc`` (fastavro's parsed form)."""
     path = AVRO_DIR / f"{name}.avsc"
     if not path.exists():
         raise FileNotFoundError(f"no wire schema {name!r}: expected {path}")
-    return fastavro.parse_schema(json.loads(path.read_text()))
+    return cast(dict, fastavro.parse_schema(json.loads(path.read_text())))  # a record schema parses to a dict
 
 
-@lru_cache(maxsize=None)
+@cache
 def raw_avro_schema(name: str) -> dict:
     """The ``.avsc`` document as written (not fastavro-parsed)."""
     return json.loads((AVRO_DIR / f"{name}.avsc").read_text())
@@ -77,7 +78,7 @@ def _arrow_field(avro_field: dict) -> pa.Field:
     return pa.field(avro_field["name"], typ, nullable=nullable)
 
 
-@lru_cache(maxsize=None)
+@cache
 def arrow_schema(signal: str) -> pa.Schema:
     """Arrow schema of a signal's wire record (from its ``.avsc``)."""
     doc = raw_avro_schema(SIGNAL_SCHEMAS[signal])

@@ -4,7 +4,7 @@ OTLP message rejected alone)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa

@@ -168,7 +168,7 @@ class _WrittenFiles:
     spec_id: int
 
     @classmethod
-    def write(cls, table: Table, data: pa.Table) -> "_WrittenFiles":
+    def write(cls, table: Table, data: pa.Table) -> _WrittenFiles:
         meta = table.metadata
         downcast_ns = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
         _check_pyarrow_schema_compatible(meta.schema(), provided_schema=data.schema, format_version=meta.format_version,

@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, Producer
 
@@ -94,7 +94,7 @@ class KafkaProducerSink:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_spec(cls, spec: PipelineSpec) -> "KafkaProducerSink":
+    def for_spec(cls, spec: PipelineSpec) -> KafkaProducerSink:
         return cls(spec.kafka, spec.outputs, spec.name)
 
     # -- callbacks (run inside poll/flush) ---------------------------------------------------

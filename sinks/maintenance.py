@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -62,7 +62,7 @@ class TableReport:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(UTC).isoformat()
 
 
 def _carry(table: Table) -> dict[str, str]:
@@ -243,12 +243,12 @@ def _unarchived(t: Table, snap, expired: BooleanExpression, col: str, through: s
 def _partition_filter(tdef: TableDef, part: dict):
     """The row filter selecting exactly one partition of ``tdef``."""
     preds = []
-    for (col, transform), (name, value) in zip(tdef.partition, part.items()):
+    for (col, transform), (_name, value) in zip(tdef.partition, part.items()):
         if transform == "day":
             if hasattr(value, "toordinal"):  # inspect.files() gives dates
-                start = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+                start = datetime(value.year, value.month, value.day, tzinfo=UTC)
             else:
-                start = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=int(value))
+                start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(value))
             preds += [GreaterThanOrEqual(col, _iso(start)), LessThan(col, _iso(start + timedelta(days=1)))]
         else:
             preds.append(IsNull(col) if value is None else EqualTo(col, value))
@@ -363,7 +363,7 @@ def remove_orphans(spec: PipelineSpec, table: Table, min_age: timedelta, report:
         if path in refs:
             continue
         mtime = info.mtime
-        if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or timezone.utc) > horizon:
+        if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or UTC) > horizon:
             continue
         fs.delete_file(info.path)
         report.orphan_files += 1
@@ -377,7 +377,7 @@ def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] 
     """Run the maintenance ``steps`` on every existing table of the spec's namespace
     (or on ``tables``), archives included: an archive the retention step creates is
     maintained in the same run. Returns one report per table."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     catalog = open_catalog(spec.storage)
     ns = spec.storage.namespace
     if ns not in {n[0] for n in catalog.list_namespaces()}:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from transforms.batch import RawBatch
 
@@ -58,11 +58,11 @@ LOG_BAD_KINDS = [
 
 def _iso(ms: int) -> str:
     import datetime as dt
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _hex(rng: random.Random, n: int) -> str:
-    return "%0*x" % (n, rng.getrandbits(4 * n))
+    return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
 def _public_ip(rng: random.Random) -> str:
@@ -258,7 +258,7 @@ def trace_id_for(seed: int, k: int) -> str:
 
 def _iso_us(us: int) -> str:
     import datetime as dt
-    return dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+    return dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
 
 
 def make_trace(seed: int, k: int, start_ms: int) -> list[dict]:
@@ -445,7 +445,7 @@ class EmbeddedSource:
     deadline: float | None = None  # time.monotonic() after which unbounded streams stop
 
     def partitions(self) -> list[EmbeddedPartition]:
-        out = []
+        out: list[EmbeddedPartition] = []
         for s in self.sources:
             if self.count < 0:
                 out.extend(EmbeddedPartition(s.name, s.signal, s.topic, p, -1) for p in range(s.partitions))
@@ -467,7 +467,9 @@ class EmbeddedSource:
         import time
 
         n_parts = next((s.partitions for s in self.sources if s.name == part.source), None)
-        values, offsets, stamps = [], [], []
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        stamps: list[int] = []
         for off, g in enumerate(self.stream(part)):
             if off < start_offset:
                 continue

@@ -41,7 +41,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -286,7 +286,7 @@ class KafkaSource:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def reader(self, rng: PartitionRange) -> "PartitionReader":
+    def reader(self, rng: PartitionRange) -> PartitionReader:
         return PartitionReader(self, rng)
 
     def batches(self, part: KafkaPartition, start_offset: int, bounded: bool = True,
@@ -301,7 +301,7 @@ class KafkaSource:
                 c.close()
         yield from self.range_batches(PartitionRange(part, start_offset, end_offset if bounded else None))
 
-    def range_batches(self, rng: PartitionRange, reader: "PartitionReader | None" = None) -> Iterator[RawBatch]:
+    def range_batches(self, rng: PartitionRange, reader: PartitionReader | None = None) -> Iterator[RawBatch]:
         """Raw batches of one partition range, read by ``reader`` (default: :meth:`reader`)
         until it is done; the reader is closed when the iteration ends or is abandoned."""
         reader = reader if reader is not None else self.reader(rng)

@@ -7,6 +7,7 @@ import sys
 import yaml
 
 from pipelines import DEFAULT_SPEC
+from datetime import UTC
 
 
 def obsflow(*args, env=None):
@@ -67,7 +68,7 @@ def test_maintain_archives_logs_and_expires_the_archive_after_a_year(tmp_path):
     """`obsflow maintain` on the default spec: logs older than 30 days move to
     obs.logs_archive, which drops what is older than a year in the same run; events keep
     90 days; the printed report has the exact counts."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     import pyarrow.compute as pc
 
@@ -79,7 +80,7 @@ def test_maintain_archives_logs_and_expires_the_archive_after_a_year(tmp_path):
     d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
     d["storage"]["catalog"]["warehouse"] = str(wh)
     spec = parse_spec(d)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for suffix, age in (("-old", timedelta(days=400)), ("-mid", timedelta(days=45)), ("-new", timedelta(hours=2))):
         sources = [s.model_copy(update={"topic": s.topic + suffix}) for s in spec.sources]
         write_through_sink(spec, EmbeddedSource(sources, count=300, seed=5, start_ms=int((now - age).timestamp() * 1000),

@@ -3,7 +3,7 @@ rejected alone, with the right reason and a detail that names the problem, and i
 neighbours survive."""
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_good_event_decodes_to_exact_wire_columns():
     b, rejected = decode("event", [enc(EVENT)])
     assert rejected == {}
     row = b.table.to_pylist()[0]
-    assert row["timestamp"] == datetime(2026, 11, 21, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    assert row["timestamp"] == datetime(2026, 11, 21, 10, 0, 0, 250000, tzinfo=UTC)
     assert row["page"] == "/signup/step-3" and row["user"] == "u1" and row["location"] is None
     assert row["events"][0] == {"type": "form_step", "target": None, "depth": None, "form": "signup", "step": 3,
                                 "duration_ms": 1200, "message": None, "stackTrace": None}
@@ -46,7 +46,7 @@ def test_log_attributes_become_a_string_map_and_offsets_in_zone_are_utc():
     b, rejected = decode("log", [enc(LOG), enc({**LOG, "attributes": None}), enc({k: v for k, v in LOG.items() if k != "attributes"})])
     assert rejected == {}
     rows = b.table.to_pylist()
-    assert rows[0]["timestamp"] == datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
+    assert rows[0]["timestamp"] == datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
     assert dict(rows[0]["attributes"]) == {"http.status_code": "200", "ok": "true", "nested": '{"a":[1]}', "s": "x"}
     assert rows[1]["attributes"] is None and rows[2]["attributes"] is None
 

@@ -6,7 +6,7 @@ running beside a writer loses nothing."""
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +20,7 @@ from sinks.maintenance import maintain, referenced_files
 from sources.generator import EmbeddedSource
 from tests.helpers import strip_traces, write_through_sink, read_table, sorted_rows
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 DAY = 86400_000
 
 
@@ -115,7 +115,7 @@ def test_expiry_and_orphans_free_files_but_never_referenced_ones(tmp_path):
     for p in (tmp_path / "wh" / "obs" / "logs").rglob("*"):
         if p.is_file() and p != stray_new:
             os.utime(p, (old, old))
-    (r,) = maintain(spec, now=datetime.now(timezone.utc), tables=["logs"], steps=("expire", "orphans"))
+    (r,) = maintain(spec, now=datetime.now(UTC), tables=["logs"], steps=("expire", "orphans"))
     table = cat.load_table("obs.logs")
     assert r.expired_snapshots == snaps_before - 1 and len(table.snapshots()) == 1
     assert not stray_old.exists() and stray_new.exists()

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 import yaml
@@ -127,7 +127,7 @@ def test_maintenance_on_s3_leaves_only_referenced_objects(shared_spec, s3_server
     keys = ["source_topic", "source_partition", "source_offset", "event_index"]
     before = sorted_rows(read_table(spec, "events"), keys)
     listed_before = s3_server.list_objects(bucket_of(spec), "warehouse/obs/events/")
-    reports = {r.table: r for r in maintain(spec, now=datetime.now(timezone.utc), tables=["events"], steps=("compact", "expire", "orphans"))}
+    reports = {r.table: r for r in maintain(spec, now=datetime.now(UTC), tables=["events"], steps=("compact", "expire", "orphans"))}
     r = reports["obs.events"]
     assert r.compacted_partitions > 0 and r.expired_snapshots > 0 and r.orphan_files > 0
     table = open_catalog(spec.storage).load_table("obs.events")

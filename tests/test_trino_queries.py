@@ -3,7 +3,7 @@ that Trino's Iceberg connector reads; exact row counts, a time-range query, a jo
 logs and spans by trace id, and the saved queries giving the same answers in Trino and
 in DuckDB (`obsflow query`)."""
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 
 import pytest
@@ -54,8 +54,8 @@ def test_row_counts_match_what_was_written(landed):
 def test_time_range_query(landed):
     spec, server = landed
     events = read_table(spec, "events").to_pylist()
-    lo = datetime.fromtimestamp(START_MS / 1000 + 1, timezone.utc)
-    hi = datetime.fromtimestamp(START_MS / 1000 + 2, timezone.utc)
+    lo = datetime.fromtimestamp(START_MS / 1000 + 1, UTC)
+    hi = datetime.fromtimestamp(START_MS / 1000 + 2, UTC)
     want = sum(1 for e in events if lo <= e["ts"] < hi)
     assert want > 0
     got = trino(server, f"SELECT count(*) FROM iceberg.obs.events WHERE ts >= from_iso8601_timestamp('{lo.isoformat()}') "

@@ -13,7 +13,7 @@ bytes for its dead letter."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +54,7 @@ class RawBatch:
         """The offset a consumer resumes from after this batch."""
         return self.offsets[-1] + 1 if self.offsets else -1
 
-    def slice_from(self, start_offset: int) -> "RawBatch":
+    def slice_from(self, start_offset: int) -> RawBatch:
         """The records at or after ``start_offset`` (used on resume after a restart)."""
         k = int(np.searchsorted(np.asarray(self.offsets, dtype=np.int64), start_offset))
         if k == 0:

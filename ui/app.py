@@ -339,6 +339,7 @@ def create_app(spec, reader: Reader) -> Starlette:
         """The alert's history, then (when its rule is in the spec) its rollup series."""
         hist = P.alert_history_panel(fingerprint)
         out = [hist]
+        assert hist.sql is not None  # the history panel is SQL
         res = reader.run(hist.sql)
         if res.rows:
             last = dict(zip(res.columns, res.rows[-1]))

@@ -53,7 +53,7 @@ def _meta_from_json(name: str, location: str, meta: dict) -> TableMeta:
     snap_id = meta.get("current-snapshot-id")
     if snap_id in (None, -1):
         return TableMeta(name, location, None, None, 0, 0, len(meta.get("snapshots") or []), commits)
-    snap = next((s for s in meta.get("snapshots") or [] if s.get("snapshot-id") == snap_id), {})
+    snap: dict = next((s for s in meta.get("snapshots") or [] if s.get("snapshot-id") == snap_id), {})
     summary = snap.get("summary") or {}
 
     def num(key: str) -> int | None:
@@ -83,11 +83,11 @@ class Reader:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Result] = OrderedDict()
         self._cache_size = cache_size
-        self._con = None
+        self._con: Any = None  # a duckdb connection, opened on first use
         self._views: dict[str, str] = {}
         self._meta_cache: dict[str, TableMeta] = {}
         self._local: bool | None = None
-        self._catalog = None
+        self._catalog: Any = None  # a pyiceberg catalog, opened on first use
 
     # -- table metadata ---------------------------------------------------------------
     def tables(self) -> dict[str, TableMeta]:

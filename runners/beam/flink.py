@@ -76,7 +76,11 @@ def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None 
         # a job server that is already running (it knows its Flink master from its own flags)
         opts += ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}"]
     else:
-        from infra import flink as local_flink
+        try:
+            from infra import flink as local_flink
+        except ImportError as e:  # infra/ (the test services) is not in the wheel: only a source checkout has it
+            raise SubmitError("no Beam Flink job server: give --job-endpoint HOST:PORT of a running one, or run "
+                              "from a source checkout, whose `python -m infra.flink fetch` provides the jar") from e
 
         jar = job_server_jar or str(local_flink.job_server_jar())
         minor = flink_version or os.environ.get(FLINK_VERSION_ENV) or local_flink.FLINK_MINOR

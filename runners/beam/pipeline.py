@@ -370,7 +370,7 @@ class IdleStageDoFn(StageDoFn):
 
 
 #: elements of a keyed stateful DoFn: string keys get a deterministic coder
-KEYED = typing.Tuple[str, typing.Any]
+KEYED = tuple[str, typing.Any]
 
 
 def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False,

@@ -76,7 +76,7 @@ class ClusterRun:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_env(cls) -> "ClusterRun":
+    def from_env(cls) -> ClusterRun:
         raw = os.environ.get(RUN_ENV)
         if not raw:
             raise RuntimeError(f"${RUN_ENV} is not set: start processes with `obsflow run --runner bytewax --processes N` "
@@ -142,7 +142,13 @@ def prepare_tables(run: ClusterRun) -> None:
 
 
 def local_addresses(processes: int) -> list[str]:
-    from infra.service import free_port
+    """One free loopback address per process (infra/, the test services, is not in the wheel)."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
     return [f"127.0.0.1:{free_port()}" for _ in range(processes)]
 

@@ -18,8 +18,8 @@ checkpoint (see ``sinks.iceberg``)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import datetime, timedelta, UTC
+from collections.abc import Iterator
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -110,7 +110,7 @@ class _KafkaPartition(StatefulSourcePartition[object, None]):
         if self.reader.done:
             self.reader.close()
             raise StopIteration
-        self._awake = datetime.now(timezone.utc) + timedelta(seconds=self.IDLE_WAIT_S)
+        self._awake = datetime.now(UTC) + timedelta(seconds=self.IDLE_WAIT_S)
         if now - self._last_out >= self.tick_s:
             self._last_out = now
             return [Tick()]

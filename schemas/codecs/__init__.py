@@ -10,7 +10,8 @@ and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec

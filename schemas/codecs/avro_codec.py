@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import fastavro
@@ -54,7 +54,7 @@ class UnknownSchema(LookupError):
 # -- the local registry and the producer-side helper -------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def local_registry() -> dict[int, str]:
     """Schema id → ``.avsc`` name from ``schemas/avro/registry.json``."""
     doc = json.loads(REGISTRY_FILE.read_text())

@@ -211,7 +211,7 @@ def _msgspec_type(t: pa.DataType | pa.Schema, name: str = "Record"):
     if pa.types.is_floating(t):
         return float
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return list[typing.Optional[_msgspec_type(t.value_type, name + "_item")]]
+        return list[_msgspec_type(t.value_type, name + "_item") | None]
     return typing.Any
 
 

@@ -44,7 +44,8 @@ JSON."""
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import orjson

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import orjson
 from opentelemetry._logs import SeverityNumber
@@ -27,7 +27,7 @@ from schemas.codecs.avro_codec import encode_confluent
 from schemas.codecs.otlp_codec import to_otlp_json
 from transforms.batch import RawBatch
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
 
 

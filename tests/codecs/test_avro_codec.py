@@ -7,7 +7,7 @@ import json
 import random
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
@@ -19,7 +19,7 @@ from schemas.wire import raw_avro_schema
 from tests.codecs.helpers import accounted, as_rows, assert_wire_schema, raw_batch
 from transforms.batch import INDEX
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def ms(dt: datetime) -> int:

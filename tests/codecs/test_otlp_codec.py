@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pyarrow as pa
 import pytest
@@ -32,7 +32,7 @@ from schemas.codecs import CODECS, codec_for
 from schemas.codecs.otlp_codec import SPAN_EXTRA, OtlpCodec, to_otlp_json
 from tests.codecs.helpers import accounted, as_rows, assert_wire_schema, raw_batch
 
-UTC = timezone.utc
+UTC = UTC
 T0 = 1_763_719_200_000_000_000  # 2025-11-21T10:00:00Z in ns
 
 

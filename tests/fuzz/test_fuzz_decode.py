@@ -16,7 +16,7 @@ import json
 import random
 import re
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.fuzz
 SOURCE = {"event": "events", "log": "logs", "span": "spans", "metric": "metrics"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def graph_for(codec: str) -> PipelineGraph:
     """The default spec with every source that can use ``codec`` switched to it."""
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
@@ -93,7 +93,7 @@ class World:
         return self.graph.process(raw)
 
 
-@lru_cache(maxsize=None)
+@cache
 def world(signal: str, codec: str) -> World:
     return World(signal, codec)
 

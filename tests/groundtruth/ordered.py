@@ -53,7 +53,7 @@ class Gate:
 
 
 class GatedReader(PartitionReader):
-    def __init__(self, source: "OrderedKafkaSource", rng: PartitionRange):
+    def __init__(self, source: OrderedKafkaSource, rng: PartitionRange):
         super().__init__(source, rng)
         self.gate = source.gate
         if self.done:

@@ -35,7 +35,7 @@ def spans_logs_spec(warehouse: str, shards: int = 4):
 
 
 def iso_us(us: int) -> str:
-    return dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+    return dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
 
 
 def trace_id(k: int) -> str:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from transforms.tail_sampling import LogSampler
 
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def _lines(n: int, *, same_ts: bool = False, message: str = "heartbeat ok", offset0: int = 0) -> pa.Table:

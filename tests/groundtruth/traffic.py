@@ -250,7 +250,7 @@ def build(base_ms: int, seed: int = 12) -> Model:
 def _iso(ms: int) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _log(m: Model, tid: str | None, svc: str, ts_ms: int, level: str, message: str) -> None:

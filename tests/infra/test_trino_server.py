@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.trino
 
 N = 500
-START = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 
 
 def _rows() -> dict[str, list]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from google.protobuf import json_format
@@ -103,7 +103,7 @@ def otlp_logs(k: int) -> ExportLogsServiceRequest:
 
 
 def iso(ms: int, unit: int = 1000) -> str:
-    return datetime.fromtimestamp(ms / unit, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ms / unit, UTC).isoformat()
 
 
 def otlp_metrics(k: int) -> ExportMetricsServiceRequest:

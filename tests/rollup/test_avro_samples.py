@@ -7,7 +7,7 @@ quantiles, summary count and sum)."""
 
 import io
 import struct
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import fastavro
 import pyarrow as pa
@@ -26,7 +26,7 @@ SCHEMA = fastavro.parse_schema(raw_avro_schema("metric_sample"))
 
 
 def dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def confluent(record: dict, schema_id: int | None = None) -> bytes:

@@ -25,7 +25,7 @@ class Matcher(BaseModel):
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> "Matcher":
+    def parse(cls, text: str) -> Matcher:
         m = _MATCHER.match(text)
         if not m:
             raise ValueError(f"expected a matcher like severity=\"P0\", got {text!r}")
@@ -140,7 +140,7 @@ class RouteConfig(BaseModel):
     repeat_interval: Duration | None = Field(None, ge=MIN_WINDOW)
     matchers: list[Matcher] = Field(default_factory=list)
     continue_: bool = Field(False, alias="continue")
-    routes: list["RouteConfig"] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
 
     _p = field_validator("matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
 
@@ -237,7 +237,7 @@ class AlertingConfig(BaseModel):
             return [f"{m.name}{m.op}{json.dumps(m.value)}" for m in ms]
 
         def node(r: RouteConfig) -> dict:
-            d = {}
+            d: dict[str, object] = {}
             if r.receiver is not None:
                 d["receiver"] = r.receiver
             if r.group_by is not None:

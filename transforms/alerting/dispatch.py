@@ -63,7 +63,7 @@ class _Route:
     routes: list
 
     @classmethod
-    def build(cls, r: RouteConfig, parent: "_Route | None" = None, index: int = 0) -> "_Route":
+    def build(cls, r: RouteConfig, parent: _Route | None = None, index: int = 0) -> _Route:
         def pick(name, ms=False):
             v = getattr(r, name)
             if v is None:
@@ -76,7 +76,7 @@ class _Route:
         node.routes = [cls.build(c, node, i) for i, c in enumerate(r.routes)]
         return node
 
-    def match(self, labels: dict) -> list["_Route"]:
+    def match(self, labels: dict) -> list[_Route]:
         """Alertmanager's ``Route.Match``: the deepest matching routes, in order."""
         if not all(m.matches(labels) for m in self.matchers):
             return []
@@ -147,7 +147,7 @@ class Dispatcher:
 
     def advance(self, t: int) -> list[Notification]:
         """Run every flush due at or before ``t``, in time order."""
-        out = []
+        out: list[Notification] = []
         self.now = t if self.now is None else max(self.now, t)
         while True:
             due = [(g["next"], k) for k, g in self.groups.items() if g["next"] <= t]

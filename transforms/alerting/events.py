@@ -33,7 +33,7 @@ def fingerprint(labels: dict[str, str]) -> str:
 def iso(ms: int | None) -> str:
     if ms is None:
         return ZERO_TIME
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 @dataclass

@@ -125,11 +125,11 @@ class RuleEvaluator:
             else:
                 on = rule.on
                 key = (lambda lab: tuple(sorted(lab.items()))) if on is None else (lambda lab: tuple((k, lab.get(k, "")) for k in on))
-                den = {}
+                den: dict[tuple, float] = {}
                 for r, v in self._select(rule.ratio_of, rows):
                     if v is not None:
                         den[key(r["labels"])] = den.get(key(r["labels"]), 0.0) + v
-                num = {}
+                num: dict[tuple, float] = {}
                 for r, v in self._select(rule.select, rows):
                     if v is not None:
                         num[key(r["labels"])] = num.get(key(r["labels"]), 0.0) + v

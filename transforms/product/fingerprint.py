@@ -121,7 +121,7 @@ class ErrorGrouper:
     def groups(self) -> pa.Table:
         """One row per fingerprint, most frequent first (ties by fingerprint)."""
         items = sorted(self.groups_.items(), key=lambda kv: (-kv[1][2], kv[0]))
-        cols = list(zip(*[(fp, *v) for fp, v in items])) if items else [[]] * 7
+        cols: list = list(zip(*[(fp, *v) for fp, v in items])) if items else [[]] * 7
         return pa.table([pa.array(list(c), f.type) for c, f in zip(cols, GROUP_SCHEMA)], schema=GROUP_SCHEMA)
 
     def snapshot(self) -> bytes:

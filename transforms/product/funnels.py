@@ -96,8 +96,8 @@ class FunnelReport:
         funnel = self.funnels[name]
         start, end = k * self.res, (k + 1) * self.res
         import datetime as dt
-        ws = dt.datetime.fromtimestamp(start / 1000, dt.timezone.utc)
-        we = dt.datetime.fromtimestamp(end / 1000, dt.timezone.utc)
+        ws = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
+        we = dt.datetime.fromtimestamp(end / 1000, dt.UTC)
         base = {c: None for c in METRICS.arrow_schema().names}
         base.update(window_start=ws, window_end=we, resolution=format_duration(self.res), kind="summary",
                     exemplar_trace_ids=[], late_samples=0)

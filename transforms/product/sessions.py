@@ -117,7 +117,7 @@ class ProductAnalytics:
         self._closed_ids.add(sid)
         self.stats["sessions_closed"] += 1
         self.stats["session_events"] = self.stats.get("session_events", 0) + len(evs)
-        pages = []
+        pages: list[str] = []
         for e in evs:
             if e[3] is not None and (not pages or pages[-1] != e[3]) and len(pages) < self.config.max_pages:
                 pages.append(e[3])
@@ -168,8 +168,8 @@ class ProductAnalytics:
             return sch.empty_table()
         import datetime as dt
         for r in rows:
-            r["start"] = dt.datetime.fromtimestamp(r["start"] / 1000, dt.timezone.utc)
-            r["end"] = dt.datetime.fromtimestamp(r["end"] / 1000, dt.timezone.utc)
+            r["start"] = dt.datetime.fromtimestamp(r["start"] / 1000, dt.UTC)
+            r["end"] = dt.datetime.fromtimestamp(r["end"] / 1000, dt.UTC)
         return pa.Table.from_pylist(rows, schema=sch)
 
     def snapshot(self) -> bytes:

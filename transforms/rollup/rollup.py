@@ -66,7 +66,7 @@ class RollupOutput:
     invalid: pa.Table | None = None
 
     @staticmethod
-    def concat(outs: list["RollupOutput"]) -> "RollupOutput":
+    def concat(outs: list[RollupOutput]) -> RollupOutput:
         def cat(ts):
             ts = [t for t in ts if t is not None and t.num_rows]
             return pa.concat_tables(ts) if ts else None
@@ -193,7 +193,7 @@ class MetricRollup:
             setattr(self, k, v)
 
     @classmethod
-    def from_snapshot(cls, blob: bytes) -> "MetricRollup":
+    def from_snapshot(cls, blob: bytes) -> MetricRollup:
         r = cls(RollupConfig(**pickle.loads(blob)["config"]))
         r.restore(blob)
         return r

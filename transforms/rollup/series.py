@@ -78,7 +78,8 @@ class SeriesRegistry:
 
     def _register(self, new_keys: list[str]) -> None:
         n_out = len(self.out_key)
-        oids, out_new = [], []
+        oids: list[int] = []
+        out_new: list[str] = []
         limit, per_metric = self.limit, self.per_metric
         for key in new_keys:
             metric = key[:key.index("\x00", key.index("\x00") + 1)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,8 +105,8 @@ class NumericAttributeCfg(Model):
     least one must be a non-zero number (the Collector builds no evaluator otherwise)."""
 
     key: str = Field(min_length=1)
-    min_value: Optional[int] = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no lower bound")
-    max_value: Optional[int] = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no upper bound")
+    min_value: int | None = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no lower bound")
+    max_value: int | None = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no upper bound")
     invert_match: bool = False
 
     @model_validator(mode="after")
@@ -220,7 +220,7 @@ class OttlConditionPolicy(_Policy):
 
 
 class AndCfg(Model):
-    and_sub_policy: list["SubPolicy"] = Field(min_length=1)
+    and_sub_policy: list[SubPolicy] = Field(min_length=1)
 
 
 class AndPolicy(_Policy):
@@ -230,7 +230,7 @@ class AndPolicy(_Policy):
 
 
 class NotCfg(Model):
-    not_sub_policy: "SubPolicy"
+    not_sub_policy: SubPolicy
 
 
 class NotPolicy(_Policy):
@@ -240,7 +240,7 @@ class NotPolicy(_Policy):
 
 
 class DropCfg(Model):
-    drop_sub_policy: list["SubPolicy"] = Field(min_length=1)
+    drop_sub_policy: list[SubPolicy] = Field(min_length=1)
 
 
 class DropPolicy(_Policy):
@@ -256,7 +256,7 @@ class RateAllocation(Model):
 class CompositeCfg(Model):
     max_total_spans_per_second: int = Field(gt=0, le=MAX_I64)
     policy_order: list[str] = Field(default_factory=list, description="evaluation order; empty = composite_sub_policy order")
-    composite_sub_policy: list["SubPolicy"] = Field(min_length=1)
+    composite_sub_policy: list[SubPolicy] = Field(min_length=1)
     rate_allocation: list[RateAllocation] = Field(default_factory=list)
     unallocated_share: Literal["equal", "remainder"] = Field(
         "equal", description="ours: a sub-policy without a rate_allocation entry (or with percent 0) gets total / "
@@ -283,14 +283,14 @@ class CompositePolicy(_Policy):
     composite: CompositeCfg
 
 
-_LEAVES = Union[AlwaysSamplePolicy, LatencyPolicy, StatusCodePolicy, ProbabilisticPolicy, RateLimitingPolicy,
-                BytesLimitingPolicy, StringAttributePolicy, NumericAttributePolicy, BooleanAttributePolicy, SpanCountPolicy,
-                TraceStatePolicy, TraceFlagsPolicy, OttlConditionPolicy]
+_LEAVES = (AlwaysSamplePolicy | LatencyPolicy | StatusCodePolicy | ProbabilisticPolicy | RateLimitingPolicy
+           | BytesLimitingPolicy | StringAttributePolicy | NumericAttributePolicy | BooleanAttributePolicy | SpanCountPolicy
+           | TraceStatePolicy | TraceFlagsPolicy | OttlConditionPolicy)
 
 #: what and / not / drop / composite may hold (no drop or composite inside another policy)
-SubPolicy = Annotated[Union[_LEAVES, AndPolicy, NotPolicy], Field(discriminator="type")]
+SubPolicy = Annotated[_LEAVES | AndPolicy | NotPolicy, Field(discriminator="type")]
 #: a top-level policy
-PolicyCfg = Annotated[Union[_LEAVES, AndPolicy, NotPolicy, DropPolicy, CompositePolicy], Field(discriminator="type")]
+PolicyCfg = Annotated[_LEAVES | AndPolicy | NotPolicy | DropPolicy | CompositePolicy, Field(discriminator="type")]
 
 for _m in (AndCfg, NotCfg, DropCfg, CompositeCfg, AndPolicy, NotPolicy, DropPolicy, CompositePolicy):
     _m.model_rebuild()

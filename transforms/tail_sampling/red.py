@@ -110,7 +110,7 @@ class RedMetrics:
         self.delay = exemplar_delay_ms
         self.resolution = _resolution(self.window_ms)
         self._aggs: dict[tuple, _Agg] = {}
-        self._watermark = None
+        self._watermark: int | None = None
         self._emitted_until = None  # windows with start < this were emitted
         self.late_dropped = 0
 

@@ -651,7 +651,7 @@ class TailSampler:
         return pickle.dumps(state, protocol=5)
 
     @classmethod
-    def restore(cls, config: TailSamplingConfig | dict, data: bytes) -> "TailSampler":
+    def restore(cls, config: TailSamplingConfig | dict, data: bytes) -> TailSampler:
         """A sampler in the state :meth:`snapshot` captured (with the same policies)."""
         st = pickle.loads(data)
         if st.get("version") not in (1, 2):

@@ -34,7 +34,7 @@ class Policy:
     def evaluate_all(self, view: TraceView) -> np.ndarray:  # stateless policies
         raise NotImplementedError
 
-    def children(self) -> list["Policy"]:
+    def children(self) -> list[Policy]:
         return []
 
     # state (stateful policies override)
