@@ -116,6 +116,20 @@ def test_dead_letter_payloads_text_and_binary():
     assert out[2] is None
 
 
+def test_binary_payload_with_long_letter_runs_is_masked_exactly():
+    """A 1 MB binary dead letter of one letter (the OTLP size-limit reject) with an address
+    after a long run: the address is masked (its local part up to RFC 5321's 64 characters),
+    nothing else. With unbounded runs Python's re took minutes on this payload."""
+    s = scrubber()
+    run = b"y" * 1_000_000
+    local = b"j" * 70  # longer than an address may be: its last 64 characters are masked
+    binary = b"\x00" + run + b" " + local + b"@example.org\x01" + run + b"@" + run + b"\x02"
+    out, is_text = s.scrub_raw([binary])
+    assert is_text == [False]
+    masked = len(b"@example.org") + 64
+    assert out[0] == b"\x00" + run + b" " + b"j" * 6 + b"*" * masked + b"\x01" + run + b"@" + run + b"\x02"
+
+
 def test_binary_payloads_keep_their_framing_and_lose_sensitive_values():
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
