@@ -77,8 +77,8 @@ class StatsCollector:
                 m.add_metric([src], by_source.get((src, what), 0))
             yield m
         item_sources = sorted({src for src, what in by_source if what == "items_in"})
-        for what, name, doc in (("in", "items_in", "items read (spans, log records, data points of OTLP messages; "
-                                 "a message rejected whole counts one)"),
+        for what, name, doc in (("in", "items_in", ("items read (spans, log records, data points of OTLP messages; "
+                                                   "a message rejected whole counts one)")),
                                 ("accepted", "items_accepted", "items that became table rows"),
                                 ("dead", "items_dead_lettered", "items rejected into the dead letters"),
                                 ("dropped", "items_dropped", "items dropped by a counted sampling decision")):
