@@ -75,6 +75,9 @@ fuzz: $(STAMP)
 groundtruth: services  # the ground-truth suite on every engine / read order pair (CI runs two)
 	OBSFLOW_GROUNDTRUTH_ALL=1 $(PY) -m pytest -q tests/groundtruth
 
+once-all: services  # per-table effectively-once on every engine / table pair (CI runs one per engine)
+	OBSFLOW_ONCE_ALL=1 $(PY) -m pytest -q tests/test_per_table_once.py
+
 bench: $(STAMP)
 	$(PY) bench/pipeline_throughput.py
 

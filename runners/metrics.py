@@ -13,6 +13,12 @@ records_in_total                       counter    source
 records_accepted_total                 counter    source
 records_dead_lettered_total            counter    source
 records_dropped_total                  counter    source (counted sampling decisions)
+items_in_total                         counter    source (sources accepted per item: OTLP spans, log
+                                                  records, data points; a message rejected whole
+                                                  counts one item)
+items_accepted_total                   counter    source
+items_dead_lettered_total              counter    source
+items_dropped_total                    counter    source (counted sampling decisions)
 dead_letters_total                     counter    source, reason
 rows_written_total                     counter    table (rows committed to Iceberg)
 commits_total                          counter    table
@@ -61,7 +67,7 @@ class StatsCollector:
     def collect(self):
         s = self.stats.snapshot()
         by_source = s["by_source"]
-        sources = sorted({src for src, _ in by_source})
+        sources = sorted({src for src, what in by_source if not what.startswith("items_")})
         for what, name, doc in (("in", "records_in", "records read from the sources"),
                                 ("accepted", "records_accepted", "records that became table rows"),
                                 ("dead", "records_dead_lettered", "records rejected into the dead letters"),
@@ -69,6 +75,16 @@ class StatsCollector:
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
             for src in sources:
                 m.add_metric([src], by_source.get((src, what), 0))
+            yield m
+        item_sources = sorted({src for src, what in by_source if what == "items_in"})
+        for what, name, doc in (("in", "items_in", ("items read (spans, log records, data points of OTLP messages; "
+                                                   "a message rejected whole counts one)")),
+                                ("accepted", "items_accepted", "items that became table rows"),
+                                ("dead", "items_dead_lettered", "items rejected into the dead letters"),
+                                ("dropped", "items_dropped", "items dropped by a counted sampling decision")):
+            m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
+            for src in item_sources:
+                m.add_metric([src], by_source.get((src, f"items_{what}"), 0))
             yield m
         m = CounterMetricFamily(f"{PREFIX}_dead_letters", "dead letters by reason", labels=["source", "reason"])
         for (src, reason), n in sorted(s["dead_by_source_reason"].items()):

@@ -88,7 +88,8 @@ class RunStats:
     rows_by_table: Counter = field(default_factory=Counter)
     commits: int = 0
     commit_seconds: float = 0.0
-    # per source: Counter of "in", "accepted", "dead", "dropped" keyed by (source, what)
+    # per source: Counter of "in", "accepted", "dead", "dropped" keyed by (source, what); for a
+    # source accepted per item also "items_in", "items_accepted", "items_dead", "items_dropped"
     by_source: Counter = field(default_factory=Counter)
     dead_by_source_reason: Counter = field(default_factory=Counter)  # (source, reason)
     commits_by_table: Counter = field(default_factory=Counter)
@@ -116,13 +117,15 @@ class RunStats:
             self.records_dead += out.records_dead
             self.records_dropped += out.records_dropped
             self.dead_rows += getattr(out, "dead_rows", out.records_dead)
+            src = getattr(out, "source", "") or ""
             if getattr(out, "per_item", False):
                 self.items_in += out.items_in
                 self.items_accepted += out.items_accepted
                 self.items_dead += out.items_dead
                 self.items_dropped += out.items_dropped
+                for what in ("in", "accepted", "dead", "dropped"):
+                    self.by_source[(src, f"items_{what}")] += getattr(out, f"items_{what}")
             self.dead_by_reason.update(out.dead_by_reason)
-            src = getattr(out, "source", "") or ""
             self.by_source[(src, "in")] += out.records_in
             self.by_source[(src, "accepted")] += out.records_accepted
             self.by_source[(src, "dead")] += out.records_dead

@@ -21,7 +21,7 @@ SIGNAL_SCHEMAS = {
     "span": "span",
     "metric": "metric_sample_v2",  # v1 ("metric_sample", id 4) lacks temporality and start_time
     "alert": "alert_event",
-    "dead_letter": "dead_letter",
+    "dead_letter": "dead_letter_v2",  # v1 ("dead_letter", id 6) lacks late_data, internal_error, raw_truncated, item_index
 }
 
 UTC_MS = pa.timestamp("ms", tz="UTC")

@@ -257,8 +257,9 @@ class IcebergSink:
         self._failed_tables: set[str] = set()  # tables whose commit failed for good: not committed again
         # a catch-up (runners.job.CatchUp) re-derives rows a table may partly hold already
         # (committed past its recorded positions): each row is written only if the table
-        # does not hold it yet (compared by content, as a multiset; the table read once)
-        self._existing: dict[str, Counter] = {n: _row_counts(t.scan().to_arrow()) for n, t in self.tables.items()} if dedupe else {}
+        # does not hold it yet (as a multiset; the table read once), compared by identity
+        # (:data:`DEDUPE_KEYS`): content for most tables, ids for rows a stage derives with its clock
+        self._existing: dict[str, Counter] = {n: _row_counts(t.scan().to_arrow(), n) for n, t in self.tables.items()} if dedupe else {}
 
     def resume_offsets(self, tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
         """Where each ``topic:partition`` resumes: the smallest position over its tables.
@@ -322,7 +323,7 @@ class IcebergSink:
         if not have or not rows.num_rows:
             return rows
         keep = []
-        for k in _row_keys(rows):
+        for k in _row_keys(rows, name):
             if have.get(k, 0) > 0:
                 have[k] -= 1
                 keep.append(False)
@@ -538,14 +539,32 @@ class IcebergSink:
         return table
 
 
-def _row_keys(t: pa.Table) -> list[tuple]:
-    """Each row's content as a hashable tuple (maps in their stored order)."""
-    cols = sorted(t.column_names)
+#: What identifies a row of a table independently of when a stage derived it, for a
+#: catch-up's dedupe (:meth:`IcebergSink._new_rows`): a trace by its id (its row's
+#: ``decided_at`` is the stage's clock, and a trace re-decided from part of its spans has
+#: other counts), a span by its ids and source coordinates (its ``sampling_policy`` and
+#: ``adjusted_count`` follow its trace's decision). Other tables: the whole row, less
+#: :data:`DECIDED_COLUMNS`.
+DEDUPE_KEYS: dict[str, tuple[str, ...]] = {
+    "traces": ("trace_id",),
+    "spans": ("trace_id", "span_id", "source_topic", "source_partition", "source_offset"),
+}
+#: Columns a stage sets from its decision rather than from the record: a log line's
+#: ``sample_rate`` follows its trace's adjusted count (log sampling by trace), so a line
+#: re-derived by a stage restarted empty may carry another one; the line itself (content
+#: and source coordinates) is the same.
+DECIDED_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("sample_rate",)}
+
+
+def _row_keys(t: pa.Table, table: str | None = None) -> list[tuple]:
+    """Each row's identity in ``table`` as a hashable tuple: the :data:`DEDUPE_KEYS`
+    columns, else its content less :data:`DECIDED_COLUMNS` (maps in their stored order)."""
+    cols = list(DEDUPE_KEYS.get(table or "", ())) or sorted(c for c in t.column_names if c not in DECIDED_COLUMNS.get(table or "", ()))
     return [tuple(repr(r[c]) for c in cols) for r in t.select(cols).to_pylist()]
 
 
-def _row_counts(t: pa.Table) -> Counter:
-    return Counter(_row_keys(t))
+def _row_counts(t: pa.Table, table: str | None = None) -> Counter:
+    return Counter(_row_keys(t, table))
 
 
 def is_tick(item) -> bool:

@@ -41,7 +41,9 @@ from pipelines.spec import KafkaSpec, OutputsSpec, PipelineSpec
 log = logging.getLogger(__name__)
 client_log = logging.getLogger("obsflow.kafka.client")
 
-DEAD_LETTER_REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure")
+#: the reasons the Avro dead-letter schema (schemas/avro/dead_letter_v2.avsc) can carry
+DEAD_LETTER_REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure",
+                       "late_data", "internal_error")
 
 
 class DeliveryError(RuntimeError):
@@ -238,8 +240,9 @@ def dead_letter_messages(rows, codec: str = "json"):
                "raw_size": cols["raw_size"][i]}
         if codec == "avro":
             if reason not in DEAD_LETTER_REASONS:
-                raise ValueError(f"dead-letter reason {reason!r} is not in schemas/avro/dead_letter.avsc (add it, with a new schema id)")
-            value = encode_confluent("dead_letter", {**rec, "raw": raw or b""})
+                raise ValueError(f"dead-letter reason {reason!r} is not in schemas/avro/dead_letter_v2.avsc (add it, with a new schema id)")
+            value = encode_confluent("dead_letter", {**rec, "raw": raw, "raw_truncated": bool(cols["raw_truncated"][i]),
+                                                     "item_index": items[i] if items is not None else None})
         else:
             rec["raw"] = base64.b64encode(raw).decode() if raw is not None else None
             rec["raw_truncated"] = bool(cols["raw_truncated"][i])

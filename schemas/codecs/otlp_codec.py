@@ -55,6 +55,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from schemas.wire import arrow_schema
 from transforms.batch import INDEX, ITEM, Batch, RawBatch, Rejects
@@ -732,35 +734,107 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
                     rows.item(m, where, unsupported)
 
 
-def _json_metrics_message(doc: dict) -> ExportMetricsServiceRequest:
-    """An OTLP/JSON metrics document through protobuf's JSON mapping (exemplars, whose ids
-    are hex in OTLP/JSON, are dropped first: the metrics table keeps none)."""
-    def strip(o):
-        if isinstance(o, dict):
-            o.pop("exemplars", None)
-            for v in o.values():
-                strip(v)
-        elif isinstance(o, list):
-            for v in o:
-                strip(v)
-    strip(doc)
+def _strip_exemplars(o) -> Any:
+    """``o`` without its exemplars (a copy; their ids are hex in OTLP/JSON, and the metrics
+    table keeps none)."""
+    if isinstance(o, dict):
+        return {k: _strip_exemplars(v) for k, v in o.items() if k != "exemplars"}
+    if isinstance(o, list):
+        return [_strip_exemplars(v) for v in o]
+    return o
+
+
+def _json_parse(d: Any, message, where: str):
+    """``d`` through protobuf's JSON mapping into ``message``; a wrong-typed value is a
+    ``schema_violation`` naming ``where``."""
     try:
-        return json_format.ParseDict(doc, ExportMetricsServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(_strip_exemplars(d), message, ignore_unknown_fields=True)
     except json_format.ParseError as e:
-        raise _Reject("schema_violation", f"not an OTLP/JSON ExportMetricsServiceRequest: {str(e)[:200]}") from None
+        raise _Reject("schema_violation", f"{where}: not an OTLP/JSON {type(message).__name__}: {str(e)[:200]}") from None
+
+
+_JSON_POINT_TYPES = {"gauge": NumberDataPoint, "sum": NumberDataPoint, "histogram": HistogramDataPoint,
+                     "summary": SummaryDataPoint}
+
+
+def _json_metric_items(doc: dict):
+    """``(source, where, build)`` for each item of an OTLP/JSON metrics document, in the
+    order and with the paths of :func:`_proto_metrics`: each data point is parsed alone, so
+    a wrong-typed point is rejected alone (``build`` raises); a metric whose own fields are
+    wrong-typed, or of an unsupported kind, is one item. ``build(rows)`` appends its rows.
+    JSON containers of the wrong type (not a list or object) reject the whole message."""
+    for a, rm in enumerate(_jlist(doc, "resourceMetrics", "resource_metrics", "")):
+        w1 = f"resource_metrics[{a}]"
+        rm = _jobj(rm, w1)
+        res = _json_parse(_jobj(rm.get("resource"), f"{w1}.resource"), Resource(), f"{w1}.resource")
+        svc = _attrs(res.attributes).get("service.name") or UNKNOWN_SERVICE
+        for b, sm in enumerate(_jlist(rm, "scopeMetrics", "scope_metrics", w1)):
+            w2 = f"{w1}.scope_metrics[{b}]"
+            sm = _jobj(sm, w2)
+            for c, m in enumerate(_jlist(sm, "metrics", "metrics", w2)):
+                yield from _json_metric(_jobj(m, f"{w2}.metrics[{c}]"), f"{w2}.metrics[{c}]", svc)
+
+
+def _json_metric(m: dict, where: str, svc: str):
+    """The items of one OTLP/JSON metric (see :func:`_json_metric_items`)."""
+    bodies = {k: v for k, v in m.items() if k in _JSON_DATA_KEYS}
+    points_of = {k: _jlist(_jobj(v, f"{where}.{_JSON_DATA_KEYS[k]}"), "dataPoints", "data_points",
+                           f"{where}.{_JSON_DATA_KEYS[k]}") for k, v in bodies.items()}
+    shell = {k: ({f: x for f, x in v.items() if f not in ("dataPoints", "data_points")} if k in bodies else v)
+             for k, v in m.items()}
+    try:
+        metric = _json_parse(shell, Metric(), where)
+    except _Reject as e:
+        def bad(rows, reason=e.reason, detail=e.detail):
+            raise _Reject(reason, detail)
+        yield m, where, bad
+        return
+    data = metric.WhichOneof("data")
+    if data not in _JSON_POINT_TYPES:
+        def unsupported(rows):
+            raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+        yield m, where, unsupported
+        return
+    key = next(k for k in bodies if _JSON_DATA_KEYS[k] == data)
+    ptype = _JSON_POINT_TYPES[data]
+    for d, point in enumerate(points_of[key]):
+        w = f"{where}.{data}.data_points[{d}]"
+        yield point, w, lambda rows, point=point, w=w: _metric_point(rows, w, metric, svc, _json_parse(point, ptype(), w))
+
+
+_JSON_DATA_KEYS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "summary": "summary",
+                   "exponentialHistogram": "exponential_histogram", "exponential_histogram": "exponential_histogram"}
+
+
+def _metric_point(rows: _MetricRows, w: str, m: Metric, svc: str, dp) -> None:
+    """The rows of data point ``dp`` of metric ``m`` (gauge, sum, histogram or summary)."""
+    data = m.WhichOneof("data")
+    if data == "gauge":
+        _gauge_point(rows, w, m.name, svc, dp)
+    elif data == "sum":
+        temp = _temporality(m.sum)
+        level = not m.sum.is_monotonic and temp == "cumulative"
+        kind, temp = ("GAUGE", None) if level else ("COUNTER", temp)
+        _sum_point(rows, w, m.name, svc, kind, temp, dp)
+    elif data == "histogram":
+        _histogram_point(rows, w, m.name, svc, _temporality(m.histogram), dp)
+    else:
+        _summary_point(rows, w, m.name, svc, dp)
 
 
 def _json_metrics(doc: dict, rows: _MetricRows) -> None:
-    _proto_metrics(_json_metrics_message(doc), rows)
+    for source, where, build in _json_metric_items(doc):
+        rows.item(source, where, lambda build=build: build(rows))
 
 
 def _item_sources(parsed, signal: str, encoding: str) -> list:
     """The items of a parsed message in the order the rows builders count them: spans, log
     records, or data points (a metric of an unsupported kind is one item itself)."""
     if signal == "metric":
-        msg = parsed if encoding == "otlp_proto" else _json_metrics_message(parsed)
+        if encoding == "otlp_json":
+            return [source for source, _, _ in _json_metric_items(parsed)]
         out = []
-        for rm in msg.resource_metrics:
+        for rm in parsed.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     data = m.WhichOneof("data")
@@ -907,8 +981,6 @@ class OtlpCodec:
         point, in the message's encoding."""
         if self.encoding == "otlp_proto":
             return source.SerializeToString()
-        if hasattr(source, "DESCRIPTOR"):  # OTLP/JSON metrics are read through protobuf
-            return orjson.dumps(json_format.MessageToDict(source))
         return orjson.dumps(source)
 
     # -- parsing --------------------------------------------------------------------------

@@ -63,7 +63,7 @@ LOGS = [
 
 def test_registry_file_ids():
     assert local_registry() == {1: "product_event", 2: "log_record", 3: "span", 4: "metric_sample", 5: "alert_event", 6: "dead_letter",
-                                7: "metric_sample_v2"}
+                                7: "metric_sample_v2", 8: "dead_letter_v2"}
     assert schema_id_for("event") == 1 and schema_id_for("log_record") == 2
 
 
