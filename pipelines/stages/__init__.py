@@ -62,11 +62,13 @@ from pipelines.stages.contract import (
     METRICS,
     PRODUCT,
     TRACE,
+    GlobalConfig,
     Stage,
     StageDef,
     StageInput,
     StageOutput,
     StageTick,
+    TraceConfig,
 )
 from pipelines.stages.global_stage import GlobalStage, global_inputs
 from pipelines.stages.metrics import MetricsStage
@@ -86,7 +88,26 @@ from pipelines.stages.product import _TallyReport  # noqa: F401
 from pipelines.stages.trace import _late_span_dead_letters, _new_counts  # noqa: F401
 
 __all__ = [
-    "BACKLOG_HOLD", "GLOBAL", "METRICS", "PRODUCT", "STAGE_KINDS", "TRACE", "GlobalStage", "MetricsStage",
-    "PartitionClock", "ProductStage", "Stage", "StageDef", "StageInput", "StageOutput", "StageTick", "TraceStage",
-    "global_inputs", "make_stage", "split_by_shard", "trace_shards",
+    "BACKLOG_HOLD",
+    "GLOBAL",
+    "METRICS",
+    "PRODUCT",
+    "STAGE_KINDS",
+    "TRACE",
+    "GlobalConfig",
+    "GlobalStage",
+    "MetricsStage",
+    "PartitionClock",
+    "ProductStage",
+    "Stage",
+    "StageDef",
+    "StageInput",
+    "StageOutput",
+    "StageTick",
+    "TraceConfig",
+    "TraceStage",
+    "global_inputs",
+    "make_stage",
+    "split_by_shard",
+    "trace_shards",
 ]

@@ -15,6 +15,7 @@ import time
 from collections import deque
 
 from pipelines.stages.contract import _MIN, StageDef, StageInput, StageTick, _Pickled
+from pipelines.stages.positions import held_positions, hold_batch
 
 
 def _input_wall(item: StageInput) -> int:
@@ -171,8 +172,7 @@ class _Tracked(_Pickled):
 
     def _track(self, item: StageInput, release_at: int) -> str:
         tp = f"{item.topic}:{item.partition}"
-        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, release_at))
-        self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
+        hold_batch(self._batches, self._latest, tp, item.first_offset, item.next_offset, release_at)
         if item.event_ms >= 0:
             self.wm[tp] = max(self.wm.get(tp, _MIN), item.event_ms - self.delay)
         self._idle_wall = _input_wall(item)
@@ -193,9 +193,7 @@ class _Tracked(_Pickled):
         return None
 
     def positions(self, final: bool = False) -> dict[str, int]:
-        out = {}
-        for tp, q in self._batches.items():
-            while q and (final or (self.close_wm is not None and q[0][2] <= self.close_wm)):
-                q.popleft()
-            out[tp] = q[0][0] if q else self._latest[tp]
-        return out
+        """Per partition: everything below this offset has been emitted by this shard (a
+        batch is released once the stage watermark passed its ``release_at``)."""
+        return held_positions(self._batches, self._latest,
+                              lambda at: final or (self.close_wm is not None and at <= self.close_wm))

@@ -9,15 +9,23 @@ interface every kind implements (:class:`Stage`) and the definition a shard is b
 
 from __future__ import annotations
 
+import abc
 import pickle
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import pyarrow as pa
 
 from core.durations import MAX_DURATION
 from schemas.tables import table_def
 from transforms.shape import conform
+
+if TYPE_CHECKING:
+    from pipelines.spec import ProductStep, TailSampleStep
+    from transforms.alerting.config import AlertingConfig
+    from transforms.rollup.config import RollupConfig
+    from transforms.tail_sampling.log_sampling import LogSamplingConfig
 
 TRACE = "trace"
 METRICS = "metrics"
@@ -95,35 +103,88 @@ _MAX = 1 << 62
 _NEVER = MAX_DURATION  # a watermark delay that keeps a library's own watermark out of the way: the stage drives it
 
 
-class Stage:
-    """What an engine hosts per key ``"<stage>:<shard>"`` (duck-typed; the classes below)."""
+class Stage(abc.ABC):
+    """What an engine hosts per key ``"<stage>:<shard>"``: one shard of a stage kind.
 
-    def process(self, item) -> StageOutput | None: ...  # None only for a StageTick that moved nothing
+    A kind implements :meth:`process`, :meth:`flush` and :meth:`snapshot`; :meth:`create`
+    builds a shard from its :class:`StageDef` or restores it from a snapshot blob (by
+    default: the blob is the pickled stage). Guarantees every kind keeps: outputs carry
+    only rows the shard will not emit again; ``positions`` never pass an offset whose
+    rows the shard may still hold; a tick that moved nothing returns None; the state after
+    ``create(defn, shard, s.snapshot())`` behaves as ``s`` would."""
 
-    def flush(self) -> StageOutput: ...
+    kind: ClassVar[str]  #: the stage name it is registered under (:data:`TRACE`, :data:`METRICS`, ...)
 
-    def snapshot(self) -> bytes: ...
+    @classmethod
+    def create(cls, defn: StageDef, shard: int, blob: bytes | None = None) -> Stage:
+        """Shard ``shard`` of the stage ``defn`` describes; with ``blob``, in the state
+        :meth:`snapshot` captured."""
+        if blob:
+            return pickle.loads(zlib.decompress(blob))
+        return cls(defn, shard)  # type: ignore[call-arg]  # the kinds built from a StageDef take (defn, shard)
+
+    @abc.abstractmethod
+    def process(self, item: Any) -> StageOutput | None:
+        """Take one item: a :class:`StageInput` or a :class:`StageTick` (``global``: an
+        upstream :class:`StageOutput` or a tick); None only for a tick that moved nothing."""
+
+    @abc.abstractmethod
+    def flush(self) -> StageOutput:
+        """End of a bounded input: emit everything still held."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> bytes:
+        """The shard's whole state, for :meth:`create` to restore."""
+
+    def restart_idle_clock(self, wall_ms: int) -> None:  # a no-op for a stage without a clock of its own
+        """After a process restart, idle time counts from ``wall_ms`` (the downtime is not
+        idle time of the stream). A stage without an idle clock of its own ignores it."""
+
+
+class TraceConfig(NamedTuple):
+    """``StageDef.config`` of the ``trace`` stage."""
+
+    step: TailSampleStep                   #: the ``tail_sample`` step (sampler, RED, log_wait, shards)
+    logs: LogSamplingConfig | None = None  #: the ``log_sample`` step's config (None: no log flow is sampled)
+
+
+class GlobalConfig(NamedTuple):
+    """``StageDef.config`` of the ``global`` stage: each part None when the spec lacks it."""
+
+    alerts: AlertingConfig | None   #: the alert rules (:meth:`pipelines.spec.AlertsSpec.engine_config`)
+    product: ProductStep | None     #: the ``product`` step (funnels and report windows to merge)
+    rollup: RollupConfig | None     #: the ``rollup`` step's config (``allowed_lateness`` of the rows alerts read)
+
+
+#: ``StageDef.config`` per kind: trace -> :class:`TraceConfig`; metrics -> ``pipelines.spec.RollupStep``;
+#: product -> ``pipelines.spec.ProductStep``; global -> :class:`GlobalConfig`
+C = TypeVar("C")
 
 
 @dataclass
-class StageDef:
+class StageDef(Generic[C]):
     """One stateful stage of a spec (see :func:`pipelines.graph.plan_stages`): its kind and
     shards, the tables it writes, the topics it consumes, the topic partitions it must
     hear of before its event-time watermark moves (``expected``), the step/config it
-    runs, and (for ``global``) the stages it is fed by."""
+    runs (typed per kind: ``StageDef[TraceConfig]``, ``StageDef[RollupStep]``,
+    ``StageDef[ProductStep]``, ``StageDef[GlobalConfig]``), and (for ``global``) the stages
+    it is fed by."""
 
     name: str
     shards: int
     tables: tuple
     topics: tuple
-    config: object = None
+    config: C = None  # type: ignore[assignment]
     expected: tuple = ()
     upstream: dict = field(default_factory=dict)  # stage name -> (shards, topics)
     options: dict = field(default_factory=dict)
     red_topics: tuple | None = None  # trace: the topics whose event time closes RED windows (None: every topic)
     dead_letters: str = "dead_letters"  # the dead-letter table's name (stages that dead-letter late data)
 
-class _Pickled:
+
+class _Pickled(Stage):
+    """A stage whose snapshot is the whole object, pickled (restored by :meth:`Stage.create`)."""
+
     def snapshot(self) -> bytes:
         return zlib.compress(pickle.dumps(self, protocol=5), 1)
 

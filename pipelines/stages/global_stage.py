@@ -17,12 +17,14 @@ from pipelines.stages.contract import (
     METRICS,
     PRODUCT,
     TRACE,
+    GlobalConfig,
     StageDef,
     StageOutput,
     StageTick,
     _concat,
     _Pickled,
 )
+from pipelines.stages.positions import upstream_positions
 from schemas.tables import table_def
 from transforms.product.funnels import FunnelReport
 
@@ -56,11 +58,13 @@ class GlobalStage(_Pickled):
     (``extra["red_through"]``). Positions: per partition, the smallest position the
     upstream shards reported."""
 
-    def __init__(self, defn: StageDef, shard: int = 0):
+    kind = GLOBAL
+
+    def __init__(self, defn: StageDef[GlobalConfig], shard: int = 0):
         from transforms.alerting import AlertEngine
 
         self.upstream = dict(defn.upstream)
-        alerts, product, rollup = defn.config
+        alerts, product, rollup = GlobalConfig(*defn.config)
         self.engine = AlertEngine(alerts) if alerts is not None and alerts.rules else None
         self.lateness = rollup.lateness_ms if rollup is not None else 0
         self.rule_res: list[int] = []
@@ -244,17 +248,8 @@ class GlobalStage(_Pickled):
             rows["metrics"].append(pa.Table.from_pylist(out, schema=table_def("metrics").arrow_schema()))
 
     def positions(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        tps = {tp for rep in self.reports.values() for tp in rep}
-        for tp in tps:
-            topic = tp.rsplit(":", 1)[0]
-            vals = []
-            for stage, (shards, topics) in self.upstream.items():
-                if topic in topics:
-                    vals += [self.reports.get((stage, k), {}).get(tp) for k in range(shards)]
-            if vals and all(v is not None for v in vals):
-                out[tp] = min(vals)
-        return out
+        """Per partition, the smallest position the upstream shards reported."""
+        return upstream_positions(self.reports, self.upstream)
 
     def _output(self, rows, events, notes) -> StageOutput:
         out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}

@@ -7,12 +7,17 @@ log line or event is in its own table); an invalid sample is counted, never rais
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.stages.clock import _Tracked
 from pipelines.stages.contract import _MAX, _MIN, _NEVER, METRICS, StageDef, StageInput, StageOutput, StageTick, _concat
 from transforms.rollup import MetricRollup
+
+if TYPE_CHECKING:
+    from pipelines.spec import RollupStep
 
 
 class _StageRollup(MetricRollup):
@@ -61,7 +66,9 @@ class MetricsStage(_Tracked):
     ``allowed_lateness``) goes to ``dead_letters`` with reason ``late_data`` (a derived
     one is counted in ``dropped["late_derived"]``: its log line or event is in its table)."""
 
-    def __init__(self, defn: StageDef, shard: int = 0):
+    kind = METRICS
+
+    def __init__(self, defn: StageDef[RollupStep], shard: int = 0):
         step = defn.config
         cfg = step.config
         self.shard, self.shards = shard, defn.shards

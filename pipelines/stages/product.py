@@ -7,6 +7,8 @@ a session id leave in ``extra`` for the global stage, each window once per shard
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +19,9 @@ from transforms.product import ProductAnalytics
 from transforms.product.fingerprint import fingerprint as _fingerprint
 from transforms.product.fingerprint import normalize_stacks
 from transforms.product.funnels import FunnelReport
+
+if TYPE_CHECKING:
+    from pipelines.spec import ProductStep
 
 
 class _TallyReport(FunnelReport):
@@ -43,7 +48,9 @@ class ProductStage(_Tracked):
     session: counted per report window (``product.events_without_session`` rows) and in
     ``dropped["no_session_id"]``."""
 
-    def __init__(self, defn: StageDef, shard: int = 0):
+    kind = PRODUCT
+
+    def __init__(self, defn: StageDef[ProductStep], shard: int = 0):
         step = defn.config
         cfg = step.config
         self.shard, self.shards = shard, defn.shards

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.stages.clock import PartitionClock, _behind, _idle_elapsed, _input_wall, _note_lag
-from pipelines.stages.contract import _MAX, TRACE, StageInput, StageOutput, StageTick
+from pipelines.stages.contract import _MAX, TRACE, Stage, StageDef, StageInput, StageOutput, StageTick, TraceConfig
+from pipelines.stages.positions import held_positions, hold_batch
 from schemas.tables import table_def
 from transforms.shape import conform
 from transforms.tail_sampling import HeadSampler, LogSampler, RedMetrics, TailSampler
@@ -40,11 +41,24 @@ def _bound(ids: dict, limit: int = 200_000) -> None:
             del ids[t]
 
 
-class TraceStage:
+class TraceStage(Stage):
     """Tail sampling, RED metrics and trace-consistent log sampling for one shard.
 
     Each output's ``counters`` carry what the tail sampler counted since the previous
     output (:func:`_new_counts`), which the runners add to the run stats."""
+
+    kind = TRACE
+
+    @classmethod
+    def create(cls, defn: StageDef[TraceConfig], shard: int, blob: bytes | None = None) -> TraceStage:
+        """Shard ``shard`` of the trace stage ``defn`` describes (``defn.options["head"]``:
+        head sampling settings), restored from ``blob`` when given."""
+        cfg = TraceConfig(*defn.config)
+        head = defn.options.get("head")
+        args = (defn.expected, getattr(defn, "red_topics", None), getattr(defn, "dead_letters", "dead_letters"))
+        if blob:
+            return cls.restore(cfg.step, cfg.logs, shard, blob, head, *args)
+        return cls(cfg.step, cfg.logs, shard, head, *args)
 
     def __init__(self, step, log_config=None, shard: int = 0, head: tuple | None = None, expected=(),
                  red_topics=None, dead_letters: str = "dead_letters"):
@@ -96,8 +110,7 @@ class TraceStage:
         self._idle_from = max(self.now, self._clock.idle_base())
         _note_lag(self, item)
         # held until its rows can no longer be waiting: spans wait from their batch's ingest time (below)
-        self._batches.setdefault(tp, deque()).append((item.first_offset, item.next_offset, max(self.now, item.now_ms)))
-        self._latest[tp] = max(self._latest.get(tp, 0), item.next_offset)
+        hold_batch(self._batches, self._latest, tp, item.first_offset, item.next_offset, max(self.now, item.now_ms))
         rows: dict[str, list[pa.Table]] = {"spans": [], "traces": [], "metrics": [], "logs": []}
         if item.table is not None and item.table.num_rows:
             if item.kind == "spans":
@@ -285,17 +298,9 @@ class TraceStage:
 
     def positions(self, final: bool = False) -> dict[str, int]:
         """Per partition: everything below this offset has been emitted by this shard."""
-        out = {}
         horizon = self.now - self.hold_ms
-        for tp, q in self._batches.items():
-            while q and (final or q[0][2] < horizon):
-                q.popleft()
-            if self._pending_logs or self.sampler.buffered_spans:
-                out[tp] = q[0][0] if q else self._latest[tp]
-            else:
-                q.clear()
-                out[tp] = self._latest[tp]
-        return out
+        holding = bool(self._pending_logs or self.sampler.buffered_spans)
+        return held_positions(self._batches, self._latest, lambda at: final or at < horizon, holding)
 
     # -- state ----------------------------------------------------------------------
 
