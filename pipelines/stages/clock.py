@@ -99,7 +99,7 @@ class PartitionClock:
 
     def watermark(self) -> int:
         wm = None
-        known = getattr(self, "known", set())
+        known: set[str] = getattr(self, "known", set())
         lags = getattr(self, "lags", {})
         keys = set(self.progress) | known
         for topic, n in self.expected.items():

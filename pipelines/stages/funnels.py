@@ -80,12 +80,12 @@ class FunnelJob:
                 return {"window_start": dt.datetime.fromtimestamp(k * self.res / 1000, dt.UTC),
                         "window_end": dt.datetime.fromtimestamp((k + 1) * self.res / 1000, dt.UTC),
                         "resolution": _fmt(self.res), "kind": "summary", "exemplar_trace_ids": [], "late_samples": 0}
-            for k in due:
-                etype, n, *seen = self.errors.pop(k)
+            for key in due:
+                etype, n, *seen = self.errors.pop(key)
                 # min / max: first / last seen (event time, epoch ms) of the fingerprint in the window
                 first, last = (float(seen[0]), float(seen[1])) if seen else (None, None)
-                out.append({**base, **window(k[0]), "name": "product.errors",
-                            "labels": [("error_type", etype[:200]), ("fingerprint", k[1])], "count": n, "sum": float(n),
+                out.append({**base, **window(key[0]), "name": "product.errors",
+                            "labels": [("error_type", etype[:200]), ("fingerprint", key[1])], "count": n, "sum": float(n),
                             "min": first, "max": last})
             for k in due_sl:
                 n = sl.pop(k)

@@ -7,7 +7,7 @@ a session id leave in ``extra`` for the global stage, each window once per shard
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -124,7 +124,7 @@ class ProductStage(_Tracked):
             sl = self.__dict__.setdefault("sessionless", {})
             for k in [k for k in sl if final or (k + 1) * self.res <= through]:
                 sessionless[k] = sl.pop(k)
-        extra = {"funnels": self.analytics.report.take(), "errors": errors, "sessionless": sessionless, "through": through}
+        extra = {"funnels": cast(_TallyReport, self.analytics.report).take(), "errors": errors, "sessionless": sessionless, "through": through}
         out = {"sessions": t} if (t := _concat(sessions, "sessions")) is not None else {}
         return StageOutput(stage=PRODUCT, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
                            watermark=_MAX if final else self.close_wm, extra=extra, dropped=dropped or {})

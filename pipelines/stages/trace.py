@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections import deque
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from transforms.shape import conform
 from transforms.tail_sampling import HeadSampler, LogSampler, RedMetrics, TailSampler
 
 
-def _new_counts() -> dict:
+def _new_counts() -> dict[str, Any]:
     """Zeroed trace-stage counters (the layout of ``StageOutput.counters`` for ``trace``):
     ``dropped_spans`` / ``dropped_traces`` / ``early_decisions``: reason -> count, as the
     tail sampler's :class:`~transforms.tail_sampling.sampler.Decisions` (reasons in
@@ -94,6 +95,7 @@ class TraceStage(Stage):
         self._idle_wall: int | None = None    # wall time of the last input (idle advance)
         self._idle_from = 0                   # the clock an idle advance starts from
         self._reported: dict | None = None    # positions of the last output
+        self._lags: dict[str, int] = {}       # partition -> records left behind its latest input (clock._behind)
 
     # -- processing -----------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class TraceStage(Stage):
         """Count the input's spans in RED; a span whose window was already closed (later
         than ``allowed_lateness`` behind the span partitions' event time) is not counted:
         it becomes a ``late_data`` dead letter (the span itself goes on to sampling)."""
-        if self.red is None:
+        if self.red is None or item.table is None:
             return
         late = self.red.add(item.table)
         if late.any():
@@ -244,7 +246,7 @@ class TraceStage(Stage):
 
     def _resolve_logs(self, rows, final: bool) -> None:
         """Logs whose trace is decided follow it; logs of traces never seen wait ``log_wait``."""
-        if not self._pending_logs:
+        if not self._pending_logs or self.logs is None:  # (no log sampler: no log waits, _add_logs)
             return
         still: list[tuple[int, pa.Table]] = []
         buffered = self.sampler._ids          # trace ids the sampler still holds
@@ -286,7 +288,7 @@ class TraceStage(Stage):
         if getattr(self, "_red_late", 0):
             counts["red_late_spans"], self._red_late = self._red_late, 0
         self._reported = self.positions(final)  # the last positions reported (an idle tick reports only news)
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.red is not None:
             through = _MAX if final else self.red.closed_through(getattr(self, "_red_now", 0))
             if self.__dict__.get("_red_parts"):
