@@ -1,17 +1,21 @@
 """Stateful stages: engine-agnostic objects that a runner hosts in its keyed state
 (a Bytewax ``stateful`` operator, a Beam stateful ``DoFn``), one instance per shard.
 
-Every stage has the same shape (:class:`Stage`): ``process(item) -> StageOutput``,
-``flush() -> StageOutput`` (end of a bounded input), ``snapshot() -> bytes``; a stage is
-built or restored by name with :func:`make_stage` from a :class:`StageDef` (what
+Every stage kind implements the same contract (:class:`Stage`, an ABC in ``contract.py``):
+``process(item) -> StageOutput``, ``flush() -> StageOutput`` (end of a bounded input),
+``snapshot() -> bytes``; a stage is built or restored by name with :func:`make_stage`
+(``registry.py``) from a :class:`StageDef` whose ``config`` is typed per kind (what
 :func:`pipelines.graph.plan_stages` derives from the spec). The engines host any stage
-kind by name: items are keyed ``"<stage>:<shard>"``.
+kind by name: items are keyed ``"<stage>:<shard>"``. ``README.md`` next to this file maps
+the modules: ``clock.py`` (event time, idle advance), ``positions.py``, ``sharding.py``, one
+module per kind, and the global stage's jobs.
 
-Stages: :class:`TraceStage` (``trace``), :class:`MetricsStage` (``metrics``, rollups),
-:class:`ProductStage` (``product``, sessions and funnels) — all fed by the flows'
-:class:`StageInput` s — and :class:`GlobalStage` (``global``, one shard), fed by the
-metrics and product stages' outputs: it evaluates alert rules over the rollup rows and
-merges the product shards' funnel tallies into report rows.
+Stages: :class:`TraceStage` (``trace.py``), :class:`MetricsStage` (``metrics.py``, rollups),
+:class:`ProductStage` (``product.py``, sessions and funnels) — all fed by the flows'
+:class:`StageInput` s — and :class:`GlobalStage` (``global_stage.py``, one shard), fed by
+the other stages' outputs, with three jobs in their own modules: alert rules over the
+rollup rows (``alerts.py``), the product shards' funnel tallies merged into report rows
+(``funnels.py``) and the trace shards' RED partials merged (``red_merge.py``).
 
 :class:`TraceStage` (shard = hash of the trace id) consumes every span and the log lines
 of the spec's log flows, and emits
