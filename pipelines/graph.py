@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 
 from pipelines.spec import (EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ProductStep, RollupStep, ScrubStep, TailSampleStep,
                             ValidateStep)
-from pipelines.stages import GLOBAL, METRICS, PRODUCT, TRACE, StageDef, StageInput, split_by_shard, trace_shards
+from pipelines.stages import (GLOBAL, METRICS, PRODUCT, TRACE, GlobalConfig, StageDef, StageInput, TraceConfig, split_by_shard,
+                              trace_shards)
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
@@ -109,7 +110,7 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         tables.append(spec.dead_letters.table)  # internal_error rows (pipelines.isolate), late spans
         topics = topics_of(sig)
         # the span topics' event time closes RED windows; late spans are dead letters
-        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics, (trace_step, log_config), expected(topics),
+        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics, TraceConfig(trace_step, log_config), expected(topics),
                             options=opts, red_topics=topics_of(("span",)), dead_letters=spec.dead_letters.table))
     rollup = _step(spec, RollupStep)
     if rollup is not None:
@@ -127,7 +128,8 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None or red is not None else ())
         topics = tuple(sorted({t for _, ts in up.values() for t in ts}))
         out.append(StageDef(GLOBAL, 1, tables, topics,
-                            (alerts.engine_config() if alerts is not None else None, product, rollup.config if rollup else None),
+                            GlobalConfig(alerts.engine_config() if alerts is not None else None, product,
+                                         rollup.config if rollup else None),
                             upstream=up, options={"spec": spec, "kafka": kafka,
                                                   "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None}))
     return out
