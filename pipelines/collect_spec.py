@@ -3,30 +3,12 @@ HTTP / OTLP/HTTP front door). Every number has bounds; unknown keys are errors."
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(v) -> timedelta:
-    """``"500ms"``, ``"30s"``, ``"5m"`` ... or a number of seconds (as ``pipelines.spec.parse_duration``)."""
-    if isinstance(v, timedelta):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return timedelta(seconds=v)
-    if isinstance(v, str):
-        m = _DURATION.match(v)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f'expected a duration like "30s", "5m", "7d", got {v!r}')
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+from core.durations import Duration
 
 
 class _Model(BaseModel):

@@ -49,8 +49,10 @@ class CommitSpec(Model):
     """When the Iceberg sink commits: whichever bound is hit first."""
 
     max_rows: int = Field(200_000, gt=0, le=100_000_000, description="rows buffered per table before a commit")
-    max_seconds: float = Field(5.0, gt=0, le=86_400, description="seconds between commits at most")
-    retry_seconds: float = Field(120.0, gt=0, le=7 * 86_400, description="keep retrying a commit through storage or catalog outages this long")
+    max_seconds: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(days=1),
+                                  description="longest time between commits: a table commits once its oldest buffered row is this old")
+    retry_seconds: Duration = Field(timedelta(minutes=2), ge=MIN_WINDOW, le=timedelta(days=7),
+                                    description="keep retrying a commit through storage or catalog outages this long")
 
 
 class ArchiveOptions(Model):
@@ -303,7 +305,8 @@ class AlertsSpec(AlertingConfig):
     ``alertmanager_url``, to a real Alertmanager (v2 API)."""
 
     alertmanager_url: str | None = Field(None, description="POST alert events to this Alertmanager (http://host:9093)")
-    alertmanager_timeout: float = Field(5.0, gt=0, le=3600, description="seconds per Alertmanager request")
+    alertmanager_timeout: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1),
+                                           description="timeout of one Alertmanager request")
 
     def engine_config(self) -> AlertingConfig:
         return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,

@@ -243,9 +243,9 @@ class IcebergSink:
         self.written: dict[str, dict[str, int]] = {n: snapshot_offsets(t, WRITTEN_KEY) for n, t in self.tables.items()}
         self.pending: dict[str, _Pending] = {n: _Pending() for n in self.tables}
         self.max_rows = spec.storage.commit.max_rows
-        self.max_seconds = spec.storage.commit.max_seconds
+        self.max_seconds = spec.storage.commit.max_seconds.total_seconds()
         self.max_retries = max_retries
-        self.retry_seconds = spec.storage.commit.retry_seconds
+        self.retry_seconds = spec.storage.commit.retry_seconds.total_seconds()
         self.stats = CommitStats()
         self._first_pending_at: dict[str, float] = {}
         # dead letters to Kafka too, when the spec asks (outputs.dead_letters_topic): produced

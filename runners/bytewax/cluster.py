@@ -105,7 +105,7 @@ def build(run: ClusterRun):
                      batch_size=run.batch_size, bounded=run.bounded, max_records=run.max_records)
     if run.source == "kafka":
         source, ranges, _ = kafka_plan(req)
-        tick = max(0.2, min(1.0, spec.storage.commit.max_seconds / 2))
+        tick = max(0.2, min(1.0, spec.storage.commit.max_seconds.total_seconds() / 2))
         return build_flow(spec, KafkaBytewaxSource(source, ranges, tick_s=tick), by_table=True)
     return build_flow(spec, EmbeddedBytewaxSource(embedded_source(req), resume_positions(spec)), by_table=True)
 
