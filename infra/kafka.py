@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
 
 # 4.4.0 is on Central but its runtime dependency kafka-tools-api:4.4.0 is not, so the
@@ -50,7 +51,7 @@ MIN_JAVA = 17
 _COMPLETE = ".complete"
 
 
-class KafkaSetupError(RuntimeError):
+class KafkaSetupError(ObsflowError, RuntimeError):
     """Java, Maven or the jar download is missing or broken; the message says what to do."""
 
 

@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir, wait_until
 
 DEFAULT_VERSION = os.environ.get("OBSFLOW_TRINO_VERSION", "476")
@@ -88,7 +89,7 @@ _SECRET_ENV = {
 }
 
 
-class TrinoError(RuntimeError):
+class TrinoError(ObsflowError, RuntimeError):
     """Trino could not be fetched or started."""
 
 

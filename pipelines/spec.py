@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration, parse_duration  # noqa: F401 - re-exported
+from core.errors import ConfigurationError
 from pipelines.collect_spec import CollectSpec
 from transforms.alerting.config import AlertingConfig
 from transforms.product.config import ProductConfig
@@ -558,7 +559,7 @@ def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> No
         raise SpecReferenceError(f"{path}.time_column", "a timestamp column", rule.time_column)
 
 
-class SpecReferenceError(ValueError):
+class SpecReferenceError(ConfigurationError, ValueError):
     """A spec value that names something that does not exist; carries its key path."""
 
     def __init__(self, path: str, expected: str, got):

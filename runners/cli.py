@@ -27,11 +27,16 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, ConfigurationError, ObsflowError, causes
 from pipelines import DEFAULT_SPEC
 
 
-class UsageError(Exception):
-    """A command line that cannot work (exit 2, one line)."""
+class UsageError(ConfigurationError):
+    """A command line that cannot work (exit 2, one line); the message starts with the
+    command (``obsflow maintain: --table: ...``)."""
+
+    def report(self) -> str:
+        return str(self)
 
 
 class Parser(argparse.ArgumentParser):
@@ -136,8 +141,7 @@ def cmd_run(args) -> int:
 
     problem = cluster_usage_problem(args) if wants_cluster(args) else None
     if problem is not None:  # a wrong flag is named before any service is contacted
-        print(problem, file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     spec = _spec(args)
     if os.environ.get(spec.privacy.pseudonym_key_env) is None and spec.privacy.pseudonym_key is None:
         if args.dev_key:
@@ -145,8 +149,7 @@ def cmd_run(args) -> int:
             print(f"note: {spec.privacy.pseudonym_key_env} not set; using a development pseudonym key (--dev-key)", file=sys.stderr)
     kafka = args.source == "kafka"
     if not kafka and (args.bounded or args.max_records is not None):
-        print("obsflow run: --bounded and --max-records apply to --source kafka", file=sys.stderr)
-        return 2
+        raise UsageError("obsflow run: --bounded and --max-records apply to --source kafka")
     preflight(spec, reads_kafka=kafka, spec_arg=_spec_arg(args))
     from runners.query import remember_spec
 
@@ -161,8 +164,7 @@ def cmd_run(args) -> int:
     elif args.runner == "beam":
         from runners.beam.run import run
     else:
-        print(f"obsflow run: --runner: expected bytewax or beam, got {args.runner!r}", file=sys.stderr)
-        return 2
+        raise UsageError(f"obsflow run: --runner: expected bytewax or beam, got {args.runner!r}")
     STATS.reset()
     metrics = None
     if args.metrics_port is not None:
@@ -369,11 +371,9 @@ def cmd_query(args) -> int:
         try:
             sql = saved_query(args.saved)
         except KeyError as e:
-            print(f"obsflow query: {e.args[0]}", file=sys.stderr)
-            return 2
+            raise UsageError(f"obsflow query: {e.args[0]}") from None
     elif not sql:
-        print("obsflow query: give SQL or --saved NAME", file=sys.stderr)
-        return 2
+        raise UsageError("obsflow query: give SQL or --saved NAME")
     import duckdb
 
     try:
@@ -466,38 +466,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _causes(e: BaseException):
-    """``e`` and what it wraps (engines wrap what an operator raised), outermost first."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def failure(e: BaseException) -> tuple[int, str]:
-    """The exit code and the one-line reason for an exception that ended a command:
-    2 for a wrong spec, argument, missing topic or warehouse, or pseudonymization key; 3
-    for a service that is not reachable or Kafka output that could not be delivered; 1
-    for anything else (the line then names the innermost exception and where it was
-    raised)."""
-    from pipelines.loader import SpecError
-    from sinks.catalog import MissingEnvError, NoBucketError, NoWarehouseError
-    from sinks.kafka import DeliveryError
-    from sources.kafka import MissingTopicError
-    from transforms.scrub import MissingKeyError
-
-    chain = list(_causes(e))
+    """The exit code and the one-line reason for an exception that ended a command, decided
+    here and only here from :mod:`core.errors`: the outermost obsflow error in the chain
+    (``e`` and what it wraps: engines wrap what an operator raised) gives its ``exit_code``
+    and :meth:`~core.errors.ObsflowError.report` (2 for a wrong spec, argument, missing
+    topic, warehouse, bucket, variable or pseudonymization key; 3 for a service that is not
+    reachable or Kafka output that could not be delivered); else a bare ``ConnectionError``
+    is 3; anything else is 1, the line naming the innermost exception and where it was
+    raised."""
+    chain = list(causes(e))
     for c in chain:
-        if isinstance(c, DeliveryError):
-            return 3, f"obsflow: Kafka output failed: {c}"
+        if isinstance(c, ObsflowError):
+            return c.exit_code, c.report()
     for c in chain:
-        if isinstance(c, (SpecError, MissingTopicError, NoWarehouseError, NoBucketError, MissingEnvError, UsageError)):
-            return 2, str(c) if isinstance(c, UsageError) else f"obsflow: {c}"
-        if isinstance(c, MissingKeyError):
-            return 2, f"obsflow: {c} (or pass --dev-key for a local trial)"
         if isinstance(c, ConnectionError):
-            return 3, f"obsflow: {c}"
+            return EXIT_UNAVAILABLE, f"obsflow: {c}"
     root = chain[-1]
     where = ""
     tb = root.__traceback__
@@ -508,7 +492,7 @@ def failure(e: BaseException) -> tuple[int, str]:
     text = " ".join(str(root).split())
     if len(text) > 500:
         text = text[:500] + "..."
-    return 1, f"obsflow: failed: {type(root).__name__}: {text}{where}"
+    return EXIT_FAILED, f"obsflow: failed: {type(root).__name__}: {text}{where}"
 
 
 def _short_path(path: str) -> str:
@@ -536,10 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("\nobsflow: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure ends in one line and an exit code
         rc, line = failure(e)
-        if rc == 1:
+        if not any(isinstance(c, ObsflowError) for c in causes(e)) and rc == EXIT_FAILED:
             import traceback
 
             traceback.print_exc(file=sys.stderr)

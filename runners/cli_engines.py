@@ -30,25 +30,20 @@ def _master(args) -> str:
 
 
 def cmd_submit(args) -> int:
-    from runners.beam.flink import SubmitError, submit
-    from runners.cli import _spec
+    from runners.beam.flink import submit
+    from runners.cli import UsageError, _spec
 
     if args.runner != "flink":
-        print(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
-              f"for Bytewax use `obsflow run --runner bytewax --processes N`", file=sys.stderr)
-        return 2
+        raise UsageError(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
+              f"for Bytewax use `obsflow run --runner bytewax --processes N`")
     spec = _spec(args)
     master = _master(args)
     from runners.cli import _spec_arg, preflight
 
     preflight(spec, reads_kafka=True, spec_arg=_spec_arg(args))
     print(f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})", file=sys.stderr, flush=True)
-    try:
-        sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
-                     job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)
-    except SubmitError as e:
-        print(f"obsflow submit: {e}", file=sys.stderr)
-        return 1
+    sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
+                 job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)  # SubmitError: exit 1
     resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
     print(f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
           f"(submitted in {sub.seconds:.0f}s)", file=sys.stderr)
@@ -122,14 +117,10 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from runners.flink_rest import FlinkRest, FlinkRestError
+    from runners.flink_rest import FlinkRest
 
     rest = FlinkRest(_master(args))
-    try:
-        rest.cancel(args.job_id)
-    except FlinkRestError as e:
-        print(f"obsflow cancel: {e}", file=sys.stderr)
-        return 2 if e.status in (400, 404) else 1
+    rest.cancel(args.job_id)  # FlinkRestError: exit 2 for an unknown job, else 1
     if args.wait <= 0:
         print(f"{args.job_id} cancelling")
         return 0
@@ -197,11 +188,11 @@ def cluster_usage_problem(args) -> str | None:
 def cmd_run_cluster(args) -> int:
     """``obsflow run --runner bytewax`` with processes / workers: a Bytewax cluster."""
     from runners.bytewax.cluster import ClusterRun, launch, run_process
+    from runners.cli import UsageError
 
     problem = cluster_usage_problem(args)
     if problem is not None:
-        print(problem, file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     addresses = [a.strip() for a in (args.addresses or "").split(",") if a.strip()]
     run = ClusterRun(spec=str(Path(args.spec).resolve()), warehouse=args.warehouse, source=args.source, bounded=args.bounded,
                      duration_s=args.duration, max_records=args.max_records, count=None if args.duration else args.count,

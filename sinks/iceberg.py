@@ -31,6 +31,7 @@ from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TablePr
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
+from core.errors import ServiceUnavailable
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
@@ -46,7 +47,7 @@ OFFSETS_KEY = "obsflow.offsets"
 WRITTEN_KEY = "obsflow.flow_written"
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(ServiceUnavailable, RuntimeError):
     """Object storage or the catalog stayed unreachable for ``commit.retry_seconds``."""
 
 

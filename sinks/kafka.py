@@ -36,6 +36,7 @@ from typing import Iterable
 
 from confluent_kafka import KafkaError, Producer
 
+from core.errors import ServiceUnavailable
 from pipelines.spec import KafkaSpec, OutputsSpec, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,11 @@ client_log = logging.getLogger("obsflow.kafka.client")
 DEAD_LETTER_REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure")
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(ServiceUnavailable, RuntimeError):
     """Messages that librdkafka could not deliver after its retries (or a flush that timed
     out). ``failures`` holds ``(topic, key, error string)`` of the first few."""
+
+    what = "Kafka output failed: "
 
     def __init__(self, message: str, failures: list | None = None):
         super().__init__(message)

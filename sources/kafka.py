@@ -45,6 +45,7 @@ from typing import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from core.errors import ConfigurationError, ServiceUnavailable
 from pipelines.spec import KafkaSpec, PipelineSpec, SourceSpec
 from runners.stats import STATS
 from transforms.batch import RawBatch
@@ -59,11 +60,11 @@ client_log.addHandler(logging.NullHandler())
 _INTERNAL = re.compile(r"^(__|_confluent)")
 
 
-class KafkaUnavailableError(ConnectionError):
+class KafkaUnavailableError(ServiceUnavailable, ConnectionError):
     """The broker did not answer at start, after the configured retries."""
 
 
-class MissingTopicError(LookupError):
+class MissingTopicError(ConfigurationError, LookupError):
     """A topic the spec names does not exist (or a pattern matches no topic)."""
 
 

@@ -37,6 +37,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.errors import ConfigurationError
 from pipelines.spec import PrivacySpec, ScrubStep
 
 EMAIL = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
@@ -70,8 +71,10 @@ _WORD_START = re.compile(r"[A-Za-z0-9]*")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class MissingKeyError(RuntimeError):
+class MissingKeyError(ConfigurationError, RuntimeError):
     """No pseudonymization key configured."""
+
+    hint = " (or pass --dev-key for a local trial)"
 
 
 def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:

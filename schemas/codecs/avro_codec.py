@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 from fastavro.read import SchemaResolutionError
 
+from core.errors import ObsflowError, ServiceUnavailable
 from schemas.wire import AVRO_DIR, SIGNAL_SCHEMAS, avro_schema, raw_avro_schema, arrow_schema
 from transforms.batch import INDEX, Batch, RawBatch, Rejects
 
@@ -42,12 +43,12 @@ TS_UNITS = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000, "timestamp
             "local-timestamp-millis": 1_000, "local-timestamp-micros": 1_000_000, "local-timestamp-nanos": 1_000_000_000}
 
 
-class SchemaRegistryUnavailable(RuntimeError):
+class SchemaRegistryUnavailable(ServiceUnavailable, RuntimeError):
     """The Schema Registry could not be asked (connection, timeout, 5xx, auth). Not the
     record's fault, so it is raised rather than dead-lettered: the job retries the batch."""
 
 
-class UnknownSchema(LookupError):
+class UnknownSchema(ObsflowError, LookupError):
     """A schema id the registry does not know, or whose schema is unusable."""
 
 
