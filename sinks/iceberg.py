@@ -34,7 +34,7 @@ from pyiceberg.utils.properties import property_as_bool, property_as_int
 from core.errors import ServiceUnavailable
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
-from runners.stats import STATS
+from core.stats import STATS
 from schemas.tables import table_def
 from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 

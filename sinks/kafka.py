@@ -57,7 +57,7 @@ class DeliveryError(ServiceUnavailable, RuntimeError):
 
 
 def _stats():
-    from runners.stats import STATS  # plain counters, no engine
+    from core.stats import STATS  # plain counters, no engine
 
     return STATS
 

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
-from transforms.batch import RawBatch
+from core.batch import RawBatch
 
 USER_AGENTS = [
     ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"),

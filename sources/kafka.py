@@ -45,10 +45,10 @@ from typing import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from core.batch import RawBatch
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.stats import STATS
 from pipelines.spec import KafkaSpec, PipelineSpec, SourceSpec
-from runners.stats import STATS
-from transforms.batch import RawBatch
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,15 @@ import hmac
 import ipaddress
 import os
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import ConfigurationError
-from pipelines.spec import PrivacySpec, ScrubStep
+
+if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
+    from pipelines.spec import PrivacySpec, ScrubStep
 
 EMAIL = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 BEARER = r"(?i)\bbearer(?:\s|%20|\+)+[A-Za-z0-9\-._~+/]+=*"

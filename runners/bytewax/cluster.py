@@ -142,7 +142,14 @@ def prepare_tables(run: ClusterRun) -> None:
 
 
 def local_addresses(processes: int) -> list[str]:
-    from infra.service import free_port
+    """``127.0.0.1:<port>`` for each process, each port free a moment ago (the OS picks
+    them; runners do not import infra/, the test services' tooling)."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
     return [f"127.0.0.1:{free_port()}" for _ in range(processes)]
 

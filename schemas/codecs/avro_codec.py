@@ -33,7 +33,7 @@ from fastavro.read import SchemaResolutionError
 
 from core.errors import ObsflowError, ServiceUnavailable
 from schemas.wire import AVRO_DIR, SIGNAL_SCHEMAS, avro_schema, raw_avro_schema, arrow_schema
-from transforms.batch import INDEX, Batch, RawBatch, Rejects
+from core.batch import INDEX, Batch, RawBatch, Rejects
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")

@@ -56,7 +56,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.wire import arrow_schema
-from transforms.batch import INDEX, ITEM, Batch, RawBatch, Rejects
+from core.batch import INDEX, ITEM, Batch, RawBatch, Rejects
 
 ENCODINGS = ("otlp_proto", "otlp_json")
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
