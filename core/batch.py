@@ -21,6 +21,10 @@ import pyarrow as pa
 INDEX = "_i"
 #: problems named in one reject's detail at most (see :meth:`Batch.defer_drops`)
 MAX_PROBLEMS = 10
+
+#: the one default of the largest record a flow accepts (``validate.max_bytes``; codecs,
+#: generator and a flow without a validate step use it too): larger is a ``size_violation``
+DEFAULT_MAX_BYTES = 65536
 #: index of an item (span, log record, data point) inside its record, for codecs that accept per item
 ITEM = "_item"
 

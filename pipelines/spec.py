@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from core.batch import DEFAULT_MAX_BYTES
 from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration, parse_duration  # noqa: F401 - re-exported
 from core.errors import ConfigurationError
 from pipelines.collect_spec import CollectSpec
@@ -167,7 +168,7 @@ class ValidateStep(Model):
     """Reject records that break the wire contract."""
 
     kind: Literal["validate"]
-    max_bytes: int = Field(65536, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
     max_future: Duration = Field(timedelta(minutes=5), description="timestamps later than ingest + this are rejected")
     max_past: Duration = Field(timedelta(days=7), description="timestamps earlier than ingest - this are rejected")
     event_types: list[str] = Field(default_factory=lambda: [

@@ -51,6 +51,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from runners import defaults
+
 RUN_ENV = "OBSFLOW_BYTEWAX_RUN"
 
 
@@ -64,12 +66,12 @@ class ClusterRun:
     bounded: bool = False
     duration_s: float | None = None
     max_records: int | None = None
-    count: int | None = 100_000
-    seed: int = 42
+    count: int | None = defaults.COUNT
+    seed: int = defaults.SEED
     start_ms: int | None = None
-    rate_per_s: float = 2000.0
-    bad_fraction: float = 0.01
-    batch_size: int = 5000
+    rate_per_s: float = defaults.RATE_PER_S
+    bad_fraction: float = defaults.BAD_FRACTION
+    batch_size: int = defaults.BATCH_SIZE
     extra_env: dict = field(default_factory=dict)
 
     def to_env(self) -> str:

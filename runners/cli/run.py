@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+from runners import defaults
 from runners.cli.cluster import add_run_options, cluster_usage_problem, cmd_run_cluster, wants_cluster
 from runners.cli.common import (UsageError, add_common, fmt, int_at_least, load_spec_args, number, port, preflight, progress,
                                 spec_arg)
@@ -129,18 +130,18 @@ def add_parser(sub) -> None:
     """``obsflow run``."""
     r = sub.add_parser("run", help="run the pipeline")
     add_common(r)
-    r.add_argument("--runner", default="bytewax", choices=["bytewax", "beam"])
+    r.add_argument("--runner", default=defaults.RUNNER, choices=["bytewax", "beam"])
     r.add_argument("--source", default="embedded", choices=["embedded", "kafka"],
                    help="where records come from: the embedded generator, or the spec's Kafka topics (kafka: section)")
     r.add_argument("--bounded", action="store_true",
                    help="kafka: read every partition up to its high watermark at start, then stop")
     r.add_argument("--max-records", type=int_at_least(1), help="kafka: stop after about this many records (whole batches)")
-    r.add_argument("--count", type=int_at_least(1), default=100_000, help="records per source (default %(default)s)")
+    r.add_argument("--count", type=int_at_least(1), default=defaults.COUNT, help="records per source (default %(default)s)")
     r.add_argument("--duration", type=number(0, lo_open=True), help="run for this many seconds instead of --count (kafka: unbounded read for S seconds)")
-    r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--rate", type=number(0, lo_open=True), default=2000.0, help="simulated arrival rate of the embedded source, records/s")
-    r.add_argument("--bad-fraction", type=number(0, 1), default=0.01, help="share of malformed records the generator injects")
-    r.add_argument("--batch-size", type=int_at_least(1), default=5000, help="records per embedded batch (default %(default)s)")
+    r.add_argument("--seed", type=int, default=defaults.SEED)
+    r.add_argument("--rate", type=number(0, lo_open=True), default=defaults.RATE_PER_S, help="simulated arrival rate of the embedded source, records/s")
+    r.add_argument("--bad-fraction", type=number(0, 1), default=defaults.BAD_FRACTION, help="share of malformed records the generator injects")
+    r.add_argument("--batch-size", type=int_at_least(1), default=defaults.BATCH_SIZE, help="records per embedded batch (default %(default)s)")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress line (default: when stderr is a terminal)")
     r.add_argument("--dev-key", action="store_true", help="use a development pseudonym key when none is configured")
     r.add_argument("--metrics-port", type=port, help="serve Prometheus /metrics on this port during the run (0: a free port, printed)")

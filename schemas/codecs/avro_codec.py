@@ -33,7 +33,7 @@ from fastavro.read import SchemaResolutionError
 
 from core.errors import ObsflowError, ServiceUnavailable
 from schemas.wire import AVRO_DIR, SIGNAL_SCHEMAS, avro_schema, raw_avro_schema, arrow_schema
-from core.batch import INDEX, Batch, RawBatch, Rejects
+from core.batch import DEFAULT_MAX_BYTES, INDEX, Batch, RawBatch, Rejects
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
@@ -233,7 +233,7 @@ class AvroCodec:
     :class:`SchemaRegistryUnavailable` instead: that is not the record's fault.
     """
 
-    def __init__(self, signal: str, max_bytes: int = 65536, schema_registry_url: str | None = None,
+    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, schema_registry_url: str | None = None,
                  registry_timeout_s: float = 5.0):
         self.signal = signal
         self.max_bytes = max_bytes

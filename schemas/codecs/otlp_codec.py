@@ -56,7 +56,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from schemas.wire import arrow_schema
-from core.batch import INDEX, ITEM, Batch, RawBatch, Rejects
+from core.batch import DEFAULT_MAX_BYTES, INDEX, ITEM, Batch, RawBatch, Rejects
 
 ENCODINGS = ("otlp_proto", "otlp_json")
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -796,7 +796,7 @@ class OtlpCodec:
     ``max_bytes`` when larger) (``size_violation``).
     """
 
-    def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
+    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, encoding: str = "otlp_proto"):
         if signal not in ("span", "log", "metric"):
             raise ValueError(f"the OTLP codec decodes signals 'span', 'log' and 'metric', not {signal!r}")
         if encoding not in ENCODINGS:
