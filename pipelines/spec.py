@@ -40,17 +40,19 @@ _NONNEG = timedelta(0)
 class CatalogSpec(Model):
     """Iceberg catalog. Embedded default: SQLite + local files under ``warehouse``."""
 
-    kind: Literal["sql"] = "sql"
-    name: str = "obsflow"
-    uri: str | None = Field(None, description="SQLAlchemy URL; default sqlite file inside the warehouse directory")
-    warehouse: str = Field(".obsflow/warehouse", description="local path or s3:// URL")
-    properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog / FileIO properties")
+    kind: Literal["sql"] = Field("sql", description="pyiceberg's SQL catalog")
+    name: str = Field("obsflow", description="catalog name")
+    uri: str | None = Field(None, description="SQLAlchemy URL (``postgresql+psycopg2://…`` for a shared catalog); null: a SQLite "
+                                              "file inside the warehouse directory; ``${VAR}`` references resolved from the environment")
+    warehouse: str = Field(".obsflow/warehouse", description="local path or ``s3://bucket/prefix``")
+    properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog / FileIO properties "
+                                                                         "(``s3.endpoint``, ``s3.access-key-id``, …)")
 
 
 class CommitSpec(Model):
     """When the Iceberg sink commits: whichever bound is hit first."""
 
-    max_rows: int = Field(200_000, gt=0, le=100_000_000, description="rows buffered per table before a commit")
+    max_rows: int = Field(200_000, gt=0, le=100_000_000, description="commit a table when this many rows are buffered")
     max_seconds: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(days=1),
                                   description="longest time between commits: a table commits once its oldest buffered row is this old")
     retry_seconds: Duration = Field(timedelta(minutes=2), ge=MIN_WINDOW, le=timedelta(days=7),
@@ -61,14 +63,16 @@ class ArchiveOptions(Model):
     """Before expired rows are deleted, copy them to ``<table>_archive`` under a cheaper
     storage prefix, with its own (longer) retention."""
 
-    retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="how long archived rows are kept")
-    location: str | None = Field(None, description="table location; default <warehouse>/archive/<namespace>/<table>_archive")
+    retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="retention of the archive table")
+    location: str | None = Field(None, description="where the archive table lives; null: ``<warehouse>/archive/<namespace>/<table>_archive``")
 
 
 class TableOptions(Model):
-    retention: Duration | None = Field(None, gt=_NONNEG, description="default: the table contract's retention (schemas/tables.py)")
+    retention: Duration | None = Field(None, gt=_NONNEG, description="rows older than this are deleted by ``obsflow maintain``; "
+                                                                       "null: the table contract's retention (schemas/tables.py)")
     archive: ArchiveOptions | Literal[False] | None = Field(
-        None, description="default: the table contract's (logs: one year in logs_archive); false: delete expired rows outright")
+        None, description="copy expired rows to ``<table>_archive`` first; null: the table contract's (logs: one year in "
+                          "logs_archive); false: delete expired rows outright")
 
 
 class MaintenanceSpec(Model):
@@ -82,11 +86,11 @@ class MaintenanceSpec(Model):
 
 
 class StorageSpec(Model):
-    catalog: CatalogSpec = CatalogSpec()
-    namespace: str = "obs"
-    commit: CommitSpec = CommitSpec()
-    tables: dict[str, TableOptions] = Field(default_factory=dict)
-    maintenance: MaintenanceSpec = MaintenanceSpec()
+    catalog: CatalogSpec = Field(CatalogSpec(), description="the Iceberg catalog and warehouse")
+    namespace: str = Field("obs", description="namespace of every table")
+    commit: CommitSpec = Field(CommitSpec(), description="when the Iceberg sink commits")
+    tables: dict[str, TableOptions] = Field(default_factory=dict, description="per table (by name): retention and archiving")
+    maintenance: MaintenanceSpec = Field(MaintenanceSpec(), description="what `obsflow maintain` does besides retention")
 
 
 # -- privacy and services ---------------------------------------------------------------
@@ -327,7 +331,7 @@ class FlowSpec(Model):
 
 
 class DeadLetterSpec(Model):
-    table: str = "dead_letters"
+    table: str = Field("dead_letters", description="the dead-letter table")
     max_raw_bytes: int = Field(16384, ge=0, le=MAX_BYTES, description="raw payload bytes kept per dead letter")
 
 
