@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 from core.durations import format_duration
 from pipelines.spec import DeadLetterSpec, OutputsSpec, StorageSpec
+from transforms.rollup.config import DeriveRule, RollupConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
     "sinks/README.md": {
         "sink-keys": [("storage", StorageSpec), ("dead_letters", DeadLetterSpec), ("outputs", OutputsSpec)],
+    },
+    "transforms/rollup/README.md": {
+        "rollup-keys": [("", RollupConfig)],
+        "derive-keys": [("", DeriveRule)],
     },
 }
 
@@ -78,10 +83,21 @@ def show_default(field) -> str:
     elif isinstance(value, SecretStr):
         text = "(secret)"
     elif isinstance(value, (dict, list)):
-        text = json.dumps(value)
+        text = json.dumps(_plain(value))
     else:
         text = str(value)
     return f"`{text}`"
+
+
+def _plain(value):
+    """``value`` with durations as their text, for JSON."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def rows(prefix: str, model: type[BaseModel]) -> list[tuple[str, str, str]]:
