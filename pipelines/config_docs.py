@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 from core.durations import format_duration
 from pipelines.spec import DeadLetterSpec, OutputsSpec, StorageSpec
+from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +40,10 @@ TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
     "transforms/rollup/README.md": {
         "rollup-keys": [("", RollupConfig)],
         "derive-keys": [("", DeriveRule)],
+    },
+    "transforms/product/README.md": {
+        "product-keys": [("", ProductConfig)],
+        "funnel-keys": [("", FunnelConfig), ("steps[]", FunnelStep)],
     },
 }
 
@@ -82,6 +87,8 @@ def show_default(field) -> str:
         text = "true" if value else "false"
     elif isinstance(value, SecretStr):
         text = "(secret)"
+    elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+        text = f"[{len(value)} × {type(value[0]).__name__}]"
     elif isinstance(value, (dict, list)):
         text = json.dumps(_plain(value))
     else:
