@@ -48,7 +48,7 @@ class CollectSpec(_Model):
     max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
     max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
     max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")
-    max_events_per_request: int = Field(1000, ge=1, le=100_000)
+    max_events_per_request: int = Field(1000, ge=1, le=100_000, description="events in one request at most")
     max_inflight_bytes: int = Field(256 << 20, ge=1 << 20, le=1 << 34,
                                     description="bodies held at once (received, not yet acknowledged by Kafka); over it: 503")
     max_inflight_requests: int = Field(1024, ge=1, le=1_000_000, description="requests held at once; over it: 503")
