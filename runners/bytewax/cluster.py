@@ -144,8 +144,7 @@ def prepare_tables(run: ClusterRun) -> None:
 
 
 def local_addresses(processes: int) -> list[str]:
-    """``127.0.0.1:<port>`` for each process, each port free a moment ago (the OS picks
-    them; runners do not import infra/, the test services' tooling)."""
+    """One free loopback address per process (infra/, the test services, is not in the wheel)."""
     import socket
 
     def free_port() -> int:
