@@ -29,6 +29,7 @@ from core.durations import format_duration
 from pipelines.spec import DeadLetterSpec, OutputsSpec, StorageSpec
 from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig
+from transforms.tail_sampling.log_sampling import LogSamplingConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,9 @@ TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
     "transforms/product/README.md": {
         "product-keys": [("", ProductConfig)],
         "funnel-keys": [("", FunnelConfig), ("steps[]", FunnelStep)],
+    },
+    "transforms/tail_sampling/README.md": {
+        "log-sampling-keys": [("", LogSamplingConfig)],
     },
 }
 
@@ -91,6 +95,8 @@ def show_default(field) -> str:
         text = f"[{len(value)} × {type(value[0]).__name__}]"
     elif isinstance(value, (dict, list)):
         text = json.dumps(_plain(value))
+    elif value == "":
+        text = '""'
     else:
         text = str(value)
     return f"`{text}`"
