@@ -66,7 +66,7 @@ def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float 
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = warehouse
-    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": commit_seconds}
+    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": f"{commit_seconds}s"}
     d["sources"] = [dict(s, topic=topic) for s in d["sources"] if s["name"] == "events"]
     d["flows"] = [dict(f, steps=[s for s in f["steps"] if s["kind"] in ("validate", "scrub", "enrich")])
                   for f in d["flows"] if f["source"] == "events"]

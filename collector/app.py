@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.errors import ObsflowError
 from collector.events import BodyError, EventJudge, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
 from collector.producer import DoorProducer, Record, Unavailable
@@ -48,7 +49,9 @@ SIGNALS = {"/v1/traces": "span", "/v1/logs": "log", "/v1/metrics": "metric"}
 ALLOWED_HEADERS = {"content-type", "content-encoding", "authorization", "x-obsflow-key", "x-obsflow-sent-at"}
 
 
-class HttpError(Exception):
+class HttpError(ObsflowError):
+    """An HTTP answer other than 2xx: ``status``, one-line ``message``, whether to send Retry-After."""
+
     def __init__(self, status: int, message: str, retry_after: bool = False):
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from core.errors import ObsflowError
 from pipelines.spec import ValidateStep
 from schemas.codecs import codec_for
 from transforms.batch import RawBatch
@@ -39,7 +40,7 @@ from transforms.validate import Validator
 INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", "message", "stackTrace")
 
 
-class BodyError(ValueError):
+class BodyError(ObsflowError, ValueError):
     """The body is not a batch of events at all (400)."""
 
 

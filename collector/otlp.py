@@ -35,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from core.errors import ObsflowError
 from schemas.codecs import codec_for, encode_confluent, to_otlp_json
 from transforms.batch import RawBatch
 
@@ -42,7 +43,7 @@ REQUEST = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "
 _ID_KEYS = {"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"}
 
 
-class BadRequest(ValueError):
+class BadRequest(ObsflowError, ValueError):
     """The body is not an OTLP export request of this signal (400)."""
 
 

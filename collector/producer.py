@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from core.errors import ServiceUnavailable
+
 log = logging.getLogger("obsflow.collect")
 
 
-class Unavailable(Exception):
+class Unavailable(ServiceUnavailable):
     """Kafka cannot take the records now (broker down, local queue full, timed out): retry later."""
 
 

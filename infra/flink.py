@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
 
 # Flink 2.2.x wheels exist on PyPI, but no Beam runner for Flink 2.x resolves from the
@@ -72,7 +73,7 @@ JAR_ENV = "OBSFLOW_FLINK_JOB_SERVER_JAR"
 _COMPLETE = ".complete"
 
 
-class FlinkSetupError(RuntimeError):
+class FlinkSetupError(ObsflowError, RuntimeError):
     """Java, pip, Maven or a download is missing or broken; the message says what to do."""
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
 
 # 4.4.0 is on Central but its runtime dependency kafka-tools-api:4.4.0 is not, so the
@@ -51,7 +52,7 @@ MIN_JAVA = 17
 _COMPLETE = ".complete"
 
 
-class KafkaSetupError(RuntimeError):
+class KafkaSetupError(ObsflowError, RuntimeError):
     """Java, Maven or the jar download is missing or broken; the message says what to do."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, free_port, port_open, run_dir, wait_until
 
 INSTALL_HINT = "install the server with `apt-get install -y postgresql` (or run `python -m infra.postgres install` as root)"
@@ -36,7 +37,7 @@ APP_DATABASE = "obsflow"
 STATE_FILE = "state.json"
 
 
-class PostgresSetupError(RuntimeError):
+class PostgresSetupError(ObsflowError, RuntimeError):
     """PostgreSQL is missing or failed to start; the message says what to install or run."""
 
 

@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir, wait_until
 
 #: The MinIO release that is built, and the Go module version the proxy resolves it to.
@@ -44,7 +45,7 @@ DEFAULT_REGION = "us-east-1"
 STATE_FILE = "state.json"
 
 
-class S3SetupError(RuntimeError):
+class S3SetupError(ObsflowError, RuntimeError):
     """MinIO could not be fetched, built or started; the message says what to install or run."""
 
 

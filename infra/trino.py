@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
+from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir, wait_until
 
 DEFAULT_VERSION = os.environ.get("OBSFLOW_TRINO_VERSION", "476")
@@ -89,7 +90,7 @@ _SECRET_ENV = {
 }
 
 
-class TrinoError(RuntimeError):
+class TrinoError(ObsflowError, RuntimeError):
     """Trino could not be fetched or started."""
 
 

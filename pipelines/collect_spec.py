@@ -3,30 +3,12 @@ HTTP / OTLP/HTTP front door). Every number has bounds; unknown keys are errors."
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(v) -> timedelta:
-    """``"500ms"``, ``"30s"``, ``"5m"`` ... or a number of seconds (as ``pipelines.spec.parse_duration``)."""
-    if isinstance(v, timedelta):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return timedelta(seconds=v)
-    if isinstance(v, str):
-        m = _DURATION.match(v)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f'expected a duration like "30s", "5m", "7d", got {v!r}')
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+from core.durations import Duration
 
 
 class _Model(BaseModel):
@@ -66,7 +48,7 @@ class CollectSpec(_Model):
     max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
     max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
     max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")
-    max_events_per_request: int = Field(1000, ge=1, le=100_000)
+    max_events_per_request: int = Field(1000, ge=1, le=100_000, description="events in one request at most")
     max_inflight_bytes: int = Field(256 << 20, ge=1 << 20, le=1 << 34,
                                     description="bodies held at once (received, not yet acknowledged by Kafka); over it: 503")
     max_inflight_requests: int = Field(1024, ge=1, le=1_000_000, description="requests held at once; over it: 503")

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.batch import DEFAULT_MAX_BYTES
 from pipelines.spec import (EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ProductStep, RollupStep, ScrubStep, TailSampleStep,
                             ValidateStep)
 from pipelines.stages import (GLOBAL, METRICS, PRODUCT, TRACE, GlobalConfig, StageDef, StageInput, TraceConfig, split_by_shard,
@@ -157,7 +158,7 @@ class CompiledFlow:
         self.table: TableDef = table_def(flow.sink.table)
         self.dead_table = spec.dead_letters.table
         validate = next((s for s in flow.steps if isinstance(s, ValidateStep)), None)
-        max_bytes = validate.max_bytes if validate else 1 << 20
+        max_bytes = validate.max_bytes if validate else DEFAULT_MAX_BYTES
         options = {"schema_registry_url": spec.kafka.schema_registry_url} \
             if self.source.codec == "avro" and spec.kafka.schema_registry_url else None
         self.codec = codec_for(self.source.codec, signal, max_bytes, options)

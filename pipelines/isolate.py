@@ -29,7 +29,7 @@ import traceback
 
 import pyarrow as pa
 
-from transforms.batch import RawBatch, Rejects
+from core.batch import RawBatch, Rejects
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def describe(where: str, exc: BaseException) -> str:
 
 
 def _count(where: str, n: int, exc: BaseException | None) -> None:
-    from runners.stats import STATS
+    from core.stats import STATS
 
     STATS.record_internal_errors(where, n)
     if exc is not None:

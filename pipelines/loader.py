@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.durations import format_duration, parse_duration
+from core.errors import ConfigurationError
 from transforms.tail_sampling.config import PolicyCfg
 
 from .spec import PipelineSpec, SpecReferenceError, Step
@@ -42,7 +43,7 @@ _EXPECTED = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(ConfigurationError, ValueError):
     """A spec that does not load. ``problems`` holds (key path, message) pairs."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):

@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from core.batch import DEFAULT_MAX_BYTES
 from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration, parse_duration  # noqa: F401 - re-exported
+from core.errors import ConfigurationError
 from pipelines.collect_spec import CollectSpec
 from transforms.alerting.config import AlertingConfig
 from transforms.product.config import ProductConfig
@@ -38,33 +40,39 @@ _NONNEG = timedelta(0)
 class CatalogSpec(Model):
     """Iceberg catalog. Embedded default: SQLite + local files under ``warehouse``."""
 
-    kind: Literal["sql"] = "sql"
-    name: str = "obsflow"
-    uri: str | None = Field(None, description="SQLAlchemy URL; default sqlite file inside the warehouse directory")
-    warehouse: str = Field(".obsflow/warehouse", description="local path or s3:// URL")
-    properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog / FileIO properties")
+    kind: Literal["sql"] = Field("sql", description="pyiceberg's SQL catalog")
+    name: str = Field("obsflow", description="catalog name")
+    uri: str | None = Field(None, description="SQLAlchemy URL (``postgresql+psycopg2://…`` for a shared catalog); null: a SQLite "
+                                              "file inside the warehouse directory; ``${VAR}`` references resolved from the environment")
+    warehouse: str = Field(".obsflow/warehouse", description="local path or ``s3://bucket/prefix``")
+    properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog / FileIO properties "
+                                                                         "(``s3.endpoint``, ``s3.access-key-id``, …)")
 
 
 class CommitSpec(Model):
     """When the Iceberg sink commits: whichever bound is hit first."""
 
-    max_rows: int = Field(200_000, gt=0, le=100_000_000, description="rows buffered per table before a commit")
-    max_seconds: float = Field(5.0, gt=0, le=86_400, description="seconds between commits at most")
-    retry_seconds: float = Field(120.0, gt=0, le=7 * 86_400, description="keep retrying a commit through storage or catalog outages this long")
+    max_rows: int = Field(200_000, gt=0, le=100_000_000, description="commit a table when this many rows are buffered")
+    max_seconds: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(days=1),
+                                  description="longest time between commits: a table commits once its oldest buffered row is this old")
+    retry_seconds: Duration = Field(timedelta(minutes=2), ge=MIN_WINDOW, le=timedelta(days=7),
+                                    description="keep retrying a commit through storage or catalog outages this long")
 
 
 class ArchiveOptions(Model):
     """Before expired rows are deleted, copy them to ``<table>_archive`` under a cheaper
     storage prefix, with its own (longer) retention."""
 
-    retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="how long archived rows are kept")
-    location: str | None = Field(None, description="table location; default <warehouse>/archive/<namespace>/<table>_archive")
+    retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="retention of the archive table")
+    location: str | None = Field(None, description="where the archive table lives; null: ``<warehouse>/archive/<namespace>/<table>_archive``")
 
 
 class TableOptions(Model):
-    retention: Duration | None = Field(None, gt=_NONNEG, description="default: the table contract's retention (schemas/tables.py)")
+    retention: Duration | None = Field(None, gt=_NONNEG, description="rows older than this are deleted by ``obsflow maintain``; "
+                                                                       "null: the table contract's retention (schemas/tables.py)")
     archive: ArchiveOptions | Literal[False] | None = Field(
-        None, description="default: the table contract's (logs: one year in logs_archive); false: delete expired rows outright")
+        None, description="copy expired rows to ``<table>_archive`` first; null: the table contract's (logs: one year in "
+                          "logs_archive); false: delete expired rows outright")
 
 
 class MaintenanceSpec(Model):
@@ -78,11 +86,11 @@ class MaintenanceSpec(Model):
 
 
 class StorageSpec(Model):
-    catalog: CatalogSpec = CatalogSpec()
-    namespace: str = "obs"
-    commit: CommitSpec = CommitSpec()
-    tables: dict[str, TableOptions] = Field(default_factory=dict)
-    maintenance: MaintenanceSpec = MaintenanceSpec()
+    catalog: CatalogSpec = Field(CatalogSpec(), description="the Iceberg catalog and warehouse")
+    namespace: str = Field("obs", description="namespace of every table")
+    commit: CommitSpec = Field(CommitSpec(), description="when the Iceberg sink commits")
+    tables: dict[str, TableOptions] = Field(default_factory=dict, description="per table (by name): retention and archiving")
+    maintenance: MaintenanceSpec = Field(MaintenanceSpec(), description="what `obsflow maintain` does besides retention")
 
 
 # -- privacy and services ---------------------------------------------------------------
@@ -94,15 +102,15 @@ class PrivacySpec(Model):
     pseudonym_key_env: str = Field("OBSFLOW_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
                                    description="environment variable holding the HMAC key")
     pseudonym_key: SecretStr | None = Field(None, min_length=16, max_length=4096, description="the HMAC key itself (prefer the environment)")
-    ipv4_prefix: int = Field(24, ge=0, le=32)
-    ipv6_prefix: int = Field(48, ge=0, le=128)
+    ipv4_prefix: int = Field(24, ge=0, le=32, description="IPv4 addresses keep this many leading bits (the rest zeroed)")
+    ipv6_prefix: int = Field(48, ge=0, le=128, description="IPv6 addresses keep this many leading bits (the rest zeroed)")
 
 
 class ServiceMeta(Model):
-    team: str | None = None
-    tier: str | None = None
-    owner: str | None = None
-    runbook: str | None = None
+    team: str | None = Field(None, description="owning team, added to the service's rows by enrich")
+    tier: str | None = Field(None, description="service tier, added to the service's rows by enrich")
+    owner: str | None = Field(None, description="owner, added to the service's rows by enrich")
+    runbook: str | None = Field(None, description="runbook URL, added to the service's rows by enrich")
 
 
 # -- sources ---------------------------------------------------------------------------
@@ -143,11 +151,11 @@ class SourceSpec(Model):
     expression matched against whole topic names) names what is read; the embedded
     source generates ``topic`` (or, for a pattern source, a topic named like the source)."""
 
-    name: str
-    topic: str | None = None
-    topic_pattern: str | None = None
-    signal: Signal
-    codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = "json"
+    name: str = Field(description="the source's name (flows name it in `source`)")
+    topic: str | None = Field(None, description="the Kafka topic read (exactly one of topic and topic_pattern)")
+    topic_pattern: str | None = Field(None, description="a regular expression matched against whole topic names")
+    signal: Signal = Field(description="what the records are: event, log, span or metric")
+    codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = Field("json", description="how the record bytes are decoded")
     starting_position: Literal["earliest", "latest"] = Field(
         "earliest", description="where a partition starts when no table records a position for it yet")
     partitions: int = Field(4, gt=0, le=MAX_PARTITIONS, description="partitions of the embedded source (Kafka uses the topic's)")
@@ -163,8 +171,8 @@ class SourceSpec(Model):
 class ValidateStep(Model):
     """Reject records that break the wire contract."""
 
-    kind: Literal["validate"]
-    max_bytes: int = Field(65536, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
+    kind: Literal["validate"] = Field(description="step kind")
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
     max_future: Duration = Field(timedelta(minutes=5), description="timestamps later than ingest + this are rejected")
     max_past: Duration = Field(timedelta(days=7), description="timestamps earlier than ingest - this are rejected")
     event_types: list[str] = Field(default_factory=lambda: [
@@ -185,13 +193,13 @@ DEFAULT_SENSITIVE_KEYS = (
 class ScrubStep(Model):
     """Remove personal data from free text and identifiers."""
 
-    kind: Literal["scrub"]
-    emails: bool = True
-    card_numbers: bool = True
-    bearer_tokens: bool = True
-    api_keys: bool = True
-    anonymize_ip: bool = True
-    pseudonymize_users: bool = True
+    kind: Literal["scrub"] = Field(description="step kind")
+    emails: bool = Field(True, description="replace e-mail addresses in free text")
+    card_numbers: bool = Field(True, description="replace payment card numbers (Luhn-checked) in free text")
+    bearer_tokens: bool = Field(True, description="replace bearer tokens and JWTs in free text")
+    api_keys: bool = Field(True, description="replace API-key assignments (api_key=…, secret_key=…) in free text")
+    anonymize_ip: bool = Field(True, description="zero the low bits of client IPs (privacy.ipv4_prefix / ipv6_prefix)")
+    pseudonymize_users: bool = Field(True, description="replace user ids by an HMAC pseudonym (privacy's key)")
     sensitive_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_KEYS), description=(
         "regexes (RE2, case-insensitive, searched in the key): the value of a matching attribute / label / "
         "JSON key is replaced whole by [REDACTED]"))
@@ -200,10 +208,10 @@ class ScrubStep(Model):
 class EnrichStep(Model):
     """Add geo, device and service metadata."""
 
-    kind: Literal["enrich"]
-    geo: bool = True
-    user_agent: bool = True
-    service_metadata: bool = True
+    kind: Literal["enrich"] = Field(description="step kind")
+    geo: bool = Field(True, description="add country / region / city from the client IP")
+    user_agent: bool = Field(True, description="add browser, OS and device from the user agent")
+    service_metadata: bool = Field(True, description="add the spec's services: metadata (team, tier, owner, runbook)")
     cache_size: int = Field(100_000, gt=0, le=100_000_000, description="entries in each lookup cache (IPs, user agents)")
     require_valid_ip: bool = Field(True, description="a client_ip that is not an IP address is an enrichment_failure")
 
@@ -248,10 +256,10 @@ class TailSampleStep(Model):
     metrics, in a stateful stage keyed by trace id. Emits obs.spans, obs.traces and the
     RED rows of obs.metrics; log lines with a trace id follow their trace's decision."""
 
-    kind: Literal["tail_sample"]
+    kind: Literal["tail_sample"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (trace id hash); the unit of parallelism")
-    sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig)
-    red: RedSpec | None = RedSpec()
+    sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig, description="the tail sampler (transforms/tail_sampling/README.md)")
+    red: RedSpec | None = Field(RedSpec(), description="RED metrics from every span, before sampling; null: none")
     log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
     head_sampling: HeadSamplingSpec | None = Field(None, description="span sources decided at ingest by head sampling, past the tail sampler")
 
@@ -261,8 +269,8 @@ class LogSampleStep(Model):
     following the trace decision when a tail_sample step exists (else the same hash as
     head sampling)."""
 
-    kind: Literal["log_sample"]
-    config: LogSamplingConfig = Field(default_factory=LogSamplingConfig)
+    kind: Literal["log_sample"] = Field(description="step kind")
+    config: LogSamplingConfig = Field(default_factory=LogSamplingConfig, description="the log sampler (transforms/tail_sampling/log_sampling.py)")
 
 
 class RollupStep(Model):
@@ -273,9 +281,9 @@ class RollupStep(Model):
     with reason ``late_data``. ``derive`` rules add metrics computed from the rows of the
     spec's log and event flows (``source: logs|events``), fed to the same stage."""
 
-    kind: Literal["rollup"]
+    kind: Literal["rollup"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (metric name hash)")
-    config: RollupConfig = Field(default_factory=RollupConfig)
+    config: RollupConfig = Field(default_factory=RollupConfig, description="the rollup (transforms/rollup/README.md)")
     derive: list[DeriveRule] = Field(default_factory=list, description="metrics derived from log / event rows")
 
 
@@ -285,9 +293,9 @@ class ProductStep(Model):
     Emits ``obs.sessions`` rows and funnel report / error group rows into ``obs.metrics``;
     the flow's own table (``events``) is still written."""
 
-    kind: Literal["product"]
+    kind: Literal["product"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (session id hash)")
-    config: ProductConfig = Field(default_factory=ProductConfig)
+    config: ProductConfig = Field(default_factory=ProductConfig, description="sessions and funnels (transforms/product/README.md)")
     error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window: count, "
                                                  "first seen (min) and last seen (max), event time in epoch ms")
 
@@ -303,7 +311,8 @@ class AlertsSpec(AlertingConfig):
     ``alertmanager_url``, to a real Alertmanager (v2 API)."""
 
     alertmanager_url: str | None = Field(None, description="POST alert events to this Alertmanager (http://host:9093)")
-    alertmanager_timeout: float = Field(5.0, gt=0, le=3600, description="seconds per Alertmanager request")
+    alertmanager_timeout: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1),
+                                           description="timeout of one Alertmanager request")
 
     def engine_config(self) -> AlertingConfig:
         return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,
@@ -311,18 +320,18 @@ class AlertsSpec(AlertingConfig):
 
 
 class SinkSpec(Model):
-    table: str
+    table: str = Field(description="the table a flow writes")
 
 
 class FlowSpec(Model):
-    name: str
-    source: str
-    steps: list[Step] = Field(default_factory=list)
-    sink: SinkSpec
+    name: str = Field(description="the flow's name")
+    source: str = Field(description="the source it reads (a sources[].name)")
+    steps: list[Step] = Field(default_factory=list, description="steps in order (validate, scrub, enrich, tail_sample, log_sample, rollup, product)")
+    sink: SinkSpec = Field(description="where the flow's rows go")
 
 
 class DeadLetterSpec(Model):
-    table: str = "dead_letters"
+    table: str = Field("dead_letters", description="the dead-letter table")
     max_raw_bytes: int = Field(16384, ge=0, le=MAX_BYTES, description="raw payload bytes kept per dead letter")
 
 
@@ -367,19 +376,19 @@ class StagesSpec(Model):
 
 
 class PipelineSpec(Model):
-    version: Literal[1] = 1
-    name: str
-    storage: StorageSpec = StorageSpec()
-    privacy: PrivacySpec = PrivacySpec()
-    services: dict[str, ServiceMeta] = Field(default_factory=dict)
-    sources: list[SourceSpec]
-    flows: list[FlowSpec]
-    dead_letters: DeadLetterSpec = DeadLetterSpec()
-    kafka: KafkaSpec = KafkaSpec()
-    outputs: OutputsSpec = OutputsSpec()
-    alerts: AlertsSpec | None = None
-    stages: StagesSpec = StagesSpec()
-    collect: CollectSpec = CollectSpec()
+    version: Literal[1] = Field(1, description="spec format version")
+    name: str = Field(description="the pipeline's name")
+    storage: StorageSpec = Field(StorageSpec(), description="Iceberg catalog, warehouse, commits, retention, maintenance")
+    privacy: PrivacySpec = Field(PrivacySpec(), description="pseudonymization key and IP anonymization")
+    services: dict[str, ServiceMeta] = Field(default_factory=dict, description="metadata per service name, added by enrich")
+    sources: list[SourceSpec] = Field(description="the inputs")
+    flows: list[FlowSpec] = Field(description="one per source: its steps and table")
+    dead_letters: DeadLetterSpec = Field(DeadLetterSpec(), description="the dead-letter table")
+    kafka: KafkaSpec = Field(KafkaSpec(), description="brokers and consumer settings")
+    outputs: OutputsSpec = Field(OutputsSpec(), description="what the job pushes to Kafka besides the tables")
+    alerts: AlertsSpec | None = Field(None, description="alert rules and routing; null: none")
+    stages: StagesSpec = Field(StagesSpec(), description="the stateful stages' clocks")
+    collect: CollectSpec = Field(CollectSpec(), description="`obsflow collect`, the HTTP front door")
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:
@@ -555,7 +564,7 @@ def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> No
         raise SpecReferenceError(f"{path}.time_column", "a timestamp column", rule.time_column)
 
 
-class SpecReferenceError(ValueError):
+class SpecReferenceError(ConfigurationError, ValueError):
     """A spec value that names something that does not exist; carries its key path."""
 
     def __init__(self, path: str, expected: str, got):

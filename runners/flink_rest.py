@@ -23,19 +23,23 @@ from datetime import datetime, UTC
 from typing import Any
 from collections.abc import Iterable
 
+from core.errors import EXIT_FAILED, EXIT_USAGE, ObsflowError, ServiceUnavailable
+
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELED", "SUSPENDED"})
 
 
-class FlinkUnavailable(ConnectionError):
+class FlinkUnavailable(ServiceUnavailable, ConnectionError):
     """The Flink REST endpoint does not answer."""
 
 
-class FlinkRestError(RuntimeError):
-    """Flink answered with an HTTP error."""
+class FlinkRestError(ObsflowError, RuntimeError):
+    """Flink answered with an HTTP error: exit 2 for 400 / 404 (no such job, a wrong
+    request), else 1."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+        self.exit_code = EXIT_USAGE if status in (400, 404) else EXIT_FAILED
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from core.batch import DEFAULT_MAX_BYTES
 from pipelines.graph import PipelineGraph
 from pipelines.spec import PipelineSpec, ValidateStep
+from runners import defaults
 from sinks.iceberg import IcebergSink
 from sources.generator import EmbeddedSource
 
@@ -25,15 +27,15 @@ class RunRequest:
     """
 
     spec: PipelineSpec
-    runner: str = "bytewax"
+    runner: str = defaults.RUNNER
     source: str = "embedded"
-    count: int | None = 100_000
+    count: int | None = defaults.COUNT
     duration_s: float | None = None
-    seed: int = 42
+    seed: int = defaults.SEED
     start_ms: int | None = None
-    rate_per_s: float = 2000.0
-    bad_fraction: float = 0.01
-    batch_size: int = 5000
+    rate_per_s: float = defaults.RATE_PER_S
+    bad_fraction: float = defaults.BAD_FRACTION
+    batch_size: int = defaults.BATCH_SIZE
     source_override: object | None = None  # a prepared source (benchmarks, tests)
     bounded: bool = False
     max_records: int | None = None
@@ -61,7 +63,7 @@ def embedded_source(req: RunRequest) -> EmbeddedSource:
     if req.source_override is not None:
         return req.source_override
     spec = req.spec
-    max_bytes = 65536
+    max_bytes = DEFAULT_MAX_BYTES
     for f in spec.flows:
         for s in f.steps:
             if isinstance(s, ValidateStep):

@@ -60,7 +60,7 @@ def publish_stage_output(out, spec=None, kafka: bool = False) -> None:
         from transforms.alerting import AlertmanagerClient
 
         key = alerts.alertmanager_url
-        client = _CLIENTS.get(key) or _CLIENTS.setdefault(key, AlertmanagerClient(key, alerts.alertmanager_timeout,
+        client = _CLIENTS.get(key) or _CLIENTS.setdefault(key, AlertmanagerClient(key, alerts.alertmanager_timeout.total_seconds(),
                                                                                   alerts.external_url))
         sent = list(events or []) + list(resends)
         try:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
+from core.errors import ConfigurationError
+
 if TYPE_CHECKING:  # imported where used: `obsflow query` reads a local catalog without pyiceberg
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class MissingEnvError(ValueError):
+class MissingEnvError(ConfigurationError, ValueError):
     """A ``${VAR}`` reference in the spec to an environment variable that is not set."""
 
 
@@ -39,7 +41,7 @@ def expand_env(value: str, key_path: str) -> str:
     return _ENV_REF.sub(sub, value)
 
 
-class NoWarehouseError(LookupError):
+class NoWarehouseError(ConfigurationError, LookupError):
     """A local warehouse that is not there: a reader (``obsflow query``, ``tables``) was
     pointed at a directory that does not exist (it is never created for them), or the
     path is a file."""
@@ -83,7 +85,7 @@ def _must_exist(path: Path, uri: str) -> None:
                            f"to create it, or name an existing one with --warehouse or the spec")
 
 
-class NoBucketError(LookupError):
+class NoBucketError(ConfigurationError, LookupError):
     """The S3 bucket of the spec's warehouse does not exist."""
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.batch import RawBatch, Rejects
 from schemas.tables import DEAD_LETTERS
-from transforms.batch import RawBatch, Rejects
 
 
 def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int, scrubber=None,

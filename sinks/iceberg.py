@@ -31,9 +31,10 @@ from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TablePr
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
+from core.errors import ServiceUnavailable
 from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
-from runners.stats import STATS
+from core.stats import STATS
 from schemas.tables import table_def
 from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 
@@ -46,7 +47,7 @@ OFFSETS_KEY = "obsflow.offsets"
 WRITTEN_KEY = "obsflow.flow_written"
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(ServiceUnavailable, RuntimeError):
     """Object storage or the catalog stayed unreachable for ``commit.retry_seconds``."""
 
 
@@ -243,9 +244,9 @@ class IcebergSink:
         self.written: dict[str, dict[str, int]] = {n: snapshot_offsets(t, WRITTEN_KEY) for n, t in self.tables.items()}
         self.pending: dict[str, _Pending] = {n: _Pending() for n in self.tables}
         self.max_rows = spec.storage.commit.max_rows
-        self.max_seconds = spec.storage.commit.max_seconds
+        self.max_seconds = spec.storage.commit.max_seconds.total_seconds()
         self.max_retries = max_retries
-        self.retry_seconds = spec.storage.commit.retry_seconds
+        self.retry_seconds = spec.storage.commit.retry_seconds.total_seconds()
         self.stats = CommitStats()
         self._first_pending_at: dict[str, float] = {}
         # dead letters to Kafka too, when the spec asks (outputs.dead_letters_topic): produced

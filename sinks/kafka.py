@@ -36,6 +36,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, Producer
 
+from core.errors import ServiceUnavailable
 from pipelines.spec import KafkaSpec, OutputsSpec, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ DEAD_LETTER_REASONS = ("format_violation", "schema_violation", "size_violation",
                        "late_data", "internal_error")
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(ServiceUnavailable, RuntimeError):
     """Messages that librdkafka could not deliver after its retries (or a flush that timed
     out). ``failures`` holds ``(topic, key, error string)`` of the first few."""
+
+    what = "Kafka output failed: "
 
     def __init__(self, message: str, failures: list | None = None):
         super().__init__(message)
@@ -56,7 +59,7 @@ class DeliveryError(RuntimeError):
 
 
 def _stats():
-    from runners.stats import STATS  # plain counters, no engine
+    from core.stats import STATS  # plain counters, no engine
 
     return STATS
 

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from collections.abc import Iterator
 
-from transforms.batch import RawBatch
+from core.batch import DEFAULT_MAX_BYTES, RawBatch
 
 USER_AGENTS = [
     ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"),
@@ -383,7 +383,7 @@ def _span_records(seed, partition, partitions, start_ms, rate_per_s) -> Iterator
 
 
 def partition_stream(signal: str, topic: str, partition: int, count: int, *, seed: int = 42, start_ms: int,
-                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = 65536,
+                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = DEFAULT_MAX_BYTES,
                      partitions: int = 4) -> Iterator[Generated]:
     """The first ``count`` records of one partition's deterministic stream."""
     h = int.from_bytes(hashlib.sha256(f"{seed}/{topic}/{partition}".encode()).digest()[:8], "big")
@@ -441,7 +441,7 @@ class EmbeddedSource:
     rate_per_s: float = 1000.0
     bad_fraction: float = 0.01
     batch_size: int = 5000
-    max_bytes: int = 65536
+    max_bytes: int = DEFAULT_MAX_BYTES
     deadline: float | None = None  # time.monotonic() after which unbounded streams stop
 
     def partitions(self) -> list[EmbeddedPartition]:

@@ -45,9 +45,10 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from core.batch import RawBatch
+from core.errors import ConfigurationError, ServiceUnavailable
+from core.stats import STATS
 from pipelines.spec import KafkaSpec, PipelineSpec, SourceSpec
-from runners.stats import STATS
-from transforms.batch import RawBatch
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,11 @@ client_log.addHandler(logging.NullHandler())
 _INTERNAL = re.compile(r"^(__|_confluent)")
 
 
-class KafkaUnavailableError(ConnectionError):
+class KafkaUnavailableError(ServiceUnavailable, ConnectionError):
     """The broker did not answer at start, after the configured retries."""
 
 
-class MissingTopicError(LookupError):
+class MissingTopicError(ConfigurationError, LookupError):
     """A topic the spec names does not exist (or a pattern matches no topic)."""
 
 

@@ -21,14 +21,15 @@ START_MS = 1_763_000_000_000  # a fixed simulated start, so runs are comparable
 def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage_commit) -> PipelineSpec:
     """The default spec on a local warehouse. Without ``traces``: no spans, logs
     unsampled; without ``metrics``: no metric source, rollups, product stage or alerts
-    (so every table's rows are exactly predictable)."""
+    (so every table's rows are exactly predictable). ``storage_commit`` keys ending in
+    ``_seconds`` are given as numbers of seconds (the spec reads them as ``"<n>s"``)."""
     data = yaml.safe_load(DEFAULT_SPEC.read_text())
     data["storage"]["catalog"]["warehouse"] = str(warehouse)
     if not traces:
         strip_traces(data, metrics=metrics)
     elif not metrics:
         strip_metrics(data)
-    data["storage"]["commit"].update(storage_commit)
+    data["storage"]["commit"].update({k: f"{v}s" if k.endswith("_seconds") else v for k, v in storage_commit.items()})
     return parse_spec(data)
 
 

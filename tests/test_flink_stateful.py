@@ -47,7 +47,7 @@ def _secs(x) -> int | None:
 def _spec_data(warehouse: Path, bootstrap: str, metrics_topic: str, alerts_topic: str) -> dict:
     return {
         "name": "flink-stateful", "storage": {"catalog": {"warehouse": str(warehouse)},
-                                              "commit": {"max_rows": 10_000, "max_seconds": 1}},
+                                              "commit": {"max_rows": 10_000, "max_seconds": "1s"}},
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"flink-stateful-{uuid.uuid4().hex[:6]}",
                   "poll_batch_size": 1, "poll_timeout": "100ms"},
         "sources": [{"name": "metrics", "topic": metrics_topic, "signal": "metric"}],

@@ -351,7 +351,7 @@ def _idle_spec(tmp_path: Path, bootstrap: str, topic: str) -> dict:
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": 1}
+    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": "1s"}
     d["kafka"].update({"bootstrap_servers": bootstrap, "group_id": f"idle-{tmp_path.name}", "poll_timeout": "200ms"})
     d["sources"] = [{"name": "spans", "topic": topic, "signal": "span", "codec": "otlp_proto"}]
     d["flows"] = [f for f in d["flows"] if f["source"] == "spans"]

@@ -96,7 +96,7 @@ def spec_data(warehouse: Path, bootstrap: str, topics: dict[str, str], *, max_ro
               max_seconds: float = 5, batch: int = 1000, **kafka) -> dict:
     data = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))  # events and logs only: exactly predictable
     data["storage"]["catalog"]["warehouse"] = str(warehouse)
-    data["storage"]["commit"] = {"max_rows": max_rows, "max_seconds": max_seconds}
+    data["storage"]["commit"] = {"max_rows": max_rows, "max_seconds": f"{max_seconds}s"}
     data["kafka"].update({"bootstrap_servers": bootstrap, "poll_batch_size": batch, "poll_timeout": "200ms",
                           "group_id": f"obsflow-test-{warehouse.name}", **kafka})
     for s in data["sources"]:

@@ -35,7 +35,7 @@ def test_metrics_endpoint_during_a_kafka_run(kafka_broker, kafka_topic_factory, 
     expected = Expected()
     produce(kafka_broker.bootstrap, topics, 200, expected)
     data = two_signal_spec(tmp_path, kafka_broker.bootstrap, topics)
-    data["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": 1}
+    data["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": "1s"}
     path = write_spec(tmp_path / "spec.yaml", data)
     proc = subprocess.Popen(cli(path, "bytewax", "--duration", "25", "--metrics-port", "0"), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

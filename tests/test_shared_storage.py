@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from datetime import datetime, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -43,7 +43,7 @@ def shared_spec_data(s3_server, postgres_server, monkeypatch) -> dict:
                        "s3.secret-access-key": "${TEST_S3_SECRET}", "s3.region": s3_server.region,
                        "s3.path-style-access": "true"},
     }
-    d["storage"]["commit"]["retry_seconds"] = 60
+    d["storage"]["commit"]["retry_seconds"] = "60s"
     return d
 
 
@@ -278,7 +278,7 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
     from sinks.iceberg import IcebergSink, StorageUnavailable
 
     spec = shared_spec.model_copy(update={"storage": shared_spec.storage.model_copy(update={
-        "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": 4.0})})})
+        "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})})})
     caplog.set_level(logging.DEBUG)
     graph = PipelineGraph(spec)
     sink = IcebergSink(spec, graph.table_names)

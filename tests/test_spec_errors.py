@@ -63,16 +63,30 @@ DURATION_KEYS = [
     (("flows", 3, "steps", 1, "config", "watermark_delay"), "flows[3].steps[1].config.watermark_delay"),
     (("alerts", "rules", 0, "for"), "alerts.rules[0].for"),
     (("alerts", "route", "group_wait"), "alerts.route.group_wait"),
+    (("storage", "commit", "max_seconds"), "storage.commit.max_seconds"),
+    (("storage", "commit", "retry_seconds"), "storage.commit.retry_seconds"),
+    (("alerts", "alertmanager_timeout"), "alerts.alertmanager_timeout"),
+    (("collect", "request_timeout"), "collect.request_timeout"),
+    (("collect", "drain_timeout"), "collect.drain_timeout"),
 ]
 
 
-def test_the_default_spec_has_the_keys_this_file_mutates():
+def default_data_with_collect() -> dict:
+    """The default spec plus an empty ``collect:`` section (its keys all have defaults)."""
     d = default_data()
+    d.setdefault("collect", {})
+    return d
+
+
+def test_the_default_spec_has_the_keys_this_file_mutates():
+    d = default_data_with_collect()
     for path, _ in DURATION_KEYS:
         set_path(d, path, "1m30s")
     spec = parse_spec(d)
     assert spec.kafka.poll_timeout == spec.flows[2].steps[2].sampler.decision_wait == spec.alerts.rules[0].for_ == timedelta(seconds=90)
     assert spec.flows[3].steps[1].config.delay_ms == 90_000 and spec.flows[0].steps[3].config.gap_ms == 90_000
+    assert spec.storage.commit.max_seconds == spec.storage.commit.retry_seconds == spec.alerts.alertmanager_timeout == timedelta(seconds=90)
+    assert spec.collect.request_timeout == spec.collect.drain_timeout == timedelta(seconds=90)
 
 
 @pytest.mark.parametrize("text,ms", [("1m30s", 90_000), ("500ms", 500), ("7d", 604_800_000), ("1.5h", 5_400_000),
@@ -83,9 +97,13 @@ def test_every_duration_key_reads_the_same_grammar(path, key, text, ms):
         pytest.skip("bounded to a day")
     if key in ("kafka.poll_timeout",) and ms > 3_600_000:
         pytest.skip("bounded to an hour")
-    if key == "outputs.delivery_timeout" and ms > 86_400_000:
+    if key in ("outputs.delivery_timeout", "storage.commit.max_seconds") and ms > 86_400_000:
         pytest.skip("bounded to a day")
-    d = set_path(default_data(), path, text)
+    if key == "alerts.alertmanager_timeout" and ms > 3_600_000:
+        pytest.skip("bounded to an hour")
+    if key == "collect.request_timeout" and ms > 300_000 or key == "collect.drain_timeout" and ms > 600_000:
+        pytest.skip("bounded to minutes")
+    d = set_path(default_data_with_collect(), path, text)
     spec = parse_spec(d)
     node = spec
     for k in path:
@@ -96,7 +114,7 @@ def test_every_duration_key_reads_the_same_grammar(path, key, text, ms):
 @pytest.mark.parametrize("bare", [60, 0, 1.5, "60"])
 @pytest.mark.parametrize("path,key", DURATION_KEYS)
 def test_a_bare_number_is_refused_asking_for_a_unit(path, key, bare):
-    d = set_path(default_data(), path, bare)
+    d = set_path(default_data_with_collect(), path, bare)
     (got_path, msg), = problems(d)
     assert got_path == key
     assert msg == f'a duration needs a unit, e.g. "500ms", "60s", "1m30s", "7d": got the bare number {bare!r}'
@@ -148,8 +166,8 @@ def test_zero_windows_and_over_long_timeouts_fail_at_load(path, key, value, expe
     (("flows", 3, "steps", 1, "shards"), "flows[3].steps[1].shards", 100_000, "expected a number <= 256, got 100000"),
     (("flows", 0, "steps", 3, "shards"), "flows[0].steps[3].shards", 0, "expected a number > 0, got 0"),
     (("sources", 0, "partitions"), "sources[0].partitions", 2**70, "expected a number <= 1024, got 1180591620717411303424"),
-    (("storage", "commit", "max_seconds"), "storage.commit.max_seconds", float("inf"), "expected a finite number, got inf"),
-    (("storage", "commit", "max_seconds"), "storage.commit.max_seconds", float("nan"), "expected a finite number, got nan"),
+    (("storage", "commit", "max_rows"), "storage.commit.max_rows", float("inf"), "expected a finite number, got inf"),
+    (("storage", "commit", "max_rows"), "storage.commit.max_rows", float("nan"), "expected a finite number, got nan"),
     (("flows", 1, "steps", 3, "config", "level_percentages"), "flows[1].steps[3].config.level_percentages.DEBUG", {"DEBUG": 101},
      "expected a number <= 100, got 101"),
     (("flows", 0, "steps", 0, "event_types"), "flows[0].steps[0].event_types", [], "expected at least 1 item, got []"),

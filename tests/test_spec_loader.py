@@ -48,9 +48,9 @@ def test_wrong_types_name_the_key_path_and_the_expectation():
     d = default_data()
     d["flows"][0]["steps"][0]["max_future"] = "soon"
     d["flows"][1]["steps"][0]["max_bytes"] = "big"
-    d["storage"]["commit"]["max_seconds"] = "fast"
+    d["storage"]["commit"]["max_rows"] = "fast"
     assert problems(d) == [
-        ("storage.commit.max_seconds", 'expected a number, got "fast"'),
+        ("storage.commit.max_rows", 'expected an integer, got "fast"'),
         ("flows[0].steps[0].max_future", "expected a duration like \"30s\", \"5m\", \"7d\", got 'soon'"),
         ("flows[1].steps[0].max_bytes", 'expected an integer, got "big"'),
     ]

@@ -10,11 +10,15 @@ address (when ``require_valid_ip``). The ingest time is added by ``shape.finish`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.spec import EnrichStep, ServiceMeta
 from transforms.lookups import GeoLookup, UserAgentLookup
+
+if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
+    from pipelines.spec import EnrichStep, ServiceMeta
 
 
 class Enricher:

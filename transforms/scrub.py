@@ -33,11 +33,15 @@ import hmac
 import ipaddress
 import os
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.spec import PrivacySpec, ScrubStep
+from core.errors import ConfigurationError
+
+if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
+    from pipelines.spec import PrivacySpec, ScrubStep
 
 # Bounded as RFC 5321 bounds an address (local part <= 64, a label <= 63): with unbounded
 # runs, Python's backtracking ``re`` (the binary path) took quadratic time on a long run of
@@ -74,8 +78,10 @@ _WORD_START = re.compile(r"[A-Za-z0-9]*")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class MissingKeyError(RuntimeError):
+class MissingKeyError(ConfigurationError, RuntimeError):
     """No pseudonymization key configured."""
+
+    hint = " (or pass --dev-key for a local trial)"
 
 
 def _rewrite(col: pa.Array, candidates: pa.Array, fn) -> pa.Array:

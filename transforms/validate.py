@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.spec import ValidateStep
 from schemas.wire import arrow_schema
 from transforms.batch import INDEX, MAX_PROBLEMS, Batch
+
+if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
+    from pipelines.spec import ValidateStep
 
 #: counts at or past this are rejected: float64 (the rollups' arithmetic) holds every integer below it
 _EXACT_COUNT = 1 << 53

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.errors import ObsflowError
 from infra.service import cache_dir
 
 #: the contrib release the harness imports (see harness/go.mod)
@@ -35,7 +36,7 @@ HARNESS_DIR = Path(__file__).parent / "harness"
 _SOURCES = ("go.mod", "go.sum", "main.go")
 
 
-class OtelcolSetupError(RuntimeError):
+class OtelcolSetupError(ObsflowError, RuntimeError):
     """The harness could not be fetched, built or run; the message says what to do."""
 
 

@@ -136,7 +136,7 @@ class Stage(abc.ABC):
     def snapshot(self) -> bytes:
         """The shard's whole state, for :meth:`create` to restore."""
 
-    def restart_idle_clock(self, wall_ms: int) -> None:  # a no-op for a stage without a clock of its own
+    def restart_idle_clock(self, wall_ms: int) -> None:  # noqa: B027 - a no-op by default: a stage without a clock of its own
         """After a process restart, idle time counts from ``wall_ms`` (the downtime is not
         idle time of the stream). A stage without an idle clock of its own ignores it."""
 

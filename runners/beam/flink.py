@@ -38,6 +38,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from core.errors import ObsflowError
 from pipelines.spec import PipelineSpec
 from runners.flink_rest import FlinkRest, JobInfo
 
@@ -48,8 +49,10 @@ DEFAULT_WORKER_POOL = "localhost:50000"
 FLINK_VERSION_ENV = "OBSFLOW_FLINK_MINOR"
 
 
-class SubmitError(RuntimeError):
+class SubmitError(ObsflowError, RuntimeError):
     """The job did not reach RUNNING (the message carries Flink's / Beam's reason)."""
+
+    what = "submit: "
 
 
 @dataclass

@@ -51,6 +51,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from runners import defaults
+
 RUN_ENV = "OBSFLOW_BYTEWAX_RUN"
 
 
@@ -64,12 +66,12 @@ class ClusterRun:
     bounded: bool = False
     duration_s: float | None = None
     max_records: int | None = None
-    count: int | None = 100_000
-    seed: int = 42
+    count: int | None = defaults.COUNT
+    seed: int = defaults.SEED
     start_ms: int | None = None
-    rate_per_s: float = 2000.0
-    bad_fraction: float = 0.01
-    batch_size: int = 5000
+    rate_per_s: float = defaults.RATE_PER_S
+    bad_fraction: float = defaults.BAD_FRACTION
+    batch_size: int = defaults.BATCH_SIZE
     extra_env: dict = field(default_factory=dict)
 
     def to_env(self) -> str:
@@ -105,7 +107,7 @@ def build(run: ClusterRun):
                      batch_size=run.batch_size, bounded=run.bounded, max_records=run.max_records)
     if run.source == "kafka":
         source, ranges, _ = kafka_plan(req)
-        tick = max(0.2, min(1.0, spec.storage.commit.max_seconds / 2))
+        tick = max(0.2, min(1.0, spec.storage.commit.max_seconds.total_seconds() / 2))
         return build_flow(spec, KafkaBytewaxSource(source, ranges, tick_s=tick), by_table=True)
     return build_flow(spec, EmbeddedBytewaxSource(embedded_source(req), resume_positions(spec)), by_table=True)
 

@@ -19,7 +19,7 @@ def run(req: RunRequest) -> dict[str, int]:
         run_flow(build_flow(catch_up_spec(req.spec), flow_source, tables=[cu.table], dedupe=True))
     if req.source == "kafka":
         source, ranges, resume = kafka_plan(req)
-        tick = max(0.2, min(1.0, req.spec.storage.commit.max_seconds / 2))
+        tick = max(0.2, min(1.0, req.spec.storage.commit.max_seconds.total_seconds() / 2))
         run_flow(build_flow(req.spec, KafkaBytewaxSource(source, ranges, tick_s=tick)))
         return resume
     resume = resume_positions(req.spec)

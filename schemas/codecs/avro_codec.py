@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 from fastavro.read import SchemaResolutionError
 
+from core.errors import ObsflowError, ServiceUnavailable
 from schemas.wire import AVRO_DIR, SIGNAL_SCHEMAS, avro_schema, raw_avro_schema, arrow_schema
-from transforms.batch import INDEX, Batch, RawBatch, Rejects
+from core.batch import DEFAULT_MAX_BYTES, INDEX, Batch, RawBatch, Rejects
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
@@ -42,12 +43,12 @@ TS_UNITS = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000, "timestamp
             "local-timestamp-millis": 1_000, "local-timestamp-micros": 1_000_000, "local-timestamp-nanos": 1_000_000_000}
 
 
-class SchemaRegistryUnavailable(RuntimeError):
+class SchemaRegistryUnavailable(ServiceUnavailable, RuntimeError):
     """The Schema Registry could not be asked (connection, timeout, 5xx, auth). Not the
     record's fault, so it is raised rather than dead-lettered: the job retries the batch."""
 
 
-class UnknownSchema(LookupError):
+class UnknownSchema(ObsflowError, LookupError):
     """A schema id the registry does not know, or whose schema is unusable."""
 
 
@@ -232,7 +233,7 @@ class AvroCodec:
     :class:`SchemaRegistryUnavailable` instead: that is not the record's fault.
     """
 
-    def __init__(self, signal: str, max_bytes: int = 65536, schema_registry_url: str | None = None,
+    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, schema_registry_url: str | None = None,
                  registry_timeout_s: float = 5.0):
         self.signal = signal
         self.max_bytes = max_bytes

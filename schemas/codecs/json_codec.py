@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from schemas.wire import arrow_schema
-from transforms.batch import INDEX, Batch, RawBatch, Rejects
+from core.batch import DEFAULT_MAX_BYTES, INDEX, Batch, RawBatch, Rejects
 
 #: ISO-8601 with a zone, as the wire schemas require for timestamps in JSON
 ISO_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
@@ -226,7 +226,7 @@ class JsonCodec:
     (``schema_violation``). Unknown fields are ignored.
     """
 
-    def __init__(self, signal: str, max_bytes: int = 65536):
+    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES):
         self.signal = signal
         self.max_bytes = max_bytes
         self.wire = arrow_schema(signal)

@@ -59,7 +59,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metri
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from schemas.wire import arrow_schema
-from transforms.batch import INDEX, ITEM, Batch, RawBatch, Rejects
+from core.batch import DEFAULT_MAX_BYTES, INDEX, ITEM, Batch, RawBatch, Rejects
 
 ENCODINGS = ("otlp_proto", "otlp_json")
 SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -871,7 +871,7 @@ class OtlpCodec:
     ``max_bytes`` when larger) (``size_violation``).
     """
 
-    def __init__(self, signal: str, max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
+    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, encoding: str = "otlp_proto"):
         if signal not in ("span", "log", "metric"):
             raise ValueError(f"the OTLP codec decodes signals 'span', 'log' and 'metric', not {signal!r}")
         if encoding not in ENCODINGS:

@@ -14,10 +14,10 @@ class FunnelStep(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    event_type: str
-    page: str | None = None
-    form: str | None = None
+    name: str = Field(description="step name (distinct within the funnel)")
+    event_type: str = Field(description="event type to match")
+    page: str | None = Field(None, description="the event's page must equal this; null: any")
+    form: str | None = Field(None, description="the event's form must equal this; null: any")
     form_step: int | None = Field(None, ge=-(2**31), lt=2**31, description="the event's form step (a 32-bit integer)")
 
 
@@ -27,9 +27,9 @@ class FunnelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    steps: list[FunnelStep] = Field(min_length=1)
-    form: str | None = None
+    name: str = Field(description="funnel name")
+    steps: list[FunnelStep] = Field(min_length=1, description="ordered steps (at least one; keys below)")
+    form: str | None = Field(None, description="form whose abandonment is tracked")
     ordered: bool = Field(False, description="steps must occur in event-time order; off: a step counts when it occurs at all "
                                              "(robust to client clock jitter), reached = longest prefix of steps that occur")
 
@@ -59,8 +59,9 @@ class ProductConfig(BaseModel):
     session_gap: Duration = Field(timedelta(minutes=30), ge=MIN_WINDOW, description="a session ends after this much inactivity")
     watermark_delay: Duration = Field(timedelta(seconds=10), description="watermark = max event time seen - watermark_delay")
     report_resolution: Duration = Field(timedelta(hours=1), ge=MIN_WINDOW, description="window of the funnel report rows (by session end)")
-    funnels: list[FunnelConfig] = Field(default_factory=lambda: [signup_funnel()])
-    max_pages: int = Field(100, ge=1, le=100_000, description="pages kept per session row")
+    funnels: list[FunnelConfig] = Field(default_factory=lambda: [signup_funnel()],
+                                        description="funnels (keys below); default: the signup funnel")
+    max_pages: int = Field(100, ge=1, le=100_000, description="pages kept per session row (consecutive repeats collapsed)")
 
     @property
     def gap_ms(self) -> int:

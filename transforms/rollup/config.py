@@ -24,17 +24,20 @@ class RollupConfig(BaseModel):
                                           max_length=16, description="tumbling window sizes; each must be a multiple of the smallest")
     watermark_delay: Duration = Field(timedelta(seconds=10), description="watermark = max event time seen - watermark_delay")
     allowed_lateness: Duration = Field(timedelta(minutes=1), description="a window closes when the watermark passes its end + allowed_lateness")
-    max_series_per_metric: int = Field(10_000, ge=1, le=100_000_000, description="series per (kind, name) before folding into the overflow series")
+    max_series_per_metric: int = Field(10_000, ge=1, le=100_000_000, description='output series per (kind, name); further series fold into '
+                                                                                      '`{"__overflow__": "true"}` (counted in `registry.overflowed`)')
     relative_accuracy: float = Field(0.01, gt=0, lt=1, description="DDSketch relative accuracy of gauge quantiles")
-    sketch_kinds: list[str] = Field(default_factory=lambda: ["gauge"], description="kinds whose values feed the quantile sketch")
+    sketch_kinds: list[str] = Field(default_factory=lambda: ["gauge"], description="kinds whose values feed the quantile sketch (`gauge`, `summary`)")
     exemplars: bool = Field(True, description="keep the trace id of each window's largest sample (input column trace_id)")
     compact_rows: int = Field(2_000_000, ge=1000, le=1_000_000_000, description="pending partial rows per window before they are merged")
     histogram_buckets: Literal["per_bucket", "cumulative"] = Field(
         "per_bucket", description="layout of histogram bucket_counts: per_bucket (OTLP: observations in each bucket) or "
-                                  "cumulative (Prometheus le buckets: observations <= each bound, the last one +Inf)")
+                                  "cumulative (Prometheus le buckets: observations <= each bound, the last one +Inf); "
+                                  "see *Histogram buckets* in transforms/rollup/README.md")
     counter_gap: Annotated[Duration, Field(ge=MIN_WINDOW)] | None = Field(
         None, description="spread a counter's increase linearly over a gap between two samples longer than this: only the "
-                          "share inside the window is counted; null: the whole increase counts in the window of the later sample")
+                          "share inside the window is counted; null: the whole increase counts in the window of the later sample "
+                          "(see *Counter increases after a scrape gap* in transforms/rollup/README.md)")
 
     @field_validator("resolutions")
     @classmethod
@@ -85,10 +88,11 @@ class DeriveRule(BaseModel):
 
     name: str = Field(min_length=1, description="metric name of the derived samples")
     source: str = Field(description="logs or events")
-    filter: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(default_factory=dict)
-    labels: list[str] = Field(default_factory=list)
-    value: str | None = None
-    time_column: str = "ts"
+    filter: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(
+        default_factory=dict, description="column → value or list of values (all must hold)")
+    labels: list[str] = Field(default_factory=list, description='columns that become labels (null → "")')
+    value: str | None = Field(None, description="column observed per row; null counts rows")
+    time_column: str = Field("ts", description="event-time column")
 
     @field_validator("source")
     @classmethod

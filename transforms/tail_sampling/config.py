@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.durations import Duration, parse_duration
+from core.errors import ConfigurationError
 
 __all__ = ["ConfigError", "Duration", "TailSamplingConfig", "load_config", "parse_duration"]
 
@@ -364,7 +365,7 @@ class TailSamplingConfig(Model):
         return round(self.decision_wait_after_root_received.total_seconds() * 1000)
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError, ValueError):
     """A wrong tail sampling configuration; the message names the key path."""
 
 

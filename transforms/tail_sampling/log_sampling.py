@@ -50,11 +50,15 @@ class LogSamplingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    sampling_percentage: float = Field(10.0, ge=0, le=100, description="for levels not always kept")
-    level_percentages: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict, description="per-level override, e.g. {DEBUG: 1}")
-    always_keep_levels: list[str] = Field(default_factory=lambda: ["WARN", "ERROR", "FATAL"])
-    hash_salt: str = ""
-    key_columns: list[str] = Field(default_factory=lambda: ["request_id"])
+    sampling_percentage: float = Field(10.0, ge=0, le=100, description="percent of lines of the other levels kept "
+                                                                         "(when not following a trace decision)")
+    level_percentages: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict, description="per-level override, e.g. `{DEBUG: 1}`")
+    always_keep_levels: list[str] = Field(default_factory=lambda: ["WARN", "ERROR", "FATAL"],
+                                          description="always kept, `sample_rate` 1")
+    hash_salt: str = Field("", description='salt of the line / trace-id hash ("": default-hash-seed)')
+    key_columns: list[str] = Field(default_factory=lambda: ["request_id"],
+                                   description="hash key of lines without a trace id (else the line's own key "
+                                               "`ts|topic:partition:offset|rank|service|message`, so each line has its own fate)")
 
 
 class LogSampler:

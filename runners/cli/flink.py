@@ -1,54 +1,39 @@
-"""``obsflow`` subcommands for real engines (wired into :mod:`runners.cli`):
-
-    obsflow submit --runner flink --flink-master HOST:PORT [--spec PATH] [--parallelism N]
-                   [--worker-pool HOST:PORT] [--job-server-jar JAR | --job-endpoint HOST:PORT] [--job-name NAME]
-    obsflow jobs   --flink-master HOST:PORT
-    obsflow cancel JOB_ID --flink-master HOST:PORT [--wait S]
-    obsflow run    --runner bytewax --processes P --workers-per-process W [--process-id I --addresses A,B]
+"""``obsflow submit`` / ``jobs`` / ``cancel``: the pipeline on a Flink session cluster
+(Beam's FlinkRunner, detached) and its jobs through Flink's REST API.
 
 ``--flink-master`` defaults to ``$OBSFLOW_FLINK_MASTER``; ``--worker-pool`` to
 ``$OBSFLOW_BEAM_WORKER_POOL`` (else ``localhost:50000``)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from pathlib import Path
+
+from runners.cli.common import UsageError, add_common, int_at_least, load_spec_args, number, preflight, print_table, spec_arg
 
 MASTER_ENV = "OBSFLOW_FLINK_MASTER"
 
 
-def _master(args) -> str:
+def flink_master(args) -> str:
     m = args.flink_master or os.environ.get(MASTER_ENV)
     if not m:
-        from runners.cli import UsageError
-
         raise UsageError(f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required")
     return m
 
 
 def cmd_submit(args) -> int:
-    from runners.beam.flink import SubmitError, submit
-    from runners.cli import _spec
+    from runners.beam.flink import submit
 
     if args.runner != "flink":
-        print(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
-              f"for Bytewax use `obsflow run --runner bytewax --processes N`", file=sys.stderr)
-        return 2
-    spec = _spec(args)
-    master = _master(args)
-    from runners.cli import _spec_arg, preflight
-
-    preflight(spec, reads_kafka=True, spec_arg=_spec_arg(args))
+        raise UsageError(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
+                         f"for Bytewax use `obsflow run --runner bytewax --processes N`")
+    spec = load_spec_args(args)
+    master = flink_master(args)
+    preflight(spec, reads_kafka=True, spec_arg=spec_arg(args))
     print(f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})", file=sys.stderr, flush=True)
-    try:
-        sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
-                     job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)
-    except SubmitError as e:
-        print(f"obsflow submit: {e}", file=sys.stderr)
-        return 1
+    sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
+                 job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)  # SubmitError: exit 1
     resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
     print(f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
           f"(submitted in {sub.seconds:.0f}s)", file=sys.stderr)
@@ -58,11 +43,11 @@ def cmd_submit(args) -> int:
     # Beam's exit hooks, which would wait on the job server client
     sys.stdout.flush()
     sys.stderr.flush()
-    _stop_children()
+    stop_children()
     os._exit(0)
 
 
-def _stop_children(grace_s: float = 10.0) -> list[int]:
+def stop_children(grace_s: float = 10.0) -> list[int]:
     """Terminate this process's child processes (Beam's job-server JVM), SIGKILL after
     ``grace_s``; return their pids. Without this, every ``obsflow submit`` would leave an
     orphaned JVM behind."""
@@ -102,10 +87,9 @@ def _stop_children(grace_s: float = 10.0) -> list[int]:
 
 
 def cmd_jobs(args) -> int:
-    from runners.cli import _print_table
     from runners.flink_rest import FlinkRest
 
-    jobs = FlinkRest(_master(args)).jobs()
+    jobs = FlinkRest(flink_master(args)).jobs()
     if args.state:
         jobs = [j for j in jobs if j.state == args.state.upper()]
     if args.format == "json":
@@ -117,19 +101,15 @@ def cmd_jobs(args) -> int:
         return 0
     rows = [("id", "name", "state", "start time (UTC)", "duration")]
     rows += [(j.jid, j.name, j.state, j.start_time, f"{j.duration_ms / 1000:.0f}s" if j.duration_ms >= 0 else "-") for j in jobs]
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
 def cmd_cancel(args) -> int:
-    from runners.flink_rest import FlinkRest, FlinkRestError
+    from runners.flink_rest import FlinkRest
 
-    rest = FlinkRest(_master(args))
-    try:
-        rest.cancel(args.job_id)
-    except FlinkRestError as e:
-        print(f"obsflow cancel: {e}", file=sys.stderr)
-        return 2 if e.status in (400, 404) else 1
+    rest = FlinkRest(flink_master(args))
+    rest.cancel(args.job_id)  # FlinkRestError: exit 2 for an unknown job, else 1
     if args.wait <= 0:
         print(f"{args.job_id} cancelling")
         return 0
@@ -138,11 +118,10 @@ def cmd_cancel(args) -> int:
     return 0 if state == "CANCELED" else 1
 
 
-def add_commands(sub, common) -> None:
-    from runners.cli import int_at_least, number
-
+def add_parser(sub) -> None:
+    """``obsflow submit``, ``jobs`` and ``cancel``."""
     s = sub.add_parser("submit", help="submit the streaming pipeline to a Flink session cluster (Beam FlinkRunner), detached")
-    common(s)
+    add_common(s)
     s.add_argument("--runner", default="flink", choices=["flink"])
     s.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
     s.add_argument("--parallelism", type=int_at_least(1), default=1, help="Flink parallelism (up to the number of Kafka partitions)")
@@ -165,58 +144,3 @@ def add_commands(sub, common) -> None:
     c.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
     c.add_argument("--wait", type=number(0), default=60.0, help="seconds to wait for CANCELED (0: return at once)")
     c.set_defaults(func=cmd_cancel)
-
-
-def add_run_options(r: argparse.ArgumentParser) -> None:
-    from runners.cli import int_at_least
-
-    g = r.add_argument_group("Bytewax cluster")
-    g.add_argument("--processes", type=int_at_least(1), default=1, help="bytewax: processes started on this machine (default 1)")
-    g.add_argument("--workers-per-process", type=int_at_least(1), default=1, help="bytewax: worker threads per process")
-    g.add_argument("--process-id", type=int_at_least(0), help="bytewax: run only this process of a cluster spread over machines")
-    g.add_argument("--addresses", help="bytewax: host:port of every process, comma-separated, the same on each")
-
-
-def wants_cluster(args) -> bool:
-    return args.runner == "bytewax" and (args.processes > 1 or args.workers_per_process > 1 or args.process_id is not None)
-
-
-def cluster_usage_problem(args) -> str | None:
-    """The one-line problem of the cluster flags (``--process-id`` / ``--addresses``), or None;
-    checked before any service is contacted."""
-    if args.process_id is None:
-        return None
-    if not args.addresses:
-        return "obsflow run: --process-id needs --addresses (host:port of every process, comma-separated)"
-    addresses = [a.strip() for a in args.addresses.split(",") if a.strip()]
-    if args.process_id >= len(addresses):
-        return f"obsflow run: --process-id {args.process_id}: expected 0..{len(addresses) - 1} (one per address in --addresses)"
-    return None
-
-
-def cmd_run_cluster(args) -> int:
-    """``obsflow run --runner bytewax`` with processes / workers: a Bytewax cluster."""
-    from runners.bytewax.cluster import ClusterRun, launch, run_process
-
-    problem = cluster_usage_problem(args)
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return 2
-    addresses = [a.strip() for a in (args.addresses or "").split(",") if a.strip()]
-    run = ClusterRun(spec=str(Path(args.spec).resolve()), warehouse=args.warehouse, source=args.source, bounded=args.bounded,
-                     duration_s=args.duration, max_records=args.max_records, count=None if args.duration else args.count,
-                     seed=args.seed, rate_per_s=args.rate, bad_fraction=args.bad_fraction, batch_size=args.batch_size)
-    started = time.monotonic()
-    if args.process_id is not None:
-        print(f"obsflow: process {args.process_id} of {len(addresses)} × {args.workers_per_process} workers", flush=True)
-        run_process(run, args.process_id, addresses, args.workers_per_process)
-        print(f"process {args.process_id} finished in {time.monotonic() - started:.1f}s")
-        return 0
-    print(f"obsflow: running on a Bytewax cluster of {args.processes} processes × {args.workers_per_process} workers "
-          f"from {args.source}", flush=True)
-    rc = launch(run, args.processes, args.workers_per_process)
-    print(f"\ncluster finished in {time.monotonic() - started:.1f}s ({'ok' if rc == 0 else 'a process failed'})\n")
-    from runners.cli import cmd_tables
-
-    cmd_tables(args)
-    return rc
