@@ -41,6 +41,7 @@ services: $(STAMP) tracker
 	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
 	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
 test: services
 	$(PY) -m pytest -q
@@ -53,7 +54,9 @@ fuzz: $(STAMP)
 groundtruth: services  # the ground-truth suite on every engine / read order pair (CI runs two)
 	OBSFLOW_GROUNDTRUTH_ALL=1 $(PY) -m pytest -q tests/groundtruth
 
+# bench/collect.py drives the door with wrk (Debian package) when it is on PATH.
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PY) bench/pipeline_throughput.py
 
 clean:
