@@ -1,0 +1,97 @@
+"""What the pipeline does with what the door wrote, through the real door, the real broker
+and ``obsflow run --source kafka --bounded`` (Bytewax), exact:
+
+- device clock skew: event time + (the door's receive time - the client's ``sent_at``),
+  applied within the events flow's ``validate.max_clock_skew``, never past the receive time;
+- door rejects reach ``obs.dead_letters`` with the door's reason (no dead-letter topic needed).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+import requests
+
+from pipelines.loader import parse_spec
+from runners.job import RunRequest
+from tests.collect.conftest import collect_spec_dict
+from tests.collect.test_collect_e2e import iso, read_topic
+from tests.helpers import read_table
+
+pytestmark = [pytest.mark.collect, pytest.mark.kafka]
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def _run(d: dict):
+    spec = parse_spec(d)
+    from runners.bytewax.run import run
+
+    run(RunRequest(spec=spec, runner="bytewax", source="kafka", bounded=True))
+    return spec
+
+
+def _ms(ts: datetime) -> int:
+    return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _events_validate(d: dict) -> dict:
+    flow = next(f for f in d["flows"] if f["source"] == "events")
+    step = next(s for s in flow["steps"] if s["kind"] == "validate")
+    return step
+
+
+def test_clock_skew_corrected_through_door_and_pipeline(kafka_broker, collect_topics, tmp_path, start_collector):
+    d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics)
+    _events_validate(d)["max_clock_skew"] = "30d"
+    c = start_collector(d)
+    now = int(time.time() * 1000)
+
+    def env(eid: str, ts: int, **extra) -> dict:
+        return {"event_id": eid, "page": "/p", "session_id": "s-" + eid, "timestamp": iso(ts), "events": [{"type": "page_view"}],
+                **extra}
+
+    # a device 3 h behind, sent_at in the header
+    slow = now - 3 * HOUR
+    r = requests.post(c.url + "/v1/events", json=[env("behind", slow - 10_000)], headers={"X-Obsflow-Sent-At": iso(slow)})
+    assert r.status_code == 200, r.text
+    # a device 2 h ahead, sent_at in the batch
+    fast = now + 2 * HOUR
+    r = requests.post(c.url + "/v1/beacon", data=orjson.dumps({"batch": [env("ahead", fast - 20_000)], "sent_at": iso(fast)}),
+                      headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200, r.text
+    # a device 10 days behind: without the correction older than max_past (7d), rejected; with it, accepted
+    old = now - 10 * DAY
+    r = requests.post(c.url + "/v1/events", json=[env("ten-days", old - 5_000, sent_at=old)])
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    # skew over max_clock_skew (40 days): not applied
+    r = requests.post(c.url + "/v1/events", json=[env("too-far", now - 2 * DAY, sent_at=now - 40 * DAY)])
+    assert r.status_code == 200, r.text
+    # no sent_at, and an unreadable one: not corrected
+    r = requests.post(c.url + "/v1/events", json=[env("none", now - 7_000), env("garbage", now - 8_000, sent_at="yesterday")])
+    assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+    # an event "after" its own send (a client bug): corrected, but never after the receive time
+    r = requests.post(c.url + "/v1/events", json=[env("after-send", slow + 60_000)], headers={"X-Obsflow-Sent-At": iso(slow)})
+    assert r.status_code == 200, r.text
+
+    received = {}
+    for m in read_topic(kafka_broker.bootstrap, collect_topics["event"]):
+        received[orjson.loads(m.value())["event_id"]] = int(dict(m.headers())["received_at"])
+    assert len(received) == 7
+
+    spec = _run(d)
+    got = {r["event_id"]: _ms(r["ts"]) for r in read_table(spec, "events").to_pylist()}
+    assert got == {
+        "behind": slow - 10_000 + (received["behind"] - slow),
+        "ahead": fast - 20_000 + (received["ahead"] - fast),
+        "ten-days": old - 5_000 + (received["ten-days"] - old),
+        "too-far": now - 2 * DAY,
+        "none": now - 7_000,
+        "garbage": now - 8_000,
+        "after-send": received["after-send"],
+    }
+    assert read_table(spec, "dead_letters").num_rows == 0
