@@ -1,7 +1,9 @@
 """The door's ASGI app (Starlette): routes, limits, keys, CORS, back-pressure, metrics.
 
 Every 2xx is sent after Kafka acknowledged every record of the request (the accepted ones
-on their topics, door rejects on the dead-letter topic). Answers otherwise: 503 +
+and the door rejects, on the signal's topic; a reject carries the door's verdict in its
+headers and the pipeline turns it into a row of ``obs.dead_letters``, see
+:mod:`transforms.door_verdicts`). Answers otherwise: 503 +
 Retry-After when Kafka is unreachable or slow, the local queue or the in-flight bounds are
 full (at once, never a hang past ``request_timeout``); 429 + Retry-After over a key's rate
 limit; 400 (not the format), 401 (key), 403 (origin), 413 (too large), 415 (content type
@@ -24,7 +26,6 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
-import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -34,11 +35,8 @@ from starlette.routing import Route
 from collector.events import BodyError, EventJudge, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
 from collector.producer import DoorProducer, Record, Unavailable
-from pipelines.spec import PipelineSpec, ScrubStep, ValidateStep
-from sinks.dead_letters import dead_letter_rows
-from sinks.kafka import dead_letter_messages
-from transforms.batch import RawBatch, Rejects
-from transforms.scrub import Scrubber
+from pipelines.spec import PipelineSpec, ValidateStep
+from transforms.door_verdicts import DETAIL_HEADER, MAX_DETAIL, REJECT_HEADER
 
 log = logging.getLogger("obsflow.collect")
 
@@ -126,7 +124,6 @@ class Door:
         self.cfg = spec.collect
         self.targets = targets(spec)
         self.keys = load_keys(spec)
-        self.dead_topic = self.cfg.dead_letters_topic or spec.outputs.dead_letters_topic
         timeout = self.cfg.request_timeout.total_seconds()
         self.timeout = timeout
         self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
@@ -142,7 +139,6 @@ class Door:
         self.events = EventJudge(ev.validate if ev else ValidateStep(kind="validate"), self.cfg.max_event_bytes,
                                  self.cfg.public_max_past.total_seconds()) if ev else None
         self.splitters = {s: OtlpSplitter(s, t.codec, t.max_bytes) for s, t in self.targets.items() if s != "event"}
-        self.scrubbers: dict[str, Scrubber] = {}
         self._judge_queue: list = []
         routes = [Route(p, self.otlp, methods=["POST", "OPTIONS"]) for p in SIGNALS]
         routes += [
@@ -349,27 +345,16 @@ class Door:
         await self.producer.send(records, self.timeout)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    def _dead_letters(self, signal: str, topic: str, items: list[tuple[bytes, str, str]], received_ms: int) -> list[Record]:
-        """Records for the dead-letter topic (the pipeline's format and reason codes; raw scrubbed)."""
-        if not items or not self.dead_topic:
-            return []
-        raw = RawBatch(source="collect", topic=topic, partition=-1, values=[v for v, _, _ in items],
-                       offsets=[-1] * len(items), timestamps_ms=[received_ms] * len(items))
-        rejects = Rejects()
-        for i, (_, r, d) in enumerate(items):
-            rejects.add(i, r, d)
-        scrubber = self.scrubbers.get(signal)
-        if scrubber is None:
-            scrubber = self.scrubbers[signal] = Scrubber(signal, ScrubStep(kind="scrub", pseudonymize_users=False,
-                                                                           anonymize_ip=False), self.spec.privacy, implicit=True)
-        rows = dead_letter_rows(raw, rejects, self.spec.dead_letters.max_raw_bytes, scrubber)
-        # one row per reject even when two share raw bytes
-        if rows.num_rows != len(items):
-            rows = pa.concat_tables([dead_letter_rows(RawBatch("collect", topic, -1, [v], [-1], [received_ms]),
-                                                      _one(r, d), self.spec.dead_letters.max_raw_bytes, scrubber)
-                                     for v, r, d in items])
-        return [Record(self.dead_topic, value, key, [("reason", reason.encode())])
-                for key, value, reason in dead_letter_messages(rows, self.spec.outputs.codec)]
+    @staticmethod
+    def _rejects(target: Target, items: list[tuple[bytes, str, str, bytes | None]],
+                 headers: list[tuple[str, bytes]]) -> list[Record]:
+        """Records for the door rejects ``(raw, reason, detail, key)``: on the signal's topic,
+        with the verdict in headers (the pipeline dead-letters them with that reason; see
+        :mod:`transforms.door_verdicts`). A raw value over the flow's ``validate.max_bytes``
+        is cut to it (its detail names the size)."""
+        return [Record(target.topic, raw[:target.max_bytes], key,
+                       headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())])
+                for raw, reason, detail, key in items]
 
     async def _judge(self, items: list, kw: dict):
         """Judge one request's envelopes together with those of every request that reached
@@ -418,7 +403,7 @@ class Door:
         self._rate(key, split.accepted_items + split.rejected_items)
         headers = [("received_at", str(received).encode())]
         records = [Record(target.topic, v, k, headers) for k, v in split.messages]
-        records += self._dead_letters(signal, target.topic, [(v, r, d) for v, r, d, _ in split.rejects], received)
+        records += self._rejects(target, [(v, r, d, None) for v, r, d, _ in split.rejects], headers)
         await self._produce(records)
         m = self.metrics.items
         if split.accepted_items:
@@ -466,15 +451,17 @@ class Door:
                 records.append(Record(target.topic, payload, judged.keys[i], h))
                 results.append({"index": i, "status": "accepted"})
             else:
-                dead.append((payload, judged.reasons[i], judged.details[i] or ""))
+                h = base + ([("sent_at", judged.sent_at[i].encode())] if judged.sent_at[i] else [])
+                dead.append((payload, judged.reasons[i], judged.details[i] or "", judged.keys[i], h))
                 results.append({"index": i, "status": "rejected", "reason": judged.reasons[i], "detail": judged.details[i]})
-        records += self._dead_letters("event", target.topic, dead, received)
+        for payload, reason, detail, key_, h in dead:
+            records += self._rejects(target, [(payload, reason, detail, key_)], h)
         await self._produce(records)
         accepted = len(items) - len(dead)
         m = self.metrics.items
         if accepted:
             m.labels("event", "accepted", "").inc(accepted)
-        for _, r, _ in dead:
+        for _, r, _, _, _ in dead:
             m.labels("event", "rejected", r).inc()
         if pixel:
             return Response(GIF, status_code=200 if accepted else 400, media_type="image/gif",
@@ -525,12 +512,6 @@ class Door:
         m.inflight_requests.set(self.inflight_requests)
         m.ready.set(1 if self.producer.ready and not self.draining else 0)
         return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
-
-
-def _one(reason: str, detail: str) -> Rejects:
-    r = Rejects()
-    r.add(0, reason, detail)
-    return r
 
 
 def _parse_events(body: bytes, ctype: str):

@@ -60,9 +60,6 @@ class CollectSpec(_Model):
         "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md")
     topics: dict[Literal["event", "log", "span", "metric"], str] = Field(
         default_factory=dict, description="topic per signal; default: the first source of that signal with a fixed topic")
-    dead_letters_topic: str | None = Field(
-        None, description="topic for records rejected at the door; default: outputs.dead_letters_topic; "
-                          "none at all: door rejects are answered but not kept")
     max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
     max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
     max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")

@@ -95,3 +95,50 @@ def test_clock_skew_corrected_through_door_and_pipeline(kafka_broker, collect_to
         "after-send": received["after-send"],
     }
     assert read_table(spec, "dead_letters").num_rows == 0
+
+
+def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp_path, start_collector):
+    keys = {"keys": [{"name": "web", "kind": "public", "env": "COLLECT_TEST_PUBLIC_KEY"},
+                     {"name": "backend", "kind": "secret", "env": "COLLECT_TEST_SECRET_KEY"}]}
+    d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics, collect=keys)
+    d["outputs"]["dead_letters_topic"] = None  # no dead-letter topic at all: door rejects are still kept
+    c = start_collector(d, env={"COLLECT_TEST_PUBLIC_KEY": "pk-1", "COLLECT_TEST_SECRET_KEY": "sk-1"})
+    secret, public = {"X-Obsflow-Key": "sk-1"}, {"X-Obsflow-Key": "pk-1"}
+    now = int(time.time() * 1000)
+
+    def env(eid: str, ts: int, **extra) -> dict:
+        return {"event_id": eid, "page": "/p", "session_id": "s-" + eid, "timestamp": iso(ts), "events": [{"type": "page_view"}],
+                **extra}
+
+    answers = []  # (reason, detail) the door answered, per reject
+    r = requests.post(c.url + "/v1/events", headers=secret, json=[
+        env("ok-1", now - 1000), {**env("bad-page", now - 1000), "page": 7, "user": "jane@example.org"}, "not an object"])
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    answers += [(x["reason"], x["detail"]) for x in r.json()["results"] if x["status"] == "rejected"]
+    ndjson = orjson.dumps(env("ok-2", now - 2000)) + b"\n{\"event_id\": \"cut-off\", \"page\n"
+    r = requests.post(c.url + "/v1/events", headers={**secret, "Content-Type": "application/x-ndjson"}, data=ndjson)
+    assert r.status_code == 200 and r.json()["rejected"] == 1, r.text
+    answers += [(x["reason"], x["detail"]) for x in r.json()["results"] if x["status"] == "rejected"]
+    r = requests.post(c.url + "/v1/events", headers=public, json=[env("too-old", now - 3 * DAY)])
+    assert r.status_code == 400, r.text
+    answers += [(x["reason"], x["detail"]) for x in r.json()["results"]]
+    r = requests.post(c.url + "/v1/events", headers=secret, json=[env("huge", now - 1000, page="/" + "x" * 70_000)])
+    assert r.status_code == 400, r.text
+    answers += [(x["reason"], x["detail"]) for x in r.json()["results"]]
+    assert [a[0] for a in answers] == ["schema_violation", "schema_violation", "format_violation", "timestamp_out_of_range",
+                                       "size_violation"]
+
+    msgs = read_topic(kafka_broker.bootstrap, collect_topics["event"])
+    marked = sorted(((m.partition(), m.offset()) for m in msgs if "obsflow_reject" in dict(m.headers() or [])))
+    assert len(msgs) == 7 and len(marked) == 5
+
+    spec = _run(d)
+    rows = read_table(spec, "dead_letters").to_pylist()
+    assert sorted((r["source_partition"], r["source_offset"]) for r in rows) == marked  # each reject once, where it is in Kafka
+    assert {r["source_topic"] for r in rows} == {collect_topics["event"]}
+    assert sorted((r["reason"], r["detail"]) for r in rows) == sorted(answers)  # the door's reasons and details
+    assert all(b"jane@example.org" not in (r["raw"] or b"") for r in rows)  # personal data scrubbed from the raw bytes
+    by_reason = {r["reason"]: r for r in rows}
+    assert b"too-old" in by_reason["timestamp_out_of_range"]["raw"]
+    assert by_reason["size_violation"]["raw_size"] == 65536  # cut to the flow's validate.max_bytes
+    assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == ["ok-1", "ok-2"]
