@@ -1,13 +1,25 @@
 """The door's Kafka producer: one idempotent producer (acks=all) polled by a thread; a
 request's records are produced together and :meth:`DoorProducer.send` resolves only
-when Kafka acknowledged every one of them (or says which failed)."""
+when Kafka acknowledged every one of them (or says which failed).
+
+Transactional (the default, ``collect.transactions``): requests are written in Kafka
+transactions, several requests per transaction (group commit: the requests that arrive
+while one transaction commits go in the next). A request is answered 2xx only when its
+transaction committed; when anything of a transaction fails, it is aborted and every
+request in it gets 503: none of their records is ever visible to a ``read_committed``
+consumer (the pipeline's; librdkafka's default), so a client's retry of a 503 request
+leaves no duplicate."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -47,7 +59,7 @@ class DoorProducer:
     while it does not (checked every ``check_interval`` seconds)."""
 
     def __init__(self, bootstrap: str, extra: dict | None = None, message_timeout_s: float = 10.0,
-                 check_interval_s: float = 1.0, name: str = "collect"):
+                 check_interval_s: float = 1.0, name: str = "collect", transactional: bool = False):
         conf = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -62,8 +74,18 @@ class DoorProducer:
             "logger": logging.getLogger("obsflow.collect.kafka"),
         }
         conf.update(extra or {})
+        self.transactional = transactional
+        if transactional:
+            # one id per process: a new producer of this process fences (and so aborts) its predecessor's open transaction
+            conf.setdefault("transactional.id", f"obsflow-{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            conf.setdefault("transaction.timeout.ms", max(60000, int(conf["message.timeout.ms"])))
+        self.conf = conf
         self.bootstrap = bootstrap
         self.producer = Producer(conf)
+        self._txn_ready = False
+        self._txn_queue: deque[_TxnRequest] = deque()
+        self._txn_cv = threading.Condition()
+        self.transactions = 0
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
         self.ready = False
         self.broker_down = False
@@ -77,12 +99,83 @@ class DoorProducer:
         self._checker = threading.Thread(target=self._check_loop, name="collect-kafka-check", daemon=True)
         self._poller.start()
         self._checker.start()
+        self._committer = None
+        if transactional:
+            self._committer = threading.Thread(target=self._txn_loop, name="collect-kafka-txn", daemon=True)
+            self._committer.start()
 
     # -- threads ----------------------------------------------------------------------
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(0.5)
+
+    def _txn_loop(self) -> None:
+        """Commit the queued requests, one transaction at a time, each with every request queued meanwhile."""
+        while not self._stop.is_set():
+            with self._txn_cv:
+                if not self._txn_queue:
+                    self._txn_cv.wait(0.5)
+                batch = list(self._txn_queue)
+                self._txn_queue.clear()
+            if not batch:
+                continue
+            now = time.monotonic()
+            live = [t for t in batch if t.deadline > now and not t.future.done()]
+            for t in batch:
+                if t not in live:
+                    t.settle("the request's time ran out before its transaction began")
+            if not live:
+                continue
+            error = self._commit(live, min(t.deadline for t in live) - now)
+            for t in live:
+                t.settle(error)
+
+    def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
+        """Write ``batch`` in one transaction; None when it committed, else why not (then it
+        was aborted, or the producer that held it is replaced, which aborts it)."""
+        try:
+            if not self._txn_ready:
+                self.producer.init_transactions(max(0.5, budget_s))
+                self._txn_ready = True
+            self.producer.begin_transaction()
+        except KafkaException as e:
+            self._reset(e.args[0])
+            return f"transactions unavailable: {e.args[0].str()}"
+        try:
+            for t in batch:
+                for r in t.records:
+                    self.producer.produce(r.topic, r.value, r.key, headers=r.headers)
+            self.producer.commit_transaction(max(0.2, budget_s - 0.3))
+        except BufferError:
+            self._abort("local producer queue full")
+            return "local producer queue full"
+        except KafkaException as e:
+            why = e.args[0].str()
+            self._abort(why, e.args[0])
+            return why
+        self.transactions += 1
+        self.delivered += sum(len(t.records) for t in batch)
+        return None
+
+    def _abort(self, why: str, err: KafkaError | None = None) -> None:
+        self.failed += 1
+        if err is not None and err.fatal():
+            self._reset(err)
+            return
+        try:
+            self.producer.abort_transaction(2.0)
+        except KafkaException as e:
+            self._reset(e.args[0])
+
+    def _reset(self, err: KafkaError) -> None:
+        """A new producer with the same transactional id: its init fences this one and aborts
+        any transaction it left open (so nothing of a request answered 503 becomes visible)."""
+        log.warning("Kafka transactions: %s; the producer is replaced", err.str())
+        old = self.producer
+        self.producer = Producer(self.conf)
+        self._txn_ready = False
+        threading.Thread(target=lambda: old.purge(), daemon=True).start()
 
     def _check_loop(self) -> None:
         while not self._stop.is_set():
@@ -125,6 +218,9 @@ class DoorProducer:
             return
         if not self.ready or self.broker_down:
             raise Unavailable("Kafka is unreachable")
+        if self.transactional:
+            await self._send_txn(records, timeout)
+            return
         loop = asyncio.get_running_loop()
         pending = _Pending(loop, loop.create_future(), len(records))
         started = time.perf_counter()
@@ -160,6 +256,19 @@ class DoorProducer:
         self.latency_sum += time.perf_counter() - started
         self.latency_count += 1
 
+    async def _send_txn(self, records: list[Record], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout)
+        started = time.perf_counter()
+        with self._txn_cv:
+            self._txn_queue.append(t)
+            self._txn_cv.notify()
+        error = await t.future  # the committer answers within the deadline (its commit and abort are bounded by it)
+        if error is not None:
+            raise Unavailable(f"Kafka did not take the request's records: {error}")
+        self.latency_sum += time.perf_counter() - started
+        self.latency_count += 1
+
     @staticmethod
     def _abandon(p: _Pending, n: int, why: str) -> None:
         with p.lock:
@@ -174,11 +283,33 @@ class DoorProducer:
         return self.producer.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> int:
+        if self.transactional:
+            deadline = time.monotonic() + timeout
+            while self._txn_queue and time.monotonic() < deadline:
+                time.sleep(0.02)
         left = self.flush(timeout)
         self._stop.set()
+        if self._committer is not None:
+            self._committer.join(timeout + 5)
         self._poller.join(2)
         self._checker.join(5)
         return left
+
+
+@dataclass(eq=False)
+class _TxnRequest:
+    records: list[Record]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    deadline: float  # time.monotonic()
+
+    def settle(self, error: str | None) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, error)
+
+
+def _settle(fut: asyncio.Future, error: str | None) -> None:
+    if not fut.done():
+        fut.set_result(error)
 
 
 def _resolve(p: _Pending) -> None:

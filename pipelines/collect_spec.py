@@ -78,6 +78,9 @@ class CollectSpec(_Model):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to POST from a browser (exact, or '*')")
     cors_credentials: bool = Field(False, description="send Access-Control-Allow-Credentials: true")
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed")
+    transactions: bool = Field(True, description=(
+        "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
+        "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"))
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")

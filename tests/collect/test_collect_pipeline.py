@@ -142,3 +142,47 @@ def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp
     assert b"too-old" in by_reason["timestamp_out_of_range"]["raw"]
     assert by_reason["size_violation"]["raw_size"] == 65536  # cut to the flow's validate.max_bytes
     assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == ["ok-1", "ok-2"]
+
+
+def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_topic_factory, collect_topics, tmp_path,
+                                                          start_collector):
+    """One record of a request fails in Kafka while the others would land (the event topic
+    takes at most 4 KiB per message; one event is larger and its partition differs): the
+    door answers 503 and nothing of the request is visible; once the topic takes it, the
+    client's retry of the same body is stored once, exactly."""
+    topics = {**collect_topics, "event": kafka_topic_factory(partitions=2, config={"max.message.bytes": "4096"}, prefix="cev")}
+    d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, topics, collect={"request_timeout": "5s"})
+    c = start_collector(d)
+    now = int(time.time() * 1000)
+    import random
+
+    noise = "".join(random.Random(7).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=12_000))
+    body = orjson.dumps([
+        {"event_id": f"small-{i}", "page": "/p", "session_id": "s-a", "timestamp": iso(now - 1000), "events": [{"type": "click"}]}
+        for i in range(3)] + [
+        {"event_id": "big", "page": "/" + noise, "session_id": "s-d", "timestamp": iso(now - 1000), "events": [{"type": "click"}]}])
+    r = requests.post(c.url + "/v1/events", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+    assert read_topic(kafka_broker.bootstrap, topics["event"]) == []  # nothing of a 503 request is visible
+
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    res = ConfigResource(ResourceType.TOPIC, topics["event"],
+                         incremental_configs=[ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
+    admin = kafka_broker.admin()
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(30)
+    deadline = time.monotonic() + 60
+    while True:  # the client retries the same body (Retry-After) until it is taken
+        r = requests.post(c.url + "/v1/events", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200 and r.json()["accepted"] == 4, r.text
+    msgs = read_topic(kafka_broker.bootstrap, topics["event"])
+    assert sorted(orjson.loads(m.value())["event_id"] for m in msgs) == ["big", "small-0", "small-1", "small-2"]
+    assert len({m.partition() for m in msgs}) == 2  # the failing record was on another partition than the others
+
+    spec = _run(d)
+    assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == ["big", "small-0", "small-1", "small-2"]
+    assert read_table(spec, "dead_letters").num_rows == 0
