@@ -129,7 +129,7 @@ class Door:
         self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
         self.producer = producer or DoorProducer(spec.kafka.bootstrap, dict(self.cfg.producer), message_timeout_s=timeout,
                                                  check_interval_s=self.cfg.ready_check_interval.total_seconds(),
-                                                 transactional=self.cfg.transactions)
+                                                 transactional=self.cfg.transactions, writers=self.cfg.transaction_writers)
         self.metrics = _Metrics()
         self.inflight_bytes = 0
         self.inflight_requests = 0

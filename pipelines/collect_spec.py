@@ -81,6 +81,8 @@ class CollectSpec(_Model):
     transactions: bool = Field(True, description=(
         "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
         "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"))
+    transaction_writers: int = Field(4, ge=1, le=64, description=(
+        "transactional producers per process, each with one transaction in flight (more hide the commits' round trips)"))
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")
