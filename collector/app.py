@@ -114,6 +114,22 @@ class _Metrics:
         self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
         self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
+        self._children: dict[tuple, object] = {}  # labelled children, looked up once
+
+    def request_done(self, route: str, status: int) -> None:
+        key = ("r", route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(route, str(status))
+        child.inc()
+
+    def item(self, signal: str, outcome: str, reason: str):
+        """The records counter's child for these labels."""
+        key = ("i", signal, outcome, reason)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.items.labels(signal, outcome, reason)
+        return child
 
 
 class Door:
@@ -233,6 +249,8 @@ class Door:
         """The sender's address: the peer, or through trusted proxies the first untrusted
         X-Forwarded-For hop from the right. Never logged."""
         peer = request.client.host if request.client else None
+        if not self.proxies:
+            return peer
         chain = [peer] if peer else []
         xff = request.headers.get("x-forwarded-for")
         if xff and self.proxies:
@@ -312,7 +330,7 @@ class Door:
         """Bounds, CORS, the handler; in-flight accounting released whatever happens."""
         if request.method == "OPTIONS":
             resp = self._preflight(request)
-            self.metrics.requests.labels(route, str(resp.status_code)).inc()
+            self.metrics.request_done(route, resp.status_code)
             return resp
         _HELD.set(0)
         cors: dict = {}
@@ -338,7 +356,7 @@ class Door:
         finally:
             self.inflight_requests -= 1
             self.inflight_bytes -= _HELD.get()
-        self.metrics.requests.labels(route, str(resp.status_code)).inc()
+        self.metrics.request_done(route, resp.status_code)
         return resp
 
     async def _produce(self, records: list[Record]) -> None:
@@ -382,8 +400,9 @@ class Door:
     # -- routes -------------------------------------------------------------------------------
 
     async def otlp(self, request: Request) -> Response:
-        signal = SIGNALS[request.url.path]
-        return await self._guarded(request, request.url.path, lambda r, c: self._otlp(r, c, signal))
+        path = request.scope["path"]  # not request.url, which builds a URL object per request
+        signal = SIGNALS[path]
+        return await self._guarded(request, path, lambda r, c: self._otlp(r, c, signal))
 
     async def _otlp(self, request: Request, cors: dict, signal: str) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -406,11 +425,10 @@ class Door:
         records = [Record(target.topic, v, k, headers) for k, v in split.messages]
         records += self._rejects(target, [(v, r, d, None) for v, r, d, _ in split.rejects], headers)
         await self._produce(records)
-        m = self.metrics.items
         if split.accepted_items:
-            m.labels(signal, "accepted", "").inc(split.accepted_items)
+            self.metrics.item(signal, "accepted", "").inc(split.accepted_items)
         for _, r, _, n in split.rejects:
-            m.labels(signal, "rejected", r).inc(n)
+            self.metrics.item(signal, "rejected", r).inc(n)
         msg_text = ""
         if split.rejects:
             r0 = split.rejects[0]
@@ -419,7 +437,7 @@ class Door:
                         media_type="application/json" if is_json else "application/x-protobuf")
 
     async def post_events(self, request: Request) -> Response:
-        return await self._guarded(request, request.url.path, self._events)
+        return await self._guarded(request, request.scope["path"], self._events)
 
     async def _events(self, request: Request, cors: dict, items: list | None = None, pixel: bool = False) -> Response:
         if self.events is None:
@@ -459,11 +477,10 @@ class Door:
             records += self._rejects(target, [(payload, reason, detail, key_)], h)
         await self._produce(records)
         accepted = len(items) - len(dead)
-        m = self.metrics.items
         if accepted:
-            m.labels("event", "accepted", "").inc(accepted)
+            self.metrics.item("event", "accepted", "").inc(accepted)
         for _, r, _, _, _ in dead:
-            m.labels("event", "rejected", r).inc()
+            self.metrics.item("event", "rejected", r).inc()
         if pixel:
             return Response(GIF, status_code=200 if accepted else 400, media_type="image/gif",
                             headers={**cors, "Cache-Control": "no-store"})

@@ -130,7 +130,8 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
         {"page": "/pricing", "timestamp": iso(now - 4000), "session_id": "s-b", "event_id": "e-b", "events": [{"type": "page_view"}]},
         {"page": 7, "session_id": "s-c", "events": []},  # rejected at the door: page not a string
     ]
-    r = requests.post(c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now)})
+    # no trusted proxies: X-Forwarded-For is not believed, whoever sends it (loopback too)
+    r = requests.post(c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now), "X-Forwarded-For": "198.51.100.9"})
     body = r.json()
     assert r.status_code == 200 and (body["accepted"], body["rejected"]) == (2, 1)
     assert body["results"][2]["reason"] == "schema_violation"
