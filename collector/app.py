@@ -142,6 +142,7 @@ class Door:
         self.keys = load_keys(spec)
         timeout = self.cfg.request_timeout.total_seconds()
         self.timeout = timeout
+        self.judge_window = self.cfg.judge_window.total_seconds()
         self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
         self.producer = producer or DoorProducer(spec.kafka.bootstrap, dict(self.cfg.producer), message_timeout_s=timeout,
                                                  check_interval_s=self.cfg.ready_check_interval.total_seconds(),
@@ -376,12 +377,18 @@ class Door:
                 for raw, reason, detail, key in items]
 
     async def _judge(self, items: list, kw: dict):
-        """Judge one request's envelopes together with those of every request that reached
-        this point in the same turn of the event loop (one codec + validator pass for all)."""
-        fut = asyncio.get_running_loop().create_future()
+        """Judge one request's envelopes together with those of every request that reaches
+        this point within ``collect.judge_window`` while others are being answered (one codec +
+        validator pass for all: its fixed cost is most of a small request's CPU). A request
+        alone (no other in flight) is judged in the same turn of the event loop."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._judge_queue.append((items, kw, fut))
         if len(self._judge_queue) == 1:
-            asyncio.get_running_loop().call_soon(self._judge_now)
+            if self.inflight_requests > 1:
+                loop.call_later(self.judge_window, self._judge_now)
+            else:
+                loop.call_soon(self._judge_now)
         return await fut
 
     def _judge_now(self) -> None:

@@ -78,6 +78,9 @@ class CollectSpec(_Model):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to POST from a browser (exact, or '*')")
     cors_credentials: bool = Field(False, description="send Access-Control-Allow-Credentials: true")
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed")
+    judge_window: Duration = Field(timedelta(milliseconds=2), description=(
+        "product events: how long a request waits for others to share one pass of the codec and validator, "
+        "when other requests are in flight (0s: only those of the same event-loop turn)"))
     transactions: bool = Field(True, description=(
         "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
         "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"))
@@ -95,6 +98,8 @@ class CollectSpec(_Model):
             raise ValueError("retry_after must be between 0s and 1h")
         if not (timedelta(milliseconds=50) <= self.ready_check_interval <= timedelta(minutes=1)):
             raise ValueError("ready_check_interval must be between 50ms and 1m")
+        if not (timedelta(0) <= self.judge_window <= timedelta(milliseconds=100)):
+            raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
         return self
