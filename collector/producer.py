@@ -266,15 +266,13 @@ class _TxnWriter:
             if not batch:
                 continue
             now = time.monotonic()
-            live = [t for t in batch if t.deadline > now and not t.future.done()]
+            live, late = [], []
             for t in batch:
-                if t not in live:
-                    t.settle("the request's time ran out before its transaction began")
+                (live if t.deadline > now and not t.future.done() else late).append(t)
+            _settle_all(late, "the request's time ran out before its transaction began")
             if not live:
                 continue
-            error = self._commit(live, min(t.deadline for t in live) - now)
-            for t in live:
-                t.settle(error)
+            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now))
 
     def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
         """Write ``batch`` in one transaction; None when it committed, else why not (then it
@@ -330,13 +328,21 @@ class _TxnRequest:
     future: asyncio.Future
     deadline: float  # time.monotonic()
 
-    def settle(self, error: str | None) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, error)
 
 
-def _settle(fut: asyncio.Future, error: str | None) -> None:
-    if not fut.done():
-        fut.set_result(error)
+def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:
+    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    for t in requests:
+        by_loop.setdefault(t.loop, []).append(t.future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_settle, futures, error)
+
+
+def _settle(futures: list[asyncio.Future], error: str | None) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(error)
 
 
 def _resolve(p: _Pending) -> None:
