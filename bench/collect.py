@@ -148,9 +148,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path, env: dict, root: Path = ROOT) -> dict:
+def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path, env: dict, root: Path = ROOT,
+                      path_first: str | None = None) -> dict:
     port = free_port()
-    env = {**env, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (path_first, str(root), os.environ.get("PYTHONPATH", "")) if p)}
     proc, url = start([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path), "--server", server,
                        "--port", str(port)], True, env, root)
     try:
@@ -294,6 +295,8 @@ def main() -> int:
     ap.add_argument("--loads", default="spans,events50,single")
     ap.add_argument("--producer-records", type=int, default=200_000)
     ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)")
+    ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
+                                                  "hide optional packages, to measure without them)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/collect.py needs wrk (apt-get install wrk)")
@@ -328,7 +331,8 @@ def main() -> int:
         for server in args.servers.split(","):
             results[f"noop/{server}"] = measure_noop(server, loads, args, tmp, env)
             if args.baseline_root:
-                results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve())
+                results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(),
+                                                                args.baseline_pythonpath)
             results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")
