@@ -376,6 +376,17 @@ class Door:
                        headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())])
                 for raw, reason, detail, key in items]
 
+    async def _reject_body(self, target: Target, body: bytes, received_ms: int, detail: str) -> None:
+        """A body of a key holder that is not the format at all (answered 400) is kept as one
+        ``format_violation`` record, so it too ends in ``obs.dead_letters``; an empty body
+        is not kept. Kafka must take it first (else :class:`Unavailable`: 503, and the
+        client's retry gets its 400 once it is kept)."""
+        if not body.strip():
+            return
+        await self._produce(self._rejects(target, [(body, "format_violation", detail, None)],
+                                          [("received_at", str(received_ms).encode())]))
+        self.metrics.item(target.signal, "rejected", "format_violation").inc()
+
     async def _judge(self, items: list, kw: dict):
         """Judge one request's envelopes together with those of every request that reaches
         this point within ``collect.judge_window`` while others are being answered (one codec +
@@ -425,6 +436,7 @@ class Door:
         try:
             msg = parse(signal, body, is_json)
         except BadRequest as e:
+            await self._reject_body(target, body, received, str(e))
             raise HttpError(400, str(e)) from None
         split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
         self._rate(key, split.accepted_items + split.rejected_items)
@@ -460,6 +472,7 @@ class Door:
             try:
                 items, body_sent = _parse_events(body, ctype)
             except BodyError as e:
+                await self._reject_body(target, body, now_ms(), str(e))
                 raise HttpError(400, str(e)) from None
             sent_at = body_sent or sent_at
         if len(items) > self.cfg.max_events_per_request:

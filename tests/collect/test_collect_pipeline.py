@@ -125,17 +125,27 @@ def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp
     r = requests.post(c.url + "/v1/events", headers=secret, json=[env("huge", now - 1000, page="/" + "x" * 70_000)])
     assert r.status_code == 400, r.text
     answers += [(x["reason"], x["detail"]) for x in r.json()["results"]]
+    # bodies that are not the format at all (400) are kept too, as one format_violation each
+    r = requests.post(c.url + "/v1/events", headers={**secret, "Content-Type": "application/json"}, data=b'[{"page": "/a", ')
+    assert r.status_code == 400, r.text
+    answers.append(("format_violation", r.json()["error"]))
+    r = requests.post(c.url + "/v1/traces", headers={**secret, "Content-Type": "application/x-protobuf"}, data=b"\x0a\xff\xff\xff")
+    assert r.status_code == 400, r.text
+    answers.append(("format_violation", r.json()["error"]))
     assert [a[0] for a in answers] == ["schema_violation", "schema_violation", "format_violation", "timestamp_out_of_range",
-                                       "size_violation"]
+                                       "size_violation", "format_violation", "format_violation"]
 
-    msgs = read_topic(kafka_broker.bootstrap, collect_topics["event"])
-    marked = sorted(((m.partition(), m.offset()) for m in msgs if "obsflow_reject" in dict(m.headers() or [])))
-    assert len(msgs) == 7 and len(marked) == 5
+    marked = []
+    for signal, n_msgs in (("event", 8), ("span", 1)):
+        msgs = read_topic(kafka_broker.bootstrap, collect_topics[signal])
+        assert len(msgs) == n_msgs
+        marked += [(m.topic(), m.partition(), m.offset()) for m in msgs if "obsflow_reject" in dict(m.headers() or [])]
+    assert len(marked) == 7
 
     spec = _run(d)
     rows = read_table(spec, "dead_letters").to_pylist()
-    assert sorted((r["source_partition"], r["source_offset"]) for r in rows) == marked  # each reject once, where it is in Kafka
-    assert {r["source_topic"] for r in rows} == {collect_topics["event"]}
+    # each reject once, where it is in Kafka
+    assert sorted((r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows) == sorted(marked)
     assert sorted((r["reason"], r["detail"]) for r in rows) == sorted(answers)  # the door's reasons and details
     assert all(b"jane@example.org" not in (r["raw"] or b"") for r in rows)  # personal data scrubbed from the raw bytes
     by_reason = {r["reason"]: r for r in rows}
