@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import difflib
 import json
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from datetime import UTC, datetime, timedelta
 
 from pipelines.spec import ValidateStep
 from schemas.wire import arrow_schema

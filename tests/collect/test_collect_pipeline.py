@@ -8,6 +8,7 @@ and ``obsflow run --source kafka --bounded`` (Bytewax), exact:
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -164,8 +165,6 @@ def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_top
     d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, topics, collect={"request_timeout": "5s"})
     c = start_collector(d)
     now = int(time.time() * 1000)
-    import random
-
     noise = "".join(random.Random(7).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=12_000))
     body = orjson.dumps([
         {"event_id": f"small-{i}", "page": "/p", "session_id": "s-a", "timestamp": iso(now - 1000), "events": [{"type": "click"}]}
@@ -175,7 +174,12 @@ def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_top
     assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
     assert read_topic(kafka_broker.bootstrap, topics["event"]) == []  # nothing of a 503 request is visible
 
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
 
     res = ConfigResource(ResourceType.TOPIC, topics["event"],
                          incremental_configs=[ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
