@@ -54,6 +54,7 @@ services: $(STAMP) tracker ui-assets
 	command -v prometheus-alertmanager >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager)
 	command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
 test: services
 	$(PY) -m pytest -q
@@ -78,7 +79,9 @@ groundtruth: services  # the ground-truth suite on every engine / read order pai
 once-all: services  # per-table effectively-once on every engine / table pair (CI runs one per engine)
 	OBSFLOW_ONCE_ALL=1 $(PY) -m pytest -q tests/test_per_table_once.py
 
+# bench/collect.py drives the door with wrk (Debian package) when it is on PATH.
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PY) bench/pipeline_throughput.py
 
 clean:

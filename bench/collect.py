@@ -12,6 +12,8 @@ psutil the CPU time of its process tree. Baselines measured in the same run:
   the same requests: the server's ceiling, in records per CPU-second;
 - ``producer``: a raw confluent-kafka loop (idempotent, acks=all, one message per record
   of the same bytes, keyed), records per CPU-second of this process: the producer's ceiling.
+- ``before`` (with ``--baseline-root DIR``): the collector of another checkout (e.g. the
+  code before a change), same server, same requests, same broker: a before/after pair.
 Then ``open60``: single-event requests on a fixed schedule (open loop, latency from the
 scheduled time) at 60% of the rate the first server's collector took closed-loop: p50/p99.
 
@@ -117,8 +119,8 @@ def wrk(url: str, path: str, ctype: str, body: bytes, seconds: int, connections:
     return {"requests": reqs, "non2xx": int(non2xx.group(1)) if non2xx else 0, "p99_ms": p99_ms}
 
 
-def start(argv: list[str], url_from_stdout: bool, env: dict) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=str(ROOT))
+def start(argv: list[str], url_from_stdout: bool, env: dict, cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=str(cwd))
     if url_from_stdout:
         line = proc.stdout.readline()
         url = line.split("listening on ", 1)[1].strip()
@@ -146,10 +148,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path, env: dict) -> dict:
+def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path, env: dict, root: Path = ROOT,
+                      path_first: str | None = None) -> dict:
     port = free_port()
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (path_first, str(root), os.environ.get("PYTHONPATH", "")) if p)}
     proc, url = start([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path), "--server", server,
-                       "--port", str(port)], True, env)
+                       "--port", str(port)], True, env, root)
     try:
         wait_ok(url, "/readyz")
         out = {}
@@ -290,6 +294,9 @@ def main() -> int:
     ap.add_argument("--servers", default="uvicorn,granian")
     ap.add_argument("--loads", default="spans,events50,single")
     ap.add_argument("--producer-records", type=int, default=200_000)
+    ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)")
+    ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
+                                                  "hide optional packages, to measure without them)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/collect.py needs wrk (apt-get install wrk)")
@@ -323,6 +330,9 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         for server in args.servers.split(","):
             results[f"noop/{server}"] = measure_noop(server, loads, args, tmp, env)
+            if args.baseline_root:
+                results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(),
+                                                                args.baseline_pythonpath)
             results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")

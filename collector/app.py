@@ -1,7 +1,9 @@
 """The door's ASGI app (Starlette): routes, limits, keys, CORS, back-pressure, metrics.
 
 Every 2xx is sent after Kafka acknowledged every record of the request (the accepted ones
-on their topics, door rejects on the dead-letter topic). Answers otherwise: 503 +
+and the door rejects, on the signal's topic; a reject carries the door's verdict in its
+headers and the pipeline turns it into a row of ``obs.dead_letters``, see
+:mod:`transforms.door_verdicts`). Answers otherwise: 503 +
 Retry-After when Kafka is unreachable or slow, the local queue or the in-flight bounds are
 full (at once, never a hang past ``request_timeout``); 429 + Retry-After over a key's rate
 limit; 400 (not the format), 401 (key), 403 (origin), 413 (too large), 415 (content type
@@ -24,7 +26,6 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
-import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -35,11 +36,8 @@ from core.errors import ObsflowError
 from collector.events import BodyError, EventJudge, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
 from collector.producer import DoorProducer, Record, Unavailable
-from pipelines.spec import PipelineSpec, ScrubStep, ValidateStep
-from sinks.dead_letters import dead_letter_rows
-from sinks.kafka import dead_letter_messages
-from transforms.batch import RawBatch, Rejects
-from transforms.scrub import Scrubber
+from pipelines.spec import PipelineSpec, ValidateStep
+from transforms.door_verdicts import DETAIL_HEADER, MAX_DETAIL, REJECT_HEADER
 
 log = logging.getLogger("obsflow.collect")
 
@@ -119,6 +117,22 @@ class _Metrics:
         self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
         self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
+        self._children: dict[tuple, object] = {}  # labelled children, looked up once
+
+    def request_done(self, route: str, status: int) -> None:
+        key = ("r", route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(route, str(status))
+        child.inc()
+
+    def item(self, signal: str, outcome: str, reason: str):
+        """The records counter's child for these labels."""
+        key = ("i", signal, outcome, reason)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.items.labels(signal, outcome, reason)
+        return child
 
 
 class Door:
@@ -129,12 +143,13 @@ class Door:
         self.cfg = spec.collect
         self.targets = targets(spec)
         self.keys = load_keys(spec)
-        self.dead_topic = self.cfg.dead_letters_topic or spec.outputs.dead_letters_topic
         timeout = self.cfg.request_timeout.total_seconds()
         self.timeout = timeout
+        self.judge_window = self.cfg.judge_window.total_seconds()
         self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
         self.producer = producer or DoorProducer(spec.kafka.bootstrap, dict(self.cfg.producer), message_timeout_s=timeout,
-                                                 check_interval_s=self.cfg.ready_check_interval.total_seconds())
+                                                 check_interval_s=self.cfg.ready_check_interval.total_seconds(),
+                                                 transactional=self.cfg.transactions, writers=self.cfg.transaction_writers)
         self.metrics = _Metrics()
         self.inflight_bytes = 0
         self.inflight_requests = 0
@@ -145,7 +160,6 @@ class Door:
         self.events = EventJudge(ev.validate if ev else ValidateStep(kind="validate"), self.cfg.max_event_bytes,
                                  self.cfg.public_max_past.total_seconds()) if ev else None
         self.splitters = {s: OtlpSplitter(s, t.codec, t.max_bytes) for s, t in self.targets.items() if s != "event"}
-        self.scrubbers: dict[str, Scrubber] = {}
         self._judge_queue: list = []
         routes = [Route(p, self.otlp, methods=["POST", "OPTIONS"]) for p in SIGNALS]
         routes += [
@@ -239,6 +253,8 @@ class Door:
         """The sender's address: the peer, or through trusted proxies the first untrusted
         X-Forwarded-For hop from the right. Never logged."""
         peer = request.client.host if request.client else None
+        if not self.proxies:
+            return peer
         chain = [peer] if peer else []
         xff = request.headers.get("x-forwarded-for")
         if xff and self.proxies:
@@ -318,7 +334,7 @@ class Door:
         """Bounds, CORS, the handler; in-flight accounting released whatever happens."""
         if request.method == "OPTIONS":
             resp = self._preflight(request)
-            self.metrics.requests.labels(route, str(resp.status_code)).inc()
+            self.metrics.request_done(route, resp.status_code)
             return resp
         _HELD.set(0)
         cors: dict = {}
@@ -344,7 +360,7 @@ class Door:
         finally:
             self.inflight_requests -= 1
             self.inflight_bytes -= _HELD.get()
-        self.metrics.requests.labels(route, str(resp.status_code)).inc()
+        self.metrics.request_done(route, resp.status_code)
         return resp
 
     async def _produce(self, records: list[Record]) -> None:
@@ -352,35 +368,41 @@ class Door:
         await self.producer.send(records, self.timeout)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    def _dead_letters(self, signal: str, topic: str, items: list[tuple[bytes, str, str]], received_ms: int) -> list[Record]:
-        """Records for the dead-letter topic (the pipeline's format and reason codes; raw scrubbed)."""
-        if not items or not self.dead_topic:
-            return []
-        raw = RawBatch(source="collect", topic=topic, partition=-1, values=[v for v, _, _ in items],
-                       offsets=[-1] * len(items), timestamps_ms=[received_ms] * len(items))
-        rejects = Rejects()
-        for i, (_, r, d) in enumerate(items):
-            rejects.add(i, r, d)
-        scrubber = self.scrubbers.get(signal)
-        if scrubber is None:
-            scrubber = self.scrubbers[signal] = Scrubber(signal, ScrubStep(kind="scrub", pseudonymize_users=False,
-                                                                           anonymize_ip=False), self.spec.privacy, implicit=True)
-        rows = dead_letter_rows(raw, rejects, self.spec.dead_letters.max_raw_bytes, scrubber)
-        # one row per reject even when two share raw bytes
-        if rows.num_rows != len(items):
-            rows = pa.concat_tables([dead_letter_rows(RawBatch("collect", topic, -1, [v], [-1], [received_ms]),
-                                                      _one(r, d), self.spec.dead_letters.max_raw_bytes, scrubber)
-                                     for v, r, d in items])
-        return [Record(self.dead_topic, value, key, [("reason", reason.encode())])
-                for key, value, reason in dead_letter_messages(rows, self.spec.outputs.codec)]
+    @staticmethod
+    def _rejects(target: Target, items: list[tuple[bytes, str, str, bytes | None]],
+                 headers: list[tuple[str, bytes]]) -> list[Record]:
+        """Records for the door rejects ``(raw, reason, detail, key)``: on the signal's topic,
+        with the verdict in headers (the pipeline dead-letters them with that reason; see
+        :mod:`transforms.door_verdicts`). A raw value over the flow's ``validate.max_bytes``
+        is cut to it (its detail names the size)."""
+        return [Record(target.topic, raw[:target.max_bytes], key,
+                       headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())])
+                for raw, reason, detail, key in items]
+
+    async def _reject_body(self, target: Target, body: bytes, received_ms: int, detail: str) -> None:
+        """A body of a key holder that is not the format at all (answered 400) is kept as one
+        ``format_violation`` record, so it too ends in ``obs.dead_letters``; an empty body
+        is not kept. Kafka must take it first (else :class:`Unavailable`: 503, and the
+        client's retry gets its 400 once it is kept)."""
+        if not body.strip():
+            return
+        await self._produce(self._rejects(target, [(body, "format_violation", detail, None)],
+                                          [("received_at", str(received_ms).encode())]))
+        self.metrics.item(target.signal, "rejected", "format_violation").inc()
 
     async def _judge(self, items: list, kw: dict):
-        """Judge one request's envelopes together with those of every request that reached
-        this point in the same turn of the event loop (one codec + validator pass for all)."""
-        fut = asyncio.get_running_loop().create_future()
+        """Judge one request's envelopes together with those of every request that reaches
+        this point within ``collect.judge_window`` while others are being answered (one codec +
+        validator pass for all: its fixed cost is most of a small request's CPU). A request
+        alone (no other in flight) is judged in the same turn of the event loop."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._judge_queue.append((items, kw, fut))
         if len(self._judge_queue) == 1:
-            asyncio.get_running_loop().call_soon(self._judge_now)
+            if self.inflight_requests > 1:
+                loop.call_later(self.judge_window, self._judge_now)
+            else:
+                loop.call_soon(self._judge_now)
         return await fut
 
     def _judge_now(self) -> None:
@@ -399,8 +421,9 @@ class Door:
     # -- routes -------------------------------------------------------------------------------
 
     async def otlp(self, request: Request) -> Response:
-        signal = SIGNALS[request.url.path]
-        return await self._guarded(request, request.url.path, lambda r, c: self._otlp(r, c, signal))
+        path = request.scope["path"]  # not request.url, which builds a URL object per request
+        signal = SIGNALS[path]
+        return await self._guarded(request, path, lambda r, c: self._otlp(r, c, signal))
 
     async def _otlp(self, request: Request, cors: dict, signal: str) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -416,18 +439,18 @@ class Door:
         try:
             msg = parse(signal, body, is_json)
         except BadRequest as e:
+            await self._reject_body(target, body, received, str(e))
             raise HttpError(400, str(e)) from None
         split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
         self._rate(key, split.accepted_items + split.rejected_items)
         headers = [("received_at", str(received).encode())]
         records = [Record(target.topic, v, k, headers) for k, v in split.messages]
-        records += self._dead_letters(signal, target.topic, [(v, r, d) for v, r, d, _ in split.rejects], received)
+        records += self._rejects(target, [(v, r, d, None) for v, r, d, _ in split.rejects], headers)
         await self._produce(records)
-        m = self.metrics.items
         if split.accepted_items:
-            m.labels(signal, "accepted", "").inc(split.accepted_items)
+            self.metrics.item(signal, "accepted", "").inc(split.accepted_items)
         for _, r, _, n in split.rejects:
-            m.labels(signal, "rejected", r).inc(n)
+            self.metrics.item(signal, "rejected", r).inc(n)
         msg_text = ""
         if split.rejects:
             r0 = split.rejects[0]
@@ -436,7 +459,7 @@ class Door:
                         media_type="application/json" if is_json else "application/x-protobuf")
 
     async def post_events(self, request: Request) -> Response:
-        return await self._guarded(request, request.url.path, self._events)
+        return await self._guarded(request, request.scope["path"], self._events)
 
     async def _events(self, request: Request, cors: dict, items: list | None = None, pixel: bool = False) -> Response:
         if self.events is None:
@@ -452,6 +475,7 @@ class Door:
             try:
                 items, body_sent = _parse_events(body, ctype)
             except BodyError as e:
+                await self._reject_body(target, body, now_ms(), str(e))
                 raise HttpError(400, str(e)) from None
             sent_at = body_sent or sent_at
         if len(items) > self.cfg.max_events_per_request:
@@ -469,16 +493,17 @@ class Door:
                 records.append(Record(target.topic, payload, judged.keys[i], h))
                 results.append({"index": i, "status": "accepted"})
             else:
-                dead.append((payload, judged.reasons[i], judged.details[i] or ""))
+                h = base + ([("sent_at", judged.sent_at[i].encode())] if judged.sent_at[i] else [])
+                dead.append((payload, judged.reasons[i], judged.details[i] or "", judged.keys[i], h))
                 results.append({"index": i, "status": "rejected", "reason": judged.reasons[i], "detail": judged.details[i]})
-        records += self._dead_letters("event", target.topic, dead, received)
+        for payload, reason, detail, key_, h in dead:
+            records += self._rejects(target, [(payload, reason, detail, key_)], h)
         await self._produce(records)
         accepted = len(items) - len(dead)
-        m = self.metrics.items
         if accepted:
-            m.labels("event", "accepted", "").inc(accepted)
-        for _, r, _ in dead:
-            m.labels("event", "rejected", r).inc()
+            self.metrics.item("event", "accepted", "").inc(accepted)
+        for _, r, _, _, _ in dead:
+            self.metrics.item("event", "rejected", r).inc()
         if pixel:
             return Response(GIF, status_code=200 if accepted else 400, media_type="image/gif",
                             headers={**cors, "Cache-Control": "no-store"})
@@ -528,12 +553,6 @@ class Door:
         m.inflight_requests.set(self.inflight_requests)
         m.ready.set(1 if self.producer.ready and not self.draining else 0)
         return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
-
-
-def _one(reason: str, detail: str) -> Rejects:
-    r = Rejects()
-    r.add(0, reason, detail)
-    return r
 
 
 def _parse_events(body: bytes, ctype: str):

@@ -180,6 +180,7 @@ class EventJudge:
         outs: list[Judged] = []
         values: list[bytes] = []
         stamps: list[int] = []
+        headers: list[list[tuple[str, bytes]]] = []  # as the pipeline reads them: its clock-skew correction applies here too
         owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
         for r, (items, kw) in enumerate(requests):
             out = self._prepare(items, kw)
@@ -188,11 +189,13 @@ class EventJudge:
                 if out.reasons[i] is None:
                     values.append(payload)
                     stamps.append(kw["received_ms"])
+                    sent = out.sent_at[i]
+                    headers.append([("received_at", str(kw["received_ms"]).encode())] + ([("sent_at", sent.encode())] if sent else []))
                     owners.append((r, i, kw["public"]))
         if not values:
             return outs
         raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),
-                       timestamps_ms=stamps)
+                       timestamps_ms=stamps, headers=headers)
         batch = self.validator(self.codec.decode(raw))
         for j, reason, detail in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
             r, i, _ = owners[j]
@@ -229,7 +232,7 @@ class EventJudge:
         return out
 
     def _public_age(self, batch, owners, stamps, outs) -> None:
-        """A public (browser) key may not send event times older than ``public_max_past``."""
+        """A public (browser) key may not send event times (corrected for clock skew) older than ``public_max_past``."""
         import pyarrow as pa
         import pyarrow.compute as pc
 

@@ -1,13 +1,26 @@
 """The door's Kafka producer: one idempotent producer (acks=all) polled by a thread; a
 request's records are produced together and :meth:`DoorProducer.send` resolves only
-when Kafka acknowledged every one of them (or says which failed)."""
+when Kafka acknowledged every one of them (or says which failed).
+
+Transactional (the default, ``collect.transactions``): requests are written in Kafka
+transactions, several requests per transaction (group commit: the requests that arrive
+while transactions commit go in the next one), by ``writers`` transactional producers at
+once (a producer has one open transaction at a time; several hide the commit's round trips). A request is answered 2xx only when its
+transaction committed; when anything of a transaction fails, it is aborted and every
+request in it gets 503: none of their records is ever visible to a ``read_committed``
+consumer (the pipeline's; librdkafka's default), so a client's retry of a 503 request
+leaves no duplicate."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -49,7 +62,7 @@ class DoorProducer:
     while it does not (checked every ``check_interval`` seconds)."""
 
     def __init__(self, bootstrap: str, extra: dict | None = None, message_timeout_s: float = 10.0,
-                 check_interval_s: float = 1.0, name: str = "collect"):
+                 check_interval_s: float = 1.0, name: str = "collect", transactional: bool = False, writers: int = 4):
         conf = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -64,8 +77,19 @@ class DoorProducer:
             "logger": logging.getLogger("obsflow.collect.kafka"),
         }
         conf.update(extra or {})
+        self.transactional = transactional
+        self.conf = conf
         self.bootstrap = bootstrap
-        self.producer = Producer(conf)
+        self.producer = Producer(conf) if not transactional else None
+        self._txn_queue: deque[_TxnRequest] = deque()
+        self._txn_cv = threading.Condition()
+        self.transactions = 0
+        self.writers: list[_TxnWriter] = []
+        if transactional:
+            conf.setdefault("transaction.timeout.ms", max(60000, int(conf["message.timeout.ms"])))
+            base = conf.pop("transactional.id", None) or f"obsflow-{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            # one id per writer of this process: a writer's new producer fences (and so aborts) its predecessor's transaction
+            self.writers = [_TxnWriter(self, {**conf, "transactional.id": f"{base}-{k}"}) for k in range(max(1, writers))]
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
         self.ready = False
         self.broker_down = False
@@ -79,12 +103,19 @@ class DoorProducer:
         self._checker = threading.Thread(target=self._check_loop, name="collect-kafka-check", daemon=True)
         self._poller.start()
         self._checker.start()
+        for w in self.writers:
+            w.thread.start()
 
     # -- threads ----------------------------------------------------------------------
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.5)
+            if self.producer is not None:
+                self.producer.poll(0.5)
+            else:
+                for w in self.writers:
+                    w.producer.poll(0)
+                self._stop.wait(0.2)
 
     def _check_loop(self) -> None:
         while not self._stop.is_set():
@@ -115,7 +146,7 @@ class DoorProducer:
     # -- sending ----------------------------------------------------------------------
 
     def queue_depth(self) -> int:
-        return len(self.producer)
+        return len(self.producer) if self.producer is not None else sum(len(w.producer) for w in self.writers)
 
     async def send(self, records: list[Record], timeout: float) -> None:
         """Produce ``records``; return once Kafka acknowledged all of them.
@@ -127,6 +158,9 @@ class DoorProducer:
             return
         if not self.ready or self.broker_down:
             raise Unavailable("Kafka is unreachable")
+        if self.transactional:
+            await self._send_txn(records, timeout)
+            return
         loop = asyncio.get_running_loop()
         pending = _Pending(loop, loop.create_future(), len(records))
         started = time.perf_counter()
@@ -162,6 +196,19 @@ class DoorProducer:
         self.latency_sum += time.perf_counter() - started
         self.latency_count += 1
 
+    async def _send_txn(self, records: list[Record], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout)
+        started = time.perf_counter()
+        with self._txn_cv:
+            self._txn_queue.append(t)
+            self._txn_cv.notify()
+        error = await t.future  # the committer answers within the deadline (its commit and abort are bounded by it)
+        if error is not None:
+            raise Unavailable(f"Kafka did not take the request's records: {error}")
+        self.latency_sum += time.perf_counter() - started
+        self.latency_count += 1
+
     @staticmethod
     def _abandon(p: _Pending, n: int, why: str) -> None:
         with p.lock:
@@ -173,14 +220,131 @@ class DoorProducer:
 
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for queued records; the number still queued."""
-        return self.producer.flush(timeout)
+        if self.producer is not None:
+            return self.producer.flush(timeout)
+        return sum(w.producer.flush(timeout) for w in self.writers)
 
     def close(self, timeout: float = 10.0) -> int:
+        if self.transactional:
+            deadline = time.monotonic() + timeout
+            while self._txn_queue and time.monotonic() < deadline:
+                time.sleep(0.02)
         left = self.flush(timeout)
         self._stop.set()
+        with self._txn_cv:
+            self._txn_cv.notify_all()
+        for w in self.writers:
+            w.thread.join(timeout + 5)
         self._poller.join(2)
         self._checker.join(5)
         return left
+
+
+class _TxnWriter:
+    """One transactional producer and the thread that commits the door's queued requests
+    with it: each transaction takes every request queued when it begins."""
+
+    def __init__(self, door: DoorProducer, conf: dict):
+        self.door = door
+        self.conf = conf
+        self.producer = Producer(conf)
+        self._txn_ready = False
+        self.thread = threading.Thread(target=self._txn_loop, name="collect-kafka-txn", daemon=True)
+
+    def _txn_loop(self) -> None:
+        """Commit the queued requests, one transaction at a time, each with every request queued meanwhile."""
+        while not self.door._stop.is_set():
+            if not self._txn_ready and self.door.ready:
+                try:  # ready before the first request (the coordinator's first answer can take a while)
+                    self.producer.init_transactions(5.0)
+                    self._txn_ready = True
+                except KafkaException as e:
+                    self._reset(e.args[0])
+            with self.door._txn_cv:
+                if not self.door._txn_queue:
+                    self.door._txn_cv.wait(0.5)
+                batch = list(self.door._txn_queue)
+                self.door._txn_queue.clear()
+            if not batch:
+                continue
+            now = time.monotonic()
+            live, late = [], []
+            for t in batch:
+                (live if t.deadline > now and not t.future.done() else late).append(t)
+            _settle_all(late, "the request's time ran out before its transaction began")
+            if not live:
+                continue
+            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now))
+
+    def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
+        """Write ``batch`` in one transaction; None when it committed, else why not (then it
+        was aborted, or the producer that held it is replaced, which aborts it)."""
+        try:
+            if not self._txn_ready:
+                self.producer.init_transactions(max(0.5, budget_s))
+                self._txn_ready = True
+            self.producer.begin_transaction()
+        except KafkaException as e:
+            self._reset(e.args[0])
+            return f"transactions unavailable: {e.args[0].str()}"
+        try:
+            for t in batch:
+                for r in t.records:
+                    self.producer.produce(r.topic, r.value, r.key, headers=r.headers)
+            self.producer.commit_transaction(max(0.2, budget_s - 0.3))
+        except BufferError:
+            self._abort("local producer queue full")
+            return "local producer queue full"
+        except KafkaException as e:
+            why = e.args[0].str()
+            self._abort(why, e.args[0])
+            return why
+        self.door.transactions += 1
+        self.door.delivered += sum(len(t.records) for t in batch)
+        return None
+
+    def _abort(self, why: str, err: KafkaError | None = None) -> None:
+        self.door.failed += 1
+        if err is not None and err.fatal():
+            self._reset(err)
+            return
+        try:
+            self.producer.abort_transaction(2.0)
+        except KafkaException as e:
+            self._reset(e.args[0])
+
+    def _reset(self, err: KafkaError) -> None:
+        """A new producer with the same transactional id: its init fences this one and aborts
+        any transaction it left open (so nothing of a request answered 503 becomes visible)."""
+        log.warning("Kafka transactions: %s; the producer is replaced", err.str())
+        old = self.producer
+        self.producer = Producer(self.conf)
+        self._txn_ready = False
+        threading.Thread(target=lambda: old.purge(), daemon=True).start()
+
+
+@dataclass(eq=False)
+class _TxnRequest:
+    records: list[Record]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    deadline: float  # time.monotonic()
+
+
+
+def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:
+    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    for t in requests:
+        by_loop.setdefault(t.loop, []).append(t.future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_settle, futures, error)
+
+
+def _settle(futures: list[asyncio.Future], error: str | None) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(error)
 
 
 def _resolve(p: _Pending) -> None:

@@ -60,7 +60,9 @@ def serve(spec_path: str, host: str | None = None, port: int | None = None, serv
     sock.listen(2048)
     sock.set_inheritable(True)
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on",
+    # proxy_headers off: X-Forwarded-For is believed only through collect.trusted_proxies (Door.client_ip), never by
+    # uvicorn's own middleware (it trusts loopback by default and would rewrite the peer address)
+    config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on", proxy_headers=False,
                             timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None)
     srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)

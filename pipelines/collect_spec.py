@@ -42,9 +42,6 @@ class CollectSpec(_Model):
         "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md")
     topics: dict[Literal["event", "log", "span", "metric"], str] = Field(
         default_factory=dict, description="topic per signal; default: the first source of that signal with a fixed topic")
-    dead_letters_topic: str | None = Field(
-        None, description="topic for records rejected at the door; default: outputs.dead_letters_topic; "
-                          "none at all: door rejects are answered but not kept")
     max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
     max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
     max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")
@@ -63,6 +60,14 @@ class CollectSpec(_Model):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to POST from a browser (exact, or '*')")
     cors_credentials: bool = Field(False, description="send Access-Control-Allow-Credentials: true")
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed")
+    judge_window: Duration = Field(timedelta(milliseconds=2), description=(
+        "product events: how long a request waits for others to share one pass of the codec and validator, "
+        "when other requests are in flight (0s: only those of the same event-loop turn)"))
+    transactions: bool = Field(True, description=(
+        "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
+        "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"))
+    transaction_writers: int = Field(4, ge=1, le=64, description=(
+        "transactional producers per process, each with one transaction in flight (more hide the commits' round trips)"))
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")
@@ -75,6 +80,8 @@ class CollectSpec(_Model):
             raise ValueError("retry_after must be between 0s and 1h")
         if not (timedelta(milliseconds=50) <= self.ready_check_interval <= timedelta(minutes=1)):
             raise ValueError("ready_check_interval must be between 50ms and 1m")
+        if not (timedelta(0) <= self.judge_window <= timedelta(milliseconds=100)):
+            raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
         return self

@@ -22,6 +22,7 @@ from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
 from transforms import shape
 from transforms.batch import INDEX, ITEM, RawBatch
+from transforms.door_verdicts import apply_door_verdicts
 from transforms.enrich import Enricher
 from transforms.scrub import Scrubber
 from transforms.validate import Validator
@@ -212,7 +213,7 @@ class CompiledFlow:
         return out
 
     def process(self, raw: RawBatch) -> FlowOutput:
-        batch = self.codec.decode(raw)
+        batch = apply_door_verdicts(self.codec.decode(raw))
         for step in self.pre:
             batch = step(batch)
         if self.signal != "metric":

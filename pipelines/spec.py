@@ -175,6 +175,9 @@ class ValidateStep(Model):
     max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
     max_future: Duration = Field(timedelta(minutes=5), description="timestamps later than ingest + this are rejected")
     max_past: Duration = Field(timedelta(days=7), description="timestamps earlier than ingest - this are rejected")
+    max_clock_skew: Duration = Field(timedelta(days=1), description=(
+        "product events from obsflow collect: a device clock off by at most this (receive time - sent_at) is "
+        "corrected (event time + skew); a larger skew is not applied; 0s: never corrected"))
     event_types: list[str] = Field(default_factory=lambda: [
         "page_view", "click", "scroll", "form_start", "form_step", "form_submit", "signup_complete", "error"],
         min_length=1, description="accepted event types")

@@ -5,12 +5,20 @@ rows. Rejects with ``schema_violation`` (required field missing, unknown event t
 log level, malformed trace/span id, an envelope without interactions) and
 ``timestamp_out_of_range`` (event time more than ``max_future`` after, or ``max_past``
 before, the time the record entered the source — not the wall clock, so a replay of an
-old topic is judged as it was when it arrived)."""
+old topic is judged as it was when it arrived).
+
+Product events sent through ``obsflow collect`` carry the device's send time (Kafka header
+``sent_at``, ISO-8601) and the door's receive time (header ``received_at``, epoch ms).
+Before the range check, their event time is corrected for the device's clock skew:
+``timestamp + (received_at - sent_at)``, applied only when ``|received_at - sent_at|`` is
+at most ``max_clock_skew`` and never later than ``received_at`` (see
+:func:`clock_skew_ms`)."""
 
 from __future__ import annotations
 
 import difflib
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +33,8 @@ if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, nev
 
 #: counts at or past this are rejected: float64 (the rollups' arithmetic) holds every integer below it
 _EXACT_COUNT = 1 << 53
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR", "INFORMATION": "INFO"}
 
@@ -90,8 +100,11 @@ class Validator:
         self.levels = pa.array(sorted(set(step.levels)))
         self.max_future_ms = int(step.max_future.total_seconds() * 1000)
         self.max_past_ms = int(step.max_past.total_seconds() * 1000)
+        self.max_skew_ms = int(step.max_clock_skew.total_seconds() * 1000)
 
     def __call__(self, batch: Batch) -> Batch:
+        if self.signal == "event":
+            self._correct_clock_skew(batch)
         batch.defer_drops()
         self._required(batch)
         self._time_range(batch)
@@ -200,6 +213,35 @@ class Validator:
                     batch.reject_mask(rows, "schema_violation",
                                       "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly")
 
+    def _correct_clock_skew(self, batch: Batch) -> None:
+        """Shift each event time by its record's clock skew (see :func:`clock_skew_ms`): the
+        corrected time is ``timestamp + skew``, at most the receive time; rows without both
+        headers, or with a skew over ``max_clock_skew``, keep their time."""
+        raw, t = batch.raw, batch.table
+        if self.max_skew_ms <= 0 or raw.headers is None or t.num_rows == 0:
+            return
+        n = len(raw.values)
+        skew = np.zeros(n, dtype=np.int64)
+        received = np.zeros(n, dtype=np.int64)
+        has = np.zeros(n, dtype=bool)
+        for i, headers in enumerate(raw.headers):
+            found = clock_skew_ms(headers) if headers else None
+            if found is not None and abs(found[0]) <= self.max_skew_ms:
+                skew[i], received[i], has[i] = found[0], found[1], True
+        if not has.any():
+            return
+        col = t.column(self.ts_field).combine_chunks()
+        per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[col.type.unit]
+        if per_ms is None:
+            return
+        idx = t.column(INDEX).to_numpy()
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        values = pc.cast(col, pa.int64()).fill_null(0).to_numpy().copy()
+        fix = has[idx] & valid
+        values[fix] = np.minimum(values[fix] + skew[idx][fix] * per_ms, received[idx][fix] * per_ms)
+        fixed = pa.array(values, pa.int64(), mask=~valid).cast(col.type)
+        batch.table = t.set_column(t.schema.get_field_index(self.ts_field), self.ts_field, fixed)
+
     def _required(self, batch: Batch) -> None:
         for name in self.required:
             col = batch.table.column(name)
@@ -290,3 +332,37 @@ class Validator:
         bad = pc.invert(pc.match_substring_regex(col, f"^[0-9a-f]{{{length}}}$"))
         if pc.any(bad).as_py():
             batch.reject_mask(bad, "schema_violation", f"{name}: expected {length} hexadecimal characters")
+
+
+def clock_skew_ms(headers: list[tuple[str, bytes | None]]) -> tuple[int, int] | None:
+    """``(received_at - sent_at, received_at)`` in ms from a record's Kafka headers (the
+    door writes ``received_at`` as epoch ms and ``sent_at`` as the client gave it, ISO-8601
+    or epoch ms), or None when either is missing or unreadable."""
+    sent = received = None
+    for name, value in headers:
+        if value is None:
+            continue
+        if name == "sent_at":
+            sent = _epoch_ms(value)
+        elif name == "received_at":
+            try:
+                received = int(value)
+            except ValueError:
+                return None
+    if sent is None or received is None:
+        return None
+    return received - sent, received
+
+
+def _epoch_ms(value: bytes) -> int | None:
+    """ISO-8601 (with a zone; none: UTC) or epoch milliseconds, as ms; None if neither."""
+    text = value.decode("utf-8", "replace").strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // timedelta(milliseconds=1)

@@ -86,7 +86,7 @@ def iso(ms: int) -> str:
 
 
 def read_topic(bootstrap: str, topic: str) -> list:
-    """Every message of ``topic`` (all partitions, to the high watermark)."""
+    """Every committed message of ``topic`` (all partitions, to the high watermark)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{time.time_ns()}", "enable.auto.commit": False})
     md = c.list_topics(topic, timeout=10).topics[topic]
     out = []
@@ -95,17 +95,23 @@ def read_topic(bootstrap: str, topic: str) -> list:
         if hi <= lo:
             continue
         c.assign([TopicPartition(topic, p, lo)])
-        got = 0
-        while got < hi - lo:
-            m = c.poll(5)
-            assert m is not None, f"{topic}[{p}]: timed out at {got}/{hi - lo}"
-            if m.error():
+        # committed records only (read_committed): transaction markers and aborted records take offsets too
+        deadline = time.monotonic() + 30
+        while c.position([TopicPartition(topic, p)])[0].offset < hi:
+            assert time.monotonic() < deadline, f"{topic}[{p}]: timed out at {len(out)} records, below offset {hi}"
+            m = c.poll(0.5)
+            if m is None or m.error():
                 continue
             out.append(m)
-            got += 1
         c.unassign()
     c.close()
     return out
+
+
+def door_rejected(msg) -> tuple[str, str] | None:
+    """``(reason, detail)`` of a message the door wrote as a reject (its verdict headers), else None."""
+    h = dict(msg.headers() or [])
+    return (h["obsflow_reject"].decode(), h["obsflow_reject_detail"].decode()) if "obsflow_reject" in h else None
 
 
 def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_topics, tmp_path, start_collector):
@@ -124,7 +130,8 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
         {"page": "/pricing", "timestamp": iso(now - 4000), "session_id": "s-b", "event_id": "e-b", "events": [{"type": "page_view"}]},
         {"page": 7, "session_id": "s-c", "events": []},  # rejected at the door: page not a string
     ]
-    r = requests.post(c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now)})
+    # no trusted proxies: X-Forwarded-For is not believed, whoever sends it (loopback too)
+    r = requests.post(c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now), "X-Forwarded-For": "198.51.100.9"})
     body = r.json()
     assert r.status_code == 200 and (body["accepted"], body["rejected"]) == (2, 1)
     assert body["results"][2]["reason"] == "schema_violation"
@@ -147,6 +154,9 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     tids = {format(s.context.trace_id, "032x") for s in spans}
     assert sorted(m.key().decode() for m in span_msgs) == sorted(tids)  # one message per trace
     ev_msgs = read_topic(kafka_broker.bootstrap, collect_topics["event"])
+    rejected = [m for m in ev_msgs if door_rejected(m)]  # the door's reject travels on the topic with its verdict
+    assert [(door_rejected(m)[0], m.key()) for m in rejected] == [("schema_violation", b"s-c")]
+    ev_msgs = [m for m in ev_msgs if not door_rejected(m)]
     assert sorted(m.key().decode() for m in ev_msgs) == ["s-a", "s-b", "s-d", "s-d", "s-d", "s-e", "s-f"]
     by_id = {orjson.loads(m.value())["event_id"]: m for m in ev_msgs}
     heads = dict(by_id["bcn"].headers())
@@ -158,8 +168,6 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     assert env_a["events"] == [{"type": "page_view"}, {"type": "click", "target": "#next"}, {"type": "scroll", "depth": 0.5},
                                {"type": "error", "stackTrace": "at f (app.js:1)", "message": "boom"}]
     assert env_a["client_ip"] == "127.0.0.1" and env_a["timestamp"] == iso(now - 5000)
-    dls = [orjson.loads(m.value()) for m in read_topic(kafka_broker.bootstrap, collect_topics["dead_letters"])]
-    assert [(x["reason"], x["source"], x["source_topic"]) for x in dls] == [("schema_violation", "collect", collect_topics["event"])]
 
     spec = parse_spec(d)
     from runners.bytewax.run import run
@@ -183,4 +191,6 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     assert ev == sorted([("s-a", "page_view", None), ("s-a", "click", "#next"), ("s-a", "scroll", None), ("s-a", "error", None),
                          ("s-b", "page_view", None), ("s-d", "click", "#b0"), ("s-d", "click", "#b1"), ("s-d", "click", "#b2"),
                          ("s-e", "form_step", None), ("s-f", "page_view", None)])
-    assert read_table(spec, "dead_letters").num_rows == 0  # the pipeline accepted all the door accepted
+    # the pipeline accepted all the door accepted; the door's reject is its one dead letter, at its offset in the topic
+    dead = [(r["reason"], r["source_topic"], r["source_partition"], r["source_offset"]) for r in read_table(spec, "dead_letters").to_pylist()]
+    assert dead == [("schema_violation", collect_topics["event"], rejected[0].partition(), rejected[0].offset())]

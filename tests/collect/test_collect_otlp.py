@@ -13,7 +13,7 @@ import requests
 from pipelines.loader import parse_spec
 from runners.job import RunRequest
 from tests.collect.conftest import collect_spec_dict
-from tests.collect.test_collect_e2e import read_topic
+from tests.collect.test_collect_e2e import door_rejected, read_topic
 from tests.helpers import read_table
 
 pytestmark = [pytest.mark.collect, pytest.mark.kafka]
@@ -50,14 +50,16 @@ def test_otlp_json_partial_success_and_codecs(kafka_broker, collect_topics, tmp_
     ps = r.json()["partialSuccess"]
     assert ps["rejectedSpans"] == "1" and "schema_violation" in ps["errorMessage"]
     msgs = read_topic(kafka_broker.bootstrap, collect_topics["span"])
+    rejected = [m for m in msgs if door_rejected(m)]
+    assert [door_rejected(m)[0] for m in rejected] == ["schema_violation"]  # T2's message, with the door's verdict
+    msgs = [m for m in msgs if not door_rejected(m)]
     assert {m.key().decode() for m in msgs} == {T1}
     assert len(msgs) == (1 if span_codec == "otlp_json" else 2)  # one request per trace, or one row per span
-    dls = [orjson.loads(m.value()) for m in read_topic(kafka_broker.bootstrap, collect_topics["dead_letters"])]
-    assert [x["reason"] for x in dls] == ["schema_violation"]
 
     spec = parse_spec(d)
     from runners.bytewax.run import run
     run(RunRequest(spec=spec, runner="bytewax", source="kafka", bounded=True))
     rows = sorted((s["trace_id"], s["span_id"], s["parent_span_id"], s["name"], s["service"]) for s in read_table(spec, "spans").to_pylist())
     assert rows == sorted([(T1, "b7ad6b7169203331", None, "GET /x", "search"), (T1, "00f067aa0ba902b7", "b7ad6b7169203331", "db", "search")])
-    assert read_table(spec, "dead_letters").num_rows == 0
+    dead = [(r["reason"], r["source_topic"], r["source_offset"]) for r in read_table(spec, "dead_letters").to_pylist()]
+    assert dead == [("schema_violation", collect_topics["span"], rejected[0].offset())]
