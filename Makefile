@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test groundtruth install services bench clean fuzz tracker
+.PHONY: demo test groundtruth install services bench clean fuzz tracker native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP) tracker
+install: $(STAMP) tracker native
+
+# The compiled decoder (native/: Rust, PyO3, maturin) into the venv; cargo's registry and
+# build cache live outside the repo. A failed build is not fatal: the Python decoders run
+# then, after one warning line (docs/decoder.md).
+CARGO_CACHE := $${OBSFLOW_CACHE:-$$HOME/.cache/obsflow}/cargo
+native: $(STAMP)
+	$(PY) -m pip install --quiet "maturin>=1.5,<2"
+	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" VIRTUAL_ENV="$(abspath $(VENV))" \
+		"$(abspath $(VENV))/bin/maturin" develop --release --quiet \
+		|| echo "warning: native/ (the compiled decoder) did not build: the Python decoders will be used"
 
 # The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
 TRACKER := collector/tracker
@@ -31,7 +41,7 @@ demo: $(STAMP)
 	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
 
 # Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
-services: $(STAMP) tracker
+services: $(STAMP) tracker native
 	$(PY) -m infra.postgres install
 	$(PY) -m infra.kafka fetch
 	$(PY) -m infra.s3 fetch
