@@ -1,0 +1,126 @@
+"""The compiled JSON decoder (native/) against the Python reference and orjson, in one
+process on the same replayed batches, rounds interleaved (each round runs every variant
+once, in turn); the best round of each is reported (the machine may be shared).
+
+Variants, on product events (the generator's; ``--bad`` of them malformed, 1% default):
+- ``orjson``           baseline: ``orjson.loads`` of every record, nothing else;
+- ``decode python``    the Python ``JsonCodec`` alone;
+- ``decode native``    the compiled decoder alone (its deferred records through the reference);
+- ``path python``      decode → validate → scrub → enrich → shape (``PipelineGraph.process``),
+                       Python decoder (``OBSFLOW_DECODER=python``);
+- ``path native``      the same with the compiled decoder.
+Signals other than events are measured for decode only (``--signals``).
+
+    python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
+
+The last line of the output is one JSON object with every figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "benchmark-key-0123456789")
+
+START_MS = 1_763_000_000_000
+
+
+def _batches(signal: str, records: int, bad: float, size: int = 5000):
+    from sources.generator import partition_stream
+    from transforms.batch import RawBatch
+
+    values = [g.value for g in partition_stream(signal, "bench", 0, records, start_ms=START_MS, bad_fraction=bad)]
+    return [RawBatch("events", "bench", 0, values[k:k + size], list(range(k, k + len(values[k:k + size]))),
+                     [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
+
+
+def _graph(decoder: str):
+    import yaml
+
+    from pipelines import DEFAULT_SPEC
+    from pipelines.graph import PipelineGraph
+    from pipelines.loader import parse_spec
+
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = "/nonexistent/bench"  # never opened: only the flow runs
+    d["sources"] = [s for s in d["sources"] if s["name"] == "events"]
+    d["flows"] = [f for f in d["flows"] if f["source"] == "events"]
+    d.pop("alerts", None)
+    for f in d["flows"]:
+        f["steps"] = [st for st in f["steps"] if st["kind"] in ("validate", "scrub", "enrich")]
+    os.environ["OBSFLOW_DECODER"] = decoder
+    try:
+        return PipelineGraph(parse_spec(d))
+    finally:
+        del os.environ["OBSFLOW_DECODER"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bad", type=float, default=0.01)
+    ap.add_argument("--signals", default="event,log,span,metric")
+    args = ap.parse_args()
+
+    import orjson
+
+    from schemas.codecs.json_codec import JsonCodec
+    from schemas.codecs.native_json import NativeJsonCodec
+
+    variants: dict[str, tuple] = {}
+    events = _batches("event", args.records, args.bad)
+    clean = _batches("event", args.records, 0.0)
+
+    def orjson_all(batches):
+        for b in batches:
+            for v in b.values:
+                try:
+                    orjson.loads(v)
+                except Exception:
+                    pass
+
+    variants["event orjson"] = (lambda: orjson_all(events), args.records)
+    for signal in args.signals.split(","):
+        batches = events if signal == "event" else _batches(signal, args.records, args.bad)
+        py, nat = JsonCodec(signal), NativeJsonCodec(signal)
+        variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
+        variants[f"{signal} decode native"] = ((lambda c=nat, bs=batches: [c.decode(b) for b in bs]), args.records)
+    graphs = {d: _graph(d) for d in ("python", "native")}
+    for d, g in graphs.items():
+        g.process(events[0])  # warm caches and lazy imports outside the clock
+        variants[f"event path {d}"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
+        variants[f"event path {d} clean"] = ((lambda g=g: [g.process(b) for b in clean]), args.records)
+
+    best = {name: float("inf") for name in variants}
+    for _ in range(args.rounds):
+        for name, (fn, _n) in variants.items():
+            t = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - t)
+    rates = {name: variants[name][1] / secs for name, secs in best.items()}
+    for name, r in rates.items():
+        print(f"{name:28s}{r:>12,.0f} records/s (CPU time, best of {args.rounds})")
+    ratio = {
+        "path native / path python": rates["event path native"] / rates["event path python"],
+        "path native / orjson": rates["event path native"] / rates["event orjson"],
+        "path native clean / path python clean": rates["event path native clean"] / rates["event path python clean"],
+        "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
+    }
+    for k, v in ratio.items():
+        print(f"{k:40s}{v:6.2f}x")
+    load = os.getloadavg()[0]
+    print(f"(1-minute load average: {load:.1f} on {os.cpu_count()} cores)")
+    print(json.dumps({"records_per_s": rates, "ratios": ratio, "meta": {"records": args.records, "rounds": args.rounds,
+                                                                       "bad": args.bad, "load_avg_1m": load}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
