@@ -78,13 +78,15 @@ def main() -> int:
     events = _batches("event", args.records, args.bad)
     clean = _batches("event", args.records, 0.0)
 
-    def orjson_all(batches):
+    def orjson_all(batches) -> int:
+        bad = 0
         for b in batches:
             for v in b.values:
                 try:
                     orjson.loads(v)
-                except Exception:
-                    pass
+                except (orjson.JSONDecodeError, TypeError):  # malformed, or None (a tombstone)
+                    bad += 1
+        return bad
 
     variants["event orjson"] = (lambda: orjson_all(events), args.records)
     for signal in args.signals.split(","):
