@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas.codecs import JsonCodec, codec_for, native_json
 from schemas.codecs.native_json import NativeJsonCodec
@@ -206,3 +209,40 @@ def test_reference_survives_bad_date_next_to_nanoseconds():
         (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")]
     assert b.table.column("timestamp").to_pylist()[0].isoformat() == "2026-11-21T10:00:00.123000+00:00"
 
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12)
+_fields = {"event": ["event_id", "timestamp", "page", "session_id", "user", "events"],
+           "log": ["timestamp", "level", "service", "message", "attributes"],
+           "metric": ["name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count"]}
+
+
+@st.composite
+def _records(draw, signal: str) -> bytes:
+    """A JSON object whose known fields hold arbitrary values (often the right type), or
+    arbitrary bytes."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=40))
+    doc = {}
+    for name in draw(st.lists(st.sampled_from(_fields[signal]), max_size=6)):
+        doc[name] = draw(st.one_of(_json_values, st.sampled_from(TIMES), st.just([{"type": "click", "step": 1}]),
+                                   st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers(), max_size=3)))
+    return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
+
+
+@pytest.mark.parametrize("signal", sorted(_fields))
+def test_hypothesis_records(signal):
+    """Hypothesis over the extension (bounded, derandomized in CI like tests/fuzz; OBSFLOW_FUZZ=long
+    for more): batches of arbitrary records give the reference's rows and dead letters."""
+
+    @settings(max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_records(signal), min_size=1, max_size=12))
+    def run(values):
+        assert_parity(signal, values)
+
+    run()
