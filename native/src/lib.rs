@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 pub mod json;
+pub mod otlp;
 use json::{float_of, int_of, map_text, parse_ts_ns, Defer, Parser, J, R};
 
 /// An immutable byte buffer owned by Rust, readable from Python without a copy.
@@ -422,10 +423,130 @@ fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fie
     Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
 }
 
+fn push_map<'k>(col: &mut Col, entries: Option<Vec<(&'k str, Option<&'k str>)>>) {
+    if let Col::Map { valid, offsets, keys, values } = col {
+        valid.push(entries.is_some());
+        let n = entries.as_ref().map_or(0, |e| e.len()) as i32;
+        for (k, v) in entries.unwrap_or_default() {
+            push_str(keys, Some(k));
+            push_str(values, v);
+        }
+        let last = *offsets.last().unwrap();
+        offsets.push(last + n);
+    }
+}
+
+fn push_i64(col: &mut Col, v: Option<i64>) {
+    if let Col::Prim { valid, data } = col {
+        valid.push(v.is_some());
+        data.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        s.push(D[(c >> 4) as usize] as char);
+        s.push(D[(c & 15) as usize] as char);
+    }
+    s
+}
+
+fn text_of<'a>(t: &'a otlp::Text<'a>) -> Option<&'a str> {
+    match t {
+        otlp::Text::Str(s) => Some(s),
+        otlp::Text::Owned(s) => Some(s.as_str()),
+        otlp::Text::Unset => None,
+    }
+}
+
+const SPAN_KINDS: [&str; 6] = ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"];
+const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
+/// span columns: the wire schema's, then the OTLP codec's extra ones (schemas/codecs/otlp_codec.py)
+const SPAN_COLUMNS: usize = 18;
+
+/// Decode a batch of OTLP protobuf `ExportTraceServiceRequest` messages into span rows.
+///
+/// Returns `(verdicts, index, items, columns)`: a byte per message (1: all its spans are rows
+/// here; 0: left to the reference decoder, which accepts or rejects each span itself), the
+/// message (`_i`, int64) and span (`_item`, int32) of each row, and the span columns as
+/// `(length, null_count, [buffers], [children])` in the reference's column order. Never
+/// raises for a message's content.
+#[pyfunction]
+fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let n = values.len();
+    let owned: Vec<Option<Bound<'_, PyBytes>>> = values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect();
+    let payloads: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
+    let mut verdicts = vec![0u8; n];
+    let mut index: Vec<u8> = Vec::new();
+    let mut items: Vec<u8> = Vec::new();
+    let str_cols = [0usize, 1, 2, 3, 4, 5, 8, 9, 16];
+    let mut cols: Vec<Col> = (0..SPAN_COLUMNS)
+        .map(|c| match c {
+            10 | 11 | 12 | 13 => new_col(&Ty::Map),
+            c if str_cols.contains(&c) => new_str(),
+            _ => new_col(&Ty::I64),
+        })
+        .collect();
+    py.allow_threads(|| {
+        for (i, p) in payloads.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if p.is_empty() || p.len() > max_bytes {
+                continue;
+            }
+            let Ok(resources) = otlp::trace_request(p) else { continue };
+            verdicts[i] = 1;
+            let mut k = 0i32;
+            for res in &resources {
+                let service = res.attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| text_of(&kv.text))
+                    .filter(|s| !s.is_empty()).unwrap_or("unknown_service");
+                let res_map: Option<Vec<(&str, Option<&str>)>> =
+                    if res.attrs.is_empty() { None } else { Some(res.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
+                let res_types: Vec<(&str, Option<&str>)> =
+                    res.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
+                for sp in &res.spans {
+                    let zero_parent = sp.parent.iter().all(|&c| c == 0);
+                    let parent = if sp.parent.is_empty() || zero_parent { None } else { Some(hex(sp.parent)) };
+                    let (tid, sid) = (hex(sp.trace_id), hex(sp.span_id));
+                    push_str(&mut cols[0], Some(&tid));
+                    push_str(&mut cols[1], Some(&sid));
+                    push_str(&mut cols[2], parent.as_deref());
+                    push_str(&mut cols[3], Some(service));
+                    push_str(&mut cols[4], Some(sp.name));
+                    push_str(&mut cols[5], Some(SPAN_KINDS[sp.kind as usize]));
+                    push_i64(&mut cols[6], Some((sp.start / 1000) as i64));
+                    push_i64(&mut cols[7], Some((sp.end / 1000) as i64));
+                    push_str(&mut cols[8], Some(STATUS_CODES[sp.status_code as usize]));
+                    push_str(&mut cols[9], if sp.status_message.is_empty() { None } else { Some(sp.status_message) });
+                    let attrs: Option<Vec<(&str, Option<&str>)>> =
+                        if sp.attrs.is_empty() { None } else { Some(sp.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
+                    push_map(&mut cols[10], attrs);
+                    push_map(&mut cols[11], res_map.clone());
+                    let types: Vec<(&str, Option<&str>)> =
+                        sp.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
+                    push_map(&mut cols[12], if types.is_empty() { None } else { Some(types) });
+                    push_map(&mut cols[13], if res_types.is_empty() { None } else { Some(res_types.clone()) });
+                    push_i64(&mut cols[14], if sp.start < (1u64 << 63) { Some(sp.start as i64) } else { None });
+                    push_i64(&mut cols[15], if sp.end < (1u64 << 63) { Some(sp.end as i64) } else { None });
+                    push_str(&mut cols[16], if sp.trace_state.is_empty() { None } else { Some(sp.trace_state) });
+                    push_i64(&mut cols[17], Some(sp.flags as i64));
+                    index.extend_from_slice(&(i as i64).to_le_bytes());
+                    items.extend_from_slice(&k.to_le_bytes());
+                    k += 1;
+                }
+            }
+        }
+    });
+    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, verdicts)?, buf(py, index)?, buf(py, items)?, PyList::new(py, exported)?.into_any().unbind()))
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -116,6 +116,12 @@ class NativeJsonCodec:
         self.schema = empty.table.schema
         self.out_types = [self.schema.field(f.name).type for f in wire]
 
+    def __getattr__(self, name: str):
+        """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
+        if name == "reference" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.reference, name)
+
     def _column(self, t: pa.DataType, col) -> pa.Array:
         if pa.types.is_map(t):
             length, nulls, buffers, children = col
@@ -159,3 +165,75 @@ class NativeJsonCodec:
                 rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
                             ref.rejects.items[k])
         return Batch(raw=raw, table=table, rejects=rejects)
+
+
+class NativeOtlpSpanCodec:
+    """The ``otlp_proto`` codec for spans on the compiled decoder: same constructor, same
+    :meth:`decode` contract and results as ``OtlpCodec(signal="span")`` (which decodes the
+    messages it defers, with their per-span verdicts)."""
+
+    def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
+        from .otlp_codec import OtlpCodec
+
+        if signal != "span":
+            raise ValueError(f"the compiled OTLP decoder reads spans only, not {signal!r}")
+        self.signal = signal
+        self.max_bytes = max_bytes
+        self.reference = OtlpCodec(signal="span", max_bytes=max_bytes, encoding="otlp_proto")
+        self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
+
+    def __getattr__(self, name: str):
+        """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
+        if name == "reference" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.reference, name)
+
+    def decode(self, raw: RawBatch) -> Batch:
+        """Rows (ordered by message and span), rejects, ``items_in`` and ``item_raw`` equal
+        to ``OtlpCodec.decode(raw)``'s."""
+        from transforms.batch import ITEM
+
+        from .otlp_codec import _item_sources
+
+        values = raw.values if isinstance(raw.values, list) else list(raw.values)
+        verdict_buf, index_buf, items_buf, cols = _native.decode_otlp_spans(values, self.max_bytes)
+        verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+        index = np.frombuffer(index_buf, dtype=np.int64)
+        names = self.schema.names
+        arrays = []
+        for name, col in zip(names[:-2], cols):
+            t = self.schema.field(name).type
+            if pa.types.is_map(t):
+                length, nulls, buffers, children = col
+                arrays.append(pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                                    null_count=nulls, children=[_entries(t, children[0])]))
+            else:
+                arrays.append(_leaf(t, col))
+        arrays.append(pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index_buf)]))
+        arrays.append(pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(items_buf)]))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        items_in = np.bincount(index, minlength=len(values)).tolist() if len(values) else []
+        rejects = Rejects()
+        deferred = np.flatnonzero(verdicts == 0)
+        if len(deferred):
+            sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
+                           [raw.offsets[i] for i in deferred] if raw.offsets else [],
+                           [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
+            ref = self.reference.decode(sub)
+            for k, i in enumerate(deferred):
+                items_in[i] = ref.items_in[k]
+            ref_table = ref.table
+            if ref_table.num_rows:
+                orig = deferred[ref_table.column(INDEX).to_numpy()]
+                ref_table = ref_table.set_column(ref_table.schema.get_field_index(INDEX), INDEX, pa.array(orig, pa.int64()))
+                table = pa.concat_tables([table, ref_table.cast(self.schema)])
+                order = np.lexsort((table.column(ITEM).to_numpy(), table.column(INDEX).to_numpy()))
+                table = table.take(order)
+            order = sorted(range(len(ref.rejects)), key=lambda k: (ref.rejects.indices[k], -1 if ref.rejects.items[k] is None
+                                                                   else ref.rejects.items[k]))
+            for k in order:
+                rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
+                            ref.rejects.items[k])
+        codec = self.reference
+        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
+                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i]), "span", "otlp_proto")[k]))

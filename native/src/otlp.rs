@@ -1,0 +1,369 @@
+//! OTLP protobuf `ExportTraceServiceRequest` messages into span rows.
+//!
+//! Like the JSON reader, this accepts only what the Python reference
+//! (schemas/codecs/otlp_codec.py, protobuf's own parser underneath) certainly reads the same
+//! way, and *defers* the whole message otherwise: a field number or wire type it does not
+//! expect, a singular field given twice, invalid UTF-8 in a string, a span the reference
+//! would reject (bad ids, kind, status, times), attribute values of kinds whose text the
+//! reference formats itself (double, bytes, array, kvlist), duplicate attribute keys.
+
+use crate::json::{Defer, R};
+
+pub struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Reader { b, i: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.i >= self.b.len()
+    }
+
+    fn varint(&mut self) -> R<u64> {
+        let mut v = 0u64;
+        for k in 0..10 {
+            let c = *self.b.get(self.i).ok_or(Defer)?;
+            self.i += 1;
+            if k == 9 && c > 1 {
+                return Err(Defer);
+            }
+            v |= ((c & 0x7f) as u64) << (7 * k);
+            if c & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Defer)
+    }
+
+    /// The next field: (number, wire type).
+    fn tag(&mut self) -> R<(u32, u8)> {
+        let t = self.varint()?;
+        let num = t >> 3;
+        if num == 0 || num > (1 << 29) - 1 {
+            return Err(Defer);
+        }
+        Ok((num as u32, (t & 7) as u8))
+    }
+
+    fn bytes(&mut self) -> R<&'a [u8]> {
+        let n = self.varint()? as usize;
+        let end = self.i.checked_add(n).ok_or(Defer)?;
+        if end > self.b.len() {
+            return Err(Defer);
+        }
+        let out = &self.b[self.i..end];
+        self.i = end;
+        Ok(out)
+    }
+
+    fn fixed64(&mut self) -> R<u64> {
+        let s = self.b.get(self.i..self.i + 8).ok_or(Defer)?;
+        self.i += 8;
+        Ok(u64::from_le_bytes(s.try_into().unwrap()))
+    }
+
+    fn fixed32(&mut self) -> R<u32> {
+        let s = self.b.get(self.i..self.i + 4).ok_or(Defer)?;
+        self.i += 4;
+        Ok(u32::from_le_bytes(s.try_into().unwrap()))
+    }
+}
+
+fn utf8(b: &[u8]) -> R<&str> {
+    std::str::from_utf8(b).map_err(|_| Defer)
+}
+
+/// What a field holds, for messages only checked (scope, events, links).
+#[derive(Clone, Copy)]
+enum F {
+    Varint,
+    Fixed64,
+    Fixed32,
+    Str,
+    Bytes,
+    KeyValue,
+}
+
+/// Check a message of known fields `fields[(number, kind)]` as the reference's parser
+/// would read it (repeated fields may repeat; scalar duplicates defer).
+fn check_message(b: &[u8], fields: &[(u32, F, bool)]) -> R<()> {
+    let mut r = Reader::new(b);
+    let mut seen = 0u64;
+    while !r.done() {
+        let (num, wt) = r.tag()?;
+        let &(_, kind, repeated) = fields.iter().find(|(n, _, _)| *n == num).ok_or(Defer)?;
+        if !repeated {
+            if seen & (1 << num) != 0 {
+                return Err(Defer);
+            }
+            seen |= 1 << num;
+        }
+        match (kind, wt) {
+            (F::Varint, 0) => {
+                r.varint()?;
+            }
+            (F::Fixed64, 1) => {
+                r.fixed64()?;
+            }
+            (F::Fixed32, 5) => {
+                r.fixed32()?;
+            }
+            (F::Str, 2) => {
+                utf8(r.bytes()?)?;
+            }
+            (F::Bytes, 2) => {
+                r.bytes()?;
+            }
+            (F::KeyValue, 2) => {
+                key_value(r.bytes()?)?;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    Ok(())
+}
+
+/// An attribute's value as the reference's map text, and its type name when not a string.
+pub enum Text<'a> {
+    Str(&'a str),
+    Owned(String),
+    Unset,
+}
+
+pub struct Kv<'a> {
+    pub key: &'a str,
+    pub text: Text<'a>,
+    pub type_name: Option<&'static str>,
+}
+
+fn any_value(b: &[u8]) -> R<(Text<'_>, Option<&'static str>)> {
+    let mut r = Reader::new(b);
+    let mut out = (Text::Unset, None);
+    let mut fields = 0;
+    while !r.done() {
+        let (num, wt) = r.tag()?;
+        fields += 1;
+        if fields > 1 {
+            return Err(Defer); // a oneof set twice: the reference keeps the last
+        }
+        out = match (num, wt) {
+            (1, 2) => (Text::Str(utf8(r.bytes()?)?), None),
+            (2, 0) => {
+                let v = r.varint()?;
+                (Text::Str(if v != 0 { "true" } else { "false" }), Some("bool"))
+            }
+            (3, 0) => (Text::Owned((r.varint()? as i64).to_string()), Some("int")),
+            _ => return Err(Defer), // double, array, kvlist, bytes: the reference's own formatting
+        };
+    }
+    Ok(out)
+}
+
+fn key_value(b: &[u8]) -> R<Kv<'_>> {
+    let mut r = Reader::new(b);
+    let (mut key, mut value, mut seen_key, mut seen_value) = ("", None, false, false);
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) if !seen_key => {
+                key = utf8(r.bytes()?)?;
+                seen_key = true;
+            }
+            (2, 2) if !seen_value => {
+                value = Some(r.bytes()?);
+                seen_value = true;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    let (text, type_name) = match value {
+        Some(v) => any_value(v)?,
+        None => (Text::Unset, None),
+    };
+    Ok(Kv { key, text, type_name })
+}
+
+/// Attributes (repeated KeyValue bytes), duplicates deferred.
+fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
+    let mut out: Vec<Kv<'a>> = Vec::with_capacity(raw.len());
+    for b in raw {
+        let kv = key_value(b)?;
+        if out.iter().any(|o| o.key == kv.key) {
+            return Err(Defer);
+        }
+        out.push(kv);
+    }
+    Ok(out)
+}
+
+pub struct Span<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent: &'a [u8],
+    pub trace_state: &'a str,
+    pub name: &'a str,
+    pub kind: u64,
+    pub start: u64,
+    pub end: u64,
+    pub attrs: Vec<Kv<'a>>,
+    pub status_message: &'a str,
+    pub status_code: u64,
+    pub flags: u32,
+}
+
+const EVENT: &[(u32, F, bool)] = &[(1, F::Fixed64, false), (2, F::Str, false), (3, F::KeyValue, true), (4, F::Varint, false)];
+const LINK: &[(u32, F, bool)] = &[(1, F::Bytes, false), (2, F::Bytes, false), (3, F::Str, false), (4, F::KeyValue, true),
+    (5, F::Varint, false), (6, F::Fixed32, false)];
+const SCOPE: &[(u32, F, bool)] = &[(1, F::Str, false), (2, F::Str, false), (3, F::KeyValue, true), (4, F::Varint, false)];
+
+fn status(b: &[u8]) -> R<(&str, u64)> {
+    let mut r = Reader::new(b);
+    let (mut msg, mut code, mut seen) = ("", 0, 0u8);
+    while !r.done() {
+        match r.tag()? {
+            (2, 2) if seen & 1 == 0 => {
+                msg = utf8(r.bytes()?)?;
+                seen |= 1;
+            }
+            (3, 0) if seen & 2 == 0 => {
+                code = r.varint()?;
+                seen |= 2;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    Ok((msg, code))
+}
+
+fn span(b: &[u8]) -> R<Span<'_>> {
+    let mut r = Reader::new(b);
+    let mut s = Span { trace_id: &[], span_id: &[], parent: &[], trace_state: "", name: "", kind: 0, start: 0, end: 0,
+        attrs: Vec::new(), status_message: "", status_code: 0, flags: 0 };
+    let mut raw_attrs = Vec::new();
+    let mut seen = 0u32;
+    while !r.done() {
+        let (num, wt) = r.tag()?;
+        if !matches!(num, 9 | 11 | 13) {
+            if num > 16 || seen & (1 << num) != 0 {
+                return Err(Defer);
+            }
+            seen |= 1 << num;
+        }
+        match (num, wt) {
+            (1, 2) => s.trace_id = r.bytes()?,
+            (2, 2) => s.span_id = r.bytes()?,
+            (3, 2) => s.trace_state = utf8(r.bytes()?)?,
+            (4, 2) => s.parent = r.bytes()?,
+            (5, 2) => s.name = utf8(r.bytes()?)?,
+            (6, 0) => s.kind = r.varint()?,
+            (7, 1) => s.start = r.fixed64()?,
+            (8, 1) => s.end = r.fixed64()?,
+            (9, 2) => raw_attrs.push(r.bytes()?),
+            (10, 0) | (12, 0) | (14, 0) => {
+                r.varint()?;
+            }
+            (11, 2) => check_message(r.bytes()?, EVENT)?,
+            (13, 2) => check_message(r.bytes()?, LINK)?,
+            (15, 2) => {
+                let (m, c) = status(r.bytes()?)?;
+                s.status_message = m;
+                s.status_code = c;
+            }
+            (16, 5) => s.flags = r.fixed32()?,
+            _ => return Err(Defer),
+        }
+    }
+    // what the reference rejects (or reads through a 32-bit enum) is its to explain
+    let zero = |b: &[u8]| b.iter().all(|&c| c == 0);
+    if s.trace_id.len() != 16 || zero(s.trace_id) || s.span_id.len() != 8 || zero(s.span_id)
+        || !(s.parent.is_empty() || s.parent.len() == 8) || s.kind > 5 || s.status_code > 2 || s.start == 0 || s.end == 0
+    {
+        return Err(Defer);
+    }
+    s.attrs = attributes(&raw_attrs)?;
+    Ok(s)
+}
+
+pub struct Resource<'a> {
+    pub attrs: Vec<Kv<'a>>,
+    pub spans: Vec<Span<'a>>,
+}
+
+fn resource_attrs(b: &[u8]) -> R<Vec<&[u8]>> {
+    let mut r = Reader::new(b);
+    let mut out = Vec::new();
+    let mut dropped = false;
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => out.push(r.bytes()?),
+            (2, 0) if !dropped => {
+                r.varint()?;
+                dropped = true;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    Ok(out)
+}
+
+fn scope_spans<'a>(b: &'a [u8], into: &mut Vec<Span<'a>>) -> R<()> {
+    let mut r = Reader::new(b);
+    let mut seen = 0u8;
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) if seen & 1 == 0 => {
+                check_message(r.bytes()?, SCOPE)?;
+                seen |= 1;
+            }
+            (2, 2) => into.push(span(r.bytes()?)?),
+            (3, 2) if seen & 2 == 0 => {
+                utf8(r.bytes()?)?;
+                seen |= 2;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    Ok(())
+}
+
+fn resource_spans(b: &[u8]) -> R<Resource<'_>> {
+    let mut r = Reader::new(b);
+    let mut raw_attrs = Vec::new();
+    let mut spans = Vec::new();
+    let mut seen = 0u8;
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) if seen & 1 == 0 => {
+                raw_attrs = resource_attrs(r.bytes()?)?;
+                seen |= 1;
+            }
+            (2, 2) => scope_spans(r.bytes()?, &mut spans)?,
+            (3, 2) if seen & 2 == 0 => {
+                utf8(r.bytes()?)?;
+                seen |= 2;
+            }
+            _ => return Err(Defer),
+        }
+    }
+    Ok(Resource { attrs: attributes(&raw_attrs)?, spans })
+}
+
+/// Every resource of an `ExportTraceServiceRequest`, or Defer; a message without spans defers
+/// (the reference rejects it).
+pub fn trace_request(b: &[u8]) -> R<Vec<Resource<'_>>> {
+    let mut r = Reader::new(b);
+    let mut out = Vec::new();
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => out.push(resource_spans(r.bytes()?)?),
+            _ => return Err(Defer),
+        }
+    }
+    if out.iter().all(|res| res.spans.is_empty()) {
+        return Err(Defer);
+    }
+    Ok(out)
+}
