@@ -9,7 +9,9 @@ Variants, on product events (the generator's; ``--bad`` of them malformed, 1% de
 - ``path python``      decode → validate → scrub → enrich → shape (``PipelineGraph.process``),
                        Python decoder (``OBSFLOW_DECODER=python``);
 - ``path native``      the same with the compiled decoder.
-Signals other than events are measured for decode only (``--signals``).
+Signals other than events are measured for decode only (``--signals``), and OTLP protobuf
+spans (``span otlp python`` / ``span otlp native``: the generator's spans in messages of
+``--otlp-items`` spans, as the Collector's Kafka exporter batches them), figures per span.
 
     python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
 
@@ -40,6 +42,31 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
                      [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
 
 
+def _otlp_batches(spans: int, per_message: int, size: int = 100):
+    """The generator's spans re-encoded as OTLP protobuf messages of ``per_message`` spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from tests.fuzz.corpus import seeds
+    from transforms.batch import RawBatch
+
+    one = [ExportTraceServiceRequest.FromString(s.value) for s in seeds("span", "otlp_proto", max(40, spans // 4))]
+    values, k = [], 0
+    while len(values) * per_message < spans:
+        msg = ExportTraceServiceRequest()
+        msg.CopyFrom(one[k % len(one)])
+        scope = msg.resource_spans[0].scope_spans[0].spans
+        while len(scope) < per_message:
+            k += 1
+            scope.extend(one[k % len(one)].resource_spans[0].scope_spans[0].spans)
+        del scope[per_message:]
+        values.append(msg.SerializeToString())
+        k += 1
+    return [RawBatch("spans", "bench", 0, values[j:j + size], list(range(j, j + len(values[j:j + size]))),
+                     [START_MS] * len(values[j:j + size])) for j in range(0, len(values), size)]
+
+
 def _graph(decoder: str):
     import yaml
 
@@ -67,6 +94,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--bad", type=float, default=0.01)
     ap.add_argument("--signals", default="event,log,span,metric")
+    ap.add_argument("--otlp-items", type=int, default=50)
     args = ap.parse_args()
 
     import orjson
@@ -94,6 +122,13 @@ def main() -> int:
         py, nat = JsonCodec(signal), NativeJsonCodec(signal)
         variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
         variants[f"{signal} decode native"] = ((lambda c=nat, bs=batches: [c.decode(b) for b in bs]), args.records)
+    from schemas.codecs.native_json import NativeOtlpSpanCodec
+    from schemas.codecs.otlp_codec import OtlpCodec
+
+    messages = _otlp_batches(args.records, args.otlp_items)
+    spans = sum(NativeOtlpSpanCodec().decode(b).table.num_rows for b in messages)
+    for name, codec in (("python", OtlpCodec("span", encoding="otlp_proto")), ("native", NativeOtlpSpanCodec())):
+        variants[f"span otlp {name}"] = ((lambda c=codec: [c.decode(b) for b in messages]), spans)
     graphs = {d: _graph(d) for d in ("python", "native")}
     for d, g in graphs.items():
         g.process(events[0])  # warm caches and lazy imports outside the clock
@@ -108,12 +143,14 @@ def main() -> int:
             best[name] = min(best[name], time.process_time() - t)
     rates = {name: variants[name][1] / secs for name, secs in best.items()}
     for name, r in rates.items():
-        print(f"{name:28s}{r:>12,.0f} records/s (CPU time, best of {args.rounds})")
+        unit = "spans" if "otlp" in name else "records"
+        print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {args.rounds})")
     ratio = {
         "path native / path python": rates["event path native"] / rates["event path python"],
         "path native / orjson": rates["event path native"] / rates["event orjson"],
         "path native clean / path python clean": rates["event path native clean"] / rates["event path python clean"],
         "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
+        "span otlp native / python": rates["span otlp native"] / rates["span otlp python"],
     }
     for k, v in ratio.items():
         print(f"{k:40s}{v:6.2f}x")
