@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test groundtruth install services bench clean fuzz tracker native
+.PHONY: demo test groundtruth install services bench clean fuzz tracker native native-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ native: $(STAMP)
 	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" VIRTUAL_ENV="$(abspath $(VENV))" \
 		"$(abspath $(VENV))/bin/maturin" develop --release --quiet \
 		|| echo "warning: native/ (the compiled decoder) did not build: the Python decoders will be used"
+
+# The extension's own Rust tests (the JSON reader, timestamps, the OTLP reader); its parity
+# with the Python decoders is tests/codecs/test_native_parity.py (marker native, in make test).
+native-test:
+	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" cargo test --release --lib
 
 # The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
 TRACKER := collector/tracker

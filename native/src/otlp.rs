@@ -367,3 +367,61 @@ pub fn trace_request(b: &[u8]) -> R<Vec<Resource<'_>>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(num: u32, wt: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![((num << 3) | wt as u32) as u8];
+        if wt == 2 {
+            out.push(body.len() as u8);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn span_bytes(extra: &[u8]) -> Vec<u8> {
+        let mut s = field(1, 2, &[1; 16]);
+        s.extend(field(2, 2, &[2; 8]));
+        s.extend(field(5, 2, b"GET /"));
+        s.extend(field(6, 0, &[2]));
+        s.extend(field(7, 1, &10u64.to_le_bytes()));
+        s.extend(field(8, 1, &20u64.to_le_bytes()));
+        s.extend_from_slice(extra);
+        s
+    }
+
+    fn request(span: &[u8]) -> Vec<u8> {
+        let scope = field(2, 2, span);
+        let rs = field(2, 2, &scope);
+        field(1, 2, &rs)
+    }
+
+    #[test]
+    fn reads_a_span() {
+        let kv = [field(1, 2, b"n"), field(2, 2, &field(3, 0, &[7]))].concat();
+        let msg = request(&span_bytes(&field(9, 2, &kv)));
+        let res = trace_request(&msg).unwrap();
+        let sp = &res[0].spans[0];
+        assert_eq!((sp.name, sp.kind, sp.start, sp.end), ("GET /", 2, 10, 20));
+        assert_eq!(sp.attrs[0].key, "n");
+        assert!(matches!(&sp.attrs[0].text, Text::Owned(t) if t == "7"));
+        assert_eq!(sp.attrs[0].type_name, Some("int"));
+    }
+
+    #[test]
+    fn defers_what_the_reference_judges() {
+        let double = [field(1, 2, b"d"), field(2, 2, &field(4, 1, &1.5f64.to_le_bytes()))].concat();
+        for bad in [
+            request(&span_bytes(&field(6, 0, &[9]))),             // kind given twice
+            request(&span_bytes(&field(9, 2, &double))),          // a double attribute
+            request(&span_bytes(&field(99, 0, &[1]))),            // an unknown field
+            request(&span_bytes(&field(5, 2, b"\xff"))[..]),      // name twice, and not UTF-8
+            request(&span_bytes(&[])[..30]),                      // cut
+            Vec::new(),                                           // no spans
+        ] {
+            assert!(trace_request(&bad).is_err());
+        }
+    }
+}
