@@ -140,6 +140,38 @@ pub struct Kv<'a> {
     pub type_name: Option<&'static str>,
 }
 
+/// A double as Python's ``repr`` writes it (the reference's map text for a double): the
+/// shortest digits that read back the same, fixed notation for exponents -4..16, else
+/// scientific with a signed two-digit (at least) exponent.
+pub fn py_repr(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let sci = format!("{:e}", v); // shortest round-trip digits: "-1.5e-7"
+    let (mant, exp) = sci.split_once('e').expect("LowerExp writes an exponent");
+    let exp: i32 = exp.parse().expect("LowerExp writes an integer exponent");
+    let (sign, mant) = mant.strip_prefix('-').map_or(("", mant), |m| ("-", m));
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let n = digits.len() as i32;
+    let decpt = exp + 1; // value = 0.DIGITS x 10^decpt
+    if decpt <= -4 || decpt > 16 {
+        let rest = &digits[1..];
+        let m = if rest.is_empty() { digits[..1].to_string() } else { format!("{}.{}", &digits[..1], rest) };
+        let e = decpt - 1;
+        return format!("{sign}{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    if decpt <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-decpt) as usize))
+    } else if decpt >= n {
+        format!("{sign}{digits}{}.0", "0".repeat((decpt - n) as usize))
+    } else {
+        format!("{sign}{}.{}", &digits[..decpt as usize], &digits[decpt as usize..])
+    }
+}
+
 fn any_value(b: &[u8]) -> R<(Text<'_>, Option<&'static str>)> {
     let mut r = Reader::new(b);
     let mut out = (Text::Unset, None);
@@ -157,7 +189,8 @@ fn any_value(b: &[u8]) -> R<(Text<'_>, Option<&'static str>)> {
                 (Text::Str(if v != 0 { "true" } else { "false" }), Some("bool"))
             }
             (3, 0) => (Text::Owned((r.varint()? as i64).to_string()), Some("int")),
-            _ => return Err(Defer), // double, array, kvlist, bytes: the reference's own formatting
+            (4, 1) => (Text::Owned(py_repr(f64::from_bits(r.fixed64()?))), Some("double")),
+            _ => return Err(Defer), // array, kvlist, bytes: the reference's own formatting
         };
     }
     Ok(out)
@@ -411,11 +444,20 @@ mod tests {
     }
 
     #[test]
+    fn doubles_as_python_repr() {
+        for (v, want) in [(1.5, "1.5"), (100.0, "100.0"), (1e16, "1e+16"), (1e15, "1000000000000000.0"), (0.0001, "0.0001"),
+            (0.00001, "1e-05"), (-0.0, "-0.0"), (0.1 + 0.2, "0.30000000000000004"), (1.5e-300, "1.5e-300"), (f64::MAX, "1.7976931348623157e+308"),
+            (-123.456, "-123.456"), (f64::NAN, "nan"), (f64::NEG_INFINITY, "-inf")] {
+            assert_eq!(py_repr(v), want);
+        }
+    }
+
+    #[test]
     fn defers_what_the_reference_judges() {
-        let double = [field(1, 2, b"d"), field(2, 2, &field(4, 1, &1.5f64.to_le_bytes()))].concat();
+        let double = [field(1, 2, b"d"), field(2, 2, &field(6, 2, &[]))].concat();
         for bad in [
             request(&span_bytes(&field(6, 0, &[9]))),             // kind given twice
-            request(&span_bytes(&field(9, 2, &double))),          // a double attribute
+            request(&span_bytes(&field(9, 2, &double))),          // a kvlist attribute
             request(&span_bytes(&field(99, 0, &[1]))),            // an unknown field
             request(&span_bytes(&field(5, 2, b"\xff"))[..]),      // name twice, and not UTF-8
             request(&span_bytes(&[])[..30]),                      // cut
