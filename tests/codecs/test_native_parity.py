@@ -333,7 +333,9 @@ def test_otlp_double_attributes_read_as_python_repr():
     inf and nan."""
     import struct
 
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     rng = random.Random("doubles")
