@@ -10,7 +10,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint groundtruth install services bench clean fuzz tracker ui-assets
+.PHONY: demo test test-fast lint groundtruth install services bench clean fuzz tracker ui-assets native native-test once-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP) tracker ui-assets
+install: $(STAMP) tracker ui-assets native
+
+# The compiled decoder (native/: Rust, PyO3, maturin) into the venv; cargo's registry and
+# build cache live outside the repo. A failed build is not fatal: the Python decoders run
+# then, after one warning line (docs/decoder.md).
+CARGO_CACHE := $${OBSFLOW_CACHE:-$$HOME/.cache/obsflow}/cargo
+native: $(STAMP)
+	$(PY) -m pip install --quiet "maturin>=1.5,<2"
+	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" VIRTUAL_ENV="$(abspath $(VENV))" \
+		"$(abspath $(VENV))/bin/maturin" develop --release --quiet \
+		|| echo "warning: native/ (the compiled decoder) did not build: the Python decoders will be used"
+
+# The extension's own Rust tests (the JSON reader, timestamps, the OTLP reader); its parity
+# with the Python decoders is tests/codecs/test_native_parity.py (marker native, in make test).
+native-test:
+	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" cargo test --release --lib
 
 # The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
 TRACKER := collector/tracker
@@ -37,14 +52,14 @@ ui/static/vendor/.built: $(UIWEB)/package.json $(UIWEB)/package-lock.json
 
 ui-assets: ui/static/vendor/.built
 
-demo: $(STAMP)
+demo: $(STAMP) native
 	$(VENV)/bin/obsflow run --runner bytewax --count 100000 --dev-key
 	$(VENV)/bin/obsflow query "SELECT event_type, count(*) AS events, count(DISTINCT session_id) AS sessions FROM obs.events GROUP BY 1 ORDER BY 2 DESC"
 	$(VENV)/bin/obsflow query "SELECT reason, count(*) AS records FROM obs.dead_letters GROUP BY 1 ORDER BY 2 DESC"
 	@echo "see it in the browser: make ui-assets && $(VENV)/bin/obsflow ui   (then open http://127.0.0.1:8090/)"
 
 # Fetch (or build) the real services once; later runs find them in ~/.cache/obsflow.
-services: $(STAMP) tracker ui-assets
+services: $(STAMP) tracker ui-assets native
 	$(PY) -m infra.postgres install
 	$(PY) -m infra.kafka fetch
 	$(PY) -m infra.s3 fetch

@@ -2,7 +2,9 @@
 :class:`transforms.batch.Batch` of wire-schema columns, rejecting what cannot be decoded
 with ``format_violation``, ``schema_violation`` or ``size_violation``.
 
-Registered codecs: ``json`` (one JSON object per record), ``avro`` (Confluent-framed
+Registered codecs: ``json`` (one JSON object per record; the compiled decoder in
+``native/`` when it is installed, the Python one otherwise or with option
+``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans), ``avro`` (Confluent-framed
 Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
 export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
 and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
@@ -15,17 +17,38 @@ from collections.abc import Callable
 
 from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec
+from .native_json import NativeJsonCodec, NativeOtlpSpanCodec, chosen_decoder
 from .otlp_codec import OtlpCodec, to_otlp_json
+
+def json_codec(signal: str, max_bytes: int = 65536, decoder: str | None = None):
+    """The ``json`` codec: :class:`NativeJsonCodec` (the compiled decoder, its deferred
+    records decoded by :class:`JsonCodec`) unless ``decoder`` (else ``$OBSFLOW_DECODER``)
+    is ``python`` or the extension is not installed (then :class:`JsonCodec`, after one
+    warning line). Both give the same rows and dead letters."""
+    if chosen_decoder(decoder) == "native":
+        return NativeJsonCodec(signal=signal, max_bytes=max_bytes)
+    return JsonCodec(signal=signal, max_bytes=max_bytes)
+
+
+def otlp_proto_codec(signal: str, max_bytes: int = 1 << 20, decoder: str | None = None):
+    """The ``otlp_proto`` codec: for spans :class:`NativeOtlpSpanCodec` (the compiled
+    decoder, its deferred messages decoded by :class:`OtlpCodec`) unless ``decoder`` (else
+    ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed; logs and metrics
+    :class:`OtlpCodec`. Both give the same rows and dead letters."""
+    if signal == "span" and chosen_decoder(decoder) == "native":
+        return NativeOtlpSpanCodec(signal=signal, max_bytes=max_bytes)
+    return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
+
 
 #: codec name → factory taking ``signal=``, ``max_bytes=`` and codec options
 CODECS: dict[str, Callable[..., Any]] = {
-    "json": JsonCodec,
+    "json": json_codec,
     "avro": AvroCodec,
-    "otlp_proto": partial(OtlpCodec, encoding="otlp_proto"),
+    "otlp_proto": otlp_proto_codec,
     "otlp_json": partial(OtlpCodec, encoding="otlp_json"),
 }
 
-__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
+__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "NativeJsonCodec", "NativeOtlpSpanCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
 
 
 def codec_for(name: str, signal: str, max_bytes: int, options: dict | None = None):

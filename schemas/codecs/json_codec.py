@@ -41,6 +41,7 @@ from core.batch import DEFAULT_MAX_BYTES, INDEX, Batch, RawBatch, Rejects
 #: ISO-8601 with a zone, as the wire schemas require for timestamps in JSON
 ISO_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 _ROW_RE = re.compile(r"in row (\d+)")
+_IN_ROW = re.compile(r" in row \d+")
 BLOCK_BYTES = 1 << 16        # after a failure: small blocks, so a bad record costs little re-parsing
 CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
 BOM = b"\xef\xbb\xbf"
@@ -92,6 +93,12 @@ def _failure(e: BaseException, what: str) -> tuple[str, str]:
     if "64-bit" in text or isinstance(e, OverflowError):
         return "schema_violation", f"{what}: integer beyond 64 bits"
     return "schema_violation", f"{what}: {type(e).__name__}: {text[:160]}"
+
+
+def _own(err: BaseException | None) -> str:
+    """A parser's error about one record, without the row of the parse block it names
+    (`` in row N``: the record's position among its neighbours, not a property of it)."""
+    return _IN_ROW.sub("", str(err))[:200]
 
 
 def _as_text(v, field: str = "value", key: str | None = None) -> str | None:
@@ -495,7 +502,7 @@ class JsonCodec:
                         continue
                     except Exception as e:
                         err = e
-                reason, detail = problem or ("format_violation", f"unparseable record: {str(err)[:200]}")
+                reason, detail = problem or ("format_violation", f"unparseable record: {_own(err)}")
                 rejects.add(int(idx[a]), reason, detail)
                 continue
             mid = (a + b) // 2
@@ -554,7 +561,7 @@ class JsonCodec:
 
     def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
-        return self.type_problem(payload) or ("format_violation", f"unparseable record: {str(err)[:200]}")
+        return self.type_problem(payload) or ("format_violation", f"unparseable record: {_own(err)}")
 
     def type_problem(self, payload: bytes) -> tuple[str, str] | None:
         """Reason code and detail if ``payload`` is not JSON, not an object, or holds a
@@ -591,7 +598,8 @@ class JsonCodec:
                 conv_list, bad_mask = [], []
                 for v in vals:
                     try:
-                        conv_list.append(None if v is None else pc.cast(pa.scalar(v), pa.timestamp("ns", tz="UTC")).as_py())
+                        # the scalar only: a Python datetime cannot hold nanoseconds (and raised)
+                        conv_list.append(None if v is None else pc.cast(pa.scalar(v), pa.timestamp("ns", tz="UTC")))
                         bad_mask.append(False)
                     except pa.ArrowInvalid:
                         conv_list.append(None)

@@ -150,13 +150,13 @@ def item_parses(w: World, raw: bytes, message: bytes, truncated: bool) -> bool:
     (lengths kept), and, when not truncated, readable as an item (protobuf) or JSON."""
     if w.codec == "otlp_json":  # the item re-serialized as JSON, scrubbed as text (placeholders)
         return truncated or isinstance(json.loads(raw), (dict, list, str, int, float, bool, type(None)))
+    if w.signal == "metric":
+        return True  # a data point of one of four types, or a metric (re-serialized): not told apart here
     pattern = re.compile(b"".join(b"." if c == 0x2A else re.escape(bytes([c])) for c in raw), re.DOTALL)
     if pattern.search(message) is None:
         return False
     if truncated:
         return True
-    if w.signal == "metric":
-        return True  # a data point of one of four types, or a metric: not told apart here
     item = Span() if w.signal == "span" else LogRecord()
     item.ParseFromString(raw)  # a mutated message may encode fields out of canonical order: no re-serialize check
     return True

@@ -1,0 +1,165 @@
+"""The compiled JSON decoder (native/) against the Python reference and orjson, in one
+process on the same replayed batches, rounds interleaved (each round runs every variant
+once, in turn); the best round of each is reported (the machine may be shared).
+
+Variants, on product events (the generator's; ``--bad`` of them malformed, 1% default):
+- ``orjson``           baseline: ``orjson.loads`` of every record, nothing else;
+- ``decode python``    the Python ``JsonCodec`` alone;
+- ``decode native``    the compiled decoder alone (its deferred records through the reference);
+- ``path python``      decode → validate → scrub → enrich → shape (``PipelineGraph.process``),
+                       Python decoder (``OBSFLOW_DECODER=python``);
+- ``path native``      the same with the compiled decoder.
+Signals other than events are measured for decode only (``--signals``), and OTLP protobuf
+spans (``span otlp python`` / ``span otlp native``: the generator's spans in messages of
+``--otlp-items`` spans, as the Collector's Kafka exporter batches them), figures per span.
+
+    python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
+
+The last line of the output is one JSON object with every figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "benchmark-key-0123456789")
+
+START_MS = 1_763_000_000_000
+
+
+def _batches(signal: str, records: int, bad: float, size: int = 5000):
+    from sources.generator import partition_stream
+    from transforms.batch import RawBatch
+
+    values = [g.value for g in partition_stream(signal, "bench", 0, records, start_ms=START_MS, bad_fraction=bad)]
+    return [RawBatch("events", "bench", 0, values[k:k + size], list(range(k, k + len(values[k:k + size]))),
+                     [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
+
+
+def _otlp_batches(spans: int, per_message: int, size: int = 100):
+    """The generator's spans re-encoded as OTLP protobuf messages of ``per_message`` spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from tests.fuzz.corpus import seeds
+    from transforms.batch import RawBatch
+
+    one = [ExportTraceServiceRequest.FromString(s.value) for s in seeds("span", "otlp_proto", max(40, spans // 4))]
+    values, k = [], 0
+    while len(values) * per_message < spans:
+        msg = ExportTraceServiceRequest()
+        msg.CopyFrom(one[k % len(one)])
+        scope = msg.resource_spans[0].scope_spans[0].spans
+        while len(scope) < per_message:
+            k += 1
+            scope.extend(one[k % len(one)].resource_spans[0].scope_spans[0].spans)
+        del scope[per_message:]
+        values.append(msg.SerializeToString())
+        k += 1
+    return [RawBatch("spans", "bench", 0, values[j:j + size], list(range(j, j + len(values[j:j + size]))),
+                     [START_MS] * len(values[j:j + size])) for j in range(0, len(values), size)]
+
+
+def _graph(decoder: str):
+    import yaml
+
+    from pipelines import DEFAULT_SPEC
+    from pipelines.graph import PipelineGraph
+    from pipelines.loader import parse_spec
+
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = "/nonexistent/bench"  # never opened: only the flow runs
+    d["sources"] = [s for s in d["sources"] if s["name"] == "events"]
+    d["flows"] = [f for f in d["flows"] if f["source"] == "events"]
+    d.pop("alerts", None)
+    for f in d["flows"]:
+        f["steps"] = [st for st in f["steps"] if st["kind"] in ("validate", "scrub", "enrich")]
+    os.environ["OBSFLOW_DECODER"] = decoder
+    try:
+        return PipelineGraph(parse_spec(d))
+    finally:
+        del os.environ["OBSFLOW_DECODER"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bad", type=float, default=0.01)
+    ap.add_argument("--signals", default="event,log,span,metric")
+    ap.add_argument("--otlp-items", type=int, default=50)
+    args = ap.parse_args()
+
+    import orjson
+
+    from schemas.codecs.json_codec import JsonCodec
+    from schemas.codecs.native_json import NativeJsonCodec
+
+    variants: dict[str, tuple] = {}
+    events = _batches("event", args.records, args.bad)
+    clean = _batches("event", args.records, 0.0)
+
+    def orjson_all(batches) -> int:
+        bad = 0
+        for b in batches:
+            for v in b.values:
+                try:
+                    orjson.loads(v)
+                except (orjson.JSONDecodeError, TypeError):  # malformed, or None (a tombstone)
+                    bad += 1
+        return bad
+
+    variants["event orjson"] = (lambda: orjson_all(events), args.records)
+    for signal in args.signals.split(","):
+        batches = events if signal == "event" else _batches(signal, args.records, args.bad)
+        py, nat = JsonCodec(signal), NativeJsonCodec(signal)
+        variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
+        variants[f"{signal} decode native"] = ((lambda c=nat, bs=batches: [c.decode(b) for b in bs]), args.records)
+    from schemas.codecs.native_json import NativeOtlpSpanCodec
+    from schemas.codecs.otlp_codec import OtlpCodec
+
+    messages = _otlp_batches(args.records, args.otlp_items)
+    spans = sum(NativeOtlpSpanCodec().decode(b).table.num_rows for b in messages)
+    for name, codec in (("python", OtlpCodec("span", encoding="otlp_proto")), ("native", NativeOtlpSpanCodec())):
+        variants[f"span otlp {name}"] = ((lambda c=codec: [c.decode(b) for b in messages]), spans)
+    graphs = {d: _graph(d) for d in ("python", "native")}
+    for d, g in graphs.items():
+        g.process(events[0])  # warm caches and lazy imports outside the clock
+        variants[f"event path {d}"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
+        variants[f"event path {d} clean"] = ((lambda g=g: [g.process(b) for b in clean]), args.records)
+
+    best = {name: float("inf") for name in variants}
+    for _ in range(args.rounds):
+        for name, (fn, _n) in variants.items():
+            t = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - t)
+    rates = {name: variants[name][1] / secs for name, secs in best.items()}
+    for name, r in rates.items():
+        unit = "spans" if "otlp" in name else "records"
+        print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {args.rounds})")
+    ratio = {
+        "path native / path python": rates["event path native"] / rates["event path python"],
+        "path native / orjson": rates["event path native"] / rates["event orjson"],
+        "path native clean / path python clean": rates["event path native clean"] / rates["event path python clean"],
+        "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
+        "span otlp native / python": rates["span otlp native"] / rates["span otlp python"],
+    }
+    for k, v in ratio.items():
+        print(f"{k:40s}{v:6.2f}x")
+    load = os.getloadavg()[0]
+    print(f"(1-minute load average: {load:.1f} on {os.cpu_count()} cores)")
+    print(json.dumps({"records_per_s": rates, "ratios": ratio, "meta": {"records": args.records, "rounds": args.rounds,
+                                                                       "bad": args.bad, "load_avg_1m": load}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The compiled JSON decoder (``native/``, module ``obsflow_native``) behind the ``json``
+codec, with the Python :class:`~schemas.codecs.json_codec.JsonCodec` as its reference.
+
+The extension decodes a whole batch into Arrow buffers (handed to pyarrow without a copy)
+and gives each record a verdict: a row, or *deferred*. It defers every record it cannot
+decode with certainty exactly as the reference would (empty, oversized, not UTF-8, not
+JSON, a value of another type, a duplicate field, a float inside a map...); those records
+alone go through the reference codec, which gives them their row or their dead letter's
+reason and detail. So the rows and dead letters equal the reference's (the parity test in
+tests/codecs/test_native_parity.py holds that), and bad input costs only its own records.
+
+Which decoder runs: the codec option ``decoder`` (``native`` or ``python``), else the
+environment variable ``OBSFLOW_DECODER``, else ``native`` when the extension is installed.
+Without the extension the reference runs, after one warning line."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.wire import arrow_schema
+from core.batch import INDEX, Batch, RawBatch, Rejects
+
+from .json_codec import JsonCodec
+
+log = logging.getLogger(__name__)
+
+try:  # the extension is built by `make install` (maturin); a failed build must not stop the pipeline
+    import obsflow_native as _native
+except ImportError as e:  # pragma: no cover - exercised by test_missing_extension_warns
+    _native = None
+    _IMPORT_ERROR: str | None = str(e)
+else:
+    _IMPORT_ERROR = None
+
+DECODERS = ("native", "python")
+_warned = False
+
+
+def native_available() -> bool:
+    """Whether the compiled decoder is installed."""
+    return _native is not None
+
+
+def chosen_decoder(option: str | None = None) -> str:
+    """``native`` or ``python``: ``option`` (the codec's ``decoder`` option), else
+    ``$OBSFLOW_DECODER``, else ``native``; ``native`` without the extension gives
+    ``python`` and logs one warning line (once per process). ``ValueError`` names a value
+    that is neither."""
+    global _warned
+    choice = option or os.environ.get("OBSFLOW_DECODER") or "native"
+    if choice not in DECODERS:
+        raise ValueError(f"decoder: expected one of {', '.join(DECODERS)}, got {choice!r}")
+    if choice == "native" and _native is None:
+        if not _warned:
+            log.warning("obsflow_native (the compiled decoder) is not installed (%s): using the Python decoder; "
+                        "build it with `make install`", _IMPORT_ERROR)
+            _warned = True
+        return "python"
+    return choice
+
+
+def _spec(t: pa.DataType):
+    """A wire type as the extension reads it."""
+    if pa.types.is_timestamp(t):
+        return {"ms": "ts_ms", "us": "ts_us"}[t.unit]
+    if pa.types.is_string(t):
+        return "string"
+    if pa.types.is_int32(t):
+        return "int32"
+    if pa.types.is_int64(t):
+        return "int64"
+    if pa.types.is_float64(t):
+        return "double"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_map(t):
+        if not (pa.types.is_string(t.key_type) and pa.types.is_string(t.item_type)):
+            raise TypeError(f"the compiled decoder reads map<string, string> only, not {t}")
+        return "map"
+    if pa.types.is_list(t):
+        return ("list", _spec(t.value_type))
+    if pa.types.is_struct(t):
+        return ("struct", [(f.name, _spec(f.type)) for f in t])
+    raise TypeError(f"the compiled decoder has no reading for wire type {t}")
+
+
+def _leaf(t: pa.DataType, col) -> pa.Array:
+    """An Arrow array of a string, number, boolean or timestamp column over the
+    extension's buffers (no copy)."""
+    length, nulls, buffers, _children = col
+    return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers], null_count=nulls)
+
+
+def _entries(t: pa.MapType, col) -> pa.Array:
+    _length, _nulls, _buffers, (keys, values) = col
+    return pa.StructArray.from_arrays([_leaf(t.key_type, keys), _leaf(t.item_type, values)],
+                                      fields=[t.key_field, t.item_field])
+
+
+class NativeJsonCodec:
+    """The ``json`` codec on the compiled decoder: same constructor, same :meth:`decode`
+    contract and results as :class:`JsonCodec` (which decodes the records it defers)."""
+
+    def __init__(self, signal: str, max_bytes: int = 65536):
+        self.signal = signal
+        self.max_bytes = max_bytes
+        self.reference = JsonCodec(signal=signal, max_bytes=max_bytes)
+        wire = arrow_schema(signal)
+        self.fields = [(f.name, _spec(f.type)) for f in wire]
+        # output types exactly as the reference builds them (nullable fields, map entries)
+        empty = self.reference.decode(RawBatch("", "", 0, [], [], []))
+        self.schema = empty.table.schema
+        self.out_types = [self.schema.field(f.name).type for f in wire]
+
+    def __getattr__(self, name: str):
+        """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
+        if name == "reference" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.reference, name)
+
+    def _column(self, t: pa.DataType, col) -> pa.Array:
+        if pa.types.is_map(t):
+            length, nulls, buffers, children = col
+            entries = _entries(t, children[0])
+            return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                         null_count=nulls, children=[entries])
+        if pa.types.is_list(t) or pa.types.is_struct(t):
+            length, nulls, buffers, children = col
+            if pa.types.is_list(t):
+                kids = [self._column(t.value_type, children[0])]
+            else:
+                kids = [self._column(f.type, c) for f, c in zip(t, children)]
+            return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                         null_count=nulls, children=kids)
+        return _leaf(t, col)
+
+    def decode(self, raw: RawBatch) -> Batch:
+        """Rows and rejects equal to ``JsonCodec.decode(raw)``'s (rows in record order,
+        rejects in record order)."""
+        values = raw.values if isinstance(raw.values, list) else list(raw.values)
+        verdict_buf, cols = _native.decode_json(values, self.max_bytes, self.fields)
+        verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+        rows_idx = np.flatnonzero(verdicts).astype(np.int64)
+        arrays = [self._column(t, c) for t, c in zip(self.out_types, cols)]
+        table = pa.Table.from_arrays(arrays + [pa.array(rows_idx, pa.int64())], schema=self.schema)
+        rejects = Rejects()
+        deferred = np.flatnonzero(verdicts == 0)
+        if len(deferred):
+            sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
+                           [raw.offsets[i] for i in deferred] if raw.offsets else [],
+                           [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
+            ref = self.reference.decode(sub)
+            ref_table = ref.table
+            if ref_table.num_rows:
+                orig = deferred[ref_table.column(INDEX).to_numpy()]
+                ref_table = ref_table.set_column(ref_table.num_columns - 1, INDEX, pa.array(orig, pa.int64()))
+                table = pa.concat_tables([table, ref_table.cast(self.schema)])
+                table = table.take(pa.compute.sort_indices(table.column(INDEX)))
+            order = sorted(range(len(ref.rejects)), key=lambda k: (ref.rejects.indices[k], ref.rejects.items[k] or 0))
+            for k in order:
+                rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
+                            ref.rejects.items[k])
+        return Batch(raw=raw, table=table, rejects=rejects)
+
+
+class NativeOtlpSpanCodec:
+    """The ``otlp_proto`` codec for spans on the compiled decoder: same constructor, same
+    :meth:`decode` contract and results as ``OtlpCodec(signal="span")`` (which decodes the
+    messages it defers, with their per-span verdicts)."""
+
+    def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
+        from .otlp_codec import OtlpCodec
+
+        if signal != "span":
+            raise ValueError(f"the compiled OTLP decoder reads spans only, not {signal!r}")
+        self.signal = signal
+        self.max_bytes = max_bytes
+        self.reference = OtlpCodec(signal="span", max_bytes=max_bytes, encoding="otlp_proto")
+        self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
+
+    def __getattr__(self, name: str):
+        """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
+        if name == "reference" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.reference, name)
+
+    def decode(self, raw: RawBatch) -> Batch:
+        """Rows (ordered by message and span), rejects, ``items_in`` and ``item_raw`` equal
+        to ``OtlpCodec.decode(raw)``'s."""
+        from core.batch import ITEM
+
+        from .otlp_codec import _item_sources
+
+        values = raw.values if isinstance(raw.values, list) else list(raw.values)
+        verdict_buf, index_buf, items_buf, cols = _native.decode_otlp_spans(values, self.max_bytes)
+        verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+        index = np.frombuffer(index_buf, dtype=np.int64)
+        names = self.schema.names
+        arrays = []
+        for name, col in zip(names[:-2], cols):
+            t = self.schema.field(name).type
+            if pa.types.is_map(t):
+                length, nulls, buffers, children = col
+                arrays.append(pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                                    null_count=nulls, children=[_entries(t, children[0])]))
+            else:
+                arrays.append(_leaf(t, col))
+        arrays.append(pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index_buf)]))
+        arrays.append(pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(items_buf)]))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        items_in: list[int] = np.bincount(index, minlength=len(values)).tolist() if len(values) else []
+        rejects = Rejects()
+        deferred = np.flatnonzero(verdicts == 0)
+        if len(deferred):
+            sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
+                           [raw.offsets[i] for i in deferred] if raw.offsets else [],
+                           [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
+            ref = self.reference.decode(sub)
+            assert ref.items_in is not None  # an OTLP decode counts items per record
+            for k, i in enumerate(deferred):
+                items_in[i] = ref.items_in[k]
+            ref_table = ref.table
+            if ref_table.num_rows:
+                orig = deferred[ref_table.column(INDEX).to_numpy()]
+                ref_table = ref_table.set_column(ref_table.schema.get_field_index(INDEX), INDEX, pa.array(orig, pa.int64()))
+                table = pa.concat_tables([table, ref_table.cast(self.schema)])
+                table = table.take(np.lexsort((table.column(ITEM).to_numpy(), table.column(INDEX).to_numpy())))
+            reject_order = sorted(range(len(ref.rejects)), key=lambda k: (ref.rejects.indices[k], -1 if ref.rejects.items[k] is None
+                                                                          else ref.rejects.items[k]))
+            for k in reject_order:
+                rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
+                            ref.rejects.items[k])
+        codec = self.reference
+        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
+                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), "span", "otlp_proto")[k]))

@@ -1,0 +1,356 @@
+"""Parity of the compiled JSON decoder (native/, ``obsflow_native``) with the Python
+reference (:class:`schemas.codecs.json_codec.JsonCodec`): over the generator's traffic,
+the fuzz corpus's mutants and crafted edge cases, both give identical rows (values, types,
+order, ``_i``) and identical dead letters (record, reason, detail). Also: which decoder
+the ``json`` codec picks, the warning when the extension is missing, and that the
+extension's buffers reach pyarrow without a copy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.codecs import JsonCodec, codec_for, native_json
+from schemas.codecs.native_json import NativeJsonCodec
+from sources.generator import partition_stream
+from tests.fuzz.corpus import SIGNALS, mutate, seeds
+from transforms.batch import INDEX, RawBatch
+
+pytestmark = [pytest.mark.native, pytest.mark.skipif(not native_json.native_available(),
+                                                     reason="obsflow_native not built (make install)")]
+
+START_MS = 1_763_000_000_000
+
+
+def _raw(values: list) -> RawBatch:
+    return RawBatch("src", "topic", 0, list(values), list(range(100, 100 + len(values))), [0] * len(values))
+
+
+def _rejects(batch) -> list[tuple]:
+    r = batch.rejects
+    return sorted(zip(r.indices, [i if i is not None else -1 for i in r.items], r.reasons, r.details))
+
+
+def assert_parity(signal: str, values: list, max_bytes: int = 65536) -> tuple[int, int]:
+    """Decode ``values`` with both decoders; assert identical rows and rejects; return
+    (rows, rejects)."""
+    raw = _raw(values)
+    ref = JsonCodec(signal=signal, max_bytes=max_bytes).decode(raw)
+    nat = NativeJsonCodec(signal=signal, max_bytes=max_bytes).decode(raw)
+    want = ref.table.take(np.argsort(ref.table.column(INDEX).to_numpy(), kind="stable"))
+    assert nat.table.schema.equals(want.schema), (nat.table.schema, want.schema)
+    assert nat.table.column(INDEX).to_pylist() == want.column(INDEX).to_pylist()
+    for name in want.column_names:
+        assert nat.table.column(name).equals(want.column(name)), name
+    assert _rejects(nat) == _rejects(ref)
+    return want.num_rows, len(ref.rejects)
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_generator_traffic(signal):
+    """The generator's traffic with 5% bad records of every kind it makes: identical, and
+    every good record is decoded by the extension itself (none deferred)."""
+    gen = list(partition_stream(signal, "t", 0, 3000, start_ms=START_MS, bad_fraction=0.05))
+    values = [g.value for g in gen]
+    rows, bad = assert_parity(signal, values)
+    assert rows + bad == len(values) and bad > 0
+    verdicts, _ = native_json._native.decode_json(values, 65536, NativeJsonCodec(signal).fields)
+    native_rows = np.frombuffer(verdicts, np.uint8).astype(bool)
+    assert int(native_rows.sum()) == rows
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_fuzz_corpus(signal):
+    """The fuzz suite's seeds and mutants (truncations, bit flips, splices, inserted NUL /
+    BOM / invalid UTF-8 / NaN / huge integers / deep nesting, type confusion at any path),
+    mixed with good records in batches of every size, one to 200."""
+    good = [s.value for s in seeds(signal, "json", 24)]
+    rng = random.Random(f"native-parity/{signal}")
+    total_bad = 0
+    for size in (1, 2, 7, 60, 200):
+        for _ in range(4):
+            batch = []
+            for _ in range(size):
+                a, b = rng.choice(good), rng.choice(good)
+                batch.append(a if rng.random() < 0.5 else mutate(a, b, signal, "json", rng))
+            total_bad += assert_parity(signal, batch)[1]
+    assert total_bad > 50  # the corpus really was mean
+
+
+EDGE = [
+    None, b"", b" ", b"{}", b"[]", b"null", b"{", b"{}}", b"\xef\xbb\xbf{}", b'{"a":1}\n{"b":2}', b' {"page":"/"} ',
+    b'{"page":"/","page":"/x"}', b'{"page":"\\ud800"}', b'{"page":"\\u0000"}', b'{"page":"\\ud83d\\ude00 \\u00e9 \\n"}',
+    b'{"page":"\xff"}', b'{"page":"tab\there"}', b'{"page":1}', b'{"page":null}', b'{"x":NaN}', b'{"x":Infinity,"page":"/"}',
+    # not here: {"x":1e400}, which the reference itself reads as a row or a reject depending
+    # on its neighbours in a pyarrow.json block (pyarrow.json's own)
+    b'{"x":123456789012345678901234567890}', b'{"x":' + b"[" * 300 + b"]" * 300 + b"}",
+    b'{"page":"Info"}',
+]
+TIMES = ["2026-11-21T10:00:00Z", "2026-11-21 10:00:00Z", "2026-11-21T10:00:00.123456789+01:00", "2026-11-21T10:00:00+0100",
+         "2026-11-21T10:00:00+23:59", "2026-11-21T10:00:00+24:00", "2026-11-21T10:00:00+01:60", "2026-02-29T10:00:00Z",
+         "2024-02-29T10:00:00Z", "2026-11-21T24:00:00Z", "2026-11-21T23:59:60Z", "2026-11-21T10:00:00.1234567891Z",
+         "0001-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z", "1970-01-01T00:30:00+01:00", "2262-01-01T00:00:00Z",
+         "2026-11-21T10:00:00", "2026-11-21t10:00:00z", "2026-11-21T10:00:00.Z", "yesterday", 17, None]
+
+
+def test_edge_cases_events():
+    """Records at the edges of JSON and of the reference's rules, events."""
+    base = {"event_id": "e", "timestamp": "2026-11-21T10:00:00Z", "page": "/", "session_id": "s",
+            "events": [{"type": "click", "step": 2, "depth": 0.5, "duration_ms": 10}]}
+    values = list(EDGE)
+    for ts in TIMES:
+        values.append(json.dumps({**base, "timestamp": ts}).encode())
+    for step in [0, -1, 2 ** 31 - 1, 2 ** 31, 1.0, "2", True, None]:
+        values.append(json.dumps({**base, "events": [{"type": "click", "step": step}]}).encode())
+    for depth in [0, 1, -0.0, 1e-320, 1e308, 0.1, 12345678901234567, "x", None]:
+        values.append(json.dumps({**base, "events": [{"type": "scroll", "depth": depth}]}).encode())
+    for events in [[], None, [None], [{}], {"type": "x"}, [{"type": "a", "extra": [1, {"b": 2}]}]]:
+        values.append(json.dumps({**base, "events": events}).encode())
+    values.append(json.dumps(base).encode().replace(b'{"type": "click"', b'{"type": "a", "type": "click"'))
+    values.append(json.dumps(base, indent=2).encode())
+    values.append(json.dumps({**base, "unknown": {"deep": [1, 2.5, None, "x"]}, "user": "ü"}, ensure_ascii=False).encode())
+    values.append(json.dumps(base).encode().replace(b'"page"', b'"page" ', 1))
+    rows, bad = assert_parity("event", values)
+    assert rows > 20 and bad > 20
+
+
+def test_edge_cases_maps():
+    """Map fields (log attributes): strings, integers, booleans, nulls kept as the reference
+    writes them; floats, nested values, duplicate keys and non-objects go its way."""
+    base = {"timestamp": "2026-11-21T10:00:00.5Z", "level": "INFO", "service": "s", "message": "m"}
+    values = []
+    for attrs in [{}, None, {"a": "x"}, {"n": 1}, {"n": -0}, {"big": 2 ** 63}, {"huge": 2 ** 64}, {"b": True, "f": False},
+                  {"z": None}, {"f": 1.5}, {"e": 1e20}, {"l": [1, 2]}, {"o": {"p": 1}}, "text", [1], 3]:
+        values.append(json.dumps({**base, "attributes": attrs}).encode())
+    values.append(json.dumps({**base, "attributes": {"k": "1"}}).encode().replace(b'{"k"', b'{"k": "0", "k"'))
+    values.append(json.dumps({**base, "attributes": {"k": "1"}}).encode().replace(b'"1"', b'-0'))
+    rows, bad = assert_parity("log", values)
+    assert rows > 8 and bad > 2
+
+
+def test_max_bytes_and_sizes():
+    """Records over ``max_bytes`` and batches of one, none, and all-bad."""
+    good = [s.value for s in seeds("event", "json", 4)]
+    assert_parity("event", good, max_bytes=min(map(len, good)) + 1)
+    assert_parity("event", [])
+    assert_parity("event", [b"not json"] * 3)
+    assert_parity("event", good[:1])
+
+
+def test_codec_choice(monkeypatch):
+    """``json`` is the compiled decoder by default; option ``decoder`` or
+    ``$OBSFLOW_DECODER`` picks the reference; an unknown value names itself."""
+    monkeypatch.delenv("OBSFLOW_DECODER", raising=False)
+    assert isinstance(codec_for("json", "event", 100), NativeJsonCodec)
+    assert type(codec_for("json", "event", 100, {"decoder": "python"})) is JsonCodec
+    monkeypatch.setenv("OBSFLOW_DECODER", "python")
+    assert type(codec_for("json", "event", 100)) is JsonCodec
+    assert isinstance(codec_for("json", "event", 100, {"decoder": "native"}), NativeJsonCodec)
+    with pytest.raises(ValueError, match="decoder: expected one of native, python, got 'rust'"):
+        codec_for("json", "event", 100, {"decoder": "rust"})
+
+
+def test_missing_extension_warns_once(monkeypatch, caplog):
+    """Without the extension the reference decodes, after one warning line, never a crash."""
+    monkeypatch.delenv("OBSFLOW_DECODER", raising=False)
+    monkeypatch.setattr(native_json, "_native", None)
+    monkeypatch.setattr(native_json, "_IMPORT_ERROR", "No module named 'obsflow_native'")
+    monkeypatch.setattr(native_json, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="schemas.codecs.native_json"):
+        codecs = [codec_for("json", s, 100) for s in SIGNALS]
+    assert all(type(c) is JsonCodec for c in codecs)
+    lines = [r.getMessage() for r in caplog.records if r.name == "schemas.codecs.native_json"]
+    assert len(lines) == 1 and "not installed" in lines[0] and "using the Python decoder" in lines[0]
+
+
+def test_buffers_are_not_copied():
+    """The arrays pyarrow gets sit on the extension's own memory."""
+    codec = NativeJsonCodec("event")
+    values = [s.value for s in seeds("event", "json", 8)]
+    _verdicts, cols = native_json._native.decode_json(values, 65536, codec.fields)
+    length, _nulls, buffers, _children = cols[0]  # event_id: validity, offsets, data
+    arr = codec._column(pa.string(), cols[0])
+    assert length == len(values)
+    assert arr.buffers()[1].address == pa.py_buffer(buffers[1]).address
+    assert arr.buffers()[2].address == pa.py_buffer(buffers[2]).address
+
+
+def test_reference_detail_names_the_record_not_its_batch_position():
+    """Found by the parity run: the reference's detail for a record ``pyarrow.json`` refuses
+    (a field given twice) named the record's row in the parse block ("in row 7"), so one
+    record got another detail next to other records. The detail is now the record's own."""
+    good = [s.value for s in seeds("event", "json", 6)]
+    dup = good[0][:-1] + b',"page":"/again"}'
+    details = set()
+    for before in (0, 1, 5):
+        b = JsonCodec("event").decode(_raw(good[:before] + [dup]))
+        assert [(i, r) for i, r in zip(b.rejects.indices, b.rejects.reasons)] == [(before, "format_violation")]
+        details.add(b.rejects.details[0])
+    assert details == {"unparseable record: JSON parse error: Column(/page) was specified twice"}
+
+
+def test_reference_survives_bad_date_next_to_nanoseconds():
+    """Found by the parity run: a batch holding a timestamp Arrow cannot cast (2026-02-29)
+    and one with nanosecond digits made the reference raise (it turned each value into a
+    Python datetime to find the bad one). Now the bad one is a dead letter, the other a row."""
+    base = {"event_id": "e", "page": "/", "session_id": "s", "events": []}
+    values = [json.dumps({**base, "timestamp": "2026-02-29T10:00:00Z"}).encode(),
+              json.dumps({**base, "timestamp": "2026-11-21T10:00:00.123456789Z"}).encode()]
+    b = JsonCodec("event").decode(_raw(values))
+    assert list(zip(b.rejects.indices, b.rejects.reasons, b.rejects.details)) == [
+        (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")]
+    assert b.table.column("timestamp").to_pylist()[0].isoformat() == "2026-11-21T10:00:00.123000+00:00"
+
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12)
+_fields = {"event": ["event_id", "timestamp", "page", "session_id", "user", "events"],
+           "log": ["timestamp", "level", "service", "message", "attributes"],
+           "metric": ["name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count"]}
+
+
+@st.composite
+def _records(draw, signal: str) -> bytes:
+    """A JSON object whose known fields hold arbitrary values (often the right type), or
+    arbitrary bytes."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=40))
+    doc = {}
+    for name in draw(st.lists(st.sampled_from(_fields[signal]), max_size=6)):
+        doc[name] = draw(st.one_of(_json_values, st.sampled_from(TIMES), st.just([{"type": "click", "step": 1}]),
+                                   st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers(), max_size=3)))
+    return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
+
+
+@pytest.mark.parametrize("signal", sorted(_fields))
+def test_hypothesis_records(signal):
+    """Hypothesis over the extension (bounded, derandomized in CI like tests/fuzz; OBSFLOW_FUZZ=long
+    for more): batches of arbitrary records give the reference's rows and dead letters."""
+
+    @settings(max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_records(signal), min_size=1, max_size=12))
+    def run(values):
+        assert_parity(signal, values)
+
+    run()
+
+
+# -- OTLP protobuf spans ----------------------------------------------------------------------
+
+
+def assert_otlp_parity(values: list) -> tuple[int, int]:
+    """Both span decoders over ``values``: identical rows (``_i``, ``_item`` order), rejects,
+    ``items_in`` and dead-letter item bytes; return (rows, rejects)."""
+    from schemas.codecs.otlp_codec import OtlpCodec
+
+    raw = _raw(values)
+    ref = OtlpCodec("span", encoding="otlp_proto").decode(raw)
+    nat = native_json.NativeOtlpSpanCodec("span").decode(raw)
+    assert nat.table.schema.equals(ref.table.schema)
+    for name in ref.table.column_names:
+        assert nat.table.column(name).equals(ref.table.column(name)), name
+    assert _rejects(nat) == _rejects(ref)
+    assert nat.items_in == ref.items_in
+    for i, k in zip(ref.rejects.indices, ref.rejects.items):
+        if k is not None:
+            assert nat.item_raw(i, k) == ref.item_raw(i, k)
+    return ref.table.num_rows, len(ref.rejects)
+
+
+def test_otlp_spans_generator_and_sdk():
+    """The generator's spans as OTLP messages (all decoded by the extension itself) and the
+    OpenTelemetry SDK's own output (typed attributes: arrays go the reference's way)."""
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import (
+        encode_spans,
+    )
+
+    from tests.codecs.test_otlp_codec import make_spans
+
+    good = [s.value for s in seeds("span", "otlp_proto", 40)]
+    rows, bad = assert_otlp_parity(good)
+    assert rows > 40 and bad == 0
+    verdicts, *_ = native_json._native.decode_otlp_spans(good, 1 << 20)
+    assert bytes(verdicts) == b"\x01" * len(good)
+    sdk = make_spans()
+    messages = [encode_spans(sdk).SerializeToString(), encode_spans(sdk[:1]).SerializeToString(),
+                encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString()]
+    assert assert_otlp_parity(messages + good[:3])[0] == 4 + 1 + 3 + sum(len(OtlpSpans(v)) for v in good[:3])
+    verdicts, *_ = native_json._native.decode_otlp_spans(messages, 1 << 20)
+    assert bytes(verdicts) == b"\x00\x01\x01"  # the first holds an array attribute
+
+
+def OtlpSpans(payload: bytes) -> list:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    msg = ExportTraceServiceRequest.FromString(payload)
+    return [sp for rs in msg.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+
+
+def test_otlp_spans_fuzz_corpus():
+    """The fuzz corpus's OTLP span mutants (truncations, bit flips, splices, protobuf
+    structure, values at their bounds) mixed with good messages."""
+    good = [s.value for s in seeds("span", "otlp_proto", 24)]
+    rng = random.Random("native-parity/otlp")
+    total_bad = 0
+    for size in (1, 3, 20, 80):
+        for _ in range(5):
+            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), "span", "otlp_proto", rng)
+                      for a in (rng.choice(good) for _ in range(size))]
+            total_bad += assert_otlp_parity(values)[1]
+    assert total_bad > 40
+
+
+def test_otlp_codec_choice(monkeypatch):
+    from schemas.codecs.otlp_codec import OtlpCodec
+
+    monkeypatch.delenv("OBSFLOW_DECODER", raising=False)
+    assert isinstance(codec_for("otlp_proto", "span", 100), native_json.NativeOtlpSpanCodec)
+    assert codec_for("otlp_proto", "span", 100).encoding == "otlp_proto"  # the reference's attributes show through
+    assert type(codec_for("otlp_proto", "span", 100, {"decoder": "python"})) is OtlpCodec
+    assert type(codec_for("otlp_proto", "log", 100)) is OtlpCodec
+    monkeypatch.setenv("OBSFLOW_DECODER", "python")
+    assert type(codec_for("otlp_proto", "span", 100)) is OtlpCodec
+
+
+def test_otlp_double_attributes_read_as_python_repr():
+    """Double attributes are decoded by the extension with the reference's text (Python's
+    ``repr``): random bit patterns, integers, powers of ten at the notation's edges, -0.0,
+    inf and nan."""
+    import struct
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    rng = random.Random("doubles")
+    doubles = [0.0, -0.0, 1.0, 100.0, 1e15, 1e16, 1e17, 1e-4, 1e-5, 0.1 + 0.2, 5e-324, 1.7976931348623157e308,
+               float("inf"), float("-inf"), float("nan"), 123456789.125, -2.5e-7]
+    doubles += [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(300)]
+    doubles += [rng.uniform(-1e6, 1e6) for _ in range(100)] + [float(rng.randint(-10 ** 17, 10 ** 17)) for _ in range(50)]
+    template = ExportTraceServiceRequest.FromString(seeds("span", "otlp_proto", 1)[0].value)
+    values = []
+    for k in range(0, len(doubles), 10):
+        msg = ExportTraceServiceRequest()
+        msg.CopyFrom(template)
+        sp = msg.resource_spans[0].scope_spans[0].spans[0]
+        sp.attributes.extend(KeyValue(key=f"d{j}", value=AnyValue(double_value=d)) for j, d in enumerate(doubles[k:k + 10]))
+        values.append(msg.SerializeToString())
+    assert assert_otlp_parity(values)[1] == 0
+    verdicts, *_ = native_json._native.decode_otlp_spans(values, 1 << 20)
+    assert bytes(verdicts) == b"\x01" * len(values)
