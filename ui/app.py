@@ -277,14 +277,23 @@ def create_app(spec, reader: Reader) -> Starlette:
             for p in ps:
                 if p.id.startswith("funnel_"):
                     p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_"):] + "&last_step={step}"}
-            return ps + P.product_extra_panels(funnels, tr)
+            return with_range(ps + P.product_extra_panels(funnels, tr), tr)
         if page == "sessions":
             return P.sessions_panels(q, tr)
         if page == "logs":
             return P.logs_panels(q, tr)
         if page == "alerts":
-            return P.alerts_panels(tr)
+            return with_range(P.alerts_panels(tr), tr)
         raise KeyError(page)
+
+    def with_range(panels: list[P.Panel], tr: P.TimeRange) -> list[P.Panel]:
+        """``panels`` whose row-built links to a time-ranged page (sessions, an alert, the trace
+        search) carry the page's time range, unless the link has its own bounds (``from=``)."""
+        extra = urlencode(tr.params).replace("{", "{{").replace("}", "}}")
+        for p in panels:
+            p.links = {c: t if "from=" in t or not t.startswith(("/sessions", "/alerts/", "/traces?"))
+                       else t + ("&" if "?" in t else "?") + extra for c, t in p.links.items()}
+        return panels
 
     def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
         return [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
@@ -348,7 +357,7 @@ def create_app(spec, reader: Reader) -> Starlette:
                 skip = {"alertname", "severity", *rule.labels}
                 labels = {k: v for k, v in (last["labels"] or {}).items() if k not in skip}
                 out.append(P.alert_series_panel(rule, labels, tr))
-        return out
+        return with_range(out, tr)
 
     def api_alert(request: Request, fingerprint: str, panel: str | None) -> Response:
         try:

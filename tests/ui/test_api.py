@@ -292,3 +292,27 @@ def test_commits_from_snapshot_summaries(ui_server, demo_warehouse):
         assert all(r["added_records"] == int(by_id[r["snapshot_id"]].summary["added-records"]) for r in mine), table
     first_events = min((r for r in got if r["table_name"] == "events"), key=lambda r: r["committed_at"])
     assert first_events["source_records_since_previous_commit"] == DEMO_COUNT  # every generated event record was read
+
+
+def test_row_links_carry_the_page_time_range(ui_server, sql):
+    """A drop-off opens its sessions, an alert its page, in the time range of the page they
+    are on (an alert window's link to traces keeps its own bounds: the window)."""
+    import html
+    import re
+
+    step = sql("SELECT funnel_last_step FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
+               "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0]
+    fp = sql("SELECT fingerprint FROM obs.alerts ORDER BY ts DESC, fingerprint LIMIT 1")[0][0]
+    for rng in ("all", "30d"):
+        body = ui_server.get("/product", range=rng).text
+        hrefs = {html.unescape(h) for h in re.findall(r'href="(/sessions\?funnel=[^"]*)"', body)}
+        assert f"/sessions?funnel=signup&last_step={step}&range={rng}" in hrefs
+        assert all(h.endswith(f"&range={rng}") for h in hrefs)
+        body = ui_server.get("/alerts", range=rng).text
+        assert f'href="/alerts/{fp}?range={rng}"' in body
+    body = ui_server.get("/product", **{"from": "2020-01-01T00:00:00Z"}).text
+    hrefs = {html.unescape(h) for h in re.findall(r'href="(/sessions\?funnel=[^"]*)"', body)}
+    assert hrefs and all(h.endswith("&from=2020-01-01T00%3A00%3A00Z") for h in hrefs)
+    body = ui_server.get(f"/alerts/{fp}", range="all").text
+    windows = [html.unescape(h) for h in re.findall(r'href="(/traces\?service=[^"]*)"', body)]
+    assert windows and all("&from=" in h and "&to=" in h and "range=" not in h for h in windows)

@@ -76,8 +76,7 @@ def test_pages_render_offline_without_console_errors(ui_server, browser_page, sq
     step, n = sql("SELECT funnel_last_step, count(*) FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
                   "AND funnel_last_step <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")[0]
     page.locator(f'#panel-funnel_signup a[href*="last_step={step}"]').click()
-    page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}")
-    page.goto(page.url + "&range=all")
+    page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}&range=all")  # the page's time range goes along
     assert page.locator("#panel-list tbody tr").count() == n
     assert problems == []
 
@@ -124,9 +123,8 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
                   "AND t.start < m.window_end AND t.trace_id IN (SELECT s.trace_id FROM obs.spans s WHERE s.service = m.labels['service'])) "
                   f"FROM obs.metrics m WHERE m.name = 'http.latency_ms' AND m.resolution = '1m' AND {conds} ORDER BY 1")
     page.goto(f"{ui_server.url}/alerts?range=all")
-    page.locator(f'#panel-changes a[href="/alerts/{fp}"]').first.click()
-    page.wait_for_url(f"**/alerts/{fp}")
-    page.goto(page.url + "?range=all")
+    page.locator(f'#panel-changes a[href="/alerts/{fp}?range=all"]').first.click()
+    page.wait_for_url(f"**/alerts/{fp}?range=all")  # the page's time range goes along
     page.locator("#panel-series .chart canvas").first.wait_for(state="attached", timeout=15_000)
     assert page.locator("#panel-series tbody tr").count() == len(windows)
     page.screenshot(path=str(shots / "alert.png"), full_page=True)
