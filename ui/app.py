@@ -530,53 +530,27 @@ def _logs_search_form(request: Request) -> str:
 
 
 def _waterfall(tid: str, data: dict, api: str) -> str:
-    """The spans as a collapsible waterfall: parent before children (start order), a bar
-    per span on the trace's time axis (placed by app.js: no inline style under the CSP), a
-    link per span that shows only its logs (app.js swaps the logs panel with htmx; a plain
-    link without JavaScript)."""
+    """The spans' section: toolbar, how many spans and how long the trace is, and an empty
+    waterfall table that app.js fills from the spans API (``data-src``: the same JSON, cached
+    by snapshot) with a collapsible tree, parent before children (start order), a bar per span
+    on the trace's time axis, and a "logs" link per span. The page stays small whatever the
+    trace's size: only the rows in view are in the document (virtual scrolling)."""
     head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
                        "empty_reason": data["empty_reason"]}, api, [])
     if data["empty_reason"]:
         return head
-    head = head.removesuffix("</section>")
     # drop the empty table the generic renderer added
-    head = head.split('<div class="scroll">')[0]
+    head = head.removesuffix("</section>").split('<div class="scroll">')[0]
     cols = data["columns"]
-    rows = [dict(zip(cols, r)) for r in data["rows"]]
-    ids = {r["span_id"] for r in rows}
-    children: dict[str | None, list[dict]] = {}
-    for r in rows:
-        parent = r["parent_span_id"] if r["parent_span_id"] in ids and r["parent_span_id"] != r["span_id"] else None
-        children.setdefault(parent, []).append(r)
-    starts = [dt.datetime.fromisoformat(r["start"]) for r in rows if r["start"]]
-    ends = [dt.datetime.fromisoformat(r["end"]) for r in rows if r["end"]]
-    t0 = min(starts) if starts else None
-    total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
-    out = [head, (f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
-                  '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
-                  '<colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs"></colgroup>'
-                  '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>')]
-    seen: set[str] = set()
-    stack = [(r, 0) for r in reversed(children.get(None, []))]
-    while stack:
-        r, depth = stack.pop()
-        if r["span_id"] in seen:
-            continue
-        seen.add(r["span_id"])
-        kids = children.get(r["span_id"], [])
-        stack.extend((k, depth + 1) for k in reversed(kids))
-        off = ((dt.datetime.fromisoformat(r["start"]) - t0).total_seconds() * 1000) if t0 and r["start"] else 0.0
-        dur = float(r["duration_ms"] or 0.0)
-        x, w = 1000 * off / total, max(1000 * dur / total, 1.0)
-        err = "err" if r["status_code"] == "ERROR" else "ok"
-        toggle = '<button class="fold" type="button" aria-label="fold">▾</button>' if kids else '<span class="leaf"></span>'
-        sid = _e(r["span_id"])
-        # compact rows (5,000 spans stay usable): the bar is placed by app.js from data-x / data-w
-        # (percent of the trace), the logs link is handled by one delegated listener, not per element
-        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}" '
-                   f'data-x="{x / 10:.2f}" data-w="{w / 10:.2f}"><td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
-                   f'{" <em>" + _e(r["status_message"] or "error") + "</em>" if err == "err" else ""}</td>'
-                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><i></i></td>'
-                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
-    out.append(f'</tbody></table></div><p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')
-    return "".join(out)
+    i_start, i_end = cols.index("start"), cols.index("end")
+    starts = [dt.datetime.fromisoformat(r[i_start]) for r in data["rows"] if r[i_start]]
+    ends = [dt.datetime.fromisoformat(r[i_end]) for r in data["rows"] if r[i_end]]
+    total = ((max(ends) - min(starts)).total_seconds() * 1000) if starts and ends else 0.0
+    n = data["row_count"]
+    return (head + f'<p class="note">{n} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+            '"logs" to show only that span\'s logs.</p>'
+            f'<div class="scroll waterfall-wrap"><table class="waterfall" data-src="{_e(api)}" data-spans="{n}" '
+            f'data-trace="{_e(tid)}"><colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs">'
+            '</colgroup><thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead>'
+            '<tbody></tbody></table></div>'
+            f'<p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')

@@ -91,6 +91,7 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
     page.goto(f"{ui_server.url}/traces?range=all&limit=1000")
     page.locator(f'#panel-search a[href="/traces/{tid}"]').click()
     page.wait_for_url(f"**/traces/{tid}")
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")  # rows come from the spans API
     assert page.locator("table.waterfall tr.span").count() == n_spans
     assert page.locator("#trace-logs tbody tr").count() == n_trace
     page.screenshot(path=str(shots / "trace.png"), full_page=True)
@@ -106,11 +107,24 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
     page.wait_for_url(f"**/traces/{tid}")
     page.locator("#trace-logs h2", has_text=re.compile(r"^Logs of this trace$")).wait_for()
     assert page.locator("#trace-logs tbody tr").count() == n_trace
-    # folding a span with children hides its subtree
+    # folding a span with children hides its subtree: exactly its descendants (from the test's SQL)
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
     parent = page.locator("table.waterfall tr.span:has(button.fold)").first
     if parent.count():
+        pid = parent.get_attribute("data-id")
+        kids: dict = {}
+        for s, p in sql(f"SELECT span_id, parent_span_id FROM obs.spans WHERE trace_id = '{tid}'"):
+            kids.setdefault(p, []).append(s)
+        below, todo = 0, list(kids.get(pid, []))
+        while todo:
+            below += 1
+            todo.extend(kids.get(todo.pop(), []))
         parent.locator("button.fold").click()
-        assert page.locator("table.waterfall tr.span.hidden").count() >= 1
+        assert page.locator("table.waterfall tr.span").count() == n_spans - below
+        assert page.locator("table.waterfall").get_attribute("data-visible") == str(n_spans - below)
+        parent = page.locator(f'table.waterfall tr.span[data-id="{pid}"]')
+        parent.locator("button.fold").click()
+        assert page.locator("table.waterfall tr.span").count() == n_spans
     assert problems == []
 
 
@@ -136,5 +150,6 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
     tid = first.inner_text()
     first.click()
     page.wait_for_url(f"**/traces/{tid}")
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
     assert page.locator("table.waterfall tr.span").count() == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
     assert problems == []
