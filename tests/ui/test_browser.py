@@ -153,3 +153,71 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
     page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
     assert page.locator("table.waterfall tr.span").count() == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
     assert problems == []
+
+
+def _append_tree_trace(warehouse, n: int) -> str:
+    """Append one trace of ``n`` spans (a tree, fan-out 4, each child inside its parent, one
+    span in 97 an error) to obs.spans and its row to obs.traces; return its trace id."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from pipelines import DEFAULT_SPEC
+    from sinks.catalog import open_catalog
+    from ui.server import load
+
+    cat = open_catalog(load(str(DEFAULT_SPEC), str(warehouse)).storage, create=False)
+    spans, traces = cat.load_table("obs.spans"), cat.load_table("obs.traces")
+    proto = spans.scan(limit=1).to_arrow()
+    tid, t0, rows = "5e" * 16, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), []
+    for i in range(n):
+        start = t0 + dt.timedelta(microseconds=10 * i)
+        rows.append({**proto.to_pylist()[0], "trace_id": tid, "span_id": f"{i + 1:016x}",
+                     "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}", "name": f"op-{i % 50}",
+                     "start": start, "end": start + dt.timedelta(milliseconds=100), "duration_ms": 100.0,
+                     "status_code": "ERROR" if i % 97 == 0 else "OK"})
+    spans.append(pa.Table.from_pylist(rows, schema=proto.schema))
+    tproto = traces.scan(limit=1).to_arrow()
+    traces.append(pa.Table.from_pylist([{**tproto.to_pylist()[0], "trace_id": tid, "start": t0, "span_count": n}],
+                                       schema=tproto.schema))
+    return tid
+
+
+def test_a_large_trace_keeps_only_the_rows_in_view(ui_server, browser_page, sql, demo_warehouse):
+    """A 2,000-span trace: the page carries no span row, the document holds only the rows in
+    view, scrolling to the end shows the last span in tree order, a fold hides exactly the
+    span's descendants. (Runs last: it appends to the shared warehouse.)"""
+    page, problems, shots = browser_page
+    tid = _append_tree_trace(demo_warehouse, 2000)
+    kids: dict = {}
+    for s, p in sql(f"SELECT span_id, parent_span_id FROM obs.spans WHERE trace_id = '{tid}' ORDER BY start, span_id"):
+        kids.setdefault(p, []).append(s)
+    order, todo = [], list(reversed(kids[None]))  # the tree in preorder, children in start order
+    while todo:
+        s = todo.pop()
+        order.append(s)
+        todo.extend(reversed(kids.get(s, [])))
+    assert len(order) == 2000
+    html = ui_server.get(f"/traces/{tid}").text
+    assert 'data-spans="2000"' in html and 'class="span' not in html and len(html) < 20_000
+    page.goto(f"{ui_server.url}/traces/{tid}")
+    table = page.locator('table.waterfall[data-ready="done"]')
+    table.wait_for(state="attached")
+    assert table.get_attribute("data-visible") == "2000"
+    in_doc = page.locator("table.waterfall tr.span")
+    assert 0 < in_doc.count() < 300
+    assert in_doc.first.get_attribute("data-id") == order[0]
+    page.locator(".waterfall-wrap").evaluate("w => { w.scrollTop = w.scrollHeight; }")
+    page.locator(f'table.waterfall tr.span[data-id="{order[-1]}"]').wait_for()
+    assert 0 < in_doc.count() < 300
+    page.screenshot(path=str(shots / "trace-2000-spans-end.png"))
+    page.locator(".waterfall-wrap").evaluate("w => { w.scrollTop = 0; }")
+    first_child = page.locator(f'table.waterfall tr.span[data-id="{kids[order[0]][0]}"]')
+    first_child.wait_for()
+    below, todo = 0, list(kids.get(kids[order[0]][0], []))
+    while todo:
+        below += 1
+        todo.extend(kids.get(todo.pop(), []))
+    first_child.locator("button.fold").click()
+    assert table.get_attribute("data-visible") == str(2000 - below) and below == 975
+    assert problems == []
