@@ -40,6 +40,9 @@ from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "obsflow.offsets"
+#: the job's run counters so far when the commit was made (:meth:`runners.stats.RunStats.counters`:
+#: records in / accepted / dead-lettered / dropped, per source, tail sampling by reason)
+STATS_KEY = "obsflow.stats"
 #: per ``topic:partition``, the next offset after the last batch whose flow rows (rows the
 #: flows write directly, in offset order) are in the table; may run ahead of the positions
 #: (a table a stage also writes records a position only when every shard has reported it)
@@ -494,7 +497,8 @@ class IcebergSink:
                 merged[k] = max(merged.get(k, 0), v)
             for k, v in p.written.items():
                 written[k] = max(written.get(k, 0), v)
-            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True)}
+            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True),
+                     STATS_KEY: json.dumps(STATS.counters(), sort_keys=True, separators=(",", ":"))}
             if written:
                 props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:

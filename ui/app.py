@@ -121,13 +121,82 @@ def commits(reader: Reader) -> tuple[list[str], list[tuple]]:
             "source_records_since_previous_commit", "snapshot_id"], out[:500]
 
 
-def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
+def _run_counters(summ: dict) -> dict | None:
+    try:
+        c = json.loads(summ.get("obsflow.stats") or "null")
+    except (TypeError, ValueError):
+        return None
+    return c if isinstance(c, dict) and "records_in" in c else None
+
+
+def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """The job's run counters over time: per commit of any table (oldest first, the newest
+    500 in ``tr``), the counters the job had when it committed (``obsflow.stats`` in the
+    snapshot summary, cumulative since its run started: records in / accepted /
+    dead-lettered / dropped) and what each grew by since the run's previous commit. A
+    run's last commit holds its run summary's counters."""
+    found = []
+    for name, m in reader.tables().items():
+        for c in m.commits:
+            counters = _run_counters(c["summary"])
+            if counters is not None:
+                found.append((c["timestamp-ms"] or 0, name, str(c["snapshot-id"]), counters))
+    found.sort(key=lambda f: (f[0], f[1], f[2]))
+    keys = ("records_in", "records_accepted", "records_dead", "records_dropped")
+    prev: dict[float, dict] = {}
+    out = []
+    for ms, name, snap, c in found:
+        run = c.get("run_started")
+        before = prev.get(run, {})
+        prev[run] = c
+        at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        out.append((at, name, dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None,
+                    *(int(c.get(k) or 0) for k in keys), *(int(c.get(k) or 0) - int(before.get(k) or 0) for k in keys), snap))
+    if tr is not None:
+        out = [r for r in out if (tr.start is None or r[0] >= tr.start) and (tr.end is None or r[0] < tr.end)]
+    return (["committed_at", "table_name", "run_started", "records_in", "records_accepted", "records_dead_lettered",
+             "records_dropped", "in_since_previous_commit", "accepted_since_previous_commit",
+             "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id"], out[-500:])
+
+
+def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """Per run (its newest commit in ``tr``): tail sampling kept and dropped by counter and
+    reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
+    reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
+    latest: dict = {}
+    for m in reader.tables().values():
+        for c in m.commits:
+            counters = _run_counters(c["summary"])
+            at = dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC)
+            if counters is None or (tr is not None and ((tr.start is not None and at < tr.start)
+                                                        or (tr.end is not None and at >= tr.end))):
+                continue
+            run = counters.get("run_started")
+            if run not in latest or at > latest[run][0]:
+                latest[run] = (at, counters)
+    out = []
+    for run, (at, c) in sorted(latest.items(), key=lambda kv: kv[1][0], reverse=True):
+        started = dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None
+        for key, n in sorted((c.get("tail_sampling") or {}).items()):
+            counter, _, reason = key.partition(":")
+            out.append((started, at, counter, reason, int(n)))
+    return ["run_started", "as_of_commit", "counter", "reason", "count"], out
+
+
+def answer(reader: Reader, panel: P.Panel, fresh: bool = False, tr: P.TimeRange | None = None) -> dict:
     """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
     even when a cached answer for the same snapshots exists)."""
     now = dt.datetime.now(dt.UTC)
     if panel.sql is None:
         res = None
-        cols, rows = commits(reader) if panel.id == "commits" else ([], [])
+        if panel.id == "commits":
+            cols, rows = commits(reader)
+        elif panel.id == "pipeline_counters":
+            cols, rows = pipeline_counters(reader, tr)
+        elif panel.id == "tail_sampling":
+            cols, rows = tail_sampling_counters(reader, tr)
+        else:
+            cols, rows = [], []
     else:
         res = reader.run(panel.sql, fresh)
         cols, rows = _post_process(reader, panel, res.columns, res.rows, now)
@@ -308,7 +377,7 @@ def create_app(spec, reader: Reader) -> Starlette:
         except P.BadParam as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         return JSONResponse({"page": page, "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
-                             "panels": [answer(reader, p) for p in panels]})
+                             "panels": [answer(reader, p, tr=tr) for p in panels]})
 
     def api_panel(request: Request) -> Response:
         page, part = request.path_params["page"], request.path_params["panel"]
@@ -327,7 +396,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=400)
         if not found:
             return JSONResponse({"error": f"page {page!r} has no panel {part!r}"}, status_code=404)
-        data = answer(reader, found[0], request.query_params.get("fresh") == "1")
+        data = answer(reader, found[0], request.query_params.get("fresh") == "1", tr)
         return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
 
     def api_trace(request: Request, trace_id: str, panel: str | None) -> Response:
@@ -435,7 +504,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             body = _logs_search_form(request)
         elif page == "sessions":
             body = _sessions_form(request)
-        body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
+        body += "".join(panel_html(answer(reader, p, tr=tr), f"/api/v1/{page}/{p.id}", params) for p in panels)
         return layout(dict(PAGES)[page], page, body, tr, request, reader)
 
     def trace_page(request: Request) -> Response:
