@@ -143,17 +143,17 @@ def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[li
                 found.append((c["timestamp-ms"] or 0, name, str(c["snapshot-id"]), counters))
     found.sort(key=lambda f: (f[0], f[1], f[2]))
     keys = ("records_in", "records_accepted", "records_dead", "records_dropped")
-    prev: dict[float, dict] = {}
-    out = []
+    prev: dict[object, dict] = {}
+    out: list[tuple] = []
     for ms, name, snap, c in found:
         run = c.get("run_started")
         before = prev.get(run, {})
         prev[run] = c
         at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        if tr is not None and ((tr.start is not None and at < tr.start) or (tr.end is not None and at >= tr.end)):
+            continue
         out.append((at, name, dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None,
                     *(int(c.get(k) or 0) for k in keys), *(int(c.get(k) or 0) - int(before.get(k) or 0) for k in keys), snap))
-    if tr is not None:
-        out = [r for r in out if (tr.start is None or r[0] >= tr.start) and (tr.end is None or r[0] < tr.end)]
     return (["committed_at", "table_name", "run_started", "records_in", "records_accepted", "records_dead_lettered",
              "records_dropped", "in_since_previous_commit", "accepted_since_previous_commit",
              "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id"], out[-500:])
@@ -163,7 +163,7 @@ def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tup
     """Per run (its newest commit in ``tr``): tail sampling kept and dropped by counter and
     reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
     reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
-    latest: dict = {}
+    latest: dict[object, tuple[dt.datetime, dict]] = {}
     for m in reader.tables().values():
         for c in m.commits:
             counters = _run_counters(c["summary"])
