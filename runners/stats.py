@@ -130,24 +130,6 @@ class RunStats:
             for reason, n in out.dead_by_reason.items():
                 self.dead_by_source_reason[(src, reason)] += n
 
-    def counters(self) -> dict:
-        """The run's counters so far, as the run summary prints them: records (and OTLP items)
-        in / accepted / dead-lettered / dropped, the same per source, dead letters by reason,
-        and tail sampling as ``{"<counter>:<reason>": n}`` (counters of :attr:`tail_sampling`);
-        ``run_started`` (epoch seconds) tells one run's figures from another's. Cumulative
-        since the run started; the Iceberg sink writes them in each commit's summary."""
-        with self._lock:
-            by_source: dict[str, dict[str, int]] = {}
-            for (src, what), n in sorted(self.by_source.items()):
-                by_source.setdefault(src, {})[what] = n
-            return {"run_started": round(self.started, 3), "records_in": self.records_in,
-                    "records_accepted": self.records_accepted, "records_dead": self.records_dead,
-                    "records_dropped": self.records_dropped, "items_in": self.items_in,
-                    "items_accepted": self.items_accepted, "items_dead": self.items_dead,
-                    "items_dropped": self.items_dropped, "by_source": by_source,
-                    "dead_by_reason": dict(sorted(self.dead_by_reason.items())),
-                    "tail_sampling": {f"{k}:{r}": n for (k, r), n in sorted(self.tail_sampling.items()) if n}}
-
     def record_commit(self, table: str, rows: int, seconds: float) -> None:
         """One Iceberg commit that landed (called by ``sinks.iceberg.IcebergSink``)."""
         with self._lock:

@@ -32,7 +32,9 @@ def shared(trino_server, trino_catalog_properties):
 
     STATS.reset()  # this run's counters only (tests before it may have run jobs in this process)
     run(RunRequest(spec=spec, runner="bytewax", count=2000, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
-    return spec, trino_server, STATS.counters()
+    from sinks.iceberg import run_counters
+
+    return spec, trino_server, run_counters(STATS)
 
 
 def _norm(v):
