@@ -41,6 +41,9 @@ from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "obsflow.offsets"
+#: the job's run counters so far when the commit was made (:func:`run_counters`: records in /
+#: accepted / dead-lettered / dropped, per source, tail sampling by reason)
+STATS_KEY = "obsflow.stats"
 #: per ``topic:partition``, the next offset after the last batch whose flow rows (rows the
 #: flows write directly, in offset order) are in the table; may run ahead of the positions
 #: (a table a stage also writes records a position only when every shard has reported it)
@@ -76,6 +79,23 @@ def snapshot_offsets(table: Table, key: str = OFFSETS_KEY) -> dict[str, int]:
             return json.loads(raw)
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
     return {}
+
+
+def run_counters(stats=None) -> dict:
+    """The run's counters so far (``stats``, default the process's ``STATS``), as the run
+    summary prints them: records (and OTLP items) in / accepted / dead-lettered / dropped,
+    the same per source, dead letters by reason, and tail sampling as ``{"<counter>:<reason>":
+    n}``; ``run_started`` (epoch seconds) tells one run's figures from another's. Cumulative
+    since the run started; every commit carries them in its summary under :data:`STATS_KEY`."""
+    snap = (stats or STATS).snapshot()  # a consistent copy, taken under the stats' lock
+    by_source: dict[str, dict[str, int]] = {}
+    for (src, what), n in sorted(snap["by_source"].items()):
+        by_source.setdefault(src, {})[what] = n
+    return {"run_started": round(snap["started"], 3),
+            **{k: snap[k] for k in ("records_in", "records_accepted", "records_dead", "records_dropped",
+                                    "items_in", "items_accepted", "items_dead", "items_dropped")},
+            "by_source": by_source, "dead_by_reason": dict(sorted(snap["dead_by_reason"].items())),
+            "tail_sampling": {f"{k}:{r}": n for (k, r), n in sorted(snap["tail_sampling"].items()) if n}}
 
 
 def tp_key(topic: str, partition: int) -> str:
@@ -496,7 +516,8 @@ class IcebergSink:
                 merged[k] = max(merged.get(k, 0), v)
             for k, v in p.written.items():
                 written[k] = max(written.get(k, 0), v)
-            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True)}
+            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True),
+                     STATS_KEY: json.dumps(run_counters(), sort_keys=True, separators=(",", ":"))}
             if written:
                 props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:

@@ -121,13 +121,82 @@ def commits(reader: Reader) -> tuple[list[str], list[tuple]]:
             "source_records_since_previous_commit", "snapshot_id"], out[:500]
 
 
-def answer(reader: Reader, panel: P.Panel, fresh: bool = False) -> dict:
+def _run_counters(summ: dict) -> dict | None:
+    try:
+        c = json.loads(summ.get("obsflow.stats") or "null")
+    except (TypeError, ValueError):
+        return None
+    return c if isinstance(c, dict) and "records_in" in c else None
+
+
+def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """The job's run counters over time: per commit of any table (oldest first, the newest
+    500 in ``tr``), the counters the job had when it committed (``obsflow.stats`` in the
+    snapshot summary, cumulative since its run started: records in / accepted /
+    dead-lettered / dropped) and what each grew by since the run's previous commit. A
+    run's last commit holds its run summary's counters."""
+    found = []
+    for name, m in reader.tables().items():
+        for c in m.commits:
+            counters = _run_counters(c["summary"])
+            if counters is not None:
+                found.append((c["timestamp-ms"] or 0, name, str(c["snapshot-id"]), counters))
+    found.sort(key=lambda f: (f[0], f[1], f[2]))
+    keys = ("records_in", "records_accepted", "records_dead", "records_dropped")
+    prev: dict[object, dict] = {}
+    out: list[tuple] = []
+    for ms, name, snap, c in found:
+        run = c.get("run_started")
+        before = prev.get(run, {})
+        prev[run] = c
+        at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        if tr is not None and ((tr.start is not None and at < tr.start) or (tr.end is not None and at >= tr.end)):
+            continue
+        out.append((at, name, dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None,
+                    *(int(c.get(k) or 0) for k in keys), *(int(c.get(k) or 0) - int(before.get(k) or 0) for k in keys), snap))
+    return (["committed_at", "table_name", "run_started", "records_in", "records_accepted", "records_dead_lettered",
+             "records_dropped", "in_since_previous_commit", "accepted_since_previous_commit",
+             "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id"], out[-500:])
+
+
+def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """Per run (its newest commit in ``tr``): tail sampling kept and dropped by counter and
+    reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
+    reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
+    latest: dict[object, tuple[dt.datetime, dict]] = {}
+    for m in reader.tables().values():
+        for c in m.commits:
+            counters = _run_counters(c["summary"])
+            at = dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC)
+            if counters is None or (tr is not None and ((tr.start is not None and at < tr.start)
+                                                        or (tr.end is not None and at >= tr.end))):
+                continue
+            run = counters.get("run_started")
+            if run not in latest or at > latest[run][0]:
+                latest[run] = (at, counters)
+    out = []
+    for run, (at, c) in sorted(latest.items(), key=lambda kv: kv[1][0], reverse=True):
+        started = dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None
+        for key, n in sorted((c.get("tail_sampling") or {}).items()):
+            counter, _, reason = key.partition(":")
+            out.append((started, at, counter, reason, int(n)))
+    return ["run_started", "as_of_commit", "counter", "reason", "count"], out
+
+
+def answer(reader: Reader, panel: P.Panel, fresh: bool = False, tr: P.TimeRange | None = None) -> dict:
     """A panel's JSON: its SQL, columns, rows, and when empty, why (``fresh``: run the SQL
     even when a cached answer for the same snapshots exists)."""
     now = dt.datetime.now(dt.UTC)
     if panel.sql is None:
         res = None
-        cols, rows = commits(reader) if panel.id == "commits" else ([], [])
+        if panel.id == "commits":
+            cols, rows = commits(reader)
+        elif panel.id == "pipeline_counters":
+            cols, rows = pipeline_counters(reader, tr)
+        elif panel.id == "tail_sampling":
+            cols, rows = tail_sampling_counters(reader, tr)
+        else:
+            cols, rows = [], []
     else:
         res = reader.run(panel.sql, fresh)
         cols, rows = _post_process(reader, panel, res.columns, res.rows, now)
@@ -277,14 +346,23 @@ def create_app(spec, reader: Reader) -> Starlette:
             for p in ps:
                 if p.id.startswith("funnel_"):
                     p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_"):] + "&last_step={step}"}
-            return ps + P.product_extra_panels(funnels, tr)
+            return with_range(ps + P.product_extra_panels(funnels, tr), tr)
         if page == "sessions":
             return P.sessions_panels(q, tr)
         if page == "logs":
             return P.logs_panels(q, tr)
         if page == "alerts":
-            return P.alerts_panels(tr)
+            return with_range(P.alerts_panels(tr), tr)
         raise KeyError(page)
+
+    def with_range(panels: list[P.Panel], tr: P.TimeRange) -> list[P.Panel]:
+        """``panels`` whose row-built links to a time-ranged page (sessions, an alert, the trace
+        search) carry the page's time range, unless the link has its own bounds (``from=``)."""
+        extra = urlencode(tr.params).replace("{", "{{").replace("}", "}}")
+        for p in panels:
+            p.links = {c: t if "from=" in t or not t.startswith(("/sessions", "/alerts/", "/traces?"))
+                       else t + ("&" if "?" in t else "?") + extra for c, t in p.links.items()}
+        return panels
 
     def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
         return [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
@@ -299,7 +377,7 @@ def create_app(spec, reader: Reader) -> Starlette:
         except P.BadParam as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         return JSONResponse({"page": page, "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
-                             "panels": [answer(reader, p) for p in panels]})
+                             "panels": [answer(reader, p, tr=tr) for p in panels]})
 
     def api_panel(request: Request) -> Response:
         page, part = request.path_params["page"], request.path_params["panel"]
@@ -318,7 +396,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=400)
         if not found:
             return JSONResponse({"error": f"page {page!r} has no panel {part!r}"}, status_code=404)
-        data = answer(reader, found[0], request.query_params.get("fresh") == "1")
+        data = answer(reader, found[0], request.query_params.get("fresh") == "1", tr)
         return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
 
     def api_trace(request: Request, trace_id: str, panel: str | None) -> Response:
@@ -349,7 +427,7 @@ def create_app(spec, reader: Reader) -> Starlette:
                 skip = {"alertname", "severity", *rule.labels}
                 labels = {k: v for k, v in (last["labels"] or {}).items() if k not in skip}
                 out.append(P.alert_series_panel(rule, labels, tr))
-        return out
+        return with_range(out, tr)
 
     def api_alert(request: Request, fingerprint: str, panel: str | None) -> Response:
         try:
@@ -427,7 +505,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             body = _logs_search_form(request)
         elif page == "sessions":
             body = _sessions_form(request)
-        body += "".join(panel_html(answer(reader, p), f"/api/v1/{page}/{p.id}", params) for p in panels)
+        body += "".join(panel_html(answer(reader, p, tr=tr), f"/api/v1/{page}/{p.id}", params) for p in panels)
         return layout(dict(PAGES)[page], page, body, tr, request, reader)
 
     def trace_page(request: Request) -> Response:
@@ -522,53 +600,27 @@ def _logs_search_form(request: Request) -> str:
 
 
 def _waterfall(tid: str, data: dict, api: str) -> str:
-    """The spans as a collapsible waterfall: parent before children (start order), a bar
-    per span on the trace's time axis (placed by app.js: no inline style under the CSP), a
-    link per span that shows only its logs (app.js swaps the logs panel with htmx; a plain
-    link without JavaScript)."""
+    """The spans' section: toolbar, how many spans and how long the trace is, and an empty
+    waterfall table that app.js fills from the spans API (``data-src``: the same JSON, cached
+    by snapshot) with a collapsible tree, parent before children (start order), a bar per span
+    on the trace's time axis, and a "logs" link per span. The page stays small whatever the
+    trace's size: only the rows in view are in the document (virtual scrolling)."""
     head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
                        "empty_reason": data["empty_reason"]}, api, [])
     if data["empty_reason"]:
         return head
-    head = head.removesuffix("</section>")
     # drop the empty table the generic renderer added
-    head = head.split('<div class="scroll">')[0]
+    head = head.removesuffix("</section>").split('<div class="scroll">')[0]
     cols = data["columns"]
-    rows = [dict(zip(cols, r)) for r in data["rows"]]
-    ids = {r["span_id"] for r in rows}
-    children: dict[str | None, list[dict]] = {}
-    for r in rows:
-        parent = r["parent_span_id"] if r["parent_span_id"] in ids and r["parent_span_id"] != r["span_id"] else None
-        children.setdefault(parent, []).append(r)
-    starts = [dt.datetime.fromisoformat(r["start"]) for r in rows if r["start"]]
-    ends = [dt.datetime.fromisoformat(r["end"]) for r in rows if r["end"]]
-    t0 = min(starts) if starts else None
-    total = max(((max(ends) - t0).total_seconds() * 1000) if ends and t0 else 0.0, 1e-3)
-    out = [head, (f'<p class="note">{len(rows)} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
-                  '"logs" to show only that span\'s logs.</p><div class="scroll waterfall-wrap"><table class="waterfall">'
-                  '<colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs"></colgroup>'
-                  '<thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead><tbody>')]
-    seen: set[str] = set()
-    stack = [(r, 0) for r in reversed(children.get(None, []))]
-    while stack:
-        r, depth = stack.pop()
-        if r["span_id"] in seen:
-            continue
-        seen.add(r["span_id"])
-        kids = children.get(r["span_id"], [])
-        stack.extend((k, depth + 1) for k in reversed(kids))
-        off = ((dt.datetime.fromisoformat(r["start"]) - t0).total_seconds() * 1000) if t0 and r["start"] else 0.0
-        dur = float(r["duration_ms"] or 0.0)
-        x, w = 1000 * off / total, max(1000 * dur / total, 1.0)
-        err = "err" if r["status_code"] == "ERROR" else "ok"
-        toggle = '<button class="fold" type="button" aria-label="fold">▾</button>' if kids else '<span class="leaf"></span>'
-        sid = _e(r["span_id"])
-        # compact rows (5,000 spans stay usable): the bar is placed by app.js from data-x / data-w
-        # (percent of the trace), the logs link is handled by one delegated listener, not per element
-        out.append(f'<tr class="span {err}" data-id="{sid}" data-parent="{_e(r["parent_span_id"] or "")}" data-depth="{depth}" '
-                   f'data-x="{x / 10:.2f}" data-w="{w / 10:.2f}"><td class="name">{toggle}<b>{_e(r["service"])}</b> {_e(r["name"])}'
-                   f'{" <em>" + _e(r["status_message"] or "error") + "</em>" if err == "err" else ""}</td>'
-                   f'<td class="num">{dur:.3f}</td><td class="bar-col"><i></i></td>'
-                   f'<td><a class="span-logs" href="/traces/{tid}?span_id={sid}">logs</a></td></tr>')
-    out.append(f'</tbody></table></div><p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')
-    return "".join(out)
+    i_start, i_end = cols.index("start"), cols.index("end")
+    starts = [dt.datetime.fromisoformat(r[i_start]) for r in data["rows"] if r[i_start]]
+    ends = [dt.datetime.fromisoformat(r[i_end]) for r in data["rows"] if r[i_end]]
+    total = ((max(ends) - min(starts)).total_seconds() * 1000) if starts and ends else 0.0
+    n = data["row_count"]
+    return (head + f'<p class="note">{n} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+            '"logs" to show only that span\'s logs.</p>'
+            f'<div class="scroll waterfall-wrap"><table class="waterfall" data-src="{_e(api)}" data-spans="{n}" '
+            f'data-trace="{_e(tid)}"><colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs">'
+            '</colgroup><thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead>'
+            '<tbody></tbody></table></div>'
+            f'<p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')

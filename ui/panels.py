@@ -142,6 +142,19 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
               "No table has a commit yet: run `obsflow run` (or the Kafka job) first.",
               note="From each table's Iceberg metadata (snapshot summaries): records added per commit, and the "
                    "source records read since the table's previous commit (the obsflow.offsets each commit carries)."),
+        Panel("pipeline_counters", "Records in / accepted / dead-lettered / dropped, per commit", None,
+              "No commit in this time range carries the job's run counters (obsflow.stats in the snapshot summary: "
+              "written by `obsflow run` on Bytewax and Beam from this version on).",
+              chart={"type": "line", "x": "committed_at", "y": "records_in",
+                     "also": ["records_accepted", "records_dead_lettered", "records_dropped"]},
+              note="The job's counters when each commit was made (any table), cumulative since its run started "
+                   "(run_started), and what each grew by since the run's previous commit; a run's last commit "
+                   "holds its run summary's counters. From each commit's snapshot summary (obsflow.stats)."),
+        Panel("tail_sampling", "Tail sampling: kept and dropped by reason (per run)", None,
+              "No commit in this time range carries tail-sampling counters (the run read no spans, or its "
+              "commits predate obsflow.stats).",
+              note="traces sampled / not_sampled, dropped_traces and dropped_spans by reason, early decisions: the "
+                   "run's counters at its newest commit in the range (kept traces per policy: Traces, kept_by)."),
         Panel("dead_letters_by_reason", "Dead letters by reason",
               f"SELECT reason, count(*) AS records, min(received_at) AS first_seen, max(received_at) AS last_seen\n"
               f"FROM obs.dead_letters\nWHERE {dl}\nGROUP BY reason\nORDER BY records DESC, reason",

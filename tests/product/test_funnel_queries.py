@@ -34,8 +34,9 @@ def _ms(iso: str) -> int:
 
 
 def sessions_from_records(spec) -> dict[str, tuple[int, list[int], int]]:
-    """Per session: (steps reached: the longest prefix of steps that each occur, the time of
-    each reached step's first occurrence, the time of the session's last event)."""
+    """Per session: (steps reached: the longest prefix of steps that each occur, the time each
+    reached step was reached: the latest first occurrence of it and the steps before it, the
+    time of the session's last event)."""
     evs: dict[str, list] = {}
     src = embedded(spec, COUNT, batch_size=500)
     for part in src.partitions():
@@ -53,7 +54,7 @@ def sessions_from_records(spec) -> dict[str, tuple[int, list[int], int]]:
             t = next((ts for ts, e, p in items if match(e, p)), None)
             if t is None:
                 break
-            times.append(t)
+            times.append(max([t, *times]))  # reached when it and every step before it have occurred
         out[sid] = (len(times), times, max(ts for ts, _, _ in items))
     return out
 

@@ -34,8 +34,10 @@ def _env() -> dict[str, str]:
 def demo_warehouse(tmp_path_factory) -> Path:
     """A local warehouse holding every table, from ``obsflow run --count 3000 --dev-key``."""
     wh = tmp_path_factory.mktemp("ui-demo") / "warehouse"
-    subprocess.run([sys.executable, "-m", "runners.cli", "run", "--count", str(DEMO_COUNT), "--dev-key",
-                    "--warehouse", str(wh)], check=True, env=_env(), cwd=ROOT, capture_output=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--count", str(DEMO_COUNT), "--dev-key",
+                          "--warehouse", str(wh)], check=True, env=_env(), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    (wh.parent / "run-summary.txt").write_text(res.stdout)  # the run summary, for tests of the persisted counters
     return wh
 
 

@@ -292,3 +292,90 @@ def test_commits_from_snapshot_summaries(ui_server, demo_warehouse):
         assert all(r["added_records"] == int(by_id[r["snapshot_id"]].summary["added-records"]) for r in mine), table
     first_events = min((r for r in got if r["table_name"] == "events"), key=lambda r: r["committed_at"])
     assert first_events["source_records_since_previous_commit"] == DEMO_COUNT  # every generated event record was read
+
+
+def test_row_links_carry_the_page_time_range(ui_server, sql):
+    """A drop-off opens its sessions, an alert its page, in the time range of the page they
+    are on (an alert window's link to traces keeps its own bounds: the window)."""
+    import html
+    import re
+
+    step = sql("SELECT funnel_last_step FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
+               "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0]
+    fp = sql("SELECT fingerprint FROM obs.alerts ORDER BY ts DESC, fingerprint LIMIT 1")[0][0]
+    for rng in ("all", "30d"):
+        body = ui_server.get("/product", range=rng).text
+        hrefs = {html.unescape(h) for h in re.findall(r'href="(/sessions\?funnel=[^"]*)"', body)}
+        assert f"/sessions?funnel=signup&last_step={step}&range={rng}" in hrefs
+        assert all(h.endswith(f"&range={rng}") for h in hrefs)
+        body = ui_server.get("/alerts", range=rng).text
+        assert f'href="/alerts/{fp}?range={rng}"' in body
+    body = ui_server.get("/product", **{"from": "2020-01-01T00:00:00Z"}).text
+    hrefs = {html.unescape(h) for h in re.findall(r'href="(/sessions\?funnel=[^"]*)"', body)}
+    assert hrefs and all(h.endswith("&from=2020-01-01T00%3A00%3A00Z") for h in hrefs)
+    body = ui_server.get(f"/alerts/{fp}", range="all").text
+    windows = [html.unescape(h) for h in re.findall(r'href="(/traces\?service=[^"]*)"', body)]
+    assert windows and all("&from=" in h and "&to=" in h and "range=" not in h for h in windows)
+
+
+def _summary_counters(text: str) -> tuple[tuple[int, ...], dict[str, int]]:
+    """From `obsflow run`'s printed summary: (records in, accepted, dead-lettered, dropped) and
+    the tail-sampling figures {counter:reason: n} it prints (traces kept / not sampled, spans)."""
+    import re
+
+    m = re.search(r"run finished in [\d.]+s: ([\d,]+) records in \(.*?\), ([\d,]+) accepted, ([\d,]+) dead-lettered, "
+                  r"([\d,]+) dropped", text)
+    assert m, text
+    nums = tuple(int(g.replace(",", "")) for g in m.groups())
+    m = re.search(r"tail sampling: ([\d,]+) traces kept, ([\d,]+) not sampled \(([\d,]+) spans\)", text)
+    assert m, text
+    kept, not_sampled, spans = (int(g.replace(",", "")) for g in m.groups())
+    return nums, {"traces:sampled": kept, "traces:not_sampled": not_sampled, "dropped_spans:not_sampled": spans}
+
+
+def _check_counters(counters: dict, tail: dict, summary: str) -> None:
+    (n_in, acc, dead, dropped), want_tail = _summary_counters(summary)
+    rows = rows_as_dicts(counters)
+    assert rows, counters["empty_reason"]
+    newest = rows[-1]
+    assert (newest["records_in"], newest["records_accepted"], newest["records_dead_lettered"], newest["records_dropped"]) \
+        == (n_in, acc, dead, dropped)
+    assert n_in == acc + dead + dropped
+    # the per-commit increments of the run add up to its totals
+    assert sum(r["in_since_previous_commit"] for r in rows) == n_in
+    assert sum(r["dead_lettered_since_previous_commit"] for r in rows) == dead
+    got_tail = {f"{r['counter']}:{r['reason']}": r["count"] for r in rows_as_dicts(tail)}
+    assert {k: got_tail.get(k) for k in want_tail} == want_tail
+
+
+def test_pipeline_counters_equal_the_run_summary(ui_server, demo_warehouse):
+    """The job writes its run counters in each commit's summary; the health page's newest
+    figures equal the run summary `obsflow run` printed (Bytewax)."""
+    page = ui_server.api("/health", range="all")
+    _check_counters(panel(page, "pipeline_counters"), panel(page, "tail_sampling"),
+                    (demo_warehouse.parent / "run-summary.txt").read_text())
+    assert panel(page, "pipeline_counters")["chart"]["x"] == "committed_at"
+    old = ui_server.api("/health/pipeline_counters", **{"to": "2000-01-01T00:00:00Z"})
+    assert old["row_count"] == 0 and "obsflow.stats" in old["empty_reason"]
+
+
+def test_pipeline_counters_on_beam(tmp_path):
+    """The same counters in the commits of a run on Beam (DirectRunner, in process)."""
+    import subprocess
+    import sys
+
+    from pipelines import DEFAULT_SPEC
+    from tests.ui.conftest import ROOT, _env
+    from ui import panels as P
+    from ui.app import answer
+    from ui.data import Reader
+    from ui.server import load
+
+    wh = tmp_path / "warehouse"
+    res = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "beam", "--count", "300", "--dev-key",
+                          "--warehouse", str(wh)], check=True, env=_env(), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    reader = Reader(load(str(DEFAULT_SPEC), str(wh)))
+    tr = P.time_range({"range": "all"})
+    ps = {p.id: p for p in P.health_panels(sorted(reader.tables()), tr)}
+    _check_counters(answer(reader, ps["pipeline_counters"], tr=tr), answer(reader, ps["tail_sampling"], tr=tr), res.stdout)

@@ -76,8 +76,7 @@ def test_pages_render_offline_without_console_errors(ui_server, browser_page, sq
     step, n = sql("SELECT funnel_last_step, count(*) FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
                   "AND funnel_last_step <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")[0]
     page.locator(f'#panel-funnel_signup a[href*="last_step={step}"]').click()
-    page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}")
-    page.goto(page.url + "&range=all")
+    page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}&range=all")  # the page's time range goes along
     assert page.locator("#panel-list tbody tr").count() == n
     assert problems == []
 
@@ -92,6 +91,7 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
     page.goto(f"{ui_server.url}/traces?range=all&limit=1000")
     page.locator(f'#panel-search a[href="/traces/{tid}"]').click()
     page.wait_for_url(f"**/traces/{tid}")
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")  # rows come from the spans API
     assert page.locator("table.waterfall tr.span").count() == n_spans
     assert page.locator("#trace-logs tbody tr").count() == n_trace
     page.screenshot(path=str(shots / "trace.png"), full_page=True)
@@ -107,11 +107,24 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
     page.wait_for_url(f"**/traces/{tid}")
     page.locator("#trace-logs h2", has_text=re.compile(r"^Logs of this trace$")).wait_for()
     assert page.locator("#trace-logs tbody tr").count() == n_trace
-    # folding a span with children hides its subtree
+    # folding a span with children hides its subtree: exactly its descendants (from the test's SQL)
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
     parent = page.locator("table.waterfall tr.span:has(button.fold)").first
     if parent.count():
+        pid = parent.get_attribute("data-id")
+        kids: dict = {}
+        for s, p in sql(f"SELECT span_id, parent_span_id FROM obs.spans WHERE trace_id = '{tid}'"):
+            kids.setdefault(p, []).append(s)
+        below, todo = 0, list(kids.get(pid, []))
+        while todo:
+            below += 1
+            todo.extend(kids.get(todo.pop(), []))
         parent.locator("button.fold").click()
-        assert page.locator("table.waterfall tr.span.hidden").count() >= 1
+        assert page.locator("table.waterfall tr.span").count() == n_spans - below
+        assert page.locator("table.waterfall").get_attribute("data-visible") == str(n_spans - below)
+        parent = page.locator(f'table.waterfall tr.span[data-id="{pid}"]')
+        parent.locator("button.fold").click()
+        assert page.locator("table.waterfall tr.span").count() == n_spans
     assert problems == []
 
 
@@ -124,9 +137,8 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
                   "AND t.start < m.window_end AND t.trace_id IN (SELECT s.trace_id FROM obs.spans s WHERE s.service = m.labels['service'])) "
                   f"FROM obs.metrics m WHERE m.name = 'http.latency_ms' AND m.resolution = '1m' AND {conds} ORDER BY 1")
     page.goto(f"{ui_server.url}/alerts?range=all")
-    page.locator(f'#panel-changes a[href="/alerts/{fp}"]').first.click()
-    page.wait_for_url(f"**/alerts/{fp}")
-    page.goto(page.url + "?range=all")
+    page.locator(f'#panel-changes a[href="/alerts/{fp}?range=all"]').first.click()
+    page.wait_for_url(f"**/alerts/{fp}?range=all")  # the page's time range goes along
     page.locator("#panel-series .chart canvas").first.wait_for(state="attached", timeout=15_000)
     assert page.locator("#panel-series tbody tr").count() == len(windows)
     page.screenshot(path=str(shots / "alert.png"), full_page=True)
@@ -138,5 +150,74 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
     tid = first.inner_text()
     first.click()
     page.wait_for_url(f"**/traces/{tid}")
+    page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
     assert page.locator("table.waterfall tr.span").count() == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
+    assert problems == []
+
+
+def _append_tree_trace(warehouse, n: int) -> str:
+    """Append one trace of ``n`` spans (a tree, fan-out 4, each child inside its parent, one
+    span in 97 an error) to obs.spans and its row to obs.traces; return its trace id."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from pipelines import DEFAULT_SPEC
+    from sinks.catalog import open_catalog
+    from ui.server import load
+
+    cat = open_catalog(load(str(DEFAULT_SPEC), str(warehouse)).storage, create=False)
+    spans, traces = cat.load_table("obs.spans"), cat.load_table("obs.traces")
+    proto = spans.scan(limit=1).to_arrow()
+    tid, t0, rows = "5e" * 16, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), []
+    for i in range(n):
+        start = t0 + dt.timedelta(microseconds=10 * i)
+        rows.append({**proto.to_pylist()[0], "trace_id": tid, "span_id": f"{i + 1:016x}",
+                     "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}", "name": f"op-{i % 50}",
+                     "start": start, "end": start + dt.timedelta(milliseconds=100), "duration_ms": 100.0,
+                     "status_code": "ERROR" if i % 97 == 0 else "OK"})
+    spans.append(pa.Table.from_pylist(rows, schema=proto.schema))
+    tproto = traces.scan(limit=1).to_arrow()
+    traces.append(pa.Table.from_pylist([{**tproto.to_pylist()[0], "trace_id": tid, "start": t0, "span_count": n}],
+                                       schema=tproto.schema))
+    return tid
+
+
+def test_a_large_trace_keeps_only_the_rows_in_view(ui_server, browser_page, sql, demo_warehouse):
+    """A 2,000-span trace: the page carries no span row, the document holds only the rows in
+    view, scrolling to the end shows the last span in tree order, a fold hides exactly the
+    span's descendants. (Runs last: it appends to the shared warehouse.)"""
+    page, problems, shots = browser_page
+    tid = _append_tree_trace(demo_warehouse, 2000)
+    kids: dict = {}
+    for s, p in sql(f"SELECT span_id, parent_span_id FROM obs.spans WHERE trace_id = '{tid}' ORDER BY start, span_id"):
+        kids.setdefault(p, []).append(s)
+    order, todo = [], list(reversed(kids[None]))  # the tree in preorder, children in start order
+    while todo:
+        s = todo.pop()
+        order.append(s)
+        todo.extend(reversed(kids.get(s, [])))
+    assert len(order) == 2000
+    html = ui_server.get(f"/traces/{tid}").text
+    assert 'data-spans="2000"' in html and 'class="span' not in html and len(html) < 20_000
+    page.goto(f"{ui_server.url}/traces/{tid}")
+    table = page.locator('table.waterfall[data-ready="done"]')
+    table.wait_for(state="attached")
+    assert table.get_attribute("data-visible") == "2000"
+    in_doc = page.locator("table.waterfall tr.span")
+    assert 0 < in_doc.count() < 300
+    assert in_doc.first.get_attribute("data-id") == order[0]
+    page.locator(".waterfall-wrap").evaluate("w => { w.scrollTop = w.scrollHeight; }")
+    page.locator(f'table.waterfall tr.span[data-id="{order[-1]}"]').wait_for()
+    assert 0 < in_doc.count() < 300
+    page.screenshot(path=str(shots / "trace-2000-spans-end.png"))
+    page.locator(".waterfall-wrap").evaluate("w => { w.scrollTop = 0; }")
+    first_child = page.locator(f'table.waterfall tr.span[data-id="{kids[order[0]][0]}"]')
+    first_child.wait_for()
+    below, todo = 0, list(kids.get(kids[order[0]][0], []))
+    while todo:
+        below += 1
+        todo.extend(kids.get(todo.pop(), []))
+    first_child.locator("button.fold").click()
+    assert table.get_attribute("data-visible") == str(2000 - below) and below == 975
     assert problems == []

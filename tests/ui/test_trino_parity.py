@@ -28,9 +28,13 @@ def shared(trino_server, trino_catalog_properties):
                                "properties": {k: str(v) for k, v in keep.items()}}
     spec = parse_spec(d)
     from runners.bytewax.run import run
+    from runners.stats import STATS
 
+    STATS.reset()  # this run's counters only (tests before it may have run jobs in this process)
     run(RunRequest(spec=spec, runner="bytewax", count=2000, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
-    return spec, trino_server
+    from sinks.iceberg import run_counters
+
+    return spec, trino_server, run_counters(STATS)
 
 
 def _norm(v):
@@ -58,7 +62,7 @@ def test_every_panel_same_in_trino_and_duckdb(shared):
     from ui.app import create_app
     from ui.data import Reader
 
-    spec, server = shared
+    spec, server, counters = shared
     duck = TestClient(create_app(spec, Reader(spec, "duckdb")))
     tri = TestClient(create_app(spec, Reader(spec, "trino", server.url)))
     tid = duck.get("/api/v1/traces/search", params={"range": "all", "limit": "1"}).json()["rows"][0][0]
@@ -82,3 +86,9 @@ def test_every_panel_same_in_trino_and_duckdb(shared):
     commits = duck.get("/api/v1/health/commits").json()
     events = [dict(zip(commits["columns"], r)) for r in commits["rows"] if r[1] == "events"]
     assert sum(r["source_records_since_previous_commit"] for r in events) == 2000
+    # and the job's counters in them (obsflow.stats): the newest equal the run's own
+    got = duck.get("/api/v1/health/pipeline_counters", params={"range": "all"}).json()
+    newest = dict(zip(got["columns"], got["rows"][-1]))
+    assert (newest["records_in"], newest["records_accepted"], newest["records_dead_lettered"], newest["records_dropped"]) \
+        == (counters["records_in"], counters["records_accepted"], counters["records_dead"], counters["records_dropped"])
+    assert counters["records_in"] == 8000  # 2,000 per source

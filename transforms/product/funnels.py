@@ -4,8 +4,9 @@ With ``ordered: true`` a session walks a funnel strictly in event-time order: an
 advances it from step ``k`` to ``k+1`` only if it matches step ``k+1``. By default (``ordered:
 false``) step ``k`` is reached when steps ``1..k`` each occur in the session, whatever their
 order (client clocks jitter by seconds, so a form step can carry an earlier time than the
-one before it); a step's time is its first occurrence. Per session this gives the steps reached, the last step, the time
-of each step (time between steps), and form abandonment (a ``form_start`` of the funnel's
+one before it); a step's time is when it and every step before it have occurred (the latest
+of their first occurrences), so times between steps and to convert are never negative. Per
+session this gives the steps reached, the last step, the time of each step (time between steps), and form abandonment (a ``form_start`` of the funnel's
 form without a ``form_submit`` of it in the session).
 
 :class:`FunnelReport` aggregates closed sessions per report window (the window holding

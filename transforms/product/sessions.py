@@ -136,7 +136,9 @@ class ProductAnalytics:
                     if hit is None:
                         break
                     k += 1
-                    times.append(hit)
+                    # reached when steps 1..k have all occurred: at the latest of their first
+                    # occurrences (a jittered client clock never makes a step precede the one before)
+                    times.append(max(hit, times[-1]) if times else hit)
             for e in evs:
                 if form is not None and e[4] == form:
                     started |= e[2] == "form_start"
