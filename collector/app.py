@@ -514,13 +514,17 @@ class Door:
                                                "received_ms": received})
         records, dead, results = [], [], []
         base = [("received_at", str(received).encode())]
+        by_sent: dict[str | None, list[tuple[str, bytes]]] = {None: base}  # one (read-only) headers list per distinct sent_at
+        topic = target.topic
         for i, payload in enumerate(judged.payloads):
+            sent = judged.sent_at[i] or None
+            h = by_sent.get(sent)
+            if h is None:
+                h = by_sent[sent] = base + [("sent_at", sent.encode())]
             if judged.reasons[i] is None:
-                h = base + ([("sent_at", judged.sent_at[i].encode())] if judged.sent_at[i] else [])
-                records.append(Record(target.topic, payload, judged.keys[i], h))
+                records.append(Record(topic, payload, judged.keys[i], h))
                 results.append({"index": i, "status": "accepted"})
             else:
-                h = base + ([("sent_at", judged.sent_at[i].encode())] if judged.sent_at[i] else [])
                 dead.append((payload, judged.reasons[i], judged.details[i] or "", judged.keys[i], h))
                 results.append({"index": i, "status": "rejected", "reason": judged.reasons[i], "detail": judged.details[i]})
         for payload, reason, detail, key_, h in dead:
