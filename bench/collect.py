@@ -14,6 +14,8 @@ psutil the CPU time of its process tree. Baselines measured in the same run:
   of the same bytes, keyed), records per CPU-second of this process: the producer's ceiling.
 - ``before`` (with ``--baseline-root DIR``): the collector of another checkout (e.g. the
   code before a change), same server, same requests, same broker: a before/after pair.
+- ``pydecoder`` (with ``--decoder-baseline``): this collector with ``OBSFLOW_DECODER=python``
+  (the Python JSON / OTLP decoders instead of the compiled one): what the decoder changes.
 Then ``open60``: single-event requests on a fixed schedule (open loop, latency from the
 scheduled time) at 60% of the rate the first server's collector took closed-loop: p50/p99.
 
@@ -295,6 +297,7 @@ def main() -> int:
     ap.add_argument("--loads", default="spans,events50,single")
     ap.add_argument("--producer-records", type=int, default=200_000)
     ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)")
+    ap.add_argument("--decoder-baseline", action="store_true", help="also measure this collector with OBSFLOW_DECODER=python")
     ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
                                                   "hide optional packages, to measure without them)")
     args = ap.parse_args()
@@ -333,6 +336,9 @@ def main() -> int:
             if args.baseline_root:
                 results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(),
                                                                 args.baseline_pythonpath)
+            if args.decoder_baseline:
+                results[f"pydecoder/{server}"] = measure_collector(server, spec_path, loads, args, tmp,
+                                                                   {**env, "OBSFLOW_DECODER": "python"})
             results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")
