@@ -14,8 +14,11 @@ psutil the CPU time of its process tree. Baselines measured in the same run:
   of the same bytes, keyed), records per CPU-second of this process: the producer's ceiling.
 - ``before`` (with ``--baseline-root DIR``): the collector of another checkout (e.g. the
   code before a change), same server, same requests, same broker: a before/after pair.
+- ``pydecoder`` (with ``--decoder-baseline``): this collector with ``OBSFLOW_DECODER=python``
+  (the Python JSON / OTLP decoders instead of the compiled one): what the decoder changes.
 Then ``open60``: single-event requests on a fixed schedule (open loop, latency from the
-scheduled time) at 60% of the rate the first server's collector took closed-loop: p50/p99.
+scheduled time) at 60% of the rate the first server's collector took closed-loop: p50/p99
+(and at ``--open-rate`` requests/s when given, e.g. 3000: 60% of the 5,000/s target).
 
 Starts a broker (``infra.kafka.start``) unless ``$OBSFLOW_KAFKA_BOOTSTRAP`` is set. Prints
 a table and one JSON line. Not run in CI (about 2 minutes with the defaults)."""
@@ -295,6 +298,8 @@ def main() -> int:
     ap.add_argument("--loads", default="spans,events50,single")
     ap.add_argument("--producer-records", type=int, default=200_000)
     ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)")
+    ap.add_argument("--open-rate", type=float, help="also measure single-event requests open loop at this rate (requests/s)")
+    ap.add_argument("--decoder-baseline", action="store_true", help="also measure this collector with OBSFLOW_DECODER=python")
     ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
                                                   "hide optional packages, to measure without them)")
     args = ap.parse_args()
@@ -333,6 +338,9 @@ def main() -> int:
             if args.baseline_root:
                 results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(),
                                                                 args.baseline_pythonpath)
+            if args.decoder_baseline:
+                results[f"pydecoder/{server}"] = measure_collector(server, spec_path, loads, args, tmp,
+                                                                   {**env, "OBSFLOW_DECODER": "python"})
             results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")
@@ -340,11 +348,14 @@ def main() -> int:
             # 60% of what this collector took closed-loop in this run
             results[f"open60/{first}"] = measure_open_loop(first, spec_path, loads["single"], 0.6 * single["wall_per_s"],
                                                            args.seconds, env)
+        if args.open_rate:
+            results[f"open{args.open_rate:g}/{first}"] = measure_open_loop(first, spec_path, loads["single"], args.open_rate,
+                                                                            args.seconds, env)
     if broker is not None:
         broker.stop(remove_data=True)
     print(f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8}")
     for name, r in results.items():
-        if name.startswith("open60"):
+        if name.startswith("open"):
             print(f"{name:<20} single at {r['rate']}/s open loop: {r['requests']} requests {r['codes']}, "
                   f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
             continue

@@ -185,13 +185,19 @@ class EventJudge:
         for r, (items, kw) in enumerate(requests):
             out = self._prepare(items, kw)
             outs.append(out)
+            received_ms, public = kw["received_ms"], kw["public"]
+            received = [("received_at", str(received_ms).encode())]
+            by_sent: dict[str | None, list[tuple[str, bytes]]] = {None: received}  # one (read-only) list per distinct sent_at
             for i, payload in enumerate(out.payloads):
                 if out.reasons[i] is None:
                     values.append(payload)
-                    stamps.append(kw["received_ms"])
-                    sent = out.sent_at[i]
-                    headers.append([("received_at", str(kw["received_ms"]).encode())] + ([("sent_at", sent.encode())] if sent else []))
-                    owners.append((r, i, kw["public"]))
+                    stamps.append(received_ms)
+                    sent = out.sent_at[i] or None
+                    h = by_sent.get(sent)
+                    if h is None:
+                        h = by_sent[sent] = received + [("sent_at", sent.encode())]
+                    headers.append(h)
+                    owners.append((r, i, public))
         if not values:
             return outs
         raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),
