@@ -3,6 +3,7 @@ the summary it prints."""
 
 from __future__ import annotations
 
+from typing import Any, cast
 import time
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ class RunResult:
 
 def embedded_source(req: RunRequest) -> EmbeddedSource:
     if req.source_override is not None:
-        return req.source_override
+        return cast(EmbeddedSource, req.source_override)
     spec = req.spec
     max_bytes = DEFAULT_MAX_BYTES
     for f in spec.flows:
@@ -150,7 +151,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
 def catch_up_spec(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` without side outputs (alerts and dead letters to Kafka, Alertmanager): a
     catch-up re-derives rows for one table; what it would push was pushed the first time."""
-    update = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
+    update: dict[str, Any] = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
     if spec.alerts is not None:
         update["alerts"] = spec.alerts.model_copy(update={"alertmanager_url": None})
     return spec.model_copy(update=update)

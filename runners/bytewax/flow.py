@@ -17,6 +17,7 @@ checkpoint (see ``sinks.iceberg``)."""
 
 from __future__ import annotations
 
+from typing import cast
 import time
 from datetime import datetime, timedelta, UTC
 from collections.abc import Iterator
@@ -209,7 +210,7 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     metrics and product stages' outputs."""
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
-        partitions = [k for k in partitions if source.ranges[k].backlog]
+        partitions = [k for k in cast(list, partitions) if source.ranges[k].backlog]
     graph = PipelineGraph(spec)
 
     def process(raw):
