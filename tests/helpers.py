@@ -1,5 +1,6 @@
-"""Test helpers: a spec on a temporary warehouse, table reads, and the generator's
-ground truth (which records are malformed and why, how many rows the good ones make)."""
+"""Test helpers: a spec on a temporary warehouse, the default spec as a mapping and its load
+problems, a run on either engine, table reads, and the generator's ground truth (which
+records are malformed and why, how many rows the good ones make)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,40 @@ import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pytest
 import yaml
 
 from pipelines import DEFAULT_SPEC
-from pipelines.loader import parse_spec
+from pipelines.loader import SpecError, parse_spec
 from pipelines.spec import PipelineSpec
+from runners.job import RunRequest
 from sinks.catalog import open_catalog
 from sources.generator import EmbeddedSource
 
 START_MS = 1_763_000_000_000  # a fixed simulated start, so runs are comparable
+
+
+def default_data() -> dict:
+    """A fresh mapping of the default spec (pipelines/observability.yaml), to mutate."""
+    return yaml.safe_load(DEFAULT_SPEC.read_text())
+
+
+def spec_problems(data) -> list[tuple[str, str]]:
+    """The ``(key path, message)`` problems of a spec mapping that must fail to load; the
+    test fails when it loads."""
+    with pytest.raises(SpecError) as e:
+        parse_spec(data)
+    return e.value.problems
+
+
+def engine_run(req: RunRequest):
+    """Run ``req`` on its engine (``req.runner``: ``bytewax``, else Beam) and return what
+    that engine's ``run`` returns."""
+    if req.runner == "bytewax":
+        from runners.bytewax.run import run as go
+    else:
+        from runners.beam.run import run as go
+    return go(req)
 
 
 def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage_commit) -> PipelineSpec:

@@ -11,6 +11,7 @@ from pipelines.loader import parse_spec
 from runners.job import RunRequest
 from runners.stats import STATS
 from sources.generator import EmbeddedPartition
+from tests.helpers import engine_run
 from transforms.batch import RawBatch
 
 BASE = 1_763_000_040_000  # a whole minute
@@ -53,8 +54,4 @@ def metric_spec(warehouse, rollup: dict, alerts: dict | None = None, partitions:
 def run(runner: str, spec, source=None, **kw):
     STATS.reset()
     req = RunRequest(spec=spec, runner=runner, source_override=source, **kw)
-    if runner == "bytewax":
-        from runners.bytewax.run import run as go
-    else:
-        from runners.beam.run import run as go
-    return go(req)
+    return engine_run(req)

@@ -9,16 +9,8 @@ import yaml
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration, ProductStep
-
-
-def default_data() -> dict:
-    return yaml.safe_load(DEFAULT_SPEC.read_text())
-
-
-def problems(data) -> list[tuple[str, str]]:
-    with pytest.raises(SpecError) as e:
-        parse_spec(data)
-    return e.value.problems
+from tests.helpers import default_data
+from tests.helpers import spec_problems as problems
 
 
 def test_default_spec_loads_with_its_flows_and_steps():
