@@ -20,6 +20,7 @@ from pipelines.stages import (GLOBAL, METRICS, PRODUCT, TRACE, GlobalConfig, Sta
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
+from sinks.plan import StageWrites, WritePlan
 from transforms import shape
 from transforms.batch import INDEX, ITEM, RawBatch
 from transforms.door_verdicts import apply_door_verdicts
@@ -135,6 +136,29 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
                             upstream=up, options={"spec": spec, "kafka": kafka,
                                                   "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None}))
     return out
+
+
+def write_plan(spec: PipelineSpec) -> WritePlan:
+    """Who writes which table (:class:`sinks.plan.WritePlan`), built once per job and handed to
+    its sinks: the stateful stages (each shard reports its positions), the topics feeding each
+    table, and the ``(table, topic)`` pairs flows write directly (their batch's next offset):
+    every flow's dead letters, and its own table unless a stage writes it (spans and metrics
+    always; logs when the trace stage samples them)."""
+    defs = {d.name: d for d in plan_stages(spec)}
+    topics_of: dict[str, set[str]] = {}
+    for topic, names in PipelineGraph.tables_by_topic(spec).items():
+        for n in names:
+            topics_of.setdefault(n, set()).add(topic)
+    stateless: set[tuple[str, str]] = set()
+    staged_logs = any(d.name == TRACE and d.config[1] is not None for d in defs.values())
+    for f in spec.flows:
+        src = spec.source(f.source)
+        sig = src.signal
+        stateless.add((spec.dead_letters.table, src.topic_name))
+        if sig not in ("span", "metric") and not (sig == "log" and staged_logs and TRACE in defs):
+            stateless.add((f.sink.table, src.topic_name))
+    stages = {n: StageWrites(n, d.shards, tuple(d.tables), tuple(d.topics)) for n, d in defs.items()}
+    return WritePlan(stages, {t: frozenset(ts) for t, ts in topics_of.items()}, frozenset(stateless))
 
 
 def _crc_shards(values: pa.Array, shards: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from core.batch import DEFAULT_MAX_BYTES
-from pipelines.graph import PipelineGraph
+from pipelines.graph import PipelineGraph, write_plan
 from pipelines.spec import PipelineSpec, ValidateStep
 from runners import defaults
 from sinks.iceberg import IcebergSink
@@ -104,7 +104,7 @@ def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | No
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    sink = IcebergSink(spec, names)
+    sink = IcebergSink(spec, names, plan=write_plan(spec))
     return sink.resume_offsets(graph_tables)
 
 
@@ -134,7 +134,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     are, gives every table the same positions; the run then resumes from there."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = IcebergSink(spec, names, background=False).committed
+    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec)).committed
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}

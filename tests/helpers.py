@@ -124,11 +124,11 @@ def embedded(spec: PipelineSpec, count: int, seed: int = 42, batch_size: int = 1
 def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
     """Run the stateless flows of ``spec`` over ``source`` straight into the Iceberg sink
     (no engine): for storage tests. Returns the closed sink (its stats)."""
-    from pipelines.graph import PipelineGraph
+    from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink
 
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names)
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
     if max_rows:
         sink.max_rows = max_rows
     for part in source.partitions():
