@@ -178,7 +178,7 @@ class RangeSource:
             yield b
 
 
-def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, object]]:
+def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
     """Each lagging table's catch-up and what it reads: for Kafka ``(KafkaSource,
     [PartitionRange])`` (a source of its own, outside the run's record budget), else a
     :class:`RangeSource` over the run's embedded source."""
