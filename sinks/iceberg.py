@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -136,8 +136,8 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter, downc
     source is a nested column or the codes would not fit 62 bits (the caller lets pyiceberg
     split those). ``downcast_ns``: pyiceberg's ``downcast-ns-timestamp-to-us-on-write``."""
     spec, schema = meta.spec(), meta.schema()
-    target = property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    target = cast(int, property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                                       TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))  # a default: never None
     task_schema = pyarrow_to_schema(data.schema, name_mapping=schema.name_mapping, format_version=meta.format_version,
                                     downcast_ns_timestamp_to_us=downcast_ns)
 
@@ -280,7 +280,7 @@ class IcebergSink:
         Partitions no table has recorded are absent (start from the beginning)."""
         out: dict[str, int] = {}
         for topic, names in tables_for_topic.items():
-            keys = set()
+            keys: set[str] = set()
             for n in names:
                 keys.update(k for k in self.committed.get(n, {}) if k.rsplit(":", 1)[0] == topic)
             for k in keys:
@@ -329,7 +329,7 @@ class IcebergSink:
         if not vals or any(v is None for v in vals):
             return
         p = self.pending[name]
-        p.positions[tp] = max(p.positions.get(tp, 0), min(vals))
+        p.positions[tp] = max(p.positions.get(tp, 0), min(cast("list[int]", vals)))
 
     def _new_rows(self, name: str, rows: pa.Table) -> pa.Table:
         """``rows`` without those the table already holds (only with ``dedupe``)."""
@@ -463,11 +463,12 @@ class IcebergSink:
 
     def _raise_failed(self) -> None:
         for name, fut in list(self._inflight.items()):
-            if fut.done() and fut.exception() is not None:
+            err = fut.exception() if fut.done() else None
+            if err is not None:
                 del self._inflight[name]
                 self._failed_tables.add(name)
-                self.failed = fut.exception()
-                raise self.failed
+                self.failed = err
+                raise err
 
     def _commit(self, name: str) -> None:
         """Hand the table's buffer to the committer (or commit it here without one),
