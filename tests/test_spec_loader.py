@@ -105,3 +105,12 @@ def test_tables_of_a_spec_without_building_its_transforms():
         spec = parse_spec(data)
         assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
     assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]
+
+
+def test_a_tail_sample_step_without_its_sampler_names_the_step():
+    """The ``sampler`` of a ``tail_sample`` step is required (its policies have no default):
+    the problem names the step's key, not a bare ``policies``."""
+    d = default_data()
+    del d["flows"][2]["steps"][2]["sampler"]
+    assert d["flows"][2]["steps"][2]["kind"] == "tail_sample"
+    assert problems(d) == [("flows[2].steps[2].sampler", "required key is missing")]
