@@ -43,3 +43,28 @@ def test_stateless_spec_plan():
                               "dead_letters": frozenset({"events", "logs"})}
     assert plan.stateless == {("events", "events"), ("logs", "logs"), ("dead_letters", "events"), ("dead_letters", "logs")}
     assert table_writers(plan, ["dead_letters", "events", "logs"]) == (["dead_letters", "events", "logs"], [])
+
+
+def test_bytewax_by_table_sinks_write_what_one_sink_writes(tmp_path):
+    """The by-table writers (one per stage table, as a multi-worker cluster runs them) get the
+    plan too: in one process they land the same rows and record the same positions as the
+    single sink."""
+    from pipelines.graph import PipelineGraph
+    from runners.bytewax.flow import EmbeddedBytewaxSource, build_flow, run_flow
+    from sinks.catalog import load_tables, open_catalog
+    from sinks.iceberg import snapshot_offsets
+    from tests.helpers import embedded, local_spec, read_table
+
+    landed = {}
+    for by_table in (False, True):
+        spec = local_spec(tmp_path / f"wh-{by_table}", traces=True, metrics=True)
+        run_flow(build_flow(spec, EmbeddedBytewaxSource(embedded(spec, 300), {}), by_table=by_table))
+        names = PipelineGraph.tables_of(spec)
+        tables = load_tables(open_catalog(spec.storage), spec.storage, names)
+        landed[by_table] = ({t: read_table(spec, t).num_rows for t in names},
+                            {t: snapshot_offsets(tables[t]) for t in names})
+    assert landed[True] == landed[False]
+    rows, positions = landed[True]
+    assert rows == {"alerts": 3, "dead_letters": 11, "events": 311, "logs": 75, "metrics": 351, "sessions": 89,
+                    "spans": 28, "traces": 8}
+    assert all(positions[t] for t in rows)
