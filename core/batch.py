@@ -12,6 +12,7 @@ bytes for its dead letter."""
 
 from __future__ import annotations
 
+from typing import cast
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -169,7 +170,7 @@ class Batch:
         if self._deferred is not None:
             first = len(self.rejects) - len(hits)
             for k, row in enumerate(hits.tolist()):
-                self._problems[row] = [first + k, 1]
+                cast(dict, self._problems)[row] = [first + k, 1]
             self._deferred |= mask_np
         else:
             self.table = self.table.filter(pa.array(~mask_np))
@@ -177,7 +178,7 @@ class Batch:
     def _add_problems(self, rows: np.ndarray, details) -> None:
         """Append ``details`` (a string or per-row values) to the details of rows already rejected."""
         for row in rows.tolist():
-            entry = self._problems.get(row)
+            entry = cast(dict, self._problems).get(row)
             if entry is None:
                 continue
             if isinstance(details, str):

@@ -74,7 +74,10 @@ if __name__ == "__main__":  # pragma: no cover
     if len(sys.argv) > 1:
         from pipelines.loader import load_spec
 
-        alerting = load_spec(sys.argv[1]).alerts.engine_config()
+        spec = load_spec(sys.argv[1])
+        if spec.alerts is None:
+            raise SystemExit(f"{sys.argv[1]}: the spec has no alerts section to route from")
+        alerting = spec.alerts.engine_config()
     s = start(alerting=alerting)
     print(s.url, flush=True)
     try:

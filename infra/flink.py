@@ -282,10 +282,10 @@ def job_server_jar(beam_version: str | None = None) -> Path:
     launcher jar over ``beam-runners-flink-<minor>:BEAM_RUNNER_VERSION`` and its dependencies.
     """
     if os.environ.get(JAR_ENV):
-        jar = Path(os.environ[JAR_ENV])
-        if not jar.is_file():
-            raise FlinkSetupError(f"{JAR_ENV}={jar} is not a file")
-        return jar
+        given = Path(os.environ[JAR_ENV])
+        if not given.is_file():
+            raise FlinkSetupError(f"{JAR_ENV}={given} is not a file")
+        return given
     beam_version = beam_version or _beam_version()
     root = cache_dir("beam-flink-job-server", f"flink-{FLINK_MINOR}-beam-{beam_version}")
     done = root / _COMPLETE
@@ -641,12 +641,12 @@ def main(argv: list[str] | None = None) -> int:
             for stale in ("conf", "log", "tmp"):
                 shutil.rmtree(workdir / stale, ignore_errors=True)
             t0 = time.monotonic()
-            cluster = start(args.slots, workdir=workdir)
-            cluster.ensure_worker_pool()
+            started = start(args.slots, workdir=workdir)
+            started.ensure_worker_pool()
             job_server_jar()
-            print(cluster.rest_url)
+            print(started.rest_url)
             print(f"started in {time.monotonic() - t0:.1f}s; Beam options:", file=sys.stderr)
-            print(" ".join(cluster.beam_options()), file=sys.stderr)
+            print(" ".join(started.beam_options()), file=sys.stderr)
             return 0
         cluster = _cli_cluster()
         if args.cmd == "stop":

@@ -228,11 +228,11 @@ class PostgresServer:
                                      cwd=self.data_dir, start_new_session=True, **as_account)
         finally:
             fh.close()
-        self._process = ManagedProcess("postgres", popen, self.log)
+        process = self._process = ManagedProcess("postgres", popen, self.log)
         self._pid = popen.pid
 
         def ready() -> bool:
-            if not self._process.alive():
+            if not process.alive():
                 raise PostgresSetupError(f"postgres exited while starting; see {self.log}:\n{_tail(self.log)}")
             conn = self.connect("postgres", admin=True)
             conn.close()

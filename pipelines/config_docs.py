@@ -26,9 +26,11 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from core.durations import format_duration
-from pipelines.spec import DeadLetterSpec, OutputsSpec, StorageSpec
+from pipelines.spec import AlertsSpec, DeadLetterSpec, OutputsSpec, StorageSpec
+from transforms.alerting.config import AlertRule, InhibitRule
 from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig
+from transforms.tail_sampling import config as tail_sampling
 from transforms.tail_sampling.log_sampling import LogSamplingConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +49,22 @@ TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
         "funnel-keys": [("", FunnelConfig), ("steps[]", FunnelStep)],
     },
     "transforms/tail_sampling/README.md": {
+        "tail-sampling-keys": [("", tail_sampling.TailSamplingConfig)],
+        "policy-keys": [
+            ("latency", tail_sampling.LatencyCfg), ("status_code", tail_sampling.StatusCodeCfg),
+            ("probabilistic", tail_sampling.ProbabilisticCfg), ("rate_limiting", tail_sampling.RateLimitingCfg),
+            ("bytes_limiting", tail_sampling.BytesLimitingCfg), ("string_attribute", tail_sampling.StringAttributeCfg),
+            ("numeric_attribute", tail_sampling.NumericAttributeCfg),
+            ("boolean_attribute", tail_sampling.BooleanAttributeCfg), ("span_count", tail_sampling.SpanCountCfg),
+            ("trace_state", tail_sampling.TraceStateCfg), ("and", tail_sampling.AndCfg), ("not", tail_sampling.NotCfg),
+            ("drop", tail_sampling.DropCfg), ("composite", tail_sampling.CompositeCfg),
+            ("composite.rate_allocation[]", tail_sampling.RateAllocation),
+        ],
         "log-sampling-keys": [("", LogSamplingConfig)],
+    },
+    "transforms/alerting/README.md": {
+        "alerting-keys": [("", AlertsSpec), ("inhibit_rules[]", InhibitRule)],
+        "rule-keys": [("", AlertRule)],
     },
 }
 

@@ -7,6 +7,7 @@ Beam ``DoFn``); the logic is the same object on every engine."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ from pipelines.stages import (GLOBAL, METRICS, PRODUCT, TRACE, GlobalConfig, Sta
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
+from sinks.plan import StageWrites, WritePlan
 from transforms import shape
 from transforms.batch import INDEX, ITEM, RawBatch
 from transforms.door_verdicts import apply_door_verdicts
@@ -77,7 +79,7 @@ def head_plan(spec: PipelineSpec) -> tuple | None:
     spec's ``tail_sample`` step has ``head_sampling``."""
     step = next((s for f in spec.flows for s in f.steps if isinstance(s, TailSampleStep)), None)
     head = step.head_sampling if step is not None else None
-    return (head.sampling_percentage, head.salt(step.sampler), head.policy_name) if head is not None else None
+    return (head.sampling_percentage, head.salt(cast(TailSampleStep, step).sampler), head.policy_name) if head is not None else None
 
 
 def _step(spec: PipelineSpec, cls):
@@ -116,8 +118,8 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
                             options=opts, red_topics=topics_of(("span",)), dead_letters=spec.dead_letters.table))
     rollup = _step(spec, RollupStep)
     if rollup is not None:
-        sig = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
-        topics = topics_of(sig)
+        signals = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
+        topics = topics_of(signals)
         out.append(StageDef(METRICS, rollup.shards, ("metrics", spec.dead_letters.table), topics, rollup, expected(topics)))
     product = _step(spec, ProductStep)
     if product is not None:
@@ -127,14 +129,37 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
     red = trace_step.red if trace_step is not None else None
     if alerts is not None or product is not None or red is not None:
         up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT) or (d.name == TRACE and red is not None)}
-        tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None or red is not None else ())
+        global_tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None or red is not None else ())
         topics = tuple(sorted({t for _, ts in up.values() for t in ts}))
-        out.append(StageDef(GLOBAL, 1, tables, topics,
+        out.append(StageDef(GLOBAL, 1, global_tables, topics,
                             GlobalConfig(alerts.engine_config() if alerts is not None else None, product,
                                          rollup.config if rollup else None),
                             upstream=up, options={"spec": spec, "kafka": kafka,
                                                   "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None}))
     return out
+
+
+def write_plan(spec: PipelineSpec) -> WritePlan:
+    """Who writes which table (:class:`sinks.plan.WritePlan`), built once per job and handed to
+    its sinks: the stateful stages (each shard reports its positions), the topics feeding each
+    table, and the ``(table, topic)`` pairs flows write directly (their batch's next offset):
+    every flow's dead letters, and its own table unless a stage writes it (spans and metrics
+    always; logs when the trace stage samples them)."""
+    defs = {d.name: d for d in plan_stages(spec)}
+    topics_of: dict[str, set[str]] = {}
+    for topic, names in PipelineGraph.tables_by_topic(spec).items():
+        for n in names:
+            topics_of.setdefault(n, set()).add(topic)
+    stateless: set[tuple[str, str]] = set()
+    staged_logs = any(d.name == TRACE and d.config[1] is not None for d in defs.values())
+    for f in spec.flows:
+        src = spec.source(f.source)
+        sig = src.signal
+        stateless.add((spec.dead_letters.table, src.topic_name))
+        if sig not in ("span", "metric") and not (sig == "log" and staged_logs and TRACE in defs):
+            stateless.add((f.sink.table, src.topic_name))
+    stages = {n: StageWrites(n, d.shards, tuple(d.tables), tuple(d.topics)) for n, d in defs.items()}
+    return WritePlan(stages, {t: frozenset(ts) for t, ts in topics_of.items()}, frozenset(stateless))
 
 
 def _crc_shards(values: pa.Array, shards: int) -> np.ndarray:
@@ -273,7 +298,7 @@ class CompiledFlow:
                 kept_idx = set(batch.table.column(INDEX).to_pylist())
             records_dead = len(set(batch.rejects.indices) - kept_idx)
             dropped = len(raw) - accepted - records_dead
-            items = dict(per_item=True, items_in=sum(batch.items_in), items_accepted=item_rows - items_dropped,
+            items = dict(per_item=True, items_in=sum(cast("list[int]", batch.items_in)), items_accepted=item_rows - items_dropped,
                          items_dead=dead.num_rows, items_dropped=items_dropped)
         return FlowOutput(
             source=raw.source, topic=raw.topic, partition=raw.partition,
@@ -317,13 +342,13 @@ class CompiledFlow:
 
     def _metric_inputs(self, raw: RawBatch, samples: pa.Table, kind: str, event_ms: int) -> list[StageInput]:
         """One input per metrics shard (by a hash of the metric name)."""
-        n = self.metrics_def.shards
+        n = cast(StageDef, self.metrics_def).shards
         parts = split_by_shard(samples, _crc_shards(samples.column("name"), n), n)
         return self._inputs(METRICS, n, raw, parts, kind, event_ms)
 
     def _product_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:
         """One input per product shard (by a hash of the session id)."""
-        n = self.product_def.shards
+        n = cast(StageDef, self.product_def).shards
         parts = split_by_shard(rows, _crc_shards(rows.column("session_id"), n), n)
         return self._inputs(PRODUCT, n, raw, parts, "events", self._max_ms(rows, "ts"))
 

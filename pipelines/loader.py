@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from core.durations import format_duration, parse_duration
 from core.errors import ConfigurationError
@@ -67,7 +68,7 @@ def _path(loc: tuple) -> str:
     return out
 
 
-def _message(err: dict) -> str:
+def _message(err: ErrorDetails) -> str:
     typ = err["type"]
     got = err.get("input")
     shown = _shown(got)

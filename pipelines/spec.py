@@ -261,7 +261,7 @@ class TailSampleStep(Model):
 
     kind: Literal["tail_sample"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (trace id hash); the unit of parallelism")
-    sampler: TailSamplingConfig = Field(default_factory=TailSamplingConfig, description="the tail sampler (transforms/tail_sampling/README.md)")
+    sampler: TailSamplingConfig = Field(description="the tail sampler (transforms/tail_sampling/README.md); required: its policies have no default")
     red: RedSpec | None = Field(RedSpec(), description="RED metrics from every span, before sampling; null: none")
     log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
     head_sampling: HeadSamplingSpec | None = Field(None, description="span sources decided at ingest by head sampling, past the tail sampler")

@@ -3,11 +3,12 @@ the summary it prints."""
 
 from __future__ import annotations
 
+from typing import Any, cast
 import time
 from dataclasses import dataclass, field
 
 from core.batch import DEFAULT_MAX_BYTES
-from pipelines.graph import PipelineGraph
+from pipelines.graph import PipelineGraph, write_plan
 from pipelines.spec import PipelineSpec, ValidateStep
 from runners import defaults
 from sinks.iceberg import IcebergSink
@@ -61,7 +62,7 @@ class RunResult:
 
 def embedded_source(req: RunRequest) -> EmbeddedSource:
     if req.source_override is not None:
-        return req.source_override
+        return cast(EmbeddedSource, req.source_override)
     spec = req.spec
     max_bytes = DEFAULT_MAX_BYTES
     for f in spec.flows:
@@ -103,7 +104,7 @@ def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | No
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    sink = IcebergSink(spec, names)
+    sink = IcebergSink(spec, names, plan=write_plan(spec))
     return sink.resume_offsets(graph_tables)
 
 
@@ -133,7 +134,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     are, gives every table the same positions; the run then resumes from there."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = IcebergSink(spec, names, background=False).committed
+    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec)).committed
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
@@ -150,7 +151,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
 def catch_up_spec(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` without side outputs (alerts and dead letters to Kafka, Alertmanager): a
     catch-up re-derives rows for one table; what it would push was pushed the first time."""
-    update = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
+    update: dict[str, Any] = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
     if spec.alerts is not None:
         update["alerts"] = spec.alerts.model_copy(update={"alertmanager_url": None})
     return spec.model_copy(update=update)
@@ -177,7 +178,7 @@ class RangeSource:
             yield b
 
 
-def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, object]]:
+def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
     """Each lagging table's catch-up and what it reads: for Kafka ``(KafkaSource,
     [PartitionRange])`` (a source of its own, outside the run's record budget), else a
     :class:`RangeSource` over the run's embedded source."""

@@ -11,6 +11,7 @@ them one at a time, or only when the first alert fires."""
 
 from __future__ import annotations
 
+from typing import Any, cast
 from dataclasses import dataclass
 
 from pipelines.spec import PipelineSpec
@@ -37,7 +38,7 @@ def spec_topics(spec: PipelineSpec, *, reads_kafka: bool = True) -> list[SpecTop
             if src.topic is not None:
                 out.append(SpecTopic(src.topic, f"sources[{i}].topic", f"source {src.name}", src.partitions))
             else:
-                out.append(SpecTopic(src.topic_pattern, f"sources[{i}].topic_pattern", f"source {src.name}",
+                out.append(SpecTopic(cast(str, src.topic_pattern), f"sources[{i}].topic_pattern", f"source {src.name}",
                                      src.partitions, pattern=True))
     default_parts = max((s.partitions for s in spec.sources), default=1)
     alerts = spec.outputs.alerts_topic
@@ -55,7 +56,8 @@ def _admin(spec: PipelineSpec):
     from sources.kafka import client_log
 
     conf = {k: v for k, v in spec.kafka.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
-    return AdminClient({"bootstrap.servers": spec.kafka.bootstrap, "logger": client_log, **conf})
+    config: dict[str, Any] = {"bootstrap.servers": spec.kafka.bootstrap, "logger": client_log, **conf}
+    return AdminClient(config)
 
 
 def _metadata(spec: PipelineSpec):

@@ -67,9 +67,9 @@ def catalog_properties(storage: StorageSpec, create: bool = True) -> dict[str, s
             path.mkdir(parents=True, exist_ok=True)
         wh = path.as_uri()
     else:
-        uri = expand_env(cat.uri, "storage.catalog.uri") if cat.uri else None
-        if uri is None:
+        if not cat.uri:
             raise ValueError("storage.catalog.uri: expected a SQLAlchemy URL when the warehouse is not a local path")
+        uri = expand_env(cat.uri, "storage.catalog.uri")
     props.update({"uri": uri, "warehouse": wh})
     return props
 

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -32,11 +33,14 @@ from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from core.errors import ServiceUnavailable
-from pipelines.graph import FlowOutput
 from pipelines.spec import PipelineSpec
 from core.stats import STATS
 from schemas.tables import table_def
 from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
+from sinks.plan import WritePlan
+
+if TYPE_CHECKING:
+    from pipelines.graph import FlowOutput
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +136,8 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter, downc
     source is a nested column or the codes would not fit 62 bits (the caller lets pyiceberg
     split those). ``downcast_ns``: pyiceberg's ``downcast-ns-timestamp-to-us-on-write``."""
     spec, schema = meta.spec(), meta.schema()
-    target = property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    target = cast(int, property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                                       TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))  # a default: never None
     task_schema = pyarrow_to_schema(data.schema, name_mapping=schema.name_mapping, format_version=meta.format_version,
                                     downcast_ns_timestamp_to_us=downcast_ns)
 
@@ -237,24 +241,13 @@ class IcebergSink:
     """
 
     def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True,
-                 dedupe: bool = False):
-        from pipelines.graph import PipelineGraph, plan_stages
-
-        # who feeds each table from each topic: stateful stages (each shard reports its
-        # positions) and stateless flow writes (their batch's next offset)
-        self._stage_defs = {d.name: d for d in plan_stages(spec)}
-        self._topics_of: dict[str, set[str]] = {}
-        for topic, names in PipelineGraph.tables_by_topic(spec).items():
-            for n in names:
-                self._topics_of.setdefault(n, set()).add(topic)
-        self._stateless: set[tuple[str, str]] = set()  # (table, topic) written by flows directly
-        staged_logs = any(d.name == "trace" and d.config[1] is not None for d in self._stage_defs.values())
-        for f in spec.flows:
-            src = spec.source(f.source)
-            sig = src.signal
-            self._stateless.add((spec.dead_letters.table, src.topic_name))
-            if sig not in ("span", "metric") and not (sig == "log" and staged_logs and "trace" in self._stage_defs):
-                self._stateless.add((f.sink.table, src.topic_name))
+                 dedupe: bool = False, *, plan: WritePlan):
+        # who feeds each table from each topic (the job's plan, :func:`pipelines.graph.write_plan`):
+        # stateful stages (each shard reports its positions) and stateless flow writes (their
+        # batch's next offset)
+        self._stage_defs = plan.stages
+        self._topics_of = plan.topics_of
+        self._stateless = plan.stateless  # (table, topic) written by flows directly
         self._reports: dict[str, dict[tuple[str, int], dict[str, int]]] = {}  # table -> (stage, shard) -> positions
         self._flow_pos: dict[str, dict[str, int]] = {}                       # table -> tp -> next offset written
         self.spec = spec
@@ -287,7 +280,7 @@ class IcebergSink:
         Partitions no table has recorded are absent (start from the beginning)."""
         out: dict[str, int] = {}
         for topic, names in tables_for_topic.items():
-            keys = set()
+            keys: set[str] = set()
             for n in names:
                 keys.update(k for k in self.committed.get(n, {}) if k.rsplit(":", 1)[0] == topic)
             for k in keys:
@@ -336,7 +329,7 @@ class IcebergSink:
         if not vals or any(v is None for v in vals):
             return
         p = self.pending[name]
-        p.positions[tp] = max(p.positions.get(tp, 0), min(vals))
+        p.positions[tp] = max(p.positions.get(tp, 0), min(cast("list[int]", vals)))
 
     def _new_rows(self, name: str, rows: pa.Table) -> pa.Table:
         """``rows`` without those the table already holds (only with ``dedupe``)."""
@@ -397,7 +390,7 @@ class IcebergSink:
             if name not in self.pending:
                 continue
             self._reports.setdefault(name, {})[(out.stage, out.shard)] = dict(out.positions)
-            topics = self._topics_of.get(name, set())
+            topics = self._topics_of.get(name, frozenset())
             for tp in out.positions:
                 if tp.rsplit(":", 1)[0] in topics:
                     self._position(name, tp)
@@ -470,11 +463,12 @@ class IcebergSink:
 
     def _raise_failed(self) -> None:
         for name, fut in list(self._inflight.items()):
-            if fut.done() and fut.exception() is not None:
+            err = fut.exception() if fut.done() else None
+            if err is not None:
                 del self._inflight[name]
                 self._failed_tables.add(name)
-                self.failed = fut.exception()
-                raise self.failed
+                self.failed = err
+                raise err
 
     def _commit(self, name: str) -> None:
         """Hand the table's buffer to the committer (or commit it here without one),
@@ -640,12 +634,10 @@ def restrict_to(tables: set[str] | list[str]):
     return restrict
 
 
-def table_writers(spec: PipelineSpec, names: list[str]) -> tuple[list[str], list[str]]:
+def table_writers(plan: WritePlan, names: list[str]) -> tuple[list[str], list[str]]:
     """``(anywhere, single)``: the tables among ``names`` that only flows write (any number
     of writers, each committing the rows it produced: see :func:`restrict_to`) and those
     a stateful stage writes (one writer each, which must hear every shard's position
     reports: see :func:`split_by_table`), both sorted."""
-    from pipelines.graph import plan_stages
-
-    staged = {t for d in plan_stages(spec) for t in d.tables}
+    staged = plan.staged_tables()
     return sorted(set(names) - staged), sorted(staged & set(names))

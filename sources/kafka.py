@@ -42,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from collections.abc import Iterator
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -219,7 +220,7 @@ class KafkaSource:
                         f"{src.topic!r}, partitions=4)`; or set sources[{i}].topic to an existing topic.")
                 topics = [src.topic]
             else:
-                rx = re.compile(src.topic_pattern)
+                rx = re.compile(cast(str, src.topic_pattern))  # a source has a topic or a pattern
                 topics = sorted(t for t in existing if rx.fullmatch(t) and not _INTERNAL.match(t))
                 if not topics:
                     shown = ", ".join(sorted(t for t in existing if not _INTERNAL.match(t))[:20]) or "none"
@@ -374,9 +375,9 @@ class PartitionReader:
         eof = False
         if msgs and not self._buf:
             self._buf_since = time.monotonic()
-        if msgs and all(m.error() is None for m in msgs) and (self.end is None or msgs[-1].offset() < self.end):
+        if msgs and all(m.error() is None for m in msgs) and (self.end is None or cast(int, msgs[-1].offset()) < self.end):
             self._buf.extend(msgs)  # the common case: all records, none at or past the range's end
-            msgs = ()
+            msgs = []
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -387,7 +388,7 @@ class PartitionReader:
                     raise KafkaException(err)
                 log.warning("Kafka %s: %s (continuing)", self.part.key, err.str())
                 continue
-            off = m.offset()
+            off = cast(int, m.offset())  # a record (not an error) has an offset
             if self.end is not None and off >= self.end:
                 self.done = True
                 break

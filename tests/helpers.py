@@ -1,21 +1,53 @@
-"""Test helpers: a spec on a temporary warehouse, table reads, and the generator's
-ground truth (which records are malformed and why, how many rows the good ones make)."""
+"""Test helpers: a spec on a temporary warehouse, the default spec as a mapping and its load
+problems, a run on either engine, table reads, and the generator's ground truth (which
+records are malformed and why, how many rows the good ones make); and, for the metrics /
+product / alerts pipeline tests, a source of hand-made records (one raw batch per record, so
+event time moves record by record), a small spec around a metric flow, and a run on either
+engine."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pytest
 import yaml
 
 from pipelines import DEFAULT_SPEC
-from pipelines.loader import parse_spec
+from pipelines.loader import SpecError, parse_spec
 from pipelines.spec import PipelineSpec
+from runners.job import RunRequest
+from runners.stats import STATS
 from sinks.catalog import open_catalog
-from sources.generator import EmbeddedSource
+from sources.generator import EmbeddedPartition, EmbeddedSource
+from transforms.batch import RawBatch
 
 START_MS = 1_763_000_000_000  # a fixed simulated start, so runs are comparable
+
+
+def default_data() -> dict:
+    """A fresh mapping of the default spec (pipelines/observability.yaml), to mutate."""
+    return yaml.safe_load(DEFAULT_SPEC.read_text())
+
+
+def spec_problems(data) -> list[tuple[str, str]]:
+    """The ``(key path, message)`` problems of a spec mapping that must fail to load; the
+    test fails when it loads."""
+    with pytest.raises(SpecError) as e:
+        parse_spec(data)
+    return e.value.problems
+
+
+def engine_run(req: RunRequest):
+    """Run ``req`` on its engine (``req.runner``: ``bytewax``, else Beam) and return what
+    that engine's ``run`` returns."""
+    if req.runner == "bytewax":
+        from runners.bytewax.run import run as go
+    else:
+        from runners.beam.run import run as go
+    return go(req)
 
 
 def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage_commit) -> PipelineSpec:
@@ -98,11 +130,11 @@ def embedded(spec: PipelineSpec, count: int, seed: int = 42, batch_size: int = 1
 def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
     """Run the stateless flows of ``spec`` over ``source`` straight into the Iceberg sink
     (no engine): for storage tests. Returns the closed sink (its stats)."""
-    from pipelines.graph import PipelineGraph
+    from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink
 
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names)
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
     if max_rows:
         sink.max_rows = max_rows
     for part in source.partitions():
@@ -111,3 +143,48 @@ def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
             sink.write(graph.process(raw))
     sink.close()
     return sink
+
+
+# -- hand-made records for the stage pipeline tests (metrics, product, alerts) --------------------
+
+BASE = 1_763_000_040_000  # a whole minute
+MIN = 60_000
+
+
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def sample(name, kind, ts, labels, **fields) -> bytes:
+    return json.dumps({"name": name, "kind": kind, "timestamp": iso(ts), "labels": labels, **fields}).encode()
+
+
+class ListSource:
+    """Records given per partition as (payload, ingest ms); one raw batch per record."""
+
+    def __init__(self, source: str, topic: str, signal: str, parts: dict[int, list[tuple[bytes, int]]]):
+        self.source, self.topic, self.signal, self.parts = source, topic, signal, parts
+
+    def partitions(self):
+        return [EmbeddedPartition(self.source, self.signal, self.topic, p, len(r)) for p, r in sorted(self.parts.items())]
+
+    def batches(self, part, start_offset: int = 0):
+        for off, (v, ts) in enumerate(self.parts[part.partition]):
+            if off >= start_offset:
+                yield RawBatch(self.source, self.topic, part.partition, [v], [off], [ts], topic_partitions=len(self.parts))
+
+
+def metric_spec(warehouse, rollup: dict, alerts: dict | None = None, partitions: int = 2, shards: int = 2):
+    d = {"name": "t", "storage": {"catalog": {"warehouse": str(warehouse)}},
+         "sources": [{"name": "metrics", "topic": "metrics", "signal": "metric", "partitions": partitions}],
+         "flows": [{"name": "m", "source": "metrics", "sink": {"table": "metrics"},
+                    "steps": [{"kind": "validate"}, {"kind": "rollup", "shards": shards, "config": rollup}]}]}
+    if alerts:
+        d["alerts"] = alerts
+    return parse_spec(d)
+
+
+def run(runner: str, spec, source=None, **kw):
+    STATS.reset()
+    req = RunRequest(spec=spec, runner=runner, source_override=source, **kw)
+    return engine_run(req)

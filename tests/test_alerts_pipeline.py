@@ -6,7 +6,7 @@ import pytest
 
 from sinks import alerts as delivered
 from tests.helpers import read_table
-from tests.stage_helpers import BASE, MIN, ListSource, metric_spec, run, sample
+from tests.helpers import BASE, MIN, ListSource, metric_spec, run, sample
 
 pytestmark = pytest.mark.alerts
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from pipelines.stages import StageOutput
 from schemas.tables import table_def
+from pipelines.graph import write_plan
 from sinks.iceberg import IcebergSink
 from tests.helpers import local_spec, read_table
 
@@ -58,7 +59,7 @@ def log(offset: int, rate: float, message: str = "line") -> dict:
 
 
 def write(spec, out: dict[str, pa.Table], dedupe: bool) -> None:
-    sink = IcebergSink(spec, TABLES, background=False, dedupe=dedupe)
+    sink = IcebergSink(spec, TABLES, background=False, dedupe=dedupe, plan=write_plan(spec))
     sink.write_stage(StageOutput(stage="trace", shard=0, rows=out, positions={}))
     sink.flush()
     sink.close()

@@ -26,7 +26,7 @@ from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import read_table
-from tests.stage_helpers import BASE, MIN
+from tests.helpers import BASE, MIN
 from tests.test_alerts_pipeline import ALERTS, source
 from tests.test_kafka_pipeline import TOPIC_CONFIG
 

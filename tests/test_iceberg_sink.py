@@ -1,7 +1,7 @@
 """The Iceberg sink's effectively-once bookkeeping: a crash between two tables' commits
 neither loses nor duplicates rows on restart; bounds by rows trigger commits."""
 
-from pipelines.graph import PipelineGraph
+from pipelines.graph import PipelineGraph, write_plan
 from sinks.catalog import open_catalog
 from sinks.iceberg import IcebergSink, snapshot_offsets
 from tests.helpers import embedded, local_spec, read_table
@@ -19,12 +19,12 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
     spec = local_spec(tmp_path / "wh")
     outs = outputs(spec)  # 100 records of events:0, in batches of 50
     names = ["events", "dead_letters"]
-    sink = IcebergSink(spec, names)
+    sink = IcebergSink(spec, names, plan=write_plan(spec))
     sink.write(outs[0])
     sink._commit("events")          # events committed up to offset 50 ...
     sink.drain()
     # ... and the process dies before dead_letters commits
-    sink = IcebergSink(spec, names)
+    sink = IcebergSink(spec, names, plan=write_plan(spec))
     resume = sink.resume_offsets({"events": names})
     assert resume == {"events:0": 0}  # dead_letters has nothing yet: start from 0
     for out in outs:                   # re-deliver everything from the resume point
@@ -44,7 +44,7 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
 def test_commits_when_the_row_bound_is_reached(tmp_path):
     spec = local_spec(tmp_path / "wh", max_rows=40, max_seconds=3600)
     outs = outputs(spec)
-    sink = IcebergSink(spec, ["events", "dead_letters"])
+    sink = IcebergSink(spec, ["events", "dead_letters"], plan=write_plan(spec))
     sink.write(outs[0])
     sink.drain()  # the commit the row bound started (on the committer thread) has landed
     rows0 = outs[0].rows["events"].num_rows
@@ -68,7 +68,7 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
     STATS.reset()
-    a, b = IcebergSink(spec, names), IcebergSink(spec, names)  # both hold the same table metadata
+    a, b = IcebergSink(spec, names, plan=write_plan(spec)), IcebergSink(spec, names, plan=write_plan(spec))  # both hold the same table metadata
     assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
     out_a, out_b = outputs(spec, partition=0)[0], outputs(spec, partition=1)[0]
     a.write(out_a)
@@ -101,7 +101,7 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
 
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
-    other, sink = IcebergSink(spec, names), IcebergSink(spec, names)
+    other, sink = IcebergSink(spec, names, plan=write_plan(spec)), IcebergSink(spec, names, plan=write_plan(spec))
     other.write(outputs(spec, partition=1)[0])
     out = outputs(spec, partition=0)[0]
     sink.write(out)
@@ -122,12 +122,12 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
 
 def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
     spec = local_spec(tmp_path / "wh")
-    IcebergSink(spec, ["events"]).close()
+    IcebergSink(spec, ["events"], plan=write_plan(spec)).close()
     cat = open_catalog(spec.storage)
     with cat.load_table("obs.events").transaction() as tx:  # as an older obsflow created it
         tx.remove_properties("commit.retry.num-retries")
     assert "commit.retry.num-retries" not in cat.load_table("obs.events").properties
-    sink = IcebergSink(spec, ["events"])
+    sink = IcebergSink(spec, ["events"], plan=write_plan(spec))
     assert sink.tables["events"].properties["commit.retry.num-retries"] == "0"
     sink.close()
 
@@ -180,7 +180,7 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     from sinks.iceberg import _WrittenFiles
 
     spec = local_spec(tmp_path / "wh")
-    sink = IcebergSink(spec, ["logs"])
+    sink = IcebergSink(spec, ["logs"], plan=write_plan(spec))
     table = sink.tables["logs"]
     rows = pa.concat_tables([o.rows["logs"] for o in outputs(spec, topic="logs")])
     # a second day, so both partition fields vary

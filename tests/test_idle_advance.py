@@ -19,7 +19,7 @@ from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
 from pipelines.spec import TailSampleStep
 from pipelines.stages import GLOBAL, METRICS, TRACE, StageDef, StageInput, StageTick, TraceStage, make_stage
-from tests.stage_helpers import BASE, MIN, metric_spec, sample
+from tests.helpers import BASE, MIN, metric_spec, sample
 from tests.tail_sampling.helpers import span, table, tid
 from transforms.batch import RawBatch
 

@@ -26,7 +26,7 @@ from runners.job import catch_up_plan
 from runners.metrics import registry
 from runners.stats import STATS
 from tests.helpers import read_table, strip_traces
-from tests.stage_helpers import iso
+from tests.helpers import iso
 from tests.test_stage_crashes import INGEST, drive, raw
 
 POISON = "POISON-PILL"

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from tests.helpers import START_MS, read_table
-from tests.stage_helpers import iso
+from tests.helpers import iso
 from tests.test_kafka_pipeline import write_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,6 @@ TOOLING = ("infra", "bench", "tests")
 #: upward imports still to remove, each with why it is still there; the test fails when one
 #: of them is gone too (so the list only shrinks) or when a new one appears
 KNOWN_UPWARD = {
-    # the sink derives who writes which table from the job's plan; to do: the runner builds
-    # the plan once and hands it to the sink
-    ("sinks.iceberg", "pipelines.graph"),
     # `obsflow submit` without --job-server-jar fetches Beam's Flink job server with the
     # test services' tooling; to do: a runner-side locator of the cached jar
     ("runners.beam.flink", "infra"),

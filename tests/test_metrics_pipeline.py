@@ -6,7 +6,7 @@ generated metric stream (plus metrics derived from logs and events)."""
 import pytest
 
 from tests.helpers import START_MS, local_spec, read_table
-from tests.stage_helpers import BASE, MIN, ListSource, metric_spec, run, sample
+from tests.helpers import BASE, MIN, ListSource, metric_spec, run, sample
 
 pytestmark = pytest.mark.metrics
 

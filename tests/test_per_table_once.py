@@ -26,7 +26,7 @@ import pytest
 
 from runners.job import RunRequest, catch_up_plan
 from sinks.iceberg import _WrittenFiles
-from tests.helpers import START_MS, local_spec, read_table
+from tests.helpers import START_MS, engine_run, local_spec, read_table
 
 COUNT = 600
 ALL_ONLY = pytest.mark.skipif(not os.environ.get("OBSFLOW_ONCE_ALL"), reason="long variant: OBSFLOW_ONCE_ALL=1 (make once-all)")
@@ -70,11 +70,7 @@ def run(runner: str, spec, rate: float = 20.0) -> None:
     positions back (decision_wait + log_wait), so they move during the run)."""
     req = RunRequest(spec=spec, runner=runner, count=COUNT, start_ms=START_MS, seed=7, batch_size=200, bad_fraction=0.15,
                      rate_per_s=rate)
-    if runner == "bytewax":
-        from runners.bytewax.run import run as go
-    else:
-        from runners.beam.run import run as go
-    go(req)
+    engine_run(req)
 
 
 def count_commits(monkeypatch) -> Counter:

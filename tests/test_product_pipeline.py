@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.helpers import START_MS, embedded, local_spec, read_table
-from tests.stage_helpers import run
+from tests.helpers import run
 
 pytestmark = pytest.mark.metrics
 
@@ -73,7 +73,7 @@ STACK_C = "RangeError: Invalid array length\n    at renderPrice (https://app.exa
 
 
 def _envelope(sid, ts, events, page="/"):
-    from tests.stage_helpers import iso
+    from tests.helpers import iso
 
     return json.dumps({"event_id": f"e-{sid}-{ts}", "timestamp": iso(ts), "page": page, "session_id": sid, "events": events}).encode()
 
@@ -89,7 +89,7 @@ def test_error_groups_first_last_seen_and_sessionless_events(runner, tmp_path):
     last seen (max); events with an empty session id are in no session and are counted
     (``product.events_without_session``), so events = session events + sessionless ones."""
     from pipelines.loader import parse_spec
-    from tests.stage_helpers import BASE, ListSource
+    from tests.helpers import BASE, ListSource
     from transforms.product import ErrorGrouper, normalize_stack
     from transforms.product.fingerprint import fingerprint
 

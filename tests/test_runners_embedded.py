@@ -8,7 +8,7 @@ import pytest
 
 from runners.job import RunRequest
 from runners.stats import STATS
-from tests.helpers import START_MS, embedded, ground_truth, local_spec, read_table, sorted_rows
+from tests.helpers import START_MS, embedded, engine_run, ground_truth, local_spec, read_table, sorted_rows
 
 COUNT = 3000  # records per source
 
@@ -16,11 +16,7 @@ COUNT = 3000  # records per source
 def run(runner: str, spec, count=COUNT, seed=42):
     STATS.reset()
     req = RunRequest(spec=spec, runner=runner, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=1000)
-    if runner == "bytewax":
-        from runners.bytewax.run import run as go
-    else:
-        from runners.beam.run import run as go
-    return go(req)
+    return engine_run(req)
 
 
 @pytest.fixture(scope="module")

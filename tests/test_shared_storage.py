@@ -274,14 +274,14 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
     nor the PostgreSQL password is in any log record, the error or the process output."""
     import logging
 
-    from pipelines.graph import PipelineGraph
+    from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink, StorageUnavailable
 
     spec = shared_spec.model_copy(update={"storage": shared_spec.storage.model_copy(update={
         "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})})})
     caplog.set_level(logging.DEBUG)
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names)
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
     src = source_with_suffix(spec, 300, batch_size=300)
     s3_server.stop()
     try:

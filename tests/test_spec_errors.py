@@ -18,18 +18,10 @@ import yaml
 
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
+from tests.helpers import default_data
+from tests.helpers import spec_problems as problems
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def default_data() -> dict:
-    return yaml.safe_load(DEFAULT_SPEC.read_text())
-
-
-def problems(data) -> list[tuple[str, str]]:
-    with pytest.raises(SpecError) as e:
-        parse_spec(data)
-    return e.value.problems
 
 
 def flow(d: dict, name: str) -> dict:

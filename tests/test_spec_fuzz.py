@@ -19,12 +19,11 @@ import random
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, parse_spec
+from tests.helpers import default_data
 
 EXAMPLES = int(os.environ.get("OBSFLOW_SPEC_FUZZ_EXAMPLES", "40"))
 LONG = os.environ.get("OBSFLOW_SPEC_FUZZ_LONG") == "1"
@@ -42,10 +41,6 @@ VALUES: list[Any] = [
     "otlp_proto", "metric", "events",  # names that are valid somewhere else in a spec
 ]
 OPS: list[Any] = [DELETE, EMPTY, SIBLING, DUPLICATE, *VALUES]
-
-
-def default_data() -> dict:
-    return yaml.safe_load(DEFAULT_SPEC.read_text())
 
 
 def key_paths(node: Any, prefix: tuple = ()) -> list[tuple]:

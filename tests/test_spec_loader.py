@@ -9,16 +9,8 @@ import yaml
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration, ProductStep
-
-
-def default_data() -> dict:
-    return yaml.safe_load(DEFAULT_SPEC.read_text())
-
-
-def problems(data) -> list[tuple[str, str]]:
-    with pytest.raises(SpecError) as e:
-        parse_spec(data)
-    return e.value.problems
+from tests.helpers import default_data
+from tests.helpers import spec_problems as problems
 
 
 def test_default_spec_loads_with_its_flows_and_steps():
@@ -113,3 +105,12 @@ def test_tables_of_a_spec_without_building_its_transforms():
         spec = parse_spec(data)
         assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
     assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]
+
+
+def test_a_tail_sample_step_without_its_sampler_names_the_step():
+    """The ``sampler`` of a ``tail_sample`` step is required (its policies have no default):
+    the problem names the step's key, not a bare ``policies``."""
+    d = default_data()
+    del d["flows"][2]["steps"][2]["sampler"]
+    assert d["flows"][2]["steps"][2]["kind"] == "tail_sample"
+    assert problems(d) == [("flows[2].steps[2].sampler", "required key is missing")]

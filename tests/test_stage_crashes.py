@@ -25,7 +25,7 @@ from pipelines.stages import GLOBAL, global_inputs
 from schemas.codecs.avro_codec import schema_id_for
 from schemas.wire import raw_avro_schema
 from sinks.dead_letters import dead_letter_rows
-from tests.stage_helpers import iso
+from tests.helpers import iso
 from transforms.batch import RawBatch, Rejects
 
 INGEST = 1_763_000_040_000          # ingest time of every record (a whole minute)

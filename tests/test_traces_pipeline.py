@@ -14,7 +14,7 @@ from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from runners.job import RunRequest
 from runners.stats import STATS
-from tests.helpers import START_MS, embedded, read_table, sorted_rows
+from tests.helpers import START_MS, embedded, engine_run, read_table, sorted_rows
 
 pytestmark = pytest.mark.traces
 
@@ -42,11 +42,7 @@ def traces_spec(warehouse):
 def run(runner, spec):
     STATS.reset()
     req = RunRequest(spec=spec, runner=runner, count=COUNT, start_ms=START_MS, rate_per_s=2000.0, batch_size=400)
-    if runner == "bytewax":
-        from runners.bytewax.run import run as go
-    else:
-        from runners.beam.run import run as go
-    go(req)
+    engine_run(req)
 
 
 def generated(spec):

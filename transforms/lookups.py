@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -22,10 +22,11 @@ _V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 bl
     ("192.0.0.0", 24), ("192.0.2.0", 24), ("192.168.0.0", 16), ("198.18.0.0", 15), ("198.51.100.0", 24),
     ("203.0.113.0", 24), ("224.0.0.0", 4), ("240.0.0.0", 4),
 ]
-_V4_BLOCKS: dict[int, frozenset[int]] = {}  # shift -> the blocks' network numbers at that prefix length
+_blocks: dict[int, set[int]] = {}
 for _net, _plen in _V4_NON_GLOBAL:
-    _V4_BLOCKS.setdefault(32 - _plen, set()).add(int(ipaddress.IPv4Address(_net)) >> (32 - _plen))
-_V4_BLOCKS = {shift: frozenset(nets) for shift, nets in _V4_BLOCKS.items()}
+    _blocks.setdefault(32 - _plen, set()).add(int(ipaddress.IPv4Address(_net)) >> (32 - _plen))
+#: shift -> the blocks' network numbers at that prefix length
+_V4_BLOCKS: dict[int, frozenset[int]] = {shift: frozenset(nets) for shift, nets in _blocks.items()}
 
 
 def _v4_int(text: str) -> int | None:
@@ -156,7 +157,7 @@ class _CountryIndex:
     def countries(self, v4: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.starts, v4, side="right") - 1
         ok = (pos >= 0) & (v4 <= self.lasts[np.maximum(pos, 0)])
-        return np.where(ok, self.codes[np.maximum(pos, 0)], None)
+        return cast(np.ndarray, np.where(ok, self.codes[np.maximum(pos, 0)], None))
 
 
 class GeoLookup:
@@ -267,7 +268,7 @@ class GeoLookup:
         """City name (English) and the city database's country code, read by ``maxminddb``."""
         self.record_reads += 1
         try:
-            rec = self._city.get(ip)
+            rec: Any = self._city.get(ip)  # a maxminddb record: nested dicts
         except ValueError:
             return None, None
         if not rec:
@@ -307,8 +308,8 @@ class Device:
 
 
 def _version(*parts) -> str | None:
-    parts = [p for p in parts if p]
-    return ".".join(parts) if parts else None
+    present = [p for p in parts if p]
+    return ".".join(present) if present else None
 
 
 class UserAgentLookup:

@@ -33,7 +33,7 @@ import hmac
 import ipaddress
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -126,7 +126,7 @@ def _in_hex_id(text: str, start: int, end: int) -> bool:
     lo = start
     while lo > 0 and text[lo - 1] in _ALNUM:
         lo -= 1
-    hi = _WORD_START.match(text, end).end()
+    hi = cast(re.Match, _WORD_START.match(text, end)).end()
     if hi - lo < 16:
         return False
     word = text[lo:hi]
@@ -252,7 +252,7 @@ class Scrubber:
                 self.key = pseudonym_key(privacy)
             except MissingKeyError:
                 self.key = None  # identifiers holding personal data get placeholders instead
-        self._keyed_hmac = None
+        self._keyed_hmac: hmac.HMAC | None = None
         self._sensitive_py: re.Pattern | None = None
         self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
@@ -341,7 +341,7 @@ class Scrubber:
         enc = pc.dictionary_encode(col)
         keyed = self._keyed_hmac
         if keyed is None:
-            keyed = self._keyed_hmac = hmac.new(self.key, digestmod=hashlib.sha256)  # keyed once, copied per id
+            keyed = self._keyed_hmac = hmac.new(cast(bytes, self.key), digestmod=hashlib.sha256)  # keyed once, copied per id
 
         def pseudonym(u: str) -> str:
             h = keyed.copy()
@@ -373,7 +373,7 @@ class Scrubber:
 
     def _anonymize_each(self, col: pa.Array) -> pa.Array:
         enc = pc.dictionary_encode(col)
-        out = []
+        out: list[str | None] = []
         for u in enc.dictionary.to_pylist():
             try:
                 ip = ipaddress.ip_address(u)
@@ -420,7 +420,7 @@ class Scrubber:
                 if t is not None:
                     out[k] = t.encode("utf-8")
         for k in binary_at:
-            out[k] = self._mask_binary(values[k])
+            out[k] = self._mask_binary(cast(bytes, values[k]))
         return out, is_text
 
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
@@ -428,7 +428,7 @@ class Scrubber:
         Python: dead letters are rare)."""
         sensitive = self._sensitive_py
         if sensitive is None:
-            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
+            sensitive = self._sensitive_py = re.compile(cast(str, self.sensitive)[4:], re.IGNORECASE)
 
         def key_value(m: re.Match) -> str:
             return f'{m.group(1)}"{REDACTED}"' if sensitive.search(m.group(2)) else m.group(0)

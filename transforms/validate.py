@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -142,7 +142,7 @@ class Validator:
         for r in rows.tolist():
             value = batch.raw.values[int(idx[r])]
             try:
-                doc = json.loads(value)
+                doc = json.loads(value)  # type: ignore[arg-type]  # None raises TypeError: skipped
             except (ValueError, TypeError):
                 continue
             if isinstance(doc, dict):
@@ -302,7 +302,7 @@ class Validator:
             if missing[k]:
                 msg = f"{where}: required field is missing or null"
             else:
-                msg = f"{where}: unknown event type {tl[k]!r}; expected one of {self.event_types.to_pylist()}"
+                msg = f"{where}: unknown event type {cast(list, tl)[k]!r}; expected one of {self.event_types.to_pylist()}"
             problems.setdefault(p, []).append(msg)
         bad = np.zeros(len(events), dtype=bool)
         details = np.empty(len(events), dtype=object)

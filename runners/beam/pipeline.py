@@ -52,13 +52,14 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
-from pipelines.graph import PipelineGraph, plan_stages
+from pipelines.graph import PipelineGraph, plan_stages, write_plan
 from pipelines.isolate import GuardedStage
 from pipelines.stages import GLOBAL, StageInput, StageTick, global_inputs
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink, restrict_to, split_by_table, table_writers
+from sinks.plan import WritePlan
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange
 
@@ -206,13 +207,14 @@ def _flush_bundle(sink: IcebergSink) -> None:
 
 
 class WriteIceberg(beam.DoFn):
-    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
         self.spec = spec
         self.tables = tables
+        self.plan = plan
         self.dedupe = dedupe
 
     def setup(self):
-        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe)
+        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan)
 
     def process(self, out):
         self.sink.accept(out)
@@ -236,8 +238,9 @@ class WriteTables(beam.DoFn):
 
     PIECES = ReadModifyWriteStateSpec("pieces", VarIntCoder())
 
-    def __init__(self, spec: PipelineSpec, dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, plan: WritePlan, dedupe: bool = False):
         self.spec = spec
+        self.plan = plan
         self.dedupe = dedupe
 
     def setup(self):
@@ -247,7 +250,7 @@ class WriteTables(beam.DoFn):
         table, out = element
         sink = self.sinks.get(table)
         if sink is None:
-            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe)
+            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan)
         sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
@@ -400,13 +403,14 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     # tables a stage writes need one writer each (positions need every shard's report);
     # the flows' other tables are written where they were produced
-    anywhere, single = table_writers(spec, names)
+    plan = write_plan(spec)  # who writes which table, once for every writer of the job
+    anywhere, single = table_writers(plan, names)
     if not single:
-        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, dedupe))
+        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, plan, dedupe))
     direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
-              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, dedupe)))
+              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, plan, dedupe)))
     keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
-             | "WriteTables" >> beam.ParDo(WriteTables(spec, dedupe)))
+             | "WriteTables" >> beam.ParDo(WriteTables(spec, plan, dedupe)))
     return direct, keyed
 
 

@@ -15,7 +15,9 @@ def run(req: RunRequest) -> dict[str, int]:
     for cu, src in catch_up_sources(req):
         with beam.Pipeline(options=direct_options(req.beam_options)) as p:
             if req.source == "kafka":
-                build_kafka_pipeline(p, catch_up_spec(req.spec), *src, bounded=True, tables=[cu.table], dedupe=True)
+                cu_source, cu_ranges = src
+                build_kafka_pipeline(p, catch_up_spec(req.spec), cu_source, cu_ranges, bounded=True, tables=[cu.table],
+                                     dedupe=True)
             else:
                 build_pipeline(p, catch_up_spec(req.spec), src, {}, tables=[cu.table], dedupe=True)
     if req.source == "kafka":

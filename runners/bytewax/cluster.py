@@ -41,6 +41,7 @@ cluster again and it resumes — nothing lost, nothing twice.
 
 from __future__ import annotations
 
+from typing import cast
 import json
 import os
 import signal
@@ -175,9 +176,9 @@ class ForkedProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"cluster process {self.pid}", timeout)
+                raise subprocess.TimeoutExpired(f"cluster process {self.pid}", cast(float, timeout))
             time.sleep(0.05)
-        return self.returncode
+        return cast(int, self.returncode)
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:

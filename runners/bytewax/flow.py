@@ -17,6 +17,7 @@ checkpoint (see ``sinks.iceberg``)."""
 
 from __future__ import annotations
 
+from typing import cast
 import time
 from datetime import datetime, timedelta, UTC
 from collections.abc import Iterator
@@ -28,13 +29,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from bytewax.operators import StatefulLogic
 
-from pipelines.graph import PipelineGraph, plan_stages
+from pipelines.graph import PipelineGraph, plan_stages, write_plan
 from pipelines.isolate import GuardedStage
 from pipelines.stages import GLOBAL, StageTick, global_inputs
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
 from sinks.iceberg import IcebergSink, restrict_to, table_writers
+from sinks.plan import WritePlan
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange, PartitionReader
 from transforms.batch import RawBatch
@@ -151,8 +153,8 @@ class KafkaBytewaxSource(FixedPartitionedSource[object, None]):
 
 
 class _IcebergPartition(StatelessSinkPartition):
-    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
-        self.sink = IcebergSink(spec, tables, dedupe=dedupe)
+    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
+        self.sink = IcebergSink(spec, tables, dedupe=dedupe, plan=plan)
 
     def write_batch(self, items) -> None:
         for out in items:
@@ -188,13 +190,14 @@ def run_flow(flow: Dataflow) -> None:
 
 
 class IcebergBytewaxSink(DynamicSink):
-    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
         self.spec = spec
         self.tables = tables
+        self.plan = plan
         self.dedupe = dedupe
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition:
-        return _IcebergPartition(self.spec, self.tables, self.dedupe)
+        return _IcebergPartition(self.spec, self.tables, self.plan, self.dedupe)
 
 
 def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False,
@@ -209,7 +212,7 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
     metrics and product stages' outputs."""
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
-        partitions = [k for k in partitions if source.ranges[k].backlog]
+        partitions = [k for k in cast(list, partitions) if source.ranges[k].backlog]
     graph = PipelineGraph(spec)
 
     def process(raw):
@@ -245,20 +248,21 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
             globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
                            lambda kv: kv[1])
             outs = op.merge("merge_global", outs, globl)
+    plan = write_plan(spec)  # who writes which table, once for every sink of the job
     if by_table:  # a multi-worker cluster: one sink partition per stage table keeps recorded positions sound
         # (the flows' other tables are committed where their rows were made: measured 8%
         # faster on two processes than routing them too, now that a commit conflict
         # between workers costs a metadata commit and not a second Parquet encoding)
         from runners.bytewax.table_sink import output_by_table
 
-        anywhere, single = table_writers(spec, tables or graph.table_names)
+        anywhere, single = table_writers(plan, tables or graph.table_names)
         if anywhere:  # tables only flows write: committed on the worker that produced the rows
             direct = op.flat_map("flow_tables", outs, restrict_to(anywhere))
-            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere, dedupe))
+            op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere, plan, dedupe))
         if single:
-            output_by_table("iceberg_by_table", outs, spec, single, dedupe)
+            output_by_table("iceberg_by_table", outs, spec, single, plan, dedupe)
     else:
-        op.output("iceberg", outs, IcebergBytewaxSink(spec, tables or graph.table_names, dedupe))
+        op.output("iceberg", outs, IcebergBytewaxSink(spec, tables or graph.table_names, plan, dedupe))
     return flow
 
 

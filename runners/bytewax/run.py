@@ -13,7 +13,7 @@ def run(req: RunRequest) -> dict[str, int]:
     for cu, src in catch_up_sources(req):
         if req.source == "kafka":
             source, ranges = src
-            flow_source = KafkaBytewaxSource(source, ranges)
+            flow_source: KafkaBytewaxSource | EmbeddedBytewaxSource = KafkaBytewaxSource(source, ranges)
         else:
             flow_source = EmbeddedBytewaxSource(src, {})
         run_flow(build_flow(catch_up_spec(req.spec), flow_source, tables=[cu.table], dedupe=True))

@@ -33,11 +33,12 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from pipelines.spec import PipelineSpec
 from sinks.iceberg import IcebergSink, split_by_table
+from sinks.plan import WritePlan
 
 
 class _TablePartition(StatefulSinkPartition):
-    def __init__(self, spec: PipelineSpec, table: str, dedupe: bool = False):
-        self.sink = IcebergSink(spec, [table], dedupe=dedupe)
+    def __init__(self, spec: PipelineSpec, table: str, plan: WritePlan, dedupe: bool = False):
+        self.sink = IcebergSink(spec, [table], dedupe=dedupe, plan=plan)
 
     def write_batch(self, items) -> None:
         for out in items:
@@ -55,9 +56,10 @@ class _TablePartition(StatefulSinkPartition):
 class IcebergTableSink(FixedPartitionedSink):
     """One partition per table; items are ``(table, piece)``."""
 
-    def __init__(self, spec: PipelineSpec, tables: list[str], dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
         self.spec = spec
         self.tables = sorted(tables)
+        self.plan = plan
         self.dedupe = dedupe
 
     def list_parts(self) -> list[str]:
@@ -67,10 +69,11 @@ class IcebergTableSink(FixedPartitionedSink):
         return self.tables.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _TablePartition:
-        return _TablePartition(self.spec, for_part, self.dedupe)
+        return _TablePartition(self.spec, for_part, self.plan, self.dedupe)
 
 
-def output_by_table(step_id: str, outs, spec: PipelineSpec, tables: list[str], dedupe: bool = False) -> None:
+def output_by_table(step_id: str, outs, spec: PipelineSpec, tables: list[str], plan: WritePlan,
+                    dedupe: bool = False) -> None:
     """``op.output`` of every flow / stage output and tick, routed to its table's partition."""
     keyed = op.flat_map(f"{step_id}_by_table", outs, split_by_table(sorted(tables)))
-    op.output(step_id, keyed, IcebergTableSink(spec, tables, dedupe))
+    op.output(step_id, keyed, IcebergTableSink(spec, tables, plan, dedupe))

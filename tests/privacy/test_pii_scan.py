@@ -25,7 +25,7 @@ from pipelines.loader import parse_spec
 from schemas.codecs import encode_confluent, to_otlp_json
 from sinks.catalog import open_catalog
 from sources.generator import EmbeddedPartition
-from tests.stage_helpers import BASE, run
+from tests.helpers import BASE, run
 from transforms.batch import RawBatch
 from transforms.scrub import luhn_ok
 

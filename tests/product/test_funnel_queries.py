@@ -14,7 +14,7 @@ import pytest
 
 from runners.query import query, saved_query
 from tests.helpers import START_MS, embedded, local_spec
-from tests.stage_helpers import run
+from tests.helpers import run
 
 pytestmark = pytest.mark.metrics
 

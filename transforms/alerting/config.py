@@ -20,9 +20,9 @@ class Matcher(BaseModel):
     """An Alertmanager label matcher: ``name="v"``, ``name!="v"``, ``name=~"re"``, ``name!~"re"``
     (regexes are anchored, as in Alertmanager)."""
 
-    name: str
-    op: str
-    value: str
+    name: str = Field(description="the label's name")
+    op: str = Field(description="=, !=, =~ or !~")
+    value: str = Field(description="the value, or an anchored regular expression for =~ and !~")
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -58,9 +58,9 @@ class Selector(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str
-    match: dict[str, str] = Field(default_factory=dict)
-    value: str = "last"
+    metric: str = Field(description="the rollup metric's name")
+    match: dict[str, str] = Field(default_factory=dict, description="label equalities the rows must have")
+    value: str = Field("last", description="the value column: " + " ".join(VALUE_FIELDS))
 
     @field_validator("value")
     @classmethod
@@ -84,21 +84,21 @@ class AlertRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    name: str
-    type: Literal["threshold", "anomaly", "absence"] = "threshold"
-    resolution: Duration = Field(timedelta(minutes=1), ge=MIN_WINDOW, description="the rollup resolution evaluated")
-    select: Selector
-    ratio_of: Selector | None = None
-    on: list[str] | None = None
-    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
-    threshold: float | None = None
+    name: str = Field(description="the rule's name: the alert's alertname label")
+    type: Literal["threshold", "anomaly", "absence"] = Field("threshold", description="threshold, anomaly or absence")
+    resolution: Duration = Field(timedelta(minutes=1), ge=MIN_WINDOW, description="the rollup resolution whose window closes evaluate the rule")
+    select: Selector = Field(description="the rows evaluated: {metric, match: {label: value}, value}")
+    ratio_of: Selector | None = Field(None, description="denominator selector (value = select / ratio_of)")
+    on: list[str] | None = Field(None, description="labels joining numerator and denominator (null: all labels)")
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="threshold: the comparison of value with threshold")
+    threshold: float | None = Field(None, description="threshold: the number compared with (required for threshold rules)")
     k: float = Field(3.0, ge=0, le=1e6, description="anomaly: standard deviations from the mean")
-    baseline_windows: int = Field(10, ge=2, le=100_000)
-    absent_for: Duration = Field(timedelta(minutes=5), ge=MIN_WINDOW, description="absence: how long a series may have no row")
+    baseline_windows: int = Field(10, ge=2, le=100_000, description="anomaly: how many previous values make the mean")
+    absent_for: Duration = Field(timedelta(minutes=5), ge=MIN_WINDOW, description="absence: how long a series seen before may have no row")
     for_: Duration = Field(timedelta(0), alias="for", description="how long the condition holds before firing")
     keep_firing_for: Duration = Field(timedelta(0), description="how long a firing alert stays firing after the condition stops")
-    severity: Literal["P0", "P1", "P2"] = "P2"
-    labels: dict[str, str] = Field(default_factory=dict)
+    severity: Literal["P0", "P1", "P2"] = Field("P2", description="the severity label: P0, P1 or P2")
+    labels: dict[str, str] = Field(default_factory=dict, description="extra alert labels")
     annotations: dict[str, str] = Field(default_factory=dict, description="summary, description, runbook_url; {{ $value }} and {{ $labels.x }} are expanded")
 
     @model_validator(mode="after")
@@ -114,9 +114,9 @@ class InhibitRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source_matchers: list[Matcher]
-    target_matchers: list[Matcher]
-    equal: list[str] = Field(default_factory=list)
+    source_matchers: list[Matcher] = Field(description="matchers of the muting alerts, like severity=\"P0\"")
+    target_matchers: list[Matcher] = Field(description="matchers of the alerts that get muted")
+    equal: list[str] = Field(default_factory=list, description="labels whose values must be equal in source and target")
 
     _p = field_validator("source_matchers", "target_matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
 
@@ -133,14 +133,15 @@ class RouteConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    receiver: str | None = None
-    group_by: list[str] | None = Field(None, description="['...'] groups by all labels")
-    group_wait: Duration | None = None
-    group_interval: Duration | None = Field(None, ge=MIN_WINDOW)
-    repeat_interval: Duration | None = Field(None, ge=MIN_WINDOW)
-    matchers: list[Matcher] = Field(default_factory=list)
-    continue_: bool = Field(False, alias="continue")
-    routes: list[RouteConfig] = Field(default_factory=list)
+    receiver: str | None = Field(None, description="receiver of the alerts that land on this route (root: default); inherited")
+    group_by: list[str] | None = Field(None, description="grouping labels (root: [alertname]); ['...'] groups by all labels; inherited")
+    group_wait: Duration | None = Field(None, description="wait before a new group's first notification (root: 30s); inherited")
+    group_interval: Duration | None = Field(None, ge=MIN_WINDOW, description="between flushes of a group (root: 5m); inherited")
+    repeat_interval: Duration | None = Field(None, ge=MIN_WINDOW, description="re-notify unchanged firing groups (root: 4h); inherited")
+    matchers: list[Matcher] = Field(default_factory=list, description="matchers like severity=\"P0\", team=~\"pay.*\"; all must match; "
+                                                                 "the root has none")
+    continue_: bool = Field(False, alias="continue", description="after matching, go on trying the following siblings")
+    routes: list[RouteConfig] = Field(default_factory=list, description="child routes, with these same keys")
 
     _p = field_validator("matchers", mode="before")(classmethod(lambda cls, v: _matchers(v)))
 
@@ -175,17 +176,20 @@ class Receiver(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
+    name: str = Field(description="the name routes refer to")
 
 
 class AlertingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[AlertRule] = Field(default_factory=list)
-    route: RouteConfig = Field(default_factory=default_route)
-    receivers: list[Receiver] | None = Field(None, description="Alertmanager receivers; default: the names the route uses")
-    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
-    external_url: str = "http://obsflow.local"
+    rules: list[AlertRule] = Field(default_factory=list, description="alert rules (keys below)")
+    route: RouteConfig = Field(default_factory=default_route, description="Alertmanager's route tree; by default P0 and P1 go to "
+                               "pager, P2 to ticket, the rest to default; a route given in the spec replaces the whole tree")
+    receivers: list[Receiver] | None = Field(None, description="[{name, ...}]: other keys (webhook_configs...) pass through to "
+                                                            "the generated Alertmanager config; every receiver the route names must be "
+                                                            "listed; default: the names the route uses")
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list, description="alerts muted while others fire (keys below)")
+    external_url: str = Field("http://obsflow.local", description="generator URL base")
     resend_delay: str = Field("1m", description="re-send still-firing alerts to Alertmanager this often (Prometheus' "
                                                 "--rules.alert.resend-delay); each send's endsAt is 4 x max(resend_delay, "
                                                 "the rule's resolution) ahead")

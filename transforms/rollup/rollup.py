@@ -35,6 +35,7 @@ down is a reset: the export counts in full). The optional input columns ``tempor
 
 from __future__ import annotations
 
+from typing import cast
 import pickle
 from dataclasses import dataclass, field
 
@@ -507,7 +508,7 @@ class MetricRollup:
             ws = self.windows[res]
             for k in sorted(ws):
                 win = ws[k]
-                if not everything and win.end + self.lateness > wm:
+                if not everything and win.end + self.lateness > cast(int, wm):
                     break
                 del ws[k]
                 parts.append(self._finish(res, win))

@@ -392,8 +392,8 @@ class TailSampler:
             self._p_dropped_spans["late_after_drop"] += dropped
             for k in np.unique(codes[rs == -2]).tolist():
                 t = uniq[k]
-                v = self._nonsampled_cache.pop(t)
-                self._nonsampled_cache[t] = v
+                why = self._nonsampled_cache.pop(t)
+                self._nonsampled_cache[t] = why
 
     def _append(self, seg: _Segment) -> None:
         if seg.n_alive >= _MERGE_ROWS:
@@ -549,11 +549,11 @@ class TailSampler:
                 cache[tids[k]] = (names[p], 1.0 / self._probs[p])
             _trim(cache, size)
         if self.config.decision_cache.non_sampled_cache_size and ns.any():
-            cache, size = self._nonsampled_cache, self.config.decision_cache.non_sampled_cache_size
+            ns_cache, size = self._nonsampled_cache, self.config.decision_cache.non_sampled_cache_size
             why = reason or "not_sampled"
             for k in np.flatnonzero(ns).tolist():
-                cache[tids[k]] = "policy_drop" if dropped[k] and reason is None else why
-            _trim(cache, size)
+                ns_cache[tids[k]] = "policy_drop" if dropped[k] and reason is None else why
+            _trim(ns_cache, size)
         self._release(slots)
 
     def _emit(self, view: TraceView, slots, sampled, pidx, now_ms) -> None:

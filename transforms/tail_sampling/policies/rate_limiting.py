@@ -17,6 +17,7 @@ second changes), and a trace is Sampled when the count plus its span count stays
 Both are stateful (the state is in snapshots) and driven by the caller's clock, so a run
 is deterministic."""
 
+from typing import cast
 import numpy as np
 
 from ..decision import NS, S
@@ -37,7 +38,7 @@ class RateLimiting(Policy):
         rate = getattr(cfg, "spans_per_second", None)
         self.limit = rate
         self.second: int | None = None
-        self.count = 0
+        self.count: float = 0
         self.bucket = TokenBucket(rate, cfg.burst_capacity or 2 * rate) if rate is not None else None
 
     def amount(self, view, i: int) -> float:
@@ -45,11 +46,11 @@ class RateLimiting(Policy):
 
     def _allow(self, now: int, n: float) -> bool:
         if not self.per_second:
-            return self.bucket.allow(now, n)
+            return cast(TokenBucket, self.bucket).allow(now, n)
         sec = now // 1000
         if sec != self.second:
             self.second, self.count = sec, 0
-        if self.count + n < self.limit:
+        if self.count + n < cast(float, self.limit):
             self.count += n
             return True
         return False
