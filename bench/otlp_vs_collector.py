@@ -65,7 +65,7 @@ def child(decoder: str, frames_path: str, batch_msgs: int) -> None:
 
     msgs = read_frames(frames_path)
     codec = codec_for("otlp_proto", "span", 1 << 20, {"decoder": decoder})
-    want = "NativeOtlpSpanCodec" if decoder == "native" else "OtlpCodec"
+    want = "NativeOtlpCodec" if decoder == "native" else "OtlpCodec"
     if type(codec).__name__ != want:
         raise SystemExit(f"asked for the {decoder} decoder, got {type(codec).__name__} (is obsflow_native built?)")
     raws = [RawBatch("bench", "otlp_spans", 0, msgs[i:i + batch_msgs], list(range(i, i + len(msgs[i:i + batch_msgs]))),
