@@ -10,8 +10,9 @@ Variants, on product events (the generator's; ``--bad`` of them malformed, 1% de
                        Python decoder (``OBSFLOW_DECODER=python``);
 - ``path native``      the same with the compiled decoder.
 Signals other than events are measured for decode only (``--signals``), and OTLP protobuf
-spans (``span otlp python`` / ``span otlp native``: the generator's spans in messages of
-``--otlp-items`` spans, as the Collector's Kafka exporter batches them), figures per span.
+spans and log records (``span otlp python`` / ``span otlp native``, likewise ``log otlp``:
+the generator's items in messages of ``--otlp-items``, as the Collector's Kafka exporter
+batches them), figures per item.
 
     python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
 
@@ -42,8 +43,12 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
                      [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
 
 
-def _otlp_batches(spans: int, per_message: int, size: int = 100):
-    """The generator's spans re-encoded as OTLP protobuf messages of ``per_message`` spans."""
+def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span"):
+    """The generator's spans (or log records) re-encoded as OTLP protobuf messages of
+    ``per_message`` items."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+    )
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -51,15 +56,20 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100):
     from tests.fuzz.corpus import seeds
     from transforms.batch import RawBatch
 
-    one = [ExportTraceServiceRequest.FromString(s.value) for s in seeds("span", "otlp_proto", max(40, spans // 4))]
+    mtype = ExportTraceServiceRequest if signal == "span" else ExportLogsServiceRequest
+
+    def items(m):
+        return m.resource_spans[0].scope_spans[0].spans if signal == "span" else m.resource_logs[0].scope_logs[0].log_records
+
+    one = [mtype.FromString(s.value) for s in seeds(signal, "otlp_proto", max(40, spans // 4))]
     values, k = [], 0
     while len(values) * per_message < spans:
-        msg = ExportTraceServiceRequest()
+        msg = mtype()
         msg.CopyFrom(one[k % len(one)])
-        scope = msg.resource_spans[0].scope_spans[0].spans
+        scope = items(msg)
         while len(scope) < per_message:
             k += 1
-            scope.extend(one[k % len(one)].resource_spans[0].scope_spans[0].spans)
+            scope.extend(items(one[k % len(one)]))
         del scope[per_message:]
         values.append(msg.SerializeToString())
         k += 1
@@ -122,13 +132,14 @@ def main() -> int:
         py, nat = JsonCodec(signal), NativeJsonCodec(signal)
         variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
         variants[f"{signal} decode native"] = ((lambda c=nat, bs=batches: [c.decode(b) for b in bs]), args.records)
-    from schemas.codecs.native_json import NativeOtlpSpanCodec
+    from schemas.codecs.native_json import NativeOtlpCodec
     from schemas.codecs.otlp_codec import OtlpCodec
 
-    messages = _otlp_batches(args.records, args.otlp_items)
-    spans = sum(NativeOtlpSpanCodec().decode(b).table.num_rows for b in messages)
-    for name, codec in (("python", OtlpCodec("span", encoding="otlp_proto")), ("native", NativeOtlpSpanCodec())):
-        variants[f"span otlp {name}"] = ((lambda c=codec: [c.decode(b) for b in messages]), spans)
+    for otlp_signal in ("span", "log"):
+        messages = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal)
+        items = sum(NativeOtlpCodec(otlp_signal).decode(b).table.num_rows for b in messages)
+        for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_proto")), ("native", NativeOtlpCodec(otlp_signal))):
+            variants[f"{otlp_signal} otlp {name}"] = ((lambda c=codec, ms=messages: [c.decode(b) for b in ms]), items)
     graphs = {d: _graph(d) for d in ("python", "native")}
     for d, g in graphs.items():
         g.process(events[0])  # warm caches and lazy imports outside the clock
@@ -143,7 +154,7 @@ def main() -> int:
             best[name] = min(best[name], time.process_time() - t)
     rates = {name: variants[name][1] / secs for name, secs in best.items()}
     for name, r in rates.items():
-        unit = "spans" if "otlp" in name else "records"
+        unit = "items" if "otlp" in name else "records"
         print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {args.rounds})")
     ratio = {
         "path native / path python": rates["event path native"] / rates["event path python"],
@@ -151,6 +162,7 @@ def main() -> int:
         "path native clean / path python clean": rates["event path native clean"] / rates["event path python clean"],
         "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
         "span otlp native / python": rates["span otlp native"] / rates["span otlp python"],
+        "log otlp native / python": rates["log otlp native"] / rates["log otlp python"],
     }
     for k, v in ratio.items():
         print(f"{k:40s}{v:6.2f}x")

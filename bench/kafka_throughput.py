@@ -282,7 +282,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runners", default="bytewax,bytewax-2p,beam",
-                    help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam")
+                    help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam; "
+                         "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python")
     ap.add_argument("--fresh-rate", type=float, default=5000.0)
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--commit-seconds", type=float, default=1.0)
@@ -295,6 +296,10 @@ def main() -> int:
     ap.add_argument("--topic", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
+        # a runner may name its decoder: "bytewax:python" runs bytewax with OBSFLOW_DECODER=python
+        args.part, _, decoder = args.part.partition(":")
+        if decoder:
+            os.environ["OBSFLOW_DECODER"] = decoder
         if args.part == "raw":
             r = measure_raw(args.bootstrap, args.topic, args.records)
         elif args.part.startswith("bytewax-") and args.part.endswith("p"):

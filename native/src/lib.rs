@@ -542,11 +542,100 @@ fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usiz
     Ok((buf(py, verdicts)?, buf(py, index)?, buf(py, items)?, PyList::new(py, exported)?.into_any().unbind()))
 }
 
+/// log columns: the wire schema's (schemas/avro/log_record.avsc), in the reference's order
+const LOG_COLUMNS: usize = 11;
+
+/// Take `key` out of an ordered attribute list (as Python's `dict.pop(key, None)`).
+fn pop<'k>(attrs: &mut Vec<(&'k str, Option<&'k str>)>, key: &str) -> Option<&'k str> {
+    let at = attrs.iter().position(|(k, _)| *k == key)?;
+    attrs.remove(at).1
+}
+
+/// Set `key` (in place when present, else at the end: Python's `dict[key] = value`).
+fn set<'k>(attrs: &mut Vec<(&'k str, Option<&'k str>)>, key: &'k str, value: Option<&'k str>) {
+    match attrs.iter_mut().find(|(k, _)| *k == key) {
+        Some(e) => e.1 = value,
+        None => attrs.push((key, value)),
+    }
+}
+
+/// Decode a batch of OTLP protobuf `ExportLogsServiceRequest` messages into log rows.
+///
+/// Returns `(verdicts, index, items, columns)` as [`decode_otlp_spans`] does: a byte per
+/// message (1: all its log records are rows here; 0: left to the reference decoder), the
+/// message (`_i`) and record (`_item`) of each row, and the log columns. Never raises for a
+/// message's content.
+#[pyfunction]
+fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let n = values.len();
+    let owned: Vec<Option<Bound<'_, PyBytes>>> = values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect();
+    let payloads: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
+    let mut verdicts = vec![0u8; n];
+    let mut index: Vec<u8> = Vec::new();
+    let mut items: Vec<u8> = Vec::new();
+    let mut cols: Vec<Col> = (0..LOG_COLUMNS)
+        .map(|c| match c {
+            0 => new_col(&Ty::I64),
+            10 => new_col(&Ty::Map),
+            _ => new_str(),
+        })
+        .collect();
+    py.allow_threads(|| {
+        for (i, p) in payloads.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if p.is_empty() || p.len() > max_bytes {
+                continue;
+            }
+            let Ok(resources) = otlp::logs_request(p) else { continue };
+            verdicts[i] = 1;
+            let mut k = 0i32;
+            for res in &resources {
+                // the reference's _LogRows.resource: service, host, env taken out, the rest kept in order
+                let mut rest: Vec<(&str, Option<&str>)> = res.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect();
+                let service = pop(&mut rest, "service.name").filter(|s| !s.is_empty()).unwrap_or("unknown_service");
+                let host = pop(&mut rest, "host.name");
+                let (env_new, env_old) = (pop(&mut rest, "deployment.environment.name"), pop(&mut rest, "deployment.environment"));
+                let env = env_new.filter(|s| !s.is_empty()).or(env_old);
+                for lr in &res.logs {
+                    let mut attrs = rest.clone();
+                    for kv in &lr.attrs {
+                        set(&mut attrs, kv.key, text_of(&kv.text));
+                    }
+                    let user_id = pop(&mut attrs, "enduser.id");
+                    let request_id = pop(&mut attrs, "http.request_id");
+                    if !lr.event_name.is_empty() {
+                        set(&mut attrs, "event.name", Some(lr.event_name));
+                    }
+                    let t = if lr.time != 0 { lr.time } else { lr.observed };
+                    let (tid, sid) = (lr.trace_id.map(hex), lr.span_id.map(hex));
+                    push_i64(&mut cols[0], Some((t / 1_000_000) as i64));
+                    push_str(&mut cols[1], Some(&lr.level));
+                    push_str(&mut cols[2], Some(service));
+                    push_str(&mut cols[3], text_of(&lr.message));
+                    push_str(&mut cols[4], tid.as_deref());
+                    push_str(&mut cols[5], sid.as_deref());
+                    push_str(&mut cols[6], request_id);
+                    push_str(&mut cols[7], user_id);
+                    push_str(&mut cols[8], host);
+                    push_str(&mut cols[9], env);
+                    push_map(&mut cols[10], if attrs.is_empty() { None } else { Some(attrs) });
+                    index.extend_from_slice(&(i as i64).to_le_bytes());
+                    items.extend_from_slice(&k.to_le_bytes());
+                    k += 1;
+                }
+            }
+        }
+    });
+    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, verdicts)?, buf(py, index)?, buf(py, items)?, PyList::new(py, exported)?.into_any().unbind()))
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

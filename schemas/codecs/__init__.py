@@ -4,7 +4,7 @@ with ``format_violation``, ``schema_violation`` or ``size_violation``.
 
 Registered codecs: ``json`` (one JSON object per record; the compiled decoder in
 ``native/`` when it is installed, the Python one otherwise or with option
-``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans), ``avro`` (Confluent-framed
+``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans and logs), ``avro`` (Confluent-framed
 Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
 export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
 and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec
-from .native_json import NativeJsonCodec, NativeOtlpSpanCodec, chosen_decoder
+from .native_json import NativeJsonCodec, NativeOtlpCodec, NativeOtlpSpanCodec, chosen_decoder, native_otlp_signals
 from .otlp_codec import OtlpCodec, to_otlp_json
 
 def json_codec(signal: str, max_bytes: int = 65536, decoder: str | None = None):
@@ -31,12 +31,13 @@ def json_codec(signal: str, max_bytes: int = 65536, decoder: str | None = None):
 
 
 def otlp_proto_codec(signal: str, max_bytes: int = 1 << 20, decoder: str | None = None):
-    """The ``otlp_proto`` codec: for spans :class:`NativeOtlpSpanCodec` (the compiled
+    """The ``otlp_proto`` codec: for spans and logs :class:`NativeOtlpCodec` (the compiled
     decoder, its deferred messages decoded by :class:`OtlpCodec`) unless ``decoder`` (else
-    ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed; logs and metrics
-    :class:`OtlpCodec`. Both give the same rows and dead letters."""
-    if signal == "span" and chosen_decoder(decoder) == "native":
-        return NativeOtlpSpanCodec(signal=signal, max_bytes=max_bytes)
+    ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed (or, for logs, is
+    an older build without them); metrics :class:`OtlpCodec`. Both give the same rows and
+    dead letters."""
+    if signal in ("span", "log") and chosen_decoder(decoder) == "native" and signal in native_otlp_signals():
+        return NativeOtlpCodec(signal=signal, max_bytes=max_bytes)
     return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
 
 
@@ -48,7 +49,7 @@ CODECS: dict[str, Callable[..., Any]] = {
     "otlp_json": partial(OtlpCodec, encoding="otlp_json"),
 }
 
-__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "NativeJsonCodec", "NativeOtlpSpanCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
+__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "NativeJsonCodec", "NativeOtlpCodec", "NativeOtlpSpanCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
 
 
 def codec_for(name: str, signal: str, max_bytes: int, options: dict | None = None):

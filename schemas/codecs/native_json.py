@@ -167,20 +167,29 @@ class NativeJsonCodec:
         return Batch(raw=raw, table=table, rejects=rejects)
 
 
-class NativeOtlpSpanCodec:
-    """The ``otlp_proto`` codec for spans on the compiled decoder: same constructor, same
-    :meth:`decode` contract and results as ``OtlpCodec(signal="span")`` (which decodes the
-    messages it defers, with their per-span verdicts)."""
+def native_otlp_signals() -> tuple[str, ...]:
+    """The OTLP protobuf signals the installed extension decodes (an older build may lack
+    logs: those then go to the reference codec)."""
+    if _native is None:
+        return ()
+    return tuple(s for s, fn in (("span", "decode_otlp_spans"), ("log", "decode_otlp_logs")) if hasattr(_native, fn))
+
+
+class NativeOtlpCodec:
+    """The ``otlp_proto`` codec for spans and logs on the compiled decoder: same
+    constructor, same :meth:`decode` contract and results as ``OtlpCodec(signal)`` (which
+    decodes the messages it defers, with their per-item verdicts)."""
 
     def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
         from .otlp_codec import OtlpCodec
 
-        if signal != "span":
-            raise ValueError(f"the compiled OTLP decoder reads spans only, not {signal!r}")
+        if signal not in ("span", "log"):
+            raise ValueError(f"the compiled OTLP decoder reads spans and logs, not {signal!r}")
         self.signal = signal
         self.max_bytes = max_bytes
-        self.reference = OtlpCodec(signal="span", max_bytes=max_bytes, encoding="otlp_proto")
+        self.reference = OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
         self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
+        self._decode = _native.decode_otlp_spans if signal == "span" else _native.decode_otlp_logs
 
     def __getattr__(self, name: str):
         """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
@@ -189,14 +198,14 @@ class NativeOtlpSpanCodec:
         return getattr(self.reference, name)
 
     def decode(self, raw: RawBatch) -> Batch:
-        """Rows (ordered by message and span), rejects, ``items_in`` and ``item_raw`` equal
+        """Rows (ordered by message and item), rejects, ``items_in`` and ``item_raw`` equal
         to ``OtlpCodec.decode(raw)``'s."""
         from core.batch import ITEM
 
         from .otlp_codec import _item_sources
 
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
-        verdict_buf, index_buf, items_buf, cols = _native.decode_otlp_spans(values, self.max_bytes)
+        verdict_buf, index_buf, items_buf, cols = self._decode(values, self.max_bytes)
         verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
         index = np.frombuffer(index_buf, dtype=np.int64)
         names = self.schema.names
@@ -234,6 +243,10 @@ class NativeOtlpSpanCodec:
             for k in reject_order:
                 rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
                             ref.rejects.items[k])
-        codec = self.reference
+        codec, signal = self.reference, self.signal
         return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), "span", "otlp_proto")[k]))
+                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), signal, "otlp_proto")[k]))
+
+
+#: the span codec's earlier name
+NativeOtlpSpanCodec = NativeOtlpCodec
