@@ -183,7 +183,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
     at the snapshot before; once it is back, and before the sink retries, the table shows
     exactly the state before that commit (its uploaded data files are not visible); the
     retry then lands it, and at the end every row is there once."""
-    from pipelines.graph import PipelineGraph
+    from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink
 
     spec = shared_spec
@@ -227,7 +227,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
         restarted.set()
 
     graph = PipelineGraph(spec)
-    sink = OutageSink(spec, graph.table_names)
+    sink = OutageSink(spec, graph.table_names, plan=write_plan(spec))
     sink.max_rows = 150
     th = threading.Thread(target=restart)
     th.start()
