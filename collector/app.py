@@ -35,7 +35,7 @@ from starlette.routing import Route
 from core.errors import ObsflowError
 from collector.events import BodyError, EventJudge, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
-from collector.producer import DoorProducer, Record, Unavailable
+from collector.producer import DoorProducer, Headers, Record, Unavailable
 from pipelines.spec import PipelineSpec, ValidateStep
 from transforms.door_verdicts import DETAIL_HEADER, MAX_DETAIL, REJECT_HEADER
 
@@ -77,11 +77,11 @@ def targets(spec: PipelineSpec) -> dict[str, Target]:
     """Topic, codec and validate settings per signal, from ``collect.topics`` and the sources."""
     out = {}
     for signal in ("event", "log", "span", "metric"):
-        topic = spec.collect.topics.get(signal)
-        src = next((s for s in spec.sources if s.signal == signal and s.topic and (topic is None or s.topic == topic)), None)
-        if topic is None and src is None:
+        named = spec.collect.topics.get(signal)
+        src = next((s for s in spec.sources if s.signal == signal and s.topic and (named is None or s.topic == named)), None)
+        topic = named or (src.topic if src else None)
+        if topic is None:
             continue
-        topic = topic or src.topic
         codec = src.codec if src else ("json" if signal == "event" else "otlp_proto")
         flow = next((f for f in spec.flows if src and f.source == src.name), None)
         step = next((s for s in (flow.steps if flow else []) if isinstance(s, ValidateStep)), None) or ValidateStep(kind="validate")
@@ -98,8 +98,10 @@ def load_keys(spec: PipelineSpec) -> list[Key]:
             if not value:
                 raise ValueError(f"collect.keys: write key {k.name!r} reads ${k.env}, which is not set")
             digest = hashlib.sha256(value.encode()).digest()
-        else:
+        elif k.sha256 is not None:
             digest = bytes.fromhex(k.sha256)
+        else:  # the spec model requires env or sha256
+            raise ValueError(f"collect.keys: write key {k.name!r} has neither env nor sha256")
         keys.append(Key(k.name, k.kind, digest))
     return keys
 
@@ -117,7 +119,7 @@ class _Metrics:
         self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
         self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
-        self._children: dict[tuple, object] = {}  # labelled children, looked up once
+        self._children: dict[tuple, Counter] = {}  # labelled children, looked up once
 
     def request_done(self, route: str, status: int) -> None:
         key = ("r", route, status)
@@ -126,7 +128,7 @@ class _Metrics:
             child = self._children[key] = self.requests.labels(route, str(status))
         child.inc()
 
-    def item(self, signal: str, outcome: str, reason: str):
+    def item(self, signal: str, outcome: str, reason: str) -> Counter:
         """The records counter's child for these labels."""
         key = ("i", signal, outcome, reason)
         child = self._children.get(key)
@@ -397,7 +399,7 @@ class Door:
 
     @staticmethod
     def _rejects(target: Target, items: list[tuple[bytes, str, str, bytes | None]],
-                 headers: list[tuple[str, bytes]]) -> list[Record]:
+                 headers: Headers) -> list[Record]:
         """Records for the door rejects ``(raw, reason, detail, key)``: on the signal's topic,
         with the verdict in headers (the pipeline dead-letters them with that reason; see
         :mod:`transforms.door_verdicts`). A raw value over the flow's ``validate.max_bytes``
@@ -434,8 +436,10 @@ class Door:
 
     def _judge_now(self) -> None:
         pending, self._judge_queue = self._judge_queue, []
+        judge = self.events
+        assert judge is not None  # only the events route queues, and it answers 404 without an events source
         try:
-            results = self.events.judge_many([(items, kw) for items, kw, _ in pending], self.targets["event"].topic)
+            results = judge.judge_many([(items, kw) for items, kw, _ in pending], self.targets["event"].topic)
         except Exception as e:  # noqa: BLE001 - each waiting request answers for itself
             for _, _, fut in pending:
                 if not fut.done():
@@ -470,7 +474,7 @@ class Door:
             raise HttpError(400, str(e)) from None
         split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
         self._rate(key, split.accepted_items + split.rejected_items)
-        headers = [("received_at", str(received).encode())]
+        headers: Headers = [("received_at", str(received).encode())]
         records = [Record(target.topic, v, k, headers) for k, v in split.messages]
         records += self._rejects(target, [(v, r, d, None) for v, r, d, _ in split.rejects], headers)
         await self._produce(records)
@@ -513,14 +517,14 @@ class Door:
                                                "user_agent": request.headers.get("user-agent"), "sent_at": sent_at,
                                                "received_ms": received})
         records, dead, results = [], [], []
-        base = [("received_at", str(received).encode())]
-        by_sent: dict[str | None, list[tuple[str, bytes]]] = {None: base}  # one (read-only) headers list per distinct sent_at
+        base: Headers = [("received_at", str(received).encode())]
+        by_sent: dict[str | None, Headers] = {None: base}  # one (read-only) headers list per distinct sent_at
         topic = target.topic
         for i, payload in enumerate(judged.payloads):
             sent = judged.sent_at[i] or None
             h = by_sent.get(sent)
             if h is None:
-                h = by_sent[sent] = base + [("sent_at", sent.encode())]
+                h = by_sent[sent] = base + [("sent_at", (sent or "").encode())]
             if judged.reasons[i] is None:
                 records.append(Record(topic, payload, judged.keys[i], h))
                 results.append({"index": i, "status": "accepted"})
@@ -556,7 +560,7 @@ class Door:
                 inter = {"type": one.pop("type", "page_view")}
                 if "target" in one:
                     inter["target"] = one.pop("target")
-                env = {k: one[k] for k in ("event_id", "page", "session_id", "user", "location", "platform") if k in one}
+                env: dict[str, object] = {k: one[k] for k in ("event_id", "page", "session_id", "user", "location", "platform") if k in one}
                 ts = one.get("ts")
                 env["timestamp"] = int(ts) if ts and ts.isdigit() else ts
                 env["events"] = [inter]

@@ -178,23 +178,23 @@ class EventJudge:
         """Judge several requests' envelopes in one pass of the codec and validator (their
         fixed cost is paid once); each request's outcome is the same as judged alone."""
         outs: list[Judged] = []
-        values: list[bytes] = []
+        values: list[bytes | None] = []
         stamps: list[int] = []
-        headers: list[list[tuple[str, bytes]]] = []  # as the pipeline reads them: its clock-skew correction applies here too
+        headers: list[list[tuple[str, bytes | None]] | None] = []  # as the pipeline reads them: its clock-skew correction applies here too
         owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
         for r, (items, kw) in enumerate(requests):
             out = self._prepare(items, kw)
             outs.append(out)
             received_ms, public = kw["received_ms"], kw["public"]
-            received = [("received_at", str(received_ms).encode())]
-            by_sent: dict[str | None, list[tuple[str, bytes]]] = {None: received}  # one (read-only) list per distinct sent_at
+            received: list[tuple[str, bytes | None]] = [("received_at", str(received_ms).encode())]
+            by_sent: dict[str | None, list[tuple[str, bytes | None]]] = {None: received}  # one (read-only) list per distinct sent_at
             for i, payload in enumerate(out.payloads):
                 if out.reasons[i] is None:
                     values.append(payload)
                     stamps.append(received_ms)
                     sent = out.sent_at[i] or None
                     h = by_sent.get(sent)
-                    if h is None:
+                    if h is None and sent is not None:
                         h = by_sent[sent] = received + [("sent_at", sent.encode())]
                     headers.append(h)
                     owners.append((r, i, public))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -39,7 +40,12 @@ from core.errors import ObsflowError
 from schemas.codecs import codec_for, encode_confluent, to_otlp_json
 from transforms.batch import RawBatch
 
-REQUEST = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}
+#: one of the three ``Export*ServiceRequest`` messages; which one is named by the signal
+#: string that travels with it (the code branches on that string, not on the type)
+OtlpRequest = Any
+
+REQUEST: dict[str, type[OtlpRequest]] = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest,
+                                         "metric": ExportMetricsServiceRequest}
 _ID_KEYS = {"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"}
 
 
@@ -63,7 +69,7 @@ def _hex_ids_to_b64(o) -> None:
             _hex_ids_to_b64(v)
 
 
-def parse(signal: str, body: bytes, is_json: bool):
+def parse(signal: str, body: bytes, is_json: bool) -> OtlpRequest:
     """The export request in ``body``; :class:`BadRequest` naming why it is not one."""
     mtype = REQUEST[signal]
     if is_json:
@@ -110,7 +116,7 @@ def _service(resource) -> str:
     return "unknown_service"
 
 
-def _count(signal: str, msg) -> int:
+def _count(signal: str, msg: OtlpRequest) -> int:
     if signal == "span":
         return sum(len(ss.spans) for rs in msg.resource_spans for ss in rs.scope_spans)
     if signal == "log":
@@ -124,9 +130,9 @@ def _count(signal: str, msg) -> int:
     return n
 
 
-def _groups(signal: str, msg) -> dict[bytes, object]:
+def _groups(signal: str, msg: OtlpRequest) -> dict[bytes, OtlpRequest]:
     """Sub-requests by key: trace id (spans, logs; logs without one by service), service (metrics)."""
-    out: dict[bytes, object] = {}
+    out: dict[bytes, OtlpRequest] = {}
     mtype = REQUEST[signal]
     if signal == "metric":
         for rm in msg.resource_metrics:
@@ -162,7 +168,7 @@ def _groups(signal: str, msg) -> dict[bytes, object]:
     return out
 
 
-def _split(signal: str, req, max_bytes: int) -> list:
+def _split(signal: str, req: OtlpRequest, max_bytes: int) -> list[OtlpRequest]:
     """``req`` cut into requests of at most ``max_bytes`` serialized (halving its items);
     a single item larger than that stays alone (and is rejected by the codec)."""
     if req.ByteSize() <= max_bytes or _count(signal, req) <= 1:
@@ -231,14 +237,14 @@ class OtlpSplitter:
     def __init__(self, signal: str, codec: str, max_bytes: int):
         self.signal, self.codec, self.max_bytes = signal, codec, max_bytes
         self.judge = codec_for("otlp_proto", signal, max_bytes)
-        self.map_fields = set()
+        self.map_fields: set[str] = set()
         if codec in ("json", "avro"):
             self.judge = codec_for("otlp_proto", signal, 1 << 30)
             self.map_fields = {f.name for f in self.judge.wire if pa.types.is_map(f.type)}
 
-    def split(self, msg) -> Split:
+    def split(self, msg: OtlpRequest) -> Split:
         out = Split()
-        subs: list[tuple[bytes, object]] = []
+        subs: list[tuple[bytes, OtlpRequest]] = []
         for key, req in _groups(self.signal, msg).items():
             for part in _split(self.signal, req, self.max_bytes):
                 subs.append((key, part))
@@ -248,7 +254,7 @@ class OtlpSplitter:
         raw = RawBatch(source="collect", topic="", partition=-1, values=payloads, offsets=list(range(len(payloads))),
                        timestamps_ms=[0] * len(payloads))
         batch = self.judge.decode(raw)
-        bad = {}
+        bad: dict[int, tuple[str, str]] = {}
         for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
             bad.setdefault(i, (r, d))
         for i, (key, part) in enumerate(subs):

@@ -35,12 +35,16 @@ class Unavailable(ServiceUnavailable):
     """Kafka cannot take the records now (broker down, local queue full, timed out): retry later."""
 
 
+#: Kafka record headers as confluent_kafka takes them
+Headers = list[tuple[str, str | bytes | None]]
+
+
 @dataclass
 class Record:
     topic: str
     value: bytes
     key: bytes | None = None
-    headers: list[tuple[str, bytes]] | None = None
+    headers: Headers | None = None
 
 
 @dataclass
@@ -86,7 +90,7 @@ class DoorProducer:
         self.transactions = 0
         self.writers: list[_TxnWriter] = []
         if transactional:
-            conf.setdefault("transaction.timeout.ms", max(60000, int(conf["message.timeout.ms"])))
+            conf.setdefault("transaction.timeout.ms", max(60000, int(str(conf["message.timeout.ms"]))))
             base = conf.pop("transactional.id", None) or f"obsflow-{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             # one id per writer of this process: a writer's new producer fences (and so aborts) its predecessor's transaction
             self.writers = [_TxnWriter(self, {**conf, "transactional.id": f"{base}-{k}"}) for k in range(max(1, writers))]
@@ -179,9 +183,11 @@ class DoorProducer:
                 p.loop.call_soon_threadsafe(_resolve, p)
 
         queued = 0
+        producer = self.producer
+        assert producer is not None  # not transactional: the one producer exists
         try:
             for r in records:
-                self.producer.produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery)
+                producer.produce(r.topic, r.value, r.key, headers=r.headers, on_delivery=on_delivery)
                 queued += 1
         except BufferError:
             self._abandon(pending, len(records) - queued, "local producer queue full")
@@ -268,7 +274,8 @@ class _TxnWriter:
             if not batch:
                 continue
             now = time.monotonic()
-            live, late = [], []
+            live: list[_TxnRequest] = []
+            late: list[_TxnRequest] = []
             for t in batch:
                 (live if t.deadline > now and not t.future.done() else late).append(t)
             _settle_all(late, "the request's time ran out before its transaction began")
