@@ -48,11 +48,36 @@ ALLOWED_HEADERS = {"content-type", "content-encoding", "authorization", "x-obsfl
 
 
 class HttpError(ObsflowError):
-    """An HTTP answer other than 2xx: ``status``, one-line ``message``, whether to send Retry-After."""
+    """An HTTP answer other than 2xx: ``status``, one-line ``message``, whether to send
+    Retry-After, and ``refused``: the reason label under which a request whose data is not
+    stored is counted in ``obsflow_collect_refused_requests_total`` (None: not counted
+    there, e.g. a body the door kept as a dead letter)."""
 
-    def __init__(self, status: int, message: str, retry_after: bool = False):
+    def __init__(self, status: int, message: str, retry_after: bool = False, refused: str = ""):
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after
+        self.refused: str | None = refused or _REFUSED_BY_STATUS.get(status, f"http_{status}")
+
+    def kept(self) -> HttpError:
+        """This answer, for a request whose data the door stored (not counted as refused)."""
+        self.refused = None
+        return self
+
+
+#: the refusal reason of an answer that does not name its own, by status
+_REFUSED_BY_STATUS = {400: "bad_request", 401: "write_key", 403: "origin", 404: "no_source", 413: "too_large",
+                      415: "content_type", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+
+
+class Unreadable(HttpError):
+    """A body that was read but cannot be decoded (not valid gzip/deflate, an unsupported
+    Content-Encoding, or decompressing past ``max_decompressed_bytes``): answered 4xx, and
+    the bytes as received are kept as one door reject (``reason``) so they end in
+    ``obs.dead_letters`` like every other refused record."""
+
+    def __init__(self, status: int, message: str, body: bytes, reason: str):
+        super().__init__(status, message)
+        self.body, self.reason = body, reason
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,12 @@ class _Metrics:
         self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
         self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
+        self.refused = Counter("obsflow_collect_refused_requests_total",
+                               "requests answered without storing their data (the sender keeps it), by route and reason",
+                               ["route", "reason"], registry=r)
+        self.refused_bytes = Counter("obsflow_collect_refused_bytes_total",
+                                     "declared Content-Length of the refused requests (0 when not declared), by route and reason",
+                                     ["route", "reason"], registry=r)
         self._children: dict[tuple, Counter] = {}  # labelled children, looked up once
 
     def request_done(self, route: str, status: int) -> None:
@@ -307,7 +338,8 @@ class Door:
             except ValueError:
                 raise HttpError(400, "Content-Length is not a number") from None
             if n > cfg.max_request_bytes:
-                raise HttpError(413, f"body of {n} bytes exceeds collect.max_request_bytes ({cfg.max_request_bytes})")
+                raise HttpError(413, f"body of {n} bytes exceeds collect.max_request_bytes ({cfg.max_request_bytes})",
+                                refused="too_large_declared")
             self._hold(n)
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -322,7 +354,8 @@ class Door:
         if enc in ("", "identity"):
             return body
         if enc not in ("gzip", "deflate"):
-            raise HttpError(415, f"Content-Encoding {enc!r} is not supported (gzip, deflate, identity)")
+            raise Unreadable(415, f"Content-Encoding {enc[:40]!r} is not supported (gzip, deflate, identity)", body,
+                             "format_violation")
         limit = cfg.max_decompressed_bytes
         parts, total, rest = [], 0, body
         while True:  # every member of a multi-member gzip stream, within one limit for all
@@ -330,25 +363,26 @@ class Door:
             try:
                 out = d.decompress(rest, limit + 1 - total)
             except zlib.error as e:
-                raise HttpError(400, f"body is not valid {enc}: {e}") from None
+                raise Unreadable(400, f"body is not valid {enc}: {e}", body, "format_violation") from None
             total += len(out)
             if total > limit or d.unconsumed_tail:
-                raise HttpError(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})")
+                raise Unreadable(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})", body,
+                                 "size_violation")
             if not d.eof:
-                raise HttpError(400, f"body is truncated {enc}")
+                raise Unreadable(400, f"body is truncated {enc}", body, "format_violation")
             parts.append(out)
             rest = d.unused_data
             if not rest or enc != "gzip":
                 break
         if rest:
-            raise HttpError(400, f"{len(rest)} bytes after the end of the {enc} stream")
+            raise Unreadable(400, f"{len(rest)} bytes after the end of the {enc} stream", body, "format_violation")
         out = b"".join(parts)
         self._hold(len(out))
         return out
 
     def _hold(self, n: int) -> None:
         if self.inflight_bytes + n > self.cfg.max_inflight_bytes:
-            raise HttpError(503, "collector is at its in-flight byte bound", retry_after=True)
+            raise HttpError(503, "collector is at its in-flight byte bound", retry_after=True, refused="inflight_bytes")
         self.inflight_bytes += n
         request_bytes = _HELD.get()
         _HELD.set(request_bytes + n)
@@ -358,6 +392,27 @@ class Door:
         if e.retry_after:
             h["Retry-After"] = self.retry_after
         return Response(orjson.dumps({"error": e.message}), status_code=e.status, headers=h, media_type="application/json")
+
+    def _refuse(self, request: Request, route: str, e: HttpError, cors: dict) -> Response:
+        """The error answer; counted as a refused request (with its declared bytes) unless
+        its data was kept (``e.refused`` None)."""
+        if e.refused is not None:
+            try:
+                declared = max(0, int(request.headers.get("content-length") or 0))
+            except ValueError:
+                declared = 0
+            self.metrics.refused.labels(route, e.refused).inc()
+            self.metrics.refused_bytes.labels(route, e.refused).inc(declared)
+        return self._error(request, e, cors)
+
+    async def _read(self, request: Request, target: Target) -> bytes:
+        """:meth:`_body`; a body that was read but cannot be decoded is kept as a door
+        reject first (:class:`Unreadable`), then answered."""
+        try:
+            return await self._body(request)
+        except Unreadable as e:
+            await self._reject_body(target, e.body, now_ms(), e.message, e.reason)
+            raise e.kept() from None
 
     async def _guarded(self, request: Request, route: str, handler) -> Response:
         """Bounds, CORS, the handler; in-flight accounting released whatever happens."""
@@ -371,21 +426,23 @@ class Door:
         try:
             cors = self._cors(request)
             if self.draining:
-                raise HttpError(503, "collector is shutting down", retry_after=True)
+                raise HttpError(503, "collector is shutting down", retry_after=True, refused="draining")
             if self.inflight_requests > self.cfg.max_inflight_requests:
-                raise HttpError(503, "collector is at its in-flight request bound", retry_after=True)
+                raise HttpError(503, "collector is at its in-flight request bound", retry_after=True, refused="inflight_requests")
             if not self.producer.ready or self.producer.broker_down:
-                raise HttpError(503, "Kafka is unreachable", retry_after=True)
+                raise HttpError(503, "Kafka is unreachable", retry_after=True, refused="kafka_unavailable")
             resp = await handler(request, cors)
         except HttpError as e:
-            resp = self._error(request, e, cors)
+            resp = self._refuse(request, route, e, cors)
         except ClientDisconnect:
-            resp = self._error(request, HttpError(400, "client disconnected before the body ended"), cors)
+            resp = self._refuse(request, route, HttpError(400, "client disconnected before the body ended",
+                                                          refused="client_disconnected"), cors)
         except Unavailable as e:
-            resp = self._error(request, HttpError(503, f"Kafka did not take the records: {e}", True), cors)
+            resp = self._refuse(request, route, HttpError(503, f"Kafka did not take the records: {e}", True,
+                                                          refused="kafka_unavailable"), cors)
         except Exception as e:
             log.exception("collect: internal error on %s", route)
-            resp = self._error(request, HttpError(500, f"internal error: {type(e).__name__}"), cors)
+            resp = self._refuse(request, route, HttpError(500, f"internal error: {type(e).__name__}"), cors)
         finally:
             self.inflight_requests -= 1
             self.inflight_bytes -= _HELD.get()
@@ -408,16 +465,17 @@ class Door:
                        headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())])
                 for raw, reason, detail, key in items]
 
-    async def _reject_body(self, target: Target, body: bytes, received_ms: int, detail: str) -> None:
-        """A body of a key holder that is not the format at all (answered 400) is kept as one
-        ``format_violation`` record, so it too ends in ``obs.dead_letters``; an empty body
-        is not kept. Kafka must take it first (else :class:`Unavailable`: 503, and the
-        client's retry gets its 400 once it is kept)."""
+    async def _reject_body(self, target: Target, body: bytes, received_ms: int, detail: str,
+                           reason: str = "format_violation") -> None:
+        """A body of a key holder that is not the format at all (answered 4xx) is kept as one
+        ``reason`` record (default ``format_violation``), so it too ends in
+        ``obs.dead_letters``; an empty body is not kept. Kafka must take it first (else
+        :class:`Unavailable`: 503, and the client's retry gets its 4xx once it is kept)."""
         if not body.strip():
             return
-        await self._produce(self._rejects(target, [(body, "format_violation", detail, None)],
+        await self._produce(self._rejects(target, [(body, reason, detail, None)],
                                           [("received_at", str(received_ms).encode())]))
-        self.metrics.item(target.signal, "rejected", "format_violation").inc()
+        self.metrics.item(target.signal, "rejected", reason).inc()
 
     async def _judge(self, items: list, kw: dict):
         """Judge one request's envelopes together with those of every request that reaches
@@ -465,13 +523,13 @@ class Door:
         if target is None:
             raise HttpError(404, f"no source in the spec reads signal {signal!r}")
         key = self._key(request)
-        body = await self._body(request)
+        body = await self._read(request, target)
         received = now_ms()
         try:
             msg = parse(signal, body, is_json)
         except BadRequest as e:
             await self._reject_body(target, body, received, str(e))
-            raise HttpError(400, str(e)) from None
+            raise HttpError(400, str(e)).kept() from None
         split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
         self._rate(key, split.accepted_items + split.rejected_items)
         headers: Headers = [("received_at", str(received).encode())]
@@ -502,15 +560,16 @@ class Door:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype not in ("application/json", "application/x-ndjson", "application/ndjson", "text/plain", ""):
                 raise HttpError(415, f"Content-Type {ctype!r}: events take application/json, application/x-ndjson or text/plain")
-            body = await self._body(request)
+            body = await self._read(request, target)
             try:
                 items, body_sent = _parse_events(body, ctype)
             except BodyError as e:
                 await self._reject_body(target, body, now_ms(), str(e))
-                raise HttpError(400, str(e)) from None
+                raise HttpError(400, str(e)).kept() from None
             sent_at = body_sent or sent_at
         if len(items) > self.cfg.max_events_per_request:
-            raise HttpError(413, f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})")
+            raise HttpError(413, f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})",
+                            refused="too_many_events")
         self._rate(key, len(items))
         received = now_ms()
         judged = await self._judge(items, {"key_name": key.name, "public": key.kind == "public", "client_ip": self.client_ip(request),

@@ -25,19 +25,35 @@ Normalization (each envelope):
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from core.errors import ObsflowError
 from pipelines.spec import ValidateStep
 from schemas.codecs import codec_for
+from schemas.codecs.json_codec import MAX_NESTING
 from transforms.batch import RawBatch
-from transforms.validate import Validator
+from transforms.validate import Validator, clock_skew_ms
 
 INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", "message", "stackTrace")
+
+#: the envelope's fields (schemas/wire event): required strings, optional strings
+_REQUIRED_STR = ("event_id", "page", "session_id")
+_OPTIONAL_STR = ("user", "location", "platform", "user_agent", "client_ip")
+_ENVELOPE_FIELDS = frozenset(_REQUIRED_STR + _OPTIONAL_STR + ("timestamp", "events"))
+_INTERACTION_STR = ("target", "form", "message", "stackTrace")
+_INTERACTION_FIELDS = frozenset(INTERACTION_FIELDS)
+#: the only timestamps the fast path reads: UTC, whole seconds or up to microseconds
+_PLAIN_TS = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_I32 = (-(2 ** 31), 2 ** 31)
+_I64 = (-(2 ** 63), 2 ** 63)
+_EXACT_FLOAT = 2 ** 53
 
 
 class BodyError(ObsflowError, ValueError):
@@ -54,6 +70,7 @@ class Judged:
     sent_at: list[str | None] = field(default_factory=list)
     reasons: list[str | None] = field(default_factory=list)
     details: list[str | None] = field(default_factory=list)
+    envs: list[dict | None] = field(default_factory=list)  # the normalized envelope (None: not an object)
 
 
 def parse_body(body: bytes, content_type: str) -> tuple[list, str | None]:
@@ -162,11 +179,75 @@ def normalize(doc: dict, key_name: str, client_ip: str | None, user_agent: str |
 class EventJudge:
     """Judge envelopes as the pipeline's ``validate`` step of the events flow would."""
 
-    def __init__(self, step: ValidateStep, max_event_bytes: int, public_max_past_s: float):
+    def __init__(self, step: ValidateStep, max_event_bytes: int, public_max_past_s: float, fast_path: bool = True):
         self.codec = codec_for("json", "event", max_event_bytes)
         self.validator = Validator("event", step, json_hints=True)
         self.max_event_bytes = max_event_bytes
         self.public_max_past_ms = int(public_max_past_s * 1000)
+        self.fast_path = fast_path
+        self.event_types = frozenset(step.event_types)
+        self.max_future_ms = self.validator.max_future_ms
+        self.max_past_ms = self.validator.max_past_ms
+        self.max_skew_ms = self.validator.max_skew_ms
+        self.fast_accepted = 0  # envelopes accepted without the codec + validator pass (for tests and the bench)
+
+    def plainly_valid(self, env: dict, payload: bytes, received_ms: int, sent_at: str | None, public: bool) -> bool:
+        """True only for an envelope the codec and validator are certain to accept (and,
+        for a ``public`` key, not too old): only wire fields, each of exactly its wire type,
+        a UTC ISO-8601 timestamp the codec reads as this code does, known interaction types,
+        and an event time (corrected for clock skew as the validator does) inside the
+        window. Anything else is False, and the full pass gives the verdict and reason:
+        so the door's verdicts are those of the full pass whichever path judged them (the
+        parity test over the fuzz corpus and the generator checks it)."""
+        if len(payload) >= self.max_event_bytes or not env.keys() <= _ENVELOPE_FIELDS:
+            return False
+        for name in _REQUIRED_STR:
+            if type(env.get(name)) is not str:
+                return False
+        for name in _OPTIONAL_STR:
+            v = env.get(name)
+            if v is not None and type(v) is not str:
+                return False
+        events = env.get("events")
+        if type(events) is not list or not events:
+            return False
+        for e in events:
+            if type(e) is not dict or not e.keys() <= _INTERACTION_FIELDS:
+                return False
+            kind = e.get("type")
+            if type(kind) is not str or kind not in self.event_types:
+                return False
+            for name in _INTERACTION_STR:
+                v = e.get(name)
+                if v is not None and type(v) is not str:
+                    return False
+            d = e.get("depth")
+            if d is not None and not (type(d) is float or (type(d) is int and -_EXACT_FLOAT < d < _EXACT_FLOAT)):
+                return False
+            st = e.get("step")
+            if st is not None and not (type(st) is int and _I32[0] <= st < _I32[1]):
+                return False
+            du = e.get("duration_ms")
+            if du is not None and not (type(du) is int and _I64[0] <= du < _I64[1]):
+                return False
+        ts = env.get("timestamp")
+        if type(ts) is not str:
+            return False
+        m = _PLAIN_TS.fullmatch(ts)
+        if m is None or not 1971 <= int(m.group(1)) <= 2261:
+            return False
+        try:
+            t = (datetime.fromisoformat(ts) - _EPOCH) // _MS
+        except ValueError:
+            return False
+        if self.max_skew_ms > 0 and sent_at is not None:  # the validator's clock-skew correction (transforms.validate)
+            found = clock_skew_ms([("sent_at", sent_at.encode()), ("received_at", str(received_ms).encode())])
+            if found is not None and abs(found[0]) <= self.max_skew_ms:
+                t = min(t + found[0], found[1])
+        delta = t - received_ms
+        if delta > self.max_future_ms or delta < -self.max_past_ms:
+            return False
+        return not (public and t < received_ms - self.public_max_past_ms)
 
     def judge(self, items: list, *, key_name: str, public: bool, client_ip: str | None,
               user_agent: str | None, sent_at: str | None, received_ms: int, topic: str) -> Judged:
@@ -188,8 +269,14 @@ class EventJudge:
             received_ms, public = kw["received_ms"], kw["public"]
             received: list[tuple[str, bytes | None]] = [("received_at", str(received_ms).encode())]
             by_sent: dict[str | None, list[tuple[str, bytes | None]]] = {None: received}  # one (read-only) list per distinct sent_at
+            envs = out.envs
             for i, payload in enumerate(out.payloads):
                 if out.reasons[i] is None:
+                    env = envs[i]
+                    if self.fast_path and env is not None and self.plainly_valid(
+                            env, payload, received_ms, out.sent_at[i] or None, public):
+                        self.fast_accepted += 1
+                        continue
                     values.append(payload)
                     stamps.append(received_ms)
                     sent = out.sent_at[i] or None
@@ -222,16 +309,27 @@ class EventJudge:
                 out.keys.append(None)
                 out.sent_at.append(kw["sent_at"])
                 out.reasons[i], out.details[i] = "format_violation", f"invalid JSON: {item.why}"
+                out.envs.append(None)
                 continue
             if not isinstance(item, dict):
                 out.payloads.append(orjson.dumps(item))
                 out.keys.append(None)
                 out.sent_at.append(kw["sent_at"])
                 out.reasons[i], out.details[i] = "schema_violation", f"expected a JSON object, got {type(item).__name__}"
+                out.envs.append(None)
                 continue
-            env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
-            payload = orjson.dumps(env)
+            try:
+                env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
+                payload = orjson.dumps(env)
+            except (TypeError, RecursionError):  # nested past orjson's bound: the codec's verdict, without a crash
+                out.payloads.append(_too_deep_payload(item))
+                out.keys.append(None)
+                out.sent_at.append(kw["sent_at"])
+                out.reasons[i], out.details[i] = "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
+                out.envs.append(None)
+                continue
             out.payloads.append(payload)
+            out.envs.append(env)
             sid = env.get("session_id")
             out.keys.append(sid.encode() if isinstance(sid, str) else None)
             out.sent_at.append(own_sent or kw["sent_at"])
@@ -250,6 +348,18 @@ class EventJudge:
             outs[r].reasons[i] = "timestamp_out_of_range"
             outs[r].details[i] = (f"timestamp: {(stamps[j] - t) / 1000:.0f}s before receipt; a public (browser) key may "
                                   f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)")
+
+
+_MS = timedelta(milliseconds=1)
+
+
+def _too_deep_payload(item: dict) -> bytes:
+    """The bytes kept for an envelope nested too deep for orjson: the standard library's
+    JSON of it, or when even that recurses too deep, a note in its place."""
+    try:
+        return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+    except (RecursionError, ValueError, TypeError):
+        return orjson.dumps({"obsflow_door": f"an envelope nested deeper than the door can re-encode (keys: {sorted(item)[:20]})"})
 
 
 def now_ms() -> int:

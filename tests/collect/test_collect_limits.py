@@ -291,3 +291,95 @@ def test_not_ready_without_kafka_and_503_at_once(tmp_path, start_collector):
     r = requests.post(c.url + "/v1/traces", data=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=10)
     assert r.status_code == 503 and r.headers["retry-after"] == "7"
     assert "obsflow_collect_ready 0.0" in requests.get(c.url + "/metrics", timeout=10).text
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of ``name`` with exactly ``labels`` in a Prometheus text page (0 when absent)."""
+    want = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            sample, value = line.rsplit(" ", 1)
+            got = "{" + ",".join(sorted(sample[len(name) + 1:-1].split(","))) + "}"
+            if got == want:
+                return float(value)
+    return 0.0
+
+
+def test_undecodable_bodies_are_dead_lettered_and_refusals_counted(door):
+    """A body that was read but does not decompress (not gzip, truncated, a bomb past
+    max_decompressed_bytes, an unsupported Content-Encoding) is answered 4xx *and* kept,
+    the bytes as received, as one door reject with its reason, so it ends in
+    ``obs.dead_letters``; requests refused before their body is read (413 by
+    Content-Length, no write key, wrong Content-Type) store nothing and are counted in
+    /metrics by route and reason, with their declared bytes."""
+    url = door.url
+    ev = {**SECRET, "Content-Type": "application/json"}
+    not_gzip = orjson.dumps([envelope("gz-not", "g")])
+    truncated = gzip.compress(orjson.dumps([envelope("gz-cut", "g")]))[:-12]
+    bomb = gzip.compress(b" " * 300_000)  # 300 KB decompressed > max_decompressed_bytes (256 KiB); ~300 bytes sent
+    sent = [  # (route, body, headers, status, reason kept)
+        ("/v1/events", not_gzip, {**ev, "Content-Encoding": "gzip"}, 400, "format_violation"),
+        ("/v1/events", truncated, {**ev, "Content-Encoding": "gzip"}, 400, "format_violation"),
+        ("/v1/events", bomb, {**ev, "Content-Encoding": "gzip"}, 413, "size_violation"),
+        ("/v1/traces", b"\x0a\x02\x0a\x00", {**SECRET, "Content-Type": "application/x-protobuf", "Content-Encoding": "br"}, 415,
+         "format_violation"),
+    ]
+    for route, body, headers, status, _ in sent:
+        r = requests.post(url + route, data=body, headers=headers, timeout=30)
+        assert r.status_code == status, (route, r.status_code, r.text)
+    events = [(m.value(), door_rejected(m)) for m in read_topic(door.bootstrap, door.topics["event"])]
+    spans = [(m.value(), door_rejected(m)) for m in read_topic(door.bootstrap, door.topics["span"])]
+    assert sorted((v, rej[0]) for v, rej in events) == sorted((b, reason) for route, b, _, _, reason in sent if route == "/v1/events")
+    assert [(v, rej[0]) for v, rej in spans] == [(b"\x0a\x02\x0a\x00", "format_violation")]
+    details = sorted(rej[1] for _, rej in events + spans)
+    assert details == sorted(["Content-Encoding 'br' is not supported (gzip, deflate, identity)",
+                              "body decompresses to more than collect.max_decompressed_bytes (262144)",
+                              "body is not valid gzip: Error -3 while decompressing data: incorrect header check",
+                              "body is truncated gzip"]), details
+
+    # refused before the body is read: nothing stored, counted by reason
+    host, port = url.split("//")[1].split(":")[0], int(url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Obsflow-Key: server-secret-1\r\n"
+                  b"Content-Length: 100000\r\nConnection: close\r\n\r\n[")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert requests.post(url + "/v1/events", data=not_gzip, headers={"Content-Type": "application/json"},
+                         timeout=30).status_code == 401
+    assert requests.post(url + "/v1/events", data=not_gzip, headers={**SECRET, "Content-Type": "image/png"},
+                         timeout=30).status_code == 415
+    m = requests.get(url + "/metrics", timeout=10).text
+    refused = "obsflow_collect_refused_requests_total"
+    assert _metric(m, refused, route="/v1/events", reason="too_large_declared") == 1.0
+    assert _metric(m, "obsflow_collect_refused_bytes_total", route="/v1/events", reason="too_large_declared") == 100000.0
+    assert _metric(m, refused, route="/v1/events", reason="write_key") == 1.0
+    assert _metric(m, refused, route="/v1/events", reason="content_type") == 1.0
+    # the kept ones are records rejected at the door, not refused requests
+    assert sum(_metric(m, refused, route=r, reason=x) for r in ("/v1/events", "/v1/traces")
+               for x in ("bad_request", "too_large", "content_type")) == 1.0  # only the image/png one
+    assert _metric(m, "obsflow_collect_records_total", signal="event", outcome="rejected", reason="format_violation") == 2.0
+    assert _metric(m, "obsflow_collect_records_total", signal="event", outcome="rejected", reason="size_violation") == 1.0
+    assert _metric(m, "obsflow_collect_records_total", signal="span", outcome="rejected", reason="format_violation") == 1.0
+    # nothing else was written: the refused requests left no record
+    assert len(read_topic(door.bootstrap, door.topics["event"])) == 3
+
+
+def test_envelope_nested_past_orjson_bound_is_a_reject_not_a_500(door):
+    """An envelope nested 300 deep parses (orjson reads 1024 levels) but cannot be
+    re-encoded by orjson (254): the door answered 500 (TypeError in the judge) on the old
+    code; now it is the codec's verdict, format_violation, stored once, and its neighbour
+    is accepted."""
+    now = int(time.time() * 1000)
+    deep = b'{"event_id":"deep","page":"/","session_id":"s","timestamp":"' + iso(now).encode() + \
+        b'","events":[{"type":"click"}],"x":' + b"[" * 300 + b"]" * 300 + b"}"
+    body = b"[" + orjson.dumps(envelope("flat-1", "n")) + b"," + deep + b"]"
+    r = requests.post(door.url + "/v1/events", data=body, headers={**SECRET, "Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == [{"index": 0, "status": "accepted"},
+                                   {"index": 1, "status": "rejected", "reason": "format_violation",
+                                    "detail": "record: JSON nested too deep (more than 255 levels)"}]
+    msgs = read_topic(door.bootstrap, door.topics["event"])
+    assert sorted((orjson.loads(m.value())["event_id"], door_rejected(m)) for m in msgs) == [
+        ("deep", ("format_violation", "record: JSON nested too deep (more than 255 levels)")), ("flat-1", None)]
