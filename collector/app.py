@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.errors import ObsflowError
-from collector.events import BodyError, EventJudge, now_ms
+from collector.events import BodyError, EventJudge, Judged, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
 from collector.producer import DoorProducer, Headers, Record, Unavailable
 from pipelines.spec import PipelineSpec, ValidateStep
@@ -477,14 +477,21 @@ class Door:
                                           [("received_at", str(received_ms).encode())]))
         self.metrics.item(target.signal, "rejected", reason).inc()
 
-    async def _judge(self, items: list, kw: dict):
-        """Judge one request's envelopes together with those of every request that reaches
-        this point within ``collect.judge_window`` while others are being answered (one codec +
-        validator pass for all: its fixed cost is most of a small request's CPU). A request
-        alone (no other in flight) is judged in the same turn of the event loop."""
+    async def _judge(self, items: list, kw: dict) -> Judged:
+        """One request's verdicts. Plainly valid envelopes (and items that are not
+        objects) are judged at once (:meth:`EventJudge.prepare`); a request with envelopes
+        that need the codec + validator pass is judged together with every such request
+        that reaches this point within ``collect.judge_window`` while others are being
+        answered (one pass for all: its fixed cost is most of a small request's CPU). A
+        request alone (no other in flight) is judged in the same turn of the event loop."""
+        judge = self.events
+        assert judge is not None  # only the events route judges, and it answers 404 without an events source
+        prepared = judge.prepare(items, kw)
+        if not prepared.pending:
+            return prepared
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._judge_queue.append((items, kw, fut))
+        self._judge_queue.append((prepared, kw, fut))
         if len(self._judge_queue) == 1:
             if self.inflight_requests > 1:
                 loop.call_later(self.judge_window, self._judge_now)
@@ -495,9 +502,9 @@ class Door:
     def _judge_now(self) -> None:
         pending, self._judge_queue = self._judge_queue, []
         judge = self.events
-        assert judge is not None  # only the events route queues, and it answers 404 without an events source
+        assert judge is not None
         try:
-            results = judge.judge_many([(items, kw) for items, kw, _ in pending], self.targets["event"].topic)
+            results = judge.finish([p for p, _, _ in pending], [kw for _, kw, _ in pending], self.targets["event"].topic)
         except Exception as e:  # noqa: BLE001 - each waiting request answers for itself
             for _, _, fut in pending:
                 if not fut.done():
@@ -584,12 +591,13 @@ class Door:
             h = by_sent.get(sent)
             if h is None:
                 h = by_sent[sent] = base + [("sent_at", (sent or "").encode())]
-            if judged.reasons[i] is None:
+            reason = judged.reasons[i]
+            if reason is None:
                 records.append(Record(topic, payload, judged.keys[i], h))
                 results.append({"index": i, "status": "accepted"})
             else:
-                dead.append((payload, judged.reasons[i], judged.details[i] or "", judged.keys[i], h))
-                results.append({"index": i, "status": "rejected", "reason": judged.reasons[i], "detail": judged.details[i]})
+                dead.append((payload, reason, judged.details[i] or "", judged.keys[i], h))
+                results.append({"index": i, "status": "rejected", "reason": reason, "detail": judged.details[i]})
         for payload, reason, detail, key_, h in dead:
             records += self._rejects(target, [(payload, reason, detail, key_)], h)
         await self._produce(records)

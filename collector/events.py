@@ -24,6 +24,7 @@ Normalization (each envelope):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -42,12 +43,14 @@ from transforms.validate import Validator, clock_skew_ms
 
 INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", "message", "stackTrace")
 
-#: the envelope's fields (schemas/wire event): required strings, optional strings
+#: the wire types the fast path reads (schemas/wire event): a required string, an optional
+#: string, an optional double, int32, int64, and the two fields read apart
+_REQ, _OPT, _FLOAT, _INT32, _INT64, _OTHER = range(6)
 _REQUIRED_STR = ("event_id", "page", "session_id")
-_OPTIONAL_STR = ("user", "location", "platform", "user_agent", "client_ip")
-_ENVELOPE_FIELDS = frozenset(_REQUIRED_STR + _OPTIONAL_STR + ("timestamp", "events"))
-_INTERACTION_STR = ("target", "form", "message", "stackTrace")
-_INTERACTION_FIELDS = frozenset(INTERACTION_FIELDS)
+_ENVELOPE_KIND = {"event_id": _REQ, "page": _REQ, "session_id": _REQ, "user": _OPT, "location": _OPT, "platform": _OPT,
+                  "user_agent": _OPT, "client_ip": _OPT, "timestamp": _OTHER, "events": _OTHER}
+_INTERACTION_KIND = {"type": _REQ, "target": _OPT, "depth": _FLOAT, "form": _OPT, "step": _INT32, "duration_ms": _INT64,
+                     "message": _OPT, "stackTrace": _OPT}
 #: the only timestamps the fast path reads: UTC, whole seconds or up to microseconds
 _PLAIN_TS = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,6 +74,7 @@ class Judged:
     reasons: list[str | None] = field(default_factory=list)
     details: list[str | None] = field(default_factory=list)
     envs: list[dict | None] = field(default_factory=list)  # the normalized envelope (None: not an object)
+    pending: list[int] = field(default_factory=list)  # positions still to judge with the codec + validator pass
 
 
 def parse_body(body: bytes, content_type: str) -> tuple[list, str | None]:
@@ -191,6 +195,10 @@ class EventJudge:
         self.max_skew_ms = self.validator.max_skew_ms
         self.fast_accepted = 0  # envelopes accepted without the codec + validator pass (for tests and the bench)
 
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one judge per process; a request's envelopes share their sent_at
+    def _skew(self, sent_at: str, received_ms: int) -> tuple[int, int] | None:
+        return clock_skew_ms([("sent_at", sent_at.encode()), ("received_at", str(received_ms).encode())])
+
     def plainly_valid(self, env: dict, payload: bytes, received_ms: int, sent_at: str | None, public: bool) -> bool:
         """True only for an envelope the codec and validator are certain to accept (and,
         for a ``public`` key, not too old): only wire fields, each of exactly its wire type,
@@ -199,36 +207,51 @@ class EventJudge:
         window. Anything else is False, and the full pass gives the verdict and reason:
         so the door's verdicts are those of the full pass whichever path judged them (the
         parity test over the fuzz corpus and the generator checks it)."""
-        if len(payload) >= self.max_event_bytes or not env.keys() <= _ENVELOPE_FIELDS:
+        if len(payload) >= self.max_event_bytes:
             return False
-        for name in _REQUIRED_STR:
-            if type(env.get(name)) is not str:
+        required = 0
+        for name, v in env.items():
+            kind = _ENVELOPE_KIND.get(name)
+            if kind is None:
                 return False
-        for name in _OPTIONAL_STR:
-            v = env.get(name)
-            if v is not None and type(v) is not str:
-                return False
+            if kind == _REQ:
+                if type(v) is not str:
+                    return False
+                required += 1
+            elif kind == _OPT:
+                if v is not None and type(v) is not str:
+                    return False
+        if required != len(_REQUIRED_STR):
+            return False
         events = env.get("events")
         if type(events) is not list or not events:
             return False
+        types = self.event_types
         for e in events:
-            if type(e) is not dict or not e.keys() <= _INTERACTION_FIELDS:
+            if type(e) is not dict:
                 return False
-            kind = e.get("type")
-            if type(kind) is not str or kind not in self.event_types:
-                return False
-            for name in _INTERACTION_STR:
-                v = e.get(name)
-                if v is not None and type(v) is not str:
+            for name, v in e.items():
+                kind = _INTERACTION_KIND.get(name)
+                if kind is None:
                     return False
-            d = e.get("depth")
-            if d is not None and not (type(d) is float or (type(d) is int and -_EXACT_FLOAT < d < _EXACT_FLOAT)):
-                return False
-            st = e.get("step")
-            if st is not None and not (type(st) is int and _I32[0] <= st < _I32[1]):
-                return False
-            du = e.get("duration_ms")
-            if du is not None and not (type(du) is int and _I64[0] <= du < _I64[1]):
+                if v is None:
+                    if kind == _REQ:
+                        return False
+                elif kind == _REQ:
+                    if type(v) is not str or v not in types:
+                        return False
+                elif kind == _OPT:
+                    if type(v) is not str:
+                        return False
+                elif kind == _FLOAT:
+                    if not (type(v) is float or (type(v) is int and -_EXACT_FLOAT < v < _EXACT_FLOAT)):
+                        return False
+                elif kind == _INT32:
+                    if not (type(v) is int and _I32[0] <= v < _I32[1]):
+                        return False
+                elif not (type(v) is int and _I64[0] <= v < _I64[1]):  # _INT64
+                    return False
+            if "type" not in e:
                 return False
         ts = env.get("timestamp")
         if type(ts) is not str:
@@ -241,7 +264,7 @@ class EventJudge:
         except ValueError:
             return False
         if self.max_skew_ms > 0 and sent_at is not None:  # the validator's clock-skew correction (transforms.validate)
-            found = clock_skew_ms([("sent_at", sent_at.encode()), ("received_at", str(received_ms).encode())])
+            found = self._skew(sent_at, received_ms)
             if found is not None and abs(found[0]) <= self.max_skew_ms:
                 t = min(t + found[0], found[1])
         delta = t - received_ms
@@ -258,33 +281,49 @@ class EventJudge:
     def judge_many(self, requests: list[tuple[list, dict]], topic: str) -> list[Judged]:
         """Judge several requests' envelopes in one pass of the codec and validator (their
         fixed cost is paid once); each request's outcome is the same as judged alone."""
-        outs: list[Judged] = []
+        prepared = [self.prepare(items, kw) for items, kw in requests]
+        return self.finish(prepared, [kw for _, kw in requests], topic)
+
+    def prepare(self, items: list, kw: dict) -> Judged:
+        """Normalize one request's envelopes and judge what needs no codec pass: items
+        that are not objects, and (fast path) plainly valid envelopes. The others are left
+        in :attr:`Judged.pending` for :meth:`finish`."""
+        out = self._prepare(items, kw)
+        received_ms, public = kw["received_ms"], kw["public"]
+        envs = out.envs
+        for i, payload in enumerate(out.payloads):
+            if out.reasons[i] is None:
+                env = envs[i]
+                if self.fast_path and env is not None and self.plainly_valid(
+                        env, payload, received_ms, out.sent_at[i] or None, public):
+                    self.fast_accepted += 1
+                    continue
+                out.pending.append(i)
+        return out
+
+    def finish(self, outs: list[Judged], kws: list[dict], topic: str) -> list[Judged]:
+        """Judge the pending envelopes of prepared requests (``kws``: their settings, as
+        given to :meth:`prepare`) in one pass of the codec and validator."""
         values: list[bytes | None] = []
         stamps: list[int] = []
         headers: list[list[tuple[str, bytes | None]] | None] = []  # as the pipeline reads them: its clock-skew correction applies here too
         owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
-        for r, (items, kw) in enumerate(requests):
-            out = self._prepare(items, kw)
-            outs.append(out)
+        for r, (out, kw) in enumerate(zip(outs, kws)):
+            if not out.pending:
+                continue
             received_ms, public = kw["received_ms"], kw["public"]
             received: list[tuple[str, bytes | None]] = [("received_at", str(received_ms).encode())]
             by_sent: dict[str | None, list[tuple[str, bytes | None]]] = {None: received}  # one (read-only) list per distinct sent_at
-            envs = out.envs
-            for i, payload in enumerate(out.payloads):
-                if out.reasons[i] is None:
-                    env = envs[i]
-                    if self.fast_path and env is not None and self.plainly_valid(
-                            env, payload, received_ms, out.sent_at[i] or None, public):
-                        self.fast_accepted += 1
-                        continue
-                    values.append(payload)
-                    stamps.append(received_ms)
-                    sent = out.sent_at[i] or None
-                    h = by_sent.get(sent)
-                    if h is None and sent is not None:
-                        h = by_sent[sent] = received + [("sent_at", sent.encode())]
-                    headers.append(h)
-                    owners.append((r, i, public))
+            for i in out.pending:
+                values.append(out.payloads[i])
+                stamps.append(received_ms)
+                sent = out.sent_at[i] or None
+                h = by_sent.get(sent)
+                if h is None and sent is not None:
+                    h = by_sent[sent] = received + [("sent_at", sent.encode())]
+                headers.append(h)
+                owners.append((r, i, public))
+            out.pending = []
         if not values:
             return outs
         raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),

@@ -152,3 +152,21 @@ def test_fast_path_really_skips_the_full_pass():
     out = judge.judge([env, dict(env, event_id="e2")], topic="t", **{k: v for k, v in _kw(now).items()})
     assert out.reasons == [None, None] and judge.fast_accepted == 2 and calls == []
     assert orjson.loads(out.payloads[0])["events"] == [{"type": "click", "target": "#next"}]
+
+
+def test_fast_path_reads_the_wire_schema():
+    """The fast path's field table is the wire schema's (a schema change must change it too)."""
+    import pyarrow as pa
+
+    from collector import events as ev
+    from schemas.wire import arrow_schema
+
+    def kind(f: pa.Field) -> int:
+        if pa.types.is_string(f.type):
+            return ev._OPT if f.nullable else ev._REQ
+        return {pa.float64(): ev._FLOAT, pa.int32(): ev._INT32, pa.int64(): ev._INT64}.get(f.type, ev._OTHER)
+
+    wire = arrow_schema("event")
+    assert ev._ENVELOPE_KIND == {f.name: kind(f) for f in wire}
+    assert ev._INTERACTION_KIND == {f.name: kind(f) for f in wire.field("events").type.value_type}
+    assert set(ev._REQUIRED_STR) == {n for n, k in ev._ENVELOPE_KIND.items() if k == ev._REQ}
