@@ -144,6 +144,8 @@ class _Metrics:
         self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
         self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
+        self.transactions = Gauge("obsflow_collect_transactions_committed", "Kafka transactions committed since start",
+                                  registry=r)
         self.refused = Counter("obsflow_collect_refused_requests_total",
                                "requests answered without storing their data (the sender keeps it), by route and reason",
                                ["route", "reason"], registry=r)
@@ -654,6 +656,7 @@ class Door:
         m.inflight_bytes.set(self.inflight_bytes)
         m.inflight_requests.set(self.inflight_requests)
         m.ready.set(1 if self.producer.ready and not self.draining else 0)
+        m.transactions.set(self.producer.transactions)
         return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
 
 

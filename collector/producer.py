@@ -208,7 +208,8 @@ class DoorProducer:
         started = time.perf_counter()
         with self._txn_cv:
             self._txn_queue.append(t)
-            self._txn_cv.notify()
+            if len(self._txn_queue) == 1:  # else a writer was woken for the queue and takes this request with it
+                self._txn_cv.notify()
         error = await t.future  # the committer answers within the deadline (its commit and abort are bounded by it)
         if error is not None:
             raise Unavailable(f"Kafka did not take the request's records: {error}")
