@@ -413,6 +413,8 @@ class Door:
         try:
             return await self._body(request)
         except Unreadable as e:
+            if not e.body.strip():  # nothing to keep: counted as refused
+                raise
             await self._reject_body(target, e.body, now_ms(), e.message, e.reason)
             raise e.kept() from None
 
@@ -623,7 +625,13 @@ class Door:
                 try:
                     items = [orjson.loads(q["e"][0])]
                 except orjson.JSONDecodeError as e:
-                    raise HttpError(400, f"e: invalid JSON: {e}") from None
+                    target = self.targets.get("event")
+                    if target is None:
+                        raise HttpError(404, "no source in the spec reads signal 'event'") from None
+                    self._key(req)  # only a key holder's data is kept
+                    detail = f"e: invalid JSON: {e}"
+                    await self._reject_body(target, q["e"][0].encode(), now_ms(), detail)  # kept like a body that is not JSON
+                    raise HttpError(400, detail).kept() from None
             else:
                 one = {k: v[0] for k, v in q.items() if k not in ("key",)}
                 inter = {"type": one.pop("type", "page_view")}

@@ -327,12 +327,18 @@ def test_undecodable_bodies_are_dead_lettered_and_refusals_counted(door):
     for route, body, headers, status, _ in sent:
         r = requests.post(url + route, data=body, headers=headers, timeout=30)
         assert r.status_code == status, (route, r.status_code, r.text)
+    # the pixel's envelope that is not JSON is kept the same way (a key holder's only)
+    r = requests.get(url + "/v1/pixel.gif", params={"e": '{"page": "/px', "key": "server-secret-1"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"].startswith("e: invalid JSON: "), r.text
+    pixel_detail = r.json()["error"]
+    assert requests.get(url + "/v1/pixel.gif", params={"e": '{"page": "/nokey'}, timeout=30).status_code == 401
+    sent.append(("/v1/events", b'{"page": "/px', {}, 400, "format_violation"))
     events = [(m.value(), door_rejected(m)) for m in read_topic(door.bootstrap, door.topics["event"])]
     spans = [(m.value(), door_rejected(m)) for m in read_topic(door.bootstrap, door.topics["span"])]
     assert sorted((v, rej[0]) for v, rej in events) == sorted((b, reason) for route, b, _, _, reason in sent if route == "/v1/events")
     assert [(v, rej[0]) for v, rej in spans] == [(b"\x0a\x02\x0a\x00", "format_violation")]
     details = sorted(rej[1] for _, rej in events + spans)
-    assert details == sorted(["Content-Encoding 'br' is not supported (gzip, deflate, identity)",
+    assert details == sorted([pixel_detail, "Content-Encoding 'br' is not supported (gzip, deflate, identity)",
                               "body decompresses to more than collect.max_decompressed_bytes (262144)",
                               "body is not valid gzip: Error -3 while decompressing data: incorrect header check",
                               "body is truncated gzip"]), details
@@ -359,11 +365,12 @@ def test_undecodable_bodies_are_dead_lettered_and_refusals_counted(door):
     # the kept ones are records rejected at the door, not refused requests
     assert sum(_metric(m, refused, route=r, reason=x) for r in ("/v1/events", "/v1/traces")
                for x in ("bad_request", "too_large", "content_type")) == 1.0  # only the image/png one
-    assert _metric(m, "obsflow_collect_records_total", signal="event", outcome="rejected", reason="format_violation") == 2.0
+    assert _metric(m, "obsflow_collect_records_total", signal="event", outcome="rejected", reason="format_violation") == 3.0
+    assert _metric(m, refused, route="/v1/pixel.gif", reason="write_key") == 1.0
     assert _metric(m, "obsflow_collect_records_total", signal="event", outcome="rejected", reason="size_violation") == 1.0
     assert _metric(m, "obsflow_collect_records_total", signal="span", outcome="rejected", reason="format_violation") == 1.0
     # nothing else was written: the refused requests left no record
-    assert len(read_topic(door.bootstrap, door.topics["event"])) == 3
+    assert len(read_topic(door.bootstrap, door.topics["event"])) == 4
 
 
 def test_envelope_nested_past_orjson_bound_is_a_reject_not_a_500(door):
