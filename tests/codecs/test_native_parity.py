@@ -177,7 +177,7 @@ def test_buffers_are_not_copied():
     values = [s.value for s in seeds("event", "json", 8)]
     _verdicts, cols = native_json._native.decode_json(values, 65536, codec.fields)
     length, _nulls, buffers, _children = cols[0]  # event_id: validity, offsets, data
-    arr = codec._column(pa.string(), cols[0])
+    arr = native_json._array(pa.string(), cols[0])
     assert length == len(values)
     assert arr.buffers()[1].address == pa.py_buffer(buffers[1]).address
     assert arr.buffers()[2].address == pa.py_buffer(buffers[2]).address
