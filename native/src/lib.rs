@@ -64,6 +64,78 @@ pub enum Col {
     Map { valid: Bits, offsets: Vec<i32>, keys: Box<Col>, values: Box<Col> },
 }
 
+impl Col {
+    /// The column's length after checking that it is a valid Arrow array: bitmaps as long as
+    /// the column, offsets starting at 0, non-decreasing and ending at the data's (or
+    /// child's) length, string data UTF-8 between offsets, children as long as their
+    /// parent says. `Err` names what is wrong (the fuzz targets assert `Ok`).
+    pub fn validate(&self) -> Result<usize, String> {
+        fn bits(b: &Bits, n: usize, what: &str) -> Result<(), String> {
+            if b.len != n || b.bytes.len() != n.div_ceil(8) || b.nulls > n {
+                return Err(format!("{what}: bitmap of {} bits ({} bytes, {} nulls) for {n} values", b.len, b.bytes.len(), b.nulls));
+            }
+            Ok(())
+        }
+        fn offsets(o: &[i32], n: usize, end: usize, what: &str) -> Result<(), String> {
+            if o.len() != n + 1 || o[0] != 0 || o.windows(2).any(|w| w[0] > w[1]) || *o.last().unwrap() as usize != end {
+                return Err(format!("{what}: {} offsets for {n} values, ending at {:?} for {end}", o.len(), o.last()));
+            }
+            Ok(())
+        }
+        match self {
+            Col::Str { valid, offsets: o, data } => {
+                let n = valid.len;
+                bits(valid, n, "string")?;
+                offsets(o, n, data.len(), "string")?;
+                for w in o.windows(2) {
+                    std::str::from_utf8(&data[w[0] as usize..w[1] as usize]).map_err(|e| format!("string: {e}"))?;
+                }
+                Ok(n)
+            }
+            Col::Prim { valid, data } => {
+                bits(valid, valid.len, "primitive")?;
+                if data.len() != valid.len * 8 && data.len() != valid.len * 4 {
+                    return Err(format!("primitive: {} bytes for {} values", data.len(), valid.len));
+                }
+                Ok(valid.len)
+            }
+            Col::Bool { valid, values } => {
+                bits(valid, valid.len, "bool")?;
+                bits(values, valid.len, "bool values")?;
+                Ok(valid.len)
+            }
+            Col::List { valid, offsets: o, child } => {
+                bits(valid, valid.len, "list")?;
+                offsets(o, valid.len, child.validate()?, "list")?;
+                Ok(valid.len)
+            }
+            Col::Struct { valid, children } => {
+                bits(valid, valid.len, "struct")?;
+                for c in children {
+                    if c.validate()? != valid.len {
+                        return Err("struct: a child's length differs".into());
+                    }
+                }
+                Ok(valid.len)
+            }
+            Col::Map { valid, offsets: o, keys, values } => {
+                bits(valid, valid.len, "map")?;
+                let n = keys.validate()?;
+                if values.validate()? != n {
+                    return Err("map: keys and values differ in length".into());
+                }
+                if let Col::Str { valid: kv, .. } = &**keys {
+                    if kv.nulls != 0 {
+                        return Err("map: a null key".into());
+                    }
+                }
+                offsets(o, valid.len, n, "map")?;
+                Ok(valid.len)
+            }
+        }
+    }
+}
+
 fn new_str() -> Col {
     Col::Str { valid: Bits::default(), offsets: vec![0], data: Vec::new() }
 }
