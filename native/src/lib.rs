@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 pub mod json;
+pub mod metrics;
 pub mod otlp;
 #[cfg(feature = "python")]
 mod py;
@@ -566,6 +567,141 @@ pub fn otlp_logs(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                     push_map(&mut out.cols[10], if attrs.is_empty() { None } else { Some(attrs) });
                     out.row(i, k);
                     k += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// metric columns: the wire schema's (schemas/avro/metric_sample.avsc), in the reference's order
+const METRIC_COLUMNS: usize = 11;
+
+fn push_f64(col: &mut Col, v: Option<f64>) {
+    if let Col::Prim { valid, data } = col {
+        valid.push(v.is_some());
+        data.extend_from_slice(&v.unwrap_or(0.0).to_le_bytes());
+    }
+}
+
+/// A list of 8-byte values (`bits` of each) or null.
+fn push_list8(col: &mut Col, values: Option<impl Iterator<Item = u64>>) {
+    if let Col::List { valid, offsets, child } = col {
+        valid.push(values.is_some());
+        let mut n = 0;
+        if let (Some(values), Col::Prim { valid: cv, data }) = (values, &mut **child) {
+            for v in values {
+                cv.push(true);
+                data.extend_from_slice(&v.to_le_bytes());
+                n += 1;
+            }
+        }
+        let last = *offsets.last().unwrap();
+        offsets.push(last + n);
+    }
+}
+
+/// One metric row: name, kind, time (ns), labels, value, bounds, counts, count, sum,
+/// temporality, start (ns; null when 0), as the reference's `_MetricRows.add` appends it.
+#[allow(clippy::too_many_arguments)]
+fn metric_row(out: &mut OtlpOut, name: &str, kind: &str, time: u64, labels: Vec<(&str, Option<&str>)>, value: Option<f64>,
+              hist: Option<&metrics::Histogram<'_>>, count: Option<u64>, sum: Option<f64>, temporality: Option<&str>, start: u64) {
+    let c = &mut out.cols;
+    push_str(&mut c[0], Some(name));
+    push_str(&mut c[1], Some(kind));
+    push_i64(&mut c[2], Some((time / 1_000_000) as i64));
+    push_map(&mut c[3], Some(labels));
+    push_f64(&mut c[4], value);
+    push_list8(&mut c[5], hist.map(|h| h.bounds.iter().map(|b| b.to_bits())));
+    push_list8(&mut c[6], hist.map(|h| h.counts.iter().copied()));
+    push_i64(&mut c[7], count.map(|n| n as i64));
+    push_f64(&mut c[8], sum);
+    push_str(&mut c[9], temporality);
+    push_i64(&mut c[10], if start != 0 { Some((start / 1_000_000) as i64) } else { None });
+}
+
+/// The labels of a data point: its attributes in order, then `service` (set in place when
+/// an attribute has that key: Python's `{**attrs, "service": svc}`).
+fn labels<'k>(attrs: &'k [otlp::Kv<'k>], service: &'k str) -> Vec<(&'k str, Option<&'k str>)> {
+    let mut out: Vec<(&str, Option<&str>)> = attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect();
+    set(&mut out, "service", Some(service));
+    out
+}
+
+/// Decode a batch of OTLP protobuf `ExportMetricsServiceRequest` messages into metric rows.
+///
+/// The result as [`otlp_spans`] gives it: a byte per message (1: all its data points are
+/// rows here; 0: left to the reference decoder), the message (`_i`) and data point
+/// (`_item`) of each row (a summary's quantile rows share their point's), and the metric
+/// columns. Never panics for a message's content.
+pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
+    let mut out = OtlpOut::new(payloads.len(), (0..METRIC_COLUMNS).map(|c| match c {
+        0 | 1 | 9 => Ty::Str,
+        2 | 7 | 10 => Ty::I64,
+        3 => Ty::Map,
+        4 | 8 => Ty::F64,
+        5 => Ty::List(Box::new(Ty::F64)),
+        _ => Ty::List(Box::new(Ty::I64)),
+    }));
+    for (i, p) in payloads.iter().enumerate() {
+        let Some(p) = sized(*p, max_bytes) else { continue };
+        let Ok(resources) = metrics::metrics_request(p) else { continue };
+        out.verdicts[i] = 1;
+        let mut k = 0i32;
+        for res in &resources {
+            let service = res.attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| text_of(&kv.text))
+                .filter(|s| !s.is_empty()).unwrap_or("unknown_service");
+            for m in &res.items {
+                match &m.data {
+                    metrics::Data::Gauge(points) => {
+                        for dp in points {
+                            let pt = &dp.point;
+                            metric_row(&mut out, m.name, "GAUGE", pt.time, labels(&pt.attrs, service), dp.value, None, None, None, None,
+                                       pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Sum { delta, monotonic, points } => {
+                        let level = !monotonic && !delta;
+                        let (kind, temp) = if level { ("GAUGE", None) } else { ("COUNTER", Some(if *delta { "delta" } else { "cumulative" })) };
+                        for dp in points {
+                            let pt = &dp.point;
+                            metric_row(&mut out, m.name, kind, pt.time, labels(&pt.attrs, service), dp.value, None, None, None, temp, pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Histogram { delta, points } => {
+                        let temp = if *delta { "delta" } else { "cumulative" };
+                        for h in points {
+                            let pt = &h.point;
+                            metric_row(&mut out, m.name, "HISTOGRAM", pt.time, labels(&pt.attrs, service), None, Some(h), Some(h.count),
+                                       h.sum, Some(temp), pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Summary(points) => {
+                        for s in points {
+                            let pt = &s.point;
+                            let base = labels(&pt.attrs, service);
+                            metric_row(&mut out, m.name, "SUMMARY", pt.time, base.clone(), None, None, Some(s.count), Some(s.sum),
+                                       Some("cumulative"), pt.start);
+                            out.row(i, k);
+                            for &(q, v) in &s.quantiles {
+                                if v.is_nan() {
+                                    continue; // no observations behind this quantile
+                                }
+                                let label = metrics::g15(q);
+                                let mut with_q = base.clone();
+                                set(&mut with_q, "quantile", Some(&label));
+                                metric_row(&mut out, m.name, "GAUGE", pt.time, with_q, Some(v), None, None, None, None, pt.start);
+                                out.row(i, k);
+                            }
+                            k += 1;
+                        }
+                    }
                 }
             }
         }

@@ -9,21 +9,21 @@
 
 use crate::json::{Defer, R};
 
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(b: &'a [u8]) -> Self {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
         Reader { b, i: 0 }
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.i >= self.b.len()
     }
 
-    fn varint(&mut self) -> R<u64> {
+    pub(crate) fn varint(&mut self) -> R<u64> {
         let mut v = 0u64;
         for k in 0..10 {
             let c = *self.b.get(self.i).ok_or(Defer)?;
@@ -40,7 +40,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field: (number, wire type).
-    fn tag(&mut self) -> R<(u32, u8)> {
+    pub(crate) fn tag(&mut self) -> R<(u32, u8)> {
         let t = self.varint()?;
         let num = t >> 3;
         if num == 0 || num > (1 << 29) - 1 {
@@ -49,7 +49,7 @@ impl<'a> Reader<'a> {
         Ok((num as u32, (t & 7) as u8))
     }
 
-    fn bytes(&mut self) -> R<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> R<&'a [u8]> {
         let n = self.varint()? as usize;
         let end = self.i.checked_add(n).ok_or(Defer)?;
         if end > self.b.len() {
@@ -60,26 +60,26 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn fixed64(&mut self) -> R<u64> {
+    pub(crate) fn fixed64(&mut self) -> R<u64> {
         let s = self.b.get(self.i..self.i + 8).ok_or(Defer)?;
         self.i += 8;
         Ok(u64::from_le_bytes(s.try_into().unwrap()))
     }
 
-    fn fixed32(&mut self) -> R<u32> {
+    pub(crate) fn fixed32(&mut self) -> R<u32> {
         let s = self.b.get(self.i..self.i + 4).ok_or(Defer)?;
         self.i += 4;
         Ok(u32::from_le_bytes(s.try_into().unwrap()))
     }
 }
 
-fn utf8(b: &[u8]) -> R<&str> {
+pub(crate) fn utf8(b: &[u8]) -> R<&str> {
     std::str::from_utf8(b).map_err(|_| Defer)
 }
 
 /// What a field holds, for messages only checked (scope, events, links).
 #[derive(Clone, Copy)]
-enum F {
+pub(crate) enum F {
     Varint,
     Fixed64,
     Fixed32,
@@ -90,7 +90,7 @@ enum F {
 
 /// Check a message of known fields `fields[(number, kind)]` as the reference's parser
 /// would read it (repeated fields may repeat; scalar duplicates defer).
-fn check_message(b: &[u8], fields: &[(u32, F, bool)]) -> R<()> {
+pub(crate) fn check_message(b: &[u8], fields: &[(u32, F, bool)]) -> R<()> {
     let mut r = Reader::new(b);
     let mut seen = 0u64;
     while !r.done() {
@@ -196,7 +196,7 @@ fn any_value(b: &[u8]) -> R<(Text<'_>, Option<&'static str>)> {
     Ok(out)
 }
 
-fn key_value(b: &[u8]) -> R<Kv<'_>> {
+pub(crate) fn key_value(b: &[u8]) -> R<Kv<'_>> {
     let mut r = Reader::new(b);
     let (mut key, mut value, mut seen_key, mut seen_value) = ("", None, false, false);
     while !r.done() {
@@ -220,7 +220,7 @@ fn key_value(b: &[u8]) -> R<Kv<'_>> {
 }
 
 /// Attributes (repeated KeyValue bytes), duplicates deferred.
-fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
+pub(crate) fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
     let mut out: Vec<Kv<'a>> = Vec::with_capacity(raw.len());
     for b in raw {
         let kv = key_value(b)?;
@@ -396,7 +396,7 @@ fn resource_items<'a, T>(b: &'a [u8], item: fn(&'a [u8]) -> R<T>) -> R<Res<'a, T
 }
 
 /// Every resource of an export request (field 1, repeated), each read by [`resource_items`].
-fn request_items<'a, T>(b: &'a [u8], item: fn(&'a [u8]) -> R<T>) -> R<Vec<Res<'a, T>>> {
+pub(crate) fn request_items<'a, T>(b: &'a [u8], item: fn(&'a [u8]) -> R<T>) -> R<Vec<Res<'a, T>>> {
     let mut r = Reader::new(b);
     let mut out = Vec::new();
     while !r.done() {

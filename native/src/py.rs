@@ -10,7 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::{json_batch, otlp_logs, otlp_spans, Bits, Col, OtlpOut, Ty};
+use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut, Ty};
 
 /// An immutable byte buffer owned by Rust, readable from Python without a copy.
 #[pyclass(frozen, module = "obsflow_native")]
@@ -175,12 +175,23 @@ fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize
     export_otlp(py, out)
 }
 
+/// Decode a batch of OTLP protobuf `ExportMetricsServiceRequest` messages into metric rows
+/// ([`otlp_metrics`]), returned as [`decode_otlp_spans`] returns spans.
+#[pyfunction]
+fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let out = py.allow_threads(|| otlp_metrics(&payloads, max_bytes));
+    export_otlp(py, out)
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_metrics, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -184,29 +184,33 @@ class NativeJsonCodec:
         return Batch(raw=raw, table=table, rejects=rejects)
 
 
+#: OTLP protobuf signal -> the extension's function decoding it
+_OTLP_DECODERS = {"span": "decode_otlp_spans", "log": "decode_otlp_logs", "metric": "decode_otlp_metrics"}
+
+
 def native_otlp_signals() -> tuple[str, ...]:
     """The OTLP protobuf signals the installed extension decodes (an older build may lack
-    logs: those then go to the reference codec)."""
+    logs or metrics: those then go to the reference codec)."""
     if _native is None:
         return ()
-    return tuple(s for s, fn in (("span", "decode_otlp_spans"), ("log", "decode_otlp_logs")) if hasattr(_native, fn))
+    return tuple(s for s, fn in _OTLP_DECODERS.items() if hasattr(_native, fn))
 
 
 class NativeOtlpCodec:
-    """The ``otlp_proto`` codec for spans and logs on the compiled decoder: same
+    """The ``otlp_proto`` codec for spans, logs and metrics on the compiled decoder: same
     constructor, same :meth:`decode` contract and results as ``OtlpCodec(signal)`` (which
     decodes the messages it defers, with their per-item verdicts)."""
 
     def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
         from .otlp_codec import OtlpCodec
 
-        if signal not in ("span", "log"):
-            raise ValueError(f"the compiled OTLP decoder reads spans and logs, not {signal!r}")
+        if signal not in _OTLP_DECODERS:
+            raise ValueError(f"the compiled OTLP decoder reads spans, logs and metrics, not {signal!r}")
         self.signal = signal
         self.max_bytes = max_bytes
         self.reference = OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
         self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
-        self._decode = _native.decode_otlp_spans if signal == "span" else _native.decode_otlp_logs
+        self._decode = getattr(_native, _OTLP_DECODERS[signal])
 
     def __getattr__(self, name: str):
         """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
@@ -230,7 +234,14 @@ class NativeOtlpCodec:
         arrays.append(pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index_buf)]))
         arrays.append(pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(items_buf)]))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        items_in: list[int] = np.bincount(index, minlength=len(values)).tolist() if len(values) else []
+        # items per message: its last row's item + 1 (rows are in message and item order; a
+        # summary's quantile rows share their point's item)
+        counts = np.zeros(len(values), dtype=np.int64)
+        if len(index):
+            item = np.frombuffer(items_buf, dtype=np.int32)
+            last = np.flatnonzero(np.diff(index, append=-1) != 0)
+            counts[index[last]] = item[last].astype(np.int64) + 1
+        items_in: list[int] = counts.tolist()
         table, rejects, ref = _merge_deferred(self.reference, raw, values, verdicts, table)
         if ref is not None:
             assert ref.items_in is not None  # an OTLP decode counts items per record

@@ -1,10 +1,10 @@
-//! The OTLP protobuf decoders (`otlp_spans`, `otlp_logs`) over one input read as an export
+//! The OTLP protobuf decoders (`otlp_spans`, `otlp_logs`, `otlp_metrics`) over one input read as an export
 //! request of each signal: no panic, columns valid Arrow arrays of one value per row, and
 //! one `_i` / `_item` per row.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use obsflow_native::{otlp_logs, otlp_spans, OtlpOut};
+use obsflow_native::{otlp_logs, otlp_metrics, otlp_spans, OtlpOut};
 
 fn check(out: OtlpOut, messages: usize, what: &str) {
     assert_eq!(out.verdicts.len(), messages);
@@ -23,4 +23,5 @@ fuzz_target!(|data: &[u8]| {
     let batch = [Some(data), None, Some(data)];
     check(otlp_spans(&batch, 1 << 20), 3, "spans");
     check(otlp_logs(&batch, 1 << 20), 3, "logs");
+    check(otlp_metrics(&batch, 1 << 20), 3, "metrics");
 });
