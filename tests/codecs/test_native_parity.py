@@ -707,3 +707,85 @@ def test_otlp_metrics_fuzz_corpus():
                       for a in (rng.choice(good) for _ in range(size))]
             total_bad += assert_otlp_parity(values, "metric")[1]
     assert total_bad > 40
+
+
+_METRIC_KEYS = ["route", "service", "quantile", "service.name", "n"]
+_DOUBLES = [0.0, -0.0, 1.5, -2.25, 1e-300, 1e300, float("nan"), float("inf"), 2.0 ** 63, 0.1 + 0.2]
+
+
+@st.composite
+def _metric_messages(draw) -> bytes:
+    """An ExportMetricsServiceRequest of drawn metrics of every kind, with values, counts,
+    times and quantiles at and beyond the edges and attribute keys the labels also use."""
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+        ExponentialHistogram,
+        ExponentialHistogramDataPoint,
+        Gauge,
+        Histogram,
+        HistogramDataPoint,
+        Metric,
+        NumberDataPoint,
+        Sum,
+        Summary,
+        SummaryDataPoint,
+    )
+
+    def common() -> dict:
+        return {"time_unix_nano": draw(st.sampled_from([0, 1, 1_765_000_000_123_456_789, 2 ** 64 - 1])),
+                "start_time_unix_nano": draw(st.sampled_from([0, 999_999, 1_764_999_000_000_000_000])),
+                "attributes": [KeyValue(key=k, value=draw(_any_values()))
+                               for k in draw(st.lists(st.sampled_from(_METRIC_KEYS), max_size=3))]}
+
+    def number() -> NumberDataPoint:
+        value = draw(st.sampled_from(["none", "double", "int"]))
+        extra = {"as_double": draw(st.sampled_from(_DOUBLES))} if value == "double" else \
+            {"as_int": draw(st.sampled_from([0, -1, 2 ** 53 + 1, -(2 ** 63), 2 ** 63 - 1]))} if value == "int" else {}
+        return NumberDataPoint(**common(), **extra)
+
+    counts = st.sampled_from([0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1])
+    metrics = []
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(st.sampled_from(["m", "", "http.duration_ms", "é"]))
+        kind = draw(st.sampled_from(["gauge", "sum", "histogram", "summary", "exp", "none"]))
+        points = draw(st.integers(0, 3))
+        temporality = draw(st.sampled_from([0, 1, 2, 3]))
+        if kind == "gauge":
+            metrics.append(Metric(name=name, gauge=Gauge(data_points=[number() for _ in range(points)])))
+        elif kind == "sum":
+            metrics.append(Metric(name=name, sum=Sum(aggregation_temporality=temporality, is_monotonic=draw(st.booleans()),
+                                                     data_points=[number() for _ in range(points)])))
+        elif kind == "histogram":
+            dps = []
+            for _ in range(points):
+                extra = {"sum": draw(st.sampled_from(_DOUBLES))} if draw(st.booleans()) else {}
+                dps.append(HistogramDataPoint(**common(), count=draw(counts), explicit_bounds=draw(st.lists(st.sampled_from(_DOUBLES),
+                                                                                                            max_size=3)),
+                                              bucket_counts=draw(st.lists(counts, max_size=4)), **extra))
+            metrics.append(Metric(name=name, histogram=Histogram(aggregation_temporality=temporality, data_points=dps)))
+        elif kind == "summary":
+            Q = SummaryDataPoint.ValueAtQuantile
+            dps = [SummaryDataPoint(**common(), count=draw(counts), sum=draw(st.sampled_from(_DOUBLES)), quantile_values=[
+                Q(quantile=draw(st.sampled_from([0.0, 0.5, 0.99, 1 / 3, 1e-20, 1e20, 123456789012345.67, float("nan")])),
+                  value=draw(st.sampled_from(_DOUBLES))) for _ in range(draw(st.integers(0, 3)))]) for _ in range(points)]
+            metrics.append(Metric(name=name, summary=Summary(data_points=dps)))
+        elif kind == "exp":
+            metrics.append(Metric(name=name, exponential_histogram=ExponentialHistogram(
+                data_points=[ExponentialHistogramDataPoint(time_unix_nano=1, count=1) for _ in range(points)])))
+        else:
+            metrics.append(Metric(name=name))
+    resource = dict.fromkeys(draw(st.lists(st.sampled_from(["service.name", "host.name"]), max_size=2, unique=True)), "svc")
+    return _metric_request(metrics, resource)
+
+
+def test_hypothesis_otlp_metrics():
+    """Hypothesis over the metrics decoder (bounded and derandomized in CI; OBSFLOW_FUZZ=long
+    for more): the reference's rows, dead letters and item counts for every drawn message."""
+
+    @settings(max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_metric_messages(), min_size=1, max_size=6))
+    def run(values):
+        assert_otlp_parity(values, "metric")
+
+    run()
