@@ -10,7 +10,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint groundtruth install services bench clean fuzz tracker ui-assets native native-test once-all
+.PHONY: demo test test-fast lint groundtruth install services bench clean fuzz tracker ui-assets native native-test native-fuzz once-all
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ native: $(STAMP)
 # with the Python decoders is tests/codecs/test_native_parity.py (marker native, in make test).
 native-test:
 	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" cargo test --release --lib
+
+# cargo-fuzz over the compiled decoder's pure-Rust core (native/fuzz: the JSON decoder and the
+# OTLP protobuf decoders), FUZZ_SECONDS per target, seeded from the Python fuzz corpus;
+# cargo-fuzz, its build, the corpus and crash inputs live under the cargo cache (outside the
+# repo). Stable rustc with RUSTC_BOOTSTRAP=1 (native/fuzz/run.sh). In CI as
+# tests/codecs/test_native_fuzz.py (40 s a target).
+FUZZ_SECONDS ?= 60
+FUZZ_CORPUS ?= $(CARGO_CACHE)/fuzz/corpus
+native-fuzz:
+	PYTHONPATH=. $(PY) -m tests.fuzz.native_seeds "$(FUZZ_CORPUS)"
+	CARGO_CACHE="$(CARGO_CACHE)" native/fuzz/run.sh "$(FUZZ_CORPUS)" $(FUZZ_SECONDS)
 
 # The browser tracker served by `obsflow collect` at /tracker.js (npm cache outside the repo).
 TRACKER := collector/tracker

@@ -10,7 +10,8 @@ Variants, on product events (the generator's; ``--bad`` of them malformed, 1% de
                        Python decoder (``OBSFLOW_DECODER=python``);
 - ``path native``      the same with the compiled decoder.
 Signals other than events are measured for decode only (``--signals``), and OTLP protobuf
-spans and log records (``span otlp python`` / ``span otlp native``, likewise ``log otlp``:
+spans, log records and metric data points (``span otlp python`` / ``span otlp native``,
+likewise ``log otlp`` and ``metric otlp``:
 the generator's items in messages of ``--otlp-items``, as the Collector's Kafka exporter
 batches them), figures per item.
 
@@ -44,10 +45,13 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
 
 
 def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span"):
-    """The generator's spans (or log records) re-encoded as OTLP protobuf messages of
-    ``per_message`` items."""
+    """The generator's spans (or log records, or metric samples: one data point a metric)
+    re-encoded as OTLP protobuf messages of ``per_message`` items."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
         ExportLogsServiceRequest,
+    )
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
     )
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -56,9 +60,11 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
     from tests.fuzz.corpus import seeds
     from transforms.batch import RawBatch
 
-    mtype = ExportTraceServiceRequest if signal == "span" else ExportLogsServiceRequest
+    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[signal]
 
     def items(m):
+        if signal == "metric":  # the generator's samples: one data point a metric
+            return m.resource_metrics[0].scope_metrics[0].metrics
         return m.resource_spans[0].scope_spans[0].spans if signal == "span" else m.resource_logs[0].scope_logs[0].log_records
 
     one = [mtype.FromString(s.value) for s in seeds(signal, "otlp_proto", max(40, spans // 4))]
@@ -135,7 +141,7 @@ def main() -> int:
     from schemas.codecs.native_json import NativeOtlpCodec
     from schemas.codecs.otlp_codec import OtlpCodec
 
-    for otlp_signal in ("span", "log"):
+    for otlp_signal in ("span", "log", "metric"):
         messages = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal)
         items = sum(NativeOtlpCodec(otlp_signal).decode(b).table.num_rows for b in messages)
         for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_proto")), ("native", NativeOtlpCodec(otlp_signal))):
@@ -163,6 +169,7 @@ def main() -> int:
         "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
         "span otlp native / python": rates["span otlp native"] / rates["span otlp python"],
         "log otlp native / python": rates["log otlp native"] / rates["log otlp python"],
+        "metric otlp native / python": rates["metric otlp native"] / rates["metric otlp python"],
     }
     for k, v in ratio.items():
         print(f"{k:40s}{v:6.2f}x")

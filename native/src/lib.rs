@@ -3,54 +3,23 @@
 //! which then gives the row or the dead letter's reason and detail). Never a whole-batch
 //! failure: every problem is one record's deferral.
 //!
-//! The buffers reach pyarrow without copies: each is a [`Buf`] exposing the buffer
+//! The buffers reach pyarrow without copies (src/py.rs: each is a `Buf` exposing the buffer
 //! protocol, wrapped by `pyarrow.py_buffer` and assembled with `pyarrow.Array.from_buffers`
-//! (see schemas/codecs/native_json.py).
+//! (see schemas/codecs/native_json.py)). The decoders here are pure Rust, callable without
+//! Python (the fuzz targets in native/fuzz do).
 
 use std::borrow::Cow;
-use std::os::raw::{c_int, c_void};
-
-use pyo3::exceptions::PyValueError;
-use pyo3::ffi;
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
 
 pub mod json;
+pub mod metrics;
 pub mod otlp;
+#[cfg(feature = "python")]
+mod py;
 use json::{float_of, int_of, map_text, parse_ts_ns, Defer, Parser, J, R};
-
-/// An immutable byte buffer owned by Rust, readable from Python without a copy.
-#[pyclass(frozen, module = "obsflow_native")]
-pub struct Buf {
-    data: Vec<u8>,
-}
-
-#[pymethods]
-impl Buf {
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
-        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
-            return Err(pyo3::exceptions::PyBufferError::new_err("obsflow_native.Buf is read-only"));
-        }
-        let data = &slf.get().data;
-        // an empty Vec's pointer dangles: hand out a valid one for the zero-length view
-        static EMPTY: [u64; 1] = [0];
-        let ptr = if data.is_empty() { EMPTY.as_ptr() as *mut c_void } else { data.as_ptr() as *mut c_void };
-        if ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr, data.len() as ffi::Py_ssize_t, 1, flags) == -1 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
-
-    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
-
-    fn __len__(&self) -> usize {
-        self.data.len()
-    }
-}
 
 /// A wire type, as schemas/codecs/native_json.py describes it.
 #[derive(Debug, Clone)]
-enum Ty {
+pub enum Ty {
     Str,
     I32,
     I64,
@@ -63,42 +32,9 @@ enum Ty {
     Map,
 }
 
-fn ty_of(spec: &Bound<'_, PyAny>) -> PyResult<Ty> {
-    if let Ok(name) = spec.extract::<String>() {
-        return match name.as_str() {
-            "string" => Ok(Ty::Str),
-            "int32" => Ok(Ty::I32),
-            "int64" => Ok(Ty::I64),
-            "double" => Ok(Ty::F64),
-            "bool" => Ok(Ty::Bool),
-            "ts_ms" => Ok(Ty::Ts(1_000_000)),
-            "ts_us" => Ok(Ty::Ts(1_000)),
-            "map" => Ok(Ty::Map),
-            other => Err(PyValueError::new_err(format!("obsflow_native: unknown wire type {other:?}"))),
-        };
-    }
-    let t = spec.downcast::<PyTuple>().map_err(|_| PyValueError::new_err("obsflow_native: a wire type is a name or a tuple"))?;
-    let kind: String = t.get_item(0)?.extract()?;
-    match kind.as_str() {
-        "list" => Ok(Ty::List(Box::new(ty_of(&t.get_item(1)?)?))),
-        "struct" => Ok(Ty::Struct(fields_of(&t.get_item(1)?)?)),
-        other => Err(PyValueError::new_err(format!("obsflow_native: unknown wire type {other:?}"))),
-    }
-}
-
-fn fields_of(spec: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Ty)>> {
-    let mut out = Vec::new();
-    for item in spec.try_iter()? {
-        let item = item?;
-        let pair = item.downcast::<PyTuple>().map_err(|_| PyValueError::new_err("obsflow_native: a field is (name, type)"))?;
-        out.push((pair.get_item(0)?.extract()?, ty_of(&pair.get_item(1)?)?));
-    }
-    Ok(out)
-}
-
 /// A validity bitmap being built.
 #[derive(Default)]
-struct Bits {
+pub struct Bits {
     bytes: Vec<u8>,
     len: usize,
     nulls: usize,
@@ -120,7 +56,7 @@ impl Bits {
 }
 
 /// A column being built; `append` is only called with values `check` accepted.
-enum Col {
+pub enum Col {
     Str { valid: Bits, offsets: Vec<i32>, data: Vec<u8> },
     Prim { valid: Bits, data: Vec<u8> },
     Bool { valid: Bits, values: Bits },
@@ -129,11 +65,83 @@ enum Col {
     Map { valid: Bits, offsets: Vec<i32>, keys: Box<Col>, values: Box<Col> },
 }
 
+impl Col {
+    /// The column's length after checking that it is a valid Arrow array: bitmaps as long as
+    /// the column, offsets starting at 0, non-decreasing and ending at the data's (or
+    /// child's) length, string data UTF-8 between offsets, children as long as their
+    /// parent says. `Err` names what is wrong (the fuzz targets assert `Ok`).
+    pub fn validate(&self) -> Result<usize, String> {
+        fn bits(b: &Bits, n: usize, what: &str) -> Result<(), String> {
+            if b.len != n || b.bytes.len() != n.div_ceil(8) || b.nulls > n {
+                return Err(format!("{what}: bitmap of {} bits ({} bytes, {} nulls) for {n} values", b.len, b.bytes.len(), b.nulls));
+            }
+            Ok(())
+        }
+        fn offsets(o: &[i32], n: usize, end: usize, what: &str) -> Result<(), String> {
+            if o.len() != n + 1 || o[0] != 0 || o.windows(2).any(|w| w[0] > w[1]) || *o.last().unwrap() as usize != end {
+                return Err(format!("{what}: {} offsets for {n} values, ending at {:?} for {end}", o.len(), o.last()));
+            }
+            Ok(())
+        }
+        match self {
+            Col::Str { valid, offsets: o, data } => {
+                let n = valid.len;
+                bits(valid, n, "string")?;
+                offsets(o, n, data.len(), "string")?;
+                for w in o.windows(2) {
+                    std::str::from_utf8(&data[w[0] as usize..w[1] as usize]).map_err(|e| format!("string: {e}"))?;
+                }
+                Ok(n)
+            }
+            Col::Prim { valid, data } => {
+                bits(valid, valid.len, "primitive")?;
+                if data.len() != valid.len * 8 && data.len() != valid.len * 4 {
+                    return Err(format!("primitive: {} bytes for {} values", data.len(), valid.len));
+                }
+                Ok(valid.len)
+            }
+            Col::Bool { valid, values } => {
+                bits(valid, valid.len, "bool")?;
+                bits(values, valid.len, "bool values")?;
+                Ok(valid.len)
+            }
+            Col::List { valid, offsets: o, child } => {
+                bits(valid, valid.len, "list")?;
+                offsets(o, valid.len, child.validate()?, "list")?;
+                Ok(valid.len)
+            }
+            Col::Struct { valid, children } => {
+                bits(valid, valid.len, "struct")?;
+                for c in children {
+                    if c.validate()? != valid.len {
+                        return Err("struct: a child's length differs".into());
+                    }
+                }
+                Ok(valid.len)
+            }
+            Col::Map { valid, offsets: o, keys, values } => {
+                bits(valid, valid.len, "map")?;
+                let n = keys.validate()?;
+                if values.validate()? != n {
+                    return Err("map: keys and values differ in length".into());
+                }
+                if let Col::Str { valid: kv, .. } = &**keys {
+                    if kv.nulls != 0 {
+                        return Err("map: a null key".into());
+                    }
+                }
+                offsets(o, valid.len, n, "map")?;
+                Ok(valid.len)
+            }
+        }
+    }
+}
+
 fn new_str() -> Col {
     Col::Str { valid: Bits::default(), offsets: vec![0], data: Vec::new() }
 }
 
-fn new_col(t: &Ty) -> Col {
+pub fn new_col(t: &Ty) -> Col {
     match t {
         Ty::Str => new_str(),
         Ty::I32 | Ty::I64 | Ty::F64 | Ty::Ts(_) => Col::Prim { valid: Bits::default(), data: Vec::new() },
@@ -293,52 +301,6 @@ fn append(col: &mut Col, v: Option<&J<'_>>, t: &Ty) {
     }
 }
 
-fn buf(py: Python<'_>, data: Vec<u8>) -> PyResult<PyObject> {
-    Ok(Py::new(py, Buf { data })?.into_any())
-}
-
-fn bits_buf(py: Python<'_>, b: Bits) -> PyResult<PyObject> {
-    if b.nulls == 0 {
-        Ok(py.None())
-    } else {
-        buf(py, b.bytes)
-    }
-}
-
-fn i32s(v: Vec<i32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
-
-/// A column as `(length, null_count, [buffers], [children])` for `pa.Array.from_buffers`.
-fn export(py: Python<'_>, col: Col) -> PyResult<PyObject> {
-    let empty: Vec<PyObject> = Vec::new();
-    let (len, nulls, buffers, children): (usize, usize, Vec<PyObject>, Vec<PyObject>) = match col {
-        Col::Str { valid, offsets, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?, buf(py, data)?], empty),
-        Col::Prim { valid, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, data)?], empty),
-        Col::Bool { valid, values } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, values.bytes)?], empty),
-        Col::List { valid, offsets, child } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![export(py, *child)?]),
-        Col::Struct { valid, children } => {
-            let (len, nulls) = (valid.len, valid.nulls);
-            let kids = children.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-            (len, nulls, vec![bits_buf(py, valid)?], kids)
-        }
-        Col::Map { valid, offsets, keys, values } => {
-            let (len, nulls) = (valid.len, valid.nulls);
-            let n = offsets.last().copied().unwrap_or(0) as usize;
-            let entries = PyTuple::new(py, [n.into_pyobject(py)?.into_any().unbind(), 0usize.into_pyobject(py)?.into_any().unbind(),
-                PyList::new(py, [py.None()])?.into_any().unbind(),
-                PyList::new(py, [export(py, *keys)?, export(py, *values)?])?.into_any().unbind()])?;
-            (len, nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![entries.into_any().unbind()])
-        }
-    };
-    Ok(PyTuple::new(py, [len.into_pyobject(py)?.into_any().unbind(), nulls.into_pyobject(py)?.into_any().unbind(),
-        PyList::new(py, buffers)?.into_any().unbind(), PyList::new(py, children)?.into_any().unbind()])?.into_any().unbind())
-}
-
 /// One record's top-level values, by field position, if it can be decoded here.
 fn record<'a>(text: &'a str, fields: &[(String, Ty)]) -> R<Vec<Option<J<'a>>>> {
     let b = text.as_bytes();
@@ -384,43 +346,54 @@ fn record<'a>(text: &'a str, fields: &[(String, Ty)]) -> R<Vec<Option<J<'a>>>> {
     Ok(slots)
 }
 
-/// Decode a batch of JSON records of one wire schema.
+/// Decode a batch of JSON records of one wire schema `fields` (`[(name, type)]`).
 ///
-/// `values`: the records (bytes or None); `max_bytes`: the size limit; `fields`: the wire
-/// schema as `[(name, type)]`. Returns `(verdicts, columns)`: `verdicts` has one byte per
-/// record, 1 when the record is a row of `columns` (in record order), 0 when it is left to
-/// the reference decoder (empty, too large, not UTF-8, not certainly decoded the same way);
-/// `columns` are `(length, null_count, [buffers], [children])` per field. Never raises for
-/// a record's content.
-#[pyfunction]
-fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fields: &Bound<'_, PyAny>) -> PyResult<(PyObject, PyObject)> {
-    let fields = fields_of(fields)?;
-    let n = values.len();
-    let mut verdicts = vec![0u8; n];
+/// `payloads`: the records (None for a value that is not bytes); `max_bytes`: the size
+/// limit. Returns `(verdicts, columns)`: one byte per record, 1 when the record is a row of
+/// `columns` (in record order), 0 when it is left to the reference decoder (empty, too
+/// large, not UTF-8, not certainly decoded the same way). Never panics for a record's
+/// content (fuzzed: native/fuzz).
+pub fn json_batch(payloads: &[Option<&[u8]>], max_bytes: usize, fields: &[(String, Ty)]) -> (Vec<u8>, Vec<Col>) {
+    let mut verdicts = vec![0u8; payloads.len()];
     let mut cols: Vec<Col> = fields.iter().map(|(_, t)| new_col(t)).collect();
-    // hold a reference to every payload while the GIL is released (the list may change)
-    let owned: Vec<Option<Bound<'_, PyBytes>>> = values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect();
-    let payloads: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
-    let fields_ref = &fields;
-    let cols_ref = &mut cols;
-    let verdicts_ref = &mut verdicts;
-    py.allow_threads(move || {
-        for (k, p) in payloads.iter().enumerate() {
-            let Some(p) = p else { continue };
-            if p.is_empty() || p.len() > max_bytes {
-                continue;
+    for (k, p) in payloads.iter().enumerate() {
+        let Some(p) = sized(*p, max_bytes) else { continue };
+        let Ok(text) = std::str::from_utf8(p) else { continue };
+        if let Ok(slots) = record(text, fields) {
+            for ((col, (_, t)), v) in cols.iter_mut().zip(fields.iter()).zip(slots.iter()) {
+                append(col, v.as_ref(), t);
             }
-            let Ok(text) = std::str::from_utf8(p) else { continue };
-            if let Ok(slots) = record(text, fields_ref) {
-                for ((col, (_, t)), v) in cols_ref.iter_mut().zip(fields_ref.iter()).zip(slots.iter()) {
-                    append(col, v.as_ref(), t);
-                }
-                verdicts_ref[k] = 1;
-            }
+            verdicts[k] = 1;
         }
-    });
-    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
+    }
+    (verdicts, cols)
+}
+
+/// The payload when it is neither empty nor over `max_bytes` (those are the reference's to reject).
+fn sized(p: Option<&[u8]>, max_bytes: usize) -> Option<&[u8]> {
+    p.filter(|p| !p.is_empty() && p.len() <= max_bytes)
+}
+
+/// What an OTLP decode builds: a verdict per message, the message (`_i`) and item (`_item`)
+/// of each row, and the row columns.
+pub struct OtlpOut {
+    pub verdicts: Vec<u8>,
+    pub index: Vec<u8>,
+    pub items: Vec<u8>,
+    pub cols: Vec<Col>,
+}
+
+impl OtlpOut {
+    fn new(messages: usize, types: impl Iterator<Item = Ty>) -> Self {
+        OtlpOut { verdicts: vec![0u8; messages], index: Vec::new(), items: Vec::new(), cols: types.map(|t| new_col(&t)).collect() }
+    }
+
+    /// The row just appended to every column is item `k` of message `i`.
+    fn row(&mut self, i: usize, k: i32) {
+        self.index.extend_from_slice(&(i as i64).to_le_bytes());
+        self.items.extend_from_slice(&k.to_le_bytes());
+    }
+
 }
 
 fn push_map<'k>(col: &mut Col, entries: Option<Vec<(&'k str, Option<&'k str>)>>) {
@@ -468,35 +441,23 @@ const SPAN_COLUMNS: usize = 18;
 
 /// Decode a batch of OTLP protobuf `ExportTraceServiceRequest` messages into span rows.
 ///
-/// Returns `(verdicts, index, items, columns)`: a byte per message (1: all its spans are rows
-/// here; 0: left to the reference decoder, which accepts or rejects each span itself), the
-/// message (`_i`, int64) and span (`_item`, int32) of each row, and the span columns as
-/// `(length, null_count, [buffers], [children])` in the reference's column order. Never
-/// raises for a message's content.
-#[pyfunction]
-fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
-    let n = values.len();
-    let owned: Vec<Option<Bound<'_, PyBytes>>> = values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect();
-    let payloads: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
-    let mut verdicts = vec![0u8; n];
-    let mut index: Vec<u8> = Vec::new();
-    let mut items: Vec<u8> = Vec::new();
+/// `payloads`: the messages (None for a value that is not bytes). The result holds a byte
+/// per message (1: all its spans are rows here; 0: left to the reference decoder, which
+/// accepts or rejects each span itself), the message (`_i`, int64) and span (`_item`,
+/// int32) of each row, and the span columns in the reference's column order. Never panics
+/// for a message's content (fuzzed: native/fuzz).
+pub fn otlp_spans(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
     let str_cols = [0usize, 1, 2, 3, 4, 5, 8, 9, 16];
-    let mut cols: Vec<Col> = (0..SPAN_COLUMNS)
-        .map(|c| match c {
-            10 | 11 | 12 | 13 => new_col(&Ty::Map),
-            c if str_cols.contains(&c) => new_str(),
-            _ => new_col(&Ty::I64),
-        })
-        .collect();
-    py.allow_threads(|| {
+    let mut out = OtlpOut::new(payloads.len(), (0..SPAN_COLUMNS).map(|c| match c {
+        10 | 11 | 12 | 13 => Ty::Map,
+        c if str_cols.contains(&c) => Ty::Str,
+        _ => Ty::I64,
+    }));
+    {
         for (i, p) in payloads.iter().enumerate() {
-            let Some(p) = p else { continue };
-            if p.is_empty() || p.len() > max_bytes {
-                continue;
-            }
+            let Some(p) = sized(*p, max_bytes) else { continue };
             let Ok(resources) = otlp::trace_request(p) else { continue };
-            verdicts[i] = 1;
+            out.verdicts[i] = 1;
             let mut k = 0i32;
             for res in &resources {
                 let service = res.attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| text_of(&kv.text))
@@ -505,41 +466,39 @@ fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usiz
                     if res.attrs.is_empty() { None } else { Some(res.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
                 let res_types: Vec<(&str, Option<&str>)> =
                     res.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
-                for sp in &res.spans {
+                for sp in &res.items {
                     let zero_parent = sp.parent.iter().all(|&c| c == 0);
                     let parent = if sp.parent.is_empty() || zero_parent { None } else { Some(hex(sp.parent)) };
                     let (tid, sid) = (hex(sp.trace_id), hex(sp.span_id));
-                    push_str(&mut cols[0], Some(&tid));
-                    push_str(&mut cols[1], Some(&sid));
-                    push_str(&mut cols[2], parent.as_deref());
-                    push_str(&mut cols[3], Some(service));
-                    push_str(&mut cols[4], Some(sp.name));
-                    push_str(&mut cols[5], Some(SPAN_KINDS[sp.kind as usize]));
-                    push_i64(&mut cols[6], Some((sp.start / 1000) as i64));
-                    push_i64(&mut cols[7], Some((sp.end / 1000) as i64));
-                    push_str(&mut cols[8], Some(STATUS_CODES[sp.status_code as usize]));
-                    push_str(&mut cols[9], if sp.status_message.is_empty() { None } else { Some(sp.status_message) });
+                    push_str(&mut out.cols[0], Some(&tid));
+                    push_str(&mut out.cols[1], Some(&sid));
+                    push_str(&mut out.cols[2], parent.as_deref());
+                    push_str(&mut out.cols[3], Some(service));
+                    push_str(&mut out.cols[4], Some(sp.name));
+                    push_str(&mut out.cols[5], Some(SPAN_KINDS[sp.kind as usize]));
+                    push_i64(&mut out.cols[6], Some((sp.start / 1000) as i64));
+                    push_i64(&mut out.cols[7], Some((sp.end / 1000) as i64));
+                    push_str(&mut out.cols[8], Some(STATUS_CODES[sp.status_code as usize]));
+                    push_str(&mut out.cols[9], if sp.status_message.is_empty() { None } else { Some(sp.status_message) });
                     let attrs: Option<Vec<(&str, Option<&str>)>> =
                         if sp.attrs.is_empty() { None } else { Some(sp.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
-                    push_map(&mut cols[10], attrs);
-                    push_map(&mut cols[11], res_map.clone());
+                    push_map(&mut out.cols[10], attrs);
+                    push_map(&mut out.cols[11], res_map.clone());
                     let types: Vec<(&str, Option<&str>)> =
                         sp.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
-                    push_map(&mut cols[12], if types.is_empty() { None } else { Some(types) });
-                    push_map(&mut cols[13], if res_types.is_empty() { None } else { Some(res_types.clone()) });
-                    push_i64(&mut cols[14], if sp.start < (1u64 << 63) { Some(sp.start as i64) } else { None });
-                    push_i64(&mut cols[15], if sp.end < (1u64 << 63) { Some(sp.end as i64) } else { None });
-                    push_str(&mut cols[16], if sp.trace_state.is_empty() { None } else { Some(sp.trace_state) });
-                    push_i64(&mut cols[17], Some(sp.flags as i64));
-                    index.extend_from_slice(&(i as i64).to_le_bytes());
-                    items.extend_from_slice(&k.to_le_bytes());
+                    push_map(&mut out.cols[12], if types.is_empty() { None } else { Some(types) });
+                    push_map(&mut out.cols[13], if res_types.is_empty() { None } else { Some(res_types.clone()) });
+                    push_i64(&mut out.cols[14], if sp.start < (1u64 << 63) { Some(sp.start as i64) } else { None });
+                    push_i64(&mut out.cols[15], if sp.end < (1u64 << 63) { Some(sp.end as i64) } else { None });
+                    push_str(&mut out.cols[16], if sp.trace_state.is_empty() { None } else { Some(sp.trace_state) });
+                    push_i64(&mut out.cols[17], Some(sp.flags as i64));
+                    out.row(i, k);
                     k += 1;
                 }
             }
         }
-    });
-    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, verdicts)?, buf(py, index)?, buf(py, items)?, PyList::new(py, exported)?.into_any().unbind()))
+    }
+    out
 }
 
 /// log columns: the wire schema's (schemas/avro/log_record.avsc), in the reference's order
@@ -561,33 +520,20 @@ fn set<'k>(attrs: &mut Vec<(&'k str, Option<&'k str>)>, key: &'k str, value: Opt
 
 /// Decode a batch of OTLP protobuf `ExportLogsServiceRequest` messages into log rows.
 ///
-/// Returns `(verdicts, index, items, columns)` as [`decode_otlp_spans`] does: a byte per
-/// message (1: all its log records are rows here; 0: left to the reference decoder), the
-/// message (`_i`) and record (`_item`) of each row, and the log columns. Never raises for a
-/// message's content.
-#[pyfunction]
-fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
-    let n = values.len();
-    let owned: Vec<Option<Bound<'_, PyBytes>>> = values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect();
-    let payloads: Vec<Option<&[u8]>> = owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect();
-    let mut verdicts = vec![0u8; n];
-    let mut index: Vec<u8> = Vec::new();
-    let mut items: Vec<u8> = Vec::new();
-    let mut cols: Vec<Col> = (0..LOG_COLUMNS)
-        .map(|c| match c {
-            0 => new_col(&Ty::I64),
-            10 => new_col(&Ty::Map),
-            _ => new_str(),
-        })
-        .collect();
-    py.allow_threads(|| {
+/// The result as [`otlp_spans`] gives it: a byte per message (1: all its log records are
+/// rows here; 0: left to the reference decoder), the message (`_i`) and record (`_item`) of
+/// each row, and the log columns. Never panics for a message's content.
+pub fn otlp_logs(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
+    let mut out = OtlpOut::new(payloads.len(), (0..LOG_COLUMNS).map(|c| match c {
+        0 => Ty::I64,
+        10 => Ty::Map,
+        _ => Ty::Str,
+    }));
+    {
         for (i, p) in payloads.iter().enumerate() {
-            let Some(p) = p else { continue };
-            if p.is_empty() || p.len() > max_bytes {
-                continue;
-            }
+            let Some(p) = sized(*p, max_bytes) else { continue };
             let Ok(resources) = otlp::logs_request(p) else { continue };
-            verdicts[i] = 1;
+            out.verdicts[i] = 1;
             let mut k = 0i32;
             for res in &resources {
                 // the reference's _LogRows.resource: service, host, env taken out, the rest kept in order
@@ -596,7 +542,7 @@ fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize
                 let host = pop(&mut rest, "host.name");
                 let (env_new, env_old) = (pop(&mut rest, "deployment.environment.name"), pop(&mut rest, "deployment.environment"));
                 let env = env_new.filter(|s| !s.is_empty()).or(env_old);
-                for lr in &res.logs {
+                for lr in &res.items {
                     let mut attrs = rest.clone();
                     for kv in &lr.attrs {
                         set(&mut attrs, kv.key, text_of(&kv.text));
@@ -608,34 +554,157 @@ fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize
                     }
                     let t = if lr.time != 0 { lr.time } else { lr.observed };
                     let (tid, sid) = (lr.trace_id.map(hex), lr.span_id.map(hex));
-                    push_i64(&mut cols[0], Some((t / 1_000_000) as i64));
-                    push_str(&mut cols[1], Some(&lr.level));
-                    push_str(&mut cols[2], Some(service));
-                    push_str(&mut cols[3], text_of(&lr.message));
-                    push_str(&mut cols[4], tid.as_deref());
-                    push_str(&mut cols[5], sid.as_deref());
-                    push_str(&mut cols[6], request_id);
-                    push_str(&mut cols[7], user_id);
-                    push_str(&mut cols[8], host);
-                    push_str(&mut cols[9], env);
-                    push_map(&mut cols[10], if attrs.is_empty() { None } else { Some(attrs) });
-                    index.extend_from_slice(&(i as i64).to_le_bytes());
-                    items.extend_from_slice(&k.to_le_bytes());
+                    push_i64(&mut out.cols[0], Some((t / 1_000_000) as i64));
+                    push_str(&mut out.cols[1], Some(&lr.level));
+                    push_str(&mut out.cols[2], Some(service));
+                    push_str(&mut out.cols[3], text_of(&lr.message));
+                    push_str(&mut out.cols[4], tid.as_deref());
+                    push_str(&mut out.cols[5], sid.as_deref());
+                    push_str(&mut out.cols[6], request_id);
+                    push_str(&mut out.cols[7], user_id);
+                    push_str(&mut out.cols[8], host);
+                    push_str(&mut out.cols[9], env);
+                    push_map(&mut out.cols[10], if attrs.is_empty() { None } else { Some(attrs) });
+                    out.row(i, k);
                     k += 1;
                 }
             }
         }
-    });
-    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, verdicts)?, buf(py, index)?, buf(py, items)?, PyList::new(py, exported)?.into_any().unbind()))
+    }
+    out
 }
 
-#[pymodule]
-fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Buf>()?;
-    m.add_function(wrap_pyfunction!(decode_json, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
+/// metric columns: the wire schema's (schemas/avro/metric_sample.avsc), in the reference's order
+const METRIC_COLUMNS: usize = 11;
+
+fn push_f64(col: &mut Col, v: Option<f64>) {
+    if let Col::Prim { valid, data } = col {
+        valid.push(v.is_some());
+        data.extend_from_slice(&v.unwrap_or(0.0).to_le_bytes());
+    }
+}
+
+/// A list of 8-byte values (`bits` of each) or null.
+fn push_list8(col: &mut Col, values: Option<impl Iterator<Item = u64>>) {
+    if let Col::List { valid, offsets, child } = col {
+        valid.push(values.is_some());
+        let mut n = 0;
+        if let (Some(values), Col::Prim { valid: cv, data }) = (values, &mut **child) {
+            for v in values {
+                cv.push(true);
+                data.extend_from_slice(&v.to_le_bytes());
+                n += 1;
+            }
+        }
+        let last = *offsets.last().unwrap();
+        offsets.push(last + n);
+    }
+}
+
+/// One metric row: name, kind, time (ns), labels, value, bounds, counts, count, sum,
+/// temporality, start (ns; null when 0), as the reference's `_MetricRows.add` appends it.
+#[allow(clippy::too_many_arguments)]
+fn metric_row(out: &mut OtlpOut, name: &str, kind: &str, time: u64, labels: Vec<(&str, Option<&str>)>, value: Option<f64>,
+              hist: Option<&metrics::Histogram<'_>>, count: Option<u64>, sum: Option<f64>, temporality: Option<&str>, start: u64) {
+    let c = &mut out.cols;
+    push_str(&mut c[0], Some(name));
+    push_str(&mut c[1], Some(kind));
+    push_i64(&mut c[2], Some((time / 1_000_000) as i64));
+    push_map(&mut c[3], Some(labels));
+    push_f64(&mut c[4], value);
+    push_list8(&mut c[5], hist.map(|h| h.bounds.iter().map(|b| b.to_bits())));
+    push_list8(&mut c[6], hist.map(|h| h.counts.iter().copied()));
+    push_i64(&mut c[7], count.map(|n| n as i64));
+    push_f64(&mut c[8], sum);
+    push_str(&mut c[9], temporality);
+    push_i64(&mut c[10], if start != 0 { Some((start / 1_000_000) as i64) } else { None });
+}
+
+/// The labels of a data point: its attributes in order, then `service` (set in place when
+/// an attribute has that key: Python's `{**attrs, "service": svc}`).
+fn labels<'k>(attrs: &'k [otlp::Kv<'k>], service: &'k str) -> Vec<(&'k str, Option<&'k str>)> {
+    let mut out: Vec<(&str, Option<&str>)> = attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect();
+    set(&mut out, "service", Some(service));
+    out
+}
+
+/// Decode a batch of OTLP protobuf `ExportMetricsServiceRequest` messages into metric rows.
+///
+/// The result as [`otlp_spans`] gives it: a byte per message (1: all its data points are
+/// rows here; 0: left to the reference decoder), the message (`_i`) and data point
+/// (`_item`) of each row (a summary's quantile rows share their point's), and the metric
+/// columns. Never panics for a message's content.
+pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
+    let mut out = OtlpOut::new(payloads.len(), (0..METRIC_COLUMNS).map(|c| match c {
+        0 | 1 | 9 => Ty::Str,
+        2 | 7 | 10 => Ty::I64,
+        3 => Ty::Map,
+        4 | 8 => Ty::F64,
+        5 => Ty::List(Box::new(Ty::F64)),
+        _ => Ty::List(Box::new(Ty::I64)),
+    }));
+    for (i, p) in payloads.iter().enumerate() {
+        let Some(p) = sized(*p, max_bytes) else { continue };
+        let Ok(resources) = metrics::metrics_request(p) else { continue };
+        out.verdicts[i] = 1;
+        let mut k = 0i32;
+        for res in &resources {
+            let service = res.attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| text_of(&kv.text))
+                .filter(|s| !s.is_empty()).unwrap_or("unknown_service");
+            for m in &res.items {
+                match &m.data {
+                    metrics::Data::Gauge(points) => {
+                        for dp in points {
+                            let pt = &dp.point;
+                            metric_row(&mut out, m.name, "GAUGE", pt.time, labels(&pt.attrs, service), dp.value, None, None, None, None,
+                                       pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Sum { delta, monotonic, points } => {
+                        let level = !monotonic && !delta;
+                        let (kind, temp) = if level { ("GAUGE", None) } else { ("COUNTER", Some(if *delta { "delta" } else { "cumulative" })) };
+                        for dp in points {
+                            let pt = &dp.point;
+                            metric_row(&mut out, m.name, kind, pt.time, labels(&pt.attrs, service), dp.value, None, None, None, temp, pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Histogram { delta, points } => {
+                        let temp = if *delta { "delta" } else { "cumulative" };
+                        for h in points {
+                            let pt = &h.point;
+                            metric_row(&mut out, m.name, "HISTOGRAM", pt.time, labels(&pt.attrs, service), None, Some(h), Some(h.count),
+                                       h.sum, Some(temp), pt.start);
+                            out.row(i, k);
+                            k += 1;
+                        }
+                    }
+                    metrics::Data::Summary(points) => {
+                        for s in points {
+                            let pt = &s.point;
+                            let base = labels(&pt.attrs, service);
+                            metric_row(&mut out, m.name, "SUMMARY", pt.time, base.clone(), None, None, Some(s.count), Some(s.sum),
+                                       Some("cumulative"), pt.start);
+                            out.row(i, k);
+                            for &(q, v) in &s.quantiles {
+                                if v.is_nan() {
+                                    continue; // no observations behind this quantile
+                                }
+                                let label = metrics::g15(q);
+                                let mut with_q = base.clone();
+                                set(&mut with_q, "quantile", Some(&label));
+                                metric_row(&mut out, m.name, "GAUGE", pt.time, with_q, Some(v), None, None, None, None, pt.start);
+                                out.row(i, k);
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }

@@ -9,21 +9,21 @@
 
 use crate::json::{Defer, R};
 
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(b: &'a [u8]) -> Self {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
         Reader { b, i: 0 }
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.i >= self.b.len()
     }
 
-    fn varint(&mut self) -> R<u64> {
+    pub(crate) fn varint(&mut self) -> R<u64> {
         let mut v = 0u64;
         for k in 0..10 {
             let c = *self.b.get(self.i).ok_or(Defer)?;
@@ -40,7 +40,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field: (number, wire type).
-    fn tag(&mut self) -> R<(u32, u8)> {
+    pub(crate) fn tag(&mut self) -> R<(u32, u8)> {
         let t = self.varint()?;
         let num = t >> 3;
         if num == 0 || num > (1 << 29) - 1 {
@@ -49,7 +49,7 @@ impl<'a> Reader<'a> {
         Ok((num as u32, (t & 7) as u8))
     }
 
-    fn bytes(&mut self) -> R<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> R<&'a [u8]> {
         let n = self.varint()? as usize;
         let end = self.i.checked_add(n).ok_or(Defer)?;
         if end > self.b.len() {
@@ -60,26 +60,26 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn fixed64(&mut self) -> R<u64> {
+    pub(crate) fn fixed64(&mut self) -> R<u64> {
         let s = self.b.get(self.i..self.i + 8).ok_or(Defer)?;
         self.i += 8;
         Ok(u64::from_le_bytes(s.try_into().unwrap()))
     }
 
-    fn fixed32(&mut self) -> R<u32> {
+    pub(crate) fn fixed32(&mut self) -> R<u32> {
         let s = self.b.get(self.i..self.i + 4).ok_or(Defer)?;
         self.i += 4;
         Ok(u32::from_le_bytes(s.try_into().unwrap()))
     }
 }
 
-fn utf8(b: &[u8]) -> R<&str> {
+pub(crate) fn utf8(b: &[u8]) -> R<&str> {
     std::str::from_utf8(b).map_err(|_| Defer)
 }
 
 /// What a field holds, for messages only checked (scope, events, links).
 #[derive(Clone, Copy)]
-enum F {
+pub(crate) enum F {
     Varint,
     Fixed64,
     Fixed32,
@@ -90,7 +90,7 @@ enum F {
 
 /// Check a message of known fields `fields[(number, kind)]` as the reference's parser
 /// would read it (repeated fields may repeat; scalar duplicates defer).
-fn check_message(b: &[u8], fields: &[(u32, F, bool)]) -> R<()> {
+pub(crate) fn check_message(b: &[u8], fields: &[(u32, F, bool)]) -> R<()> {
     let mut r = Reader::new(b);
     let mut seen = 0u64;
     while !r.done() {
@@ -196,7 +196,7 @@ fn any_value(b: &[u8]) -> R<(Text<'_>, Option<&'static str>)> {
     Ok(out)
 }
 
-fn key_value(b: &[u8]) -> R<Kv<'_>> {
+pub(crate) fn key_value(b: &[u8]) -> R<Kv<'_>> {
     let mut r = Reader::new(b);
     let (mut key, mut value, mut seen_key, mut seen_value) = ("", None, false, false);
     while !r.done() {
@@ -220,7 +220,7 @@ fn key_value(b: &[u8]) -> R<Kv<'_>> {
 }
 
 /// Attributes (repeated KeyValue bytes), duplicates deferred.
-fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
+pub(crate) fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
     let mut out: Vec<Kv<'a>> = Vec::with_capacity(raw.len());
     for b in raw {
         let kv = key_value(b)?;
@@ -320,10 +320,17 @@ fn span(b: &[u8]) -> R<Span<'_>> {
     Ok(s)
 }
 
-pub struct Resource<'a> {
+/// One `Resource*` of an export request: its attributes and the items (spans, log records,
+/// metrics) of all its scopes, in order.
+pub struct Res<'a, T> {
     pub attrs: Vec<Kv<'a>>,
-    pub spans: Vec<Span<'a>>,
+    pub items: Vec<T>,
 }
+
+/// A `ResourceSpans`: spans under one resource.
+pub type Resource<'a> = Res<'a, Span<'a>>;
+/// A `ResourceLogs`: log records under one resource.
+pub type LogResource<'a> = Res<'a, Log<'a>>;
 
 fn resource_attrs(b: &[u8]) -> R<Vec<&[u8]>> {
     let mut r = Reader::new(b);
@@ -342,7 +349,9 @@ fn resource_attrs(b: &[u8]) -> R<Vec<&[u8]>> {
     Ok(out)
 }
 
-fn scope_spans<'a>(b: &'a [u8], into: &mut Vec<Span<'a>>) -> R<()> {
+/// A `Scope*` message (scope = 1, items = 2, schema_url = 3; the same numbers for spans,
+/// logs and metrics): each item read by `item` into `into`; the scope is only checked.
+fn scope_items<'a, T>(b: &'a [u8], into: &mut Vec<T>, item: fn(&'a [u8]) -> R<T>) -> R<()> {
     let mut r = Reader::new(b);
     let mut seen = 0u8;
     while !r.done() {
@@ -351,7 +360,7 @@ fn scope_spans<'a>(b: &'a [u8], into: &mut Vec<Span<'a>>) -> R<()> {
                 check_message(r.bytes()?, SCOPE)?;
                 seen |= 1;
             }
-            (2, 2) => into.push(span(r.bytes()?)?),
+            (2, 2) => into.push(item(r.bytes()?)?),
             (3, 2) if seen & 2 == 0 => {
                 utf8(r.bytes()?)?;
                 seen |= 2;
@@ -362,10 +371,12 @@ fn scope_spans<'a>(b: &'a [u8], into: &mut Vec<Span<'a>>) -> R<()> {
     Ok(())
 }
 
-fn resource_spans(b: &[u8]) -> R<Resource<'_>> {
+/// A `Resource*` message (resource = 1, scopes = 2, schema_url = 3; the same numbers for
+/// every signal): the resource's attributes (duplicates defer) and every scope's items.
+fn resource_items<'a, T>(b: &'a [u8], item: fn(&'a [u8]) -> R<T>) -> R<Res<'a, T>> {
     let mut r = Reader::new(b);
     let mut raw_attrs = Vec::new();
-    let mut spans = Vec::new();
+    let mut items = Vec::new();
     let mut seen = 0u8;
     while !r.done() {
         match r.tag()? {
@@ -373,7 +384,7 @@ fn resource_spans(b: &[u8]) -> R<Resource<'_>> {
                 raw_attrs = resource_attrs(r.bytes()?)?;
                 seen |= 1;
             }
-            (2, 2) => scope_spans(r.bytes()?, &mut spans)?,
+            (2, 2) => scope_items(r.bytes()?, &mut items, item)?,
             (3, 2) if seen & 2 == 0 => {
                 utf8(r.bytes()?)?;
                 seen |= 2;
@@ -381,21 +392,27 @@ fn resource_spans(b: &[u8]) -> R<Resource<'_>> {
             _ => return Err(Defer),
         }
     }
-    Ok(Resource { attrs: attributes(&raw_attrs)?, spans })
+    Ok(Res { attrs: attributes(&raw_attrs)?, items })
+}
+
+/// Every resource of an export request (field 1, repeated), each read by [`resource_items`].
+pub(crate) fn request_items<'a, T>(b: &'a [u8], item: fn(&'a [u8]) -> R<T>) -> R<Vec<Res<'a, T>>> {
+    let mut r = Reader::new(b);
+    let mut out = Vec::new();
+    while !r.done() {
+        match r.tag()? {
+            (1, 2) => out.push(resource_items(r.bytes()?, item)?),
+            _ => return Err(Defer),
+        }
+    }
+    Ok(out)
 }
 
 /// Every resource of an `ExportTraceServiceRequest`, or Defer; a message without spans defers
 /// (the reference rejects it).
 pub fn trace_request(b: &[u8]) -> R<Vec<Resource<'_>>> {
-    let mut r = Reader::new(b);
-    let mut out = Vec::new();
-    while !r.done() {
-        match r.tag()? {
-            (1, 2) => out.push(resource_spans(r.bytes()?)?),
-            _ => return Err(Defer),
-        }
-    }
-    if out.iter().all(|res| res.spans.is_empty()) {
+    let out = request_items(b, span)?;
+    if out.iter().all(|res| res.items.is_empty()) {
         return Err(Defer);
     }
     Ok(out)
@@ -507,65 +524,11 @@ fn log_record(b: &[u8]) -> R<Log<'_>> {
         attrs: attributes(&raw_attrs)?, event_name })
 }
 
-pub struct LogResource<'a> {
-    pub attrs: Vec<Kv<'a>>,
-    pub logs: Vec<Log<'a>>,
-}
-
-fn scope_logs<'a>(b: &'a [u8], into: &mut Vec<Log<'a>>) -> R<()> {
-    let mut r = Reader::new(b);
-    let mut seen = 0u8;
-    while !r.done() {
-        match r.tag()? {
-            (1, 2) if seen & 1 == 0 => {
-                check_message(r.bytes()?, SCOPE)?;
-                seen |= 1;
-            }
-            (2, 2) => into.push(log_record(r.bytes()?)?),
-            (3, 2) if seen & 2 == 0 => {
-                utf8(r.bytes()?)?;
-                seen |= 2;
-            }
-            _ => return Err(Defer),
-        }
-    }
-    Ok(())
-}
-
-fn resource_logs(b: &[u8]) -> R<LogResource<'_>> {
-    let mut r = Reader::new(b);
-    let mut raw_attrs = Vec::new();
-    let mut logs = Vec::new();
-    let mut seen = 0u8;
-    while !r.done() {
-        match r.tag()? {
-            (1, 2) if seen & 1 == 0 => {
-                raw_attrs = resource_attrs(r.bytes()?)?;
-                seen |= 1;
-            }
-            (2, 2) => scope_logs(r.bytes()?, &mut logs)?,
-            (3, 2) if seen & 2 == 0 => {
-                utf8(r.bytes()?)?;
-                seen |= 2;
-            }
-            _ => return Err(Defer),
-        }
-    }
-    Ok(LogResource { attrs: attributes(&raw_attrs)?, logs })
-}
-
 /// Every resource of an `ExportLogsServiceRequest`, or Defer; a message without log records
 /// defers (the reference rejects it), as does any record the reference would reject.
 pub fn logs_request(b: &[u8]) -> R<Vec<LogResource<'_>>> {
-    let mut r = Reader::new(b);
-    let mut out = Vec::new();
-    while !r.done() {
-        match r.tag()? {
-            (1, 2) => out.push(resource_logs(r.bytes()?)?),
-            _ => return Err(Defer),
-        }
-    }
-    if out.iter().all(|res| res.logs.is_empty()) {
+    let out = request_items(b, log_record)?;
+    if out.iter().all(|res| res.items.is_empty()) {
         return Err(Defer);
     }
     Ok(out)
@@ -606,7 +569,7 @@ mod tests {
         let kv = [field(1, 2, b"n"), field(2, 2, &field(3, 0, &[7]))].concat();
         let msg = request(&span_bytes(&field(9, 2, &kv)));
         let res = trace_request(&msg).unwrap();
-        let sp = &res[0].spans[0];
+        let sp = &res[0].items[0];
         assert_eq!((sp.name, sp.kind, sp.start, sp.end), ("GET /", 2, 10, 20));
         assert_eq!(sp.attrs[0].key, "n");
         assert!(matches!(&sp.attrs[0].text, Text::Owned(t) if t == "7"));
@@ -627,7 +590,7 @@ mod tests {
         rec.extend(field(10, 2, &[0; 8]));
         let msg = log_request(&rec);
         let res = logs_request(&msg).unwrap();
-        let lr = &res[0].logs[0];
+        let lr = &res[0].items[0];
         assert_eq!((lr.time, lr.observed, &*lr.level, lr.span_id), (5_000_000, 0, "WARN", None));
         assert!(matches!(&lr.message, Text::Owned(t) if t == "7"));
         assert_eq!(level(9, "x").unwrap(), "INFO");

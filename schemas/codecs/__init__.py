@@ -4,7 +4,7 @@ with ``format_violation``, ``schema_violation`` or ``size_violation``.
 
 Registered codecs: ``json`` (one JSON object per record; the compiled decoder in
 ``native/`` when it is installed, the Python one otherwise or with option
-``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans and logs), ``avro`` (Confluent-framed
+``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans, logs and metrics), ``avro`` (Confluent-framed
 Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
 export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
 and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
@@ -31,12 +31,12 @@ def json_codec(signal: str, max_bytes: int = 65536, decoder: str | None = None):
 
 
 def otlp_proto_codec(signal: str, max_bytes: int = 1 << 20, decoder: str | None = None):
-    """The ``otlp_proto`` codec: for spans and logs :class:`NativeOtlpCodec` (the compiled
-    decoder, its deferred messages decoded by :class:`OtlpCodec`) unless ``decoder`` (else
-    ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed (or, for logs, is
-    an older build without them); metrics :class:`OtlpCodec`. Both give the same rows and
-    dead letters."""
-    if signal in ("span", "log") and chosen_decoder(decoder) == "native" and signal in native_otlp_signals():
+    """The ``otlp_proto`` codec: :class:`NativeOtlpCodec` (the compiled decoder, its
+    deferred messages decoded by :class:`OtlpCodec`) unless ``decoder`` (else
+    ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed (or is an older
+    build without that signal); else :class:`OtlpCodec`. Both give the same rows and dead
+    letters."""
+    if chosen_decoder(decoder) == "native" and signal in native_otlp_signals():
         return NativeOtlpCodec(signal=signal, max_bytes=max_bytes)
     return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.wire import arrow_schema
-from core.batch import INDEX, Batch, RawBatch, Rejects
+from core.batch import INDEX, ITEM, Batch, RawBatch, Rejects
 
 from .json_codec import JsonCodec
 
@@ -101,6 +101,55 @@ def _entries(t: pa.MapType, col) -> pa.Array:
                                       fields=[t.key_field, t.item_field])
 
 
+def _array(t: pa.DataType, col) -> pa.Array:
+    """The Arrow array of type ``t`` over an exported column ``(length, null_count,
+    [buffers], [children])`` (no copy of the extension's buffers)."""
+    if pa.types.is_map(t):
+        length, nulls, buffers, children = col
+        return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                     null_count=nulls, children=[_entries(t, children[0])])
+    if pa.types.is_list(t) or pa.types.is_struct(t):
+        length, nulls, buffers, children = col
+        if pa.types.is_list(t):
+            kids = [_array(t.value_type, children[0])]
+        else:
+            kids = [_array(f.type, c) for f, c in zip(t, children)]
+        return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
+                                     null_count=nulls, children=kids)
+    return _leaf(t, col)
+
+
+def _merge_deferred(reference, raw: RawBatch, values: list, verdicts: np.ndarray,
+                    table: pa.Table) -> tuple[pa.Table, Rejects, Batch | None]:
+    """The extension's ``table`` (rows of the records whose verdict is 1) merged with what
+    ``reference`` gives the records whose verdict is 0 (decoded as one sub-batch, their
+    ``_i`` mapped back to the batch's): ``(table, rejects, reference batch or None when
+    nothing was deferred)``. Rows are ordered by record (and item, when the table has
+    ``_item``), rejects by record then item (a whole-record reject first), as the
+    reference orders its own."""
+    rejects = Rejects()
+    deferred = np.flatnonzero(verdicts == 0)
+    if not len(deferred):
+        return table, rejects, None
+    sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
+                   [raw.offsets[i] for i in deferred] if raw.offsets else [],
+                   [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
+    ref = reference.decode(sub)
+    ref_table = ref.table
+    if ref_table.num_rows:
+        orig = deferred[ref_table.column(INDEX).to_numpy()]
+        ref_table = ref_table.set_column(ref_table.schema.get_field_index(INDEX), INDEX, pa.array(orig, pa.int64()))
+        table = pa.concat_tables([table, ref_table.cast(table.schema)])
+        keys = [table.column(INDEX).to_numpy()]
+        if ITEM in table.schema.names:
+            keys.insert(0, table.column(ITEM).to_numpy())
+        table = table.take(np.lexsort(keys))
+    r = ref.rejects
+    for k in sorted(range(len(r)), key=lambda k: (r.indices[k], -1 if r.items[k] is None else r.items[k])):
+        rejects.add(int(deferred[r.indices[k]]), r.reasons[k], r.details[k], r.items[k])
+    return table, rejects, ref
+
+
 class NativeJsonCodec:
     """The ``json`` codec on the compiled decoder: same constructor, same :meth:`decode`
     contract and results as :class:`JsonCodec` (which decodes the records it defers)."""
@@ -122,22 +171,6 @@ class NativeJsonCodec:
             raise AttributeError(name)
         return getattr(self.reference, name)
 
-    def _column(self, t: pa.DataType, col) -> pa.Array:
-        if pa.types.is_map(t):
-            length, nulls, buffers, children = col
-            entries = _entries(t, children[0])
-            return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
-                                         null_count=nulls, children=[entries])
-        if pa.types.is_list(t) or pa.types.is_struct(t):
-            length, nulls, buffers, children = col
-            if pa.types.is_list(t):
-                kids = [self._column(t.value_type, children[0])]
-            else:
-                kids = [self._column(f.type, c) for f, c in zip(t, children)]
-            return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
-                                         null_count=nulls, children=kids)
-        return _leaf(t, col)
-
     def decode(self, raw: RawBatch) -> Batch:
         """Rows and rejects equal to ``JsonCodec.decode(raw)``'s (rows in record order,
         rejects in record order)."""
@@ -145,51 +178,39 @@ class NativeJsonCodec:
         verdict_buf, cols = _native.decode_json(values, self.max_bytes, self.fields)
         verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
         rows_idx = np.flatnonzero(verdicts).astype(np.int64)
-        arrays = [self._column(t, c) for t, c in zip(self.out_types, cols)]
+        arrays = [_array(t, c) for t, c in zip(self.out_types, cols)]
         table = pa.Table.from_arrays(arrays + [pa.array(rows_idx, pa.int64())], schema=self.schema)
-        rejects = Rejects()
-        deferred = np.flatnonzero(verdicts == 0)
-        if len(deferred):
-            sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
-                           [raw.offsets[i] for i in deferred] if raw.offsets else [],
-                           [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
-            ref = self.reference.decode(sub)
-            ref_table = ref.table
-            if ref_table.num_rows:
-                orig = deferred[ref_table.column(INDEX).to_numpy()]
-                ref_table = ref_table.set_column(ref_table.num_columns - 1, INDEX, pa.array(orig, pa.int64()))
-                table = pa.concat_tables([table, ref_table.cast(self.schema)])
-                table = table.take(pa.compute.sort_indices(table.column(INDEX)))
-            order = sorted(range(len(ref.rejects)), key=lambda k: (ref.rejects.indices[k], ref.rejects.items[k] or 0))
-            for k in order:
-                rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
-                            ref.rejects.items[k])
+        table, rejects, _ref = _merge_deferred(self.reference, raw, values, verdicts, table)
         return Batch(raw=raw, table=table, rejects=rejects)
+
+
+#: OTLP protobuf signal -> the extension's function decoding it
+_OTLP_DECODERS = {"span": "decode_otlp_spans", "log": "decode_otlp_logs", "metric": "decode_otlp_metrics"}
 
 
 def native_otlp_signals() -> tuple[str, ...]:
     """The OTLP protobuf signals the installed extension decodes (an older build may lack
-    logs: those then go to the reference codec)."""
+    logs or metrics: those then go to the reference codec)."""
     if _native is None:
         return ()
-    return tuple(s for s, fn in (("span", "decode_otlp_spans"), ("log", "decode_otlp_logs")) if hasattr(_native, fn))
+    return tuple(s for s, fn in _OTLP_DECODERS.items() if hasattr(_native, fn))
 
 
 class NativeOtlpCodec:
-    """The ``otlp_proto`` codec for spans and logs on the compiled decoder: same
+    """The ``otlp_proto`` codec for spans, logs and metrics on the compiled decoder: same
     constructor, same :meth:`decode` contract and results as ``OtlpCodec(signal)`` (which
     decodes the messages it defers, with their per-item verdicts)."""
 
     def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
         from .otlp_codec import OtlpCodec
 
-        if signal not in ("span", "log"):
-            raise ValueError(f"the compiled OTLP decoder reads spans and logs, not {signal!r}")
+        if signal not in _OTLP_DECODERS:
+            raise ValueError(f"the compiled OTLP decoder reads spans, logs and metrics, not {signal!r}")
         self.signal = signal
         self.max_bytes = max_bytes
         self.reference = OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
         self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
-        self._decode = _native.decode_otlp_spans if signal == "span" else _native.decode_otlp_logs
+        self._decode = getattr(_native, _OTLP_DECODERS[signal])
 
     def __getattr__(self, name: str):
         """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
@@ -200,8 +221,6 @@ class NativeOtlpCodec:
     def decode(self, raw: RawBatch) -> Batch:
         """Rows (ordered by message and item), rejects, ``items_in`` and ``item_raw`` equal
         to ``OtlpCodec.decode(raw)``'s."""
-        from core.batch import ITEM
-
         from .otlp_codec import _item_sources
 
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
@@ -211,38 +230,23 @@ class NativeOtlpCodec:
         names = self.schema.names
         arrays = []
         for name, col in zip(names[:-2], cols):
-            t = self.schema.field(name).type
-            if pa.types.is_map(t):
-                length, nulls, buffers, children = col
-                arrays.append(pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
-                                                    null_count=nulls, children=[_entries(t, children[0])]))
-            else:
-                arrays.append(_leaf(t, col))
+            arrays.append(_array(self.schema.field(name).type, col))
         arrays.append(pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index_buf)]))
         arrays.append(pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(items_buf)]))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        items_in: list[int] = np.bincount(index, minlength=len(values)).tolist() if len(values) else []
-        rejects = Rejects()
-        deferred = np.flatnonzero(verdicts == 0)
-        if len(deferred):
-            sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
-                           [raw.offsets[i] for i in deferred] if raw.offsets else [],
-                           [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
-            ref = self.reference.decode(sub)
+        # items per message: its last row's item + 1 (rows are in message and item order; a
+        # summary's quantile rows share their point's item)
+        counts = np.zeros(len(values), dtype=np.int64)
+        if len(index):
+            item = np.frombuffer(items_buf, dtype=np.int32)
+            last = np.flatnonzero(np.diff(index, append=-1) != 0)
+            counts[index[last]] = item[last].astype(np.int64) + 1
+        items_in: list[int] = counts.tolist()
+        table, rejects, ref = _merge_deferred(self.reference, raw, values, verdicts, table)
+        if ref is not None:
             assert ref.items_in is not None  # an OTLP decode counts items per record
-            for k, i in enumerate(deferred):
+            for k, i in enumerate(np.flatnonzero(verdicts == 0)):
                 items_in[i] = ref.items_in[k]
-            ref_table = ref.table
-            if ref_table.num_rows:
-                orig = deferred[ref_table.column(INDEX).to_numpy()]
-                ref_table = ref_table.set_column(ref_table.schema.get_field_index(INDEX), INDEX, pa.array(orig, pa.int64()))
-                table = pa.concat_tables([table, ref_table.cast(self.schema)])
-                table = table.take(np.lexsort((table.column(ITEM).to_numpy(), table.column(INDEX).to_numpy())))
-            reject_order = sorted(range(len(ref.rejects)), key=lambda k: (ref.rejects.indices[k], -1 if ref.rejects.items[k] is None
-                                                                          else ref.rejects.items[k]))
-            for k in reject_order:
-                rejects.add(int(deferred[ref.rejects.indices[k]]), ref.rejects.reasons[k], ref.rejects.details[k],
-                            ref.rejects.items[k])
         codec, signal = self.reference, self.signal
         return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
                      item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), signal, "otlp_proto")[k]))

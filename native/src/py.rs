@@ -1,0 +1,197 @@
+//! The Python face of the decoder (feature `python`, on by default; the fuzz targets in
+//! native/fuzz build the crate without it): the `obsflow_native` module, whose functions
+//! hand each batch to the pure-Rust decoders of lib.rs with the GIL released and export the
+//! columns as buffers pyarrow wraps without copies.
+
+use std::os::raw::{c_int, c_void};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut, Ty};
+
+/// An immutable byte buffer owned by Rust, readable from Python without a copy.
+#[pyclass(frozen, module = "obsflow_native")]
+pub struct Buf {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl Buf {
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+            return Err(pyo3::exceptions::PyBufferError::new_err("obsflow_native.Buf is read-only"));
+        }
+        let data = &slf.get().data;
+        // an empty Vec's pointer dangles: hand out a valid one for the zero-length view
+        static EMPTY: [u64; 1] = [0];
+        let ptr = if data.is_empty() { EMPTY.as_ptr() as *mut c_void } else { data.as_ptr() as *mut c_void };
+        if ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr, data.len() as ffi::Py_ssize_t, 1, flags) == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn ty_of(spec: &Bound<'_, PyAny>) -> PyResult<Ty> {
+    if let Ok(name) = spec.extract::<String>() {
+        return match name.as_str() {
+            "string" => Ok(Ty::Str),
+            "int32" => Ok(Ty::I32),
+            "int64" => Ok(Ty::I64),
+            "double" => Ok(Ty::F64),
+            "bool" => Ok(Ty::Bool),
+            "ts_ms" => Ok(Ty::Ts(1_000_000)),
+            "ts_us" => Ok(Ty::Ts(1_000)),
+            "map" => Ok(Ty::Map),
+            other => Err(PyValueError::new_err(format!("obsflow_native: unknown wire type {other:?}"))),
+        };
+    }
+    let t = spec.downcast::<PyTuple>().map_err(|_| PyValueError::new_err("obsflow_native: a wire type is a name or a tuple"))?;
+    let kind: String = t.get_item(0)?.extract()?;
+    match kind.as_str() {
+        "list" => Ok(Ty::List(Box::new(ty_of(&t.get_item(1)?)?))),
+        "struct" => Ok(Ty::Struct(fields_of(&t.get_item(1)?)?)),
+        other => Err(PyValueError::new_err(format!("obsflow_native: unknown wire type {other:?}"))),
+    }
+}
+
+fn fields_of(spec: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Ty)>> {
+    let mut out = Vec::new();
+    for item in spec.try_iter()? {
+        let item = item?;
+        let pair = item.downcast::<PyTuple>().map_err(|_| PyValueError::new_err("obsflow_native: a field is (name, type)"))?;
+        out.push((pair.get_item(0)?.extract()?, ty_of(&pair.get_item(1)?)?));
+    }
+    Ok(out)
+}
+
+fn buf(py: Python<'_>, data: Vec<u8>) -> PyResult<PyObject> {
+    Ok(Py::new(py, Buf { data })?.into_any())
+}
+
+fn bits_buf(py: Python<'_>, b: Bits) -> PyResult<PyObject> {
+    if b.nulls == 0 {
+        Ok(py.None())
+    } else {
+        buf(py, b.bytes)
+    }
+}
+
+fn i32s(v: Vec<i32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// A column as `(length, null_count, [buffers], [children])` for `pa.Array.from_buffers`.
+fn export(py: Python<'_>, col: Col) -> PyResult<PyObject> {
+    let empty: Vec<PyObject> = Vec::new();
+    let (len, nulls, buffers, children): (usize, usize, Vec<PyObject>, Vec<PyObject>) = match col {
+        Col::Str { valid, offsets, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?, buf(py, data)?], empty),
+        Col::Prim { valid, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, data)?], empty),
+        Col::Bool { valid, values } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, values.bytes)?], empty),
+        Col::List { valid, offsets, child } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![export(py, *child)?]),
+        Col::Struct { valid, children } => {
+            let (len, nulls) = (valid.len, valid.nulls);
+            let kids = children.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+            (len, nulls, vec![bits_buf(py, valid)?], kids)
+        }
+        Col::Map { valid, offsets, keys, values } => {
+            let (len, nulls) = (valid.len, valid.nulls);
+            let n = offsets.last().copied().unwrap_or(0) as usize;
+            let entries = PyTuple::new(py, [n.into_pyobject(py)?.into_any().unbind(), 0usize.into_pyobject(py)?.into_any().unbind(),
+                PyList::new(py, [py.None()])?.into_any().unbind(),
+                PyList::new(py, [export(py, *keys)?, export(py, *values)?])?.into_any().unbind()])?;
+            (len, nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![entries.into_any().unbind()])
+        }
+    };
+    Ok(PyTuple::new(py, [len.into_pyobject(py)?.into_any().unbind(), nulls.into_pyobject(py)?.into_any().unbind(),
+        PyList::new(py, buffers)?.into_any().unbind(), PyList::new(py, children)?.into_any().unbind()])?.into_any().unbind())
+}
+
+/// Every payload of `values` that is `bytes` (None otherwise), held while the GIL is released.
+fn owned_payloads<'py>(values: &Bound<'py, PyList>) -> Vec<Option<Bound<'py, PyBytes>>> {
+    values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect()
+}
+
+fn payload_slices<'b>(owned: &'b [Option<Bound<'_, PyBytes>>]) -> Vec<Option<&'b [u8]>> {
+    owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect()
+}
+
+/// Decode a batch of JSON records of one wire schema ([`json_batch`]).
+///
+/// `values`: the records (bytes or None); `max_bytes`: the size limit; `fields`: the wire
+/// schema as `[(name, type)]`. Returns `(verdicts, columns)`: `verdicts` has one byte per
+/// record, 1 when the record is a row of `columns` (in record order), 0 when it is left to
+/// the reference decoder (empty, too large, not UTF-8, not certainly decoded the same way);
+/// `columns` are `(length, null_count, [buffers], [children])` per field. Never raises for
+/// a record's content.
+#[pyfunction]
+fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fields: &Bound<'_, PyAny>) -> PyResult<(PyObject, PyObject)> {
+    let fields = fields_of(fields)?;
+    // hold a reference to every payload while the GIL is released (the list may change)
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let (verdicts, cols) = py.allow_threads(|| json_batch(&payloads, max_bytes, &fields));
+    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
+}
+
+/// `(verdicts, index, items, columns)` of an OTLP decode, as Python reads them.
+fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, out.verdicts)?, buf(py, out.index)?, buf(py, out.items)?, PyList::new(py, exported)?.into_any().unbind()))
+}
+
+/// Decode a batch of OTLP protobuf `ExportTraceServiceRequest` messages into span rows
+/// ([`otlp_spans`]): `(verdicts, index, items, columns)`, the columns as
+/// `(length, null_count, [buffers], [children])`. Never raises for a message's content.
+#[pyfunction]
+fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let out = py.allow_threads(|| otlp_spans(&payloads, max_bytes));
+    export_otlp(py, out)
+}
+
+/// Decode a batch of OTLP protobuf `ExportLogsServiceRequest` messages into log rows
+/// ([`otlp_logs`]), returned as [`decode_otlp_spans`] returns spans.
+#[pyfunction]
+fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let out = py.allow_threads(|| otlp_logs(&payloads, max_bytes));
+    export_otlp(py, out)
+}
+
+/// Decode a batch of OTLP protobuf `ExportMetricsServiceRequest` messages into metric rows
+/// ([`otlp_metrics`]), returned as [`decode_otlp_spans`] returns spans.
+#[pyfunction]
+fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let out = py.allow_threads(|| otlp_metrics(&payloads, max_bytes));
+    export_otlp(py, out)
+}
+
+#[pymodule]
+fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Buf>()?;
+    m.add_function(wrap_pyfunction!(decode_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_otlp_metrics, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
