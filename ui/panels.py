@@ -316,7 +316,7 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                               "was (a converted session did not drop out)."))
     out.append(Panel("time_to_convert", "Time to convert (ms, per report window)",
                      "SELECT labels['funnel'] AS funnel, window_start, \"count\" AS conversions,\n"
-                     "       round(\"sum\" / \"count\", 1) AS avg_ms, p50 AS p50_ms, p90 AS p90_ms, p95 AS p95_ms,\n"
+                     "       round(\"sum\" / \"count\", 1) AS avg_ms, p50 AS p50_ms, p75 AS p75_ms, p90 AS p90_ms, p95 AS p95_ms,\n"
                      "       \"min\" AS min_ms, \"max\" AS max_ms\n"
                      f"FROM obs.metrics\nWHERE name = 'funnel.time_to_convert_ms' AND {tr.where('window_start')}\n"
                      "ORDER BY funnel, window_start",
@@ -325,7 +325,8 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                       "SELECT labels['funnel'] AS funnel, CAST(labels['step_index'] AS INTEGER) AS step_index,\n"
                       "       labels['step'] AS step, sum(\"count\") AS sessions,\n"
                       "       round(sum(\"sum\") / nullif(sum(\"count\"), 0), 1) AS avg_ms,\n"
-                      "       round(max(p50), 1) AS worst_window_p50_ms, round(max(p95), 1) AS worst_window_p95_ms\n"
+                      "       round(max(p50), 1) AS worst_window_p50_ms, round(max(p75), 1) AS worst_window_p75_ms,\n"
+                      "       round(max(p95), 1) AS worst_window_p95_ms\n"
                       f"FROM obs.metrics\nWHERE name = 'funnel.step.time_ms' AND {tr.where('window_start')}\n"
                       "GROUP BY 1, 2, 3\nORDER BY 1, 2",
                       "No step timings in a closed report window of this time range."))

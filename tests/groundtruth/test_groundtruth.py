@@ -154,7 +154,7 @@ def test_red_quantiles_one_row_per_series_and_minute(landed):
         vals = want[key]
         assert r["count"] == len(vals)
         assert r["min"] == pytest.approx(min(vals), abs=1e-3) and r["max"] == pytest.approx(max(vals), abs=1e-3)
-        for col, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        for col, q in (("p50", 0.5), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99)):
             exact = traffic.exact_quantile(vals, q)
             assert abs(r[col] - exact) <= ACCURACY * exact + 1e-3, (key, col, r[col], exact)
     svc, minute = traffic.LATENCY_SPIKE
