@@ -147,9 +147,11 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
               "written by `obsflow run` on Bytewax and Beam from this version on).",
               chart={"type": "line", "x": "committed_at", "y": "records_in",
                      "also": ["records_accepted", "records_dead_lettered", "records_dropped"]},
-              note="The job's counters when each commit was made (any table), cumulative since its run started "
+              note="The run's counters when each commit was made (any table), cumulative since it started "
                    "(run_started), and what each grew by since the run's previous commit; a run's last commit "
-                   "holds its run summary's counters. From each commit's snapshot summary (obsflow.stats)."),
+                   "holds its totals. A commit carries its own process's counters (obsflow.stats in the snapshot "
+                   "summary); a run of several processes (one run_id: a Bytewax cluster) is the sum of each "
+                   "process's latest counters (processes: how many)."),
         Panel("tail_sampling", "Tail sampling: kept and dropped by reason (per run)", None,
               "No commit in this time range carries tail-sampling counters (the run read no spans, or its "
               "commits predate obsflow.stats).",
