@@ -127,6 +127,24 @@ def test_funnel_numbers(ui_server, sql):
     ttc = rows_as_dicts(panel(page, "time_to_convert"))
     assert sum(r["conversions"] for r in ttc) == \
            sql("SELECT coalesce(sum(\"count\"), 0) FROM obs.metrics WHERE name = 'funnel.time_to_convert_ms'")[0][0]
+    want_ttc = sql("SELECT \"count\", p50, p75, p90, p95 FROM obs.metrics WHERE name = 'funnel.time_to_convert_ms' "
+                   "ORDER BY labels['funnel'], window_start")
+    assert [(r["conversions"], r["p50_ms"], r["p75_ms"], r["p90_ms"], r["p95_ms"]) for r in ttc] == [tuple(w) for w in want_ttc]
+    assert all(r["p50_ms"] <= r["p75_ms"] <= r["p95_ms"] for r in ttc) and ttc
+    # time between steps: per step, sessions, mean and the worst window's median / p75 / p95 (Python over the rows)
+    per_step: dict[tuple, list] = defaultdict(list)
+    for f, idx, step, n, total, q50, q75, q95 in sql(
+            "SELECT labels['funnel'], labels['step_index'], labels['step'], \"count\", \"sum\", p50, p75, p95 "
+            "FROM obs.metrics WHERE name = 'funnel.step.time_ms'"):
+        per_step[(f, int(idx), step)].append((n, total, q50, q75, q95))
+    got = rows_as_dicts(panel(page, "step_time"))
+    assert [(r["funnel"], r["step_index"], r["step"]) for r in got] == sorted(per_step) and got
+    for r in got:
+        ws = per_step[(r["funnel"], r["step_index"], r["step"])]
+        n = sum(w[0] for w in ws)
+        assert r["sessions"] == n and r["avg_ms"] == pytest.approx(round(sum(w[1] for w in ws) / n, 1), abs=0.051)
+        assert (r["worst_window_p50_ms"], r["worst_window_p75_ms"], r["worst_window_p95_ms"]) == \
+            tuple(round(max(w[k] for w in ws), 1) for k in (2, 3, 4))
 
 
 def test_csv_equals_json_and_sql_is_shown(ui_server):
