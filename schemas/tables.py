@@ -271,6 +271,7 @@ METRICS = TableDef(
         ("increase", DoubleType(), False, "counters: increase over the window, resets handled"),
         ("rate", DoubleType(), False, "counters: increase per second"),
         ("p50", DoubleType(), False),
+        ("p75", DoubleType(), False, "added after p50/p90/p95/p99: null in rows written before it"),
         ("p90", DoubleType(), False),
         ("p95", DoubleType(), False),
         ("p99", DoubleType(), False),

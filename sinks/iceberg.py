@@ -48,6 +48,11 @@ OFFSETS_KEY = "obsflow.offsets"
 #: the job's run counters so far when the commit was made (:func:`run_counters`: records in /
 #: accepted / dead-lettered / dropped, per source, tail sampling by reason)
 STATS_KEY = "obsflow.stats"
+#: the environment variable naming the run a process belongs to: every process of one run
+#: (a Bytewax cluster's processes) carries the same value, so that a reader sums their
+#: counters (set by :func:`runners.bytewax.cluster.spawn`; set it yourself on each machine
+#: of a cluster started with ``--process-id``, or on Flink's task managers)
+RUN_ID_ENV = "OBSFLOW_RUN_ID"
 #: per ``topic:partition``, the next offset after the last batch whose flow rows (rows the
 #: flows write directly, in offset order) are in the table; may run ahead of the positions
 #: (a table a stage also writes records a position only when every shard has reported it)
@@ -90,12 +95,21 @@ def run_counters(stats=None) -> dict:
     summary prints them: records (and OTLP items) in / accepted / dead-lettered / dropped,
     the same per source, dead letters by reason, and tail sampling as ``{"<counter>:<reason>":
     n}``; ``run_started`` (epoch seconds) tells one run's figures from another's. Cumulative
-    since the run started; every commit carries them in its summary under :data:`STATS_KEY`."""
+    since the run started; every commit carries them in its summary under :data:`STATS_KEY`.
+
+    The counters are this process's own: ``process`` (``host:pid``) names it and ``run_id``
+    (``$OBSFLOW_RUN_ID``, absent when unset) the run it belongs to, so that a reader adds up
+    the latest counters of each process of a run (:func:`ui.app.pipeline_counters`)."""
+    import os
+    import socket
+
     snap = (stats or STATS).snapshot()  # a consistent copy, taken under the stats' lock
     by_source: dict[str, dict[str, int]] = {}
     for (src, what), n in sorted(snap["by_source"].items()):
         by_source.setdefault(src, {})[what] = n
-    return {"run_started": round(snap["started"], 3),
+    run_id = os.environ.get(RUN_ID_ENV)
+    return {"run_started": round(snap["started"], 3), "process": f"{socket.gethostname()}:{os.getpid()}",
+            **({"run_id": run_id} if run_id else {}),
             **{k: snap[k] for k in ("records_in", "records_accepted", "records_dead", "records_dropped",
                                     "items_in", "items_accepted", "items_dead", "items_dropped")},
             "by_source": by_source, "dead_by_reason": dict(sorted(snap["dead_by_reason"].items())),

@@ -129,12 +129,32 @@ def _run_counters(summ: dict) -> dict | None:
     return c if isinstance(c, dict) and "records_in" in c else None
 
 
-def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
-    """The job's run counters over time: per commit of any table (oldest first, the newest
-    500 in ``tr``), the counters the job had when it committed (``obsflow.stats`` in the
-    snapshot summary, cumulative since its run started: records in / accepted /
-    dead-lettered / dropped) and what each grew by since the run's previous commit. A
-    run's last commit holds its run summary's counters."""
+_COUNTER_KEYS = ("records_in", "records_accepted", "records_dead", "records_dropped")
+
+
+def _run_key(c: dict) -> tuple:
+    """The run a commit's counters belong to: its ``run_id`` (shared by the processes of a
+    cluster run), else its ``run_started`` (counters of a commit that names no run id)."""
+    return ("run", c["run_id"]) if c.get("run_id") else ("started", c.get("run_started"))
+
+
+def _run_total(procs: dict[str, dict]) -> dict:
+    """A run's counters: the sum over its processes of each one's latest counters, with
+    ``run_started`` the earliest process's start and ``tail_sampling`` summed per key."""
+    total: dict = {k: sum(int(c.get(k) or 0) for c in procs.values()) for k in _COUNTER_KEYS}
+    starts = [c["run_started"] for c in procs.values() if isinstance(c.get("run_started"), (int, float))]
+    total["run_started"] = min(starts) if starts else None
+    tail: dict[str, int] = {}
+    for c in procs.values():
+        for key, n in (c.get("tail_sampling") or {}).items():
+            tail[key] = tail.get(key, 0) + int(n)
+    total["tail_sampling"] = tail
+    total["processes"] = len(procs)
+    return total
+
+
+def _counter_commits(reader: Reader) -> list[tuple[int, str, str, dict]]:
+    """(commit ms, table, snapshot id, counters) of every commit carrying ``obsflow.stats``, oldest first."""
     found = []
     for name, m in reader.tables().items():
         for c in m.commits:
@@ -142,42 +162,55 @@ def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[li
             if counters is not None:
                 found.append((c["timestamp-ms"] or 0, name, str(c["snapshot-id"]), counters))
     found.sort(key=lambda f: (f[0], f[1], f[2]))
-    keys = ("records_in", "records_accepted", "records_dead", "records_dropped")
-    prev: dict[object, dict] = {}
+    return found
+
+
+def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """The job's run counters over time: per commit of any table (oldest first, the newest
+    500 in ``tr``), the run's counters as of that commit (``obsflow.stats`` in the snapshot
+    summary, cumulative since its run started: records in / accepted / dead-lettered /
+    dropped) and what each grew by since the run's previous commit. A commit carries its
+    own process's counters; a run of several processes (same ``run_id``) is the sum of
+    each process's latest counters so far, ``processes`` of them. A run's last commit
+    holds its run's totals."""
+    procs: dict[tuple, dict[str, dict]] = {}
     out: list[tuple] = []
-    for ms, name, snap, c in found:
-        run = c.get("run_started")
-        before = prev.get(run, {})
-        prev[run] = c
+    for ms, name, snap, c in _counter_commits(reader):
+        run = procs.setdefault(_run_key(c), {})
+        before = _run_total(run) if run else {}
+        run[str(c.get("process") or "")] = c
+        now = _run_total(run)
         at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
         if tr is not None and ((tr.start is not None and at < tr.start) or (tr.end is not None and at >= tr.end)):
             continue
-        out.append((at, name, dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None,
-                    *(int(c.get(k) or 0) for k in keys), *(int(c.get(k) or 0) - int(before.get(k) or 0) for k in keys), snap))
+        started = now["run_started"]
+        out.append((at, name, dt.datetime.fromtimestamp(started, dt.UTC) if started is not None else None,
+                    *(now[k] for k in _COUNTER_KEYS), *(now[k] - int(before.get(k) or 0) for k in _COUNTER_KEYS), snap,
+                    now["processes"]))
     return (["committed_at", "table_name", "run_started", "records_in", "records_accepted", "records_dead_lettered",
              "records_dropped", "in_since_previous_commit", "accepted_since_previous_commit",
-             "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id"], out[-500:])
+             "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id", "processes"], out[-500:])
 
 
 def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
-    """Per run (its newest commit in ``tr``): tail sampling kept and dropped by counter and
+    """Per run (as of its newest commit in ``tr``; a run of several processes summed over
+    each one's latest counters up to then): tail sampling kept and dropped by counter and
     reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
     reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
-    latest: dict[object, tuple[dt.datetime, dict]] = {}
-    for m in reader.tables().values():
-        for c in m.commits:
-            counters = _run_counters(c["summary"])
-            at = dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC)
-            if counters is None or (tr is not None and ((tr.start is not None and at < tr.start)
-                                                        or (tr.end is not None and at >= tr.end))):
-                continue
-            run = counters.get("run_started")
-            if run not in latest or at > latest[run][0]:
-                latest[run] = (at, counters)
+    procs: dict[tuple, dict[str, dict]] = {}
+    latest: dict[tuple, tuple[dt.datetime, dict]] = {}
+    for ms, _name, _snap, c in _counter_commits(reader):
+        at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        if tr is not None and ((tr.start is not None and at < tr.start) or (tr.end is not None and at >= tr.end)):
+            continue
+        key = _run_key(c)
+        procs.setdefault(key, {})[str(c.get("process") or "")] = c
+        latest[key] = (at, _run_total(procs[key]))
     out = []
-    for run, (at, c) in sorted(latest.items(), key=lambda kv: kv[1][0], reverse=True):
-        started = dt.datetime.fromtimestamp(run, dt.UTC) if isinstance(run, (int, float)) else None
-        for key, n in sorted((c.get("tail_sampling") or {}).items()):
+    for at, total in sorted(latest.values(), key=lambda v: v[0], reverse=True):
+        run = total["run_started"]
+        started = dt.datetime.fromtimestamp(run, dt.UTC) if run is not None else None
+        for key, n in sorted(total["tail_sampling"].items()):
             counter, _, reason = key.partition(":")
             out.append((started, at, counter, reason, int(n)))
     return ["run_started", "as_of_commit", "counter", "reason", "count"], out

@@ -147,9 +147,11 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
               "written by `obsflow run` on Bytewax and Beam from this version on).",
               chart={"type": "line", "x": "committed_at", "y": "records_in",
                      "also": ["records_accepted", "records_dead_lettered", "records_dropped"]},
-              note="The job's counters when each commit was made (any table), cumulative since its run started "
+              note="The run's counters when each commit was made (any table), cumulative since it started "
                    "(run_started), and what each grew by since the run's previous commit; a run's last commit "
-                   "holds its run summary's counters. From each commit's snapshot summary (obsflow.stats)."),
+                   "holds its totals. A commit carries its own process's counters (obsflow.stats in the snapshot "
+                   "summary); a run of several processes (one run_id: a Bytewax cluster) is the sum of each "
+                   "process's latest counters (processes: how many)."),
         Panel("tail_sampling", "Tail sampling: kept and dropped by reason (per run)", None,
               "No commit in this time range carries tail-sampling counters (the run read no spans, or its "
               "commits predate obsflow.stats).",
@@ -316,7 +318,7 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                               "was (a converted session did not drop out)."))
     out.append(Panel("time_to_convert", "Time to convert (ms, per report window)",
                      "SELECT labels['funnel'] AS funnel, window_start, \"count\" AS conversions,\n"
-                     "       round(\"sum\" / \"count\", 1) AS avg_ms, p50 AS p50_ms, p90 AS p90_ms, p95 AS p95_ms,\n"
+                     "       round(\"sum\" / \"count\", 1) AS avg_ms, p50 AS p50_ms, p75 AS p75_ms, p90 AS p90_ms, p95 AS p95_ms,\n"
                      "       \"min\" AS min_ms, \"max\" AS max_ms\n"
                      f"FROM obs.metrics\nWHERE name = 'funnel.time_to_convert_ms' AND {tr.where('window_start')}\n"
                      "ORDER BY funnel, window_start",
@@ -325,7 +327,8 @@ def funnel_panels(funnels: list[str], tr: TimeRange) -> list[Panel]:
                       "SELECT labels['funnel'] AS funnel, CAST(labels['step_index'] AS INTEGER) AS step_index,\n"
                       "       labels['step'] AS step, sum(\"count\") AS sessions,\n"
                       "       round(sum(\"sum\") / nullif(sum(\"count\"), 0), 1) AS avg_ms,\n"
-                      "       round(max(p50), 1) AS worst_window_p50_ms, round(max(p95), 1) AS worst_window_p95_ms\n"
+                      "       round(max(p50), 1) AS worst_window_p50_ms, round(max(p75), 1) AS worst_window_p75_ms,\n"
+                      "       round(max(p95), 1) AS worst_window_p95_ms\n"
                       f"FROM obs.metrics\nWHERE name = 'funnel.step.time_ms' AND {tr.where('window_start')}\n"
                       "GROUP BY 1, 2, 3\nORDER BY 1, 2",
                       "No step timings in a closed report window of this time range."))

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -267,7 +268,9 @@ def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | 
     clients, for instance)."""
     addresses = addresses or local_addresses(processes)
     prepare_tables(run)
-    extra_env = {**(env or {}), RUN_ENV: run.to_env()}
+    # one run id for every process: their commits' counters add up to the run's (sinks.iceberg.RUN_ID_ENV)
+    run_id = os.environ.get("OBSFLOW_RUN_ID") or uuid.uuid4().hex
+    extra_env = {"OBSFLOW_RUN_ID": run_id, **(env or {}), RUN_ENV: run.to_env()}
     if fork and hasattr(os, "fork"):
         return _fork(run, processes, workers, addresses, log_dir, extra_env)
     child_env = {**os.environ, **extra_env}

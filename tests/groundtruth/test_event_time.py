@@ -136,7 +136,7 @@ def test_one_row_per_series_and_window_with_the_series_quantiles(tmp_path, order
         vals = durations[key]
         assert r["count"] == len(vals), key
         assert r["min"] == pytest.approx(min(vals)) and r["max"] == pytest.approx(max(vals))
-        for col, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
+        for col, q in (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
             exact = exact_quantile(vals, q)
             assert abs(r[col] - exact) <= 0.01 * exact + 1e-9, (key, col, r[col], exact)
     assert set(seen) == set(durations)

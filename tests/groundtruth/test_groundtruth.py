@@ -11,6 +11,9 @@ compared with the model's own:
 - logs: every WARN / ERROR line and every line of a kept trace (sample_rate 1); the
   untraced heartbeats sampled per line at 20% (binomially plausible; sum(1/sample_rate)
   estimates their count);
+- funnel step times and time to convert (count, sum, min, max, p50..p99) per report hour,
+  exactly, with a session whose step 1 is stamped before the view it followed; and what
+  ``obsflow ui``'s API shows for them (time between steps: median, p75, p95);
 - every saved query (pipelines/queries/) answers what the model says.
 
 Runtime: one production, two bounded runs (Bytewax reading each topic fully, spans last;
@@ -154,7 +157,7 @@ def test_red_quantiles_one_row_per_series_and_minute(landed):
         vals = want[key]
         assert r["count"] == len(vals)
         assert r["min"] == pytest.approx(min(vals), abs=1e-3) and r["max"] == pytest.approx(max(vals), abs=1e-3)
-        for col, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        for col, q in (("p50", 0.5), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99)):
             exact = traffic.exact_quantile(vals, q)
             assert abs(r[col] - exact) <= ACCURACY * exact + 1e-3, (key, col, r[col], exact)
     svc, minute = traffic.LATENCY_SPIKE
@@ -191,6 +194,67 @@ def test_logs_kept_and_estimated(landed):
     for svc in traffic.SERVICES:
         k = sum(1 for r in hb if r["service"] == svc)
         assert 0 < k < heartbeats[svc], svc
+
+
+def _summary(values: list[int]) -> tuple:
+    """count, sum, min, max, p50, p75, p90, p95, p99 of ``values``: the quantiles as the lower
+    order statistic (the funnel report's documented definition), in plain Python."""
+    return (len(values), float(sum(values)), float(min(values)), float(max(values)),
+            *(float(traffic.exact_quantile(values, q)) for q in (0.5, 0.75, 0.9, 0.95, 0.99)))
+
+
+SUMMARY = ("count", "sum", "min", "max", "p50", "p75", "p90", "p95", "p99")
+
+
+def test_funnel_step_times_and_time_to_convert(landed):
+    """Time between steps and time to convert per report hour, exactly as the model says: a
+    step is reached at the latest first occurrence among steps 1..k, so the session whose
+    step 1 is stamped before the view adds 0 there, never a negative time."""
+    spec, model, _ = landed
+    want_steps, want_convert = model.step_timings()
+    assert set(model.stamped) == set(model.sessions) and all(min(v) >= 0 for v in want_steps.values())
+    assert sum(len(v) for v in want_convert.values()) == len(model.conversions)
+    rows = [r | {"labels": dict(r["labels"])} for r in read_table(spec, "metrics").to_pylist()]
+    hour = lambda r: int(r["window_start"].timestamp() * 1000)  # noqa: E731
+    got_steps = {(hour(r), int(r["labels"]["step_index"])): tuple(r[c] for c in SUMMARY)
+                 for r in rows if r["name"] == "funnel.step.time_ms" and r["labels"]["funnel"] == "signup"}
+    assert got_steps == {k: _summary(v) for k, v in want_steps.items()}
+    got_convert = {hour(r): tuple(r[c] for c in SUMMARY) for r in rows if r["name"] == "funnel.time_to_convert_ms"}
+    assert got_convert == {k: _summary(v) for k, v in want_convert.items()}
+    jit = [r for r in rows if r["name"] == "funnel.step.time_ms" and r["labels"]["step"] == "step_1"]
+    assert jit and all(r["min"] == 0 for r in jit)  # step_1 stamped 300+ ms before the view: 0, not negative
+
+
+def test_ui_funnel_time_panels_answer_what_the_model_says(landed):
+    """What ``obsflow ui``'s API returns (its own process over the landed warehouse) for the
+    time-between-steps and time-to-convert panels, against the model's answer."""
+    from tests.ui.conftest import start_ui, stop_ui
+
+    spec, model, _ = landed
+    want_steps, want_convert = model.step_timings()
+    server = start_ui(Path(spec.storage.catalog.warehouse))
+    try:
+        page = server.api("/product", range="all")
+    finally:
+        stop_ui(server)
+    panels = {p["id"]: p for p in page["panels"]}
+    step_time = panels["step_time"]
+    assert step_time["columns"] == ["funnel", "step_index", "step", "sessions", "avg_ms", "worst_window_p50_ms",
+                                    "worst_window_p75_ms", "worst_window_p95_ms"]
+    want = []
+    for k in sorted({k for _, k in want_steps}):
+        per_hour = [v for (_, kk), v in sorted(want_steps.items()) if kk == k]
+        n, total = sum(len(v) for v in per_hour), sum(sum(v) for v in per_hour)
+        want.append(["signup", k, traffic.FUNNEL_STEPS[k], n, sql_round(total / n, 1),
+                     *(float(max(traffic.exact_quantile(v, q) for v in per_hour)) for q in (0.5, 0.75, 0.95))])
+    assert step_time["rows"] == want
+    ttc = panels["time_to_convert"]
+    assert ttc["columns"] == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p75_ms", "p90_ms", "p95_ms",
+                              "min_ms", "max_ms"]
+    got = [[r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]] for r in ttc["rows"]]
+    assert got == [["signup", len(v), sql_round(sum(v) / len(v), 1),
+                    *(float(traffic.exact_quantile(v, q)) for q in (0.5, 0.75, 0.9, 0.95)), float(min(v)), float(max(v))]
+                   for _, v in sorted(want_convert.items())]
 
 
 def _saved(spec, name: str):

@@ -71,6 +71,8 @@ class Model:
     logs: list[dict] = field(default_factory=list)        # the JSON documents
     sessions: dict[str, int] = field(default_factory=dict)  # session -> steps of the signup funnel reached
     conversions: list[tuple[int, int]] = field(default_factory=list)  # (last event ms, first step to completion ms)
+    #: session -> (event ms, index in FUNNEL_STEPS or None) of each interaction, as its client stamped it
+    stamped: dict[str, list[tuple[int, int | None]]] = field(default_factory=lambda: defaultdict(list))
     samples: int = 0
 
     # -- answers -------------------------------------------------------------------------------
@@ -161,6 +163,32 @@ class Model:
             out.append((ws, len(v), float(avg.quantize(Decimal("0.1"), ROUND_HALF_UP)), v[(len(v) - 1) // 2],
                         v[int(math.floor(0.9 * (len(v) - 1)))], v[0], v[-1]))
         return out
+
+    def step_timings(self) -> tuple[dict[tuple[int, int], list[int]], dict[int, list[int]]]:
+        """The funnel's times as its user defines them, from the stamped interactions: a
+        session reaches step k when steps 1..k have all occurred (whatever their order:
+        client clocks jitter), at the latest of their first occurrences; a step's time is
+        that moment minus the previous step's; the time to convert is the final step's
+        moment minus the first step's. Returns ((report hour ms, step index) -> step times,
+        report hour ms -> times to convert), a session counted in the hour of its last event."""
+        steps: dict[tuple[int, int], list[int]] = defaultdict(list)
+        convert: dict[int, list[int]] = defaultdict(list)
+        for stamped in self.stamped.values():
+            first: dict[int, int] = {}
+            for ts, k in stamped:
+                if k is not None and (k not in first or ts < first[k]):
+                    first[k] = ts
+            hour = max(ts for ts, _ in stamped) // HOUR_MS * HOUR_MS
+            reached: list[int] = []  # moment each step is reached
+            for k in range(len(FUNNEL_STEPS)):
+                if k not in first:
+                    break
+                reached.append(max(first[k], reached[-1]) if reached else first[k])
+            for k in range(1, len(reached)):
+                steps[(hour, k)].append(reached[k] - reached[k - 1])
+            if len(reached) == len(FUNNEL_STEPS):
+                convert[hour].append(reached[-1] - reached[0])
+        return dict(steps), dict(convert)
 
     def p99_by_service(self) -> dict[str, tuple[float, float, int]]:
         """p99_latency_by_service.sql's answer, exactly: service -> (worst series-minute p99,
@@ -277,6 +305,7 @@ def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
         doc = {"event_id": f"e-{minute}-{k}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
                "user": f"user-{minute}-{k}", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
                "events": interactions}
+        _stamp(m, sid, t, interactions, "/signup")
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
     sid, t0 = f"s-{minute}-conv", m.base_ms + minute * MIN_MS + 30_100
     took = 20_000 + 1000 * minute  # first step (view) to completion
@@ -287,6 +316,48 @@ def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
         doc = {"event_id": f"e-{minute}-conv-{n}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
                "user": f"user-{minute}-conv", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
                "events": interactions}
+        _stamp(m, sid, t, interactions, "/signup")
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
     m.sessions[sid] = len(FUNNEL_STEPS)
     m.conversions.append((t0 + took, took))
+    _jittered_session(m, minute)
+
+
+def _jittered_session(m: Model, minute: int) -> None:
+    """A session that converts over five envelopes, one of them (step 1) stamped by a
+    client clock that runs behind: its time is before the /signup view it followed. The
+    gaps grow with the minute, so each report hour has distinct step times."""
+    sid, t = f"s-{minute}-jit", m.base_ms + minute * MIN_MS + 40_100
+    start, lag, steps, done = 800 + 37 * minute, 300 + 90 * minute, 3000 + 111 * minute, 5000 + 250 * minute
+    envelopes = [  # (client stamp, Kafka timestamp: when it was sent, interactions)
+        (t, t, [{"type": "page_view"}]),
+        (t + start, t + start, [{"type": "form_start", "form": "signup"}]),
+        (t - lag, t + start + 100, [{"type": "form_step", "form": "signup", "step": 1, "duration_ms": 900}]),
+        (t + steps, t + steps, [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 500 + st} for st in range(2, 6)]
+         + [{"type": "form_submit", "form": "signup"}]),
+        (t + done, t + done, [{"type": "signup_complete", "form": "signup"}]),
+    ]
+    for n, (stamp, sent, interactions) in enumerate(envelopes):
+        doc = {"event_id": f"e-{minute}-jit-{n}", "timestamp": _iso(stamp), "page": "/signup", "session_id": sid,
+               "user": f"user-{minute}-jit", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
+               "events": interactions}
+        _stamp(m, sid, stamp, interactions, "/signup")
+        m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), sent))
+    m.sessions[sid] = len(FUNNEL_STEPS)
+    m.conversions.append((t + done, done))  # view (stamped t) to completion
+
+
+def _step_index(interaction: dict, page: str) -> int | None:
+    """Which step of the signup funnel an interaction is, as the funnel's user defines it."""
+    kind = interaction["type"]
+    if kind == "page_view":
+        return 0 if page == "/signup" else None
+    if interaction.get("form") != "signup":
+        return None
+    if kind == "form_step":
+        return 1 + int(interaction["step"])
+    return {"form_start": 1, "form_submit": 7, "signup_complete": 8}.get(kind)
+
+
+def _stamp(m: Model, sid: str, ts: int, interactions: list[dict], page: str) -> None:
+    m.stamped[sid] += [(ts, _step_index(i, page)) for i in interactions]

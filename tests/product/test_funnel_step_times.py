@@ -55,3 +55,38 @@ def test_jittered_step_before_the_first_never_gives_negative_times():
     assert (times["step_2"]["min"], times["step_2"]["max"]) == (1.0, 1500.0)  # s2: 1; s1: 12,000 - 10,500
     assert (times["complete"]["min"], times["complete"]["max"]) == (0.0, 1000.0)  # s2: 0; s1: 18,000 - 17,000
     assert all(r["min"] >= 0 for r in times.values())
+
+
+def _lower(values: list[float], q: float) -> float:
+    """The lower order statistic at rank floor(q * (n - 1)) of ``values`` (plain Python)."""
+    s = sorted(values)
+    return s[int(q * (len(s) - 1) // 1)]
+
+
+def test_step_time_and_time_to_convert_quantiles_p50_p75_p95_exact():
+    """p50 / p75 / p95 of the time between steps and of the time to convert are the lower
+    order statistics of the sessions' own times (the funnel report's quantile method),
+    computed here in plain Python from the events this test makes."""
+    rows, form_start_gap, convert = [], [], []
+    for k in range(37):  # 37 sessions, each its own gap view -> form_start; 3 of 4 convert
+        sid, t0 = f"q{k}", 100_000 * k
+        gap = (k * 7919) % 1000 + 1  # distinct, unordered gaps
+        rows.append({"session_id": sid, "ts": t0, "event_type": "page_view", "page": "/signup"})
+        rows.append({"session_id": sid, "ts": t0 + gap, "event_type": "form_start", "page": "/signup", "form": "signup"})
+        form_start_gap.append(float(gap))
+        if k % 4:
+            end = t0 + gap + 10 * k
+            for i in range(1, 6):
+                rows.append({"session_id": sid, "ts": end, "event_type": "form_step", "page": "/signup", "form": "signup",
+                             "form_step": i})
+            rows.append({"session_id": sid, "ts": end, "event_type": "form_submit", "page": "/signup", "form": "signup"})
+            rows.append({"session_id": sid, "ts": end, "event_type": "signup_complete", "page": "/welcome", "form": "signup"})
+            convert.append(float(end - t0))
+    pa_ = ProductAnalytics(ProductConfig(session_gap="30m", watermark_delay="0s", report_resolution="24h"))
+    rep = pa.concat_tables([pa_.process(_events(rows)).funnel_report, pa_.flush().funnel_report]).to_pylist()
+    (step,) = [r for r in rep if r["name"] == "funnel.step.time_ms" and dict(r["labels"])["step"] == "form_start"]
+    (conv,) = [r for r in rep if r["name"] == "funnel.time_to_convert_ms"]
+    for row, want in ((step, form_start_gap), (conv, convert)):
+        assert row["count"] == len(want)
+        assert [row[c] for c in ("p50", "p75", "p90", "p95")] == [_lower(want, q) for q in (0.5, 0.75, 0.9, 0.95)]
+    assert (len(form_start_gap), len(convert)) == (37, 27)

@@ -88,7 +88,7 @@ def test_sketch_quantiles_within_relative_accuracy():
     for row in rows:
         s = dict(row["labels"])["s"]
         x = np.sort(vals[series == s])
-        for q in (0.5, 0.9, 0.95, 0.99):
+        for q in (0.5, 0.75, 0.9, 0.95, 0.99):
             exact = x[int(np.floor(q * (len(x) - 1)))]
             assert abs(row[f"p{int(q * 100)}"] - exact) <= 0.01 * exact + 1e-12
         assert row["count"] == n and row["min"] == x[0] and row["max"] == x[-1]
@@ -116,6 +116,8 @@ def test_histograms_merge_bucketwise_with_quantiles():
     assert (row["count"], row["sum"]) == (80, 45.0)
     # merged buckets [20, 20, 40, 0]: median rank 40 -> top of bucket (0.1, 0.5]; p90 rank 72 in (0.5, 1.0]
     assert row["p50"] == pytest.approx(0.5) and row["p90"] == pytest.approx(0.5 + 0.5 * 32 / 40)
+    # p75 rank 60: 20 of the 40 observations into (0.5, 1.0]
+    assert row["p75"] == pytest.approx(0.5 + 0.5 * 20 / 40)
 
 
 def test_derived_metrics_from_logs_and_events():

@@ -108,7 +108,7 @@ def test_red_metrics_exact_counts_and_quantiles_within_1pct():
                 d = np.sort(durs[sel])
                 assert hist["count"] == len(d) and hist["min"] == pytest.approx(d[0]) and hist["max"] == pytest.approx(d[-1])
                 assert hist["sum"] == pytest.approx(d.sum())
-                for name, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
+                for name, q in (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
                     exact = d[int(q * (len(d) - 1))]
                     assert abs(hist[name] - exact) <= 0.01 * exact + 1e-9, (name, hist[name], exact)
                 buckets = row("span.duration_ms.bucket")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter, defaultdict
 
 import pytest
@@ -126,6 +127,24 @@ def test_funnel_numbers(ui_server, sql):
     ttc = rows_as_dicts(panel(page, "time_to_convert"))
     assert sum(r["conversions"] for r in ttc) == \
            sql("SELECT coalesce(sum(\"count\"), 0) FROM obs.metrics WHERE name = 'funnel.time_to_convert_ms'")[0][0]
+    want_ttc = sql("SELECT \"count\", p50, p75, p90, p95 FROM obs.metrics WHERE name = 'funnel.time_to_convert_ms' "
+                   "ORDER BY labels['funnel'], window_start")
+    assert [(r["conversions"], r["p50_ms"], r["p75_ms"], r["p90_ms"], r["p95_ms"]) for r in ttc] == [tuple(w) for w in want_ttc]
+    assert all(r["p50_ms"] <= r["p75_ms"] <= r["p95_ms"] for r in ttc) and ttc
+    # time between steps: per step, sessions, mean and the worst window's median / p75 / p95 (Python over the rows)
+    per_step: dict[tuple, list] = defaultdict(list)
+    for f, idx, step, n, total, q50, q75, q95 in sql(
+            "SELECT labels['funnel'], labels['step_index'], labels['step'], \"count\", \"sum\", p50, p75, p95 "
+            "FROM obs.metrics WHERE name = 'funnel.step.time_ms'"):
+        per_step[(f, int(idx), step)].append((n, total, q50, q75, q95))
+    got = rows_as_dicts(panel(page, "step_time"))
+    assert [(r["funnel"], r["step_index"], r["step"]) for r in got] == sorted(per_step) and got
+    for r in got:
+        ws = per_step[(r["funnel"], r["step_index"], r["step"])]
+        n = sum(w[0] for w in ws)
+        assert r["sessions"] == n and r["avg_ms"] == pytest.approx(round(sum(w[1] for w in ws) / n, 1), abs=0.051)
+        assert (r["worst_window_p50_ms"], r["worst_window_p75_ms"], r["worst_window_p95_ms"]) == \
+            tuple(round(max(w[k] for w in ws), 1) for k in (2, 3, 4))
 
 
 def test_csv_equals_json_and_sql_is_shown(ui_server):
@@ -379,3 +398,45 @@ def test_pipeline_counters_on_beam(tmp_path):
     tr = P.time_range({"range": "all"})
     ps = {p.id: p for p in P.health_panels(sorted(reader.tables()), tr)}
     _check_counters(answer(reader, ps["pipeline_counters"], tr=tr), answer(reader, ps["tail_sampling"], tr=tr), res.stdout)
+
+
+def test_pipeline_counters_of_a_bytewax_cluster_add_up_over_its_processes(tmp_path):
+    """A Bytewax cluster of 2 processes: each commit carries its own process's counters
+    (process, run_id); the health page's newest figures are the run's totals (the sum of
+    each process's latest counters), equal to what the tables and sources say. The old
+    reader showed the committing process's own: 4,000 of the 8,000 records read."""
+    import subprocess
+    import sys
+
+    from pipelines import DEFAULT_SPEC
+    from runners.query import connect
+    from tests.ui.conftest import ROOT, _env
+    from ui import panels as P
+    from ui.app import answer
+    from ui.data import Reader
+    from ui.server import load
+
+    wh, count = tmp_path / "warehouse", 2000
+    res = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2",
+                          "--count", str(count), "--dev-key", "--warehouse", str(wh)],
+                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "cluster of 2 processes" in res.stdout, res.stdout[-2000:] + res.stderr[-3000:]
+    spec = load(str(DEFAULT_SPEC), str(wh))
+    reader = Reader(spec)
+    tr = P.time_range({"range": "all"})
+    ps = {p.id: p for p in P.health_panels(sorted(reader.tables()), tr)}
+    rows = rows_as_dicts(answer(reader, ps["pipeline_counters"], tr=tr))
+    procs = {json.loads(c["summary"]["obsflow.stats"])["process"] for m in reader.tables().values() for c in m.commits}
+    assert len(procs) == 2  # both processes committed
+    con = connect(spec)
+    dead, kept = (con.execute(f"SELECT count(*) FROM obs.{t}").fetchone()[0] for t in ("dead_letters", "traces"))
+    con.close()
+    newest = rows[-1]
+    n_in = 4 * count  # the embedded generator: `count` records on each of the 4 sources
+    assert (newest["records_in"], newest["records_dead_lettered"], newest["processes"]) == (n_in, dead, 2)
+    assert newest["records_accepted"] + newest["records_dead_lettered"] + newest["records_dropped"] == n_in
+    assert sum(r["in_since_previous_commit"] for r in rows) == n_in
+    assert sum(r["dead_lettered_since_previous_commit"] for r in rows) == dead
+    tail = {f"{r['counter']}:{r['reason']}": r["count"] for r in rows_as_dicts(answer(reader, ps["tail_sampling"], tr=tr))}
+    assert tail["traces:sampled"] == kept
+    reader.close()

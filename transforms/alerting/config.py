@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
-VALUE_FIELDS = ("count", "sum", "min", "max", "last", "avg", "increase", "rate", "p50", "p90", "p95", "p99")
+VALUE_FIELDS = ("count", "sum", "min", "max", "last", "avg", "increase", "rate", "p50", "p75", "p90", "p95", "p99")
 
 
 class Matcher(BaseModel):

@@ -17,11 +17,11 @@ labels ``funnel``, ``step`` and ``step_index`` (zero-padded):
 * ``funnel.step.dropoff``: ``count`` = sessions whose last step it was (they did not reach the next);
   0 for the final step: a session that reached it converted;
 * ``funnel.step.conversion``: ``last`` = reached(step) / reached(previous step) (the first step: 1.0);
-* ``funnel.step.time_ms``: time from the previous step to this one: count, sum, min, max, p50..p99
+* ``funnel.step.time_ms``: time from the previous step to this one: count, sum, min, max, p50, p75, p90, p95, p99
   (exact order statistics, lower quantile);
 * ``funnel.time_to_convert_ms`` (labels ``funnel``, ``from`` = first step, ``to`` = final step):
   per session that reached the final step, the time from its first step to its final step
-  (the signup duration): count (= conversions), sum, min, max, p50..p99 as above;
+  (the signup duration): count (= conversions), sum, min, max, p50, p75, p90, p95, p99 as above;
 * ``funnel.form.abandoned`` (labels ``funnel``, ``form``): ``count`` = sessions that started the form and did not submit it.
 """
 
@@ -36,8 +36,8 @@ from transforms.rollup.config import format_duration
 
 
 def _summary(t: np.ndarray) -> dict:
-    """count, sum, min, max and p50..p99 (exact order statistics, lower quantile) of sorted ``t``."""
-    q = {f"p{int(p * 100)}": float(t[int(np.floor(p * (len(t) - 1)))]) for p in (0.5, 0.9, 0.95, 0.99)}
+    """count, sum, min, max and p50, p75, p90, p95, p99 (exact order statistics, lower quantile) of sorted ``t``."""
+    q = {f"p{int(p * 100)}": float(t[int(np.floor(p * (len(t) - 1)))]) for p in (0.5, 0.75, 0.9, 0.95, 0.99)}
     return {"count": len(t), "sum": float(t.sum()), "min": float(t[0]), "max": float(t[-1]), **q}
 
 

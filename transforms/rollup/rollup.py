@@ -25,7 +25,7 @@ is a reset and counts the post-reset value; a series' first sample ever contribu
 whole value when its ``start_time`` is known) and ``rate`` = increase / window seconds, with
 min/max/last of the cumulative value; delta counters (``temporality = delta``) → each value
 added to ``increase`` as it is; gauges → count, sum, min, max, last (avg = sum/count) and
-p50/p90/p95/p99 from a DDSketch; histograms (delta by default: each sample's buckets are
+p50/p75/p90/p95/p99 from a DDSketch; histograms (delta by default: each sample's buckets are
 observations since the previous sample) → count, sum, quantiles from the merged buckets;
 summaries (delta count and sum by default) → count, sum. Cumulative histograms and summaries
 (``temporality = cumulative``, as OTLP sends them) become differences to their series'
@@ -48,7 +48,7 @@ from transforms.rollup.config import RollupConfig, format_duration
 from transforms.rollup.series import KINDS, SeriesRegistry, canonical_keys
 from transforms.rollup.sketch import ColumnarSketch, histogram_quantiles
 
-QUANTILES = (0.5, 0.9, 0.95, 0.99)
+QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
 _COUNTER, _GAUGE, _HIST, _SUMMARY = 0, 1, 2, 3
 _STAT = ("oid", "count", "sum", "min", "max", "last_ts", "last_v", "late", "inc", "ex_v")
 _HSHIFT = 16
@@ -715,7 +715,7 @@ class MetricRollup:
             "last": f(st["last_v"], is_h),
             "increase": f(st["inc"], ~is_c),
             "rate": f(st["inc"] / secs, ~is_c),
-            "p50": f(qv[:, 0]), "p90": f(qv[:, 1]), "p95": f(qv[:, 2]), "p99": f(qv[:, 3]),
+            "p50": f(qv[:, 0]), "p75": f(qv[:, 1]), "p90": f(qv[:, 2]), "p95": f(qv[:, 3]), "p99": f(qv[:, 4]),
             "exemplar_trace_ids": exemplars,
             "late_samples": pa.array(st["late"].astype(np.int64)),
         }

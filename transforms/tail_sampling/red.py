@@ -8,7 +8,7 @@ Series, per event-time window (of span ``start_time``) and per labels ``service`
 - ``span.calls`` (counter): spans; ``count`` = ``sum`` = ``increase``, ``rate`` per second;
 - ``span.errors`` (counter): spans with status ERROR;
 - ``span.duration_ms`` (histogram): ``count``, ``sum``, ``min``, ``max`` exact; ``p50`` /
-  ``p90`` / ``p95`` / ``p99`` from a DDSketch (``ddsketch``, 1% relative accuracy,
+  ``p75`` / ``p90`` / ``p95`` / ``p99`` from a DDSketch (``ddsketch``, 1% relative accuracy,
   mergeable); ``exemplar_trace_ids`` (up to ``max_exemplars`` kept traces, first seen);
 - ``span.duration_ms.bucket`` (histogram): one row per bound with label ``le`` (ms, and
   ``+Inf``), ``count`` cumulative — fixed bounds, Prometheus style.
@@ -37,14 +37,14 @@ import pyarrow.compute as pc
 from ddsketch import DDSketch
 
 DEFAULT_BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
+QUANTILES = (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
 
 METRICS_SCHEMA = pa.schema([
     ("window_start", pa.timestamp("us", tz="UTC")), ("window_end", pa.timestamp("us", tz="UTC")),
     ("resolution", pa.string()), ("name", pa.string()), ("kind", pa.string()),
     ("labels", pa.map_(pa.string(), pa.string())), ("count", pa.int64()), ("sum", pa.float64()), ("min", pa.float64()),
     ("max", pa.float64()), ("last", pa.float64()), ("increase", pa.float64()), ("rate", pa.float64()),
-    ("p50", pa.float64()), ("p90", pa.float64()), ("p95", pa.float64()), ("p99", pa.float64()),
+    ("p50", pa.float64()), ("p75", pa.float64()), ("p90", pa.float64()), ("p95", pa.float64()), ("p99", pa.float64()),
     ("exemplar_trace_ids", pa.list_(pa.string())), ("late_samples", pa.int64()),
 ])
 
