@@ -499,13 +499,17 @@ class Scrubber:
         is_text: list[bool | None] = []
         out: list[bytes | None] = [None] * len(values)
         binary_at = []
+        if self.hotpath == "native" and _native is not None and all(v is None or type(v) is bytes for v in values):
+            control = np.frombuffer(_native.control_bytes(values), dtype=np.bool_).tolist()  # one compiled pass
+        else:
+            control = [v is not None and _CONTROL.search(v) is not None for v in values]
         for k, v in enumerate(values):
             if v is None:
                 texts.append(None)
                 is_text.append(None)
                 continue
             try:
-                if _CONTROL.search(v):  # framed binary (Avro, protobuf) may be all ASCII
+                if control[k]:  # framed binary (Avro, protobuf) may be all ASCII
                     raise UnicodeDecodeError("utf-8", v, 0, 1, "control bytes")
                 texts.append(v.decode("utf-8"))
                 is_text.append(True)

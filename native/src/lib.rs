@@ -636,6 +636,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(scrub::scrub_hints, m)?)?;
+    m.add_function(wrap_pyfunction!(scrub::control_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -12,6 +12,7 @@
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::Buf;
 
@@ -52,6 +53,18 @@ const CLASS: [u8; 256] = {
     t
 };
 
+/// The first two bytes of each word, lower-cased (``| 0x20``), as a 64 Ki-entry table.
+static PAIRS: [bool; 65536] = {
+    let mut t = [false; 65536];
+    let pairs: [&[u8; 2]; 14] = [b"ea", b"ey", b"ke", b"se", b"sk", b"to", b"pa", b"pk", b"rk", b"ak", b"ai", b"xo", b"gh", b"%4"];
+    let mut k = 0;
+    while k < pairs.len() {
+        t[((pairs[k][0] as usize) << 8) | pairs[k][1] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 /// Whether ``v`` may match the scrubber's hint regex (see the module doc).
 pub fn may_hold(v: &[u8]) -> bool {
     let mut run = 0u32; // digits in the current chain (single separators allowed between digits)
@@ -80,6 +93,11 @@ pub fn may_hold(v: &[u8]) -> bool {
             _ => {
                 run = 0;
                 prev_digit = false;
+                // every word is 3 bytes or longer: its first two bytes (lower-cased) must be a known pair
+                match v.get(k + 1) {
+                    Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
+                    _ => continue,
+                }
                 let rest = &v[k..];
                 let hit = match b | 0x20 {
                     b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
@@ -124,6 +142,23 @@ pub fn scrub_hints(py: Python<'_>, offsets: PyBuffer<i8>, data: PyBuffer<i8>, of
             return Err(PyValueError::new_err("scrub_hints: offsets out of the data buffer"));
         }
         out.push(may_hold(&bytes[s as usize..e as usize]) as u8);
+    }
+    Ok(Buf { data: out })
+}
+
+/// Per payload of ``values`` (``bytes`` or ``None``): 1 when it holds a control byte of
+/// ``[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]`` (framed binary: Avro, protobuf), else 0 (the same
+/// verdict as ``transforms.scrub._CONTROL.search``); ``None`` gives 0.
+#[pyfunction]
+pub fn control_bytes(values: &Bound<'_, PyList>) -> PyResult<Buf> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values.iter() {
+        if v.is_none() {
+            out.push(0);
+            continue;
+        }
+        let b = v.downcast::<PyBytes>()?.as_bytes();
+        out.push(b.iter().any(|&c| c < 0x20 && !matches!(c, 0x09 | 0x0a | 0x0d) || c == 0x7f) as u8);
     }
     Ok(Buf { data: out })
 }

@@ -171,3 +171,15 @@ def test_prefilter_is_used_when_built():
     mask = s._hint_mask(pa.array(["/a", "x@y.z", None, "/b"]))
     assert mask is not None and mask.to_pylist() == [False, True, False, False]
     assert s._hint_mask(pa.array(["/a", "/b"])) is None
+
+
+def test_control_bytes_agree_with_the_reference_pattern():
+    """The compiled control-byte check (text or binary dead letter) gives
+    ``_CONTROL.search``'s verdict for every byte value, alone and inside text."""
+    if scrub_mod._native is None:
+        pytest.skip("obsflow_native not built")
+    import numpy as np
+
+    values: list[bytes | None] = [None, b""] + [bytes([c]) for c in range(256)] + [b"ab" + bytes([c]) + b"cd" for c in range(256)]
+    got = np.frombuffer(scrub_mod._native.control_bytes(values), dtype=np.bool_).tolist()
+    assert got == [v is not None and scrub_mod._CONTROL.search(v) is not None for v in values]
