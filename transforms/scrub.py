@@ -31,7 +31,8 @@ Two hot paths give the same output (tests/privacy/test_hotpath_parity.py holds t
 one-pass prefilter (``obsflow_native.scrub_hints``, a superset of the hint regex) picks the
 values that may hold anything, and only those go through the reference rewrite, each
 distinct one once per process (a bounded cache: the rewrite is a pure function of the
-value); pseudonyms are cached likewise. Chosen by ``$OBSFLOW_HOTPATH``, else
+value); pseudonyms are computed by the extension (HMAC-SHA256, native/src/pseudonym.rs),
+or cached likewise without it. Chosen by ``$OBSFLOW_HOTPATH``, else
 ``$OBSFLOW_DECODER`` (so ``OBSFLOW_DECODER=python`` runs the whole reference path), else
 ``native``; without the extension the prefilter is the hint regex itself."""
 
@@ -445,6 +446,14 @@ class Scrubber:
             h.update(u.encode())
             return h.hexdigest()[:32]
 
+        if self.hotpath == "native" and _native is not None and pa.types.is_string(col.type):
+            d = enc.dictionary  # the distinct values, no nulls (they stay in the indices)
+            if len(d) == 0:
+                return pa.nulls(len(col), pa.string())
+            _validity, offsets, data = d.buffers()
+            hexes = _native.pseudonyms(cast(bytes, self.key), offsets, data if data is not None else _NO_DATA, d.offset, len(d))
+            ends = pa.py_buffer(np.arange(0, 32 * (len(d) + 1), 32, dtype=np.int32))
+            return pa.Array.from_buffers(pa.string(), len(d), [None, ends, pa.py_buffer(hexes)]).take(enc.indices)
         if self.hotpath == "native":  # the same pseudonyms, each computed once per process (bounded)
             cache = self._pseudonyms
             uniq = [None if u is None else (cache.get(u) or cache.put(u, pseudonym(u))) for u in enc.dictionary.to_pylist()]

@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 pub mod json;
 pub mod otlp;
+pub mod pseudonym;
 pub mod scrub;
 use json::{float_of, int_of, map_text, parse_ts_ns, Defer, Parser, J, R};
 
@@ -637,6 +638,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(scrub::scrub_hints, m)?)?;
     m.add_function(wrap_pyfunction!(scrub::control_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(pseudonym::pseudonyms, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -183,3 +183,21 @@ def test_control_bytes_agree_with_the_reference_pattern():
     values: list[bytes | None] = [None, b""] + [bytes([c]) for c in range(256)] + [b"ab" + bytes([c]) + b"cd" for c in range(256)]
     got = np.frombuffer(scrub_mod._native.control_bytes(values), dtype=np.bool_).tolist()
     assert got == [v is not None and scrub_mod._CONTROL.search(v) is not None for v in values]
+
+
+@pytest.mark.parametrize("key_len", [16, 55, 64, 65, 300])
+def test_pseudonyms_agree_with_python_hmac(key_len):
+    """The compiled HMAC-SHA256 pseudonyms equal Python's ``hmac`` for keys shorter than,
+    equal to and longer than a SHA-256 block, and for values of 0 to 300 bytes (block
+    edges at 55, 56, 64 included), ASCII and not, with nulls and repeats."""
+    key = ("k" * key_len)[:key_len]
+    privacy = PrivacySpec(pseudonym_key=key)
+    step = ScrubStep(kind="scrub")
+    ref, new = Scrubber("event", step, privacy, hotpath="python"), Scrubber("event", step, privacy, hotpath="native")
+    rng = random.Random(key_len)
+    values = ["", "u", "user-0-12", "\u00e9t\u00e9", "\U0001f600"] + ["x" * n for n in (55, 56, 63, 64, 65, 119, 120, 300)]
+    values += ["".join(rng.choice("ab\u00e9\u4e2d1") for _ in range(rng.randint(0, 90))) for _ in range(60)]
+    col = pa.array([rng.choice(values + [None]) for _ in range(500)], pa.string())
+    assert new.pseudonymize(col).equals(ref.pseudonymize(col))
+    assert new.pseudonymize(col.slice(3, 40)).equals(ref.pseudonymize(col.slice(3, 40)))
+    assert new.pseudonymize(pa.array([None, None], pa.string())).equals(ref.pseudonymize(pa.array([None, None], pa.string())))
