@@ -55,6 +55,8 @@ try:  # the compiled prefilter (native/src/scrub.rs); the hint regex stands in w
     import obsflow_native as _native
 except ImportError:  # pragma: no cover - exercised when the extension is not built
     _native = None
+if _native is not None and not all(hasattr(_native, f) for f in ("scrub_hints", "control_bytes", "pseudonyms")):
+    _native = None  # an older build (decoders only): the hot path's Python stand-ins run
 
 if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
     from pipelines.spec import PrivacySpec, ScrubStep
