@@ -59,8 +59,13 @@ class TableDef:
 
     def arrow_schema(self) -> pa.Schema:
         """Arrow schema the sink writes: pyiceberg's, with 32-bit-offset string and binary
-        types (what the transforms produce, so no column is copied to be widened)."""
-        return pa.schema([_small(f) for f in schema_to_pyarrow(self.schema, include_field_ids=False)])
+        types (what the transforms produce, so no column is copied to be widened). Built
+        once per definition (the hot path asks for it every batch; ``schema`` is frozen)."""
+        cached = self.__dict__.get("_arrow_schema")
+        if cached is None:
+            cached = pa.schema([_small(f) for f in schema_to_pyarrow(self.schema, include_field_ids=False)])
+            object.__setattr__(self, "_arrow_schema", cached)
+        return cached
 
 
 def _small_type(t: pa.DataType) -> pa.DataType:

@@ -24,7 +24,17 @@ Validated codes and random ids (trace/span ids, event type, level, kind, status)
 as they are. :meth:`Scrubber.scrub_raw` scrubs dead-letter payloads (see there).
 All regex work is columnar (RE2 via ``pyarrow.compute``) and runs once per distinct value;
 Python only sees the rare card-number candidates (for the Luhn check) and each distinct
-pseudonymized value and IPv6 address once per batch."""
+pseudonymized value and IPv6 address once per batch.
+
+Two hot paths give the same output (tests/privacy/test_hotpath_parity.py holds that):
+``python``, the reference above, and ``native`` (the default): the compiled extension's
+one-pass prefilter (``obsflow_native.scrub_hints``, a superset of the hint regex) picks the
+values that may hold anything, and only those go through the reference rewrite, each
+distinct one once per process (a bounded cache: the rewrite is a pure function of the
+value); pseudonyms are computed by the extension (HMAC-SHA256, native/src/pseudonym.rs),
+or cached likewise without it. Chosen by ``$OBSFLOW_HOTPATH``, else
+``$OBSFLOW_DECODER`` (so ``OBSFLOW_DECODER=python`` runs the whole reference path), else
+``native``; without the extension the prefilter is the hint regex itself."""
 
 from __future__ import annotations
 
@@ -35,10 +45,18 @@ import os
 import re
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import ConfigurationError
+
+try:  # the compiled prefilter (native/src/scrub.rs); the hint regex stands in without it
+    import obsflow_native as _native
+except ImportError:  # pragma: no cover - exercised when the extension is not built
+    _native = None
+if _native is not None and not all(hasattr(_native, f) for f in ("scrub_hints", "control_bytes", "pseudonyms")):
+    _native = None  # an older build (decoders only): the hot path's Python stand-ins run
 
 if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
     from pipelines.spec import PrivacySpec, ScrubStep
@@ -76,6 +94,34 @@ _HEX_WORD = re.compile(r"[0-9a-fA-F]+")
 _HEX_LETTER = re.compile(r"[a-fA-F]")
 _WORD_START = re.compile(r"[A-Za-z0-9]*")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+HOTPATHS = ("native", "python")
+#: distinct scrubbed values (and pseudonyms) kept per scrubber; a full cache empties itself
+CACHE_SIZE = 100_000
+
+
+def chosen_hotpath() -> str:
+    """``native`` or ``python``: ``$OBSFLOW_HOTPATH``, else ``$OBSFLOW_DECODER``, else
+    ``native``. ``ValueError`` names a value that is neither."""
+    choice = os.environ.get("OBSFLOW_HOTPATH") or os.environ.get("OBSFLOW_DECODER") or "native"
+    if choice not in HOTPATHS:
+        raise ValueError(f"hot path: expected one of {', '.join(HOTPATHS)}, got {choice!r}")
+    return choice
+
+
+class _Cache(dict):
+    """A dict that empties itself when it reaches ``limit`` entries."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value):
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
 
 
 class MissingKeyError(ConfigurationError, RuntimeError):
@@ -234,6 +280,9 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
     return True
 
 
+_NO_DATA = pa.py_buffer(b"")
+
+
 class Scrubber:
     """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``.
 
@@ -241,8 +290,15 @@ class Scrubber:
     maps and dead letters are scrubbed all the same; user ids and IPs are not stored by
     such a flow, so no key is required)."""
 
-    def __init__(self, signal: str, step: ScrubStep, privacy: PrivacySpec, implicit: bool = False):
+    def __init__(self, signal: str, step: ScrubStep, privacy: PrivacySpec, implicit: bool = False,
+                 hotpath: str | None = None):
         self.signal = signal
+        #: ``native``: prefilter + caches; ``python``: the reference (same output)
+        self.hotpath = hotpath or chosen_hotpath()
+        if self.hotpath not in HOTPATHS:
+            raise ValueError(f"hot path: expected one of {', '.join(HOTPATHS)}, got {self.hotpath!r}")
+        self._text_cache: _Cache = _Cache(CACHE_SIZE)
+        self._pseudonyms: _Cache = _Cache(CACHE_SIZE)
         self.step = step
         self.privacy = privacy
         if step.pseudonymize_users and not implicit:
@@ -272,12 +328,56 @@ class Scrubber:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if len(col) == 0 or col.null_count == len(col) or self._any_hint is None:
             return col
+        if self.hotpath == "native":
+            if distinct_first:
+                enc = pc.dictionary_encode(col)
+                if len(enc.dictionary) < len(col):
+                    d = enc.dictionary
+                    new = self._scrub_prefiltered(d)
+                    return col if new is d else new.take(enc.indices)
+            return self._scrub_prefiltered(col)
         if distinct_first:
             enc = pc.dictionary_encode(col)
             if len(enc.dictionary) < len(col):
                 d = enc.dictionary
                 return _rewrite(d, pc.match_substring_regex(d, self._any_hint), self._scrub_candidates).take(enc.indices)
         return _rewrite(col, pc.match_substring_regex(col, self._any_hint), self._scrub_candidates)
+
+    def _hint_mask(self, col: pa.Array) -> pa.Array | None:
+        """True where a value may hold personal data (a superset of the rows the hint
+        regex matches; nulls false), or None when no value may."""
+        if _native is not None and pa.types.is_string(col.type):
+            _validity, offsets, data = col.buffers()
+            flags = np.frombuffer(_native.scrub_hints(offsets, data if data is not None else _NO_DATA, col.offset, len(col)),
+                                  dtype=np.bool_)
+            if not flags.any():
+                return None
+            mask = pa.array(flags)
+            if col.null_count:
+                mask = pc.and_(mask, pc.is_valid(col))
+        else:
+            mask = pc.match_substring_regex(col, cast(str, self._any_hint)).fill_null(False)
+        return mask if pc.any(mask).as_py() else None
+
+    def _scrub_prefiltered(self, col: pa.Array) -> pa.Array:
+        """The ``native`` hot path of :meth:`scrub_text`: the reference rewrite
+        (:meth:`_scrub_candidates`, identity on values the hint regex does not match) on the
+        prefiltered values only, each distinct value once (cached across batches). ``col``
+        itself when no value changes."""
+        mask = self._hint_mask(col)
+        if mask is None:
+            return col
+        enc = pc.dictionary_encode(col.filter(mask))
+        distinct = enc.dictionary.to_pylist()
+        cache = self._text_cache
+        done = [cache.get(v) for v in distinct]
+        todo = [v for v, r in zip(distinct, done) if r is None]
+        if todo:
+            fresh = iter(self._scrub_candidates(pa.array(todo, col.type)).to_pylist())
+            done = [r if r is not None else cache.put(v, next(fresh)) for v, r in zip(distinct, done)]
+        if done == distinct:
+            return col
+        return pc.replace_with_mask(col, mask, pa.array(done, col.type).take(enc.indices))
 
     def _scrub_candidates(self, col: pa.Array) -> pa.Array:
         s = self.step
@@ -348,7 +448,19 @@ class Scrubber:
             h.update(u.encode())
             return h.hexdigest()[:32]
 
-        uniq = [None if u is None else pseudonym(u) for u in enc.dictionary.to_pylist()]
+        if self.hotpath == "native" and _native is not None and pa.types.is_string(col.type):
+            d = enc.dictionary  # the distinct values, no nulls (they stay in the indices)
+            if len(d) == 0:
+                return pa.nulls(len(col), pa.string())
+            _validity, offsets, data = d.buffers()
+            hexes = _native.pseudonyms(cast(bytes, self.key), offsets, data if data is not None else _NO_DATA, d.offset, len(d))
+            ends = pa.py_buffer(np.arange(0, 32 * (len(d) + 1), 32, dtype=np.int32))
+            return pa.Array.from_buffers(pa.string(), len(d), [None, ends, pa.py_buffer(hexes)]).take(enc.indices)
+        if self.hotpath == "native":  # the same pseudonyms, each computed once per process (bounded)
+            cache = self._pseudonyms
+            uniq = [None if u is None else (cache.get(u) or cache.put(u, pseudonym(u))) for u in enc.dictionary.to_pylist()]
+        else:
+            uniq = [None if u is None else pseudonym(u) for u in enc.dictionary.to_pylist()]
         return pa.array(uniq, pa.string()).take(enc.indices)
 
     def anonymize_ip(self, col) -> pa.Array:
@@ -398,13 +510,17 @@ class Scrubber:
         is_text: list[bool | None] = []
         out: list[bytes | None] = [None] * len(values)
         binary_at = []
+        if self.hotpath == "native" and _native is not None and all(v is None or type(v) is bytes for v in values):
+            control = np.frombuffer(_native.control_bytes(values), dtype=np.bool_).tolist()  # one compiled pass
+        else:
+            control = [v is not None and _CONTROL.search(v) is not None for v in values]
         for k, v in enumerate(values):
             if v is None:
                 texts.append(None)
                 is_text.append(None)
                 continue
             try:
-                if _CONTROL.search(v):  # framed binary (Avro, protobuf) may be all ASCII
+                if control[k]:  # framed binary (Avro, protobuf) may be all ASCII
                     raise UnicodeDecodeError("utf-8", v, 0, 1, "control bytes")
                 texts.append(v.decode("utf-8"))
                 is_text.append(True)

@@ -14,7 +14,11 @@ pub mod json;
 pub mod metrics;
 pub mod otlp;
 #[cfg(feature = "python")]
+pub mod pseudonym;
+#[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+pub mod scrub;
 use json::{float_of, int_of, map_text, parse_ts_ns, Defer, Parser, J, R};
 
 /// A wire type, as schemas/codecs/native_json.py describes it.

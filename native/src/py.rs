@@ -15,7 +15,7 @@ use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut,
 /// An immutable byte buffer owned by Rust, readable from Python without a copy.
 #[pyclass(frozen, module = "obsflow_native")]
 pub struct Buf {
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 #[pymethods]
@@ -192,6 +192,9 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::scrub::scrub_hints, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::scrub::control_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

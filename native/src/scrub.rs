@@ -1,0 +1,195 @@
+//! The scrubber's prefilter: which values of an Arrow string column *may* hold personal
+//! data, in one byte scan (transforms/scrub.py runs its exact RE2 rewrite on those only).
+//!
+//! Guarantee: a superset. Every value that the scrubber's hint regex (``Scrubber._any_hint``:
+//! ``@|%40``, ``(?i:earer)|eyJ``, ``(?i:key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza)``,
+//! ``\d(?:[ \-]?\d){12}``) matches is flagged; so is every value holding a non-ASCII byte
+//! (RE2's case folding maps some non-ASCII letters onto ASCII ones, e.g. the Kelvin sign
+//! onto ``k``), and the ASCII words are matched case-insensitively throughout. A value
+//! flagged needlessly only costs the exact pass; a value missed would be stored unscrubbed,
+//! so the scan errs on the side of flagging.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::py::Buf;
+
+/// Whether ``rest`` starts with ``word`` (lower-case ASCII letters, digits and ``_%``),
+/// ignoring ASCII case. (``b | 0x20`` lower-cases letters; it maps no other byte onto a
+/// letter, and leaves ``_``, ``%`` and digits as they are.)
+#[inline]
+fn starts(rest: &[u8], word: &[u8]) -> bool {
+    rest.len() >= word.len() && rest.iter().zip(word).all(|(&a, &w)| if w.is_ascii_lowercase() { a | 0x20 == w } else { a == w })
+}
+
+/// Byte classes of the scan: 0 nothing, 1 a digit, 2 a separator of card digits (space,
+/// ``-``), 3 flags the value at once (``@``, any non-ASCII byte), 4 may start a word.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0x80;
+    while i < 256 {
+        t[i] = 3;
+        i += 1;
+    }
+    t[b'@' as usize] = 3;
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = 1;
+        d += 1;
+    }
+    t[b' ' as usize] = 2;
+    t[b'-' as usize] = 2;
+    let starts = b"eksptraxg%";
+    let mut k = 0;
+    while k < starts.len() {
+        t[starts[k] as usize] = 4;
+        if starts[k].is_ascii_lowercase() {
+            t[starts[k].to_ascii_uppercase() as usize] = 4;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// The first two bytes of each word, lower-cased (``| 0x20``), as a 64 Ki-entry table.
+static PAIRS: [bool; 65536] = {
+    let mut t = [false; 65536];
+    let pairs: [&[u8; 2]; 14] = [b"ea", b"ey", b"ke", b"se", b"sk", b"to", b"pa", b"pk", b"rk", b"ak", b"ai", b"xo", b"gh", b"%4"];
+    let mut k = 0;
+    while k < pairs.len() {
+        t[((pairs[k][0] as usize) << 8) | pairs[k][1] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
+/// Whether ``v`` may match the scrubber's hint regex (see the module doc).
+pub fn may_hold(v: &[u8]) -> bool {
+    let mut run = 0u32; // digits in the current chain (single separators allowed between digits)
+    let mut prev_digit = false;
+    for (k, &b) in v.iter().enumerate() {
+        match CLASS[b as usize] {
+            0 => {
+                run = 0;
+                prev_digit = false;
+            }
+            1 => {
+                run += 1;
+                if run >= 13 {
+                    return true;
+                }
+                prev_digit = true;
+            }
+            2 => {
+                if prev_digit {
+                    prev_digit = false; // one separator; a second non-digit ends the chain
+                } else {
+                    run = 0;
+                }
+            }
+            3 => return true,
+            _ => {
+                run = 0;
+                prev_digit = false;
+                // every word is 3 bytes or longer: its first two bytes (lower-cased) must be a known pair
+                match v.get(k + 1) {
+                    Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
+                    _ => continue,
+                }
+                let rest = &v[k..];
+                let hit = match b | 0x20 {
+                    b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
+                    b'k' => starts(rest, b"key"),
+                    b's' => starts(rest, b"secret") || starts(rest, b"sk_"),
+                    b't' => starts(rest, b"token"),
+                    b'p' => starts(rest, b"passw") || starts(rest, b"pk_"),
+                    b'r' => starts(rest, b"rk_"),
+                    b'a' => starts(rest, b"akia") || starts(rest, b"aiza"),
+                    b'x' => starts(rest, b"xox"),
+                    b'g' => rest.len() >= 4 && rest[1] | 0x20 == b'h'
+                        && matches!(rest[2] | 0x20, b'p' | b'o' | b'u' | b's' | b'r') && rest[3] == b'_',
+                    _ => starts(rest, b"%40"),
+                };
+                if hit {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// (pyarrow's buffers export the format ``b``, signed bytes: read as ``u8``.)
+///
+/// Per slot of a string column (32-bit offsets: ``offsets`` and ``data`` are its Arrow
+/// buffers, ``offset``/``length`` the array's slice): 1 when the value may hold personal
+/// data (:func:`may_hold`), else 0. Null slots are scanned like any other (their bytes are
+/// empty in a valid array); the caller masks them out.
+#[pyfunction]
+pub fn scrub_hints(py: Python<'_>, offsets: PyBuffer<i8>, data: PyBuffer<i8>, offset: usize, length: usize) -> PyResult<Buf> {
+    let offs = readonly(py, &offsets)?;
+    let bytes = readonly(py, &data)?;
+    if offs.len() < (offset + length + 1) * 4 {
+        return Err(PyValueError::new_err("scrub_hints: the offsets buffer is shorter than the array"));
+    }
+    let at = |i: usize| i32::from_le_bytes([offs[4 * i], offs[4 * i + 1], offs[4 * i + 2], offs[4 * i + 3]]);
+    let mut out = Vec::with_capacity(length);
+    for i in offset..offset + length {
+        let (s, e) = (at(i), at(i + 1));
+        if s < 0 || e < s || e as usize > bytes.len() {
+            return Err(PyValueError::new_err("scrub_hints: offsets out of the data buffer"));
+        }
+        out.push(may_hold(&bytes[s as usize..e as usize]) as u8);
+    }
+    Ok(Buf { data: out })
+}
+
+/// Per payload of ``values`` (``bytes`` or ``None``): 1 when it holds a control byte of
+/// ``[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]`` (framed binary: Avro, protobuf), else 0 (the same
+/// verdict as ``transforms.scrub._CONTROL.search``); ``None`` gives 0.
+#[pyfunction]
+pub fn control_bytes(values: &Bound<'_, PyList>) -> PyResult<Buf> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values.iter() {
+        if v.is_none() {
+            out.push(0);
+            continue;
+        }
+        let b = v.downcast::<PyBytes>()?.as_bytes();
+        out.push(b.iter().any(|&c| c < 0x20 && !matches!(c, 0x09 | 0x0a | 0x0d) || c == 0x7f) as u8);
+    }
+    Ok(Buf { data: out })
+}
+
+fn readonly<'a>(py: Python<'_>, b: &'a PyBuffer<i8>) -> PyResult<&'a [u8]> {
+    if !b.is_c_contiguous() {
+        return Err(PyValueError::new_err("scrub_hints: a buffer is not contiguous"));
+    }
+    let _ = py;
+    // SAFETY: the buffer is held (``b``) for the borrow's lifetime and is contiguous bytes
+    Ok(unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold;
+
+    #[test]
+    fn flags_what_the_hint_regex_matches() {
+        for v in ["a@b.c", "x%40y", "Bearer abc", "BEARER", "eyJhbGci", "api_KEY=1", "Secret", "tokens", "PASSWORD",
+                  "sk_live", "AKIA1234", "ghp_abc", "GHS_x", "xoxb-1", "AIzaSy", "4111 1111 1111 1111", "4111-1111-1111-1",
+                  "1234567890123", "caf\u{e9}", "\u{212a}ey"] {
+            assert!(may_hold(v.as_bytes()), "{v}");
+        }
+    }
+
+    #[test]
+    fn passes_what_it_cannot_match() {
+        for v in ["", "/pricing", "b64df6cc0982d37bb6c1db345e7a208c", "123456789012", "1234 5678  9012 3", "12--345678901234",
+                  "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0", "gh_x", "ghx_", "s-0-6-8046f8dc"] {
+            assert!(!may_hold(v.as_bytes()), "{v}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+"""Parity of the two hot paths after decoding (``transforms.scrub``: ``python``, the
+reference, and ``native``, the compiled prefilter with caches; ``transforms.enrich``
+likewise): over the generator's traffic and the fuzz corpus's mutants, every flow of the
+default spec gives identical table rows, stage inputs and dead letters (values, types,
+order), and the scrubber gives identical columns for crafted personal data, including
+text the prefilter must not miss (non-ASCII case folding, separators in card numbers)."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from pipelines import DEFAULT_SPEC
+from pipelines.graph import PipelineGraph
+from pipelines.loader import parse_spec
+from pipelines.spec import PrivacySpec, ScrubStep
+from sources.generator import partition_stream
+from tests.fuzz.corpus import SIGNALS, mutate, seeds
+from transforms import scrub as scrub_mod
+from transforms.batch import RawBatch
+from transforms.scrub import Scrubber, chosen_hotpath
+
+KEY = "parity-key-0123456789abcdef"
+START_MS = 1_763_000_000_000
+SOURCE = {"event": "events", "log": "logs", "span": "spans", "metric": "metrics"}
+
+
+def _graph(hotpath: str, monkeypatch) -> PipelineGraph:
+    d = yaml.safe_load(DEFAULT_SPEC.read_text())
+    d["storage"]["catalog"]["warehouse"] = "/nonexistent/parity"  # never opened: only the flows run
+    d.setdefault("privacy", {})["pseudonym_key"] = KEY
+    monkeypatch.setenv("OBSFLOW_HOTPATH", hotpath)
+    try:
+        return PipelineGraph(parse_spec(d))
+    finally:
+        monkeypatch.delenv("OBSFLOW_HOTPATH")
+
+
+def _tables(out) -> dict[str, pa.Table]:
+    tables = {name: t for name, t in out.rows.items() if t is not None}
+    for k, s in enumerate(out.stage_inputs):
+        if s.table is not None:
+            tables[f"stage{k}:{s.stage}:{s.shard}:{s.kind}"] = s.table
+    return tables
+
+
+def _counts(out) -> tuple:
+    return (out.records_in, out.records_accepted, out.records_dead, out.records_dropped, sorted(out.dead_by_reason.items()))
+
+
+def assert_same(ref: PipelineGraph, new: PipelineGraph, raw: RawBatch) -> int:
+    """Process ``raw`` on both graphs; assert identical outputs; return the rows compared."""
+    a, b = ref.process(raw), new.process(raw)
+    assert _counts(a) == _counts(b)
+    ta, tb = _tables(a), _tables(b)
+    assert sorted(ta) == sorted(tb)
+    rows = 0
+    for name in ta:
+        assert ta[name].schema.equals(tb[name].schema), name
+        for col in ta[name].column_names:
+            assert ta[name].column(col).equals(tb[name].column(col)), (name, col)
+        rows += ta[name].num_rows
+    return rows
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    mp = pytest.MonkeyPatch()
+    try:
+        yield _graph("python", mp), _graph("native", mp)
+    finally:
+        mp.undo()
+
+
+def test_hotpath_choice(monkeypatch):
+    monkeypatch.delenv("OBSFLOW_HOTPATH", raising=False)
+    monkeypatch.delenv("OBSFLOW_DECODER", raising=False)
+    assert chosen_hotpath() == "native"
+    monkeypatch.setenv("OBSFLOW_DECODER", "python")
+    assert chosen_hotpath() == "python"
+    monkeypatch.setenv("OBSFLOW_HOTPATH", "native")
+    assert chosen_hotpath() == "native"
+    monkeypatch.setenv("OBSFLOW_HOTPATH", "fast")
+    with pytest.raises(ValueError, match="fast"):
+        chosen_hotpath()
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_generator_traffic(graphs, signal):
+    """The generator's traffic with 5% bad records of every kind it makes (the same graph
+    pair twice, so the native path's caches are warm the second time)."""
+    ref, new = graphs
+    values = [g.value for g in partition_stream(signal, "t", 0, 3000, start_ms=START_MS, bad_fraction=0.05)]
+    compared = 0
+    for _ in range(2):
+        for k in range(0, len(values), 1000):
+            part = values[k:k + 1000]
+            raw = RawBatch(SOURCE[signal], SOURCE[signal], 0, part, list(range(k, k + len(part))), [START_MS + 60_000] * len(part))
+            compared += assert_same(ref, new, raw)
+    assert compared > 3000
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_fuzz_corpus(graphs, signal):
+    """The fuzz suite's JSON seeds and their mutants, in batches of several sizes."""
+    ref, new = graphs
+    good = [s.value for s in seeds(signal, "json", 24)]
+    rng = random.Random(f"hotpath-parity/{signal}")
+    compared = 0
+    for size in (1, 7, 60, 200):
+        for _ in range(3):
+            batch = []
+            for _ in range(size):
+                v = rng.choice(good)
+                batch.append(v if rng.random() < 0.3 else mutate(v, rng.choice(good), signal, "json", rng))
+            raw = RawBatch(SOURCE[signal], SOURCE[signal], 0, batch, list(range(len(batch))), [START_MS + 60_000] * len(batch))
+            compared += assert_same(ref, new, raw)
+    assert compared > 0
+
+
+TEXTS = [
+    None, "", "/pricing", "mail me at jane.doe@example.com now", "jane%40example.com", "Authorization: Bearer abc.def-ghi",
+    "BEARER%20xyz", "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "api_key=sk_live_0123456789abcdef", "PASSWORD: hunter22",
+    "ghp_abcdefghijklmnopqrstuvwxyz", "xoxb-1234567890-abc", "AIza" + "A" * 35, "AKIA" + "B" * 16, "card 4111 1111 1111 1111 ok",
+    "card4111111111111111", "4111-1111-1111-1111USD", "ts 1763000000000 (epoch ms)", "id b64df6cc0982d37bb6c1db345e7a208c",
+    "\u212aey=abcdefgh", "caf\u00e9 \u017fecret=abcdefgh", "\u00c9t\u00e9 4012888888881881", "toKen : 'abcdefgh'",
+    "12--345678901234", "1234 5678 9012 3456 7890 123", "x" * 5000 + "a@b.co",
+]
+
+
+@pytest.mark.parametrize("identifier", [False, True])
+def test_scrubber_columns(identifier):
+    """Crafted text through both scrubbers: free text and identifiers, twice each (the
+    second time from the native path's caches), and as map keys and values."""
+    step = ScrubStep(kind="scrub")
+    privacy = PrivacySpec(pseudonym_key=KEY)
+    ref, new = Scrubber("log", step, privacy, hotpath="python"), Scrubber("log", step, privacy, hotpath="native")
+    rng = random.Random(3)
+    for _ in range(2):
+        col = pa.array([rng.choice(TEXTS) for _ in range(400)] + TEXTS, pa.string())
+        fn = "scrub_identifier" if identifier else "scrub_text"
+        assert getattr(new, fn)(col).equals(getattr(ref, fn)(col))
+        assert new.scrub_text(col.slice(7, 100)).equals(ref.scrub_text(col.slice(7, 100)))  # a slice: offsets not at 0
+        keys = pa.array([rng.choice(["token", "page", "api_key", "K\u212aey", "user.email"]) for _ in range(len(col))])
+        maps = pa.MapArray.from_arrays(pa.array(range(0, len(col) + 1, 1), pa.int32()), keys, col)
+        assert new.scrub_map(maps).equals(ref.scrub_map(maps))
+        users = pa.array([rng.choice(["u1", "u2", None, "user-0-12"]) for _ in range(50)])
+        assert new.pseudonymize(users).equals(ref.pseudonymize(users))
+
+
+def test_dead_letter_payloads():
+    """Dead-letter payloads (text, JSON with sensitive keys, binary) scrub alike."""
+    step = ScrubStep(kind="scrub")
+    privacy = PrivacySpec(pseudonym_key=KEY)
+    ref, new = Scrubber("span", step, privacy, hotpath="python"), Scrubber("span", step, privacy, hotpath="native")
+    values: list[bytes | None] = [None, b"", b'{"authorization": "Bearer x", "page": "a@b.co"}', b"\x00\x01token=abcdefghij",
+                                  "caf\u00e9 4111111111111111".encode()]
+    values += [s.value for s in seeds("span", "otlp_proto", 6)] + [s.value for s in seeds("log", "avro", 6)]
+    values += [t.encode() for t in TEXTS if t is not None]
+    assert new.scrub_raw(values) == ref.scrub_raw(values)
+
+
+def test_prefilter_is_used_when_built():
+    """With the extension built, the native path asks it (not the hint regex) which values to rewrite."""
+    if scrub_mod._native is None:
+        pytest.skip("obsflow_native not built")
+    s = Scrubber("log", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY), hotpath="native")
+    mask = s._hint_mask(pa.array(["/a", "x@y.z", None, "/b"]))
+    assert mask is not None and mask.to_pylist() == [False, True, False, False]
+    assert s._hint_mask(pa.array(["/a", "/b"])) is None
+
+
+def test_control_bytes_agree_with_the_reference_pattern():
+    """The compiled control-byte check (text or binary dead letter) gives
+    ``_CONTROL.search``'s verdict for every byte value, alone and inside text."""
+    if scrub_mod._native is None:
+        pytest.skip("obsflow_native not built")
+    import numpy as np
+
+    values: list[bytes | None] = [None, b""] + [bytes([c]) for c in range(256)] + [b"ab" + bytes([c]) + b"cd" for c in range(256)]
+    got = np.frombuffer(scrub_mod._native.control_bytes(values), dtype=np.bool_).tolist()
+    assert got == [v is not None and scrub_mod._CONTROL.search(v) is not None for v in values]
+
+
+@pytest.mark.parametrize("key_len", [16, 55, 64, 65, 300])
+def test_pseudonyms_agree_with_python_hmac(key_len):
+    """The compiled HMAC-SHA256 pseudonyms equal Python's ``hmac`` for keys shorter than,
+    equal to and longer than a SHA-256 block, and for values of 0 to 300 bytes (block
+    edges at 55, 56, 64 included), ASCII and not, with nulls and repeats."""
+    key = ("k" * key_len)[:key_len]
+    privacy = PrivacySpec(pseudonym_key=key)
+    step = ScrubStep(kind="scrub")
+    ref, new = Scrubber("event", step, privacy, hotpath="python"), Scrubber("event", step, privacy, hotpath="native")
+    rng = random.Random(key_len)
+    values = ["", "u", "user-0-12", "\u00e9t\u00e9", "\U0001f600"] + ["x" * n for n in (55, 56, 63, 64, 65, 119, 120, 300)]
+    values += ["".join(rng.choice("ab\u00e9\u4e2d1") for _ in range(rng.randint(0, 90))) for _ in range(60)]
+    col = pa.array([rng.choice(values + [None]) for _ in range(500)], pa.string())
+    assert new.pseudonymize(col).equals(ref.pseudonymize(col))
+    assert new.pseudonymize(col.slice(3, 40)).equals(ref.pseudonymize(col.slice(3, 40)))
+    assert new.pseudonymize(pa.array([None, None], pa.string())).equals(ref.pseudonymize(pa.array([None, None], pa.string())))
