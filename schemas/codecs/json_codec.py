@@ -158,6 +158,19 @@ def _has_float(t: pa.DataType) -> bool:
     return False
 
 
+def _float_leaves(arr, t: pa.DataType):
+    """The float values of ``arr`` (wire type ``t``), one array per float field at any depth
+    (lists flattened), for a quick look before :func:`_infinite_rows`."""
+    if pa.types.is_floating(t):
+        yield arr
+    elif pa.types.is_struct(t):
+        for k, f in enumerate(t):
+            if _has_float(f.type):
+                yield from _float_leaves(pc.struct_field(arr, [k]), f.type)
+    elif pa.types.is_list(t):
+        yield from _float_leaves(pc.list_flatten(arr), t.value_type)
+
+
 def _infinite_rows(arr: pa.Array, t: pa.DataType) -> np.ndarray:
     """Per row of ``arr`` (wire type ``t``), whether a float in it is infinite: a JSON number
     beyond a double's range that ``pyarrow.json`` read as inf (JSON has no infinity)."""
@@ -656,6 +669,9 @@ class JsonCodec:
         inf (``2e308``; it refuses ``1e400``), with the verdict orjson gives the record, as
         when that record is explained alone."""
         t = batch.table
+        cols = [(t.column(f.name), f.type) for f in self._float_fields]
+        if not any(pc.any(pc.is_inf(x)).as_py() for col, ft in cols for x in _float_leaves(col, ft)):
+            return
         mask = np.zeros(t.num_rows, dtype=bool)
         for f in self._float_fields:
             col = t.column(f.name)
