@@ -19,7 +19,9 @@ build invalid list arrays); a block that fails is re-parsed smaller and a record
 still fails is built from its ``orjson`` parse. Every per-record Python step turns any
 failure into a reject of that record: integers beyond 64 bits in a map field, and JSON
 nested too deep (:data:`MAX_NESTING`) are ``schema_violation`` / ``format_violation``
-dead letters, never exceptions."""
+dead letters, never exceptions. A number beyond a double's range (``1e400``) is ignored
+where the wire schema does not read it and a ``format_violation`` where it does, whichever
+parser meets it (:meth:`JsonCodec._readable`, :meth:`JsonCodec._reject_infinite`)."""
 
 from __future__ import annotations
 
