@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from core.errors import ObsflowError
+from core.routing import Route
 from collector.events import BodyError, EventJudge, Judged, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
 from collector.producer import DoorProducer, Headers, Record, Unavailable

@@ -65,6 +65,18 @@ def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage
     return parse_spec(data)
 
 
+def shared_spec(catalog_properties: dict) -> PipelineSpec:
+    """The default spec on the session's shared catalog (the ``trino_catalog_properties``
+    fixture: PostgreSQL catalog + S3 warehouse), so Trino reads what a run writes: its name,
+    uri and warehouse, and the S3 FileIO properties (``s3.*``, ``py-io-impl``) as strings."""
+    props = dict(catalog_properties)
+    keep = {k: v for k, v in props.items() if k.startswith("s3.") or k == "py-io-impl"}
+    data = default_data()
+    data["storage"]["catalog"] = {"name": props["name"], "uri": props["uri"], "warehouse": props["warehouse"],
+                                  "properties": {k: str(v) for k, v in keep.items()}}
+    return parse_spec(data)
+
+
 def strip_traces(data: dict, metrics: bool = False) -> dict:
     """Remove the span source and flow and log sampling from a spec mapping (in place);
     unless ``metrics``, also the metric flow, product step and alerts (:func:`strip_metrics`),

@@ -7,25 +7,17 @@ from datetime import datetime, UTC
 from decimal import Decimal
 
 import pytest
-import yaml
 
-from pipelines import DEFAULT_SPEC
-from pipelines.loader import parse_spec
 from runners.job import RunRequest
 from runners.query import query, saved_query
-from tests.helpers import START_MS, read_table
+from tests.helpers import START_MS, read_table, shared_spec
 
 pytestmark = [pytest.mark.trino, pytest.mark.storage]
 
 
 @pytest.fixture(scope="module")
 def landed(trino_server, trino_catalog_properties):
-    props = dict(trino_catalog_properties)
-    keep = {k: v for k, v in props.items() if k.startswith("s3.") or k == "py-io-impl"}
-    d = yaml.safe_load(DEFAULT_SPEC.read_text())
-    d["storage"]["catalog"] = {"name": props["name"], "uri": props["uri"], "warehouse": props["warehouse"],
-                               "properties": {k: str(v) for k, v in keep.items()}}
-    spec = parse_spec(d)
+    spec = shared_spec(trino_catalog_properties)
     from runners.bytewax.run import run
 
     run(RunRequest(spec=spec, runner="bytewax", count=2000, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))

@@ -12,6 +12,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -19,9 +20,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from core.routing import Route
 from ui import panels as P
 from ui.data import Reader, jsonable
 
@@ -531,13 +533,7 @@ def create_app(spec, reader: Reader) -> Starlette:
         except P.BadParam as e:
             return error_page(str(e))
         params = _params(request)
-        body = ""
-        if page == "traces":
-            body = _trace_search_form(request)
-        elif page == "logs":
-            body = _logs_search_form(request)
-        elif page == "sessions":
-            body = _sessions_form(request)
+        body = _page_form(page, request)
         body += "".join(panel_html(answer(reader, p, tr=tr), f"/api/v1/{page}/{p.id}", params) for p in panels)
         return layout(dict(PAGES)[page], page, body, tr, request, reader)
 
@@ -595,41 +591,53 @@ def create_app(spec, reader: Reader) -> Starlette:
     return app
 
 
-def _trace_search_form(request: Request) -> str:
+class _Field(NamedTuple):
+    """One labelled input of a search form (``checkbox``: the "with errors" kind, value 1)."""
+
+    label: str
+    name: str
+    size: int | None = None
+    placeholder: str | None = None
+    checkbox: bool = False
+
+
+_ERRORS = _Field("with errors", "errors", checkbox=True)
+# page -> (fields, button) of the search form above its panels
+_FORMS: dict[str, tuple[tuple[_Field, ...], str]] = {
+    "traces": ((_Field("service", "service"), _Field("operation", "operation"),
+                _Field("min duration (ms)", "min_ms", size=6),
+                _Field("attribute", "attr", placeholder="http.route=/checkout"), _ERRORS), "Search"),
+    "sessions": ((_Field("funnel", "funnel", size=10), _Field("stopped at step", "last_step", size=10),
+                  _Field("country", "country", size=4), _Field("device", "device"), _ERRORS), "Filter"),
+    "logs": ((_Field("service", "service"), _Field("level", "level", size=6, placeholder="ERROR"),
+              _Field("text", "text"), _Field("trace id", "trace_id", size=34)), "Search"),
+}
+
+
+def _search_form(request: Request, action: str, fields: tuple[_Field, ...], button: str) -> str:
+    """A GET form to ``action``: the request's time range (``range``/``from``/``to``) carried in
+    hidden fields, then one labelled input per field holding the request's value (escaped), a
+    checkbox field checked when the request has it on (1, true, on), then ``button``."""
     q = request.query_params
     keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
-    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
-    return ('<form class="search" method="get" action="/traces">' + keep +
-            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
-            f'<label>operation <input name="operation" value="{_e(q.get("operation"))}"></label> '
-            f'<label>min duration (ms) <input name="min_ms" value="{_e(q.get("min_ms"))}" size="6"></label> '
-            f'<label>attribute <input name="attr" value="{_e(q.get("attr"))}" placeholder="http.route=/checkout"></label> '
-            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
-            '<button>Search</button></form>')
+    inputs = []
+    for f in fields:
+        if f.checkbox:
+            checked = " checked" if q.get(f.name) in ("1", "true", "on") else ""
+            inputs.append(f'<label><input type="checkbox" name="{f.name}" value="1"{checked}> {f.label}</label> ')
+            continue
+        size = f' size="{f.size}"' if f.size is not None else ""
+        ph = f' placeholder="{_e(f.placeholder)}"' if f.placeholder is not None else ""
+        inputs.append(f'<label>{f.label} <input name="{f.name}" value="{_e(q.get(f.name))}"{size}{ph}></label> ')
+    return f'<form class="search" method="get" action="{_e(action)}">{keep}{"".join(inputs)}<button>{button}</button></form>'
 
 
-def _sessions_form(request: Request) -> str:
-    q = request.query_params
-    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
-    checked = " checked" if q.get("errors") in ("1", "true", "on") else ""
-    return ('<form class="search" method="get" action="/sessions">' + keep +
-            f'<label>funnel <input name="funnel" value="{_e(q.get("funnel"))}" size="10"></label> '
-            f'<label>stopped at step <input name="last_step" value="{_e(q.get("last_step"))}" size="10"></label> '
-            f'<label>country <input name="country" value="{_e(q.get("country"))}" size="4"></label> '
-            f'<label>device <input name="device" value="{_e(q.get("device"))}"></label> '
-            f'<label><input type="checkbox" name="errors" value="1"{checked}> with errors</label> '
-            '<button>Filter</button></form>')
-
-
-def _logs_search_form(request: Request) -> str:
-    q = request.query_params
-    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
-    return ('<form class="search" method="get" action="/logs">' + keep +
-            f'<label>service <input name="service" value="{_e(q.get("service"))}"></label> '
-            f'<label>level <input name="level" value="{_e(q.get("level"))}" size="6" placeholder="ERROR"></label> '
-            f'<label>text <input name="text" value="{_e(q.get("text"))}"></label> '
-            f'<label>trace id <input name="trace_id" value="{_e(q.get("trace_id"))}" size="34"></label> '
-            '<button>Search</button></form>')
+def _page_form(page: str, request: Request) -> str:
+    """The search form of ``page`` ("" for a page without one)."""
+    if page not in _FORMS:
+        return ""
+    fields, button = _FORMS[page]
+    return _search_form(request, "/" + page, fields, button)
 
 
 def _waterfall(tid: str, data: dict, api: str) -> str:

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nobsflow: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure ends in one line and an exit code
+        if any(isinstance(c, KeyboardInterrupt) for c in causes(e)):  # Ctrl-C an engine wrapped (bytewax)
+            print("\nobsflow: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         rc, line = failure(e)
         if rc == EXIT_FAILED and not any(isinstance(c, ObsflowError) for c in causes(e)):
             import traceback

@@ -19,11 +19,15 @@ build invalid list arrays); a block that fails is re-parsed smaller and a record
 still fails is built from its ``orjson`` parse. Every per-record Python step turns any
 failure into a reject of that record: integers beyond 64 bits in a map field, and JSON
 nested too deep (:data:`MAX_NESTING`) are ``schema_violation`` / ``format_violation``
-dead letters, never exceptions."""
+dead letters, never exceptions. A number beyond a double's range (``1e400``) is ignored
+where the wire schema does not read it and a ``format_violation`` where it does, whichever
+parser meets it (:meth:`JsonCodec._readable`, :meth:`JsonCodec._reject_infinite`)."""
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import re
 import typing
 from itertools import repeat
@@ -49,6 +53,8 @@ BOM = b"\xef\xbb\xbf"
 MAX_NESTING = 255
 BOM_DETAIL = "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"
 _I64 = (-(2 ** 63), 2 ** 63)
+#: orjson's error for a number literal beyond a double's range (``1e400``)
+_INFINITY = "number is infinity when parsed as double"
 
 
 def _utf8(data: bytes) -> bool:
@@ -114,6 +120,75 @@ def _as_text(v, field: str = "value", key: str | None = None) -> str | None:
         return orjson.dumps(v).decode()
     except (TypeError, RecursionError) as e:
         raise _Bad(*_failure(e, where)) from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _schema_part(value, t: pa.DataType | pa.Schema):
+    """The part of a decoded JSON value that wire type ``t`` reads: object keys the schema
+    does not name dropped at every depth (the parsers ignore them); a value of another type
+    than ``t`` kept as it is (its type error is reported as for any record)."""
+    if isinstance(t, pa.Schema) or pa.types.is_struct(t):
+        if not isinstance(value, dict):
+            return value
+        return {f.name: _schema_part(value[f.name], f.type) for f in t if f.name in value}
+    if pa.types.is_list(t) and isinstance(value, list):
+        return [_schema_part(x, t.value_type) for x in value]
+    return value
+
+
+def _all_finite(value) -> bool:
+    """Whether no float anywhere in a decoded JSON value is infinite or NaN."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(_all_finite, value.values()))
+    if isinstance(value, list):
+        return all(map(_all_finite, value))
+    return True
+
+
+def _has_float(t: pa.DataType) -> bool:
+    if pa.types.is_floating(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_float(f.type) for f in t)
+    if pa.types.is_list(t):
+        return _has_float(t.value_type)
+    return False
+
+
+def _float_leaves(arr, t: pa.DataType):
+    """The float values of ``arr`` (wire type ``t``), one array per float field at any depth
+    (lists flattened), for a quick look before :func:`_infinite_rows`."""
+    if pa.types.is_floating(t):
+        yield arr
+    elif pa.types.is_struct(t):
+        for k, f in enumerate(t):
+            if _has_float(f.type):
+                yield from _float_leaves(pc.struct_field(arr, [k]), f.type)
+    elif pa.types.is_list(t):
+        yield from _float_leaves(pc.list_flatten(arr), t.value_type)
+
+
+def _infinite_rows(arr: pa.Array, t: pa.DataType) -> np.ndarray:
+    """Per row of ``arr`` (wire type ``t``), whether a float in it is infinite: a JSON number
+    beyond a double's range that ``pyarrow.json`` read as inf (JSON has no infinity)."""
+    n = len(arr)
+    if pa.types.is_floating(t):
+        return pc.is_inf(arr).fill_null(False).to_numpy(zero_copy_only=False)
+    mask = np.zeros(n, dtype=bool)
+    if pa.types.is_struct(t):
+        for k, f in enumerate(t):
+            if _has_float(f.type):
+                mask |= _infinite_rows(pc.struct_field(arr, [k]), f.type)
+    elif pa.types.is_list(t):
+        inner = _infinite_rows(arr.flatten(), t.value_type)
+        if inner.any():
+            mask[pc.list_parent_indices(arr).to_numpy()[inner]] = True
+    return mask
 
 
 def _lenient(t: pa.DataType) -> pa.DataType:
@@ -241,6 +316,7 @@ class JsonCodec:
         self.ts_fields = [f for f in self.wire if pa.types.is_timestamp(f.type)]
         read = pa.schema([pa.field(f.name, _lenient(f.type)) for f in self.wire if not pa.types.is_map(f.type)])
         self.read_schema = read
+        self._float_fields = [f for f in read if _has_float(f.type)]
         self.parse_options = pj.ParseOptions(explicit_schema=read, unexpected_field_behavior="ignore")
         self._read_opts = pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES)
         self._read_opts_clean = pj.ReadOptions(use_threads=False, block_size=CLEAN_BLOCK_BYTES)
@@ -270,6 +346,8 @@ class JsonCodec:
         else:
             table = self.read_schema.empty_table().append_column(INDEX, pa.array([], pa.int64()))
         batch = Batch(raw=raw, table=table, rejects=rejects)
+        if self._float_fields and table.num_rows:
+            self._reject_infinite(batch, payloads, idx)
         if self.map_fields:
             self._add_maps(batch, payloads, idx)
         self._convert_timestamps(batch)
@@ -350,7 +428,7 @@ class JsonCodec:
                 # newline-delimited parsing needs one line per record, each starting with "{"
                 # and ending with "}": re-serialize compactly
                 try:
-                    changed[i] = orjson.dumps(orjson.loads(v))
+                    changed[i] = self._readable(v) or orjson.dumps(orjson.loads(v))
                 except Exception as e:  # JSONDecodeError, and huge ints or deep nesting on re-encoding
                     rejects.add(i, *(("format_violation", f"invalid JSON: {e}") if isinstance(e, orjson.JSONDecodeError)
                                      else _failure(e, "record")))
@@ -431,6 +509,11 @@ class JsonCodec:
             bad = pos + got + int(m.group(1)) if m else -1
             if pos + got <= bad < n:
                 self._split(payloads, idx, pos + got, bad, out, rejects)  # rows of the failed block before the bad one
+                part = self._readable(payloads[bad])
+                if part is not None:  # parse again without the number it cannot hold (which is not read)
+                    payloads[bad] = part
+                    pos = bad
+                    continue
                 reason, detail = self.explain(payloads[bad], err)
                 rejects.add(int(idx[bad]), reason, detail)
                 pos = bad + 1
@@ -469,7 +552,7 @@ class JsonCodec:
     def _from_python(self, payload: bytes, index: int) -> pa.Table:
         """One conforming record built from its ``orjson`` parse (the reference path, for a
         record ``pyarrow.json`` refuses or reads into an invalid array)."""
-        value = orjson.loads(payload)
+        value = orjson.loads(self._readable(payload) or payload)
         t = pa.Table.from_pylist([{n: value.get(n) for n in self.read_schema.names}], schema=self.read_schema)
         t.validate(full=True)
         return t.append_column(INDEX, pa.array([index], pa.int64()))
@@ -559,6 +642,55 @@ class JsonCodec:
                 batch.reject_mask(bad & np.asarray([x == reason for x in reasons]), reason, details)
             batch.drop_rejected()
 
+    def _readable(self, payload: bytes) -> bytes | None:
+        """For a record that orjson refuses for a number beyond a double's range (``1e400``)
+        in a part the wire schema does not read: that record without what the schema does
+        not read, as compact JSON (one line, every number finite). None for any other
+        record, and when such a number is in a part it reads (its verdict is then orjson's,
+        a ``format_violation``). So the record's verdict does not depend on which parser
+        met it first, nor on its neighbours."""
+        if b"e" not in payload and b"E" not in payload and len(payload) < 310:
+            return None  # no exponent and too short for 309 digits: every number fits
+        try:
+            orjson.loads(payload)
+            return None
+        except orjson.JSONDecodeError as e:
+            if _INFINITY not in str(e):
+                return None
+        try:
+            value = json.loads(payload, parse_constant=_no_constant)
+            if not isinstance(value, dict):
+                return None
+            part = _schema_part(value, self.wire)
+            return orjson.dumps(part) if _all_finite(part) else None
+        except Exception:  # not JSON to the standard library either, nesting, surrogates, huge integers
+            return None
+
+    def _reject_infinite(self, batch: Batch, payloads: list[bytes], idx: np.ndarray) -> None:
+        """Reject the rows where ``pyarrow.json`` read a number beyond a double's range as
+        inf (``2e308``; it refuses ``1e400``), with the verdict orjson gives the record, as
+        when that record is explained alone."""
+        t = batch.table
+        cols = [(t.column(f.name), f.type) for f in self._float_fields]
+        if not any(pc.any(pc.is_inf(x)).as_py() for col, ft in cols for x in _float_leaves(col, ft)):
+            return
+        mask = np.zeros(t.num_rows, dtype=bool)
+        for f in self._float_fields:
+            col = t.column(f.name)
+            mask |= np.concatenate([_infinite_rows(c, f.type) for c in col.chunks]) if col.num_chunks else False
+        if not mask.any():
+            return
+        pos_of = {int(i): k for k, i in enumerate(idx)}
+        rows = t.column(INDEX).to_numpy()
+        verdicts: dict[int, tuple[str, str]] = {}
+        for r in np.flatnonzero(mask):
+            payload = payloads[pos_of[int(rows[r])]]
+            verdicts[int(r)] = self.type_problem(payload) or ("format_violation", "a number beyond a double's range")
+        details = [verdicts[r][1] if r in verdicts else "" for r in range(t.num_rows)]
+        for reason in sorted({v[0] for v in verdicts.values()}):
+            batch.reject_mask(np.array([r in verdicts and verdicts[r][0] == reason for r in range(t.num_rows)]),
+                              reason, details)
+
     def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
         return self.type_problem(payload) or ("format_violation", f"unparseable record: {_own(err)}")
@@ -569,6 +701,9 @@ class JsonCodec:
         try:
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
+            part = self._readable(payload) if _INFINITY in str(e) else None
+            if part is not None:
+                return self.type_problem(part)
             if _too_deep(str(e)):
                 return "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
             return "format_violation", f"invalid JSON: {e}"

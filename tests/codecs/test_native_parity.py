@@ -89,8 +89,10 @@ EDGE = [
     None, b"", b" ", b"{}", b"[]", b"null", b"{", b"{}}", b"\xef\xbb\xbf{}", b'{"a":1}\n{"b":2}', b' {"page":"/"} ',
     b'{"page":"/","page":"/x"}', b'{"page":"\\ud800"}', b'{"page":"\\u0000"}', b'{"page":"\\ud83d\\ude00 \\u00e9 \\n"}',
     b'{"page":"\xff"}', b'{"page":"tab\there"}', b'{"page":1}', b'{"page":null}', b'{"x":NaN}', b'{"x":Infinity,"page":"/"}',
-    # not here: {"x":1e400}, which the reference itself reads as a row or a reject depending
-    # on its neighbours in a pyarrow.json block (pyarrow.json's own)
+    # numbers beyond a double's range: a row where the schema does not read them, else a reject
+    b'{"x":1e400}', b'{"x":-1e400,"page":"/"}', b'{"x":2e308}', b'{"x":[1,{"y":1e999}]}',
+    b'{"events":[{"type":"a","depth":2e308}]}', b'{"events":[{"type":"a","depth":1e400,"extra":1e400}]}',
+    b'{"events":[{"type":"a","extra":1e400}]}', b'{"page":1e400}',
     b'{"x":123456789012345678901234567890}', b'{"x":' + b"[" * 300 + b"]" * 300 + b"}",
     b'{"page":"Info"}',
 ]

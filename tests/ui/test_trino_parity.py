@@ -9,24 +9,16 @@ import math
 from datetime import datetime
 
 import pytest
-import yaml
 
-from pipelines import DEFAULT_SPEC
-from pipelines.loader import parse_spec
 from runners.job import RunRequest
-from tests.helpers import START_MS
+from tests.helpers import START_MS, shared_spec
 
 pytestmark = [pytest.mark.ui, pytest.mark.trino, pytest.mark.storage]
 
 
 @pytest.fixture(scope="module")
 def shared(trino_server, trino_catalog_properties):
-    props = dict(trino_catalog_properties)
-    keep = {k: v for k, v in props.items() if k.startswith("s3.") or k == "py-io-impl"}
-    d = yaml.safe_load(DEFAULT_SPEC.read_text())
-    d["storage"]["catalog"] = {"name": props["name"], "uri": props["uri"], "warehouse": props["warehouse"],
-                               "properties": {k: str(v) for k, v in keep.items()}}
-    spec = parse_spec(d)
+    spec = shared_spec(trino_catalog_properties)
     from runners.bytewax.run import run
     from runners.stats import STATS
 
