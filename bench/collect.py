@@ -110,6 +110,12 @@ def accepted(url: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(r'obsflow_collect_records_total\{outcome="accepted",[^}]*\} ([0-9.e+]+)', text))
 
 
+def transactions(url: str) -> float:
+    """Kafka transactions the collector committed so far (0 when it does not say)."""
+    m = re.search(r"^obsflow_collect_transactions_committed ([0-9.e+]+)", requests.get(url + "/metrics", timeout=10).text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def wrk(url: str, path: str, ctype: str, body: bytes, seconds: int, connections: int, tmp: Path) -> dict:
     (tmp / "body").write_bytes(body)
     (tmp / "post.lua").write_text(LUA)
@@ -164,12 +170,13 @@ def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path
             if name not in loads:
                 continue
             wrk(url, path, ctype, loads[name], 1, args.connections, tmp)  # warm-up
-            a0, c0 = accepted(url), tree_cpu(proc.pid)
+            a0, c0, x0 = accepted(url), tree_cpu(proc.pid), transactions(url)
             w = wrk(url, path, ctype, loads[name], args.seconds, args.connections, tmp)
-            a1, c1 = accepted(url), tree_cpu(proc.pid)
+            a1, c1, x1 = accepted(url), tree_cpu(proc.pid), transactions(url)
             cpu = c1 - c0
             out[name] = {"records": a1 - a0, "cpu_s": round(cpu, 2), "per_cpu_s": round((a1 - a0) / cpu) if cpu else None,
-                         "wall_per_s": round((a1 - a0) / args.seconds), "p99_ms": w["p99_ms"], "non2xx": w["non2xx"]}
+                         "wall_per_s": round((a1 - a0) / args.seconds), "p99_ms": w["p99_ms"], "non2xx": w["non2xx"],
+                         "requests_per_txn": round((w["requests"] - w["non2xx"]) / (x1 - x0), 1) if x1 > x0 else None}
         return out
     finally:
         proc.terminate()
@@ -302,6 +309,8 @@ def main() -> int:
     ap.add_argument("--decoder-baseline", action="store_true", help="also measure this collector with OBSFLOW_DECODER=python")
     ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
                                                   "hide optional packages, to measure without them)")
+    ap.add_argument("--collect-set", action="append", default=[], metavar="KEY=YAML",
+                    help="a collect: setting for this checkout's collector only (e.g. transaction_writers=1); repeatable")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/collect.py needs wrk (apt-get install wrk)")
@@ -332,6 +341,13 @@ def main() -> int:
         d["collect"] = {"max_event_bytes": 65536}
         spec_path = tmp / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(d))
+        now_spec = spec_path
+        if args.collect_set:  # this checkout's collector only; `before` keeps the defaults
+            for kv in args.collect_set:
+                k, v = kv.split("=", 1)
+                d["collect"][k] = yaml.safe_load(v)
+            now_spec = tmp / "spec-now.yaml"
+            now_spec.write_text(yaml.safe_dump(d))
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         for server in args.servers.split(","):
             results[f"noop/{server}"] = measure_noop(server, loads, args, tmp, env)
@@ -341,7 +357,7 @@ def main() -> int:
             if args.decoder_baseline:
                 results[f"pydecoder/{server}"] = measure_collector(server, spec_path, loads, args, tmp,
                                                                    {**env, "OBSFLOW_DECODER": "python"})
-            results[f"collect/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env)
+            results[f"collect/{server}"] = measure_collector(server, now_spec, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")
         if single and single["wall_per_s"]:
@@ -353,7 +369,7 @@ def main() -> int:
                                                                             args.seconds, env)
     if broker is not None:
         broker.stop(remove_data=True)
-    print(f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8}")
+    print(f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8} {'req/txn':>8}")
     for name, r in results.items():
         if name.startswith("open"):
             print(f"{name:<20} single at {r['rate']}/s open loop: {r['requests']} requests {r['codes']}, "
@@ -362,7 +378,7 @@ def main() -> int:
         rows = {"-": r} if "per_cpu_s" in r else r
         for load, x in rows.items():
             print(f"{name:<20} {load:<9} {x['records']:>9.0f} {x['cpu_s']:>7} {x['per_cpu_s'] or 0:>10} {x['wall_per_s']:>10} "
-                  f"{x.get('p99_ms') or '':>8}")
+                  f"{x.get('p99_ms') or '':>8} {x.get('requests_per_txn') or '':>8}")
     print(json.dumps(results))
     return 0
 

@@ -66,7 +66,7 @@ class DoorProducer:
     while it does not (checked every ``check_interval`` seconds)."""
 
     def __init__(self, bootstrap: str, extra: dict | None = None, message_timeout_s: float = 10.0,
-                 check_interval_s: float = 1.0, name: str = "collect", transactional: bool = False, writers: int = 4):
+                 check_interval_s: float = 1.0, name: str = "collect", transactional: bool = False, writers: int = 1):
         conf = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
