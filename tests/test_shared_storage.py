@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
@@ -281,7 +282,7 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
         "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})})})
     caplog.set_level(logging.DEBUG)
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     src = source_with_suffix(spec, 300, batch_size=300)
     s3_server.stop()
     try:
