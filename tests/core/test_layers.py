@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core import LAYERS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOOLING = ("infra", "bench", "tests")
 
 #: upward imports still to remove, each with why it is still there; the test fails when one

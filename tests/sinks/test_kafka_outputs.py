@@ -21,7 +21,7 @@ from pipelines.loader import SpecError, parse_spec
 from runners.stats import STATS
 from schemas.wire import avro_schema
 from tests.helpers import read_table
-from tests.test_kafka_pipeline import PARTITIONS, SIGNALS, TOPIC_CONFIG, Expected, produce, run_inproc, spec_data
+from tests.e2e.test_kafka_pipeline import PARTITIONS, SIGNALS, TOPIC_CONFIG, Expected, produce, run_inproc, spec_data
 
 
 def consume_all(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS, timeout: float = 30) -> list:

@@ -30,7 +30,7 @@ from runners.stats import STATS
 from sources.generator import partition_stream
 from tests.helpers import START_MS, read_table, strip_traces
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 SIGNALS = {"events": "event", "logs": "log"}
 TOPIC_CONFIG = {"retention.ms": "-1"}  # generated timestamps are in the past: keep them
