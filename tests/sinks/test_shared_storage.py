@@ -228,7 +228,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
         restarted.set()
 
     graph = PipelineGraph(spec)
-    sink = OutageSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = OutageSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.max_rows = 150
     th = threading.Thread(target=restart)
     th.start()
