@@ -97,13 +97,13 @@ lint: $(STAMP)
 # Long fuzz campaigns (make test runs bounded ones): the record fuzz suite and the spec fuzzer.
 fuzz: $(STAMP)
 	OBSFLOW_FUZZ=long $(PY) -m pytest -q tests/fuzz
-	OBSFLOW_SPEC_FUZZ_LONG=1 OBSFLOW_SPEC_FUZZ_EXAMPLES=$${OBSFLOW_SPEC_FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py
+	OBSFLOW_SPEC_FUZZ_LONG=1 OBSFLOW_SPEC_FUZZ_EXAMPLES=$${OBSFLOW_SPEC_FUZZ_EXAMPLES:-3000} $(PY) -m pytest -q -p no:cacheprovider tests/pipelines/test_spec_fuzz.py
 
 groundtruth: services  # the ground-truth suite on every engine / read order pair (CI runs two)
 	OBSFLOW_GROUNDTRUTH_ALL=1 $(PY) -m pytest -q tests/groundtruth
 
 once-all: services  # per-table effectively-once on every engine / table pair (CI runs one per engine)
-	OBSFLOW_ONCE_ALL=1 $(PY) -m pytest -q tests/test_per_table_once.py
+	OBSFLOW_ONCE_ALL=1 $(PY) -m pytest -q tests/e2e/test_per_table_once.py
 
 # bench/collect.py drives the door with wrk (Debian package) when it is on PATH.
 bench: $(STAMP)

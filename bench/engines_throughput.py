@@ -34,7 +34,7 @@ After each measurement the bench checks that the run read every produced record 
 once: every table's recorded offsets equal the topics' end offsets, and the tables hold
 exactly the produced (topic, partition, offset) keys — row counts equal to what was
 produced, no duplicates, each malformed record a dead letter with its reason
-(:func:`tests.test_kafka_pipeline.check_exact`). Prints one line per engine and then
+(:func:`tests.e2e.test_kafka_pipeline.check_exact`). Prints one line per engine and then
 one JSON line. Shared machine: compare figures within one run only."""
 
 from __future__ import annotations

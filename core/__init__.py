@@ -3,7 +3,7 @@ runners): the raw batch and the batch of rows (:mod:`core.batch`), the run count
 (:mod:`core.stats`), durations (:mod:`core.durations`) and the error base with its exit codes
 (:mod:`core.errors`). Nothing here imports from the project.
 
-:data:`LAYERS` is the one statement of the import order; ``tests/test_layers.py`` fails on
+:data:`LAYERS` is the one statement of the import order; ``tests/core/test_layers.py`` fails on
 a run-time import that goes up it (imports under ``if TYPE_CHECKING:`` are types only)."""
 
 #: the import layers, lowest first: a module may import its own layer and the ones before it.

@@ -1,6 +1,12 @@
 """Process-local run counters, read by the progress display, the run summary and the
 Prometheus endpoint (``runners/metrics.py``).
 
+A :class:`RunStats` is handed down: the runners (the top of the job) give the process's
+:data:`STATS` to the sinks and sources they build (``counters=``), so a test or an embedding
+program can give a sink or a source counters of its own. Pickled (Beam and Bytewax ship
+sources and sinks to their workers), :data:`STATS` stays a reference: each process records
+into its own; any other :class:`RunStats` travels with its values.
+
 Engines that run their operators in the driver process (Bytewax ``run_main``, Beam's
 in-process DirectRunner) update these directly; distributed runs report through the
 engine's own metrics and the tables themselves.
@@ -208,6 +214,13 @@ class RunStats:
         with self._lock:
             return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k != "_lock"}
 
+    def __reduce__(self) -> str | tuple:
+        """Pickle :data:`STATS` by name (it unpickles as the receiving process's own), any
+        other instance by value (a fresh lock on the other side)."""
+        if self is STATS:
+            return "STATS"
+        return _restore, (self.snapshot(),)
+
     def reset(self) -> None:
         with self._lock:
             self.records_in = self.records_accepted = self.records_dead = self.records_dropped = 0
@@ -221,4 +234,10 @@ class RunStats:
             self.started = time.time()
 
 
+def _restore(values: dict) -> RunStats:
+    """A :class:`RunStats` holding ``values`` (:meth:`RunStats.snapshot`), for unpickling."""
+    return RunStats(**values)
+
+
+#: the process's counters: what the runners hand to the sinks and sources they build
 STATS = RunStats()

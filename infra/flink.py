@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import functools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -56,25 +54,15 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
-from core.errors import ObsflowError
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
+# the versions, the job server's place in the cache and the Java lookup are the runner's
+# (``obsflow submit`` finds the jar there); this module fetches into that place
+from runners.flink_job_server import (COMPLETE as _COMPLETE, FLINK_MINOR, FLINK_VERSION, FlinkSetupError,
+                                      beam_version as _beam_version, env_job_server_jar, java_home, job_server_dir)
 
-# Flink 2.2.x wheels exist on PyPI, but no Beam runner for Flink 2.x resolves from the
-# Maven Central reachable here (neither the job-server jars nor beam-runners-flink-2.*
-# and their dependencies). beam-runners-flink-1.19:2.62.0 is the newest Beam Flink runner
-# whose complete dependency tree resolves, so the cluster is the newest Flink 1.19.
-FLINK_VERSION = os.environ.get("OBSFLOW_FLINK_VERSION", "1.19.3")
-FLINK_MINOR = ".".join(FLINK_VERSION.split(".")[:2])
 BEAM_RUNNER_VERSION = os.environ.get("OBSFLOW_BEAM_FLINK_RUNNER_VERSION", "2.62.0")
 SLF4J_VERSION = "1.7.30"  # the binding the published job server ships (slf4j-jdk14)
 DEPENDENCY_PLUGIN = "3.8.1"
-SUPPORTED_JAVA = (11, 17)  # what Flink 1.19 supports (Java 21+ is not)
-JAR_ENV = "OBSFLOW_FLINK_JOB_SERVER_JAR"
-_COMPLETE = ".complete"
-
-
-class FlinkSetupError(ObsflowError, RuntimeError):
-    """Java, pip, Maven or a download is missing or broken; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -93,43 +81,6 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _java_major(java: str) -> int:
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not m:
-        return 0
-    major = int(m.group(1))
-    return int(m.group(2)) if major == 1 and m.group(2) else major
-
-
-@functools.cache
-def java_home() -> Path:
-    """A JDK Flink 1.19 supports (11 or 17): ``$OBSFLOW_FLINK_JAVA_HOME``, ``$JAVA_HOME``,
-    ``java`` on PATH, then ``/usr/lib/jvm/*``. Raises ``FlinkSetupError`` if none fits."""
-    candidates: list[Path] = []
-    for var in ("OBSFLOW_FLINK_JAVA_HOME", "JAVA_HOME"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]))
-    on_path = shutil.which("java")
-    if on_path:
-        candidates.append(Path(os.path.realpath(on_path)).parent.parent)
-    candidates += sorted(Path("/usr/lib/jvm").glob("*")) if Path("/usr/lib/jvm").is_dir() else []
-    seen: list[str] = []
-    for home in candidates:
-        java = home / "bin" / "java"
-        if not os.access(java, os.X_OK):
-            continue
-        major = _java_major(str(java))
-        seen.append(f"{home} (Java {major or '?'})")
-        if major in SUPPORTED_JAVA:
-            return home
-    raise FlinkSetupError(
-        f"Flink {FLINK_VERSION} needs Java {' or '.join(map(str, SUPPORTED_JAVA))}; "
-        + (f"found only: {', '.join(seen)}. " if seen else "no java found. ")
-        + "Install one (`apt-get install openjdk-17-jre-headless`) or set OBSFLOW_FLINK_JAVA_HOME."
-    )
 
 
 def _java() -> str:
@@ -178,15 +129,6 @@ def fetch(version: str = FLINK_VERSION) -> Path:
         (root / "fetch.json").write_text(json.dumps(info))
         (root / _COMPLETE).write_text(FLINK_VERSION)
     return home
-
-
-def _beam_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("apache-beam")
-    except Exception:  # noqa: BLE001 - no Beam in this interpreter
-        return "2.77.0"
 
 
 def _mvn() -> str:
@@ -281,13 +223,12 @@ def job_server_jar(beam_version: str | None = None) -> Path:
     ``beam-runners-flink-<minor>-job-server:<beam version>`` if Maven resolves it, else a
     launcher jar over ``beam-runners-flink-<minor>:BEAM_RUNNER_VERSION`` and its dependencies.
     """
-    if os.environ.get(JAR_ENV):
-        given = Path(os.environ[JAR_ENV])
-        if not given.is_file():
-            raise FlinkSetupError(f"{JAR_ENV}={given} is not a file")
+    given = env_job_server_jar()
+    if given is not None:
         return given
     beam_version = beam_version or _beam_version()
-    root = cache_dir("beam-flink-job-server", f"flink-{FLINK_MINOR}-beam-{beam_version}")
+    root = job_server_dir(beam_version)
+    root.mkdir(parents=True, exist_ok=True)
     done = root / _COMPLETE
     if done.exists():
         return root / done.read_text().strip()

@@ -1,6 +1,6 @@
 """The key / default / meaning tables of the component READMEs, generated from the config
 models (their defaults and ``Field(description=...)``), so the docs cannot drift from the
-code: ``tests/test_config_docs.py`` fails when a README's table differs from what this
+code: ``tests/pipelines/test_config_docs.py`` fails when a README's table differs from what this
 module generates.
 
     python -m pipelines.config_docs          # rewrite the tables in place

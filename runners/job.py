@@ -11,6 +11,7 @@ from core.batch import DEFAULT_MAX_BYTES
 from pipelines.graph import PipelineGraph, write_plan
 from pipelines.spec import PipelineSpec, ValidateStep
 from runners import defaults
+from runners.stats import STATS
 from sinks.iceberg import IcebergSink
 from sources.generator import EmbeddedSource
 
@@ -82,7 +83,7 @@ def kafka_source(req: RunRequest):
 
     if req.source_override is not None:
         return req.source_override
-    return KafkaSource(req.spec, deadline=(time.time() + req.duration_s) if req.duration_s else None,
+    return KafkaSource(req.spec, counters=STATS, deadline=(time.time() + req.duration_s) if req.duration_s else None,
                        max_records=req.max_records)
 
 
@@ -104,7 +105,7 @@ def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | No
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    sink = IcebergSink(spec, names, plan=write_plan(spec))
+    sink = IcebergSink(spec, names, plan=write_plan(spec), counters=STATS)
     return sink.resume_offsets(graph_tables)
 
 
@@ -134,7 +135,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     are, gives every table the same positions; the run then resumes from there."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec)).committed
+    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec), counters=STATS).committed
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
@@ -185,7 +186,7 @@ def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
     if req.source == "kafka":
         from sources.kafka import KafkaSource, PartitionRange
 
-        source = KafkaSource(req.spec)
+        source = KafkaSource(req.spec, counters=STATS)
         by_name = PipelineGraph.tables_by_topic(req.spec)  # stage tables too, by the source's topic name
         graph_tables: dict[str, list[str]] = {}
         for part in source.partitions():  # a pattern source's topics are known only to the Kafka source

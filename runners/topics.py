@@ -63,9 +63,10 @@ def _admin(spec: PipelineSpec):
 def _metadata(spec: PipelineSpec):
     """Cluster metadata, with the Kafka source's retries; :class:`KafkaUnavailableError`
     (a ``ConnectionError``) saying what to start when the broker does not answer."""
+    from runners.stats import STATS
     from sources.kafka import KafkaSource
 
-    return KafkaSource(spec, [])._metadata()
+    return KafkaSource(spec, [], counters=STATS)._metadata()
 
 
 def _matches(t: SpecTopic, existing) -> list[str]:

@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 
+from core.stats import RunStats
+
 log = logging.getLogger(__name__)
 
 RECORD: list = []  # (AlertEvent | Notification) in emission order, process-local
@@ -39,8 +41,9 @@ def _kafka_publisher(spec):
     return fn
 
 
-def publish_stage_output(out, spec=None, kafka: bool = False) -> None:
-    """Deliver the alert events of a stage output (a no-op for outputs without any)."""
+def publish_stage_output(out, spec=None, kafka: bool = False, *, counters: RunStats) -> None:
+    """Deliver the alert events of a stage output (a no-op for outputs without any); the
+    Kafka producer records its deliveries into ``counters``."""
     events = getattr(out, "alerts", None)
     notes = getattr(out, "notifications", None)
     resends = getattr(out, "resends", None) or []
@@ -54,7 +57,7 @@ def publish_stage_output(out, spec=None, kafka: bool = False) -> None:
         return
     publish = _kafka_publisher(spec) if kafka and events else None
     if publish is not None:
-        publish(events, spec)
+        publish(events, spec, counters=counters)
     alerts = getattr(spec, "alerts", None)
     if alerts is not None and alerts.alertmanager_url:
         from transforms.alerting import AlertmanagerClient

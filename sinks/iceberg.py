@@ -34,7 +34,7 @@ from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from core.errors import ServiceUnavailable
 from pipelines.spec import PipelineSpec
-from core.stats import STATS
+from core.stats import RunStats
 from schemas.tables import table_def
 from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 from sinks.plan import WritePlan
@@ -90,8 +90,8 @@ def snapshot_offsets(table: Table, key: str = OFFSETS_KEY) -> dict[str, int]:
     return {}
 
 
-def run_counters(stats=None) -> dict:
-    """The run's counters so far (``stats``, default the process's ``STATS``), as the run
+def run_counters(stats: RunStats) -> dict:
+    """The run's counters so far (``stats``: the sink's, the process's ``STATS`` in a job), as the run
     summary prints them: records (and OTLP items) in / accepted / dead-lettered / dropped,
     the same per source, dead letters by reason, and tail sampling as ``{"<counter>:<reason>":
     n}``; ``run_started`` (epoch seconds) tells one run's figures from another's. Cumulative
@@ -103,7 +103,7 @@ def run_counters(stats=None) -> dict:
     import os
     import socket
 
-    snap = (stats or STATS).snapshot()  # a consistent copy, taken under the stats' lock
+    snap = stats.snapshot()  # a consistent copy, taken under the stats' lock
     by_source: dict[str, dict[str, int]] = {}
     for (src, what), n in sorted(snap["by_source"].items()):
         by_source.setdefault(src, {})[what] = n
@@ -255,7 +255,10 @@ class IcebergSink:
     """
 
     def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True,
-                 dedupe: bool = False, *, plan: WritePlan):
+                 dedupe: bool = False, *, plan: WritePlan, counters: RunStats):
+        # ``counters``: the run counters this sink records its commits and retries into, and
+        # writes into each commit's summary (the runners give the process's ``STATS``)
+        self.counters = counters
         # who feeds each table from each topic (the job's plan, :func:`pipelines.graph.write_plan`):
         # stateful stages (each shard reports its positions) and stateless flow writes (their
         # batch's next offset)
@@ -365,7 +368,7 @@ class IcebergSink:
         if self._kafka_out is None:
             from sinks.kafka import KafkaProducerSink
 
-            self._kafka_out = KafkaProducerSink.for_spec(self.spec)
+            self._kafka_out = KafkaProducerSink.for_spec(self.spec, self.counters)
         return self._kafka_out
 
     def accept(self, item) -> None:
@@ -525,7 +528,7 @@ class IcebergSink:
             for k, v in p.written.items():
                 written[k] = max(written.get(k, 0), v)
             props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True),
-                     STATS_KEY: json.dumps(run_counters(), sort_keys=True, separators=(",", ":"))}
+                     STATS_KEY: json.dumps(run_counters(self.counters), sort_keys=True, separators=(",", ":"))}
             if written:
                 props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:
@@ -539,12 +542,12 @@ class IcebergSink:
                 if conflicts > self.max_retries:
                     raise
                 self.stats.retries += 1
-                STATS.record_commit_retry(name, "conflict")
+                self.counters.record_commit_retry(name, "conflict")
                 time.sleep(min(0.05 * 2 ** conflicts, 2.0))
             except _TRANSIENT as e:
                 outages += 1
                 self.stats.retries += 1
-                STATS.record_commit_retry(name, "outage")
+                self.counters.record_commit_retry(name, "outage")
                 if time.monotonic() > deadline:
                     detail = redact(str(e), catalog_properties(self.spec.storage))[:200]  # redact first: a cut secret would slip through
                     raise StorageUnavailable(f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "
@@ -558,7 +561,7 @@ class IcebergSink:
         self.stats.rows += data.num_rows
         self.stats.seconds += time.monotonic() - started
         self.stats.rows_by_table[name] = self.stats.rows_by_table.get(name, 0) + data.num_rows
-        STATS.record_commit(name, data.num_rows, time.monotonic() - started)
+        self.counters.record_commit(name, data.num_rows, time.monotonic() - started)
         log.debug("committed %d rows to %s", data.num_rows, name)
 
     def _reload(self, name: str, table: Table) -> Table:

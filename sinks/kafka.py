@@ -18,7 +18,7 @@ idempotent producer (``enable.idempotence=true``, ``acks=all``) keyed for orderi
 
 Delivery: librdkafka retries each message for ``outputs.delivery_timeout``
 (``message.timeout.ms``). A message still undelivered after that is a delivery failure:
-counted (``runners.stats.STATS.delivery_failures`` →
+counted (the ``counters`` the sink was given, in a job ``core.stats.STATS.delivery_failures`` →
 ``obsflow_kafka_delivery_failures_total``), logged, and raised as :class:`DeliveryError`
 by the next :meth:`KafkaProducerSink.check` / :meth:`flush` — never dropped silently.
 :meth:`KafkaProducerSink.flush` (at each Iceberg commit and on close) waits at most
@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, Producer
 
 from core.errors import ServiceUnavailable
+from core.stats import RunStats
 from pipelines.spec import KafkaSpec, OutputsSpec, PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ class DeliveryError(ServiceUnavailable, RuntimeError):
     def __init__(self, message: str, failures: list | None = None):
         super().__init__(message)
         self.failures = failures or []
-
-
-def _stats():
-    from core.stats import STATS  # plain counters, no engine
-
-    return STATS
 
 
 def producer_config(kspec: KafkaSpec, outputs: OutputsSpec, name: str = "obsflow") -> dict:
@@ -85,8 +80,9 @@ class KafkaProducerSink:
     """One idempotent producer; :meth:`produce` is asynchronous, failures surface in
     :meth:`check` / :meth:`flush` as :class:`DeliveryError`."""
 
-    def __init__(self, kspec: KafkaSpec, outputs: OutputsSpec, name: str = "obsflow"):
+    def __init__(self, kspec: KafkaSpec, outputs: OutputsSpec, name: str = "obsflow", *, counters: RunStats):
         self.kspec, self.outputs = kspec, outputs
+        self.counters = counters  # messages delivered and not delivered, per topic
         self.bootstrap = kspec.bootstrap
         self.flush_timeout = outputs.flush_timeout.total_seconds()
         conf = producer_config(kspec, outputs, name)
@@ -99,8 +95,8 @@ class KafkaProducerSink:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_spec(cls, spec: PipelineSpec) -> KafkaProducerSink:
-        return cls(spec.kafka, spec.outputs, spec.name)
+    def for_spec(cls, spec: PipelineSpec, counters: RunStats) -> KafkaProducerSink:
+        return cls(spec.kafka, spec.outputs, spec.name, counters=counters)
 
     # -- callbacks (run inside poll/flush) ---------------------------------------------------
 
@@ -115,10 +111,10 @@ class KafkaProducerSink:
         topic = msg.topic()
         if err is None:
             self.produced[topic] += 1
-            _stats().record_produced(topic)
+            self.counters.record_produced(topic)
             return
         self.failed[topic] += 1
-        _stats().record_delivery_failure(topic)
+        self.counters.record_delivery_failure(topic)
         key = msg.key().decode(errors="replace") if msg.key() is not None else None
         with self._lock:
             if len(self._failures) < 20:
@@ -267,23 +263,25 @@ def configure(spec: PipelineSpec) -> None:
     _CONFIGURED[:] = [spec]
 
 
-def producer_for(spec: PipelineSpec) -> KafkaProducerSink:
-    """One shared producer per (brokers, outputs) in this process."""
-    key = json.dumps([spec.kafka.bootstrap, spec.outputs.model_dump(mode="json"), spec.name], sort_keys=True, default=str)
+def producer_for(spec: PipelineSpec, counters: RunStats) -> KafkaProducerSink:
+    """One shared producer per (brokers, outputs, counters) in this process, recording
+    its deliveries into ``counters``."""
+    key = json.dumps([spec.kafka.bootstrap, spec.outputs.model_dump(mode="json"), spec.name, id(counters)],
+                     sort_keys=True, default=str)
     with _DEFAULT_LOCK:
         p = _DEFAULT.get(key)
         if p is None:
-            p = _DEFAULT[key] = KafkaProducerSink.for_spec(spec)
+            p = _DEFAULT[key] = KafkaProducerSink.for_spec(spec, counters)
         return p
 
 
 def publish_alerts(events: Iterable, spec: PipelineSpec | None = None, *, producer: KafkaProducerSink | None = None,
-                   wait: bool = True) -> int:
+                   counters: RunStats | None = None, wait: bool = True) -> int:
     """Push alert events (objects with ``.to_kafka()`` and ``.fingerprint``, or dicts of
     ``alert_event.avsc`` fields) to ``outputs.alerts_topic``, keyed by fingerprint.
 
     The producer: ``producer``, else the shared one of ``spec`` (else of the spec given
-    to :func:`configure`). With ``wait`` (default), returns once every message is
+    to :func:`configure`) recording into ``counters`` (required then). With ``wait`` (default), returns once every message is
     delivered, raising :class:`DeliveryError` if one could not be; otherwise delivery
     failures surface on the next call or flush. Returns how many were sent (0 when
     ``alerts_topic`` is null)."""
@@ -296,7 +294,9 @@ def publish_alerts(events: Iterable, spec: PipelineSpec | None = None, *, produc
             raise RuntimeError("publish_alerts needs a spec: pass spec=..., or call sinks.kafka.configure(spec) first")
         if not spec.outputs.alerts_topic:
             return 0
-        producer = producer_for(spec)
+        if counters is None:
+            raise TypeError("publish_alerts needs producer=..., or counters=... (the run's RunStats) for the shared producer")
+        producer = producer_for(spec, counters)
     n = producer.publish_alerts(events)
     if wait:
         producer.flush()

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -30,6 +32,7 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOr
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from pipelines.spec import PipelineSpec
 from schemas.tables import TABLES, TableDef
@@ -74,18 +77,20 @@ def _carry(table: Table) -> dict[str, str]:
     return {k: props[k] for k in (OFFSETS_KEY, ARCHIVED_THROUGH, ARCHIVED_SEQ) if props.get(k)}
 
 
-def _retrying(catalog: Catalog, table: Table, report: TableReport, fn, attempts: int = 10):
-    """Run ``fn(table)``; on a commit conflict reload the table and run it again."""
-    for attempt in range(attempts):
+_T = TypeVar("_T")
+
+
+def _retrying(catalog: Catalog, table: Table, report: TableReport, fn: Callable[[Table], _T], attempts: int = 10) -> _T:
+    """Run ``fn(table)``; on a commit conflict reload the table and run it again, at most
+    ``attempts`` runs in all: the last run's conflict is raised."""
+    for attempt in range(attempts - 1):
         try:
             return fn(table)
         except CommitFailedException:
-            if attempt == attempts - 1:
-                raise
             report.retries += 1
             time.sleep(min(0.05 * 2 ** attempt, 2.0))
             table = catalog.load_table(table.name())
-    return None
+    return fn(table)
 
 
 def _data_files(table: Table) -> pa.Table:
@@ -112,7 +117,11 @@ def archive_settings(spec: PipelineSpec, tdef: TableDef) -> tuple[timedelta, str
 
 
 def _archive_table(catalog: Catalog, spec: PipelineSpec, tdef: TableDef) -> Table:
-    retention, location = archive_settings(spec, tdef)
+    """``<table>_archive``, created on first use; only for a table that is archived."""
+    settings = archive_settings(spec, tdef)
+    if settings is None:
+        raise ValueError(f"storage.tables.{tdef.name}: the table is not archived")
+    retention, location = settings
     ns = spec.storage.namespace
     name = f"{tdef.name}_archive"
     ident = f"{ns}.{name}"
@@ -143,14 +152,14 @@ def expired_filter(spec: PipelineSpec, table: Table, tdef: TableDef, now: dateti
     col = table.properties.get("obsflow.time-column", tdef.time_column)
     if opts and opts.retention:
         cutoff = now - opts.retention
-        return LessThan(col, _iso(cutoff)), cutoff
+        return LessThan(term=col, value=_iso(cutoff)), cutoff
     cutoff = now - timedelta(seconds=int(table.properties.get("obsflow.retention-seconds", tdef.retention.total_seconds())))
     if tdef.retention_by is None:
-        return LessThan(col, _iso(cutoff)), cutoff
+        return LessThan(term=col, value=_iso(cutoff)), cutoff
     by, rules = tdef.retention_by
-    expr: BooleanExpression = And(NotIn(by, [v for v, _ in rules]), LessThan(col, _iso(cutoff)))
+    expr: BooleanExpression = And(NotIn(term=by, literals=[v for v, _ in rules]), LessThan(term=col, value=_iso(cutoff)))
     for value, retention in rules:
-        expr = Or(expr, And(EqualTo(by, value), LessThan(col, _iso(now - retention))))
+        expr = Or(expr, And(EqualTo(term=by, value=value), LessThan(term=col, value=_iso(now - retention))))
     return expr, cutoff
 
 
@@ -182,17 +191,22 @@ def apply_retention(catalog: Catalog, spec: PipelineSpec, table: Table, tdef: Ta
     return _retrying(catalog, table, report, archive_then_delete)
 
 
+def _total_records(snap: Snapshot) -> int:
+    """The snapshot summary's ``total-records`` (0 when the snapshot has no summary)."""
+    return int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0
+
+
 def _delete(catalog: Catalog, t: Table, expired: BooleanExpression, report: TableReport) -> Table:
     """Delete ``expired`` in one commit based on ``t``'s current snapshot (pyiceberg
     asserts it is still the table's head, so a concurrent commit makes this fail)."""
     snap = t.current_snapshot()
     if snap is None:
         return t
-    before = int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0
+    before = _total_records(snap)
     t.delete(delete_filter=expired, snapshot_properties=_carry(t))
     after_snap = t.current_snapshot()  # the transaction updated t to what it committed
     if after_snap is not None and after_snap.snapshot_id != snap.snapshot_id:
-        report.expired_rows += before - int(after_snap.summary.additional_properties.get("total-records", 0))
+        report.expired_rows += before - _total_records(after_snap)
     return catalog.load_table(t.name())
 
 
@@ -200,11 +214,13 @@ def _archive_expired(catalog: Catalog, spec: PipelineSpec, t: Table, tdef: Table
                      cutoff: datetime, report: TableReport) -> None:
     archive = _archive_table(catalog, spec, tdef)
     snap = t.current_snapshot()
+    if snap is None:  # an empty table has nothing to archive
+        return
     marker = archive.current_snapshot()
     props = marker.summary.additional_properties if marker is not None and marker.summary else {}
     through = props.get(ARCHIVED_THROUGH) or None
     # archives written before the sequence number was recorded: all current files count as covered
-    seq = int(props[ARCHIVED_SEQ]) if props.get(ARCHIVED_SEQ) else (snap.sequence_number if through else -1)
+    seq = int(props[ARCHIVED_SEQ]) if props.get(ARCHIVED_SEQ) else ((snap.sequence_number or 0) if through else -1)
     col = t.properties.get("obsflow.time-column", tdef.time_column)
     rows = _unarchived(t, snap, expired, col, through, seq)
     if rows.num_rows == 0:
@@ -214,7 +230,7 @@ def _archive_expired(catalog: Catalog, spec: PipelineSpec, t: Table, tdef: Table
     report.archived_rows += rows.num_rows
 
 
-def _unarchived(t: Table, snap, expired: BooleanExpression, col: str, through: str | None, seq: int) -> pa.Table:
+def _unarchived(t: Table, snap: Snapshot, expired: BooleanExpression, col: str, through: str | None, seq: int) -> pa.Table:
     """Rows of snapshot ``snap`` matching ``expired`` that no earlier archive commit took:
     from data files added after sequence number ``seq`` every expired row; from the files
     the last archive commit covered, only rows at or above its cutoff ``through``."""
@@ -231,7 +247,7 @@ def _unarchived(t: Table, snap, expired: BooleanExpression, col: str, through: s
     if new:
         parts.append(ArrowScan(t.metadata, t.io, t.schema(), expired).to_table(new))
     if old and through is not None:
-        parts.append(ArrowScan(t.metadata, t.io, t.schema(), And(GreaterThanOrEqual(col, through), expired)).to_table(old))
+        parts.append(ArrowScan(t.metadata, t.io, t.schema(), And(GreaterThanOrEqual(term=col, value=through), expired)).to_table(old))
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return pa.table({f.name: pa.array([], f.type) for f in schema_to_pyarrow(t.schema())})
@@ -240,18 +256,18 @@ def _unarchived(t: Table, snap, expired: BooleanExpression, col: str, through: s
 
 # -- compaction ----------------------------------------------------------------------
 
-def _partition_filter(tdef: TableDef, part: dict):
+def _partition_filter(tdef: TableDef, part: dict[str, Any]) -> BooleanExpression:
     """The row filter selecting exactly one partition of ``tdef``."""
-    preds = []
+    preds: list[BooleanExpression] = []
     for (col, transform), (_name, value) in zip(tdef.partition, part.items()):
         if transform == "day":
             if hasattr(value, "toordinal"):  # inspect.files() gives dates
                 start = datetime(value.year, value.month, value.day, tzinfo=UTC)
             else:
                 start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(value))
-            preds += [GreaterThanOrEqual(col, _iso(start)), LessThan(col, _iso(start + timedelta(days=1)))]
+            preds += [GreaterThanOrEqual(term=col, value=_iso(start)), LessThan(term=col, value=_iso(start + timedelta(days=1)))]
         else:
-            preds.append(IsNull(col) if value is None else EqualTo(col, value))
+            preds.append(IsNull(term=col) if value is None else EqualTo(term=col, value=value))
     out = preds[0]
     for p in preds[1:]:
         out = And(out, p)
@@ -423,4 +439,4 @@ def _archive_retention(catalog: Catalog, t: Table, tdef: TableDef, cutoff: datet
     if t.current_snapshot() is None:
         return t
     col = t.properties.get("obsflow.time-column", tdef.time_column)
-    return _delete(catalog, t, LessThan(col, _iso(cutoff)), report)
+    return _delete(catalog, t, LessThan(term=col, value=_iso(cutoff)), report)

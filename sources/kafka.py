@@ -48,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from core.batch import RawBatch
 from core.errors import ConfigurationError, ServiceUnavailable
-from core.stats import STATS
+from core.stats import RunStats
 from pipelines.spec import KafkaSpec, PipelineSpec, SourceSpec
 
 log = logging.getLogger(__name__)
@@ -137,9 +137,10 @@ class KafkaSource:
     this process) end unbounded reads; bounded reads end at their range's end too.
     Picklable: consumers are created by the readers, where they run."""
 
-    def __init__(self, spec: PipelineSpec, sources: list[SourceSpec] | None = None, *,
+    def __init__(self, spec: PipelineSpec, sources: list[SourceSpec] | None = None, *, counters: RunStats,
                  deadline: float | None = None, max_records: int | None = None, batch_size: int | None = None):
         self.spec = spec
+        self.counters = counters  # the readers' positions and high watermarks (consumer lag)
         self.kspec: KafkaSpec = spec.kafka
         self.sources = list(sources if sources is not None else spec.sources)
         self.bootstrap = self.kspec.bootstrap
@@ -440,7 +441,7 @@ class PartitionReader:
 
     def _report_progress(self, c: Consumer, force: bool = False) -> int | None:
         """Position and high watermark (librdkafka's cached value from its fetches) for the
-        consumer-lag metric (``runners.stats.STATS.partitions``); returns the high
+        consumer-lag metric (the source's ``counters.partitions``); returns the high
         watermark when it was read now (``force``, or the report was due), else None."""
         now = time.monotonic()
         if not force and now - getattr(self, "_progress_at", 0.0) < self.PROGRESS_EVERY_S:
@@ -450,7 +451,7 @@ class PartitionReader:
             high = c.get_watermark_offsets(TopicPartition(self.part.topic, self.part.partition), cached=True)[1]
         except KafkaException:
             high = None
-        STATS.set_partition(self.part.topic, self.part.partition, self.position, high)
+        self.source.counters.set_partition(self.part.topic, self.part.partition, self.position, high)
         return high
 
     def _maybe_commit_group(self, force: bool = False) -> None:

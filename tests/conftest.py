@@ -28,7 +28,7 @@ SERVICE_FIXTURES: dict[str, frozenset[str]] = {
 SERVICE_MODULES: dict[str, str] = {  # module path (from tests/) -> the service it starts itself
     "alerting/test_alertmanager_differential.py": "alertmanager",
     "alerting/test_prometheus_differential.py": "prometheus",
-    "test_alerts_pipeline.py": "alertmanager",
+    "e2e/test_alerts_pipeline.py": "alertmanager",
     "tail_sampling/test_otel_collector.py": "otel_collector",
     "collect/test_tracker_browser.py": "browser",
     "infra/test_kafka_broker.py": "kafka",

@@ -146,7 +146,7 @@ def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
     from sinks.iceberg import IcebergSink
 
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=STATS)
     if max_rows:
         sink.max_rows = max_rows
     for part in source.partitions():

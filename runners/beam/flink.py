@@ -13,7 +13,8 @@ What runs where:
   job resumes from the tables' positions without loss or duplicates.
 * **The job server** (Beam's portable → Flink translator, a Java process): either started
   here from ``--flink_job_server_jar`` (``job_server_jar``; default
-  :func:`infra.flink.job_server_jar`, or ``$OBSFLOW_FLINK_JOB_SERVER_JAR``), or one
+  ``$OBSFLOW_FLINK_JOB_SERVER_JAR``, else the jar ``python -m infra.flink fetch`` cached:
+  :func:`runners.flink_job_server.cached_job_server_jar`), or one
   already running, given as ``job_endpoint`` (``host:port`` of its gRPC job service,
   e.g. a Kubernetes Deployment of ``beam-runners-flink-<minor>-job-server``).
 * **The Python SDK workers**: ``--environment_type=EXTERNAL`` — Beam's worker pool
@@ -79,19 +80,23 @@ def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None 
         # a job server that is already running (it knows its Flink master from its own flags)
         opts += ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}"]
     else:
-        try:
-            from infra import flink as local_flink
-        except ImportError as e:  # infra/ (the test services) is not in the wheel: only a source checkout has it
-            raise SubmitError("no Beam Flink job server: give --job-endpoint HOST:PORT of a running one, or run "
-                              "from a source checkout, whose `python -m infra.flink fetch` provides the jar") from e
+        from runners import flink_job_server as located
 
-        jar = job_server_jar or str(local_flink.job_server_jar())
-        minor = flink_version or os.environ.get(FLINK_VERSION_ENV) or local_flink.FLINK_MINOR
+        try:
+            cached = None if job_server_jar else located.cached_job_server_jar()
+        except located.FlinkSetupError as e:  # $OBSFLOW_FLINK_JOB_SERVER_JAR names no file
+            raise SubmitError(str(e)) from e
+        jar = job_server_jar or (str(cached) if cached is not None else None)
+        if jar is None:
+            raise SubmitError(f"no Beam Flink job server: none is cached in {located.job_server_dir()}. Give --job-endpoint "
+                              f"HOST:PORT of a running one, or --job-server-jar (or ${located.JAR_ENV}), or fetch it "
+                              "from a source checkout with `python -m infra.flink fetch`")
+        minor = flink_version or os.environ.get(FLINK_VERSION_ENV) or located.FLINK_MINOR
         opts += ["--runner=FlinkRunner", f"--flink_master={master}", f"--flink_version={minor}",
                  f"--flink_job_server_jar={jar}"]
         try:
-            opts.append(f"--job_server_java_launcher={java or local_flink.java_home() / 'bin' / 'java'}")
-        except local_flink.FlinkSetupError:
+            opts.append(f"--job_server_java_launcher={java or located.java_home() / 'bin' / 'java'}")
+        except located.FlinkSetupError:
             pass  # `java` on PATH, Beam's default
     return opts + list(extra or [])
 

@@ -214,7 +214,7 @@ class WriteIceberg(beam.DoFn):
         self.dedupe = dedupe
 
     def setup(self):
-        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan)
+        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan, counters=STATS)
 
     def process(self, out):
         self.sink.accept(out)
@@ -250,7 +250,7 @@ class WriteTables(beam.DoFn):
         table, out = element
         sink = self.sinks.get(table)
         if sink is None:
-            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan)
+            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan, counters=STATS)
         sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
@@ -305,7 +305,7 @@ class StageDoFn(beam.DoFn):
     def _publish(self, out):
         STATS.record_stage(out)  # the trace stage's tail sampling counts
         d = self.defs[out.stage]
-        publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False))
+        publish_stage_output(out, d.options.get("spec"), d.options.get("kafka", False), counters=STATS)
 
 
 def _wall_clock() -> float:

@@ -154,7 +154,7 @@ class KafkaBytewaxSource(FixedPartitionedSource[object, None]):
 
 class _IcebergPartition(StatelessSinkPartition):
     def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
-        self.sink = IcebergSink(spec, tables, dedupe=dedupe, plan=plan)
+        self.sink = IcebergSink(spec, tables, dedupe=dedupe, plan=plan, counters=STATS)
 
     def write_batch(self, items) -> None:
         for out in items:
@@ -322,7 +322,7 @@ class StageLogic(StatefulLogic):
 
 def _publish(defn, out) -> None:
     STATS.record_stage(out)  # the trace stage's tail sampling counts
-    publish_stage_output(out, defn.options.get("spec"), defn.options.get("kafka", False))
+    publish_stage_output(out, defn.options.get("spec"), defn.options.get("kafka", False), counters=STATS)
 
 
 #: the trace stage's host, by its former name

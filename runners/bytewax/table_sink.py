@@ -32,13 +32,14 @@ import bytewax.operators as op
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from pipelines.spec import PipelineSpec
+from runners.stats import STATS
 from sinks.iceberg import IcebergSink, split_by_table
 from sinks.plan import WritePlan
 
 
 class _TablePartition(StatefulSinkPartition):
     def __init__(self, spec: PipelineSpec, table: str, plan: WritePlan, dedupe: bool = False):
-        self.sink = IcebergSink(spec, [table], dedupe=dedupe, plan=plan)
+        self.sink = IcebergSink(spec, [table], dedupe=dedupe, plan=plan, counters=STATS)
 
     def write_batch(self, items) -> None:
         for out in items:

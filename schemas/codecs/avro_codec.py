@@ -30,6 +30,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 from fastavro.read import SchemaResolutionError
+from fastavro.types import Schema
 
 from core.errors import ObsflowError, ServiceUnavailable
 from schemas.wire import AVRO_DIR, SIGNAL_SCHEMAS, avro_schema, raw_avro_schema, arrow_schema
@@ -214,8 +215,8 @@ class _Reader:
     """How to read bodies written with one writer schema id."""
 
     label: str
-    writer: dict
-    reader: dict | None  # None: same schema as the writer
+    writer: Schema  # parsed (fastavro.parse_schema)
+    reader: Schema | None  # None: same schema as the writer
     scales: dict[str, tuple[int, int]]  # field -> (multiply, divide)
 
 
@@ -292,6 +293,9 @@ class AvroCodec:
             if end != n:
                 rejects.add(i, "format_violation", f"{n - end} trailing bytes after the Avro record (schema id {sid}, {rd.label}): the record ends at byte {end} of {n}")
                 continue
+            if not isinstance(rec, dict):  # the writer schema resolved against the reader record, so a record
+                rejects.add(i, "schema_violation", f"writer schema id {sid} ({rd.label}) decoded to {type(rec).__name__}, not a record")
+                continue
             if rd.scales:
                 for f, (mul, div) in rd.scales.items():
                     t = rec.get(f)
@@ -312,6 +316,7 @@ class AvroCodec:
         except UnknownSchema as e:
             # a registry 404 is cached by the registry with a TTL; do not pin it here
             return str(e)
+        rd: _Reader | str
         try:
             writer_doc, writer_units = _strip_timestamps(doc)
             wname, rname = _fullname(writer_doc), _fullname(self._reader_doc)
@@ -324,7 +329,7 @@ class AvroCodec:
                 rd = _Reader(label, self._reader_parsed, None, {})
             else:
                 writer = fastavro.parse_schema(writer_doc)
-                scales = {}
+                scales: dict[str, tuple[int, int]] = {}
                 for f, ru in self.reader_units.items():
                     wu = writer_units.get(f, ru)
                     if wu != ru:

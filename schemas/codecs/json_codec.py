@@ -29,6 +29,7 @@ import io
 import json
 import math
 import re
+import types
 import typing
 from itertools import repeat
 
@@ -293,7 +294,8 @@ def _msgspec_type(t: pa.DataType | pa.Schema, name: str = "Record"):
     if pa.types.is_floating(t):
         return float
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return list[_msgspec_type(t.value_type, name + "_item") | None]
+        # built at run time from the item type: list[item | None]
+        return types.GenericAlias(list, (_msgspec_type(t.value_type, name + "_item") | None,))
     return typing.Any
 
 
@@ -597,9 +599,11 @@ class JsonCodec:
         only reading those fields; a non-object value rejects its record."""
         pos_of = {int(i): k for k, i in enumerate(idx)}
         rows = batch.table.column(INDEX).to_numpy()
-        columns = {m: ([0], [], [], []) for m in self.map_fields}  # offsets, keys, values, null-mask
+        # per map field: offsets, keys, values, null-mask
+        columns: dict[str, tuple[list[int], list[str], list[str | None], list[bool]]] = {
+            m: ([0], [], [], []) for m in self.map_fields}
         bad = np.zeros(len(rows), dtype=bool)
-        details = [None] * len(rows)
+        details: list[str | None] = [None] * len(rows)
         reasons = ["schema_violation"] * len(rows)
         decode = self._map_decoder.decode
         fields = [(m, *columns[m]) for m in self.map_fields]

@@ -44,8 +44,9 @@ JSON."""
 from __future__ import annotations
 
 import base64
+from functools import partial
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -285,7 +286,7 @@ def _jplain(v, where: str) -> Any:
             try:
                 return float(x)
             except ValueError:
-                raise _Reject("schema_violation", f"{w}: expected a number, got {x[:40]!r}") from None
+                raise _Reject("schema_violation", f"{w}: expected a number, got {str(x)[:40]!r}") from None
         if camel == "bytesValue":
             try:
                 return base64.b64encode(base64.b64decode(_jstr(x, w), validate=True)).decode()
@@ -392,8 +393,11 @@ class _Items:
 
     def check_size(self, source: Any, where: str) -> None:
         """Raise :class:`_Reject` when the message is over the item limit and this item too."""
-        size = self.size_of(source)
-        if size > self.limit:
+        size_of, limit = self.size_of, self.limit
+        if size_of is None or limit is None:  # built without a limit: nothing to check
+            return
+        size = size_of(source)
+        if size > limit:
             raise _Reject("size_violation", f"{where}: item of {size} bytes exceeds the limit of {self.limit} bytes")
 
     def fail(self, k: int, where: str, e: Exception, first: int) -> None:
@@ -571,7 +575,8 @@ def _json_records(doc: dict, signal: str, raw_resource: bool = False):
 
 
 def _json_spans(doc: dict, rows: _SpanRows) -> None:
-    last, ctx = None, None
+    last: dict | None = None
+    ctx: tuple[str, dict | None, dict[str, str] | None] = ("", None, None)  # set at the first record (its resource is not None)
     for res, resource, w, sp in _json_records(doc, "span", raw_resource=True):
         if res is not last:
             last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None, _jattr_types(resource))
@@ -603,7 +608,8 @@ def _json_log(rows: _LogRows, res: tuple, w: str, lr) -> None:
 
 
 def _json_logs(doc: dict, rows: _LogRows) -> None:
-    last, res = None, None
+    last: dict | None = None
+    res: tuple[str, str | None, str | None, dict] = ("", None, None, {})  # set at the first record
     for r, w, lr in _json_records(doc, "log"):
         if r is not last:
             last, res = r, rows.resource(r)
@@ -713,7 +719,7 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
                         w = f"{where}.gauge.data_points[{d}]"
                         rows.item(dp, w, lambda: _gauge_point(rows, w, name, svc, dp))
                 elif data == "sum":
-                    temp = _temporality(m.sum)
+                    temp: str | None = _temporality(m.sum)
                     level = not m.sum.is_monotonic and temp == "cumulative"
                     kind, temp = ("GAUGE", None) if level else ("COUNTER", temp)
                     for d, dp in enumerate(m.sum.data_points):
@@ -757,7 +763,11 @@ _JSON_POINT_TYPES = {"gauge": NumberDataPoint, "sum": NumberDataPoint, "histogra
                      "summary": SummaryDataPoint}
 
 
-def _json_metric_items(doc: dict):
+#: an item of an OTLP/JSON metrics document: (source, path, build), ``build(rows)`` appends its rows
+_MetricItem = tuple[Any, str, Callable[["_MetricRows"], None]]
+
+
+def _json_metric_items(doc: dict) -> Iterator[_MetricItem]:
     """``(source, where, build)`` for each item of an OTLP/JSON metrics document, in the
     order and with the paths of :func:`_proto_metrics`: each data point is parsed alone, so
     a wrong-typed point is rejected alone (``build`` raises); a metric whose own fields are
@@ -775,7 +785,7 @@ def _json_metric_items(doc: dict):
                 yield from _json_metric(_jobj(m, f"{w2}.metrics[{c}]"), f"{w2}.metrics[{c}]", svc)
 
 
-def _json_metric(m: dict, where: str, svc: str):
+def _json_metric(m: dict, where: str, svc: str) -> Iterator[_MetricItem]:
     """The items of one OTLP/JSON metric (see :func:`_json_metric_items`)."""
     bodies = {k: v for k, v in m.items() if k in _JSON_DATA_KEYS}
     points_of = {k: _jlist(_jobj(v, f"{where}.{_JSON_DATA_KEYS[k]}"), "dataPoints", "data_points",
@@ -799,7 +809,12 @@ def _json_metric(m: dict, where: str, svc: str):
     ptype = _JSON_POINT_TYPES[data]
     for d, point in enumerate(points_of[key]):
         w = f"{where}.{data}.data_points[{d}]"
-        yield point, w, lambda rows, point=point, w=w: _metric_point(rows, w, metric, svc, _json_parse(point, ptype(), w))
+        yield point, w, partial(_json_point, metric, svc, ptype, point, w)
+
+
+def _json_point(metric: Metric, svc: str, ptype: type, point: Any, w: str, rows: _MetricRows) -> None:
+    """The rows of the OTLP/JSON data point ``point`` (at path ``w``) of ``metric``."""
+    _metric_point(rows, w, metric, svc, _json_parse(point, ptype(), w))
 
 
 _JSON_DATA_KEYS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "summary": "summary",
@@ -812,7 +827,7 @@ def _metric_point(rows: _MetricRows, w: str, m: Metric, svc: str, dp) -> None:
     if data == "gauge":
         _gauge_point(rows, w, m.name, svc, dp)
     elif data == "sum":
-        temp = _temporality(m.sum)
+        temp: str | None = _temporality(m.sum)
         level = not m.sum.is_monotonic and temp == "cumulative"
         kind, temp = ("GAUGE", None) if level else ("COUNTER", temp)
         _sum_point(rows, w, m.name, svc, kind, temp, dp)
@@ -824,7 +839,7 @@ def _metric_point(rows: _MetricRows, w: str, m: Metric, svc: str, dp) -> None:
 
 def _json_metrics(doc: dict, rows: _MetricRows) -> None:
     for source, where, build in _json_metric_items(doc):
-        rows.item(source, where, lambda build=build: build(rows))
+        rows.item(source, where, partial(build, rows))
 
 
 def _item_sources(parsed, signal: str, encoding: str) -> list:
@@ -833,7 +848,7 @@ def _item_sources(parsed, signal: str, encoding: str) -> list:
     if signal == "metric":
         if encoding == "otlp_json":
             return [source for source, _, _ in _json_metric_items(parsed)]
-        out = []
+        out: list[Any] = []
         for rm in parsed.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
@@ -882,16 +897,19 @@ class OtlpCodec:
         self.encoding = encoding
         self.wire = arrow_schema(signal)
         self.names = [f.name for f in self.wire]
-        self.message_type = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest,
-                             "metric": ExportMetricsServiceRequest}[signal]
+        message_types: dict[str, type[ExportTraceServiceRequest | ExportLogsServiceRequest | ExportMetricsServiceRequest]] = {
+            "span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}
+        self.message_type = message_types[signal]
         self.what = {"span": "spans", "log": "log records", "metric": "metric data points"}[signal]
         self._rows = {"span": _SpanRows, "log": _LogRows, "metric": _MetricRows}[signal]
         if set(self._rows.columns) != set(self.names):  # the wire schema changed under us
             raise ValueError(f"OTLP {signal} rows {self._rows.columns} do not match the wire columns {self.names}")
+        expanders: dict[str, Callable[[Any, Any], None]]  # (parsed message, rows)
         if encoding == "otlp_proto":
-            self._expand: Callable[[Any, Any], None] = {"span": _proto_spans, "log": _proto_logs, "metric": _proto_metrics}[signal]
+            expanders = {"span": _proto_spans, "log": _proto_logs, "metric": _proto_metrics}
         else:
-            self._expand = {"span": _json_spans, "log": _json_logs, "metric": _json_metrics}[signal]
+            expanders = {"span": _json_spans, "log": _json_logs, "metric": _json_metrics}
+        self._expand = expanders[signal]
 
     # -- public -------------------------------------------------------------------------
 
@@ -930,7 +948,14 @@ class OtlpCodec:
             items.extend(rows.row_item)
         table = self._table(all_rows, index, items, rejects)
         return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=lambda i, k: self._item_bytes(_item_sources(self._parse(raw.values[i]), self.signal, self.encoding)[k]))
+                     item_raw=partial(self._item_raw, raw))
+
+    def _item_raw(self, raw: RawBatch, i: int, k: int) -> bytes:
+        """The own bytes of item ``k`` of message ``i`` (a message that had items)."""
+        value = raw.values[i]
+        if value is None:
+            raise ValueError(f"record {i} is a tombstone: it has no items")
+        return self._item_bytes(_item_sources(self._parse(value), self.signal, self.encoding)[k])
 
     def _table(self, all_rows: list[tuple], index: list[int], items: list[int], rejects: Rejects) -> pa.Table:
         """The rows as the wire schema's table plus ``_i`` and ``_item``. Should a value

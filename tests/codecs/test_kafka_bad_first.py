@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from pipelines.loader import parse_spec
 from sources.generator import partition_stream
 from tests.helpers import START_MS, read_table
-from tests.test_kafka_pipeline import spec_data, write_spec
+from tests.e2e.test_kafka_pipeline import spec_data, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = 30

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from runners.stats import STATS
 from sources.kafka import KafkaSource, PartitionRange, PartitionReader
 
 
@@ -73,7 +74,7 @@ class GatedReader(PartitionReader):
 
 class OrderedKafkaSource(KafkaSource):
     def __init__(self, spec, mode: str, topic_order: list[str], batch_size: int):
-        super().__init__(spec, batch_size=batch_size)
+        super().__init__(spec, batch_size=batch_size, counters=STATS)
         self.mode = mode
         self.topic_order = topic_order
         self._ranges: list[PartitionRange] = []

@@ -8,6 +8,7 @@ import json
 import pyarrow as pa
 from pyiceberg.schema import Schema
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph, write_plan
 from pipelines.loader import parse_spec
 from schemas.tables import DEAD_LETTERS
@@ -31,7 +32,7 @@ def test_an_old_dead_letter_table_gets_raw_text(tmp_path):
                                         "source_topic": "t", "source_partition": 0, "source_offset": 0, "raw_size": 0,
                                         "raw_truncated": False}], schema=table.schema().as_arrow()))
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.write(graph.process(RawBatch("events", "events", 0, [b"not json jane@example.org", json.dumps({"x": 1}).encode()],
                                       [0, 1], [1_763_000_000_000] * 2)))
     sink.close()

@@ -1,6 +1,7 @@
 """The Iceberg sink's effectively-once bookkeeping: a crash between two tables' commits
 neither loses nor duplicates rows on restart; bounds by rows trigger commits."""
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph, write_plan
 from sinks.catalog import open_catalog
 from sinks.iceberg import IcebergSink, snapshot_offsets
@@ -19,12 +20,12 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
     spec = local_spec(tmp_path / "wh")
     outs = outputs(spec)  # 100 records of events:0, in batches of 50
     names = ["events", "dead_letters"]
-    sink = IcebergSink(spec, names, plan=write_plan(spec))
+    sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
     sink.write(outs[0])
     sink._commit("events")          # events committed up to offset 50 ...
     sink.drain()
     # ... and the process dies before dead_letters commits
-    sink = IcebergSink(spec, names, plan=write_plan(spec))
+    sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
     resume = sink.resume_offsets({"events": names})
     assert resume == {"events:0": 0}  # dead_letters has nothing yet: start from 0
     for out in outs:                   # re-deliver everything from the resume point
@@ -44,7 +45,7 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
 def test_commits_when_the_row_bound_is_reached(tmp_path):
     spec = local_spec(tmp_path / "wh", max_rows=40, max_seconds=3600)
     outs = outputs(spec)
-    sink = IcebergSink(spec, ["events", "dead_letters"], plan=write_plan(spec))
+    sink = IcebergSink(spec, ["events", "dead_letters"], plan=write_plan(spec), counters=RunStats())
     sink.write(outs[0])
     sink.drain()  # the commit the row bound started (on the committer thread) has landed
     rows0 = outs[0].rows["events"].num_rows
@@ -68,7 +69,7 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
     STATS.reset()
-    a, b = IcebergSink(spec, names, plan=write_plan(spec)), IcebergSink(spec, names, plan=write_plan(spec))  # both hold the same table metadata
+    a, b = IcebergSink(spec, names, plan=write_plan(spec), counters=STATS), IcebergSink(spec, names, plan=write_plan(spec), counters=STATS)  # both hold the same table metadata
     assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
     out_a, out_b = outputs(spec, partition=0)[0], outputs(spec, partition=1)[0]
     a.write(out_a)
@@ -101,7 +102,7 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
 
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
-    other, sink = IcebergSink(spec, names, plan=write_plan(spec)), IcebergSink(spec, names, plan=write_plan(spec))
+    other, sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats()), IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
     other.write(outputs(spec, partition=1)[0])
     out = outputs(spec, partition=0)[0]
     sink.write(out)
@@ -122,12 +123,12 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
 
 def test_tables_made_before_get_pyiceberg_retries_turned_off(tmp_path):
     spec = local_spec(tmp_path / "wh")
-    IcebergSink(spec, ["events"], plan=write_plan(spec)).close()
+    IcebergSink(spec, ["events"], plan=write_plan(spec), counters=RunStats()).close()
     cat = open_catalog(spec.storage)
     with cat.load_table("obs.events").transaction() as tx:  # as an older obsflow created it
         tx.remove_properties("commit.retry.num-retries")
     assert "commit.retry.num-retries" not in cat.load_table("obs.events").properties
-    sink = IcebergSink(spec, ["events"], plan=write_plan(spec))
+    sink = IcebergSink(spec, ["events"], plan=write_plan(spec), counters=RunStats())
     assert sink.tables["events"].properties["commit.retry.num-retries"] == "0"
     sink.close()
 
@@ -180,7 +181,7 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     from sinks.iceberg import _WrittenFiles
 
     spec = local_spec(tmp_path / "wh")
-    sink = IcebergSink(spec, ["logs"], plan=write_plan(spec))
+    sink = IcebergSink(spec, ["logs"], plan=write_plan(spec), counters=RunStats())
     table = sink.tables["logs"]
     rows = pa.concat_tables([o.rows["logs"] for o in outputs(spec, topic="logs")])
     # a second day, so both partition fields vary
@@ -235,3 +236,43 @@ def test_partition_tasks_keep_null_keys_apart_and_rows_in_order():
         assert set(rows.column("k").to_pylist()) == {t.partition_key.partition[0]}
     assert got == {"a": [2, 5], "b": [0, 3, 7], "c": [6], None: [1, 4]}
     assert [t.task_id for t in tasks] == list(range(len(tasks)))
+
+
+def test_two_sinks_in_one_process_keep_separate_counters(tmp_path):
+    """Each sink records its commits into the counters it was given (``counters=``) and
+    writes those counters into each commit's summary: two sinks in one process keep their
+    figures apart, and the process's ``STATS`` is left alone."""
+    import json
+
+    from runners.stats import STATS
+    from sinks.iceberg import STATS_KEY
+
+    STATS.reset()
+    names = ["events", "dead_letters"]
+    spec_a, spec_b = local_spec(tmp_path / "a"), local_spec(tmp_path / "b")
+    outs_a = outputs(spec_a, partition=0)     # 100 records in two batches
+    outs_b = outputs(spec_b, partition=1)[:1]  # 50 records
+    counters_a, counters_b = RunStats(), RunStats()
+    a = IcebergSink(spec_a, names, plan=write_plan(spec_a), counters=counters_a)
+    b = IcebergSink(spec_b, names, plan=write_plan(spec_b), counters=counters_b)
+    for counters, sink, outs in ((counters_a, a, outs_a), (counters_b, b, outs_b)):
+        for out in outs:
+            counters.add_output(out)  # as the runners' process step does
+            sink.write(out)
+    a.close()
+    b.close()
+    events_a = sum(o.rows["events"].num_rows for o in outs_a)
+    events_b = sum(o.rows["events"].num_rows for o in outs_b)
+    assert events_a > events_b > 0
+    assert a.stats.rows_by_table["events"] == events_a and b.stats.rows_by_table["events"] == events_b
+    for counters, sink in ((counters_a, a), (counters_b, b)):
+        assert dict(counters.rows_by_table) == sink.stats.rows_by_table
+        assert counters.commits == sink.stats.commits > 0
+        assert dict(counters.commits_by_table) == {t: 1 for t in sink.stats.rows_by_table}
+    assert counters_a.records_in == 100 and counters_b.records_in == 50
+    # the process's counters saw none of it
+    assert STATS.commits == 0 and not STATS.rows_by_table and STATS.records_in == 0
+    # each commit's summary carries its own sink's counters
+    for spec, records in ((spec_a, 100), (spec_b, 50)):
+        snap = open_catalog(spec.storage).load_table("obs.events").current_snapshot()
+        assert json.loads(snap.summary.additional_properties[STATS_KEY])["records_in"] == records

@@ -18,10 +18,10 @@ from runners.bytewax.cluster import ClusterRun, spawn, wait
 from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
 from tests.helpers import strip_traces
-from tests.test_kafka_pipeline import (PARTITIONS, TOPIC_CONFIG, Expected, catalog_state, check_exact, produce,
+from tests.e2e.test_kafka_pipeline import (PARTITIONS, TOPIC_CONFIG, Expected, catalog_state, check_exact, produce,
                                        spec_data, write_spec)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup(kafka_broker, kafka_topic_factory, tmp_path, per: int):

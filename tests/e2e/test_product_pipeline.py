@@ -1,6 +1,6 @@
 """Product analytics end to end: the sessions and the signup funnel the pipeline writes
 equal an independent computation from the generator's own records (Beam gives the same
-rows: tests/test_metrics_pipeline.py::test_generated_metrics_sessions_and_alerts_same_on_both_engines)."""
+rows: tests/e2e/test_metrics_pipeline.py::test_generated_metrics_sessions_and_alerts_same_on_both_engines)."""
 
 import json
 from collections import Counter

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
@@ -75,7 +76,7 @@ def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_
     path.write_text(yaml.safe_dump(shared_spec_data))  # credentials stay ${VAR} references
     run = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2",
                           "--spec", str(path), "--count", "1200", "--batch-size", "500", "--no-progress"],
-                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "cluster finished" in run.stdout and "(ok)" in run.stdout
     spec = parse_spec(shared_spec_data)
@@ -227,7 +228,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
         restarted.set()
 
     graph = PipelineGraph(spec)
-    sink = OutageSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = OutageSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.max_rows = 150
     th = threading.Thread(target=restart)
     th.start()
@@ -281,7 +282,7 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
         "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})})})
     caplog.set_level(logging.DEBUG)
     graph = PipelineGraph(spec)
-    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec))
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     src = source_with_suffix(spec, 300, batch_size=300)
     s3_server.stop()
     try:
@@ -349,7 +350,7 @@ def test_two_writers_on_one_table_both_land(shared_spec):
 
 
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "pipelines" / "examples" / "shared-storage.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "shared-storage.yaml"
 
 
 def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres_server, tmp_path):
@@ -377,7 +378,7 @@ def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres
 
     def sh(*argv):
         return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env, timeout=600,
-                              cwd=Path(__file__).resolve().parents[1])
+                              cwd=Path(__file__).resolve().parents[2])
 
     run = ["runners.cli", "run", "--spec", str(EXAMPLE), "--count", "300", "--batch-size", "300", "--no-progress"]
     r = sh(*run)

@@ -22,7 +22,7 @@ from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import read_table, strip_traces
-from tests.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, run_inproc, spec_data, write_spec
+from tests.e2e.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, run_inproc, spec_data, write_spec
 
 TABLES = ("events", "logs", "dead_letters")
 

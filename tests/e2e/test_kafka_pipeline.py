@@ -24,6 +24,7 @@ import yaml
 from confluent_kafka import Producer
 
 from core.errors import EXIT_INTERRUPTED
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, parse_spec
 from runners.job import RunRequest
@@ -31,7 +32,7 @@ from runners.stats import STATS
 from sources.generator import partition_stream
 from tests.helpers import START_MS, read_table, strip_traces
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 SIGNALS = {"events": "event", "logs": "log"}
 TOPIC_CONFIG = {"retention.ms": "-1"}  # generated timestamps are in the past: keep them
@@ -392,7 +393,7 @@ def test_topic_pattern_discovers_every_matching_partition(kafka_broker, kafka_to
     data = spec_data(tmp_path / "wh", kafka_broker.bootstrap, {"events": a})
     data["sources"][1] = {"name": "logs", "topic_pattern": r"patlogs-test_topic_pattern.*", "signal": "log"}
     spec = parse_spec(data)
-    parts = KafkaSource(spec, [spec.sources[1]]).partitions()
+    parts = KafkaSource(spec, [spec.sources[1]], counters=RunStats()).partitions()
     assert sorted((p.topic, p.partition) for p in parts) == sorted([(a, 0), (a, 1)] + [(b, i) for i in range(3)])
     assert {p.source for p in parts} == {"logs"}
 
@@ -425,6 +426,6 @@ def test_each_batch_says_how_many_records_its_partition_still_holds(kafka_broker
         p.produce(topic, value=b'{"k": %d}' % k, partition=0)
     assert p.flush(30) == 0
     spec = parse_spec(spec_data(tmp_path / "wh", kafka_broker.bootstrap, {"events": topic}))
-    source = KafkaSource(spec, [spec.sources[0]], batch_size=4)
+    source = KafkaSource(spec, [spec.sources[0]], batch_size=4, counters=RunStats())
     batches = list(source.batches(source.partitions()[0], 0))
     assert [(b.offsets[0], len(b), b.lag) for b in batches] == [(0, 4, 6), (4, 4, 2), (8, 2, 0)]

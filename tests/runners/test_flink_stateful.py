@@ -2,7 +2,7 @@
 metrics stage (event-time rollups) and the global stage (alert rules) of a streaming
 Beam job on Flink, and the alert timeline lands exactly in ``obs.alerts`` and on the
 Kafka alerts topic — the same timeline the bounded runners give
-(``tests/test_alerts_pipeline.py``), and the same closed rollup windows as the Beam
+(``tests/e2e/test_alerts_pipeline.py``), and the same closed rollup windows as the Beam
 DirectRunner's bounded read of the same topic.
 
 A streaming job never flushes its stages: a window closes when the event-time
@@ -27,8 +27,8 @@ from sinks.iceberg import snapshot_offsets
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import read_table
 from tests.helpers import BASE, MIN
-from tests.test_alerts_pipeline import ALERTS, source
-from tests.test_kafka_pipeline import TOPIC_CONFIG
+from tests.e2e.test_alerts_pipeline import ALERTS, source
+from tests.e2e.test_kafka_pipeline import TOPIC_CONFIG
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.alerts, pytest.mark.slow]
 
@@ -174,7 +174,7 @@ def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(flink_
     from confluent_kafka import Producer
 
     from runners.beam.flink import submit
-    from tests.test_idle_advance import _idle_spec, _slow_trace_otlp
+    from tests.pipelines.test_idle_advance import _idle_spec, _slow_trace_otlp
 
     topic = kafka_topic_factory(partitions=1, prefix="idle-spans-flink")
     spec = parse_spec(_idle_spec(tmp_path, kafka_broker.bootstrap, topic))

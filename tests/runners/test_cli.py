@@ -366,7 +366,7 @@ def test_beam_runner_import_prints_no_apitools_warning():
     """Beam logs "apitools not found ..." when it is imported (issue 13.9): nothing a user
     can act on. Importing the Beam runner the way `obsflow run --runner beam` does (with
     the CLI's logging set up) prints nothing; a whole Beam run over Kafka checks the same
-    in tests/test_topics.py."""
+    in tests/runners/test_topics.py."""
     code = ("import logging\nlogging.basicConfig(level='WARNING')\nimport runners.beam.run\n"
             "import apache_beam.io.gcp.bigquery\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from runners.metrics import MetricsServer
 from runners.stats import RunStats
 from tests.codecs.test_otlp_items import graph, run, span, trace_msg  # noqa: F401 (graph: a fixture)
-from tests.test_metrics_endpoint import scrape, values
+from tests.runners.test_metrics_endpoint import scrape, values
 
 
 def test_metrics_endpoint_counts_items(graph):  # noqa: F811

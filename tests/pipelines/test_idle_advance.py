@@ -23,7 +23,7 @@ from tests.helpers import BASE, MIN, metric_spec, sample
 from tests.tail_sampling.helpers import span, table, tid
 from transforms.batch import RawBatch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_763_000_000_000   # ingest time of the trace's first spans (Kafka record timestamps)
 W0 = 5_000_000           # wall time the stage received them
 SLOW = {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}}

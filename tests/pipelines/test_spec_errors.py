@@ -21,7 +21,7 @@ from pipelines.loader import SpecError, load_spec, parse_spec
 from tests.helpers import default_data
 from tests.helpers import spec_problems as problems
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def flow(d: dict, name: str) -> dict:

@@ -27,7 +27,7 @@ from runners.metrics import registry
 from runners.stats import STATS
 from tests.helpers import read_table, strip_traces
 from tests.helpers import iso
-from tests.test_stage_crashes import INGEST, drive, raw
+from tests.pipelines.test_stage_crashes import INGEST, drive, raw
 
 POISON = "POISON-PILL"
 POISON_LABEL = ("poison", "pill")
@@ -198,7 +198,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes], ts_ms: int) -> None
 @pytest.mark.parametrize("runner", ["bytewax", "beam"])
 def test_poison_records_over_kafka_are_dead_letters_and_a_restart_goes_on(runner, kafka_broker, kafka_topic_factory,
                                                                         tmp_path, monkeypatch):
-    from tests.test_kafka_pipeline import run_inproc
+    from tests.e2e.test_kafka_pipeline import run_inproc
 
     poison_flows(monkeypatch)
     poison_rollups(monkeypatch)

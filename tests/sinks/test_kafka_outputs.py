@@ -21,7 +21,7 @@ from pipelines.loader import SpecError, parse_spec
 from runners.stats import STATS
 from schemas.wire import avro_schema
 from tests.helpers import read_table
-from tests.test_kafka_pipeline import PARTITIONS, SIGNALS, TOPIC_CONFIG, Expected, produce, run_inproc, spec_data
+from tests.e2e.test_kafka_pipeline import PARTITIONS, SIGNALS, TOPIC_CONFIG, Expected, produce, run_inproc, spec_data
 
 
 def consume_all(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS, timeout: float = 30) -> list:
@@ -120,7 +120,7 @@ def test_producer_delivery_failure_raises_and_counts(kafka_broker):
 
     spec = parse_spec({"name": "x", "sources": [], "flows": [], "kafka": {"bootstrap_servers": kafka_broker.bootstrap},
                        "outputs": {"delivery_timeout": "1500ms"}})
-    sink = KafkaProducerSink.for_spec(spec)
+    sink = KafkaProducerSink.for_spec(spec, STATS)
     STATS.reset()
     for i in range(3):
         sink.produce("missing-topic-xyz", b"v", key=str(i).encode())
@@ -147,9 +147,9 @@ def test_publish_alerts_keyed_by_fingerprint_in_order(kafka_broker, kafka_topic_
                                      starts_at=1_763_000_000_000 + step * 60_000, ends_at=None if status == "firing" else 1_763_000_030_000 + step * 60_000,
                                      at=1_763_000_000_000 + step * 60_000))
     base = {"name": "x", "sources": [], "flows": [], "kafka": {"bootstrap_servers": kafka_broker.bootstrap}}
-    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": topic}})) == len(events)
-    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": avro_topic, "codec": "avro"}})) == len(events)
-    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": None}})) == 0
+    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": topic}}), counters=STATS) == len(events)
+    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": avro_topic, "codec": "avro"}}), counters=STATS) == len(events)
+    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": None}}), counters=STATS) == 0
     want = defaultdict(list)
     for e in events:
         want[e.fingerprint.encode()].append(e)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
+from core.stats import RunStats
 from pipelines.stages import StageOutput
 from schemas.tables import table_def
 from pipelines.graph import write_plan
@@ -59,7 +60,7 @@ def log(offset: int, rate: float, message: str = "line") -> dict:
 
 
 def write(spec, out: dict[str, pa.Table], dedupe: bool) -> None:
-    sink = IcebergSink(spec, TABLES, background=False, dedupe=dedupe, plan=write_plan(spec))
+    sink = IcebergSink(spec, TABLES, background=False, dedupe=dedupe, plan=write_plan(spec), counters=RunStats())
     sink.write_stage(StageOutput(stage="trace", shard=0, rows=out, positions={}))
     sink.flush()
     sink.close()

@@ -1,4 +1,4 @@
-"""Issue 19 items 9-11 through a real broker (tests/test_stage_crashes.py drives them in
+"""Issue 19 items 9-11 through a real broker (tests/pipelines/test_stage_crashes.py drives them in
 process): a metric count past 2**53 (item 9), a span name holding U+001F, the RED key
 separator (item 10), and a form step lasting 2**60 ms (item 11), produced to real topics
 and read by ``obsflow run --source kafka --bounded`` with the default spec (traces, rollups,
@@ -20,9 +20,9 @@ from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from tests.helpers import START_MS, read_table
 from tests.helpers import iso
-from tests.test_kafka_pipeline import write_spec
+from tests.e2e.test_kafka_pipeline import write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T = iso(START_MS - 1000)  # one second before ingest
 BIG = 2 ** 60
 

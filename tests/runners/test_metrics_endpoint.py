@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_kafka_pipeline import PARTITIONS, ROOT, SIGNALS, TOPIC_CONFIG, Expected, cli, produce, write_spec
-from tests.test_kafka_outputs import two_signal_spec
+from tests.e2e.test_kafka_pipeline import PARTITIONS, ROOT, SIGNALS, TOPIC_CONFIG, Expected, cli, produce, write_spec
+from tests.sinks.test_kafka_outputs import two_signal_spec
 
 
 def scrape(url: str) -> dict:

@@ -10,7 +10,7 @@ catalog and the local warehouse.
 
 Rows a stage derives with its own clock or decision (a trace's ``decided_at``, a span's
 adjusted count, a log line's ``sample_rate``) are deduplicated by what identifies them
-(``sinks.iceberg.DEDUPE_KEYS``; tests/test_catch_up_dedupe.py shows it row by row). What a
+(``sinks.iceberg.DEDUPE_KEYS``; tests/sinks/test_catch_up_dedupe.py shows it row by row). What a
 catch-up still cannot redo exactly: a row a stage derives from state built before the
 table's position (the stage restarts empty there), e.g. a log line whose trace was decided
 from spans before it; for the runs below every table comes out exactly as in a run that

@@ -22,11 +22,11 @@ from pipelines.loader import parse_spec
 from runners.flink_rest import FlinkRest
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import strip_traces
-from tests.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, spec_data, write_spec
+from tests.e2e.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, spec_data, write_spec
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def obsflow(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

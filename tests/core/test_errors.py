@@ -35,7 +35,7 @@ from sources.kafka import KafkaUnavailableError, MissingTopicError
 from transforms.scrub import MissingKeyError
 from transforms.tail_sampling.config import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # every error class: (class, exit code, transient, the standard base it keeps)
 CLASSES = [
@@ -151,7 +151,7 @@ def test_cli_finds_an_obsflow_error_an_engine_wrapped():
 
 def test_cli_names_an_unexpected_error_and_where_it_was_raised():
     code, line = failure(_raised(KeyError("k")))
-    assert code == 1 and line.startswith("obsflow: failed: KeyError: 'k' (at tests/test_errors.py:")
+    assert code == 1 and line.startswith("obsflow: failed: KeyError: 'k' (at tests/core/test_errors.py:")
 
 
 def test_causes_and_is_transient_follow_the_chain():
