@@ -272,3 +272,33 @@ def test_bad_ip_details_only_for_bad_addresses(monkeypatch):
     assert b.rejects.details == ["client_ip: not an IPv4 or IPv6 address: " + ips[k][:60] for k in bad]
     assert b.table.column("_i").to_pylist() == [k for k in range(len(ips)) if k not in bad]
     assert sliced == [3]  # the three distinct bad addresses, not the 40 rows
+
+
+def test_json_key_patterns_unrolled():
+    """The JSON string patterns of the dead-letter redaction (unrolled, possessive) find
+    the same matches, with the same groups, as the plain ``(?:[^"\\\\]|\\\\.)*`` ones they
+    replace, over random JSON-ish text (quotes, escapes, escaped quotes, backslash before
+    a newline or at the end, unterminated strings) and real JSON with sensitive keys."""
+    import json
+    import re
+
+    plain = r'"((?:[^"\\]|\\.)*)"'
+    old_kv = re.compile(r'(' + plain + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
+    old_otlp = re.compile(r'("key"\s*:\s*' + plain + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
+    pieces = ['"', '\\', '\\"', '\\\\', 'a', ':', ' ', '\n', ',', '{', '}', '"key"', '"value"', '"stringValue"', 'token', 'x' * 40,
+              '\u00e9', '": "', '\\\n']
+    rng = random.Random("json-unrolled")
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(4000)]
+    def piece() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+    texts += [f'[{{"key": "{piece()}", "value":{piece()[:1]} {{"stringValue": "{piece()}"}}}}]' for _ in range(2000)]
+    texts += [json.dumps({"authorization": "Bearer a\"b", "page": "/x\\y", "n": [1, {"token": "t\n"}]}),
+              json.dumps({"attributes": [{"key": "api.key", "value": {"stringValue": "s\"k\\"}}]}), '{"a": "x' + "y" * 70000]
+    found = {"kv": 0, "otlp": 0}
+    for t in texts:
+        for name, old, new in (("kv", old_kv, scrub_mod._JSON_KEY_VALUE), ("otlp", old_otlp, scrub_mod._OTLP_KEY_VALUE)):
+            want = [(m.span(), m.groups()) for m in old.finditer(t)]
+            assert [(m.span(), m.groups()) for m in new.finditer(t)] == want, t
+            found[name] += len(want)
+    assert found["kv"] > 1000 and found["otlp"] > 100, found  # the texts do exercise both
