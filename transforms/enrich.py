@@ -21,6 +21,24 @@ if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, nev
     from pipelines.spec import EnrichStep, ServiceMeta
 
 
+IP_DETAIL = "client_ip: not an IPv4 or IPv6 address: "
+
+
+class _BadIpDetails:
+    """The ``enrichment_failure`` detail of a row (``IP_DETAIL`` and the first 60
+    characters of its ``client_ip``), for :meth:`core.batch.Batch.reject_mask`, which reads
+    only the rejected rows: built once per distinct bad address, never for the whole column."""
+
+    def __init__(self, dictionary: pa.Array, bad_codes: pa.Array, indices: pa.Array):
+        texts = pc.binary_join_element_wise(IP_DETAIL, pc.utf8_slice_codeunits(dictionary.take(bad_codes), 0, 60), "")
+        self._by_code = dict(zip(bad_codes.to_pylist(), texts.to_pylist()))
+        self._codes = indices.fill_null(-1).to_numpy(zero_copy_only=False)
+
+    def __getitem__(self, row: int) -> str | None:
+        """The detail of table row ``row`` (None for a row whose address is valid)."""
+        return self._by_code.get(int(self._codes[row]))
+
+
 class Enricher:
     def __init__(self, signal: str, step: EnrichStep, services: dict[str, ServiceMeta]):
         self.signal = signal
@@ -39,7 +57,7 @@ class Enricher:
             if self.step.require_valid_ip and not all(g.valid for g in geos):
                 bad_codes = pa.array([k for k, g in enumerate(geos) if not g.valid], pa.int32())
                 bad = pc.is_in(indices, value_set=bad_codes)
-                details = pc.binary_join_element_wise("client_ip: not an IPv4 or IPv6 address: ", pc.utf8_slice_codeunits(t.column("client_ip"), 0, 60), "")
+                details = _BadIpDetails(enc.dictionary, bad_codes, indices)
                 before = batch.table.num_rows
                 batch.reject_mask(bad, "enrichment_failure", details)
                 t = batch.table

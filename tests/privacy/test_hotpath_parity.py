@@ -201,3 +201,104 @@ def test_pseudonyms_agree_with_python_hmac(key_len):
     assert new.pseudonymize(col).equals(ref.pseudonymize(col))
     assert new.pseudonymize(col.slice(3, 40)).equals(ref.pseudonymize(col.slice(3, 40)))
     assert new.pseudonymize(pa.array([None, None], pa.string())).equals(ref.pseudonymize(pa.array([None, None], pa.string())))
+
+
+def _mask_binary_ungated(s: Scrubber, value: bytes) -> bytes:
+    """``Scrubber._mask_binary`` as it was before its literal gates: every pattern run over
+    every binary payload (the reference the gated one must equal)."""
+    data = bytearray(value)
+    s._mask_framed_values(data)
+    text = bytes(data).decode("latin-1")
+
+    def stars(m):
+        return "*" * len(m.group(0))
+
+    if "@" in text or "%40" in text:
+        text = scrub_mod._BINARY_EMAIL.sub(stars, text)
+    text = scrub_mod._BINARY_BEARER.sub(stars, text)
+    text = scrub_mod._BINARY_JWT.sub(stars, text)
+    text = scrub_mod._BINARY_KNOWN.sub(stars, text)
+    text = scrub_mod._BINARY_ASSIGN.sub(lambda m: m.group(1) + m.group(2) + "*" * (m.end() - m.end(2)), text)
+    return scrub_mod._mask_cards(text, same_length=True).encode("latin-1")
+
+
+def test_binary_dead_letter_gates():
+    """Binary dead letters (control bytes, not UTF-8) are masked alike with and without the
+    literal gates in front of the bearer, JWT and API-key patterns: every key shape, in
+    every case, next to latin-1 letters and control bytes, and the generator's binary
+    payloads."""
+    s = Scrubber("event", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY), hotpath="native")
+    shapes = ["Authorization: Bearer abc.def-ghi", "BEARER%20xyz", "bEaReR+tok/en==", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+              "api_key=sk_live_0123456789abcdef", "PASSWORD: hunter22", "PassWd='abcdefgh'", "ghp_abcdefghijklmnopqrstuvwxyz",
+              "ghs_" + "Z" * 24, "xoxb-1234567890-abc", "XOXB-1234567890-abc", "AIza" + "A" * 35, "AKIA" + "B" * 16,
+              "akia" + "b" * 16, "X-API-KEY: abcdef123", "Client_Secret=abcdefgh", "REFRESH-TOKEN: zzzzzzzz", "rk_test_0123456789ab",
+              "jane.doe@example.com", "card 4111 1111 1111 1111", "nothing to see", "Kelvin \u00e9secret=abcdefgh"]
+    values = []
+    for k, shape in enumerate(shapes):
+        body = shape.encode("latin-1")
+        values += [b"\x00\x01" + body, b'{"page": "\xc3' + body + b'"}', bytes([0x12, k % 7]) + body + b"\xff\xfe" + body.lower()]
+    values += [s.value for s in seeds("span", "otlp_proto", 6)] + [s.value for s in seeds("log", "avro", 6)]
+    for v in values:
+        assert s._mask_binary(v) == _mask_binary_ungated(s, v), v
+    masked = s._mask_binary(b"\x00AKIA" + b"B" * 16 + b" Bearer abcdef")
+    assert masked == b"\x00" + b"*" * 20 + b" " + b"*" * 13
+
+
+def test_bad_ip_details_only_for_bad_addresses(monkeypatch):
+    """An invalid ``client_ip`` is rejected with the same detail as before (prefix, first
+    60 characters, nulls and repeats), and the detail text is built for the distinct bad
+    addresses only, not for the whole column (it was: fails on the old code)."""
+    import json
+
+    import pyarrow.compute as pc
+
+    from pipelines.spec import EnrichStep
+    from transforms import enrich as enrich_mod
+    from transforms.enrich import Enricher
+
+    ips = ["81.2.69.160", "999.1.1", None, "not an ip " + "\u00e9" * 70, "10.1.2.3", "999.1.1", "2001:db8::1", "x"] * 5
+    t = pa.table({"_i": pa.array(range(len(ips)), pa.int64()), "client_ip": pa.array(ips, pa.string()),
+                  "page": pa.array([json.dumps(k) for k in range(len(ips))])})
+    raw = RawBatch("events", "events", 0, [b"{}"] * len(ips), list(range(len(ips))), [START_MS] * len(ips))
+    sliced: list[int] = []
+    real = pc.utf8_slice_codeunits
+    monkeypatch.setattr(enrich_mod.pc, "utf8_slice_codeunits", lambda a, *args, **kw: sliced.append(len(a)) or real(a, *args, **kw))
+    from core.batch import Batch
+
+    b = Enricher("event", EnrichStep(kind="enrich", user_agent=False), {})(Batch(raw=raw, table=t))
+    bad = [k for k, ip in enumerate(ips) if ip in ("999.1.1", "x") or (ip or "").startswith("not")]
+    assert b.rejects.indices == bad
+    assert b.rejects.reasons == ["enrichment_failure"] * len(bad)
+    assert b.rejects.details == ["client_ip: not an IPv4 or IPv6 address: " + ips[k][:60] for k in bad]
+    assert b.table.column("_i").to_pylist() == [k for k in range(len(ips)) if k not in bad]
+    assert sliced == [3]  # the three distinct bad addresses, not the 40 rows
+
+
+def test_json_key_patterns_unrolled():
+    """The JSON string patterns of the dead-letter redaction (unrolled, possessive) find
+    the same matches, with the same groups, as the plain ``(?:[^"\\\\]|\\\\.)*`` ones they
+    replace, over random JSON-ish text (quotes, escapes, escaped quotes, backslash before
+    a newline or at the end, unterminated strings) and real JSON with sensitive keys."""
+    import json
+    import re
+
+    plain = r'"((?:[^"\\]|\\.)*)"'
+    old_kv = re.compile(r'(' + plain + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
+    old_otlp = re.compile(r'("key"\s*:\s*' + plain + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
+    pieces = ['"', '\\', '\\"', '\\\\', 'a', ':', ' ', '\n', ',', '{', '}', '"key"', '"value"', '"stringValue"', 'token', 'x' * 40,
+              '\u00e9', '": "', '\\\n']
+    rng = random.Random("json-unrolled")
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(4000)]
+    def piece() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+    texts += [f'[{{"key": "{piece()}", "value":{piece()[:1]} {{"stringValue": "{piece()}"}}}}]' for _ in range(2000)]
+    texts += [json.dumps({"authorization": "Bearer a\"b", "page": "/x\\y", "n": [1, {"token": "t\n"}]}),
+              json.dumps({"attributes": [{"key": "api.key", "value": {"stringValue": "s\"k\\"}}]}), '{"a": "x' + "y" * 70000]
+    found = {"kv": 0, "otlp": 0}
+    for t in texts:
+        for name, old, new in (("kv", old_kv, scrub_mod._JSON_KEY_VALUE), ("otlp", old_otlp, scrub_mod._OTLP_KEY_VALUE)):
+            want = [(m.span(), m.groups()) for m in old.finditer(t)]
+            assert [(m.span(), m.groups()) for m in new.finditer(t)] == want, t
+            found[name] += len(want)
+    assert found["kv"] > 1000 and found["otlp"] > 100, found  # the texts do exercise both
