@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.app import HttpError
+from collector.app import HttpError, Unreadable
 from collector.events import BodyError
 from collector.otlp import BadRequest
 from collector.producer import Unavailable
@@ -57,6 +57,7 @@ CLASSES = [
     (SubmitError, EXIT_FAILED, False, RuntimeError),
     (UnknownSchema, EXIT_FAILED, False, LookupError),
     (HttpError, EXIT_FAILED, False, Exception),
+    (Unreadable, EXIT_FAILED, False, Exception),
     (BodyError, EXIT_FAILED, False, ValueError),
     (BadRequest, EXIT_FAILED, False, ValueError),
     (FlinkSetupError, EXIT_FAILED, False, RuntimeError),
