@@ -5,7 +5,7 @@ also hands each record to a confluent-kafka ``Producer.produce`` that never conn
 the per-record produce call is counted).
 
 Each variant runs in its own subprocess, rounds interleaved (``before``, ``now``,
-``before``, ...), best round of each; the figure is CPU per request and per record:
+``now``, ``before``, ...), best round of each; the figure is CPU per request and per record:
 - ``before`` (``--baseline-root DIR``): the collector of another checkout (e.g. main's
   HEAD from ``git archive``), same requests;
 - ``now``: this checkout's.
@@ -131,8 +131,8 @@ def main() -> int:
                                         "1" if args.produce else "0", str(args.requests)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
     rounds: dict[str, list[float]] = {k: [] for k in procs}
-    for _ in range(args.rounds):
-        for name, p in procs.items():
+    for k in range(args.rounds):
+        for name, p in (list(procs.items()) if k % 2 == 0 else list(procs.items())[::-1]):  # who goes first alternates
             assert p.stdin is not None and p.stdout is not None
             p.stdin.write("go\n")
             p.stdin.flush()
