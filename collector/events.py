@@ -30,6 +30,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -63,7 +64,8 @@ _EXACT_FLOAT = 2 ** 53
 #: the shape; bounded (cleared when full), so odd shapes sent on purpose cost memory only up to this
 _SHAPES_MAX = 2048
 _ENV_SHAPES: dict[tuple, bool] = {}
-_EVENT_SHAPES: dict[tuple, tuple | bool] = {}
+_EVENT_SHAPES: dict[tuple, tuple[tuple[str, int, int], ...] | None] = {}
+_MISS: Any = object()  # not in a cache
 _NONE = type(None)
 
 
@@ -96,34 +98,34 @@ def _envelope_shape_ok(names: tuple, types: tuple) -> bool:
     return kinds.get("events") is list and kinds.get("timestamp") is str
 
 
-def _interaction_checks(names: tuple, types: tuple) -> tuple | bool:
-    """For an interaction with these field names and value types: False when the shape
+def _interaction_checks(names: tuple, types: tuple) -> tuple[tuple[str, int, int], ...] | None:
+    """For an interaction with these field names and value types: None when the shape
     alone rules it out (a field not on the wire, a value not of its wire type, no string
     ``type``), else the range checks its values still need, ``(name, lo, hi)`` for
     ``lo <= value < hi`` (integers: ``step`` int32, ``duration_ms`` int64, an integer
     ``depth`` below 2**53, exactly representable as a double)."""
-    checks = []
+    checks: list[tuple[str, int, int]] = []
     for name, t in zip(names, types, strict=True):
         kind = _INTERACTION_KIND.get(name)
         if kind is None:
-            return False
+            return None
         if t is _NONE:
             if kind == _REQ:
-                return False
+                return None
         elif kind in (_REQ, _OPT):
             if t is not str:
-                return False
+                return None
         elif kind == _FLOAT:
             if t is int:
                 checks.append((name, -_EXACT_FLOAT + 1, _EXACT_FLOAT))
             elif t is not float:
-                return False
+                return None
         elif t is not int:  # _INT32, _INT64
-            return False
+            return None
         else:
             checks.append((name, *(_I32 if kind == _INT32 else _I64)))
     if "type" not in names:
-        return False
+        return None
     return tuple(checks)
 
 
@@ -325,10 +327,10 @@ class EventJudge:
             if type(e) is not dict:
                 return False
             eshape = (tuple(e), tuple(map(type, e.values())))
-            checks = _EVENT_SHAPES.get(eshape)
-            if checks is None:
+            checks = _EVENT_SHAPES.get(eshape, _MISS)
+            if checks is _MISS:
                 checks = _remember(_EVENT_SHAPES, eshape, _interaction_checks(*eshape))
-            if checks is False or e["type"] not in types:  # the shape says "type" is a string
+            if checks is None or e["type"] not in types:  # the shape says "type" is a string
                 return False
             for name, lo, hi in checks:
                 if not lo <= e[name] < hi:
