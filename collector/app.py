@@ -586,21 +586,23 @@ class Door:
         judged = await self._judge(items, {"key_name": key.name, "public": key.kind == "public", "client_ip": self.client_ip(request),
                                                "user_agent": request.headers.get("user-agent"), "sent_at": sent_at,
                                                "received_ms": received})
-        records, dead, results = [], [], []
+        records: list[Record] = []
+        dead: list[tuple[bytes, str, str, bytes | None, Headers]] = []
+        results: list[dict] = []
         base: Headers = [("received_at", str(received).encode())]
         by_sent: dict[str | None, Headers] = {None: base}  # one (read-only) headers list per distinct sent_at
         topic = target.topic
-        for i, payload in enumerate(judged.payloads):
-            sent = judged.sent_at[i] or None
-            h = by_sent.get(sent)
+        accepted_at = _accepted_results(len(judged.payloads))
+        for i, (payload, key_, sent, reason) in enumerate(zip(judged.payloads, judged.keys, judged.sent_at, judged.reasons,
+                                                                strict=True)):
+            h = by_sent.get(sent or None)
             if h is None:
                 h = by_sent[sent] = base + [("sent_at", (sent or "").encode())]
-            reason = judged.reasons[i]
             if reason is None:
-                records.append(Record(topic, payload, judged.keys[i], h))
-                results.append({"index": i, "status": "accepted"})
+                records.append(Record(topic, payload, key_, h))
+                results.append(accepted_at[i])
             else:
-                dead.append((payload, reason, judged.details[i] or "", judged.keys[i], h))
+                dead.append((payload, reason, judged.details[i] or "", key_, h))
                 results.append({"index": i, "status": "rejected", "reason": reason, "detail": judged.details[i]})
         for payload, reason, detail, key_, h in dead:
             records += self._rejects(target, [(payload, reason, detail, key_)], h)
@@ -666,6 +668,17 @@ class Door:
         m.ready.set(1 if self.producer.ready and not self.draining else 0)
         m.transactions.set(self.producer.transactions)
         return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
+
+
+_ACCEPTED_RESULTS: list[dict] = []
+
+
+def _accepted_results(n: int) -> list[dict]:
+    """``{"index": i, "status": "accepted"}`` for i < n, shared by every request (read-only:
+    only serialized into answers), so an accepted event costs no new dict."""
+    while len(_ACCEPTED_RESULTS) < n:
+        _ACCEPTED_RESULTS.append({"index": len(_ACCEPTED_RESULTS), "status": "accepted"})
+    return _ACCEPTED_RESULTS
 
 
 def _parse_events(body: bytes, ctype: str):

@@ -30,6 +30,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -57,6 +58,75 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I32 = (-(2 ** 31), 2 ** 31)
 _I64 = (-(2 ** 63), 2 ** 63)
 _EXACT_FLOAT = 2 ** 53
+
+
+#: shape caches of :meth:`EventJudge.plainly_valid`: (field names, value types) → verdict on
+#: the shape; bounded (cleared when full), so odd shapes sent on purpose cost memory only up to this
+_SHAPES_MAX = 2048
+_ENV_SHAPES: dict[tuple, bool] = {}
+_EVENT_SHAPES: dict[tuple, tuple[tuple[str, int, int], ...] | None] = {}
+_MISS: Any = object()  # not in a cache
+_NONE = type(None)
+
+
+def _remember(cache: dict, key: tuple, value):
+    if len(cache) >= _SHAPES_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _envelope_shape_ok(names: tuple, types: tuple) -> bool:
+    """Whether an envelope with these field names and value types has only wire fields,
+    each of its wire type (required strings present), a list of ``events`` and a string
+    ``timestamp``: what :meth:`EventJudge.plainly_valid` asks of the envelope besides values."""
+    required = 0
+    for name, t in zip(names, types, strict=True):
+        kind = _ENVELOPE_KIND.get(name)
+        if kind is None:
+            return False
+        if kind == _REQ:
+            if t is not str:
+                return False
+            required += 1
+        elif kind == _OPT:
+            if t is not _NONE and t is not str:
+                return False
+    if required != len(_REQUIRED_STR):
+        return False
+    kinds = dict(zip(names, types, strict=True))
+    return kinds.get("events") is list and kinds.get("timestamp") is str
+
+
+def _interaction_checks(names: tuple, types: tuple) -> tuple[tuple[str, int, int], ...] | None:
+    """For an interaction with these field names and value types: None when the shape
+    alone rules it out (a field not on the wire, a value not of its wire type, no string
+    ``type``), else the range checks its values still need, ``(name, lo, hi)`` for
+    ``lo <= value < hi`` (integers: ``step`` int32, ``duration_ms`` int64, an integer
+    ``depth`` below 2**53, exactly representable as a double)."""
+    checks: list[tuple[str, int, int]] = []
+    for name, t in zip(names, types, strict=True):
+        kind = _INTERACTION_KIND.get(name)
+        if kind is None:
+            return None
+        if t is _NONE:
+            if kind == _REQ:
+                return None
+        elif kind in (_REQ, _OPT):
+            if t is not str:
+                return None
+        elif kind == _FLOAT:
+            if t is int:
+                checks.append((name, -_EXACT_FLOAT + 1, _EXACT_FLOAT))
+            elif t is not float:
+                return None
+        elif t is not int:  # _INT32, _INT64
+            return None
+        else:
+            checks.append((name, *(_I32 if kind == _INT32 else _I64)))
+    if "type" not in names:
+        return None
+    return tuple(checks)
 
 
 class BodyError(ObsflowError, ValueError):
@@ -180,6 +250,35 @@ def normalize(doc: dict, key_name: str, client_ip: str | None, user_agent: str |
     return env, sent_at if isinstance(sent_at, str) else None
 
 
+
+def _normalize_plain(doc: dict, key_name: str, client_ip: str | None, user_agent: str | None,
+                     trust_client_ip: bool) -> dict | None:
+    """:func:`normalize` for an envelope already in the envelope's shape, else None (then
+    :func:`normalize` is used): a string ``timestamp``, no ``timeStamp`` and no ``sent_at``
+    of its own, ``events`` absent or a list whose objects all carry ``type`` (or are not
+    the compact one-key form). For such an envelope :func:`normalize` changes only
+    ``client_ip``, ``user_agent`` and ``event_id``, in the same order, and its ``sent_at``
+    is None; so is it here: the returned envelope has the same items in the same order
+    (its JSON is the same bytes)."""
+    if "timeStamp" in doc or "sent_at" in doc or type(doc.get("timestamp")) is not str:
+        return None
+    events = doc.get("events")
+    if type(events) is list:
+        for e in events:
+            if isinstance(e, dict) and "type" not in e and len(e) == 1:  # the compact form: normalize_interaction changes it
+                return None
+    elif isinstance(events, list):
+        return None
+    env = dict(doc)
+    if not (trust_client_ip and env.get("client_ip")):
+        env["client_ip"] = client_ip
+    if not env.get("user_agent") and user_agent:
+        env["user_agent"] = user_agent
+    if not env.get("event_id"):
+        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
+        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+    return env
+
 class EventJudge:
     """Judge envelopes as the pipeline's ``validate`` step of the events flow would."""
 
@@ -206,56 +305,37 @@ class EventJudge:
         and an event time (corrected for clock skew as the validator does) inside the
         window. Anything else is False, and the full pass gives the verdict and reason:
         so the door's verdicts are those of the full pass whichever path judged them (the
-        parity test over the fuzz corpus and the generator checks it)."""
+        parity test over the fuzz corpus and the generator checks it).
+
+        The field names and value types of an envelope (and of an interaction) are judged
+        once per distinct shape (:func:`_envelope_shape_ok`, :func:`_interaction_checks`;
+        a client's envelopes share a few shapes), so per envelope only the values that
+        need more than their type are read: interaction types, integer ranges, the time."""
         if len(payload) >= self.max_event_bytes:
             return False
-        required = 0
-        for name, v in env.items():
-            kind = _ENVELOPE_KIND.get(name)
-            if kind is None:
-                return False
-            if kind == _REQ:
-                if type(v) is not str:
-                    return False
-                required += 1
-            elif kind == _OPT:
-                if v is not None and type(v) is not str:
-                    return False
-        if required != len(_REQUIRED_STR):
+        shape = (tuple(env), tuple(map(type, env.values())))
+        ok = _ENV_SHAPES.get(shape)
+        if ok is None:
+            ok = _remember(_ENV_SHAPES, shape, _envelope_shape_ok(*shape))
+        if not ok:
             return False
-        events = env.get("events")
-        if type(events) is not list or not events:
+        events = env["events"]  # a list: the shape says so
+        if not events:
             return False
         types = self.event_types
         for e in events:
             if type(e) is not dict:
                 return False
-            for name, v in e.items():
-                kind = _INTERACTION_KIND.get(name)
-                if kind is None:
-                    return False
-                if v is None:
-                    if kind == _REQ:
-                        return False
-                elif kind == _REQ:
-                    if type(v) is not str or v not in types:
-                        return False
-                elif kind == _OPT:
-                    if type(v) is not str:
-                        return False
-                elif kind == _FLOAT:
-                    if not (type(v) is float or (type(v) is int and -_EXACT_FLOAT < v < _EXACT_FLOAT)):
-                        return False
-                elif kind == _INT32:
-                    if not (type(v) is int and _I32[0] <= v < _I32[1]):
-                        return False
-                elif not (type(v) is int and _I64[0] <= v < _I64[1]):  # _INT64
-                    return False
-            if "type" not in e:
+            eshape = (tuple(e), tuple(map(type, e.values())))
+            checks = _EVENT_SHAPES.get(eshape, _MISS)
+            if checks is _MISS:
+                checks = _remember(_EVENT_SHAPES, eshape, _interaction_checks(*eshape))
+            if checks is None or e["type"] not in types:  # the shape says "type" is a string
                 return False
-        ts = env.get("timestamp")
-        if type(ts) is not str:
-            return False
+            for name, lo, hi in checks:
+                if not lo <= e[name] < hi:
+                    return False
+        ts = env["timestamp"]  # a string: the shape says so
         m = _PLAIN_TS.fullmatch(ts)
         if m is None or not 1971 <= int(m.group(1)) <= 2261:
             return False
@@ -287,18 +367,47 @@ class EventJudge:
     def prepare(self, items: list, kw: dict) -> Judged:
         """Normalize one request's envelopes and judge what needs no codec pass: items
         that are not objects, and (fast path) plainly valid envelopes. The others are left
-        in :attr:`Judged.pending` for :meth:`finish`."""
-        out = self._prepare(items, kw)
+        in :attr:`Judged.pending` for :meth:`finish`.
+
+        With the fast path, an envelope already in the envelope's shape (a string
+        ``timestamp``, no ``timeStamp`` or ``sent_at``, every interaction with its
+        ``type``) is normalized by :func:`_normalize_plain` and judged in the same turn
+        of the loop; its payload, key and ``sent_at`` are the same as :func:`normalize`
+        gives (the parity test compares them byte for byte)."""
+        if not self.fast_path:
+            out = self._prepare(items, kw)
+            out.pending = [i for i, r in enumerate(out.reasons) if r is None]
+            return out
+        out = Judged()
+        n = len(items)
+        out.reasons, out.details = [None] * n, [None] * n
+        payloads, envs, keys, sents, pending = out.payloads, out.envs, out.keys, out.sent_at, out.pending
+        key_name, client_ip, user_agent, batch_sent = kw["key_name"], kw["client_ip"], kw["user_agent"], kw["sent_at"]
         received_ms, public = kw["received_ms"], kw["public"]
-        envs = out.envs
-        for i, payload in enumerate(out.payloads):
-            if out.reasons[i] is None:
-                env = envs[i]
-                if self.fast_path and env is not None and self.plainly_valid(
-                        env, payload, received_ms, out.sent_at[i] or None, public):
-                    self.fast_accepted += 1
+        plainly_valid = self.plainly_valid
+        accepted = 0
+        for i, item in enumerate(items):
+            try:
+                env = _normalize_plain(item, key_name, client_ip, user_agent, not public) if type(item) is dict else None
+                payload = orjson.dumps(env) if env is not None else b""
+            except (TypeError, RecursionError):  # nested past orjson's bound: the reference path gives the verdict
+                env = None
+            if env is None:  # anything else: the reference path, for this item
+                self._prepare_one(out, i, item, kw)
+                if out.reasons[i] is not None:
                     continue
-                out.pending.append(i)
+                env, payload, sent = out.envs[i], out.payloads[i], out.sent_at[i]
+            else:
+                payloads.append(payload)
+                envs.append(env)
+                sid = env.get("session_id")
+                keys.append(sid.encode() if isinstance(sid, str) else None)
+                sents.append(sent := batch_sent)
+            if env is not None and plainly_valid(env, payload, received_ms, sent or None, public):
+                accepted += 1
+            else:
+                pending.append(i)
+        self.fast_accepted += accepted
         return out
 
     def finish(self, outs: list[Judged], kws: list[dict], topic: str) -> list[Judged]:
@@ -338,41 +447,48 @@ class EventJudge:
         return outs
 
     def _prepare(self, items: list, kw: dict) -> Judged:
-        """Normalized payloads, keys and ``sent_at`` of one request; reasons for items that are not objects."""
+        """Normalized payloads, keys and ``sent_at`` of one request (the reference
+        :func:`normalize`); reasons for items that are not objects."""
         out = Judged()
         n = len(items)
         out.reasons, out.details = [None] * n, [None] * n
         for i, item in enumerate(items):
-            if isinstance(item, _Unparsable):
-                out.payloads.append(item.raw)
-                out.keys.append(None)
-                out.sent_at.append(kw["sent_at"])
-                out.reasons[i], out.details[i] = "format_violation", f"invalid JSON: {item.why}"
-                out.envs.append(None)
-                continue
-            if not isinstance(item, dict):
-                out.payloads.append(orjson.dumps(item))
-                out.keys.append(None)
-                out.sent_at.append(kw["sent_at"])
-                out.reasons[i], out.details[i] = "schema_violation", f"expected a JSON object, got {type(item).__name__}"
-                out.envs.append(None)
-                continue
-            try:
-                env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
-                payload = orjson.dumps(env)
-            except (TypeError, RecursionError):  # nested past orjson's bound: the codec's verdict, without a crash
-                out.payloads.append(_too_deep_payload(item))
-                out.keys.append(None)
-                out.sent_at.append(kw["sent_at"])
-                out.reasons[i], out.details[i] = "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
-                out.envs.append(None)
-                continue
-            out.payloads.append(payload)
-            out.envs.append(env)
-            sid = env.get("session_id")
-            out.keys.append(sid.encode() if isinstance(sid, str) else None)
-            out.sent_at.append(own_sent or kw["sent_at"])
+            self._prepare_one(out, i, item, kw)
         return out
+
+    @staticmethod
+    def _prepare_one(out: Judged, i: int, item, kw: dict) -> None:
+        """Append item ``i``'s payload, key, ``sent_at`` and envelope to ``out`` (the
+        reference :func:`normalize`), with its reason when it is not an object."""
+        if isinstance(item, _Unparsable):
+            out.payloads.append(item.raw)
+            out.keys.append(None)
+            out.sent_at.append(kw["sent_at"])
+            out.reasons[i], out.details[i] = "format_violation", f"invalid JSON: {item.why}"
+            out.envs.append(None)
+            return
+        if not isinstance(item, dict):
+            out.payloads.append(orjson.dumps(item))
+            out.keys.append(None)
+            out.sent_at.append(kw["sent_at"])
+            out.reasons[i], out.details[i] = "schema_violation", f"expected a JSON object, got {type(item).__name__}"
+            out.envs.append(None)
+            return
+        try:
+            env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
+            payload = orjson.dumps(env)
+        except (TypeError, RecursionError):  # nested past orjson's bound: the codec's verdict, without a crash
+            out.payloads.append(_too_deep_payload(item))
+            out.keys.append(None)
+            out.sent_at.append(kw["sent_at"])
+            out.reasons[i], out.details[i] = "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
+            out.envs.append(None)
+            return
+        out.payloads.append(payload)
+        out.envs.append(env)
+        sid = env.get("session_id")
+        out.keys.append(sid.encode() if isinstance(sid, str) else None)
+        out.sent_at.append(own_sent or kw["sent_at"])
 
     def _public_age(self, batch, owners, stamps, outs) -> None:
         """A public (browser) key may not send event times (corrected for clock skew) older than ``public_max_past``."""

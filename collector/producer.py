@@ -296,9 +296,10 @@ class _TxnWriter:
             self._reset(e.args[0])
             return f"transactions unavailable: {e.args[0].str()}"
         try:
+            produce = self.producer.produce
             for t in batch:
                 for r in t.records:
-                    self.producer.produce(r.topic, r.value, r.key, headers=r.headers)
+                    produce(r.topic, r.value, r.key, headers=r.headers)
             self.producer.commit_transaction(max(0.2, budget_s - 0.3))
         except BufferError:
             self._abort("local producer queue full")

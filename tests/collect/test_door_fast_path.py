@@ -170,3 +170,82 @@ def test_fast_path_reads_the_wire_schema():
     assert ev._ENVELOPE_KIND == {f.name: kind(f) for f in wire}
     assert ev._INTERACTION_KIND == {f.name: kind(f) for f in wire.field("events").type.value_type}
     assert set(ev._REQUIRED_STR) == {n for n, k in ev._ENVELOPE_KIND.items() if k == ev._REQ}
+
+
+def _normalize_edges(received: int) -> list:
+    """Envelopes around every rule of :func:`collector.events.normalize`: the compact shape,
+    ``timeStamp``, an envelope's own ``sent_at``, a missing or empty ``event_id``,
+    ``client_ip`` and ``user_agent`` given or not, interactions that are and are not the
+    compact one-key form, odd ``events`` values, key order."""
+    ts = _iso(received - 60_000)
+    base = {"event_id": "e", "timestamp": ts, "page": "/", "session_id": "s", "events": [{"type": "click", "target": "#a"}]}
+    envs: list = [dict(base)]
+    for events in ([{"click": "#next"}], [{"scroll": "50%"}], [{"scroll": 75}], [{"error": {"stackTrace": "at x", "message": "m"}}],
+                   [{"error": "boom"}], [{"form_step": {"form": "signup", "step": 2, "type": "ignored"}}], [{"page_view": None}],
+                   [{"type": "click"}, {"click": "#b"}], [{"click": "#a", "target": "#b"}], [{}], [None, 1, "x"], [[{"click": 1}]],
+                   [{"scroll": {"depth": "25%"}}], [{"type": "scroll", "depth": "50%"}], None, "click", {"click": "#a"}, []):
+        envs.append({**base, "events": events})
+    envs += [{k: v for k, v in base.items() if k != "timestamp"} | {"timeStamp": received - 1000},
+             {**base, "timeStamp": received - 1000}, {**base, "timestamp": received - 1000}, {**base, "timestamp": float(received)},
+             {**base, "timestamp": True}, {**base, "timestamp": -1}, {**base, "timestamp": 1e14}, {**base, "timestamp": None},
+             {k: v for k, v in base.items() if k != "timestamp"}]
+    for sent in (_iso(received - 3_600_000), received - 3_600_000, "garbage", None, 5, True):
+        envs.append({**base, "sent_at": sent})
+        envs.append({"sent_at": sent, **base})
+    for ev_id in (None, "", 0, "x"):
+        envs.append({**base, "event_id": ev_id})
+    envs.append({k: v for k, v in base.items() if k != "event_id"})
+    envs.append({"page": "/", "events": [{"click": "#n"}], "session_id": "s", "timestamp": ts})  # key order, no id
+    for ip in ("198.51.100.7", "", None, 7):
+        envs.append({**base, "client_ip": ip})
+        envs.append({"client_ip": ip, **base})
+    for ua in ("Mozilla/5.0", "", None, 3):
+        envs.append({**base, "user_agent": ua})
+    envs.append({"user_agent": "ua", "client_ip": "198.51.100.8", **{k: v for k, v in base.items() if k != "event_id"}})
+    deep: dict = {"x": 1}
+    for _ in range(300):
+        deep = {"x": deep}
+    envs.append({**base, "extra": deep})
+    return envs
+
+
+def test_normalization_fast_path_same_payloads():
+    """The fast normalization (:func:`collector.events._normalize_plain`, for envelopes
+    already in the envelope's shape) gives the payload bytes, key and ``sent_at`` of
+    :func:`collector.events.normalize` (the full path's) for every envelope it takes, and
+    declines the others; the whole judge agrees with and without it (payloads, keys,
+    ``sent_at``, verdicts), for public and secret keys, with and without the batch's
+    ``sent_at``, and over the generator's traffic."""
+    from collector.events import _normalize_plain, normalize
+
+    received = int(datetime(2026, 11, 21, 10, 0, tzinfo=UTC).timestamp() * 1000)
+    envs = _normalize_edges(received)
+    gen = [g for g in _items([g.value for g in partition_stream("event", "t", 0, 400, start_ms=START_MS, bad_fraction=0.05)])
+           if not isinstance(g, _Unparsable)]
+    taken = declined = 0
+    for doc in envs + [g for g in gen if isinstance(g, dict)]:
+        for trust in (False, True):
+            before = orjson.dumps(doc) if doc.get("extra") is None else None
+            try:
+                plain = _normalize_plain(doc, "k", "203.0.113.9", "ua", trust)
+            except TypeError:  # nested too deep: the caller takes the reference path
+                continue
+            if before is not None:
+                assert orjson.dumps(doc) == before  # the input is not changed
+            if plain is None:
+                declined += 1
+                continue
+            taken += 1
+            env, sent = normalize(doc, "k", "203.0.113.9", "ua", trust)
+            assert sent is None
+            assert list(plain.items()) == list(env.items())
+            if before is not None:  # (too deep for orjson: the judge takes the reference path, checked below)
+                assert orjson.dumps(plain) == orjson.dumps(env)
+    assert taken > 400 and declined > 60, (taken, declined)
+    requests = []
+    for public in (False, True):
+        for sent in (None, _iso(received - 3_600_000)):
+            requests.append((json.loads(json.dumps(envs[:-1])) + [envs[-1]], _kw(received, public, sent_at=sent)))
+            requests.append((gen[:50], _kw(START_MS + 60_000, public, sent_at=sent)))
+    fast, rejected = _judge_both(requests)
+    assert fast > 100 and rejected > 40, (fast, rejected)
