@@ -235,3 +235,64 @@ def test_partition_tasks_keep_null_keys_apart_and_rows_in_order():
         assert set(rows.column("k").to_pylist()) == {t.partition_key.partition[0]}
     assert got == {"a": [2, 5], "b": [0, 3, 7], "c": [6], None: [1, 4]}
     assert [t.task_id for t in tasks] == list(range(len(tasks)))
+
+
+def _table_state(spec, name: str):
+    """Rows (sorted by source position) and recorded positions of one table."""
+    rows = read_table(spec, name).drop_columns([c for c in ("ingested_at",) if c in read_table(spec, name).column_names])
+    keys = ["source_topic", "source_partition", "source_offset"]
+    rows = rows.sort_by([(k, "ascending") for k in keys if k in rows.column_names])
+    return rows.to_pylist(), snapshot_offsets(open_catalog(spec.storage).load_table(f"obs.{name}"))
+
+
+def test_prewritten_files_commit_every_row_once_with_the_same_positions(tmp_path):
+    """``storage.commit.prewrite_rows``: chunks of buffered rows are encoded before the
+    commit; the commit adds those files and the rest's, with the same rows and positions
+    as a sink that encodes everything at commit time, and nothing is visible before."""
+    outs = outputs(local_spec(tmp_path / "gen"), count=400)  # 100 records of events:0, batches of 50
+    n_events = sum(o.rows["events"].num_rows for o in outs)
+    names = ["events", "dead_letters"]
+    states = {}
+    for label, prewrite in (("plain", 0), ("prewrite", 20)):
+        spec = local_spec(tmp_path / label, max_rows=100_000, max_seconds=3600, prewrite_rows=prewrite)
+        sink = IcebergSink(spec, names, plan=write_plan(spec))
+        for out in outs:
+            sink.write(out)
+        pending = sink.pending["events"]
+        if prewrite:
+            assert len(pending.prewrites) == len(outs) and pending.prewritten_rows == n_events  # each batch >= 20 rows
+            for f in pending.prewrites:
+                f.result()
+            assert snapshot_offsets(open_catalog(spec.storage).load_table("obs.events")) == {}  # files, but no commit
+        sink.close()
+        states[label] = {n: _table_state(spec, n) for n in names}
+        assert sink.stats.commits == 2 and sink.stats.rows_by_table["events"] == n_events
+        files = len(list(open_catalog(spec.storage).load_table("obs.events").scan().plan_files()))
+        assert sink.stats.files_written >= files
+        states[label]["files"] = files
+    assert states["prewrite"]["events"] == states["plain"]["events"]
+    assert states["prewrite"]["dead_letters"] == states["plain"]["dead_letters"]
+    assert states["prewrite"]["events"][1] == {"events:0": 100}
+    assert len(states["prewrite"]["events"][0]) == n_events
+    assert states["prewrite"]["files"] > states["plain"]["files"]  # the cost: more, smaller files
+
+
+def test_a_failed_prewrite_is_written_again_by_the_commit(tmp_path):
+    """A prewrite that failed (storage down while encoding) loses nothing: the commit
+    writes every row of the buffer itself."""
+    from concurrent.futures import Future
+
+    spec = local_spec(tmp_path / "wh", max_rows=100_000, max_seconds=3600, prewrite_rows=20)
+    outs = outputs(spec, count=400)
+    sink = IcebergSink(spec, ["events", "dead_letters"], plan=write_plan(spec))
+    for out in outs:
+        sink.write(out)
+    failed: Future = Future()
+    failed.set_exception(OSError("storage went away"))
+    sink.pending["events"].prewrites[1] = failed
+    sink.close()
+    rows, positions = _table_state(spec, "events")
+    assert len(rows) == sum(o.rows["events"].num_rows for o in outs)
+    assert sorted(r["source_offset"] for r in rows) == sorted(
+        o for out in outs for o in out.rows["events"].column("source_offset").to_pylist())
+    assert positions == {"events:0": 100}
