@@ -66,8 +66,7 @@ def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float 
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = warehouse
-    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": f"{commit_seconds}s",
-                              "prewrite_rows": int(os.environ.get("OBSFLOW_BENCH_PREWRITE_ROWS", "0"))}
+    d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": f"{commit_seconds}s"}
     d["sources"] = [dict(s, topic=topic) for s in d["sources"] if s["name"] == "events"]
     d["flows"] = [dict(f, steps=[s for s in f["steps"] if s["kind"] in ("validate", "scrub", "enrich")])
                   for f in d["flows"] if f["source"] == "events"]
@@ -284,8 +283,7 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runners", default="bytewax,bytewax-2p,beam",
                     help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam; "
-                         "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python; "
-                         "a suffix ~pwN sets storage.commit.prewrite_rows to N, e.g. bytewax,bytewax~pw50000")
+                         "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python")
     ap.add_argument("--fresh-rate", type=float, default=5000.0)
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--commit-seconds", type=float, default=1.0)
@@ -299,9 +297,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.part:
         # a runner may name its decoder: "bytewax:python" runs bytewax with OBSFLOW_DECODER=python
-        args.part, _, prewrite = args.part.partition("~pw")
-        if prewrite:  # "bytewax~pw50000": storage.commit.prewrite_rows 50000
-            os.environ["OBSFLOW_BENCH_PREWRITE_ROWS"] = prewrite
         args.part, _, decoder = args.part.partition(":")
         if decoder:
             os.environ["OBSFLOW_DECODER"] = decoder

@@ -57,11 +57,6 @@ class CommitSpec(Model):
                                   description="longest time between commits: a table commits once its oldest buffered row is this old")
     retry_seconds: Duration = Field(timedelta(minutes=2), ge=MIN_WINDOW, le=timedelta(days=7),
                                     description="keep retrying a commit through storage or catalog outages this long")
-    prewrite_rows: int = Field(0, ge=0, le=100_000_000,
-                               description="0: off. Otherwise, every this many buffered rows of a table are encoded to "
-                                           "Parquet files on the committer thread before the commit, which then only "
-                                           "encodes the rest; more, smaller files per commit (nothing is visible or "
-                                           "recorded before the commit)")
 
 
 class ArchiveOptions(Model):

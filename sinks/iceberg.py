@@ -127,11 +127,6 @@ class _Pending:
     positions: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)  # flow rows written through (WRITTEN_KEY)
     last_commit: float = field(default_factory=time.monotonic)
-    # ``storage.commit.prewrite_rows``: Parquet files of ``parts[:prewritten_parts]``, being
-    # written on the committer thread (one future per chunk of parts, in order)
-    prewrites: list[Future] = field(default_factory=list)
-    prewritten_parts: int = 0
-    prewritten_rows: int = 0
 
 
 @dataclass
@@ -276,7 +271,6 @@ class IcebergSink:
         self.written: dict[str, dict[str, int]] = {n: snapshot_offsets(t, WRITTEN_KEY) for n, t in self.tables.items()}
         self.pending: dict[str, _Pending] = {n: _Pending() for n in self.tables}
         self.max_rows = spec.storage.commit.max_rows
-        self.prewrite_rows = spec.storage.commit.prewrite_rows
         self.max_seconds = spec.storage.commit.max_seconds.total_seconds()
         self.max_retries = max_retries
         self.retry_seconds = spec.storage.commit.retry_seconds.total_seconds()
@@ -329,7 +323,6 @@ class IcebergSink:
                 self._first_pending_at.setdefault(name, time.monotonic())
                 if name == self.dead_table and self.spec.outputs.dead_letters_topic:
                     self.kafka_out.publish_dead_letters(rows)
-                self._maybe_prewrite(name, p)
             self._flow_pos.setdefault(name, {})[key] = max(self._flow_pos.get(name, {}).get(key, 0), out.next_offset)
             p.written[key] = max(p.written.get(key, 0), out.next_offset)
             self._position(name, key)
@@ -406,7 +399,6 @@ class IcebergSink:
                 p.parts.append(rows)
                 p.rows += rows.num_rows
                 self._first_pending_at.setdefault(name, time.monotonic())
-                self._maybe_prewrite(name, p)
         d = self._stage_defs.get(out.stage)
         for name in (d.tables if d is not None else ()):
             if name not in self.pending:
@@ -417,22 +409,6 @@ class IcebergSink:
                 if tp.rsplit(":", 1)[0] in topics:
                     self._position(name, tp)
         self.tick()
-
-    def _maybe_prewrite(self, name: str, p: _Pending) -> None:
-        """With ``storage.commit.prewrite_rows`` and a committer thread: once that many rows
-        of ``name`` are buffered beyond what was prewritten, encode them to Parquet files on
-        the committer thread now, so the commit encodes only the rest. The files are not
-        part of the table until the commit adds them (with the positions covering their
-        rows); the commit writes every row again from ``p.parts`` if a prewrite failed or
-        no longer fits the table (its files are then orphans for ``obsflow maintain``)."""
-        if not self.prewrite_rows or self._committer is None or p.rows - p.prewritten_rows < self.prewrite_rows:
-            return
-        if p.rows >= self.max_rows:
-            return  # the commit starts now and writes the rest itself
-        chunk = p.parts[p.prewritten_parts:]
-        p.prewrites.append(self._committer.submit(_WrittenFiles.write, self.tables[name], pa.concat_tables(chunk)))
-        p.prewritten_parts = len(p.parts)
-        p.prewritten_rows = p.rows
 
     def tick(self) -> None:
         """Commit tables whose row or age bound is reached."""
@@ -537,9 +513,7 @@ class IcebergSink:
         started = time.monotonic()
         deadline = started + self.retry_seconds
         conflicts = outages = 0
-        files: _WrittenFiles | None = self._prewritten(name, table, p)
-        if files is not None:
-            self.stats.files_written += len(files.data_files)
+        files: _WrittenFiles | None = None
         while True:
             merged = dict(snapshot_offsets(table))
             written = dict(snapshot_offsets(table, WRITTEN_KEY))
@@ -586,32 +560,6 @@ class IcebergSink:
         self.stats.rows_by_table[name] = self.stats.rows_by_table.get(name, 0) + data.num_rows
         STATS.record_commit(name, data.num_rows, time.monotonic() - started)
         log.debug("committed %d rows to %s", data.num_rows, name)
-
-    def _prewritten(self, name: str, table: Table, p: _Pending) -> _WrittenFiles | None:
-        """The files of ``p``'s prewrites (:meth:`_maybe_prewrite`) and of its remaining
-        parts, written now: every row of ``p`` exactly once. ``None`` (the caller writes
-        every row) when there were no prewrites, one failed, or one was written for another
-        schema or partition spec than ``table``'s. Runs on the committer thread, after the
-        prewrites it waits for (they were submitted to it first)."""
-        if not p.prewrites:
-            return None
-        pre: list[_WrittenFiles] = []
-        for fut in p.prewrites:
-            try:
-                pre.append(fut.result())
-            except Exception as e:  # noqa: BLE001 - the commit writes these rows again
-                log.warning("prewriting files for %s failed (%s); the commit writes its rows again", name, type(e).__name__)
-                return None
-        if not all(f.valid_for(table) for f in pre):
-            return None
-        rest = p.parts[p.prewritten_parts:]
-        if rest:
-            try:
-                pre.append(_WrittenFiles.write(table, pa.concat_tables(rest)))
-            except _TRANSIENT:
-                return None  # the retry loop writes every row once storage answers
-        return _WrittenFiles([f for w in pre for f in w.data_files], table.metadata.current_schema_id,
-                             table.metadata.default_spec_id)
 
     def _reload(self, name: str, table: Table) -> Table:
         try:
