@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from core.batch import RawBatch
 from core.errors import ConfigurationError, ServiceUnavailable
@@ -59,6 +59,11 @@ client_log.propagate = False
 client_log.addHandler(logging.NullHandler())
 
 _INTERNAL = re.compile(r"^(__|_confluent)")
+
+# the message accessors, unbound: ``map(_VALUE, msgs)`` reads a batch's field without a
+# Python frame per message (a list comprehension or generator costs one each)
+_ERROR, _VALUE, _OFFSET, _TIMESTAMP, _KEY, _HEADERS = (Message.error, Message.value, Message.offset, Message.timestamp,
+                                                       Message.key, Message.headers)
 
 
 class KafkaUnavailableError(ServiceUnavailable, ConnectionError):
@@ -376,7 +381,7 @@ class PartitionReader:
         eof = False
         if msgs and not self._buf:
             self._buf_since = time.monotonic()
-        if msgs and all(m.error() is None for m in msgs) and (self.end is None or cast(int, msgs[-1].offset()) < self.end):
+        if msgs and not any(map(_ERROR, msgs)) and (self.end is None or cast(int, msgs[-1].offset()) < self.end):
             self._buf.extend(msgs)  # the common case: all records, none at or past the range's end
             msgs = []
         for m in msgs:
@@ -408,11 +413,11 @@ class PartitionReader:
             return None
         msgs, self._buf = self._buf, []
         now_ms = int(time.time() * 1000)
-        values = [m.value() for m in msgs]
-        offsets = [m.offset() for m in msgs]
-        stamps = [ts if ts_type != 0 and ts >= 0 else now_ms for ts_type, ts in (m.timestamp() for m in msgs)]
-        keys = [m.key() for m in msgs]
-        headers = [m.headers() for m in msgs]
+        values = list(map(_VALUE, msgs))
+        offsets = cast("list[int]", list(map(_OFFSET, msgs)))  # records (not errors) have offsets
+        stamps = [ts if ts_type != 0 and ts >= 0 else now_ms for ts_type, ts in map(_TIMESTAMP, msgs)]
+        keys = list(map(_KEY, msgs))
+        headers: list = list(map(_HEADERS, msgs))
         self.position = offsets[-1] + 1
         high = self._report_progress(self._consumer, force=True) if self._consumer is not None else None
         if not _take(self.source.budget_id, len(values)) and self.end is None:
