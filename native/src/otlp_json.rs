@@ -56,11 +56,20 @@ fn put_varint(out: &mut Vec<u8>, num: u32, v: u64) {
     varint(out, v);
 }
 
-/// A nested message (field `num`), written by `body` into its own buffer first.
+/// A nested message (field `num`), written by `body` in place; its length is inserted before
+/// it afterwards (one move of the body's bytes, no buffer of its own).
 fn put_msg(out: &mut Vec<u8>, num: u32, body: impl FnOnce(&mut Vec<u8>) -> R<()>) -> R<()> {
-    let mut inner = Vec::new();
-    body(&mut inner)?;
-    put_bytes(out, num, &inner);
+    tag(out, num, 2);
+    let at = out.len();
+    body(out)?;
+    let (mut len, mut k, mut v) = ([0u8; 10], 0, (out.len() - at) as u64);
+    while v >= 0x80 {
+        len[k] = (v as u8) | 0x80;
+        v >>= 7;
+        k += 1;
+    }
+    len[k] = v as u8;
+    out.splice(at..at, len[..=k].iter().copied());
     Ok(())
 }
 
