@@ -1136,3 +1136,83 @@ def test_hypothesis_otlp_json(signal):
         assert_otlp_parity(values, signal, encoding="otlp_json")
 
     run()
+
+
+_JSON_ODD = [None, True, 0, -1, 1.5, 2.0, "", "x", [], {}]
+
+
+@st.composite
+def _json_any_value(draw, clean: bool = False):
+    """An OTLP/JSON AnyValue of a drawn kind and a drawn (possibly wrong-typed) value
+    (``clean``: a string, bool, int or double of a good type)."""
+    kinds = ["stringValue", "string_value", "boolValue", "intValue", "int_value", "doubleValue"]
+    key = draw(st.sampled_from(kinds if clean else [*kinds, "bytesValue", "arrayValue", "kvlistValue", None]))
+    if key is None:
+        return draw(st.sampled_from([{}, None, "s", {"stringValue": "a", "intValue": "1"}]))
+    good = {"stringValue": st.sampled_from(["", "a", "é", "x y"]), "string_value": st.just("b"), "boolValue": st.booleans(),
+            "intValue": st.sampled_from([0, -7, "42", "-0", "+1", "9223372036854775807", "9223372036854775808", 2 ** 53 + 1]),
+            "int_value": st.integers(-(2 ** 63), 2 ** 63 - 1),
+            "doubleValue": st.sampled_from([0.0, -0.0, 0.1, 1e300, 12345678901234567, -3, "0.5", "NaN", 1e-7]),
+            "bytesValue": st.sampled_from(["", "AAE=", "!!"]), "arrayValue": st.just({"values": [{"intValue": 1}]}),
+            "kvlistValue": st.just({"values": [{"key": "k", "value": {"boolValue": True}}]})}[key]
+    return {key: draw(st.sampled_from(_JSON_ODD) if not clean and draw(st.integers(0, 5)) == 0 else good)}
+
+
+@st.composite
+def _json_span_messages(draw) -> bytes:
+    """An OTLP/JSON span request drawn at the JSON level: every field the row reads in either
+    spelling (or both), with good values, values at the edges and values of the wrong type."""
+    clean = draw(st.booleans())  # half the messages: good values in one spelling (mostly the extension's)
+
+    def field(camel: str, snake: str, good, odd=()):
+        spelling = draw(st.sampled_from(["camel", "camel", "snake"] if clean else ["camel", "camel", "snake", "both", "none"]))
+        bad = not clean and draw(st.integers(0, 6)) == 0
+        pick = (lambda: draw(st.sampled_from([*odd, *_JSON_ODD]))) if bad else (lambda: draw(good))
+        if spelling == "none":
+            return {}
+        if spelling == "both":
+            return {camel: pick(), snake: pick()}
+        return {camel if spelling == "camel" else snake: pick()}
+
+    ids = st.sampled_from(["0102030405060708090a0b0c0d0e0f10", "0102030405060708090A0B0C0D0E0F10"])
+    times = st.sampled_from(["1765000000123456789", 1765000000123456789, "1", 1])
+    spans = []
+    for _ in range(draw(st.integers(0, 3))):
+        sp: dict = {}
+        sp |= field("traceId", "trace_id", ids, ["00000000000000000000000000000000", "0102", "01 02030405060708090a0b0c0d0e0f10"])
+        sp |= field("spanId", "span_id", st.sampled_from(["1112131415161718", "aabbccddeeff0011"]), ["111213141516171", "0000000000000000"])
+        sp |= field("parentSpanId", "parent_span_id", st.sampled_from(["", "2122232425262728", "0000000000000000"]), ["21"])
+        sp |= field("startTimeUnixNano", "start_time_unix_nano", times, ["+1", "-1", 1.7e18, "18446744073709551615", "18446744073709551616"])
+        sp |= field("endTimeUnixNano", "end_time_unix_nano", times, ["0", 0])
+        sp |= field("traceState", "trace_state", st.sampled_from(["", "k=v"]))
+        sp |= field("name", "name", st.sampled_from(["", "GET /a", "é"]))
+        sp |= field("kind", "kind", st.sampled_from([0, 1, 2, 5, "SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"]), [6, -1, "2", "SPAN_KIND_X"])
+        sp |= field("flags", "flags", st.sampled_from([0, 1, 257, 2 ** 32 - 1]), [2 ** 32, "1"])
+        if draw(st.booleans()):
+            good_status = [{}, {"code": 2, "message": "boom"}, {"code": "STATUS_CODE_OK"}]
+            sp["status"] = draw(st.sampled_from(good_status if clean else [*good_status, {"code": 3}, {"message": 5}, None, []]))
+        if draw(st.booleans()):
+            sp["attributes"] = [{"key": k, "value": draw(_json_any_value(clean))}
+                                for k in draw(st.lists(st.sampled_from(["a", "b", "service.name", ""]), max_size=3, unique=clean))]
+        if draw(st.booleans()):
+            sp["events"] = [{"name": "e", "x": None}]
+        spans.append(sp)
+    resource = {"attributes": [{"key": k, "value": draw(_json_any_value(clean))}
+                               for k in draw(st.lists(st.sampled_from(["service.name", "host.name", "a"]), max_size=3, unique=clean))]}
+    return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}).encode()
+
+
+def test_hypothesis_otlp_json_spans():
+    """Hypothesis over the OTLP/JSON span decoder at the JSON level (bounded and derandomized
+    in CI; OBSFLOW_FUZZ=long for more): both spellings, enum names and numbers, integers as
+    strings, numbers, floats and signed strings, ids with upper case, spaces, wrong lengths,
+    attribute values of every kind and wrong types, nulls: the reference's rows, dead letters
+    and item bytes for every drawn message."""
+
+    @settings(max_examples=100 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_json_span_messages(), min_size=1, max_size=6))
+    def run(values):
+        assert_otlp_parity(values, "span", encoding="otlp_json")
+
+    run()
