@@ -17,7 +17,9 @@ Signals other than events are measured for decode only (``--signals``), and OTLP
 spans, log records and metric data points (``span otlp python`` / ``span otlp native``,
 likewise ``log otlp`` and ``metric otlp``:
 the generator's items in messages of ``--otlp-items``, as the Collector's Kafka exporter
-batches them), figures per item.
+batches them), figures per item; and the same messages in OTLP/JSON (``span otlp_json
+python`` / ``span otlp_json native``, likewise logs and metrics). ``--otlp-only``: the
+OTLP variants alone.
 
     python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
 
@@ -48,9 +50,16 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
                      [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
 
 
-def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span"):
+def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span", encoding: str = "otlp_proto"):
     """The generator's spans (or log records, or metric samples: one data point a metric)
-    re-encoded as OTLP protobuf messages of ``per_message`` items."""
+    re-encoded as OTLP protobuf messages of ``per_message`` items (``encoding="otlp_json"``:
+    the same messages in OTLP/JSON as the Collector writes it: lowerCamelCase, hex ids,
+    int64 as strings, enums as integers)."""
+    import orjson
+    from google.protobuf import json_format
+
+    from schemas.codecs.otlp_codec import to_otlp_json
+
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
         ExportLogsServiceRequest,
     )
@@ -81,7 +90,12 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
             k += 1
             scope.extend(items(one[k % len(one)]))
         del scope[per_message:]
-        values.append(msg.SerializeToString())
+        if encoding == "otlp_proto":
+            values.append(msg.SerializeToString())
+        elif signal == "metric":  # no ids outside exemplars: json_format's mapping as it is
+            values.append(orjson.dumps(json_format.MessageToDict(msg, use_integers_for_enums=True)))
+        else:
+            values.append(to_otlp_json(msg))
         k += 1
     return [RawBatch("spans", "bench", 0, values[j:j + size], list(range(j, j + len(values[j:j + size]))),
                      [START_MS] * len(values[j:j + size])) for j in range(0, len(values), size)]
@@ -115,6 +129,7 @@ def main() -> int:
     ap.add_argument("--bad", type=float, default=0.01)
     ap.add_argument("--signals", default="event,log,span,metric")
     ap.add_argument("--otlp-items", type=int, default=50)
+    ap.add_argument("--otlp-only", action="store_true", help="only the OTLP variants (protobuf and OTLP/JSON)")
     args = ap.parse_args()
 
     import orjson
@@ -137,7 +152,7 @@ def main() -> int:
         return bad
 
     variants["event orjson"] = (lambda: orjson_all(events), args.records)
-    for signal in args.signals.split(","):
+    for signal in ([] if args.otlp_only else args.signals.split(",")):
         batches = events if signal == "event" else _batches(signal, args.records, args.bad)
         py, nat = JsonCodec(signal), NativeJsonCodec(signal)
         variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
@@ -150,7 +165,11 @@ def main() -> int:
         items = sum(NativeOtlpCodec(otlp_signal).decode(b).table.num_rows for b in messages)
         for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_proto")), ("native", NativeOtlpCodec(otlp_signal))):
             variants[f"{otlp_signal} otlp {name}"] = ((lambda c=codec, ms=messages: [c.decode(b) for b in ms]), items)
-    graphs = {d: _graph(d) for d in ("python", "native")}
+        jsons = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal, encoding="otlp_json")
+        for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_json")),
+                            ("native", NativeOtlpCodec(otlp_signal, encoding="otlp_json"))):
+            variants[f"{otlp_signal} otlp_json {name}"] = ((lambda c=codec, ms=jsons: [c.decode(b) for b in ms]), items)
+    graphs = {d: _graph(d) for d in (() if args.otlp_only else ("python", "native"))}
     for d, g in graphs.items():
         g.process(events[0])  # warm caches and lazy imports outside the clock
         variants[f"event path {d}"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
@@ -165,7 +184,8 @@ def main() -> int:
         s._pseudonyms.clear()
         return [g.process(b) for b in batches]
 
-    variants["event path native cold"] = ((lambda g=graphs["native"]: cold(g, events)), args.records)
+    if graphs:
+        variants["event path native cold"] = ((lambda g=graphs["native"]: cold(g, events)), args.records)
 
     best = {name: float("inf") for name in variants}
     for _ in range(args.rounds):
@@ -177,17 +197,18 @@ def main() -> int:
     for name, r in rates.items():
         unit = "items" if "otlp" in name else "records"
         print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {args.rounds})")
-    ratio = {
-        "path native / path python": rates["event path native"] / rates["event path python"],
-        "path native / orjson": rates["event path native"] / rates["event orjson"],
-        "path native cold / path python": rates["event path native cold"] / rates["event path python"],
-        "path native clean / orjson": rates["event path native clean"] / rates["event orjson"],
-        "path native clean / path python clean": rates["event path native clean"] / rates["event path python clean"],
-        "decode native / decode python (event)": rates["event decode native"] / rates["event decode python"],
-        "span otlp native / python": rates["span otlp native"] / rates["span otlp python"],
-        "log otlp native / python": rates["log otlp native"] / rates["log otlp python"],
-        "metric otlp native / python": rates["metric otlp native"] / rates["metric otlp python"],
+    pairs = {
+        "path native / path python": ("event path native", "event path python"),
+        "path native / orjson": ("event path native", "event orjson"),
+        "path native cold / path python": ("event path native cold", "event path python"),
+        "path native clean / orjson": ("event path native clean", "event orjson"),
+        "path native clean / path python clean": ("event path native clean", "event path python clean"),
+        "decode native / decode python (event)": ("event decode native", "event decode python"),
     }
+    for sig in ("span", "log", "metric"):
+        pairs[f"{sig} otlp native / python"] = (f"{sig} otlp native", f"{sig} otlp python")
+        pairs[f"{sig} otlp_json native / python"] = (f"{sig} otlp_json native", f"{sig} otlp_json python")
+    ratio = {k: rates[a] / rates[b] for k, (a, b) in pairs.items() if a in rates and b in rates}
     for k, v in ratio.items():
         print(f"{k:40s}{v:6.2f}x")
     load = os.getloadavg()[0]

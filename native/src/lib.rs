@@ -13,6 +13,7 @@ use std::borrow::Cow;
 pub mod json;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_json;
 #[cfg(feature = "python")]
 pub mod pseudonym;
 #[cfg(feature = "python")]

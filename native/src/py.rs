@@ -121,11 +121,11 @@ fn export(py: Python<'_>, col: Col) -> PyResult<PyObject> {
 }
 
 /// Every payload of `values` that is `bytes` (None otherwise), held while the GIL is released.
-fn owned_payloads<'py>(values: &Bound<'py, PyList>) -> Vec<Option<Bound<'py, PyBytes>>> {
+pub(crate) fn owned_payloads<'py>(values: &Bound<'py, PyList>) -> Vec<Option<Bound<'py, PyBytes>>> {
     values.iter().map(|v| v.downcast_into::<PyBytes>().ok()).collect()
 }
 
-fn payload_slices<'b>(owned: &'b [Option<Bound<'_, PyBytes>>]) -> Vec<Option<&'b [u8]>> {
+pub(crate) fn payload_slices<'b>(owned: &'b [Option<Bound<'_, PyBytes>>]) -> Vec<Option<&'b [u8]>> {
     owned.iter().map(|b| b.as_ref().map(|b| b.as_bytes())).collect()
 }
 
@@ -149,7 +149,7 @@ fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fie
 }
 
 /// `(verdicts, index, items, columns)` of an OTLP decode, as Python reads them.
-fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+pub(crate) fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
     let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
     Ok((buf(py, out.verdicts)?, buf(py, out.index)?, buf(py, out.items)?, PyList::new(py, exported)?.into_any().unbind()))
 }
@@ -195,6 +195,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::scrub::scrub_hints, m)?)?;
     m.add_function(wrap_pyfunction!(crate::scrub::control_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

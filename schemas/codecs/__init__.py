@@ -4,16 +4,17 @@ with ``format_violation``, ``schema_violation`` or ``size_violation``.
 
 Registered codecs: ``json`` (one JSON object per record; the compiled decoder in
 ``native/`` when it is installed, the Python one otherwise or with option
-``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` spans, logs and metrics), ``avro`` (Confluent-framed
+``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` and ``otlp_json`` spans, logs and metrics), ``avro`` (Confluent-framed
 Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
 export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
 and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 from collections.abc import Callable
+
+from core.batch import DEFAULT_MAX_BYTES
 
 from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec
@@ -41,12 +42,23 @@ def otlp_proto_codec(signal: str, max_bytes: int = 1 << 20, decoder: str | None 
     return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
 
 
+def otlp_json_codec(signal: str, max_bytes: int = DEFAULT_MAX_BYTES, decoder: str | None = None):
+    """The ``otlp_json`` codec: :class:`NativeOtlpCodec` with ``encoding="otlp_json"`` (the
+    compiled decoder, its deferred messages decoded by :class:`OtlpCodec`) unless
+    ``decoder`` (else ``$OBSFLOW_DECODER``) is ``python`` or the extension is not installed
+    (or is an older build without OTLP/JSON); else :class:`OtlpCodec`. Both give the same
+    rows, dead letters and item bytes."""
+    if chosen_decoder(decoder) == "native" and signal in native_otlp_signals("otlp_json"):
+        return NativeOtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_json")
+    return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_json")
+
+
 #: codec name → factory taking ``signal=``, ``max_bytes=`` and codec options
 CODECS: dict[str, Callable[..., Any]] = {
     "json": json_codec,
     "avro": AvroCodec,
     "otlp_proto": otlp_proto_codec,
-    "otlp_json": partial(OtlpCodec, encoding="otlp_json"),
+    "otlp_json": otlp_json_codec,
 }
 
 __all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "NativeJsonCodec", "NativeOtlpCodec", "NativeOtlpSpanCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]

@@ -188,29 +188,42 @@ class NativeJsonCodec:
 _OTLP_DECODERS = {"span": "decode_otlp_spans", "log": "decode_otlp_logs", "metric": "decode_otlp_metrics"}
 
 
-def native_otlp_signals() -> tuple[str, ...]:
-    """The OTLP protobuf signals the installed extension decodes (an older build may lack
-    logs or metrics: those then go to the reference codec)."""
+def native_otlp_signals(encoding: str = "otlp_proto") -> tuple[str, ...]:
+    """The OTLP signals the installed extension decodes in ``encoding`` (``otlp_proto`` or
+    ``otlp_json``; an older build may lack logs, metrics or OTLP/JSON: those then go to the
+    reference codec)."""
     if _native is None:
         return ()
+    if encoding == "otlp_json":
+        return tuple(_OTLP_DECODERS) if hasattr(_native, "decode_otlp_json") else ()
     return tuple(s for s, fn in _OTLP_DECODERS.items() if hasattr(_native, fn))
 
 
 class NativeOtlpCodec:
-    """The ``otlp_proto`` codec for spans, logs and metrics on the compiled decoder: same
-    constructor, same :meth:`decode` contract and results as ``OtlpCodec(signal)`` (which
-    decodes the messages it defers, with their per-item verdicts)."""
+    """The ``otlp_proto`` and ``otlp_json`` codecs for spans, logs and metrics on the
+    compiled decoder: same constructor, same :meth:`decode` contract and results as
+    ``OtlpCodec(signal, encoding=encoding)`` (which decodes the messages it defers, with
+    their per-item verdicts). OTLP/JSON is transcoded to protobuf in the extension and read
+    by the protobuf decoder (native/src/otlp_json.rs); any shape it is unsure of defers."""
 
-    def __init__(self, signal: str = "span", max_bytes: int = 1 << 20):
-        from .otlp_codec import OtlpCodec
+    def __init__(self, signal: str = "span", max_bytes: int = 1 << 20, encoding: str = "otlp_proto"):
+        from functools import partial
+
+        from .otlp_codec import ENCODINGS, OtlpCodec
 
         if signal not in _OTLP_DECODERS:
             raise ValueError(f"the compiled OTLP decoder reads spans, logs and metrics, not {signal!r}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown OTLP encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
         self.signal = signal
         self.max_bytes = max_bytes
-        self.reference = OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_proto")
+        self.encoding = encoding
+        self.reference = OtlpCodec(signal=signal, max_bytes=max_bytes, encoding=encoding)
         self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
-        self._decode = getattr(_native, _OTLP_DECODERS[signal])
+        if encoding == "otlp_json":
+            self._decode = partial(_native.decode_otlp_json, signal=signal)
+        else:
+            self._decode = getattr(_native, _OTLP_DECODERS[signal])
 
     def __getattr__(self, name: str):
         """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
@@ -247,9 +260,9 @@ class NativeOtlpCodec:
             assert ref.items_in is not None  # an OTLP decode counts items per record
             for k, i in enumerate(np.flatnonzero(verdicts == 0)):
                 items_in[i] = ref.items_in[k]
-        codec, signal = self.reference, self.signal
+        codec, signal, encoding = self.reference, self.signal, self.encoding
         return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), signal, "otlp_proto")[k]))
+                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), signal, encoding)[k]))
 
 
 #: the span codec's earlier name

@@ -271,14 +271,16 @@ def _same_column(a, b) -> bool:
     return a.equals(b) or (a.type == b.type and _nan_marked(a.to_pylist()) == _nan_marked(b.to_pylist()))
 
 
-def assert_otlp_parity(values: list, signal: str = "span", max_bytes: int = 1 << 20) -> tuple[int, int]:
-    """Both OTLP protobuf decoders of ``signal`` over ``values``: identical rows (``_i``,
-    ``_item`` order), rejects, ``items_in`` and dead-letter item bytes; return (rows, rejects)."""
+def assert_otlp_parity(values: list, signal: str = "span", max_bytes: int = 1 << 20,
+                       encoding: str = "otlp_proto") -> tuple[int, int]:
+    """Both OTLP decoders of ``signal`` (protobuf, or OTLP/JSON with ``encoding``) over
+    ``values``: identical rows (``_i``, ``_item`` order), rejects, ``items_in`` and
+    dead-letter item bytes; return (rows, rejects)."""
     from schemas.codecs.otlp_codec import OtlpCodec
 
     raw = _raw(values)
-    ref = OtlpCodec(signal, max_bytes=max_bytes, encoding="otlp_proto").decode(raw)
-    nat = native_json.NativeOtlpCodec(signal, max_bytes=max_bytes).decode(raw)
+    ref = OtlpCodec(signal, max_bytes=max_bytes, encoding=encoding).decode(raw)
+    nat = native_json.NativeOtlpCodec(signal, max_bytes=max_bytes, encoding=encoding).decode(raw)
     assert nat.table.schema.equals(ref.table.schema)
     for name in ref.table.column_names:
         assert _same_column(nat.table.column(name), ref.table.column(name)), name
@@ -789,5 +791,428 @@ def test_hypothesis_otlp_metrics():
     @given(st.lists(_metric_messages(), min_size=1, max_size=6))
     def run(values):
         assert_otlp_parity(values, "metric")
+
+    run()
+
+
+# -- OTLP/JSON (spans, logs, metrics) -----------------------------------------------------------
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
+_INT64_KEYS = {"timeUnixNano", "startTimeUnixNano", "endTimeUnixNano", "observedTimeUnixNano", "count", "asInt",
+               "intValue", "bucketCounts", "time_unix_nano", "start_time_unix_nano", "end_time_unix_nano",
+               "observed_time_unix_nano", "as_int", "int_value", "bucket_counts"}
+_REQUESTS = {"span": "opentelemetry.proto.collector.trace.v1.trace_service_pb2.ExportTraceServiceRequest",
+             "log": "opentelemetry.proto.collector.logs.v1.logs_service_pb2.ExportLogsServiceRequest",
+             "metric": "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2.ExportMetricsServiceRequest"}
+
+
+def _request_type(signal: str):
+    import importlib
+
+    module, name = _REQUESTS[signal].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _as_otlp_json(payload: bytes, signal: str, style: str = "collector") -> bytes:
+    """A protobuf export request in the OTLP/JSON mapping (protobuf's json_format, ids as
+    hex): ``collector`` (lowerCamelCase, enums as integers, int64 as strings, as the
+    Collector writes it), ``names`` (enum names), ``snake`` (proto field names) or
+    ``numbers`` (int64 as JSON numbers)."""
+    import base64
+
+    from google.protobuf import json_format
+
+    msg = _request_type(signal).FromString(payload)
+    doc = json_format.MessageToDict(msg, use_integers_for_enums=style != "names", preserving_proto_field_name=style == "snake")
+
+    def fix(o):
+        if isinstance(o, dict):
+            return {k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str) else
+                        _number(fix(v)) if style == "numbers" and k in _INT64_KEYS else fix(v)) for k, v in o.items()}
+        if isinstance(o, list):
+            return [fix(v) for v in o]
+        return o
+
+    return json.dumps(fix(doc)).encode()
+
+
+def _number(v):
+    if isinstance(v, list):
+        return [_number(x) for x in v]
+    return int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v
+
+
+def _json_verdicts(values: list, signal: str) -> bytes:
+    verdicts, *_ = native_json._native.decode_otlp_json(values, 1 << 20, signal)
+    return bytes(verdicts)
+
+
+def _same_as_protobuf(protos: list, signal: str, style: str = "collector") -> None:
+    """The OTLP/JSON decode of ``protos`` (as ``style``) gives the protobuf decode's rows."""
+    jsons = [_as_otlp_json(p, signal, style) for p in protos]
+    a = native_json.NativeOtlpCodec(signal, encoding="otlp_json").decode(_raw(jsons)).table
+    b = native_json.NativeOtlpCodec(signal).decode(_raw(protos)).table
+    assert a.num_rows == b.num_rows
+    for name in b.column_names:
+        assert _same_column(a.column(name), b.column(name)), name
+
+
+def _sdk_messages(signal: str) -> list[bytes]:
+    """The OpenTelemetry SDK's own exports of ``signal`` (protobuf), as the protobuf tests use them."""
+    if signal == "metric":
+        return _sdk_metrics()
+    if signal == "span":
+        from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+
+        from tests.codecs.test_otlp_codec import make_spans
+
+        sdk = make_spans()
+        return [encode_spans(sdk).SerializeToString(), encode_spans(sdk[:1]).SerializeToString(),
+                encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString()]
+    from opentelemetry.exporter.otlp.proto.common._internal._log_encoder import encode_logs
+
+    from tests.codecs.test_otlp_codec import make_logs
+
+    logs, _ = make_logs()
+    return [encode_logs(logs).SerializeToString(), encode_logs(logs[:1]).SerializeToString(),
+            encode_logs(logs[2:]).SerializeToString()]
+
+
+@pytest.mark.parametrize("signal", ["span", "log", "metric"])
+def test_otlp_json_generator_and_sdk(signal):
+    """The generator's OTLP/JSON traffic (the fuzz corpus's seeds) and its protobuf traffic
+    and the OpenTelemetry SDK's exports rendered as OTLP/JSON in four styles (the Collector's,
+    enum names, proto field names, int64 as numbers): identical rows, dead letters and item
+    bytes to the reference; every generator message is decoded by the extension itself, and
+    the rows equal the protobuf decode's."""
+    good = [s.value for s in seeds(signal, "otlp_json", 40)]
+    rows, bad = assert_otlp_parity(good, signal, encoding="otlp_json")
+    assert rows > 40 and bad == 0
+    assert _json_verdicts(good, signal) == b"\x01" * len(good)
+    protos = [s.value for s in seeds(signal, "otlp_proto", 40)]
+    proto_rows = assert_otlp_parity(protos, signal)[0]
+    for style in ("collector", "names", "snake", "numbers"):
+        jsons = [_as_otlp_json(p, signal, style) for p in protos]
+        assert assert_otlp_parity(jsons, signal, encoding="otlp_json") == (proto_rows, 0), style
+        assert _json_verdicts(jsons, signal) == b"\x01" * len(jsons), style
+        _same_as_protobuf(protos, signal, style)
+    sdk = _sdk_messages(signal)
+    sdk_rows = assert_otlp_parity(sdk, signal)
+    proto_verdicts = bytes({"span": native_json._native.decode_otlp_spans, "log": native_json._native.decode_otlp_logs,
+                            "metric": native_json._native.decode_otlp_metrics}[signal](sdk, 1 << 20)[0])
+    expected = {"span": (8, 0), "log": (7, 0), "metric": (12, 0)}[signal]
+    assert sdk_rows == expected
+    for style in ("collector", "names", "snake", "numbers"):
+        jsons = [_as_otlp_json(p, signal, style) for p in sdk]
+        assert assert_otlp_parity(jsons, signal, encoding="otlp_json") == expected, style
+        # the same messages as the protobuf decoder decodes itself (an array attribute or a
+        # kvlist body defers in both)
+        assert _json_verdicts(jsons, signal) == proto_verdicts, style
+
+
+@pytest.mark.parametrize("signal", ["span", "log", "metric"])
+def test_otlp_json_fuzz_corpus(signal):
+    """The fuzz corpus's OTLP/JSON mutants (truncations, bit flips, splices, inserted bytes,
+    type confusion, values at their bounds) mixed with good messages."""
+    good = [s.value for s in seeds(signal, "otlp_json", 24)]
+    rng = random.Random(f"native-parity/otlp-json-{signal}")
+    total_bad = native = 0
+    for size in (1, 3, 20, 80):
+        for _ in range(5):
+            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), signal, "otlp_json", rng)
+                      for a in (rng.choice(good) for _ in range(size))]
+            total_bad += assert_otlp_parity(values, signal, encoding="otlp_json")[1]
+            native += _json_verdicts(values, signal).count(1)
+    assert total_bad > 40
+    assert native > 40  # the good ones (and harmless mutants) are the extension's
+
+
+_T = "1765000000123456789"
+_SPAN_DOC = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+                                "scopeSpans": [{"scope": {"name": "lib"}, "spans": [{
+                                    "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
+                                    "parentSpanId": "2122232425262728", "name": "GET /a", "kind": 2,
+                                    "startTimeUnixNano": _T, "endTimeUnixNano": "1765000000223456789",
+                                    "attributes": [{"key": "n", "value": {"intValue": "-7"}},
+                                                   {"key": "d", "value": {"doubleValue": 0.1}},
+                                                   {"key": "b", "value": {"boolValue": False}},
+                                                   {"key": "u", "value": {}}],
+                                    "status": {"code": 2, "message": "boom"}, "flags": 257, "traceState": "k=v"}]}]}]}
+_LOG_DOC = {"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}},
+                                                          {"key": "host.name", "value": {"stringValue": "h1"}}]},
+                              "scopeLogs": [{"logRecords": [{"timeUnixNano": _T, "severityNumber": 17, "severityText": "oops",
+                                                              "body": {"stringValue": "hello"},
+                                                              "attributes": [{"key": "enduser.id", "value": {"stringValue": "u1"}}],
+                                                              "traceId": "0102030405060708090a0b0c0d0e0f10",
+                                                              "spanId": "1112131415161718", "eventName": "done"}]}]}]}
+_METRIC_DOC = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+                                    "scopeMetrics": [{"metrics": [
+                                        {"name": "g", "unit": "1", "gauge": {"dataPoints": [{"timeUnixNano": _T, "asDouble": 1.5,
+                                                                                            "attributes": [{"key": "r", "value": {"stringValue": "/a"}}]}]}},
+                                        {"name": "h", "histogram": {"aggregationTemporality": 1, "dataPoints": [{
+                                            "timeUnixNano": _T, "count": "10", "sum": 0, "bucketCounts": ["3", "7"],
+                                            "explicitBounds": [2.5]}]}},
+                                        {"name": "s", "summary": {"dataPoints": [{"timeUnixNano": _T, "count": 4, "sum": 9.0,
+                                                                                  "quantileValues": [{"quantile": 0.5, "value": 2.0}]}]}}]}]}]}
+
+
+_DELETE = object()
+
+
+def _edit(doc: dict, path: tuple, value=None, delete: bool = False, more: tuple = ()) -> bytes:
+    """``doc`` (a copy) with the value at ``path`` replaced (or the key deleted), then each
+    ``(path, value)`` of ``more`` (``_DELETE`` deletes)."""
+    import copy
+
+    d = copy.deepcopy(doc)
+    for p, v in ((path, _DELETE if delete else value), *more):
+        o = d
+        for k in p[:-1]:
+            o = o[k]
+        if v is _DELETE:
+            del o[p[-1]]
+        else:
+            o[p[-1]] = v
+    return json.dumps(d).encode()
+
+
+_SP = ("resourceSpans", 0, "scopeSpans", 0, "spans", 0)
+_LR = ("resourceLogs", 0, "scopeLogs", 0, "logRecords", 0)
+_DP = ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "gauge", "dataPoints", 0)
+_HP = ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 1, "histogram", "dataPoints", 0)
+
+
+def test_otlp_json_edge_cases():
+    """Shapes the extension reads itself (enum names, upper-case hex, int64 as numbers or
+    strings, snake_case keys, unknown keys the reference ignores, an unset value, a zero
+    histogram sum) and shapes it defers (nulls, a key twice or in both spellings, ids with
+    spaces, "+7", a double as a string, bytes / array values, floats for integers, values
+    beyond their range, underflowing doubles, a BOM, trailing bytes, over max_bytes,
+    unknown metric keys): identical rows, dead letters and item bytes, exact counts."""
+    span = json.dumps(_SPAN_DOC).encode()
+    log = json.dumps(_LOG_DOC).encode()
+    metric = json.dumps(_METRIC_DOC).encode()
+    native_spans = [
+        span,
+        _edit(_SPAN_DOC, _SP + ("kind",), "SPAN_KIND_CLIENT"),
+        _edit(_SPAN_DOC, _SP + ("status",), {"code": "STATUS_CODE_OK"}),
+        _edit(_SPAN_DOC, _SP + ("traceId",), "0102030405060708090A0B0C0D0E0F10"),
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), int(_T)),
+        _edit(_SPAN_DOC, _SP + ("parentSpanId",), ""),
+        _edit(_SPAN_DOC, _SP + ("parentSpanId",), "0000000000000000"),
+        _edit(_SPAN_DOC, _SP + ("events",), [{"name": "e", "whatever": None}]),
+        _edit(_SPAN_DOC, _SP + ("attributes", 0, "value"), {"int_value": 9007199254740993}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": -0}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": 1e300}),
+        json.dumps({"resource_spans": [{"scope_spans": [{"spans": [{
+            "trace_id": "0102030405060708090a0b0c0d0e0f10", "span_id": "1112131415161718",
+            "start_time_unix_nano": 1, "end_time_unix_nano": "2", "trace_state": "x"}]}]}]}).encode(),
+        b"  " + span + b"\n",
+    ]
+    deferred_spans = [
+        _edit(_SPAN_DOC, _SP + ("kind",), None),                                     # null: the reference's
+        _edit(_SPAN_DOC, _SP + ("kind",), 2.0),
+        _edit(_SPAN_DOC, _SP + ("kind",), 6),                                        # rejected: no such kind
+        _edit(_SPAN_DOC, _SP + ("kind",), "2"),
+        span.replace(b'"name": "GET /a"', b'"name": "GET /a", "name": "x"'),        # a key twice
+        _edit(_SPAN_DOC, _SP + ("span_id",), "1112131415161718"),                    # both spellings
+        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314 15161718"),                    # fromhex takes spaces
+        _edit(_SPAN_DOC, _SP + ("spanId",), "111213141516171"),                      # odd length: rejected
+        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314151617"),                       # 7 bytes: rejected
+        _edit(_SPAN_DOC, _SP + ("traceId",), "00000000000000000000000000000000"),    # all zero: rejected
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "+1"),
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), 1.7e18),
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "18446744073709551616"),      # beyond uint64: rejected
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "0"),                         # no start: rejected
+        _edit(_SPAN_DOC, _SP + ("attributes", 0, "value"), {"intValue": "+7"}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": "0.5"}),
+        span.replace(b'"doubleValue": 0.1', b'"doubleValue": 1e-400'),               # underflow
+        _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": 12345678901234567}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"bytesValue": "AAE="}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"arrayValue": {"values": [{"intValue": 1}]}}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"stringValue": "a", "intValue": 1}),
+        _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"boolValue": "true"}),  # rejected
+        _edit(_SPAN_DOC, _SP + ("attributes", 2), {"key": "k", "value": {"stringValue": "a"}, "x": 1}),
+        _edit(_SPAN_DOC, _SP + ("flags",), 2 ** 32),                                 # rejected
+        _edit(_SPAN_DOC, _SP + ("name",), 5),                                        # rejected
+        _edit(_SPAN_DOC, ("resourceSpans", 0, "scopeSpans", 0, "spans"), {}),        # rejected whole
+        json.dumps({"resourceSpans": []}).encode(),                                  # no spans
+        b"\xef\xbb\xbf" + span, span + b" x", b"[]", b"", b"{", "{\"resourceSpans\": \"\u00e9\"}".encode(),
+    ]
+    rows, bad = assert_otlp_parity(native_spans + deferred_spans, "span", encoding="otlp_json")
+    # rows: 13 native + the deferred ones the reference accepts (null kind, 2.0, "2", the key
+    # twice, both spellings, spaces, 1.7e18, "0.5", 1e-400, the long integer, bytes, array, two
+    # kinds in one value, the extra kv key: 14); rejects: the other 19 (kind 6, three bad ids,
+    # "+1", 2**64, "0", "+7", "true", flags, name 5, and 8 whole messages)
+    assert (rows, bad) == (13 + 14, 19)
+    assert _json_verdicts(native_spans + deferred_spans, "span") == b"\x01" * len(native_spans) + b"\x00" * len(deferred_spans)
+
+    native_logs = [
+        log,
+        _edit(_LOG_DOC, _LR + ("severityNumber",), "SEVERITY_NUMBER_WARN3"),
+        _edit(_LOG_DOC, _LR + ("severityNumber",), 100),
+        _edit(_LOG_DOC, _LR + ("body",), {"intValue": 5}),
+        _edit(_LOG_DOC, _LR + ("body",), {"boolValue": True}),
+        _edit(_LOG_DOC, _LR + ("body",), {}),
+        _edit(_LOG_DOC, _LR + ("timeUnixNano",), delete=True, more=((_LR + ("observedTimeUnixNano",), 5),)),
+        _edit(_LOG_DOC, _LR + ("flags",), "not read"),
+    ]
+    deferred_logs = [
+        _edit(_LOG_DOC, _LR + ("body",), {"doubleValue": 1.0}),                      # orjson writes it
+        _edit(_LOG_DOC, _LR + ("body",), {"kvlistValue": {"values": []}}),
+        _edit(_LOG_DOC, _LR + ("severityNumber",), "SEVERITY_NUMBER_INFO5"),         # rejected
+        _edit(_LOG_DOC, _LR + ("severityNumber",), -1),
+        _edit(_LOG_DOC, _LR + ("timeUnixNano",), delete=True),                       # rejected: no time
+        _edit(_LOG_DOC, _LR + ("traceId",), "01"),                                   # rejected
+        _edit(_LOG_DOC, _LR + ("severityText",), None),
+    ]
+    rows, bad = assert_otlp_parity(native_logs + deferred_logs, "log", encoding="otlp_json")
+    assert (rows, bad) == (8 + 4, 3)
+    assert _json_verdicts(native_logs + deferred_logs, "log") == b"\x01" * len(native_logs) + b"\x00" * len(deferred_logs)
+
+    native_metrics = [
+        metric,
+        _edit(_METRIC_DOC, _DP + ("asInt",), "-9223372036854775808", more=((_DP + ("asDouble",), _DELETE),)),
+        _edit(_METRIC_DOC, _DP + ("flags",), 1),
+        _edit(_METRIC_DOC, _DP + ("exemplars",), [{"spanId": None}]),                # stripped by the reference
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 1, "histogram", "aggregationTemporality"),
+              "AGGREGATION_TEMPORALITY_CUMULATIVE"),
+        _edit(_METRIC_DOC, _HP + ("sum",), delete=True),
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "scope"), {"name": "x", "junk": None}),
+    ]
+    deferred_metrics = [
+        _edit(_METRIC_DOC, _DP + ("asInt",), 1),                                     # the oneof twice: rejected
+        _edit(_METRIC_DOC, _DP + ("asDouble",), "NaN"),
+        _edit(_METRIC_DOC, _DP + ("timeUnixNano",), 0),                              # rejected
+        _edit(_METRIC_DOC, _DP + ("droppedAttributesCount",), 1),                    # unknown to ParseDict: ignored
+        _edit(_METRIC_DOC, _HP + ("count",), "9223372036854775808"),                 # rejected
+        _edit(_METRIC_DOC, _HP + ("bucketCounts",), ["3", 7.5]),                     # rejected
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "description"), 5),  # rejected
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "sum"), {"dataPoints": []}),
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "exponentialHistogram"), {}),
+        _edit(_METRIC_DOC, ("resourceMetrics", 0, "resource", "droppedAttributesCount"), 0),
+    ]
+    rows, bad = assert_otlp_parity(native_metrics + deferred_metrics, "metric", encoding="otlp_json")
+    assert _json_verdicts(native_metrics + deferred_metrics, "metric") == b"\x01" * len(native_metrics) + b"\x00" * len(deferred_metrics)
+    # rows: 4 a message (gauge, histogram, summary and its quantile) less one a rejected item:
+    # the oneof twice, time 0, count 2**63, 7.5 in bucketCounts, description 5, two data kinds
+    # in one metric (twice): 7 rejects, 17 * 4 - 7 rows
+    assert (rows, bad) == (17 * 4 - 7, 7)
+
+
+def test_otlp_json_codec_choice(monkeypatch):
+    """``otlp_json`` is the compiled decoder by default for every signal; the option or
+    ``OBSFLOW_DECODER=python`` picks the reference."""
+    from schemas.codecs.otlp_codec import OtlpCodec
+
+    monkeypatch.delenv("OBSFLOW_DECODER", raising=False)
+    for signal in ("span", "log", "metric"):
+        codec = codec_for("otlp_json", signal, 100)
+        assert isinstance(codec, native_json.NativeOtlpCodec) and codec.encoding == "otlp_json"
+        assert type(codec_for("otlp_json", signal, 100, {"decoder": "python"})) is OtlpCodec
+    monkeypatch.setenv("OBSFLOW_DECODER", "python")
+    for signal in ("span", "log", "metric"):
+        codec = codec_for("otlp_json", signal, 100)
+        assert type(codec) is OtlpCodec and codec.encoding == "otlp_json"
+
+
+@st.composite
+def _json_messages(draw, signal: str) -> bytes:
+    """A drawn log or metric request (the protobuf strategies above) as OTLP/JSON in a drawn style."""
+    proto = draw(_log_messages() if signal == "log" else _metric_messages())
+    return _as_otlp_json(proto, signal, draw(st.sampled_from(["collector", "names", "snake", "numbers"])))
+
+
+@pytest.mark.parametrize("signal", ["log", "metric"])
+def test_hypothesis_otlp_json(signal):
+    """Hypothesis over the OTLP/JSON decoder (bounded and derandomized in CI;
+    OBSFLOW_FUZZ=long for more): drawn log and metric requests with values at and beyond the
+    edges, in every style: the reference's rows, dead letters and item bytes."""
+
+    @settings(max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_json_messages(signal), min_size=1, max_size=6))
+    def run(values):
+        assert_otlp_parity(values, signal, encoding="otlp_json")
+
+    run()
+
+
+_JSON_ODD = [None, True, 0, -1, 1.5, 2.0, "", "x", [], {}]
+
+
+@st.composite
+def _json_any_value(draw, clean: bool = False):
+    """An OTLP/JSON AnyValue of a drawn kind and a drawn (possibly wrong-typed) value
+    (``clean``: a string, bool, int or double of a good type)."""
+    kinds = ["stringValue", "string_value", "boolValue", "intValue", "int_value", "doubleValue"]
+    key = draw(st.sampled_from(kinds if clean else [*kinds, "bytesValue", "arrayValue", "kvlistValue", None]))
+    if key is None:
+        return draw(st.sampled_from([{}, None, "s", {"stringValue": "a", "intValue": "1"}]))
+    good = {"stringValue": st.sampled_from(["", "a", "é", "x y"]), "string_value": st.just("b"), "boolValue": st.booleans(),
+            "intValue": st.sampled_from([0, -7, "42", "-0", "+1", "9223372036854775807", "9223372036854775808", 2 ** 53 + 1]),
+            "int_value": st.integers(-(2 ** 63), 2 ** 63 - 1),
+            "doubleValue": st.sampled_from([0.0, -0.0, 0.1, 1e300, 12345678901234567, -3, "0.5", "NaN", 1e-7]),
+            "bytesValue": st.sampled_from(["", "AAE=", "!!"]), "arrayValue": st.just({"values": [{"intValue": 1}]}),
+            "kvlistValue": st.just({"values": [{"key": "k", "value": {"boolValue": True}}]})}[key]
+    return {key: draw(st.sampled_from(_JSON_ODD) if not clean and draw(st.integers(0, 5)) == 0 else good)}
+
+
+@st.composite
+def _json_span_messages(draw) -> bytes:
+    """An OTLP/JSON span request drawn at the JSON level: every field the row reads in either
+    spelling (or both), with good values, values at the edges and values of the wrong type."""
+    clean = draw(st.booleans())  # half the messages: good values in one spelling (mostly the extension's)
+
+    def field(camel: str, snake: str, good, odd=()):
+        spelling = draw(st.sampled_from(["camel", "camel", "snake"] if clean else ["camel", "camel", "snake", "both", "none"]))
+        bad = not clean and draw(st.integers(0, 6)) == 0
+        pick = (lambda: draw(st.sampled_from([*odd, *_JSON_ODD]))) if bad else (lambda: draw(good))
+        if spelling == "none":
+            return {}
+        if spelling == "both":
+            return {camel: pick(), snake: pick()}
+        return {camel if spelling == "camel" else snake: pick()}
+
+    ids = st.sampled_from(["0102030405060708090a0b0c0d0e0f10", "0102030405060708090A0B0C0D0E0F10"])
+    times = st.sampled_from(["1765000000123456789", 1765000000123456789, "1", 1])
+    spans = []
+    for _ in range(draw(st.integers(0, 3))):
+        sp: dict = {}
+        sp |= field("traceId", "trace_id", ids, ["00000000000000000000000000000000", "0102", "01 02030405060708090a0b0c0d0e0f10"])
+        sp |= field("spanId", "span_id", st.sampled_from(["1112131415161718", "aabbccddeeff0011"]), ["111213141516171", "0000000000000000"])
+        sp |= field("parentSpanId", "parent_span_id", st.sampled_from(["", "2122232425262728", "0000000000000000"]), ["21"])
+        sp |= field("startTimeUnixNano", "start_time_unix_nano", times, ["+1", "-1", 1.7e18, "18446744073709551615", "18446744073709551616"])
+        sp |= field("endTimeUnixNano", "end_time_unix_nano", times, ["0", 0])
+        sp |= field("traceState", "trace_state", st.sampled_from(["", "k=v"]))
+        sp |= field("name", "name", st.sampled_from(["", "GET /a", "é"]))
+        sp |= field("kind", "kind", st.sampled_from([0, 1, 2, 5, "SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"]), [6, -1, "2", "SPAN_KIND_X"])
+        sp |= field("flags", "flags", st.sampled_from([0, 1, 257, 2 ** 32 - 1]), [2 ** 32, "1"])
+        if draw(st.booleans()):
+            good_status = [{}, {"code": 2, "message": "boom"}, {"code": "STATUS_CODE_OK"}]
+            sp["status"] = draw(st.sampled_from(good_status if clean else [*good_status, {"code": 3}, {"message": 5}, None, []]))
+        if draw(st.booleans()):
+            sp["attributes"] = [{"key": k, "value": draw(_json_any_value(clean))}
+                                for k in draw(st.lists(st.sampled_from(["a", "b", "service.name", ""]), max_size=3, unique=clean))]
+        if draw(st.booleans()):
+            sp["events"] = [{"name": "e", "x": None}]
+        spans.append(sp)
+    resource = {"attributes": [{"key": k, "value": draw(_json_any_value(clean))}
+                               for k in draw(st.lists(st.sampled_from(["service.name", "host.name", "a"]), max_size=3, unique=clean))]}
+    return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}).encode()
+
+
+def test_hypothesis_otlp_json_spans():
+    """Hypothesis over the OTLP/JSON span decoder at the JSON level (bounded and derandomized
+    in CI; OBSFLOW_FUZZ=long for more): both spellings, enum names and numbers, integers as
+    strings, numbers, floats and signed strings, ids with upper case, spaces, wrong lengths,
+    attribute values of every kind and wrong types, nulls: the reference's rows, dead letters
+    and item bytes for every drawn message."""
+
+    @settings(max_examples=100 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
+              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @given(st.lists(_json_span_messages(), min_size=1, max_size=6))
+    def run(values):
+        assert_otlp_parity(values, "span", encoding="otlp_json")
 
     run()

@@ -3,8 +3,9 @@ suite's good records (tests/fuzz/corpus.py ``seeds``) and a fixed sample of thei
 one file per input, written where libFuzzer reads its corpus.
 
 ``python -m tests.fuzz.native_seeds DIR`` writes ``DIR/json`` (JSON records of every
-signal, and OTLP/JSON messages) and ``DIR/otlp`` (OTLP protobuf messages of spans, logs
-and metrics); files already there (libFuzzer's own finds) are kept."""
+signal, and OTLP/JSON messages) and ``DIR/otlp`` (OTLP protobuf and OTLP/JSON messages of
+spans, logs and metrics: the target runs the OTLP/JSON decoder too); files already there
+(libFuzzer's own finds) are kept."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.fuzz.corpus import SIGNALS, mutate, seeds
 #: fuzz target -> the (signal, codec) pairs whose records seed it
 TARGETS = {
     "json": [(s, "json") for s in SIGNALS] + [(s, "otlp_json") for s in ("span", "log", "metric")],
-    "otlp": [(s, "otlp_proto") for s in ("span", "log", "metric")],
+    "otlp": [(s, c) for c in ("otlp_proto", "otlp_json") for s in ("span", "log", "metric")],
 }
 
 

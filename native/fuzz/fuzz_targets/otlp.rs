@@ -1,9 +1,10 @@
-//! The OTLP protobuf decoders (`otlp_spans`, `otlp_logs`, `otlp_metrics`) over one input read as an export
-//! request of each signal: no panic, columns valid Arrow arrays of one value per row, and
+//! The OTLP protobuf decoders (`otlp_spans`, `otlp_logs`, `otlp_metrics`) and the OTLP/JSON one
+//! (`otlp_json`, each signal) over one input read as an export request of each signal: no panic, columns valid Arrow arrays of one value per row, and
 //! one `_i` / `_item` per row.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use obsflow_native::otlp_json::{otlp_json, Signal};
 use obsflow_native::{otlp_logs, otlp_metrics, otlp_spans, OtlpOut};
 
 fn check(out: OtlpOut, messages: usize, what: &str) {
@@ -24,4 +25,7 @@ fuzz_target!(|data: &[u8]| {
     check(otlp_spans(&batch, 1 << 20), 3, "spans");
     check(otlp_logs(&batch, 1 << 20), 3, "logs");
     check(otlp_metrics(&batch, 1 << 20), 3, "metrics");
+    check(otlp_json(&batch, 1 << 20, Signal::Span), 3, "json spans");
+    check(otlp_json(&batch, 1 << 20, Signal::Log), 3, "json logs");
+    check(otlp_json(&batch, 1 << 20, Signal::Metric), 3, "json metrics");
 });
