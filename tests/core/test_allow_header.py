@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is tests/core/...)
 
 # Builds both apps on the default spec (a warehouse under argv[1]; the door's producer is
 # never used: a 405 is answered before any handler) and prints the Allow header and status
