@@ -60,10 +60,13 @@ def test_flink_job_counters_add_up_over_its_worker_processes(flink_cluster, kafk
     pool = f"127.0.0.1:{flink_cluster.ensure_worker_pool()}"
     rest = FlinkRest(master)
 
-    # parallelism 2 and two SDK worker processes on the task manager (Beam's default is one a
-    # task manager): the keyed Kafka reads spread over both, and each commits
+    # parallelism 2 and up to 4 SDK worker processes on the task manager (Beam's default is one
+    # a task manager). The runner hands each operator instance that opens the next process in
+    # turn (round robin over --sdk_worker_parallelism, in the order they open): with 2 it gave
+    # both Kafka-reading instances the same process in one of three runs; with one process per
+    # instance (2 stages x 2) the keyed Kafka reads spread over processes that each commit
     sub = submit(spec, master, parallelism=2, worker_pool=pool, job_name="obsflow-flink-counters",
-                 extra_options=["--sdk_worker_parallelism=2"])
+                 extra_options=["--sdk_worker_parallelism=4"])
     try:
         wait_exact(spec, expected, rest, sub.job.jid)
         # the tables are exact: every record's commit has landed, with its process's counters
