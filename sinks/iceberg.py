@@ -51,7 +51,8 @@ STATS_KEY = "obsflow.stats"
 #: the environment variable naming the run a process belongs to: every process of one run
 #: (a Bytewax cluster's processes) carries the same value, so that a reader sums their
 #: counters (set by :func:`runners.bytewax.cluster.spawn`; set it yourself on each machine
-#: of a cluster started with ``--process-id``, or on Flink's task managers)
+#: of a cluster started with ``--process-id``). A Beam job does not read it on its workers:
+#: its run id is fixed when the pipeline is built and given to each sink (``run_id=``)
 RUN_ID_ENV = "OBSFLOW_RUN_ID"
 #: per ``topic:partition``, the next offset after the last batch whose flow rows (rows the
 #: flows write directly, in offset order) are in the table; may run ahead of the positions
@@ -90,7 +91,7 @@ def snapshot_offsets(table: Table, key: str = OFFSETS_KEY) -> dict[str, int]:
     return {}
 
 
-def run_counters(stats: RunStats) -> dict:
+def run_counters(stats: RunStats, run_id: str | None = None) -> dict:
     """The run's counters so far (``stats``: the sink's, the process's ``STATS`` in a job), as the run
     summary prints them: records (and OTLP items) in / accepted / dead-lettered / dropped,
     the same per source, dead letters by reason, and tail sampling as ``{"<counter>:<reason>":
@@ -98,8 +99,9 @@ def run_counters(stats: RunStats) -> dict:
     since the run started; every commit carries them in its summary under :data:`STATS_KEY`.
 
     The counters are this process's own: ``process`` (``host:pid``) names it and ``run_id``
-    (``$OBSFLOW_RUN_ID``, absent when unset) the run it belongs to, so that a reader adds up
-    the latest counters of each process of a run (:func:`ui.app.pipeline_counters`)."""
+    the run it belongs to, so that a reader adds up the latest counters of each process of a
+    run (:func:`ui.app.pipeline_counters`): the ``run_id`` given (a Beam job's, fixed when its
+    pipeline was built), else ``$OBSFLOW_RUN_ID``, absent when neither is set."""
     import os
     import socket
 
@@ -107,7 +109,7 @@ def run_counters(stats: RunStats) -> dict:
     by_source: dict[str, dict[str, int]] = {}
     for (src, what), n in sorted(snap["by_source"].items()):
         by_source.setdefault(src, {})[what] = n
-    run_id = os.environ.get(RUN_ID_ENV)
+    run_id = run_id or os.environ.get(RUN_ID_ENV)
     return {"run_started": round(snap["started"], 3), "process": f"{socket.gethostname()}:{os.getpid()}",
             **({"run_id": run_id} if run_id else {}),
             **{k: snap[k] for k in ("records_in", "records_accepted", "records_dead", "records_dropped",
@@ -255,10 +257,13 @@ class IcebergSink:
     """
 
     def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True,
-                 dedupe: bool = False, *, plan: WritePlan, counters: RunStats):
+                 dedupe: bool = False, *, plan: WritePlan, counters: RunStats, run_id: str | None = None):
         # ``counters``: the run counters this sink records its commits and retries into, and
-        # writes into each commit's summary (the runners give the process's ``STATS``)
+        # writes into each commit's summary (the runners give the process's ``STATS``);
+        # ``run_id``: the run those counters belong to (:func:`run_counters`; a Beam job gives
+        # its own, fixed at build time, as its workers lack ``$OBSFLOW_RUN_ID``)
         self.counters = counters
+        self.run_id = run_id
         # who feeds each table from each topic (the job's plan, :func:`pipelines.graph.write_plan`):
         # stateful stages (each shard reports its positions) and stateless flow writes (their
         # batch's next offset)
@@ -528,7 +533,7 @@ class IcebergSink:
             for k, v in p.written.items():
                 written[k] = max(written.get(k, 0), v)
             props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True),
-                     STATS_KEY: json.dumps(run_counters(self.counters), sort_keys=True, separators=(",", ":"))}
+                     STATS_KEY: json.dumps(run_counters(self.counters, self.run_id), sort_keys=True, separators=(",", ":"))}
             if written:
                 props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:

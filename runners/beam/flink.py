@@ -63,6 +63,9 @@ class Submitted:
     resumed_from: dict[str, int]
     partitions: int
     seconds: float
+    #: the run id every commit of the job names in its counters (``obsflow.stats``), whichever
+    #: SDK worker process made it (:func:`runners.beam.pipeline.beam_run_id`)
+    run_id: str = ""
 
 
 def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None = None,
@@ -109,7 +112,7 @@ def submit(spec: PipelineSpec, master: str, *, parallelism: int = 1, job_name: s
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from runners.beam.pipeline import build_kafka_pipeline
+    from runners.beam.pipeline import beam_run_id, build_kafka_pipeline
     from runners.job import RunRequest, kafka_plan
 
     rest = FlinkRest(master)
@@ -121,7 +124,8 @@ def submit(spec: PipelineSpec, master: str, *, parallelism: int = 1, job_name: s
     opts = flink_options(master, parallelism=parallelism, worker_pool=worker_pool, job_server_jar=job_server_jar,
                          job_endpoint=job_endpoint, job_name=job_name, extra=extra_options)
     p = beam.Pipeline(options=PipelineOptions(opts))
-    build_kafka_pipeline(p, spec, source, ranges, bounded=False)
+    run_id = beam_run_id()  # fixed here, pickled with the writers: the workers lack $OBSFLOW_RUN_ID
+    build_kafka_pipeline(p, spec, source, ranges, bounded=False, run_id=run_id)
     result = p.run()  # the job server translates and hands the job to the JobManager
     try:
         job = rest.wait_for_named(job_name, {"RUNNING"}, timeout=timeout, not_before_ms=not_before)
@@ -129,7 +133,7 @@ def submit(spec: PipelineSpec, master: str, *, parallelism: int = 1, job_name: s
         raise SubmitError(f"{e}; Beam says the job is {result.state}") from None
     if job.state != "RUNNING":
         raise SubmitError(f"Flink job {job.jid} ({job_name}) is {job.state}: {_failure(rest, job.jid)}")
-    return Submitted(job, job_name, resume, len(ranges), time.monotonic() - started)
+    return Submitted(job, job_name, resume, len(ranges), time.monotonic() - started, run_id)
 
 
 def _failure(rest: FlinkRest, jid: str) -> str:

@@ -206,15 +206,32 @@ def _flush_bundle(sink: IcebergSink) -> None:
         sink.stats = type(sink.stats)()
 
 
+def beam_run_id() -> str:
+    """The run id of a Beam job being built: ``$OBSFLOW_RUN_ID`` when the submitting process
+    has one, else a new one. Fixed here, in the process that builds the pipeline, and
+    pickled with the writing DoFns: a portable runner's SDK workers (Flink's task managers)
+    do not get the submitter's environment, so every worker process of the job tags its
+    commits' counters with this one id (``run_id`` in :data:`sinks.iceberg.STATS_KEY`)."""
+    import os
+    import uuid
+
+    from sinks.iceberg import RUN_ID_ENV
+
+    return os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex
+
+
 class WriteIceberg(beam.DoFn):
-    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False,
+                 run_id: str | None = None):
         self.spec = spec
         self.tables = tables
         self.plan = plan
         self.dedupe = dedupe
+        self.run_id = run_id  # the job's (:func:`beam_run_id`), carried to the workers with the DoFn
 
     def setup(self):
-        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan, counters=STATS)
+        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan, counters=STATS,
+                                run_id=self.run_id)
 
     def process(self, out):
         self.sink.accept(out)
@@ -238,10 +255,11 @@ class WriteTables(beam.DoFn):
 
     PIECES = ReadModifyWriteStateSpec("pieces", VarIntCoder())
 
-    def __init__(self, spec: PipelineSpec, plan: WritePlan, dedupe: bool = False):
+    def __init__(self, spec: PipelineSpec, plan: WritePlan, dedupe: bool = False, run_id: str | None = None):
         self.spec = spec
         self.plan = plan
         self.dedupe = dedupe
+        self.run_id = run_id  # the job's (:func:`beam_run_id`), carried to the workers with the DoFn
 
     def setup(self):
         self.sinks: dict[str, IcebergSink] = {}
@@ -250,7 +268,8 @@ class WriteTables(beam.DoFn):
         table, out = element
         sink = self.sinks.get(table)
         if sink is None:
-            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan, counters=STATS)
+            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan, counters=STATS,
+                                                          run_id=self.run_id)
         sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
@@ -377,14 +396,16 @@ KEYED = tuple[str, typing.Any]
 
 
 def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False,
-                      idle_ms: int = 0, dedupe: bool = False):
+                      idle_ms: int = 0, dedupe: bool = False, run_id: str | None = None):
     """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
 
     Every stage fed by the flows runs in one stateful DoFn keyed ``"<stage>:<shard>"``; the
     ``global`` stage (alerts, funnel reports) in a second one, keyed by a constant, fed by
     the metrics and product stages' outputs. ``idle_ms`` > 0 (unbounded runs,
     ``stages.idle_advance_after``): the stages run in :class:`IdleStageDoFn` (idle advance
-    on a processing-time timer); the global stage follows their watermarks."""
+    on a processing-time timer); the global stage follows their watermarks. ``run_id``: the
+    job's run id every writer tags its commits' counters with (default :func:`beam_run_id`)."""
+    run_id = run_id or beam_run_id()
     outs = pcoll | "Process" >> beam.ParDo(ProcessBatches(spec))
     defs = {d.name: d for d in plan_stages(spec, partitions, kafka=kafka)}
     if any(n != GLOBAL for n in defs):
@@ -406,29 +427,32 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
     plan = write_plan(spec)  # who writes which table, once for every writer of the job
     anywhere, single = table_writers(plan, names)
     if not single:
-        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, plan, dedupe))
+        return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, plan, dedupe, run_id))
     direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
-              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, plan, dedupe)))
+              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, plan, dedupe, run_id)))
     keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
-             | "WriteTables" >> beam.ParDo(WriteTables(spec, plan, dedupe)))
+             | "WriteTables" >> beam.ParDo(WriteTables(spec, plan, dedupe, run_id)))
     return direct, keyed
 
 
 def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int],
-                   tables: list[str] | None = None, dedupe: bool = False):
+                   tables: list[str] | None = None, dedupe: bool = False, run_id: str | None = None):
     """The embedded source → the flows → Iceberg, writing ``tables`` (default: all; a
-    catch-up writes one, with ``dedupe``: see :class:`sinks.iceberg.IcebergSink`)."""
+    catch-up writes one, with ``dedupe``: see :class:`sinks.iceberg.IcebergSink`);
+    ``run_id``: the run its commits' counters name (default :func:`beam_run_id`)."""
     names = tables or sorted({t for ts in PipelineGraph.tables_by_topic(spec).values() for t in ts})
     keys = [part.key for part in source.partitions()]
     raw = p | "Partitions" >> beam.Create([keys]) | "ReadEmbedded" >> beam.ParDo(ReadEmbedded(source, resume))
-    return process_and_write(raw, spec, names, keys, dedupe=dedupe)
+    return process_and_write(raw, spec, names, keys, dedupe=dedupe, run_id=run_id)
 
 
 def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
-                         bounded: bool, tables: list[str] | None = None, dedupe: bool = False):
+                         bounded: bool, tables: list[str] | None = None, dedupe: bool = False,
+                         run_id: str | None = None):
     """Kafka → the flows → Iceberg. ``ranges`` come from :meth:`KafkaSource.plan`
     (start offsets from the tables; ends when ``bounded``); ``tables``: those written
-    (default: all)."""
+    (default: all); ``run_id``: the run its commits' counters name, on every worker
+    (default :func:`beam_run_id`)."""
     names = tables or PipelineGraph(spec).table_names
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
@@ -442,7 +466,8 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     streaming = bool(p.options.view_as(StandardOptions).streaming)
     # the stages' event time waits for the partitions that had records to read when the run was planned
     return process_and_write(raw, spec, names, [r.part.key for r in ranges if r.backlog], kafka=True,
-                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0, dedupe=dedupe)
+                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0, dedupe=dedupe,
+                             run_id=run_id)
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:

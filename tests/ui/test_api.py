@@ -398,6 +398,9 @@ def test_pipeline_counters_on_beam(tmp_path):
     tr = P.time_range({"range": "all"})
     ps = {p.id: p for p in P.health_panels(sorted(reader.tables()), tr)}
     _check_counters(answer(reader, ps["pipeline_counters"], tr=tr), answer(reader, ps["tail_sampling"], tr=tr), res.stdout)
+    # the Beam job's run id (fixed when its pipelines were built, carried by its writing DoFns) on every commit
+    run_ids = {json.loads(c["summary"]["obsflow.stats"]).get("run_id") for m in reader.tables().values() for c in m.commits}
+    assert len(run_ids) == 1 and len(run_ids.pop() or "") == 32
 
 
 def test_pipeline_counters_of_a_bytewax_cluster_add_up_over_its_processes(tmp_path):
