@@ -2,7 +2,7 @@
 #   make demo   runs the main job on the embedded default (no servers) and queries what landed
 #   make test   installs everything, fetches the real services and runs the whole test suite
 #   make fuzz   the long fuzz run (tests/fuzz: random, 3,000 examples per case; OBSFLOW_FUZZ_EXAMPLES=N to change)
-#   make lint   ruff check + mypy (CI runs it before the tests)
+#   make lint   ruff check + ruff format --check + mypy (CI runs it before the tests)
 #   make test-fast  the tests that need no service (-m "not services and not slow"; no Kafka, S3, Trino, ...)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
@@ -89,9 +89,10 @@ test: services
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not services and not slow"
 
-# The gates CI runs: lint (ruff check; formatting is configured but not gated) and types (mypy, pyproject's [tool.mypy]).
+# The gates CI runs: lint (ruff check and ruff format --check) and types (mypy, pyproject's [tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 # Long fuzz campaigns (make test runs bounded ones): the record fuzz suite and the spec fuzzer.

@@ -29,7 +29,9 @@ from transforms.batch import RawBatch  # noqa: E402
 
 
 def baseline_modules(rev: str, where: Path):
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "schemas/codecs"], capture_output=True, check=True).stdout
+    data = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "schemas/codecs"], capture_output=True, check=True
+    ).stdout
     tarfile.open(fileobj=io.BytesIO(data)).extractall(where)
     out = []
     for name in ("json_codec", "otlp_codec"):
@@ -48,11 +50,19 @@ def _batch_message(signal: str, items: int) -> bytes:
     one = [s.value for s in seeds(signal, "otlp_proto", 60)]
     mtype = ExportTraceServiceRequest if signal == "span" else ExportLogsServiceRequest
     msg = mtype.FromString(one[0])
-    scope = (msg.resource_spans[0].scope_spans[0].spans if signal == "span" else msg.resource_logs[0].scope_logs[0].log_records)
+    scope = (
+        msg.resource_spans[0].scope_spans[0].spans
+        if signal == "span"
+        else msg.resource_logs[0].scope_logs[0].log_records
+    )
     k = 1
     while len(scope) < items:
         other = mtype.FromString(one[k % len(one)])
-        scope.extend(other.resource_spans[0].scope_spans[0].spans if signal == "span" else other.resource_logs[0].scope_logs[0].log_records)
+        scope.extend(
+            other.resource_spans[0].scope_spans[0].spans
+            if signal == "span"
+            else other.resource_logs[0].scope_logs[0].log_records
+        )
         k += 1
     del scope[items:]
     return msg.SerializeToString()
@@ -67,15 +77,29 @@ def main() -> None:
         bj, bo = baseline_modules(args.baseline, Path(tmp))
         cases = []
         for signal in ("event", "log", "span", "metric"):
-            vals = [g.value for g in partition_stream(signal, signal, 0, 5000, start_ms=1_763_000_000_000, bad_fraction=0.0)]
+            vals = [
+                g.value for g in partition_stream(signal, signal, 0, 5000, start_ms=1_763_000_000_000, bad_fraction=0.0)
+            ]
             cases.append((f"json {signal}, 5,000 records", vals, bj.JsonCodec(signal, 65536), JsonCodec(signal, 65536)))
         for signal in ("span", "log"):
             vals = [s.value for s in seeds(signal, "otlp_proto", 60)] * 20
-            cases.append((f"otlp_proto {signal}, {len(vals):,} messages of 1-4 items", vals, bo.OtlpCodec(signal, 1 << 20),
-                          OtlpCodec(signal, 1 << 20)))
+            cases.append(
+                (
+                    f"otlp_proto {signal}, {len(vals):,} messages of 1-4 items",
+                    vals,
+                    bo.OtlpCodec(signal, 1 << 20),
+                    OtlpCodec(signal, 1 << 20),
+                )
+            )
             big = _batch_message(signal, 200)
-            cases.append((f"otlp_proto {signal}, 20 messages of 200 items", [big] * 20, bo.OtlpCodec(signal, 1 << 20),
-                          OtlpCodec(signal, 1 << 20)))
+            cases.append(
+                (
+                    f"otlp_proto {signal}, 20 messages of 200 items",
+                    [big] * 20,
+                    bo.OtlpCodec(signal, 1 << 20),
+                    OtlpCodec(signal, 1 << 20),
+                )
+            )
         for label, vals, base, new in cases:
             raw = RawBatch("s", "s", 0, vals, list(range(len(vals))), [0] * len(vals))
             best = {"baseline": 1e9, "this": 1e9}
@@ -84,8 +108,10 @@ def main() -> None:
                     t = time.process_time()
                     c.decode(raw)
                     best[k] = min(best[k], time.process_time() - t)
-            print(f"{label}: baseline {len(vals) / best['baseline']:,.0f}/s, this tree {len(vals) / best['this']:,.0f}/s "
-                  f"({best['this'] / best['baseline']:.2f}x the CPU time)")
+            print(
+                f"{label}: baseline {len(vals) / best['baseline']:,.0f}/s, this tree {len(vals) / best['this']:,.0f}/s "
+                f"({best['this'] / best['baseline']:.2f}x the CPU time)"
+            )
 
 
 if __name__ == "__main__":

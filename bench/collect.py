@@ -76,10 +76,17 @@ def spans_body(n_traces: int = 10, per_trace: int = 10) -> bytes:
 
 def event(i: int) -> dict:
     ms = int(time.time() * 1000)
-    return {"event_id": f"bench-{i}", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + ".000Z",
-            "page": "/pricing", "session_id": f"s-{i % 97}", "user": f"u-{i % 1000}", "platform": "web",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", "location": "Berlin, DE",
-            "events": [{"type": "click", "target": "#buy"}]}
+    return {
+        "event_id": f"bench-{i}",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + ".000Z",
+        "page": "/pricing",
+        "session_id": f"s-{i % 97}",
+        "user": f"u-{i % 1000}",
+        "platform": "web",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0",
+        "location": "Berlin, DE",
+        "events": [{"type": "click", "target": "#buy"}],
+    }
 
 
 LOADS = {
@@ -90,7 +97,11 @@ LOADS = {
 
 
 def bodies() -> dict[str, bytes]:
-    return {"spans": spans_body(), "events50": orjson.dumps([event(i) for i in range(50)]), "single": orjson.dumps([event(0)])}
+    return {
+        "spans": spans_body(),
+        "events50": orjson.dumps([event(i) for i in range(50)]),
+        "single": orjson.dumps([event(0)]),
+    }
 
 
 def tree_cpu(pid: int) -> float:
@@ -107,20 +118,30 @@ def tree_cpu(pid: int) -> float:
 
 def accepted(url: str) -> float:
     text = requests.get(url + "/metrics", timeout=10).text
-    return sum(float(m.group(1)) for m in re.finditer(r'obsflow_collect_records_total\{outcome="accepted",[^}]*\} ([0-9.e+]+)', text))
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(r'obsflow_collect_records_total\{outcome="accepted",[^}]*\} ([0-9.e+]+)', text)
+    )
 
 
 def transactions(url: str) -> float:
     """Kafka transactions the collector committed so far (0 when it does not say)."""
-    m = re.search(r"^obsflow_collect_transactions_committed ([0-9.e+]+)", requests.get(url + "/metrics", timeout=10).text, re.M)
+    m = re.search(
+        r"^obsflow_collect_transactions_committed ([0-9.e+]+)", requests.get(url + "/metrics", timeout=10).text, re.M
+    )
     return float(m.group(1)) if m else 0.0
 
 
 def wrk(url: str, path: str, ctype: str, body: bytes, seconds: int, connections: int, tmp: Path) -> dict:
     (tmp / "body").write_bytes(body)
     (tmp / "post.lua").write_text(LUA)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(tmp / "post.lua"), url + path],
-                         capture_output=True, text=True, env={**os.environ, "BODY": str(tmp / "body"), "CT": ctype}, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(tmp / "post.lua"), url + path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BODY": str(tmp / "body"), "CT": ctype},
+        check=True,
+    ).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
@@ -157,12 +178,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path, env: dict, root: Path = ROOT,
-                      path_first: str | None = None) -> dict:
+def measure_collector(
+    server: str,
+    spec_path: Path,
+    loads: dict,
+    args,
+    tmp: Path,
+    env: dict,
+    root: Path = ROOT,
+    path_first: str | None = None,
+) -> dict:
     port = free_port()
-    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (path_first, str(root), os.environ.get("PYTHONPATH", "")) if p)}
-    proc, url = start([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path), "--server", server,
-                       "--port", str(port)], True, env, root)
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join(p for p in (path_first, str(root), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    proc, url = start(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "collect",
+            "--spec",
+            str(spec_path),
+            "--server",
+            server,
+            "--port",
+            str(port),
+        ],
+        True,
+        env,
+        root,
+    )
     try:
         wait_ok(url, "/readyz")
         out = {}
@@ -174,9 +221,15 @@ def measure_collector(server: str, spec_path: Path, loads: dict, args, tmp: Path
             w = wrk(url, path, ctype, loads[name], args.seconds, args.connections, tmp)
             a1, c1, x1 = accepted(url), tree_cpu(proc.pid), transactions(url)
             cpu = c1 - c0
-            out[name] = {"records": a1 - a0, "cpu_s": round(cpu, 2), "per_cpu_s": round((a1 - a0) / cpu) if cpu else None,
-                         "wall_per_s": round((a1 - a0) / args.seconds), "p99_ms": w["p99_ms"], "non2xx": w["non2xx"],
-                         "requests_per_txn": round((w["requests"] - w["non2xx"]) / (x1 - x0), 1) if x1 > x0 else None}
+            out[name] = {
+                "records": a1 - a0,
+                "cpu_s": round(cpu, 2),
+                "per_cpu_s": round((a1 - a0) / cpu) if cpu else None,
+                "wall_per_s": round((a1 - a0) / args.seconds),
+                "p99_ms": w["p99_ms"],
+                "non2xx": w["non2xx"],
+                "requests_per_txn": round((w["requests"] - w["non2xx"]) / (x1 - x0), 1) if x1 > x0 else None,
+            }
         return out
     finally:
         proc.terminate()
@@ -217,8 +270,13 @@ async def _open_loop(host: str, port: int, request: bytes, rate: float, seconds:
     while not idle.empty():
         idle.get_nowait()[1].close()
     lat.sort()
-    return {"rate": round(rate), "requests": len(lat), "codes": codes, "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
-            "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1)}
+    return {
+        "rate": round(rate),
+        "requests": len(lat),
+        "codes": codes,
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+        "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1),
+    }
 
 
 def measure_open_loop(server: str, spec_path: Path, body: bytes, rate: float, seconds: int, env: dict) -> dict:
@@ -226,12 +284,28 @@ def measure_open_loop(server: str, spec_path: Path, body: bytes, rate: float, se
     import asyncio
 
     port = free_port()
-    proc, url = start([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path), "--server", server,
-                       "--port", str(port)], True, env)
+    proc, url = start(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "collect",
+            "--spec",
+            str(spec_path),
+            "--server",
+            server,
+            "--port",
+            str(port),
+        ],
+        True,
+        env,
+    )
     try:
         wait_ok(url, "/readyz")
-        req = (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        req = (
+            f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         asyncio.run(_open_loop("127.0.0.1", port, req, rate, 1))  # warm-up
         return asyncio.run(_open_loop("127.0.0.1", port, req, rate, seconds))
     finally:
@@ -242,11 +316,31 @@ def measure_open_loop(server: str, spec_path: Path, body: bytes, rate: float, se
 def measure_noop(server: str, loads: dict, args, tmp: Path, env: dict) -> dict:
     port = free_port()
     if server == "uvicorn":
-        argv = [sys.executable, "-m", "uvicorn", "bench.collect_noop:app", "--port", str(port), "--log-level", "warning",
-                "--no-access-log"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.collect_noop:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     else:
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--port", str(port), "--workers", "1",
-                "--no-log", "bench.collect_noop:app"]
+        argv = [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-log",
+            "bench.collect_noop:app",
+        ]
     proc, url = start(argv, False, {**env, "BENCH_URL": f"http://127.0.0.1:{port}"})
     try:
         wait_ok(url, "/v1/events")
@@ -259,8 +353,13 @@ def measure_noop(server: str, loads: dict, args, tmp: Path, env: dict) -> dict:
             w = wrk(url, path, ctype, loads[name], args.seconds, args.connections, tmp)
             cpu = tree_cpu(proc.pid) - c0
             n = (w["requests"] - w["non2xx"]) * per
-            out[name] = {"records": n, "cpu_s": round(cpu, 2), "per_cpu_s": round(n / cpu) if cpu else None,
-                         "wall_per_s": round(n / args.seconds), "p99_ms": w["p99_ms"]}
+            out[name] = {
+                "records": n,
+                "cpu_s": round(cpu, 2),
+                "per_cpu_s": round(n / cpu) if cpu else None,
+                "wall_per_s": round(n / args.seconds),
+                "p99_ms": w["p99_ms"],
+            }
         return out
     finally:
         proc.terminate()
@@ -271,8 +370,16 @@ def measure_producer(bootstrap: str, topic: str, n: int) -> dict:
     from confluent_kafka import Producer
 
     value = orjson.dumps(event(1))
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                  "compression.type": "lz4", "queue.buffering.max.kbytes": 262144})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.kbytes": 262144,
+        }
+    )
     acked = [0]
 
     def cb(err, msg):
@@ -294,7 +401,12 @@ def measure_producer(bootstrap: str, topic: str, n: int) -> dict:
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"records": acked[0], "cpu_s": round(cpu, 2), "per_cpu_s": round(acked[0] / cpu), "wall_per_s": round(acked[0] / wall)}
+    return {
+        "records": acked[0],
+        "cpu_s": round(cpu, 2),
+        "per_cpu_s": round(acked[0] / cpu),
+        "wall_per_s": round(acked[0] / wall),
+    }
 
 
 def main() -> int:
@@ -304,13 +416,27 @@ def main() -> int:
     ap.add_argument("--servers", default="uvicorn,granian")
     ap.add_argument("--loads", default="spans,events50,single")
     ap.add_argument("--producer-records", type=int, default=200_000)
-    ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)")
-    ap.add_argument("--open-rate", type=float, help="also measure single-event requests open loop at this rate (requests/s)")
-    ap.add_argument("--decoder-baseline", action="store_true", help="also measure this collector with OBSFLOW_DECODER=python")
-    ap.add_argument("--baseline-pythonpath", help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
-                                                  "hide optional packages, to measure without them)")
-    ap.add_argument("--collect-set", action="append", default=[], metavar="KEY=YAML",
-                    help="a collect: setting for this checkout's collector only (e.g. transaction_writers=1); repeatable")
+    ap.add_argument(
+        "--baseline-root", type=Path, help="also measure the collector of this checkout (before/after, same run)"
+    )
+    ap.add_argument(
+        "--open-rate", type=float, help="also measure single-event requests open loop at this rate (requests/s)"
+    )
+    ap.add_argument(
+        "--decoder-baseline", action="store_true", help="also measure this collector with OBSFLOW_DECODER=python"
+    )
+    ap.add_argument(
+        "--baseline-pythonpath",
+        help="put this first on the baseline collector's PYTHONPATH (e.g. modules that "
+        "hide optional packages, to measure without them)",
+    )
+    ap.add_argument(
+        "--collect-set",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="a collect: setting for this checkout's collector only (e.g. transaction_writers=1); repeatable",
+    )
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/collect.py needs wrk (apt-get install wrk)")
@@ -333,10 +459,12 @@ def main() -> int:
         tmp = Path(tmpd)
         d = yaml.safe_load(DEFAULT_SPEC.read_text())
         d["kafka"]["bootstrap_servers"] = bootstrap
-        d["sources"] = [{"name": "events", "topic": topics["event"], "signal": "event", "codec": "json"},
-                        {"name": "logs", "topic": topics["log"], "signal": "log", "codec": "otlp_proto"},
-                        {"name": "spans", "topic": topics["span"], "signal": "span", "codec": "otlp_proto"},
-                        {"name": "metrics", "topic": topics["metric"], "signal": "metric", "codec": "otlp_proto"}]
+        d["sources"] = [
+            {"name": "events", "topic": topics["event"], "signal": "event", "codec": "json"},
+            {"name": "logs", "topic": topics["log"], "signal": "log", "codec": "otlp_proto"},
+            {"name": "spans", "topic": topics["span"], "signal": "span", "codec": "otlp_proto"},
+            {"name": "metrics", "topic": topics["metric"], "signal": "metric", "codec": "otlp_proto"},
+        ]
         d.pop("alerts", None)
         d["collect"] = {"max_event_bytes": 65536}
         spec_path = tmp / "spec.yaml"
@@ -352,33 +480,43 @@ def main() -> int:
         for server in args.servers.split(","):
             results[f"noop/{server}"] = measure_noop(server, loads, args, tmp, env)
             if args.baseline_root:
-                results[f"before/{server}"] = measure_collector(server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(),
-                                                                args.baseline_pythonpath)
+                results[f"before/{server}"] = measure_collector(
+                    server, spec_path, loads, args, tmp, env, args.baseline_root.resolve(), args.baseline_pythonpath
+                )
             if args.decoder_baseline:
-                results[f"pydecoder/{server}"] = measure_collector(server, spec_path, loads, args, tmp,
-                                                                   {**env, "OBSFLOW_DECODER": "python"})
+                results[f"pydecoder/{server}"] = measure_collector(
+                    server, spec_path, loads, args, tmp, {**env, "OBSFLOW_DECODER": "python"}
+                )
             results[f"collect/{server}"] = measure_collector(server, now_spec, loads, args, tmp, env)
         first = args.servers.split(",")[0]
         single = results[f"collect/{first}"].get("single")
         if single and single["wall_per_s"]:
             # 60% of what this collector took closed-loop in this run
-            results[f"open60/{first}"] = measure_open_loop(first, spec_path, loads["single"], 0.6 * single["wall_per_s"],
-                                                           args.seconds, env)
+            results[f"open60/{first}"] = measure_open_loop(
+                first, spec_path, loads["single"], 0.6 * single["wall_per_s"], args.seconds, env
+            )
         if args.open_rate:
-            results[f"open{args.open_rate:g}/{first}"] = measure_open_loop(first, spec_path, loads["single"], args.open_rate,
-                                                                            args.seconds, env)
+            results[f"open{args.open_rate:g}/{first}"] = measure_open_loop(
+                first, spec_path, loads["single"], args.open_rate, args.seconds, env
+            )
     if broker is not None:
         broker.stop(remove_data=True)
-    print(f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8} {'req/txn':>8}")
+    print(
+        f"{'measurement':<20} {'load':<9} {'records':>9} {'cpu s':>7} {'rec/cpu-s':>10} {'rec/s wall':>10} {'p99 ms':>8} {'req/txn':>8}"
+    )
     for name, r in results.items():
         if name.startswith("open"):
-            print(f"{name:<20} single at {r['rate']}/s open loop: {r['requests']} requests {r['codes']}, "
-                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+            print(
+                f"{name:<20} single at {r['rate']}/s open loop: {r['requests']} requests {r['codes']}, "
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+            )
             continue
         rows = {"-": r} if "per_cpu_s" in r else r
         for load, x in rows.items():
-            print(f"{name:<20} {load:<9} {x['records']:>9.0f} {x['cpu_s']:>7} {x['per_cpu_s'] or 0:>10} {x['wall_per_s']:>10} "
-                  f"{x.get('p99_ms') or '':>8} {x.get('requests_per_txn') or '':>8}")
+            print(
+                f"{name:<20} {load:<9} {x['records']:>9.0f} {x['cpu_s']:>7} {x['per_cpu_s'] or 0:>10} {x['wall_per_s']:>10} "
+                f"{x.get('p99_ms') or '':>8} {x.get('requests_per_txn') or '':>8}"
+            )
     print(json.dumps(results))
     return 0
 

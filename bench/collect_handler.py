@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_CHILD = r'''
+_CHILD = r"""
 import asyncio, json, os, sys, tempfile, time
 from pathlib import Path
 import orjson, yaml
@@ -111,7 +111,7 @@ for line in sys.stdin:  # one round per line from the parent
     r0 = time.process_time()
     asyncio.run(run(requests))
     print(json.dumps({"us_per_request": (time.process_time() - r0) / requests * 1e6, "records": stub.records}), flush=True)
-'''
+"""
 
 
 def main() -> int:
@@ -120,19 +120,34 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=500, help="requests a round")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--compact", action="store_true", help="the compact shape instead of envelopes")
-    ap.add_argument("--produce", action="store_true", help="also hand each record to Producer.produce (never connected)")
+    ap.add_argument(
+        "--produce", action="store_true", help="also hand each record to Producer.produce (never connected)"
+    )
     ap.add_argument("--baseline-root", type=Path, help="also measure the collector of this checkout (interleaved)")
     args = ap.parse_args()
     roots = {"now": ROOT} if not args.baseline_root else {"before": args.baseline_root.resolve(), "now": ROOT}
     procs = {}
     for name, root in roots.items():
         env = {**os.environ, "PYTHONPATH": str(root)}
-        procs[name] = subprocess.Popen([sys.executable, "-c", _CHILD, str(args.events), "1" if args.compact else "0",
-                                        "1" if args.produce else "0", str(args.requests)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
+        procs[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                str(args.events),
+                "1" if args.compact else "0",
+                "1" if args.produce else "0",
+                str(args.requests),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(root),
+        )
     rounds: dict[str, list[float]] = {k: [] for k in procs}
     for k in range(args.rounds):
-        for name, p in (list(procs.items()) if k % 2 == 0 else list(procs.items())[::-1]):  # who goes first alternates
+        for name, p in list(procs.items()) if k % 2 == 0 else list(procs.items())[::-1]:  # who goes first alternates
             assert p.stdin is not None and p.stdout is not None
             p.stdin.write("go\n")
             p.stdin.flush()
@@ -143,14 +158,21 @@ def main() -> int:
         p.wait(30)
     load = os.getloadavg()[0]
     results = {}
-    print(f"{args.events} {'compact' if args.compact else 'envelope'}-shape events a request, {args.requests} requests a round, "
-          f"{args.rounds} rounds interleaved, produce={args.produce}, 1-min load {load:.1f}")
+    print(
+        f"{args.events} {'compact' if args.compact else 'envelope'}-shape events a request, {args.requests} requests a round, "
+        f"{args.rounds} rounds interleaved, produce={args.produce}, 1-min load {load:.1f}"
+    )
     for name, xs in rounds.items():
         best = min(xs)
-        results[name] = {"us_per_request": round(best, 1), "us_per_record": round(best / args.events, 2),
-                         "rounds": [round(x, 1) for x in xs]}
-        print(f"{name:<7} best {best:8.1f} us CPU a request, {best / args.events:6.2f} us a record "
-              f"(median {sorted(xs)[len(xs) // 2]:.1f})")
+        results[name] = {
+            "us_per_request": round(best, 1),
+            "us_per_record": round(best / args.events, 2),
+            "rounds": [round(x, 1) for x in xs],
+        }
+        print(
+            f"{name:<7} best {best:8.1f} us CPU a request, {best / args.events:6.2f} us a record "
+            f"(median {sorted(xs)[len(xs) // 2]:.1f})"
+        )
     if "before" in results:
         print(f"now / before: {results['now']['us_per_request'] / results['before']['us_per_request']:.2f}")
     print(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "load": load, "results": results}))

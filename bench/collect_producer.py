@@ -46,7 +46,9 @@ async def _drive(bootstrap: str, topic: str, writers: int, senders: int, records
     phase = {"measure": False}
 
     async def sender(k: int) -> None:
-        recs = [Record(topic, value, f"s-{k}-{i}".encode(), [("received_at", b"1764000000000")]) for i in range(records)]
+        recs = [
+            Record(topic, value, f"s-{k}-{i}".encode(), [("received_at", b"1764000000000")]) for i in range(records)
+        ]
         while not phase.get("stop"):
             try:
                 await door.send(recs, 10.0)
@@ -66,16 +68,28 @@ async def _drive(bootstrap: str, topic: str, writers: int, senders: int, records
     await asyncio.gather(*tasks)
     await asyncio.to_thread(door.close, 5)
     n = counts["ok"]
-    return {"requests": n, "failed": counts["failed"], "cpu_s": round(c1 - c0, 3),
-            "us_per_request": round((c1 - c0) / n * 1e6, 1) if n else None,
-            "requests_per_s": round(n / (t1 - t0)), "requests_per_txn": round(n / max(1, tx1 - tx0), 1)}
+    return {
+        "requests": n,
+        "failed": counts["failed"],
+        "cpu_s": round(c1 - c0, 3),
+        "us_per_request": round((c1 - c0) / n * 1e6, 1) if n else None,
+        "requests_per_s": round(n / (t1 - t0)),
+        "requests_per_txn": round(n / max(1, tx1 - tx0), 1),
+    }
 
 
 def _raw(bootstrap: str, topic: str, n: int) -> dict:
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                  "compression.type": "lz4"})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
     value = b'{"event_id":"bench","page":"/pricing","session_id":"s-1","events":[{"type":"click","target":"#buy"}]}'
     acked = [0]
 
@@ -105,8 +119,14 @@ def _child(argv: list[str]) -> None:
 
 def _run(root: Path, args: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", *args], capture_output=True, text=True,
-                         env=env, cwd=str(root), check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(root),
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -142,23 +162,45 @@ def main() -> int:
                 for records in args.records.split(","):
                     common = [senders, records, str(args.seconds)]
                     if args.baseline_root:
-                        r = _run(args.baseline_root.resolve(), ["door", bootstrap, topic, str(args.baseline_writers), *common])
-                        results.append({"variant": f"before/w{args.baseline_writers}", "round": rnd, "senders": int(senders),
-                                        "records": int(records), **r})
+                        r = _run(
+                            args.baseline_root.resolve(),
+                            ["door", bootstrap, topic, str(args.baseline_writers), *common],
+                        )
+                        results.append(
+                            {
+                                "variant": f"before/w{args.baseline_writers}",
+                                "round": rnd,
+                                "senders": int(senders),
+                                "records": int(records),
+                                **r,
+                            }
+                        )
                     for w in args.writers.split(","):
                         r = _run(ROOT, ["door", bootstrap, topic, w, *common])
-                        results.append({"variant": f"now/w{w}", "round": rnd, "senders": int(senders), "records": int(records), **r})
+                        results.append(
+                            {
+                                "variant": f"now/w{w}",
+                                "round": rnd,
+                                "senders": int(senders),
+                                "records": int(records),
+                                **r,
+                            }
+                        )
     finally:
         if broker is not None:
             broker.stop(remove_data=True)
-    print(f"{'variant':<12} {'round':>5} {'senders':>7} {'records':>7} {'requests':>8} {'us/request':>10} {'req/s':>7} "
-          f"{'req/txn':>7} {'failed':>6}")
+    print(
+        f"{'variant':<12} {'round':>5} {'senders':>7} {'records':>7} {'requests':>8} {'us/request':>10} {'req/s':>7} "
+        f"{'req/txn':>7} {'failed':>6}"
+    )
     for r in results:
         if r["variant"] == "raw":
             print(f"{'raw':<12} {'':>5} {'':>7} {'':>7} {r['records']:>8} {r['us_per_record']:>10} (per record)")
             continue
-        print(f"{r['variant']:<12} {r['round']:>5} {r['senders']:>7} {r['records']:>7} {r['requests']:>8} "
-              f"{r['us_per_request'] or 0:>10} {r['requests_per_s']:>7} {r['requests_per_txn']:>7} {r['failed']:>6}")
+        print(
+            f"{r['variant']:<12} {r['round']:>5} {r['senders']:>7} {r['records']:>7} {r['requests']:>8} "
+            f"{r['us_per_request'] or 0:>10} {r['requests_per_s']:>7} {r['requests_per_txn']:>7} {r['failed']:>6}"
+        )
     print(json.dumps(results))
     return 0
 

@@ -46,8 +46,17 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
     from transforms.batch import RawBatch
 
     values = [g.value for g in partition_stream(signal, "bench", 0, records, start_ms=START_MS, bad_fraction=bad)]
-    return [RawBatch("events", "bench", 0, values[k:k + size], list(range(k, k + len(values[k:k + size]))),
-                     [START_MS] * len(values[k:k + size])) for k in range(0, len(values), size)]
+    return [
+        RawBatch(
+            "events",
+            "bench",
+            0,
+            values[k : k + size],
+            list(range(k, k + len(values[k : k + size]))),
+            [START_MS] * len(values[k : k + size]),
+        )
+        for k in range(0, len(values), size)
+    ]
 
 
 def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span", encoding: str = "otlp_proto"):
@@ -73,12 +82,18 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
     from tests.fuzz.corpus import seeds
     from transforms.batch import RawBatch
 
-    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[signal]
+    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[
+        signal
+    ]
 
     def items(m):
         if signal == "metric":  # the generator's samples: one data point a metric
             return m.resource_metrics[0].scope_metrics[0].metrics
-        return m.resource_spans[0].scope_spans[0].spans if signal == "span" else m.resource_logs[0].scope_logs[0].log_records
+        return (
+            m.resource_spans[0].scope_spans[0].spans
+            if signal == "span"
+            else m.resource_logs[0].scope_logs[0].log_records
+        )
 
     one = [mtype.FromString(s.value) for s in seeds(signal, "otlp_proto", max(40, spans // 4))]
     values, k = [], 0
@@ -97,8 +112,17 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
         else:
             values.append(to_otlp_json(msg))
         k += 1
-    return [RawBatch("spans", "bench", 0, values[j:j + size], list(range(j, j + len(values[j:j + size]))),
-                     [START_MS] * len(values[j:j + size])) for j in range(0, len(values), size)]
+    return [
+        RawBatch(
+            "spans",
+            "bench",
+            0,
+            values[j : j + size],
+            list(range(j, j + len(values[j : j + size]))),
+            [START_MS] * len(values[j : j + size]),
+        )
+        for j in range(0, len(values), size)
+    ]
 
 
 def _graph(decoder: str):
@@ -152,7 +176,7 @@ def main() -> int:
         return bad
 
     variants["event orjson"] = (lambda: orjson_all(events), args.records)
-    for signal in ([] if args.otlp_only else args.signals.split(",")):
+    for signal in [] if args.otlp_only else args.signals.split(","):
         batches = events if signal == "event" else _batches(signal, args.records, args.bad)
         py, nat = JsonCodec(signal), NativeJsonCodec(signal)
         variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
@@ -163,11 +187,16 @@ def main() -> int:
     for otlp_signal in ("span", "log", "metric"):
         messages = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal)
         items = sum(NativeOtlpCodec(otlp_signal).decode(b).table.num_rows for b in messages)
-        for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_proto")), ("native", NativeOtlpCodec(otlp_signal))):
+        for name, codec in (
+            ("python", OtlpCodec(otlp_signal, encoding="otlp_proto")),
+            ("native", NativeOtlpCodec(otlp_signal)),
+        ):
             variants[f"{otlp_signal} otlp {name}"] = ((lambda c=codec, ms=messages: [c.decode(b) for b in ms]), items)
         jsons = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal, encoding="otlp_json")
-        for name, codec in (("python", OtlpCodec(otlp_signal, encoding="otlp_json")),
-                            ("native", NativeOtlpCodec(otlp_signal, encoding="otlp_json"))):
+        for name, codec in (
+            ("python", OtlpCodec(otlp_signal, encoding="otlp_json")),
+            ("native", NativeOtlpCodec(otlp_signal, encoding="otlp_json")),
+        ):
             variants[f"{otlp_signal} otlp_json {name}"] = ((lambda c=codec, ms=jsons: [c.decode(b) for b in ms]), items)
     graphs = {d: _graph(d) for d in (() if args.otlp_only else ("python", "native"))}
     for d, g in graphs.items():
@@ -213,8 +242,15 @@ def main() -> int:
         print(f"{k:40s}{v:6.2f}x")
     load = os.getloadavg()[0]
     print(f"(1-minute load average: {load:.1f} on {os.cpu_count()} cores)")
-    print(json.dumps({"records_per_s": rates, "ratios": ratio, "meta": {"records": args.records, "rounds": args.rounds,
-                                                                       "bad": args.bad, "load_avg_1m": load}}))
+    print(
+        json.dumps(
+            {
+                "records_per_s": rates,
+                "ratios": ratio,
+                "meta": {"records": args.records, "rounds": args.rounds, "bad": args.bad, "load_avg_1m": load},
+            }
+        )
+    )
     return 0
 
 

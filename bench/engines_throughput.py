@@ -140,8 +140,10 @@ def main() -> int:
         broker = kafka.start()
         cluster = flink.start(slots=2)
         tag = uuid.uuid4().hex[:6]
-        topics = {n: broker.create_topic(f"bench-{n}-{tag}", partitions=args.partitions, config=tk.TOPIC_CONFIG)
-                  for n in ("events", "logs")}
+        topics = {
+            n: broker.create_topic(f"bench-{n}-{tag}", partitions=args.partitions, config=tk.TOPIC_CONFIG)
+            for n in ("events", "logs")
+        }
         expected = tk.Expected()
         t0 = time.monotonic()
         tk.produce(broker.bootstrap, topics, args.per_partition, expected)
@@ -152,12 +154,17 @@ def main() -> int:
             key = f"{topic}:{part}"
             ends[key] = max(ends.get(key, 0), off + 1)
         assert len(ends) == 2 * args.partitions and sum(ends.values()) == records, (ends, records)
-        print(f"produced {records:,} records ({len(expected.dead):,} malformed) to {len(topics)} topics × "
-              f"{args.partitions} partitions in {time.monotonic() - t0:.1f}s", flush=True)
+        print(
+            f"produced {records:,} records ({len(expected.dead):,} malformed) to {len(topics)} topics × "
+            f"{args.partitions} partitions in {time.monotonic() - t0:.1f}s",
+            flush=True,
+        )
         # each table records the partitions of the topics that feed it; dead letters come from both
-        want = {"events": {k: v for k, v in ends.items() if k.startswith(topics["events"] + ":")},
-                "logs": {k: v for k, v in ends.items() if k.startswith(topics["logs"] + ":")},
-                "dead_letters": ends}
+        want = {
+            "events": {k: v for k, v in ends.items() if k.startswith(topics["events"] + ":")},
+            "logs": {k: v for k, v in ends.items() if k.startswith(topics["logs"] + ":")},
+            "dead_letters": ends,
+        }
 
         def spec_data(name):
             # tk.spec_data applies strip_traces: events and logs flows only, no stateful stage
@@ -189,8 +196,10 @@ def main() -> int:
                         state = "RUNNING"
                     if state != "RUNNING" or time.monotonic() > deadline:
                         exc = rest.request("GET", f"/jobs/{jid}/exceptions").get("root-exception") or ""
-                        raise RuntimeError(f"{name}: job {jid} {state} after {time.time() - started:.0f}s; tables "
-                                           f"record {now}; {exc.strip()[:1500]}")
+                        raise RuntimeError(
+                            f"{name}: job {jid} {state} after {time.time() - started:.0f}s; tables "
+                            f"record {now}; {exc.strip()[:1500]}"
+                        )
                     time.sleep(1.0)
                 end = finished_at(spec, want)
                 running_ms = rest.job(jid).get("timestamps", {}).get("RUNNING") or 0
@@ -205,12 +214,24 @@ def main() -> int:
             rows = verify(name, spec, want, expected)
             secs = end - started
             from_running = end - running_ms / 1000.0 if running_ms else None
-            results[name] = {"records_per_s": records / secs, "seconds": secs, "rows": rows,
-                             "submit_s": sub.seconds, "seconds_from_running": from_running}
-            print(f"{name:12s} {records / secs:10,.0f} records/s  ({secs:.1f}s from submit to the commit covering "
-                  f"the end offsets; submit took {sub.seconds:.1f}s"
-                  + (f"; {from_running:.1f}s from RUNNING = {records / from_running:,.0f} records/s" if from_running else "")
-                  + ")", flush=True)
+            results[name] = {
+                "records_per_s": records / secs,
+                "seconds": secs,
+                "rows": rows,
+                "submit_s": sub.seconds,
+                "seconds_from_running": from_running,
+            }
+            print(
+                f"{name:12s} {records / secs:10,.0f} records/s  ({secs:.1f}s from submit to the commit covering "
+                f"the end offsets; submit took {sub.seconds:.1f}s"
+                + (
+                    f"; {from_running:.1f}s from RUNNING = {records / from_running:,.0f} records/s"
+                    if from_running
+                    else ""
+                )
+                + ")",
+                flush=True,
+            )
         for procs in (1, 2):
             name = f"bytewax_{procs}x1"
             data = spec_data(name)
@@ -220,37 +241,61 @@ def main() -> int:
             logs = tmp / f"{name}-logs"
             logs.mkdir()
             started = time.time()
-            codes = wait(spawn(ClusterRun(str(path), bounded=True), processes=procs, workers=1, log_dir=logs),
-                         timeout=args.timeout)
+            codes = wait(
+                spawn(ClusterRun(str(path), bounded=True), processes=procs, workers=1, log_dir=logs),
+                timeout=args.timeout,
+            )
             exited = time.time()
             if codes != [0] * procs:
-                tails = "".join(f"\n--- {f} ---\n{f.read_text(errors='replace')[-3000:]}" for f in sorted(logs.iterdir()))
+                tails = "".join(
+                    f"\n--- {f} ---\n{f.read_text(errors='replace')[-3000:]}" for f in sorted(logs.iterdir())
+                )
                 raise RuntimeError(f"{name}: exit codes {codes}{tails}")
             end = finished_at(spec, want)
             rows = verify(name, spec, want, expected)
             secs = end - started
-            results[name] = {"records_per_s": records / secs, "seconds": secs, "rows": rows,
-                             "seconds_to_exit": exited - started}
-            print(f"{name:12s} {records / secs:10,.0f} records/s  ({secs:.1f}s from spawn to the commit covering "
-                  f"the end offsets, process start included; processes exited after {exited - started:.1f}s)",
-                  flush=True)
+            results[name] = {
+                "records_per_s": records / secs,
+                "seconds": secs,
+                "rows": rows,
+                "seconds_to_exit": exited - started,
+            }
+            print(
+                f"{name:12s} {records / secs:10,.0f} records/s  ({secs:.1f}s from spawn to the commit covering "
+                f"the end offsets, process start included; processes exited after {exited - started:.1f}s)",
+                flush=True,
+            )
     finally:
-        for what, stop in (("flink cluster", lambda: cluster.stop(remove=True)),
-                           ("kafka broker", lambda: broker.stop(remove_data=True))):
+        for what, stop in (
+            ("flink cluster", lambda: cluster.stop(remove=True)),
+            ("kafka broker", lambda: broker.stop(remove_data=True)),
+        ):
             if (cluster if what.startswith("flink") else broker) is not None:
                 try:
                     stop()
                 except Exception as e:  # noqa: BLE001 - stop the other one too
                     print(f"warning: stopping the {what} failed: {e}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)  # only after a successful run (on error: kept for a look)
-    print(json.dumps({"bench": "engines_throughput", "records": records, "partitions": args.partitions,
-                      "per_partition": args.per_partition, "rows": rows, "malformed": len(expected.dead),
-                      "timed": "submit/spawn -> commit covering the end offsets (start-up included)",
-                      "records_per_s": {k: round(v["records_per_s"]) for k, v in results.items()},
-                      "seconds": {k: round(v["seconds"], 1) for k, v in results.items()},
-                      "flink_records_per_s_from_running": {k: round(records / v["seconds_from_running"])
-                                                           for k, v in results.items()
-                                                           if v.get("seconds_from_running")}}))
+    print(
+        json.dumps(
+            {
+                "bench": "engines_throughput",
+                "records": records,
+                "partitions": args.partitions,
+                "per_partition": args.per_partition,
+                "rows": rows,
+                "malformed": len(expected.dead),
+                "timed": "submit/spawn -> commit covering the end offsets (start-up included)",
+                "records_per_s": {k: round(v["records_per_s"]) for k, v in results.items()},
+                "seconds": {k: round(v["seconds"], 1) for k, v in results.items()},
+                "flink_records_per_s_from_running": {
+                    k: round(records / v["seconds_from_running"])
+                    for k, v in results.items()
+                    if v.get("seconds_from_running")
+                },
+            }
+        )
+    )
     return 0
 
 

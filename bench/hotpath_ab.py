@@ -77,17 +77,28 @@ def main() -> int:
         for _ in range(args.rounds):
             for rev, folder in folders.items():
                 env = dict(os.environ, PYTHONPATH=folder)
-                res = subprocess.run([sys.executable, __file__, *args.trees, "--records", str(args.records), "--round", folder],
-                                     env=env, capture_output=True, text=True, check=True)
+                res = subprocess.run(
+                    [sys.executable, __file__, *args.trees, "--records", str(args.records), "--round", folder],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items():
                     best[rev][k] = min(best[rev][k], v)
     rates = {rev: {k: args.records / v for k, v in b.items()} for rev, b in best.items()}
     for rev, r in rates.items():
-        print(f"{rev:12s} path native {r['native']:>10,.0f}/s ({1e6 / r['native']:.2f} us)   "
-              f"path python {r['python']:>10,.0f}/s ({1e6 / r['python']:.2f} us)")
+        print(
+            f"{rev:12s} path native {r['native']:>10,.0f}/s ({1e6 / r['native']:.2f} us)   "
+            f"path python {r['python']:>10,.0f}/s ({1e6 / r['python']:.2f} us)"
+        )
     load = os.getloadavg()[0]
     print(f"(1-minute load average: {load:.1f} on {os.cpu_count()} cores)")
-    print(json.dumps({"records_per_s": rates, "meta": {"records": args.records, "rounds": args.rounds, "load_avg_1m": load}}))
+    print(
+        json.dumps(
+            {"records_per_s": rates, "meta": {"records": args.records, "rounds": args.rounds, "load_avg_1m": load}}
+        )
+    )
     return 0
 
 

@@ -68,22 +68,41 @@ def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float 
     d["storage"]["catalog"]["warehouse"] = warehouse
     d["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": f"{commit_seconds}s"}
     d["sources"] = [dict(s, topic=topic) for s in d["sources"] if s["name"] == "events"]
-    d["flows"] = [dict(f, steps=[s for s in f["steps"] if s["kind"] in ("validate", "scrub", "enrich")])
-                  for f in d["flows"] if f["source"] == "events"]
+    d["flows"] = [
+        dict(f, steps=[s for s in f["steps"] if s["kind"] in ("validate", "scrub", "enrich")])
+        for f in d["flows"]
+        if f["source"] == "events"
+    ]
     for k in ("alerts",):
         d.pop(k, None)
-    d["kafka"].update({"bootstrap_servers": bootstrap, "poll_batch_size": batch, "poll_timeout": "200ms",
-                       "group_id": f"bench-{uuid.uuid4().hex[:6]}"})
+    d["kafka"].update(
+        {
+            "bootstrap_servers": bootstrap,
+            "poll_batch_size": batch,
+            "poll_timeout": "200ms",
+            "group_id": f"bench-{uuid.uuid4().hex[:6]}",
+        }
+    )
     return d
 
 
 # -- producing -------------------------------------------------------------------------------
 
+
 def _producer(bootstrap: str):
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 50,
-                     "batch.size": 1_000_000, "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
 
 
 def produce_bulk(bootstrap: str, topic: str, records: int, start_ms: int) -> float:
@@ -94,14 +113,21 @@ def produce_bulk(bootstrap: str, topic: str, records: int, start_ms: int) -> flo
     errors = []
     t = time.perf_counter()
     per = records // PARTITIONS
-    streams = [partition_stream("event", topic, k, per, start_ms=start_ms, rate_per_s=5000.0 / PARTITIONS)
-               for k in range(PARTITIONS)]
+    streams = [
+        partition_stream("event", topic, k, per, start_ms=start_ms, rate_per_s=5000.0 / PARTITIONS)
+        for k in range(PARTITIONS)
+    ]
     for k, stream in enumerate(streams):
         for g in stream:
             while True:
                 try:
-                    p.produce(topic, value=g.value, partition=k, timestamp=g.timestamp_ms,
-                              on_delivery=lambda err, msg: err and errors.append(err))
+                    p.produce(
+                        topic,
+                        value=g.value,
+                        partition=k,
+                        timestamp=g.timestamp_ms,
+                        on_delivery=lambda err, msg: err and errors.append(err),
+                    )
                     break
                 except BufferError:
                     p.poll(0.05)
@@ -112,11 +138,18 @@ def produce_bulk(bootstrap: str, topic: str, records: int, start_ms: int) -> flo
 
 # -- measurements (each in its own process) --------------------------------------------------
 
+
 def measure_raw(bootstrap: str, topic: str, records: int) -> dict:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False,
-                  "enable.partition.eof": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     c.assign([TopicPartition(topic, k, 0) for k in range(PARTITIONS)])
     n = nbytes = 0
     cpu = _cpu_s()
@@ -129,8 +162,14 @@ def measure_raw(bootstrap: str, topic: str, records: int) -> dict:
     secs = time.perf_counter() - t
     cpu = _cpu_s() - cpu
     c.close()
-    return {"records": n, "seconds": secs, "records_per_s": n / secs, "mb_per_s": nbytes / secs / 1e6, "peak_mb": _peak_mb(),
-            "cpu_us_per_record": cpu / n * 1e6}
+    return {
+        "records": n,
+        "seconds": secs,
+        "records_per_s": n / secs,
+        "mb_per_s": nbytes / secs / 1e6,
+        "peak_mb": _peak_mb(),
+        "cpu_us_per_record": cpu / n * 1e6,
+    }
 
 
 def measure_pipeline(runner: str, bootstrap: str, topic: str, records: int) -> dict:
@@ -151,9 +190,17 @@ def measure_pipeline(runner: str, bootstrap: str, topic: str, records: int) -> d
     cpu = _cpu_s() - cpu
     assert STATS.records_in == records, (STATS.records_in, records)
     rows = STATS.rows_by_table.get("events", 0)
-    return {"records": STATS.records_in, "rows": rows, "seconds": secs, "records_per_s": STATS.records_in / secs,
-            "rows_per_s": rows / secs, "dead": STATS.records_dead, "commits": STATS.commits, "peak_mb": _peak_mb(),
-            "cpu_us_per_record": cpu / STATS.records_in * 1e6}
+    return {
+        "records": STATS.records_in,
+        "rows": rows,
+        "seconds": secs,
+        "records_per_s": STATS.records_in / secs,
+        "rows_per_s": rows / secs,
+        "dead": STATS.records_dead,
+        "commits": STATS.commits,
+        "peak_mb": _peak_mb(),
+        "cpu_us_per_record": cpu / STATS.records_in * 1e6,
+    }
 
 
 def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) -> dict:
@@ -175,8 +222,9 @@ def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) ->
     # the launcher's own CPU counts too: it imports what its forked processes then share
     cpu = _cpu_s(resource.RUSAGE_CHILDREN) + _cpu_s()
     t = time.perf_counter()
-    rc = launch(ClusterRun(str(tmp / "spec.yaml"), source="kafka", bounded=True), processes=processes, workers=1,
-                log_dir=tmp)
+    rc = launch(
+        ClusterRun(str(tmp / "spec.yaml"), source="kafka", bounded=True), processes=processes, workers=1, log_dir=tmp
+    )
     secs = time.perf_counter() - t
     cpu = _cpu_s(resource.RUSAGE_CHILDREN) + _cpu_s() - cpu
     assert rc == 0, f"cluster failed; logs in {tmp}"
@@ -186,13 +234,23 @@ def measure_cluster(processes: int, bootstrap: str, topic: str, records: int) ->
     assert covered == records and sum(snapshot_offsets(dead).values()) == records, (covered, records)
     rows = events.scan().count() if hasattr(events.scan(), "count") else events.scan().to_arrow().num_rows
     n_dead = dead.scan().to_arrow().num_rows
-    return {"records": records, "rows": rows, "seconds": secs, "records_per_s": records / secs, "rows_per_s": rows / secs,
-            "dead": n_dead, "processes": processes,
-            "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, "peak_mb_note": "per process (the largest)",
-            "cpu_us_per_record": cpu / records * 1e6, "cpu_note": "the launcher and all processes, start-up included"}
+    return {
+        "records": records,
+        "rows": rows,
+        "seconds": secs,
+        "records_per_s": records / secs,
+        "rows_per_s": rows / secs,
+        "dead": n_dead,
+        "processes": processes,
+        "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
+        "peak_mb_note": "per process (the largest)",
+        "cpu_us_per_record": cpu / records * 1e6,
+        "cpu_note": "the launcher and all processes, start-up included",
+    }
 
 
 # -- freshness -----------------------------------------------------------------------------
+
 
 def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seconds: float) -> dict:
     """Produce at ``rate`` for ``seconds`` while an unbounded Bytewax run commits; latency
@@ -204,7 +262,9 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
     from sinks.catalog import open_catalog
     from sources.generator import partition_stream
 
-    topic = endpoint.create_topic(f"bench-fresh-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS, config={"retention.ms": "-1"})
+    topic = endpoint.create_topic(
+        f"bench-fresh-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS, config={"retention.ms": "-1"}
+    )
     tmp = Path(tempfile.mkdtemp(prefix="obsflow-kfresh-"))
     data = spec_data(str(tmp / "wh"), bootstrap, topic, commit_seconds=commit_seconds, batch=5000)
     (tmp / "spec.yaml").write_text(yaml.safe_dump(data))
@@ -212,12 +272,37 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
     # records generated up front (event times ending about now), so the producer keeps its pace
     n = int(rate * seconds)
     start_ms = int(time.time() * 1000)
-    values = [[g.value for g in partition_stream("event", topic, k, n // PARTITIONS + 1, start_ms=start_ms,
-                                                 rate_per_s=rate / PARTITIONS)] for k in range(PARTITIONS)]
+    values = [
+        [
+            g.value
+            for g in partition_stream(
+                "event", topic, k, n // PARTITIONS + 1, start_ms=start_ms, rate_per_s=rate / PARTITIONS
+            )
+        ]
+        for k in range(PARTITIONS)
+    ]
     run_for = seconds + 40
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", "--source", "kafka", "--runner", "bytewax",
-                             "--spec", str(tmp / "spec.yaml"), "--duration", str(run_for), "--no-progress"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "run",
+            "--source",
+            "kafka",
+            "--runner",
+            "bytewax",
+            "--spec",
+            str(tmp / "spec.yaml"),
+            "--duration",
+            str(run_for),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out_lines: list[str] = []
     threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True).start()
     try:
@@ -248,7 +333,9 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
             proc.kill()
             proc.wait()
     # produce time of every offset (the record's CreateTime)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fresh-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"fresh-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     c.assign([TopicPartition(topic, k, 0) for k in range(PARTITIONS)])
     created: dict[int, list[int]] = {k: [] for k in range(PARTITIONS)}
     got = 0
@@ -273,24 +360,41 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
             covered[k] = max(covered[k], nxt)
     lat.sort()
     q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")  # noqa: E731
-    return {"rate": rate, "seconds": seconds, "produced": n, "produce_seconds": produce_secs, "visible": len(lat),
-            "commit_max_seconds": commit_seconds, "p50_s": q(0.50), "p99_s": q(0.99), "max_s": lat[-1] if lat else None,
-            "job_rc": proc.returncode, "job_tail": "".join(out_lines[-3:]).strip()[-300:] if proc.returncode else ""}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "produced": n,
+        "produce_seconds": produce_secs,
+        "visible": len(lat),
+        "commit_max_seconds": commit_seconds,
+        "p50_s": q(0.50),
+        "p99_s": q(0.99),
+        "max_s": lat[-1] if lat else None,
+        "job_rc": proc.returncode,
+        "job_tail": "".join(out_lines[-3:]).strip()[-300:] if proc.returncode else "",
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--runners", default="bytewax,bytewax-2p,beam",
-                    help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam; "
-                         "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python")
+    ap.add_argument(
+        "--runners",
+        default="bytewax,bytewax-2p,beam",
+        help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam; "
+        "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python",
+    )
     ap.add_argument("--fresh-rate", type=float, default=5000.0)
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--commit-seconds", type=float, default=1.0)
     ap.add_argument("--skip-freshness", action="store_true")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="measure raw and every runner this many times, interleaved (raw, runners, raw, runners, ...); "
-                         "each runner's share is taken against the raw rate of its own round, and medians are reported")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure raw and every runner this many times, interleaved (raw, runners, raw, runners, ...); "
+        "each runner's share is taken against the raw rate of its own round, and medians are reported",
+    )
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
@@ -303,7 +407,7 @@ def main() -> int:
         if args.part == "raw":
             r = measure_raw(args.bootstrap, args.topic, args.records)
         elif args.part.startswith("bytewax-") and args.part.endswith("p"):
-            r = measure_cluster(int(args.part[len("bytewax-"):-1]), args.bootstrap, args.topic, args.records)
+            r = measure_cluster(int(args.part[len("bytewax-") : -1]), args.bootstrap, args.topic, args.records)
         else:
             r = measure_pipeline(args.part, args.bootstrap, args.topic, args.records)
         print(json.dumps(r))
@@ -321,8 +425,9 @@ def main() -> int:
     results: dict = {}
     try:
         records = args.records - args.records % PARTITIONS
-        topic = endpoint.create_topic(f"bench-events-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS,
-                                      config={"retention.ms": "-1"})
+        topic = endpoint.create_topic(
+            f"bench-events-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS, config={"retention.ms": "-1"}
+        )
         start_ms = int(time.time() * 1000) - int(records / 5000.0 * 1000)  # the generator's 5,000/s ends about now
         secs = produce_bulk(endpoint.bootstrap, topic, records, start_ms)
         print(f"produced {records:,} product events to {topic} in {secs:.1f}s ({records / secs:,.0f}/s)", flush=True)
@@ -336,9 +441,24 @@ def main() -> int:
             this: dict = {}
             rounds.append(this)
             for part in parts:
-                out = subprocess.run([sys.executable, __file__, "--part", part, "--records", str(records),
-                                      "--bootstrap", endpoint.bootstrap, "--topic", topic], capture_output=True, text=True,
-                                     cwd=ROOT, env=env)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--part",
+                        part,
+                        "--records",
+                        str(records),
+                        "--bootstrap",
+                        endpoint.bootstrap,
+                        "--topic",
+                        topic,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                    env=env,
+                )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     this[part] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
@@ -349,8 +469,11 @@ def main() -> int:
                     r["share_of_raw"] = r["records_per_s"] / this["raw"]["records_per_s"]
                     r["meets_targets"] = r["share_of_raw"] >= 0.30 and r["records_per_s"] >= 50_000
                     extra = f"  {r['share_of_raw']:.0%} of raw consume  (targets ≥30% and ≥50,000/s: {'met' if r['meets_targets'] else 'NOT met'})"
-                print(f"{part:10s}{r['records_per_s']:>12,.0f} events/s  {r['seconds']:7.1f}s  {r.get('cpu_us_per_record', float('nan')):5.1f} µs CPU/record"
-                      f"  peak {r['peak_mb']:,.0f} MB{extra}", flush=True)
+                print(
+                    f"{part:10s}{r['records_per_s']:>12,.0f} events/s  {r['seconds']:7.1f}s  {r.get('cpu_us_per_record', float('nan')):5.1f} µs CPU/record"
+                    f"  peak {r['peak_mb']:,.0f} MB{extra}",
+                    flush=True,
+                )
         results.update(rounds[-1])
         if args.rounds > 1:
             results["rounds"] = rounds
@@ -371,17 +494,23 @@ def main() -> int:
                 results.setdefault("median", {})[part] = summary
                 print(line, flush=True)
         if not args.skip_freshness:
-            f = results["freshness"] = freshness(endpoint.bootstrap, endpoint, args.fresh_rate, args.fresh_seconds,
-                                                 args.commit_seconds)
+            f = results["freshness"] = freshness(
+                endpoint.bootstrap, endpoint, args.fresh_rate, args.fresh_seconds, args.commit_seconds
+            )
             f["meets_target"] = f["p99_s"] <= 10.0
-            print(f"freshness at {f['rate']:,.0f} events/s for {f['seconds']:.0f}s (commit.max_seconds {f['commit_max_seconds']}): "
-                  f"p50 {f['p50_s']:.2f}s, p99 {f['p99_s']:.2f}s, max {f['max_s']:.2f}s over {f['visible']:,} records "
-                  f"(target p99 ≤ 10s: {'met' if f['meets_target'] else 'NOT met'})", flush=True)
+            print(
+                f"freshness at {f['rate']:,.0f} events/s for {f['seconds']:.0f}s (commit.max_seconds {f['commit_max_seconds']}): "
+                f"p50 {f['p50_s']:.2f}s, p99 {f['p99_s']:.2f}s, max {f['max_s']:.2f}s over {f['visible']:,} records "
+                f"(target p99 ≤ 10s: {'met' if f['meets_target'] else 'NOT met'})",
+                flush=True,
+            )
     finally:
         if broker is not None:
             broker.stop(remove_data=True)
     load = os.getloadavg()[0]
-    print(f"(1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores; shared machine: compare within this run)")
+    print(
+        f"(1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores; shared machine: compare within this run)"
+    )
     results["meta"] = {"records": args.records, "load_avg_1m": load, "cpus": os.cpu_count()}
     print(json.dumps(results))
     return 0

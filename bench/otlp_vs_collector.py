@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 #: deterministic policies only (no rate limiting, whose decisions depend on the clock), so
 #: both sides must keep the same traces
 CONFIG = {
-    "decision_wait": "600s", "num_traces": 1_000_000,
+    "decision_wait": "600s",
+    "num_traces": 1_000_000,
     "policies": [
         {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "slow", "type": "latency", "latency": {"threshold_ms": 50}},
@@ -49,8 +50,8 @@ def read_frames(path: str) -> list[bytes]:
     data = Path(path).read_bytes()
     out, i = [], 0
     while i < len(data):
-        n = int.from_bytes(data[i:i + 4], "big")
-        out.append(data[i + 4:i + 4 + n])
+        n = int.from_bytes(data[i : i + 4], "big")
+        out.append(data[i + 4 : i + 4 + n])
         i += 4 + n
     return out
 
@@ -68,8 +69,17 @@ def child(decoder: str, frames_path: str, batch_msgs: int) -> None:
     want = "NativeOtlpCodec" if decoder == "native" else "OtlpCodec"
     if type(codec).__name__ != want:
         raise SystemExit(f"asked for the {decoder} decoder, got {type(codec).__name__} (is obsflow_native built?)")
-    raws = [RawBatch("bench", "otlp_spans", 0, msgs[i:i + batch_msgs], list(range(i, i + len(msgs[i:i + batch_msgs]))),
-                     [0] * len(msgs[i:i + batch_msgs])) for i in range(0, len(msgs), batch_msgs)]
+    raws = [
+        RawBatch(
+            "bench",
+            "otlp_spans",
+            0,
+            msgs[i : i + batch_msgs],
+            list(range(i, i + len(msgs[i : i + batch_msgs]))),
+            [0] * len(msgs[i : i + batch_msgs]),
+        )
+        for i in range(0, len(msgs), batch_msgs)
+    ]
     ts = TailSampler(CONFIG)
     spans = 0
     t0 = time.process_time()
@@ -84,8 +94,24 @@ def child(decoder: str, frames_path: str, batch_msgs: int) -> None:
 
 
 def run_obsflow(cpu: int, decoder: str, frames_path: str, batch_msgs: int) -> dict:
-    out = subprocess.run(["taskset", "-c", str(cpu), sys.executable, __file__, "--child", decoder, "--frames", frames_path,
-                          "--batch-msgs", str(batch_msgs)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(cpu),
+            sys.executable,
+            __file__,
+            "--child",
+            decoder,
+            "--frames",
+            frames_path,
+            "--batch-msgs",
+            str(batch_msgs),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"obsflow round ({decoder}) failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -94,8 +120,9 @@ def run_obsflow(cpu: int, decoder: str, frames_path: str, batch_msgs: int) -> di
 def run_collector(cpu: int, binary: str, config_path: str, frames_path: str) -> tuple[float, int]:
     """(CPU seconds of the whole harness process, kept traces)."""
     with open(frames_path, "rb") as fin, tempfile.TemporaryFile("w+") as fout:
-        p = subprocess.Popen(["taskset", "-c", str(cpu), binary, "-config", config_path], stdin=fin, stdout=fout,
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            ["taskset", "-c", str(cpu), binary, "-config", config_path], stdin=fin, stdout=fout, stderr=subprocess.PIPE
+        )
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         err = p.stderr.read().decode(errors="replace") if p.stderr else ""
@@ -156,24 +183,39 @@ def main() -> None:
     med = {s: statistics.median(v) for s, v in per_span.items()}
     best = {s: min(v) for s, v in per_span.items()}
     load = os.getloadavg()[0]
-    print(f"{n_spans:,} spans in {args.traces:,} traces, {len(msgs)} OTLP messages of {args.per_msg} spans; "
-          f"{args.rounds} interleaved rounds, each side pinned to CPU {args.cpu}; 1-minute load {load:.1f}")
+    print(
+        f"{n_spans:,} spans in {args.traces:,} traces, {len(msgs)} OTLP messages of {args.per_msg} spans; "
+        f"{args.rounds} interleaved rounds, each side pinned to CPU {args.cpu}; 1-minute load {load:.1f}"
+    )
     print(f"{'side':<52} {'median µs/span':>15} {'best':>8} {'kept traces':>12}")
-    names = {"collector": f"Collector {COLLECTOR_VERSION}: pdata decode + tailsamplingprocessor",
-             "native": "obsflow: compiled decoder + TailSampler",
-             "python": "obsflow: Python decoder + TailSampler (baseline)"}
+    names = {
+        "collector": f"Collector {COLLECTOR_VERSION}: pdata decode + tailsamplingprocessor",
+        "native": "obsflow: compiled decoder + TailSampler",
+        "python": "obsflow: Python decoder + TailSampler (baseline)",
+    }
     for s in sides:
         print(f"{names[s]:<52} {med[s]:>15.2f} {best[s]:>8.2f} {','.join(str(k) for k in sorted(kept[s])):>12}")
-    print(f"Collector start + shutdown with no input (subtracted): median {statistics.median(startup) * 1000:.0f} ms CPU")
+    print(
+        f"Collector start + shutdown with no input (subtracted): median {statistics.median(startup) * 1000:.0f} ms CPU"
+    )
     ratio = med["collector"] / med["native"]
     verdict = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
     print(f"obsflow with the compiled decoder uses {verdict} CPU per span than the Collector (target: 1.5x less)")
-    print(json.dumps({"bench": "otlp_vs_collector", "spans": n_spans, "rounds": args.rounds, "load1": round(load, 1),
-                      "median_us_per_span": {s: round(v, 3) for s, v in med.items()},
-                      "best_us_per_span": {s: round(v, 3) for s, v in best.items()},
-                      "kept_traces": {s: sorted(v) for s, v in kept.items()},
-                      "collector_idle_cpu_ms": round(statistics.median(startup) * 1000, 1),
-                      "collector_over_native": round(ratio, 3)}))
+    print(
+        json.dumps(
+            {
+                "bench": "otlp_vs_collector",
+                "spans": n_spans,
+                "rounds": args.rounds,
+                "load1": round(load, 1),
+                "median_us_per_span": {s: round(v, 3) for s, v in med.items()},
+                "best_us_per_span": {s: round(v, 3) for s, v in best.items()},
+                "kept_traces": {s: sorted(v) for s, v in kept.items()},
+                "collector_idle_cpu_ms": round(statistics.median(startup) * 1000, 1),
+                "collector_over_native": round(ratio, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

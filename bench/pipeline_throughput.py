@@ -52,8 +52,17 @@ def _spec(warehouse: str):
 def _source(spec, records: int, bad: float):
     from sources.generator import EmbeddedSource, MaterializedSource
 
-    return MaterializedSource(EmbeddedSource(spec.sources, count=records, seed=42, start_ms=START_MS, rate_per_s=5000.0,
-                                             bad_fraction=bad, batch_size=5000))
+    return MaterializedSource(
+        EmbeddedSource(
+            spec.sources,
+            count=records,
+            seed=42,
+            start_ms=START_MS,
+            rate_per_s=5000.0,
+            bad_fraction=bad,
+            batch_size=5000,
+        )
+    )
 
 
 def _peak_mb() -> float:
@@ -90,8 +99,15 @@ def measure(part: str, records: int) -> dict:
         secs = time.perf_counter() - t
         rows = sum(o.rows["events"].num_rows for o in outs)
         if part != "parquet_write":
-            return {"records": n, "rows": rows, "seconds": secs, "records_per_s": n / secs, "rows_per_s": rows / secs,
-                    "peak_mb": _peak_mb(), "dead": sum(o.records_dead for o in outs)}
+            return {
+                "records": n,
+                "rows": rows,
+                "seconds": secs,
+                "records_per_s": n / secs,
+                "rows_per_s": rows / secs,
+                "peak_mb": _peak_mb(),
+                "dead": sum(o.records_dead for o in outs),
+            }
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -114,8 +130,16 @@ def measure(part: str, records: int) -> dict:
     secs = time.perf_counter() - t
     assert STATS.records_in == n, (STATS.records_in, n)
     rows = STATS.rows_by_table.get("events", 0)
-    return {"records": n, "rows": rows, "seconds": secs, "records_per_s": n / secs, "rows_per_s": rows / secs,
-            "peak_mb": _peak_mb(), "source_mb": base_mb, "commits": STATS.commits}
+    return {
+        "records": n,
+        "rows": rows,
+        "seconds": secs,
+        "records_per_s": n / secs,
+        "rows_per_s": rows / secs,
+        "peak_mb": _peak_mb(),
+        "source_mb": base_mb,
+        "commits": STATS.commits,
+    }
 
 
 def main() -> int:
@@ -128,8 +152,12 @@ def main() -> int:
         return 0
     results = {}
     for part in ("json_decode", "transforms", "transforms_clean", "parquet_write", "bytewax", "beam"):
-        out = subprocess.run([sys.executable, __file__, "--part", part, "--records", str(args.records)],
-                             capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, __file__, "--part", part, "--records", str(args.records)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if out.returncode != 0:
             print(out.stderr[-3000:], file=sys.stderr)
             results[part] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}

@@ -43,14 +43,20 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
     wh = Path(a.warehouse).resolve()
-    loc = sqlite3.connect(f"file:{wh / 'catalog.db'}?mode=ro", uri=True).execute(
-        "SELECT metadata_location FROM iceberg_tables WHERE table_name = ?", (a.table,)).fetchone()[0]
+    loc = (
+        sqlite3.connect(f"file:{wh / 'catalog.db'}?mode=ro", uri=True)
+        .execute("SELECT metadata_location FROM iceberg_tables WHERE table_name = ?", (a.table,))
+        .fetchone()[0]
+    )
     cache = tempfile.mkdtemp(prefix="obsflow-bench-cache-")
     env = {**os.environ, "OBSFLOW_CACHE": cache}
     sql = f"SELECT * FROM obs.{a.table} LIMIT 1"
     cli = [sys.executable, "-m", "runners.cli", "query", sql, "--warehouse", str(wh)]
-    times: dict[str, list[float]] = {"baseline (bare DuckDB iceberg_scan)": [], "obsflow query, cold spec cache": [],
-                                     "obsflow query": []}
+    times: dict[str, list[float]] = {
+        "baseline (bare DuckDB iceberg_scan)": [],
+        "obsflow query, cold spec cache": [],
+        "obsflow query": [],
+    }
     names = list(times)
     try:
         for _ in range(a.runs):

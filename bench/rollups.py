@@ -39,16 +39,24 @@ def make_batches(series: int, batches: int, size: int, seed: int = 1, kind: str 
     for k in range(batches):
         idx = rng.integers(0, series, size)
         ts = k * per_batch_ms + np.sort(rng.integers(0, per_batch_ms, size))
-        cols = {"name": pa.array(names[idx].tolist(), pa.string()), "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC")),
-                "labels": labels.take(pa.array(idx))}
+        cols = {
+            "name": pa.array(names[idx].tolist(), pa.string()),
+            "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+            "labels": labels.take(pa.array(idx)),
+        }
         if kind == "histogram":
             counts = rng.integers(0, 3, (size, nb))
             offsets = pa.array(np.arange(size + 1, dtype=np.int32) * nb)
-            cols.update(kind=pa.array(["histogram"] * size, pa.string()), value=pa.nulls(size, pa.float64()),
-                        bucket_bounds=pa.ListArray.from_arrays(pa.array(np.arange(size + 1, dtype=np.int32) * len(BOUNDS)),
-                                                               pa.array(np.tile(BOUNDS, size))),
-                        bucket_counts=pa.ListArray.from_arrays(offsets, pa.array(counts.ravel())),
-                        count=pa.array(counts.sum(axis=1)), sum=pa.array(rng.random(size) * 1000))
+            cols.update(
+                kind=pa.array(["histogram"] * size, pa.string()),
+                value=pa.nulls(size, pa.float64()),
+                bucket_bounds=pa.ListArray.from_arrays(
+                    pa.array(np.arange(size + 1, dtype=np.int32) * len(BOUNDS)), pa.array(np.tile(BOUNDS, size))
+                ),
+                bucket_counts=pa.ListArray.from_arrays(offsets, pa.array(counts.ravel())),
+                count=pa.array(counts.sum(axis=1)),
+                sum=pa.array(rng.random(size) * 1000),
+            )
         else:
             cols.update(kind=pa.array(kinds[idx].tolist(), pa.string()), value=rng.random(size) * 100 + k)
         out.append(pa.table(cols))
@@ -58,6 +66,7 @@ def make_batches(series: int, batches: int, size: int, seed: int = 1, kind: str 
 def baseline(batches) -> float:
     """Plain pyarrow group_by (name, labels flattened to a string, minute) with count/sum/min/max."""
     import pyarrow.compute as pc
+
     t0 = time.perf_counter()
     for b in batches:
         labels = b.column("labels").combine_chunks()
@@ -65,20 +74,37 @@ def baseline(batches) -> float:
         minute = pc.divide(pc.cast(b.column("timestamp"), pa.int64()), 60_000)
         v = b.column("value") if b.column("value").null_count < b.num_rows else b.column("sum")
         pa.table({"n": b.column("name"), "l": lab, "w": minute, "v": v}).group_by(["n", "l", "w"]).aggregate(
-            [("v", "count"), ("v", "sum"), ("v", "min"), ("v", "max")])
+            [("v", "count"), ("v", "sum"), ("v", "min"), ("v", "max")]
+        )
     return time.perf_counter() - t0
 
 
 def alert_latency(rounds: int = 20) -> dict:
-    cfg = {"rules": [{"name": "HighLatency", "select": {"metric": "lat", "value": "p99"}, "op": ">", "threshold": 500,
-                      "severity": "P1"}]}
+    cfg = {
+        "rules": [
+            {
+                "name": "HighLatency",
+                "select": {"metric": "lat", "value": "p99"},
+                "op": ">",
+                "threshold": 500,
+                "severity": "P1",
+            }
+        ]
+    }
     lat = []
     for r in range(rounds):
         roll = MetricRollup(RollupConfig(resolutions=["1m"], watermark_delay="0s", allowed_lateness="0s"))
         eng = AlertEngine(cfg)
         t0 = 60_000 * (r + 1)
-        ok = pa.table({"name": ["lat"] * 100, "kind": ["gauge"] * 100, "timestamp": pa.array(np.arange(100) + t0, pa.timestamp("ms", tz="UTC")),
-                       "labels": pa.array([[("svc", "a")]] * 100, MAP), "value": np.full(100, 100.0)})
+        ok = pa.table(
+            {
+                "name": ["lat"] * 100,
+                "kind": ["gauge"] * 100,
+                "timestamp": pa.array(np.arange(100) + t0, pa.timestamp("ms", tz="UTC")),
+                "labels": pa.array([[("svc", "a")]] * 100, MAP),
+                "value": np.full(100, 100.0),
+            }
+        )
         eng.process(roll.process(ok).metrics)
         bad = ok.set_column(4, "value", pa.array(np.full(100, 900.0)))
         bad = bad.set_column(2, "timestamp", pa.array(np.arange(100) + t0 + 1000, pa.timestamp("ms", tz="UTC")))
@@ -88,8 +114,11 @@ def alert_latency(rounds: int = 20) -> dict:
         lat.append(time.perf_counter() - start)
         assert events and events[0].status == "firing"
     lat.sort()
-    return {"alert_latency_ms_p50": round(1000 * lat[len(lat) // 2], 3), "alert_latency_ms_max": round(1000 * lat[-1], 3),
-            "alert_event_time_delay": "window end + allowed_lateness + watermark_delay after the sample (here the window remainder)"}
+    return {
+        "alert_latency_ms_p50": round(1000 * lat[len(lat) // 2], 3),
+        "alert_latency_ms_max": round(1000 * lat[-1], 3),
+        "alert_event_time_delay": "window end + allowed_lateness + watermark_delay after the sample (here the window remainder)",
+    }
 
 
 def memory_run(batches) -> dict:
@@ -118,10 +147,14 @@ def memory_run(batches) -> dict:
     arrow_peak = (max(max_after, sampled) if raised else sampled) - before
     held = pa.total_allocated_bytes() - before
     del roll
-    return {"peak_memory_mb_tracemalloc": round(peak / 2**20, 1),
-            "arrow_pool_peak_mb": round(arrow_peak / 2**20, 1), "arrow_pool_peak_exact": bool(raised),
-            "arrow_pool_held_after_flush_mb": round(held / 2**20, 1),
-            "arrow_pool_input_batches_mb": round(before / 2**20, 1), "arrow_pool_backend": pool.backend_name}
+    return {
+        "peak_memory_mb_tracemalloc": round(peak / 2**20, 1),
+        "arrow_pool_peak_mb": round(arrow_peak / 2**20, 1),
+        "arrow_pool_peak_exact": bool(raised),
+        "arrow_pool_held_after_flush_mb": round(held / 2**20, 1),
+        "arrow_pool_input_batches_mb": round(before / 2**20, 1),
+        "arrow_pool_backend": pool.backend_name,
+    }
 
 
 def main(argv=None) -> dict:
@@ -129,12 +162,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--series", type=int, default=100_000)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=100_000)
-    ap.add_argument("--kind", choices=["mixed", "histogram"], default="mixed",
-                    help="mixed: gauges and counters; histogram: delta histograms with 16 buckets")
+    ap.add_argument(
+        "--kind",
+        choices=["mixed", "histogram"],
+        default="mixed",
+        help="mixed: gauges and counters; histogram: delta histograms with 16 buckets",
+    )
     a = ap.parse_args(argv)
     batches = make_batches(a.series, a.batches, a.batch_size, kind=a.kind)
     n = a.batches * a.batch_size
-    mem = memory_run(batches)   # first: the Arrow pool's lifetime peak is then this run's
+    mem = memory_run(batches)  # first: the Arrow pool's lifetime peak is then this run's
     # warm-up registers the series (first-sight cost is reported separately)
     roll = MetricRollup(RollupConfig(resolutions=["1m", "1h"]))
     t0 = time.perf_counter()
@@ -151,14 +188,25 @@ def main(argv=None) -> dict:
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
     base = min(baseline(batches) for _ in range(2))
-    res = {"bench": "rollups", "kind": a.kind, "series": a.series, "samples": n, "rows_out": rows,
-           "samples_per_s": round(n / best), "baseline_pyarrow_group_by_samples_per_s": round(n / base),
-           "first_batch_with_new_series_s": round(first_batch_s, 3),
-           **mem, "arrow_pool_peak_mb_whole_process": round(pa.default_memory_pool().max_memory() / 2**20, 1), **alert_latency()}
-    print(f"rollups ({a.kind}): {res['samples_per_s']:,} samples/s ({a.series:,} series, 1m+1h); baseline pyarrow group_by "
-          f"{res['baseline_pyarrow_group_by_samples_per_s']:,} samples/s; peak memory: Python heap "
-          f"{res['peak_memory_mb_tracemalloc']} MB + Arrow pool {res['arrow_pool_peak_mb']} MB; "
-          f"alert latency p50 {res['alert_latency_ms_p50']} ms")
+    res = {
+        "bench": "rollups",
+        "kind": a.kind,
+        "series": a.series,
+        "samples": n,
+        "rows_out": rows,
+        "samples_per_s": round(n / best),
+        "baseline_pyarrow_group_by_samples_per_s": round(n / base),
+        "first_batch_with_new_series_s": round(first_batch_s, 3),
+        **mem,
+        "arrow_pool_peak_mb_whole_process": round(pa.default_memory_pool().max_memory() / 2**20, 1),
+        **alert_latency(),
+    }
+    print(
+        f"rollups ({a.kind}): {res['samples_per_s']:,} samples/s ({a.series:,} series, 1m+1h); baseline pyarrow group_by "
+        f"{res['baseline_pyarrow_group_by_samples_per_s']:,} samples/s; peak memory: Python heap "
+        f"{res['peak_memory_mb_tracemalloc']} MB + Arrow pool {res['arrow_pool_peak_mb']} MB; "
+        f"alert latency p50 {res['alert_latency_ms_p50']} ms"
+    )
     print(json.dumps(res))
     return res
 

@@ -71,7 +71,11 @@ def main() -> int:
     graph.process(raws[0])
     for name, fn, items in (("baseline", baseline, shaped), ("scrub", s, shaped), ("transforms", graph.process, raws)):
         secs = best(fn, items)
-        out[name] = {"seconds": round(secs, 4), "rows_per_s": round(rows / secs), "us_per_row": round(1e6 * secs / rows, 2)}
+        out[name] = {
+            "seconds": round(secs, 4),
+            "rows_per_s": round(rows / secs),
+            "us_per_row": round(1e6 * secs / rows, 2),
+        }
         print(f"{name:<11} {secs:8.3f} s  {rows / secs:>12,.0f} rows/s  {1e6 * secs / rows:6.2f} µs/row")
     print(json.dumps(out))
     return 0

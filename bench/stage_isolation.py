@@ -57,8 +57,16 @@ def main() -> None:
         bare.append(run(defs, inputs, False))
         guarded.append(run(defs, inputs, True))
         print(f"bare {bare[-1]:.2f}s  guarded {guarded[-1]:.2f}s")
-    print(json.dumps({"inputs": len(inputs), "bare_s": min(bare), "guarded_s": min(guarded),
-                      "overhead": round(min(guarded) / min(bare) - 1, 3)}))
+    print(
+        json.dumps(
+            {
+                "inputs": len(inputs),
+                "bare_s": min(bare),
+                "guarded_s": min(guarded),
+                "overhead": round(min(guarded) / min(bare) - 1, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

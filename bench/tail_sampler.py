@@ -48,29 +48,52 @@ def make_messages(n_traces: int, spt: int, per_msg: int, seed: int = 1) -> tuple
     t0 = 1_700_000_000_000_000_000
     for j in range(spt):  # j-th span of every trace, then the next: all traces in flight at once
         for k in range(n_traces):
-            sid = sids[8 * (k * spt + j): 8 * (k * spt + j + 1)]
-            parent = b"" if j == 0 else sids[8 * (k * spt): 8 * (k * spt + 1)]
+            sid = sids[8 * (k * spt + j) : 8 * (k * spt + j + 1)]
+            parent = b"" if j == 0 else sids[8 * (k * spt) : 8 * (k * spt + 1)]
             start = t0 + k * 1_000_000 + j * 100_000
-            spans.append((k % len(SERVICES), Span(
-                trace_id=tids[16 * k: 16 * k + 16], span_id=sid, parent_span_id=parent, name=OPS[(k + j) % len(OPS)], kind=2,
-                start_time_unix_nano=start, end_time_unix_nano=start + int(rng.integers(100_000, 50_000_000)),
-                status=Status(code=2 if (k % 50 == 0 and j == 1) else 0),
-                attributes=[kv("http.route", "/api/v1/items"), kv("net.peer.name", "10.0.0.7"), kv("tier", "a" if k % 3 else "b")])))
+            spans.append(
+                (
+                    k % len(SERVICES),
+                    Span(
+                        trace_id=tids[16 * k : 16 * k + 16],
+                        span_id=sid,
+                        parent_span_id=parent,
+                        name=OPS[(k + j) % len(OPS)],
+                        kind=2,
+                        start_time_unix_nano=start,
+                        end_time_unix_nano=start + int(rng.integers(100_000, 50_000_000)),
+                        status=Status(code=2 if (k % 50 == 0 and j == 1) else 0),
+                        attributes=[
+                            kv("http.route", "/api/v1/items"),
+                            kv("net.peer.name", "10.0.0.7"),
+                            kv("tier", "a" if k % 3 else "b"),
+                        ],
+                    ),
+                )
+            )
     msgs = []
     for i in range(0, len(spans), per_msg):
-        chunk = spans[i: i + per_msg]
+        chunk = spans[i : i + per_msg]
         by_svc: dict[int, list] = {}
         for s, sp in chunk:
             by_svc.setdefault(s, []).append(sp)
-        req = ExportTraceServiceRequest(resource_spans=[
-            ResourceSpans(resource=Resource(attributes=[kv("service.name", SERVICES[s]), kv("host.name", f"host-{s}")]),
-                          scope_spans=[ScopeSpans(spans=sps)]) for s, sps in by_svc.items()])
+        req = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=Resource(attributes=[kv("service.name", SERVICES[s]), kv("host.name", f"host-{s}")]),
+                    scope_spans=[ScopeSpans(spans=sps)],
+                )
+                for s, sps in by_svc.items()
+            ]
+        )
         msgs.append(req.SerializeToString())
     return msgs, len(spans)
 
 
 CONFIG = {
-    "decision_wait": "30s", "num_traces": 100_000, "max_trace_size": 1000,
+    "decision_wait": "30s",
+    "num_traces": 100_000,
+    "max_trace_size": 1000,
     "policies": [
         {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "slow", "type": "latency", "latency": {"threshold_ms": 2000}},
@@ -91,8 +114,17 @@ def main() -> None:
 
     msgs, n_spans = make_messages(args.traces, args.spans_per_trace, args.per_msg)
     codec = OtlpCodec("span")
-    raws = [RawBatch("bench", "otlp_spans", 0, msgs[i: i + args.batch_msgs], list(range(i, i + len(msgs[i: i + args.batch_msgs]))),
-                     [0] * len(msgs[i: i + args.batch_msgs])) for i in range(0, len(msgs), args.batch_msgs)]
+    raws = [
+        RawBatch(
+            "bench",
+            "otlp_spans",
+            0,
+            msgs[i : i + args.batch_msgs],
+            list(range(i, i + len(msgs[i : i + args.batch_msgs]))),
+            [0] * len(msgs[i : i + args.batch_msgs]),
+        )
+        for i in range(0, len(msgs), args.batch_msgs)
+    ]
 
     # baseline: decoding alone (best of 3)
     dec_s = []
@@ -110,13 +142,13 @@ def main() -> None:
         gc.collect()
         t = time.perf_counter()
         for k, tb in enumerate(tables):
-            ts.add(tb, k)          # 1 ms apart: all 50k traces stay buffered (decision_wait 30 s)
+            ts.add(tb, k)  # 1 ms apart: all 50k traces stay buffered (decision_wait 30 s)
             if k % 10 == 9:
-                ts.advance(k)      # watermark ticks, nothing due yet: measures the tick cost
+                ts.advance(k)  # watermark ticks, nothing due yet: measures the tick cost
         t_add = time.perf_counter() - t
         in_flight = ts.buffered_traces
         t = time.perf_counter()
-        d = ts.advance(10 ** 9)
+        d = ts.advance(10**9)
         t_dec = time.perf_counter() - t
         return t_add, t_dec, in_flight, d
 
@@ -146,20 +178,41 @@ def main() -> None:
     per_span = sampler_bytes / buffered
     input_per_span = sum(t.nbytes for t in tables) / n_spans
 
-    print(f"spans: {n_spans:,} in {args.traces:,} traces ({args.spans_per_trace}/trace), {len(raws)} batches of "
-          f"{args.batch_msgs * args.per_msg} spans; traces in flight at the decision: {in_flight:,}")
+    print(
+        f"spans: {n_spans:,} in {args.traces:,} traces ({args.spans_per_trace}/trace), {len(raws)} batches of "
+        f"{args.batch_msgs * args.per_msg} spans; traces in flight at the decision: {in_flight:,}"
+    )
     print(f"baseline  OTLP protobuf decode (OtlpCodec):       {decode_rate:>12,.0f} spans/s")
-    print(f"sampler   add (buffer + aggregates + ticks):      {add_rate:>12,.0f} spans/s  ({add_rate / decode_rate:.1f}x decode)")
-    print(f"sampler   one decision pass over all {in_flight:,} traces: {t_dec * 1000:,.0f} ms ({n_spans / t_dec:,.0f} spans/s)")
-    print(f"sampler   end to end (add + decide):              {e2e_rate:>12,.0f} spans/s  ({e2e_rate / decode_rate:.1f}x decode)")
+    print(
+        f"sampler   add (buffer + aggregates + ticks):      {add_rate:>12,.0f} spans/s  ({add_rate / decode_rate:.1f}x decode)"
+    )
+    print(
+        f"sampler   one decision pass over all {in_flight:,} traces: {t_dec * 1000:,.0f} ms ({n_spans / t_dec:,.0f} spans/s)"
+    )
+    print(
+        f"sampler   end to end (add + decide):              {e2e_rate:>12,.0f} spans/s  ({e2e_rate / decode_rate:.1f}x decode)"
+    )
     print(f"kept: {d.traces.num_rows:,} traces, {d.spans.num_rows:,} spans; dropped: {d.dropped_spans}")
-    print(f"memory    per buffered span: {per_span:,.0f} B (Arrow {(arrow1 - arrow0) / buffered:,.0f} B + Python/numpy "
-          f"{(py1 - py0) / buffered:,.0f} B); the decoded row itself: {input_per_span:,.0f} B")
-    print(json.dumps({"bench": "tail_sampler", "spans": n_spans, "traces_in_flight": in_flight,
-                      "baseline_decode_spans_per_s": round(decode_rate), "add_spans_per_s": round(add_rate),
-                      "decide_ms": round(t_dec * 1000, 1), "end_to_end_spans_per_s": round(e2e_rate),
-                      "bytes_per_buffered_span": round(per_span), "input_bytes_per_span": round(input_per_span),
-                      "targets": {"spans_per_s": 200_000, "bytes_per_span": 1024}}))
+    print(
+        f"memory    per buffered span: {per_span:,.0f} B (Arrow {(arrow1 - arrow0) / buffered:,.0f} B + Python/numpy "
+        f"{(py1 - py0) / buffered:,.0f} B); the decoded row itself: {input_per_span:,.0f} B"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "tail_sampler",
+                "spans": n_spans,
+                "traces_in_flight": in_flight,
+                "baseline_decode_spans_per_s": round(decode_rate),
+                "add_spans_per_s": round(add_rate),
+                "decide_ms": round(t_dec * 1000, 1),
+                "end_to_end_spans_per_s": round(e2e_rate),
+                "bytes_per_buffered_span": round(per_span),
+                "input_bytes_per_span": round(input_per_span),
+                "targets": {"spans_per_s": 200_000, "bytes_per_span": 1024},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

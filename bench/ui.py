@@ -37,7 +37,9 @@ def main() -> int:
     ap.add_argument("--warehouse")
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--spans", type=int, default=5000, help="spans of the synthetic trace (0: none; only with a temp warehouse)")
+    ap.add_argument(
+        "--spans", type=int, default=5000, help="spans of the synthetic trace (0: none; only with a temp warehouse)"
+    )
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     tmp = None
@@ -45,8 +47,13 @@ def main() -> int:
     if wh is None:
         tmp = tempfile.TemporaryDirectory()
         wh = str(Path(tmp.name) / "warehouse")
-        subprocess.run([sys.executable, "-m", "runners.cli", "run", "--count", str(args.count), "--dev-key", "--warehouse", wh],
-                       check=True, capture_output=True, env=env, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "runners.cli", "run", "--count", str(args.count), "--dev-key", "--warehouse", wh],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=ROOT,
+        )
     from pipelines import DEFAULT_SPEC
     from runners.query import connect
     from ui.server import load
@@ -54,8 +61,13 @@ def main() -> int:
     big = add_big_trace(load(str(DEFAULT_SPEC), wh), args.spans) if tmp is not None and args.spans else None
     con = connect(load(str(DEFAULT_SPEC), wh))
     con.execute("SET TimeZone = 'UTC'")
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "ui", "--warehouse", wh, "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "ui", "--warehouse", wh, "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         url = proc.stdout.readline().split()[2].rstrip("/")
         for _ in range(100):
@@ -80,8 +92,15 @@ def main() -> int:
                         t = time.perf_counter()
                         con.execute(p["sql"] + f"\n-- run {i} {time.time()}").fetchall()
                         bare.append(time.perf_counter() - t)
-                rows.append((f"{page}/{p['id']}", min(cold) * 1000, min(warm) * 1000, min(bare) * 1000 if bare else None,
-                             p["row_count"]))
+                rows.append(
+                    (
+                        f"{page}/{p['id']}",
+                        min(cold) * 1000,
+                        min(warm) * 1000,
+                        min(bare) * 1000 if bare else None,
+                        p["row_count"],
+                    )
+                )
         big_figures = browser_trace(url, big, args.runs) if big else None
         small_figures = browser_trace(url, "", args.runs) if big else None
     finally:
@@ -94,8 +113,10 @@ def main() -> int:
         print(f"{name:42} {cold:12.1f} {warm:12.1f} {'' if bare is None else f'{bare:.1f}':>17} {n:6}")
     if big_figures:
         for label, f in ((f"trace of {args.spans} spans", big_figures), ("a demo trace (baseline)", small_figures)):
-            print(f"\n{label} (best of {args.runs}): server {f[0]:.0f} ms for the page ({f[3]:.0f} kB); browser {f[1]:.0f} ms "
-                  f"from navigation to the waterfall's rows in the document; fold of a subtree {f[2]:.0f} ms")
+            print(
+                f"\n{label} (best of {args.runs}): server {f[0]:.0f} ms for the page ({f[3]:.0f} kB); browser {f[1]:.0f} ms "
+                f"from navigation to the waterfall's rows in the document; fold of a subtree {f[2]:.0f} ms"
+            )
     worst = max(r[1] for r in rows)
     print(f"\nworst panel (server, uncached): {worst:.1f} ms; target <= 300 ms: {'met' if worst <= 300 else 'NOT met'}")
     return 0
@@ -125,13 +146,30 @@ def add_big_trace(spec, n: int) -> str:
             depth += 1
         start = t0 + dt.timedelta(microseconds=i * 100)
         dur_ms = max(1000.0 / (depth + 1) - (i % 4) * 0.01, 0.01)
-        rows.append({**proto, "trace_id": tid, "span_id": f"{i + 1:016x}", "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}",
-                     "name": f"op-{i % 50}", "start": start, "end": start + dt.timedelta(milliseconds=dur_ms), "duration_ms": dur_ms,
-                     "status_code": "ERROR" if i % 97 == 0 else "OK"})
+        rows.append(
+            {
+                **proto,
+                "trace_id": tid,
+                "span_id": f"{i + 1:016x}",
+                "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}",
+                "name": f"op-{i % 50}",
+                "start": start,
+                "end": start + dt.timedelta(milliseconds=dur_ms),
+                "duration_ms": dur_ms,
+                "status_code": "ERROR" if i % 97 == 0 else "OK",
+            }
+        )
     spans.append(pa.Table.from_pylist(rows, schema=base.schema))
     tproto = traces.scan(limit=1).to_arrow()
-    trow = {**tproto.to_pylist()[0], "trace_id": tid, "start": t0, "end": t0 + dt.timedelta(seconds=1), "trace_duration_ms": 1000.0,
-            "span_count": n, "error_count": sum(r["status_code"] == "ERROR" for r in rows)}
+    trow = {
+        **tproto.to_pylist()[0],
+        "trace_id": tid,
+        "start": t0,
+        "end": t0 + dt.timedelta(seconds=1),
+        "trace_duration_ms": 1000.0,
+        "span_count": n,
+        "error_count": sum(r["status_code"] == "ERROR" for r in rows),
+    }
     traces.append(pa.Table.from_pylist([trow], schema=tproto.schema))
     return tid
 
@@ -141,7 +179,9 @@ def browser_trace(url: str, tid: str, runs: int) -> tuple[float, float, float, f
     the document, ms for one fold, the page's kB), best
     of ``runs``; ``tid`` "": the demo warehouse's newest trace (the same-run baseline)."""
     if not tid:
-        tid = requests.get(f"{url}/api/v1/traces/search", params={"range": "all", "limit": "1"}, timeout=60).json()["rows"][0][0]
+        tid = requests.get(f"{url}/api/v1/traces/search", params={"range": "all", "limit": "1"}, timeout=60).json()[
+            "rows"
+        ][0][0]
     import shutil
 
     from playwright.sync_api import sync_playwright
@@ -153,8 +193,11 @@ def browser_trace(url: str, tid: str, runs: int) -> tuple[float, float, float, f
         server.append((time.perf_counter() - t) * 1000)
     load_ms, fold_ms, page_kb = [], [], []
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
         try:
             for _ in range(runs):
                 page = b.new_page()

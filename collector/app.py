@@ -65,8 +65,17 @@ class HttpError(ObsflowError):
 
 
 #: the refusal reason of an answer that does not name its own, by status
-_REFUSED_BY_STATUS = {400: "bad_request", 401: "write_key", 403: "origin", 404: "no_source", 413: "too_large",
-                      415: "content_type", 429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+_REFUSED_BY_STATUS = {
+    400: "bad_request",
+    401: "write_key",
+    403: "origin",
+    404: "no_source",
+    413: "too_large",
+    415: "content_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
 
 
 class Unreadable(HttpError):
@@ -103,13 +112,17 @@ def targets(spec: PipelineSpec) -> dict[str, Target]:
     out = {}
     for signal in ("event", "log", "span", "metric"):
         named = spec.collect.topics.get(signal)
-        src = next((s for s in spec.sources if s.signal == signal and s.topic and (named is None or s.topic == named)), None)
+        src = next(
+            (s for s in spec.sources if s.signal == signal and s.topic and (named is None or s.topic == named)), None
+        )
         topic = named or (src.topic if src else None)
         if topic is None:
             continue
         codec = src.codec if src else ("json" if signal == "event" else "otlp_proto")
         flow = next((f for f in spec.flows if src and f.source == src.name), None)
-        step = next((s for s in (flow.steps if flow else []) if isinstance(s, ValidateStep)), None) or ValidateStep(kind="validate")
+        step = next((s for s in (flow.steps if flow else []) if isinstance(s, ValidateStep)), None) or ValidateStep(
+            kind="validate"
+        )
         out[signal] = Target(signal, topic, codec, step.max_bytes, step)
     return out
 
@@ -135,23 +148,44 @@ class _Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("obsflow_collect_requests_total", "requests by route and status", ["route", "status"], registry=r)
-        self.items = Counter("obsflow_collect_records_total", "records (events, spans, log records, points) by signal, outcome, reason",
-                             ["signal", "outcome", "reason"], registry=r)
-        self.latency = Histogram("obsflow_collect_produce_seconds", "time from produce to Kafka's acknowledgement of a request",
-                                 registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.requests = Counter(
+            "obsflow_collect_requests_total", "requests by route and status", ["route", "status"], registry=r
+        )
+        self.items = Counter(
+            "obsflow_collect_records_total",
+            "records (events, spans, log records, points) by signal, outcome, reason",
+            ["signal", "outcome", "reason"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "obsflow_collect_produce_seconds",
+            "time from produce to Kafka's acknowledgement of a request",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.queue = Gauge("obsflow_collect_queue_depth", "records in the producer's queue", registry=r)
-        self.inflight_bytes = Gauge("obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r)
-        self.inflight_requests = Gauge("obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r)
+        self.inflight_bytes = Gauge(
+            "obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r
+        )
+        self.inflight_requests = Gauge(
+            "obsflow_collect_inflight_requests", "requests held, not yet answered", registry=r
+        )
         self.ready = Gauge("obsflow_collect_ready", "1 when Kafka answers and the door takes data", registry=r)
-        self.transactions = Gauge("obsflow_collect_transactions_committed", "Kafka transactions committed since start",
-                                  registry=r)
-        self.refused = Counter("obsflow_collect_refused_requests_total",
-                               "requests answered without storing their data (the sender keeps it), by route and reason",
-                               ["route", "reason"], registry=r)
-        self.refused_bytes = Counter("obsflow_collect_refused_bytes_total",
-                                     "declared Content-Length of the refused requests (0 when not declared), by route and reason",
-                                     ["route", "reason"], registry=r)
+        self.transactions = Gauge(
+            "obsflow_collect_transactions_committed", "Kafka transactions committed since start", registry=r
+        )
+        self.refused = Counter(
+            "obsflow_collect_refused_requests_total",
+            "requests answered without storing their data (the sender keeps it), by route and reason",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.refused_bytes = Counter(
+            "obsflow_collect_refused_bytes_total",
+            "declared Content-Length of the refused requests (0 when not declared), by route and reason",
+            ["route", "reason"],
+            registry=r,
+        )
         self._children: dict[tuple, Counter] = {}  # labelled children, looked up once
 
     def request_done(self, route: str, status: int) -> None:
@@ -207,9 +241,14 @@ class Door:
         self.timeout = timeout
         self.judge_window = self.cfg.judge_window.total_seconds()
         self.retry_after = str(max(1, round(self.cfg.retry_after.total_seconds())))
-        self.producer = producer or DoorProducer(spec.kafka.bootstrap, dict(self.cfg.producer), message_timeout_s=timeout,
-                                                 check_interval_s=self.cfg.ready_check_interval.total_seconds(),
-                                                 transactional=self.cfg.transactions, writers=self.cfg.transaction_writers)
+        self.producer = producer or DoorProducer(
+            spec.kafka.bootstrap,
+            dict(self.cfg.producer),
+            message_timeout_s=timeout,
+            check_interval_s=self.cfg.ready_check_interval.total_seconds(),
+            transactional=self.cfg.transactions,
+            writers=self.cfg.transaction_writers,
+        )
         self.metrics = _Metrics()
         self.inflight_bytes = 0
         self.inflight_requests = 0
@@ -217,8 +256,15 @@ class Door:
         self.buckets: dict[str, tuple[float, float]] = {}
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in self.cfg.trusted_proxies]
         ev = self.targets.get("event")
-        self.events = EventJudge(ev.validate if ev else ValidateStep(kind="validate"), self.cfg.max_event_bytes,
-                                 self.cfg.public_max_past.total_seconds()) if ev else None
+        self.events = (
+            EventJudge(
+                ev.validate if ev else ValidateStep(kind="validate"),
+                self.cfg.max_event_bytes,
+                self.cfg.public_max_past.total_seconds(),
+            )
+            if ev
+            else None
+        )
         self.splitters = {s: OtlpSplitter(s, t.codec, t.max_bytes) for s, t in self.targets.items() if s != "event"}
         self._judge_queue: list = []
         routes = [Route(p, self.otlp, methods=["POST", "OPTIONS"]) for p in SIGNALS]
@@ -259,8 +305,11 @@ class Door:
         allowed = self.cfg.cors_origins
         if origin not in allowed and "*" not in allowed:
             raise HttpError(403, f"origin {origin[:100]!r} is not in collect.cors_origins")
-        h = {"Access-Control-Allow-Origin": origin if (origin in allowed or self.cfg.cors_credentials) else "*",
-             "Vary": "Origin", "Access-Control-Expose-Headers": "Retry-After"}
+        h = {
+            "Access-Control-Allow-Origin": origin if (origin in allowed or self.cfg.cors_credentials) else "*",
+            "Vary": "Origin",
+            "Access-Control-Expose-Headers": "Retry-After",
+        }
         if self.cfg.cors_credentials:
             h["Access-Control-Allow-Credentials"] = "true"
         return h
@@ -270,11 +319,18 @@ class Door:
             h = self._cors(request)
         except HttpError as e:
             return self._error(request, e, {})
-        asked = {x.strip().lower() for x in request.headers.get("access-control-request-headers", "").split(",") if x.strip()}
+        asked = {
+            x.strip().lower() for x in request.headers.get("access-control-request-headers", "").split(",") if x.strip()
+        }
         if asked - ALLOWED_HEADERS:
             return Response(status_code=403, content=f"headers not allowed: {sorted(asked - ALLOWED_HEADERS)}")
-        h.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
-                  "Access-Control-Allow-Headers": ", ".join(sorted(ALLOWED_HEADERS)), "Access-Control-Max-Age": "600"})
+        h.update(
+            {
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": ", ".join(sorted(ALLOWED_HEADERS)),
+                "Access-Control-Max-Age": "600",
+            }
+        )
         return Response(status_code=204, headers=h)
 
     def _key(self, request: Request) -> Key:
@@ -308,7 +364,9 @@ class Door:
         tokens = min(burst, tokens + (now - last) * rate)
         if tokens < n:
             self.buckets[key.name] = (tokens, now)
-            raise HttpError(429, f"write key {key.name!r} is over its rate limit of {rate:g} records/s", retry_after=True)
+            raise HttpError(
+                429, f"write key {key.name!r} is over its rate limit of {rate:g} records/s", retry_after=True
+            )
         self.buckets[key.name] = (tokens - n, now)
 
     def client_ip(self, request: Request) -> str | None:
@@ -340,8 +398,11 @@ class Door:
             except ValueError:
                 raise HttpError(400, "Content-Length is not a number") from None
             if n > cfg.max_request_bytes:
-                raise HttpError(413, f"body of {n} bytes exceeds collect.max_request_bytes ({cfg.max_request_bytes})",
-                                refused="too_large_declared")
+                raise HttpError(
+                    413,
+                    f"body of {n} bytes exceeds collect.max_request_bytes ({cfg.max_request_bytes})",
+                    refused="too_large_declared",
+                )
             self._hold(n)
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -356,8 +417,12 @@ class Door:
         if enc in ("", "identity"):
             return body
         if enc not in ("gzip", "deflate"):
-            raise Unreadable(415, f"Content-Encoding {enc[:40]!r} is not supported (gzip, deflate, identity)", body,
-                             "format_violation")
+            raise Unreadable(
+                415,
+                f"Content-Encoding {enc[:40]!r} is not supported (gzip, deflate, identity)",
+                body,
+                "format_violation",
+            )
         limit = cfg.max_decompressed_bytes
         parts, total, rest = [], 0, body
         while True:  # every member of a multi-member gzip stream, within one limit for all
@@ -368,8 +433,12 @@ class Door:
                 raise Unreadable(400, f"body is not valid {enc}: {e}", body, "format_violation") from None
             total += len(out)
             if total > limit or d.unconsumed_tail:
-                raise Unreadable(413, f"body decompresses to more than collect.max_decompressed_bytes ({limit})", body,
-                                 "size_violation")
+                raise Unreadable(
+                    413,
+                    f"body decompresses to more than collect.max_decompressed_bytes ({limit})",
+                    body,
+                    "size_violation",
+                )
             if not d.eof:
                 raise Unreadable(400, f"body is truncated {enc}", body, "format_violation")
             parts.append(out)
@@ -393,7 +462,9 @@ class Door:
         h = dict(cors)
         if e.retry_after:
             h["Retry-After"] = self.retry_after
-        return Response(orjson.dumps({"error": e.message}), status_code=e.status, headers=h, media_type="application/json")
+        return Response(
+            orjson.dumps({"error": e.message}), status_code=e.status, headers=h, media_type="application/json"
+        )
 
     def _refuse(self, request: Request, route: str, e: HttpError, cors: dict) -> Response:
         """The error answer; counted as a refused request (with its declared bytes) unless
@@ -432,18 +503,28 @@ class Door:
             if self.draining:
                 raise HttpError(503, "collector is shutting down", retry_after=True, refused="draining")
             if self.inflight_requests > self.cfg.max_inflight_requests:
-                raise HttpError(503, "collector is at its in-flight request bound", retry_after=True, refused="inflight_requests")
+                raise HttpError(
+                    503, "collector is at its in-flight request bound", retry_after=True, refused="inflight_requests"
+                )
             if not self.producer.ready or self.producer.broker_down:
                 raise HttpError(503, "Kafka is unreachable", retry_after=True, refused="kafka_unavailable")
             resp = await handler(request, cors)
         except HttpError as e:
             resp = self._refuse(request, route, e, cors)
         except ClientDisconnect:
-            resp = self._refuse(request, route, HttpError(400, "client disconnected before the body ended",
-                                                          refused="client_disconnected"), cors)
+            resp = self._refuse(
+                request,
+                route,
+                HttpError(400, "client disconnected before the body ended", refused="client_disconnected"),
+                cors,
+            )
         except Unavailable as e:
-            resp = self._refuse(request, route, HttpError(503, f"Kafka did not take the records: {e}", True,
-                                                          refused="kafka_unavailable"), cors)
+            resp = self._refuse(
+                request,
+                route,
+                HttpError(503, f"Kafka did not take the records: {e}", True, refused="kafka_unavailable"),
+                cors,
+            )
         except Exception as e:
             log.exception("collect: internal error on %s", route)
             resp = self._refuse(request, route, HttpError(500, f"internal error: {type(e).__name__}"), cors)
@@ -459,26 +540,33 @@ class Door:
         self.metrics.latency.observe(time.perf_counter() - started)
 
     @staticmethod
-    def _rejects(target: Target, items: list[tuple[bytes, str, str, bytes | None]],
-                 headers: Headers) -> list[Record]:
+    def _rejects(target: Target, items: list[tuple[bytes, str, str, bytes | None]], headers: Headers) -> list[Record]:
         """Records for the door rejects ``(raw, reason, detail, key)``: on the signal's topic,
         with the verdict in headers (the pipeline dead-letters them with that reason; see
         :mod:`transforms.door_verdicts`). A raw value over the flow's ``validate.max_bytes``
         is cut to it (its detail names the size)."""
-        return [Record(target.topic, raw[:target.max_bytes], key,
-                       headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())])
-                for raw, reason, detail, key in items]
+        return [
+            Record(
+                target.topic,
+                raw[: target.max_bytes],
+                key,
+                headers + [(REJECT_HEADER, reason.encode()), (DETAIL_HEADER, detail[:MAX_DETAIL].encode())],
+            )
+            for raw, reason, detail, key in items
+        ]
 
-    async def _reject_body(self, target: Target, body: bytes, received_ms: int, detail: str,
-                           reason: str = "format_violation") -> None:
+    async def _reject_body(
+        self, target: Target, body: bytes, received_ms: int, detail: str, reason: str = "format_violation"
+    ) -> None:
         """A body of a key holder that is not the format at all (answered 4xx) is kept as one
         ``reason`` record (default ``format_violation``), so it too ends in
         ``obs.dead_letters``; an empty body is not kept. Kafka must take it first (else
         :class:`Unavailable`: 503, and the client's retry gets its 4xx once it is kept)."""
         if not body.strip():
             return
-        await self._produce(self._rejects(target, [(body, reason, detail, None)],
-                                          [("received_at", str(received_ms).encode())]))
+        await self._produce(
+            self._rejects(target, [(body, reason, detail, None)], [("received_at", str(received_ms).encode())])
+        )
         self.metrics.item(target.signal, "rejected", reason).inc()
 
     async def _judge(self, items: list, kw: dict) -> Judged:
@@ -508,7 +596,9 @@ class Door:
         judge = self.events
         assert judge is not None
         try:
-            results = judge.finish([p for p, _, _ in pending], [kw for _, kw, _ in pending], self.targets["event"].topic)
+            results = judge.finish(
+                [p for p, _, _ in pending], [kw for _, kw, _ in pending], self.targets["event"].topic
+            )
         except Exception as e:  # noqa: BLE001 - each waiting request answers for itself
             for _, _, fut in pending:
                 if not fut.done():
@@ -541,7 +631,11 @@ class Door:
         except BadRequest as e:
             await self._reject_body(target, body, received, str(e))
             raise HttpError(400, str(e)).kept() from None
-        split = await asyncio.to_thread(self.splitters[signal].split, msg) if len(body) > 262144 else self.splitters[signal].split(msg)
+        split = (
+            await asyncio.to_thread(self.splitters[signal].split, msg)
+            if len(body) > 262144
+            else self.splitters[signal].split(msg)
+        )
         self._rate(key, split.accepted_items + split.rejected_items)
         headers: Headers = [("received_at", str(received).encode())]
         records = [Record(target.topic, v, k, headers) for k, v in split.messages]
@@ -555,8 +649,12 @@ class Door:
         if split.rejects:
             r0 = split.rejects[0]
             msg_text = f"{split.rejected_items} rejected ({r0[1]}: {r0[2][:200]})"
-        return Response(response(signal, split.rejected_items, msg_text, is_json), status_code=200, headers=cors,
-                        media_type="application/json" if is_json else "application/x-protobuf")
+        return Response(
+            response(signal, split.rejected_items, msg_text, is_json),
+            status_code=200,
+            headers=cors,
+            media_type="application/json" if is_json else "application/x-protobuf",
+        )
 
     async def post_events(self, request: Request) -> Response:
         return await self._guarded(request, request.scope["path"], self._events)
@@ -570,7 +668,9 @@ class Door:
         if items is None:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype not in ("application/json", "application/x-ndjson", "application/ndjson", "text/plain", ""):
-                raise HttpError(415, f"Content-Type {ctype!r}: events take application/json, application/x-ndjson or text/plain")
+                raise HttpError(
+                    415, f"Content-Type {ctype!r}: events take application/json, application/x-ndjson or text/plain"
+                )
             body = await self._read(request, target)
             try:
                 items, body_sent = _parse_events(body, ctype)
@@ -579,13 +679,24 @@ class Door:
                 raise HttpError(400, str(e)).kept() from None
             sent_at = body_sent or sent_at
         if len(items) > self.cfg.max_events_per_request:
-            raise HttpError(413, f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})",
-                            refused="too_many_events")
+            raise HttpError(
+                413,
+                f"{len(items)} events exceed collect.max_events_per_request ({self.cfg.max_events_per_request})",
+                refused="too_many_events",
+            )
         self._rate(key, len(items))
         received = now_ms()
-        judged = await self._judge(items, {"key_name": key.name, "public": key.kind == "public", "client_ip": self.client_ip(request),
-                                               "user_agent": request.headers.get("user-agent"), "sent_at": sent_at,
-                                               "received_ms": received})
+        judged = await self._judge(
+            items,
+            {
+                "key_name": key.name,
+                "public": key.kind == "public",
+                "client_ip": self.client_ip(request),
+                "user_agent": request.headers.get("user-agent"),
+                "sent_at": sent_at,
+                "received_ms": received,
+            },
+        )
         records: list[Record] = []
         dead: list[tuple[bytes, str, str, bytes | None, Headers]] = []
         results: list[dict] = []
@@ -593,8 +704,9 @@ class Door:
         by_sent: dict[str | None, Headers] = {None: base}  # one (read-only) headers list per distinct sent_at
         topic = target.topic
         accepted_at = _accepted_results(len(judged.payloads))
-        for i, (payload, key_, sent, reason) in enumerate(zip(judged.payloads, judged.keys, judged.sent_at, judged.reasons,
-                                                                strict=True)):
+        for i, (payload, key_, sent, reason) in enumerate(
+            zip(judged.payloads, judged.keys, judged.sent_at, judged.reasons, strict=True)
+        ):
             h = by_sent.get(sent or None)
             if h is None:
                 h = by_sent[sent] = base + [("sent_at", (sent or "").encode())]
@@ -613,14 +725,23 @@ class Door:
         for _, r, _, _, _ in dead:
             self.metrics.item("event", "rejected", r).inc()
         if pixel:
-            return Response(GIF, status_code=200 if accepted else 400, media_type="image/gif",
-                            headers={**cors, "Cache-Control": "no-store"})
+            return Response(
+                GIF,
+                status_code=200 if accepted else 400,
+                media_type="image/gif",
+                headers={**cors, "Cache-Control": "no-store"},
+            )
         status = 200 if accepted or not items else 400
-        return Response(orjson.dumps({"accepted": accepted, "rejected": len(dead), "results": results}),
-                        status_code=status, headers=cors, media_type="application/json")
+        return Response(
+            orjson.dumps({"accepted": accepted, "rejected": len(dead), "results": results}),
+            status_code=status,
+            headers=cors,
+            media_type="application/json",
+        )
 
     async def pixel(self, request: Request) -> Response:
         """``GET /v1/pixel.gif?e=<JSON envelope>`` or ``?page=&session_id=&type=&target=&ts=``."""
+
         async def handler(req: Request, cors: dict) -> Response:
             q = parse_qs(req.url.query, keep_blank_values=False)
             if "e" in q:
@@ -632,26 +753,34 @@ class Door:
                         raise HttpError(404, "no source in the spec reads signal 'event'") from None
                     self._key(req)  # only a key holder's data is kept
                     detail = f"e: invalid JSON: {e}"
-                    await self._reject_body(target, q["e"][0].encode(), now_ms(), detail)  # kept like a body that is not JSON
+                    await self._reject_body(
+                        target, q["e"][0].encode(), now_ms(), detail
+                    )  # kept like a body that is not JSON
                     raise HttpError(400, detail).kept() from None
             else:
                 one = {k: v[0] for k, v in q.items() if k not in ("key",)}
                 inter = {"type": one.pop("type", "page_view")}
                 if "target" in one:
                     inter["target"] = one.pop("target")
-                env: dict[str, object] = {k: one[k] for k in ("event_id", "page", "session_id", "user", "location", "platform") if k in one}
+                env: dict[str, object] = {
+                    k: one[k] for k in ("event_id", "page", "session_id", "user", "location", "platform") if k in one
+                }
                 ts = one.get("ts")
                 env["timestamp"] = int(ts) if ts and ts.isdigit() else ts
                 env["events"] = [inter]
                 items = [env]
             return await self._events(req, cors, items=items, pixel=True)
+
         return await self._guarded(request, "/v1/pixel.gif", handler)
 
     async def tracker(self, request: Request) -> Response:
         if not TRACKER_JS.exists():
             return Response("tracker not built (npm run build in collector/tracker)", status_code=404)
-        return Response(TRACKER_JS.read_bytes(), media_type="application/javascript",
-                        headers={"Cache-Control": "public, max-age=300"})
+        return Response(
+            TRACKER_JS.read_bytes(),
+            media_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"ok", media_type="text/plain")

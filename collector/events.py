@@ -48,16 +48,34 @@ INTERACTION_FIELDS = ("type", "target", "depth", "form", "step", "duration_ms", 
 #: string, an optional double, int32, int64, and the two fields read apart
 _REQ, _OPT, _FLOAT, _INT32, _INT64, _OTHER = range(6)
 _REQUIRED_STR = ("event_id", "page", "session_id")
-_ENVELOPE_KIND = {"event_id": _REQ, "page": _REQ, "session_id": _REQ, "user": _OPT, "location": _OPT, "platform": _OPT,
-                  "user_agent": _OPT, "client_ip": _OPT, "timestamp": _OTHER, "events": _OTHER}
-_INTERACTION_KIND = {"type": _REQ, "target": _OPT, "depth": _FLOAT, "form": _OPT, "step": _INT32, "duration_ms": _INT64,
-                     "message": _OPT, "stackTrace": _OPT}
+_ENVELOPE_KIND = {
+    "event_id": _REQ,
+    "page": _REQ,
+    "session_id": _REQ,
+    "user": _OPT,
+    "location": _OPT,
+    "platform": _OPT,
+    "user_agent": _OPT,
+    "client_ip": _OPT,
+    "timestamp": _OTHER,
+    "events": _OTHER,
+}
+_INTERACTION_KIND = {
+    "type": _REQ,
+    "target": _OPT,
+    "depth": _FLOAT,
+    "form": _OPT,
+    "step": _INT32,
+    "duration_ms": _INT64,
+    "message": _OPT,
+    "stackTrace": _OPT,
+}
 #: the only timestamps the fast path reads: UTC, whole seconds or up to microseconds
 _PLAIN_TS = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_I32 = (-(2 ** 31), 2 ** 31)
-_I64 = (-(2 ** 63), 2 ** 63)
-_EXACT_FLOAT = 2 ** 53
+_I32 = (-(2**31), 2**31)
+_I64 = (-(2**63), 2**63)
+_EXACT_FLOAT = 2**53
 
 
 #: shape caches of :meth:`EventJudge.plainly_valid`: (field names, value types) → verdict on
@@ -226,8 +244,9 @@ def normalize_interaction(item):
     return out
 
 
-def normalize(doc: dict, key_name: str, client_ip: str | None, user_agent: str | None,
-              trust_client_ip: bool) -> tuple[dict, str | None]:
+def normalize(
+    doc: dict, key_name: str, client_ip: str | None, user_agent: str | None, trust_client_ip: bool
+) -> tuple[dict, str | None]:
     """The envelope of ``doc`` (a copy) and its ``sent_at``."""
     env = dict(doc)
     if "timeStamp" in env and "timestamp" not in env:
@@ -250,9 +269,9 @@ def normalize(doc: dict, key_name: str, client_ip: str | None, user_agent: str |
     return env, sent_at if isinstance(sent_at, str) else None
 
 
-
-def _normalize_plain(doc: dict, key_name: str, client_ip: str | None, user_agent: str | None,
-                     trust_client_ip: bool) -> dict | None:
+def _normalize_plain(
+    doc: dict, key_name: str, client_ip: str | None, user_agent: str | None, trust_client_ip: bool
+) -> dict | None:
     """:func:`normalize` for an envelope already in the envelope's shape, else None (then
     :func:`normalize` is used): a string ``timestamp``, no ``timeStamp`` and no ``sent_at``
     of its own, ``events`` absent or a list whose objects all carry ``type`` (or are not
@@ -265,7 +284,9 @@ def _normalize_plain(doc: dict, key_name: str, client_ip: str | None, user_agent
     events = doc.get("events")
     if type(events) is list:
         for e in events:
-            if isinstance(e, dict) and "type" not in e and len(e) == 1:  # the compact form: normalize_interaction changes it
+            if (
+                isinstance(e, dict) and "type" not in e and len(e) == 1
+            ):  # the compact form: normalize_interaction changes it
                 return None
     elif isinstance(events, list):
         return None
@@ -278,6 +299,7 @@ def _normalize_plain(doc: dict, key_name: str, client_ip: str | None, user_agent
         canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
         env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
     return env
+
 
 class EventJudge:
     """Judge envelopes as the pipeline's ``validate`` step of the events flow would."""
@@ -352,11 +374,35 @@ class EventJudge:
             return False
         return not (public and t < received_ms - self.public_max_past_ms)
 
-    def judge(self, items: list, *, key_name: str, public: bool, client_ip: str | None,
-              user_agent: str | None, sent_at: str | None, received_ms: int, topic: str) -> Judged:
+    def judge(
+        self,
+        items: list,
+        *,
+        key_name: str,
+        public: bool,
+        client_ip: str | None,
+        user_agent: str | None,
+        sent_at: str | None,
+        received_ms: int,
+        topic: str,
+    ) -> Judged:
         """The outcome of one request's envelopes (see :meth:`judge_many`)."""
-        return self.judge_many([(items, {"key_name": key_name, "public": public, "client_ip": client_ip, "user_agent": user_agent,
-                                             "sent_at": sent_at, "received_ms": received_ms})], topic)[0]
+        return self.judge_many(
+            [
+                (
+                    items,
+                    {
+                        "key_name": key_name,
+                        "public": public,
+                        "client_ip": client_ip,
+                        "user_agent": user_agent,
+                        "sent_at": sent_at,
+                        "received_ms": received_ms,
+                    },
+                )
+            ],
+            topic,
+        )[0]
 
     def judge_many(self, requests: list[tuple[list, dict]], topic: str) -> list[Judged]:
         """Judge several requests' envelopes in one pass of the codec and validator (their
@@ -388,7 +434,9 @@ class EventJudge:
         accepted = 0
         for i, item in enumerate(items):
             try:
-                env = _normalize_plain(item, key_name, client_ip, user_agent, not public) if type(item) is dict else None
+                env = (
+                    _normalize_plain(item, key_name, client_ip, user_agent, not public) if type(item) is dict else None
+                )
                 payload = orjson.dumps(env) if env is not None else b""
             except (TypeError, RecursionError):  # nested past orjson's bound: the reference path gives the verdict
                 env = None
@@ -415,14 +463,18 @@ class EventJudge:
         given to :meth:`prepare`) in one pass of the codec and validator."""
         values: list[bytes | None] = []
         stamps: list[int] = []
-        headers: list[list[tuple[str, bytes | None]] | None] = []  # as the pipeline reads them: its clock-skew correction applies here too
+        headers: list[
+            list[tuple[str, bytes | None]] | None
+        ] = []  # as the pipeline reads them: its clock-skew correction applies here too
         owners: list[tuple[int, int, bool]] = []  # (request, position, public) per value
         for r, (out, kw) in enumerate(zip(outs, kws)):
             if not out.pending:
                 continue
             received_ms, public = kw["received_ms"], kw["public"]
             received: list[tuple[str, bytes | None]] = [("received_at", str(received_ms).encode())]
-            by_sent: dict[str | None, list[tuple[str, bytes | None]]] = {None: received}  # one (read-only) list per distinct sent_at
+            by_sent: dict[str | None, list[tuple[str, bytes | None]]] = {
+                None: received
+            }  # one (read-only) list per distinct sent_at
             for i in out.pending:
                 values.append(out.payloads[i])
                 stamps.append(received_ms)
@@ -435,8 +487,15 @@ class EventJudge:
             out.pending = []
         if not values:
             return outs
-        raw = RawBatch(source="collect", topic=topic, partition=-1, values=values, offsets=list(range(len(values))),
-                       timestamps_ms=stamps, headers=headers)
+        raw = RawBatch(
+            source="collect",
+            topic=topic,
+            partition=-1,
+            values=values,
+            offsets=list(range(len(values))),
+            timestamps_ms=stamps,
+            headers=headers,
+        )
         batch = self.validator(self.codec.decode(raw))
         for j, reason, detail in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
             r, i, _ = owners[j]
@@ -475,13 +534,18 @@ class EventJudge:
             out.envs.append(None)
             return
         try:
-            env, own_sent = normalize(item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"])
+            env, own_sent = normalize(
+                item, kw["key_name"], kw["client_ip"], kw["user_agent"], trust_client_ip=not kw["public"]
+            )
             payload = orjson.dumps(env)
         except (TypeError, RecursionError):  # nested past orjson's bound: the codec's verdict, without a crash
             out.payloads.append(_too_deep_payload(item))
             out.keys.append(None)
             out.sent_at.append(kw["sent_at"])
-            out.reasons[i], out.details[i] = "format_violation", f"record: JSON nested too deep (more than {MAX_NESTING} levels)"
+            out.reasons[i], out.details[i] = (
+                "format_violation",
+                f"record: JSON nested too deep (more than {MAX_NESTING} levels)",
+            )
             out.envs.append(None)
             return
         out.payloads.append(payload)
@@ -501,8 +565,10 @@ class EventJudge:
             if not public or t is None or t >= stamps[j] - self.public_max_past_ms or outs[r].reasons[i] is not None:
                 continue
             outs[r].reasons[i] = "timestamp_out_of_range"
-            outs[r].details[i] = (f"timestamp: {(stamps[j] - t) / 1000:.0f}s before receipt; a public (browser) key may "
-                                  f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)")
+            outs[r].details[i] = (
+                f"timestamp: {(stamps[j] - t) / 1000:.0f}s before receipt; a public (browser) key may "
+                f"send at most {self.public_max_past_ms / 1000:.0f}s old events (use a secret key)"
+            )
 
 
 _MS = timedelta(milliseconds=1)
@@ -514,7 +580,9 @@ def _too_deep_payload(item: dict) -> bytes:
     try:
         return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
     except (RecursionError, ValueError, TypeError):
-        return orjson.dumps({"obsflow_door": f"an envelope nested deeper than the door can re-encode (keys: {sorted(item)[:20]})"})
+        return orjson.dumps(
+            {"obsflow_door": f"an envelope nested deeper than the door can re-encode (keys: {sorted(item)[:20]})"}
+        )
 
 
 def now_ms() -> int:

@@ -44,8 +44,11 @@ from transforms.batch import RawBatch
 #: string that travels with it (the code branches on that string, not on the type)
 OtlpRequest = Any
 
-REQUEST: dict[str, type[OtlpRequest]] = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest,
-                                         "metric": ExportMetricsServiceRequest}
+REQUEST: dict[str, type[OtlpRequest]] = {
+    "span": ExportTraceServiceRequest,
+    "log": ExportLogsServiceRequest,
+    "metric": ExportMetricsServiceRequest,
+}
 _ID_KEYS = {"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"}
 
 
@@ -99,11 +102,15 @@ def response(signal: str, rejected: int, message: str, as_json: bool) -> bytes:
     elif signal == "log":
         resp = ExportLogsServiceResponse()
         if rejected:
-            resp.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message))
+            resp.partial_success.CopyFrom(
+                ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
+            )
     else:
         resp = ExportMetricsServiceResponse()
         if rejected:
-            resp.partial_success.CopyFrom(ExportMetricsPartialSuccess(rejected_data_points=rejected, error_message=message))
+            resp.partial_success.CopyFrom(
+                ExportMetricsPartialSuccess(rejected_data_points=rejected, error_message=message)
+            )
     if as_json:
         return orjson.dumps(json_format.MessageToDict(resp))
     return resp.SerializeToString()
@@ -181,13 +188,13 @@ def _split(signal: str, req: OtlpRequest, max_bytes: int) -> list[OtlpRequest]:
         if len(rms) > 1:
             for rm in rms[: len(rms) // 2]:
                 left.resource_metrics.add().CopyFrom(rm)
-            for rm in rms[len(rms) // 2:]:
+            for rm in rms[len(rms) // 2 :]:
                 right.resource_metrics.add().CopyFrom(rm)
             return _split(signal, left, max_bytes) + _split(signal, right, max_bytes)
         return [req]
-    for rs in (req.resource_spans if signal == "span" else req.resource_logs):
-        for ss in (rs.scope_spans if signal == "span" else rs.scope_logs):
-            for it in (ss.spans if signal == "span" else ss.log_records):
+    for rs in req.resource_spans if signal == "span" else req.resource_logs:
+        for ss in rs.scope_spans if signal == "span" else rs.scope_logs:
+            for it in ss.spans if signal == "span" else ss.log_records:
                 items.append((rs, ss, it))
     half = len(items) // 2
     parts = []
@@ -251,8 +258,14 @@ class OtlpSplitter:
         if not subs:
             return out
         payloads = [p.SerializeToString() for _, p in subs]
-        raw = RawBatch(source="collect", topic="", partition=-1, values=payloads, offsets=list(range(len(payloads))),
-                       timestamps_ms=[0] * len(payloads))
+        raw = RawBatch(
+            source="collect",
+            topic="",
+            partition=-1,
+            values=payloads,
+            offsets=list(range(len(payloads))),
+            timestamps_ms=[0] * len(payloads),
+        )
         batch = self.judge.decode(raw)
         bad: dict[int, tuple[str, str]] = {}
         for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details):
@@ -289,8 +302,14 @@ class OtlpSplitter:
                 rec = {k: (dict(v) if k in self.map_fields and v is not None else v) for k, v in row.items()}
                 value = encode_confluent(self.signal, rec)
             if len(value) > self.max_bytes:
-                out.rejects.append((value, "size_violation",
-                                    f"record of {len(value)} bytes exceeds the limit of {self.max_bytes} bytes", 1))
+                out.rejects.append(
+                    (
+                        value,
+                        "size_violation",
+                        f"record of {len(value)} bytes exceeds the limit of {self.max_bytes} bytes",
+                        1,
+                    )
+                )
                 continue
             out.messages.append((key.encode() if isinstance(key, str) else None, value))
             out.accepted_items += 1

@@ -65,8 +65,16 @@ class DoorProducer:
     ``timeout`` seconds. ``ready`` is false until Kafka answered a metadata request and
     while it does not (checked every ``check_interval`` seconds)."""
 
-    def __init__(self, bootstrap: str, extra: dict | None = None, message_timeout_s: float = 10.0,
-                 check_interval_s: float = 1.0, name: str = "collect", transactional: bool = False, writers: int = 1):
+    def __init__(
+        self,
+        bootstrap: str,
+        extra: dict | None = None,
+        message_timeout_s: float = 10.0,
+        check_interval_s: float = 1.0,
+        name: str = "collect",
+        transactional: bool = False,
+        writers: int = 1,
+    ):
         conf = {
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
@@ -91,9 +99,14 @@ class DoorProducer:
         self.writers: list[_TxnWriter] = []
         if transactional:
             conf.setdefault("transaction.timeout.ms", max(60000, int(str(conf["message.timeout.ms"]))))
-            base = conf.pop("transactional.id", None) or f"obsflow-{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            base = (
+                conf.pop("transactional.id", None)
+                or f"obsflow-{name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            )
             # one id per writer of this process: a writer's new producer fences (and so aborts) its predecessor's transaction
-            self.writers = [_TxnWriter(self, {**conf, "transactional.id": f"{base}-{k}"}) for k in range(max(1, writers))]
+            self.writers = [
+                _TxnWriter(self, {**conf, "transactional.id": f"{base}-{k}"}) for k in range(max(1, writers))
+            ]
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
         self.ready = False
         self.broker_down = False
@@ -338,7 +351,6 @@ class _TxnRequest:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     deadline: float  # time.monotonic()
-
 
 
 def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:

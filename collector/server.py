@@ -33,8 +33,9 @@ def granian_app():
     return create_app(_spec(os.environ[SPEC_ENV], None, None)).asgi
 
 
-def serve(spec_path: str, host: str | None = None, port: int | None = None, server: str | None = None,
-          workers: int = 1) -> int:
+def serve(
+    spec_path: str, host: str | None = None, port: int | None = None, server: str | None = None, workers: int = 1
+) -> int:
     spec = _spec(spec_path, host, port)
     cfg = spec.collect
     server = server or cfg.server
@@ -45,8 +46,15 @@ def serve(spec_path: str, host: str | None = None, port: int | None = None, serv
         os.environ[SPEC_ENV] = str(spec_path)
         port_ = cfg.port or _free_port(cfg.host)
         print(f"obsflow collect: listening on http://{cfg.host}:{port_}", flush=True)
-        Granian("collector.server:granian_app", address=cfg.host, port=port_, interface=Interfaces.ASGI,
-                workers=workers, factory=True, log_enabled=False).serve()
+        Granian(
+            "collector.server:granian_app",
+            address=cfg.host,
+            port=port_,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            factory=True,
+            log_enabled=False,
+        ).serve()
         return 0
     import uvicorn
 
@@ -62,8 +70,14 @@ def serve(spec_path: str, host: str | None = None, port: int | None = None, serv
     bound = sock.getsockname()[1]
     # proxy_headers off: X-Forwarded-For is believed only through collect.trusted_proxies (Door.client_ip), never by
     # uvicorn's own middleware (it trusts loopback by default and would rewrite the peer address)
-    config = uvicorn.Config(door.asgi, log_level="warning", access_log=False, lifespan="on", proxy_headers=False,
-                            timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None)
+    config = uvicorn.Config(
+        door.asgi,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None,
+    )
     srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
     srv.run(sockets=[sock])

@@ -64,9 +64,17 @@ class RawBatch:
         k = int(np.searchsorted(np.asarray(self.offsets, dtype=np.int64), start_offset))
         if k == 0:
             return self
-        return RawBatch(self.source, self.topic, self.partition, self.values[k:], self.offsets[k:], self.timestamps_ms[k:],
-                        self.keys[k:] if self.keys is not None else None,
-                        self.headers[k:] if self.headers is not None else None, self.topic_partitions)
+        return RawBatch(
+            self.source,
+            self.topic,
+            self.partition,
+            self.values[k:],
+            self.offsets[k:],
+            self.timestamps_ms[k:],
+            self.keys[k:] if self.keys is not None else None,
+            self.headers[k:] if self.headers is not None else None,
+            self.topic_partitions,
+        )
 
 
 @dataclass

@@ -22,8 +22,18 @@ MAX_DURATION = timedelta(days=36500)
 #: the shortest positive duration a window, resolution or timeout accepts
 MIN_WINDOW = timedelta(milliseconds=1)
 
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-       "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+}
 _TERM = re.compile(r"(\d{1,18}(?:\.\d{1,9})?)(ns|us|µs|μs|ms|s|m|h|d|w)")
 _MAX_NS = int(MAX_DURATION.total_seconds()) * 10**9
 _MAX_TEXT = 64
@@ -47,7 +57,9 @@ def parse_duration(v: Any) -> timedelta:
     microseconds, ``ns`` terms rounded down) or a ``ValueError`` saying what was expected."""
     if isinstance(v, timedelta):
         if not timedelta(0) <= v <= MAX_DURATION:
-            raise ValueError(f"expected a duration from 0s to {format_duration(MAX_DURATION)}, got {format_duration(v)}")
+            raise ValueError(
+                f"expected a duration from 0s to {format_duration(MAX_DURATION)}, got {format_duration(v)}"
+            )
         return v
     if _bare_number(v):
         raise ValueError(f'a duration needs a unit, e.g. "500ms", "60s", "1m30s", "7d": got the bare number {v!r}')
@@ -102,6 +114,9 @@ def format_duration(v: int | timedelta) -> str:
 
 
 #: the type of every duration key: text in, ``timedelta`` in the model, text out in JSON
-Duration = Annotated[timedelta, BeforeValidator(parse_duration),
-                     PlainSerializer(format_duration, return_type=str, when_used="json"),
-                     WithJsonSchema({"type": "string", "pattern": _TERM.pattern, "examples": ["500ms", "30s", "1m30s", "7d"]})]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": _TERM.pattern, "examples": ["500ms", "30s", "1m30s", "7d"]}),
+]

@@ -68,9 +68,9 @@ class Histogram:
 class PartitionProgress:
     topic: str
     partition: int
-    position: int      # next offset the job reads (everything below was handed to the pipeline)
-    high: int          # the partition's high watermark as last seen
-    updated: float     # time.time() of the update
+    position: int  # next offset the job reads (everything below was handed to the pipeline)
+    high: int  # the partition's high watermark as last seen
+    updated: float  # time.time() of the update
 
     @property
     def lag(self) -> int:
@@ -100,9 +100,9 @@ class RunStats:
     dead_by_source_reason: Counter = field(default_factory=Counter)  # (source, reason)
     commits_by_table: Counter = field(default_factory=Counter)
     commit_latency: dict = field(default_factory=dict)  # table -> Histogram (seconds)
-    commit_size: dict = field(default_factory=dict)     # table -> Histogram (rows)
+    commit_size: dict = field(default_factory=dict)  # table -> Histogram (rows)
     commit_retries: Counter = field(default_factory=Counter)  # (table, cause) -> retried attempts
-    partitions: dict = field(default_factory=dict)      # "topic:partition" -> PartitionProgress
+    partitions: dict = field(default_factory=dict)  # "topic:partition" -> PartitionProgress
     produced: Counter = field(default_factory=Counter)  # topic -> messages delivered
     delivery_failures: Counter = field(default_factory=Counter)  # topic -> messages not delivered
     # tail sampling, from the trace stage's outputs: (counter, reason) -> n, counter one of
@@ -227,9 +227,21 @@ class RunStats:
             self.items_in = self.items_accepted = self.items_dead = self.items_dropped = self.dead_rows = 0
             self.commits = 0
             self.commit_seconds = 0.0
-            for c in (self.dead_by_reason, self.rows_by_table, self.by_source, self.dead_by_source_reason,
-                      self.commits_by_table, self.commit_latency, self.commit_size, self.commit_retries, self.partitions, self.produced,
-                      self.delivery_failures, self.tail_sampling, self.internal_errors):
+            for c in (
+                self.dead_by_reason,
+                self.rows_by_table,
+                self.by_source,
+                self.dead_by_source_reason,
+                self.commits_by_table,
+                self.commit_latency,
+                self.commit_size,
+                self.commit_retries,
+                self.partitions,
+                self.produced,
+                self.delivery_failures,
+                self.tail_sampling,
+                self.internal_errors,
+            ):
                 c.clear()
             self.started = time.time()
 

@@ -17,6 +17,7 @@ from infra.service import LocalHttpServer, free_port, run_dir
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
+
 def config_yaml(alerting) -> str:
     """``alertmanager.yml`` for an alerting config (a :class:`transforms.alerting.AlertingConfig`,
     the spec's ``alerts`` section, or a dict of one): its route tree, receivers and inhibit
@@ -31,11 +32,20 @@ def config_yaml(alerting) -> str:
 # The default server's routing: the default route tree (P0/P1 → pager, P2 → ticket, else
 # default) with short timers, and a P0-mutes-P2 inhibition on equal service.
 DEFAULT_ALERTING = {
-    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "5s",
-              "repeat_interval": "1h",
-              "routes": [{"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
-                         {"matchers": ['severity="P2"'], "receiver": "ticket"}]},
-    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "1s",
+        "group_interval": "5s",
+        "repeat_interval": "1h",
+        "routes": [
+            {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
+            {"matchers": ['severity="P2"'], "receiver": "ticket"},
+        ],
+    },
+    "inhibit_rules": [
+        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
+    ],
 }
 DEFAULT_CONFIG = config_yaml(DEFAULT_ALERTING)
 
@@ -60,8 +70,13 @@ def start(config: str | None = None, timeout: float = 30.0, alerting=None) -> Al
     (directory / "alertmanager.yml").write_text(text)
     (directory / "data").mkdir()
     port = free_port()
-    argv = [binary(), f"--config.file={directory / 'alertmanager.yml'}", f"--storage.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    argv = [
+        binary(),
+        f"--config.file={directory / 'alertmanager.yml'}",
+        f"--storage.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
     return AlertmanagerServer.launch("alertmanager", argv, port, directory, timeout)
 
 

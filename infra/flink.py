@@ -55,10 +55,19 @@ from typing import Any
 from collections.abc import Iterator
 
 from infra.service import ManagedProcess, cache_dir, free_port, port_open, run_dir
+
 # the versions, the job server's place in the cache and the Java lookup are the runner's
 # (``obsflow submit`` finds the jar there); this module fetches into that place
-from runners.flink_job_server import (COMPLETE as _COMPLETE, FLINK_MINOR, FLINK_VERSION, FlinkSetupError,
-                                      beam_version as _beam_version, env_job_server_jar, java_home, job_server_dir)
+from runners.flink_job_server import (
+    COMPLETE as _COMPLETE,
+    FLINK_MINOR,
+    FLINK_VERSION,
+    FlinkSetupError,
+    beam_version as _beam_version,
+    env_job_server_jar,
+    java_home,
+    job_server_dir,
+)
 
 BEAM_RUNNER_VERSION = os.environ.get("OBSFLOW_BEAM_FLINK_RUNNER_VERSION", "2.62.0")
 SLF4J_VERSION = "1.7.30"  # the binding the published job server ships (slf4j-jdk14)
@@ -111,9 +120,20 @@ def fetch(version: str = FLINK_VERSION) -> Path:
         target = root / "dist"
         shutil.rmtree(target, ignore_errors=True)
         t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "--no-deps", "--no-compile", "--target", str(target),
-               f"apache-flink=={version}", f"apache-flink-libraries=={version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(target),
+            f"apache-flink=={version}",
+            f"apache-flink-libraries=={version}",
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         except FileNotFoundError as e:  # pragma: no cover - sys.executable always exists
@@ -146,9 +166,18 @@ def _try_published_job_server(dest: Path, beam_version: str) -> Path | None:
     """The published shaded job server jar, or ``None`` if Maven cannot resolve it."""
     coords = f"org.apache.beam:beam-runners-flink-{FLINK_MINOR}-job-server:{beam_version}"
     proc = subprocess.run(
-        [_mvn(), "-B", "-q", f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy",
-         f"-Dartifact={coords}", f"-DoutputDirectory={dest}"],
-        capture_output=True, text=True, env=_mvn_env(), cwd=dest,
+        [
+            _mvn(),
+            "-B",
+            "-q",
+            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={coords}",
+            f"-DoutputDirectory={dest}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_mvn_env(),
+        cwd=dest,
     )
     jar = dest / f"beam-runners-flink-{FLINK_MINOR}-job-server-{beam_version}.jar"
     return jar if proc.returncode == 0 and jar.exists() else None
@@ -194,9 +223,18 @@ def _assemble_job_server(dest: Path, runner_version: str) -> Path:
     libs = dest / "libs"
     shutil.rmtree(libs, ignore_errors=True)
     proc = subprocess.run(
-        [_mvn(), "-B", "-q", f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, env=_mvn_env(), cwd=dest,
+        [
+            _mvn(),
+            "-B",
+            "-q",
+            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        env=_mvn_env(),
+        cwd=dest,
     )
     if proc.returncode != 0 or not libs.is_dir():
         raise FlinkSetupError(
@@ -204,12 +242,15 @@ def _assemble_job_server(dest: Path, runner_version: str) -> Path:
             f"(exit {proc.returncode}); is Maven Central reachable?\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
         )
     class_path = " ".join(f"libs/{p.name}" for p in sorted(libs.glob("*.jar")))
-    manifest = b"\r\n".join([
-        b"Manifest-Version: 1.0",
-        _manifest_line("Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"),
-        _manifest_line(f"Class-Path: {class_path}"),
-        b"", b"",
-    ])
+    manifest = b"\r\n".join(
+        [
+            b"Manifest-Version: 1.0",
+            _manifest_line("Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"),
+            _manifest_line(f"Class-Path: {class_path}"),
+            b"",
+            b"",
+        ]
+    )
     jar = dest / f"beam-runners-flink-{FLINK_MINOR}-job-server-{runner_version}-launcher.jar"
     with zipfile.ZipFile(jar, "w") as z:
         z.writestr("META-INF/MANIFEST.MF", manifest)
@@ -386,8 +427,9 @@ class FlinkCluster:
         """Ask Flink to cancel a job (returns at once; see ``wait_for_job``)."""
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
-    def wait_for_job(self, job_id: str, timeout: float = 120.0,
-                     states: tuple[str, ...] = ("FINISHED", "FAILED", "CANCELED")) -> str:
+    def wait_for_job(
+        self, job_id: str, timeout: float = 120.0, states: tuple[str, ...] = ("FINISHED", "FAILED", "CANCELED")
+    ) -> str:
         """Poll until the job reaches one of ``states`` (or another terminal state); return it."""
         from runners.flink_rest import FlinkRest
 
@@ -479,22 +521,35 @@ class FlinkCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _write_state(self) -> None:
-        state = {"rest_port": self.rest_port, "workdir": str(self.workdir), "slots": self.slots,
-                 "version": self.version, "pids": self.pids, "worker_pool_port": self.worker_pool_port,
-                 "python": self.python}
+        state = {
+            "rest_port": self.rest_port,
+            "workdir": str(self.workdir),
+            "slots": self.slots,
+            "version": self.version,
+            "pids": self.pids,
+            "worker_pool_port": self.worker_pool_port,
+            "python": self.python,
+        }
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
 
     @classmethod
     def from_state(cls, path: Path) -> FlinkCluster:
         """Re-attach to a cluster started elsewhere (e.g. by ``python -m infra.flink start``)."""
         s = json.loads(path.read_text())
-        return cls(rest_port=s["rest_port"], workdir=Path(s["workdir"]), slots=s["slots"], version=s["version"],
-                   pids={k: int(v) for k, v in s["pids"].items()}, worker_pool_port=s.get("worker_pool_port"),
-                   python=s.get("python", sys.executable))
+        return cls(
+            rest_port=s["rest_port"],
+            workdir=Path(s["workdir"]),
+            slots=s["slots"],
+            version=s["version"],
+            pids={k: int(v) for k, v in s["pids"].items()},
+            worker_pool_port=s.get("worker_pool_port"),
+            python=s.get("python", sys.executable),
+        )
 
 
-def start(slots: int = 2, *, workdir: Path | None = None, timeout: float = 180.0,
-          python: str | None = None) -> FlinkCluster:
+def start(
+    slots: int = 2, *, workdir: Path | None = None, timeout: float = 180.0, python: str | None = None
+) -> FlinkCluster:
     """Fetch (if needed) and start a session cluster; return once REST shows 1 TaskManager
     with ``slots`` slots. Every port is a free 127.0.0.1 port; config, logs and temp files
     live in ``workdir`` (default: a new directory under ``run_dir("flink")``)."""
@@ -509,15 +564,23 @@ def start(slots: int = 2, *, workdir: Path | None = None, timeout: float = 180.0
     ports = {k: free_port() for k in ("rest", "jm_rpc", "blob", "tm_rpc", "tm_data")}
     (conf / "config.yaml").write_text(_flink_config(home, ports, slots, workdir))
     env = {
-        "FLINK_CONF_DIR": str(conf), "FLINK_LOG_DIR": str(log), "JAVA_HOME": str(java),
+        "FLINK_CONF_DIR": str(conf),
+        "FLINK_LOG_DIR": str(log),
+        "JAVA_HOME": str(java),
         "PATH": f"{java / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FLINK_IDENT_STRING": "obsflow", "OBSFLOW_FLINK_HOME": str(workdir),
+        "FLINK_IDENT_STRING": "obsflow",
+        "OBSFLOW_FLINK_HOME": str(workdir),
     }
     env.pop("FLINK_ENV_JAVA_OPTS", None)
     cluster = FlinkCluster(rest_port=ports["rest"], workdir=workdir, slots=slots, python=python or sys.executable)
     for name, script in (("jobmanager", "jobmanager.sh"), ("taskmanager", "taskmanager.sh")):
-        proc = ManagedProcess.spawn(f"flink-{name}", ["bash", str(home / "bin" / script), "start-foreground"],
-                                    log / f"{name}.out", env=env, cwd=workdir)
+        proc = ManagedProcess.spawn(
+            f"flink-{name}",
+            ["bash", str(home / "bin" / script), "start-foreground"],
+            log / f"{name}.out",
+            env=env,
+            cwd=workdir,
+        )
         cluster._procs[name] = proc
         cluster.pids[name] = proc.popen.pid
     cluster._write_state()
@@ -528,7 +591,8 @@ def start(slots: int = 2, *, workdir: Path | None = None, timeout: float = 180.0
             what = f"{', '.join(dead)} exited" if dead else f"not ready within {timeout:.0f}s"
             tails = "".join(
                 f"\n--- {p.log} ---\n" + "\n".join(p.log.read_text(errors="replace").splitlines()[-30:])
-                for p in cluster._procs.values() if p.log.exists()
+                for p in cluster._procs.values()
+                if p.log.exists()
             )
             cluster.stop()
             raise FlinkSetupError(f"Flink {FLINK_VERSION} cluster in {workdir}: {what}{tails}")
@@ -600,9 +664,20 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is None:  # status
             print("not running")
             return 1
-        print(json.dumps({"rest_url": cluster.rest_url, "master": cluster.master, "workdir": str(cluster.workdir),
-                          "pids": cluster.pids, "worker_pool_port": cluster.worker_pool_port,
-                          "overview": cluster.overview(), "jobs": cluster.jobs()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "rest_url": cluster.rest_url,
+                    "master": cluster.master,
+                    "workdir": str(cluster.workdir),
+                    "pids": cluster.pids,
+                    "worker_pool_port": cluster.worker_pool_port,
+                    "overview": cluster.overview(),
+                    "jobs": cluster.jobs(),
+                },
+                indent=2,
+            )
+        )
         return 0
     except FlinkSetupError as e:
         print(f"error: {e}", file=sys.stderr)

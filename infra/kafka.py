@@ -172,9 +172,16 @@ def fetch(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
         (root / "pom.xml").write_text(_pom(version))
         tmp = root / "libs.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        argv = [mvn, "-B", "-Dstyle.color=never", "-f", str(root / "pom.xml"),
-                f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
-                f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+        argv = [
+            mvn,
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(root / "pom.xml"),
+            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ]
         if quiet:
             argv.insert(2, "-q")
         proc = subprocess.run(argv, cwd=root, capture_output=True, text=True)
@@ -227,8 +234,9 @@ class KafkaEndpoint:
         """Names of existing topics (internal ones included)."""
         return set(self.admin().list_topics(timeout=timeout).topics)
 
-    def create_topic(self, name: str, partitions: int = 4, config: Mapping[str, str] | None = None,
-                     timeout: float = 30.0) -> str:
+    def create_topic(
+        self, name: str, partitions: int = 4, config: Mapping[str, str] | None = None, timeout: float = 30.0
+    ) -> str:
         """Create topic ``name`` (replication factor 1) and return ``name``.
 
         Returns only once metadata shows all ``partitions`` partitions with a leader,
@@ -240,14 +248,19 @@ class KafkaEndpoint:
         admin = self.admin()
         fut = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
-            operation_timeout=timeout, request_timeout=timeout,
+            operation_timeout=timeout,
+            request_timeout=timeout,
         )[name]
         fut.result(timeout=timeout)
         deadline = time.monotonic() + timeout
         while True:
             md = admin.list_topics(topic=name, timeout=5).topics.get(name)
-            if (md is not None and md.error is None and len(md.partitions) == partitions
-                    and all(p.leader >= 0 and p.error is None for p in md.partitions.values())):
+            if (
+                md is not None
+                and md.error is None
+                and len(md.partitions) == partitions
+                and all(p.leader >= 0 and p.error is None for p in md.partitions.values())
+            ):
                 return name
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {name!r} created but not ready within {timeout:.0f}s")
@@ -270,8 +283,7 @@ def _cluster_id() -> str:
             return cid
 
 
-def _server_properties(port: int, controller_port: int, data: Path, partitions: int,
-                       extra: Mapping[str, Any]) -> str:
+def _server_properties(port: int, controller_port: int, data: Path, partitions: int, extra: Mapping[str, Any]) -> str:
     props: dict[str, Any] = {
         "process.roles": "broker,controller",
         "node.id": 1,
@@ -368,20 +380,33 @@ class KafkaBroker(KafkaEndpoint):
 
     def _java_argv(self, main: str, *args: str, cds: list[str] | None = None) -> list[str]:
         return [
-            _java(), f"-Xmx{self.heap}", "-Xms64m", "-XX:+UseSerialGC", "-Xss512k",
-            "-XX:MaxMetaspaceSize=256m", "-XX:ReservedCodeCacheSize=64m", "-XX:MaxDirectMemorySize=256m",
+            _java(),
+            f"-Xmx{self.heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
+            "-Xss512k",
+            "-XX:MaxMetaspaceSize=256m",
+            "-XX:ReservedCodeCacheSize=64m",
+            "-XX:MaxDirectMemorySize=256m",
             *(cds or []),
-            "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
+            "-Djava.awt.headless=true",
+            "-Djava.net.preferIPv4Stack=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.home}",
-            "-cp", str(libs_dir(self.version) / "*"), main, *args,
+            "-cp",
+            str(libs_dir(self.version) / "*"),
+            main,
+            *args,
         ]
 
     def _cds_read_flags(self) -> list[str]:
         """Flags to use the class-data archive if one exists (no archive is written)."""
         archive = _cds_archive(self.version)
-        return ["-XX:TieredStopAtLevel=1", f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off"] \
-            if archive.exists() else ["-XX:TieredStopAtLevel=1"]
+        return (
+            ["-XX:TieredStopAtLevel=1", f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off"]
+            if archive.exists()
+            else ["-XX:TieredStopAtLevel=1"]
+        )
 
     def _cds_flags(self) -> list[str]:
         """Use the class-data archive if there is one, else have this JVM write one at clean exit."""
@@ -410,13 +435,20 @@ class KafkaBroker(KafkaEndpoint):
         if (self.data_dir / "meta.properties").exists():
             return
         proc = subprocess.run(
-            self._java_argv("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                            "-c", str(self.home / "server.properties"), cds=self._cds_read_flags()),
-            capture_output=True, text=True,
+            self._java_argv(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self.home / "server.properties"),
+                cds=self._cds_read_flags(),
+            ),
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"kafka StorageTool format failed (exit {proc.returncode}):\n"
-                               f"{proc.stdout}{proc.stderr}")
+            raise RuntimeError(f"kafka StorageTool format failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
     def _launch(self) -> None:
         """Start the JVM and return once it serves metadata; raise with the log tail otherwise."""
@@ -424,18 +456,22 @@ class KafkaBroker(KafkaEndpoint):
             raise RuntimeError(f"broker at {self.bootstrap} is already running (pid {self.pid})")
         for p in (self.port, self.controller_port):
             if port_open(p):
-                raise RuntimeError(f"port {p} on 127.0.0.1 is taken by another process; cannot start "
-                                   f"the broker at {self.bootstrap}")
+                raise RuntimeError(
+                    f"port {p} on 127.0.0.1 is taken by another process; cannot start the broker at {self.bootstrap}"
+                )
         self.process = ManagedProcess.spawn(
-            "kafka", self._java_argv("kafka.Kafka", str(self.home / "server.properties"), cds=self._cds_flags()),
-            self.log)
+            "kafka",
+            self._java_argv("kafka.Kafka", str(self.home / "server.properties"), cds=self._cds_flags()),
+            self.log,
+        )
         self._write_state()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 self._settle_cds(keep=False)
-                raise RuntimeError(f"Kafka broker exited with code {self.process.popen.returncode} while "
-                                   f"starting{self._log_tail()}")
+                raise RuntimeError(
+                    f"Kafka broker exited with code {self.process.popen.returncode} while starting{self._log_tail()}"
+                )
             if port_open(self.port):
                 try:
                     if self.ping(timeout=2.0):
@@ -444,8 +480,9 @@ class KafkaBroker(KafkaEndpoint):
                     pass
             time.sleep(0.2)
         self.kill()
-        raise TimeoutError(f"Kafka broker at {self.bootstrap} not serving within "
-                           f"{self.start_timeout:.0f}s{self._log_tail()}")
+        raise TimeoutError(
+            f"Kafka broker at {self.bootstrap} not serving within {self.start_timeout:.0f}s{self._log_tail()}"
+        )
 
     def _log_tail(self, n: int = 40) -> str:
         if not self.log.exists():
@@ -454,11 +491,21 @@ class KafkaBroker(KafkaEndpoint):
         return f"\n--- last lines of {self.log} ---\n" + "\n".join(lines)
 
     def _write_state(self) -> None:
-        (self.home / "broker.json").write_text(json.dumps({
-            "bootstrap": self.bootstrap, "port": self.port, "controller_port": self.controller_port,
-            "pid": self.pid, "version": self.version, "heap": self.heap, "home": str(self.home),
-            "cds_pending": str(self._cds_pending) if self._cds_pending else None,
-        }, indent=1))
+        (self.home / "broker.json").write_text(
+            json.dumps(
+                {
+                    "bootstrap": self.bootstrap,
+                    "port": self.port,
+                    "controller_port": self.controller_port,
+                    "pid": self.pid,
+                    "version": self.version,
+                    "heap": self.heap,
+                    "home": str(self.home),
+                    "cds_pending": str(self._cds_pending) if self._cds_pending else None,
+                },
+                indent=1,
+            )
+        )
 
     def stop(self, timeout: float = 30.0, remove_data: bool = False) -> None:
         """Clean shutdown (SIGTERM, SIGKILL after ``timeout``). Data stays unless ``remove_data``."""
@@ -485,9 +532,17 @@ class KafkaBroker(KafkaEndpoint):
         return self
 
 
-def start(partitions: int = 4, *, version: str = KAFKA_VERSION, home: Path | None = None,
-          port: int | None = None, controller_port: int | None = None, heap: str = DEFAULT_HEAP,
-          properties: Mapping[str, Any] | None = None, start_timeout: float = 120.0) -> KafkaBroker:
+def start(
+    partitions: int = 4,
+    *,
+    version: str = KAFKA_VERSION,
+    home: Path | None = None,
+    port: int | None = None,
+    controller_port: int | None = None,
+    heap: str = DEFAULT_HEAP,
+    properties: Mapping[str, Any] | None = None,
+    start_timeout: float = 120.0,
+) -> KafkaBroker:
     """Start a single-node KRaft broker on 127.0.0.1 and return once it serves.
 
     ``partitions`` is the broker's default for new topics. Fetches the jars first if
@@ -502,14 +557,20 @@ def start(partitions: int = 4, *, version: str = KAFKA_VERSION, home: Path | Non
         home = run_dir("kafka") / f"broker-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     home.mkdir(parents=True, exist_ok=True)
     broker = KafkaBroker(
-        bootstrap="", port=port or free_port(), controller_port=controller_port or free_port(),
-        home=home, version=version, heap=heap, start_timeout=start_timeout,
+        bootstrap="",
+        port=port or free_port(),
+        controller_port=controller_port or free_port(),
+        home=home,
+        version=version,
+        heap=heap,
+        start_timeout=start_timeout,
     )
     while broker.controller_port == broker.port:
         broker.controller_port = free_port()
     broker.bootstrap = f"127.0.0.1:{broker.port}"
     (home / "server.properties").write_text(
-        _server_properties(broker.port, broker.controller_port, broker.data_dir, partitions, properties or {}))
+        _server_properties(broker.port, broker.controller_port, broker.data_dir, partitions, properties or {})
+    )
     (home / "log4j2.properties").write_text(_LOG4J2)
     broker._format()
     broker._launch()
@@ -553,8 +614,7 @@ def _cli_start(args: argparse.Namespace) -> int:
     cport = reuse["controller_port"] if reuse and not port_open(reuse["controller_port"]) else None
     broker = start(args.partitions, home=home, port=port, controller_port=cport, heap=args.heap)
     print(broker.bootstrap)
-    print(f"started pid {broker.pid} in {time.monotonic() - t0:.1f}s; home {home}; log {broker.log}",
-          file=sys.stderr)
+    print(f"started pid {broker.pid} in {time.monotonic() - t0:.1f}s; home {home}; log {broker.log}", file=sys.stderr)
     return 0
 
 
@@ -589,8 +649,10 @@ def _cli_status(_: argparse.Namespace) -> int:
         serving = KafkaEndpoint(state["bootstrap"]).ping(timeout=5)
     except Exception:
         serving = False
-    print(f"kafka: {'running' if serving else 'process alive but NOT serving'} at {state['bootstrap']} "
-          f"(pid {state['pid']}, version {state['version']}, home {state['home']})")
+    print(
+        f"kafka: {'running' if serving else 'process alive but NOT serving'} at {state['bootstrap']} "
+        f"(pid {state['pid']}, version {state['version']}, home {state['home']})"
+    )
     return 0 if serving else 2
 
 
@@ -599,8 +661,10 @@ def _cli_fetch(args: argparse.Namespace) -> int:
     cached = is_fetched(args.version)
     path = fetch(args.version)
     size = sum(p.stat().st_size for p in path.glob("*.jar"))
-    print(f"kafka {args.version}: {'already cached' if cached else 'fetched'} in {time.monotonic() - t0:.1f}s, "
-          f"{len(list(path.glob('*.jar')))} jars, {size / 1e6:.1f} MB at {path}")
+    print(
+        f"kafka {args.version}: {'already cached' if cached else 'fetched'} in {time.monotonic() - t0:.1f}s, "
+        f"{len(list(path.glob('*.jar')))} jars, {size / 1e6:.1f} MB at {path}"
+    )
     return 0
 
 

@@ -30,7 +30,9 @@ from urllib.parse import quote
 from core.errors import ObsflowError
 from infra.service import ManagedProcess, free_port, port_open, run_dir, wait_until
 
-INSTALL_HINT = "install the server with `apt-get install -y postgresql` (or run `python -m infra.postgres install` as root)"
+INSTALL_HINT = (
+    "install the server with `apt-get install -y postgresql` (or run `python -m infra.postgres install` as root)"
+)
 ADMIN_USER = "postgres"
 APP_USER = "obsflow"
 APP_DATABASE = "obsflow"
@@ -52,7 +54,9 @@ def find_bin_dir() -> Path:
     which = shutil.which("initdb")
     if which:
         candidates.append(Path(which).resolve().parent)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p.parent.name), reverse=True)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p.parent.name), reverse=True
+    )
     candidates.extend(versions)
     for c in candidates:
         if (c / "initdb").is_file() and (c / "postgres").is_file():
@@ -103,7 +107,9 @@ def _as_account(account: pwd.struct_passwd | None, argv: list[str]) -> tuple[lis
     env = {**os.environ, "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name}
     setpriv = shutil.which("setpriv")
     if setpriv:
-        return [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", "--", *argv], {"env": env}
+        return [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", "--", *argv], {
+            "env": env
+        }
     return argv, {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "env": env}
 
 
@@ -152,8 +158,10 @@ class PostgresServer:
 
     def sqlalchemy_url_for(self, database: str) -> str:
         """``postgresql+psycopg2://user:password@127.0.0.1:PORT/database``."""
-        return (f"postgresql+psycopg2://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-                f"@{self.host}:{self.port}/{quote(database, safe='')}")
+        return (
+            f"postgresql+psycopg2://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+            f"@{self.host}:{self.port}/{quote(database, safe='')}"
+        )
 
     def jdbc_url_for(self, database: str) -> str:
         """``jdbc:postgresql://127.0.0.1:PORT/database`` (user/password passed separately)."""
@@ -178,7 +186,10 @@ class PostgresServer:
         import psycopg2
 
         return psycopg2.connect(
-            host=self.host, port=self.port, dbname=database or self.database, connect_timeout=5,
+            host=self.host,
+            port=self.port,
+            dbname=database or self.database,
+            connect_timeout=5,
             user=self.admin_user if admin else self.user,
             password=self.admin_password if admin else self.password,
         )
@@ -191,7 +202,9 @@ class PostgresServer:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(self.user)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(self.user))
+                )
         finally:
             conn.close()
 
@@ -213,8 +226,11 @@ class PostgresServer:
         bin_dir = find_bin_dir()
         account = _service_account()
         settings = {
-            "listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": "",
-            "shared_buffers": "32MB", "max_connections": "100",
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "shared_buffers": "32MB",
+            "max_connections": "100",
         }
         if not self.durable:
             settings.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
@@ -224,8 +240,15 @@ class PostgresServer:
         argv, as_account = _as_account(account, argv)
         fh = open(self.log, "ab")
         try:
-            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.data_dir, start_new_session=True, **as_account)
+            popen = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,
+                start_new_session=True,
+                **as_account,
+            )
         finally:
             fh.close()
         process = self._process = ManagedProcess("postgres", popen, self.log)
@@ -293,15 +316,33 @@ class PostgresServer:
         self._spawn(timeout)
 
     def to_state(self) -> dict:
-        return {"pid": self.pid, "port": self.port, "user": self.user, "password": self.password,
-                "database": self.database, "data_dir": str(self.data_dir), "log": str(self.log),
-                "admin_user": self.admin_user, "admin_password": self.admin_password, "durable": self.durable}
+        return {
+            "pid": self.pid,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "data_dir": str(self.data_dir),
+            "log": str(self.log),
+            "admin_user": self.admin_user,
+            "admin_password": self.admin_password,
+            "durable": self.durable,
+        }
 
     @classmethod
     def from_state(cls, s: dict) -> PostgresServer:
-        return cls(port=s["port"], user=s["user"], password=s["password"], database=s["database"],
-                   data_dir=Path(s["data_dir"]), log=Path(s["log"]), admin_user=s["admin_user"],
-                   admin_password=s["admin_password"], durable=s.get("durable", True), _pid=s.get("pid"))
+        return cls(
+            port=s["port"],
+            user=s["user"],
+            password=s["password"],
+            database=s["database"],
+            data_dir=Path(s["data_dir"]),
+            log=Path(s["log"]),
+            admin_user=s["admin_user"],
+            admin_password=s["admin_password"],
+            durable=s.get("durable", True),
+            _pid=s.get("pid"),
+        )
 
 
 def _tail(log: Path, n: int = 30) -> str:
@@ -352,12 +393,26 @@ def _initdb(data_dir: Path, admin_password: str, log: Path) -> None:
         _chown_tree(data_dir, account)
         if account is not None:
             os.chown(pwfile, account.pw_uid, account.pw_gid)
-        argv, as_account = _as_account(account, [
-            str(bin_dir / "initdb"), "-D", str(data_dir), "-U", ADMIN_USER, f"--pwfile={pwfile}",
-            "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+        argv, as_account = _as_account(
+            account,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                ADMIN_USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )
         with open(log, "ab") as fh:
-            rc = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir.parent,
-                                 **as_account)
+            rc = subprocess.call(
+                argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir.parent, **as_account
+            )
     finally:
         pwfile.unlink(missing_ok=True)
     if rc != 0:
@@ -373,18 +428,24 @@ def _ensure_app_user(server: PostgresServer) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (server.user,))
             verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB PASSWORD %s").format(sql.Identifier(server.user)),
-                        (server.password,))
+            cur.execute(
+                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB PASSWORD %s").format(sql.Identifier(server.user)),
+                (server.password,),
+            )
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (server.database,))
             if not cur.fetchone():
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(server.database),
-                                                                          sql.Identifier(server.user)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(server.database), sql.Identifier(server.user)
+                    )
+                )
     finally:
         conn.close()
 
 
-def start(data_dir: Path | None = None, port: int | None = None, durable: bool = False,
-          timeout: float = 60.0) -> PostgresServer:
+def start(
+    data_dir: Path | None = None, port: int | None = None, durable: bool = False, timeout: float = 60.0
+) -> PostgresServer:
     """initdb a fresh cluster, start it on 127.0.0.1, create user :data:`APP_USER` and database :data:`APP_DATABASE`.
 
     Returns once the database accepts password logins. ``data_dir`` defaults to a fresh
@@ -400,8 +461,14 @@ def start(data_dir: Path | None = None, port: int | None = None, durable: bool =
     log = data_dir.parent / "postgres.log"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = PostgresServer(
-        port=port or free_port(), user=APP_USER, password=secrets.token_urlsafe(24), database=APP_DATABASE,
-        data_dir=data_dir, log=log, admin_password=secrets.token_urlsafe(24), durable=durable,
+        port=port or free_port(),
+        user=APP_USER,
+        password=secrets.token_urlsafe(24),
+        database=APP_DATABASE,
+        data_dir=data_dir,
+        log=log,
+        admin_password=secrets.token_urlsafe(24),
+        durable=durable,
     )
     _initdb(data_dir, server.admin_password, log)
     server._spawn(timeout)
@@ -429,7 +496,9 @@ def attach() -> PostgresServer:
         raise PostgresSetupError("no PostgreSQL started from the command line: run `python -m infra.postgres start`")
     server = PostgresServer.from_state(json.loads(path.read_text()))
     if not server.alive():
-        raise PostgresSetupError(f"the PostgreSQL recorded in {path} is not running: run `python -m infra.postgres start`")
+        raise PostgresSetupError(
+            f"the PostgreSQL recorded in {path} is not running: run `python -m infra.postgres start`"
+        )
     return server
 
 
@@ -457,8 +526,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 server = start(data_dir=run_dir("postgres", "cli") / "data", durable=True)
             _write_state(server)
-            print(f"PostgreSQL running on 127.0.0.1:{server.port} (pid {server.pid}), database {server.database}, "
-                  f"user {server.user}; credentials in {_state_path()} (mode 600)")
+            print(
+                f"PostgreSQL running on 127.0.0.1:{server.port} (pid {server.pid}), database {server.database}, "
+                f"user {server.user}; credentials in {_state_path()} (mode 600)"
+            )
             return 0
         if args.command == "stop":
             try:
@@ -473,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         server = attach()  # status
         ok = port_open(server.port)
-        print(f"{'accepting connections' if ok else 'not listening'}: 127.0.0.1:{server.port} pid {server.pid} "
-              f"database {server.database} user {server.user} data {server.data_dir}")
+        print(
+            f"{'accepting connections' if ok else 'not listening'}: 127.0.0.1:{server.port} pid {server.pid} "
+            f"database {server.database} user {server.user} data {server.data_dir}"
+        )
         return 0 if ok else 1
     except PostgresSetupError as e:
         print(f"error: {e}", file=sys.stderr)

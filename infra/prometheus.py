@@ -54,10 +54,17 @@ def create_blocks(openmetrics_text: str, data: Path, directory: Path) -> None:
     ``RuntimeError`` with promtool's output when it rejects the input."""
     src = directory / "samples.om"
     src.write_text(openmetrics_text if openmetrics_text.rstrip().endswith("# EOF") else openmetrics_text + "# EOF\n")
-    done = subprocess.run([binaries()[1], "tsdb", "create-blocks-from", "openmetrics", str(src), str(data)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [binaries()[1], "tsdb", "create-blocks-from", "openmetrics", str(src), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"promtool create-blocks-from openmetrics failed ({done.returncode}): {done.stderr or done.stdout}")
+        raise RuntimeError(
+            f"promtool create-blocks-from openmetrics failed ({done.returncode}): {done.stderr or done.stdout}"
+        )
 
 
 def start(openmetrics_text: str, timeout: float = 60.0) -> PrometheusServer:
@@ -69,9 +76,15 @@ def start(openmetrics_text: str, timeout: float = 60.0) -> PrometheusServer:
     create_blocks(openmetrics_text, data, directory)
     (directory / "prometheus.yml").write_text(CONFIG)
     port = free_port()
-    argv = [prom, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-            "--storage.tsdb.retention.time=100y", f"--web.listen-address=127.0.0.1:{port}",
-            "--query.lookback-delta=5m", "--web.enable-lifecycle"]
+    argv = [
+        prom,
+        f"--config.file={directory / 'prometheus.yml'}",
+        f"--storage.tsdb.path={data}",
+        "--storage.tsdb.retention.time=100y",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--query.lookback-delta=5m",
+        "--web.enable-lifecycle",
+    ]
     return PrometheusServer.launch("prometheus", argv, port, directory, timeout)
 
 

@@ -111,7 +111,10 @@ def fetch(quiet: bool = False) -> Path:
             rc = subprocess.call(
                 [go, "install", "-trimpath", "-ldflags=-s -w", f"{MINIO_MODULE}@{MINIO_MODULE_VERSION}"],
                 env={**os.environ, **_go_env(), "GOBIN": str(staging)},
-                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=target.parent,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=target.parent,
             )
         built = staging / "minio"
         if rc != 0 or not built.is_file():
@@ -173,8 +176,15 @@ class S3Server:
         certs = self._certs_dir()
         certs.mkdir(parents=True, exist_ok=True)
         argv = [
-            str(self.binary), "server", "--quiet", "--anonymous",
-            "--address", f"127.0.0.1:{self.port}", "--certs-dir", str(certs), str(self.data_dir),
+            str(self.binary),
+            "server",
+            "--quiet",
+            "--anonymous",
+            "--address",
+            f"127.0.0.1:{self.port}",
+            "--certs-dir",
+            str(certs),
+            str(self.data_dir),
         ]
         self._process = ManagedProcess.spawn("minio", argv, self.log, env=env, cwd=self.data_dir.parent)
         self._pid = self._process.popen.pid
@@ -259,10 +269,16 @@ class S3Server:
         from pyarrow import fs
 
         return fs.S3FileSystem(
-            access_key=self.access_key, secret_key=self.secret_key, region=self.region,
-            endpoint_override=self.endpoint, scheme="http", force_virtual_addressing=False,
-            allow_bucket_creation=True, allow_bucket_deletion=True,
-            connect_timeout=2.0, request_timeout=30.0,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+            endpoint_override=self.endpoint,
+            scheme="http",
+            force_virtual_addressing=False,
+            allow_bucket_creation=True,
+            allow_bucket_deletion=True,
+            connect_timeout=2.0,
+            request_timeout=30.0,
             retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=2),
         )
 
@@ -312,16 +328,27 @@ class S3Server:
 
     def to_state(self) -> dict:
         return {
-            "pid": self.pid, "port": self.port, "access_key": self.access_key, "secret_key": self.secret_key,
-            "region": self.region, "data_dir": str(self.data_dir), "log": str(self.log), "binary": str(self.binary),
+            "pid": self.pid,
+            "port": self.port,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "region": self.region,
+            "data_dir": str(self.data_dir),
+            "log": str(self.log),
+            "binary": str(self.binary),
         }
 
     @classmethod
     def from_state(cls, state: dict) -> S3Server:
         return cls(
-            port=state["port"], access_key=state["access_key"], secret_key=state["secret_key"],
-            region=state["region"], data_dir=Path(state["data_dir"]), log=Path(state["log"]),
-            binary=Path(state["binary"]), _pid=state.get("pid"),
+            port=state["port"],
+            access_key=state["access_key"],
+            secret_key=state["secret_key"],
+            region=state["region"],
+            data_dir=Path(state["data_dir"]),
+            log=Path(state["log"]),
+            binary=Path(state["binary"]),
+            _pid=state.get("pid"),
         )
 
 
@@ -356,8 +383,9 @@ def _stop_pid(pid: int, sig: int, timeout: float) -> None:
         pass
 
 
-def start(data_dir: Path | None = None, port: int | None = None, region: str = DEFAULT_REGION,
-          timeout: float = 60.0) -> S3Server:
+def start(
+    data_dir: Path | None = None, port: int | None = None, region: str = DEFAULT_REGION, timeout: float = 60.0
+) -> S3Server:
     """Start MinIO on 127.0.0.1 and return once it answers its readiness probe.
 
     Builds MinIO first if needed (see :func:`fetch`). ``data_dir`` defaults to a fresh
@@ -369,8 +397,11 @@ def start(data_dir: Path | None = None, port: int | None = None, region: str = D
         data_dir = run_dir("s3") / f"minio-{uuid.uuid4().hex[:12]}" / "data"
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir.parent / "minio.log" if data_dir.parent.name.startswith("minio-") \
+    log = (
+        data_dir.parent / "minio.log"
+        if data_dir.parent.name.startswith("minio-")
         else data_dir.parent / f"{data_dir.name}.log"
+    )
     server = S3Server(
         port=port or free_port(),
         access_key="obs" + secrets.token_hex(8),
@@ -423,7 +454,9 @@ def create_bucket_for_spec(spec_path: str, name: str | None = None) -> tuple[str
     wh = props["warehouse"]
     if name is None:
         if not wh.startswith(("s3://", "s3a://")):
-            raise S3SetupError(f"{spec_path}: storage.catalog.warehouse is {wh}, not an s3:// URL: give the bucket name")
+            raise S3SetupError(
+                f"{spec_path}: storage.catalog.warehouse is {wh}, not an s3:// URL: give the bucket name"
+            )
         name = wh.split("://", 1)[1].split("/", 1)[0]
     filesystem = s3_filesystem(props, allow_bucket_creation=True)
     if filesystem.get_file_info(name).type != fs.FileType.NotFound:
@@ -436,8 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.s3", description="Local MinIO (S3) server.")
     parser.add_argument("command", choices=["start", "stop", "status", "fetch", "create-bucket"])
     parser.add_argument("bucket", nargs="?", help="create-bucket: the bucket (default with --spec: its warehouse's)")
-    parser.add_argument("--spec", help="create-bucket: use this pipeline spec's S3 endpoint and credentials "
-                                       "(default: the server `start` runs)")
+    parser.add_argument(
+        "--spec",
+        help="create-bucket: use this pipeline spec's S3 endpoint and credentials (default: the server `start` runs)",
+    )
     args = parser.parse_args(argv)
     if args.command == "create-bucket":
         try:
@@ -496,8 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     except S3SetupError as e:
         print(f"not running: {e}")
         return 1
-    print(f"{'ready' if server.ready() else 'starting/unhealthy'}: {server.endpoint} pid {server.pid} "
-          f"data {server.data_dir}")
+    print(
+        f"{'ready' if server.ready() else 'starting/unhealthy'}: {server.endpoint} pid {server.pid} "
+        f"data {server.data_dir}"
+    )
     return 0
 
 

@@ -71,12 +71,19 @@ class ManagedProcess:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def spawn(cls, name: str, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> ManagedProcess:
+    def spawn(
+        cls, name: str, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None
+    ) -> ManagedProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "ab")
         popen = subprocess.Popen(
-            argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
         fh.close()
         return cls(name, popen, log)

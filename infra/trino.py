@@ -122,7 +122,9 @@ def _java_version(java_home: Path) -> tuple[int, ...] | None:
         text = m.group(1) if m else ""
     if not text and (java_home / "bin" / "java").exists():
         try:
-            out = subprocess.run([str(java_home / "bin" / "java"), "-version"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [str(java_home / "bin" / "java"), "-version"], capture_output=True, text=True, timeout=30
+            )
             m = re.search(r'version "([^"]+)"', out.stderr)
             text = m.group(1) if m else ""
         except (OSError, subprocess.SubprocessError):
@@ -132,7 +134,9 @@ def _java_version(java_home: Path) -> tuple[int, ...] | None:
 
 
 def _has_vector_module(java_home: Path) -> bool:
-    out = subprocess.run([str(java_home / "bin" / "java"), "--list-modules"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [str(java_home / "bin" / "java"), "--list-modules"], capture_output=True, text=True, timeout=30
+    )
     return "jdk.incubator.vector" in out.stdout
 
 
@@ -157,7 +161,8 @@ def find_java(version: str = DEFAULT_VERSION) -> Path:
     raise TrinoError(
         f"Trino {version} needs Java {'.'.join(map(str, need))} or newer"
         + (" with the jdk.incubator.vector module" if need >= (25,) else "")
-        + "; none found among: " + (", ".join(seen) or "nothing")
+        + "; none found among: "
+        + (", ".join(seen) or "nothing")
         + ". Install a Temurin 25 JDK (e.g. apt-get install temurin-25-jdk from the Adoptium repository) "
         "or point OBSFLOW_TRINO_JAVA_HOME at a suitable JDK."
     )
@@ -169,10 +174,21 @@ def find_java(version: str = DEFAULT_VERSION) -> Path:
 def _mvn_copy(artifact: str, dest: Path) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise TrinoError("Maven (`mvn`) is needed to fetch Trino from Maven Central; install it (apt-get install maven)")
+        raise TrinoError(
+            "Maven (`mvn`) is needed to fetch Trino from Maven Central; install it (apt-get install maven)"
+        )
     out = subprocess.run(
-        [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={dest}", "-Dmdep.overWriteReleases=false"],
-        capture_output=True, text=True,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "dependency:copy",
+            f"-Dartifact={artifact}",
+            f"-DoutputDirectory={dest}",
+            "-Dmdep.overWriteReleases=false",
+        ],
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise TrinoError(f"mvn could not fetch {artifact}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -247,8 +263,13 @@ class TrinoServer:
         import trino.dbapi
 
         return trino.dbapi.connect(
-            host=self.host, port=self.port, user=USER, catalog=self.catalog, schema=schema,
-            http_scheme="http", request_timeout=120,
+            host=self.host,
+            port=self.port,
+            user=USER,
+            catalog=self.catalog,
+            schema=schema,
+            http_scheme="http",
+            request_timeout=120,
         )
 
     #: how long :meth:`query` retries a query Trino refuses with NO_NODES_AVAILABLE
@@ -365,52 +386,64 @@ def _jvm_options(heap: str, data_dir: Path, cds_archive: Path, quick_jit: bool) 
 def _config_properties(port: int, heap_bytes: int, home: Path, data_dir: Path) -> str:
     per_node = max(256, heap_bytes // (1024 * 1024) * 4 // 10)
     headroom = max(256, heap_bytes // (1024 * 1024) * 3 // 10)
-    return "\n".join([
-        "coordinator=true",
-        "node-scheduler.include-coordinator=true",
-        "node.environment=obsflow",
-        f"node.id={uuid.uuid4()}",
-        f"log.path={data_dir / 'server.log'}",
-        "log.max-size=100MB",
-        "log.max-total-size=200MB",
-        f"node.bind-ip={HOST}",
-        f"node.internal-address={HOST}",
-        f"http-server.http.port={port}",
-        f"discovery.uri=http://{HOST}:{port}",
-        f"plugin.dir={home / 'plugin'}",
-        f"catalog.config-dir={data_dir / 'etc' / 'catalog'}",
-        "catalog.management=static",
-        f"query.max-memory={per_node}MB",
-        f"query.max-memory-per-node={per_node}MB",
-        f"memory.heap-headroom-per-node={headroom}MB",
-        "query.max-history=50",
-        "http-server.log.enabled=false",
-        f"log.levels-file={data_dir / 'etc' / 'log.properties'}",
-        "shutdown.grace-period=1s",
-        "",
-    ])
+    return "\n".join(
+        [
+            "coordinator=true",
+            "node-scheduler.include-coordinator=true",
+            "node.environment=obsflow",
+            f"node.id={uuid.uuid4()}",
+            f"log.path={data_dir / 'server.log'}",
+            "log.max-size=100MB",
+            "log.max-total-size=200MB",
+            f"node.bind-ip={HOST}",
+            f"node.internal-address={HOST}",
+            f"http-server.http.port={port}",
+            f"discovery.uri=http://{HOST}:{port}",
+            f"plugin.dir={home / 'plugin'}",
+            f"catalog.config-dir={data_dir / 'etc' / 'catalog'}",
+            "catalog.management=static",
+            f"query.max-memory={per_node}MB",
+            f"query.max-memory-per-node={per_node}MB",
+            f"memory.heap-headroom-per-node={headroom}MB",
+            "query.max-history=50",
+            "http-server.log.enabled=false",
+            f"log.levels-file={data_dir / 'etc' / 'log.properties'}",
+            "shutdown.grace-period=1s",
+            "",
+        ]
+    )
 
 
-def _catalog_properties(*, jdbc_url: str, jdbc_user: str, catalog_id: str, warehouse: str,
-                        s3_endpoint: str, s3_region: str, jdbc_schema_version: str) -> str:
-    return "\n".join([
-        "connector.name=iceberg",
-        "iceberg.catalog.type=jdbc",
-        "iceberg.jdbc-catalog.driver-class=org.postgresql.Driver",
-        f"iceberg.jdbc-catalog.connection-url={jdbc_url}",
-        f"iceberg.jdbc-catalog.connection-user={jdbc_user}",
-        f"iceberg.jdbc-catalog.connection-password=${{ENV:{_SECRET_ENV['jdbc_password']}}}",
-        f"iceberg.jdbc-catalog.catalog-name={catalog_id}",
-        f"iceberg.jdbc-catalog.default-warehouse-dir={warehouse}",
-        f"iceberg.jdbc-catalog.schema-version={jdbc_schema_version}",
-        "fs.native-s3.enabled=true",
-        f"s3.endpoint={s3_endpoint}",
-        f"s3.region={s3_region}",
-        "s3.path-style-access=true",
-        f"s3.aws-access-key=${{ENV:{_SECRET_ENV['s3_access_key']}}}",
-        f"s3.aws-secret-key=${{ENV:{_SECRET_ENV['s3_secret_key']}}}",
-        "",
-    ])
+def _catalog_properties(
+    *,
+    jdbc_url: str,
+    jdbc_user: str,
+    catalog_id: str,
+    warehouse: str,
+    s3_endpoint: str,
+    s3_region: str,
+    jdbc_schema_version: str,
+) -> str:
+    return "\n".join(
+        [
+            "connector.name=iceberg",
+            "iceberg.catalog.type=jdbc",
+            "iceberg.jdbc-catalog.driver-class=org.postgresql.Driver",
+            f"iceberg.jdbc-catalog.connection-url={jdbc_url}",
+            f"iceberg.jdbc-catalog.connection-user={jdbc_user}",
+            f"iceberg.jdbc-catalog.connection-password=${{ENV:{_SECRET_ENV['jdbc_password']}}}",
+            f"iceberg.jdbc-catalog.catalog-name={catalog_id}",
+            f"iceberg.jdbc-catalog.default-warehouse-dir={warehouse}",
+            f"iceberg.jdbc-catalog.schema-version={jdbc_schema_version}",
+            "fs.native-s3.enabled=true",
+            f"s3.endpoint={s3_endpoint}",
+            f"s3.region={s3_region}",
+            "s3.path-style-access=true",
+            f"s3.aws-access-key=${{ENV:{_SECRET_ENV['s3_access_key']}}}",
+            f"s3.aws-secret-key=${{ENV:{_SECRET_ENV['s3_secret_key']}}}",
+            "",
+        ]
+    )
 
 
 def _cds_archive(version: str, java_home: Path, quick_jit: bool) -> Path:
@@ -472,17 +505,27 @@ def start(
     (data_dir / "tmp").mkdir(exist_ok=True)
     config = data_dir / "etc" / "config.properties"
     config.write_text(_config_properties(port, _heap_bytes(heap), home, data_dir))
-    (data_dir / "etc" / "log.properties").write_text("io.trino=INFO\nio.airlift=WARN\nBootstrap=WARN\norg.eclipse.jetty=WARN\n")
+    (data_dir / "etc" / "log.properties").write_text(
+        "io.trino=INFO\nio.airlift=WARN\nBootstrap=WARN\norg.eclipse.jetty=WARN\n"
+    )
     catalog_file = data_dir / "etc" / "catalog" / f"{catalog_name}.properties"
-    catalog_file.write_text(_catalog_properties(
-        jdbc_url=jdbc_url, jdbc_user=jdbc_user, catalog_id=catalog_id, warehouse=warehouse,
-        s3_endpoint=s3_endpoint, s3_region=s3_region, jdbc_schema_version=jdbc_schema_version,
-    ))
+    catalog_file.write_text(
+        _catalog_properties(
+            jdbc_url=jdbc_url,
+            jdbc_user=jdbc_user,
+            catalog_id=catalog_id,
+            warehouse=warehouse,
+            s3_endpoint=s3_endpoint,
+            s3_region=s3_region,
+            jdbc_schema_version=jdbc_schema_version,
+        )
+    )
     argv = [
         str(java_home / "bin" / "java"),
         *_jvm_options(heap, data_dir, _cds_archive(version, java_home, quick_jit), quick_jit),
         f"-Dconfig={config}",
-        "-cp", str(home / "lib" / "*"),
+        "-cp",
+        str(home / "lib" / "*"),
         "io.trino.server.TrinoServer",
     ]
     env = {
@@ -496,6 +539,7 @@ def start(
     proc = ManagedProcess.spawn("trino", argv, data_dir / "stdout.log", env=env, cwd=home)
     server = TrinoServer(HOST, port, catalog_name, data_dir, log, proc.popen.pid, version, proc)
     try:
+
         def started() -> bool:
             if not proc.alive():
                 raise TrinoError(f"Trino exited with code {proc.popen.returncode}")
@@ -504,8 +548,13 @@ def start(
         _wait(started, timeout, "Trino server", log, proc)
         _wait(lambda: server.query("SELECT 1") == [[1]], 60, "Trino query", log, proc)
         # the node takes part in queries once the coordinator has seen its announcement
-        _wait(lambda: server.query("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'")[0][0] >= 1, 60,
-              "Trino node announcement", log, proc)
+        _wait(
+            lambda: server.query("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'")[0][0] >= 1,
+            60,
+            "Trino node announcement",
+            log,
+            proc,
+        )
     except BaseException:
         proc.stop()
         raise
@@ -514,6 +563,7 @@ def start(
 
 def _wait(check, timeout: float, what: str, log: Path, proc: ManagedProcess) -> None:
     """``wait_until`` that gives up at once (with the log tail) when the process has exited."""
+
     def guarded() -> bool:
         if not proc.alive():
             return True
@@ -524,7 +574,9 @@ def _wait(check, timeout: float, what: str, log: Path, proc: ManagedProcess) -> 
         tails = []
         for path in (proc.log, log):
             if path.exists():
-                tails.append(f"--- last lines of {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
+                tails.append(
+                    f"--- last lines of {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:])
+                )
         raise TrinoError(f"Trino exited with code {proc.popen.returncode} while starting\n" + "\n".join(tails))
 
 
@@ -556,8 +608,15 @@ def _load_state() -> dict[str, Any] | None:
 
 
 def _cli_server(state: dict[str, Any]) -> TrinoServer:
-    return TrinoServer(state["host"], state["port"], state["catalog"], Path(state["data_dir"]),
-                       Path(state["log"]), state["pid"], state["version"])
+    return TrinoServer(
+        state["host"],
+        state["port"],
+        state["catalog"],
+        Path(state["data_dir"]),
+        Path(state["log"]),
+        state["pid"],
+        state["version"],
+    )
 
 
 def settings_from_spec(spec_path: str) -> dict[str, str]:
@@ -574,10 +633,14 @@ def settings_from_spec(spec_path: str) -> dict[str, str]:
     props = catalog_properties(spec.storage)
     u = urlparse(props["uri"])
     if not u.scheme.startswith("postgresql"):
-        raise ValueError(f"{spec_path}: storage.catalog.uri is {u.scheme or 'a local SQLite'} catalog; Trino shares a "
-                         f"PostgreSQL one (see pipelines/examples/shared-storage.yaml)")
+        raise ValueError(
+            f"{spec_path}: storage.catalog.uri is {u.scheme or 'a local SQLite'} catalog; Trino shares a "
+            f"PostgreSQL one (see pipelines/examples/shared-storage.yaml)"
+        )
     if not props["warehouse"].startswith(("s3://", "s3a://")):
-        raise ValueError(f"{spec_path}: storage.catalog.warehouse is {props['warehouse']}; Trino reads an s3:// warehouse")
+        raise ValueError(
+            f"{spec_path}: storage.catalog.warehouse is {props['warehouse']}; Trino reads an s3:// warehouse"
+        )
     if not props.get("s3.endpoint"):
         raise ValueError(f"{spec_path}: storage.catalog.properties.s3.endpoint is not set")
     return {
@@ -601,8 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, env, _ in _FLAGS:
         p_start.add_argument(f"--{flag}", default=os.environ.get(env), help=f"default ${env}")
     p_start.add_argument("--catalog-name", default="iceberg")
-    p_start.add_argument("--spec", help="take the catalog and S3 settings from this pipeline spec (PostgreSQL catalog, "
-                                        "s3:// warehouse); flags given as well win")
+    p_start.add_argument(
+        "--spec",
+        help="take the catalog and S3 settings from this pipeline spec (PostgreSQL catalog, "
+        "s3:// warehouse); flags given as well win",
+    )
     sub.add_parser("stop", help="stop the server started by `start`")
     sub.add_parser("status", help="show the server started by `start`")
     args = parser.parse_args(argv)
@@ -621,8 +687,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = _cli_server(state)
         try:
             info = server.info()
-            print(f"trino: running at {server.url} (pid {server.pid}, version {info.get('nodeVersion', {}).get('version')}, "
-                  f"starting={info.get('starting')}, log {server.log})")
+            print(
+                f"trino: running at {server.url} (pid {server.pid}, version {info.get('nodeVersion', {}).get('version')}, "
+                f"starting={info.get('starting')}, log {server.log})"
+            )
             return 0
         except OSError:
             print(f"trino: not answering at {server.url} (pid {server.pid}, alive={server.alive()}, log {server.log})")
@@ -653,16 +721,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         parser.error("start needs: " + ", ".join(missing))
     server = start(
-        catalog_name=args.catalog_name, jdbc_url=args.jdbc_url, jdbc_user=args.jdbc_user,
-        jdbc_password=args.jdbc_password, catalog_id=args.catalog_id, warehouse=args.warehouse,
-        s3_endpoint=args.s3_endpoint, s3_access_key=args.s3_access_key, s3_secret_key=args.s3_secret_key,
-        s3_region=args.s3_region or "us-east-1", port=int(args.port) if args.port else None,
+        catalog_name=args.catalog_name,
+        jdbc_url=args.jdbc_url,
+        jdbc_user=args.jdbc_user,
+        jdbc_password=args.jdbc_password,
+        catalog_id=args.catalog_id,
+        warehouse=args.warehouse,
+        s3_endpoint=args.s3_endpoint,
+        s3_access_key=args.s3_access_key,
+        s3_secret_key=args.s3_secret_key,
+        s3_region=args.s3_region or "us-east-1",
+        port=int(args.port) if args.port else None,
         data_dir=run_dir("trino", "cli", "data"),
     )
-    _state_path().write_text(json.dumps({
-        "host": server.host, "port": server.port, "catalog": server.catalog, "pid": server.pid,
-        "data_dir": str(server.data_dir), "log": str(server.log), "version": server.version,
-    }))
+    _state_path().write_text(
+        json.dumps(
+            {
+                "host": server.host,
+                "port": server.port,
+                "catalog": server.catalog,
+                "pid": server.pid,
+                "data_dir": str(server.data_dir),
+                "log": str(server.log),
+                "version": server.version,
+            }
+        )
+    )
     print(f"trino: running at {server.url} (pid {server.pid}, log {server.log})")
     return 0
 

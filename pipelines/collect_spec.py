@@ -21,8 +21,10 @@ class WriteKey(_Model):
 
     name: str = Field(..., min_length=1, max_length=100, description="who the key belongs to (a source, an app)")
     kind: Literal["public", "secret"] = Field(
-        "public", description="public: a browser/mobile key (visible to anyone), may only send recent timestamps; "
-                              "secret: a server key, may send historical timestamps")
+        "public",
+        description="public: a browser/mobile key (visible to anyone), may only send recent timestamps; "
+        "secret: a server key, may send historical timestamps",
+    )
     env: str | None = Field(None, description="environment variable holding the key")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, lowercase hex")
 
@@ -37,40 +39,81 @@ class CollectSpec(_Model):
     """``obsflow collect``: where it listens, what it accepts, how it pushes back."""
 
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 behind a load balancer)")
-    port: int = Field(4318, ge=0, le=65535, description="port for every route (4318 is the OTLP/HTTP default); 0: a free port")
+    port: int = Field(
+        4318, ge=0, le=65535, description="port for every route (4318 is the OTLP/HTTP default); 0: a free port"
+    )
     server: Literal["granian", "uvicorn"] = Field(
-        "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md")
+        "uvicorn", description="ASGI server: uvicorn in this process (default) or Granian workers; see bench/README.md"
+    )
     topics: dict[Literal["event", "log", "span", "metric"], str] = Field(
-        default_factory=dict, description="topic per signal; default: the first source of that signal with a fixed topic")
-    max_request_bytes: int = Field(5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)")
-    max_decompressed_bytes: int = Field(20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)")
+        default_factory=dict,
+        description="topic per signal; default: the first source of that signal with a fixed topic",
+    )
+    max_request_bytes: int = Field(
+        5 << 20, ge=1024, le=1 << 30, description="largest request body as sent (compressed)"
+    )
+    max_decompressed_bytes: int = Field(
+        20 << 20, ge=1024, le=1 << 31, description="largest body after gunzip (gzip bombs stop here)"
+    )
     max_event_bytes: int = Field(65536, ge=256, le=16 << 20, description="largest single product event (its JSON)")
     max_events_per_request: int = Field(1000, ge=1, le=100_000, description="events in one request at most")
-    max_inflight_bytes: int = Field(256 << 20, ge=1 << 20, le=1 << 34,
-                                    description="bodies held at once (received, not yet acknowledged by Kafka); over it: 503")
+    max_inflight_bytes: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        le=1 << 34,
+        description="bodies held at once (received, not yet acknowledged by Kafka); over it: 503",
+    )
     max_inflight_requests: int = Field(1024, ge=1, le=1_000_000, description="requests held at once; over it: 503")
-    request_timeout: Duration = Field(timedelta(seconds=10), description="longest wait for Kafka's acknowledgement; then 503")
+    request_timeout: Duration = Field(
+        timedelta(seconds=10), description="longest wait for Kafka's acknowledgement; then 503"
+    )
     retry_after: Duration = Field(timedelta(seconds=2), description="Retry-After sent with 503 and 429")
-    ready_check_interval: Duration = Field(timedelta(seconds=1), description="how often Kafka's reachability is checked")
-    drain_timeout: Duration = Field(timedelta(seconds=15), description="on SIGTERM, longest wait for in-flight requests")
-    rate_limit_per_key: float | None = Field(None, gt=0, le=1e9, description="events (or spans, log records, points) per second per write key; over it: 429")
-    rate_limit_burst: float | None = Field(None, gt=0, le=1e10, description="bucket size for the rate limit; default one second's worth")
+    ready_check_interval: Duration = Field(
+        timedelta(seconds=1), description="how often Kafka's reachability is checked"
+    )
+    drain_timeout: Duration = Field(
+        timedelta(seconds=15), description="on SIGTERM, longest wait for in-flight requests"
+    )
+    rate_limit_per_key: float | None = Field(
+        None, gt=0, le=1e9, description="events (or spans, log records, points) per second per write key; over it: 429"
+    )
+    rate_limit_burst: float | None = Field(
+        None, gt=0, le=1e10, description="bucket size for the rate limit; default one second's worth"
+    )
     keys: list[WriteKey] = Field(default_factory=list, description="write keys; empty: no key is asked for")
-    public_max_past: Duration = Field(timedelta(hours=1), description="public keys: oldest event time accepted (older: timestamp_out_of_range)")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to POST from a browser (exact, or '*')")
+    public_max_past: Duration = Field(
+        timedelta(hours=1), description="public keys: oldest event time accepted (older: timestamp_out_of_range)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to POST from a browser (exact, or '*')"
+    )
     cors_credentials: bool = Field(False, description="send Access-Control-Allow-Credentials: true")
     trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed")
-    judge_window: Duration = Field(timedelta(milliseconds=2), description=(
-        "product events: how long a request waits for others to share one pass of the codec and validator, "
-        "when other requests are in flight (0s: only those of the same event-loop turn)"))
-    transactions: bool = Field(True, description=(
-        "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
-        "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"))
-    transaction_writers: int = Field(1, ge=1, le=64, description=(
-        "transactional producers per process, each with one transaction in flight. One (the default) commits every "
-        "request queued during the previous commit in the next transaction: the fewest, largest transactions, and a "
-        "transaction's fixed CPU (about 0.75 ms) is most of a small request's cost; more hide the commits' round "
-        "trips at the price of more, smaller transactions"))
+    judge_window: Duration = Field(
+        timedelta(milliseconds=2),
+        description=(
+            "product events: how long a request waits for others to share one pass of the codec and validator, "
+            "when other requests are in flight (0s: only those of the same event-loop turn)"
+        ),
+    )
+    transactions: bool = Field(
+        True,
+        description=(
+            "write each request in a Kafka transaction (several requests per transaction): a request answered 503 "
+            "leaves nothing visible to read_committed consumers, so the client's retry makes no duplicate"
+        ),
+    )
+    transaction_writers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "transactional producers per process, each with one transaction in flight. One (the default) commits every "
+            "request queued during the previous commit in the next transaction: the fewest, largest transactions, and a "
+            "transaction's fixed CPU (about 0.75 ms) is most of a small request's cost; more hide the commits' round "
+            "trips at the price of more, smaller transactions"
+        ),
+    )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")

@@ -14,10 +14,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import DEFAULT_MAX_BYTES
-from pipelines.spec import (EnrichStep, FlowSpec, LogSampleStep, PipelineSpec, ProductStep, RollupStep, ScrubStep, TailSampleStep,
-                            ValidateStep)
-from pipelines.stages import (GLOBAL, METRICS, PRODUCT, TRACE, GlobalConfig, StageDef, StageInput, TraceConfig, split_by_shard,
-                              trace_shards)
+from pipelines.spec import (
+    EnrichStep,
+    FlowSpec,
+    LogSampleStep,
+    PipelineSpec,
+    ProductStep,
+    RollupStep,
+    ScrubStep,
+    TailSampleStep,
+    ValidateStep,
+)
+from pipelines.stages import (
+    GLOBAL,
+    METRICS,
+    PRODUCT,
+    TRACE,
+    GlobalConfig,
+    StageDef,
+    StageInput,
+    TraceConfig,
+    split_by_shard,
+    trace_shards,
+)
 from schemas.codecs import codec_for
 from schemas.tables import TableDef, table_def
 from sinks.dead_letters import dead_letter_rows
@@ -79,7 +98,11 @@ def head_plan(spec: PipelineSpec) -> tuple | None:
     spec's ``tail_sample`` step has ``head_sampling``."""
     step = next((s for f in spec.flows for s in f.steps if isinstance(s, TailSampleStep)), None)
     head = step.head_sampling if step is not None else None
-    return (head.sampling_percentage, head.salt(cast(TailSampleStep, step).sampler), head.policy_name) if head is not None else None
+    return (
+        (head.sampling_percentage, head.salt(cast(TailSampleStep, step).sampler), head.policy_name)
+        if head is not None
+        else None
+    )
 
 
 def _step(spec: PipelineSpec, cls):
@@ -96,7 +119,9 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         partitions = [f"{s.topic_name}:{p}" for s in spec.sources for p in range(s.partitions)]
 
     def topics_of(signals):
-        return tuple(sorted({spec.source(f.source).topic_name for f in spec.flows if spec.source(f.source).signal in signals}))
+        return tuple(
+            sorted({spec.source(f.source).topic_name for f in spec.flows if spec.source(f.source).signal in signals})
+        )
 
     def expected(topics):
         return tuple(k for k in partitions if k.rsplit(":", 1)[0] in topics)
@@ -105,8 +130,11 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
     trace_step, log_config = stage_plan(spec)
     if trace_step is not None:
         sig = ("span", "log") if log_config is not None else ("span",)
-        tables = ["spans", "traces", "metrics"] + (sorted({f.sink.table for f in spec.flows if spec.source(f.source).signal == "log"})
-                                                  if log_config is not None else [])
+        tables = ["spans", "traces", "metrics"] + (
+            sorted({f.sink.table for f in spec.flows if spec.source(f.source).signal == "log"})
+            if log_config is not None
+            else []
+        )
         head = head_plan(spec)
         opts = {"head": head} if head is not None else {}
         if trace_step.red is not None:  # RED rows are written by the global stage (shards' windows merged)
@@ -114,28 +142,61 @@ def plan_stages(spec: PipelineSpec, partitions: list[str] | None = None, kafka: 
         tables.append(spec.dead_letters.table)  # internal_error rows (pipelines.isolate), late spans
         topics = topics_of(sig)
         # the span topics' event time closes RED windows; late spans are dead letters
-        out.append(StageDef(TRACE, trace_step.shards, tuple(tables), topics, TraceConfig(trace_step, log_config), expected(topics),
-                            options=opts, red_topics=topics_of(("span",)), dead_letters=spec.dead_letters.table))
+        out.append(
+            StageDef(
+                TRACE,
+                trace_step.shards,
+                tuple(tables),
+                topics,
+                TraceConfig(trace_step, log_config),
+                expected(topics),
+                options=opts,
+                red_topics=topics_of(("span",)),
+                dead_letters=spec.dead_letters.table,
+            )
+        )
     rollup = _step(spec, RollupStep)
     if rollup is not None:
         signals = {"metric"} | {("log" if r.source == "logs" else "event") for r in rollup.derive}
         topics = topics_of(signals)
-        out.append(StageDef(METRICS, rollup.shards, ("metrics", spec.dead_letters.table), topics, rollup, expected(topics)))
+        out.append(
+            StageDef(METRICS, rollup.shards, ("metrics", spec.dead_letters.table), topics, rollup, expected(topics))
+        )
     product = _step(spec, ProductStep)
     if product is not None:
         topics = topics_of({"event"})
-        out.append(StageDef(PRODUCT, product.shards, ("sessions", spec.dead_letters.table), topics, product, expected(topics)))
+        out.append(
+            StageDef(PRODUCT, product.shards, ("sessions", spec.dead_letters.table), topics, product, expected(topics))
+        )
     alerts = spec.alerts if spec.alerts is not None and spec.alerts.rules else None
     red = trace_step.red if trace_step is not None else None
     if alerts is not None or product is not None or red is not None:
-        up = {d.name: (d.shards, d.topics) for d in out if d.name in (METRICS, PRODUCT) or (d.name == TRACE and red is not None)}
-        global_tables = (("alerts",) if alerts is not None else ()) + (("metrics",) if product is not None or red is not None else ())
+        up = {
+            d.name: (d.shards, d.topics)
+            for d in out
+            if d.name in (METRICS, PRODUCT) or (d.name == TRACE and red is not None)
+        }
+        global_tables = (("alerts",) if alerts is not None else ()) + (
+            ("metrics",) if product is not None or red is not None else ()
+        )
         topics = tuple(sorted({t for _, ts in up.values() for t in ts}))
-        out.append(StageDef(GLOBAL, 1, global_tables, topics,
-                            GlobalConfig(alerts.engine_config() if alerts is not None else None, product,
-                                         rollup.config if rollup else None),
-                            upstream=up, options={"spec": spec, "kafka": kafka,
-                                                  "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None}))
+        out.append(
+            StageDef(
+                GLOBAL,
+                1,
+                global_tables,
+                topics,
+                GlobalConfig(
+                    alerts.engine_config() if alerts is not None else None, product, rollup.config if rollup else None
+                ),
+                upstream=up,
+                options={
+                    "spec": spec,
+                    "kafka": kafka,
+                    "red": (int(red.window.total_seconds() * 1000), red.max_exemplars) if red else None,
+                },
+            )
+        )
     return out
 
 
@@ -169,7 +230,11 @@ def _crc_shards(values: pa.Array, shards: int) -> np.ndarray:
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     uniq = pc.unique(values)
     table = np.asarray([zlib.crc32(v.encode()) % shards if v is not None else 0 for v in uniq.to_pylist()], np.int64)
-    return table[pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False)] if len(values) else np.zeros(0, np.int64)
+    return (
+        table[pc.index_in(values, value_set=uniq).to_numpy(zero_copy_only=False)]
+        if len(values)
+        else np.zeros(0, np.int64)
+    )
 
 
 class CompiledFlow:
@@ -185,10 +250,13 @@ class CompiledFlow:
         self.dead_table = spec.dead_letters.table
         validate = next((s for s in flow.steps if isinstance(s, ValidateStep)), None)
         max_bytes = validate.max_bytes if validate else DEFAULT_MAX_BYTES
-        options = {"schema_registry_url": spec.kafka.schema_registry_url} \
-            if self.source.codec == "avro" and spec.kafka.schema_registry_url else None
+        options = (
+            {"schema_registry_url": spec.kafka.schema_registry_url}
+            if self.source.codec == "avro" and spec.kafka.schema_registry_url
+            else None
+        )
         self.codec = codec_for(self.source.codec, signal, max_bytes, options)
-        self.pre: list = []   # on wire columns
+        self.pre: list = []  # on wire columns
         self.post: list = []  # on table columns
         self.scrubber: Scrubber | None = None
         for step in flow.steps:
@@ -200,16 +268,26 @@ class CompiledFlow:
             elif isinstance(step, EnrichStep):
                 self.post.append(Enricher(signal, step, spec.services))
         if self.scrubber is None:  # no personal data is stored, scrub step or not: text, ids, maps, dead letters
-            self.scrubber = Scrubber(signal, ScrubStep(kind="scrub", pseudonymize_users=False, anonymize_ip=False),
-                                     spec.privacy, implicit=True)
+            self.scrubber = Scrubber(
+                signal,
+                ScrubStep(kind="scrub", pseudonymize_users=False, anonymize_ip=False),
+                spec.privacy,
+                implicit=True,
+            )
             self.post.insert(0, self.scrubber)
         self.extra = {"sample_rate": 1.0} if signal == "log" else {}
         self.trace_step, self.log_config = stage_plan(spec)
         # spans always go through the trace stage; logs do when the spec samples them
-        self.staged = self.trace_step is not None and (signal == "span" or (signal == "log" and self.log_config is not None))
+        self.staged = self.trace_step is not None and (
+            signal == "span" or (signal == "log" and self.log_config is not None)
+        )
         # spans of a head_sampling source are decided at ingest by the trace stage's head sampler, past the tail sampler
-        self.head_sampled = (signal == "span" and self.trace_step is not None and self.trace_step.head_sampling is not None
-                             and self.source.name in self.trace_step.head_sampling.sources)
+        self.head_sampled = (
+            signal == "span"
+            and self.trace_step is not None
+            and self.trace_step.head_sampling is not None
+            and self.source.name in self.trace_step.head_sampling.sources
+        )
         self.head_logs = None
         if signal == "log" and self.log_config is not None and self.trace_step is None:
             from transforms.tail_sampling import LogSampler
@@ -226,7 +304,9 @@ class CompiledFlow:
             self.deriver = MetricDeriver(self.metrics_def.config.derive, "logs" if signal == "log" else "events")
             if not self.deriver.rules:
                 self.deriver = None
-        self.product_def = defs.get(PRODUCT) if signal == "event" and any(isinstance(s, ProductStep) for s in flow.steps) else None
+        self.product_def = (
+            defs.get(PRODUCT) if signal == "event" and any(isinstance(s, ProductStep) for s in flow.steps) else None
+        )
 
     @property
     def tables(self) -> list[str]:
@@ -273,14 +353,23 @@ class CompiledFlow:
             kept = self.head_logs.decide_logs(rows)
             dropped_rows = rows.num_rows - kept.num_rows
             table_rows[self.table.name] = shape.conform(kept, self.table)
-            dropped = len(set(batch.table.column(INDEX).to_pylist())) - len(set(kept.column("source_offset").to_pylist())) if dropped_rows else 0
+            dropped = (
+                len(set(batch.table.column(INDEX).to_pylist())) - len(set(kept.column("source_offset").to_pylist()))
+                if dropped_rows
+                else 0
+            )
             accepted -= dropped
             items_dropped = dropped_rows  # one row per log record
         else:
-            table_rows[self.table.name] = shape.conform(annotated, self.table, self.extra) if annotated is not None \
+            table_rows[self.table.name] = (
+                shape.conform(annotated, self.table, self.extra)
+                if annotated is not None
                 else shape.finish(batch, self.table, self.extra)
+            )
         if self.deriver is not None:
-            stage_inputs = stage_inputs + self._metric_inputs(raw, self.deriver(annotated), "derived", self._max_ms(annotated, "ts"))
+            stage_inputs = stage_inputs + self._metric_inputs(
+                raw, self.deriver(annotated), "derived", self._max_ms(annotated, "ts")
+            )
         if self.product_def is not None:
             stage_inputs = stage_inputs + self._product_inputs(raw, annotated)
         dead = dead_letter_rows(raw, batch.rejects, self.spec.dead_letters.max_raw_bytes, self.scrubber, batch.item_raw)
@@ -298,14 +387,28 @@ class CompiledFlow:
                 kept_idx = set(batch.table.column(INDEX).to_pylist())
             records_dead = len(set(batch.rejects.indices) - kept_idx)
             dropped = len(raw) - accepted - records_dead
-            items = dict(per_item=True, items_in=sum(cast("list[int]", batch.items_in)), items_accepted=item_rows - items_dropped,
-                         items_dead=dead.num_rows, items_dropped=items_dropped)
+            items = dict(
+                per_item=True,
+                items_in=sum(cast("list[int]", batch.items_in)),
+                items_accepted=item_rows - items_dropped,
+                items_dead=dead.num_rows,
+                items_dropped=items_dropped,
+            )
         return FlowOutput(
-            source=raw.source, topic=raw.topic, partition=raw.partition,
-            first_offset=raw.offsets[0] if raw.offsets else -1, next_offset=raw.next_offset,
+            source=raw.source,
+            topic=raw.topic,
+            partition=raw.partition,
+            first_offset=raw.offsets[0] if raw.offsets else -1,
+            next_offset=raw.next_offset,
             rows={**table_rows, self.dead_table: dead},
-            records_in=len(raw), records_accepted=accepted, records_dead=records_dead, records_dropped=dropped,
-            dead_by_reason=by_reason, stage_inputs=stage_inputs, dead_rows=dead.num_rows, **items,
+            records_in=len(raw),
+            records_accepted=accepted,
+            records_dead=records_dead,
+            records_dropped=dropped,
+            dead_by_reason=by_reason,
+            stage_inputs=stage_inputs,
+            dead_rows=dead.num_rows,
+            **items,
         )
 
     def _stage_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:
@@ -318,9 +421,24 @@ class CompiledFlow:
         first = raw.offsets[0] if raw.offsets else -1
         # spans: the batch's largest start time is the partition's event time (RED windows), the same on every shard
         event_ms = self._max_ms(rows, "start_time") if self.signal == "span" else -1
-        return [StageInput(TRACE, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now, raw.topic_partitions,
-                           event_ms=event_ms, source=raw.source, lag=raw.lag) for k in range(n)]
-
+        return [
+            StageInput(
+                TRACE,
+                k,
+                kind,
+                parts[k],
+                raw.topic,
+                raw.partition,
+                first,
+                raw.next_offset,
+                now,
+                raw.topic_partitions,
+                event_ms=event_ms,
+                source=raw.source,
+                lag=raw.lag,
+            )
+            for k in range(n)
+        ]
 
     @staticmethod
     def _max_ms(rows: pa.Table, col: str) -> int:
@@ -336,9 +454,24 @@ class CompiledFlow:
     def _inputs(self, stage: str, n: int, raw: RawBatch, parts, kind: str, event_ms: int) -> list[StageInput]:
         now = max(raw.timestamps_ms) if raw.timestamps_ms else 0
         first = raw.offsets[0] if raw.offsets else -1
-        return [StageInput(stage, k, kind, parts[k], raw.topic, raw.partition, first, raw.next_offset, now,
-                           topic_partitions=raw.topic_partitions, event_ms=event_ms, source=raw.source, lag=raw.lag)
-                for k in range(n)]
+        return [
+            StageInput(
+                stage,
+                k,
+                kind,
+                parts[k],
+                raw.topic,
+                raw.partition,
+                first,
+                raw.next_offset,
+                now,
+                topic_partitions=raw.topic_partitions,
+                event_ms=event_ms,
+                source=raw.source,
+                lag=raw.lag,
+            )
+            for k in range(n)
+        ]
 
     def _metric_inputs(self, raw: RawBatch, samples: pa.Table, kind: str, event_ms: int) -> list[StageInput]:
         """One input per metrics shard (by a hash of the metric name)."""

@@ -50,18 +50,27 @@ def _count(where: str, n: int, exc: BaseException | None) -> None:
 
     STATS.record_internal_errors(where, n)
     if exc is not None:
-        log.error("isolated %d record(s) that made %s raise (dead-lettered as internal_error): %s", n, where,
-                  "".join(traceback.format_exception(exc)).strip())
+        log.error(
+            "isolated %d record(s) that made %s raise (dead-lettered as internal_error): %s",
+            n,
+            where,
+            "".join(traceback.format_exception(exc)).strip(),
+        )
 
 
 # -- flows ----------------------------------------------------------------------------------------
 
+
 def sub_batch(raw: RawBatch, lo: int, hi: int) -> RawBatch:
     """Records ``[lo, hi)`` of ``raw`` as a batch of their own (same source coordinates)."""
     return dataclasses.replace(
-        raw, values=raw.values[lo:hi], offsets=raw.offsets[lo:hi], timestamps_ms=raw.timestamps_ms[lo:hi],
+        raw,
+        values=raw.values[lo:hi],
+        offsets=raw.offsets[lo:hi],
+        timestamps_ms=raw.timestamps_ms[lo:hi],
         keys=raw.keys[lo:hi] if raw.keys is not None else None,
-        headers=raw.headers[lo:hi] if raw.headers is not None else None)
+        headers=raw.headers[lo:hi] if raw.headers is not None else None,
+    )
 
 
 def process_isolated(flow, raw: RawBatch):
@@ -112,12 +121,19 @@ def _merge_flow(flow, raw: RawBatch, parts: list, bad: list[tuple[int, BaseExcep
     rows.setdefault(flow.dead_table, []).append(dead)
     merged = {name: pa.concat_tables(ts) if len(ts) > 1 else ts[0] for name, ts in rows.items()}
     return FlowOutput(
-        source=raw.source, topic=raw.topic, partition=raw.partition,
-        first_offset=raw.offsets[0] if raw.offsets else -1, next_offset=raw.next_offset, rows=merged,
-        records_in=len(raw), records_accepted=sum(p.records_accepted for p in parts),
+        source=raw.source,
+        topic=raw.topic,
+        partition=raw.partition,
+        first_offset=raw.offsets[0] if raw.offsets else -1,
+        next_offset=raw.next_offset,
+        rows=merged,
+        records_in=len(raw),
+        records_accepted=sum(p.records_accepted for p in parts),
         records_dead=sum(p.records_dead for p in parts) + len(bad),
-        records_dropped=sum(p.records_dropped for p in parts), dead_by_reason=by_reason,
-        stage_inputs=_cover(raw, [si for p in parts for si in p.stage_inputs]))
+        records_dropped=sum(p.records_dropped for p in parts),
+        dead_by_reason=by_reason,
+        stage_inputs=_cover(raw, [si for p in parts for si in p.stage_inputs]),
+    )
 
 
 def _cover(raw: RawBatch, inputs: list) -> list:
@@ -138,6 +154,7 @@ def _cover(raw: RawBatch, inputs: list) -> list:
 
 
 # -- stages ---------------------------------------------------------------------------------------
+
 
 def _jsonable(v):
     if isinstance(v, (dt.datetime, dt.date)):
@@ -161,13 +178,26 @@ def stage_dead_letters(rows: pa.Table, source: str, where: str, exc: BaseExcepti
 
     out = []
     for r in rows.to_pylist(maps_as_pydicts="lossy"):
-        doc = {k: _jsonable(v) for k, v in r.items() if k not in ("source_topic", "source_partition", "source_offset", "ingested_at")}
+        doc = {
+            k: _jsonable(v)
+            for k, v in r.items()
+            if k not in ("source_topic", "source_partition", "source_offset", "ingested_at")
+        }
         raw = json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str).encode()
-        out.append({"received_at": r.get("ingested_at"), "reason": INTERNAL_ERROR,
-                    "detail": describe(where, exc) + "; raw is the decoded row re-encoded",
-                    "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
-                    "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
-                    "raw": raw, "raw_size": len(raw), "raw_truncated": False})
+        out.append(
+            {
+                "received_at": r.get("ingested_at"),
+                "reason": INTERNAL_ERROR,
+                "detail": describe(where, exc) + "; raw is the decoded row re-encoded",
+                "source": source or r.get("source_topic"),
+                "source_topic": r.get("source_topic"),
+                "source_partition": r.get("source_partition"),
+                "source_offset": r.get("source_offset"),
+                "raw": raw,
+                "raw_size": len(raw),
+                "raw_truncated": False,
+            }
+        )
     return require_reasons(pa.Table.from_pylist(out, schema=DEAD_LETTERS.arrow_schema()))
 
 
@@ -276,6 +306,13 @@ class GuardedStage:
         else:
             from pipelines.stages import StageOutput
 
-            outs.append(StageOutput(stage=self.defn.name, shard=self.shard, rows={self.dead_table: dead}, positions={},
-                                    shards=self.defn.shards))
+            outs.append(
+                StageOutput(
+                    stage=self.defn.name,
+                    shard=self.shard,
+                    rows={self.dead_table: dead},
+                    positions={},
+                    shards=self.defn.shards,
+                )
+            )
         return outs

@@ -38,9 +38,18 @@ MAX_INT_DIGITS = 30
 MAX_SPEC_BYTES = 4 << 20
 
 _EXPECTED = {
-    "float_parsing": "a number", "float_type": "a number", "int_parsing": "an integer", "int_type": "an integer",
-    "int_from_float": "an integer", "string_type": "a string", "bool_parsing": "a boolean", "bool_type": "a boolean",
-    "dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "string_type": "a string",
+    "bool_parsing": "a boolean",
+    "bool_type": "a boolean",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
 }
 
 
@@ -110,12 +119,18 @@ def _message(err: ErrorDetails) -> str:
         return f"expected a finite number, got {shown}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return msg
 
 
-_HUMAN_UNITS = {"day": "days", "hour": "hours", "minute": "minutes", "second": "seconds", "millisecond": "milliseconds",
-                "microsecond": "microseconds"}
+_HUMAN_UNITS = {
+    "day": "days",
+    "hour": "hours",
+    "minute": "minutes",
+    "second": "seconds",
+    "millisecond": "milliseconds",
+    "microsecond": "microseconds",
+}
 
 
 def _duration_bound(bound: Any) -> timedelta | None:
@@ -243,7 +258,9 @@ def load_spec(path: str | Path) -> PipelineSpec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError(str(path), [("", f"expected UTF-8 text, got byte 0x{raw[e.start]:02x} at offset {e.start}")]) from None
+        raise SpecError(
+            str(path), [("", f"expected UTF-8 text, got byte 0x{raw[e.start]:02x} at offset {e.start}")]
+        ) from None
     return parse_spec(_parse_yaml(text, str(path)), str(path))
 
 

@@ -37,26 +37,40 @@ _NONNEG = timedelta(0)
 
 # -- storage --------------------------------------------------------------------------
 
+
 class CatalogSpec(Model):
     """Iceberg catalog. Embedded default: SQLite + local files under ``warehouse``."""
 
     kind: Literal["sql"] = Field("sql", description="pyiceberg's SQL catalog")
     name: str = Field("obsflow", description="catalog name")
-    uri: str | None = Field(None, description="SQLAlchemy URL (``postgresql+psycopg2://…`` for a shared catalog); null: a SQLite "
-                                              "file inside the warehouse directory; ``${VAR}`` references resolved from the environment")
+    uri: str | None = Field(
+        None,
+        description="SQLAlchemy URL (``postgresql+psycopg2://…`` for a shared catalog); null: a SQLite "
+        "file inside the warehouse directory; ``${VAR}`` references resolved from the environment",
+    )
     warehouse: str = Field(".obsflow/warehouse", description="local path or ``s3://bucket/prefix``")
-    properties: dict[str, str] = Field(default_factory=dict, description="extra pyiceberg catalog / FileIO properties "
-                                                                         "(``s3.endpoint``, ``s3.access-key-id``, …)")
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra pyiceberg catalog / FileIO properties (``s3.endpoint``, ``s3.access-key-id``, …)",
+    )
 
 
 class CommitSpec(Model):
     """When the Iceberg sink commits: whichever bound is hit first."""
 
     max_rows: int = Field(200_000, gt=0, le=100_000_000, description="commit a table when this many rows are buffered")
-    max_seconds: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(days=1),
-                                  description="longest time between commits: a table commits once its oldest buffered row is this old")
-    retry_seconds: Duration = Field(timedelta(minutes=2), ge=MIN_WINDOW, le=timedelta(days=7),
-                                    description="keep retrying a commit through storage or catalog outages this long")
+    max_seconds: Duration = Field(
+        timedelta(seconds=5),
+        ge=MIN_WINDOW,
+        le=timedelta(days=1),
+        description="longest time between commits: a table commits once its oldest buffered row is this old",
+    )
+    retry_seconds: Duration = Field(
+        timedelta(minutes=2),
+        ge=MIN_WINDOW,
+        le=timedelta(days=7),
+        description="keep retrying a commit through storage or catalog outages this long",
+    )
 
 
 class ArchiveOptions(Model):
@@ -64,24 +78,38 @@ class ArchiveOptions(Model):
     storage prefix, with its own (longer) retention."""
 
     retention: Duration = Field(timedelta(days=365), gt=_NONNEG, description="retention of the archive table")
-    location: str | None = Field(None, description="where the archive table lives; null: ``<warehouse>/archive/<namespace>/<table>_archive``")
+    location: str | None = Field(
+        None, description="where the archive table lives; null: ``<warehouse>/archive/<namespace>/<table>_archive``"
+    )
 
 
 class TableOptions(Model):
-    retention: Duration | None = Field(None, gt=_NONNEG, description="rows older than this are deleted by ``obsflow maintain``; "
-                                                                       "null: the table contract's retention (schemas/tables.py)")
+    retention: Duration | None = Field(
+        None,
+        gt=_NONNEG,
+        description="rows older than this are deleted by ``obsflow maintain``; "
+        "null: the table contract's retention (schemas/tables.py)",
+    )
     archive: ArchiveOptions | Literal[False] | None = Field(
-        None, description="copy expired rows to ``<table>_archive`` first; null: the table contract's (logs: one year in "
-                          "logs_archive); false: delete expired rows outright")
+        None,
+        description="copy expired rows to ``<table>_archive`` first; null: the table contract's (logs: one year in "
+        "logs_archive); false: delete expired rows outright",
+    )
 
 
 class MaintenanceSpec(Model):
     """What ``obsflow maintain`` does besides retention."""
 
-    snapshot_max_age: Duration = Field(timedelta(days=1), description="expire snapshots older than this (the current one is kept)")
-    orphan_min_age: Duration = Field(timedelta(hours=1), description="only files older than this can be orphans (protects in-flight writes)")
+    snapshot_max_age: Duration = Field(
+        timedelta(days=1), description="expire snapshots older than this (the current one is kept)"
+    )
+    orphan_min_age: Duration = Field(
+        timedelta(hours=1), description="only files older than this can be orphans (protects in-flight writes)"
+    )
     target_file_mb: int = Field(128, gt=0, le=1 << 20, description="compaction target file size")
-    min_files_to_compact: int = Field(4, ge=2, le=1_000_000, description="a partition with at least this many small files is compacted")
+    min_files_to_compact: int = Field(
+        4, ge=2, le=1_000_000, description="a partition with at least this many small files is compacted"
+    )
     small_file_mb: int = Field(32, gt=0, le=1 << 20, description="files below this size count as small")
 
 
@@ -89,21 +117,35 @@ class StorageSpec(Model):
     catalog: CatalogSpec = Field(CatalogSpec(), description="the Iceberg catalog and warehouse")
     namespace: str = Field("obs", description="namespace of every table")
     commit: CommitSpec = Field(CommitSpec(), description="when the Iceberg sink commits")
-    tables: dict[str, TableOptions] = Field(default_factory=dict, description="per table (by name): retention and archiving")
-    maintenance: MaintenanceSpec = Field(MaintenanceSpec(), description="what `obsflow maintain` does besides retention")
+    tables: dict[str, TableOptions] = Field(
+        default_factory=dict, description="per table (by name): retention and archiving"
+    )
+    maintenance: MaintenanceSpec = Field(
+        MaintenanceSpec(), description="what `obsflow maintain` does besides retention"
+    )
 
 
 # -- privacy and services ---------------------------------------------------------------
+
 
 class PrivacySpec(Model):
     """Pseudonymization and IP anonymization. The HMAC key comes from ``pseudonym_key``
     or, by default, from the environment variable named by ``pseudonym_key_env``."""
 
-    pseudonym_key_env: str = Field("OBSFLOW_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
-                                   description="environment variable holding the HMAC key")
-    pseudonym_key: SecretStr | None = Field(None, min_length=16, max_length=4096, description="the HMAC key itself (prefer the environment)")
-    ipv4_prefix: int = Field(24, ge=0, le=32, description="IPv4 addresses keep this many leading bits (the rest zeroed)")
-    ipv6_prefix: int = Field(48, ge=0, le=128, description="IPv6 addresses keep this many leading bits (the rest zeroed)")
+    pseudonym_key_env: str = Field(
+        "OBSFLOW_PSEUDONYM_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+        description="environment variable holding the HMAC key",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        None, min_length=16, max_length=4096, description="the HMAC key itself (prefer the environment)"
+    )
+    ipv4_prefix: int = Field(
+        24, ge=0, le=32, description="IPv4 addresses keep this many leading bits (the rest zeroed)"
+    )
+    ipv6_prefix: int = Field(
+        48, ge=0, le=128, description="IPv6 addresses keep this many leading bits (the rest zeroed)"
+    )
 
 
 class ServiceMeta(Model):
@@ -128,17 +170,36 @@ class KafkaSpec(Model):
     consumer group: ``group_id`` is used only to commit the positions the job has read,
     so that ordinary tools (``kafka-consumer-groups.sh``) show the job's lag."""
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", description=f"host:port[,host:port]; ${KAFKA_BOOTSTRAP_ENV} overrides it")
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description=f"host:port[,host:port]; ${KAFKA_BOOTSTRAP_ENV} overrides it"
+    )
     group_id: str = Field("obsflow", description="consumer group, for lag reporting only")
     config: dict[str, str] = Field(default_factory=dict, description="extra librdkafka consumer properties")
-    schema_registry_url: str | None = Field(None, description="Confluent Schema Registry for the avro codec; default: schemas/ by id")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry for the avro codec; default: schemas/ by id"
+    )
     poll_batch_size: int = Field(5000, gt=0, le=1_000_000, description="records per raw batch at most")
-    poll_timeout: Duration = Field(timedelta(milliseconds=500), ge=MIN_WINDOW, le=timedelta(hours=1), description="longest wait for a batch to fill")
+    poll_timeout: Duration = Field(
+        timedelta(milliseconds=500),
+        ge=MIN_WINDOW,
+        le=timedelta(hours=1),
+        description="longest wait for a batch to fill",
+    )
     commit_group_offsets: bool = Field(True, description="commit read positions to group_id (lag reporting)")
-    connect_retries: int = Field(5, ge=0, le=1000, description="metadata attempts after the first when the broker does not answer at start")
-    connect_backoff: Duration = Field(timedelta(seconds=1), le=timedelta(hours=1), description="first wait between attempts; doubles up to connect_backoff_max")
-    connect_backoff_max: Duration = Field(timedelta(seconds=10), le=timedelta(hours=1), description="longest wait between attempts")
-    connect_timeout: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1), description="one metadata attempt's timeout")
+    connect_retries: int = Field(
+        5, ge=0, le=1000, description="metadata attempts after the first when the broker does not answer at start"
+    )
+    connect_backoff: Duration = Field(
+        timedelta(seconds=1),
+        le=timedelta(hours=1),
+        description="first wait between attempts; doubles up to connect_backoff_max",
+    )
+    connect_backoff_max: Duration = Field(
+        timedelta(seconds=10), le=timedelta(hours=1), description="longest wait between attempts"
+    )
+    connect_timeout: Duration = Field(
+        timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1), description="one metadata attempt's timeout"
+    )
 
     @property
     def bootstrap(self) -> str:
@@ -155,10 +216,15 @@ class SourceSpec(Model):
     topic: str | None = Field(None, description="the Kafka topic read (exactly one of topic and topic_pattern)")
     topic_pattern: str | None = Field(None, description="a regular expression matched against whole topic names")
     signal: Signal = Field(description="what the records are: event, log, span or metric")
-    codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = Field("json", description="how the record bytes are decoded")
+    codec: Literal["json", "avro", "otlp_proto", "otlp_json"] = Field(
+        "json", description="how the record bytes are decoded"
+    )
     starting_position: Literal["earliest", "latest"] = Field(
-        "earliest", description="where a partition starts when no table records a position for it yet")
-    partitions: int = Field(4, gt=0, le=MAX_PARTITIONS, description="partitions of the embedded source (Kafka uses the topic's)")
+        "earliest", description="where a partition starts when no table records a position for it yet"
+    )
+    partitions: int = Field(
+        4, gt=0, le=MAX_PARTITIONS, description="partitions of the embedded source (Kafka uses the topic's)"
+    )
 
     @property
     def topic_name(self) -> str:
@@ -168,28 +234,57 @@ class SourceSpec(Model):
 
 # -- steps -----------------------------------------------------------------------------
 
+
 class ValidateStep(Model):
     """Reject records that break the wire contract."""
 
     kind: Literal["validate"] = Field(description="step kind")
-    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)")
+    max_bytes: int = Field(
+        DEFAULT_MAX_BYTES, gt=0, le=MAX_BYTES, description="larger records are dead-lettered (size_violation)"
+    )
     max_future: Duration = Field(timedelta(minutes=5), description="timestamps later than ingest + this are rejected")
     max_past: Duration = Field(timedelta(days=7), description="timestamps earlier than ingest - this are rejected")
-    max_clock_skew: Duration = Field(timedelta(days=1), description=(
-        "product events from obsflow collect: a device clock off by at most this (receive time - sent_at) is "
-        "corrected (event time + skew); a larger skew is not applied; 0s: never corrected"))
-    event_types: list[str] = Field(default_factory=lambda: [
-        "page_view", "click", "scroll", "form_start", "form_step", "form_submit", "signup_complete", "error"],
-        min_length=1, description="accepted event types")
-    levels: list[str] = Field(default_factory=lambda: ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
-                              min_length=1, description="accepted log levels")
+    max_clock_skew: Duration = Field(
+        timedelta(days=1),
+        description=(
+            "product events from obsflow collect: a device clock off by at most this (receive time - sent_at) is "
+            "corrected (event time + skew); a larger skew is not applied; 0s: never corrected"
+        ),
+    )
+    event_types: list[str] = Field(
+        default_factory=lambda: [
+            "page_view",
+            "click",
+            "scroll",
+            "form_start",
+            "form_step",
+            "form_submit",
+            "signup_complete",
+            "error",
+        ],
+        min_length=1,
+        description="accepted event types",
+    )
+    levels: list[str] = Field(
+        default_factory=lambda: ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
+        min_length=1,
+        description="accepted log levels",
+    )
 
 
 #: attribute keys whose values are redacted whole (``ScrubStep.sensitive_keys``): a word of the
 #: key, so ``http.request.header.authorization`` and ``x-auth-token`` match, ``input_tokens`` does not
 DEFAULT_SENSITIVE_KEYS = (
-    r"authorization", r"cookie", r"password", r"passwd", r"secret", r"credential",
-    r"(?:^|[^a-z])token(?:$|[^a-z])", r"api[-_. ]?key", r"private[-_. ]?key", r"session[-_.]?key",
+    r"authorization",
+    r"cookie",
+    r"password",
+    r"passwd",
+    r"secret",
+    r"credential",
+    r"(?:^|[^a-z])token(?:$|[^a-z])",
+    r"api[-_. ]?key",
+    r"private[-_. ]?key",
+    r"session[-_.]?key",
 )
 
 
@@ -203,9 +298,13 @@ class ScrubStep(Model):
     api_keys: bool = Field(True, description="replace API-key assignments (api_key=…, secret_key=…) in free text")
     anonymize_ip: bool = Field(True, description="zero the low bits of client IPs (privacy.ipv4_prefix / ipv6_prefix)")
     pseudonymize_users: bool = Field(True, description="replace user ids by an HMAC pseudonym (privacy's key)")
-    sensitive_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_SENSITIVE_KEYS), description=(
-        "regexes (RE2, case-insensitive, searched in the key): the value of a matching attribute / label / "
-        "JSON key is replaced whole by [REDACTED]"))
+    sensitive_keys: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SENSITIVE_KEYS),
+        description=(
+            "regexes (RE2, case-insensitive, searched in the key): the value of a matching attribute / label / "
+            "JSON key is replaced whole by [REDACTED]"
+        ),
+    )
 
 
 class EnrichStep(Model):
@@ -215,7 +314,9 @@ class EnrichStep(Model):
     geo: bool = Field(True, description="add country / region / city from the client IP")
     user_agent: bool = Field(True, description="add browser, OS and device from the user agent")
     service_metadata: bool = Field(True, description="add the spec's services: metadata (team, tier, owner, runbook)")
-    cache_size: int = Field(100_000, gt=0, le=100_000_000, description="entries in each lookup cache (IPs, user agents)")
+    cache_size: int = Field(
+        100_000, gt=0, le=100_000_000, description="entries in each lookup cache (IPs, user agents)"
+    )
     require_valid_ip: bool = Field(True, description="a client_ip that is not an IP address is an enrichment_failure")
 
 
@@ -239,9 +340,14 @@ class HeadSamplingSpec(Model):
     log lines of these traces follow the head decision. No obs.traces row is written for a
     head-sampled trace (its spans are not buffered)."""
 
-    sources: list[str] = Field(min_length=1, description="span sources whose spans are head-sampled instead of tail-sampled")
+    sources: list[str] = Field(
+        min_length=1, description="span sources whose spans are head-sampled instead of tail-sampled"
+    )
     sampling_percentage: float = Field(10.0, ge=0, le=100, description="percent of traces kept")
-    hash_salt: str | None = Field(None, description="null: the salt of the sampler's first probabilistic policy, else the collector's default seed")
+    hash_salt: str | None = Field(
+        None,
+        description="null: the salt of the sampler's first probabilistic policy, else the collector's default seed",
+    )
     policy_name: str = Field("head_probabilistic", min_length=1, description="the sampling_policy of kept spans")
 
     def salt(self, sampler: TailSamplingConfig) -> str:
@@ -261,10 +367,17 @@ class TailSampleStep(Model):
 
     kind: Literal["tail_sample"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (trace id hash); the unit of parallelism")
-    sampler: TailSamplingConfig = Field(description="the tail sampler (transforms/tail_sampling/README.md); required: its policies have no default")
+    sampler: TailSamplingConfig = Field(
+        description="the tail sampler (transforms/tail_sampling/README.md); required: its policies have no default"
+    )
     red: RedSpec | None = Field(RedSpec(), description="RED metrics from every span, before sampling; null: none")
-    log_wait: Duration = Field(timedelta(seconds=60), description="how long a log line waits for its trace's decision before it is sampled on its own")
-    head_sampling: HeadSamplingSpec | None = Field(None, description="span sources decided at ingest by head sampling, past the tail sampler")
+    log_wait: Duration = Field(
+        timedelta(seconds=60),
+        description="how long a log line waits for its trace's decision before it is sampled on its own",
+    )
+    head_sampling: HeadSamplingSpec | None = Field(
+        None, description="span sources decided at ingest by head sampling, past the tail sampler"
+    )
 
 
 class LogSampleStep(Model):
@@ -273,7 +386,9 @@ class LogSampleStep(Model):
     head sampling)."""
 
     kind: Literal["log_sample"] = Field(description="step kind")
-    config: LogSamplingConfig = Field(default_factory=LogSamplingConfig, description="the log sampler (transforms/tail_sampling/log_sampling.py)")
+    config: LogSamplingConfig = Field(
+        default_factory=LogSamplingConfig, description="the log sampler (transforms/tail_sampling/log_sampling.py)"
+    )
 
 
 class RollupStep(Model):
@@ -298,13 +413,20 @@ class ProductStep(Model):
 
     kind: Literal["product"] = Field(description="step kind")
     shards: int = Field(4, gt=0, le=MAX_SHARDS, description="state shards (session id hash)")
-    config: ProductConfig = Field(default_factory=ProductConfig, description="sessions and funnels (transforms/product/README.md)")
-    error_groups: bool = Field(True, description="emit product.errors rows per stack fingerprint and report window: count, "
-                                                 "first seen (min) and last seen (max), event time in epoch ms")
+    config: ProductConfig = Field(
+        default_factory=ProductConfig, description="sessions and funnels (transforms/product/README.md)"
+    )
+    error_groups: bool = Field(
+        True,
+        description="emit product.errors rows per stack fingerprint and report window: count, "
+        "first seen (min) and last seen (max), event time in epoch ms",
+    )
 
 
-Step = Annotated[ValidateStep | ScrubStep | EnrichStep | TailSampleStep | LogSampleStep | RollupStep | ProductStep,
-                 Field(discriminator="kind")]
+Step = Annotated[
+    ValidateStep | ScrubStep | EnrichStep | TailSampleStep | LogSampleStep | RollupStep | ProductStep,
+    Field(discriminator="kind"),
+]
 
 
 class AlertsSpec(AlertingConfig):
@@ -314,12 +436,19 @@ class AlertsSpec(AlertingConfig):
     ``alertmanager_url``, to a real Alertmanager (v2 API)."""
 
     alertmanager_url: str | None = Field(None, description="POST alert events to this Alertmanager (http://host:9093)")
-    alertmanager_timeout: Duration = Field(timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1),
-                                           description="timeout of one Alertmanager request")
+    alertmanager_timeout: Duration = Field(
+        timedelta(seconds=5), ge=MIN_WINDOW, le=timedelta(hours=1), description="timeout of one Alertmanager request"
+    )
 
     def engine_config(self) -> AlertingConfig:
-        return AlertingConfig(rules=self.rules, route=self.route, receivers=self.receivers, inhibit_rules=self.inhibit_rules,
-                              external_url=self.external_url, resend_delay=self.resend_delay)
+        return AlertingConfig(
+            rules=self.rules,
+            route=self.route,
+            receivers=self.receivers,
+            inhibit_rules=self.inhibit_rules,
+            external_url=self.external_url,
+            resend_delay=self.resend_delay,
+        )
 
 
 class SinkSpec(Model):
@@ -329,7 +458,10 @@ class SinkSpec(Model):
 class FlowSpec(Model):
     name: str = Field(description="the flow's name")
     source: str = Field(description="the source it reads (a sources[].name)")
-    steps: list[Step] = Field(default_factory=list, description="steps in order (validate, scrub, enrich, tail_sample, log_sample, rollup, product)")
+    steps: list[Step] = Field(
+        default_factory=list,
+        description="steps in order (validate, scrub, enrich, tail_sample, log_sample, rollup, product)",
+    )
     sink: SinkSpec = Field(description="where the flow's rows go")
 
 
@@ -344,12 +476,28 @@ class OutputsSpec(Model):
     brokers. Alerts are keyed by fingerprint and dead letters by ``source topic:partition``,
     so each key's messages stay in order. A topic set to ``null`` is not written."""
 
-    alerts_topic: str | None = Field("alerts", description="alert state changes (schemas/avro/alert_event.avsc); null: none")
-    dead_letters_topic: str | None = Field(None, description="rejected records (schemas/avro/dead_letter.avsc), besides the table; null: none")
-    codec: Literal["json", "avro"] = Field("json", description="json: the .avsc fields as JSON (raw bytes base64); avro: Confluent wire format")
+    alerts_topic: str | None = Field(
+        "alerts", description="alert state changes (schemas/avro/alert_event.avsc); null: none"
+    )
+    dead_letters_topic: str | None = Field(
+        None, description="rejected records (schemas/avro/dead_letter.avsc), besides the table; null: none"
+    )
+    codec: Literal["json", "avro"] = Field(
+        "json", description="json: the .avsc fields as JSON (raw bytes base64); avro: Confluent wire format"
+    )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
-    delivery_timeout: Duration = Field(timedelta(seconds=60), ge=MIN_WINDOW, le=timedelta(days=1), description="librdkafka retries a message this long (message.timeout.ms), then it is a delivery failure")
-    flush_timeout: Duration = Field(timedelta(seconds=60), ge=MIN_WINDOW, le=timedelta(days=1), description="longest wait for outstanding messages at a commit or on close")
+    delivery_timeout: Duration = Field(
+        timedelta(seconds=60),
+        ge=MIN_WINDOW,
+        le=timedelta(days=1),
+        description="librdkafka retries a message this long (message.timeout.ms), then it is a delivery failure",
+    )
+    flush_timeout: Duration = Field(
+        timedelta(seconds=60),
+        ge=MIN_WINDOW,
+        le=timedelta(days=1),
+        description="longest wait for outstanding messages at a commit or on close",
+    )
 
 
 class StagesSpec(Model):
@@ -368,8 +516,10 @@ class StagesSpec(Model):
     runs decide everything at the end of input, as before."""
 
     idle_advance_after: Duration | None = Field(
-        timedelta(seconds=5), le=timedelta(days=1),
-        description="wall time without input after which a stage's clock follows the wall clock; 0s or null: never")
+        timedelta(seconds=5),
+        le=timedelta(days=1),
+        description="wall time without input after which a stage's clock follows the wall clock; 0s or null: never",
+    )
 
     @property
     def idle_advance_ms(self) -> int:
@@ -381,9 +531,13 @@ class StagesSpec(Model):
 class PipelineSpec(Model):
     version: Literal[1] = Field(1, description="spec format version")
     name: str = Field(description="the pipeline's name")
-    storage: StorageSpec = Field(StorageSpec(), description="Iceberg catalog, warehouse, commits, retention, maintenance")
+    storage: StorageSpec = Field(
+        StorageSpec(), description="Iceberg catalog, warehouse, commits, retention, maintenance"
+    )
     privacy: PrivacySpec = Field(PrivacySpec(), description="pseudonymization key and IP anonymization")
-    services: dict[str, ServiceMeta] = Field(default_factory=dict, description="metadata per service name, added by enrich")
+    services: dict[str, ServiceMeta] = Field(
+        default_factory=dict, description="metadata per service name, added by enrich"
+    )
     sources: list[SourceSpec] = Field(description="the inputs")
     flows: list[FlowSpec] = Field(description="one per source: its steps and table")
     dead_letters: DeadLetterSpec = Field(DeadLetterSpec(), description="the dead-letter table")
@@ -402,14 +556,18 @@ class PipelineSpec(Model):
         for i, src in enumerate(self.sources):
             _check_codec(f"sources[{i}]", src)
             if (src.topic is None) == (src.topic_pattern is None):
-                raise SpecReferenceError(f"sources[{i}]", "exactly one of 'topic' and 'topic_pattern'",
-                                         "both" if src.topic is not None else "neither")
+                raise SpecReferenceError(
+                    f"sources[{i}]",
+                    "exactly one of 'topic' and 'topic_pattern'",
+                    "both" if src.topic is not None else "neither",
+                )
             if src.topic_pattern is not None:
                 try:
                     re.compile(src.topic_pattern)
                 except re.error as e:
-                    raise SpecReferenceError(f"sources[{i}].topic_pattern", f"a regular expression ({e})",
-                                             src.topic_pattern) from None
+                    raise SpecReferenceError(
+                        f"sources[{i}].topic_pattern", f"a regular expression ({e})", src.topic_pattern
+                    ) from None
             if names.count(src.name) > 1:
                 raise SpecReferenceError(f"sources[{i}].name", "a name no other source uses", src.name)
         for i, flow in enumerate(self.flows):
@@ -418,13 +576,19 @@ class PipelineSpec(Model):
             if read.index(flow.source) != i:
                 raise SpecReferenceError(f"flows[{i}].source", "a source no other flow reads", flow.source)
             if flow.sink.table not in TABLES:
-                raise SpecReferenceError(f"flows[{i}].sink.table", f"one of the tables {sorted(TABLES)}", flow.sink.table)
+                raise SpecReferenceError(
+                    f"flows[{i}].sink.table", f"one of the tables {sorted(TABLES)}", flow.sink.table
+                )
         for i, src in enumerate(self.sources):
             if src.name not in read:
-                raise SpecReferenceError(f"sources[{i}].name", "a source that some flow reads (flows[*].source)", src.name)
+                raise SpecReferenceError(
+                    f"sources[{i}].name", "a source that some flow reads (flows[*].source)", src.name
+                )
         self._check_stages()
         if self.dead_letters.table not in TABLES:
-            raise SpecReferenceError("dead_letters.table", f"one of the tables {sorted(TABLES)}", self.dead_letters.table)
+            raise SpecReferenceError(
+                "dead_letters.table", f"one of the tables {sorted(TABLES)}", self.dead_letters.table
+            )
         for t in self.storage.tables:
             if t not in TABLES:
                 raise SpecReferenceError(f"storage.tables.{t}", f"one of the tables {sorted(TABLES)}", t)
@@ -442,16 +606,23 @@ class PipelineSpec(Model):
                 if st.kind in _ONE_PER_SPEC:
                     stage, want = _ONE_PER_SPEC[st.kind]
                     if sig != want:
-                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"a {st.kind} step on a flow whose source has signal: {want}", sig)
+                        raise SpecReferenceError(
+                            f"flows[{i}].steps[{j}]", f"a {st.kind} step on a flow whose source has signal: {want}", sig
+                        )
                     if st.kind in once and st != once[st.kind][1]:
                         # several flows may feed the one stage (e.g. JSON and Avro event topics), with the same step;
                         # a step that differs would be ignored: the stage is built from the first
-                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", f"the same {st.kind} step as {once[st.kind][0]} "
-                                                 f"({stage}, built from the first)", "a different one")
+                        raise SpecReferenceError(
+                            f"flows[{i}].steps[{j}]",
+                            f"the same {st.kind} step as {once[st.kind][0]} ({stage}, built from the first)",
+                            "a different one",
+                        )
                     once.setdefault(st.kind, (f"flows[{i}].steps[{j}]", st))
                 if isinstance(st, RollupStep):
                     if sig != "metric":
-                        raise SpecReferenceError(f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig)
+                        raise SpecReferenceError(
+                            f"flows[{i}].steps[{j}]", "a rollup step on a flow whose source has signal: metric", sig
+                        )
                     rollups.append(st)
                     for k, rule in enumerate(st.derive):
                         _check_derive(f"flows[{i}].steps[{j}].derive[{k}]", rule, self._row_columns(rule.source))
@@ -460,20 +631,31 @@ class PipelineSpec(Model):
                     spans = [s.name for s in self.sources if s.signal == "span"]
                     for k, name in enumerate(st.head_sampling.sources):
                         if name not in spans:
-                            raise SpecReferenceError(f"flows[{i}].steps[{j}].head_sampling.sources[{k}]", f"one of the span sources {spans}", name)
+                            raise SpecReferenceError(
+                                f"flows[{i}].steps[{j}].head_sampling.sources[{k}]",
+                                f"one of the span sources {spans}",
+                                name,
+                            )
             if sig == "metric" and not any(isinstance(st, RollupStep) for st in flow.steps):
-                raise SpecReferenceError(f"flows[{i}].steps", "a rollup step (metric samples are only written as rollups)", "none")
+                raise SpecReferenceError(
+                    f"flows[{i}].steps", "a rollup step (metric samples are only written as rollups)", "none"
+                )
         if len(rollups) > 1:
             raise SpecReferenceError("flows", "at most one rollup step (one metrics stage)", len(rollups))
 
         if self.alerts is not None and self.alerts.rules:
             if not rollups:
-                raise SpecReferenceError("alerts", "a rollup step in some flow (alert rules are evaluated over its output)", "none")
+                raise SpecReferenceError(
+                    "alerts", "a rollup step in some flow (alert rules are evaluated over its output)", "none"
+                )
             res = set(rollups[0].config.resolutions_ms)
             for i, r in enumerate(self.alerts.rules):
                 if duration_ms(r.resolution) not in res:
-                    raise SpecReferenceError(f"alerts.rules[{i}].resolution", f"one of the rollup resolutions {[format_duration(x) for x in rollups[0].config.resolutions]}",
-                                             format_duration(r.resolution))
+                    raise SpecReferenceError(
+                        f"alerts.rules[{i}].resolution",
+                        f"one of the rollup resolutions {[format_duration(x) for x in rollups[0].config.resolutions]}",
+                        format_duration(r.resolution),
+                    )
 
     def _row_columns(self, table: str) -> set[str] | None:
         """Columns every flow feeding derive rules of ``table`` (logs / events) has in its
@@ -504,13 +686,18 @@ def _check_codec(path: str, src: SourceSpec) -> None:
     try:
         codec_for(src.codec, src.signal, 65536)
     except (KeyError, ValueError, TypeError) as e:
-        raise SpecReferenceError(f"{path}.codec", f"a codec that decodes signal {src.signal!r} ({e})", src.codec) from None
+        raise SpecReferenceError(
+            f"{path}.codec", f"a codec that decodes signal {src.signal!r} ({e})", src.codec
+        ) from None
 
 
 #: step kinds that configure the spec's one stage of their kind (pipelines.graph.plan_stages)
 #: step kinds that configure one stage for the whole spec: (what it is, the signal of the flows it may sit on)
-_ONE_PER_SPEC = {"tail_sample": ("one trace stage", "span"), "log_sample": ("one log sampling config", "log"),
-                 "product": ("one product stage", "event")}
+_ONE_PER_SPEC = {
+    "tail_sample": ("one trace stage", "span"),
+    "log_sample": ("one log sampling config", "log"),
+    "product": ("one product stage", "event"),
+}
 
 #: row columns a scrub or enrich option adds (transforms/scrub.py, transforms/enrich.py);
 #: ``service_metadata`` adds its columns only when the spec has ``services``
@@ -526,7 +713,9 @@ _ADDED_BY = {
 def _table_columns(table: str) -> set[str]:
     from schemas.tables import TABLES
 
-    return {f.name for f in TABLES[table].arrow_schema() if f.name != "sample_rate"}  # sample_rate: set when rows are written
+    return {
+        f.name for f in TABLES[table].arrow_schema() if f.name != "sample_rate"
+    }  # sample_rate: set when rows are written
 
 
 def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> None:
@@ -554,7 +743,9 @@ def _check_derive(path: str, rule: DeriveRule, available: set[str] | None) -> No
         try:
             pa.array(values).cast(typ)
         except (pa.ArrowException, OverflowError, ValueError, TypeError):
-            raise SpecReferenceError(f"{path}.filter.{col}", f"values of one type that casts to the column's type {typ}", want) from None
+            raise SpecReferenceError(
+                f"{path}.filter.{col}", f"values of one type that casts to the column's type {typ}", want
+            ) from None
     for k, name in enumerate(rule.labels):
         typ = column(f"{path}.labels[{k}]", name)
         if pa.types.is_nested(typ):

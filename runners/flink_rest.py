@@ -100,8 +100,10 @@ class FlinkRest:
             raise FlinkRestError(e.code, f"Flink REST {method} {path}: HTTP {e.code} {detail or e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise FlinkUnavailable(f"Flink REST API not reachable at {self.url} ({reason}); is the JobManager up "
-                                   f"and --flink-master its REST address (host:port, default port 8081)?") from None
+            raise FlinkUnavailable(
+                f"Flink REST API not reachable at {self.url} ({reason}); is the JobManager up "
+                f"and --flink-master its REST address (host:port, default port 8081)?"
+            ) from None
         return json.loads(body) if body else None
 
     def overview(self) -> dict:
@@ -110,8 +112,16 @@ class FlinkRest:
     def jobs(self) -> list[JobInfo]:
         """Every job the JobManager knows (running and archived), newest first."""
         raw = self.request("GET", "/jobs/overview").get("jobs", [])
-        out = [JobInfo(j["jid"], j.get("name", ""), j.get("state", "?"), int(j.get("start-time", -1)),
-                       int(j.get("duration", -1))) for j in raw]
+        out = [
+            JobInfo(
+                j["jid"],
+                j.get("name", ""),
+                j.get("state", "?"),
+                int(j.get("start-time", -1)),
+                int(j.get("duration", -1)),
+            )
+            for j in raw
+        ]
         return sorted(out, key=lambda j: j.start_time_ms, reverse=True)
 
     def job(self, jid: str) -> dict:
@@ -137,10 +147,13 @@ class FlinkRest:
             if state in want or state in TERMINAL:
                 return state
             time.sleep(0.3)
-        raise TimeoutError(f"Flink job {jid} still {state} after {timeout:.0f}s (waiting for {', '.join(sorted(want))})")
+        raise TimeoutError(
+            f"Flink job {jid} still {state} after {timeout:.0f}s (waiting for {', '.join(sorted(want))})"
+        )
 
-    def wait_for_named(self, name: str, states: Iterable[str], timeout: float = 120.0,
-                       not_before_ms: int = 0) -> JobInfo:
+    def wait_for_named(
+        self, name: str, states: Iterable[str], timeout: float = 120.0, not_before_ms: int = 0
+    ) -> JobInfo:
         """The newest job named ``name`` (started at or after ``not_before_ms``) once it is in
         one of ``states`` (or terminal)."""
         want = set(states)
@@ -156,5 +169,7 @@ class FlinkRest:
             if seen is not None and (seen.state in want or seen.state in TERMINAL):
                 return seen
             time.sleep(0.3)
-        raise TimeoutError(f"no Flink job named {name!r} reached {', '.join(sorted(want))} within {timeout:.0f}s"
-                           + (f" (it is {seen.state})" if seen else " (none submitted)"))
+        raise TimeoutError(
+            f"no Flink job named {name!r} reached {', '.join(sorted(want))} within {timeout:.0f}s"
+            + (f" (it is {seen.state})" if seen else " (none submitted)")
+        )

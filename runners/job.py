@@ -72,9 +72,17 @@ def embedded_source(req: RunRequest) -> EmbeddedSource:
                 max_bytes = s.max_bytes
     start = req.start_ms if req.start_ms is not None else (int(time.time() * 1000) // 60_000) * 60_000
     sources = [s if s.topic is not None else s.model_copy(update={"topic": s.topic_name}) for s in spec.sources]
-    return EmbeddedSource(sources, count=req.count if req.count is not None else -1, seed=req.seed, start_ms=start,
-                          rate_per_s=req.rate_per_s, bad_fraction=req.bad_fraction, batch_size=req.batch_size,
-                          max_bytes=max_bytes, deadline=(time.monotonic() + req.duration_s) if req.duration_s else None)
+    return EmbeddedSource(
+        sources,
+        count=req.count if req.count is not None else -1,
+        seed=req.seed,
+        start_ms=start,
+        rate_per_s=req.rate_per_s,
+        bad_fraction=req.bad_fraction,
+        batch_size=req.batch_size,
+        max_bytes=max_bytes,
+        deadline=(time.monotonic() + req.duration_s) if req.duration_s else None,
+    )
 
 
 def kafka_source(req: RunRequest):
@@ -83,8 +91,12 @@ def kafka_source(req: RunRequest):
 
     if req.source_override is not None:
         return req.source_override
-    return KafkaSource(req.spec, counters=STATS, deadline=(time.time() + req.duration_s) if req.duration_s else None,
-                       max_records=req.max_records)
+    return KafkaSource(
+        req.spec,
+        counters=STATS,
+        deadline=(time.time() + req.duration_s) if req.duration_s else None,
+        max_records=req.max_records,
+    )
 
 
 def kafka_plan(req: RunRequest):
@@ -110,6 +122,7 @@ def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | No
 
 
 # -- per-table effectively-once: tables behind the others catch up alone -----------------------------
+
 
 @dataclass
 class CatchUp:
@@ -152,7 +165,9 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
 def catch_up_spec(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` without side outputs (alerts and dead letters to Kafka, Alertmanager): a
     catch-up re-derives rows for one table; what it would push was pushed the first time."""
-    update: dict[str, Any] = {"outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})}
+    update: dict[str, Any] = {
+        "outputs": spec.outputs.model_copy(update={"alerts_topic": None, "dead_letters_topic": None})
+    }
     if spec.alerts is not None:
         update["alerts"] = spec.alerts.model_copy(update={"alertmanager_url": None})
     return spec.model_copy(update=update)
@@ -193,7 +208,9 @@ def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
             graph_tables.setdefault(part.topic, by_name[req.spec.source(part.source).topic_name])
         plan = catch_up_plan(req.spec, graph_tables)
         parts = {p.key: p for p in source.partitions()} if plan else {}
-        return [(cu, (source, [PartitionRange(parts[k], s, cu.end[k]) for k, s in sorted(cu.start.items()) if k in parts]))
-                for cu in plan]
+        return [
+            (cu, (source, [PartitionRange(parts[k], s, cu.end[k]) for k, s in sorted(cu.start.items()) if k in parts]))
+            for cu in plan
+        ]
     plan = catch_up_plan(req.spec)
     return [(cu, RangeSource(embedded_source(req), cu.start, cu.end)) for cu in plan]

@@ -68,20 +68,27 @@ class StatsCollector:
         s = self.stats.snapshot()
         by_source = s["by_source"]
         sources = sorted({src for src, what in by_source if not what.startswith("items_")})
-        for what, name, doc in (("in", "records_in", "records read from the sources"),
-                                ("accepted", "records_accepted", "records that became table rows"),
-                                ("dead", "records_dead_lettered", "records rejected into the dead letters"),
-                                ("dropped", "records_dropped", "records dropped by a counted sampling decision")):
+        for what, name, doc in (
+            ("in", "records_in", "records read from the sources"),
+            ("accepted", "records_accepted", "records that became table rows"),
+            ("dead", "records_dead_lettered", "records rejected into the dead letters"),
+            ("dropped", "records_dropped", "records dropped by a counted sampling decision"),
+        ):
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
             for src in sources:
                 m.add_metric([src], by_source.get((src, what), 0))
             yield m
         item_sources = sorted({src for src, what in by_source if what == "items_in"})
-        for what, name, doc in (("in", "items_in", ("items read (spans, log records, data points of OTLP messages; "
-                                                   "a message rejected whole counts one)")),
-                                ("accepted", "items_accepted", "items that became table rows"),
-                                ("dead", "items_dead_lettered", "items rejected into the dead letters"),
-                                ("dropped", "items_dropped", "items dropped by a counted sampling decision")):
+        for what, name, doc in (
+            (
+                "in",
+                "items_in",
+                ("items read (spans, log records, data points of OTLP messages; a message rejected whole counts one)"),
+            ),
+            ("accepted", "items_accepted", "items that became table rows"),
+            ("dead", "items_dead_lettered", "items rejected into the dead letters"),
+            ("dropped", "items_dropped", "items dropped by a counted sampling decision"),
+        ):
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
             for src in item_sources:
                 m.add_metric([src], by_source.get((src, f"items_{what}"), 0))
@@ -98,21 +105,31 @@ class StatsCollector:
         for t, n in sorted(s["commits_by_table"].items()):
             m.add_metric([t], n)
         yield m
-        m = CounterMetricFamily(f"{PREFIX}_commit_retries", "Iceberg commit attempts retried, by cause",
-                                labels=["table", "cause"])
+        m = CounterMetricFamily(
+            f"{PREFIX}_commit_retries", "Iceberg commit attempts retried, by cause", labels=["table", "cause"]
+        )
         for (t, cause), n in sorted(s["commit_retries"].items()):
             m.add_metric([t, cause], n)
         yield m
-        for key, name, doc in (("commit_latency", "commit_duration_seconds", "Iceberg commit latency (retries included)"),
-                               ("commit_size", "commit_rows", "rows per Iceberg commit")):
+        for key, name, doc in (
+            ("commit_latency", "commit_duration_seconds", "Iceberg commit latency (retries included)"),
+            ("commit_size", "commit_rows", "rows per Iceberg commit"),
+        ):
             m = HistogramMetricFamily(f"{PREFIX}_{name}", doc, labels=["table"])
             for t, h in sorted(s[key].items()):
                 m.add_metric([t], h.buckets(), h.total)
             yield m
-        pos = GaugeMetricFamily(f"{PREFIX}_consumer_position", "next offset the job reads", labels=["topic", "partition"])
-        high = GaugeMetricFamily(f"{PREFIX}_consumer_high_watermark", "partition high watermark as last fetched",
-                                 labels=["topic", "partition"])
-        lag = GaugeMetricFamily(f"{PREFIX}_consumer_lag", "records behind the high watermark", labels=["topic", "partition"])
+        pos = GaugeMetricFamily(
+            f"{PREFIX}_consumer_position", "next offset the job reads", labels=["topic", "partition"]
+        )
+        high = GaugeMetricFamily(
+            f"{PREFIX}_consumer_high_watermark",
+            "partition high watermark as last fetched",
+            labels=["topic", "partition"],
+        )
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_consumer_lag", "records behind the high watermark", labels=["topic", "partition"]
+        )
         for _, p in sorted(s["partitions"].items()):
             labels = [p.topic, str(p.partition)]
             pos.add_metric(labels, p.position)
@@ -121,32 +138,57 @@ class StatsCollector:
         yield pos
         yield high
         yield lag
-        for key, name, doc in (("produced", "kafka_produced", "messages delivered to Kafka output topics"),
-                               ("delivery_failures", "kafka_delivery_failures", "messages not delivered after retries")):
+        for key, name, doc in (
+            ("produced", "kafka_produced", "messages delivered to Kafka output topics"),
+            ("delivery_failures", "kafka_delivery_failures", "messages not delivered after retries"),
+        ):
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["topic"])
             for t, n in sorted(s[key].items()):
                 m.add_metric([t], n)
             yield m
         ts = s.get("tail_sampling", {})
         for key, name, label, doc in (
-                ("dropped_spans", "tail_sampling_dropped_spans", "reason", "spans the tail sampler did not keep, by reason"),
-                ("dropped_traces", "tail_sampling_dropped_traces", "reason", "traces the tail sampler did not keep, by reason"),
-                ("early_decisions", "tail_sampling_early_decisions", "reason", "traces decided before their wait, by reason"),
-                ("traces", "tail_sampling_traces", "decision", "traces decided by the tail sampler")):
+            (
+                "dropped_spans",
+                "tail_sampling_dropped_spans",
+                "reason",
+                "spans the tail sampler did not keep, by reason",
+            ),
+            (
+                "dropped_traces",
+                "tail_sampling_dropped_traces",
+                "reason",
+                "traces the tail sampler did not keep, by reason",
+            ),
+            (
+                "early_decisions",
+                "tail_sampling_early_decisions",
+                "reason",
+                "traces decided before their wait, by reason",
+            ),
+            ("traces", "tail_sampling_traces", "decision", "traces decided by the tail sampler"),
+        ):
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=[label])
             for (k, reason), n in sorted(ts.items()):
                 if k == key:
                     m.add_metric([reason], n)
             yield m
-        yield CounterMetricFamily(f"{PREFIX}_tail_sampling_late_spans_kept", "late spans kept by a cached decision",
-                                  value=ts.get(("late_spans_kept", ""), 0))
-        m = CounterMetricFamily(f"{PREFIX}_internal_errors", "records isolated because a step raised on them "
-                                "(dead-lettered as internal_error)", labels=["where"])
+        yield CounterMetricFamily(
+            f"{PREFIX}_tail_sampling_late_spans_kept",
+            "late spans kept by a cached decision",
+            value=ts.get(("late_spans_kept", ""), 0),
+        )
+        m = CounterMetricFamily(
+            f"{PREFIX}_internal_errors",
+            "records isolated because a step raised on them (dead-lettered as internal_error)",
+            labels=["where"],
+        )
         for where, n in sorted(s.get("internal_errors", {}).items()):
             m.add_metric([where], n)
         yield m
-        yield GaugeMetricFamily(f"{PREFIX}_run_started_timestamp_seconds", "when the run started (epoch seconds)",
-                                value=s["started"])
+        yield GaugeMetricFamily(
+            f"{PREFIX}_run_started_timestamp_seconds", "when the run started (epoch seconds)", value=s["started"]
+        )
 
 
 def registry(stats: RunStats = STATS) -> CollectorRegistry:

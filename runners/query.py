@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 def _extension(module) -> str:
     found = glob.glob(os.path.join(os.path.dirname(module.__file__), "extensions", "*", "*.duckdb_extension"))
     if not found:
-        raise RuntimeError(f"the DuckDB extension wheel {module.__name__} ships no extension file; reinstall it matching duckdb {duckdb.__version__}")
+        raise RuntimeError(
+            f"the DuckDB extension wheel {module.__name__} ships no extension file; reinstall it matching duckdb {duckdb.__version__}"
+        )
     return found[0]
 
 
@@ -36,10 +38,12 @@ def _local_tables(props: dict[str, str], catalog_name: str, ns: str) -> dict[str
     uri, wh = props["uri"], props["warehouse"]
     if not uri.startswith("sqlite:///") or not wh.startswith("file://"):
         return None
-    con = sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True, timeout=10)
+    con = sqlite3.connect(f"file:{uri[len('sqlite:///') :]}?mode=ro", uri=True, timeout=10)
     try:
-        rows = con.execute("SELECT table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ? AND "
-                           "table_namespace = ?", (catalog_name, ns)).fetchall()
+        rows = con.execute(
+            "SELECT table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?",
+            (catalog_name, ns),
+        ).fetchall()
     except sqlite3.OperationalError:
         return {}  # no iceberg_tables yet: nothing was ever written
     finally:
@@ -48,7 +52,7 @@ def _local_tables(props: dict[str, str], catalog_name: str, ns: str) -> dict[str
     for name, loc in rows:
         if not loc.startswith("file://"):
             return None
-        out[name] = loc[len("file://"):]
+        out[name] = loc[len("file://") :]
     return out
 
 
@@ -101,12 +105,14 @@ def connect(spec: PipelineSpec, sql: str | None = None) -> duckdb.DuckDBPyConnec
                 _local_view(con, ns, name, local[name])
         return con
     catalog = open_catalog(spec.storage, create=False)
-    existing = {ident[-1] for ident in catalog.list_tables(ns)} if ns in {n[0] for n in catalog.list_namespaces()} else set()
+    existing = (
+        {ident[-1] for ident in catalog.list_tables(ns)} if ns in {n[0] for n in catalog.list_namespaces()} else set()
+    )
     for name in sorted(existing):
         table = catalog.load_table(f"{ns}.{name}")
         location = table.metadata_location
         if location.startswith("file://"):
-            location = location[len("file://"):]
+            location = location[len("file://") :]
         if table.current_snapshot() is None:
             cols = ", ".join(f'NULL::VARCHAR AS "{f.name}"' for f in table.schema().fields)
             con.execute(f'CREATE VIEW "{ns}"."{name}" AS SELECT {cols} WHERE false')
@@ -131,7 +137,10 @@ def _s3_secret(con, props: dict[str, str]) -> None:
         u = urlparse(endpoint)
         parts.append(f"ENDPOINT {sql_string(u.netloc)}")
         parts.append(f"USE_SSL {'true' if u.scheme == 'https' else 'false'}")
-    if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
+    if (
+        props.get("s3.path-style-access", "").lower() == "true"
+        or props.get("s3.force-virtual-addressing", "").lower() == "false"
+    ):
         parts.append("URL_STYLE 'path'")
     try:
         con.execute(f"CREATE OR REPLACE SECRET obsflow_s3 ({', '.join(parts)})")
@@ -184,7 +193,9 @@ def reader_spec(spec_path: str, warehouse: str | None, load):
         return load()  # the loader says what is wrong with the path
     try:
         st = json.loads(cached.read_text())
-        return SimpleNamespace(storage=SimpleNamespace(catalog=SimpleNamespace(**st["catalog"]), namespace=st["namespace"]))
+        return SimpleNamespace(
+            storage=SimpleNamespace(catalog=SimpleNamespace(**st["catalog"]), namespace=st["namespace"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         pass
     spec = load()
@@ -221,4 +232,3 @@ def remember_spec(spec_path: str, warehouse: str | None, spec) -> None:
         os.replace(tmp, cached)
     except OSError:
         pass  # no cache: the next query validates again
-

@@ -23,9 +23,9 @@ class SpecTopic:
 
     name: str
     key: str
-    role: str                 # "source <name>", "alerts output", "dead letters output"
-    partitions: int           # what ``topics create`` gives it
-    pattern: bool = False     # ``name`` is a regular expression matched against whole names
+    role: str  # "source <name>", "alerts output", "dead letters output"
+    partitions: int  # what ``topics create`` gives it
+    pattern: bool = False  # ``name`` is a regular expression matched against whole names
 
 
 def spec_topics(spec: PipelineSpec, *, reads_kafka: bool = True) -> list[SpecTopic]:
@@ -38,15 +38,25 @@ def spec_topics(spec: PipelineSpec, *, reads_kafka: bool = True) -> list[SpecTop
             if src.topic is not None:
                 out.append(SpecTopic(src.topic, f"sources[{i}].topic", f"source {src.name}", src.partitions))
             else:
-                out.append(SpecTopic(cast(str, src.topic_pattern), f"sources[{i}].topic_pattern", f"source {src.name}",
-                                     src.partitions, pattern=True))
+                out.append(
+                    SpecTopic(
+                        cast(str, src.topic_pattern),
+                        f"sources[{i}].topic_pattern",
+                        f"source {src.name}",
+                        src.partitions,
+                        pattern=True,
+                    )
+                )
     default_parts = max((s.partitions for s in spec.sources), default=1)
     alerts = spec.outputs.alerts_topic
     if reads_kafka and alerts and spec.alerts is not None and spec.alerts.rules:
         out.append(SpecTopic(alerts, "outputs.alerts_topic", "alerts output", default_parts))
     if spec.outputs.dead_letters_topic:
-        out.append(SpecTopic(spec.outputs.dead_letters_topic, "outputs.dead_letters_topic", "dead letters output",
-                             default_parts))
+        out.append(
+            SpecTopic(
+                spec.outputs.dead_letters_topic, "outputs.dead_letters_topic", "dead letters output", default_parts
+            )
+        )
     return out
 
 
@@ -107,9 +117,11 @@ def check_topics(spec: PipelineSpec, *, reads_kafka: bool = True, spec_arg: str 
         said += f", nor {'does' if len(rest) == 1 else 'do'} {', '.join(rest[:-1]) + ' and ' if len(rest) > 1 else ''}{rest[-1]}"
     how = []
     if fixed:
-        how.append(f"create {'them' if len(fixed) > 1 else 'it'} with `{create_hint(spec_arg)}` (or Kafka's own tools, e.g. "
-                   f"`kafka-topics.sh --bootstrap-server {spec.kafka.bootstrap} --create --topic {fixed[0].name} "
-                   f"--partitions {fixed[0].partitions}`)")
+        how.append(
+            f"create {'them' if len(fixed) > 1 else 'it'} with `{create_hint(spec_arg)}` (or Kafka's own tools, e.g. "
+            f"`kafka-topics.sh --bootstrap-server {spec.kafka.bootstrap} --create --topic {fixed[0].name} "
+            f"--partitions {fixed[0].partitions}`)"
+        )
     if len(fixed) < len(missing):
         how.append("create a topic each pattern matches, or fix the pattern")
     raise MissingTopicError(f"{said}: {'; '.join(how)}; or point the spec at existing topics.")
@@ -139,8 +151,9 @@ def topic_states(spec: PipelineSpec) -> list[TopicState]:
     return out
 
 
-def create_topics(spec: PipelineSpec, *, partitions: int | None = None, replication: int = -1,
-                  timeout: float = 30.0) -> list[tuple[SpecTopic, str]]:
+def create_topics(
+    spec: PipelineSpec, *, partitions: int | None = None, replication: int = -1, timeout: float = 30.0
+) -> list[tuple[SpecTopic, str]]:
     """Create every fixed topic the spec names that does not exist yet, with the spec
     source's ``partitions`` (outputs: the largest source's) unless ``partitions`` is given,
     and ``replication`` replicas (-1: the broker's ``default.replication.factor``).
@@ -163,8 +176,14 @@ def create_topics(spec: PipelineSpec, *, partitions: int | None = None, replicat
             results.append((t, "created"))
     if todo:
         admin = _admin(spec)
-        futures = admin.create_topics([NewTopic(n, num_partitions=partitions or t.partitions, replication_factor=replication)
-                                       for n, t in todo.items()], operation_timeout=timeout, request_timeout=timeout)
+        futures = admin.create_topics(
+            [
+                NewTopic(n, num_partitions=partitions or t.partitions, replication_factor=replication)
+                for n, t in todo.items()
+            ],
+            operation_timeout=timeout,
+            request_timeout=timeout,
+        )
         errors = []
         for name, fut in futures.items():
             try:

@@ -16,8 +16,16 @@ from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
-    BinaryType, BooleanType, DoubleType, IntegerType, ListType, LongType, MapType, NestedField,
-    StringType, TimestamptzType,
+    BinaryType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    TimestamptzType,
 )
 
 
@@ -51,11 +59,15 @@ class TableDef:
             source = self.schema.find_field(col)
             tr: DayTransform | IdentityTransform = DayTransform() if transform == "day" else IdentityTransform()
             suffix = "_day" if transform == "day" else ""
-            fields.append(PartitionField(source_id=source.field_id, field_id=1000 + i, transform=tr, name=f"{col}{suffix}"))
+            fields.append(
+                PartitionField(source_id=source.field_id, field_id=1000 + i, transform=tr, name=f"{col}{suffix}")
+            )
         return PartitionSpec(*fields)
 
     def sort_order(self) -> SortOrder:
-        return SortOrder(*[SortField(source_id=self.schema.find_field(c).field_id, transform=IdentityTransform()) for c in self.sort])
+        return SortOrder(
+            *[SortField(source_id=self.schema.find_field(c).field_id, transform=IdentityTransform()) for c in self.sort]
+        )
 
     def arrow_schema(self) -> pa.Schema:
         """Arrow schema the sink writes: pyiceberg's, with 32-bit-offset string and binary
@@ -99,7 +111,13 @@ def _schema(*cols: tuple) -> Schema:
             next_id += 2
             continue
         if typ == "map<string,string>":
-            typ = MapType(key_id=next_id + 1, key_type=StringType(), value_id=next_id + 2, value_type=StringType(), value_required=False)
+            typ = MapType(
+                key_id=next_id + 1,
+                key_type=StringType(),
+                value_id=next_id + 2,
+                value_type=StringType(),
+                value_required=False,
+            )
             fields.append(NestedField(next_id, name, typ, required=required, doc=doc))
             next_id += 3
             continue
@@ -184,7 +202,12 @@ DEAD_LETTERS = TableDef(
     doc="One row per rejected input record, with the reason and the raw bytes.",
     schema=_schema(
         ("received_at", TimestamptzType(), True),
-        ("reason", StringType(), True, "format_violation, schema_violation, size_violation, timestamp_out_of_range, enrichment_failure, late_data"),
+        (
+            "reason",
+            StringType(),
+            True,
+            "format_violation, schema_violation, size_violation, timestamp_out_of_range, enrichment_failure, late_data",
+        ),
         ("detail", StringType(), True),
         ("source", StringType(), True, "source name in the spec"),
         ("source_topic", StringType(), True),
@@ -193,10 +216,20 @@ DEAD_LETTERS = TableDef(
         ("raw", BinaryType(), False, "payload, personal data scrubbed (see raw_text), cut to the configured bound"),
         ("raw_size", LongType(), True, "size of the whole payload in bytes"),
         ("raw_truncated", BooleanType(), True),
-        ("raw_text", BooleanType(), False, "true: raw was UTF-8 text, scrubbed with placeholders; false: binary, "
-                                           "personal data masked byte for byte with '*'; null: not scrubbed"),
-        ("item_index", IntegerType(), False, "index of the span, log record or data point in its OTLP message when that item "
-                                             "was rejected alone (raw then holds the item); null for a whole record"),
+        (
+            "raw_text",
+            BooleanType(),
+            False,
+            "true: raw was UTF-8 text, scrubbed with placeholders; false: binary, "
+            "personal data masked byte for byte with '*'; null: not scrubbed",
+        ),
+        (
+            "item_index",
+            IntegerType(),
+            False,
+            "index of the span, log record or data point in its OTLP message when that item "
+            "was rejected alone (raw then holds the item); null for a whole record",
+        ),
     ),
     partition=(("received_at", "day"), ("reason", "identity")),
     sort=("received_at",),
@@ -221,8 +254,12 @@ SPANS = TableDef(
         ("status_message", StringType(), False),
         ("attributes", "map<string,string>", False, "every value as text; attribute_types says which are not strings"),
         ("resource", "map<string,string>", False),
-        ("attribute_types", "map<string,string>", False,
-         "OTLP type of each attribute that is not a string: int, double, bool, bytes, array, kvlist (absent key: string)"),
+        (
+            "attribute_types",
+            "map<string,string>",
+            False,
+            "OTLP type of each attribute that is not a string: int, double, bool, bytes, array, kvlist (absent key: string)",
+        ),
         ("resource_types", "map<string,string>", False, "the same for resource attributes"),
         ("sampling_policy", StringType(), True, "name of the policy that decided to keep the trace"),
         ("adjusted_count", DoubleType(), True, "how many spans this one stands for (1/sampling probability)"),
@@ -321,7 +358,12 @@ ALERTS = TableDef(
     schema=_schema(
         ("ts", TimestamptzType(), True),
         ("fingerprint", StringType(), True),
-        ("status", StringType(), True, "pending, firing, resolved, or inactive (a pending alert that cleared before its for)"),
+        (
+            "status",
+            StringType(),
+            True,
+            "pending, firing, resolved, or inactive (a pending alert that cleared before its for)",
+        ),
         ("rule", StringType(), True),
         ("severity", StringType(), True),
         ("labels", "map<string,string>", False),
@@ -336,9 +378,18 @@ ALERTS = TableDef(
     retention=timedelta(days=400),
 )
 
-TABLES: dict[str, TableDef] = {t.name: t for t in (EVENTS, LOGS, SPANS, TRACES, METRICS, SESSIONS, ALERTS, DEAD_LETTERS)}
+TABLES: dict[str, TableDef] = {
+    t.name: t for t in (EVENTS, LOGS, SPANS, TRACES, METRICS, SESSIONS, ALERTS, DEAD_LETTERS)
+}
 
-REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure", "late_data")
+REASONS = (
+    "format_violation",
+    "schema_violation",
+    "size_violation",
+    "timestamp_out_of_range",
+    "enrichment_failure",
+    "late_data",
+)
 
 
 def table_def(name: str) -> TableDef:

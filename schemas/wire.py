@@ -68,8 +68,13 @@ def _arrow_type(avro_type) -> tuple[pa.DataType, bool]:
             return pa.string(), False
         return _arrow_type(t)
     return {
-        "string": pa.string(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
-        "double": pa.float64(), "boolean": pa.bool_(), "bytes": pa.binary(),
+        "string": pa.string(),
+        "int": pa.int32(),
+        "long": pa.int64(),
+        "float": pa.float32(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "bytes": pa.binary(),
     }[avro_type], False
 
 

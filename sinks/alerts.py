@@ -63,12 +63,15 @@ def publish_stage_output(out, spec=None, kafka: bool = False, *, counters: RunSt
         from transforms.alerting import AlertmanagerClient
 
         key = alerts.alertmanager_url
-        client = _CLIENTS.get(key) or _CLIENTS.setdefault(key, AlertmanagerClient(key, alerts.alertmanager_timeout.total_seconds(),
-                                                                                  alerts.external_url))
+        client = _CLIENTS.get(key) or _CLIENTS.setdefault(
+            key, AlertmanagerClient(key, alerts.alertmanager_timeout.total_seconds(), alerts.external_url)
+        )
         sent = list(events or []) + list(resends)
         try:
             client.post_alerts(sent, now=int(time.time() * 1000))
-        except OSError as e:  # Alertmanager down: the events are in obs.alerts and on the topic; the next re-send retries
+        except (
+            OSError
+        ) as e:  # Alertmanager down: the events are in obs.alerts and on the topic; the next re-send retries
             log.warning("alertmanager at %s: %s (%d events not delivered)", key, e, len(sent))
 
 

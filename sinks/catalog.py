@@ -32,6 +32,7 @@ class MissingEnvError(ConfigurationError, ValueError):
 def expand_env(value: str, key_path: str) -> str:
     """Replace ``${VAR}`` with the environment's value, so credentials live in the
     environment, not in the spec. A missing variable is an error naming the key path."""
+
     def sub(m):
         name = m.group(1)
         if name not in os.environ:
@@ -77,12 +78,14 @@ def catalog_properties(storage: StorageSpec, create: bool = True) -> dict[str, s
 def _must_exist(path: Path, uri: str) -> None:
     """Raise :class:`NoWarehouseError` unless the local warehouse ``path`` and its SQLite
     catalog (``uri``, when it is a SQLite file) exist."""
-    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    db = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
     if path.is_dir() and (db is None or db.is_file()):
         return
     what = f"no warehouse at {path}" if not path.is_dir() else f"no Iceberg catalog at {db} (warehouse {path})"
-    raise NoWarehouseError(f"{what} (storage.catalog.warehouse): nothing has been written there; run `obsflow run` "
-                           f"to create it, or name an existing one with --warehouse or the spec")
+    raise NoWarehouseError(
+        f"{what} (storage.catalog.warehouse): nothing has been written there; run `obsflow run` "
+        f"to create it, or name an existing one with --warehouse or the spec"
+    )
 
 
 class NoBucketError(ConfigurationError, LookupError):
@@ -95,15 +98,22 @@ def s3_filesystem(props: dict[str, str], allow_bucket_creation: bool = False):
 
     from pyarrow import fs
 
-    kw = {"region": props.get("s3.region", "us-east-1"), "connect_timeout": 5, "request_timeout": 10,
-          "allow_bucket_creation": allow_bucket_creation}
+    kw = {
+        "region": props.get("s3.region", "us-east-1"),
+        "connect_timeout": 5,
+        "request_timeout": 10,
+        "allow_bucket_creation": allow_bucket_creation,
+    }
     if props.get("s3.access-key-id"):
         kw.update(access_key=props["s3.access-key-id"], secret_key=props.get("s3.secret-access-key", ""))
     endpoint = props.get("s3.endpoint")
     if endpoint:
         u = urlparse(endpoint)
         kw.update(endpoint_override=u.netloc or u.path, scheme=u.scheme or "https")
-    if props.get("s3.path-style-access", "").lower() == "true" or props.get("s3.force-virtual-addressing", "").lower() == "false":
+    if (
+        props.get("s3.path-style-access", "").lower() == "true"
+        or props.get("s3.force-virtual-addressing", "").lower() == "false"
+    ):
         kw["force_virtual_addressing"] = False
     return fs.S3FileSystem(**kw)
 
@@ -123,13 +133,17 @@ def check_bucket(storage: StorageSpec, spec_arg: str | None = None) -> None:
     try:
         info = s3_filesystem(props).get_file_info(bucket)
     except OSError as e:
-        raise ConnectionError(f"S3 at {where} did not answer for bucket {bucket!r} (storage.catalog.warehouse): "
-                              f"{redact(str(e).splitlines()[0], props)}. Is it running? (local: python -m infra.s3 start)") from None
+        raise ConnectionError(
+            f"S3 at {where} did not answer for bucket {bucket!r} (storage.catalog.warehouse): "
+            f"{redact(str(e).splitlines()[0], props)}. Is it running? (local: python -m infra.s3 start)"
+        ) from None
     if info.type == fs.FileType.NotFound:
         spec = f" --spec {spec_arg}" if spec_arg else " --spec FILE"
-        raise NoBucketError(f"S3 bucket {bucket!r} of storage.catalog.warehouse ({wh}) does not exist at {where}: "
-                            f"create it, e.g. `python -m infra.s3 create-bucket{spec}` (uses the spec's S3 settings) "
-                            f"or `aws s3 mb s3://{bucket}`")
+        raise NoBucketError(
+            f"S3 bucket {bucket!r} of storage.catalog.warehouse ({wh}) does not exist at {where}: "
+            f"create it, e.g. `python -m infra.s3 create-bucket{spec}` (uses the spec's S3 settings) "
+            f"or `aws s3 mb s3://{bucket}`"
+        )
 
 
 def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
@@ -157,7 +171,8 @@ def open_catalog(storage: StorageSpec, create: bool = True) -> Catalog:
         detail = redact(str(e).splitlines()[0], props) if str(e) else type(e).__name__
         raise ConnectionError(
             f"cannot open the Iceberg catalog {storage.catalog.name!r} at {_redact(props['uri'])}: {detail}. "
-            f"Is the catalog database running? (local: python -m infra.postgres start)") from None
+            f"Is the catalog database running? (local: python -m infra.postgres start)"
+        ) from None
 
 
 def _secrets(props: dict[str, str]) -> list[str]:
@@ -195,8 +210,9 @@ def _redact(uri: str) -> str:
 NO_RETRIES = ("commit.retry.num-retries", "0")
 
 
-def ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None,
-                 busy_timeout_s: float = 60.0) -> Table:
+def ensure_table(
+    catalog: Catalog, namespace: str, tdef: TableDef, retention_override=None, busy_timeout_s: float = 60.0
+) -> Table:
     """Load ``namespace.name``, creating namespace and table (with partition spec, sort
     order and retention property) if missing. Safe when several writers race: losing a
     creation race loads the winner's table, and a catalog database that is busy (SQLite's
@@ -253,8 +269,13 @@ def _ensure_table(catalog: Catalog, namespace: str, tdef: TableDef, retention_ov
     if catalog.table_exists(ident):
         return _no_internal_retries(catalog, _add_new_columns(catalog, catalog.load_table(ident), tdef))
     try:
-        return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(),
-                                    sort_order=tdef.sort_order(), properties=props)
+        return catalog.create_table(
+            ident,
+            schema=tdef.schema,
+            partition_spec=tdef.partition_spec(),
+            sort_order=tdef.sort_order(),
+            properties=props,
+        )
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
 

@@ -14,8 +14,13 @@ from core.batch import RawBatch, Rejects
 from schemas.tables import DEAD_LETTERS
 
 
-def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int, scrubber=None,
-                     item_raw: Callable[[int, int], bytes] | None = None) -> pa.Table:
+def dead_letter_rows(
+    raw: RawBatch,
+    rejects: Rejects,
+    max_raw_bytes: int,
+    scrubber=None,
+    item_raw: Callable[[int, int], bytes] | None = None,
+) -> pa.Table:
     """Rows for ``obs.dead_letters``, in (offset, item) order. A record rejected twice
     (e.g. one row per interaction of an envelope) yields one row, with the first reason.
     A reject that names an item (a span, log record or data point of an OTLP message) is
@@ -36,7 +41,9 @@ def dead_letter_rows(raw: RawBatch, rejects: Rejects, max_raw_bytes: int, scrubb
         values, is_text = scrubber.scrub_raw(values)
         details = scrubber.scrub_text(details)
     cols = {
-        "received_at": pa.array(np.asarray([raw.timestamps_ms[i] for i, _ in order], dtype=np.int64) * 1000, pa.timestamp("us", tz="UTC")),
+        "received_at": pa.array(
+            np.asarray([raw.timestamps_ms[i] for i, _ in order], dtype=np.int64) * 1000, pa.timestamp("us", tz="UTC")
+        ),
         "reason": pa.array([rejects.reasons[seen[key]] for key in order], pa.string()),
         "detail": details,
         "source": pa.array([raw.source] * len(order), pa.string()),
@@ -62,6 +69,8 @@ def require_reasons(dead: pa.Table) -> pa.Table:
         if pc.any(bad).as_py():
             k = pc.index(bad, True).as_py()
             row = dead.slice(k, 1).to_pylist()[0]
-            raise ValueError(f"dead letter without {col}: reason {row['reason']!r}, detail {row['detail']!r}, "
-                             f"{row['source_topic']}:{row['source_partition']} offset {row['source_offset']}")
+            raise ValueError(
+                f"dead letter without {col}: reason {row['reason']!r}, detail {row['detail']!r}, "
+                f"{row['source_topic']}:{row['source_partition']} offset {row['source_offset']}"
+            )
     return dead

@@ -25,8 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import (_check_pyarrow_schema_compatible, _dataframe_to_data_files, bin_pack_arrow_table,
-                                 pyarrow_to_schema, write_file)
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    _dataframe_to_data_files,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    write_file,
+)
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE, Table, TableProperties, WriteTask
 from pyiceberg.utils.config import Config
@@ -110,12 +115,27 @@ def run_counters(stats: RunStats, run_id: str | None = None) -> dict:
     for (src, what), n in sorted(snap["by_source"].items()):
         by_source.setdefault(src, {})[what] = n
     run_id = run_id or os.environ.get(RUN_ID_ENV)
-    return {"run_started": round(snap["started"], 3), "process": f"{socket.gethostname()}:{os.getpid()}",
-            **({"run_id": run_id} if run_id else {}),
-            **{k: snap[k] for k in ("records_in", "records_accepted", "records_dead", "records_dropped",
-                                    "items_in", "items_accepted", "items_dead", "items_dropped")},
-            "by_source": by_source, "dead_by_reason": dict(sorted(snap["dead_by_reason"].items())),
-            "tail_sampling": {f"{k}:{r}": n for (k, r), n in sorted(snap["tail_sampling"].items()) if n}}
+    return {
+        "run_started": round(snap["started"], 3),
+        "process": f"{socket.gethostname()}:{os.getpid()}",
+        **({"run_id": run_id} if run_id else {}),
+        **{
+            k: snap[k]
+            for k in (
+                "records_in",
+                "records_accepted",
+                "records_dead",
+                "records_dropped",
+                "items_in",
+                "items_accepted",
+                "items_dead",
+                "items_dropped",
+            )
+        },
+        "by_source": by_source,
+        "dead_by_reason": dict(sorted(snap["dead_by_reason"].items())),
+        "tail_sampling": {f"{k}:{r}": n for (k, r), n in sorted(snap["tail_sampling"].items()) if n},
+    }
 
 
 def tp_key(topic: str, partition: int) -> str:
@@ -152,14 +172,32 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter, downc
     source is a nested column or the codes would not fit 62 bits (the caller lets pyiceberg
     split those). ``downcast_ns``: pyiceberg's ``downcast-ns-timestamp-to-us-on-write``."""
     spec, schema = meta.spec(), meta.schema()
-    target = cast(int, property_as_int(meta.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-                                       TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))  # a default: never None
-    task_schema = pyarrow_to_schema(data.schema, name_mapping=schema.name_mapping, format_version=meta.format_version,
-                                    downcast_ns_timestamp_to_us=downcast_ns)
+    target = cast(
+        int,
+        property_as_int(
+            meta.properties,
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
+        ),
+    )  # a default: never None
+    task_schema = pyarrow_to_schema(
+        data.schema,
+        name_mapping=schema.name_mapping,
+        format_version=meta.format_version,
+        downcast_ns_timestamp_to_us=downcast_ns,
+    )
 
     def tasks(part: pa.Table, key: PartitionKey | None) -> list[WriteTask]:
-        return [WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key,
-                          schema=task_schema) for batches in bin_pack_arrow_table(part, target)]
+        return [
+            WriteTask(
+                write_uuid=write_uuid,
+                task_id=next(counter),
+                record_batches=batches,
+                partition_key=key,
+                schema=task_schema,
+            )
+            for batches in bin_pack_arrow_table(part, target)
+        ]
 
     if data.num_rows == 0:
         return []
@@ -176,7 +214,7 @@ def _partition_tasks(meta, data: pa.Table, write_uuid: uuid.UUID, counter, downc
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         encoded = pc.dictionary_encode(column, null_encoding="encode")  # a null key is a value of its own
-        if len(encoded.dictionary) and int(code.max(initial=0) + 1) * len(encoded.dictionary) >= 2 ** 62:
+        if len(encoded.dictionary) and int(code.max(initial=0) + 1) * len(encoded.dictionary) >= 2**62:
             return None  # codes would overflow (no table here comes close): let pyiceberg split
         code = code * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
         keys.append((pf, encoded.dictionary))
@@ -212,12 +250,18 @@ class _WrittenFiles:
     def write(cls, table: Table, data: pa.Table) -> _WrittenFiles:
         meta = table.metadata
         downcast_ns = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
-        _check_pyarrow_schema_compatible(meta.schema(), provided_schema=data.schema, format_version=meta.format_version,
-                                         downcast_ns_timestamp_to_us=downcast_ns)
+        _check_pyarrow_schema_compatible(
+            meta.schema(),
+            provided_schema=data.schema,
+            format_version=meta.format_version,
+            downcast_ns_timestamp_to_us=downcast_ns,
+        )
         write_uuid, counter = uuid.uuid4(), itertools.count(0)
         tasks = _partition_tasks(meta, data, write_uuid, counter, downcast_ns)
         if tasks is None:
-            written = _dataframe_to_data_files(table_metadata=meta, write_uuid=write_uuid, counter=counter, df=data, io=table.io)
+            written = _dataframe_to_data_files(
+                table_metadata=meta, write_uuid=write_uuid, counter=counter, df=data, io=table.io
+            )
         else:  # pyiceberg encodes the tasks' files side by side on its own pool
             written = write_file(table.io, meta, iter(tasks))
         return cls(list(written), meta.current_schema_id, meta.default_spec_id)
@@ -230,11 +274,14 @@ class _WrittenFiles:
         """One snapshot adding the files, with ``properties`` in its summary (a snapshot
         also when there are no files: it records positions). Raises pyiceberg's
         ``CommitFailedException`` when another writer committed first."""
-        merge = property_as_bool(table.metadata.properties, TableProperties.MANIFEST_MERGE_ENABLED,
-                                 TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+        merge = property_as_bool(
+            table.metadata.properties,
+            TableProperties.MANIFEST_MERGE_ENABLED,
+            TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
+        )
         with table.transaction() as txn:
             update = txn.update_snapshot(snapshot_properties=properties)
-            with (update.merge_append() if merge else update.fast_append()) as append:
+            with update.merge_append() if merge else update.fast_append() as append:
                 for f in self.data_files:
                     append.append_data_file(f)
 
@@ -256,8 +303,18 @@ class IcebergSink:
     :meth:`flush`. :meth:`flush` and :meth:`close` return once every commit has landed.
     """
 
-    def __init__(self, spec: PipelineSpec, table_names: list[str], max_retries: int = 8, background: bool = True,
-                 dedupe: bool = False, *, plan: WritePlan, counters: RunStats, run_id: str | None = None):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        table_names: list[str],
+        max_retries: int = 8,
+        background: bool = True,
+        dedupe: bool = False,
+        *,
+        plan: WritePlan,
+        counters: RunStats,
+        run_id: str | None = None,
+    ):
         # ``counters``: the run counters this sink records its commits and retries into, and
         # writes into each commit's summary (the runners give the process's ``STATS``);
         # ``run_id``: the run those counters belong to (:func:`run_counters`; a Beam job gives
@@ -271,7 +328,7 @@ class IcebergSink:
         self._topics_of = plan.topics_of
         self._stateless = plan.stateless  # (table, topic) written by flows directly
         self._reports: dict[str, dict[tuple[str, int], dict[str, int]]] = {}  # table -> (stage, shard) -> positions
-        self._flow_pos: dict[str, dict[str, int]] = {}                       # table -> tp -> next offset written
+        self._flow_pos: dict[str, dict[str, int]] = {}  # table -> tp -> next offset written
         self.spec = spec
         self.catalog = open_catalog(spec.storage)
         self.tables = load_tables(self.catalog, spec.storage, table_names)
@@ -295,7 +352,9 @@ class IcebergSink:
         # (committed past its recorded positions): each row is written only if the table
         # does not hold it yet (as a multiset; the table read once), compared by identity
         # (:data:`DEDUPE_KEYS`): content for most tables, ids for rows a stage derives with its clock
-        self._existing: dict[str, Counter] = {n: _row_counts(t.scan().to_arrow(), n) for n, t in self.tables.items()} if dedupe else {}
+        self._existing: dict[str, Counter] = (
+            {n: _row_counts(t.scan().to_arrow(), n) for n, t in self.tables.items()} if dedupe else {}
+        )
 
     def resume_offsets(self, tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
         """Where each ``topic:partition`` resumes: the smallest position over its tables.
@@ -398,7 +457,9 @@ class IcebergSink:
                 continue
             done = self.committed[name]
             if rows.num_rows and done and "source_offset" in rows.column_names:
-                keys = pc.binary_join_element_wise(rows.column("source_topic"), pc.cast(rows.column("source_partition"), pa.string()), ":")
+                keys = pc.binary_join_element_wise(
+                    rows.column("source_topic"), pc.cast(rows.column("source_partition"), pa.string()), ":"
+                )
                 floor = pa.array([done.get(k, 0) for k in keys.to_pylist()], pa.int64())
                 rows = rows.filter(pc.greater_equal(rows.column("source_offset"), floor))
             rows = self._new_rows(name, rows)
@@ -408,7 +469,7 @@ class IcebergSink:
                 p.rows += rows.num_rows
                 self._first_pending_at.setdefault(name, time.monotonic())
         d = self._stage_defs.get(out.stage)
-        for name in (d.tables if d is not None else ()):
+        for name in d.tables if d is not None else ():
             if name not in self.pending:
                 continue
             self._reports.setdefault(name, {})[(out.stage, out.shard)] = dict(out.positions)
@@ -525,15 +586,21 @@ class IcebergSink:
         while True:
             merged = dict(snapshot_offsets(table))
             written = dict(snapshot_offsets(table, WRITTEN_KEY))
-            if outages and (p.positions or p.written) and all(merged.get(k, 0) >= v for k, v in p.positions.items()) \
-                    and all(written.get(k, 0) >= v for k, v in p.written.items()):
+            if (
+                outages
+                and (p.positions or p.written)
+                and all(merged.get(k, 0) >= v for k, v in p.positions.items())
+                and all(written.get(k, 0) >= v for k, v in p.written.items())
+            ):
                 break  # the attempt that failed on the way back had landed
             for k, v in p.positions.items():
                 merged[k] = max(merged.get(k, 0), v)
             for k, v in p.written.items():
                 written[k] = max(written.get(k, 0), v)
-            props = {OFFSETS_KEY: json.dumps(merged, sort_keys=True),
-                     STATS_KEY: json.dumps(run_counters(self.counters, self.run_id), sort_keys=True, separators=(",", ":"))}
+            props = {
+                OFFSETS_KEY: json.dumps(merged, sort_keys=True),
+                STATS_KEY: json.dumps(run_counters(self.counters, self.run_id), sort_keys=True, separators=(",", ":")),
+            }
             if written:
                 props[WRITTEN_KEY] = json.dumps(written, sort_keys=True)
             try:
@@ -548,15 +615,19 @@ class IcebergSink:
                     raise
                 self.stats.retries += 1
                 self.counters.record_commit_retry(name, "conflict")
-                time.sleep(min(0.05 * 2 ** conflicts, 2.0))
+                time.sleep(min(0.05 * 2**conflicts, 2.0))
             except _TRANSIENT as e:
                 outages += 1
                 self.stats.retries += 1
                 self.counters.record_commit_retry(name, "outage")
                 if time.monotonic() > deadline:
-                    detail = redact(str(e), catalog_properties(self.spec.storage))[:200]  # redact first: a cut secret would slip through
-                    raise StorageUnavailable(f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "
-                                             f"unavailable for {self.retry_seconds:.0f}s ({type(e).__name__}: {detail})") from None
+                    detail = redact(str(e), catalog_properties(self.spec.storage))[
+                        :200
+                    ]  # redact first: a cut secret would slip through
+                    raise StorageUnavailable(
+                        f"cannot commit {data.num_rows} rows to {'.'.join(table.name())}: storage or catalog "
+                        f"unavailable for {self.retry_seconds:.0f}s ({type(e).__name__}: {detail})"
+                    ) from None
                 log.warning("commit to %s failed (%s), retrying", name, type(e).__name__)
                 time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
             table = self._reload(name, table)
@@ -597,7 +668,9 @@ DECIDED_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("sample_rate",)}
 def _row_keys(t: pa.Table, table: str | None = None) -> list[tuple]:
     """Each row's identity in ``table`` as a hashable tuple: the :data:`DEDUPE_KEYS`
     columns, else its content less :data:`DECIDED_COLUMNS` (maps in their stored order)."""
-    cols = list(DEDUPE_KEYS.get(table or "", ())) or sorted(c for c in t.column_names if c not in DECIDED_COLUMNS.get(table or "", ()))
+    cols = list(DEDUPE_KEYS.get(table or "", ())) or sorted(
+        c for c in t.column_names if c not in DECIDED_COLUMNS.get(table or "", ())
+    )
     return [tuple(repr(r[c]) for c in cols) for r in t.select(cols).to_pylist()]
 
 

@@ -44,8 +44,15 @@ log = logging.getLogger(__name__)
 client_log = logging.getLogger("obsflow.kafka.client")
 
 #: the reasons the Avro dead-letter schema (schemas/avro/dead_letter_v2.avsc) can carry
-DEAD_LETTER_REASONS = ("format_violation", "schema_violation", "size_violation", "timestamp_out_of_range", "enrichment_failure",
-                       "late_data", "internal_error")
+DEAD_LETTER_REASONS = (
+    "format_violation",
+    "schema_violation",
+    "size_violation",
+    "timestamp_out_of_range",
+    "enrichment_failure",
+    "late_data",
+    "internal_error",
+)
 
 
 class DeliveryError(ServiceUnavailable, RuntimeError):
@@ -62,7 +69,7 @@ class DeliveryError(ServiceUnavailable, RuntimeError):
 def producer_config(kspec: KafkaSpec, outputs: OutputsSpec, name: str = "obsflow") -> dict:
     conf = {
         "bootstrap.servers": kspec.bootstrap,
-        "enable.idempotence": True,       # no duplicates or reordering from librdkafka's own retries
+        "enable.idempotence": True,  # no duplicates or reordering from librdkafka's own retries
         "acks": "all",
         "max.in.flight.requests.per.connection": 5,
         "linger.ms": 20,
@@ -88,8 +95,8 @@ class KafkaProducerSink:
         conf = producer_config(kspec, outputs, name)
         conf["error_cb"] = self._on_error
         self.producer = Producer(conf)
-        self.produced: Counter = Counter()   # delivered, per topic
-        self.failed: Counter = Counter()     # not delivered, per topic
+        self.produced: Counter = Counter()  # delivered, per topic
+        self.failed: Counter = Counter()  # not delivered, per topic
         self._failures: list[tuple[str, str | None, str]] = []
         self._fatal: str | None = None
         self._lock = threading.Lock()
@@ -125,13 +132,17 @@ class KafkaProducerSink:
     def _explain(self, err: KafkaError, topic: str) -> str:
         code = err.code()
         if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
-            return (f"topic {topic!r} does not exist on {self.bootstrap} (and the broker does not create topics): "
-                    f"create it with `obsflow topics create`, or e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} "
-                    f"--create --topic {topic}` ({err.str()})")
+            return (
+                f"topic {topic!r} does not exist on {self.bootstrap} (and the broker does not create topics): "
+                f"create it with `obsflow topics create`, or e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} "
+                f"--create --topic {topic}` ({err.str()})"
+            )
         if code == KafkaError._MSG_TIMED_OUT:
-            return (f"not delivered within outputs.delivery_timeout "
-                    f"({self.outputs.delivery_timeout.total_seconds():g}s; is the broker at {self.bootstrap} up and "
-                    f"does {topic!r} exist?) ({err.str()})")
+            return (
+                f"not delivered within outputs.delivery_timeout "
+                f"({self.outputs.delivery_timeout.total_seconds():g}s; is the broker at {self.bootstrap} up and "
+                f"does {topic!r} exist?) ({err.str()})"
+            )
         return f"topic {topic!r}: {err.str()}"
 
     # -- producing -------------------------------------------------------------------------
@@ -160,7 +171,9 @@ class KafkaProducerSink:
         if failures:
             n = sum(self.failed.values())
             topics = sorted({t for t, _, _ in failures})
-            raise DeliveryError(f"{n} Kafka message(s) to {', '.join(topics)} were not delivered: {failures[0][2]}", failures)
+            raise DeliveryError(
+                f"{n} Kafka message(s) to {', '.join(topics)} were not delivered: {failures[0][2]}", failures
+            )
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every produced message is delivered or failed; raise
@@ -170,8 +183,10 @@ class KafkaProducerSink:
         remaining = self.producer.flush(timeout)
         self._raise_failures()
         if remaining:
-            raise DeliveryError(f"{remaining} Kafka message(s) still not delivered after waiting {timeout:g}s "
-                                f"(outputs.flush_timeout) for {self.bootstrap}: is the broker up?")
+            raise DeliveryError(
+                f"{remaining} Kafka message(s) still not delivered after waiting {timeout:g}s "
+                f"(outputs.flush_timeout) for {self.bootstrap}: is the broker up?"
+            )
 
     def close(self, timeout: float | None = None) -> None:
         self.flush(timeout)
@@ -201,6 +216,7 @@ class KafkaProducerSink:
 
 # -- wire shapes ---------------------------------------------------------------------------
 
+
 def alert_record(event) -> dict:
     """An alert as a dict of ``alert_event.avsc`` fields (from an AlertEvent or a dict)."""
     if hasattr(event, "to_kafka"):
@@ -226,22 +242,50 @@ def dead_letter_messages(rows, codec: str = "json"):
     import pyarrow as pa
 
     ms = rows.column("received_at").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
-    cols = {c: rows.column(c).to_pylist() for c in ("reason", "detail", "source", "source_topic", "source_partition",
-                                                     "source_offset", "raw", "raw_size", "raw_truncated")}
+    cols = {
+        c: rows.column(c).to_pylist()
+        for c in (
+            "reason",
+            "detail",
+            "source",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            "raw",
+            "raw_size",
+            "raw_truncated",
+        )
+    }
     items = rows.column("item_index").to_pylist() if "item_index" in rows.column_names else None
     if codec == "avro":
         from schemas.codecs.avro_codec import encode_confluent
     for i in range(rows.num_rows):
         topic, part, reason = cols["source_topic"][i], cols["source_partition"][i], cols["reason"][i]
         raw = cols["raw"][i]
-        rec = {"received_at": ms[i], "reason": reason, "detail": cols["detail"][i] or "", "source": cols["source"][i],
-               "source_topic": topic, "source_partition": part, "source_offset": cols["source_offset"][i],
-               "raw_size": cols["raw_size"][i]}
+        rec = {
+            "received_at": ms[i],
+            "reason": reason,
+            "detail": cols["detail"][i] or "",
+            "source": cols["source"][i],
+            "source_topic": topic,
+            "source_partition": part,
+            "source_offset": cols["source_offset"][i],
+            "raw_size": cols["raw_size"][i],
+        }
         if codec == "avro":
             if reason not in DEAD_LETTER_REASONS:
-                raise ValueError(f"dead-letter reason {reason!r} is not in schemas/avro/dead_letter_v2.avsc (add it, with a new schema id)")
-            value = encode_confluent("dead_letter", {**rec, "raw": raw, "raw_truncated": bool(cols["raw_truncated"][i]),
-                                                     "item_index": items[i] if items is not None else None})
+                raise ValueError(
+                    f"dead-letter reason {reason!r} is not in schemas/avro/dead_letter_v2.avsc (add it, with a new schema id)"
+                )
+            value = encode_confluent(
+                "dead_letter",
+                {
+                    **rec,
+                    "raw": raw,
+                    "raw_truncated": bool(cols["raw_truncated"][i]),
+                    "item_index": items[i] if items is not None else None,
+                },
+            )
         else:
             rec["raw"] = base64.b64encode(raw).decode() if raw is not None else None
             rec["raw_truncated"] = bool(cols["raw_truncated"][i])
@@ -266,8 +310,11 @@ def configure(spec: PipelineSpec) -> None:
 def producer_for(spec: PipelineSpec, counters: RunStats) -> KafkaProducerSink:
     """One shared producer per (brokers, outputs, counters) in this process, recording
     its deliveries into ``counters``."""
-    key = json.dumps([spec.kafka.bootstrap, spec.outputs.model_dump(mode="json"), spec.name, id(counters)],
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        [spec.kafka.bootstrap, spec.outputs.model_dump(mode="json"), spec.name, id(counters)],
+        sort_keys=True,
+        default=str,
+    )
     with _DEFAULT_LOCK:
         p = _DEFAULT.get(key)
         if p is None:
@@ -275,8 +322,14 @@ def producer_for(spec: PipelineSpec, counters: RunStats) -> KafkaProducerSink:
         return p
 
 
-def publish_alerts(events: Iterable, spec: PipelineSpec | None = None, *, producer: KafkaProducerSink | None = None,
-                   counters: RunStats | None = None, wait: bool = True) -> int:
+def publish_alerts(
+    events: Iterable,
+    spec: PipelineSpec | None = None,
+    *,
+    producer: KafkaProducerSink | None = None,
+    counters: RunStats | None = None,
+    wait: bool = True,
+) -> int:
     """Push alert events (objects with ``.to_kafka()`` and ``.fingerprint``, or dicts of
     ``alert_event.avsc`` fields) to ``outputs.alerts_topic``, keyed by fingerprint.
 
@@ -295,7 +348,9 @@ def publish_alerts(events: Iterable, spec: PipelineSpec | None = None, *, produc
         if not spec.outputs.alerts_topic:
             return 0
         if counters is None:
-            raise TypeError("publish_alerts needs producer=..., or counters=... (the run's RunStats) for the shared producer")
+            raise TypeError(
+                "publish_alerts needs producer=..., or counters=... (the run's RunStats) for the shared producer"
+            )
         producer = producer_for(spec, counters)
     n = producer.publish_alerts(events)
     if wait:

@@ -88,7 +88,7 @@ def _retrying(catalog: Catalog, table: Table, report: TableReport, fn: Callable[
             return fn(table)
         except CommitFailedException:
             report.retries += 1
-            time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            time.sleep(min(0.05 * 2**attempt, 2.0))
             table = catalog.load_table(table.name())
     return fn(table)
 
@@ -100,6 +100,7 @@ def _data_files(table: Table) -> pa.Table:
 
 
 # -- retention -----------------------------------------------------------------------
+
 
 def archive_settings(spec: PipelineSpec, tdef: TableDef) -> tuple[timedelta, str | None] | None:
     """``(retention, location)`` of the table's archive, or None when expired rows are
@@ -132,16 +133,29 @@ def _archive_table(catalog: Catalog, spec: PipelineSpec, tdef: TableDef) -> Tabl
     if location is None:
         wh = catalog_properties(spec.storage)["warehouse"].rstrip("/")
         location = f"{wh}/archive/{ns}/{name}"
-    props = {"write.parquet.compression-codec": "zstd", "obsflow.retention-seconds": str(int(retention.total_seconds())),
-             "obsflow.time-column": tdef.time_column, "obsflow.archive-of": tdef.name, NO_RETRIES[0]: NO_RETRIES[1]}
+    props = {
+        "write.parquet.compression-codec": "zstd",
+        "obsflow.retention-seconds": str(int(retention.total_seconds())),
+        "obsflow.time-column": tdef.time_column,
+        "obsflow.archive-of": tdef.name,
+        NO_RETRIES[0]: NO_RETRIES[1],
+    }
     try:
-        return catalog.create_table(ident, schema=tdef.schema, partition_spec=tdef.partition_spec(), sort_order=tdef.sort_order(),
-                                    location=location, properties=props)
+        return catalog.create_table(
+            ident,
+            schema=tdef.schema,
+            partition_spec=tdef.partition_spec(),
+            sort_order=tdef.sort_order(),
+            location=location,
+            properties=props,
+        )
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
 
 
-def expired_filter(spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime) -> tuple[BooleanExpression, datetime]:
+def expired_filter(
+    spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime
+) -> tuple[BooleanExpression, datetime]:
     """The rows of ``table`` past their retention at ``now``, and the flat cutoff.
 
     A retention in the spec (``storage.tables.<name>.retention``) applies to every row;
@@ -153,17 +167,23 @@ def expired_filter(spec: PipelineSpec, table: Table, tdef: TableDef, now: dateti
     if opts and opts.retention:
         cutoff = now - opts.retention
         return LessThan(term=col, value=_iso(cutoff)), cutoff
-    cutoff = now - timedelta(seconds=int(table.properties.get("obsflow.retention-seconds", tdef.retention.total_seconds())))
+    cutoff = now - timedelta(
+        seconds=int(table.properties.get("obsflow.retention-seconds", tdef.retention.total_seconds()))
+    )
     if tdef.retention_by is None:
         return LessThan(term=col, value=_iso(cutoff)), cutoff
     by, rules = tdef.retention_by
-    expr: BooleanExpression = And(NotIn(term=by, literals=[v for v, _ in rules]), LessThan(term=col, value=_iso(cutoff)))
+    expr: BooleanExpression = And(
+        NotIn(term=by, literals=[v for v, _ in rules]), LessThan(term=col, value=_iso(cutoff))
+    )
     for value, retention in rules:
         expr = Or(expr, And(EqualTo(term=by, value=value), LessThan(term=col, value=_iso(now - retention))))
     return expr, cutoff
 
 
-def apply_retention(catalog: Catalog, spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime, report: TableReport) -> Table:
+def apply_retention(
+    catalog: Catalog, spec: PipelineSpec, table: Table, tdef: TableDef, now: datetime, report: TableReport
+) -> Table:
     """Delete the rows past their retention (:func:`expired_filter`); deletes aligned to
     day partitions drop whole files.
 
@@ -179,9 +199,15 @@ def apply_retention(catalog: Catalog, spec: PipelineSpec, table: Table, tdef: Ta
         return table
     expired, cutoff = expired_filter(spec, table, tdef, now)
     archived = archive_settings(spec, tdef) is not None
-    if archived and tdef.retention_by is not None and not (spec.storage.tables.get(tdef.name) and spec.storage.tables[tdef.name].retention):
-        raise ValueError(f"storage.tables.{tdef.name}.archive: archiving needs one retention for the whole table "
-                         f"(set storage.tables.{tdef.name}.retention)")
+    if (
+        archived
+        and tdef.retention_by is not None
+        and not (spec.storage.tables.get(tdef.name) and spec.storage.tables[tdef.name].retention)
+    ):
+        raise ValueError(
+            f"storage.tables.{tdef.name}.archive: archiving needs one retention for the whole table "
+            f"(set storage.tables.{tdef.name}.retention)"
+        )
 
     def archive_then_delete(t: Table) -> Table:
         if archived:
@@ -210,8 +236,15 @@ def _delete(catalog: Catalog, t: Table, expired: BooleanExpression, report: Tabl
     return catalog.load_table(t.name())
 
 
-def _archive_expired(catalog: Catalog, spec: PipelineSpec, t: Table, tdef: TableDef, expired: BooleanExpression,
-                     cutoff: datetime, report: TableReport) -> None:
+def _archive_expired(
+    catalog: Catalog,
+    spec: PipelineSpec,
+    t: Table,
+    tdef: TableDef,
+    expired: BooleanExpression,
+    cutoff: datetime,
+    report: TableReport,
+) -> None:
     archive = _archive_table(catalog, spec, tdef)
     snap = t.current_snapshot()
     if snap is None:  # an empty table has nothing to archive
@@ -225,12 +258,16 @@ def _archive_expired(catalog: Catalog, spec: PipelineSpec, t: Table, tdef: Table
     rows = _unarchived(t, snap, expired, col, through, seq)
     if rows.num_rows == 0:
         return
-    archive.append(rows.cast(tdef.arrow_schema()),
-                   snapshot_properties={ARCHIVED_THROUGH: _iso(cutoff), ARCHIVED_SEQ: str(snap.sequence_number or 0)})
+    archive.append(
+        rows.cast(tdef.arrow_schema()),
+        snapshot_properties={ARCHIVED_THROUGH: _iso(cutoff), ARCHIVED_SEQ: str(snap.sequence_number or 0)},
+    )
     report.archived_rows += rows.num_rows
 
 
-def _unarchived(t: Table, snap: Snapshot, expired: BooleanExpression, col: str, through: str | None, seq: int) -> pa.Table:
+def _unarchived(
+    t: Table, snap: Snapshot, expired: BooleanExpression, col: str, through: str | None, seq: int
+) -> pa.Table:
     """Rows of snapshot ``snap`` matching ``expired`` that no earlier archive commit took:
     from data files added after sequence number ``seq`` every expired row; from the files
     the last archive commit covered, only rows at or above its cutoff ``through``."""
@@ -247,7 +284,11 @@ def _unarchived(t: Table, snap: Snapshot, expired: BooleanExpression, col: str, 
     if new:
         parts.append(ArrowScan(t.metadata, t.io, t.schema(), expired).to_table(new))
     if old and through is not None:
-        parts.append(ArrowScan(t.metadata, t.io, t.schema(), And(GreaterThanOrEqual(term=col, value=through), expired)).to_table(old))
+        parts.append(
+            ArrowScan(t.metadata, t.io, t.schema(), And(GreaterThanOrEqual(term=col, value=through), expired)).to_table(
+                old
+            )
+        )
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return pa.table({f.name: pa.array([], f.type) for f in schema_to_pyarrow(t.schema())})
@@ -255,6 +296,7 @@ def _unarchived(t: Table, snap: Snapshot, expired: BooleanExpression, col: str, 
 
 
 # -- compaction ----------------------------------------------------------------------
+
 
 def _partition_filter(tdef: TableDef, part: dict[str, Any]) -> BooleanExpression:
     """The row filter selecting exactly one partition of ``tdef``."""
@@ -265,7 +307,10 @@ def _partition_filter(tdef: TableDef, part: dict[str, Any]) -> BooleanExpression
                 start = datetime(value.year, value.month, value.day, tzinfo=UTC)
             else:
                 start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(value))
-            preds += [GreaterThanOrEqual(term=col, value=_iso(start)), LessThan(term=col, value=_iso(start + timedelta(days=1)))]
+            preds += [
+                GreaterThanOrEqual(term=col, value=_iso(start)),
+                LessThan(term=col, value=_iso(start + timedelta(days=1))),
+            ]
         else:
             preds.append(IsNull(term=col) if value is None else EqualTo(term=col, value=value))
     out = preds[0]
@@ -311,11 +356,18 @@ def compact(catalog: Catalog, spec: PipelineSpec, table: Table, tdef: TableDef, 
 
 # -- snapshots and orphans -----------------------------------------------------------
 
+
 def expire_snapshots(catalog: Catalog, table: Table, older_than: datetime, report: TableReport) -> Table:
     """Expire every snapshot older than ``older_than`` except the current one."""
+
     def expire(t: Table) -> Table:
         current = t.current_snapshot()
-        ids = [s.snapshot_id for s in t.snapshots() if s.timestamp_ms < older_than.timestamp() * 1000 and (current is None or s.snapshot_id != current.snapshot_id)]
+        ids = [
+            s.snapshot_id
+            for s in t.snapshots()
+            if s.timestamp_ms < older_than.timestamp() * 1000
+            and (current is None or s.snapshot_id != current.snapshot_id)
+        ]
         if ids:
             t.maintenance.expire_snapshots().by_ids(ids).commit()
         report.expired_snapshots += len(ids)
@@ -353,7 +405,8 @@ def _filesystem(spec: PipelineSpec, location: str) -> tuple[pafs.FileSystem, str
         props = catalog_properties(spec.storage)
         endpoint = props.get("s3.endpoint")
         fs = pafs.S3FileSystem(
-            access_key=props.get("s3.access-key-id"), secret_key=props.get("s3.secret-access-key"),
+            access_key=props.get("s3.access-key-id"),
+            secret_key=props.get("s3.secret-access-key"),
             region=props.get("s3.region", "us-east-1"),
             endpoint_override=urlparse(endpoint).netloc if endpoint else None,
             scheme=urlparse(endpoint).scheme if endpoint else "https",
@@ -388,8 +441,13 @@ def remove_orphans(spec: PipelineSpec, table: Table, min_age: timedelta, report:
 
 # -- all of it -----------------------------------------------------------------------
 
-def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] | None = None,
-             steps: tuple[str, ...] = ("retention", "compact", "expire", "orphans")) -> list[TableReport]:
+
+def maintain(
+    spec: PipelineSpec,
+    now: datetime | None = None,
+    tables: list[str] | None = None,
+    steps: tuple[str, ...] = ("retention", "compact", "expire", "orphans"),
+) -> list[TableReport]:
     """Run the maintenance ``steps`` on every existing table of the spec's namespace
     (or on ``tables``), archives included: an archive the retention step creates is
     maintained in the same run. Returns one report per table."""
@@ -421,8 +479,17 @@ def maintain(spec: PipelineSpec, now: datetime | None = None, tables: list[str] 
                 names.insert(i, arch)
         elif "retention" in steps:
             settings = archive_settings(spec, tdef)
-            seconds = int(settings[0].total_seconds()) if settings else int(table.properties.get("obsflow.retention-seconds", 365 * 86400))
-            table = _retrying(catalog, table, report, lambda t: _archive_retention(catalog, t, tdef, now - timedelta(seconds=seconds), report))
+            seconds = (
+                int(settings[0].total_seconds())
+                if settings
+                else int(table.properties.get("obsflow.retention-seconds", 365 * 86400))
+            )
+            table = _retrying(
+                catalog,
+                table,
+                report,
+                lambda t: _archive_retention(catalog, t, tdef, now - timedelta(seconds=seconds), report),
+            )
         if "compact" in steps:
             table = compact(catalog, spec, table, tdef, report)
         if "expire" in steps:

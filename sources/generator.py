@@ -25,16 +25,46 @@ from collections.abc import Iterator
 from core.batch import DEFAULT_MAX_BYTES, RawBatch
 
 USER_AGENTS = [
-    ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"),
-    ("web", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15"),
+    (
+        "web",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+    ),
+    (
+        "web",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15",
+    ),
     ("web", "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0"),
-    ("web", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36 Edg/129.0.0.0"),
-    ("ios", "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"),
-    ("ios", "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1"),
-    ("android", "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.6723.58 Mobile Safari/537.36"),
-    ("android", "Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.6668.100 Mobile Safari/537.36"),
+    (
+        "web",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36 Edg/129.0.0.0",
+    ),
+    (
+        "ios",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    ),
+    (
+        "ios",
+        "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+    ),
+    (
+        "android",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.6723.58 Mobile Safari/537.36",
+    ),
+    (
+        "android",
+        "Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.6668.100 Mobile Safari/537.36",
+    ),
 ]
-LOCATIONS = ["Berlin, DE", "Paris, FR", "London, GB", "New York, US", "Sao Paulo, BR", "Tokyo, JP", "Bangalore, IN", None]
+LOCATIONS = [
+    "Berlin, DE",
+    "Paris, FR",
+    "London, GB",
+    "New York, US",
+    "Sao Paulo, BR",
+    "Tokyo, JP",
+    "Bangalore, IN",
+    None,
+]
 PAGES = ["/", "/pricing", "/docs", "/blog/launch", "/features", "/about"]
 FORM_STEPS = 5
 # chance to abandon the signup form at each step (step 3 is the long one)
@@ -43,21 +73,37 @@ SERVICES = ["checkout", "signup", "search", "auth", "frontend"]
 LEVELS = [("DEBUG", 0.25), ("INFO", 0.60), ("WARN", 0.10), ("ERROR", 0.05)]
 
 EVENT_BAD_KINDS = [
-    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("not_utf8", "format_violation"),
-    ("empty", "format_violation"), ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"),
-    ("unknown_event_type", "schema_violation"), ("bad_timestamp", "schema_violation"), ("oversized", "size_violation"),
-    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"), ("bad_ip", "enrichment_failure"),
+    ("invalid_json", "format_violation"),
+    ("truncated", "format_violation"),
+    ("not_utf8", "format_violation"),
+    ("empty", "format_violation"),
+    ("wrong_type", "schema_violation"),
+    ("missing_field", "schema_violation"),
+    ("unknown_event_type", "schema_violation"),
+    ("bad_timestamp", "schema_violation"),
+    ("oversized", "size_violation"),
+    ("far_future", "timestamp_out_of_range"),
+    ("ancient", "timestamp_out_of_range"),
+    ("bad_ip", "enrichment_failure"),
 ]
 LOG_BAD_KINDS = [
-    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("not_utf8", "format_violation"),
-    ("empty", "format_violation"), ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"),
-    ("unknown_level", "schema_violation"), ("bad_trace_id", "schema_violation"), ("oversized", "size_violation"),
-    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"),
+    ("invalid_json", "format_violation"),
+    ("truncated", "format_violation"),
+    ("not_utf8", "format_violation"),
+    ("empty", "format_violation"),
+    ("wrong_type", "schema_violation"),
+    ("missing_field", "schema_violation"),
+    ("unknown_level", "schema_violation"),
+    ("bad_trace_id", "schema_violation"),
+    ("oversized", "size_violation"),
+    ("far_future", "timestamp_out_of_range"),
+    ("ancient", "timestamp_out_of_range"),
 ]
 
 
 def _iso(ms: int) -> str:
     import datetime as dt
+
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -75,10 +121,12 @@ def _public_ip(rng: random.Random) -> str:
 
 def _stack(rng: random.Random, email: str) -> str:
     fn = rng.choice(["submitForm", "validateStep", "renderPrice", "loadProfile"])
-    return (f"TypeError: Cannot read properties of undefined (reading 'value') for {email}\n"
-            f"    at {fn} (https://app.example.com/static/js/main.{_hex(rng, 8)}.js:{rng.randint(10, 999)}:{rng.randint(1, 80)})\n"
-            f"    at HTMLButtonElement.onClick (https://app.example.com/static/js/vendor.js:{rng.randint(10, 999)}:12)\n"
-            f"    at invokeGuardedCallback (react-dom.production.min.js:52:10)")
+    return (
+        f"TypeError: Cannot read properties of undefined (reading 'value') for {email}\n"
+        f"    at {fn} (https://app.example.com/static/js/main.{_hex(rng, 8)}.js:{rng.randint(10, 999)}:{rng.randint(1, 80)})\n"
+        f"    at HTMLButtonElement.onClick (https://app.example.com/static/js/vendor.js:{rng.randint(10, 999)}:12)\n"
+        f"    at invokeGuardedCallback (react-dom.production.min.js:52:10)"
+    )
 
 
 @dataclass
@@ -120,14 +168,24 @@ def _session(rng: random.Random, clock: _Clock, partition: int, seq: int) -> Ite
     user = f"user-{partition}-{rng.randint(1, 50_000)}" if rng.random() < 0.7 else None
     base = {
         "session_id": f"s-{partition}-{seq}-{_hex(rng, 8)}",
-        "user": user, "location": rng.choice(LOCATIONS), "platform": platform,
-        "user_agent": ua, "client_ip": _public_ip(rng),
+        "user": user,
+        "location": rng.choice(LOCATIONS),
+        "platform": platform,
+        "user_agent": ua,
+        "client_ip": _public_ip(rng),
     }
 
     def envelope(page: str, events: list[dict]) -> dict:
         arrival = clock.tick()
         ts = arrival - rng.randint(0, 1500)
-        return {"event_id": _hex(rng, 32), "timestamp": _iso(ts), "page": page, **base, "events": events, "_arrival": arrival}
+        return {
+            "event_id": _hex(rng, 32),
+            "timestamp": _iso(ts),
+            "page": page,
+            **base,
+            "events": events,
+            "_arrival": arrival,
+        }
 
     for _ in range(rng.randint(1, 3)):
         page = rng.choice(PAGES)
@@ -135,10 +193,15 @@ def _session(rng: random.Random, clock: _Clock, partition: int, seq: int) -> Ite
         if rng.random() < 0.6:
             yield envelope(page, [{"type": "scroll", "depth": round(rng.random(), 2)}])
         if rng.random() < 0.5:
-            yield envelope(page, [{"type": "click", "target": rng.choice(["#cta", "#nav-pricing", "a.signup", "#buy"])}])
+            yield envelope(
+                page, [{"type": "click", "target": rng.choice(["#cta", "#nav-pricing", "a.signup", "#buy"])}]
+            )
         if rng.random() < 0.03:
             email = f"{rng.choice(['ana', 'li', 'sam'])}.{rng.randint(1, 99)}@example.org"
-            yield envelope(page, [{"type": "error", "message": f"Failed to load profile of {email}", "stackTrace": _stack(rng, email)}])
+            yield envelope(
+                page,
+                [{"type": "error", "message": f"Failed to load profile of {email}", "stackTrace": _stack(rng, email)}],
+            )
     if rng.random() < 0.5:
         return
     yield envelope("/signup", [{"type": "page_view"}, {"type": "form_start", "form": "signup"}])
@@ -148,8 +211,13 @@ def _session(rng: random.Random, clock: _Clock, partition: int, seq: int) -> Ite
         events = [{"type": "form_step", "form": "signup", "step": step, "duration_ms": duration}]
         if step == 4 and rng.random() < 0.05:
             card = "4111 1111 1111 1111"
-            events.append({"type": "error", "message": f"card {card} declined",
-                           "stackTrace": f"PaymentError: declined card={card} token=Bearer {_hex(rng, 24)}\n    at pay (main.js:1:1)"})
+            events.append(
+                {
+                    "type": "error",
+                    "message": f"card {card} declined",
+                    "stackTrace": f"PaymentError: declined card={card} token=Bearer {_hex(rng, 24)}\n    at pay (main.js:1:1)",
+                }
+            )
         yield envelope(f"/signup/step-{step}", events)
         if rng.random() < ABANDON[step]:
             return
@@ -174,30 +242,46 @@ def _logs(rng: random.Random, clock: _Clock, partition: int, seed: int = 42) -> 
                 break
         service = rng.choice(SERVICES)
         user = f"user-{partition}-{rng.randint(1, 50_000)}"
-        msg = rng.choice([
-            f"request handled in {rng.randint(2, 900)} ms",
-            f"cache miss for key product:{rng.randint(1, 9999)}",
-            f"login succeeded for {user}@example.com",
-            f"retrying payment with Authorization: Bearer {_hex(rng, 32)}",
-            f"upstream call failed: api_key={_hex(rng, 20)} status=503",
-            f"charged card 5555 5555 5555 4444 amount={rng.randint(1, 500)}.00",
-            "connection pool exhausted, waiting",
-        ])
+        msg = rng.choice(
+            [
+                f"request handled in {rng.randint(2, 900)} ms",
+                f"cache miss for key product:{rng.randint(1, 9999)}",
+                f"login succeeded for {user}@example.com",
+                f"retrying payment with Authorization: Bearer {_hex(rng, 32)}",
+                f"upstream call failed: api_key={_hex(rng, 20)} status=503",
+                f"charged card 5555 5555 5555 4444 amount={rng.randint(1, 500)}.00",
+                "connection pool exhausted, waiting",
+            ]
+        )
         rec = {
-            "timestamp": _iso(ts), "level": level if rng.random() > 0.1 else level.lower(), "service": service, "message": msg,
-            "trace_id": trace_ref if rng.random() < 0.8 else None, "span_id": _hex(rng, 16),
-            "request_id": f"req-{_hex(rng, 12)}", "user_id": user if rng.random() < 0.5 else None,
-            "host": f"{service}-{rng.randint(1, 4)}", "env": "prod",
-            "attributes": {"http.status_code": rng.choice([200, 200, 200, 404, 500]), "region": rng.choice(["eu-west-1", "us-east-1"])},
+            "timestamp": _iso(ts),
+            "level": level if rng.random() > 0.1 else level.lower(),
+            "service": service,
+            "message": msg,
+            "trace_id": trace_ref if rng.random() < 0.8 else None,
+            "span_id": _hex(rng, 16),
+            "request_id": f"req-{_hex(rng, 12)}",
+            "user_id": user if rng.random() < 0.5 else None,
+            "host": f"{service}-{rng.randint(1, 4)}",
+            "env": "prod",
+            "attributes": {
+                "http.status_code": rng.choice([200, 200, 200, 404, 500]),
+                "region": rng.choice(["eu-west-1", "us-east-1"]),
+            },
             "_arrival": arrival,
         }
         yield rec
 
 
 METRIC_BAD_KINDS = [
-    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("empty", "format_violation"),
-    ("wrong_type", "schema_violation"), ("missing_field", "schema_violation"), ("unknown_kind", "schema_violation"),
-    ("far_future", "timestamp_out_of_range"), ("ancient", "timestamp_out_of_range"),
+    ("invalid_json", "format_violation"),
+    ("truncated", "format_violation"),
+    ("empty", "format_violation"),
+    ("wrong_type", "schema_violation"),
+    ("missing_field", "schema_violation"),
+    ("unknown_kind", "schema_violation"),
+    ("far_future", "timestamp_out_of_range"),
+    ("ancient", "timestamp_out_of_range"),
 ]
 ROUTES = ["/", "/checkout", "/search", "/signup", "/api/items"]
 LATENCY_BOUNDS = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]
@@ -238,14 +322,24 @@ def _metrics(rng: random.Random, clock: _Clock, partition: int) -> Iterator[dict
             counts = [0] * (len(LATENCY_BOUNDS) + 1)
             for v in obs:
                 counts[next((i for i, b in enumerate(LATENCY_BOUNDS) if v <= b), len(LATENCY_BOUNDS))] += 1
-            rec = {"name": "http.latency_ms", "kind": "HISTOGRAM", "bucket_bounds": LATENCY_BOUNDS, "bucket_counts": counts,
-                   "count": n, "sum": round(sum(obs), 3)}
+            rec = {
+                "name": "http.latency_ms",
+                "kind": "HISTOGRAM",
+                "bucket_bounds": LATENCY_BOUNDS,
+                "bucket_counts": counts,
+                "count": n,
+                "sum": round(sum(obs), 3),
+            }
         yield {**rec, "timestamp": _iso(ts), "labels": labels, "_arrival": arrival}
 
 
 SPAN_BAD_KINDS = [
-    ("invalid_json", "format_violation"), ("truncated", "format_violation"), ("empty", "format_violation"),
-    ("missing_field", "schema_violation"), ("bad_span_id", "schema_violation"), ("far_future", "timestamp_out_of_range"),
+    ("invalid_json", "format_violation"),
+    ("truncated", "format_violation"),
+    ("empty", "format_violation"),
+    ("missing_field", "schema_violation"),
+    ("bad_span_id", "schema_violation"),
+    ("far_future", "timestamp_out_of_range"),
 ]
 #: log lines per trace index: log n of a partition refers to trace int(n * LOG_TRACE_RATIO)
 LOG_TRACE_RATIO = 0.7
@@ -258,6 +352,7 @@ def trace_id_for(seed: int, k: int) -> str:
 
 def _iso_us(us: int) -> str:
     import datetime as dt
+
     return dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
 
 
@@ -273,11 +368,23 @@ def make_trace(seed: int, k: int, start_ms: int) -> list[dict]:
 
     def span(service, name, kind, start_us, dur_us, parent, status="UNSET", msg=None, **attrs):
         sid = _hex(rng, 16)
-        spans.append({"trace_id": tid, "span_id": sid, "parent_span_id": parent, "service": service, "name": name, "kind": kind,
-                      "start_time": _iso_us(start_us), "end_time": _iso_us(start_us + dur_us), "status_code": status,
-                      "status_message": msg, "attributes": {k2: str(v) for k2, v in attrs.items()},
-                      "resource": {"service.name": service, "deployment.environment": "prod"},
-                      "_end_ms": (start_us + dur_us) // 1000})
+        spans.append(
+            {
+                "trace_id": tid,
+                "span_id": sid,
+                "parent_span_id": parent,
+                "service": service,
+                "name": name,
+                "kind": kind,
+                "start_time": _iso_us(start_us),
+                "end_time": _iso_us(start_us + dur_us),
+                "status_code": status,
+                "status_message": msg,
+                "attributes": {k2: str(v) for k2, v in attrs.items()},
+                "resource": {"service.name": service, "deployment.environment": "prod"},
+                "_end_ms": (start_us + dur_us) // 1000,
+            }
+        )
         return sid
 
     if rng.random() < 0.6:
@@ -285,16 +392,51 @@ def make_trace(seed: int, k: int, start_ms: int) -> list[dict]:
         auth = int(rng.lognormvariate(8.0, 0.3))
         pay = int(rng.lognormvariate(10.5, 0.4))
         inner = auth + pay + db + 2000
-        root = span("frontend", "GET /checkout", "SERVER", t0, inner + 3000, None, "ERROR" if error else "UNSET",
-                    "upstream payment failed" if error else None, **{"http.route": "/checkout", "http.status_code": 500 if error else 200})
-        co = span("checkout", "POST /orders", "SERVER", t0 + 1000, inner, root, "ERROR" if error else "UNSET", **{"order.items": rng.randint(1, 5)})
+        root = span(
+            "frontend",
+            "GET /checkout",
+            "SERVER",
+            t0,
+            inner + 3000,
+            None,
+            "ERROR" if error else "UNSET",
+            "upstream payment failed" if error else None,
+            **{"http.route": "/checkout", "http.status_code": 500 if error else 200},
+        )
+        co = span(
+            "checkout",
+            "POST /orders",
+            "SERVER",
+            t0 + 1000,
+            inner,
+            root,
+            "ERROR" if error else "UNSET",
+            **{"order.items": rng.randint(1, 5)},
+        )
         span("auth", "Authenticate", "SERVER", t0 + 1200, auth, co)
-        span("payment", "Charge", "CLIENT", t0 + 1500 + auth, pay, co, "ERROR" if error else "OK",
-             "card declined for jane@example.org" if error else None, **{"payment.provider": rng.choice(["stripe", "adyen"])})
+        span(
+            "payment",
+            "Charge",
+            "CLIENT",
+            t0 + 1500 + auth,
+            pay,
+            co,
+            "ERROR" if error else "OK",
+            "card declined for jane@example.org" if error else None,
+            **{"payment.provider": rng.choice(["stripe", "adyen"])},
+        )
         span("checkout", "INSERT orders", "CLIENT", t0 + 1800 + auth + pay, db, co, **{"db.system": "postgresql"})
     else:
         db = int(rng.lognormvariate(8.0, 0.5)) + (2_000_000 if slow else 0)
-        root = span("frontend", "GET /search", "SERVER", t0, db + 4000, None, **{"http.route": "/search", "http.status_code": 200})
+        root = span(
+            "frontend",
+            "GET /search",
+            "SERVER",
+            t0,
+            db + 4000,
+            None,
+            **{"http.route": "/search", "http.status_code": 200},
+        )
         se = span("search", "Query", "SERVER", t0 + 800, db + 2500, root, **{"search.terms": rng.randint(1, 4)})
         span("search", "SELECT products", "CLIENT", t0 + 1200, db, se, **{"db.system": "postgresql"})
     return spans
@@ -382,9 +524,19 @@ def _span_records(seed, partition, partitions, start_ms, rate_per_s) -> Iterator
         yield {**sp, "_arrival": arrival}
 
 
-def partition_stream(signal: str, topic: str, partition: int, count: int, *, seed: int = 42, start_ms: int,
-                     rate_per_s: float = 1000.0, bad_fraction: float = 0.01, max_bytes: int = DEFAULT_MAX_BYTES,
-                     partitions: int = 4) -> Iterator[Generated]:
+def partition_stream(
+    signal: str,
+    topic: str,
+    partition: int,
+    count: int,
+    *,
+    seed: int = 42,
+    start_ms: int,
+    rate_per_s: float = 1000.0,
+    bad_fraction: float = 0.01,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    partitions: int = 4,
+) -> Iterator[Generated]:
     """The first ``count`` records of one partition's deterministic stream."""
     h = int.from_bytes(hashlib.sha256(f"{seed}/{topic}/{partition}".encode()).digest()[:8], "big")
     rng = random.Random(h)
@@ -457,9 +609,18 @@ class EmbeddedSource:
 
     def stream(self, part: EmbeddedPartition) -> Iterator[Generated]:
         n_parts = next((s.partitions for s in self.sources if s.name == part.source), 1)
-        return partition_stream(part.signal, part.topic, part.partition, part.count, seed=self.seed, start_ms=self.start_ms,
-                                rate_per_s=self.rate_per_s / max(1, len(self.partitions())), bad_fraction=self.bad_fraction,
-                                max_bytes=self.max_bytes, partitions=n_parts)
+        return partition_stream(
+            part.signal,
+            part.topic,
+            part.partition,
+            part.count,
+            seed=self.seed,
+            start_ms=self.start_ms,
+            rate_per_s=self.rate_per_s / max(1, len(self.partitions())),
+            bad_fraction=self.bad_fraction,
+            max_bytes=self.max_bytes,
+            partitions=n_parts,
+        )
 
     def batches(self, part: EmbeddedPartition, start_offset: int = 0) -> Iterator[RawBatch]:
         """Raw batches of one partition from ``start_offset`` on (offsets are 0-based
@@ -479,7 +640,9 @@ class EmbeddedSource:
             offsets.append(off)
             stamps.append(g.timestamp_ms)
             if len(values) >= self.batch_size:
-                yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps, topic_partitions=n_parts)
+                yield RawBatch(
+                    part.source, part.topic, part.partition, values, offsets, stamps, topic_partitions=n_parts
+                )
                 values, offsets, stamps = [], [], []
         if values:
             yield RawBatch(part.source, part.topic, part.partition, values, offsets, stamps, topic_partitions=n_parts)
@@ -507,7 +670,9 @@ class MaterializedSource:
         try:
             self._batches = MaterializedSource._REGISTRY[self._key]
         except KeyError:
-            raise RuntimeError("a MaterializedSource replays from memory and only runs in the process that built it") from None
+            raise RuntimeError(
+                "a MaterializedSource replays from memory and only runs in the process that built it"
+            ) from None
 
     def partitions(self) -> list[EmbeddedPartition]:
         return self._parts

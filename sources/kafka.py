@@ -62,8 +62,14 @@ _INTERNAL = re.compile(r"^(__|_confluent)")
 
 # the message accessors, unbound: ``map(_VALUE, msgs)`` reads a batch's field without a
 # Python frame per message (a list comprehension or generator costs one each)
-_ERROR, _VALUE, _OFFSET, _TIMESTAMP, _KEY, _HEADERS = (Message.error, Message.value, Message.offset, Message.timestamp,
-                                                       Message.key, Message.headers)
+_ERROR, _VALUE, _OFFSET, _TIMESTAMP, _KEY, _HEADERS = (
+    Message.error,
+    Message.value,
+    Message.offset,
+    Message.timestamp,
+    Message.key,
+    Message.headers,
+)
 
 
 class KafkaUnavailableError(ServiceUnavailable, ConnectionError):
@@ -142,8 +148,16 @@ class KafkaSource:
     this process) end unbounded reads; bounded reads end at their range's end too.
     Picklable: consumers are created by the readers, where they run."""
 
-    def __init__(self, spec: PipelineSpec, sources: list[SourceSpec] | None = None, *, counters: RunStats,
-                 deadline: float | None = None, max_records: int | None = None, batch_size: int | None = None):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        sources: list[SourceSpec] | None = None,
+        *,
+        counters: RunStats,
+        deadline: float | None = None,
+        max_records: int | None = None,
+        batch_size: int | None = None,
+    ):
         self.spec = spec
         self.counters = counters  # the readers' positions and high watermarks (consumer lag)
         self.kspec: KafkaSpec = spec.kafka
@@ -184,8 +198,13 @@ class KafkaSource:
         from confluent_kafka.admin import AdminClient
 
         k = self.kspec
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": client_log,
-                             **{key: v for key, v in k.config.items() if key.startswith(("security.", "sasl.", "ssl."))}})
+        admin = AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "logger": client_log,
+                **{key: v for key, v in k.config.items() if key.startswith(("security.", "sasl.", "ssl."))},
+            }
+        )
         attempts = k.connect_retries + 1
         delay = k.connect_backoff.total_seconds()
         started = time.monotonic()
@@ -199,15 +218,22 @@ class KafkaSource:
             except KafkaException as e:
                 err = e.args[0].str() if e.args and isinstance(e.args[0], KafkaError) else e
             if attempt < attempts:
-                log.warning("Kafka at %s did not answer (%s); attempt %d of %d, retrying in %.1fs",
-                            self.bootstrap, err, attempt, attempts, delay)
+                log.warning(
+                    "Kafka at %s did not answer (%s); attempt %d of %d, retrying in %.1fs",
+                    self.bootstrap,
+                    err,
+                    attempt,
+                    attempts,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, k.connect_backoff_max.total_seconds())
         raise KafkaUnavailableError(
             f"Kafka is not reachable at {self.bootstrap} ({err}; {attempts} attempt{'s' if attempts > 1 else ''} "
             f"over {time.monotonic() - started:.0f}s). Start a local broker with `python -m infra.kafka start` "
             f"(it prints its bootstrap address), or point kafka.bootstrap_servers in the spec "
-            f"(or $OBSFLOW_KAFKA_BOOTSTRAP) at a running one.")
+            f"(or $OBSFLOW_KAFKA_BOOTSTRAP) at a running one."
+        )
 
     def partitions(self) -> list[KafkaPartition]:
         """Every partition of every source topic, discovered from the cluster metadata."""
@@ -223,7 +249,8 @@ class KafkaSource:
                         f"Kafka topic {src.topic!r} (sources[{i}] {src.name!r}) does not exist on {self.bootstrap}. "
                         f"Create it with `obsflow topics create`, or e.g. `kafka-topics.sh --bootstrap-server {self.bootstrap} --create --topic {src.topic} "
                         f"--partitions 4`, or from Python `infra.kafka.KafkaEndpoint({self.bootstrap!r}).create_topic("
-                        f"{src.topic!r}, partitions=4)`; or set sources[{i}].topic to an existing topic.")
+                        f"{src.topic!r}, partitions=4)`; or set sources[{i}].topic to an existing topic."
+                    )
                 topics = [src.topic]
             else:
                 rx = re.compile(cast(str, src.topic_pattern))  # a source has a topic or a pattern
@@ -233,7 +260,8 @@ class KafkaSource:
                     raise MissingTopicError(
                         f"no Kafka topic on {self.bootstrap} matches sources[{i}].topic_pattern {src.topic_pattern!r} "
                         f"(source {src.name!r}; the pattern must match a whole name; topics there: {shown}). "
-                        f"Create one (`kafka-topics.sh --create --topic ...`) or fix the pattern.")
+                        f"Create one (`kafka-topics.sh --create --topic ...`) or fix the pattern."
+                    )
             for t in topics:
                 for p in sorted(existing[t].partitions):
                     out.append(KafkaPartition(src.name, src.signal, t, p, len(existing[t].partitions)))
@@ -265,13 +293,17 @@ class KafkaSource:
         delay = k.connect_backoff.total_seconds()
         for attempt in range(k.connect_retries + 1):
             try:
-                return c.get_watermark_offsets(TopicPartition(part.topic, part.partition),
-                                               timeout=k.connect_timeout.total_seconds() * 2, cached=False)
+                return c.get_watermark_offsets(
+                    TopicPartition(part.topic, part.partition),
+                    timeout=k.connect_timeout.total_seconds() * 2,
+                    cached=False,
+                )
             except KafkaException as e:
                 if attempt == k.connect_retries:
                     raise KafkaUnavailableError(
                         f"Kafka at {self.bootstrap} did not give the offsets of {part.key} ({e}); is the broker up? "
-                        f"(`python -m infra.kafka start`, or kafka.bootstrap_servers)") from None
+                        f"(`python -m infra.kafka start`, or kafka.bootstrap_servers)"
+                    ) from None
                 log.warning("offsets of %s not available (%s); retrying in %.1fs", part.key, e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, k.connect_backoff_max.total_seconds())
@@ -297,8 +329,9 @@ class KafkaSource:
     def reader(self, rng: PartitionRange) -> PartitionReader:
         return PartitionReader(self, rng)
 
-    def batches(self, part: KafkaPartition, start_offset: int, bounded: bool = True,
-                end_offset: int | None = None) -> Iterator[RawBatch]:
+    def batches(
+        self, part: KafkaPartition, start_offset: int, bounded: bool = True, end_offset: int | None = None
+    ) -> Iterator[RawBatch]:
         """Raw batches of ``part`` from ``start_offset``. ``bounded``: up to ``end_offset``
         or, if not given, the high watermark now; otherwise until the deadline/budget."""
         if bounded and end_offset is None:
@@ -402,8 +435,11 @@ class PartitionReader:
         if self.end is not None and (eof or (self._buf and self._buf[-1].offset() + 1 >= self.end)):
             self.done = True
         self._report_progress(c)
-        if self._buf and (self.done or len(self._buf) >= self.source.batch_size
-                          or time.monotonic() - self._buf_since >= self.source.kspec.poll_timeout.total_seconds()):
+        if self._buf and (
+            self.done
+            or len(self._buf) >= self.source.batch_size
+            or time.monotonic() - self._buf_since >= self.source.kspec.poll_timeout.total_seconds()
+        ):
             return self._flush()
         self._maybe_commit_group()
         return None
@@ -424,8 +460,18 @@ class PartitionReader:
             self.done = True
         self._maybe_commit_group()
         p = self.part
-        return RawBatch(p.source, p.topic, p.partition, values, offsets, stamps, keys, headers, p.topic_partitions or None,
-                        lag=self._lag(high))
+        return RawBatch(
+            p.source,
+            p.topic,
+            p.partition,
+            values,
+            offsets,
+            stamps,
+            keys,
+            headers,
+            p.topic_partitions or None,
+            lag=self._lag(high),
+        )
 
     def _lag(self, high: int | None) -> int:
         """Records between this reader's position and ``high`` (-1: not known). The
@@ -469,8 +515,9 @@ class PartitionReader:
             return
         self._last_group_commit = time.monotonic()
         try:
-            self._consumer.commit(offsets=[TopicPartition(self.part.topic, self.part.partition, self.position)],
-                                  asynchronous=True)
+            self._consumer.commit(
+                offsets=[TopicPartition(self.part.topic, self.part.partition, self.position)], asynchronous=True
+            )
             self._committed_group = self.position
         except KafkaException as e:  # lag reporting is best effort
             log.debug("group commit for %s failed: %s", self.part.key, e)

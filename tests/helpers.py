@@ -72,8 +72,12 @@ def shared_spec(catalog_properties: dict) -> PipelineSpec:
     props = dict(catalog_properties)
     keep = {k: v for k, v in props.items() if k.startswith("s3.") or k == "py-io-impl"}
     data = default_data()
-    data["storage"]["catalog"] = {"name": props["name"], "uri": props["uri"], "warehouse": props["warehouse"],
-                                  "properties": {k: str(v) for k, v in keep.items()}}
+    data["storage"]["catalog"] = {
+        "name": props["name"],
+        "uri": props["uri"],
+        "warehouse": props["warehouse"],
+        "properties": {k: str(v) for k, v in keep.items()},
+    }
     return parse_spec(data)
 
 
@@ -111,9 +115,9 @@ def sorted_rows(table: pa.Table, keys: list[str]) -> list[dict]:
 
 @dataclass
 class Truth:
-    dead: dict[tuple[str, int, int], str]       # (topic, partition, offset) -> reason
-    kinds: dict[tuple[str, int, int], str]      # (topic, partition, offset) -> malformation kind
-    event_rows: int                              # rows the good product events make
+    dead: dict[tuple[str, int, int], str]  # (topic, partition, offset) -> reason
+    kinds: dict[tuple[str, int, int], str]  # (topic, partition, offset) -> malformation kind
+    event_rows: int  # rows the good product events make
     log_rows: int
     records: int
 
@@ -136,7 +140,9 @@ def ground_truth(source: EmbeddedSource) -> Truth:
 
 
 def embedded(spec: PipelineSpec, count: int, seed: int = 42, batch_size: int = 1000) -> EmbeddedSource:
-    return EmbeddedSource(spec.sources, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=batch_size)
+    return EmbeddedSource(
+        spec.sources, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=batch_size
+    )
 
 
 def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
@@ -178,19 +184,32 @@ class ListSource:
         self.source, self.topic, self.signal, self.parts = source, topic, signal, parts
 
     def partitions(self):
-        return [EmbeddedPartition(self.source, self.signal, self.topic, p, len(r)) for p, r in sorted(self.parts.items())]
+        return [
+            EmbeddedPartition(self.source, self.signal, self.topic, p, len(r)) for p, r in sorted(self.parts.items())
+        ]
 
     def batches(self, part, start_offset: int = 0):
         for off, (v, ts) in enumerate(self.parts[part.partition]):
             if off >= start_offset:
-                yield RawBatch(self.source, self.topic, part.partition, [v], [off], [ts], topic_partitions=len(self.parts))
+                yield RawBatch(
+                    self.source, self.topic, part.partition, [v], [off], [ts], topic_partitions=len(self.parts)
+                )
 
 
 def metric_spec(warehouse, rollup: dict, alerts: dict | None = None, partitions: int = 2, shards: int = 2):
-    d = {"name": "t", "storage": {"catalog": {"warehouse": str(warehouse)}},
-         "sources": [{"name": "metrics", "topic": "metrics", "signal": "metric", "partitions": partitions}],
-         "flows": [{"name": "m", "source": "metrics", "sink": {"table": "metrics"},
-                    "steps": [{"kind": "validate"}, {"kind": "rollup", "shards": shards, "config": rollup}]}]}
+    d = {
+        "name": "t",
+        "storage": {"catalog": {"warehouse": str(warehouse)}},
+        "sources": [{"name": "metrics", "topic": "metrics", "signal": "metric", "partitions": partitions}],
+        "flows": [
+            {
+                "name": "m",
+                "source": "metrics",
+                "sink": {"table": "metrics"},
+                "steps": [{"kind": "validate"}, {"kind": "rollup", "shards": shards, "config": rollup}],
+            }
+        ],
+    }
     if alerts:
         d["alerts"] = alerts
     return parse_spec(d)

@@ -73,7 +73,11 @@ class Enricher:
         if self.step.service_metadata and self.signal == "log" and self.services:
             enc = pc.dictionary_encode(t.column("service").combine_chunks())
             metas = [self.services.get(s) for s in enc.dictionary.to_pylist()]
-            t = t.append_column("service_team", pa.array([m.team if m else None for m in metas], pa.string()).take(enc.indices))
-            t = t.append_column("service_tier", pa.array([m.tier if m else None for m in metas], pa.string()).take(enc.indices))
+            t = t.append_column(
+                "service_team", pa.array([m.team if m else None for m in metas], pa.string()).take(enc.indices)
+            )
+            t = t.append_column(
+                "service_tier", pa.array([m.tier if m else None for m in metas], pa.string()).take(enc.indices)
+            )
         batch.table = t
         return batch

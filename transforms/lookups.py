@@ -18,9 +18,20 @@ import numpy as np
 
 
 _V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 blocks
-    ("0.0.0.0", 8), ("10.0.0.0", 8), ("100.64.0.0", 10), ("127.0.0.0", 8), ("169.254.0.0", 16), ("172.16.0.0", 12),
-    ("192.0.0.0", 24), ("192.0.2.0", 24), ("192.168.0.0", 16), ("198.18.0.0", 15), ("198.51.100.0", 24),
-    ("203.0.113.0", 24), ("224.0.0.0", 4), ("240.0.0.0", 4),
+    ("0.0.0.0", 8),
+    ("10.0.0.0", 8),
+    ("100.64.0.0", 10),
+    ("127.0.0.0", 8),
+    ("169.254.0.0", 16),
+    ("172.16.0.0", 12),
+    ("192.0.0.0", 24),
+    ("192.0.2.0", 24),
+    ("192.168.0.0", 16),
+    ("198.18.0.0", 15),
+    ("198.51.100.0", 24),
+    ("203.0.113.0", 24),
+    ("224.0.0.0", 4),
+    ("240.0.0.0", 4),
 ]
 _blocks: dict[int, set[int]] = {}
 for _net, _plen in _V4_NON_GLOBAL:
@@ -96,8 +107,11 @@ class _CityTree:
         self.record_size = record_size
         self.node_bytes = record_size * 2 // 8
         # the tree as one row of bytes per node (a plain array over the file's memory map)
-        self.tree = np.memmap(path, dtype=np.uint8, mode="r", shape=(node_count * self.node_bytes,)).view(np.ndarray) \
+        self.tree = (
+            np.memmap(path, dtype=np.uint8, mode="r", shape=(node_count * self.node_bytes,))
+            .view(np.ndarray)
             .reshape(node_count, self.node_bytes)
+        )
         node = 0
         if ip_version == 6:
             for _ in range(96):
@@ -116,8 +130,10 @@ class _CityTree:
             return (b(0) << 16) | (b(1) << 8) | b(2), (b(3) << 16) | (b(4) << 8) | b(5)
         if self.record_size == 28:
             mid = b(3)
-            return (((mid & 0xF0) << 20) | (b(0) << 16) | (b(1) << 8) | b(2),
-                    ((mid & 0x0F) << 24) | (b(4) << 16) | (b(5) << 8) | b(6))
+            return (
+                ((mid & 0xF0) << 20) | (b(0) << 16) | (b(1) << 8) | b(2),
+                ((mid & 0x0F) << 24) | (b(4) << 16) | (b(5) << 8) | b(6),
+            )
         return ((b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3), (b(4) << 24) | (b(5) << 16) | (b(6) << 8) | b(7))
 
     def descend(self, v4: np.ndarray) -> np.ndarray:

@@ -64,15 +64,21 @@ if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, nev
 # Bounded as RFC 5321 bounds an address (local part <= 64, a label <= 63): with unbounded
 # runs, Python's backtracking ``re`` (the binary path) took quadratic time on a long run of
 # letters (a 1 MB dead-letter payload of one letter: 6 minutes); bounded, it is linear.
-EMAIL = (r"[A-Za-z0-9._%+\-]{1,64}(?:@|%40)[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*"
-         r"\.[A-Za-z]{2,63}")
+EMAIL = (
+    r"[A-Za-z0-9._%+\-]{1,64}(?:@|%40)[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*"
+    r"\.[A-Za-z]{2,63}"
+)
 BEARER = r"(?i)\bbearer(?:\s|%20|\+)+[A-Za-z0-9\-._~+/]+=*"
 JWT = r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"
-API_KEY_ASSIGN = (r"(?i)(api[_\- ]?key|apikey|access[_\- ]?key|secret[_\- ]?key|client[_\- ]?secret|auth[_\- ]?token|"
-                  r"access[_\- ]?token|refresh[_\- ]?token|x-api-key|password|passwd|token|secret)"
-                  r"(\s*[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-./+=]{6,}")
-API_KEY_KNOWN = (r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
-                 r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z\-_]{35}")
+API_KEY_ASSIGN = (
+    r"(?i)(api[_\- ]?key|apikey|access[_\- ]?key|secret[_\- ]?key|client[_\- ]?secret|auth[_\- ]?token|"
+    r"access[_\- ]?token|refresh[_\- ]?token|x-api-key|password|passwd|token|secret)"
+    r"(\s*[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9_\-./+=]{6,}"
+)
+API_KEY_KNOWN = (
+    r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z\-_]{35}"
+)
 CARD_CANDIDATE = r"\d(?:[ \-]?\d){12,18}"
 CARD_HINT = r"\d(?:[ \-]?\d){12}"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -85,8 +91,21 @@ REDACTED = "[REDACTED]"
 IDENTIFIER_COLUMNS = frozenset({"event_id", "session_id", "service", "request_id", "host", "env"})
 #: string columns never rewritten: validated codes and hex ids (checked before scrubbing),
 #: and the columns pseudonymized or anonymized on their own
-EXEMPT_COLUMNS = frozenset({"trace_id", "span_id", "parent_span_id", "event_type", "level", "kind", "status_code",
-                            "temporality", "user_id", "client_ip", "_i"})
+EXEMPT_COLUMNS = frozenset(
+    {
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "event_type",
+        "level",
+        "kind",
+        "status_code",
+        "temporality",
+        "user_id",
+        "client_ip",
+        "_i",
+    }
+)
 
 _CARD_RUN = re.compile(r"\d(?:[ \-]?\d){12,}")  # maximal runs of 13 digits or more
 _SEP = re.compile(r"[ \-]")
@@ -201,10 +220,10 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
         while k < len(groups):
             hit = None
             for j in range(k, len(groups)):
-                n = sum(e - s for s, e in groups[k:j + 1])
+                n = sum(e - s for s, e in groups[k : j + 1])
                 if n > 19:
                     break
-                if n >= 13 and _card_number("".join(run[s:e] for s, e in groups[k:j + 1])):
+                if n >= 13 and _card_number("".join(run[s:e] for s, e in groups[k : j + 1])):
                     hit = j
             if hit is None:
                 k += 1
@@ -241,7 +260,8 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
     if not value:
         raise MissingKeyError(
             f"no pseudonymization key: set the environment variable {privacy.pseudonym_key_env} "
-            f"(or privacy.pseudonym_key in the spec) to a secret of at least 16 characters")
+            f"(or privacy.pseudonym_key in the spec) to a secret of at least 16 characters"
+        )
     if len(value) < 16:
         raise MissingKeyError(f"{privacy.pseudonym_key_env} is too short: use at least 16 characters")
     return value.encode()
@@ -260,9 +280,11 @@ _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
 _JSON_CHARS = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
 _JSON_STR = r'"(' + _JSON_CHARS + r')"'
 #: ``"key": "value"`` (group 1: up to the value, group 2: the key)
-_JSON_KEY_VALUE = re.compile(r'(' + _JSON_STR + r'\s*:\s*)"' + _JSON_CHARS + '"')
+_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r'\s*:\s*)"' + _JSON_CHARS + '"')
 #: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}``
-_OTLP_KEY_VALUE = re.compile(r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"' + _JSON_CHARS + '"')
+_OTLP_KEY_VALUE = re.compile(
+    r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"' + _JSON_CHARS + '"'
+)
 
 
 #: literals (lowered) one of which every API_KEY_KNOWN and API_KEY_ASSIGN match holds
@@ -300,8 +322,9 @@ class Scrubber:
     maps and dead letters are scrubbed all the same; user ids and IPs are not stored by
     such a flow, so no key is required)."""
 
-    def __init__(self, signal: str, step: ScrubStep, privacy: PrivacySpec, implicit: bool = False,
-                 hotpath: str | None = None):
+    def __init__(
+        self, signal: str, step: ScrubStep, privacy: PrivacySpec, implicit: bool = False, hotpath: str | None = None
+    ):
         self.signal = signal
         #: ``native``: prefilter + caches; ``python``: the reference (same output)
         self.hotpath = hotpath or chosen_hotpath()
@@ -322,8 +345,12 @@ class Scrubber:
         self._sensitive_py: re.Pattern | None = None
         self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
-        hints = ([r"@|%40"] if step.emails else []) + ([r"(?i:earer)|eyJ"] if step.bearer_tokens else []) \
-            + ([API_KEY_HINT.replace("(?i)", "(?i:") + ")"] if step.api_keys else []) + ([CARD_HINT] if step.card_numbers else [])
+        hints = (
+            ([r"@|%40"] if step.emails else [])
+            + ([r"(?i:earer)|eyJ"] if step.bearer_tokens else [])
+            + ([API_KEY_HINT.replace("(?i)", "(?i:") + ")"] if step.api_keys else [])
+            + ([CARD_HINT] if step.card_numbers else [])
+        )
         self._any_hint = "|".join(hints) if hints else None
 
     # -- free text ---------------------------------------------------------------------
@@ -350,7 +377,9 @@ class Scrubber:
             enc = pc.dictionary_encode(col)
             if len(enc.dictionary) < len(col):
                 d = enc.dictionary
-                return _rewrite(d, pc.match_substring_regex(d, self._any_hint), self._scrub_candidates).take(enc.indices)
+                return _rewrite(d, pc.match_substring_regex(d, self._any_hint), self._scrub_candidates).take(
+                    enc.indices
+                )
         return _rewrite(col, pc.match_substring_regex(col, self._any_hint), self._scrub_candidates)
 
     def _hint_mask(self, col: pa.Array) -> pa.Array | None:
@@ -358,8 +387,10 @@ class Scrubber:
         regex matches; nulls false), or None when no value may."""
         if _native is not None and pa.types.is_string(col.type):
             _validity, offsets, data = col.buffers()
-            flags = np.frombuffer(_native.scrub_hints(offsets, data if data is not None else _NO_DATA, col.offset, len(col)),
-                                  dtype=np.bool_)
+            flags = np.frombuffer(
+                _native.scrub_hints(offsets, data if data is not None else _NO_DATA, col.offset, len(col)),
+                dtype=np.bool_,
+            )
             if not flags.any():
                 return None
             mask = pa.array(flags)
@@ -392,18 +423,32 @@ class Scrubber:
     def _scrub_candidates(self, col: pa.Array) -> pa.Array:
         s = self.step
         if s.emails:
-            col = _rewrite(col, pc.or_(pc.match_substring(col, "@"), pc.match_substring(col, "%40")),
-                           lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"))
+            col = _rewrite(
+                col,
+                pc.or_(pc.match_substring(col, "@"), pc.match_substring(col, "%40")),
+                lambda c: pc.replace_substring_regex(c, EMAIL, "[EMAIL]"),
+            )
         if s.bearer_tokens:
-            col = _rewrite(col, pc.match_substring(col, "earer", ignore_case=True),
-                           lambda c: pc.replace_substring_regex(c, BEARER, "Bearer [TOKEN]"))
+            col = _rewrite(
+                col,
+                pc.match_substring(col, "earer", ignore_case=True),
+                lambda c: pc.replace_substring_regex(c, BEARER, "Bearer [TOKEN]"),
+            )
             col = _rewrite(col, pc.match_substring(col, "eyJ"), lambda c: pc.replace_substring_regex(c, JWT, "[TOKEN]"))
         if s.api_keys:
-            col = _rewrite(col, pc.match_substring_regex(col, API_KEY_HINT), lambda c: pc.replace_substring_regex(
-                pc.replace_substring_regex(c, API_KEY_KNOWN, "[API_KEY]"), API_KEY_ASSIGN, r"\1\2[API_KEY]"))
+            col = _rewrite(
+                col,
+                pc.match_substring_regex(col, API_KEY_HINT),
+                lambda c: pc.replace_substring_regex(
+                    pc.replace_substring_regex(c, API_KEY_KNOWN, "[API_KEY]"), API_KEY_ASSIGN, r"\1\2[API_KEY]"
+                ),
+            )
         if s.card_numbers:
-            col = _rewrite(col, pc.match_substring_regex(col, CARD_CANDIDATE),
-                           lambda c: pa.array([None if v is None else _mask_cards(v) for v in c.to_pylist()], pa.string()))
+            col = _rewrite(
+                col,
+                pc.match_substring_regex(col, CARD_CANDIDATE),
+                lambda c: pa.array([None if v is None else _mask_cards(v) for v in c.to_pylist()], pa.string()),
+            )
         return col
 
     # -- identifiers and maps ------------------------------------------------------------
@@ -439,8 +484,12 @@ class Scrubber:
             hide = pc.fill_null(pc.and_(pc.match_substring_regex(keys, self.sensitive), pc.is_valid(items)), False)
             if pc.any(hide).as_py():
                 items = pc.if_else(hide, pa.scalar(REDACTED), items)
-        new = pa.MapArray.from_arrays(pc.subtract(offsets, first), self.scrub_text(keys), self.scrub_text(items),
-                                      mask=col.is_null() if col.null_count else None)
+        new = pa.MapArray.from_arrays(
+            pc.subtract(offsets, first),
+            self.scrub_text(keys),
+            self.scrub_text(items),
+            mask=col.is_null() if col.null_count else None,
+        )
         return new.cast(col.type) if new.type != col.type else new
 
     # -- users and IPs ------------------------------------------------------------------
@@ -451,7 +500,9 @@ class Scrubber:
         enc = pc.dictionary_encode(col)
         keyed = self._keyed_hmac
         if keyed is None:
-            keyed = self._keyed_hmac = hmac.new(cast(bytes, self.key), digestmod=hashlib.sha256)  # keyed once, copied per id
+            keyed = self._keyed_hmac = hmac.new(
+                cast(bytes, self.key), digestmod=hashlib.sha256
+            )  # keyed once, copied per id
 
         def pseudonym(u: str) -> str:
             h = keyed.copy()
@@ -463,12 +514,16 @@ class Scrubber:
             if len(d) == 0:
                 return pa.nulls(len(col), pa.string())
             _validity, offsets, data = d.buffers()
-            hexes = _native.pseudonyms(cast(bytes, self.key), offsets, data if data is not None else _NO_DATA, d.offset, len(d))
+            hexes = _native.pseudonyms(
+                cast(bytes, self.key), offsets, data if data is not None else _NO_DATA, d.offset, len(d)
+            )
             ends = pa.py_buffer(np.arange(0, 32 * (len(d) + 1), 32, dtype=np.int32))
             return pa.Array.from_buffers(pa.string(), len(d), [None, ends, pa.py_buffer(hexes)]).take(enc.indices)
         if self.hotpath == "native":  # the same pseudonyms, each computed once per process (bounded)
             cache = self._pseudonyms
-            uniq = [None if u is None else (cache.get(u) or cache.put(u, pseudonym(u))) for u in enc.dictionary.to_pylist()]
+            uniq = [
+                None if u is None else (cache.get(u) or cache.put(u, pseudonym(u))) for u in enc.dictionary.to_pylist()
+            ]
         else:
             uniq = [None if u is None else pseudonym(u) for u in enc.dictionary.to_pylist()]
         return pa.array(uniq, pa.string()).take(enc.indices)
@@ -486,7 +541,9 @@ class Scrubber:
     def _anonymize(self, col: pa.Array) -> pa.Array:
         if self.privacy.ipv4_prefix == 24:
             is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
-            fast = pc.if_else(is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string()))
+            fast = pc.if_else(
+                is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string())
+            )
             rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
             if not pc.any(rest).as_py():
                 return fast
@@ -585,7 +642,12 @@ class Scrubber:
                     n = data[start - 1]
                     for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
                         end = start + length
-                        if end < k.end() or end > run_end + 1 or end >= len(data) or not _KEY.fullmatch(text, start, end):
+                        if (
+                            end < k.end()
+                            or end > run_end + 1
+                            or end >= len(data)
+                            or not _KEY.fullmatch(text, start, end)
+                        ):
                             continue
                         if _mask_value_at(data, end):
                             break

@@ -17,10 +17,27 @@ import pyarrow.compute as pc
 from schemas.tables import TableDef
 from transforms.batch import INDEX, Batch
 
-_EVENT_TOP = {"event_id": "event_id", "timestamp": "ts", "page": "page", "session_id": "session_id", "user": "user_id",
-              "location": "reported_location", "platform": "platform", "user_agent": "user_agent", "client_ip": "client_ip"}
-_EVENT_INNER = {"type": "event_type", "target": "target", "depth": "scroll_depth", "form": "form", "step": "form_step",
-                "duration_ms": "duration_ms", "message": "error_message", "stackTrace": "error_stack"}
+_EVENT_TOP = {
+    "event_id": "event_id",
+    "timestamp": "ts",
+    "page": "page",
+    "session_id": "session_id",
+    "user": "user_id",
+    "location": "reported_location",
+    "platform": "platform",
+    "user_agent": "user_agent",
+    "client_ip": "client_ip",
+}
+_EVENT_INNER = {
+    "type": "event_type",
+    "target": "target",
+    "depth": "scroll_depth",
+    "form": "form",
+    "step": "form_step",
+    "duration_ms": "duration_ms",
+    "message": "error_message",
+    "stackTrace": "error_stack",
+}
 _LOG = {"timestamp": "ts", "user_id": "user_id"}
 
 
@@ -61,10 +78,14 @@ def annotate(batch: Batch) -> pa.Table:
     idx = t.column(INDEX).to_numpy()
     n = t.num_rows
     t = t.drop_columns([INDEX])
-    t = t.append_column("source_topic", pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string()))
+    t = t.append_column(
+        "source_topic", pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string())
+    )
     t = t.append_column("source_partition", pa.array(np.full(n, raw.partition, dtype=np.int32)))
     t = t.append_column("source_offset", pa.array(np.asarray(raw.offsets, dtype=np.int64)[idx]))
-    t = t.append_column("ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC")))
+    t = t.append_column(
+        "ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC"))
+    )
     return t
 
 

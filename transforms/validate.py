@@ -66,8 +66,10 @@ def unknown_field_hints(doc: dict, fields: list[str], inner: list[str], event_ty
                 if key in inner:
                     continue
                 if "type" not in e and key in event_types:
-                    out.append(f"events[{i}]: unknown field {key!r} (an interaction names its kind in 'type': "
-                               f"{{\"type\": \"{key}\", ...}})")
+                    out.append(
+                        f"events[{i}]: unknown field {key!r} (an interaction names its kind in 'type': "
+                        f'{{"type": "{key}", ...}})'
+                    )
                 else:
                     close = _suggest(key, inner)
                     out.append(f"events[{i}]: unknown field {key!r}" + (f" (did you mean {close!r}?)" if close else ""))
@@ -162,11 +164,23 @@ class Validator:
             return
         kind = pc.utf8_lower(t.column("kind"))
         batch.table = t = t.set_column(t.column_names.index("kind"), "kind", kind)
-        bad = pc.fill_null(pc.invert(pc.is_in(kind, value_set=pa.array(["counter", "gauge", "histogram", "summary"]))), False)
+        bad = pc.fill_null(
+            pc.invert(pc.is_in(kind, value_set=pa.array(["counter", "gauge", "histogram", "summary"]))), False
+        )
         if pc.any(bad).as_py():
-            batch.reject_mask(bad, "schema_violation", pc.coalesce(pc.binary_join_element_wise(
-                "kind: unknown metric kind ", pc.utf8_slice_codeunits(t.column("kind"), 0, 40),
-                "; expected COUNTER, GAUGE, HISTOGRAM or SUMMARY", ""), "kind: required field is missing or null"))
+            batch.reject_mask(
+                bad,
+                "schema_violation",
+                pc.coalesce(
+                    pc.binary_join_element_wise(
+                        "kind: unknown metric kind ",
+                        pc.utf8_slice_codeunits(t.column("kind"), 0, 40),
+                        "; expected COUNTER, GAUGE, HISTOGRAM or SUMMARY",
+                        "",
+                    ),
+                    "kind: required field is missing or null",
+                ),
+            )
         value = t.column("value")
         needs = pc.is_in(kind, value_set=pa.array(["counter", "gauge"]))
         novalue = pc.fill_null(pc.and_(needs, pc.invert(pc.fill_null(pc.is_finite(value), False))), False)
@@ -174,7 +188,9 @@ class Validator:
             batch.reject_mask(novalue, "schema_violation", "value: a counter or gauge sample needs a finite value")
         nobuckets = pc.fill_null(pc.and_(pc.equal(kind, "histogram"), pc.is_null(t.column("bucket_counts"))), False)
         if pc.any(nobuckets).as_py():
-            batch.reject_mask(nobuckets, "schema_violation", "bucket_counts: a histogram sample needs its bucket counts")
+            batch.reject_mask(
+                nobuckets, "schema_violation", "bucket_counts: a histogram sample needs its bucket counts"
+            )
         self._exact_counts(batch)
         t = batch.table
         if "temporality" in t.column_names and t.column("temporality").null_count < t.num_rows:
@@ -183,9 +199,16 @@ class Validator:
             # a sample without temporality is valid (is_in reads null as "not in the set": exclude it)
             unknown = pc.and_(pc.is_valid(temp), pc.invert(pc.is_in(temp, value_set=pa.array(["cumulative", "delta"]))))
             if pc.any(unknown).as_py():
-                batch.reject_mask(unknown, "schema_violation", pc.binary_join_element_wise(
-                    "temporality: unknown temporality ", pc.utf8_slice_codeunits(t.column("temporality"), 0, 40),
-                    "; expected CUMULATIVE or DELTA", ""))
+                batch.reject_mask(
+                    unknown,
+                    "schema_violation",
+                    pc.binary_join_element_wise(
+                        "temporality: unknown temporality ",
+                        pc.utf8_slice_codeunits(t.column("temporality"), 0, 40),
+                        "; expected CUMULATIVE or DELTA",
+                        "",
+                    ),
+                )
 
     @staticmethod
     def _exact_counts(batch: Batch) -> None:
@@ -198,8 +221,16 @@ class Validator:
         if "count" in t.column_names and pa.types.is_integer(t.schema.field("count").type):
             big = pc.fill_null(pc.greater_equal(t.column("count"), limit), False)
             if pc.any(big).as_py():
-                batch.reject_mask(big, "schema_violation", pc.binary_join_element_wise(
-                    "count: ", pc.cast(t.column("count"), pa.string()), " is 2**53 or more, beyond what a rollup adds exactly", ""))
+                batch.reject_mask(
+                    big,
+                    "schema_violation",
+                    pc.binary_join_element_wise(
+                        "count: ",
+                        pc.cast(t.column("count"), pa.string()),
+                        " is 2**53 or more, beyond what a rollup adds exactly",
+                        "",
+                    ),
+                )
                 t = batch.table
         if "bucket_counts" in t.column_names and t.num_rows:
             bc = t.column("bucket_counts")
@@ -210,8 +241,11 @@ class Validator:
                 if over.any():
                     rows = np.zeros(t.num_rows, bool)
                     rows[np.unique(pc.list_parent_indices(bc).to_numpy()[over])] = True
-                    batch.reject_mask(rows, "schema_violation",
-                                      "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly")
+                    batch.reject_mask(
+                        rows,
+                        "schema_violation",
+                        "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly",
+                    )
 
     def _correct_clock_skew(self, batch: Batch) -> None:
         """Shift each event time by its record's clock skew (see :func:`clock_skew_ms`): the
@@ -269,7 +303,9 @@ class Validator:
                 d = delta[k] / 1000.0
                 when = "after" if d > 0 else "before"
                 limit = self.step.max_future if d > 0 else self.step.max_past
-                details[k] = f"{field} is {_fmt_delta(d)} {when} ingest time (limit {_fmt_delta(limit.total_seconds())})"
+                details[k] = (
+                    f"{field} is {_fmt_delta(d)} {when} ingest time (limit {_fmt_delta(limit.total_seconds())})"
+                )
             batch.reject_mask(bad, "timestamp_out_of_range", details)
 
     def _event_types(self, batch: Batch) -> None:
@@ -288,7 +324,9 @@ class Validator:
             return
         types = pc.struct_field(flat, [0])
         missing = pc.is_null(types).to_numpy(zero_copy_only=False) | pc.is_null(flat).to_numpy(zero_copy_only=False)
-        unknown = pc.invert(pc.fill_null(pc.is_in(types, value_set=self.event_types), True)).to_numpy(zero_copy_only=False)
+        unknown = pc.invert(pc.fill_null(pc.is_in(types, value_set=self.event_types), True)).to_numpy(
+            zero_copy_only=False
+        )
         bad_flat = missing | unknown
         if not bad_flat.any():
             return
@@ -302,7 +340,9 @@ class Validator:
             if missing[k]:
                 msg = f"{where}: required field is missing or null"
             else:
-                msg = f"{where}: unknown event type {cast(list, tl)[k]!r}; expected one of {self.event_types.to_pylist()}"
+                msg = (
+                    f"{where}: unknown event type {cast(list, tl)[k]!r}; expected one of {self.event_types.to_pylist()}"
+                )
             problems.setdefault(p, []).append(msg)
         bad = np.zeros(len(events), dtype=bool)
         details = np.empty(len(events), dtype=object)
@@ -320,7 +360,13 @@ class Validator:
         batch.table = batch.table.set_column(i, "level", col)
         bad = pc.invert(pc.is_in(col, value_set=self.levels))
         if pc.any(bad).as_py():
-            batch.reject_mask(bad, "schema_violation", pc.binary_join_element_wise("level: unknown log level ", pc.utf8_slice_codeunits(batch.table.column("level"), 0, 40), ""))
+            batch.reject_mask(
+                bad,
+                "schema_violation",
+                pc.binary_join_element_wise(
+                    "level: unknown log level ", pc.utf8_slice_codeunits(batch.table.column("level"), 0, 40), ""
+                ),
+            )
 
     def _hex_id(self, batch: Batch, name: str, length: int) -> None:
         col = batch.table.column(name)

@@ -28,10 +28,19 @@ from ui import panels as P
 from ui.data import Reader, jsonable
 
 STATIC = Path(__file__).resolve().parent / "static"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
-PAGES = [("health", "Pipeline health"), ("services", "Services"), ("traces", "Traces"), ("logs", "Logs"),
-         ("alerts", "Alerts"), ("product", "Product"), ("sessions", "Sessions")]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGES = [
+    ("health", "Pipeline health"),
+    ("services", "Services"),
+    ("traces", "Traces"),
+    ("logs", "Logs"),
+    ("alerts", "Alerts"),
+    ("product", "Product"),
+    ("sessions", "Sessions"),
+]
 MAX_HTML_ROWS = 500
 
 
@@ -74,21 +83,42 @@ def _post_process(reader: Reader, panel: P.Panel, cols: list[str], rows: list[tu
     if panel.id == "tables" and panel.sql is not None:
         metas = reader.tables()
         idx = {r[0]: r for r in rows}
-        cols = ["table_name", "rows_now", "latest_event_time", "seconds_since_latest_event", "last_commit",
-                "seconds_since_last_commit", "rows_in_snapshot", "data_files", "snapshots", "snapshot_id"]
+        cols = [
+            "table_name",
+            "rows_now",
+            "latest_event_time",
+            "seconds_since_latest_event",
+            "last_commit",
+            "seconds_since_last_commit",
+            "rows_in_snapshot",
+            "data_files",
+            "snapshots",
+            "snapshot_id",
+        ]
         out = []
         for name, m in sorted(metas.items()):
             r = idx.get(name, (name, 0, None))
             latest = r[2]
             commit = dt.datetime.fromtimestamp(m.last_commit_ms / 1000, dt.UTC) if m.last_commit_ms else None
-            out.append((name, r[1], latest, round((now - latest).total_seconds(), 1) if latest else None, commit,
-                        round((now - commit).total_seconds(), 1) if commit else None, m.rows, m.files, m.snapshots,
-                        str(m.snapshot_id) if m.snapshot_id is not None else None))
+            out.append(
+                (
+                    name,
+                    r[1],
+                    latest,
+                    round((now - latest).total_seconds(), 1) if latest else None,
+                    commit,
+                    round((now - commit).total_seconds(), 1) if commit else None,
+                    m.rows,
+                    m.files,
+                    m.snapshots,
+                    str(m.snapshot_id) if m.snapshot_id is not None else None,
+                )
+            )
         return cols, out
     if "raw" in cols and "raw_text" in cols:
         i, t = cols.index("raw"), cols.index("raw_text")
-        cols = cols[:i] + ["raw_preview"] + cols[i + 1:]
-        rows = [r[:i] + (_preview(r[i], r[t]),) + r[i + 1:] for r in rows]
+        cols = cols[:i] + ["raw_preview"] + cols[i + 1 :]
+        rows = [r[:i] + (_preview(r[i], r[t]),) + r[i + 1 :] for r in rows]
     return cols, rows
 
 
@@ -116,11 +146,29 @@ def commits(reader: Reader) -> tuple[list[str], list[tuple]]:
                 except (KeyError, TypeError, ValueError):
                     return None
 
-            out.append((dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC), name, summ.get("operation"),
-                        num("added-records"), num("deleted-records"), num("total-records"), read, str(c["snapshot-id"])))
+            out.append(
+                (
+                    dt.datetime.fromtimestamp((c["timestamp-ms"] or 0) / 1000, dt.UTC),
+                    name,
+                    summ.get("operation"),
+                    num("added-records"),
+                    num("deleted-records"),
+                    num("total-records"),
+                    read,
+                    str(c["snapshot-id"]),
+                )
+            )
     out.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    return ["committed_at", "table_name", "operation", "added_records", "deleted_records", "total_records",
-            "source_records_since_previous_commit", "snapshot_id"], out[:500]
+    return [
+        "committed_at",
+        "table_name",
+        "operation",
+        "added_records",
+        "deleted_records",
+        "total_records",
+        "source_records_since_previous_commit",
+        "snapshot_id",
+    ], out[:500]
 
 
 def _run_counters(summ: dict) -> dict | None:
@@ -186,12 +234,35 @@ def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[li
         if tr is not None and ((tr.start is not None and at < tr.start) or (tr.end is not None and at >= tr.end)):
             continue
         started = now["run_started"]
-        out.append((at, name, dt.datetime.fromtimestamp(started, dt.UTC) if started is not None else None,
-                    *(now[k] for k in _COUNTER_KEYS), *(now[k] - int(before.get(k) or 0) for k in _COUNTER_KEYS), snap,
-                    now["processes"]))
-    return (["committed_at", "table_name", "run_started", "records_in", "records_accepted", "records_dead_lettered",
-             "records_dropped", "in_since_previous_commit", "accepted_since_previous_commit",
-             "dead_lettered_since_previous_commit", "dropped_since_previous_commit", "snapshot_id", "processes"], out[-500:])
+        out.append(
+            (
+                at,
+                name,
+                dt.datetime.fromtimestamp(started, dt.UTC) if started is not None else None,
+                *(now[k] for k in _COUNTER_KEYS),
+                *(now[k] - int(before.get(k) or 0) for k in _COUNTER_KEYS),
+                snap,
+                now["processes"],
+            )
+        )
+    return (
+        [
+            "committed_at",
+            "table_name",
+            "run_started",
+            "records_in",
+            "records_accepted",
+            "records_dead_lettered",
+            "records_dropped",
+            "in_since_previous_commit",
+            "accepted_since_previous_commit",
+            "dead_lettered_since_previous_commit",
+            "dropped_since_previous_commit",
+            "snapshot_id",
+            "processes",
+        ],
+        out[-500:],
+    )
 
 
 def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
@@ -238,16 +309,31 @@ def answer(reader: Reader, panel: P.Panel, fresh: bool = False, tr: P.TimeRange 
     empty = None
     if not rows:
         if res is not None and res.missing:
-            empty = ("Nothing to read yet: " + ", ".join(f"obs.{t}" for t in res.missing)
-                     + " does not exist or has no commit (the job has not written to it). " + panel.empty)
+            empty = (
+                "Nothing to read yet: "
+                + ", ".join(f"obs.{t}" for t in res.missing)
+                + " does not exist or has no commit (the job has not written to it). "
+                + panel.empty
+            )
         else:
             empty = panel.empty
-    return {"id": panel.id, "title": panel.title, "sql": panel.sql, "note": panel.note or None,
-            "columns": cols, "rows": [[jsonable(v) for v in r] for r in rows], "row_count": len(rows),
-            "empty_reason": empty, "chart": panel.chart, "links": panel.links or None,
-            "snapshots": {k: (str(v) if v is not None else None) for k, v in (res.snapshots if res else {}).items()},
-            "cached": bool(res and res.cached), "query_ms": round(res.ms, 2) if res else 0.0,
-            "backend": reader.backend, "generated_at": now.isoformat()}
+    return {
+        "id": panel.id,
+        "title": panel.title,
+        "sql": panel.sql,
+        "note": panel.note or None,
+        "columns": cols,
+        "rows": [[jsonable(v) for v in r] for r in rows],
+        "row_count": len(rows),
+        "empty_reason": empty,
+        "chart": panel.chart,
+        "links": panel.links or None,
+        "snapshots": {k: (str(v) if v is not None else None) for k, v in (res.snapshots if res else {}).items()},
+        "cached": bool(res and res.cached),
+        "query_ms": round(res.ms, 2) if res else 0.0,
+        "backend": reader.backend,
+        "generated_at": now.isoformat(),
+    }
 
 
 def _csv(data: dict) -> Response:
@@ -256,8 +342,11 @@ def _csv(data: dict) -> Response:
     w.writerow(data["columns"])
     for r in data["rows"]:
         w.writerow(["" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v for v in r])
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{data["id"]}.csv"'})
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{data["id"]}.csv"'},
+    )
 
 
 # -- HTML ------------------------------------------------------------------------------
@@ -281,7 +370,9 @@ def _cell(col: str, v, links: dict, row: dict) -> str:
         return '<td class="null">–</td>'
     tmpl = links.get(col)
     if tmpl and isinstance(v, list):
-        return "<td>" + " ".join(f'<a href="{_e(_link(tmpl, x, row))}">{_e(str(x)[:12])}…</a>' for x in v if x) + "</td>"
+        return (
+            "<td>" + " ".join(f'<a href="{_e(_link(tmpl, x, row))}">{_e(str(x)[:12])}…</a>' for x in v if x) + "</td>"
+        )
     if tmpl:
         return f'<td><a href="{_e(_link(tmpl, v, row))}">{_e(v)}</a></td>'
     if isinstance(v, str) and _ISO.match(v):
@@ -304,10 +395,14 @@ def panel_html(data: dict, api: str, params) -> str:
     pid = _e(data["id"])
     qs = _qs(params)
     csv_qs = _qs([*params, ("format", "csv")])
-    parts = [f'<section class="panel" id="panel-{pid}" data-panel="{pid}">',
-             (f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
-              f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
-              f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>')]
+    parts = [
+        f'<section class="panel" id="panel-{pid}" data-panel="{pid}">',
+        (
+            f'<header><h2>{_e(data["title"])}</h2><nav class="tools">'
+            f'<a class="csv" href="{_e(api + csv_qs)}" download>CSV</a> '
+            f'<a class="json" href="{_e(api + qs)}">JSON</a></nav></header>'
+        ),
+    ]
     if data.get("note"):
         parts.append(f'<p class="note">{_e(data["note"])}</p>')
     if data.get("sql"):
@@ -316,52 +411,74 @@ def panel_html(data: dict, api: str, params) -> str:
         parts.append(f'<p class="empty">{_e(data["empty_reason"])}</p></section>')
         return "".join(parts)
     if data.get("chart"):
-        parts.append(f'<div class="chart" data-src="{_e(api + qs)}" data-chart="{_e(json.dumps(data["chart"]))}"></div>')
+        parts.append(
+            f'<div class="chart" data-src="{_e(api + qs)}" data-chart="{_e(json.dumps(data["chart"]))}"></div>'
+        )
     links = data.get("links") or {}
-    parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
-                 + "</tr></thead><tbody>")
+    parts.append(
+        '<div class="scroll"><table><thead><tr>'
+        + "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
+        + "</tr></thead><tbody>"
+    )
     for r in data["rows"][:MAX_HTML_ROWS]:
         row = dict(zip(data["columns"], r))
         parts.append("<tr>" + "".join(_cell(c, v, links, row) for c, v in row.items()) + "</tr>")
     parts.append("</tbody></table></div>")
     if data["row_count"] > MAX_HTML_ROWS:
-        parts.append(f'<p class="note">Showing {MAX_HTML_ROWS} of {data["row_count"]} rows: the CSV and JSON hold all.</p>')
+        parts.append(
+            f'<p class="note">Showing {MAX_HTML_ROWS} of {data["row_count"]} rows: the CSV and JSON hold all.</p>'
+        )
     parts.append("</section>")
     return "".join(parts)
 
 
-def layout(title: str, active: str, body: str, tr: P.TimeRange | None, request: Request, reader: Reader) -> HTMLResponse:
-    nav = "".join(f'<a href="/{p}{_qs(tr.params if tr else [])}" class="{"on" if p == active else ""}">{_e(t)}</a>'
-                  for p, t in PAGES)
+def layout(
+    title: str, active: str, body: str, tr: P.TimeRange | None, request: Request, reader: Reader
+) -> HTMLResponse:
+    nav = "".join(
+        f'<a href="/{p}{_qs(tr.params if tr else [])}" class="{"on" if p == active else ""}">{_e(t)}</a>'
+        for p, t in PAGES
+    )
     rng = ""
     if tr is not None:
-        keep = "".join(f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">' for k, v in request.query_params.multi_items()
-                       if k not in ("range", "from", "to"))
-        cur = request.query_params.get("range") or ("" if request.query_params.get("from") or request.query_params.get("to")
-                                                    else P.DEFAULT_RANGE)
+        keep = "".join(
+            f'<input type="hidden" name="{_e(k)}" value="{_e(v)}">'
+            for k, v in request.query_params.multi_items()
+            if k not in ("range", "from", "to")
+        )
+        cur = request.query_params.get("range") or (
+            "" if request.query_params.get("from") or request.query_params.get("to") else P.DEFAULT_RANGE
+        )
         opts = "".join(f'<option value="{r}"{" selected" if r == cur else ""}>last {r}</option>' for r in P.RANGES)
         opts += f'<option value="all"{" selected" if cur == "all" else ""}>all time</option>'
         opts = ('<option value=""' + (" selected" if not cur else "") + ">absolute (from / to)</option>") + opts
-        rng = (f'<form class="range" method="get">{keep}<label>Time range <select name="range">{opts}</select></label> '
-               f'<label>from <input name="from" value="{_e(request.query_params.get("from"))}" placeholder="2026-01-31T12:00Z"></label> '
-               f'<label>to <input name="to" value="{_e(request.query_params.get("to"))}" placeholder="now"></label> '
-               f'<button>Apply</button> <span class="zone">{_e(tr.label)}</span></form>')
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · obsflow</title>'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<meta name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}\'>'
-            '<link rel="icon" href="/static/favicon.svg">'
-            '<link rel="stylesheet" href="/static/ui.css"><script src="/static/vendor/htmx.min.js" defer></script>'
-            + ('<script src="/static/vendor/echarts.min.js" defer></script>' if 'class="chart"' in body else "")
-            + '<script src="/static/app.js" defer></script></head>'
-            f'<body><header class="top"><span class="brand">obsflow</span><nav>{nav}</nav>'
-            f'<span class="backend">{_e(reader.backend)}</span></header>{rng}<main><h1>{_e(title)}</h1>{body}</main></body></html>')
+        rng = (
+            f'<form class="range" method="get">{keep}<label>Time range <select name="range">{opts}</select></label> '
+            f'<label>from <input name="from" value="{_e(request.query_params.get("from"))}" placeholder="2026-01-31T12:00Z"></label> '
+            f'<label>to <input name="to" value="{_e(request.query_params.get("to"))}" placeholder="now"></label> '
+            f'<button>Apply</button> <span class="zone">{_e(tr.label)}</span></form>'
+        )
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · obsflow</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="htmx-config" content=\'{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}\'>'
+        '<link rel="icon" href="/static/favicon.svg">'
+        '<link rel="stylesheet" href="/static/ui.css"><script src="/static/vendor/htmx.min.js" defer></script>'
+        + ('<script src="/static/vendor/echarts.min.js" defer></script>' if 'class="chart"' in body else "")
+        + '<script src="/static/app.js" defer></script></head>'
+        f'<body><header class="top"><span class="brand">obsflow</span><nav>{nav}</nav>'
+        f'<span class="backend">{_e(reader.backend)}</span></header>{rng}<main><h1>{_e(title)}</h1>{body}</main></body></html>'
+    )
     return HTMLResponse(page)
 
 
 def error_page(msg: str, status: int = 400) -> HTMLResponse:
-    return HTMLResponse(f'<!doctype html><html><head><meta charset="utf-8"><title>obsflow: error</title>'
-                        f'<link rel="stylesheet" href="/static/ui.css"></head><body><main><p class="error">{_e(msg)}</p>'
-                        f'<p><a href="/health">Pipeline health</a></p></main></body></html>', status_code=status)
+    return HTMLResponse(
+        f'<!doctype html><html><head><meta charset="utf-8"><title>obsflow: error</title>'
+        f'<link rel="stylesheet" href="/static/ui.css"></head><body><main><p class="error">{_e(msg)}</p>'
+        f'<p><a href="/health">Pipeline health</a></p></main></body></html>',
+        status_code=status,
+    )
 
 
 # -- the app ---------------------------------------------------------------------------
@@ -380,7 +497,7 @@ def create_app(spec, reader: Reader) -> Starlette:
             ps = P.funnel_panels(list(funnels), tr)
             for p in ps:
                 if p.id.startswith("funnel_"):
-                    p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_"):] + "&last_step={step}"}
+                    p.links = {"dropped_after_step": "/sessions?funnel=" + p.id[len("funnel_") :] + "&last_step={step}"}
             return with_range(ps + P.product_extra_panels(funnels, tr), tr)
         if page == "sessions":
             return P.sessions_panels(q, tr)
@@ -395,8 +512,12 @@ def create_app(spec, reader: Reader) -> Starlette:
         search) carry the page's time range, unless the link has its own bounds (``from=``)."""
         extra = urlencode(tr.params).replace("{", "{{").replace("}", "}}")
         for p in panels:
-            p.links = {c: t if "from=" in t or not t.startswith(("/sessions", "/alerts/", "/traces?"))
-                       else t + ("&" if "?" in t else "?") + extra for c, t in p.links.items()}
+            p.links = {
+                c: t
+                if "from=" in t or not t.startswith(("/sessions", "/alerts/", "/traces?"))
+                else t + ("&" if "?" in t else "?") + extra
+                for c, t in p.links.items()
+            }
         return panels
 
     def _params(request: Request, drop=("format",)) -> list[tuple[str, str]]:
@@ -405,14 +526,21 @@ def create_app(spec, reader: Reader) -> Starlette:
     def api_page(request: Request) -> Response:
         page = request.path_params["page"]
         if page not in dict(PAGES):
-            return JSONResponse({"error": f"no page {page!r}; pages: {', '.join(p for p, _ in PAGES)}"}, status_code=404)
+            return JSONResponse(
+                {"error": f"no page {page!r}; pages: {', '.join(p for p, _ in PAGES)}"}, status_code=404
+            )
         try:
             tr = P.time_range(request.query_params)
             panels = page_panels(page, request.query_params, tr)
         except P.BadParam as e:
             return JSONResponse({"error": str(e)}, status_code=400)
-        return JSONResponse({"page": page, "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
-                             "panels": [answer(reader, p, tr=tr) for p in panels]})
+        return JSONResponse(
+            {
+                "page": page,
+                "time_range": {"label": tr.label, "start": jsonable(tr.start), "end": jsonable(tr.end)},
+                "panels": [answer(reader, p, tr=tr) for p in panels],
+            }
+        )
 
     def api_panel(request: Request) -> Response:
         page, part = request.path_params["page"], request.path_params["panel"]
@@ -443,7 +571,9 @@ def create_app(spec, reader: Reader) -> Starlette:
         if panel is not None:
             ps = [p for p in ps if p.id == panel]
             if not ps:
-                return JSONResponse({"error": f"a trace has no panel {panel!r}; panels: summary, spans, logs"}, status_code=404)
+                return JSONResponse(
+                    {"error": f"a trace has no panel {panel!r}; panels: summary, spans, logs"}, status_code=404
+                )
             data = answer(reader, ps[0])
             return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
         return JSONResponse({"trace_id": tid, "panels": [answer(reader, p) for p in ps]})
@@ -473,7 +603,9 @@ def create_app(spec, reader: Reader) -> Starlette:
         if panel is not None:
             ps = [p for p in ps if p.id == panel]
             if not ps:
-                return JSONResponse({"error": f"this alert has no panel {panel!r}; panels: history, series"}, status_code=404)
+                return JSONResponse(
+                    {"error": f"this alert has no panel {panel!r}; panels: history, series"}, status_code=404
+                )
             data = answer(reader, ps[0])
             return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
         return JSONResponse({"fingerprint": fp, "panels": [answer(reader, p) for p in ps]})
@@ -501,7 +633,9 @@ def create_app(spec, reader: Reader) -> Starlette:
         if panel is not None:
             ps = [p for p in ps if p.id == panel]
             if not ps:
-                return JSONResponse({"error": f"a session has no panel {panel!r}; panels: summary, timeline"}, status_code=404)
+                return JSONResponse(
+                    {"error": f"a session has no panel {panel!r}; panels: summary, timeline"}, status_code=404
+                )
             data = answer(reader, ps[0])
             return _csv(data) if request.query_params.get("format") == "csv" else JSONResponse(data)
         return JSONResponse({"session_id": sid, "panels": [answer(reader, p) for p in ps]})
@@ -522,8 +656,13 @@ def create_app(spec, reader: Reader) -> Starlette:
         return api_trace(request, request.path_params["trace_id"], request.path_params["panel"])
 
     def api_index(request: Request) -> Response:
-        return JSONResponse({"pages": [{"page": p, "title": t, "api": f"/api/v1/{p}"} for p, t in PAGES],
-                             "trace": "/api/v1/traces/{trace_id}", "backend": reader.backend})
+        return JSONResponse(
+            {
+                "pages": [{"page": p, "title": t, "api": f"/api/v1/{p}"} for p, t in PAGES],
+                "trace": "/api/v1/traces/{trace_id}",
+                "backend": reader.backend,
+            }
+        )
 
     def html_page(request: Request) -> Response:
         page = request.url.path.strip("/")
@@ -578,6 +717,7 @@ def create_app(spec, reader: Reader) -> Starlette:
         Route("/api/v1/alerts/{fingerprint}/{panel}", api_alert_panel),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+
     async def failed(request: Request, exc: Exception) -> Response:
         """An unexpected failure (a query the backend rejected, a table it cannot read):
         a 500 whose body names the cause in one line, JSON under /api/, HTML elsewhere."""
@@ -604,13 +744,35 @@ class _Field(NamedTuple):
 _ERRORS = _Field("with errors", "errors", checkbox=True)
 # page -> (fields, button) of the search form above its panels
 _FORMS: dict[str, tuple[tuple[_Field, ...], str]] = {
-    "traces": ((_Field("service", "service"), _Field("operation", "operation"),
-                _Field("min duration (ms)", "min_ms", size=6),
-                _Field("attribute", "attr", placeholder="http.route=/checkout"), _ERRORS), "Search"),
-    "sessions": ((_Field("funnel", "funnel", size=10), _Field("stopped at step", "last_step", size=10),
-                  _Field("country", "country", size=4), _Field("device", "device"), _ERRORS), "Filter"),
-    "logs": ((_Field("service", "service"), _Field("level", "level", size=6, placeholder="ERROR"),
-              _Field("text", "text"), _Field("trace id", "trace_id", size=34)), "Search"),
+    "traces": (
+        (
+            _Field("service", "service"),
+            _Field("operation", "operation"),
+            _Field("min duration (ms)", "min_ms", size=6),
+            _Field("attribute", "attr", placeholder="http.route=/checkout"),
+            _ERRORS,
+        ),
+        "Search",
+    ),
+    "sessions": (
+        (
+            _Field("funnel", "funnel", size=10),
+            _Field("stopped at step", "last_step", size=10),
+            _Field("country", "country", size=4),
+            _Field("device", "device"),
+            _ERRORS,
+        ),
+        "Filter",
+    ),
+    "logs": (
+        (
+            _Field("service", "service"),
+            _Field("level", "level", size=6, placeholder="ERROR"),
+            _Field("text", "text"),
+            _Field("trace id", "trace_id", size=34),
+        ),
+        "Search",
+    ),
 }
 
 
@@ -619,7 +781,9 @@ def _search_form(request: Request, action: str, fields: tuple[_Field, ...], butt
     hidden fields, then one labelled input per field holding the request's value (escaped), a
     checkbox field checked when the request has it on (1, true, on), then ``button``."""
     q = request.query_params
-    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k))
+    keep = "".join(
+        f'<input type="hidden" name="{k}" value="{_e(q.get(k))}">' for k in ("range", "from", "to") if q.get(k)
+    )
     inputs = []
     for f in fields:
         if f.checkbox:
@@ -646,8 +810,9 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
     by snapshot) with a collapsible tree, parent before children (start order), a bar per span
     on the trace's time axis, and a "logs" link per span. The page stays small whatever the
     trace's size: only the rows in view are in the document (virtual scrolling)."""
-    head = panel_html({**data, "rows": [], "row_count": 0, "chart": None,
-                       "empty_reason": data["empty_reason"]}, api, [])
+    head = panel_html(
+        {**data, "rows": [], "row_count": 0, "chart": None, "empty_reason": data["empty_reason"]}, api, []
+    )
     if data["empty_reason"]:
         return head
     # drop the empty table the generic renderer added
@@ -658,10 +823,12 @@ def _waterfall(tid: str, data: dict, api: str) -> str:
     ends = [dt.datetime.fromisoformat(r[i_end]) for r in data["rows"] if r[i_end]]
     total = ((max(ends) - min(starts)).total_seconds() * 1000) if starts and ends else 0.0
     n = data["row_count"]
-    return (head + f'<p class="note">{n} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
-            '"logs" to show only that span\'s logs.</p>'
-            f'<div class="scroll waterfall-wrap"><table class="waterfall" data-src="{_e(api)}" data-spans="{n}" '
-            f'data-trace="{_e(tid)}"><colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs">'
-            '</colgroup><thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead>'
-            '<tbody></tbody></table></div>'
-            f'<p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>')
+    return (
+        head + f'<p class="note">{n} spans; the whole trace is {total:.3f} ms. Click ▾ to fold a subtree, '
+        '"logs" to show only that span\'s logs.</p>'
+        f'<div class="scroll waterfall-wrap"><table class="waterfall" data-src="{_e(api)}" data-spans="{n}" '
+        f'data-trace="{_e(tid)}"><colgroup><col class="c-name"><col class="c-dur"><col class="c-bar"><col class="c-logs">'
+        '</colgroup><thead><tr><th>span</th><th>duration ms</th><th class="bar-col">timeline</th><th></th></tr></thead>'
+        "<tbody></tbody></table></div>"
+        f'<p><a class="all-logs" href="/traces/{tid}">all logs of this trace</a></p></section>'
+    )

@@ -48,8 +48,10 @@ class Result:
 
 
 def _meta_from_json(name: str, location: str, meta: dict) -> TableMeta:
-    commits = [{"snapshot-id": s.get("snapshot-id"), "timestamp-ms": s.get("timestamp-ms"), "summary": s.get("summary") or {}}
-               for s in meta.get("snapshots") or []]
+    commits = [
+        {"snapshot-id": s.get("snapshot-id"), "timestamp-ms": s.get("timestamp-ms"), "summary": s.get("summary") or {}}
+        for s in meta.get("snapshots") or []
+    ]
     snap_id = meta.get("current-snapshot-id")
     if snap_id in (None, -1):
         return TableMeta(name, location, None, None, 0, 0, len(meta.get("snapshots") or []), commits)
@@ -62,8 +64,16 @@ def _meta_from_json(name: str, location: str, meta: dict) -> TableMeta:
         except (KeyError, TypeError, ValueError):
             return None
 
-    return TableMeta(name, location, snap_id, snap.get("timestamp-ms"), num("total-records"), num("total-data-files"),
-                     len(meta.get("snapshots") or []), commits)
+    return TableMeta(
+        name,
+        location,
+        snap_id,
+        snap.get("timestamp-ms"),
+        num("total-records"),
+        num("total-data-files"),
+        len(meta.get("snapshots") or []),
+        commits,
+    )
 
 
 class Reader:
@@ -165,7 +175,9 @@ class Reader:
         for name, m in metas.items():
             if self._views.get(name) != m.location:
                 loc = m.location.removeprefix("file://")
-                con.execute(f'CREATE OR REPLACE VIEW "{self.ns}"."{name}" AS SELECT * FROM iceberg_scan({sql_string(loc)})')
+                con.execute(
+                    f'CREATE OR REPLACE VIEW "{self.ns}"."{name}" AS SELECT * FROM iceberg_scan({sql_string(loc)})'
+                )
                 self._views[name] = m.location
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description] if cur.description else []
@@ -177,8 +189,14 @@ class Reader:
         import trino
 
         u = urlparse(self.trino_url)
-        conn = trino.dbapi.connect(host=u.hostname, port=u.port or 8080, user="obsflow-ui", catalog="iceberg",
-                                   schema=self.ns, http_scheme=u.scheme or "http")
+        conn = trino.dbapi.connect(
+            host=u.hostname,
+            port=u.port or 8080,
+            user="obsflow-ui",
+            catalog="iceberg",
+            schema=self.ns,
+            http_scheme=u.scheme or "http",
+        )
         try:
             cur = conn.cursor()
             cur.execute(sql)

@@ -28,8 +28,9 @@ def load(spec_path: str, warehouse: str | None):
     return spec
 
 
-def serve(spec_path: str, warehouse: str | None, host: str, port: int, backend: str = "duckdb",
-          trino_url: str | None = None) -> int:
+def serve(
+    spec_path: str, warehouse: str | None, host: str, port: int, backend: str = "duckdb", trino_url: str | None = None
+) -> int:
     """Serve until interrupted; prints ``obsflow ui: http://HOST:PORT/`` once listening
     (port 0 picks a free port). Returns 2 when the browser libraries are not built."""
     import uvicorn
@@ -39,7 +40,10 @@ def serve(spec_path: str, warehouse: str | None, host: str, port: int, backend: 
 
     gone = missing_assets()
     if gone:
-        print(f"obsflow ui: {', '.join(gone)} not built into ui/static/vendor/: run `make ui-assets` (npm)", file=sys.stderr)
+        print(
+            f"obsflow ui: {', '.join(gone)} not built into ui/static/vendor/: run `make ui-assets` (npm)",
+            file=sys.stderr,
+        )
         return 2
     spec = load(spec_path, warehouse)
     catalog_properties(spec.storage, create=False)  # a warehouse that does not exist: NoWarehouseError, exit 2

@@ -44,15 +44,23 @@ def _go_binary() -> str:
     for c in (os.environ.get("OBSFLOW_GO"), shutil.which("go"), "/usr/local/go/bin/go"):
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
-    raise OtelcolSetupError("the Go toolchain (>= 1.26, as harness/go.mod says) is needed to build the Collector harness: "
-                            "install Go and put `go` on PATH, or set OBSFLOW_GO to its path")
+    raise OtelcolSetupError(
+        "the Go toolchain (>= 1.26, as harness/go.mod says) is needed to build the Collector harness: "
+        "install Go and put `go` on PATH, or set OBSFLOW_GO to its path"
+    )
 
 
 def _go_env() -> dict[str, str]:
     gopath = cache_dir("go")
-    return {**os.environ, "GOPATH": str(gopath), "GOMODCACHE": str(gopath / "pkg" / "mod"),
-            "GOCACHE": str(cache_dir("go", "build-cache")), "GOFLAGS": "-modcacherw -mod=readonly", "CGO_ENABLED": "0",
-            "GOTOOLCHAIN": "local"}
+    return {
+        **os.environ,
+        "GOPATH": str(gopath),
+        "GOMODCACHE": str(gopath / "pkg" / "mod"),
+        "GOCACHE": str(cache_dir("go", "build-cache")),
+        "GOFLAGS": "-modcacherw -mod=readonly",
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+    }
 
 
 def _source_hash() -> str:
@@ -73,12 +81,20 @@ def binary_path() -> Path:
 
 def _go(args: list[str], log: Path, what: str) -> None:
     with open(log, "ab") as fh:
-        rc = subprocess.call([_go_binary(), *args], cwd=HARNESS_DIR, env=_go_env(), stdout=fh, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+        rc = subprocess.call(
+            [_go_binary(), *args],
+            cwd=HARNESS_DIR,
+            env=_go_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise OtelcolSetupError(f"`go {' '.join(args)}` ({what}) failed (exit {rc}); it needs the Go module proxy reachable. "
-                                f"Last lines of {log}:\n{tail}")
+        raise OtelcolSetupError(
+            f"`go {' '.join(args)}` ({what}) failed (exit {rc}); it needs the Go module proxy reachable. "
+            f"Last lines of {log}:\n{tail}"
+        )
 
 
 def fetch(quiet: bool = False) -> None:
@@ -105,7 +121,10 @@ def build(quiet: bool = False) -> Path:
         started = time.monotonic()
         fetch(quiet)
         if not quiet:
-            print(f"building the Collector {COLLECTOR_VERSION} tail sampling harness (first time only; log: {log})", file=sys.stderr)
+            print(
+                f"building the Collector {COLLECTOR_VERSION} tail sampling harness (first time only; log: {log})",
+                file=sys.stderr,
+            )
         staging = target.parent / f".harness-{os.getpid()}"
         _go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(staging), "."], log, "build")
         os.replace(staging, target)
@@ -128,10 +147,17 @@ def run_harness(config: dict, messages: list[bytes], timeout_s: float = 300.0) -
         json.dump(config, fh)
         cfg_path = fh.name
     try:
-        proc = subprocess.run([str(binary), "-config", cfg_path], input=frames(messages), capture_output=True,
-                              timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            [str(binary), "-config", cfg_path],
+            input=frames(messages),
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
     finally:
         os.unlink(cfg_path)
     if proc.returncode != 0:
-        raise OtelcolSetupError(f"the Collector harness failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+        raise OtelcolSetupError(
+            f"the Collector harness failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}"
+        )
     return set(proc.stdout.decode().split())

@@ -31,10 +31,11 @@ class AlertJob:
         self.engine = AlertEngine(alerts)
         self.lateness = rollup.lateness_ms if rollup is not None else 0
         self.rule_res: list[int] = sorted({duration_ms(r.resolution) for r in alerts.rules})
-        self.metric_names: set = ({r.select.metric for r in alerts.rules}
-                                  | {r.ratio_of.metric for r in alerts.rules if r.ratio_of})
+        self.metric_names: set = {r.select.metric for r in alerts.rules} | {
+            r.ratio_of.metric for r in alerts.rules if r.ratio_of
+        }
         self.pending: dict[tuple[int, int], list] = {}  # (window end ms, resolution ms) -> rollup rows
-        self.next_end: dict[int, int] = {}              # resolution ms -> the next window end to evaluate
+        self.next_end: dict[int, int] = {}  # resolution ms -> the next window end to evaluate
 
     def add(self, m: pa.Table) -> None:
         """Buffer the rows of ``m`` (``metrics`` rows) that some rule reads, per (window end, resolution)."""
@@ -65,7 +66,7 @@ class AlertJob:
         last = max((e for e, _ in self.pending), default=None)
         due = []
         for r, nxt in self.next_end.items():
-            stop = (last if final else mark - self.lateness)
+            stop = last if final else mark - self.lateness
             if stop is None:
                 continue
             e = nxt
@@ -77,9 +78,11 @@ class AlertJob:
         for e, r in sorted(due):
             parts = self.pending.pop((e, r), None)
             out = self.engine.process(pa.concat_tables(parts)) if parts else self.engine.tick(r, e)
-            events += out.events + out.resends  # firing / resolved: Kafka alerts topic, Alertmanager; re-sends: Alertmanager
+            events += (
+                out.events + out.resends
+            )  # firing / resolved: Kafka alerts topic, Alertmanager; re-sends: Alertmanager
             notes += out.notifications
-            changes += out.changes        # pending / inactive too: obs.alerts
+            changes += out.changes  # pending / inactive too: obs.alerts
         if changes:
             from transforms.alerting import alert_rows
 

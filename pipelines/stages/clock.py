@@ -56,6 +56,7 @@ def _idle_elapsed(last_wall: int | None, tick: StageTick, behind: bool = False) 
         return None
     return elapsed if elapsed >= tick.idle_ms else None
 
+
 class PartitionClock:
     """The stage's clock: an event-time watermark over source partitions.
 
@@ -83,8 +84,9 @@ class PartitionClock:
         self.known: set[str] = set(expected)
         self.lags: dict[str, int] = {}
 
-    def observe(self, topic: str, partition: int, ingest_ms: int | None, topic_partitions: int | None,
-                lag: int = -1) -> int:
+    def observe(
+        self, topic: str, partition: int, ingest_ms: int | None, topic_partitions: int | None, lag: int = -1
+    ) -> int:
         """Note a batch of ``topic:partition`` whose largest time is ``ingest_ms`` (None or
         negative: the batch had no time, the partition is seen but does not progress)."""
         self.batches += 1
@@ -124,6 +126,7 @@ class PartitionClock:
         live = [v for tp, v in self.progress.items() if self.batches - self.last_seen.get(tp, 0) <= self.idle_batches]
         return min(live) if live else max(self.progress.values(), default=0)
 
+
 class _Tracked(_Pickled):
     """Event time and positions for stages that hold rows until a horizon passes.
 
@@ -141,9 +144,9 @@ class _Tracked(_Pickled):
         self._latest: dict[str, int] = {}
         self.wm: dict[str, int] = {}
         self.close_wm: int | None = None
-        self._idle_wall: int | None = None   # wall time of the last input (idle advance)
-        self._idle_from: int | None = None   # the watermark an idle advance starts from
-        self._lags: dict[str, int] = {}      # partition -> records left behind its latest input (_behind)
+        self._idle_wall: int | None = None  # wall time of the last input (idle advance)
+        self._idle_from: int | None = None  # the watermark an idle advance starts from
+        self._lags: dict[str, int] = {}  # partition -> records left behind its latest input (_behind)
 
     def restart_idle_clock(self, wall_ms: int) -> None:
         """After a process restart, idle time counts from the restart (see
@@ -195,5 +198,6 @@ class _Tracked(_Pickled):
     def positions(self, final: bool = False) -> dict[str, int]:
         """Per partition: everything below this offset has been emitted by this shard (a
         batch is released once the stage watermark passed its ``release_at``)."""
-        return held_positions(self._batches, self._latest,
-                              lambda at: final or (self.close_wm is not None and at <= self.close_wm))
+        return held_positions(
+            self._batches, self._latest, lambda at: final or (self.close_wm is not None and at <= self.close_wm)
+        )

@@ -40,7 +40,7 @@ class StageInput:
 
     stage: str
     shard: int
-    kind: str              # "spans" or "logs"
+    kind: str  # "spans" or "logs"
     table: pa.Table | None
     topic: str
     partition: int
@@ -48,10 +48,10 @@ class StageInput:
     next_offset: int
     now_ms: int
     topic_partitions: int | None = None
-    event_ms: int = -1     # largest event time of the whole raw batch (every shard: the same watermark)
-    source: str = ""       # source name in the spec (dead letters)
-    wall_ms: int = -1      # wall time the shard received it (idle advance); -1: read the clock when processed
-    lag: int = -1          # records the source partition still held past this batch when it was read (-1: not known)
+    event_ms: int = -1  # largest event time of the whole raw batch (every shard: the same watermark)
+    source: str = ""  # source name in the spec (dead letters)
+    wall_ms: int = -1  # wall time the shard received it (idle advance); -1: read the clock when processed
+    lag: int = -1  # records the source partition still held past this batch when it was read (-1: not known)
 
     @property
     def key(self) -> str:
@@ -86,17 +86,18 @@ class StageOutput:
     positions: dict[str, int]
     shards: int = 1
     dropped: dict[str, int] = field(default_factory=dict)
-    watermark: int | None = None          # event-time horizon this shard has closed through
+    watermark: int | None = None  # event-time horizon this shard has closed through
     extra: dict = field(default_factory=dict)  # stage-specific payload for a downstream stage (funnel tallies)
-    alerts: list = field(default_factory=list)         # AlertEvents (→ Kafka alerts topic, Alertmanager)
+    alerts: list = field(default_factory=list)  # AlertEvents (→ Kafka alerts topic, Alertmanager)
     notifications: list = field(default_factory=list)  # Alertmanager-style notifications, for the record
-    resends: list = field(default_factory=list)        # still-firing AlertEvents re-sent (→ Alertmanager only)
-    counters: dict = field(default_factory=dict)       # counts since the previous output, for the run stats
+    resends: list = field(default_factory=list)  # still-firing AlertEvents re-sent (→ Alertmanager only)
+    counters: dict = field(default_factory=dict)  # counts since the previous output, for the run stats
     # (trace stage: TraceStage.counters' layout; recorded by runners.stats.RunStats.record_stage)
 
     @property
     def key(self) -> str:
         return f"{GLOBAL}:0"
+
 
 _MIN = -(1 << 62)
 _MAX = 1 << 62
@@ -144,16 +145,16 @@ class Stage(abc.ABC):
 class TraceConfig(NamedTuple):
     """``StageDef.config`` of the ``trace`` stage."""
 
-    step: TailSampleStep                   #: the ``tail_sample`` step (sampler, RED, log_wait, shards)
+    step: TailSampleStep  #: the ``tail_sample`` step (sampler, RED, log_wait, shards)
     logs: LogSamplingConfig | None = None  #: the ``log_sample`` step's config (None: no log flow is sampled)
 
 
 class GlobalConfig(NamedTuple):
     """``StageDef.config`` of the ``global`` stage: each part None when the spec lacks it."""
 
-    alerts: AlertingConfig | None   #: the alert rules (:meth:`pipelines.spec.AlertsSpec.engine_config`)
-    product: ProductStep | None     #: the ``product`` step (funnels and report windows to merge)
-    rollup: RollupConfig | None     #: the ``rollup`` step's config (``allowed_lateness`` of the rows alerts read)
+    alerts: AlertingConfig | None  #: the alert rules (:meth:`pipelines.spec.AlertsSpec.engine_config`)
+    product: ProductStep | None  #: the ``product`` step (funnels and report windows to merge)
+    rollup: RollupConfig | None  #: the ``rollup`` step's config (``allowed_lateness`` of the rows alerts read)
 
 
 #: ``StageDef.config`` per kind: trace -> :class:`TraceConfig`; metrics -> ``pipelines.spec.RollupStep``;

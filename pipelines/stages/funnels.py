@@ -30,7 +30,7 @@ class FunnelJob:
         self.report = FunnelReport(config.funnels, config.report_ms)
         self.res = config.report_ms
         self.errors: dict[tuple[int, str], list] = {}  # (window, fingerprint) -> [error type, count, first ms, last ms]
-        self.sessionless: dict[int, int] = {}          # window -> events without a session id
+        self.sessionless: dict[int, int] = {}  # window -> events without a session id
 
     def merge(self, extra: dict) -> None:
         """Add a product shard's closed windows (``extra["funnels"]``, ``["errors"]``, ``["sessionless"]``)."""
@@ -49,8 +49,13 @@ class FunnelJob:
         w = self.report.windows.setdefault(k, {})
         g = w.get(name)
         if g is None:
-            w[name] = {"reached": list(f["reached"]), "last": list(f["last"]), "times": [list(x) for x in f["times"]],
-                       "abandoned": f["abandoned"], "convert": list(f.get("convert", []))}
+            w[name] = {
+                "reached": list(f["reached"]),
+                "last": list(f["last"]),
+                "times": [list(x) for x in f["times"]],
+                "abandoned": f["abandoned"],
+                "convert": list(f.get("convert", [])),
+            }
             return
         for i in range(len(g["reached"])):
             g["reached"][i] += f["reached"][i]
@@ -77,20 +82,43 @@ class FunnelJob:
             out = []
 
             def window(k):
-                return {"window_start": dt.datetime.fromtimestamp(k * self.res / 1000, dt.UTC),
-                        "window_end": dt.datetime.fromtimestamp((k + 1) * self.res / 1000, dt.UTC),
-                        "resolution": _fmt(self.res), "kind": "summary", "exemplar_trace_ids": [], "late_samples": 0}
+                return {
+                    "window_start": dt.datetime.fromtimestamp(k * self.res / 1000, dt.UTC),
+                    "window_end": dt.datetime.fromtimestamp((k + 1) * self.res / 1000, dt.UTC),
+                    "resolution": _fmt(self.res),
+                    "kind": "summary",
+                    "exemplar_trace_ids": [],
+                    "late_samples": 0,
+                }
+
             for key in due:
                 etype, n, *seen = self.errors.pop(key)
                 # min / max: first / last seen (event time, epoch ms) of the fingerprint in the window
                 first, last = (float(seen[0]), float(seen[1])) if seen else (None, None)
-                out.append({**base, **window(key[0]), "name": "product.errors",
-                            "labels": [("error_type", etype[:200]), ("fingerprint", key[1])], "count": n, "sum": float(n),
-                            "min": first, "max": last})
+                out.append(
+                    {
+                        **base,
+                        **window(key[0]),
+                        "name": "product.errors",
+                        "labels": [("error_type", etype[:200]), ("fingerprint", key[1])],
+                        "count": n,
+                        "sum": float(n),
+                        "min": first,
+                        "max": last,
+                    }
+                )
             for k in due_sl:
                 n = sl.pop(k)
-                out.append({**base, **window(k), "name": "product.events_without_session", "labels": [], "count": n,
-                            "sum": float(n)})
+                out.append(
+                    {
+                        **base,
+                        **window(k),
+                        "name": "product.events_without_session",
+                        "labels": [],
+                        "count": n,
+                        "sum": float(n),
+                    }
+                )
             rows["metrics"].append(pa.Table.from_pylist(out, schema=table_def("metrics").arrow_schema()))
 
 

@@ -44,7 +44,9 @@ def global_inputs(out) -> list:
     if out.stage == TRACE:
         if not out.extra:
             return []
-        out = StageOutput(stage=TRACE, shard=out.shard, rows={}, positions=out.positions, shards=out.shards, extra=out.extra)
+        out = StageOutput(
+            stage=TRACE, shard=out.shard, rows={}, positions=out.positions, shards=out.shards, extra=out.extra
+        )
     return [(out.key, out)]
 
 
@@ -67,10 +69,10 @@ class GlobalStage(_Pickled):
         alerts, product, rollup = GlobalConfig(*defn.config)
         self.alerting = AlertJob(alerts, rollup) if alerts is not None and alerts.rules else None
         self.funnels = FunnelJob(product.config) if product is not None else None
-        red = defn.options.get("red")                    # (window ms, max exemplars) of the trace stage's RED metrics
+        red = defn.options.get("red")  # (window ms, max exemplars) of the trace stage's RED metrics
         self.red = RedJob(*red) if red else RedJob(0, 0)
-        self.marks: dict[tuple[str, int], int] = {}      # (stage, shard) -> watermark / through
-        self.reports: dict[tuple[str, int], dict] = {}   # (stage, shard) -> positions
+        self.marks: dict[tuple[str, int], int] = {}  # (stage, shard) -> watermark / through
+        self.reports: dict[tuple[str, int], dict] = {}  # (stage, shard) -> positions
         self.horizon = _MIN
 
     def __setstate__(self, state: dict) -> None:
@@ -133,8 +135,16 @@ class GlobalStage(_Pickled):
 
     def _output(self, rows, events, notes) -> StageOutput:
         out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}
-        return StageOutput(stage=GLOBAL, shard=0, rows=out, positions=self.positions(), shards=1, notifications=notes,
-                           alerts=[e for e in events if not e.resend], resends=[e for e in events if e.resend])
+        return StageOutput(
+            stage=GLOBAL,
+            shard=0,
+            rows=out,
+            positions=self.positions(),
+            shards=1,
+            notifications=notes,
+            alerts=[e for e in events if not e.resend],
+            resends=[e for e in events if e.resend],
+        )
 
 
 def _split_state(old: dict) -> dict:
@@ -145,13 +155,23 @@ def _split_state(old: dict) -> dict:
     alerting = None
     if old.get("engine") is not None:
         alerting = AlertJob.__new__(AlertJob)
-        alerting.__dict__.update({k: old[k] for k in ("engine", "lateness", "rule_res", "metric_names", "pending", "next_end")})
+        alerting.__dict__.update(
+            {k: old[k] for k in ("engine", "lateness", "rule_res", "metric_names", "pending", "next_end")}
+        )
     funnels = None
     if old.get("report") is not None:
         funnels = FunnelJob.__new__(FunnelJob)
-        funnels.__dict__.update(report=old["report"], res=old["res"], errors=old.get("errors", {}),
-                                sessionless=old.get("sessionless", {}))
+        funnels.__dict__.update(
+            report=old["report"], res=old["res"], errors=old.get("errors", {}), sessionless=old.get("sessionless", {})
+        )
     red = RedJob(old.get("red_window", 0), old.get("red_exemplars", 3))
     red.aggs = old.get("red_aggs", {})
-    return {"upstream": old["upstream"], "alerting": alerting, "funnels": funnels, "red": red, "marks": old["marks"],
-            "reports": old["reports"], "horizon": old.get("horizon", _MIN)}
+    return {
+        "upstream": old["upstream"],
+        "alerting": alerting,
+        "funnels": funnels,
+        "red": red,
+        "marks": old["marks"],
+        "reports": old["reports"],
+        "horizon": old.get("horizon", _MIN),
+    }

@@ -40,7 +40,9 @@ def _late_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Tabl
     rows = []
     for r in late.to_pylist():
         ts = r.get("timestamp")
-        doc = {k: r.get(k) for k in ("name", "kind", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")}
+        doc = {
+            k: r.get(k) for k in ("name", "kind", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum")
+        }
         doc["labels"] = dict(doc["labels"] or [])
         doc["timestamp"] = ts.isoformat() if ts is not None else None
         if r.get("temporality") is not None:  # wire schema version 2: how a cumulative sample is meant
@@ -48,12 +50,21 @@ def _late_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa.Tabl
         if r.get("start_time") is not None:
             doc["start_time"] = r["start_time"].isoformat()
         raw = _json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        rows.append({"received_at": r.get("ingested_at"), "reason": "late_data",
-                     "detail": f"timestamp {doc['timestamp']}: its window closed (later than allowed_lateness "
-                               f"{lateness_ms // 1000}s behind the partition's watermark); raw is the decoded sample re-encoded",
-                     "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
-                     "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
-                     "raw": raw, "raw_size": len(raw), "raw_truncated": False})
+        rows.append(
+            {
+                "received_at": r.get("ingested_at"),
+                "reason": "late_data",
+                "detail": f"timestamp {doc['timestamp']}: its window closed (later than allowed_lateness "
+                f"{lateness_ms // 1000}s behind the partition's watermark); raw is the decoded sample re-encoded",
+                "source": source or r.get("source_topic"),
+                "source_topic": r.get("source_topic"),
+                "source_partition": r.get("source_partition"),
+                "source_offset": r.get("source_offset"),
+                "raw": raw,
+                "raw_size": len(raw),
+                "raw_truncated": False,
+            }
+        )
     from sinks.dead_letters import require_reasons
 
     return require_reasons(pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema()))
@@ -126,5 +137,12 @@ class MetricsStage(_Tracked):
 
     def _output(self, rows, dropped, final: bool) -> StageOutput:
         out = {n: t for n in rows if (t := _concat(rows[n], n)) is not None}
-        return StageOutput(stage=METRICS, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
-                           dropped=dropped, watermark=_MAX if final else self.close_wm)
+        return StageOutput(
+            stage=METRICS,
+            shard=self.shard,
+            rows=out,
+            positions=self.positions(final),
+            shards=self.shards,
+            dropped=dropped,
+            watermark=_MAX if final else self.close_wm,
+        )

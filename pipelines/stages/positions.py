@@ -17,14 +17,17 @@ from collections.abc import Callable
 Held = dict[str, deque]
 
 
-def hold_batch(held: Held, latest: dict[str, int], tp: str, first_offset: int, next_offset: int, release_at: int) -> None:
+def hold_batch(
+    held: Held, latest: dict[str, int], tp: str, first_offset: int, next_offset: int, release_at: int
+) -> None:
     """Note a batch of ``tp`` that may keep rows until ``release_at`` (the stage's own time scale)."""
     held.setdefault(tp, deque()).append((first_offset, next_offset, release_at))
     latest[tp] = max(latest.get(tp, 0), next_offset)
 
 
-def held_positions(held: Held, latest: dict[str, int], released: Callable[[int], bool],
-                   holding: bool = True) -> dict[str, int]:
+def held_positions(
+    held: Held, latest: dict[str, int], released: Callable[[int], bool], holding: bool = True
+) -> dict[str, int]:
     """Drop the batches at the head of each partition's queue whose ``release_at`` is
     ``released``, then the partition's position: the first offset of the oldest batch
     still held, else the latest next offset. ``holding=False`` (the shard holds no rows at
@@ -39,8 +42,9 @@ def held_positions(held: Held, latest: dict[str, int], released: Callable[[int],
     return out
 
 
-def upstream_positions(reports: dict[tuple[str, int], dict[str, int]],
-                       upstream: dict[str, tuple[int, tuple]]) -> dict[str, int]:
+def upstream_positions(
+    reports: dict[tuple[str, int], dict[str, int]], upstream: dict[str, tuple[int, tuple]]
+) -> dict[str, int]:
     """Per partition, the smallest position the upstream shards reported (``reports``:
     (stage, shard) -> positions; ``upstream``: stage -> (shards, topics)); a partition is
     left out until every shard of every upstream stage reading its topic has reported it."""

@@ -58,8 +58,8 @@ class ProductStage(_Tracked):
         self.analytics = ProductAnalytics(cfg.model_copy(update={"watermark_delay": _NEVER}))
         self.analytics.report = _TallyReport(cfg.funnels, cfg.report_ms)
         self.error_groups = step.error_groups
-        self.errors: dict[tuple[int, str], list] = {}   # (window, fingerprint) -> [error type, count, first ms, last ms]
-        self.sessionless: dict[int, int] = {}            # window -> events without a session id
+        self.errors: dict[tuple[int, str], list] = {}  # (window, fingerprint) -> [error type, count, first ms, last ms]
+        self.sessionless: dict[int, int] = {}  # window -> events without a session id
         self._init_tracking(defn, cfg.delay_ms)
 
     def process(self, item: StageInput | StageTick) -> StageOutput | None:
@@ -124,7 +124,20 @@ class ProductStage(_Tracked):
             sl = self.__dict__.setdefault("sessionless", {})
             for k in [k for k in sl if final or (k + 1) * self.res <= through]:
                 sessionless[k] = sl.pop(k)
-        extra = {"funnels": cast(_TallyReport, self.analytics.report).take(), "errors": errors, "sessionless": sessionless, "through": through}
+        extra = {
+            "funnels": cast(_TallyReport, self.analytics.report).take(),
+            "errors": errors,
+            "sessionless": sessionless,
+            "through": through,
+        }
         out = {"sessions": t} if (t := _concat(sessions, "sessions")) is not None else {}
-        return StageOutput(stage=PRODUCT, shard=self.shard, rows=out, positions=self.positions(final), shards=self.shards,
-                           watermark=_MAX if final else self.close_wm, extra=extra, dropped=dropped or {})
+        return StageOutput(
+            stage=PRODUCT,
+            shard=self.shard,
+            rows=out,
+            positions=self.positions(final),
+            shards=self.shards,
+            watermark=_MAX if final else self.close_wm,
+            extra=extra,
+            dropped=dropped or {},
+        )

@@ -31,8 +31,14 @@ def _new_counts() -> dict[str, Any]:
     tail sampler's :class:`~transforms.tail_sampling.sampler.Decisions` (reasons in
     ``sampler.REASONS``; ``num_traces_overflow`` is the num_traces bound's cost);
     ``sampled_traces`` / ``not_sampled_traces`` / ``late_spans_kept``: counts."""
-    return {"dropped_spans": {}, "dropped_traces": {}, "early_decisions": {}, "sampled_traces": 0,
-            "not_sampled_traces": 0, "late_spans_kept": 0}
+    return {
+        "dropped_spans": {},
+        "dropped_traces": {},
+        "early_decisions": {},
+        "sampled_traces": 0,
+        "not_sampled_traces": 0,
+        "late_spans_kept": 0,
+    }
 
 
 def _bound(ids: dict, limit: int = 200_000) -> None:
@@ -61,8 +67,16 @@ class TraceStage(Stage):
             return cls.restore(cfg.step, cfg.logs, shard, blob, head, *args)
         return cls(cfg.step, cfg.logs, shard, head, *args)
 
-    def __init__(self, step, log_config=None, shard: int = 0, head: tuple | None = None, expected=(),
-                 red_topics=None, dead_letters: str = "dead_letters"):
+    def __init__(
+        self,
+        step,
+        log_config=None,
+        shard: int = 0,
+        head: tuple | None = None,
+        expected=(),
+        red_topics=None,
+        dead_letters: str = "dead_letters",
+    ):
         self.step = step
         self.shard = shard
         self.dead_table = dead_letters
@@ -71,9 +85,16 @@ class TraceStage(Stage):
         self._head_dropped: dict[str, None] = {}  # trace ids head sampling did not keep (bounded, as _kept)
         self.sampler = TailSampler(step.sampler)
         red = step.red
-        self.red = RedMetrics(window_ms=int(red.window.total_seconds() * 1000), relative_accuracy=red.relative_accuracy,
-                              allowed_lateness_ms=int(red.allowed_lateness.total_seconds() * 1000),
-                              max_exemplars=red.max_exemplars) if red else None
+        self.red = (
+            RedMetrics(
+                window_ms=int(red.window.total_seconds() * 1000),
+                relative_accuracy=red.relative_accuracy,
+                allowed_lateness_ms=int(red.allowed_lateness.total_seconds() * 1000),
+                max_exemplars=red.max_exemplars,
+            )
+            if red
+            else None
+        )
         self.logs = LogSampler(log_config) if log_config is not None else None
         self.log_wait_ms = int(step.log_wait.total_seconds() * 1000)
         self.hold_ms = int(step.sampler.decision_wait_ms) + self.log_wait_ms
@@ -82,20 +103,20 @@ class TraceStage(Stage):
         # RED windows close on the spans' event time (start_time), over the span partitions only
         span_parts = [k for k in expected if red_topics is None or k.rsplit(":", 1)[0] in red_topics]
         self._red_clock = PartitionClock(expected=span_parts)
-        self._red_now = 0                     # the RED watermark (event time of the span partitions)
-        self._red_idle_from = 0               # where an idle advance of the RED watermark starts
+        self._red_now = 0  # the RED watermark (event time of the span partitions)
+        self._red_idle_from = 0  # where an idle advance of the RED watermark starts
         self._red_through: int | None = None  # the RED windows closed through (extra["red_through"]), last reported
-        self._red_parts: dict = {}            # closed RED windows' aggregates not yet handed on (extra["red"])
-        self._red_late = 0                    # spans not counted in RED (window closed) since the last output
+        self._red_parts: dict = {}  # closed RED windows' aggregates not yet handed on (extra["red"])
+        self._red_late = 0  # spans not counted in RED (window closed) since the last output
         self._pending_logs: list[tuple[int, pa.Table]] = []  # (arrival now, rows waiting for their trace)
-        self._kept: dict[str, float] = {}     # decided and kept trace id -> adjusted count (bounded)
+        self._kept: dict[str, float] = {}  # decided and kept trace id -> adjusted count (bounded)
         self._batches: dict[str, deque] = {}  # tp -> (first_offset, next_offset, arrival now)
         self._latest: dict[str, int] = {}
-        self._counts = _new_counts()          # since the last output (StageOutput.counters)
-        self._idle_wall: int | None = None    # wall time of the last input (idle advance)
-        self._idle_from = 0                   # the clock an idle advance starts from
-        self._reported: dict | None = None    # positions of the last output
-        self._lags: dict[str, int] = {}       # partition -> records left behind its latest input (clock._behind)
+        self._counts = _new_counts()  # since the last output (StageOutput.counters)
+        self._idle_wall: int | None = None  # wall time of the last input (idle advance)
+        self._idle_from = 0  # the clock an idle advance starts from
+        self._reported: dict | None = None  # positions of the last output
+        self._lags: dict[str, int] = {}  # partition -> records left behind its latest input (clock._behind)
 
     # -- processing -----------------------------------------------------------------
 
@@ -103,7 +124,9 @@ class TraceStage(Stage):
         if isinstance(item, StageTick):
             return self.tick(item)
         tp = f"{item.topic}:{item.partition}"
-        self.now = max(self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions, item.lag))
+        self.now = max(
+            self.now, self._clock.observe(item.topic, item.partition, item.now_ms, item.topic_partitions, item.lag)
+        )
         if item.kind in ("spans", "head_spans"):
             red_wm = self._red_clock.observe(item.topic, item.partition, item.event_ms, item.topic_partitions, item.lag)
             self._red_now = max(self._red_now, red_wm)
@@ -149,7 +172,9 @@ class TraceStage(Stage):
         self._decide(self.sampler.advance(self.now), rows, final=False)
         before = self._reported
         out = self._output(rows, final=False)
-        return out if out.rows or out.counters or out.extra or out.positions != before else None  # nothing new: no output
+        return (
+            out if out.rows or out.counters or out.extra or out.positions != before else None
+        )  # nothing new: no output
 
     def flush(self) -> StageOutput:
         """End of input: decide everything still held."""
@@ -166,8 +191,12 @@ class TraceStage(Stage):
         late = self.red.add(item.table)
         if late.any():
             rows.setdefault("dead_letters", []).append(
-                _late_span_dead_letters(item.table.filter(pa.array(late)), item.source or item.topic,
-                                        int(self.step.red.allowed_lateness.total_seconds() * 1000)))
+                _late_span_dead_letters(
+                    item.table.filter(pa.array(late)),
+                    item.source or item.topic,
+                    int(self.step.red.allowed_lateness.total_seconds() * 1000),
+                )
+            )
             self._red_late += int(late.sum())
 
     def _add_logs(self, table: pa.Table, rows, ingest_ms: int) -> None:
@@ -249,7 +278,7 @@ class TraceStage(Stage):
         if not self._pending_logs or self.logs is None:  # (no log sampler: no log waits, _add_logs)
             return
         still: list[tuple[int, pa.Table]] = []
-        buffered = self.sampler._ids          # trace ids the sampler still holds
+        buffered = self.sampler._ids  # trace ids the sampler still holds
         not_sampled = self.sampler._nonsampled_cache
         for arrived, t in self._pending_logs:
             ids = t.column("trace_id").to_pylist()
@@ -263,8 +292,11 @@ class TraceStage(Stage):
                 # the trace was kept: every line is kept; sample_rate (the fraction kept, obs.logs
                 # contract) is 1 for the always-kept levels, else 1 / the trace's adjusted count
                 sub = t.filter(pa.array(kept))
-                rows["logs"].append(self.logs.decide_logs(
-                    sub, kept_trace_ids={i: self._kept[i] for i in set(sub.column("trace_id").to_pylist())}))
+                rows["logs"].append(
+                    self.logs.decide_logs(
+                        sub, kept_trace_ids={i: self._kept[i] for i in set(sub.column("trace_id").to_pylist())}
+                    )
+                )
             if dropped.any():
                 # the trace was not kept: only the always-kept levels survive
                 sub = t.filter(pa.array(dropped))
@@ -283,7 +315,9 @@ class TraceStage(Stage):
         for name, parts in rows.items():
             if parts:
                 tdef = table_def("dead_letters" if name == self.dead_table else name)
-                out[name] = pa.concat_tables([conform(t, tdef) for t in parts]) if len(parts) > 1 else conform(parts[0], tdef)
+                out[name] = (
+                    pa.concat_tables([conform(t, tdef) for t in parts]) if len(parts) > 1 else conform(parts[0], tdef)
+                )
         counts, self._counts = self._counts, _new_counts()
         if getattr(self, "_red_late", 0):
             counts["red_late_spans"], self._red_late = self._red_late, 0
@@ -295,8 +329,15 @@ class TraceStage(Stage):
                 extra["red"], self._red_parts = self._red_parts, {}
             if through != getattr(self, "_red_through", None) or extra:
                 extra["red_through"] = self._red_through = through
-        return StageOutput(stage=TRACE, shard=self.shard, rows=out, positions=dict(self._reported), shards=self.step.shards,
-                           counters={k: v for k, v in counts.items() if v}, extra=extra)
+        return StageOutput(
+            stage=TRACE,
+            shard=self.shard,
+            rows=out,
+            positions=dict(self._reported),
+            shards=self.step.shards,
+            counters={k: v for k, v in counts.items() if v},
+            extra=extra,
+        )
 
     def positions(self, final: bool = False) -> dict[str, int]:
         """Per partition: everything below this offset has been emitted by this shard."""
@@ -307,18 +348,43 @@ class TraceStage(Stage):
     # -- state ----------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        state = {"sampler": self.sampler.snapshot(), "red": self.red.snapshot() if self.red else None, "now": self.now,
-                 "pending_logs": self._pending_logs, "kept": self._kept, "clock": self._clock, "batches": self._batches, "latest": self._latest,
-                 "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
-                 "counts": self._counts, "head_dropped": self._head_dropped, "idle": (self._idle_wall, self._idle_from, self._reported),
-                 "lags": getattr(self, "_lags", {}),
-                 "red_clock": (self._red_clock, self._red_now, self._red_idle_from, self._red_through, self._red_parts,
-                               self._red_late)}
+        state = {
+            "sampler": self.sampler.snapshot(),
+            "red": self.red.snapshot() if self.red else None,
+            "now": self.now,
+            "pending_logs": self._pending_logs,
+            "kept": self._kept,
+            "clock": self._clock,
+            "batches": self._batches,
+            "latest": self._latest,
+            "log_counts": (self.logs.kept_lines, self.logs.dropped_lines) if self.logs else None,
+            "counts": self._counts,
+            "head_dropped": self._head_dropped,
+            "idle": (self._idle_wall, self._idle_from, self._reported),
+            "lags": getattr(self, "_lags", {}),
+            "red_clock": (
+                self._red_clock,
+                self._red_now,
+                self._red_idle_from,
+                self._red_through,
+                self._red_parts,
+                self._red_late,
+            ),
+        }
         return zlib.compress(pickle.dumps(state, protocol=5), 1)
 
     @classmethod
-    def restore(cls, step, log_config, shard: int, data: bytes, head: tuple | None = None, expected=(), red_topics=None,
-                dead_letters: str = "dead_letters") -> TraceStage:
+    def restore(
+        cls,
+        step,
+        log_config,
+        shard: int,
+        data: bytes,
+        head: tuple | None = None,
+        expected=(),
+        red_topics=None,
+        dead_letters: str = "dead_letters",
+    ) -> TraceStage:
         """A stage in the state :meth:`snapshot` captured."""
         st = pickle.loads(zlib.decompress(data))
         self = cls(step, log_config, shard, head, expected, red_topics, dead_letters)
@@ -338,8 +404,14 @@ class TraceStage(Stage):
         self._idle_wall, self._idle_from, self._reported = st.get("idle", (None, self.now, None))
         self._lags = st.get("lags", {})
         if "red_clock" in st:
-            (self._red_clock, self._red_now, self._red_idle_from, self._red_through, self._red_parts,
-             self._red_late) = st["red_clock"]
+            (
+                self._red_clock,
+                self._red_now,
+                self._red_idle_from,
+                self._red_through,
+                self._red_parts,
+                self._red_late,
+            ) = st["red_clock"]
         return self
 
 
@@ -357,12 +429,21 @@ def _late_span_dead_letters(late: pa.Table, source: str, lateness_ms: int) -> pa
         for k in ("start_time", "end_time"):
             doc[k] = r[k].isoformat() if r.get(k) is not None else None
         raw = _json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        rows.append({"received_at": r.get("ingested_at"), "reason": "late_data",
-                     "detail": f"span start_time {doc['start_time']}: its RED window had closed (later than allowed_lateness "
-                               f"{lateness_ms // 1000}s behind the span partitions' event time), so span.calls / span.errors / "
-                               f"span.duration_ms do not count it; the span itself went on to tail sampling; raw is the span "
-                               f"re-encoded without attributes",
-                     "source": source or r.get("source_topic"), "source_topic": r.get("source_topic"),
-                     "source_partition": r.get("source_partition"), "source_offset": r.get("source_offset"),
-                     "raw": raw, "raw_size": len(raw), "raw_truncated": False})
+        rows.append(
+            {
+                "received_at": r.get("ingested_at"),
+                "reason": "late_data",
+                "detail": f"span start_time {doc['start_time']}: its RED window had closed (later than allowed_lateness "
+                f"{lateness_ms // 1000}s behind the span partitions' event time), so span.calls / span.errors / "
+                f"span.duration_ms do not count it; the span itself went on to tail sampling; raw is the span "
+                f"re-encoded without attributes",
+                "source": source or r.get("source_topic"),
+                "source_topic": r.get("source_topic"),
+                "source_partition": r.get("source_partition"),
+                "source_offset": r.get("source_offset"),
+                "raw": raw,
+                "raw_size": len(raw),
+                "raw_truncated": False,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=DEAD_LETTERS.arrow_schema())

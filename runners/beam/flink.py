@@ -68,15 +68,27 @@ class Submitted:
     run_id: str = ""
 
 
-def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None = None,
-                  job_server_jar: str | None = None, job_endpoint: str | None = None, java: str | None = None,
-                  flink_version: str | None = None, job_name: str | None = None,
-                  extra: list[str] | None = None) -> list[str]:
+def flink_options(
+    master: str,
+    *,
+    parallelism: int = 1,
+    worker_pool: str | None = None,
+    job_server_jar: str | None = None,
+    job_endpoint: str | None = None,
+    java: str | None = None,
+    flink_version: str | None = None,
+    job_name: str | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
     """Beam pipeline options for a streaming run on the Flink session cluster at ``master``
     (its REST ``host:port``)."""
     pool = worker_pool or os.environ.get(WORKER_POOL_ENV) or DEFAULT_WORKER_POOL
-    opts = ["--streaming", f"--parallelism={parallelism}", "--environment_type=EXTERNAL",
-            f"--environment_config={pool}"]
+    opts = [
+        "--streaming",
+        f"--parallelism={parallelism}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config={pool}",
+    ]
     if job_name:
         opts.append(f"--job_name={job_name}")
     if job_endpoint:
@@ -91,12 +103,18 @@ def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None 
             raise SubmitError(str(e)) from e
         jar = job_server_jar or (str(cached) if cached is not None else None)
         if jar is None:
-            raise SubmitError(f"no Beam Flink job server: none is cached in {located.job_server_dir()}. Give --job-endpoint "
-                              f"HOST:PORT of a running one, or --job-server-jar (or ${located.JAR_ENV}), or fetch it "
-                              "from a source checkout with `python -m infra.flink fetch`")
+            raise SubmitError(
+                f"no Beam Flink job server: none is cached in {located.job_server_dir()}. Give --job-endpoint "
+                f"HOST:PORT of a running one, or --job-server-jar (or ${located.JAR_ENV}), or fetch it "
+                "from a source checkout with `python -m infra.flink fetch`"
+            )
         minor = flink_version or os.environ.get(FLINK_VERSION_ENV) or located.FLINK_MINOR
-        opts += ["--runner=FlinkRunner", f"--flink_master={master}", f"--flink_version={minor}",
-                 f"--flink_job_server_jar={jar}"]
+        opts += [
+            "--runner=FlinkRunner",
+            f"--flink_master={master}",
+            f"--flink_version={minor}",
+            f"--flink_job_server_jar={jar}",
+        ]
         try:
             opts.append(f"--job_server_java_launcher={java or located.java_home() / 'bin' / 'java'}")
         except located.FlinkSetupError:
@@ -104,9 +122,18 @@ def flink_options(master: str, *, parallelism: int = 1, worker_pool: str | None 
     return opts + list(extra or [])
 
 
-def submit(spec: PipelineSpec, master: str, *, parallelism: int = 1, job_name: str | None = None,
-           worker_pool: str | None = None, job_server_jar: str | None = None, job_endpoint: str | None = None,
-           timeout: float = 240.0, extra_options: list[str] | None = None) -> Submitted:
+def submit(
+    spec: PipelineSpec,
+    master: str,
+    *,
+    parallelism: int = 1,
+    job_name: str | None = None,
+    worker_pool: str | None = None,
+    job_server_jar: str | None = None,
+    job_endpoint: str | None = None,
+    timeout: float = 240.0,
+    extra_options: list[str] | None = None,
+) -> Submitted:
     """Plan the Kafka partitions from the tables' positions, submit the streaming job and
     return once Flink reports it RUNNING (raises :class:`SubmitError` if it fails first)."""
     import apache_beam as beam
@@ -121,8 +148,15 @@ def submit(spec: PipelineSpec, master: str, *, parallelism: int = 1, job_name: s
     not_before = int(time.time() * 1000) - 5_000
     job_name = job_name or f"obsflow-{spec.name}-{uuid.uuid4().hex[:8]}"
     source, ranges, resume = kafka_plan(RunRequest(spec=spec, runner="flink", source="kafka"))
-    opts = flink_options(master, parallelism=parallelism, worker_pool=worker_pool, job_server_jar=job_server_jar,
-                         job_endpoint=job_endpoint, job_name=job_name, extra=extra_options)
+    opts = flink_options(
+        master,
+        parallelism=parallelism,
+        worker_pool=worker_pool,
+        job_server_jar=job_server_jar,
+        job_endpoint=job_endpoint,
+        job_name=job_name,
+        extra=extra_options,
+    )
     p = beam.Pipeline(options=PipelineOptions(opts))
     run_id = beam_run_id()  # fixed here, pickled with the writers: the workers lack $OBSFLOW_RUN_ID
     build_kafka_pipeline(p, spec, source, ranges, bounded=False, run_id=run_id)

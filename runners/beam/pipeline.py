@@ -102,7 +102,7 @@ class ReadKafkaRange(beam.DoFn):
         yield from _round_robin([self.source.batches(r.part, r.start, bounded=True, end_offset=r.end) for r in rngs])
 
 
-UNBOUNDED_STOP = 2 ** 63 - 1
+UNBOUNDED_STOP = 2**63 - 1
 
 
 class _PartitionTracker(OffsetRestrictionTracker):
@@ -221,8 +221,9 @@ def beam_run_id() -> str:
 
 
 class WriteIceberg(beam.DoFn):
-    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False,
-                 run_id: str | None = None):
+    def __init__(
+        self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False, run_id: str | None = None
+    ):
         self.spec = spec
         self.tables = tables
         self.plan = plan
@@ -230,8 +231,9 @@ class WriteIceberg(beam.DoFn):
         self.run_id = run_id  # the job's (:func:`beam_run_id`), carried to the workers with the DoFn
 
     def setup(self):
-        self.sink = IcebergSink(self.spec, self.tables, dedupe=self.dedupe, plan=self.plan, counters=STATS,
-                                run_id=self.run_id)
+        self.sink = IcebergSink(
+            self.spec, self.tables, dedupe=self.dedupe, plan=self.plan, counters=STATS, run_id=self.run_id
+        )
 
     def process(self, out):
         self.sink.accept(out)
@@ -268,8 +270,9 @@ class WriteTables(beam.DoFn):
         table, out = element
         sink = self.sinks.get(table)
         if sink is None:
-            sink = self.sinks[table] = IcebergSink(self.spec, [table], dedupe=self.dedupe, plan=self.plan, counters=STATS,
-                                                          run_id=self.run_id)
+            sink = self.sinks[table] = IcebergSink(
+                self.spec, [table], dedupe=self.dedupe, plan=self.plan, counters=STATS, run_id=self.run_id
+            )
         sink.accept(out)
         pieces.write((pieces.read() or 0) + 1)
 
@@ -359,8 +362,13 @@ class IdleStageDoFn(StageDoFn):
 
         timer.set(Timestamp(micros=(wall_ms + self.idle_ms) * 1000))
 
-    def process(self, element, state=beam.DoFn.StateParam(StageDoFn.STATE), flush=beam.DoFn.TimerParam(StageDoFn.FLUSH),
-                idle=beam.DoFn.TimerParam(IDLE)):
+    def process(
+        self,
+        element,
+        state=beam.DoFn.StateParam(StageDoFn.STATE),
+        flush=beam.DoFn.TimerParam(StageDoFn.FLUSH),
+        idle=beam.DoFn.TimerParam(IDLE),
+    ):
         key, item = element
         wall = int(self.clock() * 1000)
         if isinstance(item, StageInput) and item.wall_ms < 0:
@@ -375,8 +383,13 @@ class IdleStageDoFn(StageDoFn):
             yield out
 
     @on_timer(IDLE)
-    def on_idle(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam, state=beam.DoFn.StateParam(StageDoFn.STATE),
-                idle=beam.DoFn.TimerParam(IDLE)):
+    def on_idle(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        state=beam.DoFn.StateParam(StageDoFn.STATE),
+        idle=beam.DoFn.TimerParam(IDLE),
+    ):
         blob = state.read()
         if not blob:
             return  # flushed (end of input): nothing to advance, no re-arm
@@ -395,8 +408,16 @@ class IdleStageDoFn(StageDoFn):
 KEYED = tuple[str, typing.Any]
 
 
-def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: list[str] | None = None, kafka: bool = False,
-                      idle_ms: int = 0, dedupe: bool = False, run_id: str | None = None):
+def process_and_write(
+    pcoll,
+    spec: PipelineSpec,
+    names: list[str],
+    partitions: list[str] | None = None,
+    kafka: bool = False,
+    idle_ms: int = 0,
+    dedupe: bool = False,
+    run_id: str | None = None,
+):
     """RawBatch → flows → (stateful stages) → Iceberg: the part every Beam pipeline shares.
 
     Every stage fed by the flows runs in one stateful DoFn keyed ``"<stage>:<shard>"``; the
@@ -417,10 +438,11 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
         outs = (outs, staged) | "Merge" >> beam.Flatten()
         if GLOBAL in defs:
             # fed from the merged collection (a stateful DoFn's output consumed twice loses elements on the DirectRunner)
-            globl = (outs
-                     | "GlobalInputs" >> beam.FlatMap(global_inputs)
-                     .with_output_types(KEYED)
-                     | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL)))
+            globl = (
+                outs
+                | "GlobalInputs" >> beam.FlatMap(global_inputs).with_output_types(KEYED)
+                | "GlobalStage" >> beam.ParDo(StageDoFn(defs, GLOBAL))
+            )
             outs = (outs, globl) | "MergeGlobal" >> beam.Flatten()
     # tables a stage writes need one writer each (positions need every shard's report);
     # the flows' other tables are written where they were produced
@@ -428,15 +450,28 @@ def process_and_write(pcoll, spec: PipelineSpec, names: list[str], partitions: l
     anywhere, single = table_writers(plan, names)
     if not single:
         return outs | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, names, plan, dedupe, run_id))
-    direct = (outs | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
-              | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, plan, dedupe, run_id)))
-    keyed = (outs | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
-             | "WriteTables" >> beam.ParDo(WriteTables(spec, plan, dedupe, run_id)))
+    direct = (
+        outs
+        | "FlowTables" >> beam.FlatMap(restrict_to(anywhere))
+        | "WriteIceberg" >> beam.ParDo(WriteIceberg(spec, anywhere, plan, dedupe, run_id))
+    )
+    keyed = (
+        outs
+        | "ByTable" >> beam.FlatMap(split_by_table(single)).with_output_types(KEYED)
+        | "WriteTables" >> beam.ParDo(WriteTables(spec, plan, dedupe, run_id))
+    )
     return direct, keyed
 
 
-def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource, resume: dict[str, int],
-                   tables: list[str] | None = None, dedupe: bool = False, run_id: str | None = None):
+def build_pipeline(
+    p: beam.Pipeline,
+    spec: PipelineSpec,
+    source: EmbeddedSource,
+    resume: dict[str, int],
+    tables: list[str] | None = None,
+    dedupe: bool = False,
+    run_id: str | None = None,
+):
     """The embedded source → the flows → Iceberg, writing ``tables`` (default: all; a
     catch-up writes one, with ``dedupe``: see :class:`sinks.iceberg.IcebergSink`);
     ``run_id``: the run its commits' counters name (default :func:`beam_run_id`)."""
@@ -446,9 +481,16 @@ def build_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: EmbeddedSource,
     return process_and_write(raw, spec, names, keys, dedupe=dedupe, run_id=run_id)
 
 
-def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSource, ranges: list[PartitionRange],
-                         bounded: bool, tables: list[str] | None = None, dedupe: bool = False,
-                         run_id: str | None = None):
+def build_kafka_pipeline(
+    p: beam.Pipeline,
+    spec: PipelineSpec,
+    source: KafkaSource,
+    ranges: list[PartitionRange],
+    bounded: bool,
+    tables: list[str] | None = None,
+    dedupe: bool = False,
+    run_id: str | None = None,
+):
     """Kafka → the flows → Iceberg. ``ranges`` come from :meth:`KafkaSource.plan`
     (start offsets from the tables; ends when ``bounded``); ``tables``: those written
     (default: all); ``run_id``: the run its commits' counters name, on every worker
@@ -457,7 +499,11 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
     elements = [list(ranges)] if bounded else ranges
-    raw = p | "Partitions" >> beam.Create(elements, reshuffle=False) | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
+    raw = (
+        p
+        | "Partitions" >> beam.Create(elements, reshuffle=False)
+        | ("ReadKafkaRange" if bounded else "ReadKafka") >> beam.ParDo(read)
+    )
     # unbounded and streaming (Flink, --streaming): the stages advance their clocks on idle. A bounded
     # run decides everything at its end; in a batch-mode run (the DirectRunner without --streaming) a
     # processing-time timer would move the run off the FnApiRunner, so those keep the plain StageDoFn.
@@ -465,14 +511,23 @@ def build_kafka_pipeline(p: beam.Pipeline, spec: PipelineSpec, source: KafkaSour
 
     streaming = bool(p.options.view_as(StandardOptions).streaming)
     # the stages' event time waits for the partitions that had records to read when the run was planned
-    return process_and_write(raw, spec, names, [r.part.key for r in ranges if r.backlog], kafka=True,
-                             idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0, dedupe=dedupe,
-                             run_id=run_id)
+    return process_and_write(
+        raw,
+        spec,
+        names,
+        [r.part.key for r in ranges if r.backlog],
+        kafka=True,
+        idle_ms=spec.stages.idle_advance_ms if streaming and not bounded else 0,
+        dedupe=dedupe,
+        run_id=run_id,
+    )
 
 
 def direct_options(extra: list[str] | None = None) -> PipelineOptions:
     """DirectRunner options that stay offline (no Prism download) and in-process."""
-    return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory", *(extra or [])])
+    return PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory", *(extra or [])]
+    )
 
 
 #: the trace stage's host, by its former name

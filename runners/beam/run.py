@@ -19,8 +19,16 @@ def run(req: RunRequest) -> dict[str, int]:
         with beam.Pipeline(options=direct_options(req.beam_options)) as p:
             if req.source == "kafka":
                 cu_source, cu_ranges = src
-                build_kafka_pipeline(p, catch_up_spec(req.spec), cu_source, cu_ranges, bounded=True, tables=[cu.table],
-                                     dedupe=True, run_id=run_id)
+                build_kafka_pipeline(
+                    p,
+                    catch_up_spec(req.spec),
+                    cu_source,
+                    cu_ranges,
+                    bounded=True,
+                    tables=[cu.table],
+                    dedupe=True,
+                    run_id=run_id,
+                )
             else:
                 build_pipeline(p, catch_up_spec(req.spec), src, {}, tables=[cu.table], dedupe=True, run_id=run_id)
     if req.source == "kafka":

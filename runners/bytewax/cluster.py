@@ -83,8 +83,10 @@ class ClusterRun:
     def from_env(cls) -> ClusterRun:
         raw = os.environ.get(RUN_ENV)
         if not raw:
-            raise RuntimeError(f"${RUN_ENV} is not set: start processes with `obsflow run --runner bytewax --processes N` "
-                               f"or set it to the JSON of runners.bytewax.cluster.ClusterRun")
+            raise RuntimeError(
+                f"${RUN_ENV} is not set: start processes with `obsflow run --runner bytewax --processes N` "
+                f"or set it to the JSON of runners.bytewax.cluster.ClusterRun"
+            )
         return cls(**json.loads(raw))
 
 
@@ -104,9 +106,20 @@ def build(run: ClusterRun):
     from runners.job import RunRequest, embedded_source, kafka_plan, resume_positions
 
     spec = _spec(run)
-    req = RunRequest(spec=spec, runner="bytewax", source=run.source, count=run.count, duration_s=run.duration_s,
-                     seed=run.seed, start_ms=run.start_ms, rate_per_s=run.rate_per_s, bad_fraction=run.bad_fraction,
-                     batch_size=run.batch_size, bounded=run.bounded, max_records=run.max_records)
+    req = RunRequest(
+        spec=spec,
+        runner="bytewax",
+        source=run.source,
+        count=run.count,
+        duration_s=run.duration_s,
+        seed=run.seed,
+        start_ms=run.start_ms,
+        rate_per_s=run.rate_per_s,
+        bad_fraction=run.bad_fraction,
+        batch_size=run.batch_size,
+        bounded=run.bounded,
+        max_records=run.max_records,
+    )
     if run.source == "kafka":
         source, ranges, _ = kafka_plan(req)
         tick = max(0.2, min(1.0, spec.storage.commit.max_seconds.total_seconds() / 2))
@@ -195,8 +208,9 @@ class ForkedProcess:
         self.send_signal(signal.SIGTERM)
 
 
-def _forked_child(run: ClusterRun, process_id: int, addresses: list[str], workers: int, log: Path | None,
-                  env: dict) -> None:
+def _forked_child(
+    run: ClusterRun, process_id: int, addresses: list[str], workers: int, log: Path | None, env: dict
+) -> None:
     """The body of a forked cluster process: never returns (``os._exit``), so nothing of
     the launcher's (its atexit handlers, its open catalog) runs twice."""
     code = 1
@@ -213,8 +227,14 @@ def _forked_child(run: ClusterRun, process_id: int, addresses: list[str], worker
         from bytewax._bytewax import cli_main
 
         # exactly what `python -m bytewax.run ... -w W -i I -a A` runs (no recovery store)
-        cli_main(build(run), workers_per_process=workers, process_id=process_id, addresses=addresses,
-                 epoch_interval=timedelta(seconds=10), recovery_config=None)
+        cli_main(
+            build(run),
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=10),
+            recovery_config=None,
+        )
         from runners.bytewax.flow import CLOSE_ERRORS
 
         if CLOSE_ERRORS:  # a final commit failed (kept: Bytewax aborts on an error in a sink's close)
@@ -232,8 +252,9 @@ def _forked_child(run: ClusterRun, process_id: int, addresses: list[str], worker
             os._exit(code)
 
 
-def _fork(run: ClusterRun, processes: int, workers: int, addresses: list[str], log_dir: Path | None,
-          env: dict) -> list[ForkedProcess]:
+def _fork(
+    run: ClusterRun, processes: int, workers: int, addresses: list[str], log_dir: Path | None, env: dict
+) -> list[ForkedProcess]:
     """Fork the cluster's processes from this one, after importing what every process
     imports: each starts without the ~1.5-3 s of CPU its imports cost (two processes
     importing at once also compete for the cores the run needs)."""
@@ -256,8 +277,15 @@ def _fork(run: ClusterRun, processes: int, workers: int, addresses: list[str], l
     return procs
 
 
-def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | None = None,
-          log_dir: Path | None = None, env: dict | None = None, fork: bool = False) -> list:
+def spawn(
+    run: ClusterRun,
+    processes: int,
+    workers: int,
+    addresses: list[str] | None = None,
+    log_dir: Path | None = None,
+    env: dict | None = None,
+    fork: bool = False,
+) -> list:
     """Start the ``processes`` processes of a local cluster; return them (the caller
     waits). Output goes to ``log_dir/process-<i>.log`` if given.
 
@@ -279,10 +307,26 @@ def spawn(run: ClusterRun, processes: int, workers: int, addresses: list[str] | 
     procs = []
     for i in range(processes):
         out = open(log_dir / f"process-{i}.log", "wb") if log_dir else None
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "runners.bytewax.cluster:flow", "-w", str(workers),
-             "-i", str(i), "-a", ";".join(addresses)],
-            env=child_env, stdout=out, stderr=subprocess.STDOUT if out else None, cwd=root))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bytewax.run",
+                    "runners.bytewax.cluster:flow",
+                    "-w",
+                    str(workers),
+                    "-i",
+                    str(i),
+                    "-a",
+                    ";".join(addresses),
+                ],
+                env=child_env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                cwd=root,
+            )
+        )
         if out:
             out.close()
     return procs

@@ -200,8 +200,14 @@ class IcebergBytewaxSink(DynamicSink):
         return _IcebergPartition(self.spec, self.tables, self.plan, self.dedupe)
 
 
-def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool = False,
-               tables: list[str] | None = None, dedupe: bool = False) -> Dataflow:
+def build_flow(
+    spec: PipelineSpec,
+    source,
+    name: str = "obsflow",
+    by_table: bool = False,
+    tables: list[str] | None = None,
+    dedupe: bool = False,
+) -> Dataflow:
     """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch),
     writing ``tables`` (default: every table of the spec; a catch-up writes one, with
     ``dedupe``: see :class:`sinks.iceberg.IcebergSink`).
@@ -241,12 +247,17 @@ def build_flow(spec: PipelineSpec, source, name: str = "obsflow", by_table: bool
 
     if fed:
         keyed = op.flat_map("stage_inputs", outs, stage_inputs)
-        staged = op.map("unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1])
+        staged = op.map(
+            "unkey", op.stateful("stages", keyed, lambda resume: StageLogic(defs, resume)), lambda kv: kv[1]
+        )
         outs = op.merge("merge", outs, staged)
         if GLOBAL in defs:
             to_global = op.flat_map("global_inputs", staged, global_inputs)
-            globl = op.map("unkey_global", op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
-                           lambda kv: kv[1])
+            globl = op.map(
+                "unkey_global",
+                op.stateful("global_stage", to_global, lambda resume: StageLogic(defs, resume, GLOBAL)),
+                lambda kv: kv[1],
+            )
             outs = op.merge("merge_global", outs, globl)
     plan = write_plan(spec)  # who writes which table, once for every sink of the job
     if by_table:  # a multi-worker cluster: one sink partition per stage table keeps recorded positions sound

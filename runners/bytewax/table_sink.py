@@ -73,8 +73,9 @@ class IcebergTableSink(FixedPartitionedSink):
         return _TablePartition(self.spec, for_part, self.plan, self.dedupe)
 
 
-def output_by_table(step_id: str, outs, spec: PipelineSpec, tables: list[str], plan: WritePlan,
-                    dedupe: bool = False) -> None:
+def output_by_table(
+    step_id: str, outs, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False
+) -> None:
     """``op.output`` of every flow / stage output and tick, routed to its table's partition."""
     keyed = op.flat_map(f"{step_id}_by_table", outs, split_by_table(sorted(tables)))
     op.output(step_id, keyed, IcebergTableSink(spec, tables, plan, dedupe))

@@ -30,6 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 def int_at_least(lo: int):
     """An argparse type: a whole number ``>= lo``."""
+
     def conv(text: str) -> int:
         try:
             v = int(text)
@@ -38,6 +39,7 @@ def int_at_least(lo: int):
         if v < lo:
             raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {text!r}")
         return v
+
     return conv
 
 
@@ -53,8 +55,11 @@ def number(lo: float, hi: float | None = None, *, lo_open: bool = False):
         ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
         if not ok:
             low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-            raise argparse.ArgumentTypeError(f"expected a number {low}{f' and <= {hi:g}' if hi is not None else ''}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a number {low}{f' and <= {hi:g}' if hi is not None else ''}, got {text!r}"
+            )
         return v
+
     return conv
 
 
@@ -90,8 +95,10 @@ def progress(stop: threading.Event, started: float, out) -> None:
 
     while not stop.wait(2.0):
         secs = time.monotonic() - started
-        out.write(f"\r  {fmt(STATS.records_in)} records in, {fmt(STATS.records_accepted)} accepted, "
-                  f"{fmt(STATS.records_dead)} dead-lettered, {fmt(STATS.records_in / secs if secs else 0)}/s, {secs:.0f}s   ")
+        out.write(
+            f"\r  {fmt(STATS.records_in)} records in, {fmt(STATS.records_accepted)} accepted, "
+            f"{fmt(STATS.records_dead)} dead-lettered, {fmt(STATS.records_in / secs if secs else 0)}/s, {secs:.0f}s   "
+        )
         out.flush()
     out.write("\n")
 

@@ -10,7 +10,16 @@ import os
 import sys
 import time
 
-from runners.cli.common import UsageError, add_common, int_at_least, load_spec_args, number, preflight, print_table, spec_arg
+from runners.cli.common import (
+    UsageError,
+    add_common,
+    int_at_least,
+    load_spec_args,
+    number,
+    preflight,
+    print_table,
+    spec_arg,
+)
 
 MASTER_ENV = "OBSFLOW_FLINK_MASTER"
 
@@ -18,7 +27,9 @@ MASTER_ENV = "OBSFLOW_FLINK_MASTER"
 def flink_master(args) -> str:
     m = args.flink_master or os.environ.get(MASTER_ENV)
     if not m:
-        raise UsageError(f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required")
+        raise UsageError(
+            f"obsflow {args.command}: --flink-master HOST:PORT (Flink's REST address) or ${MASTER_ENV} is required"
+        )
     return m
 
 
@@ -26,17 +37,34 @@ def cmd_submit(args) -> int:
     from runners.beam.flink import submit
 
     if args.runner != "flink":
-        raise UsageError(f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
-                         f"for Bytewax use `obsflow run --runner bytewax --processes N`")
+        raise UsageError(
+            f"obsflow submit: --runner: only flink submits to a cluster (got {args.runner!r}); "
+            f"for Bytewax use `obsflow run --runner bytewax --processes N`"
+        )
     spec = load_spec_args(args)
     master = flink_master(args)
     preflight(spec, reads_kafka=True, spec_arg=spec_arg(args))
-    print(f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})", file=sys.stderr, flush=True)
-    sub = submit(spec, master, parallelism=args.parallelism, job_name=args.job_name, worker_pool=args.worker_pool,
-                 job_server_jar=args.job_server_jar, job_endpoint=args.job_endpoint, timeout=args.timeout)  # SubmitError: exit 1
+    print(
+        f"obsflow: submitting {spec.name} to Flink at {master} (parallelism {args.parallelism})",
+        file=sys.stderr,
+        flush=True,
+    )
+    sub = submit(
+        spec,
+        master,
+        parallelism=args.parallelism,
+        job_name=args.job_name,
+        worker_pool=args.worker_pool,
+        job_server_jar=args.job_server_jar,
+        job_endpoint=args.job_endpoint,
+        timeout=args.timeout,
+    )  # SubmitError: exit 1
     resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
-    print(f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
-          f"(submitted in {sub.seconds:.0f}s)", file=sys.stderr)
+    print(
+        f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
+        f"(submitted in {sub.seconds:.0f}s)",
+        file=sys.stderr,
+    )
     print(sub.job.jid, flush=True)
     # the job belongs to the cluster now: stop the job server this process started (it only
     # translated and submitted the job; Flink keeps running it) and leave at once, skipping
@@ -96,11 +124,24 @@ def cmd_jobs(args) -> int:
         import json
 
         for j in jobs:
-            print(json.dumps({"id": j.jid, "name": j.name, "state": j.state, "start_time": j.start_time,
-                              "start_time_ms": j.start_time_ms, "duration_ms": j.duration_ms}))
+            print(
+                json.dumps(
+                    {
+                        "id": j.jid,
+                        "name": j.name,
+                        "state": j.state,
+                        "start_time": j.start_time,
+                        "start_time_ms": j.start_time_ms,
+                        "duration_ms": j.duration_ms,
+                    }
+                )
+            )
         return 0
     rows = [("id", "name", "state", "start time (UTC)", "duration")]
-    rows += [(j.jid, j.name, j.state, j.start_time, f"{j.duration_ms / 1000:.0f}s" if j.duration_ms >= 0 else "-") for j in jobs]
+    rows += [
+        (j.jid, j.name, j.state, j.start_time, f"{j.duration_ms / 1000:.0f}s" if j.duration_ms >= 0 else "-")
+        for j in jobs
+    ]
     print_table(rows)
     return 0
 
@@ -120,15 +161,30 @@ def cmd_cancel(args) -> int:
 
 def add_parser(sub) -> None:
     """``obsflow submit``, ``jobs`` and ``cancel``."""
-    s = sub.add_parser("submit", help="submit the streaming pipeline to a Flink session cluster (Beam FlinkRunner), detached")
+    s = sub.add_parser(
+        "submit", help="submit the streaming pipeline to a Flink session cluster (Beam FlinkRunner), detached"
+    )
     add_common(s)
     s.add_argument("--runner", default="flink", choices=["flink"])
     s.add_argument("--flink-master", help=f"Flink REST address host:port (default ${MASTER_ENV})")
-    s.add_argument("--parallelism", type=int_at_least(1), default=1, help="Flink parallelism (up to the number of Kafka partitions)")
-    s.add_argument("--worker-pool", help="Beam Python worker pool host:port the TaskManagers reach (EXTERNAL environment; "
-                                         "default $OBSFLOW_BEAM_WORKER_POOL or localhost:50000)")
-    s.add_argument("--job-server-jar", help="Beam Flink job server jar (default: fetched by infra.flink, or $OBSFLOW_FLINK_JOB_SERVER_JAR)")
-    s.add_argument("--job-endpoint", help="use a running Beam job server (host:port of its job service) instead of starting one")
+    s.add_argument(
+        "--parallelism",
+        type=int_at_least(1),
+        default=1,
+        help="Flink parallelism (up to the number of Kafka partitions)",
+    )
+    s.add_argument(
+        "--worker-pool",
+        help="Beam Python worker pool host:port the TaskManagers reach (EXTERNAL environment; "
+        "default $OBSFLOW_BEAM_WORKER_POOL or localhost:50000)",
+    )
+    s.add_argument(
+        "--job-server-jar",
+        help="Beam Flink job server jar (default: fetched by infra.flink, or $OBSFLOW_FLINK_JOB_SERVER_JAR)",
+    )
+    s.add_argument(
+        "--job-endpoint", help="use a running Beam job server (host:port of its job service) instead of starting one"
+    )
     s.add_argument("--job-name", help="Flink job name (default obsflow-<spec name>-<random>)")
     s.add_argument("--timeout", type=number(0, lo_open=True), default=300.0, help="seconds to wait for RUNNING")
     s.set_defaults(func=cmd_submit)

@@ -17,8 +17,9 @@ def _table_name(spec, name: str) -> str:
     bare = name.removeprefix(ns + ".")
     base = bare.removesuffix("_archive")
     if base not in TABLES:
-        raise UsageError(f"obsflow maintain: --table: no table {name!r}; tables: {', '.join(sorted(TABLES))} "
-                         f"(and <table>_archive)")
+        raise UsageError(
+            f"obsflow maintain: --table: no table {name!r}; tables: {', '.join(sorted(TABLES))} (and <table>_archive)"
+        )
     return bare
 
 
@@ -29,8 +30,10 @@ def cmd_maintain(args) -> int:
     steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else MAINTAIN_STEPS
     unknown = [s for s in steps if s not in MAINTAIN_STEPS]
     if unknown or not steps:
-        raise UsageError(f"obsflow maintain: --steps: expected a comma-separated subset of {','.join(MAINTAIN_STEPS)}, "
-                         f"got {args.steps!r}")
+        raise UsageError(
+            f"obsflow maintain: --steps: expected a comma-separated subset of {','.join(MAINTAIN_STEPS)}, "
+            f"got {args.steps!r}"
+        )
     tables = [_table_name(spec, t) for t in args.table] if args.table else None
     from sinks.catalog import check_bucket
 
@@ -39,11 +42,37 @@ def cmd_maintain(args) -> int:
     if not reports:
         print(f"no tables in namespace {spec.storage.namespace!r}")
         return 0
-    rows = [("table", "expired rows", "archived rows", "compacted partitions", "files before", "files after",
-             "expired snapshots", "orphan files", "orphan bytes", "retries", "seconds")]
+    rows = [
+        (
+            "table",
+            "expired rows",
+            "archived rows",
+            "compacted partitions",
+            "files before",
+            "files after",
+            "expired snapshots",
+            "orphan files",
+            "orphan bytes",
+            "retries",
+            "seconds",
+        )
+    ]
     for r in reports:
-        rows.append((r.table, fmt(r.expired_rows), fmt(r.archived_rows), str(r.compacted_partitions), str(r.files_before),
-                     str(r.files_after), str(r.expired_snapshots), str(r.orphan_files), fmt(r.orphan_bytes), str(r.retries), f"{r.seconds:.1f}"))
+        rows.append(
+            (
+                r.table,
+                fmt(r.expired_rows),
+                fmt(r.archived_rows),
+                str(r.compacted_partitions),
+                str(r.files_before),
+                str(r.files_after),
+                str(r.expired_snapshots),
+                str(r.orphan_files),
+                fmt(r.orphan_bytes),
+                str(r.retries),
+                f"{r.seconds:.1f}",
+            )
+        )
     print_table(rows)
     return 0
 

@@ -58,9 +58,16 @@ def add_parser(sub) -> None:
     """``obsflow query``."""
     q = sub.add_parser("query", help="run SQL over the tables with DuckDB (tables as obs.<table>)")
     q.add_argument("sql", nargs="?")
-    q.add_argument("--saved", help="a saved query from pipelines/queries/ (funnel_dropoff, error_rate_by_service, p99_latency_by_service)")
+    q.add_argument(
+        "--saved",
+        help="a saved query from pipelines/queries/ (funnel_dropoff, error_rate_by_service, p99_latency_by_service)",
+    )
     add_common(q)
-    q.add_argument("--format", default="table", choices=["table", "csv", "json"],
-                   help="table (default), csv, or json: one object per row; binary columns (e.g. dead_letters.raw) "
-                        "as base64 strings, timestamps as text")
+    q.add_argument(
+        "--format",
+        default="table",
+        choices=["table", "csv", "json"],
+        help="table (default), csv, or json: one object per row; binary columns (e.g. dead_letters.raw) "
+        "as base64 strings, timestamps as text",
+    )
     q.set_defaults(func=cmd_query)

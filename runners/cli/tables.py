@@ -18,7 +18,9 @@ def cmd_tables(args) -> int:
     catalog = open_catalog(spec.storage, create=False)
     ns = spec.storage.namespace
     if ns not in {n[0] for n in catalog.list_namespaces()}:
-        print(f"no tables yet in namespace {ns!r} (warehouse {spec.storage.catalog.warehouse}); run `obsflow run` first")
+        print(
+            f"no tables yet in namespace {ns!r} (warehouse {spec.storage.catalog.warehouse}); run `obsflow run` first"
+        )
         return 0
     rows = [("table", "rows", "files", "snapshots", "latest snapshot", "committed at (UTC)", "positions")]
     for ident in sorted(catalog.list_tables(ns)):
@@ -30,8 +32,17 @@ def cmd_tables(args) -> int:
         summ = snap.summary.additional_properties if snap.summary else {}
         at = datetime.fromtimestamp(snap.timestamp_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         pos = snapshot_offsets(t)
-        rows.append((".".join(ident), fmt(int(summ.get("total-records", 0))), summ.get("total-data-files", "0"),
-                     str(len(t.snapshots())), str(snap.snapshot_id), at, f"{len(pos)} partitions, {fmt(sum(pos.values()))} records"))
+        rows.append(
+            (
+                ".".join(ident),
+                fmt(int(summ.get("total-records", 0))),
+                summ.get("total-data-files", "0"),
+                str(len(t.snapshots())),
+                str(snap.snapshot_id),
+                at,
+                f"{len(pos)} partitions, {fmt(sum(pos.values()))} records",
+            )
+        )
     print_table(rows)
     return 0
 

@@ -27,7 +27,9 @@ def cmd_topics(args) -> int:
             rows.append((name, st.topic.key, st.topic.role, str(parts), str(repl)))
     print_table(rows)
     if missing:
-        print(f"{missing} missing: create with `obsflow topics create{'' if spec_arg(args) is None else ' --spec ' + args.spec}`")
+        print(
+            f"{missing} missing: create with `obsflow topics create{'' if spec_arg(args) is None else ' --spec ' + args.spec}`"
+        )
     return 0
 
 
@@ -36,8 +38,14 @@ def add_parser(sub) -> None:
     k = sub.add_parser("topics", help="list or create the Kafka topics the spec reads and writes (sources and outputs)")
     k.add_argument("action", choices=["list", "create"])
     add_common(k)
-    k.add_argument("--partitions", type=int_at_least(1),
-                   help="create: partitions of each new topic (default: the source's `partitions`; outputs: the largest)")
-    k.add_argument("--replication-factor", type=int_at_least(1),
-                   help="create: replicas of each new topic (default: the broker's default.replication.factor)")
+    k.add_argument(
+        "--partitions",
+        type=int_at_least(1),
+        help="create: partitions of each new topic (default: the source's `partitions`; outputs: the largest)",
+    )
+    k.add_argument(
+        "--replication-factor",
+        type=int_at_least(1),
+        help="create: replicas of each new topic (default: the broker's default.replication.factor)",
+    )
     k.set_defaults(func=cmd_topics)

@@ -21,6 +21,7 @@ from .json_codec import JsonCodec
 from .native_json import NativeJsonCodec, NativeOtlpCodec, NativeOtlpSpanCodec, chosen_decoder, native_otlp_signals
 from .otlp_codec import OtlpCodec, to_otlp_json
 
+
 def json_codec(signal: str, max_bytes: int = 65536, decoder: str | None = None):
     """The ``json`` codec: :class:`NativeJsonCodec` (the compiled decoder, its deferred
     records decoded by :class:`JsonCodec`) unless ``decoder`` (else ``$OBSFLOW_DECODER``)
@@ -61,7 +62,18 @@ CODECS: dict[str, Callable[..., Any]] = {
     "otlp_json": otlp_json_codec,
 }
 
-__all__ = ["CODECS", "codec_for", "AvroCodec", "JsonCodec", "NativeJsonCodec", "NativeOtlpCodec", "NativeOtlpSpanCodec", "OtlpCodec", "encode_confluent", "to_otlp_json"]
+__all__ = [
+    "CODECS",
+    "codec_for",
+    "AvroCodec",
+    "JsonCodec",
+    "NativeJsonCodec",
+    "NativeOtlpCodec",
+    "NativeOtlpSpanCodec",
+    "OtlpCodec",
+    "encode_confluent",
+    "to_otlp_json",
+]
 
 
 def codec_for(name: str, signal: str, max_bytes: int, options: dict | None = None):

@@ -40,8 +40,14 @@ MAGIC = 0
 HEADER = struct.Struct(">bI")
 REGISTRY_FILE = AVRO_DIR / "registry.json"
 #: units per second of the timestamp logical types
-TS_UNITS = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000, "timestamp-nanos": 1_000_000_000,
-            "local-timestamp-millis": 1_000, "local-timestamp-micros": 1_000_000, "local-timestamp-nanos": 1_000_000_000}
+TS_UNITS = {
+    "timestamp-millis": 1_000,
+    "timestamp-micros": 1_000_000,
+    "timestamp-nanos": 1_000_000_000,
+    "local-timestamp-millis": 1_000,
+    "local-timestamp-micros": 1_000_000,
+    "local-timestamp-nanos": 1_000_000_000,
+}
 
 
 class SchemaRegistryUnavailable(ServiceUnavailable, RuntimeError):
@@ -105,7 +111,11 @@ class LocalSchemas:
 
     def __init__(self, path=REGISTRY_FILE):
         self.path = path
-        self.ids = local_registry() if path == REGISTRY_FILE else {int(k): v for k, v in json.loads(path.read_text())["ids"].items()}
+        self.ids = (
+            local_registry()
+            if path == REGISTRY_FILE
+            else {int(k): v for k, v in json.loads(path.read_text())["ids"].items()}
+        )
 
     def describe(self) -> str:
         return f"{self.path.parent.name}/{self.path.name}"
@@ -149,7 +159,9 @@ class HttpSchemaRegistry:
 
     def _fetch(self, schema_id: int) -> tuple[str, dict]:
         url = f"{self.url}/schemas/ids/{schema_id}"
-        req = urllib.request.Request(url, headers={"Accept": "application/vnd.schemaregistry.v1+json, application/json"})
+        req = urllib.request.Request(
+            url, headers={"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 body = resp.read()
@@ -234,13 +246,20 @@ class AvroCodec:
     :class:`SchemaRegistryUnavailable` instead: that is not the record's fault.
     """
 
-    def __init__(self, signal: str, max_bytes: int = DEFAULT_MAX_BYTES, schema_registry_url: str | None = None,
-                 registry_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        signal: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        schema_registry_url: str | None = None,
+        registry_timeout_s: float = 5.0,
+    ):
         self.signal = signal
         self.max_bytes = max_bytes
         self.wire = arrow_schema(signal)
         self.reader_name = SIGNAL_SCHEMAS[signal]
-        self.schemas = HttpSchemaRegistry(schema_registry_url, registry_timeout_s) if schema_registry_url else LocalSchemas()
+        self.schemas = (
+            HttpSchemaRegistry(schema_registry_url, registry_timeout_s) if schema_registry_url else LocalSchemas()
+        )
         reader_doc, self.reader_units = _strip_timestamps(raw_avro_schema(self.reader_name))
         self._reader_doc = reader_doc
         self._reader_parsed = fastavro.parse_schema(reader_doc)
@@ -264,11 +283,17 @@ class AvroCodec:
                 rejects.add(i, "size_violation", f"payload of {n} bytes exceeds the limit of {limit} bytes")
                 continue
             if n < 5:
-                rejects.add(i, "format_violation", f"Confluent frame needs 5 header bytes (magic byte 0x00 + 4-byte schema id), got {n} bytes")
+                rejects.add(
+                    i,
+                    "format_violation",
+                    f"Confluent frame needs 5 header bytes (magic byte 0x00 + 4-byte schema id), got {n} bytes",
+                )
                 continue
             magic, sid = HEADER.unpack_from(v)
             if magic != MAGIC:
-                rejects.add(i, "format_violation", f"wrong magic byte 0x{v[0]:02x}: the Confluent wire format starts with 0x00")
+                rejects.add(
+                    i, "format_violation", f"wrong magic byte 0x{v[0]:02x}: the Confluent wire format starts with 0x00"
+                )
                 continue
             rd = readers.get(sid)
             if rd is None:
@@ -281,20 +306,40 @@ class AvroCodec:
             try:
                 rec = fastavro.schemaless_reader(bio, rd.writer, rd.reader)
             except SchemaResolutionError as e:
-                rejects.add(i, "schema_violation", f"writer schema id {sid} ({rd.label}) does not resolve against the {self.reader_name} wire schema: {str(e)[:200]}")
+                rejects.add(
+                    i,
+                    "schema_violation",
+                    f"writer schema id {sid} ({rd.label}) does not resolve against the {self.reader_name} wire schema: {str(e)[:200]}",
+                )
                 continue
             except Exception as e:  # EOFError, IndexError, UnicodeDecodeError, OverflowError, ... on bad bytes
                 if bio.tell() >= n or isinstance(e, EOFError):
-                    rejects.add(i, "format_violation", f"truncated Avro body: {n - 5} body bytes end inside the record (schema id {sid}, {rd.label})")
+                    rejects.add(
+                        i,
+                        "format_violation",
+                        f"truncated Avro body: {n - 5} body bytes end inside the record (schema id {sid}, {rd.label})",
+                    )
                 else:
-                    rejects.add(i, "format_violation", f"malformed Avro body at byte {bio.tell()} of {n} (schema id {sid}, {rd.label}): {type(e).__name__}: {str(e)[:120]}")
+                    rejects.add(
+                        i,
+                        "format_violation",
+                        f"malformed Avro body at byte {bio.tell()} of {n} (schema id {sid}, {rd.label}): {type(e).__name__}: {str(e)[:120]}",
+                    )
                 continue
             end = bio.tell()
             if end != n:
-                rejects.add(i, "format_violation", f"{n - end} trailing bytes after the Avro record (schema id {sid}, {rd.label}): the record ends at byte {end} of {n}")
+                rejects.add(
+                    i,
+                    "format_violation",
+                    f"{n - end} trailing bytes after the Avro record (schema id {sid}, {rd.label}): the record ends at byte {end} of {n}",
+                )
                 continue
             if not isinstance(rec, dict):  # the writer schema resolved against the reader record, so a record
-                rejects.add(i, "schema_violation", f"writer schema id {sid} ({rd.label}) decoded to {type(rec).__name__}, not a record")
+                rejects.add(
+                    i,
+                    "schema_violation",
+                    f"writer schema id {sid} ({rd.label}) decoded to {type(rec).__name__}, not a record",
+                )
                 continue
             if rd.scales:
                 for f, (mul, div) in rd.scales.items():
@@ -320,7 +365,10 @@ class AvroCodec:
         try:
             writer_doc, writer_units = _strip_timestamps(doc)
             wname, rname = _fullname(writer_doc), _fullname(self._reader_doc)
-            aliases = {a if "." in a else f"{self._reader_doc.get('namespace', '')}.{a}".lstrip(".") for a in self._reader_doc.get("aliases", [])}
+            aliases = {
+                a if "." in a else f"{self._reader_doc.get('namespace', '')}.{a}".lstrip(".")
+                for a in self._reader_doc.get("aliases", [])
+            }
             if wname != rname and wname not in aliases:
                 rd = f"writer schema id {sid} ({label}) is {wname or 'not a record'}, which does not resolve against the {self.reader_name} wire schema ({rname})"
                 self._readers[sid] = rd

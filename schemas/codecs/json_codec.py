@@ -47,13 +47,13 @@ from core.batch import DEFAULT_MAX_BYTES, INDEX, Batch, RawBatch, Rejects
 ISO_TS = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 _ROW_RE = re.compile(r"in row (\d+)")
 _IN_ROW = re.compile(r" in row \d+")
-BLOCK_BYTES = 1 << 16        # after a failure: small blocks, so a bad record costs little re-parsing
+BLOCK_BYTES = 1 << 16  # after a failure: small blocks, so a bad record costs little re-parsing
 CLEAN_BLOCK_BYTES = 1 << 22  # first attempt: large blocks parse fastest
 BOM = b"\xef\xbb\xbf"
 #: deepest JSON nesting a record may have where the codec reads it (orjson's own bound)
 MAX_NESTING = 255
 BOM_DETAIL = "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)"
-_I64 = (-(2 ** 63), 2 ** 63)
+_I64 = (-(2**63), 2**63)
 #: orjson's error for a number literal beyond a double's range (``1e400``)
 _INFINITY = "number is infinity when parsed as double"
 
@@ -72,8 +72,7 @@ _BLANK_LINE = re.compile(rb"\n[ \t]*\n")
 def _has_blank(payloads: list[bytes], joined: bytes) -> bool:
     """Whether some record is blank or only spaces and tabs (``joined``: the records
     newline-joined)."""
-    return (not payloads[0].strip(b" \t") or not payloads[-1].strip(b" \t")
-            or _BLANK_LINE.search(joined) is not None)
+    return not payloads[0].strip(b" \t") or not payloads[-1].strip(b" \t") or _BLANK_LINE.search(joined) is not None
 
 
 class _Bad(Exception):
@@ -115,7 +114,7 @@ def _as_text(v, field: str = "value", key: str | None = None) -> str | None:
     if v is None or isinstance(v, str):
         return v
     where = field if key is None else f"{field}.{key}"
-    if isinstance(v, int) and not isinstance(v, bool) and not _I64[0] <= v < 2 ** 64:
+    if isinstance(v, int) and not isinstance(v, bool) and not _I64[0] <= v < 2**64:
         raise _Bad("schema_violation", f"{where}: integer {str(v)[:40]} beyond 64 bits")
     try:
         return orjson.dumps(v).decode()
@@ -288,8 +287,11 @@ def _msgspec_type(t: pa.DataType | pa.Schema, name: str = "Record"):
     if pa.types.is_integer(t):
         bits = t.bit_width
         if pa.types.is_unsigned_integer(t):
-            return typing.Annotated[int, msgspec.Meta(ge=0, le=min(2 ** bits - 1, 2 ** 63 - 1))] if bits < 64 else \
-                typing.Annotated[int, msgspec.Meta(ge=0)]
+            return (
+                typing.Annotated[int, msgspec.Meta(ge=0, le=min(2**bits - 1, 2**63 - 1))]
+                if bits < 64
+                else typing.Annotated[int, msgspec.Meta(ge=0)]
+            )
         return typing.Annotated[int, msgspec.Meta(ge=-(2 ** (bits - 1)), le=2 ** (bits - 1) - 1)]
     if pa.types.is_floating(t):
         return float
@@ -330,7 +332,9 @@ class JsonCodec:
         # every batch dirty); one clean batch switches back to the optimistic attempt
         self._expect_dirty = False
         if self.map_fields:
-            holder = msgspec.defstruct("MapFields", [(m, typing.Optional[dict[str, typing.Any]], None) for m in self.map_fields])
+            holder = msgspec.defstruct(
+                "MapFields", [(m, typing.Optional[dict[str, typing.Any]], None) for m in self.map_fields]
+            )
             self._map_decoder = msgspec.json.Decoder(type=holder)
         self.out_names = [f.name for f in self.wire]
 
@@ -374,7 +378,9 @@ class JsonCodec:
             ascii_ = joined.isascii()
             # every record one JSON object: starts with "{" and ends with "}" (so no record
             # starts with a byte order mark either)
-            objects = all(map(bytes.startswith, values, repeat(b"{"))) and all(map(bytes.endswith, values, repeat(b"}")))
+            objects = all(map(bytes.startswith, values, repeat(b"{"))) and all(
+                map(bytes.endswith, values, repeat(b"}"))
+            )
             literals = b"NaN" in joined or b"Inf" in joined  # pyarrow.json reads NaN, Inf and Infinity
             if sized and lines and no_cr and objects and not literals and (ascii_ or _utf8(joined)):
                 return values, range(n)
@@ -394,9 +400,19 @@ class JsonCodec:
                 odd.update(i for i, v in enumerate(values) if b"NaN" in v or b"Inf" in v)
         else:
             # the records that need a closer look; the others pass C-level checks
-            odd = {i for i, v in enumerate(values)
-                   if not v or len(v) > limit or not v.isascii() or b"\n" in v or b"\r" in v
-                   or v[:1] != b"{" or v[-1:] != b"}" or b"NaN" in v or b"Inf" in v}
+            odd = {
+                i
+                for i, v in enumerate(values)
+                if not v
+                or len(v) > limit
+                or not v.isascii()
+                or b"\n" in v
+                or b"\r" in v
+                or v[:1] != b"{"
+                or v[-1:] != b"}"
+                or b"NaN" in v
+                or b"Inf" in v
+            }
         if not odd:
             return values, range(n)
         dropped: set[int] = set()
@@ -414,7 +430,11 @@ class JsonCodec:
             try:
                 v.decode("utf-8")
             except UnicodeDecodeError as e:
-                rejects.add(i, "format_violation", f"payload is not UTF-8: invalid byte 0x{v[e.start]:02x} at position {e.start}")
+                rejects.add(
+                    i,
+                    "format_violation",
+                    f"payload is not UTF-8: invalid byte 0x{v[e.start]:02x} at position {e.start}",
+                )
                 dropped.add(i)
                 continue
             if v.startswith(BOM):
@@ -432,8 +452,14 @@ class JsonCodec:
                 try:
                     changed[i] = self._readable(v) or orjson.dumps(orjson.loads(v))
                 except Exception as e:  # JSONDecodeError, and huge ints or deep nesting on re-encoding
-                    rejects.add(i, *(("format_violation", f"invalid JSON: {e}") if isinstance(e, orjson.JSONDecodeError)
-                                     else _failure(e, "record")))
+                    rejects.add(
+                        i,
+                        *(
+                            ("format_violation", f"invalid JSON: {e}")
+                            if isinstance(e, orjson.JSONDecodeError)
+                            else _failure(e, "record")
+                        ),
+                    )
                     dropped.add(i)
         if not dropped and not changed:
             return values, range(n)
@@ -523,8 +549,15 @@ class JsonCodec:
                 self._split(payloads, idx, pos + got, n, out, rejects)
                 return
 
-    def _stream(self, payloads: list[bytes], idx: np.ndarray, pos: int, out: list[pa.Table], opts=None,
-                joined: bytes | None = None) -> tuple[int, Exception | None]:
+    def _stream(
+        self,
+        payloads: list[bytes],
+        idx: np.ndarray,
+        pos: int,
+        out: list[pa.Table],
+        opts=None,
+        joined: bytes | None = None,
+    ) -> tuple[int, Exception | None]:
         """Stream-parse ``payloads[pos:]`` (``joined``: those already newline-joined)
         block by block into ``out``; return the rows parsed and the error that stopped
         it, if any."""
@@ -532,13 +565,15 @@ class JsonCodec:
         got = 0
         try:
             # open_json parses the first block eagerly, so it too may raise
-            reader = pj.open_json(pa.BufferReader(data), read_options=opts or self._read_opts, parse_options=self.parse_options)
+            reader = pj.open_json(
+                pa.BufferReader(data), read_options=opts or self._read_opts, parse_options=self.parse_options
+            )
             for rb in reader:
                 if rb.num_rows:
                     rb.validate(full=True)  # pyarrow.json has built invalid arrays without an error
                     if pos + got + rb.num_rows > len(idx):
                         return got + rb.num_rows, None  # more rows than records: caller handles
-                    out.append(self._chunk(rb, idx[pos + got: pos + got + rb.num_rows]))
+                    out.append(self._chunk(rb, idx[pos + got : pos + got + rb.num_rows]))
                     got += rb.num_rows
         except Exception as e:  # ArrowInvalid, and others on odd input
             return got, e
@@ -563,7 +598,9 @@ class JsonCodec:
         cols = [t.column(f.name) for f in self.read_schema] + [pa.array(idx, pa.int64())]
         return pa.Table.from_arrays(cols, names=self.read_schema.names + [INDEX])
 
-    def _split(self, payloads: list[bytes], idx: np.ndarray, lo: int, hi: int, out: list[pa.Table], rejects: Rejects) -> None:
+    def _split(
+        self, payloads: list[bytes], idx: np.ndarray, lo: int, hi: int, out: list[pa.Table], rejects: Rejects
+    ) -> None:
         """Parse ``payloads[lo:hi]`` whole, or in halves around failures, explaining each
         record that fails alone."""
         stack = [(lo, hi)]
@@ -601,7 +638,8 @@ class JsonCodec:
         rows = batch.table.column(INDEX).to_numpy()
         # per map field: offsets, keys, values, null-mask
         columns: dict[str, tuple[list[int], list[str], list[str | None], list[bool]]] = {
-            m: ([0], [], [], []) for m in self.map_fields}
+            m: ([0], [], [], []) for m in self.map_fields
+        }
         bad = np.zeros(len(rows), dtype=bool)
         details: list[str | None] = [None] * len(rows)
         reasons = ["schema_violation"] * len(rows)
@@ -623,21 +661,33 @@ class JsonCodec:
                     offsets.append(len(keys))
                 continue
             except msgspec.ValidationError as e:
-                details[r] = f"{str(e).split('`$.', 1)[-1].rstrip('`')}: expected an object of string keys" if "$." in str(e) else str(e)
+                details[r] = (
+                    f"{str(e).split('`$.', 1)[-1].rstrip('`')}: expected an object of string keys"
+                    if "$." in str(e)
+                    else str(e)
+                )
             except _Bad as e:
                 reasons[r], details[r] = e.reason, e.detail
             except Exception as e:  # DecodeError, RecursionError on absurd nesting: this record only
-                reasons[r], details[r] = ("format_violation", f"invalid JSON: {e}") if isinstance(e, msgspec.DecodeError) \
-                    and not _too_deep(str(e)) else _failure(e, "record")
+                reasons[r], details[r] = (
+                    ("format_violation", f"invalid JSON: {e}")
+                    if isinstance(e, msgspec.DecodeError) and not _too_deep(str(e))
+                    else _failure(e, "record")
+                )
             bad[r] = True
             for m, offsets, keys, vals, nulls in fields:  # withdraw what this record added: null maps
-                del offsets[r + 1:], nulls[r:]
-                del keys[offsets[r]:], vals[offsets[r]:]
+                del offsets[r + 1 :], nulls[r:]
+                del keys[offsets[r] :], vals[offsets[r] :]
                 nulls.append(True)
                 offsets.append(offsets[r])
         t = batch.table
         for m, (offsets, keys, vals, nulls) in columns.items():
-            arr = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string()), mask=pa.array(nulls, pa.bool_()))
+            arr = pa.MapArray.from_arrays(
+                pa.array(offsets, pa.int32()),
+                pa.array(keys, pa.string()),
+                pa.array(vals, pa.string()),
+                mask=pa.array(nulls, pa.bool_()),
+            )
             t = t.append_column(m, arr)
         batch.table = t
         if bad.any():
@@ -692,8 +742,9 @@ class JsonCodec:
             verdicts[int(r)] = self.type_problem(payload) or ("format_violation", "a number beyond a double's range")
         details = [verdicts[r][1] if r in verdicts else "" for r in range(t.num_rows)]
         for reason in sorted({v[0] for v in verdicts.values()}):
-            batch.reject_mask(np.array([r in verdicts and verdicts[r][0] == reason for r in range(t.num_rows)]),
-                              reason, details)
+            batch.reject_mask(
+                np.array([r in verdicts and verdicts[r][0] == reason for r in range(t.num_rows)]), reason, details
+            )
 
     def explain(self, payload: bytes, err: Exception | None) -> tuple[str, str]:
         """Reason code and detail for one record that ``pyarrow.json`` refused."""
@@ -728,7 +779,13 @@ class JsonCodec:
             col = batch.table.column(f.name)
             bad = pc.and_(pc.is_valid(col), pc.invert(pc.match_substring_regex(col, ISO_TS)))
             if pc.any(bad).as_py():
-                batch.reject_mask(bad, "schema_violation", pc.binary_join_element_wise(f"{f.name}: not an ISO-8601 timestamp with a zone: ", pc.utf8_slice_codeunits(col, 0, 60), ""))
+                batch.reject_mask(
+                    bad,
+                    "schema_violation",
+                    pc.binary_join_element_wise(
+                        f"{f.name}: not an ISO-8601 timestamp with a zone: ", pc.utf8_slice_codeunits(col, 0, 60), ""
+                    ),
+                )
                 col = batch.table.column(f.name)
             try:
                 conv = pc.cast(pc.cast(col, pa.timestamp("ns", tz="UTC")), f.type, safe=False)
@@ -743,7 +800,9 @@ class JsonCodec:
                     except pa.ArrowInvalid:
                         conv_list.append(None)
                         bad_mask.append(True)
-                batch.reject_mask(np.array(bad_mask), "schema_violation", [f"{f.name}: invalid date or time {v!r}" for v in vals])
+                batch.reject_mask(
+                    np.array(bad_mask), "schema_violation", [f"{f.name}: invalid date or time {v!r}" for v in vals]
+                )
                 col = batch.table.column(f.name)
                 conv = pc.cast(pc.cast(col, pa.timestamp("ns", tz="UTC")), f.type, safe=False)
             i = batch.table.column_names.index(f.name)

@@ -56,8 +56,11 @@ def chosen_decoder(option: str | None = None) -> str:
         raise ValueError(f"decoder: expected one of {', '.join(DECODERS)}, got {choice!r}")
     if choice == "native" and _native is None:
         if not _warned:
-            log.warning("obsflow_native (the compiled decoder) is not installed (%s): using the Python decoder; "
-                        "build it with `make install`", _IMPORT_ERROR)
+            log.warning(
+                "obsflow_native (the compiled decoder) is not installed (%s): using the Python decoder; "
+                "build it with `make install`",
+                _IMPORT_ERROR,
+            )
             _warned = True
         return "python"
     return choice
@@ -97,8 +100,9 @@ def _leaf(t: pa.DataType, col) -> pa.Array:
 
 def _entries(t: pa.MapType, col) -> pa.Array:
     _length, _nulls, _buffers, (keys, values) = col
-    return pa.StructArray.from_arrays([_leaf(t.key_type, keys), _leaf(t.item_type, values)],
-                                      fields=[t.key_field, t.item_field])
+    return pa.StructArray.from_arrays(
+        [_leaf(t.key_type, keys), _leaf(t.item_type, values)], fields=[t.key_field, t.item_field]
+    )
 
 
 def _array(t: pa.DataType, col) -> pa.Array:
@@ -106,21 +110,28 @@ def _array(t: pa.DataType, col) -> pa.Array:
     [buffers], [children])`` (no copy of the extension's buffers)."""
     if pa.types.is_map(t):
         length, nulls, buffers, children = col
-        return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
-                                     null_count=nulls, children=[_entries(t, children[0])])
+        return pa.Array.from_buffers(
+            t,
+            length,
+            [None if b is None else pa.py_buffer(b) for b in buffers],
+            null_count=nulls,
+            children=[_entries(t, children[0])],
+        )
     if pa.types.is_list(t) or pa.types.is_struct(t):
         length, nulls, buffers, children = col
         if pa.types.is_list(t):
             kids = [_array(t.value_type, children[0])]
         else:
             kids = [_array(f.type, c) for f, c in zip(t, children)]
-        return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers],
-                                     null_count=nulls, children=kids)
+        return pa.Array.from_buffers(
+            t, length, [None if b is None else pa.py_buffer(b) for b in buffers], null_count=nulls, children=kids
+        )
     return _leaf(t, col)
 
 
-def _merge_deferred(reference, raw: RawBatch, values: list, verdicts: np.ndarray,
-                    table: pa.Table) -> tuple[pa.Table, Rejects, Batch | None]:
+def _merge_deferred(
+    reference, raw: RawBatch, values: list, verdicts: np.ndarray, table: pa.Table
+) -> tuple[pa.Table, Rejects, Batch | None]:
     """The extension's ``table`` (rows of the records whose verdict is 1) merged with what
     ``reference`` gives the records whose verdict is 0 (decoded as one sub-batch, their
     ``_i`` mapped back to the batch's): ``(table, rejects, reference batch or None when
@@ -131,9 +142,14 @@ def _merge_deferred(reference, raw: RawBatch, values: list, verdicts: np.ndarray
     deferred = np.flatnonzero(verdicts == 0)
     if not len(deferred):
         return table, rejects, None
-    sub = RawBatch(raw.source, raw.topic, raw.partition, [values[i] for i in deferred],
-                   [raw.offsets[i] for i in deferred] if raw.offsets else [],
-                   [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [])
+    sub = RawBatch(
+        raw.source,
+        raw.topic,
+        raw.partition,
+        [values[i] for i in deferred],
+        [raw.offsets[i] for i in deferred] if raw.offsets else [],
+        [raw.timestamps_ms[i] for i in deferred] if raw.timestamps_ms else [],
+    )
     ref = reference.decode(sub)
     ref_table = ref.table
     if ref_table.num_rows:
@@ -261,8 +277,15 @@ class NativeOtlpCodec:
             for k, i in enumerate(np.flatnonzero(verdicts == 0)):
                 items_in[i] = ref.items_in[k]
         codec, signal, encoding = self.reference, self.signal, self.encoding
-        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=lambda i, k: codec._item_bytes(_item_sources(codec._parse(raw.values[i] or b""), signal, encoding)[k]))
+        return Batch(
+            raw=raw,
+            table=table,
+            rejects=rejects,
+            items_in=items_in,
+            item_raw=lambda i, k: codec._item_bytes(
+                _item_sources(codec._parse(raw.values[i] or b""), signal, encoding)[k]
+            ),
+        )
 
 
 #: the span codec's earlier name

@@ -72,7 +72,7 @@ ZERO_TRACE = bytes(16)
 ZERO_SPAN = bytes(8)
 #: the Collector's Kafka exporter's default ``producer.max_message_bytes``: the largest OTLP message accepted
 MAX_MESSAGE_BYTES = 1_000_000
-_I64_MAX = 2 ** 63 - 1
+_I64_MAX = 2**63 - 1
 
 #: OTLP/JSON container keys per signal (lowerCamelCase as written; the proto names are
 #: accepted too, as protobuf JSON parsers do)
@@ -135,8 +135,14 @@ def _attrs(kvs) -> dict[str, str | None]:
 
 
 #: OTLP AnyValue kind -> the type name kept in ``attribute_types`` / ``resource_types``
-_TYPE_NAMES = {"bool_value": "bool", "int_value": "int", "double_value": "double", "bytes_value": "bytes",
-               "array_value": "array", "kvlist_value": "kvlist"}
+_TYPE_NAMES = {
+    "bool_value": "bool",
+    "int_value": "int",
+    "double_value": "double",
+    "bytes_value": "bytes",
+    "array_value": "array",
+    "kvlist_value": "kvlist",
+}
 
 
 def _attr_types(kvs) -> dict[str, str] | None:
@@ -187,10 +193,19 @@ def _hex_id(b: bytes, size: int, what: str, where: str, required: bool) -> str |
 _SPAN_KIND_NAMES = {f"SPAN_KIND_{k}": n for n, k in enumerate(SPAN_KINDS)}
 _STATUS_NAMES = {f"STATUS_CODE_{c}": n for n, c in enumerate(STATUS_CODES)}
 _SEVERITY_NAMES = {"SEVERITY_NUMBER_UNSPECIFIED": 0} | {
-    f"SEVERITY_NUMBER_{lvl}{'' if k == 0 else k + 1}": 1 + 4 * n + k for n, lvl in enumerate(SEVERITIES) for k in range(4)}
-_ANY_KEYS = (("stringValue", "string_value"), ("boolValue", "bool_value"), ("intValue", "int_value"),
-             ("doubleValue", "double_value"), ("bytesValue", "bytes_value"), ("arrayValue", "array_value"),
-             ("kvlistValue", "kvlist_value"))
+    f"SEVERITY_NUMBER_{lvl}{'' if k == 0 else k + 1}": 1 + 4 * n + k
+    for n, lvl in enumerate(SEVERITIES)
+    for k in range(4)
+}
+_ANY_KEYS = (
+    ("stringValue", "string_value"),
+    ("boolValue", "bool_value"),
+    ("intValue", "int_value"),
+    ("doubleValue", "double_value"),
+    ("bytesValue", "bytes_value"),
+    ("arrayValue", "array_value"),
+    ("kvlistValue", "kvlist_value"),
+)
 
 
 def _jget(d: dict, camel: str, snake: str):
@@ -216,7 +231,9 @@ def _jobj(v, where: str) -> dict:
 
 
 def _jkind(v) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(v), "null")
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(v), "null"
+    )
 
 
 def _jstr(v, where: str) -> str:
@@ -249,7 +266,7 @@ def _jint(v, where: str, lo: int, hi: int) -> int:
 def _jenum(v, names: dict[str, int], where: str) -> int:
     if isinstance(v, str) and v in names:
         return names[v]
-    return _jint(v, where, -(2 ** 31), 2 ** 31)
+    return _jint(v, where, -(2**31), 2**31)
 
 
 def _jid(v, where: str) -> bytes:
@@ -279,7 +296,7 @@ def _jplain(v, where: str) -> Any:
                 raise _Reject("schema_violation", f"{w}: expected a boolean, got {_jkind(x)}")
             return x
         if camel == "intValue":
-            return _jint(x, w, -(2 ** 63), 2 ** 63)
+            return _jint(x, w, -(2**63), 2**63)
         if camel == "doubleValue":
             if isinstance(x, bool) or not isinstance(x, (int, float, str)):
                 raise _Reject("schema_violation", f"{w}: expected a number, got {_jkind(x)}")
@@ -314,8 +331,14 @@ def _jtext(v, where: str) -> str | None:
     return orjson.dumps(p, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-_JTYPE_NAMES = {"boolValue": "bool", "intValue": "int", "doubleValue": "double", "bytesValue": "bytes",
-                "arrayValue": "array", "kvlistValue": "kvlist"}
+_JTYPE_NAMES = {
+    "boolValue": "bool",
+    "intValue": "int",
+    "doubleValue": "double",
+    "bytesValue": "bytes",
+    "arrayValue": "array",
+    "kvlistValue": "kvlist",
+}
 
 
 def _jattr_types(holder: dict) -> dict[str, str] | None:
@@ -364,7 +387,7 @@ def to_otlp_json(message: ExportTraceServiceRequest | ExportLogsServiceRequest) 
 
 # -- rows (shared by both encodings) --------------------------------------------------------
 
-_U64 = 2 ** 64
+_U64 = 2**64
 
 
 def _level(number: int, text: str) -> str:
@@ -388,7 +411,7 @@ class _Items:
         self.row_item: list[int] = []
         self.rejects: list[tuple[int, str, str]] = []
         self.count = 0
-        self.limit = limit        # item size limit, checked when the message is over it (size_of given)
+        self.limit = limit  # item size limit, checked when the message is over it (size_of given)
         self.size_of = size_of
 
     def check_size(self, source: Any, where: str) -> None:
@@ -406,7 +429,9 @@ class _Items:
         if isinstance(e, _Reject):
             self.rejects.append((k, e.reason, e.detail))
         else:  # defensive (RecursionError, OverflowError ...): this item only
-            self.rejects.append((k, "schema_violation", f"{where}: undecodable item: {type(e).__name__}: {str(e)[:160]}"))
+            self.rejects.append(
+                (k, "schema_violation", f"{where}: undecodable item: {type(e).__name__}: {str(e)[:160]}")
+            )
 
     def item(self, source: Any, where: str, build: Callable[[], None]) -> None:
         """Build the rows of the item ``source`` at path ``where`` (``build`` appends them)."""
@@ -426,17 +451,51 @@ class _Items:
 class _SpanRows(_Items):
     """Span rows (tuples in wire column order); :meth:`add` checks one span and appends it."""
 
-    columns = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_time", "end_time", "status_code",
-               "status_message", "attributes", "resource")
+    columns = (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "service",
+        "name",
+        "kind",
+        "start_time",
+        "end_time",
+        "status_code",
+        "status_message",
+        "attributes",
+        "resource",
+    )
 
-    def add(self, where: str, service: str, resource: dict | None, trace_id: bytes, span_id: bytes, parent: bytes, name: str,
-            kind: int, start: int, end: int, code: int, status_message: str, attributes: dict,
-            extra: tuple = (None,) * 6) -> None:
+    def add(
+        self,
+        where: str,
+        service: str,
+        resource: dict | None,
+        trace_id: bytes,
+        span_id: bytes,
+        parent: bytes,
+        name: str,
+        kind: int,
+        start: int,
+        end: int,
+        code: int,
+        status_message: str,
+        attributes: dict,
+        extra: tuple = (None,) * 6,
+    ) -> None:
         """``extra``: the :data:`SPAN_EXTRA` values (attribute types, resource types, start
         and end nanoseconds, tracestate, flags), appended after the wire columns."""
-        t = trace_id.hex() if len(trace_id) == 16 and trace_id != ZERO_TRACE else _hex_id(trace_id, 16, "trace id", where, True)
+        t = (
+            trace_id.hex()
+            if len(trace_id) == 16 and trace_id != ZERO_TRACE
+            else _hex_id(trace_id, 16, "trace id", where, True)
+        )
         s = span_id.hex() if len(span_id) == 8 and span_id != ZERO_SPAN else _hex_id(span_id, 8, "span id", where, True)
-        p = parent.hex() if len(parent) == 8 and parent != ZERO_SPAN else _hex_id(parent, 8, "parent span id", where, False)
+        p = (
+            parent.hex()
+            if len(parent) == 8 and parent != ZERO_SPAN
+            else _hex_id(parent, 8, "parent span id", where, False)
+        )
         if not 0 <= kind < 6:
             raise _Reject("schema_violation", f"{where}: span kind {kind} is not an OTLP SpanKind")
         if not start:
@@ -445,26 +504,66 @@ class _SpanRows(_Items):
             raise _Reject("schema_violation", f"{where}: no end_time_unix_nano")
         if not 0 <= code < 3:
             raise _Reject("schema_violation", f"{where}: status code {code} is not an OTLP StatusCode")
-        self.rows.append((t, s, p, service, name, SPAN_KINDS[kind], start // 1000, end // 1000, STATUS_CODES[code],
-                          status_message or None, attributes or None, resource, *extra))
+        self.rows.append(
+            (
+                t,
+                s,
+                p,
+                service,
+                name,
+                SPAN_KINDS[kind],
+                start // 1000,
+                end // 1000,
+                STATUS_CODES[code],
+                status_message or None,
+                attributes or None,
+                resource,
+                *extra,
+            )
+        )
 
 
 #: span columns the OTLP codec adds after the wire columns (see the module docstring)
-SPAN_EXTRA = pa.schema([("attribute_types", pa.map_(pa.string(), pa.string())), ("resource_types", pa.map_(pa.string(), pa.string())),
-                        ("start_unix_nano", pa.int64()), ("end_unix_nano", pa.int64()), ("trace_state", pa.string()),
-                        ("flags", pa.int64())])
-_I64_LIMIT = 2 ** 63
+SPAN_EXTRA = pa.schema(
+    [
+        ("attribute_types", pa.map_(pa.string(), pa.string())),
+        ("resource_types", pa.map_(pa.string(), pa.string())),
+        ("start_unix_nano", pa.int64()),
+        ("end_unix_nano", pa.int64()),
+        ("trace_state", pa.string()),
+        ("flags", pa.int64()),
+    ]
+)
+_I64_LIMIT = 2**63
 
 
 def _span_extra(attr_types, res_types, start: int, end: int, trace_state: str, flags: int) -> tuple:
-    return (attr_types, res_types, start if start < _I64_LIMIT else None, end if end < _I64_LIMIT else None,
-            trace_state or None, flags)
+    return (
+        attr_types,
+        res_types,
+        start if start < _I64_LIMIT else None,
+        end if end < _I64_LIMIT else None,
+        trace_state or None,
+        flags,
+    )
 
 
 class _LogRows(_Items):
     """Log rows (tuples in wire column order); :meth:`add` checks one log record and appends it."""
 
-    columns = ("timestamp", "level", "service", "message", "trace_id", "span_id", "request_id", "user_id", "host", "env", "attributes")
+    columns = (
+        "timestamp",
+        "level",
+        "service",
+        "message",
+        "trace_id",
+        "span_id",
+        "request_id",
+        "user_id",
+        "host",
+        "env",
+        "attributes",
+    )
 
     @staticmethod
     def resource(res: dict[str, str | None]) -> tuple[str, str | None, str | None, dict]:
@@ -475,8 +574,20 @@ class _LogRows(_Items):
         env_new, env_old = res.pop("deployment.environment.name", None), res.pop("deployment.environment", None)
         return svc, host, env_new or env_old, res
 
-    def add(self, where: str, res: tuple, time_ns: int, observed_ns: int, trace_id: bytes, span_id: bytes, severity_number: int,
-            severity_text: str, message: str, attributes: dict, event_name: str) -> None:
+    def add(
+        self,
+        where: str,
+        res: tuple,
+        time_ns: int,
+        observed_ns: int,
+        trace_id: bytes,
+        span_id: bytes,
+        severity_number: int,
+        severity_text: str,
+        message: str,
+        attributes: dict,
+        event_name: str,
+    ) -> None:
         t = time_ns or observed_ns
         if not t:
             raise _Reject("schema_violation", f"{where}: neither time_unix_nano nor observed_time_unix_nano is set")
@@ -489,8 +600,21 @@ class _LogRows(_Items):
         request_id = attrs.pop("http.request_id", None)
         if event_name:
             attrs["event.name"] = event_name
-        self.rows.append((t // 1_000_000, _level(severity_number, severity_text), svc, message, tid, sid, request_id, user_id,
-                          host, env, attrs or None))
+        self.rows.append(
+            (
+                t // 1_000_000,
+                _level(severity_number, severity_text),
+                svc,
+                message,
+                tid,
+                sid,
+                request_id,
+                user_id,
+                host,
+                env,
+                attrs or None,
+            )
+        )
 
 
 def _proto_body(body) -> str:
@@ -527,9 +651,22 @@ def _proto_spans(msg: ExportTraceServiceRequest, rows: _SpanRows) -> None:
                         rows.check_size(sp, w)
                     attrs, types = _typed_attrs(sp.attributes)
                     start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
-                    rows.add(w, svc, res_map, sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.kind, start, end,
-                             sp.status.code, sp.status.message, attrs,
-                             _span_extra(types, res_types, start, end, sp.trace_state, sp.flags))
+                    rows.add(
+                        w,
+                        svc,
+                        res_map,
+                        sp.trace_id,
+                        sp.span_id,
+                        sp.parent_span_id,
+                        sp.name,
+                        sp.kind,
+                        start,
+                        end,
+                        sp.status.code,
+                        sp.status.message,
+                        attrs,
+                        _span_extra(types, res_types, start, end, sp.trace_state, sp.flags),
+                    )
                     rows.row_item.append(k)
                 except Exception as e:
                     rows.fail(k, w, e, first)
@@ -548,8 +685,19 @@ def _proto_logs(msg: ExportLogsServiceRequest, rows: _LogRows) -> None:
                 try:  # one item: a bad log record is rejected alone
                     if sized:
                         rows.check_size(lr, w)
-                    rows.add(w, res, lr.time_unix_nano, lr.observed_time_unix_nano, lr.trace_id, lr.span_id, lr.severity_number,
-                             lr.severity_text, _proto_body(lr.body), _attrs(lr.attributes), lr.event_name)
+                    rows.add(
+                        w,
+                        res,
+                        lr.time_unix_nano,
+                        lr.observed_time_unix_nano,
+                        lr.trace_id,
+                        lr.span_id,
+                        lr.severity_number,
+                        lr.severity_text,
+                        _proto_body(lr.body),
+                        _attrs(lr.attributes),
+                        lr.event_name,
+                    )
                     rows.row_item.append(k)
                 except Exception as e:
                     rows.fail(k, w, e, first)
@@ -576,7 +724,11 @@ def _json_records(doc: dict, signal: str, raw_resource: bool = False):
 
 def _json_spans(doc: dict, rows: _SpanRows) -> None:
     last: dict | None = None
-    ctx: tuple[str, dict | None, dict[str, str] | None] = ("", None, None)  # set at the first record (its resource is not None)
+    ctx: tuple[str, dict | None, dict[str, str] | None] = (
+        "",
+        None,
+        None,
+    )  # set at the first record (its resource is not None)
     for res, resource, w, sp in _json_records(doc, "span", raw_resource=True):
         if res is not last:
             last, ctx = res, (res.get("service.name") or UNKNOWN_SERVICE, res or None, _jattr_types(resource))
@@ -588,23 +740,46 @@ def _json_span(rows: _SpanRows, ctx: tuple, w: str, sp) -> None:
     status = _jobj(sp.get("status"), f"{w}.status")
     start = _jint(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), f"{w}.startTimeUnixNano", 0, _U64)
     end = _jint(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), f"{w}.endTimeUnixNano", 0, _U64)
-    rows.add(w, ctx[0], ctx[1], _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
-             _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"), _jstr(sp.get("name"), f"{w}.name"),
-             _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"), start, end,
-             _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"), _jstr(status.get("message"), f"{w}.status.message"),
-             _jattrs(sp, w), _span_extra(_jattr_types(sp), ctx[2], start, end,
-                                         _jstr(_jget(sp, "traceState", "trace_state"), f"{w}.traceState"),
-                                         _jint(sp.get("flags"), f"{w}.flags", 0, 2 ** 32)))
+    rows.add(
+        w,
+        ctx[0],
+        ctx[1],
+        _jid(_jget(sp, "traceId", "trace_id"), f"{w}.traceId"),
+        _jid(_jget(sp, "spanId", "span_id"), f"{w}.spanId"),
+        _jid(_jget(sp, "parentSpanId", "parent_span_id"), f"{w}.parentSpanId"),
+        _jstr(sp.get("name"), f"{w}.name"),
+        _jenum(sp.get("kind"), _SPAN_KIND_NAMES, f"{w}.kind"),
+        start,
+        end,
+        _jenum(status.get("code"), _STATUS_NAMES, f"{w}.status.code"),
+        _jstr(status.get("message"), f"{w}.status.message"),
+        _jattrs(sp, w),
+        _span_extra(
+            _jattr_types(sp),
+            ctx[2],
+            start,
+            end,
+            _jstr(_jget(sp, "traceState", "trace_state"), f"{w}.traceState"),
+            _jint(sp.get("flags"), f"{w}.flags", 0, 2**32),
+        ),
+    )
 
 
 def _json_log(rows: _LogRows, res: tuple, w: str, lr) -> None:
     lr = _jobj(lr, w)
-    rows.add(w, res, _jint(_jget(lr, "timeUnixNano", "time_unix_nano"), f"{w}.timeUnixNano", 0, _U64),
-             _jint(_jget(lr, "observedTimeUnixNano", "observed_time_unix_nano"), f"{w}.observedTimeUnixNano", 0, _U64),
-             _jid(_jget(lr, "traceId", "trace_id"), f"{w}.traceId"), _jid(_jget(lr, "spanId", "span_id"), f"{w}.spanId"),
-             _jenum(_jget(lr, "severityNumber", "severity_number"), _SEVERITY_NAMES, f"{w}.severityNumber"),
-             _jstr(_jget(lr, "severityText", "severity_text"), f"{w}.severityText"), _json_body(lr.get("body"), f"{w}.body"),
-             _jattrs(lr, w), _jstr(_jget(lr, "eventName", "event_name"), f"{w}.eventName"))
+    rows.add(
+        w,
+        res,
+        _jint(_jget(lr, "timeUnixNano", "time_unix_nano"), f"{w}.timeUnixNano", 0, _U64),
+        _jint(_jget(lr, "observedTimeUnixNano", "observed_time_unix_nano"), f"{w}.observedTimeUnixNano", 0, _U64),
+        _jid(_jget(lr, "traceId", "trace_id"), f"{w}.traceId"),
+        _jid(_jget(lr, "spanId", "span_id"), f"{w}.spanId"),
+        _jenum(_jget(lr, "severityNumber", "severity_number"), _SEVERITY_NAMES, f"{w}.severityNumber"),
+        _jstr(_jget(lr, "severityText", "severity_text"), f"{w}.severityText"),
+        _json_body(lr.get("body"), f"{w}.body"),
+        _jattrs(lr, w),
+        _jstr(_jget(lr, "eventName", "event_name"), f"{w}.eventName"),
+    )
 
 
 def _json_logs(doc: dict, rows: _LogRows) -> None:
@@ -650,11 +825,35 @@ class _MetricRows(_Items):
     ``service.name``). An exponential histogram is rejected (``schema_violation``): the
     metrics table has no place for it."""
 
-    columns = ("name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count", "sum",
-               "temporality", "start_time")
+    columns = (
+        "name",
+        "kind",
+        "timestamp",
+        "labels",
+        "value",
+        "bucket_bounds",
+        "bucket_counts",
+        "count",
+        "sum",
+        "temporality",
+        "start_time",
+    )
 
-    def add(self, where: str, name: str, kind: str, time_ns: int, labels: dict, value=None, bounds=None, counts=None,
-            count=None, total=None, temporality: str | None = None, start_ns: int = 0) -> None:
+    def add(
+        self,
+        where: str,
+        name: str,
+        kind: str,
+        time_ns: int,
+        labels: dict,
+        value=None,
+        bounds=None,
+        counts=None,
+        count=None,
+        total=None,
+        temporality: str | None = None,
+        start_ns: int = 0,
+    ) -> None:
         if not name:
             raise _Reject("schema_violation", f"{where}: metric without a name")
         if not time_ns:
@@ -663,9 +862,24 @@ class _MetricRows(_Items):
             raise _Reject("schema_violation", f"{where}: count {count} exceeds the metrics table's int64 range")
         if counts and max(counts) > _I64_MAX:
             k = next(k for k, c in enumerate(counts) if c > _I64_MAX)
-            raise _Reject("schema_violation", f"{where}: bucket_counts[{k}] {counts[k]} exceeds the metrics table's int64 range")
-        self.rows.append((name, kind, time_ns // 1_000_000, labels, value, bounds, counts, count, total, temporality,
-                          start_ns // 1_000_000 if start_ns else None))
+            raise _Reject(
+                "schema_violation", f"{where}: bucket_counts[{k}] {counts[k]} exceeds the metrics table's int64 range"
+            )
+        self.rows.append(
+            (
+                name,
+                kind,
+                time_ns // 1_000_000,
+                labels,
+                value,
+                bounds,
+                counts,
+                count,
+                total,
+                temporality,
+                start_ns // 1_000_000 if start_ns else None,
+            )
+        )
 
 
 def _point_value(dp):
@@ -678,29 +892,70 @@ def _temporality(body) -> str:
 
 
 def _gauge_point(rows: _MetricRows, w: str, name: str, svc: str, dp) -> None:
-    rows.add(w, name, "GAUGE", dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp),
-             start_ns=dp.start_time_unix_nano)
+    rows.add(
+        w,
+        name,
+        "GAUGE",
+        dp.time_unix_nano,
+        {**_attrs(dp.attributes), "service": svc},
+        value=_point_value(dp),
+        start_ns=dp.start_time_unix_nano,
+    )
 
 
 def _sum_point(rows: _MetricRows, w: str, name: str, svc: str, kind: str, temp: str | None, dp) -> None:
-    rows.add(w, name, kind, dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, value=_point_value(dp),
-             temporality=temp, start_ns=dp.start_time_unix_nano)
+    rows.add(
+        w,
+        name,
+        kind,
+        dp.time_unix_nano,
+        {**_attrs(dp.attributes), "service": svc},
+        value=_point_value(dp),
+        temporality=temp,
+        start_ns=dp.start_time_unix_nano,
+    )
 
 
 def _histogram_point(rows: _MetricRows, w: str, name: str, svc: str, temp: str, dp) -> None:
-    rows.add(w, name, "HISTOGRAM", dp.time_unix_nano, {**_attrs(dp.attributes), "service": svc}, bounds=list(dp.explicit_bounds),
-             counts=[int(x) for x in dp.bucket_counts], count=int(dp.count),
-             total=float(dp.sum) if dp.HasField("sum") else None, temporality=temp, start_ns=dp.start_time_unix_nano)
+    rows.add(
+        w,
+        name,
+        "HISTOGRAM",
+        dp.time_unix_nano,
+        {**_attrs(dp.attributes), "service": svc},
+        bounds=list(dp.explicit_bounds),
+        counts=[int(x) for x in dp.bucket_counts],
+        count=int(dp.count),
+        total=float(dp.sum) if dp.HasField("sum") else None,
+        temporality=temp,
+        start_ns=dp.start_time_unix_nano,
+    )
 
 
 def _summary_point(rows: _MetricRows, w: str, name: str, svc: str, dp) -> None:
     labels = {**_attrs(dp.attributes), "service": svc}
-    rows.add(w, name, "SUMMARY", dp.time_unix_nano, labels, count=int(dp.count), total=float(dp.sum),
-             temporality="cumulative", start_ns=dp.start_time_unix_nano)
+    rows.add(
+        w,
+        name,
+        "SUMMARY",
+        dp.time_unix_nano,
+        labels,
+        count=int(dp.count),
+        total=float(dp.sum),
+        temporality="cumulative",
+        start_ns=dp.start_time_unix_nano,
+    )
     for qv in dp.quantile_values:
         if qv.value == qv.value:  # NaN: no observations behind this quantile
-            rows.add(w, name, "GAUGE", dp.time_unix_nano, {**labels, "quantile": _quantile_label(qv.quantile)},
-                     value=float(qv.value), start_ns=dp.start_time_unix_nano)
+            rows.add(
+                w,
+                name,
+                "GAUGE",
+                dp.time_unix_nano,
+                {**labels, "quantile": _quantile_label(qv.quantile)},
+                value=float(qv.value),
+                start_ns=dp.start_time_unix_nano,
+            )
 
 
 def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
@@ -735,8 +990,13 @@ def _proto_metrics(msg: ExportMetricsServiceRequest, rows: _MetricRows) -> None:
                         w = f"{where}.summary.data_points[{d}]"
                         rows.item(dp, w, lambda: _summary_point(rows, w, name, svc, dp))
                 else:
+
                     def unsupported():
-                        raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+                        raise _Reject(
+                            "schema_violation",
+                            f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)",
+                        )
+
                     rows.item(m, where, unsupported)
 
 
@@ -756,11 +1016,17 @@ def _json_parse(d: Any, message, where: str):
     try:
         return json_format.ParseDict(_strip_exemplars(d), message, ignore_unknown_fields=True)
     except json_format.ParseError as e:
-        raise _Reject("schema_violation", f"{where}: not an OTLP/JSON {type(message).__name__}: {str(e)[:200]}") from None
+        raise _Reject(
+            "schema_violation", f"{where}: not an OTLP/JSON {type(message).__name__}: {str(e)[:200]}"
+        ) from None
 
 
-_JSON_POINT_TYPES = {"gauge": NumberDataPoint, "sum": NumberDataPoint, "histogram": HistogramDataPoint,
-                     "summary": SummaryDataPoint}
+_JSON_POINT_TYPES = {
+    "gauge": NumberDataPoint,
+    "sum": NumberDataPoint,
+    "histogram": HistogramDataPoint,
+    "summary": SummaryDataPoint,
+}
 
 
 #: an item of an OTLP/JSON metrics document: (source, path, build), ``build(rows)`` appends its rows
@@ -788,21 +1054,33 @@ def _json_metric_items(doc: dict) -> Iterator[_MetricItem]:
 def _json_metric(m: dict, where: str, svc: str) -> Iterator[_MetricItem]:
     """The items of one OTLP/JSON metric (see :func:`_json_metric_items`)."""
     bodies = {k: v for k, v in m.items() if k in _JSON_DATA_KEYS}
-    points_of = {k: _jlist(_jobj(v, f"{where}.{_JSON_DATA_KEYS[k]}"), "dataPoints", "data_points",
-                           f"{where}.{_JSON_DATA_KEYS[k]}") for k, v in bodies.items()}
-    shell = {k: ({f: x for f, x in v.items() if f not in ("dataPoints", "data_points")} if k in bodies else v)
-             for k, v in m.items()}
+    points_of = {
+        k: _jlist(
+            _jobj(v, f"{where}.{_JSON_DATA_KEYS[k]}"), "dataPoints", "data_points", f"{where}.{_JSON_DATA_KEYS[k]}"
+        )
+        for k, v in bodies.items()
+    }
+    shell = {
+        k: ({f: x for f, x in v.items() if f not in ("dataPoints", "data_points")} if k in bodies else v)
+        for k, v in m.items()
+    }
     try:
         metric = _json_parse(shell, Metric(), where)
     except _Reject as e:
+
         def bad(rows, reason=e.reason, detail=e.detail):
             raise _Reject(reason, detail)
+
         yield m, where, bad
         return
     data = metric.WhichOneof("data")
     if data not in _JSON_POINT_TYPES:
+
         def unsupported(rows):
-            raise _Reject("schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)")
+            raise _Reject(
+                "schema_violation", f"{where}: {data or 'no'} data is not supported (gauge, sum, histogram, summary)"
+            )
+
         yield m, where, unsupported
         return
     key = next(k for k in bodies if _JSON_DATA_KEYS[k] == data)
@@ -817,8 +1095,14 @@ def _json_point(metric: Metric, svc: str, ptype: type, point: Any, w: str, rows:
     _metric_point(rows, w, metric, svc, _json_parse(point, ptype(), w))
 
 
-_JSON_DATA_KEYS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "summary": "summary",
-                   "exponentialHistogram": "exponential_histogram", "exponential_histogram": "exponential_histogram"}
+_JSON_DATA_KEYS = {
+    "gauge": "gauge",
+    "sum": "sum",
+    "histogram": "histogram",
+    "summary": "summary",
+    "exponentialHistogram": "exponential_histogram",
+    "exponential_histogram": "exponential_histogram",
+}
 
 
 def _metric_point(rows: _MetricRows, w: str, m: Metric, svc: str, dp) -> None:
@@ -853,7 +1137,9 @@ def _item_sources(parsed, signal: str, encoding: str) -> list:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     data = m.WhichOneof("data")
-                    out.extend(getattr(m, data).data_points if data in ("gauge", "sum", "histogram", "summary") else [m])
+                    out.extend(
+                        getattr(m, data).data_points if data in ("gauge", "sum", "histogram", "summary") else [m]
+                    )
         return out
     if encoding == "otlp_json":
         return [rec for _, _, rec in _json_records(parsed, signal)]
@@ -897,8 +1183,9 @@ class OtlpCodec:
         self.encoding = encoding
         self.wire = arrow_schema(signal)
         self.names = [f.name for f in self.wire]
-        message_types: dict[str, type[ExportTraceServiceRequest | ExportLogsServiceRequest | ExportMetricsServiceRequest]] = {
-            "span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}
+        message_types: dict[
+            str, type[ExportTraceServiceRequest | ExportLogsServiceRequest | ExportMetricsServiceRequest]
+        ] = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}
         self.message_type = message_types[signal]
         self.what = {"span": "spans", "log": "log records", "metric": "metric data points"}[signal]
         self._rows = {"span": _SpanRows, "log": _LogRows, "metric": _MetricRows}[signal]
@@ -926,7 +1213,9 @@ class OtlpCodec:
                 rejects.add(i, "format_violation", "tombstone (null value)" if v is None else "empty payload")
                 continue
             if len(v) > message_limit:
-                rejects.add(i, "size_violation", f"message of {len(v)} bytes exceeds the limit of {message_limit} bytes")
+                rejects.add(
+                    i, "size_violation", f"message of {len(v)} bytes exceeds the limit of {message_limit} bytes"
+                )
                 continue
             # an item can only be over the limit in a message that is
             rows = self._rows(limit, self._item_size) if len(v) > limit else self._rows()
@@ -947,8 +1236,7 @@ class OtlpCodec:
             index.extend([i] * len(rows.rows))
             items.extend(rows.row_item)
         table = self._table(all_rows, index, items, rejects)
-        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in,
-                     item_raw=partial(self._item_raw, raw))
+        return Batch(raw=raw, table=table, rejects=rejects, items_in=items_in, item_raw=partial(self._item_raw, raw))
 
     def _item_raw(self, raw: RawBatch, i: int, k: int) -> bytes:
         """The own bytes of item ``k`` of message ``i`` (a message that had items)."""
@@ -979,8 +1267,11 @@ class OtlpCodec:
             keep[r] = (index[r], items[r]) not in failed
         for (i, k), detail in failed.items():
             rejects.add(i, "schema_violation", detail, k)
-        return self._arrays([row for row, ok in zip(all_rows, keep) if ok], [i for i, ok in zip(index, keep) if ok],
-                            [k for k, ok in zip(items, keep) if ok])
+        return self._arrays(
+            [row for row, ok in zip(all_rows, keep) if ok],
+            [i for i, ok in zip(index, keep) if ok],
+            [k for k, ok in zip(items, keep) if ok],
+        )
 
     @property
     def _extra(self) -> pa.Schema:
@@ -998,8 +1289,11 @@ class OtlpCodec:
         return pa.Table.from_arrays(arrays, names=self.names + extra.names + [INDEX, ITEM])
 
     def _item_size(self, source) -> int:
-        return source.ByteSize() if self.encoding == "otlp_proto" or not isinstance(source, (dict, list)) \
+        return (
+            source.ByteSize()
+            if self.encoding == "otlp_proto" or not isinstance(source, (dict, list))
             else len(orjson.dumps(source))
+        )
 
     def _item_bytes(self, source) -> bytes:
         """An item's own bytes for its dead letter: the serialized span / log record / data
@@ -1019,12 +1313,16 @@ class OtlpCodec:
                 raise _Reject("format_violation", f"not an OTLP {mtype.__name__} (protobuf): {e}") from None
             if not msg.ListFields() and len(unknown_fields.UnknownFieldSet(msg)):
                 nums = sorted({f.field_number for f in unknown_fields.UnknownFieldSet(msg)})[:8]
-                raise _Reject("format_violation", f"not an OTLP {mtype.__name__} (protobuf): only unknown fields {nums}")
+                raise _Reject(
+                    "format_violation", f"not an OTLP {mtype.__name__} (protobuf): only unknown fields {nums}"
+                )
             return msg
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
             raise _Reject("format_violation", f"not OTLP/JSON: invalid JSON: {e}") from None
         if not isinstance(doc, dict):
-            raise _Reject("format_violation", f"not an OTLP/JSON {mtype.__name__}: expected a JSON object, got {_jkind(doc)}")
+            raise _Reject(
+                "format_violation", f"not an OTLP/JSON {mtype.__name__}: expected a JSON object, got {_jkind(doc)}"
+            )
         return doc

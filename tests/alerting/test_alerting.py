@@ -21,27 +21,71 @@ def window_rows(m, series):
     base = {c: None for c in METRICS.arrow_schema().names}
     rows = []
     for name, labels, vals in series:
-        rows.append({**base, "window_start": (m - 1) * MIN * 1000, "window_end": m * MIN * 1000, "resolution": "1m",
-                     "name": name, "kind": "summary", "labels": sorted(labels.items()), "exemplar_trace_ids": [],
-                     "late_samples": 0, **vals})
-    t = pa.Table.from_pylist(rows, schema=METRICS.arrow_schema().set(0, pa.field("window_start", pa.int64()))
-                             .set(1, pa.field("window_end", pa.int64())))
+        rows.append(
+            {
+                **base,
+                "window_start": (m - 1) * MIN * 1000,
+                "window_end": m * MIN * 1000,
+                "resolution": "1m",
+                "name": name,
+                "kind": "summary",
+                "labels": sorted(labels.items()),
+                "exemplar_trace_ids": [],
+                "late_samples": 0,
+                **vals,
+            }
+        )
+    t = pa.Table.from_pylist(
+        rows,
+        schema=METRICS.arrow_schema()
+        .set(0, pa.field("window_start", pa.int64()))
+        .set(1, pa.field("window_end", pa.int64())),
+    )
     return t.set_column(0, "window_start", t.column(0).cast(pa.timestamp("us", tz="UTC"))).set_column(
-        1, "window_end", t.column(1).cast(pa.timestamp("us", tz="UTC")))
+        1, "window_end", t.column(1).cast(pa.timestamp("us", tz="UTC"))
+    )
 
 
 CONFIG = {
     "rules": [
-        {"name": "HighErrorRate", "select": {"metric": "http.errors", "value": "count"},
-         "ratio_of": {"metric": "http.calls", "value": "count"}, "on": ["service"], "op": ">", "threshold": 0.1,
-         "for": "2m", "keep_firing_for": "90s", "severity": "P2",
-         "annotations": {"summary": "{{ $labels.service }} error rate {{ $value }}", "runbook_url": "https://runbooks/errors"}},
-        {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
-         "annotations": {"runbook_url": "https://runbooks/down"}},
+        {
+            "name": "HighErrorRate",
+            "select": {"metric": "http.errors", "value": "count"},
+            "ratio_of": {"metric": "http.calls", "value": "count"},
+            "on": ["service"],
+            "op": ">",
+            "threshold": 0.1,
+            "for": "2m",
+            "keep_firing_for": "90s",
+            "severity": "P2",
+            "annotations": {
+                "summary": "{{ $labels.service }} error rate {{ $value }}",
+                "runbook_url": "https://runbooks/errors",
+            },
+        },
+        {
+            "name": "ServiceDown",
+            "select": {"metric": "up", "value": "last"},
+            "op": "<",
+            "threshold": 1,
+            "severity": "P0",
+            "annotations": {"runbook_url": "https://runbooks/down"},
+        },
     ],
-    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m",
-              "routes": [{"matchers": ['severity=~"P0|P1"'], "receiver": "pager"}, {"matchers": ['severity="P2"'], "receiver": "ticket"}]},
-    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "30s",
+        "group_interval": "1m",
+        "repeat_interval": "3m",
+        "routes": [
+            {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
+            {"matchers": ['severity="P2"'], "receiver": "ticket"},
+        ],
+    },
+    "inhibit_rules": [
+        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
+    ],
 }
 
 
@@ -49,9 +93,16 @@ def minute(m):
     rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
     rate_b = 0.0 if m <= 3 else 0.5
     up_b = 1.0 if m <= 4 else 0.0
-    return window_rows(m, [("http.calls", {"service": "a"}, {"count": 100}), ("http.errors", {"service": "a"}, {"count": int(100 * rate_a)}),
-                           ("http.calls", {"service": "b"}, {"count": 100}), ("http.errors", {"service": "b"}, {"count": int(100 * rate_b)}),
-                           ("up", {"service": "b"}, {"last": up_b})])
+    return window_rows(
+        m,
+        [
+            ("http.calls", {"service": "a"}, {"count": 100}),
+            ("http.errors", {"service": "a"}, {"count": int(100 * rate_a)}),
+            ("http.calls", {"service": "b"}, {"count": 100}),
+            ("http.errors", {"service": "b"}, {"count": int(100 * rate_b)}),
+            ("up", {"service": "b"}, {"last": up_b}),
+        ],
+    )
 
 
 def run(engine, minutes, restart_at=None, changes=None):
@@ -72,21 +123,39 @@ def run(engine, minutes, restart_at=None, changes=None):
 def test_alert_timeline_exact():
     changes = []
     engine, events, notes = run(AlertEngine(CONFIG), range(1, 13), changes=changes)
-    ev = [(e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000) for e in events]
-    assert ev == [(240, "HighErrorRate", "a", "firing", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
-                  (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    ev = [
+        (e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000)
+        for e in events
+    ]
+    assert ev == [
+        (240, "HighErrorRate", "a", "firing", 240, None),
+        (300, "ServiceDown", "b", "firing", 300, None),
+        (360, "HighErrorRate", "b", "firing", 360, None),
+        (600, "HighErrorRate", "a", "resolved", 240, 600),
+    ]
     # every state change (obs.alerts): pending when the condition first holds (startsAt = activeAt),
     # none for ServiceDown (for: 0 fires in the same evaluation)
-    ch = [(e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000) for e in changes]
-    assert ch == [(120, "HighErrorRate", "a", "pending", 120, None), (240, "HighErrorRate", "a", "firing", 240, None),
-                  (240, "HighErrorRate", "b", "pending", 240, None), (300, "ServiceDown", "b", "firing", 300, None),
-                  (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    ch = [
+        (e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000)
+        for e in changes
+    ]
+    assert ch == [
+        (120, "HighErrorRate", "a", "pending", 120, None),
+        (240, "HighErrorRate", "a", "firing", 240, None),
+        (240, "HighErrorRate", "b", "pending", 240, None),
+        (300, "ServiceDown", "b", "firing", 300, None),
+        (360, "HighErrorRate", "b", "firing", 360, None),
+        (600, "HighErrorRate", "a", "resolved", 240, 600),
+    ]
     assert [c.value for c in changes if c.status == "pending"] == [0.2, 0.5]
-    got = [(n.at // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat) for n in notes]
+    got = [
+        (n.at // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat)
+        for n in notes
+    ]
     assert got == [
-        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),    # group_wait after 4m
+        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),  # group_wait after 4m
         (330, "pager", "firing", [("ServiceDown", "b", "firing")], False),
-        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),     # repeat_interval (b is inhibited)
+        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),  # repeat_interval (b is inhibited)
         (510, "pager", "firing", [("ServiceDown", "b", "firing")], True),
         (630, "ticket", "resolved", [("HighErrorRate", "a", "resolved")], False),
         (690, "pager", "firing", [("ServiceDown", "b", "firing")], True),
@@ -104,15 +173,31 @@ def test_snapshot_restore_mid_timeline():
     _, ev1, n1 = run(AlertEngine(CONFIG), range(1, 13))
     _, ev2, n2 = run(AlertEngine(CONFIG), range(1, 13), restart_at=7)
     assert [e.to_kafka() for e in ev1] == [e.to_kafka() for e in ev2]
-    assert [(n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n1] == \
-           [(n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n2]
+    assert [(n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n1] == [
+        (n.at, n.group_key, n.status, n.repeat, [a.fingerprint for a in n.alerts]) for n in n2
+    ]
 
 
 def test_anomaly_and_absence_rules():
-    cfg = {"rules": [
-        {"name": "LatencyAnomaly", "type": "anomaly", "select": {"metric": "lat", "value": "p99"}, "k": 3, "baseline_windows": 5,
-         "severity": "P1"},
-        {"name": "NoHeartbeat", "type": "absence", "select": {"metric": "hb", "value": "count"}, "absent_for": "3m", "severity": "P1"}]}
+    cfg = {
+        "rules": [
+            {
+                "name": "LatencyAnomaly",
+                "type": "anomaly",
+                "select": {"metric": "lat", "value": "p99"},
+                "k": 3,
+                "baseline_windows": 5,
+                "severity": "P1",
+            },
+            {
+                "name": "NoHeartbeat",
+                "type": "absence",
+                "select": {"metric": "hb", "value": "count"},
+                "absent_for": "3m",
+                "severity": "P1",
+            },
+        ]
+    }
     e = AlertEngine(cfg)
     seq = [100, 102, 98, 101, 99, 100, 180, 100]
     events = []
@@ -173,7 +258,7 @@ def test_real_alertmanager_reads_back_alerts(config_alertmanager):
         if len(got) == 3 and any(a["status"]["inhibitedBy"] for a in got.values()):
             break
         time.sleep(0.3)
-    assert set(got) == {e.fingerprint for e in events}          # our fingerprint is Alertmanager's
+    assert set(got) == {e.fingerprint for e in events}  # our fingerprint is Alertmanager's
     by_name = {(a["labels"]["alertname"], a["labels"]["service"]): a for a in got.values()}
     her_b = by_name[("HighErrorRate", "b")]
     assert her_b["status"]["state"] == "suppressed"
@@ -181,9 +266,14 @@ def test_real_alertmanager_reads_back_alerts(config_alertmanager):
     assert by_name[("HighErrorRate", "a")]["receivers"][0]["name"] == "ticket"
     # routed by the generated route tree: the P0 alert to pager, P2 ones to ticket, as our dispatcher routes them
     assert {k: [r["name"] for r in a["receivers"]] for k, a in by_name.items()} == {
-        ("HighErrorRate", "a"): ["ticket"], ("HighErrorRate", "b"): ["ticket"], ("ServiceDown", "b"): ["pager"]}
+        ("HighErrorRate", "a"): ["ticket"],
+        ("HighErrorRate", "b"): ["ticket"],
+        ("ServiceDown", "b"): ["pager"],
+    }
     d = AlertEngine(CONFIG).dispatcher
-    assert {k: d.receivers(a["labels"]) for k, a in by_name.items()} == {k: [r["name"] for r in a["receivers"]] for k, a in by_name.items()}
+    assert {k: d.receivers(a["labels"]) for k, a in by_name.items()} == {
+        k: [r["name"] for r in a["receivers"]] for k, a in by_name.items()
+    }
     assert by_name[("ServiceDown", "b")]["annotations"]["runbook_url"] == "https://runbooks/down"
     # resolve a: it leaves the active alerts
     a = next(e for e in events if e.labels["service"] == "a")
@@ -196,13 +286,29 @@ def test_real_alertmanager_reads_back_alerts(config_alertmanager):
 
 
 TREE = {
-    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h",
-              "routes": [
-                  {"matchers": ['severity="P0"'], "receiver": "pager", "continue": True, "group_wait": "0s"},
-                  {"matchers": ['team="payments"'], "receiver": "payments", "group_by": ["alertname", "service"],
-                   "routes": [{"matchers": ['severity=~"P1|P2"', 'service!="legacy"'], "receiver": "payments-ticket",
-                               "repeat_interval": "2h"}]},
-                  {"matchers": ['severity=~"P.*"'], "receiver": "ticket"}]},
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "10s",
+        "group_interval": "1m",
+        "repeat_interval": "1h",
+        "routes": [
+            {"matchers": ['severity="P0"'], "receiver": "pager", "continue": True, "group_wait": "0s"},
+            {
+                "matchers": ['team="payments"'],
+                "receiver": "payments",
+                "group_by": ["alertname", "service"],
+                "routes": [
+                    {
+                        "matchers": ['severity=~"P1|P2"', 'service!="legacy"'],
+                        "receiver": "payments-ticket",
+                        "repeat_interval": "2h",
+                    }
+                ],
+            },
+            {"matchers": ['severity=~"P.*"'], "receiver": "ticket"},
+        ],
+    },
     "receivers": [{"name": n} for n in ("default", "pager", "payments", "payments-ticket", "ticket")],
 }
 TREE_CASES = {  # labels -> receivers, in Alertmanager's order
@@ -219,10 +325,18 @@ def test_route_tree_matchers_continue_and_inheritance():
     from transforms.alerting import AlertEvent
 
     d = AlertEngine(TREE).dispatcher
-    assert {k: d.receivers(lab) for k, (lab, _) in TREE_CASES.items()} == {k: want for k, (_, want) in TREE_CASES.items()}
+    assert {k: d.receivers(lab) for k, (lab, _) in TREE_CASES.items()} == {
+        k: want for k, (_, want) in TREE_CASES.items()
+    }
     # inherited settings: payments-ticket inherits group_by from payments, group_wait/interval from the root
-    (r, key, glabels), = d.routes(TREE_CASES["p1-payments"][0])
-    assert (r.receiver, r.group_by, r.wait, r.interval, r.repeat) == ("payments-ticket", ["alertname", "service"], 10_000, 60_000, 7_200_000)
+    ((r, key, glabels),) = d.routes(TREE_CASES["p1-payments"][0])
+    assert (r.receiver, r.group_by, r.wait, r.interval, r.repeat) == (
+        "payments-ticket",
+        ["alertname", "service"],
+        10_000,
+        60_000,
+        7_200_000,
+    )
     assert glabels == {"alertname": "A", "service": "pay"}
     # a P0 alert lands in two groups (continue): pager's group_wait is 0s, payments' the root's 10s
     e = AlertEvent("firing", "A", "P0", TREE_CASES["p0-payments"][0], {}, 1.0, 1000, None, 1000)
@@ -233,12 +347,28 @@ def test_route_tree_matchers_continue_and_inheritance():
 def test_generated_alertmanager_config_and_removed_severity_receivers():
 
     assert AlertingConfig(**TREE).alertmanager_config()["route"] == {
-        "receiver": "default", "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h",
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "10s",
+        "group_interval": "1m",
+        "repeat_interval": "1h",
         "routes": [
             {"receiver": "pager", "group_wait": "0s", "matchers": ['severity="P0"'], "continue": True},
-            {"receiver": "payments", "group_by": ["alertname", "service"], "matchers": ['team="payments"'],
-             "routes": [{"receiver": "payments-ticket", "repeat_interval": "2h", "matchers": ['severity=~"P1|P2"', 'service!="legacy"']}]},
-            {"receiver": "ticket", "matchers": ['severity=~"P.*"']}]}
+            {
+                "receiver": "payments",
+                "group_by": ["alertname", "service"],
+                "matchers": ['team="payments"'],
+                "routes": [
+                    {
+                        "receiver": "payments-ticket",
+                        "repeat_interval": "2h",
+                        "matchers": ['severity=~"P1|P2"', 'service!="legacy"'],
+                    }
+                ],
+            },
+            {"receiver": "ticket", "matchers": ['severity=~"P.*"']},
+        ],
+    }
     assert [r["name"] for r in AlertingConfig().alertmanager_config()["receivers"]] == ["default", "pager", "ticket"]
     with pytest.raises(ValueError, match="severity_receivers was removed"):
         AlertingConfig(route={"severity_receivers": {"P0": "pager"}})
@@ -254,23 +384,44 @@ def test_real_alertmanager_routes_as_the_tree():
     with real_alertmanager(TREE) as server:
         client = AlertmanagerClient(server.url)
         now = int(time.time() * 1000)
-        client.post_alerts([AlertEvent("firing", "A", lab.get("severity", ""), {**lab, "case": k}, {}, 1.0, now - 1000, None, now)
-                            for k, (lab, _) in TREE_CASES.items()])
+        client.post_alerts(
+            [
+                AlertEvent("firing", "A", lab.get("severity", ""), {**lab, "case": k}, {}, 1.0, now - 1000, None, now)
+                for k, (lab, _) in TREE_CASES.items()
+            ]
+        )
         deadline = time.time() + 15
         while time.time() < deadline and len(got := client.get_alerts()) < len(TREE_CASES):
             time.sleep(0.2)
-    assert {a["labels"]["case"]: [r["name"] for r in a["receivers"]] for a in got} == {k: want for k, (_, want) in TREE_CASES.items()}
+    assert {a["labels"]["case"]: [r["name"] for r in a["receivers"]] for a in got} == {
+        k: want for k, (_, want) in TREE_CASES.items()
+    }
 
 
 def test_pending_that_clears_before_for_becomes_inactive():
     """Condition true at 2m and 3m, false at 4m with for: 3m: pending, then inactive, never
     firing; only firing / resolved are notifications (events), every change is a row."""
-    cfg = {"rules": [{"name": "Hot", "select": {"metric": "temp", "value": "last"}, "op": ">", "threshold": 50, "for": "3m",
-                      "severity": "P1"}]}
+    cfg = {
+        "rules": [
+            {
+                "name": "Hot",
+                "select": {"metric": "temp", "value": "last"},
+                "op": ">",
+                "threshold": 50,
+                "for": "3m",
+                "severity": "P1",
+            }
+        ]
+    }
     e = AlertEngine(cfg)
-    outs = [e.process(window_rows(m, [("temp", {"room": "r1"}, {"last": v})])) for m, v in enumerate([10.0, 60.0, 70.0, 20.0], 1)]
+    outs = [
+        e.process(window_rows(m, [("temp", {"room": "r1"}, {"last": v})]))
+        for m, v in enumerate([10.0, 60.0, 70.0, 20.0], 1)
+    ]
     changes = [c for o in outs for c in o.changes]
     assert [(c.at // MIN, c.status, c.starts_at // MIN, c.ends_at and c.ends_at // MIN, c.value) for c in changes] == [
-        (2, "pending", 2, None, 60.0), (4, "inactive", 2, 4, 70.0)]
+        (2, "pending", 2, None, 60.0),
+        (4, "inactive", 2, 4, 70.0),
+    ]
     assert [ev for o in outs for ev in o.events] == [] and [n for o in outs for n in o.notifications] == []
     assert alert_rows(changes).column("status").to_pylist() == ["pending", "inactive"]

@@ -59,7 +59,8 @@ def _ours(notes) -> dict:
     out: dict = {}
     for n in notes:
         out.setdefault((n.receiver, _key(n.group_labels)), []).append(
-            (n.status, sorted((a.labels["alertname"], a.status) for a in n.alerts)))
+            (n.status, sorted((a.labels["alertname"], a.status) for a in n.alerts))
+        )
     return out
 
 
@@ -67,7 +68,8 @@ def _theirs(bodies) -> dict:
     out: dict = {}
     for b in bodies:
         out.setdefault((b["receiver"], _key(b["groupLabels"])), []).append(
-            (b["status"], sorted((a["labels"]["alertname"], a["status"]) for a in b["alerts"])))
+            (b["status"], sorted((a["labels"]["alertname"], a["status"]) for a in b["alerts"]))
+        )
     return out
 
 
@@ -106,7 +108,11 @@ def test_dispatcher_matches_real_alertmanager_on_inhibition_timeline():
     end = 23 * u // 3  # after the flushes at 7 units, before those at 10
     with webhook() as (url, bodies):
         route = {**INHIBIT["route"], "group_wait": f"{u}ms", "group_interval": f"{3 * u}ms"}
-        cfg = {**INHIBIT, "route": route, "receivers": [{"name": "hook", "webhook_configs": [{"url": url, "send_resolved": True}]}]}
+        cfg = {
+            **INHIBIT,
+            "route": route,
+            "receivers": [{"name": "hook", "webhook_configs": [{"url": url, "send_resolved": True}]}],
+        }
         d = Dispatcher(AlertingConfig(**cfg))
         ours = _ours(d.add(timeline) + d.advance(end))
         with real_alertmanager(cfg) as server:
@@ -139,10 +145,20 @@ def test_real_alertmanager_keeps_a_resent_alert_active_past_resolve_timeout():
     without endsAt (what obsflow used to send) is resolved by Alertmanager itself; our firing
     alert, re-sent every 2 s (resend_delay 1s, evaluated every 1 s; endsAt 4 s ahead) stays
     active for as long as the rule holds it firing, and its resolution ends it."""
-    cfg = {"rules": [{"name": "Hot", "resolution": "1s", "select": {"metric": "temp", "value": "last"}, "op": ">",
-                      "threshold": 50, "severity": "P1"}],
-           "route": {"receiver": "default", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
-           "resend_delay": "1s"}
+    cfg = {
+        "rules": [
+            {
+                "name": "Hot",
+                "resolution": "1s",
+                "select": {"metric": "temp", "value": "last"},
+                "op": ">",
+                "threshold": 50,
+                "severity": "P1",
+            }
+        ],
+        "route": {"receiver": "default", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "resend_delay": "1s",
+    }
     am = AlertingConfig(**cfg).alertmanager_config()
     am["global"] = {"resolve_timeout": "1s"}
     import yaml
@@ -160,7 +176,9 @@ def test_real_alertmanager_keeps_a_resent_alert_active_past_resolve_timeout():
         legacy = firing("Legacy", 0, room="r0", severity="P1")
         start = int(time.time() * 1000) // 1000 * 1000
         legacy.starts_at = start
-        client._req("POST", "/api/v2/alerts", [{"labels": legacy.labels, "startsAt": _iso(start)}])  # no endsAt, never again
+        client._req(
+            "POST", "/api/v2/alerts", [{"labels": legacy.labels, "startsAt": _iso(start)}]
+        )  # no endsAt, never again
         posted = []
         for i in range(1, 7):  # one evaluation a second, the condition holding throughout
             t = start + i * 1000
@@ -170,7 +188,9 @@ def test_real_alertmanager_keeps_a_resent_alert_active_past_resolve_timeout():
             client.post_alerts(out.events + out.resends)
         active = {a["labels"]["alertname"] for a in client.get_alerts()}
         assert posted == [(1000, False), (3000, True), (5000, True)]
-        assert active == {"Hot"}  # Legacy was resolved by resolve_timeout; Hot is still active (obsflow holds it firing)
+        assert active == {
+            "Hot"
+        }  # Legacy was resolved by resolve_timeout; Hot is still active (obsflow holds it firing)
         time.sleep(max(0.0, (start + 7000) / 1000 - time.time()))
         out = engine.process(rows_1s(start + 7000, 10.0))
         assert [(e.status, e.ends_at - start) for e in out.events] == [("resolved", 7000)]

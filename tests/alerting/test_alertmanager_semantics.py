@@ -22,15 +22,25 @@ def resolved(e, at):
 def notes_of(cfg, events, until):
     d = Dispatcher(AlertingConfig(**cfg))
     out = d.add(events) + d.advance(until)
-    return d, [(n.at, n.group_labels["alertname"], n.status, [(a.labels["alertname"], a.status) for a in n.alerts]) for n in out]
+    return d, [
+        (n.at, n.group_labels["alertname"], n.status, [(a.labels["alertname"], a.status) for a in n.alerts])
+        for n in out
+    ]
 
 
 INHIBIT = {
-    "route": {"receiver": "hook", "group_by": ["alertname", "service"], "group_wait": "1s", "group_interval": "3s",
-              "repeat_interval": "1h"},
+    "route": {
+        "receiver": "hook",
+        "group_by": ["alertname", "service"],
+        "group_wait": "1s",
+        "group_interval": "3s",
+        "repeat_interval": "1h",
+    },
     "receivers": [{"name": "hook"}],
-    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]},
-                      {"source_matchers": ['kind=~"src|both"'], "target_matchers": ['kind=~"tgt|both"'], "equal": ["service"]}],
+    "inhibit_rules": [
+        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]},
+        {"source_matchers": ['kind=~"src|both"'], "target_matchers": ['kind=~"tgt|both"'], "equal": ["service"]},
+    ],
 }
 
 
@@ -45,24 +55,36 @@ def test_firing_alerts_are_resent_with_ends_at_ahead():
         resends += out.resends
         events += out.events
     assert [(e.at // 1000, e.rule, e.labels["service"], e.valid_until and e.valid_until // 1000) for e in events] == [
-        (240, "HighErrorRate", "a", 480), (300, "ServiceDown", "b", 540), (360, "HighErrorRate", "b", 600),
-        (600, "HighErrorRate", "a", None)]
+        (240, "HighErrorRate", "a", 480),
+        (300, "ServiceDown", "b", 540),
+        (360, "HighErrorRate", "b", 600),
+        (600, "HighErrorRate", "a", None),
+    ]
     # Prometheus' needsSending: last send + resend_delay strictly before t, so every other 1m evaluation
     assert [(e.at // 1000, e.rule, e.labels["service"], e.status, e.valid_until // 1000) for e in resends] == [
-        (360, "HighErrorRate", "a", "firing", 600), (420, "ServiceDown", "b", "firing", 660),
-        (480, "HighErrorRate", "a", "firing", 720), (480, "HighErrorRate", "b", "firing", 720),
-        (540, "ServiceDown", "b", "firing", 780), (600, "HighErrorRate", "b", "firing", 840),
-        (660, "ServiceDown", "b", "firing", 900), (720, "HighErrorRate", "b", "firing", 960)]
+        (360, "HighErrorRate", "a", "firing", 600),
+        (420, "ServiceDown", "b", "firing", 660),
+        (480, "HighErrorRate", "a", "firing", 720),
+        (480, "HighErrorRate", "b", "firing", 720),
+        (540, "ServiceDown", "b", "firing", 780),
+        (600, "HighErrorRate", "b", "firing", 840),
+        (660, "ServiceDown", "b", "firing", 900),
+        (720, "HighErrorRate", "b", "firing", 960),
+    ]
     assert all(e.resend for e in resends) and {e.starts_at // 1000 for e in resends} == {240, 300, 360}
     body = events[0].to_alertmanager()
     assert (body["startsAt"], body["endsAt"]) == ("1970-01-01T00:04:00.000Z", "1970-01-01T00:08:00.000Z")
     # counted from the wall clock when the pipeline runs behind it (or replays)
     assert events[0].to_alertmanager(now=1_000_000)["endsAt"] == "1970-01-01T00:20:40.000Z"
-    assert events[-1].to_alertmanager(now=1_000_000)["endsAt"] == "1970-01-01T00:10:00.000Z"  # a resolution keeps its endsAt
-    assert b"endsAt\":null" in events[0].to_kafka()  # the topic and obs.alerts still carry the state change only
+    assert (
+        events[-1].to_alertmanager(now=1_000_000)["endsAt"] == "1970-01-01T00:10:00.000Z"
+    )  # a resolution keeps its endsAt
+    assert b'endsAt":null' in events[0].to_kafka()  # the topic and obs.alerts still carry the state change only
     # exposed in the generated alertmanager.yml: resolve_timeout = the validity
     assert AlertingConfig(**CONFIG).alertmanager_config()["global"] == {"resolve_timeout": "4m"}
-    assert AlertingConfig(**{**CONFIG, "resend_delay": "2m"}).alertmanager_config()["global"] == {"resolve_timeout": "8m"}
+    assert AlertingConfig(**{**CONFIG, "resend_delay": "2m"}).alertmanager_config()["global"] == {
+        "resolve_timeout": "8m"
+    }
     with pytest.raises(ValueError, match="resend_delay"):
         AlertingConfig(resend_delay="0s")
 
@@ -88,8 +110,11 @@ def test_inhibited_after_notification_sends_nothing_and_no_duplicate_when_releas
     t = firing("TA", 0, service="a", severity="P2")
     s = firing("SA", 2000, service="a", severity="P0")
     d, got = notes_of(INHIBIT, [t, s, resolved(s, 5000)], 12_000)
-    assert got == [(1000, "TA", "firing", [("TA", "firing")]), (3000, "SA", "firing", [("SA", "firing")]),
-                   (6000, "SA", "resolved", [("SA", "resolved")])]
+    assert got == [
+        (1000, "TA", "firing", [("TA", "firing")]),
+        (3000, "SA", "firing", [("SA", "firing")]),
+        (6000, "SA", "resolved", [("SA", "resolved")]),
+    ]
     assert [(at, fp) for at, fp in d.inhibited] == [(4000, t.fingerprint)]
 
 

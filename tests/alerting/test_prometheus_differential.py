@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.alerts, pytest.mark.metrics]
 BASE = 1_763_000_040_000  # a whole minute
 MIN = 60_000
 WINDOWS = 10
-GAP = range(16, 28)       # counter samples left out: no sample in minutes 4, 5 and 6 (a scrape gap)
-RESET_AT = 10             # the counter restarts from 0 at sample 10 (minute 2)
+GAP = range(16, 28)  # counter samples left out: no sample in minutes 4, 5 and 6 (a scrape gap)
+RESET_AT = 10  # the counter restarts from 0 at sample 10 (minute 2)
 
 
 def gauge_points() -> list[tuple[int, float]]:
@@ -60,8 +60,14 @@ def prometheus():
         prom.binaries()
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    server = prom.start(prom.openmetrics({("temp", "gauge", (("room", "r1"),)): gauge_points(),
-                                          ("req", "counter", (("svc", "a"),)): counter_points()}))
+    server = prom.start(
+        prom.openmetrics(
+            {
+                ("temp", "gauge", (("room", "r1"),)): gauge_points(),
+                ("req", "counter", (("svc", "a"),)): counter_points(),
+            }
+        )
+    )
     try:
         yield server
     finally:
@@ -89,7 +95,9 @@ def test_gauge_windows_equal_prometheus_over_time_at_end_minus_1ms(prometheus):
         at = BASE + (k + 1) * MIN - 1
         row = got[("temp", k)]
         mine = (row["count"], row["sum"], row["min"], row["max"], row["last"])
-        theirs = tuple(prom_value(prometheus, f"{f}_over_time(temp[1m])", at) for f in ("count", "sum", "min", "max", "last"))
+        theirs = tuple(
+            prom_value(prometheus, f"{f}_over_time(temp[1m])", at) for f in ("count", "sum", "min", "max", "last")
+        )
         assert mine == theirs, (k, mine, theirs)
         assert row["count"] == 4  # the sample on the window start is in [start, end) and in Prometheus' range
 
@@ -107,14 +115,18 @@ def test_counter_agrees_where_meant_to_and_differs_as_documented(prometheus):
         if row is None:  # the gap: no samples, no row; Prometheus has nothing in the range either
             assert k in (4, 5, 6) and prom_value(prometheus, "count_over_time(req_total[1m])", at) is None
             continue
-        assert (row["count"], row["last"]) == (prom_value(prometheus, "count_over_time(req_total[1m])", at),
-                                               prom_value(prometheus, "last_over_time(req_total[1m])", at))
+        assert (row["count"], row["last"]) == (
+            prom_value(prometheus, "count_over_time(req_total[1m])", at),
+            prom_value(prometheus, "last_over_time(req_total[1m])", at),
+        )
         assert prom_value(prometheus, "resets(req_total[1m])", at) == (1.0 if k == reset_window else 0.0)
         if k > 0 and k != reset_window:  # the last sample before the window is the baseline (across the gap too)
             assert row["increase"] == prom_value(prometheus, "req_total - req_total offset 1m", at), k
         prom_inc[k] = prom_value(prometheus, "increase(req_total[1m])", at)
     # ours add up to the exact count; Prometheus' extrapolated per-minute increases do not
-    assert sum(got[("req", k)]["increase"] for k in prom_inc) == true_increase(pts) == 119.0  # sum of (i % 5) + 1 for i = 1..39
+    assert (
+        sum(got[("req", k)]["increase"] for k in prom_inc) == true_increase(pts) == 119.0
+    )  # sum of (i % 5) + 1 for i = 1..39
     assert sum(prom_inc.values()) != pytest.approx(true_increase(pts), rel=0.01)
     # after the gap: our first window holds the whole gap's increase, Prometheus' a fraction of it
     before, after = pts[GAP.start - 1][1], [v for t, v in pts if (t - BASE) // MIN == first_after_gap][-1]

@@ -33,8 +33,13 @@ T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
 
 def event(k: int) -> dict:
     return {
-        "event_id": f"e-{k}", "timestamp": T0 + timedelta(milliseconds=k), "page": f"/products/{k % 50}",
-        "session_id": f"s-{k // 7}", "user": f"u-{k % 1000}", "location": "Berlin, DE", "platform": "web",
+        "event_id": f"e-{k}",
+        "timestamp": T0 + timedelta(milliseconds=k),
+        "page": f"/products/{k % 50}",
+        "session_id": f"s-{k // 7}",
+        "user": f"u-{k % 1000}",
+        "location": "Berlin, DE",
+        "platform": "web",
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
         "client_ip": "203.0.113.7",
         "events": [{"type": "page_view"}, {"type": "click", "target": "#buy", "duration_ms": 120}],
@@ -42,9 +47,19 @@ def event(k: int) -> dict:
 
 
 def log(k: int) -> dict:
-    return {"timestamp": T0 + timedelta(milliseconds=k), "level": "INFO", "service": "checkout",
-            "message": f"order {k} placed", "trace_id": f"{k:032x}", "span_id": f"{k:016x}", "request_id": f"r-{k}",
-            "user_id": f"u-{k % 1000}", "host": "web-1", "env": "prod", "attributes": {"order": str(k), "items": "3"}}
+    return {
+        "timestamp": T0 + timedelta(milliseconds=k),
+        "level": "INFO",
+        "service": "checkout",
+        "message": f"order {k} placed",
+        "trace_id": f"{k:032x}",
+        "span_id": f"{k:016x}",
+        "request_id": f"r-{k}",
+        "user_id": f"u-{k % 1000}",
+        "host": "web-1",
+        "env": "prod",
+        "attributes": {"order": str(k), "items": "3"},
+    }
 
 
 def json_of(rec: dict) -> bytes:
@@ -72,22 +87,30 @@ def otlp_messages(n_spans: int, per_msg: int):
     tp.add_span_processor(SimpleSpanProcessor(exp))
     tracer = tp.get_tracer("bench")
     for k in range(n_spans // 4):
-        with tracer.start_as_current_span("GET /cart", kind=SpanKind.SERVER, attributes={"http.route": "/cart", "http.response.status_code": 200}):
+        with tracer.start_as_current_span(
+            "GET /cart", kind=SpanKind.SERVER, attributes={"http.route": "/cart", "http.response.status_code": 200}
+        ):
             with tracer.start_as_current_span("load cart", attributes={"cart.items": k % 9}):
-                with tracer.start_as_current_span("SELECT carts", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}):
+                with tracer.start_as_current_span(
+                    "SELECT carts", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+                ):
                     pass
             with tracer.start_as_current_span("render"):
                 pass
     spans = exp.get_finished_spans()
-    span_msgs = [encode_spans(spans[i:i + per_msg]) for i in range(0, len(spans), per_msg)]
+    span_msgs = [encode_spans(spans[i : i + per_msg]) for i in range(0, len(spans), per_msg)]
     lexp = InMemoryLogRecordExporter()
     lp = LoggerProvider(resource=res)
     lp.add_log_record_processor(SimpleLogRecordProcessor(lexp))
     logger = lp.get_logger("bench")
     for k in range(n_spans):
-        logger.emit(severity_number=SeverityNumber.INFO, body=f"order {k} placed", attributes={"enduser.id": f"u-{k % 100}", "order": k})
+        logger.emit(
+            severity_number=SeverityNumber.INFO,
+            body=f"order {k} placed",
+            attributes={"enduser.id": f"u-{k % 100}", "order": k},
+        )
     logs = lexp.get_finished_logs()
-    log_msgs = [encode_logs(logs[i:i + per_msg]) for i in range(0, len(logs), per_msg)]
+    log_msgs = [encode_logs(logs[i : i + per_msg]) for i in range(0, len(logs), per_msg)]
     return span_msgs, log_msgs
 
 
@@ -106,10 +129,22 @@ def main(n: int = 5000) -> None:
     show("avro  log", rate(codec_for("avro", "log", 1 << 20), [encode_confluent("log", r) for r in logs]))
     for per_msg in (1, 50):
         span_msgs, log_msgs = otlp_messages(n, per_msg)
-        show(f"otlp_proto span, {per_msg} spans/message", rate(codec_for("otlp_proto", "span", 1 << 22), [m.SerializeToString() for m in span_msgs]))
-        show(f"otlp_json  span, {per_msg} spans/message", rate(codec_for("otlp_json", "span", 1 << 22), [to_otlp_json(m) for m in span_msgs]))
-        show(f"otlp_proto log, {per_msg} records/message", rate(codec_for("otlp_proto", "log", 1 << 22), [m.SerializeToString() for m in log_msgs]))
-        show(f"otlp_json  log, {per_msg} records/message", rate(codec_for("otlp_json", "log", 1 << 22), [to_otlp_json(m) for m in log_msgs]))
+        show(
+            f"otlp_proto span, {per_msg} spans/message",
+            rate(codec_for("otlp_proto", "span", 1 << 22), [m.SerializeToString() for m in span_msgs]),
+        )
+        show(
+            f"otlp_json  span, {per_msg} spans/message",
+            rate(codec_for("otlp_json", "span", 1 << 22), [to_otlp_json(m) for m in span_msgs]),
+        )
+        show(
+            f"otlp_proto log, {per_msg} records/message",
+            rate(codec_for("otlp_proto", "log", 1 << 22), [m.SerializeToString() for m in log_msgs]),
+        )
+        show(
+            f"otlp_json  log, {per_msg} records/message",
+            rate(codec_for("otlp_json", "log", 1 << 22), [to_otlp_json(m) for m in log_msgs]),
+        )
 
 
 if __name__ == "__main__":

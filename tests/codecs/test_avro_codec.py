@@ -14,7 +14,13 @@ import pyarrow as pa
 import pytest
 
 from schemas.codecs import CODECS, codec_for
-from schemas.codecs.avro_codec import AvroCodec, SchemaRegistryUnavailable, encode_confluent, local_registry, schema_id_for
+from schemas.codecs.avro_codec import (
+    AvroCodec,
+    SchemaRegistryUnavailable,
+    encode_confluent,
+    local_registry,
+    schema_id_for,
+)
 from schemas.wire import raw_avro_schema
 from tests.codecs.helpers import accounted, as_rows, assert_wire_schema, raw_batch
 from transforms.batch import INDEX
@@ -28,33 +34,122 @@ def ms(dt: datetime) -> int:
 
 EVENTS = [
     {
-        "event_id": "e-1", "timestamp": datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC), "page": "/checkout",
-        "session_id": "s-1", "user": "u-42", "location": "Berlin, DE", "platform": "web",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "client_ip": "203.0.113.7",
+        "event_id": "e-1",
+        "timestamp": datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC),
+        "page": "/checkout",
+        "session_id": "s-1",
+        "user": "u-42",
+        "location": "Berlin, DE",
+        "platform": "web",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "client_ip": "203.0.113.7",
         "events": [
-            {"type": "page_view", "target": None, "depth": None, "form": None, "step": None, "duration_ms": None, "message": None, "stackTrace": None},
-            {"type": "click", "target": "#buy", "depth": None, "form": None, "step": None, "duration_ms": 120, "message": None, "stackTrace": None},
-            {"type": "scroll", "target": None, "depth": 0.75, "form": None, "step": None, "duration_ms": None, "message": None, "stackTrace": None},
-            {"type": "form_step", "target": None, "depth": None, "form": "signup", "step": 2, "duration_ms": 3400, "message": None, "stackTrace": None},
-            {"type": "error", "target": None, "depth": None, "form": None, "step": None, "duration_ms": None,
-             "message": "TypeError: x is undefined", "stackTrace": "at f (app.js:1:2)\nat g (app.js:3:4)"},
+            {
+                "type": "page_view",
+                "target": None,
+                "depth": None,
+                "form": None,
+                "step": None,
+                "duration_ms": None,
+                "message": None,
+                "stackTrace": None,
+            },
+            {
+                "type": "click",
+                "target": "#buy",
+                "depth": None,
+                "form": None,
+                "step": None,
+                "duration_ms": 120,
+                "message": None,
+                "stackTrace": None,
+            },
+            {
+                "type": "scroll",
+                "target": None,
+                "depth": 0.75,
+                "form": None,
+                "step": None,
+                "duration_ms": None,
+                "message": None,
+                "stackTrace": None,
+            },
+            {
+                "type": "form_step",
+                "target": None,
+                "depth": None,
+                "form": "signup",
+                "step": 2,
+                "duration_ms": 3400,
+                "message": None,
+                "stackTrace": None,
+            },
+            {
+                "type": "error",
+                "target": None,
+                "depth": None,
+                "form": None,
+                "step": None,
+                "duration_ms": None,
+                "message": "TypeError: x is undefined",
+                "stackTrace": "at f (app.js:1:2)\nat g (app.js:3:4)",
+            },
         ],
     },
     {
-        "event_id": "e-2 ünïcödé ✓", "timestamp": datetime(1999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), "page": "Home",
-        "session_id": "s-2", "user": None, "location": None, "platform": "ios", "user_agent": None, "client_ip": None,
+        "event_id": "e-2 ünïcödé ✓",
+        "timestamp": datetime(1999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+        "page": "Home",
+        "session_id": "s-2",
+        "user": None,
+        "location": None,
+        "platform": "ios",
+        "user_agent": None,
+        "client_ip": None,
         "events": [],
     },
 ]
 
 LOGS = [
-    {"timestamp": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC), "level": "ERROR", "service": "checkout", "message": "payment failed: card declined",
-     "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "request_id": "req-1", "user_id": "u-1",
-     "host": "web-1", "env": "prod", "attributes": {"http.status_code": "502", "retry": "true"}},
-    {"timestamp": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "level": "info", "service": "cart", "message": "",
-     "trace_id": None, "span_id": None, "request_id": None, "user_id": None, "host": None, "env": None, "attributes": None},
-    {"timestamp": datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC), "level": "DEBUG", "service": "cart", "message": "empty map",
-     "trace_id": None, "span_id": None, "request_id": None, "user_id": None, "host": None, "env": None, "attributes": {}},
+    {
+        "timestamp": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        "level": "ERROR",
+        "service": "checkout",
+        "message": "payment failed: card declined",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+        "request_id": "req-1",
+        "user_id": "u-1",
+        "host": "web-1",
+        "env": "prod",
+        "attributes": {"http.status_code": "502", "retry": "true"},
+    },
+    {
+        "timestamp": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+        "level": "info",
+        "service": "cart",
+        "message": "",
+        "trace_id": None,
+        "span_id": None,
+        "request_id": None,
+        "user_id": None,
+        "host": None,
+        "env": None,
+        "attributes": None,
+    },
+    {
+        "timestamp": datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC),
+        "level": "DEBUG",
+        "service": "cart",
+        "message": "empty map",
+        "trace_id": None,
+        "span_id": None,
+        "request_id": None,
+        "user_id": None,
+        "host": None,
+        "env": None,
+        "attributes": {},
+    },
 ]
 
 
@@ -62,8 +157,16 @@ LOGS = [
 
 
 def test_registry_file_ids():
-    assert local_registry() == {1: "product_event", 2: "log_record", 3: "span", 4: "metric_sample", 5: "alert_event", 6: "dead_letter",
-                                7: "metric_sample_v2", 8: "dead_letter_v2"}
+    assert local_registry() == {
+        1: "product_event",
+        2: "log_record",
+        3: "span",
+        4: "metric_sample",
+        5: "alert_event",
+        6: "dead_letter",
+        7: "metric_sample_v2",
+        8: "dead_letter_v2",
+    }
     assert schema_id_for("event") == 1 and schema_id_for("log_record") == 2
 
 
@@ -99,10 +202,20 @@ def test_logs_round_trip():
 
 
 def test_spans_round_trip_micros():
-    span = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "parent_span_id": None,
-            "service": "api", "name": "GET /", "kind": "SERVER", "start_time": 1_763_719_200_123_456,
-            "end_time": 1_763_719_200_456_789, "status_code": "ERROR", "status_message": "boom",
-            "attributes": {"http.route": "/"}, "resource": {"service.name": "api"}}
+    span = {
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+        "parent_span_id": None,
+        "service": "api",
+        "name": "GET /",
+        "kind": "SERVER",
+        "start_time": 1_763_719_200_123_456,
+        "end_time": 1_763_719_200_456_789,
+        "status_code": "ERROR",
+        "status_message": "boom",
+        "attributes": {"http.route": "/"},
+        "resource": {"service.name": "api"},
+    }
     batch = AvroCodec("span").decode(raw_batch([encode_confluent("span", span)]))
     assert not batch.rejects.indices
     assert_wire_schema(batch.table, "span")
@@ -120,17 +233,17 @@ def test_spans_round_trip_micros():
 def test_every_malformed_kind_rejected_precisely():
     good = encode_confluent("log", LOGS[0])
     values = [
-        good,                                  # 0 ok
-        None,                                  # 1 tombstone
-        b"",                                   # 2 empty
-        b"\x00\x00\x00",                       # 3 short frame
-        b"\x01" + good[1:],                    # 4 wrong magic
+        good,  # 0 ok
+        None,  # 1 tombstone
+        b"",  # 2 empty
+        b"\x00\x00\x00",  # 3 short frame
+        b"\x01" + good[1:],  # 4 wrong magic
         b"\x00" + (77).to_bytes(4, "big") + good[5:],  # 5 unknown id
-        good[:-4],                             # 6 truncated
-        good + b"\x00\x01",                    # 7 trailing bytes
+        good[:-4],  # 6 truncated
+        good + b"\x00\x01",  # 7 trailing bytes
         encode_confluent("event", EVENTS[1]),  # 8 an event on the log topic
-        b"\x00" * 5000,                        # 9 over the size limit
-        good,                                  # 10 ok
+        b"\x00" * 5000,  # 9 over the size limit
+        good,  # 10 ok
         b"\x00\x00\x00\x00\x02\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # 11 malformed varint
     ]
     batch = AvroCodec("log", max_bytes=4096).decode(raw_batch(values))
@@ -139,14 +252,23 @@ def test_every_malformed_kind_rejected_precisely():
     got = {i: (r, d) for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details)}
     assert got[1] == ("format_violation", "tombstone (null value)")
     assert got[2] == ("format_violation", "empty payload")
-    assert got[3] == ("format_violation", "Confluent frame needs 5 header bytes (magic byte 0x00 + 4-byte schema id), got 3 bytes")
+    assert got[3] == (
+        "format_violation",
+        "Confluent frame needs 5 header bytes (magic byte 0x00 + 4-byte schema id), got 3 bytes",
+    )
     assert got[4] == ("format_violation", "wrong magic byte 0x01: the Confluent wire format starts with 0x00")
     assert got[5][0] == "schema_violation"
     assert got[5][1].startswith("unknown schema id 77: not in avro/registry.json")
     assert got[6][0] == "format_violation" and got[6][1].startswith("truncated Avro body")
     assert "schema id 2" in got[6][1]
-    assert got[7] == ("format_violation", f"2 trailing bytes after the Avro record (schema id 2, log_record): the record ends at byte {len(good)} of {len(good) + 2}")
-    assert got[8] == ("schema_violation", "writer schema id 1 (product_event) is obsflow.wire.ProductEvent, which does not resolve against the log_record wire schema (obsflow.wire.LogRecord)")
+    assert got[7] == (
+        "format_violation",
+        f"2 trailing bytes after the Avro record (schema id 2, log_record): the record ends at byte {len(good)} of {len(good) + 2}",
+    )
+    assert got[8] == (
+        "schema_violation",
+        "writer schema id 1 (product_event) is obsflow.wire.ProductEvent, which does not resolve against the log_record wire schema (obsflow.wire.LogRecord)",
+    )
     assert got[9] == ("size_violation", "payload of 5000 bytes exceeds the limit of 4096 bytes")
     assert got[11][0] == "format_violation" and "schema id 2" in got[11][1]
 
@@ -256,11 +378,11 @@ def test_registry_resolves_writer_schemas(registry):
     v2 = {k: v for k, v in rec.items() if k != "env"} | {"pod": "web-1-abc"}
     micros = dict(rec, timestamp=ms(rec["timestamp"]) * 1000 + 999)
     values = [
-        encode_confluent("log", rec),                              # id 2, same as the reader
-        encode_confluent(_writer_log_v2(), v2, schema_id=10),      # added + removed fields
+        encode_confluent("log", rec),  # id 2, same as the reader
+        encode_confluent(_writer_log_v2(), v2, schema_id=10),  # added + removed fields
         encode_confluent(_writer_log_micros(), micros, schema_id=11),
         encode_confluent(_writer_missing_required(), {k: v for k, v in rec.items() if k != "service"}, schema_id=12),
-        b"\x00" + (404).to_bytes(4, "big") + b"\x00",             # unknown to the registry
+        b"\x00" + (404).to_bytes(4, "big") + b"\x00",  # unknown to the registry
     ]
     codec = codec_for("avro", "log", 65536, {"schema_registry_url": url})
     batch = codec.decode(raw_batch(values))
@@ -268,11 +390,14 @@ def test_registry_resolves_writer_schemas(registry):
     rows = as_rows(batch.table)
     assert [r.pop(INDEX) for r in rows] == [0, 1, 2]
     assert rows[0] == rec
-    assert rows[1] == dict(rec, env=None)          # env dropped by the writer: the reader default
-    assert "pod" not in rows[1]                      # pod added by the writer: ignored
-    assert rows[2] == rec                            # micros written, millis read (truncated)
+    assert rows[1] == dict(rec, env=None)  # env dropped by the writer: the reader default
+    assert "pod" not in rows[1]  # pod added by the writer: ignored
+    assert rows[2] == rec  # micros written, millis read (truncated)
     got = {i: (r, d) for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details)}
-    assert got[3] == ("schema_violation", "writer schema id 12 (obsflow.wire.LogRecord) does not resolve against the log_record wire schema: No default value for field service in obsflow.wire.LogRecord")
+    assert got[3] == (
+        "schema_violation",
+        "writer schema id 12 (obsflow.wire.LogRecord) does not resolve against the log_record wire schema: No default value for field service in obsflow.wire.LogRecord",
+    )
     assert got[4][0] == "schema_violation"
     assert got[4][1] == f"unknown schema id 404: schema registry {url} answered 404 (Schema 404 not found)"
     # cached: a second batch asks the registry nothing new

@@ -40,8 +40,14 @@ def test_avro_dead_letters_carry_what_the_json_ones_carry():
     as_avro = [decode(v) for _, v, _ in dead_letter_messages(rows, "avro")]
     assert {sid for sid, _ in as_avro} == {8} and local_registry()[8] == "dead_letter_v2"
     assert [r["item_index"] for _, r in as_avro] == [None, 2, 5, None, None, None]
-    assert [r["reason"] for _, r in as_avro] == ["schema_violation", "schema_violation", "size_violation", "format_violation",
-                                                 "internal_error", "late_data"]
+    assert [r["reason"] for _, r in as_avro] == [
+        "schema_violation",
+        "schema_violation",
+        "size_violation",
+        "format_violation",
+        "internal_error",
+        "late_data",
+    ]
     assert [r["raw"] for _, r in as_avro] == [b'{"whole": "record"}', b"item 2", b"item 5", None, b"x" * 20, b"late"]
     assert [r["raw_truncated"] for _, r in as_avro] == [False, False, False, False, True, False]
     for j, (_, a) in zip(as_json, as_avro):

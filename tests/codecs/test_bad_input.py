@@ -14,13 +14,33 @@ from transforms.batch import RawBatch
 
 T = "2025-11-13T02:13:59.000Z"
 GOOD = {
-    "event": {"event_id": "e1", "timestamp": T, "page": "/p", "session_id": "s1",
-              "events": [{"type": "click", "target": "#a"}]},
+    "event": {
+        "event_id": "e1",
+        "timestamp": T,
+        "page": "/p",
+        "session_id": "s1",
+        "events": [{"type": "click", "target": "#a"}],
+    },
     "log": {"timestamp": T, "level": "INFO", "service": "checkout", "message": "ok", "attributes": {"k": "v"}},
-    "span": {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331", "service": "checkout",
-             "name": "GET /", "kind": "SERVER", "start_time": T, "end_time": T, "status_code": "OK",
-             "attributes": {"k": "v"}, "resource": {"host.name": "h"}},
-    "metric": {"name": "http.requests", "kind": "COUNTER", "timestamp": T, "labels": {"service": "checkout"}, "value": 5.0},
+    "span": {
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+        "service": "checkout",
+        "name": "GET /",
+        "kind": "SERVER",
+        "start_time": T,
+        "end_time": T,
+        "status_code": "OK",
+        "attributes": {"k": "v"},
+        "resource": {"host.name": "h"},
+    },
+    "metric": {
+        "name": "http.requests",
+        "kind": "COUNTER",
+        "timestamp": T,
+        "labels": {"service": "checkout"},
+        "value": 5.0,
+    },
 }
 MAP_FIELD = {"log": "attributes", "span": "attributes", "metric": "labels"}
 
@@ -57,18 +77,23 @@ def test_null_first_record_is_dead_lettered_not_a_segfault():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     lines = proc.stdout.splitlines()
-    assert lines == [f"{s} [0] ['schema_violation'] ['expected a JSON object, got null'] [1]"
-                     for s in ("event", "log", "span", "metric")]
+    assert lines == [
+        f"{s} [0] ['schema_violation'] ['expected a JSON object, got null'] [1]"
+        for s in ("event", "log", "span", "metric")
+    ]
 
 
 @pytest.mark.parametrize("signal", ["event", "log", "span", "metric"])
-@pytest.mark.parametrize("bad,reason,detail", [
-    (b"null", "schema_violation", "expected a JSON object, got null"),
-    (b"[1]", "schema_violation", "expected a JSON object, got array"),
-    (b'"x"', "schema_violation", "expected a JSON object, got string"),
-    (b"7", "schema_violation", "expected a JSON object, got number"),
-    (b'{"a":1} {"b":2}', "format_violation", "invalid JSON: JSON is malformed: trailing characters"),
-])
+@pytest.mark.parametrize(
+    "bad,reason,detail",
+    [
+        (b"null", "schema_violation", "expected a JSON object, got null"),
+        (b"[1]", "schema_violation", "expected a JSON object, got array"),
+        (b'"x"', "schema_violation", "expected a JSON object, got string"),
+        (b"7", "schema_violation", "expected a JSON object, got number"),
+        (b'{"a":1} {"b":2}', "format_violation", "invalid JSON: JSON is malformed: trailing characters"),
+    ],
+)
 @pytest.mark.parametrize("where", [0, 1, 2])
 def test_a_record_that_is_not_one_object_is_rejected_alone(signal, bad, reason, detail, where):
     good = enc(GOOD[signal])
@@ -90,8 +115,10 @@ def test_integer_beyond_64_bits_in_a_map_field_rejects_its_record(signal, big):
     nested = enc({**GOOD[signal], MAP_FIELD[signal]: {"n": {"deep": ["BIG"]}}}).replace(b'"BIG"', big.encode())
     good = enc(GOOD[signal])
     b, rejected = decode(codec_for("json", signal, 65536), [good, payload, good, nested])
-    assert rejected == {1: ("schema_violation", f"{MAP_FIELD[signal]}.n: integer {big[:40]} beyond 64 bits"),
-                        3: ("schema_violation", f"{MAP_FIELD[signal]}.n: integer beyond 64 bits")}
+    assert rejected == {
+        1: ("schema_violation", f"{MAP_FIELD[signal]}.n: integer {big[:40]} beyond 64 bits"),
+        3: ("schema_violation", f"{MAP_FIELD[signal]}.n: integer beyond 64 bits"),
+    }
     assert sorted(b.table.column("_i").to_pylist()) == [0, 2]
 
 

@@ -10,11 +10,26 @@ import pytest
 from schemas.codecs import codec_for
 from transforms.batch import RawBatch
 
-EVENT = {"event_id": "e1", "timestamp": "2026-11-21T10:00:00.250Z", "page": "/signup/step-3", "session_id": "s1",
-         "user": "u1", "user_agent": "ua", "client_ip": "81.2.69.160",
-         "events": [{"type": "form_step", "form": "signup", "step": 3, "duration_ms": 1200}, {"type": "click", "target": "#next"}]}
-LOG = {"timestamp": "2026-11-21T10:00:00+01:00", "level": "INFO", "service": "checkout", "message": "ok",
-       "attributes": {"http.status_code": 200, "ok": True, "nested": {"a": [1]}, "s": "x"}}
+EVENT = {
+    "event_id": "e1",
+    "timestamp": "2026-11-21T10:00:00.250Z",
+    "page": "/signup/step-3",
+    "session_id": "s1",
+    "user": "u1",
+    "user_agent": "ua",
+    "client_ip": "81.2.69.160",
+    "events": [
+        {"type": "form_step", "form": "signup", "step": 3, "duration_ms": 1200},
+        {"type": "click", "target": "#next"},
+    ],
+}
+LOG = {
+    "timestamp": "2026-11-21T10:00:00+01:00",
+    "level": "INFO",
+    "service": "checkout",
+    "message": "ok",
+    "attributes": {"http.status_code": 200, "ok": True, "nested": {"a": [1]}, "s": "x"},
+}
 
 
 def raw(values, source="events"):
@@ -37,13 +52,23 @@ def test_good_event_decodes_to_exact_wire_columns():
     row = b.table.to_pylist()[0]
     assert row["timestamp"] == datetime(2026, 11, 21, 10, 0, 0, 250000, tzinfo=UTC)
     assert row["page"] == "/signup/step-3" and row["user"] == "u1" and row["location"] is None
-    assert row["events"][0] == {"type": "form_step", "target": None, "depth": None, "form": "signup", "step": 3,
-                                "duration_ms": 1200, "message": None, "stackTrace": None}
+    assert row["events"][0] == {
+        "type": "form_step",
+        "target": None,
+        "depth": None,
+        "form": "signup",
+        "step": 3,
+        "duration_ms": 1200,
+        "message": None,
+        "stackTrace": None,
+    }
     assert row["_i"] == 0
 
 
 def test_log_attributes_become_a_string_map_and_offsets_in_zone_are_utc():
-    b, rejected = decode("log", [enc(LOG), enc({**LOG, "attributes": None}), enc({k: v for k, v in LOG.items() if k != "attributes"})])
+    b, rejected = decode(
+        "log", [enc(LOG), enc({**LOG, "attributes": None}), enc({k: v for k, v in LOG.items() if k != "attributes"})]
+    )
     assert rejected == {}
     rows = b.table.to_pylist()
     assert rows[0]["timestamp"] == datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -61,13 +86,41 @@ BAD_EVENTS = [
     (enc(EVENT) + enc(EVENT), "format_violation", "invalid JSON: JSON is malformed: trailing characters"),
     (b"[1, 2]", "schema_violation", "expected a JSON object, got array"),
     (enc({**EVENT, "page": 5}), "schema_violation", "page: expected a string, got number 5"),
-    (enc({**EVENT, "events": [{"type": "click", "step": "three"}]}), "schema_violation", 'events[0].step: expected an integer, got string "three"'),
-    (enc({**EVENT, "events": [{"type": "click", "step": 2 ** 40}]}), "schema_violation", "events[0].step: integer 1099511627776 out of range for int32"),
-    (enc({**EVENT, "events": [{"type": "click", "duration_ms": 1.5}]}), "schema_violation", "events[0].duration_ms: expected an integer, got number 1.5"),
-    (enc({**EVENT, "events": [{"type": "click"}, 7]}), "schema_violation", "events[1]: expected an object, got number 7"),
-    (enc({**EVENT, "timestamp": 1763719200000}), "schema_violation", "timestamp: expected an ISO-8601 timestamp string with a zone, got number"),
-    (enc({**EVENT, "timestamp": "2026-11-21 10:00:00"}), "schema_violation", "timestamp: not an ISO-8601 timestamp with a zone: 2026-11-21 10:00:00"),
-    (enc({**EVENT, "timestamp": "2026-02-30T10:00:00Z"}), "schema_violation", "timestamp: invalid date or time '2026-02-30T10:00:00Z'"),
+    (
+        enc({**EVENT, "events": [{"type": "click", "step": "three"}]}),
+        "schema_violation",
+        'events[0].step: expected an integer, got string "three"',
+    ),
+    (
+        enc({**EVENT, "events": [{"type": "click", "step": 2**40}]}),
+        "schema_violation",
+        "events[0].step: integer 1099511627776 out of range for int32",
+    ),
+    (
+        enc({**EVENT, "events": [{"type": "click", "duration_ms": 1.5}]}),
+        "schema_violation",
+        "events[0].duration_ms: expected an integer, got number 1.5",
+    ),
+    (
+        enc({**EVENT, "events": [{"type": "click"}, 7]}),
+        "schema_violation",
+        "events[1]: expected an object, got number 7",
+    ),
+    (
+        enc({**EVENT, "timestamp": 1763719200000}),
+        "schema_violation",
+        "timestamp: expected an ISO-8601 timestamp string with a zone, got number",
+    ),
+    (
+        enc({**EVENT, "timestamp": "2026-11-21 10:00:00"}),
+        "schema_violation",
+        "timestamp: not an ISO-8601 timestamp with a zone: 2026-11-21 10:00:00",
+    ),
+    (
+        enc({**EVENT, "timestamp": "2026-02-30T10:00:00Z"}),
+        "schema_violation",
+        "timestamp: invalid date or time '2026-02-30T10:00:00Z'",
+    ),
     (enc({**EVENT, "pad": "x" * 5000}), "size_violation", "exceeds the limit of 4096 bytes"),
 ]
 
@@ -134,11 +187,26 @@ def test_screen_finds_each_odd_record_by_position_in_a_mixed_batch():
     cafe = json.dumps({**EVENT, "page": "/café/ß"}, ensure_ascii=False).encode()
     pretty = json.dumps({**EVENT, "page": "/pretty"}, indent=2).encode()
     crlf = json.dumps({**EVENT, "page": "/crlf"}, indent=1).encode().replace(b"\n", b"\r\n")
-    values = [good, cafe, None, pretty, b"", enc(EVENT).replace(b"/signup", b"/sign\xe9up"), crlf,
-              enc({**EVENT, "pad": "y" * 5000}), b"{\n", good]
+    values = [
+        good,
+        cafe,
+        None,
+        pretty,
+        b"",
+        enc(EVENT).replace(b"/signup", b"/sign\xe9up"),
+        crlf,
+        enc({**EVENT, "pad": "y" * 5000}),
+        b"{\n",
+        good,
+    ]
     b, rejected = decode("event", values)
     assert {i: r for i, (r, _) in rejected.items()} == {
-        2: "format_violation", 4: "format_violation", 5: "format_violation", 7: "size_violation", 8: "format_violation"}
+        2: "format_violation",
+        4: "format_violation",
+        5: "format_violation",
+        7: "size_violation",
+        8: "format_violation",
+    }
     assert "invalid byte 0xe9" in rejected[5][1] and "invalid JSON" in rejected[8][1]
     assert b.table.column("_i").to_pylist() == [0, 1, 3, 6, 9]
     assert b.table.column("page").to_pylist() == ["/signup/step-3", "/café/ß", "/pretty", "/crlf", "/signup/step-3"]

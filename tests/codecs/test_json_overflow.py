@@ -16,8 +16,13 @@ import pytest
 from schemas.codecs import JsonCodec
 from transforms.batch import INDEX, RawBatch
 
-EVENT = {"event_id": "e1", "timestamp": "2026-11-21T10:00:00Z", "page": "/", "session_id": "s1",
-         "events": [{"type": "scroll", "depth": 0.5}]}
+EVENT = {
+    "event_id": "e1",
+    "timestamp": "2026-11-21T10:00:00Z",
+    "page": "/",
+    "session_id": "s1",
+    "events": [{"type": "scroll", "depth": 0.5}],
+}
 LOG = {"timestamp": "2026-11-21T10:00:00Z", "level": "INFO", "service": "s", "message": "m", "attributes": {"k": "v"}}
 METRIC = {"name": "m", "kind": "GAUGE", "value": 1.5, "timestamp": "2026-11-21T10:00:00Z", "labels": {"env": "prod"}}
 GOOD = {"event": EVENT, "log": LOG, "metric": METRIC}
@@ -54,7 +59,7 @@ CASES = [
     ("event", ("x",), "-1e400", False),
     ("event", ("x",), "2e308", False),
     ("event", ("events", 0, "extra"), "1e400", False),
-    ("event", ("x",), "[1,{\"y\":1e999}]", False),
+    ("event", ("x",), '[1,{"y":1e999}]', False),
     ("event", ("events", 0, "depth"), "2e308", True),
     ("event", ("events", 0, "depth"), "1e400", True),
     ("event", ("page",), "1e400", True),
@@ -70,8 +75,13 @@ CASES = [
 def _verdicts(signal: str, rec: bytes) -> dict[str, object]:
     """The record's verdict (``"row"`` or ``(reason, detail)``) in each neighbourhood."""
     good = json.dumps(GOOD[signal]).encode()
-    batches = {"alone": [rec], "after a good record": [good, rec], "before a good record": [rec, good],
-               "next to a bad record": [BAD[signal], rec, good], "among 50 good": [good] * 25 + [rec] + [good] * 25}
+    batches = {
+        "alone": [rec],
+        "after a good record": [good, rec],
+        "before a good record": [rec, good],
+        "next to a bad record": [BAD[signal], rec, good],
+        "among 50 good": [good] * 25 + [rec] + [good] * 25,
+    }
     out: dict[str, object] = {}
     for name, values in batches.items():
         for dirty_before in (False, True):
@@ -82,7 +92,11 @@ def _verdicts(signal: str, rec: bytes) -> dict[str, object]:
             batch = codec.decode(raw)
             at = values.index(rec)
             rows = batch.table.column(INDEX).to_pylist()
-            mine = [(r, d) for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details) if i == at]
+            mine = [
+                (r, d)
+                for i, r, d in zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details)
+                if i == at
+            ]
             assert (at in rows) + len(mine) == 1, (name, rows, mine)
             good_rows = [i for i, v in enumerate(values) if v == good]
             assert set(good_rows) <= set(rows), name  # no good neighbour lost
@@ -90,7 +104,9 @@ def _verdicts(signal: str, rec: bytes) -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("signal,path,literal,read", CASES, ids=[f"{c[0]}-{'.'.join(map(str, c[1]))}-{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    "signal,path,literal,read", CASES, ids=[f"{c[0]}-{'.'.join(map(str, c[1]))}-{c[2]}" for c in CASES]
+)
 def test_overflowing_number_has_one_verdict(signal, path, literal, read):
     rec = _record(_with(GOOD[signal], path), "@", literal)
     verdicts = _verdicts(signal, rec)

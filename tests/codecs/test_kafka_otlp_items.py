@@ -31,12 +31,21 @@ pytestmark = [pytest.mark.kafka, pytest.mark.traces]
 
 
 def spans_msg(spans):
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=RES, scope_spans=[ScopeSpans(spans=spans)])])
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=RES, scope_spans=[ScopeSpans(spans=spans)])]
+    )
 
 
 def make_span(trace: int, k: int, t0: int, **fields) -> Span:
-    f = {"trace_id": trace.to_bytes(16, "big"), "span_id": (trace * 1000 + k + 1).to_bytes(8, "big"), "name": f"op {k}",
-         "kind": 2, "start_time_unix_nano": t0, "end_time_unix_nano": t0 + 5_000_000, "status": Status(code=2, message="boom")}
+    f = {
+        "trace_id": trace.to_bytes(16, "big"),
+        "span_id": (trace * 1000 + k + 1).to_bytes(8, "big"),
+        "name": f"op {k}",
+        "kind": 2,
+        "start_time_unix_nano": t0,
+        "end_time_unix_nano": t0 + 5_000_000,
+        "status": Status(code=2, message="boom"),
+    }
     f.update(fields)
     return Span(**f)
 
@@ -54,11 +63,21 @@ def test_otlp_items_accepted_alone_through_kafka(runner, kafka_broker, kafka_top
     big = [make_span(2 + k // 100, k % 100, t0, attributes=pad) for k in range(300)]
     big_msg = spans_msg(big).SerializeToString()
     assert 65_536 < len(big_msg) < 1_000_000
-    logs = [LogRecord(time_unix_nano=t0 + k, severity_number=17, body=AnyValue(string_value=f"line {k}")) for k in range(5)]
+    logs = [
+        LogRecord(time_unix_nano=t0 + k, severity_number=17, body=AnyValue(string_value=f"line {k}")) for k in range(5)
+    ]
     logs[2] = LogRecord(severity_number=17, body=AnyValue(string_value="no time"))
-    log_msg = ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=RES, scope_logs=[ScopeLogs(log_records=logs)])])
-    p = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True, "acks": "all",
-                  "message.max.bytes": 1_000_000})
+    log_msg = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(resource=RES, scope_logs=[ScopeLogs(log_records=logs)])]
+    )
+    p = Producer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.max.bytes": 1_000_000,
+        }
+    )
     for v in (spans_msg(a).SerializeToString(), b"\x0a\xff\x01 not protobuf", big_msg):
         p.produce(spans_topic, v, partition=0)
     p.produce(logs_topic, log_msg.SerializeToString(), partition=0)
@@ -66,21 +85,45 @@ def test_otlp_items_accepted_alone_through_kafka(runner, kafka_broker, kafka_top
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"items-{tmp_path.name}", "poll_timeout": "200ms"})
-    d["sources"] = [{"name": "logs", "topic": logs_topic, "signal": "log", "codec": "otlp_proto"},
-                    {"name": "spans", "topic": spans_topic, "signal": "span", "codec": "otlp_proto"}]
+    d["kafka"].update(
+        {"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"items-{tmp_path.name}", "poll_timeout": "200ms"}
+    )
+    d["sources"] = [
+        {"name": "logs", "topic": logs_topic, "signal": "log", "codec": "otlp_proto"},
+        {"name": "spans", "topic": spans_topic, "signal": "span", "codec": "otlp_proto"},
+    ]
     d["flows"] = [f for f in d["flows"] if f["source"] in ("logs", "spans")]
     d.pop("alerts", None)
     for f in d["flows"]:
         for st in f["steps"]:
             if st["kind"] == "tail_sample":
-                st["sampler"]["policies"] = [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+                st["sampler"]["policies"] = [
+                    {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+                ]
             if st["kind"] == "log_sample":
                 st["config"] = {"sampling_percentage": 100}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(d))
-    proc = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--source", "kafka", "--runner", runner, "--spec", str(path),
-                           "--bounded", "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "run",
+            "--source",
+            "kafka",
+            "--runner",
+            runner,
+            "--spec",
+            str(path),
+            "--bounded",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     out = proc.stdout
     assert "4 records in" in out and "3 accepted, 1 dead-lettered, 0 dropped" in out, out
@@ -89,14 +132,23 @@ def test_otlp_items_accepted_alone_through_kafka(runner, kafka_broker, kafka_top
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in out, out
 
     spec = parse_spec(d)
-    dead = sorted(read_table(spec, "dead_letters").to_pylist(),
-                  key=lambda r: (r["source_topic"], r["source_offset"], r["item_index"] or -1))
+    dead = sorted(
+        read_table(spec, "dead_letters").to_pylist(),
+        key=lambda r: (r["source_topic"], r["source_offset"], r["item_index"] or -1),
+    )
     assert [(r["source_topic"], r["source_offset"], r["item_index"], r["reason"]) for r in dead] == [
         (logs_topic, 0, 2, "schema_violation"),
-        (spans_topic, 0, 5, "schema_violation"), (spans_topic, 0, 9, "schema_violation"), (spans_topic, 0, 12, "schema_violation"),
-        (spans_topic, 1, None, "format_violation")]
+        (spans_topic, 0, 5, "schema_violation"),
+        (spans_topic, 0, 9, "schema_violation"),
+        (spans_topic, 0, 12, "schema_violation"),
+        (spans_topic, 1, None, "format_violation"),
+    ]
     assert dead[0]["raw"] == logs[2].SerializeToString()
-    assert [r["raw"] for r in dead[1:4]] == [a[5].SerializeToString(), a[9].SerializeToString(), a[12].SerializeToString()]
+    assert [r["raw"] for r in dead[1:4]] == [
+        a[5].SerializeToString(),
+        a[9].SerializeToString(),
+        a[12].SerializeToString(),
+    ]
     assert all(r["detail"] for r in dead)
     spans = read_table(spec, "spans").select(["span_id", "source_offset"]).to_pylist()
     want = {s.span_id.hex() for k, s in enumerate(a) if k not in (5, 9, 12)} | {s.span_id.hex() for s in big}

@@ -16,15 +16,31 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.native, pytest.mark.fuzz, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("cargo") is None, reason="no cargo: the compiled decoder is not built here")]
+pytestmark = [
+    pytest.mark.native,
+    pytest.mark.fuzz,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("cargo") is None, reason="no cargo: the compiled decoder is not built here"),
+]
 
 
 def test_cargo_fuzz_finds_no_crash():
     seconds = int(os.environ.get("OBSFLOW_NATIVE_FUZZ_SECONDS", "40"))
     cache = pathlib.Path(os.environ.get("OBSFLOW_CACHE", pathlib.Path.home() / ".cache" / "obsflow")) / "cargo"
-    run = subprocess.run(["make", "--no-print-directory", "native-fuzz", f"PY={sys.executable}", f"FUZZ_SECONDS={seconds}",
-                          f"CARGO_CACHE={cache}"], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "native-fuzz",
+            f"PY={sys.executable}",
+            f"FUZZ_SECONDS={seconds}",
+            f"CARGO_CACHE={cache}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     report = run.stdout[-4000:] + run.stderr[-8000:]
     assert run.returncode == 0, f"cargo-fuzz found a crash or did not run:\n{report}"
     targets = [line for line in run.stdout.splitlines() if line.startswith("native-fuzz: target ")]

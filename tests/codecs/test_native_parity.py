@@ -24,8 +24,10 @@ from sources.generator import partition_stream
 from tests.fuzz.corpus import SIGNALS, mutate, seeds
 from transforms.batch import INDEX, RawBatch
 
-pytestmark = [pytest.mark.native, pytest.mark.skipif(not native_json.native_available(),
-                                                     reason="obsflow_native not built (make install)")]
+pytestmark = [
+    pytest.mark.native,
+    pytest.mark.skipif(not native_json.native_available(), reason="obsflow_native not built (make install)"),
+]
 
 START_MS = 1_763_000_000_000
 
@@ -86,31 +88,79 @@ def test_fuzz_corpus(signal):
 
 
 EDGE = [
-    None, b"", b" ", b"{}", b"[]", b"null", b"{", b"{}}", b"\xef\xbb\xbf{}", b'{"a":1}\n{"b":2}', b' {"page":"/"} ',
-    b'{"page":"/","page":"/x"}', b'{"page":"\\ud800"}', b'{"page":"\\u0000"}', b'{"page":"\\ud83d\\ude00 \\u00e9 \\n"}',
-    b'{"page":"\xff"}', b'{"page":"tab\there"}', b'{"page":1}', b'{"page":null}', b'{"x":NaN}', b'{"x":Infinity,"page":"/"}',
+    None,
+    b"",
+    b" ",
+    b"{}",
+    b"[]",
+    b"null",
+    b"{",
+    b"{}}",
+    b"\xef\xbb\xbf{}",
+    b'{"a":1}\n{"b":2}',
+    b' {"page":"/"} ',
+    b'{"page":"/","page":"/x"}',
+    b'{"page":"\\ud800"}',
+    b'{"page":"\\u0000"}',
+    b'{"page":"\\ud83d\\ude00 \\u00e9 \\n"}',
+    b'{"page":"\xff"}',
+    b'{"page":"tab\there"}',
+    b'{"page":1}',
+    b'{"page":null}',
+    b'{"x":NaN}',
+    b'{"x":Infinity,"page":"/"}',
     # numbers beyond a double's range: a row where the schema does not read them, else a reject
-    b'{"x":1e400}', b'{"x":-1e400,"page":"/"}', b'{"x":2e308}', b'{"x":[1,{"y":1e999}]}',
-    b'{"events":[{"type":"a","depth":2e308}]}', b'{"events":[{"type":"a","depth":1e400,"extra":1e400}]}',
-    b'{"events":[{"type":"a","extra":1e400}]}', b'{"page":1e400}',
-    b'{"x":123456789012345678901234567890}', b'{"x":' + b"[" * 300 + b"]" * 300 + b"}",
+    b'{"x":1e400}',
+    b'{"x":-1e400,"page":"/"}',
+    b'{"x":2e308}',
+    b'{"x":[1,{"y":1e999}]}',
+    b'{"events":[{"type":"a","depth":2e308}]}',
+    b'{"events":[{"type":"a","depth":1e400,"extra":1e400}]}',
+    b'{"events":[{"type":"a","extra":1e400}]}',
+    b'{"page":1e400}',
+    b'{"x":123456789012345678901234567890}',
+    b'{"x":' + b"[" * 300 + b"]" * 300 + b"}",
     b'{"page":"Info"}',
 ]
-TIMES = ["2026-11-21T10:00:00Z", "2026-11-21 10:00:00Z", "2026-11-21T10:00:00.123456789+01:00", "2026-11-21T10:00:00+0100",
-         "2026-11-21T10:00:00+23:59", "2026-11-21T10:00:00+24:00", "2026-11-21T10:00:00+01:60", "2026-02-29T10:00:00Z",
-         "2024-02-29T10:00:00Z", "2026-11-21T24:00:00Z", "2026-11-21T23:59:60Z", "2026-11-21T10:00:00.1234567891Z",
-         "0001-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z", "1970-01-01T00:30:00+01:00", "2262-01-01T00:00:00Z",
-         "2026-11-21T10:00:00", "2026-11-21t10:00:00z", "2026-11-21T10:00:00.Z", "yesterday", 17, None]
+TIMES = [
+    "2026-11-21T10:00:00Z",
+    "2026-11-21 10:00:00Z",
+    "2026-11-21T10:00:00.123456789+01:00",
+    "2026-11-21T10:00:00+0100",
+    "2026-11-21T10:00:00+23:59",
+    "2026-11-21T10:00:00+24:00",
+    "2026-11-21T10:00:00+01:60",
+    "2026-02-29T10:00:00Z",
+    "2024-02-29T10:00:00Z",
+    "2026-11-21T24:00:00Z",
+    "2026-11-21T23:59:60Z",
+    "2026-11-21T10:00:00.1234567891Z",
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999Z",
+    "1970-01-01T00:30:00+01:00",
+    "2262-01-01T00:00:00Z",
+    "2026-11-21T10:00:00",
+    "2026-11-21t10:00:00z",
+    "2026-11-21T10:00:00.Z",
+    "yesterday",
+    17,
+    None,
+]
 
 
 def test_edge_cases_events():
     """Records at the edges of JSON and of the reference's rules, events."""
-    base = {"event_id": "e", "timestamp": "2026-11-21T10:00:00Z", "page": "/", "session_id": "s",
-            "events": [{"type": "click", "step": 2, "depth": 0.5, "duration_ms": 10}]}
+    base = {
+        "event_id": "e",
+        "timestamp": "2026-11-21T10:00:00Z",
+        "page": "/",
+        "session_id": "s",
+        "events": [{"type": "click", "step": 2, "depth": 0.5, "duration_ms": 10}],
+    }
     values = list(EDGE)
     for ts in TIMES:
         values.append(json.dumps({**base, "timestamp": ts}).encode())
-    for step in [0, -1, 2 ** 31 - 1, 2 ** 31, 1.0, "2", True, None]:
+    for step in [0, -1, 2**31 - 1, 2**31, 1.0, "2", True, None]:
         values.append(json.dumps({**base, "events": [{"type": "click", "step": step}]}).encode())
     for depth in [0, 1, -0.0, 1e-320, 1e308, 0.1, 12345678901234567, "x", None]:
         values.append(json.dumps({**base, "events": [{"type": "scroll", "depth": depth}]}).encode())
@@ -118,7 +168,9 @@ def test_edge_cases_events():
         values.append(json.dumps({**base, "events": events}).encode())
     values.append(json.dumps(base).encode().replace(b'{"type": "click"', b'{"type": "a", "type": "click"'))
     values.append(json.dumps(base, indent=2).encode())
-    values.append(json.dumps({**base, "unknown": {"deep": [1, 2.5, None, "x"]}, "user": "ü"}, ensure_ascii=False).encode())
+    values.append(
+        json.dumps({**base, "unknown": {"deep": [1, 2.5, None, "x"]}, "user": "ü"}, ensure_ascii=False).encode()
+    )
     values.append(json.dumps(base).encode().replace(b'"page"', b'"page" ', 1))
     rows, bad = assert_parity("event", values)
     assert rows > 20 and bad > 20
@@ -129,11 +181,27 @@ def test_edge_cases_maps():
     writes them; floats, nested values, duplicate keys and non-objects go its way."""
     base = {"timestamp": "2026-11-21T10:00:00.5Z", "level": "INFO", "service": "s", "message": "m"}
     values = []
-    for attrs in [{}, None, {"a": "x"}, {"n": 1}, {"n": -0}, {"big": 2 ** 63}, {"huge": 2 ** 64}, {"b": True, "f": False},
-                  {"z": None}, {"f": 1.5}, {"e": 1e20}, {"l": [1, 2]}, {"o": {"p": 1}}, "text", [1], 3]:
+    for attrs in [
+        {},
+        None,
+        {"a": "x"},
+        {"n": 1},
+        {"n": -0},
+        {"big": 2**63},
+        {"huge": 2**64},
+        {"b": True, "f": False},
+        {"z": None},
+        {"f": 1.5},
+        {"e": 1e20},
+        {"l": [1, 2]},
+        {"o": {"p": 1}},
+        "text",
+        [1],
+        3,
+    ]:
         values.append(json.dumps({**base, "attributes": attrs}).encode())
     values.append(json.dumps({**base, "attributes": {"k": "1"}}).encode().replace(b'{"k"', b'{"k": "0", "k"'))
-    values.append(json.dumps({**base, "attributes": {"k": "1"}}).encode().replace(b'"1"', b'-0'))
+    values.append(json.dumps({**base, "attributes": {"k": "1"}}).encode().replace(b'"1"', b"-0"))
     rows, bad = assert_parity("log", values)
     assert rows > 8 and bad > 2
 
@@ -204,23 +272,31 @@ def test_reference_survives_bad_date_next_to_nanoseconds():
     and one with nanosecond digits made the reference raise (it turned each value into a
     Python datetime to find the bad one). Now the bad one is a dead letter, the other a row."""
     base = {"event_id": "e", "page": "/", "session_id": "s", "events": []}
-    values = [json.dumps({**base, "timestamp": "2026-02-29T10:00:00Z"}).encode(),
-              json.dumps({**base, "timestamp": "2026-11-21T10:00:00.123456789Z"}).encode()]
+    values = [
+        json.dumps({**base, "timestamp": "2026-02-29T10:00:00Z"}).encode(),
+        json.dumps({**base, "timestamp": "2026-11-21T10:00:00.123456789Z"}).encode(),
+    ]
     b = JsonCodec("event").decode(_raw(values))
     assert list(zip(b.rejects.indices, b.rejects.reasons, b.rejects.details)) == [
-        (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")]
+        (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")
+    ]
     assert b.table.column("timestamp").to_pylist()[0].isoformat() == "2026-11-21T10:00:00.123000+00:00"
 
 
-
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
-    max_leaves=12)
-_fields = {"event": ["event_id", "timestamp", "page", "session_id", "user", "events"],
-           "log": ["timestamp", "level", "service", "message", "attributes"],
-           "metric": ["name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count"]}
+    max_leaves=12,
+)
+_fields = {
+    "event": ["event_id", "timestamp", "page", "session_id", "user", "events"],
+    "log": ["timestamp", "level", "service", "message", "attributes"],
+    "metric": ["name", "kind", "timestamp", "labels", "value", "bucket_bounds", "bucket_counts", "count"],
+}
 
 
 @st.composite
@@ -231,8 +307,14 @@ def _records(draw, signal: str) -> bytes:
         return draw(st.binary(max_size=40))
     doc = {}
     for name in draw(st.lists(st.sampled_from(_fields[signal]), max_size=6)):
-        doc[name] = draw(st.one_of(_json_values, st.sampled_from(TIMES), st.just([{"type": "click", "step": 1}]),
-                                   st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers(), max_size=3)))
+        doc[name] = draw(
+            st.one_of(
+                _json_values,
+                st.sampled_from(TIMES),
+                st.just([{"type": "click", "step": 1}]),
+                st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers(), max_size=3),
+            )
+        )
     return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
 
 
@@ -241,8 +323,13 @@ def test_hypothesis_records(signal):
     """Hypothesis over the extension (bounded, derandomized in CI like tests/fuzz; OBSFLOW_FUZZ=long
     for more): batches of arbitrary records give the reference's rows and dead letters."""
 
-    @settings(max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
-              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_records(signal), min_size=1, max_size=12))
     def run(values):
         assert_parity(signal, values)
@@ -271,8 +358,9 @@ def _same_column(a, b) -> bool:
     return a.equals(b) or (a.type == b.type and _nan_marked(a.to_pylist()) == _nan_marked(b.to_pylist()))
 
 
-def assert_otlp_parity(values: list, signal: str = "span", max_bytes: int = 1 << 20,
-                       encoding: str = "otlp_proto") -> tuple[int, int]:
+def assert_otlp_parity(
+    values: list, signal: str = "span", max_bytes: int = 1 << 20, encoding: str = "otlp_proto"
+) -> tuple[int, int]:
     """Both OTLP decoders of ``signal`` (protobuf, or OTLP/JSON with ``encoding``) over
     ``values``: identical rows (``_i``, ``_item`` order), rejects, ``items_in`` and
     dead-letter item bytes; return (rows, rejects)."""
@@ -307,8 +395,11 @@ def test_otlp_spans_generator_and_sdk():
     verdicts, *_ = native_json._native.decode_otlp_spans(good, 1 << 20)
     assert bytes(verdicts) == b"\x01" * len(good)
     sdk = make_spans()
-    messages = [encode_spans(sdk).SerializeToString(), encode_spans(sdk[:1]).SerializeToString(),
-                encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString()]
+    messages = [
+        encode_spans(sdk).SerializeToString(),
+        encode_spans(sdk[:1]).SerializeToString(),
+        encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString(),
+    ]
     assert assert_otlp_parity(messages + good[:3])[0] == 4 + 1 + 3 + sum(len(OtlpSpans(v)) for v in good[:3])
     verdicts, *_ = native_json._native.decode_otlp_spans(messages, 1 << 20)
     assert bytes(verdicts) == b"\x00\x01\x01"  # the first holds an array attribute
@@ -331,8 +422,10 @@ def test_otlp_spans_fuzz_corpus():
     total_bad = 0
     for size in (1, 3, 20, 80):
         for _ in range(5):
-            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), "span", "otlp_proto", rng)
-                      for a in (rng.choice(good) for _ in range(size))]
+            values = [
+                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "span", "otlp_proto", rng)
+                for a in (rng.choice(good) for _ in range(size))
+            ]
             total_bad += assert_otlp_parity(values)[1]
     assert total_bad > 40
 
@@ -366,17 +459,36 @@ def test_otlp_double_attributes_read_as_python_repr():
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     rng = random.Random("doubles")
-    doubles = [0.0, -0.0, 1.0, 100.0, 1e15, 1e16, 1e17, 1e-4, 1e-5, 0.1 + 0.2, 5e-324, 1.7976931348623157e308,
-               float("inf"), float("-inf"), float("nan"), 123456789.125, -2.5e-7]
+    doubles = [
+        0.0,
+        -0.0,
+        1.0,
+        100.0,
+        1e15,
+        1e16,
+        1e17,
+        1e-4,
+        1e-5,
+        0.1 + 0.2,
+        5e-324,
+        1.7976931348623157e308,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        123456789.125,
+        -2.5e-7,
+    ]
     doubles += [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(300)]
-    doubles += [rng.uniform(-1e6, 1e6) for _ in range(100)] + [float(rng.randint(-10 ** 17, 10 ** 17)) for _ in range(50)]
+    doubles += [rng.uniform(-1e6, 1e6) for _ in range(100)] + [float(rng.randint(-(10**17), 10**17)) for _ in range(50)]
     template = ExportTraceServiceRequest.FromString(seeds("span", "otlp_proto", 1)[0].value)
     values = []
     for k in range(0, len(doubles), 10):
         msg = ExportTraceServiceRequest()
         msg.CopyFrom(template)
         sp = msg.resource_spans[0].scope_spans[0].spans[0]
-        sp.attributes.extend(KeyValue(key=f"d{j}", value=AnyValue(double_value=d)) for j, d in enumerate(doubles[k:k + 10]))
+        sp.attributes.extend(
+            KeyValue(key=f"d{j}", value=AnyValue(double_value=d)) for j, d in enumerate(doubles[k : k + 10])
+        )
         values.append(msg.SerializeToString())
     assert assert_otlp_parity(values)[1] == 0
     verdicts, *_ = native_json._native.decode_otlp_spans(values, 1 << 20)
@@ -404,7 +516,7 @@ def _log_request(records: list, resource: dict | None = None) -> bytes:
         rec = dict(rec)
         attrs = rec.pop("attributes", {})
         lr = LogRecord(**rec)
-        for k, v in (attrs.items() if isinstance(attrs, dict) else attrs):
+        for k, v in attrs.items() if isinstance(attrs, dict) else attrs:
             lr.attributes.append(KeyValue(key=k, value=v if isinstance(v, AnyValue) else AnyValue(string_value=v)))
         sl.log_records.append(lr)
     return msg.SerializeToString()
@@ -425,8 +537,11 @@ def test_otlp_logs_generator_and_sdk():
     verdicts, *_ = native_json._native.decode_otlp_logs(good, 1 << 20)
     assert bytes(verdicts) == b"\x01" * len(good)
     logs, _ = make_logs()
-    messages = [encode_logs(logs).SerializeToString(), encode_logs(logs[:1]).SerializeToString(),
-                encode_logs(logs[2:]).SerializeToString()]
+    messages = [
+        encode_logs(logs).SerializeToString(),
+        encode_logs(logs[:1]).SerializeToString(),
+        encode_logs(logs[2:]).SerializeToString(),
+    ]
     assert assert_otlp_parity(messages + good[:3], "log") == (4 + 1 + 2 + sum(_log_count(v) for v in good[:3]), 0)
     verdicts, *_ = native_json._native.decode_otlp_logs(messages, 1 << 20)
     assert bytes(verdicts) == b"\x00\x01\x01"  # the first holds a kvlist body: the reference writes its JSON
@@ -450,34 +565,89 @@ def test_otlp_logs_edge_cases():
 
     t = 1_765_000_000_123_456_789
     tid, sid = bytes(range(1, 17)), bytes(range(1, 9))
-    res = {"service.name": "shop", "host.name": "web-1", "deployment.environment.name": "prod", "region": "eu",
-           "enduser.id": "u-res", "tier": "gold"}
+    res = {
+        "service.name": "shop",
+        "host.name": "web-1",
+        "deployment.environment.name": "prod",
+        "region": "eu",
+        "enduser.id": "u-res",
+        "tier": "gold",
+    }
     native_ok = [
-        _log_request([{"time_unix_nano": t, "severity_number": n, "severity_text": "whatever", "body": AnyValue(string_value="m")}
-                      for n in range(0, 27)], res),
-        _log_request([{"time_unix_nano": t, "severity_text": txt} for txt in ["warning", "  Error ", "   ", "x", "info"]]),
-        _log_request([{"observed_time_unix_nano": t}, {"time_unix_nano": 1, "observed_time_unix_nano": t},
-                      {"time_unix_nano": 2 ** 64 - 1}], {"service.name": ""}),
-        _log_request([{"time_unix_nano": t, "trace_id": tid, "span_id": sid}, {"time_unix_nano": t, "trace_id": bytes(16),
-                                                                              "span_id": bytes(8)}],
-                     {"deployment.environment.name": "", "deployment.environment": "staging"}),
-        _log_request([{"time_unix_nano": t, "attributes": {"tier": "silver", "enduser.id": "u-7", "http.request_id": "r-1",
-                                                          "a": "1", "event.name": "mine"}, "event_name": "checkout.done"},
-                      {"time_unix_nano": t, "attributes": {"n": AnyValue(int_value=-(2 ** 63)), "b": AnyValue(bool_value=True),
-                                                          "d": AnyValue(double_value=0.1), "u": AnyValue()}}], res),
-        _log_request([{"time_unix_nano": t, "body": AnyValue(bool_value=False)}, {"time_unix_nano": t, "body": AnyValue(int_value=-5)},
-                      {"time_unix_nano": t, "body": AnyValue()}, {"time_unix_nano": t}],
-                     {"host.name": AnyValue(int_value=3), "deployment.environment": AnyValue()}),
+        _log_request(
+            [
+                {
+                    "time_unix_nano": t,
+                    "severity_number": n,
+                    "severity_text": "whatever",
+                    "body": AnyValue(string_value="m"),
+                }
+                for n in range(0, 27)
+            ],
+            res,
+        ),
+        _log_request(
+            [{"time_unix_nano": t, "severity_text": txt} for txt in ["warning", "  Error ", "   ", "x", "info"]]
+        ),
+        _log_request(
+            [
+                {"observed_time_unix_nano": t},
+                {"time_unix_nano": 1, "observed_time_unix_nano": t},
+                {"time_unix_nano": 2**64 - 1},
+            ],
+            {"service.name": ""},
+        ),
+        _log_request(
+            [
+                {"time_unix_nano": t, "trace_id": tid, "span_id": sid},
+                {"time_unix_nano": t, "trace_id": bytes(16), "span_id": bytes(8)},
+            ],
+            {"deployment.environment.name": "", "deployment.environment": "staging"},
+        ),
+        _log_request(
+            [
+                {
+                    "time_unix_nano": t,
+                    "attributes": {
+                        "tier": "silver",
+                        "enduser.id": "u-7",
+                        "http.request_id": "r-1",
+                        "a": "1",
+                        "event.name": "mine",
+                    },
+                    "event_name": "checkout.done",
+                },
+                {
+                    "time_unix_nano": t,
+                    "attributes": {
+                        "n": AnyValue(int_value=-(2**63)),
+                        "b": AnyValue(bool_value=True),
+                        "d": AnyValue(double_value=0.1),
+                        "u": AnyValue(),
+                    },
+                },
+            ],
+            res,
+        ),
+        _log_request(
+            [
+                {"time_unix_nano": t, "body": AnyValue(bool_value=False)},
+                {"time_unix_nano": t, "body": AnyValue(int_value=-5)},
+                {"time_unix_nano": t, "body": AnyValue()},
+                {"time_unix_nano": t},
+            ],
+            {"host.name": AnyValue(int_value=3), "deployment.environment": AnyValue()},
+        ),
     ]
     deferred = [
-        _log_request([{"time_unix_nano": t, "body": AnyValue(double_value=1e16)}]),                   # orjson's float text
+        _log_request([{"time_unix_nano": t, "body": AnyValue(double_value=1e16)}]),  # orjson's float text
         _log_request([{"time_unix_nano": t, "body": AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1)]))}]),
-        _log_request([{"time_unix_nano": t, "severity_text": "érreur"}]),                           # Unicode upper-casing
-        _log_request([{"time_unix_nano": t, "severity_number": -3, "severity_text": "warn"}]),     # a negative enum
-        _log_request([{"time_unix_nano": t}, {"severity_text": "no time"}]),                      # one record rejected
-        _log_request([{"time_unix_nano": t, "trace_id": b"\x01" * 5}]),                          # a short trace id
+        _log_request([{"time_unix_nano": t, "severity_text": "érreur"}]),  # Unicode upper-casing
+        _log_request([{"time_unix_nano": t, "severity_number": -3, "severity_text": "warn"}]),  # a negative enum
+        _log_request([{"time_unix_nano": t}, {"severity_text": "no time"}]),  # one record rejected
+        _log_request([{"time_unix_nano": t, "trace_id": b"\x01" * 5}]),  # a short trace id
         _log_request([{"time_unix_nano": t, "span_id": b"\x01" * 9}]),
-        _log_request([]),                                                                         # no records
+        _log_request([]),  # no records
         _log_request([{"time_unix_nano": t, "attributes": [("dup", "1"), ("x", "2"), ("dup", "3")]}]),  # a key twice
     ]
     rows, bad = assert_otlp_parity(native_ok + deferred, "log")
@@ -496,14 +666,25 @@ def test_otlp_logs_fuzz_corpus():
     total_bad = 0
     for size in (1, 3, 20, 80):
         for _ in range(5):
-            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), "log", "otlp_proto", rng)
-                      for a in (rng.choice(good) for _ in range(size))]
+            values = [
+                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "log", "otlp_proto", rng)
+                for a in (rng.choice(good) for _ in range(size))
+            ]
             total_bad += assert_otlp_parity(values, "log")[1]
     assert total_bad > 40
 
 
-_LOG_KEYS = ["service.name", "host.name", "deployment.environment.name", "deployment.environment", "enduser.id",
-             "http.request_id", "event.name", "tier", "a"]
+_LOG_KEYS = [
+    "service.name",
+    "host.name",
+    "deployment.environment.name",
+    "deployment.environment",
+    "enduser.id",
+    "http.request_id",
+    "event.name",
+    "tier",
+    "a",
+]
 
 
 @st.composite
@@ -511,11 +692,13 @@ def _any_values(draw):
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
     kind = draw(st.sampled_from(["s", "s", "b", "i", "d", "unset"]))
-    return {"s": lambda: AnyValue(string_value=draw(st.sampled_from(["", "x", "prod", " a b ", "é"]))),
-            "b": lambda: AnyValue(bool_value=draw(st.booleans())),
-            "i": lambda: AnyValue(int_value=draw(st.integers(-(2 ** 63), 2 ** 63 - 1))),
-            "d": lambda: AnyValue(double_value=draw(st.floats())),
-            "unset": AnyValue}[kind]()
+    return {
+        "s": lambda: AnyValue(string_value=draw(st.sampled_from(["", "x", "prod", " a b ", "é"]))),
+        "b": lambda: AnyValue(bool_value=draw(st.booleans())),
+        "i": lambda: AnyValue(int_value=draw(st.integers(-(2**63), 2**63 - 1))),
+        "d": lambda: AnyValue(double_value=draw(st.floats())),
+        "unset": AnyValue,
+    }[kind]()
 
 
 @st.composite
@@ -526,11 +709,13 @@ def _log_messages(draw) -> bytes:
     for _ in range(draw(st.integers(0, 4))):
         rec: dict = {}
         if draw(st.booleans()):
-            rec["time_unix_nano"] = draw(st.sampled_from([0, 1, 999_999, 1_765_000_000_123_456_789, 2 ** 64 - 1]))
+            rec["time_unix_nano"] = draw(st.sampled_from([0, 1, 999_999, 1_765_000_000_123_456_789, 2**64 - 1]))
         if draw(st.booleans()):
             rec["observed_time_unix_nano"] = draw(st.sampled_from([0, 1_765_000_000_000_000_001]))
         rec["severity_number"] = draw(st.sampled_from([0, 1, 4, 5, 9, 13, 17, 21, 24, 25, 255]))
-        rec["severity_text"] = draw(st.sampled_from(["", "warn", " Error ", "   ", "\tinfo", "fatal\n", "ÉRROR", "x y"]))
+        rec["severity_text"] = draw(
+            st.sampled_from(["", "warn", " Error ", "   ", "\tinfo", "fatal\n", "ÉRROR", "x y"])
+        )
         if draw(st.booleans()):
             rec["body"] = draw(_any_values())
         for f, size in (("trace_id", 16), ("span_id", 8)):
@@ -548,8 +733,13 @@ def test_hypothesis_otlp_logs():
     """Hypothesis over the log decoder (bounded and derandomized in CI; OBSFLOW_FUZZ=long for
     more): the reference's rows and dead letters for every drawn message."""
 
-    @settings(max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
-              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_log_messages(), min_size=1, max_size=6))
     def run(values):
         assert_otlp_parity(values, "log")
@@ -576,8 +766,9 @@ def _sdk_metrics() -> list[bytes]:
     for temporality in (None, AggregationTemporality.DELTA):
         pref = {} if temporality is None else {Counter: temporality, Histogram: temporality, UpDownCounter: temporality}
         reader = InMemoryMetricReader(preferred_temporality=pref)
-        provider = MeterProvider(resource=Resource.create({"service.name": "checkout", "host.name": "web-1"}),
-                                 metric_readers=[reader])
+        provider = MeterProvider(
+            resource=Resource.create({"service.name": "checkout", "host.name": "web-1"}), metric_readers=[reader]
+        )
         meter = provider.get_meter("shop")
         requests = meter.create_counter("http.requests")
         active = meter.create_up_down_counter("http.active")
@@ -620,9 +811,11 @@ def _metric_request(metrics: list, resource: dict | None = None) -> bytes:
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
     attrs = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in (resource or {"service.name": "shop"}).items()]
-    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(resource=Resource(attributes=attrs),
-                                                                         scope_metrics=[ScopeMetrics(metrics=metrics)])]
-                                       ).SerializeToString()
+    return ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(resource=Resource(attributes=attrs), scope_metrics=[ScopeMetrics(metrics=metrics)])
+        ]
+    ).SerializeToString()
 
 
 def test_otlp_metrics_edge_cases():
@@ -647,48 +840,152 @@ def test_otlp_metrics_edge_cases():
     )
 
     t, st = 1_765_000_000_123_456_789, 1_764_999_000_000_000_000
-    kv = [KeyValue(key="route", value=AnyValue(string_value="/a")), KeyValue(key="n", value=AnyValue(int_value=-4)),
-          KeyValue(key="d", value=AnyValue(double_value=0.25)), KeyValue(key="b", value=AnyValue(bool_value=True)),
-          KeyValue(key="service", value=AnyValue(string_value="mine")), KeyValue(key="u", value=AnyValue())]
-    num = [NumberDataPoint(time_unix_nano=t, as_double=1.5, attributes=kv), NumberDataPoint(time_unix_nano=t, as_int=-(2 ** 63)),
-           NumberDataPoint(time_unix_nano=t, start_time_unix_nano=st), NumberDataPoint(time_unix_nano=t, as_int=2 ** 53 + 1)]
+    kv = [
+        KeyValue(key="route", value=AnyValue(string_value="/a")),
+        KeyValue(key="n", value=AnyValue(int_value=-4)),
+        KeyValue(key="d", value=AnyValue(double_value=0.25)),
+        KeyValue(key="b", value=AnyValue(bool_value=True)),
+        KeyValue(key="service", value=AnyValue(string_value="mine")),
+        KeyValue(key="u", value=AnyValue()),
+    ]
+    num = [
+        NumberDataPoint(time_unix_nano=t, as_double=1.5, attributes=kv),
+        NumberDataPoint(time_unix_nano=t, as_int=-(2**63)),
+        NumberDataPoint(time_unix_nano=t, start_time_unix_nano=st),
+        NumberDataPoint(time_unix_nano=t, as_int=2**53 + 1),
+    ]
     Q = SummaryDataPoint.ValueAtQuantile
     native_ok = [
-        _metric_request([Metric(name="g", gauge=Gauge(data_points=num)),
-                         Metric(name="c", sum=Sum(is_monotonic=True, aggregation_temporality=2, data_points=num[:2])),
-                         Metric(name="cd", sum=Sum(is_monotonic=True, aggregation_temporality=1, data_points=num[:1])),
-                         Metric(name="level", sum=Sum(is_monotonic=False, aggregation_temporality=2, data_points=num[:1])),
-                         Metric(name="net", sum=Sum(is_monotonic=False, aggregation_temporality=1, data_points=num[:1])),
-                         Metric(name="unspec", sum=Sum(aggregation_temporality=0, data_points=num[2:3])),
-                         Metric(name="empty", gauge=Gauge())]),
-        _metric_request([Metric(name="h", description="d", unit="ms", histogram=Histogram(aggregation_temporality=1, data_points=[
-            HistogramDataPoint(time_unix_nano=t, start_time_unix_nano=st, count=10, sum=12.5, explicit_bounds=[1, 2.5],
-                               bucket_counts=[3, 0, 7], attributes=kv[:2], min=0.5, max=9),
-            HistogramDataPoint(time_unix_nano=t, count=2 ** 63 - 1),
-            HistogramDataPoint(time_unix_nano=t)]))], {"host.name": "x"}),
-        _metric_request([Metric(name="s", summary=Summary(data_points=[
-            SummaryDataPoint(time_unix_nano=t, count=4, sum=9.0, attributes=kv[:1], quantile_values=[
-                Q(quantile=0.5, value=2.0), Q(quantile=0.999, value=float("nan")), Q(quantile=1 / 3, value=3.0),
-                Q(quantile=1.0, value=8.0), Q(quantile=1e-5, value=0.0)]),
-            SummaryDataPoint(time_unix_nano=t, attributes=[KeyValue(key="quantile", value=AnyValue(string_value="q"))],
-                             quantile_values=[Q(quantile=0.0, value=1.0)])]))], {"service.name": ""}),
+        _metric_request(
+            [
+                Metric(name="g", gauge=Gauge(data_points=num)),
+                Metric(name="c", sum=Sum(is_monotonic=True, aggregation_temporality=2, data_points=num[:2])),
+                Metric(name="cd", sum=Sum(is_monotonic=True, aggregation_temporality=1, data_points=num[:1])),
+                Metric(name="level", sum=Sum(is_monotonic=False, aggregation_temporality=2, data_points=num[:1])),
+                Metric(name="net", sum=Sum(is_monotonic=False, aggregation_temporality=1, data_points=num[:1])),
+                Metric(name="unspec", sum=Sum(aggregation_temporality=0, data_points=num[2:3])),
+                Metric(name="empty", gauge=Gauge()),
+            ]
+        ),
+        _metric_request(
+            [
+                Metric(
+                    name="h",
+                    description="d",
+                    unit="ms",
+                    histogram=Histogram(
+                        aggregation_temporality=1,
+                        data_points=[
+                            HistogramDataPoint(
+                                time_unix_nano=t,
+                                start_time_unix_nano=st,
+                                count=10,
+                                sum=12.5,
+                                explicit_bounds=[1, 2.5],
+                                bucket_counts=[3, 0, 7],
+                                attributes=kv[:2],
+                                min=0.5,
+                                max=9,
+                            ),
+                            HistogramDataPoint(time_unix_nano=t, count=2**63 - 1),
+                            HistogramDataPoint(time_unix_nano=t),
+                        ],
+                    ),
+                )
+            ],
+            {"host.name": "x"},
+        ),
+        _metric_request(
+            [
+                Metric(
+                    name="s",
+                    summary=Summary(
+                        data_points=[
+                            SummaryDataPoint(
+                                time_unix_nano=t,
+                                count=4,
+                                sum=9.0,
+                                attributes=kv[:1],
+                                quantile_values=[
+                                    Q(quantile=0.5, value=2.0),
+                                    Q(quantile=0.999, value=float("nan")),
+                                    Q(quantile=1 / 3, value=3.0),
+                                    Q(quantile=1.0, value=8.0),
+                                    Q(quantile=1e-5, value=0.0),
+                                ],
+                            ),
+                            SummaryDataPoint(
+                                time_unix_nano=t,
+                                attributes=[KeyValue(key="quantile", value=AnyValue(string_value="q"))],
+                                quantile_values=[Q(quantile=0.0, value=1.0)],
+                            ),
+                        ]
+                    ),
+                )
+            ],
+            {"service.name": ""},
+        ),
     ]
     deferred = [
-        _metric_request([Metric(name="e", exponential_histogram=ExponentialHistogram(data_points=[
-            ExponentialHistogramDataPoint(time_unix_nano=t, count=1)]))]),                              # rejected: no place for it
-        _metric_request([Metric(name="", gauge=Gauge(data_points=num[:1]))]),                        # no name
+        _metric_request(
+            [
+                Metric(
+                    name="e",
+                    exponential_histogram=ExponentialHistogram(
+                        data_points=[ExponentialHistogramDataPoint(time_unix_nano=t, count=1)]
+                    ),
+                )
+            ]
+        ),  # rejected: no place for it
+        _metric_request([Metric(name="", gauge=Gauge(data_points=num[:1]))]),  # no name
         _metric_request([Metric(name="g", gauge=Gauge(data_points=[NumberDataPoint(as_double=1.0)]))]),  # no time
-        _metric_request([Metric(name="h", histogram=Histogram(data_points=[HistogramDataPoint(time_unix_nano=t, count=2 ** 63)]))]),
-        _metric_request([Metric(name="h", histogram=Histogram(data_points=[
-            HistogramDataPoint(time_unix_nano=t, bucket_counts=[1, 2 ** 64 - 1])]))]),
-        _metric_request([Metric(name="s", summary=Summary(data_points=[
-            SummaryDataPoint(time_unix_nano=t, quantile_values=[Q(quantile=float("inf"), value=1.0)])]))]),
-        _metric_request([Metric(name="nodata")]),                                                      # unsupported: no data
-        _metric_request([Metric(name="g", gauge=Gauge(data_points=[NumberDataPoint(time_unix_nano=t, attributes=[
-            KeyValue(key="k", value=AnyValue(string_value="1")), KeyValue(key="k", value=AnyValue(string_value="2"))])]))]),
-        _metric_request([]),                                                                            # no data points
+        _metric_request(
+            [Metric(name="h", histogram=Histogram(data_points=[HistogramDataPoint(time_unix_nano=t, count=2**63)]))]
+        ),
+        _metric_request(
+            [
+                Metric(
+                    name="h",
+                    histogram=Histogram(
+                        data_points=[HistogramDataPoint(time_unix_nano=t, bucket_counts=[1, 2**64 - 1])]
+                    ),
+                )
+            ]
+        ),
+        _metric_request(
+            [
+                Metric(
+                    name="s",
+                    summary=Summary(
+                        data_points=[
+                            SummaryDataPoint(time_unix_nano=t, quantile_values=[Q(quantile=float("inf"), value=1.0)])
+                        ]
+                    ),
+                )
+            ]
+        ),
+        _metric_request([Metric(name="nodata")]),  # unsupported: no data
+        _metric_request(
+            [
+                Metric(
+                    name="g",
+                    gauge=Gauge(
+                        data_points=[
+                            NumberDataPoint(
+                                time_unix_nano=t,
+                                attributes=[
+                                    KeyValue(key="k", value=AnyValue(string_value="1")),
+                                    KeyValue(key="k", value=AnyValue(string_value="2")),
+                                ],
+                            )
+                        ]
+                    ),
+                )
+            ]
+        ),
+        _metric_request([]),  # no data points
         _metric_request([Metric(name="g", gauge=Gauge(data_points=num[:1]))])
-        + bytes.fromhex("0a00"),                                                                        # a second resource: fine
+        + bytes.fromhex("0a00"),  # a second resource: fine
     ]
     # the last one is in fact read by the extension too (an empty ResourceMetrics)
     native_ok.append(deferred.pop())
@@ -707,14 +1004,16 @@ def test_otlp_metrics_fuzz_corpus():
     total_bad = 0
     for size in (1, 3, 20, 80):
         for _ in range(5):
-            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), "metric", "otlp_proto", rng)
-                      for a in (rng.choice(good) for _ in range(size))]
+            values = [
+                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "metric", "otlp_proto", rng)
+                for a in (rng.choice(good) for _ in range(size))
+            ]
             total_bad += assert_otlp_parity(values, "metric")[1]
     assert total_bad > 40
 
 
 _METRIC_KEYS = ["route", "service", "quantile", "service.name", "n"]
-_DOUBLES = [0.0, -0.0, 1.5, -2.25, 1e-300, 1e300, float("nan"), float("inf"), 2.0 ** 63, 0.1 + 0.2]
+_DOUBLES = [0.0, -0.0, 1.5, -2.25, 1e-300, 1e300, float("nan"), float("inf"), 2.0**63, 0.1 + 0.2]
 
 
 @st.composite
@@ -736,18 +1035,27 @@ def _metric_messages(draw) -> bytes:
     )
 
     def common() -> dict:
-        return {"time_unix_nano": draw(st.sampled_from([0, 1, 1_765_000_000_123_456_789, 2 ** 64 - 1])),
-                "start_time_unix_nano": draw(st.sampled_from([0, 999_999, 1_764_999_000_000_000_000])),
-                "attributes": [KeyValue(key=k, value=draw(_any_values()))
-                               for k in draw(st.lists(st.sampled_from(_METRIC_KEYS), max_size=3))]}
+        return {
+            "time_unix_nano": draw(st.sampled_from([0, 1, 1_765_000_000_123_456_789, 2**64 - 1])),
+            "start_time_unix_nano": draw(st.sampled_from([0, 999_999, 1_764_999_000_000_000_000])),
+            "attributes": [
+                KeyValue(key=k, value=draw(_any_values()))
+                for k in draw(st.lists(st.sampled_from(_METRIC_KEYS), max_size=3))
+            ],
+        }
 
     def number() -> NumberDataPoint:
         value = draw(st.sampled_from(["none", "double", "int"]))
-        extra = {"as_double": draw(st.sampled_from(_DOUBLES))} if value == "double" else \
-            {"as_int": draw(st.sampled_from([0, -1, 2 ** 53 + 1, -(2 ** 63), 2 ** 63 - 1]))} if value == "int" else {}
+        extra = (
+            {"as_double": draw(st.sampled_from(_DOUBLES))}
+            if value == "double"
+            else {"as_int": draw(st.sampled_from([0, -1, 2**53 + 1, -(2**63), 2**63 - 1]))}
+            if value == "int"
+            else {}
+        )
         return NumberDataPoint(**common(), **extra)
 
-    counts = st.sampled_from([0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1])
+    counts = st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1])
     metrics = []
     for _ in range(draw(st.integers(0, 4))):
         name = draw(st.sampled_from(["m", "", "http.duration_ms", "é"]))
@@ -757,28 +1065,64 @@ def _metric_messages(draw) -> bytes:
         if kind == "gauge":
             metrics.append(Metric(name=name, gauge=Gauge(data_points=[number() for _ in range(points)])))
         elif kind == "sum":
-            metrics.append(Metric(name=name, sum=Sum(aggregation_temporality=temporality, is_monotonic=draw(st.booleans()),
-                                                     data_points=[number() for _ in range(points)])))
+            metrics.append(
+                Metric(
+                    name=name,
+                    sum=Sum(
+                        aggregation_temporality=temporality,
+                        is_monotonic=draw(st.booleans()),
+                        data_points=[number() for _ in range(points)],
+                    ),
+                )
+            )
         elif kind == "histogram":
             dps = []
             for _ in range(points):
                 extra = {"sum": draw(st.sampled_from(_DOUBLES))} if draw(st.booleans()) else {}
-                dps.append(HistogramDataPoint(**common(), count=draw(counts), explicit_bounds=draw(st.lists(st.sampled_from(_DOUBLES),
-                                                                                                            max_size=3)),
-                                              bucket_counts=draw(st.lists(counts, max_size=4)), **extra))
+                dps.append(
+                    HistogramDataPoint(
+                        **common(),
+                        count=draw(counts),
+                        explicit_bounds=draw(st.lists(st.sampled_from(_DOUBLES), max_size=3)),
+                        bucket_counts=draw(st.lists(counts, max_size=4)),
+                        **extra,
+                    )
+                )
             metrics.append(Metric(name=name, histogram=Histogram(aggregation_temporality=temporality, data_points=dps)))
         elif kind == "summary":
             Q = SummaryDataPoint.ValueAtQuantile
-            dps = [SummaryDataPoint(**common(), count=draw(counts), sum=draw(st.sampled_from(_DOUBLES)), quantile_values=[
-                Q(quantile=draw(st.sampled_from([0.0, 0.5, 0.99, 1 / 3, 1e-20, 1e20, 123456789012345.67, float("nan")])),
-                  value=draw(st.sampled_from(_DOUBLES))) for _ in range(draw(st.integers(0, 3)))]) for _ in range(points)]
+            dps = [
+                SummaryDataPoint(
+                    **common(),
+                    count=draw(counts),
+                    sum=draw(st.sampled_from(_DOUBLES)),
+                    quantile_values=[
+                        Q(
+                            quantile=draw(
+                                st.sampled_from([0.0, 0.5, 0.99, 1 / 3, 1e-20, 1e20, 123456789012345.67, float("nan")])
+                            ),
+                            value=draw(st.sampled_from(_DOUBLES)),
+                        )
+                        for _ in range(draw(st.integers(0, 3)))
+                    ],
+                )
+                for _ in range(points)
+            ]
             metrics.append(Metric(name=name, summary=Summary(data_points=dps)))
         elif kind == "exp":
-            metrics.append(Metric(name=name, exponential_histogram=ExponentialHistogram(
-                data_points=[ExponentialHistogramDataPoint(time_unix_nano=1, count=1) for _ in range(points)])))
+            metrics.append(
+                Metric(
+                    name=name,
+                    exponential_histogram=ExponentialHistogram(
+                        data_points=[ExponentialHistogramDataPoint(time_unix_nano=1, count=1) for _ in range(points)]
+                    ),
+                )
+            )
         else:
             metrics.append(Metric(name=name))
-    resource = dict.fromkeys(draw(st.lists(st.sampled_from(["service.name", "host.name"]), max_size=2, unique=True)), "svc")
+    resource = dict.fromkeys(
+        draw(st.lists(st.sampled_from(["service.name", "host.name"]), max_size=2, unique=True)), "svc"
+    )
     return _metric_request(metrics, resource)
 
 
@@ -786,8 +1130,13 @@ def test_hypothesis_otlp_metrics():
     """Hypothesis over the metrics decoder (bounded and derandomized in CI; OBSFLOW_FUZZ=long
     for more): the reference's rows, dead letters and item counts for every drawn message."""
 
-    @settings(max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
-              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_metric_messages(), min_size=1, max_size=6))
     def run(values):
         assert_otlp_parity(values, "metric")
@@ -798,12 +1147,28 @@ def test_hypothesis_otlp_metrics():
 # -- OTLP/JSON (spans, logs, metrics) -----------------------------------------------------------
 
 _ID_KEYS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
-_INT64_KEYS = {"timeUnixNano", "startTimeUnixNano", "endTimeUnixNano", "observedTimeUnixNano", "count", "asInt",
-               "intValue", "bucketCounts", "time_unix_nano", "start_time_unix_nano", "end_time_unix_nano",
-               "observed_time_unix_nano", "as_int", "int_value", "bucket_counts"}
-_REQUESTS = {"span": "opentelemetry.proto.collector.trace.v1.trace_service_pb2.ExportTraceServiceRequest",
-             "log": "opentelemetry.proto.collector.logs.v1.logs_service_pb2.ExportLogsServiceRequest",
-             "metric": "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2.ExportMetricsServiceRequest"}
+_INT64_KEYS = {
+    "timeUnixNano",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "observedTimeUnixNano",
+    "count",
+    "asInt",
+    "intValue",
+    "bucketCounts",
+    "time_unix_nano",
+    "start_time_unix_nano",
+    "end_time_unix_nano",
+    "observed_time_unix_nano",
+    "as_int",
+    "int_value",
+    "bucket_counts",
+}
+_REQUESTS = {
+    "span": "opentelemetry.proto.collector.trace.v1.trace_service_pb2.ExportTraceServiceRequest",
+    "log": "opentelemetry.proto.collector.logs.v1.logs_service_pb2.ExportLogsServiceRequest",
+    "metric": "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2.ExportMetricsServiceRequest",
+}
 
 
 def _request_type(signal: str):
@@ -823,12 +1188,22 @@ def _as_otlp_json(payload: bytes, signal: str, style: str = "collector") -> byte
     from google.protobuf import json_format
 
     msg = _request_type(signal).FromString(payload)
-    doc = json_format.MessageToDict(msg, use_integers_for_enums=style != "names", preserving_proto_field_name=style == "snake")
+    doc = json_format.MessageToDict(
+        msg, use_integers_for_enums=style != "names", preserving_proto_field_name=style == "snake"
+    )
 
     def fix(o):
         if isinstance(o, dict):
-            return {k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str) else
-                        _number(fix(v)) if style == "numbers" and k in _INT64_KEYS else fix(v)) for k, v in o.items()}
+            return {
+                k: (
+                    base64.b64decode(v).hex()
+                    if k in _ID_KEYS and isinstance(v, str)
+                    else _number(fix(v))
+                    if style == "numbers" and k in _INT64_KEYS
+                    else fix(v)
+                )
+                for k, v in o.items()
+            }
         if isinstance(o, list):
             return [fix(v) for v in o]
         return o
@@ -867,15 +1242,21 @@ def _sdk_messages(signal: str) -> list[bytes]:
         from tests.codecs.test_otlp_codec import make_spans
 
         sdk = make_spans()
-        return [encode_spans(sdk).SerializeToString(), encode_spans(sdk[:1]).SerializeToString(),
-                encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString()]
+        return [
+            encode_spans(sdk).SerializeToString(),
+            encode_spans(sdk[:1]).SerializeToString(),
+            encode_spans([s for s in sdk if "cart.skus" not in (s.attributes or {})]).SerializeToString(),
+        ]
     from opentelemetry.exporter.otlp.proto.common._internal._log_encoder import encode_logs
 
     from tests.codecs.test_otlp_codec import make_logs
 
     logs, _ = make_logs()
-    return [encode_logs(logs).SerializeToString(), encode_logs(logs[:1]).SerializeToString(),
-            encode_logs(logs[2:]).SerializeToString()]
+    return [
+        encode_logs(logs).SerializeToString(),
+        encode_logs(logs[:1]).SerializeToString(),
+        encode_logs(logs[2:]).SerializeToString(),
+    ]
 
 
 @pytest.mark.parametrize("signal", ["span", "log", "metric"])
@@ -898,8 +1279,13 @@ def test_otlp_json_generator_and_sdk(signal):
         _same_as_protobuf(protos, signal, style)
     sdk = _sdk_messages(signal)
     sdk_rows = assert_otlp_parity(sdk, signal)
-    proto_verdicts = bytes({"span": native_json._native.decode_otlp_spans, "log": native_json._native.decode_otlp_logs,
-                            "metric": native_json._native.decode_otlp_metrics}[signal](sdk, 1 << 20)[0])
+    proto_verdicts = bytes(
+        {
+            "span": native_json._native.decode_otlp_spans,
+            "log": native_json._native.decode_otlp_logs,
+            "metric": native_json._native.decode_otlp_metrics,
+        }[signal](sdk, 1 << 20)[0]
+    )
     expected = {"span": (8, 0), "log": (7, 0), "metric": (12, 0)}[signal]
     assert sdk_rows == expected
     for style in ("collector", "names", "snake", "numbers"):
@@ -919,8 +1305,10 @@ def test_otlp_json_fuzz_corpus(signal):
     total_bad = native = 0
     for size in (1, 3, 20, 80):
         for _ in range(5):
-            values = [a if rng.random() < 0.4 else mutate(a, rng.choice(good), signal, "otlp_json", rng)
-                      for a in (rng.choice(good) for _ in range(size))]
+            values = [
+                a if rng.random() < 0.4 else mutate(a, rng.choice(good), signal, "otlp_json", rng)
+                for a in (rng.choice(good) for _ in range(size))
+            ]
             total_bad += assert_otlp_parity(values, signal, encoding="otlp_json")[1]
             native += _json_verdicts(values, signal).count(1)
     assert total_bad > 40
@@ -928,32 +1316,120 @@ def test_otlp_json_fuzz_corpus(signal):
 
 
 _T = "1765000000123456789"
-_SPAN_DOC = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
-                                "scopeSpans": [{"scope": {"name": "lib"}, "spans": [{
-                                    "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "1112131415161718",
-                                    "parentSpanId": "2122232425262728", "name": "GET /a", "kind": 2,
-                                    "startTimeUnixNano": _T, "endTimeUnixNano": "1765000000223456789",
-                                    "attributes": [{"key": "n", "value": {"intValue": "-7"}},
-                                                   {"key": "d", "value": {"doubleValue": 0.1}},
-                                                   {"key": "b", "value": {"boolValue": False}},
-                                                   {"key": "u", "value": {}}],
-                                    "status": {"code": 2, "message": "boom"}, "flags": 257, "traceState": "k=v"}]}]}]}
-_LOG_DOC = {"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}},
-                                                          {"key": "host.name", "value": {"stringValue": "h1"}}]},
-                              "scopeLogs": [{"logRecords": [{"timeUnixNano": _T, "severityNumber": 17, "severityText": "oops",
-                                                              "body": {"stringValue": "hello"},
-                                                              "attributes": [{"key": "enduser.id", "value": {"stringValue": "u1"}}],
-                                                              "traceId": "0102030405060708090a0b0c0d0e0f10",
-                                                              "spanId": "1112131415161718", "eventName": "done"}]}]}]}
-_METRIC_DOC = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
-                                    "scopeMetrics": [{"metrics": [
-                                        {"name": "g", "unit": "1", "gauge": {"dataPoints": [{"timeUnixNano": _T, "asDouble": 1.5,
-                                                                                            "attributes": [{"key": "r", "value": {"stringValue": "/a"}}]}]}},
-                                        {"name": "h", "histogram": {"aggregationTemporality": 1, "dataPoints": [{
-                                            "timeUnixNano": _T, "count": "10", "sum": 0, "bucketCounts": ["3", "7"],
-                                            "explicitBounds": [2.5]}]}},
-                                        {"name": "s", "summary": {"dataPoints": [{"timeUnixNano": _T, "count": 4, "sum": 9.0,
-                                                                                  "quantileValues": [{"quantile": 0.5, "value": 2.0}]}]}}]}]}]}
+_SPAN_DOC = {
+    "resourceSpans": [
+        {
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+            "scopeSpans": [
+                {
+                    "scope": {"name": "lib"},
+                    "spans": [
+                        {
+                            "traceId": "0102030405060708090a0b0c0d0e0f10",
+                            "spanId": "1112131415161718",
+                            "parentSpanId": "2122232425262728",
+                            "name": "GET /a",
+                            "kind": 2,
+                            "startTimeUnixNano": _T,
+                            "endTimeUnixNano": "1765000000223456789",
+                            "attributes": [
+                                {"key": "n", "value": {"intValue": "-7"}},
+                                {"key": "d", "value": {"doubleValue": 0.1}},
+                                {"key": "b", "value": {"boolValue": False}},
+                                {"key": "u", "value": {}},
+                            ],
+                            "status": {"code": 2, "message": "boom"},
+                            "flags": 257,
+                            "traceState": "k=v",
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+}
+_LOG_DOC = {
+    "resourceLogs": [
+        {
+            "resource": {
+                "attributes": [
+                    {"key": "service.name", "value": {"stringValue": "api"}},
+                    {"key": "host.name", "value": {"stringValue": "h1"}},
+                ]
+            },
+            "scopeLogs": [
+                {
+                    "logRecords": [
+                        {
+                            "timeUnixNano": _T,
+                            "severityNumber": 17,
+                            "severityText": "oops",
+                            "body": {"stringValue": "hello"},
+                            "attributes": [{"key": "enduser.id", "value": {"stringValue": "u1"}}],
+                            "traceId": "0102030405060708090a0b0c0d0e0f10",
+                            "spanId": "1112131415161718",
+                            "eventName": "done",
+                        }
+                    ]
+                }
+            ],
+        }
+    ]
+}
+_METRIC_DOC = {
+    "resourceMetrics": [
+        {
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+            "scopeMetrics": [
+                {
+                    "metrics": [
+                        {
+                            "name": "g",
+                            "unit": "1",
+                            "gauge": {
+                                "dataPoints": [
+                                    {
+                                        "timeUnixNano": _T,
+                                        "asDouble": 1.5,
+                                        "attributes": [{"key": "r", "value": {"stringValue": "/a"}}],
+                                    }
+                                ]
+                            },
+                        },
+                        {
+                            "name": "h",
+                            "histogram": {
+                                "aggregationTemporality": 1,
+                                "dataPoints": [
+                                    {
+                                        "timeUnixNano": _T,
+                                        "count": "10",
+                                        "sum": 0,
+                                        "bucketCounts": ["3", "7"],
+                                        "explicitBounds": [2.5],
+                                    }
+                                ],
+                            },
+                        },
+                        {
+                            "name": "s",
+                            "summary": {
+                                "dataPoints": [
+                                    {
+                                        "timeUnixNano": _T,
+                                        "count": 4,
+                                        "sum": 9.0,
+                                        "quantileValues": [{"quantile": 0.5, "value": 2.0}],
+                                    }
+                                ]
+                            },
+                        },
+                    ]
+                }
+            ],
+        }
+    ]
+}
 
 
 _DELETE = object()
@@ -1004,40 +1480,63 @@ def test_otlp_json_edge_cases():
         _edit(_SPAN_DOC, _SP + ("attributes", 0, "value"), {"int_value": 9007199254740993}),
         _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": -0}),
         _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": 1e300}),
-        json.dumps({"resource_spans": [{"scope_spans": [{"spans": [{
-            "trace_id": "0102030405060708090a0b0c0d0e0f10", "span_id": "1112131415161718",
-            "start_time_unix_nano": 1, "end_time_unix_nano": "2", "trace_state": "x"}]}]}]}).encode(),
+        json.dumps(
+            {
+                "resource_spans": [
+                    {
+                        "scope_spans": [
+                            {
+                                "spans": [
+                                    {
+                                        "trace_id": "0102030405060708090a0b0c0d0e0f10",
+                                        "span_id": "1112131415161718",
+                                        "start_time_unix_nano": 1,
+                                        "end_time_unix_nano": "2",
+                                        "trace_state": "x",
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                ]
+            }
+        ).encode(),
         b"  " + span + b"\n",
     ]
     deferred_spans = [
-        _edit(_SPAN_DOC, _SP + ("kind",), None),                                     # null: the reference's
+        _edit(_SPAN_DOC, _SP + ("kind",), None),  # null: the reference's
         _edit(_SPAN_DOC, _SP + ("kind",), 2.0),
-        _edit(_SPAN_DOC, _SP + ("kind",), 6),                                        # rejected: no such kind
+        _edit(_SPAN_DOC, _SP + ("kind",), 6),  # rejected: no such kind
         _edit(_SPAN_DOC, _SP + ("kind",), "2"),
-        span.replace(b'"name": "GET /a"', b'"name": "GET /a", "name": "x"'),        # a key twice
-        _edit(_SPAN_DOC, _SP + ("span_id",), "1112131415161718"),                    # both spellings
-        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314 15161718"),                    # fromhex takes spaces
-        _edit(_SPAN_DOC, _SP + ("spanId",), "111213141516171"),                      # odd length: rejected
-        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314151617"),                       # 7 bytes: rejected
-        _edit(_SPAN_DOC, _SP + ("traceId",), "00000000000000000000000000000000"),    # all zero: rejected
+        span.replace(b'"name": "GET /a"', b'"name": "GET /a", "name": "x"'),  # a key twice
+        _edit(_SPAN_DOC, _SP + ("span_id",), "1112131415161718"),  # both spellings
+        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314 15161718"),  # fromhex takes spaces
+        _edit(_SPAN_DOC, _SP + ("spanId",), "111213141516171"),  # odd length: rejected
+        _edit(_SPAN_DOC, _SP + ("spanId",), "11121314151617"),  # 7 bytes: rejected
+        _edit(_SPAN_DOC, _SP + ("traceId",), "00000000000000000000000000000000"),  # all zero: rejected
         _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "+1"),
         _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), 1.7e18),
-        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "18446744073709551616"),      # beyond uint64: rejected
-        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "0"),                         # no start: rejected
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "18446744073709551616"),  # beyond uint64: rejected
+        _edit(_SPAN_DOC, _SP + ("startTimeUnixNano",), "0"),  # no start: rejected
         _edit(_SPAN_DOC, _SP + ("attributes", 0, "value"), {"intValue": "+7"}),
         _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": "0.5"}),
-        span.replace(b'"doubleValue": 0.1', b'"doubleValue": 1e-400'),               # underflow
+        span.replace(b'"doubleValue": 0.1', b'"doubleValue": 1e-400'),  # underflow
         _edit(_SPAN_DOC, _SP + ("attributes", 1, "value"), {"doubleValue": 12345678901234567}),
         _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"bytesValue": "AAE="}),
         _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"arrayValue": {"values": [{"intValue": 1}]}}),
         _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"stringValue": "a", "intValue": 1}),
         _edit(_SPAN_DOC, _SP + ("attributes", 2, "value"), {"boolValue": "true"}),  # rejected
         _edit(_SPAN_DOC, _SP + ("attributes", 2), {"key": "k", "value": {"stringValue": "a"}, "x": 1}),
-        _edit(_SPAN_DOC, _SP + ("flags",), 2 ** 32),                                 # rejected
-        _edit(_SPAN_DOC, _SP + ("name",), 5),                                        # rejected
-        _edit(_SPAN_DOC, ("resourceSpans", 0, "scopeSpans", 0, "spans"), {}),        # rejected whole
-        json.dumps({"resourceSpans": []}).encode(),                                  # no spans
-        b"\xef\xbb\xbf" + span, span + b" x", b"[]", b"", b"{", "{\"resourceSpans\": \"\u00e9\"}".encode(),
+        _edit(_SPAN_DOC, _SP + ("flags",), 2**32),  # rejected
+        _edit(_SPAN_DOC, _SP + ("name",), 5),  # rejected
+        _edit(_SPAN_DOC, ("resourceSpans", 0, "scopeSpans", 0, "spans"), {}),  # rejected whole
+        json.dumps({"resourceSpans": []}).encode(),  # no spans
+        b"\xef\xbb\xbf" + span,
+        span + b" x",
+        b"[]",
+        b"",
+        b"{",
+        '{"resourceSpans": "\u00e9"}'.encode(),
     ]
     rows, bad = assert_otlp_parity(native_spans + deferred_spans, "span", encoding="otlp_json")
     # rows: 13 native + the deferred ones the reference accepts (null kind, 2.0, "2", the key
@@ -1045,7 +1544,9 @@ def test_otlp_json_edge_cases():
     # kinds in one value, the extra kv key: 14); rejects: the other 19 (kind 6, three bad ids,
     # "+1", 2**64, "0", "+7", "true", flags, name 5, and 8 whole messages)
     assert (rows, bad) == (13 + 14, 19)
-    assert _json_verdicts(native_spans + deferred_spans, "span") == b"\x01" * len(native_spans) + b"\x00" * len(deferred_spans)
+    assert _json_verdicts(native_spans + deferred_spans, "span") == b"\x01" * len(native_spans) + b"\x00" * len(
+        deferred_spans
+    )
 
     native_logs = [
         log,
@@ -1058,42 +1559,49 @@ def test_otlp_json_edge_cases():
         _edit(_LOG_DOC, _LR + ("flags",), "not read"),
     ]
     deferred_logs = [
-        _edit(_LOG_DOC, _LR + ("body",), {"doubleValue": 1.0}),                      # orjson writes it
+        _edit(_LOG_DOC, _LR + ("body",), {"doubleValue": 1.0}),  # orjson writes it
         _edit(_LOG_DOC, _LR + ("body",), {"kvlistValue": {"values": []}}),
-        _edit(_LOG_DOC, _LR + ("severityNumber",), "SEVERITY_NUMBER_INFO5"),         # rejected
+        _edit(_LOG_DOC, _LR + ("severityNumber",), "SEVERITY_NUMBER_INFO5"),  # rejected
         _edit(_LOG_DOC, _LR + ("severityNumber",), -1),
-        _edit(_LOG_DOC, _LR + ("timeUnixNano",), delete=True),                       # rejected: no time
-        _edit(_LOG_DOC, _LR + ("traceId",), "01"),                                   # rejected
+        _edit(_LOG_DOC, _LR + ("timeUnixNano",), delete=True),  # rejected: no time
+        _edit(_LOG_DOC, _LR + ("traceId",), "01"),  # rejected
         _edit(_LOG_DOC, _LR + ("severityText",), None),
     ]
     rows, bad = assert_otlp_parity(native_logs + deferred_logs, "log", encoding="otlp_json")
     assert (rows, bad) == (8 + 4, 3)
-    assert _json_verdicts(native_logs + deferred_logs, "log") == b"\x01" * len(native_logs) + b"\x00" * len(deferred_logs)
+    assert _json_verdicts(native_logs + deferred_logs, "log") == b"\x01" * len(native_logs) + b"\x00" * len(
+        deferred_logs
+    )
 
     native_metrics = [
         metric,
         _edit(_METRIC_DOC, _DP + ("asInt",), "-9223372036854775808", more=((_DP + ("asDouble",), _DELETE),)),
         _edit(_METRIC_DOC, _DP + ("flags",), 1),
-        _edit(_METRIC_DOC, _DP + ("exemplars",), [{"spanId": None}]),                # stripped by the reference
-        _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 1, "histogram", "aggregationTemporality"),
-              "AGGREGATION_TEMPORALITY_CUMULATIVE"),
+        _edit(_METRIC_DOC, _DP + ("exemplars",), [{"spanId": None}]),  # stripped by the reference
+        _edit(
+            _METRIC_DOC,
+            ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 1, "histogram", "aggregationTemporality"),
+            "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        ),
         _edit(_METRIC_DOC, _HP + ("sum",), delete=True),
         _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "scope"), {"name": "x", "junk": None}),
     ]
     deferred_metrics = [
-        _edit(_METRIC_DOC, _DP + ("asInt",), 1),                                     # the oneof twice: rejected
+        _edit(_METRIC_DOC, _DP + ("asInt",), 1),  # the oneof twice: rejected
         _edit(_METRIC_DOC, _DP + ("asDouble",), "NaN"),
-        _edit(_METRIC_DOC, _DP + ("timeUnixNano",), 0),                              # rejected
-        _edit(_METRIC_DOC, _DP + ("droppedAttributesCount",), 1),                    # unknown to ParseDict: ignored
-        _edit(_METRIC_DOC, _HP + ("count",), "9223372036854775808"),                 # rejected
-        _edit(_METRIC_DOC, _HP + ("bucketCounts",), ["3", 7.5]),                     # rejected
+        _edit(_METRIC_DOC, _DP + ("timeUnixNano",), 0),  # rejected
+        _edit(_METRIC_DOC, _DP + ("droppedAttributesCount",), 1),  # unknown to ParseDict: ignored
+        _edit(_METRIC_DOC, _HP + ("count",), "9223372036854775808"),  # rejected
+        _edit(_METRIC_DOC, _HP + ("bucketCounts",), ["3", 7.5]),  # rejected
         _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "description"), 5),  # rejected
         _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "sum"), {"dataPoints": []}),
         _edit(_METRIC_DOC, ("resourceMetrics", 0, "scopeMetrics", 0, "metrics", 0, "exponentialHistogram"), {}),
         _edit(_METRIC_DOC, ("resourceMetrics", 0, "resource", "droppedAttributesCount"), 0),
     ]
     rows, bad = assert_otlp_parity(native_metrics + deferred_metrics, "metric", encoding="otlp_json")
-    assert _json_verdicts(native_metrics + deferred_metrics, "metric") == b"\x01" * len(native_metrics) + b"\x00" * len(deferred_metrics)
+    assert _json_verdicts(native_metrics + deferred_metrics, "metric") == b"\x01" * len(native_metrics) + b"\x00" * len(
+        deferred_metrics
+    )
     # rows: 4 a message (gauge, histogram, summary and its quantile) less one a rejected item:
     # the oneof twice, time 0, count 2**63, 7.5 in bucketCounts, description 5, two data kinds
     # in one metric (twice): 7 rejects, 17 * 4 - 7 rows
@@ -1129,8 +1637,13 @@ def test_hypothesis_otlp_json(signal):
     OBSFLOW_FUZZ=long for more): drawn log and metric requests with values at and beyond the
     edges, in every style: the reference's rows, dead letters and item bytes."""
 
-    @settings(max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
-              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_json_messages(signal), min_size=1, max_size=6))
     def run(values):
         assert_otlp_parity(values, signal, encoding="otlp_json")
@@ -1149,12 +1662,17 @@ def _json_any_value(draw, clean: bool = False):
     key = draw(st.sampled_from(kinds if clean else [*kinds, "bytesValue", "arrayValue", "kvlistValue", None]))
     if key is None:
         return draw(st.sampled_from([{}, None, "s", {"stringValue": "a", "intValue": "1"}]))
-    good = {"stringValue": st.sampled_from(["", "a", "é", "x y"]), "string_value": st.just("b"), "boolValue": st.booleans(),
-            "intValue": st.sampled_from([0, -7, "42", "-0", "+1", "9223372036854775807", "9223372036854775808", 2 ** 53 + 1]),
-            "int_value": st.integers(-(2 ** 63), 2 ** 63 - 1),
-            "doubleValue": st.sampled_from([0.0, -0.0, 0.1, 1e300, 12345678901234567, -3, "0.5", "NaN", 1e-7]),
-            "bytesValue": st.sampled_from(["", "AAE=", "!!"]), "arrayValue": st.just({"values": [{"intValue": 1}]}),
-            "kvlistValue": st.just({"values": [{"key": "k", "value": {"boolValue": True}}]})}[key]
+    good = {
+        "stringValue": st.sampled_from(["", "a", "é", "x y"]),
+        "string_value": st.just("b"),
+        "boolValue": st.booleans(),
+        "intValue": st.sampled_from([0, -7, "42", "-0", "+1", "9223372036854775807", "9223372036854775808", 2**53 + 1]),
+        "int_value": st.integers(-(2**63), 2**63 - 1),
+        "doubleValue": st.sampled_from([0.0, -0.0, 0.1, 1e300, 12345678901234567, -3, "0.5", "NaN", 1e-7]),
+        "bytesValue": st.sampled_from(["", "AAE=", "!!"]),
+        "arrayValue": st.just({"values": [{"intValue": 1}]}),
+        "kvlistValue": st.just({"values": [{"key": "k", "value": {"boolValue": True}}]}),
+    }[key]
     return {key: draw(st.sampled_from(_JSON_ODD) if not clean and draw(st.integers(0, 5)) == 0 else good)}
 
 
@@ -1165,7 +1683,9 @@ def _json_span_messages(draw) -> bytes:
     clean = draw(st.booleans())  # half the messages: good values in one spelling (mostly the extension's)
 
     def field(camel: str, snake: str, good, odd=()):
-        spelling = draw(st.sampled_from(["camel", "camel", "snake"] if clean else ["camel", "camel", "snake", "both", "none"]))
+        spelling = draw(
+            st.sampled_from(["camel", "camel", "snake"] if clean else ["camel", "camel", "snake", "both", "none"])
+        )
         bad = not clean and draw(st.integers(0, 6)) == 0
         pick = (lambda: draw(st.sampled_from([*odd, *_JSON_ODD]))) if bad else (lambda: draw(good))
         if spelling == "none":
@@ -1179,26 +1699,56 @@ def _json_span_messages(draw) -> bytes:
     spans = []
     for _ in range(draw(st.integers(0, 3))):
         sp: dict = {}
-        sp |= field("traceId", "trace_id", ids, ["00000000000000000000000000000000", "0102", "01 02030405060708090a0b0c0d0e0f10"])
-        sp |= field("spanId", "span_id", st.sampled_from(["1112131415161718", "aabbccddeeff0011"]), ["111213141516171", "0000000000000000"])
-        sp |= field("parentSpanId", "parent_span_id", st.sampled_from(["", "2122232425262728", "0000000000000000"]), ["21"])
-        sp |= field("startTimeUnixNano", "start_time_unix_nano", times, ["+1", "-1", 1.7e18, "18446744073709551615", "18446744073709551616"])
+        sp |= field(
+            "traceId",
+            "trace_id",
+            ids,
+            ["00000000000000000000000000000000", "0102", "01 02030405060708090a0b0c0d0e0f10"],
+        )
+        sp |= field(
+            "spanId",
+            "span_id",
+            st.sampled_from(["1112131415161718", "aabbccddeeff0011"]),
+            ["111213141516171", "0000000000000000"],
+        )
+        sp |= field(
+            "parentSpanId", "parent_span_id", st.sampled_from(["", "2122232425262728", "0000000000000000"]), ["21"]
+        )
+        sp |= field(
+            "startTimeUnixNano",
+            "start_time_unix_nano",
+            times,
+            ["+1", "-1", 1.7e18, "18446744073709551615", "18446744073709551616"],
+        )
         sp |= field("endTimeUnixNano", "end_time_unix_nano", times, ["0", 0])
         sp |= field("traceState", "trace_state", st.sampled_from(["", "k=v"]))
         sp |= field("name", "name", st.sampled_from(["", "GET /a", "é"]))
-        sp |= field("kind", "kind", st.sampled_from([0, 1, 2, 5, "SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"]), [6, -1, "2", "SPAN_KIND_X"])
-        sp |= field("flags", "flags", st.sampled_from([0, 1, 257, 2 ** 32 - 1]), [2 ** 32, "1"])
+        sp |= field(
+            "kind",
+            "kind",
+            st.sampled_from([0, 1, 2, 5, "SPAN_KIND_SERVER", "SPAN_KIND_CONSUMER"]),
+            [6, -1, "2", "SPAN_KIND_X"],
+        )
+        sp |= field("flags", "flags", st.sampled_from([0, 1, 257, 2**32 - 1]), [2**32, "1"])
         if draw(st.booleans()):
             good_status = [{}, {"code": 2, "message": "boom"}, {"code": "STATUS_CODE_OK"}]
-            sp["status"] = draw(st.sampled_from(good_status if clean else [*good_status, {"code": 3}, {"message": 5}, None, []]))
+            sp["status"] = draw(
+                st.sampled_from(good_status if clean else [*good_status, {"code": 3}, {"message": 5}, None, []])
+            )
         if draw(st.booleans()):
-            sp["attributes"] = [{"key": k, "value": draw(_json_any_value(clean))}
-                                for k in draw(st.lists(st.sampled_from(["a", "b", "service.name", ""]), max_size=3, unique=clean))]
+            sp["attributes"] = [
+                {"key": k, "value": draw(_json_any_value(clean))}
+                for k in draw(st.lists(st.sampled_from(["a", "b", "service.name", ""]), max_size=3, unique=clean))
+            ]
         if draw(st.booleans()):
             sp["events"] = [{"name": "e", "x": None}]
         spans.append(sp)
-    resource = {"attributes": [{"key": k, "value": draw(_json_any_value(clean))}
-                               for k in draw(st.lists(st.sampled_from(["service.name", "host.name", "a"]), max_size=3, unique=clean))]}
+    resource = {
+        "attributes": [
+            {"key": k, "value": draw(_json_any_value(clean))}
+            for k in draw(st.lists(st.sampled_from(["service.name", "host.name", "a"]), max_size=3, unique=clean))
+        ]
+    }
     return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]}).encode()
 
 
@@ -1209,8 +1759,13 @@ def test_hypothesis_otlp_json_spans():
     attribute values of every kind and wrong types, nulls: the reference's rows, dead letters
     and item bytes for every drawn message."""
 
-    @settings(max_examples=100 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000, deadline=None, database=None,
-              derandomize=os.environ.get("OBSFLOW_FUZZ") != "long", suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=100 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.lists(_json_span_messages(), min_size=1, max_size=6))
     def run(values):
         assert_otlp_parity(values, "span", encoding="otlp_json")

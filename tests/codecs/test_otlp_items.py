@@ -46,22 +46,34 @@ RES = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_va
 
 
 def span(k: int, trace: int = 1, **fields) -> Span:
-    f = {"trace_id": bytes([trace] * 16), "span_id": (k + 1).to_bytes(8, "big"), "name": f"op {k}", "kind": 2,
-         "start_time_unix_nano": T0, "end_time_unix_nano": T0 + 1_000_000}
+    f = {
+        "trace_id": bytes([trace] * 16),
+        "span_id": (k + 1).to_bytes(8, "big"),
+        "name": f"op {k}",
+        "kind": 2,
+        "start_time_unix_nano": T0,
+        "end_time_unix_nano": T0 + 1_000_000,
+    }
     f.update(fields)
     return Span(**f)
 
 
 def trace_msg(spans: list[Span]) -> ExportTraceServiceRequest:
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=RES, scope_spans=[ScopeSpans(spans=spans)])])
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=RES, scope_spans=[ScopeSpans(spans=spans)])]
+    )
 
 
 def log_msg(records: list[LogRecord]) -> ExportLogsServiceRequest:
-    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=RES, scope_logs=[ScopeLogs(log_records=records)])])
+    return ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(resource=RES, scope_logs=[ScopeLogs(log_records=records)])]
+    )
 
 
 def metric_msg(metrics: list[Metric]) -> ExportMetricsServiceRequest:
-    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(resource=RES, scope_metrics=[ScopeMetrics(metrics=metrics)])])
+    return ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(resource=RES, scope_metrics=[ScopeMetrics(metrics=metrics)])]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +116,19 @@ def test_one_bad_span_of_fifty_is_dead_lettered_alone(graph):
     assert (out.records_in, out.records_accepted, out.records_dead) == (1, 1, 0)
     assert (out.items_in, out.items_accepted, out.items_dead) == (50, 46, 4)
     assert staged_rows(out) == 46
-    assert [(r["item_index"], r["reason"], r["source_offset"], r["source_topic"]) for r in dead] == \
-        [(7, "schema_violation", 100, "spans"), (20, "schema_violation", 100, "spans"),
-         (33, "schema_violation", 100, "spans"), (41, "schema_violation", 100, "spans")]
+    assert [(r["item_index"], r["reason"], r["source_offset"], r["source_topic"]) for r in dead] == [
+        (7, "schema_violation", 100, "spans"),
+        (20, "schema_violation", 100, "spans"),
+        (33, "schema_violation", 100, "spans"),
+        (41, "schema_violation", 100, "spans"),
+    ]
     where = "resource_spans[0].scope_spans[0].spans"
-    assert [r["detail"] for r in dead] == [f"{where}[7]: no start_time_unix_nano", "end_time: before start_time",
-                                           f"{where}[33]: span kind 9 is not an OTLP SpanKind", f"{where}[41]: no span id"]
+    assert [r["detail"] for r in dead] == [
+        f"{where}[7]: no start_time_unix_nano",
+        "end_time: before start_time",
+        f"{where}[33]: span kind 9 is not an OTLP SpanKind",
+        f"{where}[41]: no span id",
+    ]
     for r in dead:
         assert r["raw"] == spans[r["item_index"]].SerializeToString()
         assert r["raw_size"] == len(r["raw"]) and r["raw_truncated"] is False
@@ -138,20 +157,25 @@ def test_size_limit_applies_per_item_not_per_message(graph):
     assert (out.items_in, out.items_accepted, out.items_dead, out.records_accepted) == (802, 802, 0, 1)
     huge_attr = [KeyValue(key="blob", value=AnyValue(string_value="x" * 70_000))]
     mixed = trace_msg([span(0), span(1, attributes=huge_attr), span(2)]).SerializeToString()
-    over = trace_msg([span(k, attributes=[KeyValue(key="b", value=AnyValue(string_value="y" * 60_000))])
-                      for k in range(17)]).SerializeToString()
+    over = trace_msg(
+        [span(k, attributes=[KeyValue(key="b", value=AnyValue(string_value="y" * 60_000))]) for k in range(17)]
+    ).SerializeToString()
     assert len(over) > MAX_MESSAGE_BYTES
     out, dead = run(graph, "spans", [mixed, over])
     assert (out.records_accepted, out.records_dead, out.items_in, out.items_accepted, out.items_dead) == (1, 1, 4, 2, 2)
-    assert [(r["source_offset"], r["item_index"], r["reason"]) for r in dead] == \
-        [(100, 1, "size_violation"), (101, None, "size_violation")]
+    assert [(r["source_offset"], r["item_index"], r["reason"]) for r in dead] == [
+        (100, 1, "size_violation"),
+        (101, None, "size_violation"),
+    ]
     assert dead[0]["detail"].startswith("resource_spans[0].scope_spans[0].spans[1]: item of 700")
     assert dead[0]["detail"].endswith("bytes exceeds the limit of 65536 bytes")
     assert dead[1]["detail"] == f"message of {len(over)} bytes exceeds the limit of 1000000 bytes"
 
 
 def test_otlp_json_log_records_are_accepted_per_item(graph):
-    records = [LogRecord(time_unix_nano=T0 + k, severity_number=9, body=AnyValue(string_value=f"line {k}")) for k in range(5)]
+    records = [
+        LogRecord(time_unix_nano=T0 + k, severity_number=9, body=AnyValue(string_value=f"line {k}")) for k in range(5)
+    ]
     records[3] = LogRecord(severity_number=9, body=AnyValue(string_value="no time at all"))
     msg = log_msg(records)
     doc = json.loads(to_otlp_json(msg))
@@ -161,13 +185,23 @@ def test_otlp_json_log_records_are_accepted_per_item(graph):
     assert out.items_accepted + out.items_dropped == 3
     assert [(r["item_index"], r["detail"]) for r in dead] == [
         (1, "resourceLogs[0].scopeLogs[0].logRecords[1].traceId: not a hex id: 'not hex'"),
-        (3, "resourceLogs[0].scopeLogs[0].logRecords[3]: neither time_unix_nano nor observed_time_unix_nano is set")]
+        (3, "resourceLogs[0].scopeLogs[0].logRecords[3]: neither time_unix_nano nor observed_time_unix_nano is set"),
+    ]
     assert json.loads(dead[0]["raw"]) == doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][1]
 
 
 def _histogram(count: int, buckets: list[int]) -> Metric:
-    return Metric(name="http.duration_ms", histogram=Histogram(aggregation_temporality=1, data_points=[
-        HistogramDataPoint(time_unix_nano=T0, count=count, sum=1.0, explicit_bounds=[10.0], bucket_counts=buckets)]))
+    return Metric(
+        name="http.duration_ms",
+        histogram=Histogram(
+            aggregation_temporality=1,
+            data_points=[
+                HistogramDataPoint(
+                    time_unix_nano=T0, count=count, sum=1.0, explicit_bounds=[10.0], bucket_counts=buckets
+                )
+            ],
+        ),
+    )
 
 
 def _gauge(v: float) -> Metric:
@@ -175,15 +209,20 @@ def _gauge(v: float) -> Metric:
 
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
-@pytest.mark.parametrize("count,buckets,detail", [
-    (2 ** 63, [1, 2], "count 9223372036854775808 exceeds the metrics table's int64 range"),
-    (2 ** 64 - 1, [1, 2], "count 18446744073709551615 exceeds the metrics table's int64 range"),
-    (3, [1, 2 ** 63], "bucket_counts[1] 9223372036854775808 exceeds the metrics table's int64 range"),
-])
+@pytest.mark.parametrize(
+    "count,buckets,detail",
+    [
+        (2**63, [1, 2], "count 9223372036854775808 exceeds the metrics table's int64 range"),
+        (2**64 - 1, [1, 2], "count 18446744073709551615 exceeds the metrics table's int64 range"),
+        (3, [1, 2**63], "bucket_counts[1] 9223372036854775808 exceeds the metrics table's int64 range"),
+    ],
+)
 def test_histogram_count_beyond_int64_rejects_its_data_point(encoding, count, buckets, detail):
     """Item 7: a valid fixed64 count or bucket count >= 2^63 raised OverflowError."""
     msg = metric_msg([_gauge(1.0), _histogram(count, buckets), _gauge(2.0)])
-    payload = msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    payload = (
+        msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    )
     b = codec_for(encoding, "metric", 65536).decode(raw_batch([payload]))
     accounted(b, 1)
     assert b.rejects.keys() == [(0, 1)]
@@ -192,10 +231,10 @@ def test_histogram_count_beyond_int64_rejects_its_data_point(encoding, count, bu
 
 
 def test_histogram_count_beyond_int64_through_the_graph(graph):
-    out, dead = run(graph, "metrics", [metric_msg([_gauge(1.0), _histogram(2 ** 63, [1, 2])]).SerializeToString()])
+    out, dead = run(graph, "metrics", [metric_msg([_gauge(1.0), _histogram(2**63, [1, 2])]).SerializeToString()])
     assert (out.records_accepted, out.items_in, out.items_accepted, out.items_dead) == (1, 2, 1, 1)
     assert [(r["item_index"], r["reason"]) for r in dead] == [(1, "schema_violation")]
-    assert dead[0]["raw"] == _histogram(2 ** 63, [1, 2]).histogram.data_points[0].SerializeToString()
+    assert dead[0]["raw"] == _histogram(2**63, [1, 2]).histogram.data_points[0].SerializeToString()
 
 
 def test_dead_letters_table_of_an_earlier_version_gains_item_index(tmp_path):
@@ -214,14 +253,20 @@ def test_dead_letters_table_of_an_earlier_version_gains_item_index(tmp_path):
     catalog = open_catalog(spec.storage)
     catalog.create_namespace(spec.storage.namespace)
     old = Schema(*[f for f in DEAD_LETTERS.schema.fields if f.name != "item_index"])
-    catalog.create_table(f"{spec.storage.namespace}.dead_letters", schema=old, partition_spec=DEAD_LETTERS.partition_spec())
+    catalog.create_table(
+        f"{spec.storage.namespace}.dead_letters", schema=old, partition_spec=DEAD_LETTERS.partition_spec()
+    )
     table = ensure_table(catalog, spec.storage.namespace, DEAD_LETTERS)
     field = table.schema().find_field("item_index")
     assert not field.required and "OTLP message" in field.doc
     rejects = Rejects()
     rejects.add(0, "schema_violation", "resource_spans[0].scope_spans[0].spans[3]: no span id", 3)
-    rows = dead_letter_rows(RawBatch("spans", "spans", 0, [b"msg"], [41], [NOW_MS]), rejects, 16384, item_raw=lambda i, k: b"span3")
+    rows = dead_letter_rows(
+        RawBatch("spans", "spans", 0, [b"msg"], [41], [NOW_MS]), rejects, 16384, item_raw=lambda i, k: b"span3"
+    )
     table.append(rows)
     got = table.scan().to_arrow().to_pylist()
     assert [(r["source_offset"], r["item_index"], r["raw"]) for r in got] == [(41, 3, b"span3")]
-    assert ensure_table(catalog, spec.storage.namespace, DEAD_LETTERS).schema() == table.refresh().schema()  # idempotent
+    assert (
+        ensure_table(catalog, spec.storage.namespace, DEAD_LETTERS).schema() == table.refresh().schema()
+    )  # idempotent

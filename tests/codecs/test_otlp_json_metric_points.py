@@ -30,11 +30,14 @@ def points(doc: dict, m: int) -> list[dict]:
     return body["dataPoints"]
 
 
-@pytest.mark.parametrize("field, value, says", [
-    ("asDouble", "lots", "asDouble"),
-    ("timeUnixNano", {"when": "now"}, "timeUnixNano"),
-    ("attributes", 5, "attributes"),
-])
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("asDouble", "lots", "asDouble"),
+        ("timeUnixNano", {"when": "now"}, "timeUnixNano"),
+        ("attributes", 5, "attributes"),
+    ],
+)
 def test_a_wrong_typed_json_data_point_is_rejected_alone(field, value, says):
     doc = doc_of([_gauge(1.0), _gauge(2.0), _gauge(3.0)])
     points(doc, 1)[0][field] = value
@@ -51,7 +54,8 @@ def test_a_wrong_typed_json_data_point_is_rejected_alone(field, value, says):
 def test_a_wrong_typed_histogram_point_next_to_good_ones():
     doc = doc_of([_histogram(3, [1, 2]), _gauge(2.0)])
     doc["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"].append(
-        dict(points(doc, 0)[0], bucketCounts=["1", "two"]))
+        dict(points(doc, 0)[0], bucketCounts=["1", "two"])
+    )
     b = codec_for("otlp_json", "metric", 65536).decode(raw_batch([json.dumps(doc).encode()]))
     accounted(b, 1)
     assert b.items_in == [3]
@@ -64,7 +68,9 @@ def test_a_wrong_typed_metric_field_rejects_that_metric_alone():
     """A metric whose own fields are wrong (aggregationTemporality an object) is one
     rejected item, as an unsupported metric is; the other metrics' points go on."""
     doc = doc_of([_gauge(1.0), _histogram(3, [1, 2]), _gauge(3.0)])
-    doc["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][1]["histogram"]["aggregationTemporality"] = {"not": "an enum"}
+    doc["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][1]["histogram"]["aggregationTemporality"] = {
+        "not": "an enum"
+    }
     b = codec_for("otlp_json", "metric", 65536).decode(raw_batch([json.dumps(doc).encode()]))
     accounted(b, 1)
     assert b.items_in == [3]

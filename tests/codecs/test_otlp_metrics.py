@@ -42,7 +42,9 @@ def rows_of(codec, payloads):
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_sdk_metrics_decode_exactly(encoding):
     msg = export()
-    payload = msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    payload = (
+        msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    )
     b, rows = rows_of(codec_for(encoding, "metric", 1 << 20), [payload])
     assert len(b.rejects) == 0
     by = {(r["name"], tuple(sorted(dict(r["labels"]).items()))): r for r in rows}
@@ -96,16 +98,28 @@ def test_temporality_and_start_time_are_carried(encoding, delta):
     provider.shutdown()
     starts = {name: dp.start_time_unix_nano // 1_000_000 for name, dp in _points(msg)}
     assert all(starts[n] > 0 for n in ("http.requests", "http.inflight", "http.duration_ms"))
-    payload = msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    payload = (
+        msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    )
     b = codec_for(encoding, "metric", 1 << 20).decode(raw_batch([payload]))
     assert b.table.column_names[-4:] == ["temporality", "start_time", "_i", "_item"]
-    got = {r["name"]: (r["kind"], r["value"], r["count"], r["temporality"],
-                       int(r["start_time"].timestamp() * 1000) if r["start_time"] is not None else None) for r in b.table.to_pylist()}
+    got = {
+        r["name"]: (
+            r["kind"],
+            r["value"],
+            r["count"],
+            r["temporality"],
+            int(r["start_time"].timestamp() * 1000) if r["start_time"] is not None else None,
+        )
+        for r in b.table.to_pylist()
+    }
     t = "delta" if delta else "cumulative"
     assert got == {
         "http.requests": ("COUNTER", 3.0, None, t, starts["http.requests"]),
         # cumulative up-down sum: the level (a gauge); a delta one: the net change (a delta counter)
-        "http.inflight": ("COUNTER", -2.0, None, "delta", starts["http.inflight"]) if delta else ("GAUGE", -2.0, None, None, starts["http.inflight"]),
+        "http.inflight": ("COUNTER", -2.0, None, "delta", starts["http.inflight"])
+        if delta
+        else ("GAUGE", -2.0, None, None, starts["http.inflight"]),
         "http.duration_ms": ("HISTOGRAM", None, 1, t, starts["http.duration_ms"]),
         "cpu": ("GAUGE", 0.5, None, None, starts["cpu"] or None),
     }
@@ -118,22 +132,64 @@ def test_summary_keeps_count_sum_and_quantiles(encoding):
     from opentelemetry.proto.metrics.v1 import metrics_pb2
 
     vq = metrics_pb2.SummaryDataPoint.ValueAtQuantile
-    dp = metrics_pb2.SummaryDataPoint(start_time_unix_nano=1_763_000_000_123_456_789, time_unix_nano=1_763_000_060_000_000_000,
-                                      count=12, sum=130.5, attributes=[KeyValue(key="route", value=AnyValue(string_value="/a"))],
-                                      quantile_values=[vq(quantile=0.0, value=1.0), vq(quantile=0.5, value=9.0), vq(quantile=0.999, value=25.0),
-                                                       vq(quantile=1.0, value=float("nan"))])
-    msg = ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
-        scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metrics_pb2.Metric(name="rpc.ms", summary=metrics_pb2.Summary(data_points=[dp]))])])])
-    payload = msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    dp = metrics_pb2.SummaryDataPoint(
+        start_time_unix_nano=1_763_000_000_123_456_789,
+        time_unix_nano=1_763_000_060_000_000_000,
+        count=12,
+        sum=130.5,
+        attributes=[KeyValue(key="route", value=AnyValue(string_value="/a"))],
+        quantile_values=[
+            vq(quantile=0.0, value=1.0),
+            vq(quantile=0.5, value=9.0),
+            vq(quantile=0.999, value=25.0),
+            vq(quantile=1.0, value=float("nan")),
+        ],
+    )
+    msg = ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                scope_metrics=[
+                    metrics_pb2.ScopeMetrics(
+                        metrics=[metrics_pb2.Metric(name="rpc.ms", summary=metrics_pb2.Summary(data_points=[dp]))]
+                    )
+                ]
+            )
+        ]
+    )
+    payload = (
+        msg.SerializeToString() if encoding == "otlp_proto" else json.dumps(json_format.MessageToDict(msg)).encode()
+    )
     b = codec_for(encoding, "metric", 1 << 20).decode(raw_batch([payload]))
     assert len(b.rejects) == 0
-    got = [(r["name"], r["kind"], dict(r["labels"]), r["value"], r["count"], r["sum"], r["temporality"],
-            int(r["timestamp"].timestamp() * 1000), int(r["start_time"].timestamp() * 1000)) for r in b.table.to_pylist()]
+    got = [
+        (
+            r["name"],
+            r["kind"],
+            dict(r["labels"]),
+            r["value"],
+            r["count"],
+            r["sum"],
+            r["temporality"],
+            int(r["timestamp"].timestamp() * 1000),
+            int(r["start_time"].timestamp() * 1000),
+        )
+        for r in b.table.to_pylist()
+    ]
     base = {"route": "/a", "service": "unknown_service"}
     assert got == [
         ("rpc.ms", "SUMMARY", base, None, 12, 130.5, "cumulative", 1_763_000_060_000, 1_763_000_000_123),
         ("rpc.ms", "GAUGE", {**base, "quantile": "0"}, 1.0, None, None, None, 1_763_000_060_000, 1_763_000_000_123),
         ("rpc.ms", "GAUGE", {**base, "quantile": "0.5"}, 9.0, None, None, None, 1_763_000_060_000, 1_763_000_000_123),
-        ("rpc.ms", "GAUGE", {**base, "quantile": "0.999"}, 25.0, None, None, None, 1_763_000_060_000, 1_763_000_000_123),
+        (
+            "rpc.ms",
+            "GAUGE",
+            {**base, "quantile": "0.999"},
+            25.0,
+            None,
+            None,
+            None,
+            1_763_000_060_000,
+            1_763_000_000_123,
+        ),
     ]  # the NaN quantile (no observations) is skipped
     assert b.table.column("_i").to_pylist() == [0, 0, 0, 0]

@@ -19,12 +19,15 @@ from pipelines import DEFAULT_SPEC
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def collect_spec_dict(tmp_path: Path, bootstrap: str, topics: dict[str, str], collect: dict | None = None,
-                      span_codec: str = "otlp_proto") -> dict:
+def collect_spec_dict(
+    tmp_path: Path, bootstrap: str, topics: dict[str, str], collect: dict | None = None, span_codec: str = "otlp_proto"
+) -> dict:
     """The default spec on ``topics`` (event, log, span, metric, dead_letters), warehouse in ``tmp_path``."""
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": bootstrap, "group_id": f"collect-{uuid.uuid4().hex[:8]}", "poll_timeout": "200ms"})
+    d["kafka"].update(
+        {"bootstrap_servers": bootstrap, "group_id": f"collect-{uuid.uuid4().hex[:8]}", "poll_timeout": "200ms"}
+    )
     d["sources"] = [
         {"name": "events", "topic": topics["event"], "signal": "event", "codec": "json"},
         {"name": "logs", "topic": topics["log"], "signal": "log", "codec": "otlp_proto"},
@@ -47,7 +50,10 @@ def collect_spec_dict(tmp_path: Path, bootstrap: str, topics: dict[str, str], co
 
 @pytest.fixture
 def collect_topics(kafka_topic_factory) -> dict[str, str]:
-    return {s: kafka_topic_factory(partitions=2, prefix=f"c{s[:3]}") for s in ("event", "log", "span", "metric", "dead_letters")}
+    return {
+        s: kafka_topic_factory(partitions=2, prefix=f"c{s[:3]}")
+        for s in ("event", "log", "span", "metric", "dead_letters")
+    }
 
 
 class Collector:
@@ -58,8 +64,14 @@ class Collector:
         e = dict(os.environ)
         e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
         e.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path)],
-                                     stdout=subprocess.PIPE, stderr=self.stderr_path.open("w"), env=e, cwd=str(ROOT), text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec_path)],
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open("w"),
+            env=e,
+            cwd=str(ROOT),
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()

@@ -56,8 +56,13 @@ def sdk_telemetry():
     for i in range(20):
         pay.set_attribute(f"attr.{i}", f"value-{i}")
     pay.set_status(Status(StatusCode.ERROR, "card declined"))
-    logger.emit(timestamp=now - 2_800_000_000, context=trace.set_span_in_context(pay), severity_number=SeverityNumber.ERROR,
-                severity_text="ERROR", body="card declined for jane@example.org")
+    logger.emit(
+        timestamp=now - 2_800_000_000,
+        context=trace.set_span_in_context(pay),
+        severity_number=SeverityNumber.ERROR,
+        severity_text="ERROR",
+        body="card declined for jane@example.org",
+    )
     pay.end(end_time=now - 2_700_000_000)
     db = tracer.start_span("SELECT orders", kind=SpanKind.CLIENT, context=ctx, start_time=now - 2_600_000_000)
     db.end(end_time=now - 2_500_000_000)
@@ -65,7 +70,9 @@ def sdk_telemetry():
     root.end(end_time=now - 2_000_000_000)
     quick = tracer.start_span("GET /health", kind=SpanKind.SERVER, start_time=now - 1_000_000_000)
     quick.end(end_time=now - 999_000_000)
-    logger.emit(timestamp=now - 900_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%")
+    logger.emit(
+        timestamp=now - 900_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%"
+    )
     logger.emit(timestamp=now - 800_000_000, severity_number=SeverityNumber.INFO, severity_text="INFO", body="started")
     tp.shutdown()
     lp.shutdown()
@@ -119,30 +126,75 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     c = start_collector(d)
     spans, logs, metrics = sdk_telemetry()
     # the SDK's own OTLP/HTTP exporters, unchanged but for the endpoint (gzip for traces)
-    assert OTLPSpanExporter(endpoint=c.url + "/v1/traces", compression=Compression.Gzip).export(spans) == SpanExportResult.SUCCESS
+    assert (
+        OTLPSpanExporter(endpoint=c.url + "/v1/traces", compression=Compression.Gzip).export(spans)
+        == SpanExportResult.SUCCESS
+    )
     assert OTLPLogExporter(endpoint=c.url + "/v1/logs").export(logs) == LogRecordExportResult.SUCCESS
     assert OTLPMetricExporter(endpoint=c.url + "/v1/metrics").export(metrics) == MetricExportResult.SUCCESS
 
     now = int(time.time() * 1000)
     compact = [  # the design's compact shape, a JSON array
-        {"page": "/signup", "timeStamp": now - 5000, "session_id": "s-a", "user": "u-1",
-         "events": [{"page_view": {}}, {"click": "#next"}, {"scroll": "50%"}, {"error": {"stackTrace": "at f (app.js:1)", "message": "boom"}}]},
-        {"page": "/pricing", "timestamp": iso(now - 4000), "session_id": "s-b", "event_id": "e-b", "events": [{"type": "page_view"}]},
+        {
+            "page": "/signup",
+            "timeStamp": now - 5000,
+            "session_id": "s-a",
+            "user": "u-1",
+            "events": [
+                {"page_view": {}},
+                {"click": "#next"},
+                {"scroll": "50%"},
+                {"error": {"stackTrace": "at f (app.js:1)", "message": "boom"}},
+            ],
+        },
+        {
+            "page": "/pricing",
+            "timestamp": iso(now - 4000),
+            "session_id": "s-b",
+            "event_id": "e-b",
+            "events": [{"type": "page_view"}],
+        },
         {"page": 7, "session_id": "s-c", "events": []},  # rejected at the door: page not a string
     ]
     # no trusted proxies: X-Forwarded-For is not believed, whoever sends it (loopback too)
-    r = requests.post(c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now), "X-Forwarded-For": "198.51.100.9"})
+    r = requests.post(
+        c.url + "/v1/events", json=compact, headers={"X-Obsflow-Sent-At": iso(now), "X-Forwarded-For": "198.51.100.9"}
+    )
     body = r.json()
     assert r.status_code == 200 and (body["accepted"], body["rejected"]) == (2, 1)
     assert body["results"][2]["reason"] == "schema_violation"
-    ndjson = b"\n".join(orjson.dumps({"page": "/docs", "timestamp": iso(now - 3000), "session_id": "s-d", "event_id": f"n-{i}",
-                                      "events": [{"type": "click", "target": f"#b{i}"}]}) for i in range(3))
-    r = requests.post(c.url + "/v1/events", data=gzip.compress(ndjson),
-                      headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"})
+    ndjson = b"\n".join(
+        orjson.dumps(
+            {
+                "page": "/docs",
+                "timestamp": iso(now - 3000),
+                "session_id": "s-d",
+                "event_id": f"n-{i}",
+                "events": [{"type": "click", "target": f"#b{i}"}],
+            }
+        )
+        for i in range(3)
+    )
+    r = requests.post(
+        c.url + "/v1/events",
+        data=gzip.compress(ndjson),
+        headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 200 and r.json()["accepted"] == 3
-    beacon = json.dumps({"batch": [{"page": "/bye", "timestamp": iso(now - 2000), "session_id": "s-e", "event_id": "bcn",
-                                    "events": [{"type": "form_step", "form": "signup", "step": 2, "duration_ms": 1500}]}],
-                         "sent_at": iso(now - 1000)})
+    beacon = json.dumps(
+        {
+            "batch": [
+                {
+                    "page": "/bye",
+                    "timestamp": iso(now - 2000),
+                    "session_id": "s-e",
+                    "event_id": "bcn",
+                    "events": [{"type": "form_step", "form": "signup", "step": 2, "duration_ms": 1500}],
+                }
+            ],
+            "sent_at": iso(now - 1000),
+        }
+    )
     r = requests.post(c.url + "/v1/beacon", data=beacon, headers={"Content-Type": "text/plain;charset=UTF-8"})
     assert r.status_code == 200
     q = urllib.parse.urlencode({"page": "/nojs", "session_id": "s-f", "event_id": "px", "ts": str(now - 1500)})
@@ -165,12 +217,17 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     assigned = [k for k in by_id if k.startswith("d-")]
     assert len(assigned) == 1 and len(assigned[0]) == 34
     env_a = orjson.loads(by_id[assigned[0]].value())
-    assert env_a["events"] == [{"type": "page_view"}, {"type": "click", "target": "#next"}, {"type": "scroll", "depth": 0.5},
-                               {"type": "error", "stackTrace": "at f (app.js:1)", "message": "boom"}]
+    assert env_a["events"] == [
+        {"type": "page_view"},
+        {"type": "click", "target": "#next"},
+        {"type": "scroll", "depth": 0.5},
+        {"type": "error", "stackTrace": "at f (app.js:1)", "message": "boom"},
+    ]
     assert env_a["client_ip"] == "127.0.0.1" and env_a["timestamp"] == iso(now - 5000)
 
     spec = parse_spec(d)
     from runners.bytewax.run import run
+
     run(RunRequest(spec=spec, runner="bytewax", source="kafka", bounded=True))
 
     got_spans = {r["span_id"]: r for r in read_table(spec, "spans").to_pylist()}
@@ -178,7 +235,11 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     for s in spans:
         row = got_spans[format(s.context.span_id, "016x")]
         assert (row["trace_id"], row["name"], row["service"], row["status_code"]) == (
-            format(s.context.trace_id, "032x"), s.name, "checkout", s.status.status_code.name)
+            format(s.context.trace_id, "032x"),
+            s.name,
+            "checkout",
+            s.status.status_code.name,
+        )
     log_rows = sorted((r["level"], r["message"]) for r in read_table(spec, "logs").to_pylist())
     assert log_rows == [("ERROR", "card declined for [EMAIL]"), ("INFO", "started"), ("WARN", "pool at 90%")]
     mrows = read_table(spec, "metrics").to_pylist()
@@ -188,9 +249,23 @@ def test_sdk_exporters_and_http_events_reach_the_tables(kafka_broker, collect_to
     assert by_name["http.requests"]["last"] == 5.0
     assert (by_name["http.latency_ms"]["count"], by_name["http.latency_ms"]["sum"]) == (3, 342.0)
     ev = sorted((r["session_id"], r["event_type"], r["target"]) for r in read_table(spec, "events").to_pylist())
-    assert ev == sorted([("s-a", "page_view", None), ("s-a", "click", "#next"), ("s-a", "scroll", None), ("s-a", "error", None),
-                         ("s-b", "page_view", None), ("s-d", "click", "#b0"), ("s-d", "click", "#b1"), ("s-d", "click", "#b2"),
-                         ("s-e", "form_step", None), ("s-f", "page_view", None)])
+    assert ev == sorted(
+        [
+            ("s-a", "page_view", None),
+            ("s-a", "click", "#next"),
+            ("s-a", "scroll", None),
+            ("s-a", "error", None),
+            ("s-b", "page_view", None),
+            ("s-d", "click", "#b0"),
+            ("s-d", "click", "#b1"),
+            ("s-d", "click", "#b2"),
+            ("s-e", "form_step", None),
+            ("s-f", "page_view", None),
+        ]
+    )
     # the pipeline accepted all the door accepted; the door's reject is its one dead letter, at its offset in the topic
-    dead = [(r["reason"], r["source_topic"], r["source_partition"], r["source_offset"]) for r in read_table(spec, "dead_letters").to_pylist()]
+    dead = [
+        (r["reason"], r["source_topic"], r["source_partition"], r["source_offset"])
+        for r in read_table(spec, "dead_letters").to_pylist()
+    ]
     assert dead == [("schema_violation", collect_topics["event"], rejected[0].partition(), rejected[0].offset())]

@@ -23,29 +23,51 @@ T1, T2 = "0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736"
 
 def otlp_json(now_ns: int) -> dict:
     def span(tid, sid, parent, name, start=True):
-        s = {"traceId": tid, "spanId": sid, "name": name, "kind": 2, "endTimeUnixNano": str(now_ns),
-             "attributes": [{"key": "http.route", "value": {"stringValue": "/x"}}]}
+        s = {
+            "traceId": tid,
+            "spanId": sid,
+            "name": name,
+            "kind": 2,
+            "endTimeUnixNano": str(now_ns),
+            "attributes": [{"key": "http.route", "value": {"stringValue": "/x"}}],
+        }
         if parent:
             s["parentSpanId"] = parent
         if start:
             s["startTimeUnixNano"] = str(now_ns - 2_000_000)
         return s
 
-    return {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "search"}}]},
-        "scopeSpans": [{"scope": {"name": "t"}, "spans": [
-            span(T1, "b7ad6b7169203331", None, "GET /x"),
-            span(T1, "00f067aa0ba902b7", "b7ad6b7169203331", "db"),
-            span(T2, "1111111111111111", None, "broken", start=False),  # no start time: the codec rejects its trace
-        ]}]}]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "search"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "t"},
+                        "spans": [
+                            span(T1, "b7ad6b7169203331", None, "GET /x"),
+                            span(T1, "00f067aa0ba902b7", "b7ad6b7169203331", "db"),
+                            span(
+                                T2, "1111111111111111", None, "broken", start=False
+                            ),  # no start time: the codec rejects its trace
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize("span_codec", ["otlp_json", "json"])
 def test_otlp_json_partial_success_and_codecs(kafka_broker, collect_topics, tmp_path, start_collector, span_codec):
     d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics, span_codec=span_codec)
     c = start_collector(d)
-    r = requests.post(c.url + "/v1/traces", data=orjson.dumps(otlp_json(time.time_ns())),
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        c.url + "/v1/traces",
+        data=orjson.dumps(otlp_json(time.time_ns())),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     ps = r.json()["partialSuccess"]
     assert ps["rejectedSpans"] == "1" and "schema_violation" in ps["errorMessage"]
@@ -58,8 +80,17 @@ def test_otlp_json_partial_success_and_codecs(kafka_broker, collect_topics, tmp_
 
     spec = parse_spec(d)
     from runners.bytewax.run import run
+
     run(RunRequest(spec=spec, runner="bytewax", source="kafka", bounded=True))
-    rows = sorted((s["trace_id"], s["span_id"], s["parent_span_id"], s["name"], s["service"]) for s in read_table(spec, "spans").to_pylist())
-    assert rows == sorted([(T1, "b7ad6b7169203331", None, "GET /x", "search"), (T1, "00f067aa0ba902b7", "b7ad6b7169203331", "db", "search")])
+    rows = sorted(
+        (s["trace_id"], s["span_id"], s["parent_span_id"], s["name"], s["service"])
+        for s in read_table(spec, "spans").to_pylist()
+    )
+    assert rows == sorted(
+        [
+            (T1, "b7ad6b7169203331", None, "GET /x", "search"),
+            (T1, "00f067aa0ba902b7", "b7ad6b7169203331", "db", "search"),
+        ]
+    )
     dead = [(r["reason"], r["source_topic"], r["source_offset"]) for r in read_table(spec, "dead_letters").to_pylist()]
     assert dead == [("schema_violation", collect_topics["span"], rejected[0].offset())]

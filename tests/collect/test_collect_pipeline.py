@@ -53,17 +53,28 @@ def test_clock_skew_corrected_through_door_and_pipeline(kafka_broker, collect_to
     now = int(time.time() * 1000)
 
     def env(eid: str, ts: int, **extra) -> dict:
-        return {"event_id": eid, "page": "/p", "session_id": "s-" + eid, "timestamp": iso(ts), "events": [{"type": "page_view"}],
-                **extra}
+        return {
+            "event_id": eid,
+            "page": "/p",
+            "session_id": "s-" + eid,
+            "timestamp": iso(ts),
+            "events": [{"type": "page_view"}],
+            **extra,
+        }
 
     # a device 3 h behind, sent_at in the header
     slow = now - 3 * HOUR
-    r = requests.post(c.url + "/v1/events", json=[env("behind", slow - 10_000)], headers={"X-Obsflow-Sent-At": iso(slow)})
+    r = requests.post(
+        c.url + "/v1/events", json=[env("behind", slow - 10_000)], headers={"X-Obsflow-Sent-At": iso(slow)}
+    )
     assert r.status_code == 200, r.text
     # a device 2 h ahead, sent_at in the batch
     fast = now + 2 * HOUR
-    r = requests.post(c.url + "/v1/beacon", data=orjson.dumps({"batch": [env("ahead", fast - 20_000)], "sent_at": iso(fast)}),
-                      headers={"Content-Type": "text/plain"})
+    r = requests.post(
+        c.url + "/v1/beacon",
+        data=orjson.dumps({"batch": [env("ahead", fast - 20_000)], "sent_at": iso(fast)}),
+        headers={"Content-Type": "text/plain"},
+    )
     assert r.status_code == 200, r.text
     # a device 10 days behind: without the correction older than max_past (7d), rejected; with it, accepted
     old = now - 10 * DAY
@@ -73,10 +84,14 @@ def test_clock_skew_corrected_through_door_and_pipeline(kafka_broker, collect_to
     r = requests.post(c.url + "/v1/events", json=[env("too-far", now - 2 * DAY, sent_at=now - 40 * DAY)])
     assert r.status_code == 200, r.text
     # no sent_at, and an unreadable one: not corrected
-    r = requests.post(c.url + "/v1/events", json=[env("none", now - 7_000), env("garbage", now - 8_000, sent_at="yesterday")])
+    r = requests.post(
+        c.url + "/v1/events", json=[env("none", now - 7_000), env("garbage", now - 8_000, sent_at="yesterday")]
+    )
     assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
     # an event "after" its own send (a client bug): corrected, but never after the receive time
-    r = requests.post(c.url + "/v1/events", json=[env("after-send", slow + 60_000)], headers={"X-Obsflow-Sent-At": iso(slow)})
+    r = requests.post(
+        c.url + "/v1/events", json=[env("after-send", slow + 60_000)], headers={"X-Obsflow-Sent-At": iso(slow)}
+    )
     assert r.status_code == 200, r.text
 
     received = {}
@@ -99,8 +114,12 @@ def test_clock_skew_corrected_through_door_and_pipeline(kafka_broker, collect_to
 
 
 def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp_path, start_collector):
-    keys = {"keys": [{"name": "web", "kind": "public", "env": "COLLECT_TEST_PUBLIC_KEY"},
-                     {"name": "backend", "kind": "secret", "env": "COLLECT_TEST_SECRET_KEY"}]}
+    keys = {
+        "keys": [
+            {"name": "web", "kind": "public", "env": "COLLECT_TEST_PUBLIC_KEY"},
+            {"name": "backend", "kind": "secret", "env": "COLLECT_TEST_SECRET_KEY"},
+        ]
+    }
     d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics, collect=keys)
     d["outputs"]["dead_letters_topic"] = None  # no dead-letter topic at all: door rejects are still kept
     c = start_collector(d, env={"COLLECT_TEST_PUBLIC_KEY": "pk-1", "COLLECT_TEST_SECRET_KEY": "sk-1"})
@@ -108,15 +127,28 @@ def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp
     now = int(time.time() * 1000)
 
     def env(eid: str, ts: int, **extra) -> dict:
-        return {"event_id": eid, "page": "/p", "session_id": "s-" + eid, "timestamp": iso(ts), "events": [{"type": "page_view"}],
-                **extra}
+        return {
+            "event_id": eid,
+            "page": "/p",
+            "session_id": "s-" + eid,
+            "timestamp": iso(ts),
+            "events": [{"type": "page_view"}],
+            **extra,
+        }
 
     answers = []  # (reason, detail) the door answered, per reject
-    r = requests.post(c.url + "/v1/events", headers=secret, json=[
-        env("ok-1", now - 1000), {**env("bad-page", now - 1000), "page": 7, "user": "jane@example.org"}, "not an object"])
+    r = requests.post(
+        c.url + "/v1/events",
+        headers=secret,
+        json=[
+            env("ok-1", now - 1000),
+            {**env("bad-page", now - 1000), "page": 7, "user": "jane@example.org"},
+            "not an object",
+        ],
+    )
     assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     answers += [(x["reason"], x["detail"]) for x in r.json()["results"] if x["status"] == "rejected"]
-    ndjson = orjson.dumps(env("ok-2", now - 2000)) + b"\n{\"event_id\": \"cut-off\", \"page\n"
+    ndjson = orjson.dumps(env("ok-2", now - 2000)) + b'\n{"event_id": "cut-off", "page\n'
     r = requests.post(c.url + "/v1/events", headers={**secret, "Content-Type": "application/x-ndjson"}, data=ndjson)
     assert r.status_code == 200 and r.json()["rejected"] == 1, r.text
     answers += [(x["reason"], x["detail"]) for x in r.json()["results"] if x["status"] == "rejected"]
@@ -127,14 +159,25 @@ def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp
     assert r.status_code == 400, r.text
     answers += [(x["reason"], x["detail"]) for x in r.json()["results"]]
     # bodies that are not the format at all (400) are kept too, as one format_violation each
-    r = requests.post(c.url + "/v1/events", headers={**secret, "Content-Type": "application/json"}, data=b'[{"page": "/a", ')
+    r = requests.post(
+        c.url + "/v1/events", headers={**secret, "Content-Type": "application/json"}, data=b'[{"page": "/a", '
+    )
     assert r.status_code == 400, r.text
     answers.append(("format_violation", r.json()["error"]))
-    r = requests.post(c.url + "/v1/traces", headers={**secret, "Content-Type": "application/x-protobuf"}, data=b"\x0a\xff\xff\xff")
+    r = requests.post(
+        c.url + "/v1/traces", headers={**secret, "Content-Type": "application/x-protobuf"}, data=b"\x0a\xff\xff\xff"
+    )
     assert r.status_code == 400, r.text
     answers.append(("format_violation", r.json()["error"]))
-    assert [a[0] for a in answers] == ["schema_violation", "schema_violation", "format_violation", "timestamp_out_of_range",
-                                       "size_violation", "format_violation", "format_violation"]
+    assert [a[0] for a in answers] == [
+        "schema_violation",
+        "schema_violation",
+        "format_violation",
+        "timestamp_out_of_range",
+        "size_violation",
+        "format_violation",
+        "format_violation",
+    ]
 
     marked = []
     for signal, n_msgs in (("event", 8), ("span", 1)):
@@ -155,21 +198,44 @@ def test_door_rejects_reach_dead_letters_table(kafka_broker, collect_topics, tmp
     assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == ["ok-1", "ok-2"]
 
 
-def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_topic_factory, collect_topics, tmp_path,
-                                                          start_collector):
+def test_retry_after_a_partial_write_leaves_no_duplicate(
+    kafka_broker, kafka_topic_factory, collect_topics, tmp_path, start_collector
+):
     """One record of a request fails in Kafka while the others would land (the event topic
     takes at most 4 KiB per message; one event is larger and its partition differs): the
     door answers 503 and nothing of the request is visible; once the topic takes it, the
     client's retry of the same body is stored once, exactly."""
-    topics = {**collect_topics, "event": kafka_topic_factory(partitions=2, config={"max.message.bytes": "4096"}, prefix="cev")}
+    topics = {
+        **collect_topics,
+        "event": kafka_topic_factory(partitions=2, config={"max.message.bytes": "4096"}, prefix="cev"),
+    }
     d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, topics, collect={"request_timeout": "5s"})
     c = start_collector(d)
     now = int(time.time() * 1000)
-    noise = "".join(random.Random(7).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=12_000))
-    body = orjson.dumps([
-        {"event_id": f"small-{i}", "page": "/p", "session_id": "s-a", "timestamp": iso(now - 1000), "events": [{"type": "click"}]}
-        for i in range(3)] + [
-        {"event_id": "big", "page": "/" + noise, "session_id": "s-d", "timestamp": iso(now - 1000), "events": [{"type": "click"}]}])
+    noise = "".join(
+        random.Random(7).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=12_000)
+    )
+    body = orjson.dumps(
+        [
+            {
+                "event_id": f"small-{i}",
+                "page": "/p",
+                "session_id": "s-a",
+                "timestamp": iso(now - 1000),
+                "events": [{"type": "click"}],
+            }
+            for i in range(3)
+        ]
+        + [
+            {
+                "event_id": "big",
+                "page": "/" + noise,
+                "session_id": "s-d",
+                "timestamp": iso(now - 1000),
+                "events": [{"type": "click"}],
+            }
+        ]
+    )
     r = requests.post(c.url + "/v1/events", data=body, headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
     assert read_topic(kafka_broker.bootstrap, topics["event"]) == []  # nothing of a 503 request is visible
@@ -181,8 +247,11 @@ def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_top
         ResourceType,
     )
 
-    res = ConfigResource(ResourceType.TOPIC, topics["event"],
-                         incremental_configs=[ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
+    res = ConfigResource(
+        ResourceType.TOPIC,
+        topics["event"],
+        incremental_configs=[ConfigEntry("max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)],
+    )
     admin = kafka_broker.admin()
     for f in admin.incremental_alter_configs([res]).values():
         f.result(30)
@@ -198,5 +267,10 @@ def test_retry_after_a_partial_write_leaves_no_duplicate(kafka_broker, kafka_top
     assert len({m.partition() for m in msgs}) == 2  # the failing record was on another partition than the others
 
     spec = _run(d)
-    assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == ["big", "small-0", "small-1", "small-2"]
+    assert sorted(r["event_id"] for r in read_table(spec, "events").to_pylist()) == [
+        "big",
+        "small-0",
+        "small-1",
+        "small-2",
+    ]
     assert read_table(spec, "dead_letters").num_rows == 0

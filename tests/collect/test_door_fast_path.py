@@ -63,8 +63,14 @@ def _judge_both(requests: list[tuple[list, dict]]) -> tuple[int, int]:
 
 
 def _kw(received_ms: int, public: bool = False, sent_at: str | None = None) -> dict:
-    return {"key_name": "k", "public": public, "client_ip": "203.0.113.9", "user_agent": "ua", "sent_at": sent_at,
-            "received_ms": received_ms}
+    return {
+        "key_name": "k",
+        "public": public,
+        "client_ip": "203.0.113.9",
+        "user_agent": "ua",
+        "sent_at": sent_at,
+        "received_ms": received_ms,
+    }
 
 
 @pytest.mark.parametrize("public", [False, True])
@@ -77,7 +83,7 @@ def test_generator_traffic_same_verdicts(public):
     rng = random.Random(5)
     while pos < len(items):
         n = rng.choice((1, 7, 50))
-        requests.append((items[pos:pos + n], _kw(START_MS + rng.choice((0, 3_600_000, 8 * 86_400_000)), public)))
+        requests.append((items[pos : pos + n], _kw(START_MS + rng.choice((0, 3_600_000, 8 * 86_400_000)), public)))
         pos += n
     fast, rejected = _judge_both(requests)
     assert fast > 1000 and rejected > 150, (fast, rejected)
@@ -95,37 +101,78 @@ def test_fuzz_corpus_same_verdicts():
             for _ in range(size):
                 a, b = rng.choice(good), rng.choice(good)
                 values.append(a if rng.random() < 0.5 else mutate(a, b, "event", "json", rng))
-            requests.append((_items(values), _kw(SEED_MS + rng.randrange(-600_000, 10 * 86_400_000), rng.random() < 0.3)))
+            requests.append(
+                (_items(values), _kw(SEED_MS + rng.randrange(-600_000, 10 * 86_400_000), rng.random() < 0.3))
+            )
     fast, rejected = _judge_both(requests)
     assert fast > 0 and rejected > 50, (fast, rejected)
 
 
-TIMES = ["2026-11-21T10:00:00Z", "2026-11-21 10:00:00Z", "2026-11-21T10:00:00.123456789+01:00", "2026-11-21T10:00:00+0100",
-         "2026-11-21T10:00:00+00:00", "2026-11-21T10:00:00.5Z", "2026-11-21T10:00:00.123456Z", "2026-11-21T10:00:00.1234567Z",
-         "2026-02-29T10:00:00Z", "2024-02-29T10:00:00Z", "2026-11-21T24:00:00Z", "2026-11-21T23:59:60Z", "0001-01-01T00:00:00Z",
-         "1969-12-31T23:59:59.999Z", "2262-01-01T00:00:00Z", "2026-11-21T10:00:00", "2026-11-21t10:00:00z",
-         "2026-11-21T10:00:00.Z", "yesterday", 17, None, "２０２６-11-21T10:00:00Z"]
+TIMES = [
+    "2026-11-21T10:00:00Z",
+    "2026-11-21 10:00:00Z",
+    "2026-11-21T10:00:00.123456789+01:00",
+    "2026-11-21T10:00:00+0100",
+    "2026-11-21T10:00:00+00:00",
+    "2026-11-21T10:00:00.5Z",
+    "2026-11-21T10:00:00.123456Z",
+    "2026-11-21T10:00:00.1234567Z",
+    "2026-02-29T10:00:00Z",
+    "2024-02-29T10:00:00Z",
+    "2026-11-21T24:00:00Z",
+    "2026-11-21T23:59:60Z",
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999Z",
+    "2262-01-01T00:00:00Z",
+    "2026-11-21T10:00:00",
+    "2026-11-21t10:00:00z",
+    "2026-11-21T10:00:00.Z",
+    "yesterday",
+    17,
+    None,
+    "２０２６-11-21T10:00:00Z",
+]
 
 
 def test_edges_same_verdicts():
     received = int(datetime(2026, 11, 21, 10, 0, tzinfo=UTC).timestamp() * 1000)
-    base = {"event_id": "e", "timestamp": "2026-11-21T09:59:00Z", "page": "/", "session_id": "s",
-            "events": [{"type": "click", "step": 2, "depth": 0.5, "duration_ms": 10}]}
+    base = {
+        "event_id": "e",
+        "timestamp": "2026-11-21T09:59:00Z",
+        "page": "/",
+        "session_id": "s",
+        "events": [{"type": "click", "step": 2, "depth": 0.5, "duration_ms": 10}],
+    }
     envs: list = [dict(base, timestamp=ts) for ts in TIMES]
-    for step in [0, -1, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 1.0, "2", True, None]:
+    for step in [0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 1.0, "2", True, None]:
         envs.append({**base, "events": [{"type": "click", "step": step}]})
-    for depth in [0, 1, -0.0, 1e-320, 1e308, 0.1, 12345678901234567, 2 ** 53, "x", None, False]:
+    for depth in [0, 1, -0.0, 1e-320, 1e308, 0.1, 12345678901234567, 2**53, "x", None, False]:
         envs.append({**base, "events": [{"type": "scroll", "depth": depth}]})
-    for dur in [0, -1, 2 ** 63 - 1, 2 ** 63, -(2 ** 63), 1.5, "9"]:
+    for dur in [0, -1, 2**63 - 1, 2**63, -(2**63), 1.5, "9"]:
         envs.append({**base, "events": [{"type": "click", "duration_ms": dur}]})
-    for events in [[], None, [None], [{}], {"type": "x"}, [{"type": "a"}], [{"type": "click", "extra": 1}],
-                   [{"type": 7}], [{"type": "click", "target": 5}], [{"type": "click"}, {"type": "nope"}]]:
+    for events in [
+        [],
+        None,
+        [None],
+        [{}],
+        {"type": "x"},
+        [{"type": "a"}],
+        [{"type": "click", "extra": 1}],
+        [{"type": 7}],
+        [{"type": "click", "target": 5}],
+        [{"type": "click"}, {"type": "nope"}],
+    ]:
         envs.append({**base, "events": events})
     for name in ("event_id", "page", "session_id", "user", "location", "platform", "user_agent"):
         envs += [{**base, name: None}, {**base, name: 1}, {**base, name: ""}, {**base, name: ["x"]}]
         envs.append({k: v for k, v in base.items() if k != name})
-    envs += [{**base, "unknown": 1}, {**base, "timeStamp": "x"}, {**base, "page": "/" + "x" * (MAX_EVENT_BYTES - 300)},
-             {**base, "page": "/" + "x" * MAX_EVENT_BYTES}, {**base, "page": "\u0000 \ud7ff é 😀"}]
+    envs += [
+        {**base, "unknown": 1},
+        {**base, "timeStamp": "x"},
+        {**base, "page": "/" + "x" * (MAX_EVENT_BYTES - 300)},
+        {**base, "page": "/" + "x" * MAX_EVENT_BYTES},
+        {**base, "page": "\u0000 \ud7ff é 😀"},
+    ]
     for n in range(230, 270):  # around max_event_bytes, byte by byte
         envs.append({**base, "page": "/" + "y" * (MAX_EVENT_BYTES - n)})
     # the time window, to the millisecond: max_future 5 min, max_past 7 days, public 1 hour
@@ -135,8 +182,14 @@ def test_edges_same_verdicts():
     for public in (False, True):
         requests.append((json.loads(json.dumps(envs)), _kw(received, public)))
         # clock skew: the device is 2 hours behind (corrected), 2 days behind (over max_clock_skew: not corrected), ahead
-        for sent in (_iso(received - 2 * 3_600_000), _iso(received - 2 * 86_400_000), _iso(received + 600_000),
-                     str(received - 3_600_000), "garbage", _iso(received)):
+        for sent in (
+            _iso(received - 2 * 3_600_000),
+            _iso(received - 2 * 86_400_000),
+            _iso(received + 600_000),
+            str(received - 3_600_000),
+            "garbage",
+            _iso(received),
+        ):
             requests.append((json.loads(json.dumps(envs)), _kw(received, public, sent_at=sent)))
     fast, rejected = _judge_both(requests)
     assert fast > 100 and rejected > 300, (fast, rejected)
@@ -146,7 +199,13 @@ def test_fast_path_really_skips_the_full_pass():
     """A request of plainly valid envelopes is accepted without the codec + validator pass."""
     judge = EventJudge(ValidateStep(kind="validate"), MAX_EVENT_BYTES, PUBLIC_MAX_PAST_S)
     now = int(datetime.now(UTC).timestamp() * 1000)
-    env = {"event_id": "e1", "timestamp": _iso(now - 1000), "page": "/", "session_id": "s", "events": [{"click": "#next"}]}
+    env = {
+        "event_id": "e1",
+        "timestamp": _iso(now - 1000),
+        "page": "/",
+        "session_id": "s",
+        "events": [{"click": "#next"}],
+    }
     calls = []
     judge.codec.decode = lambda raw: calls.append(raw)  # type: ignore[method-assign]
     out = judge.judge([env, dict(env, event_id="e2")], topic="t", **{k: v for k, v in _kw(now).items()})
@@ -178,17 +237,46 @@ def _normalize_edges(received: int) -> list:
     ``client_ip`` and ``user_agent`` given or not, interactions that are and are not the
     compact one-key form, odd ``events`` values, key order."""
     ts = _iso(received - 60_000)
-    base = {"event_id": "e", "timestamp": ts, "page": "/", "session_id": "s", "events": [{"type": "click", "target": "#a"}]}
+    base = {
+        "event_id": "e",
+        "timestamp": ts,
+        "page": "/",
+        "session_id": "s",
+        "events": [{"type": "click", "target": "#a"}],
+    }
     envs: list = [dict(base)]
-    for events in ([{"click": "#next"}], [{"scroll": "50%"}], [{"scroll": 75}], [{"error": {"stackTrace": "at x", "message": "m"}}],
-                   [{"error": "boom"}], [{"form_step": {"form": "signup", "step": 2, "type": "ignored"}}], [{"page_view": None}],
-                   [{"type": "click"}, {"click": "#b"}], [{"click": "#a", "target": "#b"}], [{}], [None, 1, "x"], [[{"click": 1}]],
-                   [{"scroll": {"depth": "25%"}}], [{"type": "scroll", "depth": "50%"}], None, "click", {"click": "#a"}, []):
+    for events in (
+        [{"click": "#next"}],
+        [{"scroll": "50%"}],
+        [{"scroll": 75}],
+        [{"error": {"stackTrace": "at x", "message": "m"}}],
+        [{"error": "boom"}],
+        [{"form_step": {"form": "signup", "step": 2, "type": "ignored"}}],
+        [{"page_view": None}],
+        [{"type": "click"}, {"click": "#b"}],
+        [{"click": "#a", "target": "#b"}],
+        [{}],
+        [None, 1, "x"],
+        [[{"click": 1}]],
+        [{"scroll": {"depth": "25%"}}],
+        [{"type": "scroll", "depth": "50%"}],
+        None,
+        "click",
+        {"click": "#a"},
+        [],
+    ):
         envs.append({**base, "events": events})
-    envs += [{k: v for k, v in base.items() if k != "timestamp"} | {"timeStamp": received - 1000},
-             {**base, "timeStamp": received - 1000}, {**base, "timestamp": received - 1000}, {**base, "timestamp": float(received)},
-             {**base, "timestamp": True}, {**base, "timestamp": -1}, {**base, "timestamp": 1e14}, {**base, "timestamp": None},
-             {k: v for k, v in base.items() if k != "timestamp"}]
+    envs += [
+        {k: v for k, v in base.items() if k != "timestamp"} | {"timeStamp": received - 1000},
+        {**base, "timeStamp": received - 1000},
+        {**base, "timestamp": received - 1000},
+        {**base, "timestamp": float(received)},
+        {**base, "timestamp": True},
+        {**base, "timestamp": -1},
+        {**base, "timestamp": 1e14},
+        {**base, "timestamp": None},
+        {k: v for k, v in base.items() if k != "timestamp"},
+    ]
     for sent in (_iso(received - 3_600_000), received - 3_600_000, "garbage", None, 5, True):
         envs.append({**base, "sent_at": sent})
         envs.append({"sent_at": sent, **base})
@@ -220,8 +308,11 @@ def test_normalization_fast_path_same_payloads():
 
     received = int(datetime(2026, 11, 21, 10, 0, tzinfo=UTC).timestamp() * 1000)
     envs = _normalize_edges(received)
-    gen = [g for g in _items([g.value for g in partition_stream("event", "t", 0, 400, start_ms=START_MS, bad_fraction=0.05)])
-           if not isinstance(g, _Unparsable)]
+    gen = [
+        g
+        for g in _items([g.value for g in partition_stream("event", "t", 0, 400, start_ms=START_MS, bad_fraction=0.05)])
+        if not isinstance(g, _Unparsable)
+    ]
     taken = declined = 0
     for doc in envs + [g for g in gen if isinstance(g, dict)]:
         for trust in (False, True):

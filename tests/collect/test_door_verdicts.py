@@ -17,7 +17,9 @@ RECV = 1_765_051_200_000  # 2025-12-06T20:00:00Z
 
 
 def _event(eid: str, ts: str = "2025-12-06T19:59:00.000Z") -> bytes:
-    return orjson.dumps({"event_id": eid, "page": "/p", "session_id": "s", "timestamp": ts, "events": [{"type": "page_view"}]})
+    return orjson.dumps(
+        {"event_id": eid, "page": "/p", "session_id": "s", "timestamp": ts, "events": [{"type": "page_view"}]}
+    )
 
 
 def _raw(values, headers) -> RawBatch:
@@ -27,9 +29,15 @@ def _raw(values, headers) -> RawBatch:
 
 def test_door_verdict_rejects_the_whole_record_with_its_reason():
     verdict = [(REJECT_HEADER, b"timestamp_out_of_range"), (DETAIL_HEADER, b"too old for a public key")]
-    raw = _raw([_event("ok"), _event("old"), b"{not json", b"{\"x\": 1}"],
-               [None, verdict, [(REJECT_HEADER, b"format_violation"), (DETAIL_HEADER, b"invalid JSON: cut off")],
-                [(REJECT_HEADER, b"made_up"), (DETAIL_HEADER, b"d")]])
+    raw = _raw(
+        [_event("ok"), _event("old"), b"{not json", b'{"x": 1}'],
+        [
+            None,
+            verdict,
+            [(REJECT_HEADER, b"format_violation"), (DETAIL_HEADER, b"invalid JSON: cut off")],
+            [(REJECT_HEADER, b"made_up"), (DETAIL_HEADER, b"d")],
+        ],
+    )
     batch = apply_door_verdicts(codec_for("json", "event", 65536).decode(raw))
     assert batch.table.column("event_id").to_pylist() == ["ok"]  # the decoded row of "old" is gone
     assert list(zip(batch.rejects.indices, batch.rejects.reasons, batch.rejects.details)) == [
@@ -49,7 +57,10 @@ def test_no_headers_no_change():
 
 
 def test_clock_skew_rule():
-    assert clock_skew_ms([("received_at", str(RECV).encode()), ("sent_at", b"2025-12-06T19:00:00Z")]) == (3_600_000, RECV)
+    assert clock_skew_ms([("received_at", str(RECV).encode()), ("sent_at", b"2025-12-06T19:00:00Z")]) == (
+        3_600_000,
+        RECV,
+    )
     assert clock_skew_ms([("received_at", str(RECV).encode()), ("sent_at", b"2025-12-06T21:00:00+01:00")]) == (0, RECV)
     assert clock_skew_ms([("received_at", str(RECV).encode()), ("sent_at", str(RECV - 5).encode())]) == (5, RECV)
     assert clock_skew_ms([("received_at", str(RECV).encode()), ("sent_at", b"yesterday")]) is None
@@ -58,10 +69,22 @@ def test_clock_skew_rule():
     def h(sent: str) -> list:
         return [("received_at", str(RECV).encode()), ("sent_at", sent.encode())]
 
-    raw = _raw([_event("behind", "2025-12-06T18:59:00.000Z"), _event("after-send", "2025-12-06T19:01:00.000Z"), _event("too-far"), _event("plain")],
-               [h("2025-12-06T19:00:00.000Z"), h("2025-12-06T19:00:00.000Z"), h("2025-12-04T19:59:00.000Z"), None])
-    batch = Validator("event", ValidateStep(kind="validate", max_clock_skew="1d"))(codec_for("json", "event", 65536).decode(raw))
-    got = {e: t.isoformat() for e, t in zip(batch.table.column("event_id").to_pylist(), batch.table.column("timestamp").to_pylist())}
+    raw = _raw(
+        [
+            _event("behind", "2025-12-06T18:59:00.000Z"),
+            _event("after-send", "2025-12-06T19:01:00.000Z"),
+            _event("too-far"),
+            _event("plain"),
+        ],
+        [h("2025-12-06T19:00:00.000Z"), h("2025-12-06T19:00:00.000Z"), h("2025-12-04T19:59:00.000Z"), None],
+    )
+    batch = Validator("event", ValidateStep(kind="validate", max_clock_skew="1d"))(
+        codec_for("json", "event", 65536).decode(raw)
+    )
+    got = {
+        e: t.isoformat()
+        for e, t in zip(batch.table.column("event_id").to_pylist(), batch.table.column("timestamp").to_pylist())
+    }
     assert got == {
         "behind": "2025-12-06T19:59:00+00:00",  # 18:59 on a clock 1 h behind
         "after-send": "2025-12-06T20:00:00+00:00",  # 19:01 + 1 h is after the receipt: the receive time

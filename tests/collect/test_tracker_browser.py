@@ -28,8 +28,14 @@ pytestmark = [pytest.mark.collect, pytest.mark.kafka]
 
 TRACKER = Path(__file__).resolve().parents[2] / "collector" / "tracker"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 PAGE = """<!doctype html><html><head><title>Sign up</title>
 <script src="{collector}/tracker.js" data-endpoint="{collector}" data-key="pk-web-1"></script></head>
@@ -53,9 +59,17 @@ STEP = """<fieldset data-obsflow-step="{n}"{hidden}><input id="f{n}" name="f{n}"
 
 
 def page_html(collector: str) -> str:
-    steps = "\n".join(STEP.format(n=n, hidden="" if n == 1 else " hidden", kind="submit" if n == 5 else "button",
-                                  bid="submit" if n == 5 else f"next-{n}", onclick="" if n == 5 else f' onclick="show({n + 1})"',
-                                  label="Sign up" if n == 5 else "Next") for n in range(1, 6))
+    steps = "\n".join(
+        STEP.format(
+            n=n,
+            hidden="" if n == 1 else " hidden",
+            kind="submit" if n == 5 else "button",
+            bid="submit" if n == 5 else f"next-{n}",
+            onclick="" if n == 5 else f' onclick="show({n + 1})"',
+            label="Sign up" if n == 5 else "Next",
+        )
+        for n in range(1, 6)
+    )
     return PAGE.format(collector=collector, steps=steps)
 
 
@@ -96,8 +110,12 @@ def test_tracker_in_chromium_signup_funnel(kafka_broker, collect_topics, tmp_pat
 
     ensure_tracker_built()
     origin, set_html = site
-    d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics, collect={
-        "cors_origins": [origin], "keys": [{"name": "web", "kind": "public", "env": "COLLECT_TEST_WEB_KEY"}]})
+    d = collect_spec_dict(
+        tmp_path,
+        kafka_broker.bootstrap,
+        collect_topics,
+        collect={"cors_origins": [origin], "keys": [{"name": "web", "kind": "public", "env": "COLLECT_TEST_WEB_KEY"}]},
+    )
     c = start_collector(d, env={"COLLECT_TEST_WEB_KEY": "pk-web-1"})
     js = requests.get(c.url + "/tracker.js", timeout=10)
     assert js.status_code == 200 and js.headers["content-type"].startswith("application/javascript")
@@ -145,6 +163,7 @@ def test_tracker_in_chromium_signup_funnel(kafka_broker, collect_topics, tmp_pat
 
     spec = parse_spec(d)
     from runners.bytewax.run import run
+
     run(RunRequest(spec=spec, runner="bytewax", source="kafka", bounded=True))
 
     rows = read_table(spec, "events").to_pylist()
@@ -158,23 +177,48 @@ def test_tracker_in_chromium_signup_funnel(kafka_broker, collect_topics, tmp_pat
     def summary(rs):
         return sorted((r["event_type"], r["target"], r["form_step"], r["scroll_depth"]) for r in rs)
 
-    assert summary(by_session[left]) == sorted([
-        ("page_view", None, None, None), ("form_start", None, None, None), ("click", "#next-1", None, None),
-        ("click", "#next-2", None, None), ("form_step", None, 1, None), ("form_step", None, 2, None), ("form_step", None, 3, None)])
+    assert summary(by_session[left]) == sorted(
+        [
+            ("page_view", None, None, None),
+            ("form_start", None, None, None),
+            ("click", "#next-1", None, None),
+            ("click", "#next-2", None, None),
+            ("form_step", None, 1, None),
+            ("form_step", None, 2, None),
+            ("form_step", None, 3, None),
+        ]
+    )
     assert summary(by_session[done]) == sorted(
-        [("page_view", None, None, None), ("form_start", None, None, None), ("form_submit", None, None, None),
-         ("signup_complete", None, None, None), ("error", None, None, None), ("click", "#submit", None, None)]
+        [
+            ("page_view", None, None, None),
+            ("form_start", None, None, None),
+            ("form_submit", None, None, None),
+            ("signup_complete", None, None, None),
+            ("error", None, None, None),
+            ("click", "#submit", None, None),
+        ]
         + [("click", f"#next-{n}", None, None) for n in range(1, 5)]
         + [("form_step", None, n, None) for n in range(1, 6)]
-        + [("scroll", None, None, depth) for depth in (0.25, 0.5, 0.75, 1.0)])
+        + [("scroll", None, None, depth) for depth in (0.25, 0.5, 0.75, 1.0)]
+    )
     err = next(r for r in by_session[done] if r["event_type"] == "error")
-    assert "jane@example.org" not in (err["error_message"] + (err["error_stack"] or "")) and "[EMAIL]" in err["error_message"]
+    assert (
+        "jane@example.org" not in (err["error_message"] + (err["error_stack"] or ""))
+        and "[EMAIL]" in err["error_message"]
+    )
     assert all(r["page"] == "/signup" and r["browser"] for r in rows)
     assert all(r["duration_ms"] is not None and r["duration_ms"] >= 0 for r in rows if r["event_type"] == "form_step")
 
     sessions = {s["session_id"]: s for s in read_table(spec, "sessions").to_pylist()}
     assert set(sessions) == {done, left}
-    assert (sessions[left]["funnel"], sessions[left]["funnel_steps_reached"], sessions[left]["funnel_last_step"],
-            sessions[left]["abandoned"]) == ("signup", 5, "step_3", True)
-    assert (sessions[done]["funnel_steps_reached"], sessions[done]["funnel_last_step"], sessions[done]["abandoned"]) == (
-        9, "complete", False)
+    assert (
+        sessions[left]["funnel"],
+        sessions[left]["funnel_steps_reached"],
+        sessions[left]["funnel_last_step"],
+        sessions[left]["abandoned"],
+    ) == ("signup", 5, "step_3", True)
+    assert (
+        sessions[done]["funnel_steps_reached"],
+        sessions[done]["funnel_last_step"],
+        sessions[done]["abandoned"],
+    ) == (9, "complete", False)

@@ -72,8 +72,14 @@ def test_allow_header_is_sorted_in_every_process(tmp_path):
     seen = {}
     for seed in SEEDS:
         env["PYTHONHASHSEED"] = str(seed)
-        res = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "wh")], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(tmp_path / "wh")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         seen[seed] = json.loads(res.stdout.strip().splitlines()[-1])
     assert seen == {seed: WANT for seed in SEEDS}

@@ -14,8 +14,16 @@ from collector.app import HttpError, Unreadable
 from collector.events import BodyError
 from collector.otlp import BadRequest
 from collector.producer import Unavailable
-from core.errors import (EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, ConfigurationError, ObsflowError, ServiceUnavailable,
-                         causes, is_transient)
+from core.errors import (
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ConfigurationError,
+    ObsflowError,
+    ServiceUnavailable,
+    causes,
+    is_transient,
+)
 from infra.flink import FlinkSetupError
 from infra.kafka import KafkaSetupError
 from infra.otelcol import OtelcolSetupError
@@ -88,7 +96,18 @@ def _error_classes_in_source() -> set[str]:
     """Every class in the project's packages whose bases name an exception (…Error,
     …Exception, …Unavailable, …Request), private control-flow classes (``_Bad``) aside."""
     names = set()
-    for pkg in ("core", "schemas", "transforms", "sinks", "sources", "pipelines", "runners", "collector", "ui", "infra"):
+    for pkg in (
+        "core",
+        "schemas",
+        "transforms",
+        "sinks",
+        "sources",
+        "pipelines",
+        "runners",
+        "collector",
+        "ui",
+        "infra",
+    ):
         for path in (REPO / pkg).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
@@ -103,11 +122,17 @@ NOT_YET = {"BadParam": "ui/ (the web app, written at the same time): a bad query
 
 
 def test_every_error_class_in_the_source_is_covered_here():
-    covered = {c[0].__name__ for c in CLASSES} | {"FlinkRestError", "ObsflowError", "ConfigurationError", "ServiceUnavailable"}
+    covered = {c[0].__name__ for c in CLASSES} | {
+        "FlinkRestError",
+        "ObsflowError",
+        "ConfigurationError",
+        "ServiceUnavailable",
+    }
     assert _error_classes_in_source() - covered - set(NOT_YET) == set()
 
 
 # -- the CLI's one mapping ------------------------------------------------------------------
+
 
 def _raised(outer: BaseException, inner: BaseException | None = None) -> BaseException:
     """``outer`` raised, wrapping ``inner`` (as an engine wraps what an operator raised)."""
@@ -124,21 +149,37 @@ def _raised(outer: BaseException, inner: BaseException | None = None) -> BaseExc
         return e
 
 
-@pytest.mark.parametrize("error,code,line", [
-    (SpecError("bad.yaml", [("kafka.poll_timeout", "expected a duration")]), 2,
-     "obsflow: invalid pipeline spec bad.yaml:\n  kafka.poll_timeout: expected a duration"),
-    (UsageError("obsflow maintain: --table: no table 'x'"), 2, "obsflow maintain: --table: no table 'x'"),
-    (MissingKeyError("set the environment variable OBSFLOW_PSEUDONYM_KEY"), 2,
-     "obsflow: set the environment variable OBSFLOW_PSEUDONYM_KEY (or pass --dev-key for a local trial)"),
-    (MissingTopicError("topic t missing"), 2, "obsflow: topic t missing"),
-    (DeliveryError("1 Kafka message(s) to alerts were not delivered"), 3,
-     "obsflow: Kafka output failed: 1 Kafka message(s) to alerts were not delivered"),
-    (KafkaUnavailableError("Kafka at 127.0.0.1:9 is not reachable"), 3, "obsflow: Kafka at 127.0.0.1:9 is not reachable"),
-    (StorageUnavailable("storage unavailable for 120s"), 3, "obsflow: storage unavailable for 120s"),
-    (ConnectionRefusedError("refused"), 3, "obsflow: refused"),
-    (FlinkRestError(404, "no job j1"), 2, "obsflow: no job j1"),
-    (SubmitError("job failed"), 1, "obsflow: submit: job failed"),
-])
+@pytest.mark.parametrize(
+    "error,code,line",
+    [
+        (
+            SpecError("bad.yaml", [("kafka.poll_timeout", "expected a duration")]),
+            2,
+            "obsflow: invalid pipeline spec bad.yaml:\n  kafka.poll_timeout: expected a duration",
+        ),
+        (UsageError("obsflow maintain: --table: no table 'x'"), 2, "obsflow maintain: --table: no table 'x'"),
+        (
+            MissingKeyError("set the environment variable OBSFLOW_PSEUDONYM_KEY"),
+            2,
+            "obsflow: set the environment variable OBSFLOW_PSEUDONYM_KEY (or pass --dev-key for a local trial)",
+        ),
+        (MissingTopicError("topic t missing"), 2, "obsflow: topic t missing"),
+        (
+            DeliveryError("1 Kafka message(s) to alerts were not delivered"),
+            3,
+            "obsflow: Kafka output failed: 1 Kafka message(s) to alerts were not delivered",
+        ),
+        (
+            KafkaUnavailableError("Kafka at 127.0.0.1:9 is not reachable"),
+            3,
+            "obsflow: Kafka at 127.0.0.1:9 is not reachable",
+        ),
+        (StorageUnavailable("storage unavailable for 120s"), 3, "obsflow: storage unavailable for 120s"),
+        (ConnectionRefusedError("refused"), 3, "obsflow: refused"),
+        (FlinkRestError(404, "no job j1"), 2, "obsflow: no job j1"),
+        (SubmitError("job failed"), 1, "obsflow: submit: job failed"),
+    ],
+)
 def test_cli_maps_each_error_to_its_exit_code_and_line(error, code, line):
     assert failure(_raised(error)) == (code, line)
 

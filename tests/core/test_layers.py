@@ -56,7 +56,7 @@ def runtime_imports(tree: ast.AST, module: str, is_package: bool):
             if node.level:
                 base = module.split(".")
                 base = base if is_package else base[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -64,7 +64,9 @@ def runtime_imports(tree: ast.AST, module: str, is_package: bool):
             yield node.lineno, target
             for a in node.names:
                 sub = f"{target}.{a.name}"
-                if (REPO / Path(*sub.split("."))).with_suffix(".py").exists() or (REPO / Path(*sub.split("."))).is_dir():
+                if (REPO / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    REPO / Path(*sub.split("."))
+                ).is_dir():
                     yield node.lineno, sub
         stack.extend(ast.iter_child_nodes(node))
 
@@ -111,7 +113,9 @@ def test_every_package_of_the_source_tree_is_in_a_layer():
 
 
 def test_layer_of_reads_the_longest_prefix():
-    assert layer_of("pipelines.spec") < layer_of("sinks.iceberg") < layer_of("pipelines.graph") < layer_of("runners.cli")
+    assert (
+        layer_of("pipelines.spec") < layer_of("sinks.iceberg") < layer_of("pipelines.graph") < layer_of("runners.cli")
+    )
     assert layer_of("pipelines.stages") == layer_of("pipelines.stages.global_stage") == layer_of("pipelines.graph")
     assert layer_of("core.errors") == 0 and layer_of("infra.kafka") is None
 
@@ -120,15 +124,18 @@ def test_no_upward_import():
     found = upward(import_edges())
     new = {k: v for k, v in found.items() if k not in KNOWN_UPWARD}
     assert new == {}, "imports that go up core.LAYERS (or into test tooling):\n" + "\n".join(
-        f"  {w}" for ws in new.values() for w in ws)
+        f"  {w}" for ws in new.values() for w in ws
+    )
     gone = KNOWN_UPWARD - set(found)
     assert gone == set(), f"remove from KNOWN_UPWARD, they are fixed: {sorted(gone)}"
 
 
 def test_the_check_sees_an_upward_import(tmp_path):
     """The check itself: a function-local upward import is found, a TYPE_CHECKING one is not."""
-    code = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipelines.spec import ScrubStep\n"
-            "def f():\n    from runners.stats import STATS\n    from core.batch import RawBatch\n")
+    code = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipelines.spec import ScrubStep\n"
+        "def f():\n    from runners.stats import STATS\n    from core.batch import RawBatch\n"
+    )
     imports = [t for _, t in runtime_imports(ast.parse(code), "transforms.x", False)]
     edges = [("transforms.x", t, "x") for t in imports if t.split(".")[0] in ("runners", "core", "pipelines")]
     assert list(upward(edges)) == [("transforms.x", "runners.stats")]

@@ -12,15 +12,42 @@ pytestmark = pytest.mark.alerts
 
 ALERTS = {
     "rules": [
-        {"name": "HighErrorRate", "select": {"metric": "err_rate", "value": "last"}, "op": ">", "threshold": 0.1,
-         "for": "2m", "keep_firing_for": "90s", "severity": "P2",
-         "annotations": {"summary": "{{ $labels.service }} error rate {{ $value }}", "runbook_url": "https://runbooks/errors"}},
-        {"name": "ServiceDown", "select": {"metric": "up", "value": "last"}, "op": "<", "threshold": 1, "severity": "P0",
-         "annotations": {"runbook_url": "https://runbooks/down"}},
+        {
+            "name": "HighErrorRate",
+            "select": {"metric": "err_rate", "value": "last"},
+            "op": ">",
+            "threshold": 0.1,
+            "for": "2m",
+            "keep_firing_for": "90s",
+            "severity": "P2",
+            "annotations": {
+                "summary": "{{ $labels.service }} error rate {{ $value }}",
+                "runbook_url": "https://runbooks/errors",
+            },
+        },
+        {
+            "name": "ServiceDown",
+            "select": {"metric": "up", "value": "last"},
+            "op": "<",
+            "threshold": 1,
+            "severity": "P0",
+            "annotations": {"runbook_url": "https://runbooks/down"},
+        },
     ],
-    "route": {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "1m", "repeat_interval": "3m",
-              "routes": [{"matchers": ['severity=~"P0|P1"'], "receiver": "pager"}, {"matchers": ['severity="P2"'], "receiver": "ticket"}]},
-    "inhibit_rules": [{"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}],
+    "route": {
+        "receiver": "default",
+        "group_by": ["alertname"],
+        "group_wait": "30s",
+        "group_interval": "1m",
+        "repeat_interval": "3m",
+        "routes": [
+            {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
+            {"matchers": ['severity="P2"'], "receiver": "ticket"},
+        ],
+    },
+    "inhibit_rules": [
+        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
+    ],
 }
 
 
@@ -42,27 +69,49 @@ def test_alert_timeline_end_to_end(runner, tmp_path):
     spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}, ALERTS)
     delivered.reset()
     run(runner, spec, source())
-    rows = read_table(spec, "alerts").sort_by([("ts", "ascending"), ("rule", "ascending"), ("status", "ascending")]).to_pylist()
+    rows = (
+        read_table(spec, "alerts")
+        .sort_by([("ts", "ascending"), ("rule", "ascending"), ("status", "ascending")])
+        .to_pylist()
+    )
     t = lambda x: (int(x.timestamp() * 1000) - BASE) // 1000 if x is not None else None  # noqa: E731
-    got = [(t(r["ts"]), r["rule"], dict(r["labels"])["service"], r["status"], t(r["starts_at"]), t(r["ends_at"])) for r in rows]
+    got = [
+        (t(r["ts"]), r["rule"], dict(r["labels"])["service"], r["status"], t(r["starts_at"]), t(r["ends_at"]))
+        for r in rows
+    ]
     # pending rows when the condition first holds (starts_at = activeAt); ServiceDown (for: 0) fires at once
-    assert got == [(120, "HighErrorRate", "a", "pending", 120, None),
-                   (240, "HighErrorRate", "a", "firing", 240, None), (240, "HighErrorRate", "b", "pending", 240, None),
-                   (300, "ServiceDown", "b", "firing", 300, None),
-                   (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+    assert got == [
+        (120, "HighErrorRate", "a", "pending", 120, None),
+        (240, "HighErrorRate", "a", "firing", 240, None),
+        (240, "HighErrorRate", "b", "pending", 240, None),
+        (300, "ServiceDown", "b", "firing", 300, None),
+        (360, "HighErrorRate", "b", "firing", 360, None),
+        (600, "HighErrorRate", "a", "resolved", 240, 600),
+    ]
     assert [r["value"] for r in rows if r["status"] == "pending"] == [0.2, 0.5]
     assert dict(rows[1]["annotations"]) == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
     # only firing / resolved are sent on (Prometheus sends Alertmanager nothing while pending)
     sent = [e for kind, e in delivered.RECORD if kind == "event"]
     assert [((e.at - BASE) // 1000, e.rule, e.labels["service"], e.status) for e in sent] == [
-        (240, "HighErrorRate", "a", "firing"), (300, "ServiceDown", "b", "firing"), (360, "HighErrorRate", "b", "firing"),
-        (600, "HighErrorRate", "a", "resolved")]
+        (240, "HighErrorRate", "a", "firing"),
+        (300, "ServiceDown", "b", "firing"),
+        (360, "HighErrorRate", "b", "firing"),
+        (600, "HighErrorRate", "a", "resolved"),
+    ]
     notes = [n for kind, n in delivered.RECORD if kind == "notification"]
-    assert [((n.at - BASE) // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat)
-            for n in notes] == [
-        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),   # group_wait after 4m
+    assert [
+        (
+            (n.at - BASE) // 1000,
+            n.receiver,
+            n.status,
+            [(a.rule, a.labels["service"], a.status) for a in n.alerts],
+            n.repeat,
+        )
+        for n in notes
+    ] == [
+        (270, "ticket", "firing", [("HighErrorRate", "a", "firing")], False),  # group_wait after 4m
         (330, "pager", "firing", [("ServiceDown", "b", "firing")], False),
-        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),    # repeat_interval; b is inhibited
+        (450, "ticket", "firing", [("HighErrorRate", "a", "firing")], True),  # repeat_interval; b is inhibited
         (510, "pager", "firing", [("ServiceDown", "b", "firing")], True),
         (630, "ticket", "resolved", [("HighErrorRate", "a", "resolved")], False),
         (690, "pager", "firing", [("ServiceDown", "b", "firing")], True),
@@ -78,17 +127,26 @@ def test_pipeline_alerts_reach_a_real_alertmanager(runner, tmp_path):
 
     from infra import alertmanager
 
-    server = alertmanager.start(alerting=ALERTS)  # config generated from the spec's route tree; needs the Debian package
+    server = alertmanager.start(
+        alerting=ALERTS
+    )  # config generated from the spec's route tree; needs the Debian package
     try:
-        spec = metric_spec(tmp_path, {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"},
-                           {**ALERTS, "alertmanager_url": server.url})
+        spec = metric_spec(
+            tmp_path,
+            {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"},
+            {**ALERTS, "alertmanager_url": server.url},
+        )
         delivered.reset()
         run(runner, spec, source())
         with urllib.request.urlopen(f"{server.url}/api/v2/alerts?active=true&silenced=false&inhibited=true") as r:
             got = json.loads(r.read())
     finally:
         server.stop(remove_data=True)
-    active = sorted((a["labels"]["alertname"], a["labels"]["service"]) for a in got if a["status"]["state"] in ("active", "suppressed"))
+    active = sorted(
+        (a["labels"]["alertname"], a["labels"]["service"])
+        for a in got
+        if a["status"]["state"] in ("active", "suppressed")
+    )
     assert ("ServiceDown", "b") in active and ("HighErrorRate", "b") in active
     assert ("HighErrorRate", "a") not in active  # resolved at 600 s
     # routed by the spec's route tree in the real Alertmanager: P0 → pager, P2 → ticket
@@ -110,8 +168,14 @@ def test_still_firing_alerts_are_resent_from_the_global_stage(runner, tmp_path):
     run(runner, spec, source())
     resent = [e for kind, e in delivered.RECORD if kind == "resend"]
     assert [((e.at - BASE) // 1000, e.rule, e.labels["service"], (e.valid_until - e.at) // 1000) for e in resent] == [
-        (360, "HighErrorRate", "a", 240), (420, "ServiceDown", "b", 240), (480, "HighErrorRate", "a", 240),
-        (480, "HighErrorRate", "b", 240), (540, "ServiceDown", "b", 240), (600, "HighErrorRate", "b", 240),
-        (660, "ServiceDown", "b", 240), (720, "HighErrorRate", "b", 240)]
+        (360, "HighErrorRate", "a", 240),
+        (420, "ServiceDown", "b", 240),
+        (480, "HighErrorRate", "a", 240),
+        (480, "HighErrorRate", "b", 240),
+        (540, "ServiceDown", "b", 240),
+        (600, "HighErrorRate", "b", 240),
+        (660, "ServiceDown", "b", 240),
+        (720, "HighErrorRate", "b", 240),
+    ]
     assert all(e.status == "firing" and e.resend for e in resent)
     assert read_table(spec, "alerts").num_rows == 6 and len([k for k, _ in delivered.RECORD if k == "event"]) == 4

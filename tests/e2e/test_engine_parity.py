@@ -22,7 +22,16 @@ from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import read_table, strip_traces
-from tests.e2e.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, run_inproc, spec_data, write_spec
+from tests.e2e.test_kafka_pipeline import (
+    PARTITIONS,
+    TOPIC_CONFIG,
+    Expected,
+    check_exact,
+    produce,
+    run_inproc,
+    spec_data,
+    write_spec,
+)
 
 TABLES = ("events", "logs", "dead_letters")
 
@@ -47,16 +56,22 @@ def positions(spec) -> dict[str, dict[str, int]]:
 @pytest.mark.kafka
 @pytest.mark.flink
 @pytest.mark.slow
-def test_same_tables_on_direct_flink_bytewax_and_bytewax_cluster(flink_cluster, kafka_broker, kafka_topic_factory,  # noqa: F811
-                                                                   tmp_path):
+def test_same_tables_on_direct_flink_bytewax_and_bytewax_cluster(
+    flink_cluster,  # noqa: F811
+    kafka_broker,
+    kafka_topic_factory,  # noqa: F811
+    tmp_path,
+):
     topics = {n: kafka_topic_factory(partitions=PARTITIONS, config=TOPIC_CONFIG, prefix=n) for n in ("events", "logs")}
     expected = Expected()
     produce(kafka_broker.bootstrap, topics, 150, expected, tombstones=True)
     ends = {f"{t}:{p}": 151 for t in topics.values() for p in range(PARTITIONS)}
     # each table records the partitions of the topics that feed it; dead letters come from both
-    want = {"events": {k: v for k, v in ends.items() if k.startswith(topics["events"] + ":")},
-            "logs": {k: v for k, v in ends.items() if k.startswith(topics["logs"] + ":")},
-            "dead_letters": ends}
+    want = {
+        "events": {k: v for k, v in ends.items() if k.startswith(topics["events"] + ":")},
+        "logs": {k: v for k, v in ends.items() if k.startswith(topics["logs"] + ":")},
+        "dead_letters": ends,
+    }
 
     def spec_for(name: str):
         data = strip_traces(spec_data(tmp_path / name, kafka_broker.bootstrap, topics, max_seconds=1, batch=120))
@@ -77,14 +92,21 @@ def test_same_tables_on_direct_flink_bytewax_and_bytewax_cluster(flink_cluster, 
     from runners.flink_rest import FlinkRest
 
     _, specs["flink"] = spec_for("flink")
-    sub = submit(specs["flink"], flink_cluster.master, worker_pool=f"127.0.0.1:{flink_cluster.ensure_worker_pool()}",
-                 job_name="obsflow-parity")
+    sub = submit(
+        specs["flink"],
+        flink_cluster.master,
+        worker_pool=f"127.0.0.1:{flink_cluster.ensure_worker_pool()}",
+        job_name="obsflow-parity",
+    )
     rest = FlinkRest(flink_cluster.master)
     try:
         deadline = time.monotonic() + 150
         while positions(specs["flink"]) != want:
-            behind = {t: {k.rsplit("-", 1)[-1]: v for k, v in pos.items() if v != want[t].get(k)} | {"missing": sorted(set(want[t]) - set(pos))}
-                      for t, pos in positions(specs["flink"]).items()}
+            behind = {
+                t: {k.rsplit("-", 1)[-1]: v for k, v in pos.items() if v != want[t].get(k)}
+                | {"missing": sorted(set(want[t]) - set(pos))}
+                for t, pos in positions(specs["flink"]).items()
+            }
             assert time.monotonic() < deadline, behind
             assert rest.state(sub.job.jid) == "RUNNING"
             time.sleep(1.0)

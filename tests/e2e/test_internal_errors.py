@@ -62,7 +62,11 @@ def poison_rollups(monkeypatch) -> None:
     def patched(self, item):
         out = process(self, item)
         t = getattr(item, "table", None)
-        if t is not None and t.num_rows and any(POISON_LABEL in (labels or []) for labels in t.column("labels").to_pylist()):
+        if (
+            t is not None
+            and t.num_rows
+            and any(POISON_LABEL in (labels or []) for labels in t.column("labels").to_pylist())
+        ):
             raise ValueError("test-only stage step fails on a poison sample")
         return out
 
@@ -70,15 +74,28 @@ def poison_rollups(monkeypatch) -> None:
 
 
 def log_line(k: int, ts_ms: int, poison: bool = False) -> bytes:
-    return json.dumps({"timestamp": iso(ts_ms), "level": "ERROR", "service": "checkout",
-                       "message": f"{POISON} {k}" if poison else f"line {k}", "trace_id": None, "span_id": None,
-                       "request_id": f"r{k}", "user_id": None, "host": "h", "env": "prod", "attributes": {}}).encode()
+    return json.dumps(
+        {
+            "timestamp": iso(ts_ms),
+            "level": "ERROR",
+            "service": "checkout",
+            "message": f"{POISON} {k}" if poison else f"line {k}",
+            "trace_id": None,
+            "span_id": None,
+            "request_id": f"r{k}",
+            "user_id": None,
+            "host": "h",
+            "env": "prod",
+            "attributes": {},
+        }
+    ).encode()
 
 
 def sample(k: int, ts_ms: int, poison: bool = False) -> bytes:
     labels = {"service": "checkout", **dict([POISON_LABEL] if poison else [])}
-    return json.dumps({"name": "http.requests", "kind": "GAUGE", "timestamp": iso(ts_ms), "labels": labels,
-                       "value": float(k)}).encode()
+    return json.dumps(
+        {"name": "http.requests", "kind": "GAUGE", "timestamp": iso(ts_ms), "labels": labels, "value": float(k)}
+    ).encode()
 
 
 def local(tmp_path):
@@ -89,6 +106,7 @@ def local(tmp_path):
 
 
 # -- in process: the graph and the guarded stages ------------------------------------------------
+
 
 def test_flow_step_raising_on_a_record_isolates_it(tmp_path, monkeypatch):
     STATS.reset()
@@ -101,8 +119,10 @@ def test_flow_step_raising_on_a_record_isolates_it(tmp_path, monkeypatch):
     assert (out.first_offset, out.next_offset) == (0, 7)
     assert sorted(out.rows["logs"].column("source_offset").to_pylist()) == [0, 1, 2, 4, 5]
     d = out.rows["dead_letters"].sort_by("source_offset").to_pylist()
-    assert [(r["source_offset"], r["reason"], r["raw"]) for r in d] == [(3, "internal_error", values[3]),
-                                                                        (6, "internal_error", values[6])]
+    assert [(r["source_offset"], r["reason"], r["raw"]) for r in d] == [
+        (3, "internal_error", values[3]),
+        (6, "internal_error", values[6]),
+    ]
     assert d[0]["detail"] == f"flow 'service_logs' raised RuntimeError: test-only step fails on {POISON}"
     # the rollups' derived samples (log.errors) still come from the five good lines, and the
     # stage inputs cover the whole batch's positions
@@ -133,16 +153,20 @@ def test_a_step_rejecting_without_a_detail_ends_as_an_internal_error(tmp_path):
     assert (out.records_accepted, out.records_dead) == (2, 1)
     d = out.rows["dead_letters"].to_pylist()
     assert [(r["source_offset"], r["reason"], r["raw"]) for r in d] == [(1, "internal_error", values[1])]
-    assert d[0]["detail"].startswith("flow 'service_logs' raised ValueError: dead letter without detail: "
-                                     "reason 'schema_violation', detail None, logs:0 offset 1")
+    assert d[0]["detail"].startswith(
+        "flow 'service_logs' raised ValueError: dead letter without detail: "
+        "reason 'schema_violation', detail None, logs:0 offset 1"
+    )
 
 
 def test_stage_raising_after_taking_an_input_is_undone_and_the_record_isolated(tmp_path, monkeypatch):
     STATS.reset()
     poison_rollups(monkeypatch)
     spec = parse_spec(local(tmp_path))
-    batches = [raw("metrics", [sample(k, INGEST - 1000, poison=k == 4) for k in range(6)]),
-               raw("metrics", [sample(k, INGEST - 1000) for k in range(6, 9)])]
+    batches = [
+        raw("metrics", [sample(k, INGEST - 1000, poison=k == 4) for k in range(6)]),
+        raw("metrics", [sample(k, INGEST - 1000) for k in range(6, 9)]),
+    ]
     batches[1].offsets = [6, 7, 8]
     flows, tables = drive(spec, batches)
     assert [f.records_accepted for f in flows] == [6, 3]
@@ -152,9 +176,12 @@ def test_stage_raising_after_taking_an_input_is_undone_and_the_record_isolated(t
     assert not [r for r in tables["metrics"].to_pylist() if POISON_LABEL in (r["labels"] or [])]
     d = tables["dead_letters"].to_pylist()
     assert [(r["reason"], r["source_topic"], r["source_partition"], r["source_offset"]) for r in d] == [
-        ("internal_error", "metrics", 0, 4)]
-    assert d[0]["detail"] == ("metrics stage raised ValueError: test-only stage step fails on a poison sample"
-                              "; raw is the decoded row re-encoded")
+        ("internal_error", "metrics", 0, 4)
+    ]
+    assert d[0]["detail"] == (
+        "metrics stage raised ValueError: test-only stage step fails on a poison sample"
+        "; raw is the decoded row re-encoded"
+    )
     assert json.loads(d[0]["raw"])["labels"] == {"poison": "pill", "service": "checkout"}
     assert STATS.internal_errors == {"stage:metrics": 1}
     m = generate_latest(registry(STATS)).decode()
@@ -187,6 +214,7 @@ def test_guarded_stage_replays_what_it_took_since_its_last_snapshot(tmp_path, mo
 
 # -- over Kafka, on both engines, across a restart ---------------------------------------------------
 
+
 def produce(bootstrap: str, topic: str, values: list[bytes], ts_ms: int) -> None:
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     for v in values:
@@ -196,16 +224,23 @@ def produce(bootstrap: str, topic: str, values: list[bytes], ts_ms: int) -> None
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("runner", ["bytewax", "beam"])
-def test_poison_records_over_kafka_are_dead_letters_and_a_restart_goes_on(runner, kafka_broker, kafka_topic_factory,
-                                                                        tmp_path, monkeypatch):
+def test_poison_records_over_kafka_are_dead_letters_and_a_restart_goes_on(
+    runner, kafka_broker, kafka_topic_factory, tmp_path, monkeypatch
+):
     from tests.e2e.test_kafka_pipeline import run_inproc
 
     poison_flows(monkeypatch)
     poison_rollups(monkeypatch)
     topics = {name: kafka_topic_factory(partitions=1, prefix=name) for name in ("events", "logs", "metrics")}
     d = local(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "poll_batch_size": 50, "poll_timeout": "200ms",
-                       "group_id": f"obsflow-test-{tmp_path.name}"})
+    d["kafka"].update(
+        {
+            "bootstrap_servers": kafka_broker.bootstrap,
+            "poll_batch_size": 50,
+            "poll_timeout": "200ms",
+            "group_id": f"obsflow-test-{tmp_path.name}",
+        }
+    )
     for s in d["sources"]:
         s["topic"], s["partitions"] = topics[s["name"]], 1
     spec = parse_spec(d)
@@ -221,10 +256,17 @@ def test_poison_records_over_kafka_are_dead_letters_and_a_restart_goes_on(runner
         dl = read_table(spec, "dead_letters").to_pylist()
         assert sorted((r["source_topic"], r["source_offset"], r["reason"]) for r in dl) == sorted(
             [(topics["logs"], k, "internal_error") for k in poison_logs]
-            + [(topics["metrics"], k, "internal_error") for k in poison_samples])
-        m = [r for r in read_table(spec, "metrics").to_pylist() if r["name"] == "http.requests" and r["resolution"] == "1m"]
+            + [(topics["metrics"], k, "internal_error") for k in poison_samples]
+        )
+        m = [
+            r
+            for r in read_table(spec, "metrics").to_pylist()
+            if r["name"] == "http.requests" and r["resolution"] == "1m"
+        ]
         assert sum(r["count"] for r in m) == n_logs - len(poison_samples)
-        derived = [r for r in read_table(spec, "metrics").to_pylist() if r["name"] == "log.errors" and r["resolution"] == "1m"]
+        derived = [
+            r for r in read_table(spec, "metrics").to_pylist() if r["name"] == "log.errors" and r["resolution"] == "1m"
+        ]
         assert sum(r["count"] for r in derived) == n_logs - len(poison_logs)
 
     def summary() -> tuple:
@@ -242,7 +284,12 @@ def test_poison_records_over_kafka_are_dead_letters_and_a_restart_goes_on(runner
     assert STATS.records_in == 0 and not STATS.internal_errors, summary()
     check(60, {17, 40}, {25})
     # and goes on with new records, a poison one among them
-    produce(kafka_broker.bootstrap, topics["logs"], [log_line(k, t0 + 10 * k, poison=k == 70) for k in range(60, 80)], t0 + 2000)
+    produce(
+        kafka_broker.bootstrap,
+        topics["logs"],
+        [log_line(k, t0 + 10 * k, poison=k == 70) for k in range(60, 80)],
+        t0 + 2000,
+    )
     produce(kafka_broker.bootstrap, topics["metrics"], [sample(k, t0 + 10 * k) for k in range(60, 80)], t0 + 2000)
     run_inproc(runner, spec)
     assert (STATS.records_in, dict(STATS.internal_errors)) == (40, {"flow:logs": 1}), summary()

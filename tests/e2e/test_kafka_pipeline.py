@@ -40,21 +40,29 @@ TOPIC_CONFIG = {"retention.ms": "-1"}  # generated timestamps are in the past: k
 
 # -- helpers ------------------------------------------------------------------------------
 
+
 class Expected:
     """What the tables must hold: per table the exact (topic, partition, offset) set."""
 
     def __init__(self):
         self.events: Counter = Counter()  # (topic, p, off) -> rows (interactions)
         self.logs: set = set()
-        self.dead: dict = {}              # (topic, p, off) -> reason
+        self.dead: dict = {}  # (topic, p, off) -> reason
 
     @property
     def records(self) -> int:
         return len(self.events) + len(self.logs) + len(self.dead)
 
 
-def produce(bootstrap: str, topics: dict[str, str], per_partition: int, expected: Expected, *,
-            skip: int = 0, tombstones: bool = False) -> None:
+def produce(
+    bootstrap: str,
+    topics: dict[str, str],
+    per_partition: int,
+    expected: Expected,
+    *,
+    skip: int = 0,
+    tombstones: bool = False,
+) -> None:
     """Produce records ``skip .. skip+per_partition`` of each partition's generated stream
     (to partition p of each signal's topic), recording what each must become."""
     import json
@@ -64,8 +72,9 @@ def produce(bootstrap: str, topics: dict[str, str], per_partition: int, expected
     for source, topic in topics.items():
         signal = SIGNALS[source]
         for part in range(PARTITIONS):
-            stream = partition_stream(signal, topic, part, skip + per_partition, start_ms=START_MS, rate_per_s=500.0,
-                                    bad_fraction=0.04)
+            stream = partition_stream(
+                signal, topic, part, skip + per_partition, start_ms=START_MS, rate_per_s=500.0, bad_fraction=0.04
+            )
             items = [(g.value, g.timestamp_ms, g.label) for g in stream][skip:]
             if tombstones:
                 items.append((None, START_MS + 1000, "format_violation"))
@@ -85,9 +94,15 @@ def produce(bootstrap: str, topics: dict[str, str], per_partition: int, expected
             for k, (value, ts, label) in enumerate(items):
                 while True:
                     try:
-                        p.produce(topic, value=value, key=f"{source}-{part}-{skip + k}".encode(), partition=part,
-                                  timestamp=ts, headers=[("producer", b"test_kafka_pipeline")],
-                                  on_delivery=lambda err, msg, v=value, lab=label, f=on_delivery: f(err, msg, v, lab))
+                        p.produce(
+                            topic,
+                            value=value,
+                            key=f"{source}-{part}-{skip + k}".encode(),
+                            partition=part,
+                            timestamp=ts,
+                            headers=[("producer", b"test_kafka_pipeline")],
+                            on_delivery=lambda err, msg, v=value, lab=label, f=on_delivery: f(err, msg, v, lab),
+                        )
                         break
                     except BufferError:
                         p.poll(0.1)
@@ -95,13 +110,28 @@ def produce(bootstrap: str, topics: dict[str, str], per_partition: int, expected
     assert not errors, errors[:3]
 
 
-def spec_data(warehouse: Path, bootstrap: str, topics: dict[str, str], *, max_rows: int = 200_000,
-              max_seconds: float = 5, batch: int = 1000, **kafka) -> dict:
+def spec_data(
+    warehouse: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    *,
+    max_rows: int = 200_000,
+    max_seconds: float = 5,
+    batch: int = 1000,
+    **kafka,
+) -> dict:
     data = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))  # events and logs only: exactly predictable
     data["storage"]["catalog"]["warehouse"] = str(warehouse)
     data["storage"]["commit"] = {"max_rows": max_rows, "max_seconds": f"{max_seconds}s"}
-    data["kafka"].update({"bootstrap_servers": bootstrap, "poll_batch_size": batch, "poll_timeout": "200ms",
-                          "group_id": f"obsflow-test-{warehouse.name}", **kafka})
+    data["kafka"].update(
+        {
+            "bootstrap_servers": bootstrap,
+            "poll_batch_size": batch,
+            "poll_timeout": "200ms",
+            "group_id": f"obsflow-test-{warehouse.name}",
+            **kafka,
+        }
+    )
     for s in data["sources"]:
         s["topic"] = topics.get(s["name"], s["topic"])
     return data
@@ -114,7 +144,11 @@ def write_spec(path: Path, data: dict) -> Path:
 
 def check_exact(spec, expected: Expected) -> None:
     """Tables + dead letters hold exactly the produced records: nothing lost, nothing twice."""
-    ev = read_table(spec, "events").select(["source_topic", "source_partition", "source_offset", "event_index"]).to_pylist()
+    ev = (
+        read_table(spec, "events")
+        .select(["source_topic", "source_partition", "source_offset", "event_index"])
+        .to_pylist()
+    )
     ev_keys = [(r["source_topic"], r["source_partition"], r["source_offset"], r["event_index"]) for r in ev]
     assert len(ev_keys) == len(set(ev_keys)), "duplicate event rows"
     got_events = Counter(k[:3] for k in ev_keys)
@@ -124,7 +158,11 @@ def check_exact(spec, expected: Expected) -> None:
     log_keys = [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in logs]
     assert len(log_keys) == len(set(log_keys)), "duplicate log rows"
     assert set(log_keys) == expected.logs
-    dl = read_table(spec, "dead_letters").select(["source_topic", "source_partition", "source_offset", "reason"]).to_pylist()
+    dl = (
+        read_table(spec, "dead_letters")
+        .select(["source_topic", "source_partition", "source_offset", "reason"])
+        .to_pylist()
+    )
     dl_keys = [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in dl]
     assert len(dl_keys) == len(set(dl_keys)), "duplicate dead letters"
     assert {k: r["reason"] for k, r in zip(dl_keys, dl)} == expected.dead
@@ -141,8 +179,20 @@ def run_inproc(runner: str, spec, **kw):
 
 
 def cli(spec_path: Path, runner: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runners.cli", "run", "--source", "kafka", "--runner", runner,
-            "--spec", str(spec_path), "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "run",
+        "--source",
+        "kafka",
+        "--runner",
+        runner,
+        "--spec",
+        str(spec_path),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def catalog_state(warehouse: Path) -> tuple:
@@ -185,13 +235,19 @@ def topics(kafka_topic_factory) -> dict[str, str]:
 
 # -- bounded runs: exactly what was produced ----------------------------------------------
 
+
 @pytest.mark.kafka
 @pytest.mark.parametrize("runner", ["bytewax", "beam"])
 def test_bounded_run_lands_exactly_the_produced_records(runner, kafka_broker, topics, tmp_path):
     expected = Expected()
     produce(kafka_broker.bootstrap, topics, 250, expected, tombstones=True)
-    assert set(expected.dead.values()) == {"format_violation", "schema_violation", "size_violation",
-                                           "timestamp_out_of_range", "enrichment_failure"}
+    assert set(expected.dead.values()) == {
+        "format_violation",
+        "schema_violation",
+        "size_violation",
+        "timestamp_out_of_range",
+        "enrichment_failure",
+    }
     spec = parse_spec(spec_data(tmp_path / "wh", kafka_broker.bootstrap, topics, batch=300))
     resumed = run_inproc(runner, spec)
     assert resumed == {}
@@ -219,6 +275,7 @@ def test_bounded_run_lands_exactly_the_produced_records(runner, kafka_broker, to
 
 # -- kill -9 at random points: effectively-once ------------------------------------------
 
+
 @pytest.mark.kafka
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["bytewax", "beam"])
@@ -233,7 +290,9 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(runner, kafka_broke
     kills, produced = 0, per
     for attempt in range(8):
         before = catalog_state(wh)
-        proc = subprocess.Popen(cli(path, runner, "--bounded"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cli(path, runner, "--bounded"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         try:
             if wait_for_commit(wh, proc, before):
                 time.sleep(rng.uniform(0.0, 1.5))
@@ -260,6 +319,7 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(runner, kafka_broke
 
 # -- unbounded: records arriving while the job runs are committed on time ---------------
 
+
 @pytest.mark.kafka
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["bytewax", "beam"])
@@ -273,8 +333,9 @@ def test_unbounded_run_commits_new_records_while_running(runner, kafka_broker, t
     path = write_spec(tmp_path / "spec.yaml", data)
     # a run far longer than every wait below (each only guards a hang): its final flush, at
     # the end of its duration, cannot be what commits the records
-    proc = subprocess.Popen(cli(path, runner, "--duration", "3600"), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cli(path, runner, "--duration", "3600"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 300
         while len(catalog_state(wh)) < 3 and proc.poll() is None and time.monotonic() < deadline:
@@ -311,21 +372,32 @@ def wait_until_exact(spec, expected: Expected, proc: subprocess.Popen, timeout: 
 
 # -- broker restart mid-run ---------------------------------------------------------------
 
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_broker_restart_mid_run_loses_nothing(private_kafka_broker, tmp_path):
     broker = private_kafka_broker
-    topics = {name: broker.create_topic(f"{name}-restart", partitions=PARTITIONS, config=TOPIC_CONFIG) for name in SIGNALS}
+    topics = {
+        name: broker.create_topic(f"{name}-restart", partitions=PARTITIONS, config=TOPIC_CONFIG) for name in SIGNALS
+    }
     expected = Expected()
     produce(broker.bootstrap, topics, 400, expected)
     wh = tmp_path / "wh"
     # small fetch queues, so the job really fetches after the restart instead of from its prefetch
-    data = spec_data(wh, broker.bootstrap, topics, max_rows=150, max_seconds=0.5, batch=100,
-                     config={"queued.max.messages.kbytes": "64", "max.partition.fetch.bytes": "16384"})
+    data = spec_data(
+        wh,
+        broker.bootstrap,
+        topics,
+        max_rows=150,
+        max_seconds=0.5,
+        batch=100,
+        config={"queued.max.messages.kbytes": "64", "max.partition.fetch.bytes": "16384"},
+    )
     path = write_spec(tmp_path / "spec.yaml", data)
     env = {k: v for k, v in os.environ.items() if k != "OBSFLOW_KAFKA_BOOTSTRAP"}  # this broker, not a shared one
-    proc = subprocess.Popen(cli(path, "bytewax", "--bounded"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env)
+    proc = subprocess.Popen(
+        cli(path, "bytewax", "--bounded"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
     try:
         assert wait_for_commit(wh, proc, catalog_state(wh)), "the job ended before the broker could be restarted"
         broker.kill()
@@ -349,6 +421,7 @@ def test_broker_restart_mid_run_loses_nothing(private_kafka_broker, tmp_path):
 
 # -- bad conditions: clear errors ---------------------------------------------------------
 
+
 @pytest.mark.kafka
 def test_missing_topic_is_a_clear_error(kafka_broker, tmp_path, capsys):
     from runners.cli import main
@@ -367,8 +440,14 @@ def test_broker_down_at_start_retries_then_says_what_to_start(tmp_path, capsys, 
 
     monkeypatch.delenv("OBSFLOW_KAFKA_BOOTSTRAP", raising=False)
 
-    data = spec_data(tmp_path / "wh", f"127.0.0.1:{free_port()}", {}, connect_retries=2, connect_backoff="100ms",
-                     connect_timeout="500ms")
+    data = spec_data(
+        tmp_path / "wh",
+        f"127.0.0.1:{free_port()}",
+        {},
+        connect_retries=2,
+        connect_backoff="100ms",
+        connect_timeout="500ms",
+    )
     path = write_spec(tmp_path / "spec.yaml", data)
     started = time.monotonic()
     rc = main(["run", "--source", "kafka", "--runner", "beam", "--spec", str(path), "--bounded", "--no-progress"])
@@ -382,6 +461,7 @@ def test_broker_down_at_start_retries_then_says_what_to_start(tmp_path, capsys, 
 
 
 # -- topic patterns -----------------------------------------------------------------------
+
 
 @pytest.mark.kafka
 def test_topic_pattern_discovers_every_matching_partition(kafka_broker, kafka_topic_factory, tmp_path):

@@ -35,8 +35,9 @@ def make_telemetry():
     consumer, one slow without errors (6.1 s, nested), one quick; plus log records inside
     the first trace and outside any trace."""
     now = time.time_ns()
-    resource = Resource.create({"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod",
-                                "deploy.replicas": 3})
+    resource = Resource.create(
+        {"service.name": "checkout", "host.name": "web-1", "deployment.environment.name": "prod", "deploy.replicas": 3}
+    )
     spans_out = InMemorySpanExporter()
     tp = TracerProvider(resource=resource)
     tp.add_span_processor(SimpleSpanProcessor(spans_out))
@@ -50,24 +51,42 @@ def make_telemetry():
     ctx = trace.set_span_in_context(root)
     pay = tracer.start_span("POST payments", kind=SpanKind.CLIENT, context=ctx, start_time=now - 8_900_000_000)
     pay.set_status(Status(StatusCode.ERROR, "card declined"))
-    pay.set_attributes({"http.response.status_code": 402, "payment.retry": True, "payment.amount": 12.5, "payment.id": "p-17",
-                        "payment.big": 2**53 + 3})
-    logger.emit(timestamp=now - 8_800_000_000, context=trace.set_span_in_context(pay), severity_number=SeverityNumber.INFO,
-                severity_text="INFO", body="charging card for user jane@example.org")
+    pay.set_attributes(
+        {
+            "http.response.status_code": 402,
+            "payment.retry": True,
+            "payment.amount": 12.5,
+            "payment.id": "p-17",
+            "payment.big": 2**53 + 3,
+        }
+    )
+    logger.emit(
+        timestamp=now - 8_800_000_000,
+        context=trace.set_span_in_context(pay),
+        severity_number=SeverityNumber.INFO,
+        severity_text="INFO",
+        body="charging card for user jane@example.org",
+    )
     pay.end(end_time=now - 8_700_000_000)
     slow = tracer.start_span("consume order", kind=SpanKind.CONSUMER, context=ctx, start_time=now - 8_600_000_000)
     slow.end(end_time=now - 1_100_000_000)  # 7.5 s
     root.set_status(Status(StatusCode.ERROR, "upstream failed"))
     root.end(end_time=now - 1_000_000_000)
     export = tracer.start_span("GET /export", kind=SpanKind.SERVER, start_time=now - 7_000_000_000)
-    query = tracer.start_span("query warehouse", kind=SpanKind.CLIENT, context=trace.set_span_in_context(export),
-                              start_time=now - 6_900_000_000)
+    query = tracer.start_span(
+        "query warehouse",
+        kind=SpanKind.CLIENT,
+        context=trace.set_span_in_context(export),
+        start_time=now - 6_900_000_000,
+    )
     query.set_status(Status(StatusCode.OK))
     query.end(end_time=now - 1_000_000_000)
     export.end(end_time=now - 900_000_000)  # trace duration 6.1 s, over the 5 s latency threshold, no error
     quick = tracer.start_span("GET /health", kind=SpanKind.SERVER, start_time=now - 500_000_000)
     quick.end(end_time=now - 499_000_000)
-    logger.emit(timestamp=now - 400_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%")
+    logger.emit(
+        timestamp=now - 400_000_000, severity_number=SeverityNumber.WARN, severity_text="WARN", body="pool at 90%"
+    )
     tp.shutdown()
     lp.shutdown()
     return spans_out.get_finished_spans(), logs_out.get_finished_logs()
@@ -103,8 +122,10 @@ def spec_for(tmp_path, bootstrap, topics):
     for f in d["flows"]:
         for st in f["steps"]:
             if st["kind"] == "tail_sample":
-                st["sampler"]["policies"] = [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
-                                             {"name": "slow", "type": "latency", "latency": {"threshold_ms": 5000}}]
+                st["sampler"]["policies"] = [
+                    {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                    {"name": "slow", "type": "latency", "latency": {"threshold_ms": 5000}},
+                ]
             if st["kind"] == "log_sample":
                 st["config"] = {"sampling_percentage": 0}
     return parse_spec(d)
@@ -144,15 +165,25 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
         # non-string value in `attribute_types` (int64 exact)
         assert dict(r["resource_types"]) == {"deploy.replicas": "int"} and dict(r["resource"])["deploy.replicas"] == "3"
         if s.name == "POST payments":
-            assert dict(r["attributes"]) == {"http.response.status_code": "402", "payment.retry": "true",
-                                             "payment.amount": "12.5", "payment.id": "p-17", "payment.big": "9007199254740995"}
-            assert dict(r["attribute_types"]) == {"http.response.status_code": "int", "payment.retry": "bool",
-                                                  "payment.amount": "double", "payment.big": "int"}
+            assert dict(r["attributes"]) == {
+                "http.response.status_code": "402",
+                "payment.retry": "true",
+                "payment.amount": "12.5",
+                "payment.id": "p-17",
+                "payment.big": "9007199254740995",
+            }
+            assert dict(r["attribute_types"]) == {
+                "http.response.status_code": "int",
+                "payment.retry": "bool",
+                "payment.amount": "double",
+                "payment.big": "int",
+            }
         else:
             assert r["attribute_types"] is None
     traces = {t["trace_id"]: t for t in read_table(spec, "traces").to_pylist()}
-    assert {k: (t["root_name"], t["span_count"], t["error_count"], t["sampling_policy"]) for k, t in traces.items()} == {
-        failing: ("POST /checkout", 3, 2, "errors"), slow: ("GET /export", 2, 0, "slow")}
+    assert {
+        k: (t["root_name"], t["span_count"], t["error_count"], t["sampling_policy"]) for k, t in traces.items()
+    } == {failing: ("POST /checkout", 3, 2, "errors"), slow: ("GET /export", 2, 0, "slow")}
     assert traces[failing]["trace_duration_ms"] == pytest.approx(8000.0, abs=0.01)
     assert traces[slow]["trace_duration_ms"] == pytest.approx(6100.0, abs=0.01)
 
@@ -168,8 +199,12 @@ def test_sdk_telemetry_lands_in_the_tables(produced, tmp_path, runner):
     assert [(d["source_topic"], d["reason"]) for d in dl] == [(topics["otlp_spans"], "format_violation")]
     assert healthy not in traces and healthy not in {r["trace_id"] for r in got.values()}
     # the quick trace is the one trace (one span) the sampler did not keep, and the run stats say so
-    assert dict(STATS.tail_sampling) == {("dropped_spans", "not_sampled"): 1, ("dropped_traces", "not_sampled"): 1,
-                                         ("traces", "sampled"): 2, ("traces", "not_sampled"): 1}
+    assert dict(STATS.tail_sampling) == {
+        ("dropped_spans", "not_sampled"): 1,
+        ("dropped_traces", "not_sampled"): 1,
+        ("traces", "sampled"): 2,
+        ("traces", "not_sampled"): 1,
+    }
 
 
 @pytest.mark.metrics
@@ -200,14 +235,26 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
 
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"otlpm-{tmp_path.name}", "poll_timeout": "200ms"})
+    d["kafka"].update(
+        {"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"otlpm-{tmp_path.name}", "poll_timeout": "200ms"}
+    )
     d["sources"] = [{"name": "metrics", "topic": topic, "signal": "metric", "codec": "otlp_proto"}]
     d["flows"] = [f for f in d["flows"] if f["source"] == "metrics"]
     for st in d["flows"][0]["steps"]:
         st.pop("derive", None)
-    d["alerts"] = {"rules": [{"name": "SlowCheckout", "select": {"metric": "http.latency_ms", "value": "p99"}, "op": ">",
-                              "threshold": 1000, "severity": "P2", "annotations": {"runbook_url": "https://runbooks/slow"}}],
-                   "route": {"group_by": ["alertname"], "group_wait": "0s"}}
+    d["alerts"] = {
+        "rules": [
+            {
+                "name": "SlowCheckout",
+                "select": {"metric": "http.latency_ms", "value": "p99"},
+                "op": ">",
+                "threshold": 1000,
+                "severity": "P2",
+                "annotations": {"runbook_url": "https://runbooks/slow"},
+            }
+        ],
+        "route": {"group_by": ["alertname"], "group_wait": "0s"},
+    }
     d["outputs"] = {"alerts_topic": alerts_topic}
     spec = parse_spec(d)
     STATS.reset()
@@ -229,10 +276,18 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
 
     # the p99 of 3000 ms fires the rule: one firing row in obs.alerts and the same event on the alerts topic
     alerts = read_table(spec, "alerts").to_pylist()
-    assert [(a["rule"], a["status"], dict(a["labels"])["route"]) for a in alerts] == [("SlowCheckout", "firing", "/checkout")]
+    assert [(a["rule"], a["status"], dict(a["labels"])["route"]) for a in alerts] == [
+        ("SlowCheckout", "firing", "/checkout")
+    ]
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"read-{tmp_path.name}", "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "group.id": f"read-{tmp_path.name}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.subscribe([alerts_topic])
     msgs, deadline = [], time.time() + 20
     while time.time() < deadline and not msgs:
@@ -245,4 +300,8 @@ def test_sdk_metrics_through_kafka_into_rollups(kafka_broker, tmp_path, runner):
     assert len(msgs) == 1
     event = _json.loads(msgs[0].value())
     assert event["fingerprint"] == alerts[0]["fingerprint"] and msgs[0].key().decode() == alerts[0]["fingerprint"]
-    assert (event["rule"], event["status"], event["annotations"]["runbook_url"]) == ("SlowCheckout", "firing", "https://runbooks/slow")
+    assert (event["rule"], event["status"], event["annotations"]["runbook_url"]) == (
+        "SlowCheckout",
+        "firing",
+        "https://runbooks/slow",
+    )

@@ -29,7 +29,9 @@ from sinks.iceberg import _WrittenFiles
 from tests.helpers import START_MS, engine_run, local_spec, read_table
 
 COUNT = 600
-ALL_ONLY = pytest.mark.skipif(not os.environ.get("OBSFLOW_ONCE_ALL"), reason="long variant: OBSFLOW_ONCE_ALL=1 (make once-all)")
+ALL_ONLY = pytest.mark.skipif(
+    not os.environ.get("OBSFLOW_ONCE_ALL"), reason="long variant: OBSFLOW_ONCE_ALL=1 (make once-all)"
+)
 
 
 def tables(spec) -> dict[str, list[tuple]]:
@@ -68,8 +70,16 @@ def run(runner: str, spec, rate: float = 20.0) -> None:
     """``COUNT`` records per source at ``rate`` a second of event time (at 20: traces decided and
     windows closed during the run; at 5, 2 minutes: longer than the trace stage holds its
     positions back (decision_wait + log_wait), so they move during the run)."""
-    req = RunRequest(spec=spec, runner=runner, count=COUNT, start_ms=START_MS, seed=7, batch_size=200, bad_fraction=0.15,
-                     rate_per_s=rate)
+    req = RunRequest(
+        spec=spec,
+        runner=runner,
+        count=COUNT,
+        start_ms=START_MS,
+        seed=7,
+        batch_size=200,
+        bad_fraction=0.15,
+        rate_per_s=rate,
+    )
     engine_run(req)
 
 
@@ -103,13 +113,23 @@ def fail_from_commit(monkeypatch, table: str, n: int) -> Counter:
 
 
 @pytest.mark.traces
-@pytest.mark.parametrize("runner, table, max_rows, log_sampling", [
-    ("bytewax", "dead_letters", 150, False), ("beam", "dead_letters", 150, False), ("bytewax", "metrics", 150, False),
-    # tables a stage derives (traces) and log lines that wait for their trace's decision (log sampling on);
-    # CI runs one per engine, OBSFLOW_ONCE_ALL=1 (make once-all) the others too
-    ("bytewax", "traces", 10, True), pytest.param("beam", "traces", 10, True, marks=ALL_ONLY),
-    pytest.param("bytewax", "logs", 60, True, marks=ALL_ONLY), ("beam", "logs", 60, True)])
-def test_a_table_whose_commit_failed_for_good_catches_up_alone(runner, table, max_rows, log_sampling, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "runner, table, max_rows, log_sampling",
+    [
+        ("bytewax", "dead_letters", 150, False),
+        ("beam", "dead_letters", 150, False),
+        ("bytewax", "metrics", 150, False),
+        # tables a stage derives (traces) and log lines that wait for their trace's decision (log sampling on);
+        # CI runs one per engine, OBSFLOW_ONCE_ALL=1 (make once-all) the others too
+        ("bytewax", "traces", 10, True),
+        pytest.param("beam", "traces", 10, True, marks=ALL_ONLY),
+        pytest.param("bytewax", "logs", 60, True, marks=ALL_ONLY),
+        ("beam", "logs", 60, True),
+    ],
+)
+def test_a_table_whose_commit_failed_for_good_catches_up_alone(
+    runner, table, max_rows, log_sampling, tmp_path, monkeypatch
+):
     rate = 5.0 if log_sampling else 20.0
     want = spec_at(tmp_path / "reference", max_rows, log_sampling)
     with monkeypatch.context() as m:
@@ -135,7 +155,13 @@ def test_a_table_whose_commit_failed_for_good_catches_up_alone(runner, table, ma
     for name in expected:
         extra = Counter(got[name]) - Counter(expected[name])
         missing = Counter(expected[name]) - Counter(got[name])
-        assert not extra and not missing, (name, sum(extra.values()), sum(missing.values()), list(extra)[:2], list(missing)[:2])
+        assert not extra and not missing, (
+            name,
+            sum(extra.values()),
+            sum(missing.values()),
+            list(extra)[:2],
+            list(missing)[:2],
+        )
         assert got[name] == expected[name], name
     assert catch_up_plan(spec) == []
     # a third run changes nothing

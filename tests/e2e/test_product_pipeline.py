@@ -12,10 +12,17 @@ from tests.helpers import run
 
 pytestmark = pytest.mark.metrics
 
-STEPS = [("view", lambda e, p: e["type"] == "page_view" and p == "/signup"),
-         ("form_start", lambda e, p: e["type"] == "form_start")]
-STEPS += [(f"step_{i}", (lambda i: lambda e, p: e["type"] == "form_step" and e.get("step") == i)(i)) for i in range(1, 6)]
-STEPS += [("submit", lambda e, p: e["type"] == "form_submit"), ("complete", lambda e, p: e["type"] == "signup_complete")]
+STEPS = [
+    ("view", lambda e, p: e["type"] == "page_view" and p == "/signup"),
+    ("form_start", lambda e, p: e["type"] == "form_start"),
+]
+STEPS += [
+    (f"step_{i}", (lambda i: lambda e, p: e["type"] == "form_step" and e.get("step") == i)(i)) for i in range(1, 6)
+]
+STEPS += [
+    ("submit", lambda e, p: e["type"] == "form_submit"),
+    ("complete", lambda e, p: e["type"] == "signup_complete"),
+]
 
 
 def expected(spec, count):
@@ -65,17 +72,23 @@ def test_sessions_and_funnel_match_the_generator(tmp_path):
     assert reached["form_start"] > reached["complete"] > 0
 
 
-STACK_A = ("TypeError: Cannot read properties of undefined (reading 'value')\n"
-           "    at submitForm (https://app.example.com/static/js/main.3f9a1b2c.js:123:45)\n"
-           "    at HTMLButtonElement.onClick (https://app.example.com/static/js/vendor.js:77:12)")
-STACK_A2 = STACK_A.replace("3f9a1b2c", "0badcafe").replace(":123:45", ":9:1")   # same fingerprint
-STACK_C = "RangeError: Invalid array length\n    at renderPrice (https://app.example.com/static/js/price.7c1e2d3f.js:5:2)"
+STACK_A = (
+    "TypeError: Cannot read properties of undefined (reading 'value')\n"
+    "    at submitForm (https://app.example.com/static/js/main.3f9a1b2c.js:123:45)\n"
+    "    at HTMLButtonElement.onClick (https://app.example.com/static/js/vendor.js:77:12)"
+)
+STACK_A2 = STACK_A.replace("3f9a1b2c", "0badcafe").replace(":123:45", ":9:1")  # same fingerprint
+STACK_C = (
+    "RangeError: Invalid array length\n    at renderPrice (https://app.example.com/static/js/price.7c1e2d3f.js:5:2)"
+)
 
 
 def _envelope(sid, ts, events, page="/"):
     from tests.helpers import iso
 
-    return json.dumps({"event_id": f"e-{sid}-{ts}", "timestamp": iso(ts), "page": page, "session_id": sid, "events": events}).encode()
+    return json.dumps(
+        {"event_id": f"e-{sid}-{ts}", "timestamp": iso(ts), "page": page, "session_id": sid, "events": events}
+    ).encode()
 
 
 def _err(stack, message):
@@ -95,31 +108,70 @@ def test_error_groups_first_last_seen_and_sessionless_events(runner, tmp_path):
 
     H = 3_600_000
     t0 = (BASE // H + 1) * H  # an hour boundary: report windows [t0, t0+1h), [t0+1h, t0+2h)
-    recs = {0: [(_envelope("s1", t0 + 1_000, [{"type": "page_view"}]), t0 + 1_000),
-                (_envelope("s1", t0 + 10_000, [_err(STACK_A, "m1")]), t0 + 10_000),
-                (_envelope("", t0 + 15_000, [{"type": "page_view"}, {"type": "click", "target": "#x"}]), t0 + 15_000),
-                (_envelope("", t0 + 40_000, [_err(STACK_A, "m4")]), t0 + 40_000),
-                (_envelope("s4", t0 + H + 5_000, [_err(STACK_C, "m6")]), t0 + H + 5_000)],
-            1: [(_envelope("s2", t0 + 20_000, [_err(STACK_A2, "m2")]), t0 + 20_000),
-                (_envelope("s2", t0 + 30_000, [_err(STACK_C, "m3")]), t0 + 30_000),
-                (_envelope("s3", t0 + H + 1_000, [_err(STACK_A, "m5")]), t0 + H + 1_000),
-                (_envelope("", t0 + H + 2_000, [{"type": "page_view"}]), t0 + H + 2_000)]}
+    recs = {
+        0: [
+            (_envelope("s1", t0 + 1_000, [{"type": "page_view"}]), t0 + 1_000),
+            (_envelope("s1", t0 + 10_000, [_err(STACK_A, "m1")]), t0 + 10_000),
+            (_envelope("", t0 + 15_000, [{"type": "page_view"}, {"type": "click", "target": "#x"}]), t0 + 15_000),
+            (_envelope("", t0 + 40_000, [_err(STACK_A, "m4")]), t0 + 40_000),
+            (_envelope("s4", t0 + H + 5_000, [_err(STACK_C, "m6")]), t0 + H + 5_000),
+        ],
+        1: [
+            (_envelope("s2", t0 + 20_000, [_err(STACK_A2, "m2")]), t0 + 20_000),
+            (_envelope("s2", t0 + 30_000, [_err(STACK_C, "m3")]), t0 + 30_000),
+            (_envelope("s3", t0 + H + 1_000, [_err(STACK_A, "m5")]), t0 + H + 1_000),
+            (_envelope("", t0 + H + 2_000, [{"type": "page_view"}]), t0 + H + 2_000),
+        ],
+    }
     parts = {p: [(v, ts + 100) for v, ts in r] for p, r in recs.items()}  # ingest time: event time + 100 ms
-    spec = parse_spec({"name": "t", "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
-                       "sources": [{"name": "events", "topic": "events", "signal": "event", "partitions": 2}],
-                       "flows": [{"name": "p", "source": "events", "sink": {"table": "events"},
-                                  "steps": [{"kind": "validate"}, {"kind": "scrub"},
-                                            {"kind": "product", "shards": 2,
-                                             "config": {"session_gap": "30m", "watermark_delay": "0s", "report_resolution": "1h"}}]}]})
+    spec = parse_spec(
+        {
+            "name": "t",
+            "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
+            "sources": [{"name": "events", "topic": "events", "signal": "event", "partitions": 2}],
+            "flows": [
+                {
+                    "name": "p",
+                    "source": "events",
+                    "sink": {"table": "events"},
+                    "steps": [
+                        {"kind": "validate"},
+                        {"kind": "scrub"},
+                        {
+                            "kind": "product",
+                            "shards": 2,
+                            "config": {"session_gap": "30m", "watermark_delay": "0s", "report_resolution": "1h"},
+                        },
+                    ],
+                }
+            ],
+        }
+    )
     run(runner, spec, ListSource("events", "events", "event", parts))
 
     fa, fc = fingerprint(normalize_stack(STACK_A)), fingerprint(normalize_stack(STACK_C))
     assert fingerprint(normalize_stack(STACK_A2)) == fa != fc
     m = read_table(spec, "metrics").to_pylist()
-    got = sorted((int(r["window_start"].timestamp() * 1000) - t0, dict(r["labels"])["fingerprint"], dict(r["labels"])["error_type"],
-                  r["count"], r["min"] - t0, r["max"] - t0) for r in m if r["name"] == "product.errors")
-    assert got == sorted([(0, fa, "TypeError", 3, 10_000, 40_000), (0, fc, "RangeError", 1, 30_000, 30_000),
-                          (H, fa, "TypeError", 1, H + 1_000, H + 1_000), (H, fc, "RangeError", 1, H + 5_000, H + 5_000)])
+    got = sorted(
+        (
+            int(r["window_start"].timestamp() * 1000) - t0,
+            dict(r["labels"])["fingerprint"],
+            dict(r["labels"])["error_type"],
+            r["count"],
+            r["min"] - t0,
+            r["max"] - t0,
+        )
+        for r in m
+        if r["name"] == "product.errors"
+    )
+    assert got == sorted(
+        [
+            (0, fa, "TypeError", 3, 10_000, 40_000),
+            (0, fc, "RangeError", 1, 30_000, 30_000),
+            (H, fa, "TypeError", 1, H + 1_000, H + 1_000),
+            (H, fc, "RangeError", 1, H + 5_000, H + 5_000),
+        ]
+    )
     # over all windows, per fingerprint: what the library ErrorGrouper gives on the events the pipeline wrote
     ev = read_table(spec, "events")
     grouper = ErrorGrouper()
@@ -132,11 +184,21 @@ def test_error_groups_first_last_seen_and_sessionless_events(runner, tmp_path):
             c, lo, hi = agg.get(fp, (0, float("inf"), float("-inf")))
             agg[fp] = (c + r["count"], min(lo, r["min"]), max(hi, r["max"]))
     assert {fp: (c, lo, hi) for fp, (c, lo, hi) in agg.items()} == {
-        fp: (c, first.timestamp() * 1000, last.timestamp() * 1000) for fp, (c, first, last) in lib.items()}
+        fp: (c, first.timestamp() * 1000, last.timestamp() * 1000) for fp, (c, first, last) in lib.items()
+    }
     assert {fp: c for fp, (c, _, _) in agg.items()} == {fa: 4, fc: 2}
     # sessionless events: counted per report window, and everything reconciles with obs.events
-    nos = sorted((int(r["window_start"].timestamp() * 1000) - t0, r["count"]) for r in m if r["name"] == "product.events_without_session")
+    nos = sorted(
+        (int(r["window_start"].timestamp() * 1000) - t0, r["count"])
+        for r in m
+        if r["name"] == "product.events_without_session"
+    )
     assert nos == [(0, 3), (H, 1)]
     sessions = read_table(spec, "sessions").to_pylist()
-    assert sorted((r["session_id"], r["events"], r["errors"]) for r in sessions) == [("s1", 2, 1), ("s2", 2, 2), ("s3", 1, 1), ("s4", 1, 1)]
+    assert sorted((r["session_id"], r["events"], r["errors"]) for r in sessions) == [
+        ("s1", 2, 1),
+        ("s2", 2, 2),
+        ("s3", 1, 1),
+        ("s4", 1, 1),
+    ]
     assert ev.num_rows == 10 == sum(r["events"] for r in sessions) + sum(c for _, c in nos)

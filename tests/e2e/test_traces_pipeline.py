@@ -106,7 +106,10 @@ def truth():
 
 
 def coords(t):
-    return {(r["source_topic"], r["source_partition"], r["source_offset"]) for r in t.select(["source_topic", "source_partition", "source_offset"]).to_pylist()}
+    return {
+        (r["source_topic"], r["source_partition"], r["source_offset"])
+        for r in t.select(["source_topic", "source_partition", "source_offset"]).to_pylist()
+    }
 
 
 def test_kept_traces_are_exactly_the_error_and_slow_ones(landed, truth):
@@ -167,7 +170,10 @@ def test_tail_sampling_counts_reach_the_run_stats_and_metrics(landed, truth):
     stats = RunStats()
     stats.tail_sampling.update(snap["tail_sampling"])
     text = generate_latest(registry(stats)).decode()
-    assert f'obsflow_tail_sampling_dropped_spans_total{{reason="not_sampled"}} {float(total_spans - len(kept_spans))}' in text
+    assert (
+        f'obsflow_tail_sampling_dropped_spans_total{{reason="not_sampled"}} {float(total_spans - len(kept_spans))}'
+        in text
+    )
     assert f'obsflow_tail_sampling_traces_total{{decision="sampled"}} {float(len(kept))}' in text
 
 
@@ -226,20 +232,24 @@ def sampling_truth(spec, head: bool):
         pct = 10 if level == "DEBUG" else 20
         tid = r.get("trace_id")
         if level in ("WARN", "ERROR", "FATAL"):
-            rates[("logs", p, o)] = 1.0                      # always kept
+            rates[("logs", p, o)] = 1.0  # always kept
         elif tid and tid in spans:
             if tid in kept:
                 rates[("logs", p, o)] = 1.0 / kept[tid][1]  # follows its kept trace: 1 / adjusted count
         elif tid:
-            if fnv_keep(bytes.fromhex(tid), pct):            # trace never seen: by the trace id's hash
+            if fnv_keep(bytes.fromhex(tid), pct):  # trace never seen: by the trace id's hash
                 rates[("logs", p, o)] = pct / 100
-        elif fnv_keep(r["request_id"].encode(), pct):        # no trace id: by request_id's hash
+        elif fnv_keep(r["request_id"].encode(), pct):  # no trace id: by request_id's hash
             rates[("logs", p, o)] = pct / 100
     return kept, kept_spans, rates
 
 
 def log_rates(spec) -> dict:
-    t = read_table(spec, "logs").select(["source_topic", "source_partition", "source_offset", "sample_rate"]).to_pylist()
+    t = (
+        read_table(spec, "logs")
+        .select(["source_topic", "source_partition", "source_offset", "sample_rate"])
+        .to_pylist()
+    )
     return {(r["source_topic"], r["source_partition"], r["source_offset"]): r["sample_rate"] for r in t}
 
 
@@ -262,10 +272,13 @@ def test_head_sampling_at_ingest_keeps_exactly_the_hash_selected_traces(tmp_path
     kept, kept_spans, rates = sampling_truth(spec, head=True)
     assert 0 < len(kept) < len(truth_traces(spec))
     spans = read_table(spec, "spans").to_pylist()
-    got = {(r["source_topic"], r["source_partition"], r["source_offset"]): (r["sampling_policy"], r["adjusted_count"]) for r in spans}
+    got = {
+        (r["source_topic"], r["source_partition"], r["source_offset"]): (r["sampling_policy"], r["adjusted_count"])
+        for r in spans
+    }
     assert len(spans) == len(got) and got == kept_spans
-    assert read_table(spec, "traces").num_rows == 0        # head-sampled traces are not buffered: no trace rows
-    assert log_rates(spec) == rates                         # logs follow the head decision
+    assert read_table(spec, "traces").num_rows == 0  # head-sampled traces are not buffered: no trace rows
+    assert log_rates(spec) == rates  # logs follow the head decision
     # RED metrics count every span, kept or not
     calls = sum(r["count"] for r in read_table(spec, "metrics").to_pylist() if r["name"] == "span.calls")
     assert calls == sum(truth_traces(spec).values())
@@ -281,17 +294,24 @@ def truth_traces(spec) -> dict:
 def test_same_rows_on_bytewax_and_beam(tmp_path):
     specs = {}
     for runner in ("bytewax", "beam"):
-        specs[runner] = parse_spec({**yaml.safe_load(DEFAULT_SPEC.read_text()),
-                                    "storage": {"catalog": {"warehouse": str(tmp_path / runner)}}})
+        specs[runner] = parse_spec(
+            {**yaml.safe_load(DEFAULT_SPEC.read_text()), "storage": {"catalog": {"warehouse": str(tmp_path / runner)}}}
+        )
         run(runner, specs[runner])
-    keys = {"spans": ["trace_id", "span_id"], "traces": ["trace_id"], "logs": ["source_topic", "source_partition", "source_offset"],
-            "metrics": ["name", "window_start", "resolution"]}
+    keys = {
+        "spans": ["trace_id", "span_id"],
+        "traces": ["trace_id"],
+        "logs": ["source_topic", "source_partition", "source_offset"],
+        "metrics": ["name", "window_start", "resolution"],
+    }
     for table, k in keys.items():
         a, b = read_table(specs["bytewax"], table), read_table(specs["beam"], table)
         assert a.num_rows > 0, table
         if table == "metrics":
             # labels are maps: compare as sorted tuples
-            norm = lambda t: sorted((r["name"], r["window_start"], tuple(sorted(r["labels"])), r["count"], r["sum"]) for r in t.to_pylist())
+            norm = lambda t: sorted(
+                (r["name"], r["window_start"], tuple(sorted(r["labels"])), r["count"], r["sum"]) for r in t.to_pylist()
+            )
             assert norm(a) == norm(b)
         else:
             drop = ["decided_at"] if table == "traces" else []

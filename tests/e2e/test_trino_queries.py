@@ -50,8 +50,11 @@ def test_time_range_query(landed):
     hi = datetime.fromtimestamp(START_MS / 1000 + 2, UTC)
     want = sum(1 for e in events if lo <= e["ts"] < hi)
     assert want > 0
-    got = trino(server, f"SELECT count(*) FROM iceberg.obs.events WHERE ts >= from_iso8601_timestamp('{lo.isoformat()}') "
-                        f"AND ts < from_iso8601_timestamp('{hi.isoformat()}')")
+    got = trino(
+        server,
+        f"SELECT count(*) FROM iceberg.obs.events WHERE ts >= from_iso8601_timestamp('{lo.isoformat()}') "
+        f"AND ts < from_iso8601_timestamp('{hi.isoformat()}')",
+    )
     assert got == [[want]]
 
 
@@ -68,7 +71,9 @@ def test_join_logs_and_spans_by_trace_id(landed):
     assert got == [[want]]
 
 
-@pytest.mark.parametrize("name", ["funnel_dropoff", "error_rate_by_service", "p99_latency_by_service", "time_to_convert"])
+@pytest.mark.parametrize(
+    "name", ["funnel_dropoff", "error_rate_by_service", "p99_latency_by_service", "time_to_convert"]
+)
 def test_saved_queries_agree_in_trino_and_duckdb(landed, name):
     spec, server = landed
     sql = saved_query(name)

@@ -9,8 +9,14 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-_common = dict(deadline=None, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-settings.register_profile("ci", max_examples=int(os.environ.get("OBSFLOW_FUZZ_EXAMPLES", 30)), derandomize=True, **_common)
+_common = dict(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "ci", max_examples=int(os.environ.get("OBSFLOW_FUZZ_EXAMPLES", 30)), derandomize=True, **_common
+)
 settings.register_profile("long", max_examples=int(os.environ.get("OBSFLOW_FUZZ_EXAMPLES", 3000)), **_common)
 settings.load_profile(os.environ.get("OBSFLOW_FUZZ", "ci"))

@@ -42,8 +42,9 @@ from transforms.batch import RawBatch
 
 SIGNALS = ("event", "log", "span", "metric")
 #: every signal x codec pair the project decodes (events have no OTLP form)
-PAIRS = [(s, c) for c in ("json", "avro") for s in SIGNALS] + \
-        [(s, c) for c in ("otlp_proto", "otlp_json") for s in ("log", "span", "metric")]
+PAIRS = [(s, c) for c in ("json", "avro") for s in SIGNALS] + [
+    (s, c) for c in ("otlp_proto", "otlp_json") for s in ("log", "span", "metric")
+]
 START_MS = 1_763_000_000_000
 
 
@@ -64,7 +65,9 @@ def _ns(t: datetime) -> int:
 
 
 def _wire_rows(signal: str, values: list[bytes]) -> list[dict]:
-    b = codec_for("json", signal, 1 << 20).decode(RawBatch("g", "g", 0, values, list(range(len(values))), [0] * len(values)))
+    b = codec_for("json", signal, 1 << 20).decode(
+        RawBatch("g", "g", 0, values, list(range(len(values))), [0] * len(values))
+    )
     assert len(b.rejects) == 0, b.rejects.details
     rows = b.table.drop_columns(["_i"]).to_pylist()
     maps = [f.name for f in b.table.schema if pa.types.is_map(f.type)]
@@ -76,23 +79,50 @@ def _wire_rows(signal: str, values: list[bytes]) -> list[dict]:
 
 
 def _otlp_spans(rows: list[dict]) -> Message:
-    spans = [Span(trace_id=bytes.fromhex(r["trace_id"]), span_id=bytes.fromhex(r["span_id"]),
-                  parent_span_id=bytes.fromhex(r["parent_span_id"]) if r["parent_span_id"] else b"", name=r["name"],
-                  kind=SPAN_KINDS.index(r["kind"]), start_time_unix_nano=_ns(r["start_time"]), end_time_unix_nano=_ns(r["end_time"]),
-                  status=Status(code=STATUS_CODES.index(r["status_code"]), message=r["status_message"] or ""),
-                  attributes=_kv(r["attributes"])) for r in rows]
+    spans = [
+        Span(
+            trace_id=bytes.fromhex(r["trace_id"]),
+            span_id=bytes.fromhex(r["span_id"]),
+            parent_span_id=bytes.fromhex(r["parent_span_id"]) if r["parent_span_id"] else b"",
+            name=r["name"],
+            kind=SPAN_KINDS.index(r["kind"]),
+            start_time_unix_nano=_ns(r["start_time"]),
+            end_time_unix_nano=_ns(r["end_time"]),
+            status=Status(code=STATUS_CODES.index(r["status_code"]), message=r["status_message"] or ""),
+            attributes=_kv(r["attributes"]),
+        )
+        for r in rows
+    ]
     res = Resource(attributes=_kv({**(rows[0]["resource"] or {}), "service.name": rows[0]["service"]}))
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=spans)])])
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=spans)])]
+    )
 
 
 def _otlp_logs(rows: list[dict]) -> Message:
-    recs = [LogRecord(time_unix_nano=_ns(r["timestamp"]), severity_text=r["level"], body=AnyValue(string_value=r["message"] or ""),
-                      trace_id=bytes.fromhex(r["trace_id"]) if r["trace_id"] else b"",
-                      span_id=bytes.fromhex(r["span_id"]) if r["span_id"] else b"", attributes=_kv(r["attributes"]))
-            for r in rows]
-    res = Resource(attributes=_kv({"service.name": rows[0]["service"], "host.name": rows[0]["host"],
-                                   "deployment.environment.name": rows[0]["env"]}))
-    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=recs)])])
+    recs = [
+        LogRecord(
+            time_unix_nano=_ns(r["timestamp"]),
+            severity_text=r["level"],
+            body=AnyValue(string_value=r["message"] or ""),
+            trace_id=bytes.fromhex(r["trace_id"]) if r["trace_id"] else b"",
+            span_id=bytes.fromhex(r["span_id"]) if r["span_id"] else b"",
+            attributes=_kv(r["attributes"]),
+        )
+        for r in rows
+    ]
+    res = Resource(
+        attributes=_kv(
+            {
+                "service.name": rows[0]["service"],
+                "host.name": rows[0]["host"],
+                "deployment.environment.name": rows[0]["env"],
+            }
+        )
+    )
+    return ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=recs)])]
+    )
 
 
 def _otlp_metrics(rows: list[dict]) -> Message:
@@ -102,17 +132,27 @@ def _otlp_metrics(rows: list[dict]) -> Message:
         labels.pop("service", None)
         t = _ns(r["timestamp"])
         if r["kind"] == "HISTOGRAM":
-            dp = HistogramDataPoint(time_unix_nano=t, attributes=_kv(labels), count=r["count"], sum=r["sum"],
-                                    explicit_bounds=r["bucket_bounds"], bucket_counts=r["bucket_counts"])
+            dp = HistogramDataPoint(
+                time_unix_nano=t,
+                attributes=_kv(labels),
+                count=r["count"],
+                sum=r["sum"],
+                explicit_bounds=r["bucket_bounds"],
+                bucket_counts=r["bucket_counts"],
+            )
             metrics.append(Metric(name=r["name"], histogram=Histogram(aggregation_temporality=1, data_points=[dp])))
         elif r["kind"] == "COUNTER":
             dp = NumberDataPoint(time_unix_nano=t, attributes=_kv(labels), as_double=r["value"])
-            metrics.append(Metric(name=r["name"], sum=Sum(aggregation_temporality=2, is_monotonic=True, data_points=[dp])))
+            metrics.append(
+                Metric(name=r["name"], sum=Sum(aggregation_temporality=2, is_monotonic=True, data_points=[dp]))
+            )
         else:
             dp = NumberDataPoint(time_unix_nano=t, attributes=_kv(labels), as_double=r["value"])
             metrics.append(Metric(name=r["name"], gauge=Gauge(data_points=[dp])))
     res = Resource(attributes=_kv({"service.name": (rows[0]["labels"] or {}).get("service", "svc")}))
-    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(resource=res, scope_metrics=[ScopeMetrics(metrics=metrics)])])
+    return ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(resource=res, scope_metrics=[ScopeMetrics(metrics=metrics)])]
+    )
 
 
 _OTLP = {"span": _otlp_spans, "log": _otlp_logs, "metric": _otlp_metrics}
@@ -129,25 +169,97 @@ def seeds(signal: str, codec: str, n: int = 24) -> list[Seed]:
     out, k, rng = [], 0, random.Random(5)
     while len(out) < n and k < len(rows):
         m = rng.randint(1, 4)
-        group, arrival = rows[k:k + m], max(g.timestamp_ms for g in gen[k:k + m])
+        group, arrival = rows[k : k + m], max(g.timestamp_ms for g in gen[k : k + m])
         if signal == "span":  # one trace per message, as an SDK batch often is
             group = [r for r in group if r["trace_id"] == group[0]["trace_id"]]
         k += m
         msg = _OTLP[signal](group)
-        out.append(Seed(msg.SerializeToString() if codec == "otlp_proto" else to_otlp_json(msg) if signal != "metric"
-                        else json.dumps(json_format.MessageToDict(msg)).encode(), arrival))
+        out.append(
+            Seed(
+                msg.SerializeToString()
+                if codec == "otlp_proto"
+                else to_otlp_json(msg)
+                if signal != "metric"
+                else json.dumps(json_format.MessageToDict(msg)).encode(),
+                arrival,
+            )
+        )
     return out
 
 
 # -- mutators -------------------------------------------------------------------------------
 
-INSERTS = [b"\x00", b"\xef\xbb\xbf", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\n", b"\r\n", b"null", b"NaN", b"Infinity",
-           b"-Infinity", b"Inf", b"-Inf", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"18446744073709551616", b"-9223372036854775809",
-           b"1e999", b"1" * 400, b"[" * 300, b"[" * 1100 + b"]" * 1100, b"{\"a\":" * 300, b"\xf0\x9f\x98"]
-WHOLE = [None, b"", b" ", b"\n", b"null", b"[]", b"{}", b"0", b'"x"', b"true", b"NaN", b"[" * 5000, b"\x00" * 8,
-         b"\x00\x00\x00\x00\x01", b"\x0a\xff\x01 not protobuf"]
-CONFUSIONS = [None, True, False, 0, -1, 1.5, 2 ** 63, 2 ** 64, -(2 ** 63) - 1, 10 ** 30, "", "x" * 300, "\u0000\u001f",
-              "2025-13-45T99:99:99Z", [], {}, [None], [[[]]], {"a": {"b": [1, "2", None]}}, float("nan"), float("inf")]
+INSERTS = [
+    b"\x00",
+    b"\xef\xbb\xbf",
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\n",
+    b"\r\n",
+    b"null",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"Inf",
+    b"-Inf",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b'"',
+    b"\\",
+    b",",
+    b":",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"1e999",
+    b"1" * 400,
+    b"[" * 300,
+    b"[" * 1100 + b"]" * 1100,
+    b'{"a":' * 300,
+    b"\xf0\x9f\x98",
+]
+WHOLE = [
+    None,
+    b"",
+    b" ",
+    b"\n",
+    b"null",
+    b"[]",
+    b"{}",
+    b"0",
+    b'"x"',
+    b"true",
+    b"NaN",
+    b"[" * 5000,
+    b"\x00" * 8,
+    b"\x00\x00\x00\x00\x01",
+    b"\x0a\xff\x01 not protobuf",
+]
+CONFUSIONS = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    10**30,
+    "",
+    "x" * 300,
+    "\u0000\u001f",
+    "2025-13-45T99:99:99Z",
+    [],
+    {},
+    [None],
+    [[[]]],
+    {"a": {"b": [1, "2", None]}},
+    float("nan"),
+    float("inf"),
+]
 
 
 def _walk(doc, rng: random.Random):
@@ -182,15 +294,19 @@ def type_confusion(value: bytes, rng: random.Random) -> bytes:
 def avro_framing(value: bytes, rng: random.Random) -> bytes:
     r = rng.randrange(5)
     if r == 0:
-        return bytes([rng.choice([1, 0xff, 0x7b])]) + value[1:]          # wrong magic byte
+        return bytes([rng.choice([1, 0xFF, 0x7B])]) + value[1:]  # wrong magic byte
     if r == 1:
-        return value[:1] + struct.pack(">I", rng.choice([0, 2, 3, 4, 5, 6, 7, 99, 2 ** 31])) + value[5:]  # another schema id
+        return (
+            value[:1] + struct.pack(">I", rng.choice([0, 2, 3, 4, 5, 6, 7, 99, 2**31])) + value[5:]
+        )  # another schema id
     if r == 2:
-        return value[:rng.randrange(0, 6)]                                # header cut
+        return value[: rng.randrange(0, 6)]  # header cut
     if r == 3:
         return value + bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 9)))  # trailing bytes
     k = rng.randrange(5, max(6, len(value)))
-    return value[:k] + bytes([0xff, 0xff, 0xff, 0xff, 0x0f]) + value[k:]  # a huge varint (length / count) inside the body
+    return (
+        value[:k] + bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]) + value[k:]
+    )  # a huge varint (length / count) inside the body
 
 
 def protobuf_structure(value: bytes, rng: random.Random) -> bytes:
@@ -200,24 +316,29 @@ def protobuf_structure(value: bytes, rng: random.Random) -> bytes:
     r = rng.randrange(4)
     if r == 0 and b:
         k = rng.randrange(len(b))
-        b[k] = (b[k] & ~0x07) | rng.choice([1, 3, 4, 5, 6, 7])            # another wire type
+        b[k] = (b[k] & ~0x07) | rng.choice([1, 3, 4, 5, 6, 7])  # another wire type
     elif r == 1:
         k = rng.randrange(len(b) + 1)
         b[k:k] = rng.choice([b"\x08\x01", b"\xf8\xff\xff\xff\x0f\x00", b"\x0a\x80\x80\x80\x80\x10", b"\x12\x05ab"])
     elif r == 2 and len(b) > 2:
         k = rng.randrange(1, len(b))
-        b[k] = rng.choice([0x00, 0x7f, 0xff])
+        b[k] = rng.choice([0x00, 0x7F, 0xFF])
     else:
-        b = b[:rng.randrange(len(b) + 1)]
+        b = b[: rng.randrange(len(b) + 1)]
     return bytes(b)
 
 
 def otlp_bounds(value: bytes, signal: str, encoding: str, rng: random.Random) -> bytes:
     """One item's field set to a value at or past its bound."""
-    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[signal]
-    msg = mtype.FromString(value) if encoding == "otlp_proto" else json_format.Parse(_hex_to_b64(value, signal), mtype(),
-                                                                                       ignore_unknown_fields=True)
-    big = rng.choice([0, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1])
+    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[
+        signal
+    ]
+    msg = (
+        mtype.FromString(value)
+        if encoding == "otlp_proto"
+        else json_format.Parse(_hex_to_b64(value, signal), mtype(), ignore_unknown_fields=True)
+    )
+    big = rng.choice([0, 2**63 - 1, 2**63, 2**64 - 1])
     if signal == "span":
         sp = rng.choice(msg.resource_spans[0].scope_spans[0].spans)
         r = rng.randrange(5)
@@ -226,11 +347,11 @@ def otlp_bounds(value: bytes, signal: str, encoding: str, rng: random.Random) ->
         elif r == 1:
             sp.end_time_unix_nano = big
         elif r == 2:
-            sp.kind = rng.choice([-1, 6, 2 ** 31 - 1])
+            sp.kind = rng.choice([-1, 6, 2**31 - 1])
         elif r == 3:
             sp.span_id = bytes(rng.choice([0, 7, 9, 16]))
         else:
-            sp.status.code = rng.choice([3, -5, 2 ** 31 - 1])
+            sp.status.code = rng.choice([3, -5, 2**31 - 1])
     elif signal == "log":
         lr = rng.choice(msg.resource_logs[0].scope_logs[0].log_records)
         r = rng.randrange(4)
@@ -238,7 +359,7 @@ def otlp_bounds(value: bytes, signal: str, encoding: str, rng: random.Random) ->
             lr.time_unix_nano = big
             lr.observed_time_unix_nano = rng.choice([0, big])
         elif r == 1:
-            lr.severity_number = rng.choice([-1, 25, 2 ** 31 - 1])
+            lr.severity_number = rng.choice([-1, 25, 2**31 - 1])
         elif r == 2:
             lr.trace_id = bytes(rng.choice([1, 15, 17]))
         else:
@@ -267,7 +388,10 @@ def _hex_to_b64(value: bytes, signal: str) -> str:
 
     doc = json.loads(value)
     if signal != "metric":
-        top, scope, recs = {"span": ("resourceSpans", "scopeSpans", "spans"), "log": ("resourceLogs", "scopeLogs", "logRecords")}[signal]
+        top, scope, recs = {
+            "span": ("resourceSpans", "scopeSpans", "spans"),
+            "log": ("resourceLogs", "scopeLogs", "logRecords"),
+        }[signal]
         for rs in doc.get(top, []):
             for ss in rs.get(scope, []):
                 for rec in ss.get(recs, []):
@@ -291,14 +415,14 @@ def mutate(value: bytes, other: bytes, signal: str, codec: str, rng: random.Rand
     kind = rng.choice(kinds)
     n = len(value)
     if kind == "truncate":
-        return value[:rng.randrange(n)]
+        return value[: rng.randrange(n)]
     if kind == "flip":
         b = bytearray(value)
         for _ in range(rng.randint(1, 3)):
             b[rng.randrange(n)] ^= 1 << rng.randrange(8)
         return bytes(b)
     if kind == "splice":
-        return value[:rng.randrange(n + 1)] + other[rng.randrange(len(other) + 1):]
+        return value[: rng.randrange(n + 1)] + other[rng.randrange(len(other) + 1) :]
     if kind == "insert":
         k = rng.randrange(n + 1)
         return value[:k] + rng.choice(INSERTS) + value[k:]

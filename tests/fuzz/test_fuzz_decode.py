@@ -89,7 +89,9 @@ class World:
         assert len(self.seeds) >= 8, f"too few good seeds for {signal}/{codec}"
 
     def process(self, values, timestamps, base: int):
-        raw = RawBatch(self.source, self.source, 0, list(values), list(range(base, base + len(values))), list(timestamps))
+        raw = RawBatch(
+            self.source, self.source, 0, list(values), list(range(base, base + len(values))), list(timestamps)
+        )
         return self.graph.process(raw)
 
 
@@ -131,7 +133,7 @@ def check_batch(w: World, plan: list[tuple[bool, int, int]], base: int = 1000) -
         if d["item_index"] is None:
             # raw is the record's bytes scrubbed of personal data (issue 13), then cut
             scrubbed = None if v is None else w.flow.scrubber.scrub_raw([v])[0][0]
-            assert d["raw"] == (None if v is None else scrubbed[:w.max_raw]), d
+            assert d["raw"] == (None if v is None else scrubbed[: w.max_raw]), d
             assert d["raw_size"] == (0 if v is None else len(v))
             assert d["raw_truncated"] == (v is not None and len(v) > w.max_raw)
         else:
@@ -162,7 +164,7 @@ def item_parses(w: World, raw: bytes, message: bytes, truncated: bool) -> bool:
     return True
 
 
-entries = st.tuples(st.booleans(), st.integers(0, 1000), st.integers(0, 2 ** 32 - 1))
+entries = st.tuples(st.booleans(), st.integers(0, 1000), st.integers(0, 2**32 - 1))
 
 
 @pytest.mark.parametrize("signal,codec", PAIRS, ids=[f"{s}-{c}" for s, c in PAIRS])

@@ -116,4 +116,3 @@ class OrderedKafkaSource(KafkaSource):
                     yield b
                     nxt.append(it)
             live = nxt
-

@@ -42,29 +42,72 @@ def trace_id(k: int) -> str:
     return hashlib.sha256(f"trace-{k}".encode()).hexdigest()[:32]
 
 
-def span_json(tid: str, sid: str, parent: str | None, service: str, name: str, kind: str, start_us: int, end_us: int,
-              status: str) -> bytes:
-    return json.dumps({"trace_id": tid, "span_id": sid, "parent_span_id": parent, "service": service, "name": name,
-                       "kind": kind, "start_time": iso_us(start_us), "end_time": iso_us(end_us), "status_code": status,
-                       "status_message": None, "attributes": {}, "resource": {"service.name": service}}).encode()
+def span_json(
+    tid: str, sid: str, parent: str | None, service: str, name: str, kind: str, start_us: int, end_us: int, status: str
+) -> bytes:
+    return json.dumps(
+        {
+            "trace_id": tid,
+            "span_id": sid,
+            "parent_span_id": parent,
+            "service": service,
+            "name": name,
+            "kind": kind,
+            "start_time": iso_us(start_us),
+            "end_time": iso_us(end_us),
+            "status_code": status,
+            "status_message": None,
+            "attributes": {},
+            "resource": {"service.name": service},
+        }
+    ).encode()
 
 
 def log_json(ts_us: int, level: str, service: str, message: str, tid: str | None) -> bytes:
-    return json.dumps({"timestamp": iso_us(ts_us)[:-4] + "Z", "level": level, "service": service, "message": message,
-                       "trace_id": tid, "span_id": None, "request_id": None, "user_id": None, "host": f"{service}-1",
-                       "env": "prod", "attributes": {}}).encode()
+    return json.dumps(
+        {
+            "timestamp": iso_us(ts_us)[:-4] + "Z",
+            "level": level,
+            "service": service,
+            "message": message,
+            "trace_id": tid,
+            "span_id": None,
+            "request_id": None,
+            "user_id": None,
+            "host": f"{service}-1",
+            "env": "prod",
+            "attributes": {},
+        }
+    ).encode()
 
 
-def batches_of(source: str, topic: str, partition: int, records: list[tuple[bytes, int]], n_parts: int, size: int,
-               first_offset: int = 0) -> list[RawBatch]:
+def batches_of(
+    source: str,
+    topic: str,
+    partition: int,
+    records: list[tuple[bytes, int]],
+    n_parts: int,
+    size: int,
+    first_offset: int = 0,
+) -> list[RawBatch]:
     """``records`` (payload, record timestamp ms) of one partition cut into raw batches of
     ``size``; ``lag`` as a Kafka reader reports it (records left after each batch)."""
     out = []
     for k in range(0, len(records), size):
-        chunk = records[k:k + size]
+        chunk = records[k : k + size]
         offs = list(range(first_offset + k, first_offset + k + len(chunk)))
-        out.append(RawBatch(source, topic, partition, [v for v, _ in chunk], offs, [t for _, t in chunk],
-                            topic_partitions=n_parts, lag=len(records) - k - len(chunk)))
+        out.append(
+            RawBatch(
+                source,
+                topic,
+                partition,
+                [v for v, _ in chunk],
+                offs,
+                [t for _, t in chunk],
+                topic_partitions=n_parts,
+                lag=len(records) - k - len(chunk),
+            )
+        )
     return out
 
 

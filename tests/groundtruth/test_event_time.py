@@ -48,10 +48,13 @@ def model(minutes: int = 20, per_minute: int = 20, seed: int = 7):
             child_start, child_dur = start + 100, max(1, dur // 2)
             p = int(tid[:8], 16) % PARTS
             for sid, parent, service, name, kind, s, d, st in (
-                    (f"{k:012x}0001", None, svc, "GET /", "SERVER", start, dur, status),
-                    (f"{k:012x}0002", f"{k:012x}0001", svc, "db.query", "CLIENT", child_start, child_dur, "UNSET")):
+                (f"{k:012x}0001", None, svc, "GET /", "SERVER", start, dur, status),
+                (f"{k:012x}0002", f"{k:012x}0001", svc, "db.query", "CLIENT", child_start, child_dur, "UNSET"),
+            ):
                 spans.append((service, name, kind, st, s, d))
-                parts[("spans", p)].append((span_json(tid, sid, parent, service, name, kind, s, s + d, st), (s + d) // 1000))
+                parts[("spans", p)].append(
+                    (span_json(tid, sid, parent, service, name, kind, s, s + d, st), (s + d) // 1000)
+                )
             parts[("logs", p)].append((log_json(start + 50, "INFO", svc, f"handled {k}", tid), (start + 50) // 1000))
         for i in range(5):
             ts = BASE_US + m * MIN_US + i * 10_000_000
@@ -164,8 +167,12 @@ def test_spans_later_than_allowed_lateness_are_dead_lettered_and_counted(tmp_pat
     late = []
     for k in range(7):
         s = BASE_US + MIN_US + k * 1000
-        late.append((span_json(trace_id(10_000 + k), f"{k:016x}", None, "checkout", "GET /", "SERVER", s, s + 5000, "UNSET"),
-                     s // 1000 + 5))
+        late.append(
+            (
+                span_json(trace_id(10_000 + k), f"{k:016x}", None, "checkout", "GET /", "SERVER", s, s + 5000, "UNSET"),
+                s // 1000 + 5,
+            )
+        )
     next_offset = len(parts[("spans", 0)])
     for raw in batches_of("spans", "spans", 0, late, PARTS, 25, first_offset=next_offset):
         host.feed(raw)

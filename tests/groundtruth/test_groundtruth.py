@@ -74,7 +74,9 @@ def spec_for(warehouse, bootstrap: str, topics: dict[str, str]):
     deterministic policies (errors, then slow above 1 s), logs at the default 20%."""
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(warehouse)
-    d["kafka"].update({"bootstrap_servers": bootstrap, "group_id": f"gt-{Path(warehouse).name}", "poll_timeout": "100ms"})
+    d["kafka"].update(
+        {"bootstrap_servers": bootstrap, "group_id": f"gt-{Path(warehouse).name}", "poll_timeout": "100ms"}
+    )
     for s in d["sources"]:
         s["topic"] = topics[s["name"]]
         if s["name"] == "spans":
@@ -85,7 +87,8 @@ def spec_for(warehouse, bootstrap: str, topics: dict[str, str]):
             if st["kind"] == "tail_sample":
                 st["sampler"]["policies"] = [
                     {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
-                    {"name": "slow", "type": "latency", "latency": {"threshold_ms": traffic.SLOW_MS}}]
+                    {"name": "slow", "type": "latency", "latency": {"threshold_ms": traffic.SLOW_MS}},
+                ]
             if st["kind"] == "log_sample":
                 st["config"] = {"sampling_percentage": traffic.LOG_PERCENT}
     return parse_spec(d)
@@ -121,7 +124,9 @@ def _minute(model, ts) -> int:
 
 def _red(spec, model, name: str) -> list[dict]:
     m = read_table(spec, "metrics").to_pylist()
-    return [r | {"labels": dict(r["labels"]), "minute": _minute(model, r["window_start"])} for r in m if r["name"] == name]
+    return [
+        r | {"labels": dict(r["labels"]), "minute": _minute(model, r["window_start"])} for r in m if r["name"] == name
+    ]
 
 
 def test_nothing_is_lost_or_dead_lettered(landed):
@@ -151,7 +156,10 @@ def test_red_quantiles_one_row_per_series_and_minute(landed):
     spec, model, _ = landed
     want = model.red_series()
     rows = _red(spec, model, "span.duration_ms")
-    keys = [(r["labels"]["service"], r["labels"]["operation"], r["labels"]["kind"], r["labels"]["status"], r["minute"]) for r in rows]
+    keys = [
+        (r["labels"]["service"], r["labels"]["operation"], r["labels"]["kind"], r["labels"]["status"], r["minute"])
+        for r in rows
+    ]
     assert sorted(keys) == sorted(want), "one row per series and minute"
     for key, r in zip(keys, rows):
         vals = want[key]
@@ -199,8 +207,13 @@ def test_logs_kept_and_estimated(landed):
 def _summary(values: list[int]) -> tuple:
     """count, sum, min, max, p50, p75, p90, p95, p99 of ``values``: the quantiles as the lower
     order statistic (the funnel report's documented definition), in plain Python."""
-    return (len(values), float(sum(values)), float(min(values)), float(max(values)),
-            *(float(traffic.exact_quantile(values, q)) for q in (0.5, 0.75, 0.9, 0.95, 0.99)))
+    return (
+        len(values),
+        float(sum(values)),
+        float(min(values)),
+        float(max(values)),
+        *(float(traffic.exact_quantile(values, q)) for q in (0.5, 0.75, 0.9, 0.95, 0.99)),
+    )
 
 
 SUMMARY = ("count", "sum", "min", "max", "p50", "p75", "p90", "p95", "p99")
@@ -216,8 +229,11 @@ def test_funnel_step_times_and_time_to_convert(landed):
     assert sum(len(v) for v in want_convert.values()) == len(model.conversions)
     rows = [r | {"labels": dict(r["labels"])} for r in read_table(spec, "metrics").to_pylist()]
     hour = lambda r: int(r["window_start"].timestamp() * 1000)  # noqa: E731
-    got_steps = {(hour(r), int(r["labels"]["step_index"])): tuple(r[c] for c in SUMMARY)
-                 for r in rows if r["name"] == "funnel.step.time_ms" and r["labels"]["funnel"] == "signup"}
+    got_steps = {
+        (hour(r), int(r["labels"]["step_index"])): tuple(r[c] for c in SUMMARY)
+        for r in rows
+        if r["name"] == "funnel.step.time_ms" and r["labels"]["funnel"] == "signup"
+    }
     assert got_steps == {k: _summary(v) for k, v in want_steps.items()}
     got_convert = {hour(r): tuple(r[c] for c in SUMMARY) for r in rows if r["name"] == "funnel.time_to_convert_ms"}
     assert got_convert == {k: _summary(v) for k, v in want_convert.items()}
@@ -239,22 +255,56 @@ def test_ui_funnel_time_panels_answer_what_the_model_says(landed):
         stop_ui(server)
     panels = {p["id"]: p for p in page["panels"]}
     step_time = panels["step_time"]
-    assert step_time["columns"] == ["funnel", "step_index", "step", "sessions", "avg_ms", "worst_window_p50_ms",
-                                    "worst_window_p75_ms", "worst_window_p95_ms"]
+    assert step_time["columns"] == [
+        "funnel",
+        "step_index",
+        "step",
+        "sessions",
+        "avg_ms",
+        "worst_window_p50_ms",
+        "worst_window_p75_ms",
+        "worst_window_p95_ms",
+    ]
     want = []
     for k in sorted({k for _, k in want_steps}):
         per_hour = [v for (_, kk), v in sorted(want_steps.items()) if kk == k]
         n, total = sum(len(v) for v in per_hour), sum(sum(v) for v in per_hour)
-        want.append(["signup", k, traffic.FUNNEL_STEPS[k], n, sql_round(total / n, 1),
-                     *(float(max(traffic.exact_quantile(v, q) for v in per_hour)) for q in (0.5, 0.75, 0.95))])
+        want.append(
+            [
+                "signup",
+                k,
+                traffic.FUNNEL_STEPS[k],
+                n,
+                sql_round(total / n, 1),
+                *(float(max(traffic.exact_quantile(v, q) for v in per_hour)) for q in (0.5, 0.75, 0.95)),
+            ]
+        )
     assert step_time["rows"] == want
     ttc = panels["time_to_convert"]
-    assert ttc["columns"] == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p75_ms", "p90_ms", "p95_ms",
-                              "min_ms", "max_ms"]
+    assert ttc["columns"] == [
+        "funnel",
+        "window_start",
+        "conversions",
+        "avg_ms",
+        "p50_ms",
+        "p75_ms",
+        "p90_ms",
+        "p95_ms",
+        "min_ms",
+        "max_ms",
+    ]
     got = [[r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]] for r in ttc["rows"]]
-    assert got == [["signup", len(v), sql_round(sum(v) / len(v), 1),
-                    *(float(traffic.exact_quantile(v, q)) for q in (0.5, 0.75, 0.9, 0.95)), float(min(v)), float(max(v))]
-                   for _, v in sorted(want_convert.items())]
+    assert got == [
+        [
+            "signup",
+            len(v),
+            sql_round(sum(v) / len(v), 1),
+            *(float(traffic.exact_quantile(v, q)) for q in (0.5, 0.75, 0.9, 0.95)),
+            float(min(v)),
+            float(max(v)),
+        ]
+        for _, v in sorted(want_convert.items())
+    ]
 
 
 def _saved(spec, name: str):
@@ -266,8 +316,12 @@ def _saved(spec, name: str):
 def test_every_saved_query_answers_what_the_model_says(landed):
     spec, model, _ = landed
     names = sorted(p.stem for p in QUERIES.glob("*.sql"))
-    checks = {"funnel_dropoff": _check_funnel, "error_rate_by_service": _check_error_rate, "p99_latency_by_service": _check_p99,
-              "time_to_convert": _check_time_to_convert}
+    checks = {
+        "funnel_dropoff": _check_funnel,
+        "error_rate_by_service": _check_error_rate,
+        "p99_latency_by_service": _check_p99,
+        "time_to_convert": _check_time_to_convert,
+    }
     assert set(names) <= set(checks), f"saved queries without a model answer: {sorted(set(names) - set(checks))}"
     for name in names:
         cols, rows = _saved(spec, name)
@@ -283,8 +337,10 @@ def _check_time_to_convert(model, cols, rows, spec):
     assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p90_ms", "min_ms", "max_ms"]
     want = model.time_to_convert()
     assert len(want) >= 1 and sum(w[1] for w in want) == len(model.conversions)
-    got = [(f, int(ws.timestamp() * 1000), int(n), float(avg), int(p50), int(p90), int(lo), int(hi))
-           for f, ws, n, avg, p50, p90, lo, hi in rows]
+    got = [
+        (f, int(ws.timestamp() * 1000), int(n), float(avg), int(p50), int(p90), int(lo), int(hi))
+        for f, ws, n, avg, p50, p90, lo, hi in rows
+    ]
     assert got == [("signup", *w) for w in want]
 
 

@@ -23,17 +23,19 @@ def _lines(n: int, *, same_ts: bool = False, message: str = "heartbeat ok", offs
     """``n`` INFO lines without a trace id, as the trace stage sees them (column ``ts``,
     source coordinates), one second apart unless ``same_ts``."""
     ts = [T0 if same_ts else T0 + dt.timedelta(seconds=i) for i in range(n)]
-    return pa.table({
-        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
-        "level": ["INFO"] * n,
-        "service": ["checkout"] * n,
-        "message": [message] * n,
-        "trace_id": pa.nulls(n, pa.string()),
-        "request_id": pa.nulls(n, pa.string()),
-        "source_topic": ["logs"] * n,
-        "source_partition": pa.array([0] * n, pa.int32()),
-        "source_offset": pa.array(range(offset0, offset0 + n), pa.int64()),
-    })
+    return pa.table(
+        {
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "level": ["INFO"] * n,
+            "service": ["checkout"] * n,
+            "message": [message] * n,
+            "trace_id": pa.nulls(n, pa.string()),
+            "request_id": pa.nulls(n, pa.string()),
+            "source_topic": ["logs"] * n,
+            "source_partition": pa.array([0] * n, pa.int32()),
+            "source_offset": pa.array(range(offset0, offset0 + n), pa.int64()),
+        }
+    )
 
 
 def _assert_binomial(kept: int, n: int, p: float) -> None:

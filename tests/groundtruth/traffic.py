@@ -37,12 +37,12 @@ FUNNEL_STEPS = ("view", "form_start", "step_1", "step_2", "step_3", "step_4", "s
 HOUR_MS = 3_600_000
 ROUTES = {"checkout": "POST /checkout", "signup": "POST /signup", "search": "GET /search", "auth": "POST /login"}
 PARTITIONS = 4
-MINUTES = 14                      # more than a RED window + allowed_lateness (6 min) twice
+MINUTES = 14  # more than a RED window + allowed_lateness (6 min) twice
 TRACES_PER_MINUTE = 24
-ERROR_SPIKE = ("checkout", 2)     # (service, minute): 60% of its calls fail
-LATENCY_SPIKE = ("search", 4)     # (service, minute): its calls take 1.2 - 3 s
-SLOW_MS = 1000                    # the spec's latency policy threshold
-LOG_PERCENT = 20                  # the spec's log sampling percentage (untraced INFO lines)
+ERROR_SPIKE = ("checkout", 2)  # (service, minute): 60% of its calls fail
+LATENCY_SPIKE = ("search", 4)  # (service, minute): its calls take 1.2 - 3 s
+SLOW_MS = 1000  # the spec's latency policy threshold
+LOG_PERCENT = 20  # the spec's log sampling percentage (untraced INFO lines)
 HEARTBEAT_EVERY_S = 4
 MIN_MS = 60_000
 
@@ -57,18 +57,18 @@ def partition_of(key: str) -> int:
 
 @dataclass
 class Record:
-    topic: str            # logical topic: spans, logs, events, metrics
+    topic: str  # logical topic: spans, logs, events, metrics
     partition: int
     value: bytes
-    ts_ms: int            # Kafka record timestamp
+    ts_ms: int  # Kafka record timestamp
 
 
 @dataclass
 class Model:
     base_ms: int
     records: list[Record] = field(default_factory=list)
-    spans: list = field(default_factory=list)             # ReadableSpan
-    logs: list[dict] = field(default_factory=list)        # the JSON documents
+    spans: list = field(default_factory=list)  # ReadableSpan
+    logs: list[dict] = field(default_factory=list)  # the JSON documents
     sessions: dict[str, int] = field(default_factory=dict)  # session -> steps of the signup funnel reached
     conversions: list[tuple[int, int]] = field(default_factory=list)  # (last event ms, first step to completion ms)
     #: session -> (event ms, index in FUNNEL_STEPS or None) of each interaction, as its client stamped it
@@ -84,7 +84,13 @@ class Model:
         """(service, operation, kind, status, minute) -> durations in ms (every span)."""
         out: dict[tuple, list[float]] = defaultdict(list)
         for s in self.spans:
-            key = (s.resource.attributes["service.name"], s.name, s.kind.name, s.status.status_code.name, self.minute(s.start_time))
+            key = (
+                s.resource.attributes["service.name"],
+                s.name,
+                s.kind.name,
+                s.status.status_code.name,
+                self.minute(s.start_time),
+            )
             out[key].append((s.end_time - s.start_time) / 1e6)
         return out
 
@@ -160,8 +166,17 @@ class Model:
         for ws in sorted(by_hour):
             v = sorted(by_hour[ws])
             avg = Decimal(sum(v)) / Decimal(len(v))
-            out.append((ws, len(v), float(avg.quantize(Decimal("0.1"), ROUND_HALF_UP)), v[(len(v) - 1) // 2],
-                        v[int(math.floor(0.9 * (len(v) - 1)))], v[0], v[-1]))
+            out.append(
+                (
+                    ws,
+                    len(v),
+                    float(avg.quantize(Decimal("0.1"), ROUND_HALF_UP)),
+                    v[(len(v) - 1) // 2],
+                    v[int(math.floor(0.9 * (len(v) - 1)))],
+                    v[0],
+                    v[-1],
+                )
+            )
         return out
 
     def step_timings(self) -> tuple[dict[tuple[int, int], list[int]], dict[int, list[int]]]:
@@ -234,15 +249,21 @@ def build(base_ms: int, seed: int = 12) -> Model:
     for minute in range(MINUTES):
         for i in range(TRACES_PER_MINUTE):
             svc = BACKENDS[i % len(BACKENDS)]
-            t0 = base_ns + minute * MIN_MS * 1_000_000 + rnd.randrange(0, 50_000) * 1_000_000 + rnd.randrange(0, 1_000_000)
+            t0 = (
+                base_ns
+                + minute * MIN_MS * 1_000_000
+                + rnd.randrange(0, 50_000) * 1_000_000
+                + rnd.randrange(0, 1_000_000)
+            )
             dur_ms = _duration_ms(rnd, svc, minute)
             fail = rnd.random() < (0.6 if (svc, minute) == ERROR_SPIKE else 0.04)
             root = tracers["frontend"].start_span(ROUTES[svc], kind=SpanKind.SERVER, start_time=t0)
             ctx = trace.set_span_in_context(root)
             b0 = t0 + 2_000_000
             back = tracers[svc].start_span(ROUTES[svc], kind=SpanKind.SERVER, context=ctx, start_time=b0)
-            db = tracers[svc].start_span("db.query", kind=SpanKind.CLIENT, context=trace.set_span_in_context(back),
-                                         start_time=b0 + 1_000_000)
+            db = tracers[svc].start_span(
+                "db.query", kind=SpanKind.CLIENT, context=trace.set_span_in_context(back), start_time=b0 + 1_000_000
+            )
             db.end(end_time=b0 + 1_000_000 + int(dur_ms * 0.6 * 1e6))
             if fail:
                 back.set_status(Status(StatusCode.ERROR, "upstream failed"))
@@ -259,14 +280,25 @@ def build(base_ms: int, seed: int = 12) -> Model:
                 _log(m, tid, svc, _ms(b0) + 2, "ERROR", "upstream failed: card declined for user jane@example.org")
         for svc in SERVICES:
             for k in range(60 // HEARTBEAT_EVERY_S):
-                _log(m, None, svc, base_ms + minute * MIN_MS + k * HEARTBEAT_EVERY_S * 1000 + SERVICES.index(svc), "INFO",
-                     "heartbeat ok")
+                _log(
+                    m,
+                    None,
+                    svc,
+                    base_ms + minute * MIN_MS + k * HEARTBEAT_EVERY_S * 1000 + SERVICES.index(svc),
+                    "INFO",
+                    "heartbeat ok",
+                )
         _sessions(m, rnd, minute)
         for svc in SERVICES:
             for k in range(3):
                 ts = base_ms + minute * MIN_MS + k * 20_000 + 500
-                doc = {"name": "process.cpu", "kind": "GAUGE", "value": round(rnd.random(), 4), "timestamp": _iso(ts),
-                       "labels": {"service": svc, "host": f"{svc}-1", "env": "prod"}}
+                doc = {
+                    "name": "process.cpu",
+                    "kind": "GAUGE",
+                    "value": round(rnd.random(), 4),
+                    "timestamp": _iso(ts),
+                    "labels": {"service": svc, "host": f"{svc}-1", "env": "prod"},
+                }
                 m.records.append(Record("metrics", partition_of(svc), json.dumps(doc).encode(), ts))
                 m.samples += 1
     for tp in providers.values():
@@ -282,8 +314,19 @@ def _iso(ms: int) -> str:
 
 
 def _log(m: Model, tid: str | None, svc: str, ts_ms: int, level: str, message: str) -> None:
-    doc = {"timestamp": _iso(ts_ms), "level": level, "service": svc, "message": message, "trace_id": tid, "span_id": None,
-           "request_id": None, "user_id": None, "host": f"{svc}-1", "env": "prod", "attributes": {}}
+    doc = {
+        "timestamp": _iso(ts_ms),
+        "level": level,
+        "service": svc,
+        "message": message,
+        "trace_id": tid,
+        "span_id": None,
+        "request_id": None,
+        "user_id": None,
+        "host": f"{svc}-1",
+        "env": "prod",
+        "attributes": {},
+    }
     m.logs.append(doc)
     key = tid or f"{svc}-{ts_ms}"
     m.records.append(Record("logs", partition_of(key), json.dumps(doc).encode(), ts_ms))
@@ -299,12 +342,23 @@ def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
         m.sessions[sid] = 2 + last  # view, form_start, step_1..step_<last> (no step_4: submit does not count)
         t = m.base_ms + minute * MIN_MS + k * 5000 + 100
         interactions = [{"type": "page_view"}, {"type": "form_start", "form": "signup"}]
-        interactions += [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, last + 1)]
+        interactions += [
+            {"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, last + 1)
+        ]
         if last == 3:
             interactions.append({"type": "form_submit", "form": "signup"})
-        doc = {"event_id": f"e-{minute}-{k}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
-               "user": f"user-{minute}-{k}", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
-               "events": interactions}
+        doc = {
+            "event_id": f"e-{minute}-{k}",
+            "timestamp": _iso(t),
+            "page": "/signup",
+            "session_id": sid,
+            "user": f"user-{minute}-{k}",
+            "location": None,
+            "platform": "web",
+            "user_agent": None,
+            "client_ip": None,
+            "events": interactions,
+        }
         _stamp(m, sid, t, interactions, "/signup")
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
     sid, t0 = f"s-{minute}-conv", m.base_ms + minute * MIN_MS + 30_100
@@ -313,9 +367,18 @@ def _sessions(m: Model, rnd: random.Random, minute: int) -> None:
     first += [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 1000 + st} for st in range(1, 6)]
     then = [{"type": "form_submit", "form": "signup"}, {"type": "signup_complete", "form": "signup"}]
     for n, (t, interactions) in enumerate(((t0, first), (t0 + took, then))):
-        doc = {"event_id": f"e-{minute}-conv-{n}", "timestamp": _iso(t), "page": "/signup", "session_id": sid,
-               "user": f"user-{minute}-conv", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
-               "events": interactions}
+        doc = {
+            "event_id": f"e-{minute}-conv-{n}",
+            "timestamp": _iso(t),
+            "page": "/signup",
+            "session_id": sid,
+            "user": f"user-{minute}-conv",
+            "location": None,
+            "platform": "web",
+            "user_agent": None,
+            "client_ip": None,
+            "events": interactions,
+        }
         _stamp(m, sid, t, interactions, "/signup")
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), t))
     m.sessions[sid] = len(FUNNEL_STEPS)
@@ -333,14 +396,27 @@ def _jittered_session(m: Model, minute: int) -> None:
         (t, t, [{"type": "page_view"}]),
         (t + start, t + start, [{"type": "form_start", "form": "signup"}]),
         (t - lag, t + start + 100, [{"type": "form_step", "form": "signup", "step": 1, "duration_ms": 900}]),
-        (t + steps, t + steps, [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 500 + st} for st in range(2, 6)]
-         + [{"type": "form_submit", "form": "signup"}]),
+        (
+            t + steps,
+            t + steps,
+            [{"type": "form_step", "form": "signup", "step": st, "duration_ms": 500 + st} for st in range(2, 6)]
+            + [{"type": "form_submit", "form": "signup"}],
+        ),
         (t + done, t + done, [{"type": "signup_complete", "form": "signup"}]),
     ]
     for n, (stamp, sent, interactions) in enumerate(envelopes):
-        doc = {"event_id": f"e-{minute}-jit-{n}", "timestamp": _iso(stamp), "page": "/signup", "session_id": sid,
-               "user": f"user-{minute}-jit", "location": None, "platform": "web", "user_agent": None, "client_ip": None,
-               "events": interactions}
+        doc = {
+            "event_id": f"e-{minute}-jit-{n}",
+            "timestamp": _iso(stamp),
+            "page": "/signup",
+            "session_id": sid,
+            "user": f"user-{minute}-jit",
+            "location": None,
+            "platform": "web",
+            "user_agent": None,
+            "client_ip": None,
+            "events": interactions,
+        }
         _stamp(m, sid, stamp, interactions, "/signup")
         m.records.append(Record("events", partition_of(sid), json.dumps(doc).encode(), sent))
     m.sessions[sid] = len(FUNNEL_STEPS)

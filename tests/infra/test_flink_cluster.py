@@ -33,8 +33,9 @@ def test_cluster_is_up(flink_cluster: flink.FlinkCluster) -> None:
     assert isinstance(flink_cluster.jobs(), list)
 
 
-def test_beam_wordcount_runs_on_flink(flink_cluster: flink.FlinkCluster, flink_beam_options: list[str],
-                                      tmp_path: Path) -> None:
+def test_beam_wordcount_runs_on_flink(
+    flink_cluster: flink.FlinkCluster, flink_beam_options: list[str], tmp_path: Path
+) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -17,11 +17,16 @@ from infra.service import port_open
 pytestmark = pytest.mark.kafka
 
 
-def _produce(bootstrap: str, topic: str, items: list[tuple[str, str]], producer: Producer | None = None,
-             ) -> list[tuple[int, int, str]]:
+def _produce(
+    bootstrap: str,
+    topic: str,
+    items: list[tuple[str, str]],
+    producer: Producer | None = None,
+) -> list[tuple[int, int, str]]:
     """Produce ``(key, value)`` pairs idempotently; return ``(partition, offset, value)`` per delivery."""
-    p = producer or Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                              "linger.ms": 5})
+    p = producer or Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
     delivered: list[tuple[int, int, str]] = []
     errors: list[KafkaError] = []
 
@@ -45,16 +50,21 @@ def _produce(bootstrap: str, topic: str, items: list[tuple[str, str]], producer:
     return delivered
 
 
-def _consume_all(bootstrap: str, topic: str, partitions: int, expected: int, *,
-                 read_committed: bool = False, timeout: float = 60.0) -> list[tuple[int, int, str, str]]:
+def _consume_all(
+    bootstrap: str, topic: str, partitions: int, expected: int, *, read_committed: bool = False, timeout: float = 60.0
+) -> list[tuple[int, int, str, str]]:
     """Read every message of ``topic`` from the beginning: ``(partition, offset, key, value)``.
 
     Stops after ``expected`` messages, then keeps polling briefly so extra messages would show up.
     """
-    c = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-    })
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+    )
     try:
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         out: list[tuple[int, int, str, str]] = []
@@ -152,15 +162,26 @@ def test_missing_topic_is_an_error_and_is_not_auto_created(kafka_broker) -> None
     assert md.error is not None and md.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
     errors: list[KafkaError] = []
-    p = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True,
-                  "topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 15000})
+    p = Producer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "enable.idempotence": True,
+            "topic.metadata.propagation.max.ms": 1000,
+            "message.timeout.ms": 15000,
+        }
+    )
     p.produce(missing, value=b"x", on_delivery=lambda err, msg: errors.append(err))
     assert p.flush(30) == 0
     assert len(errors) == 1 and errors[0] is not None
     assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), errors[0]
 
-    c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}",
-                  "allow.auto.create.topics": True})  # the broker must still refuse
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex[:8]}",
+            "allow.auto.create.topics": True,
+        }
+    )  # the broker must still refuse
     try:
         c.subscribe([missing])
         seen: KafkaError | None = None
@@ -181,8 +202,9 @@ def test_kill_then_restart_keeps_data_and_clients_reconnect(private_kafka_broker
     broker = private_kafka_broker
     bootstrap, home, old_pid = broker.bootstrap, broker.home, broker.pid
     topic = broker.create_topic(f"crash-{uuid.uuid4().hex[:8]}", partitions=4)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                         "message.timeout.ms": 120000})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "message.timeout.ms": 120000}
+    )
     _produce(bootstrap, topic, [(f"k{i % 7}", f"before-{i}") for i in range(500)], producer)
 
     broker.kill()

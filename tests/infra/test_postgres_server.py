@@ -26,8 +26,12 @@ def test_accepts_password_login(postgres_server: postgres.PostgresServer) -> Non
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT current_user, current_database(), inet_server_addr()::text, inet_server_port()")
-            assert cur.fetchone() == (postgres_server.user, postgres_server.database, "127.0.0.1/32",
-                                      postgres_server.port)
+            assert cur.fetchone() == (
+                postgres_server.user,
+                postgres_server.database,
+                "127.0.0.1/32",
+                postgres_server.port,
+            )
             cur.execute("CREATE TABLE t (x int)")
             cur.execute("INSERT INTO t SELECT generate_series(1, 10)")
             cur.execute("SELECT sum(x) FROM t")
@@ -84,8 +88,10 @@ def test_catalog_tables_live_in_postgres(shared_catalog, postgres_server: postgr
             assert rows[0][:3] == ("obsflow", "obs", "t1")
             assert rows[0][3] == shared_catalog.load_table("obs.t1").metadata_location
             assert rows[0][3].startswith(f"s3://{shared_catalog.properties['bucket']}/warehouse/")
-            cur.execute("SELECT property_key, property_value FROM iceberg_namespace_properties "
-                        "WHERE catalog_name = 'obsflow' AND namespace = 'obs' ORDER BY property_key")
+            cur.execute(
+                "SELECT property_key, property_value FROM iceberg_namespace_properties "
+                "WHERE catalog_name = 'obsflow' AND namespace = 'obs' ORDER BY property_key"
+            )
             assert ("owner", "tests") in cur.fetchall()
     finally:
         conn.close()
@@ -136,6 +142,11 @@ def test_starts_from_a_process_whose_fork_handlers_would_kill_a_forked_child() -
     import sys
     from pathlib import Path
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr[-2000:]

@@ -92,11 +92,13 @@ def test_restart_and_kill_keep_data(s3_server: s3.S3Server) -> None:
 
 def test_iceberg_table_roundtrip(shared_catalog, s3_server: s3.S3Server) -> None:
     n = 1000
-    data = pa.table({
-        "id": pa.array(range(n), pa.int64()),
-        "name": pa.array([f"event-{i}" for i in range(n)], pa.string()),
-        "value": pa.array([i * 0.5 for i in range(n)], pa.float64()),
-    })
+    data = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "name": pa.array([f"event-{i}" for i in range(n)], pa.string()),
+            "value": pa.array([i * 0.5 for i in range(n)], pa.float64()),
+        }
+    )
     shared_catalog.create_namespace("obs")
     table = shared_catalog.create_table("obs.events", schema=data.schema)
     table.append(data)
@@ -110,9 +112,7 @@ def test_iceberg_table_roundtrip(shared_catalog, s3_server: s3.S3Server) -> None
 
     bucket = shared_catalog.properties["bucket"]
     keys = s3_server.list_objects(bucket, "warehouse/")
-    data_files = sorted(
-        t.file.file_path for t in reloaded.scan().plan_files()
-    )
+    data_files = sorted(t.file.file_path for t in reloaded.scan().plan_files())
     assert data_files and all(p.startswith(f"s3://{bucket}/warehouse/") for p in data_files)
     assert {p.removeprefix(f"s3://{bucket}/") for p in data_files} <= set(keys)
     assert any(k.endswith(".parquet") for k in keys)

@@ -30,7 +30,9 @@ def test_a_changed_default_is_drift(monkeypatch):
     field = CommitSpec.model_fields["max_seconds"]
     monkeypatch.setattr(field, "default", timedelta(seconds=7))
     assert config_docs.drifted() == ["sinks/README.md"]
-    key, default, _ = next(r for r in config_docs.rows("storage", StorageSpec) if r[0] == "`storage.commit.max_seconds`")
+    key, default, _ = next(
+        r for r in config_docs.rows("storage", StorageSpec) if r[0] == "`storage.commit.max_seconds`"
+    )
     assert default == "`7s`"
 
 
@@ -79,4 +81,6 @@ def _fields_without_description() -> set[str]:
 def test_every_spec_field_has_a_description():
     missing = _fields_without_description()
     assert {m for m in missing if m.rsplit(".", 2)[0] not in UNDESCRIBED_MODULES} == set()
-    assert {m.rsplit(".", 2)[0] for m in missing} == UNDESCRIBED_MODULES, "a module is fully described: drop it from the list"
+    assert {m.rsplit(".", 2)[0] for m in missing} == UNDESCRIBED_MODULES, (
+        "a module is fully described: drop it from the list"
+    )

@@ -35,10 +35,50 @@ DUPLICATE = object()
 
 #: values put at a key path: type confusion, extremes, bad durations, odd text and containers
 VALUES: list[Any] = [
-    None, True, False, 0, 1, -1, 2**31, 2**63, 2**70, -(2**70), 0.5, -0.5, 1e308, math.inf, -math.inf, math.nan,
-    "", "x", "0", "60", "0s", "1ms", "1m30s", "0.0001ms", "36500d", "99999999999d", "-5m", "1e3s", "\x00", "\u001f", "é" * 3,
-    "a" * 300, [], [None], [5], ["x"], [[]], {}, {"x": 1}, {"kind": "validate"}, [[[[[[[[[[1]]]]]]]]]],
-    "otlp_proto", "metric", "events",  # names that are valid somewhere else in a spec
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**31,
+    2**63,
+    2**70,
+    -(2**70),
+    0.5,
+    -0.5,
+    1e308,
+    math.inf,
+    -math.inf,
+    math.nan,
+    "",
+    "x",
+    "0",
+    "60",
+    "0s",
+    "1ms",
+    "1m30s",
+    "0.0001ms",
+    "36500d",
+    "99999999999d",
+    "-5m",
+    "1e3s",
+    "\x00",
+    "\u001f",
+    "é" * 3,
+    "a" * 300,
+    [],
+    [None],
+    [5],
+    ["x"],
+    [[]],
+    {},
+    {"x": 1},
+    {"kind": "validate"},
+    [[[[[[[[[[1]]]]]]]]]],
+    "otlp_proto",
+    "metric",
+    "events",  # names that are valid somewhere else in a spec
 ]
 OPS: list[Any] = [DELETE, EMPTY, SIBLING, DUPLICATE, *VALUES]
 
@@ -163,7 +203,9 @@ def _pseudonym_key_and_one_geo_database(monkeypatch):
 
     real = transforms.enrich.GeoLookup
     monkeypatch.setenv("OBSFLOW_PSEUDONYM_KEY", "spec-fuzz-test-key-0123456789")
-    monkeypatch.setattr(transforms.enrich, "GeoLookup", lambda size: _GEO.get(size) or _GEO.setdefault(size, real(size)))
+    monkeypatch.setattr(
+        transforms.enrich, "GeoLookup", lambda size: _GEO.get(size) or _GEO.setdefault(size, real(size))
+    )
 
 
 def test_every_key_path_is_enumerated():
@@ -176,28 +218,38 @@ def test_the_default_spec_runs_through_the_harness():
     assert check(default_data()) == "ran"
 
 
-@pytest.mark.parametrize("path,op", [
-    (("flows", 3, "steps", 1, "derive", 1, "value"), "x"),
-    (("flows", 3, "steps", 1, "derive", 0, "filter", "level"), []),
-    (("flows",), []),
-    (("sources", 0, "codec"), "otlp_proto"),
-    (("flows", 2, "steps", 2, "red", "window"), "0s"),
-    (("flows", 0, "steps", 3, "config", "report_resolution"), "0.0001ms"),
-    (("flows", 2, "steps", 2, "shards"), 2**70),
-    (("sources", 1, "partitions"), 2**70),
-    (("flows", 0, "steps", 0, "event_types"), []),
-    (("alerts", "route", "routes", 0, "matchers"), [None]),
-    (("alerts", "inhibit_rules", 0, "target_matchers"), 5),
-])
+@pytest.mark.parametrize(
+    "path,op",
+    [
+        (("flows", 3, "steps", 1, "derive", 1, "value"), "x"),
+        (("flows", 3, "steps", 1, "derive", 0, "filter", "level"), []),
+        (("flows",), []),
+        (("sources", 0, "codec"), "otlp_proto"),
+        (("flows", 2, "steps", 2, "red", "window"), "0s"),
+        (("flows", 0, "steps", 3, "config", "report_resolution"), "0.0001ms"),
+        (("flows", 2, "steps", 2, "shards"), 2**70),
+        (("sources", 1, "partitions"), 2**70),
+        (("flows", 0, "steps", 0, "event_types"), []),
+        (("alerts", "route", "routes", 0, "matchers"), [None]),
+        (("alerts", "inhibit_rules", 0, "target_matchers"), 5),
+    ],
+)
 def test_issue_reproducers_fail_at_load(path, op):
     d = default_data()
     assert mutate(d, path, op, random.Random(0))
     assert check(d) == "error"
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not LONG,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(st.tuples(st.sampled_from(PATHS), st.sampled_from(range(len(OPS)))), min_size=1, max_size=3), st.randoms())
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=not LONG,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.lists(st.tuples(st.sampled_from(PATHS), st.sampled_from(range(len(OPS)))), min_size=1, max_size=3), st.randoms()
+)
 def test_mutated_specs_fail_at_load_or_run(mutations, rng):
     d = default_data()
     for path, op in mutations:

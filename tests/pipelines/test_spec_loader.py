@@ -24,8 +24,19 @@ def test_default_spec_loads_with_its_flows_and_steps():
     assert spec.storage.namespace == "obs"
 
 
-@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("30s", 30), ("5m", 300), ("2h", 7200), ("7d", 604800), ("1w", 604800),
-                                          ("1m30s", 90), ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("1w", 604800),
+        ("1m30s", 90),
+        ("1.5h", 5400),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
@@ -43,7 +54,7 @@ def test_wrong_types_name_the_key_path_and_the_expectation():
     d["storage"]["commit"]["max_rows"] = "fast"
     assert problems(d) == [
         ("storage.commit.max_rows", 'expected an integer, got "fast"'),
-        ("flows[0].steps[0].max_future", "expected a duration like \"30s\", \"5m\", \"7d\", got 'soon'"),
+        ("flows[0].steps[0].max_future", 'expected a duration like "30s", "5m", "7d", got \'soon\''),
         ("flows[1].steps[0].max_bytes", 'expected an integer, got "big"'),
     ]
 
@@ -61,23 +72,33 @@ def test_unknown_step_kind_and_bounds():
     d["storage"]["commit"]["max_rows"] = 0
     assert problems(d) == [
         ("storage.commit.max_rows", "expected a number > 0, got 0"),
-        ("flows[0].steps[2]", "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', 'rollup', 'product', got 'teleport'"),
+        (
+            "flows[0].steps[2]",
+            "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', 'rollup', 'product', got 'teleport'",
+        ),
     ]
 
 
 def test_references_to_missing_sources_and_tables():
     d = default_data()
     d["flows"][1]["source"] = "clicks"
-    assert problems(d) == [("flows[1].source", "expected one of the source names ['events', 'logs', 'spans', 'metrics'], got 'clicks'")]
+    assert problems(d) == [
+        ("flows[1].source", "expected one of the source names ['events', 'logs', 'spans', 'metrics'], got 'clicks'")
+    ]
     d = default_data()
     d["flows"][0]["sink"]["table"] = "clicks"
-    assert problems(d) == [("flows[0].sink.table", "expected one of the tables ['alerts', 'dead_letters', 'events', 'logs', 'metrics', 'sessions', 'spans', 'traces'], got 'clicks'")]
+    assert problems(d) == [
+        (
+            "flows[0].sink.table",
+            "expected one of the tables ['alerts', 'dead_letters', 'events', 'logs', 'metrics', 'sessions', 'spans', 'traces'], got 'clicks'",
+        )
+    ]
 
 
 def test_codec_and_signal_literals():
     d = default_data()
     d["sources"][0]["codec"] = "xml"
-    (path, msg), = problems(d)
+    ((path, msg),) = problems(d)
     assert path == "sources[0].codec" and msg.startswith("expected ") and msg.endswith(', got "xml"')
 
 
@@ -100,8 +121,12 @@ def test_tables_of_a_spec_without_building_its_transforms():
     from tests.helpers import strip_metrics, strip_traces
 
     base = yaml.safe_load(DEFAULT_SPEC.read_text())
-    for data in (copy.deepcopy(base), strip_traces(copy.deepcopy(base)), strip_traces(copy.deepcopy(base), metrics=True),
-                 strip_metrics(copy.deepcopy(base))):
+    for data in (
+        copy.deepcopy(base),
+        strip_traces(copy.deepcopy(base)),
+        strip_traces(copy.deepcopy(base), metrics=True),
+        strip_metrics(copy.deepcopy(base)),
+    ):
         spec = parse_spec(data)
         assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
     assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]

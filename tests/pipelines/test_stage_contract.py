@@ -47,10 +47,23 @@ def default_spec(tmp_path):
         if s["name"] == "spans":
             s["codec"] = "otlp_proto"
     d["alerts"]["rules"] += [
-        {"name": "CheckoutLogErrors", "select": {"metric": "log.errors", "match": {"service": "checkout"}, "value": "count"},
-         "op": ">", "threshold": 3, "for": "0s", "severity": "P1"},
-        {"name": "BusyCpu", "select": {"metric": "process.cpu", "value": "max"}, "op": ">", "threshold": 0.8,
-         "for": "1m", "severity": "P2"}]
+        {
+            "name": "CheckoutLogErrors",
+            "select": {"metric": "log.errors", "match": {"service": "checkout"}, "value": "count"},
+            "op": ">",
+            "threshold": 3,
+            "for": "0s",
+            "severity": "P1",
+        },
+        {
+            "name": "BusyCpu",
+            "select": {"metric": "process.cpu", "value": "max"},
+            "op": ">",
+            "threshold": 0.8,
+            "for": "1m",
+            "severity": "P2",
+        },
+    ]
     return parse_spec(d)
 
 
@@ -89,8 +102,11 @@ def _global_feed(spec) -> tuple[StageDef, list[StageOutput]]:
     host = StageHost(spec, keys)
     defn = host.defs[GLOBAL]
     host.defs.pop(GLOBAL)  # the global stage is driven by the test
-    batches = [b for (src, p), recs in sorted(parts.items())
-               for b in batches_of(src, topic[src], p, recs, traffic.PARTITIONS, 50)]
+    batches = [
+        b
+        for (src, p), recs in sorted(parts.items())
+        for b in batches_of(src, topic[src], p, recs, traffic.PARTITIONS, 50)
+    ]
     batches.sort(key=lambda b: b.timestamps_ms[-1])  # partitions interleaved in time, as a live reader sees them
     for b in batches:
         host.feed(b)
@@ -104,10 +120,12 @@ def _answers(outs: list[StageOutput]) -> dict:
     for o in outs:
         for name, t in o.rows.items():
             rows[name] += [repr(sorted(r.items())) for r in t.to_pylist()]
-    return {"rows": {n: sorted(v) for n, v in rows.items()},
-            "alerts": [(e.status, e.rule, sorted(e.labels.items())) for o in outs for e in o.alerts],
-            "notifications": [(n.at, n.receiver, n.status) for o in outs for n in o.notifications],
-            "positions": outs[-1].positions}
+    return {
+        "rows": {n: sorted(v) for n, v in rows.items()},
+        "alerts": [(e.status, e.rule, sorted(e.labels.items())) for o in outs for e in o.alerts],
+        "notifications": [(n.at, n.receiver, n.status) for o in outs for n in o.notifications],
+        "positions": outs[-1].positions,
+    }
 
 
 def _pre_split_blob(stage: GlobalStage) -> bytes:
@@ -115,10 +133,21 @@ def _pre_split_blob(stage: GlobalStage) -> bytes:
     one object with every job's attributes (``engine``, ``pending``, ``report``, ``red_aggs``, ...)."""
     s = dict(stage.__dict__)
     a, f, red = s.pop("alerting"), s.pop("funnels"), s.pop("red")
-    s.update(engine=a.engine if a else None, lateness=a.lateness if a else 0, rule_res=a.rule_res if a else [],
-             metric_names=a.metric_names if a else set(), pending=a.pending if a else {}, next_end=a.next_end if a else {},
-             report=f.report if f else None, res=f.res if f else 0, errors=f.errors if f else {},
-             sessionless=f.sessionless if f else {}, red_window=red.window, red_exemplars=red.exemplars, red_aggs=red.aggs)
+    s.update(
+        engine=a.engine if a else None,
+        lateness=a.lateness if a else 0,
+        rule_res=a.rule_res if a else [],
+        metric_names=a.metric_names if a else set(),
+        pending=a.pending if a else {},
+        next_end=a.next_end if a else {},
+        report=f.report if f else None,
+        res=f.res if f else 0,
+        errors=f.errors if f else {},
+        sessionless=f.sessionless if f else {},
+        red_window=red.window,
+        red_exemplars=red.exemplars,
+        red_aggs=red.aggs,
+    )
     old = GlobalStage.__new__(GlobalStage)
     old.__dict__.update(s)  # pickled as its __dict__: the old layout
     return zlib.compress(pickle.dumps(old, protocol=5), 1)
@@ -156,9 +185,18 @@ def test_snapshots_from_the_single_module_still_resolve():
     taken by the single module, mid-traffic, restores and continues to the same rows.)"""
     from pipelines.stages import clock, contract, global_stage, metrics, product
 
-    pickled = {"MetricsStage": metrics, "_StageRollup": metrics, "ProductStage": product, "_TallyReport": product,
-               "GlobalStage": global_stage, "PartitionClock": clock, "StageOutput": contract, "StageInput": contract,
-               "StageTick": contract, "StageDef": contract}
+    pickled = {
+        "MetricsStage": metrics,
+        "_StageRollup": metrics,
+        "ProductStage": product,
+        "_TallyReport": product,
+        "GlobalStage": global_stage,
+        "PartitionClock": clock,
+        "StageOutput": contract,
+        "StageInput": contract,
+        "StageTick": contract,
+        "StageDef": contract,
+    }
     up = pickle.Unpickler(io.BytesIO(b""))
     for name, module in pickled.items():
         assert up.find_class("pipelines.stages", name) is getattr(module, name), name

@@ -28,8 +28,8 @@ from sinks.dead_letters import dead_letter_rows
 from tests.helpers import iso
 from transforms.batch import RawBatch, Rejects
 
-INGEST = 1_763_000_040_000          # ingest time of every record (a whole minute)
-T_MS = INGEST - 1000                # event time: one second before ingest
+INGEST = 1_763_000_040_000  # ingest time of every record (a whole minute)
+T_MS = INGEST - 1000  # event time: one second before ingest
 T = iso(T_MS)
 TRACE_ID, SPAN_ID = "f8c9f1fe5c3a1826e6dfda5ef0f42562", "5a6de2cfb18c9fa3"
 
@@ -60,7 +60,7 @@ def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
         for out in outs:
             for name, t in out.rows.items():
                 rows.setdefault(name, []).append(t)
-            for _, fed in (global_inputs(out) if GLOBAL in defs else []):  # as the engines feed it
+            for _, fed in global_inputs(out) if GLOBAL in defs else []:  # as the engines feed it
                 g = stages.setdefault((GLOBAL, 0), GuardedStage(defs[GLOBAL], 0))
                 emit(g.process(fed))
 
@@ -80,13 +80,31 @@ def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
 
 
 def metric(**extra) -> bytes:
-    return json.dumps({"name": "http.requests", "kind": "COUNTER", "timestamp": T, "labels": {"service": "checkout"},
-                       "value": 5.0, **extra}).encode()
+    return json.dumps(
+        {
+            "name": "http.requests",
+            "kind": "COUNTER",
+            "timestamp": T,
+            "labels": {"service": "checkout"},
+            "value": 5.0,
+            **extra,
+        }
+    ).encode()
 
 
 def span(**extra) -> dict:
-    return {"trace_id": TRACE_ID, "span_id": SPAN_ID, "parent_span_id": None, "service": "checkout", "name": "GET /x",
-            "kind": "SERVER", "start_time": T, "end_time": T, "status_code": "UNSET", **extra}
+    return {
+        "trace_id": TRACE_ID,
+        "span_id": SPAN_ID,
+        "parent_span_id": None,
+        "service": "checkout",
+        "name": "GET /x",
+        "kind": "SERVER",
+        "start_time": T,
+        "end_time": T,
+        "status_code": "UNSET",
+        **extra,
+    }
 
 
 def red(tables, name: str) -> list[dict]:
@@ -95,6 +113,7 @@ def red(tables, name: str) -> list[dict]:
 
 
 # -- item 2: samples with and without temporality in one batch ----------------------------------
+
 
 def test_samples_without_temporality_next_to_ones_with_it_are_valid(tmp_path):
     flows, tables = drive(spec(tmp_path), [raw("metrics", [metric(), metric(temporality="DELTA"), metric(value=7.0)])])
@@ -148,10 +167,12 @@ def test_unknown_temporality_and_missing_kind_have_a_detail(tmp_path):
     assert flows[0].records_dead == 2
     assert sorted(d.column("detail").to_pylist()) == [
         "kind: required field is missing or null",
-        "temporality: unknown temporality sideways; expected CUMULATIVE or DELTA"]
+        "temporality: unknown temporality sideways; expected CUMULATIVE or DELTA",
+    ]
 
 
 # -- item 8: a span ending centuries later -------------------------------------------------------
+
 
 def otlp_span(end_ns: int) -> bytes:
     req = ExportTraceServiceRequest()
@@ -180,8 +201,11 @@ def avro_span(end_us: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("codec, payload", [("otlp_proto", otlp_span(2 ** 64 - 1)), ("avro", avro_span(2 ** 63 - 1))],
-                         ids=["otlp_end_2_64", "avro_end_2_63"])
+@pytest.mark.parametrize(
+    "codec, payload",
+    [("otlp_proto", otlp_span(2**64 - 1)), ("avro", avro_span(2**63 - 1))],
+    ids=["otlp_end_2_64", "avro_end_2_63"],
+)
 def test_span_ending_centuries_after_ingest_is_a_dead_letter(tmp_path, codec, payload):
     flows, tables = drive(spec(tmp_path, {"spans": codec}), [raw("spans", [payload])])
     assert (flows[0].records_accepted, flows[0].records_dead) == (0, 1)
@@ -205,20 +229,41 @@ def test_span_ending_within_max_future_keeps_its_exact_duration(tmp_path, codec)
 
 # -- item 9: counts past 2**53 --------------------------------------------------------------------
 
+
 def histogram(count: int, buckets: list[int]) -> bytes:
-    return json.dumps({"name": "h", "kind": "HISTOGRAM", "timestamp": T, "labels": {"service": "checkout"},
-                       "bucket_bounds": [1.0], "bucket_counts": buckets, "count": count, "sum": 5.0}).encode()
+    return json.dumps(
+        {
+            "name": "h",
+            "kind": "HISTOGRAM",
+            "timestamp": T,
+            "labels": {"service": "checkout"},
+            "bucket_bounds": [1.0],
+            "bucket_counts": buckets,
+            "count": count,
+            "sum": 5.0,
+        }
+    ).encode()
 
 
 def test_counts_past_2_53_are_dead_letters_and_below_are_exact(tmp_path):
     big = 1152921504606846976
-    exact = 2 ** 53 - 2
-    flows, tables = drive(spec(tmp_path), [raw("metrics", [
-        histogram(big + 1, [big, 1]),
-        histogram(3, [big, 1]),
-        json.dumps({"name": "s", "kind": "SUMMARY", "timestamp": T, "labels": {}, "count": big, "sum": 1.0}).encode(),
-        histogram(exact, [exact - 1, 1]),
-    ])])
+    exact = 2**53 - 2
+    flows, tables = drive(
+        spec(tmp_path),
+        [
+            raw(
+                "metrics",
+                [
+                    histogram(big + 1, [big, 1]),
+                    histogram(3, [big, 1]),
+                    json.dumps(
+                        {"name": "s", "kind": "SUMMARY", "timestamp": T, "labels": {}, "count": big, "sum": 1.0}
+                    ).encode(),
+                    histogram(exact, [exact - 1, 1]),
+                ],
+            )
+        ],
+    )
     assert (flows[0].records_accepted, flows[0].records_dead) == (1, 3)
     d = tables["dead_letters"].sort_by("source_offset")
     assert d.column("source_offset").to_pylist() == [0, 1, 2]
@@ -226,12 +271,14 @@ def test_counts_past_2_53_are_dead_letters_and_below_are_exact(tmp_path):
         f"count: {big + 1} is 2**53 or more, beyond what a rollup adds exactly; "
         "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly",
         "bucket_counts: a bucket count is 2**53 or more, beyond what a rollup adds exactly",
-        f"count: {big} is 2**53 or more, beyond what a rollup adds exactly"]
+        f"count: {big} is 2**53 or more, beyond what a rollup adds exactly",
+    ]
     h = [r for r in tables["metrics"].to_pylist() if r["name"] == "h" and r["resolution"] == "1m"]
     assert [r["count"] for r in h] == [exact]
 
 
 # -- item 10: U+001F in a span name -----------------------------------------------------------------
+
 
 def test_span_name_with_the_unit_separator_is_its_own_red_series(tmp_path):
     names = ["GET \x1f/x", "GET /x", "a\x1fb\x1fc"]
@@ -244,11 +291,18 @@ def test_span_name_with_the_unit_separator_is_its_own_red_series(tmp_path):
 
 # -- item 11: a form step lasting 2**60 ms ------------------------------------------------------------
 
+
 def test_form_step_duration_2_60_becomes_a_derived_sample(tmp_path):
-    ev = {"event_id": "e1", "timestamp": T, "page": "/signup", "session_id": "s1", "user": "u",
-          "events": [{"type": "form_step", "form": "signup", "step": 2, "duration_ms": 2 ** 60}]}
+    ev = {
+        "event_id": "e1",
+        "timestamp": T,
+        "page": "/signup",
+        "session_id": "s1",
+        "user": "u",
+        "events": [{"type": "form_step", "form": "signup", "step": 2, "duration_ms": 2**60}],
+    }
     flows, tables = drive(spec(tmp_path), [raw("events", [json.dumps(ev).encode()])])
     assert (flows[0].records_accepted, flows[0].records_dead) == (1, 0)
-    assert tables["events"].column("duration_ms").to_pylist() == [2 ** 60]
+    assert tables["events"].column("duration_ms").to_pylist() == [2**60]
     got = [r for r in tables["metrics"].to_pylist() if r["name"] == "form.step.duration_ms" and r["resolution"] == "1m"]
-    assert [(r["count"], r["max"]) for r in got] == [(1, float(2 ** 60))]
+    assert [(r["count"], r["max"]) for r in got] == [(1, float(2**60))]

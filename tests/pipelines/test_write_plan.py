@@ -24,24 +24,39 @@ def test_default_spec_plan():
     }
     every = frozenset({"events", "logs", "metrics", "spans"})
     assert plan.topics_of == {
-        "alerts": every, "dead_letters": every, "metrics": every, "events": frozenset({"events"}),
-        "sessions": frozenset({"events"}), "logs": frozenset({"logs", "spans"}),
-        "spans": frozenset({"logs", "spans"}), "traces": frozenset({"logs", "spans"}),
+        "alerts": every,
+        "dead_letters": every,
+        "metrics": every,
+        "events": frozenset({"events"}),
+        "sessions": frozenset({"events"}),
+        "logs": frozenset({"logs", "spans"}),
+        "spans": frozenset({"logs", "spans"}),
+        "traces": frozenset({"logs", "spans"}),
     }
     # flows write their dead letters and the events table themselves; the trace stage samples the logs
     assert plan.stateless == {("dead_letters", t) for t in every} | {("events", "events")}
     assert plan.staged_tables() == {"spans", "traces", "logs", "dead_letters", "metrics", "sessions", "alerts"}
     assert table_writers(plan, PipelineGraph.tables_of(parse_spec(default_data()))) == (
-        ["events"], ["alerts", "dead_letters", "logs", "metrics", "sessions", "spans", "traces"])
+        ["events"],
+        ["alerts", "dead_letters", "logs", "metrics", "sessions", "spans", "traces"],
+    )
     assert pickle.loads(pickle.dumps(plan)) == plan  # the engines ship it to their workers
 
 
 def test_stateless_spec_plan():
     plan = write_plan(parse_spec(strip_traces(default_data())))
     assert plan.stages == {}
-    assert plan.topics_of == {"events": frozenset({"events"}), "logs": frozenset({"logs"}),
-                              "dead_letters": frozenset({"events", "logs"})}
-    assert plan.stateless == {("events", "events"), ("logs", "logs"), ("dead_letters", "events"), ("dead_letters", "logs")}
+    assert plan.topics_of == {
+        "events": frozenset({"events"}),
+        "logs": frozenset({"logs"}),
+        "dead_letters": frozenset({"events", "logs"}),
+    }
+    assert plan.stateless == {
+        ("events", "events"),
+        ("logs", "logs"),
+        ("dead_letters", "events"),
+        ("dead_letters", "logs"),
+    }
     assert table_writers(plan, ["dead_letters", "events", "logs"]) == (["dead_letters", "events", "logs"], [])
 
 
@@ -61,10 +76,20 @@ def test_bytewax_by_table_sinks_write_what_one_sink_writes(tmp_path):
         run_flow(build_flow(spec, EmbeddedBytewaxSource(embedded(spec, 300), {}), by_table=by_table))
         names = PipelineGraph.tables_of(spec)
         tables = load_tables(open_catalog(spec.storage), spec.storage, names)
-        landed[by_table] = ({t: read_table(spec, t).num_rows for t in names},
-                            {t: snapshot_offsets(tables[t]) for t in names})
+        landed[by_table] = (
+            {t: read_table(spec, t).num_rows for t in names},
+            {t: snapshot_offsets(tables[t]) for t in names},
+        )
     assert landed[True] == landed[False]
     rows, positions = landed[True]
-    assert rows == {"alerts": 3, "dead_letters": 11, "events": 311, "logs": 75, "metrics": 351, "sessions": 89,
-                    "spans": 28, "traces": 8}
+    assert rows == {
+        "alerts": 3,
+        "dead_letters": 11,
+        "events": 311,
+        "logs": 75,
+        "metrics": 351,
+        "sessions": 89,
+        "spans": 28,
+        "traces": 8,
+    }
     assert all(positions[t] for t in rows)

@@ -48,7 +48,13 @@ def _tables(out) -> dict[str, pa.Table]:
 
 
 def _counts(out) -> tuple:
-    return (out.records_in, out.records_accepted, out.records_dead, out.records_dropped, sorted(out.dead_by_reason.items()))
+    return (
+        out.records_in,
+        out.records_accepted,
+        out.records_dead,
+        out.records_dropped,
+        sorted(out.dead_by_reason.items()),
+    )
 
 
 def assert_same(ref: PipelineGraph, new: PipelineGraph, raw: RawBatch) -> int:
@@ -97,8 +103,10 @@ def test_generator_traffic(graphs, signal):
     compared = 0
     for _ in range(2):
         for k in range(0, len(values), 1000):
-            part = values[k:k + 1000]
-            raw = RawBatch(SOURCE[signal], SOURCE[signal], 0, part, list(range(k, k + len(part))), [START_MS + 60_000] * len(part))
+            part = values[k : k + 1000]
+            raw = RawBatch(
+                SOURCE[signal], SOURCE[signal], 0, part, list(range(k, k + len(part))), [START_MS + 60_000] * len(part)
+            )
             compared += assert_same(ref, new, raw)
     assert compared > 3000
 
@@ -116,18 +124,40 @@ def test_fuzz_corpus(graphs, signal):
             for _ in range(size):
                 v = rng.choice(good)
                 batch.append(v if rng.random() < 0.3 else mutate(v, rng.choice(good), signal, "json", rng))
-            raw = RawBatch(SOURCE[signal], SOURCE[signal], 0, batch, list(range(len(batch))), [START_MS + 60_000] * len(batch))
+            raw = RawBatch(
+                SOURCE[signal], SOURCE[signal], 0, batch, list(range(len(batch))), [START_MS + 60_000] * len(batch)
+            )
             compared += assert_same(ref, new, raw)
     assert compared > 0
 
 
 TEXTS = [
-    None, "", "/pricing", "mail me at jane.doe@example.com now", "jane%40example.com", "Authorization: Bearer abc.def-ghi",
-    "BEARER%20xyz", "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "api_key=sk_live_0123456789abcdef", "PASSWORD: hunter22",
-    "ghp_abcdefghijklmnopqrstuvwxyz", "xoxb-1234567890-abc", "AIza" + "A" * 35, "AKIA" + "B" * 16, "card 4111 1111 1111 1111 ok",
-    "card4111111111111111", "4111-1111-1111-1111USD", "ts 1763000000000 (epoch ms)", "id b64df6cc0982d37bb6c1db345e7a208c",
-    "\u212aey=abcdefgh", "caf\u00e9 \u017fecret=abcdefgh", "\u00c9t\u00e9 4012888888881881", "toKen : 'abcdefgh'",
-    "12--345678901234", "1234 5678 9012 3456 7890 123", "x" * 5000 + "a@b.co",
+    None,
+    "",
+    "/pricing",
+    "mail me at jane.doe@example.com now",
+    "jane%40example.com",
+    "Authorization: Bearer abc.def-ghi",
+    "BEARER%20xyz",
+    "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+    "api_key=sk_live_0123456789abcdef",
+    "PASSWORD: hunter22",
+    "ghp_abcdefghijklmnopqrstuvwxyz",
+    "xoxb-1234567890-abc",
+    "AIza" + "A" * 35,
+    "AKIA" + "B" * 16,
+    "card 4111 1111 1111 1111 ok",
+    "card4111111111111111",
+    "4111-1111-1111-1111USD",
+    "ts 1763000000000 (epoch ms)",
+    "id b64df6cc0982d37bb6c1db345e7a208c",
+    "\u212aey=abcdefgh",
+    "caf\u00e9 \u017fecret=abcdefgh",
+    "\u00c9t\u00e9 4012888888881881",
+    "toKen : 'abcdefgh'",
+    "12--345678901234",
+    "1234 5678 9012 3456 7890 123",
+    "x" * 5000 + "a@b.co",
 ]
 
 
@@ -156,8 +186,13 @@ def test_dead_letter_payloads():
     step = ScrubStep(kind="scrub")
     privacy = PrivacySpec(pseudonym_key=KEY)
     ref, new = Scrubber("span", step, privacy, hotpath="python"), Scrubber("span", step, privacy, hotpath="native")
-    values: list[bytes | None] = [None, b"", b'{"authorization": "Bearer x", "page": "a@b.co"}', b"\x00\x01token=abcdefghij",
-                                  "caf\u00e9 4111111111111111".encode()]
+    values: list[bytes | None] = [
+        None,
+        b"",
+        b'{"authorization": "Bearer x", "page": "a@b.co"}',
+        b"\x00\x01token=abcdefghij",
+        "caf\u00e9 4111111111111111".encode(),
+    ]
     values += [s.value for s in seeds("span", "otlp_proto", 6)] + [s.value for s in seeds("log", "avro", 6)]
     values += [t.encode() for t in TEXTS if t is not None]
     assert new.scrub_raw(values) == ref.scrub_raw(values)
@@ -180,7 +215,9 @@ def test_control_bytes_agree_with_the_reference_pattern():
         pytest.skip("obsflow_native not built")
     import numpy as np
 
-    values: list[bytes | None] = [None, b""] + [bytes([c]) for c in range(256)] + [b"ab" + bytes([c]) + b"cd" for c in range(256)]
+    values: list[bytes | None] = (
+        [None, b""] + [bytes([c]) for c in range(256)] + [b"ab" + bytes([c]) + b"cd" for c in range(256)]
+    )
     got = np.frombuffer(scrub_mod._native.control_bytes(values), dtype=np.bool_).tolist()
     assert got == [v is not None and scrub_mod._CONTROL.search(v) is not None for v in values]
 
@@ -195,12 +232,16 @@ def test_pseudonyms_agree_with_python_hmac(key_len):
     step = ScrubStep(kind="scrub")
     ref, new = Scrubber("event", step, privacy, hotpath="python"), Scrubber("event", step, privacy, hotpath="native")
     rng = random.Random(key_len)
-    values = ["", "u", "user-0-12", "\u00e9t\u00e9", "\U0001f600"] + ["x" * n for n in (55, 56, 63, 64, 65, 119, 120, 300)]
+    values = ["", "u", "user-0-12", "\u00e9t\u00e9", "\U0001f600"] + [
+        "x" * n for n in (55, 56, 63, 64, 65, 119, 120, 300)
+    ]
     values += ["".join(rng.choice("ab\u00e9\u4e2d1") for _ in range(rng.randint(0, 90))) for _ in range(60)]
     col = pa.array([rng.choice(values + [None]) for _ in range(500)], pa.string())
     assert new.pseudonymize(col).equals(ref.pseudonymize(col))
     assert new.pseudonymize(col.slice(3, 40)).equals(ref.pseudonymize(col.slice(3, 40)))
-    assert new.pseudonymize(pa.array([None, None], pa.string())).equals(ref.pseudonymize(pa.array([None, None], pa.string())))
+    assert new.pseudonymize(pa.array([None, None], pa.string())).equals(
+        ref.pseudonymize(pa.array([None, None], pa.string()))
+    )
 
 
 def _mask_binary_ungated(s: Scrubber, value: bytes) -> bytes:
@@ -228,15 +269,38 @@ def test_binary_dead_letter_gates():
     every case, next to latin-1 letters and control bytes, and the generator's binary
     payloads."""
     s = Scrubber("event", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY), hotpath="native")
-    shapes = ["Authorization: Bearer abc.def-ghi", "BEARER%20xyz", "bEaReR+tok/en==", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
-              "api_key=sk_live_0123456789abcdef", "PASSWORD: hunter22", "PassWd='abcdefgh'", "ghp_abcdefghijklmnopqrstuvwxyz",
-              "ghs_" + "Z" * 24, "xoxb-1234567890-abc", "XOXB-1234567890-abc", "AIza" + "A" * 35, "AKIA" + "B" * 16,
-              "akia" + "b" * 16, "X-API-KEY: abcdef123", "Client_Secret=abcdefgh", "REFRESH-TOKEN: zzzzzzzz", "rk_test_0123456789ab",
-              "jane.doe@example.com", "card 4111 1111 1111 1111", "nothing to see", "Kelvin \u00e9secret=abcdefgh"]
+    shapes = [
+        "Authorization: Bearer abc.def-ghi",
+        "BEARER%20xyz",
+        "bEaReR+tok/en==",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+        "api_key=sk_live_0123456789abcdef",
+        "PASSWORD: hunter22",
+        "PassWd='abcdefgh'",
+        "ghp_abcdefghijklmnopqrstuvwxyz",
+        "ghs_" + "Z" * 24,
+        "xoxb-1234567890-abc",
+        "XOXB-1234567890-abc",
+        "AIza" + "A" * 35,
+        "AKIA" + "B" * 16,
+        "akia" + "b" * 16,
+        "X-API-KEY: abcdef123",
+        "Client_Secret=abcdefgh",
+        "REFRESH-TOKEN: zzzzzzzz",
+        "rk_test_0123456789ab",
+        "jane.doe@example.com",
+        "card 4111 1111 1111 1111",
+        "nothing to see",
+        "Kelvin \u00e9secret=abcdefgh",
+    ]
     values = []
     for k, shape in enumerate(shapes):
         body = shape.encode("latin-1")
-        values += [b"\x00\x01" + body, b'{"page": "\xc3' + body + b'"}', bytes([0x12, k % 7]) + body + b"\xff\xfe" + body.lower()]
+        values += [
+            b"\x00\x01" + body,
+            b'{"page": "\xc3' + body + b'"}',
+            bytes([0x12, k % 7]) + body + b"\xff\xfe" + body.lower(),
+        ]
     values += [s.value for s in seeds("span", "otlp_proto", 6)] + [s.value for s in seeds("log", "avro", 6)]
     for v in values:
         assert s._mask_binary(v) == _mask_binary_ungated(s, v), v
@@ -257,12 +321,19 @@ def test_bad_ip_details_only_for_bad_addresses(monkeypatch):
     from transforms.enrich import Enricher
 
     ips = ["81.2.69.160", "999.1.1", None, "not an ip " + "\u00e9" * 70, "10.1.2.3", "999.1.1", "2001:db8::1", "x"] * 5
-    t = pa.table({"_i": pa.array(range(len(ips)), pa.int64()), "client_ip": pa.array(ips, pa.string()),
-                  "page": pa.array([json.dumps(k) for k in range(len(ips))])})
+    t = pa.table(
+        {
+            "_i": pa.array(range(len(ips)), pa.int64()),
+            "client_ip": pa.array(ips, pa.string()),
+            "page": pa.array([json.dumps(k) for k in range(len(ips))]),
+        }
+    )
     raw = RawBatch("events", "events", 0, [b"{}"] * len(ips), list(range(len(ips))), [START_MS] * len(ips))
     sliced: list[int] = []
     real = pc.utf8_slice_codeunits
-    monkeypatch.setattr(enrich_mod.pc, "utf8_slice_codeunits", lambda a, *args, **kw: sliced.append(len(a)) or real(a, *args, **kw))
+    monkeypatch.setattr(
+        enrich_mod.pc, "utf8_slice_codeunits", lambda a, *args, **kw: sliced.append(len(a)) or real(a, *args, **kw)
+    )
     from core.batch import Batch
 
     b = Enricher("event", EnrichStep(kind="enrich", user_agent=False), {})(Batch(raw=raw, table=t))
@@ -283,21 +354,49 @@ def test_json_key_patterns_unrolled():
     import re
 
     plain = r'"((?:[^"\\]|\\.)*)"'
-    old_kv = re.compile(r'(' + plain + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
-    old_otlp = re.compile(r'("key"\s*:\s*' + plain + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
-    pieces = ['"', '\\', '\\"', '\\\\', 'a', ':', ' ', '\n', ',', '{', '}', '"key"', '"value"', '"stringValue"', 'token', 'x' * 40,
-              '\u00e9', '": "', '\\\n']
+    old_kv = re.compile(r"(" + plain + r'\s*:\s*)"(?:[^"\\]|\\.)*"')
+    old_otlp = re.compile(
+        r'("key"\s*:\s*' + plain + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"(?:[^"\\]|\\.)*"'
+    )
+    pieces = [
+        '"',
+        "\\",
+        '\\"',
+        "\\\\",
+        "a",
+        ":",
+        " ",
+        "\n",
+        ",",
+        "{",
+        "}",
+        '"key"',
+        '"value"',
+        '"stringValue"',
+        "token",
+        "x" * 40,
+        "\u00e9",
+        '": "',
+        "\\\n",
+    ]
     rng = random.Random("json-unrolled")
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 60))) for _ in range(4000)]
+
     def piece() -> str:
         return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
 
     texts += [f'[{{"key": "{piece()}", "value":{piece()[:1]} {{"stringValue": "{piece()}"}}}}]' for _ in range(2000)]
-    texts += [json.dumps({"authorization": "Bearer a\"b", "page": "/x\\y", "n": [1, {"token": "t\n"}]}),
-              json.dumps({"attributes": [{"key": "api.key", "value": {"stringValue": "s\"k\\"}}]}), '{"a": "x' + "y" * 70000]
+    texts += [
+        json.dumps({"authorization": 'Bearer a"b', "page": "/x\\y", "n": [1, {"token": "t\n"}]}),
+        json.dumps({"attributes": [{"key": "api.key", "value": {"stringValue": 's"k\\'}}]}),
+        '{"a": "x' + "y" * 70000,
+    ]
     found = {"kv": 0, "otlp": 0}
     for t in texts:
-        for name, old, new in (("kv", old_kv, scrub_mod._JSON_KEY_VALUE), ("otlp", old_otlp, scrub_mod._OTLP_KEY_VALUE)):
+        for name, old, new in (
+            ("kv", old_kv, scrub_mod._JSON_KEY_VALUE),
+            ("otlp", old_otlp, scrub_mod._OTLP_KEY_VALUE),
+        ):
             want = [(m.span(), m.groups()) for m in old.finditer(t)]
             assert [(m.span(), m.groups()) for m in new.finditer(t)] == want, t
             found[name] += len(want)

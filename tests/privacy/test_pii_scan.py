@@ -33,12 +33,27 @@ pytestmark = pytest.mark.metrics
 
 # every secret carries a marker no placeholder or pseudonym can contain
 MAIL = "jane.plantedmail@example.org"
-SECRETS = (f"mail {MAIL} or jane.plantedenc%40example.org card 4111 1111 1111 1111 glued card4111111111111111 "
-           "4111111111111111USD x_5555555555554444 Bearer eyJplantedtok.eyJzdWIiOiIxIn0.c2ln api_key=PLANTEDapikey123 "
-           "sk_live_PLANTEDstripe1234")
-MARKERS = ("plantedmail", "plantedenc", "4111111111111111", "4111 1111 1111 1111", "5555555555554444", "plantedtok",
-           "PLANTEDapikey", "PLANTEDstripe", "dXNlcjpwYXNzcGxhbnRlZA", "plantedcookie")
-SENSITIVE = {"http.request.header.authorization": "Basic dXNlcjpwYXNzcGxhbnRlZA", "http.request.header.cookie": "sid=plantedcookie"}
+SECRETS = (
+    f"mail {MAIL} or jane.plantedenc%40example.org card 4111 1111 1111 1111 glued card4111111111111111 "
+    "4111111111111111USD x_5555555555554444 Bearer eyJplantedtok.eyJzdWIiOiIxIn0.c2ln api_key=PLANTEDapikey123 "
+    "sk_live_PLANTEDstripe1234"
+)
+MARKERS = (
+    "plantedmail",
+    "plantedenc",
+    "4111111111111111",
+    "4111 1111 1111 1111",
+    "5555555555554444",
+    "plantedtok",
+    "PLANTEDapikey",
+    "PLANTEDstripe",
+    "dXNlcjpwYXNzcGxhbnRlZA",
+    "plantedcookie",
+)
+SENSITIVE = {
+    "http.request.header.authorization": "Basic dXNlcjpwYXNzcGxhbnRlZA",
+    "http.request.header.cookie": "sid=plantedcookie",
+}
 
 
 def secret(field: str) -> str:
@@ -46,7 +61,11 @@ def secret(field: str) -> str:
 
 
 def attrs(prefix: str) -> dict[str, str]:
-    return {**SENSITIVE, "url.full": f"https://psp.example/v1/customers?email={MAIL}", f"{prefix}.{MAIL}": secret(prefix)}
+    return {
+        **SENSITIVE,
+        "url.full": f"https://psp.example/v1/customers?email={MAIL}",
+        f"{prefix}.{MAIL}": secret(prefix),
+    }
 
 
 # -- records -------------------------------------------------------------------------------
@@ -55,29 +74,69 @@ T0 = BASE + 3_600_000
 
 
 def event_record(k: int, event_type: str = "click", client_ip: str = "81.2.69.160") -> dict:
-    return {"event_id": f"ev{k}-{MAIL}", "timestamp": T0 + k, "page": secret("page"), "session_id": f"s{k % 2}-{MAIL}",
-            "user": MAIL, "location": secret("location"), "platform": secret("platform"), "user_agent": secret("ua"),
-            "client_ip": client_ip,
-            "events": [{"type": "form_start", "form": secret("form")},
-                       {"type": event_type, "target": secret("target"), "form": secret("form"), "step": 1, "duration_ms": 5},
-                       {"type": "error", "message": secret("message"), "stackTrace": "TypeError: x\n  at f (" + secret("stack") + ")"}]}
+    return {
+        "event_id": f"ev{k}-{MAIL}",
+        "timestamp": T0 + k,
+        "page": secret("page"),
+        "session_id": f"s{k % 2}-{MAIL}",
+        "user": MAIL,
+        "location": secret("location"),
+        "platform": secret("platform"),
+        "user_agent": secret("ua"),
+        "client_ip": client_ip,
+        "events": [
+            {"type": "form_start", "form": secret("form")},
+            {"type": event_type, "target": secret("target"), "form": secret("form"), "step": 1, "duration_ms": 5},
+            {
+                "type": "error",
+                "message": secret("message"),
+                "stackTrace": "TypeError: x\n  at f (" + secret("stack") + ")",
+            },
+        ],
+    }
 
 
 def log_record(k: int) -> dict:
-    return {"timestamp": T0 + k, "level": "ERROR", "service": f"svc-{MAIL}", "message": secret("message"),
-            "trace_id": f"{k:032x}", "span_id": f"{k:016x}", "request_id": f"req-{MAIL}", "user_id": MAIL,
-            "host": f"host-{MAIL}", "env": f"env-{MAIL}", "attributes": attrs("log")}
+    return {
+        "timestamp": T0 + k,
+        "level": "ERROR",
+        "service": f"svc-{MAIL}",
+        "message": secret("message"),
+        "trace_id": f"{k:032x}",
+        "span_id": f"{k:016x}",
+        "request_id": f"req-{MAIL}",
+        "user_id": MAIL,
+        "host": f"host-{MAIL}",
+        "env": f"env-{MAIL}",
+        "attributes": attrs("log"),
+    }
 
 
 def span_record(k: int) -> dict:
-    return {"trace_id": f"{k + 1:032x}", "span_id": f"{k + 1:016x}", "parent_span_id": None, "service": f"svc-{MAIL}",
-            "name": secret("name"), "kind": "SERVER", "start_time": (T0 + k) * 1000, "end_time": (T0 + k) * 1000 + 5000,
-            "status_code": "ERROR", "status_message": secret("status"), "attributes": attrs("span"), "resource": attrs("resource")}
+    return {
+        "trace_id": f"{k + 1:032x}",
+        "span_id": f"{k + 1:016x}",
+        "parent_span_id": None,
+        "service": f"svc-{MAIL}",
+        "name": secret("name"),
+        "kind": "SERVER",
+        "start_time": (T0 + k) * 1000,
+        "end_time": (T0 + k) * 1000 + 5000,
+        "status_code": "ERROR",
+        "status_message": secret("status"),
+        "attributes": attrs("span"),
+        "resource": attrs("resource"),
+    }
 
 
 def metric_record(k: int) -> dict:
-    return {"name": f"http.requests.{MAIL}", "kind": "COUNTER", "timestamp": T0 + k * 1000, "value": float(k),
-            "labels": {"route": secret("route"), "authorization": "Basic dXNlcjpwYXNzcGxhbnRlZA", f"u.{MAIL}": "1"}}
+    return {
+        "name": f"http.requests.{MAIL}",
+        "kind": "COUNTER",
+        "timestamp": T0 + k * 1000,
+        "value": float(k),
+        "labels": {"route": secret("route"), "authorization": "Basic dXNlcjpwYXNzcGxhbnRlZA", f"u.{MAIL}": "1"},
+    }
 
 
 def kv(d: dict[str, str]) -> list[KeyValue]:
@@ -86,20 +145,39 @@ def kv(d: dict[str, str]) -> list[KeyValue]:
 
 def otlp_spans(k: int) -> ExportTraceServiceRequest:
     r = span_record(k)
-    span = Span(trace_id=bytes.fromhex(r["trace_id"]), span_id=bytes.fromhex(r["span_id"]), name=r["name"], kind=2,
-                start_time_unix_nano=r["start_time"] * 1000, end_time_unix_nano=r["end_time"] * 1000,
-                status=Status(code=2, message=r["status_message"]), attributes=kv(r["attributes"]))
+    span = Span(
+        trace_id=bytes.fromhex(r["trace_id"]),
+        span_id=bytes.fromhex(r["span_id"]),
+        name=r["name"],
+        kind=2,
+        start_time_unix_nano=r["start_time"] * 1000,
+        end_time_unix_nano=r["end_time"] * 1000,
+        status=Status(code=2, message=r["status_message"]),
+        attributes=kv(r["attributes"]),
+    )
     res = Resource(attributes=kv({"service.name": r["service"], **r["resource"]}))
-    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=[span])])])
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=[span])])]
+    )
 
 
 def otlp_logs(k: int) -> ExportLogsServiceRequest:
     r = log_record(k)
-    rec = LogRecord(time_unix_nano=r["timestamp"] * 1_000_000, severity_number=17, severity_text="ERROR",
-                    body=AnyValue(string_value=r["message"]), trace_id=bytes.fromhex(r["trace_id"]), span_id=bytes.fromhex(r["span_id"]),
-                    attributes=kv({**r["attributes"], "enduser.id": MAIL, "http.request_id": r["request_id"]}))
-    res = Resource(attributes=kv({"service.name": r["service"], "host.name": r["host"], "deployment.environment.name": r["env"]}))
-    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=[rec])])])
+    rec = LogRecord(
+        time_unix_nano=r["timestamp"] * 1_000_000,
+        severity_number=17,
+        severity_text="ERROR",
+        body=AnyValue(string_value=r["message"]),
+        trace_id=bytes.fromhex(r["trace_id"]),
+        span_id=bytes.fromhex(r["span_id"]),
+        attributes=kv({**r["attributes"], "enduser.id": MAIL, "http.request_id": r["request_id"]}),
+    )
+    res = Resource(
+        attributes=kv({"service.name": r["service"], "host.name": r["host"], "deployment.environment.name": r["env"]})
+    )
+    return ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=[rec])])]
+    )
 
 
 def iso(ms: int, unit: int = 1000) -> str:
@@ -111,7 +189,9 @@ def otlp_metrics(k: int) -> ExportMetricsServiceRequest:
     point = NumberDataPoint(time_unix_nano=r["timestamp"] * 1_000_000, as_double=r["value"], attributes=kv(r["labels"]))
     metric = Metric(name=r["name"], description=secret("description"), unit="1", gauge=Gauge(data_points=[point]))
     res = Resource(attributes=kv({"service.name": f"svc-{MAIL}", **SENSITIVE}))
-    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(resource=res, scope_metrics=[ScopeMetrics(metrics=[metric])])])
+    return ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(resource=res, scope_metrics=[ScopeMetrics(metrics=[metric])])]
+    )
 
 
 def js(d: dict) -> bytes:
@@ -135,30 +215,67 @@ def payloads() -> dict[tuple[str, str, str], list[bytes]]:
     return {
         ("events", "event", "json"): [js(event_record(k)) for k in range(4)]
         + [js(ev_bad_type), js(event_record(51, client_ip=f"ip-{MAIL}")), bad_text],
-        ("events_avro", "event", "avro"): [encode_confluent("event", _avro_event(event_record(k))) for k in range(10, 13)]
+        ("events_avro", "event", "avro"): [
+            encode_confluent("event", _avro_event(event_record(k))) for k in range(10, 13)
+        ]
         + [encode_confluent("event", _avro_event(ev_bad_type)), bad_binary],
-        ("logs", "log", "json"): [js(log_record(k)) for k in range(20, 23)] + [js({**log_record(24), "level": f"LOUD-{MAIL}"}), bad_text],
+        ("logs", "log", "json"): [js(log_record(k)) for k in range(20, 23)]
+        + [js({**log_record(24), "level": f"LOUD-{MAIL}"}), bad_text],
         ("logs_avro", "log", "avro"): [encode_confluent("log", log_record(k)) for k in range(25, 27)]
         + [encode_confluent("log", {**log_record(28), "trace_id": f"x-{MAIL}"}), bad_binary],
         ("logs_otlp", "log", "otlp_proto"): [otlp_logs(k).SerializeToString() for k in range(30, 32)] + [bad_binary],
         ("logs_otlpj", "log", "otlp_json"): [to_otlp_json(otlp_logs(k)) for k in range(32, 34)] + [bad_text],
-        ("spans", "span", "json"): [js(span_record(k)) for k in range(40, 43)] + [js({**span_record(44), "span_id": MAIL}), bad_text],
-        ("spans_avro", "span", "avro"): [encode_confluent("span", span_record(k)) for k in range(45, 47)] + [bad_binary],
+        ("spans", "span", "json"): [js(span_record(k)) for k in range(40, 43)]
+        + [js({**span_record(44), "span_id": MAIL}), bad_text],
+        ("spans_avro", "span", "avro"): [encode_confluent("span", span_record(k)) for k in range(45, 47)]
+        + [bad_binary],
         ("spans_otlp", "span", "otlp_proto"): [otlp_spans(k).SerializeToString() for k in range(47, 49)] + [bad_binary],
         ("spans_otlpj", "span", "otlp_json"): [to_otlp_json(otlp_spans(k)) for k in range(60, 62)] + [bad_text],
         ("metrics", "metric", "json"): [js(metric_record(k)) for k in range(3)]
-        + [js({**metric_record(4), "kind": f"BAD-{MAIL}"}), js({**metric_record(5), "timestamp": T0 - 600_000}), bad_text],
-        ("metrics_avro", "metric", "avro"): [encode_confluent("metric", {**metric_record(k), "bucket_bounds": None, "bucket_counts": None,
-                                                                       "count": None, "sum": None, "temporality": None,
-                                                                       "start_time": None}) for k in range(6, 8)] + [bad_binary],
-        ("metrics_otlp", "metric", "otlp_proto"): [otlp_metrics(k).SerializeToString() for k in range(8, 10)] + [bad_binary],
-        ("metrics_otlpj", "metric", "otlp_json"): [json.dumps(json_format.MessageToDict(otlp_metrics(k))).encode() for k in range(10, 12)] + [bad_text],
+        + [
+            js({**metric_record(4), "kind": f"BAD-{MAIL}"}),
+            js({**metric_record(5), "timestamp": T0 - 600_000}),
+            bad_text,
+        ],
+        ("metrics_avro", "metric", "avro"): [
+            encode_confluent(
+                "metric",
+                {
+                    **metric_record(k),
+                    "bucket_bounds": None,
+                    "bucket_counts": None,
+                    "count": None,
+                    "sum": None,
+                    "temporality": None,
+                    "start_time": None,
+                },
+            )
+            for k in range(6, 8)
+        ]
+        + [bad_binary],
+        ("metrics_otlp", "metric", "otlp_proto"): [otlp_metrics(k).SerializeToString() for k in range(8, 10)]
+        + [bad_binary],
+        ("metrics_otlpj", "metric", "otlp_json"): [
+            json.dumps(json_format.MessageToDict(otlp_metrics(k))).encode() for k in range(10, 12)
+        ]
+        + [bad_text],
     }
 
 
 def _avro_event(r: dict) -> dict:
-    events = [{"type": e["type"], "target": e.get("target"), "depth": None, "form": e.get("form"), "step": e.get("step"),
-               "duration_ms": e.get("duration_ms"), "message": e.get("message"), "stackTrace": e.get("stackTrace")} for e in r["events"]]
+    events = [
+        {
+            "type": e["type"],
+            "target": e.get("target"),
+            "depth": None,
+            "form": e.get("form"),
+            "step": e.get("step"),
+            "duration_ms": e.get("duration_ms"),
+            "message": e.get("message"),
+            "stackTrace": e.get("stackTrace"),
+        }
+        for e in r["events"]
+    ]
     return {**r, "events": events}
 
 
@@ -187,23 +304,57 @@ def streams_for(metric_codec: str) -> dict[tuple[str, str, str], list[bytes]]:
 def spec_for(warehouse, streams) -> object:
     sources, flows = [], []
     steps = {
-        "event": [{"kind": "validate"}, {"kind": "scrub"}, {"kind": "enrich"},
-                  {"kind": "product", "shards": 1, "config": {"session_gap": "30m", "watermark_delay": "0s", "report_resolution": "1h"}}],
+        "event": [
+            {"kind": "validate"},
+            {"kind": "scrub"},
+            {"kind": "enrich"},
+            {
+                "kind": "product",
+                "shards": 1,
+                "config": {"session_gap": "30m", "watermark_delay": "0s", "report_resolution": "1h"},
+            },
+        ],
         "log": [{"kind": "validate"}, {"kind": "scrub"}, {"kind": "enrich"}],
-        "span": [{"kind": "validate"}, {"kind": "scrub"},
-                 {"kind": "tail_sample", "shards": 1, "sampler": {"decision_wait": "1s", "policies": [
-                     {"name": "all", "type": "always_sample"}]}}],
-        "metric": [{"kind": "validate"},  # no scrub step: the implicit one still scrubs
-                   {"kind": "rollup", "shards": 1, "config": {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "1m"},
-                    "derive": [{"name": "log.errors", "source": "logs", "filter": {"level": ["ERROR"]}, "labels": ["service", "host"]}]}],
+        "span": [
+            {"kind": "validate"},
+            {"kind": "scrub"},
+            {
+                "kind": "tail_sample",
+                "shards": 1,
+                "sampler": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]},
+            },
+        ],
+        "metric": [
+            {"kind": "validate"},  # no scrub step: the implicit one still scrubs
+            {
+                "kind": "rollup",
+                "shards": 1,
+                "config": {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "1m"},
+                "derive": [
+                    {
+                        "name": "log.errors",
+                        "source": "logs",
+                        "filter": {"level": ["ERROR"]},
+                        "labels": ["service", "host"],
+                    }
+                ],
+            },
+        ],
     }
     sinks = {"event": "events", "log": "logs", "span": "spans", "metric": "metrics"}
     for src, sig, codec in streams:
         sources.append({"name": src, "topic": src, "signal": sig, "codec": codec, "partitions": 1})
         flows.append({"name": f"f_{src}", "source": src, "sink": {"table": sinks[sig]}, "steps": steps[sig]})
 
-    return parse_spec({"name": "pii", "storage": {"catalog": {"warehouse": str(warehouse)}},
-                       "privacy": {"pseudonym_key": "pii-scan-key-0123456789"}, "sources": sources, "flows": flows})
+    return parse_spec(
+        {
+            "name": "pii",
+            "storage": {"catalog": {"warehouse": str(warehouse)}},
+            "privacy": {"pseudonym_key": "pii-scan-key-0123456789"},
+            "sources": sources,
+            "flows": flows,
+        }
+    )
 
 
 # -- the scan ---------------------------------------------------------------------------------
@@ -241,10 +392,17 @@ def findings(text: str) -> list[str]:
         for run in re.findall(r"\d(?:[ \-]?\d)*", text):
             digits = re.sub(r"[ \-]", "", run)
             for n in range(13, 20):
-                found += [digits[i:i + n] for i in range(len(digits) - n + 1) if luhn_ok(digits[i:i + n])
-                          and digits[i:i + n] in ("4111111111111111", "5555555555554444")]
+                found += [
+                    digits[i : i + n]
+                    for i in range(len(digits) - n + 1)
+                    if luhn_ok(digits[i : i + n]) and digits[i : i + n] in ("4111111111111111", "5555555555554444")
+                ]
             # a payment card: 13-19 digits, Luhn-valid, issuer prefix 2-6 (or 1 for 15-digit UATP)
-            if 13 <= len(digits) <= 19 and luhn_ok(digits) and (digits[0] in "23456" or (digits[0] == "1" and len(digits) == 15)):
+            if (
+                13 <= len(digits) <= 19
+                and luhn_ok(digits)
+                and (digits[0] in "23456" or (digits[0] == "1" and len(digits) == 15))
+            ):
                 found.append(run)
     return found
 
@@ -262,12 +420,23 @@ def test_no_planted_secret_survives_in_any_table(tmp_path, metric_codec):
     assert rows["traces"] == 9 and rows["sessions"] == 2 and rows["metrics"] > 0
     dead = tables["dead_letters"].to_pylist()
     metric_dead = 2 if metric_codec == "json" else 1
-    assert len(dead) == 3 + 2 + 2 + 2 + 1 + 1 + 2 + 1 + 1 + 1 + metric_dead, sorted((d["source_topic"], d["reason"]) for d in dead)
+    assert len(dead) == 3 + 2 + 2 + 2 + 1 + 1 + 2 + 1 + 1 + 1 + metric_dead, sorted(
+        (d["source_topic"], d["reason"]) for d in dead
+    )
     # Avro and protobuf payloads are binary (masked byte for byte), the others text
     binary_metrics = {"avro": [("metrics_avro", 2)], "otlp_proto": [("metrics_otlp", 2)]}.get(metric_codec, [])
-    assert sorted((d["source_topic"], d["source_offset"]) for d in dead if d["raw_text"] is False) == sorted([
-        ("events_avro", 3), ("events_avro", 4), ("logs_avro", 2), ("logs_avro", 3), ("logs_otlp", 2), ("spans_avro", 2),
-        ("spans_otlp", 2), *binary_metrics])
+    assert sorted((d["source_topic"], d["source_offset"]) for d in dead if d["raw_text"] is False) == sorted(
+        [
+            ("events_avro", 3),
+            ("events_avro", 4),
+            ("logs_avro", 2),
+            ("logs_avro", 3),
+            ("logs_otlp", 2),
+            ("spans_avro", 2),
+            ("spans_otlp", 2),
+            *binary_metrics,
+        ]
+    )
     assert all(d["raw_text"] is not None for d in dead)
     leaks = []
     for name, t in tables.items():
@@ -279,8 +448,12 @@ def test_no_planted_secret_survives_in_any_table(tmp_path, metric_codec):
     assert leaks == []
     # identifiers that held personal data are pseudonyms, the same in every table (joins work)
     sessions = {r["session_id"] for r in tables["sessions"].to_pylist()}
-    assert sessions == {r["session_id"] for r in tables["events"].to_pylist()} and all(HEX_ID.match(s) for s in sessions)
-    assert {r["service"] for r in tables["spans"].to_pylist()} == {r["root_service"] for r in tables["traces"].to_pylist()}
+    assert sessions == {r["session_id"] for r in tables["events"].to_pylist()} and all(
+        HEX_ID.match(s) for s in sessions
+    )
+    assert {r["service"] for r in tables["spans"].to_pylist()} == {
+        r["root_service"] for r in tables["traces"].to_pylist()
+    }
     # sensitive attribute values redacted whole, other values scrubbed in place
     a = dict(tables["spans"].to_pylist()[0]["attributes"])
     assert a["http.request.header.authorization"] == "[REDACTED]" and a["http.request.header.cookie"] == "[REDACTED]"

@@ -19,12 +19,21 @@ from tests.helpers import run
 pytestmark = pytest.mark.metrics
 
 # the default signup funnel, written out from the README (not from transforms.product)
-STEPS = [("view", lambda e, p: e["type"] == "page_view" and p == "/signup"),
-         ("form_start", lambda e, p: e["type"] == "form_start" and e.get("form") == "signup")]
-STEPS += [(f"step_{i}", (lambda i: lambda e, p: e["type"] == "form_step" and e.get("form") == "signup" and e.get("step") == i)(i))
-          for i in range(1, 6)]
-STEPS += [("submit", lambda e, p: e["type"] == "form_submit" and e.get("form") == "signup"),
-          ("complete", lambda e, p: e["type"] == "signup_complete")]
+STEPS = [
+    ("view", lambda e, p: e["type"] == "page_view" and p == "/signup"),
+    ("form_start", lambda e, p: e["type"] == "form_start" and e.get("form") == "signup"),
+]
+STEPS += [
+    (
+        f"step_{i}",
+        (lambda i: lambda e, p: e["type"] == "form_step" and e.get("form") == "signup" and e.get("step") == i)(i),
+    )
+    for i in range(1, 6)
+]
+STEPS += [
+    ("submit", lambda e, p: e["type"] == "form_submit" and e.get("form") == "signup"),
+    ("complete", lambda e, p: e["type"] == "signup_complete"),
+]
 HOUR = 3_600_000
 COUNT = 3000
 
@@ -45,7 +54,9 @@ def sessions_from_records(spec) -> dict[str, tuple[int, list[int], int]]:
         for g in src.stream(part):
             if g.label is None:
                 rec = json.loads(g.value)
-                evs.setdefault(rec["session_id"], []).extend((_ms(rec["timestamp"]), e, rec["page"]) for e in rec["events"])
+                evs.setdefault(rec["session_id"], []).extend(
+                    (_ms(rec["timestamp"]), e, rec["page"]) for e in rec["events"]
+                )
     out = {}
     for sid, items in evs.items():
         items.sort(key=lambda x: x[0])
@@ -60,7 +71,7 @@ def sessions_from_records(spec) -> dict[str, tuple[int, list[int], int]]:
 
 
 def duck_round(x: float, digits: int) -> float:
-    p = 10.0 ** digits
+    p = 10.0**digits
     y = x * p
     return (math.floor(y + 0.5) if y >= 0 else -math.floor(-y + 0.5)) / p
 
@@ -90,7 +101,18 @@ def test_funnel_dropoff_and_time_to_convert_match_an_independent_answer(tmp_path
     for w, d in sorted(per_window.items()):
         t = np.sort(np.asarray(d, dtype=np.float64))
         q = lambda p: float(t[int(np.floor(p * (len(t) - 1)))])  # noqa: E731  lower quantile, exact
-        want.append(("signup", w * HOUR, len(t), duck_round(float(t.sum()) / len(t), 1), q(0.5), q(0.9), float(t[0]), float(t[-1])))
+        want.append(
+            (
+                "signup",
+                w * HOUR,
+                len(t),
+                duck_round(float(t.sum()) / len(t), 1),
+                q(0.5),
+                q(0.9),
+                float(t[0]),
+                float(t[-1]),
+            )
+        )
     cols, rows = query(spec, saved_query("time_to_convert"))
     assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p90_ms", "min_ms", "max_ms"]
     got = [(r[0], int(r[1].timestamp() * 1000), *r[2:]) for r in rows]

@@ -21,13 +21,29 @@ def _events(rows):
 def _session(sid: str, t0: int, jitter_ms: int) -> list[dict]:
     """The default signup funnel walked in order, except that step_1's client clock runs
     ``jitter_ms`` behind: its event time is before the /signup view (step 1)."""
-    rows = [{"session_id": sid, "ts": t0, "event_type": "page_view", "page": "/signup"},
-            {"session_id": sid, "ts": t0 + 500, "event_type": "form_start", "page": "/signup", "form": "signup"},
-            {"session_id": sid, "ts": t0 - jitter_ms, "event_type": "form_step", "page": "/signup", "form": "signup",
-             "form_step": 1}]
+    rows = [
+        {"session_id": sid, "ts": t0, "event_type": "page_view", "page": "/signup"},
+        {"session_id": sid, "ts": t0 + 500, "event_type": "form_start", "page": "/signup", "form": "signup"},
+        {
+            "session_id": sid,
+            "ts": t0 - jitter_ms,
+            "event_type": "form_step",
+            "page": "/signup",
+            "form": "signup",
+            "form_step": 1,
+        },
+    ]
     for i in range(2, 6):
-        rows.append({"session_id": sid, "ts": t0 + 1000 * i, "event_type": "form_step", "page": "/signup",
-                     "form": "signup", "form_step": i})
+        rows.append(
+            {
+                "session_id": sid,
+                "ts": t0 + 1000 * i,
+                "event_type": "form_step",
+                "page": "/signup",
+                "form": "signup",
+                "form_step": i,
+            }
+        )
     rows.append({"session_id": sid, "ts": t0 + 7000, "event_type": "form_submit", "page": "/signup", "form": "signup"})
     return rows
 
@@ -35,14 +51,28 @@ def _session(sid: str, t0: int, jitter_ms: int) -> list[dict]:
 def test_jittered_step_before_the_first_never_gives_negative_times():
     # s1: step_1 stamped 1,140 ms before the view (the demo's -1140 ms minimum); s2: the whole
     # funnel within 60 ms, its completion stamped before the view
-    s2 = [{"session_id": "s2", "ts": 1000, "event_type": "signup_complete", "page": "/welcome", "form": "signup"},
-          {"session_id": "s2", "ts": 2140, "event_type": "page_view", "page": "/signup"},
-          {"session_id": "s2", "ts": 2150, "event_type": "form_start", "page": "/signup", "form": "signup"}]
-    s2 += [{"session_id": "s2", "ts": 2160 + i, "event_type": "form_step", "page": "/signup", "form": "signup",
-            "form_step": i} for i in range(1, 6)]
+    s2 = [
+        {"session_id": "s2", "ts": 1000, "event_type": "signup_complete", "page": "/welcome", "form": "signup"},
+        {"session_id": "s2", "ts": 2140, "event_type": "page_view", "page": "/signup"},
+        {"session_id": "s2", "ts": 2150, "event_type": "form_start", "page": "/signup", "form": "signup"},
+    ]
+    s2 += [
+        {
+            "session_id": "s2",
+            "ts": 2160 + i,
+            "event_type": "form_step",
+            "page": "/signup",
+            "form": "signup",
+            "form_step": i,
+        }
+        for i in range(1, 6)
+    ]
     s2.append({"session_id": "s2", "ts": 2200, "event_type": "form_submit", "page": "/signup", "form": "signup"})
-    rows = _session("s1", 10_000, 1140) + [
-        {"session_id": "s1", "ts": 18_000, "event_type": "signup_complete", "page": "/welcome", "form": "signup"}] + s2
+    rows = (
+        _session("s1", 10_000, 1140)
+        + [{"session_id": "s1", "ts": 18_000, "event_type": "signup_complete", "page": "/welcome", "form": "signup"}]
+        + s2
+    )
     pa_ = ProductAnalytics(ProductConfig(session_gap="30m", watermark_delay="0s", report_resolution="1h"))
     rep = pa.concat_tables([pa_.process(_events(rows)).funnel_report, pa_.flush().funnel_report]).to_pylist()
     (conv,) = [r for r in rep if r["name"] == "funnel.time_to_convert_ms"]
@@ -72,15 +102,29 @@ def test_step_time_and_time_to_convert_quantiles_p50_p75_p95_exact():
         sid, t0 = f"q{k}", 100_000 * k
         gap = (k * 7919) % 1000 + 1  # distinct, unordered gaps
         rows.append({"session_id": sid, "ts": t0, "event_type": "page_view", "page": "/signup"})
-        rows.append({"session_id": sid, "ts": t0 + gap, "event_type": "form_start", "page": "/signup", "form": "signup"})
+        rows.append(
+            {"session_id": sid, "ts": t0 + gap, "event_type": "form_start", "page": "/signup", "form": "signup"}
+        )
         form_start_gap.append(float(gap))
         if k % 4:
             end = t0 + gap + 10 * k
             for i in range(1, 6):
-                rows.append({"session_id": sid, "ts": end, "event_type": "form_step", "page": "/signup", "form": "signup",
-                             "form_step": i})
-            rows.append({"session_id": sid, "ts": end, "event_type": "form_submit", "page": "/signup", "form": "signup"})
-            rows.append({"session_id": sid, "ts": end, "event_type": "signup_complete", "page": "/welcome", "form": "signup"})
+                rows.append(
+                    {
+                        "session_id": sid,
+                        "ts": end,
+                        "event_type": "form_step",
+                        "page": "/signup",
+                        "form": "signup",
+                        "form_step": i,
+                    }
+                )
+            rows.append(
+                {"session_id": sid, "ts": end, "event_type": "form_submit", "page": "/signup", "form": "signup"}
+            )
+            rows.append(
+                {"session_id": sid, "ts": end, "event_type": "signup_complete", "page": "/welcome", "form": "signup"}
+            )
             convert.append(float(end - t0))
     pa_ = ProductAnalytics(ProductConfig(session_gap="30m", watermark_delay="0s", report_resolution="24h"))
     rep = pa.concat_tables([pa_.process(_events(rows)).funnel_report, pa_.flush().funnel_report]).to_pylist()

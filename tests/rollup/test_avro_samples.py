@@ -37,15 +37,24 @@ def confluent(record: dict, schema_id: int | None = None) -> bytes:
 
 
 def rec(name, kind, t, labels, value=None, bounds=None, counts=None, count=None, total=None):
-    return {"name": name, "kind": kind, "timestamp": dt(BASE + t), "labels": labels, "value": value, "bucket_bounds": bounds,
-            "bucket_counts": counts, "count": count, "sum": total}
+    return {
+        "name": name,
+        "kind": kind,
+        "timestamp": dt(BASE + t),
+        "labels": labels,
+        "value": value,
+        "bucket_bounds": bounds,
+        "bucket_counts": counts,
+        "count": count,
+        "sum": total,
+    }
 
 
 A = {"svc": "a", "région": "Zürich ✓"}
 SAMPLES = [
     rec("req", "COUNTER", 10_000, A, 100.0),
     rec("req", "COUNTER", 40_000, A, 130.0),
-    rec("req", "COUNTER", 70_000, A, 20.0),        # a reset: counts the post-reset value
+    rec("req", "COUNTER", 70_000, A, 20.0),  # a reset: counts the post-reset value
     rec("req", "COUNTER", 100_000, A, 50.0),
     rec("temp", "GAUGE", 5_000, {}, 3.0),
     rec("temp", "GAUGE", 20_000, {}, -1.5),
@@ -77,8 +86,14 @@ def test_avro_samples_roll_up_exactly():
     b = decoded()
     r = MetricRollup(RollupConfig(resolutions=["1m", "1h"], watermark_delay="0s", allowed_lateness="0s"))
     rows = pa.concat_tables([r.process(b.table.drop_columns(["_i"])).metrics, r.flush().metrics]).to_pylist()
-    got = {(x["resolution"], (int(x["window_start"].timestamp() * 1000) - BASE) // MIN if x["resolution"] == "1m" else 0, x["name"]): x
-           for x in rows}
+    got = {
+        (
+            x["resolution"],
+            (int(x["window_start"].timestamp() * 1000) - BASE) // MIN if x["resolution"] == "1m" else 0,
+            x["name"],
+        ): x
+        for x in rows
+    }
     assert len(got) == len(rows) == 12
     cols = ("kind", "count", "sum", "min", "max", "last", "increase", "rate")
     v = lambda res, k, n: tuple(got[(res, k, n)][c] for c in cols)  # noqa: E731
@@ -92,10 +107,12 @@ def test_avro_samples_roll_up_exactly():
     assert v("1h", 0, "temp") == ("gauge", 4, 10.75, -1.5, 7.25, 2.0, None, None)
     # delta histograms merged; quantiles interpolated in the merged buckets (0,10] (10,100] (100,+Inf)
     h = lambda res, k: (*v(res, k, "lat")[:3], *(got[(res, k, "lat")][q] for q in ("p50", "p99")))  # noqa: E731
-    assert h("1m", 0) == ("histogram", 3, 60.0, 7.5, pytest.approx(97.3, rel=1e-12))   # p99: 10 + 90 * 0.97
-    assert h("1m", 1) == ("histogram", 3, 450.0, 77.5, 100.0)                            # p99 in +Inf: the last bound
-    assert h("1h", 0) == ("histogram", 6, 510.0, 40.0, 100.0)                            # buckets 2 3 1: p50 10 + 90 * 1/3
+    assert h("1m", 0) == ("histogram", 3, 60.0, 7.5, pytest.approx(97.3, rel=1e-12))  # p99: 10 + 90 * 0.97
+    assert h("1m", 1) == ("histogram", 3, 450.0, 77.5, 100.0)  # p99 in +Inf: the last bound
+    assert h("1h", 0) == ("histogram", 6, 510.0, 40.0, 100.0)  # buckets 2 3 1: p50 10 + 90 * 1/3
     # summaries (delta count and sum, as the Avro contract states)
     assert v("1m", 0, "jobs")[:3] == ("summary", 4, 10.0) and v("1m", 1, "jobs")[:3] == ("summary", 1, 2.5)
     assert v("1h", 0, "jobs")[:3] == ("summary", 5, 12.5)
-    assert {tuple(sorted(dict(x["labels"]).items())) for x in rows if x["name"] != "temp"} == {(("région", "Zürich ✓"), ("svc", "a"))}
+    assert {tuple(sorted(dict(x["labels"]).items())) for x in rows if x["name"] != "temp"} == {
+        (("région", "Zürich ✓"), ("svc", "a"))
+    }

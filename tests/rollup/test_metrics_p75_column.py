@@ -18,11 +18,27 @@ pytestmark = pytest.mark.metrics
 
 
 def _old_metrics_row(ws: dt.datetime, p50: float, p95: float) -> dict:
-    return {"window_start": ws, "window_end": ws + dt.timedelta(hours=1), "resolution": "1h",
-            "name": "funnel.step.time_ms", "kind": "summary",
-            "labels": [("funnel", "signup"), ("step", "form_start"), ("step_index", "01")],
-            "count": 4, "sum": 40.0, "min": 1.0, "max": 20.0, "last": None, "increase": None, "rate": None,
-            "p50": p50, "p90": p95, "p95": p95, "p99": p95, "exemplar_trace_ids": [], "late_samples": 0}
+    return {
+        "window_start": ws,
+        "window_end": ws + dt.timedelta(hours=1),
+        "resolution": "1h",
+        "name": "funnel.step.time_ms",
+        "kind": "summary",
+        "labels": [("funnel", "signup"), ("step", "form_start"), ("step_index", "01")],
+        "count": 4,
+        "sum": 40.0,
+        "min": 1.0,
+        "max": 20.0,
+        "last": None,
+        "increase": None,
+        "rate": None,
+        "p50": p50,
+        "p90": p95,
+        "p95": p95,
+        "p99": p95,
+        "exemplar_trace_ids": [],
+        "late_samples": 0,
+    }
 
 
 def test_metrics_table_of_an_earlier_version_gains_p75(tmp_path):
@@ -69,10 +85,22 @@ def test_metrics_table_of_an_earlier_version_gains_p75(tmp_path):
     reader = Reader(spec)
     (panel,) = [p for p in funnel_panels(["signup"], TimeRange(w0, None, "t", ())) if p.id == "step_time"]
     res = reader.run(panel.sql)
-    assert res.columns == ["funnel", "step_index", "step", "sessions", "avg_ms", "worst_window_p50_ms",
-                           "worst_window_p75_ms", "worst_window_p95_ms"]
-    assert [tuple(r) for r in res.rows] == [("signup", 1, "form_start", 12, round((40.0 + 36.0) / 12, 1), 5.0, 6.0, 19.0)]
-    early = reader.run(f"SELECT p75 FROM {ns}.metrics WHERE window_start = TIMESTAMP '2026-01-01 10:00:00 UTC' "
-                       "AND name = 'funnel.step.time_ms'")
+    assert res.columns == [
+        "funnel",
+        "step_index",
+        "step",
+        "sessions",
+        "avg_ms",
+        "worst_window_p50_ms",
+        "worst_window_p75_ms",
+        "worst_window_p95_ms",
+    ]
+    assert [tuple(r) for r in res.rows] == [
+        ("signup", 1, "form_start", 12, round((40.0 + 36.0) / 12, 1), 5.0, 6.0, 19.0)
+    ]
+    early = reader.run(
+        f"SELECT p75 FROM {ns}.metrics WHERE window_start = TIMESTAMP '2026-01-01 10:00:00 UTC' "
+        "AND name = 'funnel.step.time_ms'"
+    )
     assert early.rows == [(None,)]
     reader.close()

@@ -99,17 +99,24 @@ def key(res, k, name, labels):
 
 def check_two_exports(got, w0):
     t = table(got, w0)
-    ctr = lambda res, k, lab: (t[key(res, k, "http.requests", lab)]["increase"], t[key(res, k, "http.requests", lab)]["rate"])  # noqa: E731
+    ctr = lambda res, k, lab: (
+        t[key(res, k, "http.requests", lab)]["increase"],
+        t[key(res, k, "http.requests", lab)]["rate"],
+    )  # noqa: E731
     assert ctr("1m", 0, CHECKOUT) == (5.0, 5.0 / 60) and ctr("1m", 1, CHECKOUT) == (4.0, 4.0 / 60)
     assert ctr("1m", 0, SEARCH) == (7.0, 7.0 / 60) and ctr("1m", 1, SEARCH) == (1.0, 1.0 / 60)
     assert ctr("1h", 0, CHECKOUT) == (9.0, 9.0 / 3600) and ctr("1h", 0, SEARCH) == (8.0, 8.0 / 3600)
-    hist = lambda res, k: tuple(t[key(res, k, "http.duration_ms", CHECKOUT)][c] for c in ("count", "sum", "p50", "p90", "p95", "p99"))  # noqa: E731
+    hist = lambda res, k: tuple(
+        t[key(res, k, "http.duration_ms", CHECKOUT)][c] for c in ("count", "sum", "p50", "p90", "p95", "p99")
+    )  # noqa: E731
     # SDK default bounds 0 5 10 25 50 75 100 250 500 750 1000 2500 5000 7500 10000, quantiles interpolated in buckets
     exact = lambda *v: pytest.approx(v, rel=1e-12)  # noqa: E731  (interpolation rounding only)
     assert hist("1m", 0) == exact(4, 3342.0, 100.0, 4000.0, 4500.0, 4900.0)
-    assert hist("1m", 1) == exact(2, 740.0, 50.0, 700.0, 725.0, 745.0)     # export 2 minus export 1
+    assert hist("1m", 1) == exact(2, 740.0, 50.0, 700.0, 725.0, 745.0)  # export 2 minus export 1
     assert hist("1h", 0) == exact(6, 4082.0, 100.0, 3500.0, 4250.0, 4850.0)
-    assert {k[:3] for k in t} == {(res, k, n) for res, k in (("1m", 0), ("1m", 1), ("1h", 0)) for n in ("http.requests", "http.duration_ms")}
+    assert {k[:3] for k in t} == {
+        (res, k, n) for res, k in (("1m", 0), ("1m", 1), ("1h", 0)) for n in ("http.requests", "http.duration_ms")
+    }
     assert len(t) == 9
 
 
@@ -139,8 +146,8 @@ def test_restart_with_a_new_start_time_is_a_reset_even_when_totals_went_up():
     exports, w0 = two_exports()
     time.sleep(0.01)  # the restarted process's start time differs (start times are compared in ms)
     p, reader, requests, latency = provider()
-    requests.add(20, {"route": "/checkout"})   # 20 > 9: a drop-based reset check alone would count 11
-    for v in (12.0, 40.0, 80.0, 250.0, 700.0, 3000.0, 3000.0):   # every bucket >= export 2's
+    requests.add(20, {"route": "/checkout"})  # 20 > 9: a drop-based reset check alone would count 11
+    for v in (12.0, 40.0, 80.0, 250.0, 700.0, 3000.0, 3000.0):  # every bucket >= export 2's
         latency.record(v, {"route": "/checkout"})
     exports.append(at(encode_metrics(reader.get_metrics_data()), w0 + 2 * MIN + 30_000))
     p.shutdown()
@@ -148,17 +155,17 @@ def test_restart_with_a_new_start_time_is_a_reset_even_when_totals_went_up():
     t = table(got, w0)
     assert t[key("1m", 2, "http.requests", CHECKOUT)]["increase"] == 20.0
     h = t[key("1m", 2, "http.duration_ms", CHECKOUT)]
-    assert (h["count"], h["sum"], h["p50"]) == (7, 7082.0, 175.0)   # (100, 250]: 100 + 150 * 0.5
+    assert (h["count"], h["sum"], h["p50"]) == (7, 7082.0, 175.0)  # (100, 250]: 100 + 150 * 0.5
     assert t[key("1h", 0, "http.requests", CHECKOUT)]["increase"] == 29.0
     assert t[key("1h", 0, "http.duration_ms", CHECKOUT)]["count"] == 13
-    assert key("1m", 2, "http.requests", SEARCH) not in t   # the restarted process has not seen /search
+    assert key("1m", 2, "http.requests", SEARCH) not in t  # the restarted process has not seen /search
 
 
 def test_cumulative_export_without_new_data_adds_nothing():
     exports, w0 = two_exports()
     again = ExportMetricsServiceRequest()
     again.CopyFrom(exports[1])
-    exports.append(at(again, w0 + 2 * MIN + 30_000))   # the next export, no recordings in between
+    exports.append(at(again, w0 + 2 * MIN + 30_000))  # the next export, no recordings in between
     got, _ = rollup(exports)
     t = table(got, w0)
     h = t[key("1m", 2, "http.duration_ms", CHECKOUT)]
@@ -169,13 +176,21 @@ def test_cumulative_export_without_new_data_adds_nothing():
 
 
 def summary_export(t_ms: int, start_ms: int, count: int, total: float, quantiles: dict) -> ExportMetricsServiceRequest:
-    dp = metrics_pb2.SummaryDataPoint(start_time_unix_nano=start_ms * 1_000_000, time_unix_nano=t_ms * 1_000_000, count=count, sum=total,
-                                      attributes=[KeyValue(key="route", value=AnyValue(string_value="/checkout"))],
-                                      quantile_values=[metrics_pb2.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v)
-                                                       for q, v in quantiles.items()])
+    dp = metrics_pb2.SummaryDataPoint(
+        start_time_unix_nano=start_ms * 1_000_000,
+        time_unix_nano=t_ms * 1_000_000,
+        count=count,
+        sum=total,
+        attributes=[KeyValue(key="route", value=AnyValue(string_value="/checkout"))],
+        quantile_values=[
+            metrics_pb2.SummaryDataPoint.ValueAtQuantile(quantile=q, value=v) for q, v in quantiles.items()
+        ],
+    )
     m = metrics_pb2.Metric(name="rpc.duration_ms", summary=metrics_pb2.Summary(data_points=[dp]))
-    rm = metrics_pb2.ResourceMetrics(resource={"attributes": [KeyValue(key="service.name", value=AnyValue(string_value="checkout"))]},
-                                     scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[m])])
+    rm = metrics_pb2.ResourceMetrics(
+        resource={"attributes": [KeyValue(key="service.name", value=AnyValue(string_value="checkout"))]},
+        scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[m])],
+    )
     return ExportMetricsServiceRequest(resource_metrics=[rm])
 
 
@@ -183,23 +198,40 @@ def summary_export(t_ms: int, start_ms: int, count: int, total: float, quantiles
 def test_summary_count_sum_are_cumulative_and_quantiles_are_kept(encoding):
     w0 = 1_763_002_800_000  # an hour boundary
     nan = float("nan")
-    exports = [summary_export(w0 + 30_000, w0 - HOUR, 10, 100.0, {0.5: 8.0, 0.99: 30.0}),
-               summary_export(w0 + 50_000, w0 - HOUR, 12, 130.0, {0.5: 9.0, 0.99: 25.0}),
-               summary_export(w0 + 90_000, w0 - HOUR, 15, 160.0, {0.5: 7.0, 0.99: 40.0, 1.0: nan}),
-               summary_export(w0 + 150_000, w0 + 140_000, 2, 11.0, {0.5: 5.0, 0.99: 6.0})]   # restarted
+    exports = [
+        summary_export(w0 + 30_000, w0 - HOUR, 10, 100.0, {0.5: 8.0, 0.99: 30.0}),
+        summary_export(w0 + 50_000, w0 - HOUR, 12, 130.0, {0.5: 9.0, 0.99: 25.0}),
+        summary_export(w0 + 90_000, w0 - HOUR, 15, 160.0, {0.5: 7.0, 0.99: 40.0, 1.0: nan}),
+        summary_export(w0 + 150_000, w0 + 140_000, 2, 11.0, {0.5: 5.0, 0.99: 6.0}),
+    ]  # restarted
     got, _ = rollup(exports, encoding)
     t = table(got, w0)
-    s = {(res, k): (r["count"], r["sum"]) for (res, k, n, _), r in t.items() if n == "rpc.duration_ms" and r["kind"] == "summary"}
+    s = {
+        (res, k): (r["count"], r["sum"])
+        for (res, k, n, _), r in t.items()
+        if n == "rpc.duration_ms" and r["kind"] == "summary"
+    }
     assert s == {("1m", 0): (12, 130.0), ("1m", 1): (3, 30.0), ("1m", 2): (2, 11.0), ("1h", 0): (17, 171.0)}
-    q = {(res, k, dict(lab)["quantile"]): (r["kind"], r["last"], r["min"], r["max"], r["count"])
-         for (res, k, n, lab), r in t.items() if n == "rpc.duration_ms" and r["kind"] == "gauge"}
-    assert q == {("1m", 0, "0.5"): ("gauge", 9.0, 8.0, 9.0, 2), ("1m", 0, "0.99"): ("gauge", 25.0, 25.0, 30.0, 2),
-                 ("1m", 1, "0.5"): ("gauge", 7.0, 7.0, 7.0, 1), ("1m", 1, "0.99"): ("gauge", 40.0, 40.0, 40.0, 1),
-                 ("1m", 2, "0.5"): ("gauge", 5.0, 5.0, 5.0, 1), ("1m", 2, "0.99"): ("gauge", 6.0, 6.0, 6.0, 1),
-                 ("1h", 0, "0.5"): ("gauge", 5.0, 5.0, 9.0, 4), ("1h", 0, "0.99"): ("gauge", 6.0, 6.0, 40.0, 4)}
+    q = {
+        (res, k, dict(lab)["quantile"]): (r["kind"], r["last"], r["min"], r["max"], r["count"])
+        for (res, k, n, lab), r in t.items()
+        if n == "rpc.duration_ms" and r["kind"] == "gauge"
+    }
+    assert q == {
+        ("1m", 0, "0.5"): ("gauge", 9.0, 8.0, 9.0, 2),
+        ("1m", 0, "0.99"): ("gauge", 25.0, 25.0, 30.0, 2),
+        ("1m", 1, "0.5"): ("gauge", 7.0, 7.0, 7.0, 1),
+        ("1m", 1, "0.99"): ("gauge", 40.0, 40.0, 40.0, 1),
+        ("1m", 2, "0.5"): ("gauge", 5.0, 5.0, 5.0, 1),
+        ("1m", 2, "0.99"): ("gauge", 6.0, 6.0, 6.0, 1),
+        ("1h", 0, "0.5"): ("gauge", 5.0, 5.0, 9.0, 4),
+        ("1h", 0, "0.99"): ("gauge", 6.0, 6.0, 40.0, 4),
+    }
     labels = {tuple(sorted(dict(r["labels"]).items())) for r in got.to_pylist() if r["kind"] == "gauge"}
-    assert labels == {(("quantile", "0.5"), ("route", "/checkout"), ("service", "checkout")),
-                      (("quantile", "0.99"), ("route", "/checkout"), ("service", "checkout"))}
+    assert labels == {
+        (("quantile", "0.5"), ("route", "/checkout"), ("service", "checkout")),
+        (("quantile", "0.99"), ("route", "/checkout"), ("service", "checkout")),
+    }
 
 
 def test_snapshot_restore_keeps_the_cumulative_baselines():

@@ -13,9 +13,13 @@ MAP = pa.map_(pa.string(), pa.string())
 
 def samples(rows, trace=False):
     """rows: (name, kind, ts_ms, labels dict, value[, extra dict])"""
-    cols = {"name": [r[0] for r in rows], "kind": [r[1] for r in rows],
-            "timestamp": pa.array([r[2] for r in rows], pa.timestamp("ms", tz="UTC")),
-            "labels": pa.array([list(r[3].items()) for r in rows], MAP), "value": pa.array([r[4] for r in rows], pa.float64())}
+    cols = {
+        "name": [r[0] for r in rows],
+        "kind": [r[1] for r in rows],
+        "timestamp": pa.array([r[2] for r in rows], pa.timestamp("ms", tz="UTC")),
+        "labels": pa.array([list(r[3].items()) for r in rows], MAP),
+        "value": pa.array([r[4] for r in rows], pa.float64()),
+    }
     ex = [r[5] if len(r) > 5 else {} for r in rows]
     cols["bucket_bounds"] = pa.array([e.get("bounds") for e in ex], pa.list_(pa.float64()))
     cols["bucket_counts"] = pa.array([e.get("counts") for e in ex], pa.list_(pa.int64()))
@@ -31,8 +35,15 @@ def by(rows: pa.Table, **eq):
 def test_counter_increase_and_rate_with_resets_across_windows():
     r = MetricRollup(RollupConfig(resolutions=["1m", "5m"], watermark_delay="0s", allowed_lateness="0s"))
     lab = {"svc": "a"}
-    vals = [(0, 100.0), (20_000, 130.0), (40_000, 10.0), (59_000, 25.0),   # reset in window 0: +30, +10, +15
-            (70_000, 40.0), (100_000, 5.0), (130_000, 9.0)]                 # w1: +15 (from 25), reset +5; w2: +4
+    vals = [
+        (0, 100.0),
+        (20_000, 130.0),
+        (40_000, 10.0),
+        (59_000, 25.0),  # reset in window 0: +30, +10, +15
+        (70_000, 40.0),
+        (100_000, 5.0),
+        (130_000, 9.0),
+    ]  # w1: +15 (from 25), reset +5; w2: +4
     out = r.process(samples([("req", "counter", t, lab, v) for t, v in vals]))
     out = [out, r.flush()]
     rows = pa.concat_tables([o.metrics for o in out])
@@ -58,14 +69,14 @@ def test_late_samples_inside_and_beyond_lateness():
     cfg = RollupConfig(resolutions=["1m"], watermark_delay="0s", allowed_lateness="30s")
     r = MetricRollup(cfg)
     g = lambda t, v: ("g", "gauge", t, {}, v)  # noqa: E731
-    o1 = r.process(samples([g(10_000, 1.0), g(70_000, 2.0)]))        # watermark -> 70s
+    o1 = r.process(samples([g(10_000, 1.0), g(70_000, 2.0)]))  # watermark -> 70s
     assert o1.metrics.num_rows == 0 and r.watermark == 70_000
-    o2 = r.process(samples([g(50_000, 3.0)]))                         # late (< 70s), window [0,60) open until 90s
+    o2 = r.process(samples([g(50_000, 3.0)]))  # late (< 70s), window [0,60) open until 90s
     assert o2.late is None
-    o3 = r.process(samples([g(95_000, 4.0)]))                         # watermark 95s closes [0,60)
+    o3 = r.process(samples([g(95_000, 4.0)]))  # watermark 95s closes [0,60)
     (w0,) = o3.metrics.to_pylist()
     assert (w0["count"], w0["sum"], w0["late_samples"], w0["last"]) == (2, 4.0, 1, 3.0)
-    o4 = r.process(samples([g(59_000, 9.0), g(61_000, 5.0)]))         # 59s: window closed -> late output; 61s: late, taken
+    o4 = r.process(samples([g(59_000, 9.0), g(61_000, 5.0)]))  # 59s: window closed -> late output; 61s: late, taken
     assert o4.late.num_rows == 1 and o4.late.column("reason").to_pylist() == ["too_late"]
     assert o4.late.column("value").to_pylist() == [9.0]
     (w1,) = r.flush().metrics.to_pylist()
@@ -79,9 +90,15 @@ def test_sketch_quantiles_within_relative_accuracy():
     vals = np.concatenate([rng.lognormal(5, 1.2, n), rng.pareto(1.5, n) * 10 + 0.5])
     series = np.repeat(["a", "b"], n)
     r = MetricRollup(RollupConfig(resolutions=["1m"]))
-    t = pa.table({"name": ["lat"] * (2 * n), "kind": ["gauge"] * (2 * n),
-                  "timestamp": pa.array(rng.integers(0, 60_000, 2 * n), pa.timestamp("ms", tz="UTC")),
-                  "labels": pa.array([[("s", s)] for s in series], MAP), "value": vals})
+    t = pa.table(
+        {
+            "name": ["lat"] * (2 * n),
+            "kind": ["gauge"] * (2 * n),
+            "timestamp": pa.array(rng.integers(0, 60_000, 2 * n), pa.timestamp("ms", tz="UTC")),
+            "labels": pa.array([[("s", s)] for s in series], MAP),
+            "value": vals,
+        }
+    )
     for part in (t.slice(0, 15_000), t.slice(15_000, 10_000), t.slice(25_000)):  # merged partial sketches
         r.process(part)
     rows = r.flush().metrics.to_pylist()
@@ -96,7 +113,9 @@ def test_sketch_quantiles_within_relative_accuracy():
 
 def test_cardinality_overflow_series():
     r = MetricRollup(RollupConfig(resolutions=["1m"], max_series_per_metric=3))
-    rows = [("g", "gauge", 1000 + i, {"id": str(i)}, float(i)) for i in range(10)] + [("h", "gauge", 1000, {"id": "x"}, 1.0)]
+    rows = [("g", "gauge", 1000 + i, {"id": str(i)}, float(i)) for i in range(10)] + [
+        ("h", "gauge", 1000, {"id": "x"}, 1.0)
+    ]
     r.process(samples(rows))
     out = r.flush().metrics
     g = by(out, name="g")
@@ -109,8 +128,10 @@ def test_cardinality_overflow_series():
 def test_histograms_merge_bucketwise_with_quantiles():
     r = MetricRollup(RollupConfig(resolutions=["1m"]))
     b = [0.1, 0.5, 1.0]
-    rows = [("http", "histogram", 1000, {}, None, {"bounds": b, "counts": [10, 20, 10, 0], "count": 40, "sum": 15.0}),
-            ("http", "histogram", 2000, {}, None, {"bounds": b, "counts": [10, 0, 30, 0], "count": 40, "sum": 30.0})]
+    rows = [
+        ("http", "histogram", 1000, {}, None, {"bounds": b, "counts": [10, 20, 10, 0], "count": 40, "sum": 15.0}),
+        ("http", "histogram", 2000, {}, None, {"bounds": b, "counts": [10, 0, 30, 0], "count": 40, "sum": 30.0}),
+    ]
     r.process(samples(rows))
     (row,) = r.flush().metrics.to_pylist()
     assert (row["count"], row["sum"]) == (80, 45.0)
@@ -121,13 +142,37 @@ def test_histograms_merge_bucketwise_with_quantiles():
 
 
 def test_derived_metrics_from_logs_and_events():
-    logs = pa.table({"ts": pa.array([1000, 2000, 3000, 4000], pa.timestamp("ms", tz="UTC")),
-                     "level": ["ERROR", "INFO", "ERROR", "FATAL"], "service": ["a", "a", "b", "a"]})
-    d = MetricDeriver([DeriveRule(name="log.errors", source="logs", filter={"level": ["ERROR", "FATAL"]}, labels=["service"])], "logs")
-    ev = pa.table({"ts": pa.array([1000, 2000], pa.timestamp("ms", tz="UTC")), "event_type": ["form_step", "form_step"],
-                   "form": ["signup", "signup"], "form_step": pa.array([3, 3], pa.int32()), "duration_ms": pa.array([100, 300], pa.int64())})
-    de = MetricDeriver([{"name": "form.step.duration_ms", "source": "events", "filter": {"event_type": "form_step"},
-                         "labels": ["form", "form_step"], "value": "duration_ms"}], "events")
+    logs = pa.table(
+        {
+            "ts": pa.array([1000, 2000, 3000, 4000], pa.timestamp("ms", tz="UTC")),
+            "level": ["ERROR", "INFO", "ERROR", "FATAL"],
+            "service": ["a", "a", "b", "a"],
+        }
+    )
+    d = MetricDeriver(
+        [DeriveRule(name="log.errors", source="logs", filter={"level": ["ERROR", "FATAL"]}, labels=["service"])], "logs"
+    )
+    ev = pa.table(
+        {
+            "ts": pa.array([1000, 2000], pa.timestamp("ms", tz="UTC")),
+            "event_type": ["form_step", "form_step"],
+            "form": ["signup", "signup"],
+            "form_step": pa.array([3, 3], pa.int32()),
+            "duration_ms": pa.array([100, 300], pa.int64()),
+        }
+    )
+    de = MetricDeriver(
+        [
+            {
+                "name": "form.step.duration_ms",
+                "source": "events",
+                "filter": {"event_type": "form_step"},
+                "labels": ["form", "form_step"],
+                "value": "duration_ms",
+            }
+        ],
+        "events",
+    )
     r = MetricRollup(RollupConfig(resolutions=["1m"]))
     r.process(d(logs))
     r.process(de(ev))
@@ -135,15 +180,27 @@ def test_derived_metrics_from_logs_and_events():
     errs = {dict(x["labels"])["service"]: x["count"] for x in by(out, name="log.errors")}
     assert errs == {"a": 2, "b": 1}
     (dur,) = by(out, name="form.step.duration_ms")
-    assert dur["labels"] == [("form", "signup"), ("form_step", "3")] and (dur["count"], dur["sum"], dur["max"]) == (2, 400.0, 300.0)
+    assert dur["labels"] == [("form", "signup"), ("form_step", "3")] and (dur["count"], dur["sum"], dur["max"]) == (
+        2,
+        400.0,
+        300.0,
+    )
 
 
 def test_snapshot_restore_mid_stream_gives_same_output():
     rng = np.random.default_rng(3)
     n = 6000
-    t = pa.table({"name": [f"m{i % 3}" for i in range(n)], "kind": ["counter" if i % 2 else "gauge" for i in range(n)],
-                  "timestamp": pa.array(np.sort(rng.integers(0, 300_000, n)) - rng.integers(0, 60_000, n), pa.timestamp("ms", tz="UTC")),
-                  "labels": pa.array([[("k", str(i % 50))] for i in range(n)], MAP), "value": np.cumsum(rng.random(n))})
+    t = pa.table(
+        {
+            "name": [f"m{i % 3}" for i in range(n)],
+            "kind": ["counter" if i % 2 else "gauge" for i in range(n)],
+            "timestamp": pa.array(
+                np.sort(rng.integers(0, 300_000, n)) - rng.integers(0, 60_000, n), pa.timestamp("ms", tz="UTC")
+            ),
+            "labels": pa.array([[("k", str(i % 50))] for i in range(n)], MAP),
+            "value": np.cumsum(rng.random(n)),
+        }
+    )
     cfg = RollupConfig(resolutions=["1m", "2m"], watermark_delay="5s", allowed_lateness="10s")
     parts = [t.slice(i, 1000) for i in range(0, n, 1000)]
 
@@ -190,8 +247,12 @@ def test_batch_histogram_quantiles_equal_the_scalar_function_bit_for_bit():
             pos += used.tolist()
             cnt += c[used].tolist()
         order = rng.permutation(len(seg))  # pairs in any order
-        got = histogram_quantiles(QUANTILES, np.array(seg)[order], np.array(pos)[order], np.array(cnt)[order], nseg, bounds)
-        want = np.array([[np.nan if (x := histogram_quantile(q, bounds, d)) is None else x for q in QUANTILES] for d in dense])
+        got = histogram_quantiles(
+            QUANTILES, np.array(seg)[order], np.array(pos)[order], np.array(cnt)[order], nseg, bounds
+        )
+        want = np.array(
+            [[np.nan if (x := histogram_quantile(q, bounds, d)) is None else x for q in QUANTILES] for d in dense]
+        )
         assert np.array_equal(got, want, equal_nan=True)
         assert np.isnan(got).any() and (~np.isnan(got)).sum() > 1000
 

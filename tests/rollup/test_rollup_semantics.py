@@ -12,8 +12,8 @@ from transforms.rollup import MetricRollup, RollupConfig
 
 pytestmark = pytest.mark.metrics
 BOUNDS = [0.25, 0.5, 1.0, 2.5]
-PER = [10, 20, 5, 3, 2]      # observations per bucket, the last one +Inf
-CUM = [10, 30, 35, 38, 40]   # the same as Prometheus' cumulative le buckets
+PER = [10, 20, 5, 3, 2]  # observations per bucket, the last one +Inf
+CUM = [10, 30, 35, 38, 40]  # the same as Prometheus' cumulative le buckets
 
 
 def hist(ts, counts, count=40, total=20.0):
@@ -31,29 +31,41 @@ def test_cumulative_bucket_layout_is_rejected_as_per_bucket_and_accepted_with_th
     assert [(x["count"], x["p50"], x["p99"]) for x in rows] == [(40, 0.375, 2.5)]
     # the same histogram with cumulative counts, per-bucket layout (the default): rejected, with the reason
     _, out, rows = rolled({}, [hist(1000, CUM), hist(2000, PER)])
-    assert out.invalid.select(["bucket_counts", "reason"]).to_pylist() == [{"bucket_counts": CUM, "reason": "cumulative_buckets"}]
+    assert out.invalid.select(["bucket_counts", "reason"]).to_pylist() == [
+        {"bucket_counts": CUM, "reason": "cumulative_buckets"}
+    ]
     assert [(x["count"], x["p50"]) for x in rows] == [(40, 0.375)]
     # histogram_buckets: cumulative takes them as Prometheus writes them: the same row as per-bucket input
     _, out, rows = rolled({"histogram_buckets": "cumulative"}, [hist(1000, CUM)])
-    assert out.invalid is None and [(x["count"], x["sum"], x["p50"], x["p99"]) for x in rows] == [(40, 20.0, 0.375, 2.5)]
+    assert out.invalid is None and [(x["count"], x["sum"], x["p50"], x["p99"]) for x in rows] == [
+        (40, 20.0, 0.375, 2.5)
+    ]
 
 
 def test_bucket_layout_errors_name_the_cause():
-    _, out, _ = rolled({}, [hist(1000, [10, 20, 5, 3, 1])])               # sums to 39, count 40
+    _, out, _ = rolled({}, [hist(1000, [10, 20, 5, 3, 1])])  # sums to 39, count 40
     assert out.invalid.column("reason").to_pylist() == ["bucket_count_mismatch"]
-    _, out, rows = rolled({"histogram_buckets": "cumulative"},
-                          [hist(1000, [10, 30, 25, 38, 40]), hist(2000, [10, 30, 35, 38, 39]), hist(3000, CUM)])
+    _, out, rows = rolled(
+        {"histogram_buckets": "cumulative"},
+        [hist(1000, [10, 30, 25, 38, 40]), hist(2000, [10, 30, 35, 38, 39]), hist(3000, CUM)],
+    )
     assert out.invalid.select(["bucket_counts", "reason"]).to_pylist() == [
         {"bucket_counts": [10, 30, 25, 38, 40], "reason": "non_monotonic_buckets"},
-        {"bucket_counts": [10, 30, 35, 38, 39], "reason": "bucket_count_mismatch"}]   # raw counts kept
+        {"bucket_counts": [10, 30, 35, 38, 39], "reason": "bucket_count_mismatch"},
+    ]  # raw counts kept
     assert [x["count"] for x in rows] == [40]
     # without a count nothing can be checked: per-bucket input is taken as it is
     _, out, rows = rolled({}, [("lat", "histogram", 1000, {}, None, {"bounds": BOUNDS, "counts": PER})])
     assert out.invalid is None and [x["count"] for x in rows] == [40]
 
 
-GAP_POINTS = [(5_000, 100.0), (20_000, 110.0), (50_000, 120.0),          # window 0
-              (245_000, 180.0), (260_000, 186.0)]                        # window 4, after a 195 s gap
+GAP_POINTS = [
+    (5_000, 100.0),
+    (20_000, 110.0),
+    (50_000, 120.0),  # window 0
+    (245_000, 180.0),
+    (260_000, 186.0),
+]  # window 4, after a 195 s gap
 
 
 def test_increase_after_a_scrape_gap_whole_by_default_spread_with_counter_gap():

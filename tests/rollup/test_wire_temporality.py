@@ -35,7 +35,9 @@ def otlp_samples(exports) -> list[list[dict]]:
     for e in exports:
         b = codec.decode(raw_batch([payload(e, "otlp_proto")]))
         assert len(b.rejects) == 0
-        out.append(as_rows(b.table.drop_columns(["_i", "_item"])))  # wire columns only (the OTLP codec adds the item index)
+        out.append(
+            as_rows(b.table.drop_columns(["_i", "_item"]))
+        )  # wire columns only (the OTLP codec adds the item index)
     return out
 
 
@@ -102,9 +104,13 @@ def test_an_unknown_temporality_is_a_schema_violation():
     exports, w0 = two_exports()
     s = otlp_samples(exports)[0][0]
     codec = codec_for("json", "metric", 1 << 20)
-    b = Validator("metric", ValidateStep(kind="validate"))(codec.decode(ingested([json_sample(dict(s, temporality="sometimes")),
-                                                                                  json_sample(dict(s, temporality="Delta"))],
-                                                                                 w0 + 30_000)))
+    b = Validator("metric", ValidateStep(kind="validate"))(
+        codec.decode(
+            ingested(
+                [json_sample(dict(s, temporality="sometimes")), json_sample(dict(s, temporality="Delta"))], w0 + 30_000
+            )
+        )
+    )
     assert list(zip(b.rejects.indices, b.rejects.reasons)) == [(0, "schema_violation")]
     assert b.rejects.details[0] == "temporality: unknown temporality sometimes; expected CUMULATIVE or DELTA"
     assert b.table.column("temporality").to_pylist() == ["delta"]
@@ -118,7 +124,9 @@ def test_a_late_cumulative_sample_is_dead_lettered_with_its_temporality_and_star
     exports, w0 = two_exports()
     s = next(x for x in otlp_samples(exports)[1] if x["kind"] == "HISTOGRAM")
     wire = codec_for("json", "metric", 1 << 20)
-    late = pa.Table.from_pylist([dict(s, ingested_at=None, source_topic="metrics", source_partition=0, source_offset=7)])
+    late = pa.Table.from_pylist(
+        [dict(s, ingested_at=None, source_topic="metrics", source_partition=0, source_offset=7)]
+    )
     dl = _late_dead_letters(late, "metrics", 0).to_pylist()
     assert [(d["reason"], d["source_offset"]) for d in dl] == [("late_data", 7)]
     back = as_rows(wire.decode(ingested([dl[0]["raw"]], w0)).table.drop_columns(["_i"]))

@@ -18,8 +18,16 @@ from runners.bytewax.cluster import ClusterRun, spawn, wait
 from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
 from tests.helpers import strip_traces
-from tests.e2e.test_kafka_pipeline import (PARTITIONS, TOPIC_CONFIG, Expected, catalog_state, check_exact, produce,
-                                       spec_data, write_spec)
+from tests.e2e.test_kafka_pipeline import (
+    PARTITIONS,
+    TOPIC_CONFIG,
+    Expected,
+    catalog_state,
+    check_exact,
+    produce,
+    spec_data,
+    write_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,9 +76,30 @@ def test_two_processes_two_workers_kill9_one_process_restart_exact(kafka_broker,
 
     # more traffic while it is down, then the whole cluster again, through the CLI
     produce(kafka_broker.bootstrap, topics, 100, expected, skip=per)
-    run = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2",
-                          "--workers-per-process", "2", "--source", "kafka", "--bounded", "--spec", str(path),
-                          "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "run",
+            "--runner",
+            "bytewax",
+            "--processes",
+            "2",
+            "--workers-per-process",
+            "2",
+            "--source",
+            "kafka",
+            "--bounded",
+            "--spec",
+            str(path),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "2 processes × 2 workers" in run.stdout
     check_exact(spec, expected)
@@ -105,8 +134,22 @@ def test_cli_cluster_forks_its_processes_kill9_one_restart_exact(kafka_broker, k
     imports): SIGKILL one mid-run, the launcher stops the other and exits non-zero, and a
     second launch lands exactly the produced records."""
     topics, expected, wh, path, spec = _setup(kafka_broker, kafka_topic_factory, tmp_path, per := 1500)
-    cmd = [sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2", "--source", "kafka",
-           "--bounded", "--spec", str(path), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "run",
+        "--runner",
+        "bytewax",
+        "--processes",
+        "2",
+        "--source",
+        "kafka",
+        "--bounded",
+        "--spec",
+        str(path),
+        "--no-progress",
+    ]
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90

@@ -24,8 +24,13 @@ from schemas.codecs.json_codec import JsonCodec
 from schemas.codecs.otlp_codec import OtlpCodec
 from sources.generator import EmbeddedSource
 
-RUN_KEYS = {"count": "COUNT", "seed": "SEED", "rate_per_s": "RATE_PER_S", "bad_fraction": "BAD_FRACTION",
-            "batch_size": "BATCH_SIZE"}
+RUN_KEYS = {
+    "count": "COUNT",
+    "seed": "SEED",
+    "rate_per_s": "RATE_PER_S",
+    "bad_fraction": "BAD_FRACTION",
+    "batch_size": "BATCH_SIZE",
+}
 
 
 def _defaults(cls) -> dict:

@@ -34,12 +34,21 @@ def _rows(panel: dict) -> list[dict]:
 
 def _commit_stats(reader) -> list[dict]:
     """The ``obsflow.stats`` of every commit of every table."""
-    return [json.loads(c["summary"]["obsflow.stats"]) for m in reader.tables().values() for c in m.commits
-            if c["summary"].get("obsflow.stats")]
+    return [
+        json.loads(c["summary"]["obsflow.stats"])
+        for m in reader.tables().values()
+        for c in m.commits
+        if c["summary"].get("obsflow.stats")
+    ]
 
 
-def test_flink_job_counters_add_up_over_its_worker_processes(flink_cluster, kafka_broker, kafka_topic_factory,  # noqa: F811
-                                                             tmp_path: Path, monkeypatch):
+def test_flink_job_counters_add_up_over_its_worker_processes(
+    flink_cluster,  # noqa: F811
+    kafka_broker,
+    kafka_topic_factory,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+):
     from starlette.testclient import TestClient
 
     from runners.beam.flink import submit
@@ -65,8 +74,14 @@ def test_flink_job_counters_add_up_over_its_worker_processes(flink_cluster, kafk
     # turn (round robin over --sdk_worker_parallelism, in the order they open): with 2 it gave
     # both Kafka-reading instances the same process in one of three runs; with one process per
     # instance (2 stages x 2) the keyed Kafka reads spread over processes that each commit
-    sub = submit(spec, master, parallelism=2, worker_pool=pool, job_name="obsflow-flink-counters",
-                 extra_options=["--sdk_worker_parallelism=4"])
+    sub = submit(
+        spec,
+        master,
+        parallelism=2,
+        worker_pool=pool,
+        job_name="obsflow-flink-counters",
+        extra_options=["--sdk_worker_parallelism=4"],
+    )
     try:
         wait_exact(spec, expected, rest, sub.job.jid)
         # the tables are exact: every record's commit has landed, with its process's counters
@@ -91,8 +106,10 @@ def test_flink_job_counters_add_up_over_its_worker_processes(flink_cluster, kafk
     con.close()
     assert dead == len(expected.dead) > 0
     newest = rows[-1]
-    print(f"flink counters: {len(procs)} worker processes committed {len(stats)} commits; newest: "
-          f"in {newest['records_in']}, dead {newest['records_dead_lettered']}, processes {newest['processes']}")
+    print(
+        f"flink counters: {len(procs)} worker processes committed {len(stats)} commits; newest: "
+        f"in {newest['records_in']}, dead {newest['records_dead_lettered']}, processes {newest['processes']}"
+    )
     assert len(procs) >= 2, f"one SDK worker process committed everything: {procs}"
     # one run, however many worker processes committed: the UI's newest figures are its totals
     assert (newest["records_in"], newest["records_dead_lettered"], newest["processes"]) == (produced, dead, len(procs))

@@ -26,7 +26,10 @@ def _cache_jar(name: str = "job-server-launcher.jar"):
 
 
 def test_nothing_cached_is_none_and_submit_says_what_to_do(empty_cache):
-    assert located.job_server_dir() == empty_cache / "beam-flink-job-server" / f"flink-{located.FLINK_MINOR}-beam-{located.beam_version()}"
+    assert (
+        located.job_server_dir()
+        == empty_cache / "beam-flink-job-server" / f"flink-{located.FLINK_MINOR}-beam-{located.beam_version()}"
+    )
     assert located.cached_job_server_jar() is None
     with pytest.raises(SubmitError) as e:
         flink_options("127.0.0.1:8081")
@@ -63,7 +66,9 @@ def test_the_environment_wins_and_must_name_a_file(empty_cache, monkeypatch):
 
 
 def test_a_given_jar_or_endpoint_needs_no_cache(empty_cache):
-    assert "--flink_job_server_jar=/x/js.jar" in flink_options("127.0.0.1:8081", job_server_jar="/x/js.jar", java="java")
+    assert "--flink_job_server_jar=/x/js.jar" in flink_options(
+        "127.0.0.1:8081", job_server_jar="/x/js.jar", java="java"
+    )
     opts = flink_options("127.0.0.1:8081", job_endpoint="js:8099")
     assert "--runner=PortableRunner" in opts and "--job_endpoint=js:8099" in opts
 

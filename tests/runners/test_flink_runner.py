@@ -22,7 +22,15 @@ from pipelines.loader import parse_spec
 from runners.flink_rest import FlinkRest
 from tests.fixtures.flink import flink_cluster  # noqa: F401 - the session fixture
 from tests.helpers import strip_traces
-from tests.e2e.test_kafka_pipeline import PARTITIONS, TOPIC_CONFIG, Expected, check_exact, produce, spec_data, write_spec
+from tests.e2e.test_kafka_pipeline import (
+    PARTITIONS,
+    TOPIC_CONFIG,
+    Expected,
+    check_exact,
+    produce,
+    spec_data,
+    write_spec,
+)
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.slow]
 
@@ -30,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def obsflow(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runners.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def wait_exact(spec, expected: Expected, rest: FlinkRest, jid: str, timeout: float = 120) -> float:
@@ -81,17 +90,37 @@ def test_submit_list_cancel_resubmit_exactly_once(flink_cluster, kafka_broker, k
     # submit through the CLI: it prints the job id and returns while the job runs on
     orphans_before = orphaned_job_servers()
     t0 = time.monotonic()
-    done = obsflow("submit", "--runner", "flink", "--flink-master", master, "--spec", str(path), "--worker-pool", pool,
-                   "--job-name", "obsflow-flink-test-1", "--parallelism", "1")
+    done = obsflow(
+        "submit",
+        "--runner",
+        "flink",
+        "--flink-master",
+        master,
+        "--spec",
+        str(path),
+        "--worker-pool",
+        pool,
+        "--job-name",
+        "obsflow-flink-test-1",
+        "--parallelism",
+        "1",
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     jid = done.stdout.strip().splitlines()[-1]
     assert len(jid) == 32, done.stdout
     submitted_in = time.monotonic() - t0
     assert rest.state(jid) == "RUNNING"
     assert orphaned_job_servers() <= orphans_before  # the CLI stopped the job server it started
-    listed = [json.loads(line) for line in obsflow("jobs", "--flink-master", master, "--format", "json").stdout.splitlines()]
+    listed = [
+        json.loads(line) for line in obsflow("jobs", "--flink-master", master, "--format", "json").stdout.splitlines()
+    ]
     mine = [j for j in listed if j["id"] == jid]
-    assert mine and mine[0]["state"] == "RUNNING" and mine[0]["name"] == "obsflow-flink-test-1" and mine[0]["start_time_ms"] > 0
+    assert (
+        mine
+        and mine[0]["state"] == "RUNNING"
+        and mine[0]["name"] == "obsflow-flink-test-1"
+        and mine[0]["start_time_ms"] > 0
+    )
     table = obsflow("jobs", "--flink-master", master).stdout
     assert jid in table and "RUNNING" in table
 
@@ -115,7 +144,9 @@ def test_submit_list_cancel_resubmit_exactly_once(flink_cluster, kafka_broker, k
     finally:
         rest.cancel(sub.job.jid)
         assert rest.wait_for_state(sub.job.jid, {"CANCELED"}, timeout=60) == "CANCELED"
-    print(f"flink: submitted in {submitted_in:.0f}s, exact {landed_in:.0f}s after RUNNING; resubmitted in {sub.seconds:.0f}s")
+    print(
+        f"flink: submitted in {submitted_in:.0f}s, exact {landed_in:.0f}s after RUNNING; resubmitted in {sub.seconds:.0f}s"
+    )
 
 
 def test_jobs_against_an_unreachable_master_exits_3():

@@ -33,10 +33,14 @@ from tests.e2e.test_kafka_pipeline import TOPIC_CONFIG
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.alerts, pytest.mark.slow]
 
 # obs.alerts holds every state change (pending too); the Kafka alerts topic only firing / resolved
-TIMELINE = [(120, "HighErrorRate", "a", "pending", 120, None),
-            (240, "HighErrorRate", "a", "firing", 240, None), (240, "HighErrorRate", "b", "pending", 240, None),
-            (300, "ServiceDown", "b", "firing", 300, None),
-            (360, "HighErrorRate", "b", "firing", 360, None), (600, "HighErrorRate", "a", "resolved", 240, 600)]
+TIMELINE = [
+    (120, "HighErrorRate", "a", "pending", 120, None),
+    (240, "HighErrorRate", "a", "firing", 240, None),
+    (240, "HighErrorRate", "b", "pending", 240, None),
+    (300, "ServiceDown", "b", "firing", 300, None),
+    (360, "HighErrorRate", "b", "firing", 360, None),
+    (600, "HighErrorRate", "a", "resolved", 240, 600),
+]
 SENT = [row for row in TIMELINE if row[3] in ("firing", "resolved")]
 
 
@@ -46,15 +50,30 @@ def _secs(x) -> int | None:
 
 def _spec_data(warehouse: Path, bootstrap: str, metrics_topic: str, alerts_topic: str) -> dict:
     return {
-        "name": "flink-stateful", "storage": {"catalog": {"warehouse": str(warehouse)},
-                                              "commit": {"max_rows": 10_000, "max_seconds": "1s"}},
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"flink-stateful-{uuid.uuid4().hex[:6]}",
-                  "poll_batch_size": 1, "poll_timeout": "100ms"},
+        "name": "flink-stateful",
+        "storage": {"catalog": {"warehouse": str(warehouse)}, "commit": {"max_rows": 10_000, "max_seconds": "1s"}},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"flink-stateful-{uuid.uuid4().hex[:6]}",
+            "poll_batch_size": 1,
+            "poll_timeout": "100ms",
+        },
         "sources": [{"name": "metrics", "topic": metrics_topic, "signal": "metric"}],
-        "flows": [{"name": "m", "source": "metrics", "sink": {"table": "metrics"},
-                   "steps": [{"kind": "validate"},
-                             {"kind": "rollup", "shards": 4,
-                              "config": {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"}}]}],
+        "flows": [
+            {
+                "name": "m",
+                "source": "metrics",
+                "sink": {"table": "metrics"},
+                "steps": [
+                    {"kind": "validate"},
+                    {
+                        "kind": "rollup",
+                        "shards": 4,
+                        "config": {"resolutions": ["1m"], "watermark_delay": "0s", "allowed_lateness": "0s"},
+                    },
+                ],
+            }
+        ],
         "outputs": {"alerts_topic": alerts_topic},
         "alerts": ALERTS,
     }
@@ -79,14 +98,25 @@ def _alert_rows(spec) -> list[tuple]:
     except Exception:  # noqa: BLE001 - not created yet
         return []
     rows = t.sort_by([("ts", "ascending"), ("rule", "ascending"), ("status", "ascending")]).to_pylist()
-    return [(_secs(r["ts"]), r["rule"], dict(r["labels"])["service"], r["status"], _secs(r["starts_at"]), _secs(r["ends_at"]))
-            for r in rows]
+    return [
+        (
+            _secs(r["ts"]),
+            r["rule"],
+            dict(r["labels"])["service"],
+            r["status"],
+            _secs(r["starts_at"]),
+            _secs(r["ends_at"]),
+        )
+        for r in rows
+    ]
 
 
 def _topic_alerts(bootstrap: str, topic: str, want: int, timeout: float = 60) -> list[dict]:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     c.assign([TopicPartition(topic, 0, 0)])
     got: list[dict] = []
     deadline = time.monotonic() + timeout
@@ -110,7 +140,9 @@ def _closed_windows(spec, before_s: int) -> list[tuple]:
     for r in t.to_pylist():
         start = _secs(r["window_start"])
         if start < before_s:
-            out.append((start, r["name"], tuple(sorted(dict(r["labels"]).items())), r["resolution"], r["count"], r["last"]))
+            out.append(
+                (start, r["name"], tuple(sorted(dict(r["labels"]).items())), r["resolution"], r["count"], r["last"])
+            )
     return sorted(out, key=repr)
 
 
@@ -126,8 +158,12 @@ def test_metric_rollups_and_alert_timeline_on_flink(flink_cluster, kafka_broker,
     assert produced == 36
 
     # the reference: Beam's DirectRunner, bounded read of the same topic
-    ref = parse_spec({**_spec_data(tmp_path / "ref", kafka_broker.bootstrap, metrics_topic, alerts_topic),
-                      "outputs": {"alerts_topic": None}})
+    ref = parse_spec(
+        {
+            **_spec_data(tmp_path / "ref", kafka_broker.bootstrap, metrics_topic, alerts_topic),
+            "outputs": {"alerts_topic": None},
+        }
+    )
     STATS.reset()
     run_beam(RunRequest(spec=ref, runner="beam", source="kafka", bounded=True))
     assert _alert_rows(ref) == TIMELINE
@@ -135,7 +171,9 @@ def test_metric_rollups_and_alert_timeline_on_flink(flink_cluster, kafka_broker,
     spec = parse_spec(_spec_data(tmp_path / "wh", kafka_broker.bootstrap, metrics_topic, alerts_topic))
     pool = f"127.0.0.1:{flink_cluster.ensure_worker_pool()}"
     rest = FlinkRest(flink_cluster.master)
-    sub = submit(spec, flink_cluster.master, worker_pool=pool, parallelism=2, job_name=f"obsflow-stateful-{uuid.uuid4().hex[:6]}")
+    sub = submit(
+        spec, flink_cluster.master, worker_pool=pool, parallelism=2, job_name=f"obsflow-stateful-{uuid.uuid4().hex[:6]}"
+    )
     try:
         assert sub.job.state == "RUNNING"
         deadline = time.monotonic() + 180
@@ -145,8 +183,9 @@ def test_metric_rollups_and_alert_timeline_on_flink(flink_cluster, kafka_broker,
         time.sleep(3.0)  # anything more would be a duplicate
         assert _alert_rows(spec) == TIMELINE
         on_topic = _topic_alerts(kafka_broker.bootstrap, alerts_topic, len(SENT))
-        assert [(r["rule"], r["labels"]["service"], r["status"]) for r in on_topic] == \
-            [(rule, service, status) for _, rule, service, status, _, _ in SENT]
+        assert [(r["rule"], r["labels"]["service"], r["status"]) for r in on_topic] == [
+            (rule, service, status) for _, rule, service, status, _, _ in SENT
+        ]
         # every window that closed on Flink (up to minute 10) equals the DirectRunner's
         closed = _closed_windows(spec, 11 * MIN // 1000)
         assert len(closed) == 11 * 3  # 11 minutes × 3 series (err_rate a, err_rate b, up b)
@@ -164,8 +203,12 @@ def test_metric_rollups_and_alert_timeline_on_flink(flink_cluster, kafka_broker,
 
 
 @pytest.mark.traces
-def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(flink_cluster, kafka_broker,  # noqa: F811
-                                                                         kafka_topic_factory, tmp_path):
+def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(
+    flink_cluster,  # noqa: F811
+    kafka_broker,  # noqa: F811
+    kafka_topic_factory,
+    tmp_path,
+):
     """The streaming job on Flink, input stopped: a slow trace is decided by the idle
     advance (processing-time timers of ``IdleStageDoFn``), ``decision_wait`` (4 s) of
     wall time after its spans arrived and not before; after a further 20 s of idle
@@ -180,7 +223,9 @@ def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(flink_
     spec = parse_spec(_idle_spec(tmp_path, kafka_broker.bootstrap, topic))
     pool = f"127.0.0.1:{flink_cluster.ensure_worker_pool()}"
     rest = FlinkRest(flink_cluster.master)
-    sub = submit(spec, flink_cluster.master, worker_pool=pool, parallelism=1, job_name=f"obsflow-idle-{uuid.uuid4().hex[:6]}")
+    sub = submit(
+        spec, flink_cluster.master, worker_pool=pool, parallelism=1, job_name=f"obsflow-idle-{uuid.uuid4().hex[:6]}"
+    )
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True})
 
     def traces() -> list[dict]:
@@ -207,7 +252,9 @@ def test_idle_advance_decides_slow_traces_on_flink_while_no_input_arrives(flink_
         assert sub.job.state == "RUNNING"
         first, took, rows = decide_one(0)
         assert took >= 4.0  # decision_wait of wall time
-        assert [(r["sampling_policy"], r["span_count"], r["root_name"]) for r in rows] == [("slow", 2, "POST /checkout")]
+        assert [(r["sampling_policy"], r["span_count"], r["root_name"]) for r in rows] == [
+            ("slow", 2, "POST /checkout")
+        ]
         time.sleep(20.0)  # idle, the stage's timers firing and re-arming
         second, took, rows = decide_one(1)
         assert took >= 4.0

@@ -21,8 +21,11 @@ from tests.sinks.test_kafka_outputs import two_signal_spec
 def scrape(url: str) -> dict:
     """``{(sample name, frozenset(labels)): value}``."""
     text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def values(m: dict, name: str, *keys: str) -> dict:
@@ -37,8 +40,13 @@ def test_metrics_endpoint_during_a_kafka_run(kafka_broker, kafka_topic_factory, 
     data = two_signal_spec(tmp_path, kafka_broker.bootstrap, topics)
     data["storage"]["commit"] = {"max_rows": 200_000, "max_seconds": "1s"}
     path = write_spec(tmp_path / "spec.yaml", data)
-    proc = subprocess.Popen(cli(path, "bytewax", "--duration", "25", "--metrics-port", "0"), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cli(path, "bytewax", "--duration", "25", "--metrics-port", "0"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = None
         for line in proc.stdout:
@@ -50,8 +58,11 @@ def test_metrics_endpoint_during_a_kafka_run(kafka_broker, kafka_topic_factory, 
         want_in = {(s,): float(200 * PARTITIONS) for s in SIGNALS}
         want_dead = {k: float(v) for k, v in Counter(expected.dead.values()).items()}
         # every table's commits land on their own writer thread: settle on all three, not the first two
-        want_rows = {("events",): sum(expected.events.values()), ("logs",): len(expected.logs),
-                     ("dead_letters",): len(expected.dead)}
+        want_rows = {
+            ("events",): sum(expected.events.values()),
+            ("logs",): len(expected.logs),
+            ("dead_letters",): len(expected.dead),
+        }
         deadline, m = time.monotonic() + 60, {}
         while time.monotonic() < deadline:
             try:
@@ -61,14 +72,21 @@ def test_metrics_endpoint_during_a_kafka_run(kafka_broker, kafka_topic_factory, 
                 continue
             lag = values(m, "obsflow_consumer_lag", "topic", "partition")
             rows = values(m, "obsflow_rows_written_total", "table")
-            if (values(m, "obsflow_records_in_total", "source") == want_in and len(lag) == 2 * PARTITIONS
-                    and not any(lag.values()) and rows == want_rows):
+            if (
+                values(m, "obsflow_records_in_total", "source") == want_in
+                and len(lag) == 2 * PARTITIONS
+                and not any(lag.values())
+                and rows == want_rows
+            ):
                 break
             time.sleep(0.3)
         # settled: exact counters
         assert values(m, "obsflow_records_in_total", "source") == want_in
-        assert sum(values(m, "obsflow_records_accepted_total", "source").values()) + \
-            sum(values(m, "obsflow_records_dead_lettered_total", "source").values()) == expected.records
+        assert (
+            sum(values(m, "obsflow_records_accepted_total", "source").values())
+            + sum(values(m, "obsflow_records_dead_lettered_total", "source").values())
+            == expected.records
+        )
         dead = Counter()
         for (src, reason), v in values(m, "obsflow_dead_letters_total", "source", "reason").items():
             dead[reason] += v

@@ -15,7 +15,11 @@ def test_metrics_endpoint_counts_items(graph):  # noqa: F811
     spans = [span(k) for k in range(10)]
     spans[3] = span(3, start_time_unix_nano=0)
     spans[8] = span(8, kind=9)
-    values_ = [trace_msg(spans).SerializeToString(), b"\x0a\xff\x01 not protobuf", trace_msg([span(0, trace=2)]).SerializeToString()]
+    values_ = [
+        trace_msg(spans).SerializeToString(),
+        b"\x0a\xff\x01 not protobuf",
+        trace_msg([span(0, trace=2)]).SerializeToString(),
+    ]
     out, _ = run(graph, "spans", values_)
     assert (out.items_in, out.items_dead) == (10 + 1 + 1, 3)
     stats = RunStats()

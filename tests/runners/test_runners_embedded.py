@@ -15,7 +15,9 @@ COUNT = 3000  # records per source
 
 def run(runner: str, spec, count=COUNT, seed=42):
     STATS.reset()
-    req = RunRequest(spec=spec, runner=runner, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=1000)
+    req = RunRequest(
+        spec=spec, runner=runner, count=count, seed=seed, start_ms=START_MS, rate_per_s=2000.0, batch_size=1000
+    )
     return engine_run(req)
 
 
@@ -61,7 +63,10 @@ def test_every_malformed_record_is_in_dead_letters_with_its_reason(landed, truth
 def test_good_rows_keep_their_source_coordinates(landed, truth):
     _, spec, _ = landed
     logs = read_table(spec, "logs")
-    coords = {(r["source_topic"], r["source_partition"], r["source_offset"]) for r in logs.select(["source_topic", "source_partition", "source_offset"]).to_pylist()}
+    coords = {
+        (r["source_topic"], r["source_partition"], r["source_offset"])
+        for r in logs.select(["source_topic", "source_partition", "source_offset"]).to_pylist()
+    }
     assert len(coords) == truth.log_rows
     assert not coords & set(truth.dead)
 
@@ -69,7 +74,10 @@ def test_good_rows_keep_their_source_coordinates(landed, truth):
 def test_no_personal_data_lands(landed):
     _, spec, _ = landed
     email = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-    for name, cols in (("events", ["page", "error_message", "error_stack", "user_pseudonym", "client_ip_anon"]), ("logs", ["message", "user_pseudonym"])):
+    for name, cols in (
+        ("events", ["page", "error_message", "error_stack", "user_pseudonym", "client_ip_anon"]),
+        ("logs", ["message", "user_pseudonym"]),
+    ):
         t = read_table(spec, name)
         for col in cols:
             for v in t.column(col).to_pylist():
@@ -92,14 +100,20 @@ def test_snapshot_summaries_record_every_partition_position(landed):
     per = COUNT // 4
     assert snapshot_offsets(cat.load_table("obs.events")) == {f"events:{p}": per for p in range(4)}
     assert snapshot_offsets(cat.load_table("obs.logs")) == {f"logs:{p}": per for p in range(4)}
-    assert snapshot_offsets(cat.load_table("obs.dead_letters")) == {**{f"events:{p}": per for p in range(4)}, **{f"logs:{p}": per for p in range(4)}}
+    assert snapshot_offsets(cat.load_table("obs.dead_letters")) == {
+        **{f"events:{p}": per for p in range(4)},
+        **{f"logs:{p}": per for p in range(4)},
+    }
 
 
 def test_duckdb_reads_the_same_tables(landed, truth):
     from runners.query import query
 
     _, spec, _ = landed
-    cols, rows = query(spec, "SELECT (SELECT count(*) FROM obs.events), (SELECT count(*) FROM obs.logs), (SELECT count(*) FROM obs.dead_letters)")
+    cols, rows = query(
+        spec,
+        "SELECT (SELECT count(*) FROM obs.events), (SELECT count(*) FROM obs.logs), (SELECT count(*) FROM obs.dead_letters)",
+    )
     assert rows == [(truth.event_rows, truth.log_rows, len(truth.dead))]
     _, rows = query(spec, "SELECT reason, count(*) FROM obs.dead_letters GROUP BY 1 ORDER BY 1")
     want = {}

@@ -18,14 +18,28 @@ from pipelines import DEFAULT_SPEC
 
 pytestmark = pytest.mark.kafka
 
-ALERT_RULES = {"rules": [{"name": "SlowCheckout", "select": {"metric": "http.latency_ms", "value": "p99"}, "op": ">",
-                          "threshold": 1000, "severity": "P2"}],
-               "route": {"group_by": ["alertname"], "group_wait": "0s"}}
+ALERT_RULES = {
+    "rules": [
+        {
+            "name": "SlowCheckout",
+            "select": {"metric": "http.latency_ms", "value": "p99"},
+            "op": ">",
+            "threshold": 1000,
+            "severity": "P2",
+        }
+    ],
+    "route": {"group_by": ["alertname"], "group_wait": "0s"},
+}
 
 
 def obsflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runners.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "runners.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def metrics_spec(tmp_path: Path, bootstrap: str, sources: list[dict], alerts_topic: str | None) -> Path:
@@ -33,15 +47,29 @@ def metrics_spec(tmp_path: Path, bootstrap: str, sources: list[dict], alerts_top
     log flow over the log ones, one alert rule."""
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": bootstrap, "group_id": f"topics-{tmp_path.name}", "poll_timeout": "200ms",
-                       "connect_retries": 0})
+    d["kafka"].update(
+        {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"topics-{tmp_path.name}",
+            "poll_timeout": "200ms",
+            "connect_retries": 0,
+        }
+    )
     d["sources"] = sources
     flow = next(f for f in d["flows"] if f["source"] == "metrics")
     for st in flow["steps"]:
         st.pop("derive", None)
-    d["flows"] = [{**flow, "name": f"m{i}", "source": s["name"]} if s["signal"] == "metric" else
-                  {"name": f"l{i}", "source": s["name"], "steps": [{"kind": "validate"}, {"kind": "scrub"}],
-                   "sink": {"table": "logs"}} for i, s in enumerate(sources)]
+    d["flows"] = [
+        {**flow, "name": f"m{i}", "source": s["name"]}
+        if s["signal"] == "metric"
+        else {
+            "name": f"l{i}",
+            "source": s["name"],
+            "steps": [{"kind": "validate"}, {"kind": "scrub"}],
+            "sink": {"table": "logs"},
+        }
+        for i, s in enumerate(sources)
+    ]
     d["alerts"] = ALERT_RULES
     d["outputs"] = {"alerts_topic": alerts_topic, "delivery_timeout": "3s", "flush_timeout": "10s"}
     path = tmp_path / "spec.yaml"
@@ -63,10 +91,16 @@ def test_run_names_every_missing_topic_at_once(kafka_broker, kafka_topic_factory
     have = kafka_topic_factory(partitions=1)
     tag = uuid.uuid4().hex[:6]
     m1, m2, alerts = f"nosuch-a-{tag}", f"nosuch-b-{tag}", f"nosuch-alerts-{tag}"
-    spec = metrics_spec(tmp_path, kafka_broker.bootstrap, [
-        {"name": "metrics", "topic": have, "signal": "metric", "codec": "otlp_proto"},
-        {"name": "logs_a", "topic": m1, "signal": "log"},
-        {"name": "logs_b", "topic": m2, "signal": "log"}], alerts)
+    spec = metrics_spec(
+        tmp_path,
+        kafka_broker.bootstrap,
+        [
+            {"name": "metrics", "topic": have, "signal": "metric", "codec": "otlp_proto"},
+            {"name": "logs_a", "topic": m1, "signal": "log"},
+            {"name": "logs_b", "topic": m2, "signal": "log"},
+        ],
+        alerts,
+    )
     r = obsflow("run", "--source", "kafka", "--bounded", "--runner", "bytewax", "--spec", str(spec), "--no-progress")
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -75,7 +109,8 @@ def test_run_names_every_missing_topic_at_once(kafka_broker, kafka_topic_factory
         f"obsflow: Kafka topic '{m1}' (sources[1].topic) does not exist on {kafka_broker.bootstrap}, "
         f"nor do '{m2}' (sources[2].topic) and '{alerts}' (outputs.alerts_topic): create them with `obsflow topics create --spec {spec}` (or Kafka's own tools, e.g. "
         f"`kafka-topics.sh --bootstrap-server {kafka_broker.bootstrap} --create --topic {m1} --partitions 4`); "
-        f"or point the spec at existing topics.")
+        f"or point the spec at existing topics."
+    )
     assert not (tmp_path / "wh").exists()  # nothing started
 
 
@@ -85,9 +120,15 @@ def test_topics_create_and_list_from_the_spec(kafka_broker, tmp_path):
     `create` changes nothing; then the run's start check passes."""
     tag = uuid.uuid4().hex[:6]
     a, b, alerts, dlq = f"tc-a-{tag}", f"tc-b-{tag}", f"tc-alerts-{tag}", f"tc-dlq-{tag}"
-    spec = metrics_spec(tmp_path, kafka_broker.bootstrap, [
-        {"name": "metrics", "topic": a, "signal": "metric", "partitions": 3},
-        {"name": "more", "topic": b, "signal": "log", "partitions": 2}], alerts)
+    spec = metrics_spec(
+        tmp_path,
+        kafka_broker.bootstrap,
+        [
+            {"name": "metrics", "topic": a, "signal": "metric", "partitions": 3},
+            {"name": "more", "topic": b, "signal": "log", "partitions": 2},
+        ],
+        alerts,
+    )
     data = yaml.safe_load(spec.read_text())
     data["outputs"]["dead_letters_topic"] = dlq
     spec.write_text(yaml.safe_dump(data))
@@ -95,27 +136,38 @@ def test_topics_create_and_list_from_the_spec(kafka_broker, tmp_path):
         before = obsflow("topics", "list", "--spec", str(spec))
         assert before.returncode == 0, before.stderr
         rows = [line.split() for line in before.stdout.splitlines()[2:] if line.strip()]
-        assert rows[:4] == [[a, "sources[0].topic", "source", "metrics", "missing", "-"],
-                            [b, "sources[1].topic", "source", "more", "missing", "-"],
-                            [alerts, "outputs.alerts_topic", "alerts", "output", "missing", "-"],
-                            [dlq, "outputs.dead_letters_topic", "dead", "letters", "output", "missing", "-"]]
+        assert rows[:4] == [
+            [a, "sources[0].topic", "source", "metrics", "missing", "-"],
+            [b, "sources[1].topic", "source", "more", "missing", "-"],
+            [alerts, "outputs.alerts_topic", "alerts", "output", "missing", "-"],
+            [dlq, "outputs.dead_letters_topic", "dead", "letters", "output", "missing", "-"],
+        ]
         assert before.stdout.splitlines()[-1] == f"4 missing: create with `obsflow topics create --spec {spec}`"
 
         made = obsflow("topics", "create", "--spec", str(spec))
         assert made.returncode == 0, made.stderr
         assert made.stdout.splitlines() == [
-            f"{a}  (sources[0].topic, source metrics): created", f"{b}  (sources[1].topic, source more): created",
+            f"{a}  (sources[0].topic, source metrics): created",
+            f"{b}  (sources[1].topic, source more): created",
             f"{alerts}  (outputs.alerts_topic, alerts output): created",
             f"{dlq}  (outputs.dead_letters_topic, dead letters output): created",
-            f"4 topics created on {kafka_broker.bootstrap}"]
+            f"4 topics created on {kafka_broker.bootstrap}",
+        ]
         md = kafka_broker.admin().list_topics(timeout=10).topics
         assert {n: len(md[n].partitions) for n in (a, b, alerts, dlq)} == {a: 3, b: 2, alerts: 3, dlq: 3}
 
         again = obsflow("topics", "create", "--spec", str(spec))
-        assert again.returncode == 0 and again.stdout.splitlines()[-1] == f"0 topics created on {kafka_broker.bootstrap}"
+        assert (
+            again.returncode == 0 and again.stdout.splitlines()[-1] == f"0 topics created on {kafka_broker.bootstrap}"
+        )
         after = obsflow("topics", "list", "--spec", str(spec))
         rows = [line.split() for line in after.stdout.splitlines()[2:] if line.strip()]
-        assert [(r[0], r[-2], r[-1]) for r in rows] == [(a, "3", "1"), (b, "2", "1"), (alerts, "3", "1"), (dlq, "3", "1")]
+        assert [(r[0], r[-2], r[-1]) for r in rows] == [
+            (a, "3", "1"),
+            (b, "2", "1"),
+            (alerts, "3", "1"),
+            (dlq, "3", "1"),
+        ]
 
         from pipelines.loader import load_spec
         from runners.topics import check_topics
@@ -157,11 +209,27 @@ def test_alert_delivery_failure_mid_run_ends_with_one_line(runner, kafka_broker,
     p = Producer({"bootstrap.servers": kafka_broker.bootstrap})
     p.produce(metrics, _otlp_metrics_payload(), partition=0)
     assert p.flush(30) == 0
-    spec = metrics_spec(tmp_path, kafka_broker.bootstrap,
-                        [{"name": "metrics", "topic": metrics, "signal": "metric", "codec": "otlp_proto"}], alerts)
-    r = obsflow("run", "--source", "kafka", "--bounded", "--runner", runner, "--spec", str(spec), "--no-progress",
-                env={"RUST_BACKTRACE": "1"})
+    spec = metrics_spec(
+        tmp_path,
+        kafka_broker.bootstrap,
+        [{"name": "metrics", "topic": metrics, "signal": "metric", "codec": "otlp_proto"}],
+        alerts,
+    )
+    r = obsflow(
+        "run",
+        "--source",
+        "kafka",
+        "--bounded",
+        "--runner",
+        runner,
+        "--spec",
+        str(spec),
+        "--no-progress",
+        env={"RUST_BACKTRACE": "1"},
+    )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 3, (r.returncode, r.stderr[-3000:])
-    assert lines[-1].startswith(f"obsflow: Kafka output failed: 1 Kafka message(s) to {alerts} were not delivered: "), lines[-1]
+    assert lines[-1].startswith(f"obsflow: Kafka output failed: 1 Kafka message(s) to {alerts} were not delivered: "), (
+        lines[-1]
+    )
     assert "apitools" not in r.stderr

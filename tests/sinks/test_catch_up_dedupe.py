@@ -41,8 +41,9 @@ def rows(name: str, *items: dict) -> pa.Table:
             return []
         return "x"
 
-    return pa.Table.from_pylist([{f.name: item.get(f.name, None if f.nullable else fill(f)) for f in schema} for item in items],
-                                schema=schema)
+    return pa.Table.from_pylist(
+        [{f.name: item.get(f.name, None if f.nullable else fill(f)) for f in schema} for item in items], schema=schema
+    )
 
 
 def trace(tid: str, decided_s: int, spans: int = 2) -> dict:
@@ -50,13 +51,26 @@ def trace(tid: str, decided_s: int, spans: int = 2) -> dict:
 
 
 def span(tid: str, sid: str, offset: int, adjusted: float) -> dict:
-    return {"trace_id": tid, "span_id": sid, "source_topic": "spans", "source_partition": 0, "source_offset": offset,
-            "adjusted_count": adjusted, "sampling_policy": "errors" if adjusted == 1.0 else "probabilistic"}
+    return {
+        "trace_id": tid,
+        "span_id": sid,
+        "source_topic": "spans",
+        "source_partition": 0,
+        "source_offset": offset,
+        "adjusted_count": adjusted,
+        "sampling_policy": "errors" if adjusted == 1.0 else "probabilistic",
+    }
 
 
 def log(offset: int, rate: float, message: str = "line") -> dict:
-    return {"message": message, "trace_id": "t1", "source_topic": "logs", "source_partition": 0, "source_offset": offset,
-            "sample_rate": rate}
+    return {
+        "message": message,
+        "trace_id": "t1",
+        "source_topic": "logs",
+        "source_partition": 0,
+        "source_offset": offset,
+        "sample_rate": rate,
+    }
 
 
 def write(spec, out: dict[str, pa.Table], dedupe: bool) -> None:
@@ -69,21 +83,48 @@ def write(spec, out: dict[str, pa.Table], dedupe: bool) -> None:
 def test_a_catch_up_writes_each_trace_span_and_log_line_once(tmp_path):
     spec = local_spec(tmp_path, traces=True)
     # what the table holds from the failed run (committed past its recorded position)
-    write(spec, {"traces": rows("traces", trace("t1", 10), trace("t2", 11)),
-                 "spans": rows("spans", span("t1", "s1", 5, 1.0), span("t2", "s2", 6, 1.0)),
-                 "logs": rows("logs", log(7, 1.0), log(8, 1.0))}, dedupe=False)
+    write(
+        spec,
+        {
+            "traces": rows("traces", trace("t1", 10), trace("t2", 11)),
+            "spans": rows("spans", span("t1", "s1", 5, 1.0), span("t2", "s2", 6, 1.0)),
+            "logs": rows("logs", log(7, 1.0), log(8, 1.0)),
+        },
+        dedupe=False,
+    )
     # the catch-up re-derives them with another clock / decision, and derives new ones
-    write(spec, {"traces": rows("traces", trace("t1", 12, spans=1), trace("t2", 11), trace("t3", 12)),
-                 "spans": rows("spans", span("t1", "s1", 5, 10.0), span("t2", "s2", 6, 1.0), span("t3", "s3", 9, 1.0),
-                               span("t1", "s1", 11, 1.0)),  # the same span sent again at another offset: a row of its own
-                 "logs": rows("logs", log(7, 0.1), log(8, 1.0), log(10, 1.0), log(7, 1.0, "another line at offset 7"))},
-          dedupe=True)
+    write(
+        spec,
+        {
+            "traces": rows("traces", trace("t1", 12, spans=1), trace("t2", 11), trace("t3", 12)),
+            "spans": rows(
+                "spans",
+                span("t1", "s1", 5, 10.0),
+                span("t2", "s2", 6, 1.0),
+                span("t3", "s3", 9, 1.0),
+                span("t1", "s1", 11, 1.0),
+            ),  # the same span sent again at another offset: a row of its own
+            "logs": rows("logs", log(7, 0.1), log(8, 1.0), log(10, 1.0), log(7, 1.0, "another line at offset 7")),
+        },
+        dedupe=True,
+    )
     traces = read_table(spec, "traces").sort_by("trace_id").to_pylist()
     assert [(r["trace_id"], r["decided_at"], r["span_count"]) for r in traces] == [
-        ("t1", T + timedelta(seconds=10), 2), ("t2", T + timedelta(seconds=11), 2), ("t3", T + timedelta(seconds=12), 2)]
+        ("t1", T + timedelta(seconds=10), 2),
+        ("t2", T + timedelta(seconds=11), 2),
+        ("t3", T + timedelta(seconds=12), 2),
+    ]
     spans = read_table(spec, "spans").sort_by([("trace_id", "ascending"), ("source_offset", "ascending")]).to_pylist()
     assert [(r["trace_id"], r["span_id"], r["source_offset"], r["adjusted_count"]) for r in spans] == [
-        ("t1", "s1", 5, 1.0), ("t1", "s1", 11, 1.0), ("t2", "s2", 6, 1.0), ("t3", "s3", 9, 1.0)]
+        ("t1", "s1", 5, 1.0),
+        ("t1", "s1", 11, 1.0),
+        ("t2", "s2", 6, 1.0),
+        ("t3", "s3", 9, 1.0),
+    ]
     logs = read_table(spec, "logs").sort_by([("source_offset", "ascending"), ("message", "ascending")]).to_pylist()
     assert [(r["source_offset"], r["message"], r["sample_rate"]) for r in logs] == [
-        (7, "another line at offset 7", 1.0), (7, "line", 1.0), (8, "line", 1.0), (10, "line", 1.0)]
+        (7, "another line at offset 7", 1.0),
+        (7, "line", 1.0),
+        (8, "line", 1.0),
+        (10, "line", 1.0),
+    ]

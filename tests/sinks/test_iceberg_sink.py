@@ -22,20 +22,22 @@ def test_crash_between_table_commits_resumes_without_loss_or_duplicates(tmp_path
     names = ["events", "dead_letters"]
     sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
     sink.write(outs[0])
-    sink._commit("events")          # events committed up to offset 50 ...
+    sink._commit("events")  # events committed up to offset 50 ...
     sink.drain()
     # ... and the process dies before dead_letters commits
     sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
     resume = sink.resume_offsets({"events": names})
     assert resume == {"events:0": 0}  # dead_letters has nothing yet: start from 0
-    for out in outs:                   # re-deliver everything from the resume point
+    for out in outs:  # re-deliver everything from the resume point
         sink.write(out)
     sink.close()
     events = read_table(spec, "events")
     offsets = events.column("source_offset").to_pylist()
     expected = sum(o.rows["events"].num_rows for o in outs)
-    assert len(offsets) == expected                              # nothing twice
-    assert sorted(set(offsets)) == sorted({o for out in outs for o in out.rows["events"].column("source_offset").to_pylist()})
+    assert len(offsets) == expected  # nothing twice
+    assert sorted(set(offsets)) == sorted(
+        {o for out in outs for o in out.rows["events"].column("source_offset").to_pylist()}
+    )
     assert read_table(spec, "dead_letters").num_rows == sum(o.records_dead for o in outs)
     cat = open_catalog(spec.storage)
     assert snapshot_offsets(cat.load_table("obs.events")) == {"events:0": 100}
@@ -69,7 +71,10 @@ def test_two_writers_conflicting_keep_both_positions(tmp_path):
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
     STATS.reset()
-    a, b = IcebergSink(spec, names, plan=write_plan(spec), counters=STATS), IcebergSink(spec, names, plan=write_plan(spec), counters=STATS)  # both hold the same table metadata
+    a, b = (
+        IcebergSink(spec, names, plan=write_plan(spec), counters=STATS),
+        IcebergSink(spec, names, plan=write_plan(spec), counters=STATS),
+    )  # both hold the same table metadata
     assert a.tables["events"].properties["commit.retry.num-retries"] == "0"
     out_a, out_b = outputs(spec, partition=0)[0], outputs(spec, partition=1)[0]
     a.write(out_a)
@@ -102,7 +107,10 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
 
     spec = local_spec(tmp_path / "wh")
     names = ["events", "dead_letters"]
-    other, sink = IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats()), IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats())
+    other, sink = (
+        IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats()),
+        IcebergSink(spec, names, plan=write_plan(spec), counters=RunStats()),
+    )
     other.write(outputs(spec, partition=1)[0])
     out = outputs(spec, partition=0)[0]
     sink.write(out)
@@ -113,11 +121,20 @@ def test_a_retry_after_a_schema_change_writes_its_files_again(tmp_path):
     sink.drain()
     assert sink.stats.retries == 1 and sink.stats.commits == 1
     events = open_catalog(spec.storage).load_table("obs.events")
-    mine = [t.file.file_path for t in events.scan().plan_files() if t.file.file_path not in
-            {f.file.file_path for f in events.scan(snapshot_id=events.current_snapshot().parent_snapshot_id).plan_files()}]
+    mine = [
+        t.file.file_path
+        for t in events.scan().plan_files()
+        if t.file.file_path
+        not in {
+            f.file.file_path for f in events.scan(snapshot_id=events.current_snapshot().parent_snapshot_id).plan_files()
+        }
+    ]
     assert sink.stats.files_written == 2 * len(mine) > 0  # once per schema
     assert events.current_snapshot().schema_id == events.metadata.current_schema_id
-    assert sum(t.file.record_count for t in events.scan().plan_files() if t.file.file_path in mine) == out.rows["events"].num_rows
+    assert (
+        sum(t.file.record_count for t in events.scan().plan_files() if t.file.file_path in mine)
+        == out.rows["events"].num_rows
+    )
     sink.close()
 
 
@@ -186,7 +203,9 @@ def test_files_are_split_by_partition_exactly(tmp_path):
     rows = pa.concat_tables([o.rows["logs"] for o in outputs(spec, topic="logs")])
     # a second day, so both partition fields vary
     ts = rows.schema.get_field_index("ts")
-    later = pc.add(rows.column("ts"), pa.scalar(datetime.timedelta(days=1), pa.duration("us"))).cast(rows.schema.field("ts").type)
+    later = pc.add(rows.column("ts"), pa.scalar(datetime.timedelta(days=1), pa.duration("us"))).cast(
+        rows.schema.field("ts").type
+    )
     data = pa.concat_tables([rows, rows.set_column(ts, rows.schema.field("ts"), later).slice(0, 300)])
     days = pc.cast(pc.cast(data.column("ts"), pa.timestamp("us")), pa.date32()).cast(pa.int32()).to_pylist()
     want: dict = {}
@@ -250,7 +269,7 @@ def test_two_sinks_in_one_process_keep_separate_counters(tmp_path):
     STATS.reset()
     names = ["events", "dead_letters"]
     spec_a, spec_b = local_spec(tmp_path / "a"), local_spec(tmp_path / "b")
-    outs_a = outputs(spec_a, partition=0)     # 100 records in two batches
+    outs_a = outputs(spec_a, partition=0)  # 100 records in two batches
     outs_b = outputs(spec_b, partition=1)[:1]  # 50 records
     counters_a, counters_b = RunStats(), RunStats()
     a = IcebergSink(spec_a, names, plan=write_plan(spec_a), counters=counters_a)

@@ -26,7 +26,9 @@ from tests.e2e.test_kafka_pipeline import PARTITIONS, SIGNALS, TOPIC_CONFIG, Exp
 
 def consume_all(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS, timeout: float = 30) -> list:
     """Every message of ``topic`` from the start, until ``n`` arrived: ``(partition, key, value, headers)``."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, deadline = [], time.monotonic() + timeout
     try:
@@ -35,7 +37,11 @@ def consume_all(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS
                 if m.error() is None:
                     out.append((m.partition(), m.key(), m.value(), dict(m.headers() or [])))
         time.sleep(0.3)  # and nothing more
-        out += [(m.partition(), m.key(), m.value(), dict(m.headers() or [])) for m in c.consume(500, 0.5) if m.error() is None]
+        out += [
+            (m.partition(), m.key(), m.value(), dict(m.headers() or []))
+            for m in c.consume(500, 0.5)
+            if m.error() is None
+        ]
     finally:
         c.close()
     return out
@@ -72,10 +78,18 @@ def test_dead_letters_to_kafka_match_the_table(runner, kafka_broker, kafka_topic
     assert len(coords) == len(set(coords)), "a dead letter was produced twice"
     assert {c: d["reason"] for c, d in zip(coords, got)} == expected.dead
     # the same rows as the table: detail, raw bytes (base64; tombstones null), sizes
-    table = {(r["source_topic"], r["source_partition"], r["source_offset"]): r for r in read_table(spec, "dead_letters").to_pylist()}
+    table = {
+        (r["source_topic"], r["source_partition"], r["source_offset"]): r
+        for r in read_table(spec, "dead_letters").to_pylist()
+    }
     for c, d in zip(coords, got):
         row = table[c]
-        assert (d["detail"], d["source"], d["raw_size"], d["raw_truncated"]) == (row["detail"], row["source"], row["raw_size"], row["raw_truncated"])
+        assert (d["detail"], d["source"], d["raw_size"], d["raw_truncated"]) == (
+            row["detail"],
+            row["source"],
+            row["raw_size"],
+            row["raw_truncated"],
+        )
         assert (base64.b64decode(d["raw"]) if d["raw"] is not None else None) == row["raw"]
         assert d["received_at"] == int(row["received_at"].timestamp() * 1000)
     # keyed by source topic:partition, so each source partition's rejects are in offset order
@@ -118,8 +132,15 @@ def test_undeliverable_dead_letters_fail_the_run_clearly(kafka_broker, kafka_top
 def test_producer_delivery_failure_raises_and_counts(kafka_broker):
     from sinks.kafka import DeliveryError, KafkaProducerSink
 
-    spec = parse_spec({"name": "x", "sources": [], "flows": [], "kafka": {"bootstrap_servers": kafka_broker.bootstrap},
-                       "outputs": {"delivery_timeout": "1500ms"}})
+    spec = parse_spec(
+        {
+            "name": "x",
+            "sources": [],
+            "flows": [],
+            "kafka": {"bootstrap_servers": kafka_broker.bootstrap},
+            "outputs": {"delivery_timeout": "1500ms"},
+        }
+    )
     sink = KafkaProducerSink.for_spec(spec, STATS)
     STATS.reset()
     for i in range(3):
@@ -137,18 +158,34 @@ def test_publish_alerts_keyed_by_fingerprint_in_order(kafka_broker, kafka_topic_
     from sinks.kafka import publish_alerts
     from transforms.alerting.events import AlertEvent
 
-    topic, avro_topic = kafka_topic_factory(partitions=PARTITIONS, prefix="alerts"), kafka_topic_factory(partitions=PARTITIONS, prefix="alerts")
+    topic, avro_topic = (
+        kafka_topic_factory(partitions=PARTITIONS, prefix="alerts"),
+        kafka_topic_factory(partitions=PARTITIONS, prefix="alerts"),
+    )
     events = []
     for step in range(4):
         for svc in ("checkout", "auth", "search"):
             status = "firing" if step % 2 == 0 else "resolved"
-            events.append(AlertEvent(status=status, rule="HighErrorRate", severity="page", labels={"service": svc, "alertname": "HighErrorRate"},
-                                     annotations={"summary": f"{svc} step {step}"}, value=float(step) if status == "firing" else None,
-                                     starts_at=1_763_000_000_000 + step * 60_000, ends_at=None if status == "firing" else 1_763_000_030_000 + step * 60_000,
-                                     at=1_763_000_000_000 + step * 60_000))
+            events.append(
+                AlertEvent(
+                    status=status,
+                    rule="HighErrorRate",
+                    severity="page",
+                    labels={"service": svc, "alertname": "HighErrorRate"},
+                    annotations={"summary": f"{svc} step {step}"},
+                    value=float(step) if status == "firing" else None,
+                    starts_at=1_763_000_000_000 + step * 60_000,
+                    ends_at=None if status == "firing" else 1_763_000_030_000 + step * 60_000,
+                    at=1_763_000_000_000 + step * 60_000,
+                )
+            )
     base = {"name": "x", "sources": [], "flows": [], "kafka": {"bootstrap_servers": kafka_broker.bootstrap}}
-    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": topic}}), counters=STATS) == len(events)
-    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": avro_topic, "codec": "avro"}}), counters=STATS) == len(events)
+    assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": topic}}), counters=STATS) == len(
+        events
+    )
+    assert publish_alerts(
+        events, parse_spec({**base, "outputs": {"alerts_topic": avro_topic, "codec": "avro"}}), counters=STATS
+    ) == len(events)
     assert publish_alerts(events, parse_spec({**base, "outputs": {"alerts_topic": None}}), counters=STATS) == 0
     want = defaultdict(list)
     for e in events:

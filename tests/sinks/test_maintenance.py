@@ -142,7 +142,9 @@ def test_maintenance_beside_a_writer_loses_nothing(tmp_path):
     th = threading.Thread(target=maintain_loop)
     th.start()
     try:
-        load(spec, 800, int((NOW - timedelta(hours=1)).timestamp() * 1000), topic_suffix="-2", max_rows=40, batch_size=40)
+        load(
+            spec, 800, int((NOW - timedelta(hours=1)).timestamp() * 1000), topic_suffix="-2", max_rows=40, batch_size=40
+        )
     finally:
         stop.set()
         th.join()
@@ -217,7 +219,9 @@ def test_a_late_row_below_archived_through_is_archived_before_it_is_deleted(tmp_
     assert pc.max(late.column("ts")).as_py() < NOW - timedelta(days=30)
     r2 = {r.table: r for r in maintain(spec, now=NOW + timedelta(hours=1), steps=("retention",))}
     assert r2["obs.logs"].archived_rows == late.num_rows == r2["obs.logs"].expired_rows
-    assert sorted_rows(read_table(spec, "logs_archive"), LOG_KEYS) == sorted_rows(pa.concat_tables([first, late]), LOG_KEYS)
+    assert sorted_rows(read_table(spec, "logs_archive"), LOG_KEYS) == sorted_rows(
+        pa.concat_tables([first, late]), LOG_KEYS
+    )
     assert read_table(spec, "logs").num_rows == 0
     # and nothing again on a third run
     r3 = {r.table: r for r in maintain(spec, now=NOW + timedelta(hours=2), steps=("retention",))}
@@ -253,11 +257,14 @@ def test_a_late_commit_between_archive_and_delete_fails_the_delete_and_is_archiv
     apply_retention(cat, spec, cat.load_table("obs.logs"), LOGS, NOW, report2)
     assert report2.archived_rows == late.num_rows
     assert report2.expired_rows == first.num_rows + late.num_rows
-    assert sorted_rows(read_table(spec, "logs_archive"), LOG_KEYS) == sorted_rows(pa.concat_tables([first, late]), LOG_KEYS)
+    assert sorted_rows(read_table(spec, "logs_archive"), LOG_KEYS) == sorted_rows(
+        pa.concat_tables([first, late]), LOG_KEYS
+    )
     assert read_table(spec, "logs").num_rows == 0
 
 
 # -- metrics: retention by rollup resolution ----------------------------------------------
+
 
 def test_metrics_retention_depends_on_the_resolution(tmp_path):
     from schemas.tables import METRICS
@@ -267,17 +274,36 @@ def test_metrics_retention_depends_on_the_resolution(tmp_path):
     cat = open_catalog(spec.storage)
     table = ensure_table(cat, "obs", METRICS)
     # (resolution, age in days, rows)
-    layout = [("1m", 10, 3), ("1m", 29, 2), ("1m", 31, 4), ("1m", 45, 5), ("1m", 500, 1),
-              ("1h", 10, 2), ("1h", 45, 3), ("1h", 399, 4), ("1h", 401, 2), ("1h", 500, 3),
-              ("5m", 10, 1), ("5m", 31, 2)]
+    layout = [
+        ("1m", 10, 3),
+        ("1m", 29, 2),
+        ("1m", 31, 4),
+        ("1m", 45, 5),
+        ("1m", 500, 1),
+        ("1h", 10, 2),
+        ("1h", 45, 3),
+        ("1h", 399, 4),
+        ("1h", 401, 2),
+        ("1h", 500, 3),
+        ("5m", 10, 1),
+        ("5m", 31, 2),
+    ]
     schema = METRICS.arrow_schema()
     rows = []
     for res, age, n in layout:
         for k in range(n):
             ws = NOW - timedelta(days=age, minutes=k)
-            rows.append({"window_start": ws, "window_end": ws + timedelta(minutes=1 if res == "1m" else 60),
-                         "resolution": res, "name": f"m.{res}.{age}", "kind": "counter", "count": k})
-    for chunk in (rows[: len(rows) // 2], rows[len(rows) // 2:]):  # two commits, several files per partition
+            rows.append(
+                {
+                    "window_start": ws,
+                    "window_end": ws + timedelta(minutes=1 if res == "1m" else 60),
+                    "resolution": res,
+                    "name": f"m.{res}.{age}",
+                    "kind": "counter",
+                    "count": k,
+                }
+            )
+    for chunk in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):  # two commits, several files per partition
         table.append(pa.Table.from_pylist(chunk, schema=schema))
     (r,) = maintain(spec, now=NOW, tables=["metrics"], steps=("retention",))
     expired = {("1m", 31), ("1m", 45), ("1m", 500), ("1h", 401), ("1h", 500), ("5m", 31)}

@@ -39,10 +39,16 @@ def shared_spec_data(s3_server, postgres_server, monkeypatch) -> dict:
     monkeypatch.setenv("TEST_S3_SECRET", s3_server.secret_key)
     d = strip_traces(yaml.safe_load(DEFAULT_SPEC.read_text()))
     d["storage"]["catalog"] = {
-        "name": "obsflow", "uri": "${TEST_CATALOG_URI}", "warehouse": f"s3://{bucket}/warehouse",
-        "properties": {"s3.endpoint": s3_server.endpoint, "s3.access-key-id": "${TEST_S3_KEY}",
-                       "s3.secret-access-key": "${TEST_S3_SECRET}", "s3.region": s3_server.region,
-                       "s3.path-style-access": "true"},
+        "name": "obsflow",
+        "uri": "${TEST_CATALOG_URI}",
+        "warehouse": f"s3://{bucket}/warehouse",
+        "properties": {
+            "s3.endpoint": s3_server.endpoint,
+            "s3.access-key-id": "${TEST_S3_KEY}",
+            "s3.secret-access-key": "${TEST_S3_SECRET}",
+            "s3.region": s3_server.region,
+            "s3.path-style-access": "true",
+        },
     }
     d["storage"]["commit"]["retry_seconds"] = "60s"
     return d
@@ -74,9 +80,29 @@ def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_
     commit to PostgreSQL themselves; the tables hold exactly the generated records."""
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(shared_spec_data))  # credentials stay ${VAR} references
-    run = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--runner", "bytewax", "--processes", "2",
-                          "--spec", str(path), "--count", "1200", "--batch-size", "500", "--no-progress"],
-                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.cli",
+            "run",
+            "--runner",
+            "bytewax",
+            "--processes",
+            "2",
+            "--spec",
+            str(path),
+            "--count",
+            "1200",
+            "--batch-size",
+            "500",
+            "--no-progress",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "cluster finished" in run.stdout and "(ok)" in run.stdout
     spec = parse_spec(shared_spec_data)
@@ -84,7 +110,9 @@ def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_
     assert read_table(spec, "events").num_rows == truth.event_rows
     assert read_table(spec, "logs").num_rows == truth.log_rows
     dl = read_table(spec, "dead_letters")
-    assert {(r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()} == truth.dead
+    assert {
+        (r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()
+    } == truth.dead
     assert any(k.startswith("warehouse/obs/events/data/") for k in s3_server.list_objects(bucket_of(spec)))
 
 
@@ -93,17 +121,22 @@ def test_pipeline_on_postgres_and_s3_writes_exact_rows(shared_spec, s3_server):
     from runners.job import RunRequest
     from tests.helpers import START_MS
 
-    run(RunRequest(spec=shared_spec, runner="bytewax", count=1200, start_ms=START_MS, rate_per_s=2000.0, batch_size=500))
+    run(
+        RunRequest(spec=shared_spec, runner="bytewax", count=1200, start_ms=START_MS, rate_per_s=2000.0, batch_size=500)
+    )
     truth = ground_truth(embedded(shared_spec, 1200))
     assert read_table(shared_spec, "events").num_rows == truth.event_rows
     assert read_table(shared_spec, "logs").num_rows == truth.log_rows
     dl = read_table(shared_spec, "dead_letters")
-    assert {(r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()} == truth.dead
+    assert {
+        (r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()
+    } == truth.dead
     keys = s3_server.list_objects(bucket_of(shared_spec))
     assert any(k.startswith("warehouse/obs/events/data/") and k.endswith(".parquet") for k in keys)
     assert any(k.startswith("warehouse/obs/logs/metadata/") and k.endswith(".metadata.json") for k in keys)
 
     from runners.query import query
+
     _, rows = query(shared_spec, "SELECT (SELECT count(*) FROM obs.events), (SELECT count(*) FROM obs.logs)")
     assert rows == [(truth.event_rows, truth.log_rows)]
 
@@ -116,19 +149,35 @@ def test_credentials_never_appear_in_errors(shared_spec, monkeypatch, postgres_s
     assert postgres_server.password not in str(e.value)
     assert "python -m infra.postgres start" in str(e.value)
     monkeypatch.delenv("TEST_S3_SECRET")
-    with pytest.raises(ValueError, match=r"storage.catalog.properties.s3.secret-access-key: refers to \$\{TEST_S3_SECRET\}"):
+    with pytest.raises(
+        ValueError, match=r"storage.catalog.properties.s3.secret-access-key: refers to \$\{TEST_S3_SECRET\}"
+    ):
         open_catalog(shared_spec.storage)
 
 
 def test_maintenance_on_s3_leaves_only_referenced_objects(shared_spec, s3_server):
-    spec = shared_spec.model_copy(update={"storage": shared_spec.storage.model_copy(update={
-        "maintenance": shared_spec.storage.maintenance.model_copy(update={"snapshot_max_age": __import__("datetime").timedelta(0),
-                                                                           "orphan_min_age": __import__("datetime").timedelta(0)})})})
+    spec = shared_spec.model_copy(
+        update={
+            "storage": shared_spec.storage.model_copy(
+                update={
+                    "maintenance": shared_spec.storage.maintenance.model_copy(
+                        update={
+                            "snapshot_max_age": __import__("datetime").timedelta(0),
+                            "orphan_min_age": __import__("datetime").timedelta(0),
+                        }
+                    )
+                }
+            )
+        }
+    )
     write(spec, 1200, max_rows=100, batch_size=100)
     keys = ["source_topic", "source_partition", "source_offset", "event_index"]
     before = sorted_rows(read_table(spec, "events"), keys)
     listed_before = s3_server.list_objects(bucket_of(spec), "warehouse/obs/events/")
-    reports = {r.table: r for r in maintain(spec, now=datetime.now(UTC), tables=["events"], steps=("compact", "expire", "orphans"))}
+    reports = {
+        r.table: r
+        for r in maintain(spec, now=datetime.now(UTC), tables=["events"], steps=("compact", "expire", "orphans"))
+    }
     r = reports["obs.events"]
     assert r.compacted_partitions > 0 and r.expired_snapshots > 0 and r.orphan_files > 0
     table = open_catalog(spec.storage).load_table("obs.events")
@@ -166,8 +215,10 @@ def _catalog_pointer(spec, table):
     cat = open_catalog(spec.storage)
     try:
         with cat.engine.connect() as c:
-            return c.execute(text("SELECT metadata_location FROM iceberg_tables WHERE table_namespace = 'obs' "
-                                  "AND table_name = :t"), {"t": table}).scalar_one()
+            return c.execute(
+                text("SELECT metadata_location FROM iceberg_tables WHERE table_namespace = 'obs' AND table_name = :t"),
+                {"t": table},
+            ).scalar_one()
     finally:
         cat.engine.dispose()
 
@@ -266,10 +317,14 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
     assert len(set(zip(*(logs.column(k).to_pylist() for k in keys[:3])))) == truth.log_rows
     dl = read_table(spec, "dead_letters")
     assert dl.num_rows == len(truth.dead)
-    assert {(r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()} == truth.dead
+    assert {
+        (r["source_topic"], r["source_partition"], r["source_offset"]): r["reason"] for r in dl.to_pylist()
+    } == truth.dead
 
 
-def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec, s3_server, postgres_server, caplog, capfd):
+def test_credentials_never_appear_in_logs_or_errors_during_an_outage(
+    shared_spec, s3_server, postgres_server, caplog, capfd
+):
     """A run whose S3 server goes away: the commit retries (logged), gives up after
     commit.retry_seconds with StorageUnavailable; neither the S3 secret (nor its key id)
     nor the PostgreSQL password is in any log record, the error or the process output."""
@@ -278,8 +333,13 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
     from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink, StorageUnavailable
 
-    spec = shared_spec.model_copy(update={"storage": shared_spec.storage.model_copy(update={
-        "commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})})})
+    spec = shared_spec.model_copy(
+        update={
+            "storage": shared_spec.storage.model_copy(
+                update={"commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=4)})}
+            )
+        }
+    )
     caplog.set_level(logging.DEBUG)
     graph = PipelineGraph(spec)
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
@@ -302,8 +362,17 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(shared_spec
     assert sink.stats.retries > 0
     assert any("retrying" in r.getMessage() for r in caplog.records)
     out, errout = capfd.readouterr()
-    everything = "\n".join([str(err.value), repr(err.value), str(err2.value), caplog.text, out, errout,
-                             *(r.getMessage() for r in caplog.records)])
+    everything = "\n".join(
+        [
+            str(err.value),
+            repr(err.value),
+            str(err2.value),
+            caplog.text,
+            out,
+            errout,
+            *(r.getMessage() for r in caplog.records),
+        ]
+    )
     for secret in (s3_server.secret_key, s3_server.access_key, postgres_server.password):
         assert secret not in everything
 
@@ -319,8 +388,15 @@ def test_s3_secret_reaches_duckdb_verbatim_whatever_it_holds():
     con = duckdb.connect(config={"allow_unredacted_secrets": True})
     con.execute(f"LOAD '{_extension(duckdb_extension_httpfs)}'")
     secret = "se'cr\\et'); DROP TABLE x; --"
-    _s3_secret(con, {"s3.access-key-id": "AK'ID", "s3.secret-access-key": secret, "s3.endpoint": "http://127.0.0.1:9000",
-                     "s3.path-style-access": "true"})
+    _s3_secret(
+        con,
+        {
+            "s3.access-key-id": "AK'ID",
+            "s3.secret-access-key": secret,
+            "s3.endpoint": "http://127.0.0.1:9000",
+            "s3.path-style-access": "true",
+        },
+    )
     (row,) = con.execute("SELECT secret_string FROM duckdb_secrets(redact=false) WHERE name = 'obsflow_s3'").fetchall()
     assert f";secret={secret};" in row[0] and ";key_id=AK'ID;" in row[0] and ";url_style=path" in row[0]
     (red,) = con.execute("SELECT secret_string FROM duckdb_secrets() WHERE name = 'obsflow_s3'").fetchall()
@@ -349,7 +425,6 @@ def test_two_writers_on_one_table_both_land(shared_spec):
     assert topics == {"events-a", "events-b"}
 
 
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "shared-storage.yaml"
 
 
@@ -365,36 +440,61 @@ def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres
 
     example = yaml.safe_load(EXAMPLE.read_text())
     default = yaml.safe_load(DEFAULT_SPEC.read_text())
-    assert {**example, "storage": {**example["storage"], "catalog": None}} == \
-        {**default, "storage": {**default["storage"], "catalog": None}}  # only the catalog differs
+    assert {**example, "storage": {**example["storage"], "catalog": None}} == {
+        **default,
+        "storage": {**default["storage"], "catalog": None},
+    }  # only the catalog differs
     if not s3_server.ready():
         s3_server.restart()
     suffix = uuid.uuid4().hex[:10]
     db, bucket = f"ex_{suffix}", f"ex-{suffix}"
     postgres_server.create_database(db)
-    env = {**os.environ, "OBSFLOW_CATALOG_URI": postgres_server.sqlalchemy_url_for(db), "OBSFLOW_S3_BUCKET": bucket,
-           "OBSFLOW_S3_ENDPOINT": s3_server.endpoint, "OBSFLOW_S3_ACCESS_KEY": s3_server.access_key,
-           "OBSFLOW_S3_SECRET_KEY": s3_server.secret_key, "OBSFLOW_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "OBSFLOW_CATALOG_URI": postgres_server.sqlalchemy_url_for(db),
+        "OBSFLOW_S3_BUCKET": bucket,
+        "OBSFLOW_S3_ENDPOINT": s3_server.endpoint,
+        "OBSFLOW_S3_ACCESS_KEY": s3_server.access_key,
+        "OBSFLOW_S3_SECRET_KEY": s3_server.secret_key,
+        "OBSFLOW_CACHE": str(tmp_path / "cache"),
+    }
 
     def sh(*argv):
-        return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env, timeout=600,
-                              cwd=Path(__file__).resolve().parents[2])
+        return subprocess.run(
+            [sys.executable, "-m", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
     run = ["runners.cli", "run", "--spec", str(EXAMPLE), "--count", "300", "--batch-size", "300", "--no-progress"]
     r = sh(*run)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert lines == [f"obsflow: S3 bucket {bucket!r} of storage.catalog.warehouse (s3://{bucket}/warehouse) does not exist "
-                     f"at {s3_server.endpoint}: create it, e.g. `python -m infra.s3 create-bucket --spec {EXAMPLE}` "
-                     f"(uses the spec's S3 settings) or `aws s3 mb s3://{bucket}`"]
+    assert lines == [
+        f"obsflow: S3 bucket {bucket!r} of storage.catalog.warehouse (s3://{bucket}/warehouse) does not exist "
+        f"at {s3_server.endpoint}: create it, e.g. `python -m infra.s3 create-bucket --spec {EXAMPLE}` "
+        f"(uses the spec's S3 settings) or `aws s3 mb s3://{bucket}`"
+    ]
     c = sh("infra.s3", "create-bucket", "--spec", str(EXAMPLE))
     assert c.returncode == 0 and c.stdout == f"bucket {bucket!r} created at {s3_server.endpoint}\n", c.stderr
-    assert sh("infra.s3", "create-bucket", "--spec", str(EXAMPLE)).stdout == f"bucket {bucket!r} already exists at {s3_server.endpoint}\n"
+    assert (
+        sh("infra.s3", "create-bucket", "--spec", str(EXAMPLE)).stdout
+        == f"bucket {bucket!r} already exists at {s3_server.endpoint}\n"
+    )
 
     r = sh(*run)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in r.stdout
-    for k in ("OBSFLOW_CATALOG_URI", "OBSFLOW_S3_BUCKET", "OBSFLOW_S3_ENDPOINT", "OBSFLOW_S3_ACCESS_KEY", "OBSFLOW_S3_SECRET_KEY"):
+    for k in (
+        "OBSFLOW_CATALOG_URI",
+        "OBSFLOW_S3_BUCKET",
+        "OBSFLOW_S3_ENDPOINT",
+        "OBSFLOW_S3_ACCESS_KEY",
+        "OBSFLOW_S3_SECRET_KEY",
+    ):
         os.environ[k] = env[k]
     try:
         spec = load_spec(EXAMPLE)
@@ -403,10 +503,22 @@ def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres
         q = sh("runners.cli", "query", "SELECT count(*) AS n FROM obs.logs", "--spec", str(EXAMPLE), "--format", "csv")
         assert q.returncode == 0 and q.stdout.split() == ["n", str(n_logs)], q.stderr
         assert settings_from_spec(str(EXAMPLE)) == {
-            "jdbc_url": postgres_server.jdbc_url_for(db), "jdbc_user": postgres_server.user,
-            "jdbc_password": postgres_server.password, "catalog_id": "obsflow", "warehouse": f"s3://{bucket}/warehouse",
-            "s3_endpoint": s3_server.endpoint, "s3_access_key": s3_server.access_key,
-            "s3_secret_key": s3_server.secret_key, "s3_region": "us-east-1"}
+            "jdbc_url": postgres_server.jdbc_url_for(db),
+            "jdbc_user": postgres_server.user,
+            "jdbc_password": postgres_server.password,
+            "catalog_id": "obsflow",
+            "warehouse": f"s3://{bucket}/warehouse",
+            "s3_endpoint": s3_server.endpoint,
+            "s3_access_key": s3_server.access_key,
+            "s3_secret_key": s3_server.secret_key,
+            "s3_region": "us-east-1",
+        }
     finally:
-        for k in ("OBSFLOW_CATALOG_URI", "OBSFLOW_S3_BUCKET", "OBSFLOW_S3_ENDPOINT", "OBSFLOW_S3_ACCESS_KEY", "OBSFLOW_S3_SECRET_KEY"):
+        for k in (
+            "OBSFLOW_CATALOG_URI",
+            "OBSFLOW_S3_BUCKET",
+            "OBSFLOW_S3_ENDPOINT",
+            "OBSFLOW_S3_ACCESS_KEY",
+            "OBSFLOW_S3_SECRET_KEY",
+        ):
             os.environ.pop(k, None)

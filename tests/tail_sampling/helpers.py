@@ -24,9 +24,16 @@ def sid(k: int) -> str:
 
 
 #: columns the OTLP codec adds to the wire columns (typed attributes, exact times, W3C fields)
-EXTRA = pa.schema([("attribute_types", pa.map_(pa.string(), pa.string())), ("resource_types", pa.map_(pa.string(), pa.string())),
-                   ("start_unix_nano", pa.int64()), ("end_unix_nano", pa.int64()), ("trace_state", pa.string()),
-                   ("flags", pa.int64())])
+EXTRA = pa.schema(
+    [
+        ("attribute_types", pa.map_(pa.string(), pa.string())),
+        ("resource_types", pa.map_(pa.string(), pa.string())),
+        ("start_unix_nano", pa.int64()),
+        ("end_unix_nano", pa.int64()),
+        ("trace_state", pa.string()),
+        ("flags", pa.int64()),
+    ]
+)
 
 
 def typed(values: dict | None) -> tuple[dict | None, dict | None]:
@@ -47,16 +54,41 @@ def typed(values: dict | None) -> tuple[dict | None, dict | None]:
     return text, types or None
 
 
-def span(trace: int, span_no: int, parent: int | None = None, start_ms: int = 0, dur_ms: float = 10, status="UNSET",
-         attrs=None, service="api", name="GET /", kind="SERVER", resource=None, **extra) -> dict:
+def span(
+    trace: int,
+    span_no: int,
+    parent: int | None = None,
+    start_ms: int = 0,
+    dur_ms: float = 10,
+    status="UNSET",
+    attrs=None,
+    service="api",
+    name="GET /",
+    kind="SERVER",
+    resource=None,
+    **extra,
+) -> dict:
     """A span row; ``attrs`` / ``resource`` values may be str, int, float or bool (typed as
     the OTLP codec types them); ``extra``: columns of :data:`EXTRA`."""
     text, types = typed(attrs)
     rtext, rtypes = typed(resource if resource is not None else {"service.name": service})
-    return dict(trace_id=tid(trace), span_id=sid(trace * 1000 + span_no),
-                parent_span_id=None if parent is None else sid(trace * 1000 + parent), service=service, name=name, kind=kind,
-                start_time=int(start_ms * 1000), end_time=int((start_ms + dur_ms) * 1000), status_code=status,
-                status_message=None, attributes=text, resource=rtext, attribute_types=types, resource_types=rtypes, **extra)
+    return dict(
+        trace_id=tid(trace),
+        span_id=sid(trace * 1000 + span_no),
+        parent_span_id=None if parent is None else sid(trace * 1000 + parent),
+        service=service,
+        name=name,
+        kind=kind,
+        start_time=int(start_ms * 1000),
+        end_time=int((start_ms + dur_ms) * 1000),
+        status_code=status,
+        status_message=None,
+        attributes=text,
+        resource=rtext,
+        attribute_types=types,
+        resource_types=rtypes,
+        **extra,
+    )
 
 
 def table(rows: list[dict]) -> pa.Table:
@@ -68,7 +100,9 @@ def table(rows: list[dict]) -> pa.Table:
     return pa.table(cols)
 
 
-def trace(k: int, n: int = 3, dur_ms: float = 10, status="UNSET", attrs=None, start_ms: int = 0, service="api") -> list[dict]:
+def trace(
+    k: int, n: int = 3, dur_ms: float = 10, status="UNSET", attrs=None, start_ms: int = 0, service="api"
+) -> list[dict]:
     """A root and n-1 children; ``attrs`` on the root only."""
     rows = [span(k, 0, None, start_ms, dur_ms, status, attrs, service=service)]
     rows += [span(k, i, 0, start_ms + 1, 1, service=service) for i in range(1, n)]

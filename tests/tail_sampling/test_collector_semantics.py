@@ -18,11 +18,20 @@ pytestmark = pytest.mark.traces
 
 ALWAYS = {"name": "all", "type": "always_sample"}
 ERR = {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
-NOT_FREE = {"name": "not-free", "type": "string_attribute", "string_attribute": {"key": "tier", "values": ["free"], "invert_match": True}}
+NOT_FREE = {
+    "name": "not-free",
+    "type": "string_attribute",
+    "string_attribute": {"key": "tier", "values": ["free"], "invert_match": True},
+}
 
 
 def test_invert_match_returns_plain_decisions_and_vetoes_nothing():
-    traces = [trace(1, attrs={"tier": "free"}), trace(2, attrs={"tier": "paid"}), trace(3), trace(4, status="ERROR", attrs={"tier": "free"})]
+    traces = [
+        trace(1, attrs={"tier": "free"}),
+        trace(2, attrs={"tier": "paid"}),
+        trace(3),
+        trace(4, status="ERROR", attrs={"tier": "free"}),
+    ]
     # always_sample + an inverted policy: the Collector keeps every trace (the inverted
     # policy's NotSampled is one vote among others)
     ids, d = decide([ALWAYS, NOT_FREE], traces)
@@ -62,30 +71,55 @@ def test_latency_is_strictly_longer_than_the_threshold_in_nanoseconds():
 
 
 def test_attribute_policies_match_typed_values_only():
-    traces = [trace(1, attrs={"http.status_code": 500}), trace(2, attrs={"http.status_code": "500"}),
-              trace(3, attrs={"http.status_code": 500.0}), trace(4, attrs={"debug": True}), trace(5, attrs={"debug": "true"}),
-              trace(6, attrs={"big": 2**53 + 3}), trace(7, attrs={"big": 2**53 + 5})]
+    traces = [
+        trace(1, attrs={"http.status_code": 500}),
+        trace(2, attrs={"http.status_code": "500"}),
+        trace(3, attrs={"http.status_code": 500.0}),
+        trace(4, attrs={"debug": True}),
+        trace(5, attrs={"debug": "true"}),
+        trace(6, attrs={"big": 2**53 + 3}),
+        trace(7, attrs={"big": 2**53 + 5}),
+    ]
     s = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "http.status_code", "values": ["500"]}}
     assert kept_numbers(decide([s], traces)[0]) == [2]  # an int 500 is not the string "500"
-    rx = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "http.status_code", "values": ["^5"],
-                                                                         "enabled_regex_matching": True}}
+    rx = {
+        "name": "s",
+        "type": "string_attribute",
+        "string_attribute": {"key": "http.status_code", "values": ["^5"], "enabled_regex_matching": True},
+    }
     assert kept_numbers(decide([rx], traces)[0]) == [2]
-    n = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": 500, "max_value": 599}}
+    n = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": 500, "max_value": 599},
+    }
     assert kept_numbers(decide([n], traces)[0]) == [1]  # neither the string nor the double
     # a present value of another type reads as 0 (pcommon Value.Int()): within [-10, 10]
-    around0 = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": -10, "max_value": 10}}
+    around0 = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": -10, "max_value": 10},
+    }
     assert kept_numbers(decide([around0], traces)[0]) == [2, 3]
     b = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": True}}
     assert kept_numbers(decide([b], traces)[0]) == [4]  # the string "true" is not a boolean
     bf = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": False}}
     assert kept_numbers(decide([bf], traces)[0]) == [5]  # ... it reads as false (Value.Bool())
     # int64 compared exactly: 2^53+3 and 2^53+5 are one float64 apart... and equal as float64s
-    exact = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "big", "min_value": 2**53 + 5, "max_value": 2**53 + 5}}
+    exact = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "big", "min_value": 2**53 + 5, "max_value": 2**53 + 5},
+    }
     assert kept_numbers(decide([exact], traces)[0]) == [7]
     # text typed "int" that is no int64 (no codec of ours writes it) reads as 0 instead of failing the stage
     bogus = span(8, 0, attrs={"big": "x"})
     bogus["attribute_types"] = {"big": "int"}
-    zero = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "big", "min_value": -1, "max_value": 1}}
+    zero = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "big", "min_value": -1, "max_value": 1},
+    }
     assert kept_numbers(decide([zero], [[bogus], trace(9, attrs={"big": 1})])[0]) == [8, 9]
 
 
@@ -94,7 +128,11 @@ def test_typed_resource_values_read_as_the_collector_reads_them():
     # matching the empty string matches it), as 0 for numeric, false for boolean
     t1 = [span(1, 0, resource={"service.name": "api", "shard": 7})]
     t2 = [span(2, 0, resource={"service.name": "api", "shard": "7"})]
-    empty_rx = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "shard", "values": ["^$"], "enabled_regex_matching": True}}
+    empty_rx = {
+        "name": "s",
+        "type": "string_attribute",
+        "string_attribute": {"key": "shard", "values": ["^$"], "enabled_regex_matching": True},
+    }
     assert kept_numbers(decide([empty_rx], [t1, t2])[0]) == [1]
     seven = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "shard", "values": ["7"]}}
     assert kept_numbers(decide([seven], [t1, t2])[0]) == [2]
@@ -103,9 +141,15 @@ def test_typed_resource_values_read_as_the_collector_reads_them():
 
 
 def test_composite_default_share_is_total_over_sub_policies():
-    comp = {"name": "comp", "type": "composite", "composite": {
-        "max_total_spans_per_second": 20, "composite_sub_policy": [ERR, {"name": "rest", "type": "always_sample"}],
-        "rate_allocation": [{"policy": "err", "percent": 100}]}}
+    comp = {
+        "name": "comp",
+        "type": "composite",
+        "composite": {
+            "max_total_spans_per_second": 20,
+            "composite_sub_policy": [ERR, {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "err", "percent": 100}],
+        },
+    }
     traces = [trace(k, n=2, status="ERROR" if k <= 3 else "UNSET") for k in range(1, 17)]
     # "rest" has no entry: 20 / 2 = 10 spans a second (5 two-span traces), as v0.161.0;
     # the remainder rule gave it 20 - 20 = 0
@@ -115,16 +159,23 @@ def test_composite_default_share_is_total_over_sub_policies():
 
 
 def test_sampling_percentage_above_100_keeps_everything_with_adjusted_count_one():
-    ids, d = decide([{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 250}}],
-                    [trace(k, n=1) for k in range(1, 41)])
+    ids, d = decide(
+        [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 250}}],
+        [trace(k, n=1) for k in range(1, 41)],
+    )
     assert len(ids) == 40 and set(d.traces.column("adjusted_count").to_pylist()) == {1.0}
 
 
 def test_trace_state_and_trace_flags_policies():
-    traces = [[span(1, 0, trace_state="vendor=gold,ot=th:8")], [span(2, 0, trace_state="vendor=silver")],
-              [span(3, 0, trace_state="Vendor=gold")],  # upper-case key: an invalid tracestate holds nothing
-              [span(4, 0, trace_state="a=1,a=2,vendor=gold")],  # duplicate key: invalid
-              [span(5, 0, flags=0x101)], [span(6, 0, flags=0x100)], trace(7)]
+    traces = [
+        [span(1, 0, trace_state="vendor=gold,ot=th:8")],
+        [span(2, 0, trace_state="vendor=silver")],
+        [span(3, 0, trace_state="Vendor=gold")],  # upper-case key: an invalid tracestate holds nothing
+        [span(4, 0, trace_state="a=1,a=2,vendor=gold")],  # duplicate key: invalid
+        [span(5, 0, flags=0x101)],
+        [span(6, 0, flags=0x100)],
+        trace(7),
+    ]
     ts = {"name": "t", "type": "trace_state", "trace_state": {"key": "vendor", "values": ["gold", "platinum"]}}
     assert kept_numbers(decide([ts], traces)[0]) == [1]
     assert kept_numbers(decide([{"name": "f", "type": "trace_flags"}], traces)[0]) == [5]
@@ -153,13 +204,33 @@ def test_block_on_overflow_never_evicts_and_drop_pending_on_shutdown():
 
 
 def test_v0161_keys_accepted_and_refusals_say_why():
-    cfg = load_config({"num_shards": 4, "sampling_strategy": "trace-complete", "tail_storage": "file_storage",
-                       "policies": [{"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 5, "burst_capacity": 7}}]})
+    cfg = load_config(
+        {
+            "num_shards": 4,
+            "sampling_strategy": "trace-complete",
+            "tail_storage": "file_storage",
+            "policies": [
+                {"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 5, "burst_capacity": 7}}
+            ],
+        }
+    )
     assert cfg.num_shards == 4
     with pytest.raises(ConfigError, match=r"policies\[0\]\.type: ottl_condition is not supported: OTTL is a language"):
-        load_config({"policies": [{"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ['name == "x"']}}]})
+        load_config(
+            {"policies": [{"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ['name == "x"']}}]}
+        )
     with pytest.raises(ConfigError, match=r"policies\[0\]\.and\.and_sub_policy\[1\]\.type: ottl_condition"):
-        load_config({"policies": [{"name": "a", "type": "and", "and": {"and_sub_policy": [ALWAYS, {"name": "o", "type": "ottl_condition"}]}}]})
+        load_config(
+            {
+                "policies": [
+                    {
+                        "name": "a",
+                        "type": "and",
+                        "and": {"and_sub_policy": [ALWAYS, {"name": "o", "type": "ottl_condition"}]},
+                    }
+                ]
+            }
+        )
     # in a pipeline spec too, with the key path
     import yaml
 
@@ -180,17 +251,31 @@ def test_v0161_keys_accepted_and_refusals_say_why():
     with pytest.raises(ConfigError, match=r"latency\.threshold_ms: Input should be less than or equal to"):
         load_config({"policies": [{"name": "l", "type": "latency", "latency": {"threshold_ms": 10**19}}]})
     with pytest.raises(ConfigError, match="set min_value or max_value"):
-        load_config({"policies": [{"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "k", "min_value": 0}}]})
+        load_config(
+            {
+                "policies": [
+                    {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "k", "min_value": 0}}
+                ]
+            }
+        )
     with pytest.raises(ConfigError, match=r"sampling_percentage: Input should be greater than or equal to 0"):
-        load_config({"policies": [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": -1}}]})
+        load_config(
+            {"policies": [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": -1}}]}
+        )
 
 
 def test_composite_policy_order_is_honoured():
     # kept on purpose: the Collector v0.161.0 reads policy_order but runs the sub-policies in
     # composite_sub_policy order; we run them in policy_order (the credit shows it)
-    comp = {"name": "comp", "type": "composite", "composite": {
-        "max_total_spans_per_second": 1000, "policy_order": ["rest", "err"],
-        "composite_sub_policy": [ERR, {"name": "rest", "type": "always_sample"}]}}
+    comp = {
+        "name": "comp",
+        "type": "composite",
+        "composite": {
+            "max_total_spans_per_second": 1000,
+            "policy_order": ["rest", "err"],
+            "composite_sub_policy": [ERR, {"name": "rest", "type": "always_sample"}],
+        },
+    }
     ts = sampler(comp)
     ts.add(table(trace(1, status="ERROR") + trace(2)), 0)
     d = ts.advance(10_000)

@@ -24,8 +24,16 @@ def test_head_sampling_keeps_the_set_the_probabilistic_policy_keeps(pct, salt):
     assert set(HeadSampler(pct / 2, salt).sample(head).column("trace_id").to_pylist()) <= set(head_ids)
 
 
-LOG = pa.schema([("timestamp", pa.timestamp("ms", tz="UTC")), ("level", pa.string()), ("service", pa.string()),
-                 ("message", pa.string()), ("trace_id", pa.string()), ("request_id", pa.string())])
+LOG = pa.schema(
+    [
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("level", pa.string()),
+        ("service", pa.string()),
+        ("message", pa.string()),
+        ("trace_id", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
 
 
 def logs(rows):
@@ -34,9 +42,15 @@ def logs(rows):
 
 def test_log_sampling_rules():
     ids = [tid(k) for k in range(1, 401)]
-    rows = [{"timestamp": k, "level": lvl, "service": "api", "message": f"m{k}", "trace_id": t}
-            for k, t in enumerate(ids) for lvl in ("INFO", "DEBUG", "ERROR")]
-    rows += [{"timestamp": k, "level": "info", "service": "api", "message": f"u{k}", "request_id": f"r{k}"} for k in range(400)]
+    rows = [
+        {"timestamp": k, "level": lvl, "service": "api", "message": f"m{k}", "trace_id": t}
+        for k, t in enumerate(ids)
+        for lvl in ("INFO", "DEBUG", "ERROR")
+    ]
+    rows += [
+        {"timestamp": k, "level": "info", "service": "api", "message": f"u{k}", "request_id": f"r{k}"}
+        for k in range(400)
+    ]
     batch = logs(rows)
     ls = LogSampler({"sampling_percentage": 20, "level_percentages": {"DEBUG": 5}})
     out = ls.decide_logs(batch)
@@ -60,8 +74,15 @@ def test_log_sampling_rules():
     kept = {ids[0]: 1.0, ids[1]: 4.0}
     tail = LogSampler({"sampling_percentage": 0}).decide_logs(batch.slice(0, 12), kept_trace_ids=kept).to_pylist()
     assert [(r["trace_id"], r["level"], r["sample_rate"]) for r in tail] == [
-        (ids[0], "INFO", 1.0), (ids[0], "DEBUG", 1.0), (ids[0], "ERROR", 1.0),
-        (ids[1], "INFO", 0.25), (ids[1], "DEBUG", 0.25), (ids[1], "ERROR", 1.0), (ids[2], "ERROR", 1.0), (ids[3], "ERROR", 1.0)]
+        (ids[0], "INFO", 1.0),
+        (ids[0], "DEBUG", 1.0),
+        (ids[0], "ERROR", 1.0),
+        (ids[1], "INFO", 0.25),
+        (ids[1], "DEBUG", 0.25),
+        (ids[1], "ERROR", 1.0),
+        (ids[2], "ERROR", 1.0),
+        (ids[3], "ERROR", 1.0),
+    ]
 
 
 def test_hash_strings_matches_reference():
@@ -78,8 +99,18 @@ def test_red_metrics_exact_counts_and_quantiles_within_1pct():
     for i in range(n):
         svc = "api" if i % 4 else "db"
         status = "ERROR" if i % 50 == 0 else "OK"
-        rows.append(span(i + 1, 0, None, start_ms=(i % 120) * 1000, dur_ms=float(durs[i]), status=status, service=svc,
-                         name="GET /x"))
+        rows.append(
+            span(
+                i + 1,
+                0,
+                None,
+                start_ms=(i % 120) * 1000,
+                dur_ms=float(durs[i]),
+                status=status,
+                service=svc,
+                name="GET /x",
+            )
+        )
     spans = table(rows)
     red = RedMetrics(window_ms=60_000, exemplar_delay_ms=10_000)
     for k in range(0, n, 5000):
@@ -92,21 +123,37 @@ def test_red_metrics_exact_counts_and_quantiles_within_1pct():
     for svc in ("api", "db"):
         for status in ("OK", "ERROR"):
             for w in (0, 1):
-                sel = np.array([(("api" if i % 4 else "db") == svc) and (("ERROR" if i % 50 == 0 else "OK") == status)
-                                for i in range(n)]) & (start_s // 60 == w)
+                sel = np.array(
+                    [
+                        (("api" if i % 4 else "db") == svc) and (("ERROR" if i % 50 == 0 else "OK") == status)
+                        for i in range(n)
+                    ]
+                ) & (start_s // 60 == w)
+
                 def row(name, _w=w, _svc=svc, _st=status):
-                    return [r for r in out if r["name"] == name and r["window_start"].timestamp() == _w * 60
-                            and dict(r["labels"]).get("service") == _svc and dict(r["labels"])["status"] == _st]
+                    return [
+                        r
+                        for r in out
+                        if r["name"] == name
+                        and r["window_start"].timestamp() == _w * 60
+                        and dict(r["labels"]).get("service") == _svc
+                        and dict(r["labels"])["status"] == _st
+                    ]
+
                 if not sel.any():
                     assert not row("span.calls")
                     continue
-                calls, = row("span.calls")
-                errors, = row("span.errors")
-                hist, = row("span.duration_ms")
+                (calls,) = row("span.calls")
+                (errors,) = row("span.errors")
+                (hist,) = row("span.duration_ms")
                 assert calls["count"] == sel.sum() and calls["rate"] == sel.sum() / 60
                 assert errors["count"] == (sel.sum() if status == "ERROR" else 0)
                 d = np.sort(durs[sel])
-                assert hist["count"] == len(d) and hist["min"] == pytest.approx(d[0]) and hist["max"] == pytest.approx(d[-1])
+                assert (
+                    hist["count"] == len(d)
+                    and hist["min"] == pytest.approx(d[0])
+                    and hist["max"] == pytest.approx(d[-1])
+                )
                 assert hist["sum"] == pytest.approx(d.sum())
                 for name, q in (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
                     exact = d[int(q * (len(d) - 1))]

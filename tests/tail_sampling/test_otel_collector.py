@@ -32,6 +32,7 @@ WAIT = "120s"  # longer than a harness run: the Collector decides everything at 
 
 # -- traffic ------------------------------------------------------------------------------
 
+
 def _value(v) -> AnyValue:
     if isinstance(v, bool):
         return AnyValue(bool_value=v)
@@ -59,8 +60,15 @@ ROUTES = ["/api/v1/cart", "/api/v2/pay", "/health", "/static/app.js", "/api/vx/n
 def _attrs(rng: random.Random) -> dict:
     a: dict = {"http.route": rng.choice(ROUTES)}
     r = rng.random()
-    a["http.status_code"] = (rng.choice([200, 404, 500, 503]) if r < 0.6 else rng.choice(["500", "200"]) if r < 0.8
-                             else rng.choice([500.0, 0.0]) if r < 0.9 else 0)
+    a["http.status_code"] = (
+        rng.choice([200, 404, 500, 503])
+        if r < 0.6
+        else rng.choice(["500", "200"])
+        if r < 0.8
+        else rng.choice([500.0, 0.0])
+        if r < 0.9
+        else 0
+    )
     if rng.random() < 0.4:
         a["tier"] = rng.choice(["free", "paid", ""])
     if rng.random() < 0.3:
@@ -82,8 +90,17 @@ def make_traffic(seed: int = 12, t0: int = T0) -> list[bytes]:
         tid = rng.getrandbits(128).to_bytes(16, "big")
         res = rng.randrange(len(RESOURCES))
         start = t0 + k * 1_000_000 + rng.choice([0, 999, 1, 500_000])
-        dur = rng.choice([1_000_000_000, 999_999_999, 1_000_999_500, 1_000_000_001, 5_000_000, 1_500_000_000,
-                          rng.randrange(1, 3_000_000_000)])
+        dur = rng.choice(
+            [
+                1_000_000_000,
+                999_999_999,
+                1_000_999_500,
+                1_000_000_001,
+                5_000_000,
+                1_500_000_000,
+                rng.randrange(1, 3_000_000_000),
+            ]
+        )
         n = rng.choice([1, 1, 2, 3, 4, 5, 6, 8])
         root_id = rng.getrandbits(64).to_bytes(8, "big")
         spans = []
@@ -104,8 +121,9 @@ def make_traffic(seed: int = 12, t0: int = T0) -> list[bytes]:
             sp.status.code = rng.choices([0, 1, 2], [70, 20, 10])[0]
             sp.attributes.extend(_kvs(_attrs(rng)))
             if rng.random() < 0.15:
-                sp.trace_state = rng.choice(["vendor=gold", "vendor=silver,ot=th:8", "Vendor=gold", "a=1,a=2,vendor=gold",
-                                             "vendor=platinum"])
+                sp.trace_state = rng.choice(
+                    ["vendor=gold", "vendor=silver,ot=th:8", "Vendor=gold", "a=1,a=2,vendor=gold", "vendor=platinum"]
+                )
             sp.flags = rng.choice([0, 0x100, 0x101, 0x1])
             spans.append(sp)
         spans = spans[1:] + spans[:1] if rng.random() < 0.7 else spans  # root last, usually
@@ -114,7 +132,7 @@ def make_traffic(seed: int = 12, t0: int = T0) -> list[bytes]:
     out: list[bytes] = []
     w = 40
     for lo in range(0, len(pending), w):
-        part = pending[lo:lo + w]
+        part = pending[lo : lo + w]
         rng.shuffle(part)
         msg = ExportTraceServiceRequest()
         by_res: dict[int, object] = {}
@@ -186,17 +204,35 @@ SAME = {
     "probabilistic_250": [pol("p", "probabilistic", {"sampling_percentage": 250})],
     "string_exact": [FREE],
     "string_typed_int": [pol("s", "string_attribute", {"key": "http.status_code", "values": ["500"]})],
-    "string_regex": [pol("s", "string_attribute", {"key": "http.route", "values": ["^/api/v[0-9]+/", "health$"],
-                                                   "enabled_regex_matching": True})],
-    "string_regex_empty_resource": [pol("s", "string_attribute", {"key": "shard", "values": ["^$"], "enabled_regex_matching": True})],
+    "string_regex": [
+        pol(
+            "s",
+            "string_attribute",
+            {"key": "http.route", "values": ["^/api/v[0-9]+/", "health$"], "enabled_regex_matching": True},
+        )
+    ],
+    "string_regex_empty_resource": [
+        pol("s", "string_attribute", {"key": "shard", "values": ["^$"], "enabled_regex_matching": True})
+    ],
     "string_resource": [pol("s", "string_attribute", {"key": "region", "values": ["eu"]})],
     "string_invert": [pol("s", "string_attribute", {"key": "tier", "values": ["free", "paid"], "invert_match": True})],
-    "always_plus_invert": [pol("all", "always_sample"), pol("s", "string_attribute", {"key": "tier", "values": ["free"], "invert_match": True})],
+    "always_plus_invert": [
+        pol("all", "always_sample"),
+        pol("s", "string_attribute", {"key": "tier", "values": ["free"], "invert_match": True}),
+    ],
     "numeric_5xx": [pol("n", "numeric_attribute", {"key": "http.status_code", "min_value": 500, "max_value": 599})],
     "numeric_reads_zero": [pol("n", "numeric_attribute", {"key": "http.status_code", "min_value": -5, "max_value": 5})],
-    "numeric_int64_exact": [pol("n", "numeric_attribute", {"key": "big", "min_value": 2**53 + 5, "max_value": 2**53 + 5})],
+    "numeric_int64_exact": [
+        pol("n", "numeric_attribute", {"key": "big", "min_value": 2**53 + 5, "max_value": 2**53 + 5})
+    ],
     "numeric_min_only": [pol("n", "numeric_attribute", {"key": "deploy.replicas", "min_value": 10})],
-    "numeric_invert": [pol("n", "numeric_attribute", {"key": "http.status_code", "min_value": 400, "max_value": 599, "invert_match": True})],
+    "numeric_invert": [
+        pol(
+            "n",
+            "numeric_attribute",
+            {"key": "http.status_code", "min_value": 400, "max_value": 599, "invert_match": True},
+        )
+    ],
     "boolean_true": [pol("b", "boolean_attribute", {"key": "debug", "value": True})],
     "boolean_false": [pol("b", "boolean_attribute", {"key": "debug", "value": False})],
     "boolean_invert": [pol("b", "boolean_attribute", {"key": "debug", "value": True, "invert_match": True})],
@@ -205,15 +241,43 @@ SAME = {
     "trace_state": [pol("t", "trace_state", {"key": "vendor", "values": ["gold", "platinum"]})],
     "trace_flags": [pol("f", "trace_flags")],
     "and": [pol("a", "and", {"and_sub_policy": [ERR, FREE]})],
-    "and_with_invert": [pol("a", "and", {"and_sub_policy": [ERR, pol("s", "string_attribute", {"key": "tier", "values": ["free"],
-                                                                                               "invert_match": True})]})],
+    "and_with_invert": [
+        pol(
+            "a",
+            "and",
+            {
+                "and_sub_policy": [
+                    ERR,
+                    pol("s", "string_attribute", {"key": "tier", "values": ["free"], "invert_match": True}),
+                ]
+            },
+        )
+    ],
     "not": [pol("n", "not", {"not_sub_policy": ERR})],
-    "drop_over_always": [pol("all", "always_sample"),
-                         pol("d", "drop", {"drop_sub_policy": [pol("h", "string_attribute", {"key": "http.route", "values": ["/health"]})]})],
-    "several_first_match": [ERR, pol("slow", "latency", {"threshold_ms": 2000}), pol("p", "probabilistic", {"sampling_percentage": 5})],
-    "composite_default_share": [pol("c", "composite", {
-        "max_total_spans_per_second": 10**9, "composite_sub_policy": [ERR, pol("rest", "always_sample")],
-        "rate_allocation": [{"policy": "err", "percent": 100}]})],
+    "drop_over_always": [
+        pol("all", "always_sample"),
+        pol(
+            "d",
+            "drop",
+            {"drop_sub_policy": [pol("h", "string_attribute", {"key": "http.route", "values": ["/health"]})]},
+        ),
+    ],
+    "several_first_match": [
+        ERR,
+        pol("slow", "latency", {"threshold_ms": 2000}),
+        pol("p", "probabilistic", {"sampling_percentage": 5}),
+    ],
+    "composite_default_share": [
+        pol(
+            "c",
+            "composite",
+            {
+                "max_total_spans_per_second": 10**9,
+                "composite_sub_policy": [ERR, pol("rest", "always_sample")],
+                "rate_allocation": [{"policy": "err", "percent": 100}],
+            },
+        )
+    ],
     "rate_limiting_unbound": [pol("r", "rate_limiting", {"spans_per_second": 10**9})],
 }
 
@@ -224,9 +288,13 @@ def test_same_kept_traces_as_the_collector(case, rows, collector, traffic):
     settings = {"sample_on_first_match": True} if case == "several_first_match" else {}
     theirs = collector({"decision_wait": WAIT, "policies": policies, **settings}, traffic)
     mine = ours(rows, {"decision_wait": WAIT, "policies": policies, **settings})
-    assert 0 < len(theirs) or case in ("numeric_int64_exact",), f"{case}: the Collector kept nothing; the case tests nothing"
-    assert mine == theirs, (f"{case}: {len(mine - theirs)} kept only by us (e.g. {sorted(mine - theirs)[:3]}), "
-                            f"{len(theirs - mine)} only by the Collector (e.g. {sorted(theirs - mine)[:3]})")
+    assert 0 < len(theirs) or case in ("numeric_int64_exact",), (
+        f"{case}: the Collector kept nothing; the case tests nothing"
+    )
+    assert mine == theirs, (
+        f"{case}: {len(mine - theirs)} kept only by us (e.g. {sorted(mine - theirs)[:3]}), "
+        f"{len(theirs - mine)} only by the Collector (e.g. {sorted(theirs - mine)[:3]})"
+    )
 
 
 def _durations_and_prefixes(traffic) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -284,12 +352,20 @@ def test_num_traces_overflow(collector):
         req = ExportTraceServiceRequest()
         rs = req.resource_spans.add()
         rs.resource.attributes.extend(_kvs(RESOURCES[0]))
-        sp = rs.scope_spans.add().spans.add(trace_id=rng.getrandbits(128).to_bytes(16, "big"), span_id=rng.getrandbits(64).to_bytes(8, "big"),
-                                            name="x", kind=2, start_time_unix_nano=T0 + k, end_time_unix_nano=T0 + k + 10)
+        sp = rs.scope_spans.add().spans.add(
+            trace_id=rng.getrandbits(128).to_bytes(16, "big"),
+            span_id=rng.getrandbits(64).to_bytes(8, "big"),
+            name="x",
+            kind=2,
+            start_time_unix_nano=T0 + k,
+            end_time_unix_nano=T0 + k + 10,
+        )
         ids.append(sp.trace_id.hex())
         msgs.append(req.SerializeToString())
     codec = OtlpCodec("span")
-    tables = [codec.decode(RawBatch("s", "t", 0, [m], [i], [0])).table.drop_columns([INDEX]) for i, m in enumerate(msgs)]
+    tables = [
+        codec.decode(RawBatch("s", "t", 0, [m], [i], [0])).table.drop_columns([INDEX]) for i, m in enumerate(msgs)
+    ]
     cfg = {"decision_wait": WAIT, "num_traces": 100, "policies": [pol("all", "always_sample")]}
     theirs = collector(cfg, msgs)
     assert theirs == set(ids[-100:])
@@ -297,9 +373,14 @@ def test_num_traces_overflow(collector):
     assert ours(tables, cfg) == set(ids)
 
 
-PIPELINE_POLICIES = [pol("slow", "latency", {"threshold_ms": 1000}), SAME["string_typed_int"][0] | {"name": "s500"},
-                     SAME["numeric_int64_exact"][0], SAME["boolean_false"][0], SAME["trace_state"][0],
-                     pol("d", "drop", {"drop_sub_policy": [pol("h", "string_attribute", {"key": "http.route", "values": ["/health"]})]})]
+PIPELINE_POLICIES = [
+    pol("slow", "latency", {"threshold_ms": 1000}),
+    SAME["string_typed_int"][0] | {"name": "s500"},
+    SAME["numeric_int64_exact"][0],
+    SAME["boolean_false"][0],
+    SAME["trace_state"][0],
+    pol("d", "drop", {"drop_sub_policy": [pol("h", "string_attribute", {"key": "http.route", "values": ["/health"]})]}),
+]
 
 
 @pytest.mark.kafka
@@ -328,7 +409,9 @@ def test_pipeline_keeps_what_the_collector_keeps(runner, kafka_broker, collector
     assert p.flush(30) == 0
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh")
-    d["kafka"].update({"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"diff-{tmp_path.name}", "poll_timeout": "200ms"})
+    d["kafka"].update(
+        {"bootstrap_servers": kafka_broker.bootstrap, "group_id": f"diff-{tmp_path.name}", "poll_timeout": "200ms"}
+    )
     d["sources"] = [{"name": "spans", "topic": topic, "signal": "span", "codec": "otlp_proto"}]
     d["flows"] = [f for f in d["flows"] if f["source"] == "spans"]
     d.pop("alerts", None)

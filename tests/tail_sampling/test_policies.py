@@ -29,7 +29,9 @@ def test_latency_uses_trace_duration_and_collector_bounds():
     ids, d = decide([{"name": "slow", "type": "latency", "latency": {"threshold_ms": 100}}], traces)
     assert kept_numbers(ids) == [3, 4, 5]  # strictly longer than 100 ms (Collector v0.161.0): trace 2 is exactly 100
     assert d.traces.column("trace_duration_ms").to_pylist()[-1] == 160.0
-    ids, _ = decide([{"name": "band", "type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 200}}], traces)
+    ids, _ = decide(
+        [{"name": "band", "type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 200}}], traces
+    )
     assert kept_numbers(ids) == [3, 5]  # 100 < d <= 200
 
 
@@ -53,7 +55,9 @@ def test_probabilistic_is_the_documented_hash():
     assert set(d.spans.column("adjusted_count").to_pylist()) == {4.0}
     # default salt is the collector's "default-hash-seed"
     ids, _ = decide([{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 25}}], traces)
-    assert kept_numbers(ids) == [k for k in range(1, 401) if fnv1a64(bytes.fromhex(tid(k)), "default-hash-seed") <= threshold(25)]
+    assert kept_numbers(ids) == [
+        k for k in range(1, 401) if fnv1a64(bytes.fromhex(tid(k)), "default-hash-seed") <= threshold(25)
+    ]
 
 
 def test_rate_limiting_token_bucket_on_the_decision_clock():
@@ -78,15 +82,29 @@ def test_bytes_limiting():
 
 
 def test_string_attribute_exact_regex_and_invert():
-    traces = [trace(1, attrs={"http.route": "/health"}), trace(2, attrs={"http.route": "/api/v1/users"}),
-              trace(3, attrs={"other": "x"}), trace(4, attrs={"http.route": ""})]
+    traces = [
+        trace(1, attrs={"http.route": "/health"}),
+        trace(2, attrs={"http.route": "/api/v1/users"}),
+        trace(3, attrs={"other": "x"}),
+        trace(4, attrs={"http.route": ""}),
+    ]
     exact = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "http.route", "values": ["/health"]}}
     assert kept_numbers(decide([exact], traces)[0]) == [1]
-    rx = {"name": "s", "type": "string_attribute",
-          "string_attribute": {"key": "http.route", "values": ["/api/v[0-9]+/.+", "^/metrics$"], "enabled_regex_matching": True}}
+    rx = {
+        "name": "s",
+        "type": "string_attribute",
+        "string_attribute": {
+            "key": "http.route",
+            "values": ["/api/v[0-9]+/.+", "^/metrics$"],
+            "enabled_regex_matching": True,
+        },
+    }
     assert kept_numbers(decide([rx], traces)[0]) == [2]
-    inv = {"name": "s", "type": "string_attribute",
-           "string_attribute": {"key": "http.route", "values": ["/health"], "invert_match": True}}
+    inv = {
+        "name": "s",
+        "type": "string_attribute",
+        "string_attribute": {"key": "http.route", "values": ["/health"], "invert_match": True},
+    }
     assert kept_numbers(decide([inv], traces)[0]) == [2, 3, 4]  # key absent -> InvertSampled -> kept
     # resource attributes count too (service.name from the resource map)
     svc = {"name": "s", "type": "string_attribute", "string_attribute": {"key": "service.name", "values": ["checkout"]}}
@@ -94,13 +112,26 @@ def test_string_attribute_exact_regex_and_invert():
 
 
 def test_numeric_attribute_inclusive_bounds_and_invert():
-    traces = [trace(k, attrs={"http.status_code": v}) for k, v in ((1, 200), (2, 404), (3, 500), (4, "abc"))] + [trace(5)]
-    pol = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 500}}
+    traces = [trace(k, attrs={"http.status_code": v}) for k, v in ((1, 200), (2, 404), (3, 500), (4, "abc"))] + [
+        trace(5)
+    ]
+    pol = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 500},
+    }
     assert kept_numbers(decide([pol], traces)[0]) == [2, 3]
-    inv = {"name": "n", "type": "numeric_attribute",
-           "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 500, "invert_match": True}}
+    inv = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 500, "invert_match": True},
+    }
     assert kept_numbers(decide([inv], traces)[0]) == [1, 4, 5]
-    lower_only = {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "http.status_code", "min_value": 404}}
+    lower_only = {
+        "name": "n",
+        "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": 404},
+    }
     assert kept_numbers(decide([lower_only], traces)[0]) == [2, 3]
 
 
@@ -108,7 +139,11 @@ def test_boolean_attribute():
     traces = [trace(1, attrs={"debug": True}), trace(2, attrs={"debug": False}), trace(3)]
     pol = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": True}}
     assert kept_numbers(decide([pol], traces)[0]) == [1]
-    inv = {"name": "b", "type": "boolean_attribute", "boolean_attribute": {"key": "debug", "value": True, "invert_match": True}}
+    inv = {
+        "name": "b",
+        "type": "boolean_attribute",
+        "boolean_attribute": {"key": "debug", "value": True, "invert_match": True},
+    }
     assert kept_numbers(decide([inv], traces)[0]) == [2, 3]
 
 
@@ -121,16 +156,31 @@ def test_span_count():
 
 
 def test_and_not_drop():
-    traces = [trace(1, status="ERROR", attrs={"env": "prod"}), trace(2, status="ERROR", attrs={"env": "dev"}),
-              trace(3, attrs={"env": "prod"}), trace(4, attrs={"url.path": "/health"}, status="ERROR")]
+    traces = [
+        trace(1, status="ERROR", attrs={"env": "prod"}),
+        trace(2, status="ERROR", attrs={"env": "dev"}),
+        trace(3, attrs={"env": "prod"}),
+        trace(4, attrs={"url.path": "/health"}, status="ERROR"),
+    ]
     err = {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
     prod = {"name": "prod", "type": "string_attribute", "string_attribute": {"key": "env", "values": ["prod"]}}
     and_p = {"name": "prod-errors", "type": "and", "and": {"and_sub_policy": [err, prod]}}
     assert kept_numbers(decide([and_p], traces)[0]) == [1]
     not_p = {"name": "not-prod", "type": "not", "not": {"not_sub_policy": prod}}
     assert kept_numbers(decide([not_p], traces)[0]) == [2, 4]
-    drop = {"name": "no-health", "type": "drop", "drop": {"drop_sub_policy": [
-        {"name": "health", "type": "string_attribute", "string_attribute": {"key": "url.path", "values": ["/health"]}}]}}
+    drop = {
+        "name": "no-health",
+        "type": "drop",
+        "drop": {
+            "drop_sub_policy": [
+                {
+                    "name": "health",
+                    "type": "string_attribute",
+                    "string_attribute": {"key": "url.path", "values": ["/health"]},
+                }
+            ]
+        },
+    }
     ids, d = decide([ALWAYS, drop], traces)  # drop wins over always_sample, whatever the order
     assert kept_numbers(ids) == [1, 2, 3]
     assert d.dropped_traces == {"policy_drop": 1}
@@ -138,10 +188,18 @@ def test_and_not_drop():
 
 
 def test_final_decision_rules_and_deciding_policy():
-    traces = [trace(1, status="ERROR", attrs={"tier": "free"}), trace(2, status="ERROR"), trace(3), trace(4, attrs={"tier": "free"})]
+    traces = [
+        trace(1, status="ERROR", attrs={"tier": "free"}),
+        trace(2, status="ERROR"),
+        trace(3),
+        trace(4, attrs={"tier": "free"}),
+    ]
     err = {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
-    not_free = {"name": "not-free", "type": "string_attribute",
-                "string_attribute": {"key": "tier", "values": ["free"], "invert_match": True}}
+    not_free = {
+        "name": "not-free",
+        "type": "string_attribute",
+        "string_attribute": {"key": "tier", "values": ["free"], "invert_match": True},
+    }
     # the invert decisions of Collector releases before v0.150.0 (legacy_invert_decisions):
     # trace 1: Sampled + InvertNotSampled -> not sampled (InvertNotSampled beats Sampled)
     # trace 2: Sampled + InvertSampled -> sampled, credited to "err"
@@ -162,10 +220,16 @@ def test_final_decision_rules_and_deciding_policy():
 
 def test_composite_rate_allocation():
     err = {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
-    comp = {"name": "comp", "type": "composite", "composite": {
-        "max_total_spans_per_second": 20, "policy_order": ["errors", "rest"],
-        "composite_sub_policy": [err, {"name": "rest", "type": "always_sample"}],
-        "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]}}
+    comp = {
+        "name": "comp",
+        "type": "composite",
+        "composite": {
+            "max_total_spans_per_second": 20,
+            "policy_order": ["errors", "rest"],
+            "composite_sub_policy": [err, {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}],
+        },
+    }
     # 2-span traces: errors may take 10 spans/s (5 traces), the rest 10 (5 traces)
     traces = [trace(k, n=2, status="ERROR" if k <= 8 else "UNSET") for k in range(1, 17)]
     ts = sampler(comp)
@@ -177,9 +241,16 @@ def test_composite_rate_allocation():
     ts.add(table([r for k in range(17, 20) for r in trace(k, n=2, status="ERROR")]), 1000)
     assert ts.advance(11_000).traces.num_rows == 3
     # unallocated_share: remainder (ours): unallocated sub-policies share what is left
-    comp2 = {"name": "comp", "type": "composite", "composite": {
-        "max_total_spans_per_second": 20, "composite_sub_policy": [err, {"name": "rest", "type": "always_sample"}],
-        "rate_allocation": [{"policy": "errors", "percent": 25}], "unallocated_share": "remainder"}}
+    comp2 = {
+        "name": "comp",
+        "type": "composite",
+        "composite": {
+            "max_total_spans_per_second": 20,
+            "composite_sub_policy": [err, {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 25}],
+            "unallocated_share": "remainder",
+        },
+    }
     ids, _ = decide([comp2], traces)
     assert kept_numbers(ids) == [1, 2, 9, 10, 11, 12, 13, 14, 15]  # 5 spans -> 2 error traces; 15 -> 7 others
 
@@ -190,8 +261,21 @@ def test_config_errors_name_the_key_path():
     with pytest.raises(ConfigError, match="duplicate policy name"):
         load_config({"policies": [ALWAYS, ALWAYS]})
     with pytest.raises(ConfigError, match="rate_allocation"):
-        load_config({"policies": [{"name": "c", "type": "composite", "composite": {
-            "max_total_spans_per_second": 1, "composite_sub_policy": [ALWAYS], "rate_allocation": [{"policy": "x", "percent": 1}]}}]})
+        load_config(
+            {
+                "policies": [
+                    {
+                        "name": "c",
+                        "type": "composite",
+                        "composite": {
+                            "max_total_spans_per_second": 1,
+                            "composite_sub_policy": [ALWAYS],
+                            "rate_allocation": [{"policy": "x", "percent": 1}],
+                        },
+                    }
+                ]
+            }
+        )
     cfg = load_config({"decision_wait": "1m30s", "policies": [ALWAYS]})
     assert cfg.decision_wait_ms == 90_000 and cfg.num_traces == 50_000
 
@@ -214,5 +298,9 @@ def test_rate_limiting_per_second_counter_as_earlier_collector_releases():
     again = TailSampler.restore(ts.config, ts.snapshot())
     again.add(table(trace(9, n=1)), 1500)
     assert again.advance(11_500).traces.num_rows == 0  # still second 11: 19 + 1 = 20
-    assert TailSampler({"policies": [{"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 20}}]}) \
-        .config.policies[0].rate_limiting.algorithm == "token_bucket"  # the default: the current Collector's bucket
+    assert (
+        TailSampler({"policies": [{"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 20}}]})
+        .config.policies[0]
+        .rate_limiting.algorithm
+        == "token_bucket"
+    )  # the default: the current Collector's bucket

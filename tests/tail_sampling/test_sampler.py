@@ -22,12 +22,12 @@ def accounted(ts: TailSampler, outs) -> bool:
 
 def test_decision_wait_and_early_decision_after_root():
     ts = sampler(ALWAYS, decision_wait="10s", decision_wait_after_root_received="2s")
-    ts.add(table([span(1, 1, 0)]), 0)             # child first, no root yet
-    ts.add(table([span(2, 0)]), 1000)             # trace 2: root arrives at 1 s
+    ts.add(table([span(1, 1, 0)]), 0)  # child first, no root yet
+    ts.add(table([span(2, 0)]), 1000)  # trace 2: root arrives at 1 s
     assert ts.advance(2999).traces.num_rows == 0
-    d = ts.advance(3000)                           # 1 s + 2 s after trace 2's root
+    d = ts.advance(3000)  # 1 s + 2 s after trace 2's root
     assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [2]
-    ts.add(table([span(1, 0)]), 8500)             # trace 1's root at 8.5 s: decision_wait (10 s) comes first
+    ts.add(table([span(1, 0)]), 8500)  # trace 1's root at 8.5 s: decision_wait (10 s) comes first
     assert ts.advance(9999).traces.num_rows == 0
     d = ts.advance(10_000)
     assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [1]
@@ -84,7 +84,7 @@ def test_num_traces_overflow_decides_oldest_early_and_counts():
         ts.add(table(trace(k, status="ERROR" if k in (1, 4) else "UNSET")), k * 100)
     assert ts.buffered_traces == 3
     d = ts.advance(500)
-    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [1]   # decided early, with its spans
+    assert kept_numbers(d.traces.column("trace_id").to_pylist()) == [1]  # decided early, with its spans
     assert d.early_decisions == {"num_traces_overflow": 2}
     assert d.dropped_traces == {"num_traces_overflow": 1} and d.dropped_spans == {"num_traces_overflow": 3}
     d2 = ts.flush_all(1000)
@@ -117,8 +117,20 @@ def _stream(seed=7, n_traces=300):
         n = rnd.randint(1, 6)
         status = "ERROR" if rnd.random() < 0.1 else "UNSET"
         for i in range(n):
-            rows.append((t0 + rnd.randrange(0, 3000), span(k, i, None if i == 0 else 0, t0 + i, rnd.randint(1, 400),
-                                                           status if i == n - 1 else "UNSET", {"tier": rnd.choice("ab")})))
+            rows.append(
+                (
+                    t0 + rnd.randrange(0, 3000),
+                    span(
+                        k,
+                        i,
+                        None if i == 0 else 0,
+                        t0 + i,
+                        rnd.randint(1, 400),
+                        status if i == n - 1 else "UNSET",
+                        {"tier": rnd.choice("ab")},
+                    ),
+                )
+            )
     rows.sort(key=lambda r: r[0])
     batches, cur, edge = [], [], 500
     for at, r in rows:
@@ -130,13 +142,29 @@ def _stream(seed=7, n_traces=300):
     return batches
 
 
-CFG = {"decision_wait": "5s", "decision_wait_after_root_received": "2s", "num_traces": 15, "max_trace_size": 5,
-       "decision_cache": {"sampled_cache_size": 50, "non_sampled_cache_size": 50},
-       "policies": [ERR, {"name": "slow", "type": "latency", "latency": {"threshold_ms": 350}},
-                    {"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 20}},
-                    {"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 15}},
-                    {"name": "c", "type": "composite", "composite": {"max_total_spans_per_second": 8, "composite_sub_policy": [
-                        {"name": "a", "type": "string_attribute", "string_attribute": {"key": "tier", "values": ["a"]}}]}}]}
+CFG = {
+    "decision_wait": "5s",
+    "decision_wait_after_root_received": "2s",
+    "num_traces": 15,
+    "max_trace_size": 5,
+    "decision_cache": {"sampled_cache_size": 50, "non_sampled_cache_size": 50},
+    "policies": [
+        ERR,
+        {"name": "slow", "type": "latency", "latency": {"threshold_ms": 350}},
+        {"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 20}},
+        {"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 15}},
+        {
+            "name": "c",
+            "type": "composite",
+            "composite": {
+                "max_total_spans_per_second": 8,
+                "composite_sub_policy": [
+                    {"name": "a", "type": "string_attribute", "string_attribute": {"key": "tier", "values": ["a"]}}
+                ],
+            },
+        },
+    ],
+}
 
 
 def _run(batches, snap_at=None):
@@ -149,7 +177,7 @@ def _run(batches, snap_at=None):
             ts = TailSampler.restore(CFG, ts.snapshot())
         if k % 3 == 0:
             outs.append(ts.advance(now))
-    outs.append(ts.flush_all(10 ** 6))
+    outs.append(ts.flush_all(10**6))
     return ts, outs
 
 

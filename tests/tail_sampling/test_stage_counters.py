@@ -17,8 +17,14 @@ ERR = {"name": "err", "type": "status_code", "status_code": {"status_codes": ["E
 
 
 def step(**sampler) -> TailSampleStep:
-    return TailSampleStep.model_validate({"kind": "tail_sample", "shards": 1, "red": None,
-                                          "sampler": {"decision_wait": "10s", "policies": [ERR]} | sampler})
+    return TailSampleStep.model_validate(
+        {
+            "kind": "tail_sample",
+            "shards": 1,
+            "red": None,
+            "sampler": {"decision_wait": "10s", "policies": [ERR]} | sampler,
+        }
+    )
 
 
 def feed(stage, traces):
@@ -52,29 +58,48 @@ def test_num_traces_overflow_is_counted_in_the_run_stats_and_on_metrics(overflow
     if overflow == "decide_early":
         assert kept == 2
         assert [o.counters for o in outs] == [
-            {}, {}, {},
+            {},
+            {},
+            {},
             {"early_decisions": {"num_traces_overflow": 1}, "sampled_traces": 1},
-            {"early_decisions": {"num_traces_overflow": 1}, "dropped_spans": {"num_traces_overflow": 2},
-             "dropped_traces": {"num_traces_overflow": 1}, "not_sampled_traces": 1},
+            {
+                "early_decisions": {"num_traces_overflow": 1},
+                "dropped_spans": {"num_traces_overflow": 2},
+                "dropped_traces": {"num_traces_overflow": 1},
+                "not_sampled_traces": 1,
+            },
             {"dropped_spans": {"not_sampled": 6}, "dropped_traces": {"not_sampled": 3}, "not_sampled_traces": 3},
         ]
         assert dict(stats.tail_sampling) == {
-            ("early_decisions", "num_traces_overflow"): 2, ("dropped_spans", "num_traces_overflow"): 2,
-            ("dropped_traces", "num_traces_overflow"): 1, ("dropped_spans", "not_sampled"): 6,
-            ("dropped_traces", "not_sampled"): 3, ("traces", "sampled"): 1, ("traces", "not_sampled"): 4}
+            ("early_decisions", "num_traces_overflow"): 2,
+            ("dropped_spans", "num_traces_overflow"): 2,
+            ("dropped_traces", "num_traces_overflow"): 1,
+            ("dropped_spans", "not_sampled"): 6,
+            ("dropped_traces", "not_sampled"): 3,
+            ("traces", "sampled"): 1,
+            ("traces", "not_sampled"): 4,
+        }
     else:
         assert kept == 0
         assert dict(stats.tail_sampling) == {
-            ("early_decisions", "num_traces_overflow"): 2, ("dropped_spans", "num_traces_overflow"): 4,
-            ("dropped_traces", "num_traces_overflow"): 2, ("dropped_spans", "not_sampled"): 6,
-            ("dropped_traces", "not_sampled"): 3, ("traces", "not_sampled"): 3}
+            ("early_decisions", "num_traces_overflow"): 2,
+            ("dropped_spans", "num_traces_overflow"): 4,
+            ("dropped_traces", "num_traces_overflow"): 2,
+            ("dropped_spans", "not_sampled"): 6,
+            ("dropped_traces", "not_sampled"): 3,
+            ("traces", "not_sampled"): 3,
+        }
     # every span accounted for: kept + dropped by reason = 10
     assert kept + sum(n for (k, _), n in stats.tail_sampling.items() if k == "dropped_spans") == 10
     m = scrape(stats)
     assert m['obsflow_tail_sampling_early_decisions_total{reason="num_traces_overflow"}'] == 2.0
-    assert m['obsflow_tail_sampling_dropped_spans_total{reason="num_traces_overflow"}'] == (2.0 if overflow == "decide_early" else 4.0)
+    assert m['obsflow_tail_sampling_dropped_spans_total{reason="num_traces_overflow"}'] == (
+        2.0 if overflow == "decide_early" else 4.0
+    )
     assert m['obsflow_tail_sampling_dropped_traces_total{reason="not_sampled"}'] == 3.0
-    assert m['obsflow_tail_sampling_traces_total{decision="not_sampled"}'] == (4.0 if overflow == "decide_early" else 3.0)
+    assert m['obsflow_tail_sampling_traces_total{decision="not_sampled"}'] == (
+        4.0 if overflow == "decide_early" else 3.0
+    )
     assert m["obsflow_tail_sampling_late_spans_kept_total"] == 0.0
     stats.reset()
     assert not stats.tail_sampling
@@ -83,14 +108,17 @@ def test_num_traces_overflow_is_counted_in_the_run_stats_and_on_metrics(overflow
 def test_counts_not_yet_output_survive_a_snapshot():
     stage = TraceStage(step(num_traces=1, num_traces_overflow="drop_oldest"), None, 0)
     stage.sampler.add(table(trace(1, n=2)), 1000)
-    stage.sampler.add(table(trace(2, n=3)), 2000)       # overflow: trace 1 dropped, reported by the next advance
+    stage.sampler.add(table(trace(2, n=3)), 2000)  # overflow: trace 1 dropped, reported by the next advance
     stage._count(stage.sampler.advance(2000))
     blob = stage.snapshot()
     defn = StageDef(TRACE, 1, ("spans", "traces", "metrics"), ("spans",), (stage.step, None))
     again = make_stage(defn, 0, blob)
     out = again.process(StageInput(TRACE, 0, "spans", None, "spans", 0, 0, 0, 2000))
-    assert out.counters == {"early_decisions": {"num_traces_overflow": 1}, "dropped_spans": {"num_traces_overflow": 2},
-                            "dropped_traces": {"num_traces_overflow": 1}}
+    assert out.counters == {
+        "early_decisions": {"num_traces_overflow": 1},
+        "dropped_spans": {"num_traces_overflow": 2},
+        "dropped_traces": {"num_traces_overflow": 1},
+    }
     stats = RunStats()
     stats.record_stage(out)
     stats.record_stage(again.process(StageInput(TRACE, 0, "spans", None, "spans", 0, 0, 0, 2001)))  # nothing new

@@ -21,13 +21,21 @@ KEY = "unit-test-key-0123456789"
 
 def iso(ms):
     from sources.generator import _iso
+
     return _iso(ms)
 
 
 def event(**kw):
-    base = {"event_id": "e", "timestamp": iso(INGEST - 1000), "page": "/", "session_id": "s", "user": "alice",
-            "client_ip": "81.2.69.160", "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
-            "events": [{"type": "page_view"}]}
+    base = {
+        "event_id": "e",
+        "timestamp": iso(INGEST - 1000),
+        "page": "/",
+        "session_id": "s",
+        "user": "alice",
+        "client_ip": "81.2.69.160",
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+        "events": [{"type": "page_view"}],
+    }
     base.update(kw)
     return json.dumps(base).encode()
 
@@ -53,8 +61,13 @@ def run(signal, values, steps=("validate",), privacy=None, services=None):
 
 
 def test_timestamps_are_judged_against_ingest_time():
-    values = [event(), event(timestamp=iso(INGEST + 6 * 60_000)), event(timestamp=iso(INGEST - 8 * 86400_000)),
-              event(timestamp=iso(INGEST + 4 * 60_000)), event(timestamp=iso(INGEST - 6 * 86400_000))]
+    values = [
+        event(),
+        event(timestamp=iso(INGEST + 6 * 60_000)),
+        event(timestamp=iso(INGEST - 8 * 86400_000)),
+        event(timestamp=iso(INGEST + 4 * 60_000)),
+        event(timestamp=iso(INGEST - 6 * 86400_000)),
+    ]
     b, rejected = run("event", values)
     assert rejected == {
         1: ("timestamp_out_of_range", "timestamp is 6.0m after ingest time (limit 5.0m)"),
@@ -64,9 +77,12 @@ def test_timestamps_are_judged_against_ingest_time():
 
 
 def test_event_types_envelopes_and_required_fields():
-    values = [event(events=[{"type": "page_view"}, {"type": "warp"}]), event(events=[]),
-              json.dumps({"event_id": "e", "timestamp": iso(INGEST), "page": "/", "events": [{"type": "click"}]}).encode(),
-              event(events=[{"type": "click"}, {"type": "scroll", "depth": 0.5}])]
+    values = [
+        event(events=[{"type": "page_view"}, {"type": "warp"}]),
+        event(events=[]),
+        json.dumps({"event_id": "e", "timestamp": iso(INGEST), "page": "/", "events": [{"type": "click"}]}).encode(),
+        event(events=[{"type": "click"}, {"type": "scroll", "depth": 0.5}]),
+    ]
     b, rejected = run("event", values)
     assert rejected[0][0] == "schema_violation" and "unknown event type 'warp'" in rejected[0][1]
     assert rejected[1] == ("schema_violation", "events: an envelope needs at least one interaction")
@@ -77,26 +93,37 @@ def test_event_types_envelopes_and_required_fields():
 
 
 def test_log_levels_are_normalized_and_ids_checked():
-    values = [log(level="warning"), log(level="LOUD"), log(trace_id="A" * 32, span_id="b" * 16), log(trace_id="xyz"), log(level="Critical")]
+    values = [
+        log(level="warning"),
+        log(level="LOUD"),
+        log(trace_id="A" * 32, span_id="b" * 16),
+        log(trace_id="xyz"),
+        log(level="Critical"),
+    ]
     b, rejected = run("log", values)
     assert b.table.column("level").to_pylist() == ["WARN", "INFO", "FATAL"]
     assert b.table.column("trace_id").to_pylist() == [None, "a" * 32, None]
-    assert rejected == {1: ("schema_violation", "level: unknown log level LOUD"),
-                        3: ("schema_violation", "trace_id: expected 32 hexadecimal characters")}
+    assert rejected == {
+        1: ("schema_violation", "level: unknown log level LOUD"),
+        3: ("schema_violation", "trace_id: expected 32 hexadecimal characters"),
+    }
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("mail me at jane.doe+x@mail.example.co.uk now", "mail me at [EMAIL] now"),
-    ("Authorization: Bearer eyJhbGciOi.J9.abc-_= done", "Authorization: Bearer [TOKEN] done"),
-    ("card 4111 1111 1111 1111 declined", "card [CARD] declined"),
-    ("card 4111-1111-1111-1111", "card [CARD]"),
-    ("order 1234567890123456 shipped", "order 1234567890123456 shipped"),  # not a Luhn number
-    ("api_key=abcd1234efgh5678 status=503", "api_key=[API_KEY] status=503"),
-    ('{"apiKey": "k3y-Value-123456"}', '{"apiKey": "[API_KEY]"}'),
-    ("using sk_live_abcdefghij1234567890 and AKIAIOSFODNN7EXAMPLE", "using [API_KEY] and [API_KEY]"),
-    ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "token [API_KEY]"),
-    ("nothing personal here", "nothing personal here"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("mail me at jane.doe+x@mail.example.co.uk now", "mail me at [EMAIL] now"),
+        ("Authorization: Bearer eyJhbGciOi.J9.abc-_= done", "Authorization: Bearer [TOKEN] done"),
+        ("card 4111 1111 1111 1111 declined", "card [CARD] declined"),
+        ("card 4111-1111-1111-1111", "card [CARD]"),
+        ("order 1234567890123456 shipped", "order 1234567890123456 shipped"),  # not a Luhn number
+        ("api_key=abcd1234efgh5678 status=503", "api_key=[API_KEY] status=503"),
+        ('{"apiKey": "k3y-Value-123456"}', '{"apiKey": "[API_KEY]"}'),
+        ("using sk_live_abcdefghij1234567890 and AKIAIOSFODNN7EXAMPLE", "using [API_KEY] and [API_KEY]"),
+        ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "token [API_KEY]"),
+        ("nothing personal here", "nothing personal here"),
+    ],
+)
 def test_text_scrubbing(text, expected):
     s = Scrubber("log", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY))
     assert s.scrub_text(pa.array([text])).to_pylist() == [expected]
@@ -107,7 +134,11 @@ def test_luhn():
 
 
 def test_users_get_keyed_pseudonyms_and_ips_their_network():
-    values = [event(user="alice", client_ip="81.2.69.160"), event(user=None, client_ip="2001:db8:abcd:12::1"), event(user="alice", client_ip=None)]
+    values = [
+        event(user="alice", client_ip="81.2.69.160"),
+        event(user=None, client_ip="2001:db8:abcd:12::1"),
+        event(user="alice", client_ip=None),
+    ]
     b, rejected = run("event", values, steps=("validate", "scrub"))
     assert rejected == {}
     want = hmac.new(KEY.encode(), b"alice", hashlib.sha256).hexdigest()[:32]
@@ -115,6 +146,7 @@ def test_users_get_keyed_pseudonyms_and_ips_their_network():
     assert b.table.column("client_ip_anon").to_pylist() == ["81.2.69.0", "2001:db8:abcd::", None]
     # the raw values are never part of the table written
     from schemas.tables import EVENTS
+
     out = shape.finish(b, EVENTS)
     assert "user_id" not in out.column_names and "client_ip" not in out.column_names
     assert "alice" not in str(out.to_pylist())
@@ -130,7 +162,12 @@ def test_a_missing_pseudonym_key_is_a_clear_error(monkeypatch):
 
 
 def test_enrichment_geo_device_and_bad_ip():
-    values = [event(client_ip="81.2.69.160"), event(client_ip="10.1.2.3"), event(client_ip="999.1.1"), event(client_ip=None)]
+    values = [
+        event(client_ip="81.2.69.160"),
+        event(client_ip="10.1.2.3"),
+        event(client_ip="999.1.1"),
+        event(client_ip=None),
+    ]
     b, rejected = run("event", values, steps=("validate", "scrub", "enrich"))
     assert rejected == {2: ("enrichment_failure", "client_ip: not an IPv4 or IPv6 address: 999.1.1")}
     t = b.table
@@ -165,8 +202,9 @@ def test_geo_country_fast_path_agrees_with_geoip2fast_lookup():
             ips.append(ip)
     public = {ip: geo._country.lookup(ip).country_code for ip in ips}
     assert any(code == "--" for code in public.values())  # the sample reaches unknown networks
-    assert {ip: geo.country_code(ip, _v4_int(ip)) for ip in ips} == \
-        {ip: None if code in ("", "--") else code for ip, code in public.items()}
+    assert {ip: geo.country_code(ip, _v4_int(ip)) for ip in ips} == {
+        ip: None if code in ("", "--") else code for ip, code in public.items()
+    }
     v6 = geo._country.lookup("2001:4860:4860::8888").country_code  # IPv6 takes the public lookup
     assert geo.country_code("2001:4860:4860::8888") == (None if v6 in ("", "--") else v6)
     assert all(geo.lookup(ip).country != "--" for ip in ips[:500])
@@ -185,8 +223,23 @@ def test_geo_batch_lookup_answers_as_the_databases_do():
     geo = GeoLookup()
     rnd = random.Random(23)
     ips = [".".join(str(rnd.randrange(256)) for _ in range(4)) for _ in range(30_000)]
-    ips += ["10.1.2.3", "192.168.0.9", "8.8.8.8", "8.8.4.4", "1.1.1.1", "999.1.1", "01.2.3.4", "2001:4860:4860::8888",
-            "::1", "not an ip", None, "255.255.255.255", "0.0.0.0", "1.0.0.0", "223.255.255.255"]
+    ips += [
+        "10.1.2.3",
+        "192.168.0.9",
+        "8.8.8.8",
+        "8.8.4.4",
+        "1.1.1.1",
+        "999.1.1",
+        "01.2.3.4",
+        "2001:4860:4860::8888",
+        "::1",
+        "not an ip",
+        None,
+        "255.255.255.255",
+        "0.0.0.0",
+        "1.0.0.0",
+        "223.255.255.255",
+    ]
 
     def expected(ip):
         if ip is None:
@@ -215,6 +268,6 @@ def test_geo_batch_lookup_answers_as_the_databases_do():
     assert [fresh.lookup(ip) for ip in ips[:2000]] == got[:2000]
     # a small cache bounds the decoded records and the shared answers too, with the same answers
     small = GeoLookup(cache_size=500)
-    assert [g for k in range(0, len(ips), 1000) for g in small.lookup_many(ips[k:k + 1000])] == got
+    assert [g for k in range(0, len(ips), 1000) for g in small.lookup_many(ips[k : k + 1000])] == got
     assert len(small._records) <= 500 and len(small._geos) <= 500 and len(small._cache) <= 500
     assert small.record_reads > reads  # records evicted were decoded again

@@ -19,11 +19,22 @@ TYPES = "['click', 'error', 'form_start', 'form_step', 'form_submit', 'page_view
 
 @pytest.fixture()
 def graph(tmp_path):
-    spec = parse_spec({"name": "v", "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
-                       "privacy": {"pseudonym_key": "validation-key-0123456789"},
-                       "sources": [{"name": "events", "topic": "events", "signal": "event"}],
-                       "flows": [{"name": "p", "source": "events", "sink": {"table": "events"},
-                                  "steps": [{"kind": "validate"}, {"kind": "scrub"}]}]})
+    spec = parse_spec(
+        {
+            "name": "v",
+            "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
+            "privacy": {"pseudonym_key": "validation-key-0123456789"},
+            "sources": [{"name": "events", "topic": "events", "signal": "event"}],
+            "flows": [
+                {
+                    "name": "p",
+                    "source": "events",
+                    "sink": {"table": "events"},
+                    "steps": [{"kind": "validate"}, {"kind": "scrub"}],
+                }
+            ],
+        }
+    )
     return PipelineGraph(spec)
 
 
@@ -51,38 +62,57 @@ def test_an_unknown_event_type_is_rejected_beside_an_interaction_without_type(gr
         at = docs.index(tap)
         assert dead[at] == ("schema_violation", f"events[0].type: unknown event type 'tap'; expected one of {TYPES}")
         if untyped in docs:
-            assert dead[docs.index(untyped)] == ("schema_violation", "events[0].type: required field is missing or null")
+            assert dead[docs.index(untyped)] == (
+                "schema_violation",
+                "events[0].type: required field is missing or null",
+            )
 
 
 def test_every_interaction_problem_is_named_by_position(graph):
     doc = envelope("e1", [{"type": "click"}, {"type": "tap"}, {"target": "#x"}, {"type": "swipe"}])
     _, dead = process(graph, [doc])
-    assert dead[0] == ("schema_violation", f"events[1].type: unknown event type 'tap'; expected one of {TYPES}; "
-                                           "events[2].type: required field is missing or null; "
-                                           f"events[3].type: unknown event type 'swipe'; expected one of {TYPES}")
+    assert dead[0] == (
+        "schema_violation",
+        f"events[1].type: unknown event type 'tap'; expected one of {TYPES}; "
+        "events[2].type: required field is missing or null; "
+        f"events[3].type: unknown event type 'swipe'; expected one of {TYPES}",
+    )
 
 
 def test_the_design_documents_payload_gets_every_problem_and_close_names(graph):
-    doc = {"page": "/signup", "timeStamp": ISO, "events": [{"click": "#next"}, {"scroll": "50%"}, {"error": {"stackTrace": "Error: x"}}],
-           "user": "u1", "location": "Berlin"}
+    doc = {
+        "page": "/signup",
+        "timeStamp": ISO,
+        "events": [{"click": "#next"}, {"scroll": "50%"}, {"error": {"stackTrace": "Error: x"}}],
+        "user": "u1",
+        "location": "Berlin",
+    }
     doc2 = {**envelope("e9", [{"type": "click", "targt": "#a"}]), "sessionID": "s", "session_id": None}
     rows, dead = process(graph, [doc, doc2])
     assert rows.num_rows == 0
-    assert dead[0] == ("schema_violation", "; ".join([
-        "event_id: required field is missing or null",
-        "timestamp: required field is missing or null",
-        "session_id: required field is missing or null",
-        "events[0].type: required field is missing or null",
-        "events[1].type: required field is missing or null",
-        "events[2].type: required field is missing or null",
-        "unknown field 'timeStamp' (did you mean 'timestamp'?)",
-        """events[0]: unknown field 'click' (an interaction names its kind in 'type': {"type": "click", ...})""",
-        """events[1]: unknown field 'scroll' (an interaction names its kind in 'type': {"type": "scroll", ...})""",
-        """events[2]: unknown field 'error' (an interaction names its kind in 'type': {"type": "error", ...})""",
-    ]))
-    assert dead[1] == ("schema_violation", "session_id: required field is missing or null; "
-                                           "unknown field 'sessionID' (did you mean 'session_id'?); "
-                                           "events[0]: unknown field 'targt' (did you mean 'target'?)")
+    assert dead[0] == (
+        "schema_violation",
+        "; ".join(
+            [
+                "event_id: required field is missing or null",
+                "timestamp: required field is missing or null",
+                "session_id: required field is missing or null",
+                "events[0].type: required field is missing or null",
+                "events[1].type: required field is missing or null",
+                "events[2].type: required field is missing or null",
+                "unknown field 'timeStamp' (did you mean 'timestamp'?)",
+                """events[0]: unknown field 'click' (an interaction names its kind in 'type': {"type": "click", ...})""",
+                """events[1]: unknown field 'scroll' (an interaction names its kind in 'type': {"type": "scroll", ...})""",
+                """events[2]: unknown field 'error' (an interaction names its kind in 'type': {"type": "error", ...})""",
+            ]
+        ),
+    )
+    assert dead[1] == (
+        "schema_violation",
+        "session_id: required field is missing or null; "
+        "unknown field 'sessionID' (did you mean 'session_id'?); "
+        "events[0]: unknown field 'targt' (did you mean 'target'?)",
+    )
 
 
 def test_problems_are_bounded(graph):

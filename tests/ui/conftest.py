@@ -34,9 +34,15 @@ def _env() -> dict[str, str]:
 def demo_warehouse(tmp_path_factory) -> Path:
     """A local warehouse holding every table, from ``obsflow run --count 3000 --dev-key``."""
     wh = tmp_path_factory.mktemp("ui-demo") / "warehouse"
-    res = subprocess.run([sys.executable, "-m", "runners.cli", "run", "--count", str(DEMO_COUNT), "--dev-key",
-                          "--warehouse", str(wh)], check=True, env=_env(), cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "runners.cli", "run", "--count", str(DEMO_COUNT), "--dev-key", "--warehouse", str(wh)],
+        check=True,
+        env=_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (wh.parent / "run-summary.txt").write_text(res.stdout)  # the run summary, for tests of the persisted counters
     return wh
 
@@ -56,8 +62,14 @@ class UiServer:
 
 def start_ui(warehouse: Path, *extra: str) -> UiServer:
     ensure_ui_assets()
-    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "ui", "--warehouse", str(warehouse), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "ui", "--warehouse", str(warehouse), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
     line = proc.stdout.readline()  # "obsflow ui: http://127.0.0.1:PORT/ ..." once listening
     if not line.startswith("obsflow ui: http://"):
         proc.kill()

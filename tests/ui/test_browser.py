@@ -17,8 +17,14 @@ import pytest
 pytestmark = [pytest.mark.ui]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture()
@@ -43,11 +49,20 @@ def browser_page(ui_server, tmp_path):
 
             ctx.route("**/*", route)
             page = ctx.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             # a request cancelled by the next navigation (net::ERR_ABORTED) is not a failure of the page
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
-                    if "ERR_ABORTED" not in (r.failure or "") else None)
+            page.on(
+                "requestfailed",
+                lambda r: (
+                    problems.append(f"request failed: {r.url} {r.failure}")
+                    if "ERR_ABORTED" not in (r.failure or "")
+                    else None
+                ),
+            )
             yield page, problems, shots
         finally:
             browser.close()
@@ -55,8 +70,15 @@ def browser_page(ui_server, tmp_path):
 
 def test_pages_render_offline_without_console_errors(ui_server, browser_page, sql):
     page, problems, shots = browser_page
-    for path, title in [("/health", "Pipeline health"), ("/services", "Services"), ("/traces", "Traces"), ("/logs", "Logs"),
-                        ("/alerts", "Alerts"), ("/product", "Product"), ("/sessions", "Sessions")]:
+    for path, title in [
+        ("/health", "Pipeline health"),
+        ("/services", "Services"),
+        ("/traces", "Traces"),
+        ("/logs", "Logs"),
+        ("/alerts", "Alerts"),
+        ("/product", "Product"),
+        ("/sessions", "Sessions"),
+    ]:
         page.goto(f"{ui_server.url}{path}?range=all")
         assert page.locator("main h1").inner_text() == title
         assert page.locator("section.panel").count() >= 1
@@ -65,16 +87,20 @@ def test_pages_render_offline_without_console_errors(ui_server, browser_page, sq
         page.screenshot(path=str(shots / f"{path.strip('/')}.png"), full_page=True)
     # the funnel table shows the same first step count as the test's SQL
     page.goto(f"{ui_server.url}/product?range=all")
-    first = sql("SELECT sum(\"count\") FROM obs.metrics WHERE name = 'funnel.step.reached' "
-                "AND labels['funnel'] = 'signup' AND labels['step_index'] = '00'")[0][0]
+    first = sql(
+        "SELECT sum(\"count\") FROM obs.metrics WHERE name = 'funnel.step.reached' "
+        "AND labels['funnel'] = 'signup' AND labels['step_index'] = '00'"
+    )[0][0]
     cell = page.locator("#panel-funnel_signup tbody tr").first.locator("td").nth(2)
     assert int(cell.inner_text()) == first
     # show SQL opens the panel's SQL
     page.locator("#panel-funnel_signup details.sql summary").click()
     assert "funnel.step.reached" in page.locator("#panel-funnel_signup details.sql pre").inner_text()
     # a drop-off opens the sessions that stopped at that step
-    step, n = sql("SELECT funnel_last_step, count(*) FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
-                  "AND funnel_last_step <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")[0]
+    step, n = sql(
+        "SELECT funnel_last_step, count(*) FROM obs.sessions WHERE funnel = 'signup' AND funnel_last_step <> 'complete' "
+        "AND funnel_last_step <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+    )[0]
     page.locator(f'#panel-funnel_signup a[href*="last_step={step}"]').click()
     page.wait_for_url(f"**/sessions?funnel=signup&last_step={step}&range=all")  # the page's time range goes along
     assert page.locator("#panel-list tbody tr").count() == n
@@ -83,8 +109,10 @@ def test_pages_render_offline_without_console_errors(ui_server, browser_page, sq
 
 def test_click_trace_to_its_logs(ui_server, browser_page, sql):
     page, problems, shots = browser_page
-    tid, n_trace = sql("SELECT l.trace_id, count(*) FROM obs.logs l JOIN obs.traces t USING (trace_id) "
-                       "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")[0]
+    tid, n_trace = sql(
+        "SELECT l.trace_id, count(*) FROM obs.logs l JOIN obs.traces t USING (trace_id) "
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
+    )[0]
     span_id = sql(f"SELECT span_id FROM obs.spans WHERE trace_id = '{tid}' ORDER BY start, span_id LIMIT 1")[0][0]
     n_span = sql(f"SELECT count(*) FROM obs.logs WHERE trace_id = '{tid}' AND span_id = '{span_id}'")[0][0]
     n_spans = sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
@@ -131,18 +159,24 @@ def test_click_trace_to_its_logs(ui_server, browser_page, sql):
 def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
     page, problems, shots = browser_page
     fp, labels = sql("SELECT fingerprint, labels FROM obs.alerts ORDER BY ts DESC, fingerprint LIMIT 1")[0]
-    conds = " AND ".join(f"m.labels['{k}'] = '{v}'" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    conds = " AND ".join(
+        f"m.labels['{k}'] = '{v}'" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
+    )
     # per window of the series: the kept traces that started in it and have a span of the alert's service
-    windows = sql("SELECT m.window_start, m.window_end, (SELECT count(*) FROM obs.traces t WHERE t.start >= m.window_start "
-                  "AND t.start < m.window_end AND t.trace_id IN (SELECT s.trace_id FROM obs.spans s WHERE s.service = m.labels['service'])) "
-                  f"FROM obs.metrics m WHERE m.name = 'http.latency_ms' AND m.resolution = '1m' AND {conds} ORDER BY 1")
+    windows = sql(
+        "SELECT m.window_start, m.window_end, (SELECT count(*) FROM obs.traces t WHERE t.start >= m.window_start "
+        "AND t.start < m.window_end AND t.trace_id IN (SELECT s.trace_id FROM obs.spans s WHERE s.service = m.labels['service'])) "
+        f"FROM obs.metrics m WHERE m.name = 'http.latency_ms' AND m.resolution = '1m' AND {conds} ORDER BY 1"
+    )
     page.goto(f"{ui_server.url}/alerts?range=all")
     page.locator(f'#panel-changes a[href="/alerts/{fp}?range=all"]').first.click()
     page.wait_for_url(f"**/alerts/{fp}?range=all")  # the page's time range goes along
     page.locator("#panel-series .chart canvas").first.wait_for(state="attached", timeout=15_000)
     assert page.locator("#panel-series tbody tr").count() == len(windows)
     page.screenshot(path=str(shots / "alert.png"), full_page=True)
-    i, (_ws, _we, n) = next((i, w) for i, w in enumerate(windows) if w[2] > 0)  # a window with kept traces of the service
+    i, (_ws, _we, n) = next(
+        (i, w) for i, w in enumerate(windows) if w[2] > 0
+    )  # a window with kept traces of the service
     page.locator("#panel-series tbody tr").nth(i).locator("td").first.locator("a").click()
     page.wait_for_url("**/traces?service=*")
     assert page.locator("#panel-search tbody tr").count() == n
@@ -151,7 +185,10 @@ def test_click_alert_to_series_to_trace(ui_server, browser_page, sql):
     first.click()
     page.wait_for_url(f"**/traces/{tid}")
     page.locator('table.waterfall[data-ready="done"]').wait_for(state="attached")
-    assert page.locator("table.waterfall tr.span").count() == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
+    assert (
+        page.locator("table.waterfall tr.span").count()
+        == sql(f"SELECT count(*) FROM obs.spans WHERE trace_id = '{tid}'")[0][0]
+    )
     assert problems == []
 
 
@@ -172,14 +209,26 @@ def _append_tree_trace(warehouse, n: int) -> str:
     tid, t0, rows = "5e" * 16, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), []
     for i in range(n):
         start = t0 + dt.timedelta(microseconds=10 * i)
-        rows.append({**proto.to_pylist()[0], "trace_id": tid, "span_id": f"{i + 1:016x}",
-                     "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}", "name": f"op-{i % 50}",
-                     "start": start, "end": start + dt.timedelta(milliseconds=100), "duration_ms": 100.0,
-                     "status_code": "ERROR" if i % 97 == 0 else "OK"})
+        rows.append(
+            {
+                **proto.to_pylist()[0],
+                "trace_id": tid,
+                "span_id": f"{i + 1:016x}",
+                "parent_span_id": None if i == 0 else f"{(i - 1) // 4 + 1:016x}",
+                "name": f"op-{i % 50}",
+                "start": start,
+                "end": start + dt.timedelta(milliseconds=100),
+                "duration_ms": 100.0,
+                "status_code": "ERROR" if i % 97 == 0 else "OK",
+            }
+        )
     spans.append(pa.Table.from_pylist(rows, schema=proto.schema))
     tproto = traces.scan(limit=1).to_arrow()
-    traces.append(pa.Table.from_pylist([{**tproto.to_pylist()[0], "trace_id": tid, "start": t0, "span_count": n}],
-                                       schema=tproto.schema))
+    traces.append(
+        pa.Table.from_pylist(
+            [{**tproto.to_pylist()[0], "trace_id": tid, "start": t0, "span_count": n}], schema=tproto.schema
+        )
+    )
     return tid
 
 

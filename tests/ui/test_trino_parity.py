@@ -91,6 +91,10 @@ def test_every_panel_same_in_trino_and_duckdb(shared):
     # and the job's counters in them (obsflow.stats): the newest equal the run's own
     got = duck.get("/api/v1/health/pipeline_counters", params={"range": "all"}).json()
     newest = dict(zip(got["columns"], got["rows"][-1]))
-    assert (newest["records_in"], newest["records_accepted"], newest["records_dead_lettered"], newest["records_dropped"]) \
-        == (counters["records_in"], counters["records_accepted"], counters["records_dead"], counters["records_dropped"])
+    assert (
+        newest["records_in"],
+        newest["records_accepted"],
+        newest["records_dead_lettered"],
+        newest["records_dropped"],
+    ) == (counters["records_in"], counters["records_accepted"], counters["records_dead"], counters["records_dropped"])
     assert counters["records_in"] == 8000  # 2,000 per source

@@ -16,6 +16,21 @@ from transforms.alerting.engine import AlertEngine, AlertOutput
 from transforms.alerting.events import AlertEvent, alert_rows, alertmanager_payload, fingerprint
 from transforms.alerting.rules import RuleEvaluator
 
-__all__ = ["AlertEngine", "AlertOutput", "AlertingConfig", "AlertRule", "Selector", "RouteConfig", "InhibitRule", "Matcher",
-           "RuleEvaluator", "Dispatcher", "Notification", "AlertEvent", "fingerprint", "alert_rows", "alertmanager_payload",
-           "AlertmanagerClient"]
+__all__ = [
+    "AlertEngine",
+    "AlertOutput",
+    "AlertingConfig",
+    "AlertRule",
+    "Selector",
+    "RouteConfig",
+    "InhibitRule",
+    "Matcher",
+    "RuleEvaluator",
+    "Dispatcher",
+    "Notification",
+    "AlertEvent",
+    "fingerprint",
+    "alert_rows",
+    "alertmanager_payload",
+    "AlertmanagerClient",
+]

@@ -21,7 +21,9 @@ class AlertmanagerClient:
 
     def _req(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=self.timeout) as r:
             raw = r.read()
             return json.loads(raw) if raw else None
@@ -34,8 +36,14 @@ class AlertmanagerClient:
             now = int(time.time() * 1000) if now is None else now
             self._req("POST", "/api/v2/alerts", [e.to_alertmanager(self.generator_url, now) for e in events])
 
-    def get_alerts(self, active: bool = True, silenced: bool = True, inhibited: bool = True, filters: list[str] | None = None) -> list[dict]:
-        q = [("active", str(active).lower()), ("silenced", str(silenced).lower()), ("inhibited", str(inhibited).lower())]
+    def get_alerts(
+        self, active: bool = True, silenced: bool = True, inhibited: bool = True, filters: list[str] | None = None
+    ) -> list[dict]:
+        q = [
+            ("active", str(active).lower()),
+            ("silenced", str(silenced).lower()),
+            ("inhibited", str(inhibited).lower()),
+        ]
         q += [("filter", f) for f in filters or []]
         return self._req("GET", "/api/v2/alerts?" + urllib.parse.urlencode(q))
 

@@ -28,7 +28,7 @@ class Matcher(BaseModel):
     def parse(cls, text: str) -> Matcher:
         m = _MATCHER.match(text)
         if not m:
-            raise ValueError(f"expected a matcher like severity=\"P0\", got {text!r}")
+            raise ValueError(f'expected a matcher like severity="P0", got {text!r}')
         return cls(name=m.group(1), op=m.group(2), value=m.group(3))
 
     def matches(self, labels: dict) -> bool:
@@ -86,20 +86,33 @@ class AlertRule(BaseModel):
 
     name: str = Field(description="the rule's name: the alert's alertname label")
     type: Literal["threshold", "anomaly", "absence"] = Field("threshold", description="threshold, anomaly or absence")
-    resolution: Duration = Field(timedelta(minutes=1), ge=MIN_WINDOW, description="the rollup resolution whose window closes evaluate the rule")
+    resolution: Duration = Field(
+        timedelta(minutes=1), ge=MIN_WINDOW, description="the rollup resolution whose window closes evaluate the rule"
+    )
     select: Selector = Field(description="the rows evaluated: {metric, match: {label: value}, value}")
     ratio_of: Selector | None = Field(None, description="denominator selector (value = select / ratio_of)")
     on: list[str] | None = Field(None, description="labels joining numerator and denominator (null: all labels)")
-    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(">", description="threshold: the comparison of value with threshold")
-    threshold: float | None = Field(None, description="threshold: the number compared with (required for threshold rules)")
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = Field(
+        ">", description="threshold: the comparison of value with threshold"
+    )
+    threshold: float | None = Field(
+        None, description="threshold: the number compared with (required for threshold rules)"
+    )
     k: float = Field(3.0, ge=0, le=1e6, description="anomaly: standard deviations from the mean")
     baseline_windows: int = Field(10, ge=2, le=100_000, description="anomaly: how many previous values make the mean")
-    absent_for: Duration = Field(timedelta(minutes=5), ge=MIN_WINDOW, description="absence: how long a series seen before may have no row")
+    absent_for: Duration = Field(
+        timedelta(minutes=5), ge=MIN_WINDOW, description="absence: how long a series seen before may have no row"
+    )
     for_: Duration = Field(timedelta(0), alias="for", description="how long the condition holds before firing")
-    keep_firing_for: Duration = Field(timedelta(0), description="how long a firing alert stays firing after the condition stops")
+    keep_firing_for: Duration = Field(
+        timedelta(0), description="how long a firing alert stays firing after the condition stops"
+    )
     severity: Literal["P0", "P1", "P2"] = Field("P2", description="the severity label: P0, P1 or P2")
     labels: dict[str, str] = Field(default_factory=dict, description="extra alert labels")
-    annotations: dict[str, str] = Field(default_factory=dict, description="summary, description, runbook_url; {{ $value }} and {{ $labels.x }} are expanded")
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="summary, description, runbook_url; {{ $value }} and {{ $labels.x }} are expanded",
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -114,7 +127,7 @@ class InhibitRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source_matchers: list[Matcher] = Field(description="matchers of the muting alerts, like severity=\"P0\"")
+    source_matchers: list[Matcher] = Field(description='matchers of the muting alerts, like severity="P0"')
     target_matchers: list[Matcher] = Field(description="matchers of the alerts that get muted")
     equal: list[str] = Field(default_factory=list, description="labels whose values must be equal in source and target")
 
@@ -133,13 +146,25 @@ class RouteConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    receiver: str | None = Field(None, description="receiver of the alerts that land on this route (root: default); inherited")
-    group_by: list[str] | None = Field(None, description="grouping labels (root: [alertname]); ['...'] groups by all labels; inherited")
-    group_wait: Duration | None = Field(None, description="wait before a new group's first notification (root: 30s); inherited")
-    group_interval: Duration | None = Field(None, ge=MIN_WINDOW, description="between flushes of a group (root: 5m); inherited")
-    repeat_interval: Duration | None = Field(None, ge=MIN_WINDOW, description="re-notify unchanged firing groups (root: 4h); inherited")
-    matchers: list[Matcher] = Field(default_factory=list, description="matchers like severity=\"P0\", team=~\"pay.*\"; all must match; "
-                                                                 "the root has none")
+    receiver: str | None = Field(
+        None, description="receiver of the alerts that land on this route (root: default); inherited"
+    )
+    group_by: list[str] | None = Field(
+        None, description="grouping labels (root: [alertname]); ['...'] groups by all labels; inherited"
+    )
+    group_wait: Duration | None = Field(
+        None, description="wait before a new group's first notification (root: 30s); inherited"
+    )
+    group_interval: Duration | None = Field(
+        None, ge=MIN_WINDOW, description="between flushes of a group (root: 5m); inherited"
+    )
+    repeat_interval: Duration | None = Field(
+        None, ge=MIN_WINDOW, description="re-notify unchanged firing groups (root: 4h); inherited"
+    )
+    matchers: list[Matcher] = Field(
+        default_factory=list,
+        description='matchers like severity="P0", team=~"pay.*"; all must match; the root has none',
+    )
     continue_: bool = Field(False, alias="continue", description="after matching, go on trying the following siblings")
     routes: list[RouteConfig] = Field(default_factory=list, description="child routes, with these same keys")
 
@@ -149,8 +174,10 @@ class RouteConfig(BaseModel):
     @classmethod
     def _removed(cls, v):
         if isinstance(v, dict) and "severity_receivers" in v:
-            raise ValueError("severity_receivers was removed: route by severity with child routes, e.g. "
-                             "routes: [{matchers: ['severity=\"P0\"'], receiver: pager}]")
+            raise ValueError(
+                "severity_receivers was removed: route by severity with child routes, e.g. "
+                "routes: [{matchers: ['severity=\"P0\"'], receiver: pager}]"
+            )
         return v
 
     def receiver_names(self) -> list[str]:
@@ -160,14 +187,24 @@ class RouteConfig(BaseModel):
         return out
 
 
-ROOT_DEFAULTS = {"receiver": "default", "group_by": ["alertname"], "group_wait": "30s", "group_interval": "5m",
-                 "repeat_interval": "4h"}
+ROOT_DEFAULTS = {
+    "receiver": "default",
+    "group_by": ["alertname"],
+    "group_wait": "30s",
+    "group_interval": "5m",
+    "repeat_interval": "4h",
+}
 
 
 def default_route() -> RouteConfig:
     """The default tree: P0 and P1 → ``pager``, P2 → ``ticket``, anything else → ``default``."""
-    return RouteConfig(**ROOT_DEFAULTS, routes=[RouteConfig(matchers=['severity=~"P0|P1"'], receiver="pager"),
-                                                RouteConfig(matchers=['severity="P2"'], receiver="ticket")])
+    return RouteConfig(
+        **ROOT_DEFAULTS,
+        routes=[
+            RouteConfig(matchers=['severity=~"P0|P1"'], receiver="pager"),
+            RouteConfig(matchers=['severity="P2"'], receiver="ticket"),
+        ],
+    )
 
 
 class Receiver(BaseModel):
@@ -183,16 +220,27 @@ class AlertingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[AlertRule] = Field(default_factory=list, description="alert rules (keys below)")
-    route: RouteConfig = Field(default_factory=default_route, description="Alertmanager's route tree; by default P0 and P1 go to "
-                               "pager, P2 to ticket, the rest to default; a route given in the spec replaces the whole tree")
-    receivers: list[Receiver] | None = Field(None, description="[{name, ...}]: other keys (webhook_configs...) pass through to "
-                                                            "the generated Alertmanager config; every receiver the route names must be "
-                                                            "listed; default: the names the route uses")
-    inhibit_rules: list[InhibitRule] = Field(default_factory=list, description="alerts muted while others fire (keys below)")
+    route: RouteConfig = Field(
+        default_factory=default_route,
+        description="Alertmanager's route tree; by default P0 and P1 go to "
+        "pager, P2 to ticket, the rest to default; a route given in the spec replaces the whole tree",
+    )
+    receivers: list[Receiver] | None = Field(
+        None,
+        description="[{name, ...}]: other keys (webhook_configs...) pass through to "
+        "the generated Alertmanager config; every receiver the route names must be "
+        "listed; default: the names the route uses",
+    )
+    inhibit_rules: list[InhibitRule] = Field(
+        default_factory=list, description="alerts muted while others fire (keys below)"
+    )
     external_url: str = Field("http://obsflow.local", description="generator URL base")
-    resend_delay: str = Field("1m", description="re-send still-firing alerts to Alertmanager this often (Prometheus' "
-                                                "--rules.alert.resend-delay); each send's endsAt is 4 x max(resend_delay, "
-                                                "the rule's resolution) ahead")
+    resend_delay: str = Field(
+        "1m",
+        description="re-send still-firing alerts to Alertmanager this often (Prometheus' "
+        "--rules.alert.resend-delay); each send's endsAt is 4 x max(resend_delay, "
+        "the rule's resolution) ahead",
+    )
 
     @field_validator("resend_delay")
     @classmethod
@@ -229,7 +277,11 @@ class AlertingConfig(BaseModel):
         return self
 
     def receiver_list(self) -> list[Receiver]:
-        return list(self.receivers) if self.receivers is not None else [Receiver(name=n) for n in self.route.receiver_names()]
+        return (
+            list(self.receivers)
+            if self.receivers is not None
+            else [Receiver(name=n) for n in self.route.receiver_names()]
+        )
 
     def alertmanager_config(self) -> dict:
         """This routing, receivers and inhibition as a Prometheus Alertmanager configuration
@@ -237,6 +289,7 @@ class AlertingConfig(BaseModel):
         :class:`transforms.alerting.Dispatcher` does. ``global.resolve_timeout`` is the
         alerts' validity (:meth:`resolve_timeout_ms`): firing alerts are re-sent every
         ``resend_delay`` with an ``endsAt`` that far ahead."""
+
         def fmt_m(ms):
             return [f"{m.name}{m.op}{json.dumps(m.value)}" for m in ms]
 
@@ -258,11 +311,20 @@ class AlertingConfig(BaseModel):
                 d["routes"] = [node(c) for c in r.routes]
             return d
 
-        out = {"global": {"resolve_timeout": format_duration(self.resolve_timeout_ms())},
-               "route": node(self.route), "receivers": [x.model_dump() for x in self.receiver_list()]}
+        out = {
+            "global": {"resolve_timeout": format_duration(self.resolve_timeout_ms())},
+            "route": node(self.route),
+            "receivers": [x.model_dump() for x in self.receiver_list()],
+        }
         if self.inhibit_rules:
-            out["inhibit_rules"] = [{"source_matchers": fmt_m(i.source_matchers), "target_matchers": fmt_m(i.target_matchers),
-                                     "equal": list(i.equal)} for i in self.inhibit_rules]
+            out["inhibit_rules"] = [
+                {
+                    "source_matchers": fmt_m(i.source_matchers),
+                    "target_matchers": fmt_m(i.target_matchers),
+                    "equal": list(i.equal),
+                }
+                for i in self.inhibit_rules
+            ]
         return out
 
     def alertmanager_yaml(self) -> str:

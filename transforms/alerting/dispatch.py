@@ -67,12 +67,25 @@ class _Route:
         def pick(name, ms=False):
             v = getattr(r, name)
             if v is None:
-                return getattr(parent, {"group_wait": "wait", "group_interval": "interval", "repeat_interval": "repeat"}.get(name, name))
+                return getattr(
+                    parent,
+                    {"group_wait": "wait", "group_interval": "interval", "repeat_interval": "repeat"}.get(name, name),
+                )
             return duration_ms(v) if ms else v
+
         ms = ",".join(f"{m.name}{m.op}{m.value!r}" for m in r.matchers)
         key = "{}" if parent is None else f"{parent.key}/{{{ms}}}/{index}"
-        node = cls(key, pick("receiver"), list(pick("group_by")), pick("group_wait", True), pick("group_interval", True),
-                   pick("repeat_interval", True), list(r.matchers), r.continue_, [])
+        node = cls(
+            key,
+            pick("receiver"),
+            list(pick("group_by")),
+            pick("group_wait", True),
+            pick("group_interval", True),
+            pick("repeat_interval", True),
+            list(r.matchers),
+            r.continue_,
+            [],
+        )
         node.routes = [cls.build(c, node, i) for i, c in enumerate(r.routes)]
         return node
 
@@ -123,8 +136,15 @@ class Dispatcher:
             for route, key, glabels in self.routes(e.labels):
                 g = self.groups.get(key)
                 if g is None:
-                    g = self.groups[key] = {"receiver": route.receiver, "labels": glabels, "alerts": {}, "next": e.at + route.wait,
-                                            "sent": None, "interval": route.interval, "repeat": route.repeat}
+                    g = self.groups[key] = {
+                        "receiver": route.receiver,
+                        "labels": glabels,
+                        "alerts": {},
+                        "next": e.at + route.wait,
+                        "sent": None,
+                        "interval": route.interval,
+                        "repeat": route.repeat,
+                    }
                 g["alerts"][e.fingerprint] = e
         return out
 
@@ -186,7 +206,9 @@ class Dispatcher:
             repeat = notify
         note = None
         if notify:
-            note = Notification(at, g["receiver"], key, dict(g["labels"]), "firing" if firing else "resolved", send, repeat)
+            note = Notification(
+                at, g["receiver"], key, dict(g["labels"]), "firing" if firing else "resolved", send, repeat
+            )
             g["sent"] = {"firing": firing, "resolved": resolved, "at": at}
         for e in alerts:
             if e.status == "resolved":
@@ -198,7 +220,9 @@ class Dispatcher:
         return note
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"groups": self.groups, "firing": self.firing, "inhibited": self.inhibited, "now": self.now}, protocol=5)
+        return pickle.dumps(
+            {"groups": self.groups, "firing": self.firing, "inhibited": self.inhibited, "now": self.now}, protocol=5
+        )
 
     def restore(self, blob: bytes) -> None:
         self.__dict__.update(pickle.loads(blob))

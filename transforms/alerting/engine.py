@@ -26,10 +26,10 @@ NOTIFIED = ("firing", "resolved")
 
 @dataclass
 class AlertOutput:
-    events: list[AlertEvent] = field(default_factory=list)          # firing / resolved
+    events: list[AlertEvent] = field(default_factory=list)  # firing / resolved
     notifications: list[Notification] = field(default_factory=list)
-    changes: list[AlertEvent] = field(default_factory=list)         # every state change, pending included
-    resends: list[AlertEvent] = field(default_factory=list)         # still-firing alerts re-sent (Alertmanager only)
+    changes: list[AlertEvent] = field(default_factory=list)  # every state change, pending included
+    resends: list[AlertEvent] = field(default_factory=list)  # still-firing alerts re-sent (Alertmanager only)
 
     def rows(self) -> pa.Table:
         """``obs.alerts`` rows: every state change."""
@@ -53,6 +53,7 @@ class AlertEngine:
         notes = self.dispatcher.add(events)
         if rows.num_rows:
             import pyarrow.compute as pc
+
             t = pc.max(rows.column("window_end")).cast(pa.timestamp("ms", tz="UTC")).value
             notes += self.dispatcher.advance(t)
         return AlertOutput(events, notes, changes, resends)
@@ -68,8 +69,14 @@ class AlertEngine:
         return AlertOutput([], self.dispatcher.advance(t))
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"config": self.config.model_dump(by_alias=True), "rules": self.rules.snapshot(),
-                             "dispatch": self.dispatcher.snapshot()}, protocol=5)
+        return pickle.dumps(
+            {
+                "config": self.config.model_dump(by_alias=True),
+                "rules": self.rules.snapshot(),
+                "dispatch": self.dispatcher.snapshot(),
+            },
+            protocol=5,
+        )
 
     def restore(self, blob: bytes) -> None:
         doc = pickle.loads(blob)

@@ -59,9 +59,21 @@ class AlertEvent:
 
     def to_kafka(self) -> bytes:
         """JSON payload for the alerts topic (fields of ``alert_event.avsc``; times in epoch ms)."""
-        return json.dumps({"fingerprint": self.fingerprint, "status": self.status, "rule": self.rule, "severity": self.severity,
-                           "labels": self.labels, "annotations": self.annotations, "value": self.value,
-                           "startsAt": self.starts_at, "endsAt": self.ends_at}, sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "fingerprint": self.fingerprint,
+                "status": self.status,
+                "rule": self.rule,
+                "severity": self.severity,
+                "labels": self.labels,
+                "annotations": self.annotations,
+                "value": self.value,
+                "startsAt": self.starts_at,
+                "endsAt": self.ends_at,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
 
     def to_alertmanager(self, generator_url: str = "", now: int | None = None) -> dict:
         """One element of the ``POST /api/v2/alerts`` body. A resolved alert carries its
@@ -71,7 +83,12 @@ class AlertEvent:
         rather than from its event time: ``endsAt = max(valid_until, now + valid_until - at)``,
         so a pipeline running behind the wall clock (or a replay) does not send an ``endsAt``
         that has already passed."""
-        d = {"labels": self.labels, "annotations": self.annotations, "startsAt": iso(self.starts_at), "generatorURL": generator_url}
+        d = {
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": iso(self.starts_at),
+            "generatorURL": generator_url,
+        }
         ends = self.ends_at
         if self.status == "firing" and self.valid_until is not None:
             ends = self.valid_until if now is None else max(self.valid_until, now + self.valid_until - self.at)
@@ -84,16 +101,23 @@ def alert_rows(events: list[AlertEvent]) -> pa.Table:
     """Rows of the ``obs.alerts`` table."""
     sch = ALERTS.arrow_schema()
     ts = sch.field("ts").type
-    return pa.table({
-        "ts": pa.array([e.at * 1000 for e in events], pa.int64()).cast(ts),
-        "fingerprint": [e.fingerprint for e in events], "status": [e.status for e in events], "rule": [e.rule for e in events],
-        "severity": [e.severity for e in events],
-        "labels": pa.array([sorted(e.labels.items()) for e in events], sch.field("labels").type),
-        "annotations": pa.array([sorted(e.annotations.items()) for e in events], sch.field("annotations").type),
-        "value": pa.array([e.value for e in events], pa.float64()),
-        "starts_at": pa.array([e.starts_at * 1000 for e in events], pa.int64()).cast(ts),
-        "ends_at": pa.array([e.ends_at * 1000 if e.ends_at is not None else None for e in events], pa.int64()).cast(ts),
-    }, schema=sch)
+    return pa.table(
+        {
+            "ts": pa.array([e.at * 1000 for e in events], pa.int64()).cast(ts),
+            "fingerprint": [e.fingerprint for e in events],
+            "status": [e.status for e in events],
+            "rule": [e.rule for e in events],
+            "severity": [e.severity for e in events],
+            "labels": pa.array([sorted(e.labels.items()) for e in events], sch.field("labels").type),
+            "annotations": pa.array([sorted(e.annotations.items()) for e in events], sch.field("annotations").type),
+            "value": pa.array([e.value for e in events], pa.float64()),
+            "starts_at": pa.array([e.starts_at * 1000 for e in events], pa.int64()).cast(ts),
+            "ends_at": pa.array([e.ends_at * 1000 if e.ends_at is not None else None for e in events], pa.int64()).cast(
+                ts
+            ),
+        },
+        schema=sch,
+    )
 
 
 def alertmanager_payload(events: list[AlertEvent], generator_url: str = "", now: int | None = None) -> list[dict]:

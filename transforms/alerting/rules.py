@@ -31,8 +31,14 @@ from transforms.alerting.config import AlertRule, Selector
 from transforms.alerting.events import AlertEvent, fingerprint
 from transforms.rollup.config import duration_ms
 
-_OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-        "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+_OPS = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
 _TPL = re.compile(r"\{\{\s*\$(value|labels\.([A-Za-z_][A-Za-z0-9_]*))\s*\}\}")
 
 
@@ -44,7 +50,10 @@ def _value(row: dict, field: str):
 
 
 def _expand(text: str, labels: dict, value) -> str:
-    return _TPL.sub(lambda m: (f"{value:g}" if value is not None else "") if m.group(1) == "value" else labels.get(m.group(2), ""), text)
+    return _TPL.sub(
+        lambda m: (f"{value:g}" if value is not None else "") if m.group(1) == "value" else labels.get(m.group(2), ""),
+        text,
+    )
 
 
 class RuleEvaluator:
@@ -57,7 +66,7 @@ class RuleEvaluator:
         self.by_res: dict[int, list[AlertRule]] = {}
         for r in rules:
             self.by_res.setdefault(duration_ms(r.resolution), []).append(r)
-        self.alerts: dict[tuple[str, str], dict] = {}      # (rule, fp) -> state
+        self.alerts: dict[tuple[str, str], dict] = {}  # (rule, fp) -> state
         self.baselines: dict[tuple[str, str], deque] = {}  # anomaly history
         self.seen: dict[tuple[str, str], tuple[int, dict]] = {}  # absence: last window_end, labels
         self.last_eval: dict[int, int] = {}
@@ -74,7 +83,7 @@ class RuleEvaluator:
             row["labels"] = dict(row["labels"] or [])
             groups.setdefault((end, self._res_ms(row["resolution"])), []).append(row)
         out = []
-        for (end, res) in sorted(groups):
+        for end, res in sorted(groups):
             out.extend(self.evaluate_at(res, end, groups[(end, res)]))
         return out
 
@@ -124,7 +133,11 @@ class RuleEvaluator:
                 pairs = [(r["labels"], v) for r, v in self._select(rule.select, rows) if v is not None]
             else:
                 on = rule.on
-                key = (lambda lab: tuple(sorted(lab.items()))) if on is None else (lambda lab: tuple((k, lab.get(k, "")) for k in on))
+                key = (
+                    (lambda lab: tuple(sorted(lab.items())))
+                    if on is None
+                    else (lambda lab: tuple((k, lab.get(k, "")) for k in on))
+                )
                 den: dict[tuple, float] = {}
                 for r, v in self._select(rule.ratio_of, rows):
                     if v is not None:
@@ -171,8 +184,17 @@ class RuleEvaluator:
     def _event(self, rule, st, status, t, ends_at=None) -> AlertEvent:
         ann = {k: _expand(v, st["labels"], st["value"]) for k, v in rule.annotations.items()}
         starts = st["fired_at"] if status in ("firing", "resolved") else st["active_at"]
-        return AlertEvent(status=status, rule=rule.name, severity=rule.severity, labels=dict(st["labels"]), annotations=ann,
-                          value=st["value"], starts_at=starts, ends_at=ends_at, at=t)
+        return AlertEvent(
+            status=status,
+            rule=rule.name,
+            severity=rule.severity,
+            labels=dict(st["labels"]),
+            annotations=ann,
+            value=st["value"],
+            starts_at=starts,
+            ends_at=ends_at,
+            at=t,
+        )
 
     def _transition(self, rule: AlertRule, t: int, active: dict) -> list[AlertEvent]:
         out = []
@@ -181,7 +203,12 @@ class RuleEvaluator:
             labels, v = active[fp]
             st = self.alerts.get((rule.name, fp))
             if st is None:
-                st = self.alerts[(rule.name, fp)] = {"state": "pending", "active_at": t, "fired_at": None, "labels": labels}
+                st = self.alerts[(rule.name, fp)] = {
+                    "state": "pending",
+                    "active_at": t,
+                    "fired_at": None,
+                    "labels": labels,
+                }
             st["last_true"], st["value"] = t, v
             if st["state"] == "pending" and t - st["active_at"] >= for_ms:
                 st["state"], st["fired_at"], st["last_sent"] = "firing", t, t
@@ -205,7 +232,10 @@ class RuleEvaluator:
         return {k: v["state"] for k, v in self.alerts.items()}
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"alerts": self.alerts, "baselines": self.baselines, "seen": self.seen, "last_eval": self.last_eval}, protocol=5)
+        return pickle.dumps(
+            {"alerts": self.alerts, "baselines": self.baselines, "seen": self.seen, "last_eval": self.last_eval},
+            protocol=5,
+        )
 
     def restore(self, blob: bytes) -> None:
         self.__dict__.update(pickle.loads(blob))

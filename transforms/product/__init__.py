@@ -9,5 +9,15 @@ from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig, s
 from transforms.product.fingerprint import ErrorGrouper, fingerprint, normalize_stack, normalize_stacks
 from transforms.product.sessions import ProductAnalytics, ProductOutput
 
-__all__ = ["ProductAnalytics", "ProductOutput", "ProductConfig", "FunnelConfig", "FunnelStep", "signup_funnel",
-           "ErrorGrouper", "fingerprint", "normalize_stack", "normalize_stacks"]
+__all__ = [
+    "ProductAnalytics",
+    "ProductOutput",
+    "ProductConfig",
+    "FunnelConfig",
+    "FunnelStep",
+    "signup_funnel",
+    "ErrorGrouper",
+    "fingerprint",
+    "normalize_stack",
+    "normalize_stacks",
+]

@@ -30,8 +30,11 @@ class FunnelConfig(BaseModel):
     name: str = Field(description="funnel name")
     steps: list[FunnelStep] = Field(min_length=1, description="ordered steps (at least one; keys below)")
     form: str | None = Field(None, description="form whose abandonment is tracked")
-    ordered: bool = Field(False, description="steps must occur in event-time order; off: a step counts when it occurs at all "
-                                             "(robust to client clock jitter), reached = longest prefix of steps that occur")
+    ordered: bool = Field(
+        False,
+        description="steps must occur in event-time order; off: a step counts when it occurs at all "
+        "(robust to client clock jitter), reached = longest prefix of steps that occur",
+    )
 
     @model_validator(mode="after")
     def _names(self):
@@ -43,11 +46,15 @@ class FunnelConfig(BaseModel):
 
 def signup_funnel() -> FunnelConfig:
     """The default funnel: /signup view → form_start → form steps 1..5 → submit → complete."""
-    steps = [FunnelStep(name="view", event_type="page_view", page="/signup"),
-             FunnelStep(name="form_start", event_type="form_start", form="signup")]
+    steps = [
+        FunnelStep(name="view", event_type="page_view", page="/signup"),
+        FunnelStep(name="form_start", event_type="form_start", form="signup"),
+    ]
     steps += [FunnelStep(name=f"step_{i}", event_type="form_step", form="signup", form_step=i) for i in range(1, 6)]
-    steps += [FunnelStep(name="submit", event_type="form_submit", form="signup"),
-              FunnelStep(name="complete", event_type="signup_complete", form="signup")]
+    steps += [
+        FunnelStep(name="submit", event_type="form_submit", form="signup"),
+        FunnelStep(name="complete", event_type="signup_complete", form="signup"),
+    ]
     return FunnelConfig(name="signup", steps=steps, form="signup")
 
 
@@ -56,12 +63,21 @@ class ProductConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    session_gap: Duration = Field(timedelta(minutes=30), ge=MIN_WINDOW, description="a session ends after this much inactivity")
-    watermark_delay: Duration = Field(timedelta(seconds=10), description="watermark = max event time seen - watermark_delay")
-    report_resolution: Duration = Field(timedelta(hours=1), ge=MIN_WINDOW, description="window of the funnel report rows (by session end)")
-    funnels: list[FunnelConfig] = Field(default_factory=lambda: [signup_funnel()],
-                                        description="funnels (keys below); default: the signup funnel")
-    max_pages: int = Field(100, ge=1, le=100_000, description="pages kept per session row (consecutive repeats collapsed)")
+    session_gap: Duration = Field(
+        timedelta(minutes=30), ge=MIN_WINDOW, description="a session ends after this much inactivity"
+    )
+    watermark_delay: Duration = Field(
+        timedelta(seconds=10), description="watermark = max event time seen - watermark_delay"
+    )
+    report_resolution: Duration = Field(
+        timedelta(hours=1), ge=MIN_WINDOW, description="window of the funnel report rows (by session end)"
+    )
+    funnels: list[FunnelConfig] = Field(
+        default_factory=lambda: [signup_funnel()], description="funnels (keys below); default: the signup funnel"
+    )
+    max_pages: int = Field(
+        100, ge=1, le=100_000, description="pages kept per session row (consecutive repeats collapsed)"
+    )
 
     @property
     def gap_ms(self) -> int:

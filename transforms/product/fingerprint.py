@@ -25,6 +25,7 @@ import pickle
 import pyarrow as pa
 import pyarrow.compute as pc
 
+
 def _hash8() -> str:
     """An 8-character base64url-ish content hash as Vite / Rollup write it
     (``index-DiwrgTda.js``): 8 word characters with at least one digit or capital
@@ -63,10 +64,17 @@ _RULES = [
 ]
 PY_TRACEBACK = "Traceback (most recent call last)"
 
-GROUP_SCHEMA = pa.schema([
-    ("fingerprint", pa.string()), ("error_type", pa.string()), ("normalized", pa.string()), ("count", pa.int64()),
-    ("first_seen", pa.timestamp("ms", tz="UTC")), ("last_seen", pa.timestamp("ms", tz="UTC")), ("sample_message", pa.string()),
-])
+GROUP_SCHEMA = pa.schema(
+    [
+        ("fingerprint", pa.string()),
+        ("error_type", pa.string()),
+        ("normalized", pa.string()),
+        ("count", pa.int64()),
+        ("first_seen", pa.timestamp("ms", tz="UTC")),
+        ("last_seen", pa.timestamp("ms", tz="UTC")),
+        ("sample_message", pa.string()),
+    ]
+)
 
 
 def normalize_stacks(stacks: pa.Array) -> pa.Array:
@@ -105,9 +113,15 @@ class ErrorGrouper:
         stack = pc.coalesce(t.column("error_stack"), t.column("error_message"), pa.scalar(""))
         norm = normalize_stacks(stack.combine_chunks() if isinstance(stack, pa.ChunkedArray) else stack)
         ts = pc.cast(t.column("ts").cast(pa.timestamp("ms", tz="UTC")), pa.int64())
-        g = pa.table({"n": norm, "ts": ts, "msg": t.column("error_message")}).sort_by("ts").group_by("n", use_threads=False).aggregate(
-            [("ts", "min"), ("ts", "max"), ("ts", "count"), ("msg", "first")])
-        for n, lo, hi, c, msg in zip(*(g.column(k).to_pylist() for k in ("n", "ts_min", "ts_max", "ts_count", "msg_first"))):
+        g = (
+            pa.table({"n": norm, "ts": ts, "msg": t.column("error_message")})
+            .sort_by("ts")
+            .group_by("n", use_threads=False)
+            .aggregate([("ts", "min"), ("ts", "max"), ("ts", "count"), ("msg", "first")])
+        )
+        for n, lo, hi, c, msg in zip(
+            *(g.column(k).to_pylist() for k in ("n", "ts_min", "ts_max", "ts_count", "msg_first"))
+        ):
             fp = fingerprint(n)
             cur = self.groups_.get(fp)
             if cur is None:

@@ -51,7 +51,12 @@ class FunnelMatcher:
 
     def matches(self, k: int, event_type, page, form, form_step) -> bool:
         et, pg, fm, st = self.preds[k]
-        return et == event_type and (pg is None or pg == page) and (fm is None or fm == form) and (st is None or st == form_step)
+        return (
+            et == event_type
+            and (pg is None or pg == page)
+            and (fm is None or fm == form)
+            and (st is None or st == form_step)
+        )
 
 
 class FunnelReport:
@@ -97,11 +102,18 @@ class FunnelReport:
         funnel = self.funnels[name]
         start, end = k * self.res, (k + 1) * self.res
         import datetime as dt
+
         ws = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
         we = dt.datetime.fromtimestamp(end / 1000, dt.UTC)
         base = {c: None for c in METRICS.arrow_schema().names}
-        base.update(window_start=ws, window_end=we, resolution=format_duration(self.res), kind="summary",
-                    exemplar_trace_ids=[], late_samples=0)
+        base.update(
+            window_start=ws,
+            window_end=we,
+            resolution=format_duration(self.res),
+            kind="summary",
+            exemplar_trace_ids=[],
+            late_samples=0,
+        )
         out = []
         for i, step in enumerate(funnel.steps):
             labels = [("funnel", name), ("step", step.name), ("step_index", f"{i:02d}")]
@@ -109,8 +121,15 @@ class FunnelReport:
             out.append({**base, "name": "funnel.step.reached", "labels": labels, "count": reached})
             out.append({**base, "name": "funnel.step.dropoff", "labels": labels, "count": f["last"][i]})
             prev = f["reached"][i - 1] if i else reached
-            out.append({**base, "name": "funnel.step.conversion", "labels": labels, "count": reached,
-                        "last": (reached / prev) if prev else None})
+            out.append(
+                {
+                    **base,
+                    "name": "funnel.step.conversion",
+                    "labels": labels,
+                    "count": reached,
+                    "last": (reached / prev) if prev else None,
+                }
+            )
             t = np.sort(np.asarray(f["times"][i], dtype=np.float64))
             if len(t):
                 out.append({**base, "name": "funnel.step.time_ms", "labels": labels, **_summary(t)})
@@ -119,6 +138,12 @@ class FunnelReport:
             labels = [("from", funnel.steps[0].name), ("funnel", name), ("to", funnel.steps[-1].name)]
             out.append({**base, "name": "funnel.time_to_convert_ms", "labels": labels, **_summary(t)})
         if funnel.form:
-            out.append({**base, "name": "funnel.form.abandoned", "labels": [("form", funnel.form), ("funnel", name)],
-                        "count": f["abandoned"]})
+            out.append(
+                {
+                    **base,
+                    "name": "funnel.form.abandoned",
+                    "labels": [("form", funnel.form), ("funnel", name)],
+                    "count": f["abandoned"],
+                }
+            )
         return out

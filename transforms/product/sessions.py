@@ -47,13 +47,22 @@ class ProductAnalytics:
         self.config = config if isinstance(config, ProductConfig) else ProductConfig(**(config or {}))
         self.matchers = [FunnelMatcher(f) for f in self.config.funnels]
         self.gap = self.config.gap_ms
-        self.open: dict[str, list] = {}   # session_id -> list of event tuples (ts, seq, type, page, form, step, user, geo, device)
+        self.open: dict[
+            str, list
+        ] = {}  # session_id -> list of event tuples (ts, seq, type, page, form, step, user, geo, device)
         self.last: dict[str, int] = {}
         self.watermark: int | None = None
         self.max_seen: int | None = None
         self.seq = 0
         self.report = FunnelReport(self.config.funnels, self.config.report_ms)
-        self.stats = {"events": 0, "sessions_closed": 0, "reopened": 0, "no_session_id": 0, "no_ts": 0, "session_events": 0}
+        self.stats = {
+            "events": 0,
+            "sessions_closed": 0,
+            "reopened": 0,
+            "no_session_id": 0,
+            "no_ts": 0,
+            "session_events": 0,
+        }
 
     def process(self, events: pa.Table) -> ProductOutput:
         cols = [events.column(c).to_pylist() if c in events.column_names else [None] * events.num_rows for c in _COLS]
@@ -70,7 +79,7 @@ class ProductAnalytics:
             self.seq += 1
             last = self.last.get(sid)
             if last is not None and t >= last + self.gap:
-                closed.append(self._close_one(sid))   # a new session with the same id
+                closed.append(self._close_one(sid))  # a new session with the same id
                 self.stats["reopened"] += 1
                 last = None
             elif last is None and sid in self._closed_ids:
@@ -147,13 +156,30 @@ class ProductAnalytics:
                 best = (m, k, times, started and not submitted)
         start, end = evs[0][0], evs[-1][0]
         first = lambda i: next((e[i] for e in evs if e[i] is not None), None)  # noqa: E731
-        row = {"session_id": sid, "user_pseudonym": first(6), "start": start, "end": end, "duration_ms": end - start,
-               "events": len(evs), "pages": pages, "errors": sum(1 for e in evs if e[2] == "error"),
-               "geo_country": first(7), "device": first(8), "funnel": None, "funnel_steps_reached": 0,
-               "funnel_last_step": None, "abandoned": False}
+        row = {
+            "session_id": sid,
+            "user_pseudonym": first(6),
+            "start": start,
+            "end": end,
+            "duration_ms": end - start,
+            "events": len(evs),
+            "pages": pages,
+            "errors": sum(1 for e in evs if e[2] == "error"),
+            "geo_country": first(7),
+            "device": first(8),
+            "funnel": None,
+            "funnel_steps_reached": 0,
+            "funnel_last_step": None,
+            "abandoned": False,
+        }
         if best is not None:
             m, k, times, abandoned = best
-            row.update(funnel=m.funnel.name, funnel_steps_reached=k, funnel_last_step=m.funnel.steps[k - 1].name, abandoned=abandoned)
+            row.update(
+                funnel=m.funnel.name,
+                funnel_steps_reached=k,
+                funnel_last_step=m.funnel.steps[k - 1].name,
+                abandoned=abandoned,
+            )
             self.report.add(end, m.funnel.name, k, times, abandoned)
         return row
 
@@ -161,7 +187,9 @@ class ProductAnalytics:
         """Every event seen is in a closed session, an open one, or counted as sessionless."""
         st = self.stats
         open_events = sum(len(v) for v in self.open.values())
-        return st["events"] == st.get("session_events", 0) + open_events + st.get("no_session_id", 0) + st.get("no_ts", 0)
+        return st["events"] == st.get("session_events", 0) + open_events + st.get("no_session_id", 0) + st.get(
+            "no_ts", 0
+        )
 
     @staticmethod
     def _table(rows: list[dict]) -> pa.Table:
@@ -169,6 +197,7 @@ class ProductAnalytics:
         if not rows:
             return sch.empty_table()
         import datetime as dt
+
         for r in rows:
             r["start"] = dt.datetime.fromtimestamp(r["start"] / 1000, dt.UTC)
             r["end"] = dt.datetime.fromtimestamp(r["end"] / 1000, dt.UTC)

@@ -10,5 +10,15 @@ from transforms.rollup.derive import MetricDeriver
 from transforms.rollup.rollup import QUANTILES, MetricRollup, RollupOutput
 from transforms.rollup.sketch import ColumnarSketch, histogram_quantile, histogram_quantiles
 
-__all__ = ["MetricRollup", "RollupOutput", "RollupConfig", "DeriveRule", "MetricDeriver", "ColumnarSketch",
-           "histogram_quantile", "histogram_quantiles", "QUANTILES", "duration_ms"]
+__all__ = [
+    "MetricRollup",
+    "RollupOutput",
+    "RollupConfig",
+    "DeriveRule",
+    "MetricDeriver",
+    "ColumnarSketch",
+    "histogram_quantile",
+    "histogram_quantiles",
+    "QUANTILES",
+    "duration_ms",
+]

@@ -20,12 +20,19 @@ import pyarrow.compute as pc
 
 from transforms.rollup.config import DeriveRule
 
-SAMPLE_SCHEMA = pa.schema([
-    ("name", pa.string()), ("kind", pa.string()), ("timestamp", pa.timestamp("ms", tz="UTC")),
-    ("labels", pa.map_(pa.string(), pa.string())), ("value", pa.float64()),
-    ("bucket_bounds", pa.list_(pa.float64())), ("bucket_counts", pa.list_(pa.int64())),
-    ("count", pa.int64()), ("sum", pa.float64()),
-])
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("labels", pa.map_(pa.string(), pa.string())),
+        ("value", pa.float64()),
+        ("bucket_bounds", pa.list_(pa.float64())),
+        ("bucket_counts", pa.list_(pa.int64())),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+    ]
+)
 
 
 class MetricDeriver:
@@ -49,7 +56,11 @@ class MetricDeriver:
             c = rows.column(col)
             vals = want if isinstance(want, list) else [want]
             typ = c.type
-            m = pc.is_in(c, value_set=pa.array(vals).cast(typ)) if len(vals) > 1 else pc.equal(c, pa.scalar(vals[0]).cast(typ))
+            m = (
+                pc.is_in(c, value_set=pa.array(vals).cast(typ))
+                if len(vals) > 1
+                else pc.equal(c, pa.scalar(vals[0]).cast(typ))
+            )
             m = pc.fill_null(m, False)
             mask = m if mask is None else pc.and_(mask, m)
         t = rows.filter(mask) if mask is not None else rows
@@ -62,21 +73,42 @@ class MetricDeriver:
         if names:
             keys = pa.array(np.tile(np.asarray(names, object), n).tolist(), pa.string())
             cols = [pc.fill_null(t.column(c).cast(pa.string()), "").combine_chunks() for c in names]
-            items = pa.array(np.stack([c.to_numpy(zero_copy_only=False) for c in cols], axis=1).reshape(-1).tolist(), pa.string())
+            items = pa.array(
+                np.stack([c.to_numpy(zero_copy_only=False) for c in cols], axis=1).reshape(-1).tolist(), pa.string()
+            )
             offsets = pa.array(np.arange(0, n * len(names) + 1, len(names), dtype=np.int32))
             labels = pa.MapArray.from_arrays(offsets, keys, items)
         else:
             labels = pa.array([[]] * n, pa.map_(pa.string(), pa.string()))
         ts = t.column(rule.time_column).cast(pa.timestamp("ms", tz="UTC"))
         if rule.value is None:
-            kind, value, count, ssum = "summary", pa.nulls(n, pa.float64()), pa.array(np.ones(n, np.int64)), pa.array(np.ones(n))
+            kind, value, count, ssum = (
+                "summary",
+                pa.nulls(n, pa.float64()),
+                pa.array(np.ones(n, np.int64)),
+                pa.array(np.ones(n)),
+            )
         else:
-            kind, value, count, ssum = "gauge", _as_float(t.column(rule.value)), pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
-        return pa.table({
-            "name": pa.array([rule.name] * n, pa.string()), "kind": pa.array([kind] * n, pa.string()), "timestamp": ts,
-            "labels": labels, "value": value, "bucket_bounds": pa.nulls(n, pa.list_(pa.float64())),
-            "bucket_counts": pa.nulls(n, pa.list_(pa.int64())), "count": count, "sum": ssum,
-        }, schema=SAMPLE_SCHEMA)
+            kind, value, count, ssum = (
+                "gauge",
+                _as_float(t.column(rule.value)),
+                pa.nulls(n, pa.int64()),
+                pa.nulls(n, pa.float64()),
+            )
+        return pa.table(
+            {
+                "name": pa.array([rule.name] * n, pa.string()),
+                "kind": pa.array([kind] * n, pa.string()),
+                "timestamp": ts,
+                "labels": labels,
+                "value": value,
+                "bucket_bounds": pa.nulls(n, pa.list_(pa.float64())),
+                "bucket_counts": pa.nulls(n, pa.list_(pa.int64())),
+                "count": count,
+                "sum": ssum,
+            },
+            schema=SAMPLE_SCHEMA,
+        )
 
 
 def _as_float(col) -> pa.ChunkedArray | pa.Array:

@@ -71,20 +71,24 @@ class RollupOutput:
         def cat(ts):
             ts = [t for t in ts if t is not None and t.num_rows]
             return pa.concat_tables(ts) if ts else None
+
         m = [o.metrics for o in outs if o.metrics.num_rows]
-        return RollupOutput(pa.concat_tables(m) if m else METRICS.arrow_schema().empty_table(),
-                            cat([o.late for o in outs]), cat([o.invalid for o in outs]))
+        return RollupOutput(
+            pa.concat_tables(m) if m else METRICS.arrow_schema().empty_table(),
+            cat([o.late for o in outs]),
+            cat([o.invalid for o in outs]),
+        )
 
 
 @dataclass
 class _Window:
     start: int
     end: int
-    stats: list = field(default_factory=list)   # dicts of _STAT arrays (+ "ex_id")
+    stats: list = field(default_factory=list)  # dicts of _STAT arrays (+ "ex_id")
     sketch: list = field(default_factory=list)  # (oid, code, count)
-    hist: list = field(default_factory=list)    # (oid, pos, count)
-    ctr: list = field(default_factory=list)     # (sid, oid, ts, value, start)
-    cum: list = field(default_factory=list)     # cumulative histogram / summary rows (dicts, see _take)
+    hist: list = field(default_factory=list)  # (oid, pos, count)
+    ctr: list = field(default_factory=list)  # (sid, oid, ts, value, start)
+    cum: list = field(default_factory=list)  # cumulative histogram / summary rows (dicts, see _take)
     pending: int = 0
 
 
@@ -118,7 +122,9 @@ def _merge_stats(chunks: list[dict], exemplars: bool) -> dict:
     out["last_ts"] = lts[last]
     out["last_v"] = c["last_v"][last]
     if with_ex:
-        ex_ids = np.concatenate([ch["ex_id"] if ch.get("ex_id") is not None else np.full(len(ch["oid"]), None, object) for ch in chunks])
+        ex_ids = np.concatenate(
+            [ch["ex_id"] if ch.get("ex_id") is not None else np.full(len(ch["oid"]), None, object) for ch in chunks]
+        )
         o2 = np.lexsort((c["ex_v"], oid))
         top = o2[np.r_[np.flatnonzero(oid[o2][1:] != oid[o2][:-1]), len(oid) - 1]]
         out["ex_v"] = c["ex_v"][top]
@@ -167,20 +173,41 @@ class MetricRollup:
         self.windows: dict[int, dict[int, _Window]] = {r: {} for r in self.res}
         self.watermark: int | None = None
         self.max_seen: int | None = None
-        self.carry_v = np.zeros(0, np.float64)   # last counter value per sid
+        self.carry_v = np.zeros(0, np.float64)  # last counter value per sid
         self.carry_has = np.zeros(0, bool)
         self.carry_start = np.zeros(0, np.int64)  # start_time (ms) of the last counter value per sid
-        self.carry_ts = np.zeros(0, np.int64)     # time (ms) of the last counter value per sid (counter_gap)
-        self.cum_carry: dict[int, tuple] = {}    # sid -> (start, count, sum, buckets) of the last cumulative hist/summary
+        self.carry_ts = np.zeros(0, np.int64)  # time (ms) of the last counter value per sid (counter_gap)
+        self.cum_carry: dict[int, tuple] = {}  # sid -> (start, count, sum, buckets) of the last cumulative hist/summary
         self.hist_bounds: dict[int, tuple[str, np.ndarray]] = {}
-        self.stats = {"samples_in": 0, "samples_accepted": 0, "late_accepted": 0, "too_late": 0, "invalid": 0,
-                      "windows_closed": 0, "rows_out": 0}
+        self.stats = {
+            "samples_in": 0,
+            "samples_accepted": 0,
+            "late_accepted": 0,
+            "too_late": 0,
+            "invalid": 0,
+            "windows_closed": 0,
+            "rows_out": 0,
+        }
 
     # ----------------------------------------------------------------- state
     def snapshot(self) -> bytes:
         """The whole state (config included) as bytes."""
-        state = {k: getattr(self, k) for k in ("registry", "windows", "watermark", "max_seen", "carry_v", "carry_has",
-                                               "carry_start", "carry_ts", "cum_carry", "hist_bounds", "stats")}
+        state = {
+            k: getattr(self, k)
+            for k in (
+                "registry",
+                "windows",
+                "watermark",
+                "max_seen",
+                "carry_v",
+                "carry_has",
+                "carry_start",
+                "carry_ts",
+                "cum_carry",
+                "hist_bounds",
+                "stats",
+            )
+        }
         return pickle.dumps({"version": 1, "config": self.config.model_dump(), "state": state}, protocol=5)
 
     def restore(self, blob: bytes) -> None:
@@ -240,12 +267,18 @@ class MetricRollup:
         keep = np.ones(n, bool)
         if "too_late" in reasons:
             keep &= ~reasons["too_late"]
-            late_out = table.filter(pa.array(reasons["too_late"])).append_column("reason", pa.array(["too_late"] * int(reasons["too_late"].sum()), pa.string()))
+            late_out = table.filter(pa.array(reasons["too_late"])).append_column(
+                "reason", pa.array(["too_late"] * int(reasons["too_late"].sum()), pa.string())
+            )
             self.stats["too_late"] += late_out.num_rows
         if "invalid" in reasons:
             keep &= ~bad
             sub = table.filter(pa.array(bad))
-            why = np.where(kcode[bad] < 0, "unknown_kind", np.where(ts[bad] == np.iinfo(np.int64).min, "missing_timestamp", "missing_value"))
+            why = np.where(
+                kcode[bad] < 0,
+                "unknown_kind",
+                np.where(ts[bad] == np.iinfo(np.int64).min, "missing_timestamp", "missing_value"),
+            )
             if layout_why is not None:
                 why = np.where(layout_why[bad].astype(bool), layout_why[bad], why)
             inv_out = sub.append_column("reason", pa.array(why.tolist(), pa.string()))
@@ -311,15 +344,19 @@ class MetricRollup:
             first[offs[:n][lens > 0]] = True
             per = flat - np.where(first, 0, np.r_[0, flat[:-1]])
             conv = np.where(np.repeat(has & ~why.astype(bool), lens), per, flat)
-            arr = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(lens)], pa.int32()), pa.array(conv, pa.int64()),
-                                           mask=pc.is_null(bc))
+            arr = pa.ListArray.from_arrays(
+                pa.array(np.r_[0, np.cumsum(lens)], pa.int32()), pa.array(conv, pa.int64()), mask=pc.is_null(bc)
+            )
             table = table.set_column(table.column_names.index("bucket_counts"), "bucket_counts", arr)
         return table, why if why.astype(bool).any() else None
 
     def _take(self, table, ts, w, kcode, value, wm0):
         n = table.num_rows
-        keys = canonical_keys(pa.array(np.asarray(KINDS, object)[kcode], pa.string()),
-                              self._col(table, "name", pa.string()), self._col(table, "labels", pa.map_(pa.string(), pa.string())))
+        keys = canonical_keys(
+            pa.array(np.asarray(KINDS, object)[kcode], pa.string()),
+            self._col(table, "name", pa.string()),
+            self._col(table, "labels", pa.map_(pa.string(), pa.string())),
+        )
         sid, oid = self.registry.ids(keys)
         ns = self.registry.n_series
         if len(self.carry_v) < ns:
@@ -327,11 +364,15 @@ class MetricRollup:
             self.carry_v = np.concatenate([self.carry_v, np.full(grow - len(self.carry_v), np.nan)])
             self.carry_has = np.concatenate([self.carry_has, np.zeros(grow - len(self.carry_has), bool)])
         if len(self.carry_start) < len(self.carry_v):
-            self.carry_start = np.concatenate([self.carry_start, np.full(len(self.carry_v) - len(self.carry_start), _NOSTART)])
+            self.carry_start = np.concatenate(
+                [self.carry_start, np.full(len(self.carry_v) - len(self.carry_start), _NOSTART)]
+            )
         late = (ts < wm0).astype(np.int64) if wm0 is not None else np.zeros(n, np.int64)
         self.stats["samples_accepted"] += n
         self.stats["late_accepted"] += int(late.sum())
-        cnt_col = pc.fill_null(pc.cast(self._col(table, "count", pa.int64()), pa.float64(), safe=False), np.nan).to_numpy()
+        cnt_col = pc.fill_null(
+            pc.cast(self._col(table, "count", pa.int64()), pa.float64(), safe=False), np.nan
+        ).to_numpy()
         sum_col = pc.fill_null(self._col(table, "sum", pa.float64()).cast(pa.float64()), np.nan).to_numpy()
         is_c, is_g, is_h, is_s = (kcode == _COUNTER), (kcode == _GAUGE), (kcode == _HIST), (kcode == _SUMMARY)
         # temporality (absent: counters cumulative, histograms and summaries delta) and start time
@@ -350,7 +391,9 @@ class MetricRollup:
         ssum = np.where(is_g, value, 0.0)
         if is_s.any() or is_h.any():
             count = np.where(is_s | is_h, np.where(np.isnan(cnt_col), np.where(is_s, 1.0, np.nan), cnt_col), count)
-            ssum = np.where(is_s | is_h, np.where(np.isnan(sum_col), np.where(np.isfinite(value), value, 0.0), sum_col), ssum)
+            ssum = np.where(
+                is_s | is_h, np.where(np.isnan(sum_col), np.where(np.isfinite(value), value, 0.0), sum_col), ssum
+            )
         hist = None
         if (is_h & ~cum).any():
             hist = self._hist_rows(table, is_h & ~cum, oid, ts)
@@ -360,7 +403,7 @@ class MetricRollup:
         cum_rows = None
         if cum.any():
             cum_rows = self._cum_rows(table, cum, is_h, sid, oid, ts, start, cnt_col, sum_col)
-            count = np.where(cum, 0.0, count)   # taken at window close, as differences between exports
+            count = np.where(cum, 0.0, count)  # taken at window close, as differences between exports
             ssum = np.where(cum, 0.0, ssum)
         # delta counters: the value is the increase itself (no cumulative value for min/max/last)
         inc = np.where(dctr, value, 0.0)
@@ -374,9 +417,19 @@ class MetricRollup:
         for wk in uw:
             m = (w == wk) if len(uw) > 1 else slice(None)
             win = self._window(self.fine, int(wk))
-            chunk = {"oid": oid[m], "count": count[m], "sum": ssum[m], "min": vv[m], "max": vv[m], "last_ts": ts[m],
-                     "last_v": vv[m], "late": late[m], "inc": inc[m], "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
-                     "ex_id": ex_id[m] if ex_id is not None else None}
+            chunk = {
+                "oid": oid[m],
+                "count": count[m],
+                "sum": ssum[m],
+                "min": vv[m],
+                "max": vv[m],
+                "last_ts": ts[m],
+                "last_v": vv[m],
+                "late": late[m],
+                "inc": inc[m],
+                "ex_v": np.where(np.isnan(vv[m]), -np.inf, vv[m]),
+                "ex_id": ex_id[m] if ex_id is not None else None,
+            }
             win.stats.append(_merge_stats([chunk], self.config.exemplars and ex_id is not None))
             cm = is_c[m]
             if cm.any():
@@ -408,8 +461,8 @@ class MetricRollup:
         lens = pc.fill_null(pc.list_value_length(bb), -1).to_numpy(zero_copy_only=False).astype(np.int64)
         flat = pc.list_flatten(bb).to_numpy(zero_copy_only=False).astype(np.float64).view(np.uint64)
         offs = np.r_[0, np.cumsum(np.maximum(lens, 0))]
-        group = np.empty(n, np.int64)      # distinct bounds list of each row
-        first_row: list[int] = []          # a row holding each distinct list
+        group = np.empty(n, np.int64)  # distinct bounds list of each row
+        first_row: list[int] = []  # a row holding each distinct list
         for length in np.unique(lens).tolist():
             rows = np.flatnonzero(lens == length)
             if length <= 0:
@@ -443,14 +496,27 @@ class MetricRollup:
         hr = np.flatnonzero(is_h[rows])
         if len(hr):
             take = pa.array(rows[hr])
-            ok[hr] = self._bounds_ok(self._col(table, "bucket_bounds", pa.list_(pa.float64())).take(take), oid[rows[hr]])
-            for j, b in zip(hr.tolist(), self._col(table, "bucket_counts", pa.list_(pa.int64())).take(take).to_pylist()):
+            ok[hr] = self._bounds_ok(
+                self._col(table, "bucket_bounds", pa.list_(pa.float64())).take(take), oid[rows[hr]]
+            )
+            for j, b in zip(
+                hr.tolist(), self._col(table, "bucket_counts", pa.list_(pa.int64())).take(take).to_pylist()
+            ):
                 buckets[j] = np.asarray(b or [], np.float64)
         cnt = cnt_col[rows].copy()
         for j in np.flatnonzero(np.isnan(cnt)).tolist():  # a histogram's count defaults to its buckets' sum
             cnt[j] = buckets[j].sum() if buckets[j] is not None else 0.0
-        return {"sid": sid[rows], "oid": oid[rows], "ts": ts[rows], "start": start[rows], "count": cnt, "sum": sum_col[rows],
-                "buckets": buckets, "ok": ok, "w": ts[rows] // self.fine}
+        return {
+            "sid": sid[rows],
+            "oid": oid[rows],
+            "ts": ts[rows],
+            "start": start[rows],
+            "count": cnt,
+            "sum": sum_col[rows],
+            "buckets": buckets,
+            "ok": ok,
+            "w": ts[rows] // self.fine,
+        }
 
     def _hist_rows(self, table, is_h, oid, ts):
         """Flattened (oid, bucket position, count, per-row bucket total, window) of histogram rows."""
@@ -549,7 +615,9 @@ class MetricRollup:
             self.carry_has[sid[last]] = True
             self.carry_start[sid[last]] = s0[last]
             if len(self.carry_ts) < len(self.carry_v):
-                self.carry_ts = np.concatenate([self.carry_ts, np.full(len(self.carry_v) - len(self.carry_ts), _NOSTART)])
+                self.carry_ts = np.concatenate(
+                    [self.carry_ts, np.full(len(self.carry_v) - len(self.carry_ts), _NOSTART)]
+                )
             self.carry_ts[sid[last]] = ts[last]
         if getattr(win, "cum", None) and res == self.fine:
             st = self._cumulative(win, st)
@@ -586,7 +654,8 @@ class MetricRollup:
         share[gap] = (ts[gap] - np.maximum(prev_ts[gap], win.start)) / span
         out = delta * share
         self.stats["counter_gap_increase_spread_out"] = self.stats.get("counter_gap_increase_spread_out", 0.0) + float(
-            (delta - out).sum())
+            (delta - out).sum()
+        )
         return out
 
     def _cumulative(self, win: _Window, st: dict) -> dict:
@@ -616,8 +685,11 @@ class MetricRollup:
                 reset = True
             else:
                 p_start, p_cnt, p_tot, p_b = prev
-                reset = (start != _NOSTART and p_start != _NOSTART and start != p_start) or cnt < p_cnt or (
-                    b is not None and (p_b is None or len(b) != len(p_b) or bool((b < p_b).any())))
+                reset = (
+                    (start != _NOSTART and p_start != _NOSTART and start != p_start)
+                    or cnt < p_cnt
+                    or (b is not None and (p_b is None or len(b) != len(p_b) or bool((b < p_b).any())))
+                )
             if reset:
                 dc, ds, db = cnt, tot, b
             else:
@@ -638,8 +710,11 @@ class MetricRollup:
             for o, v in add_s.items():
                 st["sum"][np.searchsorted(st["oid"], o)] += v
         if pairs:
-            extra = (np.concatenate([np.full(len(p), o, np.int64) for o, p, _ in pairs]),
-                     np.concatenate([p.astype(np.int64) for _, p, _ in pairs]), np.concatenate([v for _, _, v in pairs]))
+            extra = (
+                np.concatenate([np.full(len(p), o, np.int64) for o, p, _ in pairs]),
+                np.concatenate([p.astype(np.int64) for _, p, _ in pairs]),
+                np.concatenate([v for _, _, v in pairs]),
+            )
             win.hist = [_merge_pairs(win.hist + [extra], _HSHIFT)]
         return st
 
@@ -651,21 +726,25 @@ class MetricRollup:
         nseg = len(starts)
         seg_of_pair = np.repeat(np.arange(nseg), np.diff(np.r_[starts, len(ho)]))
         codes: dict[str, int] = {}
-        gid = np.fromiter((codes.setdefault(self.hist_bounds[o][0], len(codes)) for o in seg_oid.tolist()), np.int64, nseg)
+        gid = np.fromiter(
+            (codes.setdefault(self.hist_bounds[o][0], len(codes)) for o in seg_oid.tolist()), np.int64, nseg
+        )
         out = np.full((nseg, len(QUANTILES)), np.nan)
-        seg_order = np.argsort(gid, kind="stable")      # segments grouped by bounds
-        seg_local = np.empty(nseg, np.int64)            # a segment's index within its group
+        seg_order = np.argsort(gid, kind="stable")  # segments grouped by bounds
+        seg_local = np.empty(nseg, np.int64)  # a segment's index within its group
         g_start = np.searchsorted(gid[seg_order], np.arange(len(codes) + 1))
         for g in range(len(codes)):
-            seg_local[seg_order[g_start[g]:g_start[g + 1]]] = np.arange(g_start[g + 1] - g_start[g])
+            seg_local[seg_order[g_start[g] : g_start[g + 1]]] = np.arange(g_start[g + 1] - g_start[g])
         pair_gid = gid[seg_of_pair]
         pair_order = np.argsort(pair_gid, kind="stable")
         p_start = np.searchsorted(pair_gid[pair_order], np.arange(len(codes) + 1))
         for g in range(len(codes)):
-            segs = seg_order[g_start[g]:g_start[g + 1]]
-            pairs = pair_order[p_start[g]:p_start[g + 1]]
+            segs = seg_order[g_start[g] : g_start[g + 1]]
+            pairs = pair_order[p_start[g] : p_start[g + 1]]
             bounds = self.hist_bounds[int(seg_oid[segs[0]])][1]
-            out[segs] = histogram_quantiles(QUANTILES, seg_local[seg_of_pair[pairs]], hp[pairs], hc[pairs], len(segs), bounds)
+            out[segs] = histogram_quantiles(
+                QUANTILES, seg_local[seg_of_pair[pairs]], hp[pairs], hc[pairs], len(segs), bounds
+            )
         return seg_oid, out
 
     def _rows(self, res, win, st, sk, hs) -> pa.Table:
@@ -692,7 +771,9 @@ class MetricRollup:
         has_ex = np.fromiter((x is not None for x in ex), bool, len(ex)) if ex is not None else np.zeros(m, bool)
         ex_off = np.zeros(m + 1, np.int32)
         np.cumsum(has_ex, out=ex_off[1:])
-        exemplars = pa.ListArray.from_arrays(pa.array(ex_off), pa.array(ex[has_ex].tolist() if ex is not None else [], pa.string()))
+        exemplars = pa.ListArray.from_arrays(
+            pa.array(ex_off), pa.array(ex[has_ex].tolist() if ex is not None else [], pa.string())
+        )
         secs = res / 1000.0
 
         def f(a, mask=None):
@@ -715,7 +796,11 @@ class MetricRollup:
             "last": f(st["last_v"], is_h),
             "increase": f(st["inc"], ~is_c),
             "rate": f(st["inc"] / secs, ~is_c),
-            "p50": f(qv[:, 0]), "p75": f(qv[:, 1]), "p90": f(qv[:, 2]), "p95": f(qv[:, 3]), "p99": f(qv[:, 4]),
+            "p50": f(qv[:, 0]),
+            "p75": f(qv[:, 1]),
+            "p90": f(qv[:, 2]),
+            "p95": f(qv[:, 3]),
+            "p99": f(qv[:, 4]),
             "exemplar_trace_ids": exemplars,
             "late_samples": pa.array(st["late"].astype(np.int64)),
         }

@@ -34,7 +34,9 @@ def canonical_keys(kind: pa.Array, name: pa.Array, labels: pa.Array) -> pa.Array
             same = parent[1:] == parent[:-1]
             unsorted = same & ~pc.greater(keys[1:], keys[:-1]).to_numpy(zero_copy_only=False)
             if unsorted.any():
-                idx = pc.sort_indices(pa.table({"p": pa.array(parent), "k": keys}), sort_keys=[("p", "ascending"), ("k", "ascending")])
+                idx = pc.sort_indices(
+                    pa.table({"p": pa.array(parent), "k": keys}), sort_keys=[("p", "ascending"), ("k", "ascending")]
+                )
                 pairs = pairs.take(idx)
         lst = pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pairs)
         labstr = pc.fill_null(pc.binary_join(lst, "\x1e"), "")
@@ -48,7 +50,9 @@ def parse_keys(keys: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     parts = pc.split_pattern(keys, "\x00", max_splits=2)
     kind, name, lab = (pc.list_element(parts, i) for i in range(3))
     pairs = pc.split_pattern(lab, "\x1e")
-    lengths = np.where(pc.equal(lab, "").to_numpy(zero_copy_only=False), 0, pc.list_value_length(pairs).to_numpy(zero_copy_only=False))
+    lengths = np.where(
+        pc.equal(lab, "").to_numpy(zero_copy_only=False), 0, pc.list_value_length(pairs).to_numpy(zero_copy_only=False)
+    )
     offsets = np.zeros(len(keys) + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     flat = pc.list_flatten(pairs)
@@ -67,8 +71,8 @@ class SeriesRegistry:
     def __init__(self, max_series_per_metric: int):
         self.limit = max_series_per_metric
         self.oid_of_sid = np.zeros(0, np.int64)
-        self.known: pa.Array = pa.array([], pa.string())     # canonical key per sid
-        self.out_key: pa.Array = pa.array([], pa.string())   # canonical key per oid
+        self.known: pa.Array = pa.array([], pa.string())  # canonical key per sid
+        self.out_key: pa.Array = pa.array([], pa.string())  # canonical key per oid
         self.out_kind: pa.Array = pa.array([], pa.string())
         self.out_name: pa.Array = pa.array([], pa.string())
         self.out_labels: pa.Array = pa.array([], pa.map_(pa.string(), pa.string()))
@@ -82,7 +86,7 @@ class SeriesRegistry:
         out_new: list[str] = []
         limit, per_metric = self.limit, self.per_metric
         for key in new_keys:
-            metric = key[:key.index("\x00", key.index("\x00") + 1)]
+            metric = key[: key.index("\x00", key.index("\x00") + 1)]
             n = per_metric.get(metric, 0)
             if n < limit:
                 per_metric[metric] = n + 1

@@ -82,8 +82,9 @@ class ColumnarSketch:
         return series[starts], out
 
 
-def histogram_quantiles(qs, seg: np.ndarray, pos: np.ndarray, counts: np.ndarray, nseg: int,
-                        bounds: np.ndarray) -> np.ndarray:
+def histogram_quantiles(
+    qs, seg: np.ndarray, pos: np.ndarray, counts: np.ndarray, nseg: int, bounds: np.ndarray
+) -> np.ndarray:
     """:func:`histogram_quantile` for ``nseg`` histograms with the same ``bounds`` at once:
     bucket ``pos[i]`` of histogram ``seg[i]`` holds ``counts[i]`` (pairs in any order, at
     most one per bucket). Returns ``[nseg, len(qs)]``, NaN where there is no answer. The

@@ -9,5 +9,17 @@ from .log_sampling import LogSampler, LogSamplingConfig
 from .red import RedMetrics
 from .sampler import REASONS, TRACE_SCHEMA, Decisions, TailSampler
 
-__all__ = ["ConfigError", "Decision", "Decisions", "HeadSampler", "LogSampler", "LogSamplingConfig", "REASONS", "RedMetrics",
-           "TRACE_SCHEMA", "TailSampler", "TailSamplingConfig", "load_config"]
+__all__ = [
+    "ConfigError",
+    "Decision",
+    "Decisions",
+    "HeadSampler",
+    "LogSampler",
+    "LogSamplingConfig",
+    "REASONS",
+    "RedMetrics",
+    "TRACE_SCHEMA",
+    "TailSampler",
+    "TailSamplingConfig",
+    "load_config",
+]

@@ -25,10 +25,12 @@ _MAX_COUNT = 1_000_000_000
 _MAX_MS = 36500 * 86_400_000
 
 #: why ottl_condition is refused (README: "The Collector (v0.161.0) and us")
-OTTL_REFUSED = ("ottl_condition is not supported: OTTL is a language of its own (paths into span, resource, scope and "
-                "events, converters, error modes) and a partial evaluator would decide differently from the Collector "
-                "without saying so; express the condition with string_attribute / numeric_attribute / boolean_attribute / "
-                "status_code / latency / span_count combined with and / not / drop")
+OTTL_REFUSED = (
+    "ottl_condition is not supported: OTTL is a language of its own (paths into span, resource, scope and "
+    "events, converters, error modes) and a partial evaluator would decide differently from the Collector "
+    "without saying so; express the condition with string_attribute / numeric_attribute / boolean_attribute / "
+    "status_code / latency / span_count combined with and / not / drop"
+)
 
 
 class Model(BaseModel):
@@ -43,8 +45,14 @@ MAX_I64 = 2**63 - 1
 
 
 class LatencyCfg(Model):
-    threshold_ms: int = Field(ge=0, le=MAX_MS, description="sampled when the trace duration (earliest span start to latest span end) is above this many ms")
-    upper_threshold_ms: int = Field(0, ge=0, le=MAX_MS, description="inclusive upper bound of the duration in ms; 0 = no upper bound")
+    threshold_ms: int = Field(
+        ge=0,
+        le=MAX_MS,
+        description="sampled when the trace duration (earliest span start to latest span end) is above this many ms",
+    )
+    upper_threshold_ms: int = Field(
+        0, ge=0, le=MAX_MS, description="inclusive upper bound of the duration in ms; 0 = no upper bound"
+    )
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -57,14 +65,16 @@ StatusName = Literal["OK", "ERROR", "UNSET"]
 
 
 class StatusCodeCfg(Model):
-    status_codes: list[StatusName] = Field(min_length=1, description="sampled when any span has one of these: OK, ERROR, UNSET")
+    status_codes: list[StatusName] = Field(
+        min_length=1, description="sampled when any span has one of these: OK, ERROR, UNSET"
+    )
 
 
 class ProbabilisticCfg(Model):
     """``sampling_percentage`` above 100 is accepted and samples every trace (as the
     Collector, whose threshold saturates at 2^64-1); the adjusted count is then 1."""
 
-    hash_salt: str = Field("", description="salt of the trace-id hash; \"\" = the Collector's default-hash-seed")
+    hash_salt: str = Field("", description='salt of the trace-id hash; "" = the Collector\'s default-hash-seed')
     sampling_percentage: float = Field(ge=0, le=1e9, allow_inf_nan=False, description="0..100 (above 100: every trace)")
 
 
@@ -74,20 +84,32 @@ class RateLimitingCfg(Model):
 
     spans_per_second: int = Field(gt=0, le=MAX_I64 // 2, description="spans sampled per second of the decision clock")
     algorithm: Literal["token_bucket", "per_second"] = Field(
-        "token_bucket", description="token_bucket: the Collector's; per_second: earlier Collector releases' counter")
-    burst_capacity: int = Field(0, ge=0, le=MAX_I64, description="token_bucket only: bucket size; 0 = 2 x spans_per_second (the Collector's default)")
+        "token_bucket", description="token_bucket: the Collector's; per_second: earlier Collector releases' counter"
+    )
+    burst_capacity: int = Field(
+        0,
+        ge=0,
+        le=MAX_I64,
+        description="token_bucket only: bucket size; 0 = 2 x spans_per_second (the Collector's default)",
+    )
 
 
 class BytesLimitingCfg(Model):
-    bytes_per_second: int = Field(gt=0, le=MAX_I64 // 2, description="estimated trace bytes sampled per second of the decision clock")
+    bytes_per_second: int = Field(
+        gt=0, le=MAX_I64 // 2, description="estimated trace bytes sampled per second of the decision clock"
+    )
     burst_capacity: int = Field(0, ge=0, le=MAX_I64, description="token bucket size; 0 = 2 x bytes_per_second")
 
 
 class StringAttributeCfg(Model):
     key: str = Field(min_length=1, description="the resource or span attribute read")
-    values: list[str] = Field(min_length=1, description="sampled when the string value equals one of these (or matches one, with regexes)")
+    values: list[str] = Field(
+        min_length=1, description="sampled when the string value equals one of these (or matches one, with regexes)"
+    )
     enabled_regex_matching: bool = Field(False, description="true: values are regular expressions (unanchored)")
-    cache_max_size: int = Field(0, ge=0, le=MAX_I64, description="accepted for compatibility; regexes run vectorized, no cache")
+    cache_max_size: int = Field(
+        0, ge=0, le=MAX_I64, description="accepted for compatibility; regexes run vectorized, no cache"
+    )
     invert_match: bool = Field(False, description="true: sampled when no value matches")
 
     @model_validator(mode="after")
@@ -106,14 +128,20 @@ class NumericAttributeCfg(Model):
     least one must be a non-zero number (the Collector builds no evaluator otherwise)."""
 
     key: str = Field(min_length=1, description="the resource or span attribute read (an int64)")
-    min_value: int | None = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no lower bound")
-    max_value: int | None = Field(None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no upper bound")
+    min_value: int | None = Field(
+        None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no lower bound"
+    )
+    max_value: int | None = Field(
+        None, ge=-MAX_I64 - 1, le=MAX_I64, description="inclusive; unset or 0 = no upper bound"
+    )
     invert_match: bool = Field(False, description="true: sampled when the value is outside the bounds")
 
     @model_validator(mode="after")
     def _bounds(self):
         if not self.min_value and not self.max_value:
-            raise ValueError("set min_value or max_value to a non-zero integer (0 or unset means unbounded on that side)")
+            raise ValueError(
+                "set min_value or max_value to a non-zero integer (0 or unset means unbounded on that side)"
+            )
         if self.min_value and self.max_value and self.max_value < self.min_value:
             raise ValueError(f"max_value {self.max_value} is below min_value {self.min_value}")
         return self
@@ -140,10 +168,13 @@ class TraceStateCfg(Model):
     """``trace_state``: a span's W3C ``tracestate`` holds ``key`` with one of ``values``."""
 
     key: str = Field(min_length=1, max_length=256, description="the W3C tracestate key")
-    values: list[str] = Field(min_length=1, description="sampled when any span's tracestate holds the key with one of these")
+    values: list[str] = Field(
+        min_length=1, description="sampled when any span's tracestate holds the key with one of these"
+    )
 
 
 # -- policies -----------------------------------------------------------------------------
+
 
 class _Policy(Model):
     name: str = Field(min_length=1, description="the policy's name, unique among its siblings")
@@ -241,7 +272,9 @@ class NotPolicy(_Policy):
 
 
 class DropCfg(Model):
-    drop_sub_policy: list[SubPolicy] = Field(min_length=1, description="Dropped (not kept whatever else matched) when every sub-policy samples")
+    drop_sub_policy: list[SubPolicy] = Field(
+        min_length=1, description="Dropped (not kept whatever else matched) when every sub-policy samples"
+    )
 
 
 class DropPolicy(_Policy):
@@ -256,12 +289,20 @@ class RateAllocation(Model):
 
 class CompositeCfg(Model):
     max_total_spans_per_second: int = Field(gt=0, le=MAX_I64, description="spans per second shared by the sub-policies")
-    policy_order: list[str] = Field(default_factory=list, description="evaluation order; empty = composite_sub_policy order")
-    composite_sub_policy: list[SubPolicy] = Field(min_length=1, description="the first (in policy_order) that samples decides, within its share")
-    rate_allocation: list[RateAllocation] = Field(default_factory=list, description="[{policy, percent}]: shares of the total")
+    policy_order: list[str] = Field(
+        default_factory=list, description="evaluation order; empty = composite_sub_policy order"
+    )
+    composite_sub_policy: list[SubPolicy] = Field(
+        min_length=1, description="the first (in policy_order) that samples decides, within its share"
+    )
+    rate_allocation: list[RateAllocation] = Field(
+        default_factory=list, description="[{policy, percent}]: shares of the total"
+    )
     unallocated_share: Literal["equal", "remainder"] = Field(
-        "equal", description="ours: a sub-policy without a rate_allocation entry (or with percent 0) gets total / "
-                             "number of sub-policies (equal, the Collector's) or an equal part of what the entries leave (remainder)")
+        "equal",
+        description="ours: a sub-policy without a rate_allocation entry (or with percent 0) gets total / "
+        "number of sub-policies (equal, the Collector's) or an equal part of what the entries leave (remainder)",
+    )
 
     @model_validator(mode="after")
     def _names(self):
@@ -284,9 +325,21 @@ class CompositePolicy(_Policy):
     composite: CompositeCfg = Field(description="the composite policy's keys")
 
 
-_LEAVES = (AlwaysSamplePolicy | LatencyPolicy | StatusCodePolicy | ProbabilisticPolicy | RateLimitingPolicy
-           | BytesLimitingPolicy | StringAttributePolicy | NumericAttributePolicy | BooleanAttributePolicy | SpanCountPolicy
-           | TraceStatePolicy | TraceFlagsPolicy | OttlConditionPolicy)
+_LEAVES = (
+    AlwaysSamplePolicy
+    | LatencyPolicy
+    | StatusCodePolicy
+    | ProbabilisticPolicy
+    | RateLimitingPolicy
+    | BytesLimitingPolicy
+    | StringAttributePolicy
+    | NumericAttributePolicy
+    | BooleanAttributePolicy
+    | SpanCountPolicy
+    | TraceStatePolicy
+    | TraceFlagsPolicy
+    | OttlConditionPolicy
+)
 
 #: what and / not / drop / composite may hold (no drop or composite inside another policy)
 SubPolicy = Annotated[_LEAVES | AndPolicy | NotPolicy, Field(discriminator="type")]
@@ -307,61 +360,94 @@ MAX_COUNT = 100_000_000
 
 class DecisionCacheCfg(Model):
     sampled_cache_size: int = Field(
-        100_000, ge=0, le=MAX_COUNT,
+        100_000,
+        ge=0,
+        le=MAX_COUNT,
         description="LRU of kept trace ids: late spans are kept (Collector default 0 — it keeps decided traces in its "
-                    "map instead; we release them at once, so the cache is what remembers)")
+        "map instead; we release them at once, so the cache is what remembers)",
+    )
     non_sampled_cache_size: int = Field(
-        100_000, ge=0, le=MAX_COUNT, description="LRU of not-kept trace ids: late spans counted ``late_after_drop``")
+        100_000, ge=0, le=MAX_COUNT, description="LRU of not-kept trace ids: late spans counted ``late_after_drop``"
+    )
 
 
 class TailSamplingConfig(Model):
     decision_wait: Duration = Field(
-        timedelta(seconds=30), description="wait after a trace's first span arrived (per ``add``'s ``now_ms``) before "
-                                           "deciding it; at most 7 days")
+        timedelta(seconds=30),
+        description="wait after a trace's first span arrived (per ``add``'s ``now_ms``) before "
+        "deciding it; at most 7 days",
+    )
     decision_wait_after_root_received: Duration = Field(
-        timedelta(0), description="when set, decide this long after the root span (no parent) arrived, if that comes "
-                                  "first; ``0s`` = off; at most 7 days")
-    num_traces: int = Field(50_000, gt=0, le=MAX_COUNT, description="traces buffered at most (1 … 10^8); see ``num_traces_overflow``")
+        timedelta(0),
+        description="when set, decide this long after the root span (no parent) arrived, if that comes "
+        "first; ``0s`` = off; at most 7 days",
+    )
+    num_traces: int = Field(
+        50_000, gt=0, le=MAX_COUNT, description="traces buffered at most (1 … 10^8); see ``num_traces_overflow``"
+    )
     expected_new_traces_per_sec: int = Field(
-        0, ge=0, le=MAX_COUNT, description="sizes the initial per-trace arrays (they grow anyway)")
+        0, ge=0, le=MAX_COUNT, description="sizes the initial per-trace arrays (they grow anyway)"
+    )
     max_trace_size: int = Field(
-        10_000, ge=0, le=2**31 - 1,
+        10_000,
+        ge=0,
+        le=2**31 - 1,
         description="ours: a trace is decided as soon as it holds this many spans (``0`` = unbounded); later spans follow "
-                    "its decision. Counted in ``early_decisions`` / dropped reason ``max_trace_size``")
+        "its decision. Counted in ``early_decisions`` / dropped reason ``max_trace_size``",
+    )
     num_traces_overflow: Literal["decide_early", "drop_oldest"] = Field(
         "decide_early",
         description="ours: when ``num_traces`` is exceeded, the oldest traces (first arrival) are decided at once with "
-                    "the spans they have; ``drop_oldest`` drops them undecided (what the Collector does). Counted in "
-                    "``early_decisions`` / dropped reason ``num_traces_overflow``")
+        "the spans they have; ``drop_oldest`` drops them undecided (what the Collector does). Counted in "
+        "``early_decisions`` / dropped reason ``num_traces_overflow``",
+    )
     sample_on_first_match: bool = Field(
-        False, description="stop evaluating a trace at the first policy that samples it")
+        False, description="stop evaluating a trace at the first policy that samples it"
+    )
     decision_cache: DecisionCacheCfg = Field(DecisionCacheCfg(), description="caches of decided trace ids")
     # -- the Collector's v0.161.0 keys (README: "Collector keys and what they do here")
     block_on_overflow: bool = Field(
-        False, description="``true``: ``num_traces`` never evicts or decides early; traces wait for their "
-                           "``decision_wait`` and the buffer may exceed ``num_traces`` (the Collector blocks its input "
-                           "instead; here the input is Kafka, which holds what is not read)")
+        False,
+        description="``true``: ``num_traces`` never evicts or decides early; traces wait for their "
+        "``decision_wait`` and the buffer may exceed ``num_traces`` (the Collector blocks its input "
+        "instead; here the input is Kafka, which holds what is not read)",
+    )
     sampling_strategy: Literal["trace-complete", "span-ingest"] = Field(
-        "trace-complete", description="``span-ingest`` is refused with the reason (below)")
+        "trace-complete", description="``span-ingest`` is refused with the reason (below)"
+    )
     num_shards: int = Field(
-        1, ge=1, le=256, description="accepted (1 … 256), no effect: the engine shards the trace stage by trace id, "
-                                     "each shard with its own sampler (per-second limits are per shard)")
+        1,
+        ge=1,
+        le=256,
+        description="accepted (1 … 256), no effect: the engine shards the trace stage by trace id, "
+        "each shard with its own sampler (per-second limits are per shard)",
+    )
     maximum_trace_size_bytes: int = Field(
-        0, ge=0, le=MAX_I64,
+        0,
+        ge=0,
+        le=MAX_I64,
         description="``0`` = off; a trace whose size (the estimate of ``policies/bytes_limiting.py``) exceeds this is not "
-                    "sampled at once, without evaluating the policies, and its later spans are dropped (non-sampled "
-                    "cache): dropped reason ``maximum_trace_size_bytes``")
+        "sampled at once, without evaluating the policies, and its later spans are dropped (non-sampled "
+        "cache): dropped reason ``maximum_trace_size_bytes``",
+    )
     drop_pending_traces_on_shutdown: bool = Field(
-        False, description="``true``: ``flush_all`` (the end of a bounded run) drops the undecided traces (dropped "
-                           "reason ``shutdown``) instead of deciding them")
+        False,
+        description="``true``: ``flush_all`` (the end of a bounded run) drops the undecided traces (dropped "
+        "reason ``shutdown``) instead of deciding them",
+    )
     tail_storage: str | None = Field(
-        None, description="accepted, no effect: the spans are held by the sampler and snapshotted into the engine's state")
+        None,
+        description="accepted, no effect: the spans are held by the sampler and snapshotted into the engine's state",
+    )
     # -- ours
     legacy_invert_decisions: bool = Field(
-        False, description="ours: ``true``: ``invert_match`` policies return InvertSampled / InvertNotSampled, and "
-                           "InvertNotSampled vetoes every other policy (Collector releases before v0.150.0)")
+        False,
+        description="ours: ``true``: ``invert_match`` policies return InvertSampled / InvertNotSampled, and "
+        "InvertNotSampled vetoes every other policy (Collector releases before v0.150.0)",
+    )
     policies: list[PolicyCfg] = Field(
-        min_length=1, description="list of ``{name, type, <type>: {...}}``; names unique (see Policies)")
+        min_length=1, description="list of ``{name, type, <type>: {...}}``; names unique (see Policies)"
+    )
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -375,9 +461,11 @@ class TailSamplingConfig(Model):
     @classmethod
     def _strategy(cls, v: str) -> str:
         if v == "span-ingest":
-            raise ValueError("span-ingest is not supported: it decides on each arriving batch alone, so a trace's fate "
-                             "would depend on how its spans were split into Kafka messages and engine batches; use "
-                             "trace-complete (the default) with decision_wait_after_root_received for early decisions")
+            raise ValueError(
+                "span-ingest is not supported: it decides on each arriving batch alone, so a trace's fate "
+                "would depend on how its spans were split into Kafka messages and engine batches; use "
+                "trace-complete (the default) with decision_wait_after_root_received for early decisions"
+            )
         return v
 
     @field_validator("decision_wait", "decision_wait_after_root_received")
@@ -400,9 +488,25 @@ class ConfigError(ConfigurationError, ValueError):
     """A wrong tail sampling configuration; the message names the key path."""
 
 
-_TAGS = {"always_sample", "latency", "status_code", "probabilistic", "rate_limiting", "bytes_limiting", "string_attribute",
-         "numeric_attribute", "boolean_attribute", "span_count", "trace_state", "trace_flags", "ottl_condition", "and", "not",
-         "drop", "composite"}
+_TAGS = {
+    "always_sample",
+    "latency",
+    "status_code",
+    "probabilistic",
+    "rate_limiting",
+    "bytes_limiting",
+    "string_attribute",
+    "numeric_attribute",
+    "boolean_attribute",
+    "span_count",
+    "trace_state",
+    "trace_flags",
+    "ottl_condition",
+    "and",
+    "not",
+    "drop",
+    "composite",
+}
 
 
 def _refused(data: Any, path: str = "policies") -> str | None:

@@ -59,7 +59,7 @@ def _string_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if arr.null_count:
         arr = arr.fill_null("")
     bufs = arr.buffers()
-    off = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    off = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return off, data
 

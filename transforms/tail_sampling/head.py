@@ -37,4 +37,5 @@ class HeadSampler:
         n = out.num_rows
         adj = 100.0 / self.percentage if self.percentage else 0.0
         return out.append_column("sampling_policy", pa.array([self.policy_name] * n, pa.string())).append_column(
-            "adjusted_count", pa.array(np.full(n, adj), pa.float64()))
+            "adjusted_count", pa.array(np.full(n, adj), pa.float64())
+        )

@@ -50,22 +50,33 @@ class LogSamplingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    sampling_percentage: float = Field(10.0, ge=0, le=100, description="percent of lines of the other levels kept "
-                                                                         "(when not following a trace decision)")
-    level_percentages: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict, description="per-level override, e.g. `{DEBUG: 1}`")
-    always_keep_levels: list[str] = Field(default_factory=lambda: ["WARN", "ERROR", "FATAL"],
-                                          description="always kept, `sample_rate` 1")
+    sampling_percentage: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="percent of lines of the other levels kept (when not following a trace decision)",
+    )
+    level_percentages: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict, description="per-level override, e.g. `{DEBUG: 1}`"
+    )
+    always_keep_levels: list[str] = Field(
+        default_factory=lambda: ["WARN", "ERROR", "FATAL"], description="always kept, `sample_rate` 1"
+    )
     hash_salt: str = Field("", description='salt of the line / trace-id hash ("": default-hash-seed)')
-    key_columns: list[str] = Field(default_factory=lambda: ["request_id"],
-                                   description="hash key of lines without a trace id (else the line's own key "
-                                               "`ts|topic:partition:offset|rank|service|message`, so each line has its own fate)")
+    key_columns: list[str] = Field(
+        default_factory=lambda: ["request_id"],
+        description="hash key of lines without a trace id (else the line's own key "
+        "`ts|topic:partition:offset|rank|service|message`, so each line has its own fate)",
+    )
 
 
 class LogSampler:
     """Decides which log lines are kept and writes their ``sample_rate`` (fraction kept)."""
 
     def __init__(self, config: LogSamplingConfig | dict | None = None):
-        self.config = config if isinstance(config, LogSamplingConfig) else LogSamplingConfig.model_validate(config or {})
+        self.config = (
+            config if isinstance(config, LogSamplingConfig) else LogSamplingConfig.model_validate(config or {})
+        )
         self.kept_lines = 0
         self.dropped_lines = 0
 
@@ -80,8 +91,10 @@ class LogSampler:
         n = batch.num_rows
         if n == 0:
             return batch.append_column("sample_rate", pa.array([], pa.float64()))
-        levels = np.asarray(pc.fill_null(pc.utf8_upper(batch.column("level").cast(pa.string())), "").to_numpy(
-            zero_copy_only=False), dtype=object)
+        levels = np.asarray(
+            pc.fill_null(pc.utf8_upper(batch.column("level").cast(pa.string())), "").to_numpy(zero_copy_only=False),
+            dtype=object,
+        )
         always = np.isin(levels, [lv.upper() for lv in self.config.always_keep_levels])
         pct = self._pct(levels)
         thr = np.array([threshold(p) for p in pct.tolist()], dtype=np.uint64) if n < 64 else _thresholds(pct)
@@ -89,8 +102,9 @@ class LogSampler:
         rate = np.ones(n, dtype=np.float64)
         tid = batch.column("trace_id") if "trace_id" in batch.column_names else pa.nulls(n, pa.string())
         tid = tid.combine_chunks() if isinstance(tid, pa.ChunkedArray) else tid
-        has_tid = np.asarray(pc.fill_null(pc.not_equal(tid.cast(pa.string()), ""), False).to_numpy(zero_copy_only=False),
-                             dtype=bool)
+        has_tid = np.asarray(
+            pc.fill_null(pc.not_equal(tid.cast(pa.string()), ""), False).to_numpy(zero_copy_only=False), dtype=bool
+        )
         traced = ~always & has_tid
         untraced = ~always & ~has_tid
         frac = pct / 100.0  # fraction kept (a row kept at 0% cannot exist)
@@ -149,8 +163,9 @@ def line_keys(rows: pa.Table) -> pa.Array:
     time_col = "ts" if "ts" in names else "timestamp" if "timestamp" in names else None
     parts = [text(time_col) if time_col else empty]
     if "source_offset" in names:
-        pos = pc.binary_join_element_wise(*(text(c) if c in names else empty
-                                            for c in ("source_topic", "source_partition", "source_offset")), ":")
+        pos = pc.binary_join_element_wise(
+            *(text(c) if c in names else empty for c in ("source_topic", "source_partition", "source_offset")), ":"
+        )
         rank: dict[str, int] = {}
         ranks = []
         for p in pos.to_pylist():

@@ -39,14 +39,30 @@ from ddsketch import DDSketch
 DEFAULT_BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 QUANTILES = (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
 
-METRICS_SCHEMA = pa.schema([
-    ("window_start", pa.timestamp("us", tz="UTC")), ("window_end", pa.timestamp("us", tz="UTC")),
-    ("resolution", pa.string()), ("name", pa.string()), ("kind", pa.string()),
-    ("labels", pa.map_(pa.string(), pa.string())), ("count", pa.int64()), ("sum", pa.float64()), ("min", pa.float64()),
-    ("max", pa.float64()), ("last", pa.float64()), ("increase", pa.float64()), ("rate", pa.float64()),
-    ("p50", pa.float64()), ("p75", pa.float64()), ("p90", pa.float64()), ("p95", pa.float64()), ("p99", pa.float64()),
-    ("exemplar_trace_ids", pa.list_(pa.string())), ("late_samples", pa.int64()),
-])
+METRICS_SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("resolution", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("labels", pa.map_(pa.string(), pa.string())),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+        ("last", pa.float64()),
+        ("increase", pa.float64()),
+        ("rate", pa.float64()),
+        ("p50", pa.float64()),
+        ("p75", pa.float64()),
+        ("p90", pa.float64()),
+        ("p95", pa.float64()),
+        ("p99", pa.float64()),
+        ("exemplar_trace_ids", pa.list_(pa.string())),
+        ("late_samples", pa.int64()),
+    ]
+)
 
 
 def sketch_add_many(sk: DDSketch, values: np.ndarray) -> None:
@@ -100,8 +116,15 @@ def _us(col) -> np.ndarray:
 
 
 class RedMetrics:
-    def __init__(self, window_ms: int = 60_000, bucket_bounds_ms=DEFAULT_BOUNDS_MS, relative_accuracy: float = 0.01,
-                 max_exemplars: int = 3, allowed_lateness_ms: int = 0, exemplar_delay_ms: int = 0):
+    def __init__(
+        self,
+        window_ms: int = 60_000,
+        bucket_bounds_ms=DEFAULT_BOUNDS_MS,
+        relative_accuracy: float = 0.01,
+        max_exemplars: int = 3,
+        allowed_lateness_ms: int = 0,
+        exemplar_delay_ms: int = 0,
+    ):
         self.window_ms = int(window_ms)
         self.bounds = np.asarray(sorted(bucket_bounds_ms), dtype=np.float64)
         self.acc = relative_accuracy
@@ -121,8 +144,9 @@ class RedMetrics:
         U+001F is a name like any other)."""
         start = _us(spans.column("start_time"))
         w = (start // 1000) // self.window_ms * self.window_ms
-        cols = [pa.array(w, pa.int64())] + [pc.fill_null(spans.column(c).cast(pa.string()), "")
-                                            for c in ("service", "name", "kind", "status_code")]
+        cols = [pa.array(w, pa.int64())] + [
+            pc.fill_null(spans.column(c).cast(pa.string()), "") for c in ("service", "name", "kind", "status_code")
+        ]
         dicts, codes = [], []
         for col in cols:
             enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
@@ -144,14 +168,18 @@ class RedMetrics:
             return late_mask
         start, codes, uniq = self._keys(spans)
         dur = (_us(spans.column("end_time")) - start) / 1000.0
-        err = np.asarray(pc.fill_null(pc.equal(spans.column("status_code").cast(pa.string()), "ERROR"), False)
-                         .to_numpy(zero_copy_only=False), dtype=bool)
+        err = np.asarray(
+            pc.fill_null(pc.equal(spans.column("status_code").cast(pa.string()), "ERROR"), False).to_numpy(
+                zero_copy_only=False
+            ),
+            dtype=bool,
+        )
         order = np.argsort(codes, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(uniq)))])
         bucket = np.searchsorted(self.bounds, dur, side="left")  # le semantics: dur <= bound
         nb = len(self.bounds)
         for g, key in enumerate(uniq):
-            rows = order[bounds[g]: bounds[g + 1]]
+            rows = order[bounds[g] : bounds[g + 1]]
             wend = key[0] + self.window_ms
             if self._emitted_until is not None and key[0] < self._emitted_until:
                 self.late_dropped += len(rows)
@@ -195,7 +223,9 @@ class RedMetrics:
     def _ready_all(self) -> list:
         ready = sorted(self._aggs)
         if ready:
-            self._emitted_until = max(self._emitted_until or ready[-1][0] + self.window_ms, ready[-1][0] + self.window_ms)
+            self._emitted_until = max(
+                self._emitted_until or ready[-1][0] + self.window_ms, ready[-1][0] + self.window_ms
+            )
         return ready
 
     def closed_through(self, watermark_ms: int) -> int:
@@ -220,13 +250,24 @@ class RedMetrics:
         return red_rows({k: self._aggs.pop(k) for k in keys}, self.window_ms, self.bounds)
 
     def snapshot(self) -> bytes:
-        return pickle.dumps({"aggs": self._aggs, "watermark": self._watermark, "emitted": self._emitted_until,
-                             "late_dropped": self.late_dropped}, protocol=5)
+        return pickle.dumps(
+            {
+                "aggs": self._aggs,
+                "watermark": self._watermark,
+                "emitted": self._emitted_until,
+                "late_dropped": self.late_dropped,
+            },
+            protocol=5,
+        )
 
     def restore(self, data: bytes) -> None:
         st = pickle.loads(data)
-        self._aggs, self._watermark, self._emitted_until, self.late_dropped = (st["aggs"], st["watermark"], st["emitted"],
-                                                                               st["late_dropped"])
+        self._aggs, self._watermark, self._emitted_until, self.late_dropped = (
+            st["aggs"],
+            st["watermark"],
+            st["emitted"],
+            st["late_dropped"],
+        )
 
 
 def merge_partials(into: dict, parts: dict, max_exemplars: int) -> None:
@@ -262,21 +303,65 @@ def red_rows(aggs: dict, window_ms: int, bounds=DEFAULT_BOUNDS_MS) -> pa.Table:
         a = aggs[key]
         ws, svc, name, kind, status = key
         labels = [("service", svc), ("operation", name), ("kind", kind), ("status", status)]
-        base = {"window_start": ws * 1000, "window_end": (ws + window_ms) * 1000, "resolution": resolution,
-                "labels": labels, "last": None, "late_samples": a.late, "exemplar_trace_ids": list(a.exemplars)}
+        base = {
+            "window_start": ws * 1000,
+            "window_end": (ws + window_ms) * 1000,
+            "resolution": resolution,
+            "labels": labels,
+            "last": None,
+            "late_samples": a.late,
+            "exemplar_trace_ids": list(a.exemplars),
+        }
         q = {n: a.sketch.get_quantile_value(p) for n, p in QUANTILES}
         none_q = dict.fromkeys(q)
         for nm, v in (("span.calls", a.calls), ("span.errors", a.errors)):
-            rows.append(base | none_q | {"name": nm, "kind": "counter", "count": v, "sum": float(v), "min": None,
-                                         "max": None, "increase": float(v), "rate": v / secs})
-        rows.append(base | q | {"name": "span.duration_ms", "kind": "histogram", "count": a.calls, "sum": a.sum,
-                                "min": a.min, "max": a.max, "increase": None, "rate": None})
+            rows.append(
+                base
+                | none_q
+                | {
+                    "name": nm,
+                    "kind": "counter",
+                    "count": v,
+                    "sum": float(v),
+                    "min": None,
+                    "max": None,
+                    "increase": float(v),
+                    "rate": v / secs,
+                }
+            )
+        rows.append(
+            base
+            | q
+            | {
+                "name": "span.duration_ms",
+                "kind": "histogram",
+                "count": a.calls,
+                "sum": a.sum,
+                "min": a.min,
+                "max": a.max,
+                "increase": None,
+                "rate": None,
+            }
+        )
         cum = np.cumsum(a.hist).tolist()
         les = [f"{b:g}" for b in bounds.tolist()] + ["+Inf"]
         for le, c in zip(les, cum):
-            rows.append(base | none_q | {"name": "span.duration_ms.bucket", "kind": "histogram", "labels": labels + [("le", le)],
-                                         "count": c, "sum": None, "min": None, "max": None, "increase": None,
-                                         "rate": None, "exemplar_trace_ids": None})
+            rows.append(
+                base
+                | none_q
+                | {
+                    "name": "span.duration_ms.bucket",
+                    "kind": "histogram",
+                    "labels": labels + [("le", le)],
+                    "count": c,
+                    "sum": None,
+                    "min": None,
+                    "max": None,
+                    "increase": None,
+                    "rate": None,
+                    "exemplar_trace_ids": None,
+                }
+            )
     if not rows:
         return METRICS_SCHEMA.empty_table()
     cols = {f.name: [r[f.name] for r in rows] for f in METRICS_SCHEMA}

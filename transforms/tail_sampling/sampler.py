@@ -55,27 +55,37 @@ from .decision import DROP, S, final
 from .policies import build_policy
 from .view import TraceView
 
-REASONS = ("not_sampled", "policy_drop", "num_traces_overflow", "max_trace_size", "maximum_trace_size_bytes", "shutdown",
-           "late_after_drop", "no_trace_id")
+REASONS = (
+    "not_sampled",
+    "policy_drop",
+    "num_traces_overflow",
+    "max_trace_size",
+    "maximum_trace_size_bytes",
+    "shutdown",
+    "late_after_drop",
+    "no_trace_id",
+)
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 _MERGE_ROWS = 8192
 _MERGE_SEGMENTS = 32
 
-TRACE_SCHEMA = pa.schema([
-    ("trace_id", pa.string()),
-    ("root_service", pa.string()),
-    ("root_name", pa.string()),
-    ("start", pa.timestamp("us", tz="UTC")),
-    ("end", pa.timestamp("us", tz="UTC")),
-    ("trace_duration_ms", pa.float64()),
-    ("span_count", pa.int32()),
-    ("error_count", pa.int32()),
-    ("services", pa.list_(pa.string())),
-    ("sampling_policy", pa.string()),
-    ("adjusted_count", pa.float64()),
-    ("decided_at", pa.timestamp("ms", tz="UTC")),
-])
+TRACE_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("root_service", pa.string()),
+        ("root_name", pa.string()),
+        ("start", pa.timestamp("us", tz="UTC")),
+        ("end", pa.timestamp("us", tz="UTC")),
+        ("trace_duration_ms", pa.float64()),
+        ("span_count", pa.int32()),
+        ("error_count", pa.int32()),
+        ("services", pa.list_(pa.string())),
+        ("sampling_policy", pa.string()),
+        ("adjusted_count", pa.float64()),
+        ("decided_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
 
 
 @dataclass
@@ -127,7 +137,9 @@ def _ts_ns(batch: pa.Table, column: str, nanos: str) -> np.ndarray:
     if nanos in batch.column_names:
         col = batch.column(nanos)
         if col.null_count < len(col):
-            exact = np.asarray(pc.fill_null(pc.cast(col, pa.int64()), -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            exact = np.asarray(
+                pc.fill_null(pc.cast(col, pa.int64()), -1).to_numpy(zero_copy_only=False), dtype=np.int64
+            )
             out = np.where(exact >= 0, exact, out)
     return out
 
@@ -158,7 +170,9 @@ def span_bytes(table: pa.Table) -> np.ndarray:
     n = table.num_rows
     size = np.full(n, 16 + 8 + 16 + 2, dtype=np.int64)
     if "parent_span_id" in table.column_names:
-        size += 8 * np.asarray(pc.is_valid(table.column("parent_span_id")).to_numpy(zero_copy_only=False), dtype=np.int64)
+        size += 8 * np.asarray(
+            pc.is_valid(table.column("parent_span_id")).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
     for c in ("name", "status_message"):
         if c in table.column_names:
             size += _utf8_len_rows(table.column(c))
@@ -182,7 +196,9 @@ class TailSampler:
         self._policies = [p for p in pols if p.kind == "drop"] + [p for p in pols if p.kind != "drop"]
         self._names = pa.array([p.name for p in self._policies], pa.string())
         self._probs = np.array([p.probability for p in self._policies], dtype=np.float64)
-        self._needs_bytes = bool(cfg.maximum_trace_size_bytes) or any(q.needs_bytes for p in self._policies for q in p.walk())
+        self._needs_bytes = bool(cfg.maximum_trace_size_bytes) or any(
+            q.needs_bytes for p in self._policies for q in p.walk()
+        )
         cap = 1024
         if cfg.expected_new_traces_per_sec:
             cap = max(cap, min(cfg.num_traces + 1, cfg.expected_new_traces_per_sec * max(1, self._wait // 1000)))
@@ -216,11 +232,33 @@ class TailSampler:
         self._active = np.zeros(cap, bool)
 
     def _grow(self) -> None:
-        old = (self._first, self._root, self._start, self._end, self._count, self._errors, self._bytes, self._seqs, self._active)
+        old = (
+            self._first,
+            self._root,
+            self._start,
+            self._end,
+            self._count,
+            self._errors,
+            self._bytes,
+            self._seqs,
+            self._active,
+        )
         n = self._cap
         self._alloc(n * 2)
-        for dst, src in zip((self._first, self._root, self._start, self._end, self._count, self._errors, self._bytes,
-                             self._seqs, self._active), old):
+        for dst, src in zip(
+            (
+                self._first,
+                self._root,
+                self._start,
+                self._end,
+                self._count,
+                self._errors,
+                self._bytes,
+                self._seqs,
+                self._active,
+            ),
+            old,
+        ):
             dst[:n] = src
         self._slot_tid.extend([None] * n)
 
@@ -328,8 +366,12 @@ class TailSampler:
         np.maximum.at(self._end, rs, end)
         np.add.at(self._count, rs, 1)
         if "status_code" in batch.column_names:
-            err = np.asarray(pc.fill_null(pc.equal(batch.column("status_code").cast(pa.string()), "ERROR"), False)
-                             .to_numpy(zero_copy_only=False), dtype=bool)
+            err = np.asarray(
+                pc.fill_null(pc.equal(batch.column("status_code").cast(pa.string()), "ERROR"), False).to_numpy(
+                    zero_copy_only=False
+                ),
+                dtype=bool,
+            )
             if err.any():
                 np.add.at(self._errors, rs[err], 1)
         if "parent_span_id" in batch.column_names:
@@ -384,7 +426,8 @@ class TailSampler:
                 adj.append(v[1])
             t = batch.take(pa.array(kept_rows))
             t = t.append_column("sampling_policy", pa.array(names, pa.string())).append_column(
-                "adjusted_count", pa.array(adj, pa.float64()))
+                "adjusted_count", pa.array(adj, pa.float64())
+            )
             self._p_spans.append(t)
             self._p_late_kept += len(kept_rows)
         dropped = int((rs == -2).sum())
@@ -509,8 +552,17 @@ class TailSampler:
         group = np.concatenate(groups) if len(groups) > 1 else groups[0]
         tids = [self._slot_tid[s] for s in slots.tolist()]
         counts = self._count[slots]
-        view = TraceView(table, group, tids, self._start[slots], self._end[slots], counts, self._errors[slots],
-                         self._bytes[slots], now_ms)
+        view = TraceView(
+            table,
+            group,
+            tids,
+            self._start[slots],
+            self._end[slots],
+            counts,
+            self._errors[slots],
+            self._bytes[slots],
+            now_ms,
+        )
         dec = np.zeros((len(self._policies), n), np.int8)
         live = np.arange(n)
         first_match = self.config.sample_on_first_match
@@ -567,43 +619,57 @@ class TailSampler:
         row_pol = pidx[g]
         adj = 1.0 / self._probs
         pol_col = pa.DictionaryArray.from_arrays(pa.array(row_pol, pa.int32()), self._names).cast(pa.string())
-        kept = kept.append_column("sampling_policy", pol_col).append_column("adjusted_count", pa.array(adj[row_pol], pa.float64()))
+        kept = kept.append_column("sampling_policy", pol_col).append_column(
+            "adjusted_count", pa.array(adj[row_pol], pa.float64())
+        )
         self._p_spans.append(kept)
         # trace rows
         n = view.n
         root_service = [None] * n
         root_name = [None] * n
         if "parent_span_id" in table.column_names:
-            root_rows = np.flatnonzero(np.asarray(table.column("parent_span_id").is_null().to_numpy(zero_copy_only=False),
-                                                  dtype=bool) & rows)
+            root_rows = np.flatnonzero(
+                np.asarray(table.column("parent_span_id").is_null().to_numpy(zero_copy_only=False), dtype=bool) & rows
+            )
             if len(root_rows):
                 rg, first = np.unique(group[root_rows], return_index=True)
                 rr = pa.array(root_rows[first])
-                svc = table.column("service").take(rr).to_pylist() if "service" in table.column_names else [None] * len(rr)
+                svc = (
+                    table.column("service").take(rr).to_pylist()
+                    if "service" in table.column_names
+                    else [None] * len(rr)
+                )
                 nm = table.column("name").take(rr).to_pylist() if "name" in table.column_names else [None] * len(rr)
                 for j, gi in enumerate(rg.tolist()):
                     root_service[gi], root_name[gi] = svc[j], nm[j]
         services: list = [[] for _ in range(n)]
         if "service" in kept.column_names:
-            gt = pa.table({"g": pa.array(g, pa.int64()), "s": kept.column("service")}).group_by("g").aggregate([("s", "distinct")])
+            gt = (
+                pa.table({"g": pa.array(g, pa.int64()), "s": kept.column("service")})
+                .group_by("g")
+                .aggregate([("s", "distinct")])
+            )
             for gi, ss in zip(gt.column("g").to_pylist(), gt.column("s_distinct").to_pylist()):
                 services[gi] = sorted(x for x in ss if x is not None)
         start_ns, end_ns = view.start_ns[k], view.end_ns[k]
         start, end = start_ns // 1000, end_ns // 1000
-        traces = pa.table([
-            pa.array([view.trace_ids[i] for i in k.tolist()], pa.string()),
-            pa.array([root_service[i] for i in k.tolist()], pa.string()),
-            pa.array([root_name[i] for i in k.tolist()], pa.string()),
-            pa.array(start, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            pa.array(end, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            pa.array((end_ns - start_ns) / 1e6, pa.float64()),
-            pa.array(view.span_count[k], pa.int32()),
-            pa.array(view.error_count[k], pa.int32()),
-            pa.array([services[i] for i in k.tolist()], pa.list_(pa.string())),
-            pa.DictionaryArray.from_arrays(pa.array(pidx[k], pa.int32()), self._names).cast(pa.string()),
-            pa.array(adj[pidx[k]], pa.float64()),
-            pa.array(np.full(len(k), now_ms, np.int64), pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        ], schema=TRACE_SCHEMA)
+        traces = pa.table(
+            [
+                pa.array([view.trace_ids[i] for i in k.tolist()], pa.string()),
+                pa.array([root_service[i] for i in k.tolist()], pa.string()),
+                pa.array([root_name[i] for i in k.tolist()], pa.string()),
+                pa.array(start, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                pa.array(end, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                pa.array((end_ns - start_ns) / 1e6, pa.float64()),
+                pa.array(view.span_count[k], pa.int32()),
+                pa.array(view.error_count[k], pa.int32()),
+                pa.array([services[i] for i in k.tolist()], pa.list_(pa.string())),
+                pa.DictionaryArray.from_arrays(pa.array(pidx[k], pa.int32()), self._names).cast(pa.string()),
+                pa.array(adj[pidx[k]], pa.float64()),
+                pa.array(np.full(len(k), now_ms, np.int64), pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            ],
+            schema=TRACE_SCHEMA,
+        )
         self._p_traces.append(traces)
 
     def _flush(self) -> Decisions:
@@ -612,12 +678,22 @@ class TailSampler:
             out_spans = pa.concat_tables(spans, promote_options="default") if len(spans) > 1 else spans[0]
         else:
             base = self._schema or pa.schema([])
-            out_spans = base.empty_table().append_column("sampling_policy", pa.array([], pa.string())).append_column(
-                "adjusted_count", pa.array([], pa.float64()))
+            out_spans = (
+                base.empty_table()
+                .append_column("sampling_policy", pa.array([], pa.string()))
+                .append_column("adjusted_count", pa.array([], pa.float64()))
+            )
         traces = pa.concat_tables(self._p_traces) if self._p_traces else TRACE_SCHEMA.empty_table()
-        d = Decisions(out_spans, traces, {k: v for k, v in self._p_dropped_spans.items() if v},
-                      {k: v for k, v in self._p_dropped_traces.items() if v}, {k: v for k, v in self._p_early.items() if v},
-                      self._p_late_kept, self._p_sampled, self._p_not_sampled)
+        d = Decisions(
+            out_spans,
+            traces,
+            {k: v for k, v in self._p_dropped_spans.items() if v},
+            {k: v for k, v in self._p_dropped_traces.items() if v},
+            {k: v for k, v in self._p_early.items() if v},
+            self._p_late_kept,
+            self._p_sampled,
+            self._p_not_sampled,
+        )
         self._reset_pending()
         return d
 
@@ -633,9 +709,13 @@ class TailSampler:
         state = {
             "version": 2,
             "policies": [p.name for p in self._policies],
-            "hi": self._hi, "seq": self._seq, "n_active": self._n_active, "spans_in": self.spans_in,
+            "hi": self._hi,
+            "seq": self._seq,
+            "n_active": self._n_active,
+            "spans_in": self.spans_in,
             "arrays": {k: getattr(self, k)[: self._hi].copy() for k in _ARRAYS},
-            "slot_tid": self._slot_tid[: self._hi], "free": list(self._free),
+            "slot_tid": self._slot_tid[: self._hi],
+            "free": list(self._free),
             "buffer": _ipc(pa.concat_tables(tables, promote_options="default")) if tables else None,
             "buffer_slots": np.concatenate(slots) if slots else np.zeros(0, np.int32),
             "sampled_cache": list(self._sampled_cache.items()),
@@ -643,9 +723,14 @@ class TailSampler:
             "policy_state": [q.get_state() for p in self._policies for q in p.walk()],
             "schema": self._schema.serialize().to_pybytes() if self._schema is not None else None,
             "pending": {
-                "spans": [_ipc(t) for t in self._p_spans], "traces": [_ipc(t) for t in self._p_traces],
-                "dropped_spans": self._p_dropped_spans, "dropped_traces": self._p_dropped_traces, "early": self._p_early,
-                "late_kept": self._p_late_kept, "sampled": self._p_sampled, "not_sampled": self._p_not_sampled,
+                "spans": [_ipc(t) for t in self._p_spans],
+                "traces": [_ipc(t) for t in self._p_traces],
+                "dropped_spans": self._p_dropped_spans,
+                "dropped_traces": self._p_dropped_traces,
+                "early": self._p_early,
+                "late_kept": self._p_late_kept,
+                "sampled": self._p_sampled,
+                "not_sampled": self._p_not_sampled,
             },
         }
         return pickle.dumps(state, protocol=5)
@@ -662,7 +747,9 @@ class TailSampler:
                 st["arrays"][k] = np.where(a == sentinel, a, a * 1000)
         self = cls(config)
         if [p.name for p in self._policies] != st["policies"]:
-            raise ValueError(f"snapshot was taken with policies {st['policies']}, config has {[p.name for p in self._policies]}")
+            raise ValueError(
+                f"snapshot was taken with policies {st['policies']}, config has {[p.name for p in self._policies]}"
+            )
         hi = st["hi"]
         while self._cap < hi:
             self._grow()
@@ -686,7 +773,11 @@ class TailSampler:
         p = st["pending"]
         self._p_spans = [_from_ipc(b) for b in p["spans"]]
         self._p_traces = [_from_ipc(b) for b in p["traces"]]
-        self._p_dropped_spans, self._p_dropped_traces, self._p_early = p["dropped_spans"], p["dropped_traces"], p["early"]
+        self._p_dropped_spans, self._p_dropped_traces, self._p_early = (
+            p["dropped_spans"],
+            p["dropped_traces"],
+            p["early"],
+        )
         self._p_late_kept, self._p_sampled, self._p_not_sampled = p["late_kept"], p["sampled"], p["not_sampled"]
         return self
 

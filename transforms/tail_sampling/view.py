@@ -21,8 +21,18 @@ from .hashing import hash_trace_ids
 
 
 class TraceView:
-    def __init__(self, table: pa.Table, group: np.ndarray, trace_ids: list[str], start_ns: np.ndarray, end_ns: np.ndarray,
-                 span_count: np.ndarray, error_count: np.ndarray, nbytes: np.ndarray, now_ms: int):
+    def __init__(
+        self,
+        table: pa.Table,
+        group: np.ndarray,
+        trace_ids: list[str],
+        start_ns: np.ndarray,
+        end_ns: np.ndarray,
+        span_count: np.ndarray,
+        error_count: np.ndarray,
+        nbytes: np.ndarray,
+        now_ms: int,
+    ):
         self.table = table
         self.group = group
         self.trace_ids = trace_ids

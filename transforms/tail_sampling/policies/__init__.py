@@ -56,6 +56,23 @@ def build_policy(cfg) -> Policy:
     raise ValueError(f"unknown policy type {t!r}")
 
 
-__all__ = ["Policy", "build_policy", "AlwaysSample", "And", "BooleanAttribute", "BytesLimiting", "Composite", "Drop", "Latency",
-           "Not", "NumericAttribute", "Probabilistic", "RateLimiting", "SpanCount", "StatusCode", "StringAttribute", "TraceFlags",
-           "TraceState"]
+__all__ = [
+    "Policy",
+    "build_policy",
+    "AlwaysSample",
+    "And",
+    "BooleanAttribute",
+    "BytesLimiting",
+    "Composite",
+    "Drop",
+    "Latency",
+    "Not",
+    "NumericAttribute",
+    "Probabilistic",
+    "RateLimiting",
+    "SpanCount",
+    "StatusCode",
+    "StringAttribute",
+    "TraceFlags",
+    "TraceState",
+]

@@ -84,11 +84,15 @@ class AttributePolicy(Policy):
 
     def evaluate_all(self, view):
         hit = np.zeros(view.n, dtype=bool)
-        for text, types, match in ((view.resource_attr(self.key), view.resource_attr_type(self.key), self.match_resource),
-                                   (view.span_attr(self.key), view.span_attr_type(self.key), self.match_span)):
+        for text, types, match in (
+            (view.resource_attr(self.key), view.resource_attr_type(self.key), self.match_resource),
+            (view.span_attr(self.key), view.span_attr_type(self.key), self.match_span),
+        ):
             if text is None:
                 continue
-            vals = Values(self._flat(text).cast(pa.string()), None if types is None else self._flat(types).cast(pa.string()))
+            vals = Values(
+                self._flat(text).cast(pa.string()), None if types is None else self._flat(types).cast(pa.string())
+            )
             rows = vals.present & match(vals)
             hit |= view.any_per_trace(rows)
         if self.invert:

@@ -3,7 +3,6 @@ becomes NotSampled and NotSampled becomes Sampled; every other decision passes t
 unchanged (InvertSampled / InvertNotSampled only occur with ``legacy_invert_decisions``;
 since v0.150.0 an inverted sub-policy returns plain decisions, which ``not`` flips)."""
 
-
 from ..decision import NS, S
 from .base import Policy
 

@@ -23,7 +23,9 @@ def _key_ok(key: str) -> bool:
     tenant, at, system = key.partition("@")
     if not at:
         return _part_ok(key, 255, lambda c: "a" <= c <= "z")
-    return _part_ok(tenant, 240, lambda c: "a" <= c <= "z" or "0" <= c <= "9") and _part_ok(system, 13, lambda c: "a" <= c <= "z")
+    return _part_ok(tenant, 240, lambda c: "a" <= c <= "z" or "0" <= c <= "9") and _part_ok(
+        system, 13, lambda c: "a" <= c <= "z"
+    )
 
 
 def _part_ok(part: str, n: int, first) -> bool:
