@@ -178,6 +178,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _collect_command(server: str, spec_path: Path, port: int) -> list[str]:
+    """``obsflow collect`` on ``spec_path`` with ``server`` (uvicorn or granian) at ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "runners.cli",
+        "collect",
+        "--spec",
+        str(spec_path),
+        "--server",
+        server,
+        "--port",
+        str(port),
+    ]
+
+
 def measure_collector(
     server: str,
     spec_path: Path,
@@ -194,18 +210,7 @@ def measure_collector(
         "PYTHONPATH": os.pathsep.join(p for p in (path_first, str(root), os.environ.get("PYTHONPATH", "")) if p),
     }
     proc, url = start(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "collect",
-            "--spec",
-            str(spec_path),
-            "--server",
-            server,
-            "--port",
-            str(port),
-        ],
+        _collect_command(server, spec_path, port),
         True,
         env,
         root,
@@ -285,18 +290,7 @@ def measure_open_loop(server: str, spec_path: Path, body: bytes, rate: float, se
 
     port = free_port()
     proc, url = start(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "collect",
-            "--spec",
-            str(spec_path),
-            "--server",
-            server,
-            "--port",
-            str(port),
-        ],
+        _collect_command(server, spec_path, port),
         True,
         env,
     )

@@ -414,19 +414,25 @@ def OtlpSpans(payload: bytes) -> list:
     return [sp for rs in msg.resource_spans for ss in rs.scope_spans for sp in ss.spans]
 
 
+def _mutant_batches(signal: str, encoding: str, rng_name: str):
+    """Batches of the fuzz corpus's ``signal`` mutants in ``encoding`` mixed with good
+    messages: 5 batches each of 1, 3, 20 and 80 messages, seeded by ``rng_name``."""
+    good = [s.value for s in seeds(signal, encoding, 24)]
+    rng = random.Random(rng_name)
+    for size in (1, 3, 20, 80):
+        for _ in range(5):
+            yield [
+                a if rng.random() < 0.4 else mutate(a, rng.choice(good), signal, encoding, rng)
+                for a in (rng.choice(good) for _ in range(size))
+            ]
+
+
 def test_otlp_spans_fuzz_corpus():
     """The fuzz corpus's OTLP span mutants (truncations, bit flips, splices, protobuf
     structure, values at their bounds) mixed with good messages."""
-    good = [s.value for s in seeds("span", "otlp_proto", 24)]
-    rng = random.Random("native-parity/otlp")
-    total_bad = 0
-    for size in (1, 3, 20, 80):
-        for _ in range(5):
-            values = [
-                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "span", "otlp_proto", rng)
-                for a in (rng.choice(good) for _ in range(size))
-            ]
-            total_bad += assert_otlp_parity(values)[1]
+    total_bad = sum(
+        assert_otlp_parity(values)[1] for values in _mutant_batches("span", "otlp_proto", "native-parity/otlp")
+    )
     assert total_bad > 40
 
 
@@ -661,16 +667,8 @@ def test_otlp_logs_edge_cases():
 
 def test_otlp_logs_fuzz_corpus():
     """The fuzz corpus's OTLP log mutants mixed with good messages."""
-    good = [s.value for s in seeds("log", "otlp_proto", 24)]
-    rng = random.Random("native-parity/otlp-logs")
-    total_bad = 0
-    for size in (1, 3, 20, 80):
-        for _ in range(5):
-            values = [
-                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "log", "otlp_proto", rng)
-                for a in (rng.choice(good) for _ in range(size))
-            ]
-            total_bad += assert_otlp_parity(values, "log")[1]
+    batches = _mutant_batches("log", "otlp_proto", "native-parity/otlp-logs")
+    total_bad = sum(assert_otlp_parity(values, "log")[1] for values in batches)
     assert total_bad > 40
 
 
@@ -999,16 +997,8 @@ def test_otlp_metrics_edge_cases():
 
 def test_otlp_metrics_fuzz_corpus():
     """The fuzz corpus's OTLP metric mutants mixed with good messages."""
-    good = [s.value for s in seeds("metric", "otlp_proto", 24)]
-    rng = random.Random("native-parity/otlp-metrics")
-    total_bad = 0
-    for size in (1, 3, 20, 80):
-        for _ in range(5):
-            values = [
-                a if rng.random() < 0.4 else mutate(a, rng.choice(good), "metric", "otlp_proto", rng)
-                for a in (rng.choice(good) for _ in range(size))
-            ]
-            total_bad += assert_otlp_parity(values, "metric")[1]
+    batches = _mutant_batches("metric", "otlp_proto", "native-parity/otlp-metrics")
+    total_bad = sum(assert_otlp_parity(values, "metric")[1] for values in batches)
     assert total_bad > 40
 
 
@@ -1300,17 +1290,10 @@ def test_otlp_json_generator_and_sdk(signal):
 def test_otlp_json_fuzz_corpus(signal):
     """The fuzz corpus's OTLP/JSON mutants (truncations, bit flips, splices, inserted bytes,
     type confusion, values at their bounds) mixed with good messages."""
-    good = [s.value for s in seeds(signal, "otlp_json", 24)]
-    rng = random.Random(f"native-parity/otlp-json-{signal}")
     total_bad = native = 0
-    for size in (1, 3, 20, 80):
-        for _ in range(5):
-            values = [
-                a if rng.random() < 0.4 else mutate(a, rng.choice(good), signal, "otlp_json", rng)
-                for a in (rng.choice(good) for _ in range(size))
-            ]
-            total_bad += assert_otlp_parity(values, signal, encoding="otlp_json")[1]
-            native += _json_verdicts(values, signal).count(1)
+    for values in _mutant_batches(signal, "otlp_json", f"native-parity/otlp-json-{signal}"):
+        total_bad += assert_otlp_parity(values, signal, encoding="otlp_json")[1]
+        native += _json_verdicts(values, signal).count(1)
     assert total_bad > 40
     assert native > 40  # the good ones (and harmless mutants) are the extension's
 
