@@ -38,12 +38,47 @@ pub struct Parser<'a> {
     text: &'a str,
     pub i: usize,
     depth: u32,
+    /// Set when a read failed because the input ended where a string's next character, a
+    /// string's escaped character or a structural token (a value, a key, `:`, `,`, a
+    /// closing bracket) was due: where msgspec, meeting the same bytes, says "Input data was
+    /// truncated" (its string and token readers stop at the same places).
+    pub eof: bool,
+    /// Set by a number literal with an exponent or of more than 18 characters: a value
+    /// that could be beyond a double's range or 64 bits (the reference has its own paths
+    /// for those), so no native reject is given for its record.
+    pub wide_number: bool,
+}
+
+/// The index of the first byte at or after `i` that is `"`, `\\` or a control character
+/// (below 0x20), or `s.len()`: eight bytes a step (SWAR). In each of the three masks the
+/// lowest flagged byte is a true match (borrows only flag bytes above a true match), so the
+/// lowest flag of their union is the first match.
+#[inline]
+pub fn scan_plain(s: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while i + 8 <= s.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(w);
+        let q = w ^ (LO * b'"' as u64);
+        let b = w ^ (LO * b'\\' as u64);
+        let m = ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b) | (w.wrapping_sub(LO * 0x20) & !w)) & HI;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < s.len() && !matches!(s[i], b'"' | b'\\') && s[i] >= 0x20 {
+        i += 1;
+    }
+    i
 }
 
 impl<'a> Parser<'a> {
     /// A parser over `text` (already checked to be UTF-8).
     pub fn new(text: &'a str) -> Self {
-        Parser { s: text.as_bytes(), text, i: 0, depth: 0 }
+        Parser { s: text.as_bytes(), text, i: 0, depth: 0, eof: false, wide_number: false }
     }
 
     #[inline]
@@ -60,12 +95,21 @@ impl<'a> Parser<'a> {
 
     #[inline]
     pub fn eat(&mut self, c: u8) -> R<()> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(Defer)
+        match self.peek() {
+            Some(x) if x == c => {
+                self.i += 1;
+                Ok(())
+            }
+            None => self.end(),
+            _ => Err(Defer),
         }
+    }
+
+    /// `Err(Defer)`, noting that the input ended where a token was due.
+    #[inline]
+    pub fn end<T>(&mut self) -> R<T> {
+        self.eof = true;
+        Err(Defer)
     }
 
     pub fn at_end(&self) -> bool {
@@ -83,7 +127,8 @@ impl<'a> Parser<'a> {
 
     /// Any JSON value (after leading whitespace has been skipped).
     pub fn value(&mut self) -> R<J<'a>> {
-        match self.peek().ok_or(Defer)? {
+        let Some(c) = self.peek() else { return self.end() };
+        match c {
             b'"' => Ok(J::Str(self.string()?)),
             b'{' => {
                 self.enter()?;
@@ -110,6 +155,7 @@ impl<'a> Parser<'a> {
                             self.i += 1;
                             break;
                         }
+                        None => return self.end(),
                         _ => return Err(Defer),
                     }
                 }
@@ -136,6 +182,7 @@ impl<'a> Parser<'a> {
                             self.i += 1;
                             break;
                         }
+                        None => return self.end(),
                         _ => return Err(Defer),
                     }
                 }
@@ -201,6 +248,9 @@ impl<'a> Parser<'a> {
         if self.i - start > MAX_NUMBER_LEN {
             return Err(Defer);
         }
+        if self.i - start > 18 || self.s[start..self.i].iter().any(|&c| c == b'e' || c == b'E') {
+            self.wide_number = true;
+        }
         Ok(J::Num(&self.text[start..self.i], int))
     }
 
@@ -222,25 +272,21 @@ impl<'a> Parser<'a> {
         self.eat(b'"')?;
         let start = self.i;
         // fast scan: no escape before the closing quote borrows the bytes
-        loop {
-            let c = *self.s.get(self.i).ok_or(Defer)?;
-            if c == b'"' {
+        self.i = scan_plain(self.s, self.i);
+        match self.s.get(self.i) {
+            None => return self.end(),
+            Some(b'"') => {
                 let out = &self.text[start..self.i];
                 self.i += 1;
                 return Ok(Cow::Borrowed(out));
             }
-            if c == b'\\' {
-                break;
-            }
-            if c < 0x20 {
-                return Err(Defer);
-            }
-            self.i += 1;
+            Some(b'\\') => {}
+            Some(_) => return Err(Defer), // a control character
         }
         let mut out = String::with_capacity(self.i - start + 16);
         out.push_str(&self.text[start..self.i]);
         loop {
-            let c = *self.s.get(self.i).ok_or(Defer)?;
+            let Some(&c) = self.s.get(self.i) else { return self.end() };
             match c {
                 b'"' => {
                     self.i += 1;
@@ -248,7 +294,7 @@ impl<'a> Parser<'a> {
                 }
                 b'\\' => {
                     self.i += 1;
-                    let e = *self.s.get(self.i).ok_or(Defer)?;
+                    let Some(&e) = self.s.get(self.i) else { return self.end() };
                     self.i += 1;
                     match e {
                         b'"' => out.push('"'),
@@ -285,9 +331,7 @@ impl<'a> Parser<'a> {
                 _ => {
                     // copy the run up to the next quote or backslash (UTF-8 safe: both ASCII)
                     let run = self.i;
-                    while self.i < self.s.len() && !matches!(self.s[self.i], b'"' | b'\\') && self.s[self.i] >= 0x20 {
-                        self.i += 1;
-                    }
+                    self.i = scan_plain(self.s, self.i);
                     out.push_str(&self.text[run..self.i]);
                 }
             }

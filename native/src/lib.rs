@@ -306,72 +306,382 @@ fn append(col: &mut Col, v: Option<&J<'_>>, t: &Ty) {
     }
 }
 
-/// One record's top-level values, by field position, if it can be decoded here.
-fn record<'a>(text: &'a str, fields: &[(String, Ty)]) -> R<Vec<Option<J<'a>>>> {
-    let b = text.as_bytes();
-    // the reference re-serializes records that do not start with "{" and end with "}"
-    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
-        return Err(Defer);
-    }
-    let mut p = Parser::new(text);
-    let mut slots: Vec<Option<J<'a>>> = (0..fields.len()).map(|_| None).collect();
-    p.eat(b'{')?;
-    p.ws();
-    if p.peek() == Some(b'}') {
-        p.eat(b'}')?;
-    } else {
-        loop {
-            p.ws();
-            let k = p.string()?;
-            p.ws();
-            p.eat(b':')?;
-            p.ws();
-            let v = p.value()?;
-            if let Some(f) = fields.iter().position(|(name, _)| name == k.as_ref()) {
-                if slots[f].is_some() {
-                    return Err(Defer); // a field given twice
-                }
-                check(&v, &fields[f].1)?;
-                slots[f] = Some(v);
-            }
-            p.ws();
-            match p.peek() {
-                Some(b',') => p.eat(b',')?,
-                Some(b'}') => {
-                    p.eat(b'}')?;
-                    break;
-                }
-                _ => return Err(Defer),
-            }
+/// What the reader makes of one record.
+enum Rec {
+    /// A row: the record's values are in the slots.
+    Row,
+    /// The reference's dead letter for it: reason and detail, exactly as the reference gives them.
+    Reject(&'static str, String),
+    /// Left to the reference.
+    Defer,
+}
+
+/// The wire field named `k`: `hint` first (records come in a stable key order), else a scan.
+#[inline]
+fn field_of(fields: &[(String, Ty)], k: &str, hint: usize) -> Option<usize> {
+    if let Some((name, _)) = fields.get(hint) {
+        if name == k {
+            return Some(hint);
         }
     }
-    if !p.at_end() {
-        return Err(Defer);
+    fields.iter().position(|(name, _)| name == k)
+}
+
+/// One record read into `slots` (its top-level values by field position).
+///
+/// A row when every value converts exactly as the reference converts it. Otherwise a
+/// reject only where the reference's verdict is certain (see [`json_reject`]), else a
+/// deferral. The record has been checked to be a sized, UTF-8 payload.
+fn record<'a>(text: &'a str, fields: &[(String, Ty)], slots: &mut Vec<Option<J<'a>>>) -> Rec {
+    let b = text.as_bytes();
+    slots.clear();
+    slots.resize_with(fields.len(), || None);
+    // the reference re-serializes records that do not start with "{" and end with "}"
+    let framed = b.first() == Some(&b'{') && b.last() == Some(&b'}');
+    if !framed {
+        return not_framed(text);
     }
-    Ok(slots)
+    let mut p = Parser::new(text);
+    // the first top-level value that does not convert here, or a duplicate field: the
+    // reference's typed decode may stop there, so a later syntax error is not judged here
+    let mut unsure = false;
+    let mut twice = false;
+    let mut hint = 0;
+    p.i = 1;
+    let mut first = true;
+    loop {
+        p.ws();
+        match p.peek() {
+            None => return Rec::Defer,
+            Some(b'}') if first => {
+                p.i += 1;
+                break;
+            }
+            Some(b',') if !first => {
+                p.i += 1;
+                p.ws();
+                match p.peek() {
+                    None => return Rec::Defer,
+                    Some(b'"') => {}
+                    Some(b'}') => return syntax(text, unsure, "trailing comma in object", p.i),
+                    _ => return syntax(text, unsure, "object keys must be strings", p.i),
+                }
+            }
+            Some(b'"') if first => {}
+            _ if first => return syntax(text, unsure, "object keys must be strings", p.i),
+            _ => return syntax(text, unsure, "expected ',' or '}'", p.i),
+        }
+        first = false;
+        let Ok(k) = p.string() else { return Rec::Defer };
+        p.ws();
+        if p.peek().is_none() {
+            return Rec::Defer;
+        }
+        if p.peek() != Some(b':') {
+            return syntax(text, unsure, "expected ':'", p.i);
+        }
+        p.i += 1;
+        p.ws();
+        let Ok(v) = p.value() else { return Rec::Defer };
+        if let Some(f) = field_of(fields, &k, hint) {
+            hint = f + 1;
+            if slots[f].is_some() {
+                unsure = true; // a field given twice
+                twice = true;
+            } else if check(&v, &fields[f].1).is_err() {
+                unsure = true;
+            }
+            slots[f] = Some(v);
+        }
+        p.ws();
+        if p.peek() == Some(b'}') {
+            p.i += 1;
+            break;
+        }
+    }
+    if !p.at_end() || p.wide_number {
+        return Rec::Defer;
+    }
+    if !unsure {
+        return Rec::Row;
+    }
+    if twice {
+        return Rec::Defer; // the reference's typed decode and its type walk may see different values
+    }
+    json_reject(text, fields, slots)
+}
+
+/// The reference's verdict on a framed record that is not JSON: msgspec's error text when
+/// the reference's typed msgspec decode is certain to stop there with it (the bytes before
+/// `at` are JSON this reader accepted, every value before it converts, no field was given
+/// twice, and nothing sends the record down another path of the reference: a newline, a
+/// carriage return, `NaN` or `Inf` anywhere).
+fn syntax(text: &str, unsure: bool, what: &str, at: usize) -> Rec {
+    if unsure || other_path(text.as_bytes()) {
+        return Rec::Defer;
+    }
+    Rec::Reject("format_violation", format!("invalid JSON: JSON is malformed: {what} (byte {at})"))
+}
+
+/// Whether the reference screens this record on a path of its own (re-serializing it, or
+/// judging it with msgspec's untyped decoder).
+fn other_path(b: &[u8]) -> bool {
+    b.iter().any(|&c| c == b'\n' || c == b'\r') || has(b, b"NaN") || has(b, b"Inf")
+}
+
+fn has(b: &[u8], needle: &[u8]) -> bool {
+    b.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A record that does not both start with `{` and end with `}`: the reference judges it
+/// with msgspec's untyped decode of its trimmed body; the one verdict given here is a body
+/// that starts with `{` (no leading blank), does not end with `}`, and runs out where this
+/// reader was still reading JSON it accepted: "Input data was truncated".
+fn not_framed(text: &str) -> Rec {
+    let body = text.trim_end_matches([' ', '\t', '\r', '\n']);
+    if !body.starts_with('{') || body.ends_with('}') {
+        return Rec::Defer;
+    }
+    let mut p = Parser::new(body);
+    match p.value() {
+        Err(Defer) if p.eof && !p.wide_number => Rec::Reject("format_violation", "invalid JSON: Input data was truncated".into()),
+        _ => Rec::Defer,
+    }
+}
+
+/// The reference's verdict on a record that is JSON (every number in it plain) with a value
+/// that does not convert: its first type error in wire-field order ("page: expected a
+/// string, got number 12345"), else its first timestamp field that is not an ISO-8601
+/// timestamp with a zone by the reference's regex. Anything else defers.
+fn json_reject(text: &str, fields: &[(String, Ty)], slots: &[Option<J<'_>>]) -> Rec {
+    if other_path(text.as_bytes()) {
+        return Rec::Defer;
+    }
+    for ((name, t), v) in fields.iter().zip(slots) {
+        match type_problem(v.as_ref(), t, name) {
+            Err(Defer) => return Rec::Defer,
+            Ok(Some(detail)) => return Rec::Reject("schema_violation", detail),
+            Ok(None) => {}
+        }
+    }
+    // no type error: the reference parses the record and converts its timestamps, field by
+    // field; judged here only when every value but timestamps converts
+    let mut first_bad: Option<String> = None;
+    for ((name, t), v) in fields.iter().zip(slots) {
+        let Some(v) = v else { continue };
+        if check(v, t).is_ok() {
+            continue;
+        }
+        match (v, t) {
+            (J::Str(s), Ty::Ts(_)) if first_bad.is_none() => {
+                if iso_ts(s) {
+                    return Rec::Defer; // the regex passes but the date does not: the reference's slow path
+                }
+                let shown: String = s.chars().take(60).collect();
+                first_bad = Some(format!("{name}: not an ISO-8601 timestamp with a zone: {shown}"));
+            }
+            (J::Str(_), Ty::Ts(_)) => {}
+            _ => return Rec::Defer,
+        }
+    }
+    match first_bad {
+        Some(detail) => Rec::Reject("schema_violation", detail),
+        None => Rec::Defer,
+    }
+}
+
+/// Whether `s` matches the reference's `ISO_TS` regex (RE2: `\d` is an ASCII digit, `$`
+/// the end of the text): `^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$`.
+fn iso_ts(s: &str) -> bool {
+    let b = s.as_bytes();
+    let d = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    if b.len() < 20 || !d(0..4) || b[4] != b'-' || !d(5..7) || b[7] != b'-' || !d(8..10) || !matches!(b[10], b'T' | b' ') {
+        return false;
+    }
+    if !d(11..13) || b[13] != b':' || !d(14..16) || b[16] != b':' || !d(17..19) {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        let n = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        // RE2 backtracks into the fraction: the zone may begin with its last digits only if
+        // a sign or Z follows them, which a digit run cannot hold; so the run is the fraction
+        if n > 9 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    match &b[i..] {
+        [b'Z'] => true,
+        [b'+' | b'-', rest @ ..] => match rest {
+            [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// What the reference's `_expected` calls a wire type.
+fn expected(t: &Ty) -> &'static str {
+    match t {
+        Ty::Ts(_) => "an ISO-8601 timestamp string with a zone",
+        Ty::Str => "a string",
+        Ty::I32 | Ty::I64 => "an integer",
+        Ty::F64 => "a number",
+        Ty::Bool => "a boolean",
+        Ty::List(_) => "an array",
+        Ty::Struct(_) | Ty::Map => "an object",
+    }
+}
+
+/// A scalar as the reference shows it (`_py_kind` and `orjson.dumps(value)[:60]`), for the
+/// scalars whose JSON text this reader can write exactly: integers of 64 bits, booleans,
+/// strings of printable ASCII without `"` or `\`. Else defer.
+fn shown(v: &J<'_>) -> R<String> {
+    match v {
+        J::Bool(x) => Ok(format!("boolean {x}")),
+        J::Num(n, true) => {
+            let i = int_of(n)?;
+            Ok(format!("number {i}"))
+        }
+        J::Str(s) if s.bytes().all(|c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\') => {
+            let quoted = format!("\"{s}\"");
+            Ok(format!("string {}", &quoted[..quoted.len().min(60)]))
+        }
+        _ => Err(Defer),
+    }
+}
+
+/// The reference's `_type_error` of a value (None: absent or null) at `path`: `Ok(None)`
+/// when it has none, `Ok(Some(detail))`, or `Err(Defer)` where its detail would show a value
+/// this reader cannot write as orjson does (floats, arrays, objects), or the value is read
+/// on another path of the reference (a map field that is not an object).
+fn type_problem(v: Option<&J<'_>>, t: &Ty, path: &str) -> R<Option<String>> {
+    let Some(v) = v else { return Ok(None) };
+    let ok = match (v, t) {
+        (J::Null, _) => return Ok(None),
+        (J::Str(_), Ty::Str | Ty::Ts(_)) => true,
+        (J::Num(n, true), Ty::I32 | Ty::I64) => {
+            let i = int_of(n)?;
+            if matches!(t, Ty::I32) && i32::try_from(i).is_err() {
+                return Ok(Some(format!("{path}: integer {i} out of range for int32")));
+            }
+            true
+        }
+        (J::Num(..), Ty::F64) => true,
+        (J::Bool(_), Ty::Bool) => true,
+        (J::Arr(items), Ty::List(inner)) => {
+            for (k, item) in items.iter().enumerate() {
+                if let Some(d) = type_problem(Some(item), inner, &format!("{path}[{k}]"))? {
+                    return Ok(Some(d));
+                }
+            }
+            true
+        }
+        (J::Obj(entries), Ty::Struct(sub)) => {
+            for (name, ft) in sub {
+                let mut found = entries.iter().filter(|(k, _)| k == name);
+                let item = found.next().map(|(_, j)| j);
+                if found.next().is_some() {
+                    return Err(Defer); // a key given twice: orjson keeps the last
+                }
+                if let Some(d) = type_problem(item, ft, &format!("{path}.{name}"))? {
+                    return Ok(Some(d));
+                }
+            }
+            true
+        }
+        (J::Obj(_), Ty::Map) => true,
+        (_, Ty::Map) => return Err(Defer),
+        _ => false,
+    };
+    if ok {
+        return Ok(None);
+    }
+    Ok(Some(format!("{path}: expected {}, got {}", expected(t), shown(v)?)))
+}
+
+/// What [`json_decode`] makes of a batch: a verdict per record (1: a row of `cols`, in
+/// record order; 2: a dead letter of `rejects`; 0: left to the reference), the dead letters
+/// as `(record, reason, detail)` in record order, and the columns.
+pub struct JsonOut {
+    pub verdicts: Vec<u8>,
+    pub rejects: Vec<(usize, &'static str, String)>,
+    pub cols: Vec<Col>,
 }
 
 /// Decode a batch of JSON records of one wire schema `fields` (`[(name, type)]`).
 ///
-/// `payloads`: the records (None for a value that is not bytes); `max_bytes`: the size
-/// limit. Returns `(verdicts, columns)`: one byte per record, 1 when the record is a row of
-/// `columns` (in record order), 0 when it is left to the reference decoder (empty, too
-/// large, not UTF-8, not certainly decoded the same way). Never panics for a record's
-/// content (fuzzed: native/fuzz).
-pub fn json_batch(payloads: &[Option<&[u8]>], max_bytes: usize, fields: &[(String, Ty)]) -> (Vec<u8>, Vec<Col>) {
+/// `payloads`: the records (None for a tombstone); `max_bytes`: the size limit. Each record
+/// is a row, a dead letter with the reference's exact reason and detail (a tombstone, an
+/// empty or blank payload, one over `max_bytes`, one not UTF-8 or starting with a byte order
+/// mark, and the syntax and type errors of [`record`]), or left to the reference. Never
+/// panics for a record's content (fuzzed: native/fuzz).
+pub fn json_decode(payloads: &[Option<&[u8]>], max_bytes: usize, fields: &[(String, Ty)]) -> JsonOut {
     let mut verdicts = vec![0u8; payloads.len()];
+    let mut rejects = Vec::new();
     let mut cols: Vec<Col> = fields.iter().map(|(_, t)| new_col(t)).collect();
+    let mut slots: Vec<Option<J<'_>>> = Vec::with_capacity(fields.len());
     for (k, p) in payloads.iter().enumerate() {
-        let Some(p) = sized(*p, max_bytes) else { continue };
-        let Ok(text) = std::str::from_utf8(p) else { continue };
-        if let Ok(slots) = record(text, fields) {
-            for ((col, (_, t)), v) in cols.iter_mut().zip(fields.iter()).zip(slots.iter()) {
-                append(col, v.as_ref(), t);
+        let rec = match screen(*p, max_bytes) {
+            Err(rec) => rec,
+            Ok(text) => record(text, fields, &mut slots),
+        };
+        match rec {
+            Rec::Row => {
+                for ((col, (_, t)), v) in cols.iter_mut().zip(fields.iter()).zip(slots.iter()) {
+                    append(col, v.as_ref(), t);
+                }
+                verdicts[k] = 1;
             }
-            verdicts[k] = 1;
+            Rec::Reject(reason, detail) => {
+                rejects.push((k, reason, detail));
+                verdicts[k] = 2;
+            }
+            Rec::Defer => {}
+        }
+        slots.clear();
+    }
+    JsonOut { verdicts, rejects, cols }
+}
+
+/// The reference's screen of one payload (`JsonCodec._screen`, in its order): the text of a
+/// payload worth parsing, or its dead letter (a tombstone, empty or blank, oversized, not
+/// UTF-8, a byte order mark).
+fn screen(p: Option<&[u8]>, max_bytes: usize) -> Result<&str, Rec> {
+    let reject = |detail: String| Err(Rec::Reject("format_violation", detail));
+    let Some(p) = p else { return reject("tombstone (null value)".into()) };
+    // bytes.isspace(): ASCII space, \t, \n, \r, \x0b, \x0c
+    if p.iter().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) {
+        return reject("empty payload".into());
+    }
+    if p.len() > max_bytes {
+        return Err(Rec::Reject("size_violation", format!("payload of {} bytes exceeds the limit of {max_bytes} bytes", p.len())));
+    }
+    match std::str::from_utf8(p) {
+        Ok(text) if text.starts_with('\u{feff}') => reject(
+            "payload starts with a UTF-8 byte order mark (not allowed in JSON, RFC 8259 section 8.1)".into(),
+        ),
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let at = e.valid_up_to();
+            reject(format!("payload is not UTF-8: invalid byte 0x{:02x} at position {at}", p[at]))
         }
     }
-    (verdicts, cols)
+}
+
+/// [`json_decode`]'s verdicts and columns, a verdict being 1 for a row and 0 for any other
+/// record (a dead letter included: this is the verdict of the earlier decoder, which left
+/// every dead letter to the reference).
+pub fn json_batch(payloads: &[Option<&[u8]>], max_bytes: usize, fields: &[(String, Ty)]) -> (Vec<u8>, Vec<Col>) {
+    let mut out = json_decode(payloads, max_bytes, fields);
+    for v in out.verdicts.iter_mut() {
+        *v &= 1;
+    }
+    (out.verdicts, out.cols)
 }
 
 /// The payload when it is neither empty nor over `max_bytes` (those are the reference's to reject).

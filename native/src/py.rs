@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut, Ty};
+use crate::json_decode;
 
 /// An immutable byte buffer owned by Rust, readable from Python without a copy.
 #[pyclass(frozen, module = "obsflow_native")]
@@ -148,6 +149,51 @@ fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fie
     Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
 }
 
+/// Decode a batch of JSON records of one wire schema, dead letters included
+/// ([`json_decode`]).
+///
+/// `values`: the records (bytes or None, a tombstone; anything else is left to the
+/// reference); `max_bytes`: the size limit; `fields`: the wire schema as `[(name, type)]`.
+/// Returns `(verdicts, rows, rejects, columns)`: one byte per record (1: a row of
+/// `columns`, in record order; 2: a dead letter; 0: left to the reference decoder), the
+/// record index of each row (int64), the dead letters as `[(record, reason, detail)]` in
+/// record order (the reference's reason and detail), and the columns as `(length,
+/// null_count, [buffers], [children])` per field. Never raises for a record's content.
+#[pyfunction]
+fn decode_json_batch(
+    py: Python<'_>,
+    values: &Bound<'_, PyList>,
+    max_bytes: usize,
+    fields: &Bound<'_, PyAny>,
+) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+    let fields = fields_of(fields)?;
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    // a value neither bytes nor None is the reference's to judge
+    let odd: Vec<bool> = values.iter().zip(&owned).map(|(v, b)| b.is_none() && !v.is_none()).collect();
+    let mut out = py.allow_threads(|| json_decode(&payloads, max_bytes, &fields));
+    if odd.iter().any(|&o| o) {
+        out.rejects.retain(|r| !odd[r.0]);
+        for (v, &o) in out.verdicts.iter_mut().zip(&odd) {
+            if o {
+                *v = 0;
+            }
+        }
+    }
+    let mut rows = Vec::with_capacity(out.verdicts.len() * 8);
+    for (k, &v) in out.verdicts.iter().enumerate() {
+        if v == 1 {
+            rows.extend_from_slice(&(k as i64).to_le_bytes());
+        }
+    }
+    let rejects = PyList::empty(py);
+    for (k, reason, detail) in out.rejects {
+        rejects.append((k, reason, detail))?;
+    }
+    let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, out.verdicts)?, buf(py, rows)?, rejects.into_any().unbind(), PyList::new(py, exported)?.into_any().unbind()))
+}
+
 /// `(verdicts, index, items, columns)` of an OTLP decode, as Python reads them.
 pub(crate) fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
     let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
@@ -189,6 +235,7 @@ fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: us
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_json_batch, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_logs, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_metrics, m)?)?;

@@ -130,17 +130,25 @@ def _array(t: pa.DataType, col) -> pa.Array:
 
 
 def _merge_deferred(
-    reference, raw: RawBatch, values: list, verdicts: np.ndarray, table: pa.Table
+    reference,
+    raw: RawBatch,
+    values: list,
+    verdicts: np.ndarray,
+    table: pa.Table,
+    own: list[tuple[int, str, str]] | None = None,
 ) -> tuple[pa.Table, Rejects, Batch | None]:
     """The extension's ``table`` (rows of the records whose verdict is 1) merged with what
     ``reference`` gives the records whose verdict is 0 (decoded as one sub-batch, their
-    ``_i`` mapped back to the batch's): ``(table, rejects, reference batch or None when
-    nothing was deferred)``. Rows are ordered by record (and item, when the table has
-    ``_item``), rejects by record then item (a whole-record reject first), as the
-    reference orders its own."""
+    ``_i`` mapped back to the batch's) and with the extension's ``own`` dead letters
+    (``(record, reason, detail)`` in record order, verdict 2): ``(table, rejects, reference
+    batch or None when nothing was deferred)``. Rows are ordered by record (and item, when
+    the table has ``_item``), rejects by record then item (a whole-record reject first), as
+    the reference orders its own."""
     rejects = Rejects()
     deferred = np.flatnonzero(verdicts == 0)
     if not len(deferred):
+        for i, reason, detail in own or ():
+            rejects.add(i, reason, detail)
         return table, rejects, None
     sub = RawBatch(
         raw.source,
@@ -161,8 +169,10 @@ def _merge_deferred(
             keys.insert(0, table.column(ITEM).to_numpy())
         table = table.take(np.lexsort(keys))
     r = ref.rejects
-    for k in sorted(range(len(r)), key=lambda k: (r.indices[k], -1 if r.items[k] is None else r.items[k])):
-        rejects.add(int(deferred[r.indices[k]]), r.reasons[k], r.details[k], r.items[k])
+    merged = [(int(deferred[r.indices[k]]), r.items[k], r.reasons[k], r.details[k]) for k in range(len(r))]
+    merged += [(i, None, reason, detail) for i, reason, detail in own or ()]
+    for i, item, reason, detail in sorted(merged, key=lambda m: (m[0], -1 if m[1] is None else m[1])):
+        rejects.add(i, reason, detail, item)
     return table, rejects, ref
 
 
@@ -191,12 +201,18 @@ class NativeJsonCodec:
         """Rows and rejects equal to ``JsonCodec.decode(raw)``'s (rows in record order,
         rejects in record order)."""
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
-        verdict_buf, cols = _native.decode_json(values, self.max_bytes, self.fields)
-        verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
-        rows_idx = np.flatnonzero(verdicts).astype(np.int64)
+        if not hasattr(_native, "decode_json_batch"):  # an older build: every dead letter is the reference's
+            verdict_buf, cols = _native.decode_json(values, self.max_bytes, self.fields)
+            verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+            rows = pa.array(np.flatnonzero(verdicts).astype(np.int64), pa.int64())
+            own = None
+        else:
+            verdict_buf, rows_buf, own, cols = _native.decode_json_batch(values, self.max_bytes, self.fields)
+            verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+            rows = pa.Array.from_buffers(pa.int64(), len(rows_buf) // 8, [None, pa.py_buffer(rows_buf)])
         arrays = [_array(t, c) for t, c in zip(self.out_types, cols)]
-        table = pa.Table.from_arrays(arrays + [pa.array(rows_idx, pa.int64())], schema=self.schema)
-        table, rejects, _ref = _merge_deferred(self.reference, raw, values, verdicts, table)
+        table = pa.Table.from_arrays(arrays + [rows], schema=self.schema)
+        table, rejects, _ref = _merge_deferred(self.reference, raw, values, verdicts, table, own)
         return Batch(raw=raw, table=table, rejects=rejects)
 
 
