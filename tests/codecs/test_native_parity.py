@@ -176,6 +176,86 @@ def test_edge_cases_events():
     assert rows > 20 and bad > 20
 
 
+def _native_verdicts(signal: str, values: list) -> np.ndarray:
+    """The extension's own verdict per record (1 a row, 2 a dead letter, 0 deferred)."""
+    verdicts, _rows, _own, _cols = native_json._native.decode_json_batch(
+        values, 65536, NativeJsonCodec(signal).fields
+    )
+    return np.frombuffer(verdicts, np.uint8)
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_generator_dead_letters_decided_natively(signal):
+    """Every malformed record the generator makes (5% of 3,000, every kind) gets its dead
+    letter from the extension itself, none from the reference decoder, and the dead letters
+    equal the reference's (reason and detail)."""
+    gen = list(partition_stream(signal, "t", 0, 3000, start_ms=START_MS, bad_fraction=0.05))
+    values = [g.value for g in gen]
+    verdicts = _native_verdicts(signal, values)
+    bad = [k for k, g in enumerate(gen) if g.kind is not None and g.kind in _DECODER_KINDS]
+    assert int((verdicts == 0).sum()) == 0
+    assert np.flatnonzero(verdicts == 2).tolist() == bad
+    assert_parity(signal, values)
+
+
+#: the generator's malformed kinds that the decoder rejects (the others are rows that a
+#: later stage rejects: missing fields, unknown kinds, out-of-range times, bad addresses)
+_DECODER_KINDS = {"invalid_json", "truncated", "not_utf8", "empty", "wrong_type", "bad_timestamp", "oversized"}
+
+
+def test_native_dead_letters_edge_cases():
+    """Malformed records at the edges of what the extension decides itself: each either
+    gets the reference's exact reason and detail from the extension, or is deferred to the
+    reference (exact counts of both)."""
+    base = {"event_id": "e", "timestamp": "2026-11-21T10:00:00Z", "page": "/", "session_id": "s"}
+    body = json.dumps(base, separators=(",", ":")).encode()
+    native = [
+        None,
+        b"",
+        b" \t\x0b\x0c",
+        b"x" * 70000,
+        b"\xef\xbb\xbf{}",
+        b'{"page":"\xc3\x28"}',
+        b'{"page" "/"}',
+        b'{"page":"/" "user":"u"}',
+        b'{"page":"/",}',
+        b"{1:2}",
+        b'{"page":"/",1:2}',
+        b'{"a":1 x}',
+        body[:40],
+        body[:41],
+        b'{"page":"/\\',
+        b'{"page":"/","events":[{"type":"a"},',
+        b'{"page":12345}',
+        b'{"page":true,"user":false}',
+        b'{"user":7,"page":8}',
+        b'{"events":[{"type":"a","step":"two"}]}',
+        b'{"events":[{"type":"a","step":4294967296}]}',
+        b'{"events":"none"}',
+        b'{"timestamp":"yesterday at noon"}',
+        b'{"timestamp":"2026-11-21T10:00:00.1234567890Z"}',
+        b'{"timestamp":"\\u00e9t\\u00e9 2026, a long summer afternoon that never seemed to end at all, truly"}',
+    ]
+    deferred = [
+        b'{"page" "/"\n}',  # a newline: the reference re-serializes it with orjson
+        b'{"page":NaN "x"}',  # NaN: msgspec's untyped decoder judges it
+        b'{"page":12345,"page" "/"}',  # the typed decode stops at the type error first
+        b'{"page":1.5}',  # a float shown as orjson writes it
+        b'{"page":[1]}',  # an array shown as orjson writes it
+        b'{"events":[{"type":"a","step":"a\\"b"}]}',  # ... and a string with a quote
+        b'{"timestamp":3,"timestamp":"2026-11-21T10:00:00Z"}',
+        b'{"timestamp":"2026-13-21T10:00:00Z"}',  # matches the regex, not a date
+        b'{"page":"/","x":1e400 ',
+        b'{"page":"/", "x": tru',
+        b' {"page":"/"',
+    ]
+    values = native + deferred
+    verdicts = _native_verdicts("event", values)
+    assert verdicts.tolist() == [2] * len(native) + [0] * len(deferred)
+    rows, bad = assert_parity("event", values)
+    assert (rows, bad) == (0, len(values))
+
+
 def test_edge_cases_maps():
     """Map fields (log attributes): strings, integers, booleans, nulls kept as the reference
     writes them; floats, nested values, duplicate keys and non-objects go its way."""
