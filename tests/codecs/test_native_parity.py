@@ -178,9 +178,7 @@ def test_edge_cases_events():
 
 def _native_verdicts(signal: str, values: list) -> np.ndarray:
     """The extension's own verdict per record (1 a row, 2 a dead letter, 0 deferred)."""
-    verdicts, _rows, _own, _cols = native_json._native.decode_json_batch(
-        values, 65536, NativeJsonCodec(signal).fields
-    )
+    verdicts, _rows, _own, _cols = native_json._native.decode_json_batch(values, 65536, NativeJsonCodec(signal).fields)
     return np.frombuffer(verdicts, np.uint8)
 
 
