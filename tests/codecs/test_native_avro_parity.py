@@ -8,16 +8,18 @@ should). Also: which decoder the ``avro`` codec picks."""
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas.codecs import AvroCodec, NativeAvroCodec, codec_for, encode_confluent, native_avro
 from schemas.codecs.avro_codec import schema_id_for
 from sources.generator import partition_stream
-from tests.codecs.test_native_parity import _same_column
 from tests.fuzz.corpus import SIGNALS, _wire_rows, mutate, seeds
 from transforms.batch import INDEX, RawBatch
 
@@ -45,6 +47,24 @@ def _native_verdicts(codec: NativeAvroCodec, values: list) -> list[int]:
     assert codec.columns is not None
     verdicts, _cols = native_avro._native.decode_avro(values, codec.max_bytes, codec.columns, list(codec.plans.items()))
     return np.frombuffer(verdicts, np.uint8).tolist()
+
+
+def _marked(v):
+    """A column's Python value with every float NaN replaced by a marker, at any depth
+    (lists, map entries, struct fields), so that NaN equals NaN."""
+    if isinstance(v, float) and v != v:
+        return "NaN"
+    if isinstance(v, (list, tuple)):
+        return [_marked(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _marked(x) for k, x in v.items()}
+    return v
+
+
+def _same_column(a, b) -> bool:
+    """Identical columns: Arrow's ``equals``, or the same type and values with NaN at the
+    same places."""
+    return a.equals(b) or (a.type == b.type and _marked(a.to_pylist()) == _marked(b.to_pylist()))
 
 
 def assert_parity(signal: str, values: list, max_bytes: int = 65536) -> tuple[int, int]:
@@ -242,3 +262,79 @@ def test_codec_choice(monkeypatch):
         codec_for("avro", "event", 100, {"decoder": "rust"})
     monkeypatch.setattr(native_avro, "_native", None)
     assert type(codec_for("avro", "event", 100, {"decoder": "native"})) is AvroCodec
+
+
+_LONG = st.integers(-(2**63), 2**63 - 1)
+_TEXT = st.text(max_size=12)
+
+
+@st.composite
+def _log_rows(draw) -> dict:
+    opt = st.none() | _TEXT
+    return {
+        "timestamp": draw(_LONG),
+        "level": draw(_TEXT),
+        "service": draw(_TEXT),
+        "message": draw(_TEXT),
+        **{k: draw(opt) for k in ("trace_id", "span_id", "request_id", "user_id", "host", "env")},
+        "attributes": draw(st.none() | st.dictionaries(_TEXT, _TEXT, max_size=4)),
+    }
+
+
+@st.composite
+def _event_rows(draw) -> dict:
+    opt = st.none() | _TEXT
+    interaction = st.fixed_dictionaries(
+        {
+            "type": _TEXT,
+            "target": opt,
+            "depth": st.none() | st.floats(allow_nan=True),
+            "form": opt,
+            "step": st.none() | st.integers(-(2**31), 2**31 - 1),  # the writer refuses more
+            "duration_ms": st.none() | _LONG,
+            "message": opt,
+            "stackTrace": opt,
+        }
+    )
+    return {
+        "event_id": draw(_TEXT),
+        "timestamp": draw(_LONG),
+        "page": draw(_TEXT),
+        "session_id": draw(_TEXT),
+        **{k: draw(opt) for k in ("user", "location", "platform", "user_agent", "client_ip")},
+        "events": draw(st.lists(interaction, max_size=3)),
+    }
+
+
+@st.composite
+def _avro_records(draw, signal: str) -> bytes:
+    """A drawn row in Avro, sometimes with bytes changed, inserted or cut at a drawn place."""
+    value = encode_confluent(signal, draw(_log_rows() if signal == "log" else _event_rows()))
+    edit = draw(st.integers(0, 4))
+    if edit:
+        at = draw(st.integers(0, len(value)))
+        junk = draw(st.binary(min_size=1, max_size=4))
+        value = [value[:at] + junk + value[at:], value[:at], value[:at] + junk + value[at + len(junk) :], value][
+            edit - 1
+        ]
+    return value
+
+
+@pytest.mark.parametrize("signal", ["event", "log"])
+def test_hypothesis_records(signal):
+    """Hypothesis over the extension (bounded and derandomized unless OBSFLOW_FUZZ=long):
+    drawn rows (any text, any long, ints up to the 32-bit bounds, NaN, empty and null maps)
+    in Avro, some edited at the byte level, give the reference's rows and dead letters."""
+
+    @settings(
+        max_examples=80 if os.environ.get("OBSFLOW_FUZZ") != "long" else 3000,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("OBSFLOW_FUZZ") != "long",
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(_avro_records(signal), min_size=1, max_size=10))
+    def run(values):
+        assert_parity(signal, values)
+
+    run()
