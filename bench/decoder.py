@@ -59,6 +59,28 @@ def _batches(signal: str, records: int, bad: float, size: int = 5000):
     ]
 
 
+def _avro_batches(signal: str, records: int, bad: float, size: int = 5000):
+    """The generator's ``signal`` records in the Confluent Avro wire format, a ``bad``
+    fraction of them replaced by Avro mutants of the fuzz corpus (seeded)."""
+    import random
+
+    from schemas.codecs.avro_codec import encode_confluent
+    from sources.generator import partition_stream
+    from tests.fuzz.corpus import _wire_rows, mutate
+    from transforms.batch import RawBatch
+
+    good = [g.value for g in partition_stream(signal, "bench", 0, records, start_ms=START_MS, bad_fraction=0.0)]
+    values = [encode_confluent(signal, r) for r in _wire_rows(signal, good)]
+    rng = random.Random(f"bench-avro/{signal}")
+    for k in range(len(values)):
+        if rng.random() < bad:
+            values[k] = mutate(values[k], values[(k + 1) % len(values)], signal, "avro", rng)
+    return [
+        RawBatch("events", "bench", 0, values[k : k + size], list(range(k, k + len(values[k : k + size]))), [])
+        for k in range(0, len(values), size)
+    ]
+
+
 def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "span", encoding: str = "otlp_proto"):
     """The generator's spans (or log records, or metric samples: one data point a metric)
     re-encoded as OTLP protobuf messages of ``per_message`` items (``encoding="otlp_json"``:
@@ -154,11 +176,14 @@ def main() -> int:
     ap.add_argument("--signals", default="event,log,span,metric")
     ap.add_argument("--otlp-items", type=int, default=50)
     ap.add_argument("--otlp-only", action="store_true", help="only the OTLP variants (protobuf and OTLP/JSON)")
+    ap.add_argument("--avro-only", action="store_true", help="only the Avro and JSON decoders and orjson, per signal")
     args = ap.parse_args()
 
     import orjson
 
+    from schemas.codecs.avro_codec import AvroCodec
     from schemas.codecs.json_codec import JsonCodec
+    from schemas.codecs.native_avro import NativeAvroCodec
     from schemas.codecs.native_json import NativeJsonCodec
 
     variants: dict[str, tuple] = {}
@@ -181,10 +206,16 @@ def main() -> int:
         py, nat = JsonCodec(signal), NativeJsonCodec(signal)
         variants[f"{signal} decode python"] = ((lambda c=py, bs=batches: [c.decode(b) for b in bs]), args.records)
         variants[f"{signal} decode native"] = ((lambda c=nat, bs=batches: [c.decode(b) for b in bs]), args.records)
+        if args.avro_only:
+            if signal != "event":
+                variants[f"{signal} orjson"] = ((lambda bs=batches: orjson_all(bs)), args.records)
+            avro = _avro_batches(signal, args.records, args.bad)
+            for name, codec in (("python", AvroCodec(signal)), ("native", NativeAvroCodec(signal))):
+                variants[f"{signal} avro {name}"] = ((lambda c=codec, bs=avro: [c.decode(b) for b in bs]), args.records)
     from schemas.codecs.native_json import NativeOtlpCodec
     from schemas.codecs.otlp_codec import OtlpCodec
 
-    for otlp_signal in ("span", "log", "metric"):
+    for otlp_signal in () if args.avro_only else ("span", "log", "metric"):
         messages = _otlp_batches(args.records, args.otlp_items, signal=otlp_signal)
         items = sum(NativeOtlpCodec(otlp_signal).decode(b).table.num_rows for b in messages)
         for name, codec in (
@@ -198,7 +229,7 @@ def main() -> int:
             ("native", NativeOtlpCodec(otlp_signal, encoding="otlp_json")),
         ):
             variants[f"{otlp_signal} otlp_json {name}"] = ((lambda c=codec, ms=jsons: [c.decode(b) for b in ms]), items)
-    graphs = {d: _graph(d) for d in (() if args.otlp_only else ("python", "native"))}
+    graphs = {d: _graph(d) for d in (() if args.otlp_only or args.avro_only else ("python", "native"))}
     for d, g in graphs.items():
         g.process(events[0])  # warm caches and lazy imports outside the clock
         variants[f"event path {d}"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
@@ -234,6 +265,10 @@ def main() -> int:
         "path native clean / path python clean": ("event path native clean", "event path python clean"),
         "decode native / decode python (event)": ("event decode native", "event decode python"),
     }
+    for sig in args.signals.split(","):
+        pairs[f"{sig} avro native / python"] = (f"{sig} avro native", f"{sig} avro python")
+        pairs[f"{sig} avro native / json native"] = (f"{sig} avro native", f"{sig} decode native")
+        pairs[f"{sig} avro native / orjson"] = (f"{sig} avro native", f"{sig} orjson")
     for sig in ("span", "log", "metric"):
         pairs[f"{sig} otlp native / python"] = (f"{sig} otlp native", f"{sig} otlp python")
         pairs[f"{sig} otlp_json native / python"] = (f"{sig} otlp_json native", f"{sig} otlp_json python")

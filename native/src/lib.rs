@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+pub mod avro;
 pub mod json;
 pub mod metrics;
 pub mod otlp;

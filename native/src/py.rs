@@ -231,6 +231,69 @@ fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: us
     export_otlp(py, out)
 }
 
+/// An Avro type as schemas/codecs/native_avro.py describes it: `"string"`, `"int"`,
+/// `"long"`, `"double"`, `"boolean"`, `"map"` (string values), or a tuple `("enum",
+/// [symbols])`, `("nullable", T)`, `("array", T)`, `("record", [T, ...])`.
+fn av_of(spec: &Bound<'_, PyAny>) -> PyResult<crate::avro::Av> {
+    use crate::avro::Av;
+    let bad = |what: &str| PyValueError::new_err(format!("obsflow_native: unknown Avro type {what}"));
+    if let Ok(name) = spec.extract::<String>() {
+        return match name.as_str() {
+            "string" => Ok(Av::Str),
+            "int" => Ok(Av::Int),
+            "long" => Ok(Av::Long),
+            "double" => Ok(Av::Double),
+            "boolean" => Ok(Av::Bool),
+            "map" => Ok(Av::Map),
+            other => Err(bad(&format!("{other:?}"))),
+        };
+    }
+    let t = spec.downcast::<PyTuple>().map_err(|_| bad("(a name or a tuple expected)"))?;
+    let kind: String = t.get_item(0)?.extract()?;
+    let arg = t.get_item(1)?;
+    match kind.as_str() {
+        "enum" => Ok(Av::Enum(arg.extract()?)),
+        "nullable" => Ok(Av::Opt(Box::new(av_of(&arg)?))),
+        "array" => Ok(Av::Array(Box::new(av_of(&arg)?))),
+        "record" => Ok(Av::Record(arg.try_iter()?.map(|f| av_of(&f?)).collect::<PyResult<Vec<_>>>()?)),
+        other => Err(bad(&format!("{other:?}"))),
+    }
+}
+
+/// Decode a batch of Confluent-framed Avro records ([`crate::avro::avro_batch`]).
+///
+/// `values`: the records (bytes or None); `max_bytes`: the size limit; `columns`: the
+/// reader schema's field types in column order; `plans`: `[(schema_id, [(type, column or
+/// -1)])]`, the writer fields of each schema id the extension may read. Returns
+/// `(verdicts, columns)` as [`decode_json`] does. Raises `ValueError` for a plan that does
+/// not fit the columns; never for a record's content.
+#[pyfunction]
+fn decode_avro(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, columns: &Bound<'_, PyAny>, plans: &Bound<'_, PyAny>)
+    -> PyResult<(PyObject, PyObject)> {
+    use crate::avro::{avro_batch, Plan};
+    let columns = columns.try_iter()?.map(|c| av_of(&c?)).collect::<PyResult<Vec<_>>>()?;
+    let mut read = Vec::new();
+    for plan in plans.try_iter()? {
+        let plan = plan?;
+        let (schema_id, fields): (u32, Bound<'_, PyAny>) = plan.extract()?;
+        let mut out = Vec::new();
+        for f in fields.try_iter()? {
+            let (t, col): (Bound<'_, PyAny>, i64) = f?.extract()?;
+            out.push((av_of(&t)?, usize::try_from(col).ok()));
+        }
+        let plan = Plan { schema_id, fields: out };
+        if !plan.fits(&columns) {
+            return Err(PyValueError::new_err(format!("obsflow_native: the plan of schema id {schema_id} does not fit the columns")));
+        }
+        read.push(plan);
+    }
+    let owned = owned_payloads(values);
+    let payloads = payload_slices(&owned);
+    let (verdicts, cols) = py.allow_threads(|| avro_batch(&payloads, max_bytes, &columns, &read));
+    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
+    Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
@@ -243,6 +306,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::scrub::control_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
     m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_avro, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

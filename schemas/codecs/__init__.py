@@ -5,7 +5,8 @@ with ``format_violation``, ``schema_violation`` or ``size_violation``.
 Registered codecs: ``json`` (one JSON object per record; the compiled decoder in
 ``native/`` when it is installed, the Python one otherwise or with option
 ``decoder: python``: see :mod:`schemas.codecs.native_json`; likewise ``otlp_proto`` and ``otlp_json`` spans, logs and metrics), ``avro`` (Confluent-framed
-Avro; option ``schema_registry_url``), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
+Avro; option ``schema_registry_url``; the compiled decoder likewise: see
+:mod:`schemas.codecs.native_avro`), ``otlp_proto`` and ``otlp_json`` (OpenTelemetry
 export requests as the Collector's Kafka exporter writes them; signals ``span``, ``log``
 and ``metric``, accepted per item: see :mod:`schemas.codecs.otlp_codec`)."""
 
@@ -18,6 +19,7 @@ from core.batch import DEFAULT_MAX_BYTES
 
 from .avro_codec import AvroCodec, encode_confluent
 from .json_codec import JsonCodec
+from .native_avro import NativeAvroCodec, native_avro_available
 from .native_json import NativeJsonCodec, NativeOtlpCodec, NativeOtlpSpanCodec, chosen_decoder, native_otlp_signals
 from .otlp_codec import OtlpCodec, to_otlp_json
 
@@ -54,10 +56,26 @@ def otlp_json_codec(signal: str, max_bytes: int = DEFAULT_MAX_BYTES, decoder: st
     return OtlpCodec(signal=signal, max_bytes=max_bytes, encoding="otlp_json")
 
 
+def avro_codec(
+    signal: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    schema_registry_url: str | None = None,
+    registry_timeout_s: float = 5.0,
+    decoder: str | None = None,
+):
+    """The ``avro`` codec: :class:`NativeAvroCodec` (the compiled decoder, its deferred
+    records decoded by :class:`AvroCodec`) unless ``decoder`` (else ``$OBSFLOW_DECODER``)
+    is ``python`` or the extension is not installed (or is an older build without Avro);
+    else :class:`AvroCodec`. Both give the same rows and dead letters."""
+    if chosen_decoder(decoder) == "native" and native_avro_available():
+        return NativeAvroCodec(signal, max_bytes, schema_registry_url, registry_timeout_s)
+    return AvroCodec(signal, max_bytes, schema_registry_url, registry_timeout_s)
+
+
 #: codec name → factory taking ``signal=``, ``max_bytes=`` and codec options
 CODECS: dict[str, Callable[..., Any]] = {
     "json": json_codec,
-    "avro": AvroCodec,
+    "avro": avro_codec,
     "otlp_proto": otlp_proto_codec,
     "otlp_json": otlp_json_codec,
 }
@@ -67,6 +85,7 @@ __all__ = [
     "codec_for",
     "AvroCodec",
     "JsonCodec",
+    "NativeAvroCodec",
     "NativeJsonCodec",
     "NativeOtlpCodec",
     "NativeOtlpSpanCodec",

@@ -417,5 +417,13 @@ def test_registry_unreachable_raises_rather_than_dead_lettering():
 
 
 def test_registered():
-    assert CODECS["avro"] is AvroCodec
-    assert isinstance(codec_for("avro", "event", 1024), AvroCodec)
+    """``avro`` is the compiled decoder when it is installed (its reference inside),
+    else the reference itself; ``decoder: python`` always picks the reference."""
+    from schemas.codecs import NativeAvroCodec, avro_codec, native_avro
+
+    assert CODECS["avro"] is avro_codec
+    codec = codec_for("avro", "event", 1024)
+    want = NativeAvroCodec if native_avro.native_avro_available() else AvroCodec
+    assert type(codec) is want
+    assert isinstance(codec if want is AvroCodec else codec.reference, AvroCodec)
+    assert type(codec_for("avro", "event", 1024, {"decoder": "python"})) is AvroCodec
