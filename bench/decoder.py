@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +142,7 @@ def _graph(decoder: str):
         f["steps"] = [st for st in f["steps"] if st["kind"] in ("validate", "scrub", "enrich")]
     os.environ["OBSFLOW_DECODER"] = decoder
     try:
-        return PipelineGraph(parse_spec(d))
+        return PipelineGraph(parse_spec(d), counters=RunStats())
     finally:
         del os.environ["OBSFLOW_DECODER"]
 

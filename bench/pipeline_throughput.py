@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def measure(part: str, records: int) -> dict:
     from pipelines.graph import PipelineGraph
 
     if part in ("transforms", "transforms_clean", "parquet_write"):
-        graph = PipelineGraph(spec)
+        graph = PipelineGraph(spec, counters=RunStats())
         graph.process(batches[0])  # warm caches and lazy imports outside the clock
         t = time.perf_counter()
         outs = [graph.process(b) for b in batches]

@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def main() -> int:
     spec = _spec(tempfile.mkdtemp(prefix="obsflow-bench-") + "/wh")
     src = _source(spec, args.records, 0.01)
     raws = [b for p in src.partitions() for b in src.batches(p)]
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     flow = graph.flows["events"]
     shaped = []
     for raw in raws:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from core.stats import RunStats
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -151,7 +152,7 @@ def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
     from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=STATS)
     if max_rows:
         sink.max_rows = max_rows

@@ -13,6 +13,7 @@ import json
 
 import pytest
 import yaml
+from core.stats import RunStats
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -83,7 +84,7 @@ def graph(tmp_path_factory):
     codecs = {"span": "otlp_proto", "log": "otlp_json", "metric": "otlp_proto"}
     for s in d["sources"]:
         s["codec"] = codecs.get(s["signal"], s["codec"])
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def run(graph, source: str, values: list[bytes | None]):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+from core.stats import RunStats
 from google.protobuf import json_format
 
 from pipelines import DEFAULT_SPEC
@@ -87,7 +88,7 @@ def json_graph(tmp_path_factory):
     for s in d["sources"]:
         if s["signal"] == "metric":
             s["codec"] = "otlp_json"
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def test_through_the_graph_the_dead_letter_holds_the_point(json_graph):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from core.stats import RunStats
 from collections import defaultdict
 from functools import cache
 
@@ -47,7 +48,7 @@ def graph_for(codec: str) -> PipelineGraph:
     for s in d["sources"]:
         if codec in ("json", "avro") or s["signal"] != "event":
             s["codec"] = codec
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def canon_rows(out, dead_table: str, offsets: list[int]) -> dict[int, list[str]]:

@@ -10,6 +10,7 @@ import dataclasses
 import subprocess
 import sys
 import time
+from core.stats import RunStats
 from pathlib import Path
 
 import pytest
@@ -235,7 +236,7 @@ def rollup_spec_stages(tmp_path, partitions: int):
         partitions=partitions,
         shards=1,
     )
-    return PipelineGraph(spec), {d.name: d for d in plan_stages(spec)}
+    return PipelineGraph(spec, counters=RunStats()), {d.name: d for d in plan_stages(spec)}
 
 
 @pytest.mark.metrics
@@ -340,7 +341,7 @@ def test_idle_ticks_close_sessions_as_the_end_of_input_would(tmp_path, monkeypat
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path)
     spec = parse_spec(d)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     defn = next(x for x in plan_stages(spec) if x.name == PRODUCT)
     src = embedded_source(RunRequest(spec=spec, runner="bytewax", count=200))
     stages = {}

@@ -10,6 +10,7 @@ import copy
 import os
 import subprocess
 import sys
+from core.stats import RunStats
 from datetime import timedelta
 from pathlib import Path
 
@@ -586,7 +587,7 @@ def test_a_second_event_flow_feeds_the_one_product_stage_with_the_same_step_only
     second.update(name="product_events_avro", source="events_avro")
     d["flows"].append(second)
     spec = parse_spec(copy.deepcopy(d))
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     assert graph.flows["events"].product_def is not None and graph.flows["events_avro"].product_def is not None
     step(d, "product_events_avro", "product")["shards"] = 2
     n = len(d["flows"]) - 1

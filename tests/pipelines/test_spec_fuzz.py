@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import random
+from core.stats import RunStats
 from typing import Any
 
 import pytest
@@ -142,7 +143,7 @@ def exercise(spec) -> None:
     from pipelines.stages import GLOBAL, METRICS, PRODUCT, make_stage
     from runners.job import RunRequest, embedded_source
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     defs = {d.name: d for d in plan_stages(spec)}
     globl = make_stage(defs[GLOBAL], 0) if GLOBAL in defs else None
     stages: dict = {}

@@ -1,6 +1,7 @@
 """The spec loader: the default spec loads, and every kind of mistake fails at load with
 its key path and what was expected."""
 
+from core.stats import RunStats
 from datetime import timedelta
 
 import pytest
@@ -128,7 +129,7 @@ def test_tables_of_a_spec_without_building_its_transforms():
         strip_metrics(copy.deepcopy(base)),
     ):
         spec = parse_spec(data)
-        assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
+        assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec, counters=RunStats()).table_names)
     assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]
 
 

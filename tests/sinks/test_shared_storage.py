@@ -278,7 +278,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
         seen["state_after_start"] = _state(spec, "events")
         restarted.set()
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = OutageSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.max_rows = 150
     th = threading.Thread(target=restart)
@@ -341,7 +341,7 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(
         }
     )
     caplog.set_level(logging.DEBUG)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     src = source_with_suffix(spec, 300, batch_size=300)
     s3_server.stop()
