@@ -32,7 +32,6 @@ import json
 import os
 import sys
 import time
-from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +129,7 @@ def _graph(decoder: str):
     import yaml
 
     from pipelines import DEFAULT_SPEC
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
     from pipelines.loader import parse_spec
 

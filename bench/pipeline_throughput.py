@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +89,7 @@ def measure(part: str, records: int) -> dict:
                     pass
         secs = time.perf_counter() - t
         return {"records": n, "seconds": secs, "records_per_s": n / secs, "peak_mb": _peak_mb()}
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
 
     if part in ("transforms", "transforms_clean", "parquet_write"):

@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import time
-from core.stats import RunStats
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +34,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from pipeline_throughput import _source, _spec
 
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
     from transforms import shape
 

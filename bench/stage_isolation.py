@@ -15,7 +15,7 @@ import time
 
 os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "bench-key-0123456789abcdef")
 
-from core.stats import RunStats
+from core.stats import RunStats  # noqa: E402
 from pipelines.graph import PipelineGraph, plan_stages  # noqa: E402
 from pipelines.isolate import GuardedStage  # noqa: E402
 from pipelines.stages import make_stage  # noqa: E402

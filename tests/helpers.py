@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from core.stats import RunStats
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, parse_spec
 from pipelines.spec import PipelineSpec

@@ -13,7 +13,6 @@ import json
 
 import pytest
 import yaml
-from core.stats import RunStats
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -32,6 +31,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec

@@ -8,9 +8,9 @@ import json
 
 import pytest
 import yaml
-from core.stats import RunStats
 from google.protobuf import json_format
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec

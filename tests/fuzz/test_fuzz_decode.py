@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from core.stats import RunStats
 from collections import defaultdict
 from functools import cache
 
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec

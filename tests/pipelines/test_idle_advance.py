@@ -10,12 +10,12 @@ import dataclasses
 import subprocess
 import sys
 import time
-from core.stats import RunStats
 from pathlib import Path
 
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
 from pipelines.spec import TailSampleStep

@@ -10,13 +10,13 @@ import copy
 import os
 import subprocess
 import sys
-from core.stats import RunStats
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from tests.helpers import default_data

@@ -16,13 +16,13 @@ import copy
 import math
 import os
 import random
-from core.stats import RunStats
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.stats import RunStats
 from pipelines.loader import SpecError, parse_spec
 from tests.helpers import default_data
 

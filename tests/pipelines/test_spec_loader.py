@@ -1,12 +1,12 @@
 """The spec loader: the default spec loads, and every kind of mistake fails at load with
 its key path and what was expected."""
 
-from core.stats import RunStats
 from datetime import timedelta
 
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration, ProductStep

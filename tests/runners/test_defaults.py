@@ -10,8 +10,8 @@ import inspect
 
 import yaml
 
-from core.stats import RunStats
 from core.batch import DEFAULT_MAX_BYTES
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
