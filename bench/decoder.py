@@ -151,6 +151,7 @@ def _graph(decoder: str):
     import yaml
 
     from pipelines import DEFAULT_SPEC
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
     from pipelines.loader import parse_spec
 
@@ -163,7 +164,7 @@ def _graph(decoder: str):
         f["steps"] = [st for st in f["steps"] if st["kind"] in ("validate", "scrub", "enrich")]
     os.environ["OBSFLOW_DECODER"] = decoder
     try:
-        return PipelineGraph(parse_spec(d))
+        return PipelineGraph(parse_spec(d), counters=RunStats())
     finally:
         del os.environ["OBSFLOW_DECODER"]
 

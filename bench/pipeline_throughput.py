@@ -89,10 +89,11 @@ def measure(part: str, records: int) -> dict:
                     pass
         secs = time.perf_counter() - t
         return {"records": n, "seconds": secs, "records_per_s": n / secs, "peak_mb": _peak_mb()}
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
 
     if part in ("transforms", "transforms_clean", "parquet_write"):
-        graph = PipelineGraph(spec)
+        graph = PipelineGraph(spec, counters=RunStats())
         graph.process(batches[0])  # warm caches and lazy imports outside the clock
         t = time.perf_counter()
         outs = [graph.process(b) for b in batches]

@@ -34,13 +34,14 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from pipeline_throughput import _source, _spec
 
+    from core.stats import RunStats
     from pipelines.graph import PipelineGraph
     from transforms import shape
 
     spec = _spec(tempfile.mkdtemp(prefix="obsflow-bench-") + "/wh")
     src = _source(spec, args.records, 0.01)
     raws = [b for p in src.partitions() for b in src.batches(p)]
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     flow = graph.flows["events"]
     shaped = []
     for raw in raws:

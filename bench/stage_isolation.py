@@ -15,6 +15,7 @@ import time
 
 os.environ.setdefault("OBSFLOW_PSEUDONYM_KEY", "bench-key-0123456789abcdef")
 
+from core.stats import RunStats  # noqa: E402
 from pipelines.graph import PipelineGraph, plan_stages  # noqa: E402
 from pipelines.isolate import GuardedStage  # noqa: E402
 from pipelines.stages import make_stage  # noqa: E402
@@ -25,7 +26,7 @@ def stage_inputs(count: int) -> tuple[dict, list]:
     from tests.helpers import START_MS, local_spec
 
     spec = local_spec(tempfile.mkdtemp(), traces=True, metrics=True)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     src = EmbeddedSource(spec.sources, count=count, seed=3, start_ms=START_MS, batch_size=500)
     inputs = [si for p in src.partitions() for b in src.batches(p) for si in graph.process(b).stage_inputs]
     return {d.name: d for d in plan_stages(spec)}, inputs
@@ -39,7 +40,7 @@ def run(defs: dict, inputs: list, guarded: bool) -> float:
         s = stages.get(si.key)
         if s is None:
             d = defs[si.stage]
-            s = stages[si.key] = GuardedStage(d, si.shard) if guarded else make_stage(d, si.shard)
+            s = stages[si.key] = GuardedStage(d, si.shard, counters=RunStats()) if guarded else make_stage(d, si.shard)
         s.process(si)
     for s in stages.values():
         s.flush()

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import DEFAULT_MAX_BYTES
+from core.stats import RunStats
 from pipelines.spec import (
     EnrichStep,
     FlowSpec,
@@ -487,10 +488,13 @@ class CompiledFlow:
 
 
 class PipelineGraph:
-    """All flows of a spec, by source name."""
+    """All flows of a spec, by source name. ``counters`` are the run's (as the sinks and
+    sources take them): the records a step raises on are counted there
+    (:func:`pipelines.isolate.process_isolated`), never in another run's."""
 
-    def __init__(self, spec: PipelineSpec):
+    def __init__(self, spec: PipelineSpec, *, counters: RunStats):
         self.spec = spec
+        self.counters = counters
         self.flows = {f.source: CompiledFlow(spec, f) for f in spec.flows}
 
     @property
@@ -535,4 +539,4 @@ class PipelineGraph:
         dead-lettered as ``internal_error`` (:func:`pipelines.isolate.process_isolated`)."""
         from pipelines.isolate import process_isolated
 
-        return process_isolated(self.flows[raw.source], raw)
+        return process_isolated(self.flows[raw.source], raw, self.counters)

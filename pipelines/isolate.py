@@ -14,9 +14,11 @@ isolated and dead-lettered with reason ``internal_error``, and the job goes on.
   ``late_data``; its source coordinates from the row). An input without rows (a tick, a
   stage output fed to the ``global`` stage) that raises is skipped and counted.
 
-Every isolated record is counted (:meth:`runners.stats.RunStats.record_internal_errors`:
-the run summary and ``obsflow_internal_errors_total`` on ``/metrics``) and logged with
-its traceback once."""
+Every isolated record is counted in the run's counters, handed down by whoever hosts the
+flows and stages (:class:`pipelines.graph.PipelineGraph` and :class:`GuardedStage` take
+``counters=``, as the sinks and sources do; :meth:`core.stats.RunStats.record_internal_errors`:
+the run summary and ``obsflow_internal_errors_total`` on ``/metrics``), and logged with its
+traceback once."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import traceback
 import pyarrow as pa
 
 from core.batch import RawBatch, Rejects
+from core.stats import RunStats
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,8 @@ def describe(where: str, exc: BaseException) -> str:
     return f"{where} raised {type(exc).__name__}: {msg}"[:_DETAIL_CHARS]
 
 
-def _count(where: str, n: int, exc: BaseException | None) -> None:
-    from core.stats import STATS
-
-    STATS.record_internal_errors(where, n)
+def _count(counters: RunStats, where: str, n: int, exc: BaseException | None) -> None:
+    counters.record_internal_errors(where, n)
     if exc is not None:
         log.error(
             "isolated %d record(s) that made %s raise (dead-lettered as internal_error): %s",
@@ -73,10 +74,11 @@ def sub_batch(raw: RawBatch, lo: int, hi: int) -> RawBatch:
     )
 
 
-def process_isolated(flow, raw: RawBatch):
+def process_isolated(flow, raw: RawBatch, counters: RunStats):
     """``flow.process(raw)``; if it raises, the batch bisected down to the records that
-    raise alone, which become ``internal_error`` dead letters. Guarantees: never raises
-    for a record's content; ``records_in == accepted + dead + dropped`` still holds."""
+    raise alone, which become ``internal_error`` dead letters, counted in ``counters`` only.
+    Guarantees: never raises for a record's content; ``records_in == accepted + dead +
+    dropped`` still holds."""
     try:
         return flow.process(raw)
     except Exception as exc:  # noqa: BLE001 - isolated below, record by record
@@ -99,10 +101,10 @@ def process_isolated(flow, raw: RawBatch):
         attempt(mid, hi, None)
 
     attempt(0, len(raw), first)
-    return _merge_flow(flow, raw, parts, bad)
+    return _merge_flow(flow, raw, parts, bad, counters)
 
 
-def _merge_flow(flow, raw: RawBatch, parts: list, bad: list[tuple[int, BaseException]]):
+def _merge_flow(flow, raw: RawBatch, parts: list, bad: list[tuple[int, BaseException]], counters: RunStats):
     from pipelines.graph import FlowOutput
     from sinks.dead_letters import dead_letter_rows
 
@@ -110,7 +112,7 @@ def _merge_flow(flow, raw: RawBatch, parts: list, bad: list[tuple[int, BaseExcep
     for i, exc in bad:
         rej.add(i, INTERNAL_ERROR, describe(f"flow {flow.flow.name!r}", exc))
     dead = dead_letter_rows(raw, rej, flow.spec.dead_letters.max_raw_bytes)
-    _count(f"flow:{raw.source}", len(bad), bad[0][1] if bad else None)
+    _count(counters, f"flow:{raw.source}", len(bad), bad[0][1] if bad else None)
     rows: dict[str, list[pa.Table]] = {}
     by_reason: dict[str, int] = {INTERNAL_ERROR: len(bad)} if bad else {}
     for p in parts:
@@ -209,12 +211,24 @@ class GuardedStage:
     To undo a failed input it keeps the stage's last snapshot (taken by the host through
     :meth:`snapshot`, or by itself every :data:`REPLAY_LIMIT` inputs) and the inputs taken
     since; a failure rebuilds the stage from them (their outputs were emitted already and
-    are not emitted again)."""
+    are not emitted again).
 
-    def __init__(self, defn, shard: int, blob: bytes | None = None, dead_table: str = "dead_letters"):
+    Isolated rows and inputs are counted in ``counters`` (the run's, handed down by the
+    host) and nowhere else, so two runs in one process keep separate counts."""
+
+    def __init__(
+        self,
+        defn,
+        shard: int,
+        blob: bytes | None = None,
+        dead_table: str = "dead_letters",
+        *,
+        counters: RunStats,
+    ):
         from pipelines.stages import make_stage
 
         self.defn, self.shard, self.dead_table = defn, shard, dead_table
+        self.counters = counters
         self.stage = make_stage(defn, shard, blob)
         self._base = blob
         self._log: list = []
@@ -252,14 +266,14 @@ class GuardedStage:
         try:
             return [self.stage.flush()]
         except Exception as exc:  # noqa: BLE001 - what the stage still held cannot be told apart
-            _count(f"stage:{self.defn.name}:flush", 1, exc)
+            _count(self.counters, f"stage:{self.defn.name}:flush", 1, exc)
             return []
 
     def _isolate(self, item, exc: BaseException) -> list:
         where = f"{self.defn.name} stage"
         table = getattr(item, "table", None)
         if table is None or table.num_rows == 0:
-            _count(f"stage:{self.defn.name}:input", 1, exc)
+            _count(self.counters, f"stage:{self.defn.name}:input", 1, exc)
             return []
         outs: list = []
         bad: list[tuple[pa.Table, BaseException]] = []
@@ -294,9 +308,9 @@ class GuardedStage:
                     outs.append(out)
             except Exception as e:  # noqa: BLE001
                 self._restore()
-                _count(f"stage:{self.defn.name}:input", 1, e)
+                _count(self.counters, f"stage:{self.defn.name}:input", 1, e)
         dead = pa.concat_tables([stage_dead_letters(rows, getattr(item, "source", ""), where, e) for rows, e in bad])
-        _count(f"stage:{self.defn.name}", dead.num_rows, bad[0][1])
+        _count(self.counters, f"stage:{self.defn.name}", dead.num_rows, bad[0][1])
         if outs:
             last = outs[-1]
             prev = last.rows.get(self.dead_table)

@@ -2,19 +2,23 @@
 problems, a run on either engine, table reads, and the generator's ground truth (which
 records are malformed and why, how many rows the good ones make); and, for the metrics /
 product / alerts pipeline tests, a source of hand-made records (one raw batch per record, so
-event time moves record by record), a small spec around a metric flow, and a run on either
-engine."""
+event time moves record by record), a small spec around a metric flow, a run on either
+engine, and the alert tests' rules and timeline; the obsflow CLI in a subprocess."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, parse_spec
 from pipelines.spec import PipelineSpec
@@ -151,7 +155,7 @@ def write_through_sink(spec: PipelineSpec, source, max_rows: int | None = None):
     from pipelines.graph import PipelineGraph, write_plan
     from sinks.iceberg import IcebergSink
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=STATS)
     if max_rows:
         sink.max_rows = max_rows
@@ -219,3 +223,101 @@ def run(runner: str, spec, source=None, **kw):
     STATS.reset()
     req = RunRequest(spec=spec, runner=runner, source_override=source, **kw)
     return engine_run(req)
+
+
+def alert_timeline(m: int) -> tuple[float, float, float]:
+    """Minute ``m`` (1..12) of the alert tests' timeline: service a's error rate (5% in
+    minute 1, 20% to minute 8, then 0), service b's (0 to minute 3, then 50%) and b's ``up``
+    (1 to minute 4, then 0)."""
+    rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
+    rate_b = 0.0 if m <= 3 else 0.5
+    up_b = 1.0 if m <= 4 else 0.0
+    return rate_a, rate_b, up_b
+
+
+def alert_rules(**error_rate_select) -> dict:
+    """The alert tests' rules (a fresh mapping each call): ``HighErrorRate`` over what
+    ``error_rate_select`` selects (``select``, and ``ratio_of`` / ``on`` for a ratio),
+    ``> 0.1`` for 2m, kept firing 90s, P2; ``ServiceDown`` (``up`` last ``< 1``, P0); the
+    route tree (P0/P1 to pager, P2 to ticket) and P0 inhibiting P2 of the same service."""
+    return {
+        "rules": [
+            {
+                "name": "HighErrorRate",
+                **error_rate_select,
+                "op": ">",
+                "threshold": 0.1,
+                "for": "2m",
+                "keep_firing_for": "90s",
+                "severity": "P2",
+                "annotations": {
+                    "summary": "{{ $labels.service }} error rate {{ $value }}",
+                    "runbook_url": "https://runbooks/errors",
+                },
+            },
+            {
+                "name": "ServiceDown",
+                "select": {"metric": "up", "value": "last"},
+                "op": "<",
+                "threshold": 1,
+                "severity": "P0",
+                "annotations": {"runbook_url": "https://runbooks/down"},
+            },
+        ],
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "30s",
+            "group_interval": "1m",
+            "repeat_interval": "3m",
+            "routes": [
+                {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
+                {"matchers": ['severity="P2"'], "receiver": "ticket"},
+            ],
+        },
+        "inhibit_rules": [
+            {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
+        ],
+    }
+
+
+#: every state change of :func:`alert_rules` over :func:`alert_timeline`'s 12 minutes (1m
+#: windows, no lateness): (at s, rule, service, status, starts_at s, ends_at s); pending when
+#: the condition first holds (starts_at = activeAt), ServiceDown (for: 0) fires at once
+ALERT_CHANGES = [
+    (120, "HighErrorRate", "a", "pending", 120, None),
+    (240, "HighErrorRate", "a", "firing", 240, None),
+    (240, "HighErrorRate", "b", "pending", 240, None),
+    (300, "ServiceDown", "b", "firing", 300, None),
+    (360, "HighErrorRate", "b", "firing", 360, None),
+    (600, "HighErrorRate", "a", "resolved", 240, 600),
+]
+
+
+# -- the obsflow CLI in a subprocess -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+#: ``obsflow run`` as a local Bytewax cluster of two processes (append the rest)
+CLUSTER_RUN = ("run", "--runner", "bytewax", "--processes", "2")
+
+
+def obsflow_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m runners.cli ARGS`` from the repository root, its output captured as text."""
+    return subprocess.run(
+        [*obsflow_command(), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def obsflow_command() -> list[str]:
+    """The command line that starts the obsflow CLI with this interpreter (append its arguments)."""
+    return [sys.executable, "-m", "runners.cli"]
+
+
+def run_bounded_from_kafka(spec_path, runner: str) -> subprocess.CompletedProcess:
+    """``obsflow run --source kafka --runner RUNNER --spec SPEC_PATH --bounded``; asserts it
+    exited 0 (the message holds the output's tails) and returns it."""
+    proc = obsflow_cli(
+        "run", "--source", "kafka", "--runner", runner, "--spec", str(spec_path), "--bounded", "--no-progress"
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc

@@ -185,7 +185,7 @@ class ProcessBatches(beam.DoFn):
         self.dead = Metrics.counter("obsflow", "records_dead")
 
     def setup(self):
-        self.graph = PipelineGraph(self.spec)
+        self.graph = PipelineGraph(self.spec, counters=STATS)
 
     def process(self, raw):
         out = self.graph.process(raw)
@@ -303,7 +303,9 @@ class StageDoFn(beam.DoFn):
 
     def _stage(self, key: str, blob):
         name, shard = key.rsplit(":", 1)
-        return GuardedStage(self.defs[self.stage or name], int(shard), blob)  # a record that raises is isolated
+        return GuardedStage(
+            self.defs[self.stage or name], int(shard), blob, counters=STATS
+        )  # a record that raises is isolated
 
     def process(self, element, state=beam.DoFn.StateParam(STATE), flush=beam.DoFn.TimerParam(FLUSH)):
         key, item = element
@@ -495,7 +497,7 @@ def build_kafka_pipeline(
     (start offsets from the tables; ends when ``bounded``); ``tables``: those written
     (default: all); ``run_id``: the run its commits' counters name, on every worker
     (default :func:`beam_run_id`)."""
-    names = tables or PipelineGraph(spec).table_names
+    names = tables or PipelineGraph(spec, counters=STATS).table_names
     read = ReadKafkaRange(source) if bounded else ReadKafkaPartition(source)
     # bounded: all ranges in one element, read interleaved; unbounded: one element per partition (splittable)
     elements = [list(ranges)] if bounded else ranges

@@ -219,7 +219,7 @@ def build_flow(
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
         partitions = [k for k in cast(list, partitions) if source.ranges[k].backlog]
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=STATS)
 
     def process(raw):
         if isinstance(raw, Tick):
@@ -302,7 +302,7 @@ class StageLogic(StatefulLogic):
         self.stage = None
         if resume:
             self.name, self.shard, blob = resume
-            self.stage = GuardedStage(defs[self.name], self.shard, blob)
+            self.stage = GuardedStage(defs[self.name], self.shard, blob, counters=STATS)
             restart = getattr(self.stage, "restart_idle_clock", None)
             if restart is not None:  # a restart's downtime is not idle time of the stream
                 restart(int(time.time() * 1000))
@@ -313,7 +313,7 @@ class StageLogic(StatefulLogic):
                 return [], StatefulLogic.DISCARD  # a shard that has had no input has no clock to advance
             self.name = self.name or value.stage
             self.shard = 0 if self.name == GLOBAL else value.shard
-            self.stage = GuardedStage(self.defs[self.name], self.shard)
+            self.stage = GuardedStage(self.defs[self.name], self.shard, counters=STATS)
         outs = self.stage.process(value)  # none for a tick that moved nothing; a record that raises is isolated
         for out in outs:
             _publish(self.defs[self.name], out)

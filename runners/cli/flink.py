@@ -2,13 +2,16 @@
 (Beam's FlinkRunner, detached) and its jobs through Flink's REST API.
 
 ``--flink-master`` defaults to ``$OBSFLOW_FLINK_MASTER``; ``--worker-pool`` to
-``$OBSFLOW_BEAM_WORKER_POOL`` (else ``localhost:50000``)."""
+``$OBSFLOW_BEAM_WORKER_POOL`` (else ``localhost:50000``). ``submit`` prints the job id on
+stdout and, on stderr, the run id the job's commits name in their counters
+(``obsflow.stats``; ``$OBSFLOW_RUN_ID`` when set, else a new one)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from runners.cli.common import (
     UsageError,
@@ -20,6 +23,9 @@ from runners.cli.common import (
     print_table,
     spec_arg,
 )
+
+if TYPE_CHECKING:
+    from runners.beam.flink import Submitted
 
 MASTER_ENV = "OBSFLOW_FLINK_MASTER"
 
@@ -59,12 +65,7 @@ def cmd_submit(args) -> int:
         job_endpoint=args.job_endpoint,
         timeout=args.timeout,
     )  # SubmitError: exit 1
-    resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
-    print(
-        f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
-        f"(submitted in {sub.seconds:.0f}s)",
-        file=sys.stderr,
-    )
+    print("\n".join(submit_report(sub)), file=sys.stderr)
     print(sub.job.jid, flush=True)
     # the job belongs to the cluster now: stop the job server this process started (it only
     # translated and submitted the job; Flink keeps running it) and leave at once, skipping
@@ -73,6 +74,21 @@ def cmd_submit(args) -> int:
     sys.stderr.flush()
     stop_children()
     os._exit(0)
+
+
+def submit_report(sub: Submitted) -> list[str]:
+    """What ``obsflow submit`` tells its user on stderr about a submitted job: the job, its
+    positions, and the run id every commit of the job names in its counters (the UI's
+    pipeline health and ``obsflow.stats`` group counters by it). Guarantees: the second line
+    is exactly ``run id <sub.run_id>``."""
+    resumed = ", ".join(f"{k}@{v}" for k, v in sorted(sub.resumed_from.items())) or "source starting positions"
+    return [
+        f"job {sub.job.jid} {sub.job.state} as {sub.job_name!r}: {sub.partitions} partitions from {resumed} "
+        f"(submitted in {sub.seconds:.0f}s)",
+        f"run id {sub.run_id}",
+        "  (the job's counters in obsflow.stats and in `obsflow ui` carry it; "
+        "set $OBSFLOW_RUN_ID before submitting to choose it)",
+    ]
 
 
 def stop_children(grace_s: float = 10.0) -> list[int]:

@@ -10,6 +10,7 @@ import pytest
 
 from schemas.tables import METRICS
 from schemas.wire import raw_avro_schema
+from tests.helpers import ALERT_CHANGES, alert_rules, alert_timeline
 from transforms.alerting import AlertEngine, AlertingConfig, AlertmanagerClient, alert_rows
 
 pytestmark = pytest.mark.alerts
@@ -46,53 +47,15 @@ def window_rows(m, series):
     )
 
 
-CONFIG = {
-    "rules": [
-        {
-            "name": "HighErrorRate",
-            "select": {"metric": "http.errors", "value": "count"},
-            "ratio_of": {"metric": "http.calls", "value": "count"},
-            "on": ["service"],
-            "op": ">",
-            "threshold": 0.1,
-            "for": "2m",
-            "keep_firing_for": "90s",
-            "severity": "P2",
-            "annotations": {
-                "summary": "{{ $labels.service }} error rate {{ $value }}",
-                "runbook_url": "https://runbooks/errors",
-            },
-        },
-        {
-            "name": "ServiceDown",
-            "select": {"metric": "up", "value": "last"},
-            "op": "<",
-            "threshold": 1,
-            "severity": "P0",
-            "annotations": {"runbook_url": "https://runbooks/down"},
-        },
-    ],
-    "route": {
-        "receiver": "default",
-        "group_by": ["alertname"],
-        "group_wait": "30s",
-        "group_interval": "1m",
-        "repeat_interval": "3m",
-        "routes": [
-            {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
-            {"matchers": ['severity="P2"'], "receiver": "ticket"},
-        ],
-    },
-    "inhibit_rules": [
-        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
-    ],
-}
+CONFIG = alert_rules(
+    select={"metric": "http.errors", "value": "count"},
+    ratio_of={"metric": "http.calls", "value": "count"},
+    on=["service"],
+)
 
 
 def minute(m):
-    rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
-    rate_b = 0.0 if m <= 3 else 0.5
-    up_b = 1.0 if m <= 4 else 0.0
+    rate_a, rate_b, up_b = alert_timeline(m)
     return window_rows(
         m,
         [
@@ -139,14 +102,7 @@ def test_alert_timeline_exact():
         (e.at // 1000, e.rule, e.labels["service"], e.status, e.starts_at // 1000, e.ends_at and e.ends_at // 1000)
         for e in changes
     ]
-    assert ch == [
-        (120, "HighErrorRate", "a", "pending", 120, None),
-        (240, "HighErrorRate", "a", "firing", 240, None),
-        (240, "HighErrorRate", "b", "pending", 240, None),
-        (300, "ServiceDown", "b", "firing", 300, None),
-        (360, "HighErrorRate", "b", "firing", 360, None),
-        (600, "HighErrorRate", "a", "resolved", 240, 600),
-    ]
+    assert ch == ALERT_CHANGES
     assert [c.value for c in changes if c.status == "pending"] == [0.2, 0.5]
     got = [
         (n.at // 1000, n.receiver, n.status, [(a.rule, a.labels["service"], a.status) for a in n.alerts], n.repeat)

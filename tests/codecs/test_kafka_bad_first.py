@@ -6,19 +6,15 @@ record, a ``NaN`` literal and JSON nested 5,000 deep, on the second topic."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
 from pipelines.loader import parse_spec
 from sources.generator import partition_stream
-from tests.helpers import START_MS, read_table
+from tests.helpers import START_MS, read_table, run_bounded_from_kafka
 from tests.e2e.test_kafka_pipeline import spec_data, write_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = 30
 
 
@@ -44,27 +40,7 @@ def test_topic_whose_first_message_is_null(runner, kafka_broker, kafka_topic_fac
     assert p.flush(30) == 0
     data = spec_data(tmp_path / "wh", kafka_broker.bootstrap, topics)
     path = write_spec(tmp_path / "spec.yaml", data)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "run",
-            "--source",
-            "kafka",
-            "--runner",
-            runner,
-            "--spec",
-            str(path),
-            "--bounded",
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    proc = run_bounded_from_kafka(path, runner)
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in proc.stdout
     spec = parse_spec(data)
     dead = {

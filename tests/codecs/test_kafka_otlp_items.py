@@ -6,10 +6,7 @@ exits 0 and reconciles at both levels; the bad items are dead letters of their o
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,9 +20,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
-from tests.helpers import read_table
+from tests.helpers import read_table, run_bounded_from_kafka
 
-ROOT = Path(__file__).resolve().parents[2]
 RES = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="checkout"))])
 pytestmark = [pytest.mark.kafka, pytest.mark.traces]
 
@@ -104,27 +100,7 @@ def test_otlp_items_accepted_alone_through_kafka(runner, kafka_broker, kafka_top
                 st["config"] = {"sampling_percentage": 100}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(d))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "run",
-            "--source",
-            "kafka",
-            "--runner",
-            runner,
-            "--spec",
-            str(path),
-            "--bounded",
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    proc = run_bounded_from_kafka(path, runner)
     out = proc.stdout
     assert "4 records in" in out and "3 accepted, 1 dead-lettered, 0 dropped" in out, out
     # items: 20 + 1 (unreadable message) + 300 spans, 5 log records; dead: 3 spans, the message, 1 log record

@@ -31,6 +31,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
@@ -83,7 +84,7 @@ def graph(tmp_path_factory):
     codecs = {"span": "otlp_proto", "log": "otlp_json", "metric": "otlp_proto"}
     for s in d["sources"]:
         s["codec"] = codecs.get(s["signal"], s["codec"])
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def run(graph, source: str, values: list[bytes | None]):

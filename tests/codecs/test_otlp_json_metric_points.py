@@ -10,6 +10,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
@@ -87,7 +88,7 @@ def json_graph(tmp_path_factory):
     for s in d["sources"]:
         if s["signal"] == "metric":
             s["codec"] = "otlp_json"
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def test_through_the_graph_the_dead_letter_holds_the_point(json_graph):

@@ -6,58 +6,18 @@ import pytest
 
 from sinks import alerts as delivered
 from tests.helpers import read_table
-from tests.helpers import BASE, MIN, ListSource, metric_spec, run, sample
+from tests.helpers import ALERT_CHANGES, BASE, MIN, ListSource, alert_rules, alert_timeline, metric_spec, run, sample
 
 pytestmark = pytest.mark.alerts
 
-ALERTS = {
-    "rules": [
-        {
-            "name": "HighErrorRate",
-            "select": {"metric": "err_rate", "value": "last"},
-            "op": ">",
-            "threshold": 0.1,
-            "for": "2m",
-            "keep_firing_for": "90s",
-            "severity": "P2",
-            "annotations": {
-                "summary": "{{ $labels.service }} error rate {{ $value }}",
-                "runbook_url": "https://runbooks/errors",
-            },
-        },
-        {
-            "name": "ServiceDown",
-            "select": {"metric": "up", "value": "last"},
-            "op": "<",
-            "threshold": 1,
-            "severity": "P0",
-            "annotations": {"runbook_url": "https://runbooks/down"},
-        },
-    ],
-    "route": {
-        "receiver": "default",
-        "group_by": ["alertname"],
-        "group_wait": "30s",
-        "group_interval": "1m",
-        "repeat_interval": "3m",
-        "routes": [
-            {"matchers": ['severity=~"P0|P1"'], "receiver": "pager"},
-            {"matchers": ['severity="P2"'], "receiver": "ticket"},
-        ],
-    },
-    "inhibit_rules": [
-        {"source_matchers": ['severity="P0"'], "target_matchers": ['severity="P2"'], "equal": ["service"]}
-    ],
-}
+ALERTS = alert_rules(select={"metric": "err_rate", "value": "last"})
 
 
 def source():
     parts = {0: [], 1: []}
     for m in range(1, 13):
         ts = BASE + (m - 1) * MIN + 30_000
-        rate_a = 0.05 if m == 1 else (0.2 if m <= 8 else 0.0)
-        rate_b = 0.0 if m <= 3 else 0.5
-        up_b = 1.0 if m <= 4 else 0.0
+        rate_a, rate_b, up_b = alert_timeline(m)
         parts[0].append((sample("err_rate", "GAUGE", ts, {"service": "a"}, value=rate_a), ts + 100))
         parts[1].append((sample("err_rate", "GAUGE", ts, {"service": "b"}, value=rate_b), ts + 100))
         parts[1].append((sample("up", "GAUGE", ts, {"service": "b"}, value=up_b), ts + 100))
@@ -80,14 +40,7 @@ def test_alert_timeline_end_to_end(runner, tmp_path):
         for r in rows
     ]
     # pending rows when the condition first holds (starts_at = activeAt); ServiceDown (for: 0) fires at once
-    assert got == [
-        (120, "HighErrorRate", "a", "pending", 120, None),
-        (240, "HighErrorRate", "a", "firing", 240, None),
-        (240, "HighErrorRate", "b", "pending", 240, None),
-        (300, "ServiceDown", "b", "firing", 300, None),
-        (360, "HighErrorRate", "b", "firing", 360, None),
-        (600, "HighErrorRate", "a", "resolved", 240, 600),
-    ]
+    assert got == ALERT_CHANGES
     assert [r["value"] for r in rows if r["status"] == "pending"] == [0.2, 0.5]
     assert dict(rows[1]["annotations"]) == {"summary": "a error rate 0.2", "runbook_url": "https://runbooks/errors"}
     # only firing / resolved are sent on (Prometheus sends Alertmanager nothing while pending)

@@ -111,7 +111,7 @@ def local(tmp_path):
 def test_flow_step_raising_on_a_record_isolates_it(tmp_path, monkeypatch):
     STATS.reset()
     poison_flows(monkeypatch)
-    graph = PipelineGraph(parse_spec(local(tmp_path)))
+    graph = PipelineGraph(parse_spec(local(tmp_path)), counters=STATS)
     values = [log_line(k, INGEST - 1000, poison=k in (3, 6)) for k in range(7)]
     out = graph.process(raw("logs", values))
     assert (out.records_in, out.records_accepted, out.records_dead, out.records_dropped) == (7, 5, 2, 0)
@@ -146,7 +146,7 @@ class NullDetailStep:
 
 def test_a_step_rejecting_without_a_detail_ends_as_an_internal_error(tmp_path):
     STATS.reset()
-    graph = PipelineGraph(parse_spec(local(tmp_path)))
+    graph = PipelineGraph(parse_spec(local(tmp_path)), counters=STATS)
     graph.flows["logs"].post.append(NullDetailStep())
     values = [log_line(k, INGEST - 1000, poison=k == 1) for k in range(3)]
     out = graph.process(raw("logs", values))
@@ -193,7 +193,7 @@ def test_guarded_stage_replays_what_it_took_since_its_last_snapshot(tmp_path, mo
     the inputs since, exactly (the same rows as a stage that never failed)."""
     poison_rollups(monkeypatch)
     spec = parse_spec(local(tmp_path))
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=STATS)
     inputs = []
     for b in range(5):
         r = raw("metrics", [sample(10 * b + k, INGEST - 1000, poison=(b, k) == (4, 1)) for k in range(3)])
@@ -201,7 +201,7 @@ def test_guarded_stage_replays_what_it_took_since_its_last_snapshot(tmp_path, mo
         inputs += [si for si in graph.process(r).stage_inputs if si.table.num_rows]
     defn = next(d for d in plan_stages(spec) if d.name == "metrics")
     assert len({si.shard for si in inputs}) == 1  # one metric name: one shard
-    guarded = GuardedStage(defn, inputs[0].shard)
+    guarded = GuardedStage(defn, inputs[0].shard, counters=STATS)
     guarded.snapshot()
     outs = [o for si in inputs for o in guarded.process(si)] + guarded.flush()
     rows = pa.concat_tables([o.rows["metrics"] for o in outs if "metrics" in o.rows]).to_pylist()

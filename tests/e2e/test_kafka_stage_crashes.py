@@ -8,9 +8,6 @@ reason, the span names are RED series of their own, the form step's duration is 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,11 +15,10 @@ from confluent_kafka import Producer
 
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
-from tests.helpers import START_MS, read_table
+from tests.helpers import START_MS, read_table, run_bounded_from_kafka
 from tests.helpers import iso
 from tests.e2e.test_kafka_pipeline import write_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 T = iso(START_MS - 1000)  # one second before ingest
 BIG = 2**60
 
@@ -94,28 +90,7 @@ def test_stage_crash_records_through_a_real_broker(kafka_broker, kafka_topic_fac
         s["topic"] = topics[s["name"]]
         s["partitions"] = 1
     path = write_spec(tmp_path / "spec.yaml", data)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "run",
-            "--source",
-            "kafka",
-            "--runner",
-            "bytewax",
-            "--spec",
-            str(path),
-            "--bounded",
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    proc = run_bounded_from_kafka(path, "bytewax")
     assert "reconciliation: in = accepted + dead-lettered + dropped: yes" in proc.stdout
     spec = parse_spec(data)
     dead = [

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
@@ -47,7 +48,7 @@ def graph_for(codec: str) -> PipelineGraph:
     for s in d["sources"]:
         if codec in ("json", "avro") or s["signal"] != "event":
             s["codec"] = codec
-    return PipelineGraph(parse_spec(d))
+    return PipelineGraph(parse_spec(d), counters=RunStats())
 
 
 def canon_rows(out, dead_table: str, offsets: list[int]) -> dict[int, list[str]]:

@@ -12,6 +12,7 @@ import json
 import pyarrow as pa
 import yaml
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
 from pipelines.stages import GLOBAL, METRICS, PRODUCT, TRACE, make_stage
@@ -115,7 +116,7 @@ class StageHost:
     """The stateful stages of ``spec`` over the partitions known at start (``partitions``)."""
 
     def __init__(self, spec, partitions: list[str]):
-        self.graph = PipelineGraph(spec)
+        self.graph = PipelineGraph(spec, counters=RunStats())
         self.defs = {d.name: d for d in plan_stages(spec, partitions)}
         self.stages: dict[str, object] = {}
         self.outputs: list = []

@@ -334,12 +334,12 @@ def _check_funnel(model, cols, rows, spec):
 
 
 def _check_time_to_convert(model, cols, rows, spec):
-    assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p90_ms", "min_ms", "max_ms"]
+    assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p75_ms", "p90_ms", "min_ms", "max_ms"]
     want = model.time_to_convert()
     assert len(want) >= 1 and sum(w[1] for w in want) == len(model.conversions)
     got = [
-        (f, int(ws.timestamp() * 1000), int(n), float(avg), int(p50), int(p90), int(lo), int(hi))
-        for f, ws, n, avg, p50, p90, lo, hi in rows
+        (f, int(ws.timestamp() * 1000), int(n), float(avg), int(p50), int(p75), int(p90), int(lo), int(hi))
+        for f, ws, n, avg, p50, p75, p90, lo, hi in rows
     ]
     assert got == [("signup", *w) for w in want]
 

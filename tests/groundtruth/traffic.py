@@ -157,7 +157,7 @@ class Model:
 
     def time_to_convert(self) -> list[tuple]:
         """time_to_convert.sql's answer: per report hour of the converting sessions' last
-        event, (window start ms, conversions, avg ms, p50 ms, p90 ms, min ms, max ms), the
+        event, (window start ms, conversions, avg ms, p50 ms, p75 ms, p90 ms, min ms, max ms), the
         quantiles as the lower order statistic (the funnel report's definition)."""
         by_hour: dict[int, list[int]] = defaultdict(list)
         for end_ms, took in self.conversions:
@@ -172,6 +172,7 @@ class Model:
                     len(v),
                     float(avg.quantize(Decimal("0.1"), ROUND_HALF_UP)),
                     v[(len(v) - 1) // 2],
+                    v[int(math.floor(0.75 * (len(v) - 1)))],
                     v[int(math.floor(0.9 * (len(v) - 1)))],
                     v[0],
                     v[-1],

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
 from pipelines.spec import TailSampleStep
@@ -235,7 +236,7 @@ def rollup_spec_stages(tmp_path, partitions: int):
         partitions=partitions,
         shards=1,
     )
-    return PipelineGraph(spec), {d.name: d for d in plan_stages(spec)}
+    return PipelineGraph(spec, counters=RunStats()), {d.name: d for d in plan_stages(spec)}
 
 
 @pytest.mark.metrics
@@ -340,7 +341,7 @@ def test_idle_ticks_close_sessions_as_the_end_of_input_would(tmp_path, monkeypat
     d = yaml.safe_load(DEFAULT_SPEC.read_text())
     d["storage"]["catalog"]["warehouse"] = str(tmp_path)
     spec = parse_spec(d)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     defn = next(x for x in plan_stages(spec) if x.name == PRODUCT)
     src = embedded_source(RunRequest(spec=spec, runner="bytewax", count=200))
     stages = {}

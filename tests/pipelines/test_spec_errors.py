@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from tests.helpers import default_data
@@ -586,7 +587,7 @@ def test_a_second_event_flow_feeds_the_one_product_stage_with_the_same_step_only
     second.update(name="product_events_avro", source="events_avro")
     d["flows"].append(second)
     spec = parse_spec(copy.deepcopy(d))
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     assert graph.flows["events"].product_def is not None and graph.flows["events_avro"].product_def is not None
     step(d, "product_events_avro", "product")["shards"] = 2
     n = len(d["flows"]) - 1

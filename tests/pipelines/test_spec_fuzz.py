@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.stats import RunStats
 from pipelines.loader import SpecError, parse_spec
 from tests.helpers import default_data
 
@@ -142,7 +143,7 @@ def exercise(spec) -> None:
     from pipelines.stages import GLOBAL, METRICS, PRODUCT, make_stage
     from runners.job import RunRequest, embedded_source
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     defs = {d.name: d for d in plan_stages(spec)}
     globl = make_stage(defs[GLOBAL], 0) if GLOBAL in defs else None
     stages: dict = {}

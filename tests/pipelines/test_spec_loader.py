@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.loader import SpecError, load_spec, parse_spec
 from pipelines.spec import EnrichStep, ScrubStep, ValidateStep, parse_duration, ProductStep
@@ -128,7 +129,7 @@ def test_tables_of_a_spec_without_building_its_transforms():
         strip_metrics(copy.deepcopy(base)),
     ):
         spec = parse_spec(data)
-        assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec).table_names)
+        assert PipelineGraph.tables_of(spec) == sorted(PipelineGraph(spec, counters=RunStats()).table_names)
     assert PipelineGraph.tables_of(parse_spec(strip_traces(copy.deepcopy(base)))) == ["dead_letters", "events", "logs"]
 
 

@@ -17,6 +17,7 @@ import yaml
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from core.stats import STATS
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph, plan_stages
 from pipelines.loader import parse_spec
@@ -50,7 +51,7 @@ def raw(source: str, values: list[bytes]) -> RawBatch:
 def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
     """The flow outputs and every table's rows (dead letters included) the batches make,
     with the stages hosted as the engines host them (:class:`GuardedStage`)."""
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=STATS)
     defs = {d.name: d for d in plan_stages(spec)}
     stages: dict = {}
     rows: dict[str, list] = {}
@@ -61,7 +62,7 @@ def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
             for name, t in out.rows.items():
                 rows.setdefault(name, []).append(t)
             for _, fed in global_inputs(out) if GLOBAL in defs else []:  # as the engines feed it
-                g = stages.setdefault((GLOBAL, 0), GuardedStage(defs[GLOBAL], 0))
+                g = stages.setdefault((GLOBAL, 0), GuardedStage(defs[GLOBAL], 0, counters=STATS))
                 emit(g.process(fed))
 
     for b in batches:
@@ -69,7 +70,7 @@ def drive(spec, batches: list[RawBatch]) -> tuple[list, dict[str, pa.Table]]:
         flows.append(fo)
         emit([fo])
         for si in fo.stage_inputs:
-            s = stages.setdefault((si.stage, si.shard), GuardedStage(defs[si.stage], si.shard))
+            s = stages.setdefault((si.stage, si.shard), GuardedStage(defs[si.stage], si.shard, counters=STATS))
             emit(s.process(si))
     for key, s in list(stages.items()):
         if key[0] != GLOBAL:

@@ -58,7 +58,7 @@ def test_an_old_dead_letter_table_gets_raw_text(tmp_path):
             schema=table.schema().as_arrow(),
         )
     )
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.write(
         graph.process(

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
@@ -34,7 +35,7 @@ def _graph(hotpath: str, monkeypatch) -> PipelineGraph:
     d.setdefault("privacy", {})["pseudonym_key"] = KEY
     monkeypatch.setenv("OBSFLOW_HOTPATH", hotpath)
     try:
-        return PipelineGraph(parse_spec(d))
+        return PipelineGraph(parse_spec(d), counters=RunStats())
     finally:
         monkeypatch.delenv("OBSFLOW_HOTPATH")
 

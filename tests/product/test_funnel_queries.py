@@ -108,12 +108,13 @@ def test_funnel_dropoff_and_time_to_convert_match_an_independent_answer(tmp_path
                 len(t),
                 duck_round(float(t.sum()) / len(t), 1),
                 q(0.5),
+                q(0.75),
                 q(0.9),
                 float(t[0]),
                 float(t[-1]),
             )
         )
     cols, rows = query(spec, saved_query("time_to_convert"))
-    assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p90_ms", "min_ms", "max_ms"]
+    assert cols == ["funnel", "window_start", "conversions", "avg_ms", "p50_ms", "p75_ms", "p90_ms", "min_ms", "max_ms"]
     got = [(r[0], int(r[1].timestamp() * 1000), *r[2:]) for r in rows]
     assert got == want and sum(g[2] for g in got) == converted

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pipelines.loader import parse_spec
 from runners.bytewax.cluster import ClusterRun, spawn, wait
 from sinks.catalog import open_catalog
 from sinks.iceberg import snapshot_offsets
-from tests.helpers import strip_traces
+from tests.helpers import CLUSTER_RUN, obsflow_cli, obsflow_command, strip_traces
 from tests.e2e.test_kafka_pipeline import (
     PARTITIONS,
     TOPIC_CONFIG,
@@ -76,28 +75,16 @@ def test_two_processes_two_workers_kill9_one_process_restart_exact(kafka_broker,
 
     # more traffic while it is down, then the whole cluster again, through the CLI
     produce(kafka_broker.bootstrap, topics, 100, expected, skip=per)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "run",
-            "--runner",
-            "bytewax",
-            "--processes",
-            "2",
-            "--workers-per-process",
-            "2",
-            "--source",
-            "kafka",
-            "--bounded",
-            "--spec",
-            str(path),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    run = obsflow_cli(
+        *CLUSTER_RUN,
+        "--workers-per-process",
+        "2",
+        "--source",
+        "kafka",
+        "--bounded",
+        "--spec",
+        str(path),
+        "--no-progress",
         timeout=240,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -135,14 +122,8 @@ def test_cli_cluster_forks_its_processes_kill9_one_restart_exact(kafka_broker, k
     second launch lands exactly the produced records."""
     topics, expected, wh, path, spec = _setup(kafka_broker, kafka_topic_factory, tmp_path, per := 1500)
     cmd = [
-        sys.executable,
-        "-m",
-        "runners.cli",
-        "run",
-        "--runner",
-        "bytewax",
-        "--processes",
-        "2",
+        *obsflow_command(),
+        *CLUSTER_RUN,
         "--source",
         "kafka",
         "--bounded",

@@ -11,6 +11,7 @@ import inspect
 import yaml
 
 from core.batch import DEFAULT_MAX_BYTES
+from core.stats import RunStats
 from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
@@ -63,6 +64,6 @@ def test_a_flow_without_a_validate_step_takes_the_same_max_bytes():
     flow = d["flows"][1]
     flow["steps"] = [s for s in flow["steps"] if s["kind"] != "validate"]
     spec = parse_spec(d)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     plan = next(c for c in graph.flows.values() if c.flow.name == flow["name"])
     assert plan.codec.max_bytes == DEFAULT_MAX_BYTES

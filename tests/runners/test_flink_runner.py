@@ -58,6 +58,21 @@ def wait_exact(spec, expected: Expected, rest: FlinkRest, jid: str, timeout: flo
     raise AssertionError(f"tables not exact after {timeout:.0f}s: {last!r}"[:2000])
 
 
+def job_run_ids(spec) -> set:
+    """The run ids in the counters (``obsflow.stats``) of every commit of the spec's tables."""
+    from sinks.catalog import open_catalog
+    from sinks.iceberg import STATS_KEY
+
+    catalog = open_catalog(spec.storage)
+    ids = set()
+    for ns, name in catalog.list_tables(spec.storage.namespace):
+        for snap in catalog.load_table(f"{ns}.{name}").snapshots():
+            raw = snap.summary.additional_properties.get(STATS_KEY) if snap.summary else None
+            if raw:
+                ids.add(json.loads(raw).get("run_id"))
+    return ids
+
+
 def orphaned_job_servers() -> set[int]:
     """Pids of Beam job-server JVMs whose parent has gone (re-parented to init)."""
     out = set()
@@ -125,6 +140,10 @@ def test_submit_list_cancel_resubmit_exactly_once(flink_cluster, kafka_broker, k
     assert jid in table and "RUNNING" in table
 
     landed_in = wait_exact(spec, expected, rest, jid)
+    # the run id submit printed is the one every commit of the job names in its counters
+    (run_id,) = [line.split()[-1] for line in done.stderr.splitlines() if line.startswith("run id ")]
+    assert len(run_id) == 32
+    assert job_run_ids(spec) == {run_id}
 
     done = obsflow("cancel", jid, "--flink-master", master)
     assert done.returncode == 0, done.stderr

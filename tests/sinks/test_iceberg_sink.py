@@ -10,7 +10,7 @@ from tests.helpers import embedded, local_spec, read_table
 
 def outputs(spec, count=400, partition: int = 0, topic: str = "events"):
     """The flow outputs of one generated partition, in batches of 50."""
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     src = embedded(spec, count, batch_size=50)
     part = next(p for p in src.partitions() if p.topic == topic and p.partition == partition)
     return [graph.process(b) for b in src.batches(part)]

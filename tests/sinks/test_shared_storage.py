@@ -19,7 +19,16 @@ from pipelines import DEFAULT_SPEC
 from pipelines.loader import parse_spec
 from sinks.catalog import open_catalog
 from sinks.maintenance import maintain, referenced_files
-from tests.helpers import strip_traces, write_through_sink, embedded, ground_truth, read_table, sorted_rows
+from tests.helpers import (
+    strip_traces,
+    write_through_sink,
+    embedded,
+    ground_truth,
+    CLUSTER_RUN,
+    obsflow_cli,
+    read_table,
+    sorted_rows,
+)
 
 pytestmark = pytest.mark.storage
 
@@ -80,27 +89,15 @@ def test_cli_cluster_forks_onto_postgres_and_s3_exact_rows(shared_spec_data, s3_
     commit to PostgreSQL themselves; the tables hold exactly the generated records."""
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(shared_spec_data))  # credentials stay ${VAR} references
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runners.cli",
-            "run",
-            "--runner",
-            "bytewax",
-            "--processes",
-            "2",
-            "--spec",
-            str(path),
-            "--count",
-            "1200",
-            "--batch-size",
-            "500",
-            "--no-progress",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
+    run = obsflow_cli(
+        *CLUSTER_RUN,
+        "--spec",
+        str(path),
+        "--count",
+        "1200",
+        "--batch-size",
+        "500",
+        "--no-progress",
         timeout=300,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -278,7 +275,7 @@ def test_s3_outage_mid_commit_retries_and_loses_nothing(shared_spec, s3_server):
         seen["state_after_start"] = _state(spec, "events")
         restarted.set()
 
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = OutageSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     sink.max_rows = 150
     th = threading.Thread(target=restart)
@@ -341,7 +338,7 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(
         }
     )
     caplog.set_level(logging.DEBUG)
-    graph = PipelineGraph(spec)
+    graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     src = source_with_suffix(spec, 300, batch_size=300)
     s3_server.stop()

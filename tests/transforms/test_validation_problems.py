@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from core.stats import RunStats
 from pipelines.graph import PipelineGraph
 from pipelines.loader import parse_spec
 from transforms.batch import RawBatch
@@ -35,7 +36,7 @@ def graph(tmp_path):
             ],
         }
     )
-    return PipelineGraph(spec)
+    return PipelineGraph(spec, counters=RunStats())
 
 
 def process(graph, docs: list[dict]):
