@@ -25,6 +25,7 @@ from runners.cli.common import (
     spec_arg,
 )
 from runners.cli.tables import cmd_tables
+from sinks.iceberg import run_counters
 
 
 def cmd_run(args) -> int:
@@ -133,6 +134,9 @@ def cmd_run(args) -> int:
         )
     if resumed:
         print(f"resumed from recorded positions: {', '.join(f'{k}@{v}' for k, v in sorted(resumed.items()))}")
+    dropped_by_reason = run_counters(STATS)["dropped_by_reason"]
+    if dropped_by_reason:  # duplicate: retried event envelopes already stored (transforms.dedupe)
+        print("dropped by reason: " + ", ".join(f"{k} {fmt(v)}" for k, v in dropped_by_reason.items()))
     if STATS.dead_by_reason:
         print("dead letters by reason: " + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
     late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.dead_rows
