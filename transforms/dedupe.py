@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -126,12 +127,13 @@ class EventDedupe:
         stamps = raw.timestamps_ms
         added: dict[str, int] = {}
         dup_index: list[int] = []
-        prev = -1
         if table.num_rows:
-            for i, eid in zip(table.column(INDEX).to_pylist(), table.column("event_id").to_pylist()):
-                if i == prev or eid is None:
-                    continue  # the envelope's further interactions: judged with its first row
-                prev = i
+            # one verdict per envelope, in offset order: its first row (further rows are its other interactions)
+            index, first_rows = np.unique(table.column(INDEX).to_numpy(), return_index=True)
+            eids = table.column("event_id").take(pa.array(first_rows)).to_pylist()
+            for i, eid in zip(index.tolist(), eids):
+                if eid is None:
+                    continue
                 ms = stamps[i]
                 first = added.get(eid)
                 if first is None:
