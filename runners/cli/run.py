@@ -25,7 +25,6 @@ from runners.cli.common import (
     spec_arg,
 )
 from runners.cli.tables import cmd_tables
-from sinks.iceberg import run_counters
 
 
 def cmd_run(args) -> int:
@@ -134,6 +133,8 @@ def cmd_run(args) -> int:
         )
     if resumed:
         print(f"resumed from recorded positions: {', '.join(f'{k}@{v}' for k, v in sorted(resumed.items()))}")
+    from sinks.iceberg import run_counters  # here: `obsflow query` imports this module without pyiceberg
+
     dropped_by_reason = run_counters(STATS)["dropped_by_reason"]
     if dropped_by_reason:  # duplicate: retried event envelopes already stored (transforms.dedupe)
         print("dropped by reason: " + ", ".join(f"{k} {fmt(v)}" for k, v in dropped_by_reason.items()))

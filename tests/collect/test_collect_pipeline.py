@@ -307,7 +307,7 @@ def test_a_retried_request_whose_answer_was_lost_is_stored_once(
     u = urlsplit(c.url)
     with socket.create_connection((u.hostname, u.port), timeout=10) as s:  # send, never read the answer
         s.sendall(
-            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nUser-Agent: app/1.0\r\n"
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body
         )
@@ -319,7 +319,12 @@ def test_a_retried_request_whose_answer_was_lost_is_stored_once(
     c.proc.kill()  # the collector dies right after the commit
     c.proc.wait(10)
     c2 = start_collector(d)
-    r = requests.post(c2.url + "/v1/events", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(  # the same client: the same body and user agent (the derived ids cover both)
+        c2.url + "/v1/events",
+        data=body,
+        headers={"Content-Type": "application/json", "User-Agent": "app/1.0"},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["accepted"] == len(envs), r.text
     msgs = read_topic(kafka_broker.bootstrap, collect_topics["event"])
     ids = [orjson.loads(m.value())["event_id"] for m in msgs]
