@@ -7,7 +7,9 @@ timed in CPU seconds of this process (``time.process_time``), rounds interleaved
 - ``off``: the flow with ``{kind: dedupe, enabled: false}`` (the path before the dedupe);
 - ``on``: the flow as it runs by default (first copies only: every id is new);
 - ``retry``: ``on`` with every batch given twice, the second time as a retry (other
-  offsets: every record a duplicate), per record of both copies.
+  offsets: every record a duplicate), per record of both copies;
+- ``step_new`` / ``step_copies``: the dedupe step alone (judge, filter, commit) on the rows
+  the flow hands it, every id new / the batches then their retries.
 Each round starts from an empty dedupe state (no table to seed from). Then
 ``tracemalloc``: bytes per id held, for ``--ids`` ids of the door's shape.
 
@@ -55,6 +57,7 @@ def main() -> int:
     import pyarrow as pa
 
     from core.batch import INDEX, RawBatch
+    from transforms import shape
     from transforms.dedupe import EventDedupe
 
     spec = _spec(tempfile.mkdtemp(prefix="obsflow-bench-") + "/wh")
@@ -78,6 +81,29 @@ def main() -> int:
             dropped += g.process(r).records_dropped
         return time.process_time() - t0, dropped
 
+    # the step alone, on the rows the flow hands it (decoded ... enriched), every id new / every id a copy
+    flow = _graph(spec, False).flows["events"]
+    tables = []
+    for r in raws:
+        b = flow.codec.decode(r)
+        for step in flow.pre:
+            b = step(b)
+        b = shape.to_rows("event", b)
+        for step in flow.post:
+            b = step(b)
+        tables.append(b.table)
+
+    def step_alone(copies: int) -> float:
+        d = EventDedupe(600_000, 200_000)
+        t0 = time.process_time()
+        for k in range(copies):
+            for r, t in zip(raws if k == 0 else retries, tables):
+                j = d.judge(r, t)
+                if j.keep is not None:
+                    t.filter(j.keep)
+                d.commit(j)
+        return 1e6 * (time.process_time() - t0) / (copies * n)
+
     # warm every lookup (geo, user agents) once, untimed
     _graph(spec, True).process(raws[0])
     best: dict[str, float] = {}
@@ -89,6 +115,10 @@ def main() -> int:
             recs = n if kind != "retry" else 2 * n
             assert dropped == (n if kind == "retry" else 0), (kind, dropped)
             row[kind] = 1e6 * secs / recs
+            best[kind] = min(best.get(kind, float("inf")), row[kind])
+        row["step_new"] = step_alone(1)
+        row["step_copies"] = step_alone(2)
+        for kind in ("step_new", "step_copies"):
             best[kind] = min(best.get(kind, float("inf")), row[kind])
         per_round.append(row)
         print(f"round {k}: " + ", ".join(f"{kind} {us:.2f} µs/record" for kind, us in row.items()))
@@ -117,7 +147,8 @@ def main() -> int:
     print(
         f"best of {args.rounds}: off {best['off']:.2f}, on {best['on']:.2f}, retry {best['retry']:.2f} µs/record (CPU); "
         f"dedupe {best['on'] - best['off']:+.2f} µs/record; {bytes_per_id:.0f} B per id held "
-        f"(+{sys.getsizeof(ids[0])} B its string); 1-minute load {load:.2f}"
+        f"(+{sys.getsizeof(ids[0])} B its string); the step alone {best['step_new']:.2f} µs/record (new ids), "
+        f"{best['step_copies']:.2f} (first copies then retries, per record of both); 1-minute load {load:.2f}"
     )
     print(json.dumps(out))
     return 0

@@ -455,7 +455,7 @@ class DedupeStep(Model):
         DEDUPE_MAX_IDS,
         gt=0,
         le=100_000_000,
-        description="event ids held per source partition at most (about 190 bytes each); the oldest go first",
+        description="event ids held per source partition at most (about 210 bytes each); the oldest go first",
     )
 
 
