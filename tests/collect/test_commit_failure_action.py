@@ -1,9 +1,10 @@
 """What the door does when ``commit_transaction`` fails, decided on real
 ``confluent_kafka.KafkaError`` objects with the flags librdkafka sets (fatal, retriable,
-txn_requires_abort): retry the commit, abort the transaction, or replace the producer.
-(The broker is not paused here: a pause long enough for one commit attempt to fail with a
-retriable error would have to outlast the request's whole budget, which one attempt
-waits for.)"""
+txn_requires_abort): retry the commit, abort the transaction, or replace the producer;
+and the fatal case end to end on the real broker (a writer fenced by another producer with
+its transactional id). The retry is not driven by a real broker here: pausing the broker
+(SIGSTOP) makes the one commit attempt wait out the request's budget rather than return a
+retriable error early, so it could not tell a retry from a longer wait."""
 
 from __future__ import annotations
 
@@ -33,3 +34,38 @@ def test_commit_failure_action(code, flags, action):
         flags.get("txn_requires_abort", False),
     )
     assert commit_failure_action(err) == action
+
+
+@pytest.mark.kafka
+def test_a_fenced_writer_answers_503_and_is_replaced(kafka_broker, kafka_topic_factory):
+    """The fatal case on the real broker: another producer takes the door writer's
+    transactional id (fencing it). The next request is answered 503 (nothing of it is
+    visible), the writer's producer is replaced, and the request after that is stored once."""
+    import asyncio
+    import time
+
+    from confluent_kafka import Producer
+
+    from collector.producer import DoorProducer, Record, Unavailable
+    from tests.collect.test_collect_e2e import read_topic
+
+    topic = kafka_topic_factory(partitions=1, prefix="fence")
+    door = DoorProducer(kafka_broker.bootstrap, transactional=True, name="fence-test")
+    try:
+        writer = door.writers[0]
+        deadline = time.monotonic() + 30
+        while not (door.ready and writer._txn_ready):
+            assert time.monotonic() < deadline, "the door's writer did not initialize"
+            time.sleep(0.1)
+        fenced = writer.producer
+        fencer = Producer(
+            {"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": writer.conf["transactional.id"]}
+        )
+        fencer.init_transactions(30)  # the door's producer is fenced from now on
+        with pytest.raises(Unavailable):
+            asyncio.run(door.send([Record(topic, b"first", b"k")], timeout=10))
+        assert writer.producer is not fenced  # replaced
+        asyncio.run(door.send([Record(topic, b"second", b"k")], timeout=20))
+        assert [m.value() for m in read_topic(kafka_broker.bootstrap, topic)] == [b"second"]
+    finally:
+        door.close(5)
