@@ -308,12 +308,12 @@ class _TxnWriter:
         except KafkaException as e:
             self._reset(e.args[0])
             return f"transactions unavailable: {e.args[0].str()}"
+        deadline = time.monotonic() + budget_s - 0.3
         try:
             produce = self.producer.produce
             for t in batch:
                 for r in t.records:
                     produce(r.topic, r.value, r.key, headers=r.headers)
-            self.producer.commit_transaction(max(0.2, budget_s - 0.3))
         except BufferError:
             self._abort("local producer queue full")
             return "local producer queue full"
@@ -321,9 +321,33 @@ class _TxnWriter:
             why = e.args[0].str()
             self._abort(why, e.args[0])
             return why
+        why = self._commit_transaction(deadline)
+        if why is not None:
+            return why
         self.door.transactions += 1
         self.door.delivered += sum(len(t.records) for t in batch)
         return None
+
+    def _commit_transaction(self, deadline: float) -> str | None:
+        """Commit the open transaction by ``deadline`` (``time.monotonic()``); None when it
+        committed. A retriable error (a timeout, the coordinator moving) retries the commit
+        while time is left (librdkafka resumes the commit it began: a retry never commits
+        twice, and a commit the broker took before the answer was lost is then confirmed
+        rather than answered 503); an error that requires an abort aborts; a fatal one
+        replaces the producer (its successor's init aborts the transaction). Either way the
+        caller answers every request of the transaction 503."""
+        while True:
+            try:
+                self.producer.commit_transaction(max(0.2, deadline - time.monotonic()))
+                return None
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                action = commit_failure_action(err)
+                if action == RETRY and deadline - time.monotonic() > 0.05:
+                    log.info("Kafka transactions: commit failed (%s), retrying", err.str())
+                    continue
+                self._abort(err.str(), err)
+                return err.str()
 
     def _abort(self, why: str, err: KafkaError | None = None) -> None:
         self.door.failed += 1
@@ -343,6 +367,25 @@ class _TxnWriter:
         self.producer = Producer(self.conf)
         self._txn_ready = False
         threading.Thread(target=lambda: old.purge(), daemon=True).start()
+
+
+#: what a failed ``commit_transaction`` leads to (:func:`commit_failure_action`)
+RETRY, ABORT, REPLACE = "retry", "abort", "replace"
+
+
+def commit_failure_action(err: KafkaError) -> str:
+    """The door's answer to a :class:`KafkaError` from ``commit_transaction``:
+    :data:`REPLACE` when it is fatal (the producer cannot go on: a new one with the same
+    transactional id fences it), :data:`ABORT` when the transaction must be aborted (or the
+    error says nothing more), :data:`RETRY` when the commit may be retried (librdkafka's
+    ``retriable``: a timeout, a coordinator not available yet)."""
+    if err.fatal():
+        return REPLACE
+    if err.txn_requires_abort():
+        return ABORT
+    if err.retriable():
+        return RETRY
+    return ABORT
 
 
 @dataclass(eq=False)

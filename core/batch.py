@@ -50,6 +50,9 @@ class RawBatch:
     headers: list[list[tuple[str, bytes | None]] | None] | None = None
     topic_partitions: int | None = None  # partitions of the topic, when the source knows
     lag: int = -1  # records after this batch up to the partition's high watermark when it was read (-1: not known)
+    # the reader's position when it began this batch: the previous batch's next_offset when one
+    # reader read both (offsets can skip transaction markers in between); -1: not known
+    read_from: int = -1
 
     def __len__(self) -> int:
         return len(self.values)

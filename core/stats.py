@@ -13,7 +13,8 @@ engine's own metrics and the tables themselves.
 
 Who records what:
 - the runners' process step: :meth:`RunStats.add_output` per :class:`FlowOutput`
-  (records in / accepted / dead-lettered / dropped, per source and dead letters by reason);
+  (records in / accepted / dead-lettered / dropped, per source; dead letters and, where a
+  flow names one, dropped records by reason: ``duplicate`` from the event dedupe);
 - the Iceberg sink, as each commit lands: :meth:`RunStats.record_commit` (rows per
   table, commit latency and size);
 - the Kafka partition readers: :meth:`RunStats.set_partition` (position read and high
@@ -98,6 +99,9 @@ class RunStats:
     # source accepted per item also "items_in", "items_accepted", "items_dead", "items_dropped"
     by_source: Counter = field(default_factory=Counter)
     dead_by_source_reason: Counter = field(default_factory=Counter)  # (source, reason)
+    # records_dropped by reason where a flow names one: (source, reason) -> n; "duplicate": a
+    # product event envelope whose event_id its partition already carried (transforms.dedupe)
+    dropped_by_source_reason: Counter = field(default_factory=Counter)
     commits_by_table: Counter = field(default_factory=Counter)
     commit_latency: dict = field(default_factory=dict)  # table -> Histogram (seconds)
     commit_size: dict = field(default_factory=dict)  # table -> Histogram (rows)
@@ -138,6 +142,8 @@ class RunStats:
             self.by_source[(src, "dropped")] += out.records_dropped
             for reason, n in out.dead_by_reason.items():
                 self.dead_by_source_reason[(src, reason)] += n
+            for reason, n in getattr(out, "dropped_by_reason", {}).items():
+                self.dropped_by_source_reason[(src, reason)] += n
 
     def record_commit(self, table: str, rows: int, seconds: float) -> None:
         """One Iceberg commit that landed (called by ``sinks.iceberg.IcebergSink``)."""
@@ -232,6 +238,7 @@ class RunStats:
                 self.rows_by_table,
                 self.by_source,
                 self.dead_by_source_reason,
+                self.dropped_by_source_reason,
                 self.commits_by_table,
                 self.commit_latency,
                 self.commit_size,

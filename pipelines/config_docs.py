@@ -26,7 +26,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from core.durations import format_duration
-from pipelines.spec import AlertsSpec, DeadLetterSpec, OutputsSpec, StorageSpec
+from pipelines.spec import AlertsSpec, DeadLetterSpec, DedupeStep, OutputsSpec, StorageSpec
 from transforms.alerting.config import AlertRule, InhibitRule
 from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig
@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
     "sinks/README.md": {
         "sink-keys": [("storage", StorageSpec), ("dead_letters", DeadLetterSpec), ("outputs", OutputsSpec)],
+    },
+    "docs/collect.md": {
+        "dedupe-keys": [("", DedupeStep)],
     },
     "transforms/rollup/README.md": {
         "rollup-keys": [("", RollupConfig)],

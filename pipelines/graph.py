@@ -14,8 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import DEFAULT_MAX_BYTES
+from core.durations import duration_ms
 from core.stats import RunStats
+from pipelines.dedupe_seed import TableSeed
 from pipelines.spec import (
+    DedupeStep,
     EnrichStep,
     FlowSpec,
     LogSampleStep,
@@ -44,6 +47,7 @@ from sinks.dead_letters import dead_letter_rows
 from sinks.plan import StageWrites, WritePlan
 from transforms import shape
 from transforms.batch import INDEX, ITEM, RawBatch
+from transforms.dedupe import DUPLICATE, EventDedupe
 from transforms.door_verdicts import apply_door_verdicts
 from transforms.enrich import Enricher
 from transforms.scrub import Scrubber
@@ -81,6 +85,7 @@ class FlowOutput:
     items_dead: int = 0
     items_dropped: int = 0
     dead_rows: int = -1  # dead-letter rows of this batch (-1: records_dead)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)  # records_dropped by reason (duplicate)
 
     def __post_init__(self):
         if self.dead_rows < 0:
@@ -277,6 +282,11 @@ class CompiledFlow:
             )
             self.post.insert(0, self.scrubber)
         self.extra = {"sample_rate": 1.0} if signal == "log" else {}
+        self.dedupe: EventDedupe | None = None
+        if signal == "event":  # on by default: a flow without a dedupe step dedupes with the defaults
+            dd = next((s for s in flow.steps if isinstance(s, DedupeStep)), None) or DedupeStep(kind="dedupe")
+            if dd.enabled:
+                self.dedupe = EventDedupe(duration_ms(dd.window), dd.max_ids, TableSeed(spec, flow.sink.table))
         self.trace_step, self.log_config = stage_plan(spec)
         # spans always go through the trace stage; logs do when the spec samples them
         self.staged = self.trace_step is not None and (
@@ -326,6 +336,11 @@ class CompiledFlow:
             batch = shape.to_rows(self.signal, batch)
         for step in self.post:
             batch = step(batch)
+        judged = None
+        if self.dedupe is not None:  # after every step that may reject: only accepted envelopes are held
+            judged = self.dedupe.judge(raw, batch.table)
+            if judged.keep is not None:
+                batch.table = batch.table.filter(judged.keep)
         per_item = batch.items_in is not None
         item_rows = 0
         if per_item and ITEM in batch.table.column_names:
@@ -339,7 +354,7 @@ class CompiledFlow:
             item_rows = len(set(keys))
             batch.table = batch.table.drop_columns([ITEM])
         accepted = len(set(batch.table.column(INDEX).to_pylist())) if batch.table.num_rows else 0
-        dropped = 0
+        dropped = judged.duplicates if judged is not None else 0
         items_dropped = 0
         stage_inputs = []
         table_rows = {}
@@ -395,7 +410,7 @@ class CompiledFlow:
                 items_dead=dead.num_rows,
                 items_dropped=items_dropped,
             )
-        return FlowOutput(
+        out = FlowOutput(
             source=raw.source,
             topic=raw.topic,
             partition=raw.partition,
@@ -409,8 +424,12 @@ class CompiledFlow:
             dead_by_reason=by_reason,
             stage_inputs=stage_inputs,
             dead_rows=dead.num_rows,
+            dropped_by_reason={DUPLICATE: judged.duplicates} if judged is not None and judged.duplicates else {},
             **items,
         )
+        if judged is not None:
+            cast(EventDedupe, self.dedupe).commit(judged)  # only once the batch's output is made
+        return out
 
     def _stage_inputs(self, raw: RawBatch, rows: pa.Table) -> list[StageInput]:
         """One input per shard (empty ones too, so every shard hears of the position)."""
@@ -539,4 +558,7 @@ class PipelineGraph:
         dead-lettered as ``internal_error`` (:func:`pipelines.isolate.process_isolated`)."""
         from pipelines.isolate import process_isolated
 
-        return process_isolated(self.flows[raw.source], raw, self.counters)
+        flow = self.flows[raw.source]
+        if flow.dedupe is not None:
+            flow.dedupe.prepare(raw)  # reads the table after a restart: its failure is not a record's
+        return process_isolated(flow, raw, self.counters)

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import traceback
+from collections import Counter
 
 import pyarrow as pa
 
@@ -135,6 +136,7 @@ def _merge_flow(flow, raw: RawBatch, parts: list, bad: list[tuple[int, BaseExcep
         records_dropped=sum(p.records_dropped for p in parts),
         dead_by_reason=by_reason,
         stage_inputs=_cover(raw, [si for p in parts for si in p.stage_inputs]),
+        dropped_by_reason=dict(sum((Counter(p.dropped_by_reason) for p in parts), Counter())),
     )
 
 

@@ -423,8 +423,44 @@ class ProductStep(Model):
     )
 
 
+#: the dedupe step's defaults (``DedupeStep``; the one place they are set)
+DEDUPE_WINDOW = timedelta(minutes=10)
+DEDUPE_MAX_IDS = 200_000
+
+
+class DedupeStep(Model):
+    """Drop a product event envelope whose ``event_id`` an earlier record of the same topic
+    partition already carried (a retried request that Kafka had committed: the door
+    derives a missing ``event_id`` from the key and the envelope, so a resent envelope
+    carries the same id). On a ``signal: event`` flow; a flow of that signal without this
+    step dedupes with the defaults (``enabled: false`` turns it off). The duplicate is a
+    dropped record (reason ``duplicate``), counted, never written. Within the bound
+    (``window`` of Kafka record time after the first copy, at most ``max_ids`` ids held
+    per partition) a copy is always recognised, across restarts too (the ids are seeded
+    from the table's rows of the partition); beyond it, it may be written again.
+    ``docs/collect.md`` ("Retries leave no duplicates") says what is guaranteed."""
+
+    kind: Literal["dedupe"] = Field(description="step kind")
+    enabled: bool = Field(True, description="false: keep every copy (no dedupe)")
+    window: Duration = Field(
+        DEDUPE_WINDOW,
+        ge=timedelta(seconds=1),
+        le=timedelta(days=7),
+        description=(
+            "a copy is recognised when its Kafka record time is at most this after the first copy's "
+            "(and not older than the partition's newest record time minus this)"
+        ),
+    )
+    max_ids: int = Field(
+        DEDUPE_MAX_IDS,
+        gt=0,
+        le=100_000_000,
+        description="event ids held per source partition at most (about 210 bytes each); the oldest go first",
+    )
+
+
 Step = Annotated[
-    ValidateStep | ScrubStep | EnrichStep | TailSampleStep | LogSampleStep | RollupStep | ProductStep,
+    ValidateStep | ScrubStep | EnrichStep | TailSampleStep | LogSampleStep | RollupStep | ProductStep | DedupeStep,
     Field(discriminator="kind"),
 ]
 
@@ -460,7 +496,10 @@ class FlowSpec(Model):
     source: str = Field(description="the source it reads (a sources[].name)")
     steps: list[Step] = Field(
         default_factory=list,
-        description="steps in order (validate, scrub, enrich, tail_sample, log_sample, rollup, product)",
+        description=(
+            "steps in order (validate, scrub, enrich, tail_sample, log_sample, rollup, product; dedupe on an event "
+            "flow: where it sits in the list does not matter, it runs after enrich)"
+        ),
     )
     sink: SinkSpec = Field(description="where the flow's rows go")
 
@@ -618,6 +657,10 @@ class PipelineSpec(Model):
                             "a different one",
                         )
                     once.setdefault(st.kind, (f"flows[{i}].steps[{j}]", st))
+                if isinstance(st, DedupeStep) and sig != "event":
+                    raise SpecReferenceError(
+                        f"flows[{i}].steps[{j}]", "a dedupe step on a flow whose source has signal: event", sig
+                    )
                 if isinstance(st, RollupStep):
                     if sig != "metric":
                         raise SpecReferenceError(

@@ -12,13 +12,15 @@ name                                   type       labels
 records_in_total                       counter    source
 records_accepted_total                 counter    source
 records_dead_lettered_total            counter    source
-records_dropped_total                  counter    source (counted sampling decisions)
+records_dropped_total                  counter    source (counted decisions: sampling, duplicates)
 items_in_total                         counter    source (sources accepted per item: OTLP spans, log
                                                   records, data points; a message rejected whole
                                                   counts one item)
 items_accepted_total                   counter    source
 items_dead_lettered_total              counter    source
 items_dropped_total                    counter    source (counted sampling decisions)
+records_dropped_by_reason_total        counter    source, reason (duplicate: an event envelope its
+                                                  partition already carried, transforms.dedupe)
 dead_letters_total                     counter    source, reason
 rows_written_total                     counter    table (rows committed to Iceberg)
 commits_total                          counter    table
@@ -72,7 +74,7 @@ class StatsCollector:
             ("in", "records_in", "records read from the sources"),
             ("accepted", "records_accepted", "records that became table rows"),
             ("dead", "records_dead_lettered", "records rejected into the dead letters"),
-            ("dropped", "records_dropped", "records dropped by a counted sampling decision"),
+            ("dropped", "records_dropped", "records dropped by a counted decision (sampling, duplicate)"),
         ):
             m = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["source"])
             for src in sources:
@@ -93,6 +95,14 @@ class StatsCollector:
             for src in item_sources:
                 m.add_metric([src], by_source.get((src, f"items_{what}"), 0))
             yield m
+        m = CounterMetricFamily(
+            f"{PREFIX}_records_dropped_by_reason",
+            "dropped records whose flow names a reason (duplicate: an event envelope its partition already carried)",
+            labels=["source", "reason"],
+        )
+        for (src, reason), n in sorted(s["dropped_by_source_reason"].items()):
+            m.add_metric([src, reason], n)
+        yield m
         m = CounterMetricFamily(f"{PREFIX}_dead_letters", "dead letters by reason", labels=["source", "reason"])
         for (src, reason), n in sorted(s["dead_by_source_reason"].items()):
             m.add_metric([src, reason], n)

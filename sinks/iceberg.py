@@ -99,7 +99,8 @@ def snapshot_offsets(table: Table, key: str = OFFSETS_KEY) -> dict[str, int]:
 def run_counters(stats: RunStats, run_id: str | None = None) -> dict:
     """The run's counters so far (``stats``: the sink's, the process's ``STATS`` in a job), as the run
     summary prints them: records (and OTLP items) in / accepted / dead-lettered / dropped,
-    the same per source, dead letters by reason, and tail sampling as ``{"<counter>:<reason>":
+    the same per source, dead letters by reason, dropped records by reason (``duplicate``:
+    the event dedupe), and tail sampling as ``{"<counter>:<reason>":
     n}``; ``run_started`` (epoch seconds) tells one run's figures from another's. Cumulative
     since the run started; every commit carries them in its summary under :data:`STATS_KEY`.
 
@@ -134,8 +135,17 @@ def run_counters(stats: RunStats, run_id: str | None = None) -> dict:
         },
         "by_source": by_source,
         "dead_by_reason": dict(sorted(snap["dead_by_reason"].items())),
+        "dropped_by_reason": _by_reason(snap.get("dropped_by_source_reason", {})),
         "tail_sampling": {f"{k}:{r}": n for (k, r), n in sorted(snap["tail_sampling"].items()) if n},
     }
+
+
+def _by_reason(by_source_reason: dict) -> dict[str, int]:
+    """``{(source, reason): n}`` summed per reason, sorted."""
+    out: dict[str, int] = {}
+    for (_, reason), n in by_source_reason.items():
+        out[reason] = out.get(reason, 0) + n
+    return dict(sorted(out.items()))
 
 
 def tp_key(topic: str, partition: int) -> str:

@@ -454,7 +454,7 @@ class PartitionReader:
         stamps = [ts if ts_type != 0 and ts >= 0 else now_ms for ts_type, ts in map(_TIMESTAMP, msgs)]
         keys = list(map(_KEY, msgs))
         headers: list = list(map(_HEADERS, msgs))
-        self.position = offsets[-1] + 1
+        read_from, self.position = self.position, offsets[-1] + 1
         high = self._report_progress(self._consumer, force=True) if self._consumer is not None else None
         if not _take(self.source.budget_id, len(values)) and self.end is None:
             self.done = True
@@ -471,6 +471,7 @@ class PartitionReader:
             headers,
             p.topic_partitions or None,
             lag=self._lag(high),
+            read_from=read_from,
         )
 
     def _lag(self, high: int | None) -> int:

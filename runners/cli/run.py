@@ -133,6 +133,11 @@ def cmd_run(args) -> int:
         )
     if resumed:
         print(f"resumed from recorded positions: {', '.join(f'{k}@{v}' for k, v in sorted(resumed.items()))}")
+    from sinks.iceberg import run_counters  # here: `obsflow query` imports this module without pyiceberg
+
+    dropped_by_reason = run_counters(STATS)["dropped_by_reason"]
+    if dropped_by_reason:  # duplicate: retried event envelopes already stored (transforms.dedupe)
+        print("dropped by reason: " + ", ".join(f"{k} {fmt(v)}" for k, v in dropped_by_reason.items()))
     if STATS.dead_by_reason:
         print("dead letters by reason: " + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(STATS.dead_by_reason.items())))
     late_rows = STATS.rows_by_table.get(spec.dead_letters.table, 0) - STATS.dead_rows

@@ -9,6 +9,7 @@ and ``obsflow run --source kafka --bounded`` (Bytewax), exact:
 from __future__ import annotations
 
 import random
+from collections import Counter
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -274,3 +275,68 @@ def test_retry_after_a_partial_write_leaves_no_duplicate(
         "small-2",
     ]
     assert read_table(spec, "dead_letters").num_rows == 0
+
+
+def test_a_retried_request_whose_answer_was_lost_is_stored_once(
+    kafka_broker, collect_topics, tmp_path, start_collector
+):
+    """The client sends a request and does not wait for the answer (it closes the
+    connection); the door commits it anyway and is then killed (SIGKILL). The client
+    retries the same body on a new door: the topic holds every envelope twice (the door
+    derived the same event_ids for the envelopes that had none), obs.events once, and the
+    run counts each second copy as a ``duplicate``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from runners.stats import STATS
+
+    d = collect_spec_dict(tmp_path, kafka_broker.bootstrap, collect_topics)
+    c = start_collector(d)
+    now = int(time.time() * 1000)
+    envs = [
+        {
+            **({"event_id": f"own-{i}"} if i % 2 else {}),  # the even ones get the door's derived id
+            "page": f"/p{i}",
+            "session_id": f"s-{i % 3}",
+            "timestamp": iso(now - 5000 + i),
+            "events": [{"type": "click", "target": f"#b{j}"} for j in range(1 + i % 2)],
+        }
+        for i in range(8)
+    ]
+    body = orjson.dumps(envs)
+    u = urlsplit(c.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:  # send, never read the answer
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nUser-Agent: app/1.0\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while len(read_topic(kafka_broker.bootstrap, collect_topics["event"])) < len(envs):
+        assert time.monotonic() < deadline, "the door did not commit the request"
+        time.sleep(0.2)
+    c.proc.kill()  # the collector dies right after the commit
+    c.proc.wait(10)
+    c2 = start_collector(d)
+    r = requests.post(  # the same client: the same body and user agent (the derived ids cover both)
+        c2.url + "/v1/events",
+        data=body,
+        headers={"Content-Type": "application/json", "User-Agent": "app/1.0"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["accepted"] == len(envs), r.text
+    msgs = read_topic(kafka_broker.bootstrap, collect_topics["event"])
+    ids = [orjson.loads(m.value())["event_id"] for m in msgs]
+    assert len(ids) == 2 * len(envs) and all(n == 2 for n in Counter(ids).values())
+
+    STATS.reset()
+    spec = _run(d)
+    rows = Counter(read_table(spec, "events").column("event_id").to_pylist())
+    docs = [orjson.loads(m.value()) for m in msgs]
+    assert rows == Counter({e["event_id"]: len(e["events"]) for e in docs})  # each envelope's interactions, once
+    assert sum(rows.values()) == sum(1 + i % 2 for i in range(8))
+    assert STATS.dropped_by_source_reason[("events", "duplicate")] == len(envs)
+    assert STATS.by_source[("events", "in")] == 2 * len(envs)
+    assert STATS.by_source[("events", "dropped")] == len(envs)
+    assert STATS.records_in == STATS.records_accepted + STATS.records_dead + STATS.records_dropped

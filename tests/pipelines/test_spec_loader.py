@@ -75,7 +75,7 @@ def test_unknown_step_kind_and_bounds():
         ("storage.commit.max_rows", "expected a number > 0, got 0"),
         (
             "flows[0].steps[2]",
-            "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', 'rollup', 'product', got 'teleport'",
+            "expected kind to be one of 'validate', 'scrub', 'enrich', 'tail_sample', 'log_sample', 'rollup', 'product', 'dedupe', got 'teleport'",
         ),
     ]
 

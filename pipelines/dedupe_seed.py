@@ -1,0 +1,69 @@
+"""Where the ``event_id`` dedupe (:mod:`transforms.dedupe`) finds the ids a partition held
+before a restart: the flow's own table.
+
+The table holds, for every source partition, exactly the first copies the flow accepted
+below the position the run resumes from (duplicates are never written; rows of a replayed
+batch that the table already holds are filtered by offset at the sink). So the ids of
+the rows below the first offset the flow is about to process are the ids it held when it
+stopped, up to the bound; nothing else needs to be kept across a restart, on any engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from pipelines.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+
+class TableSeed:
+    """``(topic, partition, before_offset, since_ms) -> [(event_id, record time ms)]`` in
+    offset order, read from ``table`` (its rows with that ``source_topic`` /
+    ``source_partition``, ``source_offset < before_offset`` and ``ingested_at >=
+    since_ms``). No table (or no warehouse) yet: no ids. Pickles without its catalog."""
+
+    def __init__(self, spec: PipelineSpec, table: str):
+        self.spec = spec
+        self.table = table
+        self._catalog = None
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "table": self.table, "_catalog": None}
+
+    def _load(self):
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        from sinks.catalog import NoWarehouseError, open_catalog
+
+        try:
+            if self._catalog is None:
+                self._catalog = open_catalog(self.spec.storage, create=False)
+            return self._catalog.load_table(f"{self.spec.storage.namespace}.{self.table}")
+        except (NoWarehouseError, NoSuchTableError, NoSuchNamespaceError):
+            return None
+
+    def __call__(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
+        from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+        table = self._load()
+        if table is None or table.current_snapshot() is None:
+            return []
+        rows = table.scan(
+            row_filter=And(
+                EqualTo(term="source_topic", value=topic),
+                EqualTo(term="source_partition", value=partition),
+                LessThan(term="source_offset", value=before_offset),
+                GreaterThanOrEqual(
+                    term="ingested_at", value=dt.datetime.fromtimestamp(max(since_ms, 0) / 1000, dt.UTC).isoformat()
+                ),
+            ),
+            selected_fields=("event_id", "ingested_at", "source_offset"),
+        ).to_arrow()
+        if not rows.num_rows:
+            return []
+        rows = rows.sort_by([("source_offset", "ascending")])
+        ms = rows.column("ingested_at").cast("int64").to_pylist()  # microseconds since the epoch
+        out = [(e, m // 1000) for e, m in zip(rows.column("event_id").to_pylist(), ms) if e is not None]
+        log.info("dedupe: %d event ids of %s:%d seeded from %s", len(out), topic, partition, self.table)
+        return out
