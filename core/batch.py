@@ -141,10 +141,19 @@ class Batch:
         return np.flatnonzero(self._deferred) if self._deferred is not None else np.zeros(0, np.int64)
 
     def drop_rejected(self) -> None:
-        if self._deferred is not None:
-            if self._deferred.any():
-                self.table = self.table.filter(pa.array(~self._deferred))
-            self._deferred = None
+        """Filter the rows rejected while drops were deferred out of the table, and end the
+        deferral (a no-op when drops are not deferred)."""
+        pending = self.end_deferral()
+        if pending is not None:
+            self.table = self.table.filter(pa.array(~pending))
+
+    def end_deferral(self) -> np.ndarray | None:
+        """End the deferral of drops without filtering: the mask (one entry per table row)
+        of the rows rejected meanwhile, for a caller that drops them itself (e.g. inside a
+        ``take`` it does anyway), or None when no row is pending. The table is left as it
+        is: the caller must drop the masked rows before anything else reads it."""
+        pending, self._deferred = self._deferred, None
+        return pending if pending is not None and pending.any() else None
 
     def reject_mask(self, mask, reason: str, details) -> None:
         """Reject the rows where ``mask`` is true and drop them from the table.
