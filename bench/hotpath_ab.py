@@ -4,9 +4,11 @@ dead letters) on the same generator events, rounds interleaved (one process per 
 round: a warm pass, then the best of two timed passes), best round of each, CPU time.
 
 A tree is a git revision of this repository (exported with ``git archive`` to a
-temporary folder) or ``.`` (the working tree). Both use the installed extension.
+temporary folder) or ``.`` (the working tree). Both use the installed extension, unless
+``--dot-site`` names a folder holding a build of the working tree's ``native/`` (``pip
+install --target``): it goes first on the working tree's ``PYTHONPATH``.
 
-    python bench/hotpath_ab.py aeb735f . [--records 40000] [--rounds 3]
+    python bench/hotpath_ab.py aeb735f . [--records 40000] [--rounds 3] [--dot-site .native-site]
 
 The last line of the output is one JSON object with every figure."""
 
@@ -67,6 +69,7 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=40_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--round", help=argparse.SUPPRESS)  # internal: one round on this folder
+    ap.add_argument("--dot-site", help="a folder put first on the working tree's PYTHONPATH (its own extension build)")
     args = ap.parse_args()
     if args.round:
         print(json.dumps(one_round(args.round, args.records)))
@@ -76,9 +79,11 @@ def main() -> int:
         best = {rev: {"native": float("inf"), "python": float("inf")} for rev in folders}
         for _ in range(args.rounds):
             for rev, folder in folders.items():
-                env = dict(os.environ, PYTHONPATH=folder)
+                site = [str(Path(args.dot_site).resolve())] if args.dot_site and rev == "." else []
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([*site, folder]))
                 res = subprocess.run(
                     [sys.executable, __file__, *args.trees, "--records", str(args.records), "--round", folder],
+                    cwd=folder,
                     env=env,
                     capture_output=True,
                     text=True,

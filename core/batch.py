@@ -116,6 +116,35 @@ class Rejects:
         return len(self.indices)
 
 
+#: at most this many runs of dropped rows are cut out by slicing (else Arrow's filter)
+_SLICED_DROPS = 64
+
+
+def without_rows(table: pa.Table, drop: np.ndarray) -> pa.Table:
+    """``table`` without the rows where ``drop`` (a boolean mask, one entry per row) is
+    true: the same rows, values and schema as ``table.filter(~drop)``, every column in
+    one chunk. A few runs of dropped rows (the usual case: rejects are rare) are cut out
+    by zero-copy slices concatenated once, about half the CPU of the filter, which picks
+    each kept value of every column; many runs go through the filter."""
+    gone = np.flatnonzero(drop)
+    if len(gone) == 0:
+        return table
+    # starts of the runs of dropped rows, and where each run ends
+    breaks = np.flatnonzero(np.diff(gone) != 1) + 1
+    if len(breaks) + 1 > _SLICED_DROPS:
+        return table.filter(pa.array(~drop))
+    starts = gone[np.concatenate(([0], breaks))].tolist()
+    ends = (gone[np.concatenate((breaks - 1, [len(gone) - 1]))] + 1).tolist()
+    parts, at = [], 0
+    for a, b in zip(starts, ends):
+        if a > at:
+            parts.append(table.slice(at, a - at))
+        at = b
+    if at < table.num_rows or not parts:
+        parts.append(table.slice(at))
+    return pa.concat_tables(parts).combine_chunks()
+
+
 @dataclass
 class Batch:
     """Decoded rows of one raw batch, with the rejects collected on the way."""
@@ -144,10 +173,19 @@ class Batch:
         return np.flatnonzero(self._deferred) if self._deferred is not None else np.zeros(0, np.int64)
 
     def drop_rejected(self) -> None:
-        if self._deferred is not None:
-            if self._deferred.any():
-                self.table = self.table.filter(pa.array(~self._deferred))
-            self._deferred = None
+        """Filter the rows rejected while drops were deferred out of the table, and end the
+        deferral (a no-op when drops are not deferred)."""
+        pending = self.end_deferral()
+        if pending is not None:
+            self.table = without_rows(self.table, pending)
+
+    def end_deferral(self) -> np.ndarray | None:
+        """End the deferral of drops without filtering: the mask (one entry per table row)
+        of the rows rejected meanwhile, for a caller that drops them itself (e.g. inside a
+        ``take`` it does anyway), or None when no row is pending. The table is left as it
+        is: the caller must drop the masked rows before anything else reads it."""
+        pending, self._deferred = self._deferred, None
+        return pending if pending is not None and pending.any() else None
 
     def reject_mask(self, mask, reason: str, details) -> None:
         """Reject the rows where ``mask`` is true and drop them from the table.
@@ -184,7 +222,7 @@ class Batch:
                 cast(dict, self._problems)[row] = [first + k, 1]
             self._deferred |= mask_np
         else:
-            self.table = self.table.filter(pa.array(~mask_np))
+            self.table = without_rows(self.table, mask_np)
 
     def _add_problems(self, rows: np.ndarray, details) -> None:
         """Append ``details`` (a string or per-row values) to the details of rows already rejected."""

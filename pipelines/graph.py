@@ -265,9 +265,12 @@ class CompiledFlow:
         self.pre: list = []  # on wire columns
         self.post: list = []  # on table columns
         self.scrubber: Scrubber | None = None
-        for step in flow.steps:
+        last_validate = max((k for k, s in enumerate(flow.steps) if isinstance(s, ValidateStep)), default=-1)
+        for k, step in enumerate(flow.steps):
             if isinstance(step, ValidateStep):
-                self.pre.append(Validator(signal, step, json_hints=self.source.codec == "json"))
+                # the last one leaves its rejected rows for shape.to_rows (or process) to drop
+                leave = k == last_validate
+                self.pre.append(Validator(signal, step, json_hints=self.source.codec == "json", leave_drops=leave))
             elif isinstance(step, ScrubStep):
                 self.scrubber = Scrubber(signal, step, spec.privacy)
                 self.post.append(self.scrubber)
@@ -333,7 +336,9 @@ class CompiledFlow:
         for step in self.pre:
             batch = step(batch)
         if self.signal != "metric":
-            batch = shape.to_rows(self.signal, batch)
+            batch = shape.to_rows(self.signal, batch)  # drops the rows the validator rejected
+        else:
+            batch.drop_rejected()
         for step in self.post:
             batch = step(batch)
         judged = None

@@ -42,31 +42,42 @@ _LOG = {"timestamp": "ts", "user_id": "user_id"}
 
 
 def to_rows(signal: str, batch: Batch) -> Batch:
-    """Wire columns → table-named columns (exploding event envelopes)."""
-    t = batch.table
-    if signal == "event":
-        events = t.column("events").combine_chunks()
-        parents = pc.list_parent_indices(events)
-        flat = pc.list_flatten(events)
-        cols, names = [], []
-        for wire, name in _EVENT_TOP.items():
-            cols.append(t.column(wire).take(parents))
-            names.append(name)
-        for k, f in enumerate(flat.type):
-            if f.name in _EVENT_INNER:
-                cols.append(pc.struct_field(flat, [k]))
-                names.append(_EVENT_INNER[f.name])
-        # position of each interaction inside its envelope
-        offsets = events.offsets.to_numpy()
-        p = parents.to_numpy()
-        pos = np.arange(len(p), dtype=np.int32) - offsets[p].astype(np.int32) if len(p) else np.zeros(0, np.int32)
-        cols.append(pa.array(pos, pa.int32()))
-        names.append("event_index")
-        cols.append(t.column(INDEX).take(parents))
-        names.append(INDEX)
-        batch.table = pa.Table.from_arrays(cols, names=names)
-    else:
+    """Wire columns → table-named columns (exploding event envelopes).
+
+    Rows rejected while the batch's drops are deferred (a validator that leaves them) are
+    dropped here: for events inside the explode's ``take`` (no filter of the wire table),
+    the same rows as :meth:`Batch.drop_rejected` then the explode."""
+    if signal != "event":
+        batch.drop_rejected()
+        t = batch.table
         batch.table = t.rename_columns([_LOG.get(n, n) for n in t.column_names])
+        return batch
+    t = batch.table
+    dropped = batch.end_deferral()
+    events = t.column("events").combine_chunks()
+    p = pc.list_parent_indices(events).to_numpy()
+    flat = pc.list_flatten(events)
+    # position of each interaction inside its envelope
+    offsets = events.offsets.to_numpy()
+    pos = np.arange(len(p), dtype=np.int32) - offsets[p].astype(np.int32) if len(p) else np.zeros(0, np.int32)
+    keep = None if dropped is None else pa.array(~dropped[p])
+    if dropped is not None:
+        p, pos = p[~dropped[p]], pos[~dropped[p]]
+    parents = pa.array(p, pa.int64())
+    cols, names = [], []
+    for wire, name in _EVENT_TOP.items():
+        cols.append(t.column(wire).take(parents))
+        names.append(name)
+    for k, f in enumerate(flat.type):
+        if f.name in _EVENT_INNER:
+            inner = pc.struct_field(flat, [k])
+            cols.append(inner if keep is None else inner.filter(keep))
+            names.append(_EVENT_INNER[f.name])
+    cols.append(pa.array(pos, pa.int32()))
+    names.append("event_index")
+    cols.append(t.column(INDEX).take(parents))
+    names.append(INDEX)
+    batch.table = pa.Table.from_arrays(cols, names=names)
     return batch
 
 
@@ -78,15 +89,24 @@ def annotate(batch: Batch) -> pa.Table:
     idx = t.column(INDEX).to_numpy()
     n = t.num_rows
     t = t.drop_columns([INDEX])
-    t = t.append_column(
-        "source_topic", pa.array(np.full(n, raw.topic, dtype=object), pa.string()) if n else pa.array([], pa.string())
-    )
+    t = t.append_column("source_topic", repeat_string(raw.topic, n))
     t = t.append_column("source_partition", pa.array(np.full(n, raw.partition, dtype=np.int32)))
     t = t.append_column("source_offset", pa.array(np.asarray(raw.offsets, dtype=np.int64)[idx]))
     t = t.append_column(
         "ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC"))
     )
     return t
+
+
+def repeat_string(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``text``, built from its buffers (offsets
+    ``0, len, 2·len …`` and the bytes repeated): no Python object per row. Equal to
+    ``pa.array([text] * n, pa.string())``."""
+    data = text.encode("utf-8")
+    if n * len(data) >= 2**31 - 1:  # past 32-bit offsets: Arrow's own builder picks the layout
+        return pa.array([text] * n, pa.string())
+    ends = np.arange(0, (n + 1) * len(data), len(data), dtype=np.int32) if data else np.zeros(n + 1, np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(ends), pa.py_buffer(data * n)])
 
 
 #: wire names kept through stateful stages, renamed when rows are written

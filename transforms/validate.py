@@ -89,8 +89,11 @@ def _fmt_delta(seconds: float) -> str:
 class Validator:
     """Validate one signal's decoded rows against ``ValidateStep`` settings."""
 
-    def __init__(self, signal: str, step: ValidateStep, json_hints: bool = False):
+    def __init__(self, signal: str, step: ValidateStep, json_hints: bool = False, leave_drops: bool = False):
         self.signal = signal
+        #: leave the rejected rows in the table, drops deferred (:meth:`Batch.end_deferral`),
+        #: for a caller that drops them itself: ``shape.to_rows`` folds them into its explode
+        self.leave_drops = leave_drops
         self.step = step
         self.json_hints = json_hints  # records are JSON objects of wire fields: name unknown fields of rejects
         wire = arrow_schema(signal)
@@ -129,7 +132,8 @@ class Validator:
             self._metric(batch)
         if self.json_hints:
             self._unknown_fields(batch)
-        batch.drop_rejected()
+        if not self.leave_drops:
+            batch.drop_rejected()
         return batch
 
     def _unknown_fields(self, batch: Batch) -> None:

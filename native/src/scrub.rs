@@ -65,58 +65,116 @@ static PAIRS: [bool; 65536] = {
     t
 };
 
+/// Digit, card-separator and flag bits of each byte for :func:`may_hold`'s branch-free scan:
+/// bit 0 a digit, bit 1 a separator of card digits (space, ``-``), bit 2 flags the value at
+/// once (``@``, any non-ASCII byte).
+const BITS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match CLASS[i] {
+            1 => 1,
+            2 => 2,
+            3 => 4,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Bytes a chunk of :func:`may_hold` scans before it looks at what the chunk found.
+const CHUNK: usize = 64;
+
+/// Whether the word check of :func:`may_hold_bytewise` hits at ``k`` (``CLASS[v[k]] == 4``).
+#[inline]
+fn word_at(v: &[u8], k: usize) -> bool {
+    let b = v[k];
+    match v.get(k + 1) {
+        Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
+        _ => return false,
+    }
+    let rest = &v[k..];
+    match b | 0x20 {
+        b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
+        b'k' => starts(rest, b"key"),
+        b's' => starts(rest, b"secret") || starts(rest, b"sk_"),
+        b't' => starts(rest, b"token"),
+        b'p' => starts(rest, b"passw") || starts(rest, b"pk_"),
+        b'r' => starts(rest, b"rk_"),
+        b'a' => starts(rest, b"akia") || starts(rest, b"aiza"),
+        b'x' => starts(rest, b"xox"),
+        b'g' => rest.len() >= 4 && rest[1] | 0x20 == b'h'
+            && matches!(rest[2] | 0x20, b'p' | b'o' | b'u' | b's' | b'r') && rest[3] == b'_',
+        _ => starts(rest, b"%40"),
+    }
+}
+
+/// 1 when byte ``b`` (followed by ``next``) can take part in a verdict of :func:`may_hold`:
+/// it flags at once (``@``, non-ASCII), it is a digit, or it and ``next`` lower-cased are a
+/// word's first pair (exactly ``PAIRS``). Written as comparisons only, so a loop over a
+/// chunk compiles to vector instructions.
+#[inline(always)]
+fn loud(b: u8, next: u8) -> u8 {
+    let (l, n) = (b | 0x20, next | 0x20);
+    let flag = (b >= 0x80) | (b == b'@') | b.is_ascii_digit();
+    let pair = (l == b'e' && (n == b'a' || n == b'y'))
+        | (l == b'k' && n == b'e')
+        | (l == b's' && (n == b'e' || n == b'k'))
+        | (l == b't' && n == b'o')
+        | (l == b'p' && (n == b'a' || n == b'k'))
+        | (l == b'r' && n == b'k')
+        | (l == b'a' && (n == b'k' || n == b'i'))
+        | (l == b'x' && n == b'o')
+        | (l == b'g' && n == b'h')
+        | (l == b'%' && n == b'4');
+    (flag | pair) as u8
+}
+
 /// Whether ``v`` may match the scrubber's hint regex (see the module doc).
+///
+/// The verdict is an OR over positions: a byte that flags at once, a chain of 13 digits
+/// (single separators between them), or a word starting at a byte of class 4. So the scan
+/// runs in chunks without a branch per byte: per byte it updates the digit chain with
+/// arithmetic (``run + digit``, masked to 0 unless the byte is a digit or a separator
+/// after one, as the byte-at-a-time scan's match arms do) and ORs in the flag bit and whether the byte and
+/// the next lower-cased form a word's first pair; only a chunk with a pair runs the exact
+/// word check on its class-4 bytes. A whole chunk with no :func:`loud` byte (no digit:
+/// the chain is 0 after it) is passed over by one vectorized test. Same verdicts as
+/// :func:`may_hold_bytewise` (the tests compare the two on random bytes).
 pub fn may_hold(v: &[u8]) -> bool {
-    let mut run = 0u32; // digits in the current chain (single separators allowed between digits)
-    let mut prev_digit = false;
-    for (k, &b) in v.iter().enumerate() {
-        match CLASS[b as usize] {
-            0 => {
-                run = 0;
-                prev_digit = false;
-            }
-            1 => {
-                run += 1;
-                if run >= 13 {
-                    return true;
-                }
-                prev_digit = true;
-            }
-            2 => {
-                if prev_digit {
-                    prev_digit = false; // one separator; a second non-digit ends the chain
-                } else {
-                    run = 0;
-                }
-            }
-            3 => return true,
-            _ => {
-                run = 0;
-                prev_digit = false;
-                // every word is 3 bytes or longer: its first two bytes (lower-cased) must be a known pair
-                match v.get(k + 1) {
-                    Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
-                    _ => continue,
-                }
-                let rest = &v[k..];
-                let hit = match b | 0x20 {
-                    b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
-                    b'k' => starts(rest, b"key"),
-                    b's' => starts(rest, b"secret") || starts(rest, b"sk_"),
-                    b't' => starts(rest, b"token"),
-                    b'p' => starts(rest, b"passw") || starts(rest, b"pk_"),
-                    b'r' => starts(rest, b"rk_"),
-                    b'a' => starts(rest, b"akia") || starts(rest, b"aiza"),
-                    b'x' => starts(rest, b"xox"),
-                    b'g' => rest.len() >= 4 && rest[1] | 0x20 == b'h'
-                        && matches!(rest[2] | 0x20, b'p' | b'o' | b'u' | b's' | b'r') && rest[3] == b'_',
-                    _ => starts(rest, b"%40"),
-                };
-                if hit {
-                    return true;
-                }
-            }
+    let n = v.len();
+    let mut run = 0u32;
+    let mut prev_digit = 0u32;
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        if end < n && v[start..end].iter().zip(&v[start + 1..end + 1]).fold(0u8, |a, (&b, &c)| a | loud(b, c)) == 0 {
+            run = 0; // CHUNK bytes without a digit end any chain
+            prev_digit = 0;
+            start = end;
+            continue;
         }
+        let mut hit = 0u32;
+        let mut pair = false;
+        for k in start..end {
+            let b = v[k];
+            let bits = BITS[b as usize] as u32;
+            let digit = bits & 1;
+            let keep = (bits >> 1) & prev_digit;
+            run = (run + digit) & 0u32.wrapping_sub(digit | keep); // kept when 1, else 0
+            prev_digit = digit;
+            hit |= (bits >> 2) | (run >= 13) as u32;
+            let next = if k + 1 < n { v[k + 1] } else { 0 };
+            pair |= PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize];
+        }
+        if hit != 0 {
+            return true;
+        }
+        if pair && (start..end).any(|k| CLASS[v[k] as usize] == 4 && word_at(v, k)) {
+            return true;
+        }
+        start = end;
     }
     false
 }
@@ -174,7 +232,111 @@ fn readonly<'a>(py: Python<'_>, b: &'a PyBuffer<i8>) -> PyResult<&'a [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::may_hold;
+    use super::{may_hold, CLASS, PAIRS, starts};
+
+    /// The byte-at-a-time scan :func:`may_hold` replaced (same verdicts), kept as its test oracle.
+    fn may_hold_bytewise(v: &[u8]) -> bool {
+        let mut run = 0u32; // digits in the current chain (single separators allowed between digits)
+        let mut prev_digit = false;
+        for (k, &b) in v.iter().enumerate() {
+            match CLASS[b as usize] {
+                0 => {
+                    run = 0;
+                    prev_digit = false;
+                }
+                1 => {
+                    run += 1;
+                    if run >= 13 {
+                        return true;
+                    }
+                    prev_digit = true;
+                }
+                2 => {
+                    if prev_digit {
+                        prev_digit = false; // one separator; a second non-digit ends the chain
+                    } else {
+                        run = 0;
+                    }
+                }
+                3 => return true,
+                _ => {
+                    run = 0;
+                    prev_digit = false;
+                    // every word is 3 bytes or longer: its first two bytes (lower-cased) must be a known pair
+                    match v.get(k + 1) {
+                        Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
+                        _ => continue,
+                    }
+                    let rest = &v[k..];
+                    let hit = match b | 0x20 {
+                        b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
+                        b'k' => starts(rest, b"key"),
+                        b's' => starts(rest, b"secret") || starts(rest, b"sk_"),
+                        b't' => starts(rest, b"token"),
+                        b'p' => starts(rest, b"passw") || starts(rest, b"pk_"),
+                        b'r' => starts(rest, b"rk_"),
+                        b'a' => starts(rest, b"akia") || starts(rest, b"aiza"),
+                        b'x' => starts(rest, b"xox"),
+                        b'g' => rest.len() >= 4 && rest[1] | 0x20 == b'h'
+                            && matches!(rest[2] | 0x20, b'p' | b'o' | b'u' | b's' | b'r') && rest[3] == b'_',
+                        _ => starts(rest, b"%40"),
+                    };
+                    if hit {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// The chunked scan gives the byte-at-a-time scan's verdict on random values drawn
+    /// from the bytes that matter (digits, separators, the words' letters in both cases,
+    /// ``@``, ``%``, non-ASCII) and any byte, across chunk boundaries (up to 300 bytes).
+    #[test]
+    fn chunked_scan_agrees_with_the_bytewise_scan() {
+        let alphabet: &[u8] = b"0123456789  --eaEAryRYjJkKsScCtToOnNpPwW_iIzZxXgGhHuU%%4040@.b/\xc3\xe2\x7f\x00";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut flagged, mut cases) = (0, 0);
+        for _ in 0..300_000 {
+            let len = (next() % 301) as usize;
+            let any_byte = next() % 8 == 0;
+            let digits_only = next() % 4 == 0;
+            let quiet_run = next() % 3 == 0; // long stretches of bytes that are never loud, then the rest
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if any_byte && r % 5 == 0 {
+                        (r >> 8) as u8
+                    } else if digits_only {
+                        b"0123456789 -x"[(r % 13) as usize]
+                    } else {
+                        alphabet[(r % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            let v: Vec<u8> = if quiet_run {
+                let cut = (next() % (len as u64 + 1)) as usize;
+                let filler = b"xxbcdfjlmnqvwz/.:,;!()[]{}"[(next() % 26) as usize];
+                let mut q = vec![filler; 64 + (next() % 200) as usize];
+                q.splice(cut.min(q.len())..cut.min(q.len()), v.iter().copied());
+                q
+            } else {
+                v
+            };
+            let want = may_hold_bytewise(&v);
+            assert_eq!(may_hold(&v), want, "{v:?}");
+            flagged += want as u32;
+            cases += 1;
+        }
+        assert!(flagged > 1000 && flagged < cases - 1000, "{flagged} of {cases}: both verdicts drawn often");
+    }
 
     #[test]
     fn flags_what_the_hint_regex_matches() {
