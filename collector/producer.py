@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -37,6 +38,16 @@ class Unavailable(ServiceUnavailable):
 
 #: Kafka record headers as confluent_kafka takes them
 Headers = list[tuple[str, str | bytes | None]]
+
+#: where a transactional request's time goes, observed as ``(phase, seconds)``:
+#: ``queue`` (per request: queued until its transaction began), ``begin``, ``produce`` and
+#: ``commit`` (per transaction), ``handoff`` (per request: committed until its event loop
+#: resumed it); see :attr:`DoorProducer.observe`
+PHASES = ("queue", "begin", "produce", "commit", "handoff")
+
+
+def _ignore(phase: str, seconds: float) -> None:
+    """The default phase observer: nothing is kept."""
 
 
 @dataclass
@@ -116,6 +127,9 @@ class DoorProducer:
         self.failed = 0
         self.latency_sum = 0.0
         self.latency_count = 0
+        #: called with ``(phase, seconds)`` for each phase of :data:`PHASES` (from the writer
+        #: threads and the event loop; it must be thread-safe and cheap)
+        self.observe: Callable[[str, float], None] = _ignore
         self._poller = threading.Thread(target=self._poll_loop, name="collect-kafka-poll", daemon=True)
         self._checker = threading.Thread(target=self._check_loop, name="collect-kafka-check", daemon=True)
         self._poller.start()
@@ -217,16 +231,19 @@ class DoorProducer:
 
     async def _send_txn(self, records: list[Record], timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout)
         started = time.perf_counter()
+        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout, started)
         with self._txn_cv:
             self._txn_queue.append(t)
             if len(self._txn_queue) == 1:  # else a writer was woken for the queue and takes this request with it
                 self._txn_cv.notify()
         error = await t.future  # the committer answers within the deadline (its commit and abort are bounded by it)
+        answered = time.perf_counter()
+        if t.settled:
+            self.observe("handoff", answered - t.settled)
         if error is not None:
             raise Unavailable(f"Kafka did not take the request's records: {error}")
-        self.latency_sum += time.perf_counter() - started
+        self.latency_sum += answered - started
         self.latency_count += 1
 
     @staticmethod
@@ -300,6 +317,10 @@ class _TxnWriter:
     def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
         """Write ``batch`` in one transaction; None when it committed, else why not (then it
         was aborted, or the producer that held it is replaced, which aborts it)."""
+        observe = self.door.observe
+        t0 = time.perf_counter()
+        for t in batch:
+            observe("queue", t0 - t.queued)
         try:
             if not self._txn_ready:
                 self.producer.init_transactions(max(0.5, budget_s))
@@ -309,11 +330,17 @@ class _TxnWriter:
             self._reset(e.args[0])
             return f"transactions unavailable: {e.args[0].str()}"
         try:
+            t1 = time.perf_counter()
             produce = self.producer.produce
             for t in batch:
                 for r in t.records:
                     produce(r.topic, r.value, r.key, headers=r.headers)
+            t2 = time.perf_counter()
             self.producer.commit_transaction(max(0.2, budget_s - 0.3))
+            t3 = time.perf_counter()
+            observe("begin", t1 - t0)
+            observe("produce", t2 - t1)
+            observe("commit", t3 - t2)
         except BufferError:
             self._abort("local producer queue full")
             return "local producer queue full"
@@ -351,12 +378,16 @@ class _TxnRequest:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     deadline: float  # time.monotonic()
+    queued: float  # time.perf_counter() when it was queued
+    settled: float = 0.0  # time.perf_counter() when its answer was handed to its event loop
 
 
 def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:
     """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop, not one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    now = time.perf_counter()
     for t in requests:
+        t.settled = now
         by_loop.setdefault(t.loop, []).append(t.future)
     for loop, futures in by_loop.items():
         loop.call_soon_threadsafe(_settle, futures, error)
