@@ -1,4 +1,4 @@
-"""``obsflow collect`` open-loop latency of single-event requests, and where it goes.
+"""``obsflow collect`` open-loop latency of single-event requests (or batches of 50), and where it goes.
 
 Requests are sent on a fixed schedule (``--rate`` a second, whatever the answers) over
 ``--conns`` keep-alive connections; each latency counts from its scheduled send time, so
@@ -70,6 +70,32 @@ def phase_summary(before: dict, after: dict) -> dict[str, tuple[int, float, str]
     return out
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by kind: ``loop`` (the main thread: the event
+    loop), ``python`` (its other threads: writers, poller, checker), ``librdkafka``
+    (``rdk:*``), ``other``; from /proc (Linux)."""
+    out = {"loop": 0.0, "python": 0.0, "librdkafka": 0.0, "other": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        kind = (
+            "loop"
+            if task.name == str(pid)
+            else "librdkafka"
+            if comm.startswith("rdk:")
+            else "python"
+            if comm.startswith("python")
+            else "other"
+        )
+        out[kind] += cpu
+    return out
+
+
 def _request(body: bytes) -> bytes:
     head = (
         "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -85,9 +111,13 @@ def run_server(argv: list[str], env: dict, port: int, url_from_stdout: bool, arg
         wait_ok(url, ready)
         req = _request(body)
         asyncio.run(_open_loop("127.0.0.1", port, req, args.rate, 1, args.conns))  # warm-up
-        p0, c0 = (phases(url) if ready == "/readyz" else {}), tree_cpu(proc.pid)
+        p0, c0, k0 = (phases(url) if ready == "/readyz" else {}), tree_cpu(proc.pid), thread_cpu(proc.pid)
         res = asyncio.run(_open_loop("127.0.0.1", port, req, args.rate, args.seconds, args.conns))
         cpu = tree_cpu(proc.pid) - c0
+        k1 = thread_cpu(proc.pid)
+        res["threads_us_per_request"] = {
+            k: round((k1[k] - k0[k]) / max(1, res["requests"]) * 1e6) for k in k1 if k1[k] > k0[k]
+        }
         p1 = phases(url) if ready == "/readyz" else {}
         res["cpu_us_per_request"] = round(cpu / max(1, res["requests"]) * 1e6, 1)
         res["phases"] = phase_summary(p0, p1)
@@ -145,6 +175,9 @@ def main() -> int:
     ap.add_argument("--servers", default="uvicorn,granian")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML[,KEY=YAML]", help="a collector variant")
     ap.add_argument("--baseline-root", type=Path, help="also the collector of this checkout (same run)")
+    ap.add_argument(
+        "--load", default="single", choices=("single", "events50"), help="the requests (bench/collect.py's)"
+    )
     ap.add_argument("--rawtxn-rate", type=float, default=200, help="transactions a second of the raw baseline")
     args = ap.parse_args()
     from infra import kafka
@@ -159,7 +192,7 @@ def main() -> int:
     topics = {s: f"bench-lat-{s}-{tag}" for s in ("event", "log", "span", "metric", "raw")}
     for t in topics.values():
         ep.create_topic(t, partitions=4)
-    body = bodies()["single"]
+    body = bodies()[args.load]
     load0 = os.getloadavg()[0]
     results: list[dict] = []
     try:
@@ -206,6 +239,7 @@ def main() -> int:
                         for label, spec in specs.items():
                             if name == "before" and label != "default":
                                 continue
+
                             port = free_port()
                             argv = [sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec)]
                             argv += ["--server", server, "--port", str(port)]
@@ -235,7 +269,7 @@ def main() -> int:
         ph = " ".join(f"{k}={v[1]}ms(p99<={v[2]})" for k, v in r["phases"].items())
         print(
             f"{r['variant']:<40} round {r['round']}: {r['requests']} {r['codes']} p50 {r['p50_ms']} ms "
-            f"p99 {r['p99_ms']} ms, {r['cpu_us_per_request']} us CPU/request {ph}"
+            f"p99 {r['p99_ms']} ms, {r['cpu_us_per_request']} us CPU/request {r['threads_us_per_request']} {ph}"
         )
     print(json.dumps({"load": [load0, load1], "results": results}))
     return 0
