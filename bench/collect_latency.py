@@ -3,7 +3,8 @@
 Requests are sent on a fixed schedule (``--rate`` a second, whatever the answers) over
 ``--conns`` keep-alive connections; each latency counts from its scheduled send time, so
 queueing in the generator, the server or Kafka is not hidden (no coordinated omission).
-Variants, each a fresh process on the same broker, run in interleaved rounds (same run):
+Variants, each a fresh process on the same broker, run in interleaved rounds (same run;
+the order of the variants is reversed every other round):
 
 - ``noop/SERVER``: bench/collect_noop.py on that server, same requests: the server's floor;
 - ``collect/SERVER``: this checkout's collector (``--set KEY=YAML`` variants of its
@@ -217,43 +218,42 @@ def main() -> int:
                 specs[label] = tmp / f"spec-{len(specs)}.yaml"
                 specs[label].write_text(yaml.safe_dump(d))
             env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            runs: list[tuple[str, list[str], dict, bool, str]] = []  # (variant, argv, env, url from stdout, ready path)
+            for server in args.servers.split(","):
+                noop = (
+                    [sys.executable, "-m", "uvicorn", "bench.collect_noop:app", "--port", "{port}"]
+                    + ["--log-level", "warning", "--no-access-log"]
+                    if server == "uvicorn"
+                    else [sys.executable, "-m", "granian", "--interface", "asgi", "--port", "{port}"]
+                    + ["--workers", "1", "--no-log", "bench.collect_noop:app"]
+                )
+                runs.append((f"noop/{server}", noop, env, False, "/v1/events"))
+                roots = [("collect", ROOT)] + ([("before", args.baseline_root.resolve())] if args.baseline_root else [])
+                for name, root in roots:
+                    for label, spec in specs.items():
+                        if name == "before" and label != "default":
+                            continue
+                        argv = [sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec)]
+                        argv += ["--server", server, "--port", "{port}"]
+                        variant = f"{name}/{server}" + ("" if label == "default" else f" {label}")
+                        runs.append(
+                            (
+                                variant,
+                                argv,
+                                {**env, "PYTHONPATH": f"{root}{os.pathsep}{env['PYTHONPATH']}"},
+                                True,
+                                "/readyz",
+                            )
+                        )
             for rnd in range(args.rounds):
                 results.append(
                     {"variant": "rawtxn", "round": rnd, **raw_txn(bootstrap, topics["raw"], args.rawtxn_rate, 2)}
                 )
-                for server in args.servers.split(","):
+                for variant, argv, venv, from_stdout, ready in runs if rnd % 2 == 0 else runs[::-1]:  # order alternates
                     port = free_port()
-                    noop = (
-                        [sys.executable, "-m", "uvicorn", "bench.collect_noop:app", "--port", str(port)]
-                        + ["--log-level", "warning", "--no-access-log"]
-                        if server == "uvicorn"
-                        else [sys.executable, "-m", "granian", "--interface", "asgi", "--port", str(port)]
-                        + ["--workers", "1", "--no-log", "bench.collect_noop:app"]
-                    )
-                    r = run_server(noop, env, port, False, args, body, "/v1/events")
-                    results.append({"variant": f"noop/{server}", "round": rnd, **r})
-                    roots = [("collect", ROOT)] + (
-                        [("before", args.baseline_root.resolve())] if args.baseline_root else []
-                    )
-                    for name, root in roots:
-                        for label, spec in specs.items():
-                            if name == "before" and label != "default":
-                                continue
-
-                            port = free_port()
-                            argv = [sys.executable, "-m", "runners.cli", "collect", "--spec", str(spec)]
-                            argv += ["--server", server, "--port", str(port)]
-                            r = run_server(
-                                argv,
-                                {**env, "PYTHONPATH": f"{root}{os.pathsep}{env['PYTHONPATH']}"},
-                                port,
-                                True,
-                                args,
-                                body,
-                                "/readyz",
-                            )
-                            variant = f"{name}/{server}" + ("" if label == "default" else f" {label}")
-                            results.append({"variant": variant, "round": rnd, **r})
+                    argv = [a.replace("{port}", str(port)) for a in argv]
+                    r = run_server(argv, venv, port, from_stdout, args, body, ready)
+                    results.append({"variant": variant, "round": rnd, **r})
     finally:
         if broker is not None:
             broker.stop(remove_data=True)

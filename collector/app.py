@@ -166,7 +166,8 @@ class _Metrics:
         self.txn_phase = Histogram(
             "obsflow_collect_txn_phase_seconds",
             "where a transactional request's time goes: queue (per request, queued until its transaction "
-            "began), begin, produce, commit (per transaction), handoff (per request, committed until answered)",
+            "began), begin, produce, commit (per transaction), handoff (per transaction: committed until the event loop "
+            "ran its answers)",
             ["phase"],
             registry=r,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),

@@ -41,8 +41,8 @@ Headers = list[tuple[str, str | bytes | None]]
 
 #: where a transactional request's time goes, observed as ``(phase, seconds)``:
 #: ``queue`` (per request: queued until its transaction began), ``begin``, ``produce`` and
-#: ``commit`` (per transaction), ``handoff`` (per request: committed until its event loop
-#: resumed it); see :attr:`DoorProducer.observe`
+#: ``commit`` (per transaction), ``handoff`` (per transaction and event loop: committed
+#: until that loop ran the answers); see :attr:`DoorProducer.observe`
 PHASES = ("queue", "begin", "produce", "commit", "handoff")
 
 
@@ -174,6 +174,14 @@ class DoorProducer:
         else:
             log.warning("Kafka producer: %s", err)
 
+    def note(self, phase: str, seconds: float) -> None:
+        """Pass one phase to :attr:`observe`; an observer that fails is logged, never lets a
+        writer thread or an answer fail."""
+        try:
+            self.observe(phase, seconds)
+        except Exception:  # noqa: BLE001 - an observer must not break the door
+            log.exception("collect: phase observer failed")
+
     # -- sending ----------------------------------------------------------------------
 
     def queue_depth(self) -> int:
@@ -238,12 +246,9 @@ class DoorProducer:
             if len(self._txn_queue) == 1:  # else a writer was woken for the queue and takes this request with it
                 self._txn_cv.notify()
         error = await t.future  # the committer answers within the deadline (its commit and abort are bounded by it)
-        answered = time.perf_counter()
-        if t.settled:
-            self.observe("handoff", answered - t.settled)
         if error is not None:
             raise Unavailable(f"Kafka did not take the request's records: {error}")
-        self.latency_sum += answered - started
+        self.latency_sum += time.perf_counter() - started
         self.latency_count += 1
 
     @staticmethod
@@ -309,15 +314,15 @@ class _TxnWriter:
             late: list[_TxnRequest] = []
             for t in batch:
                 (live if t.deadline > now and not t.future.done() else late).append(t)
-            _settle_all(late, "the request's time ran out before its transaction began")
+            _settle_all(late, "the request's time ran out before its transaction began", self.door.note)
             if not live:
                 continue
-            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now))
+            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now), self.door.note)
 
     def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
         """Write ``batch`` in one transaction; None when it committed, else why not (then it
         was aborted, or the producer that held it is replaced, which aborts it)."""
-        observe = self.door.observe
+        observe = self.door.note
         t0 = time.perf_counter()
         for t in batch:
             observe("queue", t0 - t.queued)
@@ -379,24 +384,26 @@ class _TxnRequest:
     future: asyncio.Future
     deadline: float  # time.monotonic()
     queued: float  # time.perf_counter() when it was queued
-    settled: float = 0.0  # time.perf_counter() when its answer was handed to its event loop
 
 
-def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:
-    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop, not one per request."""
+def _settle_all(requests: list[_TxnRequest], error: str | None, observe: Callable[[str, float], None]) -> None:
+    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop,
+    not one per request; that wake-up's delay is observed as the ``handoff`` phase."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
-    now = time.perf_counter()
     for t in requests:
-        t.settled = now
         by_loop.setdefault(t.loop, []).append(t.future)
+    now = time.perf_counter()
     for loop, futures in by_loop.items():
-        loop.call_soon_threadsafe(_settle, futures, error)
+        loop.call_soon_threadsafe(_settle, futures, error, now, observe)
 
 
-def _settle(futures: list[asyncio.Future], error: str | None) -> None:
+def _settle(
+    futures: list[asyncio.Future], error: str | None, handed: float, observe: Callable[[str, float], None]
+) -> None:
     for fut in futures:
         if not fut.done():
             fut.set_result(error)
+    observe("handoff", time.perf_counter() - handed)
 
 
 def _resolve(p: _Pending) -> None:
