@@ -105,9 +105,11 @@ def _request(body: bytes) -> bytes:
     return head.encode() + body
 
 
-def run_server(argv: list[str], env: dict, port: int, url_from_stdout: bool, args, body: bytes, ready: str) -> dict:
+def run_server(
+    argv: list[str], env: dict, port: int, url_from_stdout: bool, args, body: bytes, ready: str, cwd: Path = ROOT
+) -> dict:
     """Open loop against one fresh server process: latency, CPU per request, txn phases."""
-    proc, url = start(argv, url_from_stdout, {**env, "BENCH_URL": f"http://127.0.0.1:{port}"})
+    proc, url = start(argv, url_from_stdout, {**env, "BENCH_URL": f"http://127.0.0.1:{port}"}, cwd)
     try:
         wait_ok(url, ready)
         req = _request(body)
@@ -218,7 +220,8 @@ def main() -> int:
                 specs[label] = tmp / f"spec-{len(specs)}.yaml"
                 specs[label].write_text(yaml.safe_dump(d))
             env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-            runs: list[tuple[str, list[str], dict, bool, str]] = []  # (variant, argv, env, url from stdout, ready path)
+            # (variant, argv, env, url from stdout, ready path, working directory: `python -m` imports from it first)
+            runs: list[tuple[str, list[str], dict, bool, str, Path]] = []
             for server in args.servers.split(","):
                 noop = (
                     [sys.executable, "-m", "uvicorn", "bench.collect_noop:app", "--port", "{port}"]
@@ -227,7 +230,7 @@ def main() -> int:
                     else [sys.executable, "-m", "granian", "--interface", "asgi", "--port", "{port}"]
                     + ["--workers", "1", "--no-log", "bench.collect_noop:app"]
                 )
-                runs.append((f"noop/{server}", noop, env, False, "/v1/events"))
+                runs.append((f"noop/{server}", noop, env, False, "/v1/events", ROOT))
                 roots = [("collect", ROOT)] + ([("before", args.baseline_root.resolve())] if args.baseline_root else [])
                 for name, root in roots:
                     for label, spec in specs.items():
@@ -249,10 +252,10 @@ def main() -> int:
                 results.append(
                     {"variant": "rawtxn", "round": rnd, **raw_txn(bootstrap, topics["raw"], args.rawtxn_rate, 2)}
                 )
-                for variant, argv, venv, from_stdout, ready in runs if rnd % 2 == 0 else runs[::-1]:  # order alternates
+                for variant, argv, venv, from_stdout, ready, cwd in runs if rnd % 2 == 0 else runs[::-1]:  # alternates
                     port = free_port()
                     argv = [a.replace("{port}", str(port)) for a in argv]
-                    r = run_server(argv, venv, port, from_stdout, args, body, ready)
+                    r = run_server(argv, venv, port, from_stdout, args, body, ready, cwd)
                     results.append({"variant": variant, "round": rnd, **r})
     finally:
         if broker is not None:
