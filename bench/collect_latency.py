@@ -246,6 +246,7 @@ def main() -> int:
                                 {**env, "PYTHONPATH": f"{root}{os.pathsep}{env['PYTHONPATH']}"},
                                 True,
                                 "/readyz",
+                                root,
                             )
                         )
             for rnd in range(args.rounds):
