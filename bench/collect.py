@@ -429,7 +429,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=YAML",
-        help="a collect: setting for this checkout's collector only (e.g. transaction_writers=1); repeatable",
+        help="a collect: setting for this checkout's collector only, also in the open-loop runs "
+        "(e.g. transaction_writers=1); repeatable",
     )
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -487,11 +488,11 @@ def main() -> int:
         if single and single["wall_per_s"]:
             # 60% of what this collector took closed-loop in this run
             results[f"open60/{first}"] = measure_open_loop(
-                first, spec_path, loads["single"], 0.6 * single["wall_per_s"], args.seconds, env
+                first, now_spec, loads["single"], 0.6 * single["wall_per_s"], args.seconds, env
             )
         if args.open_rate:
             results[f"open{args.open_rate:g}/{first}"] = measure_open_loop(
-                first, spec_path, loads["single"], args.open_rate, args.seconds, env
+                first, now_spec, loads["single"], args.open_rate, args.seconds, env
             )
     if broker is not None:
         broker.stop(remove_data=True)

@@ -35,7 +35,7 @@ from core.errors import ObsflowError
 from core.routing import Route
 from collector.events import BodyError, EventJudge, Judged, now_ms
 from collector.otlp import BadRequest, OtlpSplitter, parse, response
-from collector.producer import DoorProducer, Headers, Record, Unavailable
+from collector.producer import PHASES, DoorProducer, Headers, Record, Unavailable
 from pipelines.spec import PipelineSpec, ValidateStep
 from transforms.door_verdicts import DETAIL_HEADER, MAX_DETAIL, REJECT_HEADER
 
@@ -163,6 +163,15 @@ class _Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.txn_phase = Histogram(
+            "obsflow_collect_txn_phase_seconds",
+            "where a transactional request's time goes: queue (per request, queued until its transaction "
+            "began), begin, produce, commit (per transaction), handoff (per transaction: committed until the event loop "
+            "ran its answers)",
+            ["phase"],
+            registry=r,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
         self.queue = Gauge("obsflow_collect_queue_depth", "records in the producer's queue", registry=r)
         self.inflight_bytes = Gauge(
             "obsflow_collect_inflight_bytes", "request bytes held, not yet answered", registry=r
@@ -187,6 +196,11 @@ class _Metrics:
             registry=r,
         )
         self._children: dict[tuple, Counter] = {}  # labelled children, looked up once
+        self._phases = {p: self.txn_phase.labels(p) for p in PHASES}
+
+    def phase(self, phase: str, seconds: float) -> None:
+        """Observe one phase of a transactional request (thread-safe: the writers call it)."""
+        self._phases[phase].observe(seconds)
 
     def request_done(self, route: str, status: int) -> None:
         key = ("r", route, status)
@@ -250,6 +264,7 @@ class Door:
             writers=self.cfg.transaction_writers,
         )
         self.metrics = _Metrics()
+        self.producer.observe = self.metrics.phase
         self.inflight_bytes = 0
         self.inflight_requests = 0
         self.draining = False

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -37,6 +38,16 @@ class Unavailable(ServiceUnavailable):
 
 #: Kafka record headers as confluent_kafka takes them
 Headers = list[tuple[str, str | bytes | None]]
+
+#: where a transactional request's time goes, observed as ``(phase, seconds)``:
+#: ``queue`` (per request: queued until its transaction began), ``begin``, ``produce`` and
+#: ``commit`` (per transaction), ``handoff`` (per transaction and event loop: committed
+#: until that loop ran the answers); see :attr:`DoorProducer.observe`
+PHASES = ("queue", "begin", "produce", "commit", "handoff")
+
+
+def _ignore(phase: str, seconds: float) -> None:
+    """The default phase observer: nothing is kept."""
 
 
 @dataclass
@@ -116,6 +127,9 @@ class DoorProducer:
         self.failed = 0
         self.latency_sum = 0.0
         self.latency_count = 0
+        #: called with ``(phase, seconds)`` for each phase of :data:`PHASES` (from the writer
+        #: threads and the event loop; it must be thread-safe and cheap)
+        self.observe: Callable[[str, float], None] = _ignore
         self._poller = threading.Thread(target=self._poll_loop, name="collect-kafka-poll", daemon=True)
         self._checker = threading.Thread(target=self._check_loop, name="collect-kafka-check", daemon=True)
         self._poller.start()
@@ -159,6 +173,14 @@ class DoorProducer:
             self.ready = False
         else:
             log.warning("Kafka producer: %s", err)
+
+    def note(self, phase: str, seconds: float) -> None:
+        """Pass one phase to :attr:`observe`; an observer that fails is logged, never lets a
+        writer thread or an answer fail."""
+        try:
+            self.observe(phase, seconds)
+        except Exception:  # noqa: BLE001 - an observer must not break the door
+            log.exception("collect: phase observer failed")
 
     # -- sending ----------------------------------------------------------------------
 
@@ -217,8 +239,8 @@ class DoorProducer:
 
     async def _send_txn(self, records: list[Record], timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout)
         started = time.perf_counter()
+        t = _TxnRequest(records, loop, loop.create_future(), time.monotonic() + timeout, started)
         with self._txn_cv:
             self._txn_queue.append(t)
             if len(self._txn_queue) == 1:  # else a writer was woken for the queue and takes this request with it
@@ -292,14 +314,18 @@ class _TxnWriter:
             late: list[_TxnRequest] = []
             for t in batch:
                 (live if t.deadline > now and not t.future.done() else late).append(t)
-            _settle_all(late, "the request's time ran out before its transaction began")
+            _settle_all(late, "the request's time ran out before its transaction began", self.door.note)
             if not live:
                 continue
-            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now))
+            _settle_all(live, self._commit(live, min(t.deadline for t in live) - now), self.door.note)
 
     def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
         """Write ``batch`` in one transaction; None when it committed, else why not (then it
         was aborted, or the producer that held it is replaced, which aborts it)."""
+        observe = self.door.note
+        t0 = time.perf_counter()
+        for t in batch:
+            observe("queue", t0 - t.queued)
         try:
             if not self._txn_ready:
                 self.producer.init_transactions(max(0.5, budget_s))
@@ -310,10 +336,12 @@ class _TxnWriter:
             return f"transactions unavailable: {e.args[0].str()}"
         deadline = time.monotonic() + budget_s - 0.3
         try:
+            t1 = time.perf_counter()
             produce = self.producer.produce
             for t in batch:
                 for r in t.records:
                     produce(r.topic, r.value, r.key, headers=r.headers)
+            t2 = time.perf_counter()
         except BufferError:
             self._abort("local producer queue full")
             return "local producer queue full"
@@ -324,6 +352,9 @@ class _TxnWriter:
         why = self._commit_transaction(deadline)
         if why is not None:
             return why
+        observe("begin", t1 - t0)
+        observe("produce", t2 - t1)
+        observe("commit", time.perf_counter() - t2)
         self.door.transactions += 1
         self.door.delivered += sum(len(t.records) for t in batch)
         return None
@@ -394,21 +425,27 @@ class _TxnRequest:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     deadline: float  # time.monotonic()
+    queued: float  # time.perf_counter() when it was queued
 
 
-def _settle_all(requests: list[_TxnRequest], error: str | None) -> None:
-    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop, not one per request."""
+def _settle_all(requests: list[_TxnRequest], error: str | None, observe: Callable[[str, float], None]) -> None:
+    """Answer ``requests`` with ``error`` (None: committed): one wake-up of each event loop,
+    not one per request; that wake-up's delay is observed as the ``handoff`` phase."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
     for t in requests:
         by_loop.setdefault(t.loop, []).append(t.future)
+    now = time.perf_counter()
     for loop, futures in by_loop.items():
-        loop.call_soon_threadsafe(_settle, futures, error)
+        loop.call_soon_threadsafe(_settle, futures, error, now, observe)
 
 
-def _settle(futures: list[asyncio.Future], error: str | None) -> None:
+def _settle(
+    futures: list[asyncio.Future], error: str | None, handed: float, observe: Callable[[str, float], None]
+) -> None:
     for fut in futures:
         if not fut.done():
             fut.set_result(error)
+    observe("handoff", time.perf_counter() - handed)
 
 
 def _resolve(p: _Pending) -> None:

@@ -104,14 +104,16 @@ class CollectSpec(_Model):
         ),
     )
     transaction_writers: int = Field(
-        1,
+        2,
         ge=1,
         le=64,
         description=(
-            "transactional producers per process, each with one transaction in flight. One (the default) commits every "
-            "request queued during the previous commit in the next transaction: the fewest, largest transactions, and a "
-            "transaction's fixed CPU (about 0.75 ms) is most of a small request's cost; more hide the commits' round "
-            "trips at the price of more, smaller transactions"
+            "transactional producers per process, each with one transaction in flight. Two (the default): a request "
+            "arriving during one commit starts the next transaction on the other producer at once, so it does not wait "
+            "for the commit in flight (open loop at 3,000 requests/s: the p99 several times lower than with one). One "
+            "commits every request queued during the previous commit in the next transaction: the fewest, largest "
+            "transactions (a transaction's fixed CPU is about 0.75 ms), at the price of that wait; more than two add "
+            "smaller transactions"
         ),
     )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
