@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 
 from core.batch import DEFAULT_MAX_BYTES
-from pipelines.graph import PipelineGraph, write_plan
+from pipelines.graph import PipelineGraph
 from pipelines.spec import PipelineSpec, ValidateStep
 from runners import defaults
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink
+from sinks.iceberg import OpenTables, resume_from
 from sources.generator import EmbeddedSource
 
 
@@ -99,26 +99,32 @@ def kafka_source(req: RunRequest):
     )
 
 
-def kafka_plan(req: RunRequest):
+def kafka_plan(req: RunRequest, opened: OpenTables | None = None):
     """``(source, ranges, resume)``: the partitions to read, from the positions the
-    tables record (else each source's ``starting_position``), bounded if asked."""
+    tables record (else each source's ``starting_position``), bounded if asked.
+    ``opened``: the run's catalog and tables, when it has opened them already."""
     source = kafka_source(req)
     tables = source.tables_by_topic()  # discovers partitions: fails early on a missing topic / no broker
-    resume = resume_positions(req.spec, tables)
+    resume = resume_positions(req.spec, tables, opened)
     return source, source.plan(resume, bounded=req.bounded), resume
 
 
-def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None) -> dict[str, int]:
+def resume_positions(
+    spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None, opened: OpenTables | None = None
+) -> dict[str, int]:
     """Where each ``topic:partition`` resumes, read from the tables' latest snapshots.
-    ``graph_tables`` maps each topic to the tables it feeds (default: the spec's fixed topics)."""
+    ``graph_tables`` maps each topic to the tables it feeds (default: the spec's fixed topics);
+    ``opened``: the catalog and tables to read them from (default: opened here; also when
+    it lacks one of the tables)."""
     if graph_tables is None:
         graph_tables = {}
         for f in spec.flows:  # like PipelineGraph.tables_by_topic, with the embedded topic of pattern sources
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    sink = IcebergSink(spec, names, plan=write_plan(spec), counters=STATS)
-    return sink.resume_offsets(graph_tables)
+    if opened is None or any(n not in opened.tables for n in names):
+        opened = OpenTables.open(spec, names)
+    return resume_from(opened.committed(), graph_tables)
 
 
 # -- per-table effectively-once: tables behind the others catch up alone -----------------------------
@@ -148,7 +154,7 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     are, gives every table the same positions; the run then resumes from there."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec), counters=STATS).committed
+    committed = OpenTables.open(spec, names).committed()
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
