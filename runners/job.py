@@ -122,7 +122,7 @@ def resume_positions(
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    if opened is None or any(n not in opened.tables for n in names):
+    if opened is None or not opened.has(names):
         opened = OpenTables.open(spec, names)
     return resume_from(opened.committed(), graph_tables)
 
@@ -142,7 +142,9 @@ class CatchUp:
     end: dict[str, int]
 
 
-def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None) -> list[CatchUp]:
+def catch_up_plan(
+    spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None, opened: OpenTables | None = None
+) -> list[CatchUp]:
     """The :class:`CatchUp` of every lagging table, from the tables' latest snapshots
     (``graph_tables``: topic -> the tables it feeds, stage tables included; default the
     spec's fixed topics). Empty when every table of a topic recorded the same positions.
@@ -151,10 +153,14 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     drops rows a table already holds by their source offset; rows without one (traces,
     rollups, RED metrics, sessions, alerts) cannot be told apart, so a table ahead of the
     others would get them twice. Catching the lagging table up alone, to where the others
-    are, gives every table the same positions; the run then resumes from there."""
+    are, gives every table the same positions; the run then resumes from there.
+    ``opened``: the catalog and tables to read the positions from (default: opened here;
+    also when it lacks one of the tables)."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = OpenTables.open(spec, names).committed()
+    if opened is None or not opened.has(names):
+        opened = OpenTables.open(spec, names)
+    committed = opened.committed()
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
@@ -200,10 +206,11 @@ class RangeSource:
             yield b
 
 
-def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
+def catch_up_sources(req: RunRequest, opened: OpenTables | None = None) -> list[tuple[CatchUp, Any]]:
     """Each lagging table's catch-up and what it reads: for Kafka ``(KafkaSource,
     [PartitionRange])`` (a source of its own, outside the run's record budget), else a
-    :class:`RangeSource` over the run's embedded source."""
+    :class:`RangeSource` over the run's embedded source. ``opened``: the catalog and tables
+    to read the positions from (see :func:`catch_up_plan`)."""
     if req.source == "kafka":
         from sources.kafka import KafkaSource, PartitionRange
 
@@ -212,11 +219,11 @@ def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
         graph_tables: dict[str, list[str]] = {}
         for part in source.partitions():  # a pattern source's topics are known only to the Kafka source
             graph_tables.setdefault(part.topic, by_name[req.spec.source(part.source).topic_name])
-        plan = catch_up_plan(req.spec, graph_tables)
+        plan = catch_up_plan(req.spec, graph_tables, opened)
         parts = {p.key: p for p in source.partitions()} if plan else {}
         return [
             (cu, (source, [PartitionRange(parts[k], s, cu.end[k]) for k, s in sorted(cu.start.items()) if k in parts]))
             for cu in plan
         ]
-    plan = catch_up_plan(req.spec)
+    plan = catch_up_plan(req.spec, opened=opened)
     return [(cu, RangeSource(embedded_source(req), cu.start, cu.end)) for cu in plan]

@@ -288,22 +288,40 @@ class _WrittenFiles:
                     append.append_data_file(f)
 
 
-@dataclass
 class OpenTables:
-    """A catalog and some of its tables, opened once (tables created if missing) and
-    shared by what one run does with them in turn: reading the positions its tables
-    record (:meth:`committed`), then writing them (``IcebergSink(..., opened=...)``), so
-    the run opens the catalog and loads each table once. Only for a sink that starts
-    right after the positions were read in the same process (its ``committed`` is then
-    what the run resumed from)."""
+    """A catalog and some of its tables (``names``), opened once, on first use (tables
+    created if missing), and shared by what one run does with them in turn: reading the
+    positions its tables record (:meth:`committed`), then writing them
+    (``IcebergSink(..., opened=...)``), so the run opens the catalog and loads each table
+    once. Only for a sink that starts right after the positions were read in the same
+    process (its ``committed`` is then what the run resumed from)."""
 
-    catalog: Catalog
-    tables: dict[str, Table]
+    def __init__(self, spec: PipelineSpec, names: list[str]):
+        self.spec = spec
+        self.names = list(names)
+        self._catalog: Catalog | None = None
+        self._tables: dict[str, Table] | None = None
 
     @classmethod
     def open(cls, spec: PipelineSpec, names: list[str]) -> OpenTables:
-        catalog = open_catalog(spec.storage)
-        return cls(catalog, load_tables(catalog, spec.storage, names))
+        """The catalog of ``spec`` and its tables ``names``, opened when first used."""
+        return cls(spec, names)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = open_catalog(self.spec.storage)
+        return self._catalog
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        if self._tables is None:
+            self._tables = load_tables(self.catalog, self.spec.storage, self.names)
+        return self._tables
+
+    def has(self, names: list[str]) -> bool:
+        """Whether every table of ``names`` is one of these (nothing is opened to tell)."""
+        return all(n in self.names for n in names)
 
     def committed(self) -> dict[str, dict[str, int]]:
         """``{table: {"topic:partition": next_offset}}`` each table's latest snapshot records."""
@@ -370,7 +388,7 @@ class IcebergSink:
         self._flow_pos: dict[str, dict[str, int]] = {}  # table -> tp -> next offset written
         self.spec = spec
         # ``opened``: the catalog and tables the run read its positions from, if they hold them all
-        if opened is not None and all(n in opened.tables for n in table_names):
+        if opened is not None and opened.has(table_names):
             self.catalog = opened.catalog
             self.tables = {n: opened.tables[n] for n in table_names}
         else:

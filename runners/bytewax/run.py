@@ -18,7 +18,11 @@ def run(req: RunRequest) -> dict[str, int]:
     lookup tables load while the positions are read and the consumers start), and the
     catalog and tables its positions are read from are those its sink writes."""
     graph = PrebuiltGraph(req.spec)
-    for cu, src in catch_up_sources(req):
+    opened: OpenTables | None = OpenTables.open(req.spec, PipelineGraph.names_of(req.spec))
+    catch_ups = catch_up_sources(req, opened)
+    if catch_ups:
+        opened = None  # their commits move the tables: read again after them
+    for cu, src in catch_ups:
         if req.source == "kafka":
             source, ranges = src
             flow_source: KafkaBytewaxSource | EmbeddedBytewaxSource = KafkaBytewaxSource(source, ranges)
@@ -26,12 +30,12 @@ def run(req: RunRequest) -> dict[str, int]:
             flow_source = EmbeddedBytewaxSource(src, {})
         run_flow(build_flow(catch_up_spec(req.spec), flow_source, tables=[cu.table], dedupe=True))
     if req.source == "kafka":
-        opened = OpenTables.open(req.spec, PipelineGraph.names_of(req.spec))  # after the catch-ups' commits
+        opened = opened or OpenTables.open(req.spec, PipelineGraph.names_of(req.spec))
         source, ranges, resume = kafka_plan(req, opened)
         tick = max(0.2, min(1.0, req.spec.storage.commit.max_seconds.total_seconds() / 2))
         _run(build_flow(req.spec, KafkaBytewaxSource(source, ranges, tick_s=tick), graph=graph, opened=opened), graph)
         return resume
-    opened = OpenTables.open(req.spec, PipelineGraph.names_of(req.spec))
+    opened = opened or OpenTables.open(req.spec, PipelineGraph.names_of(req.spec))
     resume = resume_positions(req.spec, opened=opened)
     source = EmbeddedBytewaxSource(embedded_source(req), resume)
     _run(build_flow(req.spec, source, graph=graph, opened=opened), graph)
