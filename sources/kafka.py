@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import cast
 
-import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from core.batch import RawBatch
@@ -370,19 +369,6 @@ def _error_cb(err: KafkaError) -> None:
         log.warning("Kafka: %s (the client keeps retrying)", err.str())
 
 
-def record_times(msgs: list[Message]) -> list[int]:
-    """Each message's Kafka timestamp (ms); now for one without (``TIMESTAMP_NOT_AVAILABLE``
-    or negative). Read as one array of ``(type, timestamp)`` pairs, without a Python frame
-    per message."""
-    n = len(msgs)
-    pairs = np.fromiter(itertools.chain.from_iterable(map(_TIMESTAMP, msgs)), np.int64, 2 * n).reshape(n, 2)
-    stamps = pairs[:, 1]
-    missing = (pairs[:, 0] == 0) | (stamps < 0)
-    if missing.any():
-        stamps = np.where(missing, int(time.time() * 1000), stamps)
-    return stamps.tolist()
-
-
 class PartitionReader:
     """Reads one partition range with its own assigned consumer; :meth:`poll` returns a
     :class:`RawBatch` of up to ``batch_size`` records (or ``None``), :attr:`done` tells
@@ -462,9 +448,10 @@ class PartitionReader:
         if not self._buf:
             return None
         msgs, self._buf = self._buf, []
+        now_ms = int(time.time() * 1000)
         values = list(map(_VALUE, msgs))
         offsets = cast("list[int]", list(map(_OFFSET, msgs)))  # records (not errors) have offsets
-        stamps = record_times(msgs)
+        stamps = [ts if ts_type != 0 and ts >= 0 else now_ms for ts_type, ts in map(_TIMESTAMP, msgs)]
         keys = list(map(_KEY, msgs))
         headers: list = list(map(_HEADERS, msgs))
         self.position = offsets[-1] + 1
