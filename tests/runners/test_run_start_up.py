@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+import yaml
 
 import sinks.catalog
 import sinks.iceberg
+from pipelines import DEFAULT_SPEC
 from pipelines.graph import PipelineGraph
+from pipelines.loader import parse_spec
 from pipelines.prebuilt import PrebuiltGraph
 from runners.bytewax.run import run
 from runners.job import RunRequest
@@ -62,9 +65,24 @@ def test_a_run_opens_the_catalog_once_and_loads_each_table_once(tmp_path, monkey
 
 
 def test_table_names_from_the_spec_are_the_built_graphs(tmp_path):
+    """The order is the one a built graph gave before (the flows' tables, then the stages'):
+    the sink commits its tables in that order."""
     spec = local_spec(tmp_path / "wh")
-    assert PipelineGraph.names_of(spec) == PipelineGraph(spec).table_names
-    assert PipelineGraph.names_of(spec)[:2] == ["events", "dead_letters"]
+    assert PipelineGraph.names_of(spec) == PipelineGraph(spec).table_names == ["events", "dead_letters", "logs"]
+    data = yaml.safe_load(DEFAULT_SPEC.read_text())
+    data["storage"]["catalog"]["warehouse"] = str(tmp_path / "wh2")
+    full = parse_spec(data)  # every stage: metrics, sessions, traces, alerts
+    assert PipelineGraph.names_of(full) == [
+        "events",
+        "dead_letters",
+        "metrics",
+        "sessions",
+        "logs",
+        "spans",
+        "traces",
+        "alerts",
+    ]
+    assert PipelineGraph(full).table_names == PipelineGraph.names_of(full)
 
 
 def test_the_graph_is_built_on_its_own_thread(tmp_path):
