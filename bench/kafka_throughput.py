@@ -24,7 +24,8 @@ the cluster: all its processes, start-up included), which moves less than the ra
 when other work shares the machine.
 
 Prints the figures and ends with one JSON line. Not run in CI; ``--records 50000
---fresh-seconds 10`` makes a quick check."""
+--fresh-seconds 10`` makes a quick check. ``--baseline-root DIR`` with a runner such as
+``bytewax@base`` measures another checkout (e.g. main) in the same interleaved rounds."""
 
 from __future__ import annotations
 
@@ -384,6 +385,11 @@ def main() -> int:
         help="bytewax (one process, in-process run), bytewax-Np (a local cluster of N processes × 1 worker), beam; "
         "a suffix :python or :native chooses the decoder (OBSFLOW_DECODER), e.g. bytewax,bytewax:python",
     )
+    ap.add_argument(
+        "--baseline-root",
+        help="another checkout of obsflow (e.g. `git archive main | tar -x -C /tmp/base`): a runner with the suffix "
+        "@base (e.g. bytewax@base) runs that checkout's own bench part, in the same rounds, as a same-run baseline",
+    )
     ap.add_argument("--fresh-rate", type=float, default=5000.0)
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--commit-seconds", type=float, default=1.0)
@@ -441,12 +447,16 @@ def main() -> int:
             this: dict = {}
             rounds.append(this)
             for part in parts:
+                name, at_base, _ = part.partition("@base")
+                if at_base and not args.baseline_root:
+                    ap.error(f"{part}: a runner with @base needs --baseline-root")
+                root = Path(args.baseline_root).resolve() if at_base else ROOT
                 out = subprocess.run(
                     [
                         sys.executable,
-                        __file__,
+                        str(root / "bench" / "kafka_throughput.py"),
                         "--part",
-                        part,
+                        name,
                         "--records",
                         str(records),
                         "--bootstrap",
@@ -456,8 +466,8 @@ def main() -> int:
                     ],
                     capture_output=True,
                     text=True,
-                    cwd=ROOT,
-                    env=env,
+                    cwd=root,
+                    env={**env, "PYTHONPATH": str(root)},
                 )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)

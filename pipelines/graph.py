@@ -243,6 +243,30 @@ def _crc_shards(values: pa.Array, shards: int) -> np.ndarray:
     )
 
 
+def fed_stages(spec: PipelineSpec, flow: FlowSpec) -> tuple[StageDef | None, StageDef | None]:
+    """``(metrics, product)``: the definitions of the metrics and product stages ``flow``
+    feeds (None for a stage it does not feed)."""
+    defs = {d.name: d for d in plan_stages(spec)}
+    source = spec.source(flow.source)
+    metrics = defs.get(METRICS) if METRICS in defs and source.topic_name in defs[METRICS].topics else None
+    product = (
+        defs.get(PRODUCT) if source.signal == "event" and any(isinstance(s, ProductStep) for s in flow.steps) else None
+    )
+    return metrics, product
+
+
+def flow_tables(spec: PipelineSpec, flow: FlowSpec) -> list[str]:
+    """The tables ``flow`` writes, directly or through the stages it feeds, in a fixed
+    order (its own table, the dead letters, then the stages' tables), from the spec alone:
+    no transform is built."""
+    if spec.source(flow.source).signal == "span":
+        return ["spans", "traces", "metrics", spec.dead_letters.table]
+    out = [table_def(flow.sink.table).name, spec.dead_letters.table]
+    for d in fed_stages(spec, flow):
+        out += [t for t in (d.tables if d is not None else ()) if t not in out]
+    return out
+
+
 class CompiledFlow:
     """One flow of the spec: codec → validate → shape → scrub → enrich → finish."""
 
@@ -308,9 +332,7 @@ class CompiledFlow:
 
             self.head_logs = LogSampler(self.log_config)  # no trace stage: follow the trace by hash (head sampling)
         # the other stateful stages this flow feeds
-        defs = {d.name: d for d in plan_stages(spec)}
-        topic = self.source.topic_name
-        self.metrics_def = defs.get(METRICS) if METRICS in defs and topic in defs[METRICS].topics else None
+        self.metrics_def, self.product_def = fed_stages(spec, flow)
         self.deriver = None
         if self.metrics_def is not None and signal in ("log", "event"):
             from transforms.rollup import MetricDeriver
@@ -318,18 +340,10 @@ class CompiledFlow:
             self.deriver = MetricDeriver(self.metrics_def.config.derive, "logs" if signal == "log" else "events")
             if not self.deriver.rules:
                 self.deriver = None
-        self.product_def = (
-            defs.get(PRODUCT) if signal == "event" and any(isinstance(s, ProductStep) for s in flow.steps) else None
-        )
 
     @property
     def tables(self) -> list[str]:
-        if self.signal == "span":
-            return ["spans", "traces", "metrics", self.dead_table]
-        out = [self.table.name, self.dead_table]
-        for d in (self.metrics_def, self.product_def):
-            out += [t for t in (d.tables if d is not None else ()) if t not in out]
-        return out
+        return flow_tables(self.spec, self.flow)
 
     def process(self, raw: RawBatch) -> FlowOutput:
         batch = apply_door_verdicts(self.codec.decode(raw))
@@ -523,12 +537,18 @@ class PipelineGraph:
 
     @property
     def table_names(self) -> list[str]:
+        return self.names_of(self.spec)
+
+    @staticmethod
+    def names_of(spec: PipelineSpec) -> list[str]:
+        """:attr:`table_names` (the flows' tables in flow order, then the stages'), from the
+        spec alone: no transform is built (no lookup database loaded)."""
         names: list[str] = []
-        for f in self.flows.values():
-            for t in f.tables:
+        for f in spec.flows:
+            for t in flow_tables(spec, f):
                 if t not in names:
                     names.append(t)
-        for d in plan_stages(self.spec):
+        for d in plan_stages(spec):
             names += [t for t in d.tables if t not in names]
         return names
 

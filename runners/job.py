@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 
 from core.batch import DEFAULT_MAX_BYTES
-from pipelines.graph import PipelineGraph, write_plan
+from pipelines.graph import PipelineGraph
 from pipelines.spec import PipelineSpec, ValidateStep
 from runners import defaults
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink
+from sinks.iceberg import OpenTables, resume_from
 from sources.generator import EmbeddedSource
 
 
@@ -99,26 +99,32 @@ def kafka_source(req: RunRequest):
     )
 
 
-def kafka_plan(req: RunRequest):
+def kafka_plan(req: RunRequest, opened: OpenTables | None = None):
     """``(source, ranges, resume)``: the partitions to read, from the positions the
-    tables record (else each source's ``starting_position``), bounded if asked."""
+    tables record (else each source's ``starting_position``), bounded if asked.
+    ``opened``: the run's catalog and tables, when it has opened them already."""
     source = kafka_source(req)
     tables = source.tables_by_topic()  # discovers partitions: fails early on a missing topic / no broker
-    resume = resume_positions(req.spec, tables)
+    resume = resume_positions(req.spec, tables, opened)
     return source, source.plan(resume, bounded=req.bounded), resume
 
 
-def resume_positions(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None) -> dict[str, int]:
+def resume_positions(
+    spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None, opened: OpenTables | None = None
+) -> dict[str, int]:
     """Where each ``topic:partition`` resumes, read from the tables' latest snapshots.
-    ``graph_tables`` maps each topic to the tables it feeds (default: the spec's fixed topics)."""
+    ``graph_tables`` maps each topic to the tables it feeds (default: the spec's fixed topics);
+    ``opened``: the catalog and tables to read them from (default: opened here; also when
+    it lacks one of the tables)."""
     if graph_tables is None:
         graph_tables = {}
         for f in spec.flows:  # like PipelineGraph.tables_by_topic, with the embedded topic of pattern sources
             tables = graph_tables.setdefault(spec.source(f.source).topic_name, [])
             tables.extend(t for t in (f.sink.table, spec.dead_letters.table) if t not in tables)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    sink = IcebergSink(spec, names, plan=write_plan(spec), counters=STATS)
-    return sink.resume_offsets(graph_tables)
+    if opened is None or not opened.has(names):
+        opened = OpenTables.open(spec, names)
+    return resume_from(opened.committed(), graph_tables)
 
 
 # -- per-table effectively-once: tables behind the others catch up alone -----------------------------
@@ -136,7 +142,9 @@ class CatchUp:
     end: dict[str, int]
 
 
-def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None) -> list[CatchUp]:
+def catch_up_plan(
+    spec: PipelineSpec, graph_tables: dict[str, list[str]] | None = None, opened: OpenTables | None = None
+) -> list[CatchUp]:
     """The :class:`CatchUp` of every lagging table, from the tables' latest snapshots
     (``graph_tables``: topic -> the tables it feeds, stage tables included; default the
     spec's fixed topics). Empty when every table of a topic recorded the same positions.
@@ -145,10 +153,14 @@ def catch_up_plan(spec: PipelineSpec, graph_tables: dict[str, list[str]] | None 
     drops rows a table already holds by their source offset; rows without one (traces,
     rollups, RED metrics, sessions, alerts) cannot be told apart, so a table ahead of the
     others would get them twice. Catching the lagging table up alone, to where the others
-    are, gives every table the same positions; the run then resumes from there."""
+    are, gives every table the same positions; the run then resumes from there.
+    ``opened``: the catalog and tables to read the positions from (default: opened here;
+    also when it lacks one of the tables)."""
     graph_tables = graph_tables if graph_tables is not None else PipelineGraph.tables_by_topic(spec)
     names = sorted({t for ts in graph_tables.values() for t in ts})
-    committed = IcebergSink(spec, names, background=False, plan=write_plan(spec), counters=STATS).committed
+    if opened is None or not opened.has(names):
+        opened = OpenTables.open(spec, names)
+    committed = opened.committed()
     out: dict[str, CatchUp] = {}
     for topic, tables in graph_tables.items():
         keys = {k for t in tables for k in committed.get(t, {}) if k.rsplit(":", 1)[0] == topic}
@@ -194,10 +206,11 @@ class RangeSource:
             yield b
 
 
-def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
+def catch_up_sources(req: RunRequest, opened: OpenTables | None = None) -> list[tuple[CatchUp, Any]]:
     """Each lagging table's catch-up and what it reads: for Kafka ``(KafkaSource,
     [PartitionRange])`` (a source of its own, outside the run's record budget), else a
-    :class:`RangeSource` over the run's embedded source."""
+    :class:`RangeSource` over the run's embedded source. ``opened``: the catalog and tables
+    to read the positions from (see :func:`catch_up_plan`)."""
     if req.source == "kafka":
         from sources.kafka import KafkaSource, PartitionRange
 
@@ -206,11 +219,11 @@ def catch_up_sources(req: RunRequest) -> list[tuple[CatchUp, Any]]:
         graph_tables: dict[str, list[str]] = {}
         for part in source.partitions():  # a pattern source's topics are known only to the Kafka source
             graph_tables.setdefault(part.topic, by_name[req.spec.source(part.source).topic_name])
-        plan = catch_up_plan(req.spec, graph_tables)
+        plan = catch_up_plan(req.spec, graph_tables, opened)
         parts = {p.key: p for p in source.partitions()} if plan else {}
         return [
             (cu, (source, [PartitionRange(parts[k], s, cu.end[k]) for k, s in sorted(cu.start.items()) if k in parts]))
             for cu in plan
         ]
-    plan = catch_up_plan(req.spec)
+    plan = catch_up_plan(req.spec, opened=opened)
     return [(cu, RangeSource(embedded_source(req), cu.start, cu.end)) for cu in plan]

@@ -45,6 +45,8 @@ from sinks.catalog import catalog_properties, load_tables, open_catalog, redact
 from sinks.plan import WritePlan
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from pipelines.graph import FlowOutput
 
 log = logging.getLogger(__name__)
@@ -296,6 +298,60 @@ class _WrittenFiles:
                     append.append_data_file(f)
 
 
+class OpenTables:
+    """A catalog and some of its tables (``names``), opened once, on first use (tables
+    created if missing), and shared by what one run does with them in turn: reading the
+    positions its tables record (:meth:`committed`), then writing them
+    (``IcebergSink(..., opened=...)``), so the run opens the catalog and loads each table
+    once. Only for a sink that starts right after the positions were read in the same
+    process (its ``committed`` is then what the run resumed from)."""
+
+    def __init__(self, spec: PipelineSpec, names: list[str]):
+        self.spec = spec
+        self.names = list(names)
+        self._catalog: Catalog | None = None
+        self._tables: dict[str, Table] | None = None
+
+    @classmethod
+    def open(cls, spec: PipelineSpec, names: list[str]) -> OpenTables:
+        """The catalog of ``spec`` and its tables ``names``, opened when first used."""
+        return cls(spec, names)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = open_catalog(self.spec.storage)
+        return self._catalog
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        if self._tables is None:
+            self._tables = load_tables(self.catalog, self.spec.storage, self.names)
+        return self._tables
+
+    def has(self, names: list[str]) -> bool:
+        """Whether every table of ``names`` is one of these (nothing is opened to tell)."""
+        return all(n in self.names for n in names)
+
+    def committed(self) -> dict[str, dict[str, int]]:
+        """``{table: {"topic:partition": next_offset}}`` each table's latest snapshot records."""
+        return {n: snapshot_offsets(t) for n, t in self.tables.items()}
+
+
+def resume_from(committed: dict[str, dict[str, int]], tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
+    """Where each ``topic:partition`` resumes, from the positions each table recorded
+    (``committed``): the smallest over the tables the topic feeds. Partitions no table has
+    recorded are absent (start from the beginning)."""
+    out: dict[str, int] = {}
+    for topic, names in tables_for_topic.items():
+        keys: set[str] = set()
+        for n in names:
+            keys.update(k for k in committed.get(n, {}) if k.rsplit(":", 1)[0] == topic)
+        for k in keys:
+            out[k] = min(committed.get(n, {}).get(k, 0) for n in names)
+    return out
+
+
 class IcebergSink:
     """Buffer :class:`FlowOutput` rows per table and commit them in bounded batches.
 
@@ -324,6 +380,7 @@ class IcebergSink:
         plan: WritePlan,
         counters: RunStats,
         run_id: str | None = None,
+        opened: OpenTables | None = None,
     ):
         # ``counters``: the run counters this sink records its commits and retries into, and
         # writes into each commit's summary (the runners give the process's ``STATS``);
@@ -340,8 +397,13 @@ class IcebergSink:
         self._reports: dict[str, dict[tuple[str, int], dict[str, int]]] = {}  # table -> (stage, shard) -> positions
         self._flow_pos: dict[str, dict[str, int]] = {}  # table -> tp -> next offset written
         self.spec = spec
-        self.catalog = open_catalog(spec.storage)
-        self.tables = load_tables(self.catalog, spec.storage, table_names)
+        # ``opened``: the catalog and tables the run read its positions from, if they hold them all
+        if opened is not None and opened.has(table_names):
+            self.catalog = opened.catalog
+            self.tables = {n: opened.tables[n] for n in table_names}
+        else:
+            self.catalog = open_catalog(spec.storage)
+            self.tables = load_tables(self.catalog, spec.storage, table_names)
         self.committed: dict[str, dict[str, int]] = {n: snapshot_offsets(t) for n, t in self.tables.items()}
         self.written: dict[str, dict[str, int]] = {n: snapshot_offsets(t, WRITTEN_KEY) for n, t in self.tables.items()}
         self.pending: dict[str, _Pending] = {n: _Pending() for n in self.tables}
@@ -367,16 +429,9 @@ class IcebergSink:
         )
 
     def resume_offsets(self, tables_for_topic: dict[str, list[str]]) -> dict[str, int]:
-        """Where each ``topic:partition`` resumes: the smallest position over its tables.
-        Partitions no table has recorded are absent (start from the beginning)."""
-        out: dict[str, int] = {}
-        for topic, names in tables_for_topic.items():
-            keys: set[str] = set()
-            for n in names:
-                keys.update(k for k in self.committed.get(n, {}) if k.rsplit(":", 1)[0] == topic)
-            for k in keys:
-                out[k] = min(self.committed.get(n, {}).get(k, 0) for n in names)
-        return out
+        """Where each ``topic:partition`` resumes: the smallest position over its tables
+        (:func:`resume_from`). Partitions no table has recorded are absent."""
+        return resume_from(self.committed, tables_for_topic)
 
     def write(self, out: FlowOutput) -> None:
         """Buffer one batch's rows; commit tables whose bounds are reached."""

@@ -31,11 +31,12 @@ from bytewax.operators import StatefulLogic
 
 from pipelines.graph import PipelineGraph, plan_stages, write_plan
 from pipelines.isolate import GuardedStage
+from pipelines.prebuilt import PrebuiltGraph
 from pipelines.stages import GLOBAL, StageTick, global_inputs
 from sinks.alerts import publish_stage_output
 from pipelines.spec import PipelineSpec
 from runners.stats import STATS
-from sinks.iceberg import IcebergSink, restrict_to, table_writers
+from sinks.iceberg import IcebergSink, OpenTables, restrict_to, table_writers
 from sinks.plan import WritePlan
 from sources.generator import EmbeddedSource
 from sources.kafka import KafkaSource, PartitionRange, PartitionReader
@@ -153,8 +154,10 @@ class KafkaBytewaxSource(FixedPartitionedSource[object, None]):
 
 
 class _IcebergPartition(StatelessSinkPartition):
-    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
-        self.sink = IcebergSink(spec, tables, dedupe=dedupe, plan=plan, counters=STATS)
+    def __init__(
+        self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False, opened=None
+    ) -> None:
+        self.sink = IcebergSink(spec, tables, dedupe=dedupe, plan=plan, counters=STATS, opened=opened)
 
     def write_batch(self, items) -> None:
         for out in items:
@@ -190,14 +193,26 @@ def run_flow(flow: Dataflow) -> None:
 
 
 class IcebergBytewaxSink(DynamicSink):
-    def __init__(self, spec: PipelineSpec, tables: list[str], plan: WritePlan, dedupe: bool = False):
+    """One :class:`sinks.iceberg.IcebergSink` per worker; ``opened``: the catalog and tables
+    the run read its positions from (one worker only: its sink then opens nothing again)."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        tables: list[str],
+        plan: WritePlan,
+        dedupe: bool = False,
+        opened: OpenTables | None = None,
+    ):
         self.spec = spec
         self.tables = tables
         self.plan = plan
         self.dedupe = dedupe
+        self.opened = opened
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _IcebergPartition:
-        return _IcebergPartition(self.spec, self.tables, self.plan, self.dedupe)
+        opened = self.opened if worker_count == 1 else None
+        return _IcebergPartition(self.spec, self.tables, self.plan, self.dedupe, opened)
 
 
 def build_flow(
@@ -207,6 +222,8 @@ def build_flow(
     by_table: bool = False,
     tables: list[str] | None = None,
     dedupe: bool = False,
+    graph: PrebuiltGraph | None = None,
+    opened: OpenTables | None = None,
 ) -> Dataflow:
     """The dataflow for ``spec`` reading ``source`` (a Bytewax source of RawBatch),
     writing ``tables`` (default: every table of the spec; a catch-up writes one, with
@@ -215,16 +232,22 @@ def build_flow(
     Stateful stages (:mod:`pipelines.stages`): one ``stateful`` operator hosts every
     stage fed by the flows, keyed ``"<stage>:<shard>"`` (:class:`StageLogic`); the
     ``global`` stage (alerts, funnel reports) is a second keyed operator chained on the
-    metrics and product stages' outputs."""
+    metrics and product stages' outputs.
+
+    ``graph``: the spec's graph, being built on a thread since the run started (the first
+    batch waits for it); default: built here. ``opened``: the catalog and tables the run
+    read its positions from, for a one-worker sink."""
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
         partitions = [k for k in cast(list, partitions) if source.ranges[k].backlog]
-    graph = PipelineGraph(spec, counters=STATS)
+    built: list[PipelineGraph] = [] if graph is not None else [PipelineGraph(spec, counters=STATS)]
 
     def process(raw):
         if isinstance(raw, Tick):
             return raw
-        out = graph.process(raw)
+        if not built:
+            built.append(cast(PrebuiltGraph, graph).get())
+        out = built[0].process(raw)
         STATS.add_output(out)
         return out
 
@@ -266,14 +289,16 @@ def build_flow(
         # between workers costs a metadata commit and not a second Parquet encoding)
         from runners.bytewax.table_sink import output_by_table
 
-        anywhere, single = table_writers(plan, tables or graph.table_names)
+        anywhere, single = table_writers(plan, tables or PipelineGraph.names_of(spec))
         if anywhere:  # tables only flows write: committed on the worker that produced the rows
             direct = op.flat_map("flow_tables", outs, restrict_to(anywhere))
             op.output("iceberg", direct, IcebergBytewaxSink(spec, anywhere, plan, dedupe))
         if single:
             output_by_table("iceberg_by_table", outs, spec, single, plan, dedupe)
     else:
-        op.output("iceberg", outs, IcebergBytewaxSink(spec, tables or graph.table_names, plan, dedupe))
+        op.output(
+            "iceberg", outs, IcebergBytewaxSink(spec, tables or PipelineGraph.names_of(spec), plan, dedupe, opened)
+        )
     return flow
 
 
