@@ -104,7 +104,7 @@ def test_a_graph_that_fails_to_build_raises_its_own_error(tmp_path, monkeypatch)
     class LookupBroken(RuntimeError):
         pass
 
-    def broken(self, spec):
+    def broken(self, spec, *, counters):
         raise LookupBroken("no geo data")
 
     monkeypatch.setattr(PipelineGraph, "__init__", broken)
