@@ -70,13 +70,24 @@ class _Run:
         """The record times in taken order (``int64``)."""
         return self.ms.astype(np.int64) + self.ms_base
 
-    def taken(self) -> tuple[np.ndarray, np.ndarray]:
-        """The digests in taken order."""
-        hi = np.empty_like(self.hi)
-        lo = np.empty_like(self.lo)
-        hi[self.pos] = self.hi
-        lo[self.pos] = self.lo
-        return hi, lo
+    def merge(self, later: _Run) -> _Run:
+        """This run and the one taken right after it, as one (a linear merge: the later run's
+        digests go after this one's equal high words, so ties stay in taken order)."""
+        n, m = len(self), len(later)
+        at = np.searchsorted(self.hi, later.hi, side="right") + np.arange(m)
+        mine = np.ones(n + m, dtype=bool)
+        mine[at] = False
+        hi = np.empty(n + m, dtype=np.uint64)
+        lo = np.empty(n + m, dtype=np.uint64)
+        pos = np.empty(n + m, dtype=np.uint32)
+        hi[mine], hi[at] = self.hi, later.hi
+        lo[mine], lo[at] = self.lo, later.lo
+        pos[mine], pos[at] = self.pos, later.pos + np.uint32(n)
+        times = np.concatenate([self.times(), later.times()])
+        lo_ms = int(times.min())
+        if int(times.max()) - lo_ms <= _I32:
+            return _Run(self.base, hi, lo, pos, (times - lo_ms).astype(np.int32), lo_ms)
+        return _Run(self.base, hi, lo, pos, times, 0)
 
     def nbytes(self) -> int:
         return self.hi.nbytes + self.lo.nbytes + self.pos.nbytes + self.ms.nbytes
@@ -109,6 +120,8 @@ class IdStore:
         ms = np.full(n, -1, dtype=np.int64)
         if not n or self.start >= self.end:
             return np.zeros(n, dtype=bool), ms, seq
+        order = np.argsort(hi)  # sorted needles: each run is read front to back
+        hi, lo = hi[order], lo[order]
         for run in self.runs:
             size = len(run)
             if run.base + size <= self.start:
@@ -134,6 +147,7 @@ class IdStore:
                         seq[k] = s1
                         ms[k] = int(run.ms[run.pos[j]]) + run.ms_base
                     j += 1
+        seq[order], ms[order] = seq.copy(), ms.copy()
         return seq >= 0, ms, seq
 
     def _held(self, seq: np.ndarray) -> np.ndarray:
@@ -154,13 +168,7 @@ class IdStore:
             a, b = self.runs[-2], self.runs[-1]
             if len(a) + len(b) > RUN_MAX:
                 break
-            ha, la = a.taken()
-            hb, lb = b.taken()
-            self.runs[-2:] = [
-                _Run.build(
-                    a.base, np.concatenate([ha, hb]), np.concatenate([la, lb]), np.concatenate([a.times(), b.times()])
-                )
-            ]
+            self.runs[-2:] = [a.merge(b)]
 
     def evict_front(self, horizon: int, max_ids: int) -> None:
         """Forget ids from the front of the taken order while the front one's record time
