@@ -43,7 +43,10 @@ def digests(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
 class _Run:
     """Ids ``base .. base + n - 1`` of the taken order: digests sorted by the high word
     (ties in taken order), ``pos`` their place in the run, ``ms`` the record times in
-    taken order (``ms_base`` + an ``int32`` when the run's span fits, else ``int64``)."""
+    taken order (``ms_base`` + an ``int32`` when the run's span fits, else ``int64``);
+    ``filt``: one bit per value of the high word's top ``bits`` bits (8 to 16 of them an
+    id), set where an id of the run has it: a digest whose bit is clear is not in the run
+    (most of a batch's digests are not: they skip the binary search)."""
 
     base: int
     hi: np.ndarray
@@ -51,6 +54,19 @@ class _Run:
     pos: np.ndarray
     ms: np.ndarray
     ms_base: int
+    bits: int = 0
+    filt: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.uint8))
+
+    def __post_init__(self) -> None:
+        self.bits = max(len(self.hi).bit_length() + 3, 3)
+        slots = np.zeros(1 << self.bits, dtype=bool)
+        slots[self.hi >> np.uint64(64 - self.bits)] = True
+        self.filt = np.packbits(slots, bitorder="little")
+
+    def maybe(self, hi: np.ndarray) -> np.ndarray:
+        """False where ``hi`` is surely not a high word of the run."""
+        top = hi >> np.uint64(64 - self.bits)
+        return ((self.filt[top >> np.uint64(3)] >> (top & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
 
     @classmethod
     def build(cls, base: int, hi: np.ndarray, lo: np.ndarray, ms: np.ndarray) -> _Run:
@@ -90,7 +106,7 @@ class _Run:
         return _Run(self.base, hi, lo, pos, times, 0)
 
     def nbytes(self) -> int:
-        return self.hi.nbytes + self.lo.nbytes + self.pos.nbytes + self.ms.nbytes
+        return self.hi.nbytes + self.lo.nbytes + self.pos.nbytes + self.ms.nbytes + self.filt.nbytes
 
 
 @dataclass
@@ -126,26 +142,30 @@ class IdStore:
             size = len(run)
             if run.base + size <= self.start:
                 continue
-            idx = np.minimum(np.searchsorted(run.hi, hi), size - 1)
-            eq = run.hi[idx] == hi
+            cand = np.flatnonzero(run.maybe(hi))
+            if not len(cand):
+                continue
+            h, low = hi[cand], lo[cand]
+            idx = np.minimum(np.searchsorted(run.hi, h), size - 1)
+            eq = run.hi[idx] == h
             if not eq.any():
                 continue
             nxt = np.minimum(idx + 1, size - 1)
-            alone = (idx + 1 >= size) | (run.hi[nxt] != hi)
-            fast = np.flatnonzero(eq & alone & (run.lo[idx] == lo))
+            alone = (idx + 1 >= size) | (run.hi[nxt] != h)
+            fast = np.flatnonzero(eq & alone & (run.lo[idx] == low))
             if len(fast):
                 s = run.base + run.pos[idx[fast]].astype(np.int64)
                 ok = self._held(s)
                 fast, s = fast[ok], s[ok]
-                seq[fast] = s
-                ms[fast] = run.ms[run.pos[idx[fast]]].astype(np.int64) + run.ms_base
+                seq[cand[fast]] = s
+                ms[cand[fast]] = run.ms[run.pos[idx[fast]]].astype(np.int64) + run.ms_base
             for k in np.flatnonzero(eq & ~alone).tolist():  # digests sharing a high word: read them all
                 j = int(idx[k])
-                while j < size and run.hi[j] == hi[k]:
+                while j < size and run.hi[j] == h[k]:
                     s1 = run.base + int(run.pos[j])
-                    if run.lo[j] == lo[k] and self._held(np.array([s1]))[0]:
-                        seq[k] = s1
-                        ms[k] = int(run.ms[run.pos[j]]) + run.ms_base
+                    if run.lo[j] == low[k] and self._held(np.array([s1]))[0]:
+                        seq[cand[k]] = s1
+                        ms[cand[k]] = int(run.ms[run.pos[j]]) + run.ms_base
                     j += 1
         seq[order], ms[order] = seq.copy(), ms.copy()
         return seq >= 0, ms, seq
