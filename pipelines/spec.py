@@ -456,7 +456,7 @@ class DedupeStep(Model):
         gt=0,
         le=100_000_000,
         description=(
-            "event ids held per source partition at most (a 128-bit digest: about 24 bytes each); the oldest go first"
+            "event ids held per source partition at most (a 128-bit digest: about 26 bytes each); the oldest go first"
         ),
     )
 

@@ -22,7 +22,7 @@ copies of the records below the position the run resumes from, so after a restar
 replayed record gets the verdict it got before.
 
 The ids are held as 128-bit digests in numpy arrays (:mod:`transforms.dedupe_store`: about
-24 bytes an id; two different ids are confused with a probability below ``n**2 / 2**129``
+26 bytes an id; two different ids are confused with a probability below ``n**2 / 2**129``
 for ``n`` ids held, about 1.3e-26 at the default bound of 3,000,000), and a whole batch is
 looked up at once.
 
@@ -98,10 +98,6 @@ class EventDedupe:
         """Ids held for ``topic:partition``."""
         p = self._parts.get(f"{topic}:{partition}")
         return len(p.store) if p is not None else 0
-
-    def held_bytes(self) -> int:
-        """Bytes of the arrays holding the ids of every partition."""
-        return sum(p.store.nbytes() for p in self._parts.values())
 
     def prepare(self, raw: RawBatch) -> None:
         """Seed the partition of ``raw`` from the table if ``raw`` does not follow the last

@@ -2,8 +2,8 @@
 partition holds, as 128-bit digests in numpy arrays, in the order they were taken.
 
 Each id is kept as its BLAKE2b-128 digest (two ``uint64``), with the record time of the
-copy that counts as first; about 24 bytes an id (a Python ``str`` in a ``dict`` and a
-``deque`` cost about 210). Two different ids are confused only if their digests are
+copy that counts as first, and a bit filter: about 26 bytes an id (a Python ``str`` in a
+``dict`` and a ``deque`` cost about 185 with the string). Two different ids are confused only if their digests are
 equal: for ``n`` ids held at once the probability that any two of them collide is at most
 ``n**2 / 2**129`` (3,000,000 ids: about 1.3e-26), and a collision can only make a record
 look like a copy of an id held at the same time.
@@ -11,7 +11,7 @@ look like a copy of an id held at the same time.
 The ids live in *runs*: consecutive slices of the taken order (a run is one commit's
 new ids, merged with its neighbour while the two are about the same size, up to
 :data:`RUN_MAX` ids), each sorted by the digest's high word for a vectorised lookup of a
-whole batch (``np.searchsorted``). Every id taken has a sequence number (its place in the
+whole batch (a bit filter on the digest's top bits, then ``np.searchsorted``). Every id taken has a sequence number (its place in the
 taken order); eviction moves the first held sequence number forward, exactly one id at a
 time as the rule says, and frees a run once all its ids are evicted. An id taken again
 (a copy beyond the window: a new first copy) leaves its earlier entry *dead*: still in the
@@ -105,9 +105,6 @@ class _Run:
             return _Run(self.base, hi, lo, pos, (times - lo_ms).astype(np.int32), lo_ms)
         return _Run(self.base, hi, lo, pos, times, 0)
 
-    def nbytes(self) -> int:
-        return self.hi.nbytes + self.lo.nbytes + self.pos.nbytes + self.ms.nbytes + self.filt.nbytes
-
 
 @dataclass
 class IdStore:
@@ -123,10 +120,6 @@ class IdStore:
     def __len__(self) -> int:
         """Ids held."""
         return self.end - self.start - len(self.dead)
-
-    def nbytes(self) -> int:
-        """Bytes of the arrays (without the few objects around them)."""
-        return sum(r.nbytes() for r in self.runs)
 
     def find(self, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each digest: held?, the record time of its first copy, its sequence number
