@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-import orjson
-
 from core.stats import RunStats
 from pipelines.graph import PipelineGraph, write_plan
 from sinks.iceberg import IcebergSink
-from tests.helpers import local_spec
+from tests.helpers import door_envelopes, local_spec
 from transforms.batch import RawBatch
 from ui import panels as P
 from ui.app import answer
@@ -25,20 +23,7 @@ T0 = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 60_000
 
 
 def envelopes(ids: list[str], first: int) -> RawBatch:
-    values = [
-        orjson.dumps(
-            {
-                "event_id": e,
-                "page": "/p",
-                "session_id": "s-1",
-                "timestamp": dt.datetime.fromtimestamp(T0 / 1000, dt.UTC).isoformat(),
-                "events": [{"type": "click"}],
-            }
-        )
-        for e in ids
-    ]
-    offs = list(range(first, first + len(ids)))
-    return RawBatch("events", "events", 0, values, offs, [T0 + o for o in offs], read_from=first)
+    return door_envelopes(ids, first, first, T0)
 
 
 def rows_as_dicts(p: dict) -> list[dict]:
