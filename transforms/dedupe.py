@@ -124,9 +124,10 @@ class EventDedupe:
                 new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (ms[1:] != ms[:-1])
                 hi, lo, ms = hi[new], lo[new], ms[new]
                 # an id the table holds twice was taken again (a copy beyond the bound): the later copy counts
-                _, last = np.unique(np.stack([hi[::-1], lo[::-1]]), axis=1, return_index=True)
-                dead = np.setdiff1d(np.arange(len(hi)), len(hi) - 1 - last)
-                fresh.store.add(hi, lo, ms, dead.astype(np.int64))
+                order = np.lexsort((lo, hi))  # equal ids side by side, in offset order
+                later = np.zeros(len(hi), dtype=bool)
+                later[order[:-1]] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+                fresh.store.add(hi, lo, ms, np.flatnonzero(later).astype(np.int64))
                 fresh.high_ms = int(ms.max())
             self.seeded += 1
             self._evict(fresh)

@@ -173,10 +173,10 @@ class IdStore:
         """Take new ids (digests not held, or held at ``replaced``: those entries die), in order."""
         if len(replaced):
             self.dead.update(replaced.tolist())
-        if not len(hi):
-            return
-        self.runs.append(_Run.build(self.end, hi, lo, ms))
-        self.end += len(hi)
+        for at in range(0, len(hi), RUN_MAX):  # a seed's many ids: runs of at most RUN_MAX
+            part = slice(at, at + RUN_MAX)
+            self.runs.append(_Run.build(self.end, hi[part], lo[part], ms[part]))
+            self.end += len(self.runs[-1])
         while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             a, b = self.runs[-2], self.runs[-1]
             if len(a) + len(b) > RUN_MAX:

@@ -129,3 +129,20 @@ def test_a_seed_keeps_the_later_copy_of_an_id_the_table_holds_twice():
     assert restarted.judge(again, table).duplicates == 1
     restarted.prepare(again)
     assert restarted.held("ev", 0) == 2  # "a" (its later copy) and "b"
+
+
+def test_a_large_seed_is_held_in_runs_that_eviction_frees(monkeypatch):
+    """The arrays kept for a partition seeded with many ids stay within ``max_ids`` plus one
+    run of evicted ids: a seed is cut into runs of at most ``RUN_MAX`` ids."""
+    monkeypatch.setattr(store, "RUN_MAX", 16)
+    rows = [(f"s{k}", k) for k in range(100)]
+    d = EventDedupe(10 * MIN, 30, lambda *a: rows)
+    raw = RawBatch("events", "ev", 0, [b"{}"], [100], [100], read_from=100)
+    d.prepare(raw)
+    assert d.held("ev", 0) == 30
+    runs = d._parts["ev:0"].store.runs
+    assert sum(len(r) for r in runs) <= 30 + 16
+    # the newest 30 are the ones held: a copy of s70 is a duplicate, of s69 not
+    table = pa.table({INDEX: pa.array([0, 1], pa.int32()), "event_id": ["s70", "s69"]})
+    two = RawBatch("events", "ev", 0, [b"{}"] * 2, [100, 101], [100, 100], read_from=100)
+    assert d.judge(two, table).duplicates == 1
