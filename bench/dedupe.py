@@ -13,14 +13,24 @@ timed in CPU seconds of this process (``time.process_time``), rounds interleaved
 Each round starts from an empty dedupe state (no table to seed from). Then
 ``tracemalloc``: bytes per id held, for ``--ids`` ids of the door's shape.
 
-Run: ``python bench/dedupe.py [--records 40000] [--rounds 5]``; the last line is JSON."""
+With ``--baseline REV``: the ``EventDedupe`` of ``transforms/dedupe.py`` at git revision
+``REV`` against this tree's, in the same process, rounds interleaved: the step alone (as
+above), the step at its bound (``--bound`` ids held, 5,000-id batches of new ids, every
+commit evicting 5,000: CPU per record once full), and ``tracemalloc`` bytes per id held.
+This tree's store also at ``--big`` ids held (its default bound), the baseline not (about
+210 bytes an id).
+
+Run: ``python bench/dedupe.py [--records 40000] [--rounds 5] [--baseline REV]``; the last
+line is JSON."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,12 +62,12 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=40_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ids", type=int, default=200_000)
+    ap.add_argument("--baseline", default=None, help="git revision whose EventDedupe to measure beside this tree's")
+    ap.add_argument("--bound", type=int, default=200_000)
+    ap.add_argument("--big", type=int, default=3_000_000)
     args = ap.parse_args()
     from pipeline_throughput import _source, _spec
 
-    import pyarrow as pa
-
-    from core.batch import INDEX, RawBatch
     from transforms import shape
     from transforms.dedupe import EventDedupe
 
@@ -95,15 +105,7 @@ def main() -> int:
         tables.append(b.table)
 
     def step_alone(copies: int) -> float:
-        d = EventDedupe(600_000, 200_000)
-        t0 = time.process_time()
-        for k in range(copies):
-            for r, t in zip(raws if k == 0 else retries, tables):
-                j = d.judge(r, t)
-                if j.keep is not None:
-                    t.filter(j.keep)
-                d.commit(j)
-        return 1e6 * (time.process_time() - t0) / (copies * n)
+        return _step_alone(EventDedupe, raws, retries, tables, copies)
 
     # warm every lookup (geo, user agents) once, untimed
     _graph(spec, True).process(raws[0])
@@ -124,35 +126,147 @@ def main() -> int:
         per_round.append(row)
         print(f"round {k}: " + ", ".join(f"{kind} {us:.2f} µs/record" for kind, us in row.items()))
 
-    tracemalloc.start()
-    d = EventDedupe(600_000, args.ids + 1)
-    ids = [f"d-{k:032x}" for k in range(args.ids)]
-    raw = RawBatch("events", "ev", 0, [b""] * len(ids), list(range(len(ids))), [1_000] * len(ids))
-    table = pa.table({INDEX: pa.array(range(len(ids)), pa.int32()), "event_id": ids})
-    before = tracemalloc.get_traced_memory()[0]
-    d.commit(d.judge(raw, table))
-    del raw, table
-    held = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    bytes_per_id = held / args.ids  # the id strings are the door's ("d-" + 32 hex), made before: not counted
+    bytes_per_id = _bytes_per_id(EventDedupe, args.ids)  # in Arrow before; what the step keeps counts
     load = os.getloadavg()[0]
     out = {
         "records": n,
         "best_us_per_record": {k: round(v, 3) for k, v in best.items()},
         "dedupe_us_per_record": round(best["on"] - best["off"], 3),
         "rounds": per_round,
-        "bytes_per_held_id_excluding_the_string": round(bytes_per_id),
-        "string_bytes": sys.getsizeof(ids[0]),
+        "bytes_per_held_id_excluding_the_string": round(bytes_per_id, 1),
         "load_1m": round(load, 2),
     }
     print(
         f"best of {args.rounds}: off {best['off']:.2f}, on {best['on']:.2f}, retry {best['retry']:.2f} µs/record (CPU); "
-        f"dedupe {best['on'] - best['off']:+.2f} µs/record; {bytes_per_id:.0f} B per id held "
-        f"(+{sys.getsizeof(ids[0])} B its string); the step alone {best['step_new']:.2f} µs/record (new ids), "
+        f"dedupe {best['on'] - best['off']:+.2f} µs/record; {bytes_per_id:.1f} B per id held; the step alone {best['step_new']:.2f} µs/record (new ids), "
         f"{best['step_copies']:.2f} (first copies then retries, per record of both); 1-minute load {load:.2f}"
     )
+    if args.baseline:
+        out["against_baseline"] = against(args, raws, retries, tables)
     print(json.dumps(out))
     return 0
+
+
+def _step_alone(cls: type, raws: list, retries: list, tables: list, copies: int) -> float:
+    """CPU µs per record of ``cls``'s step (judge, filter, commit) on ``tables`` (the rows of
+    ``raws``), the first copies then ``copies - 1`` rounds of their retries."""
+    d = cls(600_000, 200_000)
+    t0 = time.process_time()
+    for k in range(copies):
+        for r, t in zip(raws if k == 0 else retries, tables):
+            j = d.judge(r, t)
+            if j.keep is not None:
+                t.filter(j.keep)
+            d.commit(j)
+    return 1e6 * (time.process_time() - t0) / (copies * sum(len(r) for r in raws))
+
+
+def _baseline_class(rev: str) -> type:
+    """``EventDedupe`` of ``transforms/dedupe.py`` at git revision ``rev``."""
+    text = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:transforms/dedupe.py"], check=True, capture_output=True, text=True
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="obsflow-dedupe-")) / "dedupe_baseline.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("dedupe_baseline", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["dedupe_baseline"] = mod
+    spec.loader.exec_module(mod)
+    return mod.EventDedupe
+
+
+def _door_ids(count: int, batch: int):
+    """``count`` door-shaped ids in raw batches of ``batch`` (one row each), record times 1 ms apart."""
+    import pyarrow as pa
+
+    from core.batch import INDEX, RawBatch
+
+    ids = pa.array([f"d-{k:032x}" for k in range(count)])
+    index = pa.array(range(batch), pa.int32())
+    for first in range(0, count, batch):
+        k = min(batch, count - first)
+        raw = RawBatch("events", "ev", 0, [b""] * k, list(range(first, first + k)), list(range(first, first + k)))
+        yield raw, pa.table({INDEX: index.slice(0, k), "event_id": ids.slice(first, k)})
+
+
+def _at_bound(cls: type, bound: int, batches: list) -> tuple[float, int]:
+    """CPU µs per record of the step (judge, commit) once ``bound`` ids are held: the batches
+    after the first ``bound`` ids, each evicting as many as it adds."""
+    d = cls(600_000_000, bound)
+    t0, timed = 0.0, 0
+    for raw, table in batches:
+        full = d.held("ev", 0) >= bound
+        if full and not timed:
+            t0 = time.process_time()
+        j = d.judge(raw, table)
+        d.commit(j)
+        if full:
+            timed += len(raw)
+    return 1e6 * (time.process_time() - t0) / max(timed, 1), d.held("ev", 0)
+
+
+def _bytes_per_id(cls: type, count: int) -> float:
+    batches = list(
+        _door_ids(count, 5_000)
+    )  # ids in Arrow, made before: what the step keeps counts (the str a dict keeps, too)
+    d = cls(600_000_000, count)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for raw, table in batches:
+        d.commit(d.judge(raw, table))
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert d.held("ev", 0) == count
+    return held / count
+
+
+def against(args, raws, retries, tables) -> dict:
+    """This tree's ``EventDedupe`` beside the one at ``args.baseline``, rounds interleaved."""
+    from transforms.dedupe import EventDedupe
+
+    classes = {"baseline": _baseline_class(args.baseline), "compact": EventDedupe}
+
+    def step_alone(cls: type, copies: int) -> float:
+        return _step_alone(cls, raws, retries, tables, copies)
+
+    flowing = list(_door_ids(args.bound + 100_000, 5_000))
+    big = list(_door_ids(args.big + 100_000, 5_000))
+    best: dict[str, float] = {}
+    for k in range(args.rounds):
+        names = list(classes) if k % 2 == 0 else list(reversed(classes))
+        row = {}
+        for name in names:
+            cls = classes[name]
+            row[f"{name}_new"] = step_alone(cls, 1)
+            row[f"{name}_copies"] = step_alone(cls, 2)
+            row[f"{name}_at_{args.bound}"], held = _at_bound(cls, args.bound, flowing)
+            assert held == args.bound, (name, held)
+        for key, us in row.items():
+            best[key] = min(best.get(key, float("inf")), us)
+        print(f"round {k} (µs/record, CPU): " + ", ".join(f"{key} {us:.2f}" for key, us in row.items()))
+    us_big, held_big = _at_bound(EventDedupe, args.big, big)
+    assert held_big == args.big
+    memory = {name: _bytes_per_id(cls, args.ids) for name, cls in classes.items()}
+    memory_big = _bytes_per_id(EventDedupe, args.big)
+    load = os.getloadavg()[0]
+    print(
+        f"best of {args.rounds} (µs/record, CPU): "
+        + ", ".join(f"{key} {us:.2f}" for key, us in best.items())
+        + f"; compact at {args.big} ids held {us_big:.2f}"
+    )
+    print(
+        f"bytes per id held ({args.ids} ids, tracemalloc, what the step keeps, a str it keeps included): baseline "
+        f"{memory['baseline']:.0f}, compact {memory['compact']:.1f}; compact at {args.big}: {memory_big:.1f}; "
+        f"1-minute load {load:.2f}"
+    )
+    return {
+        "best_us_per_record": {k: round(v, 3) for k, v in best.items()},
+        f"compact_us_per_record_at_{args.big}": round(us_big, 3),
+        "bytes_per_id": {k: round(v, 1) for k, v in memory.items()},
+        f"compact_bytes_per_id_at_{args.big}": round(memory_big, 1),
+        "load_1m": round(load, 2),
+    }
 
 
 if __name__ == "__main__":

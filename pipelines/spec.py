@@ -425,7 +425,7 @@ class ProductStep(Model):
 
 #: the dedupe step's defaults (``DedupeStep``; the one place they are set)
 DEDUPE_WINDOW = timedelta(minutes=10)
-DEDUPE_MAX_IDS = 200_000
+DEDUPE_MAX_IDS = 3_000_000
 
 
 class DedupeStep(Model):
@@ -455,7 +455,9 @@ class DedupeStep(Model):
         DEDUPE_MAX_IDS,
         gt=0,
         le=100_000_000,
-        description="event ids held per source partition at most (about 210 bytes each); the oldest go first",
+        description=(
+            "event ids held per source partition at most (a 128-bit digest: about 26 bytes each); the oldest go first"
+        ),
     )
 
 

@@ -54,6 +54,28 @@ def engine_run(req: RunRequest):
     return go(req)
 
 
+def door_envelopes(ids: list[str], first: int, read_from: int, t0_ms: int) -> RawBatch:
+    """Door-shaped product event envelopes with ``ids`` at offsets ``first..`` of events:0 (two
+    interactions each), record times ``t0_ms`` + offset."""
+    import orjson
+
+    values = [
+        orjson.dumps(
+            {
+                "event_id": e,
+                "page": "/p",
+                "session_id": "s-1",
+                "timestamp": dt.datetime.fromtimestamp(t0_ms / 1000, dt.UTC).isoformat(),
+                "client_ip": "203.0.113.7",
+                "events": [{"type": "click"}, {"type": "scroll", "depth": 0.5}],
+            }
+        )
+        for e in ids
+    ]
+    offs = list(range(first, first + len(ids)))
+    return RawBatch("events", "events", 0, values, offs, [t0_ms + o for o in offs], read_from=read_from)
+
+
 def local_spec(warehouse, traces: bool = False, metrics: bool = False, **storage_commit) -> PipelineSpec:
     """The default spec on a local warehouse. Without ``traces``: no spans, logs
     unsampled; without ``metrics``: no metric source, rollups, product stage or alerts

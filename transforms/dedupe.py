@@ -21,6 +21,11 @@ another worker in between: ``RawBatch.read_from``). The table holds exactly the 
 copies of the records below the position the run resumes from, so after a restart a
 replayed record gets the verdict it got before.
 
+The ids are held as 128-bit digests in numpy arrays (:mod:`transforms.dedupe_store`: about
+26 bytes an id; two different ids are confused with a probability below ``n**2 / 2**129``
+for ``n`` ids held, about 1.3e-26 at the default bound of 3,000,000), and a whole batch is
+looked up at once.
+
 Two-phase: :meth:`EventDedupe.judge` decides a batch without changing the state;
 :meth:`EventDedupe.commit` applies a judged batch once the flow produced its output (a
 batch that raised and is bisected by ``pipelines.isolate`` is judged again, part by part).
@@ -28,7 +33,6 @@ batch that raised and is bisected by ``pipelines.isolate`` is judged again, part
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import INDEX, RawBatch
+from transforms.dedupe_store import IdStore, digests
 
 #: the reason a duplicate is counted under (``FlowOutput.dropped_by_reason``)
 DUPLICATE = "duplicate"
@@ -45,16 +50,15 @@ DUPLICATE = "duplicate"
 #: order: the first copies the table holds of that partition below ``before_offset``
 Seed = Callable[[str, int, int, int], list[tuple[str, int]]]
 
+_NONE = np.zeros(0, dtype=np.uint64)
+
 
 @dataclass
 class _Partition:
-    """The ids held for one partition: ``ids`` (event_id → record time ms of the copy that
-    counts as first), ``order`` (``(ms, event_id)`` in the order taken, for eviction; an
-    entry whose id was taken again later is stale and skipped), the newest record time
-    and the offset after the last record taken."""
+    """The ids held for one partition (``store``), the newest record time and the offset
+    after the last record taken."""
 
-    ids: dict[str, int] = field(default_factory=dict)
-    order: deque = field(default_factory=deque)
+    store: IdStore = field(default_factory=IdStore)
     high_ms: int = -(1 << 62)
     next_offset: int = -1
 
@@ -68,15 +72,20 @@ class Judged:
     keep: pa.Array | None  # boolean mask over the table's rows (None: keep all)
     duplicates: int
     part: _Partition  # the partition's state to build on (the held one, or a fresh seed)
-    added: dict[str, int]  # new first copies: event_id -> record time ms, in offset order
     high_ms: int
     next_offset: int
+    # new first copies in offset order: digests, record times; the entries they replace
+    added_hi: np.ndarray = field(default_factory=lambda: _NONE)
+    added_lo: np.ndarray = field(default_factory=lambda: _NONE)
+    added_ms: np.ndarray = field(default_factory=lambda: _NONE.astype(np.int64))
+    replaced: np.ndarray = field(default_factory=lambda: _NONE.astype(np.int64))
 
 
 class EventDedupe:
     """The dedupe state of one flow (every partition it reads). Guarantees: see the module
     docstring; never drops a record whose ``event_id`` no earlier record of its partition
-    carried, and never drops a record because of a later one."""
+    carried (up to a digest collision, see above), and never drops a record because of a
+    later one."""
 
     def __init__(self, window_ms: int, max_ids: int, seed: Seed | None = None):
         self.window_ms = window_ms
@@ -88,7 +97,7 @@ class EventDedupe:
     def held(self, topic: str, partition: int) -> int:
         """Ids held for ``topic:partition``."""
         p = self._parts.get(f"{topic}:{partition}")
-        return len(p.ids) if p is not None else 0
+        return len(p.store) if p is not None else 0
 
     def prepare(self, raw: RawBatch) -> None:
         """Seed the partition of ``raw`` from the table if ``raw`` does not follow the last
@@ -106,11 +115,20 @@ class EventDedupe:
         fresh = _Partition(next_offset=first)
         if self.seed is not None:
             since = min(raw.timestamps_ms) - self.window_ms
-            for eid, ms in self.seed(raw.topic, raw.partition, first, since):
-                if eid not in fresh.ids:
-                    fresh.ids[eid] = ms
-                    fresh.order.append((ms, eid))
-                    fresh.high_ms = max(fresh.high_ms, ms)
+            rows = self.seed(raw.topic, raw.partition, first, since)
+            if rows:
+                hi, lo = digests([e for e, _ in rows])
+                ms = np.fromiter((m for _, m in rows), dtype=np.int64, count=len(rows))
+                # the rows of one envelope (one per interaction) are one id taken
+                new = np.ones(len(rows), dtype=bool)
+                new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (ms[1:] != ms[:-1])
+                hi, lo, ms = hi[new], lo[new], ms[new]
+                # an id the table holds twice was taken again (a copy beyond the bound): the later copy counts
+                order = np.lexsort((lo, hi))  # equal ids side by side, in offset order
+                later = np.zeros(len(hi), dtype=bool)
+                later[order[:-1]] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+                fresh.store.add(hi, lo, ms, np.flatnonzero(later).astype(np.int64))
+                fresh.high_ms = int(ms.max())
             self.seeded += 1
             self._evict(fresh)
         return fresh
@@ -120,44 +138,60 @@ class EventDedupe:
         ``event_id`` columns), without changing the state."""
         key = f"{raw.topic}:{raw.partition}"
         if not raw.offsets:
-            return Judged(key, None, 0, self._parts.get(key) or _Partition(), {}, -(1 << 62), -1)
+            return Judged(key, None, 0, self._parts.get(key) or _Partition(), -(1 << 62), -1)
         part = self._state(raw)
-        ids = part.ids
+        judged = Judged(key, None, 0, part, max(raw.timestamps_ms), raw.next_offset)
+        if not table.num_rows:
+            return judged
+        # one verdict per envelope, in offset order: its first row (further rows are its other interactions)
+        index, first_rows = np.unique(table.column(INDEX).to_numpy(), return_index=True)
+        eids = table.column("event_id").take(pa.array(first_rows))
+        valid = eids.is_valid().to_numpy(zero_copy_only=False)
+        index = index[valid]
+        if not len(index):
+            return judged
+        hi, lo = digests(eids.drop_null().to_pylist())
+        ms = np.asarray(raw.timestamps_ms, dtype=np.int64)[index]
+        found, first, seq = part.store.find(hi, lo)
         window = self.window_ms
-        stamps = raw.timestamps_ms
-        added: dict[str, int] = {}
-        dup_index: list[int] = []
-        if table.num_rows:
-            # one verdict per envelope, in offset order: its first row (further rows are its other interactions)
-            index, first_rows = np.unique(table.column(INDEX).to_numpy(), return_index=True)
-            eids = table.column("event_id").take(pa.array(first_rows)).to_pylist()
-            for i, eid in zip(index.tolist(), eids):
-                if eid is None:
-                    continue
-                ms = stamps[i]
-                first = added.get(eid)
-                if first is None:
-                    first = ids.get(eid)
-                if first is not None and ms - first <= window:
-                    dup_index.append(i)
-                else:
-                    added.pop(eid, None)  # a copy beyond the bound is a new first copy
-                    added[eid] = ms
-        keep = None
-        if dup_index:
-            keep = pc.invert(
+        dup = found & (ms - first <= window)
+        n = len(hi)
+        order = np.lexsort((lo, hi))  # equal ids side by side, in offset order
+        repeat = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+        if repeat.any():  # an id more than once in the batch: its copies in offset order
+            group = np.empty(n, dtype=np.int64)
+            group[order] = np.cumsum(np.concatenate([[True], ~repeat])) - 1
+            counts = np.bincount(group)
+            current: dict[int, int] = {}  # group -> record time of the copy that counts as first
+            for k in np.flatnonzero(counts[group] > 1).tolist():
+                g = int(group[k])
+                f = current.get(g, int(first[k]) if found[k] else None)
+                if f is not None and ms[k] - f <= window:
+                    dup[k] = True
+                else:  # a copy beyond the bound is a new first copy
+                    dup[k] = False
+                    current[g] = int(ms[k])
+            new = np.flatnonzero(~dup)
+            _, last = np.unique(group[new][::-1], return_index=True)  # the last new copy of each id counts
+            take = np.sort(new[::-1][last])
+        else:
+            take = np.flatnonzero(~dup)
+        judged.added_hi, judged.added_lo, judged.added_ms = hi[take], lo[take], ms[take]
+        judged.replaced = np.unique(seq[take][found[take]])
+        dup_index = index[dup]
+        judged.duplicates = len(dup_index)
+        if len(dup_index):
+            judged.keep = pc.invert(
                 pc.is_in(table.column(INDEX), value_set=pa.array(dup_index, table.schema.field(INDEX).type))
             )
-        return Judged(key, keep, len(dup_index), part, added, max(stamps), raw.next_offset)
+        return judged
 
     def commit(self, j: Judged) -> None:
         """Apply a judged batch: its new first copies are held, the partition moves past it."""
         if j.next_offset < 0:
             return
         p = j.part
-        for eid, ms in j.added.items():
-            p.ids[eid] = ms
-            p.order.append((ms, eid))
+        p.store.add(j.added_hi, j.added_lo, j.added_ms, j.replaced)
         p.high_ms = max(p.high_ms, j.high_ms)
         p.next_offset = j.next_offset
         self._evict(p)
@@ -165,12 +199,5 @@ class EventDedupe:
 
     def _evict(self, p: _Partition) -> None:
         """Forget ids older than the newest record time minus the window, and the oldest
-        beyond ``max_ids``."""
-        horizon = p.high_ms - self.window_ms
-        order, ids = p.order, p.ids
-        while order and (order[0][0] < horizon or len(ids) > self.max_ids):
-            ms, eid = order.popleft()
-            if ids.get(eid) == ms:
-                del ids[eid]
-        if len(order) > 2 * len(ids) + 1024:  # stale entries of ids taken again: rebuild
-            p.order = deque(sorted((ms, eid) for eid, ms in ids.items()))
+        beyond ``max_ids`` (in the order taken, from the oldest on)."""
+        p.store.evict_front(p.high_ms - self.window_ms, self.max_ids)

@@ -190,15 +190,17 @@ def _run_key(c: dict) -> tuple:
 
 def _run_total(procs: dict[str, dict]) -> dict:
     """A run's counters: the sum over its processes of each one's latest counters, with
-    ``run_started`` the earliest process's start and ``tail_sampling`` summed per key."""
+    ``run_started`` the earliest process's start, and ``tail_sampling`` and
+    ``dropped_by_reason`` summed per key."""
     total: dict = {k: sum(int(c.get(k) or 0) for c in procs.values()) for k in _COUNTER_KEYS}
     starts = [c["run_started"] for c in procs.values() if isinstance(c.get("run_started"), (int, float))]
     total["run_started"] = min(starts) if starts else None
-    tail: dict[str, int] = {}
-    for c in procs.values():
-        for key, n in (c.get("tail_sampling") or {}).items():
-            tail[key] = tail.get(key, 0) + int(n)
-    total["tail_sampling"] = tail
+    for field in ("tail_sampling", "dropped_by_reason"):
+        summed: dict[str, int] = {}
+        for c in procs.values():
+            for key, n in (c.get(field) or {}).items():
+                summed[key] = summed.get(key, 0) + int(n)
+        total[field] = summed
     total["processes"] = len(procs)
     return total
 
@@ -265,11 +267,9 @@ def pipeline_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[li
     )
 
 
-def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
-    """Per run (as of its newest commit in ``tr``; a run of several processes summed over
-    each one's latest counters up to then): tail sampling kept and dropped by counter and
-    reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
-    reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
+def _latest_runs(reader: Reader, tr: P.TimeRange | None) -> list[tuple[dt.datetime | None, dt.datetime, dict]]:
+    """Per run, newest first: (its start, its newest commit in ``tr``, its counters as of
+    that commit: a run of several processes summed over each one's latest counters)."""
     procs: dict[tuple, dict[str, dict]] = {}
     latest: dict[tuple, tuple[dt.datetime, dict]] = {}
     for ms, _name, _snap, c in _counter_commits(reader):
@@ -282,11 +282,33 @@ def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tup
     out = []
     for at, total in sorted(latest.values(), key=lambda v: v[0], reverse=True):
         run = total["run_started"]
-        started = dt.datetime.fromtimestamp(run, dt.UTC) if run is not None else None
+        out.append((dt.datetime.fromtimestamp(run, dt.UTC) if run is not None else None, at, total))
+    return out
+
+
+def tail_sampling_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """Per run (as of its newest commit in ``tr``; a run of several processes summed over
+    each one's latest counters up to then): tail sampling kept and dropped by counter and
+    reason (``traces`` sampled / not_sampled, ``dropped_traces`` and ``dropped_spans`` by
+    reason, ``early_decisions``, ``late_spans_kept``), as the run summary prints them."""
+    out = []
+    for started, at, total in _latest_runs(reader, tr):
         for key, n in sorted(total["tail_sampling"].items()):
             counter, _, reason = key.partition(":")
             out.append((started, at, counter, reason, int(n)))
     return ["run_started", "as_of_commit", "counter", "reason", "count"], out
+
+
+def dropped_counters(reader: Reader, tr: P.TimeRange | None = None) -> tuple[list[str], list[tuple]]:
+    """Per run (as :func:`tail_sampling_counters`): its dropped records by reason
+    (``duplicate``: the event dedupe; the reasons the run summary's ``dropped by reason``
+    names), with the run's ``records_dropped`` beside each; a run that dropped nothing
+    has no row."""
+    out = []
+    for started, at, total in _latest_runs(reader, tr):
+        for reason, n in sorted(total["dropped_by_reason"].items()):
+            out.append((started, at, reason, int(n), total["records_dropped"]))
+    return ["run_started", "as_of_commit", "reason", "records_dropped", "run_records_dropped"], out
 
 
 def answer(reader: Reader, panel: P.Panel, fresh: bool = False, tr: P.TimeRange | None = None) -> dict:
@@ -301,6 +323,8 @@ def answer(reader: Reader, panel: P.Panel, fresh: bool = False, tr: P.TimeRange 
             cols, rows = pipeline_counters(reader, tr)
         elif panel.id == "tail_sampling":
             cols, rows = tail_sampling_counters(reader, tr)
+        elif panel.id == "dropped_by_reason":
+            cols, rows = dropped_counters(reader, tr)
         else:
             cols, rows = [], []
     else:

@@ -196,6 +196,16 @@ def health_panels(tables: list[str], tr: TimeRange) -> list[Panel]:
             "run's counters at its newest commit in the range (kept traces per policy: Traces, kept_by).",
         ),
         Panel(
+            "dropped_by_reason",
+            "Dropped records by reason (per run)",
+            None,
+            "No commit in this time range carries dropped-record counters (the run dropped nothing: no "
+            "duplicate event, or its commits predate obsflow.stats).",
+            note="records_dropped split by reason (duplicate: an event_id the event dedupe had already taken "
+            "from that partition; docs/collect.md): the run's counters at its newest commit in the range, "
+            "summed over its processes; run_records_dropped is the run's total beside them.",
+        ),
+        Panel(
             "dead_letters_by_reason",
             "Dead letters by reason",
             f"SELECT reason, count(*) AS records, min(received_at) AS first_seen, max(received_at) AS last_seen\n"

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import orjson
-
 from core.stats import RunStats
 from pipelines.graph import PipelineGraph, write_plan
 from pipelines.spec import DedupeStep
 from sinks.iceberg import IcebergSink
-from tests.helpers import local_spec, read_table
+from tests.helpers import door_envelopes, local_spec, read_table
 from transforms.batch import RawBatch
 
 T0 = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 60_000
@@ -21,21 +19,7 @@ T0 = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 60_000
 
 def raw(ids: list[str], first: int, read_from: int) -> RawBatch:
     """Door-shaped envelopes with ``ids`` at offsets ``first..`` of events:0."""
-    values = [
-        orjson.dumps(
-            {
-                "event_id": e,
-                "page": "/p",
-                "session_id": "s-1",
-                "timestamp": dt.datetime.fromtimestamp(T0 / 1000, dt.UTC).isoformat(),
-                "client_ip": "203.0.113.7",
-                "events": [{"type": "click"}, {"type": "scroll", "depth": 0.5}],
-            }
-        )
-        for e in ids
-    ]
-    offs = list(range(first, first + len(ids)))
-    return RawBatch("events", "events", 0, values, offs, [T0 + o for o in offs], read_from=read_from)
+    return door_envelopes(ids, first, read_from, T0)
 
 
 A = [f"a{k}" for k in range(10)]
