@@ -5,8 +5,8 @@ Loading ``geoip2fast`` costs a run's start-up about half a second of one core: u
 its data file (lists of Python ints), two ``ps`` subprocesses it starts to report its own
 memory use, and then flattening its lists into arrays. This module does that work once per
 data file: the arrays are written under ``$OBSFLOW_CACHE/geo`` (default
-``~/.cache/obsflow/geo``) as a ``.npy`` file, named by the SHA-256 of the data file, the
-``geoip2fast`` version and :data:`FORMAT`, with a JSON sidecar holding the country codes and
+``~/.cache/obsflow/geo``) as a ``.npy`` file, named by the SHA-256 of the data file and
+:data:`FORMAT`, with a JSON sidecar holding the country codes and
 a CRC-32 of the array. A later process memory-maps the array instead of loading
 ``geoip2fast`` at all; a file that is missing, truncated, of another shape or whose CRC or
 order does not check is rebuilt from the data and written again, never trusted. When the
@@ -18,6 +18,7 @@ not answer) once per process, without its memory-measuring subprocesses."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import socket
@@ -42,9 +43,10 @@ _shared: dict[str, Any] = {}
 def data_file() -> Path:
     """The country data file bundled with ``geoip2fast`` (``geoip2fast.dat.gz`` in its
     package directory): the file every lookup of this module answers from."""
-    import geoip2fast
-
-    return Path(geoip2fast.__file__).resolve().parent / "geoip2fast.dat.gz"
+    spec = importlib.util.find_spec("geoip2fast")  # located, not imported (importing it costs 0.1 s)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("geoip2fast is not installed")
+    return Path(spec.origin).resolve().parent / "geoip2fast.dat.gz"
 
 
 def cache_dir() -> Path:
@@ -111,10 +113,9 @@ class CountryIndex:
 
 
 def _file_key(path: Path) -> str:
-    import geoip2fast
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-    return f"countries-v{FORMAT}-{geoip2fast.__version__}-{digest}"
+    """The cache file's name for data file ``path``: :data:`FORMAT` and the file's SHA-256
+    (the arrays depend on nothing else)."""
+    return f"countries-v{FORMAT}-{hashlib.sha256(path.read_bytes()).hexdigest()[:32]}"
 
 
 def build(module: Any) -> tuple[np.ndarray, list[str | None], bool]:
@@ -180,8 +181,8 @@ def _write(directory: Path, npy: Path, meta_path: Path, table: np.ndarray, codes
     with open(tmp, "wb") as f:
         np.save(f, table)
     os.replace(tmp, npy)
-    meta = {"format": FORMAT, "rows": int(table.shape[1]), "crc32": zlib.crc32(table.data), "codes": codes}
-    meta["has_v6"] = has_v6
+    crc = zlib.crc32(table.data)
+    meta = {"format": FORMAT, "rows": int(table.shape[1]), "crc32": crc, "codes": codes, "has_v6": has_v6}
     tmp = directory / f".{meta_path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, meta_path)
