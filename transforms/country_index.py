@@ -7,7 +7,7 @@ memory use, and then flattening its lists into arrays. This module does that wor
 data file: the arrays are written under ``$OBSFLOW_CACHE/geo`` (default
 ``~/.cache/obsflow/geo``) as a ``.npy`` file, named by the SHA-256 of the data file and
 :data:`FORMAT`, with a JSON sidecar holding the country codes and
-a CRC-32 of the array. A later process memory-maps the array instead of loading
+a CRC-32 of the array and the codes. A later process memory-maps the array instead of loading
 ``geoip2fast`` at all; a file that is missing, truncated, of another shape or whose CRC or
 order does not check is rebuilt from the data and written again, never trusted. When the
 cache directory cannot be written, the arrays are built in memory (same answers).
@@ -149,9 +149,14 @@ def build(module: Any) -> tuple[np.ndarray, list[str | None], bool]:
     return table, codes, has_v6
 
 
+def _crc(table: np.ndarray, codes: list) -> int:
+    """CRC-32 of the array's bytes, then of the codes as JSON."""
+    return zlib.crc32(json.dumps(codes).encode(), zlib.crc32(table.data))
+
+
 def _read(npy: Path, meta_path: Path) -> CountryIndex | None:
-    """The cached index, or None when the pair is missing or does not check (size, CRC,
-    order, id range)."""
+    """The cached index, or None when the pair is missing or does not check (format,
+    shape, CRC of the array and the codes, order, id range)."""
     try:
         meta = json.loads(meta_path.read_text())
         table = np.load(npy, mmap_mode="r")
@@ -163,14 +168,15 @@ def _read(npy: Path, meta_path: Path) -> CountryIndex | None:
             or table.shape[0] != 4
             or table.shape[1] != meta["rows"]
             or not table.flags.c_contiguous
-            or zlib.crc32(table.data) != meta["crc32"]
+            or _crc(table, codes) != meta["crc32"]
+            or not all(c is None or isinstance(c, str) for c in codes)
         ):
             return None
         arr = cast(np.ndarray, table.view(np.ndarray))
         if arr.shape[1] and (not np.all(np.diff(arr[0]) > 0) or arr[3].min() < 0 or arr[3].max() >= len(codes)):
             return None
         return CountryIndex(arr, codes, bool(meta["has_v6"]))
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
         return None
 
 
@@ -181,7 +187,7 @@ def _write(directory: Path, npy: Path, meta_path: Path, table: np.ndarray, codes
     with open(tmp, "wb") as f:
         np.save(f, table)
     os.replace(tmp, npy)
-    crc = zlib.crc32(table.data)
+    crc = _crc(table, codes)
     meta = {"format": FORMAT, "rows": int(table.shape[1]), "crc32": crc, "codes": codes, "has_v6": has_v6}
     tmp = directory / f".{meta_path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(json.dumps(meta))

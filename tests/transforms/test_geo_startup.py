@@ -106,7 +106,17 @@ def _corrupt_array_byte(npy: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "flip_byte", "garbage_json", "wrong_crc", "old_format", "wrong_shape", "no_sidecar"],
+    [
+        "truncate",
+        "flip_byte",
+        "garbage_json",
+        "json_not_an_object",
+        "wrong_crc",
+        "other_codes",
+        "old_format",
+        "wrong_shape",
+        "no_sidecar",
+    ],
 )
 def test_stale_or_corrupt_cache_is_rebuilt_not_trusted(tmp_path, g2f, monkeypatch, damage):
     """Each kind of damage to the cached pair makes the next load build the index again
@@ -123,6 +133,10 @@ def test_stale_or_corrupt_cache_is_rebuilt_not_trusted(tmp_path, g2f, monkeypatc
         _corrupt_array_byte(npy)
     elif damage == "garbage_json":
         meta_path.write_text("{not json")
+    elif damage == "json_not_an_object":
+        meta_path.write_text("[1, 2]")
+    elif damage == "other_codes":
+        meta_path.write_text(json.dumps({**meta, "codes": ["XX" if c == "US" else c for c in meta["codes"]]}))
     elif damage == "wrong_crc":
         meta_path.write_text(json.dumps({**meta, "crc32": meta["crc32"] ^ 1}))
     elif damage == "old_format":
