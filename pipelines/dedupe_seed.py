@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from pipelines.spec import PipelineSpec
 
@@ -44,6 +45,33 @@ class TableSeed:
             return None
 
     def __call__(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
+        """The ids, read like a commit writes: a storage or catalog outage is retried for
+        ``storage.commit.retry_seconds``, then raises :class:`sinks.iceberg.StorageUnavailable`
+        naming the table and the cause (credentials redacted). The dedupe cannot be exact
+        without these ids, so an outage stops the batch rather than letting a retry through."""
+        from sinks.catalog import catalog_properties, redact
+        from sinks.iceberg import _TRANSIENT, StorageUnavailable
+
+        retry_s = self.spec.storage.commit.retry_seconds.total_seconds()
+        deadline = time.monotonic() + retry_s
+        outages = 0
+        while True:
+            try:
+                return self._read(topic, partition, before_offset, since_ms)
+            except _TRANSIENT as e:
+                outages += 1
+                self._catalog = None
+                if time.monotonic() > deadline:
+                    detail = redact(str(e), catalog_properties(self.spec.storage))[:200]
+                    raise StorageUnavailable(
+                        f"cannot read the event ids of {topic}:{partition} from "
+                        f"{self.spec.storage.namespace}.{self.table} for the dedupe: storage or catalog "
+                        f"unavailable for {retry_s:.0f}s ({type(e).__name__}: {detail})"
+                    ) from None
+                log.warning("dedupe: reading %s failed (%s), retrying", self.table, type(e).__name__)
+                time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
+
+    def _read(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
         from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
         table = self._load()

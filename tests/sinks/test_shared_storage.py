@@ -341,13 +341,16 @@ def test_credentials_never_appear_in_logs_or_errors_during_an_outage(
     graph = PipelineGraph(spec, counters=RunStats())
     sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
     src = source_with_suffix(spec, 300, batch_size=300)
+    outs = []  # processed while S3 is up: the event dedupe reads the table on a partition's first batch
+    for part in src.partitions():
+        for raw in src.batches(part):
+            raw.source = part.source
+            outs.append(graph.process(raw))
     s3_server.stop()
     try:
         with pytest.raises(StorageUnavailable) as err:
-            for part in src.partitions():
-                for raw in src.batches(part):
-                    raw.source = part.source
-                    sink.write(graph.process(raw))
+            for out in outs:
+                sink.write(out)
             sink.close()
         # and a catalog that cannot be opened (its database missing) says so without the password
         bad = spec.storage.catalog.model_copy(update={"uri": postgres_server.sqlalchemy_url_for("obs_no_such_db")})
@@ -519,3 +522,42 @@ def test_example_shared_storage_spec_runs_on_postgres_and_s3(s3_server, postgres
             "OBSFLOW_S3_SECRET_KEY",
         ):
             os.environ.pop(k, None)
+
+
+def test_dedupe_seed_during_an_outage_fails_naming_the_table_without_credentials(
+    shared_spec, s3_server, postgres_server, caplog
+):
+    """The event dedupe reads a partition's held ids from the table on its first batch; with
+    S3 gone it retries for commit.retry_seconds, then raises StorageUnavailable naming the
+    table and the partition, with no S3 secret or PostgreSQL password in it or in the log."""
+    import logging
+
+    from pipelines.graph import PipelineGraph, write_plan
+    from sinks.iceberg import IcebergSink, StorageUnavailable
+
+    spec = shared_spec.model_copy(
+        update={
+            "storage": shared_spec.storage.model_copy(
+                update={"commit": shared_spec.storage.commit.model_copy(update={"retry_seconds": timedelta(seconds=2)})}
+            )
+        }
+    )
+    caplog.set_level(logging.DEBUG)
+    graph = PipelineGraph(spec, counters=RunStats())
+    IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats()).close()  # the tables exist
+    src = source_with_suffix(spec, 300, batch_size=300)
+    part = next(p for p in src.partitions() if p.source == "events")
+    raw = next(iter(src.batches(part)))
+    raw.source = part.source
+    s3_server.stop()
+    try:
+        with pytest.raises(StorageUnavailable) as err:
+            graph.process(raw)
+    finally:
+        s3_server.start()
+    message = str(err.value)
+    assert "for the dedupe: storage or catalog unavailable for 2s" in message
+    assert f"{spec.storage.namespace}.events" in message
+    assert any("dedupe: reading events failed" in r.getMessage() for r in caplog.records)
+    for secret in (s3_server.secret_key, s3_server.access_key, postgres_server.password):
+        assert secret not in message and secret not in caplog.text
