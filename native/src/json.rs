@@ -116,7 +116,7 @@ impl<'a> Parser<'a> {
         self.i == self.s.len()
     }
 
-    fn literal(&mut self, word: &[u8]) -> R<()> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> R<()> {
         if self.s[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(())
@@ -197,13 +197,19 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn enter(&mut self) -> R<()> {
+    pub(crate) fn enter(&mut self) -> R<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             Err(Defer)
         } else {
             Ok(())
         }
+    }
+
+    /// Leave a nesting level [`Parser::enter`] entered.
+    #[inline]
+    pub(crate) fn leave(&mut self) {
+        self.depth -= 1;
     }
 
     fn digits(&mut self) -> usize {
@@ -215,7 +221,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A number literal by RFC 8259's grammar; its text is kept for the column's own parse.
-    fn number(&mut self) -> R<J<'a>> {
+    pub(crate) fn number(&mut self) -> R<J<'a>> {
         let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
