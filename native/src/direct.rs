@@ -34,6 +34,12 @@ impl Bits {
     }
 }
 
+impl Bits {
+    fn reserve_scaled(&mut self, num: usize, den: usize) {
+        self.bytes.reserve(self.bytes.len() * num / den + 1);
+    }
+}
+
 /// Bytes a value of a primitive column takes.
 fn width(t: &Ty) -> usize {
     if matches!(t, Ty::I32) {
@@ -80,6 +86,44 @@ impl Col {
                 values.truncate(m, &Ty::Str);
             }
             _ => unreachable!("column and type out of step"),
+        }
+    }
+
+    /// Room for `num / den` times what each of its buffers holds now (children included),
+    /// so that a batch read at the rate of its first records does not regrow them.
+    pub(crate) fn reserve_scaled(&mut self, num: usize, den: usize) {
+        let more = |len: usize| len * num / den + 1;
+        match self {
+            Col::Str { valid, offsets, data } => {
+                valid.reserve_scaled(num, den);
+                offsets.reserve(more(offsets.len()));
+                data.reserve(more(data.len()));
+            }
+            Col::Prim { valid, data } => {
+                valid.reserve_scaled(num, den);
+                data.reserve(more(data.len()));
+            }
+            Col::Bool { valid, values } => {
+                valid.reserve_scaled(num, den);
+                values.reserve_scaled(num, den);
+            }
+            Col::List { valid, offsets, child } => {
+                valid.reserve_scaled(num, den);
+                offsets.reserve(more(offsets.len()));
+                child.reserve_scaled(num, den);
+            }
+            Col::Struct { valid, children } => {
+                valid.reserve_scaled(num, den);
+                for c in children {
+                    c.reserve_scaled(num, den);
+                }
+            }
+            Col::Map { valid, offsets, keys, values } => {
+                valid.reserve_scaled(num, den);
+                offsets.reserve(more(offsets.len()));
+                keys.reserve_scaled(num, den);
+                values.reserve_scaled(num, den);
+            }
         }
     }
 
@@ -496,6 +540,19 @@ mod tests {
         assert_eq!(out.verdicts.iter().filter(|&&v| v == 1).count(), 5);
         for (a, b) in out.cols.iter().zip(&cols) {
             assert_eq!(a.validate(), Ok(5));
+            assert_eq!(dump(a), dump(b));
+        }
+    }
+
+    #[test]
+    fn a_batch_past_the_sizing_probe_gives_the_same_columns() {
+        let fields = schema();
+        let payloads: Vec<Option<&[u8]>> = RECORDS.iter().cycle().take(RECORDS.len() * 20).map(|r| Some(r.as_bytes())).collect();
+        let out = json_decode(&payloads, 1 << 20, &fields);
+        let (verdicts, cols) = tree(&payloads, &fields);
+        assert_eq!(out.verdicts, verdicts);
+        for (a, b) in out.cols.iter().zip(&cols) {
+            assert_eq!(a.validate(), Ok(100));
             assert_eq!(dump(a), dump(b));
         }
     }
