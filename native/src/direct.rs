@@ -280,8 +280,8 @@ fn value(p: &mut Parser<'_>, col: &mut Col, t: &Ty) -> R<()> {
             p.enter()?;
             p.i += 1;
             let mut seen = 0u64;
-            object(p, |p, k| {
-                match fields.iter().position(|(name, _)| name == k) {
+            object(p, fields, |p, _, f| {
+                match f {
                     Some(f) if seen & (1 << f) != 0 => Err(Defer), // a key given twice
                     Some(f) => {
                         seen |= 1 << f;
@@ -306,7 +306,7 @@ fn value(p: &mut Parser<'_>, col: &mut Col, t: &Ty) -> R<()> {
             p.i += 1;
             let start = *offsets.last().unwrap() as usize;
             let mut n = 0i32;
-            object(p, |p, k| {
+            object(p, &[], |p, k, _| {
                 if let Col::Str { offsets: ko, data: kd, .. } = &**keys {
                     // a key given twice: the reference keeps the last (the tree reader defers)
                     if ko[start..].windows(2).any(|w| &kd[w[0] as usize..w[1] as usize] == k.as_bytes()) {
@@ -367,23 +367,37 @@ fn map_value(p: &mut Parser<'_>, values: &mut Col) -> R<()> {
 }
 
 /// The members of an object whose `{` has been read, up to and past its `}`: for each, its
-/// key (unescaped) is handed to `member` with the parser at the value.
-fn object<'a>(p: &mut Parser<'a>, mut member: impl FnMut(&mut Parser<'a>, &str) -> R<()>) -> R<()> {
+/// key (unescaped) and its field in `names` (None: not one of them) are handed to `member`
+/// with the parser at the value. Keys are expected in `names`' order: the next field's name
+/// is tried first, without scanning the key.
+fn object<'a>(p: &mut Parser<'a>, names: &[(String, Ty)], mut member: impl FnMut(&mut Parser<'a>, &str, Option<usize>) -> R<()>) -> R<()> {
     p.ws();
     if p.peek() == Some(b'}') {
         p.i += 1;
         return Ok(());
     }
+    let mut hint = 0;
     loop {
         p.ws();
-        let k = p.string()?;
+        let read;
+        let (k, f): (&str, Option<usize>) = match names.get(hint) {
+            Some((name, _)) if p.string_is(name) => (name, Some(hint)),
+            _ => {
+                read = p.string()?;
+                let f = field_of(names, &read, hint);
+                (&read, f)
+            }
+        };
+        if let Some(f) = f {
+            hint = f + 1;
+        }
         p.ws();
         if p.peek() != Some(b':') {
             return Err(Defer);
         }
         p.i += 1;
         p.ws();
-        member(p, &k)?;
+        member(p, k, f)?;
         p.ws();
         match p.peek() {
             Some(b',') => p.i += 1,
@@ -421,10 +435,8 @@ fn read(text: &str, fields: &[(String, Ty)], cols: &mut [Col], seen: &mut Vec<bo
     seen.resize(fields.len(), false);
     let mut p = Parser::new(text);
     p.i = 1;
-    let mut hint = 0;
-    object(&mut p, |p, k| match field_of(fields, k, hint) {
+    object(&mut p, fields, |p, _, f| match f {
         Some(f) => {
-            hint = f + 1;
             if seen[f] {
                 return Err(Defer); // a field given twice
             }
@@ -528,6 +540,9 @@ mod tests {
         r#"{}"#,
         r#"{"events":[{"type":"t","type":"u"}]}"#,
         r#"{"id":"m","events":[{"ok":true},{"ok":false,"depth":-0.0}],"attrs":{"neg":-12,"u":"\u00e9"}}"#,
+        // keys that are a field's name escaped, or start with one
+        r#"{"\u0069d":"n","t\u0073":null}"#,
+        r#"{"idx":"1","id":"o","events":[{"typ":1,"type":"t","types":2}]}"#,
     ];
 
     #[test]
@@ -537,9 +552,9 @@ mod tests {
         let out = json_decode(&payloads, 1 << 20, &fields);
         let (verdicts, cols) = tree(&payloads, &fields);
         assert_eq!(out.verdicts, verdicts);
-        assert_eq!(out.verdicts.iter().filter(|&&v| v == 1).count(), 5);
+        assert_eq!(out.verdicts.iter().filter(|&&v| v == 1).count(), 7);
         for (a, b) in out.cols.iter().zip(&cols) {
-            assert_eq!(a.validate(), Ok(5));
+            assert_eq!(a.validate(), Ok(7));
             assert_eq!(dump(a), dump(b));
         }
     }
@@ -552,7 +567,7 @@ mod tests {
         let (verdicts, cols) = tree(&payloads, &fields);
         assert_eq!(out.verdicts, verdicts);
         for (a, b) in out.cols.iter().zip(&cols) {
-            assert_eq!(a.validate(), Ok(100));
+            assert_eq!(a.validate(), Ok(140));
             assert_eq!(dump(a), dump(b));
         }
     }
