@@ -252,6 +252,70 @@ def sensitive_key_regex(patterns: list[str]) -> str:
     return "(?i)" + "|".join(f"(?:{p})" for p in patterns)
 
 
+#: RE2's zero-width assertions written as an escape (``\Z``: Python's spelling of ``\z``)
+_ASSERTION_ESCAPES = frozenset("AzZbB")
+
+
+def without_assertions(pattern: str) -> str:
+    r"""``pattern`` with every zero-width assertion outside a character class (``^``, ``$``,
+    ``\A``, ``\z``, ``\b``, ``\B``) replaced by the empty group ``(?:)``.
+
+    Guarantee: a string the result does not match holds no substring that ``pattern``
+    matches. An assertion only forbids matches, so dropping it can only add some; a match
+    inside a substring (a key inside a dead letter) is a match inside the whole string
+    once nothing refers to the substring's ends. Escaped characters, ``\Q…\E`` literals
+    and classes (``[^a-z]``, ``[$^]``, ``[[:alpha:]]``) are kept as they are."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt == "Q":  # a literal up to \E (or the end)
+                end = pattern.find("\\E", i + 2)
+                end = n if end < 0 else end + 2
+                out.append(pattern[i:end])
+                i = end
+                continue
+            out.append("(?:)" if not in_class and nxt in _ASSERTION_ESCAPES else pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if pattern.startswith("[:", i):  # a POSIX class inside a class: [[:alpha:]]
+                end = pattern.find(":]", i + 2)
+                end = n if end < 0 else end + 2
+                out.append(pattern[i:end])
+                i = end
+                continue
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            # a "]" first in the class (after an optional "^") is a literal, not its end
+            j = i + 1 + (pattern.startswith("^", i + 1))
+            j += pattern.startswith("]", j)
+            out.append(pattern[i:j])
+            i, in_class = j, True
+            continue
+        out.append("(?:)" if c in "^$" else c)
+        i += 1
+    return "".join(out)
+
+
+def sensitive_key_gate(patterns: list[str]) -> str | None:
+    """One RE2 regex (case-insensitive) that matches every text holding a key that
+    ``patterns`` match (:func:`without_assertions` of each), or None when that regex does
+    not compile (then every text must be looked at)."""
+    gate = sensitive_key_regex([without_assertions(p) for p in patterns])
+    try:
+        pc.match_substring_regex(pa.array([""], pa.string()), gate)
+    except pa.ArrowInvalid:
+        return None
+    return gate
+
+
 def pseudonym_key(privacy: PrivacySpec) -> bytes:
     """The HMAC key: ``privacy.pseudonym_key`` or ``$<privacy.pseudonym_key_env>``."""
     if privacy.pseudonym_key is not None:
@@ -342,8 +406,10 @@ class Scrubber:
             except MissingKeyError:
                 self.key = None  # identifiers holding personal data get placeholders instead
         self._keyed_hmac: hmac.HMAC | None = None
-        self._sensitive_py: re.Pattern | None = None
         self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
+        #: what a text (a dead letter, a printable run of one) must match to hold a sensitive key
+        #: (:func:`sensitive_key_gate`); None: every text is looked at
+        self.sensitive_gate = sensitive_key_gate(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
         hints = (
             ([r"@|%40"] if step.emails else [])
@@ -606,51 +672,68 @@ class Scrubber:
             out[k] = self._mask_binary(cast(bytes, values[k]))
         return out, is_text
 
+    def _sensitive_among(self, keys: set[str]) -> set[str]:
+        """The keys of ``keys`` that a sensitive-key pattern matches: RE2, searched in the
+        key, case-insensitive (:meth:`scrub_map`'s verdict on a map key), one columnar call."""
+        if not keys or self.sensitive is None:
+            return set()
+        arr = pa.array(list(keys), pa.string())
+        return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
+
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
-        """JSON text with the string value of each sensitive key redacted (per record in
+        """JSON text with the string value of each sensitive key (``"key": "…"``, OTLP
+        JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
+        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`); only
+        texts the gate (:func:`sensitive_key_gate`, a superset) matches are parsed (in
         Python: dead letters are rare)."""
-        sensitive = self._sensitive_py
-        if sensitive is None:
-            sensitive = self._sensitive_py = re.compile(cast(str, self.sensitive)[4:], re.IGNORECASE)
 
-        def key_value(m: re.Match) -> str:
-            return f'{m.group(1)}"{REDACTED}"' if sensitive.search(m.group(2)) else m.group(0)
+        def redact(texts: list[str]) -> pa.Array:
+            for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
+                hidden = self._sensitive_among({m.group(2) for t in texts for m in kv.finditer(t)})
+                if hidden:
+                    texts = [
+                        kv.sub(lambda m: f'{m.group(1)}"{REDACTED}"' if m.group(2) in hidden else m.group(0), t)
+                        for t in texts
+                    ]
+            return pa.array(texts, pa.string())
 
-        def redact(text: str | None) -> str | None:
-            if text is None:
-                return None
-            return _JSON_KEY_VALUE.sub(key_value, _OTLP_KEY_VALUE.sub(key_value, text))
-
-        hint = pc.match_substring_regex(arr, self.sensitive)
-        return _rewrite(arr, hint, lambda c: pa.array([redact(v) for v in c.to_pylist()], pa.string()))
+        if self.sensitive_gate is None:
+            hint = pc.is_valid(arr)
+        else:
+            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate), False)
+        return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
 
     def _mask_framed_values(self, data: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed
         binary: an Avro map entry (key, value: zigzag-varint length + bytes) or an OTLP
         ``KeyValue`` (``0a`` len key ``12`` len ``0a`` len value). One-byte lengths only
-        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes)."""
+        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes).
+
+        A key is sensitive as a map key is (:meth:`_sensitive_among`). Every framed key
+        of a printable run the gate (:func:`sensitive_key_gate`) matches is a candidate:
+        the gate is a superset, so a run it passes over holds no sensitive key."""
         if self.sensitive is None:
             return
-        sensitive = self._sensitive_py
-        if sensitive is None:
-            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
         text = data.decode("latin-1")
-        for m in _PRINTABLE_RUN.finditer(text):
-            run_start, run_end = m.span()
-            for k in sensitive.finditer(text, run_start, run_end):
-                for start in range(max(run_start, k.start() - 63, 1), k.start() + 1):
-                    n = data[start - 1]
-                    for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
-                        end = start + length
-                        if (
-                            end < k.end()
-                            or end > run_end + 1
-                            or end >= len(data)
-                            or not _KEY.fullmatch(text, start, end)
-                        ):
-                            continue
-                        if _mask_value_at(data, end):
-                            break
+        runs = [m.span() for m in _PRINTABLE_RUN.finditer(text)]
+        if not runs:
+            return
+        if self.sensitive_gate is not None:
+            hits = pc.match_substring_regex(pa.array([text[s:e] for s, e in runs], pa.string()), self.sensitive_gate)
+            runs = [r for r, hit in zip(runs, hits.to_pylist()) if hit]
+        candidates: list[tuple[int, int]] = []  # (start, end) of each framed key, in order
+        for run_start, run_end in runs:
+            for start in range(max(run_start, 1), run_end):
+                n = data[start - 1]
+                for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
+                    end = start + length
+                    if length and end <= run_end and end < len(data) and _KEY.fullmatch(text, start, end):
+                        candidates.append((start, end))
+        hidden = self._sensitive_among({text[s:e] for s, e in candidates})
+        masked_from = -1
+        for start, end in candidates:
+            if start != masked_from and text[start:end] in hidden and _mask_value_at(data, end):
+                masked_from = start  # one value per key start (the first length that frames one)
 
     def _mask_binary(self, value: bytes) -> bytes:
         data = bytearray(value)
