@@ -354,7 +354,7 @@ _OTLP_KEY_VALUE = re.compile(
 #: literals (lowered) one of which every API_KEY_KNOWN and API_KEY_ASSIGN match holds
 _BINARY_API_HINTS = ("key", "secret", "token", "passw", "sk_", "pk_", "rk_", "akia", "gh", "xox", "aiza")
 
-_PRINTABLE_RUN = re.compile(r"[\x20-\x7e]{3,}")
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")  # where a framed key may be (a key may be 1 byte long)
 _KEY = re.compile(r"[A-Za-z0-9._\-:/]+")  # what an attribute key in framed binary looks like
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -715,7 +715,7 @@ class Scrubber:
         if self.sensitive is None:
             return
         text = data.decode("latin-1")
-        runs = [m.span() for m in _PRINTABLE_RUN.finditer(text)]
+        runs = [m.span() for m in _PRINTABLE.finditer(text)]
         if not runs:
             return
         if self.sensitive_gate is not None:
