@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 from typing import TYPE_CHECKING, cast
@@ -379,6 +380,17 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
 _NO_DATA = pa.py_buffer(b"")
 
 
+def _json_unescape(raw: str) -> str:
+    """The inside of a JSON string with its escapes decoded (``raw`` as it is when one is
+    not valid JSON)."""
+    try:
+        decoded = cast(str, json.loads(f'"{raw}"'))
+        decoded.encode("utf-8")  # a lone surrogate (``\\ud800``) is no key a column can hold
+    except ValueError:  # UnicodeEncodeError is one
+        return raw
+    return decoded
+
+
 class Scrubber:
     """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``.
 
@@ -683,13 +695,18 @@ class Scrubber:
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
         """JSON text with the string value of each sensitive key (``"key": "…"``, OTLP
         JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
-        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`); only
-        texts the gate (:func:`sensitive_key_gate`, a superset) matches are parsed (in
+        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`), with
+        its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
+        JSON); only texts the gate
+        (:func:`sensitive_key_gate`, a superset, or a backslash) matches are parsed (in
         Python: dead letters are rare)."""
 
         def redact(texts: list[str]) -> pa.Array:
             for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
-                hidden = self._sensitive_among({m.group(2) for t in texts for m in kv.finditer(t)})
+                keys = {m.group(2) for t in texts for m in kv.finditer(t)}
+                read = {k: _json_unescape(k) if "\\" in k else k for k in keys}  # the key a decoder reads
+                sensitive = self._sensitive_among(set(read.values()))
+                hidden = {k for k in keys if read[k] in sensitive}
                 if hidden:
                     texts = [
                         kv.sub(lambda m: f'{m.group(1)}"{REDACTED}"' if m.group(2) in hidden else m.group(0), t)
@@ -699,8 +716,8 @@ class Scrubber:
 
         if self.sensitive_gate is None:
             hint = pc.is_valid(arr)
-        else:
-            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate), False)
+        else:  # an escaped key may match once decoded: any text with a backslash is parsed
+            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"), False)
         return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
 
     def _mask_framed_values(self, data: bytearray) -> None:

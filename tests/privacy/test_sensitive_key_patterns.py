@@ -88,6 +88,22 @@ def test_default_token_pattern_in_avro(hotpath, value):
         assert value.encode() not in out[0] and b"*" * len(value) in out[0] and b"kept" in out[0], key
 
 
+@pytest.mark.parametrize("hotpath", ["python", "native"])
+def test_escaped_json_keys_are_judged_decoded(hotpath):
+    """A JSON key written with escapes (``pass\\u0077ord``) is the key a decoder reads:
+    its value is redacted; an invalid escape or a lone surrogate leaves the key as written."""
+    s = scrubber(hotpath)
+    raw = (
+        rb'{"pass\u0077ord": "zq1vvvvvvvv", "Authori\u007Aation": "zq2vvvvvvvv", '
+        rb'"to\ken": "zq3vvvvvvvv", "\ud800secret": "zq4vvvvvvvv", "n\u0061me": "zq5vvvvvvvv", "n": '
+    )
+    out, _ = s.scrub_raw([raw])
+    assert out[0] == (
+        rb'{"pass\u0077ord": "[REDACTED]", "Authori\u007Aation": "[REDACTED]", '
+        rb'"to\ken": "zq3vvvvvvvv", "\ud800secret": "[REDACTED]", "n\u0061me": "zq5vvvvvvvv", "n": '
+    )
+
+
 @pytest.mark.parametrize(
     "pattern,expected",
     [
@@ -119,6 +135,11 @@ def patterns(draw) -> str:
     return body
 
 
+def escaped(key: str) -> str:
+    """``key`` as JSON text with every character written as a ``\\u`` escape."""
+    return "".join("\\u" + format(ord(c), "04x") for c in key)
+
+
 KEYS = st.text(alphabet="abcABC-_.", min_size=1, max_size=8)
 
 
@@ -132,9 +153,10 @@ def sensitive(pattern_list: list[str], keys: list[str]) -> list[bool]:
     pattern_list=st.lists(patterns(), min_size=1, max_size=3),
     keys=st.lists(KEYS, min_size=1, max_size=6, unique=True),
     cut=st.booleans(),
+    escape=st.booleans(),
     hotpath=st.sampled_from(["python", "native"]),
 )
-def test_no_dead_letter_keeps_a_sensitive_value(pattern_list, keys, cut, hotpath):
+def test_no_dead_letter_keeps_a_sensitive_value(pattern_list, keys, cut, escape, hotpath):
     """For random patterns and keys: every value under a key a pattern matches (as
     ``scrub_map`` decides) is gone from the stored JSON, OTLP JSON and Avro dead letter,
     and, in JSON, every other value is kept exactly."""
@@ -145,6 +167,8 @@ def test_no_dead_letter_keeps_a_sensitive_value(pattern_list, keys, cut, hotpath
         [(k, "[REDACTED]" if h else v) for k, v, h in zip(keys, values, hide)]
     ]
     text = json.dumps(dict(zip(keys, values)))
+    if escape:  # every key letter written as a \\u escape: the key a decoder reads is the same
+        text = "{" + ", ".join(f'"{escaped(k)}": "{v}"' for k, v in zip(keys, values)) + "}"
     otlp = json.dumps({"attributes": [{"key": k, "value": {"stringValue": v}} for k, v in zip(keys, values)]})
     avro = encode_confluent("log", log_row(dict(zip(keys, values))))
     raw = [(text[:-1] if cut else text).encode(), otlp.encode(), avro]
