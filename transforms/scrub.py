@@ -344,11 +344,17 @@ _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
 #: (a 66 kB dead letter: ms, not tens of ms)
 _JSON_CHARS = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
 _JSON_STR = r'"(' + _JSON_CHARS + r')"'
-#: ``"key": "value"`` (group 1: up to the value, group 2: the key)
-_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r'\s*:\s*)"' + _JSON_CHARS + '"')
-#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}``
+#: a string or a number (what is redacted under a sensitive key)
+_JSON_SCALAR = r'(?:"' + _JSON_CHARS + r'"|-?\d[\d.eE+\-]*+)'
+#: ``"key": "value"`` or ``"key": 123`` (group 1: up to the value, group 2: the key)
+_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r"\s*:\s*)" + _JSON_SCALAR)
+#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}`` (also ``intValue``,
+#: ``doubleValue``, ``bytesValue``: a string or a number)
 _OTLP_KEY_VALUE = re.compile(
-    r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"' + _JSON_CHARS + '"'
+    r'("key"\s*:\s*'
+    + _JSON_STR
+    + r'\s*,\s*"value"\s*:\s*\{\s*"(?:string|int|double|bytes)Value"\s*:\s*)'
+    + _JSON_SCALAR
 )
 
 

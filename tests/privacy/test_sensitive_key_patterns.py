@@ -104,6 +104,22 @@ def test_escaped_json_keys_are_judged_decoded(hotpath):
     )
 
 
+@pytest.mark.parametrize("hotpath", ["python", "native"])
+def test_numbers_under_sensitive_keys_are_redacted(hotpath):
+    """A number under a sensitive key (``"pin": 4321``, OTLP JSON's ``intValue`` and
+    ``doubleValue``) is a value too; other numbers are kept."""
+    s = scrubber(hotpath, ["^pin$"])
+    raw = (
+        b'{"pin": 4321, "n": -5, "attributes": [{"key": "pin", "value": {"intValue": "9876"}}, '
+        b'{"key": "PIN", "value": {"doubleValue": -12.5e3}}, {"key": "pins", "value": {"intValue": "77"}}], "x": '
+    )
+    out, _ = s.scrub_raw([raw])
+    assert out[0] == (
+        b'{"pin": "[REDACTED]", "n": -5, "attributes": [{"key": "pin", "value": {"intValue": "[REDACTED]"}}, '
+        b'{"key": "PIN", "value": {"doubleValue": "[REDACTED]"}}, {"key": "pins", "value": {"intValue": "77"}}], "x": '
+    )
+
+
 @pytest.mark.parametrize(
     "pattern,expected",
     [
