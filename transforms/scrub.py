@@ -652,7 +652,7 @@ class Scrubber:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
         A payload that decodes as UTF-8 without control bytes is scrubbed as free text
-        (placeholders), and in JSON the string value of a sensitive key
+        (placeholders), and in JSON the string or number under a sensitive key
         (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
         "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
         the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
