@@ -19,7 +19,7 @@ from schemas.codecs import encode_confluent
 from transforms.scrub import Scrubber, sensitive_key_regex, without_assertions
 
 KEY = "unit-test-key-0123456789"
-SECRET = "zq7secretvalue"
+SECRET = "zq7hiddenvalue"
 MAP = pa.map_(pa.string(), pa.string())
 
 
@@ -78,14 +78,26 @@ def test_anchored_custom_pattern_redacts_map_values(hotpath):
 
 @pytest.mark.parametrize("hotpath", ["python", "native"])
 @pytest.mark.parametrize("value", [SECRET, "x" * 23, "y" * 24, "w" * 40])
-def test_default_token_pattern_in_avro(hotpath, value):
-    """The default ``token`` pattern (a word of the key) redacts an Avro map's ``token``
-    value whatever its length byte: before, the pattern was searched in the printable run
-    from the key on, where ``^`` never holds and ``[^a-z]`` could take the length byte."""
+def test_default_token_pattern_in_framed_binary(hotpath, value):
+    """The default ``token`` pattern (a word of the key) masks a ``token`` or
+    ``x-auth-token`` value in an Avro map and an OTLP protobuf ``KeyValue`` whatever its
+    length byte. Before, the pattern was searched in the printable run from the key on,
+    where ``^`` never holds (``token`` leaked) and ``[^a-z]`` could take a printable length
+    byte after the key (``x-auth-token`` leaked with a value of 23 or 24 bytes in Avro)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     s = scrubber(hotpath)
     for key in ("token", "x-auth-token"):
-        out, _ = s.scrub_raw([encode_confluent("log", log_row({key: value, "other": "kept"}))])
-        assert value.encode() not in out[0] and b"*" * len(value) in out[0] and b"kept" in out[0], key
+        avro = encode_confluent("log", log_row({key: value, "other": "kept"}))
+        attributes = [KeyValue(key=key, value=AnyValue(string_value=value))]
+        otlp = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="n", attributes=attributes).SerializeToString()
+        out, is_text = s.scrub_raw([avro, otlp])
+        assert is_text == [False, False]
+        assert [value.encode() in o for o in out] == [False, False], key
+        assert [len(o) for o in out] == [len(avro), len(otlp)]
+        assert out[0] == avro.replace(value.encode(), b"*" * len(value)), key
+        assert out[1] == otlp.replace(value.encode(), b"*" * len(value)), key
 
 
 @pytest.mark.parametrize("hotpath", ["python", "native"])
