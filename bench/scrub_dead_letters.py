@@ -4,7 +4,8 @@ another git revision in the same run.
 Payloads: a cut-short 64 kB JSON record of LLM usage rows (``input_tokens`` keys: no
 sensitive key, but the word ``token``), the same with ``password`` keys, 1 MB binaries of
 one letter and of ``password `` repeated (the worst case of the framed-key search), an
-Avro log with sensitive attributes. Per payload, the baseline's scrubber and this
+Avro log with sensitive attributes, and a batch of 1,000 such logs (a producer with the
+wrong schema: every record a dead letter). Per case, the baseline's scrubber and this
 checkout's run in alternating rounds (CPU time, best of ``--rounds``), default patterns,
 the ``native`` hot path.
 
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def payloads() -> dict[str, bytes]:
+def payloads() -> dict[str, list[bytes]]:
+    """Each case: the payloads of one ``scrub_raw`` call."""
     from schemas.codecs import encode_confluent
 
     log = {
@@ -43,16 +45,18 @@ def payloads() -> dict[str, bytes]:
         "env": None,
         "attributes": {"token": "t" * 24, "http.request.header.authorization": "Basic dXNlcjpwYXNz", "route": "/a"},
     }
+    avro = [encode_confluent("log", {**log, "timestamp": i}) for i in range(1000)]
     return {
-        "64 kB JSON, input_tokens keys": json.dumps(
-            {"usage": [{"input_tokens": i, "note": "x" * 50} for i in range(1000)]}
-        ).encode()[:-1],
-        "64 kB JSON, password keys": json.dumps(
-            {"rows": [{"password": f"p{i}", "note": "x" * 50} for i in range(1000)]}
-        ).encode()[:-1],
-        "1 MB binary, one letter": b"\x00" + b"y" * 1_000_000 + b"\x01",
-        "1 MB binary, 'password ' repeated": b"\x00" + b"password " * 116_000 + b"\x01",
-        "Avro log, 3 attributes": encode_confluent("log", log),
+        "64 kB JSON, input_tokens keys": [
+            json.dumps({"usage": [{"input_tokens": i, "note": "x" * 50} for i in range(1000)]}).encode()[:-1]
+        ],
+        "64 kB JSON, password keys": [
+            json.dumps({"rows": [{"password": f"p{i}", "note": "x" * 50} for i in range(1000)]}).encode()[:-1]
+        ],
+        "1 MB binary, one letter": [b"\x00" + b"y" * 1_000_000 + b"\x01"],
+        "1 MB binary, 'password ' repeated": [b"\x00" + b"password " * 116_000 + b"\x01"],
+        "Avro log, 3 attributes": avro[:1],
+        "1,000 Avro logs in one call": avro,
     }
 
 
@@ -85,12 +89,12 @@ def main() -> int:
         "this": scrub.Scrubber("log", ScrubStep(kind="scrub"), privacy, hotpath="native"),
     }
     result: dict[str, dict[str, float]] = {}
-    for name, value in payloads().items():
+    for name, values in payloads().items():
         best = {label: float("inf") for label in scrubbers}
         for _ in range(args.rounds):
             for label, s in scrubbers.items():
                 t = time.process_time()
-                s.scrub_raw([value])
+                s.scrub_raw(values)
                 best[label] = min(best[label], time.process_time() - t)
         result[name] = {label: round(1000 * v, 2) for label, v in best.items()}
         print(f"{name}: baseline {result[name]['baseline']} ms, this {result[name]['this']} ms (CPU, best)")

@@ -686,8 +686,10 @@ class Scrubber:
             for k, t in enumerate(self.scrub_text(arr).to_pylist()):
                 if t is not None:
                     out[k] = t.encode("utf-8")
-        for k in binary_at:
-            out[k] = self._mask_binary(cast(bytes, values[k]))
+        datas = [bytearray(cast(bytes, values[k])) for k in binary_at]
+        self._mask_framed_values(*datas)
+        for k, data in zip(binary_at, datas):
+            out[k] = self._mask_matches(data)
         return out, is_text
 
     def _sensitive_among(self, keys: set[str]) -> set[str]:
@@ -726,7 +728,7 @@ class Scrubber:
             hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"), False)
         return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
 
-    def _mask_framed_values(self, data: bytearray) -> None:
+    def _mask_framed_values(self, *datas: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed
         binary: an Avro map entry (key, value: zigzag-varint length + bytes) or an OTLP
         ``KeyValue`` (``0a`` len key ``12`` len ``0a`` len value). One-byte lengths only
@@ -734,33 +736,39 @@ class Scrubber:
 
         A key is sensitive as a map key is (:meth:`_sensitive_among`). Every framed key
         of a printable run the gate (:func:`sensitive_key_gate`) matches is a candidate:
-        the gate is a superset, so a run it passes over holds no sensitive key."""
-        if self.sensitive is None:
+        the gate is a superset, so a run it passes over holds no sensitive key. All of
+        ``datas`` (a batch's binary dead letters) are judged in two columnar calls."""
+        if self.sensitive is None or not datas:
             return
-        text = data.decode("latin-1")
-        runs = [m.span() for m in _PRINTABLE.finditer(text)]
-        if not runs:
-            return
-        if self.sensitive_gate is not None:
-            hits = pc.match_substring_regex(pa.array([text[s:e] for s, e in runs], pa.string()), self.sensitive_gate)
+        texts = [data.decode("latin-1") for data in datas]
+        runs = [(i, *m.span()) for i, text in enumerate(texts) for m in _PRINTABLE.finditer(text)]
+        if runs and self.sensitive_gate is not None:
+            hits = pc.match_substring_regex(
+                pa.array([texts[i][s:e] for i, s, e in runs], pa.string()), self.sensitive_gate
+            )
             runs = [r for r, hit in zip(runs, hits.to_pylist()) if hit]
-        candidates: list[tuple[int, int]] = []  # (start, end) of each framed key, in order
-        for run_start, run_end in runs:
+        candidates: list[tuple[int, int, int]] = []  # (payload, start, end) of each framed key, in order
+        for i, run_start, run_end in runs:
+            data, text = datas[i], texts[i]
             for start in range(max(run_start, 1), run_end):
                 n = data[start - 1]
                 for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
                     end = start + length
                     if length and end <= run_end and end < len(data) and _KEY.fullmatch(text, start, end):
-                        candidates.append((start, end))
-        hidden = self._sensitive_among({text[s:e] for s, e in candidates})
-        masked_from = -1
-        for start, end in candidates:
-            if start != masked_from and text[start:end] in hidden and _mask_value_at(data, end):
-                masked_from = start  # one value per key start (the first length that frames one)
+                        candidates.append((i, start, end))
+        hidden = self._sensitive_among({texts[i][s:e] for i, s, e in candidates})
+        masked_from = (-1, -1)
+        for i, start, end in candidates:
+            if (i, start) != masked_from and texts[i][start:end] in hidden and _mask_value_at(datas[i], end):
+                masked_from = (i, start)  # one value per key start (the first length that frames one)
 
     def _mask_binary(self, value: bytes) -> bytes:
         data = bytearray(value)
         self._mask_framed_values(data)
+        return self._mask_matches(data)
+
+    def _mask_matches(self, data: bytearray) -> bytes:
+        """``data`` with every placeholder pattern's match masked byte for byte with ``*``."""
         text = bytes(data).decode("latin-1")  # one character per byte: positions and lengths are kept
 
         def stars(m: re.Match) -> str:
