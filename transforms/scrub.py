@@ -701,13 +701,12 @@ class Scrubber:
         return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
 
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
-        """JSON text with the string value of each sensitive key (``"key": "…"``, OTLP
-        JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
+        """JSON text with the string or number under each sensitive key (``"key": "…"``,
+        OTLP JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
         sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`), with
         its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
-        JSON); only texts the gate
-        (:func:`sensitive_key_gate`, a superset, or a backslash) matches are parsed (in
-        Python: dead letters are rare)."""
+        JSON). Only texts the gate (:func:`sensitive_key_gate`, a superset) or a backslash
+        matches are parsed (in Python: dead letters are rare)."""
 
         def redact(texts: list[str]) -> pa.Array:
             for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
