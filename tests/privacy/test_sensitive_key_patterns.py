@@ -218,3 +218,43 @@ def test_gate_is_a_superset_of_the_key_verdict(pattern, key, before, after):
     if sensitive([pattern], [key]) == [True]:
         text = pa.array([before + key + after], pa.string())
         assert pc.match_substring_regex(text, sensitive_key_regex([without_assertions(pattern)])).to_pylist() == [True]
+
+
+@pytest.mark.parametrize("hotpath", ["python", "native"])
+def test_stored_dead_letter_hides_a_value_under_an_anchored_key(tmp_path, monkeypatch, hotpath):
+    """Through the pipeline: a flow whose scrub step has ``sensitive_keys: ["^code$"]``
+    stores a malformed record holding ``"code": "…"`` in ``obs.dead_letters`` with the
+    value redacted (and the record's other text kept)."""
+    from core.stats import RunStats
+    from pipelines.graph import PipelineGraph, write_plan
+    from pipelines.loader import parse_spec
+    from sinks.catalog import open_catalog
+    from sinks.iceberg import IcebergSink
+    from transforms.batch import RawBatch
+
+    monkeypatch.setenv("OBSFLOW_HOTPATH", hotpath)
+    spec = parse_spec(
+        {
+            "name": "v",
+            "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
+            "privacy": {"pseudonym_key": KEY},
+            "sources": [{"name": "events", "topic": "events", "signal": "event"}],
+            "flows": [
+                {
+                    "name": "p",
+                    "source": "events",
+                    "sink": {"table": "events"},
+                    "steps": [{"kind": "validate"}, {"kind": "scrub", "sensitive_keys": ["^code$"]}],
+                }
+            ],
+        }
+    )
+    graph = PipelineGraph(spec, counters=RunStats())
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
+    raw = b'{"event_type": "page_view", "code": "' + SECRET.encode() + b'", "page": "/a"'  # cut short
+    sink.write(graph.process(RawBatch("events", "events", 0, [raw], [0], [1_763_000_000_000])))
+    sink.close()
+    rows = open_catalog(spec.storage).load_table("obs.dead_letters").scan().to_arrow().to_pylist()
+    assert [(r["reason"], r["raw_text"], r["raw"]) for r in rows] == [
+        ("format_violation", True, b'{"event_type": "page_view", "code": "[REDACTED]", "page": "/a"')
+    ]
