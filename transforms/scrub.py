@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 from typing import TYPE_CHECKING, cast
@@ -252,6 +253,70 @@ def sensitive_key_regex(patterns: list[str]) -> str:
     return "(?i)" + "|".join(f"(?:{p})" for p in patterns)
 
 
+#: RE2's zero-width assertions written as an escape (``\Z``: Python's spelling of ``\z``)
+_ASSERTION_ESCAPES = frozenset("AzZbB")
+
+
+def without_assertions(pattern: str) -> str:
+    r"""``pattern`` with every zero-width assertion outside a character class (``^``, ``$``,
+    ``\A``, ``\z``, ``\b``, ``\B``) replaced by the empty group ``(?:)``.
+
+    Guarantee: a string the result does not match holds no substring that ``pattern``
+    matches. An assertion only forbids matches, so dropping it can only add some; a match
+    inside a substring (a key inside a dead letter) is a match inside the whole string
+    once nothing refers to the substring's ends. Escaped characters, ``\Q…\E`` literals
+    and classes (``[^a-z]``, ``[$^]``, ``[[:alpha:]]``) are kept as they are."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt == "Q":  # a literal up to \E (or the end)
+                end = pattern.find("\\E", i + 2)
+                end = n if end < 0 else end + 2
+                out.append(pattern[i:end])
+                i = end
+                continue
+            out.append("(?:)" if not in_class and nxt in _ASSERTION_ESCAPES else pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if pattern.startswith("[:", i):  # a POSIX class inside a class: [[:alpha:]]
+                end = pattern.find(":]", i + 2)
+                end = n if end < 0 else end + 2
+                out.append(pattern[i:end])
+                i = end
+                continue
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            # a "]" first in the class (after an optional "^") is a literal, not its end
+            j = i + 1 + (pattern.startswith("^", i + 1))
+            j += pattern.startswith("]", j)
+            out.append(pattern[i:j])
+            i, in_class = j, True
+            continue
+        out.append("(?:)" if c in "^$" else c)
+        i += 1
+    return "".join(out)
+
+
+def sensitive_key_gate(patterns: list[str]) -> str | None:
+    """One RE2 regex (case-insensitive) that matches every text holding a key that
+    ``patterns`` match (:func:`without_assertions` of each), or None when that regex does
+    not compile (then every text must be looked at)."""
+    gate = sensitive_key_regex([without_assertions(p) for p in patterns])
+    try:
+        pc.match_substring_regex(pa.array([""], pa.string()), gate)
+    except pa.ArrowInvalid:
+        return None
+    return gate
+
+
 def pseudonym_key(privacy: PrivacySpec) -> bytes:
     """The HMAC key: ``privacy.pseudonym_key`` or ``$<privacy.pseudonym_key_env>``."""
     if privacy.pseudonym_key is not None:
@@ -279,18 +344,24 @@ _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
 #: (a 66 kB dead letter: ms, not tens of ms)
 _JSON_CHARS = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
 _JSON_STR = r'"(' + _JSON_CHARS + r')"'
-#: ``"key": "value"`` (group 1: up to the value, group 2: the key)
-_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r'\s*:\s*)"' + _JSON_CHARS + '"')
-#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}``
+#: a string or a number (what is redacted under a sensitive key)
+_JSON_SCALAR = r'(?:"' + _JSON_CHARS + r'"|-?\d[\d.eE+\-]*+)'
+#: ``"key": "value"`` or ``"key": 123`` (group 1: up to the value, group 2: the key)
+_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r"\s*:\s*)" + _JSON_SCALAR)
+#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}`` (also ``intValue``,
+#: ``doubleValue``, ``bytesValue``: a string or a number)
 _OTLP_KEY_VALUE = re.compile(
-    r'("key"\s*:\s*' + _JSON_STR + r'\s*,\s*"value"\s*:\s*\{\s*"stringValue"\s*:\s*)"' + _JSON_CHARS + '"'
+    r'("key"\s*:\s*'
+    + _JSON_STR
+    + r'\s*,\s*"value"\s*:\s*\{\s*"(?:string|int|double|bytes)Value"\s*:\s*)'
+    + _JSON_SCALAR
 )
 
 
 #: literals (lowered) one of which every API_KEY_KNOWN and API_KEY_ASSIGN match holds
 _BINARY_API_HINTS = ("key", "secret", "token", "passw", "sk_", "pk_", "rk_", "akia", "gh", "xox", "aiza")
 
-_PRINTABLE_RUN = re.compile(r"[\x20-\x7e]{3,}")
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")  # where a framed key may be (a key may be 1 byte long)
 _KEY = re.compile(r"[A-Za-z0-9._\-:/]+")  # what an attribute key in framed binary looks like
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -313,6 +384,17 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
 
 
 _NO_DATA = pa.py_buffer(b"")
+
+
+def _json_unescape(raw: str) -> str:
+    """The inside of a JSON string with its escapes decoded (``raw`` as it is when one is
+    not valid JSON)."""
+    try:
+        decoded = cast(str, json.loads(f'"{raw}"'))
+        decoded.encode("utf-8")  # a lone surrogate (``\\ud800``) is no key a column can hold
+    except ValueError:  # UnicodeEncodeError is one
+        return raw
+    return decoded
 
 
 class Scrubber:
@@ -342,8 +424,10 @@ class Scrubber:
             except MissingKeyError:
                 self.key = None  # identifiers holding personal data get placeholders instead
         self._keyed_hmac: hmac.HMAC | None = None
-        self._sensitive_py: re.Pattern | None = None
         self.sensitive = sensitive_key_regex(step.sensitive_keys) if step.sensitive_keys else None
+        #: what a text (a dead letter, a printable run of one) must match to hold a sensitive key
+        #: (:func:`sensitive_key_gate`); None: every text is looked at
+        self.sensitive_gate = sensitive_key_gate(step.sensitive_keys) if step.sensitive_keys else None
         self._v4_mask = (0xFFFFFFFF << (32 - privacy.ipv4_prefix)) & 0xFFFFFFFF
         hints = (
             ([r"@|%40"] if step.emails else [])
@@ -568,7 +652,7 @@ class Scrubber:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
         A payload that decodes as UTF-8 without control bytes is scrubbed as free text
-        (placeholders), and in JSON the string value of a sensitive key
+        (placeholders), and in JSON the string or number under a sensitive key
         (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
         "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
         the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
@@ -602,59 +686,88 @@ class Scrubber:
             for k, t in enumerate(self.scrub_text(arr).to_pylist()):
                 if t is not None:
                     out[k] = t.encode("utf-8")
-        for k in binary_at:
-            out[k] = self._mask_binary(cast(bytes, values[k]))
+        datas = [bytearray(cast(bytes, values[k])) for k in binary_at]
+        self._mask_framed_values(*datas)
+        for k, data in zip(binary_at, datas):
+            out[k] = self._mask_matches(data)
         return out, is_text
 
+    def _sensitive_among(self, keys: set[str]) -> set[str]:
+        """The keys of ``keys`` that a sensitive-key pattern matches: RE2, searched in the
+        key, case-insensitive (:meth:`scrub_map`'s verdict on a map key), one columnar call."""
+        if not keys or self.sensitive is None:
+            return set()
+        arr = pa.array(list(keys), pa.string())
+        return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
+
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
-        """JSON text with the string value of each sensitive key redacted (per record in
-        Python: dead letters are rare)."""
-        sensitive = self._sensitive_py
-        if sensitive is None:
-            sensitive = self._sensitive_py = re.compile(cast(str, self.sensitive)[4:], re.IGNORECASE)
+        """JSON text with the string or number under each sensitive key (``"key": "…"``,
+        OTLP JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
+        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`), with
+        its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
+        JSON). Only texts the gate (:func:`sensitive_key_gate`, a superset) or a backslash
+        matches are parsed (in Python: dead letters are rare)."""
 
-        def key_value(m: re.Match) -> str:
-            return f'{m.group(1)}"{REDACTED}"' if sensitive.search(m.group(2)) else m.group(0)
+        def redact(texts: list[str]) -> pa.Array:
+            for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
+                keys = {m.group(2) for t in texts for m in kv.finditer(t)}
+                read = {k: _json_unescape(k) if "\\" in k else k for k in keys}  # the key a decoder reads
+                sensitive = self._sensitive_among(set(read.values()))
+                hidden = {k for k in keys if read[k] in sensitive}
+                if hidden:
+                    texts = [
+                        kv.sub(lambda m: f'{m.group(1)}"{REDACTED}"' if m.group(2) in hidden else m.group(0), t)
+                        for t in texts
+                    ]
+            return pa.array(texts, pa.string())
 
-        def redact(text: str | None) -> str | None:
-            if text is None:
-                return None
-            return _JSON_KEY_VALUE.sub(key_value, _OTLP_KEY_VALUE.sub(key_value, text))
+        if self.sensitive_gate is None:
+            hint = pc.is_valid(arr)
+        else:  # an escaped key may match once decoded: any text with a backslash is parsed
+            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"), False)
+        return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
 
-        hint = pc.match_substring_regex(arr, self.sensitive)
-        return _rewrite(arr, hint, lambda c: pa.array([redact(v) for v in c.to_pylist()], pa.string()))
-
-    def _mask_framed_values(self, data: bytearray) -> None:
+    def _mask_framed_values(self, *datas: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed
         binary: an Avro map entry (key, value: zigzag-varint length + bytes) or an OTLP
         ``KeyValue`` (``0a`` len key ``12`` len ``0a`` len value). One-byte lengths only
-        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes)."""
-        if self.sensitive is None:
+        (keys below 64 bytes, values below 64 (Avro) or 128 (protobuf) bytes).
+
+        A key is sensitive as a map key is (:meth:`_sensitive_among`). Every framed key
+        of a printable run the gate (:func:`sensitive_key_gate`) matches is a candidate:
+        the gate is a superset, so a run it passes over holds no sensitive key. All of
+        ``datas`` (a batch's binary dead letters) are judged in two columnar calls."""
+        if self.sensitive is None or not datas:
             return
-        sensitive = self._sensitive_py
-        if sensitive is None:
-            sensitive = self._sensitive_py = re.compile(self.sensitive[4:], re.IGNORECASE)
-        text = data.decode("latin-1")
-        for m in _PRINTABLE_RUN.finditer(text):
-            run_start, run_end = m.span()
-            for k in sensitive.finditer(text, run_start, run_end):
-                for start in range(max(run_start, k.start() - 63, 1), k.start() + 1):
-                    n = data[start - 1]
-                    for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
-                        end = start + length
-                        if (
-                            end < k.end()
-                            or end > run_end + 1
-                            or end >= len(data)
-                            or not _KEY.fullmatch(text, start, end)
-                        ):
-                            continue
-                        if _mask_value_at(data, end):
-                            break
+        texts = [data.decode("latin-1") for data in datas]
+        runs = [(i, *m.span()) for i, text in enumerate(texts) for m in _PRINTABLE.finditer(text)]
+        if runs and self.sensitive_gate is not None:
+            hits = pc.match_substring_regex(
+                pa.array([texts[i][s:e] for i, s, e in runs], pa.string()), self.sensitive_gate
+            )
+            runs = [r for r, hit in zip(runs, hits.to_pylist()) if hit]
+        candidates: list[tuple[int, int, int]] = []  # (payload, start, end) of each framed key, in order
+        for i, run_start, run_end in runs:
+            data, text = datas[i], texts[i]
+            for start in range(max(run_start, 1), run_end):
+                n = data[start - 1]
+                for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
+                    end = start + length
+                    if length and end <= run_end and end < len(data) and _KEY.fullmatch(text, start, end):
+                        candidates.append((i, start, end))
+        hidden = self._sensitive_among({texts[i][s:e] for i, s, e in candidates})
+        masked_from = (-1, -1)
+        for i, start, end in candidates:
+            if (i, start) != masked_from and texts[i][start:end] in hidden and _mask_value_at(datas[i], end):
+                masked_from = (i, start)  # one value per key start (the first length that frames one)
 
     def _mask_binary(self, value: bytes) -> bytes:
         data = bytearray(value)
         self._mask_framed_values(data)
+        return self._mask_matches(data)
+
+    def _mask_matches(self, data: bytearray) -> bytes:
+        """``data`` with every placeholder pattern's match masked byte for byte with ``*``."""
         text = bytes(data).decode("latin-1")  # one character per byte: positions and lengths are kept
 
         def stars(m: re.Match) -> str:
