@@ -294,6 +294,18 @@ fn decode_avro(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, col
     Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
 }
 
+/// The BLAKE2b-128 digest of each id (a list of `str`, hashed as UTF-8) as two
+/// little-endian `uint64` words, `[hi0, lo0, hi1, lo1, ...]`: byte for byte
+/// `hashlib.blake2b(id.encode(), digest_size=16).digest()` (transforms/dedupe_store.py).
+/// A `str` that is not encodable as UTF-8 (a lone surrogate) raises `UnicodeEncodeError`.
+#[pyfunction]
+fn id_digests(py: Python<'_>, ids: &Bound<'_, PyList>) -> PyResult<Buf> {
+    let owned: Vec<Bound<'_, pyo3::types::PyString>> = ids.iter().map(|v| v.downcast_into().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let texts: Vec<&str> = owned.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+    let words = py.allow_threads(|| crate::digest::digests(texts.iter().map(|t| t.as_bytes())));
+    Ok(Buf { data: words.iter().flat_map(|w| w.to_le_bytes()).collect() })
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
@@ -307,6 +319,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
     m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_avro, m)?)?;
+    m.add_function(wrap_pyfunction!(id_digests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
