@@ -20,6 +20,7 @@ taken order, no longer held."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +32,38 @@ RUN_MAX = 1 << 18
 _I32 = (1 << 31) - 1
 
 
-def digests(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The BLAKE2b-128 digest of each id (UTF-8) as its high and low ``uint64`` words."""
-    blake = hashlib.blake2b
-    buf = b"".join([blake(e.encode(), digest_size=16).digest() for e in ids])
+DIGESTERS = ("native", "python")
+
+
+def digester(choice: str | None = None) -> str:
+    """Which code computes the digests: ``choice``, else ``$OBSFLOW_DECODER``, else
+    ``native``; ``native`` only when the extension is installed and has ``id_digests``
+    (an older build has not), else ``python``. Both give the same words for every id.
+    ``ValueError`` names a value that is neither."""
+    choice = choice or os.environ.get("OBSFLOW_DECODER") or "native"
+    if choice not in DIGESTERS:
+        raise ValueError(f"digester: expected one of {', '.join(DIGESTERS)}, got {choice!r}")
+    return "native" if choice == "native" and _native() is not None else "python"
+
+
+def _native():
+    try:
+        import obsflow_native
+    except ImportError:
+        return None
+    return getattr(obsflow_native, "id_digests", None)
+
+
+def digests(ids: list[str], choice: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The BLAKE2b-128 digest of each id (UTF-8) as its high and low ``uint64`` words:
+    ``hashlib.blake2b(id.encode(), digest_size=16)``'s bytes 0-7 and 8-15, little-endian,
+    whichever :func:`digester` computes them (``UnicodeEncodeError`` for an id with a lone
+    surrogate, either way)."""
+    if digester(choice) == "native":
+        buf: bytes | memoryview = memoryview(_native()(ids))
+    else:
+        blake = hashlib.blake2b
+        buf = b"".join([blake(e.encode(), digest_size=16).digest() for e in ids])
     words = np.frombuffer(buf, dtype="<u8").reshape(-1, 2)
     return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
 
