@@ -278,10 +278,6 @@ def against(args, raws, retries, tables) -> dict:
     }
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def by_digester(args, raws, retries, tables) -> dict:
     """This tree's ``EventDedupe`` with native digests beside Python's, rounds interleaved
     (``$OBSFLOW_DECODER`` chooses: the tables are already decoded)."""
@@ -315,3 +311,7 @@ def by_digester(args, raws, retries, tables) -> dict:
         + f"; 1-minute load {load:.2f}"
     )
     return {"best_us_per_record": {k: round(v, 3) for k, v in best.items()}, "ids": len(ids), "load_1m": round(load, 2)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
