@@ -21,7 +21,8 @@ This tree's store also at ``--big`` ids held (its default bound), the baseline n
 210 bytes an id).
 
 With ``--digesters``: the step alone (new ids, first copies then retries, at ``--bound``
-ids held) and the digests alone (``transforms.dedupe_store.digests`` over the flow's ids),
+ids held) and the digests alone (``transforms.dedupe_store.array_digests`` of each batch's
+``event_id`` column, as the step computes them),
 with the ids' digests computed by the native extension (``obsflow_native.id_digests``)
 against the Python reference (``hashlib.blake2b``), alternating within each round in
 this process (the tables are decoded before: only the dedupe's digests change).
@@ -282,9 +283,10 @@ def by_digester(args, raws, retries, tables) -> dict:
     """This tree's ``EventDedupe`` with native digests beside Python's, rounds interleaved
     (``$OBSFLOW_DECODER`` chooses: the tables are already decoded)."""
     from transforms.dedupe import EventDedupe
-    from transforms.dedupe_store import digester, digests
+    from transforms.dedupe_store import array_digests, digester
 
-    ids = [e for t in tables for e in t.column("event_id").drop_null().to_pylist()]
+    columns = [t.column("event_id").drop_null() for t in tables]
+    n_ids = sum(len(c) for c in columns)
     flowing = list(_door_ids(args.bound + 100_000, 5_000))
     best: dict[str, float] = {}
     for k in range(args.rounds):
@@ -293,9 +295,9 @@ def by_digester(args, raws, retries, tables) -> dict:
             os.environ["OBSFLOW_DECODER"] = name
             assert digester() == name, "obsflow_native without id_digests: build native/ first"
             t0 = time.process_time()
-            for at in range(0, len(ids), 5_000):
-                digests(ids[at : at + 5_000])
-            row[f"{name}_digests"] = 1e6 * (time.process_time() - t0) / len(ids)
+            for c in columns:
+                array_digests(c)
+            row[f"{name}_digests"] = 1e6 * (time.process_time() - t0) / n_ids
             row[f"{name}_new"] = _step_alone(EventDedupe, raws, retries, tables, 1)
             row[f"{name}_copies"] = _step_alone(EventDedupe, raws, retries, tables, 2)
             row[f"{name}_at_{args.bound}"], held = _at_bound(EventDedupe, args.bound, flowing)
@@ -310,7 +312,7 @@ def by_digester(args, raws, retries, tables) -> dict:
         + ", ".join(f"{key} {us:.3f}" for key, us in best.items())
         + f"; 1-minute load {load:.2f}"
     )
-    return {"best_us_per_record": {k: round(v, 3) for k, v in best.items()}, "ids": len(ids), "load_1m": round(load, 2)}
+    return {"best_us_per_record": {k: round(v, 3) for k, v in best.items()}, "ids": n_ids, "load_1m": round(load, 2)}
 
 
 if __name__ == "__main__":

@@ -24,12 +24,14 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 #: the most ids one run holds (a run is freed when all of its ids are evicted: at most
 #: this many evicted ids are still in memory)
 RUN_MAX = 1 << 18
 
 _I32 = (1 << 31) - 1
+_NO_DATA = pa.py_buffer(b"")  # the data buffer of an array of empty strings
 
 
 DIGESTERS = ("native", "python")
@@ -52,6 +54,34 @@ def _native():
     except ImportError:
         return None
     return getattr(obsflow_native, "id_digests", None)
+
+
+def _native_arrow():
+    try:
+        import obsflow_native
+    except ImportError:
+        return None
+    return getattr(obsflow_native, "id_digests_arrow", None)
+
+
+def array_digests(ids: pa.Array | pa.ChunkedArray, choice: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`digests` of the values of a ``string`` array without nulls, read from its
+    buffers by the native extension (no Python ``str`` made), else from ``to_pylist()``.
+    ``ValueError`` when the array holds a null."""
+    if ids.null_count:
+        raise ValueError("array_digests: the ids hold a null (drop them first)")
+    native = _native_arrow() if digester(choice) == "native" else None
+    if native is None or not pa.types.is_string(ids.type):
+        return digests(ids.to_pylist(), choice)
+    chunks = ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]
+    parts = []
+    for c in chunks:
+        _validity, offsets, data = c.buffers()
+        parts.append(
+            np.frombuffer(native(offsets, data if data is not None else _NO_DATA, c.offset, len(c)), dtype="<u8")
+        )
+    words = (np.concatenate(parts) if parts else np.empty(0, dtype="<u8")).reshape(-1, 2)
+    return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
 
 
 def digests(ids: list[str], choice: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -306,6 +306,37 @@ fn id_digests(py: Python<'_>, ids: &Bound<'_, PyList>) -> PyResult<Buf> {
     Ok(Buf { data: words.iter().flat_map(|w| w.to_le_bytes()).collect() })
 }
 
+/// [`id_digests`] of the values `offset .. offset + length` of an Arrow `string` array,
+/// given its offsets (`int32`) and data buffers (validity is not read: nulls are the caller's
+/// to drop first). `ValueError` when an offset is out of the buffers' bounds.
+#[pyfunction]
+fn id_digests_arrow(py: Python<'_>, offsets: pyo3::buffer::PyBuffer<i8>, data: pyo3::buffer::PyBuffer<i8>, offset: usize, length: usize)
+    -> PyResult<Buf> {
+    fn bytes(b: &pyo3::buffer::PyBuffer<i8>) -> PyResult<&[u8]> {
+        if !b.is_c_contiguous() {
+            return Err(PyValueError::new_err("id_digests_arrow: a buffer is not contiguous"));
+        }
+        // SAFETY: the buffer is held (`b`) for the borrow's lifetime and is contiguous bytes
+        Ok(unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()) })
+    }
+    let (offs, text) = (bytes(&offsets)?, bytes(&data)?);
+    let end = offset.checked_add(length).and_then(|n| n.checked_add(1)).and_then(|n| n.checked_mul(4));
+    if end.is_none_or(|e| e > offs.len()) {
+        return Err(PyValueError::new_err("id_digests_arrow: the offsets buffer is shorter than the array"));
+    }
+    let at = |i: usize| i32::from_le_bytes(offs[4 * i..4 * i + 4].try_into().unwrap());
+    let mut ids = Vec::with_capacity(length);
+    for i in offset..offset + length {
+        let (s, e) = (at(i), at(i + 1));
+        match (usize::try_from(s), usize::try_from(e)) {
+            (Ok(s), Ok(e)) if s <= e && e <= text.len() => ids.push(&text[s..e]),
+            _ => return Err(PyValueError::new_err(format!("id_digests_arrow: value {i} has offsets {s}..{e} outside the data"))),
+        }
+    }
+    let words = py.allow_threads(|| crate::digest::digests(ids.iter().copied()));
+    Ok(Buf { data: words.iter().flat_map(|w| w.to_le_bytes()).collect() })
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
@@ -320,6 +351,7 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_avro, m)?)?;
     m.add_function(wrap_pyfunction!(id_digests, m)?)?;
+    m.add_function(wrap_pyfunction!(id_digests_arrow, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

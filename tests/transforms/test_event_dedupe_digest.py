@@ -9,10 +9,11 @@ import hashlib
 import random
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from transforms import dedupe_store
-from transforms.dedupe_store import digester, digests
+from transforms.dedupe_store import array_digests, digester, digests
 
 needs_native = pytest.mark.skipif(
     dedupe_store._native() is None, reason="obsflow_native without id_digests (build native/ first)"
@@ -113,3 +114,41 @@ def test_without_the_extension_python_digests(monkeypatch: pytest.MonkeyPatch) -
     hi, lo = digests(ids)
     ref = _reference(ids)
     assert np.array_equal(hi, ref[:, 0]) and np.array_equal(lo, ref[:, 1])
+
+
+needs_native_arrow = pytest.mark.skipif(
+    dedupe_store._native_arrow() is None, reason="obsflow_native without id_digests_arrow (build native/ first)"
+)
+
+
+@needs_native_arrow
+def test_array_digests_read_the_buffers_and_equal_python() -> None:
+    ids = _adversarial() + _random(3_000, seed=11)
+    ref = _reference(ids)
+    arr = pa.array(ids, pa.string())
+    chunked = pa.chunked_array([arr.slice(0, 5), arr.slice(5, 1_000), arr.slice(1_005)])
+    for value in (arr, arr.slice(0, len(ids)), chunked):
+        for choice in ("native", "python"):
+            hi, lo = array_digests(value, choice)
+            assert np.array_equal(hi, ref[:, 0]) and np.array_equal(lo, ref[:, 1]), choice
+    # a slice with an offset, empty strings only (no data buffer), no values, a large_string array
+    hi, lo = array_digests(arr.slice(7, 9), "native")
+    assert np.array_equal(hi, ref[7:16, 0]) and np.array_equal(lo, ref[7:16, 1])
+    hi, lo = array_digests(pa.array(["", ""], pa.string()), "native")
+    assert np.array_equal(hi, _reference(["", ""])[:, 0])
+    assert [len(w) for w in array_digests(pa.array([], pa.string()), "native")] == [0, 0]
+    assert [len(w) for w in array_digests(pa.chunked_array([], pa.string()), "native")] == [0, 0]
+    hi, lo = array_digests(pa.array(ids[:40], pa.large_string()), "native")
+    assert np.array_equal(lo, ref[:40, 1])
+    with pytest.raises(ValueError, match="array_digests: the ids hold a null"):
+        array_digests(pa.array(["a", None]), "native")
+
+
+@needs_native_arrow
+def test_native_arrow_digests_reject_offsets_outside_the_data() -> None:
+    native = dedupe_store._native_arrow()
+    offsets = pa.py_buffer(np.array([0, 2, 9], dtype=np.int32).tobytes())
+    with pytest.raises(ValueError, match="value 1 has offsets 2..9 outside the data"):
+        native(offsets, pa.py_buffer(b"abcd"), 0, 2)
+    with pytest.raises(ValueError, match="the offsets buffer is shorter than the array"):
+        native(offsets, pa.py_buffer(b"abcd"), 1, 2)
