@@ -20,8 +20,15 @@ commit evicting 5,000: CPU per record once full), and ``tracemalloc`` bytes per 
 This tree's store also at ``--big`` ids held (its default bound), the baseline not (about
 210 bytes an id).
 
-Run: ``python bench/dedupe.py [--records 40000] [--rounds 5] [--baseline REV]``; the last
-line is JSON."""
+With ``--digesters``: the step alone (new ids, first copies then retries, at ``--bound``
+ids held) and the digests alone (``transforms.dedupe_store.array_digests`` of each batch's
+``event_id`` column, as the step computes them),
+with the ids' digests computed by the native extension (``obsflow_native.id_digests``)
+against the Python reference (``hashlib.blake2b``), alternating within each round in
+this process (the tables are decoded before: only the dedupe's digests change).
+
+Run: ``python bench/dedupe.py [--records 40000] [--rounds 5] [--baseline REV] [--digesters]``;
+the last line is JSON."""
 
 from __future__ import annotations
 
@@ -65,6 +72,7 @@ def main() -> int:
     ap.add_argument("--baseline", default=None, help="git revision whose EventDedupe to measure beside this tree's")
     ap.add_argument("--bound", type=int, default=200_000)
     ap.add_argument("--big", type=int, default=3_000_000)
+    ap.add_argument("--digesters", action="store_true", help="the step with native digests against hashlib's")
     args = ap.parse_args()
     from pipeline_throughput import _source, _spec
 
@@ -143,6 +151,8 @@ def main() -> int:
     )
     if args.baseline:
         out["against_baseline"] = against(args, raws, retries, tables)
+    if args.digesters:
+        out["by_digester"] = by_digester(args, raws, retries, tables)
     print(json.dumps(out))
     return 0
 
@@ -267,6 +277,42 @@ def against(args, raws, retries, tables) -> dict:
         f"compact_bytes_per_id_at_{args.big}": round(memory_big, 1),
         "load_1m": round(load, 2),
     }
+
+
+def by_digester(args, raws, retries, tables) -> dict:
+    """This tree's ``EventDedupe`` with native digests beside Python's, rounds interleaved
+    (``$OBSFLOW_DECODER`` chooses: the tables are already decoded)."""
+    from transforms.dedupe import EventDedupe
+    from transforms.dedupe_store import array_digests, digester
+
+    columns = [t.column("event_id").drop_null() for t in tables]
+    n_ids = sum(len(c) for c in columns)
+    flowing = list(_door_ids(args.bound + 100_000, 5_000))
+    best: dict[str, float] = {}
+    for k in range(args.rounds):
+        row = {}
+        for name in ("native", "python") if k % 2 == 0 else ("python", "native"):
+            os.environ["OBSFLOW_DECODER"] = name
+            assert digester() == name, "obsflow_native without id_digests: build native/ first"
+            t0 = time.process_time()
+            for c in columns:
+                array_digests(c)
+            row[f"{name}_digests"] = 1e6 * (time.process_time() - t0) / n_ids
+            row[f"{name}_new"] = _step_alone(EventDedupe, raws, retries, tables, 1)
+            row[f"{name}_copies"] = _step_alone(EventDedupe, raws, retries, tables, 2)
+            row[f"{name}_at_{args.bound}"], held = _at_bound(EventDedupe, args.bound, flowing)
+            assert held == args.bound, (name, held)
+        os.environ.pop("OBSFLOW_DECODER")
+        for key, us in row.items():
+            best[key] = min(best.get(key, float("inf")), us)
+        print(f"round {k} by digester (µs/record, CPU): " + ", ".join(f"{key} {us:.3f}" for key, us in row.items()))
+    load = os.getloadavg()[0]
+    print(
+        f"best of {args.rounds} by digester (µs/record, CPU): "
+        + ", ".join(f"{key} {us:.3f}" for key, us in best.items())
+        + f"; 1-minute load {load:.2f}"
+    )
+    return {"best_us_per_record": {k: round(v, 3) for k, v in best.items()}, "ids": n_ids, "load_1m": round(load, 2)}
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import INDEX, RawBatch
-from transforms.dedupe_store import IdStore, digests
+from transforms.dedupe_store import IdStore, array_digests, digests
 
 #: the reason a duplicate is counted under (``FlowOutput.dropped_by_reason``)
 DUPLICATE = "duplicate"
@@ -150,7 +150,7 @@ class EventDedupe:
         index = index[valid]
         if not len(index):
             return judged
-        hi, lo = digests(eids.drop_null().to_pylist())
+        hi, lo = array_digests(eids.drop_null())
         ms = np.asarray(raw.timestamps_ms, dtype=np.int64)[index]
         found, first, seq = part.store.find(hi, lo)
         window = self.window_ms

@@ -20,21 +20,80 @@ taken order, no longer held."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 #: the most ids one run holds (a run is freed when all of its ids are evicted: at most
 #: this many evicted ids are still in memory)
 RUN_MAX = 1 << 18
 
 _I32 = (1 << 31) - 1
+_NO_DATA = pa.py_buffer(b"")  # the data buffer of an array of empty strings
 
 
-def digests(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The BLAKE2b-128 digest of each id (UTF-8) as its high and low ``uint64`` words."""
-    blake = hashlib.blake2b
-    buf = b"".join([blake(e.encode(), digest_size=16).digest() for e in ids])
+DIGESTERS = ("native", "python")
+
+
+def digester(choice: str | None = None) -> str:
+    """Which code computes the digests: ``choice``, else ``$OBSFLOW_DECODER``, else
+    ``native``; ``native`` only when the extension is installed and has ``id_digests``
+    (an older build has not), else ``python``. Both give the same words for every id.
+    ``ValueError`` names a value that is neither."""
+    choice = choice or os.environ.get("OBSFLOW_DECODER") or "native"
+    if choice not in DIGESTERS:
+        raise ValueError(f"digester: expected one of {', '.join(DIGESTERS)}, got {choice!r}")
+    return "native" if choice == "native" and _native() is not None else "python"
+
+
+def _native():
+    try:
+        import obsflow_native
+    except ImportError:
+        return None
+    return getattr(obsflow_native, "id_digests", None)
+
+
+def _native_arrow():
+    try:
+        import obsflow_native
+    except ImportError:
+        return None
+    return getattr(obsflow_native, "id_digests_arrow", None)
+
+
+def array_digests(ids: pa.Array | pa.ChunkedArray, choice: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`digests` of the values of a ``string`` array without nulls, read from its
+    buffers by the native extension (no Python ``str`` made), else from ``to_pylist()``.
+    ``ValueError`` when the array holds a null."""
+    if ids.null_count:
+        raise ValueError("array_digests: the ids hold a null (drop them first)")
+    native = _native_arrow() if digester(choice) == "native" else None
+    if native is None or not pa.types.is_string(ids.type):
+        return digests(ids.to_pylist(), choice)
+    chunks = ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]
+    parts = []
+    for c in chunks:
+        _validity, offsets, data = c.buffers()
+        parts.append(
+            np.frombuffer(native(offsets, data if data is not None else _NO_DATA, c.offset, len(c)), dtype="<u8")
+        )
+    words = (np.concatenate(parts) if parts else np.empty(0, dtype="<u8")).reshape(-1, 2)
+    return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
+
+
+def digests(ids: list[str], choice: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The BLAKE2b-128 digest of each id (UTF-8) as its high and low ``uint64`` words:
+    ``hashlib.blake2b(id.encode(), digest_size=16)``'s bytes 0-7 and 8-15, little-endian,
+    whichever :func:`digester` computes them (``UnicodeEncodeError`` for an id with a lone
+    surrogate, either way)."""
+    if digester(choice) == "native":
+        buf: bytes | memoryview = memoryview(_native()(ids))
+    else:
+        blake = hashlib.blake2b
+        buf = b"".join([blake(e.encode(), digest_size=16).digest() for e in ids])
     words = np.frombuffer(buf, dtype="<u8").reshape(-1, 2)
     return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
 

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 pub mod avro;
+pub mod digest;
 mod direct;
 pub mod json;
 pub mod metrics;

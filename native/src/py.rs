@@ -294,6 +294,49 @@ fn decode_avro(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, col
     Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
 }
 
+/// The BLAKE2b-128 digest of each id (a list of `str`, hashed as UTF-8) as two
+/// little-endian `uint64` words, `[hi0, lo0, hi1, lo1, ...]`: byte for byte
+/// `hashlib.blake2b(id.encode(), digest_size=16).digest()` (transforms/dedupe_store.py).
+/// A `str` that is not encodable as UTF-8 (a lone surrogate) raises `UnicodeEncodeError`.
+#[pyfunction]
+fn id_digests(py: Python<'_>, ids: &Bound<'_, PyList>) -> PyResult<Buf> {
+    let owned: Vec<Bound<'_, pyo3::types::PyString>> = ids.iter().map(|v| v.downcast_into().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+    let texts: Vec<&str> = owned.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+    let words = py.allow_threads(|| crate::digest::digests(texts.iter().map(|t| t.as_bytes())));
+    Ok(Buf { data: words.iter().flat_map(|w| w.to_le_bytes()).collect() })
+}
+
+/// [`id_digests`] of the values `offset .. offset + length` of an Arrow `string` array,
+/// given its offsets (`int32`) and data buffers (validity is not read: nulls are the caller's
+/// to drop first). `ValueError` when an offset is out of the buffers' bounds.
+#[pyfunction]
+fn id_digests_arrow(py: Python<'_>, offsets: pyo3::buffer::PyBuffer<i8>, data: pyo3::buffer::PyBuffer<i8>, offset: usize, length: usize)
+    -> PyResult<Buf> {
+    fn bytes(b: &pyo3::buffer::PyBuffer<i8>) -> PyResult<&[u8]> {
+        if !b.is_c_contiguous() {
+            return Err(PyValueError::new_err("id_digests_arrow: a buffer is not contiguous"));
+        }
+        // SAFETY: the buffer is held (`b`) for the borrow's lifetime and is contiguous bytes
+        Ok(unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()) })
+    }
+    let (offs, text) = (bytes(&offsets)?, bytes(&data)?);
+    let end = offset.checked_add(length).and_then(|n| n.checked_add(1)).and_then(|n| n.checked_mul(4));
+    if end.is_none_or(|e| e > offs.len()) {
+        return Err(PyValueError::new_err("id_digests_arrow: the offsets buffer is shorter than the array"));
+    }
+    let at = |i: usize| i32::from_le_bytes(offs[4 * i..4 * i + 4].try_into().unwrap());
+    let mut ids = Vec::with_capacity(length);
+    for i in offset..offset + length {
+        let (s, e) = (at(i), at(i + 1));
+        match (usize::try_from(s), usize::try_from(e)) {
+            (Ok(s), Ok(e)) if s <= e && e <= text.len() => ids.push(&text[s..e]),
+            _ => return Err(PyValueError::new_err(format!("id_digests_arrow: value {i} has offsets {s}..{e} outside the data"))),
+        }
+    }
+    let words = py.allow_threads(|| crate::digest::digests(ids.iter().copied()));
+    Ok(Buf { data: words.iter().flat_map(|w| w.to_le_bytes()).collect() })
+}
+
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
@@ -307,6 +350,8 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
     m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_avro, m)?)?;
+    m.add_function(wrap_pyfunction!(id_digests, m)?)?;
+    m.add_function(wrap_pyfunction!(id_digests_arrow, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
