@@ -85,6 +85,8 @@ CARD_CANDIDATE = r"\d(?:[ \-]?\d){12,18}"
 CARD_HINT = r"\d(?:[ \-]?\d){12}"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
+#: ``IPV4_STRICT`` with its group named, for ``pc.extract_regex``
+IPV4_FIRST3 = rf"^(?P<first3>{_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
 IPV4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
 REDACTED = "[REDACTED]"
@@ -554,11 +556,16 @@ class Scrubber:
 
     def _anonymize(self, col: pa.Array) -> pa.Array:
         if self.privacy.ipv4_prefix == 24:
-            is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
-            fast = pc.if_else(
-                is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string())
-            )
-            rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
+            if self.hotpath == "native":  # one RE2 pass: the first three octets, null where no IPv4
+                first3 = pc.extract_regex(col, IPV4_FIRST3)
+                fast = pc.binary_join_element_wise(pc.struct_field(first3, [0]), ".0", "")
+                rest = pc.and_(pc.is_null(first3), pc.is_valid(col))
+            else:
+                is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
+                fast = pc.if_else(
+                    is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string())
+                )
+                rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
             if not pc.any(rest).as_py():
                 return fast
             return pc.replace_with_mask(fast, rest, self._anonymize_each(col.filter(rest)))

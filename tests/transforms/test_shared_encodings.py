@@ -62,3 +62,24 @@ def test_enricher_reuses_the_scrubbers_encodings_with_the_same_rows():
     assert ref.encodings.reused == 0
     assert b.table.equals(ref.table)
     assert b.rejects.details == ref.rejects.details == ["client_ip: not an IPv4 or IPv6 address: not-an-ip"]
+
+
+def test_ipv4_anonymized_in_one_pass_as_the_reference():
+    ips = ["81.2.69.160", "1.2.3.0", "01.2.3.4", "256.1.1.1", "1.2.3.4\n", "", "::1", "2001:db8::7", "bad", None]
+    col = pa.array(ips * 3)
+    native = Scrubber("event", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY), hotpath="native")
+    ref = Scrubber("event", ScrubStep(kind="scrub"), PrivacySpec(pseudonym_key=KEY), hotpath="python")
+    for sl in (col, col.slice(3, 12), col.slice(9, 1), col.slice(0, 0)):
+        assert native._anonymize(sl).equals(ref._anonymize(sl))
+    assert native._anonymize(col.slice(0, 10)).to_pylist() == [
+        "81.2.69.0",
+        "1.2.3.0",
+        None,
+        None,
+        None,
+        None,
+        "::",
+        "2001:db8::",
+        None,
+        None,
+    ]
