@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from core.encodings import Encodings
+
 INDEX = "_i"
 #: problems named in one reject's detail at most (see :meth:`Batch.defer_drops`)
 MAX_PROBLEMS = 10
@@ -158,6 +160,8 @@ class Batch:
     items_in: list[int] | None = None
     #: per-item codecs: the bytes of item ``item`` of record ``index`` (for its dead letter)
     item_raw: Callable[[int, int], bytes] | None = None
+    #: dictionary encodings of the table's columns, shared by the steps (scrub, enrich)
+    encodings: Encodings = field(default_factory=Encodings)
 
     def defer_drops(self) -> None:
         """From now on, rejected rows are recorded but stay in the table (so several

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.encodings import one_array
 from transforms.lookups import GeoLookup, UserAgentLookup
 
 if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
@@ -48,9 +49,16 @@ class Enricher:
         self._ua = UserAgentLookup(step.cache_size) if step.user_agent and signal == "event" else None
 
     def __call__(self, batch):
+        """The batch with the enrichment columns added, its bad addresses rejected. The
+        dictionary encodings are the batch's shared ones (:class:`core.encodings.Encodings`):
+        the user agents are encoded before the rejects, and their codes filtered with the rows."""
         t = batch.table
+        ua = None
+        if self._ua is not None and "user_agent" in t.column_names:
+            ua = batch.encodings.dictionary_encode(one_array(t.column("user_agent")))
+            ua_indices = ua.indices
         if self._geo is not None and "client_ip" in t.column_names:
-            enc = pc.dictionary_encode(t.column("client_ip").combine_chunks())
+            enc = batch.encodings.dictionary_encode(one_array(t.column("client_ip")))
             uniq = enc.dictionary.to_pylist()
             geos = self._geo.lookup_many(uniq)
             indices = enc.indices
@@ -62,14 +70,16 @@ class Enricher:
                 batch.reject_mask(bad, "enrichment_failure", details)
                 t = batch.table
                 if t.num_rows != before:  # the rows kept are the unmasked ones, in order
-                    indices = indices.filter(pc.invert(bad.fill_null(False)))
+                    kept = pc.invert(bad.fill_null(False))
+                    indices = indices.filter(kept)
+                    if ua is not None:
+                        ua_indices = ua_indices.filter(kept)
             t = t.append_column("geo_country", pa.array([g.country for g in geos], pa.string()).take(indices))
             t = t.append_column("geo_city", pa.array([g.city for g in geos], pa.string()).take(indices))
-        if self._ua is not None and "user_agent" in t.column_names:
-            enc = pc.dictionary_encode(t.column("user_agent").combine_chunks())
-            devs = [self._ua.lookup(u) for u in enc.dictionary.to_pylist()]
+        if ua is not None and self._ua is not None:
+            devs = [self._ua.lookup(u) for u in ua.dictionary.to_pylist()]
             for name in ("device", "browser", "browser_version", "os", "os_version"):
-                t = t.append_column(name, pa.array([getattr(d, name) for d in devs], pa.string()).take(enc.indices))
+                t = t.append_column(name, pa.array([getattr(d, name) for d in devs], pa.string()).take(ua_indices))
         if self.step.service_metadata and self.signal == "log" and self.services:
             enc = pc.dictionary_encode(t.column("service").combine_chunks())
             metas = [self.services.get(s) for s in enc.dictionary.to_pylist()]

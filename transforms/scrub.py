@@ -44,12 +44,14 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.encodings import one_array
 from core.errors import ConfigurationError
 
 try:  # the compiled prefilter (native/src/scrub.rs); the hint regex stands in without it
@@ -84,6 +86,8 @@ CARD_CANDIDATE = r"\d(?:[ \-]?\d){12,18}"
 CARD_HINT = r"\d(?:[ \-]?\d){12}"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_STRICT = rf"^({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
+#: ``IPV4_STRICT`` with its group named, for ``pc.extract_regex``
+IPV4_FIRST3 = rf"^(?P<first3>{_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}$"
 API_KEY_HINT = r"(?i)key|secret|token|passw|sk_|pk_|rk_|AKIA|gh[pousr]_|xox|AIza"
 IPV4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
 REDACTED = "[REDACTED]"
@@ -117,6 +121,15 @@ _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 HOTPATHS = ("native", "python")
+#: a dictionary encoding of a string array (``pc.dictionary_encode`` or a shared one)
+Encode = Callable[[pa.Array], pa.DictionaryArray]
+
+
+def _combined(col):
+    """The reference's one array: the chunks concatenated (a copy even of one chunk)."""
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
 #: distinct scrubbed values (and pseudonyms) kept per scrubber; a full cache empties itself
 CACHE_SIZE = 100_000
 
@@ -439,19 +452,21 @@ class Scrubber:
 
     # -- free text ---------------------------------------------------------------------
 
-    def scrub_text(self, col, distinct_first: bool = True):
+    def scrub_text(self, col, distinct_first: bool = True, encode: Encode = pc.dictionary_encode):
         """Replace personal data in one string column (placeholders).
 
         One RE2 pass finds the values that may hold anything (most hold nothing); only
         those are rewritten, pattern by pattern. With ``distinct_first`` (free text:
         pages, targets and repeated messages collapse a lot) that pass runs once per
-        distinct value; without (identifiers, nearly all distinct) over the column."""
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        distinct value; without (identifiers, nearly all distinct) over the column.
+        ``encode`` (the ``native`` path): the dictionary encoding, e.g. a batch's shared
+        one (:class:`core.encodings.Encodings`); it must equal ``pc.dictionary_encode``."""
+        col = one_array(col) if self.hotpath == "native" else _combined(col)
         if len(col) == 0 or col.null_count == len(col) or self._any_hint is None:
             return col
         if self.hotpath == "native":
             if distinct_first:
-                enc = pc.dictionary_encode(col)
+                enc = encode(col)
                 if len(enc.dictionary) < len(col):
                     d = enc.dictionary
                     new = self._scrub_prefiltered(d)
@@ -612,23 +627,29 @@ class Scrubber:
             uniq = [None if u is None else pseudonym(u) for u in enc.dictionary.to_pylist()]
         return pa.array(uniq, pa.string()).take(enc.indices)
 
-    def anonymize_ip(self, col) -> pa.Array:
+    def anonymize_ip(self, col, encode: Encode = pc.dictionary_encode) -> pa.Array:
         """Network address of each IP: IPv4 columnar (for a /24), everything else once per
         distinct value with ``ipaddress``. Values that are not IPs become null
-        (enrichment decides whether that rejects the record)."""
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        enc = pc.dictionary_encode(col)
+        (enrichment decides whether that rejects the record). ``encode``: as in
+        :meth:`scrub_text`."""
+        col = one_array(col) if self.hotpath == "native" else _combined(col)
+        enc = encode(col)
         if len(enc.dictionary) < len(col):
             return self._anonymize(enc.dictionary).take(enc.indices)
         return self._anonymize(col)
 
     def _anonymize(self, col: pa.Array) -> pa.Array:
         if self.privacy.ipv4_prefix == 24:
-            is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
-            fast = pc.if_else(
-                is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string())
-            )
-            rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
+            if self.hotpath == "native":  # one RE2 pass: the first three octets, null where no IPv4
+                first3 = pc.extract_regex(col, IPV4_FIRST3)
+                fast = pc.binary_join_element_wise(pc.struct_field(first3, [0]), ".0", "")
+                rest = pc.and_(pc.is_null(first3), pc.is_valid(col))
+            else:
+                is_v4 = pc.match_substring_regex(col, IPV4_STRICT).fill_null(False)
+                fast = pc.if_else(
+                    is_v4, pc.replace_substring_regex(col, IPV4_STRICT, r"\1.0"), pa.scalar(None, pa.string())
+                )
+                rest = pc.and_(pc.invert(is_v4), pc.is_valid(col))
             if not pc.any(rest).as_py():
                 return fast
             return pc.replace_with_mask(fast, rest, self._anonymize_each(col.filter(rest)))
@@ -793,25 +814,32 @@ class Scrubber:
 
     # -- a batch --------------------------------------------------------------------------
 
-    def scrub_table(self, t: pa.Table) -> pa.Table:
-        """Every string and map column of ``t`` scrubbed per its role (see the module doc)."""
+    def scrub_table(self, t: pa.Table, encode: Encode = pc.dictionary_encode) -> pa.Table:
+        """Every string and map column of ``t`` scrubbed per its role (see the module doc).
+        ``encode``: as in :meth:`scrub_text`."""
         for i, f in enumerate(t.schema):
             if f.name in EXEMPT_COLUMNS:
                 continue
             if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-                fn = self.scrub_identifier if f.name in IDENTIFIER_COLUMNS else self.scrub_text
+                if f.name in IDENTIFIER_COLUMNS:
+                    new = self.scrub_identifier(t.column(i))
+                else:
+                    new = self.scrub_text(t.column(i), encode=encode)
             elif pa.types.is_map(f.type):
-                fn = self.scrub_map
+                new = self.scrub_map(t.column(i))
             else:
                 continue
-            t = t.set_column(i, f.name, fn(t.column(i)))
+            t = t.set_column(i, f.name, new)
         return t
 
     def __call__(self, batch):
-        t = self.scrub_table(batch.table)
+        """Scrub ``batch`` in place. On the ``native`` path the dictionary encodings are
+        the batch's shared ones (the enricher reuses those of unchanged columns)."""
+        encode = batch.encodings.dictionary_encode if self.hotpath == "native" else pc.dictionary_encode
+        t = self.scrub_table(batch.table, encode)
         if self.step.pseudonymize_users and "user_id" in t.column_names and self.key is not None:
             t = t.append_column("user_pseudonym", self.pseudonymize(t.column("user_id")))
         if self.step.anonymize_ip and "client_ip" in t.column_names:
-            t = t.append_column("client_ip_anon", self.anonymize_ip(t.column("client_ip")))
+            t = t.append_column("client_ip_anon", self.anonymize_ip(t.column("client_ip"), encode))
         batch.table = t
         return batch
