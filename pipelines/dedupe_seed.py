@@ -61,14 +61,20 @@ class TableSeed:
             except _TRANSIENT as e:
                 outages += 1
                 self._catalog = None
-                if time.monotonic() > deadline:
+                giving_up = time.monotonic() > deadline
+                log.warning(
+                    "dedupe: reading %s failed (%s)%s",
+                    self.table,
+                    type(e).__name__,
+                    ", giving up" if giving_up else ", retrying",
+                )
+                if giving_up:
                     detail = redact(str(e), catalog_properties(self.spec.storage))[:200]
                     raise StorageUnavailable(
                         f"cannot read the event ids of {topic}:{partition} from "
                         f"{self.spec.storage.namespace}.{self.table} for the dedupe: storage or catalog "
                         f"unavailable for {retry_s:.0f}s ({type(e).__name__}: {detail})"
                     ) from None
-                log.warning("dedupe: reading %s failed (%s), retrying", self.table, type(e).__name__)
                 time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
 
     def _read(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
