@@ -262,26 +262,7 @@ mod tests {
                 _ => {
                     run = 0;
                     prev_digit = false;
-                    // every word is 3 bytes or longer: its first two bytes (lower-cased) must be a known pair
-                    match v.get(k + 1) {
-                        Some(&next) if PAIRS[(((b | 0x20) as usize) << 8) | (next | 0x20) as usize] => {}
-                        _ => continue,
-                    }
-                    let rest = &v[k..];
-                    let hit = match b | 0x20 {
-                        b'e' => starts(rest, b"earer") || starts(rest, b"eyj"),
-                        b'k' => starts(rest, b"key"),
-                        b's' => starts(rest, b"secret") || starts(rest, b"sk_"),
-                        b't' => starts(rest, b"token"),
-                        b'p' => starts(rest, b"passw") || starts(rest, b"pk_"),
-                        b'r' => starts(rest, b"rk_"),
-                        b'a' => starts(rest, b"akia") || starts(rest, b"aiza"),
-                        b'x' => starts(rest, b"xox"),
-                        b'g' => rest.len() >= 4 && rest[1] | 0x20 == b'h'
-                            && matches!(rest[2] | 0x20, b'p' | b'o' | b'u' | b's' | b'r') && rest[3] == b'_',
-                        _ => starts(rest, b"%40"),
-                    };
-                    if hit {
+                    if super::word_at(v, k) {
                         return true;
                     }
                 }

@@ -440,3 +440,18 @@ def mutate(value: bytes, other: bytes, signal: str, codec: str, rng: random.Rand
     if kind == "proto":
         return protobuf_structure(value, rng)
     return otlp_bounds(value, signal, codec, rng)
+
+
+def corpus_batches(signal: str, codec: str, rng_name: str):
+    """Batches of the corpus's ``signal`` seeds in ``codec``, about half of them mutated
+    (:func:`mutate`), 4 batches each of 1, 2, 7, 60 and 200 records, seeded by ``rng_name``:
+    what the compiled decoders' parity tests replay against their Python references."""
+    good = [s.value for s in seeds(signal, codec, 24)]
+    rng = random.Random(rng_name)
+    for size in (1, 2, 7, 60, 200):
+        for _ in range(4):
+            batch = []
+            for _ in range(size):
+                a, b = rng.choice(good), rng.choice(good)
+                batch.append(a if rng.random() < 0.5 else mutate(a, b, signal, codec, rng))
+            yield batch
