@@ -13,14 +13,19 @@ import datetime as dt
 import logging
 import time
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
+_NO_ROWS = pa.table({"event_id": pa.array([], pa.string()), "ms": pa.array([], pa.int64())})
+
 
 class TableSeed:
-    """``(topic, partition, before_offset, since_ms) -> [(event_id, record time ms)]`` in
-    offset order, read from ``table`` (its rows with that ``source_topic`` /
+    """``(topic, partition, before_offset, since_ms) -> table`` of ``event_id`` (no nulls)
+    and ``ms`` (record time in milliseconds), in offset order, read from ``table`` (its rows with that ``source_topic`` /
     ``source_partition``, ``source_offset < before_offset`` and ``ingested_at >=
     since_ms``). No table (or no warehouse) yet: no ids. Pickles without its catalog."""
 
@@ -44,7 +49,7 @@ class TableSeed:
         except (NoWarehouseError, NoSuchTableError, NoSuchNamespaceError):
             return None
 
-    def __call__(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
+    def __call__(self, topic: str, partition: int, before_offset: int, since_ms: int) -> pa.Table:
         """The ids, read like a commit writes: a storage or catalog outage is retried for
         ``storage.commit.retry_seconds``, then raises :class:`sinks.iceberg.StorageUnavailable`
         naming the table and the cause (credentials redacted). The dedupe cannot be exact
@@ -77,12 +82,12 @@ class TableSeed:
                     ) from None
                 time.sleep(min(0.2 * 2 ** min(outages, 5), 5.0))
 
-    def _read(self, topic: str, partition: int, before_offset: int, since_ms: int) -> list[tuple[str, int]]:
+    def _read(self, topic: str, partition: int, before_offset: int, since_ms: int) -> pa.Table:
         from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
         table = self._load()
         if table is None or table.current_snapshot() is None:
-            return []
+            return _NO_ROWS
         rows = table.scan(
             row_filter=And(
                 EqualTo(term="source_topic", value=topic),
@@ -94,10 +99,11 @@ class TableSeed:
             ),
             selected_fields=("event_id", "ingested_at", "source_offset"),
         ).to_arrow()
+        rows = rows.filter(pc.is_valid(rows.column("event_id")))
         if not rows.num_rows:
-            return []
+            return _NO_ROWS
         rows = rows.sort_by([("source_offset", "ascending")])
-        ms = rows.column("ingested_at").cast("int64").to_pylist()  # microseconds since the epoch
-        out = [(e, m // 1000) for e, m in zip(rows.column("event_id").to_pylist(), ms) if e is not None]
-        log.info("dedupe: %d event ids of %s:%d seeded from %s", len(out), topic, partition, self.table)
+        us = rows.column("ingested_at").cast(pa.int64()).to_numpy()  # microseconds since the epoch
+        out = pa.table({"event_id": rows.column("event_id").cast(pa.string()), "ms": pa.array(us // 1000)})
+        log.info("dedupe: %d event ids of %s:%d seeded from %s", out.num_rows, topic, partition, self.table)
         return out

@@ -41,14 +41,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.batch import INDEX, RawBatch
-from transforms.dedupe_store import IdStore, array_digests, digests
+from transforms.dedupe_store import IdStore, array_digests
 
 #: the reason a duplicate is counted under (``FlowOutput.dropped_by_reason``)
 DUPLICATE = "duplicate"
 
-#: ``(topic, partition, before_offset, since_ms) -> [(event_id, record time ms)]`` in offset
-#: order: the first copies the table holds of that partition below ``before_offset``
-Seed = Callable[[str, int, int, int], list[tuple[str, int]]]
+#: ``(topic, partition, before_offset, since_ms) -> table`` of the first copies the table
+#: holds of that partition below ``before_offset``, in offset order: columns ``event_id``
+#: (``string``, no nulls) and ``ms`` (``int64``, the record time in milliseconds)
+Seed = Callable[[str, int, int, int], pa.Table]
 
 _NONE = np.zeros(0, dtype=np.uint64)
 
@@ -116,9 +117,9 @@ class EventDedupe:
         if self.seed is not None:
             since = min(raw.timestamps_ms) - self.window_ms
             rows = self.seed(raw.topic, raw.partition, first, since)
-            if rows:
-                hi, lo = digests([e for e, _ in rows])
-                ms = np.fromiter((m for _, m in rows), dtype=np.int64, count=len(rows))
+            if rows.num_rows:
+                hi, lo = array_digests(rows.column("event_id"))
+                ms = rows.column("ms").to_numpy().astype(np.int64, copy=False)
                 # the rows of one envelope (one per interaction) are one id taken
                 new = np.ones(len(rows), dtype=bool)
                 new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (ms[1:] != ms[:-1])

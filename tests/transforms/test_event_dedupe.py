@@ -10,6 +10,14 @@ import pyarrow as pa
 from core.batch import INDEX, RawBatch
 from transforms.dedupe import EventDedupe
 
+
+def seed_rows(rows: list[tuple[str, int]]) -> pa.Table:
+    """A seed's answer (``transforms.dedupe.Seed``) holding ``(event_id, ms)`` rows."""
+    return pa.table(
+        {"event_id": pa.array([e for e, _ in rows], pa.string()), "ms": pa.array([m for _, m in rows], pa.int64())}
+    )
+
+
 MIN = 60_000
 
 
@@ -78,7 +86,7 @@ def test_a_batch_that_does_not_follow_is_seeded_from_the_table():
 
     def seed(topic, partition, before, since):
         seeded.append((topic, partition, before, since))
-        return [("a", 0), ("b", 0)]  # the table's first copies below `before`
+        return seed_rows([("a", 0), ("b", 0)])  # the table's first copies below `before`
 
     d = EventDedupe(10 * MIN, 1000, seed)
     assert take(d, *batch(["a", "c"], [10, 11], [MIN, MIN], read_from=10)) == (1, [1])

@@ -13,6 +13,7 @@ import pytest
 
 import transforms.dedupe_store as store
 from core.batch import INDEX, RawBatch
+from tests.transforms.test_event_dedupe import seed_rows
 from transforms.dedupe import EventDedupe
 
 MIN = 60_000
@@ -115,7 +116,7 @@ def test_a_seed_keeps_the_later_copy_of_an_id_the_table_holds_twice():
     the second; after it, seeded from the table, it still is."""
 
     def seed(topic, partition, before, since):
-        return [("a", 0), ("a", 0), ("b", 5 * MIN), ("a", 11 * MIN), ("a", 11 * MIN)]  # 2 rows an envelope
+        return seed_rows([("a", 0), ("a", 0), ("b", 5 * MIN), ("a", 11 * MIN), ("a", 11 * MIN)])  # 2 rows an envelope
 
     live = EventDedupe(10 * MIN, 1000)
     first = RawBatch("events", "ev", 0, [b"{}"] * 3, [0, 1, 2], [0, 5 * MIN, 11 * MIN])
@@ -135,7 +136,7 @@ def test_a_large_seed_is_held_in_runs_that_eviction_frees(monkeypatch):
     """The arrays kept for a partition seeded with many ids stay within ``max_ids`` plus one
     run of evicted ids: a seed is cut into runs of at most ``RUN_MAX`` ids."""
     monkeypatch.setattr(store, "RUN_MAX", 16)
-    rows = [(f"s{k}", k) for k in range(100)]
+    rows = seed_rows([(f"s{k}", k) for k in range(100)])
     d = EventDedupe(10 * MIN, 30, lambda *a: rows)
     raw = RawBatch("events", "ev", 0, [b"{}"], [100], [100], read_from=100)
     d.prepare(raw)
