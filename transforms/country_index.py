@@ -9,7 +9,8 @@ data file: the arrays are written under ``$OBSFLOW_CACHE/geo`` (default
 :data:`FORMAT`, with a JSON sidecar holding the country codes and
 a CRC-32 of the array and the codes. A later process memory-maps the array instead of loading
 ``geoip2fast`` at all; a file that is missing, truncated, of another shape or whose CRC or
-order does not check is rebuilt from the data and written again, never trusted. When the
+order does not check is rebuilt from the data and written again, never trusted. After a
+rebuild, the pairs of other data files or formats are deleted (:func:`prune`). When the
 cache directory cannot be written, the arrays are built in memory (same answers).
 
 :func:`geoip2fast_instance` loads ``geoip2fast`` itself (for the rare lookups the arrays do
@@ -23,6 +24,7 @@ import json
 import os
 import socket
 import threading
+import time
 import zlib
 from bisect import bisect_right
 from itertools import chain, islice
@@ -36,6 +38,8 @@ FORMAT = 1
 _V4_LIMIT = 1 << 32
 _NO_COUNTRY = ("", "--")
 _PRIVATE_IDS = 16  # geoip2fast: country ids below 16 are private and reserved networks
+#: a temporary file older than this was left by a writer that died (a write takes well under a second)
+STALE_TMP_SECONDS = 3600
 _lock = threading.RLock()
 _shared: dict[str, Any] = {}
 
@@ -210,9 +214,36 @@ def load(directory: Path | None = None) -> CountryIndex:
     table, codes, has_v6 = build(g2f)
     try:
         _write(directory, npy, meta_path, table, codes, has_v6)
+        prune(directory, key)
     except OSError:
         pass
     return CountryIndex(table, codes, has_v6)
+
+
+def prune(directory: Path, key: str) -> list[Path]:
+    """Deletes the cache pairs of other data files or formats in ``directory`` (written by
+    an earlier ``geoip2fast`` or :data:`FORMAT`: never read again) and temporary files that
+    a writer left more than :data:`STALE_TMP_SECONDS` ago; keeps ``key``'s pair and other
+    files. A process that has an old array memory-mapped keeps reading it (the file is
+    unlinked, not truncated). Returns the paths deleted; a file that cannot be deleted is
+    skipped."""
+    gone = []
+    now = time.time()
+    for path in directory.iterdir():
+        name = path.name
+        stale_pair = name.startswith("countries-v") and path.suffix in (".npy", ".json") and path.stem != key
+        try:
+            stale_tmp = (
+                name.startswith(".countries-v")
+                and name.endswith(".tmp")
+                and now - path.stat().st_mtime > STALE_TMP_SECONDS
+            )
+            if stale_pair or stale_tmp:
+                path.unlink()
+                gone.append(path)
+        except OSError:
+            continue
+    return gone
 
 
 def shared() -> CountryIndex:

@@ -200,3 +200,30 @@ def test_ipv6_country_from_the_index_agrees_with_geoip2fast(g2f):
     assert [index.country_v6(ip) for ip in ips] == want
     assert sum(1 for c in want if c) > 100  # ::a.b.c.d reaches real countries
     assert index.country_v6("fe80::1%eth0") is None and index.country_v6("not an ip") is None
+
+
+def test_a_rebuild_deletes_the_pairs_of_other_data_files_and_stale_temporaries(tmp_path, g2f):
+    """The pairs of an earlier data file or format are never read again: a rebuild deletes
+    them, and temporary files a dead writer left an hour ago; it keeps its own pair and
+    files that are not the index's."""
+    from transforms import country_index
+
+    old = [
+        tmp_path / "countries-v0-0123456789abcdef0123456789abcdef.npy",
+        tmp_path / "countries-v0-0123456789abcdef0123456789abcdef.json",
+    ]
+    other_data = [
+        tmp_path / "countries-v1-fedcba9876543210fedcba9876543210.npy",
+        tmp_path / "countries-v1-fedcba9876543210fedcba9876543210.json",
+    ]
+    stale = tmp_path / ".countries-v1-x.npy.123.456.tmp"
+    fresh_tmp = tmp_path / ".countries-v1-x.json.789.1.tmp"  # a writer at work right now
+    unrelated = tmp_path / "README"
+    for f in [*old, *other_data, stale, fresh_tmp, unrelated]:
+        f.write_bytes(b"x")
+    hour_ago = os.path.getmtime(stale) - country_index.STALE_TMP_SECONDS - 5
+    os.utime(stale, (hour_ago, hour_ago))
+    country_index.load(tmp_path)
+    key = country_index._file_key(country_index.data_file())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{key}.json", f"{key}.npy", fresh_tmp.name, "README"])
+    assert country_index.load(tmp_path) is not None  # the kept pair is read (no rebuild needed)
