@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +37,7 @@ def baseline_modules(rev: str, where: Path):
     out = []
     for name in ("json_codec", "otlp_codec"):
         spec = importlib.util.spec_from_file_location(f"baseline_{name}", where / "schemas" / "codecs" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         out.append(mod)
@@ -75,18 +77,18 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bj, bo = baseline_modules(args.baseline, Path(tmp))
-        cases = []
+        cases: list[tuple[str, list[bytes | None], Any, Any]] = []
         for signal in ("event", "log", "span", "metric"):
             vals = [
                 g.value for g in partition_stream(signal, signal, 0, 5000, start_ms=1_763_000_000_000, bad_fraction=0.0)
             ]
             cases.append((f"json {signal}, 5,000 records", vals, bj.JsonCodec(signal, 65536), JsonCodec(signal, 65536)))
         for signal in ("span", "log"):
-            vals = [s.value for s in seeds(signal, "otlp_proto", 60)] * 20
+            messages: list[bytes | None] = [*[s.value for s in seeds(signal, "otlp_proto", 60)] * 20]
             cases.append(
                 (
-                    f"otlp_proto {signal}, {len(vals):,} messages of 1-4 items",
-                    vals,
+                    f"otlp_proto {signal}, {len(messages):,} messages of 1-4 items",
+                    messages,
                     bo.OtlpCodec(signal, 1 << 20),
                     OtlpCodec(signal, 1 << 20),
                 )

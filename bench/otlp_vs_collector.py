@@ -74,7 +74,7 @@ def child(decoder: str, frames_path: str, batch_msgs: int) -> None:
             "bench",
             "otlp_spans",
             0,
-            msgs[i : i + batch_msgs],
+            [*msgs[i : i + batch_msgs]],
             list(range(i, i + len(msgs[i : i + batch_msgs]))),
             [0] * len(msgs[i : i + batch_msgs]),
         )

@@ -151,7 +151,7 @@ def main() -> int:
     if args.part:
         print(json.dumps(measure(args.part, args.records)))
         return 0
-    results = {}
+    results: dict[str, dict] = {}
     for part in ("json_decode", "transforms", "transforms_clean", "parquet_write", "bytewax", "beam"):
         out = subprocess.run(
             [sys.executable, __file__, "--part", part, "--records", str(args.records)],

@@ -59,10 +59,12 @@ def make_messages(n_traces: int, spt: int, per_msg: int, seed: int = 1) -> tuple
                         span_id=sid,
                         parent_span_id=parent,
                         name=OPS[(k + j) % len(OPS)],
-                        kind=2,
+                        kind=Span.SPAN_KIND_SERVER,
                         start_time_unix_nano=start,
                         end_time_unix_nano=start + int(rng.integers(100_000, 50_000_000)),
-                        status=Status(code=2 if (k % 50 == 0 and j == 1) else 0),
+                        status=Status(
+                            code=Status.STATUS_CODE_ERROR if (k % 50 == 0 and j == 1) else Status.STATUS_CODE_UNSET
+                        ),
                         attributes=[
                             kv("http.route", "/api/v1/items"),
                             kv("net.peer.name", "10.0.0.7"),
@@ -71,7 +73,7 @@ def make_messages(n_traces: int, spt: int, per_msg: int, seed: int = 1) -> tuple
                     ),
                 )
             )
-    msgs = []
+    msgs: list[bytes] = []
     for i in range(0, len(spans), per_msg):
         chunk = spans[i : i + per_msg]
         by_svc: dict[int, list] = {}
@@ -119,7 +121,7 @@ def main() -> None:
             "bench",
             "otlp_spans",
             0,
-            msgs[i : i + args.batch_msgs],
+            [*msgs[i : i + args.batch_msgs]],
             list(range(i, i + len(msgs[i : i + args.batch_msgs]))),
             [0] * len(msgs[i : i + args.batch_msgs]),
         )

@@ -69,6 +69,7 @@ def main() -> int:
         cwd=ROOT,
     )
     try:
+        assert proc.stdout is not None
         url = proc.stdout.readline().split()[2].rstrip("/")
         for _ in range(100):
             try:
@@ -109,9 +110,9 @@ def main() -> int:
         if tmp is not None:
             tmp.cleanup()
     print(f"{'panel':42} {'server (ms)':>12} {'cached (ms)':>12} {'bare DuckDB (ms)':>17} {'rows':>6}")
-    for name, cold, warm, bare, n in rows:
-        print(f"{name:42} {cold:12.1f} {warm:12.1f} {'' if bare is None else f'{bare:.1f}':>17} {n:6}")
-    if big_figures:
+    for name, cold_ms, warm_ms, bare_ms, n in rows:
+        print(f"{name:42} {cold_ms:12.1f} {warm_ms:12.1f} {'' if bare_ms is None else f'{bare_ms:.1f}':>17} {n:6}")
+    if big_figures and small_figures:
         for label, f in ((f"trace of {args.spans} spans", big_figures), ("a demo trace (baseline)", small_figures)):
             print(
                 f"\n{label} (best of {args.runs}): server {f[0]:.0f} ms for the page ({f[3]:.0f} kB); browser {f[1]:.0f} ms "
