@@ -116,6 +116,15 @@ class CollectSpec(_Model):
             "smaller transactions"
         ),
     )
+    commit_attempt_timeout: Duration = Field(
+        timedelta(seconds=1),
+        description=(
+            "transactions: longest wait of one commit attempt. An attempt that times out (or fails with a retriable "
+            "error) is retried while the request's request_timeout allows (librdkafka resumes the commit it began, so a "
+            "retry never commits twice); then the request gets 503 + Retry-After. Each retry is counted in "
+            "obsflow_collect_commit_retries"
+        ),
+    )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")
@@ -132,4 +141,6 @@ class CollectSpec(_Model):
             raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
+        if not (timedelta(milliseconds=50) <= self.commit_attempt_timeout <= timedelta(minutes=5)):
+            raise ValueError("commit_attempt_timeout must be between 50ms and 5m")
         return self
