@@ -269,6 +269,7 @@ class Door:
             transactional=self.cfg.transactions,
             writers=self.cfg.transaction_writers,
             commit_attempt_s=self.cfg.commit_attempt_timeout.total_seconds(),
+            linger_s=self.cfg.transaction_linger.total_seconds(),
         )
         self.metrics = _Metrics()
         self.producer.observe = self.metrics.phase

@@ -86,6 +86,7 @@ class DoorProducer:
         transactional: bool = False,
         writers: int = 1,
         commit_attempt_s: float = 1.0,
+        linger_s: float = 0.0,
     ):
         conf = {
             "bootstrap.servers": bootstrap,
@@ -112,6 +113,9 @@ class DoorProducer:
         self.commit_attempt_s = commit_attempt_s
         #: commit attempts retried (timed out or failed with a retriable error), since start
         self.commit_retries = 0
+        #: a writer woken for a request waits until it is this old before the transaction
+        #: begins (``collect.transaction_linger``): fewer, larger transactions
+        self.linger_s = linger_s
         self.writers: list[_TxnWriter] = []
         if transactional:
             conf.setdefault("transaction.timeout.ms", max(60000, int(str(conf["message.timeout.ms"]))))
@@ -311,6 +315,13 @@ class _TxnWriter:
             with self.door._txn_cv:
                 if not self.door._txn_queue:
                     self.door._txn_cv.wait(0.5)
+                first = self.door._txn_queue[0].queued if self.door._txn_queue else None
+            linger = self.door.linger_s
+            if first is not None and linger > 0:
+                wait = first + linger - time.perf_counter()
+                if wait > 0:  # the requests arriving meanwhile share this transaction
+                    time.sleep(wait)
+            with self.door._txn_cv:
                 batch = list(self.door._txn_queue)
                 self.door._txn_queue.clear()
             if not batch:

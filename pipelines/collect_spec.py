@@ -116,6 +116,14 @@ class CollectSpec(_Model):
             "smaller transactions"
         ),
     )
+    transaction_linger: Duration = Field(
+        timedelta(0),
+        description=(
+            "transactions: a writer woken for a request waits until that request is this old before it begins the "
+            "transaction, so the requests arriving meanwhile share it (fewer, larger transactions: less CPU a request, "
+            "at most this much more latency); 0s: begin at once"
+        ),
+    )
     commit_attempt_timeout: Duration = Field(
         timedelta(seconds=1),
         description=(
@@ -141,6 +149,8 @@ class CollectSpec(_Model):
             raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
+        if not (timedelta(0) <= self.transaction_linger <= timedelta(milliseconds=100)):
+            raise ValueError("transaction_linger must be between 0s and 100ms")
         if not (timedelta(milliseconds=50) <= self.commit_attempt_timeout <= timedelta(minutes=5)):
             raise ValueError("commit_attempt_timeout must be between 50ms and 5m")
         return self
