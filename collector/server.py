@@ -30,7 +30,9 @@ def granian_app():
     """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
     from collector.app import create_app
 
-    return create_app(_spec(os.environ[SPEC_ENV], None, None)).asgi
+    spec = _spec(os.environ[SPEC_ENV], None, None)
+    sys.setswitchinterval(spec.collect.switch_interval.total_seconds())
+    return create_app(spec).asgi
 
 
 def serve(
@@ -60,6 +62,9 @@ def serve(
 
     from collector.app import create_app
 
+    sys.setswitchinterval(
+        cfg.switch_interval.total_seconds()
+    )  # the writers' wait for the GIL (collect.switch_interval)
     door = create_app(spec)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -116,6 +116,14 @@ class CollectSpec(_Model):
             "smaller transactions"
         ),
     )
+    switch_interval: Duration = Field(
+        timedelta(milliseconds=5),
+        description=(
+            "the process's GIL switch interval (sys.setswitchinterval): how long a thread that wants the GIL waits "
+            "for the busy event loop to hand it over. Every step of a transaction (a writer woken, begin, commit "
+            "returned) waits up to this for the GIL, so it bounds what a busy loop adds to each; 5ms is Python's default"
+        ),
+    )
     transaction_linger: Duration = Field(
         timedelta(0),
         description=(
@@ -149,6 +157,8 @@ class CollectSpec(_Model):
             raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
+        if not (timedelta(microseconds=100) <= self.switch_interval <= timedelta(milliseconds=100)):
+            raise ValueError("switch_interval must be between 100us and 100ms")
         if not (timedelta(0) <= self.transaction_linger <= timedelta(milliseconds=100)):
             raise ValueError("transaction_linger must be between 0s and 100ms")
         if not (timedelta(milliseconds=50) <= self.commit_attempt_timeout <= timedelta(minutes=5)):
