@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 
+from pipelines.collect_spec import CollectSpec
 from pipelines.loader import load_spec
 
 SPEC_ENV = "OBSFLOW_COLLECT_SPEC"
@@ -31,8 +32,15 @@ def granian_app():
     from collector.app import create_app
 
     spec = _spec(os.environ[SPEC_ENV], None, None)
-    sys.setswitchinterval(spec.collect.switch_interval.total_seconds())
+    process_settings(spec.collect)
     return create_app(spec).asgi
+
+
+def process_settings(cfg: CollectSpec) -> None:
+    """Apply the process-wide settings of ``cfg`` to this process: the GIL switch interval
+    (``collect.switch_interval``: how long a writer thread waits for the busy event loop to
+    hand over the GIL at each step of a transaction)."""
+    sys.setswitchinterval(cfg.switch_interval.total_seconds())
 
 
 def serve(
@@ -62,9 +70,7 @@ def serve(
 
     from collector.app import create_app
 
-    sys.setswitchinterval(
-        cfg.switch_interval.total_seconds()
-    )  # the writers' wait for the GIL (collect.switch_interval)
+    process_settings(cfg)
     door = create_app(spec)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

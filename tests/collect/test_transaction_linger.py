@@ -49,3 +49,23 @@ def test_requests_within_the_linger_share_one_transaction(kafka_broker, kafka_to
         ]
     finally:
         door.close(5)
+
+
+def test_the_collector_process_gets_the_spec_switch_interval_and_linger():
+    """The defaults the latency bench chose (bench/README.md): the collector process's GIL
+    switch interval 0.5 ms (Python's own is 5 ms) and a 5 ms linger, applied by the server."""
+    import sys
+
+    from collector.server import process_settings
+    from pipelines.collect_spec import CollectSpec
+
+    cfg = CollectSpec()
+    assert cfg.transaction_linger.total_seconds() == 0.005
+    before = sys.getswitchinterval()
+    try:
+        process_settings(cfg)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        process_settings(CollectSpec(switch_interval="2ms"))
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
