@@ -123,7 +123,7 @@ class CollectSpec(_Model):
             "for the busy event loop to hand it over. Every step of a transaction (a writer woken, begin, commit "
             "returned) waits up to this for the GIL, so it bounds what a busy loop adds to each (Python's default is "
             "5ms; with 0.5ms and transaction_linger 5ms the open-loop p99 was lower than with Python's and no "
-            "linger in 6 of 6 same-run pairs, bench/README.md)"
+            "linger in 10 of 13 same-run pairs, bench/README.md)"
         ),
     )
     transaction_linger: Duration = Field(
