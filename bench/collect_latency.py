@@ -270,7 +270,7 @@ def main() -> int:
                 f"commit p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
             )
             continue
-        ph = " ".join(f"{k}={v[1]}ms(p99<={v[2]})" for k, v in r["phases"].items())
+        ph = " ".join(f"{k}={v[1]}ms(p99<={v[2]},n={v[0]})" for k, v in r["phases"].items())
         print(
             f"{r['variant']:<40} round {r['round']}: {r['requests']} {r['codes']} p50 {r['p50_ms']} ms "
             f"p99 {r['p99_ms']} ms, {r['cpu_us_per_request']} us CPU/request {r['threads_us_per_request']} {ph}"

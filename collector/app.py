@@ -183,6 +183,12 @@ class _Metrics:
         self.transactions = Gauge(
             "obsflow_collect_transactions_committed", "Kafka transactions committed since start", registry=r
         )
+        self.commit_retries = Gauge(
+            "obsflow_collect_commit_retries",
+            "transaction commit attempts retried since start (the attempt timed out, collect.commit_attempt_timeout, "
+            "or failed with a retriable error)",
+            registry=r,
+        )
         self.refused = Counter(
             "obsflow_collect_refused_requests_total",
             "requests answered without storing their data (the sender keeps it), by route and reason",
@@ -262,6 +268,8 @@ class Door:
             check_interval_s=self.cfg.ready_check_interval.total_seconds(),
             transactional=self.cfg.transactions,
             writers=self.cfg.transaction_writers,
+            commit_attempt_s=self.cfg.commit_attempt_timeout.total_seconds(),
+            linger_s=self.cfg.transaction_linger.total_seconds(),
         )
         self.metrics = _Metrics()
         self.producer.observe = self.metrics.phase
@@ -811,6 +819,7 @@ class Door:
         m.inflight_requests.set(self.inflight_requests)
         m.ready.set(1 if self.producer.ready and not self.draining else 0)
         m.transactions.set(self.producer.transactions)
+        m.commit_retries.set(self.producer.commit_retries)
         return Response(generate_latest(m.registry), media_type="text/plain; version=0.0.4")
 
 

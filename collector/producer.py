@@ -85,6 +85,8 @@ class DoorProducer:
         name: str = "collect",
         transactional: bool = False,
         writers: int = 1,
+        commit_attempt_s: float = 1.0,
+        linger_s: float = 0.0,
     ):
         conf = {
             "bootstrap.servers": bootstrap,
@@ -107,6 +109,13 @@ class DoorProducer:
         self._txn_queue: deque[_TxnRequest] = deque()
         self._txn_cv = threading.Condition()
         self.transactions = 0
+        #: longest wait of one ``commit_transaction`` attempt (``collect.commit_attempt_timeout``)
+        self.commit_attempt_s = commit_attempt_s
+        #: commit attempts retried (timed out or failed with a retriable error), since start
+        self.commit_retries = 0
+        #: a writer woken for a request waits until it is this old before the transaction
+        #: begins (``collect.transaction_linger``): fewer, larger transactions
+        self.linger_s = linger_s
         self.writers: list[_TxnWriter] = []
         if transactional:
             conf.setdefault("transaction.timeout.ms", max(60000, int(str(conf["message.timeout.ms"]))))
@@ -291,6 +300,7 @@ class _TxnWriter:
         self.conf = conf
         self.producer = Producer(conf)
         self._txn_ready = False
+        self._abort_pending = False
         self.thread = threading.Thread(target=self._txn_loop, name="collect-kafka-txn", daemon=True)
 
     def _txn_loop(self) -> None:
@@ -305,6 +315,13 @@ class _TxnWriter:
             with self.door._txn_cv:
                 if not self.door._txn_queue:
                     self.door._txn_cv.wait(0.5)
+                first = self.door._txn_queue[0].queued if self.door._txn_queue else None
+            linger = self.door.linger_s
+            if first is not None and linger > 0:
+                wait = first + linger - time.perf_counter()
+                if wait > 0:  # the requests arriving meanwhile share this transaction
+                    time.sleep(wait)
+            with self.door._txn_cv:
                 batch = list(self.door._txn_queue)
                 self.door._txn_queue.clear()
             if not batch:
@@ -318,6 +335,7 @@ class _TxnWriter:
             if not live:
                 continue
             _settle_all(live, self._commit(live, min(t.deadline for t in live) - now), self.door.note)
+            self._finish_abort()  # after the answers: a broker that does not answer delays no 503
 
     def _commit(self, batch: list[_TxnRequest], budget_s: float) -> str | None:
         """Write ``batch`` in one transaction; None when it committed, else why not (then it
@@ -334,7 +352,7 @@ class _TxnWriter:
         except KafkaException as e:
             self._reset(e.args[0])
             return f"transactions unavailable: {e.args[0].str()}"
-        deadline = time.monotonic() + budget_s - 0.3
+        deadline = time.monotonic() + budget_s - 0.1  # the answers' hand-off is left the rest
         try:
             t1 = time.perf_counter()
             produce = self.producer.produce
@@ -361,30 +379,46 @@ class _TxnWriter:
 
     def _commit_transaction(self, deadline: float) -> str | None:
         """Commit the open transaction by ``deadline`` (``time.monotonic()``); None when it
-        committed. A retriable error (a timeout, the coordinator moving) retries the commit
-        while time is left (librdkafka resumes the commit it began: a retry never commits
-        twice, and a commit the broker took before the answer was lost is then confirmed
-        rather than answered 503); an error that requires an abort aborts; a fatal one
-        replaces the producer (its successor's init aborts the transaction). Either way the
-        caller answers every request of the transaction 503."""
+        committed. Each attempt waits at most :attr:`DoorProducer.commit_attempt_s`; an
+        attempt that times out or fails with another retriable error (the coordinator
+        moving) is retried while time is left, and counted in
+        :attr:`DoorProducer.commit_retries` (librdkafka resumes the commit it began: a
+        retry never commits twice, and a commit the broker took before its answer was
+        lost is then confirmed rather than answered 503). When time is out, or the error
+        requires an abort, the transaction is aborted (:meth:`_finish_abort`, after the
+        answers); a fatal error replaces the producer at once (its successor's init aborts
+        the transaction). Either way the caller answers every request of it 503."""
         while True:
+            left = deadline - time.monotonic()
             try:
-                self.producer.commit_transaction(max(0.2, deadline - time.monotonic()))
+                self.producer.commit_transaction(max(0.05, min(self.door.commit_attempt_s, left)))
                 return None
             except KafkaException as e:
                 err: KafkaError = e.args[0]
                 action = commit_failure_action(err)
                 if action == RETRY and deadline - time.monotonic() > 0.05:
-                    log.info("Kafka transactions: commit failed (%s), retrying", err.str())
+                    self.door.commit_retries += 1
+                    log.info("Kafka transactions: commit attempt failed (%s), retrying", err.str())
                     continue
                 self._abort(err.str(), err)
                 return err.str()
 
     def _abort(self, why: str, err: KafkaError | None = None) -> None:
+        """Give up the open transaction: a fatal ``err`` replaces the producer now; else the
+        abort is left to :meth:`_finish_abort`, which the writer runs once the
+        transaction's requests were answered."""
         self.door.failed += 1
         if err is not None and err.fatal():
             self._reset(err)
             return
+        self._abort_pending = True
+
+    def _finish_abort(self) -> None:
+        """Abort the transaction :meth:`_abort` gave up (within 2 s; a broker that does not
+        answer by then gets the producer replaced, whose successor's init aborts it)."""
+        if not self._abort_pending:
+            return
+        self._abort_pending = False
         try:
             self.producer.abort_transaction(2.0)
         except KafkaException as e:

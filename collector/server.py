@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 
+from pipelines.collect_spec import CollectSpec
 from pipelines.loader import load_spec
 
 SPEC_ENV = "OBSFLOW_COLLECT_SPEC"
@@ -30,7 +31,16 @@ def granian_app():
     """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
     from collector.app import create_app
 
-    return create_app(_spec(os.environ[SPEC_ENV], None, None)).asgi
+    spec = _spec(os.environ[SPEC_ENV], None, None)
+    process_settings(spec.collect)
+    return create_app(spec).asgi
+
+
+def process_settings(cfg: CollectSpec) -> None:
+    """Apply the process-wide settings of ``cfg`` to this process: the GIL switch interval
+    (``collect.switch_interval``: how long a writer thread waits for the busy event loop to
+    hand over the GIL at each step of a transaction)."""
+    sys.setswitchinterval(cfg.switch_interval.total_seconds())
 
 
 def serve(
@@ -60,6 +70,7 @@ def serve(
 
     from collector.app import create_app
 
+    process_settings(cfg)
     door = create_app(spec)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

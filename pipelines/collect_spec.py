@@ -116,6 +116,33 @@ class CollectSpec(_Model):
             "smaller transactions"
         ),
     )
+    switch_interval: Duration = Field(
+        timedelta(microseconds=500),
+        description=(
+            "the process's GIL switch interval (sys.setswitchinterval): how long a thread that wants the GIL waits "
+            "for the busy event loop to hand it over. Every step of a transaction (a writer woken, begin, commit "
+            "returned) waits up to this for the GIL, so it bounds what a busy loop adds to each (Python's default is "
+            "5ms; with 0.5ms and transaction_linger 5ms the open-loop p99 was lower than with Python's and no "
+            "linger in 10 of 13 same-run pairs, bench/README.md)"
+        ),
+    )
+    transaction_linger: Duration = Field(
+        timedelta(milliseconds=5),
+        description=(
+            "transactions: a writer woken for a request waits until that request is this old before it begins the "
+            "transaction, so the requests arriving meanwhile share it (fewer, larger transactions: less CPU a request, "
+            "at most this much more latency); 0s: begin at once"
+        ),
+    )
+    commit_attempt_timeout: Duration = Field(
+        timedelta(seconds=1),
+        description=(
+            "transactions: longest wait of one commit attempt. An attempt that times out (or fails with a retriable "
+            "error) is retried while the request's request_timeout allows (librdkafka resumes the commit it began, so a "
+            "retry never commits twice); then the request gets 503 + Retry-After. Each retry is counted in "
+            "obsflow_collect_commit_retries"
+        ),
+    )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
 
     @model_validator(mode="after")
@@ -132,4 +159,10 @@ class CollectSpec(_Model):
             raise ValueError("judge_window must be between 0s and 100ms")
         if not (timedelta(0) <= self.drain_timeout <= timedelta(minutes=10)):
             raise ValueError("drain_timeout must be between 0s and 10m")
+        if not (timedelta(microseconds=100) <= self.switch_interval <= timedelta(milliseconds=100)):
+            raise ValueError("switch_interval must be between 100us and 100ms")
+        if not (timedelta(0) <= self.transaction_linger <= timedelta(milliseconds=100)):
+            raise ValueError("transaction_linger must be between 0s and 100ms")
+        if not (timedelta(milliseconds=50) <= self.commit_attempt_timeout <= timedelta(minutes=5)):
+            raise ValueError("commit_attempt_timeout must be between 50ms and 5m")
         return self

@@ -2,9 +2,8 @@
 ``confluent_kafka.KafkaError`` objects with the flags librdkafka sets (fatal, retriable,
 txn_requires_abort): retry the commit, abort the transaction, or replace the producer;
 and the fatal case end to end on the real broker (a writer fenced by another producer with
-its transactional id). The retry is not driven by a real broker here: pausing the broker
-(SIGSTOP) makes the one commit attempt wait out the request's budget rather than return a
-retriable error early, so it could not tell a retry from a longer wait."""
+its transactional id). The retry on the real broker (paused with SIGSTOP: each bounded
+commit attempt times out, a retriable error, and is retried) is in test_commit_retry.py."""
 
 from __future__ import annotations
 
