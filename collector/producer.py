@@ -109,6 +109,7 @@ class DoorProducer:
         self._txn_queue: deque[_TxnRequest] = deque()
         self._txn_cv = threading.Condition()
         self.transactions = 0
+        self._counts_lock = threading.Lock()  # the writers' threads add to the counts below
         #: longest wait of one ``commit_transaction`` attempt (``collect.commit_attempt_timeout``)
         self.commit_attempt_s = commit_attempt_s
         #: commit attempts retried (timed out or failed with a retriable error), since start
@@ -145,6 +146,14 @@ class DoorProducer:
         self._checker.start()
         for w in self.writers:
             w.thread.start()
+
+    def count(self, transactions: int = 0, commit_retries: int = 0, delivered: int = 0) -> None:
+        """Adds to :attr:`transactions`, :attr:`commit_retries` and :attr:`delivered` under
+        a lock: the writer threads count at once (``+=`` alone could lose one)."""
+        with self._counts_lock:
+            self.transactions += transactions
+            self.commit_retries += commit_retries
+            self.delivered += delivered
 
     # -- threads ----------------------------------------------------------------------
 
@@ -373,8 +382,7 @@ class _TxnWriter:
         observe("begin", t1 - t0)
         observe("produce", t2 - t1)
         observe("commit", time.perf_counter() - t2)
-        self.door.transactions += 1
-        self.door.delivered += sum(len(t.records) for t in batch)
+        self.door.count(transactions=1, delivered=sum(len(t.records) for t in batch))
         return None
 
     def _commit_transaction(self, deadline: float) -> str | None:
@@ -397,7 +405,7 @@ class _TxnWriter:
                 err: KafkaError = e.args[0]
                 action = commit_failure_action(err)
                 if action == RETRY and deadline - time.monotonic() > 0.05:
-                    self.door.commit_retries += 1
+                    self.door.count(commit_retries=1)
                     log.info("Kafka transactions: commit attempt failed (%s), retrying", err.str())
                     continue
                 self._abort(err.str(), err)
