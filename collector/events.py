@@ -12,8 +12,10 @@ Normalization (each envelope):
   ``{"type": "error", ...}``; ``{"form_step": {"form": "signup", "step": 2}}`` → the kind
   plus those fields; ``{"page_view": …}`` → ``{"type": "page_view"}``.
 - ``event_id`` missing → ``"d-"`` + the first 32 hex digits of SHA-256 over the write
-  key's name and the envelope's canonical JSON: a client that retries the same envelope
-  gets the same id, so a duplicate left by a 503 after a partial write can be dropped.
+  key's name and the envelope's canonical JSON without ``client_ip``, ``user_agent`` and
+  ``user`` (:func:`derived_event_id`): a client that retries the same envelope gets the
+  same id from any address, so a duplicate left by a 503 after a partial write can be
+  dropped, and the id holds nothing derived from the sender's address or user id.
 - ``sent_at`` (the client's send time) is taken out of the envelope (or from the body's
   ``sent_at`` / header ``X-Obsflow-Sent-At``) and carried in the Kafka header
   ``sent_at``; the server's receive time in header ``received_at`` (epoch ms) and as the
@@ -244,6 +246,27 @@ def normalize_interaction(item):
     return out
 
 
+#: envelope fields a derived ``event_id`` does not cover: personal data the pipeline never
+#: stores as sent (``client_ip`` is anonymized and dropped; ``user`` becomes a keyed
+#: pseudonym, which an unkeyed hash of it would undo) and ``user_agent``, which the door
+#: takes from the request's header rather than the body
+ID_EXCLUDED = frozenset(("client_ip", "user_agent", "user"))
+
+
+def derived_event_id(key_name: str, env: dict) -> str:
+    """The id the door gives an envelope without its own ``event_id``: ``"d-"`` + the first
+    32 hex digits of SHA-256 over the write key's name, a NUL byte and the canonical JSON
+    (keys sorted) of the normalized envelope without :data:`ID_EXCLUDED`.
+
+    Guarantees: a pure function of the key name and the envelope's other fields, so a
+    retry of the same body gets the same id from any door, whatever address or user agent
+    it comes from; no function of the sender's IP address, user agent or user id, so the
+    stored id cannot be brute-forced back to them."""
+    kept = {k: v for k, v in env.items() if k not in ID_EXCLUDED}
+    canon = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    return "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+
+
 def normalize(
     doc: dict, key_name: str, client_ip: str | None, user_agent: str | None, trust_client_ip: bool
 ) -> tuple[dict, str | None]:
@@ -264,8 +287,7 @@ def normalize(
     if not env.get("user_agent") and user_agent:
         env["user_agent"] = user_agent
     if not env.get("event_id"):
-        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
-        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+        env["event_id"] = derived_event_id(key_name, env)
     return env, sent_at if isinstance(sent_at, str) else None
 
 
@@ -296,8 +318,7 @@ def _normalize_plain(
     if not env.get("user_agent") and user_agent:
         env["user_agent"] = user_agent
     if not env.get("event_id"):
-        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
-        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+        env["event_id"] = derived_event_id(key_name, env)
     return env
 
 
