@@ -392,3 +392,16 @@ def test_plain_time_read_in_two_parts_as_whole():
         assert plain_time_ms(ts) == _whole_time_ms(ts), ts
         plain += plain_time_ms(ts) is not None
     assert plain > 1000
+
+
+def test_all_accepted_answer_same_bytes():
+    """The cached answer of a request whose envelopes were all accepted is the bytes the
+    general answer gives (per-event results in request order), for sizes in and past the cache."""
+    from collector.app import _accepted_results, _all_accepted_answer
+
+    for n in (1, 2, 49, 50, 51, 1000, 1024, 1025, 3000):
+        general = orjson.dumps(
+            {"accepted": n, "rejected": 0, "results": [{"index": i, "status": "accepted"} for i in range(n)]}
+        )
+        assert _all_accepted_answer(n) == general and _all_accepted_answer(n) == general
+        assert len(_accepted_results(n)) >= n
