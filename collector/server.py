@@ -29,8 +29,12 @@ def _spec(path: str, host: str | None, port: int | None):
 def granian_app():
     """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
     from collector.app import create_app
+    from collector.gc_tuning import tune_gc
 
-    return create_app(_spec(os.environ[SPEC_ENV], None, None)).asgi
+    spec = _spec(os.environ[SPEC_ENV], None, None)
+    app = create_app(spec).asgi
+    tune_gc(spec.collect.gc_young_threshold)
+    return app
 
 
 def serve(
@@ -79,6 +83,9 @@ def serve(
         timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None,
     )
     srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
+    from collector.gc_tuning import tune_gc
+
+    tune_gc(cfg.gc_young_threshold)  # after the app and its producer exist: they are frozen with the imports
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
     srv.run(sockets=[sock])
     print("obsflow collect: drained, exiting", file=sys.stderr, flush=True)

@@ -1,0 +1,50 @@
+"""The collector's garbage-collector settings (``collect.gc_young_threshold``,
+:mod:`collector.gc_tuning`): applied by ``obsflow collect`` after start-up; 0 leaves Python's."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from collector.gc_tuning import tune_gc
+from pipelines.collect_spec import CollectSpec
+
+pytestmark = pytest.mark.collect
+
+
+@pytest.fixture
+def gc_restored():
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_threshold_and_freeze_applied(gc_restored):
+    gc.set_threshold(700, 11, 12)
+    gc.unfreeze()
+    assert tune_gc(CollectSpec().gc_young_threshold) is True
+    assert gc.get_threshold() == (10_000, 11, 12)
+    frozen = gc.get_freeze_count()
+    assert frozen > 1000  # the modules of this process
+    live = [object(), [1], {"a": 1}]  # made after the freeze: not frozen
+    assert gc.get_freeze_count() == frozen
+    assert tune_gc(25_000) is True and gc.get_threshold() == (25_000, 11, 12)
+    assert gc.get_freeze_count() >= frozen + 1  # at least the list and dict made meanwhile
+    del live
+
+
+def test_zero_leaves_python_defaults(gc_restored):
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    assert tune_gc(0) is False
+    assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+
+
+def test_spec_bounds():
+    assert CollectSpec(gc_young_threshold=0).gc_young_threshold == 0
+    with pytest.raises(ValueError):
+        CollectSpec(gc_young_threshold=-1)
+    with pytest.raises(ValueError):
+        CollectSpec(gc_young_threshold=10_000_001)
