@@ -12,8 +12,13 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.loader import load_spec
+
+if TYPE_CHECKING:
+    from collector.app import Door
+    from pipelines.spec import PipelineSpec
 
 SPEC_ENV = "OBSFLOW_COLLECT_SPEC"
 
@@ -26,15 +31,21 @@ def _spec(path: str, host: str | None, port: int | None):
     return spec
 
 
-def granian_app():
-    """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
+def build_door(spec: PipelineSpec) -> Door:
+    """The :class:`collector.app.Door` of ``spec``, with the process's garbage collector
+    then set by ``collect.gc_young_threshold`` (:func:`collector.gc_tuning.tune_gc`: what
+    start-up made, the door and its producer included, is frozen)."""
     from collector.app import create_app
     from collector.gc_tuning import tune_gc
 
-    spec = _spec(os.environ[SPEC_ENV], None, None)
-    app = create_app(spec).asgi
+    door = create_app(spec)
     tune_gc(spec.collect.gc_young_threshold)
-    return app
+    return door
+
+
+def granian_app():
+    """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
+    return build_door(_spec(os.environ[SPEC_ENV], None, None)).asgi
 
 
 def serve(
@@ -62,9 +73,7 @@ def serve(
         return 0
     import uvicorn
 
-    from collector.app import create_app
-
-    door = create_app(spec)
+    door = build_door(spec)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -83,9 +92,6 @@ def serve(
         timeout_graceful_shutdown=int(cfg.drain_timeout.total_seconds()) or None,
     )
     srv = _Server(config, on_stop=lambda: setattr(door, "draining", True))
-    from collector.gc_tuning import tune_gc
-
-    tune_gc(cfg.gc_young_threshold)  # after the app and its producer exist: they are frozen with the imports
     print(f"obsflow collect: listening on http://{cfg.host}:{bound}", flush=True)
     srv.run(sockets=[sock])
     print("obsflow collect: drained, exiting", file=sys.stderr, flush=True)

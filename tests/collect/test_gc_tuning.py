@@ -48,3 +48,29 @@ def test_spec_bounds():
         CollectSpec(gc_young_threshold=-1)
     with pytest.raises(ValueError):
         CollectSpec(gc_young_threshold=10_000_001)
+
+
+@pytest.mark.parametrize("threshold", [None, 0, 4321])
+def test_obsflow_collect_builds_its_door_then_sets_the_collector(
+    threshold, gc_restored, kafka_broker, collect_topics, tmp_path
+):
+    """``obsflow collect`` (uvicorn and Granian alike) builds its door through
+    :func:`collector.server.build_door`: the setting is applied after the door and its
+    producer exist (default 10000), and 0 leaves Python's thresholds and nothing frozen."""
+    from collector.server import build_door
+    from pipelines.loader import parse_spec
+    from tests.collect.conftest import collect_spec_dict
+
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    d = collect_spec_dict(
+        tmp_path, kafka_broker.bootstrap, collect_topics, {} if threshold is None else {"gc_young_threshold": threshold}
+    )
+    door = build_door(parse_spec(d))
+    try:
+        if threshold == 0:
+            assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+        else:
+            assert gc.get_threshold() == (threshold or 10_000, 10, 10) and gc.get_freeze_count() > 1000
+    finally:
+        door.producer.close(5)
