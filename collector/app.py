@@ -726,9 +726,15 @@ class Door:
         base: Headers = [("received_at", str(received).encode())]
         by_sent: dict[str | None, Headers] = {None: base}  # one (read-only) headers list per distinct sent_at
         topic = target.topic
-        accepted_at = _accepted_results(len(judged.payloads))
+        n, sents = len(judged.payloads), judged.sent_at
+        every = n > 0 and judged.reasons.count(None) == n and sents.count(sents[0]) == n
+        if every:  # every envelope accepted, one sent_at (the common request): the same records and answer, in bulk
+            sent0 = sents[0] or None
+            h0 = base if sent0 is None else base + [("sent_at", sent0.encode())]
+            records = [Record(topic, payload, key_, h0) for payload, key_ in zip(judged.payloads, judged.keys)]
+        accepted_at = _accepted_results(n)
         for i, (payload, key_, sent, reason) in enumerate(
-            zip(judged.payloads, judged.keys, judged.sent_at, judged.reasons, strict=True)
+            zip(judged.payloads, judged.keys, sents, judged.reasons, strict=True) if not every else ()
         ):
             h = by_sent.get(sent or None)
             if h is None:
@@ -756,7 +762,9 @@ class Door:
             )
         status = 200 if accepted or not items else 400
         return Response(
-            orjson.dumps({"accepted": accepted, "rejected": len(dead), "results": results}),
+            _all_accepted_answer(n)
+            if every
+            else orjson.dumps({"accepted": accepted, "rejected": len(dead), "results": results}),
             status_code=status,
             headers=cors,
             media_type="application/json",
@@ -832,6 +840,21 @@ def _accepted_results(n: int) -> list[dict]:
     while len(_ACCEPTED_RESULTS) < n:
         _ACCEPTED_RESULTS.append({"index": len(_ACCEPTED_RESULTS), "status": "accepted"})
     return _ACCEPTED_RESULTS
+
+
+_ALL_ACCEPTED: dict[int, bytes] = {}
+
+
+def _all_accepted_answer(n: int) -> bytes:
+    """The answer's body for a request of ``n`` envelopes all accepted: the bytes of
+    ``{"accepted": n, "rejected": 0, "results": [{"index": i, "status": "accepted"}, ...]}``,
+    made once per ``n`` up to 1024 (larger ones each time)."""
+    body = _ALL_ACCEPTED.get(n)
+    if body is None:
+        body = orjson.dumps({"accepted": n, "rejected": 0, "results": _accepted_results(n)[:n]})
+        if n <= 1024:
+            _ALL_ACCEPTED[n] = body
+    return body
 
 
 def _parse_events(body: bytes, ctype: str):

@@ -12,8 +12,10 @@ Normalization (each envelope):
   ``{"type": "error", ...}``; ``{"form_step": {"form": "signup", "step": 2}}`` → the kind
   plus those fields; ``{"page_view": …}`` → ``{"type": "page_view"}``.
 - ``event_id`` missing → ``"d-"`` + the first 32 hex digits of SHA-256 over the write
-  key's name and the envelope's canonical JSON: a client that retries the same envelope
-  gets the same id, so a duplicate left by a 503 after a partial write can be dropped.
+  key's name and the envelope's canonical JSON without ``client_ip``, ``user_agent`` and
+  ``user`` (:func:`derived_event_id`): a client that retries the same envelope gets the
+  same id from any address, so a duplicate left by a 503 after a partial write can be
+  dropped, and the id holds nothing derived from the sender's address or user id.
 - ``sent_at`` (the client's send time) is taken out of the envelope (or from the body's
   ``sent_at`` / header ``X-Obsflow-Sent-At``) and carried in the Kafka header
   ``sent_at``; the server's receive time in header ``received_at`` (epoch ms) and as the
@@ -72,6 +74,11 @@ _INTERACTION_KIND = {
 }
 #: the only timestamps the fast path reads: UTC, whole seconds or up to microseconds
 _PLAIN_TS = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
+#: the same timestamps in two parts (:func:`plain_time_ms`): the 19 characters up to the
+#: seconds, and the rest (fraction and zone)
+_PLAIN_HEAD = re.compile(r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_PLAIN_TAIL = re.compile(r"(?:\.\d{1,6})?(?:Z|\+00:00)")
+_TAIL_BASE = "2000-01-01T00:00:00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _I32 = (-(2**31), 2**31)
 _I64 = (-(2**63), 2**63)
@@ -87,7 +94,56 @@ _MISS: Any = object()  # not in a cache
 _NONE = type(None)
 
 
-def _remember(cache: dict, key: tuple, value):
+#: caches of :func:`plain_time_ms`: seconds part → epoch ms (None: not plain), rest → its
+#: microseconds (None: not plain); bounded like the shape caches
+_HEADS: dict[str, int | None] = {}
+_TAILS: dict[str, int | None] = {}
+
+
+def _head_ms(head: str) -> int | None:
+    m = _PLAIN_HEAD.fullmatch(head)
+    if m is None or not 1971 <= int(m.group(1)) <= 2261:
+        return None
+    try:
+        return (datetime.fromisoformat(head + "Z") - _EPOCH) // _MS
+    except ValueError:
+        return None
+
+
+def _tail_us(tail: str) -> int | None:
+    if _PLAIN_TAIL.fullmatch(tail) is None:
+        return None
+    try:
+        return (datetime.fromisoformat(_TAIL_BASE + tail) - _TAIL_EPOCH) // _US
+    except ValueError:
+        return None
+
+
+def plain_time_ms(ts: str) -> int | None:
+    """The epoch milliseconds of a UTC ISO-8601 ``ts`` as the fast path reads it (it fully
+    matches :data:`_PLAIN_TS`, year 1971-2261, and ``datetime.fromisoformat`` reads it), the
+    same value as ``(datetime.fromisoformat(ts) - epoch) // 1 ms``; None for anything else.
+
+    The seconds part (its first 19 characters) and the rest (fraction, zone) are each read
+    once per distinct value (bounded caches): a fixed-length head fully matches the head
+    pattern and the rest the tail pattern exactly when the whole matches :data:`_PLAIN_TS`,
+    and ``fromisoformat`` reads the date and time of day from the head alone and the
+    fraction and zone from the rest alone, so the sum is the whole's value (the parity
+    tests compare both over edge timestamps and the fuzz corpus)."""
+    head = _HEADS.get(ts[:19], _MISS)
+    if head is _MISS:
+        head = _remember(_HEADS, ts[:19], _head_ms(ts[:19]))
+    if head is None:
+        return None
+    tail = _TAILS.get(ts[19:], _MISS)
+    if tail is _MISS:
+        tail = _remember(_TAILS, ts[19:], _tail_us(ts[19:]))
+    if tail is None:
+        return None
+    return head + tail // 1000
+
+
+def _remember(cache: dict, key, value):
     if len(cache) >= _SHAPES_MAX:
         cache.clear()
     cache[key] = value
@@ -244,6 +300,27 @@ def normalize_interaction(item):
     return out
 
 
+#: envelope fields a derived ``event_id`` does not cover: personal data the pipeline never
+#: stores as sent (``client_ip`` is anonymized and dropped; ``user`` becomes a keyed
+#: pseudonym, which an unkeyed hash of it would undo) and ``user_agent``, which the door
+#: takes from the request's header rather than the body
+ID_EXCLUDED = frozenset(("client_ip", "user_agent", "user"))
+
+
+def derived_event_id(key_name: str, env: dict) -> str:
+    """The id the door gives an envelope without its own ``event_id``: ``"d-"`` + the first
+    32 hex digits of SHA-256 over the write key's name, a NUL byte and the canonical JSON
+    (keys sorted) of the normalized envelope without :data:`ID_EXCLUDED`.
+
+    Guarantees: a pure function of the key name and the envelope's other fields, so a
+    retry of the same body gets the same id from any door, whatever address or user agent
+    it comes from; no function of the sender's IP address, user agent or user id, so the
+    stored id cannot be brute-forced back to them."""
+    kept = {k: v for k, v in env.items() if k not in ID_EXCLUDED}
+    canon = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    return "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+
+
 def normalize(
     doc: dict, key_name: str, client_ip: str | None, user_agent: str | None, trust_client_ip: bool
 ) -> tuple[dict, str | None]:
@@ -264,8 +341,7 @@ def normalize(
     if not env.get("user_agent") and user_agent:
         env["user_agent"] = user_agent
     if not env.get("event_id"):
-        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
-        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+        env["event_id"] = derived_event_id(key_name, env)
     return env, sent_at if isinstance(sent_at, str) else None
 
 
@@ -296,8 +372,7 @@ def _normalize_plain(
     if not env.get("user_agent") and user_agent:
         env["user_agent"] = user_agent
     if not env.get("event_id"):
-        canon = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
-        env["event_id"] = "d-" + hashlib.sha256(key_name.encode() + b"\0" + canon).hexdigest()[:32]
+        env["event_id"] = derived_event_id(key_name, env)
     return env
 
 
@@ -357,13 +432,8 @@ class EventJudge:
             for name, lo, hi in checks:
                 if not lo <= e[name] < hi:
                     return False
-        ts = env["timestamp"]  # a string: the shape says so
-        m = _PLAIN_TS.fullmatch(ts)
-        if m is None or not 1971 <= int(m.group(1)) <= 2261:
-            return False
-        try:
-            t = (datetime.fromisoformat(ts) - _EPOCH) // _MS
-        except ValueError:
+        t = plain_time_ms(env["timestamp"])  # a string: the shape says so
+        if t is None:
             return False
         if self.max_skew_ms > 0 and sent_at is not None:  # the validator's clock-skew correction (transforms.validate)
             found = self._skew(sent_at, received_ms)
@@ -572,6 +642,8 @@ class EventJudge:
 
 
 _MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
+_TAIL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _too_deep_payload(item: dict) -> bytes:

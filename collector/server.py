@@ -12,9 +12,14 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.collect_spec import CollectSpec
 from pipelines.loader import load_spec
+
+if TYPE_CHECKING:
+    from collector.app import Door
+    from pipelines.spec import PipelineSpec
 
 SPEC_ENV = "OBSFLOW_COLLECT_SPEC"
 
@@ -27,13 +32,23 @@ def _spec(path: str, host: str | None, port: int | None):
     return spec
 
 
+def build_door(spec: PipelineSpec) -> Door:
+    """The :class:`collector.app.Door` of ``spec``, in a process with the settings of
+    :func:`process_settings`, and the process's garbage collector then set by
+    ``collect.gc_young_threshold`` (:func:`collector.gc_tuning.tune_gc`: what start-up
+    made, the door and its producer included, is frozen)."""
+    from collector.app import create_app
+    from collector.gc_tuning import tune_gc
+
+    process_settings(spec.collect)
+    door = create_app(spec)
+    tune_gc(spec.collect.gc_young_threshold)
+    return door
+
+
 def granian_app():
     """Factory for Granian workers: the app for the spec in ``$OBSFLOW_COLLECT_SPEC``."""
-    from collector.app import create_app
-
-    spec = _spec(os.environ[SPEC_ENV], None, None)
-    process_settings(spec.collect)
-    return create_app(spec).asgi
+    return build_door(_spec(os.environ[SPEC_ENV], None, None)).asgi
 
 
 def process_settings(cfg: CollectSpec) -> None:
@@ -68,10 +83,7 @@ def serve(
         return 0
     import uvicorn
 
-    from collector.app import create_app
-
-    process_settings(cfg)
-    door = create_app(spec)
+    door = build_door(spec)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

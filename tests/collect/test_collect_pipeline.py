@@ -319,7 +319,7 @@ def test_a_retried_request_whose_answer_was_lost_is_stored_once(
     c.proc.kill()  # the collector dies right after the commit
     c.proc.wait(10)
     c2 = start_collector(d)
-    r = requests.post(  # the same client: the same body and user agent (the derived ids cover both)
+    r = requests.post(  # the same client and body (the derived ids cover the body)
         c2.url + "/v1/events",
         data=body,
         headers={"Content-Type": "application/json", "User-Agent": "app/1.0"},

@@ -340,3 +340,68 @@ def test_normalization_fast_path_same_payloads():
             requests.append((gen[:50], _kw(START_MS + 60_000, public, sent_at=sent)))
     fast, rejected = _judge_both(requests)
     assert fast > 100 and rejected > 40, (fast, rejected)
+
+
+def _whole_time_ms(ts: str) -> int | None:
+    """The reference reading of a fast-path timestamp: the whole string at once."""
+    from collector.events import _EPOCH, _MS, _PLAIN_TS
+
+    m = _PLAIN_TS.fullmatch(ts)
+    if m is None or not 1971 <= int(m.group(1)) <= 2261:
+        return None
+    try:
+        return (datetime.fromisoformat(ts) - _EPOCH) // _MS
+    except ValueError:
+        return None
+
+
+def test_plain_time_read_in_two_parts_as_whole():
+    """:func:`collector.events.plain_time_ms` (the seconds part and the rest read apart,
+    each cached) gives the whole string's reading for every edge: the edge times above,
+    every fraction length 0-7 with either zone, odd heads (Unicode digits, leap days,
+    24:00, years at the bounds), odd tails, and random mixtures of them, each asked twice
+    (the second from the caches)."""
+    from collector.events import plain_time_ms
+
+    heads = [
+        "2026-11-21T10:00:00",
+        "2024-02-29T23:59:59",
+        "2026-02-29T10:00:00",
+        "2026-11-21T24:00:00",
+        "2026-11-21T23:59:60",
+        "1970-12-31T23:59:59",
+        "1971-01-01T00:00:00",
+        "2261-12-31T23:59:59",
+        "2262-01-01T00:00:00",
+        "２０２６-11-21T10:00:00",
+        "2026-11-21T10:00:0٣",
+        "2026-11-21 10:00:00",
+        "2026-11-21t10:00:00",
+        "2026-13-01T10:00:00",
+        "2026-11-21T10:00",
+        "",
+    ]
+    tails = ["Z", "+00:00", "z", "+01:00", "", ".Z", "-00:00", ".5Z", "+0000", ".٣Z", ".123456789Z", " Z"]
+    tails += [f".{'7' * n}{z}" for n in range(1, 8) for z in ("Z", "+00:00")]
+    rng = random.Random(19)
+    stamps = [t for t in TIMES if isinstance(t, str)] + [h + t for h in heads for t in tails]
+    stamps += [rng.choice(heads) + rng.choice(tails) for _ in range(500)]
+    stamps += [_iso(START_MS + rng.randrange(-(10**12), 10**12)) for _ in range(500)]
+    plain = 0
+    for ts in stamps + stamps:
+        assert plain_time_ms(ts) == _whole_time_ms(ts), ts
+        plain += plain_time_ms(ts) is not None
+    assert plain > 1000
+
+
+def test_all_accepted_answer_same_bytes():
+    """The cached answer of a request whose envelopes were all accepted is the bytes the
+    general answer gives (per-event results in request order), for sizes in and past the cache."""
+    from collector.app import _accepted_results, _all_accepted_answer
+
+    for n in (1, 2, 49, 50, 51, 1000, 1024, 1025, 3000):
+        general = orjson.dumps(
+            {"accepted": n, "rejected": 0, "results": [{"index": i, "status": "accepted"} for i in range(n)]}
+        )
+        assert _all_accepted_answer(n) == general and _all_accepted_answer(n) == general
+        assert len(_accepted_results(n)) >= n
