@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.encodings import one_array
 from schemas.tables import TableDef
 from transforms.batch import INDEX, Batch
 
@@ -54,28 +55,31 @@ def to_rows(signal: str, batch: Batch) -> Batch:
         return batch
     t = batch.table
     dropped = batch.end_deferral()
-    events = t.column("events").combine_chunks()
+    events = one_array(t.column("events"))  # no copy: only read
     p = pc.list_parent_indices(events).to_numpy()
     flat = pc.list_flatten(events)
-    # position of each interaction inside its envelope
+    # position of each interaction inside its envelope (a slice's offsets need not start at 0)
     offsets = events.offsets.to_numpy()
-    pos = np.arange(len(p), dtype=np.int32) - offsets[p].astype(np.int32) if len(p) else np.zeros(0, np.int32)
-    keep = None if dropped is None else pa.array(~dropped[p])
+    pos = (
+        np.arange(len(p), dtype=np.int32) - (offsets[p] - offsets[0]).astype(np.int32)
+        if len(p)
+        else np.zeros(0, np.int32)
+    )
     if dropped is not None:
-        p, pos = p[~dropped[p]], pos[~dropped[p]]
-    parents = pa.array(p, pa.int64())
-    cols, names = [], []
-    for wire, name in _EVENT_TOP.items():
-        cols.append(t.column(wire).take(parents))
-        names.append(name)
+        kept = ~dropped[p]
+        flat = flat.filter(pa.array(kept))  # every interaction field at once
+        p, pos = p[kept], pos[kept]
+    # the envelope's fields repeated for each of its interactions: one take of them all
+    top = t.select([*_EVENT_TOP, INDEX]).take(pa.array(p, pa.int64()))
+    cols = top.columns[: len(_EVENT_TOP)]
+    names = list(_EVENT_TOP.values())
     for k, f in enumerate(flat.type):
         if f.name in _EVENT_INNER:
-            inner = pc.struct_field(flat, [k])
-            cols.append(inner if keep is None else inner.filter(keep))
+            cols.append(pc.struct_field(flat, [k]))
             names.append(_EVENT_INNER[f.name])
     cols.append(pa.array(pos, pa.int32()))
     names.append("event_index")
-    cols.append(t.column(INDEX).take(parents))
+    cols.append(top.column(INDEX))
     names.append(INDEX)
     batch.table = pa.Table.from_arrays(cols, names=names)
     return batch
