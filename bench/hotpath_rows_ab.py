@@ -71,6 +71,7 @@ def main() -> int:
         for d in decoded:
             b = copy.copy(d)
             b.encodings, b.rejects = Encodings(), copy.deepcopy(d.rejects)
+            b.raw = copy.copy(d.raw)  # without numpy copies of its lists made in an earlier pass
             t = time.process_time()
             b = v(b)
             t1 = time.process_time()

@@ -65,9 +65,10 @@ def to_rows(signal: str, batch: Batch) -> Batch:
         if len(p)
         else np.zeros(0, np.int32)
     )
+    keep = None
     if dropped is not None:
         kept = ~dropped[p]
-        flat = flat.filter(pa.array(kept))  # every interaction field at once
+        keep = pa.array(kept)  # filtered field by field: cheaper than filtering the struct
         p, pos = p[kept], pos[kept]
     # the envelope's fields repeated for each of its interactions: one take of them all
     top = t.select([*_EVENT_TOP, INDEX]).take(pa.array(p, pa.int64()))
@@ -75,7 +76,8 @@ def to_rows(signal: str, batch: Batch) -> Batch:
     names = list(_EVENT_TOP.values())
     for k, f in enumerate(flat.type):
         if f.name in _EVENT_INNER:
-            cols.append(pc.struct_field(flat, [k]))
+            inner = pc.struct_field(flat, [k])
+            cols.append(inner if keep is None else inner.filter(keep))
             names.append(_EVENT_INNER[f.name])
     cols.append(pa.array(pos, pa.int32()))
     names.append("event_index")
@@ -95,10 +97,8 @@ def annotate(batch: Batch) -> pa.Table:
     t = t.drop_columns([INDEX])
     t = t.append_column("source_topic", repeat_string(raw.topic, n))
     t = t.append_column("source_partition", pa.array(np.full(n, raw.partition, dtype=np.int32)))
-    t = t.append_column("source_offset", pa.array(np.asarray(raw.offsets, dtype=np.int64)[idx]))
-    t = t.append_column(
-        "ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC"))
-    )
+    t = t.append_column("source_offset", pa.array(raw.offsets_array()[idx]))
+    t = t.append_column("ingested_at", pa.array(raw.timestamps_array()[idx] * 1000, pa.timestamp("us", tz="UTC")))
     return t
 
 
@@ -132,9 +132,12 @@ def conform(t: pa.Table, table: TableDef, extra: dict | None = None) -> pa.Table
     extra = extra or {}
     schema = table.arrow_schema()
     cols = []
+    names = t.column_names  # read once: each read builds a list
+    at = {name: i for i, name in enumerate(names)}
     for f in schema:
-        if f.name in t.column_names:
-            col = t.column(f.name)
+        i = at.get(f.name)
+        if i is not None:
+            col = t.column(i if len(at) == len(names) else f.name)  # a name twice: Arrow's own error
         elif f.name in extra:
             col = pa.array([extra[f.name]] * n, f.type)
         else:

@@ -298,7 +298,7 @@ class Validator:
         if t.column(field).type.unit == "us":
             ts_ms = ts_ms // 1000
         idx = t.column(INDEX).to_numpy()
-        ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
+        ingest = batch.raw.timestamps_array()[idx]
         delta = ts_ms - ingest
         present = t.column(field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
         bad = ((delta > self.max_future_ms) | ((delta < -self.max_past_ms) if past else False)) & present
