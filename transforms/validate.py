@@ -103,6 +103,7 @@ class Validator:
         self.required = [f.name for f in arrow_schema(signal) if not f.nullable]
         self.ts_field = "start_time" if signal == "span" else "timestamp"
         self.event_types = pa.array(sorted(set(step.event_types)))
+        self._event_type_names: list[str] = self.event_types.to_pylist()  # read per reject: made once
         self.levels = pa.array(sorted(set(step.levels)))
         self.max_future_ms = int(step.max_future.total_seconds() * 1000)
         self.max_past_ms = int(step.max_past.total_seconds() * 1000)
@@ -153,7 +154,7 @@ class Validator:
             except (ValueError, TypeError):
                 continue
             if isinstance(doc, dict):
-                hints = unknown_field_hints(doc, self.fields, self.inner_fields, self.event_types.to_pylist())
+                hints = unknown_field_hints(doc, self.fields, self.inner_fields, self._event_type_names)
                 details[r] = "; ".join(hints) if hints else None
         mask = np.zeros(batch.table.num_rows, dtype=bool)
         mask[[r for r in rows.tolist() if details[r]]] = True
@@ -348,7 +349,7 @@ class Validator:
             if missing[k]:
                 msg = f"{where}: required field is missing or null"
             else:
-                msg = f"{where}: unknown event type {named[k]!r}; expected one of {self.event_types.to_pylist()}"
+                msg = f"{where}: unknown event type {named[k]!r}; expected one of {self._event_type_names}"
             problems.setdefault(p, []).append(msg)
         bad = np.zeros(len(events), dtype=bool)
         details = np.empty(len(events), dtype=object)
