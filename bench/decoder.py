@@ -13,6 +13,9 @@ Variants, on product events (the generator's; ``--bad`` of them malformed, 1% de
                        native cold``: its scrub caches emptied before each round. The Python
                        variant runs the whole reference (``OBSFLOW_DECODER=python`` also
                        picks the reference scrubbing).
+                       Both include the ``event_id`` dedupe (on by default); ``path python
+                       no dedupe`` / ``path native no dedupe``: the same with it off (the
+                       issue's decode → validate → scrub → enrich, then shape).
 Signals other than events are measured for decode only (``--signals``), and OTLP protobuf
 spans, log records and metric data points (``span otlp python`` / ``span otlp native``,
 likewise ``log otlp`` and ``metric otlp``:
@@ -147,7 +150,7 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
     ]
 
 
-def _graph(decoder: str):
+def _graph(decoder: str, dedupe: bool = True):
     import yaml
 
     from pipelines import DEFAULT_SPEC
@@ -162,6 +165,8 @@ def _graph(decoder: str):
     d.pop("alerts", None)
     for f in d["flows"]:
         f["steps"] = [st for st in f["steps"] if st["kind"] in ("validate", "scrub", "enrich")]
+        if not dedupe:  # the event dedupe is on by default: off, the issue's decode → validate → scrub → enrich
+            f["steps"].append({"kind": "dedupe", "enabled": False})
     os.environ["OBSFLOW_DECODER"] = decoder
     try:
         return PipelineGraph(parse_spec(d), counters=RunStats())
@@ -247,6 +252,10 @@ def main() -> int:
 
     if graphs:
         variants["event path native cold"] = ((lambda g=graphs["native"]: cold(g, events)), args.records)
+        for d in ("python", "native"):
+            g = _graph(d, dedupe=False)
+            g.process(events[0])
+            variants[f"event path {d} no dedupe"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
 
     best = {name: float("inf") for name in variants}
     for _ in range(args.rounds):
@@ -265,6 +274,8 @@ def main() -> int:
         "path native clean / orjson": ("event path native clean", "event orjson"),
         "path native clean / path python clean": ("event path native clean", "event path python clean"),
         "decode native / decode python (event)": ("event decode native", "event decode python"),
+        "path native / path python, no dedupe": ("event path native no dedupe", "event path python no dedupe"),
+        "path native / orjson, no dedupe": ("event path native no dedupe", "event orjson"),
     }
     for sig in args.signals.split(","):
         pairs[f"{sig} avro native / python"] = (f"{sig} avro native", f"{sig} avro python")

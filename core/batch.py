@@ -55,9 +55,45 @@ class RawBatch:
     # the reader's position when it began this batch: the previous batch's next_offset when one
     # reader read both (offsets can skip transaction markers in between); -1: not known
     read_from: int = -1
+    #: numpy copies of ``offsets`` and ``timestamps_ms`` (:meth:`offsets_array`,
+    #: :meth:`timestamps_array`), by attribute name: (the list they copy, the array)
+    _arrays: dict[str, tuple[list[int], np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def __getstate__(self) -> dict:
+        """Pickled without the numpy copies (rebuilt on demand)."""
+        state = dict(self.__dict__)
+        state.pop("_arrays", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._arrays = {}
+
+    def _array(self, name: str) -> np.ndarray:
+        values = getattr(self, name)
+        held = self._arrays.get(name)
+        if held is not None and held[0] is values and len(held[1]) == len(values):
+            return held[1]
+        arr = np.asarray(values, dtype=np.int64)
+        arr.flags.writeable = False
+        self._arrays[name] = (values, arr)
+        return arr
+
+    def offsets_array(self) -> np.ndarray:
+        """``offsets`` as a read-only int64 numpy array, equal to ``np.asarray(offsets,
+        dtype=np.int64)``; converted once while the same list (of the same length) is
+        held, so the steps of one batch share one conversion. The list must not be
+        changed in place after the array is read (the batch's steps never do)."""
+        return self._array("offsets")
+
+    def timestamps_array(self) -> np.ndarray:
+        """``timestamps_ms`` as a read-only int64 numpy array, like :meth:`offsets_array`."""
+        return self._array("timestamps_ms")
 
     @property
     def next_offset(self) -> int:

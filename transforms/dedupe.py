@@ -141,7 +141,7 @@ class EventDedupe:
         if not raw.offsets:
             return Judged(key, None, 0, self._parts.get(key) or _Partition(), -(1 << 62), -1)
         part = self._state(raw)
-        judged = Judged(key, None, 0, part, max(raw.timestamps_ms), raw.next_offset)
+        judged = Judged(key, None, 0, part, int(raw.timestamps_array().max()), raw.next_offset)
         if not table.num_rows:
             return judged
         # one verdict per envelope, in offset order: its first row (further rows are its other interactions)
@@ -152,7 +152,7 @@ class EventDedupe:
         if not len(index):
             return judged
         hi, lo = array_digests(eids.drop_null())
-        ms = np.asarray(raw.timestamps_ms, dtype=np.int64)[index]
+        ms = raw.timestamps_array()[index]
         found, first, seq = part.store.find(hi, lo)
         window = self.window_ms
         dup = found & (ms - first <= window)

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.encodings import one_array
 from schemas.tables import TableDef
 from transforms.batch import INDEX, Batch
 
@@ -54,20 +55,25 @@ def to_rows(signal: str, batch: Batch) -> Batch:
         return batch
     t = batch.table
     dropped = batch.end_deferral()
-    events = t.column("events").combine_chunks()
+    events = one_array(t.column("events"))  # no copy: only read
     p = pc.list_parent_indices(events).to_numpy()
     flat = pc.list_flatten(events)
-    # position of each interaction inside its envelope
+    # position of each interaction inside its envelope (a slice's offsets need not start at 0)
     offsets = events.offsets.to_numpy()
-    pos = np.arange(len(p), dtype=np.int32) - offsets[p].astype(np.int32) if len(p) else np.zeros(0, np.int32)
-    keep = None if dropped is None else pa.array(~dropped[p])
+    pos = (
+        np.arange(len(p), dtype=np.int32) - (offsets[p] - offsets[0]).astype(np.int32)
+        if len(p)
+        else np.zeros(0, np.int32)
+    )
+    keep = None
     if dropped is not None:
-        p, pos = p[~dropped[p]], pos[~dropped[p]]
-    parents = pa.array(p, pa.int64())
-    cols, names = [], []
-    for wire, name in _EVENT_TOP.items():
-        cols.append(t.column(wire).take(parents))
-        names.append(name)
+        kept = ~dropped[p]
+        keep = pa.array(kept)  # filtered field by field: cheaper than filtering the struct
+        p, pos = p[kept], pos[kept]
+    # the envelope's fields repeated for each of its interactions: one take of them all
+    top = t.select([*_EVENT_TOP, INDEX]).take(pa.array(p, pa.int64()))
+    cols = top.columns[: len(_EVENT_TOP)]
+    names = list(_EVENT_TOP.values())
     for k, f in enumerate(flat.type):
         if f.name in _EVENT_INNER:
             inner = pc.struct_field(flat, [k])
@@ -75,7 +81,7 @@ def to_rows(signal: str, batch: Batch) -> Batch:
             names.append(_EVENT_INNER[f.name])
     cols.append(pa.array(pos, pa.int32()))
     names.append("event_index")
-    cols.append(t.column(INDEX).take(parents))
+    cols.append(top.column(INDEX))
     names.append(INDEX)
     batch.table = pa.Table.from_arrays(cols, names=names)
     return batch
@@ -91,10 +97,8 @@ def annotate(batch: Batch) -> pa.Table:
     t = t.drop_columns([INDEX])
     t = t.append_column("source_topic", repeat_string(raw.topic, n))
     t = t.append_column("source_partition", pa.array(np.full(n, raw.partition, dtype=np.int32)))
-    t = t.append_column("source_offset", pa.array(np.asarray(raw.offsets, dtype=np.int64)[idx]))
-    t = t.append_column(
-        "ingested_at", pa.array(np.asarray(raw.timestamps_ms, dtype=np.int64)[idx] * 1000, pa.timestamp("us", tz="UTC"))
-    )
+    t = t.append_column("source_offset", pa.array(raw.offsets_array()[idx]))
+    t = t.append_column("ingested_at", pa.array(raw.timestamps_array()[idx] * 1000, pa.timestamp("us", tz="UTC")))
     return t
 
 
@@ -128,9 +132,12 @@ def conform(t: pa.Table, table: TableDef, extra: dict | None = None) -> pa.Table
     extra = extra or {}
     schema = table.arrow_schema()
     cols = []
+    names = t.column_names  # read once: each read builds a list
+    at = {name: i for i, name in enumerate(names)}
     for f in schema:
-        if f.name in t.column_names:
-            col = t.column(f.name)
+        i = at.get(f.name)
+        if i is not None:
+            col = t.column(i if len(at) == len(names) else f.name)  # a name twice: Arrow's own error
         elif f.name in extra:
             col = pa.array([extra[f.name]] * n, f.type)
         else:

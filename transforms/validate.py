@@ -19,12 +19,13 @@ from __future__ import annotations
 import difflib
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.encodings import one_array
 from schemas.wire import arrow_schema
 from transforms.batch import INDEX, MAX_PROBLEMS, Batch
 
@@ -102,6 +103,7 @@ class Validator:
         self.required = [f.name for f in arrow_schema(signal) if not f.nullable]
         self.ts_field = "start_time" if signal == "span" else "timestamp"
         self.event_types = pa.array(sorted(set(step.event_types)))
+        self._event_type_names: list[str] = self.event_types.to_pylist()  # read per reject: made once
         self.levels = pa.array(sorted(set(step.levels)))
         self.max_future_ms = int(step.max_future.total_seconds() * 1000)
         self.max_past_ms = int(step.max_past.total_seconds() * 1000)
@@ -152,7 +154,7 @@ class Validator:
             except (ValueError, TypeError):
                 continue
             if isinstance(doc, dict):
-                hints = unknown_field_hints(doc, self.fields, self.inner_fields, self.event_types.to_pylist())
+                hints = unknown_field_hints(doc, self.fields, self.inner_fields, self._event_type_names)
                 details[r] = "; ".join(hints) if hints else None
         mask = np.zeros(batch.table.num_rows, dtype=bool)
         mask[[r for r in rows.tolist() if details[r]]] = True
@@ -297,7 +299,7 @@ class Validator:
         if t.column(field).type.unit == "us":
             ts_ms = ts_ms // 1000
         idx = t.column(INDEX).to_numpy()
-        ingest = np.asarray(batch.raw.timestamps_ms, dtype=np.int64)[idx]
+        ingest = batch.raw.timestamps_array()[idx]
         delta = ts_ms - ingest
         present = t.column(field).is_valid().to_numpy(zero_copy_only=False)  # a missing time is named by _required
         bad = ((delta > self.max_future_ms) | ((delta < -self.max_past_ms) if past else False)) & present
@@ -316,7 +318,7 @@ class Validator:
         """Every interaction of an envelope has a known ``type``: an envelope is rejected
         when any of its interactions lacks one or names an unknown one (each named, by
         position, at most ``MAX_PROBLEMS``)."""
-        events = batch.table.column("events").combine_chunks()
+        events = one_array(batch.table.column("events"))  # no copy: only read
         lengths = pc.list_value_length(events).fill_null(0).to_numpy(zero_copy_only=False)
         empty = lengths == 0
         if empty.any():
@@ -335,18 +337,19 @@ class Validator:
         if not bad_flat.any():
             return
         parents = pc.list_parent_indices(events).to_numpy()
-        starts = events.offsets.to_numpy()[:-1]
+        offsets = events.offsets.to_numpy()
+        starts = offsets[:-1] - offsets[0]  # into the flattened values (a slice's offsets need not start at 0)
         problems: dict[int, list[str]] = {}
-        tl = types.to_pylist() if unknown.any() else None
-        for k in np.flatnonzero(bad_flat).tolist():
+        at = np.flatnonzero(bad_flat)
+        # the type texts of the bad interactions only (a whole-column to_pylist costs a Python string per row)
+        named = dict(zip(at.tolist(), types.take(pa.array(at)).to_pylist())) if unknown.any() else {}
+        for k in at.tolist():
             p = int(parents[k])
             where = f"events[{k - int(starts[p])}].type"
             if missing[k]:
                 msg = f"{where}: required field is missing or null"
             else:
-                msg = (
-                    f"{where}: unknown event type {cast(list, tl)[k]!r}; expected one of {self.event_types.to_pylist()}"
-                )
+                msg = f"{where}: unknown event type {named[k]!r}; expected one of {self._event_type_names}"
             problems.setdefault(p, []).append(msg)
         bad = np.zeros(len(events), dtype=bool)
         details = np.empty(len(events), dtype=object)
