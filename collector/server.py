@@ -35,10 +35,10 @@ def _spec(path: str, host: str | None, port: int | None):
 def build_door(spec: PipelineSpec) -> Door:
     """The :class:`collector.app.Door` of ``spec``, in a process with the settings of
     :func:`process_settings`, and the process's garbage collector then set by
-    ``collect.gc_young_threshold`` (:func:`collector.gc_tuning.tune_gc`: what start-up
+    ``collect.gc_young_threshold`` (:func:`core.gc_tuning.tune_gc`: what start-up
     made, the door and its producer included, is frozen)."""
     from collector.app import create_app
-    from collector.gc_tuning import tune_gc
+    from core.gc_tuning import tune_gc
 
     process_settings(spec.collect)
     door = create_app(spec)

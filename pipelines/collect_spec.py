@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.durations import Duration
+from core.gc_tuning import DEFAULT_YOUNG_THRESHOLD, MAX_YOUNG_THRESHOLD
 
 
 class _Model(BaseModel):
@@ -145,9 +146,9 @@ class CollectSpec(_Model):
     )
     producer: dict[str, str] = Field(default_factory=dict, description="extra librdkafka producer properties")
     gc_young_threshold: int = Field(
-        10_000,
+        DEFAULT_YOUNG_THRESHOLD,
         ge=0,
-        le=10_000_000,
+        le=MAX_YOUNG_THRESHOLD,
         description=(
             "the collector process's garbage collector: after start-up every live object is frozen (never walked "
             "again) and a young collection runs after this many new container objects (Python's default: 700, "

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from core.batch import DEFAULT_MAX_BYTES
 from core.durations import MIN_WINDOW, Duration, duration_ms, format_duration, parse_duration  # noqa: F401 - re-exported
 from core.errors import ConfigurationError
+from core.gc_tuning import DEFAULT_YOUNG_THRESHOLD, MAX_YOUNG_THRESHOLD
 from pipelines.collect_spec import CollectSpec
 from transforms.alerting.config import AlertingConfig
 from transforms.product.config import ProductConfig
@@ -569,6 +570,25 @@ class StagesSpec(Model):
         return max(0, int(d.total_seconds() * 1000)) if d is not None else 0
 
 
+class ProcessSpec(Model):
+    """Settings of each process that runs the pipeline (``obsflow run``: the one Bytewax
+    process or each process of a cluster, Beam's DirectRunner, each Python SDK worker on
+    Flink), applied once per process when its graph is built (:mod:`core.gc_tuning`). The
+    collector has its own: ``collect.gc_young_threshold``."""
+
+    gc_young_threshold: int = Field(
+        DEFAULT_YOUNG_THRESHOLD,
+        ge=0,
+        le=MAX_YOUNG_THRESHOLD,
+        description=(
+            "the process's garbage collector: once the graph is built (imports, lookup tables, consumers) every live "
+            "object is frozen (never walked again) and a young collection runs after this many new container objects "
+            "(Python's default: 700, which walks each batch's records over and over: about 12% of the event path's "
+            "CPU); 0: Python's defaults"
+        ),
+    )
+
+
 class PipelineSpec(Model):
     version: Literal[1] = Field(1, description="spec format version")
     name: str = Field(description="the pipeline's name")
@@ -587,6 +607,7 @@ class PipelineSpec(Model):
     alerts: AlertsSpec | None = Field(None, description="alert rules and routing; null: none")
     stages: StagesSpec = Field(StagesSpec(), description="the stateful stages' clocks")
     collect: CollectSpec = Field(CollectSpec(), description="`obsflow collect`, the HTTP front door")
+    process: ProcessSpec = Field(ProcessSpec(), description="settings of each process of `obsflow run`")
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:

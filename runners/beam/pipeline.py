@@ -52,6 +52,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 
+from core.gc_tuning import tune_gc_once
 from pipelines.graph import PipelineGraph, plan_stages, write_plan
 from pipelines.isolate import GuardedStage
 from pipelines.stages import GLOBAL, StageInput, StageTick, global_inputs
@@ -186,6 +187,7 @@ class ProcessBatches(beam.DoFn):
 
     def setup(self):
         self.graph = PipelineGraph(self.spec, counters=STATS)
+        tune_gc_once(self.spec.process.gc_young_threshold)  # the worker process's graph is built: frozen
 
     def process(self, raw):
         out = self.graph.process(raw)

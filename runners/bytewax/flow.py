@@ -29,6 +29,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from bytewax.operators import StatefulLogic
 
+from core.gc_tuning import tune_gc_once
 from pipelines.graph import PipelineGraph, plan_stages, write_plan
 from pipelines.isolate import GuardedStage
 from pipelines.prebuilt import PrebuiltGraph
@@ -240,13 +241,15 @@ def build_flow(
     partitions = list(source.list_parts()) if hasattr(source, "list_parts") else None
     if isinstance(source, KafkaBytewaxSource):  # the stages' event time waits for the partitions with records to read
         partitions = [k for k in cast(list, partitions) if source.ranges[k].backlog]
-    built: list[PipelineGraph] = [] if graph is not None else [PipelineGraph(spec, counters=STATS)]
+    eager = PipelineGraph(spec, counters=STATS) if graph is None else None
+    built: list[PipelineGraph] = []
 
     def process(raw):
         if isinstance(raw, Tick):
             return raw
         if not built:
-            built.append(cast(PrebuiltGraph, graph).get())
+            built.append(eager if eager is not None else cast(PrebuiltGraph, graph).get())
+            tune_gc_once(spec.process.gc_young_threshold)  # the process's graph is built: frozen with the imports
         out = built[0].process(raw)
         STATS.add_output(out)
         return out

@@ -1,5 +1,5 @@
 """The collector's garbage-collector settings (``collect.gc_young_threshold``,
-:mod:`collector.gc_tuning`): applied by ``obsflow collect`` after start-up; 0 leaves Python's."""
+:mod:`core.gc_tuning`): applied by ``obsflow collect`` after start-up; 0 leaves Python's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from collector.gc_tuning import tune_gc
+from core.gc_tuning import tune_gc
 from pipelines.collect_spec import CollectSpec
 
 pytestmark = pytest.mark.collect
