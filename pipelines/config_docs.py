@@ -26,7 +26,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from core.durations import format_duration
-from pipelines.spec import AlertsSpec, DeadLetterSpec, DedupeStep, OutputsSpec, StorageSpec
+from pipelines.spec import AlertsSpec, DeadLetterSpec, DedupeStep, OutputsSpec, ProcessSpec, StorageSpec
 from transforms.alerting.config import AlertRule, InhibitRule
 from transforms.product.config import FunnelConfig, FunnelStep, ProductConfig
 from transforms.rollup.config import DeriveRule, RollupConfig
@@ -42,6 +42,9 @@ TABLES: dict[str, dict[str, list[tuple[str, type[BaseModel]]]]] = {
     },
     "docs/collect.md": {
         "dedupe-keys": [("", DedupeStep)],
+    },
+    "docs/running-at-scale.md": {
+        "process-keys": [("process", ProcessSpec)],
     },
     "transforms/rollup/README.md": {
         "rollup-keys": [("", RollupConfig)],
