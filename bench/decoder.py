@@ -24,7 +24,14 @@ batches them), figures per item; and the same messages in OTLP/JSON (``span otlp
 python`` / ``span otlp_json native``, likewise logs and metrics). ``--otlp-only``: the
 OTLP variants alone.
 
-    python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01]
+``--gc``: only ``event orjson`` and ``event path python`` / ``event path native``, each
+under the GC setting of the run processes (``gc run``: ``process.gc_young_threshold``'s
+default through :func:`core.gc_tuning.tune_gc`, what is alive frozen) and under Python's
+defaults (``gc python``: nothing frozen, thresholds 700, 10, 10), alternating in this
+process; the setting is made before each timed call, outside the clock (both after one
+full collection).
+
+    python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01] [--gc]
 
 The last line of the output is one JSON object with every figure."""
 
@@ -183,7 +190,10 @@ def main() -> int:
     ap.add_argument("--otlp-items", type=int, default=50)
     ap.add_argument("--otlp-only", action="store_true", help="only the OTLP variants (protobuf and OTLP/JSON)")
     ap.add_argument("--avro-only", action="store_true", help="only the Avro and JSON decoders and orjson, per signal")
+    ap.add_argument("--gc", action="store_true", help="the event path under the runs' GC setting against Python's")
     args = ap.parse_args()
+    if args.gc:
+        return gc_main(args)
 
     import orjson
 
@@ -257,16 +267,7 @@ def main() -> int:
             g.process(events[0])
             variants[f"event path {d} no dedupe"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
 
-    best = {name: float("inf") for name in variants}
-    for _ in range(args.rounds):
-        for name, (fn, _n) in variants.items():
-            t = time.process_time()
-            fn()
-            best[name] = min(best[name], time.process_time() - t)
-    rates = {name: variants[name][1] / secs for name, secs in best.items()}
-    for name, r in rates.items():
-        unit = "items" if "otlp" in name else "records"
-        print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {args.rounds})")
+    rates = _measure(variants, args.rounds)
     pairs = {
         "path native / path python": ("event path native", "event path python"),
         "path native / orjson": ("event path native", "event orjson"),
@@ -284,6 +285,30 @@ def main() -> int:
     for sig in ("span", "log", "metric"):
         pairs[f"{sig} otlp native / python"] = (f"{sig} otlp native", f"{sig} otlp python")
         pairs[f"{sig} otlp_json native / python"] = (f"{sig} otlp_json native", f"{sig} otlp_json python")
+    _report(args, rates, pairs)
+    return 0
+
+
+def _measure(variants: dict[str, tuple], rounds: int, setups: dict | None = None) -> dict[str, float]:
+    """Records (items) per CPU-second of each variant, best of ``rounds`` interleaved rounds;
+    ``setups[name]``, if any, runs before each timed call of ``name``, off the clock."""
+    best = {name: float("inf") for name in variants}
+    for _ in range(rounds):
+        for name, (fn, _n) in variants.items():
+            if setups and name in setups:
+                setups[name]()
+            t = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - t)
+    rates = {name: variants[name][1] / secs for name, secs in best.items()}
+    for name, r in rates.items():
+        unit = "items" if "otlp" in name else "records"
+        print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {rounds})")
+    return rates
+
+
+def _report(args, rates: dict[str, float], pairs: dict[str, tuple[str, str]]) -> None:
+    """Print the ratios of ``pairs``, the load and the JSON line."""
     ratio = {k: rates[a] / rates[b] for k, (a, b) in pairs.items() if a in rates and b in rates}
     for k, v in ratio.items():
         print(f"{k:40s}{v:6.2f}x")
@@ -298,6 +323,60 @@ def main() -> int:
             }
         )
     )
+
+
+def gc_main(args) -> int:
+    """``--gc``: the event path (both decoders) and orjson under the run processes' GC
+    setting and under Python's defaults, alternating in this process."""
+    import gc
+
+    import orjson
+
+    from core.gc_tuning import tune_gc
+    from pipelines.spec import ProcessSpec
+
+    events = _batches("event", args.records, args.bad)
+    graphs = {d: _graph(d) for d in ("python", "native")}
+    for g in graphs.values():
+        g.process(events[0])  # warm caches and lazy imports outside the clock
+
+    def orjson_all() -> None:
+        for b in events:
+            for v in b.values:
+                try:
+                    orjson.loads(v)
+                except (orjson.JSONDecodeError, TypeError):
+                    pass
+
+    def run_setting() -> None:
+        gc.unfreeze()
+        tune_gc(ProcessSpec().gc_young_threshold)
+
+    def python_setting() -> None:
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
+        gc.collect()
+
+    variants: dict[str, tuple] = {}
+    setups = {}
+    for setting, setup in (("run", run_setting), ("python", python_setting)):
+        for name, fn in (
+            ("event orjson", orjson_all),
+            *((f"event path {d}", (lambda g=g: [g.process(b) for b in events])) for d, g in graphs.items()),
+        ):
+            variants[f"{name} gc {setting}"] = (fn, args.records)
+            setups[f"{name} gc {setting}"] = setup
+    rates = _measure(variants, args.rounds, setups)
+    pairs = {}
+    for setting in ("run", "python"):
+        pairs[f"path native / path python, gc {setting}"] = (
+            f"event path native gc {setting}",
+            f"event path python gc {setting}",
+        )
+        pairs[f"path native / orjson, gc {setting}"] = (f"event path native gc {setting}", f"event orjson gc {setting}")
+    for name in ("event path native", "event path python", "event orjson"):
+        pairs[f"{name}: gc run / gc python"] = (f"{name} gc run", f"{name} gc python")
+    _report(args, rates, pairs)
     return 0
 
 
