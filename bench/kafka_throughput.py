@@ -25,7 +25,9 @@ when other work shares the machine.
 
 Prints the figures and ends with one JSON line. Not run in CI; ``--records 50000
 --fresh-seconds 10`` makes a quick check. ``--baseline-root DIR`` with a runner such as
-``bytewax@base`` measures another checkout (e.g. main) in the same interleaved rounds."""
+``bytewax@base`` measures another checkout (e.g. main) in the same interleaved rounds. A
+runner with the suffix ``~gcN`` (e.g. ``bytewax~gc0``) runs with ``process.gc_young_threshold:
+N`` in its spec (0: Python's garbage-collector defaults; without it, the spec's default)."""
 
 from __future__ import annotations
 
@@ -59,8 +61,13 @@ def _cpu_s(who=resource.RUSAGE_SELF) -> float:
     return r.ru_utime + r.ru_stime
 
 
+#: the spec's ``process:`` section in this measurement (a runner's ``~gcN`` suffix); empty: the default
+SPEC_PROCESS: dict = {}
+
+
 def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float = 5.0, batch: int = 5000) -> dict:
-    """Events only (like bench/pipeline_throughput.py), on ``topic``."""
+    """Events only (like bench/pipeline_throughput.py), on ``topic``; ``process:`` from
+    :data:`SPEC_PROCESS`."""
     import yaml
 
     from pipelines import DEFAULT_SPEC
@@ -76,6 +83,8 @@ def spec_data(warehouse: str, bootstrap: str, topic: str, commit_seconds: float 
     ]
     for k in ("alerts",):
         d.pop(k, None)
+    if SPEC_PROCESS:
+        d["process"] = dict(SPEC_PROCESS)
     d["kafka"].update(
         {
             "bootstrap_servers": bootstrap,
@@ -406,6 +415,10 @@ def main() -> int:
     ap.add_argument("--topic", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
+        # a runner may set the process's GC: "bytewax~gc0" runs with process.gc_young_threshold: 0
+        args.part, _, gc_threshold = args.part.partition("~gc")
+        if gc_threshold:
+            SPEC_PROCESS["gc_young_threshold"] = int(gc_threshold)
         # a runner may name its decoder: "bytewax:python" runs bytewax with OBSFLOW_DECODER=python
         args.part, _, decoder = args.part.partition(":")
         if decoder:
