@@ -24,12 +24,14 @@ batches them), figures per item; and the same messages in OTLP/JSON (``span otlp
 python`` / ``span otlp_json native``, likewise logs and metrics). ``--otlp-only``: the
 OTLP variants alone.
 
-``--gc``: only ``event orjson`` and ``event path python`` / ``event path native``, each
-under the GC setting of the run processes (``gc run``: ``process.gc_young_threshold``'s
-default through :func:`core.gc_tuning.tune_gc`, what is alive frozen) and under Python's
-defaults (``gc python``: nothing frozen, thresholds 700, 10, 10), alternating in this
-process; the setting is made before each timed call, outside the clock (both after one
-full collection).
+``--gc``: every variant is built as without it (its data alive: the heap the collector
+walks), but only ``event orjson`` and ``event path python`` / ``event path native`` are
+timed, each under the GC setting of the run processes (``gc run``:
+``process.gc_young_threshold``'s default through :func:`core.gc_tuning.tune_gc`, what is
+alive frozen) and under Python's defaults (``gc python``: nothing frozen, thresholds 700,
+10, 10), alternating in this process; the setting is made before each timed call, off the
+clock (both after one full collection). ``--signals event`` builds fewer variants: a
+smaller heap.
 
     python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01] [--gc]
 
@@ -192,8 +194,6 @@ def main() -> int:
     ap.add_argument("--avro-only", action="store_true", help="only the Avro and JSON decoders and orjson, per signal")
     ap.add_argument("--gc", action="store_true", help="the event path under the runs' GC setting against Python's")
     args = ap.parse_args()
-    if args.gc:
-        return gc_main(args)
 
     import orjson
 
@@ -267,6 +267,8 @@ def main() -> int:
             g.process(events[0])
             variants[f"event path {d} no dedupe"] = ((lambda g=g: [g.process(b) for b in events]), args.records)
 
+    if args.gc:  # every variant's data stays alive (the heap the collector walks), only these are timed
+        return _gc_measure(args, variants)
     rates = _measure(variants, args.rounds)
     pairs = {
         "path native / path python": ("event path native", "event path python"),
@@ -325,28 +327,14 @@ def _report(args, rates: dict[str, float], pairs: dict[str, tuple[str, str]]) ->
     )
 
 
-def gc_main(args) -> int:
-    """``--gc``: the event path (both decoders) and orjson under the run processes' GC
-    setting and under Python's defaults, alternating in this process."""
+def _gc_measure(args, built: dict[str, tuple]) -> int:
+    """``--gc``: ``event orjson`` and the event path (both decoders) of ``built`` under the
+    run processes' GC setting and under Python's defaults, alternating in this process; the
+    other variants are built (their data alive, as in the whole bench) but not timed."""
     import gc
-
-    import orjson
 
     from core.gc_tuning import tune_gc
     from pipelines.spec import ProcessSpec
-
-    events = _batches("event", args.records, args.bad)
-    graphs = {d: _graph(d) for d in ("python", "native")}
-    for g in graphs.values():
-        g.process(events[0])  # warm caches and lazy imports outside the clock
-
-    def orjson_all() -> None:
-        for b in events:
-            for v in b.values:
-                try:
-                    orjson.loads(v)
-                except (orjson.JSONDecodeError, TypeError):
-                    pass
 
     def run_setting() -> None:
         gc.unfreeze()
@@ -359,13 +347,13 @@ def gc_main(args) -> int:
 
     variants: dict[str, tuple] = {}
     setups = {}
+    names = [n for n in ("event orjson", "event path python", "event path native") if n in built]
     for setting, setup in (("run", run_setting), ("python", python_setting)):
-        for name, fn in (
-            ("event orjson", orjson_all),
-            *((f"event path {d}", (lambda g=g: [g.process(b) for b in events])) for d, g in graphs.items()),
-        ):
-            variants[f"{name} gc {setting}"] = (fn, args.records)
+        for name in names:
+            variants[f"{name} gc {setting}"] = built[name]
             setups[f"{name} gc {setting}"] = setup
+    live = sum(1 for _ in gc.get_objects())
+    print(f"({live:,} objects tracked by the collector before the first round)")
     rates = _measure(variants, args.rounds, setups)
     pairs = {}
     for setting in ("run", "python"):
@@ -374,7 +362,7 @@ def gc_main(args) -> int:
             f"event path python gc {setting}",
         )
         pairs[f"path native / orjson, gc {setting}"] = (f"event path native gc {setting}", f"event orjson gc {setting}")
-    for name in ("event path native", "event path python", "event orjson"):
+    for name in names:
         pairs[f"{name}: gc run / gc python"] = (f"{name} gc run", f"{name} gc python")
     _report(args, rates, pairs)
     return 0
