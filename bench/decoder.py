@@ -30,7 +30,8 @@ timed, each under the GC setting of the run processes (``gc run``:
 ``process.gc_young_threshold``'s default through :func:`core.gc_tuning.tune_gc`, what is
 alive frozen) and under Python's defaults (``gc python``: nothing frozen, thresholds 700,
 10, 10), alternating in this process; the setting is made before each timed call, off the
-clock (both after one full collection). ``--signals event`` builds fewer variants: a
+clock (the run setting's collection and freeze as a run makes them once; Python's defaults
+with no collection out of turn, as a process on them runs). ``--signals event`` builds fewer variants: a
 smaller heap.
 
     python bench/decoder.py [--records 50000] [--rounds 5] [--bad 0.01] [--gc]
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -269,7 +271,7 @@ def main() -> int:
 
     if args.gc:  # every variant's data stays alive (the heap the collector walks), only these are timed
         return _gc_measure(args, variants)
-    rates = _measure(variants, args.rounds)
+    rates, _ = _measure(variants, args.rounds)
     pairs = {
         "path native / path python": ("event path native", "event path python"),
         "path native / orjson": ("event path native", "event orjson"),
@@ -291,22 +293,29 @@ def main() -> int:
     return 0
 
 
-def _measure(variants: dict[str, tuple], rounds: int, setups: dict | None = None) -> dict[str, float]:
-    """Records (items) per CPU-second of each variant, best of ``rounds`` interleaved rounds;
-    ``setups[name]``, if any, runs before each timed call of ``name``, off the clock."""
-    best = {name: float("inf") for name in variants}
+def _measure(
+    variants: dict[str, tuple], rounds: int, setups: dict | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Records (items) per CPU-second of each variant: the best and the median of ``rounds``
+    interleaved rounds; ``setups[name]``, if any, runs before each timed call of ``name``,
+    off the clock."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, (fn, _n) in variants.items():
             if setups and name in setups:
                 setups[name]()
             t = time.process_time()
             fn()
-            best[name] = min(best[name], time.process_time() - t)
-    rates = {name: variants[name][1] / secs for name, secs in best.items()}
+            times[name].append(time.process_time() - t)
+    rates = {name: variants[name][1] / min(ts) for name, ts in times.items()}
+    medians = {name: variants[name][1] / statistics.median(ts) for name, ts in times.items()}
     for name, r in rates.items():
         unit = "items" if "otlp" in name else "records"
-        print(f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {rounds})")
-    return rates
+        print(
+            f"{name:28s}{r:>12,.0f} {unit}/s = {1e6 / r:6.2f} us each (CPU time, best of {rounds}; "
+            f"median {1e6 / medians[name]:.2f} us)"
+        )
+    return rates, medians
 
 
 def _report(args, rates: dict[str, float], pairs: dict[str, tuple[str, str]]) -> None:
@@ -340,10 +349,9 @@ def _gc_measure(args, built: dict[str, tuple]) -> int:
         gc.unfreeze()
         tune_gc(ProcessSpec().gc_young_threshold)
 
-    def python_setting() -> None:
+    def python_setting() -> None:  # no collection first: a process on the defaults never has one out of turn
         gc.unfreeze()
         gc.set_threshold(700, 10, 10)
-        gc.collect()
 
     variants: dict[str, tuple] = {}
     setups = {}
@@ -354,7 +362,8 @@ def _gc_measure(args, built: dict[str, tuple]) -> int:
             setups[f"{name} gc {setting}"] = setup
     live = sum(1 for _ in gc.get_objects())
     print(f"({live:,} objects tracked by the collector before the first round)")
-    rates = _measure(variants, args.rounds, setups)
+    rates, medians = _measure(variants, args.rounds, setups)
+    rates.update({f"{name} (median)": r for name, r in medians.items()})
     pairs = {}
     for setting in ("run", "python"):
         pairs[f"path native / path python, gc {setting}"] = (
@@ -364,6 +373,7 @@ def _gc_measure(args, built: dict[str, tuple]) -> int:
         pairs[f"path native / orjson, gc {setting}"] = (f"event path native gc {setting}", f"event orjson gc {setting}")
     for name in names:
         pairs[f"{name}: gc run / gc python"] = (f"{name} gc run", f"{name} gc python")
+        pairs[f"{name}: gc run / gc python (medians)"] = (f"{name} gc run (median)", f"{name} gc python (median)")
     _report(args, rates, pairs)
     return 0
 
