@@ -201,12 +201,30 @@ fn array<'a>(p: &mut Parser<'a>, mut item: impl FnMut(&mut Parser<'a>) -> R<()>)
     Ok(())
 }
 
-/// Read past any JSON value, checking it (nothing kept).
+/// Read past any JSON value, checking it as the reference's JSON parser (orjson) does
+/// (nothing kept): a number whose double is infinite (`1e400`) defers, for orjson rejects
+/// the whole message for it wherever it stands.
 fn skip(p: &mut Parser<'_>) -> R<()> {
     match p.peek() {
         Some(b'{') => object(p, |p, _| skip(p)),
         Some(b'[') => array(p, skip),
-        _ => p.value().map(drop),
+        _ => match p.value()? {
+            J::Num(t, false) => finite(t),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Whether a non-integer number literal reads as a finite double below f64::MAX (at the
+/// boundary, rounding is left to the reference); integers of the parser's at most 32
+/// characters always are (orjson reads those beyond 64 bits as doubles).
+pub(crate) fn finite(t: &str) -> R<()> {
+    if !t.bytes().any(|c| c == b'e' || c == b'E') {
+        return Ok(()); // at most 32 characters without an exponent: far below f64::MAX
+    }
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.abs() < f64::MAX => Ok(()),
+        _ => Err(Defer),
     }
 }
 
@@ -844,6 +862,8 @@ mod tests {
             SPAN.replace("\"kind\":2", "\"kind\":6"),
             SPAN.replace("\"scope\":{\"name\":\"x\"}", "\"scope\":{\"name\":\"x\",}"),
             SPAN.replace("\"status\"", "\"events\":[1,2,],\"status\""),
+            SPAN.replace("\"status\"", "\"events\":[{\"x\":1e400}],\"status\""),
+            SPAN.replace("\"status\"", "\"events\":-2E+308,\"status\""),
             "[]".into(),
             format!("{SPAN} x"),
             SPAN[..SPAN.len() - 3].to_string(),

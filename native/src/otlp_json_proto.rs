@@ -14,7 +14,7 @@
 //! any key this reader does not handle.
 
 use crate::json::{Defer, Parser, J, R};
-use crate::otlp_json::{double, hex_digit, int64, int_text, severity_name, SPAN_KINDS, STATUS_CODES, TEMPORALITIES, U32, U64};
+use crate::otlp_json::{double, finite, hex_digit, int64, int_text, severity_name, SPAN_KINDS, STATUS_CODES, TEMPORALITIES, U32, U64};
 pub use crate::otlp_json::Signal;
 use crate::{otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut};
 
@@ -470,6 +470,17 @@ fn metric(m: &mut Vec<u8>, mt: &Obj<'_>) -> R<()> {
     })
 }
 
+/// Whether every number in `v` reads as a finite double (orjson rejects the whole message
+/// otherwise, wherever the number stands).
+fn numbers_finite(v: &J<'_>) -> bool {
+    match v {
+        J::Num(t, false) => finite(t).is_ok(),
+        J::Arr(a) => a.iter().all(numbers_finite),
+        J::Obj(o) => o.iter().all(|(_, v)| numbers_finite(v)),
+        _ => true,
+    }
+}
+
 /// The protobuf form of one OTLP/JSON export request of `signal`, or Defer (see the module
 /// docs for what defers).
 pub fn to_proto(payload: &[u8], signal: Signal) -> R<Vec<u8>> {
@@ -479,6 +490,9 @@ pub fn to_proto(payload: &[u8], signal: Signal) -> R<Vec<u8>> {
     let doc = p.value()?;
     p.ws();
     if !p.at_end() {
+        return Err(Defer);
+    }
+    if !numbers_finite(&doc) {
         return Err(Defer);
     }
     let doc = obj(&doc)?;
