@@ -43,11 +43,21 @@ pub(crate) fn int_text(v: &J<'_>, signed: bool) -> R<i128> {
         J::Str(s) => s,
         _ => return Err(Defer),
     };
-    let digits = if signed { t.strip_prefix('-').unwrap_or(t) } else { t };
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(d) if signed => (true, d),
+        _ => (false, t),
+    };
+    if digits.is_empty() || digits.len() > 20 {
         return Err(Defer);
     }
-    t.parse::<i128>().map_err(|_| Defer)
+    let mut n: i128 = 0; // 20 digits fit: below 2^67
+    for c in digits.bytes() {
+        if !c.is_ascii_digit() {
+            return Err(Defer);
+        }
+        n = n * 10 + (c - b'0') as i128;
+    }
+    Ok(if negative { -n } else { n })
 }
 
 pub(crate) fn int64(v: &J<'_>) -> R<i64> {
@@ -99,7 +109,7 @@ pub(crate) fn severity_name(s: &str) -> Option<u64> {
     None
 }
 
-pub(crate) fn hex_digit(c: u8) -> R<u8> {
+pub(crate) const fn hex_digit(c: u8) -> R<u8> {
     match c {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
@@ -107,6 +117,20 @@ pub(crate) fn hex_digit(c: u8) -> R<u8> {
         _ => Err(Defer),
     }
 }
+
+/// Each byte's value as a hex digit (either case), or 0x10 when it is none.
+const HEX: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match hex_digit(c as u8) {
+            Ok(v) => v,
+            Err(_) => 0x10,
+        };
+        c += 1;
+    }
+    t
+};
 
 /// An id of `N` bytes written as plain hex (either case): empty is `[]`; any other length
 /// or a non-hex character defers (the protobuf reader then judges the length).
@@ -119,8 +143,14 @@ fn hex_id<const N: usize>(s: &str) -> R<([u8; N], usize)> {
     if s.len() != 2 * N {
         return Err(Defer);
     }
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | (lo & 0xf);
+    }
+    if bad & 0x10 != 0 {
+        return Err(Defer);
     }
     Ok((out, N))
 }
@@ -152,7 +182,7 @@ fn object<'a>(p: &mut Parser<'a>, mut field: impl FnMut(&mut Parser<'a>, &str) -
     }
     loop {
         p.ws();
-        let k = p.string()?;
+        let k = key(p)?;
         p.ws();
         p.eat(b':')?;
         p.ws();
@@ -169,6 +199,29 @@ fn object<'a>(p: &mut Parser<'a>, mut field: impl FnMut(&mut Parser<'a>, &str) -
     }
     p.leave();
     Ok(())
+}
+
+/// An object's key: borrowed when it has no escape (a short scan, the common case), else
+/// as the parser reads any string.
+#[inline]
+fn key<'a>(p: &mut Parser<'a>) -> R<Cow<'a, str>> {
+    let s = p.s;
+    if s.get(p.i) == Some(&b'"') {
+        let start = p.i + 1;
+        let mut j = start;
+        while j < s.len() && j - start < 32 {
+            match s[j] {
+                b'"' => {
+                    p.i = j + 1;
+                    // the payload is UTF-8 and a `"` ends no multi-byte character
+                    return Ok(Cow::Borrowed(std::str::from_utf8(&s[start..j]).map_err(|_| Defer)?));
+                }
+                b'\\' | 0..=0x1f => break,
+                _ => j += 1,
+            }
+        }
+    }
+    p.string()
 }
 
 /// Read the array at the parser, calling `item(p)` for each element, which must read it.
@@ -253,8 +306,25 @@ fn string<'a>(p: &mut Parser<'a>) -> R<Cow<'a, str>> {
     p.string()
 }
 
-/// An unsigned integer below `limit`.
+/// An unsigned integer below `limit`: a plain run of at most 19 digits, quoted or not, read
+/// in place; any other form as [`int_text`] reads it.
 fn uint(p: &mut Parser<'_>, limit: u128) -> R<u64> {
+    let (s, at) = (p.s, p.i);
+    let quoted = s.get(at) == Some(&b'"');
+    let start = at + quoted as usize;
+    let mut j = start;
+    let mut v = 0u64;
+    while j < s.len() && s[j].is_ascii_digit() && j - start < 19 {
+        v = v * 10 + (s[j] - b'0') as u64;
+        j += 1;
+    }
+    let digits = j - start;
+    let next = s.get(j).copied();
+    let plain = digits > 0 && (digits == 1 || s[start] != b'0') && !matches!(next, Some(b'0'..=b'9'));
+    if plain && (if quoted { next == Some(b'"') } else { !matches!(next, Some(b'.' | b'e' | b'E')) }) {
+        p.i = j + quoted as usize;
+        return if (v as u128) < limit { Ok(v) } else { Err(Defer) };
+    }
     let n = int_text(&scalar(p)?, false)?;
     if n < 0 || n as u128 >= limit {
         return Err(Defer);
@@ -353,6 +423,8 @@ type Keys = [(&'static str, &'static str); 3];
 /// Every resource of an export request: its attributes (`strict`, for metrics: the
 /// resource has no other key) and every scope's items in order, each item read by `item`.
 fn request<'a, T>(p: &mut Parser<'a>, keys: Keys, strict: bool, item: fn(&mut Parser<'a>) -> R<T>) -> R<Vec<Res<'a, T>>> {
+    // room for the items of a message of one resource (few items take under 128 bytes of JSON)
+    let hint = (p.s.len() / 128).min(256);
     let mut out = Vec::new();
     let mut seen = 0u32;
     object(p, |p, k| {
@@ -361,7 +433,7 @@ fn request<'a, T>(p: &mut Parser<'a>, keys: Keys, strict: bool, item: fn(&mut Pa
         }
         once(&mut seen, 0)?;
         array(p, |p| {
-            let mut res = Res { attrs: Vec::new(), items: Vec::new() };
+            let mut res = Res { attrs: Vec::new(), items: Vec::with_capacity(hint) };
             let mut seen = 0u32;
             object(p, |p, k| {
                 if k == "resource" {
