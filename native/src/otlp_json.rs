@@ -412,7 +412,7 @@ fn key_value<'a>(p: &mut Parser<'a>) -> R<Kv<'a>> {
 
 /// An `attributes` list; a key given twice defers.
 fn attributes<'a>(p: &mut Parser<'a>) -> R<Vec<Kv<'a>>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(8); // no regrowth for most items' attributes
     array(p, |p| push_unique(&mut out, key_value(p)?))?;
     Ok(out)
 }
