@@ -92,14 +92,11 @@ fn buf(py: Python<'_>, data: Vec<u8>) -> PyResult<PyObject> {
 pub struct ArrowBatch {
     batch: Option<Exported>,
     rows: usize,
-    addresses: Vec<Vec<usize>>,
 }
 
 impl ArrowBatch {
     pub(crate) fn new(py: Python<'_>, rows: usize, cols: Vec<Col>) -> PyResult<PyObject> {
-        let batch = export_batch(rows, cols);
-        let addresses = batch.addresses();
-        Ok(Py::new(py, ArrowBatch { batch: Some(batch), rows, addresses })?.into_any())
+        Ok(Py::new(py, ArrowBatch { batch: Some(export_batch(rows, cols)), rows })?.into_any())
     }
 }
 
@@ -154,11 +151,12 @@ impl ArrowBatch {
         self.rows
     }
 
-    /// The addresses of each column's buffers as exported (0 for an absent validity
-    /// bitmap; a nested column's children after it, depth first): pyarrow's buffers of the
-    /// imported columns point at these (no copy).
-    fn addresses(&self) -> Vec<Vec<usize>> {
-        self.addresses.clone()
+    /// The addresses of each column's buffers (0 for an absent validity bitmap; a nested
+    /// column's children after it, depth first), before the batch is exported: pyarrow's
+    /// buffers of the imported columns point at these (no copy). `ValueError` once exported.
+    fn addresses(&self) -> PyResult<Vec<Vec<usize>>> {
+        let batch = self.batch.as_ref().ok_or_else(|| PyValueError::new_err("obsflow_native.ArrowBatch: already exported"))?;
+        Ok(batch.addresses())
     }
 }
 
