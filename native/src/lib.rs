@@ -3,14 +3,15 @@
 //! which then gives the row or the dead letter's reason and detail). Never a whole-batch
 //! failure: every problem is one record's deferral.
 //!
-//! The buffers reach pyarrow without copies (src/py.rs: each is a `Buf` exposing the buffer
-//! protocol, wrapped by `pyarrow.py_buffer` and assembled with `pyarrow.Array.from_buffers`
-//! (see schemas/codecs/native_json.py)). The decoders here are pure Rust, callable without
-//! Python (the fuzz targets in native/fuzz do).
+//! The buffers reach pyarrow without copies through the Arrow C data interface (src/cdata.rs
+//! builds the `ArrowArray` structs that own them; src/py.rs wraps them in the capsules of the
+//! Arrow PyCapsule interface; see docs/decoder.md). The decoders here are pure Rust,
+//! callable without Python (the fuzz targets in native/fuzz do).
 
 use std::borrow::Cow;
 
 pub mod avro;
+pub mod cdata;
 pub mod digest;
 mod direct;
 pub mod json;

@@ -977,12 +977,12 @@ mod tests {
 
 /// Decode a batch of OTLP/JSON export requests of `signal` (`span`, `log` or `metric`) into
 /// rows ([`otlp_json`]), returned as `decode_otlp_spans` returns protobuf spans:
-/// `(verdicts, index, items, columns)`. Never raises for a message's content; an unknown
+/// `(verdicts, batch)`. Never raises for a message's content; an unknown
 /// signal is a ValueError.
 #[cfg(feature = "python")]
 #[pyo3::pyfunction]
 pub fn decode_otlp_json(py: pyo3::Python<'_>, values: &pyo3::Bound<'_, pyo3::types::PyList>, max_bytes: usize, signal: &str)
-    -> pyo3::PyResult<(pyo3::PyObject, pyo3::PyObject, pyo3::PyObject, pyo3::PyObject)> {
+    -> pyo3::PyResult<crate::py::OtlpExport> {
     let signal = match signal {
         "span" => Signal::Span,
         "log" => Signal::Log,
