@@ -59,7 +59,7 @@ def main() -> None:
 
     events = _batches("event", args.records, 0.0)
     spans = _otlp_batches(args.records, args.otlp_items)
-    variants = {
+    variants: dict[str, tuple[Any, list]] = {
         "event json": (NativeJsonCodec("event"), events),
         "span otlp": (NativeOtlpCodec("span"), spans),
     }
@@ -89,10 +89,10 @@ def main() -> None:
                 _handover(native_json, out, codec.schema, otlp="span" in name)
                 spent += time.process_time() - t0
             per[name].append(spent / len(batches) * 1e6)
-    out: dict[str, object] = {"build": obsflow_native.__file__, "items": items}
+    result: dict[str, object] = {"build": obsflow_native.__file__, "items": items}
     for name, us in per.items():
-        out[name] = {"best_us": round(min(us), 4), "median_us": round(statistics.median(us), 4)}
-    print(json.dumps(out))
+        result[name] = {"best_us": round(min(us), 4), "median_us": round(statistics.median(us), 4)}
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
