@@ -36,7 +36,7 @@ native-test:
 	cd native && CARGO_HOME="$(CARGO_CACHE)/home" CARGO_TARGET_DIR="$(CARGO_CACHE)/target" cargo test --release --lib
 
 # cargo-fuzz over the compiled decoder's pure-Rust core (native/fuzz: the JSON decoder, the
-# OTLP protobuf decoders and the Avro decoder), FUZZ_SECONDS per target, seeded from the Python fuzz corpus;
+# OTLP protobuf decoders, the OTLP/JSON one against its transcoding oracle, and the Avro decoder), FUZZ_SECONDS per target, seeded from the Python fuzz corpus;
 # cargo-fuzz, its build, the corpus and crash inputs live under the cargo cache (outside the
 # repo). Stable rustc with RUSTC_BOOTSTRAP=1 (native/fuzz/run.sh). In CI as
 # tests/codecs/test_native_fuzz.py (40 s a target).

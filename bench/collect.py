@@ -142,7 +142,10 @@ def wrk(url: str, path: str, ctype: str, body: bytes, seconds: int, connections:
         env={**os.environ, "BODY": str(tmp / "body"), "CT": ctype},
         check=True,
     ).stdout
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    found = re.search(r"(\d+) requests in", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no request count: {out!r}")
+    reqs = int(found.group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else None
@@ -152,6 +155,7 @@ def wrk(url: str, path: str, ctype: str, body: bytes, seconds: int, connections:
 def start(argv: list[str], url_from_stdout: bool, env: dict, cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=str(cwd))
     if url_from_stdout:
+        assert proc.stdout is not None  # stdout=PIPE
         line = proc.stdout.readline()
         url = line.split("listening on ", 1)[1].strip()
     else:
@@ -257,7 +261,10 @@ async def _open_loop(host: str, port: int, request: bytes, rate: float, seconds:
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         code = int(head.split(b" ", 2)[1])
-        n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        if length is None:
+            raise RuntimeError(f"an answer without Content-Length: {head!r}")
+        n = int(length.group(1))
         await reader.readexactly(n)
         lat.append(time.perf_counter() - t_sched)
         codes[code] = codes.get(code, 0) + 1

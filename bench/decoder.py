@@ -46,6 +46,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any, cast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +85,14 @@ def _avro_batches(signal: str, records: int, bad: float, size: int = 5000):
     from transforms.batch import RawBatch
 
     good = [g.value for g in partition_stream(signal, "bench", 0, records, start_ms=START_MS, bad_fraction=0.0)]
-    values = [encode_confluent(signal, r) for r in _wire_rows(signal, good)]
+    # the mutants may be tombstones (None): the list holds what a raw batch holds
+    values: list[Any] = [encode_confluent(signal, r) for r in _wire_rows(signal, cast(list[bytes], good))]
     rng = random.Random(f"bench-avro/{signal}")
     for k in range(len(values)):
         if rng.random() < bad:
             values[k] = mutate(values[k], values[(k + 1) % len(values)], signal, "avro", rng)
     return [
-        RawBatch("events", "bench", 0, values[k : k + size], list(range(k, k + len(values[k : k + size]))), [])
+        RawBatch("events", "bench", 0, [*values[k : k + size]], list(range(k, k + len(values[k : k + size]))), [])
         for k in range(0, len(values), size)
     ]
 
@@ -118,9 +120,12 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
     from tests.fuzz.corpus import seeds
     from transforms.batch import RawBatch
 
-    mtype = {"span": ExportTraceServiceRequest, "log": ExportLogsServiceRequest, "metric": ExportMetricsServiceRequest}[
-        signal
-    ]
+    mtypes: dict[str, Any] = {
+        "span": ExportTraceServiceRequest,
+        "log": ExportLogsServiceRequest,
+        "metric": ExportMetricsServiceRequest,
+    }
+    mtype = mtypes[signal]
 
     def items(m):
         if signal == "metric":  # the generator's samples: one data point a metric
@@ -132,7 +137,8 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
         )
 
     one = [mtype.FromString(s.value) for s in seeds(signal, "otlp_proto", max(40, spans // 4))]
-    values, k = [], 0
+    values: list[bytes] = []
+    k = 0
     while len(values) * per_message < spans:
         msg = mtype()
         msg.CopyFrom(one[k % len(one)])
@@ -153,7 +159,7 @@ def _otlp_batches(spans: int, per_message: int, size: int = 100, signal: str = "
             "spans",
             "bench",
             0,
-            values[j : j + size],
+            [*values[j : j + size]],
             list(range(j, j + len(values[j : j + size]))),
             [START_MS] * len(values[j : j + size]),
         )
@@ -228,7 +234,11 @@ def main() -> int:
             if signal != "event":
                 variants[f"{signal} orjson"] = ((lambda bs=batches: orjson_all(bs)), args.records)
             avro = _avro_batches(signal, args.records, args.bad)
-            for name, codec in (("python", AvroCodec(signal)), ("native", NativeAvroCodec(signal))):
+            avro_codecs: tuple[tuple[str, Any], ...] = (
+                ("python", AvroCodec(signal)),
+                ("native", NativeAvroCodec(signal)),
+            )
+            for name, codec in avro_codecs:
                 variants[f"{signal} avro {name}"] = ((lambda c=codec, bs=avro: [c.decode(b) for b in bs]), args.records)
     from schemas.codecs.native_json import NativeOtlpCodec
     from schemas.codecs.otlp_codec import OtlpCodec

@@ -121,6 +121,11 @@ def produce_bulk(bootstrap: str, topic: str, records: int, start_ms: int) -> flo
 
     p = _producer(bootstrap)
     errors = []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            errors.append(err)
+
     t = time.perf_counter()
     per = records // PARTITIONS
     streams = [
@@ -136,7 +141,7 @@ def produce_bulk(bootstrap: str, topic: str, records: int, start_ms: int) -> flo
                         value=g.value,
                         partition=k,
                         timestamp=g.timestamp_ms,
-                        on_delivery=lambda err, msg: err and errors.append(err),
+                        on_delivery=delivered,
                     )
                     break
                 except BufferError:
@@ -167,7 +172,7 @@ def measure_raw(bootstrap: str, topic: str, records: int) -> dict:
     while n < records:
         for m in c.consume(5000, 1.0):
             if m.error() is None:
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
                 n += 1
     secs = time.perf_counter() - t
     cpu = _cpu_s() - cpu
@@ -314,7 +319,9 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
         text=True,
     )
     out_lines: list[str] = []
-    threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True).start()
+    assert proc.stdout is not None  # stdout=PIPE
+    stdout = proc.stdout
+    threading.Thread(target=lambda: out_lines.extend(stdout), daemon=True).start()
     try:
         db = tmp / "wh" / "catalog.db"
         deadline = time.monotonic() + 60
@@ -352,7 +359,7 @@ def freshness(bootstrap: str, endpoint, rate: float, seconds: float, commit_seco
     while got < n:
         for m in c.consume(5000, 1.0):
             if m.error() is None:
-                created[m.partition()].append(m.timestamp()[1])
+                created[int(m.partition() or 0)].append(m.timestamp()[1])
                 got += 1
     c.close()
     # snapshots of obs.events in order: the offsets each newly covers, visible at its commit time

@@ -34,7 +34,7 @@ pub enum J<'a> {
 }
 
 pub struct Parser<'a> {
-    s: &'a [u8],
+    pub(crate) s: &'a [u8],
     text: &'a str,
     pub i: usize,
     depth: u32,

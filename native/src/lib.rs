@@ -3,20 +3,22 @@
 //! which then gives the row or the dead letter's reason and detail). Never a whole-batch
 //! failure: every problem is one record's deferral.
 //!
-//! The buffers reach pyarrow without copies (src/py.rs: each is a `Buf` exposing the buffer
-//! protocol, wrapped by `pyarrow.py_buffer` and assembled with `pyarrow.Array.from_buffers`
-//! (see schemas/codecs/native_json.py)). The decoders here are pure Rust, callable without
-//! Python (the fuzz targets in native/fuzz do).
+//! The buffers reach pyarrow without copies through the Arrow C data interface (src/cdata.rs
+//! builds the `ArrowArray` structs that own them; src/py.rs wraps them in the capsules of the
+//! Arrow PyCapsule interface; see docs/decoder.md). The decoders here are pure Rust,
+//! callable without Python (the fuzz targets in native/fuzz do).
 
 use std::borrow::Cow;
 
 pub mod avro;
+pub mod cdata;
 pub mod digest;
 mod direct;
 pub mod json;
 pub mod metrics;
 pub mod otlp;
 pub mod otlp_json;
+pub mod otlp_json_proto;
 #[cfg(feature = "python")]
 pub mod pseudonym;
 #[cfg(feature = "python")]
@@ -785,50 +787,54 @@ const SPAN_COLUMNS: usize = 18;
 /// int32) of each row, and the span columns in the reference's column order. Never panics
 /// for a message's content (fuzzed: native/fuzz).
 pub fn otlp_spans(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
+    span_rows(payloads.len(), |i| otlp::trace_request(sized(payloads[i], max_bytes).ok_or(Defer)?))
+}
+
+/// The span rows of `messages` messages, message `i` read by `read(i)` (its resources, or
+/// Defer: verdict 0 and no rows), as [`otlp_spans`] returns them.
+pub(crate) fn span_rows<'p>(messages: usize, mut read: impl FnMut(usize) -> R<Vec<otlp::Resource<'p>>>) -> OtlpOut {
     let str_cols = [0usize, 1, 2, 3, 4, 5, 8, 9, 16];
-    let mut out = OtlpOut::new(payloads.len(), (0..SPAN_COLUMNS).map(|c| match c {
+    let mut out = OtlpOut::new(messages, (0..SPAN_COLUMNS).map(|c| match c {
         10 | 11 | 12 | 13 => Ty::Map,
         c if str_cols.contains(&c) => Ty::Str,
         _ => Ty::I64,
     }));
     {
-        for (i, p) in payloads.iter().enumerate() {
-            let Some(p) = sized(*p, max_bytes) else { continue };
-            let Ok(resources) = otlp::trace_request(p) else { continue };
+        for i in 0..messages {
+            let Ok(resources) = read(i) else { continue };
             out.verdicts[i] = 1;
             let mut k = 0i32;
             for res in &resources {
                 let service = res.attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| text_of(&kv.text))
                     .filter(|s| !s.is_empty()).unwrap_or("unknown_service");
                 let res_map: Option<Vec<(&str, Option<&str>)>> =
-                    if res.attrs.is_empty() { None } else { Some(res.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
+                    if res.attrs.is_empty() { None } else { Some(res.attrs.iter().map(|kv| (&*kv.key, text_of(&kv.text))).collect()) };
                 let res_types: Vec<(&str, Option<&str>)> =
-                    res.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
+                    res.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (&*kv.key, Some(t)))).collect();
                 for sp in &res.items {
-                    let zero_parent = sp.parent.iter().all(|&c| c == 0);
-                    let parent = if sp.parent.is_empty() || zero_parent { None } else { Some(hex(sp.parent)) };
-                    let (tid, sid) = (hex(sp.trace_id), hex(sp.span_id));
+                    let parent = sp.parent.as_ref().map(|p| hex(p));
+                    let (tid, sid) = (hex(&sp.trace_id), hex(&sp.span_id));
                     push_str(&mut out.cols[0], Some(&tid));
                     push_str(&mut out.cols[1], Some(&sid));
                     push_str(&mut out.cols[2], parent.as_deref());
                     push_str(&mut out.cols[3], Some(service));
-                    push_str(&mut out.cols[4], Some(sp.name));
+                    push_str(&mut out.cols[4], Some(&sp.name));
                     push_str(&mut out.cols[5], Some(SPAN_KINDS[sp.kind as usize]));
                     push_i64(&mut out.cols[6], Some((sp.start / 1000) as i64));
                     push_i64(&mut out.cols[7], Some((sp.end / 1000) as i64));
                     push_str(&mut out.cols[8], Some(STATUS_CODES[sp.status_code as usize]));
-                    push_str(&mut out.cols[9], if sp.status_message.is_empty() { None } else { Some(sp.status_message) });
+                    push_str(&mut out.cols[9], if sp.status_message.is_empty() { None } else { Some(&sp.status_message) });
                     let attrs: Option<Vec<(&str, Option<&str>)>> =
-                        if sp.attrs.is_empty() { None } else { Some(sp.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect()) };
+                        if sp.attrs.is_empty() { None } else { Some(sp.attrs.iter().map(|kv| (&*kv.key, text_of(&kv.text))).collect()) };
                     push_map(&mut out.cols[10], attrs);
                     push_map(&mut out.cols[11], res_map.clone());
                     let types: Vec<(&str, Option<&str>)> =
-                        sp.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (kv.key, Some(t)))).collect();
+                        sp.attrs.iter().filter_map(|kv| kv.type_name.map(|t| (&*kv.key, Some(t)))).collect();
                     push_map(&mut out.cols[12], if types.is_empty() { None } else { Some(types) });
                     push_map(&mut out.cols[13], if res_types.is_empty() { None } else { Some(res_types.clone()) });
                     push_i64(&mut out.cols[14], if sp.start < (1u64 << 63) { Some(sp.start as i64) } else { None });
                     push_i64(&mut out.cols[15], if sp.end < (1u64 << 63) { Some(sp.end as i64) } else { None });
-                    push_str(&mut out.cols[16], if sp.trace_state.is_empty() { None } else { Some(sp.trace_state) });
+                    push_str(&mut out.cols[16], if sp.trace_state.is_empty() { None } else { Some(&sp.trace_state) });
                     push_i64(&mut out.cols[17], Some(sp.flags as i64));
                     out.row(i, k);
                     k += 1;
@@ -862,20 +868,25 @@ fn set<'k>(attrs: &mut Vec<(&'k str, Option<&'k str>)>, key: &'k str, value: Opt
 /// rows here; 0: left to the reference decoder), the message (`_i`) and record (`_item`) of
 /// each row, and the log columns. Never panics for a message's content.
 pub fn otlp_logs(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
-    let mut out = OtlpOut::new(payloads.len(), (0..LOG_COLUMNS).map(|c| match c {
+    log_rows(payloads.len(), |i| otlp::logs_request(sized(payloads[i], max_bytes).ok_or(Defer)?))
+}
+
+/// The log rows of `messages` messages, message `i` read by `read(i)` (its resources, or
+/// Defer: verdict 0 and no rows), as [`otlp_logs`] returns them.
+pub(crate) fn log_rows<'p>(messages: usize, mut read: impl FnMut(usize) -> R<Vec<otlp::LogResource<'p>>>) -> OtlpOut {
+    let mut out = OtlpOut::new(messages, (0..LOG_COLUMNS).map(|c| match c {
         0 => Ty::I64,
         10 => Ty::Map,
         _ => Ty::Str,
     }));
     {
-        for (i, p) in payloads.iter().enumerate() {
-            let Some(p) = sized(*p, max_bytes) else { continue };
-            let Ok(resources) = otlp::logs_request(p) else { continue };
+        for i in 0..messages {
+            let Ok(resources) = read(i) else { continue };
             out.verdicts[i] = 1;
             let mut k = 0i32;
             for res in &resources {
                 // the reference's _LogRows.resource: service, host, env taken out, the rest kept in order
-                let mut rest: Vec<(&str, Option<&str>)> = res.attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect();
+                let mut rest: Vec<(&str, Option<&str>)> = res.attrs.iter().map(|kv| (&*kv.key, text_of(&kv.text))).collect();
                 let service = pop(&mut rest, "service.name").filter(|s| !s.is_empty()).unwrap_or("unknown_service");
                 let host = pop(&mut rest, "host.name");
                 let (env_new, env_old) = (pop(&mut rest, "deployment.environment.name"), pop(&mut rest, "deployment.environment"));
@@ -883,15 +894,15 @@ pub fn otlp_logs(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                 for lr in &res.items {
                     let mut attrs = rest.clone();
                     for kv in &lr.attrs {
-                        set(&mut attrs, kv.key, text_of(&kv.text));
+                        set(&mut attrs, &kv.key, text_of(&kv.text));
                     }
                     let user_id = pop(&mut attrs, "enduser.id");
                     let request_id = pop(&mut attrs, "http.request_id");
                     if !lr.event_name.is_empty() {
-                        set(&mut attrs, "event.name", Some(lr.event_name));
+                        set(&mut attrs, "event.name", Some(&lr.event_name));
                     }
                     let t = if lr.time != 0 { lr.time } else { lr.observed };
-                    let (tid, sid) = (lr.trace_id.map(hex), lr.span_id.map(hex));
+                    let (tid, sid) = (lr.trace_id.as_ref().map(|b| hex(b)), lr.span_id.as_ref().map(|b| hex(b)));
                     push_i64(&mut out.cols[0], Some((t / 1_000_000) as i64));
                     push_str(&mut out.cols[1], Some(&lr.level));
                     push_str(&mut out.cols[2], Some(service));
@@ -961,7 +972,7 @@ fn metric_row(out: &mut OtlpOut, name: &str, kind: &str, time: u64, labels: Vec<
 /// The labels of a data point: its attributes in order, then `service` (set in place when
 /// an attribute has that key: Python's `{**attrs, "service": svc}`).
 fn labels<'k>(attrs: &'k [otlp::Kv<'k>], service: &'k str) -> Vec<(&'k str, Option<&'k str>)> {
-    let mut out: Vec<(&str, Option<&str>)> = attrs.iter().map(|kv| (kv.key, text_of(&kv.text))).collect();
+    let mut out: Vec<(&str, Option<&str>)> = attrs.iter().map(|kv| (&*kv.key, text_of(&kv.text))).collect();
     set(&mut out, "service", Some(service));
     out
 }
@@ -973,7 +984,13 @@ fn labels<'k>(attrs: &'k [otlp::Kv<'k>], service: &'k str) -> Vec<(&'k str, Opti
 /// (`_item`) of each row (a summary's quantile rows share their point's), and the metric
 /// columns. Never panics for a message's content.
 pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
-    let mut out = OtlpOut::new(payloads.len(), (0..METRIC_COLUMNS).map(|c| match c {
+    metric_rows(payloads.len(), |i| metrics::metrics_request(sized(payloads[i], max_bytes).ok_or(Defer)?))
+}
+
+/// The metric rows of `messages` messages, message `i` read by `read(i)` (its resources, or
+/// Defer: verdict 0 and no rows), as [`otlp_metrics`] returns them.
+pub(crate) fn metric_rows<'p>(messages: usize, mut read: impl FnMut(usize) -> R<Vec<metrics::MetricResource<'p>>>) -> OtlpOut {
+    let mut out = OtlpOut::new(messages, (0..METRIC_COLUMNS).map(|c| match c {
         0 | 1 | 9 => Ty::Str,
         2 | 7 | 10 => Ty::I64,
         3 => Ty::Map,
@@ -981,9 +998,8 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
         5 => Ty::List(Box::new(Ty::F64)),
         _ => Ty::List(Box::new(Ty::I64)),
     }));
-    for (i, p) in payloads.iter().enumerate() {
-        let Some(p) = sized(*p, max_bytes) else { continue };
-        let Ok(resources) = metrics::metrics_request(p) else { continue };
+    for i in 0..messages {
+        let Ok(resources) = read(i) else { continue };
         out.verdicts[i] = 1;
         let mut k = 0i32;
         for res in &resources {
@@ -994,7 +1010,7 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                     metrics::Data::Gauge(points) => {
                         for dp in points {
                             let pt = &dp.point;
-                            metric_row(&mut out, m.name, "GAUGE", pt.time, labels(&pt.attrs, service), dp.value, None, None, None, None,
+                            metric_row(&mut out, &m.name, "GAUGE", pt.time, labels(&pt.attrs, service), dp.value, None, None, None, None,
                                        pt.start);
                             out.row(i, k);
                             k += 1;
@@ -1005,7 +1021,7 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                         let (kind, temp) = if level { ("GAUGE", None) } else { ("COUNTER", Some(if *delta { "delta" } else { "cumulative" })) };
                         for dp in points {
                             let pt = &dp.point;
-                            metric_row(&mut out, m.name, kind, pt.time, labels(&pt.attrs, service), dp.value, None, None, None, temp, pt.start);
+                            metric_row(&mut out, &m.name, kind, pt.time, labels(&pt.attrs, service), dp.value, None, None, None, temp, pt.start);
                             out.row(i, k);
                             k += 1;
                         }
@@ -1014,7 +1030,7 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                         let temp = if *delta { "delta" } else { "cumulative" };
                         for h in points {
                             let pt = &h.point;
-                            metric_row(&mut out, m.name, "HISTOGRAM", pt.time, labels(&pt.attrs, service), None, Some(h), Some(h.count),
+                            metric_row(&mut out, &m.name, "HISTOGRAM", pt.time, labels(&pt.attrs, service), None, Some(h), Some(h.count),
                                        h.sum, Some(temp), pt.start);
                             out.row(i, k);
                             k += 1;
@@ -1024,7 +1040,7 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                         for s in points {
                             let pt = &s.point;
                             let base = labels(&pt.attrs, service);
-                            metric_row(&mut out, m.name, "SUMMARY", pt.time, base.clone(), None, None, Some(s.count), Some(s.sum),
+                            metric_row(&mut out, &m.name, "SUMMARY", pt.time, base.clone(), None, None, Some(s.count), Some(s.sum),
                                        Some("cumulative"), pt.start);
                             out.row(i, k);
                             for &(q, v) in &s.quantiles {
@@ -1034,7 +1050,7 @@ pub fn otlp_metrics(payloads: &[Option<&[u8]>], max_bytes: usize) -> OtlpOut {
                                 let label = metrics::g15(q);
                                 let mut with_q = base.clone();
                                 set(&mut with_q, "quantile", Some(&label));
-                                metric_row(&mut out, m.name, "GAUGE", pt.time, with_q, Some(v), None, None, None, None, pt.start);
+                                metric_row(&mut out, &m.name, "GAUGE", pt.time, with_q, Some(v), None, None, None, None, pt.start);
                                 out.row(i, k);
                             }
                             k += 1;

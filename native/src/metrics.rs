@@ -50,7 +50,7 @@ pub enum Data<'a> {
 }
 
 pub struct Metric<'a> {
-    pub name: &'a str,
+    pub name: std::borrow::Cow<'a, str>,
     pub data: Data<'a>,
 }
 
@@ -296,7 +296,7 @@ fn metric(b: &[u8]) -> R<Metric<'_>> {
             data = Some(d);
         }
     }
-    let m = Metric { name, data: data.ok_or(Defer)? }; // no data: the reference rejects the metric
+    let m = Metric { name: std::borrow::Cow::Borrowed(name), data: data.ok_or(Defer)? }; // no data: the reference rejects the metric
     if m.name.is_empty() && m.points() > 0 {
         return Err(Defer);
     }

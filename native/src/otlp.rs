@@ -7,6 +7,8 @@
 //! would reject (bad ids, kind, status, times), attribute values of kinds whose text the
 //! reference formats itself (double, bytes, array, kvlist), duplicate attribute keys.
 
+use std::borrow::Cow;
+
 use crate::json::{Defer, R};
 
 pub(crate) struct Reader<'a> {
@@ -135,7 +137,7 @@ pub enum Text<'a> {
 }
 
 pub struct Kv<'a> {
-    pub key: &'a str,
+    pub key: Cow<'a, str>,
     pub text: Text<'a>,
     pub type_name: Option<&'static str>,
 }
@@ -216,35 +218,60 @@ pub(crate) fn key_value(b: &[u8]) -> R<Kv<'_>> {
         Some(v) => any_value(v)?,
         None => (Text::Unset, None),
     };
-    Ok(Kv { key, text, type_name })
+    Ok(Kv { key: Cow::Borrowed(key), text, type_name })
 }
 
 /// Attributes (repeated KeyValue bytes), duplicates deferred.
 pub(crate) fn attributes<'a>(raw: &[&'a [u8]]) -> R<Vec<Kv<'a>>> {
     let mut out: Vec<Kv<'a>> = Vec::with_capacity(raw.len());
     for b in raw {
-        let kv = key_value(b)?;
-        if out.iter().any(|o| o.key == kv.key) {
-            return Err(Defer);
-        }
-        out.push(kv);
+        push_unique(&mut out, key_value(b)?)?;
     }
     Ok(out)
 }
 
+/// Append `kv` to `attrs`; a key already there defers (the reference's dict keeps the last).
+pub(crate) fn push_unique<'a>(attrs: &mut Vec<Kv<'a>>, kv: Kv<'a>) -> R<()> {
+    if attrs.iter().any(|o| o.key == kv.key) {
+        return Err(Defer);
+    }
+    attrs.push(kv);
+    Ok(())
+}
+
+/// A span the reference accepts: ids of the right length and not all zero (the parent
+/// None when empty or all zero), kind 0-5, status code 0-2, start and end not 0.
 pub struct Span<'a> {
-    pub trace_id: &'a [u8],
-    pub span_id: &'a [u8],
-    pub parent: &'a [u8],
-    pub trace_state: &'a str,
-    pub name: &'a str,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub trace_state: Cow<'a, str>,
+    pub name: Cow<'a, str>,
     pub kind: u64,
     pub start: u64,
     pub end: u64,
     pub attrs: Vec<Kv<'a>>,
-    pub status_message: &'a str,
+    pub status_message: Cow<'a, str>,
     pub status_code: u64,
     pub flags: u32,
+}
+
+/// A span's ids as the reference accepts them: a 16-byte trace id and an 8-byte span id,
+/// neither all zero, a parent empty (None), all zero (None) or of 8 bytes; else Defer.
+pub(crate) fn span_ids(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> R<([u8; 16], [u8; 8], Option<[u8; 8]>)> {
+    let zero = |b: &[u8]| b.iter().all(|&c| c == 0);
+    let tid: [u8; 16] = trace_id.try_into().map_err(|_| Defer)?;
+    let sid: [u8; 8] = span_id.try_into().map_err(|_| Defer)?;
+    if zero(&tid) || zero(&sid) {
+        return Err(Defer);
+    }
+    let parent = match parent.len() {
+        0 => None,
+        8 if zero(parent) => None,
+        8 => Some(parent.try_into().map_err(|_| Defer)?),
+        _ => return Err(Defer),
+    };
+    Ok((tid, sid, parent))
 }
 
 const EVENT: &[(u32, F, bool)] = &[(1, F::Fixed64, false), (2, F::Str, false), (3, F::KeyValue, true), (4, F::Varint, false)];
@@ -273,8 +300,9 @@ fn status(b: &[u8]) -> R<(&str, u64)> {
 
 fn span(b: &[u8]) -> R<Span<'_>> {
     let mut r = Reader::new(b);
-    let mut s = Span { trace_id: &[], span_id: &[], parent: &[], trace_state: "", name: "", kind: 0, start: 0, end: 0,
-        attrs: Vec::new(), status_message: "", status_code: 0, flags: 0 };
+    let mut s = Span { trace_id: [0; 16], span_id: [0; 8], parent: None, trace_state: Cow::Borrowed(""), name: Cow::Borrowed(""),
+        kind: 0, start: 0, end: 0, attrs: Vec::new(), status_message: Cow::Borrowed(""), status_code: 0, flags: 0 };
+    let (mut tid, mut sid, mut parent): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
     let mut raw_attrs = Vec::new();
     let mut seen = 0u32;
     while !r.done() {
@@ -286,11 +314,11 @@ fn span(b: &[u8]) -> R<Span<'_>> {
             seen |= 1 << num;
         }
         match (num, wt) {
-            (1, 2) => s.trace_id = r.bytes()?,
-            (2, 2) => s.span_id = r.bytes()?,
-            (3, 2) => s.trace_state = utf8(r.bytes()?)?,
-            (4, 2) => s.parent = r.bytes()?,
-            (5, 2) => s.name = utf8(r.bytes()?)?,
+            (1, 2) => tid = r.bytes()?,
+            (2, 2) => sid = r.bytes()?,
+            (3, 2) => s.trace_state = Cow::Borrowed(utf8(r.bytes()?)?),
+            (4, 2) => parent = r.bytes()?,
+            (5, 2) => s.name = Cow::Borrowed(utf8(r.bytes()?)?),
             (6, 0) => s.kind = r.varint()?,
             (7, 1) => s.start = r.fixed64()?,
             (8, 1) => s.end = r.fixed64()?,
@@ -302,7 +330,7 @@ fn span(b: &[u8]) -> R<Span<'_>> {
             (13, 2) => check_message(r.bytes()?, LINK)?,
             (15, 2) => {
                 let (m, c) = status(r.bytes()?)?;
-                s.status_message = m;
+                s.status_message = Cow::Borrowed(m);
                 s.status_code = c;
             }
             (16, 5) => s.flags = r.fixed32()?,
@@ -310,10 +338,8 @@ fn span(b: &[u8]) -> R<Span<'_>> {
         }
     }
     // what the reference rejects (or reads through a 32-bit enum) is its to explain
-    let zero = |b: &[u8]| b.iter().all(|&c| c == 0);
-    if s.trace_id.len() != 16 || zero(s.trace_id) || s.span_id.len() != 8 || zero(s.span_id)
-        || !(s.parent.is_empty() || s.parent.len() == 8) || s.kind > 5 || s.status_code > 2 || s.start == 0 || s.end == 0
-    {
+    (s.trace_id, s.span_id, s.parent) = span_ids(tid, sid, parent)?;
+    if s.kind > 5 || s.status_code > 2 || s.start == 0 || s.end == 0 {
         return Err(Defer);
     }
     s.attrs = attributes(&raw_attrs)?;
@@ -444,31 +470,28 @@ pub struct Log<'a> {
     pub time: u64,
     pub observed: u64,
     /// the level as the reference derives it from severity_number, else severity_text
-    pub level: std::borrow::Cow<'a, str>,
+    pub level: Cow<'a, str>,
     pub message: Text<'a>,
-    pub trace_id: Option<&'a [u8]>,
-    pub span_id: Option<&'a [u8]>,
+    pub trace_id: Option<[u8; 16]>,
+    pub span_id: Option<[u8; 8]>,
     pub attrs: Vec<Kv<'a>>,
-    pub event_name: &'a str,
+    pub event_name: Cow<'a, str>,
 }
 
 const SEVERITIES: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
 
 /// An optional id as the reference reads it: None when empty or all zero; a length other
-/// than `size` defers (the reference rejects the record).
-fn opt_id(b: &[u8], size: usize) -> R<Option<&[u8]>> {
-    if b.is_empty() || (b.len() == size && b.iter().all(|&c| c == 0)) {
+/// than `N` defers (the reference rejects the record).
+pub(crate) fn opt_id<const N: usize>(b: &[u8]) -> R<Option<[u8; N]>> {
+    if b.is_empty() || (b.len() == N && b.iter().all(|&c| c == 0)) {
         return Ok(None);
     }
-    if b.len() != size {
-        return Err(Defer);
-    }
-    Ok(Some(b))
+    b.try_into().map(Some).map_err(|_| Defer)
 }
 
 /// `_level(severity_number, severity_text)` of the reference; text that is not printable
 /// ASCII defers (Python's Unicode `strip` / `upper`).
-fn level(number: u64, text: &str) -> R<std::borrow::Cow<'_, str>> {
+pub(crate) fn level(number: u64, text: &str) -> R<Cow<'static, str>> {
     if number > i32::MAX as u64 {
         return Err(Defer); // an int32 enum read from a wider varint: the reference's to judge
     }
@@ -520,8 +543,8 @@ fn log_record(b: &[u8]) -> R<Log<'_>> {
     if time == 0 && observed == 0 {
         return Err(Defer); // the reference rejects it
     }
-    Ok(Log { time, observed, level: level(number, text)?, message, trace_id: opt_id(tid, 16)?, span_id: opt_id(sid, 8)?,
-        attrs: attributes(&raw_attrs)?, event_name })
+    Ok(Log { time, observed, level: level(number, text)?, message, trace_id: opt_id(tid)?, span_id: opt_id(sid)?,
+        attrs: attributes(&raw_attrs)?, event_name: Cow::Borrowed(event_name) })
 }
 
 /// Every resource of an `ExportLogsServiceRequest`, or Defer; a message without log records
@@ -570,8 +593,8 @@ mod tests {
         let msg = request(&span_bytes(&field(9, 2, &kv)));
         let res = trace_request(&msg).unwrap();
         let sp = &res[0].items[0];
-        assert_eq!((sp.name, sp.kind, sp.start, sp.end), ("GET /", 2, 10, 20));
-        assert_eq!(sp.attrs[0].key, "n");
+        assert_eq!((&*sp.name, sp.kind, sp.start, sp.end), ("GET /", 2, 10, 20));
+        assert_eq!(&*sp.attrs[0].key, "n");
         assert!(matches!(&sp.attrs[0].text, Text::Owned(t) if t == "7"));
         assert_eq!(sp.attrs[0].type_name, Some("int"));
     }

@@ -1,16 +1,19 @@
 //! The Python face of the decoder (feature `python`, on by default; the fuzz targets in
 //! native/fuzz build the crate without it): the `obsflow_native` module, whose functions
 //! hand each batch to the pure-Rust decoders of lib.rs with the GIL released and export the
-//! columns as buffers pyarrow wraps without copies.
+//! columns through the Arrow C data interface (src/cdata.rs, as an [`ArrowBatch`] whose
+//! `__arrow_c_array__` pyarrow imports without copies).
 
+use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Bits, Col, OtlpOut, Ty};
+use crate::cdata::{check_schema, export_batch, int32_col, int64_col, ArrowArray, ArrowSchema, Exported};
+use crate::{json_batch, otlp_logs, otlp_metrics, otlp_spans, Col, OtlpOut, Ty};
 use crate::json_decode;
 
 /// An immutable byte buffer owned by Rust, readable from Python without a copy.
@@ -79,46 +82,107 @@ fn buf(py: Python<'_>, data: Vec<u8>) -> PyResult<PyObject> {
     Ok(Py::new(py, Buf { data })?.into_any())
 }
 
-fn bits_buf(py: Python<'_>, b: Bits) -> PyResult<PyObject> {
-    if b.nulls == 0 {
-        Ok(py.None())
-    } else {
-        buf(py, b.bytes)
+/// A decoded batch on its way to pyarrow through the Arrow C data interface (src/cdata.rs):
+/// the columns as one struct array whose buffers are the decoder's own. Imported with
+/// `pa.record_batch(batch, schema=wire_schema)` (the Arrow PyCapsule interface): the
+/// requested schema names the columns' types and is checked against their layouts first.
+/// Exported once; dropped without being exported (or its capsule never imported), it
+/// releases its buffers all the same.
+#[pyclass(module = "obsflow_native")]
+pub struct ArrowBatch {
+    batch: Option<Exported>,
+    rows: usize,
+}
+
+impl ArrowBatch {
+    pub(crate) fn new(py: Python<'_>, rows: usize, cols: Vec<Col>) -> PyResult<PyObject> {
+        Ok(Py::new(py, ArrowBatch { batch: Some(export_batch(rows, cols)), rows })?.into_any())
     }
 }
 
-fn i32s(v: Vec<i32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
+const ARROW_SCHEMA: &CStr = c"arrow_schema";
+const ARROW_ARRAY: &CStr = c"arrow_array";
+
+/// The `arrow_array` capsule's destructor: releases the batch unless pyarrow moved it out.
+unsafe extern "C" fn drop_array_capsule(capsule: *mut ffi::PyObject) {
+    let raw = ffi::PyCapsule_GetPointer(capsule, ARROW_ARRAY.as_ptr()) as *mut ArrowArray;
+    if raw.is_null() {
+        ffi::PyErr_Clear();
+        return;
     }
-    out
+    drop(Exported::from_raw(raw));
 }
 
-/// A column as `(length, null_count, [buffers], [children])` for `pa.Array.from_buffers`.
-fn export(py: Python<'_>, col: Col) -> PyResult<PyObject> {
-    let empty: Vec<PyObject> = Vec::new();
-    let (len, nulls, buffers, children): (usize, usize, Vec<PyObject>, Vec<PyObject>) = match col {
-        Col::Str { valid, offsets, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?, buf(py, data)?], empty),
-        Col::Prim { valid, data } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, data)?], empty),
-        Col::Bool { valid, values } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, values.bytes)?], empty),
-        Col::List { valid, offsets, child } => (valid.len, valid.nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![export(py, *child)?]),
-        Col::Struct { valid, children } => {
-            let (len, nulls) = (valid.len, valid.nulls);
-            let kids = children.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-            (len, nulls, vec![bits_buf(py, valid)?], kids)
+#[pymethods]
+impl ArrowBatch {
+    /// `(schema capsule, array capsule)` of the Arrow PyCapsule interface. The
+    /// `requested_schema` (an `arrow_schema` capsule of a struct of the columns' types) is
+    /// required, since the columns carry layouts and not types; it is handed back as the
+    /// schema. `ValueError` when it does not fit the columns (by path) or the batch was
+    /// already exported.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__(&mut self, py: Python<'_>, requested_schema: Option<Bound<'_, PyAny>>) -> PyResult<(PyObject, PyObject)> {
+        let schema = requested_schema
+            .ok_or_else(|| PyTypeError::new_err("obsflow_native.ArrowBatch: a requested schema names the columns' types"))?;
+        // SAFETY: GetPointer checks the capsule's type and name (NULL and an error if not)
+        let at = unsafe { ffi::PyCapsule_GetPointer(schema.as_ptr(), ARROW_SCHEMA.as_ptr()) } as *const ArrowSchema;
+        if at.is_null() {
+            return Err(PyErr::fetch(py));
         }
-        Col::Map { valid, offsets, keys, values } => {
-            let (len, nulls) = (valid.len, valid.nulls);
-            let n = offsets.last().copied().unwrap_or(0) as usize;
-            let entries = PyTuple::new(py, [n.into_pyobject(py)?.into_any().unbind(), 0usize.into_pyobject(py)?.into_any().unbind(),
-                PyList::new(py, [py.None()])?.into_any().unbind(),
-                PyList::new(py, [export(py, *keys)?, export(py, *values)?])?.into_any().unbind()])?;
-            (len, nulls, vec![bits_buf(py, valid)?, buf(py, i32s(offsets))?], vec![entries.into_any().unbind()])
+        let batch = self.batch.as_ref().ok_or_else(|| PyValueError::new_err("obsflow_native.ArrowBatch: already exported"))?;
+        // SAFETY: the capsule holds an ArrowSchema (its name says so) and is alive while borrowed
+        if unsafe { (*at).release.is_none() } {
+            return Err(PyValueError::new_err("obsflow_native.ArrowBatch: the requested schema is released"));
         }
-    };
-    Ok(PyTuple::new(py, [len.into_pyobject(py)?.into_any().unbind(), nulls.into_pyobject(py)?.into_any().unbind(),
-        PyList::new(py, buffers)?.into_any().unbind(), PyList::new(py, children)?.into_any().unbind()])?.into_any().unbind())
+        unsafe { check_schema(&*at, batch.array()) }.map_err(|e| PyValueError::new_err(format!("obsflow_native.ArrowBatch: {e}")))?;
+        let raw = self.batch.take().expect("checked above").into_raw();
+        // SAFETY: on success the capsule owns `raw` (its destructor frees it); else it is ours again
+        let capsule = unsafe { ffi::PyCapsule_New(raw as *mut c_void, ARROW_ARRAY.as_ptr(), Some(drop_array_capsule)) };
+        if capsule.is_null() {
+            drop(unsafe { Exported::from_raw(raw) });
+            return Err(PyErr::fetch(py));
+        }
+        let capsule = unsafe { Bound::from_owned_ptr(py, capsule) };
+        Ok((schema.unbind(), capsule.unbind()))
+    }
+
+    /// The rows of the batch.
+    fn __len__(&self) -> usize {
+        self.rows
+    }
+
+    /// The addresses of each column's buffers (0 for an absent validity bitmap; a nested
+    /// column's children after it, depth first), before the batch is exported: pyarrow's
+    /// buffers of the imported columns point at these (no copy). `ValueError` once exported.
+    fn addresses(&self) -> PyResult<Vec<Vec<usize>>> {
+        let batch = self.batch.as_ref().ok_or_else(|| PyValueError::new_err("obsflow_native.ArrowBatch: already exported"))?;
+        Ok(batch.addresses())
+    }
+}
+
+/// `(array nodes, buffer bytes)` exported through the C data interface and not yet released
+/// (src/cdata.rs): back to 0 once every batch has been imported and dropped, or dropped.
+#[pyfunction]
+fn live_exports() -> (usize, usize) {
+    crate::cdata::live()
+}
+
+/// The record (int64, little-endian) of each row: each record whose verdict is 1, in order.
+fn rows_of(verdicts: &[u8]) -> Vec<u8> {
+    let mut rows = Vec::with_capacity(verdicts.len() * 8);
+    for (k, &v) in verdicts.iter().enumerate() {
+        if v == 1 {
+            rows.extend_from_slice(&(k as i64).to_le_bytes());
+        }
+    }
+    rows
+}
+
+/// The batch of `cols` and then the `_i` column `rows` (int64 little-endian).
+fn json_rows(py: Python<'_>, mut cols: Vec<Col>, rows: Vec<u8>) -> PyResult<PyObject> {
+    let n = rows.len() / 8;
+    cols.push(int64_col(rows));
+    ArrowBatch::new(py, n, cols)
 }
 
 /// Every payload of `values` that is `bytes` (None otherwise), held while the GIL is released.
@@ -136,8 +200,8 @@ pub(crate) fn payload_slices<'b>(owned: &'b [Option<Bound<'_, PyBytes>>]) -> Vec
 /// schema as `[(name, type)]`. Returns `(verdicts, columns)`: `verdicts` has one byte per
 /// record, 1 when the record is a row of `columns` (in record order), 0 when it is left to
 /// the reference decoder (empty, too large, not UTF-8, not certainly decoded the same way);
-/// `columns` are `(length, null_count, [buffers], [children])` per field. Never raises for
-/// a record's content.
+/// `batch` is an [`ArrowBatch`] of the fields' columns and then `_i`, the record of each row
+/// (int64). Never raises for a record's content.
 #[pyfunction]
 fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fields: &Bound<'_, PyAny>) -> PyResult<(PyObject, PyObject)> {
     let fields = fields_of(fields)?;
@@ -145,8 +209,8 @@ fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fie
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
     let (verdicts, cols) = py.allow_threads(|| json_batch(&payloads, max_bytes, &fields));
-    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
+    let rows = rows_of(&verdicts);
+    Ok((buf(py, verdicts)?, json_rows(py, cols, rows)?))
 }
 
 /// Decode a batch of JSON records of one wire schema, dead letters included
@@ -154,18 +218,18 @@ fn decode_json(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, fie
 ///
 /// `values`: the records (bytes or None, a tombstone; anything else is left to the
 /// reference); `max_bytes`: the size limit; `fields`: the wire schema as `[(name, type)]`.
-/// Returns `(verdicts, rows, rejects, columns)`: one byte per record (1: a row of
-/// `columns`, in record order; 2: a dead letter; 0: left to the reference decoder), the
-/// record index of each row (int64), the dead letters as `[(record, reason, detail)]` in
-/// record order (the reference's reason and detail), and the columns as `(length,
-/// null_count, [buffers], [children])` per field. Never raises for a record's content.
+/// Returns `(verdicts, rejects, batch)`: one byte per record (1: a row of `batch`, in
+/// record order; 2: a dead letter; 0: left to the reference decoder), the dead letters as
+/// `[(record, reason, detail)]` in record order (the reference's reason and detail), and an
+/// [`ArrowBatch`] of the fields' columns and then `_i`, the record of each row (int64).
+/// Never raises for a record's content.
 #[pyfunction]
 fn decode_json_batch(
     py: Python<'_>,
     values: &Bound<'_, PyList>,
     max_bytes: usize,
     fields: &Bound<'_, PyAny>,
-) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+) -> PyResult<(PyObject, PyObject, PyObject)> {
     let fields = fields_of(fields)?;
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
@@ -180,31 +244,33 @@ fn decode_json_batch(
             }
         }
     }
-    let mut rows = Vec::with_capacity(out.verdicts.len() * 8);
-    for (k, &v) in out.verdicts.iter().enumerate() {
-        if v == 1 {
-            rows.extend_from_slice(&(k as i64).to_le_bytes());
-        }
-    }
+    let rows = rows_of(&out.verdicts);
     let rejects = PyList::empty(py);
     for (k, reason, detail) in out.rejects {
         rejects.append((k, reason, detail))?;
     }
-    let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, out.verdicts)?, buf(py, rows)?, rejects.into_any().unbind(), PyList::new(py, exported)?.into_any().unbind()))
+    Ok((buf(py, out.verdicts)?, rejects.into_any().unbind(), json_rows(py, out.cols, rows)?))
 }
 
-/// `(verdicts, index, items, columns)` of an OTLP decode, as Python reads them.
-pub(crate) fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
-    let exported = out.cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, out.verdicts)?, buf(py, out.index)?, buf(py, out.items)?, PyList::new(py, exported)?.into_any().unbind()))
+/// `(verdicts, batch)` of an OTLP decode, as Python reads them: a byte per message, and an
+/// [`ArrowBatch`] of the row columns and then `_i` (the message, int64) and `_item` (the
+/// item, int32) of each row.
+pub(crate) type OtlpExport = (PyObject, PyObject);
+
+/// An OTLP decode's [`OtlpExport`].
+pub(crate) fn export_otlp(py: Python<'_>, out: OtlpOut) -> PyResult<OtlpExport> {
+    let OtlpOut { verdicts, index, items, mut cols } = out;
+    let rows = index.len() / 8;
+    cols.push(int64_col(index));
+    cols.push(int32_col(items));
+    Ok((buf(py, verdicts)?, ArrowBatch::new(py, rows, cols)?))
 }
 
 /// Decode a batch of OTLP protobuf `ExportTraceServiceRequest` messages into span rows
-/// ([`otlp_spans`]): `(verdicts, index, items, columns)`, the columns as
-/// `(length, null_count, [buffers], [children])`. Never raises for a message's content.
+/// ([`otlp_spans`]): `(verdicts, batch)` ([`OtlpExport`]). Never raises for a message's
+/// content.
 #[pyfunction]
-fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<OtlpExport> {
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
     let out = py.allow_threads(|| otlp_spans(&payloads, max_bytes));
@@ -214,7 +280,7 @@ fn decode_otlp_spans(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usiz
 /// Decode a batch of OTLP protobuf `ExportLogsServiceRequest` messages into log rows
 /// ([`otlp_logs`]), returned as [`decode_otlp_spans`] returns spans.
 #[pyfunction]
-fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<OtlpExport> {
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
     let out = py.allow_threads(|| otlp_logs(&payloads, max_bytes));
@@ -224,7 +290,7 @@ fn decode_otlp_logs(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize
 /// Decode a batch of OTLP protobuf `ExportMetricsServiceRequest` messages into metric rows
 /// ([`otlp_metrics`]), returned as [`decode_otlp_spans`] returns spans.
 #[pyfunction]
-fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<(PyObject, PyObject, PyObject, PyObject)> {
+fn decode_otlp_metrics(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize) -> PyResult<OtlpExport> {
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
     let out = py.allow_threads(|| otlp_metrics(&payloads, max_bytes));
@@ -265,7 +331,7 @@ fn av_of(spec: &Bound<'_, PyAny>) -> PyResult<crate::avro::Av> {
 /// `values`: the records (bytes or None); `max_bytes`: the size limit; `columns`: the
 /// reader schema's field types in column order; `plans`: `[(schema_id, [(type, column or
 /// -1)])]`, the writer fields of each schema id the extension may read. Returns
-/// `(verdicts, columns)` as [`decode_json`] does. Raises `ValueError` for a plan that does
+/// `(verdicts, batch)` as [`decode_json`] does. Raises `ValueError` for a plan that does
 /// not fit the columns; never for a record's content.
 #[pyfunction]
 fn decode_avro(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, columns: &Bound<'_, PyAny>, plans: &Bound<'_, PyAny>)
@@ -290,8 +356,8 @@ fn decode_avro(py: Python<'_>, values: &Bound<'_, PyList>, max_bytes: usize, col
     let owned = owned_payloads(values);
     let payloads = payload_slices(&owned);
     let (verdicts, cols) = py.allow_threads(|| avro_batch(&payloads, max_bytes, &columns, &read));
-    let exported = cols.into_iter().map(|c| export(py, c)).collect::<PyResult<Vec<_>>>()?;
-    Ok((buf(py, verdicts)?, PyList::new(py, exported)?.into_any().unbind()))
+    let rows = rows_of(&verdicts);
+    Ok((buf(py, verdicts)?, json_rows(py, cols, rows)?))
 }
 
 /// The BLAKE2b-128 digest of each id (a list of `str`, hashed as UTF-8) as two
@@ -340,6 +406,8 @@ fn id_digests_arrow(py: Python<'_>, offsets: pyo3::buffer::PyBuffer<i8>, data: p
 #[pymodule]
 fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buf>()?;
+    m.add_class::<ArrowBatch>()?;
+    m.add_function(wrap_pyfunction!(live_exports, m)?)?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_json_batch, m)?)?;
     m.add_function(wrap_pyfunction!(decode_otlp_spans, m)?)?;

@@ -24,12 +24,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from core.batch import DEFAULT_MAX_BYTES, Batch, RawBatch
 
 from .avro_codec import AvroCodec, LocalSchemas, UnknownSchema, _Reader, _strip_timestamps
-from .native_json import _array, _merge_deferred, _native
+from .native_json import _merge_deferred, _native, import_batch
 
 #: Avro primitive types the extension reads (as their names)
 _PRIMITIVES = ("string", "int", "long", "double", "boolean")
@@ -124,7 +123,6 @@ class NativeAvroCodec:
         self.max_bytes = max_bytes
         self.reference = AvroCodec(signal, max_bytes, schema_registry_url, registry_timeout_s)
         self.schema = self.reference.decode(RawBatch("", "", 0, [], [], [])).table.schema
-        self.out_types = [f.type for f in self.schema][:-1]
         specs = [avro_spec(f["type"]) for f in self.reference._reader_doc["fields"]]
         #: the reader's column types, or None when the extension cannot read them all
         self.columns: list[Any] | None = None if any(s is None for s in specs) else specs
@@ -167,11 +165,9 @@ class NativeAvroCodec:
             return self.reference.decode(raw)
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
         plans = list(self.plans.items())
-        verdict_buf, cols = _native.decode_avro(values, self.max_bytes, self.columns, plans)
+        verdict_buf, batch = _native.decode_avro(values, self.max_bytes, self.columns, plans)
         verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
-        rows_idx = np.flatnonzero(verdicts).astype(np.int64)
-        arrays = [_array(t, c) for t, c in zip(self.out_types, cols)]
-        table = pa.Table.from_arrays(arrays + [pa.array(rows_idx, pa.int64())], schema=self.schema)
+        table = import_batch(batch, self.schema)
         table, rejects, _ref = _merge_deferred(self.reference, raw, values, verdicts, table)
         if len(self.reference._readers) != len(self._plans):
             self._learn()

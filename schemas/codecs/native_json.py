@@ -1,13 +1,16 @@
 """The compiled JSON decoder (``native/``, module ``obsflow_native``) behind the ``json``
 codec, with the Python :class:`~schemas.codecs.json_codec.JsonCodec` as its reference.
 
-The extension decodes a whole batch into Arrow buffers (handed to pyarrow without a copy)
-and gives each record a verdict: a row, or *deferred*. It defers every record it cannot
+The extension decodes a whole batch into Arrow buffers and gives each record a verdict: a row, or *deferred*. It defers every record it cannot
 decode with certainty exactly as the reference would (empty, oversized, not UTF-8, not
 JSON, a value of another type, a duplicate field, a float inside a map...); those records
 alone go through the reference codec, which gives them their row or their dead letter's
 reason and detail. So the rows and dead letters equal the reference's (the parity test in
 tests/codecs/test_native_parity.py holds that), and bad input costs only its own records.
+
+The batch reaches pyarrow through the Arrow C data interface (:func:`import_batch`): the
+extension's ``ArrowBatch`` exports its columns as one struct array whose buffers are its
+own, and pyarrow imports them without a copy, under the wire schema this side names.
 
 Which decoder runs: the codec option ``decoder`` (``native`` or ``python``), else the
 environment variable ``OBSFLOW_DECODER``, else ``native`` when the extension is installed.
@@ -35,6 +38,9 @@ except ImportError as e:  # pragma: no cover - exercised by test_missing_extensi
     _IMPORT_ERROR: str | None = str(e)
 else:
     _IMPORT_ERROR = None
+    if not hasattr(_native, "ArrowBatch"):  # pragma: no cover - a build older than the C data hand-over
+        _native = None
+        _IMPORT_ERROR = "the installed build predates the Arrow C data hand-over (rebuild it)"
 
 DECODERS = ("native", "python")
 _warned = False
@@ -91,42 +97,12 @@ def _spec(t: pa.DataType):
     raise TypeError(f"the compiled decoder has no reading for wire type {t}")
 
 
-def _leaf(t: pa.DataType, col) -> pa.Array:
-    """An Arrow array of a string, number, boolean or timestamp column over the
-    extension's buffers (no copy)."""
-    length, nulls, buffers, _children = col
-    return pa.Array.from_buffers(t, length, [None if b is None else pa.py_buffer(b) for b in buffers], null_count=nulls)
-
-
-def _entries(t: pa.MapType, col) -> pa.Array:
-    _length, _nulls, _buffers, (keys, values) = col
-    return pa.StructArray.from_arrays(
-        [_leaf(t.key_type, keys), _leaf(t.item_type, values)], fields=[t.key_field, t.item_field]
-    )
-
-
-def _array(t: pa.DataType, col) -> pa.Array:
-    """The Arrow array of type ``t`` over an exported column ``(length, null_count,
-    [buffers], [children])`` (no copy of the extension's buffers)."""
-    if pa.types.is_map(t):
-        length, nulls, buffers, children = col
-        return pa.Array.from_buffers(
-            t,
-            length,
-            [None if b is None else pa.py_buffer(b) for b in buffers],
-            null_count=nulls,
-            children=[_entries(t, children[0])],
-        )
-    if pa.types.is_list(t) or pa.types.is_struct(t):
-        length, nulls, buffers, children = col
-        if pa.types.is_list(t):
-            kids = [_array(t.value_type, children[0])]
-        else:
-            kids = [_array(f.type, c) for f, c in zip(t, children)]
-        return pa.Array.from_buffers(
-            t, length, [None if b is None else pa.py_buffer(b) for b in buffers], null_count=nulls, children=kids
-        )
-    return _leaf(t, col)
+def import_batch(batch, schema: pa.Schema) -> pa.Table:
+    """The extension's ``batch`` (an ``obsflow_native.ArrowBatch``) as a table of
+    ``schema``, over the extension's own buffers (no copy), through the Arrow PyCapsule
+    interface. ``schema`` names the columns' types; the extension checks it against their
+    layouts (``ValueError`` naming the column that does not fit)."""
+    return pa.Table.from_batches([pa.record_batch(batch, schema=schema)])
 
 
 def _merge_deferred(
@@ -189,7 +165,6 @@ class NativeJsonCodec:
         # output types exactly as the reference builds them (nullable fields, map entries)
         empty = self.reference.decode(RawBatch("", "", 0, [], [], []))
         self.schema = empty.table.schema
-        self.out_types = [self.schema.field(f.name).type for f in wire]
 
     def __getattr__(self, name: str):
         """Anything else (``wire``, ``encoding``, ...) is the reference codec's."""
@@ -201,17 +176,9 @@ class NativeJsonCodec:
         """Rows and rejects equal to ``JsonCodec.decode(raw)``'s (rows in record order,
         rejects in record order)."""
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
-        if not hasattr(_native, "decode_json_batch"):  # an older build: every dead letter is the reference's
-            verdict_buf, cols = _native.decode_json(values, self.max_bytes, self.fields)
-            verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
-            rows = pa.array(np.flatnonzero(verdicts).astype(np.int64), pa.int64())
-            own = None
-        else:
-            verdict_buf, rows_buf, own, cols = _native.decode_json_batch(values, self.max_bytes, self.fields)
-            verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
-            rows = pa.Array.from_buffers(pa.int64(), len(rows_buf) // 8, [None, pa.py_buffer(rows_buf)])
-        arrays = [_array(t, c) for t, c in zip(self.out_types, cols)]
-        table = pa.Table.from_arrays(arrays + [rows], schema=self.schema)
+        verdict_buf, own, batch = _native.decode_json_batch(values, self.max_bytes, self.fields)
+        verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
+        table = import_batch(batch, self.schema)
         table, rejects, _ref = _merge_deferred(self.reference, raw, values, verdicts, table, own)
         return Batch(raw=raw, table=table, rejects=rejects)
 
@@ -269,21 +236,15 @@ class NativeOtlpCodec:
         from .otlp_codec import _item_sources
 
         values = raw.values if isinstance(raw.values, list) else list(raw.values)
-        verdict_buf, index_buf, items_buf, cols = self._decode(values, self.max_bytes)
+        verdict_buf, batch = self._decode(values, self.max_bytes)
         verdicts = np.frombuffer(verdict_buf, dtype=np.uint8)
-        index = np.frombuffer(index_buf, dtype=np.int64)
-        names = self.schema.names
-        arrays = []
-        for name, col in zip(names[:-2], cols):
-            arrays.append(_array(self.schema.field(name).type, col))
-        arrays.append(pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index_buf)]))
-        arrays.append(pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(items_buf)]))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        table = import_batch(batch, self.schema)
+        index = table.column(INDEX).chunk(0).to_numpy()  # the extension's buffer, no copy
         # items per message: its last row's item + 1 (rows are in message and item order; a
         # summary's quantile rows share their point's item)
         counts = np.zeros(len(values), dtype=np.int64)
         if len(index):
-            item = np.frombuffer(items_buf, dtype=np.int32)
+            item = table.column(ITEM).chunk(0).to_numpy()
             last = np.flatnonzero(np.diff(index, append=-1) != 0)
             counts[index[last]] = item[last].astype(np.int64) + 1
         items_in: list[int] = counts.tolist()

@@ -44,4 +44,4 @@ def test_cargo_fuzz_finds_no_crash():
     report = run.stdout[-4000:] + run.stderr[-8000:]
     assert run.returncode == 0, f"cargo-fuzz found a crash or did not run:\n{report}"
     targets = [line for line in run.stdout.splitlines() if line.startswith("native-fuzz: target ")]
-    assert len(targets) >= 3 and all(": no crash, " in line for line in targets), report  # json, otlp, avro
+    assert len(targets) >= 4 and all(": no crash, " in line for line in targets), report  # json, otlp, otlp_json, avro

@@ -171,7 +171,7 @@ def test_edge_cases_events():
 
 def _native_verdicts(signal: str, values: list) -> np.ndarray:
     """The extension's own verdict per record (1 a row, 2 a dead letter, 0 deferred)."""
-    verdicts, _rows, _own, _cols = native_json._native.decode_json_batch(values, 65536, NativeJsonCodec(signal).fields)
+    verdicts, _own, _batch = native_json._native.decode_json_batch(values, 65536, NativeJsonCodec(signal).fields)
     return np.frombuffer(verdicts, np.uint8)
 
 
@@ -313,15 +313,21 @@ def test_missing_extension_warns_once(monkeypatch, caplog):
 
 
 def test_buffers_are_not_copied():
-    """The arrays pyarrow gets sit on the extension's own memory."""
+    """The arrays pyarrow gets sit on the extension's own memory (the addresses it exported
+    through the Arrow C data interface), and importing them allocates nothing in pyarrow."""
     codec = NativeJsonCodec("event")
     values = [s.value for s in seeds("event", "json", 8)]
-    _verdicts, cols = native_json._native.decode_json(values, 65536, codec.fields)
-    length, _nulls, buffers, _children = cols[0]  # event_id: validity, offsets, data
-    arr = native_json._array(pa.string(), cols[0])
-    assert length == len(values)
-    assert arr.buffers()[1].address == pa.py_buffer(buffers[1]).address
-    assert arr.buffers()[2].address == pa.py_buffer(buffers[2]).address
+    _verdicts, batch = native_json._native.decode_json(values, 65536, codec.fields)
+    exported = batch.addresses()
+    before = pa.total_allocated_bytes()
+    table = native_json.import_batch(batch, codec.schema)
+    assert pa.total_allocated_bytes() == before
+    arr = table.column("event_id").chunk(0)  # event_id: validity (absent), offsets, data
+    assert len(arr) == len(values) == len(batch)
+    assert [b.address if b is not None else 0 for b in arr.buffers()] == exported[0]
+    assert exported[0][0] == 0 and exported[0][1] != 0 and exported[0][2] != 0
+    rows = table.column(INDEX).chunk(0)
+    assert rows.buffers()[1].address == exported[-1][1]
 
 
 def test_reference_detail_names_the_record_not_its_batch_position():

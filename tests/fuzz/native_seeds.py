@@ -4,7 +4,8 @@ one file per input, written where libFuzzer reads its corpus.
 
 ``python -m tests.fuzz.native_seeds DIR`` writes ``DIR/json`` (JSON records of every
 signal, and OTLP/JSON messages) and ``DIR/otlp`` (OTLP protobuf and OTLP/JSON messages of
-spans, logs and metrics: the target runs the OTLP/JSON decoder too) and ``DIR/avro``
+spans, logs and metrics: the target runs the OTLP/JSON decoder too), ``DIR/otlp_json``
+(OTLP/JSON messages: the direct reader against its transcoding oracle) and ``DIR/avro``
 (Confluent-framed Avro records of every signal); files already there
 (libFuzzer's own finds) are kept."""
 
@@ -21,6 +22,7 @@ from tests.fuzz.corpus import SIGNALS, mutate, seeds
 TARGETS = {
     "json": [(s, "json") for s in SIGNALS] + [(s, "otlp_json") for s in ("span", "log", "metric")],
     "otlp": [(s, c) for c in ("otlp_proto", "otlp_json") for s in ("span", "log", "metric")],
+    "otlp_json": [(s, "otlp_json") for s in ("span", "log", "metric")],
     "avro": [(s, "avro") for s in SIGNALS],
 }
 

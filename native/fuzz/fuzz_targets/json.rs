@@ -1,6 +1,7 @@
 //! The JSON decoder (`json_batch`) over one input read as a record of every wire schema,
 //! and as a batch of its lines: it must not panic, and every column it builds must be a
-//! valid Arrow array with one value per accepted record.
+//! valid Arrow array with one value per accepted record, exported through the Arrow C data
+//! interface and released without a leak.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +42,11 @@ fn check(payloads: &[Option<&[u8]>], fields: &[(String, Ty)]) {
             Err(e) => panic!("{name}: not a valid Arrow array: {e}"),
         }
     }
+    // the C data hand-over: exported and released, every buffer freed once
+    let batch = obsflow_native::cdata::export_batch(rows, cols);
+    assert_eq!(batch.addresses().len(), fields.len());
+    drop(batch);
+    assert_eq!(obsflow_native::cdata::live(), (0, 0), "exported buffers left unreleased");
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -18,6 +18,12 @@ fn check(out: OtlpOut, messages: usize, what: &str) {
             Err(e) => panic!("{what} column {c}: not a valid Arrow array: {e}"),
         }
     }
+    // the C data hand-over: exported and released, every buffer freed once
+    let columns = out.cols.len();
+    let batch = obsflow_native::cdata::export_batch(rows, out.cols);
+    assert_eq!(batch.addresses().len(), columns);
+    drop(batch);
+    assert_eq!(obsflow_native::cdata::live(), (0, 0), "{what}: exported buffers left unreleased");
 }
 
 fuzz_target!(|data: &[u8]| {
