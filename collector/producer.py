@@ -39,6 +39,14 @@ class Unavailable(ServiceUnavailable):
 #: Kafka record headers as confluent_kafka takes them
 Headers = list[tuple[str, str | bytes | None]]
 
+#: how long a client of the door (producers and the readiness check) may go without
+#: metadata from any broker it knows before it bootstraps again from ``bootstrap.servers``
+#: (librdkafka's default is 5 minutes). A KRaft broker paused longer than its session
+#: (SIGSTOP, a VM stall) answers its first metadata request after it resumes with no
+#: brokers while it is fenced; librdkafka then drops every broker it knew, the bootstrap
+#: ones included, and until it bootstraps again it reaches none.
+REBOOTSTRAP_AFTER_MS = 5000
+
 #: where a transactional request's time goes, observed as ``(phase, seconds)``:
 #: ``queue`` (per request: queued until its transaction began), ``begin``, ``produce`` and
 #: ``commit`` (per transaction), ``handoff`` (per transaction and event loop: committed
@@ -98,6 +106,7 @@ class DoorProducer:
             "message.timeout.ms": max(1000, int(message_timeout_s * 1000)),
             "queue.buffering.max.kbytes": 262144,
             "client.id": f"obsflow-{name}",
+            "metadata.recovery.rebootstrap.trigger.ms": REBOOTSTRAP_AFTER_MS,
             "error_cb": self._on_error,
             "logger": logging.getLogger("obsflow.collect.kafka"),
         }
@@ -128,7 +137,7 @@ class DoorProducer:
             self.writers = [
                 _TxnWriter(self, {**conf, "transactional.id": f"{base}-{k}"}) for k in range(max(1, writers))
             ]
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 2})
+        self._admin = self._new_admin()
         self.ready = False
         self.broker_down = False
         self.check_interval_s = check_interval_s
@@ -166,7 +175,25 @@ class DoorProducer:
                     w.producer.poll(0)
                 self._stop.wait(0.2)
 
+    def _new_admin(self) -> AdminClient:
+        """A fresh client for the readiness check: it knows only ``bootstrap.servers``."""
+        return AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "socket.timeout.ms": 2000,
+                "log_level": 2,
+                "metadata.recovery.rebootstrap.trigger.ms": REBOOTSTRAP_AFTER_MS,
+            }
+        )
+
     def _check_loop(self) -> None:
+        """Every ``check_interval_s``: ``ready`` is whether a metadata request named a broker.
+
+        After a failed check the next one is made by a fresh client (the failed one is
+        destroyed on another thread, never on this one): a client that lost every broker
+        it knew (a KRaft broker answers "no brokers" while it is fenced after a pause)
+        would otherwise fail every check until librdkafka bootstraps it again, so the door
+        turns ready again at the first check after Kafka answers."""
         while not self._stop.is_set():
             try:
                 md = self._admin.list_topics(timeout=max(0.5, self.check_interval_s * 2))
@@ -175,6 +202,10 @@ class DoorProducer:
                 ok = False
             except Exception:  # noqa: BLE001 - any failure means not reachable now
                 ok = False
+            if not ok:
+                failed: list[Producer | AdminClient] = [self._admin]
+                self._admin = self._new_admin()
+                dispose(failed)
             if ok != self.ready:
                 log.warning("Kafka %s", "reachable: ready" if ok else "unreachable: not ready (503 until it is back)")
             self.ready = ok
@@ -436,10 +467,26 @@ class _TxnWriter:
         """A new producer with the same transactional id: its init fences this one and aborts
         any transaction it left open (so nothing of a request answered 503 becomes visible)."""
         log.warning("Kafka transactions: %s; the producer is replaced", err.str())
-        old = self.producer
+        old: list[Producer | AdminClient] = [self.producer]
         self.producer = Producer(self.conf)
         self._txn_ready = False
-        threading.Thread(target=lambda: old.purge(), daemon=True).start()
+        dispose(old, purge=True)
+
+
+def dispose(clients: list[Producer | AdminClient], purge: bool = False) -> None:
+    """Destroy ``clients`` on a daemon thread of their own: a producer's ``purge()`` (when
+    ``purge``) and each client's destruction (``rd_kafka_destroy``, which can wait for the
+    client's threads) never delay the caller. ``clients`` must hold the only references
+    (the caller keeps the list, never a client): the thread empties it, and the last
+    reference goes there."""
+
+    def drop() -> None:
+        for c in clients:
+            if purge and isinstance(c, Producer):
+                c.purge()
+        clients.clear()  # the last references go on this thread: the clients are destroyed here
+
+    threading.Thread(target=drop, name="collect-kafka-dispose", daemon=True).start()
 
 
 #: what a failed ``commit_transaction`` leads to (:func:`commit_failure_action`)
