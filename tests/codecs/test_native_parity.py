@@ -355,7 +355,7 @@ def test_reference_survives_bad_date_next_to_nanoseconds():
     ]
     b = JsonCodec("event").decode(_raw(values))
     assert list(zip(b.rejects.indices, b.rejects.reasons, b.rejects.details)) == [
-        (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")
+        (0, "schema_violation", "timestamp: invalid date or time")
     ]
     assert b.table.column("timestamp").to_pylist()[0].isoformat() == "2026-11-21T10:00:00.123000+00:00"
 
