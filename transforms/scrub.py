@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Callable
@@ -53,6 +52,7 @@ import pyarrow.compute as pc
 
 from core.encodings import one_array
 from core.errors import ConfigurationError
+from transforms.sensitive_json import JSON_KEY, OTLP_KEY, json_unescape, keys_met, redact_values
 
 try:  # the compiled prefilter (native/src/scrub.rs); the hint regex stands in without it
     import obsflow_native as _native
@@ -349,28 +349,6 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
 _BINARY_EMAIL, _BINARY_JWT, _BINARY_KNOWN = (re.compile(p) for p in (EMAIL, JWT, API_KEY_KNOWN))
 _BINARY_ASSIGN = re.compile(API_KEY_ASSIGN[4:], re.IGNORECASE)
 _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
-#: the inside of a JSON string: ``(?:[^"\\]|\\.)*`` unrolled (a run of plain characters,
-#: then escapes each followed by a run), possessive. The same matches: the two
-#: alternatives start with different characters and a string ends at its first unescaped
-#: ``"``, so backtracking never finds another; unrolled, Python's ``re`` scans a long
-#: value in a tight character-class loop instead of one group repeat per character
-#: (a 66 kB dead letter: ms, not tens of ms)
-_JSON_CHARS = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
-_JSON_STR = r'"(' + _JSON_CHARS + r')"'
-#: a string or a number (what is redacted under a sensitive key)
-_JSON_SCALAR = r'(?:"' + _JSON_CHARS + r'"|-?\d[\d.eE+\-]*+)'
-#: ``"key": "value"`` or ``"key": 123`` (group 1: up to the value, group 2: the key)
-_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r"\s*:\s*)" + _JSON_SCALAR)
-#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}`` (also ``intValue``,
-#: ``doubleValue``, ``bytesValue``: a string or a number)
-_OTLP_KEY_VALUE = re.compile(
-    r'("key"\s*:\s*'
-    + _JSON_STR
-    + r'\s*,\s*"value"\s*:\s*\{\s*"(?:string|int|double|bytes)Value"\s*:\s*)'
-    + _JSON_SCALAR
-)
-
-
 #: literals (lowered) one of which every API_KEY_KNOWN and API_KEY_ASSIGN match holds
 _BINARY_API_HINTS = ("key", "secret", "token", "passw", "sk_", "pk_", "rk_", "akia", "gh", "xox", "aiza")
 
@@ -397,17 +375,6 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
 
 
 _NO_DATA = pa.py_buffer(b"")
-
-
-def _json_unescape(raw: str) -> str:
-    """The inside of a JSON string with its escapes decoded (``raw`` as it is when one is
-    not valid JSON)."""
-    try:
-        decoded = cast(str, json.loads(f'"{raw}"'))
-        decoded.encode("utf-8")  # a lone surrogate (``\\ud800``) is no key a column can hold
-    except ValueError:  # UnicodeEncodeError is one
-        return raw
-    return decoded
 
 
 class Scrubber:
@@ -583,6 +550,8 @@ class Scrubber:
             hide = pc.fill_null(pc.and_(pc.match_substring_regex(keys, self.sensitive), pc.is_valid(items)), False)
             if pc.any(hide).as_py():
                 items = pc.if_else(hide, pa.scalar(REDACTED), items)
+        if self.sensitive is not None and n:  # a nested value (JSON text): the values under its sensitive keys
+            items = self._redact_json_keys(items)
         new = pa.MapArray.from_arrays(
             pc.subtract(offsets, first),
             self.scrub_text(keys),
@@ -722,31 +691,40 @@ class Scrubber:
         return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
 
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
-        """JSON text with the string or number under each sensitive key (``"key": "…"``,
-        OTLP JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
-        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`), with
-        its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
-        JSON). Only texts the gate (:func:`sensitive_key_gate`, a superset) or a backslash
-        matches are parsed (in Python: dead letters are rare)."""
+        """JSON text with the value under each sensitive key replaced whole by
+        ``"[REDACTED]"``, whatever its type (string, number, boolean, object, array; a null
+        stays null), also in text cut short (:mod:`transforms.sensitive_json`): a plain
+        ``"key": value`` and OTLP JSON's ``{"key": "…", "value": {"<type>Value": value}}``.
+        A key is sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`),
+        with its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
+        JSON). Only texts holding a ``"`` that the gate (:func:`sensitive_key_gate`, a
+        superset) or a backslash matches are scanned (in Python: each key judged once per
+        call, in one columnar call per key shape)."""
 
         def redact(texts: list[str]) -> pa.Array:
-            for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
-                keys = {m.group(2) for t in texts for m in kv.finditer(t)}
-                read = {k: _json_unescape(k) if "\\" in k else k for k in keys}  # the key a decoder reads
+            verdicts: dict[str, bool] = {}
+
+            def judge(raws: set[str]) -> None:
+                read = {k: json_unescape(k) if "\\" in k else k for k in raws}  # the key a decoder reads
                 sensitive = self._sensitive_among(set(read.values()))
-                hidden = {k for k in keys if read[k] in sensitive}
-                if hidden:
-                    texts = [
-                        kv.sub(lambda m: f'{m.group(1)}"{REDACTED}"' if m.group(2) in hidden else m.group(0), t)
-                        for t in texts
-                    ]
+                verdicts.update((k, read[k] in sensitive) for k in raws)
+
+            def hidden(raw: str) -> bool:
+                if raw not in verdicts:  # met only once a value before it was skipped: rare
+                    judge({raw})
+                return verdicts[raw]
+
+            for key in (OTLP_KEY, JSON_KEY):
+                met = set().union(*(keys_met(t, key) for t in texts))
+                judge(met - verdicts.keys())
+                if any(verdicts[k] for k in met):
+                    texts = [redact_values(t, key, hidden) for t in texts]
             return pa.array(texts, pa.string())
 
-        if self.sensitive_gate is None:
-            hint = pc.is_valid(arr)
-        else:  # an escaped key may match once decoded: any text with a backslash is parsed
-            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"), False)
-        return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
+        hint = pc.match_substring(arr, '"')
+        if self.sensitive_gate is not None:  # an escaped key may match once decoded: any text with a backslash
+            hint = pc.and_(hint, pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"))
+        return _rewrite(arr, pc.fill_null(hint, False), lambda c: redact(c.to_pylist()))
 
     def _mask_framed_values(self, *datas: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed

@@ -1,0 +1,184 @@
+"""The value under a sensitive key is replaced whole, whatever its JSON type: an object,
+an array, a boolean, a number or a string becomes ``"[REDACTED]"`` (a null stays null, as
+in a map), in text dead letters (JSON and OTLP JSON, also cut short, with escaped and
+case-variant keys and huge values) and in stored map values that hold JSON text (nested
+attribute values), on both hot paths and through a pipeline run into the tables."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from pipelines.spec import PrivacySpec, ScrubStep
+from transforms.scrub import Scrubber
+
+KEY = "unit-test-key-0123456789"
+MAP = pa.map_(pa.string(), pa.string())
+HOTPATHS = ["python", "native"]
+
+
+def scrubber(hotpath: str, patterns: list[str] | None = None) -> Scrubber:
+    step = ScrubStep(kind="scrub") if patterns is None else ScrubStep(kind="scrub", sensitive_keys=patterns)
+    return Scrubber("log", step, PrivacySpec(pseudonym_key=KEY), hotpath=hotpath)
+
+
+CASES = [
+    (b'{"password": {"value": "hunter2"}, "n": 1}', b'{"password": "[REDACTED]", "n": 1}'),
+    (b'{"credentials": {"a": {"b": "zqx"}}, "m": "kept"}', b'{"credentials": "[REDACTED]", "m": "kept"}'),
+    (b'{"Secret": ["zq1", {"x": ["zq2"]}], "m": [1, 2]}', b'{"Secret": "[REDACTED]", "m": [1, 2]}'),
+    (b'{"pass\\u0077ord" : [ "zq1" ] , "m": true}', b'{"pass\\u0077ord" : "[REDACTED]" , "m": true}'),
+    (
+        b'{"TOKEN": true, "cookie": false, "passwd": null}',
+        b'{"TOKEN": "[REDACTED]", "cookie": "[REDACTED]", "passwd": null}',
+    ),
+    # brackets, quotes and escapes inside the nested strings do not end the value early
+    (
+        b'{"authorization": {"a": "}]\\"{[", "b": [1, {"c": "zq\\\\"}]}, "after": "kept"}',
+        b'{"authorization": "[REDACTED]", "after": "kept"}',
+    ),
+    # a record cut short: the value runs to the end of the text
+    (b'{"page": "/a", "password": {"value": "zqhunt', b'{"page": "/a", "password": "[REDACTED]"'),
+    (b'{"page": "/a", "password": "zqhunt', b'{"page": "/a", "password": "[REDACTED]"'),
+    # an object under an ordinary key is entered: its own keys are judged
+    (b'{"user": {"password": {"v": 1}, "name": "n"}}', b'{"user": {"password": "[REDACTED]", "name": "n"}}'),
+    # OTLP JSON attributes: the typed value is replaced whatever its type
+    (
+        b'{"attributes": [{"key": "password", "value": {"kvlistValue": {"values": [{"key": "a", '
+        b'"value": {"stringValue": "zqx"}}]}}}, {"key": "api key", "value": {"arrayValue": {"values": '
+        b'[{"stringValue": "zqy"}]}}}, {"key": "secret", "value": {"boolValue": true}}, '
+        b'{"key": "other", "value": {"kvlistValue": {"values": []}}}]}',
+        b'{"attributes": [{"key": "password", "value": {"kvlistValue": "[REDACTED]"}}, {"key": "api key", '
+        b'"value": {"arrayValue": "[REDACTED]"}}, {"key": "secret", "value": {"boolValue": "[REDACTED]"}}, '
+        b'{"key": "other", "value": {"kvlistValue": {"values": []}}}]}',
+    ),
+]
+
+
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+@pytest.mark.parametrize("raw,expected", CASES)
+def test_text_dead_letters_lose_the_whole_value(hotpath, raw, expected):
+    out, is_text = scrubber(hotpath).scrub_raw([raw])
+    assert is_text == [True]
+    assert out == [expected]
+
+
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_card_numbers_under_a_custom_key(hotpath):
+    s = scrubber(hotpath, ["^card$"])
+    raw = b'{"card": ["4111 1111 1111 1111", "zq-not-a-card"], "CARD": 12.5, "cards": ["zqkept"]}'
+    out, _ = s.scrub_raw([raw])
+    assert out == [b'{"card": "[REDACTED]", "CARD": "[REDACTED]", "cards": ["zqkept"]}']
+
+
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_huge_nested_values_are_redacted_whole(hotpath):
+    s = scrubber(hotpath)
+    inner = {"a": "zq" * 40_000, "b": [{"c": "}" * 1000 + '"'}] * 50, "d": {"e": "x\\y"}}
+    doc = {"before": "kept", "credential": inner, "after": ["kept"]}
+    raw = json.dumps(doc).encode()
+    out, _ = s.scrub_raw([raw, raw[:-30_000]])
+    assert json.loads(out[0]) == {"before": "kept", "credential": "[REDACTED]", "after": ["kept"]}
+    assert out[1] == b'{"before": "kept", "credential": "[REDACTED]"'
+
+
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_map_values_holding_json_lose_nested_sensitive_values(hotpath):
+    """A nested attribute value is stored as JSON text (the codecs' map text): the values
+    under its sensitive keys are redacted whole, and it stays the same JSON otherwise."""
+    s = scrubber(hotpath)
+    col = pa.array(
+        [
+            [
+                ("http.request", '{"headers":{"Authorization":"Basic zqabc"},"password":["zq1","zq2"],"n":1}'),
+                ("list", '[{"token":{"v":"zq3"}},"plain"]'),
+                ("note", "no json here"),
+                ("quoted", 'say "hello": 1'),
+            ],
+            None,
+            [("credentials", '{"a":{"b":"zq4"}}')],
+        ],
+        MAP,
+    )
+    assert s.scrub_map(col).to_pylist() == [
+        [
+            ("http.request", '{"headers":{"Authorization":"[REDACTED]"},"password":"[REDACTED]","n":1}'),
+            ("list", '[{"token":"[REDACTED]"},"plain"]'),
+            ("note", "no json here"),
+            ("quoted", 'say "hello": 1'),
+        ],
+        None,
+        [("credentials", "[REDACTED]")],
+    ]
+
+
+def _spec(tmp_path, signal: str, topic: str, table: str):
+    from pipelines.loader import parse_spec
+
+    return parse_spec(
+        {
+            "name": "v",
+            "storage": {"catalog": {"warehouse": str(tmp_path / "wh")}},
+            "privacy": {"pseudonym_key": KEY},
+            "sources": [{"name": "src", "topic": topic, "signal": signal}],
+            "flows": [
+                {
+                    "name": "p",
+                    "source": "src",
+                    "sink": {"table": table},
+                    "steps": [{"kind": "validate"}, {"kind": "scrub"}],
+                }
+            ],
+        }
+    )
+
+
+def _run(spec, values: list[bytes]):
+    from core.stats import RunStats
+    from pipelines.graph import PipelineGraph, write_plan
+    from sinks.catalog import open_catalog
+    from sinks.iceberg import IcebergSink
+    from transforms.batch import RawBatch
+
+    graph = PipelineGraph(spec, counters=RunStats())
+    sink = IcebergSink(spec, graph.table_names, plan=write_plan(spec), counters=RunStats())
+    n = len(values)
+    sink.write(
+        graph.process(RawBatch("src", spec.sources[0].topic, 0, values, list(range(n)), [1_763_000_000_000] * n))
+    )
+    sink.close()
+    return open_catalog(spec.storage)
+
+
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_stored_dead_letters_and_rows_hold_no_nested_sensitive_value(tmp_path, monkeypatch, hotpath):
+    """Through the pipeline: malformed product events holding an object, an array and a
+    huge value under sensitive keys reach ``obs.dead_letters`` with those values redacted
+    whole, and a log whose nested attribute holds a password reaches ``obs.logs`` without it."""
+    monkeypatch.setenv("OBSFLOW_HOTPATH", hotpath)
+    huge = "zq" * 35_000
+    events = [
+        b'{"event_type": "page_view", "password": {"value": "zqhunter2"}, "page": "/a"',  # cut short
+        b'{"event_type": "page_view", "Pass\\u0057ord": ["zq4111", "zq5555"], "page": "/b"',
+        b'{"event_type": "page_view", "credentials": {"a": {"b": "' + huge.encode() + b'"}}, "page": "/c"',
+    ]
+    catalog = _run(_spec(tmp_path / "e", "event", "events", "events"), events)
+    rows = catalog.load_table("obs.dead_letters").scan().to_arrow().sort_by("source_offset").to_pylist()
+    assert [(r["reason"], r["raw_text"], r["raw"]) for r in rows] == [
+        ("format_violation", True, b'{"event_type": "page_view", "password": "[REDACTED]", "page": "/a"'),
+        ("format_violation", True, b'{"event_type": "page_view", "Pass\\u0057ord": "[REDACTED]", "page": "/b"'),
+        ("size_violation", True, b'{"event_type": "page_view", "credentials": "[REDACTED]", "page": "/c"'),
+    ]
+    log = {
+        "timestamp": "2025-11-13T02:13:00Z",
+        "level": "INFO",
+        "service": "svc",
+        "message": "m",
+        "attributes": {"http.request": {"headers": {"cookie": "zqsid"}, "PASSWORD": ["zq1"]}, "ok": "kept"},
+    }
+    catalog = _run(_spec(tmp_path / "l", "log", "logs", "logs"), [json.dumps(log).encode()])
+    stored = catalog.load_table("obs.logs").scan().to_arrow().to_pylist()
+    assert [dict(r["attributes"]) for r in stored] == [
+        {"http.request": '{"headers":{"cookie":"[REDACTED]"},"PASSWORD":"[REDACTED]"}', "ok": "kept"}
+    ]
