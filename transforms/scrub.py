@@ -358,8 +358,9 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _mask_value_at(data: bytearray, at: int) -> bool:
-    """Mask the length-prefixed printable value framed at ``at`` (Avro string, or OTLP
-    ``12 len 0a len value``); True when one was found."""
+    """Mask the length-prefixed value framed at ``at`` (Avro string, or OTLP ``12 len 0a
+    len value``: printable, masked byte for byte; or an OTLP ``AnyValue`` of another type,
+    :func:`_mask_any_value`); True when one was found."""
     n = len(data)
     if data[at] == 0x12 and at + 3 < n and data[at + 2] == 0x0A:  # protobuf AnyValue{string_value}
         length, first = data[at + 3], at + 4
@@ -369,8 +370,40 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
         return False
     last = first + length
     if length == 0 or last > n or not all(0x20 <= c < 0x7F for c in data[first:last]):
-        return False
+        return _mask_any_value(data, at)
     data[first:last] = b"*" * length
+    return True
+
+
+#: protobuf tags of an OTLP ``AnyValue`` that is not a string: bool, int (varints), double
+#: (fixed64); array, kvlist, bytes (length-delimited)
+_ANY_VARINT, _ANY_DOUBLE, _ANY_DELIMITED = frozenset({0x10, 0x18}), 0x21, frozenset({0x2A, 0x32, 0x3A})
+
+
+def _mask_any_value(data: bytearray, at: int) -> bool:
+    """Replace an OTLP ``KeyValue``'s value framed at ``at`` (``12 len AnyValue``, one-byte
+    length) that is a bool, an int, a double, an array, a key-value list or bytes by a
+    string value of ``*`` of the same size (``0a len-2 ***``): the message keeps its length
+    and still decodes, and nothing of the value is left. True when one was found: the
+    ``AnyValue`` must be exactly one such field filling the frame."""
+    n = len(data)
+    if data[at] != 0x12 or at + 3 >= n:
+        return False
+    size, first = data[at + 1], at + 2
+    last = first + size
+    if size >= 0x80 or size < 2 or last > n:
+        return False
+    tag = data[first]
+    if tag in _ANY_VARINT:
+        varint = data[first + 1 : last]
+        fits = all(b >= 0x80 for b in varint[:-1]) and varint[-1] < 0x80 and len(varint) <= 10
+    elif tag == _ANY_DOUBLE:
+        fits = size == 9
+    else:
+        fits = tag in _ANY_DELIMITED and data[first + 1] < 0x80 and data[first + 1] + 2 == size
+    if not fits:
+        return False
+    data[first:last] = bytes([0x0A, size - 2]) + b"*" * (size - 2)
     return True
 
 

@@ -113,6 +113,36 @@ def test_map_values_holding_json_lose_nested_sensitive_values(hotpath):
     ]
 
 
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_binary_otlp_values_of_any_type_under_sensitive_keys(hotpath):
+    """An OTLP protobuf dead letter: the value of a ``KeyValue`` with a sensitive key is
+    gone whatever its ``AnyValue`` type (before, only a string value was masked): it is
+    read back as a string of ``*`` of the same size; the message keeps its length, still
+    decodes, and the other attributes are kept."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    values = {
+        "password": AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="a", value=AnyValue(string_value="zq1"))])),
+        "x-auth-token": AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="zq2"), AnyValue(int_value=7)])),
+        "secret": AnyValue(bool_value=True),
+        "Cookie": AnyValue(int_value=4111111111),
+        "credential": AnyValue(double_value=12.5),
+        "api_key": AnyValue(bytes_value=b"zq3\x00\x01"),
+        "other": AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key="b", value=AnyValue(string_value="zqkept"))])),
+    }
+    attributes = [KeyValue(key=k, value=v) for k, v in values.items()]
+    span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="n", attributes=attributes).SerializeToString()
+    out, is_text = scrubber(hotpath).scrub_raw([span])
+    assert is_text == [False] and len(out[0]) == len(span)
+    back = Span.FromString(out[0]).attributes
+    sizes = {k: v.ByteSize() for k, v in values.items()}
+    assert [(a.key, a.value) for a in back] == [
+        (k, v if k == "other" else AnyValue(string_value="*" * (sizes[k] - 2))) for k, v in values.items()
+    ]
+    assert b"zq1" not in out[0] and b"zq2" not in out[0] and b"zq3" not in out[0] and b"zqkept" in out[0]
+
+
 def _spec(tmp_path, signal: str, topic: str, table: str):
     from pipelines.loader import parse_spec
 
