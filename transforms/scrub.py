@@ -732,32 +732,58 @@ class Scrubber:
         with its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
         JSON). Only texts holding a ``"`` that the gate (:func:`sensitive_key_gate`, a
         superset) or a backslash matches are scanned (in Python: each key judged once per
-        call, in one columnar call per key shape)."""
-
-        def redact(texts: list[str]) -> pa.Array:
-            verdicts: dict[str, bool] = {}
-
-            def judge(raws: set[str]) -> None:
-                read = {k: json_unescape(k) if "\\" in k else k for k in raws}  # the key a decoder reads
-                sensitive = self._sensitive_among(set(read.values()))
-                verdicts.update((k, read[k] in sensitive) for k in raws)
-
-            def hidden(raw: str) -> bool:
-                if raw not in verdicts:  # met only once a value before it was skipped: rare
-                    judge({raw})
-                return verdicts[raw]
-
-            for key in (OTLP_KEY, JSON_KEY):
-                met = set().union(*(keys_met(t, key) for t in texts))
-                judge(met - verdicts.keys())
-                if any(verdicts[k] for k in met):
-                    texts = [redact_values(t, key, hidden) for t in texts]
-            return pa.array(texts, pa.string())
-
-        hint = pc.match_substring(arr, '"')
+        call, in one columnar call per key shape). ``arr`` itself when nothing changes."""
+        quoted = pc.fill_null(pc.match_substring(arr, '"'), False)  # no quote, no JSON key
+        if not pc.any(quoted).as_py():
+            return arr
+        at = pc.indices_nonzero(quoted)
         if self.sensitive_gate is not None:  # an escaped key may match once decoded: any text with a backslash
-            hint = pc.and_(hint, pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"))
-        return _rewrite(arr, pc.fill_null(hint, False), lambda c: redact(c.to_pylist()))
+            gate = pc.fill_null(pc.match_substring_regex(arr.take(at), self.sensitive_gate + r"|\\"), False)
+            if not pc.any(gate).as_py():
+                return arr
+            at = at.filter(gate)
+        texts = self._redacted(arr.take(at).to_pylist())
+        if texts is None:
+            return arr
+        mask = np.zeros(len(arr), dtype=np.bool_)
+        mask[at.to_numpy()] = True
+        return pc.replace_with_mask(arr, pa.array(mask), pa.array(texts, arr.type))
+
+    def _redacted(self, texts: list[str]) -> list[str] | None:
+        """``texts`` with the values under their sensitive keys redacted whole (see
+        :meth:`_redact_json_keys`), or None when none holds one."""
+        verdicts: dict[str, bool] = {}
+
+        def judge(raws: set[str]) -> None:
+            read = {k: json_unescape(k) if "\\" in k else k for k in raws}  # the key a decoder reads
+            sensitive = self._sensitive_among(set(read.values()))
+            verdicts.update((k, read[k] in sensitive) for k in raws)
+
+        def hidden(raw: str) -> bool:
+            if raw not in verdicts:  # met only once a value before it was skipped: rare
+                judge({raw})
+            return verdicts[raw]
+
+        changed = False
+        for key in (OTLP_KEY, JSON_KEY):
+            met = set().union(*(keys_met(t, key) for t in texts))
+            judge(met - verdicts.keys())
+            if any(verdicts[k] for k in met):
+                texts = [redact_values(t, key, hidden) for t in texts]
+                changed = True
+        return texts if changed else None
+
+    def _redact_json_text(self, col, encode: Encode) -> pa.Array:
+        """A free-text column with :meth:`_redact_json_keys` applied to each distinct value
+        (the column itself, same buffers, when no value changes). ``encode``: as in
+        :meth:`scrub_text`."""
+        col = one_array(col) if self.hotpath == "native" else _combined(col)
+        if self.sensitive is None or len(col) == 0 or col.null_count == len(col):
+            return col
+        enc = encode(col)
+        d = enc.dictionary
+        new = self._redact_json_keys(d)
+        return col if new is d else new.take(enc.indices)
 
     def _mask_framed_values(self, *datas: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed
@@ -834,8 +860,8 @@ class Scrubber:
             if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
                 if f.name in IDENTIFIER_COLUMNS:
                     new = self.scrub_identifier(t.column(i))
-                else:
-                    new = self.scrub_text(t.column(i), encode=encode)
+                else:  # JSON text in it: the values under sensitive keys first, as in a map value
+                    new = self.scrub_text(self._redact_json_text(t.column(i), encode), encode=encode)
             elif pa.types.is_map(f.type):
                 new = self.scrub_map(t.column(i))
             else:

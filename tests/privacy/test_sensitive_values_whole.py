@@ -143,6 +143,33 @@ def test_binary_otlp_values_of_any_type_under_sensitive_keys(hotpath):
     assert b"zq1" not in out[0] and b"zq2" not in out[0] and b"zq3" not in out[0] and b"zqkept" in out[0]
 
 
+@pytest.mark.parametrize("hotpath", HOTPATHS)
+def test_free_text_holding_json_loses_nested_sensitive_values(hotpath):
+    """A free-text column holding JSON (an OTLP log body that is a key-value list is stored
+    as its JSON; a message quoting a request): the values under sensitive keys are redacted
+    whole before the placeholders; identifiers and text without a sensitive key are kept."""
+    s = scrubber(hotpath)
+    messages = [
+        '{"user":{"Password":{"v":"zq1"}},"n":1}',
+        'payload {"token": ["zq2"], "ok": "zqkept"} end',
+        'say "hello": "world"',
+        None,
+        '{"user":{"Password":{"v":"zq1"}},"n":1}',
+    ]
+    t = pa.table({"message": messages, "service": ["svc"] * 5, "level": ["INFO"] * 5})
+    out = s.scrub_table(t)
+    assert out.column("message").to_pylist() == [
+        '{"user":{"Password":"[REDACTED]"},"n":1}',
+        'payload {"token": "[REDACTED]", "ok": "zqkept"} end',
+        'say "hello": "world"',
+        None,
+        '{"user":{"Password":"[REDACTED]"},"n":1}',
+    ]
+    assert out.column("service").to_pylist() == ["svc"] * 5
+    plain = pa.table({"message": ["a", 'b "c"', "a"]})
+    assert s.scrub_table(plain).column("message").to_pylist() == ["a", 'b "c"', "a"]
+
+
 def _spec(tmp_path, signal: str, topic: str, table: str):
     from pipelines.loader import parse_spec
 
@@ -204,11 +231,12 @@ def test_stored_dead_letters_and_rows_hold_no_nested_sensitive_value(tmp_path, m
         "timestamp": "2025-11-13T02:13:00Z",
         "level": "INFO",
         "service": "svc",
-        "message": "m",
+        "message": 'request {"password": {"v": "zqmsg"}, "n": 2} done',
         "attributes": {"http.request": {"headers": {"cookie": "zqsid"}, "PASSWORD": ["zq1"]}, "ok": "kept"},
     }
     catalog = _run(_spec(tmp_path / "l", "log", "logs", "logs"), [json.dumps(log).encode()])
     stored = catalog.load_table("obs.logs").scan().to_arrow().to_pylist()
+    assert [r["message"] for r in stored] == ['request {"password": "[REDACTED]", "n": 2} done']
     assert [dict(r["attributes"]) for r in stored] == [
         {"http.request": '{"headers":{"cookie":"[REDACTED]"},"PASSWORD":"[REDACTED]"}', "ok": "kept"}
     ]
