@@ -60,6 +60,10 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
     _native = None
 if _native is not None and not all(hasattr(_native, f) for f in ("scrub_hints", "control_bytes", "pseudonyms")):
     _native = None  # an older build (decoders only): the hot path's Python stand-ins run
+#: the compiled key-candidate scan (native/src/scrub.rs); the gate regex stands in without it
+_json_keys = getattr(_native, "json_key_candidates", None)
+#: the compiled framed-key listing of binary payloads (native/src/scrub.rs), likewise
+_framed_keys = getattr(_native, "framed_key_candidates", None)
 
 if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
     from pipelines.spec import PrivacySpec, ScrubStep
@@ -427,6 +431,10 @@ class Scrubber:
             raise ValueError(f"hot path: expected one of {', '.join(HOTPATHS)}, got {self.hotpath!r}")
         self._text_cache: _Cache = _Cache(CACHE_SIZE)
         self._pseudonyms: _Cache = _Cache(CACHE_SIZE)
+        #: keys -> sensitive (the ``native`` hot path: :meth:`_sensitive_among`'s verdicts)
+        self._key_verdicts: _Cache = _Cache(CACHE_SIZE)
+        #: JSON key candidates as written -> sensitive once decoded (the ``native`` gate, :meth:`_may_hide`)
+        self._raw_key_verdicts: _Cache = _Cache(CACHE_SIZE)
         self.step = step
         self.privacy = privacy
         if step.pseudonymize_users and not implicit:
@@ -720,6 +728,15 @@ class Scrubber:
         key, case-insensitive (:meth:`scrub_map`'s verdict on a map key), one columnar call."""
         if not keys or self.sensitive is None:
             return set()
+        if self.hotpath == "native":  # each distinct key judged once per process (bounded cache)
+            cache = self._key_verdicts
+            known = {k: cache[k] for k in keys if k in cache}  # before any put: a full cache empties itself
+            unseen = [k for k in keys if k not in known]
+            if unseen:
+                arr = pa.array(unseen, pa.string())
+                hits = set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
+                known.update((k, cache.put(k, k in hits)) for k in unseen)
+            return {k for k, hidden in known.items() if hidden}
         arr = pa.array(list(keys), pa.string())
         return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
 
@@ -733,26 +750,69 @@ class Scrubber:
         JSON). Only texts holding a ``"`` that the gate (:func:`sensitive_key_gate`, a
         superset) or a backslash matches are scanned (in Python: each key judged once per
         call, in one columnar call per key shape). ``arr`` itself when nothing changes."""
-        quoted = pc.fill_null(pc.match_substring(arr, '"'), False)  # no quote, no JSON key
-        if not pc.any(quoted).as_py():
-            return arr
-        at = pc.indices_nonzero(quoted)
-        if self.sensitive_gate is not None:  # an escaped key may match once decoded: any text with a backslash
-            gate = pc.fill_null(pc.match_substring_regex(arr.take(at), self.sensitive_gate + r"|\\"), False)
-            if not pc.any(gate).as_py():
+        if self.hotpath == "native" and _json_keys is not None and pa.types.is_string(arr.type):
+            gated = self._may_hide(arr)
+            if gated is None:
                 return arr
-            at = at.filter(gate)
-        texts = self._redacted(arr.take(at).to_pylist())
+            mask, known = gated
+            at = pc.indices_nonzero(mask)
+        else:
+            quoted = pc.fill_null(pc.match_substring(arr, '"'), False)  # no quote, no JSON key
+            if not pc.any(quoted).as_py():
+                return arr
+            at = pc.indices_nonzero(quoted)
+            if self.sensitive_gate is not None:  # an escaped key may match once decoded: any text with a backslash
+                gate = pc.fill_null(pc.match_substring_regex(arr.take(at), self.sensitive_gate + r"|\\"), False)
+                if not pc.any(gate).as_py():
+                    return arr
+                at = at.filter(gate)
+            known = None
+        texts = self._redacted(arr.take(at).to_pylist(), known)
         if texts is None:
             return arr
         mask = np.zeros(len(arr), dtype=np.bool_)
         mask[at.to_numpy()] = True
         return pc.replace_with_mask(arr, pa.array(mask), pa.array(texts, arr.type))
 
-    def _redacted(self, texts: list[str]) -> list[str] | None:
-        """``texts`` with the values under their sensitive keys redacted whole (see
-        :meth:`_redact_json_keys`), or None when none holds one."""
+    def _may_hide(self, texts: pa.Array) -> tuple[np.ndarray, dict[str, bool] | None] | None:
+        """The ``native`` hot path's gate of :meth:`_redact_json_keys`: true where a text
+        holds a key candidate (``obsflow_native.json_key_candidates``: every string followed
+        by ``:`` or ``,``, a superset of the keys the scan meets) that is sensitive, with its
+        escapes decoded, or holds too many to list; None when no text does. With it, the
+        verdict on every candidate (None when a text held too many to list). No text is
+        searched by a regex: each distinct candidate is judged once per process (a bounded
+        cache; unseen ones in one columnar call)."""
+        _validity, offsets, data = texts.buffers()
+        keys, ends, slots, over = cast(Callable, _json_keys)(
+            offsets, data if data is not None else _NO_DATA, texts.offset, len(texts)
+        )
+        flags = np.frombuffer(over, dtype=np.uint8).astype(np.bool_)
+        listed_all = not flags.any()
+        count = len(ends) // 4 - 1
         verdicts: dict[str, bool] = {}
+        if count:
+            candidates = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)])
+            cache, names = self._raw_key_verdicts, candidates.to_pylist()
+            hide = [cache.get(k) for k in names]
+            if None in hide:
+                unseen = {k for k, h in zip(names, hide) if h is None}
+                read = {k: json_unescape(k) if "\\" in k else k for k in unseen}  # the key a decoder reads
+                sensitive = self._sensitive_among(set(read.values()))
+                fresh = {k: cache.put(k, read[k] in sensitive) for k in unseen}
+                hide = [fresh[k] if h is None else h for k, h in zip(names, hide)]
+            verdicts = {k: bool(h) for k, h in zip(names, hide)}
+            if any(hide):
+                slot = np.frombuffer(slots, dtype=np.int32)
+                flags[slot[np.asarray(hide, dtype=np.bool_)]] = True
+        if texts.null_count:
+            flags &= np.asarray(texts.is_valid())
+        return (flags, verdicts if listed_all else None) if flags.any() else None
+
+    def _redacted(self, texts: list[str], known: dict[str, bool] | None = None) -> list[str] | None:
+        """``texts`` with the values under their sensitive keys redacted whole (see
+        :meth:`_redact_json_keys`), or None when none holds one. ``known``: verdicts on
+        (a superset of) the keys the scans meet, as written (then no scan lists them first)."""
+        verdicts: dict[str, bool] = dict(known or {})
 
         def judge(raws: set[str]) -> None:
             read = {k: json_unescape(k) if "\\" in k else k for k in raws}  # the key a decoder reads
@@ -766,11 +826,14 @@ class Scrubber:
 
         changed = False
         for key in (OTLP_KEY, JSON_KEY):
-            met = set().union(*(keys_met(t, key) for t in texts))
-            judge(met - verdicts.keys())
-            if any(verdicts[k] for k in met):
-                texts = [redact_values(t, key, hidden) for t in texts]
-                changed = True
+            if known is None:
+                met = set().union(*(keys_met(t, key) for t in texts))
+                judge(met - verdicts.keys())
+                if not any(verdicts[k] for k in met):
+                    continue
+            new = [redact_values(t, key, hidden) for t in texts]
+            changed = changed or any(n is not t for n, t in zip(new, texts))
+            texts = new
         return texts if changed else None
 
     def _redact_json_text(self, col, encode: Encode) -> pa.Array:
@@ -794,9 +857,19 @@ class Scrubber:
         A key is sensitive as a map key is (:meth:`_sensitive_among`). Every framed key
         of a printable run the gate (:func:`sensitive_key_gate`) matches is a candidate:
         the gate is a superset, so a run it passes over holds no sensitive key. All of
-        ``datas`` (a batch's binary dead letters) are judged in two columnar calls."""
+        ``datas`` (a batch's binary dead letters) are judged in two columnar calls. On the
+        ``native`` hot path the extension first lists every framed key of ``datas`` without
+        the gate (``obsflow_native.framed_key_candidates``, a superset of the candidates);
+        when none is sensitive (verdicts cached per key) nothing is masked and no text is
+        searched by a regex."""
         if self.sensitive is None or not datas:
             return
+        if self.hotpath == "native" and _framed_keys is not None:  # no candidate sensitive: nothing to mask
+            keys, ends, complete = _framed_keys([bytes(data) for data in datas])
+            count = len(ends) // 4 - 1
+            names = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)])
+            if complete and not self._sensitive_among(set(names.to_pylist())):
+                return
         texts = [data.decode("latin-1") for data in datas]
         runs = [(i, *m.span()) for i, text in enumerate(texts) for m in _PRINTABLE.finditer(text)]
         if runs and self.sensitive_gate is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -240,3 +241,149 @@ def test_stored_dead_letters_and_rows_hold_no_nested_sensitive_value(tmp_path, m
     assert [dict(r["attributes"]) for r in stored] == [
         {"http.request": '{"headers":{"cookie":"[REDACTED]"},"PASSWORD":"[REDACTED]"}', "ok": "kept"}
     ]
+
+
+# -- the native path's key candidates -------------------------------------------------------
+
+_PIECES = [
+    '"',
+    "\\",
+    '\\"',
+    "\\\\",
+    "\\\n",
+    "a",
+    "password",
+    "Token",
+    ":",
+    ",",
+    " ",
+    "\u00a0",
+    "\u3000",
+    "\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    "1",
+    "true",
+    "null",
+    '"key"',
+    '"value"',
+    '"stringValue"',
+    '"kvlistValue"',
+    '": "',
+    "\\u0077",
+    "\u00e9",
+]
+
+
+def _jsonish(rng, n: int) -> list[str]:
+    texts = ["".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 50))) for _ in range(n)]
+    texts += [
+        json.dumps({"a": [{"key": "password", "value": {"kvlistValue": {"values": []}}}], "b\u3000": {"secret": 1}}),
+        '{"pass\\u0077ord": {"x": "\\"}"}, "n": 1}',
+        '{"cookie": "' + "\\" * 301 + '"',
+        '"' + '\\"' * 2000 + '": 1',  # many candidates nested in escapes: over the budget
+    ]
+    return texts
+
+
+def test_key_candidates_cover_every_key_the_scan_meets():
+    """``obsflow_native.json_key_candidates`` lists every key either scan of
+    transforms/sensitive_json.py meets (a superset), on random JSON-ish text with escapes,
+    backslash-newlines, Unicode blanks and text cut short; a text over the budget is flagged."""
+    import random
+
+    from transforms import scrub as scrub_mod
+    from transforms.sensitive_json import JSON_KEY, OTLP_KEY, keys_met
+
+    if scrub_mod._json_keys is None:
+        pytest.skip("obsflow_native without json_key_candidates (build native/ first)")
+    texts = _jsonish(random.Random("key-candidates"), 4000)
+    arr = pa.array(texts, pa.string()).slice(1)
+    _validity, offsets, data = arr.buffers()
+    keys, ends, slots, over = scrub_mod._json_keys(offsets, data, arr.offset, len(arr))
+    count = len(ends) // 4 - 1
+    got = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)]).to_pylist()
+    rows = np.frombuffer(slots, dtype=np.int32).tolist()
+    flagged = np.frombuffer(over, dtype=np.uint8).tolist()
+    assert flagged[-1] == 1 and sum(flagged) == 1
+    listed: dict[int, set[str]] = {}
+    for r, k in zip(rows, got):
+        listed.setdefault(r, set()).add(k)
+    met = 0
+    for r, t in enumerate(texts[1:]):
+        want = keys_met(t, JSON_KEY) | keys_met(t, OTLP_KEY)
+        met += len(want)
+        if not flagged[r]:
+            assert want <= listed.get(r, set()), t
+    assert met > 2000  # the texts do hold keys (2,428 with this seed)
+
+
+@pytest.mark.parametrize("patterns", [None, ["^code$"], ["b", "[^a]"]])
+def test_both_hot_paths_redact_json_text_alike(patterns):
+    """The ``native`` gate (key candidates) and the reference gate (a regex over the text)
+    pick texts whose redaction is the same: identical output on random JSON-ish text."""
+    import random
+
+    texts = _jsonish(random.Random(f"gates-{patterns}"), 3000) + ['{"code": {"a": 1}}', None]
+    arr = pa.array(texts, pa.string())
+    native = scrubber("native", patterns)._redact_json_keys(arr)
+    assert native.equals(scrubber("python", patterns)._redact_json_keys(arr))
+    assert native.to_pylist() != texts  # some were redacted
+
+
+def _binaries(rng, n: int) -> list[bytes]:
+    pieces = [b"\x00", b"\x01", b"\x0a", b"\x12", b"\x05", b"\x0a\x05", b"\x10", b"token", b"password", b"x-auth-token"]
+    pieces += [
+        b"zq7hidden",
+        b" ",
+        b"a",
+        b"/",
+        b":",
+        b"\xff",
+        b"\x0c",
+        b"\x16",
+        b"\x18",
+        bytes([0x12, 0x0B, 0x0A, 0x09]),
+    ]
+    return [b"\x00" + b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+def test_framed_key_candidates_cover_the_framed_keys():
+    """``obsflow_native.framed_key_candidates`` lists every framed key the binary masking
+    may judge (its loop without the gate), and both hot paths mask random framed binaries
+    (Avro- and protobuf-like length bytes around sensitive and other keys) alike."""
+    import random
+    import re
+
+    from transforms import scrub as scrub_mod
+
+    if scrub_mod._framed_keys is None:
+        pytest.skip("obsflow_native without framed_key_candidates (build native/ first)")
+    rng = random.Random("framed")
+    datas = _binaries(rng, 3000)
+    keys, ends, complete = scrub_mod._framed_keys(datas)
+    assert complete
+    count = len(ends) // 4 - 1
+    listed = set(pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)]).to_pylist())
+    want = set()
+    for data in datas:
+        text = data.decode("latin-1")
+        for m in re.finditer(r"[\x20-\x7e]+", text):
+            for start in range(max(m.start(), 1), m.end()):
+                n = data[start - 1]
+                for length in ({n >> 1} if n % 2 == 0 else set()) | {n}:
+                    end = start + length
+                    if (
+                        length
+                        and end <= m.end()
+                        and end < len(data)
+                        and re.fullmatch(r"[A-Za-z0-9._\-:/]+", text[start:end])
+                    ):
+                        want.add(text[start:end])
+    assert want == listed and "token" in want
+    native, _ = scrubber("native").scrub_raw(datas)
+    python, _ = scrubber("python").scrub_raw(datas)
+    assert native == python
+    assert sum(o != d for o, d in zip(native, datas)) > 100  # some were masked
