@@ -221,31 +221,76 @@ pub fn control_bytes(values: &Bound<'_, PyList>) -> PyResult<Buf> {
     Ok(Buf { data: out })
 }
 
-/// No end: the string started there is not closed (see :func:`string_ends`).
-const OPEN: u32 = u32::MAX;
+/// No end: the string started there is not closed.
+const OPEN: usize = usize::MAX;
 
-/// For each position ``p`` of ``v`` (and ``v.len()``), where the JSON string whose inside
-/// starts at ``p`` ends as Python's ``re`` reads ``"[^"\\]*+(?:\\.[^"\\]*+)*+"``
-/// (transforms/sensitive_json.py ``JSON_CHARS``): the position of its closing quote, or
-/// :data:`OPEN` when that pattern fails (no closing quote; a backslash before a newline or
-/// at the end, as ``.`` takes no newline), into ``end``. One backward pass.
-fn string_ends(v: &[u8], end: &mut Vec<u32>) {
-    let n = v.len();
-    end.clear();
-    end.resize(n + 2, OPEN);
-    for p in (0..n).rev() {
-        end[p] = match v[p] {
-            b'"' => p as u32,
-            b'\\' => {
-                if p + 1 < n && v[p + 1] != b'\n' {
-                    end[p + 2]
-                } else {
-                    OPEN
-                }
-            }
-            _ => end[p + 1],
-        };
+/// The next position at or after ``from`` holding ``"`` or ``\``, or ``v.len()``: whole
+/// 32-byte chunks without either are passed over by one vectorizable test.
+#[inline]
+fn next_special(v: &[u8], mut from: usize) -> usize {
+    const CHUNK: usize = 32;
+    while from + CHUNK <= v.len() {
+        if v[from..from + CHUNK].iter().fold(false, |a, &b| a | (b == b'"') | (b == b'\\')) {
+            break;
+        }
+        from += CHUNK;
     }
+    while from < v.len() && v[from] != b'"' && v[from] != b'\\' {
+        from += 1;
+    }
+    from
+}
+
+/// Every ``"`` of ``v`` with the end of the JSON string it opens, as Python's ``re`` reads
+/// ``"[^"\\]*+(?:\\.[^"\\]*+)*+"`` (transforms/sensitive_json.py ``JSON_CHARS``) from it:
+/// the position of the closing quote, or :data:`OPEN` when that pattern fails (no closing
+/// quote; a backslash before a newline or at the end, as ``.`` takes no newline).
+///
+/// A string's inside starts after a quote, never inside a run of backslashes, so each run
+/// pairs up the same way whatever quote opened the string: a run of odd length escapes the
+/// byte after it (an escaped quote closes nothing; an escaped newline, or none, fails the
+/// pattern). One forward pass finds the quotes, which of them close, and where the pattern
+/// fails; one backward pass over the quotes gives each its end.
+fn quote_ends(v: &[u8]) -> Vec<(usize, usize)> {
+    let n = v.len();
+    let mut quotes: Vec<(usize, bool)> = Vec::new(); // (position, closes a string)
+    let mut fails: Vec<usize> = Vec::new(); // runs whose escape fails
+    let mut k = next_special(v, 0);
+    while k < n {
+        if v[k] == b'"' {
+            quotes.push((k, true));
+            k = next_special(v, k + 1);
+            continue;
+        }
+        let run = k;
+        while k < n && v[k] == b'\\' {
+            k += 1;
+        }
+        if (k - run) % 2 == 1 {
+            if k == n || v[k] == b'\n' {
+                fails.push(run);
+            } else if v[k] == b'"' {
+                quotes.push((k, false));
+            }
+            if k < n {
+                k += 1; // the escaped byte
+            }
+        }
+        k = next_special(v, k);
+    }
+    let mut out = vec![(0, OPEN); quotes.len()];
+    let (mut close, mut fail) = (OPEN, fails.len());
+    for (j, &(q, closes)) in quotes.iter().enumerate().rev() {
+        while fail > 0 && fails[fail - 1] > q {
+            fail -= 1;
+        }
+        let next_fail = fails.get(fail).copied().unwrap_or(OPEN);
+        out[j] = (q, if close < next_fail { close } else { OPEN });
+        if closes {
+            close = q;
+        }
+    }
+    out
 }
 
 /// Whether ``b`` may be a character of Python's ``\s`` (str patterns): ASCII blanks,
@@ -258,29 +303,18 @@ fn may_be_space(b: u8) -> bool {
 
 /// The insides of the JSON strings of ``v`` that may be a key :func:`redact_values` of
 /// transforms/sensitive_json.py asks about: for every ``"`` (the search may start at any),
-/// the string it opens (:func:`string_ends`) when a ``:`` (a ``"key": value``) or a ``,``
+/// the string it opens (:func:`quote_ends`) when a ``:`` (a ``"key": value``) or a ``,``
 /// (OTLP JSON's ``"key": "k", "value"``) follows it after blanks. A superset of the keys
 /// either scan meets, so a text none of whose candidates is sensitive holds no sensitive
 /// key. ``(start, end)`` byte ranges in ``v``; None when their bytes would exceed
 /// ``budget`` (many quotes nested in escapes: the caller scans that text itself).
-/// ``scratch``: a buffer reused across calls.
-pub fn key_candidates(v: &[u8], budget: usize, scratch: &mut Vec<u32>) -> Option<Vec<(usize, usize)>> {
+pub fn key_candidates(v: &[u8], budget: usize) -> Option<Vec<(usize, usize)>> {
     let mut out = Vec::new();
-    let Some(first) = v.iter().position(|&b| b == b'"') else {
-        return Some(out);
-    };
-    string_ends(&v[first..], scratch);
-    let end = |p: usize| match scratch[p - first] {
-        OPEN => OPEN,
-        e => e + first as u32,
-    };
     let mut spent = 0usize;
-    for (q, _) in v.iter().enumerate().skip(first).filter(|(_, &b)| b == b'"') {
-        let e = end(q + 1);
+    for (q, e) in quote_ends(v) {
         if e == OPEN {
             continue;
         }
-        let e = e as usize;
         let mut k = e + 1;
         while k < v.len() && may_be_space(v[k]) {
             k += 1;
@@ -312,14 +346,13 @@ pub fn json_key_candidates(
     }
     let at = |i: usize| i32::from_le_bytes([offs[4 * i], offs[4 * i + 1], offs[4 * i + 2], offs[4 * i + 3]]);
     let (mut keys, mut ends, mut slots, mut over) = (Vec::new(), vec![0u8; 4], Vec::new(), Vec::with_capacity(length));
-    let mut scratch = Vec::new();
     for i in offset..offset + length {
         let (s, e) = (at(i), at(i + 1));
         if s < 0 || e < s || e as usize > bytes.len() {
             return Err(PyValueError::new_err("json_key_candidates: offsets out of the data buffer"));
         }
         let v = &bytes[s as usize..e as usize];
-        match key_candidates(v, 4 * v.len() + 256, &mut scratch) {
+        match key_candidates(v, 4 * v.len() + 256) {
             None => over.push(1),
             Some(found) => {
                 over.push(0);
@@ -515,7 +548,7 @@ mod tests {
     #[test]
     fn key_candidates_cover_keys_escapes_and_cut_strings() {
         let keys = |v: &str| -> Vec<String> {
-            super::key_candidates(v.as_bytes(), usize::MAX, &mut Vec::new()).unwrap().iter().map(|&(a, b)| v[a..b].to_string()).collect()
+            super::key_candidates(v.as_bytes(), usize::MAX).unwrap().iter().map(|&(a, b)| v[a..b].to_string()).collect()
         };
         // every quote may open a string: the escaped one before d too
         assert_eq!(keys(r#"{"a": 1, "b" :{"c\"d":[2]}, "e": "f"}"#), ["a", "b", r#"c\"d"#, "d", "e"]);
@@ -524,7 +557,7 @@ mod tests {
         assert_eq!(keys("{\"a\\\n\": 1, \"b\u{a0}\"\u{3000}: 2"), ["b\u{a0}"]);
         assert_eq!(keys(r#"{"cut": "x"#), ["cut"]);
         assert_eq!(keys(r#"no quote"#), Vec::<String>::new());
-        assert_eq!(super::key_candidates(r#"{"a": 1}"#.as_bytes(), 0, &mut Vec::new()), None);
+        assert_eq!(super::key_candidates(r#"{"a": 1}"#.as_bytes(), 0), None);
     }
 
     #[test]
