@@ -414,6 +414,30 @@ def _mask_any_value(data: bytearray, at: int) -> bool:
 _NO_DATA = pa.py_buffer(b"")
 
 
+#: wire fields whose value identifies a person: the tables hold them only pseudonymized
+#: (``user``, a log record's ``user_id``) or anonymized (``client_ip``); in a dead letter's
+#: JSON text their values are redacted whole (:meth:`Scrubber.scrub_raw`)
+PERSONAL_FIELDS = frozenset({"user", "user_id", "client_ip"})
+_PERSONAL_GATE = "|".join(f'"{f}"' for f in sorted(PERSONAL_FIELDS)) + r"|\\"
+
+
+def _redact_personal_fields(arr: pa.Array) -> pa.Array:
+    """JSON texts with the value under each :data:`PERSONAL_FIELDS` key (escapes decoded)
+    replaced whole by ``"[REDACTED]"``; only texts naming one (or holding a backslash) are
+    scanned. ``arr`` itself when none changes."""
+    gate = pc.fill_null(pc.match_substring_regex(arr, _PERSONAL_GATE), False)
+    if not pc.any(gate).as_py():
+        return arr
+    at = pc.indices_nonzero(gate)
+    texts = arr.take(at).to_pylist()
+    new = [redact_values(t, JSON_KEY, lambda raw: json_unescape(raw) in PERSONAL_FIELDS) for t in texts]
+    if all(n is t for n, t in zip(new, texts)):
+        return arr
+    mask = np.zeros(len(arr), dtype=np.bool_)
+    mask[at.to_numpy()] = True
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(new, arr.type))
+
+
 class Scrubber:
     """Scrub one signal's rows per ``ScrubStep`` and ``PrivacySpec``.
 
@@ -683,7 +707,10 @@ class Scrubber:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
         A payload that decodes as UTF-8 without control bytes is scrubbed as free text
-        (placeholders), and in JSON the string or number under a sensitive key
+        (placeholders); in JSON the value under a wire field that holds a person's
+        identifier (:data:`PERSONAL_FIELDS`: a table stores it only pseudonymized or
+        anonymized) is redacted whole, whatever the flow's settings, and the value under a
+        sensitive key
         (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
         "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
         the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
@@ -711,7 +738,7 @@ class Scrubber:
                 is_text.append(False)
                 binary_at.append(k)
         if any(t is not None for t in texts):
-            arr = pa.array(texts, pa.string())
+            arr = _redact_personal_fields(pa.array(texts, pa.string()))
             if self.sensitive is not None:
                 arr = self._redact_json_keys(arr)
             for k, t in enumerate(self.scrub_text(arr).to_pylist()):
