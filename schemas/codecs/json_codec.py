@@ -268,6 +268,7 @@ def _type_error(value, t: pa.DataType, path: str) -> str | None:
         if not isinstance(value, dict):
             ok = False
     if not ok:  # the kind only: a value in a dead letter's detail is never scrubbed (a user id, an address)
+        orjson.dumps(value)  # raises past orjson's depth bound (MAX_NESTING): that record is nested too deep
         return f"{path}: expected {_expected(t)}, got {_py_kind(value)}"
     return None
 

@@ -43,7 +43,7 @@ CASES = [
     (b'{"page": "/a", "password": {"value": "zqhunt', b'{"page": "/a", "password": "[REDACTED]"'),
     (b'{"page": "/a", "password": "zqhunt', b'{"page": "/a", "password": "[REDACTED]"'),
     # an object under an ordinary key is entered: its own keys are judged
-    (b'{"user": {"password": {"v": 1}, "name": "n"}}', b'{"user": {"password": "[REDACTED]", "name": "n"}}'),
+    (b'{"profile": {"password": {"v": 1}, "name": "n"}}', b'{"profile": {"password": "[REDACTED]", "name": "n"}}'),
     # OTLP JSON attributes: the typed value is replaced whatever its type
     (
         b'{"attributes": [{"key": "password", "value": {"kvlistValue": {"values": [{"key": "a", '
