@@ -265,11 +265,13 @@ def main() -> int:
 
     def cold(g, batches):
         """The native hot path with its scrub caches emptied first (each distinct text and
-        user id rewritten / pseudonymized anew, as on first sight), so replaying the same
+        user id rewritten / pseudonymized anew, each key judged anew, as on first sight), so replaying the same
         batches every round does not flatter it."""
         s = g.flows["events"].scrubber
         s._text_cache.clear()
         s._pseudonyms.clear()
+        for verdicts in ("_key_verdicts", "_raw_key_verdicts"):  # the sensitive-key verdicts, where kept
+            getattr(s, verdicts, {}).clear()
         return [g.process(b) for b in batches]
 
     if graphs:

@@ -57,7 +57,30 @@ def payloads() -> dict[str, list[bytes]]:
         "1 MB binary, 'password ' repeated": [b"\x00" + b"password " * 116_000 + b"\x01"],
         "Avro log, 3 attributes": avro[:1],
         "1,000 Avro logs in one call": avro,
+        "a 5,000-event batch's dead letters (1% malformed)": event_dead_letters(),
     }
+
+
+def event_dead_letters() -> list[bytes]:
+    """The payloads the events path (``bench/decoder.py``'s ``path native``) hands to
+    ``scrub_raw`` for the generator's first batch of 5,000 events, 1% malformed (about 50,
+    four of them 66 kB records)."""
+    from bench.decoder import _batches, _graph
+    from transforms.scrub import Scrubber
+
+    captured: list[list[bytes]] = []
+    scrub_raw = Scrubber.scrub_raw
+
+    def capture(self, values):
+        captured.append(list(values))
+        return scrub_raw(self, values)
+
+    setattr(Scrubber, "scrub_raw", capture)  # noqa: B010 - patched for this bench process
+    try:
+        _graph("native").process(_batches("event", 5000, 0.01)[0])
+    finally:
+        setattr(Scrubber, "scrub_raw", scrub_raw)  # noqa: B010
+    return captured[0]
 
 
 def load_baseline(rev: str):

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Callable
@@ -53,6 +52,7 @@ import pyarrow.compute as pc
 
 from core.encodings import one_array
 from core.errors import ConfigurationError
+from transforms.sensitive_json import JSON_KEY, OTLP_KEY, json_unescape, keys_met, redact_values
 
 try:  # the compiled prefilter (native/src/scrub.rs); the hint regex stands in without it
     import obsflow_native as _native
@@ -60,6 +60,10 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
     _native = None
 if _native is not None and not all(hasattr(_native, f) for f in ("scrub_hints", "control_bytes", "pseudonyms")):
     _native = None  # an older build (decoders only): the hot path's Python stand-ins run
+#: the compiled key-candidate scan (native/src/scrub.rs); the gate regex stands in without it
+_json_keys = getattr(_native, "json_key_candidates", None)
+#: the compiled framed-key listing of binary payloads (native/src/scrub.rs), likewise
+_framed_keys = getattr(_native, "framed_key_candidates", None)
 
 if TYPE_CHECKING:  # the spec model is a layer above transforms: types only, never imported at run time
     from pipelines.spec import PrivacySpec, ScrubStep
@@ -349,28 +353,6 @@ def pseudonym_key(privacy: PrivacySpec) -> bytes:
 _BINARY_EMAIL, _BINARY_JWT, _BINARY_KNOWN = (re.compile(p) for p in (EMAIL, JWT, API_KEY_KNOWN))
 _BINARY_ASSIGN = re.compile(API_KEY_ASSIGN[4:], re.IGNORECASE)
 _BINARY_BEARER = re.compile(BEARER[4:], re.IGNORECASE)
-#: the inside of a JSON string: ``(?:[^"\\]|\\.)*`` unrolled (a run of plain characters,
-#: then escapes each followed by a run), possessive. The same matches: the two
-#: alternatives start with different characters and a string ends at its first unescaped
-#: ``"``, so backtracking never finds another; unrolled, Python's ``re`` scans a long
-#: value in a tight character-class loop instead of one group repeat per character
-#: (a 66 kB dead letter: ms, not tens of ms)
-_JSON_CHARS = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
-_JSON_STR = r'"(' + _JSON_CHARS + r')"'
-#: a string or a number (what is redacted under a sensitive key)
-_JSON_SCALAR = r'(?:"' + _JSON_CHARS + r'"|-?\d[\d.eE+\-]*+)'
-#: ``"key": "value"`` or ``"key": 123`` (group 1: up to the value, group 2: the key)
-_JSON_KEY_VALUE = re.compile(r"(" + _JSON_STR + r"\s*:\s*)" + _JSON_SCALAR)
-#: OTLP JSON's ``{"key": "k", "value": {"stringValue": "v"}}`` (also ``intValue``,
-#: ``doubleValue``, ``bytesValue``: a string or a number)
-_OTLP_KEY_VALUE = re.compile(
-    r'("key"\s*:\s*'
-    + _JSON_STR
-    + r'\s*,\s*"value"\s*:\s*\{\s*"(?:string|int|double|bytes)Value"\s*:\s*)'
-    + _JSON_SCALAR
-)
-
-
 #: literals (lowered) one of which every API_KEY_KNOWN and API_KEY_ASSIGN match holds
 _BINARY_API_HINTS = ("key", "secret", "token", "passw", "sk_", "pk_", "rk_", "akia", "gh", "xox", "aiza")
 
@@ -380,8 +362,9 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _mask_value_at(data: bytearray, at: int) -> bool:
-    """Mask the length-prefixed printable value framed at ``at`` (Avro string, or OTLP
-    ``12 len 0a len value``); True when one was found."""
+    """Mask the length-prefixed value framed at ``at`` (Avro string, or OTLP ``12 len 0a
+    len value``: printable, masked byte for byte; or an OTLP ``AnyValue`` of another type,
+    :func:`_mask_any_value`); True when one was found."""
     n = len(data)
     if data[at] == 0x12 and at + 3 < n and data[at + 2] == 0x0A:  # protobuf AnyValue{string_value}
         length, first = data[at + 3], at + 4
@@ -391,23 +374,68 @@ def _mask_value_at(data: bytearray, at: int) -> bool:
         return False
     last = first + length
     if length == 0 or last > n or not all(0x20 <= c < 0x7F for c in data[first:last]):
-        return False
+        return _mask_any_value(data, at)
     data[first:last] = b"*" * length
+    return True
+
+
+#: protobuf tags of an OTLP ``AnyValue`` that is not a string: bool, int (varints), double
+#: (fixed64); array, kvlist, bytes (length-delimited)
+_ANY_VARINT, _ANY_DOUBLE, _ANY_DELIMITED = frozenset({0x10, 0x18}), 0x21, frozenset({0x2A, 0x32, 0x3A})
+
+
+def _mask_any_value(data: bytearray, at: int) -> bool:
+    """Replace an OTLP ``KeyValue``'s value framed at ``at`` (``12 len AnyValue``, one-byte
+    length) that is a bool, an int, a double, an array, a key-value list or bytes by a
+    string value of ``*`` of the same size (``0a len-2 ***``): the message keeps its length
+    and still decodes, and nothing of the value is left. True when one was found: the
+    ``AnyValue`` must be exactly one such field filling the frame."""
+    n = len(data)
+    if data[at] != 0x12 or at + 3 >= n:
+        return False
+    size, first = data[at + 1], at + 2
+    last = first + size
+    if size >= 0x80 or size < 2 or last > n:
+        return False
+    tag = data[first]
+    if tag in _ANY_VARINT:
+        varint = data[first + 1 : last]
+        fits = all(b >= 0x80 for b in varint[:-1]) and varint[-1] < 0x80 and len(varint) <= 10
+    elif tag == _ANY_DOUBLE:
+        fits = size == 9
+    else:
+        fits = tag in _ANY_DELIMITED and data[first + 1] < 0x80 and data[first + 1] + 2 == size
+    if not fits:
+        return False
+    data[first:last] = bytes([0x0A, size - 2]) + b"*" * (size - 2)
     return True
 
 
 _NO_DATA = pa.py_buffer(b"")
 
 
-def _json_unescape(raw: str) -> str:
-    """The inside of a JSON string with its escapes decoded (``raw`` as it is when one is
-    not valid JSON)."""
-    try:
-        decoded = cast(str, json.loads(f'"{raw}"'))
-        decoded.encode("utf-8")  # a lone surrogate (``\\ud800``) is no key a column can hold
-    except ValueError:  # UnicodeEncodeError is one
-        return raw
-    return decoded
+#: wire fields whose value identifies a person: the tables hold them only pseudonymized
+#: (``user``, a log record's ``user_id``) or anonymized (``client_ip``); in a dead letter's
+#: JSON text their values are redacted whole (:meth:`Scrubber.scrub_raw`)
+PERSONAL_FIELDS = frozenset({"user", "user_id", "client_ip"})
+_PERSONAL_GATE = "|".join(f'"{f}"' for f in sorted(PERSONAL_FIELDS)) + r"|\\"
+
+
+def _redact_personal_fields(arr: pa.Array) -> pa.Array:
+    """JSON texts with the value under each :data:`PERSONAL_FIELDS` key (escapes decoded)
+    replaced whole by ``"[REDACTED]"``; only texts naming one (or holding a backslash) are
+    scanned. ``arr`` itself when none changes."""
+    gate = pc.fill_null(pc.match_substring_regex(arr, _PERSONAL_GATE), False)
+    if not pc.any(gate).as_py():
+        return arr
+    at = pc.indices_nonzero(gate)
+    texts = arr.take(at).to_pylist()
+    new = [redact_values(t, JSON_KEY, lambda raw: json_unescape(raw) in PERSONAL_FIELDS) for t in texts]
+    if all(n is t for n, t in zip(new, texts)):
+        return arr
+    mask = np.zeros(len(arr), dtype=np.bool_)
+    mask[at.to_numpy()] = True
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(new, arr.type))
 
 
 class Scrubber:
@@ -427,6 +455,10 @@ class Scrubber:
             raise ValueError(f"hot path: expected one of {', '.join(HOTPATHS)}, got {self.hotpath!r}")
         self._text_cache: _Cache = _Cache(CACHE_SIZE)
         self._pseudonyms: _Cache = _Cache(CACHE_SIZE)
+        #: keys -> sensitive (the ``native`` hot path: :meth:`_sensitive_among`'s verdicts)
+        self._key_verdicts: _Cache = _Cache(CACHE_SIZE)
+        #: JSON key candidates as written -> sensitive once decoded (the ``native`` gate, :meth:`_may_hide`)
+        self._raw_key_verdicts: _Cache = _Cache(CACHE_SIZE)
         self.step = step
         self.privacy = privacy
         if step.pseudonymize_users and not implicit:
@@ -583,6 +615,8 @@ class Scrubber:
             hide = pc.fill_null(pc.and_(pc.match_substring_regex(keys, self.sensitive), pc.is_valid(items)), False)
             if pc.any(hide).as_py():
                 items = pc.if_else(hide, pa.scalar(REDACTED), items)
+        if self.sensitive is not None and n:  # a nested value (JSON text): the values under its sensitive keys
+            items = self._redact_json_keys(items)
         new = pa.MapArray.from_arrays(
             pc.subtract(offsets, first),
             self.scrub_text(keys),
@@ -673,7 +707,10 @@ class Scrubber:
         """Dead-letter payloads without personal data, and per payload whether it was text.
 
         A payload that decodes as UTF-8 without control bytes is scrubbed as free text
-        (placeholders), and in JSON the string or number under a sensitive key
+        (placeholders); in JSON the value under a wire field that holds a person's
+        identifier (:data:`PERSONAL_FIELDS`: a table stores it only pseudonymized or
+        anonymized) is redacted whole, whatever the flow's settings, and the value under a
+        sensitive key
         (``"authorization": "…"``, OTLP JSON's ``{"key": "…token…", "value": {"stringValue":
         "…"}}``) is redacted whole. Any other payload (Avro, protobuf) has every match, and
         the value framed after a sensitive key (:meth:`_mask_framed_values`), masked byte for
@@ -701,7 +738,7 @@ class Scrubber:
                 is_text.append(False)
                 binary_at.append(k)
         if any(t is not None for t in texts):
-            arr = pa.array(texts, pa.string())
+            arr = _redact_personal_fields(pa.array(texts, pa.string()))
             if self.sensitive is not None:
                 arr = self._redact_json_keys(arr)
             for k, t in enumerate(self.scrub_text(arr).to_pylist()):
@@ -718,35 +755,125 @@ class Scrubber:
         key, case-insensitive (:meth:`scrub_map`'s verdict on a map key), one columnar call."""
         if not keys or self.sensitive is None:
             return set()
+        if self.hotpath == "native":  # each distinct key judged once per process (bounded cache)
+            cache = self._key_verdicts
+            known = {k: cache[k] for k in keys if k in cache}  # before any put: a full cache empties itself
+            unseen = [k for k in keys if k not in known]
+            if unseen:
+                arr = pa.array(unseen, pa.string())
+                hits = set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
+                known.update((k, cache.put(k, k in hits)) for k in unseen)
+            return {k for k, hidden in known.items() if hidden}
         arr = pa.array(list(keys), pa.string())
         return set(arr.filter(pc.match_substring_regex(arr, self.sensitive)).to_pylist())
 
     def _redact_json_keys(self, arr: pa.Array) -> pa.Array:
-        """JSON text with the string or number under each sensitive key (``"key": "…"``,
-        OTLP JSON's ``{"key": "…", "value": {"stringValue": "…"}}``) redacted. A key is
-        sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`), with
-        its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
-        JSON). Only texts the gate (:func:`sensitive_key_gate`, a superset) or a backslash
-        matches are parsed (in Python: dead letters are rare)."""
+        """JSON text with the value under each sensitive key replaced whole by
+        ``"[REDACTED]"``, whatever its type (string, number, boolean, object, array; a null
+        stays null), also in text cut short (:mod:`transforms.sensitive_json`): a plain
+        ``"key": value`` and OTLP JSON's ``{"key": "…", "value": {"<type>Value": value}}``.
+        A key is sensitive when a pattern matches it as in a map (:meth:`_sensitive_among`),
+        with its escapes decoded (``"pass\\u0077ord"``; as written when they are not valid
+        JSON). Only texts holding a ``"`` that the gate (:func:`sensitive_key_gate`, a
+        superset) or a backslash matches are scanned (in Python: each key judged once per
+        call, in one columnar call per key shape). ``arr`` itself when nothing changes."""
+        if self.hotpath == "native" and _json_keys is not None and pa.types.is_string(arr.type):
+            gated = self._may_hide(arr)
+            if gated is None:
+                return arr
+            mask, known = gated
+            at = pc.indices_nonzero(mask)
+        else:
+            quoted = pc.fill_null(pc.match_substring(arr, '"'), False)  # no quote, no JSON key
+            if not pc.any(quoted).as_py():
+                return arr
+            at = pc.indices_nonzero(quoted)
+            if self.sensitive_gate is not None:  # an escaped key may match once decoded: any text with a backslash
+                gate = pc.fill_null(pc.match_substring_regex(arr.take(at), self.sensitive_gate + r"|\\"), False)
+                if not pc.any(gate).as_py():
+                    return arr
+                at = at.filter(gate)
+            known = None
+        texts = self._redacted(arr.take(at).to_pylist(), known)
+        if texts is None:
+            return arr
+        mask = np.zeros(len(arr), dtype=np.bool_)
+        mask[at.to_numpy()] = True
+        return pc.replace_with_mask(arr, pa.array(mask), pa.array(texts, arr.type))
 
-        def redact(texts: list[str]) -> pa.Array:
-            for kv in (_OTLP_KEY_VALUE, _JSON_KEY_VALUE):
-                keys = {m.group(2) for t in texts for m in kv.finditer(t)}
-                read = {k: _json_unescape(k) if "\\" in k else k for k in keys}  # the key a decoder reads
+    def _may_hide(self, texts: pa.Array) -> tuple[np.ndarray, dict[str, bool] | None] | None:
+        """The ``native`` hot path's gate of :meth:`_redact_json_keys`: true where a text
+        holds a key candidate (``obsflow_native.json_key_candidates``: every string followed
+        by ``:`` or ``,``, a superset of the keys the scan meets) that is sensitive, with its
+        escapes decoded, or holds too many to list; None when no text does. With it, the
+        verdict on every candidate (None when a text held too many to list). No text is
+        searched by a regex: each distinct candidate is judged once per process (a bounded
+        cache; unseen ones in one columnar call)."""
+        _validity, offsets, data = texts.buffers()
+        keys, ends, slots, over = cast(Callable, _json_keys)(
+            offsets, data if data is not None else _NO_DATA, texts.offset, len(texts)
+        )
+        flags = np.frombuffer(over, dtype=np.uint8).astype(np.bool_)
+        listed_all = not flags.any()
+        count = len(ends) // 4 - 1
+        verdicts: dict[str, bool] = {}
+        if count:
+            candidates = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)])
+            cache, names = self._raw_key_verdicts, candidates.to_pylist()
+            hide = [cache.get(k) for k in names]
+            if None in hide:
+                unseen = {k for k, h in zip(names, hide) if h is None}
+                read = {k: json_unescape(k) if "\\" in k else k for k in unseen}  # the key a decoder reads
                 sensitive = self._sensitive_among(set(read.values()))
-                hidden = {k for k in keys if read[k] in sensitive}
-                if hidden:
-                    texts = [
-                        kv.sub(lambda m: f'{m.group(1)}"{REDACTED}"' if m.group(2) in hidden else m.group(0), t)
-                        for t in texts
-                    ]
-            return pa.array(texts, pa.string())
+                fresh = {k: cache.put(k, read[k] in sensitive) for k in unseen}
+                hide = [fresh[k] if h is None else h for k, h in zip(names, hide)]
+            verdicts = {k: bool(h) for k, h in zip(names, hide)}
+            if any(hide):
+                slot = np.frombuffer(slots, dtype=np.int32)
+                flags[slot[np.asarray(hide, dtype=np.bool_)]] = True
+        if texts.null_count:
+            flags &= np.asarray(texts.is_valid())
+        return (flags, verdicts if listed_all else None) if flags.any() else None
 
-        if self.sensitive_gate is None:
-            hint = pc.is_valid(arr)
-        else:  # an escaped key may match once decoded: any text with a backslash is parsed
-            hint = pc.fill_null(pc.match_substring_regex(arr, self.sensitive_gate + r"|\\"), False)
-        return _rewrite(arr, hint, lambda c: redact(c.to_pylist()))
+    def _redacted(self, texts: list[str], known: dict[str, bool] | None = None) -> list[str] | None:
+        """``texts`` with the values under their sensitive keys redacted whole (see
+        :meth:`_redact_json_keys`), or None when none holds one. ``known``: verdicts on
+        (a superset of) the keys the scans meet, as written (then no scan lists them first)."""
+        verdicts: dict[str, bool] = dict(known or {})
+
+        def judge(raws: set[str]) -> None:
+            read = {k: json_unescape(k) if "\\" in k else k for k in raws}  # the key a decoder reads
+            sensitive = self._sensitive_among(set(read.values()))
+            verdicts.update((k, read[k] in sensitive) for k in raws)
+
+        def hidden(raw: str) -> bool:
+            if raw not in verdicts:  # met only once a value before it was skipped: rare
+                judge({raw})
+            return verdicts[raw]
+
+        changed = False
+        for key in (OTLP_KEY, JSON_KEY):
+            if known is None:
+                met = set().union(*(keys_met(t, key) for t in texts))
+                judge(met - verdicts.keys())
+                if not any(verdicts[k] for k in met):
+                    continue
+            new = [redact_values(t, key, hidden) for t in texts]
+            changed = changed or any(n is not t for n, t in zip(new, texts))
+            texts = new
+        return texts if changed else None
+
+    def _redact_json_text(self, col, encode: Encode) -> pa.Array:
+        """A free-text column with :meth:`_redact_json_keys` applied to each distinct value
+        (the column itself, same buffers, when no value changes). ``encode``: as in
+        :meth:`scrub_text`."""
+        col = one_array(col) if self.hotpath == "native" else _combined(col)
+        if self.sensitive is None or len(col) == 0 or col.null_count == len(col):
+            return col
+        enc = encode(col)
+        d = enc.dictionary
+        new = self._redact_json_keys(d)
+        return col if new is d else new.take(enc.indices)
 
     def _mask_framed_values(self, *datas: bytearray) -> None:
         """Mask (``*``, in place) the value after each sensitive key in length-prefixed
@@ -757,9 +884,19 @@ class Scrubber:
         A key is sensitive as a map key is (:meth:`_sensitive_among`). Every framed key
         of a printable run the gate (:func:`sensitive_key_gate`) matches is a candidate:
         the gate is a superset, so a run it passes over holds no sensitive key. All of
-        ``datas`` (a batch's binary dead letters) are judged in two columnar calls."""
+        ``datas`` (a batch's binary dead letters) are judged in two columnar calls. On the
+        ``native`` hot path the extension first lists every framed key of ``datas`` without
+        the gate (``obsflow_native.framed_key_candidates``, a superset of the candidates);
+        when none is sensitive (verdicts cached per key) nothing is masked and no text is
+        searched by a regex."""
         if self.sensitive is None or not datas:
             return
+        if self.hotpath == "native" and _framed_keys is not None:  # no candidate sensitive: nothing to mask
+            keys, ends, complete = _framed_keys([bytes(data) for data in datas])
+            count = len(ends) // 4 - 1
+            names = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(ends), pa.py_buffer(keys)])
+            if complete and not self._sensitive_among(set(names.to_pylist())):
+                return
         texts = [data.decode("latin-1") for data in datas]
         runs = [(i, *m.span()) for i, text in enumerate(texts) for m in _PRINTABLE.finditer(text)]
         if runs and self.sensitive_gate is not None:
@@ -823,8 +960,8 @@ class Scrubber:
             if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
                 if f.name in IDENTIFIER_COLUMNS:
                     new = self.scrub_identifier(t.column(i))
-                else:
-                    new = self.scrub_text(t.column(i), encode=encode)
+                else:  # JSON text in it: the values under sensitive keys first, as in a map value
+                    new = self.scrub_text(self._redact_json_text(t.column(i), encode), encode=encode)
             elif pa.types.is_map(f.type):
                 new = self.scrub_map(t.column(i))
             else:

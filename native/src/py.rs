@@ -415,6 +415,8 @@ fn obsflow_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_otlp_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(crate::scrub::scrub_hints, m)?)?;
     m.add_function(wrap_pyfunction!(crate::scrub::control_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::scrub::json_key_candidates, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::scrub::framed_key_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(crate::pseudonym::pseudonyms, m)?)?;
     m.add_function(wrap_pyfunction!(crate::otlp_json::decode_otlp_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_avro, m)?)?;

@@ -221,6 +221,232 @@ pub fn control_bytes(values: &Bound<'_, PyList>) -> PyResult<Buf> {
     Ok(Buf { data: out })
 }
 
+/// No end: the string started there is not closed.
+const OPEN: usize = usize::MAX;
+
+/// The next position at or after ``from`` holding ``"`` or ``\``, or ``v.len()``: whole
+/// 32-byte chunks without either are passed over by one vectorizable test.
+#[inline]
+fn next_special(v: &[u8], mut from: usize) -> usize {
+    const CHUNK: usize = 32;
+    while from + CHUNK <= v.len() {
+        if v[from..from + CHUNK].iter().fold(false, |a, &b| a | (b == b'"') | (b == b'\\')) {
+            break;
+        }
+        from += CHUNK;
+    }
+    while from < v.len() && v[from] != b'"' && v[from] != b'\\' {
+        from += 1;
+    }
+    from
+}
+
+/// Every ``"`` of ``v`` with the end of the JSON string it opens, as Python's ``re`` reads
+/// ``"[^"\\]*+(?:\\.[^"\\]*+)*+"`` (transforms/sensitive_json.py ``JSON_CHARS``) from it:
+/// the position of the closing quote, or :data:`OPEN` when that pattern fails (no closing
+/// quote; a backslash before a newline or at the end, as ``.`` takes no newline).
+///
+/// A string's inside starts after a quote, never inside a run of backslashes, so each run
+/// pairs up the same way whatever quote opened the string: a run of odd length escapes the
+/// byte after it (an escaped quote closes nothing; an escaped newline, or none, fails the
+/// pattern). One forward pass finds the quotes, which of them close, and where the pattern
+/// fails; one backward pass over the quotes gives each its end.
+fn quote_ends(v: &[u8]) -> Vec<(usize, usize)> {
+    let n = v.len();
+    let mut quotes: Vec<(usize, bool)> = Vec::new(); // (position, closes a string)
+    let mut fails: Vec<usize> = Vec::new(); // runs whose escape fails
+    let mut k = next_special(v, 0);
+    while k < n {
+        if v[k] == b'"' {
+            quotes.push((k, true));
+            k = next_special(v, k + 1);
+            continue;
+        }
+        let run = k;
+        while k < n && v[k] == b'\\' {
+            k += 1;
+        }
+        if (k - run) % 2 == 1 {
+            if k == n || v[k] == b'\n' {
+                fails.push(run);
+            } else if v[k] == b'"' {
+                quotes.push((k, false));
+            }
+            if k < n {
+                k += 1; // the escaped byte
+            }
+        }
+        k = next_special(v, k);
+    }
+    let mut out = vec![(0, OPEN); quotes.len()];
+    let (mut close, mut fail) = (OPEN, fails.len());
+    for (j, &(q, closes)) in quotes.iter().enumerate().rev() {
+        while fail > 0 && fails[fail - 1] > q {
+            fail -= 1;
+        }
+        let next_fail = fails.get(fail).copied().unwrap_or(OPEN);
+        out[j] = (q, if close < next_fail { close } else { OPEN });
+        if closes {
+            close = q;
+        }
+    }
+    out
+}
+
+/// Whether ``b`` may be a character of Python's ``\s`` (str patterns): ASCII blanks,
+/// ``\x1c``–``\x1f``, and any byte of a non-ASCII character (a superset of the Unicode
+/// spaces ``\s`` takes).
+#[inline]
+fn may_be_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f) || b >= 0x80
+}
+
+/// The insides of the JSON strings of ``v`` that may be a key :func:`redact_values` of
+/// transforms/sensitive_json.py asks about: for every ``"`` (the search may start at any),
+/// the string it opens (:func:`quote_ends`) when a ``:`` (a ``"key": value``) or a ``,``
+/// (OTLP JSON's ``"key": "k", "value"``) follows it after blanks. A superset of the keys
+/// either scan meets, so a text none of whose candidates is sensitive holds no sensitive
+/// key. ``(start, end)`` byte ranges in ``v``; None when their bytes would exceed
+/// ``budget`` (many quotes nested in escapes: the caller scans that text itself).
+pub fn key_candidates(v: &[u8], budget: usize) -> Option<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    let mut spent = 0usize;
+    for (q, e) in quote_ends(v) {
+        if e == OPEN {
+            continue;
+        }
+        let mut k = e + 1;
+        while k < v.len() && may_be_space(v[k]) {
+            k += 1;
+        }
+        if k < v.len() && (v[k] == b':' || v[k] == b',') {
+            spent += e - q;
+            if spent > budget {
+                return None;
+            }
+            out.push((q + 1, e));
+        }
+    }
+    Some(out)
+}
+
+/// Per slot of a string column (buffers as :func:`scrub_hints` takes them): the key
+/// candidates of its value (:func:`key_candidates`, budget 4 bytes a byte of the value plus
+/// 256), as three buffers: the candidates' bytes and their offsets (an Arrow string array,
+/// int32 offsets), and per candidate its slot (int32, from 0); and per slot a byte, 1 when
+/// the budget ran out (the caller scans that value itself).
+#[pyfunction]
+pub fn json_key_candidates(
+    py: Python<'_>, offsets: PyBuffer<i8>, data: PyBuffer<i8>, offset: usize, length: usize,
+) -> PyResult<(Buf, Buf, Buf, Buf)> {
+    let offs = readonly(py, &offsets)?;
+    let bytes = readonly(py, &data)?;
+    if offs.len() < (offset + length + 1) * 4 {
+        return Err(PyValueError::new_err("json_key_candidates: the offsets buffer is shorter than the array"));
+    }
+    let at = |i: usize| i32::from_le_bytes([offs[4 * i], offs[4 * i + 1], offs[4 * i + 2], offs[4 * i + 3]]);
+    let (mut keys, mut ends, mut slots, mut over) = (Vec::new(), vec![0u8; 4], Vec::new(), Vec::with_capacity(length));
+    for i in offset..offset + length {
+        let (s, e) = (at(i), at(i + 1));
+        if s < 0 || e < s || e as usize > bytes.len() {
+            return Err(PyValueError::new_err("json_key_candidates: offsets out of the data buffer"));
+        }
+        let v = &bytes[s as usize..e as usize];
+        match key_candidates(v, 4 * v.len() + 256) {
+            None => over.push(1),
+            Some(found) => {
+                over.push(0);
+                for (a, b) in found {
+                    keys.extend_from_slice(&v[a..b]);
+                    if keys.len() > i32::MAX as usize {
+                        return Err(PyValueError::new_err("json_key_candidates: more than 2 GiB of keys"));
+                    }
+                    ends.extend_from_slice(&(keys.len() as i32).to_le_bytes());
+                    slots.extend_from_slice(&((i - offset) as i32).to_le_bytes());
+                }
+            }
+        }
+    }
+    Ok((Buf { data: keys }, Buf { data: ends }, Buf { data: slots }, Buf { data: over }))
+}
+
+/// The framed keys of binary ``v`` that transforms/scrub.py ``_mask_framed_values`` may
+/// judge, without its gate: in each printable run (bytes ``0x20``–``0x7e``), at each
+/// position after the run's first byte of the payload, the bytes the length byte before it
+/// frames (that byte ``n``, or ``n / 2`` when ``n`` is even: protobuf or Avro's zigzag),
+/// when they stay in the run, end before the payload does and are all key bytes
+/// (``[A-Za-z0-9._\-:/]``). Pushed into ``out`` (each distinct once, with ``seen``); false
+/// (the list incomplete) once their bytes exceed ``budget``.
+pub fn framed_keys<'v>(v: &'v [u8], budget: usize, seen: &mut std::collections::HashSet<&'v [u8]>, out: &mut Vec<&'v [u8]>) -> bool {
+    let key_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/');
+    let n = v.len();
+    // where the run of key bytes starting at each position ends (key bytes are printable)
+    let mut keys_end = vec![0usize; n + 1];
+    keys_end[n] = n;
+    for p in (0..n).rev() {
+        keys_end[p] = if key_byte(v[p]) { keys_end[p + 1] } else { p };
+    }
+    let mut spent = 0usize;
+    let mut k = 0;
+    while k < n {
+        if !(0x20..0x7f).contains(&v[k]) {
+            k += 1;
+            continue;
+        }
+        let run_start = k;
+        while k < n && (0x20..0x7f).contains(&v[k]) {
+            k += 1;
+        }
+        let run_end = k;
+        for start in run_start.max(1)..run_end {
+            let len = v[start - 1] as usize;
+            for length in [len, if len % 2 == 0 { len >> 1 } else { 0 }] {
+                let end = start + length;
+                if length > 0 && end <= run_end && end < n && keys_end[start] >= end {
+                    spent += length;
+                    if spent > budget {
+                        return false;
+                    }
+                    let key = &v[start..end];
+                    if seen.insert(key) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// The distinct framed keys (:func:`framed_keys`, budget 4 bytes a byte of each payload
+/// plus 4,096) of all ``values`` (``bytes``; ``None`` skipped), as an Arrow string array's
+/// data and int32 offsets, and whether the list is complete (false: a payload ran over its
+/// budget, e.g. a megabyte of one letter: the caller judges the payloads itself).
+#[pyfunction]
+pub fn framed_key_candidates(values: &Bound<'_, PyList>) -> PyResult<(Buf, Buf, bool)> {
+    let owned: Vec<Bound<'_, PyBytes>> =
+        values.iter().filter(|v| !v.is_none()).map(|v| v.downcast_into::<PyBytes>()).collect::<Result<_, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut keys = Vec::new();
+    let mut complete = true;
+    for b in &owned {
+        let v = b.as_bytes();
+        if !framed_keys(v, 4 * v.len() + 4096, &mut seen, &mut keys) {
+            complete = false;
+            break;
+        }
+    }
+    let (mut data, mut ends) = (Vec::new(), vec![0u8; 4]);
+    for key in keys {
+        data.extend_from_slice(key);
+        if data.len() > i32::MAX as usize {
+            return Err(PyValueError::new_err("framed_key_candidates: more than 2 GiB of keys"));
+        }
+        ends.extend_from_slice(&(data.len() as i32).to_le_bytes());
+    }
+    Ok((Buf { data }, Buf { data: ends }, complete))
+}
+
 fn readonly<'a>(py: Python<'_>, b: &'a PyBuffer<i8>) -> PyResult<&'a [u8]> {
     if !b.is_c_contiguous() {
         return Err(PyValueError::new_err("scrub_hints: a buffer is not contiguous"));
@@ -317,6 +543,38 @@ mod tests {
             cases += 1;
         }
         assert!(flagged > 1000 && flagged < cases - 1000, "{flagged} of {cases}: both verdicts drawn often");
+    }
+
+    #[test]
+    fn key_candidates_cover_keys_escapes_and_cut_strings() {
+        let keys = |v: &str| -> Vec<String> {
+            super::key_candidates(v.as_bytes(), usize::MAX).unwrap().iter().map(|&(a, b)| v[a..b].to_string()).collect()
+        };
+        // every quote may open a string: the escaped one before d too
+        assert_eq!(keys(r#"{"a": 1, "b" :{"c\"d":[2]}, "e": "f"}"#), ["a", "b", r#"c\"d"#, "d", "e"]);
+        assert_eq!(keys(r#"{"key": "pw", "value": {"stringValue": "x"}}"#), ["key", "pw", "value", "stringValue"]);
+        // a backslash before a newline fails the string; a non-ASCII space before the colon is skipped
+        assert_eq!(keys("{\"a\\\n\": 1, \"b\u{a0}\"\u{3000}: 2"), ["b\u{a0}"]);
+        assert_eq!(keys(r#"{"cut": "x"#), ["cut"]);
+        assert_eq!(keys(r#"no quote"#), Vec::<String>::new());
+        assert_eq!(super::key_candidates(r#"{"a": 1}"#.as_bytes(), 0), None);
+    }
+
+    #[test]
+    fn framed_keys_follow_their_length_byte() {
+        let keys = |v: &[u8]| -> Vec<Vec<u8>> {
+            let (mut seen, mut out) = (std::collections::HashSet::new(), Vec::new());
+            assert!(super::framed_keys(v, usize::MAX, &mut seen, &mut out));
+            out.iter().map(|k| k.to_vec()).collect()
+        };
+        // Avro: zigzag 10 frames the 5-byte key "token"; protobuf: 0a 05 "token" 12 ..
+        assert!(keys(b"\x00\x0atoken\x02ab").contains(&b"token".to_vec()));
+        assert!(keys(b"\x0a\x05token\x12\x04").contains(&b"token".to_vec()));
+        // a key must end before the payload does, stay in its run and hold key bytes only
+        assert!(!keys(b"\x05token").contains(&b"token".to_vec()));
+        assert!(!keys(b"\x05to ke\x00").iter().any(|k| k.starts_with(b"to")));
+        let (mut seen, mut out) = (std::collections::HashSet::new(), Vec::new());
+        assert!(!super::framed_keys(&[b'y'; 1000], 4000, &mut seen, &mut out)); // 121-byte keys everywhere
     }
 
     #[test]

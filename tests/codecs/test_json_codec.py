@@ -85,11 +85,11 @@ BAD_EVENTS = [
     (enc(EVENT).replace(b"/signup", b"/sign\xffup"), "format_violation", "payload is not UTF-8: invalid byte 0xff"),
     (enc(EVENT) + enc(EVENT), "format_violation", "invalid JSON: JSON is malformed: trailing characters"),
     (b"[1, 2]", "schema_violation", "expected a JSON object, got array"),
-    (enc({**EVENT, "page": 5}), "schema_violation", "page: expected a string, got number 5"),
+    (enc({**EVENT, "page": 5}), "schema_violation", "page: expected a string, got number"),
     (
         enc({**EVENT, "events": [{"type": "click", "step": "three"}]}),
         "schema_violation",
-        'events[0].step: expected an integer, got string "three"',
+        "events[0].step: expected an integer, got string",
     ),
     (
         enc({**EVENT, "events": [{"type": "click", "step": 2**40}]}),
@@ -99,12 +99,12 @@ BAD_EVENTS = [
     (
         enc({**EVENT, "events": [{"type": "click", "duration_ms": 1.5}]}),
         "schema_violation",
-        "events[0].duration_ms: expected an integer, got number 1.5",
+        "events[0].duration_ms: expected an integer, got number",
     ),
     (
         enc({**EVENT, "events": [{"type": "click"}, 7]}),
         "schema_violation",
-        "events[1]: expected an object, got number 7",
+        "events[1]: expected an object, got number",
     ),
     (
         enc({**EVENT, "timestamp": 1763719200000}),
@@ -114,12 +114,12 @@ BAD_EVENTS = [
     (
         enc({**EVENT, "timestamp": "2026-11-21 10:00:00"}),
         "schema_violation",
-        "timestamp: not an ISO-8601 timestamp with a zone: 2026-11-21 10:00:00",
+        "timestamp: not an ISO-8601 timestamp with a zone",
     ),
     (
         enc({**EVENT, "timestamp": "2026-02-30T10:00:00Z"}),
         "schema_violation",
-        "timestamp: invalid date or time '2026-02-30T10:00:00Z'",
+        "timestamp: invalid date or time",
     ),
     (enc({**EVENT, "pad": "x" * 5000}), "size_violation", "exceeds the limit of 4096 bytes"),
 ]

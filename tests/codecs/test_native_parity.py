@@ -221,6 +221,7 @@ def test_native_dead_letters_edge_cases():
         b'{"page":true,"user":false}',
         b'{"user":7,"page":8}',
         b'{"events":[{"type":"a","step":"two"}]}',
+        b'{"events":[{"type":"a","step":"a\\"b"}]}',  # a string with a quote: the detail names its kind only
         b'{"events":[{"type":"a","step":4294967296}]}',
         b'{"events":"none"}',
         b'{"timestamp":"yesterday at noon"}',
@@ -233,7 +234,6 @@ def test_native_dead_letters_edge_cases():
         b'{"page":12345,"page" "/"}',  # the typed decode stops at the type error first
         b'{"page":1.5}',  # a float shown as orjson writes it
         b'{"page":[1]}',  # an array shown as orjson writes it
-        b'{"events":[{"type":"a","step":"a\\"b"}]}',  # ... and a string with a quote
         b'{"timestamp":3,"timestamp":"2026-11-21T10:00:00Z"}',
         b'{"timestamp":"2026-13-21T10:00:00Z"}',  # matches the regex, not a date
         b'{"page":"/","x":1e400 ',
@@ -355,7 +355,7 @@ def test_reference_survives_bad_date_next_to_nanoseconds():
     ]
     b = JsonCodec("event").decode(_raw(values))
     assert list(zip(b.rejects.indices, b.rejects.reasons, b.rejects.details)) == [
-        (0, "schema_violation", "timestamp: invalid date or time '2026-02-29T10:00:00Z'")
+        (0, "schema_violation", "timestamp: invalid date or time")
     ]
     assert b.table.column("timestamp").to_pylist()[0].isoformat() == "2026-11-21T10:00:00.123000+00:00"
 

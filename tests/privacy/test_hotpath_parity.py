@@ -392,11 +392,14 @@ def test_json_key_patterns_unrolled():
         json.dumps({"attributes": [{"key": "api.key", "value": {"stringValue": 's"k\\'}}]}),
         '{"a": "x' + "y" * 70000,
     ]
+    from transforms.sensitive_json import JSON_CHARS, JSON_KEY, OTLP_KEY
+
+    string = '"' + JSON_CHARS + '"'  # the key patterns with a string value after them
     found = {"kv": 0, "otlp": 0}
     for t in texts:
         for name, old, new in (
-            ("kv", old_kv, scrub_mod._JSON_KEY_VALUE),
-            ("otlp", old_otlp, scrub_mod._OTLP_KEY_VALUE),
+            ("kv", old_kv, re.compile(JSON_KEY.pattern + string)),
+            ("otlp", old_otlp, re.compile(OTLP_KEY.pattern + string)),
         ):
             want = [(m.span(), m.groups()) for m in old.finditer(t)]
             assert [(m.span(), m.groups()) for m in new.finditer(t)] == want, t

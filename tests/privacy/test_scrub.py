@@ -139,6 +139,7 @@ def test_dead_letter_payloads_text_and_binary():
     text = json.dumps(
         {
             "user": "jane@example.org",
+            "note": "mail jane@example.org",
             "authorization": "Basic dXNlcjpwYXNz",
             "n": 1,
             "attributes": [{"key": "http.request.header.cookie", "value": {"stringValue": "sid=s3cr3t"}}],
@@ -148,7 +149,9 @@ def test_dead_letter_payloads_text_and_binary():
     out, is_text = s.scrub_raw([text, binary, None])
     assert is_text == [True, False, None]
     doc = json.loads(out[0])
-    assert doc["user"] == "[EMAIL]" and doc["authorization"] == "[REDACTED]" and doc["n"] == 1
+    # user: a person's identifier (redacted whole); note: free text (placeholders)
+    assert doc["user"] == "[REDACTED]" and doc["note"] == "mail [EMAIL]"
+    assert doc["authorization"] == "[REDACTED]" and doc["n"] == 1
     assert doc["attributes"][0]["value"]["stringValue"] == "[REDACTED]"
     assert len(out[1]) == len(binary)  # masked byte for byte: a framed payload still decodes
     assert out[1] == b"\x00\xff\x10" + b"*" * 16 + b"\x02card" + b"*" * 16 + b"\x04" + b"*" * 15 + b"\xfe"

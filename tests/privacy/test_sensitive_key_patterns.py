@@ -168,6 +168,8 @@ def escaped(key: str) -> str:
     return "".join("\\u" + format(ord(c), "04x") for c in key)
 
 
+#: the keys of the OTLP JSON wrapping of :func:`payloads`' attributes
+WRAPPING = ["attributes", "key", "value", "stringValue"]
 KEYS = st.text(alphabet="abcABC-_.", min_size=1, max_size=8)
 
 
@@ -206,7 +208,10 @@ def test_no_dead_letter_keeps_a_sensitive_value(pattern_list, keys, cut, escape,
             assert [v.encode() in o for o in out] == [False, False, False], (v, out)
     if not cut:
         assert json.loads(out[0]) == {k: "[REDACTED]" if h else v for k, v, h in zip(keys, values, hide)}
-    if not any(sensitive(pattern_list, ["key", "stringValue"])):  # else the OTLP wrapping's keys are sensitive too
+    wrapping = dict(zip(WRAPPING, sensitive(pattern_list, WRAPPING)))
+    if wrapping["attributes"]:  # the whole list is the value of a sensitive key
+        assert json.loads(out[1]) == {"attributes": "[REDACTED]"}
+    elif not any(wrapping.values()):  # else the OTLP wrapping's keys are sensitive too
         got = [a["value"]["stringValue"] for a in json.loads(out[1])["attributes"]]
         assert got == ["[REDACTED]" if h else v for v, h in zip(values, hide)]
 
