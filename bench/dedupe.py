@@ -172,18 +172,39 @@ def _step_alone(cls: type, raws: list, retries: list, tables: list, copies: int)
 
 
 def _baseline_class(rev: str) -> type:
-    """``EventDedupe`` of ``transforms/dedupe.py`` at git revision ``rev``."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:transforms/dedupe.py"], check=True, capture_output=True, text=True
+    """``EventDedupe`` of ``transforms/dedupe.py`` at git revision ``rev``, with the id store
+    of ``transforms/dedupe_store.py`` at ``rev`` where that revision has one."""
+    store = _module_at(rev, "transforms/dedupe_store.py", "dedupe_store_baseline")
+    text = _text_at(rev, "transforms/dedupe.py")
+    if store is not None:
+        text = text.replace("from transforms.dedupe_store import", "from dedupe_store_baseline import")
+    return _load("dedupe_baseline", text).EventDedupe
+
+
+def _text_at(rev: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="obsflow-dedupe-")) / "dedupe_baseline.py"
+
+
+def _module_at(rev: str, path: str, name: str):
+    """The module ``path`` at ``rev``, loaded as ``name`` (None when ``rev`` has no such file)."""
+    try:
+        text = _text_at(rev, path)
+    except subprocess.CalledProcessError:
+        return None
+    return _load(name, text)
+
+
+def _load(name: str, text: str):
+    path = Path(tempfile.mkdtemp(prefix="obsflow-dedupe-")) / f"{name}.py"
     path.write_text(text)
-    spec = importlib.util.spec_from_file_location("dedupe_baseline", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["dedupe_baseline"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return mod.EventDedupe
+    return mod
 
 
 def _door_ids(count: int, batch: int):
