@@ -73,7 +73,14 @@ def main() -> int:
     ap.add_argument("--bound", type=int, default=200_000)
     ap.add_argument("--big", type=int, default=3_000_000)
     ap.add_argument("--digesters", action="store_true", help="the step with native digests against hashlib's")
+    ap.add_argument(
+        "--digests-only",
+        action="store_true",
+        help="only array_digests of 5,000-id batches (compare builds by PYTHONPATH)",
+    )
     args = ap.parse_args()
+    if args.digests_only:
+        return _digests_only(args.rounds)
     from pipeline_throughput import _source, _spec
 
     from transforms import shape
@@ -154,6 +161,29 @@ def main() -> int:
     if args.digesters:
         out["by_digester"] = by_digester(args, raws, retries, tables)
     print(json.dumps(out))
+    return 0
+
+
+def _digests_only(rounds: int) -> int:
+    """CPU ns an id of ``array_digests`` (the obsflow_native first on ``sys.path``) over 5,000
+    UUID-shaped ids, ten batches a round, best of ``rounds``."""
+    import uuid
+
+    import obsflow_native
+    import pyarrow as pa
+
+    from transforms.dedupe_store import array_digests, digester
+
+    assert digester() == "native", "obsflow_native without id_digests_arrow"
+    ids = pa.array([str(uuid.UUID(int=k * 2654435761 + 17)) for k in range(5_000)])
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(10):
+            array_digests(ids)
+        best = min(best, 1e9 * (time.process_time() - t0) / (10 * len(ids)))
+    load = os.getloadavg()[0]
+    print(json.dumps({"build": os.path.dirname(obsflow_native.__file__), "ns_per_id": round(best, 1), "load_1m": load}))
     return 0
 
 
