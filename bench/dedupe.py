@@ -73,7 +73,14 @@ def main() -> int:
     ap.add_argument("--bound", type=int, default=200_000)
     ap.add_argument("--big", type=int, default=3_000_000)
     ap.add_argument("--digesters", action="store_true", help="the step with native digests against hashlib's")
+    ap.add_argument(
+        "--digests-only",
+        action="store_true",
+        help="only array_digests of 5,000-id batches (compare builds by PYTHONPATH)",
+    )
     args = ap.parse_args()
+    if args.digests_only:
+        return _digests_only(args.rounds)
     from pipeline_throughput import _source, _spec
 
     from transforms import shape
@@ -157,6 +164,29 @@ def main() -> int:
     return 0
 
 
+def _digests_only(rounds: int) -> int:
+    """CPU ns an id of ``array_digests`` (the obsflow_native first on ``sys.path``) over 5,000
+    UUID-shaped ids, ten batches a round, best of ``rounds``."""
+    import uuid
+
+    import obsflow_native
+    import pyarrow as pa
+
+    from transforms.dedupe_store import array_digests, digester
+
+    assert digester() == "native", "obsflow_native without id_digests_arrow"
+    ids = pa.array([str(uuid.UUID(int=k * 2654435761 + 17)) for k in range(5_000)])
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(10):
+            array_digests(ids)
+        best = min(best, 1e9 * (time.process_time() - t0) / (10 * len(ids)))
+    load = os.getloadavg()[0]
+    print(json.dumps({"build": os.path.dirname(obsflow_native.__file__), "ns_per_id": round(best, 1), "load_1m": load}))
+    return 0
+
+
 def _step_alone(cls: type, raws: list, retries: list, tables: list, copies: int) -> float:
     """CPU µs per record of ``cls``'s step (judge, filter, commit) on ``tables`` (the rows of
     ``raws``), the first copies then ``copies - 1`` rounds of their retries."""
@@ -172,18 +202,39 @@ def _step_alone(cls: type, raws: list, retries: list, tables: list, copies: int)
 
 
 def _baseline_class(rev: str) -> type:
-    """``EventDedupe`` of ``transforms/dedupe.py`` at git revision ``rev``."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:transforms/dedupe.py"], check=True, capture_output=True, text=True
+    """``EventDedupe`` of ``transforms/dedupe.py`` at git revision ``rev``, with the id store
+    of ``transforms/dedupe_store.py`` at ``rev`` where that revision has one."""
+    store = _module_at(rev, "transforms/dedupe_store.py", "dedupe_store_baseline")
+    text = _text_at(rev, "transforms/dedupe.py")
+    if store is not None:
+        text = text.replace("from transforms.dedupe_store import", "from dedupe_store_baseline import")
+    return _load("dedupe_baseline", text).EventDedupe
+
+
+def _text_at(rev: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True, text=True
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="obsflow-dedupe-")) / "dedupe_baseline.py"
+
+
+def _module_at(rev: str, path: str, name: str):
+    """The module ``path`` at ``rev``, loaded as ``name`` (None when ``rev`` has no such file)."""
+    try:
+        text = _text_at(rev, path)
+    except subprocess.CalledProcessError:
+        return None
+    return _load(name, text)
+
+
+def _load(name: str, text: str):
+    path = Path(tempfile.mkdtemp(prefix="obsflow-dedupe-")) / f"{name}.py"
     path.write_text(text)
-    spec = importlib.util.spec_from_file_location("dedupe_baseline", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["dedupe_baseline"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return mod.EventDedupe
+    return mod
 
 
 def _door_ids(count: int, batch: int):

@@ -80,6 +80,54 @@ class Judged:
     added_lo: np.ndarray = field(default_factory=lambda: _NONE)
     added_ms: np.ndarray = field(default_factory=lambda: _NONE.astype(np.int64))
     replaced: np.ndarray = field(default_factory=lambda: _NONE.astype(np.int64))
+    # the new first copies by digest high word, ties in offset order (None: not known)
+    added_order: np.ndarray | None = None
+
+
+def _first_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``rows`` (the envelope index of each row) in ascending order,
+    and the position of each one's first row: ``np.unique(rows, return_index=True)``,
+    without its sort when ``rows`` is already ascending (the shaped rows of a batch are)."""
+    if len(rows) and bool((rows[1:] >= rows[:-1]).all()):
+        first = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        return rows[first], first
+    return np.unique(rows, return_index=True)
+
+
+def _suborder(order: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``order`` (a permutation sorting some array) restricted to the positions where
+    ``keep`` is set, renumbered as positions of the kept elements: it sorts ``array[keep]``
+    the same way."""
+    rank = np.cumsum(keep) - 1
+    return rank[order[keep[order]]]
+
+
+def _repeats(
+    hi: np.ndarray, lo: np.ndarray, ms: np.ndarray, found: np.ndarray, first: np.ndarray, dup: np.ndarray, window: int
+) -> np.ndarray:
+    """Where an id occurs more than once in the batch: its copies' verdicts in offset order,
+    set in ``dup`` (a copy beyond the bound is a new first copy); returns the positions of
+    the new first copies to take, ascending (the last new copy of each id)."""
+    n = len(hi)
+    order = np.lexsort((lo, hi))  # equal ids side by side, in offset order
+    repeat = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    if not repeat.any():
+        return np.flatnonzero(~dup)
+    group = np.empty(n, dtype=np.int64)
+    group[order] = np.cumsum(np.concatenate([[True], ~repeat])) - 1
+    counts = np.bincount(group)
+    current: dict[int, int] = {}  # group -> record time of the copy that counts as first
+    for k in np.flatnonzero(counts[group] > 1).tolist():
+        g = int(group[k])
+        f = current.get(g, int(first[k]) if found[k] else None)
+        if f is not None and ms[k] - f <= window:
+            dup[k] = True
+        else:  # a copy beyond the bound is a new first copy
+            dup[k] = False
+            current[g] = int(ms[k])
+    new = np.flatnonzero(~dup)
+    _, last = np.unique(group[new][::-1], return_index=True)  # the last new copy of each id counts
+    return np.sort(new[::-1][last])
 
 
 class EventDedupe:
@@ -145,43 +193,40 @@ class EventDedupe:
         if not table.num_rows:
             return judged
         # one verdict per envelope, in offset order: its first row (further rows are its other interactions)
-        index, first_rows = np.unique(table.column(INDEX).to_numpy(), return_index=True)
-        eids = table.column("event_id").take(pa.array(first_rows))
-        valid = eids.is_valid().to_numpy(zero_copy_only=False)
-        index = index[valid]
+        index, first_rows = _first_rows(table.column(INDEX).to_numpy())
+        eids = table.column("event_id")
+        if len(first_rows) != table.num_rows or not bool((first_rows[1:] > first_rows[:-1]).all()):
+            eids = eids.take(pa.array(first_rows))  # not every row an envelope's first, in order
+        if eids.null_count:
+            index = index[eids.is_valid().to_numpy(zero_copy_only=False)]
+            eids = eids.drop_null()
         if not len(index):
             return judged
-        hi, lo = array_digests(eids.drop_null())
+        hi, lo = array_digests(eids)
         ms = raw.timestamps_array()[index]
-        found, first, seq = part.store.find(hi, lo)
+        order = np.argsort(hi)  # the digests by high word; in offset order too where no two share one
+        sorted_hi = hi[order]
+        ties = bool((sorted_hi[1:] == sorted_hi[:-1]).any())
+        found, first, seq = part.store.find(hi, lo, order)
         window = self.window_ms
         dup = found & (ms - first <= window)
-        n = len(hi)
-        order = np.lexsort((lo, hi))  # equal ids side by side, in offset order
-        repeat = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
-        if repeat.any():  # an id more than once in the batch: its copies in offset order
-            group = np.empty(n, dtype=np.int64)
-            group[order] = np.cumsum(np.concatenate([[True], ~repeat])) - 1
-            counts = np.bincount(group)
-            current: dict[int, int] = {}  # group -> record time of the copy that counts as first
-            for k in np.flatnonzero(counts[group] > 1).tolist():
-                g = int(group[k])
-                f = current.get(g, int(first[k]) if found[k] else None)
-                if f is not None and ms[k] - f <= window:
-                    dup[k] = True
-                else:  # a copy beyond the bound is a new first copy
-                    dup[k] = False
-                    current[g] = int(ms[k])
-            new = np.flatnonzero(~dup)
-            _, last = np.unique(group[new][::-1], return_index=True)  # the last new copy of each id counts
-            take = np.sort(new[::-1][last])
+        take: np.ndarray | None
+        if ties:  # two digests share a high word (almost surely an id more than once in the batch)
+            take = _repeats(hi, lo, ms, found, first, dup, window)
+            added_order = None
         else:
-            take = np.flatnonzero(~dup)
-        judged.added_hi, judged.added_lo, judged.added_ms = hi[take], lo[take], ms[take]
-        judged.replaced = np.unique(seq[take][found[take]])
-        dup_index = index[dup]
-        judged.duplicates = len(dup_index)
-        if len(dup_index):
+            take = np.flatnonzero(~dup) if dup.any() else None
+            added_order = order if take is None else _suborder(order, ~dup)
+        if take is None:  # every record a new first copy
+            judged.added_hi, judged.added_lo, judged.added_ms = hi, lo, ms
+        else:
+            judged.added_hi, judged.added_lo, judged.added_ms = hi[take], lo[take], ms[take]
+        judged.added_order = added_order
+        if found.any():
+            judged.replaced = np.unique(seq[take][found[take]] if take is not None else seq[found])
+        if dup.any():
+            dup_index = index[dup]
+            judged.duplicates = len(dup_index)
             judged.keep = pc.invert(
                 pc.is_in(table.column(INDEX), value_set=pa.array(dup_index, table.schema.field(INDEX).type))
             )
@@ -192,7 +237,7 @@ class EventDedupe:
         if j.next_offset < 0:
             return
         p = j.part
-        p.store.add(j.added_hi, j.added_lo, j.added_ms, j.replaced)
+        p.store.add(j.added_hi, j.added_lo, j.added_ms, j.replaced, j.added_order)
         p.high_ms = max(p.high_ms, j.high_ms)
         p.next_offset = j.next_offset
         self._evict(p)

@@ -98,6 +98,14 @@ def digests(ids: list[str], choice: str | None = None) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])
 
 
+def _stable_order(hi: np.ndarray) -> np.ndarray:
+    """``np.argsort(hi, kind="stable")``, by the faster unstable sort when no two values of
+    ``hi`` are equal (then every sort is stable)."""
+    order = np.argsort(hi)
+    s = hi[order]
+    return order if not (s[1:] == s[:-1]).any() else np.argsort(hi, kind="stable")
+
+
 @dataclass
 class _Run:
     """Ids ``base .. base + n - 1`` of the taken order: digests sorted by the high word
@@ -128,9 +136,12 @@ class _Run:
         return ((self.filt[top >> np.uint64(3)] >> (top & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
 
     @classmethod
-    def build(cls, base: int, hi: np.ndarray, lo: np.ndarray, ms: np.ndarray) -> _Run:
-        """A run of ids taken in the order given (``ms``: their record times, ``int64``)."""
-        order = np.argsort(hi, kind="stable")
+    def build(cls, base: int, hi: np.ndarray, lo: np.ndarray, ms: np.ndarray, order: np.ndarray | None = None) -> _Run:
+        """A run of ids taken in the order given (``ms``: their record times, ``int64``);
+        ``order``, when given, must sort ``hi`` with ties in the order given (the caller's
+        sort, not made again)."""
+        if order is None:
+            order = _stable_order(hi)
         lo_ms = int(ms.min()) if len(ms) else 0
         if len(ms) and int(ms.max()) - lo_ms <= _I32:
             packed, ms_base = (ms - lo_ms).astype(np.int32), lo_ms
@@ -180,15 +191,19 @@ class IdStore:
         """Ids held."""
         return self.end - self.start - len(self.dead)
 
-    def find(self, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def find(
+        self, hi: np.ndarray, lo: np.ndarray, order: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each digest: held?, the record time of its first copy, its sequence number
-        (both -1 where not held)."""
+        (both -1 where not held). ``order``, when given, must sort ``hi`` (the caller's
+        sort, not made again)."""
         n = len(hi)
         seq = np.full(n, -1, dtype=np.int64)
         ms = np.full(n, -1, dtype=np.int64)
         if not n or self.start >= self.end:
             return np.zeros(n, dtype=bool), ms, seq
-        order = np.argsort(hi)  # sorted needles: each run is read front to back
+        if order is None:
+            order = np.argsort(hi)  # sorted needles: each run is read front to back
         hi, lo = hi[order], lo[order]
         for run in self.runs:
             size = len(run)
@@ -228,13 +243,18 @@ class IdStore:
             ok &= ~np.isin(seq, np.fromiter(self.dead, dtype=np.int64, count=len(self.dead)))
         return ok
 
-    def add(self, hi: np.ndarray, lo: np.ndarray, ms: np.ndarray, replaced: np.ndarray) -> None:
-        """Take new ids (digests not held, or held at ``replaced``: those entries die), in order."""
+    def add(
+        self, hi: np.ndarray, lo: np.ndarray, ms: np.ndarray, replaced: np.ndarray, order: np.ndarray | None = None
+    ) -> None:
+        """Take new ids (digests not held, or held at ``replaced``: those entries die), in
+        order; ``order``, when given, sorts ``hi`` with ties in the order given."""
         if len(replaced):
             self.dead.update(replaced.tolist())
+        if len(hi) > RUN_MAX:
+            order = None
         for at in range(0, len(hi), RUN_MAX):  # a seed's many ids: runs of at most RUN_MAX
             part = slice(at, at + RUN_MAX)
-            self.runs.append(_Run.build(self.end, hi[part], lo[part], ms[part]))
+            self.runs.append(_Run.build(self.end, hi[part], lo[part], ms[part], order))
             self.end += len(self.runs[-1])
         while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             a, b = self.runs[-2], self.runs[-1]

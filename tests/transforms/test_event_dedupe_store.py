@@ -8,9 +8,11 @@ from __future__ import annotations
 import random
 import tracemalloc
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+import transforms.dedupe as dedupe
 import transforms.dedupe_store as store
 from core.batch import INDEX, RawBatch
 from tests.transforms.test_event_dedupe import seed_rows
@@ -56,8 +58,28 @@ class Reference:
 @pytest.mark.parametrize("run_max", [4, 16, store.RUN_MAX])
 def test_random_batches_get_the_reference_verdicts(monkeypatch, run_max):
     monkeypatch.setattr(store, "RUN_MAX", run_max)
+    assert _against_the_reference(range(150), shuffled=False) > 10_000
+
+
+@pytest.mark.parametrize("run_max", [4, store.RUN_MAX])
+def test_digests_sharing_a_high_word_and_rows_out_of_order_get_the_reference_verdicts(monkeypatch, run_max):
+    """Different ids whose digests share the high word (only its top 3 bits kept: the
+    lookup's and the sorts' tie paths), and a table whose rows are not in envelope order."""
+    monkeypatch.setattr(store, "RUN_MAX", run_max)
+
+    def narrow(ids, choice=None):
+        hi, lo = store.array_digests(ids, choice)
+        return hi & np.uint64(0xE000_0000_0000_0000), lo
+
+    monkeypatch.setattr(dedupe, "array_digests", narrow)
+    assert _against_the_reference(range(60), shuffled=True) > 4_000
+
+
+def _against_the_reference(seeds: range, shuffled: bool) -> int:
+    """Random batches through :class:`EventDedupe` and :class:`Reference`, verdict by verdict
+    (``shuffled``: each table's rows in a random order); the records checked."""
     checked = 0
-    for seed in range(150):
+    for seed in seeds:
         rnd = random.Random(seed)
         window, max_ids = rnd.choice([5, 50, 500]), rnd.choice([3, 10, 40, 1000])
         d, ref = EventDedupe(window, max_ids), Reference(window, max_ids)
@@ -73,6 +95,8 @@ def test_random_batches_get_the_reference_verdicts(monkeypatch, run_max):
             raw = RawBatch("events", "ev", 0, [b"{}"] * n, list(range(offset, offset + n)), stamps)
             offset += n + rnd.randint(0, 2)
             rows = [i for i in range(n) for _ in range(rnd.randint(1, 2))]
+            if shuffled:
+                rnd.shuffle(rows)
             table = pa.table(
                 {INDEX: pa.array(rows, pa.int32()), "event_id": pa.array([ids[i] for i in rows], pa.string())}
             )
@@ -86,7 +110,7 @@ def test_random_batches_get_the_reference_verdicts(monkeypatch, run_max):
                 d.commit(j)
             assert d.held("ev", 0) == len(ref.ids), seed
             checked += n
-    assert checked > 10_000
+    return checked
 
 
 def test_an_id_held_costs_at_most_32_bytes():
